@@ -13,6 +13,7 @@ var (
 	ErrTruncated       = errors.New("file truncated")
 	ErrTooLarge        = errors.New("count or length larger than the file can hold")
 	ErrValueType       = errors.New("unknown metadata value type")
+	ErrBadValue        = errors.New("invalid metadata value")
 	ErrNesting         = errors.New("metadata arrays nested too deeply")
 	ErrDuplicateKey    = errors.New("duplicate metadata key")
 	ErrEmptyName       = errors.New("empty key or tensor name")

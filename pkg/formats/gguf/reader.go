@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"os"
 	"sort"
 	"syscall"
@@ -17,6 +18,19 @@ const maxNesting = 4
 
 // maxDims is ggml's GGML_MAX_DIMS.
 const maxDims = 4
+
+// maxDim bounds one dimension, far above any real model's (a 256k vocab).
+const maxDim = math.MaxInt32 * 16
+
+// alignmentValue returns the alignment a general.alignment value declares,
+// and whether it is valid: a u32 power of two up to 1 MiB.
+func alignmentValue(v Value) (int, bool) {
+	a, ok := v.Uint()
+	if !ok || v.Type != TypeUint32 || a == 0 || a&(a-1) != 0 || a > 1<<20 {
+		return 0, false
+	}
+	return int(a), true
+}
 
 // File is a parsed GGUF file. All slices point into the bytes it was parsed
 // from; the File must not outlive them (Close unmaps what Open mapped).
@@ -104,7 +118,11 @@ func Parse(data []byte) (*File, error) {
 		return nil, err
 	}
 	if f.Version != 2 && f.Version != 3 {
-		return nil, &FormatError{Offset: 4, Where: "header", Err: ErrVersion, Detail: fmt.Sprintf("version %d; corelm reads 2 and 3", f.Version)}
+		detail := fmt.Sprintf("version %d; corelm reads 2 and 3", f.Version)
+		if v := bits.ReverseBytes32(f.Version); v == 2 || v == 3 {
+			detail = fmt.Sprintf("big-endian GGUF v%d; corelm reads little-endian files only", v)
+		}
+		return nil, &FormatError{Offset: 4, Where: "header", Err: ErrVersion, Detail: detail}
 	}
 	nTensors, err := r.u64("header tensor count")
 	if err != nil {
@@ -115,11 +133,12 @@ func Parse(data []byte) (*File, error) {
 		return nil, err
 	}
 	// Each KV needs at least 8 (key len) + 1 (key) + 4 (type) + 1 bytes; each
-	// tensor info at least 8 + 1 + 4 + 8 + 4 + 8.
-	if nKV > uint64(r.remaining())/14 {
+	// tensor info at least 8 + 1 + 4 + 8 + 4 + 8; both must fit together.
+	const minKV, minTensor = 14, 33
+	if nKV > uint64(r.remaining())/minKV {
 		return nil, &FormatError{Offset: 16, Where: "header", Err: ErrTooLarge, Detail: fmt.Sprintf("%d metadata entries", nKV)}
 	}
-	if nTensors > uint64(r.remaining())/33 {
+	if nTensors > (uint64(r.remaining())-nKV*minKV)/minTensor {
 		return nil, &FormatError{Offset: 8, Where: "header", Err: ErrTooLarge, Detail: fmt.Sprintf("%d tensors", nTensors)}
 	}
 
@@ -138,7 +157,7 @@ func Parse(data []byte) (*File, error) {
 		if _, dup := f.kvIndex[key]; dup {
 			return nil, &FormatError{Offset: int64(start), Where: where, Err: ErrDuplicateKey}
 		}
-		typ, err := r.u32(where + " type")
+		typ, err := r.u32Field(where, " type")
 		if err != nil {
 			return nil, err
 		}
@@ -151,12 +170,12 @@ func Parse(data []byte) (*File, error) {
 	}
 
 	if v, ok := f.Get("general.alignment"); ok {
-		a, isInt := v.Uint()
-		if !isInt || v.Type != TypeUint32 || a == 0 || a&(a-1) != 0 || a > 1<<20 {
+		a, ok := alignmentValue(v)
+		if !ok {
 			return nil, &FormatError{Offset: -1, Where: `metadata key "general.alignment"`, Err: ErrAlignment,
 				Detail: fmt.Sprintf("must be a u32 power of two up to 1 MiB, got %s %v", v.Type, v)}
 		}
-		f.Alignment = int(a)
+		f.Alignment = a
 	}
 
 	f.Tensors = make([]Tensor, 0, nTensors)
@@ -174,7 +193,7 @@ func Parse(data []byte) (*File, error) {
 		if _, dup := f.tIndex[name]; dup {
 			return nil, &FormatError{Offset: int64(start), Where: where, Err: ErrDuplicateTensor}
 		}
-		nDims, err := r.u32(where + " dimension count")
+		nDims, err := r.u32Field(where, " dimension count")
 		if err != nil {
 			return nil, err
 		}
@@ -184,20 +203,20 @@ func Parse(data []byte) (*File, error) {
 		t := Tensor{Name: name, Index: int(i), Shape: make([]uint64, nDims)}
 		elems := uint64(1)
 		for d := range t.Shape {
-			dim, err := r.u64(where + " dimension")
+			dim, err := r.u64Field(where, " dimension")
 			if err != nil {
 				return nil, err
 			}
 			if dim == 0 {
 				return nil, &FormatError{Offset: int64(r.off - 8), Where: where, Err: ErrDims, Detail: fmt.Sprintf("dimension %d is zero", d)}
 			}
-			if dim > math.MaxInt32*16 || elems > math.MaxInt64/dim {
+			if dim > maxDim || elems > math.MaxInt64/dim {
 				return nil, &FormatError{Offset: int64(r.off - 8), Where: where, Err: ErrDims, Detail: fmt.Sprintf("dimension %d = %d overflows", d, dim)}
 			}
 			elems *= dim
 			t.Shape[d] = dim
 		}
-		typ, err := r.u32(where + " type")
+		typ, err := r.u32Field(where, " type")
 		if err != nil {
 			return nil, err
 		}
@@ -214,7 +233,7 @@ func Parse(data []byte) (*File, error) {
 			return nil, &FormatError{Offset: -1, Where: where, Err: ErrDims, Detail: "byte size overflows"}
 		}
 		t.Size = blocks * uint64(t.Type.BlockBytes())
-		if t.Offset, err = r.u64(where + " offset"); err != nil {
+		if t.Offset, err = r.u64Field(where, " offset"); err != nil {
 			return nil, err
 		}
 		if t.Offset%uint64(f.Alignment) != 0 {
@@ -409,9 +428,30 @@ func (r *reader) u64(what string) (uint64, error) {
 	return binary.LittleEndian.Uint64(b), nil
 }
 
+// u64Field is u64 for a field named what+suffix; the name is only built on
+// error, since strings and arrays are read hundreds of thousands of times
+// for a tokenizer vocabulary.
+func (r *reader) u64Field(what, suffix string) (uint64, error) {
+	if r.remaining() < 8 {
+		return 0, r.need(8, what+suffix)
+	}
+	v := binary.LittleEndian.Uint64(r.buf[r.off:])
+	r.off += 8
+	return v, nil
+}
+
+func (r *reader) u32Field(what, suffix string) (uint32, error) {
+	if r.remaining() < 4 {
+		return 0, r.need(4, what+suffix)
+	}
+	v := binary.LittleEndian.Uint32(r.buf[r.off:])
+	r.off += 4
+	return v, nil
+}
+
 func (r *reader) strBytes(what string) ([]byte, error) {
 	start := r.off
-	n, err := r.u64(what + " length")
+	n, err := r.u64Field(what, " length")
 	if err != nil {
 		return nil, err
 	}
@@ -428,7 +468,11 @@ func (r *reader) str(what string) (string, error) {
 		return "", err
 	}
 	if !utf8.Valid(b) {
-		return "", &FormatError{Offset: int64(r.off - len(b)), Where: what, Err: ErrBadUTF8}
+		off := int64(r.off - len(b))
+		if len(b) > 80 {
+			b = b[:80]
+		}
+		return "", &FormatError{Offset: off, Where: what, Err: ErrBadUTF8, Detail: fmt.Sprintf("%q", b)}
 	}
 	return string(b), nil
 }
@@ -449,9 +493,9 @@ func (r *reader) value(typ ValueType, where string, depth int) (Value, error) {
 		return Value{Type: TypeString, raw: b}, nil
 	case TypeArray:
 		if depth >= maxNesting {
-			return Value{}, &FormatError{Offset: int64(start), Where: where, Err: ErrNesting}
+			return Value{}, &FormatError{Offset: int64(start), Where: where, Err: ErrNesting, Detail: fmt.Sprintf("more than %d levels", maxNesting)}
 		}
-		et, err := r.u32(where + " array element type")
+		et, err := r.u32Field(where, " array element type")
 		if err != nil {
 			return Value{}, err
 		}
@@ -459,7 +503,7 @@ func (r *reader) value(typ ValueType, where string, depth int) (Value, error) {
 		if !elem.valid() {
 			return Value{}, &FormatError{Offset: int64(r.off - 4), Where: where + " array", Err: ErrValueType, Detail: fmt.Sprintf("element type id %d", et)}
 		}
-		n, err := r.u64(where + " array length")
+		n, err := r.u64Field(where, " array length")
 		if err != nil {
 			return Value{}, err
 		}
@@ -480,9 +524,9 @@ func (r *reader) value(typ ValueType, where string, depth int) (Value, error) {
 				return Value{}, err
 			}
 			if elem == TypeBool {
-				for _, b := range r.buf[body:r.off] {
+				for i, b := range r.buf[body:r.off] {
 					if b > 1 {
-						return Value{}, &FormatError{Offset: int64(body), Where: where, Err: ErrValueType, Detail: "bool byte not 0 or 1"}
+						return Value{}, &FormatError{Offset: int64(body + i), Where: fmt.Sprintf("%s element %d", where, i), Err: ErrBadValue, Detail: fmt.Sprintf("bool byte %d; must be 0 or 1", b)}
 					}
 				}
 			}
@@ -494,11 +538,10 @@ func (r *reader) value(typ ValueType, where string, depth int) (Value, error) {
 					}
 					continue
 				}
-				sub, err := r.u32(where + " nested array type")
-				if err != nil {
-					return Value{}, err
-				}
-				if _, err := r.value(ValueType(sub), where, depth+1); err != nil {
+				// A nested array element is itself encoded as an array
+				// (element type, length, elements) with no type tag of its
+				// own: the outer element type already says "array".
+				if _, err := r.value(TypeArray, where, depth+1); err != nil {
 					return Value{}, err
 				}
 			}
@@ -510,7 +553,7 @@ func (r *reader) value(typ ValueType, where string, depth int) (Value, error) {
 			return Value{}, err
 		}
 		if typ == TypeBool && b[0] > 1 {
-			return Value{}, &FormatError{Offset: int64(start), Where: where, Err: ErrValueType, Detail: fmt.Sprintf("bool byte %d", b[0])}
+			return Value{}, &FormatError{Offset: int64(start), Where: where, Err: ErrBadValue, Detail: fmt.Sprintf("bool byte %d; must be 0 or 1", b[0])}
 		}
 		return Value{Type: typ, raw: b}, nil
 	}

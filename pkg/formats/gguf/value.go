@@ -19,6 +19,20 @@ type Value struct {
 
 // Scalar constructors, used by the writer and tests.
 
+func U8(v uint8) Value { return Value{Type: TypeUint8, raw: []byte{v}} }
+func I8(v int8) Value  { return Value{Type: TypeInt8, raw: []byte{byte(v)}} }
+func U16(v uint16) Value {
+	return Value{Type: TypeUint16, raw: binary.LittleEndian.AppendUint16(nil, v)}
+}
+func I16(v int16) Value {
+	return Value{Type: TypeInt16, raw: binary.LittleEndian.AppendUint16(nil, uint16(v))}
+}
+func I64(v int64) Value {
+	return Value{Type: TypeInt64, raw: binary.LittleEndian.AppendUint64(nil, uint64(v))}
+}
+func F64(v float64) Value {
+	return Value{Type: TypeFloat64, raw: binary.LittleEndian.AppendUint64(nil, math.Float64bits(v))}
+}
 func U32(v uint32) Value {
 	return Value{Type: TypeUint32, raw: binary.LittleEndian.AppendUint32(nil, v)}
 }
@@ -68,6 +82,45 @@ func I32s(is []int32) Value {
 	return Value{Type: TypeArray, Elem: TypeInt32, Len: len(is), raw: raw}
 }
 
+// Arr builds an array of elements of type elem (which may itself be
+// TypeArray: each element is then an array with its own element type). The
+// element type is explicit so that empty arrays have one. It panics if an
+// element has another type: that is a bug in the caller, not bad input.
+func Arr(elem ValueType, elems ...Value) Value {
+	var raw []byte
+	for i, e := range elems {
+		if e.Type != elem {
+			panic(fmt.Sprintf("gguf.Arr: element %d is %s, want %s", i, e.Type, elem))
+		}
+		raw = appendPayload(raw, e)
+	}
+	return Value{Type: TypeArray, Elem: elem, Len: len(elems), raw: raw}
+}
+
+// appendPayload appends the encoding of v without its type tag: what
+// follows the tag in a metadata entry, or an element inside an array.
+func appendPayload(b []byte, v Value) []byte {
+	switch v.Type {
+	case TypeString:
+		b = binary.LittleEndian.AppendUint64(b, uint64(len(v.raw)))
+	case TypeArray:
+		b = binary.LittleEndian.AppendUint32(b, uint32(v.Elem))
+		b = binary.LittleEndian.AppendUint64(b, uint64(v.Len))
+	}
+	return append(b, v.raw...)
+}
+
+// payloadSize is len(appendPayload(nil, v)).
+func payloadSize(v Value) int {
+	switch v.Type {
+	case TypeString:
+		return 8 + len(v.raw)
+	case TypeArray:
+		return 12 + len(v.raw)
+	}
+	return len(v.raw)
+}
+
 // RawValue builds a value from its encoded payload; for the writer's tests of
 // hostile inputs. The payload is not checked.
 func RawValue(typ, elem ValueType, n int, payload []byte) Value {
@@ -78,6 +131,9 @@ func RawValue(typ, elem ValueType, n int, payload []byte) Value {
 func (v Value) Payload() []byte { return v.raw }
 
 func scalarInt(t ValueType, b []byte) (int64, uint64, bool, bool) {
+	if len(b) != t.fixedSize() { // a zero Value or a bad RawValue
+		return 0, 0, false, false
+	}
 	switch t {
 	case TypeUint8:
 		return int64(b[0]), uint64(b[0]), true, true
@@ -120,6 +176,9 @@ func (v Value) Int() (int64, bool) {
 
 // Float returns a float, or an integer converted to float.
 func (v Value) Float() (float64, bool) {
+	if len(v.raw) != v.Type.fixedSize() {
+		return 0, false
+	}
 	switch v.Type {
 	case TypeFloat32:
 		return float64(math.Float32frombits(binary.LittleEndian.Uint32(v.raw))), true
@@ -134,7 +193,7 @@ func (v Value) Float() (float64, bool) {
 
 // Bool returns a bool.
 func (v Value) Bool() (bool, bool) {
-	if v.Type != TypeBool {
+	if v.Type != TypeBool || len(v.raw) != 1 {
 		return false, false
 	}
 	return v.raw[0] == 1, true
@@ -153,19 +212,36 @@ func (v Value) Strings() ([]string, bool) {
 	if v.Type != TypeArray || v.Elem != TypeString {
 		return nil, false
 	}
+	// Every element takes at least its 8-byte length; a Len the payload
+	// cannot hold only comes from RawValue.
+	if v.Len < 0 || v.Len > len(v.raw)/8 {
+		return nil, false
+	}
 	out := make([]string, v.Len)
 	b := v.raw
 	for i := range out {
+		if len(b) < 8 {
+			return nil, false
+		}
 		n := binary.LittleEndian.Uint64(b)
+		if n > uint64(len(b)-8) {
+			return nil, false
+		}
 		out[i] = string(b[8 : 8+n])
 		b = b[8+n:]
 	}
 	return out, true
 }
 
+// fixedElems reports whether v is an array of size-byte elements whose
+// payload holds exactly Len of them.
+func (v Value) fixedElems(size int) bool {
+	return v.Type == TypeArray && v.Len >= 0 && size > 0 && v.Len <= len(v.raw)/size && v.Len*size == len(v.raw)
+}
+
 // Float32s returns an array of f32 (or f64, converted).
 func (v Value) Float32s() ([]float32, bool) {
-	if v.Type != TypeArray {
+	if v.Type != TypeArray || (v.Elem != TypeFloat32 && v.Elem != TypeFloat64) || !v.fixedElems(v.Elem.fixedSize()) {
 		return nil, false
 	}
 	out := make([]float32, v.Len)
@@ -190,7 +266,7 @@ func (v Value) Int32s() ([]int32, bool) {
 		return nil, false
 	}
 	size := v.Elem.fixedSize()
-	if size == 0 || v.Elem == TypeFloat32 || v.Elem == TypeFloat64 || v.Elem == TypeBool {
+	if size == 0 || v.Elem == TypeFloat32 || v.Elem == TypeFloat64 || v.Elem == TypeBool || !v.fixedElems(size) {
 		return nil, false
 	}
 	out := make([]int32, v.Len)
@@ -206,22 +282,25 @@ func (v Value) Int32s() ([]int32, bool) {
 
 // Values returns the elements of an array as Values (any element type,
 // including nested arrays).
-func (v Value) Values() ([]Value, bool) {
-	if v.Type != TypeArray {
+func (v Value) Values() ([]Value, bool) { return v.elements(-1) }
+
+// elements decodes the first max elements of an array (all when max < 0).
+func (v Value) elements(max int) ([]Value, bool) {
+	// Every element takes at least one byte, so a larger Len (possible
+	// only through RawValue) is not decodable.
+	if v.Type != TypeArray || v.Len < 0 || v.Len > len(v.raw) {
 		return nil, false
 	}
-	out := make([]Value, 0, v.Len)
+	n := v.Len
+	if max >= 0 && max < n {
+		n = max
+	}
+	out := make([]Value, 0, n)
 	r := &reader{buf: v.raw}
-	for i := 0; i < v.Len; i++ {
-		typ := v.Elem
-		if typ == TypeArray {
-			t, err := r.u32("")
-			if err != nil {
-				return nil, false
-			}
-			typ = ValueType(t)
-		}
-		e, err := r.value(typ, "", 0)
+	for range n {
+		// A nested array is encoded like a top-level one minus the type
+		// tag, which is what value reads for TypeArray.
+		e, err := r.value(v.Elem, "", 0)
 		if err != nil {
 			return nil, false
 		}
@@ -247,7 +326,8 @@ func (v Value) String() string {
 		return strconv.FormatFloat(f, 'g', -1, 64)
 	case TypeArray:
 		const show = 6
-		vals, ok := v.Values()
+		// Decode only what is shown: a vocabulary has 150k entries.
+		vals, ok := v.elements(show)
 		if !ok {
 			return fmt.Sprintf("[%d × %s]", v.Len, v.Elem)
 		}
