@@ -1,0 +1,91 @@
+package kernels
+
+import "math"
+
+// Half-precision conversions. GGUF stores block scales as IEEE binary16 and
+// some tensors as F16 or BF16; every decoder in this package goes through
+// these four functions, so they must round exactly like ggml or quantized
+// files written here would differ from llama.cpp's in the last bit.
+
+// F16ToF32 widens an IEEE binary16 value. The conversion is exact; a NaN keeps
+// its sign and payload and comes back quiet, as it does through ggml's
+// conversion (and F16C) on x86.
+func F16ToF32(h uint16) float32 {
+	sign := uint32(h&0x8000) << 16
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h & 0x3ff)
+	switch exp {
+	case 0:
+		if mant == 0 {
+			return math.Float32frombits(sign)
+		}
+		// Subnormal: mant × 2⁻²⁴ is exact in float32.
+		v := float32(mant) * (1.0 / (1 << 24))
+		return math.Float32frombits(sign | math.Float32bits(v))
+	case 0x1f:
+		if mant == 0 {
+			return math.Float32frombits(sign | 0x7f800000)
+		}
+		return math.Float32frombits(sign | 0x7fc00000 | mant<<13)
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+}
+
+// F32ToF16 narrows f to IEEE binary16 rounding to nearest, ties to even.
+// Values beyond the half range become ±Inf; every NaN becomes the canonical
+// quiet NaN 0x7e00 with f's sign, which is what ggml_compute_fp32_to_fp16
+// produces.
+func F32ToF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	exp := int(b>>23) & 0xff
+	mant := b & 0x7fffff
+	if exp == 0xff {
+		if mant != 0 {
+			return sign | 0x7e00
+		}
+		return sign | 0x7c00
+	}
+	e := exp - 127 + 15 // biased half exponent
+	if e >= 0x1f {
+		return sign | 0x7c00
+	}
+	if e <= 0 {
+		// The result is a half subnormal (or rounds up to the smallest normal):
+		// its integer significand is the 24-bit float significand shifted right
+		// by 14-e. Below 2⁻²⁵ everything rounds to zero.
+		if e < -10 {
+			return sign
+		}
+		m := mant | 0x800000
+		shift := uint(14 - e)
+		h := m >> shift
+		rem := m & (1<<shift - 1)
+		half := uint32(1) << (shift - 1)
+		if rem > half || rem == half && h&1 == 1 {
+			h++
+		}
+		return sign | uint16(h)
+	}
+	// A carry out of the mantissa bumps the exponent, up to Inf: both are right.
+	h := uint32(e)<<10 | mant>>13
+	rem := mant & 0x1fff
+	if rem > 0x1000 || rem == 0x1000 && h&1 == 1 {
+		h++
+	}
+	return sign | uint16(h)
+}
+
+// BF16ToF32 widens a bfloat16 value (the top half of a float32); exact.
+func BF16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+
+// F32ToBF16 narrows f to bfloat16, rounding to nearest even. A NaN keeps its
+// sign and top payload bits and is forced quiet, as ggml_compute_fp32_to_bf16
+// does (plain truncation could turn a NaN with a low-only payload into Inf).
+func F32ToBF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	if b&0x7fffffff > 0x7f800000 {
+		return uint16(b>>16) | 0x40
+	}
+	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
+}

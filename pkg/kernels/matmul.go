@@ -1,0 +1,93 @@
+package kernels
+
+import "fmt"
+
+// Scratch is the per-caller state of MatMul: the activation rows re-encoded
+// to the weight's vec-dot type and the work description handed to the pool.
+// Keep one per goroutine that issues matmuls and reuse it: after the largest
+// call it no longer allocates, which matters in decode, where a step is a few
+// hundred small matmuls. The zero value is ready to use; a Scratch must not be
+// shared by concurrent MatMul calls.
+type Scratch struct {
+	q   []byte
+	job matmulJob
+	// Bound once to &job so that handing them to Pool.Run allocates nothing.
+	quantRows, dotRows func(lo, hi int)
+}
+
+// matmulJob is one MatMul's operands; workers read it, nobody writes it while
+// a Run is in flight.
+type matmulJob struct {
+	t, vt      DType
+	w          []byte
+	wrb, xrb   int // bytes per weight row, per encoded activation row
+	rows, cols int
+	x          []float32
+	n          int
+	xq         []byte
+	out        []float32
+}
+
+// MatMul computes out[j*rows+r] = dot(row r of w, x[j*cols:(j+1)*cols]) for
+// the n activation rows of x (n×cols, row-major) and the rows×cols weight
+// matrix w of type t (each row t.RowBytes(cols) bytes). Like llama.cpp it
+// encodes each activation row once to VecDotType(t) (so F16 and BF16 weights
+// see activations rounded to F16/BF16, F32 weights the activations as they
+// are) and takes DotQ of every weight row with every encoded row. Weight rows
+// are split over the pool; each worker streams its rows once, dotting each
+// with all n activations while the row is in cache. s may be nil, at the cost
+// of allocating. It panics on inconsistent sizes.
+func MatMul(p *Pool, t DType, w []byte, rows, cols int, x []float32, n int, out []float32, s *Scratch) {
+	wrb, ok := t.RowBytes(cols)
+	if !ok || !Supported(t) || t == Q8_1 || t == Q8_K {
+		panic(fmt.Sprintf("kernels: MatMul: cannot multiply %v with %d columns", t, cols))
+	}
+	if rows < 0 || n < 0 || len(w) != rows*wrb || len(x) != n*cols || len(out) != n*rows {
+		panic(fmt.Sprintf("kernels: MatMul: %v %dx%d weights (%d bytes), %d activations (%d floats), out %d",
+			t, rows, cols, len(w), n, len(x), len(out)))
+	}
+	if rows == 0 || n == 0 {
+		return
+	}
+	if s == nil {
+		s = new(Scratch)
+	}
+	if s.dotRows == nil {
+		s.quantRows, s.dotRows = s.job.quantRows, s.job.dotRows
+	}
+	vt := VecDotType(t)
+	xrb, _ := vt.RowBytes(cols)
+	if cap(s.q) < n*xrb {
+		s.q = make([]byte, n*xrb)
+	}
+	s.job = matmulJob{t: t, vt: vt, w: w, wrb: wrb, xrb: xrb, rows: rows, cols: cols, x: x, n: n, xq: s.q[:n*xrb], out: out}
+	defer func() { s.job = matmulJob{} }() // do not pin the caller's buffers
+	if t != F32 {
+		if n > 1 {
+			p.Run(n, s.quantRows)
+		} else {
+			s.job.quantRows(0, 1)
+		}
+	}
+	p.Run(rows, s.dotRows)
+}
+
+func (j *matmulJob) quantRows(lo, hi int) {
+	for k := lo; k < hi; k++ {
+		Quantize(j.vt, j.x[k*j.cols:(k+1)*j.cols], j.xq[k*j.xrb:(k+1)*j.xrb])
+	}
+}
+
+func (j *matmulJob) dotRows(lo, hi int) {
+	for r := lo; r < hi; r++ {
+		wr := j.w[r*j.wrb : (r+1)*j.wrb]
+		for k := range j.n {
+			if j.t == F32 {
+				// F32 activations are their own encoding; skip the copy.
+				j.out[k*j.rows+r] = DotF32(F32, wr, j.x[k*j.cols:(k+1)*j.cols])
+			} else {
+				j.out[k*j.rows+r] = dotQ(j.t, wr, j.xq[k*j.xrb:(k+1)*j.xrb])
+			}
+		}
+	}
+}

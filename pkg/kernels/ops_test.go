@@ -1,0 +1,97 @@
+package kernels
+
+import (
+	"math"
+	"testing"
+)
+
+// closeTo reports whether got is within rel relative (or 1e-30 absolute) of want.
+func closeTo(got float32, want, rel float64) bool {
+	return math.Abs(float64(got)-want) <= rel*math.Abs(want)+1e-30
+}
+
+func expectClose(t *testing.T, what string, got []float32, want []float64, rel float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i := range got {
+		if !closeTo(got[i], want[i], rel) {
+			t.Errorf("%s[%d] = %.9g, want %.9g (±%g rel)", what, i, got[i], want[i], rel)
+		}
+	}
+}
+
+// Expected values below were computed in float64 by hand-written formulas
+// (Python math), not by this package.
+
+func TestRMSNorm(t *testing.T) {
+	x := []float32{1, 2, 3, 4} // mean square 7.5
+	dst := make([]float32, 4)
+	RMSNorm(dst, x, []float32{1, 0.5, 2, -1}, 0)
+	expectClose(t, "weighted", dst, []float64{0.3651483716701107, 0.3651483716701107, 2.1908902300206643, -1.4605934866804429}, 1e-6)
+
+	RMSNorm(x, x, nil, 0) // in place, no weight
+	expectClose(t, "in place", x, []float64{0.3651483716701107, 0.7302967433402214, 1.0954451150103321, 1.4605934866804429}, 1e-6)
+
+	// eps dominates a near-zero row: x/sqrt(eps).
+	y := []float32{1e-4, -1e-4}
+	RMSNorm(y, y, nil, 1e-2)
+	expectClose(t, "eps", y, []float64{1e-4 / math.Sqrt(1e-8+1e-2), -1e-4 / math.Sqrt(1e-8+1e-2)}, 1e-6)
+}
+
+func TestSoftmax(t *testing.T) {
+	x := []float32{1, 2, 3}
+	Softmax(x)
+	expectClose(t, "small", x, []float64{0.09003057317038046, 0.24472847105479767, 0.6652409557748219}, 1e-6)
+
+	big := []float32{1000, 1001} // would overflow without subtracting the max
+	Softmax(big)
+	expectClose(t, "max-subtracted", big, []float64{0.2689414213699951, 0.7310585786300049}, 1e-6)
+
+	masked := []float32{float32(math.Inf(-1)), 5, float32(math.Inf(-1)), 5}
+	Softmax(masked)
+	expectClose(t, "masked", masked, []float64{0, 0.5, 0, 0.5}, 1e-7)
+
+	Softmax(nil) // no panic
+}
+
+func TestActivations(t *testing.T) {
+	x := []float32{1, -2, 0, 10}
+	SiLU(x)
+	expectClose(t, "SiLU", x, []float64{0.7310585786300049, -0.2384058440442351, 0, 9.999546021312975}, 1e-6)
+
+	g := []float32{1, -3, 0.5, 0, 5}
+	GELU(g)
+	// 0.5·x·(1+tanh(√(2/π)·x·(1+0.044715x²))): the tanh form, which differs
+	// from the erf GELU (0.8413447 at 1) in the fourth digit. At -3 the sum
+	// 1+tanh(..) cancels, costing float32 a few more digits.
+	expectClose(t, "GELU", g, []float64{0.8411919906082768, -0.0036373920817729943, 0.34571400982514394, 0, 4.999999770820381}, 2e-5)
+
+	c := []float32{0, 30, -60, 3}
+	SoftCap(c, 30)
+	expectClose(t, "SoftCap", c, []float64{0, 22.847824678672946, -28.920827402274508, 2.9900398387486744}, 1e-6)
+}
+
+func TestElementwise(t *testing.T) {
+	a := []float32{1, 2, 3}
+	b := []float32{4, -5, 0.5}
+	dst := make([]float32, 3)
+	Mul(dst, a, b)
+	expectClose(t, "Mul", dst, []float64{4, -10, 1.5}, 0)
+	Add(dst, a, b)
+	expectClose(t, "Add", dst, []float64{5, -3, 3.5}, 0)
+	Add(a, a, a) // aliasing
+	expectClose(t, "Add alias", a, []float64{2, 4, 6}, 0)
+	Scale(a, 0.5)
+	expectClose(t, "Scale", a, []float64{1, 2, 3}, 0)
+	if got := Dot(a, b); got != 4-10+1.5 {
+		t.Errorf("Dot = %v", got)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("Mul with mismatched lengths did not panic")
+		}
+	}()
+	Mul(dst, a, b[:2])
+}

@@ -1,0 +1,131 @@
+package kernels
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// TestPoolCoverage: every index in [0, n) is handed out exactly once, in
+// contiguous non-empty chunks, at most Threads() of them.
+func TestPoolCoverage(t *testing.T) {
+	for _, threads := range []int{1, 2, 3, 4, 8} {
+		p := NewPool(threads)
+		for _, n := range []int{0, 1, 2, 3, 5, 7, 8, 9, 100, 1001} {
+			hits := make([]atomic.Int32, n)
+			var calls atomic.Int32
+			p.Run(n, func(lo, hi int) {
+				calls.Add(1)
+				if lo >= hi || lo < 0 || hi > n {
+					t.Errorf("threads %d n %d: chunk [%d,%d)", threads, n, lo, hi)
+					return
+				}
+				for i := lo; i < hi; i++ {
+					hits[i].Add(1)
+				}
+			})
+			for i := range hits {
+				if h := hits[i].Load(); h != 1 {
+					t.Fatalf("threads %d n %d: index %d visited %d times", threads, n, i, h)
+				}
+			}
+			if c := int(calls.Load()); c > threads || c > n || (n > 0 && c == 0) {
+				t.Errorf("threads %d n %d: %d calls", threads, n, c)
+			}
+		}
+		if p.Threads() != threads {
+			t.Errorf("Threads() = %d, want %d", p.Threads(), threads)
+		}
+		p.Close()
+	}
+}
+
+// TestPoolUsesWorkers: with n ≥ threads, all chunks run at the same time
+// (each waits for the others), so Run really is parallel.
+func TestPoolUsesWorkers(t *testing.T) {
+	const threads = 4
+	p := NewPool(threads)
+	defer p.Close()
+	var barrier sync.WaitGroup
+	barrier.Add(threads)
+	p.Run(threads*10, func(lo, hi int) {
+		barrier.Done()
+		barrier.Wait() // deadlocks unless every chunk runs concurrently
+	})
+}
+
+func TestPoolConcurrentRuns(t *testing.T) {
+	p := NewPool(3)
+	defer p.Close()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range 50 {
+				n := 1 + (g*7+it)%40
+				out := make([]int, n)
+				p.Run(n, func(lo, hi int) {
+					for i := lo; i < hi; i++ {
+						out[i] = i * g
+					}
+				})
+				for i, v := range out {
+					if v != i*g {
+						t.Errorf("caller %d: out[%d] = %d", g, i, v)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestPoolPanicPropagates(t *testing.T) {
+	p := NewPool(4)
+	defer p.Close()
+	var finished atomic.Int32
+	func() {
+		defer func() {
+			if v := recover(); v != "boom" {
+				t.Errorf("recovered %v, want boom", v)
+			}
+			if f := finished.Load(); f != 3 {
+				t.Errorf("%d other chunks finished before Run returned, want 3", f)
+			}
+		}()
+		p.Run(8, func(lo, hi int) {
+			if lo == 4 {
+				panic("boom")
+			}
+			finished.Add(1)
+		})
+	}()
+	// The pool still works afterwards.
+	var sum atomic.Int64
+	p.Run(10, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			sum.Add(int64(i))
+		}
+	})
+	if sum.Load() != 45 {
+		t.Errorf("sum after panic = %d", sum.Load())
+	}
+}
+
+func TestPoolClose(t *testing.T) {
+	p := NewPool(0)
+	if p.Threads() != DefaultThreads() {
+		t.Errorf("NewPool(0).Threads() = %d, want DefaultThreads() = %d", p.Threads(), DefaultThreads())
+	}
+	p.Close()
+	p.Close() // idempotent
+	p.Run(0, nil)
+	defer func() {
+		if recover() == nil {
+			t.Error("Run after Close did not panic")
+		}
+	}()
+	p.Run(1, func(int, int) {})
+}

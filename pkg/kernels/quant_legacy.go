@@ -1,0 +1,198 @@
+package kernels
+
+import (
+	"encoding/binary"
+	"math"
+)
+
+// The "legacy" 32-element block formats (ggml-common.h), all little-endian:
+//
+//	Q4_0  d f16 | qs[16]                    x = (q-8)·d,   q 4 bits
+//	Q4_1  d f16 | m f16 | qs[16]            x = q·d + m,   q 4 bits
+//	Q5_0  d f16 | qh u32 | qs[16]           x = (q-16)·d,  q 5 bits
+//	Q5_1  d f16 | m f16 | qh u32 | qs[16]   x = q·d + m,   q 5 bits
+//	Q8_0  d f16 | qs[32] int8               x = q·d
+//	Q8_1  d f16 | s f16 | qs[32] int8       x = q·d, s = d·Σq (activations only)
+//
+// Nibble j of the 4/5-bit formats holds element j in its low half and element
+// j+16 in its high half; bit j of qh is the fifth bit of element j. The
+// quantizers follow quantize_row_*_ref, including their truncating casts.
+
+const qk = 32 // elements per legacy block
+
+// maxAbs returns the element of largest magnitude with its sign (the first
+// one on ties), which the symmetric formats scale by.
+func maxAbs(x []float32) (amax, signed float32) {
+	for _, v := range x {
+		if a := abs32(v); a > amax {
+			amax, signed = a, v
+		}
+	}
+	return amax, signed
+}
+
+func minMax(x []float32) (lo, hi float32) {
+	lo, hi = math.MaxFloat32, -math.MaxFloat32
+	for _, v := range x {
+		lo = min(lo, v)
+		hi = max(hi, v)
+	}
+	return lo, hi
+}
+
+func inverse(d float32) float32 {
+	if d == 0 {
+		return 0
+	}
+	return 1 / d
+}
+
+func quantQ4_0(x []float32, b []byte) {
+	_, m := maxAbs(x[:qk])
+	d := m / -8 // the extreme maps to -8, the one code with no positive twin
+	id := inverse(d)
+	putF16(b, d)
+	qs := b[2:18]
+	for j := range 16 {
+		q0 := min(15, int8(x[j]*id+8.5))
+		q1 := min(15, int8(x[j+16]*id+8.5))
+		qs[j] = uint8(q0) | uint8(q1)<<4
+	}
+}
+
+func dequantQ4_0(b []byte, y []float32) {
+	d := getF16(b)
+	qs := b[2:18]
+	y = y[:qk]
+	for j, q := range qs {
+		y[j] = float32(int(q&0xf)-8) * d
+		y[j+16] = float32(int(q>>4)-8) * d
+	}
+}
+
+func quantQ4_1(x []float32, b []byte) {
+	lo, hi := minMax(x[:qk])
+	d := (hi - lo) / 15
+	id := inverse(d)
+	putF16(b, d)
+	putF16(b[2:], lo)
+	qs := b[4:20]
+	for j := range 16 {
+		q0 := min(15, int8((x[j]-lo)*id+0.5))
+		q1 := min(15, int8((x[j+16]-lo)*id+0.5))
+		qs[j] = uint8(q0) | uint8(q1)<<4
+	}
+}
+
+func dequantQ4_1(b []byte, y []float32) {
+	d, m := getF16(b), getF16(b[2:])
+	qs := b[4:20]
+	y = y[:qk]
+	for j, q := range qs {
+		y[j] = float32(q&0xf)*d + m
+		y[j+16] = float32(q>>4)*d + m
+	}
+}
+
+func quantQ5_0(x []float32, b []byte) {
+	_, m := maxAbs(x[:qk])
+	d := m / -16
+	id := inverse(d)
+	putF16(b, d)
+	var qh uint32
+	qs := b[6:22]
+	for j := range 16 {
+		q0 := uint8(min(31, int8(x[j]*id+16.5)))
+		q1 := uint8(min(31, int8(x[j+16]*id+16.5)))
+		qs[j] = q0&0xf | (q1&0xf)<<4
+		qh |= uint32(q0>>4&1)<<j | uint32(q1>>4&1)<<(j+16)
+	}
+	binary.LittleEndian.PutUint32(b[2:], qh)
+}
+
+func dequantQ5_0(b []byte, y []float32) {
+	d := getF16(b)
+	qh := binary.LittleEndian.Uint32(b[2:])
+	qs := b[6:22]
+	y = y[:qk]
+	for j, q := range qs {
+		h0 := int(qh>>j&1) << 4
+		h1 := int(qh>>(j+16)&1) << 4
+		y[j] = float32((int(q&0xf)|h0)-16) * d
+		y[j+16] = float32((int(q>>4)|h1)-16) * d
+	}
+}
+
+func quantQ5_1(x []float32, b []byte) {
+	lo, hi := minMax(x[:qk])
+	d := (hi - lo) / 31
+	id := inverse(d)
+	putF16(b, d)
+	putF16(b[2:], lo)
+	var qh uint32
+	qs := b[8:24]
+	for j := range 16 {
+		// No clamp, as in ggml: the rounding cannot exceed 31 by construction.
+		q0 := uint8(int32((x[j]-lo)*id + 0.5))
+		q1 := uint8(int32((x[j+16]-lo)*id + 0.5))
+		qs[j] = q0&0xf | (q1&0xf)<<4
+		qh |= uint32(q0>>4&1)<<j | uint32(q1>>4&1)<<(j+16)
+	}
+	binary.LittleEndian.PutUint32(b[4:], qh)
+}
+
+func dequantQ5_1(b []byte, y []float32) {
+	d, m := getF16(b), getF16(b[2:])
+	qh := binary.LittleEndian.Uint32(b[4:])
+	qs := b[8:24]
+	y = y[:qk]
+	for j, q := range qs {
+		h0 := int(qh>>j&1) << 4
+		h1 := int(qh>>(j+16)&1) << 4
+		y[j] = float32(int(q&0xf)|h0)*d + m
+		y[j+16] = float32(int(q>>4)|h1)*d + m
+	}
+}
+
+// quantQ8_0 scales by amax/127 and rounds half away from zero (C roundf).
+func quantQ8_0(x []float32, b []byte) {
+	amax, _ := maxAbs(x[:qk])
+	d := amax / 127
+	id := inverse(d)
+	putF16(b, d)
+	qs := b[2:34]
+	for j, v := range x[:qk] {
+		qs[j] = uint8(int8(roundAway(v * id)))
+	}
+}
+
+func dequantQ8_0(b []byte, y []float32) {
+	d := getF16(b)
+	for j, q := range b[2:34] {
+		y[j] = float32(int8(q)) * d
+	}
+}
+
+// quantQ8_1 is Q8_0 plus s = d·Σq, which lets the Q4_1/Q5_1 dots fold the
+// weight block's minimum in with one multiply.
+func quantQ8_1(x []float32, b []byte) {
+	amax, _ := maxAbs(x[:qk])
+	d := amax / 127
+	id := inverse(d)
+	putF16(b, d)
+	qs := b[4:36]
+	sum := 0
+	for j, v := range x[:qk] {
+		q := int8(roundAway(v * id))
+		qs[j] = uint8(q)
+		sum += int(q)
+	}
+	putF16(b[2:], float32(sum)*d)
+}
+
+func dequantQ8_1(b []byte, y []float32) {
+	d := getF16(b)
+	for j, q := range b[4:36] {
+		y[j] = float32(int8(q)) * d
+	}
+}

@@ -1,0 +1,181 @@
+// Package llama implements the Llama family of decoder-only transformers:
+// Llama-2, Llama-3/3.1/3.2 (with rope_freqs frequency scaling), the tiny
+// llama2.c "stories" models — and, with options, models that differ only in
+// projection biases and RoPE layout (Qwen2).
+//
+// One step: for each token x = embed(token); for each block
+//
+//	h  = x + Wo · attn(rope(Wq·rms(x)+bq), rope(Wk·rms(x)+bk), Wv·rms(x)+bv)
+//	x' = h + Wdown · (silu(Wgate·rms(h)) ⊙ Wup·rms(h))
+//
+// then logits = Wout · rms(x). Attention is causal over the sequence's KV
+// cache with grouped KV heads.
+package llama
+
+import (
+	"fmt"
+
+	"github.com/corelm/corelm/pkg/kernels"
+	"github.com/corelm/corelm/pkg/runtime/model"
+)
+
+// Options selects the family variant. Architecture packages that reuse this
+// forward pass (qwen2) set them; plain llama uses the zero value.
+type Options struct {
+	// NeoX rotates pairs (i, i+d/2) instead of (2i, 2i+1).
+	NeoX bool
+	// QKVBias requires bias vectors on the q, k and v projections.
+	QKVBias bool
+}
+
+// Weights are the model's tensors, slices into the mapped file.
+type Weights struct {
+	TokenEmbd  model.Matrix   // (vocab, dim)
+	OutputNorm []float32      // (dim)
+	Output     model.Matrix   // (vocab, dim); the embedding when tied
+	RopeFreqs  []float32      // (rope_dims/2) Llama-3 frequency divisors, or nil
+	Blocks     []BlockWeights // (layers)
+}
+
+// BlockWeights are one transformer block's tensors.
+type BlockWeights struct {
+	AttnNorm []float32    // (dim)
+	Q        model.Matrix // (heads*head_dim, dim)
+	K        model.Matrix // (kv_heads*head_dim, dim)
+	V        model.Matrix // (kv_heads*head_dim, dim)
+	QBias    []float32    // (heads*head_dim) or nil
+	KBias    []float32    // (kv_heads*head_dim) or nil
+	VBias    []float32    // (kv_heads*head_dim) or nil
+	O        model.Matrix // (dim, heads*head_dim)
+	FFNNorm  []float32    // (dim)
+	Gate     model.Matrix // (ffn, dim)
+	Up       model.Matrix // (ffn, dim)
+	Down     model.Matrix // (dim, ffn)
+}
+
+// Model is a Llama-family model bound to its weights.
+type Model struct {
+	cfg  *model.Config
+	opts Options
+	w    Weights
+	rope kernels.RoPE
+	pool *kernels.Pool
+	ws   workspace
+}
+
+var _ model.Model = (*Model)(nil)
+
+// Tensor name templates (llama.cpp's LLM_TENSOR_NAMES).
+const (
+	tTokenEmbd  = "token_embd.weight"
+	tOutputNorm = "output_norm.weight"
+	tOutput     = "output.weight"
+	tRopeFreqs  = "rope_freqs.weight"
+	tAttnNorm   = "blk.%d.attn_norm.weight"
+	tAttnQ      = "blk.%d.attn_q.weight"
+	tAttnK      = "blk.%d.attn_k.weight"
+	tAttnV      = "blk.%d.attn_v.weight"
+	tAttnQBias  = "blk.%d.attn_q.bias"
+	tAttnKBias  = "blk.%d.attn_k.bias"
+	tAttnVBias  = "blk.%d.attn_v.bias"
+	tAttnOut    = "blk.%d.attn_output.weight"
+	tFFNNorm    = "blk.%d.ffn_norm.weight"
+	tFFNGate    = "blk.%d.ffn_gate.weight"
+	tFFNUp      = "blk.%d.ffn_up.weight"
+	tFFNDown    = "blk.%d.ffn_down.weight"
+)
+
+// New builds a plain Llama model ("llama" architecture).
+func New(src model.Source, env model.Env) (model.Model, error) {
+	return Build(src, "llama", Options{}, env)
+}
+
+// Build parses the hyper-parameters of arch, binds the weights and checks
+// every shape. It is shared by the architectures of this family.
+func Build(src model.Source, arch string, opts Options, env model.Env) (*Model, error) {
+	cfg, err := model.ParseConfig(src, arch)
+	if err != nil {
+		return nil, err
+	}
+	b := model.NewBinder(src)
+	w := Weights{}
+	if cfg.Vocab == 0 {
+		if t, ok := src.LookupTensor(tTokenEmbd); ok && len(t.Shape) == 2 {
+			cfg.Vocab = t.Shape[1]
+		}
+	}
+	if cfg.Vocab <= 0 {
+		return nil, model.Invalidf("%s: vocabulary size unknown (no %s.vocab_size and no tokenizer.ggml.tokens)", arch, arch)
+	}
+	w.TokenEmbd = b.Matrix(tTokenEmbd, cfg.Vocab, cfg.Dim)
+	w.OutputNorm = b.Vector(tOutputNorm, cfg.Dim)
+	if out, ok := b.OptionalMatrix(tOutput, cfg.Vocab, cfg.Dim); ok {
+		w.Output = out
+	} else {
+		w.Output = w.TokenEmbd // tied embeddings
+	}
+	w.RopeFreqs = b.OptionalVector(tRopeFreqs, cfg.RopeDims/2)
+	qDim, kvDim := cfg.QDim(), cfg.KVDim()
+	w.Blocks = make([]BlockWeights, cfg.Layers)
+	for i := range w.Blocks {
+		l := &w.Blocks[i]
+		l.AttnNorm = b.Vector(model.Layer(tAttnNorm, i), cfg.Dim)
+		l.Q = b.Matrix(model.Layer(tAttnQ, i), qDim, cfg.Dim)
+		l.K = b.Matrix(model.Layer(tAttnK, i), kvDim, cfg.Dim)
+		l.V = b.Matrix(model.Layer(tAttnV, i), kvDim, cfg.Dim)
+		if opts.QKVBias {
+			l.QBias = b.Vector(model.Layer(tAttnQBias, i), qDim)
+			l.KBias = b.Vector(model.Layer(tAttnKBias, i), kvDim)
+			l.VBias = b.Vector(model.Layer(tAttnVBias, i), kvDim)
+		} else {
+			l.QBias = b.OptionalVector(model.Layer(tAttnQBias, i), qDim)
+			l.KBias = b.OptionalVector(model.Layer(tAttnKBias, i), kvDim)
+			l.VBias = b.OptionalVector(model.Layer(tAttnVBias, i), kvDim)
+		}
+		l.O = b.Matrix(model.Layer(tAttnOut, i), cfg.Dim, qDim)
+		l.FFNNorm = b.Vector(model.Layer(tFFNNorm, i), cfg.Dim)
+		l.Gate = b.Matrix(model.Layer(tFFNGate, i), cfg.FFN, cfg.Dim)
+		l.Up = b.Matrix(model.Layer(tFFNUp, i), cfg.FFN, cfg.Dim)
+		l.Down = b.Matrix(model.Layer(tFFNDown, i), cfg.Dim, cfg.FFN)
+	}
+	b.CheckBlocks(cfg.Layers)
+	if err := b.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", arch, err)
+	}
+	m := &Model{cfg: cfg, opts: opts, w: w, pool: env.Pool}
+	m.rope = kernels.RoPE{
+		Dims:        cfg.RopeDims,
+		HeadSize:    cfg.HeadDim,
+		Base:        cfg.RopeBase,
+		FreqScale:   cfg.RopeScale,
+		AttnFactor:  1,
+		FreqFactors: w.RopeFreqs,
+		NeoX:        opts.NeoX,
+	}
+	return m, nil
+}
+
+// Config returns the hyper-parameters.
+func (m *Model) Config() *model.Config { return m.cfg }
+
+// Weights returns the bound tensors.
+func (m *Model) Weights() *Weights { return &m.w }
+
+// Geometry returns the KV cache geometry for opts.
+func (m *Model) geometry(opts model.StateOptions) model.StateOptions {
+	if opts.Context <= 0 || opts.Context > m.cfg.Context {
+		opts.Context = m.cfg.Context
+	}
+	return opts
+}
+
+// NewState allocates a sequence.
+func (m *Model) NewState(opts model.StateOptions) (*model.State, error) {
+	return model.NewState(model.CacheGeometry(m.cfg, m.geometry(opts), nil))
+}
+
+// KVBytes is the KV cache memory of one sequence with opts.
+func (m *Model) KVBytes(opts model.StateOptions) int64 {
+	g := model.CacheGeometry(m.cfg, m.geometry(opts), nil)
+	return g.Bytes()
+}

@@ -1,0 +1,160 @@
+package model
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"unsafe"
+
+	"github.com/corelm/corelm/pkg/kernels"
+)
+
+// Matrix is a weight matrix of Rows rows of Cols elements each, encoded
+// row-major in Type. Data points into the mapped model file.
+type Matrix struct {
+	Name       string
+	Type       kernels.DType
+	Rows, Cols int
+	Data       []byte
+}
+
+// RowBytes is the encoded size of one row.
+func (m *Matrix) RowBytes() int { n, _ := m.Type.RowBytes(m.Cols); return n }
+
+// Binder binds named tensors of a Source to model fields, checking each
+// tensor's presence, type and shape. It collects the first error, so an
+// architecture's binding code reads as a flat list of tensors.
+type Binder struct {
+	src  Source
+	err  error
+	used map[string]bool
+}
+
+// NewBinder starts binding tensors of src.
+func NewBinder(src Source) *Binder { return &Binder{src: src, used: map[string]bool{}} }
+
+// Err returns the first binding error.
+func (b *Binder) Err() error { return b.err }
+
+func (b *Binder) fail(format string, a ...any) {
+	if b.err == nil {
+		b.err = Invalidf(format, a...)
+	}
+}
+
+func (b *Binder) lookup(name string, required bool) (TensorInfo, bool) {
+	if b.err != nil {
+		return TensorInfo{}, false
+	}
+	t, ok := b.src.LookupTensor(name)
+	if !ok {
+		if required {
+			b.fail("tensor %s is missing", name)
+		}
+		return TensorInfo{}, false
+	}
+	b.used[name] = true
+	return t, true
+}
+
+// Matrix binds a required 2-D weight: rows outputs of cols inputs each
+// (ggml shape [cols, rows]).
+func (b *Binder) Matrix(name string, rows, cols int) Matrix {
+	m, _ := b.matrix(name, rows, cols, true)
+	return m
+}
+
+// OptionalMatrix binds a 2-D weight that may be absent.
+func (b *Binder) OptionalMatrix(name string, rows, cols int) (Matrix, bool) {
+	return b.matrix(name, rows, cols, false)
+}
+
+func (b *Binder) matrix(name string, rows, cols int, required bool) (Matrix, bool) {
+	t, ok := b.lookup(name, required)
+	if !ok {
+		return Matrix{}, false
+	}
+	if len(t.Shape) != 2 || t.Shape[0] != cols || t.Shape[1] != rows {
+		b.fail("tensor %s has shape %v, the hyper-parameters imply [%d %d]", name, t.Shape, cols, rows)
+		return Matrix{}, false
+	}
+	if !kernels.Supported(t.Type) {
+		b.fail("tensor %s has type %s, which corelm cannot compute with", name, t.Type)
+		return Matrix{}, false
+	}
+	return Matrix{Name: name, Type: t.Type, Rows: rows, Cols: cols, Data: t.Data}, true
+}
+
+// Vector binds a required 1-D tensor of n floats. F32 data is used in place;
+// other types are decoded (vectors are tiny: norms, biases, rope factors).
+func (b *Binder) Vector(name string, n int) []float32 {
+	v, _ := b.vector(name, n, true)
+	return v
+}
+
+// OptionalVector binds a 1-D tensor that may be absent (nil then).
+func (b *Binder) OptionalVector(name string, n int) []float32 {
+	v, _ := b.vector(name, n, false)
+	return v
+}
+
+func (b *Binder) vector(name string, n int, required bool) ([]float32, bool) {
+	t, ok := b.lookup(name, required)
+	if !ok {
+		return nil, false
+	}
+	if len(t.Shape) != 1 || t.Shape[0] != n {
+		b.fail("tensor %s has shape %v, the hyper-parameters imply [%d]", name, t.Shape, n)
+		return nil, false
+	}
+	if t.Type == kernels.F32 && uintptr(unsafe.Pointer(unsafe.SliceData(t.Data)))%4 == 0 {
+		return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(t.Data))), n), true
+	}
+	if !kernels.Supported(t.Type) {
+		b.fail("tensor %s has type %s, which corelm cannot compute with", name, t.Type)
+		return nil, false
+	}
+	out := make([]float32, n)
+	kernels.Dequantize(t.Type, t.Data, out)
+	return out, true
+}
+
+// Has reports whether the source has the named tensor, without binding it.
+func (b *Binder) Has(name string) bool {
+	_, ok := b.src.LookupTensor(name)
+	return ok
+}
+
+var blockTensor = regexp.MustCompile(`^blk\.(\d+)\.`)
+
+// CheckBlocks fails when a tensor names a block at or past layers: the block
+// count of the metadata must match the tensors.
+func (b *Binder) CheckBlocks(layers int) {
+	if b.err != nil {
+		return
+	}
+	for _, name := range b.src.TensorNames() {
+		m := blockTensor.FindStringSubmatch(name)
+		if m == nil {
+			continue
+		}
+		if i, err := strconv.Atoi(m[1]); err != nil || i >= layers {
+			b.fail("tensor %s belongs to block %s but block_count is %d", name, m[1], layers)
+			return
+		}
+	}
+}
+
+// Unused returns the names of tensors of the source no binding asked for.
+func (b *Binder) Unused() []string {
+	var out []string
+	for _, name := range b.src.TensorNames() {
+		if !b.used[name] {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// Layer expands a per-block tensor name template such as "blk.%d.attn_q.weight".
+func Layer(tmpl string, i int) string { return fmt.Sprintf(tmpl, i) }

@@ -1,0 +1,54 @@
+package model
+
+import (
+	"time"
+)
+
+// Model is one loaded architecture instance bound to its weights. Forward is
+// not safe for concurrent use: a scheduler owns the model and serializes
+// steps (one step advances many sequences at once).
+type Model interface {
+	// Config returns the shared hyper-parameters.
+	Config() *Config
+	// NewState allocates a sequence's state (its KV cache) for up to
+	// opts.Context positions.
+	NewState(opts StateOptions) (*State, error)
+	// Forward runs one step over b and writes the requested logits.
+	Forward(b *Batch) error
+	// Footprint describes the memory a sequence needs; used for admission.
+	KVBytes(opts StateOptions) int64
+}
+
+// Batch is the input of one forward step: a run of tokens for each of
+// several sequences. Every sequence's tokens continue at its State's
+// position, which Forward advances.
+type Batch struct {
+	Seqs []SeqBatch
+	// Trace, when non-nil, receives per-layer timings of this step. It costs
+	// a clock read per layer phase; spans are made from it by the caller.
+	Trace *StepTrace
+}
+
+// SeqBatch is one sequence's share of a Batch.
+type SeqBatch struct {
+	State  *State
+	Tokens []int32
+	// Logits is how many of the last positions need logits (0: none, 1:
+	// next-token generation, len(Tokens): evaluation of every position).
+	Logits int
+	// Out receives Logits×vocab floats, row-major; Forward grows it.
+	Out []float32
+}
+
+// StepTrace collects the timings of one forward step.
+type StepTrace struct {
+	Layers []LayerTiming
+	Start  time.Time
+	Total  time.Duration
+}
+
+// LayerTiming is how long one transformer block took, split in its two halves.
+type LayerTiming struct {
+	Attention time.Duration
+	FFN       time.Duration
+}

@@ -1,0 +1,68 @@
+// Package model holds what every architecture package shares: the metadata
+// and tensor source a model is built from, hyper-parameter parsing, tensor
+// binding with shape checks, the Model interface and the batch a forward pass
+// consumes. It knows no particular architecture.
+package model
+
+import (
+	"sort"
+
+	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/kernels"
+)
+
+// Metadata is read access to a model's key/value metadata. *gguf.File and
+// the packed file's manifest both provide it.
+type Metadata interface {
+	String(key string) (string, bool)
+	Uint(key string) (uint64, bool)
+	Int(key string) (int64, bool)
+	Float(key string) (float64, bool)
+	Bool(key string) (bool, bool)
+	Strings(key string) ([]string, bool)
+	Float32s(key string) ([]float32, bool)
+	Int32s(key string) ([]int32, bool)
+}
+
+// TensorInfo is a tensor of the source: its type, ggml-order shape
+// (Shape[0] is the row length) and bytes, which point into the mapped file.
+type TensorInfo struct {
+	Name  string
+	Type  kernels.DType
+	Shape []int
+	Data  []byte
+}
+
+// Source is what a model is built from: metadata plus named tensors.
+type Source interface {
+	Metadata
+	LookupTensor(name string) (TensorInfo, bool)
+	TensorNames() []string
+}
+
+// FromGGUF adapts a parsed GGUF file to a Source. Tensor bytes stay in the
+// file's mapping.
+func FromGGUF(f *gguf.File) Source { return ggufSource{f} }
+
+type ggufSource struct{ *gguf.File }
+
+func (s ggufSource) LookupTensor(name string) (TensorInfo, bool) {
+	t, ok := s.File.Tensor(name)
+	if !ok {
+		return TensorInfo{}, false
+	}
+	shape := make([]int, len(t.Shape))
+	for i, d := range t.Shape {
+		shape[i] = int(d)
+	}
+	return TensorInfo{Name: t.Name, Type: t.Type, Shape: shape, Data: s.File.TensorData(t)}, true
+}
+
+func (s ggufSource) TensorNames() []string {
+	names := make([]string, len(s.File.Tensors))
+	for i := range s.File.Tensors {
+		names[i] = s.File.Tensors[i].Name
+	}
+	sort.Strings(names)
+	return names
+}

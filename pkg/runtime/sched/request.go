@@ -1,0 +1,204 @@
+package sched
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/corelm/corelm/pkg/runtime/sample"
+)
+
+// ErrOverloaded is wrapped by the *OverloadError that Submit returns when
+// neither a slot nor a queue place is free.
+var ErrOverloaded = errors.New("sched: overloaded")
+
+// ErrPromptTooLong is returned by Submit when the prompt leaves no room for a
+// single generated token in the scheduler's context.
+var ErrPromptTooLong = errors.New("sched: prompt too long")
+
+// ErrInvalidRequest is wrapped by errors about a malformed request (empty
+// prompt, token ids outside the vocabulary, bad sampling parameters, ...).
+var ErrInvalidRequest = errors.New("sched: invalid request")
+
+// ErrClosed is returned by Submit once Shutdown has begun.
+var ErrClosed = errors.New("sched: shutting down")
+
+// OverloadError says why a request was turned away and when trying again
+// has a chance to succeed. It wraps ErrOverloaded.
+type OverloadError struct {
+	Reason     string
+	RetryAfter time.Duration // 0: retrying will not help (the request alone exceeds the budget)
+}
+
+func (e *OverloadError) Error() string {
+	if e.RetryAfter <= 0 {
+		return fmt.Sprintf("%v: %s", ErrOverloaded, e.Reason)
+	}
+	return fmt.Sprintf("%v: %s (retry after %v)", ErrOverloaded, e.Reason, e.RetryAfter.Round(time.Millisecond))
+}
+
+func (e *OverloadError) Unwrap() error { return ErrOverloaded }
+
+func invalidf(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidRequest, fmt.Sprintf(format, a...))
+}
+
+// Decoder turns a sequence's generated tokens into text, one token at a
+// time, never splitting a UTF-8 sequence: Push returns the text completed by
+// tok (possibly empty) and the token's own bytes, Flush what is pending at
+// the end. The scheduler needs one per request that has stop strings;
+// *tokenizer.StreamDecoder is one.
+type Decoder interface {
+	Push(tok int32) (text string, raw []byte)
+	Flush() string
+}
+
+// Request is one generation.
+type Request struct {
+	Prompt     []int32
+	MaxTokens  int // 0 = until the context is full
+	Sampling   sample.Params
+	StopTokens []int32          // generation ends (without emitting the token) on any of these
+	IsEOG      func(int32) bool // the vocabulary's end-of-generation tokens; may be nil
+	// StopStrings end the generation when the generated text contains one of
+	// them. They need Decoder; the text of token events is then held back
+	// while it could still be the start of a stop string, and the stop
+	// string itself is never emitted.
+	StopStrings []string
+	// Decoder, when set, gives each token event its text piece.
+	Decoder Decoder
+	// Logprobs asks for the chosen token's log-probability (under the
+	// model's distribution, before penalties and temperature) and the
+	// TopLogprobs most likely alternatives.
+	Logprobs    bool
+	TopLogprobs int
+	// TraceLayers asks for per-layer timings of every step this request
+	// takes part in (passed to the observer).
+	TraceLayers bool
+	// Tag is passed back to the observer untouched (e.g. a span).
+	Tag any
+}
+
+// EventKind tells what an Event carries.
+type EventKind int
+
+const (
+	EventToken    EventKind = iota // a generated token
+	EventProgress                  // prompt processing progress (long prefill)
+	EventFinal                     // the last event of a request
+)
+
+// Event is one message of a request's stream.
+type Event struct {
+	Kind EventKind
+	// Token and Text: the generated token and the text it completes (empty
+	// without a Decoder, or while held back for stop-string matching).
+	Token int32
+	Text  string
+	Raw   []byte // the token's bytes (with a Decoder)
+	// Logprob and Top are set when the request asked for logprobs.
+	Logprob *sample.TokenLogprob
+	Top     []sample.TokenLogprob
+	// PromptDone of PromptTotal prompt tokens are processed (EventProgress).
+	PromptDone, PromptTotal int
+	Final                   *Final
+}
+
+// FinishReason says why a generation ended.
+type FinishReason int
+
+const (
+	FinishStop         FinishReason = iota // an end-of-generation or stop token
+	FinishLength                           // max tokens or context full
+	FinishStopSequence                     // a stop string appeared in the text
+	FinishCancelled                        // the request's context or Cancel
+	FinishError                            // the model failed; Final.Err says how
+)
+
+func (r FinishReason) String() string {
+	switch r {
+	case FinishStop:
+		return "stop"
+	case FinishLength:
+		return "length"
+	case FinishStopSequence:
+		return "stop_sequence"
+	case FinishCancelled:
+		return "cancelled"
+	case FinishError:
+		return "error"
+	}
+	return fmt.Sprintf("FinishReason(%d)", int(r))
+}
+
+// Usage counts a request's tokens.
+type Usage struct {
+	PromptTokens     int
+	CompletionTokens int
+	CachedTokens     int // prompt tokens served from a cache (none yet: no prefix caching)
+}
+
+// Timings of a request. Durations convert to nanoseconds for the wire.
+type Timings struct {
+	Queue   time.Duration // submitted → admitted
+	Prefill time.Duration // admitted → first token sampled
+	Decode  time.Duration // first token → finish
+	TTFT    time.Duration // submitted → first token
+	Total   time.Duration // submitted → finish
+}
+
+// Final is the last event of a request.
+type Final struct {
+	Reason FinishReason
+	Err    error // why, for FinishCancelled (a context error) and FinishError
+	// Text is text the stop-string matcher or the decoder still held when
+	// the generation ended; it follows the last token event's text.
+	Text         string
+	StopSequence string // the stop string that matched (FinishStopSequence)
+	Usage        Usage
+	Timings      Timings
+}
+
+// Handle is a submitted request's end of the stream.
+type Handle struct {
+	s      *Scheduler
+	seq    *seq
+	events chan Event
+}
+
+// Recv returns the request's next event. After the final event it returns
+// io.EOF. It blocks until an event arrives or ctx is done; it does not cancel
+// the request when ctx ends (cancel the Submit context or call Cancel).
+func (h *Handle) Recv(ctx context.Context) (Event, error) {
+	select {
+	case ev, ok := <-h.events:
+		if !ok {
+			return Event{}, io.EOF
+		}
+		// A paused sequence waits for room in its buffer: tell the loop.
+		if h.seq.paused.Load() {
+			h.s.wakeup()
+		}
+		return ev, nil
+	case <-ctx.Done():
+		return Event{}, ctx.Err()
+	}
+}
+
+// Cancel stops the request: it is dropped before the next step, its KV
+// memory released, and its final event says FinishCancelled.
+func (h *Handle) Cancel() { h.seq.cancel(context.Canceled) }
+
+// ID is the scheduler's number for the request (also given to observers).
+func (h *Handle) ID() uint64 { return h.seq.id }
+
+// cancelCause is stored atomically once a sequence is cancelled.
+type cancelCause struct{ err error }
+
+func (q *seq) cancel(err error) {
+	if q.cancelled.CompareAndSwap(nil, &cancelCause{err}) {
+		q.s.wakeup()
+	}
+}

@@ -1,0 +1,637 @@
+// Package sched is the continuous-batching scheduler: it owns one model and
+// advances every active sequence by one forward pass per step. Decoding
+// sequences add one token each; sequences still reading their prompt add a
+// chunk, the prefill budget of a step split evenly between them, so streams
+// keep flowing while a long prompt is processed.
+//
+// Admission is decided at Submit: a request gets a slot when fewer than
+// MaxSeqs run and its KV cache fits the memory budget, else a queue place,
+// else an *OverloadError at once. Each request's events go through a
+// bounded buffer; a request whose client reads slowly is left out of the
+// steps until its buffer has room again, so it never holds up the others.
+//
+// Stop strings are matched here, on text from a per-request Decoder, so a
+// match ends the sequence in the same step (no wasted tokens, exact usage)
+// and the held-back text never reaches the client.
+package sched
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/corelm/corelm/pkg/runtime/kvcache"
+	"github.com/corelm/corelm/pkg/runtime/model"
+	"github.com/corelm/corelm/pkg/runtime/sample"
+)
+
+// Config sizes a scheduler. Zero fields take the defaults in brackets.
+type Config struct {
+	MaxSeqs  int   // sequences stepped together [8]
+	MaxQueue int   // admitted requests waiting for a slot [2×MaxSeqs]; -1 = no queue
+	KVBudget int64 // bytes of KV cache all sequences may hold [0 = unlimited]
+	// Context is the most positions one sequence may reach [the model's].
+	// A request with MaxTokens gets a cache of only prompt+MaxTokens.
+	Context int
+	KVType  kvcache.Type
+	// StepTokens caps the tokens of one forward step [128]; decoding
+	// sequences take one each, prefilling ones share the rest.
+	StepTokens int
+	// Buffer is the capacity of each request's event buffer [32, min 4].
+	Buffer int
+	// Hooks observe steps and requests; they run on the scheduler's
+	// goroutine and must be quick.
+	Hooks Hooks
+	// TraceLayers asks for per-layer timings of every step.
+	TraceLayers bool
+}
+
+// Hooks are optional callbacks for tracing and metrics.
+type Hooks struct {
+	Step            func(*StepInfo)
+	RequestStarted  func(*RequestInfo)
+	FirstToken      func(*RequestInfo)
+	RequestFinished func(*RequestInfo, *Final)
+}
+
+// RequestInfo identifies a request to the hooks.
+type RequestInfo struct {
+	ID           uint64
+	Tag          any
+	PromptTokens int
+	Queue        time.Duration // time spent queued (RequestStarted on)
+}
+
+// StepInfo describes one forward step.
+type StepInfo struct {
+	Seqs          int // sequences in the step
+	DecodeTokens  int
+	PrefillTokens int
+	Duration      time.Duration
+	// Trace has per-layer timings when any request of the step (or the
+	// config) asked for them; it is reused after the hook returns.
+	Trace *model.StepTrace
+	// Requests lists the ids of the step's requests; reused after the hook.
+	Requests []uint64
+}
+
+// Stats is a snapshot of the scheduler's state.
+type Stats struct {
+	Active, Queued int
+	MaxSeqs        int
+	KVBytesInUse   int64
+	KVBudget       int64
+	Steps          uint64
+	Completed      uint64 // requests finished (any reason)
+	Cancelled      uint64
+	Rejected       uint64
+	Generated      uint64 // tokens emitted
+	Closing        bool
+}
+
+// Scheduler runs one model for many requests.
+type Scheduler struct {
+	m     model.Model
+	cfg   Config
+	vocab int
+
+	wake chan struct{} // cap 1: something changed (submit, cancel, drained buffer)
+	done chan struct{} // closed when the loop has exited
+
+	mu     sync.Mutex
+	queue  []*seq // submitted, not yet started by the loop (FIFO)
+	active int    // sequences holding a slot, started or reserved
+	kvUsed int64  // KV bytes of the sequences holding a slot
+	// reserved counts queue entries that took a slot at Submit and wait for
+	// the loop to start them; the others wait for a slot.
+	reserved int
+	closing  bool
+	abort    bool // Shutdown's context ended: cancel everything
+	stats    Stats
+	avgLife  time.Duration // moving average of request lifetimes, for retry hints
+	nextID   uint64
+}
+
+// seq is one request inside the scheduler.
+type seq struct {
+	s      *Scheduler
+	id     uint64
+	req    Request
+	events chan Event
+	info   RequestInfo
+
+	kvBytes int64
+	ctxLen  int
+	slot    bool // holds a slot (set under s.mu)
+	tok     [1]int32
+	state   *model.State
+	done    int     // prompt tokens consumed
+	history []int32 // prompt + generated, for penalties
+	gen     int     // tokens emitted
+	next    int32   // token to feed in the next decode step
+	sampler *sample.Sampler
+	out     []float32
+	raw     []float32 // logits before sampling adjusts them (logprobs)
+	stop    stopMatcher
+
+	submitted, admitted, first time.Time
+
+	cancelled  atomic.Pointer[cancelCause]
+	paused     atomic.Bool
+	stopNotify func() bool
+}
+
+// New returns a running scheduler for m. Call Shutdown to stop it.
+func New(m model.Model, cfg Config) *Scheduler {
+	mc := m.Config()
+	if cfg.MaxSeqs <= 0 {
+		cfg.MaxSeqs = 8
+	}
+	if cfg.MaxQueue == 0 {
+		cfg.MaxQueue = 2 * cfg.MaxSeqs
+	} else if cfg.MaxQueue < 0 {
+		cfg.MaxQueue = 0
+	}
+	if cfg.Context <= 0 || cfg.Context > mc.Context {
+		cfg.Context = mc.Context
+	}
+	if cfg.StepTokens <= 0 {
+		cfg.StepTokens = 128
+	}
+	if cfg.StepTokens < cfg.MaxSeqs+1 {
+		cfg.StepTokens = cfg.MaxSeqs + 1
+	}
+	if cfg.Buffer <= 0 {
+		cfg.Buffer = 32
+	}
+	cfg.Buffer = max(cfg.Buffer, 4)
+	s := &Scheduler{
+		m:     m,
+		cfg:   cfg,
+		vocab: mc.Vocab,
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+	}
+	s.stats.MaxSeqs = cfg.MaxSeqs
+	s.stats.KVBudget = cfg.KVBudget
+	go s.loop()
+	return s
+}
+
+// Config returns the scheduler's configuration with defaults filled in.
+func (s *Scheduler) Config() Config { return s.cfg }
+
+func (s *Scheduler) wakeup() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Submit validates req and admits it, or fails at once: ErrInvalidRequest,
+// ErrPromptTooLong, *OverloadError (ErrOverloaded) or ErrClosed. It never
+// waits for capacity. ctx governs the whole generation: when it ends, the
+// request is cancelled.
+func (s *Scheduler) Submit(ctx context.Context, req Request) (*Handle, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := s.validate(&req); err != nil {
+		return nil, err
+	}
+	if len(req.Prompt) >= s.cfg.Context {
+		return nil, fmt.Errorf("%w: %d prompt tokens leave no room to generate in a context of %d", ErrPromptTooLong, len(req.Prompt), s.cfg.Context)
+	}
+	ctxLen := s.cfg.Context
+	if req.MaxTokens > 0 && len(req.Prompt)+req.MaxTokens < ctxLen {
+		ctxLen = len(req.Prompt) + req.MaxTokens
+	}
+	kv := s.m.KVBytes(s.stateOptions(ctxLen))
+	if s.cfg.KVBudget > 0 && kv > s.cfg.KVBudget {
+		s.mu.Lock()
+		s.stats.Rejected++
+		s.mu.Unlock()
+		return nil, &OverloadError{Reason: fmt.Sprintf("the request's KV cache (%d bytes for %d positions) exceeds the whole budget of %d bytes", kv, ctxLen, s.cfg.KVBudget)}
+	}
+	q := &seq{
+		s:         s,
+		req:       req,
+		events:    make(chan Event, s.cfg.Buffer),
+		kvBytes:   kv,
+		ctxLen:    ctxLen,
+		submitted: time.Now(),
+	}
+	if len(req.StopStrings) > 0 {
+		q.stop.stops = req.StopStrings
+	}
+	q.stopNotify = context.AfterFunc(ctx, func() { q.cancel(context.Cause(ctx)) })
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		q.stopNotify()
+		return nil, ErrClosed
+	}
+	// A request takes a free slot at once when nobody waits for one;
+	// otherwise it queues behind the others, if there is a place.
+	waiting := len(s.queue) - s.reserved
+	switch {
+	case waiting == 0 && s.roomLocked(q.kvBytes):
+		s.reserveLocked(q)
+		s.reserved++
+	case waiting < s.cfg.MaxQueue:
+	default:
+		s.stats.Rejected++
+		retry := s.retryAfterLocked()
+		reason := fmt.Sprintf("%d sequences running, %d queued (limit %d)", s.active, waiting, s.cfg.MaxQueue)
+		s.mu.Unlock()
+		q.stopNotify()
+		return nil, &OverloadError{Reason: reason, RetryAfter: retry}
+	}
+	s.nextID++
+	q.id = s.nextID
+	q.info = RequestInfo{ID: q.id, Tag: req.Tag, PromptTokens: len(req.Prompt)}
+	s.queue = append(s.queue, q)
+	s.mu.Unlock()
+	s.wakeup()
+	return &Handle{s: s, seq: q, events: q.events}, nil
+}
+
+// retryAfterLocked estimates when a slot frees: the average request lifetime
+// spread over the slots, for everyone queued ahead.
+func (s *Scheduler) retryAfterLocked() time.Duration {
+	life := s.avgLife
+	if life <= 0 {
+		return time.Second
+	}
+	d := life * time.Duration(len(s.queue)-s.reserved+1) / time.Duration(s.cfg.MaxSeqs)
+	return min(max(d, 100*time.Millisecond), 30*time.Second)
+}
+
+func (s *Scheduler) validate(req *Request) error {
+	if len(req.Prompt) == 0 {
+		return invalidf("empty prompt")
+	}
+	for i, t := range req.Prompt {
+		if t < 0 || int(t) >= s.vocab {
+			return invalidf("prompt token %d at position %d is outside the vocabulary (0..%d)", t, i, s.vocab-1)
+		}
+	}
+	if req.MaxTokens < 0 {
+		return invalidf("max_tokens %d must be ≥ 0", req.MaxTokens)
+	}
+	if err := req.Sampling.Validate(s.vocab); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	for _, st := range req.StopStrings {
+		if st == "" {
+			return invalidf("empty stop string")
+		}
+	}
+	if len(req.StopStrings) > 0 && req.Decoder == nil {
+		return invalidf("stop strings need a decoder")
+	}
+	if req.TopLogprobs < 0 || req.TopLogprobs > 100 {
+		return invalidf("top_logprobs %d must be in [0, 100]", req.TopLogprobs)
+	}
+	return nil
+}
+
+func (s *Scheduler) stateOptions(ctxLen int) model.StateOptions {
+	return model.StateOptions{Context: ctxLen, KVType: s.cfg.KVType, Chunk: s.cfg.StepTokens}
+}
+
+// Stats returns a snapshot of the scheduler's counters.
+func (s *Scheduler) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.Active, st.Queued, st.KVBytesInUse, st.Closing = s.active, len(s.queue)-s.reserved, s.kvUsed, s.closing
+	return st
+}
+
+// Shutdown stops admitting requests and waits for the running and queued
+// ones to finish. When ctx ends first, the rest are cancelled (their final
+// event says FinishCancelled with ErrClosed) and ctx's error is returned.
+// Either way the scheduler's goroutine has exited when Shutdown returns.
+func (s *Scheduler) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.wakeup()
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	s.abort = true
+	s.mu.Unlock()
+	s.wakeup()
+	<-s.done
+	return ctx.Err()
+}
+
+// Done is closed when the scheduler has stopped.
+func (s *Scheduler) Done() <-chan struct{} { return s.done }
+
+// loop is the scheduler's goroutine: drop, admit, step, repeat.
+func (s *Scheduler) loop() {
+	defer close(s.done)
+	var (
+		active []*seq
+		b      batchBuilder
+		trace  model.StepTrace
+		info   StepInfo
+	)
+	for {
+		s.mu.Lock()
+		abort, closing := s.abort, s.closing
+		s.mu.Unlock()
+		// Cancelled sequences go before the step, freeing their slot for
+		// the admission below.
+		kept := active[:0]
+		for _, q := range active {
+			if err := q.cancelErr(abort); err != nil {
+				s.finish(q, &Final{Reason: FinishCancelled, Err: err})
+				continue
+			}
+			kept = append(kept, q)
+		}
+		clear(active[len(kept):])
+		active = kept
+
+		s.mu.Lock()
+		var dropped, started []*seq
+		queue := s.queue[:0]
+		for _, q := range s.queue {
+			if q.cancelErr(abort) != nil {
+				if q.slot {
+					s.reserved--
+				}
+				dropped = append(dropped, q)
+			} else {
+				queue = append(queue, q)
+			}
+		}
+		clear(s.queue[len(queue):])
+		s.queue = queue
+		// FIFO: the head of the queue waits for room rather than being
+		// overtaken by smaller requests, so big requests cannot starve.
+		for len(s.queue) > 0 {
+			q := s.queue[0]
+			if q.slot {
+				s.reserved--
+			} else if s.roomLocked(q.kvBytes) {
+				s.reserveLocked(q)
+			} else {
+				break
+			}
+			started = append(started, q)
+			s.queue[0] = nil
+			s.queue = s.queue[1:]
+		}
+		pending := len(s.queue)
+		s.mu.Unlock()
+		for _, q := range dropped {
+			s.finish(q, &Final{Reason: FinishCancelled, Err: q.cancelErr(abort)})
+		}
+		for _, q := range started {
+			if err := q.cancelErr(abort); err != nil {
+				s.finish(q, &Final{Reason: FinishCancelled, Err: err})
+				continue
+			}
+			if err := s.start(q); err != nil {
+				s.finish(q, &Final{Reason: FinishError, Err: err})
+				continue
+			}
+			active = append(active, q)
+		}
+		if closing && len(active) == 0 && pending == 0 {
+			return
+		}
+
+		b.build(active, s.cfg.StepTokens)
+		if len(b.batch.Seqs) == 0 {
+			// Nothing can run: no sequences, or all paused on their buffers.
+			<-s.wake
+			continue
+		}
+		b.batch.Trace = nil
+		if s.cfg.TraceLayers || b.traced {
+			b.batch.Trace = &trace
+		}
+		t0 := time.Now()
+		err := s.forward(&b.batch)
+		dur := time.Since(t0)
+		s.mu.Lock()
+		s.stats.Steps++
+		s.mu.Unlock()
+		if h := s.cfg.Hooks.Step; h != nil {
+			info = StepInfo{Seqs: len(b.batch.Seqs), DecodeTokens: b.decode, PrefillTokens: b.prefill,
+				Duration: dur, Trace: b.batch.Trace, Requests: info.Requests[:0]}
+			for _, q := range b.seqs {
+				info.Requests = append(info.Requests, q.id)
+			}
+			h(&info)
+		}
+		for i, q := range b.seqs {
+			q.out = b.batch.Seqs[i].Out
+			var f *Final
+			if err != nil {
+				f = &Final{Reason: FinishError, Err: err}
+			} else {
+				f = s.advance(q, &b.batch.Seqs[i])
+			}
+			if f != nil {
+				s.finish(q, f)
+			}
+		}
+		b.reset()
+		kept = active[:0]
+		for _, q := range active {
+			if q.state != nil {
+				kept = append(kept, q)
+			}
+		}
+		clear(active[len(kept):])
+		active = kept
+	}
+}
+
+// cancelErr returns why q must stop (nil: it may go on).
+func (q *seq) cancelErr(abort bool) error {
+	if c := q.cancelled.Load(); c != nil {
+		return c.err
+	}
+	if abort {
+		return ErrClosed
+	}
+	return nil
+}
+
+// roomLocked reports whether a sequence of kv bytes can take a slot now.
+func (s *Scheduler) roomLocked(kv int64) bool {
+	return s.active < s.cfg.MaxSeqs && (s.cfg.KVBudget <= 0 || s.kvUsed+kv <= s.cfg.KVBudget)
+}
+
+// reserveLocked gives q a slot and its KV bytes.
+func (s *Scheduler) reserveLocked(q *seq) {
+	q.slot = true
+	s.active++
+	s.kvUsed += q.kvBytes
+}
+
+func (s *Scheduler) queueLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue)
+}
+
+// forward runs the model, turning a panic into an error so one bad step
+// fails its sequences instead of the process.
+func (s *Scheduler) forward(b *model.Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("sched: model panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return s.m.Forward(b)
+}
+
+// start gives an admitted request its state.
+func (s *Scheduler) start(q *seq) error {
+	st, err := s.m.NewState(s.stateOptions(q.ctxLen))
+	if err != nil {
+		return err
+	}
+	q.state = st
+	q.admitted = time.Now()
+	q.history = append(make([]int32, 0, len(q.req.Prompt)+min(q.req.MaxTokens, 4096)), q.req.Prompt...)
+	q.sampler = sample.New(q.req.Sampling)
+	q.info.Queue = q.admitted.Sub(q.submitted)
+	if h := s.cfg.Hooks.RequestStarted; h != nil {
+		h(&q.info)
+	}
+	return nil
+}
+
+// advance handles a sequence's share of a finished step: prefill progress,
+// or a sampled token. It returns the final event when the sequence is done.
+func (s *Scheduler) advance(q *seq, sb *model.SeqBatch) *Final {
+	if q.done < len(q.req.Prompt) {
+		q.done += len(sb.Tokens)
+		if q.done < len(q.req.Prompt) {
+			// Progress is optional: sent only when the buffer has room
+			// beyond the slot kept for the final event.
+			if cap(q.events)-len(q.events) > 1 {
+				q.events <- Event{Kind: EventProgress, PromptDone: q.done, PromptTotal: len(q.req.Prompt)}
+			}
+			return nil
+		}
+	}
+	logits := q.out[:s.vocab]
+	var lp *sample.TokenLogprob
+	var top []sample.TokenLogprob
+	if q.req.Logprobs || q.req.TopLogprobs > 0 {
+		q.raw = append(q.raw[:0], logits...)
+	}
+	next := q.sampler.Sample(logits, q.history)
+	if q.first.IsZero() {
+		q.first = time.Now()
+		if h := s.cfg.Hooks.FirstToken; h != nil {
+			h(&q.info)
+		}
+	}
+	if (q.req.IsEOG != nil && q.req.IsEOG(next)) || contains(q.req.StopTokens, next) {
+		return &Final{Reason: FinishStop, Text: q.flushText()}
+	}
+	if q.req.Logprobs || q.req.TopLogprobs > 0 {
+		c, t := sample.Logprobs(q.raw, next, q.req.TopLogprobs)
+		lp, top = &c, t
+	}
+	q.gen++
+	q.history = append(q.history, next)
+	q.next = next
+	ev := Event{Kind: EventToken, Token: next, Logprob: lp, Top: top}
+	var matched string
+	if q.req.Decoder != nil {
+		var text string
+		text, ev.Raw = q.req.Decoder.Push(next)
+		ev.Text, matched = q.stop.push(text)
+	}
+	q.events <- ev // room was checked when the step was built
+	if matched != "" {
+		return &Final{Reason: FinishStopSequence, StopSequence: matched}
+	}
+	if (q.req.MaxTokens > 0 && q.gen >= q.req.MaxTokens) || q.state.Pos+1 >= q.ctxLen {
+		return &Final{Reason: FinishLength, Text: q.flushText()}
+	}
+	return nil
+}
+
+func (q *seq) flushText() string {
+	if q.req.Decoder == nil {
+		return ""
+	}
+	held, _ := q.stop.push(q.req.Decoder.Flush())
+	return held + q.stop.flush()
+}
+
+// finish sends q's final event, releases its slot and state and updates
+// the counters.
+func (s *Scheduler) finish(q *seq, f *Final) {
+	now := time.Now()
+	q.state = nil
+	q.out, q.raw, q.history = nil, nil, nil
+	q.stopNotify()
+	f.Usage = Usage{PromptTokens: len(q.req.Prompt), CompletionTokens: q.gen}
+	f.Timings.Total = now.Sub(q.submitted)
+	if !q.admitted.IsZero() {
+		f.Timings.Queue = q.admitted.Sub(q.submitted)
+		if !q.first.IsZero() {
+			f.Timings.Prefill = q.first.Sub(q.admitted)
+			f.Timings.TTFT = q.first.Sub(q.submitted)
+			f.Timings.Decode = now.Sub(q.first)
+		} else {
+			f.Timings.Prefill = now.Sub(q.admitted)
+		}
+	} else {
+		f.Timings.Queue = now.Sub(q.submitted)
+	}
+	s.mu.Lock()
+	if q.slot {
+		q.slot = false
+		s.active--
+		s.kvUsed -= q.kvBytes
+	}
+	s.stats.Completed++
+	s.stats.Generated += uint64(q.gen)
+	if f.Reason == FinishCancelled {
+		s.stats.Cancelled++
+	} else if f.Reason != FinishError {
+		if s.avgLife == 0 {
+			s.avgLife = f.Timings.Total
+		} else {
+			s.avgLife = (7*s.avgLife + f.Timings.Total) / 8
+		}
+	}
+	s.mu.Unlock()
+	// The buffer always keeps one slot free for this event.
+	q.events <- Event{Kind: EventFinal, Final: f}
+	close(q.events)
+	if h := s.cfg.Hooks.RequestFinished; h != nil {
+		h(&q.info, f)
+	}
+}
+
+func contains(ids []int32, id int32) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
