@@ -2,8 +2,11 @@
 // formats, dequantization, dot products, matrix products, normalisation, RoPE,
 // softmax and activations, and the thread pool that splits work over cores.
 //
-// It knows nothing about models. Every fast path has a pure-Go reference twin
-// (files ending in _generic.go) that is the oracle of the tests.
+// It knows nothing about models. The pure-Go code here is the reference
+// implementation and the oracle of the tests: bit-exact to ggml's block
+// layouts and reference quantizers, and following the operation order of
+// ggml's scalar dot products. Assembly fast paths, when added, sit beside it
+// (foo_amd64.go/.s) and are tested against it.
 package kernels
 
 import (

@@ -5,8 +5,6 @@
 package model
 
 import (
-	"sort"
-
 	"github.com/corelm/corelm/pkg/formats/gguf"
 	"github.com/corelm/corelm/pkg/kernels"
 )
@@ -37,6 +35,7 @@ type TensorInfo struct {
 type Source interface {
 	Metadata
 	LookupTensor(name string) (TensorInfo, bool)
+	// TensorNames lists the tensors in the order of the file's directory.
 	TensorNames() []string
 }
 
@@ -63,6 +62,5 @@ func (s ggufSource) TensorNames() []string {
 	for i := range s.File.Tensors {
 		names[i] = s.File.Tensors[i].Name
 	}
-	sort.Strings(names)
 	return names
 }
