@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/corelm/corelm/pkg/kernels"
+	"github.com/corelm/corelm/pkg/runtime/kvcache"
+	"github.com/corelm/corelm/pkg/runtime/model"
+	"github.com/corelm/corelm/pkg/runtime/sample"
+)
+
+func init() {
+	commands["bench"] = command{"measure prefill and decode speed, peak RSS and achieved bandwidth", runBench}
+}
+
+// benchReport is the --json output of `corelm bench`.
+type benchReport struct {
+	Model           string    `json:"model"`
+	Threads         int       `json:"threads"`
+	KernelTier      string    `json:"kernel_tier"`
+	PromptTokens    int       `json:"prompt_tokens"`
+	GenTokens       int       `json:"gen_tokens"`
+	Reps            int       `json:"reps"`
+	PrefillTokS     float64   `json:"prefill_tok_s"`
+	DecodeTokS      float64   `json:"decode_tok_s"`
+	PrefillAll      []float64 `json:"prefill_tok_s_runs"`
+	DecodeAll       []float64 `json:"decode_tok_s_runs"`
+	PeakRSSBytes    int64     `json:"peak_rss_bytes"`
+	WeightBytesTok  int64     `json:"weight_bytes_per_token"`
+	DecodeBandwidth float64   `json:"decode_bandwidth_gb_s"`
+	GoVersion       string    `json:"go_version"`
+}
+
+func runBench(ctx context.Context, args []string) error {
+	fs := newFlags("bench")
+	path := fs.String("model", "", "model file (default: the embedded stories260K)")
+	threads := fs.Int("threads", 0, "threads (default: the CPUs this process may use)")
+	p := fs.Int("prompt-tokens", 128, "prompt tokens to prefill per repetition")
+	g := fs.Int("gen-tokens", 32, "tokens to decode per repetition")
+	reps := fs.Int("reps", 3, "repetitions (the median is reported)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	kvType := fs.String("kv-type", "f16", "KV cache type: f16 or q8_0")
+	if err := fs.Parse(args); err != nil {
+		return usagef("%v", err)
+	}
+	if *p < 1 || *g < 1 || *reps < 1 {
+		return usagef("--prompt-tokens, --gen-tokens and --reps must be ≥ 1")
+	}
+	kt, err := kvcache.ParseType(*kvType)
+	if err != nil {
+		return usagef("--kv-type: %v", err)
+	}
+	if *threads <= 0 {
+		*threads = kernels.DefaultThreads()
+	}
+	l, err := openModel(*path, *threads)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	m := l.Model
+	cfg := m.Config()
+	rep := benchReport{Model: *path, Threads: *threads, KernelTier: kernelTier(), PromptTokens: *p, GenTokens: *g, Reps: *reps, GoVersion: runtime.Version()}
+	if rep.Model == "" {
+		rep.Model = "stories260K (embedded)"
+	}
+	rep.WeightBytesTok = weightBytesPerToken(l.Source)
+	rng := rand.New(rand.NewPCG(42, 7))
+	prompt := make([]int32, *p)
+	for i := range prompt {
+		prompt[i] = int32(rng.IntN(cfg.Vocab))
+	}
+	// One untimed warm-up pass faults the weights in (they are mmapped).
+	for r := -1; r < *reps; r++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		st, err := m.NewState(model.StateOptions{Context: *p + *g + 1, KVType: kt, Chunk: *p})
+		if err != nil {
+			return err
+		}
+		b := &model.Batch{Seqs: []model.SeqBatch{{State: st, Tokens: prompt, Logits: 1}}}
+		t0 := time.Now()
+		if err := m.Forward(b); err != nil {
+			return err
+		}
+		prefill := time.Since(t0)
+		var tok [1]int32
+		t0 = time.Now()
+		for i := 0; i < *g; i++ {
+			tok[0] = sample.Argmax(b.Seqs[0].Out[:cfg.Vocab])
+			b.Seqs[0].Tokens, b.Seqs[0].Logits = tok[:], 1
+			if err := m.Forward(b); err != nil {
+				return err
+			}
+		}
+		decode := time.Since(t0)
+		if r < 0 {
+			continue
+		}
+		rep.PrefillAll = append(rep.PrefillAll, float64(*p)/prefill.Seconds())
+		rep.DecodeAll = append(rep.DecodeAll, float64(*g)/decode.Seconds())
+		if !*asJSON {
+			fmt.Fprintf(os.Stderr, "rep %d: prefill %.2f tok/s, decode %.2f tok/s\n", r+1, rep.PrefillAll[r], rep.DecodeAll[r])
+		}
+	}
+	rep.PrefillTokS = median(rep.PrefillAll)
+	rep.DecodeTokS = median(rep.DecodeAll)
+	rep.PeakRSSBytes = peakRSS()
+	rep.DecodeBandwidth = float64(rep.WeightBytesTok) * rep.DecodeTokS / 1e9
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(rep)
+	}
+	fmt.Printf("model      %s (%s, %d layers, dim %d)\n", rep.Model, cfg.Arch, cfg.Layers, cfg.Dim)
+	fmt.Printf("threads    %d · kernels %s · %s\n", rep.Threads, rep.KernelTier, rep.GoVersion)
+	fmt.Printf("prefill    %.2f tok/s median of %d (min %.2f, max %.2f), %d tokens\n", rep.PrefillTokS, *reps, minOf(rep.PrefillAll), maxOf(rep.PrefillAll), *p)
+	fmt.Printf("decode     %.2f tok/s median of %d (min %.2f, max %.2f), %d tokens\n", rep.DecodeTokS, *reps, minOf(rep.DecodeAll), maxOf(rep.DecodeAll), *g)
+	fmt.Printf("weights    %s read per decoded token → %.2f GB/s\n", humanBytes(rep.WeightBytesTok), rep.DecodeBandwidth)
+	fmt.Printf("peak RSS   %s\n", humanBytes(rep.PeakRSSBytes))
+	return nil
+}
+
+// weightBytesPerToken is what one decode step reads: every matrix except the
+// token embedding, of which only one row is read (unless it doubles as the
+// output projection).
+func weightBytesPerToken(src model.Source) int64 {
+	var total int64
+	_, untied := src.LookupTensor("output.weight")
+	for _, name := range src.TensorNames() {
+		t, _ := src.LookupTensor(name)
+		if name == "token_embd.weight" && untied {
+			continue
+		}
+		total += int64(len(t.Data))
+	}
+	return total
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func minOf(xs []float64) float64 { s := append([]float64(nil), xs...); sort.Float64s(s); return s[0] }
+func maxOf(xs []float64) float64 { s := append([]float64(nil), xs...); sort.Float64s(s); return s[len(s)-1] }
+
+// peakRSS reads VmHWM (peak resident set, including mapped file pages) of this process.
+func peakRSS() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// kernelTier names the kernel implementation in use.
+func kernelTier() string { return "reference" }

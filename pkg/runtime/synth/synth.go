@@ -1,0 +1,266 @@
+// Package synth writes synthetic GGUF models with the exact shapes of real
+// ones (Llama-3.1-8B, Qwen2.5-7B, ...) and random weights, so benchmarks and
+// load tests can be reproduced without downloading weights. The files load in
+// llama.cpp too: they carry a complete (synthetic) SentencePiece vocabulary.
+package synth
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"sort"
+
+	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/kernels"
+	"github.com/corelm/corelm/pkg/runtime/quantize"
+)
+
+// Shape is the architecture and hyper-parameters of a model family member.
+type Shape struct {
+	Arch         string
+	Dim          int
+	Layers       int
+	FFN          int
+	Heads        int
+	KVHeads      int
+	HeadDim      int // 0 = Dim/Heads
+	Vocab        int
+	Context      int
+	RopeBase     float32
+	RMSEps       float32
+	Tied         bool // no output.weight: the embedding is reused
+	QKVBias      bool // qwen2
+	RopeFreqs    bool // llama-3 rope_freqs.weight
+	SlidingWin   int  // gemma2 (every other layer)
+	AttnSoftcap  float32
+	FinalSoftcap float32
+	OrigContext  int // phi3 LongRoPE
+}
+
+// Presets are the shapes `corelm synth --like` knows.
+var Presets = map[string]Shape{
+	"llama-3.1-8b": {Arch: "llama", Dim: 4096, Layers: 32, FFN: 14336, Heads: 32, KVHeads: 8, Vocab: 128256, Context: 131072, RopeBase: 500000, RMSEps: 1e-5, RopeFreqs: true},
+	"llama-3.2-1b": {Arch: "llama", Dim: 2048, Layers: 16, FFN: 8192, Heads: 32, KVHeads: 8, Vocab: 128256, Context: 131072, RopeBase: 500000, RMSEps: 1e-5, RopeFreqs: true, Tied: true},
+	"llama-3.2-3b": {Arch: "llama", Dim: 3072, Layers: 28, FFN: 8192, Heads: 24, KVHeads: 8, Vocab: 128256, Context: 131072, RopeBase: 500000, RMSEps: 1e-5, RopeFreqs: true, Tied: true},
+	"qwen2.5-7b":   {Arch: "qwen2", Dim: 3584, Layers: 28, FFN: 18944, Heads: 28, KVHeads: 4, Vocab: 152064, Context: 32768, RopeBase: 1e6, RMSEps: 1e-6, QKVBias: true},
+	"qwen2.5-0.5b": {Arch: "qwen2", Dim: 896, Layers: 24, FFN: 4864, Heads: 14, KVHeads: 2, Vocab: 151936, Context: 32768, RopeBase: 1e6, RMSEps: 1e-6, QKVBias: true, Tied: true},
+	"gemma-2-9b":   {Arch: "gemma2", Dim: 3584, Layers: 42, FFN: 14336, Heads: 16, KVHeads: 8, HeadDim: 256, Vocab: 256000, Context: 8192, RopeBase: 10000, RMSEps: 1e-6, Tied: true, SlidingWin: 4096, AttnSoftcap: 50, FinalSoftcap: 30},
+	"phi-3.5-mini": {Arch: "phi3", Dim: 3072, Layers: 32, FFN: 8192, Heads: 32, KVHeads: 32, Vocab: 32064, Context: 131072, RopeBase: 10000, RMSEps: 1e-5, OrigContext: 4096},
+	// A small llama for tests and load tests: big enough to batch, small enough for CI.
+	"tiny-llama": {Arch: "llama", Dim: 256, Layers: 4, FFN: 768, Heads: 8, KVHeads: 4, Vocab: 1024, Context: 4096, RopeBase: 10000, RMSEps: 1e-5},
+}
+
+// PresetNames lists the presets.
+func PresetNames() []string {
+	names := make([]string, 0, len(Presets))
+	for n := range Presets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (s Shape) headDim() int {
+	if s.HeadDim > 0 {
+		return s.HeadDim
+	}
+	return s.Dim / s.Heads
+}
+
+type tensorSpec struct {
+	name  string
+	shape []uint64 // ggml order
+	fill  float32  // constant fill for vectors; 0 = random
+}
+
+// Tensors lists the tensors of s in llama.cpp's names and shapes.
+func (s Shape) Tensors() []tensorSpec {
+	hd := s.headDim()
+	q, kv := uint64(s.Heads*hd), uint64(s.KVHeads*hd)
+	d, f, v := uint64(s.Dim), uint64(s.FFN), uint64(s.Vocab)
+	ts := []tensorSpec{{name: "token_embd.weight", shape: []uint64{d, v}}, {name: "output_norm.weight", shape: []uint64{d}, fill: 1}}
+	if !s.Tied {
+		ts = append(ts, tensorSpec{name: "output.weight", shape: []uint64{d, v}})
+	}
+	if s.RopeFreqs {
+		ts = append(ts, tensorSpec{name: "rope_freqs.weight", shape: []uint64{uint64(hd / 2)}, fill: 1})
+	}
+	if s.Arch == "phi3" {
+		ts = append(ts, tensorSpec{name: "rope_factors_long.weight", shape: []uint64{uint64(hd / 2)}, fill: 1},
+			tensorSpec{name: "rope_factors_short.weight", shape: []uint64{uint64(hd / 2)}, fill: 1})
+	}
+	for i := 0; i < s.Layers; i++ {
+		b := func(n string) string { return fmt.Sprintf("blk.%d.%s", i, n) }
+		ts = append(ts, tensorSpec{name: b("attn_norm.weight"), shape: []uint64{d}, fill: 1})
+		if s.Arch == "phi3" {
+			ts = append(ts, tensorSpec{name: b("attn_qkv.weight"), shape: []uint64{d, q + 2*kv}})
+		} else {
+			ts = append(ts, tensorSpec{name: b("attn_q.weight"), shape: []uint64{d, q}},
+				tensorSpec{name: b("attn_k.weight"), shape: []uint64{d, kv}},
+				tensorSpec{name: b("attn_v.weight"), shape: []uint64{d, kv}})
+		}
+		if s.QKVBias {
+			ts = append(ts, tensorSpec{name: b("attn_q.bias"), shape: []uint64{q}},
+				tensorSpec{name: b("attn_k.bias"), shape: []uint64{kv}},
+				tensorSpec{name: b("attn_v.bias"), shape: []uint64{kv}})
+		}
+		ts = append(ts, tensorSpec{name: b("attn_output.weight"), shape: []uint64{q, d}})
+		if s.Arch == "gemma2" {
+			ts = append(ts, tensorSpec{name: b("post_attention_norm.weight"), shape: []uint64{d}, fill: 1})
+		}
+		ts = append(ts, tensorSpec{name: b("ffn_norm.weight"), shape: []uint64{d}, fill: 1})
+		if s.Arch == "phi3" {
+			ts = append(ts, tensorSpec{name: b("ffn_up.weight"), shape: []uint64{d, 2 * f}})
+		} else {
+			ts = append(ts, tensorSpec{name: b("ffn_gate.weight"), shape: []uint64{d, f}},
+				tensorSpec{name: b("ffn_up.weight"), shape: []uint64{d, f}})
+		}
+		ts = append(ts, tensorSpec{name: b("ffn_down.weight"), shape: []uint64{f, d}})
+		if s.Arch == "gemma2" {
+			ts = append(ts, tensorSpec{name: b("post_ffw_norm.weight"), shape: []uint64{d}, fill: 1})
+		}
+	}
+	return ts
+}
+
+// Metadata returns the KVs llama.cpp expects for s, with a synthetic vocabulary.
+func (s Shape) Metadata(name string, fileType uint32) []gguf.KV {
+	a := s.Arch
+	kvs := []gguf.KV{
+		{Key: "general.architecture", Value: gguf.Str(a)},
+		{Key: "general.name", Value: gguf.Str(name)},
+		{Key: "general.file_type", Value: gguf.U32(fileType)},
+		{Key: "general.quantization_version", Value: gguf.U32(2)},
+		{Key: a + ".context_length", Value: gguf.U32(uint32(s.Context))},
+		{Key: a + ".embedding_length", Value: gguf.U32(uint32(s.Dim))},
+		{Key: a + ".block_count", Value: gguf.U32(uint32(s.Layers))},
+		{Key: a + ".feed_forward_length", Value: gguf.U32(uint32(s.FFN))},
+		{Key: a + ".attention.head_count", Value: gguf.U32(uint32(s.Heads))},
+		{Key: a + ".attention.head_count_kv", Value: gguf.U32(uint32(s.KVHeads))},
+		{Key: a + ".attention.layer_norm_rms_epsilon", Value: gguf.F32(s.RMSEps)},
+		{Key: a + ".rope.freq_base", Value: gguf.F32(s.RopeBase)},
+		{Key: a + ".rope.dimension_count", Value: gguf.U32(uint32(s.headDim()))},
+		{Key: a + ".vocab_size", Value: gguf.U32(uint32(s.Vocab))},
+	}
+	if s.HeadDim > 0 {
+		kvs = append(kvs, gguf.KV{Key: a + ".attention.key_length", Value: gguf.U32(uint32(s.HeadDim))},
+			gguf.KV{Key: a + ".attention.value_length", Value: gguf.U32(uint32(s.HeadDim))})
+	}
+	if s.SlidingWin > 0 {
+		kvs = append(kvs, gguf.KV{Key: a + ".attention.sliding_window", Value: gguf.U32(uint32(s.SlidingWin))})
+	}
+	if s.AttnSoftcap > 0 {
+		kvs = append(kvs, gguf.KV{Key: a + ".attn_logit_softcapping", Value: gguf.F32(s.AttnSoftcap)},
+			gguf.KV{Key: a + ".final_logit_softcapping", Value: gguf.F32(s.FinalSoftcap)})
+	}
+	if s.Arch == "gemma2" {
+		kvs = append(kvs, gguf.KV{Key: a + ".attention.query_pre_attn_scalar", Value: gguf.U32(uint32(s.headDim()))})
+	}
+	if s.OrigContext > 0 {
+		kvs = append(kvs, gguf.KV{Key: a + ".rope.scaling.original_context_length", Value: gguf.U32(uint32(s.OrigContext))},
+			gguf.KV{Key: a + ".rope.scaling.attn_factor", Value: gguf.F32(float32(math.Sqrt(1 + math.Log(float64(s.Context)/float64(s.OrigContext))/math.Log(float64(s.OrigContext)))))})
+	}
+	tokens, scores, types := vocab(s.Vocab)
+	kvs = append(kvs,
+		gguf.KV{Key: "tokenizer.ggml.model", Value: gguf.Str("llama")},
+		gguf.KV{Key: "tokenizer.ggml.tokens", Value: gguf.Strs(tokens)},
+		gguf.KV{Key: "tokenizer.ggml.scores", Value: gguf.F32s(scores)},
+		gguf.KV{Key: "tokenizer.ggml.token_type", Value: gguf.I32s(types)},
+		gguf.KV{Key: "tokenizer.ggml.unknown_token_id", Value: gguf.U32(0)},
+		gguf.KV{Key: "tokenizer.ggml.bos_token_id", Value: gguf.U32(1)},
+		gguf.KV{Key: "tokenizer.ggml.eos_token_id", Value: gguf.U32(2)},
+		gguf.KV{Key: "tokenizer.ggml.add_bos_token", Value: gguf.Bool(true)},
+	)
+	return kvs
+}
+
+// vocab is a SentencePiece vocabulary: <unk>, <s>, </s>, the 256 byte
+// tokens, then "▁tN" filler pieces with decreasing scores.
+func vocab(n int) ([]string, []float32, []int32) {
+	tokens := make([]string, n)
+	scores := make([]float32, n)
+	types := make([]int32, n)
+	tokens[0], tokens[1], tokens[2] = "<unk>", "<s>", "</s>"
+	types[0], types[1], types[2] = 2, 3, 3
+	for i := 0; i < 256 && 3+i < n; i++ {
+		tokens[3+i] = fmt.Sprintf("<0x%02X>", i)
+		types[3+i] = 6
+	}
+	for i := 259; i < n; i++ {
+		tokens[i] = fmt.Sprintf("▁t%d", i)
+		scores[i] = -float32(i)
+		types[i] = 1
+	}
+	return tokens, scores, types
+}
+
+// Write writes a model of shape s quantized with scheme to out. Weights are
+// N(0, 1/fan_in) rows, quantized once into a small pool and reused, so an 8B
+// file is written at disk speed.
+func Write(out io.Writer, s Shape, name string, scheme quantize.Scheme, seed uint64) (int64, error) {
+	w := gguf.NewWriter(3)
+	w.SetAlignment(32)
+	for _, kv := range s.Metadata(name, scheme.FileType) {
+		w.AddKV(kv.Key, kv.Value)
+	}
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	pools := map[string][][]byte{}
+	for ti, spec := range s.Tensors() {
+		shape := spec.shape
+		if len(shape) == 1 {
+			vals := make([]float32, shape[0])
+			for i := range vals {
+				if spec.fill != 0 {
+					vals[i] = spec.fill
+				} else {
+					vals[i] = float32(rng.NormFloat64() * 0.02)
+				}
+			}
+			data := make([]byte, 4*len(vals))
+			kernels.Quantize(kernels.F32, vals, data)
+			w.AddTensor(spec.name, kernels.F32, shape, data)
+			continue
+		}
+		t := scheme.TypeFor(spec.name, shape, s.Layers)
+		cols, rows := int(shape[0]), int(shape[1])
+		key := fmt.Sprintf("%s/%d", t, cols)
+		pool, ok := pools[key]
+		if !ok {
+			pool = rowPool(rng, t, cols, 64)
+			pools[key] = pool
+		}
+		ti := ti
+		w.AddTensorFunc(spec.name, t, shape, func(wr io.Writer) error {
+			r := rand.New(rand.NewPCG(seed, uint64(ti)))
+			const slab = 256
+			buf := make([]byte, 0, slab*len(pool[0]))
+			for r0 := 0; r0 < rows; r0 += slab {
+				buf = buf[:0]
+				for i := r0; i < min(rows, r0+slab); i++ {
+					buf = append(buf, pool[r.IntN(len(pool))]...)
+				}
+				if _, err := wr.Write(buf); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return w.WriteTo(out)
+}
+
+func rowPool(rng *rand.Rand, t kernels.DType, cols, n int) [][]byte {
+	std := 1 / math.Sqrt(float64(cols))
+	f := make([]float32, cols)
+	rb, _ := t.RowBytes(cols)
+	pool := make([][]byte, n)
+	for i := range pool {
+		for j := range f {
+			f[j] = float32(rng.NormFloat64() * std)
+		}
+		pool[i] = make([]byte, rb)
+		kernels.Quantize(t, f, pool[i])
+	}
+	return pool
+}
