@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/model"
 )
@@ -24,8 +25,9 @@ func runEval(ctx context.Context, args []string) error {
 	tokensS := fs.String("tokens", "", `token ids, space-separated ("1 2 3")`)
 	out := fs.String("logits-out", "", "write logits here: little-endian float32 [n_tokens × n_vocab]")
 	threads := fs.Int("threads", 0, "threads (default: the CPUs this process may use)")
-	kvType := fs.String("kv-type", "f16", "KV cache type: f16 or q8_0")
+	kvType := fs.String("kv-type", "f16", "KV cache type: f16, q8_0 (half the memory), or f32 (reference runs)")
 	ctxLen := fs.Int("ctx", 0, "context length (default: the prompt length rounded up, at most the model's)")
+	budgetS := fs.String("budget", "", "refuse to run when weights + KV cache + compute exceed this, e.g. 6GiB (default: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
@@ -40,12 +42,25 @@ func runEval(ctx context.Context, args []string) error {
 	if err != nil {
 		return usagef("--kv-type: %v", err)
 	}
+	var budget int64
+	if *budgetS != "" {
+		if budget, err = runtime.ParseBytes(*budgetS); err != nil {
+			return usagef("--budget: %v", err)
+		}
+	}
 	l, err := openModel(*path, *threads)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	logits, err := evalAll(l.Model, ids, *ctxLen, kt)
+	if *ctxLen <= 0 {
+		*ctxLen = max(256, len(ids))
+	}
+	opts := model.StateOptions{Context: *ctxLen, KVType: kt, Chunk: len(ids)}
+	if err := runtime.CheckBudget(l.Model, runtime.WeightBytes(l.Source), opts, budget); err != nil {
+		return err
+	}
+	logits, err := evalAll(l.Model, ids, opts)
 	if err != nil {
 		return err
 	}
@@ -53,11 +68,8 @@ func runEval(ctx context.Context, args []string) error {
 }
 
 // evalAll runs ids as one batch and returns the logits of every position.
-func evalAll(m model.Model, ids []int32, ctxLen int, kt kvcache.Type) ([]float32, error) {
-	if ctxLen <= 0 {
-		ctxLen = max(256, len(ids))
-	}
-	st, err := m.NewState(model.StateOptions{Context: ctxLen, KVType: kt, Chunk: len(ids)})
+func evalAll(m model.Model, ids []int32, opts model.StateOptions) ([]float32, error) {
+	st, err := m.NewState(opts)
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,7 @@ type memoryRow struct {
 	TotalBytes  int64  `json:"total_bytes"`
 	BudgetBytes int64  `json:"budget_bytes"`
 	Fits        bool   `json:"fits"`
+	MaxContext  int    `json:"max_context"` // largest context within the budget (up to the model's)
 }
 
 func runInspect(ctx context.Context, args []string) error {
@@ -79,17 +80,27 @@ func runInspect(ctx context.Context, args []string) error {
 			rep.Formats[t.Type.String()]++
 		}
 	}
+	ctxN := *ctxLen
+	if ctxN <= 0 || ctxN > cfg.Context {
+		ctxN = cfg.Context
+	}
 	for _, kt := range []kvcache.Type{kvcache.F16, kvcache.Q8_0} {
-		opts := model.StateOptions{Context: *ctxLen, KVType: kt, Chunk: 512}
-		row := memoryRow{KVType: kt.String(), Context: min(*ctxLen, cfg.Context), WeightBytes: rep.WeightBytes, BudgetBytes: budget}
-		row.KVBytes = l.Model.KVBytes(opts)
-		row.ComputeB = runtime.ComputeBytes(cfg, 512)
-		row.TotalBytes = row.WeightBytes + row.KVBytes + row.ComputeB
-		row.Fits = row.TotalBytes <= budget
 		if kt == kvcache.Q8_0 && cfg.HeadDim%32 != 0 {
 			continue // q8_0 KV needs 32-wide heads
 		}
-		rep.Memory = append(rep.Memory, row)
+		opts := model.StateOptions{Context: ctxN, KVType: kt, Chunk: runtime.DefaultChunk}
+		need := runtime.Estimate(l.Model, rep.WeightBytes, opts)
+		rep.Memory = append(rep.Memory, memoryRow{
+			KVType:      kt.String(),
+			Context:     ctxN,
+			WeightBytes: need.Weights,
+			KVBytes:     need.KV,
+			ComputeB:    need.Compute,
+			TotalBytes:  need.Total(),
+			BudgetBytes: budget,
+			Fits:        runtime.CheckBudget(l.Model, rep.WeightBytes, opts, budget) == nil,
+			MaxContext:  runtime.MaxContext(l.Model, rep.WeightBytes, model.StateOptions{KVType: kt, Chunk: runtime.DefaultChunk}, budget),
+		})
 	}
 	if *showMeta {
 		rep.Metadata = map[string]string{}
@@ -127,14 +138,14 @@ func printInspect(r *inspectReport) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "KV\tCONTEXT\tWEIGHTS\tKV CACHE\tCOMPUTE\tTOTAL\tBUDGET\tFITS")
+	fmt.Fprintln(tw, "KV\tCONTEXT\tWEIGHTS\tKV CACHE\tCOMPUTE\tTOTAL\tBUDGET\tFITS\tMAX CONTEXT")
 	for _, m := range r.Memory {
 		fit := "yes"
 		if !m.Fits {
 			fit = "NO"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", m.KVType, m.Context, humanBytes(m.WeightBytes), humanBytes(m.KVBytes),
-			humanBytes(m.ComputeB), humanBytes(m.TotalBytes), humanBytes(m.BudgetBytes), fit)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", m.KVType, m.Context, humanBytes(m.WeightBytes), humanBytes(m.KVBytes),
+			humanBytes(m.ComputeB), humanBytes(m.TotalBytes), humanBytes(m.BudgetBytes), fit, m.MaxContext)
 	}
 	tw.Flush()
 	if len(r.Metadata) > 0 {

@@ -1,12 +1,140 @@
 package runtime
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/corelm/corelm/pkg/runtime/model"
 )
+
+// ErrOverBudget is wrapped by the error CheckBudget returns when a model and
+// the context asked for would not fit the memory budget.
+var ErrOverBudget = errors.New("over the memory budget")
+
+// DefaultChunk is the prefill chunk assumed when StateOptions.Chunk is 0
+// (Generate's default).
+const DefaultChunk = 512
+
+// Sized is what the memory estimate needs of a model; model.Model has it.
+type Sized interface {
+	Config() *model.Config
+	KVBytes(opts model.StateOptions) int64
+}
+
+// Footprint is the memory one sequence of a model needs, by kind.
+type Footprint struct {
+	Weights int64 // the mapped tensors
+	KV      int64 // the sequence's KV cache (sliding-window layers at their ring size)
+	Compute int64 // activations of one step of up to Chunk tokens
+}
+
+// Total is the sum of the parts.
+func (f Footprint) Total() int64 { return f.Weights + f.KV + f.Compute }
+
+// Estimate returns the footprint of m with weightBytes of tensors and one
+// sequence of opts. A Context of 0 (or beyond the model's) means the
+// model's trained context, a Chunk of 0 DefaultChunk.
+func Estimate(m Sized, weightBytes int64, opts model.StateOptions) Footprint {
+	opts = normalize(m.Config(), opts)
+	return Footprint{
+		Weights: weightBytes,
+		KV:      m.KVBytes(opts),
+		Compute: ComputeBytes(m.Config(), opts.Chunk),
+	}
+}
+
+func normalize(cfg *model.Config, opts model.StateOptions) model.StateOptions {
+	if opts.Context <= 0 || opts.Context > cfg.Context {
+		opts.Context = cfg.Context
+	}
+	if opts.Chunk <= 0 {
+		opts.Chunk = DefaultChunk
+	}
+	return opts
+}
+
+// BudgetError is the error of a refused admission: what was asked, what it
+// needs, and the largest context that would fit instead.
+type BudgetError struct {
+	Context    int // positions asked for
+	KVType     string
+	Need       Footprint
+	Budget     int64
+	MaxContext int // largest context that fits with the same options; 0 if none
+}
+
+func (e *BudgetError) Error() string {
+	msg := fmt.Sprintf("%v: a context of %d (KV cache %s) needs %d bytes (weights %d + KV cache %d + compute %d), budget %d",
+		ErrOverBudget, e.Context, e.KVType, e.Need.Total(), e.Need.Weights, e.Need.KV, e.Need.Compute, e.Budget)
+	if e.MaxContext > 0 {
+		return msg + fmt.Sprintf("; the largest context that fits is %d", e.MaxContext)
+	}
+	return msg + "; the weights and one step's activations leave no room for a KV cache"
+}
+
+func (e *BudgetError) Unwrap() error { return ErrOverBudget }
+
+// CheckBudget returns a *BudgetError (wrapping ErrOverBudget) when m, with
+// weightBytes of tensors and one sequence of opts, needs more than budget
+// bytes. A budget <= 0 means no limit. Callers check before they allocate
+// the sequence, so an over-large context is refused with a reason instead
+// of running the host out of memory.
+func CheckBudget(m Sized, weightBytes int64, opts model.StateOptions, budget int64) error {
+	if budget <= 0 {
+		return nil
+	}
+	opts = normalize(m.Config(), opts)
+	need := Estimate(m, weightBytes, opts)
+	if need.Total() <= budget {
+		return nil
+	}
+	return &BudgetError{
+		Context:    opts.Context,
+		KVType:     opts.KVType.String(),
+		Need:       need,
+		Budget:     budget,
+		MaxContext: MaxContext(m, weightBytes, opts, budget),
+	}
+}
+
+// MaxContext is the largest context (at most opts.Context, or the model's)
+// whose footprint fits budget, 0 if none does. The footprint grows with the
+// context, so a binary search finds it.
+func MaxContext(m Sized, weightBytes int64, opts model.StateOptions, budget int64) int {
+	opts = normalize(m.Config(), opts)
+	fits := func(ctx int) bool {
+		o := opts
+		o.Context = ctx
+		return Estimate(m, weightBytes, o).Total() <= budget
+	}
+	lo, hi := 0, opts.Context // fits(lo) is assumed, hi is the answer if it fits
+	if fits(hi) {
+		return hi
+	}
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		if fits(mid) {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+// WeightBytes is the size of every tensor of src: the weights' share of
+// the memory estimate.
+func WeightBytes(src model.Source) int64 {
+	var n int64
+	for _, name := range src.TensorNames() {
+		if t, ok := src.LookupTensor(name); ok {
+			n += int64(len(t.Data))
+		}
+	}
+	return n
+}
 
 // ComputeBytes estimates the activation memory of one forward step of up to
 // chunk tokens (the workspace of the forward pass plus one logits row per

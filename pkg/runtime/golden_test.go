@@ -3,6 +3,7 @@ package runtime_test
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/pkg/runtime"
+	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/model"
 )
 
@@ -80,6 +82,24 @@ func TestGoldenLogits(t *testing.T) {
 			if clear[0] != clear[1] {
 				t.Errorf("argmax disagrees with llama.cpp at %d of %d positions where its top-2 margin is clear", clear[1]-clear[0], clear[1])
 			}
+			// As far from llama.cpp as the format is from F32 means a real bug.
+			if e.NRMSEvsF32 > 0 && nrmse > e.NRMSEvsF32 {
+				t.Errorf("NRMSE %.4e exceeds the format's own noise %.4e", nrmse, e.NRMSEvsF32)
+			}
+			// The full set also has llama.cpp's logits with flash attention off
+			// and an F32 KV cache: F32 math throughout, so with an f32 cache
+			// here the F32 file must agree to 1e-4.
+			precise := filepath.Join(dir, "logits-precise", filepath.Base(e.Logits))
+			if _, err := os.Stat(precise); err != nil || e.Format != "F32" {
+				return
+			}
+			want = readF32(t, precise)
+			got = evalWith(t, l.Model, ids, model.StateOptions{Context: 256, Chunk: len(ids), KVType: kvcache.F32}, len(ids))
+			nrmse, _, clear = compare(got, want, e.NVocab, 0.05)
+			t.Logf("f32 KV vs logits-precise: NRMSE %.3e (limit 1e-4), %d/%d clear argmax", nrmse, clear[0], clear[1])
+			if !(nrmse <= 1e-4) || clear[0] != clear[1] {
+				t.Errorf("f32 KV vs logits-precise: NRMSE %.4e (limit 1e-4), argmax %d/%d", nrmse, clear[0], clear[1])
+			}
 		})
 	}
 	if ran == 0 {
@@ -89,15 +109,153 @@ func TestGoldenLogits(t *testing.T) {
 
 func evalAll(t *testing.T, m model.Model, ids []int32) []float32 {
 	t.Helper()
-	st, err := m.NewState(model.StateOptions{Context: 256, Chunk: len(ids)})
+	return evalWith(t, m, ids, model.StateOptions{Context: 256, Chunk: len(ids)}, len(ids))
+}
+
+// evalWith runs ids through a new sequence of opts in steps of step tokens
+// and returns the logits of every position.
+func evalWith(t *testing.T, m model.Model, ids []int32, opts model.StateOptions, step int) []float32 {
+	t.Helper()
+	st, err := m.NewState(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &model.Batch{Seqs: []model.SeqBatch{{State: st, Tokens: ids, Logits: len(ids)}}}
-	if err := m.Forward(b); err != nil {
+	var out []float32
+	b := &model.Batch{Seqs: []model.SeqBatch{{State: st}}}
+	for i := 0; i < len(ids); i += step {
+		toks := ids[i:min(i+step, len(ids))]
+		b.Seqs[0].Tokens, b.Seqs[0].Logits = toks, len(toks)
+		if err := m.Forward(b); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b.Seqs[0].Out...)
+	}
+	return out
+}
+
+// goldenF32 opens the committed F32 golden file of every supported
+// architecture, with its tokens, its manifest entry and that of its Q8_0
+// sibling (whose nrmse_vs_f32 sets the quantized tolerance).
+type goldenCase struct {
+	arch string
+	l    *runtime.Loaded
+	ids  []int32
+	q8   float64 // nrmse_vs_f32 of the arch's Q8_0 file
+}
+
+func goldenF32(t *testing.T, pool *kernels.Pool) []goldenCase {
+	t.Helper()
+	dir := "testdata/golden"
+	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	return b.Seqs[0].Out
+	var entries []goldenEntry
+	if err := json.Unmarshal(raw, &entries); err != nil {
+		t.Fatal(err)
+	}
+	q8 := map[string]float64{}
+	for _, e := range entries {
+		if e.Format == "Q8_0" {
+			q8[e.Arch] = e.NRMSEvsF32
+		}
+	}
+	var out []goldenCase
+	for _, arch := range runtime.Architectures() {
+		for _, e := range entries {
+			if e.Arch != arch || e.Format != "F32" {
+				continue
+			}
+			l, err := runtime.OpenGGUF(filepath.Join(dir, e.File), model.Env{Pool: pool})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Close() })
+			out = append(out, goldenCase{arch: arch, l: l, ids: readTokens(t, filepath.Join(dir, e.Tokens)), q8: q8[arch]})
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no F32 golden file of a supported architecture")
+	}
+	return out
+}
+
+// TestChunkedMatchesOneBatch evaluates the 96 golden tokens in 8 steps of 12
+// with a Chunk of 12 and compares with one batch of 96. For gemma2 the
+// sliding-window layer then keeps a ring of 32+12 slots that wraps twice,
+// so this checks the ring buffer against the flat cache of a single batch.
+func TestChunkedMatchesOneBatch(t *testing.T) {
+	pool := kernels.NewPool(kernels.DefaultThreads())
+	defer pool.Close()
+	for _, c := range goldenF32(t, pool) {
+		t.Run(c.arch, func(t *testing.T) {
+			m := c.l.Model
+			one := evalAll(t, m, c.ids)
+			opts := model.StateOptions{Context: 256, Chunk: 12}
+			chunked := evalWith(t, m, c.ids, opts, 12)
+			nrmse, _, _ := compare(chunked, one, m.Config().Vocab, 0)
+			ring, flat := m.KVBytes(opts), m.KVBytes(model.StateOptions{Context: 256})
+			t.Logf("NRMSE chunked vs one batch %.3e; KV bytes with chunk 12: %d (without ring: %d)", nrmse, ring, flat)
+			if nrmse > 1e-6 {
+				t.Errorf("8 steps of 12 tokens differ from one batch of 96: NRMSE %.3e", nrmse)
+			}
+			if c.arch == "gemma2" && ring >= flat {
+				t.Errorf("gemma2 KV with a window of 32 and chunk 12 takes %d bytes, no less than the flat %d", ring, flat)
+			}
+			// A step past the chunk would overwrite ring slots still in view.
+			st, err := m.NewState(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = m.Forward(&model.Batch{Seqs: []model.SeqBatch{{State: st, Tokens: c.ids[:13]}}})
+			if hasRing := ring < flat; hasRing != errors.Is(err, kvcache.ErrStepTooLarge) {
+				t.Errorf("a step of 13 tokens with a chunk of 12: %v (ring buffers: %v)", err, hasRing)
+			}
+		})
+	}
+}
+
+// TestQ8KVCache compares logits with a q8_0 KV cache against an f16 one on
+// the same inputs, within the quantized tolerance of the golden README
+// (max(0.03, 1.5×Q8)), and measures the memory of both caches.
+func TestQ8KVCache(t *testing.T) {
+	pool := kernels.NewPool(kernels.DefaultThreads())
+	defer pool.Close()
+	for _, c := range goldenF32(t, pool) {
+		t.Run(c.arch, func(t *testing.T) {
+			m := c.l.Model
+			if m.Config().HeadDim%32 != 0 {
+				t.Skip("q8_0 KV needs heads that are a multiple of 32 wide")
+			}
+			f16 := evalWith(t, m, c.ids, model.StateOptions{Context: 256, Chunk: 12, KVType: kvcache.F16}, 12)
+			q8 := evalWith(t, m, c.ids, model.StateOptions{Context: 256, Chunk: 12, KVType: kvcache.Q8_0}, 12)
+			tol := max(0.03, 1.5*c.q8)
+			nrmse, agree, _ := compare(q8, f16, m.Config().Vocab, 0)
+			sf, err := m.NewState(model.StateOptions{Context: 256, Chunk: 12, KVType: kvcache.F16})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sq, err := m.NewState(model.StateOptions{Context: 256, Chunk: 12, KVType: kvcache.Q8_0})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ratio := float64(sq.Cache.Allocated()) / float64(sf.Cache.Allocated())
+			t.Logf("q8_0 vs f16 KV: NRMSE %.3e (limit %.3e), argmax agreement %.3f; KV bytes %d / %d = %.4f",
+				nrmse, tol, agree, sq.Cache.Allocated(), sf.Cache.Allocated(), ratio)
+			if !(nrmse <= tol) {
+				t.Errorf("q8_0 KV logits NRMSE %.3e vs f16 KV exceeds %.3e", nrmse, tol)
+			}
+			if sq.Cache.Bytes() != sq.Cache.Allocated() || sf.Cache.Bytes() != sf.Cache.Allocated() {
+				t.Errorf("estimated KV bytes (%d, %d) differ from allocated (%d, %d)", sq.Cache.Bytes(), sf.Cache.Bytes(), sq.Cache.Allocated(), sf.Cache.Allocated())
+			}
+			if m.KVBytes(model.StateOptions{Context: 256, Chunk: 12, KVType: kvcache.Q8_0}) != sq.Cache.Allocated() {
+				t.Errorf("Model.KVBytes differs from the allocated q8_0 cache")
+			}
+			if math.Abs(ratio-0.5) > 0.05 {
+				t.Errorf("q8_0 KV takes %.4f of f16's memory, not half within 5 points", ratio)
+			}
+		})
+	}
 }
 
 // compare returns the NRMSE of got against want, the argmax agreement, and

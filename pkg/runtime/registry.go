@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/corelm/corelm/pkg/runtime/gemma2"
 	"github.com/corelm/corelm/pkg/runtime/llama"
 	"github.com/corelm/corelm/pkg/runtime/model"
+	"github.com/corelm/corelm/pkg/runtime/phi3"
 	"github.com/corelm/corelm/pkg/runtime/qwen2"
 )
 
@@ -18,8 +20,10 @@ type Constructor func(src model.Source, env model.Env) (model.Model, error)
 // architectures is the registry: adding an architecture is adding a package
 // and a line here.
 var architectures = map[string]Constructor{
-	"llama": llama.New,
-	"qwen2": qwen2.New,
+	"gemma2": gemma2.New,
+	"llama":  llama.New,
+	"phi3":   phi3.New,
+	"qwen2":  qwen2.New,
 }
 
 // Architectures lists the supported architecture names.

@@ -1,7 +1,15 @@
 // Package kvcache stores the keys and values of a sequence's past positions,
 // per layer, in f16 (default) or q8_0, and computes attention over them.
+// An f32 cache exists for comparisons with llama.cpp run with an F32 cache.
+//
+// q8_0 stores 32 values in 34 bytes (32 int8 and an f16 scale), so its
+// cache is 34/64 = 53% of f16's: about half, the scales being the rest.
+//
 // Sliding-window layers keep a ring of window+chunk slots so their memory
-// stops growing at the window.
+// stops growing at the window. A forward step stores all its positions
+// before attending, so the step's first token must still find its window
+// after the step's last one is written: a step may add at most Chunk
+// positions (CheckStep), which is the slack the ring was given.
 package kvcache
 
 import (
@@ -17,7 +25,8 @@ type Type int
 
 const (
 	F16  Type = iota // 2 bytes per element; the default, like llama.cpp
-	Q8_0             // 34 bytes per 32 elements: half of f16's memory
+	Q8_0             // 34 bytes per 32 elements: 53% of f16's memory
+	F32              // 4 bytes per element: exact, for reference comparisons
 )
 
 func (t Type) String() string {
@@ -26,30 +35,41 @@ func (t Type) String() string {
 		return "f16"
 	case Q8_0:
 		return "q8_0"
+	case F32:
+		return "f32"
 	}
 	return fmt.Sprintf("kvcache.Type(%d)", int(t))
 }
 
-// ParseType maps "f16" / "q8_0" to a Type.
+// ParseType maps "f16" / "q8_0" / "f32" to a Type.
 func ParseType(s string) (Type, error) {
 	switch s {
 	case "f16", "F16", "":
 		return F16, nil
 	case "q8_0", "Q8_0", "q8":
 		return Q8_0, nil
+	case "f32", "F32":
+		return F32, nil
 	}
-	return 0, fmt.Errorf("unknown KV cache type %q (want f16 or q8_0)", s)
+	return 0, fmt.Errorf("unknown KV cache type %q (want f16, q8_0 or f32)", s)
 }
 
 func (t Type) dtype() kernels.DType {
-	if t == Q8_0 {
+	switch t {
+	case Q8_0:
 		return kernels.Q8_0
+	case F32:
+		return kernels.F32
 	}
 	return kernels.F16
 }
 
 // ErrContextFull is returned when a sequence would grow past its context.
 var ErrContextFull = errors.New("context window full")
+
+// ErrStepTooLarge is returned when one step would add more positions to a
+// sequence than the slack its ring buffers were sized for (Geometry.Chunk).
+var ErrStepTooLarge = errors.New("step larger than the KV cache's chunk")
 
 // Geometry describes the cache of one sequence.
 type Geometry struct {
@@ -142,8 +162,33 @@ func New(g Geometry) (*Cache, error) {
 // Geometry returns the cache's geometry.
 func (c *Cache) Geometry() Geometry { return c.g }
 
-// Bytes is the memory held by the cache.
+// Bytes is the memory held by the cache, as its geometry computes it.
 func (c *Cache) Bytes() int64 { return c.g.Bytes() }
+
+// Allocated is the size of the buffers the cache really holds; it equals
+// Bytes, and tests check that it does.
+func (c *Cache) Allocated() int64 {
+	var n int64
+	for l := range c.layers {
+		n += int64(cap(c.layers[l].k) + cap(c.layers[l].v))
+	}
+	return n
+}
+
+// CheckStep returns ErrStepTooLarge when adding n positions in one step
+// would make a ring-buffer layer overwrite positions that the step's first
+// token still attends to: a ring keeps window+Chunk slots, so a step may add
+// at most Chunk positions.
+func (c *Cache) CheckStep(n int) error {
+	for l := range c.layers {
+		lc := &c.layers[l]
+		if lc.slots < c.g.Context && n > lc.slots-lc.window {
+			return fmt.Errorf("%w: %d positions in one step, layer %d keeps %d slots for a window of %d (chunk %d)",
+				ErrStepTooLarge, n, l, lc.slots, lc.window, c.g.Chunk)
+		}
+	}
+	return nil
+}
 
 // Store encodes the keys and values (all KV heads, KVHeads×HeadDim floats
 // each) of position pos in layer l.
@@ -191,11 +236,17 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 		s.vrow = make([]float32, hd)
 	}
 	vrow := s.vrow[:hd]
+	// With soft-capping, fold 1/Softcap into the scale and take tanh, as
+	// ggml's flash attention does: Softcap·tanh(q·k·(Scale/Softcap)).
+	scale := p.Scale
+	if p.Softcap > 0 {
+		scale /= p.Softcap
+	}
 	for i := range scores {
 		off := ((lo+i)%lc.slots)*c.row + kvh*c.head
-		x := kernels.DotF32(c.dt, lc.k[off:off+c.head], q) * p.Scale
+		x := kernels.DotF32(c.dt, lc.k[off:off+c.head], q) * scale
 		if p.Softcap > 0 {
-			x = p.Softcap * float32(math.Tanh(float64(x/p.Softcap)))
+			x = p.Softcap * float32(math.Tanh(float64(x)))
 		}
 		scores[i] = x
 	}

@@ -33,8 +33,11 @@ const (
 	KeyValueLength       = "%s.attention.value_length"
 	KeyRMSEpsilon        = "%s.attention.layer_norm_rms_epsilon"
 	KeySlidingWindow     = "%s.attention.sliding_window"
+	KeySlidingPattern    = "%s.attention.sliding_window_pattern"
+	KeyQueryPreAttn      = "%s.attention.query_pre_attn_scalar" // not written by llama.cpp's converter; honoured when present
 	KeyRopeDimCount      = "%s.rope.dimension_count"
 	KeyRopeFreqBase      = "%s.rope.freq_base"
+	KeyRopeFreqBaseSWA   = "%s.rope.freq_base_swa"
 	KeyRopeScalingType   = "%s.rope.scaling.type"
 	KeyRopeScalingFactor = "%s.rope.scaling.factor"
 	KeyRopeOrigCtx       = "%s.rope.scaling.original_context_length"

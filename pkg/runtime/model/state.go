@@ -30,12 +30,13 @@ func NewState(g kvcache.Geometry) (*State, error) {
 	return &State{Cache: c}, nil
 }
 
-// CheckRoom returns an error when n more tokens would not fit the sequence's context.
+// CheckRoom returns an error when n more tokens would not fit the
+// sequence's context, or are more than its ring buffers can take in one step.
 func (s *State) CheckRoom(n int) error {
 	if limit := s.Cache.Geometry().Context; s.Pos+n > limit {
 		return fmt.Errorf("%w: %d positions used + %d new > context %d", kvcache.ErrContextFull, s.Pos, n, limit)
 	}
-	return nil
+	return s.Cache.CheckStep(n)
 }
 
 // Env is what the runtime lends a model: the thread pool its kernels split

@@ -1,0 +1,209 @@
+// Package phi3 implements Microsoft's Phi-3 / Phi-3.5 (mini, medium) and
+// Phi-4, the "phi3" GGUF architecture, as llama.cpp runs it. The block is
+// Llama's with fused projections:
+//
+//	q|k|v = Wqkv · rms(x)                      (one matrix, rows q, then k, then v)
+//	h     = x + Wo · attn(rope(q)/√head_dim, rope(k), v)
+//	g|u   = Wup · rms(h)                       (one matrix, rows gate, then up)
+//	x'    = h + Wdown · (silu(g) ⊙ u)
+//
+// then logits = Wout · rms(x). RoPE is NeoX-style. Phi-3.5 and the 128k
+// Phi-3 models use LongRoPE: each rotated pair's angle is divided by a
+// per-dimension factor, short factors while the sequence's context fits the
+// original training context and long factors past it, and cos/sin are
+// multiplied by an attention factor (so q·k by its square). Phi-3.5-mini has
+// 32 KV heads (plain multi-head attention), Phi-4 uses GQA.
+//
+// The metadata of some models names a sliding window. llama.cpp disables it
+// for this architecture (its loader warns and sets no window), and so does
+// corelm, so that results agree with llama.cpp's.
+package phi3
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/corelm/corelm/pkg/kernels"
+	"github.com/corelm/corelm/pkg/runtime/model"
+)
+
+// Weights are the model's tensors, slices into the mapped file.
+type Weights struct {
+	TokenEmbd   model.Matrix   // (vocab, dim)
+	OutputNorm  []float32      // (dim)
+	Output      model.Matrix   // (vocab, dim); the embedding when tied
+	RopeShort   []float32      // (rope_dims/2) LongRoPE short factors, or nil
+	RopeLong    []float32      // (rope_dims/2) LongRoPE long factors, or nil
+	Blocks      []BlockWeights // (layers)
+	FusedQKV    bool           // blocks carry QKV rather than Q, K, V
+	AttnFactor  float32        // LongRoPE magnitude correction of cos/sin
+	OrigContext int            // context up to which the short factors apply
+}
+
+// BlockWeights are one transformer block's tensors.
+type BlockWeights struct {
+	AttnNorm []float32    // (dim)
+	QKV      model.Matrix // (heads*head_dim + 2*kv_heads*head_dim, dim) when fused
+	Q        model.Matrix // (heads*head_dim, dim) when not fused
+	K        model.Matrix // (kv_heads*head_dim, dim) when not fused
+	V        model.Matrix // (kv_heads*head_dim, dim) when not fused
+	O        model.Matrix // (dim, heads*head_dim)
+	FFNNorm  []float32    // (dim)
+	GateUp   model.Matrix // (2*ffn, dim): gate rows, then up rows
+	Down     model.Matrix // (dim, ffn)
+}
+
+// Model is a Phi-3 model bound to its weights.
+type Model struct {
+	cfg         *model.Config
+	w           Weights
+	short, long kernels.RoPE // rotations for contexts up to / past OrigContext
+	pool        *kernels.Pool
+	ws          workspace
+}
+
+var _ model.Model = (*Model)(nil)
+
+// Tensor names (llama.cpp's LLM_TENSOR_NAMES for LLM_ARCH_PHI3).
+const (
+	tTokenEmbd  = "token_embd.weight"
+	tOutputNorm = "output_norm.weight"
+	tOutput     = "output.weight"
+	tRopeLong   = "rope_factors_long.weight"
+	tRopeShort  = "rope_factors_short.weight"
+	tAttnNorm   = "blk.%d.attn_norm.weight"
+	tAttnQKV    = "blk.%d.attn_qkv.weight"
+	tAttnQ      = "blk.%d.attn_q.weight"
+	tAttnK      = "blk.%d.attn_k.weight"
+	tAttnV      = "blk.%d.attn_v.weight"
+	tAttnOut    = "blk.%d.attn_output.weight"
+	tFFNNorm    = "blk.%d.ffn_norm.weight"
+	tFFNUp      = "blk.%d.ffn_up.weight"
+	tFFNDown    = "blk.%d.ffn_down.weight"
+)
+
+// New builds a "phi3" model.
+func New(src model.Source, env model.Env) (model.Model, error) {
+	m, err := Build(src, env)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// LongRoPEAttnFactor is the factor cos and sin are multiplied by:
+// rope.scaling.attn_factor when the file has it (llama.cpp's converter
+// always writes it for LongRoPE models), otherwise the formula that
+// converter and Hugging Face's LongRoPE use, √(1 + ln s / ln orig) with
+// s = context/orig, and 1 when s ≤ 1 or the model has no LongRoPE factors.
+func LongRoPEAttnFactor(md model.Metadata, cfg *model.Config, longRoPE bool) float32 {
+	if _, ok := md.Float(cfg.Key(model.KeyRopeAttnFactor)); ok {
+		return cfg.AttnFactor
+	}
+	orig := cfg.OrigCtx
+	if !longRoPE || orig <= 1 || cfg.Context <= orig {
+		return 1
+	}
+	s := float64(cfg.Context) / float64(orig)
+	return float32(math.Sqrt(1 + math.Log(s)/math.Log(float64(orig))))
+}
+
+// UseLongFactors reports whether a sequence with a context of ctx positions
+// rotates with the long factors: like llama.cpp (llama_model::get_rope_factors),
+// when ctx exceeds the original context length; at or below it, the short ones.
+func UseLongFactors(ctx, origCtx int) bool { return ctx > origCtx }
+
+// Build parses the hyper-parameters, binds the weights and checks every shape.
+func Build(src model.Source, env model.Env) (*Model, error) {
+	const arch = "phi3"
+	cfg, err := model.ParseConfig(src, arch)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Vocab == 0 {
+		if t, ok := src.LookupTensor(tTokenEmbd); ok && len(t.Shape) == 2 {
+			cfg.Vocab = t.Shape[1]
+		}
+	}
+	if cfg.Vocab <= 0 {
+		return nil, model.Invalidf("%s: vocabulary size unknown (no %s.vocab_size and no tokenizer.ggml.tokens)", arch, arch)
+	}
+	b := model.NewBinder(src)
+	qDim, kvDim := cfg.QDim(), cfg.KVDim()
+	w := Weights{
+		TokenEmbd:  b.Matrix(tTokenEmbd, cfg.Vocab, cfg.Dim),
+		OutputNorm: b.Vector(tOutputNorm, cfg.Dim),
+		RopeLong:   b.OptionalVector(tRopeLong, cfg.RopeDims/2),
+		RopeShort:  b.OptionalVector(tRopeShort, cfg.RopeDims/2),
+		Blocks:     make([]BlockWeights, cfg.Layers),
+		FusedQKV:   b.Has(model.Layer(tAttnQKV, 0)),
+	}
+	if out, ok := b.OptionalMatrix(tOutput, cfg.Vocab, cfg.Dim); ok {
+		w.Output = out
+	} else {
+		w.Output = w.TokenEmbd // tied embeddings
+	}
+	for i := range w.Blocks {
+		l := &w.Blocks[i]
+		l.AttnNorm = b.Vector(model.Layer(tAttnNorm, i), cfg.Dim)
+		if w.FusedQKV {
+			l.QKV = b.Matrix(model.Layer(tAttnQKV, i), qDim+2*kvDim, cfg.Dim)
+		} else {
+			l.Q = b.Matrix(model.Layer(tAttnQ, i), qDim, cfg.Dim)
+			l.K = b.Matrix(model.Layer(tAttnK, i), kvDim, cfg.Dim)
+			l.V = b.Matrix(model.Layer(tAttnV, i), kvDim, cfg.Dim)
+		}
+		l.O = b.Matrix(model.Layer(tAttnOut, i), cfg.Dim, qDim)
+		l.FFNNorm = b.Vector(model.Layer(tFFNNorm, i), cfg.Dim)
+		l.GateUp = b.Matrix(model.Layer(tFFNUp, i), 2*cfg.FFN, cfg.Dim)
+		l.Down = b.Matrix(model.Layer(tFFNDown, i), cfg.Dim, cfg.FFN)
+	}
+	b.CheckBlocks(cfg.Layers)
+	if err := b.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", arch, err)
+	}
+	w.OrigContext = cfg.OrigCtx
+	if w.OrigContext <= 0 {
+		w.OrigContext = cfg.Context // llama.cpp: n_ctx_orig_yarn defaults to n_ctx_train
+	}
+	w.AttnFactor = LongRoPEAttnFactor(src, cfg, w.RopeLong != nil || w.RopeShort != nil)
+	m := &Model{cfg: cfg, w: w, pool: env.Pool}
+	m.short = kernels.RoPE{
+		Dims:        cfg.RopeDims,
+		HeadSize:    cfg.HeadDim,
+		Base:        cfg.RopeBase,
+		FreqScale:   cfg.RopeScale,
+		AttnFactor:  w.AttnFactor,
+		FreqFactors: w.RopeShort,
+		NeoX:        true,
+	}
+	m.long = m.short
+	m.long.FreqFactors = w.RopeLong
+	return m, nil
+}
+
+// Config returns the hyper-parameters.
+func (m *Model) Config() *model.Config { return m.cfg }
+
+// Weights returns the bound tensors.
+func (m *Model) Weights() *Weights { return &m.w }
+
+// ropeFor returns the rotation of a sequence whose context is ctx.
+func (m *Model) ropeFor(ctx int) *kernels.RoPE {
+	if UseLongFactors(ctx, m.w.OrigContext) {
+		return &m.long
+	}
+	return &m.short
+}
+
+// NewState allocates a sequence. Every layer is global (see the package
+// comment on sliding windows).
+func (m *Model) NewState(opts model.StateOptions) (*model.State, error) {
+	return model.NewState(model.CacheGeometry(m.cfg, opts, nil))
+}
+
+// KVBytes is the KV cache memory of one sequence with opts.
+func (m *Model) KVBytes(opts model.StateOptions) int64 {
+	g := model.CacheGeometry(m.cfg, opts, nil)
+	return g.Bytes()
+}
