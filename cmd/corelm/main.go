@@ -20,7 +20,11 @@ type command struct {
 }
 
 // commands is the registry of sub-commands: adding one is adding a line here.
-var commands = map[string]command{}
+var commands = map[string]command{
+	"tokenize":    {"print the token ids of a text (llama.cpp-exact)", runTokenize},
+	"detokenize":  {"print the text of token ids", runDetokenize},
+	"chat-render": {"render a conversation with the model's chat template", runChatRender},
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -37,8 +37,8 @@ import (
 // *gguf.File satisfies it, and so can any other container of GGUF keys.
 type Metadata interface {
 	String(key string) (string, bool)
-	Uint(key string) (uint64, bool)        // any integer type, non-negative
-	Bool(key string) (bool, bool)          //
+	Uint(key string) (uint64, bool) // any integer type, non-negative
+	Bool(key string) (bool, bool)
 	Strings(key string) ([]string, bool)   // array of string
 	Float32s(key string) ([]float32, bool) // array of f32 (scores)
 	Int32s(key string) ([]int32, bool)     // array of i32 (token_type)

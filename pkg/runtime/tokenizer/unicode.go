@@ -12,15 +12,15 @@ import (
 type cpFlags uint16
 
 const (
-	cpUndefined cpFlags = 1 << iota
-	cpNumber            // \p{N}
-	cpLetter            // \p{L}
-	cpSeparator         // \p{Z}
-	cpMark              // \p{M}
-	cpPunct             // \p{P}
-	cpSymbol            // \p{S}
-	cpControl           // \p{C}
-	cpWhitespace        // \s as llama.cpp defines it (see isWhitespace)
+	cpUndefined  cpFlags = 1 << iota
+	cpNumber             // \p{N}
+	cpLetter             // \p{L}
+	cpSeparator          // \p{Z}
+	cpMark               // \p{M}
+	cpPunct              // \p{P}
+	cpSymbol             // \p{S}
+	cpControl            // \p{C}
+	cpWhitespace         // \s as llama.cpp defines it (see isWhitespace)
 
 	cpCategories = cpUndefined | cpNumber | cpLetter | cpSeparator | cpMark | cpPunct | cpSymbol | cpControl
 )
@@ -47,6 +47,10 @@ func computeFlags(c rune) cpFlags {
 	}
 	var f cpFlags
 	switch {
+	case unicode15_1Letter(c):
+		f = cpLetter
+	case unicode15_1Symbol(c):
+		f = cpSymbol
 	case unicode.IsLetter(c):
 		f = cpLetter
 	case unicode.IsNumber(c):
@@ -69,6 +73,12 @@ func computeFlags(c rune) cpFlags {
 	}
 	return f
 }
+
+// Go's unicode tables are Unicode 15.0; llama.cpp's unicode-data.cpp is
+// generated from 15.1, which added 627 code points: CJK Unified Ideographs
+// Extension I (Lo) and five ideographic description characters (So).
+func unicode15_1Letter(c rune) bool { return c >= 0x2EBF0 && c <= 0x2EE5D }
+func unicode15_1Symbol(c rune) bool { return (c >= 0x2FFC && c <= 0x2FFF) || c == 0x31EF }
 
 // bmpFlags caches the flags of the Basic Multilingual Plane; the rest are
 // computed on demand (rare in real text).

@@ -6,13 +6,18 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/formats/gguf"
 )
+
+// The GGUF reader's File is a Metadata.
+var _ Metadata = (*gguf.File)(nil)
 
 // readGz reads a gzipped file from testdata.
 func readGz(tb testing.TB, name string) []byte {
@@ -274,4 +279,47 @@ func equalIDs(a, b []int32) bool {
 		}
 	}
 	return true
+}
+
+// TestStories260K decodes the embedded demo model's reference generation
+// (a 512-piece SentencePiece vocabulary) token by token.
+func TestStories260K(t *testing.T) {
+	f, err := gguf.Parse(models.Stories260K)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Kind() != SPM || tok.VocabSize() != 512 || tok.BOS() != 1 || !tok.IsEOG(2) {
+		t.Fatalf("stories260K: kind %v, %d tokens, BOS %d", tok.Kind(), tok.VocabSize(), tok.BOS())
+	}
+	b, err := os.ReadFile(filepath.Join("testdata", "stories260K-greedy.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		IDs  []int32 `json:"generated_ids"`
+		Text string  `json:"decoded_text"`
+	}
+	if err := json.Unmarshal(b, &ref); err != nil {
+		t.Fatal(err)
+	}
+	d := tok.NewDecoder()
+	var sb strings.Builder
+	for _, id := range ref.IDs {
+		s, _ := d.Push(id)
+		sb.WriteString(s)
+	}
+	sb.WriteString(d.Flush())
+	if sb.String() != ref.Text {
+		t.Errorf("streamed:\n%q\nwant\n%q", sb.String(), ref.Text)
+	}
+	if got, _ := tok.Decode(ref.IDs); got != strings.TrimPrefix(ref.Text, " ") {
+		t.Errorf("Decode = %q", got)
+	}
+	if got := encode(t, tok, "Once upon a time", EncodeOptions{}); !slices.Equal(got, append([]int32{1}, ref.IDs[:4]...)) {
+		t.Errorf("Encode(Once upon a time) = %v, want BOS + %v", got, ref.IDs[:4])
+	}
 }

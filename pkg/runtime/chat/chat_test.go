@@ -1,0 +1,208 @@
+package chat
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// The conversation of Ollama's template tests (see the shared
+// expected-renders): system, user, assistant, user.
+var (
+	system    = Message{"system", "You are a helpful assistant."}
+	user1     = Message{"user", "Hello, how are you?"}
+	assistant = Message{"assistant", "I'm doing great. How can I help you today?"}
+	user2     = Message{"user", "I'd like to show off how chat templating works!"}
+
+	convUser = []Message{user1}
+	convUAU  = []Message{user1, assistant, user2}
+	convSUAU = []Message{system, user1, assistant, user2}
+)
+
+func readTemplate(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name+".jinja"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// Expected prompts, written from each template's text.
+const (
+	llama3SysHeader = "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: "
+	llama3Turns     = "<|start_header_id|>user<|end_header_id|>\n\nHello, how are you?<|eot_id|>" +
+		"<|start_header_id|>assistant<|end_header_id|>\n\nI'm doing great. How can I help you today?<|eot_id|>" +
+		"<|start_header_id|>user<|end_header_id|>\n\nI'd like to show off how chat templating works!<|eot_id|>"
+	llama3Gen = "<|start_header_id|>assistant<|end_header_id|>\n\n"
+
+	qwenDefaultSystem = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+	chatMLTurns       = "<|im_start|>user\nHello, how are you?<|im_end|>\n" +
+		"<|im_start|>assistant\nI'm doing great. How can I help you today?<|im_end|>\n" +
+		"<|im_start|>user\nI'd like to show off how chat templating works!<|im_end|>\n"
+	chatMLSystem = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+	chatMLGen    = "<|im_start|>assistant\n"
+
+	gemmaTurns = "<start_of_turn>user\nHello, how are you?<end_of_turn>\n" +
+		"<start_of_turn>model\nI'm doing great. How can I help you today?<end_of_turn>\n" +
+		"<start_of_turn>user\nI'd like to show off how chat templating works!<end_of_turn>\n"
+	gemmaGen = "<start_of_turn>model\n"
+
+	phiTurns = "<|user|>\nHello, how are you?<|end|>\n" +
+		"<|assistant|>\nI'm doing great. How can I help you today?<|end|>\n" +
+		"<|user|>\nI'd like to show off how chat templating works!<|end|>\n"
+	phiSystem = "<|system|>\nYou are a helpful assistant.<|end|>\n"
+	phiGen    = "<|assistant|>\n"
+)
+
+func TestRealTemplates(t *testing.T) {
+	llama := Options{AddGenerationPrompt: true, BOSToken: "<|begin_of_text|>", EOSToken: "<|eot_id|>",
+		Now: time.Date(2024, 9, 5, 12, 0, 0, 0, time.UTC)}
+	noGen := llama
+	noGen.AddGenerationPrompt = false
+	qwen := Options{AddGenerationPrompt: true, BOSToken: "", EOSToken: "<|im_end|>"}
+	gemma := Options{AddGenerationPrompt: true, BOSToken: "<bos>", EOSToken: "<eos>"}
+	phi := Options{AddGenerationPrompt: true, BOSToken: "<s>", EOSToken: "<|endoftext|>"}
+	phiNoGen := phi
+	phiNoGen.AddGenerationPrompt = false
+
+	tests := []struct {
+		name     string
+		template string
+		msgs     []Message
+		opts     Options
+		want     string
+	}{
+		// Llama-3.1: a fixed date unless date_string is given; the system
+		// message is trimmed into the system header.
+		{"llama3.1 s-u-a-u", "meta-llama-Llama-3.1-8B-Instruct", convSUAU, llama,
+			"<|begin_of_text|>" + llama3SysHeader + "26 Jul 2024\n\nYou are a helpful assistant.<|eot_id|>" + llama3Turns + llama3Gen},
+		{"llama3.1 user", "meta-llama-Llama-3.1-8B-Instruct", convUser, llama,
+			"<|begin_of_text|>" + llama3SysHeader + "26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello, how are you?<|eot_id|>" + llama3Gen},
+		{"llama3.1 no generation prompt", "meta-llama-Llama-3.1-8B-Instruct", convUAU, noGen,
+			"<|begin_of_text|>" + llama3SysHeader + "26 Jul 2024\n\n<|eot_id|>" + llama3Turns},
+		{"llama3.1 date_string", "meta-llama-Llama-3.1-8B-Instruct", convUser,
+			Options{AddGenerationPrompt: true, BOSToken: "<|begin_of_text|>", Vars: map[string]any{"date_string": "01 Jan 2025"}},
+			"<|begin_of_text|>" + llama3SysHeader + "01 Jan 2025\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello, how are you?<|eot_id|>" + llama3Gen},
+		{"llama3.1 trims content", "meta-llama-Llama-3.1-8B-Instruct", []Message{{"system", "  Be brief.\n"}, {"user", "\n Hi  "}}, llama,
+			"<|begin_of_text|>" + llama3SysHeader + "26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>" + llama3Gen},
+		// Llama-3.2: today's date from strftime_now("%d %b %Y").
+		{"llama3.2 s-u-a-u", "meta-llama-Llama-3.2-3B-Instruct", convSUAU, llama,
+			"<|begin_of_text|>" + llama3SysHeader + "05 Sep 2024\n\nYou are a helpful assistant.<|eot_id|>" + llama3Turns + llama3Gen},
+		{"llama3.2 u-a-u", "meta-llama-Llama-3.2-3B-Instruct", convUAU, llama,
+			"<|begin_of_text|>" + llama3SysHeader + "05 Sep 2024\n\n<|eot_id|>" + llama3Turns + llama3Gen},
+
+		// Qwen2.5: its own default system message when none is given.
+		{"qwen2.5 s-u-a-u", "Qwen-Qwen2.5-7B-Instruct", convSUAU, qwen, chatMLSystem + chatMLTurns + chatMLGen},
+		{"qwen2.5 u-a-u", "Qwen-Qwen2.5-7B-Instruct", convUAU, qwen, qwenDefaultSystem + chatMLTurns + chatMLGen},
+		{"qwen2.5 user, no generation prompt", "Qwen-Qwen2.5-7B-Instruct", convUser, Options{},
+			qwenDefaultSystem + "<|im_start|>user\nHello, how are you?<|im_end|>\n"},
+
+		// Gemma-2: assistant is "model", content trimmed, BOS written by the template.
+		{"gemma2 u-a-u", "google-gemma-2-2b-it", convUAU, gemma, "<bos>" + gemmaTurns + gemmaGen},
+		{"gemma2 user", "google-gemma-2-2b-it", convUser, gemma,
+			"<bos><start_of_turn>user\nHello, how are you?<end_of_turn>\n" + gemmaGen},
+		{"gemma2 trims content", "google-gemma-2-2b-it", []Message{{"user", " \tHello \n"}}, gemma,
+			"<bos><start_of_turn>user\nHello<end_of_turn>\n" + gemmaGen},
+
+		// Phi-3.5: EOS closes the prompt when no reply is asked for.
+		{"phi3.5 s-u-a-u", "microsoft-Phi-3.5-mini-instruct", convSUAU, phi, phiSystem + phiTurns + phiGen},
+		{"phi3.5 u-a-u", "microsoft-Phi-3.5-mini-instruct", convUAU, phi, phiTurns + phiGen},
+		{"phi3.5 no generation prompt", "microsoft-Phi-3.5-mini-instruct", convUAU, phiNoGen, phiTurns + "<|endoftext|>"},
+		{"phi3.5 empty system skipped", "microsoft-Phi-3.5-mini-instruct", append([]Message{{"system", ""}}, convUser...), phi,
+			"<|user|>\nHello, how are you?<|end|>\n" + phiGen},
+	}
+	for _, tt := range tests {
+		got, err := Render(readTemplate(t, tt.template), tt.msgs, tt.opts)
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		if got != tt.want {
+			t.Errorf("%s:\n got %q\nwant %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestGemmaRefusesSystem: the template's raise_exception is an error.
+func TestGemmaRefusesSystem(t *testing.T) {
+	_, err := Render(readTemplate(t, "google-gemma-2-2b-it"), convSUAU, Options{BOSToken: "<bos>"})
+	if !errors.Is(err, ErrRender) {
+		t.Fatalf("err = %v, want ErrRender", err)
+	}
+	_, err = Render(readTemplate(t, "google-gemma-2-2b-it"), []Message{user1, user2}, Options{})
+	if !errors.Is(err, ErrRender) {
+		t.Fatalf("non-alternating roles: err = %v, want ErrRender", err)
+	}
+}
+
+func TestFallback(t *testing.T) {
+	for _, src := range []string{"", "  \n", "{% if messages %}unterminated", "{{ messages[ }}"} {
+		tmpl, err := Load(src)
+		if err == nil {
+			t.Errorf("Load(%q): no error", src)
+		}
+		if src == "" && !errors.Is(err, ErrNoTemplate) || src != "" && !errors.Is(err, ErrTemplate) && !errors.Is(err, ErrNoTemplate) {
+			t.Errorf("Load(%q): err = %v", src, err)
+		}
+		if !tmpl.IsChatML() {
+			t.Errorf("Load(%q) did not fall back to ChatML", src)
+		}
+	}
+	got, err := ChatML().Render(convSUAU, Options{AddGenerationPrompt: true})
+	if err != nil || got != chatMLSystem+chatMLTurns+chatMLGen {
+		t.Errorf("ChatML = %q, %v", got, err)
+	}
+	tmpl, err := Load(readTemplate(t, "Qwen-Qwen2.5-7B-Instruct"))
+	if err != nil || tmpl.IsChatML() {
+		t.Errorf("Load(Qwen) = %v, %v", tmpl.IsChatML(), err)
+	}
+}
+
+func TestStrftime(t *testing.T) {
+	ts := time.Date(2024, 7, 6, 15, 4, 5, 0, time.UTC)
+	tests := map[string]string{
+		"%d %b %Y":          "06 Jul 2024",
+		"%Y-%m-%d %H:%M:%S": "2024-07-06 15:04:05",
+		"%A, %B %e, %I%p":   "Saturday, July  6, 03PM",
+		"100%% %q":          "100% %q",
+		"Mon Jan":           "Mon Jan", // plain text stays plain
+	}
+	for format, want := range tests {
+		if got := strftime(ts, format); got != want {
+			t.Errorf("strftime(%q) = %q, want %q", format, got, want)
+		}
+	}
+}
+
+// TestToolMessages: tool results as the Qwen2.5 and Llama-3.1 templates
+// render them (Jinja2 counts a string as iterable, so Llama-3.1 writes a
+// string result through tojson, quotes and all).
+func TestToolMessages(t *testing.T) {
+	msgs := []Message{{"user", "Weather?"}, {"assistant", ""}, {"tool", "22C"}, {"tool", "sunny"}, {"user", "thanks"}}
+	tests := []struct {
+		template string
+		opts     Options
+		want     string
+	}{
+		{"Qwen-Qwen2.5-7B-Instruct", Options{AddGenerationPrompt: true},
+			qwenDefaultSystem + "<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n" +
+				"<|im_start|>user\n<tool_response>\n22C\n</tool_response>\n<tool_response>\nsunny\n</tool_response><|im_end|>\n" +
+				"<|im_start|>user\nthanks<|im_end|>\n" + chatMLGen},
+		{"meta-llama-Llama-3.1-8B-Instruct", Options{AddGenerationPrompt: true, BOSToken: "<|begin_of_text|>"},
+			"<|begin_of_text|>" + llama3SysHeader + "26 Jul 2024\n\n<|eot_id|>" +
+				"<|start_header_id|>user<|end_header_id|>\n\nWeather?<|eot_id|>" +
+				"<|start_header_id|>assistant<|end_header_id|>\n\n<|eot_id|>" +
+				"<|start_header_id|>ipython<|end_header_id|>\n\n\"22C\"<|eot_id|>" +
+				"<|start_header_id|>ipython<|end_header_id|>\n\n\"sunny\"<|eot_id|>" +
+				"<|start_header_id|>user<|end_header_id|>\n\nthanks<|eot_id|>" + llama3Gen},
+	}
+	for _, tt := range tests {
+		got, err := Render(readTemplate(t, tt.template), msgs, tt.opts)
+		if err != nil || got != tt.want {
+			t.Errorf("%s:\n got %q, %v\nwant %q", tt.template, got, err, tt.want)
+		}
+	}
+}
