@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/formats/pack"
+	"github.com/corelm/corelm/pkg/kernels"
+	"github.com/corelm/corelm/pkg/runtime"
+	"github.com/corelm/corelm/pkg/runtime/model"
+)
+
+func init() {
+	commands["pack"] = command{"validate a GGUF model and convert it to the packed layout (.clm)", runPack}
+}
+
+func runPack(ctx context.Context, args []string) error {
+	fs := newFlags("pack")
+	gen := fs.Uint64("generation", 1, "generation number recorded in the header")
+	if err := fs.Parse(args); err != nil {
+		return usagef("%v", err)
+	}
+	if fs.NArg() != 2 {
+		return usagef("usage: corelm pack IN.gguf OUT.clm [--generation N]")
+	}
+	in, out := fs.Arg(0), fs.Arg(1)
+	src, err := gguf.Open(in)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	// The same complete validation as `corelm inspect` and the loader.
+	if _, err := runtime.Build(model.FromGGUF(src), model.Env{Pool: kernels.NewPool(1)}); err != nil {
+		return fmt.Errorf("%s: %w", in, err)
+	}
+	plan, err := pack.NewPlan(src, pack.Options{Generation: *gen, Annotations: map[string]string{"source_path": filepath.Base(in)}})
+	if err != nil {
+		return err
+	}
+	// Write beside the destination and rename, so OUT is never half-written.
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if err := tmp.Truncate(plan.Size()); err != nil {
+		return err
+	}
+	if err := plan.Write(ctx, tmp); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	f, err := pack.Open(tmp.Name())
+	if err != nil {
+		return fmt.Errorf("re-reading the packed file: %w", err)
+	}
+	err = f.Verify()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("re-reading the packed file: %w", err)
+	}
+	if err := tmp.Chmod(0o444); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return err
+	}
+	fmt.Printf("%s: %d tensors, %s of tensor data, %s packed (generation %d)\n",
+		out, len(src.Tensors), humanBytes(plan.DataBytes()), humanBytes(plan.Size()), *gen)
+	return nil
+}

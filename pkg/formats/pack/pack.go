@@ -1,0 +1,177 @@
+// Package pack reads and writes corelm's packed model layout: the file the
+// loader publishes in shared memory and inference processes map read-only.
+//
+// A packed file is a fixed header, a manifest and the tensor data:
+//
+//	offset  size  field (little-endian)
+//	0       8     magic "CORELMPK"
+//	8       4     format version (1)
+//	12      4     header size (128)
+//	16      8     generation
+//	24      32    source digest: SHA-256 of the whole source file
+//	56      8     manifest offset (= header size)
+//	64      8     manifest length
+//	72      8     metadata length (the manifest's first part)
+//	80      8     data offset (a multiple of 4096)
+//	88      8     data length (file size = data offset + data length)
+//	96      32    checksum: SHA-256 of header[0:96] followed by the manifest
+//
+// The manifest is the metadata — every key/value of the source GGUF file,
+// encoded as a GGUF v3 file with no tensors (so tokenizer, chat template and
+// hyper-parameters keep their GGUF types) — followed by the tensor directory:
+//
+//	u32 tier       CPU feature tier the file needs (highest of its tensors)
+//	u32 count      number of tensors
+//	count entries, in data order:
+//	  u32 name length, name (UTF-8)
+//	  u32 dtype      ggml type id (kernels.DType)
+//	  u16 layout     arrangement of the blocks (LayoutGGML: ggml's own rows)
+//	  u16 tier       CPU feature tier the layout needs
+//	  u32 rank, rank × u64 logical shape (ggml order, row length first)
+//	  u64 offset     relative to the data offset
+//	  u64 length     bytes
+//	  u32 crc32c     of the tensor's bytes (checked by Verify)
+//	  u32 reserved   zero
+//
+// Tensors follow each other in directory order, each at the next multiple of
+// its alignment (64 bytes; 4096 for tensors of LargeTensor bytes or more),
+// with zero padding between them and nothing after the last. Placement is
+// therefore fully determined by the directory, and the reader rejects any
+// other. The reader checks all of this, and the checksum, before a single
+// tensor byte is touched.
+package pack
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/corelm/corelm/pkg/kernels"
+)
+
+// Magic opens every packed file.
+const Magic = "CORELMPK"
+
+// Version is the format version this package reads and writes.
+const Version = 1
+
+// HeaderSize is the size of the fixed header.
+const HeaderSize = 128
+
+// PageAlign is the alignment of the data section.
+const PageAlign = 4096
+
+// TensorAlign is the minimum alignment of every tensor.
+const TensorAlign = 64
+
+// LargeTensor is the size from which a tensor is page-aligned.
+const LargeTensor = 1 << 20
+
+// Ext is the file name extension of packed files.
+const Ext = ".clm"
+
+// AnnotationPrefix marks metadata keys the packer adds (source path, load
+// options); keys with this prefix in the source are dropped.
+const AnnotationPrefix = "corelm.pack."
+
+// Layout is how a tensor's blocks are arranged in the file. New
+// arrangements (k-quant super-blocks with pre-unpacked scales, interleaved
+// rows) get new values and an entry in layouts; the reader refuses values
+// it does not know.
+type Layout uint16
+
+const (
+	// LayoutGGML is ggml's encoding of the tensor's DType, rows one after
+	// another: the bytes of the GGUF tensor, unchanged.
+	LayoutGGML Layout = 0
+)
+
+// Tier is a CPU feature tier a layout may require.
+type Tier uint16
+
+const (
+	TierGeneric   Tier = 0 // any CPU
+	TierAVX2      Tier = 1 // AVX2 + FMA + F16C
+	TierAVX512VNI Tier = 2 // AVX-512 BW/VL + VNNI
+)
+
+var tierNames = [...]string{"generic", "avx2", "avx512vnni"}
+
+func (t Tier) String() string {
+	if int(t) < len(tierNames) {
+		return tierNames[t]
+	}
+	return fmt.Sprintf("Tier(%d)", uint16(t))
+}
+
+func (t Tier) known() bool { return int(t) < len(tierNames) }
+
+type layoutInfo struct {
+	name string
+	// size is the packed size of a tensor of elems elements of type dt, or
+	// false when the layout cannot hold it.
+	size func(dt kernels.DType, shape []uint64) (uint64, bool)
+}
+
+// layouts is the registry of arrangements the reader and writer know.
+var layouts = map[Layout]layoutInfo{
+	LayoutGGML: {"ggml", ggmlSize},
+}
+
+func (l Layout) String() string {
+	if info, ok := layouts[l]; ok {
+		return info.name
+	}
+	return fmt.Sprintf("Layout(%d)", uint16(l))
+}
+
+// Sentinel errors; the reader wraps each in a *FormatError that says where.
+var (
+	ErrBadMagic  = errors.New("not a corelm packed file (bad magic)")
+	ErrVersion   = errors.New("unsupported packed format version")
+	ErrTruncated = errors.New("file truncated")
+	ErrHeader    = errors.New("invalid header")
+	ErrChecksum  = errors.New("manifest checksum mismatch")
+	ErrMetadata  = errors.New("invalid metadata")
+	ErrDirectory = errors.New("invalid tensor directory")
+	ErrTensor    = errors.New("invalid tensor entry")
+	ErrPlacement = errors.New("tensor data misplaced")
+	ErrLayout    = errors.New("unknown tensor layout")
+	ErrTier      = errors.New("unknown CPU feature tier")
+	ErrCPU       = errors.New("packed for CPU features this machine lacks")
+	ErrCorrupt   = errors.New("tensor data checksum mismatch")
+)
+
+// FormatError reports a problem in a packed file.
+type FormatError struct {
+	Where  string // e.g. `tensor 3 "blk.0.attn_q.weight"`
+	Err    error  // one of the sentinel errors
+	Detail string
+}
+
+func (e *FormatError) Error() string {
+	s := "pack: "
+	if e.Where != "" {
+		s += e.Where + ": "
+	}
+	s += e.Err.Error()
+	if e.Detail != "" {
+		s += " (" + e.Detail + ")"
+	}
+	return s
+}
+
+func (e *FormatError) Unwrap() error { return e.Err }
+
+func errorf(where string, err error, format string, a ...any) error {
+	return &FormatError{Where: where, Err: err, Detail: fmt.Sprintf(format, a...)}
+}
+
+func alignUp(n, a uint64) uint64 { return (n + a - 1) / a * a }
+
+// tensorAlign is the alignment of a tensor of size bytes.
+func tensorAlign(size uint64) uint64 {
+	if size >= LargeTensor {
+		return PageAlign
+	}
+	return TensorAlign
+}

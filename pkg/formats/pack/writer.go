@@ -1,0 +1,295 @@
+package pack
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/corelm/corelm/pkg/formats/gguf"
+)
+
+// ErrSourceFault means the source file's mapping faulted while it was read:
+// it was truncated (or its storage failed) during packing.
+var ErrSourceFault = errors.New("source file changed while it was read (truncated?)")
+
+// chunk is how much tensor data is written between progress reports and
+// cancellation checks.
+const chunk = 4 << 20
+
+// Options control packing.
+type Options struct {
+	// Generation is recorded in the header.
+	Generation uint64
+	// Annotations are recorded as string metadata under AnnotationPrefix
+	// (the loader records the source path and load options). Keys must be
+	// non-empty.
+	Annotations map[string]string
+	// Progress, when set, is called after each piece of tensor data is
+	// written with the bytes written so far and the total.
+	Progress func(done, total int64)
+}
+
+// Plan is a packed file laid out but not yet written: its size is known
+// before a byte is written, so the caller can reserve space first.
+type Plan struct {
+	src        *gguf.File
+	opts       Options
+	meta       []byte
+	tier       Tier
+	tensors    []Tensor
+	srcData    [][]byte
+	dirSize    uint64
+	dataOffset uint64
+	dataLength uint64
+	dataBytes  int64
+}
+
+// NewPlan lays out the packed form of src. Every tensor keeps its ggml
+// encoding (LayoutGGML) for now; kernel-specific arrangements will be chosen
+// here per tensor and CPU tier.
+func NewPlan(src *gguf.File, opts Options) (*Plan, error) {
+	kvs := make([]gguf.KV, 0, len(src.KVs)+len(opts.Annotations))
+	for _, kv := range src.KVs {
+		if !strings.HasPrefix(kv.Key, AnnotationPrefix) {
+			kvs = append(kvs, kv)
+		}
+	}
+	keys := make([]string, 0, len(opts.Annotations))
+	for k := range opts.Annotations {
+		if k == "" || !utf8.ValidString(k) {
+			return nil, fmt.Errorf("pack: invalid annotation key %q", k)
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		kvs = append(kvs, gguf.KV{Key: AnnotationPrefix + k, Value: gguf.Str(opts.Annotations[k])})
+	}
+	p := &Plan{src: src, opts: opts, meta: encodeMetadata(kvs)}
+
+	order := make([]*gguf.Tensor, len(src.Tensors))
+	for i := range src.Tensors {
+		order[i] = &src.Tensors[i]
+	}
+	// Source data order, so the source is read front to back.
+	sort.SliceStable(order, func(a, b int) bool { return order[a].Offset < order[b].Offset })
+	p.dirSize = 8
+	var next uint64
+	for _, st := range order {
+		t := Tensor{Name: st.Name, Type: st.Type, Layout: LayoutGGML, Tier: TierGeneric, Shape: st.Shape, Size: st.Size}
+		if size, ok := ggmlSize(t.Type, t.Shape); !ok || size != t.Size {
+			return nil, fmt.Errorf("pack: tensor %q: %s %v does not take %d bytes", t.Name, t.Type, t.Shape, t.Size)
+		}
+		t.Offset = alignUp(next, tensorAlign(t.Size))
+		next = t.Offset + t.Size
+		p.tier = max(p.tier, t.Tier)
+		p.tensors = append(p.tensors, t)
+		p.srcData = append(p.srcData, src.TensorData(st))
+		p.dirSize += uint64(4 + len(t.Name) + 4 + 2 + 2 + 4 + 8*len(t.Shape) + 8 + 8 + 4 + 4)
+		p.dataBytes += int64(t.Size)
+	}
+	p.dataOffset = alignUp(HeaderSize+uint64(len(p.meta))+p.dirSize, PageAlign)
+	p.dataLength = next
+	return p, nil
+}
+
+// Size is the size of the packed file.
+func (p *Plan) Size() int64 { return int64(p.dataOffset + p.dataLength) }
+
+// DataBytes is the total size of the tensors (without padding).
+func (p *Plan) DataBytes() int64 { return p.dataBytes }
+
+// Write writes the packed file to w, which must be Size bytes long or
+// empty. Tensor data come first, then the manifest, then the header: a file
+// cut short anywhere fails the reader's checks. Faults on the source
+// mapping (a source truncated under us) are reported as ErrSourceFault.
+func (p *Plan) Write(ctx context.Context, w io.WriterAt) error {
+	// The source digest is a second pass over the source: run it beside the
+	// copy. Always wait for it, since the caller may unmap the source as
+	// soon as Write returns.
+	type digestResult struct {
+		sum [32]byte
+		err error
+	}
+	dc := make(chan digestResult, 1)
+	go func() {
+		var d digestResult
+		d.err = CatchFaults(func() error {
+			h := sha256.New()
+			src := p.src.Bytes()
+			for off := 0; off < len(src); off += chunk {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				h.Write(src[off:min(off+chunk, len(src))])
+			}
+			h.Sum(d.sum[:0])
+			return nil
+		})
+		dc <- d
+	}()
+	werr := CatchFaults(func() error { return p.writeData(ctx, w) })
+	d := <-dc
+	if werr != nil {
+		return werr
+	}
+	if d.err != nil {
+		return d.err
+	}
+
+	manifest := make([]byte, 0, uint64(len(p.meta))+p.dirSize)
+	manifest = append(manifest, p.meta...)
+	manifest = p.appendDirectory(manifest)
+	pad := make([]byte, p.dataOffset-HeaderSize-uint64(len(manifest)))
+	if _, err := w.WriteAt(append(manifest, pad...), HeaderSize); err != nil {
+		return err
+	}
+	_, err := w.WriteAt(p.header(d.sum, manifest), 0)
+	return err
+}
+
+func (p *Plan) writeData(ctx context.Context, w io.WriterAt) error {
+	var zeros [PageAlign]byte
+	var done int64
+	var prevEnd uint64
+	for i := range p.tensors {
+		t := &p.tensors[i]
+		if gap := t.Offset - prevEnd; gap > 0 {
+			if _, err := w.WriteAt(zeros[:gap], int64(p.dataOffset+prevEnd)); err != nil {
+				return err
+			}
+		}
+		data := p.srcData[i]
+		crc := uint32(0)
+		for off := 0; off < len(data); off += chunk {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			piece := data[off:min(off+chunk, len(data))]
+			crc = crc32.Update(crc, castagnoli, piece)
+			if _, err := w.WriteAt(piece, int64(p.dataOffset+t.Offset)+int64(off)); err != nil {
+				return fmt.Errorf("pack: writing tensor %q: %w", t.Name, err)
+			}
+			done += int64(len(piece))
+			if p.opts.Progress != nil {
+				p.opts.Progress(done, p.dataBytes)
+			}
+		}
+		t.CRC = crc
+		prevEnd = t.Offset + t.Size
+	}
+	return nil
+}
+
+// CatchFaults runs fn with faults on memory mappings (SIGBUS from a mapped
+// file truncated under the reader) turned into an ErrSourceFault error
+// instead of a crash. Use it around code that reads a mapping of a file the
+// process does not control.
+func CatchFaults(fn func() error) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	defer func() {
+		if r := recover(); r != nil {
+			if re, ok := r.(interface{ Addr() uintptr }); ok {
+				err = fmt.Errorf("pack: %w (fault at %#x)", ErrSourceFault, re.Addr())
+				return
+			}
+			panic(r)
+		}
+	}()
+	return fn()
+}
+
+func (p *Plan) appendDirectory(b []byte) []byte {
+	le := binary.LittleEndian
+	b = le.AppendUint32(b, uint32(p.tier))
+	b = le.AppendUint32(b, uint32(len(p.tensors)))
+	for _, t := range p.tensors {
+		b = le.AppendUint32(b, uint32(len(t.Name)))
+		b = append(b, t.Name...)
+		b = le.AppendUint32(b, uint32(t.Type))
+		b = le.AppendUint16(b, uint16(t.Layout))
+		b = le.AppendUint16(b, uint16(t.Tier))
+		b = le.AppendUint32(b, uint32(len(t.Shape)))
+		for _, d := range t.Shape {
+			b = le.AppendUint64(b, d)
+		}
+		b = le.AppendUint64(b, t.Offset)
+		b = le.AppendUint64(b, t.Size)
+		b = le.AppendUint32(b, t.CRC)
+		b = le.AppendUint32(b, 0)
+	}
+	return b
+}
+
+func (p *Plan) header(sourceDigest [32]byte, manifest []byte) []byte {
+	le := binary.LittleEndian
+	h := make([]byte, 0, HeaderSize)
+	h = append(h, Magic...)
+	h = le.AppendUint32(h, Version)
+	h = le.AppendUint32(h, HeaderSize)
+	h = le.AppendUint64(h, p.opts.Generation)
+	h = append(h, sourceDigest[:]...)
+	h = le.AppendUint64(h, HeaderSize)
+	h = le.AppendUint64(h, uint64(len(manifest)))
+	h = le.AppendUint64(h, uint64(len(p.meta)))
+	h = le.AppendUint64(h, p.dataOffset)
+	h = le.AppendUint64(h, p.dataLength)
+	sum := checksum(h, manifest)
+	return append(h, sum[:]...)
+}
+
+// encodeMetadata encodes kvs as a GGUF v3 file without tensors.
+func encodeMetadata(kvs []gguf.KV) []byte {
+	le := binary.LittleEndian
+	b := le.AppendUint32(nil, gguf.Magic)
+	b = le.AppendUint32(b, 3)
+	b = le.AppendUint64(b, 0)
+	b = le.AppendUint64(b, uint64(len(kvs)))
+	for _, kv := range kvs {
+		b = le.AppendUint64(b, uint64(len(kv.Key)))
+		b = append(b, kv.Key...)
+		v := kv.Value
+		b = le.AppendUint32(b, uint32(v.Type))
+		switch v.Type {
+		case gguf.TypeString:
+			b = le.AppendUint64(b, uint64(len(v.Payload())))
+		case gguf.TypeArray:
+			b = le.AppendUint32(b, uint32(v.Elem))
+			b = le.AppendUint64(b, uint64(v.Len))
+		}
+		b = append(b, v.Payload()...)
+	}
+	return b
+}
+
+// Bytes packs src into memory (tests, small models).
+func Bytes(ctx context.Context, src *gguf.File, opts Options) ([]byte, error) {
+	p, err := NewPlan(src, opts)
+	if err != nil {
+		return nil, err
+	}
+	buf := &memFile{b: make([]byte, p.Size())}
+	if err := p.Write(ctx, buf); err != nil {
+		return nil, err
+	}
+	return buf.b, nil
+}
+
+// memFile is an io.WriterAt over a fixed buffer.
+type memFile struct{ b []byte }
+
+func (m *memFile) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > int64(len(m.b)) {
+		return 0, fmt.Errorf("pack: write [%d, +%d) past %d bytes", off, len(p), len(m.b))
+	}
+	return copy(m.b[off:], p), nil
+}

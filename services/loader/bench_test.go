@@ -1,0 +1,93 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/corelm/corelm/pkg/formats/pack/packtest"
+	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+)
+
+// benchSource writes a synthetic ~200 MB Q8_0 Llama.
+func benchSource(b *testing.B) (dir, path string, size int64) {
+	b.Helper()
+	dir = b.TempDir()
+	path = filepath.Join(dir, "large.gguf")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if size, err = packtest.Large(200 << 20).Writer().WriteTo(f); err != nil {
+		b.Fatal(err)
+	}
+	return dir, path, size
+}
+
+// shmDir is a directory on /dev/shm when there is one (the real target).
+func benchShm(b *testing.B) string {
+	b.Helper()
+	dir, err := os.MkdirTemp("/dev/shm", "corelm-bench-")
+	if err != nil {
+		return b.TempDir()
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// BenchmarkLoadPackPublish measures a whole load: validation, packing with
+// checksums and source digest, fsync, read-back verification, rename.
+func BenchmarkLoadPackPublish(b *testing.B) {
+	src, _, size := benchSource(b)
+	s, err := NewServer(Options{SourceDir: src, ShmDir: benchShm(b), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(size)
+	b.ResetTimer()
+	for b.Loop() {
+		l, _, err := s.startLoad(&corelmv1.LoadModelRequest{ModelId: "large", Path: "large.gguf", Reload: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		<-l.done
+		s.leave(l)
+		if l.err != nil {
+			b.Fatal(l.err)
+		}
+	}
+}
+
+// BenchmarkPlainCopy copies the same file to the same directory: the floor.
+func BenchmarkPlainCopy(b *testing.B) {
+	_, path, size := benchSource(b)
+	dst := filepath.Join(benchShm(b), "copy")
+	b.SetBytes(size)
+	b.ResetTimer()
+	for b.Loop() {
+		in, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, err := os.Create(dst)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			b.Fatal(err)
+		}
+		if err := out.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		in.Close()
+		out.Close()
+		os.Remove(dst)
+	}
+}

@@ -1,0 +1,423 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/formats/pack"
+	"github.com/corelm/corelm/pkg/kernels"
+	"github.com/corelm/corelm/pkg/runtime"
+	"github.com/corelm/corelm/pkg/runtime/model"
+	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+)
+
+// load is one model load in flight, shared by every request that asked for
+// it. It stops when its last waiter leaves.
+type load struct {
+	id      string
+	path    string
+	options *corelmv1.LoadOptions
+	gen     uint64
+	cancel  context.CancelFunc
+
+	mu        sync.Mutex
+	waiters   int
+	abandoned bool // its last waiter left: it is being cancelled
+	// events holds one message per stage reached, the last one updated
+	// in place (replaced) as bytes are written, so every waiter sees every
+	// stage and the latest byte count. Messages are immutable once stored.
+	events  []*corelmv1.LoadModelResponse
+	changed chan struct{} // closed and replaced at every update
+
+	done   chan struct{} // closed when result or err is set
+	result *corelmv1.PublishedModel
+	err    error
+}
+
+// sendNew sends the events a waiter has not seen; sent counts the events
+// fully sent and last is the final one sent.
+func (l *load) sendNew(send func(*corelmv1.LoadModelResponse) error, sent *int, last **corelmv1.LoadModelResponse) (<-chan struct{}, error) {
+	l.mu.Lock()
+	// Copy: report replaces the last element in place.
+	first := *sent
+	events := append([]*corelmv1.LoadModelResponse(nil), l.events[first:]...)
+	changed := l.changed
+	l.mu.Unlock()
+	for _, ev := range events {
+		if ev == *last {
+			continue
+		}
+		if err := send(ev); err != nil {
+			return nil, err
+		}
+		*last = ev
+	}
+	*sent = first + max(len(events)-1, 0)
+	return changed, nil
+}
+
+func (l *load) report(stage corelmv1.LoadStage, done, total int64) {
+	msg := &corelmv1.LoadModelResponse{Stage: stage, BytesDone: done, BytesTotal: total}
+	l.mu.Lock()
+	if n := len(l.events); n > 0 && l.events[n-1].GetStage() == stage {
+		l.events[n-1] = msg
+	} else {
+		l.events = append(l.events, msg)
+	}
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.mu.Unlock()
+}
+
+// startLoad joins the load of req's model in flight, or starts one. It
+// returns the published model instead when it is already published from the
+// same, unchanged source with the same options and no reload was asked.
+func (s *Server) startLoad(req *corelmv1.LoadModelRequest) (*load, *corelmv1.PublishedModel, error) {
+	id, rel := req.GetModelId(), filepath.Clean(req.GetPath())
+	for _, part := range strings.Split(filepath.ToSlash(req.GetPath()), "/") {
+		if part == ".." {
+			return nil, nil, fmt.Errorf("%w: %q contains \"..\"", ErrEscape, req.GetPath())
+		}
+	}
+	opts := req.GetOptions()
+	if opts == nil {
+		opts = &corelmv1.LoadOptions{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.base.Err() != nil {
+		return nil, nil, ErrStopping
+	}
+	if l, ok := s.loads[id]; ok {
+		if l.path != rel || !proto.Equal(l.options, opts) {
+			return nil, nil, fmt.Errorf("%w: model %q is being loaded from %q", ErrBusy, id, l.path)
+		}
+		l.mu.Lock()
+		joined := !l.abandoned
+		if joined {
+			l.waiters++
+		}
+		l.mu.Unlock()
+		if joined {
+			return l, nil, nil
+		}
+		// A cancelled load is winding down; start afresh beside it.
+	}
+	if p, ok := s.published[id]; ok && !req.GetReload() && p.pb.GetSourcePath() == rel && proto.Equal(p.pb.GetOptions(), opts) {
+		if cur, err := s.statSource(rel); err == nil && cur == p.source {
+			return nil, p.pb, nil
+		}
+	}
+	s.gens[id]++
+	ctx, cancel := context.WithCancel(s.base)
+	l := &load{id: id, path: rel, options: opts, gen: s.gens[id], cancel: cancel, waiters: 1,
+		changed: make(chan struct{}), done: make(chan struct{})}
+	s.loads[id] = l
+	s.running.Add(1)
+	go s.run(ctx, l)
+	return l, nil, nil
+}
+
+// leave drops one waiter; the last one to leave an unfinished load cancels it.
+func (s *Server) leave(l *load) {
+	l.mu.Lock()
+	l.waiters--
+	last := l.waiters == 0
+	if last {
+		l.abandoned = true
+	}
+	l.mu.Unlock()
+	if last {
+		l.cancel()
+	}
+}
+
+func (s *Server) run(ctx context.Context, l *load) {
+	defer s.running.Done()
+	start := time.Now()
+	pb, err := func() (pb *corelmv1.PublishedModel, err error) {
+		// The load runs outside any handler, so the recovery interceptor
+		// cannot catch a panic here; a bug must not take the loader down.
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic while loading", "model", l.id, "panic", p, "stack", string(debug.Stack()))
+				err = fmt.Errorf("internal error while loading %q: %v", l.id, p)
+			}
+		}()
+		return s.loadAndPublish(ctx, l)
+	}()
+	s.mu.Lock()
+	if s.loads[l.id] == l {
+		delete(s.loads, l.id)
+	}
+	s.mu.Unlock()
+	l.result, l.err = pb, err
+	close(l.done)
+	l.cancel()
+	if err != nil {
+		s.log.Warn("load failed", "model", l.id, "path", l.path, "generation", l.gen, "err", err)
+		return
+	}
+	s.log.Info("published", "model", l.id, "generation", l.gen, "path", pb.GetPath(), "bytes", pb.GetSizeBytes(),
+		"duration", time.Since(start))
+}
+
+// statSource returns the identity of a source file (following symlinks
+// that stay inside the source directory).
+func (s *Server) statSource(rel string) (sourceID, error) {
+	f, err := s.openSource(rel)
+	if err != nil {
+		return sourceID{}, err
+	}
+	defer f.Close()
+	return fileID(f)
+}
+
+func fileID(f *os.File) (sourceID, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return sourceID{}, err
+	}
+	return sourceID{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano()}, nil
+}
+
+// loadAndPublish is the whole load: validate, pack into a temporary file,
+// verify, publish.
+func (s *Server) loadAndPublish(ctx context.Context, l *load) (*corelmv1.PublishedModel, error) {
+	l.report(corelmv1.LoadStage_LOAD_STAGE_VALIDATING, 0, 0)
+	f, err := s.openSource(l.path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	id, err := fileID(f)
+	if err != nil {
+		return nil, err
+	}
+	src, err := mapSource(f, l.path)
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Munmap(src)
+
+	// The complete validation `corelm inspect` runs: the GGUF container, then
+	// architecture, hyper-parameters and every tensor's type and shape.
+	var g *gguf.File
+	var arch string
+	err = pack.CatchFaults(func() error {
+		if g, err = gguf.Parse(src); err != nil {
+			return err
+		}
+		if _, err := runtime.Build(model.FromGGUF(g), model.Env{Pool: kernels.NewPool(1)}); err != nil {
+			return err
+		}
+		arch, _ = g.String(model.KeyArchitecture)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrBadFile, l.path, err)
+	}
+	if s.opts.afterValidate != nil {
+		s.opts.afterValidate(l.id)
+	}
+	plan, err := pack.NewPlan(g, pack.Options{Generation: l.gen, Annotations: map[string]string{
+		"model_id":     l.id,
+		"source_path":  l.path,
+		"source_size":  strconv.FormatInt(id.size, 10),
+		"source_mtime": strconv.FormatInt(id.mtime, 10),
+		"source_dev":   strconv.FormatUint(id.dev, 10),
+		"source_ino":   strconv.FormatUint(id.ino, 10),
+		"kv_type":      l.options.GetKvType().String(),
+		"context":      strconv.Itoa(int(l.options.GetContext())),
+	}, Progress: func(done, total int64) { l.report(corelmv1.LoadStage_LOAD_STAGE_PACKING, done, total) }})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrBadFile, l.path, err)
+	}
+	size := plan.Size()
+	if err := s.reserve(l.id, size); err != nil {
+		return nil, err
+	}
+	defer s.release(size)
+
+	l.report(corelmv1.LoadStage_LOAD_STAGE_PACKING, 0, plan.DataBytes())
+	tmp, err := os.CreateTemp(s.shmDir, tmpPrefix+l.id+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating the packed file: %w", err)
+	}
+	renamed := false
+	defer func() {
+		if !renamed {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	// Reserve every page now: a full tmpfs fails here with ENOSPC rather
+	// than later as SIGBUS in a reader.
+	if err := s.opts.fallocate(int(tmp.Fd()), 0, 0, size); err != nil {
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			err = tmp.Truncate(size)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: reserving %d bytes in %s: %w", ErrNoSpace, size, s.shmDir, err)
+		}
+	}
+	if err := plan.Write(ctx, tmp); err != nil {
+		if errors.Is(err, pack.ErrSourceFault) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrBadFile, l.path, err)
+		}
+		return nil, fmt.Errorf("writing the packed file: %w", err)
+	}
+	if after, err := fileID(f); err != nil || after != id {
+		return nil, fmt.Errorf("%w: %s: the source file changed while it was loaded", ErrBadFile, l.path)
+	}
+
+	l.report(corelmv1.LoadStage_LOAD_STAGE_PUBLISHING, plan.DataBytes(), plan.DataBytes())
+	if err := tmp.Sync(); err != nil {
+		return nil, err
+	}
+	if err := tmp.Chmod(0o444); err != nil {
+		return nil, err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	// Read back what was written with the reader inference uses.
+	header, err := verifyPacked(tmp.Name())
+	if err != nil {
+		return nil, fmt.Errorf("verifying the packed file: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	final := filepath.Join(s.shmDir, fileName(l.id, l.gen))
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return nil, err
+	}
+	renamed = true
+	syncDir(s.shmDir)
+	pb, err := describe(final, l.id, l.gen)
+	if err != nil {
+		return nil, err
+	}
+	pb.SourceSha256 = header.SourceDigest[:]
+	pb.Architecture = arch
+	pb.SourcePath = l.path
+	pb.Options = l.options
+	s.publish(pb, id)
+	return pb, nil
+}
+
+// verifyPacked opens a packed file with the strict reader, checks every
+// tensor's checksum and builds the model from it.
+func verifyPacked(path string) (pack.Header, error) {
+	pf, err := pack.Open(path)
+	if err != nil {
+		return pack.Header{}, err
+	}
+	defer pf.Close()
+	if err := pf.Verify(); err != nil {
+		return pack.Header{}, err
+	}
+	_, err = runtime.Build(pf, model.Env{Pool: kernels.NewPool(1)})
+	return pf.Header, err
+}
+
+// publish makes pb the model's current generation, unlinks the one it
+// supersedes and tells the watchers.
+func (s *Server) publish(pb *corelmv1.PublishedModel, src sourceID) {
+	s.mu.Lock()
+	old := s.published[pb.GetModelId()]
+	if old != nil && old.pb.GetGeneration() > pb.GetGeneration() {
+		// A newer generation won the race (a cancelled load finishing
+		// late): this one is superseded at birth.
+		s.mu.Unlock()
+		os.Remove(pb.GetPath())
+		return
+	}
+	s.published[pb.GetModelId()] = &published{pb: pb, source: src}
+	s.broadcastLocked(&corelmv1.WatchModelsResponse{Kind: corelmv1.ModelEventKind_MODEL_EVENT_KIND_PUBLISHED, Model: pb})
+	s.mu.Unlock()
+	if old != nil {
+		// Readers that mapped it keep their pages; the name goes away.
+		if err := os.Remove(old.pb.GetPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("unlink superseded generation", "path", old.pb.GetPath(), "err", err)
+		}
+	}
+}
+
+// reserve claims size bytes of the budget and checks the directory's free
+// space.
+func (s *Server) reserve(id string, size int64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.shmDir, &st); err == nil {
+		if free := int64(st.Bavail) * st.Bsize; free < size {
+			return fmt.Errorf("%w: model %q needs %d bytes, %s has %d free", ErrNoSpace, id, size, s.shmDir, free)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.opts.Budget > 0 {
+		var used int64
+		for _, p := range s.published {
+			used += p.pb.GetSizeBytes()
+		}
+		if used+s.reserved+size > s.opts.Budget {
+			return fmt.Errorf("%w: model %q needs %d bytes; budget %d, %d published, %d being loaded",
+				ErrNoSpace, id, size, s.opts.Budget, used, s.reserved)
+		}
+	}
+	s.reserved += size
+	return nil
+}
+
+func (s *Server) release(size int64) {
+	s.mu.Lock()
+	s.reserved -= size
+	s.mu.Unlock()
+}
+
+// describe builds the announcement of a published file.
+func describe(path, id string, gen uint64) (*corelmv1.PublishedModel, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return nil, err
+	}
+	return &corelmv1.PublishedModel{ModelId: id, Generation: gen, Path: path, SizeBytes: st.Size,
+		Device: uint64(st.Dev), Inode: st.Ino, PublishedUnixNano: st.Mtim.Nano()}, nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// mapSource maps an opened source file read-only.
+func mapSource(f *os.File, rel string) ([]byte, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() == 0 {
+		return nil, fmt.Errorf("%w: %s: empty file", ErrBadFile, rel)
+	}
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("mapping %s: %w", rel, err)
+	}
+	return data, nil
+}
