@@ -104,7 +104,7 @@ func runInspect(ctx context.Context, args []string) error {
 	}
 	if *showMeta {
 		rep.Metadata = map[string]string{}
-		for _, kv := range l.File.KVs {
+		for _, kv := range l.KVs {
 			rep.Metadata[kv.Key] = kv.Value.String()
 		}
 	}

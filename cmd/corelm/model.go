@@ -21,5 +21,5 @@ func openModel(path string, threads int) (*runtime.Loaded, error) {
 			return runtime.ParseGGUF(models.Stories260K, env)
 		}
 	}
-	return runtime.OpenGGUF(path, env)
+	return runtime.Open(path, env)
 }
