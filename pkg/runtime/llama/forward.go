@@ -3,7 +3,6 @@ package llama
 import (
 	"math"
 	"sync"
-	"time"
 
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
@@ -12,102 +11,50 @@ import (
 
 // workspace holds the activations of one step, grown to the largest batch seen.
 type workspace struct {
+	step      model.Step
 	x, xn     []float32 // (n, dim) residual stream and its normalised copy
 	q, k, v   []float32 // (n, q_dim), (n, kv_dim), (n, kv_dim)
 	att       []float32 // (n, q_dim) attention output
 	gate, up  []float32 // (n, ffn)
 	proj      []float32 // (n, dim) projection back to the residual
-	last      []float32 // (rows needing logits, dim)
 	mm        kernels.Scratch
-	pos       []int // (n) position of each row
-	seq       []int // (n) sequence index of each row
-	scratches sync.Pool
-}
-
-func grow(s []float32, n int) []float32 {
-	if cap(s) < n {
-		return make([]float32, n)
-	}
-	return s[:n]
+	scratches sync.Pool // *kvcache.Scratch, one per attention worker
 }
 
 func (ws *workspace) resize(cfg *model.Config, n int) {
-	ws.x = grow(ws.x, n*cfg.Dim)
-	ws.xn = grow(ws.xn, n*cfg.Dim)
-	ws.q = grow(ws.q, n*cfg.QDim())
-	ws.k = grow(ws.k, n*cfg.KVDim())
-	ws.v = grow(ws.v, n*cfg.KVDim())
-	ws.att = grow(ws.att, n*cfg.QDim())
-	ws.gate = grow(ws.gate, n*cfg.FFN)
-	ws.up = grow(ws.up, n*cfg.FFN)
-	ws.proj = grow(ws.proj, n*cfg.Dim)
-	if cap(ws.pos) < n {
-		ws.pos = make([]int, n)
-		ws.seq = make([]int, n)
-	}
-	ws.pos, ws.seq = ws.pos[:n], ws.seq[:n]
+	ws.x = model.Grow(ws.x, n*cfg.Dim)
+	ws.xn = model.Grow(ws.xn, n*cfg.Dim)
+	ws.q = model.Grow(ws.q, n*cfg.QDim())
+	ws.k = model.Grow(ws.k, n*cfg.KVDim())
+	ws.v = model.Grow(ws.v, n*cfg.KVDim())
+	ws.att = model.Grow(ws.att, n*cfg.QDim())
+	ws.gate = model.Grow(ws.gate, n*cfg.FFN)
+	ws.up = model.Grow(ws.up, n*cfg.FFN)
+	ws.proj = model.Grow(ws.proj, n*cfg.Dim)
 }
 
 // Forward runs one step over every sequence of b. All rows of all sequences
 // go through each weight matrix together, so the weights are read once per
 // step however many sequences advance.
 func (m *Model) Forward(b *model.Batch) error {
-	cfg := m.cfg
-	n := 0
-	for i := range b.Seqs {
-		s := &b.Seqs[i]
-		if err := s.State.CheckRoom(len(s.Tokens)); err != nil {
-			return err
-		}
-		for _, tok := range s.Tokens {
-			if tok < 0 || int(tok) >= cfg.Vocab {
-				return model.Invalidf("token id %d outside the vocabulary (0..%d)", tok, cfg.Vocab-1)
-			}
-		}
-		n += len(s.Tokens)
+	cfg, ws := m.cfg, &m.ws
+	n, err := ws.step.Begin(b, cfg.Vocab)
+	if err != nil || n == 0 {
+		return err
 	}
-	if n == 0 {
-		return nil
-	}
-	ws := &m.ws
 	ws.resize(cfg, n)
 	row := 0
 	for si := range b.Seqs {
-		s := &b.Seqs[si]
-		for j, tok := range s.Tokens {
-			ws.pos[row] = s.State.Pos + j
-			ws.seq[row] = si
+		for _, tok := range b.Seqs[si].Tokens {
 			kernels.Row(m.w.TokenEmbd.Type, m.w.TokenEmbd.Data, cfg.Dim, int(tok), ws.x[row*cfg.Dim:(row+1)*cfg.Dim])
 			row++
 		}
 	}
-	if b.Trace != nil {
-		b.Trace.Start = time.Now()
-		b.Trace.Layers = b.Trace.Layers[:0]
-	}
-	for l := range m.w.Blocks {
-		t0 := time.Time{}
-		if b.Trace != nil {
-			t0 = time.Now()
-		}
-		m.attention(b, l, n)
-		var t1 time.Time
-		if b.Trace != nil {
-			t1 = time.Now()
-		}
-		m.ffn(l, n)
-		if b.Trace != nil {
-			t2 := time.Now()
-			b.Trace.Layers = append(b.Trace.Layers, model.LayerTiming{Attention: t1.Sub(t0), FFN: t2.Sub(t1)})
-		}
-	}
-	m.logits(b)
-	for i := range b.Seqs {
-		b.Seqs[i].State.Pos += len(b.Seqs[i].Tokens)
-	}
-	if b.Trace != nil {
-		b.Trace.Total = time.Since(b.Trace.Start)
-	}
+	ws.step.Layers(b, cfg.Layers, func(l int) { m.attention(b, l, n) }, func(l int) { m.ffn(l, n) })
+	ws.step.Logits(b, ws.x, cfg.Dim, cfg.Vocab,
+		func(dst, src []float32) { kernels.RMSNorm(dst, src, m.w.OutputNorm, cfg.RMSEps) },
+		func(in []float32, rows int, out []float32) { m.matmul(&m.w.Output, in, rows, out) })
+	ws.step.End(b)
 	return nil
 }
 
@@ -138,10 +85,10 @@ func (m *Model) attention(b *model.Batch, l, n int) {
 	addBias(ws.k, w.KBias, n)
 	addBias(ws.v, w.VBias, n)
 	for r := 0; r < n; r++ {
-		m.rope.Apply(ws.q[r*qDim:(r+1)*qDim], ws.pos[r])
-		m.rope.Apply(ws.k[r*kvDim:(r+1)*kvDim], ws.pos[r])
-		st := b.Seqs[ws.seq[r]].State
-		st.Cache.Store(l, ws.pos[r], ws.k[r*kvDim:(r+1)*kvDim], ws.v[r*kvDim:(r+1)*kvDim])
+		m.rope.Apply(ws.q[r*qDim:(r+1)*qDim], ws.step.Pos[r])
+		m.rope.Apply(ws.k[r*kvDim:(r+1)*kvDim], ws.step.Pos[r])
+		st := b.Seqs[ws.step.Seq[r]].State
+		st.Cache.Store(l, ws.step.Pos[r], ws.k[r*kvDim:(r+1)*kvDim], ws.v[r*kvDim:(r+1)*kvDim])
 	}
 	params := kvcache.AttnParams{Scale: float32(1 / math.Sqrt(float64(hd)))}
 	heads := cfg.Heads
@@ -152,8 +99,8 @@ func (m *Model) attention(b *model.Batch, l, n int) {
 		}
 		for task := lo; task < hi; task++ {
 			r, h := task/heads, task%heads
-			c := b.Seqs[ws.seq[r]].State.Cache
-			c.AttendHead(l, ws.pos[r], h, heads, ws.q[r*qDim+h*hd:r*qDim+(h+1)*hd], params, ws.att[r*qDim+h*hd:r*qDim+(h+1)*hd], s)
+			c := b.Seqs[ws.step.Seq[r]].State.Cache
+			c.AttendHead(l, ws.step.Pos[r], h, heads, ws.q[r*qDim+h*hd:r*qDim+(h+1)*hd], params, ws.att[r*qDim+h*hd:r*qDim+(h+1)*hd], s)
 		}
 		ws.scratches.Put(s)
 	})
@@ -173,39 +120,4 @@ func (m *Model) ffn(l, n int) {
 	kernels.Mul(ws.gate[:n*ff], ws.gate[:n*ff], ws.up[:n*ff])
 	m.matmul(&w.Down, ws.gate, n, ws.proj)
 	kernels.Add(ws.x[:n*dim], ws.x[:n*dim], ws.proj[:n*dim])
-}
-
-// logits normalises the rows that need logits and projects them to the vocabulary.
-func (m *Model) logits(b *model.Batch) {
-	cfg, ws := m.cfg, &m.ws
-	dim := cfg.Dim
-	want := 0
-	for i := range b.Seqs {
-		want += min(b.Seqs[i].Logits, len(b.Seqs[i].Tokens))
-	}
-	if want == 0 {
-		return
-	}
-	ws.last = grow(ws.last, want*dim)
-	row, k := 0, 0
-	for i := range b.Seqs {
-		s := &b.Seqs[i]
-		nl := min(s.Logits, len(s.Tokens))
-		for j := len(s.Tokens) - nl; j < len(s.Tokens); j++ {
-			r := row + j
-			kernels.RMSNorm(ws.last[k*dim:(k+1)*dim], ws.x[r*dim:(r+1)*dim], m.w.OutputNorm, cfg.RMSEps)
-			k++
-		}
-		row += len(s.Tokens)
-	}
-	out := make([]float32, want*cfg.Vocab)
-	m.matmul(&m.w.Output, ws.last, want, out)
-	k = 0
-	for i := range b.Seqs {
-		s := &b.Seqs[i]
-		nl := min(s.Logits, len(s.Tokens))
-		s.Out = grow(s.Out, nl*cfg.Vocab)
-		copy(s.Out, out[k*cfg.Vocab:(k+nl)*cfg.Vocab])
-		k += nl
-	}
 }

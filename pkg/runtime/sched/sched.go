@@ -503,12 +503,12 @@ func (s *Scheduler) forward(b *model.Batch) (err error) {
 
 // start gives an admitted request its state.
 func (s *Scheduler) start(q *seq) error {
+	q.admitted = time.Now()
 	st, err := s.m.NewState(s.stateOptions(q.ctxLen))
 	if err != nil {
 		return err
 	}
 	q.state = st
-	q.admitted = time.Now()
 	q.history = append(make([]int32, 0, len(q.req.Prompt)+min(q.req.MaxTokens, 4096)), q.req.Prompt...)
 	q.sampler = sample.New(q.req.Sampling)
 	q.info.Queue = q.admitted.Sub(q.submitted)

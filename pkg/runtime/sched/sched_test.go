@@ -3,6 +3,7 @@ package sched
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"slices"
@@ -240,6 +241,11 @@ func TestCancelOneLeavesOthers(t *testing.T) {
 	}
 	kvBefore := s.Stats().KVBytesInUse
 	cancel()
+	// context.AfterFunc runs the cancellation on its own goroutine; hold
+	// the steps until it has, so the test checks the drop, not that race.
+	for h1.seq.cancelled.Load() == nil {
+		runtime.Gosched()
+	}
 	// Run steps until the cancelled request's final arrives.
 	finalCh := make(chan *Final, 1)
 	go func() {
@@ -513,5 +519,32 @@ func TestProgressAndTimings(t *testing.T) {
 	tm := final.Timings
 	if tm.TTFT <= 0 || tm.TTFT > tm.Total || tm.Queue+tm.Prefill+tm.Decode > tm.Total+time.Millisecond {
 		t.Errorf("timings %+v", tm)
+	}
+}
+
+func TestHooks(t *testing.T) {
+	checkGoroutines(t)
+	var mu sync.Mutex
+	var events []string
+	note := func(s string) { mu.Lock(); events = append(events, s); mu.Unlock() }
+	traced := 0
+	s := New(newFakeModel(), Config{Hooks: Hooks{
+		RequestStarted:  func(r *RequestInfo) { note(fmt.Sprintf("start %v", r.Tag)) },
+		FirstToken:      func(r *RequestInfo) { note(fmt.Sprintf("first %v", r.Tag)) },
+		RequestFinished: func(r *RequestInfo, f *Final) { note(fmt.Sprintf("finish %v %v", r.Tag, f.Reason)) },
+		Step: func(si *StepInfo) {
+			if si.Trace != nil {
+				traced++
+			}
+		},
+	}})
+	collect(t, s, Request{Prompt: testPrompt(1, 4), MaxTokens: 3, Tag: "x", TraceLayers: true})
+	shutdown(t, s)
+	want := []string{"start x", "first x", "finish x length"}
+	if !slices.Equal(events, want) {
+		t.Errorf("hooks saw %v, want %v", events, want)
+	}
+	if traced != 3 {
+		t.Errorf("%d traced steps, want 3", traced)
 	}
 }

@@ -200,3 +200,18 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGenerateReference is runtime.Generate on the same work as
+// BenchmarkDecode/seqs=1: the scheduler's overhead is the difference.
+func BenchmarkGenerateReference(b *testing.B) {
+	m := loadStories(b, 2)
+	const perSeq = 128
+	start := time.Now()
+	for range b.N {
+		if _, err := runtime.Generate(context.Background(), m, runtime.GenerateRequest{Prompt: []int32{1}, MaxTokens: perSeq},
+			func(int32) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*perSeq)/time.Since(start).Seconds(), "tok/s")
+}

@@ -1,0 +1,121 @@
+package model
+
+import "time"
+
+// Step is the plumbing every architecture's forward pass shares around its
+// own layers: checking the batch, numbering its rows, timing the layers and
+// handing each sequence its logits. An architecture keeps one Step in its
+// workspace and reuses it.
+type Step struct {
+	Pos []int // position of each row of the batch
+	Seq []int // index in Batch.Seqs of each row
+
+	last   []float32 // (rows needing logits, dim)
+	logits []float32 // (rows needing logits, vocab)
+}
+
+// Grow returns s resized to n, reallocating only when it is too small.
+func Grow(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+// Begin checks b (room in every sequence, token ids inside the vocabulary)
+// and numbers its rows: all sequences' tokens back to back. It returns the
+// row count.
+func (st *Step) Begin(b *Batch, vocab int) (int, error) {
+	n := 0
+	for i := range b.Seqs {
+		s := &b.Seqs[i]
+		if err := s.State.CheckRoom(len(s.Tokens)); err != nil {
+			return 0, err
+		}
+		for _, tok := range s.Tokens {
+			if tok < 0 || int(tok) >= vocab {
+				return 0, Invalidf("token id %d outside the vocabulary (0..%d)", tok, vocab-1)
+			}
+		}
+		n += len(s.Tokens)
+	}
+	if cap(st.Pos) < n {
+		st.Pos, st.Seq = make([]int, n), make([]int, n)
+	}
+	st.Pos, st.Seq = st.Pos[:n], st.Seq[:n]
+	row := 0
+	for si := range b.Seqs {
+		s := &b.Seqs[si]
+		for j := range s.Tokens {
+			st.Pos[row], st.Seq[row] = s.State.Pos+j, si
+			row++
+		}
+	}
+	if b.Trace != nil {
+		b.Trace.Start = time.Now()
+		b.Trace.Layers = b.Trace.Layers[:0]
+	}
+	return n, nil
+}
+
+// Layers runs the two halves of each of the layers, timing them when the
+// batch asks for a trace (a clock read per half: cheap enough to leave on).
+func (st *Step) Layers(b *Batch, layers int, attention, ffn func(l int)) {
+	for l := 0; l < layers; l++ {
+		if b.Trace == nil {
+			attention(l)
+			ffn(l)
+			continue
+		}
+		t0 := time.Now()
+		attention(l)
+		t1 := time.Now()
+		ffn(l)
+		b.Trace.Layers = append(b.Trace.Layers, LayerTiming{Attention: t1.Sub(t0), FFN: time.Since(t1)})
+	}
+}
+
+// Logits computes the logits the batch asks for: it normalises those rows
+// of the residual stream x (dim wide) with norm, projects them all at once
+// with project (rows in, rows×vocab out) and copies each sequence's share
+// into its Out.
+func (st *Step) Logits(b *Batch, x []float32, dim, vocab int, norm func(dst, src []float32), project func(in []float32, rows int, out []float32)) {
+	want := 0
+	for i := range b.Seqs {
+		want += min(b.Seqs[i].Logits, len(b.Seqs[i].Tokens))
+	}
+	if want == 0 {
+		return
+	}
+	st.last = Grow(st.last, want*dim)
+	st.logits = Grow(st.logits, want*vocab)
+	row, k := 0, 0
+	for i := range b.Seqs {
+		s := &b.Seqs[i]
+		nl := min(s.Logits, len(s.Tokens))
+		for j := len(s.Tokens) - nl; j < len(s.Tokens); j++ {
+			norm(st.last[k*dim:(k+1)*dim], x[(row+j)*dim:(row+j+1)*dim])
+			k++
+		}
+		row += len(s.Tokens)
+	}
+	project(st.last, want, st.logits)
+	k = 0
+	for i := range b.Seqs {
+		s := &b.Seqs[i]
+		nl := min(s.Logits, len(s.Tokens))
+		s.Out = Grow(s.Out, nl*vocab)
+		copy(s.Out, st.logits[k*vocab:(k+nl)*vocab])
+		k += nl
+	}
+}
+
+// End advances every sequence past the tokens of the step.
+func (st *Step) End(b *Batch) {
+	for i := range b.Seqs {
+		b.Seqs[i].State.Pos += len(b.Seqs[i].Tokens)
+	}
+	if b.Trace != nil {
+		b.Trace.Total = time.Since(b.Trace.Start)
+	}
+}
