@@ -1,0 +1,80 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/corelm/corelm/pkg/runtime/sample"
+	"github.com/corelm/corelm/pkg/runtime/sched"
+	"github.com/corelm/corelm/pkg/runtime/tokenizer"
+)
+
+// Sentinel errors of the inference server. Handlers wrap them (or the
+// scheduler's, tokenizer's and sampler's) with %w; toStatus alone turns
+// errors into gRPC statuses.
+var (
+	// ErrBadRequest: the request is malformed; the message says why.
+	ErrBadRequest = errors.New("invalid request")
+	// ErrModelNotFound: no model of that id is being served.
+	ErrModelNotFound = errors.New("model not found")
+	// ErrStopping: the server is shutting down.
+	ErrStopping = errors.New("server is shutting down")
+	// ErrUnauthenticated: missing or wrong bearer token.
+	ErrUnauthenticated = errors.New("missing or invalid bearer token")
+)
+
+func badRequestf(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, a...))
+}
+
+// toStatus maps an error to its gRPC status; it is the only place that does.
+// Overload carries a RetryInfo detail with the scheduler's hint.
+func toStatus(err error) *status.Status {
+	if err == nil {
+		return nil
+	}
+	if st, ok := status.FromError(err); ok {
+		return st // already a status (an interceptor, a nested call)
+	}
+	msg := err.Error()
+	var oe *sched.OverloadError
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.New(codes.Canceled, msg)
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.New(codes.DeadlineExceeded, msg)
+	case errors.As(err, &oe):
+		st := status.New(codes.ResourceExhausted, msg)
+		if oe.RetryAfter > 0 {
+			if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(oe.RetryAfter)}); derr == nil {
+				st = d
+			}
+		}
+		return st
+	case errors.Is(err, ErrModelNotFound):
+		return status.New(codes.NotFound, msg)
+	case errors.Is(err, ErrBadRequest), errors.Is(err, sched.ErrInvalidRequest),
+		errors.Is(err, sched.ErrPromptTooLong), errors.Is(err, sample.ErrParams),
+		errors.Is(err, tokenizer.ErrTokenID), errors.Is(err, tokenizer.ErrNoBOS):
+		return status.New(codes.InvalidArgument, msg)
+	case errors.Is(err, ErrStopping), errors.Is(err, sched.ErrClosed):
+		return status.New(codes.Unavailable, msg)
+	case errors.Is(err, ErrUnauthenticated):
+		return status.New(codes.Unauthenticated, msg)
+	}
+	return status.New(codes.Internal, msg)
+}
+
+// toError is toStatus for handlers' return values.
+func toError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return toStatus(err).Err()
+}

@@ -1,0 +1,415 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sync"
+
+	"google.golang.org/grpc"
+
+	"github.com/corelm/corelm/pkg/runtime/sample"
+	"github.com/corelm/corelm/pkg/runtime/sched"
+	"github.com/corelm/corelm/pkg/runtime/tokenizer"
+	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+)
+
+// Sampling defaults for unset fields: llama.cpp's.
+const (
+	defaultTemperature = 0.8
+	defaultTopK        = 40
+	defaultTopP        = 0.95
+	defaultMinP        = 0.05
+)
+
+// generation is one started request: the model entry it holds and its
+// scheduler handle.
+type generation struct {
+	id     string
+	e      *entry
+	h      *sched.Handle
+	cancel context.CancelFunc
+}
+
+// start resolves the model, builds the prompt and submits the request. On
+// success the caller must run pump (which releases the model).
+func (s *Server) start(ctx context.Context, req *corelmv1.GenerateStart) (*generation, error) {
+	if err := validateStart(req); err != nil {
+		return nil, err
+	}
+	// A model switch between acquire and Submit closes the old scheduler:
+	// try again on the new generation.
+	for attempt := 0; ; attempt++ {
+		e, err := s.models.acquire(req.GetModelId())
+		if err != nil {
+			return nil, err
+		}
+		sr, err := buildRequest(e, req)
+		if err != nil {
+			s.models.release(e)
+			return nil, err
+		}
+		gctx, cancel := context.WithCancel(ctx)
+		h, err := e.sched.Submit(gctx, sr)
+		if err != nil {
+			cancel()
+			s.models.release(e)
+			if errors.Is(err, sched.ErrClosed) && attempt < 3 {
+				continue
+			}
+			return nil, err
+		}
+		return &generation{id: req.GetRequestId(), e: e, h: h, cancel: cancel}, nil
+	}
+}
+
+func validateStart(req *corelmv1.GenerateStart) error {
+	if err := corelmv1.ValidateModelID(req.GetModelId()); err != nil {
+		return badRequestf("%v", err)
+	}
+	switch {
+	case req.GetMaxTokens() < 0:
+		return badRequestf("max_tokens %d must be ≥ 0", req.GetMaxTokens())
+	case req.GetTopLogprobs() < 0 || req.GetTopLogprobs() > 20:
+		return badRequestf("top_logprobs %d must be in [0, 20]", req.GetTopLogprobs())
+	case len(req.GetStop()) > 16:
+		return badRequestf("at most 16 stop strings, got %d", len(req.GetStop()))
+	}
+	for _, st := range req.GetStop() {
+		if st == "" || len(st) > 256 {
+			return badRequestf("stop strings must have 1 to 256 bytes")
+		}
+	}
+	return nil
+}
+
+// buildRequest turns a GenerateStart into a scheduler request on e.
+func buildRequest(e *entry, req *corelmv1.GenerateStart) (sched.Request, error) {
+	prompt, err := promptTokens(e, req)
+	if err != nil {
+		return sched.Request{}, err
+	}
+	vocab := e.tok.VocabSize()
+	for _, id := range req.GetStopTokenIds() {
+		if id < 0 || int(id) >= vocab {
+			return sched.Request{}, badRequestf("stop_token_ids: %d is outside the vocabulary (0..%d)", id, vocab-1)
+		}
+	}
+	return sched.Request{
+		Prompt:      prompt,
+		MaxTokens:   int(req.GetMaxTokens()),
+		Sampling:    samplingParams(req.GetSampling()),
+		StopTokens:  req.GetStopTokenIds(),
+		IsEOG:       e.tok.IsEOG,
+		StopStrings: req.GetStop(),
+		Decoder:     e.tok.NewDecoder(),
+		Logprobs:    req.GetLogprobs(),
+		TopLogprobs: int(req.GetTopLogprobs()),
+		Tag:         req.GetRequestId(),
+	}, nil
+}
+
+func promptTokens(e *entry, req *corelmv1.GenerateStart) ([]int32, error) {
+	bos := bosMode(req.AddBos)
+	switch p := req.GetPrompt().(type) {
+	case *corelmv1.GenerateStart_Text:
+		return encode(e, p.Text, tokenizer.EncodeOptions{AddBOS: bos, ParseSpecial: req.GetParseSpecial()})
+	case *corelmv1.GenerateStart_TokenIds:
+		return p.TokenIds.GetIds(), nil
+	case *corelmv1.GenerateStart_Chat:
+		text, bos, err := renderChat(e, p.Chat, bos, req.AddBos != nil)
+		if err != nil {
+			return nil, err
+		}
+		// A rendered template spells its special tokens as text.
+		return encode(e, text, tokenizer.EncodeOptions{AddBOS: bos, ParseSpecial: true})
+	}
+	return nil, badRequestf("a prompt (text, token_ids or chat) is required")
+}
+
+// bosMode maps an optional add_bos to the tokenizer's mode (unset: the
+// model's default).
+func bosMode(add *bool) tokenizer.BOSMode {
+	switch {
+	case add == nil:
+		return tokenizer.BOSModel
+	case *add:
+		return tokenizer.BOSForce
+	}
+	return tokenizer.BOSNone
+}
+
+func encode(e *entry, text string, opts tokenizer.EncodeOptions) ([]int32, error) {
+	ids, err := e.tok.Encode(text, opts)
+	if err != nil {
+		return nil, badRequestf("tokenize: %v", err)
+	}
+	return ids, nil
+}
+
+func samplingParams(sp *corelmv1.SamplingParams) sample.Params {
+	p := sample.Params{
+		Temperature: defaultTemperature, TopK: defaultTopK, TopP: defaultTopP, MinP: defaultMinP,
+		Seed: rand.Uint64(),
+	}
+	if sp == nil {
+		return p
+	}
+	if sp.Temperature != nil {
+		p.Temperature = sp.GetTemperature()
+	}
+	if sp.TopK != nil {
+		p.TopK = int(sp.GetTopK())
+	}
+	if sp.TopP != nil {
+		p.TopP = sp.GetTopP()
+	}
+	if sp.MinP != nil {
+		p.MinP = sp.GetMinP()
+	}
+	if sp.TypicalP != nil {
+		p.TypicalP = sp.GetTypicalP()
+	}
+	if sp.RepetitionPenalty != nil {
+		p.RepeatPenalty = sp.GetRepetitionPenalty()
+	}
+	if sp.RepeatLastN != nil {
+		p.RepeatLastN = int(sp.GetRepeatLastN())
+	}
+	if sp.PresencePenalty != nil {
+		p.PresencePenalty = sp.GetPresencePenalty()
+	}
+	if sp.FrequencyPenalty != nil {
+		p.FrequencyPenalty = sp.GetFrequencyPenalty()
+	}
+	if len(sp.GetLogitBias()) > 0 {
+		p.LogitBias = sp.GetLogitBias()
+	}
+	if sp.Seed != nil {
+		p.Seed = sp.GetSeed()
+	}
+	return p
+}
+
+// pump forwards g's events to send until the final one, then releases the
+// model. When send fails (the client is gone) the request is cancelled; the
+// scheduler drops it before its next step.
+func (s *Server) pump(g *generation, send func(*corelmv1.GenerateResponse) error) {
+	defer s.models.release(g.e)
+	defer g.cancel()
+	sendOK := true
+	for {
+		// The scheduler always ends a request with a final event, within
+		// a step of cancellation, so this wait is bounded.
+		ev, err := g.h.Recv(context.Background())
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			return
+		}
+		if !sendOK {
+			continue
+		}
+		for _, r := range s.frames(g, &ev) {
+			if err := send(r); err != nil {
+				sendOK = false
+				g.cancel()
+				break
+			}
+		}
+	}
+}
+
+// frames converts a scheduler event to response frames.
+func (s *Server) frames(g *generation, ev *sched.Event) []*corelmv1.GenerateResponse {
+	switch ev.Kind {
+	case sched.EventToken:
+		return []*corelmv1.GenerateResponse{{RequestId: g.id, Frame: &corelmv1.GenerateResponse_Token{Token: tokenFrame(g.e, ev)}}}
+	case sched.EventProgress:
+		return []*corelmv1.GenerateResponse{{RequestId: g.id, Frame: &corelmv1.GenerateResponse_Progress{Progress: &corelmv1.PromptProgress{
+			ProcessedTokens: int32(ev.PromptDone), TotalTokens: int32(ev.PromptTotal),
+		}}}}
+	case sched.EventFinal:
+		var out []*corelmv1.GenerateResponse
+		f := ev.Final
+		if f.Text != "" {
+			// Text held back until the end (a partial stop string, an
+			// unfinished character) has no token of its own: it goes in a
+			// text-only token frame with id -1.
+			out = append(out, &corelmv1.GenerateResponse{RequestId: g.id, Frame: &corelmv1.GenerateResponse_Token{Token: &corelmv1.GeneratedToken{Id: -1, Text: f.Text}}})
+		}
+		return append(out, &corelmv1.GenerateResponse{RequestId: g.id, Frame: &corelmv1.GenerateResponse_Final{Final: finalFrame(f)}})
+	}
+	return nil
+}
+
+func tokenFrame(e *entry, ev *sched.Event) *corelmv1.GeneratedToken {
+	t := &corelmv1.GeneratedToken{Id: ev.Token, Text: ev.Text, Raw: ev.Raw}
+	if ev.Logprob != nil {
+		lp := ev.Logprob.Logprob
+		t.Logprob = &lp
+	}
+	for _, alt := range ev.Top {
+		t.TopLogprobs = append(t.TopLogprobs, &corelmv1.TokenLogprob{Id: alt.ID, Raw: e.tok.TokenBytes(alt.ID), Logprob: alt.Logprob})
+	}
+	return t
+}
+
+func finalFrame(f *sched.Final) *corelmv1.GenerateFinal {
+	out := &corelmv1.GenerateFinal{
+		FinishReason: finishReason(f.Reason),
+		StopSequence: f.StopSequence,
+		Usage: &corelmv1.Usage{
+			PromptTokens: int32(f.Usage.PromptTokens), CompletionTokens: int32(f.Usage.CompletionTokens),
+			CachedTokens: int32(f.Usage.CachedTokens),
+		},
+		Timings: &corelmv1.Timings{
+			QueueNs: f.Timings.Queue.Nanoseconds(), PrefillNs: f.Timings.Prefill.Nanoseconds(),
+			DecodeNs: f.Timings.Decode.Nanoseconds(), TimeToFirstTokenNs: f.Timings.TTFT.Nanoseconds(),
+		},
+	}
+	if f.Err != nil {
+		st := toStatus(f.Err)
+		out.ErrorMessage = st.Message()
+		out.ErrorCode = int32(st.Code())
+	}
+	return out
+}
+
+func finishReason(r sched.FinishReason) corelmv1.FinishReason {
+	switch r {
+	case sched.FinishStop:
+		return corelmv1.FinishReason_FINISH_REASON_STOP
+	case sched.FinishLength:
+		return corelmv1.FinishReason_FINISH_REASON_LENGTH
+	case sched.FinishStopSequence:
+		return corelmv1.FinishReason_FINISH_REASON_STOP_SEQUENCE
+	case sched.FinishCancelled:
+		return corelmv1.FinishReason_FINISH_REASON_CANCELLED
+	}
+	return corelmv1.FinishReason_FINISH_REASON_ERROR
+}
+
+// errorFinal is the final frame of a generation that could not start.
+func errorFinal(id string, err error) *corelmv1.GenerateResponse {
+	st := toStatus(err)
+	return &corelmv1.GenerateResponse{RequestId: id, Frame: &corelmv1.GenerateResponse_Final{Final: &corelmv1.GenerateFinal{
+		FinishReason: corelmv1.FinishReason_FINISH_REASON_ERROR, ErrorMessage: st.Message(), ErrorCode: int32(st.Code()),
+	}}}
+}
+
+// GenerateStream runs one generation. Errors before the first token
+// (bad input, unknown model, overload) are the call's status; afterwards
+// the final frame tells how it ended.
+func (s *Server) GenerateStream(req *corelmv1.GenerateStart, stream grpc.ServerStreamingServer[corelmv1.GenerateResponse]) error {
+	if s.stopping() {
+		return toError(ErrStopping)
+	}
+	g, err := s.start(stream.Context(), req)
+	if err != nil {
+		return toError(err)
+	}
+	s.pump(g, stream.Send)
+	return toError(stream.Context().Err())
+}
+
+// Generate multiplexes generations over one bidi stream. Frames of
+// different requests interleave; sends are serialised, and a slow client
+// slows only this stream's generations (their scheduler buffers fill and
+// they pause).
+func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateRequest, corelmv1.GenerateResponse]) error {
+	ctx, cancelAll := context.WithCancel(stream.Context())
+	defer cancelAll()
+	var sendMu sync.Mutex
+	send := func(r *corelmv1.GenerateResponse) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(r)
+	}
+	var (
+		mu      sync.Mutex
+		running = map[string]*generation{}
+		wg      sync.WaitGroup
+	)
+	defer wg.Wait()
+
+	frames := make(chan *corelmv1.GenerateRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			fr, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case frames <- fr:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		var fr *corelmv1.GenerateRequest
+		select {
+		case fr = <-frames:
+		case err := <-recvErr:
+			if err == io.EOF {
+				wg.Wait() // the client is done sending: finish what runs
+				return nil
+			}
+			return toError(err)
+		case <-s.drained:
+			cancelAll()
+			wg.Wait()
+			return toError(ErrStopping)
+		}
+		switch f := fr.GetFrame().(type) {
+		case *corelmv1.GenerateRequest_Start:
+			id := f.Start.GetRequestId()
+			mu.Lock()
+			_, dup := running[id]
+			mu.Unlock()
+			var err error
+			var g *generation
+			switch {
+			case id == "":
+				err = badRequestf("request_id is required on a Generate stream")
+			case dup:
+				err = badRequestf("request_id %q is already running on this stream", id)
+			case s.stopping():
+				err = ErrStopping
+			default:
+				g, err = s.start(ctx, f.Start)
+			}
+			if err != nil {
+				if send(errorFinal(id, err)) != nil {
+					return toError(ctx.Err())
+				}
+				continue
+			}
+			mu.Lock()
+			running[id] = g
+			mu.Unlock()
+			wg.Go(func() {
+				s.pump(g, send)
+				mu.Lock()
+				delete(running, id)
+				mu.Unlock()
+			})
+		case *corelmv1.GenerateRequest_Cancel:
+			mu.Lock()
+			g := running[f.Cancel.GetRequestId()]
+			mu.Unlock()
+			if g != nil {
+				g.h.Cancel()
+			}
+		default:
+			if send(errorFinal("", badRequestf("empty frame: want start or cancel"))) != nil {
+				return toError(ctx.Err())
+			}
+		}
+	}
+}

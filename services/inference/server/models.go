@@ -1,0 +1,359 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/corelm/corelm/models"
+	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/formats/pack"
+	"github.com/corelm/corelm/pkg/kernels"
+	"github.com/corelm/corelm/pkg/runtime"
+	"github.com/corelm/corelm/pkg/runtime/chat"
+	"github.com/corelm/corelm/pkg/runtime/kvcache"
+	"github.com/corelm/corelm/pkg/runtime/model"
+	"github.com/corelm/corelm/pkg/runtime/sched"
+	"github.com/corelm/corelm/pkg/runtime/tokenizer"
+	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+)
+
+// EmbeddedModel is the --model-file value that serves the model compiled
+// into the binary (stories260K), under the id "stories" unless told.
+const EmbeddedModel = "stories"
+
+// entry is one generation of one model: its mapping, model, tokenizer and
+// scheduler. Requests hold a reference while they run; a superseded entry
+// stops admitting, drains its requests and is closed (unmapped) when the
+// last reference goes.
+type entry struct {
+	id    string
+	gen   uint64
+	sched *sched.Scheduler
+	tok   *tokenizer.Tokenizer
+	chat  *chat.Template // the model's chat template, or the ChatML fallback
+	info  *corelmv1.ModelInfo
+
+	refs    int // guarded by registry.mu
+	retired bool
+	closers []io.Closer
+}
+
+func (e *entry) close() {
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		e.closers[i].Close()
+	}
+}
+
+// registry holds the current generation of every model and the superseded
+// ones still draining.
+type registry struct {
+	mu       sync.Mutex
+	current  map[string]*entry
+	retiring map[*entry]bool
+	drain    time.Duration // how long a superseded generation may finish its requests
+	closing  bool
+	wg       sync.WaitGroup // retirements in progress
+}
+
+func newRegistry(drain time.Duration) *registry {
+	return &registry{current: map[string]*entry{}, retiring: map[*entry]bool{}, drain: drain}
+}
+
+// acquire returns the current entry of id with a reference taken.
+func (r *registry) acquire(id string) (*entry, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		return nil, ErrStopping
+	}
+	e := r.current[id]
+	if e == nil {
+		return nil, fmt.Errorf("%w: %q (serving %v)", ErrModelNotFound, id, r.idsLocked())
+	}
+	e.refs++
+	return e, nil
+}
+
+// release drops a reference; the last one of a retired entry closes it.
+func (r *registry) release(e *entry) {
+	r.mu.Lock()
+	e.refs--
+	last := e.retired && e.refs == 0
+	r.mu.Unlock()
+	if last {
+		e.close()
+	}
+}
+
+func (r *registry) idsLocked() []string {
+	ids := make([]string, 0, len(r.current))
+	for id := range r.current {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// generation returns the generation being served for id (0: none).
+func (r *registry) generation(id string) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e := r.current[id]; e != nil {
+		return e.gen
+	}
+	return 0
+}
+
+// publish makes e the current generation of its id; the one it replaces is
+// retired. It refuses to go back to an older generation.
+func (r *registry) publish(e *entry) bool {
+	r.mu.Lock()
+	old := r.current[e.id]
+	if r.closing || (old != nil && old.gen >= e.gen && e.gen != 0) {
+		r.mu.Unlock()
+		return false
+	}
+	r.current[e.id] = e
+	e.refs++ // the registry's own reference
+	r.mu.Unlock()
+	if old != nil {
+		r.retire(old)
+	}
+	return true
+}
+
+// remove retires the current generation of id.
+func (r *registry) remove(id string) {
+	r.mu.Lock()
+	e := r.current[id]
+	delete(r.current, id)
+	r.mu.Unlock()
+	if e != nil {
+		r.retire(e)
+	}
+}
+
+// retire drains e's scheduler (new requests already go elsewhere), then
+// drops the registry's reference.
+func (r *registry) retire(e *entry) {
+	r.mu.Lock()
+	if r.current[e.id] == e {
+		delete(r.current, e.id)
+	}
+	r.retiring[e] = true
+	e.retired = true
+	r.mu.Unlock()
+	r.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), r.drain)
+		defer cancel()
+		e.sched.Shutdown(ctx)
+		r.mu.Lock()
+		delete(r.retiring, e)
+		r.mu.Unlock()
+		r.release(e)
+	})
+}
+
+// shutdown retires every model, waiting up to ctx for their requests.
+func (r *registry) shutdown(ctx context.Context) {
+	r.mu.Lock()
+	r.closing = true
+	all := make([]*entry, 0, len(r.current))
+	for _, e := range r.current {
+		all = append(all, e)
+	}
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, e := range all {
+		wg.Go(func() { e.sched.Shutdown(ctx) })
+	}
+	wg.Wait()
+	for _, e := range all {
+		r.retire(e)
+	}
+	r.wg.Wait()
+}
+
+// entries returns the current entries sorted by id, and the retiring ones.
+func (r *registry) entries() (current, retiring []*entry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.current {
+		current = append(current, e)
+	}
+	for e := range r.retiring {
+		retiring = append(retiring, e)
+	}
+	slices.SortFunc(current, func(a, b *entry) int { return strings.Compare(a.id, b.id) })
+	return current, retiring
+}
+
+// modelConfig is what a model is run with.
+type modelConfig struct {
+	threads  int
+	maxSeqs  int
+	maxQueue int
+	context  int
+	kvType   kvcache.Type
+	budget   int64
+	step     int
+	hooks    sched.Hooks
+}
+
+// newEntry binds src and starts its scheduler. closers are closed with the
+// entry (or now, on failure).
+func newEntry(id string, gen uint64, src model.Source, cfg modelConfig, closers ...io.Closer) (_ *entry, err error) {
+	e := &entry{id: id, gen: gen, closers: closers}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+	pool := kernels.NewPool(cfg.threads)
+	e.closers = append(e.closers, closerFunc(func() error { pool.Close(); return nil }))
+	m, err := runtime.Build(src, model.Env{Pool: pool})
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.New(src)
+	if err != nil {
+		return nil, err
+	}
+	if tok.VocabSize() != m.Config().Vocab {
+		return nil, fmt.Errorf("%w: tokenizer has %d tokens, the model %d", model.ErrInvalidModel, tok.VocabSize(), m.Config().Vocab)
+	}
+	e.tok = tok
+	tmpl, _ := src.String("tokenizer.chat_template")
+	var ownTemplate bool
+	e.chat, ownTemplate = loadTemplate(tmpl)
+	e.sched = sched.New(m, sched.Config{
+		MaxSeqs: cfg.maxSeqs, MaxQueue: cfg.maxQueue, KVBudget: cfg.budget,
+		Context: cfg.context, KVType: cfg.kvType, StepTokens: cfg.step, Hooks: cfg.hooks,
+	})
+	e.closers = append(e.closers, closerFunc(func() error {
+		// Normally drained already; this only makes sure the loop is gone
+		// before the weights are unmapped.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		e.sched.Shutdown(ctx)
+		return nil
+	}))
+	e.info = describe(id, gen, src, m, e.sched.Config(), ownTemplate)
+	return e, nil
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+func describe(id string, gen uint64, src model.Source, m model.Model, sc sched.Config, chat bool) *corelmv1.ModelInfo {
+	cfg := m.Config()
+	info := &corelmv1.ModelInfo{
+		ModelId: id, Architecture: cfg.Arch, Generation: gen,
+		ContextLength: int32(cfg.Context), MaxContext: int32(sc.Context), VocabSize: int32(cfg.Vocab),
+		KvType: kvTypeProto(sc.KVType), HasChatTemplate: chat,
+	}
+	formats := map[string]bool{}
+	for _, name := range src.TensorNames() {
+		t, ok := src.LookupTensor(name)
+		if !ok {
+			continue
+		}
+		info.WeightBytes += int64(len(t.Data))
+		if len(t.Shape) == 2 {
+			formats[t.Type.String()] = true
+		}
+	}
+	for f := range formats {
+		info.WeightFormats = append(info.WeightFormats, f)
+	}
+	sort.Strings(info.WeightFormats)
+	return info
+}
+
+func kvTypeProto(t kvcache.Type) corelmv1.KVType {
+	if t == kvcache.Q8_0 {
+		return corelmv1.KVType_KV_TYPE_Q8_0
+	}
+	return corelmv1.KVType_KV_TYPE_F16
+}
+
+// openFile opens a model for direct serving: the embedded model, a packed
+// file (checked in full) or a GGUF file.
+func openFile(path, id string, cfg modelConfig) (*entry, error) {
+	if path == EmbeddedModel {
+		f, err := gguf.Parse(models.Stories260K)
+		if err != nil {
+			return nil, err
+		}
+		return newEntry(id, 0, model.FromGGUF(f), cfg)
+	}
+	if pf, err := pack.Open(path); err == nil {
+		if err := pf.Verify(); err != nil {
+			pf.Close()
+			return nil, err
+		}
+		return newEntry(id, pf.Header.Generation, pf, cfg, pf)
+	} else if !errors.Is(err, pack.ErrBadMagic) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	return newEntry(id, 0, model.FromGGUF(f), cfg, f)
+}
+
+// DefaultModelID is the id a --model-file is served under without --model-id.
+func DefaultModelID(path string) string {
+	if path == EmbeddedModel {
+		return EmbeddedModel
+	}
+	base := filepath.Base(path)
+	for _, ext := range []string{".gguf", ".clm"} {
+		base = strings.TrimSuffix(base, ext)
+	}
+	return base
+}
+
+// openPublished maps a generation the loader published and checks that it
+// is the file announced: same generation in the header, same (dev, inode),
+// every tensor's checksum.
+func openPublished(pm *corelmv1.PublishedModel, cfg modelConfig) (*entry, error) {
+	pf, err := pack.Open(pm.GetPath())
+	if err != nil {
+		return nil, err
+	}
+	if pf.Header.Generation != pm.GetGeneration() {
+		pf.Close()
+		return nil, fmt.Errorf("%s: header says generation %d, the loader announced %d", pm.GetPath(), pf.Header.Generation, pm.GetGeneration())
+	}
+	if dev, ino := pf.Identity(); (pm.GetDevice() != 0 || pm.GetInode() != 0) && (dev != pm.GetDevice() || ino != pm.GetInode()) {
+		pf.Close()
+		return nil, fmt.Errorf("%s: file (dev %d, inode %d) is not the one announced (dev %d, inode %d)", pm.GetPath(), dev, ino, pm.GetDevice(), pm.GetInode())
+	}
+	if err := pf.Verify(); err != nil {
+		pf.Close()
+		return nil, err
+	}
+	if o := pm.GetOptions(); o != nil {
+		if o.GetContext() > 0 {
+			cfg.context = int(o.GetContext())
+		}
+		switch o.GetKvType() {
+		case corelmv1.KVType_KV_TYPE_F16:
+			cfg.kvType = kvcache.F16
+		case corelmv1.KVType_KV_TYPE_Q8_0:
+			cfg.kvType = kvcache.Q8_0
+		}
+	}
+	return newEntry(pm.GetModelId(), pm.GetGeneration(), pf, cfg, pf)
+}

@@ -1,0 +1,244 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/corelm/corelm/pkg/runtime/sample"
+	"github.com/corelm/corelm/pkg/runtime/sched"
+	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+)
+
+func TestToStatus(t *testing.T) {
+	tests := []struct {
+		err  error
+		want codes.Code
+	}{
+		{context.Canceled, codes.Canceled},
+		{fmt.Errorf("x: %w", context.DeadlineExceeded), codes.DeadlineExceeded},
+		{badRequestf("bad"), codes.InvalidArgument},
+		{fmt.Errorf("%w: p", sched.ErrPromptTooLong), codes.InvalidArgument},
+		{fmt.Errorf("%w: t", sample.ErrParams), codes.InvalidArgument},
+		{fmt.Errorf("%w: m", ErrModelNotFound), codes.NotFound},
+		{&sched.OverloadError{Reason: "full", RetryAfter: time.Second}, codes.ResourceExhausted},
+		{sched.ErrClosed, codes.Unavailable},
+		{ErrUnauthenticated, codes.Unauthenticated},
+		{errors.New("boom"), codes.Internal},
+		{status.Error(codes.Aborted, "as is"), codes.Aborted},
+	}
+	for _, tt := range tests {
+		if got := toStatus(tt.err).Code(); got != tt.want {
+			t.Errorf("toStatus(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+	st := toStatus(&sched.OverloadError{Reason: "full", RetryAfter: 1500 * time.Millisecond})
+	var ri *errdetails.RetryInfo
+	for _, d := range st.Details() {
+		if r, ok := d.(*errdetails.RetryInfo); ok {
+			ri = r
+		}
+	}
+	if ri == nil || ri.GetRetryDelay().AsDuration() != 1500*time.Millisecond {
+		t.Errorf("overload details %v, want RetryInfo 1.5s", st.Details())
+	}
+}
+
+// serveInProcess runs Serve on a loopback listener with the embedded model.
+func serveInProcess(t *testing.T, opts Options) (corelmv1.InferenceServiceClient, func()) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, lis, Config{Options: opts, ModelFile: EmbeddedModel, Grace: 30 * time.Second, Ready: func() { close(ready) }})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	}
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		cc.Close()
+	}
+	return corelmv1.NewInferenceServiceClient(cc), stop
+}
+
+// TestLoad runs 32 concurrent streams against a server with 4 slots and a
+// queue of 8: each request completes with exact usage or is rejected with
+// ResourceExhausted, nothing hangs, and no goroutine outlives the server.
+func TestLoad(t *testing.T) {
+	before := runtime.NumGoroutine()
+	client, stop := serveInProcess(t, Options{Threads: 1, MaxSeqs: 4, MaxQueue: 8})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	const n = 32
+	var (
+		wg                 sync.WaitGroup
+		mu                 sync.Mutex
+		completed, refused int
+	)
+	for i := range n {
+		wg.Go(func() {
+			temp := float32(0.7)
+			seed := uint64(i)
+			maxTok := int32(20 + i)
+			stream, err := client.GenerateStream(ctx, &corelmv1.GenerateStart{
+				ModelId: "stories", Prompt: &corelmv1.GenerateStart_TokenIds{TokenIds: &corelmv1.TokenIds{Ids: []int32{1, 403, 407}}},
+				MaxTokens: maxTok, Sampling: &corelmv1.SamplingParams{Temperature: &temp, Seed: &seed},
+				StopTokenIds: []int32{},
+			})
+			tokens := int32(0)
+			for err == nil {
+				var resp *corelmv1.GenerateResponse
+				resp, err = stream.Recv()
+				if err != nil {
+					break
+				}
+				if tk := resp.GetToken(); tk != nil && tk.GetId() >= 0 {
+					tokens++
+				}
+				if f := resp.GetFinal(); f != nil {
+					u := f.GetUsage()
+					ok := u.GetPromptTokens() == 3 && u.GetCompletionTokens() == tokens &&
+						(f.GetFinishReason() == corelmv1.FinishReason_FINISH_REASON_LENGTH && tokens == maxTok ||
+							f.GetFinishReason() == corelmv1.FinishReason_FINISH_REASON_STOP && tokens < maxTok)
+					if !ok {
+						t.Errorf("request %d: final %v after %d tokens", i, f, tokens)
+					}
+					mu.Lock()
+					completed++
+					mu.Unlock()
+				}
+			}
+			if err == io.EOF {
+				return
+			}
+			if status.Code(err) == codes.ResourceExhausted {
+				mu.Lock()
+				refused++
+				mu.Unlock()
+				return
+			}
+			t.Errorf("request %d: %v", i, err)
+		})
+	}
+	wg.Wait()
+	t.Logf("%d completed, %d refused", completed, refused)
+	if completed+refused != n || completed < 12 {
+		t.Errorf("%d completed + %d refused of %d", completed, refused, n)
+	}
+	stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutine leak: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestShutdownDrains: a generation running when the server is told to stop
+// still completes within the grace period.
+func TestShutdownDrains(t *testing.T) {
+	client, stop := serveInProcess(t, Options{Threads: 1})
+	temp := float32(0)
+	stream, err := client.GenerateStream(t.Context(), &corelmv1.GenerateStart{
+		ModelId: "stories", Prompt: &corelmv1.GenerateStart_Text{Text: "Once upon a time"}, MaxTokens: 100,
+		Sampling: &corelmv1.SamplingParams{Temperature: &temp},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	var final *corelmv1.GenerateFinal
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			break
+		}
+		if f := resp.GetFinal(); f != nil {
+			final = f
+		}
+	}
+	<-stopped
+	if final.GetFinishReason() != corelmv1.FinishReason_FINISH_REASON_LENGTH && final.GetFinishReason() != corelmv1.FinishReason_FINISH_REASON_STOP {
+		t.Errorf("final during shutdown: %v", final)
+	}
+}
+
+func TestUnaryAndChat(t *testing.T) {
+	client, stop := serveInProcess(t, Options{Threads: 1})
+	defer stop()
+	ctx := t.Context()
+	tr, err := client.Tokenize(ctx, &corelmv1.TokenizeRequest{ModelId: "stories", Text: "Once upon a time"})
+	if err != nil || len(tr.GetIds()) == 0 || tr.GetIds()[0] != 1 || len(tr.GetPieces()) != len(tr.GetIds()) {
+		t.Fatalf("tokenize: %v %v", tr, err)
+	}
+	dr, err := client.Detokenize(ctx, &corelmv1.DetokenizeRequest{ModelId: "stories", Ids: tr.GetIds()[1:]})
+	if err != nil || dr.GetText() != "Once upon a time" {
+		t.Errorf("detokenize: %q %v", dr.GetText(), err)
+	}
+	if _, err := client.Detokenize(ctx, &corelmv1.DetokenizeRequest{ModelId: "stories", Ids: []int32{99999}}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("detokenize out of range: %v", err)
+	}
+	lr, err := client.ListModels(ctx, &corelmv1.ListModelsRequest{})
+	if err != nil || len(lr.GetModels()) != 1 || lr.GetModels()[0].GetArchitecture() != "llama" || lr.GetModels()[0].GetVocabSize() != 512 {
+		t.Errorf("list: %v %v", lr, err)
+	}
+	if _, err := client.GetModel(ctx, &corelmv1.GetModelRequest{ModelId: "other"}); status.Code(err) != codes.NotFound {
+		t.Errorf("get unknown model: %v", err)
+	}
+	temp := float32(0)
+	stream, err := client.GenerateStream(ctx, &corelmv1.GenerateStart{
+		ModelId: "stories", MaxTokens: 8, Sampling: &corelmv1.SamplingParams{Temperature: &temp},
+		Prompt: &corelmv1.GenerateStart_Chat{Chat: &corelmv1.ChatPrompt{
+			Messages: []*corelmv1.ChatMessage{{Role: "user", Content: "Tell me a story"}}, AddGenerationPrompt: true,
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var final *corelmv1.GenerateFinal
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			break
+		}
+		if f := resp.GetFinal(); f != nil {
+			final = f
+		}
+	}
+	if final.GetUsage().GetPromptTokens() < 5 || final.GetUsage().GetCompletionTokens() == 0 {
+		t.Errorf("chat generation: %v", final)
+	}
+}
