@@ -19,10 +19,6 @@ import (
 	"github.com/corelm/corelm/pkg/runtime/sample"
 )
 
-func init() {
-	commands["bench"] = command{"measure prefill and decode speed, peak RSS and achieved bandwidth", runBench}
-}
-
 // benchReport is the --json output of `corelm bench`.
 type benchReport struct {
 	Model           string    `json:"model"`
@@ -70,7 +66,7 @@ func runBench(ctx context.Context, args []string) error {
 	defer l.Close()
 	m := l.Model
 	cfg := m.Config()
-	rep := benchReport{Model: *path, Threads: *threads, KernelTier: kernelTier(), PromptTokens: *p, GenTokens: *g, Reps: *reps, GoVersion: runtime.Version()}
+	rep := benchReport{Model: *path, Threads: *threads, KernelTier: kernels.ActiveTier().String(), PromptTokens: *p, GenTokens: *g, Reps: *reps, GoVersion: runtime.Version()}
 	if rep.Model == "" {
 		rep.Model = "stories260K (embedded)"
 	}
@@ -178,6 +174,3 @@ func peakRSS() int64 {
 	}
 	return 0
 }
-
-// kernelTier names the kernel implementation in use.
-func kernelTier() string { return "reference" }

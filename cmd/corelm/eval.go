@@ -15,10 +15,6 @@ import (
 	"github.com/corelm/corelm/pkg/runtime/model"
 )
 
-func init() {
-	commands["eval"] = command{"run token ids as one batch and write the logits of every position", runEval}
-}
-
 func runEval(ctx context.Context, args []string) error {
 	fs := newFlags("eval")
 	path := fs.String("model", "", "model file (default: the embedded stories260K)")

@@ -14,10 +14,6 @@ import (
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 )
 
-func init() {
-	commands["generate"] = command{"generate text from a prompt, streamed to stdout", runGenerate}
-}
-
 func runGenerate(ctx context.Context, args []string) error {
 	fs := newFlags("generate")
 	path := fs.String("model", "", "model file (default: the embedded stories260K)")

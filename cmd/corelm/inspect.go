@@ -14,10 +14,6 @@ import (
 	"github.com/corelm/corelm/pkg/runtime/model"
 )
 
-func init() {
-	commands["inspect"] = command{"validate a model file and show its architecture, tensors and memory fit", runInspect}
-}
-
 // inspectReport is the --json form of `corelm inspect`.
 type inspectReport struct {
 	File         string            `json:"file"`

@@ -21,9 +21,17 @@ type command struct {
 
 // commands is the registry of sub-commands: adding one is adding a line here.
 var commands = map[string]command{
+	"inspect":     {"validate a model file and show its architecture, tensors and memory fit", runInspect},
+	"pack":        {"validate a GGUF model and convert it to the packed layout (.clm)", runPack},
+	"eval":        {"run token ids as one batch and write the logits of every position", runEval},
+	"generate":    {"generate text from a prompt, streamed to stdout", runGenerate},
+	"chat-render": {"render a conversation with the model's chat template", runChatRender},
 	"tokenize":    {"print the token ids of a text (llama.cpp-exact)", runTokenize},
 	"detokenize":  {"print the text of token ids", runDetokenize},
-	"chat-render": {"render a conversation with the model's chat template", runChatRender},
+	"quantize":    {"re-encode a GGUF model: quantize IN OUT TYPE (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M, F16, BF16)", runQuantize},
+	"synth":       {"write a random-weight model of a real model's shape: synth --like llama-3.1-8b --type Q4_K_M OUT", runSynth},
+	"bench":       {"measure prefill and decode speed, peak RSS and achieved bandwidth", runBench},
+	"serve-all":   {"run the loader and the inference service in one process (the built-in stories model by default)", runServeAll},
 }
 
 func main() {

@@ -13,10 +13,6 @@ import (
 	"github.com/corelm/corelm/pkg/runtime/model"
 )
 
-func init() {
-	commands["pack"] = command{"validate a GGUF model and convert it to the packed layout (.clm)", runPack}
-}
-
 func runPack(ctx context.Context, args []string) error {
 	fs := newFlags("pack")
 	gen := fs.Uint64("generation", 1, "generation number recorded in the header")

@@ -14,11 +14,6 @@ import (
 	"github.com/corelm/corelm/pkg/runtime/synth"
 )
 
-func init() {
-	commands["quantize"] = command{"re-encode a GGUF model: quantize IN OUT TYPE (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M, F16, BF16)", runQuantize}
-	commands["synth"] = command{"write a random-weight model of a real model's shape: synth --like llama-3.1-8b --type Q4_K_M OUT", runSynth}
-}
-
 func runQuantize(ctx context.Context, args []string) error {
 	fs := newFlags("quantize")
 	threads := fs.Int("threads", 0, "threads (default: the CPUs this process may use)")

@@ -16,7 +16,8 @@ import (
 // activation row xq, which must have been encoded by Quantize(VecDotType(t)).
 // Each block's products are summed in integers and scaled once, following
 // ggml's scalar ggml_vec_dot_<t>_<vt>, so results agree with llama.cpp up to
-// float summation order. F32, F16 and BF16 rows sum products in float64 as
+// float summation order. On the assembly tiers (see dispatch.go) the integer
+// sums are the same and the float order is ggml's AVX2 one. F32, F16 and BF16 rows sum products in float64 as
 // ggml's scalar ggml_vec_dot_f32/f16/bf16 do. It panics on mismatched lengths.
 func DotQ(t DType, n int, w, xq []byte) float32 {
 	vt := VecDotType(t)
@@ -27,8 +28,12 @@ func DotQ(t DType, n int, w, xq []byte) float32 {
 
 // dotQ is DotQ without the shape checks, for callers that validated once.
 func dotQ(t DType, w, xq []byte) float32 {
+	k := kern
 	switch t {
 	case Q4_0:
+		if k.q4_0 != nil {
+			return k.q4_0(w, xq)
+		}
 		return dotQ4_0(w, xq)
 	case Q4_1:
 		return dotQ4_1(w, xq)
@@ -37,16 +42,28 @@ func dotQ(t DType, w, xq []byte) float32 {
 	case Q5_1:
 		return dotQ5_1(w, xq)
 	case Q8_0:
+		if k.q8_0 != nil {
+			return k.q8_0(w, xq)
+		}
 		return dotQ8_0(w, xq)
 	case Q2_K:
 		return dotQ2K(w, xq)
 	case Q3_K:
 		return dotQ3K(w, xq)
 	case Q4_K:
+		if k.q4K != nil {
+			return k.q4K(w, xq)
+		}
 		return dotQ4K(w, xq)
 	case Q5_K:
+		if k.q5K != nil {
+			return k.q5K(w, xq)
+		}
 		return dotQ5K(w, xq)
 	case Q6_K:
+		if k.q6K != nil {
+			return k.q6K(w, xq)
+		}
 		return dotQ6K(w, xq)
 	case F32:
 		var sum float64
@@ -57,6 +74,9 @@ func dotQ(t DType, w, xq []byte) float32 {
 		}
 		return float32(sum)
 	case F16:
+		if k.f16F16 != nil {
+			return k.f16F16(w, xq)
+		}
 		var sum float64
 		for i := 0; i+2 <= len(w); i += 2 {
 			a := F16ToF32(binary.LittleEndian.Uint16(w[i:]))
@@ -89,6 +109,9 @@ func DotF32(t DType, w []byte, x []float32) float32 {
 			sum += float64(math.Float32frombits(binary.LittleEndian.Uint32(w[4*i:])) * v)
 		}
 	case F16:
+		if f := kern.f16F32; f != nil {
+			return f(w, x)
+		}
 		for i, v := range x {
 			sum += float64(F16ToF32(binary.LittleEndian.Uint16(w[2*i:])) * v)
 		}

@@ -79,6 +79,22 @@ func (j *matmulJob) quantRows(lo, hi int) {
 }
 
 func (j *matmulJob) dotRows(lo, hi int) {
+	k := kern
+	if k.rowsN > 0 && j.n >= k.rowsN {
+		var rows func(w, xq []byte, xrb int, out []float32, ostride int)
+		switch j.t {
+		case Q4_K:
+			rows = k.rowsQ4K
+		case Q5_K:
+			rows = k.rowsQ5K
+		case Q6_K:
+			rows = k.rowsQ6K
+		}
+		if rows != nil {
+			j.dotRowsMulti(lo, hi, rows, k.rowsN)
+			return
+		}
+	}
 	for r := lo; r < hi; r++ {
 		wr := j.w[r*j.wrb : (r+1)*j.wrb]
 		for k := range j.n {
@@ -87,6 +103,35 @@ func (j *matmulJob) dotRows(lo, hi int) {
 				j.out[k*j.rows+r] = DotF32(F32, wr, j.x[k*j.cols:(k+1)*j.cols])
 			} else {
 				j.out[k*j.rows+r] = dotQ(j.t, wr, j.xq[k*j.xrb:(k+1)*j.xrb])
+			}
+		}
+	}
+}
+
+// mmTileRows is the number of weight rows that share one group of R
+// activation rows in dotRowsMulti: a tile of Q4_K rows of 4096 columns is
+// 37 KB, so it stays in L2 while the group (R·cols/256·292 bytes) is reused
+// across it from L1/L2.
+const mmTileRows = 16
+
+// dotRowsMulti is dotRows with a kernel that takes R activation rows at
+// once, so each weight block is decoded once per R tokens. The weight rows
+// are walked in tiles of mmTileRows: each tile streams from memory once,
+// and each activation group is read once per tile rather than once per row.
+func (j *matmulJob) dotRowsMulti(lo, hi int, rows func(w, xq []byte, xrb int, out []float32, ostride int), R int) {
+	nr := j.n - j.n%R
+	for t0 := lo; t0 < hi; t0 += mmTileRows {
+		t1 := min(t0+mmTileRows, hi)
+		for k := 0; k < nr; k += R {
+			xq := j.xq[k*j.xrb : (k+R)*j.xrb]
+			for r := t0; r < t1; r++ {
+				rows(j.w[r*j.wrb:(r+1)*j.wrb], xq, j.xrb, j.out[k*j.rows+r:], j.rows)
+			}
+		}
+		for k := nr; k < j.n; k++ {
+			xq := j.xq[k*j.xrb : (k+1)*j.xrb]
+			for r := t0; r < t1; r++ {
+				j.out[k*j.rows+r] = dotQ(j.t, j.w[r*j.wrb:(r+1)*j.wrb], xq)
 			}
 		}
 	}

@@ -14,6 +14,15 @@ import (
 func TestMatMul(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 22))
 	var s Scratch // shared across calls to exercise reuse and growth
+	for _, k := range allTiers() {
+		t.Run(k.tier.String(), func(t *testing.T) {
+			useTier(t, k)
+			testMatMul(t, r, &s)
+		})
+	}
+}
+
+func testMatMul(t *testing.T, r *rand.Rand, s *Scratch) {
 	for _, threads := range []int{1, 3} {
 		p := NewPool(threads)
 		for _, typ := range weightTypes {
@@ -22,7 +31,7 @@ func TestMatMul(t *testing.T) {
 				cols = 512
 			}
 			for _, rows := range []int{1, 7, 33} {
-				for _, n := range []int{1, 3} {
+				for _, n := range []int{1, 3, 4, 9, 17} {
 					w := quantize(typ, gaussian(r, rows*cols, 0.1))
 					x := gaussian(r, n*cols, 1)
 					const guard = 4
@@ -31,7 +40,7 @@ func TestMatMul(t *testing.T) {
 						buf[i] = 12345
 					}
 					out := buf[guard : guard+n*rows]
-					MatMul(p, typ, w, rows, cols, x, n, out, &s)
+					MatMul(p, typ, w, rows, cols, x, n, out, s)
 					for i := range guard {
 						if buf[i] != 12345 || buf[len(buf)-1-i] != 12345 {
 							t.Fatalf("%v: guard band overwritten", typ)
@@ -68,12 +77,17 @@ func TestMatMulNoAllocWithScratch(t *testing.T) {
 	defer p.Close()
 	const rows, cols = 16, 256
 	w := quantize(Q4_K, gaussian(r, rows*cols, 0.1))
-	x := gaussian(r, 2*cols, 1)
-	out := make([]float32, 2*rows)
-	var s Scratch
-	MatMul(p, Q4_K, w, rows, cols, x, 2, out, &s) // grow the scratch
-	if a := testing.AllocsPerRun(20, func() { MatMul(p, Q4_K, w, rows, cols, x, 2, out, &s) }); a != 0 {
-		t.Errorf("MatMul allocates %v times per call with a warm Scratch", a)
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, n := range []int{1, 2, 8, 19} { // one-row and multi-row paths
+			x := gaussian(r, n*cols, 1)
+			out := make([]float32, n*rows)
+			var s Scratch
+			MatMul(p, Q4_K, w, rows, cols, x, n, out, &s) // grow the scratch
+			if a := testing.AllocsPerRun(20, func() { MatMul(p, Q4_K, w, rows, cols, x, n, out, &s) }); a != 0 {
+				t.Errorf("%v n=%d: MatMul allocates %v times per call with a warm Scratch", k.tier, n, a)
+			}
+		}
 	}
 }
 

@@ -88,11 +88,17 @@ func Dequantize(t DType, src []byte, dst []float32) {
 
 // Quantize encodes src into dst with ggml's reference quantizers
 // (quantize_row_*_ref), so files written from it load in llama.cpp and match
-// its own output up to floating-point contraction differences. len(src) must
+// its own output up to floating-point contraction differences (Q8_K, the
+// activation encoding of the k-quants, has an assembly encoder on amd64 that
+// writes the same bytes for finite input). len(src) must
 // be a multiple of t.BlockSize() and len(dst) must equal t.RowBytes(len(src));
 // otherwise it panics.
 func Quantize(t DType, src []float32, dst []byte) {
 	mustRow("Quantize", t, len(src), len(dst))
+	if t == Q8_K && kern.quantQ8K != nil {
+		kern.quantQ8K(src, dst)
+		return
+	}
 	switch t {
 	case F32:
 		for i, v := range src {

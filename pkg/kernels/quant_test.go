@@ -85,7 +85,7 @@ func TestDequantizeLegacyHandBuilt(t *testing.T) {
 		})
 	})
 	// qh bit i is the fifth bit of element i.
-	const qh = 0xa5c3_0ff1
+	const qh uint32 = 0xa5c3_0ff1
 	hb := func(i int) int { return int(qh>>i&1) << 4 }
 	nib := func(i int) int { // low nibble of element i in the layouts below
 		if i < 16 {

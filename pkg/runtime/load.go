@@ -70,7 +70,7 @@ func OpenPacked(path string, env model.Env) (*Loaded, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	l, err := bind(f, f.KVs(), env)
+	l, err := bind(model.FromPack(f), f.KVs(), env)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)

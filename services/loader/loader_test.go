@@ -20,14 +20,15 @@ import (
 	"github.com/corelm/corelm/pkg/formats/pack/packtest"
 	"github.com/corelm/corelm/pkg/kernels"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+	"github.com/corelm/corelm/services/loader/internal/loadertest"
 )
 
 func TestLoadPublishesPackedModels(t *testing.T) {
-	src, shm := sourceDir(t), t.TempDir()
+	src, shm := loadertest.SourceDir(t), t.TempDir()
 	p := startLoader(t, src, shm)
 	for _, tt := range []struct{ id, path string }{{"stories", "stories.gguf"}, {"tiny-q", "tiny.gguf"}} {
 		t.Run(tt.id, func(t *testing.T) {
-			resps, err := loadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: tt.id, Path: tt.path,
+			resps, err := loadertest.LoadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: tt.id, Path: tt.path,
 				Options: &corelmv1.LoadOptions{KvType: corelmv1.KVType_KV_TYPE_Q8_0, Context: 64}})
 			if err != nil {
 				t.Fatal(err)
@@ -59,10 +60,10 @@ func TestLoadPublishesPackedModels(t *testing.T) {
 			if sys := st.Sys().(*syscall.Stat_t); sys.Ino != m.GetInode() || uint64(sys.Dev) != m.GetDevice() {
 				t.Errorf("announced (dev, inode) (%d, %d), file has (%d, %d)", m.GetDevice(), m.GetInode(), sys.Dev, sys.Ino)
 			}
-			comparePacked(t, m.GetPath(), filepath.Join(src, tt.path))
+			loadertest.ComparePacked(t, m.GetPath(), filepath.Join(src, tt.path))
 
 			// Asking again for the same unchanged file reuses the publication.
-			again, err := loadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: tt.id, Path: tt.path,
+			again, err := loadertest.LoadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: tt.id, Path: tt.path,
 				Options: &corelmv1.LoadOptions{KvType: corelmv1.KVType_KV_TYPE_Q8_0, Context: 64}})
 			if err != nil {
 				t.Fatal(err)
@@ -84,7 +85,7 @@ func TestLoadPublishesPackedModels(t *testing.T) {
 // TestGenerationReplacesGeneration watches a second generation replace the
 // first while a reader keeps its mapping of the first, then unloads.
 func TestGenerationReplacesGeneration(t *testing.T) {
-	src, shm := sourceDir(t), t.TempDir()
+	src, shm := loadertest.SourceDir(t), t.TempDir()
 	p := startLoader(t, src, shm)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -104,7 +105,7 @@ func TestGenerationReplacesGeneration(t *testing.T) {
 		t.Fatalf("first event %v, want SYNCED on an empty loader", ev)
 	}
 
-	gen1 := mustLoad(t, p.client, "m", "tiny.gguf", false)
+	gen1 := loadertest.MustLoad(t, p.client, "m", "tiny.gguf", false)
 	if ev := next(); ev.GetKind() != corelmv1.ModelEventKind_MODEL_EVENT_KIND_PUBLISHED || ev.GetModel().GetGeneration() != 1 {
 		t.Fatalf("event %v, want PUBLISHED generation 1", ev)
 	}
@@ -116,9 +117,9 @@ func TestGenerationReplacesGeneration(t *testing.T) {
 	before := bytes.Clone(reader.TensorData(&reader.Tensors[len(reader.Tensors)-1]))
 
 	// Replace the source with another model and reload.
-	writeFile(t, filepath.Join(src, "tiny.gguf"), mustBytes(t, packtest.Spec{Dim: 256, FFN: 256, Layers: 1, Heads: 2, KVHeads: 2,
+	loadertest.WriteFile(t, filepath.Join(src, "tiny.gguf"), mustBytes(t, packtest.Spec{Dim: 256, FFN: 256, Layers: 1, Heads: 2, KVHeads: 2,
 		Vocab: 32, Context: 64, Matrix: kernels.Q8_0, Embedding: kernels.Q8_0, Seed: 9}))
-	gen2 := mustLoad(t, p.client, "m", "tiny.gguf", false)
+	gen2 := loadertest.MustLoad(t, p.client, "m", "tiny.gguf", false)
 	if gen2.GetGeneration() != 2 || gen2.GetPath() != filepath.Join(shm, "m.2.clm") {
 		t.Fatalf("second load published %v", gen2)
 	}
@@ -143,10 +144,10 @@ func TestGenerationReplacesGeneration(t *testing.T) {
 	if !bytes.Equal(before, reader.TensorData(&reader.Tensors[len(reader.Tensors)-1])) {
 		t.Error("old mapping changed")
 	}
-	comparePacked(t, gen2.GetPath(), filepath.Join(src, "tiny.gguf"))
+	loadertest.ComparePacked(t, gen2.GetPath(), filepath.Join(src, "tiny.gguf"))
 
 	// reload forces a new generation of an unchanged source.
-	if gen3 := mustLoad(t, p.client, "m", "tiny.gguf", true); gen3.GetGeneration() != 3 {
+	if gen3 := loadertest.MustLoad(t, p.client, "m", "tiny.gguf", true); gen3.GetGeneration() != 3 {
 		t.Fatalf("reload published generation %d, want 3", gen3.GetGeneration())
 	}
 	next()
@@ -170,17 +171,17 @@ func TestGenerationReplacesGeneration(t *testing.T) {
 	if ev := next(); ev.GetKind() != corelmv1.ModelEventKind_MODEL_EVENT_KIND_UNLOADED || ev.GetModel().GetGeneration() != 3 {
 		t.Fatalf("event %v, want UNLOADED generation 3", ev)
 	}
-	if files := shmFiles(t, shm); len(files) != 0 {
+	if files := loadertest.ShmFiles(t, shm); len(files) != 0 {
 		t.Errorf("files left after unload: %v", files)
 	}
 	_, err = p.client.UnloadModel(ctx, &corelmv1.UnloadModelRequest{ModelId: "m"})
-	wantCode(t, err, codes.NotFound, `"m"`)
+	loadertest.WantCode(t, err, codes.NotFound, `"m"`)
 }
 
 func TestRestartCleansUpAndReannounces(t *testing.T) {
-	src, shm := sourceDir(t), t.TempDir()
+	src, shm := loadertest.SourceDir(t), t.TempDir()
 	p := startLoader(t, src, shm)
-	m := mustLoad(t, p.client, "stories", "stories.gguf", false)
+	m := loadertest.MustLoad(t, p.client, "stories", "stories.gguf", false)
 	// A watch stream is open across the shutdown: SIGTERM must still stop.
 	if _, err := p.client.WatchModels(context.Background(), &corelmv1.WatchModelsRequest{}); err != nil {
 		t.Fatal(err)
@@ -188,8 +189,8 @@ func TestRestartCleansUpAndReannounces(t *testing.T) {
 	p.stop(t)
 
 	// Leftovers of a crashed run: a temporary file, and a stale generation.
-	writeFile(t, filepath.Join(shm, tmpPrefix+"stories-123"), []byte("half written"))
-	writeFile(t, filepath.Join(shm, "junk.7.clm"), []byte("not a packed file"))
+	loadertest.WriteFile(t, filepath.Join(shm, ".tmp-stories-123"), []byte("half written"))
+	loadertest.WriteFile(t, filepath.Join(shm, "junk.7.clm"), []byte("not a packed file"))
 
 	p = startLoader(t, src, shm, "--budget", "64MiB")
 	list, err := p.client.ListModels(context.Background(), &corelmv1.LoaderServiceListModelsRequest{})
@@ -200,16 +201,16 @@ func TestRestartCleansUpAndReannounces(t *testing.T) {
 		list.GetModels()[0].GetSourcePath() != "stories.gguf" || !bytes.Equal(list.GetModels()[0].GetSourceSha256(), m.GetSourceSha256()) {
 		t.Fatalf("after restart ListModels = %v, want %v", list.GetModels(), m)
 	}
-	if files := shmFiles(t, shm); len(files) != 1 || files[0] != "stories.1.clm" {
+	if files := loadertest.ShmFiles(t, shm); len(files) != 1 || files[0] != "stories.1.clm" {
 		t.Errorf("after restart the directory holds %v", files)
 	}
 	// The unchanged source is recognised after the restart ...
-	again, err := loadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: "stories", Path: "stories.gguf"})
+	again, err := loadertest.LoadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: "stories", Path: "stories.gguf"})
 	if err != nil || len(again) != 1 || !again[0].GetReused() {
 		t.Errorf("load after restart: %v, %v; want the published file reused", again, err)
 	}
 	// ... and a reload continues the generations.
-	if m2 := mustLoad(t, p.client, "stories", "stories.gguf", true); m2.GetGeneration() != 2 {
+	if m2 := loadertest.MustLoad(t, p.client, "stories", "stories.gguf", true); m2.GetGeneration() != 2 {
 		t.Errorf("generation after restart %d, want 2", m2.GetGeneration())
 	}
 }
@@ -255,11 +256,11 @@ func hostileGGUF(t *testing.T) map[string][]byte {
 }
 
 func TestHostileFilesRejected(t *testing.T) {
-	src, shm := sourceDir(t), t.TempDir()
+	src, shm := loadertest.SourceDir(t), t.TempDir()
 	outside := t.TempDir()
-	writeFile(t, filepath.Join(outside, "secret.gguf"), mustBytes(t, packtest.Tiny))
+	loadertest.WriteFile(t, filepath.Join(outside, "secret.gguf"), mustBytes(t, packtest.Tiny))
 	for name, b := range hostileGGUF(t) {
-		writeFile(t, filepath.Join(src, "bad", name+".gguf"), b)
+		loadertest.WriteFile(t, filepath.Join(src, "bad", name+".gguf"), b)
 	}
 	must(t, os.Symlink(filepath.Join(outside, "secret.gguf"), filepath.Join(src, "escape.gguf")))
 	must(t, os.Symlink(outside, filepath.Join(src, "outdir")))
@@ -294,30 +295,30 @@ func TestHostileFilesRejected(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.ReplaceAll(tt.path, "/", "_"), func(t *testing.T) {
-			_, err := loadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: "hostile", Path: tt.path})
-			wantCode(t, err, tt.code, tt.words...)
-			if files := shmFiles(t, shm); len(files) != 0 {
+			_, err := loadertest.LoadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: "hostile", Path: tt.path})
+			loadertest.WantCode(t, err, tt.code, tt.words...)
+			if files := loadertest.ShmFiles(t, shm); len(files) != 0 {
 				t.Fatalf("files visible after a rejected load: %v", files)
 			}
 		})
 	}
 	// Malformed requests are refused by validation.
-	_, err := loadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: "../x", Path: "tiny.gguf"})
-	wantCode(t, err, codes.InvalidArgument, "model_id")
-	_, err = loadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: "x"})
-	wantCode(t, err, codes.InvalidArgument, "path")
+	_, err := loadertest.LoadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: "../x", Path: "tiny.gguf"})
+	loadertest.WantCode(t, err, codes.InvalidArgument, "model_id")
+	_, err = loadertest.LoadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: "x"})
+	loadertest.WantCode(t, err, codes.InvalidArgument, "path")
 
 	// The loader still serves, and symlinks inside the directory work.
-	m := mustLoad(t, p.client, "ok", "inside-link.gguf", false)
-	comparePacked(t, m.GetPath(), filepath.Join(src, "tiny.gguf"))
+	m := loadertest.MustLoad(t, p.client, "ok", "inside-link.gguf", false)
+	loadertest.ComparePacked(t, m.GetPath(), filepath.Join(src, "tiny.gguf"))
 }
 
 func TestOutOfBudget(t *testing.T) {
-	src, shm := sourceDir(t), t.TempDir()
+	src, shm := loadertest.SourceDir(t), t.TempDir()
 	p := startLoader(t, src, shm, "--budget", "100KiB")
-	_, err := loadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: "stories", Path: "stories.gguf"})
-	wantCode(t, err, codes.ResourceExhausted, "budget")
-	if files := shmFiles(t, shm); len(files) != 0 {
+	_, err := loadertest.LoadAll(t, p.client, &corelmv1.LoadModelRequest{ModelId: "stories", Path: "stories.gguf"})
+	loadertest.WantCode(t, err, codes.ResourceExhausted, "budget")
+	if files := loadertest.ShmFiles(t, shm); len(files) != 0 {
 		t.Fatalf("files left: %v", files)
 	}
 }
@@ -350,7 +351,7 @@ func must(t *testing.T, err error) {
 // TestReflectionAndHealth lists the services over server reflection (what
 // grpcurl uses) and checks the health service.
 func TestReflectionAndHealth(t *testing.T) {
-	p := startLoader(t, sourceDir(t), t.TempDir())
+	p := startLoader(t, loadertest.SourceDir(t), t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	stream, err := reflectionpb.NewServerReflectionClient(p.conn).ServerReflectionInfo(ctx)

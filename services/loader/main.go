@@ -4,7 +4,8 @@
 // corelm.v1.LoaderService gRPC API.
 //
 // Every flag has an environment variable (CORELM_LOADER_<FLAG>); a flag on
-// the command line wins.
+// the command line wins. The server itself is package
+// services/loader/server.
 package main
 
 import (
@@ -20,18 +21,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/validator"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
-
 	"github.com/corelm/corelm/pkg/runtime"
-	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+	"github.com/corelm/corelm/services/loader/server"
 )
 
 func main() {
@@ -105,72 +96,8 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, lis, Options{SourceDir: c.sourceDir, ShmDir: c.shmDir, Budget: budget, Logger: log}, c.shutdownGrace)
-}
-
-// serve runs the loader on lis until ctx is cancelled, then stops
-// gracefully.
-func serve(ctx context.Context, lis net.Listener, opts Options, grace time.Duration) error {
-	log := opts.Logger
-	srv, err := NewServer(opts)
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-	gs, hs := newGRPCServer(log)
-	corelmv1.RegisterLoaderServiceServer(gs, srv)
-	// Health answers NOT_SERVING, and calls wait, while the shared-memory
-	// directory is scanned.
-	go gs.Serve(lis)
-	if err := srv.Start(); err != nil {
-		gs.Stop()
-		return err
-	}
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(corelmv1.LoaderService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	log.Info("serving", "addr", lis.Addr().String(), "source_dir", srv.srcDir, "shm_dir", srv.shmDir, "budget", opts.Budget)
-
-	<-ctx.Done()
-	log.Info("shutting down")
-	hs.Shutdown()
-	srv.Stop()
-	done := make(chan struct{})
-	go func() { gs.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(grace):
-		gs.Stop()
-	}
-	return nil
-}
-
-// newGRPCServer builds the server with its interceptors, health and
-// reflection; services are registered by the caller.
-func newGRPCServer(log *slog.Logger) (*grpc.Server, *health.Server) {
-	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		log.Log(ctx, slog.Level(lvl), msg, fields...)
+	return server.Serve(ctx, lis, server.Config{
+		Options: server.Options{SourceDir: c.sourceDir, ShmDir: c.shmDir, Budget: budget, Logger: log},
+		Grace:   c.shutdownGrace,
 	})
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
-	recoverOpts := []recovery.Option{recovery.WithRecoveryHandler(func(p any) error {
-		log.Error("panic in handler", "panic", p)
-		return status.Errorf(codes.Internal, "internal error: %v", p)
-	})}
-	gs := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(
-			logging.UnaryServerInterceptor(logger, logOpts...),
-			recovery.UnaryServerInterceptor(recoverOpts...),
-			validator.UnaryServerInterceptor(),
-		),
-		grpc.ChainStreamInterceptor(
-			logging.StreamServerInterceptor(logger, logOpts...),
-			recovery.StreamServerInterceptor(recoverOpts...),
-			validator.StreamServerInterceptor(),
-		),
-	)
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	hs.SetServingStatus(corelmv1.LoaderService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	reflection.Register(gs)
-	return gs, hs
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -81,26 +82,20 @@ func TestRoundTrip(t *testing.T) {
 				t.Errorf("packed architecture %q, %v", a, ok)
 			}
 			// Every tensor, identical.
-			names := f.TensorNames()
-			if len(names) != len(g.Tensors) {
-				t.Fatalf("%d tensors, want %d", len(names), len(g.Tensors))
+			if len(f.Tensors) != len(g.Tensors) {
+				t.Fatalf("%d tensors, want %d", len(f.Tensors), len(g.Tensors))
 			}
 			var tensorBytes int64
 			for i := range g.Tensors {
 				st := &g.Tensors[i]
-				got, ok := f.LookupTensor(st.Name)
+				pt, ok := f.Tensor(st.Name)
 				if !ok {
 					t.Fatalf("tensor %s missing", st.Name)
 				}
-				if got.Type != st.Type || len(got.Shape) != len(st.Shape) || !bytes.Equal(got.Data, g.TensorData(st)) {
-					t.Errorf("tensor %s differs: %s %v", st.Name, got.Type, got.Shape)
+				if pt.Type != st.Type || pt.Layout != LayoutGGML || !slices.Equal(pt.Shape, st.Shape) ||
+					!bytes.Equal(f.TensorData(pt), g.TensorData(st)) {
+					t.Errorf("tensor %s differs: %s %v", st.Name, pt.Type, pt.Shape)
 				}
-				for d := range st.Shape {
-					if uint64(got.Shape[d]) != st.Shape[d] {
-						t.Errorf("tensor %s shape %v, want %v", st.Name, got.Shape, st.Shape)
-					}
-				}
-				pt, _ := f.Tensor(st.Name)
 				abs := f.Header.DataOffset + pt.Offset
 				if abs%TensorAlign != 0 || (pt.Size >= LargeTensor && abs%PageAlign != 0) {
 					t.Errorf("tensor %s at %d (size %d) misaligned", st.Name, abs, pt.Size)
@@ -349,15 +344,16 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		for _, name := range pf.TensorNames() {
-			ti, ok := pf.LookupTensor(name)
+		for i := range pf.Tensors {
+			ti, ok := pf.Tensor(pf.Tensors[i].Name)
 			if !ok {
-				t.Fatalf("listed tensor %s not found", name)
+				t.Fatalf("listed tensor %s not found", pf.Tensors[i].Name)
 			}
 			if sz, _ := ti.Type.RowBytes(1); sz < 0 {
 				t.Fatal("impossible")
 			}
-			_ = ti.Data[len(ti.Data)-1]
+			data := pf.TensorData(ti)
+			_ = data[len(data)-1]
 		}
 		_ = pf.Verify()
 		for _, kv := range pf.KVs() {

@@ -10,14 +10,12 @@ import (
 	"math"
 	"os"
 	"runtime"
-	"sort"
 	"sync"
 	"syscall"
 	"unicode/utf8"
 
 	"github.com/corelm/corelm/pkg/formats/gguf"
 	"github.com/corelm/corelm/pkg/kernels"
-	"github.com/corelm/corelm/pkg/runtime/model"
 )
 
 // maxRank is ggml's GGML_MAX_DIMS.
@@ -65,8 +63,6 @@ type File struct {
 	dev    uint64
 	ino    uint64
 }
-
-var _ model.Source = (*File)(nil)
 
 // Open maps path read-only and parses it strictly. Close releases the
 // mapping. The file is opened without following a final symlink.
@@ -435,31 +431,6 @@ func (f *File) TensorData(t *Tensor) []byte {
 	return f.data[start : start+t.Size : start+t.Size]
 }
 
-// LookupTensor implements model.Source. Only LayoutGGML tensors can be
-// handed out as ggml-encoded data; others report not found until the
-// runtime learns their layouts.
-func (f *File) LookupTensor(name string) (model.TensorInfo, bool) {
-	t, ok := f.Tensor(name)
-	if !ok || t.Layout != LayoutGGML {
-		return model.TensorInfo{}, false
-	}
-	shape := make([]int, len(t.Shape))
-	for i, d := range t.Shape {
-		shape[i] = int(d)
-	}
-	return model.TensorInfo{Name: t.Name, Type: t.Type, Shape: shape, Data: f.TensorData(t)}, true
-}
-
-// TensorNames implements model.Source: every tensor name, sorted.
-func (f *File) TensorNames() []string {
-	names := make([]string, len(f.Tensors))
-	for i := range f.Tensors {
-		names[i] = f.Tensors[i].Name
-	}
-	sort.Strings(names)
-	return names
-}
-
 // KVs returns the metadata entries in file order.
 func (f *File) KVs() []gguf.KV { return f.meta.KVs }
 
@@ -469,7 +440,7 @@ func (f *File) Get(key string) (gguf.Value, bool) { return f.meta.Get(key) }
 // Annotation returns a value the packer recorded (see Options.Annotations).
 func (f *File) Annotation(key string) (string, bool) { return f.meta.String(AnnotationPrefix + key) }
 
-// Metadata accessors (model.Metadata).
+// Typed metadata accessors, as gguf.File has them.
 
 func (f *File) String(key string) (string, bool)      { return f.meta.String(key) }
 func (f *File) Uint(key string) (uint64, bool)        { return f.meta.Uint(key) }

@@ -5,12 +5,15 @@
 package model
 
 import (
+	"sort"
+
 	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/formats/pack"
 	"github.com/corelm/corelm/pkg/kernels"
 )
 
 // Metadata is read access to a model's key/value metadata. *gguf.File and
-// the packed file's manifest both provide it.
+// *pack.File (its manifest) both provide it.
 type Metadata interface {
 	String(key string) (string, bool)
 	Uint(key string) (uint64, bool)
@@ -35,7 +38,8 @@ type TensorInfo struct {
 type Source interface {
 	Metadata
 	LookupTensor(name string) (TensorInfo, bool)
-	// TensorNames lists the tensors in the order of the file's directory.
+	// TensorNames lists every tensor: in directory order for GGUF, sorted
+	// for packed files.
 	TensorNames() []string
 }
 
@@ -62,5 +66,35 @@ func (s ggufSource) TensorNames() []string {
 	for i := range s.File.Tensors {
 		names[i] = s.File.Tensors[i].Name
 	}
+	return names
+}
+
+// FromPack adapts a packed file to a Source. Tensor bytes stay in the file's
+// mapping. Only LayoutGGML tensors can be handed out as ggml-encoded data;
+// tensors in other layouts report not found until the runtime learns them.
+func FromPack(f *pack.File) Source { return packSource{f} }
+
+type packSource struct{ *pack.File }
+
+func (s packSource) LookupTensor(name string) (TensorInfo, bool) {
+	t, ok := s.File.Tensor(name)
+	if !ok || t.Layout != pack.LayoutGGML {
+		return TensorInfo{}, false
+	}
+	shape := make([]int, len(t.Shape))
+	for i, d := range t.Shape {
+		shape[i] = int(d)
+	}
+	return TensorInfo{Name: t.Name, Type: t.Type, Shape: shape, Data: s.File.TensorData(t)}, true
+}
+
+// TensorNames lists every tensor name, sorted (the directory is in data
+// order, which the packer chooses).
+func (s packSource) TensorNames() []string {
+	names := make([]string, len(s.File.Tensors))
+	for i := range s.File.Tensors {
+		names[i] = s.File.Tensors[i].Name
+	}
+	sort.Strings(names)
 	return names
 }

@@ -301,7 +301,7 @@ func openFile(path, id string, cfg modelConfig) (*entry, error) {
 			pf.Close()
 			return nil, err
 		}
-		return newEntry(id, pf.Header.Generation, pf, cfg, pf)
+		return newEntry(id, pf.Header.Generation, model.FromPack(pf), cfg, pf)
 	} else if !errors.Is(err, pack.ErrBadMagic) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -355,5 +355,5 @@ func openPublished(pm *corelmv1.PublishedModel, cfg modelConfig) (*entry, error)
 			cfg.kvType = kvcache.Q8_0
 		}
 	}
-	return newEntry(pm.GetModelId(), pm.GetGeneration(), pf, cfg, pf)
+	return newEntry(pm.GetModelId(), pm.GetGeneration(), model.FromPack(pf), cfg, pf)
 }

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"context"
@@ -331,7 +331,7 @@ func verifyPacked(path string) (pack.Header, error) {
 	if err := pf.Verify(); err != nil {
 		return pack.Header{}, err
 	}
-	_, err = runtime.Build(pf, model.Env{Pool: kernels.NewPool(1)})
+	_, err = runtime.Build(model.FromPack(pf), model.Env{Pool: kernels.NewPool(1)})
 	return pf.Header, err
 }
 

@@ -1,4 +1,9 @@
-package main
+// Package server is corelm's loader: the corelm.v1.LoaderService that
+// validates GGUF model files from a source directory, converts them to the
+// packed layout and publishes them in a shared-memory directory for
+// inference processes. The loader binary (services/loader) and
+// `corelm serve-all` run it.
+package server
 
 import (
 	"context"
@@ -65,9 +70,10 @@ type sourceID struct {
 	mtime    int64
 }
 
-// NewServer prepares the directories, removes leftovers of earlier runs and
-// re-announces the packed files already published.
-func NewServer(opts Options) (*Server, error) {
+// New prepares the directories and takes the shared-memory directory's
+// lock; Start then removes leftovers of earlier runs and re-announces the
+// packed files already published.
+func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}

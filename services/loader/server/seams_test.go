@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"context"
@@ -15,31 +15,32 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+	"github.com/corelm/corelm/services/loader/internal/loadertest"
 )
 
 // Tests that need a seam inside the server run it in-process.
 
 func TestFallocateENOSPC(t *testing.T) {
-	src, shm := sourceDir(t), t.TempDir()
+	src, shm := loadertest.SourceDir(t), t.TempDir()
 	c := inProcess(t, Options{SourceDir: src, ShmDir: shm, fallocate: func(int, uint32, int64, int64) error { return unix.ENOSPC }})
-	_, err := loadAll(t, c, &corelmv1.LoadModelRequest{ModelId: "stories", Path: "stories.gguf"})
-	wantCode(t, err, codes.ResourceExhausted, "reserving", "no space left on device")
-	if files := shmFiles(t, shm); len(files) != 0 {
+	_, err := loadertest.LoadAll(t, c, &corelmv1.LoadModelRequest{ModelId: "stories", Path: "stories.gguf"})
+	loadertest.WantCode(t, err, codes.ResourceExhausted, "reserving", "no space left on device")
+	if files := loadertest.ShmFiles(t, shm); len(files) != 0 {
 		t.Fatalf("files left: %v", files)
 	}
 }
 
 func TestSourceTruncatedWhileLoading(t *testing.T) {
-	src, shm := sourceDir(t), t.TempDir()
+	src, shm := loadertest.SourceDir(t), t.TempDir()
 	c := inProcess(t, Options{SourceDir: src, ShmDir: shm, afterValidate: func(string) {
 		// The file shrinks under the loader's mapping after validation.
 		if err := os.Truncate(filepath.Join(src, "tiny.gguf"), 1000); err != nil {
 			t.Error(err)
 		}
 	}})
-	_, err := loadAll(t, c, &corelmv1.LoadModelRequest{ModelId: "tiny", Path: "tiny.gguf"})
-	wantCode(t, err, codes.InvalidArgument, "tiny.gguf", "source file changed")
-	if files := shmFiles(t, shm); len(files) != 0 {
+	_, err := loadertest.LoadAll(t, c, &corelmv1.LoadModelRequest{ModelId: "tiny", Path: "tiny.gguf"})
+	loadertest.WantCode(t, err, codes.InvalidArgument, "tiny.gguf", "source file changed")
+	if files := loadertest.ShmFiles(t, shm); len(files) != 0 {
 		t.Fatalf("files left: %v", files)
 	}
 }
@@ -48,7 +49,7 @@ func TestSourceTruncatedWhileLoading(t *testing.T) {
 // validation: listing and loading another model proceed, and a second
 // request for the held model joins the first.
 func TestLoadsAreIndependentAndCoalesce(t *testing.T) {
-	src, shm := sourceDir(t), t.TempDir()
+	src, shm := loadertest.SourceDir(t), t.TempDir()
 	release := make(chan struct{})
 	entered := make(chan struct{}, 4)
 	var slowLoads atomic.Int32
@@ -106,10 +107,10 @@ func TestLoadsAreIndependentAndCoalesce(t *testing.T) {
 	if _, err := c.ListModels(ctx, &corelmv1.LoaderServiceListModelsRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	fast := mustLoad(t, c, "fast", "stories.gguf", false)
+	fast := loadertest.MustLoad(t, c, "fast", "stories.gguf", false)
 	// A different path for the model in flight is refused.
-	_, err := loadAll(t, c, &corelmv1.LoadModelRequest{ModelId: "slow", Path: "stories.gguf"})
-	wantCode(t, err, codes.Aborted, "tiny.gguf")
+	_, err := loadertest.LoadAll(t, c, &corelmv1.LoadModelRequest{ModelId: "slow", Path: "stories.gguf"})
+	loadertest.WantCode(t, err, codes.Aborted, "tiny.gguf")
 
 	close(release)
 	wg.Wait()
@@ -132,7 +133,7 @@ func TestLoadsAreIndependentAndCoalesce(t *testing.T) {
 
 // TestCancelledLoadLeavesNothing cancels the only request of a load.
 func TestCancelledLoadLeavesNothing(t *testing.T) {
-	src, shm := sourceDir(t), t.TempDir()
+	src, shm := loadertest.SourceDir(t), t.TempDir()
 	entered := make(chan struct{})
 	release := make(chan struct{})
 	var once sync.Once
@@ -153,12 +154,12 @@ func TestCancelledLoadLeavesNothing(t *testing.T) {
 	for err == nil {
 		_, err = stream.Recv()
 	}
-	wantCode(t, err, codes.Canceled)
+	loadertest.WantCode(t, err, codes.Canceled)
 	close(release)
 	// The load notices the cancellation and cleans up; a later load of
 	// the same model works.
-	m := mustLoad(t, c, "m", "tiny.gguf", false)
-	if files := shmFiles(t, shm); len(files) != 1 || files[0] != filepath.Base(m.GetPath()) {
+	m := loadertest.MustLoad(t, c, "m", "tiny.gguf", false)
+	if files := loadertest.ShmFiles(t, shm); len(files) != 1 || files[0] != filepath.Base(m.GetPath()) {
 		t.Errorf("directory holds %v", files)
 	}
 }
@@ -166,7 +167,7 @@ func TestCancelledLoadLeavesNothing(t *testing.T) {
 // TestHealthNotServingUntilReady: the health service starts NOT_SERVING;
 // serve flips it once the shared-memory directory has been scanned.
 func TestHealthNotServingUntilReady(t *testing.T) {
-	gs, hs := newGRPCServer(slog.New(slog.DiscardHandler))
+	gs, hs := NewGRPCServer(slog.New(slog.DiscardHandler))
 	defer gs.Stop()
 	for _, svc := range []string{"", corelmv1.LoaderService_ServiceDesc.ServiceName} {
 		resp, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"io"
@@ -42,7 +42,7 @@ func benchShm(b *testing.B) string {
 // checksums and source digest, fsync, read-back verification, rename.
 func BenchmarkLoadPackPublish(b *testing.B) {
 	src, _, size := benchSource(b)
-	s, err := NewServer(Options{SourceDir: src, ShmDir: benchShm(b), Logger: slog.New(slog.DiscardHandler)})
+	s, err := New(Options{SourceDir: src, ShmDir: benchShm(b), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

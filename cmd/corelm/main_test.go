@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/corelm/corelm/models"
+	"github.com/corelm/corelm/pkg/formats/gguf"
+)
+
+// asCLI makes the test binary run as corelm when it is started by
+// corelm(): the commands then run as a real process (exit status, signals,
+// standard streams), with no separate build.
+const asCLI = "CORELM_TEST_RUN_AS_CLI"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asCLI) == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// cli returns the command that runs corelm with args.
+func cli(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), asCLI+"=1")
+	return cmd
+}
+
+// corelm runs corelm with args to the end.
+func corelm(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := cli(t.Context(), args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+func TestTokenize(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		// BOS, then the text's ids; exactly one newline after them.
+		{"embedded", []string{"tokenize", "--text", "Once upon a time"}, "1 403 407 261 378\n"},
+		{"no-bos", []string{"tokenize", "--no-bos", "--text", "Once upon a time"}, "403 407 261 378\n"},
+		// detokenize prints the text exactly: no newline is added.
+		{"detokenize", []string{"detokenize", "--ids", "403 407 261 378"}, "Once upon a time"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := corelm(t, tt.args...)
+			if code != 0 || out != tt.want {
+				t.Fatalf("corelm %s: exit %d, stdout %q, want %q\nstderr: %s", strings.Join(tt.args, " "), code, out, tt.want, errOut)
+			}
+		})
+	}
+}
+
+// TestInspectCorrupted: a truncated model is refused with the validator's
+// own message and a non-zero exit status.
+func TestInspectCorrupted(t *testing.T) {
+	bad := models.Stories260K[:len(models.Stories260K)*3/4]
+	_, want := gguf.Parse(bad)
+	if want == nil {
+		t.Fatal("the validator accepts the truncated model")
+	}
+	path := filepath.Join(t.TempDir(), "truncated.gguf")
+	if err := os.WriteFile(path, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := corelm(t, "inspect", path)
+	if code == 0 {
+		t.Fatalf("exit 0 for a truncated model; stdout:\n%s", out)
+	}
+	// The file-opening path prefixes the path; the rest is the validator's.
+	if msg := strings.TrimPrefix(want.Error(), "gguf: "); !strings.Contains(errOut, msg) {
+		t.Errorf("stderr %q does not carry the validator's message %q", errOut, msg)
+	}
+}
+
+// TestEvalWritesLogits: eval writes n_tokens × n_vocab little-endian
+// float32s.
+func TestEvalWritesLogits(t *testing.T) {
+	g, err := gguf.Parse(models.Stories260K)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vocab, ok := g.Strings("tokenizer.ggml.tokens")
+	if !ok {
+		t.Fatal("no vocabulary")
+	}
+	ids := []string{"1", "403", "407", "261", "378"}
+	path := filepath.Join(t.TempDir(), "logits.f32")
+	if out, errOut, code := corelm(t, "eval", "--tokens", strings.Join(ids, " "), "--logits-out", path); code != 0 {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := len(ids) * len(vocab) * 4; len(b) != want {
+		t.Fatalf("%d bytes of logits, want %d × %d × 4 = %d", len(b), len(ids), len(vocab), want)
+	}
+	for i := 0; i < len(b); i += 4 {
+		if x := math.Float32frombits(binary.LittleEndian.Uint32(b[i:])); math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			t.Fatalf("logit %d is %v", i/4, x)
+		}
+	}
+}
+
+// TestUsageErrors: mistakes in the command line exit with status 2 and say
+// what is wrong, before anything starts.
+func TestUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"model without source dir", []string{"serve-all", "--model", "m=m.gguf"}, "--model needs --source-dir"},
+		{"model outside source dir", []string{"serve-all", "--source-dir", dir, "--model", "m=/etc/passwd"}, "must be inside --source-dir"},
+		{"bad model id", []string{"serve-all", "--source-dir", dir, "--model", "../m=m.gguf"}, "model_id"},
+		{"nothing to serve", []string{"serve-all", "--listen", "127.0.0.1:0", "--source-dir", dir}, "nothing to serve"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errOut, code := corelm(t, tt.args...)
+			if code != 2 || !strings.Contains(errOut, tt.want) {
+				t.Errorf("exit %d, stderr %q; want 2 and %q", code, errOut, tt.want)
+			}
+		})
+	}
+}

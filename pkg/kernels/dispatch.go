@@ -1,0 +1,117 @@
+package kernels
+
+import (
+	"os"
+	"strings"
+)
+
+// Kernel tiers. The pure-Go reference (dot.go, dotq_*.go) is always present
+// and is the oracle of the tests; on amd64 the generated assembly in
+// dot_amd64.s adds two tiers. The tier is chosen once, when the package is
+// initialised, from the CPU's features (golang.org/x/sys/cpu), capped by the
+// environment variable CORELM_KERNELS:
+//
+//	CORELM_KERNELS=generic   the reference path only (also: purego)
+//	CORELM_KERNELS=avx2      at most the AVX2+FMA+F16C kernels
+//	CORELM_KERNELS=avx512    at most the AVX-512 BW/VL + VNNI kernels (the default cap)
+//
+// The purego build tag compiles the assembly out. Dispatch is coarse: the
+// kernel is looked up once per row (DotQ) or per row range (MatMul), never
+// per block.
+//
+// Numerics: the integer sums of every assembly kernel equal the reference's
+// exactly. The float accumulation follows ggml's AVX2 order rather than its
+// scalar one (eight float32 lanes, lane l collecting the 4-element products
+// l of each 32-byte chunk, one fused multiply-add per lane per block, the
+// lanes added pairwise at the end), so results differ from the reference in
+// the last bits (see dot_x86order_test.go for the exact model and the bound)
+// and are identical across the assembly tiers, and between the one-row and
+// multi-row kernels. Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 run in assembly; the other
+// types keep the reference. Two caveats: the Q8_0/Q4_0 kernels use ggml's
+// sign trick, exact for every activation Quantize can produce (never -128);
+// the F16 dots sum the same float32 products in float64 in another order
+// (within one float32 ulp plus 2⁻⁴⁰·Σ|w·x| of the reference). The Q8_K
+// encoder writes the reference's bytes for finite input.
+
+// Tier identifies a set of kernel implementations.
+type Tier int
+
+const (
+	TierGeneric Tier = iota // pure Go
+	TierAVX2                // AVX2 + FMA + F16C
+	TierAVX512              // AVX-512 F/BW/VL + VNNI
+)
+
+func (t Tier) String() string {
+	switch t {
+	case TierGeneric:
+		return "generic"
+	case TierAVX2:
+		return "avx2"
+	case TierAVX512:
+		return "avx512"
+	}
+	return "Tier(?)"
+}
+
+// kernelSet holds one tier's fast kernels; a nil entry means the reference.
+// The row kernels take one weight row and its encoded activation row, with
+// lengths already checked. The rows kernels compute rowsN dots of one
+// weight row with the activation rows xq[0:], xq[xrb:], ... into out[0],
+// out[ostride], ..., exactly as rowsN calls of the row kernel would.
+type kernelSet struct {
+	tier    Tier
+	q4K     func(w, xq []byte) float32
+	q5K     func(w, xq []byte) float32
+	q6K     func(w, xq []byte) float32
+	q8_0    func(w, xq []byte) float32
+	q4_0    func(w, xq []byte) float32
+	rowsQ4K func(w, xq []byte, xrb int, out []float32, ostride int)
+	rowsQ5K func(w, xq []byte, xrb int, out []float32, ostride int)
+	rowsQ6K func(w, xq []byte, xrb int, out []float32, ostride int)
+	rowsN   int
+
+	quantQ8K func(src []float32, dst []byte) // whole blocks, lengths checked
+	f16F32   func(w []byte, x []float32) float32
+	f16F16   func(w, x []byte) float32
+}
+
+var genericKernels = &kernelSet{tier: TierGeneric}
+
+// kern is the active kernel set. It is written only at initialisation and by
+// tests (useTier), never while kernels run.
+var kern = pickKernels(os.Getenv("CORELM_KERNELS"))
+
+// ActiveTier reports the kernel tier in use.
+func ActiveTier() Tier { return kern.tier }
+
+// pickKernels returns the best tier the CPU supports, capped by env.
+func pickKernels(env string) *kernelSet {
+	limit := TierAVX512
+	switch strings.ToLower(strings.TrimSpace(env)) {
+	case "generic", "purego", "go":
+		limit = TierGeneric
+	case "avx2":
+		limit = TierAVX2
+	}
+	best := genericKernels
+	for _, k := range hostKernels() {
+		if k.tier <= limit && k.tier > best.tier {
+			best = k
+		}
+	}
+	return best
+}
+
+// The assembly kernels leave ggml's AVX2 accumulators in acc: eight float32
+// lanes and, for the formats with a minimum, four more. These reduce them in
+// ggml's order (hsum_float_8, then the min lanes pairwise).
+
+func hsum8(a *[8]float32) float32 {
+	return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+// hsumQ4K also serves Q5_K.
+func hsumQ4K(a *[12]float32) float32 {
+	return hsum8((*[8]float32)(a[:8])) + ((a[8] + a[10]) + (a[9] + a[11]))
+}

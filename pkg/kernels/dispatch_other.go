@@ -1,0 +1,7 @@
+//go:build purego || !amd64
+
+package kernels
+
+func hostKernels() []*kernelSet { return nil }
+
+func sumU64(b []byte) uint64 { return sumU64Generic(b) }

@@ -1,0 +1,235 @@
+//go:build !purego
+
+package kernels
+
+import "golang.org/x/sys/cpu"
+
+//go:generate sh -c "cd ../../internal/asmgen && go run . -out ../../pkg/kernels/dot_amd64.s -stubs ../../pkg/kernels/dot_amd64_stubs.go -pkg kernels"
+
+var (
+	avx2Kernels = &kernelSet{
+		tier:    TierAVX2,
+		q4K:     dotQ4KAsm2,
+		q5K:     dotQ5KAsm2,
+		q6K:     dotQ6KAsm,
+		q8_0:    dotQ8_0Asm,
+		q4_0:    dotQ4_0Asm,
+		rowsQ4K: rowsQ4KAsm2,
+		rowsQ6K: rowsQ6KAsm2,
+		rowsN:   4,
+
+		quantQ8K: quantQ8KAsm,
+		f16F32:   dotF16F32Asm,
+		f16F16:   dotF16F16Asm,
+	}
+	avx512Kernels = &kernelSet{
+		tier:    TierAVX512,
+		q4K:     dotQ4KAsm512,
+		q5K:     dotQ5KAsm512,
+		q6K:     dotQ6KAsm512,
+		q8_0:    dotQ8_0Asm,
+		q4_0:    dotQ4_0Asm,
+		rowsQ4K: rowsQ4KAsm512,
+		rowsQ6K: rowsQ6KAsm512,
+		rowsQ5K: rowsQ5KAsm512,
+		rowsN:   8,
+
+		quantQ8K: quantQ8KAsm,
+		f16F32:   dotF16F32Asm,
+		f16F16:   dotF16F16Asm,
+	}
+)
+
+func hostKernels() []*kernelSet {
+	x := &cpu.X86
+	var ks []*kernelSet
+	if x.HasAVX2 && x.HasFMA && x.HasF16C {
+		ks = append(ks, avx2Kernels)
+		if x.HasAVX512F && x.HasAVX512BW && x.HasAVX512VL && x.HasAVX512DQ && x.HasAVX512VNNI {
+			ks = append(ks, avx512Kernels)
+		}
+	}
+	return ks
+}
+
+// The wrappers below call the assembly directly (not through a function
+// value) so that their accumulators stay on the stack.
+
+func dotQ4KAsm2(w, xq []byte) float32 {
+	var acc [12]float32
+	if nb := len(w) / 144; nb > 0 {
+		_ = xq[nb*q8KBytes-1]
+		dotQ4KAVX2(&w[0], &xq[0], nb, &acc)
+	}
+	return hsumQ4K(&acc)
+}
+
+func dotQ4KAsm512(w, xq []byte) float32 {
+	var acc [12]float32
+	if nb := len(w) / 144; nb > 0 {
+		_ = xq[nb*q8KBytes-1]
+		dotQ4KAVX512(&w[0], &xq[0], nb, &acc)
+	}
+	return hsumQ4K(&acc)
+}
+
+func dotQ5KAsm2(w, xq []byte) float32 {
+	var acc [12]float32
+	if nb := len(w) / 176; nb > 0 {
+		_ = xq[nb*q8KBytes-1]
+		dotQ5KAVX2(&w[0], &xq[0], nb, &acc)
+	}
+	return hsumQ4K(&acc)
+}
+
+func dotQ5KAsm512(w, xq []byte) float32 {
+	var acc [12]float32
+	if nb := len(w) / 176; nb > 0 {
+		_ = xq[nb*q8KBytes-1]
+		dotQ5KAVX512(&w[0], &xq[0], nb, &acc)
+	}
+	return hsumQ4K(&acc)
+}
+
+func rowsQ4KAsm2(w, xq []byte, xrb int, out []float32, ostride int) {
+	var acc [48]float32
+	if nb := len(w) / 144; nb > 0 {
+		_ = xq[3*xrb+nb*q8KBytes-1] // all four rows are in bounds
+		dotQ4KRows4AVX2(&w[0], &xq[0], xrb, nb, &acc)
+	}
+	_ = out[3*ostride]
+	for r := range 4 {
+		out[r*ostride] = hsumQ4K((*[12]float32)(acc[12*r : 12*r+12]))
+	}
+}
+
+func rowsQ4KAsm512(w, xq []byte, xrb int, out []float32, ostride int) {
+	var acc [128]float32
+	if nb := len(w) / 144; nb > 0 {
+		_ = xq[7*xrb+nb*q8KBytes-1]
+		dotQ4KRows8AVX512(&w[0], &xq[0], xrb, nb, &acc)
+	}
+	rows8Sums(&acc, out, ostride)
+}
+
+func rowsQ5KAsm512(w, xq []byte, xrb int, out []float32, ostride int) {
+	var acc [128]float32
+	if nb := len(w) / 176; nb > 0 {
+		_ = xq[7*xrb+nb*q8KBytes-1]
+		dotQ5KRows8AVX512(&w[0], &xq[0], xrb, nb, &acc)
+	}
+	rows8Sums(&acc, out, ostride)
+}
+
+// rows8Sums reduces the avx512 rows kernels' accumulators (16 per row: 8
+// lanes, 4 min lanes, 4 zeros).
+func rows8Sums(acc *[128]float32, out []float32, ostride int) {
+	_ = out[7*ostride]
+	for r := range 8 {
+		out[r*ostride] = hsumQ4K((*[12]float32)(acc[16*r : 16*r+12]))
+	}
+}
+
+func dotQ6KAsm(w, xq []byte) float32 {
+	var acc [8]float32
+	if nb := len(w) / 210; nb > 0 {
+		_ = xq[nb*q8KBytes-1]
+		dotQ6KAVX2(&w[0], &xq[0], nb, &acc)
+	}
+	return hsum8(&acc)
+}
+
+func dotQ6KAsm512(w, xq []byte) float32 {
+	var acc [8]float32
+	if nb := len(w) / 210; nb > 0 {
+		_ = xq[nb*q8KBytes-1]
+		dotQ6KAVX512(&w[0], &xq[0], 0, nb, &acc)
+	}
+	return hsum8(&acc)
+}
+
+func rowsQ6KAsm2(w, xq []byte, xrb int, out []float32, ostride int) {
+	var acc [32]float32
+	if nb := len(w) / 210; nb > 0 {
+		_ = xq[3*xrb+nb*q8KBytes-1]
+		dotQ6KRows4AVX2(&w[0], &xq[0], xrb, nb, &acc)
+	}
+	_ = out[3*ostride]
+	for r := range 4 {
+		out[r*ostride] = hsum8((*[8]float32)(acc[8*r : 8*r+8]))
+	}
+}
+
+func rowsQ6KAsm512(w, xq []byte, xrb int, out []float32, ostride int) {
+	var acc [64]float32
+	if nb := len(w) / 210; nb > 0 {
+		_ = xq[7*xrb+nb*q8KBytes-1]
+		dotQ6KRows8AVX512(&w[0], &xq[0], xrb, nb, &acc)
+	}
+	_ = out[7*ostride]
+	for r := range 8 {
+		out[r*ostride] = hsum8((*[8]float32)(acc[8*r : 8*r+8]))
+	}
+}
+
+func dotQ8_0Asm(w, xq []byte) float32 {
+	var acc [8]float32
+	if nb := len(w) / 34; nb > 0 {
+		_ = xq[nb*q8_0Bytes-1]
+		dotQ8_0AVX2(&w[0], &xq[0], nb, &acc)
+	}
+	return hsum8(&acc)
+}
+
+func dotQ4_0Asm(w, xq []byte) float32 {
+	var acc [8]float32
+	if nb := len(w) / 18; nb > 0 {
+		_ = xq[nb*q8_0Bytes-1]
+		dotQ4_0AVX2(&w[0], &xq[0], nb, &acc)
+	}
+	return hsum8(&acc)
+}
+
+func quantQ8KAsm(src []float32, dst []byte) {
+	if nb := len(src) / QK_K; nb > 0 {
+		_ = dst[nb*q8KBytes-1]
+		quantQ8KAVX2(&src[0], &dst[0], nb)
+	}
+}
+
+// The F16 dots run the assembly over the first n&^15 elements and finish
+// the sum with the reference loop.
+
+func dotF16F32Asm(w []byte, x []float32) float32 {
+	n := len(x) &^ 15
+	var sum float64
+	if n > 0 {
+		_ = w[2*n-1]
+		sum = dotF16F32AVX2(&w[0], &x[0], n)
+	}
+	for i := n; i < len(x); i++ {
+		sum += float64(F16ToF32(uint16(w[2*i])|uint16(w[2*i+1])<<8) * x[i])
+	}
+	return float32(sum)
+}
+
+func dotF16F16Asm(w, x []byte) float32 {
+	n := len(w) / 2 &^ 15
+	var sum float64
+	if n > 0 {
+		_ = x[2*n-1]
+		sum = dotF16F16AVX2(&w[0], &x[0], n)
+	}
+	for i := 2 * n; i+2 <= len(w); i += 2 {
+		sum += float64(F16ToF32(uint16(w[i])|uint16(w[i+1])<<8) * F16ToF32(uint16(x[i])|uint16(x[i+1])<<8))
+	}
+	return float32(sum)
+}
+
+func sumU64(b []byte) uint64 {
+	if !cpu.X86.HasAVX2 || len(b) < 128 {
+		return sumU64Generic(b)
+	}
+	n := len(b) &^ 127
+	return sumU64AVX2(&b[0], n) + sumU64Generic(b[n:])
+}

@@ -1,0 +1,82 @@
+package runtime_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/corelm/corelm/models"
+	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/formats/pack"
+	"github.com/corelm/corelm/pkg/formats/pack/packtest"
+	"github.com/corelm/corelm/pkg/kernels"
+	"github.com/corelm/corelm/pkg/runtime"
+	"github.com/corelm/corelm/pkg/runtime/model"
+)
+
+// TestOpenPacked opens the packed form of each model with runtime.Open: it
+// must be recognised by its magic, seen through model.FromPack exactly as
+// model.FromGGUF sees the source, and build the same configuration.
+func TestOpenPacked(t *testing.T) {
+	tiny, err := packtest.Tiny.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := model.Env{Pool: kernels.NewPool(1)}
+	tests := []struct {
+		name string
+		src  []byte
+	}{
+		{"stories260K", models.Stories260K},
+		{"tiny-quantized", tiny},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, err := gguf.Parse(tt.src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := runtime.Build(model.FromGGUF(g), env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			packed, err := pack.Bytes(context.Background(), g, pack.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "m"+pack.Ext)
+			if err := os.WriteFile(path, packed, 0o444); err != nil {
+				t.Fatal(err)
+			}
+			l, err := runtime.Open(path, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if l.Packed == nil {
+				t.Fatal("runtime.Open did not take the packed path")
+			}
+			if *l.Model.Config() != *want.Config() {
+				t.Errorf("config from packed file %+v, from GGUF %+v", l.Model.Config(), want.Config())
+			}
+			src := model.FromGGUF(g)
+			names := l.Source.TensorNames()
+			if !slices.IsSorted(names) || len(names) != len(g.Tensors) {
+				t.Fatalf("packed source lists %d tensors (sorted: %v), GGUF has %d", len(names), slices.IsSorted(names), len(g.Tensors))
+			}
+			for _, name := range src.TensorNames() {
+				w, _ := src.LookupTensor(name)
+				got, ok := l.Source.LookupTensor(name)
+				if !ok || got.Type != w.Type || !slices.Equal(got.Shape, w.Shape) || !bytes.Equal(got.Data, w.Data) {
+					t.Errorf("tensor %s: packed %s %v, GGUF %s %v", name, got.Type, got.Shape, w.Type, w.Shape)
+				}
+			}
+			if _, ok := l.Source.LookupTensor("no.such.tensor"); ok {
+				t.Error("a missing tensor was found")
+			}
+		})
+	}
+}
