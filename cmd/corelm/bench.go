@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,6 +47,7 @@ func runBench(ctx context.Context, args []string) error {
 	reps := fs.Int("reps", 3, "repetitions (the median is reported)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	kvType := fs.String("kv-type", "f16", "KV cache type: f16 or q8_0")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed runs to this file")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
@@ -78,6 +80,16 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	// One untimed warm-up pass faults the weights in (they are mmapped).
 	for r := -1; r < *reps; r++ {
+		if r == 0 && *cpuProfile != "" {
+			pf, err := os.Create(*cpuProfile)
+			if err != nil {
+				return err
+			}
+			if err := pprof.StartCPUProfile(pf); err != nil {
+				return err
+			}
+			defer func() { pprof.StopCPUProfile(); pf.Close() }()
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}

@@ -69,7 +69,7 @@ type dtypeInfo struct {
 
 // dtypes lists every type a GGUF file may carry, with its block geometry.
 // A type missing here is unknown and rejected by the validator.
-var dtypes = map[DType]dtypeInfo{
+var dtypeTable = map[DType]dtypeInfo{
 	F32:     {"F32", 1, 4},
 	F16:     {"F16", 1, 2},
 	Q4_0:    {"Q4_0", 32, 2 + 16},
@@ -104,17 +104,33 @@ var dtypes = map[DType]dtypeInfo{
 	MXFP4:   {"MXFP4", 32, 1 + 16},
 }
 
+// dtypes is dtypeTable as an array: RowBytes and friends run once per row in
+// the hot loops, where a map lookup shows in profiles.
+var dtypes = func() (a [64]dtypeInfo) {
+	for t, info := range dtypeTable {
+		a[t] = info
+	}
+	return a
+}()
+
+func lookup(t DType) (dtypeInfo, bool) {
+	if int(t) >= len(dtypes) || dtypes[t].blockSize == 0 {
+		return dtypeInfo{}, false
+	}
+	return dtypes[t], true
+}
+
 // Known reports whether t is a ggml type this build knows the geometry of.
-func (t DType) Known() bool { _, ok := dtypes[t]; return ok }
+func (t DType) Known() bool { _, ok := lookup(t); return ok }
 
 // BlockSize is the number of elements one block of t holds.
-func (t DType) BlockSize() int { return dtypes[t].blockSize }
+func (t DType) BlockSize() int { info, _ := lookup(t); return info.blockSize }
 
 // BlockBytes is the encoded size of one block of t.
-func (t DType) BlockBytes() int { return dtypes[t].blockBytes }
+func (t DType) BlockBytes() int { info, _ := lookup(t); return info.blockBytes }
 
 func (t DType) String() string {
-	if info, ok := dtypes[t]; ok {
+	if info, ok := lookup(t); ok {
 		return info.name
 	}
 	return fmt.Sprintf("DType(%d)", uint32(t))
@@ -122,7 +138,7 @@ func (t DType) String() string {
 
 // ParseDType maps a ggml type name ("Q4_K", "f16", ...) to its DType.
 func ParseDType(name string) (DType, bool) {
-	for t, info := range dtypes {
+	for t, info := range dtypeTable {
 		if strings.EqualFold(info.name, name) {
 			return t, true
 		}
@@ -133,7 +149,7 @@ func ParseDType(name string) (DType, bool) {
 // RowBytes is the encoded size of n elements of t. ok is false when n is not
 // a whole number of blocks or t is unknown.
 func (t DType) RowBytes(n int) (size int, ok bool) {
-	info, known := dtypes[t]
+	info, known := lookup(t)
 	if !known || n < 0 || n%info.blockSize != 0 {
 		return 0, false
 	}

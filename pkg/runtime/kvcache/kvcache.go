@@ -252,6 +252,18 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 	}
 	kernels.Softmax(scores)
 	clear(out[:hd])
+	if c.dt == kernels.F16 {
+		// The common case, fused: out += w·v with v widened in place.
+		o := out[:hd]
+		for i, w := range scores {
+			off := ((lo+i)%lc.slots)*c.row + kvh*c.head
+			v := lc.v[off : off+2*hd]
+			for j := range o {
+				o[j] += w * kernels.F16ToF32(uint16(v[2*j])|uint16(v[2*j+1])<<8)
+			}
+		}
+		return
+	}
 	for i, w := range scores {
 		off := ((lo+i)%lc.slots)*c.row + kvh*c.head
 		kernels.Dequantize(c.dt, lc.v[off:off+c.head], vrow)
