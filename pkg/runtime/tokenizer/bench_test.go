@@ -56,24 +56,3 @@ func BenchmarkEncode(b *testing.B) {
 		})
 	}
 }
-
-// TestEncodeSpeed is the benchmark's floor as a test: Llama-3 must tokenize
-// the mixed text at 1 MB/s or better even on a busy machine.
-func TestEncodeSpeed(t *testing.T) {
-	if testing.Short() {
-		t.Skip("timing test")
-	}
-	text := benchText(100 << 10)
-	tok := loadVocab(t, "llama-bpe")
-	res := testing.Benchmark(func(b *testing.B) {
-		b.SetBytes(int64(len(text)))
-		for b.Loop() {
-			tok.Encode(text, EncodeOptions{AddBOS: BOSNone})
-		}
-	})
-	mbs := float64(res.Bytes) * float64(res.N) / res.T.Seconds() / 1e6
-	t.Logf("llama-bpe: %.1f MB/s", mbs)
-	if mbs < 1 {
-		t.Errorf("llama-bpe encodes at %.2f MB/s, want >= 1", mbs)
-	}
-}
