@@ -1,9 +1,14 @@
 package server
 
 import (
+	"os"
+	"path/filepath"
+
 	"context"
 	"errors"
 	"fmt"
+	"github.com/corelm/corelm/pkg/runtime/quantize"
+	"github.com/corelm/corelm/pkg/runtime/synth"
 	"io"
 	"net"
 	"runtime"
@@ -59,6 +64,12 @@ func TestToStatus(t *testing.T) {
 // serveInProcess runs Serve on a loopback listener with the embedded model.
 func serveInProcess(t *testing.T, opts Options) (corelmv1.InferenceServiceClient, func()) {
 	t.Helper()
+	return serveFile(t, opts, EmbeddedModel, "")
+}
+
+// serveFile serves one model file in process.
+func serveFile(t *testing.T, opts Options, file, id string) (corelmv1.InferenceServiceClient, func()) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +78,7 @@ func serveInProcess(t *testing.T, opts Options) (corelmv1.InferenceServiceClient
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- Serve(ctx, lis, Config{Options: opts, ModelFile: EmbeddedModel, Grace: 30 * time.Second, Ready: func() { close(ready) }})
+		done <- Serve(ctx, lis, Config{Options: opts, ModelFile: file, ModelID: id, Grace: 30 * time.Second, Ready: func() { close(ready) }})
 	}()
 	select {
 	case <-ready:
@@ -94,21 +105,56 @@ func serveInProcess(t *testing.T, opts Options) (corelmv1.InferenceServiceClient
 func TestLoad(t *testing.T) {
 	before := runtime.NumGoroutine()
 	client, stop := serveInProcess(t, Options{Threads: 1, MaxSeqs: 4, MaxQueue: 8})
+	completed, refused := loadStreams(t, client, "stories", 32, func(i int) int32 { return int32(20 + i) })
+	if completed+refused != 32 || completed < 12 {
+		t.Errorf("%d completed + %d refused of 32", completed, refused)
+	}
+	stop()
+	checkNoLeak(t, before)
+}
+
+// TestLoadLargerModel runs 4 concurrent streams of a synthetic model 40×
+// the size of the stories model (a 4-layer, 256-wide Llama in Q4_K_M).
+func TestLoadLargerModel(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tiny.gguf")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme, _ := quantize.ParseScheme("Q4_K_M")
+	if _, err := synth.Write(f, synth.Presets["tiny-llama"], "tiny", scheme, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	client, stop := serveFile(t, Options{Threads: 2, MaxSeqs: 4, MaxQueue: 4}, path, "tiny")
+	completed, refused := loadStreams(t, client, "tiny", 4, func(int) int32 { return 24 })
+	if completed != 4 || refused != 0 {
+		t.Errorf("%d completed, %d refused of 4 (all fit the 4 slots)", completed, refused)
+	}
+	stop()
+	checkNoLeak(t, before)
+}
+
+// loadStreams runs n concurrent GenerateStream calls on model and checks
+// that each completes with exact usage or is refused with ResourceExhausted.
+func loadStreams(t *testing.T, client corelmv1.InferenceServiceClient, model string, n int, maxTokens func(i int) int32) (completed, refused int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	const n = 32
 	var (
-		wg                 sync.WaitGroup
-		mu                 sync.Mutex
-		completed, refused int
+		wg sync.WaitGroup
+		mu sync.Mutex
 	)
 	for i := range n {
 		wg.Go(func() {
 			temp := float32(0.7)
 			seed := uint64(i)
-			maxTok := int32(20 + i)
+			maxTok := maxTokens(i)
 			stream, err := client.GenerateStream(ctx, &corelmv1.GenerateStart{
-				ModelId: "stories", Prompt: &corelmv1.GenerateStart_TokenIds{TokenIds: &corelmv1.TokenIds{Ids: []int32{1, 403, 407}}},
+				ModelId: model, Prompt: &corelmv1.GenerateStart_TokenIds{TokenIds: &corelmv1.TokenIds{Ids: []int32{1, 403, 407}}},
 				MaxTokens: maxTok, Sampling: &corelmv1.SamplingParams{Temperature: &temp, Seed: &seed},
 				StopTokenIds: []int32{},
 			})
@@ -148,11 +194,13 @@ func TestLoad(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	t.Logf("%d completed, %d refused", completed, refused)
-	if completed+refused != n || completed < 12 {
-		t.Errorf("%d completed + %d refused of %d", completed, refused, n)
-	}
-	stop()
+	t.Logf("%s: %d completed, %d refused", model, completed, refused)
+	return completed, refused
+}
+
+// checkNoLeak waits (bounded) for the goroutine count to fall back to before.
+func checkNoLeak(t *testing.T, before int) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for runtime.NumGoroutine() > before {
 		if time.Now().After(deadline) {
