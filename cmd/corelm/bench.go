@@ -24,6 +24,7 @@ import (
 type benchReport struct {
 	Model           string    `json:"model"`
 	Threads         int       `json:"threads"`
+	Seqs            int       `json:"seqs"`
 	KernelTier      string    `json:"kernel_tier"`
 	PromptTokens    int       `json:"prompt_tokens"`
 	GenTokens       int       `json:"gen_tokens"`
@@ -48,11 +49,12 @@ func runBench(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	kvType := fs.String("kv-type", "f16", "KV cache type: f16 or q8_0")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed runs to this file")
+	seqs := fs.Int("seqs", 1, "sequences decoded together in one batch (continuous batching); decode_tok_s is their aggregate")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
-	if *p < 1 || *g < 1 || *reps < 1 {
-		return usagef("--prompt-tokens, --gen-tokens and --reps must be ≥ 1")
+	if *p < 1 || *g < 1 || *reps < 1 || *seqs < 1 {
+		return usagef("--prompt-tokens, --gen-tokens, --reps and --seqs must be ≥ 1")
 	}
 	kt, err := kvcache.ParseType(*kvType)
 	if err != nil {
@@ -68,7 +70,7 @@ func runBench(ctx context.Context, args []string) error {
 	defer l.Close()
 	m := l.Model
 	cfg := m.Config()
-	rep := benchReport{Model: *path, Threads: *threads, KernelTier: kernels.ActiveTier().String(), PromptTokens: *p, GenTokens: *g, Reps: *reps, GoVersion: runtime.Version()}
+	rep := benchReport{Model: *path, Threads: *threads, Seqs: *seqs, KernelTier: kernels.ActiveTier().String(), PromptTokens: *p, GenTokens: *g, Reps: *reps, GoVersion: runtime.Version()}
 	if rep.Model == "" {
 		rep.Model = "stories260K (embedded)"
 	}
@@ -93,21 +95,33 @@ func runBench(ctx context.Context, args []string) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		st, err := m.NewState(model.StateOptions{Context: *p + *g + 1, KVType: kt, Chunk: *p})
-		if err != nil {
-			return err
+		// Each sequence gets its own prompt prefill (timed together: prefill
+		// tok/s counts every sequence's prompt), then all decode in one batch
+		// per step.
+		b := &model.Batch{}
+		for i := 0; i < *seqs; i++ {
+			st, err := m.NewState(model.StateOptions{Context: *p + *g + 1, KVType: kt, Chunk: *p})
+			if err != nil {
+				return err
+			}
+			b.Seqs = append(b.Seqs, model.SeqBatch{State: st})
 		}
-		b := &model.Batch{Seqs: []model.SeqBatch{{State: st, Tokens: prompt, Logits: 1}}}
 		t0 := time.Now()
-		if err := m.Forward(b); err != nil {
-			return err
+		for i := range b.Seqs {
+			one := &model.Batch{Seqs: []model.SeqBatch{{State: b.Seqs[i].State, Tokens: prompt, Logits: 1}}}
+			if err := m.Forward(one); err != nil {
+				return err
+			}
+			b.Seqs[i].Out = one.Seqs[0].Out
 		}
 		prefill := time.Since(t0)
-		var tok [1]int32
+		toks := make([]int32, *seqs)
 		t0 = time.Now()
 		for i := 0; i < *g; i++ {
-			tok[0] = sample.Argmax(b.Seqs[0].Out[:cfg.Vocab])
-			b.Seqs[0].Tokens, b.Seqs[0].Logits = tok[:], 1
+			for j := range b.Seqs {
+				toks[j] = sample.Argmax(b.Seqs[j].Out[:cfg.Vocab])
+				b.Seqs[j].Tokens, b.Seqs[j].Logits = toks[j:j+1], 1
+			}
 			if err := m.Forward(b); err != nil {
 				return err
 			}
@@ -116,8 +130,8 @@ func runBench(ctx context.Context, args []string) error {
 		if r < 0 {
 			continue
 		}
-		rep.PrefillAll = append(rep.PrefillAll, float64(*p)/prefill.Seconds())
-		rep.DecodeAll = append(rep.DecodeAll, float64(*g)/decode.Seconds())
+		rep.PrefillAll = append(rep.PrefillAll, float64(*p**seqs)/prefill.Seconds())
+		rep.DecodeAll = append(rep.DecodeAll, float64(*g**seqs)/decode.Seconds())
 		if !*asJSON {
 			fmt.Fprintf(os.Stderr, "rep %d: prefill %.2f tok/s, decode %.2f tok/s\n", r+1, rep.PrefillAll[r], rep.DecodeAll[r])
 		}
@@ -125,15 +139,15 @@ func runBench(ctx context.Context, args []string) error {
 	rep.PrefillTokS = median(rep.PrefillAll)
 	rep.DecodeTokS = median(rep.DecodeAll)
 	rep.PeakRSSBytes = peakRSS()
-	rep.DecodeBandwidth = float64(rep.WeightBytesTok) * rep.DecodeTokS / 1e9
+	rep.DecodeBandwidth = float64(rep.WeightBytesTok) * rep.DecodeTokS / float64(*seqs) / 1e9 // weights are read once per step
 	if *asJSON {
 		return json.NewEncoder(os.Stdout).Encode(rep)
 	}
 	fmt.Printf("model      %s (%s, %d layers, dim %d)\n", rep.Model, cfg.Arch, cfg.Layers, cfg.Dim)
-	fmt.Printf("threads    %d · kernels %s · %s\n", rep.Threads, rep.KernelTier, rep.GoVersion)
+	fmt.Printf("threads    %d · kernels %s · %s · %d sequence(s) per batch\n", rep.Threads, rep.KernelTier, rep.GoVersion, rep.Seqs)
 	fmt.Printf("prefill    %.2f tok/s median of %d (min %.2f, max %.2f), %d tokens\n", rep.PrefillTokS, *reps, minOf(rep.PrefillAll), maxOf(rep.PrefillAll), *p)
 	fmt.Printf("decode     %.2f tok/s median of %d (min %.2f, max %.2f), %d tokens\n", rep.DecodeTokS, *reps, minOf(rep.DecodeAll), maxOf(rep.DecodeAll), *g)
-	fmt.Printf("weights    %s read per decoded token → %.2f GB/s\n", humanBytes(rep.WeightBytesTok), rep.DecodeBandwidth)
+	fmt.Printf("weights    %s read per decode step → %.2f GB/s\n", humanBytes(rep.WeightBytesTok), rep.DecodeBandwidth)
 	fmt.Printf("peak RSS   %s\n", humanBytes(rep.PeakRSSBytes))
 	return nil
 }
