@@ -7,7 +7,8 @@
 // eight float32 lanes, lane l holding the 4-element products l of each
 // 32-byte chunk, one FMA per lane per block). The kernels leave their float
 // accumulators in acc; the horizontal sum is done in Go, once per row, so it
-// is shared by every tier.
+// is shared by every tier — except in the decode (cols) kernels, which
+// reduce in assembly in the same order (hsum8, hsumQ4K).
 //
 // Two tiers: "avx2" (AVX2+FMA+F16C) and "avx512" (AVX-512 F/BW/VL + VNNI; it
 // reuses the avx2 kernels where it has no variant of its own).
@@ -36,6 +37,8 @@ func main() {
 	q4kRowsAVX2(4)
 	q45kRowsAVX512(8, false)
 	q45kRowsAVX512(8, true)
+	q4kColsAVX512(4)
+	q6kColsAVX512(4)
 	q6kAVX2()
 	q6kRowsAVX2(4)
 	q6kAVX512(1)
@@ -95,6 +98,7 @@ var (
 	shufK4    [8]Mem // Q4_K: int16 scale k broadcast within each 128-bit lane (32 B)
 	shufZ     [4]Mem // Q4_K avx512: scale 2j in the low 256 bits, 2j+1 in the high (64 B)
 	shufQ6    [8]Mem // Q6_K: bytes 2c ×8 then 2c+1 ×8 (16 B)
+	shufPair  [4]Mem // Q4_K cols: int16 scale a in the low 256 bits, b in the high, (a, b) = (0,2), (1,3), (4,6), (5,7)
 )
 
 func consts() {
@@ -196,6 +200,14 @@ func consts() {
 			DATA(i+1, U8(2*k+1))
 		}
 	}
+	for i, ab := range [4][2]int{{0, 2}, {1, 3}, {4, 6}, {5, 7}} {
+		shufPair[i] = GLOBL(fmt.Sprintf("shufpair_%d", i), RODATA|NOPTR)
+		for b := 0; b < 64; b += 2 {
+			k := ab[b/32]
+			DATA(b, U8(2*k))
+			DATA(b+1, U8(2*k+1))
+		}
+	}
 	for c := range 8 {
 		shufQ6[c] = GLOBL(fmt.Sprintf("shufq6_%d", c), RODATA|NOPTR)
 		for i := range 16 {
@@ -217,15 +229,20 @@ func consts() {
 // evex selects EVEX-encodable instructions, for kernels whose registers may
 // be X16..X31.
 func q4kScales(w Register, evex bool) VecVirtual {
+	return q4kScalesAt(Mem{Base: w, Disp: 4}, evex)
+}
+
+// q4kScalesAt is q4kScales with the address of the 12 scale bytes.
+func q4kScalesAt(m Mem, evex bool) VecVirtual {
 	b, p, q := XMM(), XMM(), XMM()
 	and := func(a, b, c Op) { VPAND(a, b, c) }
 	or := func(a, b, c Op) { VPOR(a, b, c) }
 	if evex {
 		and = func(a, b, c Op) { VPANDD(a, b, c) }
 		or = func(a, b, c Op) { VPORD(a, b, c) }
-		VMOVDQU64(Mem{Base: w, Disp: 4}, b) // 12 scale bytes and 4 quant bytes
+		VMOVDQU64(m, b) // 12 scale bytes and 4 quant bytes
 	} else {
-		VMOVDQU(Mem{Base: w, Disp: 4}, b)
+		VMOVDQU(m, b)
 	}
 	VPSHUFB(scShufP, b, p)
 	VPSHUFB(scShufQ, b, q)
@@ -686,6 +703,285 @@ func q45kRowsAVX512(R int, five bool) {
 	accp := Load(Param("acc"), GP64())
 	for r := range R {
 		VMOVUPS(accs[r], Mem{Base: accp, Disp: 64 * r})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// colsPrefetch sets whether the cols kernels prefetch the next group of
+// weight rows: each block iteration touches the next C·blockBytes bytes
+// of the C rows that follow (contiguous in MatMul), so the following call's
+// rows are in cache by the time it starts. Prefetching each row ahead
+// instead lands in the next row of the same group and loses to the
+// hardware prefetcher; with four interleaved streams per core the latter
+// alone does not keep DRAM busy.
+var colsPrefetch = flag.Bool("colsprefetch", true, "prefetch the next row group in the cols kernels")
+
+// colsPrefetchStart returns the register of the next group's address,
+// w + 4·wstride (nil without prefetching).
+func colsPrefetchStart(w, ws Register) Register {
+	if !*colsPrefetch {
+		return nil
+	}
+	pf := GP64()
+	LEAQ(Mem{Base: w, Index: ws, Scale: 4}, pf)
+	return pf
+}
+
+// colsPrefetchNext touches the next n bytes at pf and advances it.
+func colsPrefetchNext(pf Register, n int) {
+	if pf == nil {
+		return
+	}
+	for off := 0; off < n; off += 64 {
+		PREFETCHT0(Mem{Base: pf, Disp: off})
+	}
+	ADDQ(U32(n), pf)
+}
+
+// q4kColsAVX512 is the decode kernel of the avx512 tier for Q4_K: C weight
+// rows at w + c·wstride against one Q8_K row, so the activation block (its
+// quants rearranged once per block, its bsum pairs negated once) is shared
+// by the C rows, whose dependency chains are independent. Each row follows
+// exactly the float operations of dotQ4KRows8AVX512 (one zmm accumulator:
+// 8 lanes, 4 min lanes, 4 zeros), hence of the one-row model. The quants
+// are loaded 64 bytes at a time: the low nibbles are sub-blocks [4i | 4i+2]
+// and the high nibbles [4i+1 | 4i+3] (256-bit halves), matched by
+// activation registers of the same layout; integer lane sums are exact, so
+// the order of the sub-blocks within a lane does not matter.
+func q4kColsAVX512(C int) {
+	name := fmt.Sprintf("dotQ4KCols%dAVX512", C)
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(w *byte, wstride int, x *byte, nb int, out *[%d]float32)", C))
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s stores in out[c] the dots of nb Q4_K blocks of the %d weight rows", name, C),
+		"w + c·wstride with one Q8_K row x, reduced in hsumQ4K's order.")
+	w, ws := Load(Param("w"), GP64()), Load(Param("wstride"), GP64())
+	x, nb := Load(Param("x"), GP64()), Load(Param("nb"), GP64())
+	ws3 := GP64()
+	LEAQ(Mem{Base: ws, Index: ws, Scale: 2}, ws3)
+	pf := colsPrefetchStart(w, ws)
+	rowMem := func(c, disp int) Mem {
+		switch c {
+		case 0:
+			return Mem{Base: w, Disp: disp}
+		case 1:
+			return Mem{Base: w, Index: ws, Scale: 1, Disp: disp}
+		case 2:
+			return Mem{Base: w, Index: ws, Scale: 2, Disp: disp}
+		}
+		return Mem{Base: w, Index: ws3, Scale: 1, Disp: disp}
+	}
+	m4 := ZMM()
+	VMOVDQU64(m4Z, m4)
+	perm, ones := ZMM(), YMM()
+	VMOVDQU64(dmPermZ, perm)
+	VMOVDQU64(ones16Y, ones)
+	accs := make([]VecVirtual, C)
+	for c := range accs {
+		accs[c] = ZMM()
+		VPXORD(accs[c], accs[c], accs[c])
+	}
+	loop, done := name+"_loop", name+"_done"
+	Label(loop)
+	TESTQ(nb, nb)
+	JZ(LabelRef(done))
+	colsPrefetchNext(pf, C*144)
+	var xv [4]VecVirtual
+	for i := range 2 {
+		for h := range 2 {
+			s := 4*i + h
+			v := ZMM()
+			VMOVDQU64(Mem{Base: x, Disp: 4 + 32*s}, v.AsY())
+			VINSERTI64X4(U8(1), Mem{Base: x, Disp: 4 + 32*(s+2)}, v, v)
+			xv[2*i+h] = v
+		}
+	}
+	// -(b[2g]+b[2g+1]) as int16
+	pw := YMM()
+	VPMADDWD(Mem{Base: x, Disp: 260}, ones, pw)
+	nmq, zero := XMM(), XMM()
+	VPMOVDW(pw, nmq)
+	VPXORD(zero, zero, zero)
+	VPSUBW(nmq, zero, nmq)
+	yd := ZMM()
+	VBROADCASTSS(Mem{Base: x}, yd)
+	for c := range C {
+		ms := q4kScalesAt(rowMem(c, 4), true)
+		sc := ZMM()
+		VSHUFI32X4(U8(0), ms.AsZ(), ms.AsZ(), sc)
+		mins := XMM()
+		VEXTRACTI32X4(U8(1), ms, mins)
+		dm := XMM()
+		VMOVD(rowMem(c, 0), dm)
+		VCVTPH2PS(dm, dm)
+		dmv := ZMM()
+		VPERMPS(dm.AsZ(), perm, dmv)
+		VMULPS(yd, dmv, dmv) // [yd·d ×8, yd·dmin ×4, 0 ×4]
+		sum := ZMM()
+		VPXORD(sum, sum, sum)
+		for i := range 2 {
+			q, lo := ZMM(), ZMM()
+			VMOVDQU64(rowMem(c, 16+64*i), q)
+			VPANDD(m4, q, lo)
+			VPSRLW(U8(4), q, q)
+			VPANDD(m4, q, q)
+			for h, v := range []VecVirtual{lo, q} {
+				s, p := ZMM(), ZMM()
+				VPSHUFB(shufPair[2*i+h], sc, s)
+				VPMADDUBSW(xv[2*i+h], v, p)
+				VPDPWSSD(s, p, sum)
+			}
+		}
+		hi := YMM()
+		VEXTRACTI64X4(U8(1), sum, hi)
+		s8 := sum.AsY()
+		VPADDD(hi, s8, s8) // zeroes lanes 8..15 of sum
+		mm := XMM()
+		VPMADDWD(nmq, mins, mm)
+		VINSERTI32X4(U8(2), mm, sum, sum)
+		VCVTDQ2PS(sum, sum)
+		VFMADD231PS(dmv, sum, accs[c])
+	}
+	ADDQ(U32(144), w)
+	ADDQ(U32(292), x)
+	DECQ(nb)
+	JMP(LabelRef(loop))
+	Label(done)
+	outp := Load(Param("out"), GP64())
+	for c := range C {
+		// hsumQ4K: t = a[0:4]+a[4:8], then [t | m] pairwise as hsum8
+		// and the min lanes do, then the two sums added.
+		a := accs[c]
+		t, m := XMM(), XMM()
+		VEXTRACTF32X4(U8(1), a, t)
+		VADDPS(t, a.AsX(), t)
+		VEXTRACTF32X4(U8(2), a, m)
+		tm := YMM()
+		VINSERTF32X4(U8(1), m, t.AsY(), tm)
+		colsPairSums(tm)
+		hi := XMM()
+		VEXTRACTF32X4(U8(1), tm, hi)
+		VADDSS(hi, tm.AsX(), hi)
+		VMOVSS(hi, Mem{Base: outp, Disp: 4 * c})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// colsPairSums replaces lane 0 of each 128-bit lane [v0, v1, v2, v3] of v
+// with (v0+v2) + (v1+v3).
+func colsPairSums(v Register) {
+	s := YMM()
+	VPERMILPS(U8(0x4e), v, s)
+	VADDPS(s, v, v)
+	VMOVSHDUP(v, s)
+	VADDPS(s, v, v)
+}
+
+// q6kColsAVX512 is the decode kernel of the avx512 tier for Q6_K: C weight
+// rows at w + c·wstride against one Q8_K row. The activation quants and
+// their products with the 32 offset (VPMADDUBSW with 32) are computed once
+// per block and shared by the C rows; each row then follows exactly the
+// operations of dotQ6KAVX512, so the results are identical.
+func q6kColsAVX512(C int) {
+	name := fmt.Sprintf("dotQ6KCols%dAVX512", C)
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(w *byte, wstride int, x *byte, nb int, out *[%d]float32)", C))
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s stores in out[c] the dots of nb Q6_K blocks of the %d weight rows", name, C),
+		"w + c·wstride with one Q8_K row x, reduced in hsum8's order.")
+	w, ws := Load(Param("w"), GP64()), Load(Param("wstride"), GP64())
+	x, nb := Load(Param("x"), GP64()), Load(Param("nb"), GP64())
+	ws3 := GP64()
+	LEAQ(Mem{Base: ws, Index: ws, Scale: 2}, ws3)
+	pf := colsPrefetchStart(w, ws)
+	rowMem := func(c, disp int) Mem {
+		switch c {
+		case 0:
+			return Mem{Base: w, Disp: disp}
+		case 1:
+			return Mem{Base: w, Index: ws, Scale: 1, Disp: disp}
+		case 2:
+			return Mem{Base: w, Index: ws, Scale: 2, Disp: disp}
+		}
+		return Mem{Base: w, Index: ws3, Scale: 1, Disp: disp}
+	}
+	m4, m30, m32, cntA, cntB := ZMM(), ZMM(), ZMM(), ZMM(), ZMM()
+	VMOVDQU64(m4Z, m4)
+	VMOVDQU64(m30Z, m30)
+	VMOVDQU64(m32Z, m32)
+	VMOVDQU64(cntAZ, cntA)
+	VMOVDQU64(cntBZ, cntB)
+	accs := make([]VecVirtual, C)
+	for c := range accs {
+		accs[c] = YMM()
+		VXORPS(accs[c], accs[c], accs[c])
+	}
+	loop, done := name+"_loop", name+"_done"
+	Label(loop)
+	TESTQ(nb, nb)
+	JZ(LabelRef(done))
+	colsPrefetchNext(pf, C*210)
+	var xv, xc [4]VecVirtual
+	for i := range 4 {
+		xv[i], xc[i] = ZMM(), ZMM()
+		VMOVDQU64(Mem{Base: x, Disp: 4 + 64*i}, xv[i])
+		VPMADDUBSW(xv[i], m32, xc[i])
+	}
+	yd := XMM()
+	VMOVSS(Mem{Base: x}, yd)
+	for c := range C {
+		sc := YMM()
+		VBROADCASTI32X4(rowMem(c, 192), sc)
+		sum := ZMM()
+		VPXORD(sum, sum, sum)
+		for h := range 2 {
+			ql, qh := ZMM(), ZMM()
+			VMOVDQU64(rowMem(c, 64*h), ql)
+			VBROADCASTI64X4(rowMem(c, 128+32*h), qh)
+			for pair := range 2 {
+				q, t := ZMM(), ZMM()
+				if pair == 0 {
+					VPANDD(m4, ql, q)
+					VPSLLVW(cntA, qh, t)
+				} else {
+					VPSRLW(U8(4), ql, q)
+					VPANDD(m4, q, q)
+					VPSRLVW(cntB, qh, t)
+				}
+				VPTERNLOGD(U8(0xf8), m30, t, q) // q |= t & m30
+				sb, sw := YMM(), ZMM()
+				VPSHUFB(shufQ6Y[2*h+pair], sc, sb)
+				VPMOVSXBW(sb, sw)
+				p := ZMM()
+				VPMADDUBSW(xv[2*h+pair], q, p)
+				VPSUBW(xc[2*h+pair], p, p)
+				VPDPWSSD(sw, p, sum)
+			}
+		}
+		hi := YMM()
+		VEXTRACTI64X4(U8(1), sum, hi)
+		s8 := sum.AsY()
+		VPADDD(hi, s8, s8)
+		VCVTDQ2PS(s8, s8)
+		d := f16Scalar(rowMem(c, 208))
+		t := YMM()
+		VMULSS(yd, d, t.AsX()) // yd·d in lane 0, as the model: yd * f16
+		VBROADCASTSS(t.AsX(), t)
+		VFMADD231PS(t, s8, accs[c])
+	}
+	ADDQ(U32(210), w)
+	ADDQ(U32(292), x)
+	DECQ(nb)
+	JMP(LabelRef(loop))
+	Label(done)
+	outp := Load(Param("out"), GP64())
+	for c := range C {
+		a := accs[c]
+		t := XMM()
+		VEXTRACTF32X4(U8(1), a, t)
+		VADDPS(t, a.AsX(), t)
+		colsPairSums(t.AsY()) // the upper lanes are not read
+		VMOVSS(t, Mem{Base: outp, Disp: 4 * c})
 	}
 	VZEROUPPER()
 	RET()

@@ -127,7 +127,7 @@ func BenchmarkMatVec(b *testing.B) {
 // cache (1 GiB of copies, cycled; this host reports a 508 MB L3): the decode
 // case.
 func BenchmarkMatVecDRAM(b *testing.B) {
-	for _, sh := range [][2]int{{4096, 4096}, {14336, 4096}} {
+	for _, sh := range [][2]int{{4096, 4096}, {14336, 4096}, {8192, 2048}} {
 		size := sh[0] * sh[1] / 256 * 144
 		copies := (1<<30 + size - 1) / size
 		b.Run(fmt.Sprintf("Q4_K_%dx%d", sh[0], sh[1]), func(b *testing.B) { benchMatMulCopies(b, Q4_K, sh[0], sh[1], 1, copies) })

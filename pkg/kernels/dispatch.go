@@ -26,7 +26,8 @@ import (
 // lanes added pairwise at the end), so results differ from the reference in
 // the last bits (see dot_x86order_test.go for the exact model and the bound)
 // and are identical across the assembly tiers, and between the one-row and
-// multi-row kernels. Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 run in assembly; the other
+// multi-row kernels (several activation rows per weight row: prefill; or
+// several weight rows per activation row, the cols kernels: decode). Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 run in assembly; the other
 // types keep the reference. Two caveats: the Q8_0/Q4_0 kernels use ggml's
 // sign trick, exact for every activation Quantize can produce (never -128);
 // the F16 dots sum the same float32 products in float64 in another order
@@ -70,6 +71,12 @@ type kernelSet struct {
 	rowsQ5K func(w, xq []byte, xrb int, out []float32, ostride int)
 	rowsQ6K func(w, xq []byte, xrb int, out []float32, ostride int)
 	rowsN   int
+	// The cols kernels compute colsN dots of the weight rows w[0:wrb],
+	// w[wrb:2·wrb], ... with one activation row into out[0:colsN], exactly
+	// as colsN calls of the row kernel would (the decode case).
+	colsQ4K func(w []byte, wrb int, xq []byte, out []float32)
+	colsQ6K func(w []byte, wrb int, xq []byte, out []float32)
+	colsN   int
 
 	quantQ8K func(src []float32, dst []byte) // whole blocks, lengths checked
 	f16F32   func(w []byte, x []float32) float32

@@ -33,6 +33,9 @@ var (
 		rowsQ6K: rowsQ6KAsm512,
 		rowsQ5K: rowsQ5KAsm512,
 		rowsN:   8,
+		colsQ4K: colsQ4KAsm512,
+		colsQ6K: colsQ6KAsm512,
+		colsN:   4,
 
 		quantQ8K: quantQ8KAsm,
 		f16F32:   dotF16F32Asm,
@@ -119,6 +122,33 @@ func rowsQ5KAsm512(w, xq []byte, xrb int, out []float32, ostride int) {
 		dotQ5KRows8AVX512(&w[0], &xq[0], xrb, nb, &acc)
 	}
 	rows8Sums(&acc, out, ostride)
+}
+
+// The cols wrappers check that the four weight rows and the activation
+// row are in bounds; the kernels do the horizontal sums themselves.
+
+func colsQ4KAsm512(w []byte, wrb int, xq []byte, out []float32) {
+	o := (*[4]float32)(out[:4])
+	nb := wrb / 144
+	if nb == 0 {
+		*o = [4]float32{}
+		return
+	}
+	_ = w[3*wrb+nb*144-1]
+	_ = xq[nb*q8KBytes-1]
+	dotQ4KCols4AVX512(&w[0], wrb, &xq[0], nb, o)
+}
+
+func colsQ6KAsm512(w []byte, wrb int, xq []byte, out []float32) {
+	o := (*[4]float32)(out[:4])
+	nb := wrb / 210
+	if nb == 0 {
+		*o = [4]float32{}
+		return
+	}
+	_ = w[3*wrb+nb*210-1]
+	_ = xq[nb*q8KBytes-1]
+	dotQ6KCols4AVX512(&w[0], wrb, &xq[0], nb, o)
 }
 
 // rows8Sums reduces the avx512 rows kernels' accumulators (16 per row: 8

@@ -1266,6 +1266,270 @@ DATA shufz_3<>+62(SB)/1, $0x0e
 DATA shufz_3<>+63(SB)/1, $0x0f
 GLOBL shufz_3<>(SB), RODATA|NOPTR, $64
 
+DATA shufpair_0<>+0(SB)/1, $0x00
+DATA shufpair_0<>+1(SB)/1, $0x01
+DATA shufpair_0<>+2(SB)/1, $0x00
+DATA shufpair_0<>+3(SB)/1, $0x01
+DATA shufpair_0<>+4(SB)/1, $0x00
+DATA shufpair_0<>+5(SB)/1, $0x01
+DATA shufpair_0<>+6(SB)/1, $0x00
+DATA shufpair_0<>+7(SB)/1, $0x01
+DATA shufpair_0<>+8(SB)/1, $0x00
+DATA shufpair_0<>+9(SB)/1, $0x01
+DATA shufpair_0<>+10(SB)/1, $0x00
+DATA shufpair_0<>+11(SB)/1, $0x01
+DATA shufpair_0<>+12(SB)/1, $0x00
+DATA shufpair_0<>+13(SB)/1, $0x01
+DATA shufpair_0<>+14(SB)/1, $0x00
+DATA shufpair_0<>+15(SB)/1, $0x01
+DATA shufpair_0<>+16(SB)/1, $0x00
+DATA shufpair_0<>+17(SB)/1, $0x01
+DATA shufpair_0<>+18(SB)/1, $0x00
+DATA shufpair_0<>+19(SB)/1, $0x01
+DATA shufpair_0<>+20(SB)/1, $0x00
+DATA shufpair_0<>+21(SB)/1, $0x01
+DATA shufpair_0<>+22(SB)/1, $0x00
+DATA shufpair_0<>+23(SB)/1, $0x01
+DATA shufpair_0<>+24(SB)/1, $0x00
+DATA shufpair_0<>+25(SB)/1, $0x01
+DATA shufpair_0<>+26(SB)/1, $0x00
+DATA shufpair_0<>+27(SB)/1, $0x01
+DATA shufpair_0<>+28(SB)/1, $0x00
+DATA shufpair_0<>+29(SB)/1, $0x01
+DATA shufpair_0<>+30(SB)/1, $0x00
+DATA shufpair_0<>+31(SB)/1, $0x01
+DATA shufpair_0<>+32(SB)/1, $0x04
+DATA shufpair_0<>+33(SB)/1, $0x05
+DATA shufpair_0<>+34(SB)/1, $0x04
+DATA shufpair_0<>+35(SB)/1, $0x05
+DATA shufpair_0<>+36(SB)/1, $0x04
+DATA shufpair_0<>+37(SB)/1, $0x05
+DATA shufpair_0<>+38(SB)/1, $0x04
+DATA shufpair_0<>+39(SB)/1, $0x05
+DATA shufpair_0<>+40(SB)/1, $0x04
+DATA shufpair_0<>+41(SB)/1, $0x05
+DATA shufpair_0<>+42(SB)/1, $0x04
+DATA shufpair_0<>+43(SB)/1, $0x05
+DATA shufpair_0<>+44(SB)/1, $0x04
+DATA shufpair_0<>+45(SB)/1, $0x05
+DATA shufpair_0<>+46(SB)/1, $0x04
+DATA shufpair_0<>+47(SB)/1, $0x05
+DATA shufpair_0<>+48(SB)/1, $0x04
+DATA shufpair_0<>+49(SB)/1, $0x05
+DATA shufpair_0<>+50(SB)/1, $0x04
+DATA shufpair_0<>+51(SB)/1, $0x05
+DATA shufpair_0<>+52(SB)/1, $0x04
+DATA shufpair_0<>+53(SB)/1, $0x05
+DATA shufpair_0<>+54(SB)/1, $0x04
+DATA shufpair_0<>+55(SB)/1, $0x05
+DATA shufpair_0<>+56(SB)/1, $0x04
+DATA shufpair_0<>+57(SB)/1, $0x05
+DATA shufpair_0<>+58(SB)/1, $0x04
+DATA shufpair_0<>+59(SB)/1, $0x05
+DATA shufpair_0<>+60(SB)/1, $0x04
+DATA shufpair_0<>+61(SB)/1, $0x05
+DATA shufpair_0<>+62(SB)/1, $0x04
+DATA shufpair_0<>+63(SB)/1, $0x05
+GLOBL shufpair_0<>(SB), RODATA|NOPTR, $64
+
+DATA shufpair_1<>+0(SB)/1, $0x02
+DATA shufpair_1<>+1(SB)/1, $0x03
+DATA shufpair_1<>+2(SB)/1, $0x02
+DATA shufpair_1<>+3(SB)/1, $0x03
+DATA shufpair_1<>+4(SB)/1, $0x02
+DATA shufpair_1<>+5(SB)/1, $0x03
+DATA shufpair_1<>+6(SB)/1, $0x02
+DATA shufpair_1<>+7(SB)/1, $0x03
+DATA shufpair_1<>+8(SB)/1, $0x02
+DATA shufpair_1<>+9(SB)/1, $0x03
+DATA shufpair_1<>+10(SB)/1, $0x02
+DATA shufpair_1<>+11(SB)/1, $0x03
+DATA shufpair_1<>+12(SB)/1, $0x02
+DATA shufpair_1<>+13(SB)/1, $0x03
+DATA shufpair_1<>+14(SB)/1, $0x02
+DATA shufpair_1<>+15(SB)/1, $0x03
+DATA shufpair_1<>+16(SB)/1, $0x02
+DATA shufpair_1<>+17(SB)/1, $0x03
+DATA shufpair_1<>+18(SB)/1, $0x02
+DATA shufpair_1<>+19(SB)/1, $0x03
+DATA shufpair_1<>+20(SB)/1, $0x02
+DATA shufpair_1<>+21(SB)/1, $0x03
+DATA shufpair_1<>+22(SB)/1, $0x02
+DATA shufpair_1<>+23(SB)/1, $0x03
+DATA shufpair_1<>+24(SB)/1, $0x02
+DATA shufpair_1<>+25(SB)/1, $0x03
+DATA shufpair_1<>+26(SB)/1, $0x02
+DATA shufpair_1<>+27(SB)/1, $0x03
+DATA shufpair_1<>+28(SB)/1, $0x02
+DATA shufpair_1<>+29(SB)/1, $0x03
+DATA shufpair_1<>+30(SB)/1, $0x02
+DATA shufpair_1<>+31(SB)/1, $0x03
+DATA shufpair_1<>+32(SB)/1, $0x06
+DATA shufpair_1<>+33(SB)/1, $0x07
+DATA shufpair_1<>+34(SB)/1, $0x06
+DATA shufpair_1<>+35(SB)/1, $0x07
+DATA shufpair_1<>+36(SB)/1, $0x06
+DATA shufpair_1<>+37(SB)/1, $0x07
+DATA shufpair_1<>+38(SB)/1, $0x06
+DATA shufpair_1<>+39(SB)/1, $0x07
+DATA shufpair_1<>+40(SB)/1, $0x06
+DATA shufpair_1<>+41(SB)/1, $0x07
+DATA shufpair_1<>+42(SB)/1, $0x06
+DATA shufpair_1<>+43(SB)/1, $0x07
+DATA shufpair_1<>+44(SB)/1, $0x06
+DATA shufpair_1<>+45(SB)/1, $0x07
+DATA shufpair_1<>+46(SB)/1, $0x06
+DATA shufpair_1<>+47(SB)/1, $0x07
+DATA shufpair_1<>+48(SB)/1, $0x06
+DATA shufpair_1<>+49(SB)/1, $0x07
+DATA shufpair_1<>+50(SB)/1, $0x06
+DATA shufpair_1<>+51(SB)/1, $0x07
+DATA shufpair_1<>+52(SB)/1, $0x06
+DATA shufpair_1<>+53(SB)/1, $0x07
+DATA shufpair_1<>+54(SB)/1, $0x06
+DATA shufpair_1<>+55(SB)/1, $0x07
+DATA shufpair_1<>+56(SB)/1, $0x06
+DATA shufpair_1<>+57(SB)/1, $0x07
+DATA shufpair_1<>+58(SB)/1, $0x06
+DATA shufpair_1<>+59(SB)/1, $0x07
+DATA shufpair_1<>+60(SB)/1, $0x06
+DATA shufpair_1<>+61(SB)/1, $0x07
+DATA shufpair_1<>+62(SB)/1, $0x06
+DATA shufpair_1<>+63(SB)/1, $0x07
+GLOBL shufpair_1<>(SB), RODATA|NOPTR, $64
+
+DATA shufpair_2<>+0(SB)/1, $0x08
+DATA shufpair_2<>+1(SB)/1, $0x09
+DATA shufpair_2<>+2(SB)/1, $0x08
+DATA shufpair_2<>+3(SB)/1, $0x09
+DATA shufpair_2<>+4(SB)/1, $0x08
+DATA shufpair_2<>+5(SB)/1, $0x09
+DATA shufpair_2<>+6(SB)/1, $0x08
+DATA shufpair_2<>+7(SB)/1, $0x09
+DATA shufpair_2<>+8(SB)/1, $0x08
+DATA shufpair_2<>+9(SB)/1, $0x09
+DATA shufpair_2<>+10(SB)/1, $0x08
+DATA shufpair_2<>+11(SB)/1, $0x09
+DATA shufpair_2<>+12(SB)/1, $0x08
+DATA shufpair_2<>+13(SB)/1, $0x09
+DATA shufpair_2<>+14(SB)/1, $0x08
+DATA shufpair_2<>+15(SB)/1, $0x09
+DATA shufpair_2<>+16(SB)/1, $0x08
+DATA shufpair_2<>+17(SB)/1, $0x09
+DATA shufpair_2<>+18(SB)/1, $0x08
+DATA shufpair_2<>+19(SB)/1, $0x09
+DATA shufpair_2<>+20(SB)/1, $0x08
+DATA shufpair_2<>+21(SB)/1, $0x09
+DATA shufpair_2<>+22(SB)/1, $0x08
+DATA shufpair_2<>+23(SB)/1, $0x09
+DATA shufpair_2<>+24(SB)/1, $0x08
+DATA shufpair_2<>+25(SB)/1, $0x09
+DATA shufpair_2<>+26(SB)/1, $0x08
+DATA shufpair_2<>+27(SB)/1, $0x09
+DATA shufpair_2<>+28(SB)/1, $0x08
+DATA shufpair_2<>+29(SB)/1, $0x09
+DATA shufpair_2<>+30(SB)/1, $0x08
+DATA shufpair_2<>+31(SB)/1, $0x09
+DATA shufpair_2<>+32(SB)/1, $0x0c
+DATA shufpair_2<>+33(SB)/1, $0x0d
+DATA shufpair_2<>+34(SB)/1, $0x0c
+DATA shufpair_2<>+35(SB)/1, $0x0d
+DATA shufpair_2<>+36(SB)/1, $0x0c
+DATA shufpair_2<>+37(SB)/1, $0x0d
+DATA shufpair_2<>+38(SB)/1, $0x0c
+DATA shufpair_2<>+39(SB)/1, $0x0d
+DATA shufpair_2<>+40(SB)/1, $0x0c
+DATA shufpair_2<>+41(SB)/1, $0x0d
+DATA shufpair_2<>+42(SB)/1, $0x0c
+DATA shufpair_2<>+43(SB)/1, $0x0d
+DATA shufpair_2<>+44(SB)/1, $0x0c
+DATA shufpair_2<>+45(SB)/1, $0x0d
+DATA shufpair_2<>+46(SB)/1, $0x0c
+DATA shufpair_2<>+47(SB)/1, $0x0d
+DATA shufpair_2<>+48(SB)/1, $0x0c
+DATA shufpair_2<>+49(SB)/1, $0x0d
+DATA shufpair_2<>+50(SB)/1, $0x0c
+DATA shufpair_2<>+51(SB)/1, $0x0d
+DATA shufpair_2<>+52(SB)/1, $0x0c
+DATA shufpair_2<>+53(SB)/1, $0x0d
+DATA shufpair_2<>+54(SB)/1, $0x0c
+DATA shufpair_2<>+55(SB)/1, $0x0d
+DATA shufpair_2<>+56(SB)/1, $0x0c
+DATA shufpair_2<>+57(SB)/1, $0x0d
+DATA shufpair_2<>+58(SB)/1, $0x0c
+DATA shufpair_2<>+59(SB)/1, $0x0d
+DATA shufpair_2<>+60(SB)/1, $0x0c
+DATA shufpair_2<>+61(SB)/1, $0x0d
+DATA shufpair_2<>+62(SB)/1, $0x0c
+DATA shufpair_2<>+63(SB)/1, $0x0d
+GLOBL shufpair_2<>(SB), RODATA|NOPTR, $64
+
+DATA shufpair_3<>+0(SB)/1, $0x0a
+DATA shufpair_3<>+1(SB)/1, $0x0b
+DATA shufpair_3<>+2(SB)/1, $0x0a
+DATA shufpair_3<>+3(SB)/1, $0x0b
+DATA shufpair_3<>+4(SB)/1, $0x0a
+DATA shufpair_3<>+5(SB)/1, $0x0b
+DATA shufpair_3<>+6(SB)/1, $0x0a
+DATA shufpair_3<>+7(SB)/1, $0x0b
+DATA shufpair_3<>+8(SB)/1, $0x0a
+DATA shufpair_3<>+9(SB)/1, $0x0b
+DATA shufpair_3<>+10(SB)/1, $0x0a
+DATA shufpair_3<>+11(SB)/1, $0x0b
+DATA shufpair_3<>+12(SB)/1, $0x0a
+DATA shufpair_3<>+13(SB)/1, $0x0b
+DATA shufpair_3<>+14(SB)/1, $0x0a
+DATA shufpair_3<>+15(SB)/1, $0x0b
+DATA shufpair_3<>+16(SB)/1, $0x0a
+DATA shufpair_3<>+17(SB)/1, $0x0b
+DATA shufpair_3<>+18(SB)/1, $0x0a
+DATA shufpair_3<>+19(SB)/1, $0x0b
+DATA shufpair_3<>+20(SB)/1, $0x0a
+DATA shufpair_3<>+21(SB)/1, $0x0b
+DATA shufpair_3<>+22(SB)/1, $0x0a
+DATA shufpair_3<>+23(SB)/1, $0x0b
+DATA shufpair_3<>+24(SB)/1, $0x0a
+DATA shufpair_3<>+25(SB)/1, $0x0b
+DATA shufpair_3<>+26(SB)/1, $0x0a
+DATA shufpair_3<>+27(SB)/1, $0x0b
+DATA shufpair_3<>+28(SB)/1, $0x0a
+DATA shufpair_3<>+29(SB)/1, $0x0b
+DATA shufpair_3<>+30(SB)/1, $0x0a
+DATA shufpair_3<>+31(SB)/1, $0x0b
+DATA shufpair_3<>+32(SB)/1, $0x0e
+DATA shufpair_3<>+33(SB)/1, $0x0f
+DATA shufpair_3<>+34(SB)/1, $0x0e
+DATA shufpair_3<>+35(SB)/1, $0x0f
+DATA shufpair_3<>+36(SB)/1, $0x0e
+DATA shufpair_3<>+37(SB)/1, $0x0f
+DATA shufpair_3<>+38(SB)/1, $0x0e
+DATA shufpair_3<>+39(SB)/1, $0x0f
+DATA shufpair_3<>+40(SB)/1, $0x0e
+DATA shufpair_3<>+41(SB)/1, $0x0f
+DATA shufpair_3<>+42(SB)/1, $0x0e
+DATA shufpair_3<>+43(SB)/1, $0x0f
+DATA shufpair_3<>+44(SB)/1, $0x0e
+DATA shufpair_3<>+45(SB)/1, $0x0f
+DATA shufpair_3<>+46(SB)/1, $0x0e
+DATA shufpair_3<>+47(SB)/1, $0x0f
+DATA shufpair_3<>+48(SB)/1, $0x0e
+DATA shufpair_3<>+49(SB)/1, $0x0f
+DATA shufpair_3<>+50(SB)/1, $0x0e
+DATA shufpair_3<>+51(SB)/1, $0x0f
+DATA shufpair_3<>+52(SB)/1, $0x0e
+DATA shufpair_3<>+53(SB)/1, $0x0f
+DATA shufpair_3<>+54(SB)/1, $0x0e
+DATA shufpair_3<>+55(SB)/1, $0x0f
+DATA shufpair_3<>+56(SB)/1, $0x0e
+DATA shufpair_3<>+57(SB)/1, $0x0f
+DATA shufpair_3<>+58(SB)/1, $0x0e
+DATA shufpair_3<>+59(SB)/1, $0x0f
+DATA shufpair_3<>+60(SB)/1, $0x0e
+DATA shufpair_3<>+61(SB)/1, $0x0f
+DATA shufpair_3<>+62(SB)/1, $0x0e
+DATA shufpair_3<>+63(SB)/1, $0x0f
+GLOBL shufpair_3<>(SB), RODATA|NOPTR, $64
+
 DATA shufq6_0<>+0(SB)/1, $0x00
 DATA shufq6_0<>+1(SB)/1, $0x00
 DATA shufq6_0<>+2(SB)/1, $0x00
@@ -2500,6 +2764,551 @@ dotQ5KRows8AVX512_done:
 	VMOVUPS Z10, 320(AX)
 	VMOVUPS Z11, 384(AX)
 	VMOVUPS Z12, 448(AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4KCols4AVX512(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, MMX+
+TEXT ·dotQ4KCols4AVX512(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      wstride+8(FP), CX
+	MOVQ      x+16(FP), DX
+	MOVQ      nb+24(FP), BX
+	LEAQ      (CX)(CX*2), SI
+	LEAQ      (AX)(CX*4), DI
+	VMOVDQU64 m4<>+0(SB), Z0
+	VMOVDQU64 dmperm<>+0(SB), Z1
+	VMOVDQU64 ones16<>+0(SB), Y2
+	VPXORD    Z3, Z3, Z3
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+
+dotQ4KCols4AVX512_loop:
+	TESTQ         BX, BX
+	JZ            dotQ4KCols4AVX512_done
+	PREFETCHT0    (DI)
+	PREFETCHT0    64(DI)
+	PREFETCHT0    128(DI)
+	PREFETCHT0    192(DI)
+	PREFETCHT0    256(DI)
+	PREFETCHT0    320(DI)
+	PREFETCHT0    384(DI)
+	PREFETCHT0    448(DI)
+	PREFETCHT0    512(DI)
+	ADDQ          $0x00000240, DI
+	VMOVDQU64     4(DX), Y7
+	VINSERTI64X4  $0x01, 68(DX), Z7, Z7
+	VMOVDQU64     36(DX), Y8
+	VINSERTI64X4  $0x01, 100(DX), Z8, Z8
+	VMOVDQU64     132(DX), Y9
+	VINSERTI64X4  $0x01, 196(DX), Z9, Z9
+	VMOVDQU64     164(DX), Y10
+	VINSERTI64X4  $0x01, 228(DX), Z10, Z10
+	VPMADDWD      260(DX), Y2, Y11
+	VPMOVDW       Y11, X11
+	VPXORD        X12, X12, X12
+	VPSUBW        X11, X12, X11
+	VBROADCASTSS  (DX), Z18
+	VMOVDQU64     4(AX), X13
+	VPSHUFB       scshufp<>+0(SB), X13, X19
+	VPSHUFB       scshufq<>+0(SB), X13, X13
+	VPSRLVD       scshift<>+0(SB), X19, X19
+	VPANDD        scmask<>+0(SB), X19, X19
+	VPSRLW        $0x02, X13, X13
+	VPANDD        m30<>+0(SB), X13, X13
+	VPORD         X13, X19, X19
+	VPMOVZXBW     X19, Y19
+	VSHUFI32X4    $0x00, Z19, Z19, Z20
+	VEXTRACTI32X4 $0x01, Y19, X19
+	VMOVD         (AX), X13
+	VCVTPH2PS     X13, X13
+	VPERMPS       Z13, Z1, Z21
+	VMULPS        Z18, Z21, Z21
+	VPXORD        Z14, Z14, Z14
+	VMOVDQU64     16(AX), Z22
+	VPANDD        Z0, Z22, Z23
+	VPSRLW        $0x04, Z22, Z22
+	VPANDD        Z0, Z22, Z22
+	VPSHUFB       shufpair_0<>+0(SB), Z20, Z24
+	VPMADDUBSW    Z7, Z23, Z23
+	VPDPWSSD      Z24, Z23, Z14
+	VPSHUFB       shufpair_1<>+0(SB), Z20, Z23
+	VPMADDUBSW    Z8, Z22, Z22
+	VPDPWSSD      Z23, Z22, Z14
+	VMOVDQU64     80(AX), Z22
+	VPANDD        Z0, Z22, Z23
+	VPSRLW        $0x04, Z22, Z22
+	VPANDD        Z0, Z22, Z22
+	VPSHUFB       shufpair_2<>+0(SB), Z20, Z24
+	VPMADDUBSW    Z9, Z23, Z23
+	VPDPWSSD      Z24, Z23, Z14
+	VPSHUFB       shufpair_3<>+0(SB), Z20, Z20
+	VPMADDUBSW    Z10, Z22, Z22
+	VPDPWSSD      Z20, Z22, Z14
+	VEXTRACTI64X4 $0x01, Z14, Y20
+	VPADDD        Y20, Y14, Y14
+	VPMADDWD      X11, X19, X13
+	VINSERTI32X4  $0x02, X13, Z14, Z14
+	VCVTDQ2PS     Z14, Z14
+	VFMADD231PS   Z21, Z14, Z3
+	VMOVDQU64     4(AX)(CX*1), X13
+	VPSHUFB       scshufp<>+0(SB), X13, X19
+	VPSHUFB       scshufq<>+0(SB), X13, X13
+	VPSRLVD       scshift<>+0(SB), X19, X19
+	VPANDD        scmask<>+0(SB), X19, X19
+	VPSRLW        $0x02, X13, X13
+	VPANDD        m30<>+0(SB), X13, X13
+	VPORD         X13, X19, X19
+	VPMOVZXBW     X19, Y19
+	VSHUFI32X4    $0x00, Z19, Z19, Z20
+	VEXTRACTI32X4 $0x01, Y19, X19
+	VMOVD         (AX)(CX*1), X13
+	VCVTPH2PS     X13, X13
+	VPERMPS       Z13, Z1, Z21
+	VMULPS        Z18, Z21, Z21
+	VPXORD        Z15, Z15, Z15
+	VMOVDQU64     16(AX)(CX*1), Z22
+	VPANDD        Z0, Z22, Z23
+	VPSRLW        $0x04, Z22, Z22
+	VPANDD        Z0, Z22, Z22
+	VPSHUFB       shufpair_0<>+0(SB), Z20, Z24
+	VPMADDUBSW    Z7, Z23, Z23
+	VPDPWSSD      Z24, Z23, Z15
+	VPSHUFB       shufpair_1<>+0(SB), Z20, Z23
+	VPMADDUBSW    Z8, Z22, Z22
+	VPDPWSSD      Z23, Z22, Z15
+	VMOVDQU64     80(AX)(CX*1), Z22
+	VPANDD        Z0, Z22, Z23
+	VPSRLW        $0x04, Z22, Z22
+	VPANDD        Z0, Z22, Z22
+	VPSHUFB       shufpair_2<>+0(SB), Z20, Z24
+	VPMADDUBSW    Z9, Z23, Z23
+	VPDPWSSD      Z24, Z23, Z15
+	VPSHUFB       shufpair_3<>+0(SB), Z20, Z20
+	VPMADDUBSW    Z10, Z22, Z22
+	VPDPWSSD      Z20, Z22, Z15
+	VEXTRACTI64X4 $0x01, Z15, Y20
+	VPADDD        Y20, Y15, Y15
+	VPMADDWD      X11, X19, X13
+	VINSERTI32X4  $0x02, X13, Z15, Z15
+	VCVTDQ2PS     Z15, Z15
+	VFMADD231PS   Z21, Z15, Z4
+	VMOVDQU64     4(AX)(CX*2), X13
+	VPSHUFB       scshufp<>+0(SB), X13, X19
+	VPSHUFB       scshufq<>+0(SB), X13, X13
+	VPSRLVD       scshift<>+0(SB), X19, X19
+	VPANDD        scmask<>+0(SB), X19, X19
+	VPSRLW        $0x02, X13, X13
+	VPANDD        m30<>+0(SB), X13, X13
+	VPORD         X13, X19, X19
+	VPMOVZXBW     X19, Y19
+	VSHUFI32X4    $0x00, Z19, Z19, Z20
+	VEXTRACTI32X4 $0x01, Y19, X19
+	VMOVD         (AX)(CX*2), X13
+	VCVTPH2PS     X13, X13
+	VPERMPS       Z13, Z1, Z21
+	VMULPS        Z18, Z21, Z21
+	VPXORD        Z16, Z16, Z16
+	VMOVDQU64     16(AX)(CX*2), Z22
+	VPANDD        Z0, Z22, Z23
+	VPSRLW        $0x04, Z22, Z22
+	VPANDD        Z0, Z22, Z22
+	VPSHUFB       shufpair_0<>+0(SB), Z20, Z24
+	VPMADDUBSW    Z7, Z23, Z23
+	VPDPWSSD      Z24, Z23, Z16
+	VPSHUFB       shufpair_1<>+0(SB), Z20, Z23
+	VPMADDUBSW    Z8, Z22, Z22
+	VPDPWSSD      Z23, Z22, Z16
+	VMOVDQU64     80(AX)(CX*2), Z22
+	VPANDD        Z0, Z22, Z23
+	VPSRLW        $0x04, Z22, Z22
+	VPANDD        Z0, Z22, Z22
+	VPSHUFB       shufpair_2<>+0(SB), Z20, Z24
+	VPMADDUBSW    Z9, Z23, Z23
+	VPDPWSSD      Z24, Z23, Z16
+	VPSHUFB       shufpair_3<>+0(SB), Z20, Z20
+	VPMADDUBSW    Z10, Z22, Z22
+	VPDPWSSD      Z20, Z22, Z16
+	VEXTRACTI64X4 $0x01, Z16, Y20
+	VPADDD        Y20, Y16, Y16
+	VPMADDWD      X11, X19, X13
+	VINSERTI32X4  $0x02, X13, Z16, Z16
+	VCVTDQ2PS     Z16, Z16
+	VFMADD231PS   Z21, Z16, Z5
+	VMOVDQU64     4(AX)(SI*1), X13
+	VPSHUFB       scshufp<>+0(SB), X13, X19
+	VPSHUFB       scshufq<>+0(SB), X13, X13
+	VPSRLVD       scshift<>+0(SB), X19, X19
+	VPANDD        scmask<>+0(SB), X19, X19
+	VPSRLW        $0x02, X13, X13
+	VPANDD        m30<>+0(SB), X13, X13
+	VPORD         X13, X19, X19
+	VPMOVZXBW     X19, Y19
+	VSHUFI32X4    $0x00, Z19, Z19, Z20
+	VEXTRACTI32X4 $0x01, Y19, X19
+	VMOVD         (AX)(SI*1), X13
+	VCVTPH2PS     X13, X13
+	VPERMPS       Z13, Z1, Z21
+	VMULPS        Z18, Z21, Z21
+	VPXORD        Z17, Z17, Z17
+	VMOVDQU64     16(AX)(SI*1), Z18
+	VPANDD        Z0, Z18, Z22
+	VPSRLW        $0x04, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPSHUFB       shufpair_0<>+0(SB), Z20, Z23
+	VPMADDUBSW    Z7, Z22, Z22
+	VPDPWSSD      Z23, Z22, Z17
+	VPSHUFB       shufpair_1<>+0(SB), Z20, Z22
+	VPMADDUBSW    Z8, Z18, Z18
+	VPDPWSSD      Z22, Z18, Z17
+	VMOVDQU64     80(AX)(SI*1), Z18
+	VPANDD        Z0, Z18, Z22
+	VPSRLW        $0x04, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPSHUFB       shufpair_2<>+0(SB), Z20, Z23
+	VPMADDUBSW    Z9, Z22, Z22
+	VPDPWSSD      Z23, Z22, Z17
+	VPSHUFB       shufpair_3<>+0(SB), Z20, Z20
+	VPMADDUBSW    Z10, Z18, Z18
+	VPDPWSSD      Z20, Z18, Z17
+	VEXTRACTI64X4 $0x01, Z17, Y7
+	VPADDD        Y7, Y17, Y17
+	VPMADDWD      X11, X19, X7
+	VINSERTI32X4  $0x02, X7, Z17, Z17
+	VCVTDQ2PS     Z17, Z17
+	VFMADD231PS   Z21, Z17, Z6
+	ADDQ          $0x00000090, AX
+	ADDQ          $0x00000124, DX
+	DECQ          BX
+	JMP           dotQ4KCols4AVX512_loop
+
+dotQ4KCols4AVX512_done:
+	MOVQ          out+32(FP), AX
+	VEXTRACTF32X4 $0x01, Z3, X12
+	VADDPS        X12, X3, X12
+	VEXTRACTF32X4 $0x02, Z3, X0
+	VINSERTF32X4  $0x01, X0, Y12, Y0
+	VPERMILPS     $0x4e, Y0, Y1
+	VADDPS        Y1, Y0, Y0
+	VMOVSHDUP     Y0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDSS        X1, X0, X1
+	VMOVSS        X1, (AX)
+	VEXTRACTF32X4 $0x01, Z4, X12
+	VADDPS        X12, X4, X12
+	VEXTRACTF32X4 $0x02, Z4, X0
+	VINSERTF32X4  $0x01, X0, Y12, Y0
+	VPERMILPS     $0x4e, Y0, Y1
+	VADDPS        Y1, Y0, Y0
+	VMOVSHDUP     Y0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDSS        X1, X0, X1
+	VMOVSS        X1, 4(AX)
+	VEXTRACTF32X4 $0x01, Z5, X12
+	VADDPS        X12, X5, X12
+	VEXTRACTF32X4 $0x02, Z5, X0
+	VINSERTF32X4  $0x01, X0, Y12, Y0
+	VPERMILPS     $0x4e, Y0, Y1
+	VADDPS        Y1, Y0, Y0
+	VMOVSHDUP     Y0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDSS        X1, X0, X1
+	VMOVSS        X1, 8(AX)
+	VEXTRACTF32X4 $0x01, Z6, X12
+	VADDPS        X12, X6, X12
+	VEXTRACTF32X4 $0x02, Z6, X0
+	VINSERTF32X4  $0x01, X0, Y12, Y0
+	VPERMILPS     $0x4e, Y0, Y1
+	VADDPS        Y1, Y0, Y0
+	VMOVSHDUP     Y0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDSS        X1, X0, X1
+	VMOVSS        X1, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotQ6KCols4AVX512(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
+TEXT ·dotQ6KCols4AVX512(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      wstride+8(FP), CX
+	MOVQ      x+16(FP), DX
+	MOVQ      nb+24(FP), BX
+	LEAQ      (CX)(CX*2), SI
+	LEAQ      (AX)(CX*4), DI
+	VMOVDQU64 m4<>+0(SB), Z0
+	VMOVDQU64 m30<>+0(SB), Z1
+	VMOVDQU64 m32z<>+0(SB), Z2
+	VMOVDQU64 cnta<>+0(SB), Z3
+	VMOVDQU64 cntb<>+0(SB), Z4
+	VXORPS    Y5, Y5, Y5
+	VXORPS    Y6, Y6, Y6
+	VXORPS    Y7, Y7, Y7
+	VXORPS    Y8, Y8, Y8
+
+dotQ6KCols4AVX512_loop:
+	TESTQ           BX, BX
+	JZ              dotQ6KCols4AVX512_done
+	PREFETCHT0      (DI)
+	PREFETCHT0      64(DI)
+	PREFETCHT0      128(DI)
+	PREFETCHT0      192(DI)
+	PREFETCHT0      256(DI)
+	PREFETCHT0      320(DI)
+	PREFETCHT0      384(DI)
+	PREFETCHT0      448(DI)
+	PREFETCHT0      512(DI)
+	PREFETCHT0      576(DI)
+	PREFETCHT0      640(DI)
+	PREFETCHT0      704(DI)
+	PREFETCHT0      768(DI)
+	PREFETCHT0      832(DI)
+	ADDQ            $0x00000348, DI
+	VMOVDQU64       4(DX), Z9
+	VPMADDUBSW      Z9, Z2, Z10
+	VMOVDQU64       68(DX), Z11
+	VPMADDUBSW      Z11, Z2, Z12
+	VMOVDQU64       132(DX), Z13
+	VPMADDUBSW      Z13, Z2, Z14
+	VMOVDQU64       196(DX), Z15
+	VPMADDUBSW      Z15, Z2, Z16
+	VMOVSS          (DX), X17
+	VBROADCASTI32X4 192(AX), Y18
+	VPXORD          Z19, Z19, Z19
+	VMOVDQU64       (AX), Z20
+	VBROADCASTI64X4 128(AX), Z21
+	VPANDD          Z0, Z20, Z22
+	VPSLLVW         Z3, Z21, Z23
+	VPTERNLOGD      $0xf8, Z1, Z23, Z22
+	VPSHUFB         shufq6y_0<>+0(SB), Y18, Y23
+	VPMOVSXBW       Y23, Z23
+	VPMADDUBSW      Z9, Z22, Z22
+	VPSUBW          Z10, Z22, Z22
+	VPDPWSSD        Z23, Z22, Z19
+	VPSRLW          $0x04, Z20, Z20
+	VPANDD          Z0, Z20, Z20
+	VPSRLVW         Z4, Z21, Z21
+	VPTERNLOGD      $0xf8, Z1, Z21, Z20
+	VPSHUFB         shufq6y_1<>+0(SB), Y18, Y21
+	VPMOVSXBW       Y21, Z21
+	VPMADDUBSW      Z11, Z20, Z20
+	VPSUBW          Z12, Z20, Z20
+	VPDPWSSD        Z21, Z20, Z19
+	VMOVDQU64       64(AX), Z20
+	VBROADCASTI64X4 160(AX), Z21
+	VPANDD          Z0, Z20, Z22
+	VPSLLVW         Z3, Z21, Z23
+	VPTERNLOGD      $0xf8, Z1, Z23, Z22
+	VPSHUFB         shufq6y_2<>+0(SB), Y18, Y23
+	VPMOVSXBW       Y23, Z23
+	VPMADDUBSW      Z13, Z22, Z22
+	VPSUBW          Z14, Z22, Z22
+	VPDPWSSD        Z23, Z22, Z19
+	VPSRLW          $0x04, Z20, Z20
+	VPANDD          Z0, Z20, Z20
+	VPSRLVW         Z4, Z21, Z21
+	VPTERNLOGD      $0xf8, Z1, Z21, Z20
+	VPSHUFB         shufq6y_3<>+0(SB), Y18, Y18
+	VPMOVSXBW       Y18, Z18
+	VPMADDUBSW      Z15, Z20, Z20
+	VPSUBW          Z16, Z20, Z20
+	VPDPWSSD        Z18, Z20, Z19
+	VEXTRACTI64X4   $0x01, Z19, Y18
+	VPADDD          Y18, Y19, Y19
+	VCVTDQ2PS       Y19, Y19
+	MOVWLZX         208(AX), R8
+	VMOVD           R8, X18
+	VCVTPH2PS       X18, X18
+	VMULSS          X17, X18, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y19, Y5
+	VBROADCASTI32X4 192(AX)(CX*1), Y18
+	VPXORD          Z24, Z24, Z24
+	VMOVDQU64       (AX)(CX*1), Z20
+	VBROADCASTI64X4 128(AX)(CX*1), Z21
+	VPANDD          Z0, Z20, Z22
+	VPSLLVW         Z3, Z21, Z23
+	VPTERNLOGD      $0xf8, Z1, Z23, Z22
+	VPSHUFB         shufq6y_0<>+0(SB), Y18, Y23
+	VPMOVSXBW       Y23, Z23
+	VPMADDUBSW      Z9, Z22, Z22
+	VPSUBW          Z10, Z22, Z22
+	VPDPWSSD        Z23, Z22, Z24
+	VPSRLW          $0x04, Z20, Z20
+	VPANDD          Z0, Z20, Z20
+	VPSRLVW         Z4, Z21, Z21
+	VPTERNLOGD      $0xf8, Z1, Z21, Z20
+	VPSHUFB         shufq6y_1<>+0(SB), Y18, Y21
+	VPMOVSXBW       Y21, Z21
+	VPMADDUBSW      Z11, Z20, Z20
+	VPSUBW          Z12, Z20, Z20
+	VPDPWSSD        Z21, Z20, Z24
+	VMOVDQU64       64(AX)(CX*1), Z20
+	VBROADCASTI64X4 160(AX)(CX*1), Z21
+	VPANDD          Z0, Z20, Z22
+	VPSLLVW         Z3, Z21, Z23
+	VPTERNLOGD      $0xf8, Z1, Z23, Z22
+	VPSHUFB         shufq6y_2<>+0(SB), Y18, Y23
+	VPMOVSXBW       Y23, Z23
+	VPMADDUBSW      Z13, Z22, Z22
+	VPSUBW          Z14, Z22, Z22
+	VPDPWSSD        Z23, Z22, Z24
+	VPSRLW          $0x04, Z20, Z20
+	VPANDD          Z0, Z20, Z20
+	VPSRLVW         Z4, Z21, Z21
+	VPTERNLOGD      $0xf8, Z1, Z21, Z20
+	VPSHUFB         shufq6y_3<>+0(SB), Y18, Y18
+	VPMOVSXBW       Y18, Z18
+	VPMADDUBSW      Z15, Z20, Z20
+	VPSUBW          Z16, Z20, Z20
+	VPDPWSSD        Z18, Z20, Z24
+	VEXTRACTI64X4   $0x01, Z24, Y18
+	VPADDD          Y18, Y24, Y24
+	VCVTDQ2PS       Y24, Y24
+	MOVWLZX         208(AX)(CX*1), R8
+	VMOVD           R8, X18
+	VCVTPH2PS       X18, X18
+	VMULSS          X17, X18, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y24, Y6
+	VBROADCASTI32X4 192(AX)(CX*2), Y18
+	VPXORD          Z25, Z25, Z25
+	VMOVDQU64       (AX)(CX*2), Z20
+	VBROADCASTI64X4 128(AX)(CX*2), Z21
+	VPANDD          Z0, Z20, Z22
+	VPSLLVW         Z3, Z21, Z23
+	VPTERNLOGD      $0xf8, Z1, Z23, Z22
+	VPSHUFB         shufq6y_0<>+0(SB), Y18, Y23
+	VPMOVSXBW       Y23, Z23
+	VPMADDUBSW      Z9, Z22, Z22
+	VPSUBW          Z10, Z22, Z22
+	VPDPWSSD        Z23, Z22, Z25
+	VPSRLW          $0x04, Z20, Z20
+	VPANDD          Z0, Z20, Z20
+	VPSRLVW         Z4, Z21, Z21
+	VPTERNLOGD      $0xf8, Z1, Z21, Z20
+	VPSHUFB         shufq6y_1<>+0(SB), Y18, Y21
+	VPMOVSXBW       Y21, Z21
+	VPMADDUBSW      Z11, Z20, Z20
+	VPSUBW          Z12, Z20, Z20
+	VPDPWSSD        Z21, Z20, Z25
+	VMOVDQU64       64(AX)(CX*2), Z20
+	VBROADCASTI64X4 160(AX)(CX*2), Z21
+	VPANDD          Z0, Z20, Z22
+	VPSLLVW         Z3, Z21, Z23
+	VPTERNLOGD      $0xf8, Z1, Z23, Z22
+	VPSHUFB         shufq6y_2<>+0(SB), Y18, Y23
+	VPMOVSXBW       Y23, Z23
+	VPMADDUBSW      Z13, Z22, Z22
+	VPSUBW          Z14, Z22, Z22
+	VPDPWSSD        Z23, Z22, Z25
+	VPSRLW          $0x04, Z20, Z20
+	VPANDD          Z0, Z20, Z20
+	VPSRLVW         Z4, Z21, Z21
+	VPTERNLOGD      $0xf8, Z1, Z21, Z20
+	VPSHUFB         shufq6y_3<>+0(SB), Y18, Y18
+	VPMOVSXBW       Y18, Z18
+	VPMADDUBSW      Z15, Z20, Z20
+	VPSUBW          Z16, Z20, Z20
+	VPDPWSSD        Z18, Z20, Z25
+	VEXTRACTI64X4   $0x01, Z25, Y18
+	VPADDD          Y18, Y25, Y25
+	VCVTDQ2PS       Y25, Y25
+	MOVWLZX         208(AX)(CX*2), R8
+	VMOVD           R8, X18
+	VCVTPH2PS       X18, X18
+	VMULSS          X17, X18, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y25, Y7
+	VBROADCASTI32X4 192(AX)(SI*1), Y18
+	VPXORD          Z26, Z26, Z26
+	VMOVDQU64       (AX)(SI*1), Z20
+	VBROADCASTI64X4 128(AX)(SI*1), Z21
+	VPANDD          Z0, Z20, Z22
+	VPSLLVW         Z3, Z21, Z23
+	VPTERNLOGD      $0xf8, Z1, Z23, Z22
+	VPSHUFB         shufq6y_0<>+0(SB), Y18, Y23
+	VPMOVSXBW       Y23, Z23
+	VPMADDUBSW      Z9, Z22, Z9
+	VPSUBW          Z10, Z9, Z9
+	VPDPWSSD        Z23, Z9, Z26
+	VPSRLW          $0x04, Z20, Z9
+	VPANDD          Z0, Z9, Z9
+	VPSRLVW         Z4, Z21, Z10
+	VPTERNLOGD      $0xf8, Z1, Z10, Z9
+	VPSHUFB         shufq6y_1<>+0(SB), Y18, Y10
+	VPMOVSXBW       Y10, Z10
+	VPMADDUBSW      Z11, Z9, Z9
+	VPSUBW          Z12, Z9, Z9
+	VPDPWSSD        Z10, Z9, Z26
+	VMOVDQU64       64(AX)(SI*1), Z9
+	VBROADCASTI64X4 160(AX)(SI*1), Z10
+	VPANDD          Z0, Z9, Z11
+	VPSLLVW         Z3, Z10, Z12
+	VPTERNLOGD      $0xf8, Z1, Z12, Z11
+	VPSHUFB         shufq6y_2<>+0(SB), Y18, Y12
+	VPMOVSXBW       Y12, Z12
+	VPMADDUBSW      Z13, Z11, Z11
+	VPSUBW          Z14, Z11, Z11
+	VPDPWSSD        Z12, Z11, Z26
+	VPSRLW          $0x04, Z9, Z9
+	VPANDD          Z0, Z9, Z9
+	VPSRLVW         Z4, Z10, Z10
+	VPTERNLOGD      $0xf8, Z1, Z10, Z9
+	VPSHUFB         shufq6y_3<>+0(SB), Y18, Y10
+	VPMOVSXBW       Y10, Z10
+	VPMADDUBSW      Z15, Z9, Z9
+	VPSUBW          Z16, Z9, Z9
+	VPDPWSSD        Z10, Z9, Z26
+	VEXTRACTI64X4   $0x01, Z26, Y9
+	VPADDD          Y9, Y26, Y26
+	VCVTDQ2PS       Y26, Y26
+	MOVWLZX         208(AX)(SI*1), R8
+	VMOVD           R8, X9
+	VCVTPH2PS       X9, X9
+	VMULSS          X17, X9, X9
+	VBROADCASTSS    X9, Y9
+	VFMADD231PS     Y9, Y26, Y8
+	ADDQ            $0x000000d2, AX
+	ADDQ            $0x00000124, DX
+	DECQ            BX
+	JMP             dotQ6KCols4AVX512_loop
+
+dotQ6KCols4AVX512_done:
+	MOVQ          out+32(FP), AX
+	VEXTRACTF32X4 $0x01, Y5, X17
+	VADDPS        X17, X5, X17
+	VPERMILPS     $0x4e, Y17, Y0
+	VADDPS        Y0, Y17, Y17
+	VMOVSHDUP     Y17, Y0
+	VADDPS        Y0, Y17, Y17
+	VMOVSS        X17, (AX)
+	VEXTRACTF32X4 $0x01, Y6, X27
+	VADDPS        X27, X6, X27
+	VPERMILPS     $0x4e, Y27, Y0
+	VADDPS        Y0, Y27, Y27
+	VMOVSHDUP     Y27, Y0
+	VADDPS        Y0, Y27, Y27
+	VMOVSS        X27, 4(AX)
+	VEXTRACTF32X4 $0x01, Y7, X28
+	VADDPS        X28, X7, X28
+	VPERMILPS     $0x4e, Y28, Y0
+	VADDPS        Y0, Y28, Y28
+	VMOVSHDUP     Y28, Y0
+	VADDPS        Y0, Y28, Y28
+	VMOVSS        X28, 8(AX)
+	VEXTRACTF32X4 $0x01, Y8, X29
+	VADDPS        X29, X8, X29
+	VPERMILPS     $0x4e, Y29, Y0
+	VADDPS        Y0, Y29, Y29
+	VMOVSHDUP     Y29, Y0
+	VADDPS        Y0, Y29, Y29
+	VMOVSS        X29, 12(AX)
 	VZEROUPPER
 	RET
 

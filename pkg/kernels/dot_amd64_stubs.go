@@ -42,6 +42,18 @@ func dotQ4KRows8AVX512(w *byte, x *byte, xstride int, nb int, acc *[128]float32)
 //go:noescape
 func dotQ5KRows8AVX512(w *byte, x *byte, xstride int, nb int, acc *[128]float32)
 
+// dotQ4KCols4AVX512 stores in out[c] the dots of nb Q4_K blocks of the 4 weight rows
+// w + c·wstride with one Q8_K row x, reduced in hsumQ4K's order.
+//
+//go:noescape
+func dotQ4KCols4AVX512(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+
+// dotQ6KCols4AVX512 stores in out[c] the dots of nb Q6_K blocks of the 4 weight rows
+// w + c·wstride with one Q8_K row x, reduced in hsum8's order.
+//
+//go:noescape
+func dotQ6KCols4AVX512(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+
 // dotQ6KAVX2 accumulates nb Q6_K × Q8_K blocks into acc (8 lanes).
 //
 //go:noescape

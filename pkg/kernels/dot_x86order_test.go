@@ -518,3 +518,52 @@ func TestFastF16(t *testing.T) {
 		}
 	}
 }
+
+// TestFastColsExact checks the multi-weight-row (decode) kernels against the
+// one-row model, with weight rows neither adjacent nor aligned.
+func TestFastColsExact(t *testing.T) {
+	r := rand.New(rand.NewPCG(39, 40))
+	for _, k := range hostKernels() {
+		for _, ct := range []struct {
+			t     DType
+			cols  func(w []byte, wrb int, xq []byte, out []float32)
+			model func(w, xq []byte) float32
+		}{{Q4_K, k.colsQ4K, x86DotQ4K}, {Q6_K, k.colsQ6K, x86DotQ6K}} {
+			if ct.cols == nil {
+				continue
+			}
+			C := k.colsN
+			for _, nb := range []int{1, 3, 7, 64, 65} {
+				for _, raw := range []bool{false, true} {
+					wrb0 := nb * ct.t.BlockBytes()
+					wrb := wrb0 + 13
+					w := make([]byte, C*wrb)
+					_, x := randomRow(r, ct.t, nb, raw)
+					want := make([]float32, C)
+					for i := range C {
+						wi, _ := randomRow(r, ct.t, nb, raw)
+						copy(w[i*wrb:], wi)
+						want[i] = ct.model(wi, x)
+					}
+					for _, off := range []int{0, 1, 17, 63} {
+						const guard = 3
+						buf := make([]float32, C+2*guard)
+						for i := range buf {
+							buf[i] = 12345
+						}
+						ct.cols(misalign(w, off), wrb, misalign(x, 63-off), buf[guard:guard+C])
+						for i := range buf {
+							if j := i - guard; j >= 0 && j < C {
+								if got := buf[i]; math.Float32bits(got) != math.Float32bits(want[j]) {
+									t.Fatalf("%v %v nb=%d raw=%v off=%d row %d: %v, model %v", k.tier, ct.t, nb, raw, off, j, got, want[j])
+								}
+							} else if buf[i] != 12345 {
+								t.Fatalf("%v %v: wrote outside the outputs (index %d)", k.tier, ct.t, i)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}

@@ -95,6 +95,27 @@ func (j *matmulJob) dotRows(lo, hi int) {
 			return
 		}
 	}
+	if k.colsN > 0 {
+		var cols func(w []byte, wrb int, xq []byte, out []float32)
+		switch j.t {
+		case Q4_K:
+			cols = k.colsQ4K
+		case Q6_K:
+			cols = k.colsQ6K
+		}
+		if cols != nil {
+			// Decode (few activation rows): colsN weight rows per call
+			// share each activation block; the tail rows go one by one
+			// below.
+			C := k.colsN
+			for ; lo+C <= hi; lo += C {
+				w := j.w[lo*j.wrb : (lo+C)*j.wrb]
+				for i := range j.n {
+					cols(w, j.wrb, j.xq[i*j.xrb:(i+1)*j.xrb], j.out[i*j.rows+lo:i*j.rows+lo+C])
+				}
+			}
+		}
+	}
 	for r := lo; r < hi; r++ {
 		wr := j.w[r*j.wrb : (r+1)*j.wrb]
 		for k := range j.n {
