@@ -1,0 +1,125 @@
+package sample
+
+import (
+	"errors"
+	"math"
+	"testing"
+)
+
+func TestGreedyIsArgmaxAfterBiasAndPenalties(t *testing.T) {
+	logits := []float32{1, 5, 3, 4.9}
+	if got := New(Params{}).Sample(append([]float32(nil), logits...), nil); got != 1 {
+		t.Errorf("greedy = %d, want 1", got)
+	}
+	// A bias moves the argmax.
+	if got := New(Params{LogitBias: map[int32]float32{2: 3}}).Sample(append([]float32(nil), logits...), nil); got != 2 {
+		t.Errorf("greedy with bias = %d, want 2", got)
+	}
+	// Repetition penalty 2 halves a positive logit seen in the window: 5 → 2.5 < 4.9.
+	if got := New(Params{RepeatPenalty: 2}).Sample(append([]float32(nil), logits...), []int32{1}); got != 3 {
+		t.Errorf("greedy with repetition penalty = %d, want 3", got)
+	}
+}
+
+func TestAdjustPenalties(t *testing.T) {
+	tests := []struct {
+		name    string
+		p       Params
+		history []int32
+		want    []float32
+	}{
+		{"repeat divides positive, multiplies negative", Params{RepeatPenalty: 2}, []int32{0, 1}, []float32{2, -4, 1}},
+		{"presence once per token", Params{PresencePenalty: 0.5}, []int32{0, 0, 1}, []float32{3.5, -2.5, 1}},
+		{"frequency per occurrence", Params{FrequencyPenalty: 0.5}, []int32{0, 0, 1}, []float32{3, -2.5, 1}},
+		{"window limits the history", Params{PresencePenalty: 1, RepeatLastN: 1}, []int32{0, 1}, []float32{4, -3, 1}},
+	}
+	for _, tt := range tests {
+		logits := []float32{4, -2, 1}
+		New(tt.p).Adjust(logits, tt.history)
+		for i := range logits {
+			if math.Abs(float64(logits[i]-tt.want[i])) > 1e-6 {
+				t.Errorf("%s: logits = %v, want %v", tt.name, logits, tt.want)
+				break
+			}
+		}
+	}
+}
+
+func TestSeedDeterminism(t *testing.T) {
+	logits := make([]float32, 50)
+	for i := range logits {
+		logits[i] = float32(i%7) * 0.3
+	}
+	draw := func(seed uint64) []int32 {
+		s := New(Params{Temperature: 1, Seed: seed})
+		var out []int32
+		for range 40 {
+			out = append(out, s.Sample(append([]float32(nil), logits...), nil))
+		}
+		return out
+	}
+	a, b, c := draw(7), draw(7), draw(8)
+	same := true
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("same seed, different draws at %d: %v vs %v", i, a, b)
+		}
+		same = same && a[i] == c[i]
+	}
+	if same {
+		t.Error("seeds 7 and 8 drew identical sequences")
+	}
+}
+
+func TestTruncation(t *testing.T) {
+	// Probabilities (temperature 1): token 0 dominant, then 1, then a tail.
+	logits := []float32{5, 4, 0, 0, 0, 0}
+	tests := []struct {
+		name  string
+		p     Params
+		allow map[int32]bool
+	}{
+		{"top-k 1", Params{Temperature: 1, TopK: 1}, map[int32]bool{0: true}},
+		{"top-k 2", Params{Temperature: 1, TopK: 2}, map[int32]bool{0: true, 1: true}},
+		{"top-p 0.5", Params{Temperature: 1, TopP: 0.5}, map[int32]bool{0: true}},
+		{"min-p 0.2", Params{Temperature: 1, MinP: 0.2}, map[int32]bool{0: true, 1: true}},
+	}
+	for _, tt := range tests {
+		for seed := range uint64(200) {
+			tt.p.Seed = seed
+			got := New(tt.p).Sample(append([]float32(nil), logits...), nil)
+			if !tt.allow[got] {
+				t.Errorf("%s: drew token %d", tt.name, got)
+				break
+			}
+		}
+	}
+}
+
+func TestLogprobs(t *testing.T) {
+	logits := []float32{0, float32(math.Log(3)), 0}
+	chosen, top := Logprobs(logits, 1, 2)
+	if math.Abs(float64(chosen.Logprob)-math.Log(0.6)) > 1e-6 {
+		t.Errorf("logprob of token 1 = %g, want ln 0.6", chosen.Logprob)
+	}
+	if len(top) != 2 || top[0].ID != 1 || math.Abs(float64(top[1].Logprob)-math.Log(0.2)) > 1e-6 {
+		t.Errorf("top-2 = %+v", top)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	bad := []Params{
+		{Temperature: -1}, {Temperature: float32(math.NaN())}, {TopK: -1}, {TopP: 1.5}, {MinP: -0.1},
+		{TypicalP: 2}, {RepeatPenalty: -1}, {RepeatLastN: -2}, {PresencePenalty: 1000},
+		{LogitBias: map[int32]float32{99: 1}},
+	}
+	for _, p := range bad {
+		if err := p.Validate(10); !errors.Is(err, ErrParams) {
+			t.Errorf("Validate(%+v) = %v, want ErrParams", p, err)
+		}
+	}
+	ok := Params{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, TypicalP: 1, RepeatPenalty: 1.1, LogitBias: map[int32]float32{3: -100}}
+	if err := ok.Validate(10); err != nil {
+		t.Errorf("Validate(defaults) = %v", err)
+	}
+}
