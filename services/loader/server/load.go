@@ -406,7 +406,10 @@ func syncDir(dir string) {
 	}
 }
 
-// mapSource maps an opened source file read-only.
+// mapSource maps an opened source file read-only. MAP_POPULATE faults the
+// whole file in at once: every byte is read anyway (digest, validation,
+// copy), and one pass is cheaper than a page fault per 4 KiB (~20% of the
+// load+pack+publish time on a 193 MiB model).
 func mapSource(f *os.File, rel string) ([]byte, error) {
 	st, err := f.Stat()
 	if err != nil {
@@ -415,7 +418,7 @@ func mapSource(f *os.File, rel string) ([]byte, error) {
 	if st.Size() == 0 {
 		return nil, fmt.Errorf("%w: %s: empty file", ErrBadFile, rel)
 	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED|syscall.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("mapping %s: %w", rel, err)
 	}
