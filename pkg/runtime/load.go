@@ -6,8 +6,6 @@ import (
 	"io"
 	"os"
 
-	"golang.org/x/sys/cpu"
-
 	"github.com/corelm/corelm/pkg/formats/gguf"
 	"github.com/corelm/corelm/pkg/formats/pack"
 	"github.com/corelm/corelm/pkg/kernels"
@@ -109,12 +107,13 @@ func (l *Loaded) Close() error {
 	return l.close()
 }
 
-// HostTier is the highest packed-layout CPU tier this machine can run.
+// HostTier is the highest packed-layout tier the kernels in use can run
+// (the CPU's features, capped by CORELM_KERNELS).
 func HostTier() pack.Tier {
-	switch {
-	case cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512VNNI:
+	switch kernels.ActiveTier() {
+	case kernels.TierAVX512:
 		return pack.TierAVX512VNI
-	case cpu.X86.HasAVX2 && cpu.X86.HasFMA:
+	case kernels.TierAVX2:
 		return pack.TierAVX2
 	}
 	return pack.TierGeneric

@@ -1,8 +1,6 @@
 package gemma2
 
 import (
-	"sync"
-
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/model"
@@ -10,14 +8,13 @@ import (
 
 // workspace holds the activations of one step, grown to the largest batch seen.
 type workspace struct {
-	step      model.Step
-	x, xn     []float32 // (n, dim) residual stream and its normalised copy
-	q, k, v   []float32 // (n, q_dim), (n, kv_dim), (n, kv_dim)
-	att       []float32 // (n, q_dim) attention output
-	gate, up  []float32 // (n, ffn)
-	proj      []float32 // (n, dim) projection back to the residual
-	mm        kernels.Scratch
-	scratches sync.Pool
+	step     model.Step
+	x, xn    []float32 // (n, dim) residual stream and its normalised copy
+	q, k, v  []float32 // (n, q_dim), (n, kv_dim), (n, kv_dim)
+	att      []float32 // (n, q_dim) attention output
+	gate, up []float32 // (n, ffn)
+	proj     []float32 // (n, dim) projection back to the residual
+	mm       kernels.Scratch
 }
 
 func (ws *workspace) resize(cfg *model.Config, n int) {
@@ -97,19 +94,7 @@ func (m *Model) attention(b *model.Batch, l, n int) {
 	// The cache applies the layer's window: position p of a local layer
 	// attends to p-window+1..p.
 	params := kvcache.AttnParams{Scale: 1, Softcap: m.p.AttnSoftcap}
-	heads := cfg.Heads
-	m.pool.Run(n*heads, func(lo, hi int) {
-		s, _ := ws.scratches.Get().(*kvcache.Scratch)
-		if s == nil {
-			s = new(kvcache.Scratch)
-		}
-		for task := lo; task < hi; task++ {
-			r, h := task/heads, task%heads
-			c := b.Seqs[ws.step.Seq[r]].State.Cache
-			c.AttendHead(l, ws.step.Pos[r], h, heads, ws.q[r*qDim+h*hd:r*qDim+(h+1)*hd], params, ws.att[r*qDim+h*hd:r*qDim+(h+1)*hd], s)
-		}
-		ws.scratches.Put(s)
-	})
+	ws.step.Attend(m.pool, b, l, cfg.Heads, hd, ws.q, ws.att, params)
 	m.matmul(&w.O, ws.att, n, ws.proj)
 	rmsRows(ws.proj, ws.proj, w.PostAttnNorm, n, cfg.RMSEps)
 	kernels.Add(ws.x[:n*dim], ws.x[:n*dim], ws.proj[:n*dim])

@@ -152,23 +152,6 @@ type Model struct {
 
 var _ model.Model = (*Model)(nil)
 
-// Tensor names (llama.cpp's LLM_TENSOR_NAMES for LLM_ARCH_GEMMA2).
-const (
-	tTokenEmbd    = "token_embd.weight"
-	tOutputNorm   = "output_norm.weight"
-	tAttnNorm     = "blk.%d.attn_norm.weight"
-	tAttnQ        = "blk.%d.attn_q.weight"
-	tAttnK        = "blk.%d.attn_k.weight"
-	tAttnV        = "blk.%d.attn_v.weight"
-	tAttnOut      = "blk.%d.attn_output.weight"
-	tPostAttnNorm = "blk.%d.post_attention_norm.weight"
-	tFFNNorm      = "blk.%d.ffn_norm.weight"
-	tFFNGate      = "blk.%d.ffn_gate.weight"
-	tFFNUp        = "blk.%d.ffn_up.weight"
-	tFFNDown      = "blk.%d.ffn_down.weight"
-	tPostFFNNorm  = "blk.%d.post_ffw_norm.weight"
-)
-
 // New builds a "gemma2" model.
 func New(src model.Source, env model.Env) (model.Model, error) {
 	m, err := Build(src, env)
@@ -186,7 +169,7 @@ func Build(src model.Source, env model.Env) (*Model, error) {
 		return nil, err
 	}
 	if cfg.Vocab == 0 {
-		if t, ok := src.LookupTensor(tTokenEmbd); ok && len(t.Shape) == 2 {
+		if t, ok := src.LookupTensor(model.TTokenEmbd); ok && len(t.Shape) == 2 {
 			cfg.Vocab = t.Shape[1]
 		}
 	}
@@ -200,23 +183,23 @@ func Build(src model.Source, env model.Env) (*Model, error) {
 	b := model.NewBinder(src)
 	qDim, kvDim := cfg.QDim(), cfg.KVDim()
 	w := Weights{
-		TokenEmbd:  b.Matrix(tTokenEmbd, cfg.Vocab, cfg.Dim),
-		OutputNorm: b.Vector(tOutputNorm, cfg.Dim),
+		TokenEmbd:  b.Matrix(model.TTokenEmbd, cfg.Vocab, cfg.Dim),
+		OutputNorm: b.Vector(model.TOutputNorm, cfg.Dim),
 		Blocks:     make([]BlockWeights, cfg.Layers),
 	}
 	for i := range w.Blocks {
 		w.Blocks[i] = BlockWeights{
-			AttnNorm:     b.Vector(model.Layer(tAttnNorm, i), cfg.Dim),
-			Q:            b.Matrix(model.Layer(tAttnQ, i), qDim, cfg.Dim),
-			K:            b.Matrix(model.Layer(tAttnK, i), kvDim, cfg.Dim),
-			V:            b.Matrix(model.Layer(tAttnV, i), kvDim, cfg.Dim),
-			O:            b.Matrix(model.Layer(tAttnOut, i), cfg.Dim, qDim),
-			PostAttnNorm: b.Vector(model.Layer(tPostAttnNorm, i), cfg.Dim),
-			FFNNorm:      b.Vector(model.Layer(tFFNNorm, i), cfg.Dim),
-			Gate:         b.Matrix(model.Layer(tFFNGate, i), cfg.FFN, cfg.Dim),
-			Up:           b.Matrix(model.Layer(tFFNUp, i), cfg.FFN, cfg.Dim),
-			Down:         b.Matrix(model.Layer(tFFNDown, i), cfg.Dim, cfg.FFN),
-			PostFFNNorm:  b.Vector(model.Layer(tPostFFNNorm, i), cfg.Dim),
+			AttnNorm:     b.Vector(model.Layer(model.TAttnNorm, i), cfg.Dim),
+			Q:            b.Matrix(model.Layer(model.TAttnQ, i), qDim, cfg.Dim),
+			K:            b.Matrix(model.Layer(model.TAttnK, i), kvDim, cfg.Dim),
+			V:            b.Matrix(model.Layer(model.TAttnV, i), kvDim, cfg.Dim),
+			O:            b.Matrix(model.Layer(model.TAttnOut, i), cfg.Dim, qDim),
+			PostAttnNorm: b.Vector(model.Layer(model.TPostAttnNorm, i), cfg.Dim),
+			FFNNorm:      b.Vector(model.Layer(model.TFFNNorm, i), cfg.Dim),
+			Gate:         b.Matrix(model.Layer(model.TFFNGate, i), cfg.FFN, cfg.Dim),
+			Up:           b.Matrix(model.Layer(model.TFFNUp, i), cfg.FFN, cfg.Dim),
+			Down:         b.Matrix(model.Layer(model.TFFNDown, i), cfg.Dim, cfg.FFN),
+			PostFFNNorm:  b.Vector(model.Layer(model.TPostFFNNorm, i), cfg.Dim),
 		}
 	}
 	b.CheckBlocks(cfg.Layers)

@@ -65,26 +65,6 @@ type Model struct {
 
 var _ model.Model = (*Model)(nil)
 
-// Tensor name templates (llama.cpp's LLM_TENSOR_NAMES).
-const (
-	tTokenEmbd  = "token_embd.weight"
-	tOutputNorm = "output_norm.weight"
-	tOutput     = "output.weight"
-	tRopeFreqs  = "rope_freqs.weight"
-	tAttnNorm   = "blk.%d.attn_norm.weight"
-	tAttnQ      = "blk.%d.attn_q.weight"
-	tAttnK      = "blk.%d.attn_k.weight"
-	tAttnV      = "blk.%d.attn_v.weight"
-	tAttnQBias  = "blk.%d.attn_q.bias"
-	tAttnKBias  = "blk.%d.attn_k.bias"
-	tAttnVBias  = "blk.%d.attn_v.bias"
-	tAttnOut    = "blk.%d.attn_output.weight"
-	tFFNNorm    = "blk.%d.ffn_norm.weight"
-	tFFNGate    = "blk.%d.ffn_gate.weight"
-	tFFNUp      = "blk.%d.ffn_up.weight"
-	tFFNDown    = "blk.%d.ffn_down.weight"
-)
-
 // New builds a plain Llama model ("llama" architecture).
 func New(src model.Source, env model.Env) (model.Model, error) {
 	return Build(src, "llama", Options{}, env)
@@ -100,43 +80,43 @@ func Build(src model.Source, arch string, opts Options, env model.Env) (*Model, 
 	b := model.NewBinder(src)
 	w := Weights{}
 	if cfg.Vocab == 0 {
-		if t, ok := src.LookupTensor(tTokenEmbd); ok && len(t.Shape) == 2 {
+		if t, ok := src.LookupTensor(model.TTokenEmbd); ok && len(t.Shape) == 2 {
 			cfg.Vocab = t.Shape[1]
 		}
 	}
 	if cfg.Vocab <= 0 {
 		return nil, model.Invalidf("%s: vocabulary size unknown (no %s.vocab_size and no tokenizer.ggml.tokens)", arch, arch)
 	}
-	w.TokenEmbd = b.Matrix(tTokenEmbd, cfg.Vocab, cfg.Dim)
-	w.OutputNorm = b.Vector(tOutputNorm, cfg.Dim)
-	if out, ok := b.OptionalMatrix(tOutput, cfg.Vocab, cfg.Dim); ok {
+	w.TokenEmbd = b.Matrix(model.TTokenEmbd, cfg.Vocab, cfg.Dim)
+	w.OutputNorm = b.Vector(model.TOutputNorm, cfg.Dim)
+	if out, ok := b.OptionalMatrix(model.TOutput, cfg.Vocab, cfg.Dim); ok {
 		w.Output = out
 	} else {
 		w.Output = w.TokenEmbd // tied embeddings
 	}
-	w.RopeFreqs = b.OptionalVector(tRopeFreqs, cfg.RopeDims/2)
+	w.RopeFreqs = b.OptionalVector(model.TRopeFreqs, cfg.RopeDims/2)
 	qDim, kvDim := cfg.QDim(), cfg.KVDim()
 	w.Blocks = make([]BlockWeights, cfg.Layers)
 	for i := range w.Blocks {
 		l := &w.Blocks[i]
-		l.AttnNorm = b.Vector(model.Layer(tAttnNorm, i), cfg.Dim)
-		l.Q = b.Matrix(model.Layer(tAttnQ, i), qDim, cfg.Dim)
-		l.K = b.Matrix(model.Layer(tAttnK, i), kvDim, cfg.Dim)
-		l.V = b.Matrix(model.Layer(tAttnV, i), kvDim, cfg.Dim)
+		l.AttnNorm = b.Vector(model.Layer(model.TAttnNorm, i), cfg.Dim)
+		l.Q = b.Matrix(model.Layer(model.TAttnQ, i), qDim, cfg.Dim)
+		l.K = b.Matrix(model.Layer(model.TAttnK, i), kvDim, cfg.Dim)
+		l.V = b.Matrix(model.Layer(model.TAttnV, i), kvDim, cfg.Dim)
 		if opts.QKVBias {
-			l.QBias = b.Vector(model.Layer(tAttnQBias, i), qDim)
-			l.KBias = b.Vector(model.Layer(tAttnKBias, i), kvDim)
-			l.VBias = b.Vector(model.Layer(tAttnVBias, i), kvDim)
+			l.QBias = b.Vector(model.Layer(model.TAttnQBias, i), qDim)
+			l.KBias = b.Vector(model.Layer(model.TAttnKBias, i), kvDim)
+			l.VBias = b.Vector(model.Layer(model.TAttnVBias, i), kvDim)
 		} else {
-			l.QBias = b.OptionalVector(model.Layer(tAttnQBias, i), qDim)
-			l.KBias = b.OptionalVector(model.Layer(tAttnKBias, i), kvDim)
-			l.VBias = b.OptionalVector(model.Layer(tAttnVBias, i), kvDim)
+			l.QBias = b.OptionalVector(model.Layer(model.TAttnQBias, i), qDim)
+			l.KBias = b.OptionalVector(model.Layer(model.TAttnKBias, i), kvDim)
+			l.VBias = b.OptionalVector(model.Layer(model.TAttnVBias, i), kvDim)
 		}
-		l.O = b.Matrix(model.Layer(tAttnOut, i), cfg.Dim, qDim)
-		l.FFNNorm = b.Vector(model.Layer(tFFNNorm, i), cfg.Dim)
-		l.Gate = b.Matrix(model.Layer(tFFNGate, i), cfg.FFN, cfg.Dim)
-		l.Up = b.Matrix(model.Layer(tFFNUp, i), cfg.FFN, cfg.Dim)
-		l.Down = b.Matrix(model.Layer(tFFNDown, i), cfg.Dim, cfg.FFN)
+		l.O = b.Matrix(model.Layer(model.TAttnOut, i), cfg.Dim, qDim)
+		l.FFNNorm = b.Vector(model.Layer(model.TFFNNorm, i), cfg.Dim)
+		l.Gate = b.Matrix(model.Layer(model.TFFNGate, i), cfg.FFN, cfg.Dim)
+		l.Up = b.Matrix(model.Layer(model.TFFNUp, i), cfg.FFN, cfg.Dim)
+		l.Down = b.Matrix(model.Layer(model.TFFNDown, i), cfg.Dim, cfg.FFN)
 	}
 	b.CheckBlocks(cfg.Layers)
 	if err := b.Err(); err != nil {

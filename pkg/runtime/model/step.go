@@ -1,6 +1,12 @@
 package model
 
-import "time"
+import (
+	"sync"
+	"time"
+
+	"github.com/corelm/corelm/pkg/kernels"
+	"github.com/corelm/corelm/pkg/runtime/kvcache"
+)
 
 // Step is the plumbing every architecture's forward pass shares around its
 // own layers: checking the batch, numbering its rows, timing the layers and
@@ -10,8 +16,9 @@ type Step struct {
 	Pos []int // position of each row of the batch
 	Seq []int // index in Batch.Seqs of each row
 
-	last   []float32 // (rows needing logits, dim)
-	logits []float32 // (rows needing logits, vocab)
+	last      []float32 // (rows needing logits, dim)
+	logits    []float32 // (rows needing logits, vocab)
+	scratches sync.Pool // *kvcache.Scratch, one per attention worker
 }
 
 // Grow returns s resized to n, reallocating only when it is too small.
@@ -73,6 +80,27 @@ func (st *Step) Layers(b *Batch, layers int, attention, ffn func(l int)) {
 		ffn(l)
 		b.Trace.Layers = append(b.Trace.Layers, LayerTiming{Attention: t1.Sub(t0), FFN: time.Since(t1)})
 	}
+}
+
+// Attend runs causal attention of layer l for every row of the step and
+// every query head, split over the pool: q holds the rows' query heads
+// (heads×headDim each, already rotated), out receives the heads' outputs.
+// Each row attends over its own sequence's KV cache.
+func (st *Step) Attend(pool *kernels.Pool, b *Batch, l, heads, headDim int, q, out []float32, p kvcache.AttnParams) {
+	qDim := heads * headDim
+	pool.Run(len(st.Pos)*heads, func(lo, hi int) {
+		s, _ := st.scratches.Get().(*kvcache.Scratch)
+		if s == nil {
+			s = new(kvcache.Scratch)
+		}
+		for task := lo; task < hi; task++ {
+			r, h := task/heads, task%heads
+			off := r*qDim + h*headDim
+			c := b.Seqs[st.Seq[r]].State.Cache
+			c.AttendHead(l, st.Pos[r], h, heads, q[off:off+headDim], p, out[off:off+headDim], s)
+		}
+		st.scratches.Put(s)
+	})
 }
 
 // Logits computes the logits the batch asks for: it normalises those rows

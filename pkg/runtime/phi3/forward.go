@@ -2,7 +2,6 @@ package phi3
 
 import (
 	"math"
-	"sync"
 
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
@@ -11,16 +10,15 @@ import (
 
 // workspace holds the activations of one step, grown to the largest batch seen.
 type workspace struct {
-	step      model.Step
-	x, xn     []float32 // (n, dim) residual stream and its normalised copy
-	qkv       []float32 // (n, q_dim+2*kv_dim) fused projection output
-	q, k, v   []float32 // (n, q_dim), (n, kv_dim), (n, kv_dim)
-	att       []float32 // (n, q_dim) attention output
-	gateUp    []float32 // (n, 2*ffn) fused projection output
-	act       []float32 // (n, ffn) silu(gate)·up
-	proj      []float32 // (n, dim) projection back to the residual
-	mm        kernels.Scratch
-	scratches sync.Pool
+	step    model.Step
+	x, xn   []float32 // (n, dim) residual stream and its normalised copy
+	qkv     []float32 // (n, q_dim+2*kv_dim) fused projection output
+	q, k, v []float32 // (n, q_dim), (n, kv_dim), (n, kv_dim)
+	att     []float32 // (n, q_dim) attention output
+	gateUp  []float32 // (n, 2*ffn) fused projection output
+	act     []float32 // (n, ffn) silu(gate)·up
+	proj    []float32 // (n, dim) projection back to the residual
+	mm      kernels.Scratch
 }
 
 func (ws *workspace) resize(cfg *model.Config, n int) {
@@ -109,19 +107,7 @@ func (m *Model) attention(b *model.Batch, l, n int) {
 		st.Cache.Store(l, ws.step.Pos[r], ws.k[r*kvDim:(r+1)*kvDim], ws.v[r*kvDim:(r+1)*kvDim])
 	}
 	params := kvcache.AttnParams{Scale: 1}
-	heads := cfg.Heads
-	m.pool.Run(n*heads, func(lo, hi int) {
-		s, _ := ws.scratches.Get().(*kvcache.Scratch)
-		if s == nil {
-			s = new(kvcache.Scratch)
-		}
-		for task := lo; task < hi; task++ {
-			r, h := task/heads, task%heads
-			c := b.Seqs[ws.step.Seq[r]].State.Cache
-			c.AttendHead(l, ws.step.Pos[r], h, heads, ws.q[r*qDim+h*hd:r*qDim+(h+1)*hd], params, ws.att[r*qDim+h*hd:r*qDim+(h+1)*hd], s)
-		}
-		ws.scratches.Put(s)
-	})
+	ws.step.Attend(m.pool, b, l, cfg.Heads, hd, ws.q, ws.att, params)
 	m.matmul(&w.O, ws.att, n, ws.proj)
 	kernels.Add(ws.x[:n*dim], ws.x[:n*dim], ws.proj[:n*dim])
 }

@@ -64,24 +64,6 @@ type Model struct {
 
 var _ model.Model = (*Model)(nil)
 
-// Tensor names (llama.cpp's LLM_TENSOR_NAMES for LLM_ARCH_PHI3).
-const (
-	tTokenEmbd  = "token_embd.weight"
-	tOutputNorm = "output_norm.weight"
-	tOutput     = "output.weight"
-	tRopeLong   = "rope_factors_long.weight"
-	tRopeShort  = "rope_factors_short.weight"
-	tAttnNorm   = "blk.%d.attn_norm.weight"
-	tAttnQKV    = "blk.%d.attn_qkv.weight"
-	tAttnQ      = "blk.%d.attn_q.weight"
-	tAttnK      = "blk.%d.attn_k.weight"
-	tAttnV      = "blk.%d.attn_v.weight"
-	tAttnOut    = "blk.%d.attn_output.weight"
-	tFFNNorm    = "blk.%d.ffn_norm.weight"
-	tFFNUp      = "blk.%d.ffn_up.weight"
-	tFFNDown    = "blk.%d.ffn_down.weight"
-)
-
 // New builds a "phi3" model.
 func New(src model.Source, env model.Env) (model.Model, error) {
 	m, err := Build(src, env)
@@ -121,7 +103,7 @@ func Build(src model.Source, env model.Env) (*Model, error) {
 		return nil, err
 	}
 	if cfg.Vocab == 0 {
-		if t, ok := src.LookupTensor(tTokenEmbd); ok && len(t.Shape) == 2 {
+		if t, ok := src.LookupTensor(model.TTokenEmbd); ok && len(t.Shape) == 2 {
 			cfg.Vocab = t.Shape[1]
 		}
 	}
@@ -131,32 +113,32 @@ func Build(src model.Source, env model.Env) (*Model, error) {
 	b := model.NewBinder(src)
 	qDim, kvDim := cfg.QDim(), cfg.KVDim()
 	w := Weights{
-		TokenEmbd:  b.Matrix(tTokenEmbd, cfg.Vocab, cfg.Dim),
-		OutputNorm: b.Vector(tOutputNorm, cfg.Dim),
-		RopeLong:   b.OptionalVector(tRopeLong, cfg.RopeDims/2),
-		RopeShort:  b.OptionalVector(tRopeShort, cfg.RopeDims/2),
+		TokenEmbd:  b.Matrix(model.TTokenEmbd, cfg.Vocab, cfg.Dim),
+		OutputNorm: b.Vector(model.TOutputNorm, cfg.Dim),
+		RopeLong:   b.OptionalVector(model.TRopeLong, cfg.RopeDims/2),
+		RopeShort:  b.OptionalVector(model.TRopeShort, cfg.RopeDims/2),
 		Blocks:     make([]BlockWeights, cfg.Layers),
-		FusedQKV:   b.Has(model.Layer(tAttnQKV, 0)),
+		FusedQKV:   b.Has(model.Layer(model.TAttnQKV, 0)),
 	}
-	if out, ok := b.OptionalMatrix(tOutput, cfg.Vocab, cfg.Dim); ok {
+	if out, ok := b.OptionalMatrix(model.TOutput, cfg.Vocab, cfg.Dim); ok {
 		w.Output = out
 	} else {
 		w.Output = w.TokenEmbd // tied embeddings
 	}
 	for i := range w.Blocks {
 		l := &w.Blocks[i]
-		l.AttnNorm = b.Vector(model.Layer(tAttnNorm, i), cfg.Dim)
+		l.AttnNorm = b.Vector(model.Layer(model.TAttnNorm, i), cfg.Dim)
 		if w.FusedQKV {
-			l.QKV = b.Matrix(model.Layer(tAttnQKV, i), qDim+2*kvDim, cfg.Dim)
+			l.QKV = b.Matrix(model.Layer(model.TAttnQKV, i), qDim+2*kvDim, cfg.Dim)
 		} else {
-			l.Q = b.Matrix(model.Layer(tAttnQ, i), qDim, cfg.Dim)
-			l.K = b.Matrix(model.Layer(tAttnK, i), kvDim, cfg.Dim)
-			l.V = b.Matrix(model.Layer(tAttnV, i), kvDim, cfg.Dim)
+			l.Q = b.Matrix(model.Layer(model.TAttnQ, i), qDim, cfg.Dim)
+			l.K = b.Matrix(model.Layer(model.TAttnK, i), kvDim, cfg.Dim)
+			l.V = b.Matrix(model.Layer(model.TAttnV, i), kvDim, cfg.Dim)
 		}
-		l.O = b.Matrix(model.Layer(tAttnOut, i), cfg.Dim, qDim)
-		l.FFNNorm = b.Vector(model.Layer(tFFNNorm, i), cfg.Dim)
-		l.GateUp = b.Matrix(model.Layer(tFFNUp, i), 2*cfg.FFN, cfg.Dim)
-		l.Down = b.Matrix(model.Layer(tFFNDown, i), cfg.Dim, cfg.FFN)
+		l.O = b.Matrix(model.Layer(model.TAttnOut, i), cfg.Dim, qDim)
+		l.FFNNorm = b.Vector(model.Layer(model.TFFNNorm, i), cfg.Dim)
+		l.GateUp = b.Matrix(model.Layer(model.TFFNUp, i), 2*cfg.FFN, cfg.Dim)
+		l.Down = b.Matrix(model.Layer(model.TFFNDown, i), cfg.Dim, cfg.FFN)
 	}
 	b.CheckBlocks(cfg.Layers)
 	if err := b.Err(); err != nil {
