@@ -39,6 +39,10 @@ func main() {
 	q45kRowsAVX512(8, true)
 	q4kColsAVX512(4)
 	q6kColsAVX512(4)
+	for _, R := range []int{1, 2, 4, 8} {
+		q4kR16AVX512(R)
+		q6kR16AVX512(R)
+	}
 	q6kAVX2()
 	q6kRowsAVX2(4)
 	q6kAVX512(1)

@@ -77,16 +77,22 @@ func BenchmarkDotQ(b *testing.B) {
 // (4.6 GB of distinct weights for an 8B Q4_K_M), the weights come from DRAM
 // rather than from the last-level cache.
 func benchMatMul(b *testing.B, typ DType, rows, cols, n int) {
-	benchMatMulCopies(b, typ, rows, cols, n, 1)
+	benchMatMulCopies(b, typ, LayoutRows, rows, cols, n, 1)
 }
 
-func benchMatMulCopies(b *testing.B, typ DType, rows, cols, n, copies int) {
+func benchMatMulCopies(b *testing.B, typ DType, l Layout, rows, cols, n, copies int) {
 	tiers := allTiers()
 	if n > 1 {
 		tiers = tiers[1:] // the reference takes ~40 s per op here; its speed is BenchmarkDotQ's
 	}
 	r := rand.New(rand.NewPCG(3, 4))
 	w0 := quantize(typ, gaussian(r, rows*cols, 0.1))
+	if l == LayoutR16 {
+		size, _ := LayoutBytes(typ, l, rows, cols)
+		packed := make([]byte, size)
+		RepackR16(typ, packed, w0, cols)
+		w0 = packed
+	}
 	ws := make([][]byte, copies)
 	for i := range ws {
 		ws[i] = append([]byte(nil), w0...)
@@ -102,7 +108,7 @@ func benchMatMulCopies(b *testing.B, typ DType, rows, cols, n, copies int) {
 				b.SetBytes(int64(len(w0)))
 				i := 0
 				for b.Loop() {
-					MatMul(p, typ, ws[i], rows, cols, x, n, out, &s)
+					MatMulLayout(p, typ, l, ws[i], rows, cols, x, n, out, &s)
 					if i++; i == copies {
 						i = 0
 					}
@@ -130,7 +136,8 @@ func BenchmarkMatVecDRAM(b *testing.B) {
 	for _, sh := range [][2]int{{4096, 4096}, {14336, 4096}, {8192, 2048}} {
 		size := sh[0] * sh[1] / 256 * 144
 		copies := (1<<30 + size - 1) / size
-		b.Run(fmt.Sprintf("Q4_K_%dx%d", sh[0], sh[1]), func(b *testing.B) { benchMatMulCopies(b, Q4_K, sh[0], sh[1], 1, copies) })
+		b.Run(fmt.Sprintf("Q4_K_%dx%d", sh[0], sh[1]), func(b *testing.B) { benchMatMulCopies(b, Q4_K, LayoutRows, sh[0], sh[1], 1, copies) })
+		b.Run(fmt.Sprintf("Q4_K_r16_%dx%d", sh[0], sh[1]), func(b *testing.B) { benchMatMulCopies(b, Q4_K, LayoutR16, sh[0], sh[1], 1, copies) })
 	}
 }
 
@@ -139,6 +146,8 @@ func BenchmarkMatVecDRAM(b *testing.B) {
 func BenchmarkPrefill(b *testing.B) {
 	b.Run("Q4_K_4096x4096_n128", func(b *testing.B) { benchMatMul(b, Q4_K, 4096, 4096, 128) })
 	b.Run("Q6_K_4096x4096_n128", func(b *testing.B) { benchMatMul(b, Q6_K, 4096, 4096, 128) })
+	b.Run("Q4_K_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, Q4_K, LayoutR16, 4096, 4096, 128, 1) })
+	b.Run("Q6_K_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, Q6_K, LayoutR16, 4096, 4096, 128, 1) })
 }
 
 // BenchmarkQuantize is the activation encoding MatMul does once per call.

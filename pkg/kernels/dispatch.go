@@ -77,6 +77,10 @@ type kernelSet struct {
 	colsQ4K func(w []byte, wrb int, xq []byte, out []float32)
 	colsQ6K func(w []byte, wrb int, xq []byte, out []float32)
 	colsN   int
+	// The r16 kernels compute, for one LayoutR16 group (nb group blocks
+	// at w) and R activation rows at xq, xq[xrb:], ..., the 16 dots of
+	// each row into out[r*ostride : r*ostride+16] (see dotR16Ref).
+	r16Q4K, r16Q6K func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int)
 
 	quantQ8K func(src []float32, dst []byte) // whole blocks, lengths checked
 	f16F32   func(w []byte, x []float32) float32

@@ -36,6 +36,8 @@ var (
 		colsQ4K: colsQ4KAsm512,
 		colsQ6K: colsQ6KAsm512,
 		colsN:   4,
+		r16Q4K:  r16Q4KAsm512,
+		r16Q6K:  r16Q6KAsm512,
 
 		quantQ8K: quantQ8KAsm,
 		f16F32:   dotF16F32Asm,
@@ -149,6 +151,45 @@ func colsQ6KAsm512(w []byte, wrb int, xq []byte, out []float32) {
 	_ = w[3*wrb+nb*210-1]
 	_ = xq[nb*q8KBytes-1]
 	dotQ6KCols4AVX512(&w[0], wrb, &xq[0], nb, o)
+}
+
+// The r16 wrappers check that the group's blocks, the R activation rows and
+// the R output runs are in bounds, and take the rows 8, 4, 2 and 1 at a time.
+
+func r16Q4KAsm512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Asm(w, nb, r16Q4KBlock, xq, xrb, R, out, ostride, &r16Q4KKernels)
+}
+
+func r16Q6KAsm512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Asm(w, nb, r16Q6KBlock, xq, xrb, R, out, ostride, &r16Q6KKernels)
+}
+
+type r16Kernel func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// Indexed by log2 of the rows taken at once.
+var (
+	r16Q4KKernels = [4]r16Kernel{dotQ4KR16x1AVX512, dotQ4KR16x2AVX512, dotQ4KR16x4AVX512, dotQ4KR16x8AVX512}
+	r16Q6KKernels = [4]r16Kernel{dotQ6KR16x1AVX512, dotQ6KR16x2AVX512, dotQ6KR16x4AVX512, dotQ6KR16x8AVX512}
+)
+
+func r16Asm(w []byte, nb, gbb int, xq []byte, xrb, R int, out []float32, ostride int, ks *[4]r16Kernel) {
+	if nb <= 0 || R <= 0 {
+		for r := range R {
+			clear(out[r*ostride : r*ostride+R16])
+		}
+		return
+	}
+	_ = w[nb*gbb-1]
+	_ = xq[(R-1)*xrb+nb*q8KBytes-1]
+	_ = out[(R-1)*ostride+R16-1]
+	for r := 0; r < R; {
+		i := 3
+		for 1<<i > R-r {
+			i--
+		}
+		ks[i](&w[0], nb, &xq[r*xrb], xrb, &out[r*ostride], ostride)
+		r += 1 << i
+	}
 }
 
 // rows8Sums reduces the avx512 rows kernels' accumulators (16 per row: 8

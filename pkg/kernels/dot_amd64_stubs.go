@@ -54,6 +54,54 @@ func dotQ4KCols4AVX512(w *byte, wstride int, x *byte, nb int, out *[4]float32)
 //go:noescape
 func dotQ6KCols4AVX512(w *byte, wstride int, x *byte, nb int, out *[4]float32)
 
+// dotQ4KR16x1AVX512 sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_K group (nb super-blocks at w) with the 1 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func dotQ4KR16x1AVX512(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// dotQ6KR16x1AVX512 sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q6_K group (nb super-blocks at w) with the 1 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func dotQ6KR16x1AVX512(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// dotQ4KR16x2AVX512 sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_K group (nb super-blocks at w) with the 2 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func dotQ4KR16x2AVX512(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// dotQ6KR16x2AVX512 sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q6_K group (nb super-blocks at w) with the 2 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func dotQ6KR16x2AVX512(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// dotQ4KR16x4AVX512 sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_K group (nb super-blocks at w) with the 4 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func dotQ4KR16x4AVX512(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// dotQ6KR16x4AVX512 sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q6_K group (nb super-blocks at w) with the 4 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func dotQ6KR16x4AVX512(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// dotQ4KR16x8AVX512 sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_K group (nb super-blocks at w) with the 8 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func dotQ4KR16x8AVX512(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// dotQ6KR16x8AVX512 sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q6_K group (nb super-blocks at w) with the 8 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func dotQ6KR16x8AVX512(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // dotQ6KAVX2 accumulates nb Q6_K × Q8_K blocks into acc (8 lanes).
 //
 //go:noescape

@@ -18,27 +18,6 @@ import (
 // the magnitude of the sum: both orders add the same exact block products,
 // rounded differently).
 
-// fma32 is a float32 fused multiply-add (one rounding), computed in float64
-// with the double-rounding case fixed up.
-func fma32(a, b, c float32) float32 {
-	p := float64(a) * float64(b) // exact
-	s := p + float64(c)
-	bb := s - p
-	e := (p - (s - bb)) + (float64(c) - bb) // s + e == p + c exactly
-	if e != 0 {
-		bits := math.Float64bits(s)
-		// A float64 on a float32 rounding midpoint (29 low mantissa bits
-		// 1000…0) whose exact value lies off it must round the way e says.
-		if bits&(1<<29-1) == 1<<28 {
-			if (e > 0) == (s > 0) {
-				s = math.Nextafter(s, math.Inf(int(math.Copysign(1, s))))
-			} else {
-				s = math.Nextafter(s, 0)
-			}
-		}
-	}
-	return float32(s)
-}
 
 func q8Quant(y []byte, e int) int32 { return int32(int8(y[4+e])) }
 

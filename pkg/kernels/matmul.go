@@ -12,13 +12,14 @@ type Scratch struct {
 	q   []byte
 	job matmulJob
 	// Bound once to &job so that handing them to Pool.Run allocates nothing.
-	quantRows, dotRows func(lo, hi int)
+	quantRows, dotRows, dotGroups func(lo, hi int)
 }
 
 // matmulJob is one MatMul's operands; workers read it, nobody writes it while
 // a Run is in flight.
 type matmulJob struct {
 	t, vt      DType
+	l          Layout
 	w          []byte
 	wrb, xrb   int // bytes per weight row, per encoded activation row
 	rows, cols int
@@ -38,11 +39,18 @@ type matmulJob struct {
 // with all n activations while the row is in cache. s may be nil, at the cost
 // of allocating. It panics on inconsistent sizes.
 func MatMul(p *Pool, t DType, w []byte, rows, cols int, x []float32, n int, out []float32, s *Scratch) {
-	wrb, ok := t.RowBytes(cols)
+	MatMulLayout(p, t, LayoutRows, w, rows, cols, x, n, out, s)
+}
+
+// MatMulLayout is MatMul for a weight matrix in layout l. In LayoutR16 the
+// pool's unit of work is a group of 16 rows; the results equal dotR16Ref's,
+// which differ from LayoutRows' in the float order only.
+func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []float32, n int, out []float32, s *Scratch) {
+	size, ok := LayoutBytes(t, l, rows, cols)
 	if !ok || !Supported(t) || t == Q8_1 || t == Q8_K {
-		panic(fmt.Sprintf("kernels: MatMul: cannot multiply %v with %d columns", t, cols))
+		panic(fmt.Sprintf("kernels: MatMul: cannot multiply %v with %d columns in layout %v", t, cols, l))
 	}
-	if rows < 0 || n < 0 || len(w) != rows*wrb || len(x) != n*cols || len(out) != n*rows {
+	if rows < 0 || n < 0 || len(w) != size || len(x) != n*cols || len(out) != n*rows {
 		panic(fmt.Sprintf("kernels: MatMul: %v %dx%d weights (%d bytes), %d activations (%d floats), out %d",
 			t, rows, cols, len(w), n, len(x), len(out)))
 	}
@@ -53,14 +61,15 @@ func MatMul(p *Pool, t DType, w []byte, rows, cols int, x []float32, n int, out 
 		s = new(Scratch)
 	}
 	if s.dotRows == nil {
-		s.quantRows, s.dotRows = s.job.quantRows, s.job.dotRows
+		s.quantRows, s.dotRows, s.dotGroups = s.job.quantRows, s.job.dotRows, s.job.dotGroups
 	}
+	wrb, _ := t.RowBytes(cols)
 	vt := VecDotType(t)
 	xrb, _ := vt.RowBytes(cols)
 	if cap(s.q) < n*xrb {
 		s.q = make([]byte, n*xrb)
 	}
-	s.job = matmulJob{t: t, vt: vt, w: w, wrb: wrb, xrb: xrb, rows: rows, cols: cols, x: x, n: n, xq: s.q[:n*xrb], out: out}
+	s.job = matmulJob{t: t, vt: vt, l: l, w: w, wrb: wrb, xrb: xrb, rows: rows, cols: cols, x: x, n: n, xq: s.q[:n*xrb], out: out}
 	defer func() { s.job = matmulJob{} }() // do not pin the caller's buffers
 	if t != F32 {
 		if n > 1 {
@@ -69,7 +78,30 @@ func MatMul(p *Pool, t DType, w []byte, rows, cols int, x []float32, n int, out 
 			s.job.quantRows(0, 1)
 		}
 	}
+	if l == LayoutR16 {
+		p.Run(rows/R16, s.dotGroups)
+		return
+	}
 	p.Run(rows, s.dotRows)
+}
+
+// dotGroups computes the LayoutR16 groups lo..hi-1: each group's weights
+// (16 rows × cols) stay in cache while all n activation rows pass.
+func (j *matmulJob) dotGroups(lo, hi int) {
+	f := kern.r16Q4K
+	if j.t == Q6_K {
+		f = kern.r16Q6K
+	}
+	if f == nil {
+		f = func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+			dotR16Ref(j.t, w, nb, xq, xrb, R, out, ostride)
+		}
+	}
+	nb := j.cols / QK_K
+	gb := nb * r16BlockBytes(j.t)
+	for g := lo; g < hi; g++ {
+		f(j.w[g*gb:(g+1)*gb], nb, j.xq, j.xrb, j.n, j.out[g*R16:], j.rows)
+	}
 }
 
 func (j *matmulJob) quantRows(lo, hi int) {

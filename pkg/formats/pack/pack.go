@@ -25,7 +25,8 @@
 //	count entries, in data order:
 //	  u32 name length, name (UTF-8)
 //	  u32 dtype      ggml type id (kernels.DType)
-//	  u16 layout     arrangement of the blocks (LayoutGGML: ggml's own rows)
+//	  u16 layout     arrangement of the blocks (0: ggml's own rows; 1: rows
+//	                 interleaved by 16, kernels.LayoutR16)
 //	  u16 tier       CPU feature tier the layout needs
 //	  u32 rank, rank × u64 logical shape (ggml order, row length first)
 //	  u64 offset     relative to the data offset
@@ -44,6 +45,7 @@ package pack
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/corelm/corelm/pkg/kernels"
 )
@@ -83,7 +85,19 @@ const (
 	// LayoutGGML is ggml's encoding of the tensor's DType, rows one after
 	// another: the bytes of the GGUF tensor, unchanged.
 	LayoutGGML Layout = 0
+	// LayoutR16 is kernels.LayoutR16: Q4_K and Q6_K matrices with groups
+	// of 16 rows interleaved and the scales unpacked, for the VNNI
+	// kernels (and their pure-Go twin, so any CPU can run it).
+	LayoutR16 Layout = 1
 )
+
+// KernelLayout is the kernels' name for a layout the reader accepted.
+func KernelLayout(l Layout) kernels.Layout {
+	if l == LayoutR16 {
+		return kernels.LayoutR16
+	}
+	return kernels.LayoutRows
+}
 
 // Tier is a CPU feature tier a layout may require.
 type Tier uint16
@@ -115,6 +129,27 @@ type layoutInfo struct {
 // layouts is the registry of arrangements the reader and writer know.
 var layouts = map[Layout]layoutInfo{
 	LayoutGGML: {"ggml", ggmlSize},
+	LayoutR16:  {"r16", r16Size},
+}
+
+// r16Size is the size of a 2-D Q4_K or Q6_K tensor in LayoutR16.
+func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
+	if len(shape) != 2 || shape[0] > math.MaxInt32 || shape[1] > math.MaxInt32 {
+		return 0, false
+	}
+	n, ok := kernels.LayoutBytes(dt, kernels.LayoutR16, int(shape[1]), int(shape[0]))
+	return uint64(n), ok
+}
+
+// chooseLayout is the layout the packer writes a tensor in: LayoutR16 for
+// every matrix that has one, except the token embedding, whose rows are
+// looked up one by one.
+func chooseLayout(name string, dt kernels.DType, shape []uint64) Layout {
+	if name == "token_embd.weight" || len(shape) != 2 || shape[0] > math.MaxInt32 || shape[1] > math.MaxInt32 ||
+		!kernels.CanR16(dt, int(shape[1]), int(shape[0])) {
+		return LayoutGGML
+	}
+	return LayoutR16
 }
 
 func (l Layout) String() string {

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/kernels"
 )
 
 // ErrSourceFault means the source file's mapping faulted while it was read:
@@ -35,6 +36,9 @@ type Options struct {
 	// Progress, when set, is called after each piece of tensor data is
 	// written with the bytes written so far and the total.
 	Progress func(done, total int64)
+	// GGMLLayout keeps every tensor in ggml's layout, as in the source,
+	// instead of repacking matrices for the kernels.
+	GGMLLayout bool
 }
 
 // Plan is a packed file laid out but not yet written: its size is known
@@ -52,9 +56,8 @@ type Plan struct {
 	dataBytes  int64
 }
 
-// NewPlan lays out the packed form of src. Every tensor keeps its ggml
-// encoding (LayoutGGML) for now; kernel-specific arrangements will be chosen
-// here per tensor and CPU tier.
+// NewPlan lays out the packed form of src: matrices the kernels read faster
+// rearranged (LayoutR16, see chooseLayout), everything else as in the source.
 func NewPlan(src *gguf.File, opts Options) (*Plan, error) {
 	kvs := make([]gguf.KV, 0, len(src.KVs)+len(opts.Annotations))
 	for _, kv := range src.KVs {
@@ -87,6 +90,10 @@ func NewPlan(src *gguf.File, opts Options) (*Plan, error) {
 		t := Tensor{Name: st.Name, Type: st.Type, Layout: LayoutGGML, Tier: TierGeneric, Shape: st.Shape, Size: st.Size}
 		if size, ok := ggmlSize(t.Type, t.Shape); !ok || size != t.Size {
 			return nil, fmt.Errorf("pack: tensor %q: %s %v does not take %d bytes", t.Name, t.Type, t.Shape, t.Size)
+		}
+		if !opts.GGMLLayout {
+			t.Layout = chooseLayout(t.Name, t.Type, t.Shape)
+			t.Size, _ = layouts[t.Layout].size(t.Type, t.Shape)
 		}
 		t.Offset = alignUp(next, tensorAlign(t.Size))
 		next = t.Offset + t.Size
@@ -168,16 +175,36 @@ func (p *Plan) writeData(ctx context.Context, w io.WriterAt) error {
 			}
 		}
 		data := p.srcData[i]
+		// Source bytes per piece, and what a piece becomes: LayoutR16
+		// tensors are repacked a whole number of 16-row groups at a time.
+		step, conv := chunk, func(src []byte) []byte { return src }
+		if t.Layout == LayoutR16 {
+			cols := int(t.Shape[0])
+			rb, _ := t.Type.RowBytes(cols)
+			group := kernels.R16 * rb
+			step = max(1, chunk/group) * group
+			var buf []byte
+			conv = func(src []byte) []byte {
+				n, _ := kernels.LayoutBytes(t.Type, kernels.LayoutR16, len(src)/rb, cols)
+				if cap(buf) < n {
+					buf = make([]byte, n)
+				}
+				kernels.RepackR16(t.Type, buf[:n], src, cols)
+				return buf[:n]
+			}
+		}
 		crc := uint32(0)
-		for off := 0; off < len(data); off += chunk {
+		var written int64
+		for off := 0; off < len(data); off += step {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			piece := data[off:min(off+chunk, len(data))]
+			piece := conv(data[off:min(off+step, len(data))])
 			crc = crc32.Update(crc, castagnoli, piece)
-			if _, err := w.WriteAt(piece, int64(p.dataOffset+t.Offset)+int64(off)); err != nil {
+			if _, err := w.WriteAt(piece, int64(p.dataOffset+t.Offset)+written); err != nil {
 				return fmt.Errorf("pack: writing tensor %q: %w", t.Name, err)
 			}
+			written += int64(len(piece))
 			done += int64(len(piece))
 			if p.opts.Progress != nil {
 				p.opts.Progress(done, p.dataBytes)

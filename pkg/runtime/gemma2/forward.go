@@ -62,7 +62,7 @@ func (m *Model) Forward(b *model.Batch) error {
 }
 
 func (m *Model) matmul(w *model.Matrix, x []float32, n int, out []float32) {
-	kernels.MatMul(m.pool, w.Type, w.Data, w.Rows, w.Cols, x, n, out, &m.ws.mm)
+	kernels.MatMulLayout(m.pool, w.Type, w.Layout, w.Data, w.Rows, w.Cols, x, n, out, &m.ws.mm)
 }
 
 // rmsRows normalises each of the n rows of x (width len(weight)) into dst.

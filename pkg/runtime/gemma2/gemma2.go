@@ -183,7 +183,7 @@ func Build(src model.Source, env model.Env) (*Model, error) {
 	b := model.NewBinder(src)
 	qDim, kvDim := cfg.QDim(), cfg.KVDim()
 	w := Weights{
-		TokenEmbd:  b.Matrix(model.TTokenEmbd, cfg.Vocab, cfg.Dim),
+		TokenEmbd:  b.Embedding(model.TTokenEmbd, cfg.Vocab, cfg.Dim),
 		OutputNorm: b.Vector(model.TOutputNorm, cfg.Dim),
 		Blocks:     make([]BlockWeights, cfg.Layers),
 	}

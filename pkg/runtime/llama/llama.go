@@ -87,7 +87,7 @@ func Build(src model.Source, arch string, opts Options, env model.Env) (*Model, 
 	if cfg.Vocab <= 0 {
 		return nil, model.Invalidf("%s: vocabulary size unknown (no %s.vocab_size and no tokenizer.ggml.tokens)", arch, arch)
 	}
-	w.TokenEmbd = b.Matrix(model.TTokenEmbd, cfg.Vocab, cfg.Dim)
+	w.TokenEmbd = b.Embedding(model.TTokenEmbd, cfg.Vocab, cfg.Dim)
 	w.OutputNorm = b.Vector(model.TOutputNorm, cfg.Dim)
 	if out, ok := b.OptionalMatrix(model.TOutput, cfg.Vocab, cfg.Dim); ok {
 		w.Output = out

@@ -14,6 +14,7 @@ import (
 type Matrix struct {
 	Name       string
 	Type       kernels.DType
+	Layout     kernels.Layout
 	Rows, Cols int
 	Data       []byte
 }
@@ -82,7 +83,22 @@ func (b *Binder) matrix(name string, rows, cols int, required bool) (Matrix, boo
 		b.fail("tensor %s has type %s, which corelm cannot compute with", name, t.Type)
 		return Matrix{}, false
 	}
-	return Matrix{Name: name, Type: t.Type, Rows: rows, Cols: cols, Data: t.Data}, true
+	if size, ok := kernels.LayoutBytes(t.Type, t.Layout, rows, cols); !ok || size != len(t.Data) {
+		b.fail("tensor %s: %d bytes of %s in layout %s cannot be a %d×%d matrix", name, len(t.Data), t.Type, t.Layout, rows, cols)
+		return Matrix{}, false
+	}
+	return Matrix{Name: name, Type: t.Type, Layout: t.Layout, Rows: rows, Cols: cols, Data: t.Data}, true
+}
+
+// Embedding binds a required 2-D weight whose rows are looked up one by one
+// (kernels.Row), which needs ggml's row layout.
+func (b *Binder) Embedding(name string, rows, cols int) Matrix {
+	m, ok := b.matrix(name, rows, cols, true)
+	if ok && m.Layout != kernels.LayoutRows {
+		b.fail("tensor %s is in layout %s; row lookups need the rows layout (repack the model)", name, m.Layout)
+		return Matrix{}
+	}
+	return m
 }
 
 // Vector binds a required 1-D tensor of n floats. F32 data is used in place;

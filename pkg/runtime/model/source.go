@@ -28,10 +28,11 @@ type Metadata interface {
 // TensorInfo is a tensor of the source: its type, ggml-order shape
 // (Shape[0] is the row length) and bytes, which point into the mapped file.
 type TensorInfo struct {
-	Name  string
-	Type  kernels.DType
-	Shape []int
-	Data  []byte
+	Name   string
+	Type   kernels.DType
+	Layout kernels.Layout // LayoutRows unless a packed file rearranged it
+	Shape  []int
+	Data   []byte
 }
 
 // Source is what a model is built from: metadata plus named tensors.
@@ -70,22 +71,21 @@ func (s ggufSource) TensorNames() []string {
 }
 
 // FromPack adapts a packed file to a Source. Tensor bytes stay in the file's
-// mapping. Only LayoutGGML tensors can be handed out as ggml-encoded data;
-// tensors in other layouts report not found until the runtime learns them.
+// mapping, in the layout the packer chose (pack.KernelLayout).
 func FromPack(f *pack.File) Source { return packSource{f} }
 
 type packSource struct{ *pack.File }
 
 func (s packSource) LookupTensor(name string) (TensorInfo, bool) {
 	t, ok := s.File.Tensor(name)
-	if !ok || t.Layout != pack.LayoutGGML {
+	if !ok {
 		return TensorInfo{}, false
 	}
 	shape := make([]int, len(t.Shape))
 	for i, d := range t.Shape {
 		shape[i] = int(d)
 	}
-	return TensorInfo{Name: t.Name, Type: t.Type, Shape: shape, Data: s.File.TensorData(t)}, true
+	return TensorInfo{Name: t.Name, Type: t.Type, Layout: pack.KernelLayout(t.Layout), Shape: shape, Data: s.File.TensorData(t)}, true
 }
 
 // TensorNames lists every tensor name, sorted (the directory is in data

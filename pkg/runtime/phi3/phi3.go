@@ -113,7 +113,7 @@ func Build(src model.Source, env model.Env) (*Model, error) {
 	b := model.NewBinder(src)
 	qDim, kvDim := cfg.QDim(), cfg.KVDim()
 	w := Weights{
-		TokenEmbd:  b.Matrix(model.TTokenEmbd, cfg.Vocab, cfg.Dim),
+		TokenEmbd:  b.Embedding(model.TTokenEmbd, cfg.Vocab, cfg.Dim),
 		OutputNorm: b.Vector(model.TOutputNorm, cfg.Dim),
 		RopeLong:   b.OptionalVector(model.TRopeLong, cfg.RopeDims/2),
 		RopeShort:  b.OptionalVector(model.TRopeShort, cfg.RopeDims/2),

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// The LayoutR16 kernels (see pkg/kernels/layout.go for the layout and
+// dotR16Ref for the arithmetic they reproduce). Lane l of every vector is
+// weight row l of a group of 16; an activation dword (four columns) is
+// broadcast to all lanes and VPDPBUSD adds its products with four columns of
+// all 16 rows. Each sub-block's int32 sums are multiplied by the 16 rows'
+// scales (VPMULLD) and added into one int32 sum per super-block; the mins
+// (Q4_K) or the offset 32 (Q6_K) are folded in with VPDPWSSD against the
+// activation's block sums; then one fused multiply-add per super-block moves
+// the sum into the float32 outputs, which live in out (16 floats per
+// activation row) and are zeroed first.
+//
+// R activation rows share each unpacked weight vector. With fewer than 8
+// rows, S = 8/R accumulators per row take turns by sub-block, so that the
+// VPDPBUSD chains stay independent enough to fill the pipeline.
+
+// stridedRows returns the addressing of R rows at base + r·stride (stride
+// in bytes), with x4 = base + 4·stride past four rows.
+func stridedRows(base, stride Register, R int) (addr func(r, disp int) Mem, x4 Register) {
+	s3 := GP64()
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
+	if R > 4 {
+		x4 = GP64()
+		LEAQ(Mem{Base: base, Index: stride, Scale: 4}, x4)
+	}
+	return func(r, disp int) Mem {
+		b := base
+		if r >= 4 {
+			b, r = x4, r-4
+		}
+		switch r {
+		case 0:
+			return Mem{Base: b, Disp: disp}
+		case 1:
+			return Mem{Base: b, Index: stride, Scale: 1, Disp: disp}
+		case 2:
+			return Mem{Base: b, Index: stride, Scale: 2, Disp: disp}
+		}
+		return Mem{Base: b, Index: s3, Scale: 1, Disp: disp}
+	}, x4
+}
+
+// r16Prolog loads the parameters and zeroes the R output rows.
+func r16Prolog(name string, R int, doc ...string) (w, nb Register, xm, om func(r, disp int) Mem, xs []Register) {
+	TEXT(name, NOSPLIT, "func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)")
+	Pragma("noescape")
+	Doc(doc...)
+	w, nb = Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+	x0, xst := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
+	xm, x4 := stridedRows(x0, xst, R)
+	o0, ost := Load(Param("out"), GP64()), Load(Param("ostride"), GP64())
+	SHLQ(U8(2), ost)
+	om, _ = stridedRows(o0, ost, R)
+	zero := ZMM()
+	VPXORD(zero, zero, zero)
+	for r := range R {
+		VMOVUPS(zero, om(r, 0))
+	}
+	xs = []Register{x0}
+	if x4 != nil {
+		xs = append(xs, x4)
+	}
+	return w, nb, xm, om, xs
+}
+
+// r16Accs allocates the per-row sub-block accumulators: S = 8/R per row.
+func r16Accs(R int) [][]VecVirtual {
+	S := max(1, 8/R)
+	accs := make([][]VecVirtual, R)
+	for r := range accs {
+		accs[r] = make([]VecVirtual, S)
+		for s := range S {
+			accs[r][s] = ZMM()
+		}
+	}
+	return accs
+}
+
+// r16Dots adds to a the products of the unpacked chunk c (lo: columns
+// 8c..8c+3, hi: 8c+4..8c+7) with activation row r.
+func r16Dots(xm func(r, disp int) Mem, r, c int, lo, hi, a VecVirtual) {
+	VPDPBUSD_BCST(xm(r, 4+8*c), lo, a)
+	VPDPBUSD_BCST(xm(r, 8+8*c), hi, a)
+}
+
+// r16Scale adds a·sc into isum (or makes isum a·sc on the first sub-block).
+func r16Scale(sc, a VecVirtual, isum *VecVirtual, first bool) {
+	if first {
+		*isum = ZMM()
+		VPMULLD(sc, a, *isum)
+		return
+	}
+	t := ZMM()
+	VPMULLD(sc, a, t)
+	VPADDD(t, *isum, *isum)
+}
+
+// r16Epilog moves to the next super-block and closes the function.
+func r16Epilog(loop, done string, w, nb Register, xs []Register, gbb int) {
+	ADDQ(U32(gbb), w)
+	for _, x := range xs {
+		ADDQ(U32(292), x)
+	}
+	DECQ(nb)
+	JMP(LabelRef(loop))
+	Label(done)
+	VZEROUPPER()
+	RET()
+}
+
+func q4kR16AVX512(R int) {
+	name := fmt.Sprintf("dotQ4KR16x%dAVX512", R)
+	w, nb, xm, om, xs := r16Prolog(name, R,
+		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
+		fmt.Sprintf("LayoutR16 Q4_K group (nb super-blocks at w) with the %d Q8_K rows x + r·xstride.", R))
+	m4, ones := ZMM(), YMM()
+	VMOVDQU64(m4Z, m4)
+	VMOVDQU64(ones16Y, ones)
+	bs := AllocLocal(16 * R) // per row: its four (bsum32[2p], bsum32[2p+1]) pairs
+	accs := r16Accs(R)
+	S := len(accs[0])
+	loop, done := name+"_loop", name+"_done"
+	Label(loop)
+	TESTQ(nb, nb)
+	JZ(LabelRef(done))
+	isum := make([]VecVirtual, R)
+	for j := range 8 {
+		sc := ZMM()
+		VPMOVZXBD(Mem{Base: w, Disp: 64 + 16*j}, sc)
+		for t := range 4 {
+			c := 4*j + t
+			lo, hi := ZMM(), ZMM()
+			VMOVDQU64(Mem{Base: w, Disp: 320 + 64*c}, lo)
+			VPSRLW(U8(4), lo, hi)
+			VPANDD(m4, lo, lo)
+			VPANDD(m4, hi, hi)
+			for r := range R {
+				a := accs[r][j%S]
+				if t == 0 {
+					VPXORD(a, a, a)
+				}
+				r16Dots(xm, r, c, lo, hi, a)
+			}
+		}
+		for r := range R {
+			r16Scale(sc, accs[r][j%S], &isum[r], j == 0)
+		}
+	}
+	// mins: imin = Σ_j m_j·(bsums[2j] + bsums[2j+1])
+	for r := range R {
+		pw := YMM()
+		VPMADDWD(xm(r, 260), ones, pw)
+		pq := XMM()
+		VPMOVDW(pw, pq)
+		VMOVDQU32(pq, bs.Offset(16*r))
+	}
+	imin := make([]VecVirtual, R)
+	for r := range R {
+		imin[r] = accs[r][0]
+		VPXORD(imin[r], imin[r], imin[r])
+	}
+	for p := range 4 {
+		mn := ZMM()
+		VPMOVZXBW(Mem{Base: w, Disp: 192 + 32*p}, mn)
+		for r := range R {
+			VPDPWSSD_BCST(bs.Offset(16*r+4*p), mn, imin[r])
+		}
+	}
+	dv, dmv := ZMM(), ZMM()
+	VCVTPH2PS(Mem{Base: w}, dv)
+	VCVTPH2PS(Mem{Base: w, Disp: 32}, dmv)
+	for r := range R {
+		dd, dm, o := ZMM(), ZMM(), ZMM()
+		VMULPS_BCST(xm(r, 0), dv, dd)
+		VMULPS_BCST(xm(r, 0), dmv, dm)
+		VCVTDQ2PS(isum[r], isum[r])
+		VCVTDQ2PS(imin[r], imin[r])
+		VMOVUPS(om(r, 0), o)
+		VFMADD231PS(dd, isum[r], o)
+		VFNMADD231PS(dm, imin[r], o)
+		VMOVUPS(o, om(r, 0))
+	}
+	r16Epilog(loop, done, w, nb, xs, 2368)
+}
+
+func q6kR16AVX512(R int) {
+	name := fmt.Sprintf("dotQ6KR16x%dAVX512", R)
+	w, nb, xm, om, xs := r16Prolog(name, R,
+		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
+		fmt.Sprintf("LayoutR16 Q6_K group (nb super-blocks at w) with the %d Q8_K rows x + r·xstride.", R))
+	m4, m30 := ZMM(), ZMM()
+	VMOVDQU64(m4Z, m4)
+	VMOVDQU64(m30Z, m30)
+	accs := r16Accs(R)
+	S := len(accs[0])
+	loop, done := name+"_loop", name+"_done"
+	Label(loop)
+	TESTQ(nb, nb)
+	JZ(LabelRef(done))
+	isum := make([]VecVirtual, R)
+	for r := range R {
+		isum[r] = ZMM()
+		VPXORD(isum[r], isum[r], isum[r])
+	}
+	for p := range 8 {
+		// (sc[2p], sc[2p+1]) as int16 pairs; the offset term
+		// -32·(sc[2p]·bsums[2p] + sc[2p+1]·bsums[2p+1]) goes straight
+		// into isum.
+		scp, nsc := ZMM(), ZMM()
+		VPMOVSXBW(Mem{Base: w, Disp: 32 + 32*p}, scp)
+		VPSLLW(U8(5), scp, nsc)
+		zero := ZMM()
+		VPXORD(zero, zero, zero)
+		VPSUBW(nsc, zero, nsc)
+		for r := range R {
+			VPDPWSSD_BCST(xm(r, 260+4*p), nsc, isum[r])
+		}
+		for e := range 2 {
+			j := 2*p + e
+			sc := ZMM()
+			if e == 0 {
+				VPSLLD(U8(16), scp, sc)
+				VPSRAD(U8(16), sc, sc)
+			} else {
+				VPSRAD(U8(16), scp, sc)
+			}
+			qh := ZMM()
+			VMOVDQU64(Mem{Base: w, Disp: 2336 + 64*j}, qh)
+			for half := range 2 {
+				c := 2*j + half
+				lo, hi := ZMM(), ZMM()
+				VMOVDQU64(Mem{Base: w, Disp: 288 + 64*c}, lo)
+				VPSRLW(U8(4), lo, hi)
+				VPANDD(m4, lo, lo)
+				VPANDD(m4, hi, hi)
+				for i, q := range []VecVirtual{lo, hi} {
+					s := 2*half + i // bits 2s, 2s+1 of qh, moved to 4, 5
+					t := qh
+					switch {
+					case s < 2:
+						t = ZMM()
+						VPSLLW(U8(4-2*s), qh, t)
+					case s == 3:
+						t = ZMM()
+						VPSRLW(U8(2), qh, t)
+					}
+					VPTERNLOGD(U8(0xf8), m30, t, q) // q |= t & m30
+				}
+				for r := range R {
+					a := accs[r][j%S]
+					if half == 0 {
+						VPXORD(a, a, a)
+					}
+					r16Dots(xm, r, c, lo, hi, a)
+				}
+			}
+			for r := range R {
+				r16Scale(sc, accs[r][j%S], &isum[r], false)
+			}
+		}
+	}
+	dv := ZMM()
+	VCVTPH2PS(Mem{Base: w}, dv)
+	for r := range R {
+		dd, o := ZMM(), ZMM()
+		VMULPS_BCST(xm(r, 0), dv, dd)
+		VCVTDQ2PS(isum[r], isum[r])
+		VMOVUPS(om(r, 0), o)
+		VFMADD231PS(dd, isum[r], o)
+		VMOVUPS(o, om(r, 0))
+	}
+	r16Epilog(loop, done, w, nb, xs, 3360)
+}

@@ -1,0 +1,264 @@
+package kernels
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// Layout is how a weight matrix's blocks are arranged in memory.
+//
+// LayoutRows is ggml's: each row's blocks in order, rows one after another.
+// It is what GGUF files hold and what every kernel reads.
+//
+// LayoutR16 interleaves groups of 16 rows, one super-block (256 columns) at
+// a time, with the scales pre-unpacked, so that a 512-bit register holds the
+// same four columns of 16 rows: lane l of every vector is weight row l of the
+// group. The kernels then take dot products with VPDPBUSD against one
+// activation dword broadcast to all lanes, and apply each sub-block's scale
+// to 16 rows with one multiply. A group block is, for Q4_K (2368 bytes =
+// 16 × 144 + 64: the unpacked scales and mins take 4 bytes more per row):
+//
+//	0     d[16]     float16, row l's super-block scale
+//	32    dmin[16]  float16
+//	64    sc[8][16] uint8, sub-block j's 6-bit scale of row l
+//	192   mn[4][16][2] uint8, the 6-bit mins of sub-blocks 2p and 2p+1 of row l
+//	320   qs[32][16][4] chunk c: byte i of row l holds column 8c+i in its
+//	      low nibble and column 8c+4+i in its high nibble
+//
+// and for Q6_K (3360 bytes = 16 × 210, the same size as ggml's):
+//
+//	0     d[16]     float16
+//	32    sc[8][16][2] int8, the scales of sub-blocks 2p and 2p+1 of row l
+//	288   ql[32][16][4] the low four bits, arranged as Q4_K's qs
+//	2336  qh[16][16][4] the high two bits: byte i of row l in pair p holds,
+//	      from bit 0, those of columns 16p+i, 16p+4+i, 16p+8+i, 16p+12+i
+//
+// Only Q4_K and Q6_K matrices whose rows are a multiple of 16 have a
+// LayoutR16 form; the arithmetic (integer sums per sub-block, one float
+// multiply-add per super-block) is that of dotR16Ref, the reference twin of
+// the assembly kernels.
+type Layout uint8
+
+const (
+	LayoutRows Layout = iota
+	LayoutR16
+)
+
+// R16 is the number of rows interleaved in LayoutR16.
+const R16 = 16
+
+const (
+	r16Q4KBlock = 2368
+	r16Q6KBlock = 3360
+)
+
+func (l Layout) String() string {
+	switch l {
+	case LayoutRows:
+		return "rows"
+	case LayoutR16:
+		return "r16"
+	}
+	return fmt.Sprintf("Layout(%d)", uint8(l))
+}
+
+// CanR16 reports whether a rows×cols matrix of type t has a LayoutR16 form.
+func CanR16(t DType, rows, cols int) bool {
+	return (t == Q4_K || t == Q6_K) && rows > 0 && rows%R16 == 0 && cols > 0 && cols%QK_K == 0
+}
+
+// LayoutBytes is the size of a rows×cols matrix of type t in layout l, or
+// false when l cannot hold it.
+func LayoutBytes(t DType, l Layout, rows, cols int) (int, bool) {
+	switch l {
+	case LayoutRows:
+		rb, ok := t.RowBytes(cols)
+		if !ok || rows < 0 || (rb > 0 && rows > math.MaxInt/rb) {
+			return 0, false
+		}
+		return rows * rb, true
+	case LayoutR16:
+		if !CanR16(t, rows, cols) {
+			return 0, false
+		}
+		gb := cols / QK_K * r16BlockBytes(t) // one group of 16 rows
+		if rows/R16 > math.MaxInt/gb {
+			return 0, false
+		}
+		return rows / R16 * gb, true
+	}
+	return 0, false
+}
+
+// r16BlockBytes is the size of a LayoutR16 group block (16 rows × 256
+// columns) of t.
+func r16BlockBytes(t DType) int {
+	if t == Q6_K {
+		return r16Q6KBlock
+	}
+	return r16Q4KBlock
+}
+
+// RepackR16 rearranges src, whole groups of 16 rows of a Q4_K or Q6_K matrix
+// with cols columns in LayoutRows, into dst in LayoutR16. It panics if the
+// sizes are inconsistent (dst must be LayoutBytes long) or t has no
+// LayoutR16 form.
+func RepackR16(t DType, dst, src []byte, cols int) {
+	rb, ok := t.RowBytes(cols)
+	var size int
+	if ok && rb > 0 && len(src)%rb == 0 {
+		size, ok = LayoutBytes(t, LayoutR16, len(src)/rb, cols)
+	}
+	if !ok || len(src) == 0 || len(dst) != size {
+		panic(fmt.Sprintf("kernels: RepackR16: %v, %d columns, %d bytes into %d", t, cols, len(src), len(dst)))
+	}
+	nb := cols / QK_K
+	bb := t.BlockBytes()
+	gbb := r16BlockBytes(t)
+	for g := 0; g < len(src)/(R16*rb); g++ {
+		for b := range nb {
+			out := dst[(g*nb+b)*gbb : (g*nb+b+1)*gbb]
+			for l := range R16 {
+				blk := src[(g*R16+l)*rb+b*bb:][:bb]
+				if t == Q4_K {
+					repackQ4KLane(out, l, blk)
+				} else {
+					repackQ6KLane(out, l, blk)
+				}
+			}
+		}
+	}
+}
+
+// q4KValue is the 4-bit quant of column k of a ggml Q4_K block.
+func q4KValue(blk []byte, k int) byte {
+	j, i := k/32, k%32
+	return blk[16+32*(j/2)+i] >> (4 * (j % 2)) & 0xf
+}
+
+func repackQ4KLane(out []byte, l int, blk []byte) {
+	copy(out[2*l:], blk[0:2])    // d
+	copy(out[32+2*l:], blk[2:4]) // dmin
+	for j := range 8 {
+		sc, m := scaleMinK4(j, blk[4:16])
+		out[64+16*j+l] = sc
+		out[192+32*(j/2)+2*l+j%2] = m
+	}
+	for c := range 32 {
+		for i := range 4 {
+			out[320+64*c+4*l+i] = q4KValue(blk, 8*c+i) | q4KValue(blk, 8*c+4+i)<<4
+		}
+	}
+}
+
+// q6KValue is the unsigned 6-bit quant (0..63) of column k of a ggml Q6_K
+// block: ql at 0, qh at 128.
+func q6KValue(blk []byte, k int) byte {
+	h, kk := k/128, k%128
+	part, i := kk/32, kk%32
+	lo := blk[64*h+i+32*(part&1)] >> (4 * (part >> 1)) & 0xf
+	hi := blk[128+32*h+i] >> (2 * part) & 3
+	return lo | hi<<4
+}
+
+func repackQ6KLane(out []byte, l int, blk []byte) {
+	copy(out[2*l:], blk[208:210]) // d
+	for j := range 16 {
+		out[32+32*(j/2)+2*l+j%2] = blk[192+j]
+	}
+	for c := range 32 {
+		for i := range 4 {
+			v0, v1 := q6KValue(blk, 8*c+i), q6KValue(blk, 8*c+4+i)
+			out[288+64*c+4*l+i] = v0&0xf | (v1&0xf)<<4
+		}
+	}
+	for p := range 16 {
+		for i := range 4 {
+			var h byte
+			for s := range 4 {
+				h |= q6KValue(blk, 16*p+4*s+i) >> 4 << (2 * s)
+			}
+			out[2336+64*p+4*l+i] = h
+		}
+	}
+}
+
+// dotR16Ref is the reference twin of the LayoutR16 kernels: for the group
+// block run w (nb super-blocks of one group of 16 rows) and the R Q8_K
+// activation rows at xq, xq[xrb:], ..., it sets out[r*ostride+l] to the dot of
+// group row l with activation row r. Per super-block it forms exact integer
+// sums per row (each sub-block's sum times its scale; for Q4_K the mins times
+// the activation's sums, for Q6_K the offset 32 times the scales times them)
+// and then adds d·dx·sum (and, for Q4_K, subtracts dmin·dx·mins) to a
+// float32 accumulator with one fused multiply-add each, as the kernels do.
+func dotR16Ref(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	gbb := r16BlockBytes(t)
+	for r := range R {
+		var acc [R16]float32
+		for b := range nb {
+			blk := w[b*gbb : (b+1)*gbb]
+			x := xq[r*xrb+b*q8KBytes:][:q8KBytes]
+			dx := math.Float32frombits(binary.LittleEndian.Uint32(x))
+			for l := range R16 {
+				d := F16ToF32(binary.LittleEndian.Uint16(blk[2*l:]))
+				var isum, imin int32
+				if t == Q4_K {
+					for j := range 8 {
+						var s int32
+						for k := 32 * j; k < 32*j+32; k++ {
+							c, i := k/8, k%8
+							q := blk[320+64*c+4*l+i%4] >> (4 * (i / 4)) & 0xf
+							s += int32(q) * int32(int8(x[4+k]))
+						}
+						isum += s * int32(blk[64+16*j+l])
+						bs := int32(int16(binary.LittleEndian.Uint16(x[260+4*j:]))) +
+							int32(int16(binary.LittleEndian.Uint16(x[262+4*j:])))
+						imin += int32(blk[192+32*(j/2)+2*l+j%2]) * bs
+					}
+					dmin := F16ToF32(binary.LittleEndian.Uint16(blk[32+2*l:]))
+					acc[l] = fma32(d*dx, float32(isum), acc[l])
+					acc[l] = fma32(-(dmin * dx), float32(imin), acc[l])
+					continue
+				}
+				for j := range 16 {
+					var s int32
+					for k := 16 * j; k < 16*j+16; k++ {
+						c, i := k/8, k%8
+						q := blk[288+64*c+4*l+i%4] >> (4 * (i / 4)) & 0xf
+						p, kk := k/16, k%16
+						q |= blk[2336+64*p+4*l+kk%4] >> (2 * (kk / 4)) & 3 << 4
+						s += int32(q) * int32(int8(x[4+k]))
+					}
+					sc := int32(int8(blk[32+32*(j/2)+2*l+j%2]))
+					bs := int32(int16(binary.LittleEndian.Uint16(x[260+2*j:])))
+					isum += sc * (s - 32*bs)
+				}
+				acc[l] = fma32(d*dx, float32(isum), acc[l])
+			}
+		}
+		copy(out[r*ostride:r*ostride+R16], acc[:])
+	}
+}
+
+// fma32 is a float32 fused multiply-add (one rounding), computed in float64
+// with the double-rounding case fixed up.
+func fma32(a, b, c float32) float32 {
+	p := float64(a) * float64(b) // exact
+	s := p + float64(c)
+	bb := s - p
+	e := (p - (s - bb)) + (float64(c) - bb) // s + e == p + c exactly
+	if e != 0 {
+		bits := math.Float64bits(s)
+		// A float64 on a float32 rounding midpoint (29 low mantissa bits
+		// 1000…0) whose exact value lies off it must round the way e says.
+		if bits&(1<<29-1) == 1<<28 {
+			if (e > 0) == (s > 0) {
+				s = math.Nextafter(s, math.Inf(int(math.Copysign(1, s))))
+			} else {
+				s = math.Nextafter(s, 0)
+			}
+		}
+	}
+	return float32(s)
+}

@@ -1,0 +1,179 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// randomMatrix returns rows random rows of t (every quant and scale bit
+// pattern, sane super-block scales) and n random Q8_K activation rows.
+func randomMatrix(r *rand.Rand, t DType, rows, n, nb int) (w, xq []byte) {
+	for range rows {
+		row, _ := randomRow(r, t, nb, true)
+		w = append(w, row...)
+	}
+	for range n {
+		_, x := randomRow(r, t, nb, true)
+		xq = append(xq, x...)
+	}
+	return w, xq
+}
+
+// TestR16ReferenceMatchesRows checks the layout and its reference twin: the
+// dots of a repacked matrix equal the scalar reference's dots of the
+// original rows within float32 summation error (both add the same exact
+// integer block sums, in another order and grouping).
+func TestR16ReferenceMatchesRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	for _, typ := range []DType{Q4_K, Q6_K} {
+		for _, nb := range []int{1, 3} {
+			const rows, n = 32, 3
+			cols := nb * QK_K
+			w, xq := randomMatrix(r, typ, rows, n, nb)
+			wrb, _ := typ.RowBytes(cols)
+			xrb := nb * q8KBytes
+			size, _ := LayoutBytes(typ, LayoutR16, rows, cols)
+			packed := make([]byte, size)
+			RepackR16(typ, packed, w, cols)
+			out := make([]float32, n*rows)
+			gb := size / (rows / R16)
+			for g := range rows / R16 {
+				dotR16Ref(typ, packed[g*gb:(g+1)*gb], nb, xq, xrb, n, out[g*R16:], rows)
+			}
+			for k := range n {
+				xf := dequant(Q8_K, xq[k*xrb:(k+1)*xrb], cols)
+				for row := range rows {
+					wr := w[row*wrb : (row+1)*wrb]
+					want := dotQReference(typ, wr, xq[k*xrb:(k+1)*xrb])
+					_, mag := dot64(dequant(typ, wr, cols), xf)
+					if got := out[k*rows+row]; math.Abs(float64(got-want)) > 1e-6*mag+1e-30 {
+						t.Fatalf("%v nb=%d: out[%d,%d] = %v, rows layout %v (Σ|w·x| %g)", typ, nb, k, row, got, want, mag)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestR16KernelsExact checks every tier's LayoutR16 kernels against the
+// reference twin bit for bit, for 1..11 activation rows (every mix of the
+// 8/4/2/1-row kernels), misaligned operands and guard bands around and
+// between the output runs.
+func TestR16KernelsExact(t *testing.T) {
+	r := rand.New(rand.NewPCG(43, 44))
+	for _, k := range hostKernels() {
+		if k.r16Q4K == nil {
+			continue
+		}
+		for _, typ := range []DType{Q4_K, Q6_K} {
+			f := k.r16Q4K
+			if typ == Q6_K {
+				f = k.r16Q6K
+			}
+			for _, nb := range []int{1, 2, 5} {
+				for R := 1; R <= 11; R++ {
+					w, xq := randomMatrix(r, typ, R16, R, nb)
+					size, _ := LayoutBytes(typ, LayoutR16, R16, nb*QK_K)
+					packed := make([]byte, size)
+					RepackR16(typ, packed, w, nb*QK_K)
+					packed = misalign(packed, R%7*9)
+					xq = misalign(xq, R%5*13+1)
+					const ostride, guard = R16 + 3, 5
+					want := make([]float32, R*ostride)
+					dotR16Ref(typ, packed, nb, xq, nb*q8KBytes, R, want, ostride)
+					buf := make([]float32, R*ostride+2*guard)
+					for i := range buf {
+						buf[i] = 777
+					}
+					f(packed, nb, xq, nb*q8KBytes, R, buf[guard:guard+R*ostride], ostride)
+					for i, v := range buf {
+						o := i - guard
+						inRun := o >= 0 && o < R*ostride && o%ostride < R16
+						if !inRun && v != 777 {
+							t.Fatalf("%s %v nb=%d R=%d: wrote outside the output runs at %d", k.tier, typ, nb, R, o)
+						}
+						if inRun && v != want[o] {
+							t.Fatalf("%s %v nb=%d R=%d: out[%d][%d] = %v, reference %v", k.tier, typ, nb, R, o/ostride, o%ostride, v, want[o])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestMatMulR16 checks MatMulLayout on LayoutR16 matrices on every tier and
+// several thread counts against the rows layout (same dots within float32
+// summation error) and the reference twin (exactly).
+func TestMatMulR16(t *testing.T) {
+	r := rand.New(rand.NewPCG(45, 46))
+	var s Scratch
+	for _, k := range allTiers() {
+		t.Run(k.tier.String(), func(t *testing.T) {
+			useTier(t, k)
+			for _, threads := range []int{1, 3} {
+				p := NewPool(threads)
+				for _, typ := range []DType{Q4_K, Q6_K} {
+					for _, rows := range []int{16, 48} {
+						for _, n := range []int{1, 3, 9, 17} {
+							cols := 512
+							w := quantize(typ, gaussian(r, rows*cols, 0.1))
+							x := gaussian(r, n*cols, 1)
+							size, _ := LayoutBytes(typ, LayoutR16, rows, cols)
+							packed := make([]byte, size)
+							RepackR16(typ, packed, w, cols)
+							got := make([]float32, n*rows)
+							MatMulLayout(p, typ, LayoutR16, packed, rows, cols, x, n, got, &s)
+							want := make([]float32, n*rows)
+							MatMul(p, typ, w, rows, cols, x, n, want, &s)
+							xq := quantize(Q8_K, x)
+							exact := make([]float32, n*rows)
+							gb := size / (rows / R16)
+							for g := range rows / R16 {
+								dotR16Ref(typ, packed[g*gb:(g+1)*gb], cols/QK_K, xq, cols/QK_K*q8KBytes, n, exact[g*R16:], rows)
+							}
+							wf := dequant(typ, w, rows*cols)
+							for i := range got {
+								j, row := i/rows, i%rows
+								_, mag := dot64(wf[row*cols:(row+1)*cols], x[j*cols:(j+1)*cols])
+								if got[i] != exact[i] || math.Abs(float64(got[i]-want[i])) > 1e-5*mag {
+									t.Fatalf("%v threads=%d rows=%d n=%d: out[%d] = %v, reference twin %v, rows layout %v", typ, threads, rows, n, i, got[i], exact[i], want[i])
+								}
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestLayoutBytes(t *testing.T) {
+	for _, c := range []struct {
+		t          DType
+		l          Layout
+		rows, cols int
+		size       int
+		ok         bool
+	}{
+		{Q4_K, LayoutRows, 3, 256, 3 * 144, true},
+		{Q4_K, LayoutR16, 32, 512, 2 * 2 * 2368, true},
+		{Q6_K, LayoutR16, 16, 256, 16 * 210, true},
+		{Q4_K, LayoutR16, 24, 256, 0, false}, // rows not a multiple of 16
+		{Q8_0, LayoutR16, 16, 256, 0, false},
+		{Q4_K, LayoutRows, 1, 100, 0, false},
+		{Q4_K, Layout(9), 16, 256, 0, false},
+	} {
+		size, ok := LayoutBytes(c.t, c.l, c.rows, c.cols)
+		if size != c.size || ok != c.ok {
+			t.Errorf("LayoutBytes(%v, %v, %d, %d) = %d, %v; want %d, %v", c.t, c.l, c.rows, c.cols, size, ok, c.size, c.ok)
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("RepackR16 of 8 rows did not panic")
+		}
+	}()
+	RepackR16(Q4_K, make([]byte, 8*144), make([]byte, 8*144), 256)
+}
