@@ -18,7 +18,6 @@ import (
 // the magnitude of the sum: both orders add the same exact block products,
 // rounded differently).
 
-
 func q8Quant(y []byte, e int) int32 { return int32(int8(y[4+e])) }
 
 func x86DotQ4K(w, xq []byte) float32 { return x86DotQ45K(w, xq, false) }
