@@ -16,11 +16,20 @@ import (
 func runPack(ctx context.Context, args []string) error {
 	fs := newFlags("pack")
 	gen := fs.Uint64("generation", 1, "generation number recorded in the header")
+	tierName := fs.String("tier", "host", "CPU tier to pack for: host (this machine), generic (ggml's layout only), avx2 or avx512vnni")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
 	if fs.NArg() != 2 {
-		return usagef("usage: corelm pack IN.gguf OUT.clm [--generation N]")
+		return usagef("usage: corelm pack IN.gguf OUT.clm [--generation N] [--tier host|generic|avx2|avx512vnni]")
+	}
+	tier := runtime.HostTier()
+	if *tierName != "host" {
+		t, ok := pack.ParseTier(*tierName)
+		if !ok {
+			return usagef("--tier %q: want host, generic, avx2 or avx512vnni", *tierName)
+		}
+		tier = t
 	}
 	in, out := fs.Arg(0), fs.Arg(1)
 	src, err := gguf.Open(in)
@@ -32,7 +41,7 @@ func runPack(ctx context.Context, args []string) error {
 	if _, err := runtime.Build(model.FromGGUF(src), model.Env{Pool: kernels.NewPool(1)}); err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}
-	plan, err := pack.NewPlan(src, pack.Options{Generation: *gen, Annotations: map[string]string{"source_path": filepath.Base(in)}})
+	plan, err := pack.NewPlan(src, pack.Options{Generation: *gen, Tier: tier, Annotations: map[string]string{"source_path": filepath.Base(in)}})
 	if err != nil {
 		return err
 	}

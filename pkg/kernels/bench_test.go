@@ -127,6 +127,8 @@ func BenchmarkMatVec(b *testing.B) {
 		b.Run(fmt.Sprintf("Q4_K_%dx%d", sh[0], sh[1]), func(b *testing.B) { benchMatMul(b, Q4_K, sh[0], sh[1], 1) })
 	}
 	b.Run("Q6_K_4096x4096", func(b *testing.B) { benchMatMul(b, Q6_K, 4096, 4096, 1) })
+	b.Run("Q4_K_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, Q4_K, LayoutR16, 4096, 4096, 1, 1) })
+	b.Run("Q6_K_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, Q6_K, LayoutR16, 4096, 4096, 1, 1) })
 }
 
 // BenchmarkMatVecDRAM is BenchmarkMatVec with weights that do not fit in any

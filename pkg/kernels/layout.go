@@ -131,12 +131,10 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 	}
 }
 
-// q4KValue is the 4-bit quant of column k of a ggml Q4_K block.
-func q4KValue(blk []byte, k int) byte {
-	j, i := k/32, k%32
-	return blk[16+32*(j/2)+i] >> (4 * (j % 2)) & 0xf
-}
-
+// The repack functions move one ggml block (row l of the group) into the
+// group block out. Column k of a Q4_K block is nibble (k/32)%2 of byte
+// 16 + 32·(k/64) + k%32; columns 8c..8c+7 (chunk c) share the nibble and
+// sit in 8 consecutive bytes.
 func repackQ4KLane(out []byte, l int, blk []byte) {
 	copy(out[2*l:], blk[0:2])    // d
 	copy(out[32+2*l:], blk[2:4]) // dmin
@@ -146,40 +144,40 @@ func repackQ4KLane(out []byte, l int, blk []byte) {
 		out[192+32*(j/2)+2*l+j%2] = m
 	}
 	for c := range 32 {
+		src := blk[16+32*(c/8)+8*(c%4):][:8]
+		sh := 4 * (c / 4 % 2)
+		dst := out[320+64*c+4*l:][:4]
 		for i := range 4 {
-			out[320+64*c+4*l+i] = q4KValue(blk, 8*c+i) | q4KValue(blk, 8*c+4+i)<<4
+			dst[i] = src[i]>>sh&0xf | (src[4+i]>>sh&0xf)<<4
 		}
 	}
 }
 
-// q6KValue is the unsigned 6-bit quant (0..63) of column k of a ggml Q6_K
-// block: ql at 0, qh at 128.
-func q6KValue(blk []byte, k int) byte {
-	h, kk := k/128, k%128
-	part, i := kk/32, kk%32
-	lo := blk[64*h+i+32*(part&1)] >> (4 * (part >> 1)) & 0xf
-	hi := blk[128+32*h+i] >> (2 * part) & 3
-	return lo | hi<<4
-}
-
+// Column k of a Q6_K block, with h = k/128, part = (k%128)/32, i = k%32:
+// low nibble part>>1 of ql[64h + 32·(part&1) + i], high bits 2·part of
+// qh[128 + 32h + i]. Columns 8c..8c+7 share h and part.
 func repackQ6KLane(out []byte, l int, blk []byte) {
 	copy(out[2*l:], blk[208:210]) // d
 	for j := range 16 {
 		out[32+32*(j/2)+2*l+j%2] = blk[192+j]
 	}
 	for c := range 32 {
+		h, part, i0 := c/16, c%16/4, 8*(c%4)
+		ql := blk[64*h+32*(part&1)+i0:][:8]
+		sh := 4 * (part >> 1)
+		dst := out[288+64*c+4*l:][:4]
 		for i := range 4 {
-			v0, v1 := q6KValue(blk, 8*c+i), q6KValue(blk, 8*c+4+i)
-			out[288+64*c+4*l+i] = v0&0xf | (v1&0xf)<<4
+			dst[i] = ql[i]>>sh&0xf | (ql[4+i]>>sh&0xf)<<4
 		}
 	}
+	// Pair p holds columns 16p..16p+15: byte i, bits 2s, of column 16p+4s+i.
 	for p := range 16 {
+		h, part, i0 := p/8, p%8/2, 16*(p%2)
+		qh := blk[128+32*h+i0:][:16]
+		sh := 2 * part
+		dst := out[2336+64*p+4*l:][:4]
 		for i := range 4 {
-			var h byte
-			for s := range 4 {
-				h |= q6KValue(blk, 16*p+4*s+i) >> 4 << (2 * s)
-			}
-			out[2336+64*p+4*l+i] = h
+			dst[i] = qh[i]>>sh&3 | (qh[4+i]>>sh&3)<<2 | (qh[8+i]>>sh&3)<<4 | (qh[12+i]>>sh&3)<<6
 		}
 	}
 }

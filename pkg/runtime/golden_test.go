@@ -363,7 +363,7 @@ func openPacked(t *testing.T, path string, pool *kernels.Pool) *runtime.Loaded {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	b, err := pack.Bytes(context.Background(), g, pack.Options{})
+	b, err := pack.Bytes(context.Background(), g, pack.Options{Tier: runtime.HostTier()})
 	if err != nil {
 		t.Fatal(err)
 	}

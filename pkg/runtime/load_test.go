@@ -43,7 +43,7 @@ func TestOpenPacked(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			packed, err := pack.Bytes(context.Background(), g, pack.Options{})
+			packed, err := pack.Bytes(context.Background(), g, pack.Options{Tier: runtime.HostTier()})
 			if err != nil {
 				t.Fatal(err)
 			}

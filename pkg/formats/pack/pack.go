@@ -86,8 +86,9 @@ const (
 	// another: the bytes of the GGUF tensor, unchanged.
 	LayoutGGML Layout = 0
 	// LayoutR16 is kernels.LayoutR16: Q4_K and Q6_K matrices with groups
-	// of 16 rows interleaved and the scales unpacked, for the VNNI
-	// kernels (and their pure-Go twin, so any CPU can run it).
+	// of 16 rows interleaved and the scales unpacked, for the AVX-512 VNNI
+	// kernels. (Their pure-Go twin runs it anywhere, but far slower than
+	// the ggml layout's kernels, so it is written for that tier only.)
 	LayoutR16 Layout = 1
 )
 
@@ -119,6 +120,16 @@ func (t Tier) String() string {
 
 func (t Tier) known() bool { return int(t) < len(tierNames) }
 
+// ParseTier returns the tier named s (as Tier.String writes it).
+func ParseTier(s string) (Tier, bool) {
+	for i, n := range tierNames {
+		if n == s {
+			return Tier(i), true
+		}
+	}
+	return 0, false
+}
+
 type layoutInfo struct {
 	name string
 	// size is the packed size of a tensor of elems elements of type dt, or
@@ -132,6 +143,17 @@ var layouts = map[Layout]layoutInfo{
 	LayoutR16:  {"r16", r16Size},
 }
 
+// InLayout returns the bytes the packer writes for t given the tensor's
+// bytes in the source (src itself for LayoutGGML).
+func InLayout(t *Tensor, src []byte) []byte {
+	if t.Layout != LayoutR16 {
+		return src
+	}
+	out := make([]byte, t.Size)
+	kernels.RepackR16(t.Type, out, src, int(t.Shape[0]))
+	return out
+}
+
 // r16Size is the size of a 2-D Q4_K or Q6_K tensor in LayoutR16.
 func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
 	if len(shape) != 2 || shape[0] > math.MaxInt32 || shape[1] > math.MaxInt32 {
@@ -141,15 +163,16 @@ func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
 	return uint64(n), ok
 }
 
-// chooseLayout is the layout the packer writes a tensor in: LayoutR16 for
-// every matrix that has one, except the token embedding, whose rows are
-// looked up one by one.
-func chooseLayout(name string, dt kernels.DType, shape []uint64) Layout {
-	if name == "token_embd.weight" || len(shape) != 2 || shape[0] > math.MaxInt32 || shape[1] > math.MaxInt32 ||
-		!kernels.CanR16(dt, int(shape[1]), int(shape[0])) {
-		return LayoutGGML
+// chooseLayout is the layout the packer writes a tensor in for CPUs of tier
+// cpu, and the tier that layout needs: on AVX-512 VNNI, LayoutR16 for every
+// matrix that has one, except the token embedding, whose rows are looked up
+// one by one; ggml's layout otherwise.
+func chooseLayout(cpu Tier, name string, dt kernels.DType, shape []uint64) (Layout, Tier) {
+	if cpu < TierAVX512VNI || name == "token_embd.weight" || len(shape) != 2 ||
+		shape[0] > math.MaxInt32 || shape[1] > math.MaxInt32 || !kernels.CanR16(dt, int(shape[1]), int(shape[0])) {
+		return LayoutGGML, TierGeneric
 	}
-	return LayoutR16
+	return LayoutR16, TierAVX512VNI
 }
 
 func (l Layout) String() string {

@@ -42,14 +42,28 @@ func mustPack(t testing.TB, src []byte, opts Options) []byte {
 	return b
 }
 
+// TestRoundTrip packs each model for the generic tier (ggml's layout
+// throughout) and for AVX-512 VNNI (k-quant matrices in LayoutR16) and
+// checks everything the reader reports against the source.
 func TestRoundTrip(t *testing.T) {
-	for name, src := range sources(t) {
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tier Tier
+	}{{"generic", TierGeneric}, {"avx512vnni", TierAVX512VNI}} {
+		for name, src := range sources(t) {
+			t.Run(tc.name+"/"+name, func(t *testing.T) { testRoundTrip(t, src, tc.tier) })
+		}
+	}
+}
+
+func testRoundTrip(t *testing.T, src []byte, tier Tier) {
+	{
+		{
 			g, err := gguf.Parse(src)
 			if err != nil {
 				t.Fatal(err)
 			}
-			packed := mustPack(t, src, Options{Generation: 7, Annotations: map[string]string{"source_path": "m/x.gguf"}})
+			packed := mustPack(t, src, Options{Generation: 7, Tier: tier, Annotations: map[string]string{"source_path": "m/x.gguf"}})
 			f, err := Parse(packed)
 			if err != nil {
 				t.Fatal(err)
@@ -92,8 +106,8 @@ func TestRoundTrip(t *testing.T) {
 				if !ok {
 					t.Fatalf("tensor %s missing", st.Name)
 				}
-				if pt.Type != st.Type || pt.Layout != chooseLayout(st.Name, st.Type, st.Shape) || !slices.Equal(pt.Shape, st.Shape) ||
-					!bytes.Equal(f.TensorData(pt), inLayout(pt, g.TensorData(st))) {
+				if pt.Type != st.Type || pt.Layout != layoutFor(tier, st) || !slices.Equal(pt.Shape, st.Shape) ||
+					!bytes.Equal(f.TensorData(pt), InLayout(pt, g.TensorData(st))) {
 					t.Errorf("tensor %s differs: %s %v %s", st.Name, pt.Type, pt.Shape, pt.Layout)
 				}
 				abs := f.Header.DataOffset + pt.Offset
@@ -107,7 +121,7 @@ func TestRoundTrip(t *testing.T) {
 			if float64(f.Header.DataLength) > 1.05*float64(tensorBytes) || float64(len(packed)) > 1.05*float64(len(src)) {
 				t.Errorf("packed %d bytes (data %d) for %d tensor bytes in a %d-byte source", len(packed), f.Header.DataLength, tensorBytes, len(src))
 			}
-		})
+		}
 	}
 }
 
@@ -378,12 +392,9 @@ func TestCheckTier(t *testing.T) {
 	}
 }
 
-// inLayout is the source tensor data src as the packer writes it for t.
-func inLayout(t *Tensor, src []byte) []byte {
-	if t.Layout != LayoutR16 {
-		return src
-	}
-	out := make([]byte, t.Size)
-	kernels.RepackR16(t.Type, out, src, int(t.Shape[0]))
-	return out
+
+// layoutFor is the layout the packer must have chosen for st on tier.
+func layoutFor(tier Tier, st *gguf.Tensor) Layout {
+	l, _ := chooseLayout(tier, st.Name, st.Type, st.Shape)
+	return l
 }

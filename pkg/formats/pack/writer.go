@@ -36,9 +36,11 @@ type Options struct {
 	// Progress, when set, is called after each piece of tensor data is
 	// written with the bytes written so far and the total.
 	Progress func(done, total int64)
-	// GGMLLayout keeps every tensor in ggml's layout, as in the source,
-	// instead of repacking matrices for the kernels.
-	GGMLLayout bool
+	// Tier is the CPU feature tier of the machines that will run the file
+	// (runtime.HostTier for this one): matrices get the layout that tier's
+	// kernels read fastest, and the file records the tier it needs. The
+	// zero value, TierGeneric, keeps every tensor in ggml's layout.
+	Tier Tier
 }
 
 // Plan is a packed file laid out but not yet written: its size is known
@@ -56,8 +58,9 @@ type Plan struct {
 	dataBytes  int64
 }
 
-// NewPlan lays out the packed form of src: matrices the kernels read faster
-// rearranged (LayoutR16, see chooseLayout), everything else as in the source.
+// NewPlan lays out the packed form of src: matrices that opts.Tier's kernels
+// read faster rearranged (see chooseLayout), everything else as in the
+// source.
 func NewPlan(src *gguf.File, opts Options) (*Plan, error) {
 	kvs := make([]gguf.KV, 0, len(src.KVs)+len(opts.Annotations))
 	for _, kv := range src.KVs {
@@ -91,8 +94,7 @@ func NewPlan(src *gguf.File, opts Options) (*Plan, error) {
 		if size, ok := ggmlSize(t.Type, t.Shape); !ok || size != t.Size {
 			return nil, fmt.Errorf("pack: tensor %q: %s %v does not take %d bytes", t.Name, t.Type, t.Shape, t.Size)
 		}
-		if !opts.GGMLLayout {
-			t.Layout = chooseLayout(t.Name, t.Type, t.Shape)
+		if t.Layout, t.Tier = chooseLayout(opts.Tier, t.Name, t.Type, t.Shape); t.Layout != LayoutGGML {
 			t.Size, _ = layouts[t.Layout].size(t.Type, t.Shape)
 		}
 		t.Offset = alignUp(next, tensorAlign(t.Size))

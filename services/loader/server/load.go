@@ -233,7 +233,7 @@ func (s *Server) loadAndPublish(ctx context.Context, l *load) (*corelmv1.Publish
 	if s.opts.afterValidate != nil {
 		s.opts.afterValidate(l.id)
 	}
-	plan, err := pack.NewPlan(g, pack.Options{Generation: l.gen, Annotations: map[string]string{
+	plan, err := pack.NewPlan(g, pack.Options{Generation: l.gen, Tier: runtime.HostTier(), Annotations: map[string]string{
 		"model_id":     l.id,
 		"source_path":  l.path,
 		"source_size":  strconv.FormatInt(id.size, 10),

@@ -173,7 +173,7 @@ func ComparePacked(t testing.TB, packedPath, srcPath string) {
 	for i := range src.Tensors {
 		st := &src.Tensors[i]
 		got, ok := pf.Tensor(st.Name)
-		if !ok || got.Type != st.Type || !bytes.Equal(pf.TensorData(got), src.TensorData(st)) {
+		if !ok || got.Type != st.Type || !bytes.Equal(pf.TensorData(got), pack.InLayout(got, src.TensorData(st))) {
 			t.Errorf("tensor %s differs", st.Name)
 		}
 	}
