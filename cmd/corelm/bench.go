@@ -33,9 +33,16 @@ type benchReport struct {
 	DecodeTokS      float64   `json:"decode_tok_s"`
 	PrefillAll      []float64 `json:"prefill_tok_s_runs"`
 	DecodeAll       []float64 `json:"decode_tok_s_runs"`
+	Context         int       `json:"context"`
 	PeakRSSBytes    int64     `json:"peak_rss_bytes"`
+	RSSBytes        int64     `json:"rss_bytes"`
+	RSSAnonBytes    int64     `json:"rss_anon_bytes"`
+	RSSMappedBytes  int64     `json:"rss_mapped_bytes"`
 	WeightBytesTok  int64     `json:"weight_bytes_per_token"`
 	DecodeBandwidth float64   `json:"decode_bandwidth_gb_s"`
+	StreamGBs       float64   `json:"stream_gb_s"`
+	StreamAll       []float64 `json:"stream_gb_s_runs"`
+	DecodeOfStream  float64   `json:"decode_of_stream"`
 	GoVersion       string    `json:"go_version"`
 }
 
@@ -50,11 +57,22 @@ func runBench(ctx context.Context, args []string) error {
 	kvType := fs.String("kv-type", "f16", "KV cache type: f16 or q8_0")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed runs to this file")
 	seqs := fs.Int("seqs", 1, "sequences decoded together in one batch (continuous batching); decode_tok_s is their aggregate")
+	ctxLen := fs.Int("context", 0, "context each sequence is created with (default: prompt + generated tokens + 1)")
+	step := fs.Int("step", 0, "most prompt tokens per forward step, as the server's StepTokens (default: the whole prompt)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
 	if *p < 1 || *g < 1 || *reps < 1 || *seqs < 1 {
 		return usagef("--prompt-tokens, --gen-tokens, --reps and --seqs must be ≥ 1")
+	}
+	if *ctxLen == 0 {
+		*ctxLen = *p + *g + 1
+	}
+	if *ctxLen < *p+*g+1 {
+		return usagef("--context %d cannot hold %d prompt and %d generated tokens", *ctxLen, *p, *g)
+	}
+	if *step <= 0 || *step > *p {
+		*step = *p
 	}
 	kt, err := kvcache.ParseType(*kvType)
 	if err != nil {
@@ -70,11 +88,16 @@ func runBench(ctx context.Context, args []string) error {
 	defer l.Close()
 	m := l.Model
 	cfg := m.Config()
-	rep := benchReport{Model: *path, Threads: *threads, Seqs: *seqs, KernelTier: kernels.ActiveTier().String(), PromptTokens: *p, GenTokens: *g, Reps: *reps, GoVersion: runtime.Version()}
+	rep := benchReport{Model: *path, Threads: *threads, Seqs: *seqs, KernelTier: kernels.ActiveTier().String(), PromptTokens: *p, GenTokens: *g, Reps: *reps, Context: *ctxLen, GoVersion: runtime.Version()}
 	if rep.Model == "" {
 		rep.Model = "stories260K (embedded)"
 	}
-	rep.WeightBytesTok = weightBytesPerToken(l.Source)
+	weights := decodeWeights(l.Source)
+	for _, w := range weights {
+		rep.WeightBytesTok += int64(len(w))
+	}
+	streamPool := kernels.NewPool(*threads)
+	defer streamPool.Close()
 	rng := rand.New(rand.NewPCG(42, 7))
 	prompt := make([]int32, *p)
 	for i := range prompt {
@@ -100,7 +123,7 @@ func runBench(ctx context.Context, args []string) error {
 		// per step.
 		b := &model.Batch{}
 		for i := 0; i < *seqs; i++ {
-			st, err := m.NewState(model.StateOptions{Context: *p + *g + 1, KVType: kt, Chunk: *p})
+			st, err := m.NewState(model.StateOptions{Context: *ctxLen, KVType: kt, Chunk: *step})
 			if err != nil {
 				return err
 			}
@@ -108,11 +131,13 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		t0 := time.Now()
 		for i := range b.Seqs {
-			one := &model.Batch{Seqs: []model.SeqBatch{{State: b.Seqs[i].State, Tokens: prompt, Logits: 1}}}
-			if err := m.Forward(one); err != nil {
-				return err
+			for lo := 0; lo < len(prompt); lo += *step {
+				one := &model.Batch{Seqs: []model.SeqBatch{{State: b.Seqs[i].State, Tokens: prompt[lo:min(lo+*step, len(prompt))], Logits: 1}}}
+				if err := m.Forward(one); err != nil {
+					return err
+				}
+				b.Seqs[i].Out = one.Seqs[0].Out
 			}
-			b.Seqs[i].Out = one.Seqs[0].Out
 		}
 		prefill := time.Since(t0)
 		toks := make([]int32, *seqs)
@@ -127,9 +152,15 @@ func runBench(ctx context.Context, args []string) error {
 			}
 		}
 		decode := time.Since(t0)
+		// The machine's read bandwidth over the same bytes, measured
+		// right after the decode it bounds.
+		t0 = time.Now()
+		kernels.StreamRead(streamPool, weights)
+		stream := float64(rep.WeightBytesTok) / time.Since(t0).Seconds() / 1e9
 		if r < 0 {
 			continue
 		}
+		rep.StreamAll = append(rep.StreamAll, stream)
 		rep.PrefillAll = append(rep.PrefillAll, float64(*p**seqs)/prefill.Seconds())
 		rep.DecodeAll = append(rep.DecodeAll, float64(*g**seqs)/decode.Seconds())
 		if !*asJSON {
@@ -139,7 +170,11 @@ func runBench(ctx context.Context, args []string) error {
 	rep.PrefillTokS = median(rep.PrefillAll)
 	rep.DecodeTokS = median(rep.DecodeAll)
 	rep.PeakRSSBytes = peakRSS()
+	rep.RSSBytes, rep.RSSAnonBytes = rssNow()
+	rep.RSSMappedBytes = rep.RSSBytes - rep.RSSAnonBytes
 	rep.DecodeBandwidth = float64(rep.WeightBytesTok) * rep.DecodeTokS / float64(*seqs) / 1e9 // weights are read once per step
+	rep.StreamGBs = median(rep.StreamAll)
+	rep.DecodeOfStream = rep.DecodeBandwidth / rep.StreamGBs
 	if *asJSON {
 		return json.NewEncoder(os.Stdout).Encode(rep)
 	}
@@ -147,25 +182,51 @@ func runBench(ctx context.Context, args []string) error {
 	fmt.Printf("threads    %d · kernels %s · %s · %d sequence(s) per batch\n", rep.Threads, rep.KernelTier, rep.GoVersion, rep.Seqs)
 	fmt.Printf("prefill    %.2f tok/s median of %d (min %.2f, max %.2f), %d tokens\n", rep.PrefillTokS, *reps, minOf(rep.PrefillAll), maxOf(rep.PrefillAll), *p)
 	fmt.Printf("decode     %.2f tok/s median of %d (min %.2f, max %.2f), %d tokens\n", rep.DecodeTokS, *reps, minOf(rep.DecodeAll), maxOf(rep.DecodeAll), *g)
-	fmt.Printf("weights    %s read per decode step → %.2f GB/s\n", humanBytes(rep.WeightBytesTok), rep.DecodeBandwidth)
-	fmt.Printf("peak RSS   %s\n", humanBytes(rep.PeakRSSBytes))
+	fmt.Printf("weights    %s read per decode step → %.2f GB/s, %.0f%% of the %.2f GB/s a plain read of them reaches (median of %d)\n",
+		humanBytes(rep.WeightBytesTok), rep.DecodeBandwidth, 100*rep.DecodeOfStream, rep.StreamGBs, *reps)
+	fmt.Printf("memory     at a %d-token context: resident %s = %s mapped (weights) + %s private; peak %s\n",
+		rep.Context, humanBytes(rep.RSSBytes), humanBytes(rep.RSSMappedBytes), humanBytes(rep.RSSAnonBytes), humanBytes(rep.PeakRSSBytes))
 	return nil
 }
 
-// weightBytesPerToken is what one decode step reads: every matrix except the
+// decodeWeights is what one decode step reads: every tensor except the
 // token embedding, of which only one row is read (unless it doubles as the
 // output projection).
-func weightBytesPerToken(src model.Source) int64 {
-	var total int64
+func decodeWeights(src model.Source) [][]byte {
+	var ws [][]byte
 	_, untied := src.LookupTensor("output.weight")
 	for _, name := range src.TensorNames() {
 		t, _ := src.LookupTensor(name)
 		if name == "token_embd.weight" && untied {
 			continue
 		}
-		total += int64(len(t.Data))
+		ws = append(ws, t.Data)
 	}
-	return total
+	return ws
+}
+
+// rssNow reads this process's resident memory and the anonymous (private:
+// heap, KV cache, stacks) part of it from /proc/self/smaps_rollup; the rest
+// is mapped file pages, here the model's weights.
+func rssNow() (rss, anon int64) {
+	b, err := os.ReadFile("/proc/self/smaps_rollup")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || f[2] != "kB" {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "Rss:":
+			rss = kb * 1024
+		case "Anonymous:":
+			anon = kb * 1024
+		}
+	}
+	return rss, anon
 }
 
 func median(xs []float64) float64 {

@@ -20,3 +20,30 @@ func sumU64Generic(b []byte) uint64 {
 	}
 	return s0 + s1 + s2 + s3
 }
+
+// StreamRead reads every byte of bufs once, split over the pool's threads,
+// as fast as the host allows, and returns a checksum (so the reads cannot be
+// optimised away). Timed by the caller, it is the STREAM-style read
+// bandwidth that decode, which reads the same bytes once per token, should
+// approach; `corelm bench` runs it over the model's own weights.
+func StreamRead(p *Pool, bufs [][]byte) uint64 {
+	const piece = 1 << 20
+	type span struct{ b []byte }
+	var spans []span
+	for _, b := range bufs {
+		for off := 0; off < len(b); off += piece {
+			spans = append(spans, span{b[off:min(off+piece, len(b))]})
+		}
+	}
+	sums := make([]uint64, len(spans))
+	p.Run(len(spans), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			sums[i] = sumU64(spans[i].b)
+		}
+	})
+	var s uint64
+	for _, v := range sums {
+		s += v
+	}
+	return s
+}
