@@ -52,6 +52,7 @@ func main() {
 	quantQ8KAVX2()
 	f16Dot(false)
 	f16Dot(true)
+	axpyF16AVX2()
 	sumBytesAVX2()
 	Generate()
 	checkAVX2Registers()

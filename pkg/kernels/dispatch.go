@@ -85,6 +85,7 @@ type kernelSet struct {
 	quantQ8K func(src []float32, dst []byte) // whole blocks, lengths checked
 	f16F32   func(w []byte, x []float32) float32
 	f16F16   func(w, x []byte) float32
+	axpyF16  func(w float32, v []byte, o []float32) // len(v) == 2·len(o)
 }
 
 var genericKernels = &kernelSet{tier: TierGeneric}

@@ -21,6 +21,7 @@ var (
 		quantQ8K: quantQ8KAsm,
 		f16F32:   dotF16F32Asm,
 		f16F16:   dotF16F16Asm,
+		axpyF16:  axpyF16Asm,
 	}
 	avx512Kernels = &kernelSet{
 		tier:    TierAVX512,
@@ -42,6 +43,7 @@ var (
 		quantQ8K: quantQ8KAsm,
 		f16F32:   dotF16F32Asm,
 		f16F16:   dotF16F16Asm,
+		axpyF16:  axpyF16Asm,
 	}
 )
 
@@ -303,4 +305,15 @@ func sumU64(b []byte) uint64 {
 	}
 	n := len(b) &^ 127
 	return sumU64AVX2(&b[0], n) + sumU64Generic(b[n:])
+}
+
+// axpyF16Asm runs the assembly over the first len(o)&^15 values and the
+// reference over the rest.
+func axpyF16Asm(w float32, v []byte, o []float32) {
+	n := len(o) &^ 15
+	if n > 0 {
+		_ = v[2*n-1]
+		axpyF16AVX2(w, &v[0], &o[0], n)
+	}
+	axpyF16Generic(w, v[2*n:], o[n:])
 }

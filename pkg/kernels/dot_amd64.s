@@ -10104,6 +10104,35 @@ dotF16F16AVX2_done:
 	VZEROUPPER
 	RET
 
+// func axpyF16AVX2(w float32, v *byte, o *float32, n int)
+// Requires: AVX, AVX2, F16C, FMA3, SSE
+TEXT ·axpyF16AVX2(SB), NOSPLIT, $0-32
+	MOVSS        w+0(FP), X0
+	MOVQ         v+8(FP), AX
+	MOVQ         o+16(FP), CX
+	MOVQ         n+24(FP), DX
+	VBROADCASTSS X0, Y0
+
+axpyF16AVX2_loop:
+	TESTQ       DX, DX
+	JZ          axpyF16AVX2_done
+	VCVTPH2PS   (AX), Y1
+	VMOVUPS     (CX), Y2
+	VFMADD231PS Y1, Y0, Y2
+	VMOVUPS     Y2, (CX)
+	VCVTPH2PS   16(AX), Y1
+	VMOVUPS     32(CX), Y2
+	VFMADD231PS Y1, Y0, Y2
+	VMOVUPS     Y2, 32(CX)
+	ADDQ        $0x00000020, AX
+	ADDQ        $0x00000040, CX
+	SUBQ        $0x00000010, DX
+	JMP         axpyF16AVX2_loop
+
+axpyF16AVX2_done:
+	VZEROUPPER
+	RET
+
 // func sumU64AVX2(p *byte, n int) uint64
 // Requires: AVX, AVX2
 TEXT ·sumU64AVX2(SB), NOSPLIT, $0-24

@@ -150,6 +150,11 @@ func dotF16F32AVX2(w *byte, x *float32, n int) float64
 //go:noescape
 func dotF16F16AVX2(w *byte, x *byte, n int) float64
 
+// axpyF16AVX2 sets o[i] = fma(w, float32(v[i]), o[i]) for the n float16 values at v (n % 16 == 0).
+//
+//go:noescape
+func axpyF16AVX2(w float32, v *byte, o *float32, n int)
+
 // sumU64AVX2 returns the wrapping sum of the n/8 little-endian uint64s at p (n % 128 == 0).
 //
 //go:noescape

@@ -1,6 +1,9 @@
 package kernels
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
 // Half-precision conversions. GGUF stores block scales as IEEE binary16 and
 // some tensors as F16 or BF16; every decoder in this package goes through
@@ -100,4 +103,26 @@ func F32ToBF16(f float32) uint16 {
 		return uint16(b>>16) | 0x40
 	}
 	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
+}
+
+// AxpyF16 adds w times the float16 values v (2·len(o) bytes, little-endian)
+// to o: attention's accumulation of value rows from an f16 KV cache. The
+// assembly tiers use one fused multiply-add per element, the reference a
+// multiply and an add (results differ in the last bit).
+func AxpyF16(w float32, v []byte, o []float32) {
+	if len(v) != 2*len(o) {
+		panic(fmt.Sprintf("kernels: AxpyF16: %d bytes of values for %d floats", len(v), len(o)))
+	}
+	if f := kern.axpyF16; f != nil {
+		f(w, v, o)
+		return
+	}
+	axpyF16Generic(w, v, o)
+}
+
+func axpyF16Generic(w float32, v []byte, o []float32) {
+	v = v[:2*len(o)]
+	for j := range o {
+		o[j] += w * F16ToF32(uint16(v[2*j])|uint16(v[2*j+1])<<8)
+	}
 }

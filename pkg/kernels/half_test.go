@@ -198,3 +198,42 @@ func TestBF16(t *testing.T) {
 		}
 	}
 }
+
+// TestAxpyF16 checks every tier's AxpyF16 against the reference on odd
+// lengths and misaligned operands: each element within one rounding of
+// |o|+|w·v| (a fused multiply-add rounds once, the reference twice).
+func TestAxpyF16(t *testing.T) {
+	r := rand.New(rand.NewPCG(51, 52))
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, n := range []int{0, 1, 15, 16, 17, 64, 100, 128} {
+			v := make([]byte, 2*n)
+			for i := range n {
+				h := F32ToF16(float32(r.NormFloat64()))
+				v[2*i], v[2*i+1] = byte(h), byte(h>>8)
+			}
+			v = misalign(v, n%7+1)
+			o := make([]float32, n)
+			for i := range o {
+				o[i] = float32(r.NormFloat64())
+			}
+			w := float32(r.Float64())
+			want := append([]float32(nil), o...)
+			axpyF16Generic(w, v, want)
+			AxpyF16(w, v, o)
+			for i := range o {
+				x := F16ToF32(uint16(v[2*i]) | uint16(v[2*i+1])<<8)
+				bound := 0x1p-23 * (math.Abs(float64(want[i])) + math.Abs(float64(w*x)) + math.Abs(float64(o[i])))
+				if math.Abs(float64(o[i]-want[i])) > bound {
+					t.Fatalf("%s n=%d: o[%d] = %v, reference %v", k.tier, n, i, o[i], want[i])
+				}
+			}
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("AxpyF16 with mismatched lengths did not panic")
+		}
+	}()
+	AxpyF16(1, make([]byte, 3), make([]float32, 2))
+}

@@ -7,11 +7,13 @@ import (
 	"time"
 )
 
-// Pool is a fixed set of worker goroutines that split one range of work
-// statically: a decode step runs a few hundred short matmuls, so the cost
-// that matters is the hand-off and the single barrier per op, not balancing.
-// The goroutine calling Run does the first chunk itself, so a pool of T
-// threads has T-1 background workers.
+// Pool is a fixed set of worker goroutines that split one range of work: a
+// decode step runs a few hundred short matmuls, so the cost that matters is
+// the hand-off and the single barrier per op. The range is cut into a few
+// chunks per thread that the threads claim in turn, so a thread the host
+// slows down (a shared machine's other tenants) takes fewer of them instead
+// of holding up the barrier. The goroutine calling Run works too, so a pool
+// of T threads has T-1 background workers.
 //
 // Hand-off is a generation counter the workers spin on for a short while
 // after each op (spinFor) before they park: between the ops of a step they
@@ -25,15 +27,17 @@ type Pool struct {
 	exited  sync.WaitGroup
 
 	// The op in progress. gen packs a sequence number (high bits) and the
-	// op's chunk count (low 8 bits), so a worker learns from one atomic load
-	// whether it has a chunk. fn, n and size are written before gen and read
-	// only by workers that have a chunk, and Run waits for those, so they
-	// never change under a reader.
+	// number of background workers the op wants (low 8 bits), so a worker
+	// learns from one atomic load whether to join. fn, n, size and chunks
+	// are written before gen and read only by workers that join, and Run
+	// waits for those, so they never change under a reader.
 	gen     atomic.Uint64
 	fn      func(lo, hi int)
 	n       int
 	size    int          // elements per chunk
-	pending atomic.Int32 // background chunks not finished
+	chunks  int          // chunks of the op
+	next    atomic.Int32 // next chunk to claim
+	pending atomic.Int32 // background workers not finished
 	closed  atomic.Bool
 
 	panicMu  sync.Mutex
@@ -41,7 +45,7 @@ type Pool struct {
 }
 
 type poolWorker struct {
-	idx      int // chunk index this worker runs (1..threads-1)
+	idx      int // 1..threads-1: the worker joins ops that want at least idx workers
 	wake     chan struct{}
 	sleeping atomic.Bool
 }
@@ -56,7 +60,7 @@ func NewPool(threads int) *Pool {
 	if threads < 1 {
 		threads = DefaultThreads()
 	}
-	threads = min(threads, 255) // the chunk count must fit gen's low byte
+	threads = min(threads, 255) // the worker count must fit gen's low byte
 	p := &Pool{threads: threads}
 	for i := 1; i < threads; i++ {
 		w := &poolWorker{idx: i, wake: make(chan struct{}, 1)}
@@ -79,8 +83,8 @@ func (p *Pool) work(w *poolWorker) {
 			return
 		}
 		seen = g
-		if w.idx < int(g&0xff) {
-			p.runChunk(w.idx)
+		if w.idx <= int(g&0xff) {
+			p.runChunks()
 			p.pending.Add(-1)
 		}
 	}
@@ -116,7 +120,9 @@ func (p *Pool) await(w *poolWorker, seen uint64) uint64 {
 	}
 }
 
-func (p *Pool) runChunk(c int) {
+// runChunks claims and runs chunks until none is left. After a panic in fn
+// it stops claiming; the other threads finish the op's remaining chunks.
+func (p *Pool) runChunks() {
 	defer func() {
 		if v := recover(); v != nil {
 			p.panicMu.Lock()
@@ -126,11 +132,21 @@ func (p *Pool) runChunk(c int) {
 			p.panicMu.Unlock()
 		}
 	}()
-	p.fn(c*p.size, min(p.n, (c+1)*p.size))
+	for {
+		c := int(p.next.Add(1)) - 1
+		if c >= p.chunks {
+			return
+		}
+		p.fn(c*p.size, min(p.n, (c+1)*p.size))
+	}
 }
 
-// Run splits [0, n) into contiguous chunks, one per thread, calls fn(lo, hi)
-// on each concurrently and returns when all are done. A panic in fn is
+// chunksPerThread is how many pieces Run cuts an op into per thread.
+const chunksPerThread = 4
+
+// Run splits [0, n) into contiguous chunks (up to chunksPerThread per
+// thread), calls fn(lo, hi) on each, concurrently, and returns when all are
+// done. A panic in fn is
 // re-raised here, with its value, after every chunk has finished. Calls from
 // different goroutines are serialized; calling Run from inside fn on the
 // same pool deadlocks.
@@ -143,17 +159,19 @@ func (p *Pool) Run(n int, fn func(lo, hi int)) {
 	if p.closed.Load() {
 		panic("kernels: Run on a closed Pool")
 	}
-	chunks := min(p.threads, n)
+	chunks := min(p.threads*chunksPerThread, n)
 	size := (n + chunks - 1) / chunks
 	chunks = (n + size - 1) / size // drop chunks that would be empty
-	if chunks == 1 {
+	if chunks == 1 || p.threads == 1 {
 		fn(0, n)
 		return
 	}
-	p.fn, p.n, p.size = fn, n, size
-	p.pending.Store(int32(chunks - 1))
-	p.gen.Store((p.gen.Load()>>8+1)<<8 | uint64(chunks))
-	for _, w := range p.workers[:chunks-1] {
+	helpers := min(p.threads, chunks) - 1
+	p.fn, p.n, p.size, p.chunks = fn, n, size, chunks
+	p.next.Store(0)
+	p.pending.Store(int32(helpers))
+	p.gen.Store((p.gen.Load()>>8+1)<<8 | uint64(helpers))
+	for _, w := range p.workers[:helpers] {
 		if w.sleeping.Load() {
 			select {
 			case w.wake <- struct{}{}:
@@ -161,7 +179,7 @@ func (p *Pool) Run(n int, fn func(lo, hi int)) {
 			}
 		}
 	}
-	p.runChunk(0)
+	p.runChunks()
 	for i := 1; p.pending.Load() != 0; i++ {
 		if i%64 == 0 {
 			runtime.Gosched()

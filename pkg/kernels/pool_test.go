@@ -7,7 +7,7 @@ import (
 )
 
 // TestPoolCoverage: every index in [0, n) is handed out exactly once, in
-// contiguous non-empty chunks, at most Threads() of them.
+// contiguous non-empty chunks, at most chunksPerThread·Threads() of them.
 func TestPoolCoverage(t *testing.T) {
 	for _, threads := range []int{1, 2, 3, 4, 8} {
 		p := NewPool(threads)
@@ -29,7 +29,7 @@ func TestPoolCoverage(t *testing.T) {
 					t.Fatalf("threads %d n %d: index %d visited %d times", threads, n, i, h)
 				}
 			}
-			if c := int(calls.Load()); c > threads || c > n || (n > 0 && c == 0) {
+			if c := int(calls.Load()); c > chunksPerThread*threads || c > n || (n > 0 && c == 0) {
 				t.Errorf("threads %d n %d: %d calls", threads, n, c)
 			}
 		}
@@ -40,17 +40,20 @@ func TestPoolCoverage(t *testing.T) {
 	}
 }
 
-// TestPoolUsesWorkers: with n ≥ threads, all chunks run at the same time
-// (each waits for the others), so Run really is parallel.
+// TestPoolUsesWorkers: the first chunk each thread takes waits for the
+// others', which deadlocks unless all threads run chunks at the same time.
 func TestPoolUsesWorkers(t *testing.T) {
 	const threads = 4
 	p := NewPool(threads)
 	defer p.Close()
 	var barrier sync.WaitGroup
 	barrier.Add(threads)
+	var started atomic.Int32
 	p.Run(threads*10, func(lo, hi int) {
-		barrier.Done()
-		barrier.Wait() // deadlocks unless every chunk runs concurrently
+		if started.Add(1) <= threads {
+			barrier.Done()
+			barrier.Wait()
+		}
 	})
 }
 
@@ -91,8 +94,8 @@ func TestPoolPanicPropagates(t *testing.T) {
 			if v := recover(); v != "boom" {
 				t.Errorf("recovered %v, want boom", v)
 			}
-			if f := finished.Load(); f != 3 {
-				t.Errorf("%d other chunks finished before Run returned, want 3", f)
+			if f := finished.Load(); f != 7 {
+				t.Errorf("%d other chunks finished before Run returned, want all 7", f)
 			}
 		}()
 		p.Run(8, func(lo, hi int) {

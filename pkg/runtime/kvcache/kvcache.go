@@ -257,10 +257,7 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 		o := out[:hd]
 		for i, w := range scores {
 			off := ((lo+i)%lc.slots)*c.row + kvh*c.head
-			v := lc.v[off : off+2*hd]
-			for j := range o {
-				o[j] += w * kernels.F16ToF32(uint16(v[2*j])|uint16(v[2*j+1])<<8)
-			}
+			kernels.AxpyF16(w, lc.v[off:off+2*hd], o)
 		}
 		return
 	}
