@@ -11,7 +11,7 @@ func axpyF16AVX2() {
 	name := "axpyF16AVX2"
 	TEXT(name, NOSPLIT, "func(w float32, v *byte, o *float32, n int)")
 	Pragma("noescape")
-	Doc(name+" sets o[i] = fma(w, float32(v[i]), o[i]) for the n float16 values at v (n % 16 == 0).")
+	Doc(name + " sets o[i] = fma(w, float32(v[i]), o[i]) for the n float16 values at v (n % 16 == 0).")
 	wx := Load(Param("w"), XMM())
 	v, o, n := Load(Param("v"), GP64()), Load(Param("o"), GP64()), Load(Param("n"), GP64())
 	wv := YMM()
