@@ -121,6 +121,42 @@ func SoftCap(x []float32, c float32) {
 	}
 }
 
-func exp32(f float32) float32 { return float32(math.Exp(float64(f))) }
+// exp32 is e^x in float32 arithmetic, within 2 ulp (TestExp32), like ggml's
+// vectorised expf: x = k·ln2 + r with |r| ≤ ln2/2, a degree-7 polynomial
+// for e^r (Cephes' expf coefficients), then the exponent k added in.
+func exp32(x float32) float32 {
+	const (
+		log2e = 1.44269504088896341
+		ln2hi = 0.693359375 // ln 2 = ln2hi + ln2lo, ln2hi with few bits so k·ln2hi is exact
+		ln2lo = -2.12194440e-4
+	)
+	if !(x > -87.3 && x < 88) { // also NaN; near the ends 2^k leaves the normal range
+		return float32(math.Exp(float64(x)))
+	}
+	t := x * log2e
+	k := int32(t + 0.5)
+	if t < -0.5 {
+		k = int32(t - 0.5)
+	}
+	kf := float32(k)
+	r := x - kf*ln2hi - kf*ln2lo
+	p := ((((1.9875691500e-4*r+1.3981999507e-3)*r+8.3334519073e-3)*r+4.1665795894e-2)*r+1.6666665459e-1)*r + 5.0000001201e-1
+	p = p*r*r + r + 1
+	return p * math.Float32frombits(uint32(k+127)<<23)
+}
+
+// SwiGLU sets dst[i] = silu(gate[i])·up[i] (the gated feed-forward of
+// Llama-style blocks), split over the pool. dst may alias gate or up.
+func SwiGLU(p *Pool, dst, gate, up []float32) {
+	mustSameLen("SwiGLU", len(dst), len(gate), len(up))
+	const piece = 2048
+	p.Run((len(dst)+piece-1)/piece, func(lo, hi int) {
+		lo, hi = lo*piece, min(hi*piece, len(dst))
+		for i := lo; i < hi; i++ {
+			g := gate[i]
+			dst[i] = g / (1 + exp32(-g)) * up[i]
+		}
+	})
+}
 
 func tanh32(f float32) float32 { return float32(math.Tanh(float64(f))) }

@@ -95,3 +95,46 @@ func TestElementwise(t *testing.T) {
 	}()
 	Mul(dst, a, b[:2])
 }
+
+// TestExp32 sweeps exp32 against math.Exp: within 2 ulp of the float32
+// nearest the true value, and the right special values at the ends.
+func TestExp32(t *testing.T) {
+	for x := float32(-104); x < 89; x += 0.0037 {
+		want := float32(math.Exp(float64(x)))
+		got := exp32(x)
+		ulp := math.Nextafter32(want, float32(math.Inf(1))) - want
+		if math.Abs(float64(got-want)) > 2*float64(ulp) {
+			t.Fatalf("exp32(%v) = %v, want %v (%g ulp)", x, got, want, float64(got-want)/float64(ulp))
+		}
+	}
+	for _, c := range []struct{ x, want float32 }{
+		{0, 1}, {float32(math.Inf(1)), float32(math.Inf(1))}, {float32(math.Inf(-1)), 0}, {100, float32(math.Inf(1))}, {-200, 0},
+	} {
+		if got := exp32(c.x); got != c.want {
+			t.Errorf("exp32(%v) = %v, want %v", c.x, got, c.want)
+		}
+	}
+	if got := exp32(float32(math.NaN())); got == got {
+		t.Errorf("exp32(NaN) = %v", got)
+	}
+}
+
+func TestSwiGLU(t *testing.T) {
+	p := NewPool(3)
+	defer p.Close()
+	for _, n := range []int{0, 1, 2047, 2048, 5000} {
+		gate, up := make([]float32, n), make([]float32, n)
+		for i := range gate {
+			gate[i], up[i] = float32(i%97)/10-4, float32(i%13)-6
+		}
+		want := append([]float32(nil), gate...)
+		SiLU(want)
+		Mul(want, want, up)
+		SwiGLU(p, gate, gate, up)
+		for i := range gate {
+			if gate[i] != want[i] {
+				t.Fatalf("n=%d: SwiGLU[%d] = %v, SiLU·up %v", n, i, gate[i], want[i])
+			}
+		}
+	}
+}

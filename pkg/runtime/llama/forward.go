@@ -102,8 +102,7 @@ func (m *Model) ffn(l, n int) {
 	}
 	m.matmul(&w.Gate, ws.xn, n, ws.gate)
 	m.matmul(&w.Up, ws.xn, n, ws.up)
-	kernels.SiLU(ws.gate[:n*ff])
-	kernels.Mul(ws.gate[:n*ff], ws.gate[:n*ff], ws.up[:n*ff])
+	kernels.SwiGLU(m.pool, ws.gate[:n*ff], ws.gate[:n*ff], ws.up[:n*ff])
 	m.matmul(&w.Down, ws.gate, n, ws.proj)
 	kernels.Add(ws.x[:n*dim], ws.x[:n*dim], ws.proj[:n*dim])
 }

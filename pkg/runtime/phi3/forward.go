@@ -122,10 +122,7 @@ func (m *Model) ffn(l, n int) {
 	// ggml_swiglu on the fused output: silu of the first half times the second.
 	for r := 0; r < n; r++ {
 		gu := ws.gateUp[r*2*ff : (r+1)*2*ff]
-		act := ws.act[r*ff : (r+1)*ff]
-		copy(act, gu[:ff])
-		kernels.SiLU(act)
-		kernels.Mul(act, act, gu[ff:])
+		kernels.SwiGLU(m.pool, ws.act[r*ff:(r+1)*ff], gu[:ff], gu[ff:])
 	}
 	m.matmul(&w.Down, ws.act, n, ws.proj)
 	kernels.Add(ws.x[:n*dim], ws.x[:n*dim], ws.proj[:n*dim])
