@@ -182,6 +182,48 @@ func repackQ6KLane(out []byte, l int, blk []byte) {
 	}
 }
 
+// RowLayout decodes row r of a rows×cols matrix of type t in layout l
+// into dst[:cols], bit for bit as Row decodes it from ggml's layout. It
+// panics if the row is out of range.
+func RowLayout(t DType, l Layout, w []byte, cols, r int, dst []float32) {
+	if l == LayoutRows {
+		Row(t, w, cols, r, dst)
+		return
+	}
+	gbb := r16BlockBytes(t)
+	nb := cols / QK_K
+	if l != LayoutR16 || !CanR16(t, R16, cols) || r < 0 || (r/R16+1)*nb*gbb > len(w) || len(dst) < cols {
+		panic(fmt.Sprintf("kernels: RowLayout: row %d of %d-column %v in layout %v does not fit (%d bytes, dst %d)", r, cols, t, l, len(w), len(dst)))
+	}
+	g, l16 := r/R16, r%R16
+	for b := range nb {
+		blk := w[(g*nb+b)*gbb:][:gbb]
+		y := dst[b*QK_K : (b+1)*QK_K]
+		d := F16ToF32(binary.LittleEndian.Uint16(blk[2*l16:]))
+		if t == Q4_K {
+			dmin := F16ToF32(binary.LittleEndian.Uint16(blk[32+2*l16:]))
+			for j := range 8 {
+				s, m := blk[64+16*j+l16], blk[192+32*(j/2)+2*l16+j%2]
+				dl, ml := d*float32(s), dmin*float32(m) // as dequantQ4K
+				for k := 32 * j; k < 32*j+32; k++ {
+					c, i := k/8, k%8
+					q := blk[320+64*c+4*l16+i%4] >> (4 * (i / 4)) & 0xf
+					y[k] = dl*float32(q) - ml
+				}
+			}
+			continue
+		}
+		for k := range QK_K {
+			c, i := k/8, k%8
+			q := blk[288+64*c+4*l16+i%4] >> (4 * (i / 4)) & 0xf
+			p, kk := k/16, k%16
+			q |= blk[2336+64*p+4*l16+kk%4] >> (2 * (kk / 4)) & 3 << 4
+			sc := int8(blk[32+32*(p/2)+2*l16+p%2])
+			y[k] = d * float32(sc) * float32(int(q)-32) // as dequantQ6K
+		}
+	}
+}
+
 // dotR16Ref is the reference twin of the LayoutR16 kernels: for the group
 // block run w (nb super-blocks of one group of 16 rows) and the R Q8_K
 // activation rows at xq, xq[xrb:], ..., it sets out[r*ostride+l] to the dot of

@@ -177,3 +177,35 @@ func TestLayoutBytes(t *testing.T) {
 	}()
 	RepackR16(Q4_K, make([]byte, 8*144), make([]byte, 8*144), 256)
 }
+
+// TestRowLayout: every row of a LayoutR16 matrix decodes bit for bit as the
+// same row of the ggml layout (the token embedding's lookups).
+func TestRowLayout(t *testing.T) {
+	r := rand.New(rand.NewPCG(47, 48))
+	for _, typ := range []DType{Q4_K, Q6_K} {
+		const rows, nb = 32, 2
+		cols := nb * QK_K
+		w, _ := randomMatrix(r, typ, rows, 0, nb)
+		size, _ := LayoutBytes(typ, LayoutR16, rows, cols)
+		packed := make([]byte, size)
+		RepackR16(typ, packed, w, cols)
+		got, want := make([]float32, cols), make([]float32, cols)
+		for row := range rows {
+			Row(typ, w, cols, row, want)
+			RowLayout(typ, LayoutR16, packed, cols, row, got)
+			for i := range got {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%v row %d col %d: %v, rows layout %v", typ, row, i, got[i], want[i])
+				}
+			}
+		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%v: RowLayout of row %d did not panic", typ, rows)
+				}
+			}()
+			RowLayout(typ, LayoutR16, packed, cols, rows, got)
+		}()
+	}
+}

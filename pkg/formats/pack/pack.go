@@ -165,10 +165,11 @@ func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
 
 // chooseLayout is the layout the packer writes a tensor in for CPUs of tier
 // cpu, and the tier that layout needs: on AVX-512 VNNI, LayoutR16 for every
-// matrix that has one, except the token embedding, whose rows are looked up
-// one by one; ggml's layout otherwise.
-func chooseLayout(cpu Tier, name string, dt kernels.DType, shape []uint64) (Layout, Tier) {
-	if cpu < TierAVX512VNI || name == "token_embd.weight" || len(shape) != 2 ||
+// matrix that has one (the token embedding too: its rows decode from it
+// exactly, and with tied embeddings it is also the output projection);
+// ggml's layout otherwise.
+func chooseLayout(cpu Tier, dt kernels.DType, shape []uint64) (Layout, Tier) {
+	if cpu < TierAVX512VNI || len(shape) != 2 ||
 		shape[0] > math.MaxInt32 || shape[1] > math.MaxInt32 || !kernels.CanR16(dt, int(shape[1]), int(shape[0])) {
 		return LayoutGGML, TierGeneric
 	}

@@ -394,6 +394,6 @@ func TestCheckTier(t *testing.T) {
 
 // layoutFor is the layout the packer must have chosen for st on tier.
 func layoutFor(tier Tier, st *gguf.Tensor) Layout {
-	l, _ := chooseLayout(tier, st.Name, st.Type, st.Shape)
+	l, _ := chooseLayout(tier, st.Type, st.Shape)
 	return l
 }

@@ -94,7 +94,7 @@ func NewPlan(src *gguf.File, opts Options) (*Plan, error) {
 		if size, ok := ggmlSize(t.Type, t.Shape); !ok || size != t.Size {
 			return nil, fmt.Errorf("pack: tensor %q: %s %v does not take %d bytes", t.Name, t.Type, t.Shape, t.Size)
 		}
-		if t.Layout, t.Tier = chooseLayout(opts.Tier, t.Name, t.Type, t.Shape); t.Layout != LayoutGGML {
+		if t.Layout, t.Tier = chooseLayout(opts.Tier, t.Type, t.Shape); t.Layout != LayoutGGML {
 			t.Size, _ = layouts[t.Layout].size(t.Type, t.Shape)
 		}
 		t.Offset = alignUp(next, tensorAlign(t.Size))

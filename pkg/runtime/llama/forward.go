@@ -44,7 +44,7 @@ func (m *Model) Forward(b *model.Batch) error {
 	row := 0
 	for si := range b.Seqs {
 		for _, tok := range b.Seqs[si].Tokens {
-			kernels.Row(m.w.TokenEmbd.Type, m.w.TokenEmbd.Data, cfg.Dim, int(tok), ws.x[row*cfg.Dim:(row+1)*cfg.Dim])
+			m.w.TokenEmbd.Row(int(tok), ws.x[row*cfg.Dim:(row+1)*cfg.Dim])
 			row++
 		}
 	}

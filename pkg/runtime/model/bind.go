@@ -19,6 +19,11 @@ type Matrix struct {
 	Data       []byte
 }
 
+// Row decodes row r (0 ≤ r < Rows) into dst[:Cols].
+func (m *Matrix) Row(r int, dst []float32) {
+	kernels.RowLayout(m.Type, m.Layout, m.Data, m.Cols, r, dst)
+}
+
 // RowBytes is the encoded size of one row.
 func (m *Matrix) RowBytes() int { n, _ := m.Type.RowBytes(m.Cols); return n }
 
@@ -91,13 +96,9 @@ func (b *Binder) matrix(name string, rows, cols int, required bool) (Matrix, boo
 }
 
 // Embedding binds a required 2-D weight whose rows are looked up one by one
-// (kernels.Row), which needs ggml's row layout.
+// (Matrix.Row); it may also serve as the output projection.
 func (b *Binder) Embedding(name string, rows, cols int) Matrix {
-	m, ok := b.matrix(name, rows, cols, true)
-	if ok && m.Layout != kernels.LayoutRows {
-		b.fail("tensor %s is in layout %s; row lookups need the rows layout (repack the model)", name, m.Layout)
-		return Matrix{}
-	}
+	m, _ := b.matrix(name, rows, cols, true)
 	return m
 }
 

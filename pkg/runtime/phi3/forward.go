@@ -48,7 +48,7 @@ func (m *Model) Forward(b *model.Batch) error {
 	for si := range b.Seqs {
 		for _, tok := range b.Seqs[si].Tokens {
 			x := ws.x[row*dim : (row+1)*dim]
-			kernels.Row(m.w.TokenEmbd.Type, m.w.TokenEmbd.Data, dim, int(tok), x)
+			m.w.TokenEmbd.Row(int(tok), x)
 			row++
 		}
 	}
