@@ -53,6 +53,7 @@ func main() {
 	f16Dot(false)
 	f16Dot(true)
 	axpyF16AVX2()
+	dotsF16AVX2()
 	sumBytesAVX2()
 	Generate()
 	checkAVX2Registers()

@@ -22,6 +22,7 @@ var (
 		f16F32:   dotF16F32Asm,
 		f16F16:   dotF16F16Asm,
 		axpyF16:  axpyF16Asm,
+		dotsF16:  dotsF16Asm,
 	}
 	avx512Kernels = &kernelSet{
 		tier:    TierAVX512,
@@ -44,6 +45,7 @@ var (
 		f16F32:   dotF16F32Asm,
 		f16F16:   dotF16F16Asm,
 		axpyF16:  axpyF16Asm,
+		dotsF16:  dotsF16Asm,
 	}
 )
 
@@ -316,4 +318,20 @@ func axpyF16Asm(w float32, v []byte, o []float32) {
 		axpyF16AVX2(w, &v[0], &o[0], n)
 	}
 	axpyF16Generic(w, v[2*n:], o[n:])
+}
+
+// dotsF16Asm checks that the last row is in bounds; DotsF16 checked the
+// rest.
+func dotsF16Asm(k []byte, stride int, q, out []float32) {
+	if len(out) == 0 {
+		return
+	}
+	if len(q)%8 != 0 {
+		for i := range out {
+			out[i] = dotF16F32Asm(k[i*stride:i*stride+2*len(q)], q)
+		}
+		return
+	}
+	_ = k[(len(out)-1)*stride+2*len(q)-1]
+	dotsF16AVX2(&k[0], stride, &q[0], len(q), len(out), &out[0])
 }

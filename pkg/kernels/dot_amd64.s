@@ -10133,6 +10133,47 @@ axpyF16AVX2_done:
 	VZEROUPPER
 	RET
 
+// func dotsF16AVX2(k *byte, stride int, q *float32, hd int, n int, out *float32)
+// Requires: AVX, F16C, FMA3
+TEXT ·dotsF16AVX2(SB), NOSPLIT, $0-48
+	MOVQ k+0(FP), AX
+	MOVQ stride+8(FP), CX
+	MOVQ q+16(FP), DX
+	MOVQ hd+24(FP), BX
+	MOVQ n+32(FP), SI
+	MOVQ out+40(FP), DI
+
+dotsF16AVX2_row:
+	TESTQ  SI, SI
+	JZ     dotsF16AVX2_done
+	VXORPS Y0, Y0, Y0
+	MOVQ   BX, R8
+	MOVQ   AX, R9
+	MOVQ   DX, R10
+
+dotsF16AVX2_col:
+	VCVTPH2PS    (R9), Y1
+	VFMADD231PS  (R10), Y1, Y0
+	ADDQ         $0x00000010, R9
+	ADDQ         $0x00000020, R10
+	SUBQ         $0x00000008, R8
+	JNZ          dotsF16AVX2_col
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VMOVHLPS     X0, X1, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, (DI)
+	ADDQ         CX, AX
+	ADDQ         $0x00000004, DI
+	DECQ         SI
+	JMP          dotsF16AVX2_row
+
+dotsF16AVX2_done:
+	VZEROUPPER
+	RET
+
 // func sumU64AVX2(p *byte, n int) uint64
 // Requires: AVX, AVX2
 TEXT ·sumU64AVX2(SB), NOSPLIT, $0-24

@@ -155,6 +155,12 @@ func dotF16F16AVX2(w *byte, x *byte, n int) float64
 //go:noescape
 func axpyF16AVX2(w float32, v *byte, o *float32, n int)
 
+// dotsF16AVX2 sets out[i] to the dot of q[:hd] with the hd float16 values at k + i·stride,
+// for i < n (hd % 8 == 0), in float32 with fused multiply-adds over eight lanes.
+//
+//go:noescape
+func dotsF16AVX2(k *byte, stride int, q *float32, hd int, n int, out *float32)
+
 // sumU64AVX2 returns the wrapping sum of the n/8 little-endian uint64s at p (n % 128 == 0).
 //
 //go:noescape

@@ -126,3 +126,25 @@ func axpyF16Generic(w float32, v []byte, o []float32) {
 		o[j] += w * F16ToF32(uint16(v[2*j])|uint16(v[2*j+1])<<8)
 	}
 }
+
+// DotsF16 sets out[i] to the dot of q with the len(q) float16 values at
+// k[i·stride:] (bytes): attention's scores of one query over consecutive
+// positions of an f16 KV cache. The assembly tiers sum in float32 with
+// fused multiply-adds over eight lanes (within float32 summation error of
+// the reference's float64 sum).
+func DotsF16(k []byte, stride int, q, out []float32) {
+	if len(out) > 0 && (stride < 2*len(q) || len(k) < (len(out)-1)*stride+2*len(q)) {
+		panic(fmt.Sprintf("kernels: DotsF16: %d rows of %d values at stride %d in %d bytes", len(out), len(q), stride, len(k)))
+	}
+	if f := kern.dotsF16; f != nil && len(q) > 0 {
+		f(k, stride, q, out)
+		return
+	}
+	dotsF16Generic(k, stride, q, out)
+}
+
+func dotsF16Generic(k []byte, stride int, q, out []float32) {
+	for i := range out {
+		out[i] = DotF32(F16, k[i*stride:i*stride+2*len(q)], q)
+	}
+}

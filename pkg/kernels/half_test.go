@@ -237,3 +237,39 @@ func TestAxpyF16(t *testing.T) {
 	}()
 	AxpyF16(1, make([]byte, 3), make([]float32, 2))
 }
+
+// TestDotsF16 checks every tier's DotsF16 against DotF32 row by row, on
+// head sizes with and without a multiple of 8, strides past the row and
+// misaligned rows: within float32 summation error.
+func TestDotsF16(t *testing.T) {
+	r := rand.New(rand.NewPCG(53, 54))
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, hd := range []int{8, 12, 64, 96, 128, 256} {
+			for _, n := range []int{0, 1, 5, 33} {
+				stride := 2*hd + 2*(n%3)*hd + 6
+				kb := make([]byte, max(0, (n-1)*stride+2*hd))
+				for i := 0; i+1 < len(kb); i += 2 {
+					h := F32ToF16(float32(r.NormFloat64()))
+					kb[i], kb[i+1] = byte(h), byte(h>>8)
+				}
+				kb = misalign(kb, hd%5+1)
+				q := gaussian(r, hd, 1)
+				out := make([]float32, n+1)
+				out[n] = 42
+				DotsF16(kb, stride, q, out[:n])
+				if out[n] != 42 {
+					t.Fatalf("%s: wrote past out", k.tier)
+				}
+				for i := range n {
+					row := kb[i*stride : i*stride+2*hd]
+					want := DotF32(F16, row, q)
+					_, mag := dot64(dequant(F16, row, hd), q)
+					if math.Abs(float64(out[i]-want)) > 1e-6*mag+1e-30 {
+						t.Fatalf("%s hd=%d n=%d: out[%d] = %v, DotF32 %v", k.tier, hd, n, i, out[i], want)
+					}
+				}
+			}
+		}
+	}
+}

@@ -242,9 +242,23 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 	if p.Softcap > 0 {
 		scale /= p.Softcap
 	}
-	for i := range scores {
-		off := ((lo+i)%lc.slots)*c.row + kvh*c.head
-		x := kernels.DotF32(c.dt, lc.k[off:off+c.head], q) * scale
+	if c.dt == kernels.F16 {
+		// Positions lo..pos, at most two contiguous runs of the ring.
+		for i := 0; i < n; {
+			slot := (lo + i) % lc.slots
+			run := min(n-i, lc.slots-slot)
+			off := slot*c.row + kvh*c.head
+			kernels.DotsF16(lc.k[off:off+(run-1)*c.row+c.head], c.row, q[:hd], scores[i:i+run])
+			i += run
+		}
+	} else {
+		for i := range scores {
+			off := ((lo+i)%lc.slots)*c.row + kvh*c.head
+			scores[i] = kernels.DotF32(c.dt, lc.k[off:off+c.head], q)
+		}
+	}
+	for i, x := range scores {
+		x *= scale
 		if p.Softcap > 0 {
 			x = p.Softcap * float32(math.Tanh(float64(x)))
 		}
