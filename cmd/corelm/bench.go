@@ -132,6 +132,9 @@ func runBench(ctx context.Context, args []string) error {
 		t0 := time.Now()
 		for i := range b.Seqs {
 			for lo := 0; lo < len(prompt); lo += *step {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 				one := &model.Batch{Seqs: []model.SeqBatch{{State: b.Seqs[i].State, Tokens: prompt[lo:min(lo+*step, len(prompt))], Logits: 1}}}
 				if err := m.Forward(one); err != nil {
 					return err
@@ -143,6 +146,9 @@ func runBench(ctx context.Context, args []string) error {
 		toks := make([]int32, *seqs)
 		t0 = time.Now()
 		for i := 0; i < *g; i++ {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			for j := range b.Seqs {
 				toks[j] = sample.Argmax(b.Seqs[j].Out[:cfg.Vocab])
 				b.Seqs[j].Tokens, b.Seqs[j].Logits = toks[j:j+1], 1
