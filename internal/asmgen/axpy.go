@@ -3,6 +3,7 @@ package main
 import (
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
 )
 
 // axpyF16AVX2 is attention's value accumulation over an f16 KV cache:
@@ -36,37 +37,45 @@ func axpyF16AVX2() {
 }
 
 // dotsF16AVX2 is attention's scores over an f16 KV cache: n dot products
-// of the float32 vector q (hd values, hd % 8 == 0) with the f16 rows at k,
-// k+stride, ..., each a float32 sum of fused multiply-adds over eight lanes,
-// the lanes added pairwise at the end.
+// of the float32 vector q (hd values, hd % 32 == 0) with the f16 rows at k,
+// k+stride, ..., each a float32 sum of fused multiply-adds in four chains of
+// eight lanes (chain c takes the columns 32j+8c..32j+8c+7), the chains and
+// then the lanes added pairwise at the end.
 func dotsF16AVX2() {
 	name := "dotsF16AVX2"
 	TEXT(name, NOSPLIT, "func(k *byte, stride int, q *float32, hd int, n int, out *float32)")
 	Pragma("noescape")
 	Doc(name+" sets out[i] to the dot of q[:hd] with the hd float16 values at k + i·stride,",
-		"for i < n (hd % 8 == 0), in float32 with fused multiply-adds over eight lanes.")
+		"for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.")
 	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
 	hd, n, out := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64())
 	Label(name + "_row")
 	TESTQ(n, n)
 	JZ(LabelRef(name + "_done"))
-	acc := YMM()
-	VXORPS(acc, acc, acc)
+	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for _, a := range acc {
+		VXORPS(a, a, a)
+	}
 	j, kp, qp := GP64(), GP64(), GP64()
 	MOVQ(hd, j)
 	MOVQ(k, kp)
 	MOVQ(q, qp)
 	Label(name + "_col")
-	t := YMM()
-	VCVTPH2PS(Mem{Base: kp}, t)
-	VFMADD231PS(Mem{Base: qp}, t, acc)
-	ADDQ(U32(16), kp)
-	ADDQ(U32(32), qp)
-	SUBQ(U32(8), j)
+	for c, a := range acc {
+		t := YMM()
+		VCVTPH2PS(Mem{Base: kp, Disp: 16 * c}, t)
+		VFMADD231PS(Mem{Base: qp, Disp: 32 * c}, t, a)
+	}
+	ADDQ(U32(64), kp)
+	ADDQ(U32(128), qp)
+	SUBQ(U32(32), j)
 	JNZ(LabelRef(name + "_col"))
+	VADDPS(acc[1], acc[0], acc[0])
+	VADDPS(acc[3], acc[2], acc[2])
+	VADDPS(acc[2], acc[0], acc[0])
 	hi := XMM()
-	VEXTRACTF128(U8(1), acc, hi)
-	lo := acc.AsX()
+	VEXTRACTF128(U8(1), acc[0], hi)
+	lo := acc[0].AsX()
 	VADDPS(hi, lo, lo)
 	VMOVHLPS(lo, hi, hi)
 	VADDPS(hi, lo, lo)
@@ -77,6 +86,54 @@ func dotsF16AVX2() {
 	ADDQ(U32(4), out)
 	DECQ(n)
 	JMP(LabelRef(name + "_row"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// axpysF16AVX2 is attention's value accumulation over consecutive cache
+// positions: o += Σ_i w[i]·v_i for the f16 rows v_i at v + i·stride. It keeps
+// 64 columns of o in eight registers while all n rows pass, one fused
+// multiply-add per element and row, in row order.
+func axpysF16AVX2() {
+	name := "axpysF16AVX2"
+	TEXT(name, NOSPLIT, "func(w *float32, v *byte, stride int, n int, o *float32, hd int)")
+	Pragma("noescape")
+	Doc(name+" sets o[j] = fma(w[i], v_i[j], o[j]) for i = 0..n-1 in turn, v_i the hd float16 values",
+		"at v + i·stride (hd % 64 == 0, n > 0).")
+	w, v, stride := Load(Param("w"), GP64()), Load(Param("v"), GP64()), Load(Param("stride"), GP64())
+	n, o, hd := Load(Param("n"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
+	Label(name + "_cols")
+	TESTQ(hd, hd)
+	JZ(LabelRef(name + "_done"))
+	acc := make([]VecVirtual, 8)
+	for c := range acc {
+		acc[c] = YMM()
+		VMOVUPS(Mem{Base: o, Disp: 32 * c}, acc[c])
+	}
+	i, wp, vp := GP64(), GP64(), GP64()
+	MOVQ(n, i)
+	MOVQ(w, wp)
+	MOVQ(v, vp)
+	Label(name + "_row")
+	wb := YMM()
+	VBROADCASTSS(Mem{Base: wp}, wb)
+	for c, a := range acc {
+		t := YMM()
+		VCVTPH2PS(Mem{Base: vp, Disp: 16 * c}, t)
+		VFMADD231PS(t, wb, a)
+	}
+	ADDQ(U32(4), wp)
+	ADDQ(stride, vp)
+	DECQ(i)
+	JNZ(LabelRef(name + "_row"))
+	for c, a := range acc {
+		VMOVUPS(a, Mem{Base: o, Disp: 32 * c})
+	}
+	ADDQ(U32(128), v)
+	ADDQ(U32(256), o)
+	SUBQ(U32(64), hd)
+	JMP(LabelRef(name + "_cols"))
 	Label(name + "_done")
 	VZEROUPPER()
 	RET()

@@ -54,6 +54,7 @@ func main() {
 	f16Dot(true)
 	axpyF16AVX2()
 	dotsF16AVX2()
+	axpysF16AVX2()
 	sumBytesAVX2()
 	Generate()
 	checkAVX2Registers()

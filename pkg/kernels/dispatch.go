@@ -87,6 +87,7 @@ type kernelSet struct {
 	f16F16   func(w, x []byte) float32
 	axpyF16  func(w float32, v []byte, o []float32) // len(v) == 2·len(o)
 	dotsF16  func(k []byte, stride int, q, out []float32)
+	axpysF16 func(w []float32, v []byte, stride int, o []float32)
 }
 
 var genericKernels = &kernelSet{tier: TierGeneric}

@@ -23,6 +23,7 @@ var (
 		f16F16:   dotF16F16Asm,
 		axpyF16:  axpyF16Asm,
 		dotsF16:  dotsF16Asm,
+		axpysF16: axpysF16Asm,
 	}
 	avx512Kernels = &kernelSet{
 		tier:    TierAVX512,
@@ -46,6 +47,7 @@ var (
 		f16F16:   dotF16F16Asm,
 		axpyF16:  axpyF16Asm,
 		dotsF16:  dotsF16Asm,
+		axpysF16: axpysF16Asm,
 	}
 )
 
@@ -326,7 +328,7 @@ func dotsF16Asm(k []byte, stride int, q, out []float32) {
 	if len(out) == 0 {
 		return
 	}
-	if len(q)%8 != 0 {
+	if len(q)%32 != 0 {
 		for i := range out {
 			out[i] = dotF16F32Asm(k[i*stride:i*stride+2*len(q)], q)
 		}
@@ -334,4 +336,20 @@ func dotsF16Asm(k []byte, stride int, q, out []float32) {
 	}
 	_ = k[(len(out)-1)*stride+2*len(q)-1]
 	dotsF16AVX2(&k[0], stride, &q[0], len(q), len(out), &out[0])
+}
+
+// axpysF16Asm checks that the last row is in bounds; AxpysF16 checked the
+// rest. Head sizes that are not a multiple of 64 go row by row.
+func axpysF16Asm(w []float32, v []byte, stride int, o []float32) {
+	if len(w) == 0 {
+		return
+	}
+	if len(o)%64 != 0 {
+		for i, wi := range w {
+			axpyF16Asm(wi, v[i*stride:i*stride+2*len(o)], o)
+		}
+		return
+	}
+	_ = v[(len(w)-1)*stride+2*len(o)-1]
+	axpysF16AVX2(&w[0], &v[0], stride, len(w), &o[0], len(o))
 }

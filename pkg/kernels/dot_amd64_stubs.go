@@ -156,10 +156,16 @@ func dotF16F16AVX2(w *byte, x *byte, n int) float64
 func axpyF16AVX2(w float32, v *byte, o *float32, n int)
 
 // dotsF16AVX2 sets out[i] to the dot of q[:hd] with the hd float16 values at k + i·stride,
-// for i < n (hd % 8 == 0), in float32 with fused multiply-adds over eight lanes.
+// for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.
 //
 //go:noescape
 func dotsF16AVX2(k *byte, stride int, q *float32, hd int, n int, out *float32)
+
+// axpysF16AVX2 sets o[j] = fma(w[i], v_i[j], o[j]) for i = 0..n-1 in turn, v_i the hd float16 values
+// at v + i·stride (hd % 64 == 0, n > 0).
+//
+//go:noescape
+func axpysF16AVX2(w *float32, v *byte, stride int, n int, o *float32, hd int)
 
 // sumU64AVX2 returns the wrapping sum of the n/8 little-endian uint64s at p (n % 128 == 0).
 //

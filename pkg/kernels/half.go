@@ -148,3 +148,20 @@ func dotsF16Generic(k []byte, stride int, q, out []float32) {
 		out[i] = DotF32(F16, k[i*stride:i*stride+2*len(q)], q)
 	}
 }
+
+// AxpysF16 adds Σ_i w[i]·v_i to o, v_i the len(o) float16 values at
+// v[i·stride:] (bytes), rows in order: attention's accumulation of the value
+// rows of consecutive cache positions. Each tier gives what len(w) calls of
+// its AxpyF16 would.
+func AxpysF16(w []float32, v []byte, stride int, o []float32) {
+	if len(w) > 0 && (stride < 2*len(o) || len(v) < (len(w)-1)*stride+2*len(o)) {
+		panic(fmt.Sprintf("kernels: AxpysF16: %d rows of %d values at stride %d in %d bytes", len(w), len(o), stride, len(v)))
+	}
+	if f := kern.axpysF16; f != nil {
+		f(w, v, stride, o)
+		return
+	}
+	for i, wi := range w {
+		axpyF16Generic(wi, v[i*stride:i*stride+2*len(o)], o)
+	}
+}

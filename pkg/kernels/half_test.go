@@ -273,3 +273,35 @@ func TestDotsF16(t *testing.T) {
 		}
 	}
 }
+
+// TestAxpysF16: on every tier, exactly what one AxpyF16 per row gives, for
+// head sizes with and without a multiple of 64 and misaligned rows.
+func TestAxpysF16(t *testing.T) {
+	r := rand.New(rand.NewPCG(55, 56))
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, hd := range []int{8, 96, 128, 256} {
+			for _, n := range []int{0, 1, 7, 40} {
+				stride := 2*hd + 34
+				v := make([]byte, max(0, (n-1)*stride+2*hd))
+				for i := 0; i+1 < len(v); i += 2 {
+					h := F32ToF16(float32(r.NormFloat64()))
+					v[i], v[i+1] = byte(h), byte(h>>8)
+				}
+				v = misalign(v, n%3+1)
+				w := gaussian(r, n, 1)
+				o := gaussian(r, hd+1, 1)
+				want := append([]float32(nil), o...)
+				for i := range n {
+					AxpyF16(w[i], v[i*stride:i*stride+2*hd], want[:hd])
+				}
+				AxpysF16(w, v, stride, o[:hd])
+				for j := range o {
+					if o[j] != want[j] {
+						t.Fatalf("%s hd=%d n=%d: o[%d] = %v, row by row %v", k.tier, hd, n, j, o[j], want[j])
+					}
+				}
+			}
+		}
+	}
+}

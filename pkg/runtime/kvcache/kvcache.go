@@ -267,11 +267,14 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 	kernels.Softmax(scores)
 	clear(out[:hd])
 	if c.dt == kernels.F16 {
-		// The common case, fused: out += w·v with v widened in place.
-		o := out[:hd]
-		for i, w := range scores {
-			off := ((lo+i)%lc.slots)*c.row + kvh*c.head
-			kernels.AxpyF16(w, lc.v[off:off+2*hd], o)
+		// The common case, fused: out += w·v with v widened in place,
+		// over the (at most two) contiguous runs of the ring.
+		for i := 0; i < n; {
+			slot := (lo + i) % lc.slots
+			run := min(n-i, lc.slots-slot)
+			off := slot*c.row + kvh*c.head
+			kernels.AxpysF16(scores[i:i+run], lc.v[off:off+(run-1)*c.row+c.head], c.row, out[:hd])
+			i += run
 		}
 		return
 	}
