@@ -32,7 +32,12 @@ import (
 // sign trick, exact for every activation Quantize can produce (never -128);
 // the F16 dots sum the same float32 products in float64 in another order
 // (within one float32 ulp plus 2⁻⁴⁰·Σ|w·x| of the reference). The Q8_K
-// encoder writes the reference's bytes for finite input.
+// encoder writes the reference's bytes for finite input. The LayoutR16
+// kernels reproduce their own reference twin (dotR16Ref) bit for bit, which
+// adds the same exact integer sums as the ggml-layout kernels in another
+// float grouping. The attention helpers (DotsF16, AxpyF16, AxpysF16) use
+// fused multiply-adds where the reference multiplies and adds: within
+// float32 rounding of it, and AxpysF16 equals AxpyF16 row by row exactly.
 
 // Tier identifies a set of kernel implementations.
 type Tier int

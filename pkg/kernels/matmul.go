@@ -19,7 +19,6 @@ type Scratch struct {
 // a Run is in flight.
 type matmulJob struct {
 	t, vt      DType
-	l          Layout
 	w          []byte
 	wrb, xrb   int // bytes per weight row, per encoded activation row
 	rows, cols int
@@ -69,7 +68,7 @@ func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []floa
 	if cap(s.q) < n*xrb {
 		s.q = make([]byte, n*xrb)
 	}
-	s.job = matmulJob{t: t, vt: vt, l: l, w: w, wrb: wrb, xrb: xrb, rows: rows, cols: cols, x: x, n: n, xq: s.q[:n*xrb], out: out}
+	s.job = matmulJob{t: t, vt: vt, w: w, wrb: wrb, xrb: xrb, rows: rows, cols: cols, x: x, n: n, xq: s.q[:n*xrb], out: out}
 	defer func() { s.job = matmulJob{} }() // do not pin the caller's buffers
 	if t != F32 {
 		if n > 1 {
