@@ -120,7 +120,10 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		// Each sequence gets its own prompt prefill (timed together: prefill
 		// tok/s counts every sequence's prompt), then all decode in one batch
-		// per step.
+		// per step. The previous repetition's states are collected first, so
+		// that their KV caches' memory is reused rather than added to the
+		// peak.
+		runtime.GC()
 		b := &model.Batch{}
 		for i := 0; i < *seqs; i++ {
 			st, err := m.NewState(model.StateOptions{Context: *ctxLen, KVType: kt, Chunk: *step})

@@ -462,7 +462,8 @@ func IsFormatError(err error) bool {
 // layouts; the error names both tiers.
 func (f *File) CheckTier(cpu Tier) error {
 	if f.Tier > cpu {
-		return errorf("", ErrCPU, "file is packed for tier %s, this CPU supports %s", f.Tier, cpu)
+		return errorf("", ErrCPU, "file is packed for tier %s, this CPU supports %s (CORELM_KERNELS may cap it): "+
+			"let the loader on this machine pack the model, or repack it with `corelm pack --tier %s`", f.Tier, cpu, cpu)
 	}
 	return nil
 }
