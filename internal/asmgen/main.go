@@ -564,35 +564,15 @@ func q4kRowsAVX2(R int) {
 // and, past four rows, x4 = x0 + 4·xstride; other rows are addressed with
 // the stride and 3·stride as index registers, so eight rows take four
 // general registers.
-var rowRegs struct{ x0, x4, stride, s3 Register }
+var rowRegs struct{ x0, x4 Register }
 
 // rowAddressing loads the x and xstride parameters and returns the
 // addressing function: byte disp of activation row r's current block.
 func rowAddressing(R int) func(r, disp int) Mem {
 	x0, stride := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
-	s3 := GP64()
-	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
-	var x4 Register
-	if R > 4 {
-		x4 = GP64()
-		LEAQ(Mem{Base: x0, Index: stride, Scale: 4}, x4)
-	}
-	rowRegs.x0, rowRegs.x4, rowRegs.stride, rowRegs.s3 = x0, x4, stride, s3
-	return func(r, disp int) Mem {
-		base := x0
-		if r >= 4 {
-			base, r = x4, r-4
-		}
-		switch r {
-		case 0:
-			return Mem{Base: base, Disp: disp}
-		case 1:
-			return Mem{Base: base, Index: stride, Scale: 1, Disp: disp}
-		case 2:
-			return Mem{Base: base, Index: stride, Scale: 2, Disp: disp}
-		}
-		return Mem{Base: base, Index: s3, Scale: 1, Disp: disp}
-	}
+	addr, x4 := stridedRows(x0, stride, R)
+	rowRegs.x0, rowRegs.x4 = x0, x4
+	return addr
 }
 
 // advanceRows moves the activation row pointers to the next Q8_K block.

@@ -85,6 +85,18 @@ func r16Accs(R int) [][]VecVirtual {
 	return accs
 }
 
+// r16Nibbles loads the 64 bytes of a chunk at m and splits them into its
+// low nibbles (columns 8c..8c+3 of the 16 rows) and high nibbles
+// (8c+4..8c+7).
+func r16Nibbles(m Mem, m4 VecVirtual) (lo, hi VecVirtual) {
+	lo, hi = ZMM(), ZMM()
+	VMOVDQU64(m, lo)
+	VPSRLW(U8(4), lo, hi)
+	VPANDD(m4, lo, lo)
+	VPANDD(m4, hi, hi)
+	return lo, hi
+}
+
 // r16Dots adds to a the products of the unpacked chunk c (lo: columns
 // 8c..8c+3, hi: 8c+4..8c+7) with activation row r.
 func r16Dots(xm func(r, disp int) Mem, r, c int, lo, hi, a VecVirtual) {
@@ -138,11 +150,7 @@ func q4kR16AVX512(R int) {
 		VPMOVZXBD(Mem{Base: w, Disp: 64 + 16*j}, sc)
 		for t := range 4 {
 			c := 4*j + t
-			lo, hi := ZMM(), ZMM()
-			VMOVDQU64(Mem{Base: w, Disp: 320 + 64*c}, lo)
-			VPSRLW(U8(4), lo, hi)
-			VPANDD(m4, lo, lo)
-			VPANDD(m4, hi, hi)
+			lo, hi := r16Nibbles(Mem{Base: w, Disp: 320 + 64*c}, m4)
 			for r := range R {
 				a := accs[r][j%S]
 				if t == 0 {
@@ -237,11 +245,7 @@ func q6kR16AVX512(R int) {
 			VMOVDQU64(Mem{Base: w, Disp: 2336 + 64*j}, qh)
 			for half := range 2 {
 				c := 2*j + half
-				lo, hi := ZMM(), ZMM()
-				VMOVDQU64(Mem{Base: w, Disp: 288 + 64*c}, lo)
-				VPSRLW(U8(4), lo, hi)
-				VPANDD(m4, lo, lo)
-				VPANDD(m4, hi, hi)
+				lo, hi := r16Nibbles(Mem{Base: w, Disp: 288 + 64*c}, m4)
 				for i, q := range []VecVirtual{lo, hi} {
 					s := 2*half + i // bits 2s, 2s+1 of qh, moved to 4, 5
 					t := qh
