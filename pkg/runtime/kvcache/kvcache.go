@@ -15,6 +15,7 @@ package kvcache
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"math"
 
 	"github.com/corelm/corelm/pkg/kernels"
@@ -243,13 +244,9 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 		scale /= p.Softcap
 	}
 	if c.dt == kernels.F16 {
-		// Positions lo..pos, at most two contiguous runs of the ring.
-		for i := 0; i < n; {
-			slot := (lo + i) % lc.slots
-			run := min(n-i, lc.slots-slot)
-			off := slot*c.row + kvh*c.head
+		for i, run := range ringRuns(lo, n, lc.slots) {
+			off := (lo+i)%lc.slots*c.row + kvh*c.head
 			kernels.DotsF16(lc.k[off:off+(run-1)*c.row+c.head], c.row, q[:hd], scores[i:i+run])
-			i += run
 		}
 	} else {
 		for i := range scores {
@@ -267,14 +264,10 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 	kernels.Softmax(scores)
 	clear(out[:hd])
 	if c.dt == kernels.F16 {
-		// The common case, fused: out += w·v with v widened in place,
-		// over the (at most two) contiguous runs of the ring.
-		for i := 0; i < n; {
-			slot := (lo + i) % lc.slots
-			run := min(n-i, lc.slots-slot)
-			off := slot*c.row + kvh*c.head
+		// The common case, fused: out += w·v with v widened in place.
+		for i, run := range ringRuns(lo, n, lc.slots) {
+			off := (lo+i)%lc.slots*c.row + kvh*c.head
 			kernels.AxpysF16(scores[i:i+run], lc.v[off:off+(run-1)*c.row+c.head], c.row, out[:hd])
-			i += run
 		}
 		return
 	}
@@ -283,6 +276,21 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 		kernels.Dequantize(c.dt, lc.v[off:off+c.head], vrow)
 		for j, x := range vrow {
 			out[j] += w * x
+		}
+	}
+}
+
+// ringRuns yields the positions lo..lo+n-1 of a ring of slots as contiguous
+// runs (at most two): the index i of a run's first position, relative to lo,
+// and its length.
+func ringRuns(lo, n, slots int) iter.Seq2[int, int] {
+	return func(yield func(i, run int) bool) {
+		for i := 0; i < n; {
+			run := min(n-i, slots-(lo+i)%slots)
+			if !yield(i, run) {
+				return
+			}
+			i += run
 		}
 	}
 }
