@@ -28,17 +28,16 @@ func sumU64Generic(b []byte) uint64 {
 // approach; `corelm bench` runs it over the model's own weights.
 func StreamRead(p *Pool, bufs [][]byte) uint64 {
 	const piece = 1 << 20
-	type span struct{ b []byte }
-	var spans []span
+	var spans [][]byte
 	for _, b := range bufs {
 		for off := 0; off < len(b); off += piece {
-			spans = append(spans, span{b[off:min(off+piece, len(b))]})
+			spans = append(spans, b[off:min(off+piece, len(b))])
 		}
 	}
 	sums := make([]uint64, len(spans))
 	p.Run(len(spans), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			sums[i] = sumU64(spans[i].b)
+			sums[i] = sumU64(spans[i])
 		}
 	})
 	var s uint64
