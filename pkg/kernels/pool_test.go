@@ -132,3 +132,23 @@ func TestPoolClose(t *testing.T) {
 	}()
 	p.Run(1, func(int, int) {})
 }
+
+// TestStreamRead: the checksum is the wrapping sum of every word of every
+// buffer, whatever the pieces and threads.
+func TestStreamRead(t *testing.T) {
+	p := NewPool(3)
+	defer p.Close()
+	var bufs [][]byte
+	var want uint64
+	for _, n := range []int{0, 8, 4096, 3<<20 + 64} {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7 + n)
+		}
+		bufs = append(bufs, b)
+		want += sumU64Generic(b)
+	}
+	if got := StreamRead(p, bufs); got != want {
+		t.Errorf("StreamRead = %d, want %d", got, want)
+	}
+}
