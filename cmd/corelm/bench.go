@@ -38,6 +38,7 @@ type benchReport struct {
 	RSSBytes        int64     `json:"rss_bytes"`
 	RSSAnonBytes    int64     `json:"rss_anon_bytes"`
 	RSSMappedBytes  int64     `json:"rss_mapped_bytes"`
+	RSSHugeBytes    int64     `json:"rss_huge_mapped_bytes"`
 	WeightBytesTok  int64     `json:"weight_bytes_per_token"`
 	DecodeBandwidth float64   `json:"decode_bandwidth_gb_s"`
 	StreamGBs       float64   `json:"stream_gb_s"`
@@ -179,7 +180,7 @@ func runBench(ctx context.Context, args []string) error {
 	rep.PrefillTokS = median(rep.PrefillAll)
 	rep.DecodeTokS = median(rep.DecodeAll)
 	rep.PeakRSSBytes = peakRSS()
-	rep.RSSBytes, rep.RSSAnonBytes = rssNow()
+	rep.RSSBytes, rep.RSSAnonBytes, rep.RSSHugeBytes = rssNow()
 	rep.RSSMappedBytes = rep.RSSBytes - rep.RSSAnonBytes
 	rep.DecodeBandwidth = float64(rep.WeightBytesTok) * rep.DecodeTokS / float64(*seqs) / 1e9 // weights are read once per step
 	rep.StreamGBs = median(rep.StreamAll)
@@ -195,6 +196,13 @@ func runBench(ctx context.Context, args []string) error {
 		humanBytes(rep.WeightBytesTok), rep.DecodeBandwidth, 100*rep.DecodeOfStream, rep.StreamGBs, *reps)
 	fmt.Printf("memory     at a %d-token context: resident %s = %s mapped (weights) + %s private; peak %s\n",
 		rep.Context, humanBytes(rep.RSSBytes), humanBytes(rep.RSSMappedBytes), humanBytes(rep.RSSAnonBytes), humanBytes(rep.PeakRSSBytes))
+	if *path != "" && rep.RSSMappedBytes > 0 {
+		fmt.Printf("pages      %.0f%% of the mapped weights in 2 MiB pages", 100*float64(rep.RSSHugeBytes)/float64(rep.RSSMappedBytes))
+		if rep.RSSHugeBytes < rep.RSSMappedBytes/2 {
+			fmt.Print(" (decode is faster from a tmpfs mounted huge=within_size)")
+		}
+		fmt.Println()
+	}
 	return nil
 }
 
@@ -216,11 +224,12 @@ func decodeWeights(src model.Source) [][]byte {
 
 // rssNow reads this process's resident memory and the anonymous (private:
 // heap, KV cache, stacks) part of it from /proc/self/smaps_rollup; the rest
-// is mapped file pages, here the model's weights.
-func rssNow() (rss, anon int64) {
+// is mapped file pages, here the model's weights, of which huge is mapped
+// with 2 MiB pages.
+func rssNow() (rss, anon, huge int64) {
 	b, err := os.ReadFile("/proc/self/smaps_rollup")
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -233,9 +242,11 @@ func rssNow() (rss, anon int64) {
 			rss = kb * 1024
 		case "Anonymous:":
 			anon = kb * 1024
+		case "FilePmdMapped:", "ShmemPmdMapped:":
+			huge += kb * 1024
 		}
 	}
-	return rss, anon
+	return rss, anon, huge
 }
 
 func median(xs []float64) float64 {

@@ -112,6 +112,7 @@ func New(opts Options) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("loader: %s is in use by another loader: %w", s.shmDir, err)
 	}
+	s.checkPages()
 	return s, nil
 }
 
