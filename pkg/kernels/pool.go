@@ -9,11 +9,13 @@ import (
 
 // Pool is a fixed set of worker goroutines that split one range of work: a
 // decode step runs a few hundred short matmuls, so the cost that matters is
-// the hand-off and the single barrier per op. The range is cut into a few
-// chunks per thread that the threads claim in turn, so a thread the host
-// slows down (a shared machine's other tenants) takes fewer of them instead
-// of holding up the barrier. The goroutine calling Run works too, so a pool
-// of T threads has T-1 background workers.
+// the hand-off and the single barrier per op. The threads claim chunks of
+// the range in turn, each a share of what is left (guided scheduling): large
+// chunks first, small ones at the end, so the threads finish together — a
+// thread the host slows down (a shared machine's other tenants) takes less
+// instead of holding up the barrier, and no thread waits out a big last
+// chunk of another. The goroutine calling Run works too, so a pool of T
+// threads has T-1 background workers.
 //
 // Hand-off is a generation counter the workers spin on for a short while
 // after each op (spinFor) before they park: between the ops of a step they
@@ -28,15 +30,14 @@ type Pool struct {
 
 	// The op in progress. gen packs a sequence number (high bits) and the
 	// number of background workers the op wants (low 8 bits), so a worker
-	// learns from one atomic load whether to join. fn, n, size and chunks
-	// are written before gen and read only by workers that join, and Run
-	// waits for those, so they never change under a reader.
+	// learns from one atomic load whether to join. fn, n and least are
+	// written before gen and read only by workers that join, and Run waits
+	// for those, so they never change under a reader.
 	gen     atomic.Uint64
 	fn      func(lo, hi int)
 	n       int
-	size    int          // elements per chunk
-	chunks  int          // chunks of the op
-	next    atomic.Int32 // next chunk to claim
+	least   int          // smallest chunk (but the last)
+	next    atomic.Int64 // start of the next chunk to claim
 	pending atomic.Int32 // background workers not finished
 	closed  atomic.Bool
 
@@ -133,21 +134,28 @@ func (p *Pool) runChunks() {
 		}
 	}()
 	for {
-		c := int(p.next.Add(1)) - 1
-		if c >= p.chunks {
+		lo := int(p.next.Load())
+		if lo >= p.n {
 			return
 		}
-		p.fn(c*p.size, min(p.n, (c+1)*p.size))
+		hi := min(p.n, lo+max(p.least, (p.n-lo)/(guidedShare*p.threads)))
+		if p.next.CompareAndSwap(int64(lo), int64(hi)) {
+			p.fn(lo, hi)
+		}
 	}
 }
 
-// chunksPerThread is how many pieces Run cuts an op into per thread.
-const chunksPerThread = 4
+// A thread claims 1/(guidedShare·threads) of what is left, and at least
+// 1/(maxChunksPerThread·threads) of the whole: about 2·guidedShare·ln(
+// maxChunksPerThread/guidedShare) chunks per thread, the last ones small.
+const (
+	guidedShare        = 2
+	maxChunksPerThread = 32
+)
 
-// Run splits [0, n) into contiguous chunks (up to chunksPerThread per
-// thread), calls fn(lo, hi) on each, concurrently, and returns when all are
-// done. A panic in fn is
-// re-raised here, with its value, after every chunk has finished. Calls from
+// Run splits [0, n) into contiguous chunks, calls fn(lo, hi) on each,
+// concurrently, and returns when all are done. A panic in fn is re-raised
+// here, with its value, after every chunk has finished. Calls from
 // different goroutines are serialized; calling Run from inside fn on the
 // same pool deadlocks.
 func (p *Pool) Run(n int, fn func(lo, hi int)) {
@@ -159,15 +167,13 @@ func (p *Pool) Run(n int, fn func(lo, hi int)) {
 	if p.closed.Load() {
 		panic("kernels: Run on a closed Pool")
 	}
-	chunks := min(p.threads*chunksPerThread, n)
-	size := (n + chunks - 1) / chunks
-	chunks = (n + size - 1) / size // drop chunks that would be empty
-	if chunks == 1 || p.threads == 1 {
+	least := max(1, n/(maxChunksPerThread*p.threads))
+	if n <= least || p.threads == 1 {
 		fn(0, n)
 		return
 	}
-	helpers := min(p.threads, chunks) - 1
-	p.fn, p.n, p.size, p.chunks = fn, n, size, chunks
+	helpers := min(p.threads, (n+least-1)/least) - 1
+	p.fn, p.n, p.least = fn, n, least
 	p.next.Store(0)
 	p.pending.Store(int32(helpers))
 	p.gen.Store((p.gen.Load()>>8+1)<<8 | uint64(helpers))

@@ -7,7 +7,8 @@ import (
 )
 
 // TestPoolCoverage: every index in [0, n) is handed out exactly once, in
-// contiguous non-empty chunks, at most chunksPerThread·Threads() of them.
+// contiguous non-empty chunks, at most 2·maxChunksPerThread·Threads() of
+// them, and every thread gets work when there is enough.
 func TestPoolCoverage(t *testing.T) {
 	for _, threads := range []int{1, 2, 3, 4, 8} {
 		p := NewPool(threads)
@@ -29,7 +30,7 @@ func TestPoolCoverage(t *testing.T) {
 					t.Fatalf("threads %d n %d: index %d visited %d times", threads, n, i, h)
 				}
 			}
-			if c := int(calls.Load()); c > chunksPerThread*threads || c > n || (n > 0 && c == 0) {
+			if c := int(calls.Load()); c > 2*maxChunksPerThread*threads || c > n || (n > 0 && c == 0) {
 				t.Errorf("threads %d n %d: %d calls", threads, n, c)
 			}
 		}
@@ -37,6 +38,30 @@ func TestPoolCoverage(t *testing.T) {
 			t.Errorf("Threads() = %d, want %d", p.Threads(), threads)
 		}
 		p.Close()
+	}
+}
+
+// TestPoolGuided: chunks shrink towards the end of the range, so the last
+// one is small and no thread waits out a big chunk of another.
+func TestPoolGuided(t *testing.T) {
+	p := NewPool(2)
+	defer p.Close()
+	const n = 4096
+	var mu sync.Mutex
+	var sizes [][2]int
+	p.Run(n, func(lo, hi int) {
+		mu.Lock()
+		sizes = append(sizes, [2]int{lo, hi})
+		mu.Unlock()
+	})
+	least := n / (maxChunksPerThread * 2)
+	for _, c := range sizes {
+		if c[0] == 0 && c[1]-c[0] != n/(guidedShare*2) {
+			t.Errorf("first chunk [%d,%d), want %d long", c[0], c[1], n/(guidedShare*2))
+		}
+		if c[1] == n && c[1]-c[0] > least {
+			t.Errorf("last chunk [%d,%d) longer than %d", c[0], c[1], least)
+		}
 	}
 }
 
