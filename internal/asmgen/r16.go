@@ -117,25 +117,21 @@ func r16Scale(sc, a VecVirtual, isum *VecVirtual, first bool) {
 	VPADDD(t, *isum, *isum)
 }
 
-// r16PrefetchBlocks is how many super-blocks ahead the kernels with up to
-// r16PrefetchRows activation rows prefetch their weights. A decode step
-// streams the weights from DRAM once and the kernel's arithmetic between
-// loads leaves too few misses in flight for the hardware prefetcher alone:
-// two blocks ahead took the one-row kernel from 65% to 85–100% of a plain
-// read's bandwidth (BenchmarkMatVecDRAM).
-var (
-	r16PrefetchBlocks = flag.Int("r16prefetch", 2, "super-blocks ahead the r16 decode kernels prefetch (0: none)")
-	r16PrefetchRows   = flag.Int("r16prefetchrows", 1, "most activation rows of an r16 kernel that prefetches")
-)
+// r16PrefetchBlocks is how many super-blocks ahead the r16 kernels
+// prefetch their weights. They stream from DRAM (a decode step reads every
+// weight once; a prompt chunk's matrices do not stay in cache either), and
+// with the arithmetic between the loads the hardware prefetcher alone keeps
+// too few misses in flight. Two blocks ahead (BenchmarkMatVecDRAM, 2
+// threads): one row 65% → 85–100% of a plain read's bandwidth, four rows
+// 20 → 47 GB/s, eight rows 14 → 32 GB/s; prompt chunks (BenchmarkPrefill)
+// 5–15% more GOP/s.
+var r16PrefetchBlocks = flag.Int("r16prefetch", 2, "super-blocks ahead the r16 kernels prefetch (0: none)")
 
 // r16Prefetch touches chunk c's share (of 32) of the cache lines of the
 // super-block r16PrefetchBlocks ahead of w (gbb bytes each).
-func r16Prefetch(R int, w Register, c, gbb int) {
-	if R > *r16PrefetchRows || *r16PrefetchBlocks == 0 {
-		return
-	}
+func r16Prefetch(w Register, c, gbb int) {
 	lines := (gbb + 63) / 64
-	for l := c * lines / 32; l < (c+1)*lines/32; l++ {
+	for l := c * lines / 32; l < (c+1)*lines/32 && *r16PrefetchBlocks > 0; l++ {
 		PREFETCHT0(Mem{Base: w, Disp: *r16PrefetchBlocks*gbb + 64*l})
 	}
 }
@@ -174,7 +170,7 @@ func q4kR16AVX512(R int) {
 		VPMOVZXBD(Mem{Base: w, Disp: 64 + 16*j}, sc)
 		for t := range 4 {
 			c := 4*j + t
-			r16Prefetch(R, w, c, 2368)
+			r16Prefetch(w, c, 2368)
 			lo, hi := r16Nibbles(Mem{Base: w, Disp: 320 + 64*c}, m4)
 			for r := range R {
 				a := accs[r][j%S]
@@ -270,7 +266,7 @@ func q6kR16AVX512(R int) {
 			VMOVDQU64(Mem{Base: w, Disp: 2336 + 64*j}, qh)
 			for half := range 2 {
 				c := 2*j + half
-				r16Prefetch(R, w, c, 3360)
+				r16Prefetch(w, c, 3360)
 				lo, hi := r16Nibbles(Mem{Base: w, Disp: 288 + 64*c}, m4)
 				for i, q := range []VecVirtual{lo, hi} {
 					s := 2*half + i // bits 2s, 2s+1 of qh, moved to 4, 5
