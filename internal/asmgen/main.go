@@ -57,6 +57,9 @@ func main() {
 	dotsF16AVX2()
 	axpysF16AVX2()
 	sumBytesAVX2()
+	expConstsData()
+	expSubAVX2()
+	swigluAVX2()
 	Generate()
 	checkAVX2Registers()
 }

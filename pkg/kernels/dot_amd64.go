@@ -24,6 +24,8 @@ var (
 		axpyF16:  axpyF16Asm,
 		dotsF16:  dotsF16Asm,
 		axpysF16: axpysF16Asm,
+		expSub:   expSubAsm,
+		swiglu:   swigluAsm,
 	}
 	avx512Kernels = &kernelSet{
 		tier:    TierAVX512,
@@ -48,6 +50,8 @@ var (
 		axpyF16:  axpyF16Asm,
 		dotsF16:  dotsF16Asm,
 		axpysF16: axpysF16Asm,
+		expSub:   expSubAsm,
+		swiglu:   swigluAsm,
 	}
 )
 
@@ -352,4 +356,28 @@ func axpysF16Asm(w []float32, v []byte, stride int, o []float32) {
 	}
 	_ = v[(len(w)-1)*stride+2*len(o)-1]
 	axpysF16AVX2(&w[0], &v[0], stride, len(w), &o[0], len(o))
+}
+
+// expSubAsm runs the whole groups of eight through the kernel and the rest
+// through exp32.
+func expSubAsm(x []float32, m float32) float32 {
+	n := len(x) &^ 7
+	var sum float32
+	if n > 0 {
+		sum = expSubAVX2(&x[0], n, m)
+	}
+	for i := n; i < len(x); i++ {
+		x[i] = exp32(x[i] - m)
+		sum += x[i]
+	}
+	return sum
+}
+
+// swigluAsm: lengths checked by SwiGLU.
+func swigluAsm(dst, gate, up []float32) {
+	n := len(dst) &^ 7
+	if n > 0 {
+		swigluAVX2(&dst[0], &gate[0], &up[0], n)
+	}
+	swigluGeneric(dst[n:], gate[n:], up[n:])
 }

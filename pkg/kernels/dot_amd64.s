@@ -10645,3 +10645,240 @@ sum_done:
 	MOVQ         AX, ret+16(FP)
 	VZEROUPPER
 	RET
+
+DATA exp_lo<>+0(SB)/4, $0xc2ae999a
+DATA exp_lo<>+4(SB)/4, $0xc2ae999a
+DATA exp_lo<>+8(SB)/4, $0xc2ae999a
+DATA exp_lo<>+12(SB)/4, $0xc2ae999a
+DATA exp_lo<>+16(SB)/4, $0xc2ae999a
+DATA exp_lo<>+20(SB)/4, $0xc2ae999a
+DATA exp_lo<>+24(SB)/4, $0xc2ae999a
+DATA exp_lo<>+28(SB)/4, $0xc2ae999a
+GLOBL exp_lo<>(SB), RODATA|NOPTR, $32
+
+DATA exp_hi<>+0(SB)/4, $0x42b00000
+DATA exp_hi<>+4(SB)/4, $0x42b00000
+DATA exp_hi<>+8(SB)/4, $0x42b00000
+DATA exp_hi<>+12(SB)/4, $0x42b00000
+DATA exp_hi<>+16(SB)/4, $0x42b00000
+DATA exp_hi<>+20(SB)/4, $0x42b00000
+DATA exp_hi<>+24(SB)/4, $0x42b00000
+DATA exp_hi<>+28(SB)/4, $0x42b00000
+GLOBL exp_hi<>(SB), RODATA|NOPTR, $32
+
+DATA exp_log2e<>+0(SB)/4, $0x3fb8aa3b
+DATA exp_log2e<>+4(SB)/4, $0x3fb8aa3b
+DATA exp_log2e<>+8(SB)/4, $0x3fb8aa3b
+DATA exp_log2e<>+12(SB)/4, $0x3fb8aa3b
+DATA exp_log2e<>+16(SB)/4, $0x3fb8aa3b
+DATA exp_log2e<>+20(SB)/4, $0x3fb8aa3b
+DATA exp_log2e<>+24(SB)/4, $0x3fb8aa3b
+DATA exp_log2e<>+28(SB)/4, $0x3fb8aa3b
+GLOBL exp_log2e<>(SB), RODATA|NOPTR, $32
+
+DATA exp_ln2hi<>+0(SB)/4, $0x3f318000
+DATA exp_ln2hi<>+4(SB)/4, $0x3f318000
+DATA exp_ln2hi<>+8(SB)/4, $0x3f318000
+DATA exp_ln2hi<>+12(SB)/4, $0x3f318000
+DATA exp_ln2hi<>+16(SB)/4, $0x3f318000
+DATA exp_ln2hi<>+20(SB)/4, $0x3f318000
+DATA exp_ln2hi<>+24(SB)/4, $0x3f318000
+DATA exp_ln2hi<>+28(SB)/4, $0x3f318000
+GLOBL exp_ln2hi<>(SB), RODATA|NOPTR, $32
+
+DATA exp_ln2lo<>+0(SB)/4, $0xb95e8083
+DATA exp_ln2lo<>+4(SB)/4, $0xb95e8083
+DATA exp_ln2lo<>+8(SB)/4, $0xb95e8083
+DATA exp_ln2lo<>+12(SB)/4, $0xb95e8083
+DATA exp_ln2lo<>+16(SB)/4, $0xb95e8083
+DATA exp_ln2lo<>+20(SB)/4, $0xb95e8083
+DATA exp_ln2lo<>+24(SB)/4, $0xb95e8083
+DATA exp_ln2lo<>+28(SB)/4, $0xb95e8083
+GLOBL exp_ln2lo<>(SB), RODATA|NOPTR, $32
+
+DATA exp_one<>+0(SB)/4, $0x3f800000
+DATA exp_one<>+4(SB)/4, $0x3f800000
+DATA exp_one<>+8(SB)/4, $0x3f800000
+DATA exp_one<>+12(SB)/4, $0x3f800000
+DATA exp_one<>+16(SB)/4, $0x3f800000
+DATA exp_one<>+20(SB)/4, $0x3f800000
+DATA exp_one<>+24(SB)/4, $0x3f800000
+DATA exp_one<>+28(SB)/4, $0x3f800000
+GLOBL exp_one<>(SB), RODATA|NOPTR, $32
+
+DATA exp_bias<>+0(SB)/4, $0x0000007f
+DATA exp_bias<>+4(SB)/4, $0x0000007f
+DATA exp_bias<>+8(SB)/4, $0x0000007f
+DATA exp_bias<>+12(SB)/4, $0x0000007f
+DATA exp_bias<>+16(SB)/4, $0x0000007f
+DATA exp_bias<>+20(SB)/4, $0x0000007f
+DATA exp_bias<>+24(SB)/4, $0x0000007f
+DATA exp_bias<>+28(SB)/4, $0x0000007f
+GLOBL exp_bias<>(SB), RODATA|NOPTR, $32
+
+DATA exp_c0<>+0(SB)/4, $0x39506967
+DATA exp_c0<>+4(SB)/4, $0x39506967
+DATA exp_c0<>+8(SB)/4, $0x39506967
+DATA exp_c0<>+12(SB)/4, $0x39506967
+DATA exp_c0<>+16(SB)/4, $0x39506967
+DATA exp_c0<>+20(SB)/4, $0x39506967
+DATA exp_c0<>+24(SB)/4, $0x39506967
+DATA exp_c0<>+28(SB)/4, $0x39506967
+GLOBL exp_c0<>(SB), RODATA|NOPTR, $32
+
+DATA exp_c1<>+0(SB)/4, $0x3ab743ce
+DATA exp_c1<>+4(SB)/4, $0x3ab743ce
+DATA exp_c1<>+8(SB)/4, $0x3ab743ce
+DATA exp_c1<>+12(SB)/4, $0x3ab743ce
+DATA exp_c1<>+16(SB)/4, $0x3ab743ce
+DATA exp_c1<>+20(SB)/4, $0x3ab743ce
+DATA exp_c1<>+24(SB)/4, $0x3ab743ce
+DATA exp_c1<>+28(SB)/4, $0x3ab743ce
+GLOBL exp_c1<>(SB), RODATA|NOPTR, $32
+
+DATA exp_c2<>+0(SB)/4, $0x3c088908
+DATA exp_c2<>+4(SB)/4, $0x3c088908
+DATA exp_c2<>+8(SB)/4, $0x3c088908
+DATA exp_c2<>+12(SB)/4, $0x3c088908
+DATA exp_c2<>+16(SB)/4, $0x3c088908
+DATA exp_c2<>+20(SB)/4, $0x3c088908
+DATA exp_c2<>+24(SB)/4, $0x3c088908
+DATA exp_c2<>+28(SB)/4, $0x3c088908
+GLOBL exp_c2<>(SB), RODATA|NOPTR, $32
+
+DATA exp_c3<>+0(SB)/4, $0x3d2aa9c1
+DATA exp_c3<>+4(SB)/4, $0x3d2aa9c1
+DATA exp_c3<>+8(SB)/4, $0x3d2aa9c1
+DATA exp_c3<>+12(SB)/4, $0x3d2aa9c1
+DATA exp_c3<>+16(SB)/4, $0x3d2aa9c1
+DATA exp_c3<>+20(SB)/4, $0x3d2aa9c1
+DATA exp_c3<>+24(SB)/4, $0x3d2aa9c1
+DATA exp_c3<>+28(SB)/4, $0x3d2aa9c1
+GLOBL exp_c3<>(SB), RODATA|NOPTR, $32
+
+DATA exp_c4<>+0(SB)/4, $0x3e2aaaaa
+DATA exp_c4<>+4(SB)/4, $0x3e2aaaaa
+DATA exp_c4<>+8(SB)/4, $0x3e2aaaaa
+DATA exp_c4<>+12(SB)/4, $0x3e2aaaaa
+DATA exp_c4<>+16(SB)/4, $0x3e2aaaaa
+DATA exp_c4<>+20(SB)/4, $0x3e2aaaaa
+DATA exp_c4<>+24(SB)/4, $0x3e2aaaaa
+DATA exp_c4<>+28(SB)/4, $0x3e2aaaaa
+GLOBL exp_c4<>(SB), RODATA|NOPTR, $32
+
+DATA exp_c5<>+0(SB)/4, $0x3f000000
+DATA exp_c5<>+4(SB)/4, $0x3f000000
+DATA exp_c5<>+8(SB)/4, $0x3f000000
+DATA exp_c5<>+12(SB)/4, $0x3f000000
+DATA exp_c5<>+16(SB)/4, $0x3f000000
+DATA exp_c5<>+20(SB)/4, $0x3f000000
+DATA exp_c5<>+24(SB)/4, $0x3f000000
+DATA exp_c5<>+28(SB)/4, $0x3f000000
+GLOBL exp_c5<>(SB), RODATA|NOPTR, $32
+
+// func expSubAVX2(x *float32, n int, m float32) float32
+// Requires: AVX, AVX2, FMA3, SSE
+TEXT ·expSubAVX2(SB), NOSPLIT, $0-28
+	MOVQ         x+0(FP), AX
+	MOVQ         n+8(FP), CX
+	MOVSS        m+16(FP), X0
+	VBROADCASTSS X0, Y0
+	VMOVUPS      exp_lo<>+0(SB), Y1
+	VMOVUPS      exp_hi<>+0(SB), Y2
+	VXORPS       Y3, Y3, Y3
+
+expSubAVX2_loop:
+	TESTQ        CX, CX
+	JZ           expSubAVX2_done
+	VMOVUPS      (AX), Y4
+	VSUBPS       Y0, Y4, Y4
+	VMAXPS       Y4, Y1, Y5
+	VMINPS       Y5, Y2, Y5
+	VMULPS       exp_log2e<>+0(SB), Y5, Y6
+	VROUNDPS     $0x00, Y6, Y6
+	VMOVAPS      Y5, Y5
+	VFNMADD231PS exp_ln2hi<>+0(SB), Y6, Y5
+	VFNMADD231PS exp_ln2lo<>+0(SB), Y6, Y5
+	VMOVUPS      exp_c0<>+0(SB), Y7
+	VFMADD213PS  exp_c1<>+0(SB), Y5, Y7
+	VFMADD213PS  exp_c2<>+0(SB), Y5, Y7
+	VFMADD213PS  exp_c3<>+0(SB), Y5, Y7
+	VFMADD213PS  exp_c4<>+0(SB), Y5, Y7
+	VFMADD213PS  exp_c5<>+0(SB), Y5, Y7
+	VMULPS       Y5, Y5, Y8
+	VFMADD213PS  Y5, Y8, Y7
+	VADDPS       exp_one<>+0(SB), Y7, Y7
+	VCVTPS2DQ    Y6, Y5
+	VPADDD       exp_bias<>+0(SB), Y5, Y5
+	VPSLLD       $0x17, Y5, Y5
+	VMULPS       Y5, Y7, Y7
+	VCMPPS       $0x11, Y1, Y4, Y4
+	VANDNPS      Y7, Y4, Y7
+	VMOVUPS      Y7, (AX)
+	VADDPS       Y7, Y3, Y3
+	ADDQ         $0x00000020, AX
+	SUBQ         $0x00000008, CX
+	JMP          expSubAVX2_loop
+
+expSubAVX2_done:
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X3
+	VMOVHLPS     X3, X0, X0
+	VADDPS       X0, X3, X3
+	VMOVSHDUP    X3, X0
+	VADDSS       X0, X3, X3
+	MOVSS        X3, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func swigluAVX2(dst *float32, gate *float32, up *float32, n int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·swigluAVX2(SB), NOSPLIT, $0-32
+	MOVQ    dst+0(FP), AX
+	MOVQ    gate+8(FP), CX
+	MOVQ    up+16(FP), DX
+	MOVQ    n+24(FP), BX
+	VMOVUPS exp_lo<>+0(SB), Y0
+	VMOVUPS exp_hi<>+0(SB), Y1
+	VXORPS  Y2, Y2, Y2
+
+swigluAVX2_loop:
+	TESTQ        BX, BX
+	JZ           swigluAVX2_done
+	VMOVUPS      (CX), Y3
+	VSUBPS       Y3, Y2, Y4
+	VMAXPS       Y4, Y0, Y5
+	VMINPS       Y5, Y1, Y5
+	VMULPS       exp_log2e<>+0(SB), Y5, Y6
+	VROUNDPS     $0x00, Y6, Y6
+	VMOVAPS      Y5, Y5
+	VFNMADD231PS exp_ln2hi<>+0(SB), Y6, Y5
+	VFNMADD231PS exp_ln2lo<>+0(SB), Y6, Y5
+	VMOVUPS      exp_c0<>+0(SB), Y7
+	VFMADD213PS  exp_c1<>+0(SB), Y5, Y7
+	VFMADD213PS  exp_c2<>+0(SB), Y5, Y7
+	VFMADD213PS  exp_c3<>+0(SB), Y5, Y7
+	VFMADD213PS  exp_c4<>+0(SB), Y5, Y7
+	VFMADD213PS  exp_c5<>+0(SB), Y5, Y7
+	VMULPS       Y5, Y5, Y8
+	VFMADD213PS  Y5, Y8, Y7
+	VADDPS       exp_one<>+0(SB), Y7, Y7
+	VCVTPS2DQ    Y6, Y5
+	VPADDD       exp_bias<>+0(SB), Y5, Y5
+	VPSLLD       $0x17, Y5, Y5
+	VMULPS       Y5, Y7, Y7
+	VCMPPS       $0x11, Y0, Y4, Y4
+	VANDNPS      Y7, Y4, Y7
+	VADDPS       exp_one<>+0(SB), Y7, Y7
+	VDIVPS       Y7, Y3, Y7
+	VMULPS       (DX), Y7, Y7
+	VMOVUPS      Y7, (AX)
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000020, CX
+	ADDQ         $0x00000020, DX
+	SUBQ         $0x00000008, BX
+	JMP          swigluAVX2_loop
+
+swigluAVX2_done:
+	VZEROUPPER
+	RET

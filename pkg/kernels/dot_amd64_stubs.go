@@ -171,3 +171,14 @@ func axpysF16AVX2(w *float32, v *byte, stride int, n int, o *float32, hd int)
 //
 //go:noescape
 func sumU64AVX2(p *byte, n int) uint64
+
+// expSubAVX2 sets x[i] = e^(x[i]-m) for the n values at x (n % 8 == 0) and returns their sum,
+// accumulated in eight float32 lanes added pairwise at the end.
+//
+//go:noescape
+func expSubAVX2(x *float32, n int, m float32) float32
+
+// swigluAVX2 sets dst[i] = gate[i]/(1+e^-gate[i])·up[i] for n values (n % 8 == 0).
+//
+//go:noescape
+func swigluAVX2(dst *float32, gate *float32, up *float32, n int)

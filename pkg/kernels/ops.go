@@ -58,13 +58,25 @@ func Softmax(x []float32) {
 	for _, v := range x {
 		m = max(m, v)
 	}
+	var sum float32
+	if f := kern.expSub; f != nil {
+		sum = f(x, m)
+	} else {
+		sum = expSubGeneric(x, m)
+	}
+	Scale(x, 1/sum)
+}
+
+// expSubGeneric is the reference of the expSub kernels: x[i] = e^(x[i]-m),
+// returning the sum.
+func expSubGeneric(x []float32, m float32) float32 {
 	var sum float64
 	for i, v := range x {
 		e := exp32(v - m)
 		sum += float64(e)
 		x[i] = e
 	}
-	Scale(x, float32(1/sum))
+	return float32(sum)
 }
 
 // SiLU applies x·σ(x) = x/(1+e⁻ˣ) in place (ggml_silu_f32).
@@ -150,13 +162,21 @@ func exp32(x float32) float32 {
 func SwiGLU(p *Pool, dst, gate, up []float32) {
 	mustSameLen("SwiGLU", len(dst), len(gate), len(up))
 	const piece = 2048
+	f := kern.swiglu
+	if f == nil {
+		f = swigluGeneric
+	}
 	p.Run((len(dst)+piece-1)/piece, func(lo, hi int) {
 		lo, hi = lo*piece, min(hi*piece, len(dst))
-		for i := lo; i < hi; i++ {
-			g := gate[i]
-			dst[i] = g / (1 + exp32(-g)) * up[i]
-		}
+		f(dst[lo:hi], gate[lo:hi], up[lo:hi])
 	})
+}
+
+// swigluGeneric is the reference of the swiglu kernels.
+func swigluGeneric(dst, gate, up []float32) {
+	for i, g := range gate {
+		dst[i] = g / (1 + exp32(-g)) * up[i]
+	}
 }
 
 func tanh32(f float32) float32 { return float32(math.Tanh(float64(f))) }

@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -119,22 +120,114 @@ func TestExp32(t *testing.T) {
 	}
 }
 
+// TestSwiGLU: SwiGLU equals SiLU then Mul (the reference path exactly;
+// the assembly within the exponential's tolerance, see TestExpKernels).
 func TestSwiGLU(t *testing.T) {
 	p := NewPool(3)
 	defer p.Close()
-	for _, n := range []int{0, 1, 2047, 2048, 5000} {
-		gate, up := make([]float32, n), make([]float32, n)
-		for i := range gate {
-			gate[i], up[i] = float32(i%97)/10-4, float32(i%13)-6
-		}
-		want := append([]float32(nil), gate...)
-		SiLU(want)
-		Mul(want, want, up)
-		SwiGLU(p, gate, gate, up)
-		for i := range gate {
-			if gate[i] != want[i] {
-				t.Fatalf("n=%d: SwiGLU[%d] = %v, SiLU·up %v", n, i, gate[i], want[i])
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, n := range []int{0, 1, 2047, 2048, 5000} {
+			gate, up := make([]float32, n), make([]float32, n)
+			for i := range gate {
+				gate[i], up[i] = float32(i%97)/10-4, float32(i%13)-6
 			}
+			want := append([]float32(nil), gate...)
+			SiLU(want)
+			Mul(want, want, up)
+			SwiGLU(p, gate, gate, up)
+			for i := range gate {
+				if d := math.Abs(float64(gate[i] - want[i])); d > 0 && (k.swiglu == nil || d > 4e-7*math.Abs(float64(want[i]))) {
+					t.Fatalf("%s n=%d: SwiGLU[%d] = %v, SiLU·up %v", k.tier, n, i, gate[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// TestExpKernels checks the exponential kernels of every tier against
+// float64 math: e^(x-m) within 2 ulp on [-87.3, 88], 0 (or the subnormal)
+// below, NaN through;
+// the sum within float32 rounding of the exact sum; SwiGLU within 4 ulp;
+// odd lengths, misaligned starts and untouched guard bands.
+func TestExpKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, k := range allTiers() {
+		expSub, swiglu := k.expSub, k.swiglu
+		if expSub == nil {
+			expSub, swiglu = expSubGeneric, swigluGeneric
+		}
+		for _, n := range []int{1, 7, 8, 9, 31, 64, 1000, 4099} {
+			for _, off := range []int{0, 1, 3} {
+				buf := make([]float32, off+n+8)
+				for i := range buf {
+					buf[i] = -1234.5 // guard value
+				}
+				x := buf[off : off+n]
+				for i := range x {
+					x[i] = float32(r.Float64()*176 - 88)
+					if off == 1 {
+						x[i] = float32(r.Float64()*30 - 25) // a sum that float32 holds
+					}
+				}
+				x[0] = float32(math.Inf(-1))
+				if n > 2 {
+					x[1], x[2] = -87.2999, -100
+				}
+				in := append([]float32(nil), x...)
+				const m = 0.25
+				sum := expSub(x, m)
+				var exact float64
+				for i, v := range in {
+					arg := v - m // in float32, as the kernels subtract
+					want := math.Exp(float64(arg))
+					exact += float64(x[i])
+					if arg < -87.3 { // 0 from the kernels, subnormal from exp32
+						if !(x[i] >= 0 && x[i] <= float32(want)+1e-45) {
+							t.Fatalf("%s: e^(%v) = %v, want 0..%v below -87.3", k.tier, arg, x[i], want)
+						}
+						continue
+					}
+					w32 := float32(want)
+					ulp := float64(math.Nextafter32(w32, float32(math.Inf(1))) - w32)
+					if math.Abs(float64(x[i])-want) > 2*ulp {
+						t.Fatalf("%s n=%d: e^(%v) = %v, want %v (%.1f ulp)", k.tier, n, arg, x[i], want, (float64(x[i])-want)/ulp)
+					}
+				}
+				if exact < 1e37 && math.Abs(float64(sum)-exact) > 1e-6*exact*math.Sqrt(float64(n)) { // (softmax's arguments are ≤ 0)
+					t.Fatalf("%s n=%d: sum %v, want %v", k.tier, n, sum, exact)
+				}
+				for i, v := range buf {
+					if (i < off || i >= off+n) && v != -1234.5 {
+						t.Fatalf("%s n=%d off=%d: guard %d overwritten: %v", k.tier, n, off, i, v)
+					}
+				}
+
+				gate, up := make([]float32, n), make([]float32, n)
+				for i := range gate {
+					gate[i], up[i] = float32(r.Float64()*40-20), float32(r.NormFloat64())
+				}
+				gate[0] = -200 // e^200 overflows: silu → -0
+				dst := make([]float32, n+1)
+				dst[n] = 42
+				swiglu(dst[:n], gate, up)
+				for i, g := range gate {
+					want := float64(g) / (1 + math.Exp(-float64(g))) * float64(up[i])
+					w32 := float32(want)
+					ulp := float64(math.Nextafter32(w32, float32(math.Inf(1))) - w32)
+					if d := math.Abs(float64(dst[i]) - want); d > 4*ulp && d > 1e-30 {
+						t.Fatalf("%s: swiglu(%v, %v) = %v, want %v", k.tier, g, up[i], dst[i], want)
+					}
+				}
+				if dst[n] != 42 {
+					t.Fatalf("%s: swiglu wrote past n", k.tier)
+				}
+			}
+		}
+		nan := []float32{float32(math.NaN()), 1, 2, 3, 4, 5, 6, 7, float32(math.NaN())}
+		expSub(nan, 0)
+		if nan[0] == nan[0] || nan[8] == nan[8] || nan[1] != float32(math.E) {
+			t.Errorf("%s: NaN not carried through: %v", k.tier, nan)
 		}
 	}
 }

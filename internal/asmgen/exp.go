@@ -1,0 +1,165 @@
+package main
+
+import (
+	"fmt"
+	"math"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// The exponential kernels: softmax's e^(x-m) and SwiGLU's silu(g)·u, eight
+// lanes at a time with the algorithm of the pure-Go exp32 (pkg/kernels/ops.go):
+// x = k·ln2 + r, |r| ≤ ln2/2, Cephes' degree-7 polynomial for e^r, 2^k put
+// into the exponent. The polynomial and the reduction use fused
+// multiply-adds, so lanes are not bit-identical to exp32 but as close to e^x
+// (TestExpKernels: within 2 ulp on [-87.3, 88]).
+
+// expConsts are exp8's constants: the clamps in registers, the rest as
+// eight-lane vectors in memory (sixteen YMM registers would not hold them
+// all next to the working values).
+type expConsts struct {
+	lo, hi VecVirtual
+}
+
+var expMem struct {
+	lo, hi, log2e, ln2hi, ln2lo, one, bias Mem
+	c                                      [6]Mem
+}
+
+// expConstsData declares the constants in the data section (once).
+func expConstsData() {
+	vec := func(name string, bits uint32) Mem {
+		m := GLOBL(name, RODATA|NOPTR)
+		for i := range 8 {
+			DATA(4*i, U32(bits))
+		}
+		return m
+	}
+	f := func(name string, v float32) Mem { return vec(name, math.Float32bits(v)) }
+	m := &expMem
+	m.lo = f("exp_lo", -87.3)
+	m.hi = f("exp_hi", 88)
+	m.log2e = f("exp_log2e", 1.44269504088896341)
+	m.ln2hi = f("exp_ln2hi", 0.693359375)
+	m.ln2lo = f("exp_ln2lo", -2.12194440e-4)
+	m.one = f("exp_one", 1)
+	m.bias = vec("exp_bias", 127)
+	for i, v := range []float32{1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1} {
+		m.c[i] = f(fmt.Sprintf("exp_c%d", i), v)
+	}
+}
+
+func loadExpConsts() *expConsts {
+	k := &expConsts{lo: YMM(), hi: YMM()}
+	VMOVUPS(expMem.lo, k.lo)
+	VMOVUPS(expMem.hi, k.hi)
+	return k
+}
+
+// exp8 returns e^x for the eight lanes of x: 0 below -87.3 (and for -Inf),
+// e^88 above 88, NaN for NaN.
+func exp8(k *expConsts, x VecVirtual) VecVirtual {
+	xc, t, r, p := YMM(), YMM(), YMM(), YMM()
+	// Go order (src2, src1, dst): max/min return their src2 (here x) when
+	// either is NaN, so NaN goes through.
+	VMAXPS(x, k.lo, xc)
+	VMINPS(xc, k.hi, xc)
+	m := &expMem
+	VMULPS(m.log2e, xc, t)
+	VROUNDPS(U8(0), t, t) // k, to nearest
+	VMOVAPS(xc, r)
+	VFNMADD231PS(m.ln2hi, t, r) // r = x - k·ln2hi
+	VFNMADD231PS(m.ln2lo, t, r) // r -= k·ln2lo
+	VMOVUPS(m.c[0], p)
+	for _, c := range m.c[1:] {
+		VFMADD213PS(c, r, p) // p = p·r + c
+	}
+	r2 := YMM()
+	VMULPS(r, r, r2)
+	VFMADD213PS(r, r2, p) // p = p·r² + r
+	VADDPS(m.one, p, p)
+	ki := YMM()
+	VCVTPS2DQ(t, ki)
+	VPADDD(m.bias, ki, ki)
+	VPSLLD(U8(23), ki, ki)
+	VMULPS(ki, p, p)
+	under := YMM()
+	VCMPPS(U8(0x11), k.lo, x, under) // x < -87.3, ordered: false for NaN
+	VANDNPS(p, under, p)
+	return p
+}
+
+// expSubAVX2 is softmax's exponential: x[i] = e^(x[i]-m) for n % 8 == 0
+// values, returning their float32 sum (eight lane sums added pairwise).
+func expSubAVX2() {
+	name := "expSubAVX2"
+	TEXT(name, NOSPLIT, "func(x *float32, n int, m float32) float32")
+	Pragma("noescape")
+	Doc(name+" sets x[i] = e^(x[i]-m) for the n values at x (n % 8 == 0) and returns their sum,",
+		"accumulated in eight float32 lanes added pairwise at the end.")
+	x, n := Load(Param("x"), GP64()), Load(Param("n"), GP64())
+	mx := Load(Param("m"), XMM())
+	mv := YMM()
+	VBROADCASTSS(mx, mv)
+	k := loadExpConsts()
+	acc := YMM()
+	VXORPS(acc, acc, acc)
+	Label(name + "_loop")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	v := YMM()
+	VMOVUPS(Mem{Base: x}, v)
+	VSUBPS(mv, v, v)
+	e := exp8(k, v)
+	VMOVUPS(e, Mem{Base: x})
+	VADDPS(e, acc, acc)
+	ADDQ(U32(32), x)
+	SUBQ(U32(8), n)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	hi := XMM()
+	VEXTRACTF128(U8(1), acc, hi)
+	lo := acc.AsX()
+	VADDPS(hi, lo, lo)
+	VMOVHLPS(lo, hi, hi)
+	VADDPS(hi, lo, lo)
+	VMOVSHDUP(lo, hi)
+	VADDSS(hi, lo, lo)
+	Store(lo, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// swigluAVX2 is the gated feed-forward's activation: dst[i] =
+// gate[i]/(1+e^-gate[i])·up[i], as the pure-Go SwiGLU computes it.
+func swigluAVX2() {
+	name := "swigluAVX2"
+	TEXT(name, NOSPLIT, "func(dst, gate, up *float32, n int)")
+	Pragma("noescape")
+	Doc(name + " sets dst[i] = gate[i]/(1+e^-gate[i])·up[i] for n values (n % 8 == 0).")
+	dst, gate, up, n := Load(Param("dst"), GP64()), Load(Param("gate"), GP64()), Load(Param("up"), GP64()), Load(Param("n"), GP64())
+	k := loadExpConsts()
+	zero := YMM()
+	VXORPS(zero, zero, zero)
+	Label(name + "_loop")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	g, ng := YMM(), YMM()
+	VMOVUPS(Mem{Base: gate}, g)
+	VSUBPS(g, zero, ng)
+	e := exp8(k, ng)
+	VADDPS(expMem.one, e, e)
+	VDIVPS(e, g, e)
+	VMULPS(Mem{Base: up}, e, e)
+	VMOVUPS(e, Mem{Base: dst})
+	ADDQ(U32(32), dst)
+	ADDQ(U32(32), gate)
+	ADDQ(U32(32), up)
+	SUBQ(U32(8), n)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
