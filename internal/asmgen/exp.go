@@ -163,3 +163,41 @@ func swigluAVX2() {
 	VZEROUPPER()
 	RET()
 }
+
+// maxAVX2 is softmax's maximum: four chains of eight lanes, combined at the
+// end. A NaN may or may not win (softmax's result is NaN either way, from
+// the exponential of the NaN itself).
+func maxAVX2() {
+	name := "maxAVX2"
+	TEXT(name, NOSPLIT, "func(x *float32, n int) float32")
+	Pragma("noescape")
+	Doc(name + " returns the largest of the n values at x (n % 32 == 0, n > 0).")
+	x, n := Load(Param("x"), GP64()), Load(Param("n"), GP64())
+	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for i, a := range acc {
+		VMOVUPS(Mem{Base: x, Disp: 32 * i}, a)
+	}
+	Label(name + "_loop")
+	ADDQ(U32(128), x)
+	SUBQ(U32(32), n)
+	JZ(LabelRef(name + "_done"))
+	for i, a := range acc {
+		VMAXPS(Mem{Base: x, Disp: 32 * i}, a, a)
+	}
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VMAXPS(acc[1], acc[0], acc[0])
+	VMAXPS(acc[3], acc[2], acc[2])
+	VMAXPS(acc[2], acc[0], acc[0])
+	hi := XMM()
+	VEXTRACTF128(U8(1), acc[0], hi)
+	lo := acc[0].AsX()
+	VMAXPS(hi, lo, lo)
+	VMOVHLPS(lo, hi, hi)
+	VMAXPS(hi, lo, lo)
+	VMOVSHDUP(lo, hi)
+	VMAXSS(hi, lo, lo)
+	Store(lo, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}

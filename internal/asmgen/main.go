@@ -59,6 +59,7 @@ func main() {
 	sumBytesAVX2()
 	expConstsData()
 	expSubAVX2()
+	maxAVX2()
 	swigluAVX2()
 	Generate()
 	checkAVX2Registers()

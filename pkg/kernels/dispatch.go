@@ -93,11 +93,13 @@ type kernelSet struct {
 	axpyF16  func(w float32, v []byte, o []float32) // len(v) == 2·len(o)
 	dotsF16  func(k []byte, stride int, q, out []float32)
 	axpysF16 func(w []float32, v []byte, stride int, o []float32)
-	// expSub sets x[i] = e^(x[i]-m) and returns their sum (softmax);
-	// swiglu is SwiGLU's element loop. Both within 2 ulp of exp32's
+	// expSub sets x[i] = e^(x[i]-m) and returns their sum and max is the
+	// largest x[i] (softmax); swiglu is SwiGLU's element loop. Both within 2 ulp of exp32's
 	// results, not bit-identical (fused multiply-adds).
 	expSub func(x []float32, m float32) float32
 	swiglu func(dst, gate, up []float32)
+	max    func(x []float32) float32 // len(x) > 0
+
 }
 
 var genericKernels = &kernelSet{tier: TierGeneric}

@@ -26,6 +26,7 @@ var (
 		axpysF16: axpysF16Asm,
 		expSub:   expSubAsm,
 		swiglu:   swigluAsm,
+		max:      maxAsm,
 	}
 	avx512Kernels = &kernelSet{
 		tier:    TierAVX512,
@@ -52,6 +53,7 @@ var (
 		axpysF16: axpysF16Asm,
 		expSub:   expSubAsm,
 		swiglu:   swigluAsm,
+		max:      maxAsm,
 	}
 )
 
@@ -380,4 +382,17 @@ func swigluAsm(dst, gate, up []float32) {
 		swigluAVX2(&dst[0], &gate[0], &up[0], n)
 	}
 	swigluGeneric(dst[n:], gate[n:], up[n:])
+}
+
+// maxAsm runs the whole groups of 32 through the kernel.
+func maxAsm(x []float32) float32 {
+	n := len(x) &^ 31
+	if n == 0 {
+		return maxGeneric(x)
+	}
+	m := maxAVX2(&x[0], n)
+	if n < len(x) {
+		m = max(m, maxGeneric(x[n:]))
+	}
+	return m
 }

@@ -178,6 +178,11 @@ func sumU64AVX2(p *byte, n int) uint64
 //go:noescape
 func expSubAVX2(x *float32, n int, m float32) float32
 
+// maxAVX2 returns the largest of the n values at x (n % 32 == 0, n > 0).
+//
+//go:noescape
+func maxAVX2(x *float32, n int) float32
+
 // swigluAVX2 sets dst[i] = gate[i]/(1+e^-gate[i])·up[i] for n values (n % 8 == 0).
 //
 //go:noescape

@@ -54,17 +54,27 @@ func Softmax(x []float32) {
 	if len(x) == 0 {
 		return
 	}
-	m := float32(math.Inf(-1))
-	for _, v := range x {
-		m = max(m, v)
+	var m, sum float32
+	if f := kern.max; f != nil {
+		m = f(x)
+	} else {
+		m = maxGeneric(x)
 	}
-	var sum float32
 	if f := kern.expSub; f != nil {
 		sum = f(x, m)
 	} else {
 		sum = expSubGeneric(x, m)
 	}
 	Scale(x, 1/sum)
+}
+
+// maxGeneric is the reference of the max kernels.
+func maxGeneric(x []float32) float32 {
+	m := float32(math.Inf(-1))
+	for _, v := range x {
+		m = max(m, v)
+	}
+	return m
 }
 
 // expSubGeneric is the reference of the expSub kernels: x[i] = e^(x[i]-m),

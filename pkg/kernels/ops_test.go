@@ -224,6 +224,30 @@ func TestExpKernels(t *testing.T) {
 				}
 			}
 		}
+		if k.max != nil {
+			for _, n := range []int{1, 31, 32, 33, 64, 100, 2048} {
+				positions := []int{0, 1, 3, n / 2, n - 33, n - 2, n - 1}
+				if n <= 64 {
+					positions = positions[:0]
+					for pos := range n {
+						positions = append(positions, pos)
+					}
+				}
+				for _, pos := range positions {
+					x := make([]float32, n+1)[1:] // misaligned
+					for i := range x {
+						x[i] = float32(math.Inf(-1))
+						if i%3 == 0 {
+							x[i] = float32(r.Float64()*10 - 20)
+						}
+					}
+					x[pos] = float32(pos) - 5
+					if got, want := k.max(x), maxGeneric(x); got != want {
+						t.Fatalf("%s: max of %d values (largest at %d) = %v, want %v", k.tier, n, pos, got, want)
+					}
+				}
+			}
+		}
 		nan := []float32{float32(math.NaN()), 1, 2, 3, 4, 5, 6, 7, float32(math.NaN())}
 		expSub(nan, 0)
 		if nan[0] == nan[0] || nan[8] == nan[8] || nan[1] != float32(math.E) {
