@@ -119,15 +119,7 @@ func expSubAVX2() {
 	SUBQ(U32(8), n)
 	JMP(LabelRef(name + "_loop"))
 	Label(name + "_done")
-	hi := XMM()
-	VEXTRACTF128(U8(1), acc, hi)
-	lo := acc.AsX()
-	VADDPS(hi, lo, lo)
-	VMOVHLPS(lo, hi, hi)
-	VADDPS(hi, lo, lo)
-	VMOVSHDUP(lo, hi)
-	VADDSS(hi, lo, lo)
-	Store(lo, ReturnIndex(0))
+	Store(horizontal8(acc, VADDPS, VADDSS), ReturnIndex(0))
 	VZEROUPPER()
 	RET()
 }
@@ -189,15 +181,22 @@ func maxAVX2() {
 	VMAXPS(acc[1], acc[0], acc[0])
 	VMAXPS(acc[3], acc[2], acc[2])
 	VMAXPS(acc[2], acc[0], acc[0])
-	hi := XMM()
-	VEXTRACTF128(U8(1), acc[0], hi)
-	lo := acc[0].AsX()
-	VMAXPS(hi, lo, lo)
-	VMOVHLPS(lo, hi, hi)
-	VMAXPS(hi, lo, lo)
-	VMOVSHDUP(lo, hi)
-	VMAXSS(hi, lo, lo)
-	Store(lo, ReturnIndex(0))
+	Store(horizontal8(acc[0], VMAXPS, VMAXSS), ReturnIndex(0))
 	VZEROUPPER()
 	RET()
+}
+
+// horizontal8 folds the eight float32 lanes of v with op (VADDPS/VMAXPS and
+// its scalar form): halves, then pairs of pairs, then the last two. It
+// returns the XMM register holding the result in lane 0.
+func horizontal8(v VecVirtual, op, scalar func(ops ...Op)) Register {
+	hi := XMM()
+	VEXTRACTF128(U8(1), v, hi)
+	lo := v.AsX()
+	op(hi, lo, lo)
+	VMOVHLPS(lo, hi, hi)
+	op(hi, lo, lo)
+	VMOVSHDUP(lo, hi)
+	scalar(hi, lo, lo)
+	return lo
 }
