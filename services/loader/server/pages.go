@@ -94,8 +94,8 @@ func (s *Server) checkPages() {
 			" and inference maps them from the page cache; use a tmpfs (docker-compose.yml mounts one)",
 			"dir", dir, "mount", m.point, "fs", m.fs)
 	case !m.hugePages():
-		s.log.Warn("the shared-memory tmpfs gives 4 KiB pages (huge="+m.huge+"): decode reads the weights 10–50% "+
-			"slower than from 2 MiB pages; mount it with huge=within_size (see docker-compose.yml)",
+		s.log.Warn("the shared-memory tmpfs gives 4 KiB pages (huge="+m.huge+"): decode can read the weights up to "+
+			"~40% slower than from 2 MiB pages on a busy host; mount it with huge=within_size (see docker-compose.yml)",
 			"dir", dir, "mount", m.point)
 	default:
 		s.log.Info("the shared-memory tmpfs gives huge pages", "dir", dir, "mount", m.point, "huge", m.huge)
