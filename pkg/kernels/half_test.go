@@ -280,7 +280,7 @@ func TestAxpysF16(t *testing.T) {
 	r := rand.New(rand.NewPCG(55, 56))
 	for _, k := range allTiers() {
 		useTier(t, k)
-		for _, hd := range []int{8, 96, 128, 256} {
+		for _, hd := range []int{8, 64, 96, 128, 256} {
 			for _, n := range []int{0, 1, 7, 40} {
 				stride := 2*hd + 34
 				v := make([]byte, max(0, (n-1)*stride+2*hd))
