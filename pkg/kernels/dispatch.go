@@ -87,19 +87,25 @@ type kernelSet struct {
 	// each row into out[r*ostride : r*ostride+16] (see dotR16Ref).
 	r16Q4K, r16Q6K func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int)
 
+	vecKernels
+}
+
+// vecKernels are the element-wise and attention kernels; every assembly
+// tier has the same ones (AVX2), the reference tier none.
+type vecKernels struct {
 	quantQ8K func(src []float32, dst []byte) // whole blocks, lengths checked
 	f16F32   func(w []byte, x []float32) float32
 	f16F16   func(w, x []byte) float32
 	axpyF16  func(w float32, v []byte, o []float32) // len(v) == 2·len(o)
 	dotsF16  func(k []byte, stride int, q, out []float32)
 	axpysF16 func(w []float32, v []byte, stride int, o []float32)
-	// expSub sets x[i] = e^(x[i]-m) and returns their sum and max is the
-	// largest x[i] (softmax); swiglu is SwiGLU's element loop. Both within 2 ulp of exp32's
-	// results, not bit-identical (fused multiply-adds).
+	// expSub sets x[i] = e^(x[i]-m) and returns their sum, max is the
+	// largest x[i] (softmax); swiglu is SwiGLU's element loop. expSub and
+	// swiglu are within 2 ulp of exp32's results, not bit-identical
+	// (fused multiply-adds).
 	expSub func(x []float32, m float32) float32
 	swiglu func(dst, gate, up []float32)
 	max    func(x []float32) float32 // len(x) > 0
-
 }
 
 var genericKernels = &kernelSet{tier: TierGeneric}

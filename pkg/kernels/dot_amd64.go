@@ -7,6 +7,17 @@ import "golang.org/x/sys/cpu"
 //go:generate sh -c "cd ../../internal/asmgen && go run . -out ../../pkg/kernels/dot_amd64.s -stubs ../../pkg/kernels/dot_amd64_stubs.go -pkg kernels"
 
 var (
+	avx2Vec = vecKernels{
+		quantQ8K: quantQ8KAsm,
+		f16F32:   dotF16F32Asm,
+		f16F16:   dotF16F16Asm,
+		axpyF16:  axpyF16Asm,
+		dotsF16:  dotsF16Asm,
+		axpysF16: axpysF16Asm,
+		expSub:   expSubAsm,
+		swiglu:   swigluAsm,
+		max:      maxAsm,
+	}
 	avx2Kernels = &kernelSet{
 		tier:    TierAVX2,
 		q4K:     dotQ4KAsm2,
@@ -18,15 +29,7 @@ var (
 		rowsQ6K: rowsQ6KAsm2,
 		rowsN:   4,
 
-		quantQ8K: quantQ8KAsm,
-		f16F32:   dotF16F32Asm,
-		f16F16:   dotF16F16Asm,
-		axpyF16:  axpyF16Asm,
-		dotsF16:  dotsF16Asm,
-		axpysF16: axpysF16Asm,
-		expSub:   expSubAsm,
-		swiglu:   swigluAsm,
-		max:      maxAsm,
+		vecKernels: avx2Vec,
 	}
 	avx512Kernels = &kernelSet{
 		tier:    TierAVX512,
@@ -45,15 +48,7 @@ var (
 		r16Q4K:  r16Q4KAsm512,
 		r16Q6K:  r16Q6KAsm512,
 
-		quantQ8K: quantQ8KAsm,
-		f16F32:   dotF16F32Asm,
-		f16F16:   dotF16F16Asm,
-		axpyF16:  axpyF16Asm,
-		dotsF16:  dotsF16Asm,
-		axpysF16: axpysF16Asm,
-		expSub:   expSubAsm,
-		swiglu:   swigluAsm,
-		max:      maxAsm,
+		vecKernels: avx2Vec,
 	}
 )
 
