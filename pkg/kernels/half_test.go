@@ -202,16 +202,23 @@ func TestBF16(t *testing.T) {
 // TestAxpyF16 checks every tier's AxpyF16 against the reference on odd
 // lengths and misaligned operands: each element within one rounding of
 // |o|+|w·v| (a fused multiply-add rounds once, the reference twice).
+// randomF16 returns size bytes of float16 values drawn from a standard
+// normal distribution (a trailing odd byte stays zero).
+func randomF16(r *rand.Rand, size int) []byte {
+	b := make([]byte, size)
+	for i := 0; i+1 < len(b); i += 2 {
+		h := F32ToF16(float32(r.NormFloat64()))
+		b[i], b[i+1] = byte(h), byte(h>>8)
+	}
+	return b
+}
+
 func TestAxpyF16(t *testing.T) {
 	r := rand.New(rand.NewPCG(51, 52))
 	for _, k := range allTiers() {
 		useTier(t, k)
 		for _, n := range []int{0, 1, 15, 16, 17, 64, 100, 128} {
-			v := make([]byte, 2*n)
-			for i := range n {
-				h := F32ToF16(float32(r.NormFloat64()))
-				v[2*i], v[2*i+1] = byte(h), byte(h>>8)
-			}
+			v := randomF16(r, 2*n)
 			v = misalign(v, n%7+1)
 			o := make([]float32, n)
 			for i := range o {
@@ -248,11 +255,7 @@ func TestDotsF16(t *testing.T) {
 		for _, hd := range []int{8, 12, 64, 96, 128, 256} {
 			for _, n := range []int{0, 1, 5, 33} {
 				stride := 2*hd + 2*(n%3)*hd + 6
-				kb := make([]byte, max(0, (n-1)*stride+2*hd))
-				for i := 0; i+1 < len(kb); i += 2 {
-					h := F32ToF16(float32(r.NormFloat64()))
-					kb[i], kb[i+1] = byte(h), byte(h>>8)
-				}
+				kb := randomF16(r, max(0, (n-1)*stride+2*hd))
 				kb = misalign(kb, hd%5+1)
 				q := gaussian(r, hd, 1)
 				out := make([]float32, n+1)
@@ -283,11 +286,7 @@ func TestAxpysF16(t *testing.T) {
 		for _, hd := range []int{8, 64, 96, 128, 256} {
 			for _, n := range []int{0, 1, 7, 40} {
 				stride := 2*hd + 34
-				v := make([]byte, max(0, (n-1)*stride+2*hd))
-				for i := 0; i+1 < len(v); i += 2 {
-					h := F32ToF16(float32(r.NormFloat64()))
-					v[i], v[i+1] = byte(h), byte(h>>8)
-				}
+				v := randomF16(r, max(0, (n-1)*stride+2*hd))
 				v = misalign(v, n%3+1)
 				w := gaussian(r, n, 1)
 				o := gaussian(r, hd+1, 1)
