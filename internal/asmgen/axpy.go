@@ -17,21 +17,18 @@ func axpyF16AVX2() {
 	v, o, n := Load(Param("v"), GP64()), Load(Param("o"), GP64()), Load(Param("n"), GP64())
 	wv := YMM()
 	VBROADCASTSS(wx, wv)
-	Label(name + "_loop")
-	TESTQ(n, n)
-	JZ(LabelRef(name + "_done"))
-	for k := range 2 {
-		t, a := YMM(), YMM()
-		VCVTPH2PS(Mem{Base: v, Disp: 16 * k}, t)
-		VMOVUPS(Mem{Base: o, Disp: 32 * k}, a)
-		VFMADD231PS(t, wv, a)
-		VMOVUPS(a, Mem{Base: o, Disp: 32 * k})
-	}
-	ADDQ(U32(32), v)
-	ADDQ(U32(64), o)
-	SUBQ(U32(16), n)
-	JMP(LabelRef(name + "_loop"))
-	Label(name + "_done")
+	whileNonZero(name, n, func() {
+		for k := range 2 {
+			t, a := YMM(), YMM()
+			VCVTPH2PS(Mem{Base: v, Disp: 16 * k}, t)
+			VMOVUPS(Mem{Base: o, Disp: 32 * k}, a)
+			VFMADD231PS(t, wv, a)
+			VMOVUPS(a, Mem{Base: o, Disp: 32 * k})
+		}
+		ADDQ(U32(32), v)
+		ADDQ(U32(64), o)
+		SUBQ(U32(16), n)
+	})
 	VZEROUPPER()
 	RET()
 }

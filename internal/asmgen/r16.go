@@ -130,8 +130,11 @@ var r16PrefetchBlocks = flag.Int("r16prefetch", 2, "super-blocks ahead the r16 k
 // r16Prefetch touches chunk c's share (of 32) of the cache lines of the
 // super-block r16PrefetchBlocks ahead of w (gbb bytes each).
 func r16Prefetch(w Register, c, gbb int) {
+	if *r16PrefetchBlocks == 0 {
+		return
+	}
 	lines := (gbb + 63) / 64
-	for l := c * lines / 32; l < (c+1)*lines/32 && *r16PrefetchBlocks > 0; l++ {
+	for l := c * lines / 32; l < (c+1)*lines/32; l++ {
 		PREFETCHT0(Mem{Base: w, Disp: *r16PrefetchBlocks*gbb + 64*l})
 	}
 }
