@@ -86,8 +86,46 @@ func usage() {
 	}
 }
 
-// newFlags returns a flag set for a sub-command that reports errors instead of exiting.
-func newFlags(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet("corelm "+name, flag.ContinueOnError)
-	return fs
+// newFlags returns a flag set for a sub-command that reports errors instead
+// of exiting and accepts flags before, between and after the positional
+// arguments (`corelm inspect MODEL --ctx 4096`), as users of other CLIs expect.
+func newFlags(name string) *flagSet {
+	return &flagSet{FlagSet: flag.NewFlagSet("corelm "+name, flag.ContinueOnError)}
+}
+
+// flagSet is a flag.FlagSet whose Parse does not stop at the first
+// positional argument; "--" still ends the flags.
+type flagSet struct {
+	*flag.FlagSet
+	pos []string
+}
+
+func (f *flagSet) Parse(args []string) error {
+	f.pos = f.pos[:0]
+	for {
+		if err := f.FlagSet.Parse(args); err != nil {
+			return err
+		}
+		rest := f.FlagSet.Args()
+		if len(rest) == 0 {
+			return nil
+		}
+		// flag.Parse consumed a "--" if it stopped on one: everything after
+		// it is positional.
+		if len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
+			f.pos = append(f.pos, rest...)
+			return nil
+		}
+		f.pos = append(f.pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func (f *flagSet) Args() []string { return f.pos }
+func (f *flagSet) NArg() int      { return len(f.pos) }
+func (f *flagSet) Arg(i int) string {
+	if i < 0 || i >= len(f.pos) {
+		return ""
+	}
+	return f.pos[i]
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -146,5 +147,37 @@ func TestUsageErrors(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want 2 and %q", code, errOut, tt.want)
 			}
 		})
+	}
+}
+
+func TestFlagsAfterPositionalArguments(t *testing.T) {
+	tests := []struct {
+		args []string
+		pos  []string
+		ctx  int
+		json bool
+	}{
+		{[]string{"model.gguf"}, []string{"model.gguf"}, 0, false},
+		{[]string{"model.gguf", "--ctx", "4096"}, []string{"model.gguf"}, 4096, false},
+		{[]string{"--ctx=8", "a", "--json", "b"}, []string{"a", "b"}, 8, true},
+		{[]string{"a", "--", "--json", "b"}, []string{"a", "--json", "b"}, 0, false},
+		{[]string{"--json", "--", "-x"}, []string{"-x"}, 0, true},
+	}
+	for _, tt := range tests {
+		fs := newFlags("test")
+		ctx := fs.Int("ctx", 0, "")
+		js := fs.Bool("json", false, "")
+		if err := fs.Parse(tt.args); err != nil {
+			t.Fatalf("%q: %v", tt.args, err)
+		}
+		if !slices.Equal(fs.Args(), tt.pos) || fs.NArg() != len(tt.pos) || *ctx != tt.ctx || *js != tt.json {
+			t.Errorf("%q: positional %q ctx %d json %v, want %q %d %v", tt.args, fs.Args(), *ctx, *js, tt.pos, tt.ctx, tt.json)
+		}
+		if tt.pos != nil && fs.Arg(0) != tt.pos[0] {
+			t.Errorf("%q: Arg(0) = %q", tt.args, fs.Arg(0))
+		}
+	}
+	if err := newFlags("test").Parse([]string{"a", "--nope"}); err == nil {
+		t.Error("an unknown flag after a positional argument was accepted")
 	}
 }
