@@ -24,32 +24,6 @@ import (
 // rows, S = 8/R accumulators per row take turns by sub-block, so that the
 // VPDPBUSD chains stay independent enough to fill the pipeline.
 
-// stridedRows returns the addressing of R rows at base + r·stride (stride
-// in bytes), with x4 = base + 4·stride past four rows.
-func stridedRows(base, stride Register, R int) (addr func(r, disp int) Mem, x4 Register) {
-	s3 := GP64()
-	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
-	if R > 4 {
-		x4 = GP64()
-		LEAQ(Mem{Base: base, Index: stride, Scale: 4}, x4)
-	}
-	return func(r, disp int) Mem {
-		b := base
-		if r >= 4 {
-			b, r = x4, r-4
-		}
-		switch r {
-		case 0:
-			return Mem{Base: b, Disp: disp}
-		case 1:
-			return Mem{Base: b, Index: stride, Scale: 1, Disp: disp}
-		case 2:
-			return Mem{Base: b, Index: stride, Scale: 2, Disp: disp}
-		}
-		return Mem{Base: b, Index: s3, Scale: 1, Disp: disp}
-	}, x4
-}
-
 // r16Prolog loads the parameters and zeroes the R output rows.
 func r16Prolog(name string, R int, doc ...string) (w, nb Register, xm, om func(r, disp int) Mem, xs []Register) {
 	TEXT(name, NOSPLIT, "func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)")

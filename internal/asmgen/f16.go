@@ -1,10 +1,64 @@
 package main
 
 import (
+	"fmt"
+
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
 	. "github.com/mmcloughlin/avo/reg"
 )
+
+// f16Dot generates the F16 dots: w holds n binary16 weights, x n float32
+// (or, with half, n binary16) activations; n % 16 == 0. Each product is
+// rounded to float32 as in the reference, then widened and summed in
+// float64 over four accumulators of four lanes (order differs from the
+// reference's sequential sum; see the tests for the tolerance).
+func f16Dot(half bool) {
+	name, xt, xs := "dotF16F32AVX2", "*float32", 4
+	if half {
+		name, xt, xs = "dotF16F16AVX2", "*byte", 2
+	}
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(w *byte, x %s, n int) float64", xt))
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s returns Σ float64(float32(w[i]·x[i])) over n elements (n %% 16 == 0).", name))
+	w, x, n := Load(Param("w"), GP64()), Load(Param("x"), GP64()), Load(Param("n"), GP64())
+	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for _, a := range acc {
+		VXORPD(a, a, a)
+	}
+	whileNonZero(name, n, func() {
+		for k := range 2 {
+			a, b := YMM(), YMM()
+			VCVTPH2PS(Mem{Base: w, Disp: 16 * k}, a)
+			if half {
+				VCVTPH2PS(Mem{Base: x, Disp: 16 * k}, b)
+				VMULPS(b, a, a)
+			} else {
+				VMULPS(Mem{Base: x, Disp: 32 * k}, a, a)
+			}
+			VCVTPS2PD(a.AsX(), b)
+			VADDPD(b, acc[2*k], acc[2*k])
+			VEXTRACTF128(U8(1), a, a.AsX())
+			VCVTPS2PD(a.AsX(), b)
+			VADDPD(b, acc[2*k+1], acc[2*k+1])
+		}
+		ADDQ(U32(32), w)
+		ADDQ(U32(16*xs), x)
+		SUBQ(U32(16), n)
+	})
+	VADDPD(acc[1], acc[0], acc[0])
+	VADDPD(acc[3], acc[2], acc[2])
+	VADDPD(acc[2], acc[0], acc[0])
+	hi := XMM()
+	VEXTRACTF128(U8(1), acc[0], hi)
+	lo := acc[0].AsX()
+	VADDPD(hi, lo, lo)
+	VUNPCKHPD(lo, lo, hi)
+	VADDSD(hi, lo, lo)
+	Store(lo, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
 
 // axpyF16AVX2 is attention's value accumulation over an f16 KV cache:
 // o[i] = fma(w, v[i], o[i]), eight lanes at a time, two chains.

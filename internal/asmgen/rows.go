@@ -1,0 +1,103 @@
+package main
+
+import (
+	"flag"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// The frames of the kernels that take several activation rows (rows) or
+// several weight rows (cols) per call: row addressing, pointer advance and
+// the cols kernels' prefetch of the next row group.
+
+// rowRegs are the activation row pointers of the avx512 rows kernels: x0
+// and, past four rows, x4 = x0 + 4·xstride; other rows are addressed with
+// the stride and 3·stride as index registers, so eight rows take four
+// general registers.
+var rowRegs struct{ x0, x4 Register }
+
+// rowAddressing loads the x and xstride parameters and returns the
+// addressing function: byte disp of activation row r's current block.
+func rowAddressing(R int) func(r, disp int) Mem {
+	x0, stride := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
+	addr, x4 := stridedRows(x0, stride, R)
+	rowRegs.x0, rowRegs.x4 = x0, x4
+	return addr
+}
+
+// advanceRows moves the activation row pointers to the next Q8_K block.
+func advanceRows(R int) {
+	ADDQ(U32(292), rowRegs.x0)
+	if R > 4 {
+		ADDQ(U32(292), rowRegs.x4)
+	}
+}
+
+// colsPrefetch sets whether the cols kernels prefetch the next group of
+// weight rows: each block iteration touches the next C·blockBytes bytes
+// of the C rows that follow (contiguous in MatMul), so the following call's
+// rows are in cache by the time it starts. Prefetching each row ahead
+// instead lands in the next row of the same group and loses to the
+// hardware prefetcher; with four interleaved streams per core the latter
+// alone does not keep DRAM busy.
+var colsPrefetch = flag.Bool("colsprefetch", true, "prefetch the next row group in the cols kernels")
+
+// colsPrefetchStart returns the register of the next group's address,
+// w + 4·wstride (nil without prefetching).
+func colsPrefetchStart(w, ws Register) Register {
+	if !*colsPrefetch {
+		return nil
+	}
+	pf := GP64()
+	LEAQ(Mem{Base: w, Index: ws, Scale: 4}, pf)
+	return pf
+}
+
+// colsPrefetchNext touches the next n bytes at pf and advances it.
+func colsPrefetchNext(pf Register, n int) {
+	if pf == nil {
+		return
+	}
+	for off := 0; off < n; off += 64 {
+		PREFETCHT0(Mem{Base: pf, Disp: off})
+	}
+	ADDQ(U32(n), pf)
+}
+
+// colsPairSums replaces lane 0 of each 128-bit lane [v0, v1, v2, v3] of v
+// with (v0+v2) + (v1+v3).
+func colsPairSums(v Register) {
+	s := YMM()
+	VPERMILPS(U8(0x4e), v, s)
+	VADDPS(s, v, v)
+	VMOVSHDUP(v, s)
+	VADDPS(s, v, v)
+}
+
+// stridedRows returns the addressing of R rows at base + r·stride (stride
+// in bytes), with x4 = base + 4·stride past four rows.
+func stridedRows(base, stride Register, R int) (addr func(r, disp int) Mem, x4 Register) {
+	s3 := GP64()
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
+	if R > 4 {
+		x4 = GP64()
+		LEAQ(Mem{Base: base, Index: stride, Scale: 4}, x4)
+	}
+	return func(r, disp int) Mem {
+		b := base
+		if r >= 4 {
+			b, r = x4, r-4
+		}
+		switch r {
+		case 0:
+			return Mem{Base: b, Disp: disp}
+		case 1:
+			return Mem{Base: b, Index: stride, Scale: 1, Disp: disp}
+		case 2:
+			return Mem{Base: b, Index: stride, Scale: 2, Disp: disp}
+		}
+		return Mem{Base: b, Index: s3, Scale: 1, Disp: disp}
+	}, x4
+}

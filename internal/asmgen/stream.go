@@ -1,0 +1,47 @@
+package main
+
+import (
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// sumBytesAVX2 is the STREAM-style read kernel: the 64-bit lane sum of n
+// bytes (n a multiple of 128), four independent accumulators.
+func sumBytesAVX2() {
+	TEXT("sumU64AVX2", NOSPLIT, "func(p *byte, n int) uint64")
+	Pragma("noescape")
+	Doc("sumU64AVX2 returns the wrapping sum of the n/8 little-endian uint64s at p (n % 128 == 0).")
+	p, n := Load(Param("p"), GP64()), Load(Param("n"), GP64())
+	a := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for _, r := range a {
+		VPXOR(r, r, r)
+	}
+	whileNonZero("sum", n, func() {
+		for i, r := range a {
+			VPADDQ(Mem{Base: p, Disp: 32 * i}, r, r)
+		}
+		// Prefetching 4 KiB ahead (the next page, which the hardware
+		// prefetcher does not cross into) gave the plain read 0–10% more: the
+		// bandwidth decode is measured against is the best plain read, not a
+		// naive one.
+		PREFETCHT0(Mem{Base: p, Disp: 4096})
+		PREFETCHT0(Mem{Base: p, Disp: 4096 + 64})
+		ADDQ(U32(128), p)
+		SUBQ(U32(128), n)
+	})
+	VPADDQ(a[1], a[0], a[0])
+	VPADDQ(a[3], a[2], a[2])
+	VPADDQ(a[2], a[0], a[0])
+	hi := XMM()
+	VEXTRACTI128(U8(1), a[0], hi)
+	lo := a[0].AsX()
+	VPADDQ(hi, lo, lo)
+	r0, r1 := GP64(), GP64()
+	VMOVQ(lo, r0)
+	VPEXTRQ(U8(1), lo, r1)
+	ADDQ(r1, r0)
+	Store(r0, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
