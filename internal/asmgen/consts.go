@@ -37,26 +37,11 @@ var (
 )
 
 func consts() {
-	m4Z = GLOBL("m4", RODATA|NOPTR)
-	for i := 0; i < 64; i += 8 {
-		DATA(i, U64(0x0f0f0f0f0f0f0f0f))
-	}
-	m2Y = GLOBL("m2", RODATA|NOPTR)
-	for i := 0; i < 32; i += 8 {
-		DATA(i, U64(0x0303030303030303))
-	}
-	m32Y = GLOBL("m32", RODATA|NOPTR)
-	for i := 0; i < 32; i += 8 {
-		DATA(i, U64(0x2020202020202020))
-	}
-	m8Y = GLOBL("m8", RODATA|NOPTR)
-	for i := 0; i < 32; i += 8 {
-		DATA(i, U64(0x0808080808080808))
-	}
-	m16Z = GLOBL("m16", RODATA|NOPTR)
-	for i := 0; i < 64; i += 8 {
-		DATA(i, U64(0x1010101010101010))
-	}
+	m4Z = splat64("m4", 64, 0x0f0f0f0f0f0f0f0f)
+	m2Y = splat64("m2", 32, 0x0303030303030303)
+	m32Y = splat64("m32", 32, 0x2020202020202020)
+	m8Y = splat64("m8", 32, 0x0808080808080808)
+	m16Z = splat64("m16", 64, 0x1010101010101010)
 	for j := range 4 {
 		bitSelZ[j] = GLOBL(fmt.Sprintf("bitsel_%d", j), RODATA|NOPTR)
 		for i := range 64 {
@@ -113,10 +98,7 @@ func consts() {
 	for i, v := range []uint32{0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f} {
 		DATA(4*i, U32(v))
 	}
-	ones16Y = GLOBL("ones16", RODATA|NOPTR)
-	for i := 0; i < 32; i += 8 {
-		DATA(i, U64(0x0001000100010001))
-	}
+	ones16Y = splat64("ones16", 32, 0x0001000100010001)
 	for k := range 8 {
 		shufK4[k] = GLOBL(fmt.Sprintf("shufk4_%d", k), RODATA|NOPTR)
 		for i := 0; i < 32; i += 2 {
@@ -149,4 +131,13 @@ func consts() {
 			DATA(i, U8(2*c+i/8))
 		}
 	}
+}
+
+// splat64 declares the constant name: n bytes of the 64-bit pattern v.
+func splat64(name string, n int, v uint64) Mem {
+	m := GLOBL(name, RODATA|NOPTR)
+	for i := 0; i < n; i += 8 {
+		DATA(i, U64(v))
+	}
+	return m
 }

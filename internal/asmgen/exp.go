@@ -95,9 +95,8 @@ func exp8(k *expConsts, x VecVirtual) VecVirtual {
 // values, returning their float32 sum (eight lane sums added pairwise).
 func expSubAVX2() {
 	name := "expSubAVX2"
-	TEXT(name, NOSPLIT, "func(x *float32, n int, m float32) float32")
-	Pragma("noescape")
-	Doc(name+" sets x[i] = e^(x[i]-m) for the n values at x (n % 8 == 0) and returns their sum,",
+	kernel(name, "func(x *float32, n int, m float32) float32",
+		name+" sets x[i] = e^(x[i]-m) for the n values at x (n % 8 == 0) and returns their sum,",
 		"accumulated in eight float32 lanes added pairwise at the end.")
 	x, n := Load(Param("x"), GP64()), Load(Param("n"), GP64())
 	mx := Load(Param("m"), XMM())
@@ -125,9 +124,8 @@ func expSubAVX2() {
 // gate[i]/(1+e^-gate[i])·up[i], as the pure-Go SwiGLU computes it.
 func swigluAVX2() {
 	name := "swigluAVX2"
-	TEXT(name, NOSPLIT, "func(dst, gate, up *float32, n int)")
-	Pragma("noescape")
-	Doc(name + " sets dst[i] = gate[i]/(1+e^-gate[i])·up[i] for n values (n % 8 == 0).")
+	kernel(name, "func(dst, gate, up *float32, n int)",
+		name+" sets dst[i] = gate[i]/(1+e^-gate[i])·up[i] for n values (n % 8 == 0).")
 	dst, gate, up, n := Load(Param("dst"), GP64()), Load(Param("gate"), GP64()), Load(Param("up"), GP64()), Load(Param("n"), GP64())
 	k := loadExpConsts()
 	zero := YMM()
@@ -155,9 +153,8 @@ func swigluAVX2() {
 // the exponential of the NaN itself).
 func maxAVX2() {
 	name := "maxAVX2"
-	TEXT(name, NOSPLIT, "func(x *float32, n int) float32")
-	Pragma("noescape")
-	Doc(name + " returns the largest of the n values at x (n % 32 == 0, n > 0).")
+	kernel(name, "func(x *float32, n int) float32",
+		name+" returns the largest of the n values at x (n % 32 == 0, n > 0).")
 	x, n := Load(Param("x"), GP64()), Load(Param("n"), GP64())
 	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
 	for i, a := range acc {

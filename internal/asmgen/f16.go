@@ -18,9 +18,8 @@ func f16Dot(half bool) {
 	if half {
 		name, xt, xs = "dotF16F16AVX2", "*byte", 2
 	}
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(w *byte, x %s, n int) float64", xt))
-	Pragma("noescape")
-	Doc(fmt.Sprintf("%s returns Σ float64(float32(w[i]·x[i])) over n elements (n %% 16 == 0).", name))
+	kernel(name, fmt.Sprintf("func(w *byte, x %s, n int) float64", xt),
+		fmt.Sprintf("%s returns Σ float64(float32(w[i]·x[i])) over n elements (n %% 16 == 0).", name))
 	w, x, n := Load(Param("w"), GP64()), Load(Param("x"), GP64()), Load(Param("n"), GP64())
 	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
 	for _, a := range acc {
@@ -64,9 +63,8 @@ func f16Dot(half bool) {
 // o[i] = fma(w, v[i], o[i]), eight lanes at a time, two chains.
 func axpyF16AVX2() {
 	name := "axpyF16AVX2"
-	TEXT(name, NOSPLIT, "func(w float32, v *byte, o *float32, n int)")
-	Pragma("noescape")
-	Doc(name + " sets o[i] = fma(w, float32(v[i]), o[i]) for the n float16 values at v (n % 16 == 0).")
+	kernel(name, "func(w float32, v *byte, o *float32, n int)",
+		name+" sets o[i] = fma(w, float32(v[i]), o[i]) for the n float16 values at v (n % 16 == 0).")
 	wx := Load(Param("w"), XMM())
 	v, o, n := Load(Param("v"), GP64()), Load(Param("o"), GP64()), Load(Param("n"), GP64())
 	wv := YMM()
@@ -94,9 +92,8 @@ func axpyF16AVX2() {
 // then the lanes added pairwise at the end.
 func dotsF16AVX2() {
 	name := "dotsF16AVX2"
-	TEXT(name, NOSPLIT, "func(k *byte, stride int, q *float32, hd int, n int, out *float32)")
-	Pragma("noescape")
-	Doc(name+" sets out[i] to the dot of q[:hd] with the hd float16 values at k + i·stride,",
+	kernel(name, "func(k *byte, stride int, q *float32, hd int, n int, out *float32)",
+		name+" sets out[i] to the dot of q[:hd] with the hd float16 values at k + i·stride,",
 		"for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.")
 	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
 	hd, n, out := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64())
@@ -140,9 +137,8 @@ func dotsF16AVX2() {
 // multiply-add per element and row, in row order.
 func axpysF16AVX2() {
 	name := "axpysF16AVX2"
-	TEXT(name, NOSPLIT, "func(w *float32, v *byte, stride int, n int, o *float32, hd int)")
-	Pragma("noescape")
-	Doc(name+" sets o[j] = fma(w[i], v_i[j], o[j]) for i = 0..n-1 in turn, v_i the hd float16 values",
+	kernel(name, "func(w *float32, v *byte, stride int, n int, o *float32, hd int)",
+		name+" sets o[j] = fma(w[i], v_i[j], o[j]) for i = 0..n-1 in turn, v_i the hd float16 values",
 		"at v + i·stride (hd % 64 == 0, n > 0).")
 	w, v, stride := Load(Param("w"), GP64()), Load(Param("v"), GP64()), Load(Param("stride"), GP64())
 	n, o, hd := Load(Param("n"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())

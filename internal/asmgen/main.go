@@ -3,15 +3,23 @@
 // does not depend on avo; run it through `go generate ./pkg/kernels`.
 //
 // Every kernel reproduces, exactly, the integer sums and the float operation
-// order of the Go models in pkg/kernels/dot_x86order.go (ggml's AVX2 order:
-// eight float32 lanes, lane l holding the 4-element products l of each
-// 32-byte chunk, one FMA per lane per block). The kernels leave their float
-// accumulators in acc; the horizontal sum is done in Go, once per row, so it
-// is shared by every tier — except in the decode (cols) kernels, which
+// order of the Go models in pkg/kernels/dot_x86order_test.go (ggml's AVX2
+// order: eight float32 lanes, lane l holding the 4-element products l of
+// each 32-byte chunk, one FMA per lane per block). The kernels leave their
+// float accumulators in acc; the horizontal sum is done in Go, once per row,
+// so it is shared by every tier — except in the decode (cols) kernels, which
 // reduce in assembly in the same order (hsum8, hsumQ4K).
 //
-// Two tiers: "avx2" (AVX2+FMA+F16C) and "avx512" (AVX-512 F/BW/VL + VNNI; it
-// reuses the avx2 kernels where it has no variant of its own).
+// Two tiers: "avx2" (AVX2+FMA+F16C) and "avx512vnni" (AVX-512 F/BW/VL/DQ +
+// VNNI; it reuses the avx2 kernels where it has no variant of its own).
+//
+// One file per weight family, each with its one-row, rows (several
+// activation rows per call: prefill) and cols (several weight rows: decode)
+// kernels: q45k.go (Q4_K and Q5_K), q6k.go, legacy.go (Q8_0, Q4_0), r16.go
+// (LayoutR16 Q4_K/Q6_K); then q8k.go (the activation encoder), f16.go (F16
+// dots and attention), exp.go (softmax, SwiGLU), stream.go (the read
+// benchmark's sum). main.go holds the driver and the loop frame, rows.go the
+// addressing of several rows, consts.go the data section.
 package main
 
 import (
@@ -84,6 +92,45 @@ func checkAVX2Registers() {
 		}
 	}
 }
+
+// kernel declares the assembly function name, of Go signature sig, whose
+// stub is //go:noescape and documented by doc.
+func kernel(name, sig string, doc ...string) {
+	TEXT(name, NOSPLIT, sig)
+	Pragma("noescape")
+	Doc(doc...)
+}
+
+// q8KBytes is the size of a Q8_K activation block.
+const q8KBytes = 292
+
+// nextBlock ends an iteration of the k-quant kernels' block loops: it moves
+// the weight pointer w on by one block (bb bytes) and each activation
+// pointer in xs by one Q8_K block (nil ones are skipped), and counts nb
+// down.
+func nextBlock(nb, w Register, bb int, xs ...Register) {
+	ADDQ(U32(bb), w)
+	for _, x := range xs {
+		if x != nil {
+			ADDQ(U32(q8KBytes), x)
+		}
+	}
+	DECQ(nb)
+}
+
+// zeroed allocates n vector registers with alloc and clears them with xor
+// (VPXORD, VXORPS or vpxor).
+func zeroed(n int, alloc func() VecVirtual, xor func(ops ...Op)) []VecVirtual {
+	v := make([]VecVirtual, n)
+	for i := range v {
+		v[i] = alloc()
+		xor(v[i], v[i], v[i])
+	}
+	return v
+}
+
+// vpxor is VPXOR in the form zeroed takes.
+func vpxor(ops ...Op) { VPXOR(ops[0], ops[1], ops[2]) }
 
 // whileNonZero emits the loop `for n != 0 { body }` with the labels
 // label_loop and label_done; body must bring n down to 0.

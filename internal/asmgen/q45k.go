@@ -80,74 +80,94 @@ func blockScales(w, x Register) (d, dmin VecVirtual) {
 	return d, dmin
 }
 
-// q45kAVX2 is the Q4_K kernel or, with five, the Q5_K one: the same block
-// but for the fifth bits (qh at +16, nibbles at +48, 176-byte blocks).
-func q45kAVX2(five bool) {
-	name, qs, bb := "dotQ4KAVX2", 16, 144
+// q45kGeometry returns the type name, the offset of the nibbles and the
+// block size of Q4_K or, with five, Q5_K (qh, the fifth bits, at +16).
+func q45kGeometry(five bool) (typ string, qs, bb int) {
 	if five {
-		name, qs, bb = "dotQ5KAVX2", 48, 176
+		return "Q5K", 48, 176
 	}
-	TEXT(name, NOSPLIT, "func(w, x *byte, nb int, acc *[12]float32)")
-	Pragma("noescape")
-	Doc(fmt.Sprintf("%s accumulates nb %s × Q8_K blocks into acc (8 lanes, 4 min lanes).", name, map[bool]string{false: "Q4_K", true: "Q5_K"}[five]))
+	return "Q4K", 16, 144
+}
+
+// q45kRow is the frame of the one-row Q4_K/Q5_K kernels: the float
+// accumulators stay in registers (acc: 8 lanes, accm: 4 min lanes, stored
+// to acc[0:8] and acc[8:12] at the end). setup loads the tier's constants;
+// per block, split takes the unpacked scales (q4kScales) apart into the
+// mins and the sub-block scales as block wants them, and block returns the
+// block's 8 int32 lane sums, which one FMA scales by d into acc.
+func q45kRow(name, doc string, five, evex bool, setup func(), split func(ms VecVirtual) (mins, sc VecVirtual), block func(w, x Register, sc VecVirtual) Register) {
+	_, _, bb := q45kGeometry(five)
+	kernel(name, "func(w, x *byte, nb int, acc *[12]float32)", doc)
 	w, x, nb := Load(Param("w"), GP64()), Load(Param("x"), GP64()), Load(Param("nb"), GP64())
 	acc, accm := YMM(), XMM()
 	VXORPS(acc, acc, acc)
 	VXORPS(accm, accm, accm)
-	m4 := YMM()
-	VMOVDQU(m4Z, m4)
-	var m16, qh VecVirtual
-	if five {
-		m16, qh = YMM(), YMM()
-		VMOVDQU(m16Z, m16)
-	}
-	Label(name + "_loop")
-	TESTQ(nb, nb)
-	JZ(LabelRef(name + "_done"))
-	prefetch(w, bb)
-	ms := q4kScales(w, false)
-	mins := XMM()
-	VEXTRACTI128(U8(1), ms, mins)
-	sc := YMM()
-	VPERMQ(U8(0x44), ms, sc)
-	d, dmin := blockScales(w, x)
-	q4kMins(mins, dmin, x, accm)
-	if five {
-		VMOVDQU(Mem{Base: w, Disp: 16}, qh)
-	}
-	sumi := YMM()
-	VPXOR(sumi, sumi, sumi)
-	for j := range 4 {
-		lo, hi, sl, sh := YMM(), YMM(), YMM(), YMM()
-		VMOVDQU(Mem{Base: w, Disp: qs + 32*j}, hi)
-		VPAND(m4, hi, lo)
-		VPSRLW(U8(4), hi, hi)
-		VPAND(m4, hi, hi)
-		if five {
-			fifthBit(qh, 2*j, m16, lo)
-			fifthBit(qh, 2*j+1, m16, hi)
-		}
-		VPSHUFB(shufK4[2*j], sc, sl)
-		VPSHUFB(shufK4[2*j+1], sc, sh)
-		VPMADDUBSW(Mem{Base: x, Disp: 4 + 64*j}, lo, lo)
-		VPMADDWD(sl, lo, lo)
-		VPMADDUBSW(Mem{Base: x, Disp: 4 + 64*j + 32}, hi, hi)
-		VPMADDWD(sh, hi, hi)
-		VPADDD(lo, sumi, sumi)
-		VPADDD(hi, sumi, sumi)
-	}
-	VCVTDQ2PS(sumi, sumi)
-	VFMADD231PS(d, sumi, acc)
-	ADDQ(U32(bb), w)
-	ADDQ(U32(292), x)
-	DECQ(nb)
-	JMP(LabelRef(name + "_loop"))
-	Label(name + "_done")
+	setup()
+	whileNonZero(name, nb, func() {
+		prefetch(w, bb)
+		mins, sc := split(q4kScales(w, evex))
+		d, dmin := blockScales(w, x)
+		q4kMins(mins, dmin, x, accm)
+		s := block(w, x, sc)
+		VCVTDQ2PS(s, s)
+		VFMADD231PS(d, s, acc)
+		nextBlock(nb, w, bb, x)
+	})
 	p := Load(Param("acc"), GP64())
 	VMOVUPS(acc, Mem{Base: p})
 	VMOVUPS(accm, Mem{Base: p, Disp: 32})
 	VZEROUPPER()
 	RET()
+}
+
+// q45kAVX2 is the Q4_K kernel or, with five, the Q5_K one.
+func q45kAVX2(five bool) {
+	typ, qs, _ := q45kGeometry(five)
+	name := "dot" + typ + "AVX2"
+	var m4, m16, qh VecVirtual
+	setup := func() {
+		m4 = YMM()
+		VMOVDQU(m4Z, m4)
+		if five {
+			m16, qh = YMM(), YMM()
+			VMOVDQU(m16Z, m16)
+		}
+	}
+	split := func(ms VecVirtual) (mins, sc VecVirtual) {
+		mins = XMM()
+		VEXTRACTI128(U8(1), ms, mins)
+		sc = YMM()
+		VPERMQ(U8(0x44), ms, sc)
+		return mins, sc
+	}
+	block := func(w, x Register, sc VecVirtual) Register {
+		if five {
+			VMOVDQU(Mem{Base: w, Disp: 16}, qh)
+		}
+		sumi := YMM()
+		VPXOR(sumi, sumi, sumi)
+		for j := range 4 {
+			lo, hi, sl, sh := YMM(), YMM(), YMM(), YMM()
+			VMOVDQU(Mem{Base: w, Disp: qs + 32*j}, hi)
+			VPAND(m4, hi, lo)
+			VPSRLW(U8(4), hi, hi)
+			VPAND(m4, hi, hi)
+			if five {
+				fifthBit(qh, 2*j, m16, lo)
+				fifthBit(qh, 2*j+1, m16, hi)
+			}
+			VPSHUFB(shufK4[2*j], sc, sl)
+			VPSHUFB(shufK4[2*j+1], sc, sh)
+			VPMADDUBSW(Mem{Base: x, Disp: 4 + 64*j}, lo, lo)
+			VPMADDWD(sl, lo, lo)
+			VPMADDUBSW(Mem{Base: x, Disp: 4 + 64*j + 32}, hi, hi)
+			VPMADDWD(sh, hi, hi)
+			VPADDD(lo, sumi, sumi)
+			VPADDD(hi, sumi, sumi)
+		}
+		return sumi
+	}
+	q45kRow(name, fmt.Sprintf("%s accumulates nb %s × Q8_K blocks into acc (8 lanes, 4 min lanes).", name, typ[:2]+"_K"), five, false, setup, split, block)
 }
 
 // fifthBit ORs bit k of each qh byte, moved to bit 4, into q.
@@ -165,76 +185,78 @@ func fifthBit(qh VecVirtual, k int, m16, q VecVirtual) {
 	VPOR(t, q, q)
 }
 
-func q45kAVX512(five bool) {
-	name, qs, bb := "dotQ4KAVX512", 16, 144
-	if five {
-		name, qs, bb = "dotQ5KAVX512", 48, 176
-	}
-	TEXT(name, NOSPLIT, "func(w, x *byte, nb int, acc *[12]float32)")
-	Pragma("noescape")
-	Doc(fmt.Sprintf("%s is the AVX2 kernel with 512-bit integer work and VPDPWSSD.", name))
-	w, x, nb := Load(Param("w"), GP64()), Load(Param("x"), GP64()), Load(Param("nb"), GP64())
-	acc, accm := YMM(), XMM()
-	VXORPS(acc, acc, acc)
-	VXORPS(accm, accm, accm)
-	m4 := ZMM()
-	VMOVDQU64(m4Z, m4)
-	k1 := K()
+// q45k512 holds the constants of the avx512 Q4_K/Q5_K kernels: the nibble
+// mask, k1 selecting the top 256 bits and, for Q5_K, the fifth bit's value
+// (m16) and the register of the block's qh.
+type q45k512 struct {
+	five        bool
+	qs          int
+	m4, m16, qh VecVirtual
+	k1          OpmaskVirtual
+}
+
+func loadQ45K512(five bool) *q45k512 {
+	_, qs, _ := q45kGeometry(five)
+	c := &q45k512{five: five, qs: qs, m4: ZMM()}
+	VMOVDQU64(m4Z, c.m4)
+	c.k1 = K()
 	km := GP32()
 	MOVL(U32(0xffff0000), km)
-	KMOVD(km, k1)
-	var m16, qh VecVirtual
+	KMOVD(km, c.k1)
 	if five {
-		m16, qh = ZMM(), ZMM()
-		VMOVDQU64(m16Z, m16)
+		c.m16, c.qh = ZMM(), ZMM()
+		VMOVDQU64(m16Z, c.m16)
 	}
-	Label(name + "_loop")
-	TESTQ(nb, nb)
-	JZ(LabelRef(name + "_done"))
-	prefetch(w, bb)
-	ms := q4kScales(w, true)
-	mins := XMM()
-	VEXTRACTI32X4(U8(1), ms, mins)
-	sc := ZMM()
-	VSHUFI32X4(U8(0), ms.AsZ(), ms.AsZ(), sc)
-	d, dmin := blockScales(w, x)
-	q4kMins(mins, dmin, x, accm)
-	if five {
-		VBROADCASTI64X4(Mem{Base: w, Disp: 16}, qh)
+	return c
+}
+
+// quants sets q to the 64 quants of sub-blocks 2j (low 256 bits) and 2j+1
+// (high) of the block at w, and s to their scales (sc as VSHUFI32X4 made
+// it) in int16 pairs.
+func (c *q45k512) quants(w Register, j int, sc, q, s VecVirtual) {
+	VBROADCASTI64X4(Mem{Base: w, Disp: c.qs + 32*j}, q)
+	VPSRLW(U8(4), q, c.k1, q) // high nibbles (group 2j+1) in the top 256 bits
+	VPANDD(c.m4, q, q)
+	if c.five {
+		// bit 2j of qh for the low half, 2j+1 for the high half → 16
+		k2 := K()
+		VPTESTMB(bitSelZ[j], c.qh, k2)
+		VPADDB(c.m16, q, k2, q)
 	}
-	sumi := ZMM()
-	VPXORD(sumi, sumi, sumi)
-	for j := range 4 {
-		q, s, p := ZMM(), ZMM(), ZMM()
-		VBROADCASTI64X4(Mem{Base: w, Disp: qs + 32*j}, q)
-		VPSRLW(U8(4), q, k1, q) // high nibbles (group 2j+1) in the top 256 bits
-		VPANDD(m4, q, q)
+	VPSHUFB(shufZ[j], sc, s)
+}
+
+func q45kAVX512(five bool) {
+	typ, _, _ := q45kGeometry(five)
+	name := "dot" + typ + "AVX512"
+	var c *q45k512
+	setup := func() { c = loadQ45K512(five) }
+	split := func(ms VecVirtual) (mins, sc VecVirtual) {
+		mins = XMM()
+		VEXTRACTI32X4(U8(1), ms, mins)
+		sc = ZMM()
+		VSHUFI32X4(U8(0), ms.AsZ(), ms.AsZ(), sc)
+		return mins, sc
+	}
+	block := func(w, x Register, sc VecVirtual) Register {
 		if five {
-			// bit 2j of qh for the low half, 2j+1 for the high half → 16
-			k2 := K()
-			VPTESTMB(bitSelZ[j], qh, k2)
-			VPADDB(m16, q, k2, q)
+			VBROADCASTI64X4(Mem{Base: w, Disp: 16}, c.qh)
 		}
-		VPSHUFB(shufZ[j], sc, s)
-		VPMADDUBSW(Mem{Base: x, Disp: 4 + 64*j}, q, p)
-		VPDPWSSD(s, p, sumi)
+		sumi := ZMM()
+		VPXORD(sumi, sumi, sumi)
+		for j := range 4 {
+			q, s, p := ZMM(), ZMM(), ZMM()
+			c.quants(w, j, sc, q, s)
+			VPMADDUBSW(Mem{Base: x, Disp: 4 + 64*j}, q, p)
+			VPDPWSSD(s, p, sumi)
+		}
+		hi := YMM()
+		VEXTRACTI64X4(U8(1), sumi, hi)
+		s8 := sumi.AsY()
+		VPADDD(hi, s8, s8)
+		return s8
 	}
-	hi := YMM()
-	VEXTRACTI64X4(U8(1), sumi, hi)
-	s8 := sumi.AsY()
-	VPADDD(hi, s8, s8)
-	VCVTDQ2PS(s8, s8)
-	VFMADD231PS(d, s8, acc)
-	ADDQ(U32(bb), w)
-	ADDQ(U32(292), x)
-	DECQ(nb)
-	JMP(LabelRef(name + "_loop"))
-	Label(name + "_done")
-	p := Load(Param("acc"), GP64())
-	VMOVUPS(acc, Mem{Base: p})
-	VMOVUPS(accm, Mem{Base: p, Disp: 32})
-	VZEROUPPER()
-	RET()
+	q45kRow(name, fmt.Sprintf("%s is the AVX2 kernel with 512-bit integer work and VPDPWSSD.", name), five, true, setup, split, block)
 }
 
 // rowsFloat folds one block's integer lane sums of activation row r into
@@ -258,78 +280,51 @@ func rowsFloat(r int, sumi VecVirtual, mins, dm VecVirtual, xr, accp Register) {
 	VMOVUPS(am, Mem{Base: accp, Disp: 48*r + 32})
 }
 
-func rowsProlog(name string, R int) (w, nb, accp Register, xs []Register) {
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(w, x *byte, xstride, nb int, acc *[%d]float32)", 12*R))
-	Pragma("noescape")
-	Doc(fmt.Sprintf("%s accumulates nb Q4_K blocks of one weight row against %d Q8_K rows", name, R),
-		"x, x+xstride, ... into acc[12r:12r+12] (layout of dotQ4KAVX2's acc).")
-	w, nb = Load(Param("w"), GP64()), Load(Param("nb"), GP64())
-	accp = Load(Param("acc"), GP64())
-	x0 := Load(Param("x"), GP64())
-	stride := Load(Param("xstride"), GP64())
-	xs = []Register{x0}
-	for r := 1; r < R; r++ {
-		xr := GP64()
-		LEAQ(Mem{Base: xs[r-1], Index: stride, Scale: 1}, xr)
-		xs = append(xs, xr)
-	}
-	return w, nb, accp, xs
-}
-
-func rowsAdvance(w, nb Register, xs []Register, loop string) {
-	ADDQ(U32(144), w)
-	for _, xr := range xs {
-		ADDQ(U32(292), xr)
-	}
-	DECQ(nb)
-	JMP(LabelRef(loop))
-}
-
+// q4kRowsAVX2 is the AVX2 Q4_K kernel for R activation rows (float
+// accumulators in memory, acc[12r:12r+12]: AVX2 has only 16 registers).
 func q4kRowsAVX2(R int) {
 	name := fmt.Sprintf("dotQ4KRows%dAVX2", R)
-	w, nb, accp, xs := rowsProlog(name, R)
+	kernel(name, fmt.Sprintf("func(w, x *byte, xstride, nb int, acc *[%d]float32)", 12*R),
+		fmt.Sprintf("%s accumulates nb Q4_K blocks of one weight row against %d Q8_K rows", name, R),
+		"x, x+xstride, ... into acc[12r:12r+12] (layout of dotQ4KAVX2's acc).")
+	w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+	accp := Load(Param("acc"), GP64())
+	xs := chainedRows(R)
 	m4 := YMM()
 	VMOVDQU(m4Z, m4)
-	loop, done := name+"_loop", name+"_done"
-	Label(loop)
-	TESTQ(nb, nb)
-	JZ(LabelRef(done))
-	ms := q4kScales(w, false)
-	sc := YMM()
-	VPERMQ(U8(0x44), ms, sc)
-	sums := make([]VecVirtual, R)
-	for r := range sums {
-		sums[r] = YMM()
-		VPXOR(sums[r], sums[r], sums[r])
-	}
-	for j := range 4 {
-		lo, hi, sl, sh := YMM(), YMM(), YMM(), YMM()
-		VMOVDQU(Mem{Base: w, Disp: 16 + 32*j}, hi)
-		VPAND(m4, hi, lo)
-		VPSRLW(U8(4), hi, hi)
-		VPAND(m4, hi, hi)
-		VPSHUFB(shufK4[2*j], sc, sl)
-		VPSHUFB(shufK4[2*j+1], sc, sh)
-		for r, xr := range xs {
-			p := YMM()
-			VPMADDUBSW(Mem{Base: xr, Disp: 4 + 64*j}, lo, p)
-			VPMADDWD(sl, p, p)
-			VPADDD(p, sums[r], sums[r])
-			VPMADDUBSW(Mem{Base: xr, Disp: 4 + 64*j + 32}, hi, p)
-			VPMADDWD(sh, p, p)
-			VPADDD(p, sums[r], sums[r])
+	whileNonZero(name, nb, func() {
+		ms := q4kScales(w, false)
+		sc := YMM()
+		VPERMQ(U8(0x44), ms, sc)
+		sums := zeroed(R, YMM, vpxor)
+		for j := range 4 {
+			lo, hi, sl, sh := YMM(), YMM(), YMM(), YMM()
+			VMOVDQU(Mem{Base: w, Disp: 16 + 32*j}, hi)
+			VPAND(m4, hi, lo)
+			VPSRLW(U8(4), hi, hi)
+			VPAND(m4, hi, hi)
+			VPSHUFB(shufK4[2*j], sc, sl)
+			VPSHUFB(shufK4[2*j+1], sc, sh)
+			for r, xr := range xs {
+				p := YMM()
+				VPMADDUBSW(Mem{Base: xr, Disp: 4 + 64*j}, lo, p)
+				VPMADDWD(sl, p, p)
+				VPADDD(p, sums[r], sums[r])
+				VPMADDUBSW(Mem{Base: xr, Disp: 4 + 64*j + 32}, hi, p)
+				VPMADDWD(sh, p, p)
+				VPADDD(p, sums[r], sums[r])
+			}
 		}
-	}
-	mins := XMM()
-	VEXTRACTI128(U8(1), ms, mins)
-	dm := XMM()
-	VMOVD(Mem{Base: w}, dm)
-	VCVTPH2PS(dm, dm)
-	for r, xr := range xs {
-		rowsFloat(r, sums[r], mins, dm, xr, accp)
-	}
-	rowsAdvance(w, nb, xs, loop)
-	Label(done)
+		mins := XMM()
+		VEXTRACTI128(U8(1), ms, mins)
+		dm := XMM()
+		VMOVD(Mem{Base: w}, dm)
+		VCVTPH2PS(dm, dm)
+		for r, xr := range xs {
+			rowsFloat(r, sums[r], mins, dm, xr, accp)
+		}
+		nextBlock(nb, w, 144, xs...)
+	})
 	VZEROUPPER()
 	RET()
 }
@@ -341,103 +336,67 @@ func q4kRowsAVX2(R int) {
 // multiplied in, so one FMA serves both: fma(dmin, -m, acc) is exactly
 // ggml's fnmadd), 12..15 zero. They are stored to acc[16r:16r+16] at the end.
 func q45kRowsAVX512(R int, five bool) {
-	typ, qs, bb := "Q4K", 16, 144
-	if five {
-		typ, qs, bb = "Q5K", 48, 176
-	}
+	typ, _, bb := q45kGeometry(five)
 	name := fmt.Sprintf("dot%sRows%dAVX512", typ, R)
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(w, x *byte, xstride, nb int, acc *[%d]float32)", 16*R))
-	Pragma("noescape")
-	Doc(fmt.Sprintf("%s accumulates nb blocks of one weight row against %d Q8_K rows", name, R),
+	kernel(name, fmt.Sprintf("func(w, x *byte, xstride, nb int, acc *[%d]float32)", 16*R),
+		fmt.Sprintf("%s accumulates nb blocks of one weight row against %d Q8_K rows", name, R),
 		"x, x+xstride, ... into acc[16r:16r+16] (8 lanes, 4 min lanes, 4 zeros).")
 	w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
 	rowMem := rowAddressing(R)
-	m4 := ZMM()
-	VMOVDQU64(m4Z, m4)
-	k1 := K()
-	km := GP32()
-	MOVL(U32(0xffff0000), km)
-	KMOVD(km, k1)
-	var m16, qh VecVirtual
-	if five {
-		m16, qh = ZMM(), ZMM()
-		VMOVDQU64(m16Z, m16)
-	}
+	c := loadQ45K512(five)
 	perm, ones := ZMM(), YMM()
 	VMOVDQU64(dmPermZ, perm)
 	VMOVDQU64(ones16Y, ones)
-	accs := make([]VecVirtual, R)
-	for r := range accs {
-		accs[r] = ZMM()
-		VPXORD(accs[r], accs[r], accs[r])
-	}
-	loop, done := name+"_loop", name+"_done"
-	Label(loop)
-	TESTQ(nb, nb)
-	JZ(LabelRef(done))
-	ms := q4kScales(w, true)
-	sc := ZMM()
-	VSHUFI32X4(U8(0), ms.AsZ(), ms.AsZ(), sc)
-	nm := XMM()
-	VEXTRACTI32X4(U8(1), ms, nm)
-	zero := XMM()
-	VPXORD(zero, zero, zero)
-	VPSUBW(nm, zero, nm)
-	// dmv = [d ×8, dmin ×4, 0 ×4] (VMOVD zero-fills lanes 2, 3)
-	dm := XMM()
-	VMOVD(Mem{Base: w}, dm)
-	VCVTPH2PS(dm, dm)
-	dmv := ZMM()
-	VPERMPS(dm.AsZ(), perm, dmv)
-	if five {
-		VBROADCASTI64X4(Mem{Base: w, Disp: 16}, qh)
-	}
-	sums := make([]VecVirtual, R)
-	for r := range sums {
-		sums[r] = ZMM()
-		VPXORD(sums[r], sums[r], sums[r])
-	}
-	for j := range 4 {
-		q, s := ZMM(), ZMM()
-		VBROADCASTI64X4(Mem{Base: w, Disp: qs + 32*j}, q)
-		VPSRLW(U8(4), q, k1, q)
-		VPANDD(m4, q, q)
+	accs := zeroed(R, ZMM, VPXORD)
+	whileNonZero(name, nb, func() {
+		ms := q4kScales(w, true)
+		sc := ZMM()
+		VSHUFI32X4(U8(0), ms.AsZ(), ms.AsZ(), sc)
+		nm := XMM()
+		VEXTRACTI32X4(U8(1), ms, nm)
+		zero := XMM()
+		VPXORD(zero, zero, zero)
+		VPSUBW(nm, zero, nm)
+		// dmv = [d ×8, dmin ×4, 0 ×4] (VMOVD zero-fills lanes 2, 3)
+		dm := XMM()
+		VMOVD(Mem{Base: w}, dm)
+		VCVTPH2PS(dm, dm)
+		dmv := ZMM()
+		VPERMPS(dm.AsZ(), perm, dmv)
 		if five {
-			k2 := K()
-			VPTESTMB(bitSelZ[j], qh, k2)
-			VPADDB(m16, q, k2, q)
+			VBROADCASTI64X4(Mem{Base: w, Disp: 16}, c.qh)
 		}
-		VPSHUFB(shufZ[j], sc, s)
+		sums := zeroed(R, ZMM, VPXORD)
+		for j := range 4 {
+			q, s := ZMM(), ZMM()
+			c.quants(w, j, sc, q, s)
+			for r := range R {
+				p := ZMM()
+				VPMADDUBSW(rowMem(r, 4+64*j), q, p)
+				VPDPWSSD(s, p, sums[r])
+			}
+		}
 		for r := range R {
-			p := ZMM()
-			VPMADDUBSW(rowMem(r, 4+64*j), q, p)
-			VPDPWSSD(s, p, sums[r])
+			hi := YMM()
+			VEXTRACTI64X4(U8(1), sums[r], hi)
+			s8 := sums[r].AsY()
+			VPADDD(hi, s8, s8) // zeroes lanes 8..15 of sums[r]
+			// b[2g]+b[2g+1] as int32, narrowed back to int16 (|·| ≤ 4064)
+			pw := YMM()
+			VPMADDWD(rowMem(r, 260), ones, pw)
+			mq := XMM()
+			VPMOVDW(pw, mq)
+			VPMADDWD(nm, mq, mq)
+			z := sums[r]
+			VINSERTI32X4(U8(2), mq, z, z)
+			VCVTDQ2PS(z, z)
+			yd := ZMM()
+			VBROADCASTSS(rowMem(r, 0), yd)
+			VMULPS(yd, dmv, yd)
+			VFMADD231PS(yd, z, accs[r])
 		}
-	}
-	for r := range R {
-		hi := YMM()
-		VEXTRACTI64X4(U8(1), sums[r], hi)
-		s8 := sums[r].AsY()
-		VPADDD(hi, s8, s8) // zeroes lanes 8..15 of sums[r]
-		// b[2g]+b[2g+1] as int32, narrowed back to int16 (|·| ≤ 4064)
-		pw := YMM()
-		VPMADDWD(rowMem(r, 260), ones, pw)
-		mq := XMM()
-		VPMOVDW(pw, mq)
-		VPMADDWD(nm, mq, mq)
-		z := sums[r]
-		VINSERTI32X4(U8(2), mq, z, z)
-		VCVTDQ2PS(z, z)
-		yd := ZMM()
-		VBROADCASTSS(rowMem(r, 0), yd)
-		VMULPS(yd, dmv, yd)
-		VFMADD231PS(yd, z, accs[r])
-	}
-	ADDQ(U32(bb), w)
-	advanceRows(R)
-	DECQ(nb)
-	JMP(LabelRef(loop))
-	Label(done)
+		nextBlock(nb, w, bb, rowRegs.x0, rowRegs.x4)
+	})
 	accp := Load(Param("acc"), GP64())
 	for r := range R {
 		VMOVUPS(accs[r], Mem{Base: accp, Disp: 64 * r})
@@ -458,102 +417,73 @@ func q45kRowsAVX512(R int, five bool) {
 // the order of the sub-blocks within a lane does not matter.
 func q4kColsAVX512(C int) {
 	name := fmt.Sprintf("dotQ4KCols%dAVX512", C)
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(w *byte, wstride int, x *byte, nb int, out *[%d]float32)", C))
-	Pragma("noescape")
-	Doc(fmt.Sprintf("%s stores in out[c] the dots of nb Q4_K blocks of the %d weight rows", name, C),
-		"w + c·wstride with one Q8_K row x, reduced in hsumQ4K's order.")
-	w, ws := Load(Param("w"), GP64()), Load(Param("wstride"), GP64())
-	x, nb := Load(Param("x"), GP64()), Load(Param("nb"), GP64())
-	ws3 := GP64()
-	LEAQ(Mem{Base: ws, Index: ws, Scale: 2}, ws3)
-	pf := colsPrefetchStart(w, ws)
-	rowMem := func(c, disp int) Mem {
-		switch c {
-		case 0:
-			return Mem{Base: w, Disp: disp}
-		case 1:
-			return Mem{Base: w, Index: ws, Scale: 1, Disp: disp}
-		case 2:
-			return Mem{Base: w, Index: ws, Scale: 2, Disp: disp}
-		}
-		return Mem{Base: w, Index: ws3, Scale: 1, Disp: disp}
-	}
+	w, x, nb, rowMem, pf := colsProlog(name, C, "Q4_K", "hsumQ4K")
 	m4 := ZMM()
 	VMOVDQU64(m4Z, m4)
 	perm, ones := ZMM(), YMM()
 	VMOVDQU64(dmPermZ, perm)
 	VMOVDQU64(ones16Y, ones)
-	accs := make([]VecVirtual, C)
-	for c := range accs {
-		accs[c] = ZMM()
-		VPXORD(accs[c], accs[c], accs[c])
-	}
-	loop, done := name+"_loop", name+"_done"
-	Label(loop)
-	TESTQ(nb, nb)
-	JZ(LabelRef(done))
-	colsPrefetchNext(pf, C*144)
-	var xv [4]VecVirtual
-	for i := range 2 {
-		for h := range 2 {
-			s := 4*i + h
-			v := ZMM()
-			VMOVDQU64(Mem{Base: x, Disp: 4 + 32*s}, v.AsY())
-			VINSERTI64X4(U8(1), Mem{Base: x, Disp: 4 + 32*(s+2)}, v, v)
-			xv[2*i+h] = v
-		}
-	}
-	// -(b[2g]+b[2g+1]) as int16
-	pw := YMM()
-	VPMADDWD(Mem{Base: x, Disp: 260}, ones, pw)
-	nmq, zero := XMM(), XMM()
-	VPMOVDW(pw, nmq)
-	VPXORD(zero, zero, zero)
-	VPSUBW(nmq, zero, nmq)
-	yd := ZMM()
-	VBROADCASTSS(Mem{Base: x}, yd)
-	for c := range C {
-		ms := q4kScalesAt(rowMem(c, 4), true)
-		sc := ZMM()
-		VSHUFI32X4(U8(0), ms.AsZ(), ms.AsZ(), sc)
-		mins := XMM()
-		VEXTRACTI32X4(U8(1), ms, mins)
-		dm := XMM()
-		VMOVD(rowMem(c, 0), dm)
-		VCVTPH2PS(dm, dm)
-		dmv := ZMM()
-		VPERMPS(dm.AsZ(), perm, dmv)
-		VMULPS(yd, dmv, dmv) // [yd·d ×8, yd·dmin ×4, 0 ×4]
-		sum := ZMM()
-		VPXORD(sum, sum, sum)
+	accs := zeroed(C, ZMM, VPXORD)
+	whileNonZero(name, nb, func() {
+		colsPrefetchNext(pf, C*144)
+		var xv [4]VecVirtual
 		for i := range 2 {
-			q, lo := ZMM(), ZMM()
-			VMOVDQU64(rowMem(c, 16+64*i), q)
-			VPANDD(m4, q, lo)
-			VPSRLW(U8(4), q, q)
-			VPANDD(m4, q, q)
-			for h, v := range []VecVirtual{lo, q} {
-				s, p := ZMM(), ZMM()
-				VPSHUFB(shufPair[2*i+h], sc, s)
-				VPMADDUBSW(xv[2*i+h], v, p)
-				VPDPWSSD(s, p, sum)
+			for h := range 2 {
+				s := 4*i + h
+				v := ZMM()
+				VMOVDQU64(Mem{Base: x, Disp: 4 + 32*s}, v.AsY())
+				VINSERTI64X4(U8(1), Mem{Base: x, Disp: 4 + 32*(s+2)}, v, v)
+				xv[2*i+h] = v
 			}
 		}
-		hi := YMM()
-		VEXTRACTI64X4(U8(1), sum, hi)
-		s8 := sum.AsY()
-		VPADDD(hi, s8, s8) // zeroes lanes 8..15 of sum
-		mm := XMM()
-		VPMADDWD(nmq, mins, mm)
-		VINSERTI32X4(U8(2), mm, sum, sum)
-		VCVTDQ2PS(sum, sum)
-		VFMADD231PS(dmv, sum, accs[c])
-	}
-	ADDQ(U32(144), w)
-	ADDQ(U32(292), x)
-	DECQ(nb)
-	JMP(LabelRef(loop))
-	Label(done)
+		// -(b[2g]+b[2g+1]) as int16
+		pw := YMM()
+		VPMADDWD(Mem{Base: x, Disp: 260}, ones, pw)
+		nmq, zero := XMM(), XMM()
+		VPMOVDW(pw, nmq)
+		VPXORD(zero, zero, zero)
+		VPSUBW(nmq, zero, nmq)
+		yd := ZMM()
+		VBROADCASTSS(Mem{Base: x}, yd)
+		for c := range C {
+			ms := q4kScalesAt(rowMem(c, 4), true)
+			sc := ZMM()
+			VSHUFI32X4(U8(0), ms.AsZ(), ms.AsZ(), sc)
+			mins := XMM()
+			VEXTRACTI32X4(U8(1), ms, mins)
+			dm := XMM()
+			VMOVD(rowMem(c, 0), dm)
+			VCVTPH2PS(dm, dm)
+			dmv := ZMM()
+			VPERMPS(dm.AsZ(), perm, dmv)
+			VMULPS(yd, dmv, dmv) // [yd·d ×8, yd·dmin ×4, 0 ×4]
+			sum := ZMM()
+			VPXORD(sum, sum, sum)
+			for i := range 2 {
+				q, lo := ZMM(), ZMM()
+				VMOVDQU64(rowMem(c, 16+64*i), q)
+				VPANDD(m4, q, lo)
+				VPSRLW(U8(4), q, q)
+				VPANDD(m4, q, q)
+				for h, v := range []VecVirtual{lo, q} {
+					s, p := ZMM(), ZMM()
+					VPSHUFB(shufPair[2*i+h], sc, s)
+					VPMADDUBSW(xv[2*i+h], v, p)
+					VPDPWSSD(s, p, sum)
+				}
+			}
+			hi := YMM()
+			VEXTRACTI64X4(U8(1), sum, hi)
+			s8 := sum.AsY()
+			VPADDD(hi, s8, s8) // zeroes lanes 8..15 of sum
+			mm := XMM()
+			VPMADDWD(nmq, mins, mm)
+			VINSERTI32X4(U8(2), mm, sum, sum)
+			VCVTDQ2PS(sum, sum)
+			VFMADD231PS(dmv, sum, accs[c])
+		}
+		nextBlock(nb, w, 144, x)
+	})
 	outp := Load(Param("out"), GP64())
 	for c := range C {
 		// hsumQ4K: t = a[0:4]+a[4:8], then [t | m] pairwise as hsum8

@@ -24,11 +24,12 @@ import (
 // rows, S = 8/R accumulators per row take turns by sub-block, so that the
 // VPDPBUSD chains stay independent enough to fill the pipeline.
 
-// r16Prolog loads the parameters and zeroes the R output rows.
-func r16Prolog(name string, R int, doc ...string) (w, nb Register, xm, om func(r, disp int) Mem, xs []Register) {
-	TEXT(name, NOSPLIT, "func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)")
-	Pragma("noescape")
-	Doc(doc...)
+// r16Prolog declares the r16 kernel name for R activation rows against
+// groups of typ, loads the parameters and zeroes the R output rows.
+func r16Prolog(name, typ string, R int) (w, nb Register, xm, om func(r, disp int) Mem, xs []Register) {
+	kernel(name, "func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)",
+		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
+		fmt.Sprintf("LayoutR16 %s group (nb super-blocks at w) with the %d Q8_K rows x + r·xstride.", typ, R))
 	w, nb = Load(Param("w"), GP64()), Load(Param("nb"), GP64())
 	x0, xst := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
 	xm, x4 := stridedRows(x0, xst, R)
@@ -72,23 +73,34 @@ func r16Nibbles(m Mem, m4 VecVirtual) (lo, hi VecVirtual) {
 	return lo, hi
 }
 
-// r16Dots adds to a the products of the unpacked chunk c (lo: columns
-// 8c..8c+3, hi: 8c+4..8c+7) with activation row r.
-func r16Dots(xm func(r, disp int) Mem, r, c int, lo, hi, a VecVirtual) {
-	VPDPBUSD_BCST(xm(r, 4+8*c), lo, a)
-	VPDPBUSD_BCST(xm(r, 8+8*c), hi, a)
+// r16Dots adds the products of the unpacked chunk c (lo: columns
+// 8c..8c+3, hi: 8c+4..8c+7) with each activation row r to the row's
+// accumulator of sub-block j, cleared first if clear.
+func r16Dots(xm func(r, disp int) Mem, accs [][]VecVirtual, j, c int, lo, hi VecVirtual, clear bool) {
+	for r, acc := range accs {
+		a := acc[j%len(acc)]
+		if clear {
+			VPXORD(a, a, a)
+		}
+		VPDPBUSD_BCST(xm(r, 4+8*c), lo, a)
+		VPDPBUSD_BCST(xm(r, 8+8*c), hi, a)
+	}
 }
 
-// r16Scale adds a·sc into isum (or makes isum a·sc on the first sub-block).
-func r16Scale(sc, a VecVirtual, isum *VecVirtual, first bool) {
-	if first {
-		*isum = ZMM()
-		VPMULLD(sc, a, *isum)
-		return
+// r16Scale adds each row's sums of sub-block j times its scales sc into
+// the row's isum (or makes isum that on the first sub-block).
+func r16Scale(sc VecVirtual, accs [][]VecVirtual, j int, isum []VecVirtual, first bool) {
+	for r, acc := range accs {
+		a := acc[j%len(acc)]
+		if first {
+			isum[r] = ZMM()
+			VPMULLD(sc, a, isum[r])
+			continue
+		}
+		t := ZMM()
+		VPMULLD(sc, a, t)
+		VPADDD(t, isum[r], isum[r])
 	}
-	t := ZMM()
-	VPMULLD(sc, a, t)
-	VPADDD(t, *isum, *isum)
 }
 
 // r16PrefetchBlocks is how many super-blocks ahead the r16 kernels
@@ -113,173 +125,134 @@ func r16Prefetch(w Register, c, gbb int) {
 	}
 }
 
-// r16Epilog moves to the next super-block and closes the function.
-func r16Epilog(loop, done string, w, nb Register, xs []Register, gbb int) {
-	ADDQ(U32(gbb), w)
-	for _, x := range xs {
-		ADDQ(U32(292), x)
-	}
-	DECQ(nb)
-	JMP(LabelRef(loop))
-	Label(done)
-	VZEROUPPER()
-	RET()
-}
-
 func q4kR16AVX512(R int) {
 	name := fmt.Sprintf("dotQ4KR16x%dAVX512", R)
-	w, nb, xm, om, xs := r16Prolog(name, R,
-		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
-		fmt.Sprintf("LayoutR16 Q4_K group (nb super-blocks at w) with the %d Q8_K rows x + r·xstride.", R))
+	w, nb, xm, om, xs := r16Prolog(name, "Q4_K", R)
 	m4, ones := ZMM(), YMM()
 	VMOVDQU64(m4Z, m4)
 	VMOVDQU64(ones16Y, ones)
 	bs := AllocLocal(16 * R) // per row: its four (bsum32[2p], bsum32[2p+1]) pairs
 	accs := r16Accs(R)
-	S := len(accs[0])
-	loop, done := name+"_loop", name+"_done"
-	Label(loop)
-	TESTQ(nb, nb)
-	JZ(LabelRef(done))
-	isum := make([]VecVirtual, R)
-	for j := range 8 {
-		sc := ZMM()
-		VPMOVZXBD(Mem{Base: w, Disp: 64 + 16*j}, sc)
-		for t := range 4 {
-			c := 4*j + t
-			r16Prefetch(w, c, 2368)
-			lo, hi := r16Nibbles(Mem{Base: w, Disp: 320 + 64*c}, m4)
+	whileNonZero(name, nb, func() {
+		isum := make([]VecVirtual, R)
+		for j := range 8 {
+			sc := ZMM()
+			VPMOVZXBD(Mem{Base: w, Disp: 64 + 16*j}, sc)
+			for t := range 4 {
+				c := 4*j + t
+				r16Prefetch(w, c, 2368)
+				lo, hi := r16Nibbles(Mem{Base: w, Disp: 320 + 64*c}, m4)
+				r16Dots(xm, accs, j, c, lo, hi, t == 0)
+			}
+			r16Scale(sc, accs, j, isum, j == 0)
+		}
+		// mins: imin = Σ_j m_j·(bsums[2j] + bsums[2j+1])
+		for r := range R {
+			pw := YMM()
+			VPMADDWD(xm(r, 260), ones, pw)
+			pq := XMM()
+			VPMOVDW(pw, pq)
+			VMOVDQU32(pq, bs.Offset(16*r))
+		}
+		imin := make([]VecVirtual, R)
+		for r := range R {
+			imin[r] = accs[r][0]
+			VPXORD(imin[r], imin[r], imin[r])
+		}
+		for p := range 4 {
+			mn := ZMM()
+			VPMOVZXBW(Mem{Base: w, Disp: 192 + 32*p}, mn)
 			for r := range R {
-				a := accs[r][j%S]
-				if t == 0 {
-					VPXORD(a, a, a)
-				}
-				r16Dots(xm, r, c, lo, hi, a)
+				VPDPWSSD_BCST(bs.Offset(16*r+4*p), mn, imin[r])
 			}
 		}
+		dv, dmv := ZMM(), ZMM()
+		VCVTPH2PS(Mem{Base: w}, dv)
+		VCVTPH2PS(Mem{Base: w, Disp: 32}, dmv)
 		for r := range R {
-			r16Scale(sc, accs[r][j%S], &isum[r], j == 0)
+			dd, dm, o := ZMM(), ZMM(), ZMM()
+			VMULPS_BCST(xm(r, 0), dv, dd)
+			VMULPS_BCST(xm(r, 0), dmv, dm)
+			VCVTDQ2PS(isum[r], isum[r])
+			VCVTDQ2PS(imin[r], imin[r])
+			VMOVUPS(om(r, 0), o)
+			VFMADD231PS(dd, isum[r], o)
+			VFNMADD231PS(dm, imin[r], o)
+			VMOVUPS(o, om(r, 0))
 		}
-	}
-	// mins: imin = Σ_j m_j·(bsums[2j] + bsums[2j+1])
-	for r := range R {
-		pw := YMM()
-		VPMADDWD(xm(r, 260), ones, pw)
-		pq := XMM()
-		VPMOVDW(pw, pq)
-		VMOVDQU32(pq, bs.Offset(16*r))
-	}
-	imin := make([]VecVirtual, R)
-	for r := range R {
-		imin[r] = accs[r][0]
-		VPXORD(imin[r], imin[r], imin[r])
-	}
-	for p := range 4 {
-		mn := ZMM()
-		VPMOVZXBW(Mem{Base: w, Disp: 192 + 32*p}, mn)
-		for r := range R {
-			VPDPWSSD_BCST(bs.Offset(16*r+4*p), mn, imin[r])
-		}
-	}
-	dv, dmv := ZMM(), ZMM()
-	VCVTPH2PS(Mem{Base: w}, dv)
-	VCVTPH2PS(Mem{Base: w, Disp: 32}, dmv)
-	for r := range R {
-		dd, dm, o := ZMM(), ZMM(), ZMM()
-		VMULPS_BCST(xm(r, 0), dv, dd)
-		VMULPS_BCST(xm(r, 0), dmv, dm)
-		VCVTDQ2PS(isum[r], isum[r])
-		VCVTDQ2PS(imin[r], imin[r])
-		VMOVUPS(om(r, 0), o)
-		VFMADD231PS(dd, isum[r], o)
-		VFNMADD231PS(dm, imin[r], o)
-		VMOVUPS(o, om(r, 0))
-	}
-	r16Epilog(loop, done, w, nb, xs, 2368)
+		nextBlock(nb, w, 2368, xs...)
+	})
+	VZEROUPPER()
+	RET()
 }
 
 func q6kR16AVX512(R int) {
 	name := fmt.Sprintf("dotQ6KR16x%dAVX512", R)
-	w, nb, xm, om, xs := r16Prolog(name, R,
-		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
-		fmt.Sprintf("LayoutR16 Q6_K group (nb super-blocks at w) with the %d Q8_K rows x + r·xstride.", R))
+	w, nb, xm, om, xs := r16Prolog(name, "Q6_K", R)
 	m4, m30 := ZMM(), ZMM()
 	VMOVDQU64(m4Z, m4)
 	VMOVDQU64(m30Z, m30)
 	accs := r16Accs(R)
-	S := len(accs[0])
-	loop, done := name+"_loop", name+"_done"
-	Label(loop)
-	TESTQ(nb, nb)
-	JZ(LabelRef(done))
-	isum := make([]VecVirtual, R)
-	for r := range R {
-		isum[r] = ZMM()
-		VPXORD(isum[r], isum[r], isum[r])
-	}
-	for p := range 8 {
-		// (sc[2p], sc[2p+1]) as int16 pairs; the offset term
-		// -32·(sc[2p]·bsums[2p] + sc[2p+1]·bsums[2p+1]) goes straight
-		// into isum.
-		scp, nsc := ZMM(), ZMM()
-		VPMOVSXBW(Mem{Base: w, Disp: 32 + 32*p}, scp)
-		VPSLLW(U8(5), scp, nsc)
-		zero := ZMM()
-		VPXORD(zero, zero, zero)
-		VPSUBW(nsc, zero, nsc)
-		for r := range R {
-			VPDPWSSD_BCST(xm(r, 260+4*p), nsc, isum[r])
-		}
-		for e := range 2 {
-			j := 2*p + e
-			sc := ZMM()
-			if e == 0 {
-				VPSLLD(U8(16), scp, sc)
-				VPSRAD(U8(16), sc, sc)
-			} else {
-				VPSRAD(U8(16), scp, sc)
-			}
-			qh := ZMM()
-			VMOVDQU64(Mem{Base: w, Disp: 2336 + 64*j}, qh)
-			for half := range 2 {
-				c := 2*j + half
-				r16Prefetch(w, c, 3360)
-				lo, hi := r16Nibbles(Mem{Base: w, Disp: 288 + 64*c}, m4)
-				for i, q := range []VecVirtual{lo, hi} {
-					s := 2*half + i // bits 2s, 2s+1 of qh, moved to 4, 5
-					t := qh
-					switch {
-					case s < 2:
-						t = ZMM()
-						VPSLLW(U8(4-2*s), qh, t)
-					case s == 3:
-						t = ZMM()
-						VPSRLW(U8(2), qh, t)
-					}
-					VPTERNLOGD(U8(0xf8), m30, t, q) // q |= t & m30
-				}
-				for r := range R {
-					a := accs[r][j%S]
-					if half == 0 {
-						VPXORD(a, a, a)
-					}
-					r16Dots(xm, r, c, lo, hi, a)
-				}
-			}
+	whileNonZero(name, nb, func() {
+		isum := zeroed(R, ZMM, VPXORD)
+		for p := range 8 {
+			// (sc[2p], sc[2p+1]) as int16 pairs; the offset term
+			// -32·(sc[2p]·bsums[2p] + sc[2p+1]·bsums[2p+1]) goes straight
+			// into isum.
+			scp, nsc := ZMM(), ZMM()
+			VPMOVSXBW(Mem{Base: w, Disp: 32 + 32*p}, scp)
+			VPSLLW(U8(5), scp, nsc)
+			zero := ZMM()
+			VPXORD(zero, zero, zero)
+			VPSUBW(nsc, zero, nsc)
 			for r := range R {
-				r16Scale(sc, accs[r][j%S], &isum[r], false)
+				VPDPWSSD_BCST(xm(r, 260+4*p), nsc, isum[r])
+			}
+			for e := range 2 {
+				j := 2*p + e
+				sc := ZMM()
+				if e == 0 {
+					VPSLLD(U8(16), scp, sc)
+					VPSRAD(U8(16), sc, sc)
+				} else {
+					VPSRAD(U8(16), scp, sc)
+				}
+				qh := ZMM()
+				VMOVDQU64(Mem{Base: w, Disp: 2336 + 64*j}, qh)
+				for half := range 2 {
+					c := 2*j + half
+					r16Prefetch(w, c, 3360)
+					lo, hi := r16Nibbles(Mem{Base: w, Disp: 288 + 64*c}, m4)
+					for i, q := range []VecVirtual{lo, hi} {
+						s := 2*half + i // bits 2s, 2s+1 of qh, moved to 4, 5
+						t := qh
+						switch {
+						case s < 2:
+							t = ZMM()
+							VPSLLW(U8(4-2*s), qh, t)
+						case s == 3:
+							t = ZMM()
+							VPSRLW(U8(2), qh, t)
+						}
+						VPTERNLOGD(U8(0xf8), m30, t, q) // q |= t & m30
+					}
+					r16Dots(xm, accs, j, c, lo, hi, half == 0)
+				}
+				r16Scale(sc, accs, j, isum, false)
 			}
 		}
-	}
-	dv := ZMM()
-	VCVTPH2PS(Mem{Base: w}, dv)
-	for r := range R {
-		dd, o := ZMM(), ZMM()
-		VMULPS_BCST(xm(r, 0), dv, dd)
-		VCVTDQ2PS(isum[r], isum[r])
-		VMOVUPS(om(r, 0), o)
-		VFMADD231PS(dd, isum[r], o)
-		VMOVUPS(o, om(r, 0))
-	}
-	r16Epilog(loop, done, w, nb, xs, 3360)
+		dv := ZMM()
+		VCVTPH2PS(Mem{Base: w}, dv)
+		for r := range R {
+			dd, o := ZMM(), ZMM()
+			VMULPS_BCST(xm(r, 0), dv, dd)
+			VCVTDQ2PS(isum[r], isum[r])
+			VMOVUPS(om(r, 0), o)
+			VFMADD231PS(dd, isum[r], o)
+			VMOVUPS(o, om(r, 0))
+		}
+		nextBlock(nb, w, 3360, xs...)
+	})
+	VZEROUPPER()
+	RET()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
@@ -27,12 +28,34 @@ func rowAddressing(R int) func(r, disp int) Mem {
 	return addr
 }
 
-// advanceRows moves the activation row pointers to the next Q8_K block.
-func advanceRows(R int) {
-	ADDQ(U32(292), rowRegs.x0)
-	if R > 4 {
-		ADDQ(U32(292), rowRegs.x4)
+// chainedRows loads the x and xstride parameters and returns R pointers to
+// the activation rows x + r·xstride: the AVX2 rows kernels, which address
+// the rows one register each.
+func chainedRows(R int) []Register {
+	x0 := Load(Param("x"), GP64())
+	stride := Load(Param("xstride"), GP64())
+	xs := []Register{x0}
+	for r := 1; r < R; r++ {
+		xr := GP64()
+		LEAQ(Mem{Base: xs[r-1], Index: stride, Scale: 1}, xr)
+		xs = append(xs, xr)
 	}
+	return xs
+}
+
+// colsProlog declares the cols kernel name for C weight rows of typ at
+// w + c·wstride (reduced in the order of hsum) and loads its parameters:
+// rowMem addresses byte disp of weight row c's current block, pf is the
+// prefetch pointer of colsPrefetchStart.
+func colsProlog(name string, C int, typ, hsum string) (w, x, nb Register, rowMem func(c, disp int) Mem, pf Register) {
+	kernel(name, fmt.Sprintf("func(w *byte, wstride int, x *byte, nb int, out *[%d]float32)", C),
+		fmt.Sprintf("%s stores in out[c] the dots of nb %s blocks of the %d weight rows", name, typ, C),
+		fmt.Sprintf("w + c·wstride with one Q8_K row x, reduced in %s's order.", hsum))
+	w, ws := Load(Param("w"), GP64()), Load(Param("wstride"), GP64())
+	x, nb = Load(Param("x"), GP64()), Load(Param("nb"), GP64())
+	rowMem, _ = stridedRows(w, ws, C)
+	pf = colsPrefetchStart(w, ws)
+	return w, x, nb, rowMem, pf
 }
 
 // colsPrefetch sets whether the cols kernels prefetch the next group of
