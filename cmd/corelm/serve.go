@@ -11,14 +11,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/corelm/corelm/internal/envflag"
 	"github.com/corelm/corelm/models"
-	"github.com/corelm/corelm/pkg/runtime"
-	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 	inference "github.com/corelm/corelm/services/inference/server"
 	loader "github.com/corelm/corelm/services/loader/server"
@@ -31,56 +29,42 @@ const storiesID = "stories"
 // service in this process, talking over loopback gRPC exactly as the two
 // binaries do. The loader validates and packs the models into a
 // shared-memory directory; the inference service maps what it publishes.
+// The service's flags are the inference binary's, and like them each has
+// an environment variable, CORELM_<FLAG> with dashes as underscores.
 func runServeAll(ctx context.Context, args []string) error {
-	fs := newFlags("serve-all")
-	listen := fs.String("listen", "127.0.0.1:50051", "the inference service's gRPC listen address")
-	sourceDir := fs.String("source-dir", "", "directory of GGUF files the loader reads (default: a temporary one holding the embedded "+storiesID+" model)")
-	shmDir := fs.String("shm-dir", "", "directory packed files are published in (default: a temporary one in /dev/shm, else in the system's temporary directory)")
-	var extra modelFlags
+	fs := envflag.New("corelm serve-all", "CORELM_", os.Getenv)
+	var (
+		cfg                       inference.Config
+		listen, sourceDir, shmDir string
+		extra                     modelFlags
+		level                     slog.Level
+	)
+	fs.String(&listen, "listen", "127.0.0.1:50051", "the inference service's gRPC listen address")
+	fs.String(&sourceDir, "source-dir", "", "directory of GGUF files the loader reads (default: a temporary one holding the embedded "+storiesID+" model)")
+	fs.String(&shmDir, "shm-dir", "", "directory packed files are published in (default: a temporary one in /dev/shm, else in the system's temporary directory)")
 	fs.Var(&extra, "model", "also load model ID from PATH inside --source-dir: --model ID=PATH (repeatable)")
-	threads := fs.Int("threads", 0, "kernel threads per model (0: the CPUs this process may use)")
-	maxSeqs := fs.Int("max-seqs", 8, "sequences per model decoded together")
-	ctxLen := fs.Int("ctx", 0, "context per sequence (0: the model's)")
-	kvType := fs.String("kv-type", "f16", "KV cache type: f16 or q8_0")
-	budgetS := fs.String("budget", "1GiB", "KV cache memory per model")
-	token := fs.String("auth-token", os.Getenv("CORELM_AUTH_TOKEN"), "require this bearer token on the inference service (CORELM_AUTH_TOKEN)")
-	grace := fs.Duration("shutdown-grace", 10*time.Second, "how long Ctrl-C waits for running generations")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	cfg.BindFlags(fs)
+	fs.LogLevel(&level)
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
-	if fs.NArg() != 0 {
-		return usagef("usage: corelm serve-all [--listen ADDR] [--source-dir DIR --model ID=PATH ...] [--shm-dir DIR] [flags]")
-	}
-	if len(extra) > 0 && *sourceDir == "" {
+	if len(extra) > 0 && sourceDir == "" {
 		return usagef("--model needs --source-dir: the loader reads model files from that directory only")
-	}
-	kv, err := kvcache.ParseType(*kvType)
-	if err != nil {
-		return usagef("--kv-type: %v", err)
-	}
-	budget, err := runtime.ParseBytes(*budgetS)
-	if err != nil {
-		return usagef("--budget: %v", err)
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usagef("--log-level: %v", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	// Listen first, so a taken port fails before any model is packed.
-	lis, err := net.Listen("tcp", *listen)
+	lis, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
 	defer lis.Close()
-	src, cleanSrc, err := serveAllSourceDir(*sourceDir)
+	src, cleanSrc, err := serveAllSourceDir(sourceDir)
 	if err != nil {
 		return err
 	}
 	defer cleanSrc()
-	shm, cleanShm, err := serveAllShmDir(*shmDir)
+	shm, cleanShm, err := serveAllShmDir(shmDir)
 	if err != nil {
 		return err
 	}
@@ -102,7 +86,7 @@ func runServeAll(ctx context.Context, args []string) error {
 	go func() {
 		loaderDone <- loader.Serve(loaderCtx, loaderLis, loader.Config{
 			Options: loader.Options{SourceDir: src, ShmDir: shm, Logger: log.With("service", "loader")},
-			Grace:   *grace,
+			Grace:   cfg.Grace,
 			Ready:   func() { close(loaderReady) },
 		})
 	}()
@@ -128,17 +112,13 @@ func runServeAll(ctx context.Context, args []string) error {
 		return stop(err)
 	}
 
-	err = inference.Serve(ctx, lis, inference.Config{
-		Options: inference.Options{Threads: *threads, MaxSeqs: *maxSeqs, Context: *ctxLen, KVType: kv, Budget: budget,
-			Logger: log.With("service", "inference")},
-		Loader: loaderAddr, AuthToken: *token, Grace: *grace,
-		Ready: func() {
-			fmt.Fprintf(os.Stderr, "serving %s on %s (loader on %s, packed files in %s); try:\n"+
-				"  grpcurl -plaintext -d '{\"model_id\":\"%s\",\"text\":\"Once upon a time\",\"max_tokens\":32,\"sampling\":{\"temperature\":0}}' %s corelm.v1.InferenceService/GenerateStream\n",
-				strings.Join(load.ids(), ", "), lis.Addr(), loaderAddr, shm, load[0].id, lis.Addr())
-		},
-	})
-	return stop(err)
+	cfg.Logger, cfg.Loader = log.With("service", "inference"), loaderAddr
+	cfg.Ready = func() {
+		fmt.Fprintf(os.Stderr, "serving %s on %s (loader on %s, packed files in %s); try:\n"+
+			"  grpcurl -plaintext -d '{\"model_id\":\"%s\",\"text\":\"Once upon a time\",\"max_tokens\":32,\"sampling\":{\"temperature\":0}}' %s corelm.v1.InferenceService/GenerateStream\n",
+			strings.Join(load.ids(), ", "), lis.Addr(), loaderAddr, shm, load[0].id, lis.Addr())
+	}
+	return stop(inference.Serve(ctx, lis, cfg))
 }
 
 // modelToLoad is one --model flag: a model id and its path relative to the

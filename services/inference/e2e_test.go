@@ -1,159 +1,44 @@
 package main
 
-// End-to-end tests: the real loader and inference binaries, built into a
-// temporary directory, talking over loopback with a temporary shared-memory
-// directory.
+// End-to-end tests: the real loader and inference binaries talking over
+// loopback with a temporary shared-memory directory.
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/corelm/corelm/internal/servicetest"
 	"github.com/corelm/corelm/models"
-	"github.com/corelm/corelm/pkg/kernels"
-	"github.com/corelm/corelm/pkg/runtime"
-	"github.com/corelm/corelm/pkg/runtime/model"
-	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
-var (
-	binDir   string
-	binOnce  sync.Once
-	binErr   error
-	binPaths = map[string]string{}
-)
+func TestMain(m *testing.M) { servicetest.Main(m) }
 
-func TestMain(m *testing.M) {
-	var err error
-	if binDir, err = os.MkdirTemp("", "inference-e2e-"); err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	os.RemoveAll(binDir)
-	os.Exit(code)
-}
-
-// binary builds the loader and inference binaries once per run.
-func binary(t *testing.T, name string) string {
+// start runs the loader or the inference binary, built once per run, on a
+// port the kernel picks and returns it once it serves.
+func start(t *testing.T, name string, args ...string) *servicetest.Proc {
 	t.Helper()
-	binOnce.Do(func() {
-		for name, pkg := range map[string]string{"loader": "../loader", "inference": "."} {
-			out := filepath.Join(binDir, name)
-			if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-				binErr = errors.Join(binErr, errors.New(string(b)), err)
-			}
-			binPaths[name] = out
-		}
-	})
-	if binErr != nil {
-		t.Fatalf("go build: %v", binErr)
-	}
-	return binPaths[name]
-}
-
-// proc is a running binary that logs JSON lines to stderr.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	addr   string
-	conn   *grpc.ClientConn
-	mu     sync.Mutex
-	logs   bytes.Buffer
-	exited chan struct{}
-}
-
-func (p *proc) Logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
-}
-
-// start runs a binary listening on a port the kernel picks and waits for
-// its "serving" log line, which carries the address.
-func start(t *testing.T, name string, args ...string) *proc {
-	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(binary(t, name), append([]string{"--listen", "127.0.0.1:0"}, args...)...), exited: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), "CORELM_THREADS=1")
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			line := sc.Bytes()
-			p.mu.Lock()
-			p.logs.Write(line)
-			p.logs.WriteByte('\n')
-			p.mu.Unlock()
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal(line, &rec) == nil && rec.Msg == "serving" && rec.Addr != "" {
-				select {
-				case addr <- rec.Addr:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, stderr)
-		p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(20 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.exited
-			t.Errorf("%s did not stop on SIGTERM", name)
-		}
-		if t.Failed() {
-			t.Logf("%s logs:\n%s", name, p.Logs())
-		}
-	})
-	select {
-	case p.addr = <-addr:
-	case <-p.exited:
-		t.Fatalf("%s exited at start:\n%s", name, p.Logs())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("%s did not start:\n%s", name, p.Logs())
-	}
-	p.conn, err = grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.conn.Close() })
-	return p
+	pkg := map[string]string{"loader": "../loader", "inference": "."}[name]
+	cmd := exec.Command(servicetest.Binary(t, pkg), append([]string{"--listen", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), "CORELM_THREADS=1")
+	return servicetest.Start(t, cmd, servicetest.ServingAddr)
 }
 
 // stack is a loader with stories published and an inference server watching it.
 type stack struct {
-	loader, inference *proc
+	loader, inference *servicetest.Proc
 	client            corelmv1.InferenceServiceClient
 	loaderClient      corelmv1.LoaderServiceClient
 }
@@ -165,10 +50,10 @@ func startStack(t *testing.T, inferenceArgs ...string) *stack {
 		t.Fatal(err)
 	}
 	st := &stack{loader: start(t, "loader", "--source-dir", src, "--shm-dir", shm)}
-	st.loaderClient = corelmv1.NewLoaderServiceClient(st.loader.conn)
+	st.loaderClient = corelmv1.NewLoaderServiceClient(st.loader.Conn)
 	loadStories(t, st.loaderClient, false)
-	st.inference = start(t, "inference", append([]string{"--loader", st.loader.addr}, inferenceArgs...)...)
-	st.client = corelmv1.NewInferenceServiceClient(st.inference.conn)
+	st.inference = start(t, "inference", append([]string{"--loader", st.loader.Addr}, inferenceArgs...)...)
+	st.client = corelmv1.NewInferenceServiceClient(st.inference.Conn)
 	waitModel(t, st.client, "stories", 1)
 	return st
 }
@@ -209,36 +94,6 @@ func waitModel(t *testing.T, c corelmv1.InferenceServiceClient, id string, gen u
 	}
 }
 
-// reference is the single-sequence runtime.Generate output for text.
-func reference(t *testing.T, text string, maxTokens int) (prompt, toks []int32, out string) {
-	t.Helper()
-	pool := kernels.NewPool(1)
-	defer pool.Close()
-	l, err := runtime.ParseGGUF(models.Stories260K, model.Env{Pool: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.New(l.Source)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prompt, err = tok.Encode(text, tokenizer.EncodeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = runtime.Generate(t.Context(), l.Model, runtime.GenerateRequest{Prompt: prompt, MaxTokens: maxTokens, IsEOG: tok.IsEOG},
-		func(id int32) error { toks = append(toks, id); return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := tok.NewDecoder()
-	for _, id := range toks {
-		s, _ := d.Push(id)
-		out += s
-	}
-	return prompt, toks, out + d.Flush()
-}
-
 func greedy(text string, maxTokens int32) *corelmv1.GenerateStart {
 	temp := float32(0)
 	return &corelmv1.GenerateStart{ModelId: "stories", Prompt: &corelmv1.GenerateStart_Text{Text: text}, MaxTokens: maxTokens,
@@ -270,22 +125,13 @@ func generateStream(ctx context.Context, c corelmv1.InferenceServiceClient, req 
 		return nil, err
 	}
 	r := &result{}
-	for {
-		resp, err := stream.Recv()
-		if err == io.EOF {
-			return r, nil
-		}
-		if err != nil {
-			return r, err
-		}
-		r.add(resp)
-	}
+	return r, servicetest.RecvAll(stream.Recv, r.add)
 }
 
 func TestE2EGreedyEqualsGenerate(t *testing.T) {
 	st := startStack(t)
 	const text = "Once upon a time"
-	prompt, want, wantText := reference(t, text, 64)
+	prompt, want, wantText := servicetest.Greedy(t, text, 64)
 	r, err := generateStream(t.Context(), st.client, greedy(text, 64))
 	if err != nil {
 		t.Fatal(err)
@@ -315,18 +161,14 @@ func TestE2EGreedyEqualsGenerate(t *testing.T) {
 	}
 	stream.CloseSend()
 	rb := &result{}
-	for {
-		resp, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	err = servicetest.RecvAll(stream.Recv, func(resp *corelmv1.GenerateResponse) {
 		if resp.GetRequestId() != "a" {
-			t.Fatalf("frame for request %q", resp.GetRequestId())
+			t.Errorf("frame for request %q", resp.GetRequestId())
 		}
 		rb.add(resp)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if !slices.Equal(rb.ids, want) {
 		t.Errorf("bidi %v, want %v", rb.ids, want)
@@ -335,8 +177,8 @@ func TestE2EGreedyEqualsGenerate(t *testing.T) {
 
 func TestE2EMultiplexCancel(t *testing.T) {
 	st := startStack(t)
-	_, wantB, _ := reference(t, "The cat", 48)
-	_, wantC, _ := reference(t, "Once upon a time", 40)
+	_, wantB, _ := servicetest.Greedy(t, "The cat", 48)
+	_, wantC, _ := servicetest.Greedy(t, "Once upon a time", 40)
 	stream, err := st.client.Generate(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -473,17 +315,10 @@ func TestE2EGenerationSwitch(t *testing.T) {
 	if err != nil || r.final.GetFinishReason() != corelmv1.FinishReason_FINISH_REASON_LENGTH {
 		t.Fatalf("request on the new generation: %v %v", r, err)
 	}
-	for {
-		resp, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		first.add(resp)
+	if err := servicetest.RecvAll(stream.Recv, first.add); err != nil {
+		t.Fatal(err)
 	}
-	_, want, _ := reference(t, "Once upon a time", 400)
+	_, want, _ := servicetest.Greedy(t, "Once upon a time", 400)
 	if !slices.Equal(first.ids, want) {
 		t.Errorf("generation across the switch: %d tokens, want %d equal to Generate", len(first.ids), len(want))
 	}
@@ -501,9 +336,9 @@ func mustGeneration(t *testing.T, c corelmv1.InferenceServiceClient) uint64 {
 
 func TestE2EErrorsAndAuth(t *testing.T) {
 	p := start(t, "inference", "--model-file", "stories", "--auth-token", "s3cret")
-	c := corelmv1.NewInferenceServiceClient(p.conn)
+	c := corelmv1.NewInferenceServiceClient(p.Conn)
 	// Health needs no token.
-	hr, err := healthpb.NewHealthClient(p.conn).Check(t.Context(), &healthpb.HealthCheckRequest{})
+	hr, err := healthpb.NewHealthClient(p.Conn).Check(t.Context(), &healthpb.HealthCheckRequest{})
 	if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health: %v %v", hr, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/corelm/corelm/internal/servicetest"
 )
 
 // TestNodeClient streams generations from the inference binary with the
@@ -30,9 +32,9 @@ func TestNodeClient(t *testing.T) {
 		}
 	}
 	p := start(t, "inference", "--model-file", "stories")
-	_, want, wantText := reference(t, "Once upon a time", 32)
+	_, want, wantText := servicetest.Greedy(t, "Once upon a time", 32)
 	for _, mode := range []string{"stream", "bidi"} {
-		args := []string{"generate.js", "--addr", p.addr, "--model", "stories", "--prompt", "Once upon a time",
+		args := []string{"generate.js", "--addr", p.Addr, "--model", "stories", "--prompt", "Once upon a time",
 			"--max-tokens", "32", "--temperature", "0", "--json"}
 		if mode == "bidi" {
 			args = append(args, "--bidi")

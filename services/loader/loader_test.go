@@ -186,7 +186,7 @@ func TestRestartCleansUpAndReannounces(t *testing.T) {
 	if _, err := p.client.WatchModels(context.Background(), &corelmv1.WatchModelsRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	p.stop(t)
+	p.Stop(t)
 
 	// Leftovers of a crashed run: a temporary file, and a stale generation.
 	loadertest.WriteFile(t, filepath.Join(shm, ".tmp-stories-123"), []byte("half written"))
@@ -354,7 +354,7 @@ func TestReflectionAndHealth(t *testing.T) {
 	p := startLoader(t, loadertest.SourceDir(t), t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	stream, err := reflectionpb.NewServerReflectionClient(p.conn).ServerReflectionInfo(ctx)
+	stream, err := reflectionpb.NewServerReflectionClient(p.Conn).ServerReflectionInfo(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +374,7 @@ func TestReflectionAndHealth(t *testing.T) {
 			t.Errorf("reflection lists %v, missing %s", services, want)
 		}
 	}
-	h, err := healthpb.NewHealthClient(p.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	h, err := healthpb.NewHealthClient(p.Conn).Check(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("health = %v, %v", h, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/corelm/corelm/pkg/runtime/sample"
 	"github.com/corelm/corelm/pkg/runtime/sched"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
+	"github.com/corelm/corelm/services/internal/grpcserver"
 )
 
 // Sentinel errors of the inference server. Handlers wrap them (or the
@@ -25,8 +26,9 @@ var (
 	ErrModelNotFound = errors.New("model not found")
 	// ErrStopping: the server is shutting down.
 	ErrStopping = errors.New("server is shutting down")
-	// ErrUnauthenticated: missing or wrong bearer token.
-	ErrUnauthenticated = errors.New("missing or invalid bearer token")
+	// ErrUnauthenticated: missing or wrong bearer token (the auth
+	// interceptor's).
+	ErrUnauthenticated = grpcserver.ErrUnauthenticated
 )
 
 func badRequestf(format string, a ...any) error {

@@ -1,17 +1,13 @@
 package server
 
 import (
-	"os"
-	"path/filepath"
-
 	"context"
 	"errors"
 	"fmt"
-	"github.com/corelm/corelm/pkg/runtime/quantize"
-	"github.com/corelm/corelm/pkg/runtime/synth"
 	"io"
 	"net"
-	"runtime"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -19,11 +15,14 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/corelm/corelm/internal/leakcheck"
+	"github.com/corelm/corelm/internal/servicetest"
+	"github.com/corelm/corelm/pkg/runtime/quantize"
 	"github.com/corelm/corelm/pkg/runtime/sample"
 	"github.com/corelm/corelm/pkg/runtime/sched"
+	"github.com/corelm/corelm/pkg/runtime/synth"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
@@ -70,47 +69,22 @@ func serveInProcess(t *testing.T, opts Options) (corelmv1.InferenceServiceClient
 // serveFile serves one model file in process.
 func serveFile(t *testing.T, opts Options, file, id string) (corelmv1.InferenceServiceClient, func()) {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- Serve(ctx, lis, Config{Options: opts, ModelFile: file, ModelID: id, Grace: 30 * time.Second, Ready: func() { close(ready) }})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	}
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		cc.Close()
-	}
-	return corelmv1.NewInferenceServiceClient(cc), stop
+	conn, stop := servicetest.Serve(t, func(ctx context.Context, lis net.Listener) error {
+		return Serve(ctx, lis, Config{Options: opts, ModelFile: file, ModelID: id, Grace: 30 * time.Second})
+	})
+	return corelmv1.NewInferenceServiceClient(conn), stop
 }
 
 // TestLoad runs 32 concurrent streams against a server with 4 slots and a
 // queue of 8: each request completes with exact usage or is rejected with
 // ResourceExhausted, nothing hangs, and no goroutine outlives the server.
 func TestLoad(t *testing.T) {
-	before := runtime.NumGoroutine()
-	client, stop := serveInProcess(t, Options{Threads: 1, MaxSeqs: 4, MaxQueue: 8})
+	leakcheck.Check(t)
+	client, _ := serveInProcess(t, Options{Threads: 1, MaxSeqs: 4, MaxQueue: 8})
 	completed, refused := loadStreams(t, client, "stories", 32, func(i int) int32 { return int32(20 + i) })
 	if completed+refused != 32 || completed < 12 {
 		t.Errorf("%d completed + %d refused of 32", completed, refused)
 	}
-	stop()
-	checkNoLeak(t, before)
 }
 
 // TestLoadLargerModel runs 4 concurrent streams of a synthetic model 40×
@@ -128,14 +102,12 @@ func TestLoadLargerModel(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	before := runtime.NumGoroutine()
-	client, stop := serveFile(t, Options{Threads: 2, MaxSeqs: 4, MaxQueue: 4}, path, "tiny")
+	leakcheck.Check(t)
+	client, _ := serveFile(t, Options{Threads: 2, MaxSeqs: 4, MaxQueue: 4}, path, "tiny")
 	completed, refused := loadStreams(t, client, "tiny", 4, func(int) int32 { return 24 })
 	if completed != 4 || refused != 0 {
 		t.Errorf("%d completed, %d refused of 4 (all fit the 4 slots)", completed, refused)
 	}
-	stop()
-	checkNoLeak(t, before)
 }
 
 // loadStreams runs n concurrent GenerateStream calls on model and checks
@@ -198,19 +170,6 @@ func loadStreams(t *testing.T, client corelmv1.InferenceServiceClient, model str
 	return completed, refused
 }
 
-// checkNoLeak waits (bounded) for the goroutine count to fall back to before.
-func checkNoLeak(t *testing.T, before int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("goroutine leak: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestShutdownDrains: a generation running when the server is told to stop
 // still completes within the grace period.
 func TestShutdownDrains(t *testing.T) {
@@ -228,16 +187,7 @@ func TestShutdownDrains(t *testing.T) {
 	}
 	stopped := make(chan struct{})
 	go func() { stop(); close(stopped) }()
-	var final *corelmv1.GenerateFinal
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			break
-		}
-		if f := resp.GetFinal(); f != nil {
-			final = f
-		}
-	}
+	final := lastFinal(stream)
 	<-stopped
 	if final.GetFinishReason() != corelmv1.FinishReason_FINISH_REASON_LENGTH && final.GetFinishReason() != corelmv1.FinishReason_FINISH_REASON_STOP {
 		t.Errorf("final during shutdown: %v", final)
@@ -245,8 +195,7 @@ func TestShutdownDrains(t *testing.T) {
 }
 
 func TestUnaryAndChat(t *testing.T) {
-	client, stop := serveInProcess(t, Options{Threads: 1})
-	defer stop()
+	client, _ := serveInProcess(t, Options{Threads: 1})
 	ctx := t.Context()
 	tr, err := client.Tokenize(ctx, &corelmv1.TokenizeRequest{ModelId: "stories", Text: "Once upon a time"})
 	if err != nil || len(tr.GetIds()) == 0 || tr.GetIds()[0] != 1 || len(tr.GetPieces()) != len(tr.GetIds()) {
@@ -276,17 +225,19 @@ func TestUnaryAndChat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var final *corelmv1.GenerateFinal
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			break
-		}
-		if f := resp.GetFinal(); f != nil {
-			final = f
-		}
-	}
+	final := lastFinal(stream)
 	if final.GetUsage().GetPromptTokens() < 5 || final.GetUsage().GetCompletionTokens() == 0 {
 		t.Errorf("chat generation: %v", final)
 	}
+}
+
+// lastFinal reads a stream to its end and returns its final frame (nil if
+// none came).
+func lastFinal(stream grpc.ServerStreamingClient[corelmv1.GenerateResponse]) (final *corelmv1.GenerateFinal) {
+	servicetest.RecvAll(stream.Recv, func(resp *corelmv1.GenerateResponse) {
+		if f := resp.GetFinal(); f != nil {
+			final = f
+		}
+	})
+	return final
 }

@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/corelm/corelm/services/internal/grpcserver"
 )
 
 // Sentinel errors of the loader. Every error a handler returns wraps at most
@@ -57,6 +59,8 @@ func toStatus(err error) error {
 		return status.Error(codes.Aborted, msg)
 	case errors.Is(err, ErrStopping):
 		return status.Error(codes.Unavailable, msg)
+	case errors.Is(err, grpcserver.ErrUnauthenticated):
+		return status.Error(codes.Unauthenticated, msg)
 	}
 	return status.Error(codes.Internal, msg)
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,7 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 	"github.com/corelm/corelm/services/loader/internal/loadertest"
@@ -20,28 +18,39 @@ import (
 
 // Tests that need a seam inside the server run it in-process.
 
-func TestFallocateENOSPC(t *testing.T) {
-	src, shm := loadertest.SourceDir(t), t.TempDir()
-	c := inProcess(t, Options{SourceDir: src, ShmDir: shm, fallocate: func(int, uint32, int64, int64) error { return unix.ENOSPC }})
-	_, err := loadertest.LoadAll(t, c, &corelmv1.LoadModelRequest{ModelId: "stories", Path: "stories.gguf"})
-	loadertest.WantCode(t, err, codes.ResourceExhausted, "reserving", "no space left on device")
-	if files := loadertest.ShmFiles(t, shm); len(files) != 0 {
-		t.Fatalf("files left: %v", files)
+// TestFailedLoadLeavesNothing: a load that fails half-way gives the
+// client the cause and leaves no file behind.
+func TestFailedLoadLeavesNothing(t *testing.T) {
+	tests := []struct {
+		name  string
+		seam  func(t *testing.T, src string, o *Options)
+		path  string
+		code  codes.Code
+		words []string
+	}{
+		{"ENOSPC reserving", func(t *testing.T, src string, o *Options) {
+			o.fallocate = func(int, uint32, int64, int64) error { return unix.ENOSPC }
+		}, "stories.gguf", codes.ResourceExhausted, []string{"reserving", "no space left on device"}},
+		{"source truncated after validation", func(t *testing.T, src string, o *Options) {
+			o.afterValidate = func(string) {
+				// The file shrinks under the loader's mapping.
+				if err := os.Truncate(filepath.Join(src, "tiny.gguf"), 1000); err != nil {
+					t.Error(err)
+				}
+			}
+		}, "tiny.gguf", codes.InvalidArgument, []string{"tiny.gguf", "source file changed"}},
 	}
-}
-
-func TestSourceTruncatedWhileLoading(t *testing.T) {
-	src, shm := loadertest.SourceDir(t), t.TempDir()
-	c := inProcess(t, Options{SourceDir: src, ShmDir: shm, afterValidate: func(string) {
-		// The file shrinks under the loader's mapping after validation.
-		if err := os.Truncate(filepath.Join(src, "tiny.gguf"), 1000); err != nil {
-			t.Error(err)
-		}
-	}})
-	_, err := loadertest.LoadAll(t, c, &corelmv1.LoadModelRequest{ModelId: "tiny", Path: "tiny.gguf"})
-	loadertest.WantCode(t, err, codes.InvalidArgument, "tiny.gguf", "source file changed")
-	if files := loadertest.ShmFiles(t, shm); len(files) != 0 {
-		t.Fatalf("files left: %v", files)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src, shm := loadertest.SourceDir(t), t.TempDir()
+			opts := Options{SourceDir: src, ShmDir: shm}
+			tt.seam(t, src, &opts)
+			_, err := loadertest.LoadAll(t, inProcess(t, opts), &corelmv1.LoadModelRequest{ModelId: "m", Path: tt.path})
+			loadertest.WantCode(t, err, tt.code, tt.words...)
+			if files := loadertest.ShmFiles(t, shm); len(files) != 0 {
+				t.Fatalf("files left: %v", files)
+			}
+		})
 	}
 }
 
@@ -161,18 +170,5 @@ func TestCancelledLoadLeavesNothing(t *testing.T) {
 	m := loadertest.MustLoad(t, c, "m", "tiny.gguf", false)
 	if files := loadertest.ShmFiles(t, shm); len(files) != 1 || files[0] != filepath.Base(m.GetPath()) {
 		t.Errorf("directory holds %v", files)
-	}
-}
-
-// TestHealthNotServingUntilReady: the health service starts NOT_SERVING;
-// serve flips it once the shared-memory directory has been scanned.
-func TestHealthNotServingUntilReady(t *testing.T) {
-	gs, hs := NewGRPCServer(slog.New(slog.DiscardHandler))
-	defer gs.Stop()
-	for _, svc := range []string{"", corelmv1.LoaderService_ServiceDesc.ServiceName} {
-		resp, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
-		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
-			t.Errorf("health of %q before start: %v, %v", svc, resp, err)
-		}
 	}
 }

@@ -1,25 +1,23 @@
 // Package loadertest holds what the loader's tests share: a source
 // directory with real models, LoadModel to the end, status and
 // shared-memory checks. The binary's tests (services/loader) and the
-// in-process ones (services/loader/server) both use it.
+// in-process ones (services/loader/server) both use it; starting the
+// servers is internal/servicetest's.
 package loadertest
 
 import (
 	"bytes"
 	"context"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/corelm/corelm/internal/servicetest"
 	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/formats/gguf"
 	"github.com/corelm/corelm/pkg/formats/pack"
@@ -52,26 +50,6 @@ func WriteFile(t testing.TB, path string, b []byte) {
 	}
 }
 
-// WaitServing blocks until the loader's health says SERVING.
-func WaitServing(t testing.TB, conn *grpc.ClientConn) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stream, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: corelmv1.LoaderService_ServiceDesc.ServiceName})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatalf("health watch: %v", err)
-		}
-		if resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return
-		}
-	}
-}
-
 // LoadAll runs LoadModel to the end and returns every response.
 func LoadAll(t testing.TB, c corelmv1.LoaderServiceClient, req *corelmv1.LoadModelRequest) ([]*corelmv1.LoadModelResponse, error) {
 	t.Helper()
@@ -82,16 +60,8 @@ func LoadAll(t testing.TB, c corelmv1.LoaderServiceClient, req *corelmv1.LoadMod
 		return nil, err
 	}
 	var out []*corelmv1.LoadModelResponse
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return out, err
-		}
-		out = append(out, resp)
-	}
+	err = servicetest.RecvAll(stream.Recv, func(r *corelmv1.LoadModelResponse) { out = append(out, r) })
+	return out, err
 }
 
 // MustLoad loads and returns the published model.

@@ -1,0 +1,24 @@
+package server
+
+import (
+	"time"
+
+	"github.com/corelm/corelm/internal/envflag"
+	"github.com/corelm/corelm/pkg/runtime/kvcache"
+)
+
+// BindFlags binds the service's knobs to flags, with their defaults: the
+// flags the inference binary and `corelm serve-all` share. Where to listen,
+// what to serve and the logger are the caller's.
+func (c *Config) BindFlags(fs *envflag.Set) {
+	o := &c.Options
+	fs.Int(&o.Threads, "threads", 0, "kernel threads per model (0: the CPUs this process may use)")
+	fs.Int(&o.MaxSeqs, "max-seqs", 8, "sequences per model decoded together")
+	fs.Int(&o.MaxQueue, "max-queue", 0, "requests waiting for a slot per model (0: twice --max-seqs)")
+	fs.Int(&o.Context, "ctx", 0, "context length per sequence (0: the model's)")
+	fs.Int(&o.StepTokens, "step-tokens", 128, "most tokens one forward step processes (prefill chunking)")
+	envflag.Parsed(fs, &o.KVType, "kv-type", "f16", kvcache.ParseType, "KV cache type: f16 or q8_0")
+	fs.Bytes(&o.Budget, "budget", "1GiB", "KV cache memory per model, e.g. 2GiB (0: only --max-seqs limits)")
+	fs.String(&c.AuthToken, "auth-token", "", "require this bearer token on every call but health checks")
+	fs.Duration(&c.Grace, "shutdown-grace", 10*time.Second, "how long SIGTERM waits for running generations")
+}
