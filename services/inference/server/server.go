@@ -1,8 +1,9 @@
 // Package server is corelm's inference service: the gRPC handlers of
 // corelm.v1.InferenceService, the models it serves (published generations
 // from the loader, or files given directly) with one continuous-batching
-// scheduler each, and the process around them (interceptors, health,
-// reflection, graceful shutdown). The inference binary and `corelm
+// scheduler each, and the process around them (Serve: the gRPC server
+// that services/internal/grpcserver builds, the loader watch, graceful
+// shutdown; BindFlags: the knobs' flags). The inference binary and `corelm
 // serve-all` both run it through Serve.
 package server
 
