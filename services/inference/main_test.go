@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestRun: the command line and the environment reach the server; what is
+// missing or malformed is an error naming the flag or variable.
+func TestRun(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string // "" for none
+	}{
+		{"environment", nil, map[string]string{"CORELM_LISTEN": "127.0.0.1:0", "CORELM_MODEL_FILE": "stories", "CORELM_THREADS": "1"}, ""},
+		{"command line", []string{"--listen", "127.0.0.1:0", "--model-file", "stories", "--threads", "1", "--kv-type", "q8_0"}, nil, ""},
+		{"nothing to serve", []string{"--listen", "127.0.0.1:0"}, nil, "--model-file"},
+		{"bad variable", []string{"--model-file", "stories"}, map[string]string{"CORELM_KV_TYPE": "f8"}, "CORELM_KV_TYPE"},
+		{"bad flag", []string{"--model-file", "stories", "--budget", "lots"}, nil, "budget"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel() // serve, then stop at once
+			err := run(ctx, tt.args, func(k string) string { return tt.env[k] })
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("run: %v, want an error with %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestRun: the command line and the environment reach the server; what is
+// missing or malformed is an error naming the flag or variable.
+func TestRun(t *testing.T) {
+	src, shm := t.TempDir(), t.TempDir()
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string // "" for none
+	}{
+		{"environment", nil, map[string]string{"CORELM_LOADER_LISTEN": "127.0.0.1:0", "CORELM_LOADER_SOURCE_DIR": src, "CORELM_LOADER_SHM_DIR": shm}, ""},
+		{"command line", []string{"--listen", "127.0.0.1:0", "--source-dir", src, "--shm-dir", shm, "--budget", "1MiB"}, nil, ""},
+		{"no source", []string{"--listen", "127.0.0.1:0"}, nil, "CORELM_LOADER_SOURCE_DIR"},
+		{"bad variable", []string{"--source-dir", src}, map[string]string{"CORELM_LOADER_BUDGET": "lots"}, "CORELM_LOADER_BUDGET"},
+		{"positional", []string{"--source-dir", src, "model.gguf"}, nil, "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel() // serve, then stop at once
+			err := run(ctx, tt.args, func(k string) string { return tt.env[k] })
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("run: %v, want an error with %q", err, tt.wantErr)
+			}
+		})
+	}
+}
