@@ -10,11 +10,12 @@ import (
 )
 
 // The exponential kernels: softmax's e^(x-m) and SwiGLU's silu(g)·u, eight
-// lanes at a time with the algorithm of the pure-Go exp32 (pkg/kernels/ops.go):
-// x = k·ln2 + r, |r| ≤ ln2/2, Cephes' degree-7 polynomial for e^r, 2^k put
-// into the exponent. The polynomial and the reduction use fused
-// multiply-adds, so lanes are not bit-identical to exp32 but as close to e^x
-// (TestExpKernels: within 2 ulp on [-87.3, 88]).
+// lanes at a time with the algorithm of the pure-Go expGeneric
+// (pkg/kernels/ops_generic.go): x = k·ln2 + r, |r| ≤ ln2/2, Cephes' degree-7
+// polynomial for e^r, 2^k put into the exponent. The polynomial and the
+// reduction use fused multiply-adds, so lanes are not bit-identical to
+// expGeneric but as close to e^x (TestExpKernels: within 2 ulp on
+// [-87.3, 88]).
 
 // expConsts are exp8's constants: the clamps in registers, the rest as
 // eight-lane vectors in memory (sixteen YMM registers would not hold them
@@ -94,7 +95,7 @@ func exp8(k *expConsts, x VecVirtual) VecVirtual {
 // expSubAVX2 is softmax's exponential: x[i] = e^(x[i]-m) for n % 8 == 0
 // values, returning their float32 sum (eight lane sums added pairwise).
 func expSubAVX2() {
-	name := "expSubAVX2"
+	name := "expSubAVX2Asm"
 	kernel(name, "func(x *float32, n int, m float32) float32",
 		name+" sets x[i] = e^(x[i]-m) for the n values at x (n % 8 == 0) and returns their sum,",
 		"accumulated in eight float32 lanes added pairwise at the end.")
@@ -123,7 +124,7 @@ func expSubAVX2() {
 // swigluAVX2 is the gated feed-forward's activation: dst[i] =
 // gate[i]/(1+e^-gate[i])·up[i], as the pure-Go SwiGLU computes it.
 func swigluAVX2() {
-	name := "swigluAVX2"
+	name := "swigluAVX2Asm"
 	kernel(name, "func(dst, gate, up *float32, n int)",
 		name+" sets dst[i] = gate[i]/(1+e^-gate[i])·up[i] for n values (n % 8 == 0).")
 	dst, gate, up, n := Load(Param("dst"), GP64()), Load(Param("gate"), GP64()), Load(Param("up"), GP64()), Load(Param("n"), GP64())
@@ -152,7 +153,7 @@ func swigluAVX2() {
 // end. A NaN may or may not win (softmax's result is NaN either way, from
 // the exponential of the NaN itself).
 func maxAVX2() {
-	name := "maxAVX2"
+	name := "maxAVX2Asm"
 	kernel(name, "func(x *float32, n int) float32",
 		name+" returns the largest of the n values at x (n % 32 == 0, n > 0).")
 	x, n := Load(Param("x"), GP64()), Load(Param("n"), GP64())

@@ -14,9 +14,9 @@ import (
 // float64 over four accumulators of four lanes (order differs from the
 // reference's sequential sum; see the tests for the tolerance).
 func f16Dot(half bool) {
-	name, xt, xs := "dotF16F32AVX2", "*float32", 4
+	name, xt, xs := "dotF16F32AVX2Asm", "*float32", 4
 	if half {
-		name, xt, xs = "dotF16F16AVX2", "*byte", 2
+		name, xt, xs = "dotF16F16AVX2Asm", "*byte", 2
 	}
 	kernel(name, fmt.Sprintf("func(w *byte, x %s, n int) float64", xt),
 		fmt.Sprintf("%s returns Σ float64(float32(w[i]·x[i])) over n elements (n %% 16 == 0).", name))
@@ -62,7 +62,7 @@ func f16Dot(half bool) {
 // axpyF16AVX2 is attention's value accumulation over an f16 KV cache:
 // o[i] = fma(w, v[i], o[i]), eight lanes at a time, two chains.
 func axpyF16AVX2() {
-	name := "axpyF16AVX2"
+	name := "axpyF16AVX2Asm"
 	kernel(name, "func(w float32, v *byte, o *float32, n int)",
 		name+" sets o[i] = fma(w, float32(v[i]), o[i]) for the n float16 values at v (n % 16 == 0).")
 	wx := Load(Param("w"), XMM())
@@ -91,7 +91,7 @@ func axpyF16AVX2() {
 // eight lanes (chain c takes the columns 32j+8c..32j+8c+7), the chains and
 // then the lanes added pairwise at the end.
 func dotsF16AVX2() {
-	name := "dotsF16AVX2"
+	name := "dotsF16AVX2Asm"
 	kernel(name, "func(k *byte, stride int, q *float32, hd int, n int, out *float32)",
 		name+" sets out[i] to the dot of q[:hd] with the hd float16 values at k + i·stride,",
 		"for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.")
@@ -136,7 +136,7 @@ func dotsF16AVX2() {
 // 64 columns of o in eight registers while all n rows pass, one fused
 // multiply-add per element and row, in row order.
 func axpysF16AVX2() {
-	name := "axpysF16AVX2"
+	name := "axpysF16AVX2Asm"
 	kernel(name, "func(w *float32, v *byte, stride int, n int, o *float32, hd int)",
 		name+" sets o[j] = fma(w[i], v_i[j], o[j]) for i = 0..n-1 in turn, v_i the hd float16 values",
 		"at v + i·stride (hd % 64 == 0, n > 0).")

@@ -14,7 +14,7 @@ import (
 // legacyLoop is the shared frame of the 32-element kernels: per block,
 // body returns the 8 int32 lane sums, which are scaled by f16(w)·f16(x)
 // and accumulated with one FMA.
-func legacyLoop(name string, wBytes int, body func(w, x Register) VecVirtual) {
+func legacyLoop(name, typ string, wBytes int, body func(w, x Register) VecVirtual) {
 	kernel(name, "func(w, x *byte, nb int, acc *[8]float32)",
 		fmt.Sprintf("%s accumulates nb blocks (%d weight bytes each) against Q8_0 into acc.", name, wBytes))
 	w, x, nb := Load(Param("w"), GP64()), Load(Param("x"), GP64()), Load(Param("nb"), GP64())
@@ -37,6 +37,7 @@ func legacyLoop(name string, wBytes int, body func(w, x Register) VecVirtual) {
 	VMOVUPS(acc, Mem{Base: p})
 	VZEROUPPER()
 	RET()
+	wrapDot(name, typ, wBytes, "q8_0Bytes", false, false)
 }
 
 // mulSumI8 returns the 8 int32 sums of 4 products of signed bytes qx·qy
@@ -56,7 +57,7 @@ func mulSumI8(qx VecVirtual, qy Op) VecVirtual {
 }
 
 func q8_0AVX2() {
-	legacyLoop("dotQ8_0AVX2", 34, func(w, x Register) VecVirtual {
+	legacyLoop("dotQ8_0AVX2Asm", "Q8_0", 34, func(w, x Register) VecVirtual {
 		qx := YMM()
 		VMOVDQU(Mem{Base: w, Disp: 2}, qx)
 		return mulSumI8(qx, Mem{Base: x, Disp: 2})
@@ -64,7 +65,7 @@ func q8_0AVX2() {
 }
 
 func q4_0AVX2() {
-	legacyLoop("dotQ4_0AVX2", 18, func(w, x Register) VecVirtual {
+	legacyLoop("dotQ4_0AVX2Asm", "Q4_0", 18, func(w, x Register) VecVirtual {
 		lo, hi := XMM(), XMM()
 		VMOVDQU(Mem{Base: w, Disp: 2}, lo)
 		VPSRLW(U8(4), lo, hi)

@@ -80,14 +80,17 @@ func blockScales(w, x Register) (d, dmin VecVirtual) {
 	return d, dmin
 }
 
-// q45kGeometry returns the type name, the offset of the nibbles and the
-// block size of Q4_K or, with five, Q5_K (qh, the fifth bits, at +16).
+// q45kGeometry returns the kernel names' part for Q4_K or, with five, Q5_K,
+// the offset of the nibbles and the block size (qh, the fifth bits, at +16).
 func q45kGeometry(five bool) (typ string, qs, bb int) {
 	if five {
 		return "Q5K", 48, 176
 	}
 	return "Q4K", 16, 144
 }
+
+// dtypeName is the ggml name of the type of a kernel name's part ("Q4K").
+func dtypeName(typ string) string { return typ[:2] + "_K" }
 
 // q45kRow is the frame of the one-row Q4_K/Q5_K kernels: the float
 // accumulators stay in registers (acc: 8 lanes, accm: 4 min lanes, stored
@@ -96,8 +99,9 @@ func q45kGeometry(five bool) (typ string, qs, bb int) {
 // mins and the sub-block scales as block wants them, and block returns the
 // block's 8 int32 lane sums, which one FMA scales by d into acc.
 func q45kRow(name, doc string, five, evex bool, setup func(), split func(ms VecVirtual) (mins, sc VecVirtual), block func(w, x Register, sc VecVirtual) Register) {
-	_, _, bb := q45kGeometry(five)
+	typ, _, bb := q45kGeometry(five)
 	kernel(name, "func(w, x *byte, nb int, acc *[12]float32)", doc)
+	defer wrapDot(name, dtypeName(typ), bb, "q8KBytes", true, false)
 	w, x, nb := Load(Param("w"), GP64()), Load(Param("x"), GP64()), Load(Param("nb"), GP64())
 	acc, accm := YMM(), XMM()
 	VXORPS(acc, acc, acc)
@@ -123,7 +127,7 @@ func q45kRow(name, doc string, five, evex bool, setup func(), split func(ms VecV
 // q45kAVX2 is the Q4_K kernel or, with five, the Q5_K one.
 func q45kAVX2(five bool) {
 	typ, qs, _ := q45kGeometry(five)
-	name := "dot" + typ + "AVX2"
+	name := "dot" + typ + "AVX2Asm"
 	var m4, m16, qh VecVirtual
 	setup := func() {
 		m4 = YMM()
@@ -167,7 +171,7 @@ func q45kAVX2(five bool) {
 		}
 		return sumi
 	}
-	q45kRow(name, fmt.Sprintf("%s accumulates nb %s × Q8_K blocks into acc (8 lanes, 4 min lanes).", name, typ[:2]+"_K"), five, false, setup, split, block)
+	q45kRow(name, fmt.Sprintf("%s accumulates nb %s × Q8_K blocks into acc (8 lanes, 4 min lanes).", name, dtypeName(typ)), five, false, setup, split, block)
 }
 
 // fifthBit ORs bit k of each qh byte, moved to bit 4, into q.
@@ -185,7 +189,7 @@ func fifthBit(qh VecVirtual, k int, m16, q VecVirtual) {
 	VPOR(t, q, q)
 }
 
-// q45k512 holds the constants of the avx512 Q4_K/Q5_K kernels: the nibble
+// q45k512 holds the constants of the avx512vnni Q4_K/Q5_K kernels: the nibble
 // mask, k1 selecting the top 256 bits and, for Q5_K, the fifth bit's value
 // (m16) and the register of the block's qh.
 type q45k512 struct {
@@ -228,7 +232,7 @@ func (c *q45k512) quants(w Register, j int, sc, q, s VecVirtual) {
 
 func q45kAVX512(five bool) {
 	typ, _, _ := q45kGeometry(five)
-	name := "dot" + typ + "AVX512"
+	name := "dot" + typ + "AVX512Asm"
 	var c *q45k512
 	setup := func() { c = loadQ45K512(five) }
 	split := func(ms VecVirtual) (mins, sc VecVirtual) {
@@ -283,10 +287,11 @@ func rowsFloat(r int, sumi VecVirtual, mins, dm VecVirtual, xr, accp Register) {
 // q4kRowsAVX2 is the AVX2 Q4_K kernel for R activation rows (float
 // accumulators in memory, acc[12r:12r+12]: AVX2 has only 16 registers).
 func q4kRowsAVX2(R int) {
-	name := fmt.Sprintf("dotQ4KRows%dAVX2", R)
+	name := "rowsQ4KAVX2Asm"
+	defer wrapRows(name, "Q4_K", R, 144, 12, true)
 	kernel(name, fmt.Sprintf("func(w, x *byte, xstride, nb int, acc *[%d]float32)", 12*R),
 		fmt.Sprintf("%s accumulates nb Q4_K blocks of one weight row against %d Q8_K rows", name, R),
-		"x, x+xstride, ... into acc[12r:12r+12] (layout of dotQ4KAVX2's acc).")
+		"x, x+xstride, ... into acc[12r:12r+12] (layout of dotQ4KAVX2Asm's acc).")
 	w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
 	accp := Load(Param("acc"), GP64())
 	xs := chainedRows(R)
@@ -329,7 +334,7 @@ func q4kRowsAVX2(R int) {
 	RET()
 }
 
-// q45kRowsAVX512 is the multi-row kernel of the avx512 tier for Q4_K (or,
+// q45kRowsAVX512 is the multi-row kernel of the avx512vnni tier for Q4_K (or,
 // with five, Q5_K): R activation rows at x + r·xstride share each decoded
 // weight block. Its float accumulators stay in registers, one zmm per row:
 // lanes 0..7 the main lanes, 8..11 the min lanes (the negated mins are
@@ -337,7 +342,8 @@ func q4kRowsAVX2(R int) {
 // ggml's fnmadd), 12..15 zero. They are stored to acc[16r:16r+16] at the end.
 func q45kRowsAVX512(R int, five bool) {
 	typ, _, bb := q45kGeometry(five)
-	name := fmt.Sprintf("dot%sRows%dAVX512", typ, R)
+	name := "rows" + typ + "AVX512Asm"
+	defer wrapRows(name, dtypeName(typ), R, bb, 16, true)
 	kernel(name, fmt.Sprintf("func(w, x *byte, xstride, nb int, acc *[%d]float32)", 16*R),
 		fmt.Sprintf("%s accumulates nb blocks of one weight row against %d Q8_K rows", name, R),
 		"x, x+xstride, ... into acc[16r:16r+16] (8 lanes, 4 min lanes, 4 zeros).")
@@ -405,18 +411,19 @@ func q45kRowsAVX512(R int, five bool) {
 	RET()
 }
 
-// q4kColsAVX512 is the decode kernel of the avx512 tier for Q4_K: C weight
+// q4kColsAVX512 is the decode kernel of the avx512vnni tier for Q4_K: C weight
 // rows at w + c·wstride against one Q8_K row, so the activation block (its
 // quants rearranged once per block, its bsum pairs negated once) is shared
 // by the C rows, whose dependency chains are independent. Each row follows
-// exactly the float operations of dotQ4KRows8AVX512 (one zmm accumulator:
+// exactly the float operations of rowsQ4KAVX512Asm (one zmm accumulator:
 // 8 lanes, 4 min lanes, 4 zeros), hence of the one-row model. The quants
 // are loaded 64 bytes at a time: the low nibbles are sub-blocks [4i | 4i+2]
 // and the high nibbles [4i+1 | 4i+3] (256-bit halves), matched by
 // activation registers of the same layout; integer lane sums are exact, so
 // the order of the sub-blocks within a lane does not matter.
 func q4kColsAVX512(C int) {
-	name := fmt.Sprintf("dotQ4KCols%dAVX512", C)
+	name := "colsQ4KAVX512Asm"
+	defer wrapCols(name, "Q4_K", C, 144)
 	w, x, nb, rowMem, pf := colsProlog(name, C, "Q4_K", "hsumQ4K")
 	m4 := ZMM()
 	VMOVDQU64(m4Z, m4)

@@ -10,7 +10,7 @@ import (
 
 // The Q6_K kernels: one row, rows and cols.
 
-// q6k512 holds the constants of the avx512 Q6_K kernels.
+// q6k512 holds the constants of the avx512vnni Q6_K kernels.
 type q6k512 struct{ m4, m30, m32, cntA, cntB VecVirtual }
 
 func loadQ6K512() *q6k512 {
@@ -53,13 +53,14 @@ func (c *q6k512) eachQuad(m func(disp int) Mem, sc VecVirtual, use func(i int, q
 	}
 }
 
-// q6kColsAVX512 is the decode kernel of the avx512 tier for Q6_K: C weight
+// q6kColsAVX512 is the decode kernel of the avx512vnni tier for Q6_K: C weight
 // rows at w + c·wstride against one Q8_K row. The activation quants and
 // their products with the 32 offset (VPMADDUBSW with 32) are computed once
 // per block and shared by the C rows; each row then follows exactly the
-// operations of dotQ6KAVX512, so the results are identical.
+// operations of dotQ6KAVX512Asm, so the results are identical.
 func q6kColsAVX512(C int) {
-	name := fmt.Sprintf("dotQ6KCols%dAVX512", C)
+	name := "colsQ6KAVX512Asm"
+	defer wrapCols(name, "Q6_K", C, 210)
 	w, x, nb, rowMem, pf := colsProlog(name, C, "Q6_K", "hsum8")
 	k := loadQ6K512()
 	accs := zeroed(C, YMM, VXORPS)
@@ -110,13 +111,16 @@ func q6kColsAVX512(C int) {
 	RET()
 }
 
-// q6kAVX512 is the Q6_K kernel of the avx512 tier for R activation rows at
+// q6kAVX512 is the Q6_K kernel of the avx512vnni tier for R activation rows at
 // x + r·xstride (R = 1 is the single-row kernel), 64 quants per zmm
 // (eachQuad). acc[8r:8r+8] receives row r's 8 lanes.
 func q6kAVX512(R int) {
-	name := fmt.Sprintf("dotQ6KRows%dAVX512", R)
+	name := "rowsQ6KAVX512Asm"
 	if R == 1 {
-		name = "dotQ6KAVX512"
+		name = "dotQ6KAVX512Asm"
+		defer wrapDot(name, "Q6_K", 210, "q8KBytes", false, true)
+	} else {
+		defer wrapRows(name, "Q6_K", R, 210, 8, false)
 	}
 	kernel(name, fmt.Sprintf("func(w, x *byte, xstride, nb int, acc *[%d]float32)", 8*R),
 		fmt.Sprintf("%s accumulates nb Q6_K blocks of one weight row against %d Q8_K rows", name, R),
@@ -166,8 +170,10 @@ func q6kAVX512(R int) {
 }
 
 func q6kAVX2() {
-	kernel("dotQ6KAVX2", "func(w, x *byte, nb int, acc *[8]float32)",
-		"dotQ6KAVX2 accumulates nb Q6_K × Q8_K blocks into acc (8 lanes).")
+	name := "dotQ6KAVX2Asm"
+	kernel(name, "func(w, x *byte, nb int, acc *[8]float32)",
+		name+" accumulates nb Q6_K × Q8_K blocks into acc (8 lanes).")
+	defer wrapDot(name, "Q6_K", 210, "q8KBytes", false, false)
 	w, x, nb := Load(Param("w"), GP64()), Load(Param("x"), GP64()), Load(Param("nb"), GP64())
 	acc := YMM()
 	VXORPS(acc, acc, acc)
@@ -238,7 +244,8 @@ func q6kAVX2() {
 // q6kRowsAVX2 is the AVX2 Q6_K kernel for R activation rows (float
 // accumulators in memory, acc[8r:8r+8]: AVX2 has only 16 registers).
 func q6kRowsAVX2(R int) {
-	name := fmt.Sprintf("dotQ6KRows%dAVX2", R)
+	name := "rowsQ6KAVX2Asm"
+	defer wrapRows(name, "Q6_K", R, 210, 8, false)
 	kernel(name, fmt.Sprintf("func(w, x *byte, xstride, nb int, acc *[%d]float32)", 8*R),
 		fmt.Sprintf("%s accumulates nb Q6_K blocks of one weight row against %d Q8_K rows", name, R),
 		"x, x+xstride, ... into acc[8r:8r+8].")

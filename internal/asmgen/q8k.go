@@ -13,8 +13,8 @@ import (
 // never acts); bsums the sums of 16 quants. Blocks with NaNs or infinities
 // encode to garbage, as in the reference, but differently.
 func quantQ8KAVX2() {
-	kernel("quantQ8KAVX2", "func(x *float32, y *byte, nb int)",
-		"quantQ8KAVX2 encodes nb blocks of 256 float32 at x to Q8_K at y.")
+	kernel("quantQ8KAVX2Asm", "func(x *float32, y *byte, nb int)",
+		"quantQ8KAVX2Asm encodes nb blocks of 256 float32 at x to Q8_K at y.")
 	x, y, nb := Load(Param("x"), GP64()), Load(Param("y"), GP64()), Load(Param("nb"), GP64())
 	absm, perm := YMM(), YMM()
 	VPCMPEQD(absm, absm, absm)

@@ -10,7 +10,7 @@ import (
 )
 
 // The LayoutR16 kernels (see pkg/kernels/layout.go for the layout and
-// dotR16Ref for the arithmetic they reproduce). Lane l of every vector is
+// dotR16Generic for the arithmetic they reproduce). Lane l of every vector is
 // weight row l of a group of 16; an activation dword (four columns) is
 // broadcast to all lanes and VPDPBUSD adds its products with four columns of
 // all 16 rows. Each sub-block's int32 sums are multiplied by the 16 rows'
@@ -125,8 +125,19 @@ func r16Prefetch(w Register, c, gbb int) {
 	}
 }
 
-func q4kR16AVX512(R int) {
-	name := fmt.Sprintf("dotQ4KR16x%dAVX512", R)
+// r16AVX512 generates the r16 kernels, for 1, 2, 4 and 8 activation rows.
+func r16AVX512() {
+	var q4k, q6k []string
+	for _, R := range []int{1, 2, 4, 8} {
+		q4k = append(q4k, q4kR16AVX512(R))
+		q6k = append(q6k, q6kR16AVX512(R))
+	}
+	wrapR16("r16Q4KAVX512", "Q4_K", "r16Q4KBlock", q4k)
+	wrapR16("r16Q6KAVX512", "Q6_K", "r16Q6KBlock", q6k)
+}
+
+func q4kR16AVX512(R int) string {
+	name := fmt.Sprintf("r16Q4Kx%dAVX512Asm", R)
 	w, nb, xm, om, xs := r16Prolog(name, "Q4_K", R)
 	m4, ones := ZMM(), YMM()
 	VMOVDQU64(m4Z, m4)
@@ -184,10 +195,11 @@ func q4kR16AVX512(R int) {
 	})
 	VZEROUPPER()
 	RET()
+	return name
 }
 
-func q6kR16AVX512(R int) {
-	name := fmt.Sprintf("dotQ6KR16x%dAVX512", R)
+func q6kR16AVX512(R int) string {
+	name := fmt.Sprintf("r16Q6Kx%dAVX512Asm", R)
 	w, nb, xm, om, xs := r16Prolog(name, "Q6_K", R)
 	m4, m30 := ZMM(), ZMM()
 	VMOVDQU64(m4Z, m4)
@@ -255,4 +267,5 @@ func q6kR16AVX512(R int) {
 	})
 	VZEROUPPER()
 	RET()
+	return name
 }

@@ -13,7 +13,7 @@ import (
 // several weight rows (cols) per call: row addressing, pointer advance and
 // the cols kernels' prefetch of the next row group.
 
-// rowRegs are the activation row pointers of the avx512 rows kernels: x0
+// rowRegs are the activation row pointers of the avx512vnni rows kernels: x0
 // and, past four rows, x4 = x0 + 4·xstride; other rows are addressed with
 // the stride and 3·stride as index registers, so eight rows take four
 // general registers.

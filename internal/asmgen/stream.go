@@ -9,8 +9,8 @@ import (
 // sumBytesAVX2 is the STREAM-style read kernel: the 64-bit lane sum of n
 // bytes (n a multiple of 128), four independent accumulators.
 func sumBytesAVX2() {
-	kernel("sumU64AVX2", "func(p *byte, n int) uint64",
-		"sumU64AVX2 returns the wrapping sum of the n/8 little-endian uint64s at p (n % 128 == 0).")
+	kernel("sumU64AVX2Asm", "func(p *byte, n int) uint64",
+		"sumU64AVX2Asm returns the wrapping sum of the n/8 little-endian uint64s at p (n % 128 == 0).")
 	p, n := Load(Param("p"), GP64()), Load(Param("n"), GP64())
 	a := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
 	for _, r := range a {

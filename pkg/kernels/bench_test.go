@@ -25,11 +25,12 @@ func BenchmarkStreamRead(b *testing.B) {
 			b.SetBytes(int64(len(buf)))
 			part := len(buf) / threads
 			var sink uint64
+			sum := kern.sumU64
 			for b.Loop() {
 				var wg sync.WaitGroup
 				sums := make([]uint64, threads)
 				for t := range threads {
-					wg.Go(func() { sums[t] = sumU64(buf[t*part : (t+1)*part]) })
+					wg.Go(func() { sums[t] = sum(buf[t*part : (t+1)*part]) })
 				}
 				wg.Wait()
 				for _, s := range sums {

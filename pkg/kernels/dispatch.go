@@ -1,23 +1,27 @@
 package kernels
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 )
 
-// Kernel tiers. The pure-Go reference (dot.go, dotq_*.go) is always present
-// and is the oracle of the tests; on amd64 the generated assembly in
+// Kernel tiers. The pure-Go reference (the *_generic.go files) is always
+// present and is the oracle of the tests; on amd64 the generated assembly in
 // dot_amd64.s adds two tiers. The tier is chosen once, when the package is
 // initialised, from the CPU's features (golang.org/x/sys/cpu), capped by the
 // environment variable CORELM_KERNELS:
 //
-//	CORELM_KERNELS=generic   the reference path only (also: purego)
-//	CORELM_KERNELS=avx2      at most the AVX2+FMA+F16C kernels
-//	CORELM_KERNELS=avx512    at most the AVX-512 BW/VL + VNNI kernels (the default cap)
+//	CORELM_KERNELS=generic     the reference path only (also: purego, go)
+//	CORELM_KERNELS=avx2        at most the AVX2+FMA+F16C kernels
+//	CORELM_KERNELS=avx512vnni  at most the AVX-512 BW/VL/DQ + VNNI kernels
+//	                           (also: avx512; the same as unset)
 //
-// The purego build tag compiles the assembly out. Dispatch is coarse: the
-// kernel is looked up once per row (DotQ) or per row range (MatMul), never
-// per block.
+// Any other value is an error that Check reports. The purego build tag
+// compiles the assembly out. Dispatch is coarse: a kernel is looked up in
+// the active table once per row (DotQ) or per row range (MatMul), never per
+// block.
 //
 // Numerics: the integer sums of every assembly kernel equal the reference's
 // exactly. The float accumulation follows ggml's AVX2 order rather than its
@@ -27,112 +31,186 @@ import (
 // the last bits (see dot_x86order_test.go for the exact model and the bound)
 // and are identical across the assembly tiers, and between the one-row and
 // multi-row kernels (several activation rows per weight row: prefill; or
-// several weight rows per activation row, the cols kernels: decode). Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 run in assembly; the other
-// types keep the reference. Two caveats: the Q8_0/Q4_0 kernels use ggml's
-// sign trick, exact for every activation Quantize can produce (never -128);
-// the F16 dots sum the same float32 products in float64 in another order
-// (within one float32 ulp plus 2⁻⁴⁰·Σ|w·x| of the reference). The Q8_K
-// encoder writes the reference's bytes for finite input. The LayoutR16
-// kernels reproduce their own reference twin (dotR16Ref) bit for bit, which
-// adds the same exact integer sums as the ggml-layout kernels in another
-// float grouping. The attention helpers (DotsF16, AxpyF16, AxpysF16) use
-// fused multiply-adds where the reference multiplies and adds: within
-// float32 rounding of it, and AxpysF16 equals AxpyF16 row by row exactly.
+// several weight rows per activation row, the cols kernels: decode).
+// Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 run in assembly; the other types keep the
+// reference. Two caveats: the Q8_0/Q4_0 kernels use ggml's sign trick, exact
+// for every activation Quantize can produce (never -128); the F16 dots sum
+// the same float32 products in float64 in another order (within one float32
+// ulp plus 2⁻⁴⁰·Σ|w·x| of the reference). The Q8_K encoder writes the
+// reference's bytes for finite input. The LayoutR16 kernels reproduce their
+// own reference twin (dotR16Generic) bit for bit, which adds the same exact
+// integer sums as the ggml-layout kernels in another float grouping. The
+// attention helpers (DotsF16, AxpyF16, AxpysF16) use fused multiply-adds
+// where the reference multiplies and adds: within float32 rounding of it,
+// and AxpysF16 equals AxpyF16 row by row exactly.
 
 // Tier identifies a set of kernel implementations.
 type Tier int
 
 const (
-	TierGeneric Tier = iota // pure Go
-	TierAVX2                // AVX2 + FMA + F16C
-	TierAVX512              // AVX-512 F/BW/VL + VNNI
+	TierGeneric    Tier = iota // pure Go: the reference twins
+	TierAVX2                   // AVX2 + FMA + F16C
+	TierAVX512VNNI             // AVX-512 F/BW/VL/DQ + VNNI
 )
 
+// tierNames are the tiers' names, as String prints them and CORELM_KERNELS
+// takes them; "avx512vnni" is also the packed-file format's name of that
+// tier (pkg/formats/pack).
+var tierNames = [...]string{TierGeneric: "generic", TierAVX2: "avx2", TierAVX512VNNI: "avx512vnni"}
+
 func (t Tier) String() string {
-	switch t {
-	case TierGeneric:
-		return "generic"
-	case TierAVX2:
-		return "avx2"
-	case TierAVX512:
-		return "avx512"
+	if t >= 0 && int(t) < len(tierNames) {
+		return tierNames[t]
 	}
-	return "Tier(?)"
+	return fmt.Sprintf("Tier(%d)", int(t))
 }
 
-// kernelSet holds one tier's fast kernels; a nil entry means the reference.
-// The row kernels take one weight row and its encoded activation row, with
-// lengths already checked. The rows kernels compute rowsN dots of one
-// weight row with the activation rows xq[0:], xq[xrb:], ... into out[0],
-// out[ostride], ..., exactly as rowsN calls of the row kernel would.
+// ErrUnknownTier is the error (wrapped) of a CORELM_KERNELS value that names
+// no tier.
+var ErrUnknownTier = errors.New("unknown kernel tier")
+
+// tierCap returns the highest tier CORELM_KERNELS=env allows: the highest
+// there is when env is empty.
+func tierCap(env string) (Tier, error) {
+	s := strings.ToLower(strings.TrimSpace(env))
+	switch s {
+	case "":
+		return TierAVX512VNNI, nil
+	case "purego", "go":
+		return TierGeneric, nil
+	case "avx512":
+		return TierAVX512VNNI, nil
+	}
+	for t, name := range tierNames {
+		if s == name {
+			return Tier(t), nil
+		}
+	}
+	return TierGeneric, fmt.Errorf("kernels: CORELM_KERNELS=%q: %w: want %s, %s or %s (or unset: the best this CPU runs)",
+		env, ErrUnknownTier, TierGeneric, TierAVX2, TierAVX512VNNI)
+}
+
+// kernelSet is one tier's dispatch table: call sites call kern.x(...),
+// whatever the tier. genericKernels holds the reference twins (the
+// *Generic functions); a faster tier is the table of the tier below with
+// the entries it has assembly for overwritten (derive), so every entry but
+// the optional rows and cols is always set. Every entry takes operands whose
+// lengths the exported function checked.
 type kernelSet struct {
-	tier    Tier
-	q4K     func(w, xq []byte) float32
-	q5K     func(w, xq []byte) float32
-	q6K     func(w, xq []byte) float32
-	q8_0    func(w, xq []byte) float32
-	q4_0    func(w, xq []byte) float32
-	rowsQ4K func(w, xq []byte, xrb int, out []float32, ostride int)
-	rowsQ5K func(w, xq []byte, xrb int, out []float32, ostride int)
-	rowsQ6K func(w, xq []byte, xrb int, out []float32, ostride int)
-	rowsN   int
-	// The cols kernels compute colsN dots of the weight rows w[0:wrb],
-	// w[wrb:2·wrb], ... with one activation row into out[0:colsN], exactly
-	// as colsN calls of the row kernel would (the decode case).
-	colsQ4K func(w []byte, wrb int, xq []byte, out []float32)
-	colsQ6K func(w []byte, wrb int, xq []byte, out []float32)
-	colsN   int
-	// The r16 kernels compute, for one LayoutR16 group (nb group blocks
-	// at w) and R activation rows at xq, xq[xrb:], ..., the 16 dots of
-	// each row into out[r*ostride : r*ostride+16] (see dotR16Ref).
-	r16Q4K, r16Q6K func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int)
+	tier Tier
 
-	vecKernels
-}
+	// dot[t] is the dot of one weight row of type t with its activation row
+	// encoded as VecDotType(t) (DotQ). Q8_1 and Q8_K, activation types only,
+	// have none.
+	dot [BF16 + 1]func(w, xq []byte) float32
+	// rows[t] and cols[t] are optional multi-row forms of dot[t] that MatMul
+	// takes where the tier has them (n > 0).
+	rows [BF16 + 1]rowsKernel
+	cols [BF16 + 1]colsKernel
+	// r16[t] (Q4_K, Q6_K) computes, for one LayoutR16 group (nb group
+	// blocks at w) and R activation rows at xq, xq[xrb:], ..., the 16 dots
+	// of each row into out[r*ostride : r*ostride+16] (see dotR16Generic).
+	r16 [BF16 + 1]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int)
 
-// vecKernels are the element-wise and attention kernels; every assembly
-// tier has the same ones (AVX2), the reference tier none.
-type vecKernels struct {
-	quantQ8K func(src []float32, dst []byte) // whole blocks, lengths checked
-	f16F32   func(w []byte, x []float32) float32
-	f16F16   func(w, x []byte) float32
+	f16F32   func(w []byte, x []float32) float32 // DotF32 of an F16 row
+	quantQ8K func(src []float32, dst []byte)     // Quantize to Q8_K, whole blocks
+
+	// The element-wise and attention kernels. expSub sets x[i] = e^(x[i]-m)
+	// and returns their sum, m the largest x[i] (softmax); swiglu is
+	// SwiGLU's element loop. The assembly's expSub and swiglu are within 2
+	// ulp of expGeneric's results, not bit-identical (fused multiply-adds).
 	axpyF16  func(w float32, v []byte, o []float32) // len(v) == 2·len(o)
 	dotsF16  func(k []byte, stride int, q, out []float32)
 	axpysF16 func(w []float32, v []byte, stride int, o []float32)
-	// expSub sets x[i] = e^(x[i]-m) and returns their sum, max is the
-	// largest x[i] (softmax); swiglu is SwiGLU's element loop. expSub and
-	// swiglu are within 2 ulp of exp32's results, not bit-identical
-	// (fused multiply-adds).
-	expSub func(x []float32, m float32) float32
-	swiglu func(dst, gate, up []float32)
-	max    func(x []float32) float32 // len(x) > 0
+	expSub   func(x []float32, m float32) float32
+	swiglu   func(dst, gate, up []float32)
+	max      func(x []float32) float32 // len(x) > 0
+	sumU64   func(b []byte) uint64     // StreamRead's sum
 }
 
-var genericKernels = &kernelSet{tier: TierGeneric}
+// rowsKernel computes n dots of one weight row with the activation rows
+// xq[0:], xq[xrb:], ... into out[0], out[ostride], ..., exactly as n calls
+// of its tier's dot would (prefill).
+type rowsKernel struct {
+	n int
+	f func(w, xq []byte, xrb int, out []float32, ostride int)
+}
 
-// kern is the active kernel set. It is written only at initialisation and by
-// tests (useTier), never while kernels run.
-var kern = pickKernels(os.Getenv("CORELM_KERNELS"))
+// colsKernel computes n dots of the weight rows w[0:wrb], w[wrb:2·wrb], ...
+// with one activation row into out[0:n], exactly as n calls of its tier's
+// dot would (decode).
+type colsKernel struct {
+	n int
+	f func(w []byte, wrb int, xq []byte, out []float32)
+}
+
+// genericKernels is the reference tier: every entry is a reference twin.
+var genericKernels = &kernelSet{
+	tier: TierGeneric,
+	dot: [BF16 + 1]func(w, xq []byte) float32{
+		F32:  dotF32Generic,
+		F16:  dotF16F16Generic,
+		BF16: dotBF16Generic,
+		Q4_0: dotQ4_0Generic,
+		Q4_1: dotQ4_1Generic,
+		Q5_0: dotQ5_0Generic,
+		Q5_1: dotQ5_1Generic,
+		Q8_0: dotQ8_0Generic,
+		Q2_K: dotQ2KGeneric,
+		Q3_K: dotQ3KGeneric,
+		Q4_K: dotQ4KGeneric,
+		Q5_K: dotQ5KGeneric,
+		Q6_K: dotQ6KGeneric,
+	},
+	r16: [BF16 + 1]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int){
+		Q4_K: r16Q4KGeneric,
+		Q6_K: r16Q6KGeneric,
+	},
+	f16F32:   dotF16F32Generic,
+	quantQ8K: quantQ8KGeneric,
+	axpyF16:  axpyF16Generic,
+	dotsF16:  dotsF16Generic,
+	axpysF16: axpysF16Generic,
+	expSub:   expSubGeneric,
+	swiglu:   swigluGeneric,
+	max:      maxGeneric,
+	sumU64:   sumU64Generic,
+}
+
+// derive returns the table of tier t: a copy of k with the entries set
+// overwrites.
+func (k *kernelSet) derive(t Tier, set func(*kernelSet)) *kernelSet {
+	d := *k
+	d.tier = t
+	set(&d)
+	return &d
+}
+
+// kern is the active kernel set and kernErr the error of CORELM_KERNELS, if
+// any. kern is written only at initialisation and by tests (useTier), never
+// while kernels run.
+var kern, kernErr = pickKernels(os.Getenv("CORELM_KERNELS"))
 
 // ActiveTier reports the kernel tier in use.
 func ActiveTier() Tier { return kern.tier }
 
-// pickKernels returns the best tier the CPU supports, capped by env.
-func pickKernels(env string) *kernelSet {
-	limit := TierAVX512
-	switch strings.ToLower(strings.TrimSpace(env)) {
-	case "generic", "purego", "go":
-		limit = TierGeneric
-	case "avx2":
-		limit = TierAVX2
-	}
+// Check reports a CORELM_KERNELS value that names no tier (an error wrapping
+// ErrUnknownTier, naming the valid values). The package then runs the
+// reference kernels, the one safe reading of a cap it cannot parse; a
+// program should call Check at start-up and refuse to run on an error.
+func Check() error { return kernErr }
+
+// pickKernels returns the best tier the CPU supports, capped by env, and
+// env's error (with the reference tier).
+func pickKernels(env string) (*kernelSet, error) {
+	limit, err := tierCap(env)
 	best := genericKernels
 	for _, k := range hostKernels() {
 		if k.tier <= limit && k.tier > best.tier {
 			best = k
 		}
 	}
-	return best
+	return best, err
 }
 
 // The assembly kernels leave ggml's AVX2 accumulators in acc: eight float32

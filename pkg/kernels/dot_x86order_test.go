@@ -2,9 +2,13 @@ package kernels
 
 import (
 	"encoding/binary"
+	"errors"
 	"math"
 	"math/big"
 	"math/rand/v2"
+	"os"
+	"reflect"
+	"strings"
 	"testing"
 	"unsafe"
 )
@@ -120,13 +124,8 @@ func x86DotQ4_0(w, xq []byte) float32 {
 var fastTypes = []struct {
 	t     DType
 	model func(w, xq []byte) float32
-	get   func(k *kernelSet) func(w, xq []byte) float32
 }{
-	{Q4_K, x86DotQ4K, func(k *kernelSet) func(w, xq []byte) float32 { return k.q4K }},
-	{Q5_K, x86DotQ5K, func(k *kernelSet) func(w, xq []byte) float32 { return k.q5K }},
-	{Q6_K, x86DotQ6K, func(k *kernelSet) func(w, xq []byte) float32 { return k.q6K }},
-	{Q8_0, x86DotQ8_0, func(k *kernelSet) func(w, xq []byte) float32 { return k.q8_0 }},
-	{Q4_0, x86DotQ4_0, func(k *kernelSet) func(w, xq []byte) float32 { return k.q4_0 }},
+	{Q4_K, x86DotQ4K}, {Q5_K, x86DotQ5K}, {Q6_K, x86DotQ6K}, {Q8_0, x86DotQ8_0}, {Q4_0, x86DotQ4_0},
 }
 
 // useTier makes k the active kernel set until the test ends.
@@ -227,11 +226,7 @@ func TestFastDotExact(t *testing.T) {
 	r := rand.New(rand.NewPCG(33, 34))
 	for _, k := range hostKernels() {
 		for _, ft := range fastTypes {
-			f := ft.get(k)
-			if f == nil {
-				t.Errorf("%v: no %v kernel", k.tier, ft.t)
-				continue
-			}
+			f := k.dot[ft.t]
 			for _, nb := range []int{1, 3, 7, 64, 65} {
 				for _, raw := range []bool{false, true} {
 					w0, x0 := randomRow(r, ft.t, nb, raw)
@@ -253,15 +248,11 @@ func TestFastDotExact(t *testing.T) {
 func TestFastRowsExact(t *testing.T) {
 	r := rand.New(rand.NewPCG(35, 36))
 	for _, k := range hostKernels() {
-		for _, rt := range []struct {
-			t     DType
-			rows  func(w, xq []byte, xrb int, out []float32, ostride int)
-			model func(w, xq []byte) float32
-		}{{Q4_K, k.rowsQ4K, x86DotQ4K}, {Q5_K, k.rowsQ5K, x86DotQ5K}, {Q6_K, k.rowsQ6K, x86DotQ6K}} {
-			if rt.rows == nil {
+		for _, rt := range fastTypes[:3] {
+			if k.rows[rt.t].n == 0 {
 				continue
 			}
-			R := k.rowsN
+			R, rows := k.rows[rt.t].n, k.rows[rt.t].f
 			for _, nb := range []int{1, 3, 7, 64, 65} {
 				for _, raw := range []bool{false, true} {
 					w, _ := randomRow(r, rt.t, nb, raw)
@@ -280,7 +271,7 @@ func TestFastRowsExact(t *testing.T) {
 						for i := range buf {
 							buf[i] = 12345
 						}
-						rt.rows(misalign(w, off), misalign(xq, 63-off), xrb, buf[guard:], stride)
+						rows(misalign(w, off), misalign(xq, 63-off), xrb, buf[guard:], stride)
 						for i := range buf {
 							if j := i - guard; j >= 0 && j%stride == 0 && j/stride < R {
 								if got := buf[i]; math.Float32bits(got) != math.Float32bits(want[j/stride]) {
@@ -324,12 +315,45 @@ func TestPickKernels(t *testing.T) {
 		env  string
 		want Tier
 	}{
-		{"", best.tier}, {"generic", TierGeneric}, {"PUREGO", TierGeneric},
-		{"avx2", min(best.tier, TierAVX2)}, {"avx512", best.tier}, {"bogus", best.tier},
+		{"", best.tier}, {"generic", TierGeneric}, {"PUREGO", TierGeneric}, {"avx2", min(best.tier, TierAVX2)},
+		{" AVX512VNNI", best.tier}, {"avx512", best.tier}, {"bogus", TierGeneric}, {"avx-2", TierGeneric},
 	}
 	for _, tt := range tests {
-		if got := pickKernels(tt.env).tier; got != tt.want {
+		k, err := pickKernels(tt.env)
+		if got := k.tier; got != tt.want {
 			t.Errorf("CORELM_KERNELS=%q: tier %v, want %v", tt.env, got, tt.want)
+		}
+		if bad := tt.env == "bogus" || tt.env == "avx-2"; bad != errors.Is(err, ErrUnknownTier) {
+			t.Errorf("CORELM_KERNELS=%q: error %v", tt.env, err)
+		} else if bad && !strings.Contains(err.Error(), "generic, avx2 or avx512vnni") {
+			t.Errorf("CORELM_KERNELS=%q: error %q does not name the tiers", tt.env, err)
+		}
+	}
+	if err := Check(); err != nil {
+		t.Errorf("Check() = %v with CORELM_KERNELS=%q", err, os.Getenv("CORELM_KERNELS"))
+	}
+}
+
+// TestTablesComplete: every tier's table has every entry the call sites
+// call without a check (the multi-row forms are optional), and a tier's
+// entries are its own or those of the tier below.
+func TestTablesComplete(t *testing.T) {
+	for _, k := range allTiers() {
+		v := reflect.ValueOf(k).Elem()
+		for i := range v.NumField() {
+			if f := v.Field(i); f.Kind() == reflect.Func && f.IsNil() {
+				t.Errorf("%v: %s is nil", k.tier, v.Type().Field(i).Name)
+			}
+		}
+		for typ := range DType(BF16 + 1) {
+			if Supported(typ) && typ != Q8_1 && typ != Q8_K && k.dot[typ] == nil {
+				t.Errorf("%v: no dot for %v", k.tier, typ)
+			}
+		}
+		for _, typ := range []DType{Q4_K, Q6_K} {
+			if k.r16[typ] == nil {
+				t.Errorf("%v: no r16 kernel for %v", k.tier, typ)
+			}
 		}
 	}
 }
@@ -357,33 +381,21 @@ func TestFMA32(t *testing.T) {
 	}
 }
 
-func dotQReference(t DType, w, xq []byte) float32 {
-	switch t {
-	case Q4_K:
-		return dotQ4K(w, xq)
-	case Q5_K:
-		return dotQ5K(w, xq)
-	case Q6_K:
-		return dotQ6K(w, xq)
-	case Q8_0:
-		return dotQ8_0(w, xq)
-	case Q4_0:
-		return dotQ4_0(w, xq)
-	}
-	panic(t)
-}
+func dotQReference(t DType, w, xq []byte) float32 { return genericKernels.dot[t](w, xq) }
 
 func uintptrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
 
 func TestSumU64(t *testing.T) {
 	r := rand.New(rand.NewPCG(41, 42))
-	for _, n := range []int{0, 7, 8, 127, 128, 129, 4096 + 40} {
-		b := make([]byte, n+1)
-		for i := range b {
-			b[i] = byte(r.Uint32())
-		}
-		if got, want := sumU64(b[1:]), sumU64Generic(b[1:]); got != want {
-			t.Errorf("n=%d: sumU64 %x, want %x", n, got, want)
+	for _, k := range hostKernels() {
+		for _, n := range []int{0, 7, 8, 127, 128, 129, 4096 + 40} {
+			b := make([]byte, n+1)
+			for i := range b {
+				b[i] = byte(r.Uint32())
+			}
+			if got, want := k.sumU64(b[1:]), sumU64Generic(b[1:]); got != want {
+				t.Errorf("%v n=%d: sumU64 %x, want %x", k.tier, n, got, want)
+			}
 		}
 	}
 }
@@ -395,9 +407,6 @@ func TestSumU64(t *testing.T) {
 func TestFastQuantQ8KExact(t *testing.T) {
 	r := rand.New(rand.NewPCG(43, 44))
 	for _, k := range hostKernels() {
-		if k.quantQ8K == nil {
-			continue
-		}
 		for _, nb := range []int{1, 3, 7, 64, 65} {
 			for variant := range 4 {
 				x := gaussian(r, nb*QK_K, 1)
@@ -491,7 +500,7 @@ func TestFastF16(t *testing.T) {
 					}
 				}
 				check("F16×F32", k.f16F32(wm, xs), want32)
-				check("F16×F16", k.f16F16(wm, misalign(xh, 63-off)), want16)
+				check("F16×F16", k.dot[F16](wm, misalign(xh, 63-off)), want16)
 			}
 		}
 	}
@@ -502,15 +511,11 @@ func TestFastF16(t *testing.T) {
 func TestFastColsExact(t *testing.T) {
 	r := rand.New(rand.NewPCG(39, 40))
 	for _, k := range hostKernels() {
-		for _, ct := range []struct {
-			t     DType
-			cols  func(w []byte, wrb int, xq []byte, out []float32)
-			model func(w, xq []byte) float32
-		}{{Q4_K, k.colsQ4K, x86DotQ4K}, {Q6_K, k.colsQ6K, x86DotQ6K}} {
-			if ct.cols == nil {
+		for _, ct := range fastTypes[:3] {
+			if k.cols[ct.t].n == 0 {
 				continue
 			}
-			C := k.colsN
+			C, cols := k.cols[ct.t].n, k.cols[ct.t].f
 			for _, nb := range []int{1, 3, 7, 64, 65} {
 				for _, raw := range []bool{false, true} {
 					wrb0 := nb * ct.t.BlockBytes()
@@ -529,7 +534,7 @@ func TestFastColsExact(t *testing.T) {
 						for i := range buf {
 							buf[i] = 12345
 						}
-						ct.cols(misalign(w, off), wrb, misalign(x, 63-off), buf[guard:guard+C])
+						cols(misalign(w, off), wrb, misalign(x, 63-off), buf[guard:guard+C])
 						for i := range buf {
 							if j := i - guard; j >= 0 && j < C {
 								if got := buf[i]; math.Float32bits(got) != math.Float32bits(want[j]) {

@@ -113,18 +113,7 @@ func AxpyF16(w float32, v []byte, o []float32) {
 	if len(v) != 2*len(o) {
 		panic(fmt.Sprintf("kernels: AxpyF16: %d bytes of values for %d floats", len(v), len(o)))
 	}
-	if f := kern.axpyF16; f != nil {
-		f(w, v, o)
-		return
-	}
-	axpyF16Generic(w, v, o)
-}
-
-func axpyF16Generic(w float32, v []byte, o []float32) {
-	v = v[:2*len(o)]
-	for j := range o {
-		o[j] += w * F16ToF32(uint16(v[2*j])|uint16(v[2*j+1])<<8)
-	}
+	kern.axpyF16(w, v, o)
 }
 
 // DotsF16 sets out[i] to the dot of q with the len(q) float16 values at
@@ -136,17 +125,7 @@ func DotsF16(k []byte, stride int, q, out []float32) {
 	if len(out) > 0 && (stride < 2*len(q) || len(k) < (len(out)-1)*stride+2*len(q)) {
 		panic(fmt.Sprintf("kernels: DotsF16: %d rows of %d values at stride %d in %d bytes", len(out), len(q), stride, len(k)))
 	}
-	if f := kern.dotsF16; f != nil && len(q) > 0 {
-		f(k, stride, q, out)
-		return
-	}
-	dotsF16Generic(k, stride, q, out)
-}
-
-func dotsF16Generic(k []byte, stride int, q, out []float32) {
-	for i := range out {
-		out[i] = DotF32(F16, k[i*stride:i*stride+2*len(q)], q)
-	}
+	kern.dotsF16(k, stride, q, out)
 }
 
 // AxpysF16 adds Σ_i w[i]·v_i to o, v_i the len(o) float16 values at
@@ -157,11 +136,5 @@ func AxpysF16(w []float32, v []byte, stride int, o []float32) {
 	if len(w) > 0 && (stride < 2*len(o) || len(v) < (len(w)-1)*stride+2*len(o)) {
 		panic(fmt.Sprintf("kernels: AxpysF16: %d rows of %d values at stride %d in %d bytes", len(w), len(o), stride, len(v)))
 	}
-	if f := kern.axpysF16; f != nil {
-		f(w, v, stride, o)
-		return
-	}
-	for i, wi := range w {
-		axpyF16Generic(wi, v[i*stride:i*stride+2*len(o)], o)
-	}
+	kern.axpysF16(w, v, stride, o)
 }

@@ -39,7 +39,7 @@ func TestR16ReferenceMatchesRows(t *testing.T) {
 			out := make([]float32, n*rows)
 			gb := size / (rows / R16)
 			for g := range rows / R16 {
-				dotR16Ref(typ, packed[g*gb:(g+1)*gb], nb, xq, xrb, n, out[g*R16:], rows)
+				dotR16Generic(typ, packed[g*gb:(g+1)*gb], nb, xq, xrb, n, out[g*R16:], rows)
 			}
 			for k := range n {
 				xf := dequant(Q8_K, xq[k*xrb:(k+1)*xrb], cols)
@@ -63,14 +63,8 @@ func TestR16ReferenceMatchesRows(t *testing.T) {
 func TestR16KernelsExact(t *testing.T) {
 	r := rand.New(rand.NewPCG(43, 44))
 	for _, k := range hostKernels() {
-		if k.r16Q4K == nil {
-			continue
-		}
 		for _, typ := range []DType{Q4_K, Q6_K} {
-			f := k.r16Q4K
-			if typ == Q6_K {
-				f = k.r16Q6K
-			}
+			f := k.r16[typ]
 			for _, nb := range []int{1, 2, 5} {
 				for R := 1; R <= 11; R++ {
 					w, xq := randomMatrix(r, typ, R16, R, nb)
@@ -81,7 +75,7 @@ func TestR16KernelsExact(t *testing.T) {
 					xq = misalign(xq, R%5*13+1)
 					const ostride, guard = R16 + 3, 5
 					want := make([]float32, R*ostride)
-					dotR16Ref(typ, packed, nb, xq, nb*q8KBytes, R, want, ostride)
+					dotR16Generic(typ, packed, nb, xq, nb*q8KBytes, R, want, ostride)
 					buf := make([]float32, R*ostride+2*guard)
 					for i := range buf {
 						buf[i] = 777
@@ -131,7 +125,7 @@ func TestMatMulR16(t *testing.T) {
 							exact := make([]float32, n*rows)
 							gb := size / (rows / R16)
 							for g := range rows / R16 {
-								dotR16Ref(typ, packed[g*gb:(g+1)*gb], cols/QK_K, xq, cols/QK_K*q8KBytes, n, exact[g*R16:], rows)
+								dotR16Generic(typ, packed[g*gb:(g+1)*gb], cols/QK_K, xq, cols/QK_K*q8KBytes, n, exact[g*R16:], rows)
 							}
 							wf := dequant(typ, w, rows*cols)
 							for i := range got {

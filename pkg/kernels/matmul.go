@@ -42,7 +42,7 @@ func MatMul(p *Pool, t DType, w []byte, rows, cols int, x []float32, n int, out 
 }
 
 // MatMulLayout is MatMul for a weight matrix in layout l. In LayoutR16 the
-// pool's unit of work is a group of 16 rows; the results equal dotR16Ref's,
+// pool's unit of work is a group of 16 rows; the results equal dotR16Generic's,
 // which differ from LayoutRows' in the float order only.
 func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []float32, n int, out []float32, s *Scratch) {
 	size, ok := LayoutBytes(t, l, rows, cols)
@@ -87,15 +87,7 @@ func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []floa
 // dotGroups computes the LayoutR16 groups lo..hi-1: each group's weights
 // (16 rows × cols) stay in cache while all n activation rows pass.
 func (j *matmulJob) dotGroups(lo, hi int) {
-	f := kern.r16Q4K
-	if j.t == Q6_K {
-		f = kern.r16Q6K
-	}
-	if f == nil {
-		f = func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
-			dotR16Ref(j.t, w, nb, xq, xrb, R, out, ostride)
-		}
-	}
+	f := kern.r16[j.t]
 	nb := j.cols / QK_K
 	gb := nb * r16BlockBytes(j.t)
 	for g := lo; g < hi; g++ {
@@ -111,39 +103,18 @@ func (j *matmulJob) quantRows(lo, hi int) {
 
 func (j *matmulJob) dotRows(lo, hi int) {
 	k := kern
-	if k.rowsN > 0 && j.n >= k.rowsN {
-		var rows func(w, xq []byte, xrb int, out []float32, ostride int)
-		switch j.t {
-		case Q4_K:
-			rows = k.rowsQ4K
-		case Q5_K:
-			rows = k.rowsQ5K
-		case Q6_K:
-			rows = k.rowsQ6K
-		}
-		if rows != nil {
-			j.dotRowsMulti(lo, hi, rows, k.rowsN)
-			return
-		}
+	if rows := k.rows[j.t]; rows.n > 0 && j.n >= rows.n {
+		j.dotRowsMulti(lo, hi, rows.f, rows.n)
+		return
 	}
-	if k.colsN > 0 {
-		var cols func(w []byte, wrb int, xq []byte, out []float32)
-		switch j.t {
-		case Q4_K:
-			cols = k.colsQ4K
-		case Q6_K:
-			cols = k.colsQ6K
-		}
-		if cols != nil {
-			// Decode (few activation rows): colsN weight rows per call
-			// share each activation block; the tail rows go one by one
-			// below.
-			C := k.colsN
-			for ; lo+C <= hi; lo += C {
-				w := j.w[lo*j.wrb : (lo+C)*j.wrb]
-				for i := range j.n {
-					cols(w, j.wrb, j.xq[i*j.xrb:(i+1)*j.xrb], j.out[i*j.rows+lo:i*j.rows+lo+C])
-				}
+	if cols := k.cols[j.t]; cols.n > 0 {
+		// Decode (few activation rows): cols.n weight rows per call share
+		// each activation block; the tail rows go one by one below.
+		C := cols.n
+		for ; lo+C <= hi; lo += C {
+			w := j.w[lo*j.wrb : (lo+C)*j.wrb]
+			for i := range j.n {
+				cols.f(w, j.wrb, j.xq[i*j.xrb:(i+1)*j.xrb], j.out[i*j.rows+lo:i*j.rows+lo+C])
 			}
 		}
 	}

@@ -95,11 +95,9 @@ func Dequantize(t DType, src []byte, dst []float32) {
 // otherwise it panics.
 func Quantize(t DType, src []float32, dst []byte) {
 	mustRow("Quantize", t, len(src), len(dst))
-	if t == Q8_K && kern.quantQ8K != nil {
-		kern.quantQ8K(src, dst)
-		return
-	}
 	switch t {
+	case Q8_K:
+		kern.quantQ8K(src, dst)
 	case F32:
 		for i, v := range src {
 			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))

@@ -421,3 +421,11 @@ func quantQ8K(x []float32, b []byte) {
 	}
 	binary.LittleEndian.PutUint32(b, math.Float32bits(1/iscale))
 }
+
+// quantQ8KGeneric is the reference of the quantQ8K kernels, Quantize to
+// Q8_K: quantQ8K block by block.
+func quantQ8KGeneric(src []float32, dst []byte) {
+	for i := range len(src) / QK_K {
+		quantQ8K(src[i*QK_K:(i+1)*QK_K], dst[i*q8KBytes:(i+1)*q8KBytes])
+	}
+}

@@ -111,8 +111,8 @@ func (l *Loaded) Close() error {
 // (the CPU's features, capped by CORELM_KERNELS).
 func HostTier() pack.Tier {
 	switch kernels.ActiveTier() {
-	case kernels.TierAVX512:
-		return pack.TierAVX512VNI
+	case kernels.TierAVX512VNNI:
+		return pack.TierAVX512VNNI
 	case kernels.TierAVX2:
 		return pack.TierAVX2
 	}

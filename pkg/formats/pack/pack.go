@@ -104,9 +104,9 @@ func KernelLayout(l Layout) kernels.Layout {
 type Tier uint16
 
 const (
-	TierGeneric   Tier = 0 // any CPU
-	TierAVX2      Tier = 1 // AVX2 + FMA + F16C
-	TierAVX512VNI Tier = 2 // AVX-512 BW/VL + VNNI
+	TierGeneric    Tier = 0 // any CPU
+	TierAVX2       Tier = 1 // AVX2 + FMA + F16C
+	TierAVX512VNNI Tier = 2 // AVX-512 BW/VL + VNNI
 )
 
 var tierNames = [...]string{"generic", "avx2", "avx512vnni"}
@@ -169,11 +169,11 @@ func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
 // exactly, and with tied embeddings it is also the output projection);
 // ggml's layout otherwise.
 func chooseLayout(cpu Tier, dt kernels.DType, shape []uint64) (Layout, Tier) {
-	if cpu < TierAVX512VNI || len(shape) != 2 ||
+	if cpu < TierAVX512VNNI || len(shape) != 2 ||
 		shape[0] > math.MaxInt32 || shape[1] > math.MaxInt32 || !kernels.CanR16(dt, int(shape[1]), int(shape[0])) {
 		return LayoutGGML, TierGeneric
 	}
-	return LayoutR16, TierAVX512VNI
+	return LayoutR16, TierAVX512VNNI
 }
 
 func (l Layout) String() string {

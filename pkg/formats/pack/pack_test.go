@@ -49,7 +49,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		tier Tier
-	}{{"generic", TierGeneric}, {"avx512vnni", TierAVX512VNI}} {
+	}{{"generic", TierGeneric}, {"avx512vnni", TierAVX512VNNI}} {
 		for name, src := range sources(t) {
 			t.Run(tc.name+"/"+name, func(t *testing.T) { testRoundTrip(t, src, tc.tier) })
 		}
@@ -384,7 +384,7 @@ func TestCheckTier(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.CheckTier(TierAVX512VNI); err != nil {
+	if err := f.CheckTier(TierAVX512VNNI); err != nil {
 		t.Errorf("avx512 CPU refused an avx2 file: %v", err)
 	}
 	if err := f.CheckTier(TierGeneric); !errors.Is(err, ErrCPU) || !strings.Contains(err.Error(), "avx2") {

@@ -29,7 +29,7 @@ func laneDot(aux *[8]int32, scale int32, q8 []byte, a []int8) {
 	}
 }
 
-func dotQ2K(w, xq []byte) float32 {
+func dotQ2KGeneric(w, xq []byte) float32 {
 	var sumf float32
 	for ib := 0; ib < len(w)/84; ib++ {
 		x := w[ib*84 : ib*84+84]
@@ -57,7 +57,7 @@ func dotQ2K(w, xq []byte) float32 {
 	return sumf
 }
 
-func dotQ3K(w, xq []byte) float32 {
+func dotQ3KGeneric(w, xq []byte) float32 {
 	var sums [8]float32
 	var a [QK_K]int8
 	for ib := 0; ib < len(w)/110; ib++ {
@@ -88,8 +88,8 @@ func dotQ3K(w, xq []byte) float32 {
 	return sumf
 }
 
-// dotQ45K is the Q4_K dot, or with five the Q5_K dot (fifth bits in qh).
-func dotQ45K(w, xq []byte, blockBytes int, five bool) float32 {
+// dotQ45KGeneric is the Q4_K dot, or with five the Q5_K dot (fifth bits in qh).
+func dotQ45KGeneric(w, xq []byte, blockBytes int, five bool) float32 {
 	var sums [8]float32
 	var a [QK_K]int8
 	var sumf float32
@@ -132,11 +132,11 @@ func dotQ45K(w, xq []byte, blockBytes int, five bool) float32 {
 	return sumf
 }
 
-func dotQ4K(w, xq []byte) float32 { return dotQ45K(w, xq, 144, false) }
+func dotQ4KGeneric(w, xq []byte) float32 { return dotQ45KGeneric(w, xq, 144, false) }
 
-func dotQ5K(w, xq []byte) float32 { return dotQ45K(w, xq, 176, true) }
+func dotQ5KGeneric(w, xq []byte) float32 { return dotQ45KGeneric(w, xq, 176, true) }
 
-func dotQ6K(w, xq []byte) float32 {
+func dotQ6KGeneric(w, xq []byte) float32 {
 	var sums [8]float32
 	var a [QK_K]int8
 	for ib := 0; ib < len(w)/210; ib++ {
