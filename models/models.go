@@ -4,12 +4,30 @@ package models
 
 import _ "embed"
 
-// Stories260K is karpathy's tinyllamas "stories260K" (llama2.c, MIT) in GGUF:
-// a real trained 260K-parameter Llama with a 512-token SentencePiece
-// vocabulary, all F32.
-//
-//go:embed stories260K.gguf
-var Stories260K []byte
+// Name is the one name of the embedded model: what a --model or
+// --model-file flag says to use it, and its model id when served.
+const Name = "stories"
 
-// DefaultName is the name under which the embedded model is known.
-const DefaultName = "stories260K"
+// Stories is karpathy's tinyllamas "stories260K" checkpoint (llama2.c, MIT)
+// in GGUF: a real trained 260K-parameter Llama with a 512-token
+// SentencePiece vocabulary, all F32.
+//
+//go:embed stories.gguf
+var Stories []byte
+
+// alias is the checkpoint's own name, which earlier versions used.
+const alias = "stories260K"
+
+// IsName reports whether name means the embedded model: Name, or
+// "stories260K", the name of the checkpoint, accepted as an alias.
+func IsName(name string) bool { return name == Name || name == alias }
+
+// Stories260K is Stories.
+//
+// Deprecated: use Stories.
+var Stories260K = Stories
+
+// DefaultName is the alias "stories260K".
+//
+// Deprecated: use Name, and IsName where a name is parsed.
+const DefaultName = alias

@@ -14,10 +14,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/model"
 	"github.com/corelm/corelm/pkg/runtime/sample"
+	"github.com/corelm/corelm/pkg/runtime/sched"
 )
 
 // benchReport is the --json output of `corelm bench`.
@@ -49,7 +51,7 @@ type benchReport struct {
 
 func runBench(ctx context.Context, args []string) error {
 	fs := newFlags("bench")
-	path := fs.String("model", "", "model file (default: the embedded stories260K)")
+	path := fs.String("model", "", "model file (default: the embedded "+models.Name+")")
 	threads := fs.Int("threads", 0, "threads (default: the CPUs this process may use)")
 	p := fs.Int("prompt-tokens", 128, "prompt tokens to prefill per repetition")
 	g := fs.Int("gen-tokens", 32, "tokens to decode per repetition")
@@ -58,8 +60,9 @@ func runBench(ctx context.Context, args []string) error {
 	kvType := fs.String("kv-type", "f16", "KV cache type: f16 or q8_0")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed runs to this file")
 	seqs := fs.Int("seqs", 1, "sequences decoded together in one batch (continuous batching); decode_tok_s is their aggregate")
-	ctxLen := fs.Int("context", 0, "context each sequence is created with (default: prompt + generated tokens + 1)")
-	step := fs.Int("step", 0, "most prompt tokens per forward step, as the server's StepTokens (default: the whole prompt)")
+	ctxLen := fs.Int("ctx", 0, "context each sequence is created with (default: prompt + generated tokens + 1)")
+	fs.IntVar(ctxLen, "context", 0, "the same as --ctx")
+	step := fs.Int("step", sched.DefaultStepTokens, "most prompt tokens per forward step, as the server's --step-tokens (0: the whole prompt)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
@@ -70,7 +73,7 @@ func runBench(ctx context.Context, args []string) error {
 		*ctxLen = *p + *g + 1
 	}
 	if *ctxLen < *p+*g+1 {
-		return usagef("--context %d cannot hold %d prompt and %d generated tokens", *ctxLen, *p, *g)
+		return usagef("--ctx %d cannot hold %d prompt and %d generated tokens", *ctxLen, *p, *g)
 	}
 	if *step <= 0 || *step > *p {
 		*step = *p
@@ -91,7 +94,7 @@ func runBench(ctx context.Context, args []string) error {
 	cfg := m.Config()
 	rep := benchReport{Model: *path, Threads: *threads, Seqs: *seqs, KernelTier: kernels.ActiveTier().String(), PromptTokens: *p, GenTokens: *g, Reps: *reps, Context: *ctxLen, GoVersion: runtime.Version()}
 	if rep.Model == "" {
-		rep.Model = "stories260K (embedded)"
+		rep.Model = models.Name + " (embedded)"
 	}
 	weights := decodeWeights(l.Source)
 	for _, w := range weights {

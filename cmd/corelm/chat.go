@@ -16,7 +16,7 @@ import (
 
 func runChatRender(ctx context.Context, args []string) error {
 	fs := newFlags("chat-render")
-	modelPath := fs.String("model", "", "GGUF model or vocabulary file (default: the embedded "+models.DefaultName+")")
+	modelPath := fs.String("model", "", "GGUF model or vocabulary file (default: the embedded "+models.Name+")")
 	msgFile := fs.String("messages", "", `JSON file (- for standard input): [{"role":"user","content":"Hi"}, …] or {"messages": […]}`)
 	tmplFile := fs.String("template", "", "use this Jinja chat template instead of the model's tokenizer.chat_template")
 	noGen := fs.Bool("no-generation-prompt", false, "do not end with the header of an assistant turn")

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"time"
 
+	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/sample"
@@ -16,14 +18,15 @@ import (
 
 func runGenerate(ctx context.Context, args []string) error {
 	fs := newFlags("generate")
-	path := fs.String("model", "", "model file (default: the embedded stories260K)")
+	def := sample.Defaults()
+	path := fs.String("model", "", "model file (default: the embedded "+models.Name+")")
 	prompt := fs.String("prompt", "", "prompt text")
 	maxTokens := fs.Int("max-tokens", 128, "most tokens to generate")
-	temp := fs.Float64("temperature", 0.8, "sampling temperature; 0 = greedy")
-	topK := fs.Int("top-k", 40, "top-k (0 = off)")
-	topP := fs.Float64("top-p", 0.95, "top-p (1 = off)")
-	minP := fs.Float64("min-p", 0.05, "min-p (0 = off)")
-	repeat := fs.Float64("repeat-penalty", 1.0, "repetition penalty (1 = off)")
+	temp := fs.Float64("temperature", decimal(def.Temperature), "sampling temperature; 0 = greedy")
+	topK := fs.Int("top-k", def.TopK, "top-k (0 = off)")
+	topP := fs.Float64("top-p", decimal(def.TopP), "top-p (1 = off)")
+	minP := fs.Float64("min-p", decimal(def.MinP), "min-p (0 = off)")
+	repeat := fs.Float64("repeat-penalty", decimal(def.RepeatPenalty), "repetition penalty (1 = off)")
 	seed := fs.Uint64("seed", 0, "random seed (0 = random); the same seed and prompt give the same text")
 	threads := fs.Int("threads", 0, "threads (default: the CPUs this process may use)")
 	ctxLen := fs.Int("ctx", 4096, "context length")
@@ -66,16 +69,16 @@ func runGenerate(ctx context.Context, args []string) error {
 	fmt.Fprint(out, *prompt)
 	out.Flush()
 	dec := tok.NewDecoder()
+	sp := def
+	sp.Temperature, sp.TopK, sp.TopP, sp.MinP = float32(*temp), *topK, float32(*topP), float32(*minP)
+	sp.RepeatPenalty, sp.Seed = float32(*repeat), *seed
 	res, err := runtime.Generate(ctx, l.Model, runtime.GenerateRequest{
 		Prompt:    ids,
 		MaxTokens: *maxTokens,
-		Sampling: sample.Params{
-			Temperature: float32(*temp), TopK: *topK, TopP: float32(*topP), MinP: float32(*minP),
-			RepeatPenalty: float32(*repeat), Seed: *seed,
-		},
-		IsEOG:   tok.IsEOG,
-		Context: *ctxLen,
-		KVType:  kt,
+		Sampling:  sp,
+		IsEOG:     tok.IsEOG,
+		Context:   *ctxLen,
+		KVType:    kt,
 	}, func(id int32) error {
 		text, _ := dec.Push(id)
 		fmt.Fprint(out, text)
@@ -94,4 +97,12 @@ func runGenerate(ctx context.Context, args []string) error {
 			n, res.Decode.Round(time.Microsecond), float64(n)/res.Decode.Seconds(), res.Finish, *seed)
 	}
 	return nil
+}
+
+// decimal is x as the float64 of its shortest decimal form (0.8, not
+// 0.800000011920929), so a flag shows the float32 default as written and
+// gives it back exactly.
+func decimal(x float32) float64 {
+	f, _ := strconv.ParseFloat(strconv.FormatFloat(float64(x), 'g', -1, 32), 64)
+	return f
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/model"
+	"github.com/corelm/corelm/pkg/runtime/sched"
 )
 
 // inspectReport is the --json form of `corelm inspect`.
@@ -76,15 +77,13 @@ func runInspect(ctx context.Context, args []string) error {
 			rep.Formats[t.Type.String()]++
 		}
 	}
-	ctxN := *ctxLen
-	if ctxN <= 0 || ctxN > cfg.Context {
-		ctxN = cfg.Context
-	}
+	ctxN := cfg.ClampContext(*ctxLen)
 	for _, kt := range []kvcache.Type{kvcache.F16, kvcache.Q8_0} {
 		if kt == kvcache.Q8_0 && cfg.HeadDim%32 != 0 {
 			continue // q8_0 KV needs 32-wide heads
 		}
-		opts := model.StateOptions{Context: ctxN, KVType: kt, Chunk: runtime.DefaultChunk}
+		// One step of the size serving takes (sched.DefaultStepTokens).
+		opts := model.StateOptions{Context: ctxN, KVType: kt, Chunk: sched.DefaultStepTokens}
 		need := runtime.Estimate(l.Model, rep.WeightBytes, opts)
 		rep.Memory = append(rep.Memory, memoryRow{
 			KVType:      kt.String(),
@@ -95,7 +94,7 @@ func runInspect(ctx context.Context, args []string) error {
 			TotalBytes:  need.Total(),
 			BudgetBytes: budget,
 			Fits:        runtime.CheckBudget(l.Model, rep.WeightBytes, opts, budget) == nil,
-			MaxContext:  runtime.MaxContext(l.Model, rep.WeightBytes, model.StateOptions{KVType: kt, Chunk: runtime.DefaultChunk}, budget),
+			MaxContext:  runtime.MaxContext(l.Model, rep.WeightBytes, model.StateOptions{KVType: kt, Chunk: opts.Chunk}, budget),
 		})
 	}
 	if *showMeta {

@@ -7,15 +7,12 @@ import (
 	"strings"
 
 	"github.com/corelm/corelm/pkg/runtime/model"
+	"github.com/corelm/corelm/pkg/runtime/sched"
 )
 
 // ErrOverBudget is wrapped by the error CheckBudget returns when a model and
 // the context asked for would not fit the memory budget.
 var ErrOverBudget = errors.New("over the memory budget")
-
-// DefaultChunk is the prefill chunk assumed when StateOptions.Chunk is 0
-// (Generate's default).
-const DefaultChunk = 512
 
 // Sized is what the memory estimate needs of a model; model.Model has it.
 type Sized interface {
@@ -35,7 +32,8 @@ func (f Footprint) Total() int64 { return f.Weights + f.KV + f.Compute }
 
 // Estimate returns the footprint of m with weightBytes of tensors and one
 // sequence of opts. A Context of 0 (or beyond the model's) means the
-// model's trained context, a Chunk of 0 DefaultChunk.
+// model's trained context, a Chunk of 0 the step serving takes
+// (sched.DefaultStepTokens).
 func Estimate(m Sized, weightBytes int64, opts model.StateOptions) Footprint {
 	opts = normalize(m.Config(), opts)
 	return Footprint{
@@ -46,11 +44,9 @@ func Estimate(m Sized, weightBytes int64, opts model.StateOptions) Footprint {
 }
 
 func normalize(cfg *model.Config, opts model.StateOptions) model.StateOptions {
-	if opts.Context <= 0 || opts.Context > cfg.Context {
-		opts.Context = cfg.Context
-	}
+	opts = opts.Resolve(cfg)
 	if opts.Chunk <= 0 {
-		opts.Chunk = DefaultChunk
+		opts.Chunk = sched.DefaultStepTokens
 	}
 	return opts
 }
@@ -106,7 +102,7 @@ func MaxContext(m Sized, weightBytes int64, opts model.StateOptions, budget int6
 	opts = normalize(m.Config(), opts)
 	fits := func(ctx int) bool {
 		o := opts
-		o.Context = ctx
+		o.Context, o.Length = ctx, 0
 		return Estimate(m, weightBytes, o).Total() <= budget
 	}
 	lo, hi := 0, opts.Context // fits(lo) is assumed, hi is the answer if it fits

@@ -10,10 +10,11 @@ import (
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/model"
+	"github.com/corelm/corelm/pkg/runtime/sched"
 )
 
 // TestGreedyStories reproduces, token for token, the 256 greedy tokens an
-// independent fp32 implementation generates from [BOS] on stories260K.
+// independent fp32 implementation generates from [BOS] on the embedded stories model.
 func TestGreedyStories(t *testing.T) {
 	raw, err := os.ReadFile("testdata/greedy_from_bos_256.json")
 	if err != nil {
@@ -29,7 +30,7 @@ func TestGreedyStories(t *testing.T) {
 	}
 	pool := kernels.NewPool(2)
 	defer pool.Close()
-	l, err := runtime.ParseGGUF(models.Stories260K, model.Env{Pool: pool})
+	l, err := runtime.ParseGGUF(models.Stories, model.Env{Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func TestGreedyStories(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Finish != runtime.FinishLength {
+	if res.Finish != sched.FinishLength {
 		t.Errorf("finish = %s, want length", res.Finish)
 	}
 	if len(got) != len(want.GeneratedIDs) {

@@ -30,7 +30,7 @@ func TestOpenPacked(t *testing.T) {
 		name string
 		src  []byte
 	}{
-		{"stories260K", models.Stories260K},
+		{"stories", models.Stories},
 		{"tiny-quantized", tiny},
 	}
 	for _, tt := range tests {

@@ -5,7 +5,8 @@ package runtime
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/corelm/corelm/pkg/runtime/gemma2"
 	"github.com/corelm/corelm/pkg/runtime/llama"
@@ -20,21 +21,27 @@ type Constructor func(src model.Source, env model.Env) (model.Model, error)
 // architectures is the registry: adding an architecture is adding a package
 // and a line here.
 var architectures = map[string]Constructor{
-	"gemma2": gemma2.New,
-	"llama":  llama.New,
-	"phi3":   phi3.New,
-	"qwen2":  qwen2.New,
+	"gemma2": constructor(gemma2.New),
+	"llama":  constructor(llama.New),
+	"phi3":   constructor(phi3.New),
+	"qwen2":  constructor(qwen2.New),
+}
+
+// constructor adapts an architecture's New, which returns its concrete
+// model type, to a Constructor. A failed New returns a nil interface, never
+// an interface holding a nil pointer.
+func constructor[M model.Model](build func(model.Source, model.Env) (M, error)) Constructor {
+	return func(src model.Source, env model.Env) (model.Model, error) {
+		m, err := build(src, env)
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
 }
 
 // Architectures lists the supported architecture names.
-func Architectures() []string {
-	names := make([]string, 0, len(architectures))
-	for name := range architectures {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	return names
-}
+func Architectures() []string { return slices.Sorted(maps.Keys(architectures)) }
 
 // Build checks src's architecture and hyper-parameters, binds every tensor
 // with the shape they imply, and returns the model.

@@ -8,25 +8,15 @@ import (
 
 // workspace holds the activations of one step, grown to the largest batch seen.
 type workspace struct {
-	step     model.Step
-	x, xn    []float32 // (n, dim) residual stream and its normalised copy
-	q, k, v  []float32 // (n, q_dim), (n, kv_dim), (n, kv_dim)
-	att      []float32 // (n, q_dim) attention output
+	step model.Step
+	model.Activations
 	gate, up []float32 // (n, ffn)
-	proj     []float32 // (n, dim) projection back to the residual
-	mm       kernels.Scratch
 }
 
 func (ws *workspace) resize(cfg *model.Config, n int) {
-	ws.x = model.Grow(ws.x, n*cfg.Dim)
-	ws.xn = model.Grow(ws.xn, n*cfg.Dim)
-	ws.q = model.Grow(ws.q, n*cfg.QDim())
-	ws.k = model.Grow(ws.k, n*cfg.KVDim())
-	ws.v = model.Grow(ws.v, n*cfg.KVDim())
-	ws.att = model.Grow(ws.att, n*cfg.QDim())
+	ws.Resize(cfg, n)
 	ws.gate = model.Grow(ws.gate, n*cfg.FFN)
 	ws.up = model.Grow(ws.up, n*cfg.FFN)
-	ws.proj = model.Grow(ws.proj, n*cfg.Dim)
 }
 
 // Forward runs one step over every sequence of b; all rows of all sequences
@@ -38,18 +28,10 @@ func (m *Model) Forward(b *model.Batch) error {
 		return err
 	}
 	ws.resize(cfg, n)
-	dim := cfg.Dim
-	row := 0
-	for si := range b.Seqs {
-		for _, tok := range b.Seqs[si].Tokens {
-			x := ws.x[row*dim : (row+1)*dim]
-			m.w.TokenEmbd.Row(int(tok), x)
-			kernels.Scale(x, m.p.EmbedScale)
-			row++
-		}
-	}
+	ws.step.Embed(b, &m.w.TokenEmbd, ws.X)
+	kernels.Scale(ws.X[:n*cfg.Dim], m.p.EmbedScale)
 	ws.step.Layers(b, cfg.Layers, func(l int) { m.attention(b, l, n) }, func(l int) { m.ffn(l, n) })
-	ws.step.Logits(b, ws.x, dim, cfg.Vocab,
+	ws.step.Logits(b, ws.X, cfg.Dim, cfg.Vocab,
 		func(dst, src []float32) { kernels.RMSNorm(dst, src, m.w.OutputNorm, cfg.RMSEps) },
 		func(in []float32, rows int, out []float32) {
 			m.matmul(&m.w.TokenEmbd, in, rows, out)
@@ -62,52 +44,36 @@ func (m *Model) Forward(b *model.Batch) error {
 }
 
 func (m *Model) matmul(w *model.Matrix, x []float32, n int, out []float32) {
-	kernels.MatMulLayout(m.pool, w.Type, w.Layout, w.Data, w.Rows, w.Cols, x, n, out, &m.ws.mm)
-}
-
-// rmsRows normalises each of the n rows of x (width len(weight)) into dst.
-func rmsRows(dst, x, weight []float32, n int, eps float32) {
-	d := len(weight)
-	for r := 0; r < n; r++ {
-		kernels.RMSNorm(dst[r*d:(r+1)*d], x[r*d:(r+1)*d], weight, eps)
-	}
+	w.MatMul(m.pool, x, n, out, &m.ws.MM)
 }
 
 func (m *Model) attention(b *model.Batch, l, n int) {
 	cfg, ws, w := m.cfg, &m.ws, &m.w.Blocks[l]
-	dim, qDim, kvDim, hd := cfg.Dim, cfg.QDim(), cfg.KVDim(), cfg.HeadDim
-	rmsRows(ws.xn, ws.x, w.AttnNorm, n, cfg.RMSEps)
-	m.matmul(&w.Q, ws.xn, n, ws.q)
-	m.matmul(&w.K, ws.xn, n, ws.k)
-	m.matmul(&w.V, ws.xn, n, ws.v)
-	rope := &m.ropes[l]
-	for r := 0; r < n; r++ {
-		q := ws.q[r*qDim : (r+1)*qDim]
-		rope.Apply(q, ws.step.Pos[r])
-		// The query carries the 1/√query_pre_attn_scalar scale (llama.cpp
-		// scales Qcur and calls attention with a kq scale of 1).
-		kernels.Scale(q, m.p.QueryScale)
-		rope.Apply(ws.k[r*kvDim:(r+1)*kvDim], ws.step.Pos[r])
-		st := b.Seqs[ws.step.Seq[r]].State
-		st.Cache.Store(l, ws.step.Pos[r], ws.k[r*kvDim:(r+1)*kvDim], ws.v[r*kvDim:(r+1)*kvDim])
-	}
+	dim := cfg.Dim
+	model.RMSRows(ws.XN, ws.X, w.AttnNorm, n, cfg.RMSEps)
+	m.matmul(&w.Q, ws.XN, n, ws.Q)
+	m.matmul(&w.K, ws.XN, n, ws.K)
+	m.matmul(&w.V, ws.XN, n, ws.V)
+	// The query carries the 1/√query_pre_attn_scalar scale (llama.cpp
+	// scales Qcur and calls attention with a kq scale of 1).
+	ws.step.RopeStore(b, l, ws.Q, ws.K, ws.V, cfg.QDim(), cfg.KVDim(), m.p.QueryScale, &m.ropes[l])
 	// The cache applies the layer's window: position p of a local layer
 	// attends to p-window+1..p.
 	params := kvcache.AttnParams{Scale: 1, Softcap: m.p.AttnSoftcap}
-	ws.step.Attend(m.pool, b, l, cfg.Heads, hd, ws.q, ws.att, params)
-	m.matmul(&w.O, ws.att, n, ws.proj)
-	rmsRows(ws.proj, ws.proj, w.PostAttnNorm, n, cfg.RMSEps)
-	kernels.Add(ws.x[:n*dim], ws.x[:n*dim], ws.proj[:n*dim])
+	ws.step.Attend(m.pool, b, l, cfg.Heads, cfg.HeadDim, ws.Q, ws.Att, params)
+	m.matmul(&w.O, ws.Att, n, ws.Proj)
+	model.RMSRows(ws.Proj, ws.Proj, w.PostAttnNorm, n, cfg.RMSEps)
+	kernels.Add(ws.X[:n*dim], ws.X[:n*dim], ws.Proj[:n*dim])
 }
 
 func (m *Model) ffn(l, n int) {
 	cfg, ws, w := m.cfg, &m.ws, &m.w.Blocks[l]
 	dim, ff := cfg.Dim, cfg.FFN
-	rmsRows(ws.xn, ws.x, w.FFNNorm, n, cfg.RMSEps)
-	m.matmul(&w.Gate, ws.xn, n, ws.gate)
-	m.matmul(&w.Up, ws.xn, n, ws.up)
+	model.RMSRows(ws.XN, ws.X, w.FFNNorm, n, cfg.RMSEps)
+	m.matmul(&w.Gate, ws.XN, n, ws.gate)
+	m.matmul(&w.Up, ws.XN, n, ws.up)
 	GeGLU(ws.gate[:n*ff], ws.gate[:n*ff], ws.up[:n*ff])
-	m.matmul(&w.Down, ws.gate, n, ws.proj)
-	rmsRows(ws.proj, ws.proj, w.PostFFNNorm, n, cfg.RMSEps)
-	kernels.Add(ws.x[:n*dim], ws.x[:n*dim], ws.proj[:n*dim])
+	m.matmul(&w.Down, ws.gate, n, ws.Proj)
+	model.RMSRows(ws.Proj, ws.Proj, w.PostFFNNorm, n, cfg.RMSEps)
+	kernels.Add(ws.X[:n*dim], ws.X[:n*dim], ws.Proj[:n*dim])
 }

@@ -152,29 +152,13 @@ type Model struct {
 
 var _ model.Model = (*Model)(nil)
 
-// New builds a "gemma2" model.
-func New(src model.Source, env model.Env) (model.Model, error) {
-	m, err := Build(src, env)
-	if err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
-// Build parses the hyper-parameters, binds the weights and checks every shape.
-func Build(src model.Source, env model.Env) (*Model, error) {
+// New parses the hyper-parameters, binds the weights and checks every
+// shape: it builds a "gemma2" model.
+func New(src model.Source, env model.Env) (*Model, error) {
 	const arch = "gemma2"
-	cfg, err := model.ParseConfig(src, arch)
+	cfg, err := model.ReadConfig(src, arch)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.Vocab == 0 {
-		if t, ok := src.LookupTensor(model.TTokenEmbd); ok && len(t.Shape) == 2 {
-			cfg.Vocab = t.Shape[1]
-		}
-	}
-	if cfg.Vocab <= 0 {
-		return nil, model.Invalidf("%s: vocabulary size unknown (no %s.vocab_size and no tokenizer.ggml.tokens)", arch, arch)
 	}
 	p, err := ParseParams(src, cfg)
 	if err != nil {
@@ -213,14 +197,8 @@ func Build(src model.Source, env model.Env) (*Model, error) {
 		if p.Windows[l] > 0 {
 			base = p.RopeBaseSWA
 		}
-		m.ropes[l] = kernels.RoPE{
-			Dims:       cfg.RopeDims,
-			HeadSize:   cfg.HeadDim,
-			Base:       base,
-			FreqScale:  cfg.RopeScale,
-			AttnFactor: 1,
-			NeoX:       true,
-		}
+		m.ropes[l] = cfg.RoPE(true)
+		m.ropes[l].Base = base
 	}
 	return m, nil
 }
@@ -237,12 +215,11 @@ func (m *Model) Weights() *Weights { return &m.w }
 // NewState allocates a sequence. Sliding-window layers get ring buffers of
 // window+opts.Chunk slots.
 func (m *Model) NewState(opts model.StateOptions) (*model.State, error) {
-	return model.NewState(model.CacheGeometry(m.cfg, opts, m.p.Windows))
+	return model.NewState(m.cfg, opts, m.p.Windows)
 }
 
 // KVBytes is the KV cache memory of one sequence with opts, counting the
 // sliding-window layers at their ring size.
 func (m *Model) KVBytes(opts model.StateOptions) int64 {
-	g := model.CacheGeometry(m.cfg, opts, m.p.Windows)
-	return g.Bytes()
+	return model.KVBytes(m.cfg, opts, m.p.Windows)
 }

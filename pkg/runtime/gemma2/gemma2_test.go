@@ -2,14 +2,11 @@ package gemma2
 
 import (
 	"math"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
+	"slices"
 	"testing"
 
-	"github.com/corelm/corelm/pkg/formats/gguf"
 	"github.com/corelm/corelm/pkg/kernels"
+	"github.com/corelm/corelm/pkg/runtime/internal/runtimetest"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/model"
 )
@@ -76,50 +73,15 @@ func TestSlidingLayers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got := SlidingLayers(tt.layers, tt.period, tt.window)
-		if !equalInts(got, tt.want) {
+		if !slices.Equal(got, tt.want) {
 			t.Errorf("SlidingLayers(%d, %d, %d) = %v, want %v", tt.layers, tt.period, tt.window, got, tt.want)
 		}
 	}
 }
 
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// meta is an in-memory model.Metadata.
-type meta map[string]any
-
-func (m meta) String(k string) (string, bool) { v, ok := m[k].(string); return v, ok }
-func (m meta) Uint(k string) (uint64, bool) {
-	v, ok := m[k].(int)
-	return uint64(v), ok && v >= 0
-}
-func (m meta) Int(k string) (int64, bool) { v, ok := m[k].(int); return int64(v), ok }
-func (m meta) Float(k string) (float64, bool) {
-	switch v := m[k].(type) {
-	case float64:
-		return v, true
-	case int:
-		return float64(v), true
-	}
-	return 0, false
-}
-func (m meta) Bool(k string) (bool, bool)          { v, ok := m[k].(bool); return v, ok }
-func (m meta) Strings(k string) ([]string, bool)   { return nil, false }
-func (m meta) Float32s(k string) ([]float32, bool) { return nil, false }
-func (m meta) Int32s(k string) ([]int32, bool)     { return nil, false }
-
 // gemmaMeta describes a Gemma 2 size by its published hyper-parameters.
-func gemmaMeta(layers, dim, heads, kvHeads, headDim int) meta {
-	return meta{
+func gemmaMeta(layers, dim, heads, kvHeads, headDim int) runtimetest.Meta {
+	return runtimetest.Meta{
 		"general.architecture":                    "gemma2",
 		"gemma2.context_length":                   8192,
 		"gemma2.embedding_length":                 dim,
@@ -137,13 +99,27 @@ func gemmaMeta(layers, dim, heads, kvHeads, headDim int) meta {
 	}
 }
 
+// parse reads the shared and Gemma 2's own hyper-parameters of md.
+func parse(t *testing.T, md runtimetest.Meta) (*model.Config, Params) {
+	t.Helper()
+	cfg, err := model.ParseConfig(md, "gemma2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParseParams(md, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, p
+}
+
 // TestQueryScale checks 1/√query_pre_attn_scalar for the three sizes: the
 // head width 256 for 2B and 9B, n_embd/n_head = 4608/32 = 144 for 27B (not
 // its head width 128), and a key in the file taking precedence.
 func TestQueryScale(t *testing.T) {
 	tests := []struct {
 		name string
-		md   meta
+		md   runtimetest.Meta
 		want float64
 	}{
 		{"2B", gemmaMeta(26, 2304, 8, 4, 256), 1.0 / 16},
@@ -154,18 +130,11 @@ func TestQueryScale(t *testing.T) {
 	override["gemma2.attention.query_pre_attn_scalar"] = 64
 	tests = append(tests, struct {
 		name string
-		md   meta
+		md   runtimetest.Meta
 		want float64
 	}{"key", override, 1.0 / 8})
 	for _, tt := range tests {
-		cfg, err := model.ParseConfig(tt.md, "gemma2")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := ParseParams(tt.md, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, p := parse(t, tt.md)
 		if math.Abs(float64(p.QueryScale)-tt.want) > 1e-7 {
 			t.Errorf("%s: query scale %g, want %g", tt.name, p.QueryScale, tt.want)
 		}
@@ -177,15 +146,8 @@ func TestParseParamsDefaults(t *testing.T) {
 	delete(md, "gemma2.attention.sliding_window")
 	delete(md, "gemma2.attn_logit_softcapping")
 	delete(md, "gemma2.final_logit_softcapping")
-	cfg, err := model.ParseConfig(md, "gemma2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := ParseParams(md, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.AttnSoftcap != 50 || p.FinalSoftcap != 30 || !equalInts(p.Windows, []int{4096, 0, 4096, 0}) || p.EmbedScale != 16 {
+	_, p := parse(t, md)
+	if p.AttnSoftcap != 50 || p.FinalSoftcap != 30 || !slices.Equal(p.Windows, []int{4096, 0, 4096, 0}) || p.EmbedScale != 16 {
 		t.Errorf("defaults: %+v, want softcaps 50/30, windows [4096 0 4096 0], embedding scale 16", p)
 	}
 }
@@ -198,14 +160,7 @@ func TestParseParamsDefaults(t *testing.T) {
 // At 4096 the window covers the whole context: 42·4352·4096 = 748,683,264.
 func TestKVBytes9B(t *testing.T) {
 	md := gemmaMeta(42, 3584, 16, 8, 256)
-	cfg, err := model.ParseConfig(md, "gemma2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := ParseParams(md, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, p := parse(t, md)
 	m := &Model{cfg: cfg, p: p}
 	tests := []struct {
 		ctx  int
@@ -227,44 +182,16 @@ func TestKVBytes9B(t *testing.T) {
 // with a window of 32, then a global one).
 func goldenModel(t *testing.T) (*Model, []int32) {
 	t.Helper()
-	dir := filepath.Join("..", "testdata", "golden")
-	f, err := gguf.Open(filepath.Join(dir, "models", "gemma2-F32.gguf"))
+	m, err := New(runtimetest.GoldenSource(t, "gemma2-F32.gguf"), model.Env{Pool: runtimetest.Pool(t, 2)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.Close() })
-	pool := kernels.NewPool(2)
-	t.Cleanup(pool.Close)
-	m, err := Build(model.FromGGUF(f), model.Env{Pool: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, "tokens", "gemma2.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []int32
-	for _, s := range strings.Fields(string(raw)) {
-		v, err := strconv.Atoi(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, int32(v))
-	}
-	return m, ids
+	return m, runtimetest.GoldenTokens(t, "gemma2")
 }
 
 func eval(t *testing.T, m *Model, ids []int32) []float32 {
 	t.Helper()
-	st, err := m.NewState(model.StateOptions{Context: 256, Chunk: len(ids)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &model.Batch{Seqs: []model.SeqBatch{{State: st, Tokens: ids, Logits: len(ids)}}}
-	if err := m.Forward(b); err != nil {
-		t.Fatal(err)
-	}
-	return b.Seqs[0].Out
+	return runtimetest.Eval(t, m, ids, model.StateOptions{Context: 256, Chunk: len(ids)}, 0)
 }
 
 // TestWindowOnlyChangesLaterPositions: positions 0..31 see at most 32
@@ -272,7 +199,7 @@ func eval(t *testing.T, m *Model, ids []int32) []float32 {
 // position's must (the golden sequence is 96 tokens long).
 func TestWindowOnlyChangesLaterPositions(t *testing.T) {
 	m, ids := goldenModel(t)
-	if !equalInts(m.p.Windows, []int{32, 0}) {
+	if !slices.Equal(m.p.Windows, []int{32, 0}) {
 		t.Fatalf("windows %v, want [32 0]", m.p.Windows)
 	}
 	windowed := eval(t, m, ids)

@@ -66,27 +66,19 @@ type Model struct {
 var _ model.Model = (*Model)(nil)
 
 // New builds a plain Llama model ("llama" architecture).
-func New(src model.Source, env model.Env) (model.Model, error) {
+func New(src model.Source, env model.Env) (*Model, error) {
 	return Build(src, "llama", Options{}, env)
 }
 
 // Build parses the hyper-parameters of arch, binds the weights and checks
 // every shape. It is shared by the architectures of this family.
 func Build(src model.Source, arch string, opts Options, env model.Env) (*Model, error) {
-	cfg, err := model.ParseConfig(src, arch)
+	cfg, err := model.ReadConfig(src, arch)
 	if err != nil {
 		return nil, err
 	}
 	b := model.NewBinder(src)
 	w := Weights{}
-	if cfg.Vocab == 0 {
-		if t, ok := src.LookupTensor(model.TTokenEmbd); ok && len(t.Shape) == 2 {
-			cfg.Vocab = t.Shape[1]
-		}
-	}
-	if cfg.Vocab <= 0 {
-		return nil, model.Invalidf("%s: vocabulary size unknown (no %s.vocab_size and no tokenizer.ggml.tokens)", arch, arch)
-	}
 	w.TokenEmbd = b.Embedding(model.TTokenEmbd, cfg.Vocab, cfg.Dim)
 	w.OutputNorm = b.Vector(model.TOutputNorm, cfg.Dim)
 	if out, ok := b.OptionalMatrix(model.TOutput, cfg.Vocab, cfg.Dim); ok {
@@ -123,15 +115,8 @@ func Build(src model.Source, arch string, opts Options, env model.Env) (*Model, 
 		return nil, fmt.Errorf("%s: %w", arch, err)
 	}
 	m := &Model{cfg: cfg, opts: opts, w: w, pool: env.Pool}
-	m.rope = kernels.RoPE{
-		Dims:        cfg.RopeDims,
-		HeadSize:    cfg.HeadDim,
-		Base:        cfg.RopeBase,
-		FreqScale:   cfg.RopeScale,
-		AttnFactor:  1,
-		FreqFactors: w.RopeFreqs,
-		NeoX:        opts.NeoX,
-	}
+	m.rope = cfg.RoPE(opts.NeoX)
+	m.rope.FreqFactors = w.RopeFreqs
 	return m, nil
 }
 
@@ -141,21 +126,12 @@ func (m *Model) Config() *model.Config { return m.cfg }
 // Weights returns the bound tensors.
 func (m *Model) Weights() *Weights { return &m.w }
 
-// Geometry returns the KV cache geometry for opts.
-func (m *Model) geometry(opts model.StateOptions) model.StateOptions {
-	if opts.Context <= 0 || opts.Context > m.cfg.Context {
-		opts.Context = m.cfg.Context
-	}
-	return opts
-}
-
 // NewState allocates a sequence.
 func (m *Model) NewState(opts model.StateOptions) (*model.State, error) {
-	return model.NewState(model.CacheGeometry(m.cfg, m.geometry(opts), nil))
+	return model.NewState(m.cfg, opts, nil)
 }
 
 // KVBytes is the KV cache memory of one sequence with opts.
 func (m *Model) KVBytes(opts model.StateOptions) int64 {
-	g := model.CacheGeometry(m.cfg, m.geometry(opts), nil)
-	return g.Bytes()
+	return model.KVBytes(m.cfg, opts, nil)
 }

@@ -24,6 +24,12 @@ func (m *Matrix) Row(r int, dst []float32) {
 	kernels.RowLayout(m.Type, m.Layout, m.Data, m.Cols, r, dst)
 }
 
+// MatMul multiplies the n rows of x (each Cols wide) by the matrix,
+// writing n rows of Rows outputs to out, split over pool.
+func (m *Matrix) MatMul(pool *kernels.Pool, x []float32, n int, out []float32, s *kernels.Scratch) {
+	kernels.MatMulLayout(pool, m.Type, m.Layout, m.Data, m.Rows, m.Cols, x, n, out, s)
+}
+
 // RowBytes is the encoded size of one row.
 func (m *Matrix) RowBytes() int { n, _ := m.Type.RowBytes(m.Cols); return n }
 

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/corelm/corelm/pkg/kernels"
 )
 
 // ErrInvalidModel is wrapped by every error about a model whose metadata or
@@ -75,6 +77,23 @@ func (c *Config) QDim() int { return c.Heads * c.HeadDim }
 // KVDim is the width of all key (or value) heads together.
 func (c *Config) KVDim() int { return c.KVHeads * c.HeadDim }
 
+// ClampContext is the context a model of cfg serves when n is asked for: n,
+// or the trained context when n is 0 or more than it (corelm does not extend
+// a model's context). Every knob that names a context goes through it.
+func (c *Config) ClampContext(n int) int {
+	if n <= 0 || n > c.Context {
+		return c.Context
+	}
+	return n
+}
+
+// RoPE is the rotation the hyper-parameters describe, NeoX-style (pairs
+// (i, i+d/2)) or not ((2i, 2i+1)), without frequency factors and with an
+// attention factor of 1; an architecture sets what it has of those.
+func (c *Config) RoPE(neox bool) kernels.RoPE {
+	return kernels.RoPE{Dims: c.RopeDims, HeadSize: c.HeadDim, Base: c.RopeBase, FreqScale: c.RopeScale, AttnFactor: 1, NeoX: neox}
+}
+
 // Key expands an architecture-relative key template.
 func (c *Config) Key(tmpl string) string { return fmt.Sprintf(tmpl, c.Arch) }
 
@@ -145,6 +164,25 @@ func ParseConfig(md Metadata, arch string) (*Config, error) {
 		}
 	}
 	return c, r.err
+}
+
+// ReadConfig is ParseConfig for a model source: a vocabulary size that the
+// metadata lacks is taken from the token embedding's shape, and without
+// either the model is invalid.
+func ReadConfig(src Source, arch string) (*Config, error) {
+	c, err := ParseConfig(src, arch)
+	if err != nil {
+		return nil, err
+	}
+	if c.Vocab == 0 {
+		if t, ok := src.LookupTensor(TTokenEmbd); ok && len(t.Shape) == 2 {
+			c.Vocab = t.Shape[1]
+		}
+	}
+	if c.Vocab <= 0 {
+		return nil, Invalidf("%s: vocabulary size unknown (no %s.vocab_size and no tokenizer.ggml.tokens)", arch, arch)
+	}
+	return c, nil
 }
 
 // keyReader reads arch-relative keys and remembers the first error.

@@ -11,11 +11,12 @@ type Model interface {
 	// Config returns the shared hyper-parameters.
 	Config() *Config
 	// NewState allocates a sequence's state (its KV cache) for up to
-	// opts.Context positions.
+	// opts.Length positions of a model served at opts.Context.
 	NewState(opts StateOptions) (*State, error)
 	// Forward runs one step over b and writes the requested logits.
 	Forward(b *Batch) error
-	// Footprint describes the memory a sequence needs; used for admission.
+	// KVBytes is the KV cache memory NewState(opts) allocates, known
+	// before it does: admission and the memory estimate use it.
 	KVBytes(opts StateOptions) int64
 }
 

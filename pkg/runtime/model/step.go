@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -15,10 +16,44 @@ import (
 type Step struct {
 	Pos []int // position of each row of the batch
 	Seq []int // index in Batch.Seqs of each row
+	// Context is the context the batch's sequences are served at
+	// (State.Context): one for the whole batch.
+	Context int
 
 	last      []float32 // (rows needing logits, dim)
 	logits    []float32 // (rows needing logits, vocab)
 	scratches sync.Pool // *kvcache.Scratch, one per attention worker
+}
+
+// Activations are the buffers of one step that every architecture's block
+// has, grown to the largest batch seen. An architecture adds its
+// feed-forward buffers (their shapes differ: separate or fused gate and up).
+type Activations struct {
+	X, XN   []float32 // (n, dim) residual stream and its normalised copy
+	Q, K, V []float32 // (n, q_dim), (n, kv_dim), (n, kv_dim)
+	Att     []float32 // (n, q_dim) attention output
+	Proj    []float32 // (n, dim) projection back to the residual
+	MM      kernels.Scratch
+}
+
+// Resize makes room for n rows of a model of cfg.
+func (a *Activations) Resize(cfg *Config, n int) {
+	a.X = Grow(a.X, n*cfg.Dim)
+	a.XN = Grow(a.XN, n*cfg.Dim)
+	a.Q = Grow(a.Q, n*cfg.QDim())
+	a.K = Grow(a.K, n*cfg.KVDim())
+	a.V = Grow(a.V, n*cfg.KVDim())
+	a.Att = Grow(a.Att, n*cfg.QDim())
+	a.Proj = Grow(a.Proj, n*cfg.Dim)
+}
+
+// RMSRows normalises each of the n rows of x (len(weight) wide) into dst,
+// which may be x.
+func RMSRows(dst, x, weight []float32, n int, eps float32) {
+	d := len(weight)
+	for r := 0; r < n; r++ {
+		kernels.RMSNorm(dst[r*d:(r+1)*d], x[r*d:(r+1)*d], weight, eps)
+	}
 }
 
 // Grow returns s resized to n, reallocating only when it is too small.
@@ -29,15 +64,21 @@ func Grow(s []float32, n int) []float32 {
 	return s[:n]
 }
 
-// Begin checks b (room in every sequence, token ids inside the vocabulary)
-// and numbers its rows: all sequences' tokens back to back. It returns the
-// row count.
+// Begin checks b (room in every sequence, token ids inside the vocabulary,
+// one served context) and numbers its rows: all sequences' tokens back to
+// back. It returns the row count.
 func (st *Step) Begin(b *Batch, vocab int) (int, error) {
 	n := 0
+	st.Context = 0
 	for i := range b.Seqs {
 		s := &b.Seqs[i]
 		if err := s.State.CheckRoom(len(s.Tokens)); err != nil {
 			return 0, err
+		}
+		if st.Context == 0 {
+			st.Context = s.State.Context
+		} else if s.State.Context != st.Context {
+			return 0, fmt.Errorf("model: one batch holds sequences served at contexts %d and %d", st.Context, s.State.Context)
 		}
 		for _, tok := range s.Tokens {
 			if tok < 0 || int(tok) >= vocab {
@@ -63,6 +104,34 @@ func (st *Step) Begin(b *Batch, vocab int) (int, error) {
 		b.Trace.Layers = b.Trace.Layers[:0]
 	}
 	return n, nil
+}
+
+// Embed writes the embedding of every row's token into x (rows of
+// emb.Cols).
+func (st *Step) Embed(b *Batch, emb *Matrix, x []float32) {
+	dim, row := emb.Cols, 0
+	for si := range b.Seqs {
+		for _, tok := range b.Seqs[si].Tokens {
+			emb.Row(int(tok), x[row*dim:(row+1)*dim])
+			row++
+		}
+	}
+}
+
+// RopeStore rotates the query (q) and key (k) heads of every row of the
+// step by rope at the row's position, multiplies the rotated query by
+// qScale (1: not at all), and stores the row's key and value (v) in its
+// sequence's cache at layer l.
+func (st *Step) RopeStore(b *Batch, l int, q, k, v []float32, qDim, kvDim int, qScale float32, rope *kernels.RoPE) {
+	for r, pos := range st.Pos {
+		qr, kr := q[r*qDim:(r+1)*qDim], k[r*kvDim:(r+1)*kvDim]
+		rope.Apply(qr, pos)
+		if qScale != 1 {
+			kernels.Scale(qr, qScale)
+		}
+		rope.Apply(kr, pos)
+		b.Seqs[st.Seq[r]].State.Cache.Store(l, pos, kr, v[r*kvDim:(r+1)*kvDim])
+	}
 }
 
 // Layers runs the two halves of each of the layers, timing them when the

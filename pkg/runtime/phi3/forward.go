@@ -10,28 +10,18 @@ import (
 
 // workspace holds the activations of one step, grown to the largest batch seen.
 type workspace struct {
-	step    model.Step
-	x, xn   []float32 // (n, dim) residual stream and its normalised copy
-	qkv     []float32 // (n, q_dim+2*kv_dim) fused projection output
-	q, k, v []float32 // (n, q_dim), (n, kv_dim), (n, kv_dim)
-	att     []float32 // (n, q_dim) attention output
-	gateUp  []float32 // (n, 2*ffn) fused projection output
-	act     []float32 // (n, ffn) silu(gate)·up
-	proj    []float32 // (n, dim) projection back to the residual
-	mm      kernels.Scratch
+	step model.Step
+	model.Activations
+	qkv    []float32 // (n, q_dim+2*kv_dim) fused projection output
+	gateUp []float32 // (n, 2*ffn) fused projection output
+	act    []float32 // (n, ffn) silu(gate)·up
 }
 
 func (ws *workspace) resize(cfg *model.Config, n int) {
-	ws.x = model.Grow(ws.x, n*cfg.Dim)
-	ws.xn = model.Grow(ws.xn, n*cfg.Dim)
+	ws.Resize(cfg, n)
 	ws.qkv = model.Grow(ws.qkv, n*(cfg.QDim()+2*cfg.KVDim()))
-	ws.q = model.Grow(ws.q, n*cfg.QDim())
-	ws.k = model.Grow(ws.k, n*cfg.KVDim())
-	ws.v = model.Grow(ws.v, n*cfg.KVDim())
-	ws.att = model.Grow(ws.att, n*cfg.QDim())
 	ws.gateUp = model.Grow(ws.gateUp, n*2*cfg.FFN)
 	ws.act = model.Grow(ws.act, n*cfg.FFN)
-	ws.proj = model.Grow(ws.proj, n*cfg.Dim)
 }
 
 // Forward runs one step over every sequence of b; all rows of all sequences
@@ -43,27 +33,18 @@ func (m *Model) Forward(b *model.Batch) error {
 		return err
 	}
 	ws.resize(cfg, n)
-	dim := cfg.Dim
-	row := 0
-	for si := range b.Seqs {
-		for _, tok := range b.Seqs[si].Tokens {
-			x := ws.x[row*dim : (row+1)*dim]
-			m.w.TokenEmbd.Row(int(tok), x)
-			row++
-		}
-	}
-	ws.step.Layers(b, cfg.Layers, func(l int) { m.attention(b, l, n) }, func(l int) { m.ffn(l, n) })
-	ws.step.Logits(b, ws.x, dim, cfg.Vocab,
+	ws.step.Embed(b, &m.w.TokenEmbd, ws.X)
+	rope := m.ropeFor(ws.step.Context)
+	ws.step.Layers(b, cfg.Layers, func(l int) { m.attention(b, l, n, rope) }, func(l int) { m.ffn(l, n) })
+	ws.step.Logits(b, ws.X, cfg.Dim, cfg.Vocab,
 		func(dst, src []float32) { kernels.RMSNorm(dst, src, m.w.OutputNorm, cfg.RMSEps) },
-		func(in []float32, rows int, out []float32) {
-			m.matmul(&m.w.Output, in, rows, out)
-		})
+		func(in []float32, rows int, out []float32) { m.matmul(&m.w.Output, in, rows, out) })
 	ws.step.End(b)
 	return nil
 }
 
 func (m *Model) matmul(w *model.Matrix, x []float32, n int, out []float32) {
-	kernels.MatMulLayout(m.pool, w.Type, w.Layout, w.Data, w.Rows, w.Cols, x, n, out, &m.ws.mm)
+	w.MatMul(m.pool, x, n, out, &m.ws.MM)
 }
 
 // project computes q, k and v of the n normalised rows, from the fused
@@ -72,58 +53,46 @@ func (m *Model) matmul(w *model.Matrix, x []float32, n int, out []float32) {
 func (m *Model) project(w *BlockWeights, n int) {
 	ws := &m.ws
 	if !m.w.FusedQKV {
-		m.matmul(&w.Q, ws.xn, n, ws.q)
-		m.matmul(&w.K, ws.xn, n, ws.k)
-		m.matmul(&w.V, ws.xn, n, ws.v)
+		m.matmul(&w.Q, ws.XN, n, ws.Q)
+		m.matmul(&w.K, ws.XN, n, ws.K)
+		m.matmul(&w.V, ws.XN, n, ws.V)
 		return
 	}
 	qDim, kvDim := m.cfg.QDim(), m.cfg.KVDim()
 	width := qDim + 2*kvDim
-	m.matmul(&w.QKV, ws.xn, n, ws.qkv)
+	m.matmul(&w.QKV, ws.XN, n, ws.qkv)
 	for r := 0; r < n; r++ {
 		src := ws.qkv[r*width : (r+1)*width]
-		copy(ws.q[r*qDim:(r+1)*qDim], src[:qDim])
-		copy(ws.k[r*kvDim:(r+1)*kvDim], src[qDim:qDim+kvDim])
-		copy(ws.v[r*kvDim:(r+1)*kvDim], src[qDim+kvDim:])
+		copy(ws.Q[r*qDim:(r+1)*qDim], src[:qDim])
+		copy(ws.K[r*kvDim:(r+1)*kvDim], src[qDim:qDim+kvDim])
+		copy(ws.V[r*kvDim:(r+1)*kvDim], src[qDim+kvDim:])
 	}
 }
 
-func (m *Model) attention(b *model.Batch, l, n int) {
+func (m *Model) attention(b *model.Batch, l, n int, rope *kernels.RoPE) {
 	cfg, ws, w := m.cfg, &m.ws, &m.w.Blocks[l]
-	dim, qDim, kvDim, hd := cfg.Dim, cfg.QDim(), cfg.KVDim(), cfg.HeadDim
-	for r := 0; r < n; r++ {
-		kernels.RMSNorm(ws.xn[r*dim:(r+1)*dim], ws.x[r*dim:(r+1)*dim], w.AttnNorm, cfg.RMSEps)
-	}
+	dim, hd := cfg.Dim, cfg.HeadDim
+	model.RMSRows(ws.XN, ws.X, w.AttnNorm, n, cfg.RMSEps)
 	m.project(w, n)
+	// llama.cpp scales the roped query and attends with a kq scale of 1.
 	qScale := float32(1 / math.Sqrt(float64(hd)))
-	for r := 0; r < n; r++ {
-		st := b.Seqs[ws.step.Seq[r]].State
-		rope := m.ropeFor(st.Cache.Geometry().Context)
-		q := ws.q[r*qDim : (r+1)*qDim]
-		rope.Apply(q, ws.step.Pos[r])
-		// llama.cpp scales the roped query and attends with a kq scale of 1.
-		kernels.Scale(q, qScale)
-		rope.Apply(ws.k[r*kvDim:(r+1)*kvDim], ws.step.Pos[r])
-		st.Cache.Store(l, ws.step.Pos[r], ws.k[r*kvDim:(r+1)*kvDim], ws.v[r*kvDim:(r+1)*kvDim])
-	}
+	ws.step.RopeStore(b, l, ws.Q, ws.K, ws.V, cfg.QDim(), cfg.KVDim(), qScale, rope)
 	params := kvcache.AttnParams{Scale: 1}
-	ws.step.Attend(m.pool, b, l, cfg.Heads, hd, ws.q, ws.att, params)
-	m.matmul(&w.O, ws.att, n, ws.proj)
-	kernels.Add(ws.x[:n*dim], ws.x[:n*dim], ws.proj[:n*dim])
+	ws.step.Attend(m.pool, b, l, cfg.Heads, hd, ws.Q, ws.Att, params)
+	m.matmul(&w.O, ws.Att, n, ws.Proj)
+	kernels.Add(ws.X[:n*dim], ws.X[:n*dim], ws.Proj[:n*dim])
 }
 
 func (m *Model) ffn(l, n int) {
 	cfg, ws, w := m.cfg, &m.ws, &m.w.Blocks[l]
 	dim, ff := cfg.Dim, cfg.FFN
-	for r := 0; r < n; r++ {
-		kernels.RMSNorm(ws.xn[r*dim:(r+1)*dim], ws.x[r*dim:(r+1)*dim], w.FFNNorm, cfg.RMSEps)
-	}
-	m.matmul(&w.GateUp, ws.xn, n, ws.gateUp)
+	model.RMSRows(ws.XN, ws.X, w.FFNNorm, n, cfg.RMSEps)
+	m.matmul(&w.GateUp, ws.XN, n, ws.gateUp)
 	// ggml_swiglu on the fused output: silu of the first half times the second.
 	for r := 0; r < n; r++ {
 		gu := ws.gateUp[r*2*ff : (r+1)*2*ff]
 		kernels.SwiGLU(m.pool, ws.act[r*ff:(r+1)*ff], gu[:ff], gu[ff:])
 	}
-	m.matmul(&w.Down, ws.act, n, ws.proj)
-	kernels.Add(ws.x[:n*dim], ws.x[:n*dim], ws.proj[:n*dim])
+	m.matmul(&w.Down, ws.act, n, ws.Proj)
+	kernels.Add(ws.X[:n*dim], ws.X[:n*dim], ws.Proj[:n*dim])
 }

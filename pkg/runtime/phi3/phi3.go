@@ -9,10 +9,11 @@
 //
 // then logits = Wout · rms(x). RoPE is NeoX-style. Phi-3.5 and the 128k
 // Phi-3 models use LongRoPE: each rotated pair's angle is divided by a
-// per-dimension factor, short factors while the sequence's context fits the
-// original training context and long factors past it, and cos/sin are
-// multiplied by an attention factor (so q·k by its square). Phi-3.5-mini has
-// 32 KV heads (plain multi-head attention), Phi-4 uses GQA.
+// per-dimension factor, short factors while the context the model is served
+// at fits the original training context and long factors past it (the same
+// for every sequence, as in llama.cpp), and cos/sin are multiplied by an
+// attention factor (so q·k by its square). Phi-3.5-mini has 32 KV heads
+// (plain multi-head attention), Phi-4 uses GQA.
 //
 // The metadata of some models names a sliding window. llama.cpp disables it
 // for this architecture (its loader warns and sets no window), and so does
@@ -64,15 +65,6 @@ type Model struct {
 
 var _ model.Model = (*Model)(nil)
 
-// New builds a "phi3" model.
-func New(src model.Source, env model.Env) (model.Model, error) {
-	m, err := Build(src, env)
-	if err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
 // LongRoPEAttnFactor is the factor cos and sin are multiplied by:
 // rope.scaling.attn_factor when the file has it (llama.cpp's converter
 // always writes it for LongRoPE models), otherwise the formula that
@@ -82,33 +74,36 @@ func LongRoPEAttnFactor(md model.Metadata, cfg *model.Config, longRoPE bool) flo
 	if _, ok := md.Float(cfg.Key(model.KeyRopeAttnFactor)); ok {
 		return cfg.AttnFactor
 	}
-	orig := cfg.OrigCtx
-	if !longRoPE || orig <= 1 || cfg.Context <= orig {
+	if !longRoPE {
 		return 1
 	}
-	s := float64(cfg.Context) / float64(orig)
+	return AttnFactor(cfg.Context, cfg.OrigCtx)
+}
+
+// AttnFactor is LongRoPE's attention factor for a model trained to ctx
+// positions from an original context of orig: √(1 + ln(ctx/orig)/ln orig),
+// and 1 when ctx ≤ orig.
+func AttnFactor(ctx, orig int) float32 {
+	if orig <= 1 || ctx <= orig {
+		return 1
+	}
+	s := float64(ctx) / float64(orig)
 	return float32(math.Sqrt(1 + math.Log(s)/math.Log(float64(orig))))
 }
 
-// UseLongFactors reports whether a sequence with a context of ctx positions
-// rotates with the long factors: like llama.cpp (llama_model::get_rope_factors),
-// when ctx exceeds the original context length; at or below it, the short ones.
+// UseLongFactors reports whether a model served at a context of ctx
+// positions rotates with the long factors: like llama.cpp
+// (llama_model::get_rope_factors, from the n_ctx of its context), when ctx
+// exceeds the original context length; at or below it, the short ones.
 func UseLongFactors(ctx, origCtx int) bool { return ctx > origCtx }
 
-// Build parses the hyper-parameters, binds the weights and checks every shape.
-func Build(src model.Source, env model.Env) (*Model, error) {
+// New parses the hyper-parameters, binds the weights and checks every
+// shape: it builds a "phi3" model.
+func New(src model.Source, env model.Env) (*Model, error) {
 	const arch = "phi3"
-	cfg, err := model.ParseConfig(src, arch)
+	cfg, err := model.ReadConfig(src, arch)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.Vocab == 0 {
-		if t, ok := src.LookupTensor(model.TTokenEmbd); ok && len(t.Shape) == 2 {
-			cfg.Vocab = t.Shape[1]
-		}
-	}
-	if cfg.Vocab <= 0 {
-		return nil, model.Invalidf("%s: vocabulary size unknown (no %s.vocab_size and no tokenizer.ggml.tokens)", arch, arch)
 	}
 	b := model.NewBinder(src)
 	qDim, kvDim := cfg.QDim(), cfg.KVDim()
@@ -150,15 +145,9 @@ func Build(src model.Source, env model.Env) (*Model, error) {
 	}
 	w.AttnFactor = LongRoPEAttnFactor(src, cfg, w.RopeLong != nil || w.RopeShort != nil)
 	m := &Model{cfg: cfg, w: w, pool: env.Pool}
-	m.short = kernels.RoPE{
-		Dims:        cfg.RopeDims,
-		HeadSize:    cfg.HeadDim,
-		Base:        cfg.RopeBase,
-		FreqScale:   cfg.RopeScale,
-		AttnFactor:  w.AttnFactor,
-		FreqFactors: w.RopeShort,
-		NeoX:        true,
-	}
+	m.short = cfg.RoPE(true)
+	m.short.AttnFactor = w.AttnFactor
+	m.short.FreqFactors = w.RopeShort
 	m.long = m.short
 	m.long.FreqFactors = w.RopeLong
 	return m, nil
@@ -170,7 +159,9 @@ func (m *Model) Config() *model.Config { return m.cfg }
 // Weights returns the bound tensors.
 func (m *Model) Weights() *Weights { return &m.w }
 
-// ropeFor returns the rotation of a sequence whose context is ctx.
+// ropeFor returns the rotation of a model served at a context of ctx
+// positions (State.Context): the same for every sequence, however long each
+// may grow.
 func (m *Model) ropeFor(ctx int) *kernels.RoPE {
 	if UseLongFactors(ctx, m.w.OrigContext) {
 		return &m.long
@@ -181,11 +172,10 @@ func (m *Model) ropeFor(ctx int) *kernels.RoPE {
 // NewState allocates a sequence. Every layer is global (see the package
 // comment on sliding windows).
 func (m *Model) NewState(opts model.StateOptions) (*model.State, error) {
-	return model.NewState(model.CacheGeometry(m.cfg, opts, nil))
+	return model.NewState(m.cfg, opts, nil)
 }
 
 // KVBytes is the KV cache memory of one sequence with opts.
 func (m *Model) KVBytes(opts model.StateOptions) int64 {
-	g := model.CacheGeometry(m.cfg, opts, nil)
-	return g.Bytes()
+	return model.KVBytes(m.cfg, opts, nil)
 }

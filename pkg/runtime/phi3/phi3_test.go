@@ -2,16 +2,15 @@ package phi3
 
 import (
 	"math"
-	"path/filepath"
+	"slices"
 	"testing"
 
-	"github.com/corelm/corelm/pkg/formats/gguf"
-	"github.com/corelm/corelm/pkg/kernels"
+	"github.com/corelm/corelm/pkg/runtime/internal/runtimetest"
 	"github.com/corelm/corelm/pkg/runtime/model"
 )
 
 // TestUseLongFactors follows llama.cpp's rule (get_rope_factors): long
-// factors only when the sequence's context exceeds the original one.
+// factors only when the served context exceeds the original one.
 func TestUseLongFactors(t *testing.T) {
 	tests := []struct {
 		ctx, orig int
@@ -30,31 +29,8 @@ func TestUseLongFactors(t *testing.T) {
 	}
 }
 
-// meta is an in-memory model.Metadata.
-type meta map[string]any
-
-func (m meta) String(k string) (string, bool) { v, ok := m[k].(string); return v, ok }
-func (m meta) Uint(k string) (uint64, bool) {
-	v, ok := m[k].(int)
-	return uint64(v), ok && v >= 0
-}
-func (m meta) Int(k string) (int64, bool) { v, ok := m[k].(int); return int64(v), ok }
-func (m meta) Float(k string) (float64, bool) {
-	switch v := m[k].(type) {
-	case float64:
-		return v, true
-	case int:
-		return float64(v), true
-	}
-	return 0, false
-}
-func (m meta) Bool(k string) (bool, bool)          { v, ok := m[k].(bool); return v, ok }
-func (m meta) Strings(k string) ([]string, bool)   { return nil, false }
-func (m meta) Float32s(k string) ([]float32, bool) { return nil, false }
-func (m meta) Int32s(k string) ([]int32, bool)     { return nil, false }
-
-func phiMeta(ctx, orig int) meta {
-	md := meta{
+func phiMeta(ctx, orig int) runtimetest.Meta {
+	md := runtimetest.Meta{
 		"phi3.context_length":          ctx,
 		"phi3.embedding_length":        3072,
 		"phi3.block_count":             32,
@@ -77,7 +53,7 @@ func TestLongRoPEAttnFactor(t *testing.T) {
 	withKey["phi3.rope.scaling.attn_factor"] = 1.25
 	tests := []struct {
 		name     string
-		md       meta
+		md       runtimetest.Meta
 		longRoPE bool
 		want     float64
 	}{
@@ -99,14 +75,7 @@ func TestLongRoPEAttnFactor(t *testing.T) {
 
 func goldenModel(t *testing.T) *Model {
 	t.Helper()
-	f, err := gguf.Open(filepath.Join("..", "testdata", "golden", "models", "phi3-F32.gguf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	pool := kernels.NewPool(1)
-	t.Cleanup(pool.Close)
-	m, err := Build(model.FromGGUF(f), model.Env{Pool: pool})
+	m, err := New(runtimetest.GoldenSource(t, "phi3-F32.gguf"), model.Env{Pool: runtimetest.Pool(t, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +83,8 @@ func goldenModel(t *testing.T) *Model {
 }
 
 // TestGoldenModelRoPE checks what the golden phi3 file binds: fused QKV,
-// both factor sets, the file's attention factor and original context, and a
-// per-sequence choice of factors by the sequence's context.
+// both factor sets, the file's attention factor and original context, and
+// the choice of factors by the context the model is served at.
 func TestGoldenModelRoPE(t *testing.T) {
 	m := goldenModel(t)
 	w := m.Weights()
@@ -131,29 +100,15 @@ func TestGoldenModelRoPE(t *testing.T) {
 	if r := m.ropeFor(8192); &r.FreqFactors[0] != &w.RopeLong[0] || r.AttnFactor != w.AttnFactor {
 		t.Error("a context of 8192 does not rotate with the long factors")
 	}
-	// The choice follows each sequence's own context.
-	short, err := m.NewState(model.StateOptions{Context: 4096, Chunk: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	long, err := m.NewState(model.StateOptions{Context: 4097, Chunk: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ids := []int32{1, 17, 42, 99}
-	b := &model.Batch{Seqs: []model.SeqBatch{
-		{State: short, Tokens: ids, Logits: len(ids)},
-		{State: long, Tokens: ids, Logits: len(ids)},
-	}}
-	if err := m.Forward(b); err != nil {
-		t.Fatal(err)
-	}
+	short := runtimetest.Eval(t, m, ids, model.StateOptions{Context: 4096, Chunk: 4}, 0)
+	long := runtimetest.Eval(t, m, ids, model.StateOptions{Context: 4097, Chunk: 4}, 0)
 	vocab := m.Config().Vocab
 	// Position 0 turns by no angle whatever the factors, so only later
 	// positions can differ.
 	first, later := 0.0, 0.0
-	for i := 0; i < len(ids)*vocab; i++ {
-		d := math.Abs(float64(b.Seqs[0].Out[i] - b.Seqs[1].Out[i]))
+	for i := range short {
+		d := math.Abs(float64(short[i] - long[i]))
 		if i < vocab {
 			first = max(first, d)
 		} else {
@@ -161,6 +116,38 @@ func TestGoldenModelRoPE(t *testing.T) {
 		}
 	}
 	if first != 0 || later == 0 {
-		t.Errorf("short vs long context: max logit difference %g at position 0 (want 0), %g after (want > 0)", first, later)
+		t.Errorf("served at 4096 vs 4097: max logit difference %g at position 0 (want 0), %g after (want > 0)", first, later)
+	}
+}
+
+// TestFactorsFollowTheServedContext: a sequence's logits depend on the
+// context the model is served at, not on how many positions its own cache
+// holds (the scheduler sizes that to prompt + max_tokens), so the same
+// prompt gives the same logits whatever max_tokens a request asks for.
+// llama.cpp chooses the factors from its context's n_ctx the same way.
+func TestFactorsFollowTheServedContext(t *testing.T) {
+	m := goldenModel(t)
+	ids := []int32{1, 17, 42, 99}
+	for _, served := range []int{256, 8192} {
+		full := runtimetest.Eval(t, m, ids, model.StateOptions{Context: served, Chunk: 4}, 0)
+		for _, length := range []int{len(ids), 4096, 4097} {
+			got := runtimetest.Eval(t, m, ids, model.StateOptions{Context: served, Length: length, Chunk: 4}, 0)
+			if !slices.Equal(got, full) {
+				t.Errorf("served at %d: a cache of %d positions changes the logits", served, length)
+			}
+		}
+	}
+	// One step serves one context.
+	a, err := m.NewState(model.StateOptions{Context: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.NewState(model.StateOptions{Context: 4097})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := &model.Batch{Seqs: []model.SeqBatch{{State: a, Tokens: ids}, {State: b, Tokens: ids}}}
+	if err := m.Forward(batch); err == nil {
+		t.Error("a batch of sequences served at two contexts ran")
 	}
 }

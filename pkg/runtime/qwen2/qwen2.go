@@ -9,6 +9,6 @@ import (
 )
 
 // New builds a "qwen2" model.
-func New(src model.Source, env model.Env) (model.Model, error) {
+func New(src model.Source, env model.Env) (*llama.Model, error) {
 	return llama.Build(src, "qwen2", llama.Options{NeoX: true, QKVBias: true}, env)
 }

@@ -29,6 +29,14 @@ type Params struct {
 	Seed             uint64
 }
 
+// Defaults are llama.cpp's sampling defaults (common_params_sampling):
+// temperature 0.8, top-k 40, top-p 0.95, min-p 0.05, and no typical-p and
+// no penalties (1 and 1 are off). Every frontend starts from them and
+// overrides what its caller sets; the seed is the caller's to choose.
+func Defaults() Params {
+	return Params{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, TypicalP: 1, RepeatPenalty: 1}
+}
+
 // ErrParams is wrapped by parameter validation errors.
 var ErrParams = errors.New("invalid sampling parameters")
 

@@ -123,3 +123,27 @@ func TestValidate(t *testing.T) {
 		t.Errorf("Validate(defaults) = %v", err)
 	}
 }
+
+// TestDefaults: llama.cpp's values, valid, and their "off" settings of
+// typical-p and the repetition penalty (1) sample as the zero values do.
+func TestDefaults(t *testing.T) {
+	d := Defaults()
+	if d.Temperature != 0.8 || d.TopK != 40 || d.TopP != 0.95 || d.MinP != 0.05 {
+		t.Errorf("Defaults() = %+v, want llama.cpp's temperature 0.8, top-k 40, top-p 0.95, min-p 0.05", d)
+	}
+	if err := d.Validate(8); err != nil {
+		t.Fatal(err)
+	}
+	zero := d
+	zero.TypicalP, zero.RepeatPenalty = 0, 0
+	logits := []float32{0.3, 1.2, 0.9, 1.1, -0.5, 0.8, 1.0, 0.2}
+	history := []int32{1, 1, 3}
+	for seed := range uint64(20) {
+		d.Seed, zero.Seed = seed, seed
+		a := New(d).Sample(append([]float32(nil), logits...), history)
+		b := New(zero).Sample(append([]float32(nil), logits...), history)
+		if a != b {
+			t.Fatalf("seed %d: %d with typical-p and repetition penalty 1, %d with 0", seed, a, b)
+		}
+	}
+}

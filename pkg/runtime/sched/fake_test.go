@@ -35,12 +35,11 @@ func newFakeModel() *fakeModel {
 func (m *fakeModel) Config() *model.Config { return &m.cfg }
 
 func (m *fakeModel) NewState(opts model.StateOptions) (*model.State, error) {
-	return model.NewState(model.CacheGeometry(&m.cfg, opts, nil))
+	return model.NewState(&m.cfg, opts, nil)
 }
 
 func (m *fakeModel) KVBytes(opts model.StateOptions) int64 {
-	g := model.CacheGeometry(&m.cfg, opts, nil)
-	return g.Bytes()
+	return model.KVBytes(&m.cfg, opts, nil)
 }
 
 func (m *fakeModel) Forward(b *model.Batch) error {

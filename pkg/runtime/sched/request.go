@@ -45,6 +45,15 @@ func invalidf(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidRequest, fmt.Sprintf(format, a...))
 }
 
+// Limits of a request, the same for every caller (the gRPC service only
+// translates the errors). MaxTopLogprobs is OpenAI's and llama.cpp's
+// server's limit.
+const (
+	MaxTopLogprobs     = 20
+	MaxStopStrings     = 16
+	MaxStopStringBytes = 256
+)
+
 // Decoder turns a sequence's generated tokens into text, one token at a
 // time, never splitting a UTF-8 sequence: Push returns the text completed by
 // tok (possibly empty) and the token's own bytes, Flush what is pending at
@@ -79,6 +88,46 @@ type Request struct {
 	TraceLayers bool
 	// Tag is passed back to the observer untouched (e.g. a span).
 	Tag any
+}
+
+// validate checks req against a model of vocab tokens. Errors wrap
+// ErrInvalidRequest (and sample.ErrParams for sampling parameters) and say
+// which field is wrong.
+func (req *Request) validate(vocab int) error {
+	if len(req.Prompt) == 0 {
+		return invalidf("empty prompt")
+	}
+	for i, t := range req.Prompt {
+		if t < 0 || int(t) >= vocab {
+			return invalidf("prompt token %d at position %d is outside the vocabulary (0..%d)", t, i, vocab-1)
+		}
+	}
+	if req.MaxTokens < 0 {
+		return invalidf("max_tokens %d must be ≥ 0", req.MaxTokens)
+	}
+	if err := req.Sampling.Validate(vocab); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	for _, t := range req.StopTokens {
+		if t < 0 || int(t) >= vocab {
+			return invalidf("stop_token_ids: %d is outside the vocabulary (0..%d)", t, vocab-1)
+		}
+	}
+	if len(req.StopStrings) > MaxStopStrings {
+		return invalidf("at most %d stop strings, got %d", MaxStopStrings, len(req.StopStrings))
+	}
+	for _, st := range req.StopStrings {
+		if st == "" || len(st) > MaxStopStringBytes {
+			return invalidf("stop strings must have 1 to %d bytes", MaxStopStringBytes)
+		}
+	}
+	if len(req.StopStrings) > 0 && req.Decoder == nil {
+		return invalidf("stop strings need a decoder")
+	}
+	if req.TopLogprobs < 0 || req.TopLogprobs > MaxTopLogprobs {
+		return invalidf("top_logprobs %d must be in [0, %d]", req.TopLogprobs, MaxTopLogprobs)
+	}
+	return nil
 }
 
 // EventKind tells what an Event carries.

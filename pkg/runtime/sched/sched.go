@@ -28,17 +28,26 @@ import (
 	"github.com/corelm/corelm/pkg/runtime/sample"
 )
 
+// DefaultStepTokens is the most tokens one forward step processes unless
+// configured: the prefill chunk of serving, and so of every tool that
+// estimates or measures what serving does (corelm inspect, generate, bench).
+// 128 keeps a step of a 7–9B model on two cores short enough that
+// decoding streams keep flowing while a long prompt is read.
+const DefaultStepTokens = 128
+
 // Config sizes a scheduler. Zero fields take the defaults in brackets.
 type Config struct {
 	MaxSeqs  int   // sequences stepped together [8]
 	MaxQueue int   // admitted requests waiting for a slot [2×MaxSeqs]; -1 = no queue
 	KVBudget int64 // bytes of KV cache all sequences may hold [0 = unlimited]
-	// Context is the most positions one sequence may reach [the model's].
-	// A request with MaxTokens gets a cache of only prompt+MaxTokens.
+	// Context is the most positions one sequence may reach: the context
+	// the model is served at [the model's trained context; a larger value
+	// is clamped to it]. A request with MaxTokens gets a cache of only
+	// prompt+MaxTokens positions, but runs as served at Context.
 	Context int
 	KVType  kvcache.Type
-	// StepTokens caps the tokens of one forward step [128]; decoding
-	// sequences take one each, prefilling ones share the rest.
+	// StepTokens caps the tokens of one forward step [DefaultStepTokens];
+	// decoding sequences take one each, prefilling ones share the rest.
 	StepTokens int
 	// Buffer is the capacity of each request's event buffer [32, min 4].
 	Buffer int
@@ -124,7 +133,7 @@ type seq struct {
 	info   RequestInfo
 
 	kvBytes int64
-	ctxLen  int
+	length  int  // positions its cache holds: prompt + max_tokens, at most the context
 	slot    bool // holds a slot (set under s.mu)
 	tok     [1]int32
 	state   *model.State
@@ -155,11 +164,9 @@ func New(m model.Model, cfg Config) *Scheduler {
 	} else if cfg.MaxQueue < 0 {
 		cfg.MaxQueue = 0
 	}
-	if cfg.Context <= 0 || cfg.Context > mc.Context {
-		cfg.Context = mc.Context
-	}
+	cfg.Context = mc.ClampContext(cfg.Context)
 	if cfg.StepTokens <= 0 {
-		cfg.StepTokens = 128
+		cfg.StepTokens = DefaultStepTokens
 	}
 	if cfg.StepTokens < cfg.MaxSeqs+1 {
 		cfg.StepTokens = cfg.MaxSeqs + 1
@@ -181,7 +188,8 @@ func New(m model.Model, cfg Config) *Scheduler {
 	return s
 }
 
-// Config returns the scheduler's configuration with defaults filled in.
+// Config returns the scheduler's configuration with defaults filled in: the
+// values serving actually uses (the context clamped to the model's).
 func (s *Scheduler) Config() Config { return s.cfg }
 
 func (s *Scheduler) wakeup() {
@@ -199,29 +207,29 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Handle, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := s.validate(&req); err != nil {
+	if err := req.validate(s.vocab); err != nil {
 		return nil, err
 	}
 	if len(req.Prompt) >= s.cfg.Context {
 		return nil, fmt.Errorf("%w: %d prompt tokens leave no room to generate in a context of %d", ErrPromptTooLong, len(req.Prompt), s.cfg.Context)
 	}
-	ctxLen := s.cfg.Context
-	if req.MaxTokens > 0 && len(req.Prompt)+req.MaxTokens < ctxLen {
-		ctxLen = len(req.Prompt) + req.MaxTokens
+	length := s.cfg.Context
+	if req.MaxTokens > 0 && len(req.Prompt)+req.MaxTokens < length {
+		length = len(req.Prompt) + req.MaxTokens
 	}
-	kv := s.m.KVBytes(s.stateOptions(ctxLen))
+	kv := s.m.KVBytes(s.stateOptions(length))
 	if s.cfg.KVBudget > 0 && kv > s.cfg.KVBudget {
 		s.mu.Lock()
 		s.stats.Rejected++
 		s.mu.Unlock()
-		return nil, &OverloadError{Reason: fmt.Sprintf("the request's KV cache (%d bytes for %d positions) exceeds the whole budget of %d bytes", kv, ctxLen, s.cfg.KVBudget)}
+		return nil, &OverloadError{Reason: fmt.Sprintf("the request's KV cache (%d bytes for %d positions) exceeds the whole budget of %d bytes", kv, length, s.cfg.KVBudget)}
 	}
 	q := &seq{
 		s:         s,
 		req:       req,
 		events:    make(chan Event, s.cfg.Buffer),
 		kvBytes:   kv,
-		ctxLen:    ctxLen,
+		length:    length,
 		submitted: time.Now(),
 	}
 	if len(req.StopStrings) > 0 {
@@ -270,37 +278,10 @@ func (s *Scheduler) retryAfterLocked() time.Duration {
 	return min(max(d, 100*time.Millisecond), 30*time.Second)
 }
 
-func (s *Scheduler) validate(req *Request) error {
-	if len(req.Prompt) == 0 {
-		return invalidf("empty prompt")
-	}
-	for i, t := range req.Prompt {
-		if t < 0 || int(t) >= s.vocab {
-			return invalidf("prompt token %d at position %d is outside the vocabulary (0..%d)", t, i, s.vocab-1)
-		}
-	}
-	if req.MaxTokens < 0 {
-		return invalidf("max_tokens %d must be ≥ 0", req.MaxTokens)
-	}
-	if err := req.Sampling.Validate(s.vocab); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
-	}
-	for _, st := range req.StopStrings {
-		if st == "" {
-			return invalidf("empty stop string")
-		}
-	}
-	if len(req.StopStrings) > 0 && req.Decoder == nil {
-		return invalidf("stop strings need a decoder")
-	}
-	if req.TopLogprobs < 0 || req.TopLogprobs > 100 {
-		return invalidf("top_logprobs %d must be in [0, 100]", req.TopLogprobs)
-	}
-	return nil
-}
-
-func (s *Scheduler) stateOptions(ctxLen int) model.StateOptions {
-	return model.StateOptions{Context: ctxLen, KVType: s.cfg.KVType, Chunk: s.cfg.StepTokens}
+// stateOptions sizes the state of a sequence whose cache holds length
+// positions: it runs as served at the scheduler's context.
+func (s *Scheduler) stateOptions(length int) model.StateOptions {
+	return model.StateOptions{Context: s.cfg.Context, Length: length, KVType: s.cfg.KVType, Chunk: s.cfg.StepTokens}
 }
 
 // Stats returns a snapshot of the scheduler's counters.
@@ -504,7 +485,7 @@ func (s *Scheduler) forward(b *model.Batch) (err error) {
 // start gives an admitted request its state.
 func (s *Scheduler) start(q *seq) error {
 	q.admitted = time.Now()
-	st, err := s.m.NewState(s.stateOptions(q.ctxLen))
+	st, err := s.m.NewState(s.stateOptions(q.length))
 	if err != nil {
 		return err
 	}
@@ -545,7 +526,7 @@ func (s *Scheduler) advance(q *seq, sb *model.SeqBatch) *Final {
 			h(&q.info)
 		}
 	}
-	if (q.req.IsEOG != nil && q.req.IsEOG(next)) || contains(q.req.StopTokens, next) {
+	if q.req.stopsAt(next) {
 		return &Final{Reason: FinishStop, Text: q.flushText()}
 	}
 	if q.req.Logprobs || q.req.TopLogprobs > 0 {
@@ -566,7 +547,7 @@ func (s *Scheduler) advance(q *seq, sb *model.SeqBatch) *Final {
 	if matched != "" {
 		return &Final{Reason: FinishStopSequence, StopSequence: matched}
 	}
-	if (q.req.MaxTokens > 0 && q.gen >= q.req.MaxTokens) || q.state.Pos+1 >= q.ctxLen {
+	if q.req.lengthReached(q.gen, q.state.Pos, q.length) {
 		return &Final{Reason: FinishLength, Text: q.flushText()}
 	}
 	return nil
@@ -625,13 +606,4 @@ func (s *Scheduler) finish(q *seq, f *Final) {
 	if h := s.cfg.Hooks.RequestFinished; h != nil {
 		h(&q.info, f)
 	}
-}
-
-func contains(ids []int32, id int32) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }

@@ -7,11 +7,13 @@ import (
 	"io"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/corelm/corelm/pkg/runtime/model"
+	"github.com/corelm/corelm/pkg/runtime/sample"
 )
 
 // collect submits req and reads every event, returning the tokens and the
@@ -342,11 +344,23 @@ func TestInvalidRequests(t *testing.T) {
 		{"token range", Request{Prompt: []int32{1, fakeVocab}}, ErrInvalidRequest},
 		{"negative max", Request{Prompt: []int32{1}, MaxTokens: -1}, ErrInvalidRequest},
 		{"stop without decoder", Request{Prompt: []int32{1}, StopStrings: []string{"x"}}, ErrInvalidRequest},
+		{"empty stop string", Request{Prompt: []int32{1}, StopStrings: []string{""}, Decoder: letters{}}, ErrInvalidRequest},
+		{"long stop string", Request{Prompt: []int32{1}, StopStrings: []string{strings.Repeat("x", MaxStopStringBytes+1)}, Decoder: letters{}}, ErrInvalidRequest},
+		{"many stop strings", Request{Prompt: []int32{1}, StopStrings: make([]string, MaxStopStrings+1), Decoder: letters{}}, ErrInvalidRequest},
+		{"stop token range", Request{Prompt: []int32{1}, StopTokens: []int32{fakeVocab}}, ErrInvalidRequest},
+		{"top_logprobs", Request{Prompt: []int32{1}, TopLogprobs: MaxTopLogprobs + 1}, ErrInvalidRequest},
+		{"sampling", Request{Prompt: []int32{1}, Sampling: sample.Params{TopP: 2}}, sample.ErrParams},
 		{"too long", Request{Prompt: make([]int32, 64)}, ErrPromptTooLong},
+		{"at the limits", Request{Prompt: []int32{1}, MaxTokens: 1, TopLogprobs: MaxTopLogprobs, StopTokens: []int32{fakeVocab - 1},
+			StopStrings: []string{strings.Repeat("x", MaxStopStringBytes)}, Decoder: letters{}}, nil},
 	}
 	for _, tt := range tests {
-		if _, err := s.Submit(t.Context(), tt.req); !errors.Is(err, tt.want) {
+		h, err := s.Submit(t.Context(), tt.req)
+		if !errors.Is(err, tt.want) {
 			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+		if err == nil {
+			drain(t, h)
 		}
 	}
 }

@@ -1,6 +1,27 @@
 package sched
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
+
+// The conditions that end a generation, other than stop strings (below),
+// cancellation and errors. The scheduler's token loop is the only one in
+// corelm (runtime.Generate runs through it), so these are the only copy.
+
+// stopsAt reports whether tok ends the generation without being emitted: an
+// end-of-generation token of the vocabulary or one of the request's stop
+// tokens (FinishStop).
+func (req *Request) stopsAt(tok int32) bool {
+	return (req.IsEOG != nil && req.IsEOG(tok)) || slices.Contains(req.StopTokens, tok)
+}
+
+// lengthReached reports whether a sequence that has emitted gen tokens and
+// consumed pos positions of a cache of length must stop (FinishLength): it
+// has its max_tokens, or no room is left for the token just emitted.
+func (req *Request) lengthReached(gen, pos, length int) bool {
+	return (req.MaxTokens > 0 && gen >= req.MaxTokens) || pos+1 >= length
+}
 
 // stopMatcher finds stop strings in streamed text. It holds back the
 // shortest tail of the text that could still grow into a stop string, so a

@@ -9,25 +9,34 @@ import (
 	"time"
 
 	"github.com/corelm/corelm/models"
-	"github.com/corelm/corelm/pkg/kernels"
-	"github.com/corelm/corelm/pkg/runtime"
+	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/runtime/internal/runtimetest"
+	"github.com/corelm/corelm/pkg/runtime/llama"
 	"github.com/corelm/corelm/pkg/runtime/model"
+	"github.com/corelm/corelm/pkg/runtime/phi3"
 	"github.com/corelm/corelm/pkg/runtime/sample"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 )
 
 var _ Decoder = (*tokenizer.StreamDecoder)(nil)
 
-// loadStories binds the embedded stories260K model on its own pool.
+// loadStories binds the embedded stories model on its own pool.
 func loadStories(tb testing.TB, threads int) model.Model {
 	tb.Helper()
-	pool := kernels.NewPool(threads)
-	tb.Cleanup(pool.Close)
-	l, err := runtime.ParseGGUF(models.Stories260K, model.Env{Pool: pool})
+	m, err := llama.New(storiesSource(tb), model.Env{Pool: runtimetest.Pool(tb, threads)})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return l.Model
+	return m
+}
+
+func storiesSource(tb testing.TB) model.Source {
+	tb.Helper()
+	f, err := gguf.Parse(models.Stories)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return model.FromGGUF(f)
 }
 
 // storiesRequests are prompts of different lengths (BOS + varied ids) with
@@ -48,33 +57,14 @@ func storiesRequests(n int) []Request {
 	return reqs
 }
 
-// reference runs req through runtime.Generate, the single-sequence loop.
-func reference(t *testing.T, m model.Model, req Request) ([]int32, runtime.FinishReason) {
+// solo runs req alone on m: a scheduler of one sequence and the default
+// step.
+func solo(t *testing.T, m model.Model, req Request) []int32 {
 	t.Helper()
-	var toks []int32
-	res, err := runtime.Generate(context.Background(), m, runtime.GenerateRequest{
-		Prompt: req.Prompt, MaxTokens: req.MaxTokens, Sampling: req.Sampling, StopTokens: req.StopTokens,
-	}, func(tok int32) error { toks = append(toks, tok); return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return toks, res.Finish
-}
-
-func TestStoriesGreedyEqualsGenerate(t *testing.T) {
-	checkGoroutines(t)
-	m := loadStories(t, 2)
-	req := Request{Prompt: []int32{1}, MaxTokens: 200}
-	want, _ := reference(t, m, req)
-	s := New(m, Config{MaxSeqs: 4})
+	s := New(m, Config{MaxSeqs: 1})
 	defer shutdown(t, s)
-	got, f := collect(t, s, req)
-	if !slices.Equal(got, want) {
-		t.Fatalf("scheduler %v\nGenerate  %v", got, want)
-	}
-	if f.Reason != FinishLength || f.Usage.CompletionTokens != 200 {
-		t.Errorf("final %+v", f)
-	}
+	toks, _ := collect(t, s, req)
+	return toks
 }
 
 func TestStoriesConcurrentEqualSolo(t *testing.T) {
@@ -85,7 +75,7 @@ func TestStoriesConcurrentEqualSolo(t *testing.T) {
 			reqs := storiesRequests(n)
 			want := make([][]int32, n)
 			for i, r := range reqs {
-				want[i], _ = reference(t, m, r)
+				want[i] = solo(t, m, r)
 			}
 			// A small step budget forces chunked prefill mixed with decoding.
 			s := New(m, Config{MaxSeqs: n, StepTokens: 48})
@@ -108,7 +98,7 @@ func TestStoriesConcurrentEqualSolo(t *testing.T) {
 func TestStoriesStopStringAndText(t *testing.T) {
 	checkGoroutines(t)
 	m := loadStories(t, 2)
-	tok, err := tokenizer.New(storiesMetadata(t))
+	tok, err := tokenizer.New(storiesSource(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,17 +146,8 @@ func indexOf(s, sub string) int {
 	return -1
 }
 
-func storiesMetadata(t *testing.T) model.Source {
-	t.Helper()
-	l, err := runtime.ParseGGUF(models.Stories260K, model.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l.Source
-}
-
 // BenchmarkDecode measures aggregate decode throughput with 1, 4 and 8
-// concurrent streams on stories260K (tokens/s over all streams).
+// concurrent streams on the stories model (tokens/s over all streams).
 func BenchmarkDecode(b *testing.B) {
 	for _, n := range []int{1, 4, 8} {
 		b.Run(fmt.Sprintf("stories/seqs=%d", n), func(b *testing.B) {
@@ -201,17 +182,44 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
-// BenchmarkGenerateReference is runtime.Generate on the same work as
-// BenchmarkDecode/seqs=1: the scheduler's overhead is the difference.
-func BenchmarkGenerateReference(b *testing.B) {
-	m := loadStories(b, 2)
-	const perSeq = 128
-	start := time.Now()
-	for range b.N {
-		if _, err := runtime.Generate(context.Background(), m, runtime.GenerateRequest{Prompt: []int32{1}, MaxTokens: perSeq},
-			func(int32) error { return nil }); err != nil {
-			b.Fatal(err)
-		}
+// TestLogprobsDoNotDependOnMaxTokens: the scheduler sizes a request's cache
+// to its prompt plus max_tokens, but the request runs as served at the
+// scheduler's context, so its logits — here the logprobs of its tokens —
+// are the same whatever max_tokens it asks for. Phi-3's LongRoPE factors
+// are the case in point: the golden model is served at 8192 positions, past
+// its original 4096, so every request rotates with the long factors, even
+// one whose cache holds a few positions.
+func TestLogprobsDoNotDependOnMaxTokens(t *testing.T) {
+	checkGoroutines(t)
+	m, err := phi3.New(runtimetest.GoldenSource(t, "phi3-F32.gguf"), model.Env{Pool: runtimetest.Pool(t, 1)})
+	if err != nil {
+		t.Fatal(err)
 	}
-	b.ReportMetric(float64(b.N*perSeq)/time.Since(start).Seconds(), "tok/s")
+	s := New(m, Config{Context: 8192})
+	defer shutdown(t, s)
+	prompt := runtimetest.GoldenTokens(t, "phi3")[:16]
+	// The logprobs of the first 4 tokens (and their top 5 alternatives).
+	logprobs := func(maxTokens int) []sample.TokenLogprob {
+		h, err := s.Submit(t.Context(), Request{Prompt: prompt, MaxTokens: maxTokens, TopLogprobs: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer drain(t, h)
+		defer h.Cancel()
+		var out []sample.TokenLogprob
+		for n := 0; n < 4; {
+			ev, err := h.Recv(t.Context())
+			if err != nil || ev.Kind == EventFinal {
+				t.Fatalf("ended after %d tokens: %v", n, err)
+			}
+			if ev.Kind == EventToken {
+				out = append(append(out, *ev.Logprob), ev.Top...)
+				n++
+			}
+		}
+		return out
+	}
+	if short, long := logprobs(4), logprobs(5000); !slices.Equal(short, long) {
+		t.Errorf("max_tokens 4 and 5000 give different logprobs:\n%v\n%v", short, long)
+	}
 }

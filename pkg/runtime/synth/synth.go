@@ -7,18 +7,20 @@ package synth
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
-	"sort"
+	"slices"
 
 	"github.com/corelm/corelm/pkg/formats/gguf"
 	"github.com/corelm/corelm/pkg/kernels"
+	"github.com/corelm/corelm/pkg/runtime/model"
 	"github.com/corelm/corelm/pkg/runtime/quantize"
 )
 
 // Shape is the architecture and hyper-parameters of a model family member.
 type Shape struct {
-	Arch         string
+	Arch         string // a key of families (and of the runtime's registry)
 	Dim          int
 	Layers       int
 	FFN          int
@@ -30,7 +32,6 @@ type Shape struct {
 	RopeBase     float32
 	RMSEps       float32
 	Tied         bool // no output.weight: the embedding is reused
-	QKVBias      bool // qwen2
 	RopeFreqs    bool // llama-3 rope_freqs.weight
 	SlidingWin   int  // gemma2 (every other layer)
 	AttnSoftcap  float32
@@ -43,8 +44,8 @@ var Presets = map[string]Shape{
 	"llama-3.1-8b": {Arch: "llama", Dim: 4096, Layers: 32, FFN: 14336, Heads: 32, KVHeads: 8, Vocab: 128256, Context: 131072, RopeBase: 500000, RMSEps: 1e-5, RopeFreqs: true},
 	"llama-3.2-1b": {Arch: "llama", Dim: 2048, Layers: 16, FFN: 8192, Heads: 32, KVHeads: 8, Vocab: 128256, Context: 131072, RopeBase: 500000, RMSEps: 1e-5, RopeFreqs: true, Tied: true},
 	"llama-3.2-3b": {Arch: "llama", Dim: 3072, Layers: 28, FFN: 8192, Heads: 24, KVHeads: 8, Vocab: 128256, Context: 131072, RopeBase: 500000, RMSEps: 1e-5, RopeFreqs: true, Tied: true},
-	"qwen2.5-7b":   {Arch: "qwen2", Dim: 3584, Layers: 28, FFN: 18944, Heads: 28, KVHeads: 4, Vocab: 152064, Context: 32768, RopeBase: 1e6, RMSEps: 1e-6, QKVBias: true},
-	"qwen2.5-0.5b": {Arch: "qwen2", Dim: 896, Layers: 24, FFN: 4864, Heads: 14, KVHeads: 2, Vocab: 151936, Context: 32768, RopeBase: 1e6, RMSEps: 1e-6, QKVBias: true, Tied: true},
+	"qwen2.5-7b":   {Arch: "qwen2", Dim: 3584, Layers: 28, FFN: 18944, Heads: 28, KVHeads: 4, Vocab: 152064, Context: 32768, RopeBase: 1e6, RMSEps: 1e-6},
+	"qwen2.5-0.5b": {Arch: "qwen2", Dim: 896, Layers: 24, FFN: 4864, Heads: 14, KVHeads: 2, Vocab: 151936, Context: 32768, RopeBase: 1e6, RMSEps: 1e-6, Tied: true},
 	"gemma-2-9b":   {Arch: "gemma2", Dim: 3584, Layers: 42, FFN: 14336, Heads: 16, KVHeads: 8, HeadDim: 256, Vocab: 256000, Context: 8192, RopeBase: 10000, RMSEps: 1e-6, Tied: true, SlidingWin: 4096, AttnSoftcap: 50, FinalSoftcap: 30},
 	"phi-3.5-mini": {Arch: "phi3", Dim: 3072, Layers: 32, FFN: 8192, Heads: 32, KVHeads: 32, Vocab: 32064, Context: 131072, RopeBase: 10000, RMSEps: 1e-5, OrigContext: 4096},
 	// A small llama for tests and load tests: big enough to batch, small enough for CI.
@@ -52,14 +53,7 @@ var Presets = map[string]Shape{
 }
 
 // PresetNames lists the presets.
-func PresetNames() []string {
-	names := make([]string, 0, len(Presets))
-	for n := range Presets {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+func PresetNames() []string { return slices.Sorted(maps.Keys(Presets)) }
 
 func (s Shape) headDim() int {
 	if s.HeadDim > 0 {
@@ -74,51 +68,30 @@ type tensorSpec struct {
 	fill  float32  // constant fill for vectors; 0 = random
 }
 
-// Tensors lists the tensors of s in llama.cpp's names and shapes.
+// Tensors lists the tensors of s in llama.cpp's names and shapes: those of
+// its family's table, the model's own first, then each block's.
 func (s Shape) Tensors() []tensorSpec {
-	hd := s.headDim()
-	q, kv := uint64(s.Heads*hd), uint64(s.KVHeads*hd)
-	d, f, v := uint64(s.Dim), uint64(s.FFN), uint64(s.Vocab)
-	ts := []tensorSpec{{name: "token_embd.weight", shape: []uint64{d, v}}, {name: "output_norm.weight", shape: []uint64{d}, fill: 1}}
-	if !s.Tied {
-		ts = append(ts, tensorSpec{name: "output.weight", shape: []uint64{d, v}})
+	f := families[s.Arch]
+	var ts []tensorSpec
+	add := func(t tensor, name string) {
+		if t.when != nil && !t.when(s) {
+			return
+		}
+		spec := tensorSpec{name: name, shape: make([]uint64, len(t.axes))}
+		for i, a := range t.axes {
+			spec.shape[i] = a(s)
+		}
+		if t.ones {
+			spec.fill = 1
+		}
+		ts = append(ts, spec)
 	}
-	if s.RopeFreqs {
-		ts = append(ts, tensorSpec{name: "rope_freqs.weight", shape: []uint64{uint64(hd / 2)}, fill: 1})
-	}
-	if s.Arch == "phi3" {
-		ts = append(ts, tensorSpec{name: "rope_factors_long.weight", shape: []uint64{uint64(hd / 2)}, fill: 1},
-			tensorSpec{name: "rope_factors_short.weight", shape: []uint64{uint64(hd / 2)}, fill: 1})
+	for _, t := range f.global {
+		add(t, t.name)
 	}
 	for i := 0; i < s.Layers; i++ {
-		b := func(n string) string { return fmt.Sprintf("blk.%d.%s", i, n) }
-		ts = append(ts, tensorSpec{name: b("attn_norm.weight"), shape: []uint64{d}, fill: 1})
-		if s.Arch == "phi3" {
-			ts = append(ts, tensorSpec{name: b("attn_qkv.weight"), shape: []uint64{d, q + 2*kv}})
-		} else {
-			ts = append(ts, tensorSpec{name: b("attn_q.weight"), shape: []uint64{d, q}},
-				tensorSpec{name: b("attn_k.weight"), shape: []uint64{d, kv}},
-				tensorSpec{name: b("attn_v.weight"), shape: []uint64{d, kv}})
-		}
-		if s.QKVBias {
-			ts = append(ts, tensorSpec{name: b("attn_q.bias"), shape: []uint64{q}},
-				tensorSpec{name: b("attn_k.bias"), shape: []uint64{kv}},
-				tensorSpec{name: b("attn_v.bias"), shape: []uint64{kv}})
-		}
-		ts = append(ts, tensorSpec{name: b("attn_output.weight"), shape: []uint64{q, d}})
-		if s.Arch == "gemma2" {
-			ts = append(ts, tensorSpec{name: b("post_attention_norm.weight"), shape: []uint64{d}, fill: 1})
-		}
-		ts = append(ts, tensorSpec{name: b("ffn_norm.weight"), shape: []uint64{d}, fill: 1})
-		if s.Arch == "phi3" {
-			ts = append(ts, tensorSpec{name: b("ffn_up.weight"), shape: []uint64{d, 2 * f}})
-		} else {
-			ts = append(ts, tensorSpec{name: b("ffn_gate.weight"), shape: []uint64{d, f}},
-				tensorSpec{name: b("ffn_up.weight"), shape: []uint64{d, f}})
-		}
-		ts = append(ts, tensorSpec{name: b("ffn_down.weight"), shape: []uint64{f, d}})
-		if s.Arch == "gemma2" {
-			ts = append(ts, tensorSpec{name: b("post_ffw_norm.weight"), shape: []uint64{d}, fill: 1})
+		for _, t := range f.block {
+			add(t, model.Layer(t.name, i))
 		}
 	}
 	return ts
@@ -127,44 +100,43 @@ func (s Shape) Tensors() []tensorSpec {
 // Metadata returns the KVs llama.cpp expects for s, with a synthetic vocabulary.
 func (s Shape) Metadata(name string, fileType uint32) []gguf.KV {
 	a := s.Arch
+	key := func(tmpl string) string { return fmt.Sprintf(tmpl, a) }
 	kvs := []gguf.KV{
-		{Key: "general.architecture", Value: gguf.Str(a)},
+		{Key: model.KeyArchitecture, Value: gguf.Str(a)},
 		{Key: "general.name", Value: gguf.Str(name)},
 		{Key: "general.file_type", Value: gguf.U32(fileType)},
 		{Key: "general.quantization_version", Value: gguf.U32(2)},
-		{Key: a + ".context_length", Value: gguf.U32(uint32(s.Context))},
-		{Key: a + ".embedding_length", Value: gguf.U32(uint32(s.Dim))},
-		{Key: a + ".block_count", Value: gguf.U32(uint32(s.Layers))},
-		{Key: a + ".feed_forward_length", Value: gguf.U32(uint32(s.FFN))},
-		{Key: a + ".attention.head_count", Value: gguf.U32(uint32(s.Heads))},
-		{Key: a + ".attention.head_count_kv", Value: gguf.U32(uint32(s.KVHeads))},
-		{Key: a + ".attention.layer_norm_rms_epsilon", Value: gguf.F32(s.RMSEps)},
-		{Key: a + ".rope.freq_base", Value: gguf.F32(s.RopeBase)},
-		{Key: a + ".rope.dimension_count", Value: gguf.U32(uint32(s.headDim()))},
-		{Key: a + ".vocab_size", Value: gguf.U32(uint32(s.Vocab))},
+		{Key: key(model.KeyContextLength), Value: gguf.U32(uint32(s.Context))},
+		{Key: key(model.KeyEmbeddingLength), Value: gguf.U32(uint32(s.Dim))},
+		{Key: key(model.KeyBlockCount), Value: gguf.U32(uint32(s.Layers))},
+		{Key: key(model.KeyFeedForwardLength), Value: gguf.U32(uint32(s.FFN))},
+		{Key: key(model.KeyHeadCount), Value: gguf.U32(uint32(s.Heads))},
+		{Key: key(model.KeyHeadCountKV), Value: gguf.U32(uint32(s.KVHeads))},
+		{Key: key(model.KeyRMSEpsilon), Value: gguf.F32(s.RMSEps)},
+		{Key: key(model.KeyRopeFreqBase), Value: gguf.F32(s.RopeBase)},
+		{Key: key(model.KeyRopeDimCount), Value: gguf.U32(uint32(s.headDim()))},
+		{Key: key(model.KeyVocabSize), Value: gguf.U32(uint32(s.Vocab))},
 	}
 	if s.HeadDim > 0 {
-		kvs = append(kvs, gguf.KV{Key: a + ".attention.key_length", Value: gguf.U32(uint32(s.HeadDim))},
-			gguf.KV{Key: a + ".attention.value_length", Value: gguf.U32(uint32(s.HeadDim))})
+		kvs = append(kvs, gguf.KV{Key: key(model.KeyKeyLength), Value: gguf.U32(uint32(s.HeadDim))},
+			gguf.KV{Key: key(model.KeyValueLength), Value: gguf.U32(uint32(s.HeadDim))})
 	}
 	if s.SlidingWin > 0 {
-		kvs = append(kvs, gguf.KV{Key: a + ".attention.sliding_window", Value: gguf.U32(uint32(s.SlidingWin))})
+		kvs = append(kvs, gguf.KV{Key: key(model.KeySlidingWindow), Value: gguf.U32(uint32(s.SlidingWin))})
 	}
 	if s.AttnSoftcap > 0 {
-		kvs = append(kvs, gguf.KV{Key: a + ".attn_logit_softcapping", Value: gguf.F32(s.AttnSoftcap)},
-			gguf.KV{Key: a + ".final_logit_softcapping", Value: gguf.F32(s.FinalSoftcap)})
+		kvs = append(kvs, gguf.KV{Key: key(model.KeyAttnSoftcap), Value: gguf.F32(s.AttnSoftcap)},
+			gguf.KV{Key: key(model.KeyFinalSoftcap), Value: gguf.F32(s.FinalSoftcap)})
 	}
-	if s.Arch == "gemma2" {
-		kvs = append(kvs, gguf.KV{Key: a + ".attention.query_pre_attn_scalar", Value: gguf.U32(uint32(s.headDim()))})
-	}
-	if s.OrigContext > 0 {
-		kvs = append(kvs, gguf.KV{Key: a + ".rope.scaling.original_context_length", Value: gguf.U32(uint32(s.OrigContext))},
-			gguf.KV{Key: a + ".rope.scaling.attn_factor", Value: gguf.F32(float32(math.Sqrt(1 + math.Log(float64(s.Context)/float64(s.OrigContext))/math.Log(float64(s.OrigContext)))))})
+	if m := families[s.Arch].metadata; m != nil {
+		for _, kv := range m(s) {
+			kvs = append(kvs, gguf.KV{Key: key(kv.Key), Value: kv.Value})
+		}
 	}
 	tokens, scores, types := vocab(s.Vocab)
 	kvs = append(kvs,
 		gguf.KV{Key: "tokenizer.ggml.model", Value: gguf.Str("llama")},
-		gguf.KV{Key: "tokenizer.ggml.tokens", Value: gguf.Strs(tokens)},
+		gguf.KV{Key: model.KeyTokens, Value: gguf.Strs(tokens)},
 		gguf.KV{Key: "tokenizer.ggml.scores", Value: gguf.F32s(scores)},
 		gguf.KV{Key: "tokenizer.ggml.token_type", Value: gguf.I32s(types)},
 		gguf.KV{Key: "tokenizer.ggml.unknown_token_id", Value: gguf.U32(0)},
@@ -199,6 +171,9 @@ func vocab(n int) ([]string, []float32, []int32) {
 // N(0, 1/fan_in) rows, quantized once into a small pool and reused, so an 8B
 // file is written at disk speed.
 func Write(out io.Writer, s Shape, name string, scheme quantize.Scheme, seed uint64) (int64, error) {
+	if _, ok := families[s.Arch]; !ok {
+		return 0, fmt.Errorf("synth: no entry for architecture %q (synth knows %v)", s.Arch, slices.Sorted(maps.Keys(families)))
+	}
 	w := gguf.NewWriter(3)
 	w.SetAlignment(32)
 	for _, kv := range s.Metadata(name, scheme.FileType) {

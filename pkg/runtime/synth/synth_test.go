@@ -4,40 +4,50 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/pkg/runtime"
+	"github.com/corelm/corelm/pkg/runtime/internal/runtimetest"
 	"github.com/corelm/corelm/pkg/runtime/model"
 	"github.com/corelm/corelm/pkg/runtime/quantize"
 	"github.com/corelm/corelm/pkg/runtime/synth"
 )
 
+// run writes s quantized as typ, binds it and runs a step.
+func run(t *testing.T, s synth.Shape, typ string) {
+	t.Helper()
+	scheme, err := quantize.ParseScheme(typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := synth.Write(&buf, s, "tiny", scheme, 1); err != nil {
+		t.Fatal(err)
+	}
+	l, err := runtime.ParseGGUF(buf.Bytes(), model.Env{Pool: runtimetest.Pool(t, 1)})
+	if err != nil {
+		t.Fatalf("synthetic model does not validate: %v", err)
+	}
+	logits := runtimetest.Eval(t, l.Model, []int32{1, 300, 301}, model.StateOptions{Context: 64}, 0)
+	for _, x := range logits {
+		if x != x {
+			t.Fatal("NaN logit")
+		}
+	}
+}
+
 func TestTinyModelRuns(t *testing.T) {
 	for _, typ := range []string{"Q4_K_M", "Q8_0", "F16"} {
-		t.Run(typ, func(t *testing.T) {
-			scheme, _ := quantize.ParseScheme(typ)
-			var buf bytes.Buffer
-			if _, err := synth.Write(&buf, synth.Presets["tiny-llama"], "tiny", scheme, 1); err != nil {
-				t.Fatal(err)
-			}
-			pool := kernels.NewPool(1)
-			defer pool.Close()
-			l, err := runtime.ParseGGUF(buf.Bytes(), model.Env{Pool: pool})
-			if err != nil {
-				t.Fatalf("synthetic model does not validate: %v", err)
-			}
-			st, err := l.Model.NewState(model.StateOptions{Context: 64})
-			if err != nil {
-				t.Fatal(err)
-			}
-			b := &model.Batch{Seqs: []model.SeqBatch{{State: st, Tokens: []int32{1, 300, 301}, Logits: 1}}}
-			if err := l.Model.Forward(b); err != nil {
-				t.Fatal(err)
-			}
-			for _, x := range b.Seqs[0].Out {
-				if x != x {
-					t.Fatal("NaN logit")
-				}
-			}
+		t.Run(typ, func(t *testing.T) { run(t, synth.Presets["tiny-llama"], typ) })
+	}
+}
+
+// TestEveryArchitecture: every architecture of the registry has a synth
+// entry whose model binds and runs (the tiny llama's shape, renamed).
+func TestEveryArchitecture(t *testing.T) {
+	for _, arch := range runtime.Architectures() {
+		t.Run(arch, func(t *testing.T) {
+			s := synth.Presets["tiny-llama"]
+			s.Arch = arch
+			run(t, s, "Q8_0")
 		})
 	}
 }

@@ -281,10 +281,10 @@ func equalIDs(a, b []int32) bool {
 	return true
 }
 
-// TestStories260K decodes the embedded demo model's reference generation
+// TestStories decodes the embedded demo model's reference generation
 // (a 512-piece SentencePiece vocabulary) token by token.
-func TestStories260K(t *testing.T) {
-	f, err := gguf.Parse(models.Stories260K)
+func TestStories(t *testing.T) {
+	f, err := gguf.Parse(models.Stories)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,9 +293,9 @@ func TestStories260K(t *testing.T) {
 		t.Fatal(err)
 	}
 	if tok.Kind() != SPM || tok.VocabSize() != 512 || tok.BOS() != 1 || !tok.IsEOG(2) {
-		t.Fatalf("stories260K: kind %v, %d tokens, BOS %d", tok.Kind(), tok.VocabSize(), tok.BOS())
+		t.Fatalf("stories: kind %v, %d tokens, BOS %d", tok.Kind(), tok.VocabSize(), tok.BOS())
 	}
-	b, err := os.ReadFile(filepath.Join("testdata", "stories260K-greedy.json"))
+	b, err := os.ReadFile(filepath.Join("testdata", "stories-greedy.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,113 @@
+package synth
+
+import (
+	"slices"
+
+	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/runtime/model"
+	"github.com/corelm/corelm/pkg/runtime/phi3"
+)
+
+// family is what synth needs of an architecture beyond the shared
+// hyper-parameters: its tensors, named by the templates of model/names.go,
+// and the metadata keys of its own. An architecture added to the runtime's
+// registry gets its entry here, built from the Llama entry where it can be.
+type family struct {
+	global   []tensor                // the model's own tensors
+	block    []tensor                // each block's ("%d" in the name)
+	metadata func(s Shape) []gguf.KV // keys with "%s" for the architecture
+}
+
+// tensor is a tensor of a family: its name template, its axes in ggml order
+// (the row length first), and how it is filled.
+type tensor struct {
+	name string
+	axes []axis
+	ones bool             // norms and rope factors: 1s; otherwise random
+	when func(Shape) bool // nil: every model of the family has it
+}
+
+// axis is a tensor dimension as a function of the shape.
+type axis func(Shape) uint64
+
+func embd(s Shape) uint64     { return uint64(s.Dim) }
+func ffn(s Shape) uint64      { return uint64(s.FFN) }
+func ffn2(s Shape) uint64     { return 2 * uint64(s.FFN) } // gate and up fused
+func vocabN(s Shape) uint64   { return uint64(s.Vocab) }
+func qDim(s Shape) uint64     { return uint64(s.Heads * s.headDim()) }
+func kvDim(s Shape) uint64    { return uint64(s.KVHeads * s.headDim()) }
+func qkvDim(s Shape) uint64   { return qDim(s) + 2*kvDim(s) } // q, k and v fused
+func halfHead(s Shape) uint64 { return uint64(s.headDim() / 2) }
+
+func untied(s Shape) bool    { return !s.Tied }
+func ropeFreqs(s Shape) bool { return s.RopeFreqs }
+
+func axes(a ...axis) []axis { return a }
+
+// llamaGlobal and llamaBlock are the Llama tensors the other families
+// start from.
+var (
+	llamaGlobal = []tensor{
+		{name: model.TTokenEmbd, axes: axes(embd, vocabN)},
+		{name: model.TOutputNorm, axes: axes(embd), ones: true},
+		{name: model.TOutput, axes: axes(embd, vocabN), when: untied},
+		{name: model.TRopeFreqs, axes: axes(halfHead), ones: true, when: ropeFreqs},
+	}
+	llamaBlock = []tensor{
+		{name: model.TAttnNorm, axes: axes(embd), ones: true},
+		{name: model.TAttnQ, axes: axes(embd, qDim)},
+		{name: model.TAttnK, axes: axes(embd, kvDim)},
+		{name: model.TAttnV, axes: axes(embd, kvDim)},
+		{name: model.TAttnOut, axes: axes(qDim, embd)},
+		{name: model.TFFNNorm, axes: axes(embd), ones: true},
+		{name: model.TFFNGate, axes: axes(embd, ffn)},
+		{name: model.TFFNUp, axes: axes(embd, ffn)},
+		{name: model.TFFNDown, axes: axes(ffn, embd)},
+	}
+)
+
+// families is the table of architectures synth can write.
+var families = map[string]family{
+	"llama": {global: llamaGlobal, block: llamaBlock},
+	"qwen2": {global: llamaGlobal, block: after(llamaBlock, model.TAttnV,
+		tensor{name: model.TAttnQBias, axes: axes(qDim)},
+		tensor{name: model.TAttnKBias, axes: axes(kvDim)},
+		tensor{name: model.TAttnVBias, axes: axes(kvDim)})},
+	"gemma2": {
+		global: llamaGlobal,
+		block: after(after(llamaBlock, model.TAttnOut,
+			tensor{name: model.TPostAttnNorm, axes: axes(embd), ones: true}), model.TFFNDown,
+			tensor{name: model.TPostFFNNorm, axes: axes(embd), ones: true}),
+		metadata: func(s Shape) []gguf.KV {
+			return []gguf.KV{{Key: model.KeyQueryPreAttn, Value: gguf.U32(uint32(s.headDim()))}}
+		},
+	},
+	"phi3": {
+		global: append(slices.Clip(llamaGlobal),
+			tensor{name: model.TRopeLong, axes: axes(halfHead), ones: true},
+			tensor{name: model.TRopeShort, axes: axes(halfHead), ones: true}),
+		block: []tensor{
+			{name: model.TAttnNorm, axes: axes(embd), ones: true},
+			{name: model.TAttnQKV, axes: axes(embd, qkvDim)},
+			{name: model.TAttnOut, axes: axes(qDim, embd)},
+			{name: model.TFFNNorm, axes: axes(embd), ones: true},
+			{name: model.TFFNUp, axes: axes(embd, ffn2)},
+			{name: model.TFFNDown, axes: axes(ffn, embd)},
+		},
+		metadata: func(s Shape) []gguf.KV {
+			if s.OrigContext <= 0 {
+				return nil
+			}
+			return []gguf.KV{
+				{Key: model.KeyRopeOrigCtx, Value: gguf.U32(uint32(s.OrigContext))},
+				{Key: model.KeyRopeAttnFactor, Value: gguf.F32(phi3.AttnFactor(s.Context, s.OrigContext))},
+			}
+		},
+	},
+}
+
+// after returns ts with extra inserted after the tensor named name.
+func after(ts []tensor, name string, extra ...tensor) []tensor {
+	i := slices.IndexFunc(ts, func(t tensor) bool { return t.name == name })
+	return slices.Insert(slices.Clone(ts), i+1, extra...)
+}
