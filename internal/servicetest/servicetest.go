@@ -133,9 +133,11 @@ func Start(t testing.TB, cmd *exec.Cmd, ready func(line string) (addr string, ok
 			p.mu.Lock()
 			p.logs.WriteString(line + "\n")
 			p.mu.Unlock()
-			if a, ok := ready(line); ok && !found {
-				found = true
-				addr <- a
+			if !found {
+				if a, ok := ready(line); ok {
+					found = true
+					addr <- a
+				}
 			}
 		}
 		io.Copy(io.Discard, stderr)
