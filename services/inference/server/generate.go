@@ -15,14 +15,6 @@ import (
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
-// Sampling defaults for unset fields: llama.cpp's.
-const (
-	defaultTemperature = 0.8
-	defaultTopK        = 40
-	defaultTopP        = 0.95
-	defaultMinP        = 0.05
-)
-
 // generation is one started request: the model entry it holds and its
 // scheduler handle.
 type generation struct {
@@ -33,10 +25,11 @@ type generation struct {
 }
 
 // start resolves the model, builds the prompt and submits the request. On
-// success the caller must run pump (which releases the model).
+// success the caller must run pump (which releases the model). The
+// scheduler validates the request; its errors become statuses in toStatus.
 func (s *Server) start(ctx context.Context, req *corelmv1.GenerateStart) (*generation, error) {
-	if err := validateStart(req); err != nil {
-		return nil, err
+	if err := corelmv1.ValidateModelID(req.GetModelId()); err != nil {
+		return nil, badRequestf("%v", err)
 	}
 	// A model switch between acquire and Submit closes the old scheduler:
 	// try again on the new generation.
@@ -64,37 +57,11 @@ func (s *Server) start(ctx context.Context, req *corelmv1.GenerateStart) (*gener
 	}
 }
 
-func validateStart(req *corelmv1.GenerateStart) error {
-	if err := corelmv1.ValidateModelID(req.GetModelId()); err != nil {
-		return badRequestf("%v", err)
-	}
-	switch {
-	case req.GetMaxTokens() < 0:
-		return badRequestf("max_tokens %d must be ≥ 0", req.GetMaxTokens())
-	case req.GetTopLogprobs() < 0 || req.GetTopLogprobs() > 20:
-		return badRequestf("top_logprobs %d must be in [0, 20]", req.GetTopLogprobs())
-	case len(req.GetStop()) > 16:
-		return badRequestf("at most 16 stop strings, got %d", len(req.GetStop()))
-	}
-	for _, st := range req.GetStop() {
-		if st == "" || len(st) > 256 {
-			return badRequestf("stop strings must have 1 to 256 bytes")
-		}
-	}
-	return nil
-}
-
 // buildRequest turns a GenerateStart into a scheduler request on e.
 func buildRequest(e *entry, req *corelmv1.GenerateStart) (sched.Request, error) {
 	prompt, err := promptTokens(e, req)
 	if err != nil {
 		return sched.Request{}, err
-	}
-	vocab := e.tok.VocabSize()
-	for _, id := range req.GetStopTokenIds() {
-		if id < 0 || int(id) >= vocab {
-			return sched.Request{}, badRequestf("stop_token_ids: %d is outside the vocabulary (0..%d)", id, vocab-1)
-		}
 	}
 	return sched.Request{
 		Prompt:      prompt,
@@ -148,11 +115,11 @@ func encode(e *entry, text string, opts tokenizer.EncodeOptions) ([]int32, error
 	return ids, nil
 }
 
+// samplingParams are llama.cpp's defaults (sample.Defaults) with the
+// request's fields set over them, and a random seed unless it gives one.
 func samplingParams(sp *corelmv1.SamplingParams) sample.Params {
-	p := sample.Params{
-		Temperature: defaultTemperature, TopK: defaultTopK, TopP: defaultTopP, MinP: defaultMinP,
-		Seed: rand.Uint64(),
-	}
+	p := sample.Defaults()
+	p.Seed = rand.Uint64()
 	if sp == nil {
 		return p
 	}

@@ -26,8 +26,9 @@ import (
 )
 
 // EmbeddedModel is the --model-file value that serves the model compiled
-// into the binary (stories260K), under the id "stories" unless told.
-const EmbeddedModel = "stories"
+// into the binary, under that id unless told ("stories260K" is accepted as
+// an alias, models.IsName).
+const EmbeddedModel = models.Name
 
 // entry is one generation of one model: its mapping, model, tokenizer and
 // scheduler. Requests hold a reference while they run; a superseded entry
@@ -196,7 +197,7 @@ func (r *registry) entries() (current, retiring []*entry) {
 	return current, retiring
 }
 
-// modelConfig is what a model is run with.
+// modelConfig is what a model is run with, as Options give it.
 type modelConfig struct {
 	threads  int
 	maxSeqs  int
@@ -208,16 +209,41 @@ type modelConfig struct {
 	hooks    sched.Hooks
 }
 
-// newEntry binds src and starts its scheduler. closers are closed with the
-// entry (or now, on failure).
-func newEntry(id string, gen uint64, src model.Source, cfg modelConfig, closers ...io.Closer) (_ *entry, err error) {
+// schedConfig is c as the scheduler's configuration. From here on the
+// scheduler owns the knobs: it fills in their defaults and clamps the
+// context to the model's (sched.New); describe reports what it chose.
+func (c modelConfig) schedConfig() sched.Config {
+	return sched.Config{
+		MaxSeqs: c.maxSeqs, MaxQueue: c.maxQueue, KVBudget: c.budget,
+		Context: c.context, KVType: c.kvType, StepTokens: c.step, Hooks: c.hooks,
+	}
+}
+
+// applyLoadOptions sets what the loader chose for one model (its context
+// and KV cache type; unset fields keep the server's) on sc: the typed form
+// of LoadOptions on this side of the wire.
+func applyLoadOptions(sc *sched.Config, o *corelmv1.LoadOptions) {
+	if o.GetContext() > 0 {
+		sc.Context = int(o.GetContext())
+	}
+	switch o.GetKvType() {
+	case corelmv1.KVType_KV_TYPE_F16:
+		sc.KVType = kvcache.F16
+	case corelmv1.KVType_KV_TYPE_Q8_0:
+		sc.KVType = kvcache.Q8_0
+	}
+}
+
+// newEntry binds src with threads kernel threads and starts its scheduler
+// with sc. closers are closed with the entry (or now, on failure).
+func newEntry(id string, gen uint64, src model.Source, threads int, sc sched.Config, closers ...io.Closer) (_ *entry, err error) {
 	e := &entry{id: id, gen: gen, closers: closers}
 	defer func() {
 		if err != nil {
 			e.close()
 		}
 	}()
-	pool := kernels.NewPool(cfg.threads)
+	pool := kernels.NewPool(threads)
 	e.closers = append(e.closers, closerFunc(func() error { pool.Close(); return nil }))
 	m, err := runtime.Build(src, model.Env{Pool: pool})
 	if err != nil {
@@ -234,10 +260,7 @@ func newEntry(id string, gen uint64, src model.Source, cfg modelConfig, closers 
 	tmpl, _ := src.String("tokenizer.chat_template")
 	var ownTemplate bool
 	e.chat, ownTemplate = loadTemplate(tmpl)
-	e.sched = sched.New(m, sched.Config{
-		MaxSeqs: cfg.maxSeqs, MaxQueue: cfg.maxQueue, KVBudget: cfg.budget,
-		Context: cfg.context, KVType: cfg.kvType, StepTokens: cfg.step, Hooks: cfg.hooks,
-	})
+	e.sched = sched.New(m, sc)
 	e.closers = append(e.closers, closerFunc(func() error {
 		// Normally drained already; this only makes sure the loop is gone
 		// before the weights are unmapped.
@@ -289,19 +312,19 @@ func kvTypeProto(t kvcache.Type) corelmv1.KVType {
 // openFile opens a model for direct serving: the embedded model, a packed
 // file (checked in full) or a GGUF file.
 func openFile(path, id string, cfg modelConfig) (*entry, error) {
-	if path == EmbeddedModel {
-		f, err := gguf.Parse(models.Stories260K)
+	if models.IsName(path) {
+		f, err := gguf.Parse(models.Stories)
 		if err != nil {
 			return nil, err
 		}
-		return newEntry(id, 0, model.FromGGUF(f), cfg)
+		return newEntry(id, 0, model.FromGGUF(f), cfg.threads, cfg.schedConfig())
 	}
 	if pf, err := pack.Open(path); err == nil {
 		if err := pf.Verify(); err != nil {
 			pf.Close()
 			return nil, err
 		}
-		return newEntry(id, pf.Header.Generation, model.FromPack(pf), cfg, pf)
+		return newEntry(id, pf.Header.Generation, model.FromPack(pf), cfg.threads, cfg.schedConfig(), pf)
 	} else if !errors.Is(err, pack.ErrBadMagic) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -309,12 +332,12 @@ func openFile(path, id string, cfg modelConfig) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newEntry(id, 0, model.FromGGUF(f), cfg, f)
+	return newEntry(id, 0, model.FromGGUF(f), cfg.threads, cfg.schedConfig(), f)
 }
 
 // DefaultModelID is the id a --model-file is served under without --model-id.
 func DefaultModelID(path string) string {
-	if path == EmbeddedModel {
+	if models.IsName(path) {
 		return EmbeddedModel
 	}
 	base := filepath.Base(path)
@@ -344,16 +367,7 @@ func openPublished(pm *corelmv1.PublishedModel, cfg modelConfig) (*entry, error)
 		pf.Close()
 		return nil, err
 	}
-	if o := pm.GetOptions(); o != nil {
-		if o.GetContext() > 0 {
-			cfg.context = int(o.GetContext())
-		}
-		switch o.GetKvType() {
-		case corelmv1.KVType_KV_TYPE_F16:
-			cfg.kvType = kvcache.F16
-		case corelmv1.KVType_KV_TYPE_Q8_0:
-			cfg.kvType = kvcache.Q8_0
-		}
-	}
-	return newEntry(pm.GetModelId(), pm.GetGeneration(), model.FromPack(pf), cfg, pf)
+	sc := cfg.schedConfig()
+	applyLoadOptions(&sc, pm.GetOptions())
+	return newEntry(pm.GetModelId(), pm.GetGeneration(), model.FromPack(pf), cfg.threads, sc, pf)
 }

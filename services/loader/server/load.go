@@ -233,16 +233,17 @@ func (s *Server) loadAndPublish(ctx context.Context, l *load) (*corelmv1.Publish
 	if s.opts.afterValidate != nil {
 		s.opts.afterValidate(l.id)
 	}
-	plan, err := pack.NewPlan(g, pack.Options{Generation: l.gen, Tier: runtime.HostTier(), Annotations: map[string]string{
+	annotations := map[string]string{
 		"model_id":     l.id,
 		"source_path":  l.path,
 		"source_size":  strconv.FormatInt(id.size, 10),
 		"source_mtime": strconv.FormatInt(id.mtime, 10),
 		"source_dev":   strconv.FormatUint(id.dev, 10),
 		"source_ino":   strconv.FormatUint(id.ino, 10),
-		"kv_type":      l.options.GetKvType().String(),
-		"context":      strconv.Itoa(int(l.options.GetContext())),
-	}, Progress: func(done, total int64) { l.report(corelmv1.LoadStage_LOAD_STAGE_PACKING, done, total) }})
+	}
+	recordOptions(annotations, l.options)
+	plan, err := pack.NewPlan(g, pack.Options{Generation: l.gen, Tier: runtime.HostTier(), Annotations: annotations,
+		Progress: func(done, total int64) { l.report(corelmv1.LoadStage_LOAD_STAGE_PACKING, done, total) }})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBadFile, l.path, err)
 	}
@@ -423,4 +424,32 @@ func mapSource(f *os.File, rel string) ([]byte, error) {
 		return nil, fmt.Errorf("mapping %s: %w", rel, err)
 	}
 	return data, nil
+}
+
+// A packed file records the LoadOptions it was loaded with (the context and
+// KV cache type the inference side serves it with) as annotations, so that
+// a restarted loader announces it with the same options. recordOptions and
+// recordedOptions are the one codec between the message and those strings.
+const (
+	annotationKVType  = "kv_type" // the KVType's enum name
+	annotationContext = "context" // decimal; 0: the server's
+)
+
+// recordOptions adds o to a packed file's annotations.
+func recordOptions(annotations map[string]string, o *corelmv1.LoadOptions) {
+	annotations[annotationKVType] = o.GetKvType().String()
+	annotations[annotationContext] = strconv.Itoa(int(o.GetContext()))
+}
+
+// recordedOptions reads back the options recordOptions wrote.
+func recordedOptions(pf *pack.File) *corelmv1.LoadOptions {
+	o := &corelmv1.LoadOptions{}
+	if kv, ok := pf.Annotation(annotationKVType); ok {
+		o.KvType = corelmv1.KVType(corelmv1.KVType_value[kv])
+	}
+	if c, ok := pf.Annotation(annotationContext); ok {
+		n, _ := strconv.Atoi(c)
+		o.Context = int32(n)
+	}
+	return o
 }
