@@ -68,72 +68,55 @@ const (
 	q8_1Bytes = 36
 )
 
+// nibbleDot returns the exact integer dot of the 32 quants of a Q4/Q5 block
+// with the activation quants q8: quant j is nibble j%16 of qs (low nibbles
+// first) with bit j of qh as its fifth bit (qh is 0 for Q4), less off.
+func nibbleDot(qs []byte, qh uint32, off int, q8 []byte) int {
+	s0, s1 := 0, 0
+	for j, q := range qs[:16] {
+		v0 := int(q&0xf|uint8(qh>>j&1)<<4) - off
+		v1 := int(q>>4|uint8(qh>>(j+16)&1)<<4) - off
+		s0 += v0 * int(int8(q8[j]))
+		s1 += v1 * int(int8(q8[j+16]))
+	}
+	return s0 + s1
+}
+
 func dotQ4_0Generic(w, xq []byte) float32 {
 	var sumf float32
-	for ib := 0; ib < len(w)/18; ib++ {
-		x := w[ib*18 : ib*18+18]
-		y := xq[ib*q8_0Bytes : ib*q8_0Bytes+q8_0Bytes]
-		qs, q8 := x[2:18], y[2:34]
-		s0, s1 := 0, 0
-		for j, q := range qs {
-			s0 += (int(q&0xf) - 8) * int(int8(q8[j]))
-			s1 += (int(q>>4) - 8) * int(int8(q8[j+16]))
-		}
-		sumf += float32(s0+s1) * getF16(x) * getF16(y)
+	for ib := range len(w) / 18 {
+		x, y := w[ib*18:(ib+1)*18], xq[ib*q8_0Bytes:(ib+1)*q8_0Bytes]
+		sumf += float32(nibbleDot(x[2:18], 0, 8, y[2:34])) * getF16(x) * getF16(y)
 	}
 	return sumf
 }
 
 func dotQ4_1Generic(w, xq []byte) float32 {
 	var sumf float32
-	for ib := 0; ib < len(w)/20; ib++ {
-		x := w[ib*20 : ib*20+20]
-		y := xq[ib*q8_1Bytes : ib*q8_1Bytes+q8_1Bytes]
-		qs, q8 := x[4:20], y[4:36]
-		s0, s1 := 0, 0
-		for j, q := range qs {
-			s0 += int(q&0xf) * int(int8(q8[j]))
-			s1 += int(q>>4) * int(int8(q8[j+16]))
-		}
-		sumf += getF16(x)*getF16(y)*float32(s0+s1) + getF16(x[2:])*getF16(y[2:])
+	for ib := range len(w) / 20 {
+		x, y := w[ib*20:(ib+1)*20], xq[ib*q8_1Bytes:(ib+1)*q8_1Bytes]
+		s := nibbleDot(x[4:20], 0, 0, y[4:36])
+		sumf += getF16(x)*getF16(y)*float32(s) + getF16(x[2:])*getF16(y[2:])
 	}
 	return sumf
 }
 
 func dotQ5_0Generic(w, xq []byte) float32 {
 	var sumf float32
-	for ib := 0; ib < len(w)/22; ib++ {
-		x := w[ib*22 : ib*22+22]
-		y := xq[ib*q8_0Bytes : ib*q8_0Bytes+q8_0Bytes]
-		qh := binary.LittleEndian.Uint32(x[2:])
-		qs, q8 := x[6:22], y[2:34]
-		s0, s1 := 0, 0
-		for j, q := range qs {
-			v0 := int(q&0xf|uint8(qh>>j&1)<<4) - 16
-			v1 := int(q>>4|uint8(qh>>(j+16)&1)<<4) - 16
-			s0 += v0 * int(int8(q8[j]))
-			s1 += v1 * int(int8(q8[j+16]))
-		}
-		sumf += getF16(x) * getF16(y) * float32(s0+s1)
+	for ib := range len(w) / 22 {
+		x, y := w[ib*22:(ib+1)*22], xq[ib*q8_0Bytes:(ib+1)*q8_0Bytes]
+		s := nibbleDot(x[6:22], binary.LittleEndian.Uint32(x[2:]), 16, y[2:34])
+		sumf += getF16(x) * getF16(y) * float32(s)
 	}
 	return sumf
 }
 
 func dotQ5_1Generic(w, xq []byte) float32 {
 	var sumf float32
-	for ib := 0; ib < len(w)/24; ib++ {
-		x := w[ib*24 : ib*24+24]
-		y := xq[ib*q8_1Bytes : ib*q8_1Bytes+q8_1Bytes]
-		qh := binary.LittleEndian.Uint32(x[4:])
-		qs, q8 := x[8:24], y[4:36]
-		s0, s1 := 0, 0
-		for j, q := range qs {
-			v0 := int(q&0xf | uint8(qh>>j&1)<<4)
-			v1 := int(q>>4 | uint8(qh>>(j+16)&1)<<4)
-			s0 += v0 * int(int8(q8[j]))
-			s1 += v1 * int(int8(q8[j+16]))
-		}
-		sumf += getF16(x)*getF16(y)*float32(s0+s1) + getF16(x[2:])*getF16(y[2:])
+	for ib := range len(w) / 24 {
+		x, y := w[ib*24:(ib+1)*24], xq[ib*q8_1Bytes:(ib+1)*q8_1Bytes]
+		s := nibbleDot(x[8:24], binary.LittleEndian.Uint32(x[4:]), 0, y[4:36])
+		sumf += getF16(x)*getF16(y)*float32(s) + getF16(x[2:])*getF16(y[2:])
 	}
 	return sumf
 }

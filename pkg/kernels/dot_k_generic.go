@@ -5,7 +5,8 @@ import (
 	"math"
 )
 
-// Integer block dots of the k-quants against Q8_K activations (ggml's
+// The reference twins of the k-quant dot kernels (genericKernels' dot
+// entries): integer block dots against Q8_K activations (ggml's
 // ggml_vec_dot_q*_K_q8_K_generic). Within a super-block every product and
 // every group scale is applied in integers; the block is then scaled once in
 // float32. Q3_K..Q6_K keep ggml's eight running float32 lanes (element i of
@@ -26,6 +27,36 @@ func bsum(bsums []byte, g int) int { return int(int16(binary.LittleEndian.Uint16
 func laneDot(aux *[8]int32, scale int32, q8 []byte, a []int8) {
 	for i, v := range a {
 		aux[i%8] += scale * int32(int8(q8[i])) * int32(v)
+	}
+}
+
+// addLanes adds a block's integer lane sums, scaled by d, to the float lanes.
+func addLanes(sums *[8]float32, d float32, aux *[8]int32) {
+	for l := range sums {
+		sums[l] += d * float32(aux[l])
+	}
+}
+
+// sumLanes returns sumf plus the lanes, added in order.
+func sumLanes(sumf float32, sums *[8]float32) float32 {
+	for _, s := range sums {
+		sumf += s
+	}
+	return sumf
+}
+
+// unpackQ6K sets a to the 256 signed quants (-32..31) of the Q6_K block x.
+func unpackQ6K(x []byte, a *[QK_K]int8) {
+	ql, qh := x[0:128], x[128:192]
+	for h := range 2 {
+		for l := range 32 {
+			hb := qh[32*h+l]
+			lo, hi := ql[64*h+l], ql[64*h+l+32]
+			a[128*h+l] = int8(lo&0xf|(hb&3)<<4) - 32
+			a[128*h+l+32] = int8(hi&0xf|(hb>>2&3)<<4) - 32
+			a[128*h+l+64] = int8(lo>>4|(hb>>4&3)<<4) - 32
+			a[128*h+l+96] = int8(hi>>4|(hb>>6&3)<<4) - 32
+		}
 	}
 }
 
@@ -76,16 +107,9 @@ func dotQ3KGeneric(w, xq []byte) float32 {
 		for g := range 16 {
 			laneDot(&aux, int32(q3Scale(sc, g)), q8[16*g:16*g+16], a[16*g:16*g+16])
 		}
-		d := getF16(x[108:]) * yd
-		for l := range sums {
-			sums[l] += d * float32(aux[l])
-		}
+		addLanes(&sums, getF16(x[108:])*yd, &aux)
 	}
-	var sumf float32
-	for _, s := range sums {
-		sumf += s
-	}
-	return sumf
+	return sumLanes(0, &sums)
 }
 
 // dotQ45KGeneric is the Q4_K dot, or with five the Q5_K dot (fifth bits in qh).
@@ -119,17 +143,11 @@ func dotQ45KGeneric(w, xq []byte, blockBytes int, five bool) float32 {
 			sumi += (bsum(bsums, 2*g) + bsum(bsums, 2*g+1)) * int(m)
 			laneDot(&aux, int32(s), q8[32*g:32*g+32], a[32*g:32*g+32])
 		}
-		d := getF16(x[0:]) * yd
-		for l := range sums {
-			sums[l] += d * float32(aux[l])
-		}
+		addLanes(&sums, getF16(x[0:])*yd, &aux)
 		dmin := getF16(x[2:]) * yd
 		sumf -= dmin * float32(sumi)
 	}
-	for _, s := range sums {
-		sumf += s
-	}
-	return sumf
+	return sumLanes(sumf, &sums)
 }
 
 func dotQ4KGeneric(w, xq []byte) float32 { return dotQ45KGeneric(w, xq, 144, false) }
@@ -142,29 +160,13 @@ func dotQ6KGeneric(w, xq []byte) float32 {
 	for ib := 0; ib < len(w)/210; ib++ {
 		x := w[ib*210 : ib*210+210]
 		yd, q8, _ := q8KBlock(xq[ib*q8KBytes : ib*q8KBytes+q8KBytes])
-		ql, qh, sc := x[0:128], x[128:192], x[192:208]
-		for h := range 2 {
-			for l := range 32 {
-				hb := qh[32*h+l]
-				lo, hi := ql[64*h+l], ql[64*h+l+32]
-				a[128*h+l] = int8(lo&0xf|(hb&3)<<4) - 32
-				a[128*h+l+32] = int8(hi&0xf|(hb>>2&3)<<4) - 32
-				a[128*h+l+64] = int8(lo>>4|(hb>>4&3)<<4) - 32
-				a[128*h+l+96] = int8(hi>>4|(hb>>6&3)<<4) - 32
-			}
-		}
+		unpackQ6K(x, &a)
+		sc := x[192:208]
 		var aux [8]int32
 		for g := range 16 {
 			laneDot(&aux, int32(int8(sc[g])), q8[16*g:16*g+16], a[16*g:16*g+16])
 		}
-		d := getF16(x[208:]) * yd
-		for l := range sums {
-			sums[l] += d * float32(aux[l])
-		}
+		addLanes(&sums, getF16(x[208:])*yd, &aux)
 	}
-	var sumf float32
-	for _, s := range sums {
-		sumf += s
-	}
-	return sumf
+	return sumLanes(0, &sums)
 }

@@ -3,6 +3,7 @@ package kernels
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"math/big"
 	"math/rand/v2"
@@ -71,17 +72,8 @@ func x86DotQ6K(w, xq []byte) float32 {
 	for ib := range len(w) / 210 {
 		x, y := w[ib*210:(ib+1)*210], xq[ib*q8KBytes:(ib+1)*q8KBytes]
 		yd := math.Float32frombits(binary.LittleEndian.Uint32(y))
-		ql, qh, sc := x[0:128], x[128:192], x[192:208]
-		for h := range 2 {
-			for l := range 32 {
-				hb := qh[32*h+l]
-				lo, hi := ql[64*h+l], ql[64*h+l+32]
-				a[128*h+l] = int8(lo&0xf|(hb&3)<<4) - 32
-				a[128*h+l+32] = int8(hi&0xf|(hb>>2&3)<<4) - 32
-				a[128*h+l+64] = int8(lo>>4|(hb>>4&3)<<4) - 32
-				a[128*h+l+96] = int8(hi>>4|(hb>>6&3)<<4) - 32
-			}
-		}
+		unpackQ6K(x, &a)
+		sc := x[192:208]
 		var lane [8]int32
 		for e := range QK_K {
 			lane[e%32/4] += int32(int8(sc[e/16])) * int32(a[e]) * q8Quant(y, e)
@@ -202,6 +194,33 @@ func misalign(b []byte, off int) []byte {
 	return c
 }
 
+// guardValue fills the guard bands around kernel outputs.
+const guardValue = 12345
+
+// guarded returns n floats set to guardValue.
+func guarded(n int) []float32 {
+	buf := make([]float32, n)
+	for i := range buf {
+		buf[i] = guardValue
+	}
+	return buf
+}
+
+// checkGuarded fails t unless output i of buf, at guard+i·stride, is want[i]
+// bit for bit and every other float of buf is still guardValue.
+func checkGuarded(t *testing.T, what string, buf []float32, guard, stride int, want []float32) {
+	t.Helper()
+	for i, v := range buf {
+		if j := i - guard; j >= 0 && j%stride == 0 && j/stride < len(want) {
+			if math.Float32bits(v) != math.Float32bits(want[j/stride]) {
+				t.Fatalf("%s: output %d = %v, model %v", what, j/stride, v, want[j/stride])
+			}
+		} else if v != guardValue {
+			t.Fatalf("%s: wrote outside the outputs (index %d)", what, i)
+		}
+	}
+}
+
 func TestX86OrderMatchesReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(31, 32))
 	for _, ft := range fastTypes {
@@ -267,20 +286,9 @@ func TestFastRowsExact(t *testing.T) {
 					for _, off := range []int{0, 1, 17, 63} {
 						// Outputs every third float, guards around and between them.
 						const guard, stride = 3, 3
-						buf := make([]float32, stride*R+2*guard)
-						for i := range buf {
-							buf[i] = 12345
-						}
+						buf := guarded(stride*R + 2*guard)
 						rows(misalign(w, off), misalign(xq, 63-off), xrb, buf[guard:], stride)
-						for i := range buf {
-							if j := i - guard; j >= 0 && j%stride == 0 && j/stride < R {
-								if got := buf[i]; math.Float32bits(got) != math.Float32bits(want[j/stride]) {
-									t.Fatalf("%v %v nb=%d raw=%v off=%d row %d: %v, model %v", k.tier, rt.t, nb, raw, off, j/stride, got, want[j/stride])
-								}
-							} else if buf[i] != 12345 {
-								t.Fatalf("%v %v: wrote outside the outputs (index %d)", k.tier, rt.t, i)
-							}
-						}
+						checkGuarded(t, fmt.Sprintf("%v %v nb=%d raw=%v off=%d", k.tier, rt.t, nb, raw, off), buf, guard, stride, want)
 					}
 				}
 			}
@@ -530,20 +538,9 @@ func TestFastColsExact(t *testing.T) {
 					}
 					for _, off := range []int{0, 1, 17, 63} {
 						const guard = 3
-						buf := make([]float32, C+2*guard)
-						for i := range buf {
-							buf[i] = 12345
-						}
+						buf := guarded(C + 2*guard)
 						cols(misalign(w, off), wrb, misalign(x, 63-off), buf[guard:guard+C])
-						for i := range buf {
-							if j := i - guard; j >= 0 && j < C {
-								if got := buf[i]; math.Float32bits(got) != math.Float32bits(want[j]) {
-									t.Fatalf("%v %v nb=%d raw=%v off=%d row %d: %v, model %v", k.tier, ct.t, nb, raw, off, j, got, want[j])
-								}
-							} else if buf[i] != 12345 {
-								t.Fatalf("%v %v: wrote outside the outputs (index %d)", k.tier, ct.t, i)
-							}
-						}
+						checkGuarded(t, fmt.Sprintf("%v %v nb=%d raw=%v off=%d", k.tier, ct.t, nb, raw, off), buf, guard, 1, want)
 					}
 				}
 			}

@@ -23,22 +23,48 @@ func expectClose(t *testing.T, what string, got []float32, want []float64, rel f
 	}
 }
 
-// Expected values below were computed in float64 by hand-written formulas
-// (Python math), not by this package.
+// Expected values below were computed in float64 from the definitions (by
+// hand-written formulas here or in Python), not by this package.
+
+// rmsNormWant is RMSNorm's definition in float64: x[i]/sqrt(Σx²/n + eps)·w[i]
+// (w nil: 1).
+func rmsNormWant(x, w []float32, eps float64) []float64 {
+	var ss float64
+	for _, v := range x {
+		ss += float64(v) * float64(v)
+	}
+	scale := 1 / math.Sqrt(ss/float64(len(x))+eps)
+	want := make([]float64, len(x))
+	for i, v := range x {
+		want[i] = float64(v) * scale
+		if w != nil {
+			want[i] *= float64(w[i])
+		}
+	}
+	return want
+}
 
 func TestRMSNorm(t *testing.T) {
-	x := []float32{1, 2, 3, 4} // mean square 7.5
-	dst := make([]float32, 4)
-	RMSNorm(dst, x, []float32{1, 0.5, 2, -1}, 0)
-	expectClose(t, "weighted", dst, []float64{0.3651483716701107, 0.3651483716701107, 2.1908902300206643, -1.4605934866804429}, 1e-6)
-
-	RMSNorm(x, x, nil, 0) // in place, no weight
-	expectClose(t, "in place", x, []float64{0.3651483716701107, 0.7302967433402214, 1.0954451150103321, 1.4605934866804429}, 1e-6)
-
-	// eps dominates a near-zero row: x/sqrt(eps).
-	y := []float32{1e-4, -1e-4}
-	RMSNorm(y, y, nil, 1e-2)
-	expectClose(t, "eps", y, []float64{1e-4 / math.Sqrt(1e-8+1e-2), -1e-4 / math.Sqrt(1e-8+1e-2)}, 1e-6)
+	tests := []struct {
+		name    string
+		x, w    []float32
+		eps     float32
+		inPlace bool
+	}{
+		{"weighted", []float32{1, 2, 3, 4}, []float32{1, 0.5, 2, -1}, 0, false},
+		{"in place, no weight", []float32{1, 2, 3, 4}, nil, 0, true},
+		{"eps dominates a near-zero row", []float32{1e-4, -1e-4}, nil, 1e-2, true},
+		{"odd length, eps", []float32{-3, 0.5, 7, 1e-3, -2}, []float32{2, 2, 0.25, 1, -3}, 1e-5, false},
+	}
+	for _, tt := range tests {
+		want := rmsNormWant(tt.x, tt.w, float64(tt.eps))
+		dst := make([]float32, len(tt.x))
+		if tt.inPlace {
+			dst = tt.x
+		}
+		RMSNorm(dst, tt.x, tt.w, tt.eps)
+		expectClose(t, tt.name, dst, want, 1e-6)
+	}
 }
 
 func TestSoftmax(t *testing.T) {

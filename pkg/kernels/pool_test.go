@@ -1,6 +1,9 @@
 package kernels
 
 import (
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -65,21 +68,59 @@ func TestPoolGuided(t *testing.T) {
 	}
 }
 
-// TestPoolUsesWorkers: the first chunk each thread takes waits for the
-// others', which deadlocks unless all threads run chunks at the same time.
+// TestPoolUsesWorkers: Run covers the range exactly once and its chunks run
+// on more than one goroutine: the caller's and at least one worker's. The
+// caller holds its first chunk until a worker has run one or no worker Run
+// woke is left running chunks (pending is 0), so a pool that does not hand
+// work to its workers fails here rather than hanging, however the threads
+// are scheduled.
 func TestPoolUsesWorkers(t *testing.T) {
-	const threads = 4
-	p := NewPool(threads)
-	defer p.Close()
-	var barrier sync.WaitGroup
-	barrier.Add(threads)
-	var started atomic.Int32
-	p.Run(threads*10, func(lo, hi int) {
-		if started.Add(1) <= threads {
-			barrier.Done()
-			barrier.Wait()
+	for _, threads := range []int{2, 4} {
+		p := NewPool(threads)
+		const n = 64
+		hits := make([]atomic.Int32, n)
+		caller := goroutineID()
+		var mu sync.Mutex
+		ran := map[uint64]int{} // chunks per goroutine
+		var byWorkers atomic.Int32
+		p.Run(n, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				hits[i].Add(1)
+			}
+			id := goroutineID()
+			mu.Lock()
+			ran[id]++
+			mu.Unlock()
+			if id != caller {
+				byWorkers.Add(1)
+				return
+			}
+			for byWorkers.Load() == 0 && p.pending.Load() != 0 {
+				runtime.Gosched()
+			}
+		})
+		p.Close()
+		for i := range hits {
+			if h := hits[i].Load(); h != 1 {
+				t.Fatalf("threads %d: index %d visited %d times", threads, i, h)
+			}
 		}
-	})
+		if ran[caller] == 0 || byWorkers.Load() == 0 || len(ran) < 2 {
+			t.Errorf("threads %d: chunks per goroutine %v (caller %d): want the caller's and at least one worker's", threads, ran, caller)
+		}
+	}
+}
+
+// goroutineID is the running goroutine's number, from its stack header
+// ("goroutine 18 [running]:").
+func goroutineID() uint64 {
+	var buf [64]byte
+	s := strings.TrimPrefix(string(buf[:runtime.Stack(buf[:], false)]), "goroutine ")
+	id, err := strconv.ParseUint(s[:strings.IndexByte(s, ' ')], 10, 64)
+	if err != nil {
+		panic(err)
+	}
+	return id
 }
 
 func TestPoolConcurrentRuns(t *testing.T) {

@@ -151,19 +151,43 @@ func dequantQ3K(b []byte, y []float32) {
 	}
 }
 
-func quantQ3K(x []float32, b []byte) {
-	var (
-		L      [QK_K]int8
-		scales [16]float32
-	)
-	x = x[:QK_K]
-	var maxScale, amax float32
+// groupFits fits each group of 16 elements of x on its own, with
+// makeQ3Quants(4, …) for Q3_K or makeQXQuants(32, …) for Q6_K, the group's
+// quants in L, and returns the fits and the one of largest magnitude.
+func groupFits(x []float32, L *[QK_K]int8, q3 bool) (scales [16]float32, maxScale, maxAbs float32) {
 	for g := range 16 {
-		scales[g] = makeQ3Quants(4, x[16*g:16*g+16], L[16*g:16*g+16])
-		if s := abs32(scales[g]); s > amax {
-			amax, maxScale = s, scales[g]
+		xg, lg := x[16*g:16*g+16], L[16*g:16*g+16]
+		if q3 {
+			scales[g] = makeQ3Quants(4, xg, lg)
+		} else {
+			scales[g] = makeQXQuants(32, xg, lg)
+		}
+		if s := abs32(scales[g]); s > maxAbs {
+			maxAbs, maxScale = s, scales[g]
 		}
 	}
+	return scales, maxScale, maxAbs
+}
+
+// requant16 redoes the quants of each group g of 16 elements of x against
+// the stored scale d·s[g]: round(x/(d·s[g])) clamped to [-half, half) and
+// offset by half. Groups whose scale is 0 keep the first pass's quants.
+func requant16(x []float32, L *[QK_K]int8, d float32, s *[16]int, half int) {
+	for g := range 16 {
+		dg := d * float32(s[g])
+		if dg == 0 {
+			continue
+		}
+		for i := 16 * g; i < 16*g+16; i++ {
+			L[i] = int8(clampInt(nearestInt(x[i]/dg), -half, half-1) + half)
+		}
+	}
+}
+
+func quantQ3K(x []float32, b []byte) {
+	var L [QK_K]int8
+	x = x[:QK_K]
+	scales, maxScale, _ := groupFits(x, &L, true)
 	hmask, qs, sc := b[0:32], b[32:96], b[96:108]
 	clear(sc)
 	if maxScale != 0 {
@@ -182,16 +206,11 @@ func quantQ3K(x []float32, b []byte) {
 	} else {
 		putF16(b[108:], 0)
 	}
-	d := getF16(b[108:])
-	for g := range 16 {
-		dg := d * float32(q3Scale(sc, g))
-		if dg == 0 {
-			continue
-		}
-		for i := 16 * g; i < 16*g+16; i++ {
-			L[i] = int8(clampInt(nearestInt(x[i]/dg), -4, 3) + 4)
-		}
+	var s [16]int
+	for g := range s {
+		s[g] = q3Scale(sc, g)
 	}
+	requant16(x, &L, getF16(b[108:]), &s, 4)
 	clear(hmask)
 	var low [QK_K]uint8
 	for e, l := range L {
@@ -346,18 +365,9 @@ func dequantQ6K(b []byte, y []float32) {
 }
 
 func quantQ6K(x []float32, b []byte) {
-	var (
-		L      [QK_K]int8
-		scales [16]float32
-	)
+	var L [QK_K]int8
 	x = x[:QK_K]
-	var maxScale, maxAbsScale float32
-	for g := range 16 {
-		scales[g] = makeQXQuants(32, x[16*g:16*g+16], L[16*g:16*g+16])
-		if s := abs32(scales[g]); s > maxAbsScale {
-			maxAbsScale, maxScale = s, scales[g]
-		}
-	}
+	scales, maxScale, maxAbsScale := groupFits(x, &L, false)
 	if maxAbsScale < groupMaxEps {
 		clear(b[:210])
 		return
@@ -368,16 +378,11 @@ func quantQ6K(x []float32, b []byte) {
 	for g := range 16 {
 		sc[g] = uint8(int8(min(127, nearestInt(iscale*scales[g]))))
 	}
-	d := getF16(b[208:])
-	for g := range 16 {
-		dg := d * float32(int8(sc[g]))
-		if dg == 0 {
-			continue
-		}
-		for i := 16 * g; i < 16*g+16; i++ {
-			L[i] = int8(clampInt(nearestInt(x[i]/dg), -32, 31) + 32)
-		}
+	var s [16]int
+	for g := range s {
+		s[g] = int(int8(sc[g]))
 	}
+	requant16(x, &L, getF16(b[208:]), &s, 32)
 	for h := range 2 {
 		Lh := L[128*h : 128*h+128]
 		for l := range 32 {

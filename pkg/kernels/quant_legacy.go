@@ -70,12 +70,18 @@ func dequantQ4_0(b []byte, y []float32) {
 	}
 }
 
-func quantQ4_1(x []float32, b []byte) {
+// minScale writes the scale d = (max-min)/levels and the minimum of a
+// Q4_1/Q5_1 block of x to b and returns the minimum and 1/d.
+func minScale(x []float32, b []byte, levels float32) (lo, id float32) {
 	lo, hi := minMax(x[:qk])
-	d := (hi - lo) / 15
-	id := inverse(d)
+	d := (hi - lo) / levels
 	putF16(b, d)
 	putF16(b[2:], lo)
+	return lo, inverse(d)
+}
+
+func quantQ4_1(x []float32, b []byte) {
+	lo, id := minScale(x, b, 15)
 	qs := b[4:20]
 	for j := range 16 {
 		q0 := min(15, int8((x[j]-lo)*id+0.5))
@@ -124,11 +130,7 @@ func dequantQ5_0(b []byte, y []float32) {
 }
 
 func quantQ5_1(x []float32, b []byte) {
-	lo, hi := minMax(x[:qk])
-	d := (hi - lo) / 31
-	id := inverse(d)
-	putF16(b, d)
-	putF16(b[2:], lo)
+	lo, id := minScale(x, b, 31)
 	var qh uint32
 	qs := b[8:24]
 	for j := range 16 {
