@@ -78,6 +78,16 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
+// RunOnce runs a service binary's run function as its main would, with
+// args and env as the command line and environment, on a context that has
+// already ended: the server starts and stops at once. It returns run's
+// error.
+func RunOnce(run func(ctx context.Context, args []string, getenv func(string) string) error, args []string, env map[string]string) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return run(ctx, args, func(k string) string { return env[k] })
+}
+
 // Proc is a server process started by Start.
 type Proc struct {
 	// Addr is the address it serves on; Conn is a client connection to

@@ -1,9 +1,10 @@
 package main
 
 import (
-	"context"
 	"strings"
 	"testing"
+
+	"github.com/corelm/corelm/internal/servicetest"
 )
 
 // TestRun: the command line and the environment reach the server; what is
@@ -23,9 +24,7 @@ func TestRun(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(t.Context())
-			cancel() // serve, then stop at once
-			err := run(ctx, tt.args, func(k string) string { return tt.env[k] })
+			err := servicetest.RunOnce(run, tt.args, tt.env)
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Errorf("run: %v, want an error with %q", err, tt.wantErr)
 			}
