@@ -289,10 +289,7 @@ func rowsFloat(r int, sumi VecVirtual, mins, dm VecVirtual, xr, accp Register) {
 func q4kRowsAVX2(R int) {
 	name := "rowsQ4KAVX2Asm"
 	defer wrapRows(name, "Q4_K", R, 144, 12, true)
-	kernel(name, fmt.Sprintf("func(w, x *byte, xstride, nb int, acc *[%d]float32)", 12*R),
-		fmt.Sprintf("%s accumulates nb Q4_K blocks of one weight row against %d Q8_K rows", name, R),
-		"x, x+xstride, ... into acc[12r:12r+12] (layout of dotQ4KAVX2Asm's acc).")
-	w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+	w, nb := rowsProlog(name, "Q4_K", R, 12, " (layout of dotQ4KAVX2Asm's acc)")
 	accp := Load(Param("acc"), GP64())
 	xs := chainedRows(R)
 	m4 := YMM()
@@ -344,10 +341,7 @@ func q45kRowsAVX512(R int, five bool) {
 	typ, _, bb := q45kGeometry(five)
 	name := "rows" + typ + "AVX512Asm"
 	defer wrapRows(name, dtypeName(typ), R, bb, 16, true)
-	kernel(name, fmt.Sprintf("func(w, x *byte, xstride, nb int, acc *[%d]float32)", 16*R),
-		fmt.Sprintf("%s accumulates nb blocks of one weight row against %d Q8_K rows", name, R),
-		"x, x+xstride, ... into acc[16r:16r+16] (8 lanes, 4 min lanes, 4 zeros).")
-	w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+	w, nb := rowsProlog(name, dtypeName(typ), R, 16, " (8 lanes, 4 min lanes, 4 zeros)")
 	rowMem := rowAddressing(R)
 	c := loadQ45K512(five)
 	perm, ones := ZMM(), YMM()

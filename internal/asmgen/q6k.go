@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
 	. "github.com/mmcloughlin/avo/reg"
@@ -122,10 +120,7 @@ func q6kAVX512(R int) {
 	} else {
 		defer wrapRows(name, "Q6_K", R, 210, 8, false)
 	}
-	kernel(name, fmt.Sprintf("func(w, x *byte, xstride, nb int, acc *[%d]float32)", 8*R),
-		fmt.Sprintf("%s accumulates nb Q6_K blocks of one weight row against %d Q8_K rows", name, R),
-		"x, x+xstride, ... into acc[8r:8r+8].")
-	w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+	w, nb := rowsProlog(name, "Q6_K", R, 8, "")
 	rowMem := rowAddressing(R)
 	k := loadQ6K512()
 	accs := zeroed(R, YMM, VXORPS)
@@ -246,10 +241,7 @@ func q6kAVX2() {
 func q6kRowsAVX2(R int) {
 	name := "rowsQ6KAVX2Asm"
 	defer wrapRows(name, "Q6_K", R, 210, 8, false)
-	kernel(name, fmt.Sprintf("func(w, x *byte, xstride, nb int, acc *[%d]float32)", 8*R),
-		fmt.Sprintf("%s accumulates nb Q6_K blocks of one weight row against %d Q8_K rows", name, R),
-		"x, x+xstride, ... into acc[8r:8r+8].")
-	w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+	w, nb := rowsProlog(name, "Q6_K", R, 8, "")
 	xs := chainedRows(R)
 	whileNonZero(name, nb, func() {
 		sums := zeroed(R, YMM, vpxor)

@@ -28,6 +28,16 @@ func rowAddressing(R int) func(r, disp int) Mem {
 	return addr
 }
 
+// rowsProlog declares the rows kernel name, nb blocks of one weight row of
+// typ against R activation rows at x + r·xstride, whose row r accumulates
+// into acc[per·r : per·r+per] (note says how), and loads w and nb.
+func rowsProlog(name, typ string, R, per int, note string) (w, nb Register) {
+	kernel(name, fmt.Sprintf("func(w, x *byte, xstride, nb int, acc *[%d]float32)", per*R),
+		fmt.Sprintf("%s accumulates nb %s blocks of one weight row against %d Q8_K rows", name, typ, R),
+		fmt.Sprintf("x, x+xstride, ... into acc[%dr:%dr+%d]%s.", per, per, per, note))
+	return Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+}
+
 // chainedRows loads the x and xstride parameters and returns R pointers to
 // the activation rows x + r·xstride: the AVX2 rows kernels, which address
 // the rows one register each.

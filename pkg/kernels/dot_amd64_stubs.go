@@ -30,13 +30,13 @@ func dotQ5KAVX512Asm(w *byte, x *byte, nb int, acc *[12]float32)
 //go:noescape
 func rowsQ4KAVX2Asm(w *byte, x *byte, xstride int, nb int, acc *[48]float32)
 
-// rowsQ4KAVX512Asm accumulates nb blocks of one weight row against 8 Q8_K rows
+// rowsQ4KAVX512Asm accumulates nb Q4_K blocks of one weight row against 8 Q8_K rows
 // x, x+xstride, ... into acc[16r:16r+16] (8 lanes, 4 min lanes, 4 zeros).
 //
 //go:noescape
 func rowsQ4KAVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[128]float32)
 
-// rowsQ5KAVX512Asm accumulates nb blocks of one weight row against 8 Q8_K rows
+// rowsQ5KAVX512Asm accumulates nb Q5_K blocks of one weight row against 8 Q8_K rows
 // x, x+xstride, ... into acc[16r:16r+16] (8 lanes, 4 min lanes, 4 zeros).
 //
 //go:noescape

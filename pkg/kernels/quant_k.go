@@ -291,20 +291,7 @@ func quantKScales(x []float32, b []byte, L *[QK_K]uint8, nmax int, rmin float32,
 	}
 }
 
-func dequantQ4K(b []byte, y []float32) {
-	d, dmin := getF16(b[0:]), getF16(b[2:])
-	sc, q := b[4:16], b[16:144]
-	y = y[:QK_K]
-	for g := range 8 {
-		s, m := scaleMinK4(g, sc)
-		dl, ml := d*float32(s), dmin*float32(m)
-		qq := q[g/2*32 : g/2*32+32]
-		shift := 4 * (g % 2)
-		for l, v := range qq {
-			y[32*g+l] = dl*float32(v>>shift&0xf) - ml
-		}
-	}
-}
+func dequantQ4K(b []byte, y []float32) { dequantQ45K(b, y, false) }
 
 func quantQ4K(x []float32, b []byte) {
 	var L [QK_K]uint8
@@ -317,9 +304,16 @@ func quantQ4K(x []float32, b []byte) {
 	}
 }
 
-func dequantQ5K(b []byte, y []float32) {
+func dequantQ5K(b []byte, y []float32) { dequantQ45K(b, y, true) }
+
+// dequantQ45K decodes a Q4_K block or, with five, a Q5_K block (the fifth
+// bits in qh at +16, the nibbles at +48).
+func dequantQ45K(b []byte, y []float32, five bool) {
 	d, dmin := getF16(b[0:]), getF16(b[2:])
-	sc, qh, q := b[4:16], b[16:48], b[48:176]
+	sc, q, qh := b[4:16], b[16:144], b[16:48]
+	if five {
+		q = b[48:176]
+	}
 	y = y[:QK_K]
 	for g := range 8 {
 		s, m := scaleMinK4(g, sc)
@@ -327,7 +321,10 @@ func dequantQ5K(b []byte, y []float32) {
 		qq := q[g/2*32 : g/2*32+32]
 		shift := 4 * (g % 2)
 		for l, v := range qq {
-			qv := v>>shift&0xf | (qh[l]>>g&1)<<4
+			qv := v >> shift & 0xf
+			if five {
+				qv |= (qh[l] >> g & 1) << 4
+			}
 			y[32*g+l] = dl*float32(qv) - ml
 		}
 	}

@@ -100,6 +100,13 @@ func dequantQ4_1(b []byte, y []float32) {
 	}
 }
 
+// put5 stores the 5-bit quants q0 (element j) and q1 (element j+16) of a
+// Q5_0/Q5_1 block: their low nibbles in qs[j], their fifth bits in qh.
+func put5(qs []byte, qh *uint32, j int, q0, q1 uint8) {
+	qs[j] = q0&0xf | (q1&0xf)<<4
+	*qh |= uint32(q0>>4&1)<<j | uint32(q1>>4&1)<<(j+16)
+}
+
 func quantQ5_0(x []float32, b []byte) {
 	_, m := maxAbs(x[:qk])
 	d := m / -16
@@ -110,8 +117,7 @@ func quantQ5_0(x []float32, b []byte) {
 	for j := range 16 {
 		q0 := uint8(min(31, int8(x[j]*id+16.5)))
 		q1 := uint8(min(31, int8(x[j+16]*id+16.5)))
-		qs[j] = q0&0xf | (q1&0xf)<<4
-		qh |= uint32(q0>>4&1)<<j | uint32(q1>>4&1)<<(j+16)
+		put5(qs, &qh, j, q0, q1)
 	}
 	binary.LittleEndian.PutUint32(b[2:], qh)
 }
@@ -137,8 +143,7 @@ func quantQ5_1(x []float32, b []byte) {
 		// No clamp, as in ggml: the rounding cannot exceed 31 by construction.
 		q0 := uint8(int32((x[j]-lo)*id + 0.5))
 		q1 := uint8(int32((x[j+16]-lo)*id + 0.5))
-		qs[j] = q0&0xf | (q1&0xf)<<4
-		qh |= uint32(q0>>4&1)<<j | uint32(q1>>4&1)<<(j+16)
+		put5(qs, &qh, j, q0, q1)
 	}
 	binary.LittleEndian.PutUint32(b[4:], qh)
 }
