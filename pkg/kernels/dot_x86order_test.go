@@ -343,8 +343,8 @@ func TestPickKernels(t *testing.T) {
 }
 
 // TestTablesComplete: every tier's table has every entry the call sites
-// call without a check (the multi-row forms are optional), and a tier's
-// entries are its own or those of the tier below.
+// call without a check (only the multi-row forms rows and cols are
+// optional).
 func TestTablesComplete(t *testing.T) {
 	for _, k := range allTiers() {
 		v := reflect.ValueOf(k).Elem()
