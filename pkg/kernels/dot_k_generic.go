@@ -45,6 +45,27 @@ func sumLanes(sumf float32, sums *[8]float32) float32 {
 	return sumf
 }
 
+// unpackQ45K sets a to the 256 quants (0..15) of the Q4_K block x or, with
+// five, the Q5_K block x (0..31: the fifth bit of element 32g+l is bit g of
+// qh[l], qh at +16, the nibbles at +48).
+func unpackQ45K(x []byte, five bool, a *[QK_K]int8) {
+	q, qh := x[16:144], x[16:48]
+	if five {
+		q = x[48:176]
+	}
+	for g := range 8 {
+		qq := q[g/2*32 : g/2*32+32]
+		shift := 4 * (g % 2)
+		for l, v := range qq {
+			qv := v >> shift & 0xf
+			if five {
+				qv |= (qh[l] >> g & 1) << 4
+			}
+			a[32*g+l] = int8(qv)
+		}
+	}
+}
+
 // unpackQ6K sets a to the 256 signed quants (-32..31) of the Q6_K block x.
 func unpackQ6K(x []byte, a *[QK_K]int8) {
 	ql, qh := x[0:128], x[128:192]
@@ -121,21 +142,7 @@ func dotQ45KGeneric(w, xq []byte, blockBytes int, five bool) float32 {
 		x := w[ib*blockBytes : (ib+1)*blockBytes]
 		yd, q8, bsums := q8KBlock(xq[ib*q8KBytes : ib*q8KBytes+q8KBytes])
 		sc := x[4:16]
-		q, qh := x[16:144], []byte(nil)
-		if five {
-			q, qh = x[48:176], x[16:48]
-		}
-		for g := range 8 {
-			qq := q[g/2*32 : g/2*32+32]
-			shift := 4 * (g % 2)
-			for l, v := range qq {
-				qv := v >> shift & 0xf
-				if five {
-					qv |= (qh[l] >> g & 1) << 4
-				}
-				a[32*g+l] = int8(qv)
-			}
-		}
+		unpackQ45K(x, five, &a)
 		var aux [8]int32
 		sumi := 0
 		for g := range 8 {

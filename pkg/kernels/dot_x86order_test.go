@@ -32,24 +32,22 @@ func x86DotQ5K(w, xq []byte) float32 { return x86DotQ45K(w, xq, true) }
 // x86DotQ45K models the Q4_K kernel, and with five the Q5_K one (the same
 // order; the fifth bit of element 32g+l is bit g of qh[l]).
 func x86DotQ45K(w, xq []byte, five bool) float32 {
-	bb, qs := 144, 16
+	bb := 144
 	if five {
-		bb, qs = 176, 48
+		bb = 176
 	}
+	var a [QK_K]int8
 	var acc [12]float32
 	for ib := range len(w) / bb {
 		x, y := w[ib*bb:(ib+1)*bb], xq[ib*q8KBytes:(ib+1)*q8KBytes]
 		yd := math.Float32frombits(binary.LittleEndian.Uint32(y))
 		d, dmin := yd*getF16(x), yd*getF16(x[2:])
 		var lane [8]int32
+		unpackQ45K(x, five, &a)
 		for g := range 8 {
 			s, _ := scaleMinK4(g, x[4:16])
 			for l := range 32 {
-				q := int32(x[qs+g/2*32+l] >> (4 * (g % 2)) & 0xf)
-				if five {
-					q |= int32(x[16+l]>>g&1) << 4
-				}
-				lane[l/4] += int32(s) * q * q8Quant(y, 32*g+l)
+				lane[l/4] += int32(s) * int32(a[32*g+l]) * q8Quant(y, 32*g+l)
 			}
 		}
 		for k := range 4 {

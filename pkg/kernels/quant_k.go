@@ -309,23 +309,15 @@ func dequantQ5K(b []byte, y []float32) { dequantQ45K(b, y, true) }
 // dequantQ45K decodes a Q4_K block or, with five, a Q5_K block (the fifth
 // bits in qh at +16, the nibbles at +48).
 func dequantQ45K(b []byte, y []float32, five bool) {
+	var a [QK_K]int8
+	unpackQ45K(b, five, &a)
 	d, dmin := getF16(b[0:]), getF16(b[2:])
-	sc, q, qh := b[4:16], b[16:144], b[16:48]
-	if five {
-		q = b[48:176]
-	}
 	y = y[:QK_K]
 	for g := range 8 {
-		s, m := scaleMinK4(g, sc)
+		s, m := scaleMinK4(g, b[4:16])
 		dl, ml := d*float32(s), dmin*float32(m)
-		qq := q[g/2*32 : g/2*32+32]
-		shift := 4 * (g % 2)
-		for l, v := range qq {
-			qv := v >> shift & 0xf
-			if five {
-				qv |= (qh[l] >> g & 1) << 4
-			}
-			y[32*g+l] = dl*float32(qv) - ml
+		for l, q := range a[32*g : 32*g+32] {
+			y[32*g+l] = dl*float32(q) - ml
 		}
 	}
 }
