@@ -73,11 +73,10 @@ const (
 // first) with bit j of qh as its fifth bit (qh is 0 for Q4), less off.
 func nibbleDot(qs []byte, qh uint32, off int, q8 []byte) int {
 	s0, s1 := 0, 0
-	for j, q := range qs[:16] {
-		v0 := int(q&0xf|uint8(qh>>j&1)<<4) - off
-		v1 := int(q>>4|uint8(qh>>(j+16)&1)<<4) - off
-		s0 += v0 * int(int8(q8[j]))
-		s1 += v1 * int(int8(q8[j+16]))
+	for j := range 16 {
+		v0, v1 := nibbles(qs, qh, j)
+		s0 += (v0 - off) * int(int8(q8[j]))
+		s1 += (v1 - off) * int(int8(q8[j+16]))
 	}
 	return s0 + s1
 }

@@ -62,11 +62,11 @@ func quantQ4_0(x []float32, b []byte) {
 
 func dequantQ4_0(b []byte, y []float32) {
 	d := getF16(b)
-	qs := b[2:18]
 	y = y[:qk]
-	for j, q := range qs {
-		y[j] = float32(int(q&0xf)-8) * d
-		y[j+16] = float32(int(q>>4)-8) * d
+	for j := range 16 {
+		v0, v1 := nibbles(b[2:18], 0, j)
+		y[j] = float32(v0-8) * d
+		y[j+16] = float32(v1-8) * d
 	}
 }
 
@@ -92,12 +92,20 @@ func quantQ4_1(x []float32, b []byte) {
 
 func dequantQ4_1(b []byte, y []float32) {
 	d, m := getF16(b), getF16(b[2:])
-	qs := b[4:20]
 	y = y[:qk]
-	for j, q := range qs {
-		y[j] = float32(q&0xf)*d + m
-		y[j+16] = float32(q>>4)*d + m
+	for j := range 16 {
+		v0, v1 := nibbles(b[4:20], 0, j)
+		y[j] = float32(v0)*d + m
+		y[j+16] = float32(v1)*d + m
 	}
+}
+
+// nibbles returns quants j and j+16 of a 32-element block: the low and the
+// high nibble of qs[j], with bits j and j+16 of qh as their fifth bits (qh
+// is 0 for the 4-bit formats).
+func nibbles(qs []byte, qh uint32, j int) (v0, v1 int) {
+	q := qs[j]
+	return int(q&0xf | uint8(qh>>j&1)<<4), int(q>>4 | uint8(qh>>(j+16)&1)<<4)
 }
 
 // put5 stores the 5-bit quants q0 (element j) and q1 (element j+16) of a
@@ -125,13 +133,11 @@ func quantQ5_0(x []float32, b []byte) {
 func dequantQ5_0(b []byte, y []float32) {
 	d := getF16(b)
 	qh := binary.LittleEndian.Uint32(b[2:])
-	qs := b[6:22]
 	y = y[:qk]
-	for j, q := range qs {
-		h0 := int(qh>>j&1) << 4
-		h1 := int(qh>>(j+16)&1) << 4
-		y[j] = float32((int(q&0xf)|h0)-16) * d
-		y[j+16] = float32((int(q>>4)|h1)-16) * d
+	for j := range 16 {
+		v0, v1 := nibbles(b[6:22], qh, j)
+		y[j] = float32(v0-16) * d
+		y[j+16] = float32(v1-16) * d
 	}
 }
 
@@ -151,13 +157,11 @@ func quantQ5_1(x []float32, b []byte) {
 func dequantQ5_1(b []byte, y []float32) {
 	d, m := getF16(b), getF16(b[2:])
 	qh := binary.LittleEndian.Uint32(b[4:])
-	qs := b[8:24]
 	y = y[:qk]
-	for j, q := range qs {
-		h0 := int(qh>>j&1) << 4
-		h1 := int(qh>>(j+16)&1) << 4
-		y[j] = float32(int(q&0xf)|h0)*d + m
-		y[j+16] = float32(int(q>>4)|h1)*d + m
+	for j := range 16 {
+		v0, v1 := nibbles(b[8:24], qh, j)
+		y[j] = float32(v0)*d + m
+		y[j+16] = float32(v1)*d + m
 	}
 }
 
