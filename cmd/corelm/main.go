@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+
+	"github.com/corelm/corelm/pkg/kernels"
 )
 
 // command is one sub-command. run receives the arguments after its name.
@@ -51,6 +53,11 @@ func run(ctx context.Context, args []string) int {
 	cmd, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "corelm: unknown command %q (run `corelm help` for the list)\n", args[0])
+		return 2
+	}
+	// A mistyped CORELM_KERNELS must stop the command, not run it on another tier.
+	if err := kernels.Check(); err != nil {
+		fmt.Fprintf(os.Stderr, "corelm: %v\n", err)
 		return 2
 	}
 	if err := cmd.run(ctx, args[1:]); err != nil {

@@ -15,12 +15,16 @@ import (
 	"os"
 
 	"github.com/corelm/corelm/internal/envflag"
+	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/services/inference/server"
 )
 
 func main() { envflag.Main("inference", run) }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
+	if err := kernels.Check(); err != nil {
+		return err
+	}
 	fs := envflag.New("inference", "CORELM_", getenv)
 	var (
 		cfg    server.Config

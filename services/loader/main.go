@@ -17,12 +17,16 @@ import (
 	"time"
 
 	"github.com/corelm/corelm/internal/envflag"
+	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/services/loader/server"
 )
 
 func main() { envflag.Main("loader", run) }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
+	if err := kernels.Check(); err != nil {
+		return err
+	}
 	fs := envflag.New("loader", "CORELM_LOADER_", getenv)
 	var (
 		cfg    server.Config
