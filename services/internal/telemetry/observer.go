@@ -30,10 +30,18 @@ import (
 //
 // The hooks run on the scheduler's goroutine: they only record, never wait.
 func (t *Telemetry) SchedulerHooks(model string) sched.Hooks {
-	o := &observer{t: t, live: map[uint64]*Generation{}}
+	return newObserver(t, model).hooks()
+}
+
+func newObserver(t *Telemetry, model string) *observer {
+	o := &observer{t: t, live: map[uint64]*Generation{}, layers: layerSpans}
 	for i, kind := range stepKinds {
 		o.stepAttrs[i] = metric.WithAttributeSet(attribute.NewSet(keyRequestModel.String(model), keyStepKind.String(kind)))
 	}
+	return o
+}
+
+func (o *observer) hooks() sched.Hooks {
 	return sched.Hooks{
 		Step:            o.step,
 		RequestStarted:  o.started,
@@ -61,6 +69,9 @@ type observer struct {
 	stepAttrs [len(stepKinds)]metric.RecordOption
 	traced    []*Generation // scratch: the step's generations that trace steps
 	links     []trace.Link  // scratch
+	// layers records a step's layer timings under ctx's span (the step's):
+	// layerSpans; the benchmark swaps in the alternatives it measured.
+	layers func(ctx context.Context, tr trace.Tracer, st *model.StepTrace)
 }
 
 func (o *observer) started(info *sched.RequestInfo) {
@@ -146,7 +157,7 @@ func (o *observer) step(info *sched.StepInfo) {
 			keyStepLinked.Int(len(o.links)+1),
 		))
 	if parent.level >= LevelLayer && info.Trace != nil {
-		layerSpans(ctx, o.t.tracer, info.Trace)
+		o.layers(ctx, o.t.tracer, info.Trace)
 	}
 	sp.End(trace.WithTimestamp(end))
 }
