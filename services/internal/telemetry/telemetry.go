@@ -185,6 +185,10 @@ func (t *Telemetry) setupTraces(ctx context.Context, o *Options, getenv func(str
 	if err != nil {
 		return err
 	}
+	sampler, err := samplerFromEnv(getenv)
+	if err != nil {
+		return err
+	}
 	exp := o.SpanExporter
 	if exp == nil {
 		endpoint := cmp.Or(getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), getenv("OTEL_EXPORTER_OTLP_ENDPOINT"))
@@ -204,10 +208,6 @@ func (t *Telemetry) setupTraces(ctx context.Context, o *Options, getenv func(str
 		if exp, err = otlptracegrpc.New(ctx, opts...); err != nil {
 			return fmt.Errorf("telemetry: OTLP trace exporter for %s: %w", endpoint, err)
 		}
-	}
-	sampler, err := samplerFromEnv(getenv)
-	if err != nil {
-		return err
 	}
 	t.spans = newSpanQueue(exp, o)
 	tp := sdktrace.NewTracerProvider(

@@ -145,14 +145,19 @@ func (f *fakeSched) first(id uint64) { f.hooks.FirstToken(f.infos[id]) }
 
 func (f *fakeSched) finish(id uint64, fin sched.Final) { f.hooks.RequestFinished(f.infos[id], &fin) }
 
+// stepTrace makes the layer timings of a step that ends now, as the model
+// would have recorded them.
 func stepTrace(layers int) *model.StepTrace {
-	st := &model.StepTrace{Start: time.Now().Add(-10 * time.Millisecond)}
+	st := &model.StepTrace{}
 	for l := range layers {
-		st.Layers = append(st.Layers, model.LayerTiming{
+		lt := model.LayerTiming{
 			Attention: time.Duration(100+l) * time.Microsecond,
 			FFN:       time.Duration(200+l) * time.Microsecond,
-		})
+		}
+		st.Layers = append(st.Layers, lt)
+		st.Total += lt.Attention + lt.FFN
 	}
+	st.Start = time.Now().Add(-st.Total)
 	return st
 }
 
