@@ -2,22 +2,19 @@ package runtime_test
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
-	"fmt"
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/corelm/corelm/pkg/formats/gguf"
 	"github.com/corelm/corelm/pkg/formats/pack"
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/pkg/runtime"
+	"github.com/corelm/corelm/pkg/runtime/internal/runtimetest"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/model"
 )
@@ -38,13 +35,9 @@ type goldenEntry struct {
 	NRMSEvsF32 float64 `json:"nrmse_vs_f32"`
 }
 
-// TestGoldenLogits compares corelm's logits for every position of a fixed
-// token sequence with llama.cpp's on the same file.
-func TestGoldenLogits(t *testing.T) {
-	dir := "testdata/golden"
-	if *goldenDir != "" {
-		dir = *goldenDir
-	}
+// readManifest reads the manifest of the golden set in dir.
+func readManifest(t *testing.T, dir string) []goldenEntry {
+	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +46,17 @@ func TestGoldenLogits(t *testing.T) {
 	if err := json.Unmarshal(raw, &entries); err != nil {
 		t.Fatal(err)
 	}
+	return entries
+}
+
+// TestGoldenLogits compares corelm's logits for every position of a fixed
+// token sequence with llama.cpp's on the same file.
+func TestGoldenLogits(t *testing.T) {
+	dir := "testdata/golden"
+	if *goldenDir != "" {
+		dir = *goldenDir
+	}
+	entries := readManifest(t, dir)
 	supported := map[string]bool{}
 	for _, a := range runtime.Architectures() {
 		supported[a] = true
@@ -71,8 +75,8 @@ func TestGoldenLogits(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			ids := readTokens(t, filepath.Join(dir, e.Tokens))
-			want := readF32(t, filepath.Join(dir, e.Logits))
+			ids := runtimetest.ReadTokens(t, filepath.Join(dir, e.Tokens))
+			want := runtimetest.ReadF32(t, filepath.Join(dir, e.Logits))
 			if len(ids) != e.NTokens || len(want) != e.NTokens*e.NVocab {
 				t.Fatalf("golden data shape: %d tokens, %d logits", len(ids), len(want))
 			}
@@ -112,8 +116,8 @@ func TestGoldenLogits(t *testing.T) {
 			if _, err := os.Stat(precise); err != nil || e.Format != "F32" {
 				return
 			}
-			want = readF32(t, precise)
-			got = evalWith(t, l.Model, ids, model.StateOptions{Context: 256, Chunk: len(ids), KVType: kvcache.F32}, len(ids))
+			want = runtimetest.ReadF32(t, precise)
+			got = runtimetest.Eval(t, l.Model, ids, model.StateOptions{Context: 256, Chunk: len(ids), KVType: kvcache.F32}, len(ids))
 			nrmse, _, clear = compare(got, want, e.NVocab, 0.05)
 			t.Logf("f32 KV vs logits-precise: NRMSE %.3e (limit 1e-4), %d/%d clear argmax", nrmse, clear[0], clear[1])
 			if !(nrmse <= 1e-4) || clear[0] != clear[1] {
@@ -128,28 +132,7 @@ func TestGoldenLogits(t *testing.T) {
 
 func evalAll(t *testing.T, m model.Model, ids []int32) []float32 {
 	t.Helper()
-	return evalWith(t, m, ids, model.StateOptions{Context: 256, Chunk: len(ids)}, len(ids))
-}
-
-// evalWith runs ids through a new sequence of opts in steps of step tokens
-// and returns the logits of every position.
-func evalWith(t *testing.T, m model.Model, ids []int32, opts model.StateOptions, step int) []float32 {
-	t.Helper()
-	st, err := m.NewState(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []float32
-	b := &model.Batch{Seqs: []model.SeqBatch{{State: st}}}
-	for i := 0; i < len(ids); i += step {
-		toks := ids[i:min(i+step, len(ids))]
-		b.Seqs[0].Tokens, b.Seqs[0].Logits = toks, len(toks)
-		if err := m.Forward(b); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, b.Seqs[0].Out...)
-	}
-	return out
+	return runtimetest.Eval(t, m, ids, model.StateOptions{Context: 256, Chunk: len(ids)}, 0)
 }
 
 // goldenF32 opens the committed F32 golden file of every supported
@@ -162,17 +145,11 @@ type goldenCase struct {
 	q8   float64 // nrmse_vs_f32 of the arch's Q8_0 file
 }
 
-func goldenF32(t *testing.T, pool *kernels.Pool) []goldenCase {
+func goldenF32(t *testing.T) []goldenCase {
 	t.Helper()
+	pool := runtimetest.Pool(t, kernels.DefaultThreads())
 	dir := "testdata/golden"
-	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var entries []goldenEntry
-	if err := json.Unmarshal(raw, &entries); err != nil {
-		t.Fatal(err)
-	}
+	entries := readManifest(t, dir)
 	q8 := map[string]float64{}
 	for _, e := range entries {
 		if e.Format == "Q8_0" {
@@ -190,7 +167,7 @@ func goldenF32(t *testing.T, pool *kernels.Pool) []goldenCase {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { l.Close() })
-			out = append(out, goldenCase{arch: arch, l: l, ids: readTokens(t, filepath.Join(dir, e.Tokens)), q8: q8[arch]})
+			out = append(out, goldenCase{arch: arch, l: l, ids: runtimetest.ReadTokens(t, filepath.Join(dir, e.Tokens)), q8: q8[arch]})
 		}
 	}
 	if len(out) == 0 {
@@ -204,14 +181,12 @@ func goldenF32(t *testing.T, pool *kernels.Pool) []goldenCase {
 // sliding-window layer then keeps a ring of 32+12 slots that wraps twice,
 // so this checks the ring buffer against the flat cache of a single batch.
 func TestChunkedMatchesOneBatch(t *testing.T) {
-	pool := kernels.NewPool(kernels.DefaultThreads())
-	defer pool.Close()
-	for _, c := range goldenF32(t, pool) {
+	for _, c := range goldenF32(t) {
 		t.Run(c.arch, func(t *testing.T) {
 			m := c.l.Model
 			one := evalAll(t, m, c.ids)
 			opts := model.StateOptions{Context: 256, Chunk: 12}
-			chunked := evalWith(t, m, c.ids, opts, 12)
+			chunked := runtimetest.Eval(t, m, c.ids, opts, 12)
 			nrmse, _, _ := compare(chunked, one, m.Config().Vocab, 0)
 			ring, flat := m.KVBytes(opts), m.KVBytes(model.StateOptions{Context: 256})
 			t.Logf("NRMSE chunked vs one batch %.3e; KV bytes with chunk 12: %d (without ring: %d)", nrmse, ring, flat)
@@ -238,16 +213,14 @@ func TestChunkedMatchesOneBatch(t *testing.T) {
 // the same inputs, within the quantized tolerance of the golden README
 // (max(0.03, 1.5×Q8)), and measures the memory of both caches.
 func TestQ8KVCache(t *testing.T) {
-	pool := kernels.NewPool(kernels.DefaultThreads())
-	defer pool.Close()
-	for _, c := range goldenF32(t, pool) {
+	for _, c := range goldenF32(t) {
 		t.Run(c.arch, func(t *testing.T) {
 			m := c.l.Model
 			if m.Config().HeadDim%32 != 0 {
 				t.Skip("q8_0 KV needs heads that are a multiple of 32 wide")
 			}
-			f16 := evalWith(t, m, c.ids, model.StateOptions{Context: 256, Chunk: 12, KVType: kvcache.F16}, 12)
-			q8 := evalWith(t, m, c.ids, model.StateOptions{Context: 256, Chunk: 12, KVType: kvcache.Q8_0}, 12)
+			f16 := runtimetest.Eval(t, m, c.ids, model.StateOptions{Context: 256, Chunk: 12, KVType: kvcache.F16}, 12)
+			q8 := runtimetest.Eval(t, m, c.ids, model.StateOptions{Context: 256, Chunk: 12, KVType: kvcache.Q8_0}, 12)
 			tol := max(0.03, 1.5*c.q8)
 			nrmse, agree, _ := compare(q8, f16, m.Config().Vocab, 0)
 			sf, err := m.NewState(model.StateOptions{Context: 256, Chunk: 12, KVType: kvcache.F16})
@@ -321,39 +294,6 @@ func argmax(x []float32) int {
 	return b
 }
 
-func readTokens(t *testing.T, path string) []int32 {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []int32
-	for _, f := range strings.Fields(string(raw)) {
-		v, err := strconv.Atoi(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, int32(v))
-	}
-	return ids
-}
-
-func readF32(t *testing.T, path string) []float32 {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(raw)%4 != 0 {
-		t.Fatal(fmt.Errorf("%s: %d bytes is not a float32 array", path, len(raw)))
-	}
-	out := make([]float32, len(raw)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-	}
-	return out
-}
-
 // openPacked packs the GGUF file at path as the loader does and opens the
 // packed file.
 func openPacked(t *testing.T, path string, pool *kernels.Pool) *runtime.Loaded {
@@ -363,6 +303,13 @@ func openPacked(t *testing.T, path string, pool *kernels.Pool) *runtime.Loaded {
 		t.Fatal(err)
 	}
 	defer g.Close()
+	return openPackedFile(t, g, model.Env{Pool: pool})
+}
+
+// openPackedFile packs g as the loader does, writes the packed file and
+// opens it with runtime.Open, until the test ends.
+func openPackedFile(t *testing.T, g *gguf.File, env model.Env) *runtime.Loaded {
+	t.Helper()
 	b, err := pack.Bytes(context.Background(), g, pack.Options{Tier: runtime.HostTier()})
 	if err != nil {
 		t.Fatal(err)
@@ -371,7 +318,7 @@ func openPacked(t *testing.T, path string, pool *kernels.Pool) *runtime.Loaded {
 	if err := os.WriteFile(out, b, 0o444); err != nil {
 		t.Fatal(err)
 	}
-	l, err := runtime.Open(out, model.Env{Pool: pool})
+	l, err := runtime.Open(out, env)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,15 +2,11 @@ package runtime_test
 
 import (
 	"bytes"
-	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/formats/gguf"
-	"github.com/corelm/corelm/pkg/formats/pack"
 	"github.com/corelm/corelm/pkg/formats/pack/packtest"
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/pkg/runtime"
@@ -43,19 +39,7 @@ func TestOpenPacked(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			packed, err := pack.Bytes(context.Background(), g, pack.Options{Tier: runtime.HostTier()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			path := filepath.Join(t.TempDir(), "m"+pack.Ext)
-			if err := os.WriteFile(path, packed, 0o444); err != nil {
-				t.Fatal(err)
-			}
-			l, err := runtime.Open(path, env)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
+			l := openPackedFile(t, g, env)
 			if l.Packed == nil {
 				t.Fatal("runtime.Open did not take the packed path")
 			}

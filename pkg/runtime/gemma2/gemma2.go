@@ -120,8 +120,7 @@ func SlidingLayers(layers, period, window int) []int {
 
 // Weights are the model's tensors, slices into the mapped file.
 type Weights struct {
-	TokenEmbd  model.Matrix   // (vocab, dim); also the output projection
-	OutputNorm []float32      // (dim)
+	model.Ends                // token embedding (also the output projection), output norm, √dim, final cap
 	Blocks     []BlockWeights // (layers)
 }
 
@@ -146,8 +145,7 @@ type Model struct {
 	p     Params
 	w     Weights
 	ropes []kernels.RoPE // (layers) local layers may have their own base
-	pool  *kernels.Pool
-	ws    workspace
+	pass  model.Pass
 }
 
 var _ model.Model = (*Model)(nil)
@@ -167,9 +165,8 @@ func New(src model.Source, env model.Env) (*Model, error) {
 	b := model.NewBinder(src)
 	qDim, kvDim := cfg.QDim(), cfg.KVDim()
 	w := Weights{
-		TokenEmbd:  b.Embedding(model.TTokenEmbd, cfg.Vocab, cfg.Dim),
-		OutputNorm: b.Vector(model.TOutputNorm, cfg.Dim),
-		Blocks:     make([]BlockWeights, cfg.Layers),
+		Ends:   b.Ends(cfg, false),
+		Blocks: make([]BlockWeights, cfg.Layers),
 	}
 	for i := range w.Blocks {
 		w.Blocks[i] = BlockWeights{
@@ -190,7 +187,8 @@ func New(src model.Source, env model.Env) (*Model, error) {
 	if err := b.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", arch, err)
 	}
-	m := &Model{cfg: cfg, p: p, w: w, pool: env.Pool}
+	m := &Model{cfg: cfg, p: p, w: w, pass: model.Pass{Pool: env.Pool}}
+	m.w.EmbedScale, m.w.Softcap = p.EmbedScale, p.FinalSoftcap
 	m.ropes = make([]kernels.RoPE, cfg.Layers)
 	for l := range m.ropes {
 		base := cfg.RopeBase

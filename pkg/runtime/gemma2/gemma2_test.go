@@ -231,7 +231,7 @@ func TestFinalSoftcapApplied(t *testing.T) {
 		t.Fatalf("softcaps %g/%g, want the file's 5/15", m.p.AttnSoftcap, m.p.FinalSoftcap)
 	}
 	capped := eval(t, m, ids[:8])
-	m.p.FinalSoftcap = 0
+	m.w.Softcap = 0
 	raw := eval(t, m, ids[:8])
 	exceeds := 0
 	for i := range raw {

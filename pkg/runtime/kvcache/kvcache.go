@@ -30,14 +30,11 @@ const (
 	F32              // 4 bytes per element: exact, for reference comparisons
 )
 
+var typeNames = [...]string{F16: "f16", Q8_0: "q8_0", F32: "f32"}
+
 func (t Type) String() string {
-	switch t {
-	case F16:
-		return "f16"
-	case Q8_0:
-		return "q8_0"
-	case F32:
-		return "f32"
+	if t >= 0 && int(t) < len(typeNames) {
+		return typeNames[t]
 	}
 	return fmt.Sprintf("kvcache.Type(%d)", int(t))
 }

@@ -30,9 +30,7 @@ type Options struct {
 
 // Weights are the model's tensors, slices into the mapped file.
 type Weights struct {
-	TokenEmbd  model.Matrix   // (vocab, dim)
-	OutputNorm []float32      // (dim)
-	Output     model.Matrix   // (vocab, dim); the embedding when tied
+	model.Ends                // token embedding, output norm, output (tied: the embedding)
 	RopeFreqs  []float32      // (rope_dims/2) Llama-3 frequency divisors, or nil
 	Blocks     []BlockWeights // (layers)
 }
@@ -59,8 +57,7 @@ type Model struct {
 	opts Options
 	w    Weights
 	rope kernels.RoPE
-	pool *kernels.Pool
-	ws   workspace
+	pass model.Pass
 }
 
 var _ model.Model = (*Model)(nil)
@@ -79,13 +76,7 @@ func Build(src model.Source, arch string, opts Options, env model.Env) (*Model, 
 	}
 	b := model.NewBinder(src)
 	w := Weights{}
-	w.TokenEmbd = b.Embedding(model.TTokenEmbd, cfg.Vocab, cfg.Dim)
-	w.OutputNorm = b.Vector(model.TOutputNorm, cfg.Dim)
-	if out, ok := b.OptionalMatrix(model.TOutput, cfg.Vocab, cfg.Dim); ok {
-		w.Output = out
-	} else {
-		w.Output = w.TokenEmbd // tied embeddings
-	}
+	w.Ends = b.Ends(cfg, true)
 	w.RopeFreqs = b.OptionalVector(model.TRopeFreqs, cfg.RopeDims/2)
 	qDim, kvDim := cfg.QDim(), cfg.KVDim()
 	w.Blocks = make([]BlockWeights, cfg.Layers)
@@ -114,7 +105,7 @@ func Build(src model.Source, arch string, opts Options, env model.Env) (*Model, 
 	if err := b.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", arch, err)
 	}
-	m := &Model{cfg: cfg, opts: opts, w: w, pool: env.Pool}
+	m := &Model{cfg: cfg, opts: opts, w: w, pass: model.Pass{Pool: env.Pool}}
 	m.rope = cfg.RoPE(opts.NeoX)
 	m.rope.FreqFactors = w.RopeFreqs
 	return m, nil

@@ -108,6 +108,20 @@ func (b *Binder) Embedding(name string, rows, cols int) Matrix {
 	return m
 }
 
+// Ends binds the token embedding, the output norm and the output
+// projection: the file's output.weight when untied allows one and the file
+// has it, else the embedding (tied embeddings).
+func (b *Binder) Ends(cfg *Config, untied bool) Ends {
+	e := Ends{TokenEmbd: b.Embedding(TTokenEmbd, cfg.Vocab, cfg.Dim), OutputNorm: b.Vector(TOutputNorm, cfg.Dim)}
+	e.Output = e.TokenEmbd
+	if untied {
+		if out, ok := b.OptionalMatrix(TOutput, cfg.Vocab, cfg.Dim); ok {
+			e.Output = out
+		}
+	}
+	return e
+}
+
 // Vector binds a required 1-D tensor of n floats. F32 data is used in place;
 // other types are decoded (vectors are tiny: norms, biases, rope factors).
 func (b *Binder) Vector(name string, n int) []float32 {

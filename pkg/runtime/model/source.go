@@ -55,11 +55,7 @@ func (s ggufSource) LookupTensor(name string) (TensorInfo, bool) {
 	if !ok {
 		return TensorInfo{}, false
 	}
-	shape := make([]int, len(t.Shape))
-	for i, d := range t.Shape {
-		shape[i] = int(d)
-	}
-	return TensorInfo{Name: t.Name, Type: t.Type, Shape: shape, Data: s.File.TensorData(t)}, true
+	return TensorInfo{Name: t.Name, Type: t.Type, Shape: ints(t.Shape), Data: s.File.TensorData(t)}, true
 }
 
 func (s ggufSource) TensorNames() []string {
@@ -81,11 +77,7 @@ func (s packSource) LookupTensor(name string) (TensorInfo, bool) {
 	if !ok {
 		return TensorInfo{}, false
 	}
-	shape := make([]int, len(t.Shape))
-	for i, d := range t.Shape {
-		shape[i] = int(d)
-	}
-	return TensorInfo{Name: t.Name, Type: t.Type, Layout: pack.KernelLayout(t.Layout), Shape: shape, Data: s.File.TensorData(t)}, true
+	return TensorInfo{Name: t.Name, Type: t.Type, Layout: pack.KernelLayout(t.Layout), Shape: ints(t.Shape), Data: s.File.TensorData(t)}, true
 }
 
 // TensorNames lists every tensor name, sorted (the directory is in data
@@ -97,4 +89,13 @@ func (s packSource) TensorNames() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// ints converts a file's tensor shape to ints.
+func ints[T ~uint64 | ~uint32 | ~int64](shape []T) []int {
+	out := make([]int, len(shape))
+	for i, d := range shape {
+		out[i] = int(d)
+	}
+	return out
 }

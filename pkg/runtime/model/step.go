@@ -25,37 +25,6 @@ type Step struct {
 	scratches sync.Pool // *kvcache.Scratch, one per attention worker
 }
 
-// Activations are the buffers of one step that every architecture's block
-// has, grown to the largest batch seen. An architecture adds its
-// feed-forward buffers (their shapes differ: separate or fused gate and up).
-type Activations struct {
-	X, XN   []float32 // (n, dim) residual stream and its normalised copy
-	Q, K, V []float32 // (n, q_dim), (n, kv_dim), (n, kv_dim)
-	Att     []float32 // (n, q_dim) attention output
-	Proj    []float32 // (n, dim) projection back to the residual
-	MM      kernels.Scratch
-}
-
-// Resize makes room for n rows of a model of cfg.
-func (a *Activations) Resize(cfg *Config, n int) {
-	a.X = Grow(a.X, n*cfg.Dim)
-	a.XN = Grow(a.XN, n*cfg.Dim)
-	a.Q = Grow(a.Q, n*cfg.QDim())
-	a.K = Grow(a.K, n*cfg.KVDim())
-	a.V = Grow(a.V, n*cfg.KVDim())
-	a.Att = Grow(a.Att, n*cfg.QDim())
-	a.Proj = Grow(a.Proj, n*cfg.Dim)
-}
-
-// RMSRows normalises each of the n rows of x (len(weight) wide) into dst,
-// which may be x.
-func RMSRows(dst, x, weight []float32, n int, eps float32) {
-	d := len(weight)
-	for r := 0; r < n; r++ {
-		kernels.RMSNorm(dst[r*d:(r+1)*d], x[r*d:(r+1)*d], weight, eps)
-	}
-}
-
 // Grow returns s resized to n, reallocating only when it is too small.
 func Grow(s []float32, n int) []float32 {
 	if cap(s) < n {
@@ -115,22 +84,6 @@ func (st *Step) Embed(b *Batch, emb *Matrix, x []float32) {
 			emb.Row(int(tok), x[row*dim:(row+1)*dim])
 			row++
 		}
-	}
-}
-
-// RopeStore rotates the query (q) and key (k) heads of every row of the
-// step by rope at the row's position, multiplies the rotated query by
-// qScale (1: not at all), and stores the row's key and value (v) in its
-// sequence's cache at layer l.
-func (st *Step) RopeStore(b *Batch, l int, q, k, v []float32, qDim, kvDim int, qScale float32, rope *kernels.RoPE) {
-	for r, pos := range st.Pos {
-		qr, kr := q[r*qDim:(r+1)*qDim], k[r*kvDim:(r+1)*kvDim]
-		rope.Apply(qr, pos)
-		if qScale != 1 {
-			kernels.Scale(qr, qScale)
-		}
-		rope.Apply(kr, pos)
-		b.Seqs[st.Seq[r]].State.Cache.Store(l, pos, kr, v[r*kvDim:(r+1)*kvDim])
 	}
 }
 

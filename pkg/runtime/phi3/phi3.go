@@ -30,9 +30,7 @@ import (
 
 // Weights are the model's tensors, slices into the mapped file.
 type Weights struct {
-	TokenEmbd   model.Matrix   // (vocab, dim)
-	OutputNorm  []float32      // (dim)
-	Output      model.Matrix   // (vocab, dim); the embedding when tied
+	model.Ends                 // token embedding, output norm, output (tied: the embedding)
 	RopeShort   []float32      // (rope_dims/2) LongRoPE short factors, or nil
 	RopeLong    []float32      // (rope_dims/2) LongRoPE long factors, or nil
 	Blocks      []BlockWeights // (layers)
@@ -58,9 +56,9 @@ type BlockWeights struct {
 type Model struct {
 	cfg         *model.Config
 	w           Weights
-	short, long kernels.RoPE // rotations for contexts up to / past OrigContext
-	pool        *kernels.Pool
-	ws          workspace
+	short, long kernels.RoPE // rotations for served contexts up to / past OrigContext
+	pass        model.Pass
+	fused       []float32 // (n, q_dim+2*kv_dim) or (n, 2*ffn): a fused projection's output
 }
 
 var _ model.Model = (*Model)(nil)
@@ -108,17 +106,11 @@ func New(src model.Source, env model.Env) (*Model, error) {
 	b := model.NewBinder(src)
 	qDim, kvDim := cfg.QDim(), cfg.KVDim()
 	w := Weights{
-		TokenEmbd:  b.Embedding(model.TTokenEmbd, cfg.Vocab, cfg.Dim),
-		OutputNorm: b.Vector(model.TOutputNorm, cfg.Dim),
-		RopeLong:   b.OptionalVector(model.TRopeLong, cfg.RopeDims/2),
-		RopeShort:  b.OptionalVector(model.TRopeShort, cfg.RopeDims/2),
-		Blocks:     make([]BlockWeights, cfg.Layers),
-		FusedQKV:   b.Has(model.Layer(model.TAttnQKV, 0)),
-	}
-	if out, ok := b.OptionalMatrix(model.TOutput, cfg.Vocab, cfg.Dim); ok {
-		w.Output = out
-	} else {
-		w.Output = w.TokenEmbd // tied embeddings
+		Ends:      b.Ends(cfg, true),
+		RopeLong:  b.OptionalVector(model.TRopeLong, cfg.RopeDims/2),
+		RopeShort: b.OptionalVector(model.TRopeShort, cfg.RopeDims/2),
+		Blocks:    make([]BlockWeights, cfg.Layers),
+		FusedQKV:  b.Has(model.Layer(model.TAttnQKV, 0)),
 	}
 	for i := range w.Blocks {
 		l := &w.Blocks[i]
@@ -144,7 +136,7 @@ func New(src model.Source, env model.Env) (*Model, error) {
 		w.OrigContext = cfg.Context // llama.cpp: n_ctx_orig_yarn defaults to n_ctx_train
 	}
 	w.AttnFactor = LongRoPEAttnFactor(src, cfg, w.RopeLong != nil || w.RopeShort != nil)
-	m := &Model{cfg: cfg, w: w, pool: env.Pool}
+	m := &Model{cfg: cfg, w: w, pass: model.Pass{Pool: env.Pool}}
 	m.short = cfg.RoPE(true)
 	m.short.AttnFactor = w.AttnFactor
 	m.short.FreqFactors = w.RopeShort

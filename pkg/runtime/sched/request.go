@@ -166,18 +166,14 @@ const (
 	FinishError                            // the model failed; Final.Err says how
 )
 
+var finishNames = [...]string{
+	FinishStop: "stop", FinishLength: "length", FinishStopSequence: "stop_sequence",
+	FinishCancelled: "cancelled", FinishError: "error",
+}
+
 func (r FinishReason) String() string {
-	switch r {
-	case FinishStop:
-		return "stop"
-	case FinishLength:
-		return "length"
-	case FinishStopSequence:
-		return "stop_sequence"
-	case FinishCancelled:
-		return "cancelled"
-	case FinishError:
-		return "error"
+	if r >= 0 && int(r) < len(finishNames) {
+		return finishNames[r]
 	}
 	return fmt.Sprintf("FinishReason(%d)", int(r))
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corelm/corelm/internal/leakcheck"
 	"github.com/corelm/corelm/pkg/runtime/model"
 	"github.com/corelm/corelm/pkg/runtime/sample"
 )
@@ -55,25 +56,6 @@ func drain(t *testing.T, h *Handle) ([]int32, *Final) {
 	return toks, final
 }
 
-// checkGoroutines fails the test when goroutines started during it are
-// still running at its end (after the test's own cleanups).
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<16)
-				t.Errorf("goroutine leak: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-				return
-			}
-			runtime.Gosched()
-			time.Sleep(time.Millisecond)
-		}
-	})
-}
-
 func shutdown(t *testing.T, s *Scheduler) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -84,7 +66,7 @@ func shutdown(t *testing.T, s *Scheduler) {
 }
 
 func TestConcurrentEqualsSolo(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	reqs := make([]Request, 8)
 	for i := range reqs {
 		reqs[i] = Request{Prompt: testPrompt(i, 5+i*23), MaxTokens: 10 + 3*i}
@@ -117,7 +99,7 @@ func TestConcurrentEqualsSolo(t *testing.T) {
 }
 
 func TestStopTokensAndEOG(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	base := Request{Prompt: testPrompt(3, 9), MaxTokens: 20}
 	all := soloFake(t, base)
 	s := New(newFakeModel(), Config{})
@@ -138,7 +120,7 @@ func TestStopTokensAndEOG(t *testing.T) {
 }
 
 func TestStopStrings(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	base := Request{Prompt: testPrompt(5, 7), MaxTokens: 24}
 	all := soloFake(t, base)
 	text := lettersOf(all)
@@ -215,7 +197,7 @@ func TestStopMatcher(t *testing.T) {
 }
 
 func TestCancelOneLeavesOthers(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	reqs := []Request{
 		{Prompt: testPrompt(1, 20), MaxTokens: 40},
 		{Prompt: testPrompt(2, 30), MaxTokens: 200},
@@ -276,20 +258,13 @@ func TestCancelOneLeavesOthers(t *testing.T) {
 }
 
 func TestOverload(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	m := newFakeModel()
 	m.gate = make(chan struct{})
 	s := New(m, Config{MaxSeqs: 1, MaxQueue: 1})
 	req := Request{Prompt: testPrompt(1, 4), MaxTokens: 3}
-	h1, err := s.Submit(t.Context(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h2, err := s.Submit(t.Context(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = s.Submit(t.Context(), req)
+	hs := submitAll(t, s, req, req)
+	_, err := s.Submit(t.Context(), req)
 	var oe *OverloadError
 	if !errors.Is(err, ErrOverloaded) || !errors.As(err, &oe) || oe.RetryAfter <= 0 {
 		t.Fatalf("third submit: %v, want ErrOverloaded with a retry hint", err)
@@ -297,27 +272,41 @@ func TestOverload(t *testing.T) {
 	if st := s.Stats(); st.Active != 1 || st.Queued != 1 || st.Rejected != 1 {
 		t.Errorf("stats: %+v", st)
 	}
+	release(t, m, s, hs...)
+}
+
+// submitAll submits every request, failing the test on an error.
+func submitAll(t *testing.T, s *Scheduler, reqs ...Request) []*Handle {
+	t.Helper()
+	hs := make([]*Handle, len(reqs))
+	for i, req := range reqs {
+		h, err := s.Submit(t.Context(), req)
+		if err != nil {
+			t.Fatalf("submit %d: %v", i, err)
+		}
+		hs[i] = h
+	}
+	return hs
+}
+
+// release opens m's gate, reads every handle to its end and shuts s down.
+func release(t *testing.T, m *fakeModel, s *Scheduler, hs ...*Handle) {
+	t.Helper()
 	close(m.gate)
-	drain(t, h1)
-	drain(t, h2)
+	for _, h := range hs {
+		drain(t, h)
+	}
 	shutdown(t, s)
 }
 
 func TestBudgetQueues(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	m := newFakeModel()
-	one := m.KVBytes(model.StateOptions{Context: 4 + 3, Chunk: 128})
+	one := m.KVBytes(model.StateOptions{Length: 4 + 3, Chunk: DefaultStepTokens})
 	m.gate = make(chan struct{})
 	s := New(m, Config{MaxSeqs: 8, KVBudget: one + one/2, MaxQueue: 4})
 	req := Request{Prompt: testPrompt(1, 4), MaxTokens: 3}
-	h1, err := s.Submit(t.Context(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h2, err := s.Submit(t.Context(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hs := submitAll(t, s, req, req)
 	if st := s.Stats(); st.Active != 1 || st.Queued != 1 || st.KVBytesInUse != one {
 		t.Errorf("stats: %+v, want 1 active, 1 queued, %d bytes", st, one)
 	}
@@ -325,14 +314,11 @@ func TestBudgetQueues(t *testing.T) {
 	if _, err := s.Submit(t.Context(), big); !errors.Is(err, ErrOverloaded) {
 		t.Errorf("request over the whole budget: %v", err)
 	}
-	close(m.gate)
-	drain(t, h1)
-	drain(t, h2)
-	shutdown(t, s)
+	release(t, m, s, hs...)
 }
 
 func TestInvalidRequests(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	s := New(newFakeModel(), Config{Context: 64})
 	defer shutdown(t, s)
 	tests := []struct {
@@ -366,7 +352,7 @@ func TestInvalidRequests(t *testing.T) {
 }
 
 func TestSlowReaderDoesNotStall(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	m := newFakeModel()
 	s := New(m, Config{MaxSeqs: 2, Buffer: 4})
 	slow, err := s.Submit(t.Context(), Request{Prompt: testPrompt(1, 5), MaxTokens: 50})
@@ -390,7 +376,7 @@ func TestSlowReaderDoesNotStall(t *testing.T) {
 }
 
 func TestFairPrefill(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	m := newFakeModel()
 	var steps []StepInfo
 	s := New(m, Config{MaxSeqs: 4, StepTokens: 16, Hooks: Hooks{Step: func(si *StepInfo) {
@@ -434,7 +420,7 @@ func TestFairPrefill(t *testing.T) {
 }
 
 func TestShutdownDrains(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	s := New(newFakeModel(), Config{MaxSeqs: 2})
 	var hs []*Handle
 	for i := range 4 {
@@ -460,7 +446,7 @@ func TestShutdownDrains(t *testing.T) {
 }
 
 func TestShutdownTimeoutCancels(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	s := New(newFakeModel(), Config{MaxSeqs: 1, Buffer: 4})
 	// Nobody reads: the request pauses with a full buffer and cannot finish.
 	h, err := s.Submit(t.Context(), Request{Prompt: testPrompt(1, 8), MaxTokens: 100})
@@ -487,7 +473,7 @@ func TestShutdownTimeoutCancels(t *testing.T) {
 }
 
 func TestForwardErrorFailsBatch(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	m := newFakeModel()
 	m.fail.Store(true)
 	s := New(m, Config{})
@@ -503,7 +489,7 @@ func TestForwardErrorFailsBatch(t *testing.T) {
 }
 
 func TestProgressAndTimings(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	s := New(newFakeModel(), Config{StepTokens: 16, Buffer: 64})
 	defer shutdown(t, s)
 	h, err := s.Submit(t.Context(), Request{Prompt: testPrompt(1, 100), MaxTokens: 5})
@@ -537,7 +523,7 @@ func TestProgressAndTimings(t *testing.T) {
 }
 
 func TestHooks(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	var mu sync.Mutex
 	var events []string
 	note := func(s string) { mu.Lock(); events = append(events, s); mu.Unlock() }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corelm/corelm/internal/leakcheck"
 	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/formats/gguf"
 	"github.com/corelm/corelm/pkg/runtime/internal/runtimetest"
@@ -70,7 +71,7 @@ func solo(t *testing.T, m model.Model, req Request) []int32 {
 func TestStoriesConcurrentEqualSolo(t *testing.T) {
 	for _, n := range []int{2, 8} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			m := loadStories(t, 2)
 			reqs := storiesRequests(n)
 			want := make([][]int32, n)
@@ -96,7 +97,7 @@ func TestStoriesConcurrentEqualSolo(t *testing.T) {
 }
 
 func TestStoriesStopStringAndText(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	m := loadStories(t, 2)
 	tok, err := tokenizer.New(storiesSource(t))
 	if err != nil {
@@ -190,7 +191,7 @@ func BenchmarkDecode(b *testing.B) {
 // its original 4096, so every request rotates with the long factors, even
 // one whose cache holds a few positions.
 func TestLogprobsDoNotDependOnMaxTokens(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	m, err := phi3.New(runtimetest.GoldenSource(t, "phi3-F32.gguf"), model.Env{Pool: runtimetest.Pool(t, 1)})
 	if err != nil {
 		t.Fatal(err)

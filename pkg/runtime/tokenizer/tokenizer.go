@@ -28,7 +28,8 @@ package tokenizer
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -327,14 +328,7 @@ var preTokenizers = map[string]preTokenizer{
 }
 
 // PreTokenizers lists the supported tokenizer.ggml.pre values.
-func PreTokenizers() []string {
-	names := make([]string, 0, len(preTokenizers))
-	for name := range preTokenizers {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	return names
-}
+func PreTokenizers() []string { return slices.Sorted(maps.Keys(preTokenizers)) }
 
 // New builds a tokenizer from tokenizer.ggml.* metadata. Everything Encode
 // and Decode need is computed here, once.

@@ -223,24 +223,37 @@ func TestSyntheticBPE(t *testing.T) {
 		keyTokens: []string{"a", "b", "c", "ab", "bc", "abc", "Ġ", "Ġa"},
 		keyMerges: []string{"b c", "a b", "a bc", "Ġ a"},
 	}
-	tok, err := New(md)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		text string
-		want []int32
-	}{
+	checkEncodes(t, md, EncodeOptions{}, false, []encodeCase{
 		{"abc", []int32{5}},
 		{"ab", []int32{3}},
 		{"abab", []int32{3, 3}},
 		{"abbc", []int32{3, 4}},
 		{"a abc", []int32{0, 6, 5}}, // "bc" (0), then "a"+"bc" (2); "Ġ"+"a" (3) comes too late
 		{"ad", []int32{0}},          // 'd' is no token and no merge: dropped, as llama.cpp drops it
+	})
+}
+
+// encodeCase is a text and the ids it encodes to.
+type encodeCase struct {
+	text string
+	want []int32
+}
+
+// checkEncodes builds a tokenizer from md and encodes each case's text with
+// opts; with roundTrip, decoding the ids must give the text back.
+func checkEncodes(t *testing.T, md mapMD, opts EncodeOptions, roundTrip bool, tests []encodeCase) {
+	t.Helper()
+	tok, err := New(md)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, tt := range tests {
-		if got := encode(t, tok, tt.text, EncodeOptions{}); !slices.Equal(got, tt.want) {
+		got := encode(t, tok, tt.text, opts)
+		if !slices.Equal(got, tt.want) {
 			t.Errorf("Encode(%q) = %v, want %v", tt.text, got, tt.want)
+		}
+		if s, _ := tok.Decode(got); roundTrip && s != tt.text {
+			t.Errorf("Decode(%v) = %q, want %q", got, s, tt.text)
 		}
 	}
 }
@@ -253,30 +266,14 @@ func TestSyntheticSPM(t *testing.T) {
 		keyScores:    []float32{0, 0, 0, 0, 0, 0, 0, -1, -2, -3, -4, -5, -6},
 		keyTokenType: []int32{2, 3, 3, 6, 6, 6, 6, 1, 1, 1, 1, 1, 1},
 	}
-	tok, err := New(md)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		text string
-		want []int32
-	}{
+	checkEncodes(t, md, EncodeOptions{AddBOS: BOSNone}, true, []encodeCase{
 		// "▁a" (-4) beats "ab" (-5); then "▁a"+"b" = "▁ab" (-6).
 		{"ab", []int32{12}},
 		{"A", []int32{7, 3}},       // no "A": byte fallback <0x41>
 		{"€", []int32{7, 4, 5, 6}}, // three byte tokens
 		{"a b", []int32{10, 7, 9}}, // "▁b" is no token
 		{"", nil},
-	}
-	for _, tt := range tests {
-		got := encode(t, tok, tt.text, EncodeOptions{AddBOS: BOSNone})
-		if !slices.Equal(got, tt.want) {
-			t.Errorf("Encode(%q) = %v, want %v", tt.text, got, tt.want)
-		}
-		if s, _ := tok.Decode(got); s != tt.text {
-			t.Errorf("Decode(%v) = %q, want %q", got, s, tt.text)
-		}
-	}
+	})
 }
 
 func TestSplitDefault(t *testing.T) {

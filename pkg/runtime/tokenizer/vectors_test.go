@@ -218,7 +218,7 @@ func TestVectors(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !equalIDs(got, c.ids) {
+				if !slices.Equal(got, c.ids) {
 					t.Errorf("case %d %q:\n got %v\nwant %v", i, c.text, got, c.ids)
 					continue
 				}
@@ -267,18 +267,6 @@ func TestRoundTrip(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equalIDs(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestStories decodes the embedded demo model's reference generation
