@@ -151,6 +151,11 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"} {
+		if v := getenv(k); v != "" && v != "grpc" {
+			return nil, fmt.Errorf("telemetry: %s=%q: corelm exports OTLP over grpc only", k, v)
+		}
+	}
 	res, err := newResource(ctx, &o, getenv)
 	if err != nil {
 		return nil, err

@@ -573,6 +573,7 @@ func TestSetupEnv(t *testing.T) {
 		{"bad metrics exporter", []string{"OTEL_METRICS_EXPORTER", "otlp,none"}, "OTEL_METRICS_EXPORTER"},
 		{"bad disabled", []string{"OTEL_SDK_DISABLED", "yes please"}, "OTEL_SDK_DISABLED"},
 		{"bad resource", []string{"OTEL_RESOURCE_ATTRIBUTES", "novalue"}, "OTEL_RESOURCE_ATTRIBUTES"},
+		{"http protocol", []string{"OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"}, "OTEL_EXPORTER_OTLP_PROTOCOL"},
 		{"fine", []string{"OTEL_TRACES_SAMPLER", "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG", "0.5"}, ""},
 	}
 	for _, tt := range tests {
