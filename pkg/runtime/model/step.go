@@ -11,8 +11,8 @@ import (
 
 // Step is the plumbing every architecture's forward pass shares around its
 // own layers: checking the batch, numbering its rows, timing the layers and
-// handing each sequence its logits. An architecture keeps one Step in its
-// workspace and reuses it.
+// handing each sequence its logits. It lives in a Pass, reused from step to
+// step.
 type Step struct {
 	Pos []int // position of each row of the batch
 	Seq []int // index in Batch.Seqs of each row
