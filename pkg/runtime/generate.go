@@ -55,11 +55,12 @@ func Generate(ctx context.Context, m model.Model, req GenerateRequest, emit func
 		}
 		switch ev.Kind {
 		case sched.EventToken:
+			if emitErr != nil {
+				continue // cancelled: tokens still buffered are dropped
+			}
 			res.Tokens = append(res.Tokens, ev.Token)
-			if emitErr == nil {
-				if emitErr = emit(ev.Token); emitErr != nil {
-					h.Cancel()
-				}
+			if emitErr = emit(ev.Token); emitErr != nil {
+				h.Cancel()
 			}
 		case sched.EventFinal:
 			f := ev.Final

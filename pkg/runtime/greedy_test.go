@@ -2,6 +2,7 @@ package runtime_test
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"os"
 	"testing"
@@ -52,5 +53,34 @@ func TestGreedyStories(t *testing.T) {
 		if got[i] != want.GeneratedIDs[i] {
 			t.Fatalf("token %d = %d, want %d (first %d match)", i, got[i], want.GeneratedIDs[i], i)
 		}
+	}
+}
+
+// TestGenerateStops: emit's error cancels the generation and is returned,
+// with the tokens emitted so far; a cancelled context ends it with its
+// error.
+func TestGenerateStops(t *testing.T) {
+	pool := kernels.NewPool(1)
+	defer pool.Close()
+	l, err := runtime.ParseGGUF(models.Stories, model.Env{Pool: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := errors.New("enough")
+	n := 0
+	res, err := runtime.Generate(context.Background(), l.Model, runtime.GenerateRequest{Prompt: []int32{1}, MaxTokens: 100},
+		func(int32) error {
+			if n++; n == 3 {
+				return stop
+			}
+			return nil
+		})
+	if !errors.Is(err, stop) || len(res.Tokens) != 3 {
+		t.Errorf("emit failing at the 3rd token: %d tokens, %v", len(res.Tokens), err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := runtime.Generate(ctx, l.Model, runtime.GenerateRequest{Prompt: []int32{1}}, func(int32) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled context: %v", err)
 	}
 }
