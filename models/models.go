@@ -21,13 +21,3 @@ const alias = "stories260K"
 // IsName reports whether name means the embedded model: Name, or
 // "stories260K", the name of the checkpoint, accepted as an alias.
 func IsName(name string) bool { return name == Name || name == alias }
-
-// Stories260K is Stories.
-//
-// Deprecated: use Stories.
-var Stories260K = Stories
-
-// DefaultName is the alias "stories260K".
-//
-// Deprecated: use Name, and IsName where a name is parsed.
-const DefaultName = alias

@@ -17,7 +17,7 @@ import (
 
 func runEval(ctx context.Context, args []string) error {
 	fs := newFlags("eval")
-	path := fs.String("model", "", "model file (default: the embedded stories260K)")
+	path := fs.String("model", "", "model file (default: the embedded stories)")
 	tokensS := fs.String("tokens", "", `token ids, space-separated ("1 2 3")`)
 	out := fs.String("logits-out", "", "write logits here: little-endian float32 [n_tokens × n_vocab]")
 	threads := fs.Int("threads", 0, "threads (default: the CPUs this process may use)")

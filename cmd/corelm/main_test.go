@@ -76,7 +76,7 @@ func TestTokenize(t *testing.T) {
 // TestInspectCorrupted: a truncated model is refused with the validator's
 // own message and a non-zero exit status.
 func TestInspectCorrupted(t *testing.T) {
-	bad := models.Stories260K[:len(models.Stories260K)*3/4]
+	bad := models.Stories[:len(models.Stories)*3/4]
 	_, want := gguf.Parse(bad)
 	if want == nil {
 		t.Fatal("the validator accepts the truncated model")
@@ -98,7 +98,7 @@ func TestInspectCorrupted(t *testing.T) {
 // TestEvalWritesLogits: eval writes n_tokens × n_vocab little-endian
 // float32s.
 func TestEvalWritesLogits(t *testing.T) {
-	g, err := gguf.Parse(models.Stories260K)
+	g, err := gguf.Parse(models.Stories)
 	if err != nil {
 		t.Fatal(err)
 	}

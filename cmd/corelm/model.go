@@ -16,9 +16,9 @@ func openModel(path string, threads int) (*runtime.Loaded, error) {
 		threads = kernels.DefaultThreads()
 	}
 	env := model.Env{Pool: kernels.NewPool(threads)}
-	if path == "" || path == models.DefaultName {
+	if path == "" || models.IsName(path) {
 		if _, err := os.Stat(path); path == "" || err != nil {
-			return runtime.ParseGGUF(models.Stories260K, env)
+			return runtime.ParseGGUF(models.Stories, env)
 		}
 	}
 	return runtime.Open(path, env)

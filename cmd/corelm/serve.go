@@ -160,7 +160,7 @@ func serveAllSourceDir(dir string) (path string, clean func(), err error) {
 		return "", nil, err
 	}
 	clean = func() { os.RemoveAll(dir) }
-	if err := os.WriteFile(filepath.Join(dir, storiesID+".gguf"), models.Stories260K, 0o444); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, storiesID+".gguf"), models.Stories, 0o444); err != nil {
 		clean()
 		return "", nil, err
 	}

@@ -27,9 +27,9 @@ type vocabFile struct {
 func openVocab(path string) (*vocabFile, error) {
 	var f *gguf.File
 	var err error
-	if path == "" || path == models.DefaultName {
+	if path == "" || models.IsName(path) {
 		if _, statErr := os.Stat(path); path == "" || statErr != nil {
-			f, err = gguf.Parse(models.Stories260K)
+			f, err = gguf.Parse(models.Stories)
 		} else {
 			f, err = gguf.Open(path)
 		}
@@ -49,7 +49,7 @@ func openVocab(path string) (*vocabFile, error) {
 
 func runTokenize(ctx context.Context, args []string) error {
 	fs := newFlags("tokenize")
-	modelPath := fs.String("model", "", "GGUF model or vocabulary file (default: the embedded "+models.DefaultName+")")
+	modelPath := fs.String("model", "", "GGUF model or vocabulary file (default: the embedded "+models.Name+")")
 	text := fs.String("text", "", "text to tokenize, exactly as given")
 	file := fs.String("file", "", "file whose bytes to tokenize (- for standard input)")
 	noBOS := fs.Bool("no-bos", false, "do not add BOS (or EOS) even if the model asks for it")
@@ -114,7 +114,7 @@ func runTokenize(ctx context.Context, args []string) error {
 
 func runDetokenize(ctx context.Context, args []string) error {
 	fs := newFlags("detokenize")
-	modelPath := fs.String("model", "", "GGUF model or vocabulary file (default: the embedded "+models.DefaultName+")")
+	modelPath := fs.String("model", "", "GGUF model or vocabulary file (default: the embedded "+models.Name+")")
 	idList := fs.String("ids", "", `token ids, e.g. "1 15043 3186" (commas and brackets are fine too)`)
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)

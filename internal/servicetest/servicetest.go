@@ -298,7 +298,7 @@ func Greedy(t testing.TB, text string, maxTokens int) (prompt, ids []int32, out 
 	t.Helper()
 	pool := kernels.NewPool(1)
 	defer pool.Close()
-	l, err := runtime.ParseGGUF(models.Stories260K, model.Env{Pool: pool})
+	l, err := runtime.ParseGGUF(models.Stories, model.Env{Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ type stack struct {
 func startStack(t *testing.T, inferenceArgs ...string) *stack {
 	t.Helper()
 	src, shm := t.TempDir(), t.TempDir()
-	if err := os.WriteFile(filepath.Join(src, "stories260K.gguf"), models.Stories260K, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(src, "stories260K.gguf"), models.Stories, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	st := &stack{loader: start(t, "loader", "--source-dir", src, "--shm-dir", shm)}

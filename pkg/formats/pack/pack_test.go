@@ -26,7 +26,7 @@ func sources(t testing.TB) map[string][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return map[string][]byte{"stories260K": models.Stories260K, "tiny-quantized": tiny}
+	return map[string][]byte{"stories260K": models.Stories, "tiny-quantized": tiny}
 }
 
 func mustPack(t testing.TB, src []byte, opts Options) []byte {
@@ -127,7 +127,7 @@ func testRoundTrip(t *testing.T, src []byte, tier Tier) {
 
 func TestOpenIdentity(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "m.1.clm")
-	if err := os.WriteFile(path, mustPack(t, models.Stories260K, Options{Generation: 1}), 0o444); err != nil {
+	if err := os.WriteFile(path, mustPack(t, models.Stories, Options{Generation: 1}), 0o444); err != nil {
 		t.Fatal(err)
 	}
 	f, err := Open(path)
@@ -241,7 +241,7 @@ func TestParseRejects(t *testing.T) {
 	}{
 		{"empty", func(b []byte) []byte { return nil }, ErrTruncated, "header"},
 		{"bad magic", func(b []byte) []byte { b[0] = 'X'; return b }, ErrBadMagic, "XORELMPK"},
-		{"gguf file", func(b []byte) []byte { return models.Stories260K }, ErrBadMagic, "GGUF"},
+		{"gguf file", func(b []byte) []byte { return models.Stories }, ErrBadMagic, "GGUF"},
 		{"version", func(b []byte) []byte { le.PutUint32(b[8:], 2); return b }, ErrVersion, "version 2"},
 		{"header size", func(b []byte) []byte { le.PutUint32(b[12:], 64); return b }, ErrHeader, "header size 64"},
 		{"truncated header", func(b []byte) []byte { return b[:100] }, ErrTruncated, "100 bytes"},
@@ -324,7 +324,7 @@ func TestVerifyDetectsDataCorruption(t *testing.T) {
 }
 
 func TestWriteCancelled(t *testing.T) {
-	g, err := gguf.Parse(models.Stories260K)
+	g, err := gguf.Parse(models.Stories)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +339,7 @@ func FuzzParse(f *testing.F) {
 	base := sample(f)
 	f.Add(base)
 	f.Add(base[:HeaderSize])
-	f.Add(mustPack(f, models.Stories260K, Options{}))
+	f.Add(mustPack(f, models.Stories, Options{}))
 	short := bytes.Clone(base)
 	binary.LittleEndian.PutUint32(short[locate(f, base).dirStart+4:], 1)
 	f.Add(reseal(short))

@@ -5,6 +5,7 @@ import (
 
 	"github.com/corelm/corelm/internal/envflag"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
+	"github.com/corelm/corelm/pkg/runtime/sched"
 )
 
 // BindFlags binds the service's knobs to flags, with their defaults: the
@@ -16,7 +17,7 @@ func (c *Config) BindFlags(fs *envflag.Set) {
 	fs.Int(&o.MaxSeqs, "max-seqs", 8, "sequences per model decoded together")
 	fs.Int(&o.MaxQueue, "max-queue", 0, "requests waiting for a slot per model (0: twice --max-seqs)")
 	fs.Int(&o.Context, "ctx", 0, "context length per sequence (0: the model's)")
-	fs.Int(&o.StepTokens, "step-tokens", 128, "most tokens one forward step processes (prefill chunking)")
+	fs.Int(&o.StepTokens, "step-tokens", sched.DefaultStepTokens, "most tokens one forward step processes (prefill chunking)")
 	envflag.Parsed(fs, &o.KVType, "kv-type", "f16", kvcache.ParseType, "KV cache type: f16 or q8_0")
 	fs.Bytes(&o.Budget, "budget", "1GiB", "KV cache memory per model, e.g. 2GiB (0: only --max-seqs limits)")
 	fs.String(&c.AuthToken, "auth-token", "", "require this bearer token on every call but health checks")

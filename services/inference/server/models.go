@@ -197,26 +197,12 @@ func (r *registry) entries() (current, retiring []*entry) {
 	return current, retiring
 }
 
-// modelConfig is what a model is run with, as Options give it.
-type modelConfig struct {
-	threads  int
-	maxSeqs  int
-	maxQueue int
-	context  int
-	kvType   kvcache.Type
-	budget   int64
-	step     int
-	hooks    sched.Hooks
-}
-
-// schedConfig is c as the scheduler's configuration. From here on the
-// scheduler owns the knobs: it fills in their defaults and clamps the
+// modelConfig is what a model is run with, as Options give it. From here
+// on the scheduler owns the knobs: it fills in their defaults and clamps the
 // context to the model's (sched.New); describe reports what it chose.
-func (c modelConfig) schedConfig() sched.Config {
-	return sched.Config{
-		MaxSeqs: c.maxSeqs, MaxQueue: c.maxQueue, KVBudget: c.budget,
-		Context: c.context, KVType: c.kvType, StepTokens: c.step, Hooks: c.hooks,
-	}
+type modelConfig struct {
+	threads int
+	sched   sched.Config
 }
 
 // applyLoadOptions sets what the loader chose for one model (its context
@@ -317,14 +303,14 @@ func openFile(path, id string, cfg modelConfig) (*entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		return newEntry(id, 0, model.FromGGUF(f), cfg.threads, cfg.schedConfig())
+		return newEntry(id, 0, model.FromGGUF(f), cfg.threads, cfg.sched)
 	}
 	if pf, err := pack.Open(path); err == nil {
 		if err := pf.Verify(); err != nil {
 			pf.Close()
 			return nil, err
 		}
-		return newEntry(id, pf.Header.Generation, model.FromPack(pf), cfg.threads, cfg.schedConfig(), pf)
+		return newEntry(id, pf.Header.Generation, model.FromPack(pf), cfg.threads, cfg.sched, pf)
 	} else if !errors.Is(err, pack.ErrBadMagic) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -332,7 +318,7 @@ func openFile(path, id string, cfg modelConfig) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newEntry(id, 0, model.FromGGUF(f), cfg.threads, cfg.schedConfig(), f)
+	return newEntry(id, 0, model.FromGGUF(f), cfg.threads, cfg.sched, f)
 }
 
 // DefaultModelID is the id a --model-file is served under without --model-id.
@@ -367,7 +353,7 @@ func openPublished(pm *corelmv1.PublishedModel, cfg modelConfig) (*entry, error)
 		pf.Close()
 		return nil, err
 	}
-	sc := cfg.schedConfig()
+	sc := cfg.sched
 	applyLoadOptions(&sc, pm.GetOptions())
 	return newEntry(pm.GetModelId(), pm.GetGeneration(), model.FromPack(pf), cfg.threads, sc, pf)
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/health"
 
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
+	"github.com/corelm/corelm/pkg/runtime/sched"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
@@ -29,7 +30,7 @@ type Options struct {
 	Context  int          // context per sequence [the model's]
 	KVType   kvcache.Type // KV cache element type [f16]
 	Budget   int64        // KV cache bytes per model [0: only MaxSeqs limits]
-	// StepTokens caps the tokens of one forward step [128].
+	// StepTokens caps the tokens of one forward step [sched.DefaultStepTokens].
 	StepTokens int
 	// Drain is how long a superseded generation may finish its requests
 	// before they are cancelled [5m].
@@ -70,8 +71,8 @@ func New(opts Options) *Server {
 
 func (s *Server) modelConfig() modelConfig {
 	o := s.opts
-	return modelConfig{threads: o.Threads, maxSeqs: o.MaxSeqs, maxQueue: o.MaxQueue, context: o.Context,
-		kvType: o.KVType, budget: o.Budget, step: o.StepTokens}
+	return modelConfig{threads: o.Threads, sched: sched.Config{MaxSeqs: o.MaxSeqs, MaxQueue: o.MaxQueue,
+		Context: o.Context, KVType: o.KVType, KVBudget: o.Budget, StepTokens: o.StepTokens}}
 }
 
 // ServeFile serves a model file directly, without a loader: a GGUF file, a

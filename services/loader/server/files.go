@@ -189,15 +189,7 @@ func (s *Server) reannounce(path, id string, gen uint64) (*corelmv1.PublishedMod
 	pb.SourceSha256 = append([]byte(nil), pf.Header.SourceDigest[:]...)
 	pb.Architecture, _ = pf.String("general.architecture")
 	pb.SourcePath, _ = pf.Annotation("source_path")
-	opts := &corelmv1.LoadOptions{}
-	if kv, ok := pf.Annotation("kv_type"); ok {
-		opts.KvType = corelmv1.KVType(corelmv1.KVType_value[kv])
-	}
-	if c, ok := pf.Annotation("context"); ok {
-		n, _ := strconv.Atoi(c)
-		opts.Context = int32(n)
-	}
-	pb.Options = opts
+	pb.Options = recordedOptions(pf)
 	return pb, nil
 }
 

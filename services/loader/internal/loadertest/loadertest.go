@@ -30,7 +30,7 @@ import (
 func SourceDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
-	WriteFile(t, filepath.Join(dir, "stories.gguf"), models.Stories260K)
+	WriteFile(t, filepath.Join(dir, "stories.gguf"), models.Stories)
 	tiny, err := packtest.Tiny.Bytes()
 	if err != nil {
 		t.Fatal(err)
