@@ -80,6 +80,56 @@ func (FinishReason) EnumDescriptor() ([]byte, []int) {
 	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{0}
 }
 
+// ModelState is whether a model takes requests.
+type ModelState int32
+
+const (
+	ModelState_MODEL_STATE_UNSPECIFIED ModelState = 0
+	ModelState_MODEL_STATE_LOADING     ModelState = 1
+	ModelState_MODEL_STATE_READY       ModelState = 2
+)
+
+// Enum value maps for ModelState.
+var (
+	ModelState_name = map[int32]string{
+		0: "MODEL_STATE_UNSPECIFIED",
+		1: "MODEL_STATE_LOADING",
+		2: "MODEL_STATE_READY",
+	}
+	ModelState_value = map[string]int32{
+		"MODEL_STATE_UNSPECIFIED": 0,
+		"MODEL_STATE_LOADING":     1,
+		"MODEL_STATE_READY":       2,
+	}
+)
+
+func (x ModelState) Enum() *ModelState {
+	p := new(ModelState)
+	*p = x
+	return p
+}
+
+func (x ModelState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ModelState) Descriptor() protoreflect.EnumDescriptor {
+	return file_corelm_v1_inference_proto_enumTypes[1].Descriptor()
+}
+
+func (ModelState) Type() protoreflect.EnumType {
+	return &file_corelm_v1_inference_proto_enumTypes[1]
+}
+
+func (x ModelState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ModelState.Descriptor instead.
+func (ModelState) EnumDescriptor() ([]byte, []int) {
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{1}
+}
+
 // GenerateRequest is one client frame of Generate.
 type GenerateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1612,6 +1662,10 @@ type ModelInfo struct {
 	HasChatTemplate bool   `protobuf:"varint,9,opt,name=has_chat_template,json=hasChatTemplate,proto3" json:"has_chat_template,omitempty"`
 	// Weight formats of the matrices, e.g. "Q4_K".
 	WeightFormats []string `protobuf:"bytes,10,rep,name=weight_formats,json=weightFormats,proto3" json:"weight_formats,omitempty"`
+	// READY: mapped and taking requests. LOADING: the server was told to
+	// serve it (--require-models) and no generation is mapped yet; the other
+	// fields are unset.
+	State         ModelState `protobuf:"varint,11,opt,name=state,proto3,enum=corelm.v1.ModelState" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1714,6 +1768,13 @@ func (x *ModelInfo) GetWeightFormats() []string {
 		return x.WeightFormats
 	}
 	return nil
+}
+
+func (x *ModelInfo) GetState() ModelState {
+	if x != nil {
+		return x.State
+	}
+	return ModelState_MODEL_STATE_UNSPECIFIED
 }
 
 type GetStatusRequest struct {
@@ -2035,7 +2096,7 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\x0fGetModelRequest\x12\x19\n" +
 	"\bmodel_id\x18\x01 \x01(\tR\amodelId\">\n" +
 	"\x10GetModelResponse\x12*\n" +
-	"\x05model\x18\x01 \x01(\v2\x14.corelm.v1.ModelInfoR\x05model\"\xf3\x02\n" +
+	"\x05model\x18\x01 \x01(\v2\x14.corelm.v1.ModelInfoR\x05model\"\xa0\x03\n" +
 	"\tModelInfo\x12\x19\n" +
 	"\bmodel_id\x18\x01 \x01(\tR\amodelId\x12\"\n" +
 	"\farchitecture\x18\x02 \x01(\tR\farchitecture\x12\x1e\n" +
@@ -2051,7 +2112,8 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\akv_type\x18\b \x01(\x0e2\x11.corelm.v1.KVTypeR\x06kvType\x12*\n" +
 	"\x11has_chat_template\x18\t \x01(\bR\x0fhasChatTemplate\x12%\n" +
 	"\x0eweight_formats\x18\n" +
-	" \x03(\tR\rweightFormats\"\x12\n" +
+	" \x03(\tR\rweightFormats\x12+\n" +
+	"\x05state\x18\v \x01(\x0e2\x15.corelm.v1.ModelStateR\x05state\"\x12\n" +
 	"\x10GetStatusRequest\"\xe6\x01\n" +
 	"\x11GetStatusResponse\x12)\n" +
 	"\x10active_sequences\x18\x01 \x01(\x05R\x0factiveSequences\x12'\n" +
@@ -2073,7 +2135,12 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\x14FINISH_REASON_LENGTH\x10\x02\x12\x1f\n" +
 	"\x1bFINISH_REASON_STOP_SEQUENCE\x10\x03\x12\x1b\n" +
 	"\x17FINISH_REASON_CANCELLED\x10\x04\x12\x17\n" +
-	"\x13FINISH_REASON_ERROR\x10\x052\x8e\x04\n" +
+	"\x13FINISH_REASON_ERROR\x10\x05*Y\n" +
+	"\n" +
+	"ModelState\x12\x1b\n" +
+	"\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n" +
+	"\x11MODEL_STATE_READY\x10\x022\x8e\x04\n" +
 	"\x10InferenceService\x12G\n" +
 	"\bGenerate\x12\x1a.corelm.v1.GenerateRequest\x1a\x1b.corelm.v1.GenerateResponse(\x010\x01\x12I\n" +
 	"\x0eGenerateStream\x12\x18.corelm.v1.GenerateStart\x1a\x1b.corelm.v1.GenerateResponse0\x01\x12C\n" +
@@ -2097,77 +2164,79 @@ func file_corelm_v1_inference_proto_rawDescGZIP() []byte {
 	return file_corelm_v1_inference_proto_rawDescData
 }
 
-var file_corelm_v1_inference_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_corelm_v1_inference_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_corelm_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_corelm_v1_inference_proto_goTypes = []any{
 	(FinishReason)(0),          // 0: corelm.v1.FinishReason
-	(*GenerateRequest)(nil),    // 1: corelm.v1.GenerateRequest
-	(*GenerateStart)(nil),      // 2: corelm.v1.GenerateStart
-	(*TokenIds)(nil),           // 3: corelm.v1.TokenIds
-	(*ChatPrompt)(nil),         // 4: corelm.v1.ChatPrompt
-	(*ChatMessage)(nil),        // 5: corelm.v1.ChatMessage
-	(*SamplingParams)(nil),     // 6: corelm.v1.SamplingParams
-	(*GenerateCancel)(nil),     // 7: corelm.v1.GenerateCancel
-	(*GenerateResponse)(nil),   // 8: corelm.v1.GenerateResponse
-	(*GeneratedToken)(nil),     // 9: corelm.v1.GeneratedToken
-	(*TokenLogprob)(nil),       // 10: corelm.v1.TokenLogprob
-	(*PromptProgress)(nil),     // 11: corelm.v1.PromptProgress
-	(*GenerateFinal)(nil),      // 12: corelm.v1.GenerateFinal
-	(*Usage)(nil),              // 13: corelm.v1.Usage
-	(*Timings)(nil),            // 14: corelm.v1.Timings
-	(*TokenizeRequest)(nil),    // 15: corelm.v1.TokenizeRequest
-	(*TokenizeResponse)(nil),   // 16: corelm.v1.TokenizeResponse
-	(*DetokenizeRequest)(nil),  // 17: corelm.v1.DetokenizeRequest
-	(*DetokenizeResponse)(nil), // 18: corelm.v1.DetokenizeResponse
-	(*ListModelsRequest)(nil),  // 19: corelm.v1.ListModelsRequest
-	(*ListModelsResponse)(nil), // 20: corelm.v1.ListModelsResponse
-	(*GetModelRequest)(nil),    // 21: corelm.v1.GetModelRequest
-	(*GetModelResponse)(nil),   // 22: corelm.v1.GetModelResponse
-	(*ModelInfo)(nil),          // 23: corelm.v1.ModelInfo
-	(*GetStatusRequest)(nil),   // 24: corelm.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),  // 25: corelm.v1.GetStatusResponse
-	(*ModelStatus)(nil),        // 26: corelm.v1.ModelStatus
-	nil,                        // 27: corelm.v1.SamplingParams.LogitBiasEntry
-	(KVType)(0),                // 28: corelm.v1.KVType
+	(ModelState)(0),            // 1: corelm.v1.ModelState
+	(*GenerateRequest)(nil),    // 2: corelm.v1.GenerateRequest
+	(*GenerateStart)(nil),      // 3: corelm.v1.GenerateStart
+	(*TokenIds)(nil),           // 4: corelm.v1.TokenIds
+	(*ChatPrompt)(nil),         // 5: corelm.v1.ChatPrompt
+	(*ChatMessage)(nil),        // 6: corelm.v1.ChatMessage
+	(*SamplingParams)(nil),     // 7: corelm.v1.SamplingParams
+	(*GenerateCancel)(nil),     // 8: corelm.v1.GenerateCancel
+	(*GenerateResponse)(nil),   // 9: corelm.v1.GenerateResponse
+	(*GeneratedToken)(nil),     // 10: corelm.v1.GeneratedToken
+	(*TokenLogprob)(nil),       // 11: corelm.v1.TokenLogprob
+	(*PromptProgress)(nil),     // 12: corelm.v1.PromptProgress
+	(*GenerateFinal)(nil),      // 13: corelm.v1.GenerateFinal
+	(*Usage)(nil),              // 14: corelm.v1.Usage
+	(*Timings)(nil),            // 15: corelm.v1.Timings
+	(*TokenizeRequest)(nil),    // 16: corelm.v1.TokenizeRequest
+	(*TokenizeResponse)(nil),   // 17: corelm.v1.TokenizeResponse
+	(*DetokenizeRequest)(nil),  // 18: corelm.v1.DetokenizeRequest
+	(*DetokenizeResponse)(nil), // 19: corelm.v1.DetokenizeResponse
+	(*ListModelsRequest)(nil),  // 20: corelm.v1.ListModelsRequest
+	(*ListModelsResponse)(nil), // 21: corelm.v1.ListModelsResponse
+	(*GetModelRequest)(nil),    // 22: corelm.v1.GetModelRequest
+	(*GetModelResponse)(nil),   // 23: corelm.v1.GetModelResponse
+	(*ModelInfo)(nil),          // 24: corelm.v1.ModelInfo
+	(*GetStatusRequest)(nil),   // 25: corelm.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),  // 26: corelm.v1.GetStatusResponse
+	(*ModelStatus)(nil),        // 27: corelm.v1.ModelStatus
+	nil,                        // 28: corelm.v1.SamplingParams.LogitBiasEntry
+	(KVType)(0),                // 29: corelm.v1.KVType
 }
 var file_corelm_v1_inference_proto_depIdxs = []int32{
-	2,  // 0: corelm.v1.GenerateRequest.start:type_name -> corelm.v1.GenerateStart
-	7,  // 1: corelm.v1.GenerateRequest.cancel:type_name -> corelm.v1.GenerateCancel
-	3,  // 2: corelm.v1.GenerateStart.token_ids:type_name -> corelm.v1.TokenIds
-	4,  // 3: corelm.v1.GenerateStart.chat:type_name -> corelm.v1.ChatPrompt
-	6,  // 4: corelm.v1.GenerateStart.sampling:type_name -> corelm.v1.SamplingParams
-	5,  // 5: corelm.v1.ChatPrompt.messages:type_name -> corelm.v1.ChatMessage
-	27, // 6: corelm.v1.SamplingParams.logit_bias:type_name -> corelm.v1.SamplingParams.LogitBiasEntry
-	9,  // 7: corelm.v1.GenerateResponse.token:type_name -> corelm.v1.GeneratedToken
-	11, // 8: corelm.v1.GenerateResponse.progress:type_name -> corelm.v1.PromptProgress
-	12, // 9: corelm.v1.GenerateResponse.final:type_name -> corelm.v1.GenerateFinal
-	10, // 10: corelm.v1.GeneratedToken.top_logprobs:type_name -> corelm.v1.TokenLogprob
+	3,  // 0: corelm.v1.GenerateRequest.start:type_name -> corelm.v1.GenerateStart
+	8,  // 1: corelm.v1.GenerateRequest.cancel:type_name -> corelm.v1.GenerateCancel
+	4,  // 2: corelm.v1.GenerateStart.token_ids:type_name -> corelm.v1.TokenIds
+	5,  // 3: corelm.v1.GenerateStart.chat:type_name -> corelm.v1.ChatPrompt
+	7,  // 4: corelm.v1.GenerateStart.sampling:type_name -> corelm.v1.SamplingParams
+	6,  // 5: corelm.v1.ChatPrompt.messages:type_name -> corelm.v1.ChatMessage
+	28, // 6: corelm.v1.SamplingParams.logit_bias:type_name -> corelm.v1.SamplingParams.LogitBiasEntry
+	10, // 7: corelm.v1.GenerateResponse.token:type_name -> corelm.v1.GeneratedToken
+	12, // 8: corelm.v1.GenerateResponse.progress:type_name -> corelm.v1.PromptProgress
+	13, // 9: corelm.v1.GenerateResponse.final:type_name -> corelm.v1.GenerateFinal
+	11, // 10: corelm.v1.GeneratedToken.top_logprobs:type_name -> corelm.v1.TokenLogprob
 	0,  // 11: corelm.v1.GenerateFinal.finish_reason:type_name -> corelm.v1.FinishReason
-	13, // 12: corelm.v1.GenerateFinal.usage:type_name -> corelm.v1.Usage
-	14, // 13: corelm.v1.GenerateFinal.timings:type_name -> corelm.v1.Timings
-	23, // 14: corelm.v1.ListModelsResponse.models:type_name -> corelm.v1.ModelInfo
-	23, // 15: corelm.v1.GetModelResponse.model:type_name -> corelm.v1.ModelInfo
-	28, // 16: corelm.v1.ModelInfo.kv_type:type_name -> corelm.v1.KVType
-	26, // 17: corelm.v1.GetStatusResponse.models:type_name -> corelm.v1.ModelStatus
-	1,  // 18: corelm.v1.InferenceService.Generate:input_type -> corelm.v1.GenerateRequest
-	2,  // 19: corelm.v1.InferenceService.GenerateStream:input_type -> corelm.v1.GenerateStart
-	15, // 20: corelm.v1.InferenceService.Tokenize:input_type -> corelm.v1.TokenizeRequest
-	17, // 21: corelm.v1.InferenceService.Detokenize:input_type -> corelm.v1.DetokenizeRequest
-	19, // 22: corelm.v1.InferenceService.ListModels:input_type -> corelm.v1.ListModelsRequest
-	21, // 23: corelm.v1.InferenceService.GetModel:input_type -> corelm.v1.GetModelRequest
-	24, // 24: corelm.v1.InferenceService.GetStatus:input_type -> corelm.v1.GetStatusRequest
-	8,  // 25: corelm.v1.InferenceService.Generate:output_type -> corelm.v1.GenerateResponse
-	8,  // 26: corelm.v1.InferenceService.GenerateStream:output_type -> corelm.v1.GenerateResponse
-	16, // 27: corelm.v1.InferenceService.Tokenize:output_type -> corelm.v1.TokenizeResponse
-	18, // 28: corelm.v1.InferenceService.Detokenize:output_type -> corelm.v1.DetokenizeResponse
-	20, // 29: corelm.v1.InferenceService.ListModels:output_type -> corelm.v1.ListModelsResponse
-	22, // 30: corelm.v1.InferenceService.GetModel:output_type -> corelm.v1.GetModelResponse
-	25, // 31: corelm.v1.InferenceService.GetStatus:output_type -> corelm.v1.GetStatusResponse
-	25, // [25:32] is the sub-list for method output_type
-	18, // [18:25] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	14, // 12: corelm.v1.GenerateFinal.usage:type_name -> corelm.v1.Usage
+	15, // 13: corelm.v1.GenerateFinal.timings:type_name -> corelm.v1.Timings
+	24, // 14: corelm.v1.ListModelsResponse.models:type_name -> corelm.v1.ModelInfo
+	24, // 15: corelm.v1.GetModelResponse.model:type_name -> corelm.v1.ModelInfo
+	29, // 16: corelm.v1.ModelInfo.kv_type:type_name -> corelm.v1.KVType
+	1,  // 17: corelm.v1.ModelInfo.state:type_name -> corelm.v1.ModelState
+	27, // 18: corelm.v1.GetStatusResponse.models:type_name -> corelm.v1.ModelStatus
+	2,  // 19: corelm.v1.InferenceService.Generate:input_type -> corelm.v1.GenerateRequest
+	3,  // 20: corelm.v1.InferenceService.GenerateStream:input_type -> corelm.v1.GenerateStart
+	16, // 21: corelm.v1.InferenceService.Tokenize:input_type -> corelm.v1.TokenizeRequest
+	18, // 22: corelm.v1.InferenceService.Detokenize:input_type -> corelm.v1.DetokenizeRequest
+	20, // 23: corelm.v1.InferenceService.ListModels:input_type -> corelm.v1.ListModelsRequest
+	22, // 24: corelm.v1.InferenceService.GetModel:input_type -> corelm.v1.GetModelRequest
+	25, // 25: corelm.v1.InferenceService.GetStatus:input_type -> corelm.v1.GetStatusRequest
+	9,  // 26: corelm.v1.InferenceService.Generate:output_type -> corelm.v1.GenerateResponse
+	9,  // 27: corelm.v1.InferenceService.GenerateStream:output_type -> corelm.v1.GenerateResponse
+	17, // 28: corelm.v1.InferenceService.Tokenize:output_type -> corelm.v1.TokenizeResponse
+	19, // 29: corelm.v1.InferenceService.Detokenize:output_type -> corelm.v1.DetokenizeResponse
+	21, // 30: corelm.v1.InferenceService.ListModels:output_type -> corelm.v1.ListModelsResponse
+	23, // 31: corelm.v1.InferenceService.GetModel:output_type -> corelm.v1.GetModelResponse
+	26, // 32: corelm.v1.InferenceService.GetStatus:output_type -> corelm.v1.GetStatusResponse
+	26, // [26:33] is the sub-list for method output_type
+	19, // [19:26] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_corelm_v1_inference_proto_init() }
@@ -2198,7 +2267,7 @@ func file_corelm_v1_inference_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_corelm_v1_inference_proto_rawDesc), len(file_corelm_v1_inference_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,

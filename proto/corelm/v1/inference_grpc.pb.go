@@ -52,9 +52,12 @@ type InferenceServiceClient interface {
 	Tokenize(ctx context.Context, in *TokenizeRequest, opts ...grpc.CallOption) (*TokenizeResponse, error)
 	// Detokenize converts token ids to text.
 	Detokenize(ctx context.Context, in *DetokenizeRequest, opts ...grpc.CallOption) (*DetokenizeResponse, error)
-	// ListModels lists the models this server can run.
+	// ListModels lists the models this server can run, and those it was told
+	// to serve that are still loading (state LOADING).
 	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
-	// GetModel describes one model.
+	// GetModel describes one model. A model the server was told to serve
+	// that is still loading is described with state LOADING and its id only;
+	// generations on it are refused with UNAVAILABLE and a RetryInfo detail.
 	GetModel(ctx context.Context, in *GetModelRequest, opts ...grpc.CallOption) (*GetModelResponse, error)
 	// GetStatus reports load and memory use, for observability and tests.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
@@ -174,9 +177,12 @@ type InferenceServiceServer interface {
 	Tokenize(context.Context, *TokenizeRequest) (*TokenizeResponse, error)
 	// Detokenize converts token ids to text.
 	Detokenize(context.Context, *DetokenizeRequest) (*DetokenizeResponse, error)
-	// ListModels lists the models this server can run.
+	// ListModels lists the models this server can run, and those it was told
+	// to serve that are still loading (state LOADING).
 	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
-	// GetModel describes one model.
+	// GetModel describes one model. A model the server was told to serve
+	// that is still loading is described with state LOADING and its id only;
+	// generations on it are refused with UNAVAILABLE and a RetryInfo detail.
 	GetModel(context.Context, *GetModelRequest) (*GetModelResponse, error)
 	// GetStatus reports load and memory use, for observability and tests.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)

@@ -9,6 +9,7 @@ package corelmv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -244,7 +245,9 @@ type LoadModelRequest struct {
 	// [A-Za-z0-9._-], starting with a letter or digit.
 	ModelId string `protobuf:"bytes,1,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`
 	// Path of the GGUF file relative to the loader's source directory. Paths
-	// that leave it (.., absolute paths, symlinks pointing out) are refused.
+	// that leave it (.., absolute paths, symlinks pointing out) are refused,
+	// except the absolute paths of the models the loader's operator named at
+	// start (--model), which a client may name to reload them.
 	Path    string       `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
 	Options *LoadOptions `protobuf:"bytes,3,opt,name=options,proto3" json:"options,omitempty"`
 	// Publish a new generation even if the same source file is already
@@ -321,9 +324,13 @@ type LoadModelResponse struct {
 	Model *PublishedModel `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
 	// True when READY reports an already published model and nothing was
 	// written (same source file and options, reload not requested).
-	Reused        bool `protobuf:"varint,5,opt,name=reused,proto3" json:"reused,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reused bool `protobuf:"varint,5,opt,name=reused,proto3" json:"reused,omitempty"`
+	// While PACKING: the rate since packing began, and the time left at that
+	// rate (unset until it can be estimated).
+	BytesPerSecond float64              `protobuf:"fixed64,6,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
+	Eta            *durationpb.Duration `protobuf:"bytes,7,opt,name=eta,proto3" json:"eta,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *LoadModelResponse) Reset() {
@@ -389,6 +396,20 @@ func (x *LoadModelResponse) GetReused() bool {
 		return x.Reused
 	}
 	return false
+}
+
+func (x *LoadModelResponse) GetBytesPerSecond() float64 {
+	if x != nil {
+		return x.BytesPerSecond
+	}
+	return 0
+}
+
+func (x *LoadModelResponse) GetEta() *durationpb.Duration {
+	if x != nil {
+		return x.Eta
+	}
+	return nil
 }
 
 // PublishedModel describes one published packed file.
@@ -784,7 +805,7 @@ var File_corelm_v1_loader_proto protoreflect.FileDescriptor
 
 const file_corelm_v1_loader_proto_rawDesc = "" +
 	"\n" +
-	"\x16corelm/v1/loader.proto\x12\tcorelm.v1\"S\n" +
+	"\x16corelm/v1/loader.proto\x12\tcorelm.v1\x1a\x1egoogle/protobuf/duration.proto\"S\n" +
 	"\vLoadOptions\x12*\n" +
 	"\akv_type\x18\x01 \x01(\x0e2\x11.corelm.v1.KVTypeR\x06kvType\x12\x18\n" +
 	"\acontext\x18\x02 \x01(\x05R\acontext\"\x8b\x01\n" +
@@ -792,7 +813,7 @@ const file_corelm_v1_loader_proto_rawDesc = "" +
 	"\bmodel_id\x18\x01 \x01(\tR\amodelId\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x120\n" +
 	"\aoptions\x18\x03 \x01(\v2\x16.corelm.v1.LoadOptionsR\aoptions\x12\x16\n" +
-	"\x06reload\x18\x04 \x01(\bR\x06reload\"\xc8\x01\n" +
+	"\x06reload\x18\x04 \x01(\bR\x06reload\"\x9f\x02\n" +
 	"\x11LoadModelResponse\x12*\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\x14.corelm.v1.LoadStageR\x05stage\x12\x1d\n" +
 	"\n" +
@@ -800,7 +821,9 @@ const file_corelm_v1_loader_proto_rawDesc = "" +
 	"\vbytes_total\x18\x03 \x01(\x03R\n" +
 	"bytesTotal\x12/\n" +
 	"\x05model\x18\x04 \x01(\v2\x19.corelm.v1.PublishedModelR\x05model\x12\x16\n" +
-	"\x06reused\x18\x05 \x01(\bR\x06reused\"\xf8\x02\n" +
+	"\x06reused\x18\x05 \x01(\bR\x06reused\x12(\n" +
+	"\x10bytes_per_second\x18\x06 \x01(\x01R\x0ebytesPerSecond\x12+\n" +
+	"\x03eta\x18\a \x01(\v2\x19.google.protobuf.DurationR\x03eta\"\xf8\x02\n" +
 	"\x0ePublishedModel\x12\x19\n" +
 	"\bmodel_id\x18\x01 \x01(\tR\amodelId\x12\x1e\n" +
 	"\n" +
@@ -881,29 +904,31 @@ var file_corelm_v1_loader_proto_goTypes = []any{
 	(*LoaderServiceListModelsResponse)(nil), // 10: corelm.v1.LoaderServiceListModelsResponse
 	(*WatchModelsRequest)(nil),              // 11: corelm.v1.WatchModelsRequest
 	(*WatchModelsResponse)(nil),             // 12: corelm.v1.WatchModelsResponse
+	(*durationpb.Duration)(nil),             // 13: google.protobuf.Duration
 }
 var file_corelm_v1_loader_proto_depIdxs = []int32{
 	0,  // 0: corelm.v1.LoadOptions.kv_type:type_name -> corelm.v1.KVType
 	3,  // 1: corelm.v1.LoadModelRequest.options:type_name -> corelm.v1.LoadOptions
 	1,  // 2: corelm.v1.LoadModelResponse.stage:type_name -> corelm.v1.LoadStage
 	6,  // 3: corelm.v1.LoadModelResponse.model:type_name -> corelm.v1.PublishedModel
-	3,  // 4: corelm.v1.PublishedModel.options:type_name -> corelm.v1.LoadOptions
-	6,  // 5: corelm.v1.LoaderServiceListModelsResponse.models:type_name -> corelm.v1.PublishedModel
-	2,  // 6: corelm.v1.WatchModelsResponse.kind:type_name -> corelm.v1.ModelEventKind
-	6,  // 7: corelm.v1.WatchModelsResponse.model:type_name -> corelm.v1.PublishedModel
-	4,  // 8: corelm.v1.LoaderService.LoadModel:input_type -> corelm.v1.LoadModelRequest
-	7,  // 9: corelm.v1.LoaderService.UnloadModel:input_type -> corelm.v1.UnloadModelRequest
-	9,  // 10: corelm.v1.LoaderService.ListModels:input_type -> corelm.v1.LoaderServiceListModelsRequest
-	11, // 11: corelm.v1.LoaderService.WatchModels:input_type -> corelm.v1.WatchModelsRequest
-	5,  // 12: corelm.v1.LoaderService.LoadModel:output_type -> corelm.v1.LoadModelResponse
-	8,  // 13: corelm.v1.LoaderService.UnloadModel:output_type -> corelm.v1.UnloadModelResponse
-	10, // 14: corelm.v1.LoaderService.ListModels:output_type -> corelm.v1.LoaderServiceListModelsResponse
-	12, // 15: corelm.v1.LoaderService.WatchModels:output_type -> corelm.v1.WatchModelsResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	13, // 4: corelm.v1.LoadModelResponse.eta:type_name -> google.protobuf.Duration
+	3,  // 5: corelm.v1.PublishedModel.options:type_name -> corelm.v1.LoadOptions
+	6,  // 6: corelm.v1.LoaderServiceListModelsResponse.models:type_name -> corelm.v1.PublishedModel
+	2,  // 7: corelm.v1.WatchModelsResponse.kind:type_name -> corelm.v1.ModelEventKind
+	6,  // 8: corelm.v1.WatchModelsResponse.model:type_name -> corelm.v1.PublishedModel
+	4,  // 9: corelm.v1.LoaderService.LoadModel:input_type -> corelm.v1.LoadModelRequest
+	7,  // 10: corelm.v1.LoaderService.UnloadModel:input_type -> corelm.v1.UnloadModelRequest
+	9,  // 11: corelm.v1.LoaderService.ListModels:input_type -> corelm.v1.LoaderServiceListModelsRequest
+	11, // 12: corelm.v1.LoaderService.WatchModels:input_type -> corelm.v1.WatchModelsRequest
+	5,  // 13: corelm.v1.LoaderService.LoadModel:output_type -> corelm.v1.LoadModelResponse
+	8,  // 14: corelm.v1.LoaderService.UnloadModel:output_type -> corelm.v1.UnloadModelResponse
+	10, // 15: corelm.v1.LoaderService.ListModels:output_type -> corelm.v1.LoaderServiceListModelsResponse
+	12, // 16: corelm.v1.LoaderService.WatchModels:output_type -> corelm.v1.WatchModelsResponse
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_corelm_v1_loader_proto_init() }
