@@ -5,7 +5,8 @@
 // is an error naming the variable, unless the command line sets that flag.
 //
 // The loader (CORELM_LOADER_), the inference service and `corelm
-// serve-all` (CORELM_) bind their flags here.
+// serve-all` (CORELM_) bind their flags here. Every set also has
+// --version, which prints the build (internal/version) and stops.
 package envflag
 
 import (
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -20,8 +22,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/corelm/corelm/internal/version"
 	"github.com/corelm/corelm/pkg/runtime"
 )
+
+// ErrVersion is Parse's error after --version printed the build. It wraps
+// flag.ErrHelp, so a command that exits 0 on -h does on --version too.
+var ErrVersion = fmt.Errorf("%w: version printed", flag.ErrHelp)
 
 // Set is a flag set whose flags also read the environment.
 type Set struct {
@@ -29,13 +36,20 @@ type Set struct {
 	prefix string
 	getenv func(string) string
 	envErr map[string]error // by flag name: the variable's value did not parse
+
+	version bool      // --version was given
+	stdout  io.Writer // where --version prints [os.Stdout]
 }
 
 // New returns an empty set for the command name. Its variables are prefix
 // followed by the flag's name in upper case with dashes as underscores;
 // getenv reads them (os.Getenv, or a map in tests).
 func New(name, prefix string, getenv func(string) string) *Set {
-	return &Set{fs: flag.NewFlagSet(name, flag.ContinueOnError), prefix: prefix, getenv: getenv, envErr: map[string]error{}}
+	s := &Set{fs: flag.NewFlagSet(name, flag.ContinueOnError), prefix: prefix, getenv: getenv, envErr: map[string]error{}, stdout: os.Stdout}
+	// No variable: a CORELM_VERSION in the environment must not turn a
+	// server into a command that prints and exits.
+	s.fs.BoolVar(&s.version, "version", false, "print the build (module version, VCS revision, modified) and exit")
+	return s
 }
 
 // Env is the environment variable of the flag name.
@@ -90,6 +104,40 @@ func (s *Set) Var(v flag.Value, name, usage string) {
 	s.bind(name)
 }
 
+// List binds a repeatable flag of strings: each use on the command line
+// adds its comma-separated items, and the variable is one comma-separated
+// list. A command line that uses the flag replaces the variable's items
+// rather than adding to them. Empty items are dropped.
+func (s *Set) List(p *[]string, name, usage string) {
+	v := &list{p: p}
+	s.Var(v, name, usage)
+	v.fromEnv = len(*p) > 0
+}
+
+type list struct {
+	p       *[]string
+	fromEnv bool // *p holds the variable's items, not yet replaced
+}
+
+func (v *list) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strings.Join(*v.p, ",")
+}
+
+func (v *list) Set(text string) error {
+	if v.fromEnv {
+		*v.p, v.fromEnv = nil, false
+	}
+	for item := range strings.SplitSeq(text, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			*v.p = append(*v.p, item)
+		}
+	}
+	return nil
+}
+
 // Parsed binds a flag whose text parse turns into a T (a cache type, a
 // size). def is its default as text and must parse; help shows it as
 // written.
@@ -137,6 +185,10 @@ func (s *Set) Parse(args []string) error {
 	if err := s.fs.Parse(args); err != nil {
 		return err
 	}
+	if s.version {
+		fmt.Fprintf(s.stdout, "%s %s\n", s.fs.Name(), version.String())
+		return ErrVersion
+	}
 	s.fs.Visit(func(f *flag.Flag) { delete(s.envErr, f.Name) })
 	var errs []error
 	s.fs.VisitAll(func(f *flag.Flag) { // in name order
@@ -155,7 +207,8 @@ func (s *Set) Parse(args []string) error {
 
 // Main is a server binary's main function: run gets a context that SIGINT
 // and SIGTERM cancel, the command line and the environment. An error is
-// printed after the command's name and exits with status 1; -h exits 0.
+// printed after the command's name and exits with status 1; -h and
+// --version exit 0.
 func Main(name string, run func(ctx context.Context, args []string, getenv func(string) string) error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

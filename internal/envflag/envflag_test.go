@@ -111,3 +111,53 @@ func TestEnv(t *testing.T) {
 		t.Errorf("Env = %q", got)
 	}
 }
+
+// TestList: a list flag takes comma-separated items from its variable and
+// from each use on the command line; the command line replaces the
+// variable.
+func TestList(t *testing.T) {
+	tests := []struct {
+		name string
+		env  string
+		args []string
+		want []string
+	}{
+		{"unset", "", nil, nil},
+		{"variable", "a=x, b=y,,", nil, []string{"a=x", "b=y"}},
+		{"repeated flag", "", []string{"--model", "a=x", "--model", "b=y,c=z"}, []string{"a=x", "b=y", "c=z"}},
+		{"command line replaces the variable", "a=x,b=y", []string{"--model", "c=z"}, []string{"c=z"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New("test", "CORELM_", func(k string) string { return map[string]string{"CORELM_MODEL": tt.env}[k] })
+			var got []string
+			s.List(&got, "model", "models")
+			if err := s.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestVersion: --version prints the set's name and the build on stdout and
+// ends like -h; a bad variable does not stop it, and CORELM_VERSION is not
+// read.
+func TestVersion(t *testing.T) {
+	s, _ := bindKnobs(map[string]string{"CORELM_MAX_SEQS": "many", "CORELM_VERSION": "true"})
+	var out bytes.Buffer
+	s.stdout = &out
+	if err := s.Parse([]string{"--version"}); !errors.Is(err, ErrVersion) || !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("Parse(--version) = %v", err)
+	}
+	if !strings.HasPrefix(out.String(), "test ") || !strings.Contains(out.String(), " go1.") {
+		t.Errorf("version line %q", out.String())
+	}
+	s, _ = bindKnobs(map[string]string{"CORELM_VERSION": "true"})
+	s.stdout = &out
+	if err := s.Parse(nil); err != nil {
+		t.Errorf("CORELM_VERSION=true: Parse = %v", err)
+	}
+}
