@@ -47,6 +47,12 @@ func parseFileName(name string) (id string, gen uint64, ok bool) {
 // relative and stay inside the directory, also through symlinks; the file
 // must be a regular file.
 func (s *Server) openSource(rel string) (*os.File, error) {
+	if s.named(rel) {
+		return openNamed(rel) // the operator's path: trusted (startup.go)
+	}
+	if s.srcDir == "" {
+		return nil, fmt.Errorf("%w: %q: this loader has no source directory; it loads only the models named at start", ErrEscape, rel)
+	}
 	if filepath.IsAbs(rel) {
 		return nil, fmt.Errorf("%w: %q is an absolute path; paths are relative to the source directory", ErrEscape, rel)
 	}
@@ -84,15 +90,19 @@ func (s *Server) openSource(rel string) (*os.File, error) {
 	case err != nil:
 		return nil, fmt.Errorf("%w: opening %s: %w", ErrBadFile, rel, err)
 	}
-	f := os.NewFile(uintptr(fd), full)
+	return regularFile(os.NewFile(uintptr(fd), full), rel)
+}
+
+// regularFile returns f if it is a regular file, else closes it.
+func regularFile(f *os.File, name string) (*os.File, error) {
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		f.Close()
 		return nil, err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		f.Close()
-		return nil, fmt.Errorf("%w: %s is %s, not a regular file", ErrBadFile, rel, fileKind(st.Mode))
+		return nil, fmt.Errorf("%w: %s is %s, not a regular file", ErrBadFile, name, fileKind(st.Mode))
 	}
 	return f, nil
 }

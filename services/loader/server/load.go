@@ -32,6 +32,7 @@ type load struct {
 	options *corelmv1.LoadOptions
 	gen     uint64
 	cancel  context.CancelFunc
+	meter   *meter // rate, time left and the progress log (progress.go)
 
 	mu        sync.Mutex
 	waiters   int
@@ -71,6 +72,7 @@ func (l *load) sendNew(send func(*corelmv1.LoadModelResponse) error, sent *int, 
 
 func (l *load) report(stage corelmv1.LoadStage, done, total int64) {
 	msg := &corelmv1.LoadModelResponse{Stage: stage, BytesDone: done, BytesTotal: total}
+	l.meter.measure(msg)
 	l.mu.Lock()
 	if n := len(l.events); n > 0 && l.events[n-1].GetStage() == stage {
 		l.events[n-1] = msg
@@ -124,7 +126,7 @@ func (s *Server) startLoad(req *corelmv1.LoadModelRequest) (*load, *corelmv1.Pub
 	s.gens[id]++
 	ctx, cancel := context.WithCancel(s.base)
 	l := &load{id: id, path: rel, options: opts, gen: s.gens[id], cancel: cancel, waiters: 1,
-		changed: make(chan struct{}), done: make(chan struct{})}
+		meter: newMeter(s.log, id, s.gens[id]), changed: make(chan struct{}), done: make(chan struct{})}
 	s.loads[id] = l
 	s.running.Add(1)
 	go s.run(ctx, l)

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -22,10 +23,15 @@ import (
 
 // Options configure a Server.
 type Options struct {
-	SourceDir string // GGUF files are read from here only
+	SourceDir string // GGUF files clients name are read from here only ("": none)
 	ShmDir    string // packed files are published here
 	Budget    int64  // bytes of published files allowed; 0: free space only
 	Logger    *slog.Logger
+	// Models are loaded at start and reloaded when their file changes,
+	// checked every Watch (0: never); their paths are trusted
+	// (startup.go).
+	Models []Model
+	Watch  time.Duration
 
 	// Test seams.
 	fallocate     func(fd int, mode uint32, off, size int64) error
@@ -83,18 +89,20 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Logger, srcFD: -1, ready: make(chan struct{}),
 		published: map[string]*published{}, loads: map[string]*load{}, gens: map[string]uint64{}, watchers: map[*watcher]struct{}{}}
 	s.base, s.shutdown = context.WithCancel(context.Background())
-	if opts.SourceDir == "" || opts.ShmDir == "" {
-		return nil, errors.New("loader: source and shared-memory directories are required")
+	if opts.ShmDir == "" || opts.SourceDir == "" && len(opts.Models) == 0 {
+		return nil, errors.New("loader: a shared-memory directory is required, and a source directory or models named at start")
 	}
 	var err error
-	if s.srcDir, err = filepath.Abs(opts.SourceDir); err != nil {
-		return nil, err
-	}
-	if s.srcDir, err = filepath.EvalSymlinks(s.srcDir); err != nil {
-		return nil, fmt.Errorf("loader: source directory: %w", err)
-	}
-	if s.srcFD, err = unix.Open(s.srcDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-		return nil, fmt.Errorf("loader: source directory %s: %w", s.srcDir, err)
+	if opts.SourceDir != "" {
+		if s.srcDir, err = filepath.Abs(opts.SourceDir); err != nil {
+			return nil, err
+		}
+		if s.srcDir, err = filepath.EvalSymlinks(s.srcDir); err != nil {
+			return nil, fmt.Errorf("loader: source directory: %w", err)
+		}
+		if s.srcFD, err = unix.Open(s.srcDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			return nil, fmt.Errorf("loader: source directory %s: %w", s.srcDir, err)
+		}
 	}
 	if err := os.MkdirAll(opts.ShmDir, 0o755); err != nil {
 		s.Close()
@@ -116,13 +124,18 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Start re-announces what earlier runs published; calls wait until it is done.
+// Start re-announces what earlier runs published; calls wait until it is
+// done. Then the models named at start load in the background.
 func (s *Server) Start() error {
 	s.mu.Lock()
 	err := s.recover()
 	s.mu.Unlock()
 	if err == nil {
 		close(s.ready)
+		if len(s.opts.Models) > 0 {
+			s.running.Add(1)
+			go s.loadNamedModels()
+		}
 	}
 	return err
 }
