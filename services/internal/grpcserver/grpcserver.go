@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
@@ -40,8 +41,8 @@ var (
 
 // Options configure New.
 type Options struct {
-	// Logger gets a line per finished call and each recovered panic
-	// [discard].
+	// Logger gets a line per finished call (at debug for health checks
+	// and reflection) and each recovered panic [discard].
 	Logger *slog.Logger
 	// Services are the service names health reports on besides the whole
 	// server (""); all say NOT_SERVING until SetServing.
@@ -83,6 +84,9 @@ func New(opts Options) *Server {
 		toStatus = defaultStatus
 	}
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		if lvl == logging.LevelInfo && probe(fields) {
+			lvl = logging.LevelDebug // probes and tools every few seconds would drown the calls
+		}
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
@@ -124,6 +128,18 @@ func New(opts Options) *Server {
 	healthpb.RegisterHealthServer(s.Server, s.Health)
 	reflection.Register(s.Server)
 	return s
+}
+
+// probe reports whether a call's log fields are those of a health check or
+// a reflection call, which log at debug rather than info.
+func probe(fields []any) bool {
+	for i := 0; i+1 < len(fields); i += 2 {
+		if fields[i] == logging.ServiceFieldKey {
+			svc, _ := fields[i+1].(string)
+			return svc == healthpb.Health_ServiceDesc.ServiceName || strings.HasPrefix(svc, "grpc.reflection.")
+		}
+	}
+	return false
 }
 
 // bearer checks "authorization: Bearer <token>" in constant time.

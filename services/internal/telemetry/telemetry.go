@@ -291,6 +291,21 @@ func (t *Telemetry) setupMetrics(ctx context.Context, o *Options, getenv func(st
 	return nil
 }
 
+// Nop returns a Telemetry that records nothing and exports nothing, for a
+// server built without one (tests, library users). Unlike Setup it touches
+// no process-wide state.
+func Nop() *Telemetry {
+	t := &Telemetry{
+		service: "corelm",
+		tp:      tracenoop.NewTracerProvider(),
+		mp:      metricnoop.NewMeterProvider(),
+		prop:    propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+	}
+	t.tracer = t.tp.Tracer(ScopeName)
+	t.inst, _ = newInstruments(t.mp.Meter(ScopeName)) // the no-op meter makes no errors
+	return t
+}
+
 // Shutdown stops the /metrics endpoint, exports what is pending and stops
 // the providers. It is safe to call more than once.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
@@ -367,7 +382,9 @@ func (t *Telemetry) DroppedSpans() uint64 {
 //	grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(tel.GRPCOptions()...)))
 //	grpc.NewClient(addr, grpc.WithStatsHandler(otelgrpc.NewClientHandler(tel.GRPCOptions()...)))
 //
-// Health checks and reflection are left out of the traces.
+// Health checks, reflection and the loader's model watch are left out of
+// the traces: the watch is one stream for as long as the inference service
+// runs, not a request (the mapping of what it announces has its own span).
 func (t *Telemetry) GRPCOptions() []otelgrpc.Option {
 	return []otelgrpc.Option{
 		otelgrpc.WithTracerProvider(t.tp),
@@ -376,6 +393,7 @@ func (t *Telemetry) GRPCOptions() []otelgrpc.Option {
 		otelgrpc.WithFilter(filters.Not(filters.Any(
 			filters.HealthCheck(),
 			filters.ServicePrefix("grpc.reflection."),
+			filters.FullMethodName("/corelm.v1.LoaderService/WatchModels"),
 		))),
 	}
 }
