@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/grpc/reflection/grpc_reflection_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/reflection/grpc_reflection_v1"
 )
 
 // TestProbesLogAtDebug: health checks and reflection calls log their
