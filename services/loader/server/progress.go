@@ -22,13 +22,11 @@ type meter struct {
 	gen     uint64
 	now     func() time.Time
 	packing time.Time // the first PACKING report
-	logged  time.Time // the last progress log line
+	logged  time.Time // the last progress log line, or the first report
 }
 
 func newMeter(log *slog.Logger, id string, gen uint64) *meter {
-	m := &meter{log: log, id: id, gen: gen, now: time.Now}
-	m.logged = m.now()
-	return m
+	return &meter{log: log, id: id, gen: gen, now: time.Now}
 }
 
 // measure fills msg's rate and ETA and logs progress every
@@ -45,6 +43,9 @@ func (m *meter) measure(msg *corelmv1.LoadModelResponse) {
 			left := float64(msg.GetBytesTotal()-msg.GetBytesDone()) / rate
 			msg.Eta = durationpb.New(time.Duration(left * float64(time.Second)).Round(time.Millisecond))
 		}
+	}
+	if m.logged.IsZero() {
+		m.logged = now // the first report: the load has just begun
 	}
 	if now.Sub(m.logged) < progressLogEvery {
 		return
