@@ -24,6 +24,9 @@ var (
 	ErrBadRequest = errors.New("invalid request")
 	// ErrModelNotFound: no model of that id is being served.
 	ErrModelNotFound = errors.New("model not found")
+	// ErrModelUnavailable: the model is known but cannot be served now
+	// (its on-demand load or mapping failed); the message says why.
+	ErrModelUnavailable = errors.New("model unavailable")
 	// ErrStopping: the server is shutting down.
 	ErrStopping = errors.New("server is shutting down")
 	// ErrUnauthenticated: missing or wrong bearer token (the auth
@@ -65,7 +68,7 @@ func toStatus(err error) *status.Status {
 		errors.Is(err, sched.ErrPromptTooLong), errors.Is(err, sample.ErrParams),
 		errors.Is(err, tokenizer.ErrTokenID), errors.Is(err, tokenizer.ErrNoBOS):
 		return status.New(codes.InvalidArgument, msg)
-	case errors.Is(err, ErrStopping), errors.Is(err, sched.ErrClosed):
+	case errors.Is(err, ErrStopping), errors.Is(err, sched.ErrClosed), errors.Is(err, ErrModelUnavailable):
 		return status.New(codes.Unavailable, msg)
 	case errors.Is(err, ErrUnauthenticated):
 		return status.New(codes.Unauthenticated, msg)

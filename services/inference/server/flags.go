@@ -6,11 +6,13 @@ import (
 	"github.com/corelm/corelm/internal/envflag"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/sched"
+	"github.com/corelm/corelm/services/internal/telemetry"
 )
 
 // BindFlags binds the service's knobs to flags, with their defaults: the
 // flags the inference binary and `corelm serve-all` share. Where to listen,
-// what to serve and the logger are the caller's.
+// what to serve, the logger and the telemetry itself (telemetry.Flags:
+// --metrics-listen, --log-format, --log-level) are the caller's.
 func (c *Config) BindFlags(fs *envflag.Set) {
 	o := &c.Options
 	fs.Int(&o.Threads, "threads", 0, "kernel threads per model (0: the CPUs this process may use)")
@@ -22,4 +24,11 @@ func (c *Config) BindFlags(fs *envflag.Set) {
 	fs.Bytes(&o.Budget, "budget", "1GiB", "KV cache memory per model, e.g. 2GiB (0: only --max-seqs limits)")
 	fs.String(&c.AuthToken, "auth-token", "", "require this bearer token on every call but health checks")
 	fs.Duration(&c.Grace, "shutdown-grace", 10*time.Second, "how long SIGTERM waits for running generations")
+	t := &o.Tracing
+	envflag.Parsed(fs, &t.Level, "trace-level", "request", telemetry.ParseLevel,
+		"how much of a generation is traced unless its call asks (metadata "+telemetry.MetadataKey+"): off, request, step or layer")
+	envflag.Parsed(fs, &t.Max, "trace-level-max", "layer", telemetry.ParseLevel,
+		"the most a call may ask for: off, request, step or layer")
+	fs.Bool(&t.Content, "trace-content", false,
+		"record every traced generation's prompt and output on its span (else only calls with metadata "+ContentMetadataKey+": true)")
 }

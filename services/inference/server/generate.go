@@ -4,45 +4,89 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
+	"math"
 	"math/rand/v2"
+	"strings"
 	"sync"
+	"time"
 
+	otelcodes "go.opentelemetry.io/otel/codes"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/corelm/corelm/pkg/runtime/sample"
 	"github.com/corelm/corelm/pkg/runtime/sched"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+	"github.com/corelm/corelm/services/internal/telemetry"
 )
 
-// generation is one started request: the model entry it holds and its
-// scheduler handle.
+// generation is one started request: the model entry it holds, its
+// scheduler handle and its telemetry.
 type generation struct {
 	id     string
 	e      *entry
 	h      *sched.Handle
 	cancel context.CancelFunc
+	tel    *telemetry.Generation
+	log    *slog.Logger     // with request_id and model_id
+	out    *strings.Builder // the output so far, when the span records it
 }
 
-// start resolves the model, builds the prompt and submits the request. On
-// success the caller must run pump (which releases the model). The
-// scheduler validates the request; its errors become statuses in toStatus.
-func (s *Server) start(ctx context.Context, req *corelmv1.GenerateStart) (*generation, error) {
-	if err := corelmv1.ValidateModelID(req.GetModelId()); err != nil {
-		return nil, badRequestf("%v", err)
+// start begins a generation's telemetry (its span, a child of the call's,
+// at the level the call asks for within the server's maximum), resolves
+// the model (loading it on demand), builds the prompt and submits the
+// request. On success the caller must run pump with the returned context,
+// which carries the generation's span. The scheduler validates the
+// request; its errors become statuses in toStatus.
+func (s *Server) start(ctx context.Context, req *corelmv1.GenerateStart) (context.Context, *generation, error) {
+	id, rid := req.GetModelId(), req.GetRequestId()
+	if err := corelmv1.ValidateModelID(id); err != nil {
+		return ctx, nil, badRequestf("%v", err)
 	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	level := telemetry.LevelFromIncoming(md, s.opts.Tracing.Level, s.opts.Tracing.Max)
+	ctx, tg := s.telemetry().StartGeneration(ctx, telemetry.GenerationStart{
+		Model: id, Operation: operation(req), RequestID: rid, Level: level})
+	g := &generation{id: rid, tel: tg, log: s.log.With("request_id", rid, "model_id", id)}
+	if tg.Span().IsRecording() && s.traceContent(md) {
+		recordPrompt(tg.Span(), req)
+		g.out = &strings.Builder{}
+	}
+	if err := s.submit(ctx, g, req); err != nil {
+		if errors.Is(err, ErrModelNotFound) {
+			// Traced, but kept out of the metrics: every unknown id
+			// would be a series of its own.
+			tg.Span().SetStatus(otelcodes.Error, err.Error())
+		} else {
+			tg.Fail(withStatus(err)) // a no-op when Submit's error was recorded
+		}
+		tg.End()
+		g.log.InfoContext(ctx, "generation refused", "code", toStatus(err).Code().String(), "err", err)
+		return ctx, nil, err
+	}
+	g.log.DebugContext(ctx, "generation started", "trace_level", level.String())
+	return ctx, g, nil
+}
+
+// submit resolves the model and submits req, recording the outcome on
+// g.tel (Submitted, once: the last attempt's).
+func (s *Server) submit(ctx context.Context, g *generation, req *corelmv1.GenerateStart) error {
 	// A model switch between acquire and Submit closes the old scheduler:
 	// try again on the new generation.
 	for attempt := 0; ; attempt++ {
-		e, err := s.models.acquire(req.GetModelId())
+		e, err := s.acquire(ctx, req.GetModelId())
 		if err != nil {
-			return nil, err
+			return err
 		}
 		sr, err := buildRequest(e, req)
 		if err != nil {
 			s.models.release(e)
-			return nil, err
+			return err
 		}
+		g.tel.Attach(&sr)
 		gctx, cancel := context.WithCancel(ctx)
 		h, err := e.sched.Submit(gctx, sr)
 		if err != nil {
@@ -51,9 +95,12 @@ func (s *Server) start(ctx context.Context, req *corelmv1.GenerateStart) (*gener
 			if errors.Is(err, sched.ErrClosed) && attempt < 3 {
 				continue
 			}
-			return nil, err
+			g.tel.Submitted(err)
+			return err
 		}
-		return &generation{id: req.GetRequestId(), e: e, h: h, cancel: cancel}, nil
+		g.tel.Submitted(nil)
+		g.e, g.h, g.cancel = e, h, cancel
+		return nil
 	}
 }
 
@@ -73,7 +120,6 @@ func buildRequest(e *entry, req *corelmv1.GenerateStart) (sched.Request, error) 
 		Decoder:     e.tok.NewDecoder(),
 		Logprobs:    req.GetLogprobs(),
 		TopLogprobs: int(req.GetTopLogprobs()),
-		Tag:         req.GetRequestId(),
 	}, nil
 }
 
@@ -160,9 +206,11 @@ func samplingParams(sp *corelmv1.SamplingParams) sample.Params {
 }
 
 // pump forwards g's events to send until the final one, then releases the
-// model. When send fails (the client is gone) the request is cancelled; the
-// scheduler drops it before its next step.
-func (s *Server) pump(g *generation, send func(*corelmv1.GenerateResponse) error) {
+// model and ends g's telemetry. When send fails (the client is gone) the
+// request is cancelled; the scheduler drops it before its next step. ctx
+// is start's: it only stamps the log lines with the trace.
+func (s *Server) pump(ctx context.Context, g *generation, send func(*corelmv1.GenerateResponse) error) {
+	defer g.tel.End()
 	defer s.models.release(g.e)
 	defer g.cancel()
 	sendOK := true
@@ -176,6 +224,7 @@ func (s *Server) pump(g *generation, send func(*corelmv1.GenerateResponse) error
 		if err != nil {
 			return
 		}
+		g.observe(ctx, &ev)
 		if !sendOK {
 			continue
 		}
@@ -188,6 +237,57 @@ func (s *Server) pump(g *generation, send func(*corelmv1.GenerateResponse) error
 		}
 	}
 }
+
+// observe follows g's events for its span and its log: the output text
+// (when recorded) and, at the end, the "generation finished" line with
+// what an operator looks for first.
+func (g *generation) observe(ctx context.Context, ev *sched.Event) {
+	switch ev.Kind {
+	case sched.EventToken:
+		if g.out != nil {
+			g.out.WriteString(ev.Text)
+		}
+	case sched.EventFinal:
+		f := ev.Final
+		if g.out != nil {
+			g.out.WriteString(f.Text)
+			recordOutput(g.tel.Span(), g.out.String(), f.Reason.String())
+		}
+		attrs := []any{"finish_reason", f.Reason.String(),
+			"prompt_tokens", f.Usage.PromptTokens, "completion_tokens", f.Usage.CompletionTokens,
+			"cached_tokens", f.Usage.CachedTokens, "ttft_ms", millis(f.Timings.TTFT), "tok_s", decodeRate(f),
+			"queue_ms", millis(f.Timings.Queue), "duration_ms", millis(f.Timings.Total)}
+		if f.Err != nil {
+			attrs = append(attrs, "err", f.Err)
+		}
+		g.log.InfoContext(ctx, "generation finished", attrs...)
+	}
+}
+
+// decodeRate is the output tokens per second after the first: the decode
+// speed, without the prompt's time.
+func decodeRate(f *sched.Final) float64 {
+	n := f.Usage.CompletionTokens - 1
+	if n <= 0 || f.Timings.Decode <= 0 {
+		return 0
+	}
+	return math.Round(float64(n)/f.Timings.Decode.Seconds()*100) / 100
+}
+
+func millis(d time.Duration) float64 { return math.Round(float64(d.Microseconds())) / 1000 }
+
+// withStatus gives err its gRPC status for telemetry's error.type, keeping
+// its message and what it wraps.
+func withStatus(err error) error { return statusError{err, toStatus(err)} }
+
+type statusError struct {
+	err error
+	st  *status.Status
+}
+
+func (e statusError) Error() string              { return e.err.Error() }
+func (e statusError) Unwrap() error              { return e.err }
+func (e statusError) GRPCStatus() *status.Status { return e.st }
 
 // frames converts a scheduler event to response frames.
 func (s *Server) frames(g *generation, ev *sched.Event) []*corelmv1.GenerateResponse {
@@ -274,11 +374,11 @@ func (s *Server) GenerateStream(req *corelmv1.GenerateStart, stream grpc.ServerS
 	if s.stopping() {
 		return toError(ErrStopping)
 	}
-	g, err := s.start(stream.Context(), req)
+	ctx, g, err := s.start(stream.Context(), req)
 	if err != nil {
 		return toError(err)
 	}
-	s.pump(g, stream.Send)
+	s.pump(ctx, g, stream.Send)
 	return toError(stream.Context().Err())
 }
 
@@ -341,6 +441,7 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 			mu.Unlock()
 			var err error
 			var g *generation
+			gctx := ctx
 			switch {
 			case id == "":
 				err = badRequestf("request_id is required on a Generate stream")
@@ -349,7 +450,7 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 			case s.stopping():
 				err = ErrStopping
 			default:
-				g, err = s.start(ctx, f.Start)
+				gctx, g, err = s.start(ctx, f.Start)
 			}
 			if err != nil {
 				if send(errorFinal(id, err)) != nil {
@@ -361,7 +462,7 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 			running[id] = g
 			mu.Unlock()
 			wg.Go(func() {
-				s.pump(g, send)
+				s.pump(gctx, g, send)
 				mu.Lock()
 				delete(running, id)
 				mu.Unlock()

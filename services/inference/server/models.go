@@ -23,6 +23,7 @@ import (
 	"github.com/corelm/corelm/pkg/runtime/sched"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+	"github.com/corelm/corelm/services/internal/telemetry"
 )
 
 // EmbeddedModel is the --model-file value that serves the model compiled
@@ -42,9 +43,10 @@ type entry struct {
 	chat  *chat.Template // the model's chat template, or the ChatML fallback
 	info  *corelmv1.ModelInfo
 
-	refs    int // guarded by registry.mu
-	retired bool
-	closers []io.Closer
+	refs      int // guarded by registry.mu
+	retired   bool
+	closers   []io.Closer
+	unobserve func() // unregisters the scheduler's gauges; idempotent
 }
 
 func (e *entry) close() {
@@ -62,6 +64,9 @@ type registry struct {
 	drain    time.Duration // how long a superseded generation may finish its requests
 	closing  bool
 	wg       sync.WaitGroup // retirements in progress
+	// opening serialises mapping published generations: the watch and
+	// on-demand loads may both be handed the same one.
+	opening sync.Mutex
 }
 
 func newRegistry(drain time.Duration) *registry {
@@ -152,6 +157,9 @@ func (r *registry) retire(e *entry) {
 	r.retiring[e] = true
 	e.retired = true
 	r.mu.Unlock()
+	if e.unobserve != nil {
+		e.unobserve()
+	}
 	r.wg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), r.drain)
 		defer cancel()
@@ -203,6 +211,7 @@ func (r *registry) entries() (current, retiring []*entry) {
 type modelConfig struct {
 	threads int
 	sched   sched.Config
+	tel     *telemetry.Telemetry // the scheduler's hooks and gauges
 }
 
 // applyLoadOptions sets what the loader chose for one model (its context
@@ -220,16 +229,17 @@ func applyLoadOptions(sc *sched.Config, o *corelmv1.LoadOptions) {
 	}
 }
 
-// newEntry binds src with threads kernel threads and starts its scheduler
-// with sc. closers are closed with the entry (or now, on failure).
-func newEntry(id string, gen uint64, src model.Source, threads int, sc sched.Config, closers ...io.Closer) (_ *entry, err error) {
+// newEntry binds src with cfg.threads kernel threads and starts its
+// scheduler with cfg.sched, observed by cfg.tel. closers are closed with
+// the entry (or now, on failure).
+func newEntry(id string, gen uint64, src model.Source, cfg modelConfig, closers ...io.Closer) (_ *entry, err error) {
 	e := &entry{id: id, gen: gen, closers: closers}
 	defer func() {
 		if err != nil {
 			e.close()
 		}
 	}()
-	pool := kernels.NewPool(threads)
+	pool := kernels.NewPool(cfg.threads)
 	e.closers = append(e.closers, closerFunc(func() error { pool.Close(); return nil }))
 	m, err := runtime.Build(src, model.Env{Pool: pool})
 	if err != nil {
@@ -246,6 +256,8 @@ func newEntry(id string, gen uint64, src model.Source, threads int, sc sched.Con
 	tmpl, _ := src.String("tokenizer.chat_template")
 	var ownTemplate bool
 	e.chat, ownTemplate = loadTemplate(tmpl)
+	sc := cfg.sched
+	sc.Hooks = cfg.tel.SchedulerHooks(id)
 	e.sched = sched.New(m, sc)
 	e.closers = append(e.closers, closerFunc(func() error {
 		// Normally drained already; this only makes sure the loop is gone
@@ -255,6 +267,10 @@ func newEntry(id string, gen uint64, src model.Source, threads int, sc sched.Con
 		e.sched.Shutdown(ctx)
 		return nil
 	}))
+	// The gauges report the current generation: they stop reading this
+	// one when it is retired, or first thing when it closes.
+	e.unobserve = sync.OnceFunc(cfg.tel.RegisterModel(id, e.sched.Stats))
+	e.closers = append(e.closers, closerFunc(func() error { e.unobserve(); return nil }))
 	e.info = describe(id, gen, src, m, e.sched.Config(), ownTemplate)
 	return e, nil
 }
@@ -303,14 +319,14 @@ func openFile(path, id string, cfg modelConfig) (*entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		return newEntry(id, 0, model.FromGGUF(f), cfg.threads, cfg.sched)
+		return newEntry(id, 0, model.FromGGUF(f), cfg)
 	}
 	if pf, err := pack.Open(path); err == nil {
 		if err := pf.Verify(); err != nil {
 			pf.Close()
 			return nil, err
 		}
-		return newEntry(id, pf.Header.Generation, model.FromPack(pf), cfg.threads, cfg.sched, pf)
+		return newEntry(id, pf.Header.Generation, model.FromPack(pf), cfg, pf)
 	} else if !errors.Is(err, pack.ErrBadMagic) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -318,7 +334,7 @@ func openFile(path, id string, cfg modelConfig) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newEntry(id, 0, model.FromGGUF(f), cfg.threads, cfg.sched, f)
+	return newEntry(id, 0, model.FromGGUF(f), cfg, f)
 }
 
 // DefaultModelID is the id a --model-file is served under without --model-id.
@@ -353,7 +369,6 @@ func openPublished(pm *corelmv1.PublishedModel, cfg modelConfig) (*entry, error)
 		pf.Close()
 		return nil, err
 	}
-	sc := cfg.sched
-	applyLoadOptions(&sc, pm.GetOptions())
-	return newEntry(pm.GetModelId(), pm.GetGeneration(), model.FromPack(pf), cfg.threads, sc, pf)
+	applyLoadOptions(&cfg.sched, pm.GetOptions())
+	return newEntry(pm.GetModelId(), pm.GetGeneration(), model.FromPack(pf), cfg, pf)
 }

@@ -53,7 +53,7 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config) error {
 	}
 	gs := grpcserver.New(grpcserver.Options{
 		Logger: log, Services: []string{corelmv1.InferenceService_ServiceDesc.ServiceName},
-		AuthToken: cfg.AuthToken, ToStatus: toError, ServerOptions: cfg.ServerOptions,
+		AuthToken: cfg.AuthToken, ToStatus: toError, ServerOptions: append(srv.grpcServerOptions(), cfg.ServerOptions...),
 	})
 	srv.health = gs.Health
 	corelmv1.RegisterInferenceServiceServer(gs, srv)
@@ -70,7 +70,7 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config) error {
 	defer stopWatch()
 	watchDone := make(chan struct{})
 	if cfg.Loader != "" {
-		cc, err := grpc.NewClient(cfg.Loader, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(cfg.Loader, append(srv.loaderDialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 		if err != nil {
 			gs.Stop()
 			return err

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/health"
@@ -36,6 +37,8 @@ type Options struct {
 	// before they are cancelled [5m].
 	Drain  time.Duration
 	Logger *slog.Logger
+	// Tracing: telemetry and trace levels [none] (tracing.go).
+	Tracing Tracing
 }
 
 // Server implements corelm.v1.InferenceService.
@@ -45,6 +48,9 @@ type Server struct {
 	log    *slog.Logger
 	models *registry
 	health *health.Server // may be nil (tests); set by Serve
+	// ondemand loads the models requests ask for; set while WatchLoader
+	// runs (ondemand.go).
+	ondemand atomic.Pointer[onDemand]
 
 	stopOnce sync.Once
 	stop     chan struct{} // closed when shutdown begins: no new generations
@@ -71,7 +77,7 @@ func New(opts Options) *Server {
 
 func (s *Server) modelConfig() modelConfig {
 	o := s.opts
-	return modelConfig{threads: o.Threads, sched: sched.Config{MaxSeqs: o.MaxSeqs, MaxQueue: o.MaxQueue,
+	return modelConfig{threads: o.Threads, tel: s.telemetry(), sched: sched.Config{MaxSeqs: o.MaxSeqs, MaxQueue: o.MaxQueue,
 		Context: o.Context, KVType: o.KVType, KVBudget: o.Budget, StepTokens: o.StepTokens}}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -15,9 +17,12 @@ import (
 // the requests running on the old one finish on its mapping; an unloaded
 // model is retired the same way. After a reconnect, models the loader no
 // longer lists are retired once it says the snapshot is complete (SYNCED).
-// ready is called after the first SYNCED.
+// ready is called after the first SYNCED. Meanwhile a request for a model
+// that is not served asks the loader for it (ondemand.go).
 func (s *Server) WatchLoader(ctx context.Context, cc grpc.ClientConnInterface, ready func()) error {
 	client := corelmv1.NewLoaderServiceClient(cc)
+	s.ondemand.Store(&onDemand{s: s, client: client, stop: ctx, pending: map[string]*pendingLoad{}})
+	defer s.ondemand.Store(nil)
 	backoff := 100 * time.Millisecond
 	first := true
 	for {
@@ -58,7 +63,7 @@ func (s *Server) watchOnce(ctx context.Context, client corelmv1.LoaderServiceCli
 		switch ev.GetKind() {
 		case corelmv1.ModelEventKind_MODEL_EVENT_KIND_PUBLISHED:
 			seen[pm.GetModelId()] = true
-			s.openGeneration(pm)
+			s.openGeneration(ctx, pm)
 		case corelmv1.ModelEventKind_MODEL_EVENT_KIND_UNLOADED:
 			if s.models.generation(pm.GetModelId()) <= pm.GetGeneration() || pm.GetGeneration() == 0 {
 				s.log.Info("model unloaded", "model_id", pm.GetModelId())
@@ -77,24 +82,33 @@ func (s *Server) watchOnce(ctx context.Context, client corelmv1.LoaderServiceCli
 }
 
 // openGeneration maps and switches to a published generation, unless it is
-// not newer than the one served.
-func (s *Server) openGeneration(pm *corelmv1.PublishedModel) {
+// not newer than the one served. Its span ("map model") is in the trace of
+// the request that caused the load, or a trace of its own when the watch
+// brought it.
+func (s *Server) openGeneration(ctx context.Context, pm *corelmv1.PublishedModel) error {
+	s.models.opening.Lock()
+	defer s.models.opening.Unlock()
 	id := pm.GetModelId()
 	if s.models.generation(id) >= pm.GetGeneration() {
-		return
+		return nil
 	}
+	ctx, span := s.tracer().Start(ctx, "map model", trace.WithAttributes(keyModel.String(id),
+		keyGeneration.Int64(int64(pm.GetGeneration())), keyPath.String(pm.GetPath()), keyBytes.Int64(pm.GetSizeBytes())))
+	defer span.End()
 	start := time.Now()
 	e, err := openPublished(pm, s.modelConfig())
 	if err != nil {
-		s.log.Error("cannot serve published model", "model_id", id, "generation", pm.GetGeneration(), "path", pm.GetPath(), "err", err)
-		return
+		span.SetStatus(otelcodes.Error, err.Error())
+		s.log.ErrorContext(ctx, "cannot serve published model", "model_id", id, "generation", pm.GetGeneration(), "path", pm.GetPath(), "err", err)
+		return err
 	}
 	if !s.models.publish(e) {
 		e.close()
-		return
+		return ErrStopping // the only refusal left: the generation was checked above
 	}
-	s.log.Info("serving generation", "model_id", id, "generation", e.gen, "path", pm.GetPath(), "open", time.Since(start))
+	s.log.InfoContext(ctx, "serving generation", "model_id", id, "generation", e.gen, "path", pm.GetPath(), "open", time.Since(start))
 	if s.health != nil {
 		s.health.SetServingStatus(corelmv1.InferenceService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	}
+	return nil
 }
