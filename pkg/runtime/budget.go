@@ -3,9 +3,11 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 
+	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/model"
 	"github.com/corelm/corelm/pkg/runtime/sched"
 )
@@ -62,8 +64,9 @@ type BudgetError struct {
 }
 
 func (e *BudgetError) Error() string {
-	msg := fmt.Sprintf("%v: a context of %d (KV cache %s) needs %d bytes (weights %d + KV cache %d + compute %d), budget %d",
-		ErrOverBudget, e.Context, e.KVType, e.Need.Total(), e.Need.Weights, e.Need.KV, e.Need.Compute, e.Budget)
+	msg := fmt.Sprintf("%v: a context of %d (KV cache %s) needs %s (weights %s + KV cache %s + compute %s), budget %s",
+		ErrOverBudget, e.Context, e.KVType, FormatBytes(e.Need.Total()), FormatBytes(e.Need.Weights), FormatBytes(e.Need.KV),
+		FormatBytes(e.Need.Compute), FormatBytes(e.Budget))
 	if e.MaxContext > 0 {
 		return msg + fmt.Sprintf("; the largest context that fits is %d", e.MaxContext)
 	}
@@ -120,6 +123,99 @@ func MaxContext(m Sized, weightBytes int64, opts model.StateOptions, budget int6
 	return lo
 }
 
+// Fit is how a model is served within a memory budget: the context chosen
+// and what one sequence of it costs. `corelm inspect` prints it, and the
+// inference service logs it when it opens a model.
+type Fit struct {
+	Context    int          // the served context
+	KVType     kvcache.Type // the KV cache's element type
+	KVPerToken int64        // KV bytes the last position of Context adds (every layer that still grows)
+	Need       Footprint    // weights, KV cache of one sequence of Context positions, one step's compute
+	Budget     int64        // the budget it was planned in (0: no limit)
+	MaxContext int          // the largest context up to the trained one within Budget (0: none)
+}
+
+// Fits reports whether Need is within Budget.
+func (f Fit) Fits() bool { return f.Budget <= 0 || f.Need.Total() <= f.Budget }
+
+// LogValue is the memory table as one log attribute group.
+func (f Fit) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Int("context", f.Context),
+		slog.String("kv_type", f.KVType.String()),
+		slog.String("weights", FormatBytes(f.Need.Weights)),
+		slog.String("kv_per_token", FormatBytes(f.KVPerToken)),
+		slog.String("kv", FormatBytes(f.Need.KV)),
+		slog.String("compute", FormatBytes(f.Need.Compute)),
+		slog.String("total", FormatBytes(f.Need.Total())),
+		slog.String("budget", FormatBytes(f.Budget)),
+		slog.Int("max_context", f.MaxContext),
+	)
+}
+
+// Plan chooses the context a model m, with weightBytes of tensors, is served
+// at within budget bytes (budget <= 0: no limit), one sequence of opts
+// fitting beside the weights and one step's compute:
+//
+//   - opts.Context > 0 is the operator's: clamped to the trained context
+//     (Config.ClampContext) and otherwise honoured, or refused with a
+//     *BudgetError naming the largest context that fits — never lowered
+//     silently;
+//   - opts.Context == 0 is the largest context up to Config.DefaultContext
+//     (the trained context, at most model.DefaultContextCap) that fits. Less
+//     than one step of positions (opts.Chunk) is refused with a *BudgetError
+//     as well.
+//
+// The Fit describes the chosen context even with an error (Fits is then
+// false).
+func Plan(m Sized, weightBytes int64, opts model.StateOptions, budget int64) (Fit, error) {
+	cfg := m.Config()
+	opts.Length = 0
+	explicit := opts.Context > 0
+	if explicit {
+		opts.Context = cfg.ClampContext(opts.Context)
+	} else {
+		opts.Context = cfg.DefaultContext()
+	}
+	opts = normalize(cfg, opts)
+	if !explicit && budget > 0 {
+		if n := MaxContext(m, weightBytes, opts, budget); n >= min(opts.Chunk, opts.Context) {
+			opts.Context = n
+		} else {
+			// Report the smallest useful context, which does not fit.
+			opts.Context = min(opts.Chunk, opts.Context)
+		}
+	}
+	fit := Fit{
+		Context:    opts.Context,
+		KVType:     opts.KVType,
+		KVPerToken: KVPerToken(m, opts),
+		Need:       Estimate(m, weightBytes, opts),
+		Budget:     budget,
+		MaxContext: cfg.ClampContext(0),
+	}
+	if budget > 0 {
+		all := opts
+		all.Context = cfg.ClampContext(0)
+		fit.MaxContext = MaxContext(m, weightBytes, all, budget)
+	}
+	return fit, CheckBudget(m, weightBytes, opts, budget)
+}
+
+// KVPerToken is what the last position of a sequence of opts.Context
+// positions adds to its KV cache: K and V of every layer, or of the global
+// layers only once the sliding-window layers' rings are full.
+func KVPerToken(m Sized, opts model.StateOptions) int64 {
+	opts = normalize(m.Config(), opts)
+	if opts.Context <= 1 {
+		return m.KVBytes(opts)
+	}
+	shorter := opts
+	shorter.Context, shorter.Length = opts.Context-1, 0
+	opts.Length = 0
+	return m.KVBytes(opts) - m.KVBytes(shorter)
+}
+
 // WeightBytes is the size of every tensor of src: the weights' share of
 // the memory estimate.
 func WeightBytes(src model.Source) int64 {
@@ -142,6 +238,28 @@ func ComputeBytes(cfg *model.Config, chunk int) int64 {
 	q8 := int64(chunk) * int64(max(cfg.Dim, cfg.FFN)+64)
 	logits := int64(cfg.Vocab) * 4 * 2
 	return act + q8 + logits
+}
+
+// FormatBytes writes n as ParseBytes reads it, with binary units and two
+// decimals ("4.58 GiB"), or in bytes below 1 KiB.
+func FormatBytes(n int64) string {
+	const unit = 1024
+	if n < unit && n > -unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := abs(n) / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.2f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func abs(n int64) int64 {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 // ParseBytes parses a size such as "6GiB", "512MiB", "6G", "1.5GB" or

@@ -87,6 +87,19 @@ func (c *Config) ClampContext(n int) int {
 	return n
 }
 
+// DefaultContextCap is the most context serving gives a model that was
+// not told one: 8192 positions, llama.cpp's and Ollama's order of magnitude
+// for a default, is a long chat on a 7–9B model and 1 GiB of f16 KV cache
+// for Llama-3.1-8B, where its trained 131,072 would be 16 GiB.
+const DefaultContextCap = 8192
+
+// DefaultContext is the context serving starts from when none is asked
+// for: the trained context, capped at DefaultContextCap. Memory may lower
+// it further (runtime.Plan).
+func (c *Config) DefaultContext() int {
+	return min(c.ClampContext(0), DefaultContextCap)
+}
+
 // RoPE is the rotation the hyper-parameters describe, NeoX-style (pairs
 // (i, i+d/2)) or not ((2i, 2i+1)), without frequency factors and with an
 // attention factor of 1; an architecture sets what it has of those.

@@ -222,7 +222,7 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Handle, error) {
 		s.mu.Lock()
 		s.stats.Rejected++
 		s.mu.Unlock()
-		return nil, &OverloadError{Reason: fmt.Sprintf("the request's KV cache (%d bytes for %d positions) exceeds the whole budget of %d bytes", kv, length, s.cfg.KVBudget)}
+		return nil, &OverloadError{Reason: s.tooLarge(&req, length, kv)}
 	}
 	q := &seq{
 		s:         s,
@@ -265,6 +265,31 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Handle, error) {
 	s.mu.Unlock()
 	s.wakeup()
 	return &Handle{s: s, seq: q, events: q.events}, nil
+}
+
+// tooLarge says why a request whose KV cache of length positions (kv
+// bytes) exceeds the whole KV budget can never be admitted, with the most
+// positions the budget holds: what the client can change.
+func (s *Scheduler) tooLarge(req *Request, length int, kv int64) string {
+	lo, hi := 0, length // KVBytes grows with the length: the largest that fits
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		if s.m.KVBytes(s.stateOptions(mid)) <= s.cfg.KVBudget {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	asked := fmt.Sprintf("max_tokens %d", req.MaxTokens)
+	if req.MaxTokens == 0 || len(req.Prompt)+req.MaxTokens > s.cfg.Context {
+		asked = fmt.Sprintf("generation up to the served context of %d", s.cfg.Context)
+	}
+	msg := fmt.Sprintf("the request needs a KV cache of %d bytes for %d positions (prompt %d + %s), more than the model's whole KV budget of %d bytes",
+		kv, length, len(req.Prompt), asked, s.cfg.KVBudget)
+	if room := lo - len(req.Prompt); room > 0 {
+		return msg + fmt.Sprintf(", which holds %d positions: ask for max_tokens ≤ %d", lo, room)
+	}
+	return msg + fmt.Sprintf(", which holds %d positions: shorten the prompt", lo)
 }
 
 // retryAfterLocked estimates when a slot frees: the average request lifetime

@@ -317,6 +317,54 @@ func TestBudgetQueues(t *testing.T) {
 	release(t, m, s, hs...)
 }
 
+// TestBudgetRefusalIsPrecise: a request whose KV cache alone exceeds the
+// budget is refused at once, without a retry hint, with the numbers the
+// client needs (what it asked, what the budget holds, the max_tokens that
+// would fit); one without max_tokens is admitted when the budget holds the
+// served context.
+func TestBudgetRefusalIsPrecise(t *testing.T) {
+	leakcheck.Check(t)
+	m := newFakeModel()
+	full := m.KVBytes(model.StateOptions{Context: 128, Chunk: DefaultStepTokens})
+	tests := []struct {
+		name   string
+		budget int64
+		req    Request
+		words  []string // in the error; none: admitted
+	}{
+		{"no max_tokens, budget holds the context", full, Request{Prompt: testPrompt(1, 4)}, nil},
+		{"no max_tokens, budget one position short", full - 1, Request{Prompt: testPrompt(1, 4)},
+			[]string{"128 positions (prompt 4 + generation up to the served context of 128)", fmt.Sprint(full - 1), "ask for max_tokens ≤ 123"}},
+		{"max_tokens over the budget", full / 2, Request{Prompt: testPrompt(1, 4), MaxTokens: 100},
+			[]string{"104 positions (prompt 4 + max_tokens 100)", "holds 64 positions", "max_tokens ≤ 60"}},
+		{"prompt alone over the budget", full / 16, Request{Prompt: testPrompt(1, 20), MaxTokens: 1},
+			[]string{"21 positions", "holds 8 positions: shorten the prompt"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New(m, Config{MaxSeqs: 2, KVBudget: tt.budget, Context: 128})
+			defer shutdown(t, s)
+			h, err := s.Submit(t.Context(), tt.req)
+			if tt.words == nil {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				drain(t, h)
+				return
+			}
+			var oe *OverloadError
+			if !errors.As(err, &oe) || oe.RetryAfter != 0 {
+				t.Fatalf("err = %v, want an *OverloadError without a retry hint", err)
+			}
+			for _, w := range tt.words {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
 func TestInvalidRequests(t *testing.T) {
 	leakcheck.Check(t)
 	s := New(newFakeModel(), Config{Context: 64})
