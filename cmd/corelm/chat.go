@@ -2,111 +2,197 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"os"
+	"os/signal"
 	"strconv"
-	"strings"
+	"syscall"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/corelm/corelm/models"
+	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/chat"
+	"github.com/corelm/corelm/pkg/runtime/kvcache"
+	"github.com/corelm/corelm/pkg/runtime/sched"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
+	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
-func runChatRender(ctx context.Context, args []string) error {
-	fs := newFlags("chat-render")
-	modelPath := fs.String("model", "", "GGUF model or vocabulary file (default: the embedded "+models.Name+")")
-	msgFile := fs.String("messages", "", `JSON file (- for standard input): [{"role":"user","content":"Hi"}, …] or {"messages": […]}`)
-	tmplFile := fs.String("template", "", "use this Jinja chat template instead of the model's tokenizer.chat_template")
-	noGen := fs.Bool("no-generation-prompt", false, "do not end with the header of an assistant turn")
-	strict := fs.Bool("strict", false, "fail instead of falling back to ChatML when the model's template is missing or broken")
-	showIDs := fs.Bool("ids", false, "print the prompt's token ids instead of its text")
+// runChat is an interactive chat with a model, in this process or on a
+// server: the terminal side is chatSession, the model side a replyFunc.
+func runChat(ctx context.Context, args []string) error {
+	fs := newFlags("chat")
+	var (
+		rf  remoteFlags
+		sf  samplingFlags
+		run runFlags
+	)
+	path := fs.String("model", "", "model file (default: the embedded "+models.Name+"); with --server, the model id (default: the one the server serves)")
+	system := fs.String("system", "", "a system message to start the conversation with")
+	maxTokens := fs.Int("max-tokens", 0, "most tokens of one reply (0: until the model ends its turn or the context is full)")
+	sf.bind(fs)
+	run.bind(fs)
+	showPrompt := fs.Bool("show-prompt", false, "print each prompt to stderr: the rendered text, or with --server the messages sent")
+	verbose := fs.Bool("v", false, "print each reply's timings to stderr")
+	rf.bind(fs, 0)
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
-	if *msgFile == "" || fs.NArg() != 0 {
-		return usagef("usage: corelm chat-render --model MODEL --messages FILE.json [--template FILE] [--no-generation-prompt] [--strict] [--ids]")
+	if fs.NArg() != 0 {
+		return usagef("usage: corelm chat [--model MODEL | --server ADDR [--model ID]] [--system TEXT] [flags]")
 	}
-	msgs, err := readMessages(*msgFile)
-	if err != nil {
+	if err := rf.check(fs, runFlagNames...); err != nil {
 		return err
 	}
-	vf, err := openVocab(*modelPath)
-	if err != nil {
-		return err
-	}
-	defer vf.Close()
-
-	src, _ := vf.String("tokenizer.chat_template")
-	if *tmplFile != "" {
-		b, err := os.ReadFile(*tmplFile)
-		if err != nil {
+	var (
+		reply replyFunc
+		err   error
+	)
+	if rf.server != "" {
+		start := &corelmv1.GenerateStart{ModelId: *path, Sampling: sf.proto(fs), MaxTokens: int32(*maxTokens)}
+		var r *remote
+		if r, reply, err = remoteChat(ctx, &rf, start, *showPrompt, *verbose); err != nil {
 			return err
 		}
-		src = string(b)
+		defer r.Close()
+	} else {
+		lc := &localChat{sf: &sf, maxTokens: *maxTokens, ctx: run.ctx, showPrompt: *showPrompt, verbose: *verbose}
+		if lc.kvType, err = kvcache.ParseType(run.kvType); err != nil {
+			return usagef("--kv-type: %v", err)
+		}
+		if err := lc.open(*path, run.threads); err != nil {
+			return err
+		}
+		defer lc.l.Close()
+		reply = lc.reply
 	}
+
+	// main's context ends on the first Ctrl-C, which here stops one reply,
+	// not the program: the session watches the signals itself.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	s := &chatSession{
+		in: os.Stdin, out: os.Stdout, errOut: os.Stderr, interactive: isTerminal(os.Stdin),
+		system: *system, reply: reply, signals: signals,
+	}
+	return s.run(context.WithoutCancel(ctx))
+}
+
+// isTerminal reports whether f is a terminal rather than a pipe or a file.
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// localChat replies with a model in this process: the model's chat
+// template, then the generation loop of corelm generate.
+type localChat struct {
+	sf         *samplingFlags
+	maxTokens  int
+	ctx        int
+	kvType     kvcache.Type
+	showPrompt bool
+	verbose    bool
+
+	l    *runtime.Loaded
+	tok  *tokenizer.Tokenizer
+	tmpl *chat.Template
+}
+
+func (c *localChat) open(path string, threads int) error {
+	l, err := openModel(path, threads)
+	if err != nil {
+		return err
+	}
+	tok, err := tokenizer.New(l.Source)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	src, _ := l.Source.String("tokenizer.chat_template")
 	tmpl, err := chat.Load(src)
 	if err != nil {
-		if *strict {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "corelm chat-render: %v; using ChatML\n", err)
+		fmt.Fprintf(os.Stderr, "%v; using ChatML\n", err)
 	}
-	tok := vf.tok
-	opts := chat.Options{
-		AddGenerationPrompt: !*noGen,
-		BOSToken:            tok.TokenText(tok.BOS()),
-		EOSToken:            tok.TokenText(tok.EOS()),
-	}
-	prompt, err := tmpl.Render(msgs, opts)
-	if err != nil {
-		return err
-	}
-	if !*showIDs {
-		_, err = io.WriteString(os.Stdout, prompt)
-		return err
-	}
-	// The template wrote the control tokens as text: parse them, and add BOS
-	// only if the template did not already begin with it.
-	enc := tokenizer.EncodeOptions{ParseSpecial: true}
-	if opts.BOSToken != "" && strings.HasPrefix(prompt, opts.BOSToken) {
-		enc.AddBOS = tokenizer.BOSNone
-	}
-	ids, err := tok.Encode(prompt, enc)
-	if err != nil {
-		return err
-	}
-	parts := make([]string, len(ids))
-	for i, id := range ids {
-		parts[i] = strconv.Itoa(int(id))
-	}
-	fmt.Println(strings.Join(parts, " "))
+	c.l, c.tok, c.tmpl = l, tok, tmpl
 	return nil
 }
 
-// readMessages reads a conversation: a JSON array of messages, or an object
-// with a "messages" array (an OpenAI-style request body).
-func readMessages(path string) ([]chat.Message, error) {
-	var b []byte
-	var err error
-	if path == "-" {
-		b, err = io.ReadAll(os.Stdin)
-	} else {
-		b, err = os.ReadFile(path)
-	}
+func (c *localChat) reply(ctx context.Context, msgs []chat.Message, text func(string) error) error {
+	prompt, enc, err := renderPrompt(c.tmpl, c.tok, msgs, true)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var msgs []chat.Message
-	if err := json.Unmarshal(b, &msgs); err == nil {
-		return msgs, nil
+	ids, err := c.tok.Encode(prompt, enc)
+	if err != nil {
+		return err
 	}
-	var req struct {
-		Messages []chat.Message `json:"messages"`
+	if c.showPrompt {
+		fmt.Fprintf(os.Stderr, "prompt (%d tokens): %s\n", len(ids), strconv.Quote(prompt))
 	}
-	if err := json.Unmarshal(b, &req); err != nil {
-		return nil, fmt.Errorf("%s: want a JSON array of {role, content} or {\"messages\": […]}: %v", path, err)
+	dec := c.tok.NewDecoder()
+	res, err := runtime.Generate(ctx, c.l.Model, runtime.GenerateRequest{
+		Prompt:    ids,
+		MaxTokens: c.maxTokens,
+		Sampling:  c.sf.params(),
+		IsEOG:     c.tok.IsEOG,
+		Context:   c.ctx,
+		KVType:    c.kvType,
+	}, func(id int32) error {
+		piece, _ := dec.Push(id)
+		return text(piece)
+	})
+	if rest := dec.Flush(); rest != "" {
+		text(rest)
 	}
-	return req.Messages, nil
+	if errors.Is(err, sched.ErrPromptTooLong) {
+		return fmt.Errorf("%w: %v", errPromptTooLong, err)
+	}
+	if err == nil && c.verbose {
+		fmt.Fprintln(os.Stderr, timings(len(ids), len(res.Tokens), res.Prefill, res.Decode, res.Finish.String()))
+	}
+	return err
+}
+
+// remoteChat replies with a model on the server of rf: each reply is a
+// GenerateStream of the conversation as chat messages, which the server
+// renders with the model's template. start carries the model id and the
+// sampling flags.
+func remoteChat(ctx context.Context, rf *remoteFlags, start *corelmv1.GenerateStart, showPrompt, verbose bool) (*remote, replyFunc, error) {
+	r, err := rf.connect()
+	if err != nil {
+		return nil, nil, err
+	}
+	// Ask first, so that a wrong --model fails before the first message.
+	info, err := r.model(ctx, start.GetModelId())
+	if err != nil {
+		r.Close()
+		return nil, nil, err
+	}
+	start.ModelId = info.GetModelId()
+	if !info.GetHasChatTemplate() && info.GetState() != corelmv1.ModelState_MODEL_STATE_LOADING {
+		fmt.Fprintf(os.Stderr, "corelm chat: model %q has no chat template; the server uses ChatML\n", start.ModelId)
+	}
+	reply := func(ctx context.Context, msgs []chat.Message, text func(string) error) error {
+		req := proto.Clone(start).(*corelmv1.GenerateStart)
+		prompt := &corelmv1.ChatPrompt{AddGenerationPrompt: true}
+		for _, m := range msgs {
+			prompt.Messages = append(prompt.Messages, &corelmv1.ChatMessage{Role: m.Role, Content: m.Content})
+		}
+		req.Prompt = &corelmv1.GenerateStart_Chat{Chat: prompt}
+		if showPrompt {
+			b, _ := protojson.Marshal(prompt)
+			fmt.Fprintf(os.Stderr, "messages: %s\n", b)
+		}
+		fin, err := r.generate(ctx, req, text)
+		if err == nil && verbose {
+			remoteTimings(fin)
+		}
+		return err
+	}
+	return r, reply, nil
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/corelm/corelm/models"
@@ -14,34 +15,120 @@ import (
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/sample"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
+	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
+
+// samplingFlags are the sampler's flags, shared by generate and chat.
+type samplingFlags struct {
+	temp, topP, minP, repeat float64
+	topK                     int
+	seed                     uint64
+}
+
+func (f *samplingFlags) bind(fs *flagSet) {
+	def := sample.Defaults()
+	fs.Float64Var(&f.temp, "temperature", decimal(def.Temperature), "sampling temperature; 0 = greedy")
+	fs.IntVar(&f.topK, "top-k", def.TopK, "top-k (0 = off)")
+	fs.Float64Var(&f.topP, "top-p", decimal(def.TopP), "top-p (1 = off)")
+	fs.Float64Var(&f.minP, "min-p", decimal(def.MinP), "min-p (0 = off)")
+	fs.Float64Var(&f.repeat, "repeat-penalty", decimal(def.RepeatPenalty), "repetition penalty (1 = off)")
+	fs.Uint64Var(&f.seed, "seed", 0, "random seed (0 = random); the same seed and prompt give the same text")
+}
+
+// params are the sampler's parameters for a local generation; seed 0
+// draws one.
+func (f *samplingFlags) params() sample.Params {
+	sp := sample.Defaults()
+	sp.Temperature, sp.TopK, sp.TopP, sp.MinP = float32(f.temp), f.topK, float32(f.topP), float32(f.minP)
+	sp.RepeatPenalty, sp.Seed = float32(f.repeat), f.seed
+	if sp.Seed == 0 {
+		sp.Seed = rand.Uint64()
+	}
+	return sp
+}
+
+// proto carries only the flags given on the command line, so that the
+// server's defaults (the same sample.Defaults) apply to the rest.
+func (f *samplingFlags) proto(fs *flagSet) *corelmv1.SamplingParams {
+	set := setFlags(fs)
+	sp := &corelmv1.SamplingParams{}
+	ptr := func(x float64) *float32 { v := float32(x); return &v }
+	if set["temperature"] {
+		sp.Temperature = ptr(f.temp)
+	}
+	if set["top-k"] {
+		k := int32(f.topK)
+		sp.TopK = &k
+	}
+	if set["top-p"] {
+		sp.TopP = ptr(f.topP)
+	}
+	if set["min-p"] {
+		sp.MinP = ptr(f.minP)
+	}
+	if set["repeat-penalty"] {
+		sp.RepetitionPenalty = ptr(f.repeat)
+	}
+	if f.seed != 0 {
+		sp.Seed = &f.seed
+	}
+	return sp
+}
+
+// runFlags are how a model runs in this process; with --server they are
+// the server's.
+type runFlags struct {
+	threads int
+	ctx     int
+	kvType  string
+}
+
+// runFlagNames are refused with --server.
+var runFlagNames = []string{"threads", "ctx", "kv-type"}
+
+func (f *runFlags) bind(fs *flagSet) {
+	fs.IntVar(&f.threads, "threads", 0, "threads (default: the CPUs this process may use)")
+	fs.IntVar(&f.ctx, "ctx", 4096, "context length")
+	fs.StringVar(&f.kvType, "kv-type", "f16", "KV cache type: f16 or q8_0")
+}
 
 func runGenerate(ctx context.Context, args []string) error {
 	fs := newFlags("generate")
-	def := sample.Defaults()
-	path := fs.String("model", "", "model file (default: the embedded "+models.Name+")")
+	var (
+		rf  remoteFlags
+		sf  samplingFlags
+		run runFlags
+	)
+	path := fs.String("model", "", "model file (default: the embedded "+models.Name+"); with --server, the model id (default: the one the server serves)")
 	prompt := fs.String("prompt", "", "prompt text")
 	maxTokens := fs.Int("max-tokens", 128, "most tokens to generate")
-	temp := fs.Float64("temperature", decimal(def.Temperature), "sampling temperature; 0 = greedy")
-	topK := fs.Int("top-k", def.TopK, "top-k (0 = off)")
-	topP := fs.Float64("top-p", decimal(def.TopP), "top-p (1 = off)")
-	minP := fs.Float64("min-p", decimal(def.MinP), "min-p (0 = off)")
-	repeat := fs.Float64("repeat-penalty", decimal(def.RepeatPenalty), "repetition penalty (1 = off)")
-	seed := fs.Uint64("seed", 0, "random seed (0 = random); the same seed and prompt give the same text")
-	threads := fs.Int("threads", 0, "threads (default: the CPUs this process may use)")
-	ctxLen := fs.Int("ctx", 4096, "context length")
-	kvType := fs.String("kv-type", "f16", "KV cache type: f16 or q8_0")
+	sf.bind(fs)
+	run.bind(fs)
 	noBOS := fs.Bool("no-bos", false, "do not add the BOS token")
 	special := fs.Bool("special", false, "parse control tokens written in the prompt (e.g. <|im_start|>)")
 	verbose := fs.Bool("v", false, "print timings to stderr")
+	rf.bind(fs, 0)
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
-	kt, err := kvcache.ParseType(*kvType)
+	if err := rf.check(fs, runFlagNames...); err != nil {
+		return err
+	}
+	if rf.server != "" {
+		start := &corelmv1.GenerateStart{
+			ModelId: *path, Prompt: &corelmv1.GenerateStart_Text{Text: *prompt},
+			Sampling: sf.proto(fs), MaxTokens: int32(*maxTokens), ParseSpecial: *special,
+		}
+		if *noBOS {
+			start.AddBos = new(bool)
+		}
+		return generateRemote(ctx, &rf, start, *verbose)
+	}
+	kt, err := kvcache.ParseType(run.kvType)
 	if err != nil {
 		return usagef("--kv-type: %v", err)
 	}
-	l, err := openModel(*path, *threads)
+	l, err := openModel(*path, run.threads)
 	if err != nil {
 		return err
 	}
@@ -61,23 +148,18 @@ func runGenerate(ctx context.Context, args []string) error {
 	if len(ids) == 0 {
 		return usagef("the prompt is empty and the model adds no BOS token: give --prompt")
 	}
-	if *seed == 0 {
-		*seed = rand.Uint64()
-	}
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()
 	fmt.Fprint(out, *prompt)
 	out.Flush()
 	dec := tok.NewDecoder()
-	sp := def
-	sp.Temperature, sp.TopK, sp.TopP, sp.MinP = float32(*temp), *topK, float32(*topP), float32(*minP)
-	sp.RepeatPenalty, sp.Seed = float32(*repeat), *seed
+	sp := sf.params()
 	res, err := runtime.Generate(ctx, l.Model, runtime.GenerateRequest{
 		Prompt:    ids,
 		MaxTokens: *maxTokens,
 		Sampling:  sp,
 		IsEOG:     tok.IsEOG,
-		Context:   *ctxLen,
+		Context:   run.ctx,
 		KVType:    kt,
 	}, func(id int32) error {
 		text, _ := dec.Push(id)
@@ -91,12 +173,60 @@ func runGenerate(ctx context.Context, args []string) error {
 		return err
 	}
 	if *verbose {
-		n := len(res.Tokens)
-		fmt.Fprintf(os.Stderr, "prompt %d tokens in %v (%.1f tok/s); generated %d tokens in %v (%.1f tok/s); finish: %s; seed %d\n",
-			len(ids), res.Prefill.Round(time.Microsecond), float64(len(ids))/res.Prefill.Seconds(),
-			n, res.Decode.Round(time.Microsecond), float64(n)/res.Decode.Seconds(), res.Finish, *seed)
+		fmt.Fprintf(os.Stderr, "%s; seed %d\n", timings(len(ids), len(res.Tokens), res.Prefill, res.Decode, res.Finish.String()), sp.Seed)
 	}
 	return nil
+}
+
+// generateRemote runs start on the server of rf: the prompt, then the text
+// as it arrives, as the local command prints them.
+func generateRemote(ctx context.Context, rf *remoteFlags, start *corelmv1.GenerateStart, verbose bool) error {
+	r, err := rf.connect()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if start.ModelId, err = r.modelID(ctx, start.ModelId); err != nil {
+		return err
+	}
+	out := bufio.NewWriter(os.Stdout)
+	defer out.Flush()
+	fmt.Fprint(out, start.GetText())
+	out.Flush()
+	fin, err := r.generate(ctx, start, func(text string) error {
+		out.WriteString(text)
+		return out.Flush()
+	})
+	fmt.Fprintln(out)
+	out.Flush()
+	if err != nil {
+		return err
+	}
+	if verbose {
+		remoteTimings(fin)
+	}
+	return nil
+}
+
+// timings is -v's report: prompt and generated tokens with their time and
+// rate.
+func timings(prompt, generated int, prefill, decode time.Duration, finish string) string {
+	return fmt.Sprintf("prompt %d tokens in %v (%.1f tok/s); generated %d tokens in %v (%.1f tok/s); finish: %s",
+		prompt, prefill.Round(time.Microsecond), float64(prompt)/prefill.Seconds(),
+		generated, decode.Round(time.Microsecond), float64(generated)/decode.Seconds(), finish)
+}
+
+// remoteTimings prints -v's line for a generation on a server, from its final
+// frame, with the time it queued and the time to the first token.
+func remoteTimings(fin *corelmv1.GenerateFinal) {
+	u, t := fin.GetUsage(), fin.GetTimings()
+	finish := strings.ToLower(strings.TrimPrefix(fin.GetFinishReason().String(), "FINISH_REASON_"))
+	if s := fin.GetStopSequence(); s != "" {
+		finish += " " + strconv.Quote(s)
+	}
+	fmt.Fprintf(os.Stderr, "%s; queued %v; first token after %v; %d prompt tokens cached\n",
+		timings(int(u.GetPromptTokens()), int(u.GetCompletionTokens()), time.Duration(t.GetPrefillNs()), time.Duration(t.GetDecodeNs()), finish),
+		time.Duration(t.GetQueueNs()).Round(time.Microsecond), time.Duration(t.GetTimeToFirstTokenNs()).Round(time.Microsecond), u.GetCachedTokens())
 }
 
 // decimal is x as the float64 of its shortest decimal form (0.8, not

@@ -3,16 +3,17 @@ package main
 import (
 	"bufio"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/formats/gguf"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
+	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
 // vocabFile is a model's metadata opened for its tokenizer alone: no
@@ -49,23 +50,22 @@ func openVocab(path string) (*vocabFile, error) {
 
 func runTokenize(ctx context.Context, args []string) error {
 	fs := newFlags("tokenize")
-	modelPath := fs.String("model", "", "GGUF model or vocabulary file (default: the embedded "+models.Name+")")
+	var rf remoteFlags
+	modelPath := fs.String("model", "", "GGUF model or vocabulary file (default: the embedded "+models.Name+"); with --server, the model id (default: the one the server serves)")
 	text := fs.String("text", "", "text to tokenize, exactly as given")
 	file := fs.String("file", "", "file whose bytes to tokenize (- for standard input)")
 	noBOS := fs.Bool("no-bos", false, "do not add BOS (or EOS) even if the model asks for it")
 	special := fs.Bool("special", false, "recognise control tokens such as <|im_start|> written in the text")
 	pieces := fs.Bool("pieces", false, "print one token per line with its text")
+	rf.bind(fs, 30*time.Second)
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
-	textSet := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "text" {
-			textSet = true
-		}
-	})
-	if textSet == (*file != "") || fs.NArg() != 0 {
-		return usagef("usage: corelm tokenize --model MODEL (--text TEXT | --file F) [--no-bos] [--special] [--pieces]")
+	if setFlags(fs)["text"] == (*file != "") || fs.NArg() != 0 {
+		return usagef("usage: corelm tokenize [--model MODEL | --server ADDR [--model ID]] (--text TEXT | --file F) [--no-bos] [--special] [--pieces]")
+	}
+	if err := rf.check(fs); err != nil {
+		return err
 	}
 	input := *text
 	if *file != "" {
@@ -81,24 +81,38 @@ func runTokenize(ctx context.Context, args []string) error {
 		}
 		input = string(b)
 	}
-	vf, err := openVocab(*modelPath)
-	if err != nil {
-		return err
-	}
-	defer vf.Close()
-	opts := tokenizer.EncodeOptions{ParseSpecial: *special}
-	if *noBOS {
-		opts.AddBOS = tokenizer.BOSNone
-	}
-	ids, err := vf.tok.Encode(input, opts)
-	if err != nil {
-		return err
+	var ids []int32
+	var piece func(i int) []byte
+	if rf.server != "" {
+		req := &corelmv1.TokenizeRequest{ModelId: *modelPath, Text: input, ParseSpecial: *special}
+		if *noBOS {
+			req.AddBos = new(bool)
+		}
+		resp, err := tokenizeRemote(ctx, &rf, req)
+		if err != nil {
+			return err
+		}
+		ids, piece = resp.GetIds(), func(i int) []byte { return resp.GetPieces()[i] }
+	} else {
+		vf, err := openVocab(*modelPath)
+		if err != nil {
+			return err
+		}
+		defer vf.Close()
+		opts := tokenizer.EncodeOptions{ParseSpecial: *special}
+		if *noBOS {
+			opts.AddBOS = tokenizer.BOSNone
+		}
+		if ids, err = vf.tok.Encode(input, opts); err != nil {
+			return err
+		}
+		piece = func(i int) []byte { return vf.tok.TokenBytes(ids[i]) }
 	}
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
 	if *pieces {
-		for _, id := range ids {
-			fmt.Fprintf(w, "%d\t%s\n", id, strconv.Quote(string(vf.tok.TokenBytes(id))))
+		for i, id := range ids {
+			fmt.Fprintf(w, "%d\t%s\n", id, strconv.Quote(string(piece(i))))
 		}
 		return nil
 	}
@@ -114,17 +128,30 @@ func runTokenize(ctx context.Context, args []string) error {
 
 func runDetokenize(ctx context.Context, args []string) error {
 	fs := newFlags("detokenize")
-	modelPath := fs.String("model", "", "GGUF model or vocabulary file (default: the embedded "+models.Name+")")
+	var rf remoteFlags
+	modelPath := fs.String("model", "", "GGUF model or vocabulary file (default: the embedded "+models.Name+"); with --server, the model id (default: the one the server serves)")
 	idList := fs.String("ids", "", `token ids, e.g. "1 15043 3186" (commas and brackets are fine too)`)
+	rf.bind(fs, 30*time.Second)
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
 	if fs.NArg() != 0 {
-		return usagef("usage: corelm detokenize --model MODEL --ids \"1 2 3\"")
+		return usagef("usage: corelm detokenize [--model MODEL | --server ADDR [--model ID]] --ids \"1 2 3\"")
+	}
+	if err := rf.check(fs); err != nil {
+		return err
 	}
 	ids, err := parseTokenIDs(*idList)
 	if err != nil {
 		return usagef("--ids: %v", err)
+	}
+	if rf.server != "" {
+		text, err := detokenizeRemote(ctx, &rf, &corelmv1.DetokenizeRequest{ModelId: *modelPath, Ids: ids})
+		if err != nil {
+			return err
+		}
+		_, err = os.Stdout.Write(text)
+		return err
 	}
 	vf, err := openVocab(*modelPath)
 	if err != nil {
@@ -138,6 +165,40 @@ func runDetokenize(ctx context.Context, args []string) error {
 	// The text exactly, with no newline added: what Encode would read back.
 	_, err = io.WriteString(os.Stdout, text)
 	return err
+}
+
+// tokenizeRemote runs req on the server of rf (on its only model when req
+// names none).
+func tokenizeRemote(ctx context.Context, rf *remoteFlags, req *corelmv1.TokenizeRequest) (*corelmv1.TokenizeResponse, error) {
+	r, err := rf.connect()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	if req.ModelId, err = r.modelID(ctx, req.ModelId); err != nil {
+		return nil, err
+	}
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	resp, err := r.client.Tokenize(ctx, req)
+	return resp, r.error(req.ModelId, err)
+}
+
+// detokenizeRemote returns the exact bytes of req's ids on the server of
+// rf.
+func detokenizeRemote(ctx context.Context, rf *remoteFlags, req *corelmv1.DetokenizeRequest) ([]byte, error) {
+	r, err := rf.connect()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	if req.ModelId, err = r.modelID(ctx, req.ModelId); err != nil {
+		return nil, err
+	}
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	resp, err := r.client.Detokenize(ctx, req)
+	return resp.GetRaw(), r.error(req.ModelId, err)
 }
 
 // parseTokenIDs reads integers separated by spaces or commas, optionally in [].

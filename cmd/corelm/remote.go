@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/corelm/corelm/pkg/runtime/sched"
+	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+	inference "github.com/corelm/corelm/services/inference/server"
+)
+
+// authTokenEnv is read when --auth-token is not given, so the token need
+// not appear in the process list or the shell history.
+const authTokenEnv = "CORELM_AUTH_TOKEN"
+
+// remoteFlags are the flags of every command that can run on a server.
+type remoteFlags struct {
+	server  string
+	token   string
+	timeout time.Duration
+}
+
+func (f *remoteFlags) bind(fs *flagSet, timeout time.Duration) {
+	fs.StringVar(&f.server, "server", "", "run on the corelm server at this address (host:port) instead of in this process")
+	fs.StringVar(&f.token, "auth-token", "", "bearer token for --server (default $"+authTokenEnv+")")
+	fs.DurationVar(&f.timeout, "timeout", timeout, "with --server: give up on a call after this long (0: no limit)")
+}
+
+// check refuses the flags that do not apply: the remote flags without
+// --server, and with it the flags named in local, which the server
+// chooses itself.
+func (f *remoteFlags) check(fs *flagSet, local ...string) error {
+	set := setFlags(fs)
+	if f.server == "" {
+		for _, name := range []string{"auth-token", "timeout"} {
+			if set[name] {
+				return usagef("--%s needs --server", name)
+			}
+		}
+		return nil
+	}
+	for _, name := range local {
+		if set[name] {
+			return usagef("--%s is the server's to choose: it cannot be given with --server", name)
+		}
+	}
+	return nil
+}
+
+// setFlags is the set of flags given on the command line.
+func setFlags(fs *flagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
+// remote is a connection to a corelm inference server.
+type remote struct {
+	addr    string
+	timeout time.Duration
+	conn    *grpc.ClientConn
+	client  corelmv1.InferenceServiceClient
+}
+
+// connect opens a connection to the server of --server. The connection is
+// made by the first call, whose error says whether the server is there.
+func (f *remoteFlags) connect() (*remote, error) {
+	token := f.token
+	if token == "" {
+		token = os.Getenv(authTokenEnv)
+	}
+	conn, err := dial(f.server, token)
+	if err != nil {
+		return nil, usagef("--server %s: %v", f.server, err)
+	}
+	return &remote{addr: f.server, timeout: f.timeout, conn: conn, client: corelmv1.NewInferenceServiceClient(conn)}, nil
+}
+
+// dial is the one place the CLI chooses its transport to a server.
+// Insecure for now: TLS options go here.
+func dial(addr, token string) (*grpc.ClientConn, error) {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(token)))
+	}
+	return grpc.NewClient(addr, opts...)
+}
+
+// bearer sends "authorization: Bearer <token>" with every call.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+// RequireTransportSecurity is false while the transport is plaintext; it
+// must become true when dial gains TLS.
+func (b bearer) RequireTransportSecurity() bool { return false }
+
+func (r *remote) Close() error { return r.conn.Close() }
+
+// call returns the context of one call: ctx with --timeout.
+func (r *remote) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.timeout > 0 {
+		return context.WithTimeout(ctx, r.timeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+// modelID is id, or when it is empty the id of the one model the server
+// serves.
+func (r *remote) modelID(ctx context.Context, id string) (string, error) {
+	if id != "" {
+		return id, nil
+	}
+	info, err := r.model(ctx, "")
+	return info.GetModelId(), err
+}
+
+// model describes model id, or when id is empty the one model the server
+// serves.
+func (r *remote) model(ctx context.Context, id string) (*corelmv1.ModelInfo, error) {
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	if id != "" {
+		resp, err := r.client.GetModel(ctx, &corelmv1.GetModelRequest{ModelId: id})
+		if err != nil {
+			return nil, r.error(id, err)
+		}
+		return resp.GetModel(), nil
+	}
+	resp, err := r.client.ListModels(ctx, &corelmv1.ListModelsRequest{})
+	if err != nil {
+		return nil, r.error("", err)
+	}
+	ms := resp.GetModels()
+	switch len(ms) {
+	case 0:
+		return nil, fmt.Errorf("server at %s serves no model yet", r.addr)
+	case 1:
+		return ms[0], nil
+	}
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.GetModelId()
+	}
+	return nil, usagef("server at %s serves %d models %v: choose one with --model", r.addr, len(ms), ids)
+}
+
+// generate runs one generation on the server, handing the text of each
+// token to text as it arrives, and returns the final frame. A generation
+// the server ends with an error is an error; one cancelled through ctx
+// returns ctx's error.
+func (r *remote) generate(ctx context.Context, start *corelmv1.GenerateStart, text func(string) error) (*corelmv1.GenerateFinal, error) {
+	callCtx, cancel := r.call(ctx)
+	defer cancel()
+	stream, err := r.client.GenerateStream(callCtx, start)
+	if err != nil {
+		return nil, r.callError(ctx, start.GetModelId(), err)
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("server at %s ended the generation without a final frame", r.addr)
+		}
+		if err != nil {
+			return nil, r.callError(ctx, start.GetModelId(), err)
+		}
+		switch f := resp.GetFrame().(type) {
+		case *corelmv1.GenerateResponse_Token:
+			if err := text(f.Token.GetText()); err != nil {
+				return nil, err
+			}
+		case *corelmv1.GenerateResponse_Final:
+			fin := f.Final
+			if fin.GetFinishReason() == corelmv1.FinishReason_FINISH_REASON_ERROR {
+				return fin, r.error(start.GetModelId(), status.Error(codes.Code(fin.GetErrorCode()), fin.GetErrorMessage()))
+			}
+			if fin.GetFinishReason() == corelmv1.FinishReason_FINISH_REASON_CANCELLED && ctx.Err() != nil {
+				return fin, ctx.Err()
+			}
+			return fin, nil
+		}
+	}
+}
+
+// callError is error for a call made on a context derived from ctx: when
+// ctx itself has ended (Ctrl-C), its error rather than the status.
+func (r *remote) callError(ctx context.Context, model string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return r.error(model, err)
+}
+
+// errPromptTooLong is the server's answer to a prompt that leaves no room
+// to generate in its context (sched.ErrPromptTooLong on the server's side
+// of the wire), so that chat can shorten the conversation.
+var errPromptTooLong = errors.New("the prompt does not fit the model's context")
+
+// error turns a call's status into what the user needs to read: what went
+// wrong and where. It is the only place the CLI looks at status codes.
+func (r *remote) error(model string, err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	msg := st.Message()
+	switch st.Code() {
+	case codes.NotFound:
+		if model != "" {
+			// The server lists what it serves as "(serving [a b])".
+			serving := ""
+			if i := strings.LastIndex(msg, "(serving "); i >= 0 {
+				serving = " " + msg[i:]
+			}
+			return fmt.Errorf("model %q not found on %s%s", model, r.addr, serving)
+		}
+	case codes.Unavailable:
+		if rest, ok := strings.CutPrefix(msg, inference.ErrModelUnavailable.Error()+": "); ok && model != "" {
+			return fmt.Errorf("model %q is not available on %s: %s%s", model, r.addr, strings.TrimPrefix(rest, strconv.Quote(model)+": "), retryHint(st))
+		}
+		return fmt.Errorf("server at %s is not ready: %s%s", r.addr, msg, retryHint(st))
+	case codes.ResourceExhausted:
+		return fmt.Errorf("server at %s is busy: %s%s", r.addr, msg, retryHint(st))
+	case codes.Unauthenticated:
+		return fmt.Errorf("server at %s refused the call: %s (give the token with --auth-token or $%s)", r.addr, msg, authTokenEnv)
+	case codes.DeadlineExceeded:
+		if r.timeout > 0 {
+			return fmt.Errorf("no answer from %s within --timeout %v", r.addr, r.timeout)
+		}
+	case codes.Canceled:
+		return context.Canceled
+	case codes.InvalidArgument:
+		if strings.Contains(msg, sched.ErrPromptTooLong.Error()) {
+			return fmt.Errorf("%w: %s", errPromptTooLong, msg)
+		}
+		return fmt.Errorf("server at %s: %s", r.addr, msg)
+	}
+	return fmt.Errorf("server at %s: %s: %s", r.addr, st.Code(), msg)
+}
+
+// retryHint is the server's RetryInfo as " (retry in 2s)", or "".
+func retryHint(st *status.Status) string {
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			return fmt.Sprintf(" (retry in %v)", ri.GetRetryDelay().AsDuration())
+		}
+	}
+	return ""
+}
