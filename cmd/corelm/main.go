@@ -12,6 +12,7 @@ import (
 	"sort"
 	"syscall"
 
+	"github.com/corelm/corelm/internal/version"
 	"github.com/corelm/corelm/pkg/kernels"
 )
 
@@ -36,6 +37,7 @@ var commands = map[string]command{
 	"synth":       {"write a random-weight model of a real model's shape: synth --like llama-3.1-8b --type Q4_K_M OUT", runSynth},
 	"bench":       {"measure prefill and decode speed, peak RSS and achieved bandwidth", runBench},
 	"serve-all":   {"run the loader and the inference service in one process (the built-in stories model by default)", runServeAll},
+	"health":      {"check a server's gRPC health: health ADDR [--service NAME] (exit 0 when SERVING; for container health checks)", runHealth},
 }
 
 func main() {
@@ -50,6 +52,10 @@ func run(ctx context.Context, args []string) int {
 		if len(args) == 0 {
 			return 2
 		}
+		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		fmt.Println("corelm", version.String())
 		return 0
 	}
 	cmd, ok := commands[args[0]]
