@@ -150,7 +150,7 @@ func TestPlanDefaultContext(t *testing.T) {
 		{"8B explicit 32768 on a 32 GiB box", newLlama8B(), llama8BWeights, model.StateOptions{Context: 32768}, 32 << 30, 32768, 32768, nil},
 		{"8B explicit beyond the trained context is clamped to it", newLlama8B(), llama8BWeights, model.StateOptions{Context: 1 << 20}, 0, 131072, 131072, nil},
 		{"8B explicit 16384 on a 6 GiB box", newLlama8B(), llama8BWeights, model.StateOptions{Context: 16384}, sixGiB, 0, 0,
-			[]string{"a context of 16384 (KV cache f16) needs", "2.00 GiB", "budget 5.38 GiB", "the largest context that fits is"}},
+			[]string{"a context of 16384 (KV cache f16) needs", "2.00 GiB", "budget 5.56 GiB", "the largest context that fits is"}},
 		{"8B on 4 GiB", newLlama8B(), llama8BWeights, model.StateOptions{}, 4 << 30, 0, 0,
 			[]string{"a context of 128", "weights 4.58 GiB", "budget 4.00 GiB", "leave no room"}},
 		{"8B with room for 50 positions", newLlama8B(), llama8BWeights, model.StateOptions{}, llama8BWeights + 29_083_648 + 50<<17, 0, 0,

@@ -128,14 +128,17 @@ func hasCgroupController(list, name string) bool {
 }
 
 // MemoryMargin is what the default memory budget leaves out of a limit of
-// limit bytes for what the budget does not count: the Go heap (tokenizer
-// tables, chat template, request and gRPC buffers, sampler state), goroutine
-// stacks, the binary, page tables of the mapped weights, and the kernel's
-// own share (a cgroup is charged the page cache its files use, and going
-// over its limit is an OOM kill, not an error). 256 MiB plus 1/16 of the
-// limit: 640 MiB of 6 GiB.
+// limit bytes, for what the budget does not count: 256 MiB for the
+// process's own heap and stacks (tokenizer tables, chat template, logits
+// and sampler buffers of every sequence, gRPC buffers, with the garbage
+// collector's headroom; an 8B model served idle holds ~32 MiB of anonymous
+// memory) and 1/32 of the limit for the rest of the machine (page tables,
+// the kernel and other processes on a host without a cgroup; the page cache
+// a cgroup is charged for files it reads). Past a cgroup's limit the process
+// is killed, not told: better a slightly shorter context than an OOM kill.
+// 448 MiB of 6 GiB.
 func MemoryMargin(limit int64) int64 {
-	return 256<<20 + limit/16
+	return 256<<20 + limit/32
 }
 
 // DefaultMemoryBudget is the memory budget of a process that was given

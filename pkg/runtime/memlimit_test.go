@@ -94,8 +94,8 @@ func TestDetectMemoryNoMeminfo(t *testing.T) {
 // TestDefaultMemoryBudget: the margin, and this machine's numbers.
 func TestDefaultMemoryBudget(t *testing.T) {
 	b, how, err := BudgetFrom(Memory{Limit: 6 << 30, Source: "cgroup v2 memory.max"})
-	if err != nil || b != 6<<30-640<<20 {
-		t.Errorf("6 GiB: budget %d (%s), %v; want 6 GiB − 640 MiB", b, how, err)
+	if err != nil || b != 6<<30-448<<20 {
+		t.Errorf("6 GiB: budget %d (%s), %v; want 6 GiB − 448 MiB", b, how, err)
 	}
 	if _, _, err := BudgetFrom(Memory{Limit: 200 << 20, Source: "cgroup v2 memory.max"}); err == nil {
 		t.Error("200 MiB: no error, but the margin alone is larger")
