@@ -34,7 +34,7 @@ func TestValidate(t *testing.T) {
 		{&LoadModelRequest{ModelId: "", Path: "a.gguf"}, false},
 		{&LoadModelRequest{ModelId: ".hidden", Path: "a.gguf"}, false},
 		{&LoadModelRequest{ModelId: "a/b", Path: "a.gguf"}, false},
-		{&LoadModelRequest{ModelId: "a", Path: ""}, false},
+		{&LoadModelRequest{ModelId: "a", Path: ""}, true}, // loaded by id
 		{&LoadModelRequest{ModelId: "a", Path: "a.gguf", Options: &LoadOptions{Context: -1}}, false},
 		{&LoadModelRequest{ModelId: "a", Path: "a.gguf", Options: &LoadOptions{KvType: 9}}, false},
 		{&UnloadModelRequest{ModelId: "a"}, true},

@@ -26,13 +26,13 @@ func ValidateModelID(id string) error {
 	return nil
 }
 
-// Validate checks a LoadModel request.
+// Validate checks a LoadModel request. The path may be empty: the model is
+// then loaded by id (its published generation, the file of a model named at
+// the loader's start, or <model_id>.gguf in the source directory), which is
+// how the inference service loads a model a request asks for.
 func (r *LoadModelRequest) Validate() error {
 	if err := ValidateModelID(r.GetModelId()); err != nil {
 		return err
-	}
-	if r.GetPath() == "" {
-		return errors.New("path is required")
 	}
 	if o := r.GetOptions(); o != nil {
 		if _, ok := KVType_name[int32(o.GetKvType())]; !ok {

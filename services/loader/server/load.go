@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
@@ -32,7 +34,8 @@ type load struct {
 	options *corelmv1.LoadOptions
 	gen     uint64
 	cancel  context.CancelFunc
-	meter   *meter // rate, time left and the progress log (progress.go)
+	meter   *meter            // rate, time left and the progress log (progress.go)
+	trace   trace.SpanContext // the load's span: its stages are children
 
 	mu        sync.Mutex
 	waiters   int
@@ -84,10 +87,21 @@ func (l *load) report(stage corelmv1.LoadStage, done, total int64) {
 	l.mu.Unlock()
 }
 
-// startLoad joins the load of req's model in flight, or starts one. It
-// returns the published model instead when it is already published from the
-// same, unchanged source with the same options and no reload was asked.
+// startLoad is startLoadFrom outside any caller's trace (the models named
+// at start): a new load's span is the root of a trace of its own.
 func (s *Server) startLoad(req *corelmv1.LoadModelRequest) (*load, *corelmv1.PublishedModel, error) {
+	return s.startLoadFrom(trace.SpanContext{}, req)
+}
+
+// startLoadFrom joins the load of req's model in flight, or starts one
+// whose span ("load") is a child of caller, the span of the call that
+// caused it. It returns the published model instead when it is already
+// published from the same, unchanged source with the same options and no
+// reload was asked. A request without a path is startLoadByID's.
+func (s *Server) startLoadFrom(caller trace.SpanContext, req *corelmv1.LoadModelRequest) (*load, *corelmv1.PublishedModel, error) {
+	if req.GetPath() == "" {
+		return s.startLoadByID(caller, req)
+	}
 	id, rel := req.GetModelId(), filepath.Clean(req.GetPath())
 	for _, part := range strings.Split(filepath.ToSlash(req.GetPath()), "/") {
 		if part == ".." {
@@ -107,13 +121,7 @@ func (s *Server) startLoad(req *corelmv1.LoadModelRequest) (*load, *corelmv1.Pub
 		if l.path != rel || !proto.Equal(l.options, opts) {
 			return nil, nil, fmt.Errorf("%w: model %q is being loaded from %q", ErrBusy, id, l.path)
 		}
-		l.mu.Lock()
-		joined := !l.abandoned
-		if joined {
-			l.waiters++
-		}
-		l.mu.Unlock()
-		if joined {
+		if l.join() {
 			return l, nil, nil
 		}
 		// A cancelled load is winding down; start afresh beside it.
@@ -125,12 +133,63 @@ func (s *Server) startLoad(req *corelmv1.LoadModelRequest) (*load, *corelmv1.Pub
 	}
 	s.gens[id]++
 	ctx, cancel := context.WithCancel(s.base)
-	l := &load{id: id, path: rel, options: opts, gen: s.gens[id], cancel: cancel, waiters: 1,
+	ctx, span := s.tracer().Start(trace.ContextWithSpanContext(ctx, caller), "load", trace.WithAttributes(
+		keyModel.String(id), keyPath.String(rel), keyGeneration.Int64(int64(s.gens[id]))))
+	l := &load{id: id, path: rel, options: opts, gen: s.gens[id], cancel: cancel, waiters: 1, trace: span.SpanContext(),
 		meter: newMeter(s.log, id, s.gens[id]), changed: make(chan struct{}), done: make(chan struct{})}
 	s.loads[id] = l
 	s.running.Add(1)
 	go s.run(ctx, l)
 	return l, nil, nil
+}
+
+// startLoadByID serves a LoadModel that names no path: the inference
+// service loading a model a request asked for by id. It is the model's
+// load in flight (whatever its path), else its published generation unless
+// a reload is asked, else a load of the file a model named at start has,
+// else of <id>.gguf in the source directory. Not there: ErrNotFound.
+func (s *Server) startLoadByID(caller trace.SpanContext, req *corelmv1.LoadModelRequest) (*load, *corelmv1.PublishedModel, error) {
+	id := req.GetModelId()
+	s.mu.Lock()
+	if s.base.Err() != nil {
+		s.mu.Unlock()
+		return nil, nil, ErrStopping
+	}
+	if l, ok := s.loads[id]; ok && l.join() {
+		s.mu.Unlock()
+		return l, nil, nil
+	}
+	if p, ok := s.published[id]; ok && !req.GetReload() {
+		s.mu.Unlock()
+		return nil, p.pb, nil
+	}
+	s.mu.Unlock()
+	path := id + ".gguf" // a model id names no directory: it stays inside
+	for _, m := range s.opts.Models {
+		if m.ID == id {
+			path = m.Path
+		}
+	}
+	if _, err := s.statSource(path); err != nil {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrEscape) && s.srcDir == "" {
+			return nil, nil, fmt.Errorf("%w: model %q is not published and there is no %s to load it from", ErrNotFound, id, path)
+		}
+		return nil, nil, err
+	}
+	byPath := proto.CloneOf(req)
+	byPath.Path = path
+	return s.startLoadFrom(caller, byPath)
+}
+
+// join adds a waiter to l unless its last waiter has left.
+func (l *load) join() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.abandoned {
+		return false
+	}
+	l.waiters++
+	return true
 }
 
 // leave drops one waiter; the last one to leave an unfinished load cancels it.
@@ -147,8 +206,13 @@ func (s *Server) leave(l *load) {
 	}
 }
 
+// run loads and publishes l: its span (ctx's) gets one child per stage,
+// and the load is recorded in the loader metrics.
 func (s *Server) run(ctx context.Context, l *load) {
 	defer s.running.Done()
+	span := trace.SpanFromContext(ctx)
+	defer span.End()
+	st := &stages{ctx: ctx, tracer: s.tracer()}
 	start := time.Now()
 	pb, err := func() (pb *corelmv1.PublishedModel, err error) {
 		// The load runs outside any handler, so the recovery interceptor
@@ -159,8 +223,10 @@ func (s *Server) run(ctx context.Context, l *load) {
 				err = fmt.Errorf("internal error while loading %q: %v", l.id, p)
 			}
 		}()
-		return s.loadAndPublish(ctx, l)
+		return s.loadAndPublish(ctx, l, st)
 	}()
+	st.end(err)
+	s.telemetry().RecordLoad(ctx, l.id, time.Since(start), pb.GetSizeBytes(), err)
 	s.mu.Lock()
 	if s.loads[l.id] == l {
 		delete(s.loads, l.id)
@@ -170,10 +236,12 @@ func (s *Server) run(ctx context.Context, l *load) {
 	close(l.done)
 	l.cancel()
 	if err != nil {
-		s.log.Warn("load failed", "model", l.id, "path", l.path, "generation", l.gen, "err", err)
+		span.SetStatus(otelcodes.Error, err.Error())
+		s.log.WarnContext(ctx, "load failed", "model", l.id, "path", l.path, "generation", l.gen, "err", err)
 		return
 	}
-	s.log.Info("published", "model", l.id, "generation", l.gen, "path", pb.GetPath(), "bytes", pb.GetSizeBytes(),
+	span.SetAttributes(keyBytes.Int64(pb.GetSizeBytes()))
+	s.log.InfoContext(ctx, "published", "model", l.id, "generation", l.gen, "path", pb.GetPath(), "bytes", pb.GetSizeBytes(),
 		"duration", time.Since(start))
 }
 
@@ -197,8 +265,9 @@ func fileID(f *os.File) (sourceID, error) {
 }
 
 // loadAndPublish is the whole load: validate, pack into a temporary file,
-// verify, publish.
-func (s *Server) loadAndPublish(ctx context.Context, l *load) (*corelmv1.PublishedModel, error) {
+// verify its checksums, publish; st times each stage as a span.
+func (s *Server) loadAndPublish(ctx context.Context, l *load, st *stages) (*corelmv1.PublishedModel, error) {
+	st.next("validate")
 	l.report(corelmv1.LoadStage_LOAD_STAGE_VALIDATING, 0, 0)
 	f, err := s.openSource(l.path)
 	if err != nil {
@@ -244,12 +313,14 @@ func (s *Server) loadAndPublish(ctx context.Context, l *load) (*corelmv1.Publish
 		"source_ino":   strconv.FormatUint(id.ino, 10),
 	}
 	recordOptions(annotations, l.options)
+	st.next("pack")
 	plan, err := pack.NewPlan(g, pack.Options{Generation: l.gen, Tier: runtime.HostTier(), Annotations: annotations,
 		Progress: func(done, total int64) { l.report(corelmv1.LoadStage_LOAD_STAGE_PACKING, done, total) }})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBadFile, l.path, err)
 	}
 	size := plan.Size()
+	st.span.SetAttributes(keyBytes.Int64(size))
 	if err := s.reserve(l.id, size); err != nil {
 		return nil, err
 	}
@@ -298,6 +369,7 @@ func (s *Server) loadAndPublish(ctx context.Context, l *load) (*corelmv1.Publish
 		return nil, err
 	}
 	// Read back what was written with the reader inference uses.
+	st.next("checksum")
 	header, err := verifyPacked(tmp.Name())
 	if err != nil {
 		return nil, fmt.Errorf("verifying the packed file: %w", err)
@@ -305,6 +377,7 @@ func (s *Server) loadAndPublish(ctx context.Context, l *load) (*corelmv1.Publish
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	st.next("publish")
 	final := filepath.Join(s.shmDir, fileName(l.id, l.gen))
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return nil, err
@@ -321,6 +394,31 @@ func (s *Server) loadAndPublish(ctx context.Context, l *load) (*corelmv1.Publish
 	pb.Options = l.options
 	s.publish(pb, id)
 	return pb, nil
+}
+
+// stages are a load's stage spans, children of its "load" span, one at a
+// time: each ends when the next begins, the last when the load ends.
+type stages struct {
+	ctx    context.Context
+	tracer trace.Tracer
+	span   trace.Span // the current stage's (a no-op one before the first)
+}
+
+func (st *stages) next(name string) {
+	st.end(nil)
+	_, st.span = st.tracer.Start(st.ctx, name)
+}
+
+// end ends the current stage, with err as its status.
+func (st *stages) end(err error) {
+	if st.span == nil {
+		return
+	}
+	if err != nil {
+		st.span.SetStatus(otelcodes.Error, err.Error())
+	}
+	st.span.End()
+	st.span = nil
 }
 
 // verifyPacked opens a packed file with the strict reader, checks every

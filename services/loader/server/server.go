@@ -16,9 +16,12 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+	"github.com/corelm/corelm/services/internal/telemetry"
 )
 
 // Options configure a Server.
@@ -32,6 +35,8 @@ type Options struct {
 	// (startup.go).
 	Models []Model
 	Watch  time.Duration
+	// Telemetry makes the load spans and metrics [telemetry.Nop(): none].
+	Telemetry *telemetry.Telemetry
 
 	// Test seams.
 	fallocate     func(fd int, mode uint32, off, size int64) error
@@ -177,9 +182,14 @@ func (s *Server) LoadModel(req *corelmv1.LoadModelRequest, stream corelmv1.Loade
 	if err := s.waitReady(ctx); err != nil {
 		return toStatus(err)
 	}
-	l, reused, err := s.startLoad(req)
+	caller := trace.SpanFromContext(ctx)
+	l, reused, err := s.startLoadFrom(caller.SpanContext(), req)
 	if err != nil {
 		return toStatus(err)
+	}
+	if l != nil && l.trace.TraceID() != caller.SpanContext().TraceID() && l.trace.IsValid() {
+		// Joined a load another call started: its spans are in that trace.
+		caller.AddLink(trace.Link{SpanContext: l.trace})
 	}
 	if reused != nil {
 		return toStatus(stream.Send(&corelmv1.LoadModelResponse{Stage: corelmv1.LoadStage_LOAD_STAGE_READY, Model: reused, Reused: true}))
@@ -207,6 +217,26 @@ func (s *Server) LoadModel(req *corelmv1.LoadModelRequest, stream corelmv1.Loade
 		}
 	}
 }
+
+// corelm's attributes on the loader's spans.
+const (
+	keyModel      = attribute.Key("corelm.model")
+	keyPath       = attribute.Key("corelm.path")
+	keyGeneration = attribute.Key("corelm.generation")
+	keyBytes      = attribute.Key("corelm.bytes")
+)
+
+var nopTelemetry = telemetry.Nop()
+
+// telemetry is the server's Telemetry, a no-op one when it has none.
+func (s *Server) telemetry() *telemetry.Telemetry {
+	if t := s.opts.Telemetry; t != nil {
+		return t
+	}
+	return nopTelemetry
+}
+
+func (s *Server) tracer() trace.Tracer { return s.telemetry().Tracer(telemetry.ScopeName) }
 
 // UnloadModel implements corelmv1.LoaderServiceServer.
 func (s *Server) UnloadModel(ctx context.Context, req *corelmv1.UnloadModelRequest) (*corelmv1.UnloadModelResponse, error) {
