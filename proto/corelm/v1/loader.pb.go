@@ -247,7 +247,11 @@ type LoadModelRequest struct {
 	// Path of the GGUF file relative to the loader's source directory. Paths
 	// that leave it (.., absolute paths, symlinks pointing out) are refused,
 	// except the absolute paths of the models the loader's operator named at
-	// start (--model), which a client may name to reload them.
+	// start (--model), which a client may name to reload them. Empty: the
+	// model is loaded by id: its load in flight or published generation
+	// (unless reload), else the file of the model of that id named at start,
+	// else <model_id>.gguf in the source directory; NOT_FOUND when there is
+	// none. The inference service loads a model a request asks for this way.
 	Path    string       `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
 	Options *LoadOptions `protobuf:"bytes,3,opt,name=options,proto3" json:"options,omitempty"`
 	// Publish a new generation even if the same source file is already
