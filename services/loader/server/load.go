@@ -146,8 +146,9 @@ func (s *Server) startLoadFrom(caller trace.SpanContext, req *corelmv1.LoadModel
 // startLoadByID serves a LoadModel that names no path: the inference
 // service loading a model a request asked for by id. It is the model's
 // load in flight (whatever its path), else its published generation unless
-// a reload is asked, else a load of the file a model named at start has,
-// else of <id>.gguf in the source directory. Not there: ErrNotFound.
+// a reload is asked (which reads the file it came from again), else a load
+// of the file a model named at start has, else of <id>.gguf in the source
+// directory. Not there: ErrNotFound.
 func (s *Server) startLoadByID(caller trace.SpanContext, req *corelmv1.LoadModelRequest) (*load, *corelmv1.PublishedModel, error) {
 	id := req.GetModelId()
 	s.mu.Lock()
@@ -159,17 +160,20 @@ func (s *Server) startLoadByID(caller trace.SpanContext, req *corelmv1.LoadModel
 		s.mu.Unlock()
 		return l, nil, nil
 	}
-	if p, ok := s.published[id]; ok && !req.GetReload() {
-		s.mu.Unlock()
-		return nil, p.pb, nil
-	}
-	s.mu.Unlock()
 	path := id + ".gguf" // a model id names no directory: it stays inside
 	for _, m := range s.opts.Models {
 		if m.ID == id {
 			path = m.Path
 		}
 	}
+	if p, ok := s.published[id]; ok {
+		if !req.GetReload() {
+			s.mu.Unlock()
+			return nil, p.pb, nil
+		}
+		path = p.pb.GetSourcePath() // a reload reads the file it came from
+	}
+	s.mu.Unlock()
 	if _, err := s.statSource(path); err != nil {
 		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrEscape) && s.srcDir == "" {
 			return nil, nil, fmt.Errorf("%w: model %q is not published and there is no %s to load it from", ErrNotFound, id, path)
