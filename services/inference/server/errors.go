@@ -27,6 +27,9 @@ var (
 	// ErrModelUnavailable: the model is known but cannot be served now
 	// (its on-demand load or mapping failed); the message says why.
 	ErrModelUnavailable = errors.New("model unavailable")
+	// ErrModelLoading: a model the server must serve (RequireModels) has
+	// no generation mapped yet.
+	ErrModelLoading = errors.New("model is loading")
 	// ErrStopping: the server is shutting down.
 	ErrStopping = errors.New("server is shutting down")
 	// ErrUnauthenticated: missing or wrong bearer token (the auth
@@ -60,6 +63,12 @@ func toStatus(err error) *status.Status {
 			if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(oe.RetryAfter)}); derr == nil {
 				st = d
 			}
+		}
+		return st
+	case errors.Is(err, ErrModelLoading):
+		st := status.New(codes.Unavailable, msg)
+		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(loadingRetry)}); derr == nil {
+			st = d
 		}
 		return st
 	case errors.Is(err, ErrModelNotFound):

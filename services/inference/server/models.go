@@ -64,6 +64,9 @@ type registry struct {
 	drain    time.Duration // how long a superseded generation may finish its requests
 	closing  bool
 	wg       sync.WaitGroup // retirements in progress
+	// required are the models the server must serve (ready.go): set
+	// before serving, read-only after.
+	required map[string]bool
 	// opening serialises mapping published generations: the watch and
 	// on-demand loads may both be handed the same one.
 	opening sync.Mutex
@@ -82,6 +85,9 @@ func (r *registry) acquire(id string) (*entry, error) {
 	}
 	e := r.current[id]
 	if e == nil {
+		if err := r.loadingErrorLocked(id); err != nil {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w: %q (serving %v)", ErrModelNotFound, id, r.idsLocked())
 	}
 	e.refs++
@@ -284,7 +290,7 @@ func describe(id string, gen uint64, src model.Source, m model.Model, sc sched.C
 	info := &corelmv1.ModelInfo{
 		ModelId: id, Architecture: cfg.Arch, Generation: gen,
 		ContextLength: int32(cfg.Context), MaxContext: int32(sc.Context), VocabSize: int32(cfg.Vocab),
-		KvType: kvTypeProto(sc.KVType), HasChatTemplate: chat,
+		KvType: kvTypeProto(sc.KVType), HasChatTemplate: chat, State: corelmv1.ModelState_MODEL_STATE_READY,
 	}
 	formats := map[string]bool{}
 	for _, name := range src.TensorNames() {

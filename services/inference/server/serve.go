@@ -26,8 +26,12 @@ type Config struct {
 	AuthToken string
 	// Grace is how long shutdown waits for running generations [10s].
 	Grace time.Duration
-	// Ready, when set, is called once the server serves (after the
-	// loader's first snapshot when there is a loader).
+	// RequireModels are the models the server must serve to be ready
+	// (ready.go): until each has a generation mapped, health says
+	// NOT_SERVING and requests for them get Unavailable with a retry hint.
+	// Empty: ready once any model is mapped.
+	RequireModels []string
+	// Ready, when set, is called the first time the server is ready.
 	Ready func()
 	// ServerOptions are added to the gRPC server's: a stats handler, TLS
 	// credentials, more interceptors (see grpcserver.Options).
@@ -45,6 +49,7 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config) error {
 		cfg.Grace = 10 * time.Second
 	}
 	srv := New(cfg.Options)
+	srv.RequireModels(cfg.RequireModels)
 	log := srv.log
 	if cfg.ModelFile != "" {
 		if err := srv.ServeFile(cfg.ModelFile, cfg.ModelID); err != nil {
@@ -59,13 +64,13 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config) error {
 	corelmv1.RegisterInferenceServiceServer(gs, srv)
 	gs.Start(lis)
 
-	setServing := func() {
-		gs.SetServing()
+	srv.ready.onReady = func() {
 		log.Info("serving", "addr", lis.Addr().String())
 		if cfg.Ready != nil {
 			cfg.Ready()
 		}
 	}
+	log.Info("listening", "addr", lis.Addr().String(), "require_models", cfg.RequireModels)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	watchDone := make(chan struct{})
@@ -78,11 +83,11 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config) error {
 		defer cc.Close()
 		go func() {
 			defer close(watchDone)
-			srv.WatchLoader(watchCtx, cc, setServing)
+			srv.WatchLoader(watchCtx, cc, srv.checkReady)
 		}()
 	} else {
 		close(watchDone)
-		setServing()
+		srv.checkReady()
 	}
 
 	err := gs.AwaitShutdown(ctx)

@@ -9,6 +9,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -51,6 +52,7 @@ type Server struct {
 	// ondemand loads the models requests ask for; set while WatchLoader
 	// runs (ondemand.go).
 	ondemand atomic.Pointer[onDemand]
+	ready    readiness // health follows the models served (ready.go)
 
 	stopOnce sync.Once
 	stop     chan struct{} // closed when shutdown begins: no new generations
@@ -161,6 +163,7 @@ func (s *Server) ListModels(ctx context.Context, req *corelmv1.ListModelsRequest
 	for _, e := range current {
 		resp.Models = append(resp.Models, e.info)
 	}
+	resp.Models = append(resp.Models, s.models.loadingInfos()...)
 	return resp, nil
 }
 
@@ -170,6 +173,9 @@ func (s *Server) GetModel(ctx context.Context, req *corelmv1.GetModelRequest) (*
 		return nil, toError(badRequestf("%v", err))
 	}
 	e, err := s.models.acquire(req.GetModelId())
+	if errors.Is(err, ErrModelLoading) {
+		return &corelmv1.GetModelResponse{Model: &corelmv1.ModelInfo{ModelId: req.GetModelId(), State: corelmv1.ModelState_MODEL_STATE_LOADING}}, nil
+	}
 	if err != nil {
 		return nil, toError(err)
 	}

@@ -7,7 +7,6 @@ import (
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
@@ -68,6 +67,7 @@ func (s *Server) watchOnce(ctx context.Context, client corelmv1.LoaderServiceCli
 			if s.models.generation(pm.GetModelId()) <= pm.GetGeneration() || pm.GetGeneration() == 0 {
 				s.log.Info("model unloaded", "model_id", pm.GetModelId())
 				s.models.remove(pm.GetModelId())
+				s.checkReady()
 			}
 		case corelmv1.ModelEventKind_MODEL_EVENT_KIND_SYNCED:
 			current, _ := s.models.entries()
@@ -76,6 +76,7 @@ func (s *Server) watchOnce(ctx context.Context, client corelmv1.LoaderServiceCli
 					s.models.remove(e.id)
 				}
 			}
+			s.checkReady()
 			synced()
 		}
 	}
@@ -107,8 +108,6 @@ func (s *Server) openGeneration(ctx context.Context, pm *corelmv1.PublishedModel
 		return ErrStopping // the only refusal left: the generation was checked above
 	}
 	s.log.InfoContext(ctx, "serving generation", "model_id", id, "generation", e.gen, "path", pm.GetPath(), "open", time.Since(start))
-	if s.health != nil {
-		s.health.SetServingStatus(corelmv1.InferenceService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	}
+	s.checkReady()
 	return nil
 }

@@ -1,0 +1,116 @@
+package server
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+)
+
+// Readiness: health says SERVING only while the server can serve what it
+// was told to. With required models (Config.RequireModels,
+// --require-models) that is when every one of them has a generation
+// mapped; without, when any model has. Until then health is NOT_SERVING
+// (the whole server "" and corelm.v1.InferenceService), so that probes and
+// balancers send nothing, and a request for a required model still loading
+// gets Unavailable with a RetryInfo detail (ErrModelLoading) rather than
+// NotFound. A required model that goes away (unloaded) turns health back
+// to NOT_SERVING until it is published again.
+
+// loadingRetry is the RetryInfo delay of ErrModelLoading: a load of a
+// large model takes tens of seconds, a retry storm helps nobody.
+const loadingRetry = 2 * time.Second
+
+// readiness tracks whether the server is ready and tells health.
+type readiness struct {
+	mu      sync.Mutex
+	serving bool      // what health was last told
+	once    sync.Once // onReady runs the first time the server is ready
+	onReady func()
+}
+
+// RequireModels names the models the server must serve before it is ready;
+// call it before serving.
+func (s *Server) RequireModels(ids []string) {
+	s.models.required = map[string]bool{}
+	for _, id := range ids {
+		s.models.required[id] = true
+	}
+}
+
+// loadingError is the error of a request for id while it is loading, or
+// nil when id is not a required model.
+func (r *registry) loadingErrorLocked(id string) error {
+	if !r.required[id] {
+		return nil
+	}
+	return fmt.Errorf("%w: %q is being loaded and is not served yet; retry in a few seconds", ErrModelLoading, id)
+}
+
+// loadingLocked lists the required models not served yet, sorted.
+func (r *registry) loadingLocked() []string {
+	var ids []string
+	for id := range r.required {
+		if r.current[id] == nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// readyState says whether the server can serve what it must, and which
+// required models are still loading.
+func (r *registry) readyState() (ready bool, loading []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	loading = r.loadingLocked()
+	if len(r.required) > 0 {
+		return len(loading) == 0, loading
+	}
+	return len(r.current) > 0, nil
+}
+
+// checkReady brings health in line with the models served; the first time
+// the server is ready it also runs onReady (the "serving" log line and
+// Config.Ready). Called whenever the served models change.
+func (s *Server) checkReady() {
+	ready, loading := s.models.readyState()
+	s.ready.mu.Lock()
+	changed := ready != s.ready.serving
+	s.ready.serving = ready
+	if changed && s.health != nil {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if ready {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		for _, name := range []string{"", corelmv1.InferenceService_ServiceDesc.ServiceName} {
+			s.health.SetServingStatus(name, st)
+		}
+	}
+	s.ready.mu.Unlock()
+	switch {
+	case ready && s.ready.onReady != nil:
+		s.ready.once.Do(s.ready.onReady)
+	case !ready && changed:
+		s.log.Warn("not ready: no longer serving what it must", "loading", loading)
+	case !ready && len(loading) > 0:
+		s.log.Info("not ready yet", "loading", loading)
+	}
+}
+
+// loadingInfos describes the required models still loading, for
+// ListModels.
+func (r *registry) loadingInfos() []*corelmv1.ModelInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*corelmv1.ModelInfo
+	for _, id := range r.loadingLocked() {
+		out = append(out, &corelmv1.ModelInfo{ModelId: id, State: corelmv1.ModelState_MODEL_STATE_LOADING})
+	}
+	return out
+}
