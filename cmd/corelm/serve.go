@@ -109,7 +109,7 @@ func runServeAll(ctx context.Context, args []string) error {
 	// service answers meanwhile, its health NOT_SERVING and generations on
 	// them Unavailable until they are published and mapped.
 	loaderAddr := loaderLis.Addr().String()
-	cfg.Logger, cfg.Loader = log.With("service", "inference"), loaderAddr
+	cfg.Logger, cfg.Loader, cfg.RequireModels = log.With("service", "inference"), loaderAddr, loader.IDs(load)
 	cfg.Ready = func() {
 		fmt.Fprintf(os.Stderr, "serving %s on %s (loader on %s, packed files in %s); try:\n"+
 			"  grpcurl -plaintext -d '{\"model_id\":\"%s\",\"text\":\"Once upon a time\",\"max_tokens\":32,\"sampling\":{\"temperature\":0}}' %s corelm.v1.InferenceService/GenerateStream\n",
