@@ -4,19 +4,22 @@
 //
 // Every flag has an environment variable, CORELM_<FLAG> with dashes as
 // underscores (CORELM_MAX_SEQS, CORELM_AUTH_TOKEN, ...); a flag on the
-// command line wins.
+// command line wins. Traces and metrics follow the standard OTEL_*
+// variables (docs/tracing.md); --trace-level sets how much of a generation
+// is traced, --metrics-listen serves Prometheus metrics.
 package main
 
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"os"
+	"time"
 
 	"github.com/corelm/corelm/internal/envflag"
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/services/inference/server"
+	"github.com/corelm/corelm/services/internal/telemetry"
 )
 
 func main() { envflag.Main("inference", run) }
@@ -29,24 +32,34 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	var (
 		cfg    server.Config
 		listen string
-		level  slog.Level
+		tf     telemetry.Flags
 	)
 	fs.String(&listen, "listen", "127.0.0.1:7071", "gRPC listen address, host:port")
 	fs.String(&cfg.Loader, "loader", "", "the loader's address; serve the models it publishes")
 	fs.String(&cfg.ModelFile, "model-file", "", `serve this GGUF or packed file directly ("stories": the built-in demo model)`)
 	fs.String(&cfg.ModelID, "model-id", "", "model id of --model-file (default: the file name without extension)")
 	cfg.BindFlags(fs)
-	fs.LogLevel(&level)
+	tf.Bind(fs, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if cfg.Loader == "" && cfg.ModelFile == "" {
 		return errors.New("give --loader (CORELM_LOADER) or --model-file (CORELM_MODEL_FILE; \"stories\" for the built-in model)")
 	}
-	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log, err := tf.Logger(os.Stderr)
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
+	tel, err := tf.Setup(ctx, "corelm-inference", getenv, log, nil)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	defer tel.ShutdownWithin(5 * time.Second)
+	cfg.Logger, cfg.Tracing.Telemetry = log, tel
 	return server.Serve(ctx, lis, cfg)
 }

@@ -5,7 +5,8 @@
 // their files change), and those clients ask for from --source-dir.
 //
 // Every flag has an environment variable (CORELM_LOADER_<FLAG>); a flag on
-// the command line wins. The server itself is package
+// the command line wins. Traces and metrics follow the standard OTEL_*
+// variables (docs/tracing.md); --metrics-listen serves Prometheus metrics. The server itself is package
 // services/loader/server.
 package main
 
@@ -13,13 +14,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"google.golang.org/grpc"
+
 	"github.com/corelm/corelm/internal/envflag"
 	"github.com/corelm/corelm/pkg/kernels"
+	"github.com/corelm/corelm/services/internal/telemetry"
 	"github.com/corelm/corelm/services/loader/server"
 )
 
@@ -34,7 +38,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		cfg    server.Config
 		listen string
 		models []string
-		level  slog.Level
+		tf     telemetry.Flags
 	)
 	fs.String(&listen, "listen", "127.0.0.1:7070", "gRPC listen address, host:port")
 	fs.String(&cfg.SourceDir, "source-dir", "", "directory of GGUF model files; requests name paths inside it (optional with --model)")
@@ -44,7 +48,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	fs.String(&cfg.ShmDir, "shm-dir", "/dev/shm/corelm", "shared-memory directory packed files are published in")
 	fs.Bytes(&cfg.Budget, "budget", "0", "bytes of published models allowed, e.g. 12GiB; 0: the directory's free space")
 	fs.Duration(&cfg.Grace, "shutdown-grace", 10*time.Second, "how long SIGTERM waits for calls to finish")
-	fs.LogLevel(&level)
+	tf.Bind(fs, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -55,10 +59,20 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if cfg.SourceDir == "" && len(cfg.Models) == 0 {
 		return errors.New("give --source-dir (CORELM_LOADER_SOURCE_DIR) or --model (CORELM_LOADER_MODEL), or both")
 	}
-	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.Logger, err = tf.Logger(os.Stderr); err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
+	tel, err := tf.Setup(ctx, "corelm-loader", getenv, cfg.Logger, nil)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	defer tel.ShutdownWithin(5 * time.Second)
+	cfg.Telemetry = tel
+	cfg.ServerOptions = append(cfg.ServerOptions, grpc.StatsHandler(otelgrpc.NewServerHandler(tel.GRPCOptions()...)))
 	return server.Serve(ctx, lis, cfg)
 }

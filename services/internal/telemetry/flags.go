@@ -1,10 +1,13 @@
 package telemetry
 
 import (
+	"context"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/corelm/corelm/internal/envflag"
+	"github.com/corelm/corelm/internal/version"
 )
 
 // LogFormats are the values of --log-format; the first is the default, the
@@ -39,4 +42,31 @@ func parseLogFormat(s string) (string, error) {
 // Logger is NewLogger with the flags' format and level.
 func (f *Flags) Logger(w io.Writer) (*slog.Logger, error) {
 	return NewLogger(w, f.LogFormat, f.LogLevel)
+}
+
+// Setup is Setup for a server process: service is its default name, getenv
+// its environment, log gets the SDK's errors and the /metrics address;
+// share, when not nil, is the Telemetry whose metrics it shares (the
+// loader in serve-all). ctx only bounds the setup.
+func (f *Flags) Setup(ctx context.Context, service string, getenv func(string) string, log *slog.Logger, share *Telemetry) (*Telemetry, error) {
+	o := Options{ServiceName: service, Version: version.Read().Module, Getenv: getenv, Logger: log, ShareMetrics: share}
+	if share == nil {
+		o.MetricsListen = f.MetricsListen
+	}
+	t, err := Setup(context.WithoutCancel(ctx), o)
+	if err != nil {
+		return nil, err
+	}
+	if addr := t.MetricsAddr(); addr != nil {
+		log.Info("serving metrics", "addr", "http://"+addr.String()+"/metrics")
+	}
+	return t, nil
+}
+
+// ShutdownWithin is Shutdown with a deadline of d from now: the last spans
+// are exported, or given up after d (an unreachable collector).
+func (t *Telemetry) ShutdownWithin(d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return t.Shutdown(ctx)
 }
