@@ -38,6 +38,8 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	fs.String(&cfg.Loader, "loader", "", "the loader's address; serve the models it publishes")
 	fs.String(&cfg.ModelFile, "model-file", "", `serve this GGUF or packed file directly ("stories": the built-in demo model)`)
 	fs.String(&cfg.ModelID, "model-id", "", "model id of --model-file (default: the file name without extension)")
+	fs.List(&cfg.RequireModels, "require-models", "not ready (health NOT_SERVING, requests for them Unavailable) until these models are served: ID,... "+
+		"(default: until any model is)")
 	cfg.BindFlags(fs)
 	tf.Bind(fs, "")
 	if err := fs.Parse(args); err != nil {
