@@ -5,13 +5,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"google.golang.org/grpc"
 
 	"github.com/corelm/corelm/internal/envflag"
 	"github.com/corelm/corelm/models"
@@ -21,6 +23,11 @@ import (
 
 // storiesID is the id the embedded demo model is published under.
 const storiesID = "stories"
+
+// serveAllMetrics is serve-all's --metrics-listen default: the quickstart
+// has its /metrics on (the service binaries' is off unless set), on the
+// port of the OpenTelemetry Prometheus exporter's convention.
+const serveAllMetrics = "127.0.0.1:9464"
 
 // runServeAll is the one-machine quickstart: the loader and the inference
 // service in this process, talking over loopback gRPC exactly as the two
@@ -35,7 +42,6 @@ func runServeAll(ctx context.Context, args []string) error {
 		listen, sourceDir, shmDir string
 		named                     []string
 		watch                     time.Duration
-		level                     slog.Level
 	)
 	fs.String(&listen, "listen", "127.0.0.1:50051", "the inference service's gRPC listen address")
 	fs.String(&sourceDir, "source-dir", "", "directory of GGUF files clients may ask the loader for (its "+storiesID+".gguf is served as "+storiesID+")")
@@ -44,7 +50,7 @@ func runServeAll(ctx context.Context, args []string) error {
 		"ID=PATH, repeatable or comma-separated (default: the embedded "+storiesID+" model)")
 	fs.Duration(&watch, "watch-interval", 10*time.Second, "how often the files of --model are checked for changes (0: never)")
 	cfg.BindFlags(fs)
-	fs.LogLevel(&level)
+	tf := inference.BindTelemetryFlags(fs, serveAllMetrics)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err // -h, --version
@@ -55,7 +61,10 @@ func runServeAll(ctx context.Context, args []string) error {
 	if err != nil {
 		return usagef("--model: %v", err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log, err := tf.Logger(os.Stderr)
+	if err != nil {
+		return usagef("%v", err)
+	}
 
 	// Listen first, so a taken port fails before any model is packed.
 	lis, err := net.Listen("tcp", listen)
@@ -63,6 +72,19 @@ func runServeAll(ctx context.Context, args []string) error {
 		return err
 	}
 	defer lis.Close()
+	// Two services, two service names in the traces, one /metrics: the
+	// loader records through the inference side's meter provider.
+	inferenceLog, loaderLog := log.With("service", "inference"), log.With("service", "loader")
+	tel, err := tf.Setup(ctx, "corelm-inference", os.Getenv, inferenceLog, nil)
+	if err != nil {
+		return err
+	}
+	defer tel.ShutdownWithin(5 * time.Second)
+	loaderTel, err := tf.Setup(ctx, "corelm-loader", os.Getenv, loaderLog, tel)
+	if err != nil {
+		return err
+	}
+	defer loaderTel.ShutdownWithin(5 * time.Second)
 	demo, cleanDemo, err := serveAllDemo(sourceDir, extra)
 	if err != nil {
 		return err
@@ -86,9 +108,10 @@ func runServeAll(ctx context.Context, args []string) error {
 	loaderReady, loaderDone := make(chan struct{}), make(chan error, 1)
 	go func() {
 		loaderDone <- loader.Serve(loaderCtx, loaderLis, loader.Config{
-			Options: loader.Options{SourceDir: sourceDir, ShmDir: shm, Models: load, Watch: watch, Logger: log.With("service", "loader")},
-			Grace:   cfg.Grace,
-			Ready:   func() { close(loaderReady) },
+			Options:       loader.Options{SourceDir: sourceDir, ShmDir: shm, Models: load, Watch: watch, Logger: loaderLog, Telemetry: loaderTel},
+			Grace:         cfg.Grace,
+			Ready:         func() { close(loaderReady) },
+			ServerOptions: []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(loaderTel.GRPCOptions()...))},
 		})
 	}()
 	stop := func(err error) error {
@@ -109,11 +132,15 @@ func runServeAll(ctx context.Context, args []string) error {
 	// service answers meanwhile, its health NOT_SERVING and generations on
 	// them Unavailable until they are published and mapped.
 	loaderAddr := loaderLis.Addr().String()
-	cfg.Logger, cfg.Loader, cfg.RequireModels = log.With("service", "inference"), loaderAddr, loader.IDs(load)
+	cfg.Logger, cfg.Loader, cfg.RequireModels = inferenceLog, loaderAddr, loader.IDs(load)
+	cfg.Tracing.Telemetry = tel
 	cfg.Ready = func() {
 		fmt.Fprintf(os.Stderr, "serving %s on %s (loader on %s, packed files in %s); try:\n"+
 			"  grpcurl -plaintext -d '{\"model_id\":\"%s\",\"text\":\"Once upon a time\",\"max_tokens\":32,\"sampling\":{\"temperature\":0}}' %s corelm.v1.InferenceService/GenerateStream\n",
 			strings.Join(loader.IDs(load), ", "), lis.Addr(), loaderAddr, shm, load[0].ID, lis.Addr())
+		if addr := tel.MetricsAddr(); addr != nil {
+			fmt.Fprintf(os.Stderr, "metrics on http://%s/metrics\n", addr)
+		}
 	}
 	return stop(inference.Serve(ctx, lis, cfg))
 }

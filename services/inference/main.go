@@ -19,7 +19,6 @@ import (
 	"github.com/corelm/corelm/internal/envflag"
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/services/inference/server"
-	"github.com/corelm/corelm/services/internal/telemetry"
 )
 
 func main() { envflag.Main("inference", run) }
@@ -32,7 +31,6 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	var (
 		cfg    server.Config
 		listen string
-		tf     telemetry.Flags
 	)
 	fs.String(&listen, "listen", "127.0.0.1:7071", "gRPC listen address, host:port")
 	fs.String(&cfg.Loader, "loader", "", "the loader's address; serve the models it publishes")
@@ -41,7 +39,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	fs.List(&cfg.RequireModels, "require-models", "not ready (health NOT_SERVING, requests for them Unavailable) until these models are served: ID,... "+
 		"(default: until any model is)")
 	cfg.BindFlags(fs)
-	tf.Bind(fs, "")
+	tf := server.BindTelemetryFlags(fs, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

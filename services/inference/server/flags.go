@@ -32,3 +32,15 @@ func (c *Config) BindFlags(fs *envflag.Set) {
 	fs.Bool(&t.Content, "trace-content", false,
 		"record every traced generation's prompt and output on its span (else only calls with metadata "+ContentMetadataKey+": true)")
 }
+
+// BindTelemetryFlags binds a process's telemetry knobs, the same in the
+// inference binary, the loader binary and `corelm serve-all`:
+// --metrics-listen (metricsListen is its default), --log-format and
+// --log-level. The returned flags set up the logger and the telemetry
+// (Logger, Setup) once parsed. (Here so that serve-all, outside services/,
+// binds them too.)
+func BindTelemetryFlags(fs *envflag.Set, metricsListen string) *telemetry.Flags {
+	tf := &telemetry.Flags{}
+	tf.Bind(fs, metricsListen)
+	return tf
+}
