@@ -2,11 +2,13 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"testing"
 
 	"github.com/corelm/corelm/internal/servicetest"
+	"github.com/corelm/corelm/models"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
@@ -14,26 +16,30 @@ import (
 // address and the shared-memory directory.
 var banner = regexp.MustCompile(`(?m)^serving .* on (\S+) \(loader on \S+, packed files in (\S+)\)`)
 
-// TestServeAll runs `corelm serve-all` as a process with its defaults (the
-// embedded model, temporary source and shared-memory directories), streams
-// a greedy generation through the loader-published model, then stops it
-// with SIGTERM: it must exit 0 and remove its temporary directories.
-func TestServeAll(t *testing.T) {
-	p := servicetest.Start(t, cli(t.Context(), "serve-all", "--listen", "127.0.0.1:0", "--max-seqs", "2"),
-		func(line string) (string, bool) {
-			if m := banner.FindStringSubmatch(line); m != nil {
-				return m[1], true
-			}
-			return "", false
-		})
-	shm := banner.FindStringSubmatch(p.Logs())
-	servicetest.WaitServing(t, p.Conn, corelmv1.InferenceService_ServiceDesc.ServiceName)
+// startServeAll runs `corelm serve-all` with args in dir ("": the test's)
+// and returns it once its banner says it serves.
+func startServeAll(t *testing.T, dir string, args ...string) (p *servicetest.Proc, shm string) {
+	t.Helper()
+	cmd := cli(t.Context(), append([]string{"serve-all", "--listen", "127.0.0.1:0", "--max-seqs", "2"}, args...)...)
+	cmd.Dir = dir
+	p = servicetest.Start(t, cmd, func(line string) (string, bool) {
+		if m := banner.FindStringSubmatch(line); m != nil {
+			return m[1], true
+		}
+		return "", false
+	})
+	return p, banner.FindStringSubmatch(p.Logs())[2]
+}
 
+// wantGreedy streams a greedy generation of model id and checks it against
+// runtime.Generate on the embedded model.
+func wantGreedy(t *testing.T, p *servicetest.Proc, id string) {
+	t.Helper()
 	const text = "Once upon a time"
 	prompt, want, _ := servicetest.Greedy(t, text, 32)
 	temp := float32(0)
 	stream, err := corelmv1.NewInferenceServiceClient(p.Conn).GenerateStream(t.Context(), &corelmv1.GenerateStart{
-		ModelId: storiesID, Prompt: &corelmv1.GenerateStart_Text{Text: text}, MaxTokens: 32,
+		ModelId: id, Prompt: &corelmv1.GenerateStart_Text{Text: text}, MaxTokens: 32,
 		Sampling: &corelmv1.SamplingParams{Temperature: &temp},
 	})
 	if err != nil {
@@ -61,9 +67,42 @@ func TestServeAll(t *testing.T) {
 	if u := final.GetUsage(); final == nil || u.GetPromptTokens() != int32(len(prompt)) || u.GetCompletionTokens() != int32(len(ids)) {
 		t.Errorf("final frame %v; want usage prompt %d, completion %d", final, len(prompt), len(ids))
 	}
+}
 
+// TestServeAll runs `corelm serve-all` as a process with its defaults (the
+// embedded model, temporary source and shared-memory directories), streams
+// a greedy generation through the loader-published model, checks `corelm
+// health`, then stops it with SIGTERM: it must exit 0 and remove its
+// temporary directories.
+func TestServeAll(t *testing.T) {
+	p, shm := startServeAll(t, "")
+	// The banner comes once the model is mapped: health says so already.
+	for _, svc := range []string{"", "corelm.v1.InferenceService"} {
+		if out, errb, code := corelm(t, "health", p.Addr, "--service", svc); code != 0 || out != "SERVING\n" {
+			t.Errorf("corelm health --service %q: exit %d, %q %q", svc, code, out, errb)
+		}
+	}
+	wantGreedy(t, p, storiesID)
 	p.Stop(t)
-	if _, err := os.Stat(shm[2]); !os.IsNotExist(err) {
-		t.Errorf("temporary shared-memory directory %s left behind (%v)", shm[2], err)
+	if _, err := os.Stat(shm); !os.IsNotExist(err) {
+		t.Errorf("temporary shared-memory directory %s left behind (%v)", shm, err)
+	}
+}
+
+// TestServeAllModelPath: --model takes a path relative to the working
+// directory, with no --source-dir, and serves only that model.
+func TestServeAllModelPath(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "m"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "m", "tale.gguf"), models.Stories, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := startServeAll(t, dir, "--model", "tale=m/tale.gguf")
+	wantGreedy(t, p, "tale")
+	list, err := corelmv1.NewInferenceServiceClient(p.Conn).ListModels(t.Context(), &corelmv1.ListModelsRequest{})
+	if err != nil || len(list.GetModels()) != 1 || list.GetModels()[0].GetModelId() != "tale" {
+		t.Errorf("ListModels: %v %v, want tale alone", list, err)
 	}
 }
