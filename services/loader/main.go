@@ -46,7 +46,10 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		"PATH is absolute or relative to the working directory, and trusted (it may lie outside --source-dir)")
 	fs.Duration(&cfg.Watch, "watch-interval", 10*time.Second, "how often the files of --model are checked for changes (0: never)")
 	fs.String(&cfg.ShmDir, "shm-dir", "/dev/shm/corelm", "shared-memory directory packed files are published in")
-	fs.Bytes(&cfg.Budget, "budget", "0", "bytes of published models allowed, e.g. 12GiB; 0: the directory's free space")
+	fs.Bytes(&cfg.Budget, "budget", "0", "bytes of packed files the directory may hold, superseded generations still mapped included, e.g. 5GiB; "+
+		"0: the directory's file system size, at most the memory limit (cgroup or physical) less a margin")
+	fs.Duration(&cfg.DrainTimeout, "drain-timeout", server.DefaultDrainTimeout, "how long a load waits for superseded generations to drain "+
+		"when the budget cannot hold it beside them (keep it above the inference service's --drain-timeout)")
 	fs.Duration(&cfg.Grace, "shutdown-grace", 10*time.Second, "how long SIGTERM waits for calls to finish")
 	tf.Bind(fs, "")
 	if err := fs.Parse(args); err != nil {

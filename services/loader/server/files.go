@@ -126,8 +126,9 @@ func fileKind(mode uint32) string {
 }
 
 // recover runs at start: it removes temporary files of earlier runs and
-// re-announces the newest valid generation of each model, unlinking older
-// generations and files that fail verification.
+// re-announces the newest valid generation of each model, retiring older
+// generations (budget.go: a reader may still map them) and unlinking files
+// that fail verification.
 func (s *Server) recover() error {
 	entries, err := os.ReadDir(s.shmDir)
 	if err != nil {
@@ -135,12 +136,20 @@ func (s *Server) recover() error {
 	}
 	newest := map[string]*corelmv1.PublishedModel{}
 	var stale []string
+	var older []*corelmv1.PublishedModel
 	for _, e := range entries {
 		name := e.Name()
 		path := filepath.Join(s.shmDir, name)
 		if strings.HasPrefix(name, tmpPrefix) {
 			s.log.Info("removing leftover temporary file", "path", path)
 			os.Remove(path)
+			continue
+		}
+		if strings.HasPrefix(name, drainingPrefix) {
+			if id, gen, ok := parseFileName(strings.TrimPrefix(name, drainingPrefix)); ok && gen > s.gens[id] {
+				s.gens[id] = gen
+			}
+			s.recoverDrainLocked(path)
 			continue
 		}
 		id, gen, ok := parseFileName(name)
@@ -158,15 +167,18 @@ func (s *Server) recover() error {
 		}
 		if cur := newest[id]; cur == nil || gen > cur.GetGeneration() {
 			if cur != nil {
-				stale = append(stale, cur.GetPath())
+				older = append(older, cur)
 			}
 			newest[id] = pb
 		} else {
-			stale = append(stale, path)
+			older = append(older, pb)
 		}
 	}
 	for _, path := range stale {
 		os.Remove(path)
+	}
+	for _, pb := range older {
+		s.retireLocked(pb)
 	}
 	for id, pb := range newest {
 		s.published[id] = &published{pb: pb, source: recordedSource(pb.GetPath())}

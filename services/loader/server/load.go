@@ -325,7 +325,7 @@ func (s *Server) loadAndPublish(ctx context.Context, l *load, st *stages) (*core
 	}
 	size := plan.Size()
 	st.span.SetAttributes(keyBytes.Int64(size))
-	if err := s.reserve(l.id, size); err != nil {
+	if err := s.reserve(ctx, l.id, size); err != nil {
 		return nil, err
 	}
 	defer s.release(size)
@@ -440,8 +440,8 @@ func verifyPacked(path string) (pack.Header, error) {
 	return pf.Header, err
 }
 
-// publish makes pb the model's current generation, unlinks the one it
-// supersedes and tells the watchers.
+// publish makes pb the model's current generation, retires the one it
+// supersedes (budget.go) and tells the watchers.
 func (s *Server) publish(pb *corelmv1.PublishedModel, src sourceID) {
 	s.mu.Lock()
 	old := s.published[pb.GetModelId()]
@@ -454,43 +454,10 @@ func (s *Server) publish(pb *corelmv1.PublishedModel, src sourceID) {
 	}
 	s.published[pb.GetModelId()] = &published{pb: pb, source: src}
 	s.broadcastLocked(&corelmv1.WatchModelsResponse{Kind: corelmv1.ModelEventKind_MODEL_EVENT_KIND_PUBLISHED, Model: pb})
-	s.mu.Unlock()
 	if old != nil {
 		// Readers that mapped it keep their pages; the name goes away.
-		if err := os.Remove(old.pb.GetPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
-			s.log.Warn("unlink superseded generation", "path", old.pb.GetPath(), "err", err)
-		}
+		s.retireLocked(old.pb)
 	}
-}
-
-// reserve claims size bytes of the budget and checks the directory's free
-// space.
-func (s *Server) reserve(id string, size int64) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(s.shmDir, &st); err == nil {
-		if free := int64(st.Bavail) * st.Bsize; free < size {
-			return fmt.Errorf("%w: model %q needs %d bytes, %s has %d free", ErrNoSpace, id, size, s.shmDir, free)
-		}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.opts.Budget > 0 {
-		var used int64
-		for _, p := range s.published {
-			used += p.pb.GetSizeBytes()
-		}
-		if used+s.reserved+size > s.opts.Budget {
-			return fmt.Errorf("%w: model %q needs %d bytes; budget %d, %d published, %d being loaded",
-				ErrNoSpace, id, size, s.opts.Budget, used, s.reserved)
-		}
-	}
-	s.reserved += size
-	return nil
-}
-
-func (s *Server) release(size int64) {
-	s.mu.Lock()
-	s.reserved -= size
 	s.mu.Unlock()
 }
 

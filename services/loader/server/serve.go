@@ -50,7 +50,7 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config) error {
 		return err
 	}
 	gs.SetServing()
-	log.Info("serving", "addr", lis.Addr().String(), "source_dir", srv.srcDir, "shm_dir", srv.shmDir, "budget", cfg.Budget)
+	log.Info("serving", "addr", lis.Addr().String(), "source_dir", srv.srcDir, "shm_dir", srv.shmDir, "budget", srv.opts.Budget, "budget_from", srv.budgetHow, "drain_timeout", srv.opts.DrainTimeout)
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}

@@ -28,8 +28,15 @@ import (
 type Options struct {
 	SourceDir string // GGUF files clients name are read from here only ("": none)
 	ShmDir    string // packed files are published here
-	Budget    int64  // bytes of published files allowed; 0: free space only
-	Logger    *slog.Logger
+	// Budget is the bytes of packed files the directory may hold,
+	// superseded generations still mapped included [DefaultBudget]
+	// (budget.go).
+	Budget int64
+	// DrainTimeout bounds how long a load waits for superseded
+	// generations to drain when the budget cannot hold it beside them
+	// [DefaultDrainTimeout].
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
 	// Models are loaded at start and reloaded when their file changes,
 	// checked every Watch (0: never); their paths are trusted
 	// (startup.go).
@@ -41,6 +48,7 @@ type Options struct {
 	// Test seams.
 	fallocate     func(fd int, mode uint32, off, size int64) error
 	afterValidate func(modelID string)
+	drainWait     func(modelID string) // a load starts waiting for superseded generations to drain
 }
 
 // Server is the loader: it owns the shared-memory directory.
@@ -65,6 +73,8 @@ type Server struct {
 	loads     map[string]*load      // in flight, by model id
 	gens      map[string]uint64     // last generation handed out, by model id
 	reserved  int64                 // bytes promised to loads in flight
+	drains    drains                // superseded generations still mapped (budget.go)
+	budgetHow string                // where opts.Budget comes from, for errors and the log
 	watchers  map[*watcher]struct{}
 }
 
@@ -114,6 +124,10 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("loader: shared-memory directory: %w", err)
 	}
 	if s.shmDir, err = filepath.Abs(opts.ShmDir); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.resolveBudget(); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -251,10 +265,8 @@ func (s *Server) UnloadModel(ctx context.Context, req *corelmv1.UnloadModelReque
 	}
 	delete(s.published, req.GetModelId())
 	s.broadcastLocked(&corelmv1.WatchModelsResponse{Kind: corelmv1.ModelEventKind_MODEL_EVENT_KIND_UNLOADED, Model: p.pb})
+	s.retireLocked(p.pb)
 	s.mu.Unlock()
-	if err := os.Remove(p.pb.GetPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Warn("unlink unloaded model", "path", p.pb.GetPath(), "err", err)
-	}
 	s.log.Info("unloaded", "model", req.GetModelId(), "generation", p.pb.GetGeneration())
 	return &corelmv1.UnloadModelResponse{Generation: p.pb.GetGeneration()}, nil
 }
