@@ -11,6 +11,12 @@ import (
 	"strings"
 )
 
+// revision is the VCS revision of a build that has no VCS information of
+// its own (a container build, whose context leaves .git out):
+//
+//	go build -ldflags "-X github.com/corelm/corelm/internal/version.revision=$(git rev-parse HEAD)"
+var revision string
+
 // Info is what a binary knows about its build.
 type Info struct {
 	Module   string // module version: a tag, a pseudo-version, or "(devel)"
@@ -22,7 +28,7 @@ type Info struct {
 
 // Read returns the running binary's build information.
 func Read() Info {
-	info := Info{Module: "(unknown)", Go: runtime.Version()}
+	info := Info{Module: "(unknown)", Revision: revision, Go: runtime.Version()}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return info
