@@ -35,9 +35,13 @@ import (
 // decoding streams keep flowing while a long prompt is read.
 const DefaultStepTokens = 128
 
+// DefaultMaxSeqs is how many sequences a scheduler steps together unless
+// configured.
+const DefaultMaxSeqs = 8
+
 // Config sizes a scheduler. Zero fields take the defaults in brackets.
 type Config struct {
-	MaxSeqs  int   // sequences stepped together [8]
+	MaxSeqs  int   // sequences stepped together [DefaultMaxSeqs]
 	MaxQueue int   // admitted requests waiting for a slot [2×MaxSeqs]; -1 = no queue
 	KVBudget int64 // bytes of KV cache all sequences may hold [0 = unlimited]
 	// Context is the most positions one sequence may reach: the context
@@ -157,7 +161,7 @@ type seq struct {
 func New(m model.Model, cfg Config) *Scheduler {
 	mc := m.Config()
 	if cfg.MaxSeqs <= 0 {
-		cfg.MaxSeqs = 8
+		cfg.MaxSeqs = DefaultMaxSeqs
 	}
 	if cfg.MaxQueue == 0 {
 		cfg.MaxQueue = 2 * cfg.MaxSeqs
@@ -625,10 +629,12 @@ func (s *Scheduler) finish(q *seq, f *Final) {
 		}
 	}
 	s.mu.Unlock()
-	// The buffer always keeps one slot free for this event.
-	q.events <- Event{Kind: EventFinal, Final: f}
-	close(q.events)
+	// The hook first: an observer has recorded the request (its span, its
+	// metrics) by the time the client sees it end.
 	if h := s.cfg.Hooks.RequestFinished; h != nil {
 		h(&q.info, f)
 	}
+	// The buffer always keeps one slot free for this event.
+	q.events <- Event{Kind: EventFinal, Final: f}
+	close(q.events)
 }
