@@ -11,15 +11,20 @@ import (
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
-// Readiness: health says SERVING only while the server can serve what it
-// was told to. With required models (Config.RequireModels,
-// --require-models) that is when every one of them has a generation
-// mapped; without, when any model has. Until then health is NOT_SERVING
-// (the whole server "" and corelm.v1.InferenceService), so that probes and
-// balancers send nothing, and a request for a required model still loading
-// gets Unavailable with a RetryInfo detail (ErrModelLoading) rather than
-// NotFound. A required model that goes away (unloaded) turns health back
-// to NOT_SERVING until it is published again.
+// Readiness: the server is ready when it can serve what it was told to.
+// With required models (Config.RequireModels, --require-models) that is
+// when every one of them has a generation mapped; without, when any model
+// has. Until then health is NOT_SERVING, for the whole server ("") and for
+// corelm.v1.InferenceService, so that probes and balancers send nothing,
+// and a request for a required model still loading gets Unavailable with
+// a RetryInfo detail (ErrModelLoading) rather than NotFound.
+//
+// After that the two differ. corelm.v1.InferenceService follows readiness:
+// a required model that goes away (unloaded) turns it NOT_SERVING until
+// the model is published again — the readiness probe. The whole server
+// stays SERVING until shutdown: the process is alive and started — the
+// liveness probe, which must not restart a pod over a model that another
+// restart would not bring back.
 
 // loadingRetry is the RetryInfo delay of ErrModelLoading: a load of a
 // large model takes tens of seconds, a retry storm helps nobody.
@@ -87,10 +92,9 @@ func (s *Server) checkReady() {
 		st := healthpb.HealthCheckResponse_NOT_SERVING
 		if ready {
 			st = healthpb.HealthCheckResponse_SERVING
+			s.health.SetServingStatus("", st) // started: never back to NOT_SERVING
 		}
-		for _, name := range []string{"", corelmv1.InferenceService_ServiceDesc.ServiceName} {
-			s.health.SetServingStatus(name, st)
-		}
+		s.health.SetServingStatus(corelmv1.InferenceService_ServiceDesc.ServiceName, st)
 	}
 	s.ready.mu.Unlock()
 	switch {
