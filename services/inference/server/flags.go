@@ -1,9 +1,11 @@
 package server
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/corelm/corelm/internal/envflag"
+	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/sched"
 	"github.com/corelm/corelm/services/internal/telemetry"
@@ -18,10 +20,15 @@ func (c *Config) BindFlags(fs *envflag.Set) {
 	fs.Int(&o.Threads, "threads", 0, "kernel threads per model (0: the CPUs this process may use)")
 	fs.Int(&o.MaxSeqs, "max-seqs", 8, "sequences per model decoded together")
 	fs.Int(&o.MaxQueue, "max-queue", 0, "requests waiting for a slot per model (0: twice --max-seqs)")
-	fs.Int(&o.Context, "ctx", 0, "context length per sequence (0: the model's)")
+	fs.Int(&o.Context, "ctx", 0, "context length per sequence (0: the largest that --memory-budget holds for one sequence, up to the model's and 8192; "+
+		"a larger one than fits is an error)")
 	fs.Int(&o.StepTokens, "step-tokens", sched.DefaultStepTokens, "most tokens one forward step processes (prefill chunking)")
 	envflag.Parsed(fs, &o.KVType, "kv-type", "f16", kvcache.ParseType, "KV cache type: f16 or q8_0")
-	fs.Bytes(&o.Budget, "budget", "1GiB", "KV cache memory per model, e.g. 2GiB (0: only --max-seqs limits)")
+	envflag.Parsed(fs, &o.MemoryBudget, "memory-budget", "auto", parseMemoryBudget,
+		"memory for every model's weights, KV cache and compute buffers, e.g. 6GiB; auto: the cgroup memory limit, else physical memory, less 256 MiB + 1/32; none: no limit")
+	fs.Bytes(&o.Budget, "budget", "0", "KV cache cap per model, e.g. 2GiB (0: what --memory-budget leaves after the weights and compute buffers, "+
+		"at most --max-seqs full-context sequences)")
+	fs.Duration(&o.Drain, "drain-timeout", 5*time.Minute, "how long a superseded model generation may finish its requests before they are cancelled")
 	fs.String(&c.AuthToken, "auth-token", "", "require this bearer token on every call but health checks")
 	fs.Duration(&c.Grace, "shutdown-grace", 10*time.Second, "how long SIGTERM waits for running generations")
 	t := &o.Tracing
@@ -31,6 +38,22 @@ func (c *Config) BindFlags(fs *envflag.Set) {
 		"the most a call may ask for: off, request, step or layer")
 	fs.Bool(&t.Content, "trace-content", false,
 		"record every traced generation's prompt and output on its span (else only calls with metadata "+ContentMetadataKey+": true)")
+}
+
+// parseMemoryBudget reads --memory-budget: "auto" (0), "none" (-1) or a
+// size.
+func parseMemoryBudget(v string) (int64, error) {
+	switch v {
+	case "auto", "":
+		return 0, nil
+	case "none":
+		return -1, nil
+	}
+	n, err := runtime.ParseBytes(v)
+	if err == nil && n == 0 {
+		err = fmt.Errorf("--memory-budget 0: give a size, auto or none")
+	}
+	return n, err
 }
 
 // BindTelemetryFlags binds a process's telemetry knobs, the same in the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -45,6 +46,7 @@ type entry struct {
 
 	refs      int // guarded by registry.mu
 	retired   bool
+	reserved  int64 // bytes of the memory budget it holds (memory.go)
 	closers   []io.Closer
 	unobserve func() // unregisters the scheduler's gauges; idempotent
 }
@@ -218,6 +220,9 @@ type modelConfig struct {
 	threads int
 	sched   sched.Config
 	tel     *telemetry.Telemetry // the scheduler's hooks and gauges
+	// memory is what a model of an id may hold (memory.go; 0: no limit).
+	memory func(id string) int64
+	log    *slog.Logger
 }
 
 // applyLoadOptions sets what the loader chose for one model (its context
@@ -263,6 +268,19 @@ func newEntry(id string, gen uint64, src model.Source, cfg modelConfig, closers 
 	var ownTemplate bool
 	e.chat, ownTemplate = loadTemplate(tmpl)
 	sc := cfg.sched
+	var budget int64
+	if cfg.memory != nil {
+		budget = cfg.memory(id)
+	}
+	fit, reserved, err := planMemory(m, runtime.WeightBytes(src), &sc, budget)
+	if err != nil {
+		return nil, fmt.Errorf("model %q: %w", id, err)
+	}
+	e.reserved = reserved
+	if cfg.log != nil {
+		cfg.log.Info("memory plan", "model_id", id, "generation", gen, "memory", fit, "kv_budget", runtime.FormatBytes(sc.KVBudget),
+			"reserved", runtime.FormatBytes(reserved))
+	}
 	sc.Hooks = cfg.tel.SchedulerHooks(id)
 	e.sched = sched.New(m, sc)
 	e.closers = append(e.closers, closerFunc(func() error {
@@ -359,10 +377,16 @@ func DefaultModelID(path string) string {
 // is the file announced: same generation in the header, same (dev, inode),
 // every tensor's checksum.
 func openPublished(pm *corelmv1.PublishedModel, cfg modelConfig) (*entry, error) {
-	pf, err := pack.Open(pm.GetPath())
+	pf, lease, err := openLeased(pm)
 	if err != nil {
 		return nil, err
 	}
+	handed := false // to newEntry, which closes it
+	defer func() {
+		if !handed {
+			lease.Close()
+		}
+	}()
 	if pf.Header.Generation != pm.GetGeneration() {
 		pf.Close()
 		return nil, fmt.Errorf("%s: header says generation %d, the loader announced %d", pm.GetPath(), pf.Header.Generation, pm.GetGeneration())
@@ -376,5 +400,7 @@ func openPublished(pm *corelmv1.PublishedModel, cfg modelConfig) (*entry, error)
 		return nil, err
 	}
 	applyLoadOptions(&cfg.sched, pm.GetOptions())
-	return newEntry(pm.GetModelId(), pm.GetGeneration(), model.FromPack(pf), cfg, pf)
+	// Closed last: the lease goes once the mapping has.
+	handed = true
+	return newEntry(pm.GetModelId(), pm.GetGeneration(), model.FromPack(pf), cfg, lease, pf)
 }

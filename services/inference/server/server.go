@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc/health"
 
+	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/sched"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
@@ -29,9 +30,13 @@ type Options struct {
 	Threads  int          // kernel threads per model [the CPUs the process may use]
 	MaxSeqs  int          // sequences per model stepped together [8]
 	MaxQueue int          // requests waiting for a slot, per model [2×MaxSeqs]
-	Context  int          // context per sequence [the model's]
+	Context  int          // context per sequence [the largest that fits, up to model.DefaultContextCap]
 	KVType   kvcache.Type // KV cache element type [f16]
-	Budget   int64        // KV cache bytes per model [0: only MaxSeqs limits]
+	Budget   int64        // KV cache cap per model [0: what MemoryBudget leaves; memory.go]
+	// MemoryBudget is what the whole process may use for every model's
+	// weights, KV cache and compute buffers [0: runtime.DefaultMemoryBudget;
+	// < 0: no limit].
+	MemoryBudget int64
 	// StepTokens caps the tokens of one forward step [sched.DefaultStepTokens].
 	StepTokens int
 	// Drain is how long a superseded generation may finish its requests
@@ -68,6 +73,8 @@ func New(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	how := resolveMemoryBudget(&opts)
+	opts.Logger.Info("memory budget", "bytes", opts.MemoryBudget, "budget", runtime.FormatBytes(opts.MemoryBudget), "from", how)
 	return &Server{
 		opts:    opts,
 		log:     opts.Logger,
@@ -80,7 +87,8 @@ func New(opts Options) *Server {
 func (s *Server) modelConfig() modelConfig {
 	o := s.opts
 	return modelConfig{threads: o.Threads, tel: s.telemetry(), sched: sched.Config{MaxSeqs: o.MaxSeqs, MaxQueue: o.MaxQueue,
-		Context: o.Context, KVType: o.KVType, KVBudget: o.Budget, StepTokens: o.StepTokens}}
+		Context: o.Context, KVType: o.KVType, KVBudget: o.Budget, StepTokens: o.StepTokens},
+		memory: func(id string) int64 { return s.models.memoryFor(id, o.MemoryBudget) }, log: s.log}
 }
 
 // ServeFile serves a model file directly, without a loader: a GGUF file, a
