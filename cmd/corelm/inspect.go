@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/model"
@@ -24,6 +25,7 @@ type inspectReport struct {
 	WeightBytes  int64             `json:"weight_bytes"`
 	Tensors      []tensorRow       `json:"tensors"`
 	Memory       []memoryRow       `json:"memory"`
+	Budget       string            `json:"budget_from"` // how the memory budget was derived
 	Metadata     map[string]string `json:"metadata,omitempty"`
 }
 
@@ -34,41 +36,61 @@ type tensorRow struct {
 	Bytes int64  `json:"bytes"`
 }
 
+// memoryRow is the memory table of `corelm inspect`, one row per KV cache
+// type: what the inference service logs when it opens the model
+// (runtime.Plan).
 type memoryRow struct {
 	KVType      string `json:"kv_type"`
-	Context     int    `json:"context"`
+	Context     int    `json:"context"` // the context served (chosen within the budget unless --ctx)
 	WeightBytes int64  `json:"weight_bytes"`
-	KVBytes     int64  `json:"kv_bytes"`
+	KVPerToken  int64  `json:"kv_per_token_bytes"`
+	KVBytes     int64  `json:"kv_bytes"` // one sequence of the whole context
 	ComputeB    int64  `json:"compute_bytes"`
 	TotalBytes  int64  `json:"total_bytes"`
 	BudgetBytes int64  `json:"budget_bytes"`
 	Fits        bool   `json:"fits"`
 	MaxContext  int    `json:"max_context"` // largest context within the budget (up to the model's)
+	Error       string `json:"error,omitempty"`
 }
 
 func runInspect(ctx context.Context, args []string) error {
 	fs := newFlags("inspect")
 	asJSON := fs.Bool("json", false, "print one JSON object")
-	ctxLen := fs.Int("ctx", 4096, "context length for the memory estimate")
-	budgetS := fs.String("budget", "6GiB", "memory budget to check the estimate against")
+	ctxLen := fs.Int("ctx", 0, "context for the memory estimate (0: what serving chooses within the budget, up to the model's and 8192)")
+	budgetS := fs.String("memory-budget", "auto", "memory budget to plan in, e.g. 6GiB (auto: the inference service's default, this machine's memory limit less the margin)")
+	fs.StringVar(budgetS, "budget", "auto", "the same as --memory-budget (deprecated)")
+	machine := fs.String("machine", "", "plan as the inference service would by default on a machine (or cgroup) of this much memory, e.g. 6GiB: its limit less the margin")
 	showMeta := fs.Bool("metadata", false, "also list every metadata key (long arrays abbreviated)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
-	if fs.NArg() != 1 {
-		return usagef("usage: corelm inspect MODEL [--json] [--ctx N] [--budget 6GiB]")
+	if fs.NArg() > 1 {
+		return usagef("usage: corelm inspect [MODEL] [--json] [--ctx N] [--memory-budget 6GiB]")
 	}
-	budget, err := runtime.ParseBytes(*budgetS)
+	budget, budgetHow, err := inspectBudget(*budgetS)
 	if err != nil {
-		return usagef("--budget: %v", err)
+		return usagef("--memory-budget: %v", err)
 	}
-	l, err := openModel(fs.Arg(0), 1)
+	if *machine != "" {
+		limit, err := runtime.ParseBytes(*machine)
+		if err != nil {
+			return usagef("--machine: %v", err)
+		}
+		if budget, budgetHow, err = runtime.BudgetFrom(runtime.Memory{Limit: limit, Source: "--machine"}); err != nil {
+			return err
+		}
+	}
+	file := fs.Arg(0)
+	l, err := openModel(file, 1)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
+	if file == "" {
+		file = models.Name
+	}
 	cfg := l.Model.Config()
-	rep := inspectReport{File: fs.Arg(0), Architecture: cfg.Arch, Config: cfg, Formats: map[string]int{}}
+	rep := inspectReport{File: file, Architecture: cfg.Arch, Config: cfg, Formats: map[string]int{}, Budget: budgetHow}
 	for _, name := range l.Source.TensorNames() {
 		t, _ := l.Source.LookupTensor(name)
 		rep.Tensors = append(rep.Tensors, tensorRow{Name: name, Type: t.Type.String(), Shape: t.Shape, Bytes: int64(len(t.Data))})
@@ -77,25 +99,29 @@ func runInspect(ctx context.Context, args []string) error {
 			rep.Formats[t.Type.String()]++
 		}
 	}
-	ctxN := cfg.ClampContext(*ctxLen)
 	for _, kt := range []kvcache.Type{kvcache.F16, kvcache.Q8_0} {
 		if kt == kvcache.Q8_0 && cfg.HeadDim%32 != 0 {
 			continue // q8_0 KV needs 32-wide heads
 		}
 		// One step of the size serving takes (sched.DefaultStepTokens).
-		opts := model.StateOptions{Context: ctxN, KVType: kt, Chunk: sched.DefaultStepTokens}
-		need := runtime.Estimate(l.Model, rep.WeightBytes, opts)
-		rep.Memory = append(rep.Memory, memoryRow{
+		opts := model.StateOptions{Context: *ctxLen, KVType: kt, Chunk: sched.DefaultStepTokens}
+		fit, err := runtime.Plan(l.Model, rep.WeightBytes, opts, budget)
+		row := memoryRow{
 			KVType:      kt.String(),
-			Context:     ctxN,
-			WeightBytes: need.Weights,
-			KVBytes:     need.KV,
-			ComputeB:    need.Compute,
-			TotalBytes:  need.Total(),
+			Context:     fit.Context,
+			WeightBytes: fit.Need.Weights,
+			KVPerToken:  fit.KVPerToken,
+			KVBytes:     fit.Need.KV,
+			ComputeB:    fit.Need.Compute,
+			TotalBytes:  fit.Need.Total(),
 			BudgetBytes: budget,
-			Fits:        runtime.CheckBudget(l.Model, rep.WeightBytes, opts, budget) == nil,
-			MaxContext:  runtime.MaxContext(l.Model, rep.WeightBytes, model.StateOptions{KVType: kt, Chunk: opts.Chunk}, budget),
-		})
+			Fits:        err == nil,
+			MaxContext:  fit.MaxContext,
+		}
+		if err != nil {
+			row.Error = err.Error()
+		}
+		rep.Memory = append(rep.Memory, row)
 	}
 	if *showMeta {
 		rep.Metadata = map[string]string{}
@@ -132,17 +158,23 @@ func printInspect(r *inspectReport) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	fmt.Fprintf(w, "memory budget: %s\n", r.Budget)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "KV\tCONTEXT\tWEIGHTS\tKV CACHE\tCOMPUTE\tTOTAL\tBUDGET\tFITS\tMAX CONTEXT")
+	fmt.Fprintln(tw, "KV\tCONTEXT\tWEIGHTS\tKV/TOKEN\tKV CACHE\tCOMPUTE\tTOTAL\tBUDGET\tFITS\tMAX CONTEXT")
 	for _, m := range r.Memory {
 		fit := "yes"
 		if !m.Fits {
 			fit = "NO"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", m.KVType, m.Context, humanBytes(m.WeightBytes), humanBytes(m.KVBytes),
-			humanBytes(m.ComputeB), humanBytes(m.TotalBytes), humanBytes(m.BudgetBytes), fit, m.MaxContext)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", m.KVType, m.Context, humanBytes(m.WeightBytes), humanBytes(m.KVPerToken),
+			humanBytes(m.KVBytes), humanBytes(m.ComputeB), humanBytes(m.TotalBytes), humanBytes(m.BudgetBytes), fit, m.MaxContext)
 	}
 	tw.Flush()
+	for _, m := range r.Memory {
+		if m.Error != "" {
+			fmt.Fprintf(w, "%s: %s\n", m.KVType, m.Error)
+		}
+	}
 	if len(r.Metadata) > 0 {
 		fmt.Fprintln(w)
 		keys := make([]string, 0, len(r.Metadata))
@@ -156,15 +188,20 @@ func printInspect(r *inspectReport) {
 	}
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
+func humanBytes(n int64) string { return runtime.FormatBytes(n) }
+
+// inspectBudget reads --memory-budget as the inference service does: auto
+// is its default (runtime.DefaultMemoryBudget), none no limit.
+func inspectBudget(v string) (int64, string, error) {
+	switch v {
+	case "auto":
+		return runtime.DefaultMemoryBudget()
+	case "none":
+		return 0, "no limit", nil
 	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
+	b, err := runtime.ParseBytes(v)
+	if err != nil || b == 0 {
+		return 0, "", fmt.Errorf("%q: give a size (6GiB), auto or none", v)
 	}
-	return fmt.Sprintf("%.2f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	return b, fmt.Sprintf("%s (--memory-budget)", runtime.FormatBytes(b)), nil
 }
