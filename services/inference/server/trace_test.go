@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -91,19 +92,28 @@ func (x *traced) generate(t *testing.T, md ...string) (trace.TraceID, trace.Span
 	return tid, sid, final
 }
 
-// trace returns the spans of one trace, flushed.
+// trace returns the spans of one trace once its RPC span has ended: the
+// last to end, a moment after the client has seen the call's status.
 func (x *traced) trace(t *testing.T, id trace.TraceID) tracetest.SpanStubs {
 	t.Helper()
-	if err := x.tel.ForceFlush(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	var out tracetest.SpanStubs
-	for _, s := range x.spans.GetSpans() {
-		if s.SpanContext.TraceID() == id {
-			out = append(out, s)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := x.tel.ForceFlush(t.Context()); err != nil {
+			t.Fatal(err)
 		}
+		var out tracetest.SpanStubs
+		rpc := false
+		for _, s := range x.spans.GetSpans() {
+			if s.SpanContext.TraceID() == id {
+				out = append(out, s)
+				rpc = rpc || s.SpanKind == trace.SpanKindServer
+			}
+		}
+		if rpc || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	return out
 }
 
 func countNamed(spans tracetest.SpanStubs) map[string]int {

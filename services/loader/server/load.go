@@ -215,7 +215,6 @@ func (s *Server) leave(l *load) {
 func (s *Server) run(ctx context.Context, l *load) {
 	defer s.running.Done()
 	span := trace.SpanFromContext(ctx)
-	defer span.End()
 	st := &stages{ctx: ctx, tracer: s.tracer()}
 	start := time.Now()
 	pb, err := func() (pb *corelmv1.PublishedModel, err error) {
@@ -229,8 +228,18 @@ func (s *Server) run(ctx context.Context, l *load) {
 		}()
 		return s.loadAndPublish(ctx, l, st)
 	}()
+	// Recorded (span, metrics, log) before the waiters hear of it.
 	st.end(err)
 	s.telemetry().RecordLoad(ctx, l.id, time.Since(start), pb.GetSizeBytes(), err)
+	if err != nil {
+		span.SetStatus(otelcodes.Error, err.Error())
+		s.log.WarnContext(ctx, "load failed", "model", l.id, "path", l.path, "generation", l.gen, "err", err)
+	} else {
+		span.SetAttributes(keyBytes.Int64(pb.GetSizeBytes()))
+		s.log.InfoContext(ctx, "published", "model", l.id, "generation", l.gen, "path", pb.GetPath(), "bytes", pb.GetSizeBytes(),
+			"duration", time.Since(start))
+	}
+	span.End()
 	s.mu.Lock()
 	if s.loads[l.id] == l {
 		delete(s.loads, l.id)
@@ -239,14 +248,6 @@ func (s *Server) run(ctx context.Context, l *load) {
 	l.result, l.err = pb, err
 	close(l.done)
 	l.cancel()
-	if err != nil {
-		span.SetStatus(otelcodes.Error, err.Error())
-		s.log.WarnContext(ctx, "load failed", "model", l.id, "path", l.path, "generation", l.gen, "err", err)
-		return
-	}
-	span.SetAttributes(keyBytes.Int64(pb.GetSizeBytes()))
-	s.log.InfoContext(ctx, "published", "model", l.id, "generation", l.gen, "path", pb.GetPath(), "bytes", pb.GetSizeBytes(),
-		"duration", time.Since(start))
 }
 
 // statSource returns the identity of a source file (following symlinks
