@@ -21,6 +21,11 @@ func TestRun(t *testing.T) {
 		{"nothing to serve", []string{"--listen", "127.0.0.1:0"}, nil, "--model-file"},
 		{"bad variable", []string{"--model-file", "stories"}, map[string]string{"CORELM_KV_TYPE": "f8"}, "CORELM_KV_TYPE"},
 		{"bad flag", []string{"--model-file", "stories", "--budget", "lots"}, nil, "budget"},
+		{"telemetry", []string{"--listen", "127.0.0.1:0", "--model-file", "stories", "--trace-level", "layer", "--trace-level-max", "step",
+			"--trace-content", "--log-format", "text", "--metrics-listen", "127.0.0.1:0"}, map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}, ""},
+		{"bad trace level", []string{"--model-file", "stories"}, map[string]string{"CORELM_TRACE_LEVEL": "verbose"}, "CORELM_TRACE_LEVEL"},
+		{"bad log format", []string{"--model-file", "stories", "--log-format", "xml"}, nil, "log-format"},
+		{"bad OTEL variable", []string{"--listen", "127.0.0.1:0", "--model-file", "stories"}, map[string]string{"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

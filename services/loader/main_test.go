@@ -28,6 +28,9 @@ func TestRun(t *testing.T) {
 		{"model named twice", []string{"--source-dir", src, "--model", "m=a.gguf", "--model", "m=b.gguf"}, nil, "twice"},
 		{"bad variable", []string{"--source-dir", src}, map[string]string{"CORELM_LOADER_BUDGET": "lots"}, "CORELM_LOADER_BUDGET"},
 		{"positional", []string{"--source-dir", src, "model.gguf"}, nil, "unexpected arguments"},
+		{"telemetry", []string{"--listen", "127.0.0.1:0", "--source-dir", src, "--shm-dir", shm, "--metrics-listen", "127.0.0.1:0", "--log-format", "text"}, nil, ""},
+		{"bad log format", []string{"--source-dir", src}, map[string]string{"CORELM_LOADER_LOG_FORMAT": "xml"}, "CORELM_LOADER_LOG_FORMAT"},
+		{"bad OTEL variable", []string{"--listen", "127.0.0.1:0", "--source-dir", src, "--shm-dir", shm}, map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "OTEL_EXPORTER_OTLP_PROTOCOL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
