@@ -213,6 +213,8 @@ func TestCompose(t *testing.T) {
 	if budget, _ := runtime.ParseBytes(loader.Environment["CORELM_LOADER_BUDGET"]); budget != shmSize {
 		t.Errorf("the loader's budget %d, the tmpfs %d: want them equal", budget, shmSize)
 	}
+	inferenceLimit, _ := runtime.ParseBytes(inference.MemLimit)
+	checkMemoryBudget(t, inference.Environment["CORELM_MEMORY_BUDGET"], shmSize, inferenceLimit)
 	// The tmpfs pages are charged to the loader, which writes them.
 	if lm, _ := runtime.ParseBytes(loader.MemLimit); lm < shmSize+256<<20 {
 		t.Errorf("the loader's limit %d MiB holds the tmpfs (%d MiB) and less than 256 MiB of its own", lm>>20, shmSize>>20)
@@ -395,5 +397,23 @@ func TestEnvExample(t *testing.T) {
 		case !commented:
 			t.Errorf(".env.example:%d: %s has no comment above its group", i+1, line)
 		}
+	}
+}
+
+// checkMemoryBudget checks the inference service's memory budget in a
+// deployment where the weights live in a shared tmpfs of size shm, whose
+// pages are charged to the loader: the budget counts the weights, so it
+// must hold the tmpfs, and beyond the weights it must leave the container
+// (limit) 256 MiB for what the budget does not count (the Go runtime).
+func checkMemoryBudget(t *testing.T, value string, shm, limit int64) {
+	t.Helper()
+	budget, err := runtime.ParseBytes(value)
+	if err != nil {
+		t.Errorf("the inference memory budget %q: %v (auto would be the container's limit, which the weights are not charged to)", value, err)
+		return
+	}
+	if budget < shm || budget-shm > limit-256<<20 {
+		t.Errorf("the inference memory budget %d MiB: want at least the tmpfs (%d MiB) and at most the tmpfs plus the inference limit (%d MiB) less 256 MiB",
+			budget>>20, shm>>20, limit>>20)
 	}
 }

@@ -312,6 +312,7 @@ func TestKubernetes(t *testing.T) {
 	if own.Cmp(resource.MustParse("256Mi")) < 0 {
 		t.Errorf("the loader's memory limit %v holds the emptyDir (%v) and only %v of its own", loader.Resources.Limits.Memory(), size, &own)
 	}
+	checkMemoryBudget(t, envMap(inference)["CORELM_MEMORY_BUDGET"], size.Value(), inference.Resources.Limits.Memory().Value())
 	for _, vm := range loader.VolumeMounts {
 		if vm.Name != shm.Name && !strings.Contains(envMap(loader)["CORELM_LOADER_MODEL"], vm.MountPath+"/") {
 			t.Errorf("the loader mounts %s at %s, where no model it is told to load is", vm.Name, vm.MountPath)
