@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/corelm/corelm/models"
+	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/formats/pack"
 	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/model"
@@ -18,15 +20,25 @@ import (
 
 // inspectReport is the --json form of `corelm inspect`.
 type inspectReport struct {
-	File         string            `json:"file"`
-	Architecture string            `json:"architecture"`
-	Config       *model.Config     `json:"config"`
-	Formats      map[string]int    `json:"weight_formats"`
-	WeightBytes  int64             `json:"weight_bytes"`
-	Tensors      []tensorRow       `json:"tensors"`
-	Memory       []memoryRow       `json:"memory"`
-	Budget       string            `json:"budget_from"` // how the memory budget was derived
-	Metadata     map[string]string `json:"metadata,omitempty"`
+	File         string         `json:"file"`
+	Architecture string         `json:"architecture"`
+	Config       *model.Config  `json:"config"`
+	Formats      map[string]int `json:"weight_formats"`
+	WeightBytes  int64          `json:"weight_bytes"`
+	Tensors      []tensorRow    `json:"tensors"`
+	Memory       []memoryRow    `json:"memory"`
+	Budget       string         `json:"budget_from"` // how the memory budget was derived
+	// PackedWeightBytes is the weights as the loader publishes a GGUF file
+	// (packed for this CPU), and PackedContexts the plan with them.
+	PackedWeightBytes int64             `json:"packed_weight_bytes,omitempty"`
+	PackedContexts    []packedContext   `json:"packed_contexts,omitempty"`
+	Metadata          map[string]string `json:"metadata,omitempty"`
+}
+
+type packedContext struct {
+	KVType  string `json:"kv_type"`
+	Context int    `json:"context"`
+	Fits    bool   `json:"fits"`
 }
 
 type tensorRow struct {
@@ -123,6 +135,18 @@ func runInspect(ctx context.Context, args []string) error {
 		}
 		rep.Memory = append(rep.Memory, row)
 	}
+	if l.Packed == nil && file != models.Name {
+		// The loader serves a GGUF file in its packed layout, whose
+		// interleaved rows with unpacked scales are a little larger.
+		if rep.PackedWeightBytes, err = packedWeights(file); err != nil {
+			return err
+		}
+		for _, m := range rep.Memory {
+			kt, _ := kvcache.ParseType(m.KVType)
+			fit, err := runtime.Plan(l.Model, rep.PackedWeightBytes, model.StateOptions{Context: *ctxLen, KVType: kt, Chunk: sched.DefaultStepTokens}, budget)
+			rep.PackedContexts = append(rep.PackedContexts, packedContext{KVType: m.KVType, Context: fit.Context, Fits: err == nil})
+		}
+	}
 	if *showMeta {
 		rep.Metadata = map[string]string{}
 		for _, kv := range l.KVs {
@@ -175,6 +199,17 @@ func printInspect(r *inspectReport) {
 			fmt.Fprintf(w, "%s: %s\n", m.KVType, m.Error)
 		}
 	}
+	if r.PackedWeightBytes > 0 {
+		fmt.Fprintf(w, "through the loader (packed for this CPU, weights %s):", humanBytes(r.PackedWeightBytes))
+		for _, p := range r.PackedContexts {
+			fit := ""
+			if !p.Fits {
+				fit = " (does not fit)"
+			}
+			fmt.Fprintf(w, " %s context %d%s", p.KVType, p.Context, fit)
+		}
+		fmt.Fprintln(w)
+	}
 	if len(r.Metadata) > 0 {
 		fmt.Fprintln(w)
 		keys := make([]string, 0, len(r.Metadata))
@@ -204,4 +239,19 @@ func inspectBudget(v string) (int64, string, error) {
 		return 0, "", fmt.Errorf("%q: give a size (6GiB), auto or none", v)
 	}
 	return b, fmt.Sprintf("%s (--memory-budget)", runtime.FormatBytes(b)), nil
+}
+
+// packedWeights is the size of the tensors of the GGUF file path as the
+// loader packs them for this CPU.
+func packedWeights(path string) (int64, error) {
+	g, err := gguf.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer g.Close()
+	plan, err := pack.NewPlan(g, pack.Options{Generation: 1, Tier: runtime.HostTier()})
+	if err != nil {
+		return 0, err
+	}
+	return plan.DataBytes(), nil
 }
