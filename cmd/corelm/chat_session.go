@@ -235,7 +235,10 @@ func (s *chatSession) readMessage() (string, event) {
 				return "", ev
 			}
 			if body, ok := strings.CutSuffix(line, `"""`); ok {
-				return strings.Join(append(parts, body), "\n"), gotLine
+				if body != "" {
+					parts = append(parts, body)
+				}
+				return strings.Join(parts, "\n"), gotLine
 			}
 			parts = append(parts, line)
 		}
