@@ -61,6 +61,11 @@ func runServeAll(ctx context.Context, args []string) error {
 	if err != nil {
 		return usagef("--model: %v", err)
 	}
+	demo, cleanDemo, err := serveAllDemo(sourceDir, extra)
+	if err != nil {
+		return err
+	}
+	defer cleanDemo()
 	log, err := tf.Logger(os.Stderr)
 	if err != nil {
 		return usagef("%v", err)
@@ -85,11 +90,6 @@ func runServeAll(ctx context.Context, args []string) error {
 		return err
 	}
 	defer loaderTel.ShutdownWithin(5 * time.Second)
-	demo, cleanDemo, err := serveAllDemo(sourceDir, extra)
-	if err != nil {
-		return err
-	}
-	defer cleanDemo()
 	shm, cleanShm, err := serveAllShmDir(shmDir)
 	if err != nil {
 		return err
