@@ -395,9 +395,15 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 		defer sendMu.Unlock()
 		return stream.Send(r)
 	}
+	// A request runs from its Start frame to its final frame; while it
+	// starts (the model may be loading) a Cancel stops it through cancel.
+	type request struct {
+		cancel context.CancelFunc
+		g      *generation // once started
+	}
 	var (
 		mu      sync.Mutex
-		running = map[string]*generation{}
+		running = map[string]*request{}
 		wg      sync.WaitGroup
 	)
 	defer wg.Wait()
@@ -440,8 +446,6 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 			_, dup := running[id]
 			mu.Unlock()
 			var err error
-			var g *generation
-			gctx := ctx
 			switch {
 			case id == "":
 				err = badRequestf("request_id is required on a Generate stream")
@@ -449,8 +453,6 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 				err = badRequestf("request_id %q is already running on this stream", id)
 			case s.stopping():
 				err = ErrStopping
-			default:
-				gctx, g, err = s.start(ctx, f.Start)
 			}
 			if err != nil {
 				if send(errorFinal(id, err)) != nil {
@@ -458,21 +460,43 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 				}
 				continue
 			}
+			// Started on its own goroutine: a model loaded on demand must
+			// not hold up the stream's other frames.
+			rctx, cancel := context.WithCancel(ctx)
+			r := &request{cancel: cancel}
 			mu.Lock()
-			running[id] = g
+			running[id] = r
 			mu.Unlock()
 			wg.Go(func() {
-				s.pump(gctx, g, send)
+				defer func() {
+					mu.Lock()
+					delete(running, id)
+					mu.Unlock()
+					cancel()
+				}()
+				gctx, g, err := s.start(rctx, f.Start)
+				if err != nil {
+					send(errorFinal(id, err)) // a failed send: the stream is ending
+					return
+				}
 				mu.Lock()
-				delete(running, id)
+				r.g = g
 				mu.Unlock()
+				s.pump(gctx, g, send)
 			})
 		case *corelmv1.GenerateRequest_Cancel:
 			mu.Lock()
-			g := running[f.Cancel.GetRequestId()]
+			var g *generation
+			r := running[f.Cancel.GetRequestId()]
+			if r != nil {
+				g = r.g
+			}
 			mu.Unlock()
-			if g != nil {
+			switch {
+			case g != nil:
 				g.h.Cancel()
+			case r != nil:
+				r.cancel()
 			}
 		default:
 			if send(errorFinal("", badRequestf("empty frame: want start or cancel"))) != nil {
