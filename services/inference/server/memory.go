@@ -49,19 +49,20 @@ func resolveMemoryBudget(o *Options) string {
 }
 
 // memoryFor is what a model id may hold: the process's budget less what
-// the current generations of the other models reserved. 0: no limit.
-func (r *registry) memoryFor(id string, budget int64) int64 {
+// the current generations of the other models reserved (held). 0: no
+// limit.
+func (r *registry) memoryFor(id string, budget int64) (avail, held int64) {
 	if budget <= 0 {
-		return 0
+		return 0, 0
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, e := range r.current {
 		if e.id != id {
-			budget -= e.reserved
+			held += e.reserved
 		}
 	}
-	return max(budget, 1) // 0 would mean no limit
+	return max(budget-held, 1), held // 0 would mean no limit
 }
 
 // planMemory chooses the served context and the KV budget of m, whose

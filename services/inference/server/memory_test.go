@@ -174,7 +174,8 @@ func TestOneBudgetForTheProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := s.ServeFile(path, "b")
-	if !errors.Is(err, runtime.ErrOverBudget) || !strings.Contains(err.Error(), "does not fit beside the weights") {
+	if !errors.Is(err, runtime.ErrOverBudget) || !strings.Contains(err.Error(), "does not fit beside the weights") ||
+		!strings.Contains(err.Error(), "the other models hold") {
 		t.Fatalf("second model with the first's KV cap: %v", err)
 	}
 	s.opts.Budget = 0

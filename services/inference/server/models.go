@@ -220,8 +220,9 @@ type modelConfig struct {
 	threads int
 	sched   sched.Config
 	tel     *telemetry.Telemetry // the scheduler's hooks and gauges
-	// memory is what a model of an id may hold (memory.go; 0: no limit).
-	memory func(id string) int64
+	// memory is what a model of an id may hold, and what the other
+	// models hold of the budget (memory.go; 0: no limit).
+	memory func(id string) (avail, held int64)
 	log    *slog.Logger
 }
 
@@ -268,12 +269,15 @@ func newEntry(id string, gen uint64, src model.Source, cfg modelConfig, closers 
 	var ownTemplate bool
 	e.chat, ownTemplate = loadTemplate(tmpl)
 	sc := cfg.sched
-	var budget int64
+	var budget, held int64
 	if cfg.memory != nil {
-		budget = cfg.memory(id)
+		budget, held = cfg.memory(id)
 	}
 	fit, reserved, err := planMemory(m, runtime.WeightBytes(src), &sc, budget)
 	if err != nil {
+		if held > 0 {
+			return nil, fmt.Errorf("model %q: %w (the other models hold %s of the memory budget)", id, err, runtime.FormatBytes(held))
+		}
 		return nil, fmt.Errorf("model %q: %w", id, err)
 	}
 	e.reserved = reserved

@@ -88,7 +88,7 @@ func (s *Server) modelConfig() modelConfig {
 	o := s.opts
 	return modelConfig{threads: o.Threads, tel: s.telemetry(), sched: sched.Config{MaxSeqs: o.MaxSeqs, MaxQueue: o.MaxQueue,
 		Context: o.Context, KVType: o.KVType, KVBudget: o.Budget, StepTokens: o.StepTokens},
-		memory: func(id string) int64 { return s.models.memoryFor(id, o.MemoryBudget) }, log: s.log}
+		memory: func(id string) (int64, int64) { return s.models.memoryFor(id, o.MemoryBudget) }, log: s.log}
 }
 
 // ServeFile serves a model file directly, without a loader: a GGUF file, a
