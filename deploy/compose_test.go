@@ -193,6 +193,9 @@ func TestCompose(t *testing.T) {
 			continue
 		}
 		img.flagsOf(t, hc.Test[1], "health").checkArgs(t, where+" healthcheck", hc.Test[3:])
+		if i := slices.Index(hc.Test, "--timeout"); i < 0 || i+1 == len(hc.Test) || composeDuration(t, hc.Test[i+1]) >= composeDuration(t, hc.Timeout) {
+			t.Errorf("%s: the health check's --timeout must be given and shorter than the engine's timeout %s: %v", where, hc.Timeout, hc.Test)
+		}
 		_, hport, _ := strings.Cut(hc.Test[3], ":")
 		if !listens[hport] {
 			t.Errorf("%s: the health check asks %s, where nothing listens", where, hc.Test[3])
