@@ -191,13 +191,26 @@ func generateRemote(ctx context.Context, rf *remoteFlags, start *corelmv1.Genera
 	}
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()
-	fmt.Fprint(out, start.GetText())
-	out.Flush()
+	// The prompt is echoed once the server has taken the request, so that
+	// a refusal prints only the error.
+	echoed := false
+	echo := func() {
+		if !echoed {
+			out.WriteString(start.GetText())
+			echoed = true
+		}
+	}
 	fin, err := r.generate(ctx, start, func(text string) error {
+		echo()
 		out.WriteString(text)
 		return out.Flush()
 	})
-	fmt.Fprintln(out)
+	if err == nil {
+		echo()
+	}
+	if echoed {
+		fmt.Fprintln(out)
+	}
 	out.Flush()
 	if err != nil {
 		return err

@@ -126,9 +126,12 @@ func TestRemoteErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, errOut, code := corelmWith(t, "", tt.env, tt.args...)
+			out, errOut, code := corelmWith(t, "", tt.env, tt.args...)
 			if code != tt.code || !strings.Contains(errOut, tt.want) {
 				t.Errorf("exit %d, stderr %q\nwant exit %d and %q", code, errOut, tt.code, tt.want)
+			}
+			if code != 0 && out != "" {
+				t.Errorf("a refused call printed %q", out)
 			}
 		})
 	}
