@@ -18,6 +18,11 @@ import (
 // and returns ctx's error, having handed over the text so far.
 type replyFunc func(ctx context.Context, msgs []chat.Message, text func(string) error) error
 
+// errPromptTooLong: the conversation leaves no room to generate in the
+// model's context. Replies wrap it, locally and from a server, so that the
+// session can shorten the conversation.
+var errPromptTooLong = errors.New("the prompt does not fit the model's context")
+
 // chatHelp is what /? prints.
 const chatHelp = `Available commands:
   /clear   forget the conversation (the --system message stays)

@@ -206,11 +206,6 @@ func (r *remote) callError(ctx context.Context, model string, err error) error {
 	return r.error(model, err)
 }
 
-// errPromptTooLong is the server's answer to a prompt that leaves no room
-// to generate in its context (sched.ErrPromptTooLong on the server's side
-// of the wire), so that chat can shorten the conversation.
-var errPromptTooLong = errors.New("the prompt does not fit the model's context")
-
 // error turns a call's status into what the user needs to read: what went
 // wrong and where. It is the only place the CLI looks at status codes.
 func (r *remote) error(model string, err error) error {
@@ -248,6 +243,7 @@ func (r *remote) error(model string, err error) error {
 	case codes.Canceled:
 		return context.Canceled
 	case codes.InvalidArgument:
+		// sched.ErrPromptTooLong on the server's side of the wire.
 		if strings.Contains(msg, sched.ErrPromptTooLong.Error()) {
 			return fmt.Errorf("%w: %s", errPromptTooLong, msg)
 		}
