@@ -1044,7 +1044,13 @@ type GenerateFinal struct {
 	Usage     *Usage   `protobuf:"bytes,4,opt,name=usage,proto3" json:"usage,omitempty"`
 	Timings   *Timings `protobuf:"bytes,5,opt,name=timings,proto3" json:"timings,omitempty"`
 	// The stop string that ended the generation, if any.
-	StopSequence  string `protobuf:"bytes,6,opt,name=stop_sequence,json=stopSequence,proto3" json:"stop_sequence,omitempty"`
+	StopSequence string `protobuf:"bytes,6,opt,name=stop_sequence,json=stopSequence,proto3" json:"stop_sequence,omitempty"`
+	// Output text held back until the end and sent with no token of its
+	// own: the bytes of an unfinished UTF-8 character (as U+FFFD) or a
+	// prefix of a stop string that the output did not complete. It follows
+	// the last token's text. (Servers before this field sent it as a token
+	// frame with id -1; every token frame is now a real token.)
+	Text          string `protobuf:"bytes,7,opt,name=text,proto3" json:"text,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1117,6 +1123,13 @@ func (x *GenerateFinal) GetTimings() *Timings {
 func (x *GenerateFinal) GetStopSequence() string {
 	if x != nil {
 		return x.StopSequence
+	}
+	return ""
+}
+
+func (x *GenerateFinal) GetText() string {
+	if x != nil {
+		return x.Text
 	}
 	return ""
 }
@@ -2055,7 +2068,7 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\alogprob\x18\x03 \x01(\x02R\alogprob\"^\n" +
 	"\x0ePromptProgress\x12)\n" +
 	"\x10processed_tokens\x18\x01 \x01(\x05R\x0fprocessedTokens\x12!\n" +
-	"\ftotal_tokens\x18\x02 \x01(\x05R\vtotalTokens\"\x8c\x02\n" +
+	"\ftotal_tokens\x18\x02 \x01(\x05R\vtotalTokens\"\xa0\x02\n" +
 	"\rGenerateFinal\x12<\n" +
 	"\rfinish_reason\x18\x01 \x01(\x0e2\x17.corelm.v1.FinishReasonR\ffinishReason\x12#\n" +
 	"\rerror_message\x18\x02 \x01(\tR\ferrorMessage\x12\x1d\n" +
@@ -2063,7 +2076,8 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"error_code\x18\x03 \x01(\x05R\terrorCode\x12&\n" +
 	"\x05usage\x18\x04 \x01(\v2\x10.corelm.v1.UsageR\x05usage\x12,\n" +
 	"\atimings\x18\x05 \x01(\v2\x12.corelm.v1.TimingsR\atimings\x12#\n" +
-	"\rstop_sequence\x18\x06 \x01(\tR\fstopSequence\"~\n" +
+	"\rstop_sequence\x18\x06 \x01(\tR\fstopSequence\x12\x12\n" +
+	"\x04text\x18\a \x01(\tR\x04text\"~\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x05R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x05R\x10completionTokens\x12#\n" +
