@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corelm/corelm/internal/servicetest"
+	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+	inference "github.com/corelm/corelm/services/inference/server"
+)
+
+func TestMain(m *testing.M) { servicetest.Main(m) }
+
+func TestFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // in the error; "" for none
+	}{
+		{"defaults", nil, nil, ""},
+		{"env", nil, map[string]string{"CORELM_GATEWAY_LISTEN": "127.0.0.1:0", "CORELM_GATEWAY_MAX_BODY": "2MiB",
+			"CORELM_GATEWAY_CORS_ORIGINS": "https://a.example,https://b.example", "CORELM_GATEWAY_PASS_AUTH": "true"}, ""},
+		{"bad env", nil, map[string]string{"CORELM_GATEWAY_REQUEST_TIMEOUT": "soon"}, "CORELM_GATEWAY_REQUEST_TIMEOUT"},
+		{"bad env overridden", []string{"--request-timeout", "1m"}, map[string]string{"CORELM_GATEWAY_REQUEST_TIMEOUT": "soon"}, ""},
+		{"unknown flag", []string{"--nope"}, nil, "nope"},
+		{"positional", []string{"x"}, nil, "unexpected arguments"},
+		{"bad log format", []string{"--log-format", "xml"}, nil, "xml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"--listen", "127.0.0.1:0"}, tt.args...)
+			err := servicetest.RunOnce(run, args, tt.env)
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Errorf("run: %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// startGateway runs an in-process inference server on the stories model
+// and the gateway binary in front of it; it returns the gateway's base URL
+// and a client of inference.
+func startGateway(t *testing.T, args ...string) (string, corelmv1.InferenceServiceClient) {
+	t.Helper()
+	conn, _ := servicetest.Serve(t, func(ctx context.Context, lis net.Listener) error {
+		return inference.Serve(ctx, lis, inference.Config{Options: inference.Options{Threads: 1},
+			ModelFile: inference.EmbeddedModel, ModelID: "stories", Grace: 5 * time.Second})
+	})
+	bin := servicetest.Binary(t, ".")
+	cmd := exec.Command(bin, append([]string{"--listen", "127.0.0.1:0", "--inference", conn.Target()}, args...)...)
+	p := servicetest.Start(t, cmd, servicetest.ServingAddr)
+	return "http://" + p.Addr, corelmv1.NewInferenceServiceClient(conn)
+}
+
+// greedy is what a direct gRPC GenerateStream makes of prompt: the chat
+// reply (chat true) or the completion.
+func greedy(t *testing.T, c corelmv1.InferenceServiceClient, prompt string, maxTokens int32, chat bool) string {
+	t.Helper()
+	temp := float32(0)
+	start := &corelmv1.GenerateStart{ModelId: "stories", MaxTokens: maxTokens, Sampling: &corelmv1.SamplingParams{Temperature: &temp},
+		Prompt: &corelmv1.GenerateStart_Text{Text: prompt}}
+	if chat {
+		start.Prompt = &corelmv1.GenerateStart_Chat{Chat: &corelmv1.ChatPrompt{AddGenerationPrompt: true,
+			Messages: []*corelmv1.ChatMessage{{Role: "user", Content: prompt}}}}
+	}
+	stream, err := c.GenerateStream(t.Context(), start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := servicetest.RecvAll(stream.Recv, func(m *corelmv1.GenerateResponse) {
+		b.WriteString(m.GetToken().GetText())
+		b.WriteString(m.GetFinal().GetText())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestOpenAINode runs the official openai npm client (clients/openai-node)
+// against the gateway binary, when node and npm are installed: chat and
+// completions, whole and streamed, give the text of a direct gRPC
+// generation, the usage and the client's NotFoundError.
+func TestOpenAINode(t *testing.T) {
+	node, errNode := exec.LookPath("node")
+	npm, errNpm := exec.LookPath("npm")
+	if errNode != nil || errNpm != nil {
+		t.Skip("node and npm are needed")
+	}
+	dir, err := filepath.Abs("../../clients/openai-node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "openai")); err != nil {
+		cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("npm ci: %v\n%s", err, out)
+		}
+	}
+	url, client := startGateway(t, "--auth-token", "sesame")
+	const prompt = "Once upon a time"
+	wantChat, wantText := greedy(t, client, prompt, 24, true), greedy(t, client, prompt, 24, false)
+
+	cmd := exec.CommandContext(t.Context(), node, "openai.mjs", "--base-url", url+"/v1", "--model", "stories",
+		"--prompt", prompt, "--max-tokens", "24", "--api-key", "sesame")
+	cmd.Dir = dir
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node: %v", err)
+	}
+	type result struct {
+		Text         string `json:"text"`
+		FinishReason string `json:"finish_reason"`
+		Usage        struct {
+			PromptTokens        int `json:"prompt_tokens"`
+			CompletionTokens    int `json:"completion_tokens"`
+			TotalTokens         int `json:"total_tokens"`
+			PromptTokensDetails *struct {
+				CachedTokens int `json:"cached_tokens"`
+			} `json:"prompt_tokens_details"`
+		} `json:"usage"`
+		Chunks int `json:"chunks"`
+	}
+	var got struct {
+		Chat, ChatStream, Completion, CompletionStream result
+		NotFound                                       struct {
+			Status int    `json:"status"`
+			Code   string `json:"code"`
+			Class  string `json:"class"`
+		} `json:"not_found"`
+		Models []string `json:"models"`
+	}
+	if err := json.Unmarshal([]byte(strings.NewReplacer(`"chat_stream"`, `"ChatStream"`, `"completion_stream"`, `"CompletionStream"`).Replace(string(out))), &got); err != nil {
+		t.Fatalf("%v in %s", err, out)
+	}
+	for name, tt := range map[string]struct {
+		r    result
+		want string
+	}{"chat": {got.Chat, wantChat}, "chat stream": {got.ChatStream, wantChat},
+		"completion": {got.Completion, wantText}, "completion stream": {got.CompletionStream, wantText}} {
+		r := tt.r
+		if r.Text != tt.want {
+			t.Errorf("%s: %q, want %q", name, r.Text, tt.want)
+		}
+		if r.FinishReason == "" || r.Usage.CompletionTokens == 0 || r.Usage.PromptTokens == 0 ||
+			r.Usage.TotalTokens != r.Usage.PromptTokens+r.Usage.CompletionTokens || r.Usage.PromptTokensDetails == nil {
+			t.Errorf("%s: %+v", name, r)
+		}
+		if strings.HasSuffix(name, "stream") && r.Chunks < 3 {
+			t.Errorf("%s: %d chunks", name, r.Chunks)
+		}
+	}
+	if got.NotFound.Status != 404 || got.NotFound.Code != "model_not_found" || got.NotFound.Class != "NotFoundError" {
+		t.Errorf("unknown model: %+v", got.NotFound)
+	}
+	if len(got.Models) != 1 || got.Models[0] != "stories" {
+		t.Errorf("models %v", got.Models)
+	}
+}
+
+// TestCurl runs clients/curl/sse.sh, when curl is installed: raw SSE
+// frames, the usage chunk, then data: [DONE].
+func TestCurl(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is needed")
+	}
+	url, _ := startGateway(t)
+	cmd := exec.CommandContext(t.Context(), "sh", "../../clients/curl/sse.sh", url, "stories", "Once upon a time")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sse.sh: %v\n%s", err, out)
+	}
+	frames := strings.Split(strings.TrimSpace(string(out)), "\n\n")
+	if len(frames) < 4 || frames[len(frames)-1] != "data: [DONE]" {
+		t.Fatalf("frames %q", frames)
+	}
+	for i, f := range frames[:len(frames)-1] {
+		var c struct {
+			Object  string `json:"object"`
+			Choices []any  `json:"choices"`
+			Usage   *struct {
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		d, ok := strings.CutPrefix(f, "data: ")
+		if !ok || json.Unmarshal([]byte(d), &c) != nil || c.Object != "chat.completion.chunk" {
+			t.Fatalf("frame %d: %q", i, f)
+		}
+		if last := i == len(frames)-2; last != (c.Usage != nil) || last && (len(c.Choices) != 0 || c.Usage.CompletionTokens != 16) {
+			t.Errorf("frame %d: %q", i, f)
+		}
+	}
+}
