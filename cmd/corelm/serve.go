@@ -17,6 +17,7 @@ import (
 
 	"github.com/corelm/corelm/internal/envflag"
 	"github.com/corelm/corelm/models"
+	gateway "github.com/corelm/corelm/services/gateway/server"
 	inference "github.com/corelm/corelm/services/inference/server"
 	loader "github.com/corelm/corelm/services/loader/server"
 )
@@ -34,16 +35,22 @@ const serveAllMetrics = "127.0.0.1:9464"
 // binaries do. The loader validates and packs the models into a
 // shared-memory directory; the inference service maps what it publishes.
 // The service's flags are the inference binary's, and like them each has
-// an environment variable, CORELM_<FLAG> with dashes as underscores.
+// an environment variable, CORELM_<FLAG> with dashes as underscores. The
+// HTTP gateway (OpenAI API, gRPC-Web, Connect) runs in the process too, on
+// --http-listen, checking --auth-token itself.
 func runServeAll(ctx context.Context, args []string) error {
 	fs := envflag.New("corelm serve-all", "CORELM_", os.Getenv)
 	var (
 		cfg                       inference.Config
 		listen, sourceDir, shmDir string
+		httpListen                string
+		httpCORS                  []string
 		named                     []string
 		watch                     time.Duration
 	)
 	fs.String(&listen, "listen", "127.0.0.1:50051", "the inference service's gRPC listen address")
+	fs.String(&httpListen, "http-listen", "127.0.0.1:8080", `the HTTP gateway's listen address: OpenAI API, gRPC-Web and Connect ("": no gateway)`)
+	fs.List(&httpCORS, "http-cors-origins", "browser origins allowed to call the HTTP gateway, ORIGIN,... (*: any; default: none)")
 	fs.String(&sourceDir, "source-dir", "", "directory of GGUF files clients may ask the loader for (its "+storiesID+".gguf is served as "+storiesID+")")
 	fs.String(&shmDir, "shm-dir", "", "directory packed files are published in (default: a temporary one in /dev/shm, else in the system's temporary directory)")
 	fs.List(&named, "model", "serve model ID from the GGUF file PATH (absolute or relative to the working directory), reloaded when it changes: "+
@@ -77,6 +84,13 @@ func runServeAll(ctx context.Context, args []string) error {
 		return err
 	}
 	defer lis.Close()
+	var httpLis net.Listener
+	if httpListen != "" {
+		if httpLis, err = net.Listen("tcp", httpListen); err != nil {
+			return err
+		}
+		defer httpLis.Close()
+	}
 	// Two services, two service names in the traces, one /metrics: the
 	// loader records through the inference side's meter provider.
 	inferenceLog, loaderLog := log.With("service", "inference"), log.With("service", "loader")
@@ -90,6 +104,12 @@ func runServeAll(ctx context.Context, args []string) error {
 		return err
 	}
 	defer loaderTel.ShutdownWithin(5 * time.Second)
+	gatewayLog := log.With("service", "gateway")
+	gatewayTel, err := tf.Setup(ctx, "corelm-gateway", os.Getenv, gatewayLog, tel)
+	if err != nil {
+		return err
+	}
+	defer gatewayTel.ShutdownWithin(5 * time.Second)
 	shm, cleanShm, err := serveAllShmDir(shmDir)
 	if err != nil {
 		return err
@@ -138,11 +158,33 @@ func runServeAll(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "serving %s on %s (loader on %s, packed files in %s); try:\n"+
 			"  grpcurl -plaintext -d '{\"model_id\":\"%s\",\"text\":\"Once upon a time\",\"max_tokens\":32,\"sampling\":{\"temperature\":0}}' %s corelm.v1.InferenceService/GenerateStream\n",
 			strings.Join(loader.IDs(load), ", "), lis.Addr(), loaderAddr, shm, load[0].ID, lis.Addr())
+		if httpLis != nil {
+			fmt.Fprintf(os.Stderr, "OpenAI API on http://%s/v1 (gRPC-Web and Connect on the same port)\n", httpLis.Addr())
+		}
 		if addr := tel.MetricsAddr(); addr != nil {
 			fmt.Fprintf(os.Stderr, "metrics on http://%s/metrics\n", addr)
 		}
 	}
-	return stop(inference.Serve(ctx, lis, cfg))
+	gatewayDone, stopGateway := make(chan error, 1), func() {}
+	if httpLis != nil {
+		// A client of the inference service on loopback, as the gateway
+		// binary is. On SIGTERM it stops taking connections and lets its
+		// requests finish while the service drains them.
+		gc := gateway.Config{Inference: lis.Addr().String(), AuthToken: cfg.AuthToken, InferenceToken: cfg.AuthToken,
+			MaxBody: 1 << 20, Timeout: 10 * time.Minute, CORSOrigins: httpCORS, Logger: gatewayLog, Telemetry: gatewayTel}
+		var gatewayCtx context.Context
+		gatewayCtx, stopGateway = context.WithCancel(ctx)
+		defer stopGateway()
+		go func() { gatewayDone <- gateway.Serve(gatewayCtx, httpLis, gc, cfg.Grace) }()
+	} else {
+		gatewayDone <- nil
+	}
+	err = inference.Serve(ctx, lis, cfg)
+	stopGateway()
+	if gerr := <-gatewayDone; gerr != nil {
+		err = errors.Join(err, fmt.Errorf("gateway: %w", gerr))
+	}
+	return stop(err)
 }
 
 // serveAllDemo returns the embedded demo model as a model named at start,

@@ -20,7 +20,7 @@ var banner = regexp.MustCompile(`(?m)^serving .* on (\S+) \(loader on \S+, packe
 // and returns it once its banner says it serves.
 func startServeAll(t *testing.T, dir string, args ...string) (p *servicetest.Proc, shm string) {
 	t.Helper()
-	cmd := cli(t.Context(), append([]string{"serve-all", "--listen", "127.0.0.1:0", "--max-seqs", "2", "--metrics-listen", "127.0.0.1:0"}, args...)...)
+	cmd := cli(t.Context(), append([]string{"serve-all", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--max-seqs", "2", "--metrics-listen", "127.0.0.1:0"}, args...)...)
 	cmd.Dir = dir
 	p = servicetest.Start(t, cmd, func(line string) (string, bool) {
 		if m := banner.FindStringSubmatch(line); m != nil {
