@@ -78,10 +78,15 @@ function generate(client, opts, onText) {
     const out = { ids: [], text: '', final: null };
     const onFrame = (resp) => {
       if (resp.frame === 'token') {
-        if (resp.token.id >= 0) out.ids.push(resp.token.id);
+        if (resp.token.id >= 0) out.ids.push(resp.token.id); // servers before GenerateFinal.text sent id -1
         out.text += resp.token.text;
         if (onText) onText(resp.token.text);
       } else if (resp.frame === 'final') {
+        // Output held back to the end (an unfinished stop-string prefix or character).
+        if (resp.final.text) {
+          out.text += resp.final.text;
+          if (onText) onText(resp.final.text);
+        }
         out.final = resp.final;
       }
     };

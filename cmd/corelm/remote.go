@@ -186,6 +186,13 @@ func (r *remote) generate(ctx context.Context, start *corelmv1.GenerateStart, te
 			}
 		case *corelmv1.GenerateResponse_Final:
 			fin := f.Final
+			// The output held back to the end (an unfinished stop-string
+			// prefix or character) comes with the final frame.
+			if fin.GetText() != "" {
+				if err := text(fin.GetText()); err != nil {
+					return nil, err
+				}
+			}
 			if fin.GetFinishReason() == corelmv1.FinishReason_FINISH_REASON_ERROR {
 				return fin, r.error(start.GetModelId(), status.Error(codes.Code(fin.GetErrorCode()), fin.GetErrorMessage()))
 			}

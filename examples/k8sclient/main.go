@@ -69,6 +69,7 @@ func Generate(ctx context.Context, c corelmv1.InferenceServiceClient, model, pro
 			return b.String(), err
 		}
 		b.WriteString(resp.GetToken().GetText())
+		b.WriteString(resp.GetFinal().GetText()) // held back to the end
 	}
 }
 

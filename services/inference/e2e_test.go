@@ -115,6 +115,7 @@ func (r *result) add(resp *corelmv1.GenerateResponse) {
 		}
 		r.text += f.Token.GetText()
 	case *corelmv1.GenerateResponse_Final:
+		r.text += f.Final.GetText()
 		r.final = f.Final
 	}
 }

@@ -462,3 +462,60 @@ func TestCORS(t *testing.T) {
 		t.Errorf("CORS headers without --cors-origins: %v", rec.Header())
 	}
 }
+
+// TestHeldBackText: output the stream decoder holds back to the end (here
+// a prefix of a stop string that the generation never completes) comes in
+// GenerateFinal.text, every token frame is a real token, and the gateway's
+// completion, whole and streamed, includes it.
+func TestHeldBackText(t *testing.T) {
+	leakcheck.Check(t)
+	st := startStack(t, Config{}, inference.Options{})
+	_, _, full := servicetest.Greedy(t, prompt, 12)
+	if len(full) < 4 {
+		t.Fatalf("greedy output %q too short", full)
+	}
+	tail := full[len(full)-3:]
+	stop := tail + "\x01never"
+	temp := float32(0)
+	stream, err := st.client.GenerateStream(t.Context(), &corelmv1.GenerateStart{ModelId: "stories", MaxTokens: 12,
+		Prompt: &corelmv1.GenerateStart_Text{Text: prompt}, Sampling: &corelmv1.SamplingParams{Temperature: &temp}, Stop: []string{stop}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tokens strings.Builder
+	var final *corelmv1.GenerateFinal
+	if err := servicetest.RecvAll(stream.Recv, func(m *corelmv1.GenerateResponse) {
+		if tk := m.GetToken(); tk != nil {
+			if tk.GetId() < 0 {
+				t.Errorf("token frame without a token: %v", tk)
+			}
+			tokens.WriteString(tk.GetText())
+		}
+		if f := m.GetFinal(); f != nil {
+			final = f
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if final.GetText() != tail || tokens.String()+final.GetText() != full {
+		t.Errorf("tokens %q + final %q, want %q + %q", tokens.String(), final.GetText(), full[:len(full)-3], tail)
+	}
+	for _, streamed := range []bool{false, true} {
+		resp := post(t, st.url+"/v1/completions", map[string]any{"model": "stories", "prompt": prompt, "max_tokens": 12,
+			"temperature": 0, "stop": stop, "stream": streamed})
+		var text string
+		if streamed {
+			for _, e := range events(t, resp.Body) {
+				var c textCompletion
+				if json.Unmarshal([]byte(e), &c) == nil && len(c.Choices) == 1 {
+					text += c.Choices[0].Text
+				}
+			}
+		} else {
+			text = decode[textCompletion](t, resp).Choices[0].Text
+		}
+		if text != full {
+			t.Errorf("stream %v: %q, want %q", streamed, text, full)
+		}
+	}
+}

@@ -299,15 +299,7 @@ func (s *Server) frames(g *generation, ev *sched.Event) []*corelmv1.GenerateResp
 			ProcessedTokens: int32(ev.PromptDone), TotalTokens: int32(ev.PromptTotal),
 		}}}}
 	case sched.EventFinal:
-		var out []*corelmv1.GenerateResponse
-		f := ev.Final
-		if f.Text != "" {
-			// Text held back until the end (a partial stop string, an
-			// unfinished character) has no token of its own: it goes in a
-			// text-only token frame with id -1.
-			out = append(out, &corelmv1.GenerateResponse{RequestId: g.id, Frame: &corelmv1.GenerateResponse_Token{Token: &corelmv1.GeneratedToken{Id: -1, Text: f.Text}}})
-		}
-		return append(out, &corelmv1.GenerateResponse{RequestId: g.id, Frame: &corelmv1.GenerateResponse_Final{Final: finalFrame(f)}})
+		return []*corelmv1.GenerateResponse{{RequestId: g.id, Frame: &corelmv1.GenerateResponse_Final{Final: finalFrame(ev.Final)}}}
 	}
 	return nil
 }
@@ -328,6 +320,9 @@ func finalFrame(f *sched.Final) *corelmv1.GenerateFinal {
 	out := &corelmv1.GenerateFinal{
 		FinishReason: finishReason(f.Reason),
 		StopSequence: f.StopSequence,
+		// Text held back until the end (a partial stop string, an
+		// unfinished character) has no token of its own.
+		Text: f.Text,
 		Usage: &corelmv1.Usage{
 			PromptTokens: int32(f.Usage.PromptTokens), CompletionTokens: int32(f.Usage.CompletionTokens),
 			CachedTokens: int32(f.Usage.CachedTokens),
