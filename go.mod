@@ -3,6 +3,7 @@ module github.com/corelm/corelm
 go 1.26.0
 
 require (
+	connectrpc.com/connect v1.21.1
 	connectrpc.com/vanguard v0.4.0
 	github.com/prometheus/client_golang v1.24.1
 	go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc v0.72.0
@@ -20,7 +21,6 @@ require (
 )
 
 require (
-	connectrpc.com/connect v1.21.1 // indirect
 	github.com/felixge/httpsnoop v1.1.0 // indirect
 )
 
