@@ -8,22 +8,56 @@ import (
 	"connectrpc.com/vanguard/vanguardgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
-// connectHandler serves corelm.v1.InferenceService as gRPC-Web and Connect
-// (HTTP/1.1 or 2, binary or JSON): vanguard transcodes each call onto an
-// in-process gRPC server that never listens, whose handlers forward the
-// call to inference over the gateway's client connection. Generate (bidi)
-// needs a full-duplex transport the browser protocols lack: use
-// GenerateStream.
+// connectHandler serves corelm.v1.InferenceService and grpc.health.v1 as
+// gRPC-Web and Connect (HTTP/1.1 or 2, binary or JSON), and as gRPC over
+// cleartext HTTP/2: vanguard transcodes each call onto an in-process gRPC
+// server that never listens, whose handlers forward the call to inference
+// over the gateway's client connection. Generate (bidi) needs a
+// full-duplex transport the browser protocols lack: use GenerateStream.
+// Health is inference's, so `corelm health GATEWAY` says whether the
+// gateway can serve.
 func (s *Server) connectHandler() (http.Handler, error) {
 	gs := grpc.NewServer()
 	corelmv1.RegisterInferenceServiceServer(gs, &forwarder{s: s})
+	healthpb.RegisterHealthServer(gs, &healthForwarder{s: s})
 	return vanguardgrpc.NewTranscoder(gs)
+}
+
+// healthForwarder answers grpc.health.v1 with inference's health.
+type healthForwarder struct {
+	healthpb.UnimplementedHealthServer
+	s *Server
+}
+
+func (h *healthForwarder) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	return h.s.health.Check(ctx, req)
+}
+
+func (h *healthForwarder) List(ctx context.Context, req *healthpb.HealthListRequest) (*healthpb.HealthListResponse, error) {
+	return h.s.health.List(ctx, req)
+}
+
+func (h *healthForwarder) Watch(req *healthpb.HealthCheckRequest, stream grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
+	ws, err := h.s.health.Watch(stream.Context(), req)
+	if err != nil {
+		return err
+	}
+	for {
+		m, err := ws.Recv()
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+	}
 }
 
 // forwarder is an InferenceServiceServer that makes each call on inference.

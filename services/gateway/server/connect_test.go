@@ -6,9 +6,16 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/corelm/corelm/internal/leakcheck"
+	"github.com/corelm/corelm/internal/servicetest"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 	inference "github.com/corelm/corelm/services/inference/server"
 )
@@ -74,5 +81,46 @@ func TestConnectAndGRPCWeb(t *testing.T) {
 				t.Errorf("unknown model: %v", err)
 			}
 		})
+	}
+}
+
+// TestGRPCThroughGateway: a gRPC client (cleartext HTTP/2) on the
+// gateway's port gets the inference service and its health: what `corelm
+// health` and the compose health check ask.
+func TestGRPCThroughGateway(t *testing.T) {
+	leakcheck.Check(t)
+	st := startStack(t, Config{AuthToken: "sesame"}, inference.Options{})
+	conn, err := grpc.NewClient(strings.TrimPrefix(st.url, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	for _, service := range []string{"", corelmv1.InferenceService_ServiceDesc.ServiceName} {
+		resp, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{Service: service})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("health of %q: %v %v", service, resp, err)
+		}
+	}
+	temp := float32(0)
+	start := &corelmv1.GenerateStart{ModelId: "stories", MaxTokens: 8, Prompt: &corelmv1.GenerateStart_Text{Text: prompt},
+		Sampling: &corelmv1.SamplingParams{Temperature: &temp}}
+	want, _ := greedyStream(t, st.client, start)
+	client := corelmv1.NewInferenceServiceClient(conn)
+	if _, err := client.ListModels(t.Context(), &corelmv1.ListModelsRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("without the token: %v", err)
+	}
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer sesame")
+	stream, err := client.GenerateStream(ctx, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	if err := servicetest.RecvAll(stream.Recv, func(m *corelmv1.GenerateResponse) {
+		text.WriteString(m.GetToken().GetText() + m.GetFinal().GetText())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if text.String() != want {
+		t.Errorf("%q, want %q", text.String(), want)
 	}
 }

@@ -105,6 +105,7 @@ func New(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.ready)
+	mux.Handle("/"+healthpb.Health_ServiceDesc.ServiceName+"/", connect) // no auth, like the probes
 	api := http.NewServeMux()
 	api.HandleFunc("POST /v1/chat/completions", s.chatCompletions)
 	api.HandleFunc("POST /v1/completions", s.completions)
@@ -156,8 +157,14 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config, grace time.Duratio
 	defer s.Close()
 	baseCtx, cancelAll := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelAll()
+	// HTTP/1.1 for browsers and curl; cleartext HTTP/2 for gRPC clients
+	// (and `corelm health`), which speak it with prior knowledge.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	hs := &http.Server{
 		Handler:           s,
+		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),

@@ -40,7 +40,11 @@ func startStack(t *testing.T, cfg Config, opts inference.Options) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gw.Close() })
-	ts := httptest.NewServer(gw)
+	ts := httptest.NewUnstartedServer(gw)
+	ts.Config.Protocols = new(http.Protocols) // as Serve: HTTP/1.1 and cleartext HTTP/2
+	ts.Config.Protocols.SetHTTP1(true)
+	ts.Config.Protocols.SetUnencryptedHTTP2(true)
+	ts.Start()
 	t.Cleanup(ts.Close)
 	return &stack{url: ts.URL, client: corelmv1.NewInferenceServiceClient(conn)}
 }
