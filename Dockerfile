@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# One image for both services and the operator CLI; docker-compose.yml and
+# One image for the services (loader, inference, HTTP gateway) and the operator CLI; docker-compose.yml and
 # deploy/k8s pick the binary with the entrypoint. The image is distroless
 # (no shell): health checks run `corelm health ADDR`, the CLI in the image.
 FROM golang:1.26 AS build
@@ -13,14 +13,15 @@ ENV CGO_ENABLED=0
 #   CORELM_REVISION=$(git rev-parse HEAD) docker compose build
 ARG CORELM_REVISION=""
 RUN --mount=type=cache,target=/root/.cache/go-build \
-    for bin in ./services/loader ./services/inference ./cmd/corelm; do \
+    for bin in ./services/loader ./services/inference ./services/gateway ./cmd/corelm; do \
       go build -trimpath -ldflags="-s -X github.com/corelm/corelm/internal/version.revision=${CORELM_REVISION}" \
         -o /out/$(basename $bin) $bin || exit 1; \
     done
 
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /out/loader /out/inference /out/corelm /usr/local/bin/
+COPY --from=build /out/loader /out/inference /out/gateway /out/corelm /usr/local/bin/
 USER nonroot
-# loader: 7070, inference: 7071 (CORELM_LOADER_LISTEN / CORELM_LISTEN).
-EXPOSE 7070 7071
+# loader: 7070, inference: 7071, gateway (HTTP): 8080
+# (CORELM_LOADER_LISTEN / CORELM_LISTEN / CORELM_GATEWAY_LISTEN).
+EXPOSE 7070 7071 8080
 ENTRYPOINT ["/usr/local/bin/inference"]
