@@ -11,6 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+
 	"github.com/corelm/corelm/internal/servicetest"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 	inference "github.com/corelm/corelm/services/inference/server"
@@ -199,6 +204,86 @@ func TestCurl(t *testing.T) {
 		}
 		if last := i == len(frames)-2; last != (c.Usage != nil) || last && (len(c.Choices) != 0 || c.Usage.CompletionTokens != 16) {
 			t.Errorf("frame %d: %q", i, f)
+		}
+	}
+}
+
+// descriptorSet writes the descriptor set of inference.proto and what it
+// imports, dependencies first, for clients that read the service at run
+// time.
+func descriptorSet(t *testing.T) string {
+	t.Helper()
+	set := &descriptorpb.FileDescriptorSet{}
+	seen := map[string]bool{}
+	var add func(fd protoreflect.FileDescriptor)
+	add = func(fd protoreflect.FileDescriptor) {
+		if seen[fd.Path()] {
+			return
+		}
+		seen[fd.Path()] = true
+		for i := range fd.Imports().Len() {
+			add(fd.Imports().Get(i).FileDescriptor)
+		}
+		set.File = append(set.File, protodesc.ToFileDescriptorProto(fd))
+	}
+	add(corelmv1.File_corelm_v1_inference_proto)
+	b, err := proto.Marshal(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "corelm.binpb")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestConnectNode streams GenerateStream through the gateway binary with
+// @connectrpc/connect-web from npm (clients/connect-node; fetch over
+// HTTP/1.1), over Connect (JSON) and gRPC-Web (binary), when node and npm
+// are installed: both give the direct gRPC call's text.
+func TestConnectNode(t *testing.T) {
+	node, errNode := exec.LookPath("node")
+	npm, errNpm := exec.LookPath("npm")
+	if errNode != nil || errNpm != nil {
+		t.Skip("node and npm are needed")
+	}
+	dir, err := filepath.Abs("../../clients/connect-node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@connectrpc", "connect-web")); err != nil {
+		cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("npm ci: %v\n%s", err, out)
+		}
+	}
+	url, client := startGateway(t)
+	const prompt = "Once upon a time"
+	want := greedy(t, client, prompt, 16, false)
+	cmd := exec.CommandContext(t.Context(), node, "stream.mjs", "--base-url", url, "--descriptors", descriptorSet(t),
+		"--model", "stories", "--prompt", prompt, "--max-tokens", "16")
+	cmd.Dir = dir
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node: %v", err)
+	}
+	type result struct {
+		Text             string `json:"text"`
+		Tokens           int    `json:"tokens"`
+		FinishReason     string `json:"finish_reason"`
+		CompletionTokens int    `json:"completion_tokens"`
+	}
+	var got map[string]result
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%v in %s", err, out)
+	}
+	for _, protocol := range []string{"connect", "grpc_web"} {
+		r := got[protocol]
+		if r.Text != want || r.FinishReason != "FINISH_REASON_LENGTH" || r.CompletionTokens != 16 || r.Tokens != 16 {
+			t.Errorf("%s: %+v, want %q", protocol, r, want)
 		}
 	}
 }
