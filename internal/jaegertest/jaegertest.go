@@ -66,6 +66,39 @@ type ports struct {
 // and its log is printed if the test failed.
 func Start(t testing.TB) *Jaeger {
 	t.Helper()
+	return startWith(t, config)
+}
+
+// StartConfig runs Jaeger with a deployment's own configuration file (such
+// as deploy/jaeger/config.yaml), moved onto loopback: each endpoint
+// "0.0.0.0:PORT" on one of Jaeger's standard ports (OTLP 4317 and 4318,
+// query 16686 and 16685, health 13133) is rewritten to 127.0.0.1 and a free
+// port. Any other 0.0.0.0 endpoint fails the test, as does an endpoint
+// missing for OTLP/gRPC, the query API or the health check.
+func StartConfig(t testing.TB, yaml string) *Jaeger {
+	t.Helper()
+	for _, std := range []string{"4317", "16686", "13133"} {
+		if !strings.Contains(yaml, "0.0.0.0:"+std) {
+			t.Fatalf("jaegertest: the configuration has no endpoint 0.0.0.0:%s", std)
+		}
+	}
+	return startWith(t, func(p ports) string {
+		out := strings.NewReplacer(
+			"0.0.0.0:4317", fmt.Sprintf("127.0.0.1:%d", p.otlpGRPC),
+			"0.0.0.0:4318", fmt.Sprintf("127.0.0.1:%d", p.otlpHTTP),
+			"0.0.0.0:16686", fmt.Sprintf("127.0.0.1:%d", p.queryHTTP),
+			"0.0.0.0:16685", fmt.Sprintf("127.0.0.1:%d", p.queryGRPC),
+			"0.0.0.0:13133", fmt.Sprintf("127.0.0.1:%d", p.health),
+		).Replace(yaml)
+		if strings.Contains(out, "0.0.0.0:") {
+			t.Fatalf("jaegertest: the configuration listens on a port this harness does not know:\n%s", out)
+		}
+		return out
+	})
+}
+
+func startWith(t testing.TB, render func(ports) string) *Jaeger {
+	t.Helper()
 	bin, err := Binary()
 	if err != nil {
 		t.Fatalf("jaegertest: %v", err)
@@ -83,7 +116,7 @@ func Start(t testing.TB) *Jaeger {
 	// A port found free may be taken before Jaeger binds it: try again
 	// with new ones.
 	for attempt := 1; ; attempt++ {
-		j, err := start(bin, dir)
+		j, err := start(bin, dir, render)
 		if err == nil {
 			t.Cleanup(func() {
 				if err := j.stop(); err != nil {
@@ -101,7 +134,7 @@ func Start(t testing.TB) *Jaeger {
 	}
 }
 
-func start(bin, dir string) (*Jaeger, error) {
+func start(bin, dir string, render func(ports) string) (*Jaeger, error) {
 	var p ports
 	for _, port := range []*int{&p.otlpGRPC, &p.otlpHTTP, &p.queryHTTP, &p.queryGRPC, &p.health, &p.metrics} {
 		n, err := freePort()
@@ -111,7 +144,7 @@ func start(bin, dir string) (*Jaeger, error) {
 		*port = n
 	}
 	cfg := filepath.Join(dir, "jaeger.yaml")
-	if err := os.WriteFile(cfg, []byte(config(p)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(render(p)), 0o644); err != nil {
 		return nil, err
 	}
 	j := &Jaeger{ports: p, exited: make(chan struct{}), http: &http.Client{Timeout: 10 * time.Second}}
