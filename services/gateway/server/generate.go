@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -145,9 +146,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, out *output, rec
 	for {
 		m, err := recv()
 		if err != nil {
-			if r.Context().Err() == nil {
+			// A client that went away reads nothing more; a timeout is
+			// told to the client, which is still there.
+			if !errors.Is(r.Context().Err(), context.Canceled) {
 				send(toHTTP(err).body)
 				fmt.Fprint(w, "data: [DONE]\n\n")
+				rc.Flush()
 			}
 			return
 		}

@@ -189,11 +189,13 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config, grace time.Duratio
 	return nil
 }
 
-// ready is /readyz: 200 when inference answers its health check SERVING.
+// ready is /readyz: 200 when inference's health of the InferenceService
+// is SERVING (its required models are mapped; the whole server's health,
+// "", says only that the process is up).
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	resp, err := s.health.Check(ctx, &healthpb.HealthCheckRequest{})
+	resp, err := s.health.Check(ctx, &healthpb.HealthCheckRequest{Service: corelmv1.InferenceService_ServiceDesc.ServiceName})
 	switch {
 	case err != nil:
 		http.Error(w, "inference unreachable: "+err.Error(), http.StatusServiceUnavailable)

@@ -523,3 +523,51 @@ func TestHeldBackText(t *testing.T) {
 		}
 	}
 }
+
+// TestNotReady: while inference lacks a model it must serve, /readyz is
+// 503 and a request for that model is 503 with Retry-After (inference's
+// Unavailable with RetryInfo), while the process is alive (/healthz).
+func TestNotReady(t *testing.T) {
+	leakcheck.Check(t)
+	// Not servicetest.Serve: it waits for a health this server never reaches.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		served <- inference.Serve(ctx, lis, inference.Config{Options: inference.Options{Threads: 1}, ModelFile: inference.EmbeddedModel,
+			ModelID: "stories", RequireModels: []string{"later"}, Grace: time.Second})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("inference: %v", err)
+		}
+	})
+	gw, err := New(Config{Inference: lis.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	ts := httptest.NewServer(gw)
+	t.Cleanup(ts.Close)
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503} {
+		resp, err := http.Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	resp := post(t, ts.URL+"/v1/completions", map[string]any{"model": "later", "prompt": "a"})
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a model still loading: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if e := decode[apiError](t, resp); e.Error.Type != "service_unavailable_error" {
+		t.Errorf("error %+v", e)
+	}
+}
