@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,9 +15,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/corelm/corelm/internal/tlsconfig"
 	"github.com/corelm/corelm/pkg/runtime/sched"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 	inference "github.com/corelm/corelm/services/inference/server"
@@ -31,12 +32,17 @@ type remoteFlags struct {
 	server  string
 	token   string
 	timeout time.Duration
+	tls     tlsconfig.Client
 }
 
 func (f *remoteFlags) bind(fs *flagSet, timeout time.Duration) {
 	fs.StringVar(&f.server, "server", "", "run on the corelm server at this address (host:port) instead of in this process")
 	fs.StringVar(&f.token, "auth-token", "", "bearer token for --server (default $"+authTokenEnv+")")
 	fs.DurationVar(&f.timeout, "timeout", timeout, "with --server: give up on a call after this long (0: no limit)")
+	fs.BoolVar(&f.tls.Enable, "tls", false, "with --server: connect over TLS, verifying the server with the system's roots (or --tls-ca)")
+	fs.StringVar(&f.tls.CA, "tls-ca", "", "with --server: connect over TLS, verifying the server with these PEM CA certificates")
+	fs.StringVar(&f.tls.Cert, "tls-cert", "", "with --server: present this PEM client certificate (a server with --tls-client-ca asks for one)")
+	fs.StringVar(&f.tls.Key, "tls-key", "", "the PEM private key of --tls-cert")
 }
 
 // check refuses the flags that do not apply: the remote flags without
@@ -45,7 +51,7 @@ func (f *remoteFlags) bind(fs *flagSet, timeout time.Duration) {
 func (f *remoteFlags) check(fs *flagSet, local ...string) error {
 	set := setFlags(fs)
 	if f.server == "" {
-		for _, name := range []string{"auth-token", "timeout"} {
+		for _, name := range []string{"auth-token", "timeout", "tls", "tls-ca", "tls-cert", "tls-key"} {
 			if set[name] {
 				return usagef("--%s needs --server", name)
 			}
@@ -82,33 +88,27 @@ func (f *remoteFlags) connect() (*remote, error) {
 	if token == "" {
 		token = os.Getenv(authTokenEnv)
 	}
-	conn, err := dial(f.server, token)
+	tc, err := f.tls.Config()
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	conn, err := dial(f.server, token, tc)
 	if err != nil {
 		return nil, usagef("--server %s: %v", f.server, err)
 	}
 	return &remote{addr: f.server, timeout: f.timeout, conn: conn, client: corelmv1.NewInferenceServiceClient(conn)}, nil
 }
 
-// dial is the one place the CLI chooses its transport to a server.
-// Insecure for now: TLS options go here.
-func dial(addr, token string) (*grpc.ClientConn, error) {
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+// dial is the one place the CLI chooses its transport to a server: TLS
+// with tc (tlsconfig), plaintext when tc is nil. The token goes with every
+// call (over plaintext too: a loopback or trusted-network server).
+func dial(addr, token string, tc *tls.Config) (*grpc.ClientConn, error) {
+	opts := []grpc.DialOption{tlsconfig.DialOption(tc)}
 	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer(token)))
+		opts = append(opts, grpc.WithPerRPCCredentials(tlsconfig.Bearer{Token: token, TLS: tc != nil}))
 	}
 	return grpc.NewClient(addr, opts...)
 }
-
-// bearer sends "authorization: Bearer <token>" with every call.
-type bearer string
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-
-// RequireTransportSecurity is false while the transport is plaintext; it
-// must become true when dial gains TLS.
-func (b bearer) RequireTransportSecurity() bool { return false }
 
 func (r *remote) Close() error { return r.conn.Close() }
 

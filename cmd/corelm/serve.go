@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -123,6 +124,9 @@ func runServeAll(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The loader listens on loopback, but any local user could reach it:
+	// its calls need a token only this process knows.
+	loaderToken := rand.Text()
 	loaderCtx, stopLoader := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLoader()
 	loaderReady, loaderDone := make(chan struct{}), make(chan error, 1)
@@ -130,6 +134,7 @@ func runServeAll(ctx context.Context, args []string) error {
 		loaderDone <- loader.Serve(loaderCtx, loaderLis, loader.Config{
 			Options:       loader.Options{SourceDir: sourceDir, ShmDir: shm, Models: load, Watch: watch, Logger: loaderLog, Telemetry: loaderTel},
 			Grace:         cfg.Grace,
+			AuthToken:     loaderToken,
 			Ready:         func() { close(loaderReady) },
 			ServerOptions: []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(loaderTel.GRPCOptions()...))},
 		})
@@ -153,6 +158,7 @@ func runServeAll(ctx context.Context, args []string) error {
 	// them Unavailable until they are published and mapped.
 	loaderAddr := loaderLis.Addr().String()
 	cfg.Logger, cfg.Loader, cfg.RequireModels = inferenceLog, loaderAddr, loader.IDs(load)
+	cfg.LoaderToken = loaderToken
 	cfg.Tracing.Telemetry = tel
 	cfg.Ready = func() {
 		fmt.Fprintf(os.Stderr, "serving %s on %s (loader on %s, packed files in %s); try:\n"+

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/corelm/corelm/internal/envflag"
+	"github.com/corelm/corelm/internal/tlsconfig"
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/services/inference/server"
 )
@@ -29,8 +30,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	}
 	fs := envflag.New("inference", "CORELM_", getenv)
 	var (
-		cfg    server.Config
-		listen string
+		cfg       server.Config
+		listen    string
+		loaderTLS tlsconfig.Client
 	)
 	fs.String(&listen, "listen", "127.0.0.1:7071", "gRPC listen address, host:port")
 	fs.String(&cfg.Loader, "loader", "", "the loader's address; serve the models it publishes")
@@ -38,6 +40,10 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	fs.String(&cfg.ModelID, "model-id", "", "model id of --model-file (default: the file name without extension)")
 	fs.List(&cfg.RequireModels, "require-models", "not ready (health NOT_SERVING, requests for them Unavailable) until these models are served: ID,... "+
 		"(default: until any model is)")
+	// CORELM_LOADER_AUTH_TOKEN is also the loader's own --auth-token
+	// variable: one setting configures both ends of the link.
+	fs.String(&cfg.LoaderToken, "loader-auth-token", "", "bearer token sent to the loader (its --auth-token)")
+	loaderTLS.Bind(fs, "loader")
 	cfg.BindFlags(fs)
 	tf := server.BindTelemetryFlags(fs, "")
 	if err := fs.Parse(args); err != nil {
@@ -45,6 +51,10 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	}
 	if cfg.Loader == "" && cfg.ModelFile == "" {
 		return errors.New("give --loader (CORELM_LOADER) or --model-file (CORELM_MODEL_FILE; \"stories\" for the built-in model)")
+	}
+	var err error
+	if cfg.LoaderTLS, err = loaderTLS.Config(); err != nil {
+		return err
 	}
 	log, err := tf.Logger(os.Stderr)
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/corelm/corelm/internal/envflag"
+	"github.com/corelm/corelm/internal/tlsconfig"
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/services/internal/telemetry"
 	"github.com/corelm/corelm/services/loader/server"
@@ -39,6 +40,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		listen string
 		models []string
 		tf     telemetry.Flags
+		tlsf   tlsconfig.Server
 	)
 	fs.String(&listen, "listen", "127.0.0.1:7070", "gRPC listen address, host:port")
 	fs.String(&cfg.SourceDir, "source-dir", "", "directory of GGUF model files; requests name paths inside it (optional with --model)")
@@ -51,6 +53,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	fs.Duration(&cfg.DrainTimeout, "drain-timeout", server.DefaultDrainTimeout, "how long a load waits for superseded generations to drain "+
 		"when the budget cannot hold it beside them (keep it above the inference service's --drain-timeout)")
 	fs.Duration(&cfg.Grace, "shutdown-grace", 10*time.Second, "how long SIGTERM waits for calls to finish")
+	fs.String(&cfg.AuthToken, "auth-token", "", "require this bearer token on every call but health checks (the inference side sends it: its --loader-auth-token, the same variable)")
+	tlsf.Bind(fs)
+	cfg.Limits.Bind(fs)
 	tf.Bind(fs, "")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -61,6 +66,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	}
 	if cfg.SourceDir == "" && len(cfg.Models) == 0 {
 		return errors.New("give --source-dir (CORELM_LOADER_SOURCE_DIR) or --model (CORELM_LOADER_MODEL), or both")
+	}
+	if cfg.TLS, err = tlsf.Config(); err != nil {
+		return err
 	}
 	if cfg.Logger, err = tf.Logger(os.Stderr); err != nil {
 		return err

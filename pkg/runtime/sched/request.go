@@ -54,6 +54,15 @@ const (
 	MaxStopStringBytes = 256
 )
 
+// CheckPromptBytes refuses a prompt of n bytes above a service's limit
+// of max bytes, before it is tokenized.
+func CheckPromptBytes(n, max int) error {
+	if n > max {
+		return invalidf("the prompt has %d bytes, more than the %d this server accepts", n, max)
+	}
+	return nil
+}
+
 // Decoder turns a sequence's generated tokens into text, one token at a
 // time, never splitting a UTF-8 sequence: Push returns the text completed by
 // tok (possibly empty) and the token's own bytes, Flush what is pending at

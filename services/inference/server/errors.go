@@ -32,10 +32,22 @@ var (
 	ErrModelLoading = errors.New("model is loading")
 	// ErrStopping: the server is shutting down.
 	ErrStopping = errors.New("server is shutting down")
+	// ErrUnknownRequest: a Cancel names no generation running on its
+	// stream.
+	ErrUnknownRequest = errors.New("no generation of that request_id is running on this stream")
 	// ErrUnauthenticated: missing or wrong bearer token (the auth
 	// interceptor's).
 	ErrUnauthenticated = grpcserver.ErrUnauthenticated
 )
+
+// StreamLimitError refuses a Start on a Generate stream that already runs
+// Options.MaxStreamGenerations generations.
+type StreamLimitError struct{ Running int }
+
+func (e *StreamLimitError) Error() string {
+	return fmt.Sprintf("this stream already runs %d generations, the most one stream may (--max-stream-generations): "+
+		"wait for one to finish or open another stream", e.Running)
+}
 
 func badRequestf(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, a...))
@@ -51,7 +63,10 @@ func toStatus(err error) *status.Status {
 		return st // already a status (an interceptor, a nested call)
 	}
 	msg := err.Error()
-	var oe *sched.OverloadError
+	var (
+		oe *sched.OverloadError
+		se *StreamLimitError
+	)
 	switch {
 	case errors.Is(err, context.Canceled):
 		return status.New(codes.Canceled, msg)
@@ -71,7 +86,9 @@ func toStatus(err error) *status.Status {
 			st = d
 		}
 		return st
-	case errors.Is(err, ErrModelNotFound):
+	case errors.As(err, &se):
+		return status.New(codes.ResourceExhausted, msg)
+	case errors.Is(err, ErrModelNotFound), errors.Is(err, ErrUnknownRequest):
 		return status.New(codes.NotFound, msg)
 	case errors.Is(err, ErrBadRequest), errors.Is(err, sched.ErrInvalidRequest),
 		errors.Is(err, sched.ErrPromptTooLong), errors.Is(err, sample.ErrParams),

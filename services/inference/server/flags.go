@@ -5,9 +5,11 @@ import (
 	"time"
 
 	"github.com/corelm/corelm/internal/envflag"
+	"github.com/corelm/corelm/internal/tlsconfig"
 	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/sched"
+	"github.com/corelm/corelm/services/internal/grpcserver"
 	"github.com/corelm/corelm/services/internal/telemetry"
 )
 
@@ -30,6 +32,10 @@ func (c *Config) BindFlags(fs *envflag.Set) {
 		"at most --max-seqs full-context sequences)")
 	fs.Duration(&o.Drain, "drain-timeout", 5*time.Minute, "how long a superseded model generation may finish its requests before they are cancelled")
 	fs.String(&c.AuthToken, "auth-token", "", "require this bearer token on every call but health checks")
+	c.files.tls.Bind(fs)
+	c.Limits.Bind(fs)
+	fs.Int(&o.MaxPromptBytes, "max-prompt-bytes", DefaultMaxPromptBytes, "largest prompt in bytes (text, token ids at 4 bytes each, or chat messages): larger is InvalidArgument")
+	fs.Int(&o.MaxStreamGenerations, "max-stream-generations", DefaultMaxStreamGenerations, "most generations running at once on one Generate stream: more are refused (ResourceExhausted) for that request only")
 	fs.Duration(&c.Grace, "shutdown-grace", 10*time.Second, "how long SIGTERM waits for running generations")
 	t := &o.Tracing
 	envflag.Parsed(fs, &t.Level, "trace-level", "request", telemetry.ParseLevel,
@@ -38,6 +44,30 @@ func (c *Config) BindFlags(fs *envflag.Set) {
 		"the most a call may ask for: off, request, step or layer")
 	fs.Bool(&t.Content, "trace-content", false,
 		"record every traced generation's prompt and output on its span (else only calls with metadata "+ContentMetadataKey+": true)")
+}
+
+// transportFiles are the files of the TLS flags, read by Serve.
+type transportFiles struct {
+	tls tlsconfig.Server
+}
+
+// loadTLS builds c.TLS from the flags' files unless it is set, and checks
+// the prompt limit against the message limit.
+func (c *Config) loadTLS() error {
+	if c.TLS == nil {
+		var err error
+		if c.TLS, err = c.files.tls.Config(); err != nil {
+			return err
+		}
+	}
+	max := c.Limits.MaxRecvMsgSize
+	if max <= 0 {
+		max = grpcserver.DefaultLimits.MaxRecvMsgSize
+	}
+	if int64(c.MaxPromptBytes) > max {
+		return fmt.Errorf("--max-prompt-bytes %d exceeds --max-recv-msg-size %d: no message could carry such a prompt", c.MaxPromptBytes, max)
+	}
+	return nil
 }
 
 // parseMemoryBudget reads --memory-budget: "auto" (0), "none" (-1) or a

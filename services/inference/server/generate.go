@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -15,12 +16,26 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/corelm/corelm/pkg/runtime/sample"
 	"github.com/corelm/corelm/pkg/runtime/sched"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 	"github.com/corelm/corelm/services/internal/telemetry"
+)
+
+// Defaults of the per-request limits the service adds to the
+// scheduler's (Options).
+const (
+	// DefaultMaxPromptBytes is a prompt's largest size before it is
+	// tokenized: far above any context this runtime serves (8192 tokens
+	// are ~32 KiB of text), well below the 4 MiB message limit.
+	DefaultMaxPromptBytes = 1 << 20
+	// DefaultMaxStreamGenerations is the most generations one Generate
+	// stream runs at once: one client cannot take every slot and queue
+	// place with a single stream.
+	DefaultMaxStreamGenerations = 16
 )
 
 // generation is one started request: the model entry it holds, its
@@ -45,6 +60,9 @@ func (s *Server) start(ctx context.Context, req *corelmv1.GenerateStart) (contex
 	id, rid := req.GetModelId(), req.GetRequestId()
 	if err := corelmv1.ValidateModelID(id); err != nil {
 		return ctx, nil, badRequestf("%v", err)
+	}
+	if err := sched.CheckPromptBytes(promptBytes(req), s.opts.MaxPromptBytes); err != nil {
+		return ctx, nil, err
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	level := telemetry.LevelFromIncoming(md, s.opts.Tracing.Level, s.opts.Tracing.Max)
@@ -139,6 +157,20 @@ func promptTokens(e *entry, req *corelmv1.GenerateStart) ([]int32, error) {
 		return encode(e, text, tokenizer.EncodeOptions{AddBOS: bos, ParseSpecial: true})
 	}
 	return nil, badRequestf("a prompt (text, token_ids or chat) is required")
+}
+
+// promptBytes is the size of req's prompt as sent: its text, its token
+// ids at 4 bytes each, or its chat messages' contents.
+func promptBytes(req *corelmv1.GenerateStart) int {
+	switch p := req.GetPrompt().(type) {
+	case *corelmv1.GenerateStart_Text:
+		return len(p.Text)
+	case *corelmv1.GenerateStart_TokenIds:
+		return 4 * len(p.TokenIds.GetIds())
+	case *corelmv1.GenerateStart_Chat:
+		return proto.Size(p.Chat)
+	}
+	return 0
 }
 
 // bosMode maps an optional add_bos to the tokenizer's mode (unset: the
@@ -439,6 +471,7 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 			id := f.Start.GetRequestId()
 			mu.Lock()
 			_, dup := running[id]
+			n := len(running)
 			mu.Unlock()
 			var err error
 			switch {
@@ -446,6 +479,8 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 				err = badRequestf("request_id is required on a Generate stream")
 			case dup:
 				err = badRequestf("request_id %q is already running on this stream", id)
+			case n >= s.opts.MaxStreamGenerations:
+				err = &StreamLimitError{Running: n}
 			case s.stopping():
 				err = ErrStopping
 			}
@@ -492,6 +527,14 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 				g.h.Cancel()
 			case r != nil:
 				r.cancel()
+			default:
+				// Answered, so that a client's typo or a stale id is
+				// not silently ignored. A Cancel that crosses its
+				// generation's own end gets this after the final frame.
+				id := f.Cancel.GetRequestId()
+				if send(errorFinal(id, fmt.Errorf("%w: %q", ErrUnknownRequest, id))) != nil {
+					return toError(ctx.Err())
+				}
 			}
 		default:
 			if send(errorFinal("", badRequestf("empty frame: want start or cancel"))) != nil {

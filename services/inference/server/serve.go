@@ -2,13 +2,14 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/corelm/corelm/internal/tlsconfig"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 	"github.com/corelm/corelm/services/internal/grpcserver"
 )
@@ -24,6 +25,16 @@ type Config struct {
 	// AuthToken, when set, is required as "authorization: Bearer <token>"
 	// on every call but health checks.
 	AuthToken string
+	// TLS serves TLS (nil: plaintext; with ClientAuth set, clients must
+	// present a certificate). Limits bound what a client may send
+	// (grpcserver.Limits: zero fields take the defaults). Both are built
+	// from the flags of BindFlags when left nil/zero.
+	TLS    *tls.Config
+	Limits grpcserver.Limits
+	// LoaderTLS is the loader link's TLS (nil: plaintext; Certificates:
+	// mTLS), LoaderToken the bearer token it sends the loader.
+	LoaderTLS   *tls.Config
+	LoaderToken string
 	// Grace is how long shutdown waits for running generations [10s].
 	Grace time.Duration
 	// RequireModels are the models the server must serve to be ready
@@ -33,9 +44,11 @@ type Config struct {
 	RequireModels []string
 	// Ready, when set, is called the first time the server is ready.
 	Ready func()
-	// ServerOptions are added to the gRPC server's: a stats handler, TLS
-	// credentials, more interceptors (see grpcserver.Options).
+	// ServerOptions are added to the gRPC server's: a stats handler,
+	// more interceptors (see grpcserver.Options).
 	ServerOptions []grpc.ServerOption
+
+	files transportFiles // the TLS flags' files (flags.go)
 }
 
 // Serve runs the inference service on lis until ctx ends, then shuts down
@@ -48,6 +61,9 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config) error {
 	if cfg.Grace <= 0 {
 		cfg.Grace = 10 * time.Second
 	}
+	if err := cfg.loadTLS(); err != nil {
+		return err
+	}
 	srv := New(cfg.Options)
 	srv.RequireModels(cfg.RequireModels)
 	log := srv.log
@@ -58,7 +74,7 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config) error {
 	}
 	gs := grpcserver.New(grpcserver.Options{
 		Logger: log, Services: []string{corelmv1.InferenceService_ServiceDesc.ServiceName},
-		AuthToken: cfg.AuthToken, ToStatus: toError, ServerOptions: append(srv.grpcServerOptions(), cfg.ServerOptions...),
+		AuthToken: cfg.AuthToken, TLS: cfg.TLS, Limits: cfg.Limits, ToStatus: toError, ServerOptions: append(srv.grpcServerOptions(), cfg.ServerOptions...),
 	})
 	srv.health = gs.Health
 	corelmv1.RegisterInferenceServiceServer(gs, srv)
@@ -75,7 +91,11 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config) error {
 	defer stopWatch()
 	watchDone := make(chan struct{})
 	if cfg.Loader != "" {
-		cc, err := grpc.NewClient(cfg.Loader, append(srv.loaderDialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+		opts := append(srv.loaderDialOptions(), tlsconfig.DialOption(cfg.LoaderTLS))
+		if cfg.LoaderToken != "" {
+			opts = append(opts, grpc.WithPerRPCCredentials(tlsconfig.Bearer{Token: cfg.LoaderToken, TLS: cfg.LoaderTLS != nil}))
+		}
+		cc, err := grpc.NewClient(cfg.Loader, opts...)
 		if err != nil {
 			gs.Stop()
 			return err

@@ -41,8 +41,13 @@ type Options struct {
 	StepTokens int
 	// Drain is how long a superseded generation may finish its requests
 	// before they are cancelled [5m].
-	Drain  time.Duration
-	Logger *slog.Logger
+	Drain time.Duration
+	// MaxPromptBytes bounds a prompt's bytes before it is tokenized
+	// [DefaultMaxPromptBytes]; MaxStreamGenerations the generations
+	// running at once on one Generate stream [DefaultMaxStreamGenerations].
+	MaxPromptBytes       int
+	MaxStreamGenerations int
+	Logger               *slog.Logger
 	// Tracing: telemetry and trace levels [none] (tracing.go).
 	Tracing Tracing
 }
@@ -72,6 +77,12 @@ func New(opts Options) *Server {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxPromptBytes <= 0 {
+		opts.MaxPromptBytes = DefaultMaxPromptBytes
+	}
+	if opts.MaxStreamGenerations <= 0 {
+		opts.MaxStreamGenerations = DefaultMaxStreamGenerations
 	}
 	how := resolveMemoryBudget(&opts)
 	opts.Logger.Info("memory budget", "bytes", opts.MemoryBudget, "budget", runtime.FormatBytes(opts.MemoryBudget), "from", how)

@@ -1,6 +1,7 @@
 // Package grpcserver builds the gRPC server both corelm services run: the
 // interceptors (call logging, panic recovery, optional bearer-token auth,
-// request validation), grpc.health.v1 health and server reflection, and
+// request validation), optional TLS (internal/tlsconfig), the limits on
+// what one client may send (limits.go), grpc.health.v1 health and server reflection, and
 // the graceful stop. The services register their own service on it and
 // keep their own error→status function, which it uses for the errors it
 // makes itself.
@@ -9,6 +10,7 @@ package grpcserver
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -28,6 +30,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+
+	"github.com/corelm/corelm/internal/tlsconfig"
 )
 
 // Errors the interceptors give Options.ToStatus.
@@ -50,12 +54,18 @@ type Options struct {
 	// AuthToken, when set, is required as "authorization: Bearer <token>"
 	// on every call but health checks.
 	AuthToken string
+	// TLS, when set, serves TLS (tlsconfig.Server: with ClientAuth set,
+	// clients must present a certificate); nil: plaintext.
+	TLS *tls.Config
+	// Limits bound message sizes, streams per connection and keepalive;
+	// zero fields take DefaultLimits.
+	Limits Limits
 	// ToStatus is the service's error→status function; ErrUnauthenticated
 	// and ErrInternal go through it [Unauthenticated and Internal].
 	ToStatus func(error) error
 	// ServerOptions are added after corelm's: a stats handler
-	// (grpc.StatsHandler(otelgrpc.NewServerHandler())), TLS
-	// (grpc.Creds(...)), interceptors run after corelm's, nearest the
+	// (grpc.StatsHandler(otelgrpc.NewServerHandler())),
+	// interceptors run after corelm's, nearest the
 	// handler (grpc.ChainUnaryInterceptor(...)), limits.
 	ServerOptions []grpc.ServerOption
 }
@@ -116,10 +126,11 @@ func New(opts Options) *Server {
 	unary = append(unary, validator.UnaryServerInterceptor())
 	stream = append(stream, validator.StreamServerInterceptor())
 
+	sopts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}
+	sopts = append(sopts, opts.Limits.serverOptions()...)
+	sopts = append(sopts, tlsconfig.ServerOption(opts.TLS)...)
 	s := &Server{
-		Server: grpc.NewServer(append([]grpc.ServerOption{
-			grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...),
-		}, opts.ServerOptions...)...),
+		Server:   grpc.NewServer(append(sopts, opts.ServerOptions...)...),
 		Health:   health.NewServer(),
 		services: append([]string{""}, opts.Services...),
 		served:   make(chan error, 1),

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"time"
 
@@ -19,6 +20,13 @@ type Config struct {
 	// Ready, when set, is called once the server serves: the
 	// shared-memory directory has been scanned and health says SERVING.
 	Ready func()
+	// AuthToken, when set, is required as "authorization: Bearer <token>"
+	// on every call but health checks.
+	AuthToken string
+	// TLS serves TLS (nil: plaintext); Limits bound what a client may
+	// send (grpcserver.Limits: zero fields take the defaults).
+	TLS    *tls.Config
+	Limits grpcserver.Limits
 	// ServerOptions are added to the gRPC server's: a stats handler, TLS
 	// credentials, more interceptors (see grpcserver.Options).
 	ServerOptions []grpc.ServerOption
@@ -39,6 +47,7 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config) error {
 	log := srv.log
 	gs := grpcserver.New(grpcserver.Options{
 		Logger: log, Services: []string{corelmv1.LoaderService_ServiceDesc.ServiceName},
+		AuthToken: cfg.AuthToken, TLS: cfg.TLS, Limits: cfg.Limits,
 		ToStatus: toStatus, ServerOptions: cfg.ServerOptions,
 	})
 	corelmv1.RegisterLoaderServiceServer(gs, srv)
