@@ -162,6 +162,7 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config, grace time.Duratio
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true) // over TLS (a tls.Listener: --tls-cert), negotiated by ALPN
 	hs := &http.Server{
 		Handler:           s,
 		Protocols:         &protocols,
