@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+)
+
+// pythonWithGRPC returns a Python 3 that imports grpc and google.protobuf:
+// $CORELM_PYTHON, else python3 on PATH, else Debian's /usr/bin/python3 (where
+// python3-grpcio installs when a pyenv or venv python3 comes first on PATH).
+func pythonWithGRPC() (string, bool) {
+	candidates := []string{os.Getenv("CORELM_PYTHON"), "python3", "/usr/bin/python3"}
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		path, err := exec.LookPath(c)
+		if err != nil {
+			continue
+		}
+		if exec.Command(path, "-c", "import grpc, google.protobuf").Run() == nil {
+			return path, true
+		}
+	}
+	return "", false
+}
+
+// TestPythonClient runs clients/python/generate.py against the inference
+// binary: two greedy generations interleaved on one bidi Generate stream,
+// one of them cancelled part-way. Each must be exactly what a direct
+// GenerateStream gives. CI installs python3-grpcio, so there a missing grpc
+// fails the test instead of skipping it.
+func TestPythonClient(t *testing.T) {
+	python, ok := pythonWithGRPC()
+	if !ok {
+		msg := "python3 with grpc and protobuf is needed (apt-get install python3-grpcio python3-protobuf, or set CORELM_PYTHON)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	dir, err := filepath.Abs("../../clients/python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "inference", "--model-file", "stories")
+	const cancelAfter = 6
+	cmd := exec.CommandContext(t.Context(), python, "generate.py", "--addr", p.Addr, "--model", "stories",
+		"--prompt", "Once upon a time", "--max-tokens", "32", "--prompt-b", "The cat",
+		"--cancel-after", strconv.Itoa(cancelAfter), "--temperature", "0", "--json")
+	cmd.Dir = dir
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python: %v", err)
+	}
+	type request struct {
+		IDs   []int32 `json:"ids"`
+		Text  string  `json:"text"`
+		Final struct {
+			FinishReason string `json:"finish_reason"`
+			Usage        struct {
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
+		} `json:"final"`
+	}
+	var got struct {
+		Requests map[string]request `json:"requests"`
+		Order    []string           `json:"order"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%v in %q", err, out)
+	}
+	a, b := got.Requests["a"], got.Requests["b"]
+
+	c := corelmv1.NewInferenceServiceClient(p.Conn)
+	direct := func(text string, maxTokens int) *result {
+		t.Helper()
+		r, err := generateStream(t.Context(), c, greedy(text, int32(maxTokens)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	wantA := direct("Once upon a time", 32)
+	if !slices.Equal(a.IDs, wantA.ids) || a.Text != wantA.text {
+		t.Errorf("a: %v %q, want %v %q", a.IDs, a.Text, wantA.ids, wantA.text)
+	}
+	if a.Final.FinishReason != "FINISH_REASON_LENGTH" || a.Final.Usage.CompletionTokens != 32 {
+		t.Errorf("a: final %+v", a.Final)
+	}
+	// b ran until the Cancel frame reached the server: at least cancelAfter
+	// tokens, and then exactly the start of b's greedy generation.
+	if len(b.IDs) < cancelAfter {
+		t.Fatalf("b: %d tokens before the cancel, want ≥ %d", len(b.IDs), cancelAfter)
+	}
+	wantB := direct("The cat", len(b.IDs))
+	if !slices.Equal(b.IDs, wantB.ids) || b.Text != wantB.text {
+		t.Errorf("b: %v %q, want %v %q", b.IDs, b.Text, wantB.ids, wantB.text)
+	}
+	if b.Final.FinishReason != "FINISH_REASON_CANCELLED" || b.Final.Usage.CompletionTokens != len(b.IDs) {
+		t.Errorf("b: final %+v after %d tokens", b.Final, len(b.IDs))
+	}
+	// Interleaved: a token of b came between a's first and last.
+	first, last := slices.Index(got.Order, "a"), -1
+	for i, id := range got.Order {
+		if id == "a" {
+			last = i
+		}
+	}
+	if first < 0 || !slices.Contains(got.Order[first:last], "b") {
+		t.Errorf("streams did not interleave: %v", got.Order)
+	}
+	waitIdle(t, c)
+}
+
+// TestPythonStubs checks that the committed stubs in clients/python/corelm
+// are what clients/python/gen_stubs.sh makes from the .proto files now,
+// when protoc and grpc_python_plugin are installed.
+func TestPythonStubs(t *testing.T) {
+	for _, tool := range []string{"bash", "protoc", "grpc_python_plugin"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is needed (apt-get install protobuf-compiler protobuf-compiler-grpc)", tool)
+		}
+	}
+	dir, err := filepath.Abs("../../clients/python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	if out, err := exec.Command("bash", filepath.Join(dir, "gen_stubs.sh"), tmp).CombinedOutput(); err != nil {
+		t.Fatalf("gen_stubs.sh: %v\n%s", err, out)
+	}
+	files := func(root string) map[string][]byte {
+		t.Helper()
+		m := map[string][]byte{}
+		err := filepath.WalkDir(filepath.Join(root, "corelm"), func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || strings.HasSuffix(path, ".pyc") {
+				return err
+			}
+			rel, _ := filepath.Rel(root, path)
+			m[rel], err = os.ReadFile(path)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	want, have := files(tmp), files(dir)
+	for name, b := range want {
+		if !bytes.Equal(have[name], b) {
+			t.Errorf("clients/python/%s is stale or missing: run clients/python/gen_stubs.sh", name)
+		}
+	}
+	for name := range have {
+		if _, ok := want[name]; !ok {
+			t.Errorf("clients/python/%s is not generated any more: delete it", name)
+		}
+	}
+}
