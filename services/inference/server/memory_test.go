@@ -21,13 +21,11 @@ import (
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
-// tinyModel writes the synthetic tiny Llama (4 layers, 256 wide, trained
-// on 4096 positions) in Q4_K_M and returns its path, the bytes of its
-// tensors, and the memory a model serving one sequence of ctx positions
-// needs (weights, KV cache, compute).
-func tinyModel(t *testing.T) (path string, weights int64, need func(ctx int) runtime.Footprint) {
+// writeTinyModel writes the synthetic tiny Llama (4 layers, 256 wide) in
+// Q4_K_M to a temporary file and returns its path.
+func writeTinyModel(t *testing.T) string {
 	t.Helper()
-	path = filepath.Join(t.TempDir(), "tiny.gguf")
+	path := filepath.Join(t.TempDir(), "tiny.gguf")
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +37,16 @@ func tinyModel(t *testing.T) (path string, weights int64, need func(ctx int) run
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
+	return path
+}
+
+// tinyModel writes the synthetic tiny Llama (4 layers, 256 wide, trained
+// on 4096 positions) in Q4_K_M and returns its path, the bytes of its
+// tensors, and the memory a model serving one sequence of ctx positions
+// needs (weights, KV cache, compute).
+func tinyModel(t *testing.T) (path string, weights int64, need func(ctx int) runtime.Footprint) {
+	t.Helper()
+	path = writeTinyModel(t)
 	pool := kernels.NewPool(1)
 	t.Cleanup(pool.Close)
 	l, err := runtime.OpenGGUF(path, model.Env{Pool: pool})

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -19,10 +17,8 @@ import (
 
 	"github.com/corelm/corelm/internal/leakcheck"
 	"github.com/corelm/corelm/internal/servicetest"
-	"github.com/corelm/corelm/pkg/runtime/quantize"
 	"github.com/corelm/corelm/pkg/runtime/sample"
 	"github.com/corelm/corelm/pkg/runtime/sched"
-	"github.com/corelm/corelm/pkg/runtime/synth"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
@@ -90,18 +86,7 @@ func TestLoad(t *testing.T) {
 // TestLoadLargerModel runs 4 concurrent streams of a synthetic model 40×
 // the size of the stories model (a 4-layer, 256-wide Llama in Q4_K_M).
 func TestLoadLargerModel(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "tiny.gguf")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	scheme, _ := quantize.ParseScheme("Q4_K_M")
-	if _, err := synth.Write(f, synth.Presets["tiny-llama"], "tiny", scheme, 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	path := writeTinyModel(t)
 	leakcheck.Check(t)
 	client, _ := serveFile(t, Options{Threads: 2, MaxSeqs: 4, MaxQueue: 4}, path, "tiny")
 	completed, refused := loadStreams(t, client, "tiny", 4, func(int) int32 { return 24 })
