@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -433,7 +434,7 @@ func TestPodLocal(t *testing.T) {
 			if pr.GRPC.Service != nil {
 				service = *pr.GRPC.Service
 			}
-			waitHealth(t, p, service, min(probeWithin(pr), 2*time.Minute))
+			servicetest.WaitStatus(t, p.Conn, service, healthpb.HealthCheckResponse_SERVING, min(probeWithin(pr), 2*time.Minute))
 		}
 		if c.Name == pod.Containers[0].Name {
 			inference = p

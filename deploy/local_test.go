@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"context"
 	"net"
 	"os/exec"
 	"regexp"
@@ -9,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/corelm/corelm/internal/servicetest"
 )
@@ -118,26 +115,5 @@ func waitCommand(t *testing.T, within, interval time.Duration, bin string, args 
 			t.Fatalf("health check %s %q still failing after %v: %v\n%s", bin, args, within, err, out)
 		}
 		time.Sleep(interval)
-	}
-}
-
-// waitHealth watches the gRPC health of service at p until it is SERVING,
-// failing the test after within (a probe's period × failure threshold).
-func waitHealth(t *testing.T, p *servicetest.Proc, service string, within time.Duration) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), within)
-	defer cancel()
-	w, err := healthpb.NewHealthClient(p.Conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: service})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		r, err := w.Recv()
-		if err != nil {
-			t.Fatalf("health of %q at %s not SERVING within %v: %v", service, p.Addr, within, err)
-		}
-		if r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return
-		}
 	}
 }

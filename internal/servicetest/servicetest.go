@@ -238,7 +238,7 @@ func Serve(t testing.TB, serve func(ctx context.Context, lis net.Listener) error
 		case <-waitCtx.Done():
 		}
 	}()
-	if err := waitServing(waitCtx, conn, ""); err != nil {
+	if err := waitStatus(waitCtx, conn, "", healthpb.HealthCheckResponse_SERVING); err != nil {
 		select {
 		case <-served:
 			t.Fatalf("serve: %v", serveErr)
@@ -253,14 +253,21 @@ func Serve(t testing.TB, serve func(ctx context.Context, lis net.Listener) error
 // server) on conn says SERVING; the server need not listen yet.
 func WaitServing(t testing.TB, conn *grpc.ClientConn, service string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	WaitStatus(t, conn, service, healthpb.HealthCheckResponse_SERVING, time.Minute)
+}
+
+// WaitStatus watches the health of service on conn until it reports want,
+// failing the test when it has not within that time.
+func WaitStatus(t testing.TB, conn *grpc.ClientConn, service string, want healthpb.HealthCheckResponse_ServingStatus, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	if err := waitServing(ctx, conn, service); err != nil {
-		t.Fatalf("health of %q: %v", service, err)
+	if err := waitStatus(ctx, conn, service, want); err != nil {
+		t.Fatalf("health of %q at %s not %v within %v: %v", service, conn.Target(), want, within, err)
 	}
 }
 
-func waitServing(ctx context.Context, conn *grpc.ClientConn, service string) error {
+func waitStatus(ctx context.Context, conn *grpc.ClientConn, service string, want healthpb.HealthCheckResponse_ServingStatus) error {
 	stream, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: service}, grpc.WaitForReady(true))
 	if err != nil {
 		return err
@@ -270,7 +277,7 @@ func waitServing(ctx context.Context, conn *grpc.ClientConn, service string) err
 		if err != nil {
 			return err
 		}
-		if resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+		if resp.GetStatus() == want {
 			return nil
 		}
 	}

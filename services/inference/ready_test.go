@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -111,34 +110,14 @@ func TestE2EReadiness(t *testing.T) {
 	if _, err := lc.UnloadModel(t.Context(), &corelmv1.UnloadModelRequest{ModelId: "stories"}); err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, inf, "corelm.v1.InferenceService", healthpb.HealthCheckResponse_NOT_SERVING)
+	servicetest.WaitStatus(t, inf.Conn, "corelm.v1.InferenceService", healthpb.HealthCheckResponse_NOT_SERVING, time.Minute)
 	if st := healthOf(t, inf, ""); st != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("whole-server health after the unload: %v, want SERVING (alive)", st)
 	}
 	if _, err := lc.LoadModel(t.Context(), &corelmv1.LoadModelRequest{ModelId: "stories", Path: path}); err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, inf, "corelm.v1.InferenceService", healthpb.HealthCheckResponse_SERVING)
-}
-
-// waitStatus watches service's health until it reports want.
-func waitStatus(t *testing.T, p *servicetest.Proc, service string, want healthpb.HealthCheckResponse_ServingStatus) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	w, err := healthpb.NewHealthClient(p.Conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: service})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		r, err := w.Recv()
-		if err != nil {
-			t.Fatalf("health of %q never %v: %v", service, want, err)
-		}
-		if r.GetStatus() == want {
-			return
-		}
-	}
+	servicetest.WaitStatus(t, inf.Conn, "corelm.v1.InferenceService", healthpb.HealthCheckResponse_SERVING, time.Minute)
 }
 
 // TestE2ENotReadyWithoutModels: with no required models, an inference
