@@ -29,16 +29,7 @@ func TestE2ELeaseKeepsSupersededGeneration(t *testing.T) {
 	waitModel(t, client, "stories", gen1)
 
 	// A long generation on the first generation, not read until later.
-	stream, err := client.GenerateStream(t.Context(), greedy("Once upon a time", 200))
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := &result{}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	first.add(resp)
+	stream, first := startStream(t, client, greedy("Once upon a time", 200))
 	gen2 := loadStories(t, lc, true)
 	waitModel(t, client, "stories", gen2)
 	draining := func() []string {

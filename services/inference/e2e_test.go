@@ -129,6 +129,24 @@ func generateStream(ctx context.Context, c corelmv1.InferenceServiceClient, req 
 	return r, servicetest.RecvAll(stream.Recv, r.add)
 }
 
+// startStream starts req and reads its first frame into the returned
+// result: from then on the generation holds its model mapping, and the rest
+// of the stream is for the caller to read.
+func startStream(t *testing.T, c corelmv1.InferenceServiceClient, req *corelmv1.GenerateStart) (corelmv1.InferenceService_GenerateStreamClient, *result) {
+	t.Helper()
+	stream, err := c.GenerateStream(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &result{}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.add(resp)
+	return stream, r
+}
+
 func TestE2EGreedyEqualsGenerate(t *testing.T) {
 	st := startStack(t)
 	const text = "Once upon a time"
@@ -296,16 +314,7 @@ func TestE2EGenerationSwitch(t *testing.T) {
 	st := startStack(t)
 	gen1 := mustGeneration(t, st.client)
 	// A long generation on the first mapping, read slowly.
-	stream, err := st.client.GenerateStream(t.Context(), greedy("Once upon a time", 400))
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := &result{}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	first.add(resp)
+	stream, first := startStream(t, st.client, greedy("Once upon a time", 400))
 	gen2 := loadStories(t, st.loaderClient, true)
 	if gen2 <= gen1 {
 		t.Fatalf("reload gave generation %d after %d", gen2, gen1)
