@@ -170,35 +170,37 @@ func runDetokenize(ctx context.Context, args []string) error {
 // tokenizeRemote runs req on the server of rf (on its only model when req
 // names none).
 func tokenizeRemote(ctx context.Context, rf *remoteFlags, req *corelmv1.TokenizeRequest) (*corelmv1.TokenizeResponse, error) {
-	r, err := rf.connect()
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	if req.ModelId, err = r.modelID(ctx, req.ModelId); err != nil {
-		return nil, err
-	}
-	ctx, cancel := r.call(ctx)
-	defer cancel()
-	resp, err := r.client.Tokenize(ctx, req)
-	return resp, r.error(req.ModelId, err)
+	return callModel(ctx, rf, &req.ModelId, func(ctx context.Context, r *remote) (*corelmv1.TokenizeResponse, error) {
+		return r.client.Tokenize(ctx, req)
+	})
 }
 
 // detokenizeRemote returns the exact bytes of req's ids on the server of
 // rf.
 func detokenizeRemote(ctx context.Context, rf *remoteFlags, req *corelmv1.DetokenizeRequest) ([]byte, error) {
+	resp, err := callModel(ctx, rf, &req.ModelId, func(ctx context.Context, r *remote) (*corelmv1.DetokenizeResponse, error) {
+		return r.client.Detokenize(ctx, req)
+	})
+	return resp.GetRaw(), err
+}
+
+// callModel makes one call about model *id on the server of rf, first
+// setting *id to the server's only model when it is "", within the
+// server's call timeout.
+func callModel[T any](ctx context.Context, rf *remoteFlags, id *string, call func(context.Context, *remote) (T, error)) (T, error) {
+	var zero T
 	r, err := rf.connect()
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	defer r.Close()
-	if req.ModelId, err = r.modelID(ctx, req.ModelId); err != nil {
-		return nil, err
+	if *id, err = r.modelID(ctx, *id); err != nil {
+		return zero, err
 	}
 	ctx, cancel := r.call(ctx)
 	defer cancel()
-	resp, err := r.client.Detokenize(ctx, req)
-	return resp.GetRaw(), r.error(req.ModelId, err)
+	resp, err := call(ctx, r)
+	return resp, r.error(*id, err)
 }
 
 // parseTokenIDs reads integers separated by spaces or commas, optionally in [].
