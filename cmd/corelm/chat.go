@@ -12,7 +12,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/chat"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
@@ -25,45 +24,38 @@ import (
 // server: the terminal side is chatSession, the model side a replyFunc.
 func runChat(ctx context.Context, args []string) error {
 	fs := newFlags("chat")
-	var (
-		rf  remoteFlags
-		sf  samplingFlags
-		run runFlags
-	)
-	path := fs.String("model", "", "model file (default: the embedded "+models.Name+"); with --server, the model id (default: the one the server serves)")
+	var mf modelFlags
+	mf.bind(fs)
 	system := fs.String("system", "", "a system message to start the conversation with")
 	maxTokens := fs.Int("max-tokens", 0, "most tokens of one reply (0: until the model ends its turn or the context is full)")
-	sf.bind(fs)
-	run.bind(fs)
 	showPrompt := fs.Bool("show-prompt", false, "print each prompt to stderr: the rendered text, or with --server the messages sent")
 	verbose := fs.Bool("v", false, "print each reply's timings to stderr")
-	rf.bind(fs, 0)
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
 	if fs.NArg() != 0 {
 		return usagef("usage: corelm chat [--model MODEL | --server ADDR [--model ID]] [--system TEXT] [flags]")
 	}
-	if err := rf.check(fs, runFlagNames...); err != nil {
+	if err := mf.check(fs); err != nil {
 		return err
 	}
 	var (
 		reply replyFunc
 		err   error
 	)
-	if rf.server != "" {
-		start := &corelmv1.GenerateStart{ModelId: *path, Sampling: sf.proto(fs), MaxTokens: int32(*maxTokens)}
+	if mf.remote.server != "" {
+		start := &corelmv1.GenerateStart{ModelId: mf.path, Sampling: mf.sampling.proto(fs), MaxTokens: int32(*maxTokens)}
 		var r *remote
-		if r, reply, err = remoteChat(ctx, &rf, start, *showPrompt, *verbose); err != nil {
+		if r, reply, err = remoteChat(ctx, &mf.remote, start, *showPrompt, *verbose); err != nil {
 			return err
 		}
 		defer r.Close()
 	} else {
-		lc := &localChat{sf: &sf, maxTokens: *maxTokens, ctx: run.ctx, showPrompt: *showPrompt, verbose: *verbose}
-		if lc.kvType, err = kvcache.ParseType(run.kvType); err != nil {
+		lc := &localChat{sf: &mf.sampling, maxTokens: *maxTokens, ctx: mf.run.ctx, showPrompt: *showPrompt, verbose: *verbose}
+		if lc.kvType, err = kvcache.ParseType(mf.run.kvType); err != nil {
 			return usagef("--kv-type: %v", err)
 		}
-		if err := lc.open(*path, run.threads); err != nil {
+		if err := lc.open(mf.path, mf.run.threads); err != nil {
 			return err
 		}
 		defer lc.l.Close()

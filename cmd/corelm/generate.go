@@ -92,43 +92,55 @@ func (f *runFlags) bind(fs *flagSet) {
 	fs.StringVar(&f.kvType, "kv-type", "f16", "KV cache type: f16 or q8_0")
 }
 
+// modelFlags are the flags of a command that runs a model in this process
+// or, with --server, on a server: generate and chat.
+type modelFlags struct {
+	path     string // --model: a file, or with --server a model id
+	remote   remoteFlags
+	sampling samplingFlags
+	run      runFlags
+}
+
+func (f *modelFlags) bind(fs *flagSet) {
+	fs.StringVar(&f.path, "model", "", "model file (default: the embedded "+models.Name+"); with --server, the model id (default: the one the server serves)")
+	f.sampling.bind(fs)
+	f.run.bind(fs)
+	f.remote.bind(fs, 0)
+}
+
+// check refuses the run flags with --server.
+func (f *modelFlags) check(fs *flagSet) error { return f.remote.check(fs, runFlagNames...) }
+
 func runGenerate(ctx context.Context, args []string) error {
 	fs := newFlags("generate")
-	var (
-		rf  remoteFlags
-		sf  samplingFlags
-		run runFlags
-	)
-	path := fs.String("model", "", "model file (default: the embedded "+models.Name+"); with --server, the model id (default: the one the server serves)")
+	var mf modelFlags
+	mf.bind(fs)
 	prompt := fs.String("prompt", "", "prompt text")
 	maxTokens := fs.Int("max-tokens", 128, "most tokens to generate")
-	sf.bind(fs)
-	run.bind(fs)
 	noBOS := fs.Bool("no-bos", false, "do not add the BOS token")
 	special := fs.Bool("special", false, "parse control tokens written in the prompt (e.g. <|im_start|>)")
 	verbose := fs.Bool("v", false, "print timings to stderr")
-	rf.bind(fs, 0)
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
-	if err := rf.check(fs, runFlagNames...); err != nil {
+	if err := mf.check(fs); err != nil {
 		return err
 	}
-	if rf.server != "" {
+	if mf.remote.server != "" {
 		start := &corelmv1.GenerateStart{
-			ModelId: *path, Prompt: &corelmv1.GenerateStart_Text{Text: *prompt},
-			Sampling: sf.proto(fs), MaxTokens: int32(*maxTokens), ParseSpecial: *special,
+			ModelId: mf.path, Prompt: &corelmv1.GenerateStart_Text{Text: *prompt},
+			Sampling: mf.sampling.proto(fs), MaxTokens: int32(*maxTokens), ParseSpecial: *special,
 		}
 		if *noBOS {
 			start.AddBos = new(bool)
 		}
-		return generateRemote(ctx, &rf, start, *verbose)
+		return generateRemote(ctx, &mf.remote, start, *verbose)
 	}
-	kt, err := kvcache.ParseType(run.kvType)
+	kt, err := kvcache.ParseType(mf.run.kvType)
 	if err != nil {
 		return usagef("--kv-type: %v", err)
 	}
-	l, err := openModel(*path, run.threads)
+	l, err := openModel(mf.path, mf.run.threads)
 	if err != nil {
 		return err
 	}
@@ -153,13 +165,13 @@ func runGenerate(ctx context.Context, args []string) error {
 	fmt.Fprint(out, *prompt)
 	out.Flush()
 	dec := tok.NewDecoder()
-	sp := sf.params()
+	sp := mf.sampling.params()
 	res, err := runtime.Generate(ctx, l.Model, runtime.GenerateRequest{
 		Prompt:    ids,
 		MaxTokens: *maxTokens,
 		Sampling:  sp,
 		IsEOG:     tok.IsEOG,
-		Context:   run.ctx,
+		Context:   mf.run.ctx,
 		KVType:    kt,
 	}, func(id int32) error {
 		text, _ := dec.Push(id)
