@@ -40,9 +40,17 @@ func cli(ctx context.Context, args ...string) *exec.Cmd {
 // corelm runs corelm with args to the end.
 func corelm(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return corelmWith(t, "", nil, args...)
+}
+
+// corelmWith runs corelm with args to the end, with stdin as its standard
+// input and env added to its environment.
+func corelmWith(t *testing.T, stdin string, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd := cli(t.Context(), args...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &out, &errb
+	cmd.Env = append(cmd.Env, env...)
 	err := cmd.Run()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {

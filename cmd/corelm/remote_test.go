@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"net"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -29,22 +26,6 @@ func serveStories(t *testing.T, token string) (string, corelmv1.InferenceService
 		})
 	})
 	return conn.Target(), corelmv1.NewInferenceServiceClient(conn)
-}
-
-// corelmWith runs corelm with args to the end, with stdin as its standard
-// input and env added to its environment.
-func corelmWith(t *testing.T, stdin string, env []string, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	cmd := cli(t.Context(), args...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &out, &errb
-	cmd.Env = append(cmd.Env, env...)
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
 }
 
 // TestRemoteMatchesLocal: every command that can run on a server prints
