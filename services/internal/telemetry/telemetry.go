@@ -201,15 +201,7 @@ func (t *Telemetry) setupTraces(ctx context.Context, o *Options, getenv func(str
 			t.tp = tracenoop.NewTracerProvider()
 			return nil
 		}
-		var opts []otlptracegrpc.Option
-		if strings.Contains(endpoint, "://") {
-			opts = append(opts, otlptracegrpc.WithEndpointURL(endpoint))
-		} else {
-			opts = append(opts, otlptracegrpc.WithEndpoint(endpoint))
-			if insecure, _ := envBool(getenv, "OTEL_EXPORTER_OTLP_TRACES_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE"); insecure {
-				opts = append(opts, otlptracegrpc.WithInsecure())
-			}
-		}
+		opts := otlpOptions(getenv, "TRACES", endpoint, otlptracegrpc.WithEndpointURL, otlptracegrpc.WithEndpoint, otlptracegrpc.WithInsecure)
 		if exp, err = otlptracegrpc.New(ctx, opts...); err != nil {
 			return fmt.Errorf("telemetry: OTLP trace exporter for %s: %w", endpoint, err)
 		}
@@ -223,6 +215,21 @@ func (t *Telemetry) setupTraces(ctx context.Context, o *Options, getenv func(str
 	t.tp = tp
 	t.shutdowns = append(t.shutdowns, tp.Shutdown)
 	return nil
+}
+
+// otlpOptions are an OTLP exporter's options for the endpoint of one
+// signal (TRACES, METRICS): a URL as given, its scheme saying whether TLS;
+// a bare host:port over TLS unless OTEL_EXPORTER_OTLP_<signal>_INSECURE or
+// OTEL_EXPORTER_OTLP_INSECURE is true.
+func otlpOptions[O any](getenv func(string) string, signal, endpoint string, withURL, withEndpoint func(string) O, withInsecure func() O) []O {
+	if strings.Contains(endpoint, "://") {
+		return []O{withURL(endpoint)}
+	}
+	opts := []O{withEndpoint(endpoint)}
+	if insecure, _ := envBool(getenv, "OTEL_EXPORTER_OTLP_"+signal+"_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE"); insecure {
+		opts = append(opts, withInsecure())
+	}
+	return opts
 }
 
 func (t *Telemetry) setupMetrics(ctx context.Context, o *Options, getenv func(string) string, res *resource.Resource) error {
@@ -239,15 +246,7 @@ func (t *Telemetry) setupMetrics(ctx context.Context, o *Options, getenv func(st
 		return err
 	}
 	if endpoint := cmp.Or(getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"), getenv("OTEL_EXPORTER_OTLP_ENDPOINT")); want["otlp"] && endpoint != "" {
-		var opts []otlpmetricgrpc.Option
-		if strings.Contains(endpoint, "://") {
-			opts = append(opts, otlpmetricgrpc.WithEndpointURL(endpoint))
-		} else {
-			opts = append(opts, otlpmetricgrpc.WithEndpoint(endpoint))
-			if insecure, _ := envBool(getenv, "OTEL_EXPORTER_OTLP_METRICS_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE"); insecure {
-				opts = append(opts, otlpmetricgrpc.WithInsecure())
-			}
-		}
+		opts := otlpOptions(getenv, "METRICS", endpoint, otlpmetricgrpc.WithEndpointURL, otlpmetricgrpc.WithEndpoint, otlpmetricgrpc.WithInsecure)
 		exp, err := otlpmetricgrpc.New(ctx, opts...)
 		if err != nil {
 			return fmt.Errorf("telemetry: OTLP metric exporter for %s: %w", endpoint, err)
