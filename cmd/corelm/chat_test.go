@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/corelm/corelm/internal/servicetest"
 	"github.com/corelm/corelm/pkg/runtime/chat"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
@@ -128,19 +128,12 @@ func (f *fakeChat) request(t *testing.T, n int) []string {
 // session with status 0.
 func TestChatInterrupt(t *testing.T) {
 	fake := &fakeChat{}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	corelmv1.RegisterInferenceServiceServer(gs, fake)
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
+	addr := servicetest.ServeGRPC(t, func(gs *grpc.Server) { corelmv1.RegisterInferenceServiceServer(gs, fake) })
 
 	// A hung CLI is killed, which ends the reads below.
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	cmd := cli(ctx, "chat", "--server", lis.Addr().String(), "--model", "m", "--system", "S")
+	cmd := cli(ctx, "chat", "--server", addr, "--model", "m", "--system", "S")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -8,27 +8,21 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/corelm/corelm/internal/servicetest"
 )
 
 // TestHealth runs `corelm health` against a health server on loopback: exit
 // 0 only when the service asked about is SERVING.
 func TestHealth(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
 	hs := health.NewServer() // "" is SERVING
 	hs.SetServingStatus("corelm.v1.InferenceService", healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
+	addr := servicetest.ServeGRPC(t, func(gs *grpc.Server) { healthpb.RegisterHealthServer(gs, hs) })
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	closed.Close() // nothing listens there now
-	addr := lis.Addr().String()
 
 	tests := []struct {
 		name     string

@@ -249,6 +249,22 @@ func Serve(t testing.TB, serve func(ctx context.Context, lis net.Listener) error
 	return conn, stop
 }
 
+// ServeGRPC runs a bare gRPC server on a loopback port with the services
+// register registers (fakes, a health server), until the test ends, and
+// returns its address. Unlike Serve it waits for no health.
+func ServeGRPC(t testing.TB, register func(*grpc.Server)) (addr string) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	register(gs)
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	return lis.Addr().String()
+}
+
 // WaitServing blocks until the health of service ("" for the whole
 // server) on conn says SERVING; the server need not listen yet.
 func WaitServing(t testing.TB, conn *grpc.ClientConn, service string) {
