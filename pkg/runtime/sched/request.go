@@ -12,24 +12,35 @@ import (
 
 // ErrOverloaded is wrapped by the *OverloadError that Submit returns when
 // neither a slot nor a queue place is free.
-var ErrOverloaded = errors.New("sched: overloaded")
+var ErrOverloaded = errors.New("overloaded")
 
 // ErrPromptTooLong is returned by Submit when the prompt leaves no room for a
 // single generated token in the scheduler's context.
-var ErrPromptTooLong = errors.New("sched: prompt too long")
+var ErrPromptTooLong = errors.New("prompt too long")
 
 // ErrInvalidRequest is wrapped by errors about a malformed request (empty
 // prompt, token ids outside the vocabulary, bad sampling parameters, ...).
-var ErrInvalidRequest = errors.New("sched: invalid request")
+var ErrInvalidRequest = errors.New("invalid request")
+
+// ErrTooLarge is returned by Submit for a request whose KV cache alone
+// exceeds the model's whole KV budget: it can never be admitted, so it is
+// an invalid request (not an overload to retry), and the message says what
+// to change. It wraps ErrInvalidRequest.
+var ErrTooLarge = fmt.Errorf("%w: too large for this server", ErrInvalidRequest)
+
+// ErrModelPanic is wrapped by the error of the sequences of a forward step
+// that panicked. The error carries the panic and its stack for the log;
+// clients should be told only that the model failed.
+var ErrModelPanic = errors.New("the model failed")
 
 // ErrClosed is returned by Submit once Shutdown has begun.
-var ErrClosed = errors.New("sched: shutting down")
+var ErrClosed = errors.New("shutting down")
 
 // OverloadError says why a request was turned away and when trying again
 // has a chance to succeed. It wraps ErrOverloaded.
 type OverloadError struct {
 	Reason     string
-	RetryAfter time.Duration // 0: retrying will not help (the request alone exceeds the budget)
+	RetryAfter time.Duration // 0: no estimate
 }
 
 func (e *OverloadError) Error() string {
@@ -52,11 +63,18 @@ const (
 	MaxTopLogprobs     = 20
 	MaxStopStrings     = 16
 	MaxStopStringBytes = 256
+	// MaxLogitBias bounds a request's logit_bias entries: each costs
+	// work at every sampled token. (OpenAI allows 300.)
+	MaxLogitBias = 1024
 )
 
-// CheckPromptBytes refuses a prompt of n bytes above a service's limit
-// of max bytes, before it is tokenized.
+// CheckPromptBytes refuses an empty prompt (n = 0 bytes as sent, before
+// a BOS token could make it look otherwise) and one of more than a
+// service's limit of max bytes, before it is tokenized.
 func CheckPromptBytes(n, max int) error {
+	if n == 0 {
+		return invalidf("empty prompt")
+	}
 	if n > max {
 		return invalidf("the prompt has %d bytes, more than the %d this server accepts", n, max)
 	}
@@ -113,6 +131,9 @@ func (req *Request) validate(vocab int) error {
 	}
 	if req.MaxTokens < 0 {
 		return invalidf("max_tokens %d must be ≥ 0", req.MaxTokens)
+	}
+	if n := len(req.Sampling.LogitBias); n > MaxLogitBias {
+		return invalidf("logit_bias has %d entries, more than the %d allowed", n, MaxLogitBias)
 	}
 	if err := req.Sampling.Validate(vocab); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)

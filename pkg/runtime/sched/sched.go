@@ -203,8 +203,8 @@ func (s *Scheduler) wakeup() {
 	}
 }
 
-// Submit validates req and admits it, or fails at once: ErrInvalidRequest,
-// ErrPromptTooLong, *OverloadError (ErrOverloaded) or ErrClosed. It never
+// Submit validates req and admits it, or fails at once: ErrInvalidRequest
+// (ErrTooLarge among them), ErrPromptTooLong, *OverloadError (ErrOverloaded) or ErrClosed. It never
 // waits for capacity. ctx governs the whole generation: when it ends, the
 // request is cancelled.
 func (s *Scheduler) Submit(ctx context.Context, req Request) (*Handle, error) {
@@ -226,7 +226,7 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Handle, error) {
 		s.mu.Lock()
 		s.stats.Rejected++
 		s.mu.Unlock()
-		return nil, &OverloadError{Reason: s.tooLarge(&req, length, kv)}
+		return nil, fmt.Errorf("%w: %s", ErrTooLarge, s.tooLarge(&req, length, kv))
 	}
 	q := &seq{
 		s:         s,
@@ -505,7 +505,7 @@ func (s *Scheduler) queueLen() int {
 func (s *Scheduler) forward(b *model.Batch) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("sched: model panicked: %v\n%s", r, debug.Stack())
+			err = fmt.Errorf("%w: panic: %v\n%s", ErrModelPanic, r, debug.Stack())
 		}
 	}()
 	return s.m.Forward(b)

@@ -311,14 +311,14 @@ func TestBudgetQueues(t *testing.T) {
 		t.Errorf("stats: %+v, want 1 active, 1 queued, %d bytes", st, one)
 	}
 	big := Request{Prompt: testPrompt(1, 4), MaxTokens: 100}
-	if _, err := s.Submit(t.Context(), big); !errors.Is(err, ErrOverloaded) {
+	if _, err := s.Submit(t.Context(), big); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("request over the whole budget: %v", err)
 	}
 	release(t, m, s, hs...)
 }
 
 // TestBudgetRefusalIsPrecise: a request whose KV cache alone exceeds the
-// budget is refused at once, without a retry hint, with the numbers the
+// budget is refused at once as invalid (ErrTooLarge: retrying cannot help), with the numbers the
 // client needs (what it asked, what the budget holds, the max_tokens that
 // would fit); one without max_tokens is admitted when the budget holds the
 // served context.
@@ -353,8 +353,8 @@ func TestBudgetRefusalIsPrecise(t *testing.T) {
 				return
 			}
 			var oe *OverloadError
-			if !errors.As(err, &oe) || oe.RetryAfter != 0 {
-				t.Fatalf("err = %v, want an *OverloadError without a retry hint", err)
+			if !errors.Is(err, ErrTooLarge) || !errors.Is(err, ErrInvalidRequest) || errors.As(err, &oe) {
+				t.Fatalf("err = %v, want ErrTooLarge (an invalid request, not an overload)", err)
 			}
 			for _, w := range tt.words {
 				if !strings.Contains(err.Error(), w) {

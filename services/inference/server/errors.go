@@ -98,6 +98,9 @@ func toStatus(err error) *status.Status {
 		return status.New(codes.Unavailable, msg)
 	case errors.Is(err, ErrUnauthenticated):
 		return status.New(codes.Unauthenticated, msg)
+	case errors.Is(err, sched.ErrModelPanic):
+		// The panic and its stack are in the log ("generation finished").
+		return status.New(codes.Internal, grpcserver.ErrInternal.Error()+": "+sched.ErrModelPanic.Error())
 	}
 	return status.New(codes.Internal, msg)
 }

@@ -61,8 +61,10 @@ func (s *Server) start(ctx context.Context, req *corelmv1.GenerateStart) (contex
 	if err := corelmv1.ValidateModelID(id); err != nil {
 		return ctx, nil, badRequestf("%v", err)
 	}
-	if err := sched.CheckPromptBytes(promptBytes(req), s.opts.MaxPromptBytes); err != nil {
-		return ctx, nil, err
+	if req.GetPrompt() != nil { // none: promptTokens says what is missing
+		if err := sched.CheckPromptBytes(promptBytes(req), s.opts.MaxPromptBytes); err != nil {
+			return ctx, nil, err
+		}
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	level := telemetry.LevelFromIncoming(md, s.opts.Tracing.Level, s.opts.Tracing.Max)
