@@ -13,20 +13,30 @@ import (
 	"github.com/corelm/corelm/pkg/runtime/model"
 )
 
-// gemma9B sizes memory like Gemma-2-9B (42 layers, 16 heads, 8 KV heads of
-// 256, FFN 14336, vocab 256000, 8192 context, even layers sliding over 4096)
-// without its weights.
-type gemma9B struct{ cfg model.Config }
-
-func newGemma9B() *gemma9B {
-	return &gemma9B{cfg: model.Config{Arch: "gemma2", Context: 8192, Dim: 3584, Layers: 42, FFN: 14336,
-		Heads: 16, KVHeads: 8, HeadDim: 256, ValueDim: 256, Vocab: 256000}}
+// sized is a model's memory shape without its weights: its configuration
+// and the window of each layer's KV cache (nil: every layer global).
+type sized struct {
+	cfg     model.Config
+	windows []int
 }
 
-func (g *gemma9B) Config() *model.Config { return &g.cfg }
-func (g *gemma9B) KVBytes(opts model.StateOptions) int64 {
-	geo := model.CacheGeometry(&g.cfg, opts, gemma2.SlidingLayers(g.cfg.Layers, 2, 4096))
-	return geo.Bytes()
+func (s *sized) Config() *model.Config                 { return &s.cfg }
+func (s *sized) KVBytes(opts model.StateOptions) int64 { return model.KVBytes(&s.cfg, opts, s.windows) }
+
+// newGemma9B sizes memory like Gemma-2-9B (42 layers, 16 heads, 8 KV heads
+// of 256, FFN 14336, vocab 256000, 8192 context, even layers sliding over
+// 4096).
+func newGemma9B() *sized {
+	cfg := model.Config{Arch: "gemma2", Context: 8192, Dim: 3584, Layers: 42, FFN: 14336,
+		Heads: 16, KVHeads: 8, HeadDim: 256, ValueDim: 256, Vocab: 256000}
+	return &sized{cfg: cfg, windows: gemma2.SlidingLayers(cfg.Layers, 2, 4096)}
+}
+
+// newLlama8B sizes memory like Llama-3.1-8B (32 layers, 32 heads, 8 KV
+// heads of 128, FFN 14336, vocab 128256, trained on 131,072 positions).
+func newLlama8B() *sized {
+	return &sized{cfg: model.Config{Arch: "llama", Context: 131072, Dim: 4096, Layers: 32, FFN: 14336,
+		Heads: 32, KVHeads: 8, HeadDim: 128, ValueDim: 128, Vocab: 128256}}
 }
 
 // TestBudgetGemma2_9B is the 6 GiB case: with a q8_0 KV cache and a context
@@ -103,21 +113,6 @@ func TestCheckBudgetLoadedModel(t *testing.T) {
 	if err := runtime.CheckBudget(l.Model, w, opts, w); !errors.Is(err, runtime.ErrOverBudget) {
 		t.Errorf("a budget of the weights alone: %v, want ErrOverBudget", err)
 	}
-}
-
-// llama8B sizes memory like Llama-3.1-8B (32 layers, 32 heads, 8 KV heads of
-// 128, FFN 14336, vocab 128256, trained on 131,072 positions) without its
-// weights.
-type llama8B struct{ cfg model.Config }
-
-func newLlama8B() *llama8B {
-	return &llama8B{cfg: model.Config{Arch: "llama", Context: 131072, Dim: 4096, Layers: 32, FFN: 14336,
-		Heads: 32, KVHeads: 8, HeadDim: 128, ValueDim: 128, Vocab: 128256}}
-}
-
-func (l *llama8B) Config() *model.Config { return &l.cfg }
-func (l *llama8B) KVBytes(opts model.StateOptions) int64 {
-	return model.KVBytes(&l.cfg, opts, nil)
 }
 
 // llama8BWeights is the tensor data of the Llama-3.1-8B Q4_K_M shape
