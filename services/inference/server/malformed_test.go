@@ -76,7 +76,9 @@ func malformed() []struct {
 			codes.InvalidArgument, []string{"top_p 1.5"}},
 		{"negative top_k", start(func(r *corelmv1.GenerateStart) { r.Sampling = &corelmv1.SamplingParams{TopK: i32(-1)} }),
 			codes.InvalidArgument, []string{"top_k -1"}},
-		{"huge logit_bias", start(func(r *corelmv1.GenerateStart) { r.Sampling = &corelmv1.SamplingParams{LogitBias: bias(sched.MaxLogitBias + 1)} }),
+		{"huge logit_bias", start(func(r *corelmv1.GenerateStart) {
+			r.Sampling = &corelmv1.SamplingParams{LogitBias: bias(sched.MaxLogitBias + 1)}
+		}),
 			codes.InvalidArgument, []string{"logit_bias has 1025 entries", "1024"}},
 		{"logit_bias outside the vocabulary", start(func(r *corelmv1.GenerateStart) {
 			r.Sampling = &corelmv1.SamplingParams{LogitBias: map[int32]float32{1 << 20: 1}}
