@@ -178,6 +178,21 @@ func maxAVX2() {
 	RET()
 }
 
+// sum4x2 adds four YMM accumulators of 64-bit lanes with add (VADDPD or
+// VPADDQ) pairwise, then the two halves of the sum (extract is VEXTRACTF128
+// or VEXTRACTI128), and returns the XMM register holding the two lanes
+// left and the scratch XMM register it used.
+func sum4x2(acc []VecVirtual, add func(ops ...Op), extract func(i, y, mx Op)) (lo, hi Register) {
+	add(acc[1], acc[0], acc[0])
+	add(acc[3], acc[2], acc[2])
+	add(acc[2], acc[0], acc[0])
+	hi = XMM()
+	extract(U8(1), acc[0], hi)
+	lo = acc[0].AsX()
+	add(hi, lo, lo)
+	return lo, hi
+}
+
 // horizontal8 folds the eight float32 lanes of v with op (VADDPS/VMAXPS and
 // its scalar form): halves, then pairs of pairs, then the last two. It
 // returns the XMM register holding the result in lane 0.
