@@ -167,14 +167,22 @@ func dequantQ5_1(b []byte, y []float32) {
 
 // quantQ8_0 scales by amax/127 and rounds half away from zero (C roundf).
 func quantQ8_0(x []float32, b []byte) {
-	amax, _ := maxAbs(x[:qk])
-	d := amax / 127
-	id := inverse(d)
+	d, _ := quant8(x[:qk], b[2:34])
 	putF16(b, d)
-	qs := b[2:34]
-	for j, v := range x[:qk] {
-		qs[j] = uint8(int8(roundAway(v * id)))
+}
+
+// quant8 writes x as int8 quants of scale d = amax/127, rounded half away
+// from zero (C roundf), to qs, and returns d and the sum of the quants.
+func quant8(x []float32, qs []byte) (d float32, sum int) {
+	amax, _ := maxAbs(x)
+	d = amax / 127
+	id := inverse(d)
+	for j, v := range x {
+		q := int8(roundAway(v * id))
+		qs[j] = uint8(q)
+		sum += int(q)
 	}
+	return d, sum
 }
 
 func dequantQ8_0(b []byte, y []float32) {
@@ -187,17 +195,8 @@ func dequantQ8_0(b []byte, y []float32) {
 // quantQ8_1 is Q8_0 plus s = d·Σq, which lets the Q4_1/Q5_1 dots fold the
 // weight block's minimum in with one multiply.
 func quantQ8_1(x []float32, b []byte) {
-	amax, _ := maxAbs(x[:qk])
-	d := amax / 127
-	id := inverse(d)
+	d, sum := quant8(x[:qk], b[4:36])
 	putF16(b, d)
-	qs := b[4:36]
-	sum := 0
-	for j, v := range x[:qk] {
-		q := int8(roundAway(v * id))
-		qs[j] = uint8(q)
-		sum += int(q)
-	}
 	putF16(b[2:], float32(sum)*d)
 }
 
