@@ -316,75 +316,37 @@ func (f *File) TensorData(t *Tensor) []byte {
 // callers that need to distinguish use Get.
 
 // String returns a string value.
-func (f *File) String(key string) (string, bool) {
-	v, ok := f.Get(key)
-	if !ok {
-		return "", false
-	}
-	return v.Str()
-}
+func (f *File) String(key string) (string, bool) { return lookup(f, key, Value.Str) }
 
 // Uint returns an integer value of any width that is non-negative.
-func (f *File) Uint(key string) (uint64, bool) {
-	v, ok := f.Get(key)
-	if !ok {
-		return 0, false
-	}
-	return v.Uint()
-}
+func (f *File) Uint(key string) (uint64, bool) { return lookup(f, key, Value.Uint) }
 
 // Int returns an integer value of any width.
-func (f *File) Int(key string) (int64, bool) {
-	v, ok := f.Get(key)
-	if !ok {
-		return 0, false
-	}
-	return v.Int()
-}
+func (f *File) Int(key string) (int64, bool) { return lookup(f, key, Value.Int) }
 
 // Float returns a float (or integer) value.
-func (f *File) Float(key string) (float64, bool) {
-	v, ok := f.Get(key)
-	if !ok {
-		return 0, false
-	}
-	return v.Float()
-}
+func (f *File) Float(key string) (float64, bool) { return lookup(f, key, Value.Float) }
 
 // Bool returns a bool value.
-func (f *File) Bool(key string) (bool, bool) {
-	v, ok := f.Get(key)
-	if !ok {
-		return false, false
-	}
-	return v.Bool()
-}
+func (f *File) Bool(key string) (bool, bool) { return lookup(f, key, Value.Bool) }
 
 // Strings returns an array of strings (copied out of the mapping).
-func (f *File) Strings(key string) ([]string, bool) {
-	v, ok := f.Get(key)
-	if !ok {
-		return nil, false
-	}
-	return v.Strings()
-}
+func (f *File) Strings(key string) ([]string, bool) { return lookup(f, key, Value.Strings) }
 
 // Float32s returns an array of f32.
-func (f *File) Float32s(key string) ([]float32, bool) {
-	v, ok := f.Get(key)
-	if !ok {
-		return nil, false
-	}
-	return v.Float32s()
-}
+func (f *File) Float32s(key string) ([]float32, bool) { return lookup(f, key, Value.Float32s) }
 
 // Int32s returns an array of i32 (or of any integer type that fits).
-func (f *File) Int32s(key string) ([]int32, bool) {
+func (f *File) Int32s(key string) ([]int32, bool) { return lookup(f, key, Value.Int32s) }
+
+// lookup reads the value of key with as (false when key is missing).
+func lookup[T any](f *File, key string, as func(Value) (T, bool)) (T, bool) {
 	v, ok := f.Get(key)
 	if !ok {
-		return nil, false
+		var zero T
+		return zero, false
 	}
-	return v.Int32s()
+	return as(v)
 }
 
 // reader is a bounds-checked little-endian cursor.
