@@ -23,6 +23,10 @@ type StateOptions struct {
 	Length int
 	KVType kvcache.Type // f16 or q8_0
 	Chunk  int          // most tokens one forward step adds for this sequence (ring slack)
+	// Pool, when set, is where the sequence's KV blocks come from as it
+	// grows (a scheduler's pool, shared by its sequences); without one the
+	// state gets a cache of its own holding all Length positions.
+	Pool *kvcache.Pool
 }
 
 // Resolve fills in the defaults of o for a model of cfg: the served context
@@ -48,7 +52,14 @@ type State struct {
 // windows gives per-layer sliding windows (nil: all global).
 func NewState(cfg *Config, opts StateOptions, windows []int) (*State, error) {
 	opts = opts.Resolve(cfg)
-	c, err := kvcache.New(CacheGeometry(cfg, opts, windows))
+	g := CacheGeometry(cfg, opts, windows)
+	var c *kvcache.Cache
+	var err error
+	if opts.Pool != nil {
+		c, err = kvcache.NewIn(opts.Pool, g)
+	} else {
+		c, err = kvcache.New(g)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -44,6 +44,9 @@ func (st *Step) Begin(b *Batch, vocab int) (int, error) {
 		if err := s.State.CheckRoom(len(s.Tokens)); err != nil {
 			return 0, err
 		}
+		if err := s.State.Cache.Prepare(s.State.Pos, len(s.Tokens)); err != nil {
+			return 0, err
+		}
 		if st.Context == 0 {
 			st.Context = s.State.Context
 		} else if s.State.Context != st.Context {
