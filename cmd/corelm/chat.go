@@ -30,11 +30,8 @@ func runChat(ctx context.Context, args []string) error {
 	maxTokens := fs.Int("max-tokens", 0, "most tokens of one reply (0: until the model ends its turn or the context is full)")
 	showPrompt := fs.Bool("show-prompt", false, "print each prompt to stderr: the rendered text, or with --server the messages sent")
 	verbose := fs.Bool("v", false, "print each reply's timings to stderr")
-	if err := fs.Parse(args); err != nil {
-		return usagef("%v", err)
-	}
-	if fs.NArg() != 0 {
-		return usagef("usage: corelm chat [--model MODEL | --server ADDR [--model ID]] [--system TEXT] [flags]")
+	if err := fs.parse(args, 0, "usage: corelm chat [--model MODEL | --server ADDR [--model ID]] [--system TEXT] [flags]"); err != nil {
+		return err
 	}
 	if err := mf.check(fs); err != nil {
 		return err

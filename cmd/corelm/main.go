@@ -144,3 +144,15 @@ func (f *flagSet) Arg(i int) string {
 	}
 	return f.pos[i]
 }
+
+// parse parses args and wants n positional arguments: a mistake in either
+// is a usage error, the second one saying usage.
+func (f *flagSet) parse(args []string, n int, usage string) error {
+	if err := f.Parse(args); err != nil {
+		return usagef("%v", err)
+	}
+	if f.NArg() != n {
+		return usageError{usage}
+	}
+	return nil
+}

@@ -17,11 +17,8 @@ func runPack(ctx context.Context, args []string) error {
 	fs := newFlags("pack")
 	gen := fs.Uint64("generation", 1, "generation number recorded in the header")
 	tierName := fs.String("tier", "host", "CPU tier to pack for: host (this machine), generic (ggml's layout only), avx2 or avx512vnni")
-	if err := fs.Parse(args); err != nil {
-		return usagef("%v", err)
-	}
-	if fs.NArg() != 2 {
-		return usagef("usage: corelm pack IN.gguf OUT.clm [--generation N] [--tier host|generic|avx2|avx512vnni]")
+	if err := fs.parse(args, 2, "usage: corelm pack IN.gguf OUT.clm [--generation N] [--tier host|generic|avx2|avx512vnni]"); err != nil {
+		return err
 	}
 	tier := runtime.HostTier()
 	if *tierName != "host" {

@@ -17,11 +17,8 @@ import (
 func runQuantize(ctx context.Context, args []string) error {
 	fs := newFlags("quantize")
 	threads := fs.Int("threads", 0, "threads (default: the CPUs this process may use)")
-	if err := fs.Parse(args); err != nil {
-		return usagef("%v", err)
-	}
-	if fs.NArg() != 3 {
-		return usagef("usage: corelm quantize [--threads N] IN.gguf OUT.gguf TYPE")
+	if err := fs.parse(args, 3, "usage: corelm quantize [--threads N] IN.gguf OUT.gguf TYPE"); err != nil {
+		return err
 	}
 	in, out, typ := fs.Arg(0), fs.Arg(1), fs.Arg(2)
 	scheme, err := quantize.ParseScheme(typ)

@@ -132,11 +132,8 @@ func runDetokenize(ctx context.Context, args []string) error {
 	modelPath := fs.String("model", "", "GGUF model or vocabulary file (default: the embedded "+models.Name+"); with --server, the model id (default: the one the server serves)")
 	idList := fs.String("ids", "", `token ids, e.g. "1 15043 3186" (commas and brackets are fine too)`)
 	rf.bind(fs, 30*time.Second)
-	if err := fs.Parse(args); err != nil {
-		return usagef("%v", err)
-	}
-	if fs.NArg() != 0 {
-		return usagef("usage: corelm detokenize [--model MODEL | --server ADDR [--model ID]] --ids \"1 2 3\"")
+	if err := fs.parse(args, 0, "usage: corelm detokenize [--model MODEL | --server ADDR [--model ID]] --ids \"1 2 3\""); err != nil {
+		return err
 	}
 	if err := rf.check(fs); err != nil {
 		return err
