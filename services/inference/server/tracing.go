@@ -50,15 +50,8 @@ const (
 	keyShared     = attribute.Key("corelm.load.shared")
 )
 
-var nopTelemetry = telemetry.Nop()
-
 // telemetry is the server's Telemetry, a no-op one when it has none.
-func (s *Server) telemetry() *telemetry.Telemetry {
-	if t := s.opts.Tracing.Telemetry; t != nil {
-		return t
-	}
-	return nopTelemetry
-}
+func (s *Server) telemetry() *telemetry.Telemetry { return s.opts.Tracing.Telemetry.OrNop() }
 
 func (s *Server) tracer() trace.Tracer { return s.telemetry().Tracer(telemetry.ScopeName) }
 

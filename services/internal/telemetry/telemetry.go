@@ -305,6 +305,18 @@ func Nop() *Telemetry {
 	return t
 }
 
+// nop is the no-op Telemetry OrNop hands out.
+var nop = Nop()
+
+// OrNop is t, or when t is nil a no-op Telemetry shared by every caller: a
+// server configured without telemetry calls through it like any other.
+func (t *Telemetry) OrNop() *Telemetry {
+	if t != nil {
+		return t
+	}
+	return nop
+}
+
 // Shutdown stops the /metrics endpoint, exports what is pending and stops
 // the providers. It is safe to call more than once.
 func (t *Telemetry) Shutdown(ctx context.Context) error {

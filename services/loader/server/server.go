@@ -240,15 +240,8 @@ const (
 	keyBytes      = attribute.Key("corelm.bytes")
 )
 
-var nopTelemetry = telemetry.Nop()
-
 // telemetry is the server's Telemetry, a no-op one when it has none.
-func (s *Server) telemetry() *telemetry.Telemetry {
-	if t := s.opts.Telemetry; t != nil {
-		return t
-	}
-	return nopTelemetry
-}
+func (s *Server) telemetry() *telemetry.Telemetry { return s.opts.Telemetry.OrNop() }
 
 func (s *Server) tracer() trace.Tracer { return s.telemetry().Tracer(telemetry.ScopeName) }
 
