@@ -42,6 +42,12 @@ func (m *fakeModel) KVBytes(opts model.StateOptions) int64 {
 	return model.KVBytes(&m.cfg, opts, nil)
 }
 
+// blockBytes is the size of one KV block of the fake's cache.
+func (m *fakeModel) blockBytes() int64 {
+	g := model.CacheGeometry(&m.cfg, model.StateOptions{}, nil)
+	return g.BlockBytes()
+}
+
 func (m *fakeModel) Forward(b *model.Batch) error {
 	if m.inside.Add(1) != 1 {
 		panic("fakeModel: concurrent Forward")

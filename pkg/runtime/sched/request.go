@@ -113,6 +113,9 @@ type Request struct {
 	// TraceLayers asks for per-layer timings of every step this request
 	// takes part in (passed to the observer).
 	TraceLayers bool
+	// NoCache keeps the request out of the prefix cache: it reuses no
+	// other request's KV and leaves none behind (e.g. for privacy).
+	NoCache bool
 	// Tag is passed back to the observer untouched (e.g. a span).
 	Tag any
 }
@@ -212,7 +215,7 @@ func (r FinishReason) String() string {
 type Usage struct {
 	PromptTokens     int
 	CompletionTokens int
-	CachedTokens     int // prompt tokens served from a cache (none yet: no prefix caching)
+	CachedTokens     int // prompt tokens whose KV the prefix cache served
 }
 
 // Timings of a request. Durations convert to nanoseconds for the wire.

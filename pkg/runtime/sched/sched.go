@@ -5,8 +5,13 @@
 // keep flowing while a long prompt is processed.
 //
 // Admission is decided at Submit: a request gets a slot when fewer than
-// MaxSeqs run and its KV cache fits the memory budget, else a queue place,
-// else an *OverloadError at once. Each request's events go through a
+// MaxSeqs run and the KV pool can hold its prompt and one more token, else
+// a queue place, else an *OverloadError at once. A running sequence takes
+// KV blocks as it grows; when the pool has none left, the youngest
+// sequence is preempted: its blocks go back (into the prefix cache when
+// caching) and it waits at the head of the queue to resume by recomputing
+// its prompt and generated tokens, mostly from the cache, with its sampler
+// untouched, so its output is what it would have been. Each request's events go through a
 // bounded buffer; a request whose client reads slowly is left out of the
 // steps until its buffer has room again, so it never holds up the others.
 //
@@ -17,6 +22,7 @@ package sched
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -43,7 +49,11 @@ const DefaultMaxSeqs = 8
 type Config struct {
 	MaxSeqs  int   // sequences stepped together [DefaultMaxSeqs]
 	MaxQueue int   // admitted requests waiting for a slot [2×MaxSeqs]; -1 = no queue
-	KVBudget int64 // bytes of KV cache all sequences may hold [0 = unlimited]
+	KVBudget int64 // bytes of KV cache all sequences may hold: the pool's size [0 = unlimited]
+	// CacheBudget is the most bytes of KV blocks no sequence holds that the
+	// pool keeps for prefix reuse, least recently used evicted first
+	// [0 = no prefix cache]. It is inside KVBudget, not on top of it.
+	CacheBudget int64
 	// Context is the most positions one sequence may reach: the context
 	// the model is served at [the model's trained context; a larger value
 	// is clamped to it]. A request with MaxTokens gets a cache of only
@@ -102,7 +112,13 @@ type Stats struct {
 	Cancelled      uint64
 	Rejected       uint64
 	Generated      uint64 // tokens emitted
-	Closing        bool
+	Preempted      uint64 // sequences preempted for want of KV blocks
+	// The prefix cache: requests that reused a prefix (hits) or found
+	// none (misses), prompt tokens reused, cached blocks evicted, and the
+	// bytes of blocks kept only for reuse, within CacheBudget.
+	CacheHits, CacheMisses, CacheEvictions, CachedTokens uint64
+	CacheBytes, CacheBudget                              int64
+	Closing                                              bool
 }
 
 // Scheduler runs one model for many requests.
@@ -110,6 +126,8 @@ type Scheduler struct {
 	m     model.Model
 	cfg   Config
 	vocab int
+	pool  *kvcache.Pool    // every sequence's KV blocks; nil when no state could be made
+	geo   kvcache.Geometry // of a sequence's cache, for its bytes at a length
 
 	wake chan struct{} // cap 1: something changed (submit, cancel, drained buffer)
 	done chan struct{} // closed when the loop has exited
@@ -137,11 +155,13 @@ type seq struct {
 	info   RequestInfo
 
 	kvBytes int64
-	length  int  // positions its cache holds: prompt + max_tokens, at most the context
+	length  int  // positions it may reach: prompt + max_tokens, at most the context
 	slot    bool // holds a slot (set under s.mu)
 	tok     [1]int32
 	state   *model.State
-	done    int     // prompt tokens consumed
+	feed    []int32 // what it prefills: the prompt, or prompt + generated but the last after a preemption
+	done    int     // tokens of feed consumed
+	cached  int     // prompt tokens the prefix cache served at its first start
 	history []int32 // prompt + generated, for penalties
 	gen     int     // tokens emitted
 	next    int32   // token to feed in the next decode step
@@ -188,6 +208,21 @@ func New(m model.Model, cfg Config) *Scheduler {
 	}
 	s.stats.MaxSeqs = cfg.MaxSeqs
 	s.stats.KVBudget = cfg.KVBudget
+	if cfg.CacheBudget < 0 {
+		cfg.CacheBudget = 0
+	}
+	if cfg.KVBudget > 0 {
+		cfg.CacheBudget = min(cfg.CacheBudget, cfg.KVBudget)
+	}
+	s.cfg.CacheBudget = cfg.CacheBudget
+	// A first state fixes the pool's block layout and tells the geometry
+	// admission counts with; if the model cannot make one, every request
+	// fails at its start with the reason, as before.
+	pool := kvcache.NewPool(kvcache.PoolConfig{Type: cfg.KVType, Budget: cfg.KVBudget, CacheBudget: cfg.CacheBudget})
+	if st, err := m.NewState(s.stateOptions(pool)); err == nil {
+		s.pool, s.geo = pool, st.Cache.Geometry()
+		st.Cache.Release(nil, false)
+	}
 	go s.loop()
 	return s
 }
@@ -221,8 +256,9 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Handle, error) {
 	if req.MaxTokens > 0 && len(req.Prompt)+req.MaxTokens < length {
 		length = len(req.Prompt) + req.MaxTokens
 	}
-	kv := s.m.KVBytes(s.stateOptions(length))
-	if s.cfg.KVBudget > 0 && kv > s.cfg.KVBudget {
+	// The request must fit the pool alone at its whole length, but takes
+	// a slot for its prompt and one more token: it grows block by block.
+	if kv := s.bytesFor(length); s.cfg.KVBudget > 0 && kv > s.cfg.KVBudget {
 		s.mu.Lock()
 		s.stats.Rejected++
 		s.mu.Unlock()
@@ -232,8 +268,9 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Handle, error) {
 		s:         s,
 		req:       req,
 		events:    make(chan Event, s.cfg.Buffer),
-		kvBytes:   kv,
+		kvBytes:   s.bytesFor(len(req.Prompt) + 1),
 		length:    length,
+		feed:      req.Prompt,
 		submitted: time.Now(),
 	}
 	if len(req.StopStrings) > 0 {
@@ -275,10 +312,10 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Handle, error) {
 // bytes) exceeds the whole KV budget can never be admitted, with the most
 // positions the budget holds: what the client can change.
 func (s *Scheduler) tooLarge(req *Request, length int, kv int64) string {
-	lo, hi := 0, length // KVBytes grows with the length: the largest that fits
+	lo, hi := 0, length // bytesFor grows with the length: the largest that fits
 	for hi-lo > 1 {
 		mid := lo + (hi-lo)/2
-		if s.m.KVBytes(s.stateOptions(mid)) <= s.cfg.KVBudget {
+		if s.bytesFor(mid) <= s.cfg.KVBudget {
 			lo = mid
 		} else {
 			hi = mid
@@ -307,10 +344,19 @@ func (s *Scheduler) retryAfterLocked() time.Duration {
 	return min(max(d, 100*time.Millisecond), 30*time.Second)
 }
 
-// stateOptions sizes the state of a sequence whose cache holds length
-// positions: it runs as served at the scheduler's context.
-func (s *Scheduler) stateOptions(length int) model.StateOptions {
-	return model.StateOptions{Context: s.cfg.Context, Length: length, KVType: s.cfg.KVType, Chunk: s.cfg.StepTokens}
+// stateOptions sizes the state of a sequence taking its blocks from pool:
+// it may reach the served context, and runs as served at it.
+func (s *Scheduler) stateOptions(pool *kvcache.Pool) model.StateOptions {
+	return model.StateOptions{Context: s.cfg.Context, KVType: s.cfg.KVType, Chunk: s.cfg.StepTokens, Pool: pool}
+}
+
+// bytesFor is the KV memory of a sequence of n positions: its rings and
+// the blocks of n positions.
+func (s *Scheduler) bytesFor(n int) int64 {
+	if s.pool == nil {
+		return 0
+	}
+	return s.geo.BytesFor(n)
 }
 
 // Stats returns a snapshot of the scheduler's counters.
@@ -319,6 +365,12 @@ func (s *Scheduler) Stats() Stats {
 	defer s.mu.Unlock()
 	st := s.stats
 	st.Active, st.Queued, st.KVBytesInUse, st.Closing = s.active, len(s.queue)-s.reserved, s.kvUsed, s.closing
+	st.CacheBudget = s.cfg.CacheBudget
+	if s.pool != nil {
+		ps := s.pool.Stats()
+		st.CacheHits, st.CacheMisses, st.CacheEvictions, st.CachedTokens = ps.Hits, ps.Misses, ps.Evictions, ps.HitTokens
+		st.CacheBytes = ps.CacheBytes
+	}
 	return st
 }
 
@@ -423,7 +475,7 @@ func (s *Scheduler) loop() {
 			return
 		}
 
-		b.build(active, s.cfg.StepTokens)
+		active = s.buildRoom(&b, active)
 		if len(b.batch.Seqs) == 0 {
 			// Nothing can run: no sequences, or all paused on their buffers.
 			<-s.wake
@@ -454,6 +506,9 @@ func (s *Scheduler) loop() {
 				f = &Final{Reason: FinishError, Err: err}
 			} else {
 				f = s.advance(q, &b.batch.Seqs[i])
+				if q.caching() {
+					q.state.Cache.Seal(q.history[:q.state.Pos])
+				}
 			}
 			if f != nil {
 				s.finish(q, f)
@@ -512,13 +567,35 @@ func (s *Scheduler) forward(b *model.Batch) (err error) {
 }
 
 // start gives an admitted request its state.
+// A preempted one resumes: its state is made anew and its feed reused
+// from the prefix cache as far as it goes.
 func (s *Scheduler) start(q *seq) error {
-	q.admitted = time.Now()
-	st, err := s.m.NewState(s.stateOptions(q.length))
+	if s.pool == nil {
+		if _, err := s.m.NewState(s.stateOptions(kvcache.NewPool(kvcache.PoolConfig{Type: s.cfg.KVType}))); err != nil {
+			return err
+		}
+		return errors.New("sched: the model could not make a state at start")
+	}
+	st, err := s.m.NewState(s.stateOptions(s.pool))
 	if err != nil {
 		return err
 	}
 	q.state = st
+	if q.caching() {
+		// A sequence that has to sample at the end of its feed computes at
+		// least its last token, for the logits.
+		most := len(q.feed)
+		if q.gen == 0 {
+			most--
+		}
+		q.done = st.Cache.Reuse(q.feed, most)
+		st.Pos = q.done
+	}
+	if !q.admitted.IsZero() {
+		return nil // resumed
+	}
+	q.cached = q.done
+	q.admitted = time.Now()
 	q.history = append(make([]int32, 0, len(q.req.Prompt)+min(q.req.MaxTokens, 4096)), q.req.Prompt...)
 	q.sampler = sample.New(q.req.Sampling)
 	q.info.Queue = q.admitted.Sub(q.submitted)
@@ -528,12 +605,89 @@ func (s *Scheduler) start(q *seq) error {
 	return nil
 }
 
+// caching reports whether q takes part in the prefix cache.
+func (q *seq) caching() bool {
+	return q.s.cfg.CacheBudget > 0 && !q.req.NoCache && q.state != nil && q.state.Cache.Reusable()
+}
+
+// buildRoom builds the step and gives its sequences the KV blocks it
+// writes, preempting the youngest sequences (the last admitted) while the
+// pool has too few. It returns active without the preempted ones.
+func (s *Scheduler) buildRoom(b *batchBuilder, active []*seq) []*seq {
+	for {
+		b.build(active, s.cfg.StepTokens)
+		var short *seq
+		var err error
+		for i := range b.batch.Seqs {
+			sb := &b.batch.Seqs[i]
+			if err = sb.State.Cache.Prepare(sb.State.Pos, len(sb.Tokens)); err != nil {
+				short = b.seqs[i]
+				break
+			}
+			s.charge(b.seqs[i])
+		}
+		if short == nil {
+			return active
+		}
+		b.reset()
+		if len(active) == 1 {
+			s.finish(short, &Final{Reason: FinishError, Err: fmt.Errorf("sched: the KV pool of %d bytes cannot hold this sequence: %w", s.cfg.KVBudget, err)})
+			return active[:0]
+		}
+		young := 0
+		for i, q := range active {
+			if q.id > active[young].id {
+				young = i
+			}
+		}
+		s.preempt(active[young])
+		active = append(active[:young], active[young+1:]...)
+	}
+}
+
+// charge brings q's share of the KV budget up to the memory it holds.
+func (s *Scheduler) charge(q *seq) {
+	held := q.state.Cache.Allocated()
+	if held <= q.kvBytes {
+		return
+	}
+	s.mu.Lock()
+	s.kvUsed += held - q.kvBytes
+	q.kvBytes = held
+	s.mu.Unlock()
+}
+
+// preempt gives q's blocks back and puts it at the head of the queue to
+// resume from what it has consumed (prompt and generated tokens but the
+// one not yet fed); its sampler and history are kept.
+func (s *Scheduler) preempt(q *seq) {
+	q.state.Cache.Release(q.history[:q.state.Pos], q.caching())
+	q.state = nil
+	if q.gen > 0 {
+		q.feed = q.history[:len(q.history)-1]
+	}
+	q.done = 0
+	s.mu.Lock()
+	q.slot = false
+	s.active--
+	s.kvUsed -= q.kvBytes
+	q.kvBytes = s.bytesFor(len(q.feed) + 1)
+	s.queue = append([]*seq{q}, s.queue...)
+	s.stats.Preempted++
+	s.mu.Unlock()
+}
+
 // advance handles a sequence's share of a finished step: prefill progress,
 // or a sampled token. It returns the final event when the sequence is done.
 func (s *Scheduler) advance(q *seq, sb *model.SeqBatch) *Final {
-	if q.done < len(q.req.Prompt) {
+	if q.done < len(q.feed) {
 		q.done += len(sb.Tokens)
-		if q.done < len(q.req.Prompt) {
+		if q.gen > 0 {
+			// Resuming after a preemption: the feed ends before the token
+			// already sampled, q.next, which the next decode step feeds.
+			return nil
+		}
+		if q.done < len(q.feed) {
 			// Progress is optional: sent only when the buffer has room
 			// beyond the slot kept for the final event.
 			if cap(q.events)-len(q.events) > 1 {
@@ -594,10 +748,13 @@ func (q *seq) flushText() string {
 // the counters.
 func (s *Scheduler) finish(q *seq, f *Final) {
 	now := time.Now()
+	if q.state != nil {
+		q.state.Cache.Release(q.history[:q.state.Pos], q.caching() && f.Reason != FinishError)
+	}
 	q.state = nil
 	q.out, q.raw, q.history = nil, nil, nil
 	q.stopNotify()
-	f.Usage = Usage{PromptTokens: len(q.req.Prompt), CompletionTokens: q.gen}
+	f.Usage = Usage{PromptTokens: len(q.req.Prompt), CompletionTokens: q.gen, CachedTokens: q.cached}
 	f.Timings.Total = now.Sub(q.submitted)
 	if !q.admitted.IsZero() {
 		f.Timings.Queue = q.admitted.Sub(q.submitted)

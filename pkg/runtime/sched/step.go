@@ -29,7 +29,7 @@ func (b *batchBuilder) build(active []*seq, budget int) {
 	b.reset()
 	var prefilling []*seq
 	for _, q := range active {
-		if q.done < len(q.req.Prompt) {
+		if q.done < len(q.feed) {
 			prefilling = append(prefilling, q)
 			continue
 		}
@@ -73,10 +73,10 @@ func (b *batchBuilder) build(active []*seq, budget int) {
 			continue
 		}
 		logits := 0
-		if g == q.remaining() {
+		if g == q.remaining() && q.gen == 0 {
 			logits = 1
 		}
-		b.add(q, q.req.Prompt[q.done:q.done+g], logits)
+		b.add(q, q.feed[q.done:q.done+g], logits)
 		b.prefill += g
 	}
 }
@@ -99,7 +99,7 @@ func (b *batchBuilder) reset() {
 	b.decode, b.prefill, b.traced = 0, 0, false
 }
 
-func (q *seq) remaining() int { return len(q.req.Prompt) - q.done }
+func (q *seq) remaining() int { return len(q.feed) - q.done }
 
 // hasRoom reports whether q's buffer can take a token and still keep a slot
 // for the final event; when not, q is marked paused.
