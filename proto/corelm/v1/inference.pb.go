@@ -245,7 +245,11 @@ type GenerateStart struct {
 	ParseSpecial bool `protobuf:"varint,12,opt,name=parse_special,json=parseSpecial,proto3" json:"parse_special,omitempty"`
 	// Prepend the BOS token; unset means the model's default
 	// (tokenizer.ggml.add_bos_token).
-	AddBos        *bool `protobuf:"varint,13,opt,name=add_bos,json=addBos,proto3,oneof" json:"add_bos,omitempty"`
+	AddBos *bool `protobuf:"varint,13,opt,name=add_bos,json=addBos,proto3,oneof" json:"add_bos,omitempty"`
+	// Use the server's prefix cache: reuse the KV of a cached prompt prefix
+	// and leave this request's behind for later ones. Unset means true;
+	// false keeps the request out of the cache both ways (e.g. for privacy).
+	Cache         *bool `protobuf:"varint,14,opt,name=cache,proto3,oneof" json:"cache,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -380,6 +384,13 @@ func (x *GenerateStart) GetParseSpecial() bool {
 func (x *GenerateStart) GetAddBos() bool {
 	if x != nil && x.AddBos != nil {
 		return *x.AddBos
+	}
+	return false
+}
+
+func (x *GenerateStart) GetCache() bool {
+	if x != nil && x.Cache != nil {
+		return *x.Cache
 	}
 	return false
 }
@@ -1986,7 +1997,7 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\x0fGenerateRequest\x120\n" +
 	"\x05start\x18\x01 \x01(\v2\x18.corelm.v1.GenerateStartH\x00R\x05start\x123\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x19.corelm.v1.GenerateCancelH\x00R\x06cancelB\a\n" +
-	"\x05frame\"\xe8\x03\n" +
+	"\x05frame\"\x8d\x04\n" +
 	"\rGenerateStart\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x19\n" +
@@ -2003,10 +2014,12 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	" \x01(\bR\blogprobs\x12!\n" +
 	"\ftop_logprobs\x18\v \x01(\x05R\vtopLogprobs\x12#\n" +
 	"\rparse_special\x18\f \x01(\bR\fparseSpecial\x12\x1c\n" +
-	"\aadd_bos\x18\r \x01(\bH\x01R\x06addBos\x88\x01\x01B\b\n" +
+	"\aadd_bos\x18\r \x01(\bH\x01R\x06addBos\x88\x01\x01\x12\x19\n" +
+	"\x05cache\x18\x0e \x01(\bH\x02R\x05cache\x88\x01\x01B\b\n" +
 	"\x06promptB\n" +
 	"\n" +
-	"\b_add_bos\"\x1c\n" +
+	"\b_add_bosB\b\n" +
+	"\x06_cache\"\x1c\n" +
 	"\bTokenIds\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\x05R\x03ids\"t\n" +
 	"\n" +

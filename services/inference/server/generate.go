@@ -140,6 +140,7 @@ func buildRequest(e *entry, req *corelmv1.GenerateStart) (sched.Request, error) 
 		Decoder:     e.tok.NewDecoder(),
 		Logprobs:    req.GetLogprobs(),
 		TopLogprobs: int(req.GetTopLogprobs()),
+		NoCache:     req.Cache != nil && !req.GetCache(),
 	}, nil
 }
 

@@ -281,6 +281,14 @@ func newEntry(id string, gen uint64, src model.Source, cfg modelConfig, closers 
 		return nil, fmt.Errorf("model %q: %w", id, err)
 	}
 	e.reserved = reserved
+	// The prefix cache may fill the KV pool when sequences leave room: its
+	// blocks are evicted for theirs (without a budget, up to 1 GiB).
+	if sc.CacheBudget == 0 {
+		sc.CacheBudget = sc.KVBudget
+	}
+	if sc.CacheBudget == 0 {
+		sc.CacheBudget = 1 << 30
+	}
 	if cfg.log != nil {
 		cfg.log.Info("memory plan", "model_id", id, "generation", gen, "memory", fit, "kv_budget", runtime.FormatBytes(sc.KVBudget),
 			"reserved", runtime.FormatBytes(reserved))
