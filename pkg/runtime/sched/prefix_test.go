@@ -1,0 +1,313 @@
+package sched
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/corelm/corelm/internal/leakcheck"
+	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/runtime/internal/runtimetest"
+	"github.com/corelm/corelm/pkg/runtime/kvcache"
+	"github.com/corelm/corelm/pkg/runtime/llama"
+	"github.com/corelm/corelm/pkg/runtime/model"
+	"github.com/corelm/corelm/pkg/runtime/quantize"
+	"github.com/corelm/corelm/pkg/runtime/sample"
+	"github.com/corelm/corelm/pkg/runtime/synth"
+)
+
+// loadSynth binds the synthetic tiny llama (Q8_0 weights, heads 32 wide so
+// a q8_0 KV cache fits).
+func loadSynth(tb testing.TB) model.Model {
+	tb.Helper()
+	scheme, err := quantize.ParseScheme("Q8_0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := synth.Write(&buf, synth.Presets["tiny-llama"], "tiny", scheme, 1); err != nil {
+		tb.Fatal(err)
+	}
+	f, err := gguf.Parse(buf.Bytes())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m, err := llama.New(model.FromGGUF(f), model.Env{Pool: runtimetest.Pool(tb, 2)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+// output is what a client sees of a generation: tokens and logprobs.
+type output struct {
+	toks  []int32
+	lps   []sample.TokenLogprob
+	top   [][]sample.TokenLogprob
+	final *Final
+}
+
+func run(t *testing.T, s *Scheduler, req Request) output {
+	t.Helper()
+	h, err := s.Submit(t.Context(), req)
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	var o output
+	for {
+		ev, err := h.Recv(t.Context())
+		if err == io.EOF {
+			return o
+		}
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		switch ev.Kind {
+		case EventToken:
+			o.toks = append(o.toks, ev.Token)
+			if ev.Logprob != nil {
+				o.lps = append(o.lps, *ev.Logprob)
+			}
+			o.top = append(o.top, ev.Top)
+		case EventFinal:
+			o.final = ev.Final
+		}
+	}
+}
+
+func (o output) equal(p output) bool {
+	return slices.Equal(o.toks, p.toks) && slices.Equal(o.lps, p.lps) &&
+		slices.EqualFunc(o.top, p.top, func(a, b []sample.TokenLogprob) bool { return slices.Equal(a, b) })
+}
+
+// sharedPrompt is BOS, prefix-1 tokens every variant shares, then a tail of
+// its own.
+func sharedPrompt(prefix, tail, variant, vocab int) []int32 {
+	p := []int32{1}
+	for j := 1; j < prefix; j++ {
+		p = append(p, int32(3+(j*37)%(vocab-10)))
+	}
+	for j := range tail {
+		p = append(p, int32(3+(variant*101+j*13)%(vocab-10)))
+	}
+	return p
+}
+
+// TestPrefixReuseEqualsUncached: a second request sharing a prefix with a
+// finished one reuses its KV (cached_tokens counts it, whole blocks and the
+// part of a block the prefix ends in) and its greedy tokens and logprobs
+// are those of a run without the cache.
+func TestPrefixReuseEqualsUncached(t *testing.T) {
+	leakcheck.Check(t)
+	stories, tiny := loadStories(t, 2), loadSynth(t)
+	tests := []struct {
+		name   string
+		m      model.Model
+		kv     kvcache.Type
+		prefix int
+	}{
+		{"stories f16 200", stories, kvcache.F16, 200}, // 6 blocks and 8 positions
+		{"stories f16 64", stories, kvcache.F16, 64},   // ends on a block boundary
+		{"stories f16 13", stories, kvcache.F16, 13},   // inside the first block
+		// stories' heads are 8 wide: no q8_0 cache; the synthetic model's are 32.
+		{"synth f16 200", tiny, kvcache.F16, 200},
+		{"synth q8_0 200", tiny, kvcache.Q8_0, 200},
+		{"synth q8_0 77", tiny, kvcache.Q8_0, 77},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vocab := tt.m.Config().Vocab
+			req := func(variant int) Request {
+				return Request{Prompt: sharedPrompt(tt.prefix, 20, variant, vocab), MaxTokens: 16, Logprobs: true, TopLogprobs: 3}
+			}
+			plain := New(tt.m, Config{MaxSeqs: 2, KVType: tt.kv, Context: 512})
+			want := run(t, plain, req(2))
+			shutdown(t, plain)
+			if want.final.Usage.CachedTokens != 0 {
+				t.Fatalf("cached tokens without a cache: %d", want.final.Usage.CachedTokens)
+			}
+
+			s := New(tt.m, Config{MaxSeqs: 2, KVType: tt.kv, Context: 512, CacheBudget: 1 << 30})
+			defer shutdown(t, s)
+			first := run(t, s, req(1))
+			if first.final.Usage.CachedTokens != 0 {
+				t.Errorf("first request: %d cached tokens from an empty cache", first.final.Usage.CachedTokens)
+			}
+			got := run(t, s, req(2))
+			if c := got.final.Usage.CachedTokens; c != tt.prefix {
+				t.Errorf("cached tokens %d, want the shared prefix %d", c, tt.prefix)
+			}
+			if !got.equal(want) {
+				t.Errorf("with the cache:\n%v %v\nwithout:\n%v %v", got.toks, got.lps, want.toks, want.lps)
+			}
+			// The same prompt again: all but its last token come from the cache.
+			again := run(t, s, req(2))
+			if c, n := again.final.Usage.CachedTokens, len(req(2).Prompt)-1; c != n {
+				t.Errorf("a repeated prompt: %d cached tokens, want %d", c, n)
+			}
+			if !again.equal(want) {
+				t.Errorf("a repeated prompt differs: %v, want %v", again.toks, want.toks)
+			}
+			// An opted-out request neither uses nor counts the cache.
+			r := req(2)
+			r.NoCache = true
+			if out := run(t, s, r); out.final.Usage.CachedTokens != 0 || !out.equal(want) {
+				t.Errorf("opted out: %d cached tokens, tokens %v", out.final.Usage.CachedTokens, out.toks)
+			}
+			if st := s.Stats(); st.CacheHits != 2 || st.CacheMisses != 1 || st.CacheBytes == 0 {
+				t.Errorf("stats %+v: want 2 hits, 1 miss, cached bytes", st)
+			}
+		})
+	}
+}
+
+// TestAdmitsWithoutMaxTokens: requests without max_tokens take a slot for
+// their prompt, not the whole context, so a pool of one context admits all
+// eight at once (no queue: a refusal would fail the test); they run to the
+// end, preempting one another as the pool fills, with the output each has
+// alone.
+func TestAdmitsWithoutMaxTokens(t *testing.T) {
+	leakcheck.Check(t)
+	m := loadStories(t, 2)
+	const ctx = 256
+	probe := New(m, Config{Context: ctx})
+	pool := probe.bytesFor(ctx)
+	shutdown(t, probe)
+	reqs := make([]Request, 8)
+	want := make([]output, len(reqs))
+	for i := range reqs {
+		reqs[i] = Request{Prompt: sharedPrompt(3, 12, i, m.Config().Vocab), StopTokens: []int32{2}}
+		alone := New(m, Config{MaxSeqs: 1, Context: ctx})
+		want[i] = run(t, alone, reqs[i])
+		shutdown(t, alone)
+	}
+	for _, cache := range []int64{0, pool} {
+		t.Run(fmt.Sprintf("cache %d", cache), func(t *testing.T) {
+			s := New(m, Config{MaxSeqs: 8, MaxQueue: -1, Context: ctx, KVBudget: pool, CacheBudget: cache})
+			defer shutdown(t, s)
+			var wg sync.WaitGroup
+			got := make([]output, len(reqs))
+			for i, r := range reqs {
+				h, err := s.Submit(t.Context(), r)
+				if err != nil {
+					t.Fatalf("request %d refused: %v", i, err)
+				}
+				wg.Go(func() { got[i] = drainOutput(t, h) })
+			}
+			wg.Wait()
+			for i := range reqs {
+				if !got[i].equal(want[i]) {
+					t.Errorf("request %d: %v, alone %v", i, got[i].toks, want[i].toks)
+				}
+			}
+			st := s.Stats()
+			t.Logf("preempted %d, hits %d, cached tokens %d", st.Preempted, st.CacheHits, st.CachedTokens)
+			if st.Rejected != 0 || st.KVBytesInUse != 0 {
+				t.Errorf("stats after the run: %+v", st)
+			}
+		})
+	}
+}
+
+// TestPreemptionLosesNothing: long generations exhaust a small pool; the
+// youngest sequences are preempted and resume by recomputing, and every
+// output (greedy and seeded sampling) equals an unpreempted run.
+func TestPreemptionLosesNothing(t *testing.T) {
+	leakcheck.Check(t)
+	m := loadStories(t, 2)
+	const ctx = 512
+	probe := New(m, Config{Context: ctx})
+	pool := probe.bytesFor(240) // one request's whole length, not three
+	shutdown(t, probe)
+	reqs := make([]Request, 3)
+	want := make([]output, len(reqs))
+	for i := range reqs {
+		reqs[i] = Request{Prompt: sharedPrompt(2, 38, i, m.Config().Vocab), MaxTokens: 200, Logprobs: true}
+		if i == 1 {
+			reqs[i].Sampling = sample.Params{Temperature: 0.9, TopK: 40, Seed: 7, RepeatPenalty: 1.1}
+		}
+		alone := New(m, Config{MaxSeqs: 1, Context: ctx})
+		want[i] = run(t, alone, reqs[i])
+		shutdown(t, alone)
+	}
+	for _, cache := range []int64{0, pool / 2} {
+		t.Run(fmt.Sprintf("cache %d", cache), func(t *testing.T) {
+			s := New(m, Config{MaxSeqs: 3, Context: ctx, KVBudget: pool, CacheBudget: cache})
+			defer shutdown(t, s)
+			hs := submitAll(t, s, reqs...)
+			for i, h := range hs {
+				got := drainOutput(t, h)
+				if !slices.Equal(got.toks, want[i].toks) {
+					t.Errorf("request %d: %v, unpreempted %v", i, got.toks, want[i].toks)
+					continue
+				}
+				var worst float64
+				for j := range got.lps {
+					worst = max(worst, math.Abs(float64(got.lps[j].Logprob-want[i].lps[j].Logprob)))
+				}
+				t.Logf("request %d: largest logprob difference %.3g", i, worst)
+				if worst > 1e-5 { // recomputed in prefill batches, decoded one row at a time
+					t.Errorf("request %d: logprobs differ by up to %.3g", i, worst)
+				}
+			}
+			if st := s.Stats(); st.Preempted == 0 {
+				t.Errorf("no preemption in a pool of %d bytes: %+v", pool, st)
+			}
+		})
+	}
+}
+
+// TestCacheBudgetHolds: a stream of distinct prompts never keeps more
+// cached bytes than the cache budget; the oldest blocks are evicted.
+func TestCacheBudgetHolds(t *testing.T) {
+	leakcheck.Check(t)
+	m := loadStories(t, 2)
+	probe := New(m, Config{Context: 256})
+	budget := probe.bytesFor(100) // 4 blocks
+	shutdown(t, probe)
+	s := New(m, Config{MaxSeqs: 2, Context: 256, CacheBudget: budget})
+	defer shutdown(t, s)
+	var most int64
+	for i := range 24 {
+		run(t, s, Request{Prompt: sharedPrompt(1, 40+i%7, i, m.Config().Vocab), MaxTokens: 8})
+		st := s.Stats()
+		most = max(most, st.CacheBytes)
+		if st.CacheBytes > budget {
+			t.Fatalf("after request %d: %d cached bytes, budget %d", i, st.CacheBytes, budget)
+		}
+	}
+	st := s.Stats()
+	t.Logf("most cached %d of %d bytes; %d evictions", most, budget, st.CacheEvictions)
+	if st.CacheEvictions == 0 || most == 0 {
+		t.Errorf("stats %+v: want evictions and a used cache", st)
+	}
+}
+
+func drainOutput(t *testing.T, h *Handle) output {
+	t.Helper()
+	var o output
+	for {
+		ev, err := h.Recv(t.Context())
+		if err == io.EOF {
+			return o
+		}
+		if err != nil {
+			t.Errorf("recv: %v", err)
+			return o
+		}
+		switch ev.Kind {
+		case EventToken:
+			o.toks = append(o.toks, ev.Token)
+			if ev.Logprob != nil {
+				o.lps = append(o.lps, *ev.Logprob)
+			}
+			o.top = append(o.top, ev.Top)
+		case EventFinal:
+			o.final = ev.Final
+		}
+	}
+}
