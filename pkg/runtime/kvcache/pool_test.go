@@ -1,0 +1,198 @@
+package kvcache
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/corelm/corelm/pkg/kernels"
+)
+
+func poolGeometry() Geometry {
+	return Geometry{Type: F16, Layers: 2, KVHeads: 1, HeadDim: 32, Context: 256}
+}
+
+// fill stores position p's keys and values as p in every layer.
+func fill(t *testing.T, c *Cache, from, to int) {
+	t.Helper()
+	if err := c.Prepare(from, to-from); err != nil {
+		t.Fatal(err)
+	}
+	k := make([]float32, 32)
+	for p := from; p < to; p++ {
+		k[0] = float32(p)
+		for l := range c.g.Layers {
+			c.Store(l, p, k, k)
+		}
+	}
+}
+
+func tokens(n, seed int) []int32 {
+	ts := make([]int32, n)
+	for i := range ts {
+		ts[i] = int32(seed*1000 + i)
+	}
+	return ts
+}
+
+// TestReuseSharesAndCopies: a finished sequence's full blocks are shared
+// with a request of the same prefix, and the block its prefix ends in is
+// copied as far as the tokens agree.
+func TestReuseSharesAndCopies(t *testing.T) {
+	p := NewPool(PoolConfig{Type: F16, BlockTokens: 16, CacheBudget: 1 << 20})
+	a, err := NewIn(p, poolGeometry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks := tokens(40, 1)
+	fill(t, a, 0, 40)
+	a.Release(toks, true) // blocks 0, 1 full; 8 positions of block 2
+	if st := p.Stats(); st.CacheBytes != 3*st.BlockBytes || st.InUseBytes != 0 {
+		t.Fatalf("after release: %+v", st)
+	}
+	b, _ := NewIn(p, poolGeometry())
+	want := slices.Clone(toks[:37])
+	want = append(want, 7, 7, 7)
+	if n := b.Reuse(want, len(want)-1); n != 37 {
+		t.Fatalf("reused %d positions, want 37 (2 blocks + 5 copied)", n)
+	}
+	for pos := range 37 {
+		d := b.data[pos/16]
+		ko, _ := b.offsets(1, pos%16)
+		if got := halfAt(d, ko); got != float32(pos) {
+			t.Fatalf("position %d holds %g", pos, got)
+		}
+	}
+	c, _ := NewIn(p, poolGeometry())
+	if n := c.Reuse(tokens(40, 2), 39); n != 0 {
+		t.Errorf("a different prompt reused %d positions", n)
+	}
+	st := p.Stats()
+	if st.Hits != 1 || st.Misses != 1 || st.HitTokens != 37 {
+		t.Errorf("stats %+v", st)
+	}
+	if b.ids[0] != func() int32 { id, _ := p.full[chainHash(rootHash, toks[:16])]; return id }() {
+		t.Error("the first block was not shared")
+	}
+}
+
+func halfAt(d []byte, off int) float32 {
+	out := make([]float32, 32)
+	kernels.Dequantize(kernels.F16, d[off:off+64], out)
+	return out[0]
+}
+
+// TestCopyOnWrite: a block two caches share is copied before one of them
+// writes it; the other still reads what it wrote.
+func TestCopyOnWrite(t *testing.T) {
+	p := NewPool(PoolConfig{Type: F16, BlockTokens: 16, CacheBudget: 1 << 20})
+	a, _ := NewIn(p, poolGeometry())
+	toks := tokens(32, 1)
+	fill(t, a, 0, 32)
+	a.Seal(toks) // indexed while a runs
+	b, _ := NewIn(p, poolGeometry())
+	if n := b.Reuse(toks, 32); n != 32 {
+		t.Fatalf("reused %d", n)
+	}
+	if b.ids[1] != a.ids[1] {
+		t.Fatal("blocks not shared")
+	}
+	k := make([]float32, 32)
+	k[0] = -1
+	if err := b.Prepare(20, 1); err != nil {
+		t.Fatal(err)
+	}
+	b.Store(0, 20, k, k)
+	b.Store(1, 20, k, k)
+	if b.ids[1] == a.ids[1] || b.ids[0] != a.ids[0] {
+		t.Errorf("block 1 not copied before the write (a %v, b %v)", a.ids, b.ids)
+	}
+	ko, _ := a.offsets(0, 4)
+	if got := halfAt(a.data[1], ko); got != 20 {
+		t.Errorf("the other cache sees %g at position 20, want its own 20", got)
+	}
+	if got := halfAt(b.data[1], ko); got != -1 {
+		t.Errorf("the writer sees %g at position 20, want -1", got)
+	}
+	ko, _ = a.offsets(0, 3)
+	if got := halfAt(b.data[1], ko); got != 19 {
+		t.Errorf("the copy holds %g at position 19, want 19", got)
+	}
+}
+
+// TestPoolBudget: blocks are taken up to the budget, cached blocks are
+// evicted (least recently used first) before an allocation fails, and the
+// cache never holds more than its budget.
+func TestPoolBudget(t *testing.T) {
+	g := poolGeometry()
+	bb := (&Geometry{Type: F16, Layers: 2, KVHeads: 1, HeadDim: 32, Context: 1, Block: 16}).BlockBytes()
+	p := NewPool(PoolConfig{Type: F16, BlockTokens: 16, Budget: 4 * bb, CacheBudget: 2 * bb})
+	for i := range 5 {
+		c, _ := NewIn(p, g)
+		fill(t, c, 0, 32)
+		c.Release(tokens(32, i), true)
+		if st := p.Stats(); st.CacheBytes > 2*bb {
+			t.Fatalf("after sequence %d: %d cached bytes, budget %d", i, st.CacheBytes, 2*bb)
+		}
+	}
+	if st := p.Stats(); st.Evictions != 8 {
+		t.Errorf("evictions %d, want 8 (5 sequences of 2 blocks, 2 kept)", st.Evictions)
+	}
+	// The latest sequence's blocks are the ones kept.
+	c, _ := NewIn(p, g)
+	if n := c.Reuse(tokens(32, 4), 32); n != 32 {
+		t.Errorf("the most recent prefix: reused %d, want 32", n)
+	}
+	d, _ := NewIn(p, g)
+	if err := d.Prepare(0, 32); err != nil {
+		t.Fatalf("2 free blocks: %v", err)
+	}
+	if err := d.Prepare(32, 1); !errors.Is(err, ErrPoolFull) {
+		t.Errorf("a fifth block in a pool of four: %v", err)
+	}
+	c.Release(nil, false)
+	if err := d.Prepare(32, 1); err != nil {
+		t.Errorf("after a release: %v", err)
+	}
+}
+
+// BenchmarkAttendBlocks measures decode attention (every query head of one
+// token over 1024 positions, an 8B model's layer: 8 KV heads of 128) with
+// the positions in blocks of each size; 1024 is one block, as a flat cache.
+func BenchmarkAttendBlocks(b *testing.B) {
+	for _, typ := range []Type{F16, Q8_0} {
+		for _, bt := range []int{8, 16, 32, 64, 128, 1024} {
+			b.Run(fmt.Sprintf("%v/block%d", typ, bt), func(b *testing.B) {
+				const ctx, heads = 1024, 32
+				p := NewPool(PoolConfig{Type: typ, BlockTokens: bt})
+				c, err := NewIn(p, Geometry{Type: typ, Layers: 1, KVHeads: 8, HeadDim: 128, Context: ctx})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := c.Prepare(0, ctx); err != nil {
+					b.Fatal(err)
+				}
+				kv := make([]float32, 8*128)
+				for pos := range ctx {
+					for i := range kv {
+						kv[i] = float32((pos*7+i)%13) / 13
+					}
+					c.Store(0, pos, kv, kv)
+				}
+				q := make([]float32, 128)
+				for i := range q {
+					q[i] = float32(i%5) / 5
+				}
+				out := make([]float32, 128)
+				var s Scratch
+				b.ResetTimer()
+				for range b.N {
+					for h := range heads {
+						c.AttendHead(0, ctx-1, h, heads, q, AttnParams{Scale: 0.088}, out, &s)
+					}
+				}
+			})
+		}
+	}
+}
