@@ -28,6 +28,9 @@ type instruments struct {
 	queued, active, kvInUse, kvBudget metric.Int64ObservableGauge
 	rejected                          metric.Int64ObservableCounter
 
+	cacheBytes                                    metric.Int64ObservableGauge
+	cacheHits, cacheMisses, cacheEvicted, preempt metric.Int64ObservableCounter
+
 	spansDropped, spansExported, spansFailed metric.Int64ObservableCounter
 
 	loadDuration metric.Float64Histogram // corelm.loader.load.duration
@@ -72,6 +75,11 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 	gauge(&in.kvInUse, "corelm.kv_cache.usage", "By", "KV cache bytes held by the sequences holding a slot.")
 	gauge(&in.kvBudget, "corelm.kv_cache.budget", "By", "KV cache bytes all sequences may hold (0: unlimited).")
 	observedCounter(&in.rejected, "corelm.scheduler.rejected", "{request}", "Requests turned away as overload.")
+	gauge(&in.cacheBytes, "corelm.kv_cache.prefix.usage", "By", "KV cache bytes kept only for prefix reuse (within the KV budget).")
+	observedCounter(&in.cacheHits, "corelm.kv_cache.prefix.hits", "{request}", "Requests that reused a cached prompt prefix.")
+	observedCounter(&in.cacheMisses, "corelm.kv_cache.prefix.misses", "{request}", "Requests that found no cached prompt prefix.")
+	observedCounter(&in.cacheEvicted, "corelm.kv_cache.prefix.evictions", "{block}", "Cached KV blocks evicted.")
+	observedCounter(&in.preempt, "corelm.scheduler.preempted", "{sequence}", "Sequences preempted for want of KV blocks (resumed later).")
 	observedCounter(&in.spansDropped, "corelm.telemetry.spans.dropped", "{span}", "Finished spans dropped because the export queue was full.")
 	observedCounter(&in.spansExported, "corelm.telemetry.spans.exported", "{span}", "Spans the exporter accepted.")
 	observedCounter(&in.spansFailed, "corelm.telemetry.spans.failed", "{span}", "Spans whose export failed.")
@@ -110,6 +118,11 @@ func (t *Telemetry) observeGauges() error {
 			o.ObserveInt64(in.kvInUse, s.KVBytesInUse, m.opt)
 			o.ObserveInt64(in.kvBudget, s.KVBudget, m.opt)
 			o.ObserveInt64(in.rejected, int64(s.Rejected), m.opt)
+			o.ObserveInt64(in.cacheBytes, s.CacheBytes, m.opt)
+			o.ObserveInt64(in.cacheHits, int64(s.CacheHits), m.opt)
+			o.ObserveInt64(in.cacheMisses, int64(s.CacheMisses), m.opt)
+			o.ObserveInt64(in.cacheEvicted, int64(s.CacheEvictions), m.opt)
+			o.ObserveInt64(in.preempt, int64(s.Preempted), m.opt)
 			return true
 		})
 		if q := t.spans; q != nil {
@@ -118,7 +131,8 @@ func (t *Telemetry) observeGauges() error {
 			o.ObserveInt64(in.spansFailed, int64(q.failed.Load()), svc)
 		}
 		return nil
-	}, in.queued, in.active, in.kvInUse, in.kvBudget, in.rejected, in.spansDropped, in.spansExported, in.spansFailed)
+	}, in.queued, in.active, in.kvInUse, in.kvBudget, in.rejected, in.cacheBytes, in.cacheHits, in.cacheMisses, in.cacheEvicted, in.preempt,
+		in.spansDropped, in.spansExported, in.spansFailed)
 	if err != nil {
 		return err
 	}
