@@ -93,8 +93,9 @@ class GenerateResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., token: _Optional[_Union[GeneratedToken, _Mapping]] = ..., progress: _Optional[_Union[PromptProgress, _Mapping]] = ..., final: _Optional[_Union[GenerateFinal, _Mapping]] = ...) -> None: ...
 
 class GenerateStart(_message.Message):
-    __slots__ = ["add_bos", "chat", "logprobs", "max_tokens", "model_id", "parse_special", "request_id", "sampling", "stop", "stop_token_ids", "text", "token_ids", "top_logprobs"]
+    __slots__ = ["add_bos", "cache", "chat", "logprobs", "max_tokens", "model_id", "parse_special", "request_id", "sampling", "stop", "stop_token_ids", "text", "token_ids", "top_logprobs"]
     ADD_BOS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +109,7 @@ class GenerateStart(_message.Message):
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     add_bos: bool
+    cache: bool
     chat: ChatPrompt
     logprobs: bool
     max_tokens: int
@@ -120,7 +122,7 @@ class GenerateStart(_message.Message):
     text: str
     token_ids: TokenIds
     top_logprobs: int
-    def __init__(self, request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., stop: _Optional[_Iterable[str]] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., max_tokens: _Optional[int] = ..., logprobs: bool = ..., top_logprobs: _Optional[int] = ..., parse_special: bool = ..., add_bos: bool = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., stop: _Optional[_Iterable[str]] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., max_tokens: _Optional[int] = ..., logprobs: bool = ..., top_logprobs: _Optional[int] = ..., parse_special: bool = ..., add_bos: bool = ..., cache: bool = ...) -> None: ...
 
 class GeneratedToken(_message.Message):
     __slots__ = ["id", "logprob", "raw", "text", "top_logprobs"]
