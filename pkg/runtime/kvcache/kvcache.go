@@ -74,7 +74,7 @@ var ErrStepTooLarge = errors.New("step larger than the KV cache's chunk")
 
 // DefaultBlockTokens is the positions one block holds (docs/decisions.md,
 // "Paged KV": measured with BenchmarkAttendBlocks).
-const DefaultBlockTokens = 32
+const DefaultBlockTokens = 64
 
 // Geometry describes the cache of one sequence.
 type Geometry struct {

@@ -110,8 +110,8 @@ func TestPrefixReuseEqualsUncached(t *testing.T) {
 		kv     kvcache.Type
 		prefix int
 	}{
-		{"stories f16 200", stories, kvcache.F16, 200}, // 6 blocks and 8 positions
-		{"stories f16 64", stories, kvcache.F16, 64},   // ends on a block boundary
+		{"stories f16 200", stories, kvcache.F16, 200}, // 3 blocks and 8 positions
+		{"stories f16 128", stories, kvcache.F16, 128}, // ends on a block boundary
 		{"stories f16 13", stories, kvcache.F16, 13},   // inside the first block
 		// stories' heads are 8 wide: no q8_0 cache; the synthetic model's are 32.
 		{"synth f16 200", tiny, kvcache.F16, 200},
@@ -173,7 +173,7 @@ func TestPrefixReuseEqualsUncached(t *testing.T) {
 func TestAdmitsWithoutMaxTokens(t *testing.T) {
 	leakcheck.Check(t)
 	m := loadStories(t, 2)
-	const ctx = 256
+	const ctx = 512
 	probe := New(m, Config{Context: ctx})
 	pool := probe.bytesFor(ctx)
 	shutdown(t, probe)
