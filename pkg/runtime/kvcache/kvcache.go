@@ -171,9 +171,13 @@ func (g *Geometry) BytesFor(n int) int64 {
 	return g.RingBytes() + int64(g.Blocks(n))*g.BlockBytes()
 }
 
-// Bytes is the memory the cache of one sequence of Context positions
-// takes.
-func (g *Geometry) Bytes() int64 { return g.BytesFor(g.Context) }
+// Bytes is the memory of one sequence of Context positions: its rings and
+// the paged layers' positions, not rounded up to whole blocks — the figure
+// memory planning and per-token estimates work with. A pool's sequence
+// takes at most one block more (BytesFor); New's cache is one block, exact.
+func (g *Geometry) Bytes() int64 {
+	return g.RingBytes() + 2*int64(g.paged())*int64(g.Context)*g.rowBytes()
+}
 
 // Cache holds one sequence's keys and values: rings for sliding-window
 // layers, a table of pool blocks for the others.
@@ -200,12 +204,16 @@ type layerCache struct {
 	page   int // index among the paged layers; -1 for a ring
 }
 
-// New allocates a cache with a pool of its own holding all its blocks, so
-// its memory (Bytes) is all there from the start, committed by the OS as it
-// is written.
+// New allocates a cache with a pool of its own and, unless g says
+// otherwise, one block of all its positions (a flat cache, the fastest to
+// attend over), so its memory (Bytes) is all there from the start,
+// committed by the OS as it is written.
 func New(g Geometry) (*Cache, error) {
 	if err := g.Validate(); err != nil {
 		return nil, err
+	}
+	if g.Block == 0 {
+		g.Block = g.Context
 	}
 	p := NewPool(PoolConfig{Type: g.Type, BlockTokens: g.block()})
 	c, err := NewIn(p, g)

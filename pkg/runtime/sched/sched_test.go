@@ -303,7 +303,7 @@ func release(t *testing.T, m *fakeModel, s *Scheduler, hs ...*Handle) {
 func TestBudgetQueues(t *testing.T) {
 	leakcheck.Check(t)
 	m := newFakeModel()
-	one := m.KVBytes(model.StateOptions{Length: 4 + 3, Chunk: DefaultStepTokens})
+	one := m.blockBytes() // 4 + 3 positions take one block
 	m.gate = make(chan struct{})
 	s := New(m, Config{MaxSeqs: 8, KVBudget: one + one/2, MaxQueue: 4})
 	req := Request{Prompt: testPrompt(1, 4), MaxTokens: 3}
@@ -311,7 +311,7 @@ func TestBudgetQueues(t *testing.T) {
 	if st := s.Stats(); st.Active != 1 || st.Queued != 1 || st.KVBytesInUse != one {
 		t.Errorf("stats: %+v, want 1 active, 1 queued, %d bytes", st, one)
 	}
-	big := Request{Prompt: testPrompt(1, 4), MaxTokens: 100}
+	big := Request{Prompt: testPrompt(1, 4), MaxTokens: 200}
 	if _, err := s.Submit(t.Context(), big); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("request over the whole budget: %v", err)
 	}
