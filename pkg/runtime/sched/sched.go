@@ -218,10 +218,16 @@ func New(m model.Model, cfg Config) *Scheduler {
 	// A first state fixes the pool's block layout and tells the geometry
 	// admission counts with; if the model cannot make one, every request
 	// fails at its start with the reason, as before.
-	pool := kvcache.NewPool(kvcache.PoolConfig{Type: cfg.KVType, Budget: cfg.KVBudget, CacheBudget: cfg.CacheBudget})
-	if st, err := m.NewState(s.stateOptions(pool)); err == nil {
-		s.pool, s.geo = pool, st.Cache.Geometry()
+	if st, err := m.NewState(s.stateOptions(kvcache.NewPool(kvcache.PoolConfig{Type: cfg.KVType}))); err == nil {
+		s.geo = st.Cache.Geometry()
 		st.Cache.Release(nil, false)
+		// A budget planned for a whole context (model.KVBytes, exact per
+		// position) gets the rest of the last block, so that context fits.
+		if whole := s.geo.BytesFor(cfg.Context); cfg.KVBudget >= s.geo.Bytes() && cfg.KVBudget < whole {
+			s.cfg.KVBudget = whole
+			s.stats.KVBudget = whole
+		}
+		s.pool = kvcache.NewPool(kvcache.PoolConfig{Type: cfg.KVType, Budget: s.cfg.KVBudget, CacheBudget: s.cfg.CacheBudget})
 	}
 	go s.loop()
 	return s
