@@ -349,3 +349,33 @@ func TestTooLargeStatus(t *testing.T) {
 		t.Errorf("model panic: %v", st)
 	}
 }
+
+// TestOversizedMessage: a request message over the 4 MiB default is
+// ResourceExhausted for its call (on a Generate stream: the stream's
+// status, as the frame cannot be read); the connection serves the next
+// calls.
+func TestOversizedMessage(t *testing.T) {
+	client, _ := serveInProcess(t, Options{Threads: 1})
+	huge := &corelmv1.GenerateStart{ModelId: "stories", RequestId: "huge", Prompt: &corelmv1.GenerateStart_Text{Text: strings.Repeat("x", 5<<20)}}
+	s, err := client.GenerateStream(t.Context(), huge)
+	if err == nil {
+		_, err = s.Recv()
+	}
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("GenerateStream of 5 MiB: %v, want ResourceExhausted", err)
+	}
+	b := openBidi(t, client)
+	if err := b.stream.Send(&corelmv1.GenerateRequest{Frame: &corelmv1.GenerateRequest_Start{Start: huge}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.stream.Recv(); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("Generate frame of 5 MiB: %v, want ResourceExhausted", err)
+	}
+	s, err = client.GenerateStream(t.Context(), &corelmv1.GenerateStart{ModelId: "stories", MaxTokens: 2, Prompt: &corelmv1.GenerateStart_Text{Text: "Once"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := lastFinal(s); f.GetErrorCode() != 0 || f.GetUsage().GetCompletionTokens() != 2 {
+		t.Errorf("the next call on the connection: %v", f)
+	}
+}
