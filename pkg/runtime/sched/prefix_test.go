@@ -11,6 +11,7 @@ import (
 
 	"github.com/corelm/corelm/internal/leakcheck"
 	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/runtime/gemma2"
 	"github.com/corelm/corelm/pkg/runtime/internal/runtimetest"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/llama"
@@ -24,19 +25,32 @@ import (
 // a q8_0 KV cache fits).
 func loadSynth(tb testing.TB) model.Model {
 	tb.Helper()
+	return loadShape(tb, synth.Presets["tiny-llama"])
+}
+
+// loadShape binds a synthetic model of shape sh with Q8_0 weights.
+func loadShape(tb testing.TB, sh synth.Shape) model.Model {
+	tb.Helper()
 	scheme, err := quantize.ParseScheme("Q8_0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if _, err := synth.Write(&buf, synth.Presets["tiny-llama"], "tiny", scheme, 1); err != nil {
+	if _, err := synth.Write(&buf, sh, "tiny", scheme, 1); err != nil {
 		tb.Fatal(err)
 	}
 	f, err := gguf.Parse(buf.Bytes())
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m, err := llama.New(model.FromGGUF(f), model.Env{Pool: runtimetest.Pool(tb, 2)})
+	var m model.Model
+	env := model.Env{Pool: runtimetest.Pool(tb, 2)}
+	switch sh.Arch {
+	case "gemma2":
+		m, err = gemma2.New(model.FromGGUF(f), env)
+	default:
+		m, err = llama.New(model.FromGGUF(f), env)
+	}
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -309,5 +323,48 @@ func drainOutput(t *testing.T, h *Handle) output {
 		case EventFinal:
 			o.final = ev.Final
 		}
+	}
+}
+
+// TestRingsInThePool: a model with sliding-window layers keeps their rings
+// per sequence, charged to the pool, and pages the others; it takes no part
+// in prefix reuse, and preempted sequences still resume without a change.
+func TestRingsInThePool(t *testing.T) {
+	leakcheck.Check(t)
+	sh := synth.Presets["tiny-llama"]
+	sh.Arch, sh.SlidingWin, sh.Context = "gemma2", 32, 512
+	m := loadShape(t, sh)
+	const ctx = 512
+	probe := New(m, Config{Context: ctx, StepTokens: 16})
+	if probe.geo.RingBytes() == 0 {
+		t.Fatal("no rings: the window does not slide")
+	}
+	// Two sequences start (rings and 2 blocks each), each grows to 5 blocks.
+	pool := probe.bytesFor(270) + probe.bytesFor(64)
+	shutdown(t, probe)
+	reqs := make([]Request, 3)
+	want := make([]output, len(reqs))
+	for i := range reqs {
+		reqs[i] = Request{Prompt: sharedPrompt(60, 10, i, m.Config().Vocab), MaxTokens: 200}
+		alone := New(m, Config{MaxSeqs: 1, Context: ctx, StepTokens: 16})
+		want[i] = run(t, alone, reqs[i])
+		shutdown(t, alone)
+	}
+	s := New(m, Config{MaxSeqs: 3, Context: ctx, StepTokens: 16, KVBudget: pool, CacheBudget: pool})
+	defer shutdown(t, s)
+	hs := submitAll(t, s, reqs...)
+	for i, h := range hs {
+		got := drainOutput(t, h)
+		if !slices.Equal(got.toks, want[i].toks) {
+			t.Errorf("request %d: %v, alone %v", i, got.toks, want[i].toks)
+		}
+		if got.final.Usage.CachedTokens != 0 {
+			t.Errorf("request %d: %d cached tokens with rings", i, got.final.Usage.CachedTokens)
+		}
+	}
+	st := s.Stats()
+	t.Logf("%+v", st)
+	if st.Preempted == 0 || st.KVBytesInUse != 0 {
+		t.Errorf("stats %+v: want preemptions, nothing held at the end", st)
 	}
 }
