@@ -132,11 +132,6 @@ func kvOffset(t testing.TB, b []byte, key string) int {
 	return i
 }
 
-// kvValueOffset is where the payload of key's value starts (after its type).
-func kvValueOffset(t testing.TB, b []byte, key string) int {
-	return kvOffset(t, b, key) + 8 + len(key) + 4
-}
-
 // tensorInfo locates the fields of a tensor's directory entry.
 type tensorInfo struct {
 	name, nDims, dims, typ, offset int

@@ -555,12 +555,6 @@ func (s *Scheduler) reserveLocked(q *seq) {
 	s.kvUsed += q.kvBytes
 }
 
-func (s *Scheduler) queueLen() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.queue)
-}
-
 // forward runs the model, turning a panic into an error so one bad step
 // fails its sequences instead of the process.
 func (s *Scheduler) forward(b *model.Batch) (err error) {

@@ -62,10 +62,10 @@ func (t *Tokenizer) buildBPE(md Metadata) error {
 		t.merges[key] = merge{rank: int32(rank), result: symbol(left + right)}
 	}
 	for b := range t.bpeSingle {
-		c := string(appendCodepoint(nil, byteToRune[b]))
-		id, ok := t.ids[c]
+		c := appendCodepoint(nil, byteToRune[b])
+		id, ok := t.ids[string(c)]
 		if !ok {
-			id, ok = extra[c]
+			id, ok = extra[string(c)]
 		}
 		if !ok {
 			id = none

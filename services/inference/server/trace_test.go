@@ -204,7 +204,7 @@ func TestTraceContentAndLogs(t *testing.T) {
 			}
 			attrs := map[string]string{}
 			for _, kv := range gen.Attributes {
-				attrs[string(kv.Key)] = kv.Value.Emit()
+				attrs[string(kv.Key)] = kv.Value.String()
 			}
 			in, out := attrs["gen_ai.input.messages"], attrs["gen_ai.output.messages"]
 			if tt.content {
