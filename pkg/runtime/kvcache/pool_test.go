@@ -3,6 +3,8 @@ package kvcache
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -195,4 +197,80 @@ func BenchmarkAttendBlocks(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestPersist: blocks saved by one pool are loaded by another of the same
+// key and geometry and reused; a corrupt file, another key or another
+// geometry is ignored with a warning, never used.
+func TestPersist(t *testing.T) {
+	dir := t.TempDir()
+	g := poolGeometry()
+	newPool := func() *Pool {
+		p := NewPool(PoolConfig{Type: F16, BlockTokens: 16, CacheBudget: 1 << 20})
+		c, err := NewIn(p, g) // fixes the layout
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Release(nil, false)
+		return p
+	}
+	a := newPool()
+	c, _ := NewIn(a, g)
+	toks := tokens(40, 1)
+	fill(t, c, 0, 40)
+	c.Release(toks, true)
+	if n, err := a.Save(dir, "model-a f16"); n != 2 || err != nil {
+		t.Fatalf("saved %d blocks: %v", n, err)
+	}
+	if n, err := a.Save(dir, "model-a f16"); n != 0 || err != nil {
+		t.Errorf("saved %d blocks again: %v", n, err)
+	}
+	var warnings []error
+	warn := func(_ string, err error) { warnings = append(warnings, err) }
+
+	b := newPool()
+	if n := b.Load(dir, "model-a f16", warn); n != 2 || len(warnings) != 0 {
+		t.Fatalf("loaded %d blocks, warnings %v", n, warnings)
+	}
+	r, _ := NewIn(b, g)
+	if n := r.Reuse(toks, 39); n != 32 {
+		t.Fatalf("reused %d positions after a restart, want 32", n)
+	}
+	for pos := range 32 {
+		ko, _ := r.offsets(0, pos%16)
+		if got := halfAt(r.data[pos/16], ko); got != float32(pos) {
+			t.Fatalf("restored position %d holds %g", pos, got)
+		}
+	}
+	if n := newPool().Load(dir, "model-b f16", warn); n != 0 {
+		t.Errorf("another model's key loaded %d blocks", n)
+	}
+	// Corrupt one file: it is reported and skipped, the other still loads.
+	files, _ := filepathGlob(t, persistDir(dir, "model-a f16"))
+	raw, _ := os.ReadFile(files[0])
+	raw[len(raw)/2] ^= 0xff
+	if err := os.WriteFile(files[0], raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	warnings = nil
+	if n := newPool().Load(dir, "model-a f16", warn); n != 1 || len(warnings) != 1 {
+		t.Errorf("with a corrupt file: loaded %d, warnings %v", n, warnings)
+	}
+	// Another geometry (block size) under the same key: ignored.
+	other := NewPool(PoolConfig{Type: F16, BlockTokens: 32, CacheBudget: 1 << 20})
+	oc, _ := NewIn(other, g)
+	oc.Release(nil, false)
+	warnings = nil
+	if n := other.Load(dir, "model-a f16", warn); n != 0 || len(warnings) != 2 || !errors.Is(warnings[1], errStale) {
+		t.Errorf("another geometry: loaded %d, warnings %v", n, warnings)
+	}
+}
+
+func filepathGlob(t *testing.T, dir string) ([]string, error) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.kvb"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no persisted files in %s: %v", dir, err)
+	}
+	return files, err
 }

@@ -1,0 +1,173 @@
+package kvcache
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"hash/fnv"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Persisted prefixes: each full indexed block is a file named by its chain
+// hash, in a directory named by a hash of the key (the model's digest and
+// KV type: blocks never cross models), so a restarted server, or a second
+// replica on the same host, starts with the prefixes warm. A file holds a
+// header (magic, the key, the block geometry, parent and own hash, the
+// tokens), the block's bytes and a CRC-32C of all that. Load checks every
+// part and ignores, with a warning, a file that does not match.
+
+const persistMagic = "CLMKVB01"
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// errStale marks a persisted block that is not for this pool.
+var errStale = errors.New("kvcache: persisted block does not match")
+
+// persistDir is where key's blocks live under dir.
+func persistDir(dir, key string) string {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return filepath.Join(dir, fmt.Sprintf("%016x", h.Sum64()))
+}
+
+// geometryWords describes the pool's blocks for the header.
+func (p *Pool) geometryWords() [6]uint32 {
+	g := &p.layout
+	return [6]uint32{uint32(g.Type), uint32(g.Layers), uint32(g.paged()), uint32(g.KVHeads), uint32(g.HeadDim), uint32(p.cfg.BlockTokens)}
+}
+
+// Save writes the pool's indexed full blocks that dir does not hold yet
+// under key, each through a temporary file renamed into place. It returns
+// how many it wrote.
+func (p *Pool) Save(dir, key string) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.bound {
+		return 0, nil
+	}
+	d := persistDir(dir, key)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range p.full {
+		b := &p.blocks[id]
+		path := filepath.Join(d, fmt.Sprintf("%016x.kvb", b.hash))
+		if _, err := os.Stat(path); err == nil {
+			continue
+		}
+		var buf bytes.Buffer
+		buf.WriteString(persistMagic)
+		binary.Write(&buf, binary.LittleEndian, uint32(len(key)))
+		buf.WriteString(key)
+		binary.Write(&buf, binary.LittleEndian, p.geometryWords())
+		binary.Write(&buf, binary.LittleEndian, [2]uint64{b.parent, b.hash})
+		binary.Write(&buf, binary.LittleEndian, b.toks)
+		buf.Write(b.data)
+		binary.Write(&buf, binary.LittleEndian, crc32.Checksum(buf.Bytes(), crcTable))
+		tmp, err := os.CreateTemp(d, ".tmp-*")
+		if err != nil {
+			return n, err
+		}
+		_, err = tmp.Write(buf.Bytes())
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(tmp.Name(), path)
+		}
+		if err != nil {
+			os.Remove(tmp.Name())
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// Load adds the blocks persisted under key in dir to the pool's index as
+// cached blocks, as many as the cache budget holds, and returns how many.
+// A file that is corrupt or made for other blocks is reported to warn and
+// ignored. The pool's layout must be fixed (a cache made in it) first.
+func (p *Pool) Load(dir, key string, warn func(path string, err error)) int {
+	d := persistDir(dir, key)
+	entries, err := os.ReadDir(d)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			warn(d, err)
+		}
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.bound || p.cfg.CacheBudget < p.bb {
+		return 0
+	}
+	n := 0
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".kvb") {
+			continue
+		}
+		if int64(p.lru.Len()+1)*p.bb > p.cfg.CacheBudget {
+			break
+		}
+		path := filepath.Join(d, e.Name())
+		raw, err := os.ReadFile(path)
+		if err == nil {
+			err = p.loadLocked(raw, key)
+		}
+		if err != nil {
+			warn(path, err)
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+// loadLocked checks one persisted block and, when it is new, adds it.
+func (p *Pool) loadLocked(raw []byte, key string) error {
+	bt := p.cfg.BlockTokens
+	want := len(persistMagic) + 4 + len(key) + 6*4 + 2*8 + 4*bt + int(p.bb) + 4
+	if len(raw) != want {
+		return fmt.Errorf("%w: %d bytes, want %d", errStale, len(raw), want)
+	}
+	body, sum := raw[:len(raw)-4], binary.LittleEndian.Uint32(raw[len(raw)-4:])
+	if crc32.Checksum(body, crcTable) != sum {
+		return errors.New("kvcache: persisted block fails its checksum")
+	}
+	r := bytes.NewReader(body)
+	magic := make([]byte, len(persistMagic))
+	r.Read(magic)
+	var klen uint32
+	binary.Read(r, binary.LittleEndian, &klen)
+	k := make([]byte, klen)
+	r.Read(k)
+	var geo [6]uint32
+	binary.Read(r, binary.LittleEndian, &geo)
+	if string(magic) != persistMagic || string(k) != key || geo != p.geometryWords() {
+		return fmt.Errorf("%w: magic, key or geometry differ", errStale)
+	}
+	var hashes [2]uint64
+	binary.Read(r, binary.LittleEndian, &hashes)
+	toks := make([]int32, bt)
+	binary.Read(r, binary.LittleEndian, toks)
+	if chainHash(hashes[0], toks) != hashes[1] {
+		return fmt.Errorf("%w: its tokens do not hash to its name", errStale)
+	}
+	if _, dup := p.full[hashes[1]]; dup {
+		return nil
+	}
+	id, err := p.allocLocked()
+	if err != nil {
+		return err
+	}
+	r.Read(p.blocks[id].data)
+	p.indexLocked(id, hashes[0], hashes[1], toks)
+	p.unrefLocked(id)
+	return nil
+}
