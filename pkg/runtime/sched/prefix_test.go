@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -366,5 +368,63 @@ func TestRingsInThePool(t *testing.T) {
 	t.Logf("%+v", st)
 	if st.Preempted == 0 || st.KVBytesInUse != 0 {
 		t.Errorf("stats %+v: want preemptions, nothing held at the end", st)
+	}
+}
+
+// TestCacheSurvivesRestart: a scheduler with a cache directory writes its
+// prefixes at shutdown; the next one (a restart) reuses them, with the same
+// output; a corrupt entry is reported and ignored, and the output is still
+// right.
+func TestCacheSurvivesRestart(t *testing.T) {
+	leakcheck.Check(t)
+	m := loadStories(t, 2)
+	dir := t.TempDir()
+	var mu sync.Mutex
+	var warned []string
+	cfg := Config{MaxSeqs: 2, Context: 512, CacheBudget: 1 << 24, CacheDir: dir, CacheKey: "stories f16 test",
+		CacheFileError: func(path string, err error) {
+			mu.Lock()
+			warned = append(warned, path+": "+err.Error())
+			mu.Unlock()
+		}}
+	req := Request{Prompt: sharedPrompt(150, 10, 1, m.Config().Vocab), MaxTokens: 12, Logprobs: true}
+	plain := New(m, Config{MaxSeqs: 1, Context: 512})
+	want := run(t, plain, req)
+	shutdown(t, plain)
+
+	first := New(m, cfg)
+	run(t, first, req)
+	shutdown(t, first)
+
+	second := New(m, cfg)
+	got := run(t, second, req)
+	shutdown(t, second)
+	if c := got.final.Usage.CachedTokens; c < 128 || !got.equal(want) {
+		t.Errorf("after a restart: %d cached tokens (want ≥ 128), tokens %v, want %v", c, got.toks, want.toks)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*", "*.kvb"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no persisted blocks: %v", err)
+	}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw[len(raw)-100] ^= 1
+		if err := os.WriteFile(f, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	third := New(m, cfg)
+	got = run(t, third, req)
+	shutdown(t, third)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(warned) != len(files) {
+		t.Errorf("%d warnings for %d corrupt files: %v", len(warned), len(files), warned)
+	}
+	if c := got.final.Usage.CachedTokens; c != 0 || !got.equal(want) {
+		t.Errorf("with corrupt files: %d cached tokens, tokens %v, want %v", c, got.toks, want.toks)
 	}
 }

@@ -54,6 +54,14 @@ type Config struct {
 	// pool keeps for prefix reuse, least recently used evicted first
 	// [0 = no prefix cache]. It is inside KVBudget, not on top of it.
 	CacheBudget int64
+	// CacheDir, when set with a CacheBudget, is where cached prefixes are
+	// kept across restarts: loaded at New, written at Shutdown, under
+	// CacheKey, which must name the model's weights and KV type exactly
+	// (a digest), since blocks must never cross models.
+	CacheDir, CacheKey string
+	// CacheFileError is told about a persisted block that is corrupt or
+	// stale; the block is ignored [nil: silently].
+	CacheFileError func(path string, err error)
 	// Context is the most positions one sequence may reach: the context
 	// the model is served at [the model's trained context; a larger value
 	// is clamped to it]. A request with MaxTokens gets a cache of only
@@ -228,9 +236,41 @@ func New(m model.Model, cfg Config) *Scheduler {
 			s.stats.KVBudget = whole
 		}
 		s.pool = kvcache.NewPool(kvcache.PoolConfig{Type: cfg.KVType, Budget: s.cfg.KVBudget, CacheBudget: s.cfg.CacheBudget})
+		s.loadCache()
 	}
 	go s.loop()
 	return s
+}
+
+// loadCache fills the prefix cache from CacheDir.
+func (s *Scheduler) loadCache() {
+	if s.cfg.CacheDir == "" || s.cfg.CacheBudget == 0 {
+		return
+	}
+	st, err := s.m.NewState(s.stateOptions(s.pool)) // fixes the pool's layout
+	if err != nil {
+		return
+	}
+	reusable := st.Cache.Reusable()
+	st.Cache.Release(nil, false)
+	if !reusable {
+		return
+	}
+	warn := s.cfg.CacheFileError
+	if warn == nil {
+		warn = func(string, error) {}
+	}
+	s.pool.Load(s.cfg.CacheDir, s.cfg.CacheKey, warn)
+}
+
+// saveCache writes the prefix cache to CacheDir.
+func (s *Scheduler) saveCache() {
+	if s.cfg.CacheDir == "" || s.cfg.CacheBudget == 0 || s.pool == nil {
+		return
+	}
+	if _, err := s.pool.Save(s.cfg.CacheDir, s.cfg.CacheKey); err != nil && s.cfg.CacheFileError != nil {
+		s.cfg.CacheFileError(s.cfg.CacheDir, err)
+	}
 }
 
 // Config returns the scheduler's configuration with defaults filled in: the
@@ -408,6 +448,7 @@ func (s *Scheduler) Done() <-chan struct{} { return s.done }
 // loop is the scheduler's goroutine: drop, admit, step, repeat.
 func (s *Scheduler) loop() {
 	defer close(s.done)
+	defer s.saveCache()
 	var (
 		active []*seq
 		b      batchBuilder
