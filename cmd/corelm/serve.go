@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/corelm/corelm/internal/envflag"
+	"github.com/corelm/corelm/internal/tlsconfig"
 	"github.com/corelm/corelm/models"
 	gateway "github.com/corelm/corelm/services/gateway/server"
 	inference "github.com/corelm/corelm/services/inference/server"
@@ -65,6 +67,9 @@ func runServeAll(ctx context.Context, args []string) error {
 		}
 		return usagef("%v", err)
 	}
+	if err := cfg.LoadTLS(); err != nil {
+		return usagef("%v", err)
+	}
 	extra, err := loader.ParseModels(named)
 	if err != nil {
 		return usagef("--model: %v", err)
@@ -91,6 +96,9 @@ func runServeAll(ctx context.Context, args []string) error {
 			return err
 		}
 		defer httpLis.Close()
+		if cfg.TLS != nil { // --tls-cert: every listener serves TLS
+			httpLis = tls.NewListener(httpLis, cfg.TLS)
+		}
 	}
 	// Two services, two service names in the traces, one /metrics: the
 	// loader records through the inference side's meter provider.
@@ -160,12 +168,16 @@ func runServeAll(ctx context.Context, args []string) error {
 	cfg.Logger, cfg.Loader, cfg.RequireModels = inferenceLog, loaderAddr, loader.IDs(load)
 	cfg.LoaderToken = loaderToken
 	cfg.Tracing.Telemetry = tel
+	grpcurlTLS, httpScheme := "-plaintext", "http"
+	if cfg.TLS != nil {
+		grpcurlTLS, httpScheme = "-cacert CA.pem", "https"
+	}
 	cfg.Ready = func() {
 		fmt.Fprintf(os.Stderr, "serving %s on %s (loader on %s, packed files in %s); try:\n"+
-			"  grpcurl -plaintext -d '{\"model_id\":\"%s\",\"text\":\"Once upon a time\",\"max_tokens\":32,\"sampling\":{\"temperature\":0}}' %s corelm.v1.InferenceService/GenerateStream\n",
-			strings.Join(loader.IDs(load), ", "), lis.Addr(), loaderAddr, shm, load[0].ID, lis.Addr())
+			"  grpcurl %s -d '{\"model_id\":\"%s\",\"text\":\"Once upon a time\",\"max_tokens\":32,\"sampling\":{\"temperature\":0}}' %s corelm.v1.InferenceService/GenerateStream\n",
+			strings.Join(loader.IDs(load), ", "), lis.Addr(), loaderAddr, shm, grpcurlTLS, load[0].ID, lis.Addr())
 		if httpLis != nil {
-			fmt.Fprintf(os.Stderr, "OpenAI API on http://%s/v1 (gRPC-Web and Connect on the same port)\n", httpLis.Addr())
+			fmt.Fprintf(os.Stderr, "OpenAI API on %s://%s/v1 (gRPC-Web and Connect on the same port)\n", httpScheme, httpLis.Addr())
 		}
 		if addr := tel.MetricsAddr(); addr != nil {
 			fmt.Fprintf(os.Stderr, "metrics on http://%s/metrics\n", addr)
@@ -177,7 +189,8 @@ func runServeAll(ctx context.Context, args []string) error {
 		// binary is. On SIGTERM it stops taking connections and lets its
 		// requests finish while the service drains them.
 		gc := gateway.Config{Inference: lis.Addr().String(), AuthToken: cfg.AuthToken, InferenceToken: cfg.AuthToken,
-			MaxBody: 1 << 20, Timeout: 10 * time.Minute, CORSOrigins: httpCORS, Logger: gatewayLog, Telemetry: gatewayTel}
+			MaxBody: 1 << 20, Timeout: 10 * time.Minute, CORSOrigins: httpCORS, Logger: gatewayLog, Telemetry: gatewayTel,
+			DialOptions: []grpc.DialOption{tlsconfig.DialOption(tlsconfig.Self(cfg.TLS))}}
 		var gatewayCtx context.Context
 		gatewayCtx, stopGateway = context.WithCancel(ctx)
 		defer stopGateway()

@@ -64,14 +64,20 @@ func (ca *CA) Client(name string) Pair {
 	return ca.issue(name, x509.ExtKeyUsageClientAuth)
 }
 
-func (ca *CA) issue(name string, usage x509.ExtKeyUsage) Pair {
+// Both issues a certificate for serving and for calling as a client
+// (serve-all's, whose gateway calls its own inference service with it).
+func (ca *CA) Both(name string) Pair {
+	return ca.issue(name, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+}
+
+func (ca *CA) issue(name string, usage ...x509.ExtKeyUsage) Pair {
 	t := ca.t
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(t), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usage,
 		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)

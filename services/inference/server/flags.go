@@ -51,9 +51,10 @@ type transportFiles struct {
 	tls tlsconfig.Server
 }
 
-// loadTLS builds c.TLS from the flags' files unless it is set, and checks
-// the prompt limit against the message limit.
-func (c *Config) loadTLS() error {
+// LoadTLS builds c.TLS from the flags' files unless it is set, and checks
+// the prompt limit against the message limit. Serve calls it; a caller
+// that needs c.TLS first (serve-all's gateway) may too.
+func (c *Config) LoadTLS() error {
 	if c.TLS == nil {
 		var err error
 		if c.TLS, err = c.files.tls.Config(); err != nil {

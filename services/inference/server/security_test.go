@@ -125,11 +125,11 @@ func TestLoaderMutualTLS(t *testing.T) {
 // under --max-recv-msg-size could carry is a configuration error.
 func TestPromptLimitWithinMessageLimit(t *testing.T) {
 	c := Config{Options: Options{MaxPromptBytes: 8 << 20}}
-	if err := c.loadTLS(); err == nil {
+	if err := c.LoadTLS(); err == nil {
 		t.Error("8 MiB prompts under the 4 MiB default message limit: accepted")
 	}
 	c.Limits.MaxRecvMsgSize = 16 << 20
-	if err := c.loadTLS(); err != nil {
+	if err := c.LoadTLS(); err != nil {
 		t.Errorf("8 MiB prompts under a 16 MiB message limit: %v", err)
 	}
 }

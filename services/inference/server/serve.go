@@ -61,7 +61,7 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config) error {
 	if cfg.Grace <= 0 {
 		cfg.Grace = 10 * time.Second
 	}
-	if err := cfg.loadTLS(); err != nil {
+	if err := cfg.LoadTLS(); err != nil {
 		return err
 	}
 	srv := New(cfg.Options)
