@@ -6,8 +6,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/corelm/corelm/internal/tlsconfig"
 )
 
 // runHealth is a gRPC health check for container health checks and
@@ -19,6 +20,11 @@ func runHealth(ctx context.Context, args []string) error {
 	fs := newFlags("health")
 	service := fs.String("service", "", `the service to ask about ("": the whole server), e.g. corelm.v1.InferenceService`)
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the answer, connecting included")
+	var tf tlsconfig.Client
+	fs.BoolVar(&tf.Enable, "tls", false, "connect over TLS, verifying the server with the system's roots (or --tls-ca)")
+	fs.StringVar(&tf.CA, "tls-ca", "", "connect over TLS, verifying the server with these PEM CA certificates")
+	fs.StringVar(&tf.Cert, "tls-cert", "", "present this PEM client certificate (a server with --tls-client-ca asks for one)")
+	fs.StringVar(&tf.Key, "tls-key", "", "the PEM private key of --tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -28,7 +34,11 @@ func runHealth(ctx context.Context, args []string) error {
 	addr := fs.Arg(0)
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	tc, err := tf.Config()
+	if err != nil {
+		return usagef("%v", err)
+	}
+	cc, err := dial(addr, "", tc) // health needs no token
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,12 @@ func TestServeAllTLS(t *testing.T) {
 	p, _ := startServeAll(t, "", "--tls-cert", srv.CertFile, "--tls-key", srv.KeyFile, "--tls-client-ca", ca.CertFile, "--auth-token", "tok")
 	withTLS := []string{"--server", p.Addr, "--auth-token", "tok", "--tls-ca", ca.CertFile, "--tls-cert", client.CertFile, "--tls-key", client.KeyFile}
 
+	if out, errb, code := corelm(t, "health", p.Addr, "--tls-ca", ca.CertFile, "--tls-cert", client.CertFile, "--tls-key", client.KeyFile); code != 0 || out != "SERVING\n" {
+		t.Errorf("corelm health over mTLS: exit %d, %q %q", code, out, errb)
+	}
+	if _, _, code := corelm(t, "health", p.Addr, "--timeout", "1s"); code == 0 {
+		t.Error("corelm health over plaintext: exit 0")
+	}
 	out, errb, code := corelm(t, append([]string{"generate", "--prompt", "Once upon a time", "--temperature", "0", "--max-tokens", "8"}, withTLS...)...)
 	if code != 0 || strings.TrimSpace(out) == "" {
 		t.Errorf("generate over mTLS: exit %d, %q %q", code, out, errb)
