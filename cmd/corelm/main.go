@@ -31,6 +31,7 @@ var commands = map[string]command{
 	"chat":        {"chat with a model in the terminal: chat [--model M | --server ADDR [--model ID]] [--system TEXT]", runChat},
 	"chat-render": {"render a conversation with the model's chat template", runChatRender},
 	"models":      {"list the models a server serves: models --server ADDR [--json]", runModels},
+	"load":        {"ask a loader to load a model, with a progress bar: load --server LOADER ID [PATH] [--reload]", runLoad},
 	"tokenize":    {"print the token ids of a text (llama.cpp-exact)", runTokenize},
 	"detokenize":  {"print the text of token ids", runDetokenize},
 	"quantize":    {"re-encode a GGUF model: quantize IN OUT TYPE (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M, F16, BF16)", runQuantize},

@@ -29,15 +29,21 @@ const authTokenEnv = "CORELM_AUTH_TOKEN"
 
 // remoteFlags are the flags of every command that can run on a server.
 type remoteFlags struct {
-	server  string
-	token   string
-	timeout time.Duration
-	tls     tlsconfig.Client
+	server string
+	token  string
+	// tokenEnv is the variable the token is read from when --auth-token
+	// is not given [authTokenEnv; a loader's is loaderTokenEnv].
+	tokenEnv string
+	timeout  time.Duration
+	tls      tlsconfig.Client
 }
 
 func (f *remoteFlags) bind(fs *flagSet, timeout time.Duration) {
 	fs.StringVar(&f.server, "server", "", "run on the corelm server at this address (host:port) instead of in this process")
-	fs.StringVar(&f.token, "auth-token", "", "bearer token for --server (default $"+authTokenEnv+")")
+	if f.tokenEnv == "" {
+		f.tokenEnv = authTokenEnv
+	}
+	fs.StringVar(&f.token, "auth-token", "", "bearer token for --server (default $"+f.tokenEnv+")")
 	fs.DurationVar(&f.timeout, "timeout", timeout, "with --server: give up on a call after this long (0: no limit)")
 	fs.BoolVar(&f.tls.Enable, "tls", false, "with --server: connect over TLS, verifying the server with the system's roots (or --tls-ca)")
 	fs.StringVar(&f.tls.CA, "tls-ca", "", "with --server: connect over TLS, verifying the server with these PEM CA certificates")
@@ -75,18 +81,22 @@ func setFlags(fs *flagSet) map[string]bool {
 
 // remote is a connection to a corelm inference server.
 type remote struct {
-	addr    string
-	timeout time.Duration
-	conn    *grpc.ClientConn
-	client  corelmv1.InferenceServiceClient
+	addr     string
+	timeout  time.Duration
+	tokenEnv string
+	conn     *grpc.ClientConn
+	client   corelmv1.InferenceServiceClient
 }
 
 // connect opens a connection to the server of --server. The connection is
 // made by the first call, whose error says whether the server is there.
 func (f *remoteFlags) connect() (*remote, error) {
+	if f.tokenEnv == "" {
+		f.tokenEnv = authTokenEnv
+	}
 	token := f.token
 	if token == "" {
-		token = os.Getenv(authTokenEnv)
+		token = os.Getenv(f.tokenEnv)
 	}
 	tc, err := f.tls.Config()
 	if err != nil {
@@ -96,7 +106,7 @@ func (f *remoteFlags) connect() (*remote, error) {
 	if err != nil {
 		return nil, usagef("--server %s: %v", f.server, err)
 	}
-	return &remote{addr: f.server, timeout: f.timeout, conn: conn, client: corelmv1.NewInferenceServiceClient(conn)}, nil
+	return &remote{addr: f.server, timeout: f.timeout, tokenEnv: f.tokenEnv, conn: conn, client: corelmv1.NewInferenceServiceClient(conn)}, nil
 }
 
 // dial is the one place the CLI chooses its transport to a server: TLS
@@ -242,7 +252,7 @@ func (r *remote) error(model string, err error) error {
 	case codes.ResourceExhausted:
 		return fmt.Errorf("server at %s is busy: %s%s", r.addr, msg, retryHint(st))
 	case codes.Unauthenticated:
-		return fmt.Errorf("server at %s refused the call: %s (give the token with --auth-token or $%s)", r.addr, msg, authTokenEnv)
+		return fmt.Errorf("server at %s refused the call: %s (give the token with --auth-token or $%s)", r.addr, msg, r.tokenEnv)
 	case codes.DeadlineExceeded:
 		if r.timeout > 0 {
 			return fmt.Errorf("no answer from %s within --timeout %v", r.addr, r.timeout)
