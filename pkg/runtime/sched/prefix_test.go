@@ -428,3 +428,33 @@ func TestCacheSurvivesRestart(t *testing.T) {
 		t.Errorf("with corrupt files: %d cached tokens, tokens %v, want %v", c, got.toks, want.toks)
 	}
 }
+
+// TestEightShapedAdmitsEight: with the 8B model's KV geometry (32 layers,
+// 8 KV heads of 128), the served context of 8192 and the KV budget the
+// service plans on a 6 GiB box (~1 GiB: one whole context), eight requests
+// without max_tokens are all admitted at once (no queue: a refusal fails
+// the test): each takes a block for its prompt, not a whole context.
+func TestEightShapedAdmitsEight(t *testing.T) {
+	leakcheck.Check(t)
+	m := newFakeModel()
+	m.cfg.Layers, m.cfg.KVHeads, m.cfg.HeadDim, m.cfg.Heads, m.cfg.Context = 32, 8, 128, 32, 131072
+	m.gate = make(chan struct{})
+	const ctx = 8192
+	budget := model.KVBytes(&m.cfg, model.StateOptions{Context: ctx}, nil) // 1 GiB
+	s := New(m, Config{MaxSeqs: 8, MaxQueue: -1, Context: ctx, KVBudget: budget})
+	var hs []*Handle
+	for i := range 8 {
+		h, err := s.Submit(t.Context(), Request{Prompt: testPrompt(i, 100)})
+		if err != nil {
+			t.Fatalf("request %d refused: %v", i, err)
+		}
+		hs = append(hs, h)
+	}
+	if st := s.Stats(); st.Active != 8 || st.KVBytesInUse > budget/8 {
+		t.Errorf("stats %+v: want 8 active holding a block each", st)
+	}
+	for _, h := range hs {
+		h.Cancel()
+	}
+	release(t, m, s, hs...)
+}
