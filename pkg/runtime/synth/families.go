@@ -16,6 +16,11 @@ type family struct {
 	global   []tensor                // the model's own tensors
 	block    []tensor                // each block's ("%d" in the name)
 	metadata func(s Shape) []gguf.KV // keys with "%s" for the architecture
+	// controls are control tokens of the real vocabulary, at their real ids
+	// (controlsAt on), where the vocabulary is large enough: llama.cpp's
+	// loader looks some of them up by name.
+	controls   []string
+	controlsAt int
 }
 
 // tensor is a tensor of a family: its name template, its axes in ggml order
@@ -103,6 +108,12 @@ var families = map[string]family{
 				{Key: model.KeyRopeAttnFactor, Value: gguf.F32(phi3.AttnFactor(s.Context, s.OrigContext))},
 			}
 		},
+		// Phi-3's added tokens. llama.cpp's vocabulary loader marks
+		// <|endoftext|> of a model named "phi-3…" by looking it up, and
+		// refuses the file without it.
+		controls: []string{"<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|placeholder2|>", "<|placeholder3|>",
+			"<|placeholder4|>", "<|system|>", "<|end|>", "<|placeholder5|>", "<|placeholder6|>", "<|user|>"},
+		controlsAt: 32000,
 	},
 }
 

@@ -134,6 +134,11 @@ func (s Shape) Metadata(name string, fileType uint32) []gguf.KV {
 		}
 	}
 	tokens, scores, types := vocab(s.Vocab)
+	if f := families[s.Arch]; f.controlsAt > 0 && f.controlsAt+len(f.controls) <= s.Vocab {
+		for i, c := range f.controls {
+			tokens[f.controlsAt+i], scores[f.controlsAt+i], types[f.controlsAt+i] = c, 0, 3
+		}
+	}
 	kvs = append(kvs,
 		gguf.KV{Key: "tokenizer.ggml.model", Value: gguf.Str("llama")},
 		gguf.KV{Key: model.KeyTokens, Value: gguf.Strs(tokens)},

@@ -63,3 +63,28 @@ func TestPresetsAreConsistent(t *testing.T) {
 		}
 	}
 }
+
+// TestPhi3ControlTokens: llama.cpp's loader looks up <|endoftext|> (and
+// <unk>, <s>, </s>) by name in a model called "phi-3…", so the synthetic
+// Phi-3.5 vocabulary carries Phi-3's added tokens at their real ids.
+func TestPhi3ControlTokens(t *testing.T) {
+	var tokens []string
+	var types []int32
+	for _, kv := range synth.Presets["phi-3.5-mini"].Metadata("phi-3.5-mini", 15) {
+		switch kv.Key {
+		case "tokenizer.ggml.tokens":
+			tokens, _ = kv.Value.Strings()
+		case "tokenizer.ggml.token_type":
+			types, _ = kv.Value.Int32s()
+		}
+	}
+	want := map[int]string{0: "<unk>", 1: "<s>", 2: "</s>", 32000: "<|endoftext|>", 32007: "<|end|>", 32010: "<|user|>"}
+	for id, text := range want {
+		if id >= len(tokens) || tokens[id] != text {
+			t.Fatalf("token %d of %d is not %q", id, len(tokens), text)
+		}
+	}
+	if types[32000] != 3 || types[32011] == 3 {
+		t.Errorf("token types at 32000, 32011: %d, %d; want control (3), then not", types[32000], types[32011])
+	}
+}
