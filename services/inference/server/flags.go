@@ -30,6 +30,8 @@ func (c *Config) BindFlags(fs *envflag.Set) {
 		"memory for every model's weights, KV cache and compute buffers, e.g. 6GiB; auto: the cgroup memory limit, else physical memory, less 256 MiB + 1/32; none: no limit")
 	fs.Bytes(&o.Budget, "budget", "0", "KV cache cap per model, e.g. 2GiB (0: what --memory-budget leaves after the weights and compute buffers, "+
 		"at most --max-seqs full-context sequences)")
+	fs.String(&o.KVCacheDir, "kv-cache-dir", "", "keep each model's prefix cache here across restarts (keyed by the weights' digest and the KV type; "+
+		"a corrupt or stale entry is logged and ignored); empty: in memory only")
 	fs.Duration(&o.Drain, "drain-timeout", 5*time.Minute, "how long a superseded model generation may finish its requests before they are cancelled")
 	fs.String(&c.AuthToken, "auth-token", "", "require this bearer token on every call but health checks")
 	c.files.tls.Bind(fs)

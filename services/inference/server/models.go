@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -224,6 +225,11 @@ type modelConfig struct {
 	// models hold of the budget (memory.go; 0: no limit).
 	memory func(id string) (avail, held int64)
 	log    *slog.Logger
+	// cacheDir is Options.KVCacheDir; weights names the weights a model
+	// entry is opened with (the SHA-256 of its source file, "" unknown),
+	// which the persisted prefix cache is keyed by.
+	cacheDir string
+	weights  string
 }
 
 // applyLoadOptions sets what the loader chose for one model (its context
@@ -293,6 +299,7 @@ func newEntry(id string, gen uint64, src model.Source, cfg modelConfig, closers 
 		cfg.log.Info("memory plan", "model_id", id, "generation", gen, "memory", fit, "kv_budget", runtime.FormatBytes(sc.KVBudget),
 			"reserved", runtime.FormatBytes(reserved))
 	}
+	persistCache(id, cfg, &sc)
 	sc.Hooks = cfg.tel.SchedulerHooks(id)
 	e.sched = sched.New(m, sc)
 	e.closers = append(e.closers, closerFunc(func() error {
@@ -309,6 +316,30 @@ func newEntry(id string, gen uint64, src model.Source, cfg modelConfig, closers 
 	e.closers = append(e.closers, closerFunc(func() error { e.unobserve(); return nil }))
 	e.info = describe(id, gen, src, m, e.sched.Config(), ownTemplate)
 	return e, nil
+}
+
+// persistCache points sc's prefix cache at its directory under
+// --kv-cache-dir, keyed by the weights and the KV type so that a block is
+// only ever read back into the model and cache type that wrote it. A plain
+// GGUF file has no digest to key by (hashing gigabytes at every start would
+// cost more than the cache saves): its cache stays in memory.
+func persistCache(id string, cfg modelConfig, sc *sched.Config) {
+	if cfg.cacheDir == "" || sc.CacheBudget == 0 {
+		return
+	}
+	if cfg.weights == "" {
+		if cfg.log != nil {
+			cfg.log.Info("prefix cache not persisted: a GGUF file has no digest to key it by (serve the packed file)", "model_id", id)
+		}
+		return
+	}
+	sc.CacheDir = filepath.Join(cfg.cacheDir, id)
+	sc.CacheKey = cfg.weights + "/" + sc.KVType.String()
+	sc.CacheFileError = func(path string, err error) {
+		if cfg.log != nil {
+			cfg.log.Warn("ignoring a persisted KV cache block", "model_id", id, "path", path, "err", err)
+		}
+	}
 }
 
 type closerFunc func() error
@@ -355,6 +386,7 @@ func openFile(path, id string, cfg modelConfig) (*entry, error) {
 		if err != nil {
 			return nil, err
 		}
+		cfg.weights = fmt.Sprintf("%x", sha256.Sum256(models.Stories))
 		return newEntry(id, 0, model.FromGGUF(f), cfg)
 	}
 	if pf, err := pack.Open(path); err == nil {
@@ -362,6 +394,7 @@ func openFile(path, id string, cfg modelConfig) (*entry, error) {
 			pf.Close()
 			return nil, err
 		}
+		cfg.weights = fmt.Sprintf("%x", pf.Header.SourceDigest)
 		return newEntry(id, pf.Header.Generation, model.FromPack(pf), cfg, pf)
 	} else if !errors.Is(err, pack.ErrBadMagic) {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -412,6 +445,7 @@ func openPublished(pm *corelmv1.PublishedModel, cfg modelConfig) (*entry, error)
 		return nil, err
 	}
 	applyLoadOptions(&cfg.sched, pm.GetOptions())
+	cfg.weights = fmt.Sprintf("%x", pf.Header.SourceDigest)
 	// Closed last: the lease goes once the mapping has.
 	handed = true
 	return newEntry(pm.GetModelId(), pm.GetGeneration(), model.FromPack(pf), cfg, lease, pf)

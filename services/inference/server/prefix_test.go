@@ -1,6 +1,13 @@
 package server
 
 import (
+	"bytes"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
@@ -12,33 +19,10 @@ import (
 // request reports none.
 func TestCachedTokens(t *testing.T) {
 	client, _ := serveInProcess(t, Options{Threads: 1})
-	temp := float32(0)
 	story := "Once upon a time there was a little girl who lived in a village near the forest. She liked to play with her dog every day."
 	gen := func(text string, cache *bool) (*corelmv1.GenerateFinal, string) {
 		t.Helper()
-		stream, err := client.GenerateStream(t.Context(), &corelmv1.GenerateStart{
-			ModelId: "stories", MaxTokens: 12, Sampling: &corelmv1.SamplingParams{Temperature: &temp},
-			Prompt: &corelmv1.GenerateStart_Text{Text: text}, Cache: cache,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out string
-		var final *corelmv1.GenerateFinal
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				break
-			}
-			out += resp.GetToken().GetText()
-			if f := resp.GetFinal(); f != nil {
-				final = f
-			}
-		}
-		if final == nil {
-			t.Fatal("no final frame")
-		}
-		return final, out
+		return greedy(t, client, text, 12, cache)
 	}
 	first, _ := gen(story, nil)
 	if c := first.GetUsage().GetCachedTokens(); c != 0 {
@@ -58,4 +42,109 @@ func TestCachedTokens(t *testing.T) {
 	if got != want || got == "" {
 		t.Errorf("with the cache %q, without %q", got, want)
 	}
+}
+
+// greedy runs one greedy generation of maxTokens on the stories model and
+// returns its final frame and text.
+func greedy(t *testing.T, client corelmv1.InferenceServiceClient, text string, maxTokens int32, cache *bool) (*corelmv1.GenerateFinal, string) {
+	t.Helper()
+	temp := float32(0)
+	stream, err := client.GenerateStream(t.Context(), &corelmv1.GenerateStart{
+		ModelId: "stories", MaxTokens: maxTokens, Sampling: &corelmv1.SamplingParams{Temperature: &temp},
+		Prompt: &corelmv1.GenerateStart_Text{Text: text}, Cache: cache,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	var final *corelmv1.GenerateFinal
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			break
+		}
+		out += resp.GetToken().GetText()
+		if f := resp.GetFinal(); f != nil {
+			final = f
+			out += f.GetText()
+		}
+	}
+	if final == nil {
+		t.Fatal("no final frame")
+	}
+	return final, out
+}
+
+// TestKVCacheDirSurvivesRestart: with --kv-cache-dir a restarted server
+// answers a prompt it saw before from the persisted prefix cache (cached
+// tokens in the usage, the same text); with the persisted blocks corrupted
+// it logs each one, ignores it and still answers right.
+func TestKVCacheDirSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	prompt := strings.Repeat("Once upon a time there was a little girl who lived in a village near the forest. ", 4)
+	var logs syncBuffer
+	opts := Options{Threads: 1, KVCacheDir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+
+	client, stop := serveInProcess(t, opts)
+	first, want := greedy(t, client, prompt, 8, nil)
+	stop() // the model's scheduler writes its cache as it stops
+	files, _ := filepath.Glob(filepath.Join(dir, "stories", "*"))
+	if len(files) == 0 {
+		t.Fatalf("nothing persisted in %s", dir)
+	}
+
+	client, stop = serveInProcess(t, opts)
+	warm, got := greedy(t, client, prompt, 8, nil)
+	stop()
+	if c := warm.GetUsage().GetCachedTokens(); c < 64 || got != want {
+		t.Errorf("after a restart: %d of %d prompt tokens cached, text %q; want ≥ 64 and %q", c, first.GetUsage().GetPromptTokens(), got, want)
+	}
+
+	var blocks []string
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			blocks = append(blocks, path)
+		}
+		return nil
+	})
+	if len(blocks) == 0 {
+		t.Fatalf("no persisted block files under %s", dir)
+	}
+	for _, f := range blocks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0xff
+		if err := os.WriteFile(f, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client, stop = serveInProcess(t, opts)
+	cold, got := greedy(t, client, prompt, 8, nil)
+	stop()
+	if c := cold.GetUsage().GetCachedTokens(); c != 0 || got != want {
+		t.Errorf("corrupt cache: %d cached tokens, text %q; want 0 and %q", c, got, want)
+	}
+	if n := strings.Count(logs.String(), "ignoring a persisted KV cache block"); n == 0 {
+		t.Errorf("no log line for the corrupt blocks:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer a logger and the test may use at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -39,6 +39,10 @@ type Options struct {
 	MemoryBudget int64
 	// StepTokens caps the tokens of one forward step [sched.DefaultStepTokens].
 	StepTokens int
+	// KVCacheDir, when set, keeps each model's prefix cache across
+	// restarts: written there when a model generation stops, read back
+	// when one of the same weights and KV type starts ("": in memory only).
+	KVCacheDir string
 	// Drain is how long a superseded generation may finish its requests
 	// before they are cancelled [5m].
 	Drain time.Duration
@@ -99,7 +103,8 @@ func (s *Server) modelConfig() modelConfig {
 	o := s.opts
 	return modelConfig{threads: o.Threads, tel: s.telemetry(), sched: sched.Config{MaxSeqs: o.MaxSeqs, MaxQueue: o.MaxQueue,
 		Context: o.Context, KVType: o.KVType, KVBudget: o.Budget, StepTokens: o.StepTokens},
-		memory: func(id string) (int64, int64) { return s.models.memoryFor(id, o.MemoryBudget) }, log: s.log}
+		memory: func(id string) (int64, int64) { return s.models.memoryFor(id, o.MemoryBudget) }, log: s.log,
+		cacheDir: o.KVCacheDir}
 }
 
 // ServeFile serves a model file directly, without a loader: a GGUF file, a
