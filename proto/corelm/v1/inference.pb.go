@@ -1920,8 +1920,21 @@ type ModelStatus struct {
 	ActiveSequences int32                  `protobuf:"varint,3,opt,name=active_sequences,json=activeSequences,proto3" json:"active_sequences,omitempty"`
 	QueuedRequests  int32                  `protobuf:"varint,4,opt,name=queued_requests,json=queuedRequests,proto3" json:"queued_requests,omitempty"`
 	KvBytesInUse    int64                  `protobuf:"varint,5,opt,name=kv_bytes_in_use,json=kvBytesInUse,proto3" json:"kv_bytes_in_use,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	KvBytesBudget   int64                  `protobuf:"varint,6,opt,name=kv_bytes_budget,json=kvBytesBudget,proto3" json:"kv_bytes_budget,omitempty"`
+	// The prefix cache: KV blocks no sequence holds, kept for reuse (bytes
+	// and their budget, within kv_bytes_budget), and since the model
+	// generation started: requests that reused a cached prefix (hits) or
+	// found none (misses), the prompt tokens reused, blocks evicted, and
+	// sequences preempted for want of KV blocks (they resume later).
+	CacheBytes       int64  `protobuf:"varint,7,opt,name=cache_bytes,json=cacheBytes,proto3" json:"cache_bytes,omitempty"`
+	CacheBytesBudget int64  `protobuf:"varint,8,opt,name=cache_bytes_budget,json=cacheBytesBudget,proto3" json:"cache_bytes_budget,omitempty"`
+	CacheHits        uint64 `protobuf:"varint,9,opt,name=cache_hits,json=cacheHits,proto3" json:"cache_hits,omitempty"`
+	CacheMisses      uint64 `protobuf:"varint,10,opt,name=cache_misses,json=cacheMisses,proto3" json:"cache_misses,omitempty"`
+	CachedTokens     uint64 `protobuf:"varint,11,opt,name=cached_tokens,json=cachedTokens,proto3" json:"cached_tokens,omitempty"`
+	CacheEvictions   uint64 `protobuf:"varint,12,opt,name=cache_evictions,json=cacheEvictions,proto3" json:"cache_evictions,omitempty"`
+	Preempted        uint64 `protobuf:"varint,13,opt,name=preempted,proto3" json:"preempted,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ModelStatus) Reset() {
@@ -1985,6 +1998,62 @@ func (x *ModelStatus) GetQueuedRequests() int32 {
 func (x *ModelStatus) GetKvBytesInUse() int64 {
 	if x != nil {
 		return x.KvBytesInUse
+	}
+	return 0
+}
+
+func (x *ModelStatus) GetKvBytesBudget() int64 {
+	if x != nil {
+		return x.KvBytesBudget
+	}
+	return 0
+}
+
+func (x *ModelStatus) GetCacheBytes() int64 {
+	if x != nil {
+		return x.CacheBytes
+	}
+	return 0
+}
+
+func (x *ModelStatus) GetCacheBytesBudget() int64 {
+	if x != nil {
+		return x.CacheBytesBudget
+	}
+	return 0
+}
+
+func (x *ModelStatus) GetCacheHits() uint64 {
+	if x != nil {
+		return x.CacheHits
+	}
+	return 0
+}
+
+func (x *ModelStatus) GetCacheMisses() uint64 {
+	if x != nil {
+		return x.CacheMisses
+	}
+	return 0
+}
+
+func (x *ModelStatus) GetCachedTokens() uint64 {
+	if x != nil {
+		return x.CachedTokens
+	}
+	return 0
+}
+
+func (x *ModelStatus) GetCacheEvictions() uint64 {
+	if x != nil {
+		return x.CacheEvictions
+	}
+	return 0
+}
+
+func (x *ModelStatus) GetPreempted() uint64 {
+	if x != nil {
+		return x.Preempted
 	}
 	return 0
 }
@@ -2147,7 +2216,7 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\x0fqueued_requests\x18\x02 \x01(\x05R\x0equeuedRequests\x12%\n" +
 	"\x0fkv_bytes_in_use\x18\x03 \x01(\x03R\fkvBytesInUse\x12&\n" +
 	"\x0fkv_bytes_budget\x18\x04 \x01(\x03R\rkvBytesBudget\x12.\n" +
-	"\x06models\x18\x05 \x03(\v2\x16.corelm.v1.ModelStatusR\x06models\"\xc3\x01\n" +
+	"\x06models\x18\x05 \x03(\v2\x16.corelm.v1.ModelStatusR\x06models\"\xe8\x03\n" +
 	"\vModelStatus\x12\x19\n" +
 	"\bmodel_id\x18\x01 \x01(\tR\amodelId\x12\x1e\n" +
 	"\n" +
@@ -2155,7 +2224,18 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"generation\x12)\n" +
 	"\x10active_sequences\x18\x03 \x01(\x05R\x0factiveSequences\x12'\n" +
 	"\x0fqueued_requests\x18\x04 \x01(\x05R\x0equeuedRequests\x12%\n" +
-	"\x0fkv_bytes_in_use\x18\x05 \x01(\x03R\fkvBytesInUse*\xb6\x01\n" +
+	"\x0fkv_bytes_in_use\x18\x05 \x01(\x03R\fkvBytesInUse\x12&\n" +
+	"\x0fkv_bytes_budget\x18\x06 \x01(\x03R\rkvBytesBudget\x12\x1f\n" +
+	"\vcache_bytes\x18\a \x01(\x03R\n" +
+	"cacheBytes\x12,\n" +
+	"\x12cache_bytes_budget\x18\b \x01(\x03R\x10cacheBytesBudget\x12\x1d\n" +
+	"\n" +
+	"cache_hits\x18\t \x01(\x04R\tcacheHits\x12!\n" +
+	"\fcache_misses\x18\n" +
+	" \x01(\x04R\vcacheMisses\x12#\n" +
+	"\rcached_tokens\x18\v \x01(\x04R\fcachedTokens\x12'\n" +
+	"\x0fcache_evictions\x18\f \x01(\x04R\x0ecacheEvictions\x12\x1c\n" +
+	"\tpreempted\x18\r \x01(\x04R\tpreempted*\xb6\x01\n" +
 	"\fFinishReason\x12\x1d\n" +
 	"\x19FINISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FINISH_REASON_STOP\x10\x01\x12\x18\n" +

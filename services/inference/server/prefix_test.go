@@ -42,6 +42,15 @@ func TestCachedTokens(t *testing.T) {
 	if got != want || got == "" {
 		t.Errorf("with the cache %q, without %q", got, want)
 	}
+	st, err := client.GetStatus(t.Context(), &corelmv1.GetStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := st.GetModels()[0]
+	if m.GetCacheHits() < 1 || m.GetCacheMisses() < 1 || m.GetCachedTokens() != uint64(again.GetUsage().GetCachedTokens()) ||
+		m.GetCacheBytes() <= 0 || m.GetCacheBytesBudget() < m.GetCacheBytes() || m.GetKvBytesBudget() <= 0 {
+		t.Errorf("GetStatus: %v", m)
+	}
 }
 
 // greedy runs one greedy generation of maxTokens on the stories model and

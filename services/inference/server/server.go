@@ -216,7 +216,9 @@ func (s *Server) GetStatus(ctx context.Context, req *corelmv1.GetStatusRequest) 
 		st := e.sched.Stats()
 		resp.Models = append(resp.Models, &corelmv1.ModelStatus{
 			ModelId: e.id, Generation: e.gen, ActiveSequences: int32(st.Active),
-			QueuedRequests: int32(st.Queued), KvBytesInUse: st.KVBytesInUse,
+			QueuedRequests: int32(st.Queued), KvBytesInUse: st.KVBytesInUse, KvBytesBudget: st.KVBudget,
+			CacheBytes: st.CacheBytes, CacheBytesBudget: st.CacheBudget, CacheHits: st.CacheHits, CacheMisses: st.CacheMisses,
+			CachedTokens: st.CachedTokens, CacheEvictions: st.CacheEvictions, Preempted: st.Preempted,
 		})
 		resp.KvBytesBudget += st.KVBudget
 	}
