@@ -205,18 +205,34 @@ class ModelInfo(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., architecture: _Optional[str] = ..., generation: _Optional[int] = ..., context_length: _Optional[int] = ..., max_context: _Optional[int] = ..., vocab_size: _Optional[int] = ..., weight_bytes: _Optional[int] = ..., kv_type: _Optional[_Union[_loader_pb2.KVType, str]] = ..., has_chat_template: bool = ..., weight_formats: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[ModelState, str]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ["active_sequences", "generation", "kv_bytes_in_use", "model_id", "queued_requests"]
+    __slots__ = ["active_sequences", "cache_bytes", "cache_bytes_budget", "cache_evictions", "cache_hits", "cache_misses", "cached_tokens", "generation", "kv_bytes_budget", "kv_bytes_in_use", "model_id", "preempted", "queued_requests"]
     ACTIVE_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_BYTES_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CACHE_EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_MISSES_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    KV_BYTES_BUDGET_FIELD_NUMBER: _ClassVar[int]
     KV_BYTES_IN_USE_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTED_FIELD_NUMBER: _ClassVar[int]
     QUEUED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     active_sequences: int
+    cache_bytes: int
+    cache_bytes_budget: int
+    cache_evictions: int
+    cache_hits: int
+    cache_misses: int
+    cached_tokens: int
     generation: int
+    kv_bytes_budget: int
     kv_bytes_in_use: int
     model_id: str
+    preempted: int
     queued_requests: int
-    def __init__(self, model_id: _Optional[str] = ..., generation: _Optional[int] = ..., active_sequences: _Optional[int] = ..., queued_requests: _Optional[int] = ..., kv_bytes_in_use: _Optional[int] = ...) -> None: ...
+    def __init__(self, model_id: _Optional[str] = ..., generation: _Optional[int] = ..., active_sequences: _Optional[int] = ..., queued_requests: _Optional[int] = ..., kv_bytes_in_use: _Optional[int] = ..., kv_bytes_budget: _Optional[int] = ..., cache_bytes: _Optional[int] = ..., cache_bytes_budget: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cache_evictions: _Optional[int] = ..., preempted: _Optional[int] = ...) -> None: ...
 
 class PromptProgress(_message.Message):
     __slots__ = ["processed_tokens", "total_tokens"]
