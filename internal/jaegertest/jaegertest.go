@@ -18,7 +18,6 @@
 package jaegertest
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -27,10 +26,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/corelm/corelm/internal/syncbuf"
 )
 
 // Version is the Jaeger release the harness is written for.
@@ -54,7 +54,7 @@ type Jaeger struct {
 	ports  ports
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the process has exited
-	log    syncBuffer
+	log    syncbuf.Buffer
 	http   *http.Client
 }
 
@@ -310,22 +310,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// syncBuffer is a bytes.Buffer the process and the test may use at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/corelm/corelm/internal/servicetest"
+	"github.com/corelm/corelm/internal/syncbuf"
 	"github.com/corelm/corelm/models"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 	"github.com/corelm/corelm/services/internal/telemetry"
@@ -33,7 +34,7 @@ import (
 // started it (the others' "load model" spans link to it); a model the
 // loader cannot find is NotFound.
 func TestLoadOnDemand(t *testing.T) {
-	x := &traced{spans: tracetest.NewInMemoryExporter(), logs: &lockedBuffer{}}
+	x := &traced{spans: tracetest.NewInMemoryExporter(), logs: &syncbuf.Buffer{}}
 	var err error
 	x.tel, err = telemetry.Setup(t.Context(), telemetry.Options{ServiceName: "corelm", Getenv: func(string) string { return "" }, SpanExporter: x.spans})
 	if err != nil {

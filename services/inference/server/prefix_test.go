@@ -1,15 +1,14 @@
 package server
 
 import (
-	"bytes"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/corelm/corelm/internal/syncbuf"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
@@ -91,7 +90,7 @@ func greedy(t *testing.T, client corelmv1.InferenceServiceClient, text string, m
 func TestKVCacheDirSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	prompt := strings.Repeat("Once upon a time there was a little girl who lived in a village near the forest. ", 4)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	opts := Options{Threads: 1, KVCacheDir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 
 	client, stop := serveInProcess(t, opts)
@@ -138,22 +137,4 @@ func TestKVCacheDirSurvivesRestart(t *testing.T) {
 	if n := strings.Count(logs.String(), "ignoring a persisted KV cache block"); n == 0 {
 		t.Errorf("no log line for the corrupt blocks:\n%s", logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer a logger and the test may use at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/corelm/corelm/internal/syncbuf"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 	"github.com/corelm/corelm/services/internal/telemetry"
 )
@@ -29,30 +29,13 @@ type traced struct {
 	tel    *telemetry.Telemetry
 	spans  *tracetest.InMemoryExporter
 	reader *sdkmetric.ManualReader
-	logs   *lockedBuffer
+	logs   *syncbuf.Buffer
 	n      int // calls made, for distinct trace ids
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func newTraced(t *testing.T, tr Tracing) *traced {
 	t.Helper()
-	x := &traced{spans: tracetest.NewInMemoryExporter(), reader: sdkmetric.NewManualReader(), logs: &lockedBuffer{}}
+	x := &traced{spans: tracetest.NewInMemoryExporter(), reader: sdkmetric.NewManualReader(), logs: &syncbuf.Buffer{}}
 	var err error
 	x.tel, err = telemetry.Setup(t.Context(), telemetry.Options{ServiceName: "corelm-inference",
 		Getenv: func(string) string { return "" }, SpanExporter: x.spans, MetricReader: x.reader})

@@ -1,7 +1,6 @@
 package grpcserver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -18,6 +17,8 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/corelm/corelm/internal/syncbuf"
 )
 
 // testService panics in EmptyCall and holds FullDuplexCall open until the
@@ -35,24 +36,6 @@ func (s testService) FullDuplexCall(stream testpb.TestService_FullDuplexCallServ
 	close(s.entered)
 	<-stream.Context().Done()
 	return stream.Context().Err()
-}
-
-// syncBuffer is a log sink the server's goroutines write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // start serves a testService with opts on loopback and returns a client
@@ -149,7 +132,7 @@ func TestAuth(t *testing.T) {
 // TestPanic: a panicking handler gives the client Internal without the
 // panic's text, and logs the panic with its stack.
 func TestPanic(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	for _, toStatus := range []func(error) error{nil, func(err error) error { return status.Error(codes.Internal, err.Error()) }} {
 		_, cc, _ := start(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), ToStatus: toStatus})
 		_, err := testpb.NewTestServiceClient(cc).EmptyCall(t.Context(), &testpb.Empty{})

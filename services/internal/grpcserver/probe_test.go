@@ -7,12 +7,14 @@ import (
 
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	"github.com/corelm/corelm/internal/syncbuf"
 )
 
 // TestProbesLogAtDebug: health checks and reflection calls log their
 // "finished call" line at debug, other calls at info.
 func TestProbesLogAtDebug(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	s, cc, _ := start(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	s.SetServing()
 	healthOf(t, cc, "")
