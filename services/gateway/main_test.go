@@ -95,34 +95,13 @@ func greedy(t *testing.T, c corelmv1.InferenceServiceClient, prompt string, maxT
 // completions, whole and streamed, give the text of a direct gRPC
 // generation, the usage and the client's NotFoundError.
 func TestOpenAINode(t *testing.T) {
-	node, errNode := exec.LookPath("node")
-	npm, errNpm := exec.LookPath("npm")
-	if errNode != nil || errNpm != nil {
-		t.Skip("node and npm are needed")
-	}
-	dir, err := filepath.Abs("../../clients/openai-node")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "openai")); err != nil {
-		cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci: %v\n%s", err, out)
-		}
-	}
+	node, dir := servicetest.NodeClient(t, "../../clients/openai-node", "openai")
 	url, client := startGateway(t, "--auth-token", "sesame")
 	const prompt = "Once upon a time"
 	wantChat, wantText := greedy(t, client, prompt, 24, true), greedy(t, client, prompt, 24, false)
 
-	cmd := exec.CommandContext(t.Context(), node, "openai.mjs", "--base-url", url+"/v1", "--model", "stories",
+	out := servicetest.ClientOutput(t, dir, node, "openai.mjs", "--base-url", url+"/v1", "--model", "stories",
 		"--prompt", prompt, "--max-tokens", "24", "--api-key", "sesame")
-	cmd.Dir = dir
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("node: %v", err)
-	}
 	type result struct {
 		Text         string `json:"text"`
 		FinishReason string `json:"finish_reason"`
@@ -243,33 +222,12 @@ func descriptorSet(t *testing.T) string {
 // HTTP/1.1), over Connect (JSON) and gRPC-Web (binary), when node and npm
 // are installed: both give the direct gRPC call's text.
 func TestConnectNode(t *testing.T) {
-	node, errNode := exec.LookPath("node")
-	npm, errNpm := exec.LookPath("npm")
-	if errNode != nil || errNpm != nil {
-		t.Skip("node and npm are needed")
-	}
-	dir, err := filepath.Abs("../../clients/connect-node")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@connectrpc", "connect-web")); err != nil {
-		cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci: %v\n%s", err, out)
-		}
-	}
+	node, dir := servicetest.NodeClient(t, "../../clients/connect-node", "@connectrpc/connect-web")
 	url, client := startGateway(t)
 	const prompt = "Once upon a time"
 	want := greedy(t, client, prompt, 16, false)
-	cmd := exec.CommandContext(t.Context(), node, "stream.mjs", "--base-url", url, "--descriptors", descriptorSet(t),
+	out := servicetest.ClientOutput(t, dir, node, "stream.mjs", "--base-url", url, "--descriptors", descriptorSet(t),
 		"--model", "stories", "--prompt", prompt, "--max-tokens", "16")
-	cmd.Dir = dir
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("node: %v", err)
-	}
 	type result struct {
 		Text             string `json:"text"`
 		Tokens           int    `json:"tokens"`

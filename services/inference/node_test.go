@@ -2,9 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -15,22 +12,7 @@ import (
 // Node.js client in clients/node (GenerateStream and the bidi Generate),
 // when node and npm are installed.
 func TestNodeClient(t *testing.T) {
-	node, errNode := exec.LookPath("node")
-	npm, errNpm := exec.LookPath("npm")
-	if errNode != nil || errNpm != nil {
-		t.Skip("node and npm are needed")
-	}
-	dir, err := filepath.Abs("../../clients/node")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@grpc", "grpc-js")); err != nil {
-		cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci: %v\n%s", err, out)
-		}
-	}
+	node, dir := servicetest.NodeClient(t, "../../clients/node", "@grpc/grpc-js")
 	p := start(t, "inference", "--model-file", "stories")
 	_, want, wantText := servicetest.Greedy(t, "Once upon a time", 32)
 	for _, mode := range []string{"stream", "bidi"} {
@@ -39,23 +21,8 @@ func TestNodeClient(t *testing.T) {
 		if mode == "bidi" {
 			args = append(args, "--bidi")
 		}
-		cmd := exec.CommandContext(t.Context(), node, args...)
-		cmd.Dir = dir
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("%s: node: %v", mode, err)
-		}
-		var got struct {
-			IDs   []int32 `json:"ids"`
-			Text  string  `json:"text"`
-			Final struct {
-				FinishReason string `json:"finish_reason"`
-				Usage        struct {
-					CompletionTokens int `json:"completion_tokens"`
-				} `json:"usage"`
-			} `json:"final"`
-		}
+		out := servicetest.ClientOutput(t, dir, node, args...)
+		var got clientResult
 		if err := json.Unmarshal(out, &got); err != nil {
 			t.Fatalf("%s: %v in %q", mode, err, out)
 		}
@@ -66,4 +33,17 @@ func TestNodeClient(t *testing.T) {
 			t.Errorf("%s: final %+v", mode, got.Final)
 		}
 	}
+}
+
+// clientResult is one generation as the Node.js and Python clients print it
+// with --json.
+type clientResult struct {
+	IDs   []int32 `json:"ids"`
+	Text  string  `json:"text"`
+	Final struct {
+		FinishReason string `json:"finish_reason"`
+		Usage        struct {
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
+	} `json:"final"`
 }

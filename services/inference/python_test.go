@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/corelm/corelm/internal/servicetest"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
@@ -55,28 +56,12 @@ func TestPythonClient(t *testing.T) {
 	}
 	p := start(t, "inference", "--model-file", "stories")
 	const cancelAfter = 6
-	cmd := exec.CommandContext(t.Context(), python, "generate.py", "--addr", p.Addr, "--model", "stories",
+	out := servicetest.ClientOutput(t, dir, python, "generate.py", "--addr", p.Addr, "--model", "stories",
 		"--prompt", "Once upon a time", "--max-tokens", "32", "--prompt-b", "The cat",
 		"--cancel-after", strconv.Itoa(cancelAfter), "--temperature", "0", "--json")
-	cmd.Dir = dir
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("python: %v", err)
-	}
-	type request struct {
-		IDs   []int32 `json:"ids"`
-		Text  string  `json:"text"`
-		Final struct {
-			FinishReason string `json:"finish_reason"`
-			Usage        struct {
-				CompletionTokens int `json:"completion_tokens"`
-			} `json:"usage"`
-		} `json:"final"`
-	}
 	var got struct {
-		Requests map[string]request `json:"requests"`
-		Order    []string           `json:"order"`
+		Requests map[string]clientResult `json:"requests"`
+		Order    []string                `json:"order"`
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("%v in %q", err, out)
