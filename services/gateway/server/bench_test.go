@@ -7,9 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -19,7 +17,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/corelm/corelm/internal/servicetest"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 	inference "github.com/corelm/corelm/services/inference/server"
 )
@@ -251,21 +248,7 @@ func gatewayTiming(ctx context.Context, hc *http.Client, url string, body []byte
 // make every goroutine wait for a kernel thread and measure the scheduler).
 func benchStack(b *testing.B, file string) (string, corelmv1.InferenceServiceClient) {
 	b.Helper()
-	conn, _ := servicetest.Serve(b, func(ctx context.Context, lis net.Listener) error {
-		return inference.Serve(ctx, lis, inference.Config{Options: inference.Options{Threads: 1}, ModelFile: file, ModelID: "bench", Grace: 10 * time.Second})
-	})
-	gw, err := New(Config{Inference: conn.Target()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { gw.Close() })
-	ts := httptest.NewUnstartedServer(gw)
-	ts.Config.Protocols = new(http.Protocols) // as Serve: HTTP/1.1 and cleartext HTTP/2
-	ts.Config.Protocols.SetHTTP1(true)
-	ts.Config.Protocols.SetUnencryptedHTTP2(true)
-	ts.Start()
-	b.Cleanup(ts.Close)
-	return ts.URL, corelmv1.NewInferenceServiceClient(conn)
+	return serveStack(b, Config{}, inference.Config{Options: inference.Options{Threads: 1}, ModelFile: file, ModelID: "bench"})
 }
 
 // waitReady retries start until the model has loaded (a large file is

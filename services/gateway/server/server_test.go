@@ -31,22 +31,32 @@ func startStack(t *testing.T, cfg Config, opts inference.Options) *stack {
 	if opts.Threads == 0 {
 		opts.Threads = 1
 	}
-	conn, _ := servicetest.Serve(t, func(ctx context.Context, lis net.Listener) error {
-		return inference.Serve(ctx, lis, inference.Config{Options: opts, ModelFile: inference.EmbeddedModel, ModelID: "stories", Grace: 10 * time.Second})
+	url, client := serveStack(t, cfg, inference.Config{Options: opts, ModelFile: inference.EmbeddedModel, ModelID: "stories"})
+	return &stack{url: url, client: client}
+}
+
+// serveStack serves icfg from an in-process inference server behind a
+// gateway configured as cfg, and returns the gateway's URL and a direct
+// client of inference; both stop at the test's end.
+func serveStack(tb testing.TB, cfg Config, icfg inference.Config) (string, corelmv1.InferenceServiceClient) {
+	tb.Helper()
+	icfg.Grace = 10 * time.Second
+	conn, _ := servicetest.Serve(tb, func(ctx context.Context, lis net.Listener) error {
+		return inference.Serve(ctx, lis, icfg)
 	})
 	cfg.Inference = conn.Target()
 	gw, err := New(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { gw.Close() })
+	tb.Cleanup(func() { gw.Close() })
 	ts := httptest.NewUnstartedServer(gw)
 	ts.Config.Protocols = new(http.Protocols) // as Serve: HTTP/1.1 and cleartext HTTP/2
 	ts.Config.Protocols.SetHTTP1(true)
 	ts.Config.Protocols.SetUnencryptedHTTP2(true)
 	ts.Start()
-	t.Cleanup(ts.Close)
-	return &stack{url: ts.URL, client: corelmv1.NewInferenceServiceClient(conn)}
+	tb.Cleanup(ts.Close)
+	return ts.URL, corelmv1.NewInferenceServiceClient(conn)
 }
 
 // post sends body as JSON and returns the response (closed at the test's
