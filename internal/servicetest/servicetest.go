@@ -30,6 +30,7 @@ import (
 	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/model"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
+	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
 // stopWait is how long a process gets to exit after SIGTERM.
@@ -296,6 +297,27 @@ func waitStatus(ctx context.Context, conn *grpc.ClientConn, service string, want
 		if resp.GetStatus() == want {
 			return nil
 		}
+	}
+}
+
+// WaitIdle polls an inference server's GetStatus until no sequence is
+// active or queued and no KV memory is in use, failing the test when that
+// has not happened within that time.
+func WaitIdle(t testing.TB, c corelmv1.InferenceServiceClient, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		s, err := c.GetStatus(t.Context(), &corelmv1.GetStatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.GetActiveSequences() == 0 && s.GetQueuedRequests() == 0 && s.GetKvBytesInUse() == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server still busy after %v: %v", within, s)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 

@@ -263,26 +263,7 @@ func TestE2EMultiplexCancel(t *testing.T) {
 	if firstB < 0 || !slices.Contains(order[firstB:lastB], "c") {
 		t.Errorf("streams did not interleave: %v", order)
 	}
-	waitIdle(t, st.client)
-}
-
-// waitIdle polls the status RPC until no sequence is active.
-func waitIdle(t *testing.T, c corelmv1.InferenceServiceClient) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s, err := c.GetStatus(t.Context(), &corelmv1.GetStatusRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.GetActiveSequences() == 0 && s.GetQueuedRequests() == 0 && s.GetKvBytesInUse() == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server still busy: %v", s)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	servicetest.WaitIdle(t, st.client, 5*time.Second)
 }
 
 func TestE2EClientGoneFreesSlot(t *testing.T) {
@@ -307,7 +288,7 @@ func TestE2EClientGoneFreesSlot(t *testing.T) {
 	// Stop reading so the sequence is paused on backpressure or still
 	// running, then vanish.
 	cancel()
-	waitIdle(t, st.client)
+	servicetest.WaitIdle(t, st.client, 5*time.Second)
 }
 
 func TestE2EGenerationSwitch(t *testing.T) {
@@ -332,7 +313,7 @@ func TestE2EGenerationSwitch(t *testing.T) {
 	if !slices.Equal(first.ids, want) {
 		t.Errorf("generation across the switch: %d tokens, want %d equal to Generate", len(first.ids), len(want))
 	}
-	waitIdle(t, st.client)
+	servicetest.WaitIdle(t, st.client, 5*time.Second)
 }
 
 func mustGeneration(t *testing.T, c corelmv1.InferenceServiceClient) uint64 {

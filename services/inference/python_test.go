@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corelm/corelm/internal/servicetest"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
@@ -106,7 +107,7 @@ func TestPythonClient(t *testing.T) {
 	if first < 0 || !slices.Contains(got.Order[first:last], "b") {
 		t.Errorf("streams did not interleave: %v", got.Order)
 	}
-	waitIdle(t, c)
+	servicetest.WaitIdle(t, c, 5*time.Second)
 }
 
 // TestPythonStubs checks that the committed stubs in clients/python/corelm

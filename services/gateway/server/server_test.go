@@ -407,20 +407,7 @@ func TestDisconnectCancels(t *testing.T) {
 		t.Fatalf("status while streaming: %v", status)
 	}
 	cancel() // the HTTP client goes away
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		s, err := st.client.GetStatus(t.Context(), &corelmv1.GetStatusRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.GetActiveSequences() == 0 && s.GetQueuedRequests() == 0 && s.GetKvBytesInUse() == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("generation still running after the client left: %v", s)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	servicetest.WaitIdle(t, st.client, 2*time.Second)
 }
 
 func TestAuth(t *testing.T) {
