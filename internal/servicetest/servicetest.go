@@ -250,6 +250,28 @@ func Serve(t testing.TB, serve func(ctx context.Context, lis net.Listener) error
 	return conn, stop
 }
 
+// ServeAt runs serve in the test process on a loopback listener until the
+// test ends and returns its address at once. Unlike Serve it neither dials
+// nor waits for health: for servers that take TLS, or that are not meant
+// to become ready. The test fails if serve returns an error.
+func ServeAt(t testing.TB, serve func(ctx context.Context, lis net.Listener) error) (addr string) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, lis) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return lis.Addr().String()
+}
+
 // ServeGRPC runs a bare gRPC server on a loopback port with the services
 // register registers (fakes, a health server), until the test ends, and
 // returns its address. Unlike Serve it waits for no health.

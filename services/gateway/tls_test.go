@@ -26,24 +26,12 @@ func TestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- inference.Serve(ctx, lis, inference.Config{Options: inference.Options{Threads: 1}, TLS: infTLS,
+	addr := servicetest.ServeAt(t, func(ctx context.Context, lis net.Listener) error {
+		return inference.Serve(ctx, lis, inference.Config{Options: inference.Options{Threads: 1}, TLS: infTLS,
 			ModelFile: inference.EmbeddedModel, ModelID: "stories", Grace: 5 * time.Second})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("inference: %v", err)
-		}
 	})
 
-	cmd := exec.Command(servicetest.Binary(t, "."), "--listen", "127.0.0.1:0", "--inference", lis.Addr().String(),
+	cmd := exec.Command(servicetest.Binary(t, "."), "--listen", "127.0.0.1:0", "--inference", addr,
 		"--tls-cert", gwPair.CertFile, "--tls-key", gwPair.KeyFile,
 		"--inference-tls-ca", ca.CertFile, "--inference-client-cert", gwClient.CertFile, "--inference-client-key", gwClient.KeyFile)
 	p := servicetest.Start(t, cmd, servicetest.ServingAddr)

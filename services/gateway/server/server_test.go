@@ -526,24 +526,12 @@ func TestHeldBackText(t *testing.T) {
 // Unavailable with RetryInfo), while the process is alive (/healthz).
 func TestNotReady(t *testing.T) {
 	leakcheck.Check(t)
-	// Not servicetest.Serve: it waits for a health this server never reaches.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		served <- inference.Serve(ctx, lis, inference.Config{Options: inference.Options{Threads: 1}, ModelFile: inference.EmbeddedModel,
+	// ServeAt, not Serve: Serve waits for a health this server never reaches.
+	addr := servicetest.ServeAt(t, func(ctx context.Context, lis net.Listener) error {
+		return inference.Serve(ctx, lis, inference.Config{Options: inference.Options{Threads: 1}, ModelFile: inference.EmbeddedModel,
 			ModelID: "stories", RequireModels: []string{"later"}, Grace: time.Second})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("inference: %v", err)
-		}
 	})
-	gw, err := New(Config{Inference: lis.Addr().String()})
+	gw, err := New(Config{Inference: addr})
 	if err != nil {
 		t.Fatal(err)
 	}

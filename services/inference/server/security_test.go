@@ -47,26 +47,13 @@ func TestLoaderMutualTLS(t *testing.T) {
 	if err := os.WriteFile(path, models.Stories, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	loaderDone := make(chan error, 1)
-	go func() {
-		loaderDone <- loader.Serve(ctx, lis, loader.Config{
+	loaderAddr := servicetest.ServeAt(t, func(ctx context.Context, lis net.Listener) error {
+		return loader.Serve(ctx, lis, loader.Config{
 			Options:   loader.Options{SourceDir: src, ShmDir: shm, Models: []loader.Model{{ID: "stories", Path: path}}, Logger: quiet},
 			Grace:     5 * time.Second,
 			AuthToken: token, TLS: serverTLS,
 		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-loaderDone; err != nil {
-			t.Errorf("loader: %v", err)
-		}
 	})
-	loaderAddr := lis.Addr().String()
 
 	dial := func(tc *tlsconfig.Client, token string) *grpc.ClientConn {
 		t.Helper()
