@@ -45,18 +45,31 @@ func start(t *testing.T, opts Options) (*Server, *grpc.ClientConn, *testService)
 	svc := &testService{entered: make(chan struct{})}
 	s := New(opts)
 	testpb.RegisterTestServiceServer(s, svc)
+	return s, dial(t, listen(t, s)), svc
+}
+
+// listen starts s on a loopback port, stopped at the test's end, and
+// returns the address.
+func listen(t *testing.T, s *Server) string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Start(lis)
 	t.Cleanup(s.Stop)
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return lis.Addr().String()
+}
+
+// dial is a plaintext connection to addr, closed at the test's end.
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return s, cc, svc
+	return cc
 }
 
 func healthOf(t *testing.T, cc *grpc.ClientConn, service string) healthpb.HealthCheckResponse_ServingStatus {

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
@@ -41,18 +40,8 @@ func serveLimits(t *testing.T, l Limits) (addr string, cc *grpc.ClientConn) {
 	s := New(Options{Limits: l})
 	testpb.RegisterTestServiceServer(s, echoService{})
 	s.SetServing()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start(lis)
-	t.Cleanup(s.Stop)
-	cc, err = grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return lis.Addr().String(), cc
+	addr = listen(t, s)
+	return addr, dial(t, addr)
 }
 
 // TestMaxRecvMsgSize: a message over the limit is ResourceExhausted for

@@ -1,7 +1,6 @@
 package grpcserver
 
 import (
-	"net"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -24,13 +23,7 @@ func serveTLS(t *testing.T, files tlsconfig.Server) string {
 	}
 	s := New(Options{TLS: tc})
 	s.SetServing()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start(lis)
-	t.Cleanup(s.Stop)
-	return lis.Addr().String()
+	return listen(t, s)
 }
 
 // check is a health check of addr over a new connection with dial's
