@@ -16,8 +16,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"net"
-	"os"
 	"time"
 
 	"github.com/corelm/corelm/internal/envflag"
@@ -57,23 +55,15 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		return err
 	}
 	cfg.DialOptions = append(cfg.DialOptions, tlsconfig.DialOption(clientTLS))
-	log, err := tf.Logger(os.Stderr)
+	p, err := tf.Start(ctx, "corelm-gateway", listen, getenv)
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
+	defer p.Shutdown()
+	lis := p.Listener
 	if serverTLS != nil {
 		lis = tls.NewListener(lis, serverTLS)
 	}
-	tel, err := tf.Setup(ctx, "corelm-gateway", getenv, log, nil)
-	if err != nil {
-		lis.Close()
-		return err
-	}
-	defer tel.ShutdownWithin(5 * time.Second)
-	cfg.Logger, cfg.Telemetry = log, tel
+	cfg.Logger, cfg.Telemetry = p.Log, p.Telemetry
 	return server.Serve(ctx, lis, cfg, grace)
 }

@@ -12,9 +12,6 @@ package main
 import (
 	"context"
 	"errors"
-	"net"
-	"os"
-	"time"
 
 	"github.com/corelm/corelm/internal/envflag"
 	"github.com/corelm/corelm/internal/tlsconfig"
@@ -56,20 +53,11 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if cfg.LoaderTLS, err = loaderTLS.Config(); err != nil {
 		return err
 	}
-	log, err := tf.Logger(os.Stderr)
+	p, err := tf.Start(ctx, "corelm-inference", listen, getenv)
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
-	tel, err := tf.Setup(ctx, "corelm-inference", getenv, log, nil)
-	if err != nil {
-		lis.Close()
-		return err
-	}
-	defer tel.ShutdownWithin(5 * time.Second)
-	cfg.Logger, cfg.Tracing.Telemetry = log, tel
-	return server.Serve(ctx, lis, cfg)
+	defer p.Shutdown()
+	cfg.Logger, cfg.Tracing.Telemetry = p.Log, p.Telemetry
+	return server.Serve(ctx, p.Listener, cfg)
 }

@@ -14,8 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -70,20 +68,12 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if cfg.TLS, err = tlsf.Config(); err != nil {
 		return err
 	}
-	if cfg.Logger, err = tf.Logger(os.Stderr); err != nil {
-		return err
-	}
-	lis, err := net.Listen("tcp", listen)
+	p, err := tf.Start(ctx, "corelm-loader", listen, getenv)
 	if err != nil {
 		return err
 	}
-	tel, err := tf.Setup(ctx, "corelm-loader", getenv, cfg.Logger, nil)
-	if err != nil {
-		lis.Close()
-		return err
-	}
-	defer tel.ShutdownWithin(5 * time.Second)
-	cfg.Telemetry = tel
-	cfg.ServerOptions = append(cfg.ServerOptions, grpc.StatsHandler(otelgrpc.NewServerHandler(tel.GRPCOptions()...)))
-	return server.Serve(ctx, lis, cfg)
+	defer p.Shutdown()
+	cfg.Logger, cfg.Telemetry = p.Log, p.Telemetry
+	cfg.ServerOptions = append(cfg.ServerOptions, grpc.StatsHandler(otelgrpc.NewServerHandler(p.Telemetry.GRPCOptions()...)))
+	return server.Serve(ctx, p.Listener, cfg)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
+	"os"
 	"time"
 
 	"github.com/corelm/corelm/internal/envflag"
@@ -62,6 +64,38 @@ func (f *Flags) Setup(ctx context.Context, service string, getenv func(string) s
 	}
 	return t, nil
 }
+
+// Process is what a service binary starts before it serves: its log (to
+// standard error), its listener and its telemetry.
+type Process struct {
+	Log       *slog.Logger
+	Listener  net.Listener
+	Telemetry *Telemetry
+}
+
+// Start is the start the service binaries share: the log the flags ask
+// for, a TCP listener on addr, then Setup for service. Setup comes last so
+// that an address in use fails before any exporter or /metrics starts.
+// Shutdown the process once it has served.
+func (f *Flags) Start(ctx context.Context, service, addr string, getenv func(string) string) (*Process, error) {
+	log, err := f.Logger(os.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	tel, err := f.Setup(ctx, service, getenv, log, nil)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	return &Process{Log: log, Listener: lis, Telemetry: tel}, nil
+}
+
+// Shutdown exports the process's last spans, giving up after five seconds.
+func (p *Process) Shutdown() { p.Telemetry.ShutdownWithin(5 * time.Second) }
 
 // ShutdownWithin is Shutdown with a deadline of d from now: the last spans
 // are exported, or given up after d (an unreachable collector).
