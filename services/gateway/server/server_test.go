@@ -59,6 +59,21 @@ func serveStack(tb testing.TB, cfg Config, icfg inference.Config) (string, corel
 	return ts.URL, corelmv1.NewInferenceServiceClient(conn)
 }
 
+// expectGET checks the status code of a GET of each path below base.
+func expectGET(t *testing.T, base string, want map[string]int) {
+	t.Helper()
+	for path, code := range want {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != code {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, code)
+		}
+	}
+}
+
 // post sends body as JSON and returns the response (closed at the test's
 // end).
 func post(t *testing.T, url string, body any, header ...string) *http.Response {
@@ -298,16 +313,7 @@ func TestModels(t *testing.T) {
 		t.Errorf("model %d %+v", resp.StatusCode, m)
 	}
 	resp.Body.Close()
-	for path, want := range map[string]int{"/v1/models/nope": 404, "/healthz": 200, "/readyz": 200, "/v1/nothing": 404} {
-		resp, err := http.Get(st.url + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
-		}
-	}
+	expectGET(t, st.url, map[string]int{"/v1/models/nope": 404, "/healthz": 200, "/readyz": 200, "/v1/nothing": 404})
 }
 
 // TestRequestErrors: what inference refuses and what the gateway refuses
@@ -538,16 +544,7 @@ func TestNotReady(t *testing.T) {
 	t.Cleanup(func() { gw.Close() })
 	ts := httptest.NewServer(gw)
 	t.Cleanup(ts.Close)
-	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503} {
-		resp, err := http.Get(ts.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
-		}
-	}
+	expectGET(t, ts.URL, map[string]int{"/healthz": 200, "/readyz": 503})
 	resp := post(t, ts.URL+"/v1/completions", map[string]any{"model": "later", "prompt": "a"})
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("a model still loading: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
