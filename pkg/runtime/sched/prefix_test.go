@@ -95,6 +95,20 @@ func run(t *testing.T, s *Scheduler, req Request) output {
 	}
 }
 
+// runAlone runs each request by itself on a fresh one-sequence scheduler
+// of cfg: the output it must also have when it shares a scheduler.
+func runAlone(t *testing.T, m model.Model, cfg Config, reqs []Request) []output {
+	t.Helper()
+	cfg.MaxSeqs = 1
+	want := make([]output, len(reqs))
+	for i, r := range reqs {
+		s := New(m, cfg)
+		want[i] = run(t, s, r)
+		shutdown(t, s)
+	}
+	return want
+}
+
 func (o output) equal(p output) bool {
 	return slices.Equal(o.toks, p.toks) && slices.Equal(o.lps, p.lps) &&
 		slices.EqualFunc(o.top, p.top, func(a, b []sample.TokenLogprob) bool { return slices.Equal(a, b) })
@@ -194,13 +208,10 @@ func TestAdmitsWithoutMaxTokens(t *testing.T) {
 	pool := probe.bytesFor(ctx)
 	shutdown(t, probe)
 	reqs := make([]Request, 8)
-	want := make([]output, len(reqs))
 	for i := range reqs {
 		reqs[i] = Request{Prompt: sharedPrompt(3, 12, i, m.Config().Vocab), StopTokens: []int32{2}}
-		alone := New(m, Config{MaxSeqs: 1, Context: ctx})
-		want[i] = run(t, alone, reqs[i])
-		shutdown(t, alone)
 	}
+	want := runAlone(t, m, Config{Context: ctx}, reqs)
 	for _, cache := range []int64{0, pool} {
 		t.Run(fmt.Sprintf("cache %d", cache), func(t *testing.T) {
 			s := New(m, Config{MaxSeqs: 8, MaxQueue: -1, Context: ctx, KVBudget: pool, CacheBudget: cache})
@@ -240,16 +251,11 @@ func TestPreemptionLosesNothing(t *testing.T) {
 	pool := probe.bytesFor(240) // one request's whole length, not three
 	shutdown(t, probe)
 	reqs := make([]Request, 3)
-	want := make([]output, len(reqs))
 	for i := range reqs {
 		reqs[i] = Request{Prompt: sharedPrompt(2, 38, i, m.Config().Vocab), MaxTokens: 200, Logprobs: true}
-		if i == 1 {
-			reqs[i].Sampling = sample.Params{Temperature: 0.9, TopK: 40, Seed: 7, RepeatPenalty: 1.1}
-		}
-		alone := New(m, Config{MaxSeqs: 1, Context: ctx})
-		want[i] = run(t, alone, reqs[i])
-		shutdown(t, alone)
 	}
+	reqs[1].Sampling = sample.Params{Temperature: 0.9, TopK: 40, Seed: 7, RepeatPenalty: 1.1}
+	want := runAlone(t, m, Config{Context: ctx}, reqs)
 	for _, cache := range []int64{0, pool / 2} {
 		t.Run(fmt.Sprintf("cache %d", cache), func(t *testing.T) {
 			s := New(m, Config{MaxSeqs: 3, Context: ctx, KVBudget: pool, CacheBudget: cache})
@@ -345,13 +351,10 @@ func TestRingsInThePool(t *testing.T) {
 	pool := probe.bytesFor(270) + probe.bytesFor(64)
 	shutdown(t, probe)
 	reqs := make([]Request, 3)
-	want := make([]output, len(reqs))
 	for i := range reqs {
 		reqs[i] = Request{Prompt: sharedPrompt(60, 10, i, m.Config().Vocab), MaxTokens: 200}
-		alone := New(m, Config{MaxSeqs: 1, Context: ctx, StepTokens: 16})
-		want[i] = run(t, alone, reqs[i])
-		shutdown(t, alone)
 	}
+	want := runAlone(t, m, Config{Context: ctx, StepTokens: 16}, reqs)
 	s := New(m, Config{MaxSeqs: 3, Context: ctx, StepTokens: 16, KVBudget: pool, CacheBudget: pool})
 	defer shutdown(t, s)
 	hs := submitAll(t, s, reqs...)
