@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/corelm/corelm/internal/leakcheck"
+	"github.com/corelm/corelm/internal/servicetest"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
@@ -89,15 +89,8 @@ func (r *refusing) GenerateStream(_ *corelmv1.GenerateStart, stream grpc.ServerS
 func TestStatusesEndToEnd(t *testing.T) {
 	leakcheck.Check(t)
 	fake := &refusing{}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	corelmv1.RegisterInferenceServiceServer(gs, fake)
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
-	gw, err := New(Config{Inference: lis.Addr().String(), Timeout: 200 * time.Millisecond})
+	addr := servicetest.ServeGRPC(t, func(gs *grpc.Server) { corelmv1.RegisterInferenceServiceServer(gs, fake) })
+	gw, err := New(Config{Inference: addr, Timeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
