@@ -90,13 +90,7 @@ func TestStatusesEndToEnd(t *testing.T) {
 	leakcheck.Check(t)
 	fake := &refusing{}
 	addr := servicetest.ServeGRPC(t, func(gs *grpc.Server) { corelmv1.RegisterInferenceServiceServer(gs, fake) })
-	gw, err := New(Config{Inference: addr, Timeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gw.Close() })
-	ts := httptest.NewServer(gw)
-	t.Cleanup(ts.Close)
+	url := serveGateway(t, Config{Inference: addr, Timeout: 200 * time.Millisecond})
 
 	overload, _ := status.New(codes.ResourceExhausted, "queue full").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(3 * time.Second)})
 	loading, _ := status.New(codes.Unavailable, "model is loading").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)})
@@ -115,7 +109,7 @@ func TestStatusesEndToEnd(t *testing.T) {
 	for _, tt := range tests {
 		fake.err.Store(refusal{tt.err})
 		for _, stream := range []bool{false, true} {
-			resp := post(t, ts.URL+"/v1/chat/completions", map[string]any{"model": "m", "stream": stream,
+			resp := post(t, url+"/v1/chat/completions", map[string]any{"model": "m", "stream": stream,
 				"messages": []map[string]any{{"role": "user", "content": "hi"}}})
 			if resp.StatusCode != tt.status || resp.Header.Get("Retry-After") != tt.retryAfter {
 				t.Errorf("%v (stream %v): %d Retry-After %q, want %d %q", tt.err, stream, resp.StatusCode, resp.Header.Get("Retry-After"), tt.status, tt.retryAfter)
@@ -127,7 +121,7 @@ func TestStatusesEndToEnd(t *testing.T) {
 	}
 	// Not ready: /readyz says 503 while inference's health is not SERVING
 	// (this fake registers no health service at all).
-	resp, err := http.Get(ts.URL + "/readyz")
+	resp, err := http.Get(url + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,18 +45,26 @@ func serveStack(tb testing.TB, cfg Config, icfg inference.Config) (string, corel
 		return inference.Serve(ctx, lis, icfg)
 	})
 	cfg.Inference = conn.Target()
+	return serveGateway(tb, cfg), corelmv1.NewInferenceServiceClient(conn)
+}
+
+// serveGateway serves a gateway configured as cfg over HTTP/1.1 and
+// cleartext HTTP/2, as Serve does, until the test ends, and returns its
+// URL.
+func serveGateway(tb testing.TB, cfg Config) string {
+	tb.Helper()
 	gw, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { gw.Close() })
 	ts := httptest.NewUnstartedServer(gw)
-	ts.Config.Protocols = new(http.Protocols) // as Serve: HTTP/1.1 and cleartext HTTP/2
+	ts.Config.Protocols = new(http.Protocols)
 	ts.Config.Protocols.SetHTTP1(true)
 	ts.Config.Protocols.SetUnencryptedHTTP2(true)
 	ts.Start()
 	tb.Cleanup(ts.Close)
-	return ts.URL, corelmv1.NewInferenceServiceClient(conn)
+	return ts.URL
 }
 
 // expectGET checks the status code of a GET of each path below base.
@@ -537,15 +545,9 @@ func TestNotReady(t *testing.T) {
 		return inference.Serve(ctx, lis, inference.Config{Options: inference.Options{Threads: 1}, ModelFile: inference.EmbeddedModel,
 			ModelID: "stories", RequireModels: []string{"later"}, Grace: time.Second})
 	})
-	gw, err := New(Config{Inference: addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gw.Close() })
-	ts := httptest.NewServer(gw)
-	t.Cleanup(ts.Close)
-	expectGET(t, ts.URL, map[string]int{"/healthz": 200, "/readyz": 503})
-	resp := post(t, ts.URL+"/v1/completions", map[string]any{"model": "later", "prompt": "a"})
+	url := serveGateway(t, Config{Inference: addr})
+	expectGET(t, url, map[string]int{"/healthz": 200, "/readyz": 503})
+	resp := post(t, url+"/v1/completions", map[string]any{"model": "later", "prompt": "a"})
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("a model still loading: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
