@@ -89,6 +89,16 @@ func RunOnce(run func(ctx context.Context, args []string, getenv func(string) st
 	return run(ctx, args, func(k string) string { return env[k] })
 }
 
+// CheckRun runs run through RunOnce and fails the test unless its error
+// contains wantErr ("": unless it returns nil).
+func CheckRun(t testing.TB, run func(ctx context.Context, args []string, getenv func(string) string) error, args []string, env map[string]string, wantErr string) {
+	t.Helper()
+	err := RunOnce(run, args, env)
+	if wantErr == "" && err != nil || wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)) {
+		t.Errorf("run: %v, want an error with %q", err, wantErr)
+	}
+}
+
 // Proc is a server process started by Start.
 type Proc struct {
 	// Addr is the address it serves on; Conn is a client connection to

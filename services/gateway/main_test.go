@@ -42,10 +42,7 @@ func TestFlags(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{"--listen", "127.0.0.1:0"}, tt.args...)
-			err := servicetest.RunOnce(run, args, tt.env)
-			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
-				t.Errorf("run: %v, want %q", err, tt.want)
-			}
+			servicetest.CheckRun(t, run, args, tt.env, tt.want)
 		})
 	}
 }

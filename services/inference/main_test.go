@@ -1,7 +1,6 @@
 package main
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/corelm/corelm/internal/servicetest"
@@ -28,11 +27,6 @@ func TestRun(t *testing.T) {
 		{"bad OTEL variable", []string{"--listen", "127.0.0.1:0", "--model-file", "stories"}, map[string]string{"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := servicetest.RunOnce(run, tt.args, tt.env)
-			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
-				t.Errorf("run: %v, want an error with %q", err, tt.wantErr)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { servicetest.CheckRun(t, run, tt.args, tt.env, tt.wantErr) })
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/corelm/corelm/internal/servicetest"
@@ -33,11 +32,6 @@ func TestRun(t *testing.T) {
 		{"bad OTEL variable", []string{"--listen", "127.0.0.1:0", "--source-dir", src, "--shm-dir", shm}, map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "OTEL_EXPORTER_OTLP_PROTOCOL"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := servicetest.RunOnce(run, tt.args, tt.env)
-			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
-				t.Errorf("run: %v, want an error with %q", err, tt.wantErr)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { servicetest.CheckRun(t, run, tt.args, tt.env, tt.wantErr) })
 	}
 }

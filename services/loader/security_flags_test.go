@@ -1,7 +1,6 @@
 package main
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/corelm/corelm/internal/servicetest"
@@ -32,11 +31,6 @@ func TestSecurityFlags(t *testing.T) {
 		{"key that is not the cert's", append(base, "--tls-cert", p.CertFile, "--tls-key", ca.CertFile), nil, "--tls-cert"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := servicetest.RunOnce(run, tt.args, tt.env)
-			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
-				t.Errorf("run: %v, want an error with %q", err, tt.wantErr)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { servicetest.CheckRun(t, run, tt.args, tt.env, tt.wantErr) })
 	}
 }
