@@ -207,6 +207,34 @@ func (p *Proc) Stop(t testing.TB) {
 	}
 }
 
+// Kill sends SIGKILL, as a crash would, and waits for the process to be
+// gone: nothing of its shutdown path runs.
+func (p *Proc) Kill(t testing.TB) {
+	t.Helper()
+	p.cmd.Process.Kill()
+	select {
+	case <-p.exited:
+	case <-time.After(stopWait):
+		t.Fatalf("%s did not die on SIGKILL", p.name)
+	}
+}
+
+// Signal sends sig and returns at once; Exited tells when the process has
+// gone and ExitCode how.
+func (p *Proc) Signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Exited is closed once the process has exited.
+func (p *Proc) Exited() <-chan struct{} { return p.exited }
+
+// ExitCode is the process's exit status once Exited is closed (-1 when a
+// signal ended it).
+func (p *Proc) ExitCode() int { return p.cmd.ProcessState.ExitCode() }
+
 // Serve runs serve in the test process on a loopback listener until stop
 // is called or the test ends, and returns a connection to it once its
 // health says SERVING. stop ends serve's context, waits for it and fails
