@@ -6,6 +6,7 @@ package main
 // end (servicetest.Start).
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/corelm/corelm/internal/servicetest"
 	"github.com/corelm/corelm/models"
@@ -252,4 +256,203 @@ func TestFaultPublishMidStream(t *testing.T) {
 	if g := mustGeneration(t, client); g != gen2 {
 		t.Errorf("serving generation %d, want %d", g, gen2)
 	}
+}
+
+// waitQueue polls until the server runs active generations with queued
+// ones waiting.
+func waitQueue(t *testing.T, c corelmv1.InferenceServiceClient, active, queued int32) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := c.GetStatus(t.Context(), &corelmv1.GetStatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.GetActiveSequences() == active && s.GetQueuedRequests() == queued {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status %v, want %d running and %d queued", s, active, queued)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// waitExit waits for p to exit after a signal, within d.
+func waitExit(t *testing.T, p *servicetest.Proc, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.Exited():
+		return p.ExitCode()
+	case <-time.After(d):
+		t.Fatalf("still running %v after SIGTERM", d)
+		return 0
+	}
+}
+
+// recvFinal reads a stream to its end into a new result.
+func recvFinal(stream corelmv1.InferenceService_GenerateStreamClient) (*result, error) {
+	r := &result{}
+	return r, servicetest.RecvAll(stream.Recv, r.add)
+}
+
+// TestFaultSIGTERMDrains: SIGTERM while two generations run and two wait
+// (--max-seqs 2 --max-queue 2). Calls made after it get Unavailable; the
+// four admitted before it all finish (the queued ones run once a slot
+// frees: the drain takes them too), and the process exits 0 well within
+// --shutdown-grace.
+func TestFaultSIGTERMDrains(t *testing.T) {
+	const tokens = 1000 // some 0.5 s each, two at a time
+	p := start(t, "inference", "--model-file", "stories", "--ctx", longCtx, "--max-seqs", "2", "--max-queue", "2", "--shutdown-grace", "20s")
+	c := corelmv1.NewInferenceServiceClient(p.Conn)
+	texts := []string{"Once upon a time", "The cat", "The dog", "Lily"}
+	streams := make([]corelmv1.InferenceService_GenerateStreamClient, len(texts))
+	for i, text := range texts {
+		var err error
+		if streams[i], err = c.GenerateStream(t.Context(), greedy(text, tokens)); err != nil {
+			t.Fatal(err)
+		}
+		if i < 2 {
+			waitQueue(t, c, int32(i+1), 0)
+		}
+	}
+	waitQueue(t, c, 2, 2)
+	term := time.Now()
+	p.Signal(t, syscall.SIGTERM)
+
+	// A call after the signal: refused with Unavailable once the server
+	// stops admitting (before that the full queue says ResourceExhausted).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := generateStream(t.Context(), c, greedy("Tom", 4))
+		if status.Code(err) == codes.Unavailable {
+			break
+		}
+		if status.Code(err) != codes.ResourceExhausted && err != nil || time.Now().After(deadline) {
+			t.Fatalf("a call after SIGTERM: %v, want Unavailable", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i, stream := range streams {
+		r, err := recvFinal(stream)
+		if err != nil || r.final.GetFinishReason() != corelmv1.FinishReason_FINISH_REASON_LENGTH || len(r.ids) != tokens {
+			t.Errorf("generation %d (%s): %d tokens, final %v, err %v; want %d tokens and LENGTH",
+				i, map[bool]string{true: "running", false: "queued"}[i < 2], len(r.ids), r.final, err, tokens)
+		}
+	}
+	if code := waitExit(t, p, 20*time.Second); code != 0 {
+		t.Errorf("exit status %d after SIGTERM, want 0", code)
+	}
+	t.Logf("drained and exited %v after SIGTERM", time.Since(term).Round(time.Millisecond))
+}
+
+// TestFaultSIGTERMGraceEnds: SIGTERM with a generation running that needs
+// longer than --shutdown-grace and one queued behind it. At the end of the
+// grace both end with a final frame saying Unavailable ("shutting down",
+// retryable): the running one after the tokens it made, the queued one
+// with none; the process exits 0.
+func TestFaultSIGTERMGraceEnds(t *testing.T) {
+	p := start(t, "inference", "--model-file", "stories", "--ctx", longCtx, "--max-seqs", "1", "--max-queue", "1", "--shutdown-grace", "500ms")
+	c := corelmv1.NewInferenceServiceClient(p.Conn)
+	running, _ := startStream(t, c, greedy("Once upon a time", longTokens)) // some 2 s
+	queued, err := c.GenerateStream(t.Context(), greedy("The cat", 16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitQueue(t, c, 1, 1)
+	p.Signal(t, syscall.SIGTERM)
+	for _, tt := range []struct {
+		name   string
+		stream corelmv1.InferenceService_GenerateStreamClient
+		tokens func(n int) bool
+	}{
+		{"running", running, func(n int) bool { return n < longTokens-1 }}, // its first token read above
+		{"queued", queued, func(n int) bool { return n == 0 }},
+	} {
+		r, err := recvFinal(tt.stream)
+		f := r.final
+		if err != nil || f.GetFinishReason() != corelmv1.FinishReason_FINISH_REASON_CANCELLED ||
+			codes.Code(f.GetErrorCode()) != codes.Unavailable || !tt.tokens(len(r.ids)) {
+			t.Errorf("%s: %d tokens, final %v, err %v; want a CANCELLED final with code Unavailable", tt.name, len(r.ids), f, err)
+		}
+	}
+	if code := waitExit(t, p, 10*time.Second); code != 0 {
+		t.Errorf("exit status %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestFaultTmpfsFull: the loader's directory is a real 1 MiB tmpfs and the
+// model packs to some 1.2 MiB. With the budget taken from the file system
+// the load is refused before writing; with a budget that lies (larger
+// than the disk), writing runs out of space. Either way the client gets a
+// clean error, nothing is left in the directory, and the loader serves
+// on: a second try fails the same way.
+func TestFaultTmpfsFull(t *testing.T) {
+	for _, tt := range []struct{ name, budget string }{
+		{"budget from the file system", "0"},
+		{"disk smaller than the budget", "1GiB"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			src, _ := storiesDirs(t)
+			shm := smallTmpfs(t, "1m")
+			loader := start(t, "loader", "--source-dir", src, "--shm-dir", shm, "--budget", tt.budget)
+			lc := corelmv1.NewLoaderServiceClient(loader.Conn)
+			before := dirNames(t, shm)
+			for try := range 2 {
+				err := loadErr(t, lc)
+				if c := status.Code(err); c == codes.OK || c == codes.Unknown || c == codes.Internal {
+					t.Errorf("try %d: %v, want a clean error", try, err)
+				}
+				t.Logf("try %d: %v", try, err)
+				if after := dirNames(t, shm); !slices.Equal(after, before) {
+					t.Errorf("try %d: the directory holds %v, held %v", try, after, before)
+				}
+			}
+			servicetest.WaitServing(t, loader.Conn, "")
+			if r, err := lc.ListModels(t.Context(), &corelmv1.LoaderServiceListModelsRequest{}); err != nil || len(r.GetModels()) != 0 {
+				t.Errorf("list after the failed loads: %v %v", r, err)
+			}
+		})
+	}
+}
+
+// smallTmpfs mounts a tmpfs of size in a temporary directory until the
+// test ends, skipping the test where mounting is not allowed.
+func smallTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (needs root): %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// loadErr asks the loader for stories and returns how the load ended.
+func loadErr(t *testing.T, lc corelmv1.LoaderServiceClient) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	stream, err := lc.LoadModel(ctx, &corelmv1.LoadModelRequest{ModelId: "stories", Path: "stories260K.gguf"})
+	if err != nil {
+		return err
+	}
+	return servicetest.RecvAll(stream.Recv, func(*corelmv1.LoadModelResponse) {})
 }
