@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/corelm/corelm/internal/tlsconfig"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
@@ -91,7 +92,13 @@ func Serve(ctx context.Context, lis net.Listener, cfg Config) error {
 	defer stopWatch()
 	watchDone := make(chan struct{})
 	if cfg.Loader != "" {
-		opts := append(srv.loaderDialOptions(), tlsconfig.DialOption(cfg.LoaderTLS))
+		// The connection's own reconnect backoff (gRPC's default grows to
+		// 120 s) is capped like the watch's, so a restarted loader is
+		// noticed within seconds, not minutes.
+		reconnect := backoff.DefaultConfig
+		reconnect.MaxDelay = maxWatchBackoff
+		opts := append(srv.loaderDialOptions(), tlsconfig.DialOption(cfg.LoaderTLS),
+			grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnect, MinConnectTimeout: 5 * time.Second}))
 		if cfg.LoaderToken != "" {
 			opts = append(opts, grpc.WithPerRPCCredentials(tlsconfig.Bearer{Token: cfg.LoaderToken, TLS: cfg.LoaderTLS != nil}))
 		}

@@ -43,7 +43,7 @@ func (s *Server) WatchLoader(ctx context.Context, cc grpc.ClientConnInterface, r
 			return ctx.Err()
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 10*time.Second)
+		backoff = min(2*backoff, maxWatchBackoff)
 	}
 }
 
@@ -111,3 +111,7 @@ func (s *Server) openGeneration(ctx context.Context, pm *corelmv1.PublishedModel
 	s.checkReady()
 	return nil
 }
+
+// maxWatchBackoff caps the waits between attempts to reach the loader: the
+// watch's and its connection's.
+const maxWatchBackoff = 10 * time.Second
