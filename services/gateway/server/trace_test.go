@@ -54,21 +54,30 @@ func TestTraceParent(t *testing.T) {
 	ts.Close()
 	gw.Close()
 	stop()
-	gwTel.ForceFlush(t.Context())
-	infTel.ForceFlush(t.Context())
-
+	// The gRPC client span ends when the gateway's stream learns the call
+	// is over, which may be just after the HTTP response: wait for it.
 	byID := map[trace.SpanID]sdktrace.ReadOnlySpan{}
 	var httpSpan, clientSpan, serverSpan sdktrace.ReadOnlySpan
-	for _, s := range append(gwSpans.GetSpans().Snapshots(), infSpans.GetSpans().Snapshots()...) {
-		byID[s.SpanContext().SpanID()] = s
-		switch {
-		case s.Name() == "POST /v1/completions":
-			httpSpan = s
-		case s.SpanKind() == trace.SpanKindClient && strings.HasSuffix(s.Name(), "/GenerateStream"):
-			clientSpan = s
-		case s.SpanKind() == trace.SpanKindServer && strings.HasSuffix(s.Name(), "/GenerateStream"):
-			serverSpan = s
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		gwTel.ForceFlush(t.Context())
+		infTel.ForceFlush(t.Context())
+		clear(byID)
+		httpSpan, clientSpan, serverSpan = nil, nil, nil
+		for _, s := range append(gwSpans.GetSpans().Snapshots(), infSpans.GetSpans().Snapshots()...) {
+			byID[s.SpanContext().SpanID()] = s
+			switch {
+			case s.Name() == "POST /v1/completions":
+				httpSpan = s
+			case s.SpanKind() == trace.SpanKindClient && strings.HasSuffix(s.Name(), "/GenerateStream"):
+				clientSpan = s
+			case s.SpanKind() == trace.SpanKindServer && strings.HasSuffix(s.Name(), "/GenerateStream"):
+				serverSpan = s
+			}
 		}
+		if httpSpan != nil && clientSpan != nil && serverSpan != nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if httpSpan == nil || clientSpan == nil || serverSpan == nil {
 		t.Fatalf("spans: http %v, client %v, server %v (of %d)", httpSpan != nil, clientSpan != nil, serverSpan != nil, len(byID))
