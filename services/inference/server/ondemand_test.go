@@ -96,21 +96,31 @@ func TestLoadOnDemand(t *testing.T) {
 	}
 	wg.Wait()
 
-	if err := x.tel.ForceFlush(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	all := x.spans.GetSpans()
+	// The LoadModel client span ends when its stream is over, which may be
+	// just after the generations: wait for it.
+	var all tracetest.SpanStubs
 	var loads, clientCalls []tracetest.SpanStub
 	var loaderLoad *tracetest.SpanStub
-	for i, s := range all {
-		switch {
-		case s.Name == "load model":
-			loads = append(loads, s)
-		case s.Name == "corelm.v1.LoaderService/LoadModel" && s.SpanKind == trace.SpanKindClient:
-			clientCalls = append(clientCalls, s)
-		case s.Name == "load":
-			loaderLoad = &all[i]
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if err := x.tel.ForceFlush(t.Context()); err != nil {
+			t.Fatal(err)
 		}
+		all = x.spans.GetSpans()
+		loads, clientCalls, loaderLoad = nil, nil, nil
+		for i, s := range all {
+			switch {
+			case s.Name == "load model":
+				loads = append(loads, s)
+			case s.Name == "corelm.v1.LoaderService/LoadModel" && s.SpanKind == trace.SpanKindClient:
+				clientCalls = append(clientCalls, s)
+			case s.Name == "load":
+				loaderLoad = &all[i]
+			}
+		}
+		if len(clientCalls) > 0 && loaderLoad != nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	// A request that came after the load (a slow goroutine) is served
 	// without one: up to n waits, one load.
