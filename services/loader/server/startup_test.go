@@ -55,8 +55,12 @@ func TestNamedModels(t *testing.T) {
 	_, err = loadertest.LoadAll(t, c, &corelmv1.LoadModelRequest{ModelId: "x", Path: filepath.Join(dir, "x.gguf")})
 	loadertest.WantCode(t, err, codes.PermissionDenied)
 	resps, err := loadertest.LoadAll(t, c, &corelmv1.LoadModelRequest{ModelId: "stories", Path: stories})
-	if err != nil || !resps[len(resps)-1].GetReused() {
-		t.Errorf("LoadModel of the named path: %v %v, want it reused", resps, err)
+	// A client may name a --model path exactly. Whether the answer reuses
+	// the start-up load or joins one still finishing depends on timing
+	// (it flaked under -race), so only the outcome is checked.
+	if err != nil || len(resps) == 0 || resps[len(resps)-1].GetStage() != corelmv1.LoadStage_LOAD_STAGE_READY ||
+		resps[len(resps)-1].GetModel().GetSourcePath() != stories {
+		t.Errorf("LoadModel of the named path: %v %v, want it served from %s", resps, err, stories)
 	}
 
 	loadertest.WriteFile(t, late, models.Stories)
