@@ -15,6 +15,10 @@ FINISH_REASON_UNSPECIFIED: FinishReason
 MODEL_STATE_LOADING: ModelState
 MODEL_STATE_READY: ModelState
 MODEL_STATE_UNSPECIFIED: ModelState
+POOLING_CLS: Pooling
+POOLING_LAST: Pooling
+POOLING_MEAN: Pooling
+POOLING_UNSPECIFIED: Pooling
 
 class ChatMessage(_message.Message):
     __slots__ = ["content", "role"]
@@ -47,6 +51,54 @@ class DetokenizeResponse(_message.Message):
     raw: bytes
     text: str
     def __init__(self, text: _Optional[str] = ..., raw: _Optional[bytes] = ...) -> None: ...
+
+class EmbedInput(_message.Message):
+    __slots__ = ["text", "token_ids"]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    token_ids: TokenIds
+    def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ...) -> None: ...
+
+class EmbedRequest(_message.Message):
+    __slots__ = ["add_bos", "inputs", "model_id", "normalize", "parse_special", "pooling", "truncate"]
+    ADD_BOS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    PARSE_SPECIAL_FIELD_NUMBER: _ClassVar[int]
+    POOLING_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    add_bos: bool
+    inputs: _containers.RepeatedCompositeFieldContainer[EmbedInput]
+    model_id: str
+    normalize: bool
+    parse_special: bool
+    pooling: Pooling
+    truncate: bool
+    def __init__(self, model_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[EmbedInput, _Mapping]]] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., normalize: bool = ..., truncate: bool = ..., add_bos: bool = ..., parse_special: bool = ...) -> None: ...
+
+class EmbedResponse(_message.Message):
+    __slots__ = ["embeddings", "model_id", "pooling", "prompt_tokens"]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    POOLING_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    model_id: str
+    pooling: Pooling
+    prompt_tokens: int
+    def __init__(self, model_id: _Optional[str] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., prompt_tokens: _Optional[int] = ...) -> None: ...
+
+class Embedding(_message.Message):
+    __slots__ = ["tokens", "truncated", "values"]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    tokens: int
+    truncated: bool
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., tokens: _Optional[int] = ..., truncated: bool = ...) -> None: ...
 
 class GenerateCancel(_message.Message):
     __slots__ = ["request_id"]
@@ -337,4 +389,7 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []
 
 class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class Pooling(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []

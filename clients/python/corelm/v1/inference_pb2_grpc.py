@@ -50,6 +50,11 @@ class InferenceServiceStub(object):
                 request_serializer=corelm_dot_v1_dot_inference__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=corelm_dot_v1_dot_inference__pb2.GetStatusResponse.FromString,
                 )
+        self.Embed = channel.unary_unary(
+                '/corelm.v1.InferenceService/Embed',
+                request_serializer=corelm_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=corelm_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
+                )
 
 
 class InferenceServiceServicer(object):
@@ -118,6 +123,15 @@ class InferenceServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embed returns one vector per input: the model's last hidden states
+        (after the output norm) pooled over the input's tokens, as llama.cpp's
+        embeddings are. Inputs run through the same scheduler as generations.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +169,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=corelm_dot_v1_dot_inference__pb2.GetStatusRequest.FromString,
                     response_serializer=corelm_dot_v1_dot_inference__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=corelm_dot_v1_dot_inference__pb2.EmbedRequest.FromString,
+                    response_serializer=corelm_dot_v1_dot_inference__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -283,5 +302,22 @@ class InferenceService(object):
         return grpc.experimental.unary_unary(request, target, '/corelm.v1.InferenceService/GetStatus',
             corelm_dot_v1_dot_inference__pb2.GetStatusRequest.SerializeToString,
             corelm_dot_v1_dot_inference__pb2.GetStatusResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/corelm.v1.InferenceService/Embed',
+            corelm_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
+            corelm_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
