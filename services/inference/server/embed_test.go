@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -9,11 +10,14 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/corelm/corelm/internal/leakcheck"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+	"github.com/corelm/corelm/services/internal/telemetry"
 )
 
 const embedText = "Once upon a time, there was a little girl named Lily."
@@ -160,5 +164,40 @@ func TestEmbedErrors(t *testing.T) {
 	}
 	if m.GetModel().GetEmbeddingLength() != 64 || m.GetModel().GetPooling() != corelmv1.Pooling_POOLING_MEAN {
 		t.Errorf("model info: embedding_length %d, pooling %v", m.GetModel().GetEmbeddingLength(), m.GetModel().GetPooling())
+	}
+}
+
+// TestEmbedTraced: each input of an Embed call is an "embeddings" span
+// under the call's, with its input tokens, and its steps below it at the
+// step level.
+func TestEmbedTraced(t *testing.T) {
+	x := newTraced(t, Tracing{Level: telemetry.LevelStep, Max: telemetry.LevelLayer})
+	tid := trace.TraceID{0xe0, 0xbe, 0xdd}
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "traceparent", fmt.Sprintf("00-%s-%s-01", tid, trace.SpanID{0xe1}))
+	resp, err := x.client.Embed(ctx, &corelmv1.EmbedRequest{ModelId: "stories",
+		Inputs: []*corelmv1.EmbedInput{textInput(embedText), textInput("Hi")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spans := x.trace(t, tid)
+	n := countNamed(spans)
+	if n["corelm.v1.InferenceService/Embed"] != 1 || n["embeddings stories"] != 2 || n["prefill"] == 0 {
+		t.Fatalf("spans %v: want the RPC, 2 embeddings spans and their prefill steps", n)
+	}
+	tokens := map[int64]bool{}
+	for _, s := range spans {
+		if s.Name != "embeddings stories" {
+			continue
+		}
+		for _, a := range s.Attributes {
+			if a.Key == "gen_ai.usage.input_tokens" {
+				tokens[a.Value.AsInt64()] = true
+			}
+		}
+	}
+	for _, e := range resp.GetEmbeddings() {
+		if !tokens[int64(e.GetTokens())] {
+			t.Errorf("input tokens on the spans: %v, want %d among them", tokens, e.GetTokens())
+		}
 	}
 }
