@@ -124,6 +124,10 @@ func NewPlan(src *gguf.File, opts Options) (*Plan, error) {
 // Size is the size of the packed file.
 func (p *Plan) Size() int64 { return int64(p.dataOffset + p.dataLength) }
 
+// Tier is the tier the packed file needs: TierGeneric when no tensor's
+// layout changes (the file then reads as fast as its source).
+func (p *Plan) Tier() Tier { return p.tier }
+
 // DataBytes is the total size of the tensors (without padding).
 func (p *Plan) DataBytes() int64 { return p.dataBytes }
 
