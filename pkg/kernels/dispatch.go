@@ -102,15 +102,15 @@ type kernelSet struct {
 	// dot[t] is the dot of one weight row of type t with its activation row
 	// encoded as VecDotType(t) (DotQ). Q8_1 and Q8_K, activation types only,
 	// have none.
-	dot [BF16 + 1]func(w, xq []byte) float32
+	dot [nTypes]func(w, xq []byte) float32
 	// rows[t] and cols[t] are optional multi-row forms of dot[t] that MatMul
 	// takes where the tier has them (n > 0).
-	rows [BF16 + 1]rowsKernel
-	cols [BF16 + 1]colsKernel
+	rows [nTypes]rowsKernel
+	cols [nTypes]colsKernel
 	// r16[t] (Q4_K, Q6_K) computes, for one LayoutR16 group (nb group
 	// blocks at w) and R activation rows at xq, xq[xrb:], ..., the 16 dots
 	// of each row into out[r*ostride : r*ostride+16] (see dotR16Generic).
-	r16 [BF16 + 1]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int)
+	r16 [nTypes]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int)
 
 	f16F32   func(w []byte, x []float32) float32 // DotF32 of an F16 row
 	quantQ8K func(src []float32, dst []byte)     // Quantize to Q8_K, whole blocks
@@ -127,6 +127,9 @@ type kernelSet struct {
 	max      func(x []float32) float32 // len(x) > 0
 	sumU64   func(b []byte) uint64     // StreamRead's sum
 }
+
+// nTypes bounds the types the tables index: every DType with a kernel.
+const nTypes = TQ2_0 + 1
 
 // rowsKernel computes n dots of one weight row with the activation rows
 // xq[0:], xq[xrb:], ... into out[0], out[ostride], ..., exactly as n calls
@@ -147,22 +150,24 @@ type colsKernel struct {
 // genericKernels is the reference tier: every entry is a reference twin.
 var genericKernels = &kernelSet{
 	tier: TierGeneric,
-	dot: [BF16 + 1]func(w, xq []byte) float32{
-		F32:  dotF32Generic,
-		F16:  dotF16F16Generic,
-		BF16: dotBF16Generic,
-		Q4_0: dotQ4_0Generic,
-		Q4_1: dotQ4_1Generic,
-		Q5_0: dotQ5_0Generic,
-		Q5_1: dotQ5_1Generic,
-		Q8_0: dotQ8_0Generic,
-		Q2_K: dotQ2KGeneric,
-		Q3_K: dotQ3KGeneric,
-		Q4_K: dotQ4KGeneric,
-		Q5_K: dotQ5KGeneric,
-		Q6_K: dotQ6KGeneric,
+	dot: [nTypes]func(w, xq []byte) float32{
+		F32:   dotF32Generic,
+		F16:   dotF16F16Generic,
+		BF16:  dotBF16Generic,
+		Q4_0:  dotQ4_0Generic,
+		Q4_1:  dotQ4_1Generic,
+		Q5_0:  dotQ5_0Generic,
+		Q5_1:  dotQ5_1Generic,
+		Q8_0:  dotQ8_0Generic,
+		Q2_K:  dotQ2KGeneric,
+		Q3_K:  dotQ3KGeneric,
+		Q4_K:  dotQ4KGeneric,
+		Q5_K:  dotQ5KGeneric,
+		Q6_K:  dotQ6KGeneric,
+		TQ1_0: dotTQ1_0Generic,
+		TQ2_0: dotTQ2_0Generic,
 	},
-	r16: [BF16 + 1]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int){
+	r16: [nTypes]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int){
 		Q4_K: r16Q4KGeneric,
 		Q6_K: r16Q6KGeneric,
 	},

@@ -16,7 +16,7 @@ import (
 // Supported reports whether Dequantize, DotF32 and Row can decode t.
 func Supported(t DType) bool {
 	switch t {
-	case F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q8_K, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K:
+	case F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q8_K, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, TQ1_0, TQ2_0:
 		return true
 	}
 	return false
@@ -36,7 +36,7 @@ func VecDotType(t DType) DType {
 		return Q8_0
 	case Q4_1, Q5_1:
 		return Q8_1
-	case Q2_K, Q3_K, Q4_K, Q5_K, Q6_K:
+	case Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, TQ1_0, TQ2_0:
 		return Q8_K
 	case F32, F16, BF16:
 		return t
@@ -156,6 +156,10 @@ func dequantBlock(t DType, b []byte, y []float32) {
 		dequantQ6K(b, y)
 	case Q8_K:
 		dequantQ8K(b, y)
+	case TQ1_0:
+		dequantTQ1_0(b, y)
+	case TQ2_0:
+		dequantTQ2_0(b, y)
 	default:
 		panic(fmt.Sprintf("kernels: no block decoder for %v", t))
 	}
@@ -188,6 +192,10 @@ func quantBlock(t DType, x []float32, b []byte) {
 		quantQ6K(x, b)
 	case Q8_K:
 		quantQ8K(x, b)
+	case TQ1_0:
+		quantTQ1_0(x, b)
+	case TQ2_0:
+		quantTQ2_0(x, b)
 	default:
 		panic(fmt.Sprintf("kernels: no block encoder for %v", t))
 	}

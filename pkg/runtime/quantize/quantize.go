@@ -38,6 +38,8 @@ const (
 	ftypeQ5_K_M = 17
 	ftypeQ6_K   = 18
 	ftypeBF16   = 32
+	ftypeTQ1_0  = 36
+	ftypeTQ2_0  = 37
 )
 
 // Schemes are the targets `corelm quantize` accepts. Q4_K and Q5_K are
@@ -55,6 +57,8 @@ var Schemes = map[string]Scheme{
 	"Q6_K":   {Name: "Q6_K", Base: kernels.Q6_K, FileType: ftypeQ6_K},
 	"Q4_K_M": {Name: "Q4_K_M", Base: kernels.Q4_K, FileType: ftypeQ4_K_M},
 	"Q5_K_M": {Name: "Q5_K_M", Base: kernels.Q5_K, FileType: ftypeQ5_K_M},
+	"TQ1_0":  {Name: "TQ1_0", Base: kernels.TQ1_0, FileType: ftypeTQ1_0},
+	"TQ2_0":  {Name: "TQ2_0", Base: kernels.TQ2_0, FileType: ftypeTQ2_0},
 }
 
 // ParseScheme looks a scheme up by name (case-insensitive).
@@ -219,6 +223,9 @@ func (st *typeState) typeOf(t Tensor) (kernels.DType, error) {
 			typ = kernels.Q6_K
 		}
 	case c == catTokenEmbd:
+		if f == ftypeTQ1_0 || f == ftypeTQ2_0 {
+			typ = kernels.Q4_K
+		}
 	case isAttnV(c):
 		switch {
 		case (f == ftypeQ4_K_M || f == ftypeQ5_K_M) && useMoreBits(st.iAttnV, st.nAttnV):
@@ -258,7 +265,7 @@ func fallback(t Tensor, typ kernels.DType) (kernels.DType, error) {
 		return typ, nil
 	}
 	next, ok := map[kernels.DType]kernels.DType{
-		kernels.Q2_K: kernels.Q4_0, kernels.Q3_K: kernels.Q4_0, kernels.Q4_K: kernels.Q5_0,
+		kernels.Q2_K: kernels.Q4_0, kernels.Q3_K: kernels.Q4_0, kernels.TQ1_0: kernels.Q4_0, kernels.TQ2_0: kernels.Q4_0, kernels.Q4_K: kernels.Q5_0,
 		kernels.Q5_K: kernels.Q5_1, kernels.Q6_K: kernels.Q8_0,
 	}[typ]
 	if !ok {

@@ -126,7 +126,7 @@ func TestConvertMatchesLlamaQuantize(t *testing.T) {
 			checked++
 		}
 	}
-	if checked < 4*8+4*8 {
+	if checked < 8*10 {
 		t.Errorf("only %d model × scheme pairs in the manifest", checked)
 	}
 }
