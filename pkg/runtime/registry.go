@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/corelm/corelm/pkg/runtime/bitnet"
 	"github.com/corelm/corelm/pkg/runtime/gemma2"
 	"github.com/corelm/corelm/pkg/runtime/llama"
 	"github.com/corelm/corelm/pkg/runtime/model"
@@ -21,6 +22,7 @@ type Constructor func(src model.Source, env model.Env) (model.Model, error)
 // architectures is the registry: adding an architecture is adding a package
 // and a line here.
 var architectures = map[string]Constructor{
+	"bitnet": constructor(bitnet.New),
 	"gemma2": constructor(gemma2.New),
 	"llama":  constructor(llama.New),
 	"phi3":   constructor(phi3.New),

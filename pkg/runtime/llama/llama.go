@@ -1,7 +1,9 @@
 // Package llama implements the Llama family of decoder-only transformers:
 // Llama-2, Llama-3/3.1/3.2 (with rope_freqs frequency scaling), the tiny
 // llama2.c "stories" models — and, with options, models that differ only in
-// projection biases and RoPE layout (Qwen2).
+// projection biases and RoPE layout (Qwen2), or in RMS norms of the
+// attention output and of the gated product before their projections and
+// optional per-matrix output scales (BitNet b1.58).
 //
 // One step: for each token x = embed(token); for each block
 //
@@ -26,6 +28,10 @@ type Options struct {
 	NeoX bool
 	// QKVBias requires bias vectors on the q, k and v projections.
 	QKVBias bool
+	// SubNorms requires BitNet's sub-norms: the attention heads' output and
+	// the FFN's gated product are RMS-normalised (attn_sub_norm,
+	// ffn_sub_norm) before Wo and Wdown.
+	SubNorms bool
 }
 
 // Weights are the model's tensors, slices into the mapped file.
@@ -49,6 +55,12 @@ type BlockWeights struct {
 	Gate     model.Matrix // (ffn, dim)
 	Up       model.Matrix // (ffn, dim)
 	Down     model.Matrix // (dim, ffn)
+
+	AttnSubNorm []float32 // (heads*head_dim) or nil (Options.SubNorms)
+	FFNSubNorm  []float32 // (ffn) or nil
+	// Scales multiply the outputs of Q, K, V, O, Gate, Up and Down, in
+	// that order (BitNet's optional "<matrix>.scale" tensors; 0: none).
+	Scales [7]float32
 }
 
 // Model is a Llama-family model bound to its weights.
@@ -100,6 +112,15 @@ func Build(src model.Source, arch string, opts Options, env model.Env) (*Model, 
 		l.Gate = b.Matrix(model.Layer(model.TFFNGate, i), cfg.FFN, cfg.Dim)
 		l.Up = b.Matrix(model.Layer(model.TFFNUp, i), cfg.FFN, cfg.Dim)
 		l.Down = b.Matrix(model.Layer(model.TFFNDown, i), cfg.Dim, cfg.FFN)
+		if opts.SubNorms {
+			l.AttnSubNorm = b.Vector(model.Layer(model.TAttnSubNorm, i), qDim)
+			l.FFNSubNorm = b.Vector(model.Layer(model.TFFNSubNorm, i), cfg.FFN)
+		}
+		for j, name := range []string{model.TAttnQ, model.TAttnK, model.TAttnV, model.TAttnOut, model.TFFNGate, model.TFFNUp, model.TFFNDown} {
+			if v := b.OptionalVector(model.Scale(model.Layer(name, i)), 1); v != nil {
+				l.Scales[j] = v[0]
+			}
+		}
 	}
 	b.CheckBlocks(cfg.Layers)
 	if err := b.Err(); err != nil {

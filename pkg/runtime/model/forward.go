@@ -87,9 +87,16 @@ func (p *Pass) QKV(q, k, v *Matrix, n int) {
 // stored in the sequences' caches at layer l, causal attention with params,
 // and the heads' outputs projected by o into Proj.
 func (p *Pass) Attention(b *Batch, cfg *Config, l, n int, rope *kernels.RoPE, qScale float32, params kvcache.AttnParams, o *Matrix) {
+	p.AttendAll(b, cfg, l, rope, qScale, params)
+	p.MatMul(o, p.Att, n, p.Proj)
+}
+
+// AttendAll is Attention without the output projection: the heads'
+// outputs are left in Att (an architecture that normalises them first,
+// BitNet, projects them itself).
+func (p *Pass) AttendAll(b *Batch, cfg *Config, l int, rope *kernels.RoPE, qScale float32, params kvcache.AttnParams) {
 	p.ropeStore(b, l, cfg.QDim(), cfg.KVDim(), qScale, rope)
 	p.Attend(p.Pool, b, l, cfg.Heads, cfg.HeadDim, p.Q, p.Att, params)
-	p.MatMul(o, p.Att, n, p.Proj)
 }
 
 // ropeStore rotates the query and key heads of every row of the step by

@@ -1,5 +1,7 @@
 package model
 
+import "strings"
+
 // GGUF tensor names, as llama.cpp's LLM_TENSOR_NAMES spells them; "%d" is the
 // block index (expand with Layer). One table for every architecture, like
 // the metadata keys in config.go.
@@ -11,11 +13,13 @@ const (
 	TAttnQ        = "blk.%d.attn_q.weight"
 	TAttnQBias    = "blk.%d.attn_q.bias"
 	TAttnQKV      = "blk.%d.attn_qkv.weight"
+	TAttnSubNorm  = "blk.%d.attn_sub_norm.weight"
 	TAttnV        = "blk.%d.attn_v.weight"
 	TAttnVBias    = "blk.%d.attn_v.bias"
 	TFFNDown      = "blk.%d.ffn_down.weight"
 	TFFNGate      = "blk.%d.ffn_gate.weight"
 	TFFNNorm      = "blk.%d.ffn_norm.weight"
+	TFFNSubNorm   = "blk.%d.ffn_sub_norm.weight"
 	TFFNUp        = "blk.%d.ffn_up.weight"
 	TOutput       = "output.weight"
 	TOutputNorm   = "output_norm.weight"
@@ -26,3 +30,10 @@ const (
 	TRopeShort    = "rope_factors_short.weight"
 	TTokenEmbd    = "token_embd.weight"
 )
+
+// Scale returns the name of the optional per-tensor scale of the matrix
+// named name (BitNet's "blk.%d.attn_q.scale" beside "blk.%d.attn_q.weight"):
+// one float the matrix's outputs are multiplied by.
+func Scale(name string) string {
+	return strings.TrimSuffix(name, ".weight") + ".scale"
+}

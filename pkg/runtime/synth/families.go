@@ -28,8 +28,11 @@ type family struct {
 type tensor struct {
 	name string
 	axes []axis
-	ones bool             // norms and rope factors: 1s; otherwise random
-	when func(Shape) bool // nil: every model of the family has it
+	ones bool // norms and rope factors: 1s; otherwise random
+	// jitter fills a norm with 1 + 0.2·N(0, 1) instead, so that a norm
+	// whose weights are not applied shows in the logits.
+	jitter bool
+	when   func(Shape) bool // nil: every model of the family has it
 }
 
 // axis is a tensor dimension as a function of the shape.
@@ -78,6 +81,12 @@ var families = map[string]family{
 		tensor{name: model.TAttnQBias, axes: axes(qDim)},
 		tensor{name: model.TAttnKBias, axes: axes(kvDim)},
 		tensor{name: model.TAttnVBias, axes: axes(kvDim)})},
+	"bitnet": {
+		global: llamaGlobal, // always tied: llama.cpp's bitnet has no output matrix
+		block: after(after(llamaBlock, model.TAttnOut,
+			tensor{name: model.TAttnSubNorm, axes: axes(qDim), jitter: true}), model.TFFNDown,
+			tensor{name: model.TFFNSubNorm, axes: axes(ffn), jitter: true}),
+	},
 	"gemma2": {
 		global: llamaGlobal,
 		block: after(after(llamaBlock, model.TAttnOut,

@@ -48,6 +48,7 @@ var Presets = map[string]Shape{
 	"qwen2.5-0.5b": {Arch: "qwen2", Dim: 896, Layers: 24, FFN: 4864, Heads: 14, KVHeads: 2, Vocab: 151936, Context: 32768, RopeBase: 1e6, RMSEps: 1e-6, Tied: true},
 	"gemma-2-9b":   {Arch: "gemma2", Dim: 3584, Layers: 42, FFN: 14336, Heads: 16, KVHeads: 8, HeadDim: 256, Vocab: 256000, Context: 8192, RopeBase: 10000, RMSEps: 1e-6, Tied: true, SlidingWin: 4096, AttnSoftcap: 50, FinalSoftcap: 30},
 	"phi-3.5-mini": {Arch: "phi3", Dim: 3072, Layers: 32, FFN: 8192, Heads: 32, KVHeads: 32, Vocab: 32064, Context: 131072, RopeBase: 10000, RMSEps: 1e-5, OrigContext: 4096},
+	"bitnet-b1.58-2b": {Arch: "bitnet", Dim: 2560, Layers: 30, FFN: 6912, Heads: 20, KVHeads: 5, Vocab: 128256, Context: 4096, RopeBase: 500000, RMSEps: 1e-5, Tied: true},
 	// A small llama for tests and load tests: big enough to batch, small enough for CI.
 	"tiny-llama": {Arch: "llama", Dim: 256, Layers: 4, FFN: 768, Heads: 8, KVHeads: 4, Vocab: 1024, Context: 4096, RopeBase: 10000, RMSEps: 1e-5},
 }
@@ -63,9 +64,10 @@ func (s Shape) headDim() int {
 }
 
 type tensorSpec struct {
-	name  string
-	shape []uint64 // ggml order
-	fill  float32  // constant fill for vectors; 0 = random
+	name   string
+	shape  []uint64 // ggml order
+	fill   float32  // constant fill for vectors; 0 = random
+	jitter bool     // vectors: 1 + 0.2·N(0, 1) each
 }
 
 // Tensors lists the tensors of s in llama.cpp's names and shapes: those of
@@ -84,6 +86,7 @@ func (s Shape) Tensors() []tensorSpec {
 		if t.ones {
 			spec.fill = 1
 		}
+		spec.jitter = t.jitter
 		ts = append(ts, spec)
 	}
 	for _, t := range f.global {
@@ -199,7 +202,9 @@ func Write(out io.Writer, s Shape, name string, scheme quantize.Scheme, seed uin
 		if len(shape) == 1 {
 			vals := make([]float32, shape[0])
 			for i := range vals {
-				if spec.fill != 0 {
+				if spec.jitter {
+					vals[i] = float32(1 + 0.2*rng.NormFloat64())
+				} else if spec.fill != 0 {
 					vals[i] = spec.fill
 				} else {
 					vals[i] = float32(rng.NormFloat64() * 0.02)
