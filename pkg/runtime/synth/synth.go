@@ -41,13 +41,13 @@ type Shape struct {
 
 // Presets are the shapes `corelm synth --like` knows.
 var Presets = map[string]Shape{
-	"llama-3.1-8b": {Arch: "llama", Dim: 4096, Layers: 32, FFN: 14336, Heads: 32, KVHeads: 8, Vocab: 128256, Context: 131072, RopeBase: 500000, RMSEps: 1e-5, RopeFreqs: true},
-	"llama-3.2-1b": {Arch: "llama", Dim: 2048, Layers: 16, FFN: 8192, Heads: 32, KVHeads: 8, Vocab: 128256, Context: 131072, RopeBase: 500000, RMSEps: 1e-5, RopeFreqs: true, Tied: true},
-	"llama-3.2-3b": {Arch: "llama", Dim: 3072, Layers: 28, FFN: 8192, Heads: 24, KVHeads: 8, Vocab: 128256, Context: 131072, RopeBase: 500000, RMSEps: 1e-5, RopeFreqs: true, Tied: true},
-	"qwen2.5-7b":   {Arch: "qwen2", Dim: 3584, Layers: 28, FFN: 18944, Heads: 28, KVHeads: 4, Vocab: 152064, Context: 32768, RopeBase: 1e6, RMSEps: 1e-6},
-	"qwen2.5-0.5b": {Arch: "qwen2", Dim: 896, Layers: 24, FFN: 4864, Heads: 14, KVHeads: 2, Vocab: 151936, Context: 32768, RopeBase: 1e6, RMSEps: 1e-6, Tied: true},
-	"gemma-2-9b":   {Arch: "gemma2", Dim: 3584, Layers: 42, FFN: 14336, Heads: 16, KVHeads: 8, HeadDim: 256, Vocab: 256000, Context: 8192, RopeBase: 10000, RMSEps: 1e-6, Tied: true, SlidingWin: 4096, AttnSoftcap: 50, FinalSoftcap: 30},
-	"phi-3.5-mini": {Arch: "phi3", Dim: 3072, Layers: 32, FFN: 8192, Heads: 32, KVHeads: 32, Vocab: 32064, Context: 131072, RopeBase: 10000, RMSEps: 1e-5, OrigContext: 4096},
+	"llama-3.1-8b":    {Arch: "llama", Dim: 4096, Layers: 32, FFN: 14336, Heads: 32, KVHeads: 8, Vocab: 128256, Context: 131072, RopeBase: 500000, RMSEps: 1e-5, RopeFreqs: true},
+	"llama-3.2-1b":    {Arch: "llama", Dim: 2048, Layers: 16, FFN: 8192, Heads: 32, KVHeads: 8, Vocab: 128256, Context: 131072, RopeBase: 500000, RMSEps: 1e-5, RopeFreqs: true, Tied: true},
+	"llama-3.2-3b":    {Arch: "llama", Dim: 3072, Layers: 28, FFN: 8192, Heads: 24, KVHeads: 8, Vocab: 128256, Context: 131072, RopeBase: 500000, RMSEps: 1e-5, RopeFreqs: true, Tied: true},
+	"qwen2.5-7b":      {Arch: "qwen2", Dim: 3584, Layers: 28, FFN: 18944, Heads: 28, KVHeads: 4, Vocab: 152064, Context: 32768, RopeBase: 1e6, RMSEps: 1e-6},
+	"qwen2.5-0.5b":    {Arch: "qwen2", Dim: 896, Layers: 24, FFN: 4864, Heads: 14, KVHeads: 2, Vocab: 151936, Context: 32768, RopeBase: 1e6, RMSEps: 1e-6, Tied: true},
+	"gemma-2-9b":      {Arch: "gemma2", Dim: 3584, Layers: 42, FFN: 14336, Heads: 16, KVHeads: 8, HeadDim: 256, Vocab: 256000, Context: 8192, RopeBase: 10000, RMSEps: 1e-6, Tied: true, SlidingWin: 4096, AttnSoftcap: 50, FinalSoftcap: 30},
+	"phi-3.5-mini":    {Arch: "phi3", Dim: 3072, Layers: 32, FFN: 8192, Heads: 32, KVHeads: 32, Vocab: 32064, Context: 131072, RopeBase: 10000, RMSEps: 1e-5, OrigContext: 4096},
 	"bitnet-b1.58-2b": {Arch: "bitnet", Dim: 2560, Layers: 30, FFN: 6912, Heads: 20, KVHeads: 5, Vocab: 128256, Context: 4096, RopeBase: 500000, RMSEps: 1e-5, Tied: true},
 	// A small llama for tests and load tests: big enough to batch, small enough for CI.
 	"tiny-llama": {Arch: "llama", Dim: 256, Layers: 4, FFN: 768, Heads: 8, KVHeads: 4, Vocab: 1024, Context: 4096, RopeBase: 10000, RMSEps: 1e-5},
