@@ -45,6 +45,8 @@ func TestRemoteMatchesLocal(t *testing.T) {
 		{"tokenize pieces", []string{"tokenize", "--text", prompt, "--pieces", "--no-bos"}, ""},
 		{"detokenize", []string{"detokenize", "--ids", "403 407 261 378"}, ""},
 		{"chat", []string{"chat", "--system", "Be brief.", "--temperature", "0", "--max-tokens", "12"}, "Hello\nHow are you?\n"},
+		{"embed", []string{"embed", prompt, "The end."}, ""},
+		{"embed last raw", []string{"embed", "--pooling", "last", "--no-normalize", prompt}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

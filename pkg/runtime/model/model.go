@@ -59,6 +59,17 @@ const (
 	PoolRank                // a reranker's classification head (not run here)
 )
 
+// Embedding is the pooling embeddings of a model whose pooling_type is p
+// use: p when it makes a vector of the hidden states, else mean, as
+// llama.cpp pools a generative model's.
+func (p Pooling) Embedding() Pooling {
+	switch p {
+	case PoolMean, PoolCLS, PoolLast:
+		return p
+	}
+	return PoolMean
+}
+
 func (p Pooling) String() string {
 	switch p {
 	case PoolNone:

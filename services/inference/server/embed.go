@@ -199,17 +199,6 @@ func requestPooling(p corelmv1.Pooling, e *entry) (model.Pooling, error) {
 	return 0, badRequestf("pooling: unknown value %d", int32(p))
 }
 
-// defaultPooling is the pooling Embed uses for a model that pools by p
-// (its pooling_type): p itself when it makes a vector of the hidden
-// states, else mean, llama.cpp's choice for a generative model.
-func defaultPooling(p model.Pooling) model.Pooling {
-	switch p {
-	case model.PoolMean, model.PoolCLS, model.PoolLast:
-		return p
-	}
-	return model.PoolMean
-}
-
 func poolingProto(p model.Pooling) corelmv1.Pooling {
 	switch p {
 	case model.PoolMean:

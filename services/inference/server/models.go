@@ -354,7 +354,7 @@ func describe(id string, gen uint64, src model.Source, m model.Model, sc sched.C
 		ModelId: id, Architecture: cfg.Arch, Generation: gen,
 		ContextLength: int32(cfg.Context), MaxContext: int32(sc.Context), VocabSize: int32(cfg.Vocab),
 		KvType: kvTypeProto(sc.KVType), HasChatTemplate: chat, State: corelmv1.ModelState_MODEL_STATE_READY,
-		EmbeddingLength: int32(cfg.Dim), Pooling: poolingProto(defaultPooling(cfg.Pooling)),
+		EmbeddingLength: int32(cfg.Dim), Pooling: poolingProto(cfg.Pooling.Embedding()),
 	}
 	formats := map[string]bool{}
 	for _, name := range src.TensorNames() {
