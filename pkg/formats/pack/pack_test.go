@@ -420,3 +420,28 @@ func TestWriteFromSource(t *testing.T) {
 		t.Fatalf("a source cut short: %v, want ErrSourceFault", err)
 	}
 }
+
+// TestWriteProgress: the tensor writers run in parallel, yet the progress
+// callback sees a rising count that ends at the total.
+func TestWriteProgress(t *testing.T) {
+	g, err := gguf.Parse(models.Stories)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		var seen []int64
+		var total int64
+		opts := Options{Tier: TierAVX512VNNI, Progress: func(done, tot int64) { seen = append(seen, done); total = tot }}
+		if _, err := Bytes(context.Background(), g, opts); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i < len(seen); i++ {
+			if seen[i] <= seen[i-1] {
+				t.Fatalf("progress went %d then %d", seen[i-1], seen[i])
+			}
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != total {
+			t.Fatalf("progress ended at %v of %d", seen, total)
+		}
+	}
+}

@@ -198,13 +198,20 @@ func (p *Plan) writeData(ctx context.Context, w io.WriterAt) error {
 		wg       sync.WaitGroup
 		errs     = make([]error, min(runtime.GOMAXPROCS(0), len(p.tensors)))
 	)
+	var reported int64
 	report := func(n int) {
 		d := done.Add(int64(n))
-		if p.opts.Progress != nil {
-			progress.Lock()
-			p.opts.Progress(d, p.dataBytes)
-			progress.Unlock()
+		if p.opts.Progress == nil {
+			return
 		}
+		// Workers race to report: the callback sees a rising count only
+		// (the last call says all is done).
+		progress.Lock()
+		if d > reported {
+			reported = d
+			p.opts.Progress(d, p.dataBytes)
+		}
+		progress.Unlock()
 	}
 	for wi := range errs {
 		wg.Go(func() {
