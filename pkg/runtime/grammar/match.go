@@ -1,0 +1,244 @@
+package grammar
+
+import (
+	"encoding/binary"
+	"slices"
+	"unsafe"
+)
+
+// Matcher recognises prefixes of a grammar's language one byte at a time.
+//
+// It is a pushdown recogniser in the manner of llama.cpp's grammar: the
+// parse is a set of stacks of grammar positions, each stack one way the
+// input so far can continue, every top a byte element (or the empty stack,
+// meaning the input is a complete sentence). Two things make it cheap
+// enough to walk a 128k-token vocabulary trie at every step:
+//
+//   - stacks are hash-consed: a stack is an int32 naming (top position,
+//     rest of stack), so equal stacks are equal numbers and a set of stacks
+//     is a short sorted list of numbers;
+//   - each distinct set of stacks is interned as a State, and the
+//     transitions between States are cached per byte: a lazily built DFA.
+//     A JSON string body, say, is one State whose transitions lead back to
+//     itself, so after the first token walk most trie nodes cost one array
+//     load.
+//
+// An Earley recogniser would accept left recursion too, but its item sets
+// grow with the input and do not repeat, which defeats the cache; left
+// recursion is refused instead (llama.cpp refuses it as well), and JSON
+// Schema and regex translations never produce it.
+//
+// A Matcher is not safe for concurrent use; the Grammar it reads is.
+type Matcher struct {
+	g     *Grammar
+	nodes []stackNode
+	index map[stackNode]int32
+
+	states     []stateInfo
+	stateIndex map[string]State
+	cur        State
+
+	// closure scratch
+	seen  map[int32]struct{}
+	out   []int32
+	key   []byte
+	start []int32 // the current state's stacks as position lists, for reset
+}
+
+// State names a set of parse stacks of a Matcher. Dead (-1) is the state of
+// an input no sentence starts with.
+type State int32
+
+// Dead is the State of input that is not a prefix of the language.
+const Dead State = -1
+
+type stackNode struct {
+	pos    int32 // grammar position of the top
+	parent int32 // the rest of the stack; 0 = empty
+}
+
+type stateInfo struct {
+	stacks []int32 // sorted; 0 is the empty stack (complete)
+	trans  *[256]State
+}
+
+// unknown marks a transition not computed yet.
+const unknown State = -2
+
+// Limits past which a Matcher forgets its caches (keeping its current
+// state), so memory stays bounded on any input.
+const (
+	maxNodes  = 1 << 20
+	maxStates = 1 << 14
+)
+
+// NewMatcher returns a matcher at the start of g's language.
+func NewMatcher(g *Grammar) *Matcher {
+	m := &Matcher{g: g}
+	m.reset()
+	m.out = m.out[:0]
+	m.seen = map[int32]struct{}{}
+	for _, a := range g.rules[g.root] {
+		m.closure(m.node(a, 0))
+	}
+	m.cur = m.intern(m.out)
+	return m
+}
+
+func (m *Matcher) reset() {
+	m.nodes = append(m.nodes[:0], stackNode{-1, 0}) // node 0: the empty stack
+	m.index = map[stackNode]int32{}
+	m.states = m.states[:0]
+	m.stateIndex = map[string]State{}
+}
+
+func (m *Matcher) node(pos, parent int32) int32 {
+	k := stackNode{pos, parent}
+	if id, ok := m.index[k]; ok {
+		return id
+	}
+	id := int32(len(m.nodes))
+	m.nodes = append(m.nodes, k)
+	m.index[k] = id
+	return id
+}
+
+// closure expands stack s until every stack's top is a byte element or the
+// stack is empty, appending the results to m.out. A call whose next element
+// is the end of its alternative pushes no return position (a tail call), so
+// right recursion (x* and friends) keeps the stacks short.
+func (m *Matcher) closure(s int32) {
+	if _, ok := m.seen[s]; ok {
+		return
+	}
+	m.seen[s] = struct{}{}
+	if s == 0 {
+		m.out = append(m.out, 0)
+		return
+	}
+	n := m.nodes[s]
+	e := m.g.elems[n.pos]
+	switch e.kind {
+	case elemEnd:
+		m.closure(n.parent)
+	case elemBytes:
+		m.out = append(m.out, s)
+	case elemRef:
+		ret := n.parent
+		if m.g.elems[n.pos+1].kind != elemEnd {
+			ret = m.node(n.pos+1, n.parent)
+		}
+		for _, a := range m.g.rules[e.arg] {
+			m.closure(m.node(a, ret))
+		}
+	}
+}
+
+// intern returns the State of a set of stacks (m.out's contents).
+func (m *Matcher) intern(stacks []int32) State {
+	if len(stacks) == 0 {
+		return Dead
+	}
+	slices.Sort(stacks)
+	stacks = slices.Compact(stacks)
+	m.key = m.key[:0]
+	for _, s := range stacks {
+		m.key = binary.LittleEndian.AppendUint32(m.key, uint32(s))
+	}
+	if st, ok := m.stateIndex[unsafe.String(unsafe.SliceData(m.key), len(m.key))]; ok {
+		return st
+	}
+	st := State(len(m.states))
+	m.states = append(m.states, stateInfo{stacks: slices.Clone(stacks)})
+	m.stateIndex[string(m.key)] = st
+	return st
+}
+
+// State is where the matcher is.
+func (m *Matcher) State() State { return m.cur }
+
+// Complete reports whether the input accepted so far is a sentence.
+func (m *Matcher) Complete() bool { return m.Accepting(m.cur) }
+
+// Accepting reports whether st holds a complete sentence.
+func (m *Matcher) Accepting(st State) bool {
+	return st >= 0 && m.states[st].stacks[0] == 0
+}
+
+// Next is the State after reading b in st (Dead if b cannot follow). It
+// does not move the matcher. States stay valid until Accept moves the
+// matcher past the cache limits.
+func (m *Matcher) Next(st State, b byte) State {
+	if st < 0 {
+		return Dead
+	}
+	info := &m.states[st]
+	if info.trans != nil {
+		if t := info.trans[b]; t != unknown {
+			return t
+		}
+	} else {
+		info.trans = new([256]State)
+		for i := range info.trans {
+			info.trans[i] = unknown
+		}
+	}
+	m.out = m.out[:0]
+	clear(m.seen)
+	for _, s := range info.stacks {
+		if s == 0 {
+			continue
+		}
+		n := m.nodes[s]
+		if m.g.sets[m.g.elems[n.pos].arg].has(b) {
+			m.closure(m.node(n.pos+1, n.parent))
+		}
+	}
+	t := m.intern(m.out)
+	m.states[st].trans[b] = t // m.states may have grown: index again
+	return t
+}
+
+// Accept moves the matcher over bytes, reporting false (and leaving the
+// matcher where it was) if they do not continue a sentence.
+func (m *Matcher) Accept(bytes []byte) bool {
+	st := m.cur
+	for _, b := range bytes {
+		if st = m.Next(st, b); st == Dead {
+			return false
+		}
+	}
+	m.cur = st
+	if len(m.nodes) > maxNodes || len(m.states) > maxStates {
+		m.compact()
+	}
+	return true
+}
+
+// compact forgets every cached stack and state but the current one.
+func (m *Matcher) compact() {
+	var paths [][]int32
+	for _, s := range m.states[m.cur].stacks {
+		var p []int32
+		for ; s != 0; s = m.nodes[s].parent {
+			p = append(p, m.nodes[s].pos)
+		}
+		paths = append(paths, p)
+	}
+	m.reset()
+	var stacks []int32
+	for _, p := range paths {
+		s := int32(0)
+		for i := len(p) - 1; i >= 0; i-- {
+			s = m.node(p[i], s)
+		}
+		stacks = append(stacks, s)
+	}
+	m.cur = m.intern(stacks)
+}
+
+// Match reports whether s is a complete sentence of g.
+func (g *Grammar) Match(s []byte) bool {
+	m := NewMatcher(g)
+	return m.Accept(s) && m.Complete()
+}
