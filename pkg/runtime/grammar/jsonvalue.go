@@ -12,10 +12,10 @@ import (
 // "properties" order is the order the model writes them in.
 type jvalue struct {
 	kind jkind
-	str  string      // jString; jNumber: the literal
-	b    bool        // jBool
-	arr  []*jvalue   // jArray
-	obj  []jmember   // jObject
+	str  string    // jString; jNumber: the literal
+	b    bool      // jBool
+	arr  []*jvalue // jArray
+	obj  []jmember // jObject
 }
 
 type jmember struct {

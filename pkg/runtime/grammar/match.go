@@ -39,10 +39,9 @@ type Matcher struct {
 	cur        State
 
 	// closure scratch
-	seen  map[int32]struct{}
-	out   []int32
-	key   []byte
-	start []int32 // the current state's stacks as position lists, for reset
+	seen map[int32]struct{}
+	out  []int32
+	key  []byte
 }
 
 // State names a set of parse stacks of a Matcher. Dead (-1) is the state of

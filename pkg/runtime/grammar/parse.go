@@ -19,7 +19,6 @@ var (
 // The parsed form of GBNF: a rule is a choice of sequences of items.
 type (
 	choice []sequence
-	seq    = sequence
 	item   struct {
 		kind     itemKind
 		text     string   // itemLiteral: the bytes to match
