@@ -37,6 +37,7 @@ type Matcher struct {
 	states     []stateInfo
 	stateIndex map[string]State
 	cur        State
+	epoch      uint64 // counts compactions, which renumber States
 
 	// closure scratch
 	seen map[int32]struct{}
@@ -214,8 +215,13 @@ func (m *Matcher) Accept(bytes []byte) bool {
 	return true
 }
 
+// Epoch changes whenever the matcher renumbers its States (when its caches
+// reach their limits): a caller keeping data per State must drop it then.
+func (m *Matcher) Epoch() uint64 { return m.epoch }
+
 // compact forgets every cached stack and state but the current one.
 func (m *Matcher) compact() {
+	m.epoch++
 	var paths [][]int32
 	for _, s := range m.states[m.cur].stacks {
 		var p []int32
