@@ -140,6 +140,25 @@ func (s *Sampler) Adjust(logits []float32, history []int32) {
 // Sample adjusts logits for history and picks the next token.
 func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 	s.Adjust(logits, history)
+	return s.pick(logits)
+}
+
+// SampleRestricted is Sample with restrict applied between the bias and
+// penalties and the rest of the chain: restrict sets the logits of the
+// tokens that may not come next to -Inf (a grammar's mask), so top-k,
+// top-p, min-p and temperature see only the allowed tokens. An error from
+// restrict is returned and no token is picked.
+func (s *Sampler) SampleRestricted(logits []float32, history []int32, restrict func([]float32) error) (int32, error) {
+	s.Adjust(logits, history)
+	if err := restrict(logits); err != nil {
+		return 0, err
+	}
+	return s.pick(logits), nil
+}
+
+// pick runs the chain after bias and penalties: top-k, typical-p, top-p,
+// min-p, temperature and the draw (argmax at temperature 0).
+func (s *Sampler) pick(logits []float32) int32 {
 	if s.p.Temperature <= 0 {
 		return Argmax(logits)
 	}

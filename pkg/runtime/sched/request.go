@@ -33,6 +33,11 @@ var ErrTooLarge = fmt.Errorf("%w: too large for this server", ErrInvalidRequest)
 // clients should be told only that the model failed.
 var ErrModelPanic = errors.New("the model failed")
 
+// ErrConstraint is wrapped by the error of a generation whose output
+// constraint left no token to sample (the grammar needs text the
+// vocabulary cannot spell).
+var ErrConstraint = errors.New("the output constraint cannot be continued")
+
 // ErrClosed is returned by Submit once Shutdown has begun.
 var ErrClosed = errors.New("shutting down")
 
@@ -118,6 +123,22 @@ type Request struct {
 	NoCache bool
 	// Tag is passed back to the observer untouched (e.g. a span).
 	Tag any
+	// Constraint, when set, restricts every sampled token to those that
+	// keep the output a prefix of its language (structured output). It is
+	// the request's own: it holds the request's parse state.
+	Constraint Constraint
+}
+
+// Constraint restricts which tokens may come next. Mask sets the logits
+// of the tokens that may not to -Inf after logit bias and penalties,
+// before the rest of the sampling chain; it must allow end-of-generation
+// and the request's stop tokens only where the output is complete, so a
+// generation under a constraint ends complete (FinishStop) or reports
+// FinishLength. Accept moves past the sampled token. *constrain.Matcher
+// is one.
+type Constraint interface {
+	Mask(logits []float32) error
+	Accept(tok int32) error
 }
 
 // validate checks req against a model of vocab tokens. Errors wrap
