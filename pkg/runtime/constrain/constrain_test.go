@@ -304,3 +304,49 @@ func TestCache(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestPool: a released matcher comes back reset, keeps its caches, and
+// masks exactly as a fresh one does.
+func TestPool(t *testing.T) {
+	tok := loadTokenizer(t, "llama-bpe")
+	v := TokenizerVocab(tok)
+	g, err := grammar.FromJSONSchema([]byte(realistic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPool(2)
+	a := p.Get(g, v, nil)
+	brace, _ := tok.TokenID("{")
+	if err := a.Accept(brace); err != nil {
+		t.Fatal(err)
+	}
+	a.Release()
+	b := p.Get(g, v, []int32{brace})
+	if b != a {
+		t.Fatal("the released matcher was not reused")
+	}
+	fresh := NewMatcher(g, v, []int32{brace})
+	l1, l2 := make([]float32, v.Size()), make([]float32, v.Size())
+	if err := b.Mask(l1); err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.Mask(l2); err != nil {
+		t.Fatal(err)
+	}
+	for i := range l1 {
+		if math.IsInf(float64(l1[i]), -1) != math.IsInf(float64(l2[i]), -1) {
+			t.Fatalf("token %d: pooled and fresh masks differ", i)
+		}
+	}
+	if !math.IsInf(float64(l1[brace]), -1) {
+		t.Fatal("a stop token is allowed before the output is complete")
+	}
+	b.Release()
+	b.Release() // a second release is a no-op
+	for range 3 {
+		p.Get(grammar.MustParse(`root ::= "x"`), v, nil).Release()
+	}
+	if p.n > 2 {
+		t.Fatalf("pool holds %d matchers, cap 2", p.n)
+	}
+}

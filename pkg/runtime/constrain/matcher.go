@@ -24,6 +24,8 @@ const maxMasks = 64
 // Matcher follows one generation under a grammar. Not safe for concurrent
 // use.
 type Matcher struct {
+	g     *grammar.Grammar
+	pool  *Pool // where Release returns it; nil: nowhere
 	v     *Vocab
 	m     *grammar.Matcher
 	ends  []int32 // end-of-generation and the request's stop tokens
@@ -40,6 +42,7 @@ func NewMatcher(g *grammar.Grammar, v *Vocab, stops []int32) *Matcher {
 	ends := slices.Concat(v.eog, stops)
 	slices.Sort(ends)
 	return &Matcher{
+		g:     g,
 		v:     v,
 		m:     grammar.NewMatcher(g),
 		ends:  slices.Compact(ends),

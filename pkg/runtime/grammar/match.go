@@ -74,15 +74,22 @@ const (
 
 // NewMatcher returns a matcher at the start of g's language.
 func NewMatcher(g *Grammar) *Matcher {
-	m := &Matcher{g: g}
+	m := &Matcher{g: g, seen: map[int32]struct{}{}}
 	m.reset()
+	m.Reset()
+	return m
+}
+
+// Reset moves the matcher back to the start of the language, keeping its
+// caches: a matcher reused for the next generation under the same grammar
+// starts warm.
+func (m *Matcher) Reset() {
 	m.out = m.out[:0]
-	m.seen = map[int32]struct{}{}
-	for _, a := range g.rules[g.root] {
+	clear(m.seen)
+	for _, a := range m.g.rules[m.g.root] {
 		m.closure(m.node(a, 0))
 	}
 	m.cur = m.intern(m.out)
-	return m
 }
 
 func (m *Matcher) reset() {

@@ -134,8 +134,9 @@ type Request struct {
 // before the rest of the sampling chain; it must allow end-of-generation
 // and the request's stop tokens only where the output is complete, so a
 // generation under a constraint ends complete (FinishStop) or reports
-// FinishLength. Accept moves past the sampled token. *constrain.Matcher
-// is one.
+// FinishLength. Accept moves past the sampled token. If it also has a
+// Release method, the scheduler calls it once the generation has ended
+// (a pooled matcher goes back to its pool). *constrain.Matcher is one.
 type Constraint interface {
 	Mask(logits []float32) error
 	Accept(tok int32) error

@@ -805,6 +805,9 @@ func (s *Scheduler) finish(q *seq, f *Final) {
 	}
 	q.state = nil
 	q.out, q.raw, q.history = nil, nil, nil
+	if r, ok := q.req.Constraint.(interface{ Release() }); ok {
+		r.Release()
+	}
 	q.stopNotify()
 	f.Usage = Usage{PromptTokens: len(q.req.Prompt), CompletionTokens: q.gen, CachedTokens: q.cached}
 	f.Timings.Total = now.Sub(q.submitted)

@@ -157,6 +157,10 @@ func buildRequest(e *entry, req *corelmv1.GenerateStart) (sched.Request, error) 
 // again.
 var constraints = constrain.NewCache(256)
 
+// matchers keeps the matchers of finished constrained generations, warm,
+// for the next request under the same grammar on the same model.
+var matchers = constrain.NewPool(16)
+
 // outputConstraint compiles c (refusing what is not supported, naming it)
 // and starts its matcher over e's vocabulary.
 func outputConstraint(e *entry, c *corelmv1.OutputConstraint, stops []int32) (sched.Constraint, error) {
@@ -185,7 +189,7 @@ func outputConstraint(e *entry, c *corelmv1.OutputConstraint, stops []int32) (sc
 			return nil, badRequestf("stop_token_ids: %d is outside the vocabulary", t)
 		}
 	}
-	return constrain.NewMatcher(g, e.vocab(), stops), nil
+	return matchers.Get(g, e.vocab(), stops), nil
 }
 
 func promptTokens(e *entry, req *corelmv1.GenerateStart) ([]int32, error) {
