@@ -1,9 +1,6 @@
 package grammar
 
-import (
-	"fmt"
-	"strings"
-)
+import "fmt"
 
 // Grammar is a compiled context-free grammar over bytes, immutable and safe
 // to share between matchers. Every rule is a list of alternatives; every
@@ -304,50 +301,79 @@ func (c *compiler) checkLeftRecursion() error {
 			}
 		}
 	}
-	// first[r]: the rules r can call before reading a byte.
-	first := make([][]int32, n)
+	// first[r]: the rules r can call before reading a byte, and whether
+	// the call is the last element of its alternative (a tail call, which
+	// pushes no return position).
+	type call struct {
+		to   int32
+		tail bool
+	}
+	first := make([][]call, n)
 	for r, alts := range c.alts {
 		for _, alt := range alts {
-			for _, e := range alt {
+			for i, e := range alt {
 				if e.kind != elemRef {
 					break
 				}
-				first[r] = append(first[r], e.arg)
+				first[r] = append(first[r], call{e.arg, i == len(alt)-1})
 				if !nullable[e.arg] {
 					break
 				}
 			}
 		}
 	}
-	const (
-		unseen = iota
-		open
-		closed
-	)
-	mark := make([]uint8, n)
-	var path []string
-	var visit func(r int32) error
-	visit = func(r int32) error {
-		mark[r] = open
-		path = append(path, c.names[r])
-		for _, s := range first[r] {
-			switch mark[s] {
-			case open:
-				return fmt.Errorf("%w: left recursion through rule %q (%s)", ErrUnsupported, c.names[s], strings.Join(append(path, c.names[s]), " → "))
-			case unseen:
-				if err := visit(s); err != nil {
-					return err
-				}
+	// A cycle of such calls loops without reading a byte. Through tail
+	// calls only (x* with a nullable x), the matcher's stacks stay the
+	// same and it stops at the repeat; a call that pushes a return
+	// position makes the stacks grow without end: left recursion. So
+	// refuse a non-tail call inside a strongly connected component
+	// (Tarjan's algorithm).
+	index := make([]int, n)
+	low := make([]int, n)
+	comp := make([]int, n)
+	onStack := make([]bool, n)
+	for i := range index {
+		index[i] = -1
+	}
+	var stack []int32
+	next, comps := 0, 0
+	var connect func(v int32)
+	connect = func(v int32) {
+		index[v], low[v] = next, next
+		next++
+		stack = append(stack, v)
+		onStack[v] = true
+		for _, w := range first[v] {
+			switch {
+			case index[w.to] < 0:
+				connect(w.to)
+				low[v] = min(low[v], low[w.to])
+			case onStack[w.to]:
+				low[v] = min(low[v], index[w.to])
 			}
 		}
-		path = path[:len(path)-1]
-		mark[r] = closed
-		return nil
+		if low[v] == index[v] {
+			for {
+				w := stack[len(stack)-1]
+				stack = stack[:len(stack)-1]
+				onStack[w] = false
+				comp[w] = comps
+				if w == v {
+					break
+				}
+			}
+			comps++
+		}
 	}
 	for r := range n {
-		if mark[r] == unseen {
-			if err := visit(int32(r)); err != nil {
-				return err
+		if index[r] < 0 {
+			connect(int32(r))
+		}
+	}
+	for r := range n {
+		for _, w := range first[r] {
+			if !w.tail && comp[r] == comp[w.to] {
+				return fmt.Errorf("%w: left recursion: rule %q calls %q before reading anything, and can be reached back from it", ErrUnsupported, c.names[r], c.names[w.to])
 			}
 		}
 	}

@@ -27,6 +27,7 @@ func TestGBNF(t *testing.T) {
 		{"unicode range", `root ::= [α-ω]+`, []string{"αβγ", "ω"}, []string{"a", "Α"}},
 		{"escapes", `root ::= "\x41\u00e9\n\t\"" [\x00-\x1f]`, []string{"Aé\n\t\"\x01"}, []string{"Aé\n\t\""}},
 		{"right recursion", "root ::= \"(\" root \")\" | \"\"", []string{"", "()", "((()))"}, []string{"(()", ")"}},
+		{"nullable loop body", `root ::= ("a"?)* "b"`, []string{"b", "aab"}, []string{"", "ba"}},
 		{"multi-line rule continues after |", "root ::= \"a\" |\n  \"b\"\n", []string{"a", "b"}, nil},
 	}
 	for _, tt := range tests {
