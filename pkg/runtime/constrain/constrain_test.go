@@ -350,3 +350,55 @@ func TestPool(t *testing.T) {
 		t.Fatalf("pool holds %d matchers, cap 2", p.n)
 	}
 }
+
+// TestAmbiguousGrammarRefused: a grammar whose parses multiply fails the
+// generation instead of slowing every step down.
+func TestAmbiguousGrammarRefused(t *testing.T) {
+	v := NewVocab([][]byte{[]byte("a"), []byte("c"), nil}, []int32{2})
+	c := NewMatcher(grammar.MustParse(`root ::= "a" root "c" | "a" root | ""`), v, nil)
+	logits := make([]float32, 3)
+	for i := range 2000 {
+		if err := c.Mask(logits); err != nil {
+			if !errors.Is(err, grammar.ErrAmbiguous) {
+				t.Fatalf("step %d: %v", i, err)
+			}
+			return
+		}
+		if err := c.Accept(0); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+	t.Fatal("2000 ambiguous steps accepted")
+}
+
+// TestWalkWork logs what the first walks of a realistic schema cost in
+// grammar steps, against the maxWalkWork bound.
+func TestWalkWork(t *testing.T) {
+	tok := loadTokenizer(t, "llama-bpe")
+	v := TokenizerVocab(tok)
+	g, err := grammar.FromJSONSchema([]byte(realistic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := tok.Encode(`{"id": "0a1b2c3d", "status": "active", "profile": {"name": "Ada", "email": null, "score": 97.5}, "roles": ["admin"]}`, tokenizer.EncodeOptions{AddBOS: tokenizer.BOSNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewMatcher(g, v, nil)
+	logits := make([]float32, v.Size())
+	most := uint64(0)
+	for _, id := range ids {
+		before := c.m.Work()
+		if err := c.Mask(logits); err != nil {
+			t.Fatal(err)
+		}
+		most = max(most, c.m.Work()-before)
+		if err := c.Accept(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("most grammar steps for one mask: %d (bound %d), total %d", most, maxWalkWork, c.m.Work())
+	if most > maxWalkWork/16 {
+		t.Errorf("a realistic schema's mask took %d steps, close to the bound %d", most, maxWalkWork)
+	}
+}

@@ -21,6 +21,16 @@ var ErrRejected = errors.New("constraint: token not allowed here")
 // maxMasks bounds the masks a Matcher keeps (each is Vocab.Size bits).
 const maxMasks = 64
 
+// maxWalkWork bounds the grammar expansion steps of computing one mask.
+// A JSON Schema's first mask on a 128k vocabulary takes far fewer; the
+// bound keeps one request's pathological grammar from stalling the
+// scheduler, which samples every sequence on one goroutine.
+const maxWalkWork = 1 << 22
+
+// ErrTooExpensive is returned by Mask when computing the allowed tokens
+// of a state would take more than maxWalkWork grammar steps.
+var ErrTooExpensive = fmt.Errorf("%w: the grammar is too expensive to follow over this vocabulary", grammar.ErrUnsupported)
+
 // Matcher follows one generation under a grammar. Not safe for concurrent
 // use.
 type Matcher struct {
@@ -56,20 +66,21 @@ func (c *Matcher) Complete() bool { return c.m.Complete() }
 
 // allowed returns the bit set of tokens whose bytes continue the output
 // from the matcher's state (end tokens not included).
-func (c *Matcher) allowed() []uint64 {
+func (c *Matcher) allowed() ([]uint64, error) {
 	if e := c.m.Epoch(); e != c.epoch {
 		clear(c.masks) // the matcher renumbered its states
 		c.epoch = e
 	}
 	st := c.m.State()
 	if mask, ok := c.masks[st]; ok {
-		return mask
+		return mask, nil
 	}
 	if len(c.masks) >= maxMasks {
 		clear(c.masks)
 	}
 	mask := make([]uint64, (c.v.size+63)/64)
 	v := c.v
+	budget := c.m.Work() + maxWalkWork
 	c.walk[0] = st
 	for i := 0; i < len(v.edge); {
 		d := v.depth[i]
@@ -78,20 +89,29 @@ func (c *Matcher) allowed() []uint64 {
 			i = int(v.skip[i])
 			continue
 		}
+		if c.m.Work() > budget {
+			return nil, ErrTooExpensive
+		}
 		c.walk[d] = next
 		for _, id := range v.toks[v.tokAt[i]:v.tokAt[i+1]] {
 			mask[id>>6] |= 1 << (id & 63)
 		}
 		i++
 	}
+	if err := c.m.Err(); err != nil {
+		return nil, err
+	}
 	c.masks[st] = mask
-	return mask
+	return mask, nil
 }
 
 // Mask sets the logit of every token that may not come next to -Inf. It
 // fails with ErrDeadEnd when no token may.
 func (c *Matcher) Mask(logits []float32) error {
-	mask := c.allowed()
+	mask, err := c.allowed()
+	if err != nil {
+		return err
+	}
 	complete := c.m.Complete()
 	if complete {
 		c.saved = c.saved[:0]

@@ -2,6 +2,7 @@ package grammar
 
 import (
 	"encoding/binary"
+	"fmt"
 	"slices"
 	"unsafe"
 )
@@ -39,6 +40,11 @@ type Matcher struct {
 	cur        State
 	epoch      uint64 // counts compactions, which renumber States
 
+	// work counts closure steps, so callers can bound what one input
+	// costs; err is set once a state exceeds maxStacks.
+	work uint64
+	err  error
+
 	// closure scratch
 	seen map[int32]struct{}
 	out  []int32
@@ -71,6 +77,15 @@ const (
 	maxNodes  = 1 << 20
 	maxStates = 1 << 14
 )
+
+// maxStacks bounds the parse stacks of one state. Grammars from JSON
+// Schemas and regexes stay in the tens; only a highly ambiguous grammar
+// reaches it, and it would make every step of its generation slow.
+const maxStacks = 512
+
+// ErrAmbiguous is the error of a matcher whose grammar is so ambiguous that
+// a state holds more than maxStacks parse stacks.
+var ErrAmbiguous = fmt.Errorf("%w: the grammar is too ambiguous (more than %d parses at once)", ErrUnsupported, maxStacks)
 
 // NewMatcher returns a matcher at the start of g's language.
 func NewMatcher(g *Grammar) *Matcher {
@@ -118,6 +133,7 @@ func (m *Matcher) closure(s int32) {
 	if _, ok := m.seen[s]; ok {
 		return
 	}
+	m.work++
 	m.seen[s] = struct{}{}
 	if s == 0 {
 		m.out = append(m.out, 0)
@@ -201,10 +217,22 @@ func (m *Matcher) Next(st State, b byte) State {
 			m.closure(m.node(n.pos+1, n.parent))
 		}
 	}
+	if len(m.out) > maxStacks {
+		m.err = ErrAmbiguous
+		m.out = m.out[:0]
+	}
 	t := m.intern(m.out)
 	m.states[st].trans[b] = t // m.states may have grown: index again
 	return t
 }
+
+// Err reports whether the grammar turned out too ambiguous to follow
+// (ErrAmbiguous); the transitions that hit the limit read as Dead.
+func (m *Matcher) Err() error { return m.err }
+
+// Work is the number of expansion steps the matcher has done: a measure
+// of what computing its transitions has cost so far.
+func (m *Matcher) Work() uint64 { return m.work }
 
 // Accept moves the matcher over bytes, reporting false (and leaving the
 // matcher where it was) if they do not continue a sentence.
