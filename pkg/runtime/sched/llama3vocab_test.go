@@ -1,0 +1,122 @@
+package sched
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/pkg/runtime/constrain"
+	"github.com/corelm/corelm/pkg/runtime/internal/runtimetest"
+	"github.com/corelm/corelm/pkg/runtime/llama"
+	"github.com/corelm/corelm/pkg/runtime/model"
+	"github.com/corelm/corelm/pkg/runtime/quantize"
+	"github.com/corelm/corelm/pkg/runtime/sample"
+	"github.com/corelm/corelm/pkg/runtime/synth"
+	"github.com/corelm/corelm/pkg/runtime/tokenizer"
+)
+
+// llama3Vocab is Llama-3's tokenizer (the tokenizer package's fixture) and
+// a small synthetic Llama with its 128,256-token vocabulary.
+func llama3Vocab(t *testing.T) (model.Model, *tokenizer.Tokenizer) {
+	t.Helper()
+	f, err := os.Open(filepath.Join("..", "tokenizer", "testdata", "ggml-vocab-llama-bpe.gguf.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vf, err := gguf.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.New(vf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shape := synth.Shape{Arch: "llama", Dim: 64, Layers: 2, FFN: 128, Heads: 4, KVHeads: 2, Vocab: tok.VocabSize(),
+		Context: 1024, RopeBase: 500000, RMSEps: 1e-5}
+	scheme, err := quantize.ParseScheme("Q8_0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := synth.Write(&buf, shape, "llama3-vocab", scheme, 19); err != nil {
+		t.Fatal(err)
+	}
+	mf, err := gguf.Parse(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := llama.New(model.FromGGUF(mf), model.Env{Pool: runtimetest.Pool(t, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, tok
+}
+
+// TestLlama3VocabConstrained: on a synthetic model with Llama-3's
+// vocabulary (random weights: the model knows nothing of JSON), outputs
+// under schemas, greedy and sampled, validate when they stop and end with
+// LENGTH otherwise.
+func TestLlama3VocabConstrained(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 128k-vocabulary model")
+	}
+	m, tok := llama3Vocab(t)
+	v := constrain.TokenizerVocab(tok)
+	prompt, err := tok.Encode("Reply in JSON.", tokenizer.EncodeOptions{AddBOS: tokenizer.BOSForce})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(m, Config{MaxSeqs: 2})
+	defer shutdown(t, s)
+	stopped := 0
+	for si, src := range constrainedSchemas {
+		g, err := constrain.Compile(constrain.Spec{Kind: constrain.JSONSchema, Text: src})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sch := compileJSONSchema(t, src)
+		for seed := range 2 {
+			params := sample.Params{Temperature: 1, TopK: 40, Seed: uint64(seed)}
+			if seed == 0 {
+				params = sample.Params{}
+			}
+			req := Request{Prompt: prompt, MaxTokens: 60, Sampling: params, IsEOG: tok.IsEOG, Constraint: constrain.NewMatcher(g, v, nil)}
+			toks, final := collect(t, s, req)
+			text, _ := tok.Decode(toks)
+			switch final.Reason {
+			case FinishStop:
+				stopped++
+				doc, err := jsonschema.UnmarshalJSON(strings.NewReader(text))
+				if err != nil {
+					t.Fatalf("schema %d seed %d: %q is not JSON: %v", si, seed, text, err)
+				}
+				if err := sch.Validate(doc); err != nil {
+					t.Fatalf("schema %d seed %d: %s does not validate: %v", si, seed, text, err)
+				}
+			case FinishLength:
+			default:
+				t.Fatalf("schema %d seed %d: finish %v (%v) after %q", si, seed, final.Reason, final.Err, text)
+			}
+			t.Logf("schema %d seed %d: %v %q", si, seed, final.Reason, text)
+		}
+	}
+	if stopped == 0 {
+		t.Error("no generation completed its document")
+	}
+}
