@@ -20,6 +20,8 @@ type GenerateRequest struct {
 	Context    int              // the context the model runs at; 0 = the model's
 	KVType     kvcache.Type
 	Chunk      int // most prompt tokens per forward step; 0 = sched.DefaultStepTokens
+	// Constraint restricts the output to a language (structured output).
+	Constraint sched.Constraint
 }
 
 // GenerateResult summarises a finished generation.
@@ -40,6 +42,7 @@ func Generate(ctx context.Context, m model.Model, req GenerateRequest, emit func
 	defer s.Shutdown(context.Background())
 	h, err := s.Submit(ctx, sched.Request{
 		Prompt: req.Prompt, MaxTokens: req.MaxTokens, Sampling: req.Sampling, StopTokens: req.StopTokens, IsEOG: req.IsEOG,
+		Constraint: req.Constraint,
 	})
 	if err != nil {
 		return GenerateResult{}, err
