@@ -2,14 +2,19 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/metadata"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/corelm/corelm/internal/servicetest"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+	"github.com/corelm/corelm/services/internal/telemetry"
 )
 
 // TestConstraint: a JSON Schema constraint over gRPC yields a document that
@@ -69,4 +74,35 @@ func TestConstraint(t *testing.T) {
 			t.Errorf("%v: %v, want InvalidArgument naming %s", tt.c, err, tt.name)
 		}
 	}
+}
+
+// TestConstraintTraced: a constrained generation's span says which kind of
+// constraint and the GenAI output type.
+func TestConstraintTraced(t *testing.T) {
+	x := newTraced(t, Tracing{Level: telemetry.LevelRequest, Max: telemetry.LevelLayer})
+	tid := trace.TraceID{0xc0, 0x19}
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "traceparent", fmt.Sprintf("00-%s-%s-01", tid, trace.SpanID{0xc1, 0x19}))
+	stream, err := x.client.GenerateStream(ctx, &corelmv1.GenerateStart{ModelId: "stories", MaxTokens: 4,
+		Prompt:     &corelmv1.GenerateStart_Text{Text: "Once upon a time"},
+		Constraint: &corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_JsonObject{JsonObject: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := lastFinal(stream); f == nil || f.GetErrorCode() != 0 {
+		t.Fatalf("final %v", f)
+	}
+	for _, s := range x.trace(t, tid) {
+		if s.Name != "text_completion stories" {
+			continue
+		}
+		attrs := map[string]string{}
+		for _, kv := range s.Attributes {
+			attrs[string(kv.Key)] = kv.Value.String()
+		}
+		if attrs["corelm.constraint"] != "json_object" || attrs["gen_ai.output.type"] != "json" {
+			t.Errorf("span attributes %v", attrs)
+		}
+		return
+	}
+	t.Fatal("no generation span")
 }

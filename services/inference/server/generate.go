@@ -108,6 +108,9 @@ func (s *Server) submit(ctx context.Context, g *generation, req *corelmv1.Genera
 			return err
 		}
 		g.tel.Attach(&sr)
+		if c := req.GetConstraint(); c != nil {
+			g.tel.Constrained(constraintKind(c))
+		}
 		gctx, cancel := context.WithCancel(ctx)
 		h, err := e.sched.Submit(gctx, sr)
 		if err != nil {
@@ -190,6 +193,21 @@ func outputConstraint(e *entry, c *corelmv1.OutputConstraint, stops []int32) (sc
 		}
 	}
 	return matchers.Get(g, e.vocab(), stops), nil
+}
+
+// constraintKind names the kind of c as the proto's oneof does.
+func constraintKind(c *corelmv1.OutputConstraint) string {
+	switch c.GetKind().(type) {
+	case *corelmv1.OutputConstraint_JsonSchema:
+		return "json_schema"
+	case *corelmv1.OutputConstraint_JsonObject:
+		return "json_object"
+	case *corelmv1.OutputConstraint_Grammar:
+		return "grammar"
+	case *corelmv1.OutputConstraint_Regex:
+		return "regex"
+	}
+	return "none"
 }
 
 func promptTokens(e *entry, req *corelmv1.GenerateStart) ([]int32, error) {
