@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Runs the official openai npm client against corelm's HTTP gateway: a
 // chat completion and a completion, each whole and streamed (with
-// stream_options.include_usage), greedy, and prints what the client parsed
-// as one JSON object. The gateway's tests compare it with a direct gRPC
+// stream_options.include_usage), greedy, and embeddings of two texts (the
+// client's default base64 encoding, and floats), and prints what the client
+// parsed as one JSON object. The gateway's tests compare it with a direct gRPC
 // generation.
 //
 //   node openai.mjs --base-url http://127.0.0.1:8080/v1 --model stories \
@@ -60,6 +61,12 @@ async function main() {
       if (c.finish_reason) out.completion_stream.finish_reason = c.finish_reason;
     }
   }
+
+  const texts = [opts.prompt, 'The cat sat on the mat.'];
+  const emb = await client.embeddings.create({ model: opts.model, input: texts });
+  const embFloat = await client.embeddings.create({ model: opts.model, input: texts, encoding_format: 'float' });
+  out.embeddings = { base64: emb.data.map((d) => Array.from(d.embedding)), float: embFloat.data.map((d) => d.embedding),
+    usage: emb.usage };
 
   // An unknown model: the client raises its NotFoundError with the body.
   try {

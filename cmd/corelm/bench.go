@@ -42,6 +42,7 @@ type benchReport struct {
 	RSSMappedBytes  int64     `json:"rss_mapped_bytes"`
 	RSSHugeBytes    int64     `json:"rss_huge_mapped_bytes"`
 	WeightBytesTok  int64     `json:"weight_bytes_per_token"`
+	KVBytesStep     int64     `json:"kv_bytes_per_step"` // the KV cache one decode step reads, at the mean depth of the decode
 	DecodeBandwidth float64   `json:"decode_bandwidth_gb_s"`
 	StreamGBs       float64   `json:"stream_gb_s"`
 	StreamAll       []float64 `json:"stream_gb_s_runs"`
@@ -185,7 +186,13 @@ func runBench(ctx context.Context, args []string) error {
 	rep.PeakRSSBytes = peakRSS()
 	rep.RSSBytes, rep.RSSAnonBytes, rep.RSSHugeBytes = rssNow()
 	rep.RSSMappedBytes = rep.RSSBytes - rep.RSSAnonBytes
-	rep.DecodeBandwidth = float64(rep.WeightBytesTok) * rep.DecodeTokS / float64(*seqs) / 1e9 // weights are read once per step
+	// A step reads the weights once and each sequence's whole KV cache
+	// (attention reads every cached position, or the window's): at the
+	// decode's mean depth, that is the cache of that many positions.
+	depth := *p + (*g+1)/2
+	rep.KVBytesStep = int64(*seqs) * m.KVBytes(model.StateOptions{Context: depth, KVType: kt})
+	steps := rep.DecodeTokS / float64(*seqs)
+	rep.DecodeBandwidth = float64(rep.WeightBytesTok+rep.KVBytesStep) * steps / 1e9
 	rep.StreamGBs = median(rep.StreamAll)
 	rep.DecodeOfStream = rep.DecodeBandwidth / rep.StreamGBs
 	if *asJSON {
@@ -195,8 +202,9 @@ func runBench(ctx context.Context, args []string) error {
 	fmt.Printf("threads    %d · kernels %s · %s · %d sequence(s) per batch\n", rep.Threads, rep.KernelTier, rep.GoVersion, rep.Seqs)
 	fmt.Printf("prefill    %.2f tok/s median of %d (min %.2f, max %.2f), %d tokens\n", rep.PrefillTokS, *reps, minOf(rep.PrefillAll), maxOf(rep.PrefillAll), *p)
 	fmt.Printf("decode     %.2f tok/s median of %d (min %.2f, max %.2f), %d tokens\n", rep.DecodeTokS, *reps, minOf(rep.DecodeAll), maxOf(rep.DecodeAll), *g)
-	fmt.Printf("weights    %s read per decode step → %.2f GB/s, %.0f%% of the %.2f GB/s a plain read of them reaches (median of %d)\n",
-		humanBytes(rep.WeightBytesTok), rep.DecodeBandwidth, 100*rep.DecodeOfStream, rep.StreamGBs, *reps)
+	fmt.Printf("reads      %s per decode step (weights %s + KV cache %s at depth %d) → %.2f GB/s, %.0f%% of the %.2f GB/s a plain read of the weights reaches (median of %d)\n",
+		humanBytes(rep.WeightBytesTok+rep.KVBytesStep), humanBytes(rep.WeightBytesTok), humanBytes(rep.KVBytesStep), depth,
+		rep.DecodeBandwidth, 100*rep.DecodeOfStream, rep.StreamGBs, *reps)
 	fmt.Printf("memory     at a %d-token context: resident %s = %s mapped (weights) + %s private; peak %s\n",
 		rep.Context, humanBytes(rep.RSSBytes), humanBytes(rep.RSSMappedBytes), humanBytes(rep.RSSAnonBytes), humanBytes(rep.PeakRSSBytes))
 	if *path != "" && rep.RSSMappedBytes > 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/chat"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
+	"github.com/corelm/corelm/pkg/runtime/model"
 	"github.com/corelm/corelm/pkg/runtime/sched"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
@@ -55,7 +56,7 @@ func runChat(ctx context.Context, args []string) error {
 		if err := lc.open(mf.path, mf.run.threads); err != nil {
 			return err
 		}
-		defer lc.l.Close()
+		defer lc.close()
 		reply = lc.reply
 	}
 
@@ -87,9 +88,10 @@ type localChat struct {
 	showPrompt bool
 	verbose    bool
 
-	l    *runtime.Loaded
-	tok  *tokenizer.Tokenizer
-	tmpl *chat.Template
+	l       *runtime.Loaded
+	tok     *tokenizer.Tokenizer
+	tmpl    *chat.Template
+	session *runtime.Session // keeps the conversation's KV between turns
 }
 
 func (c *localChat) open(path string, threads int) error {
@@ -108,7 +110,17 @@ func (c *localChat) open(path string, threads int) error {
 		fmt.Fprintf(os.Stderr, "%v; using ChatML\n", err)
 	}
 	c.l, c.tok, c.tmpl = l, tok, tmpl
+	// The prefix cache holds one whole context: the last turn's prompt and
+	// reply, which the next turn's prompt starts with.
+	served := l.Model.Config().ClampContext(c.ctx)
+	c.session = runtime.NewSession(l.Model, runtime.SessionConfig{Context: c.ctx, KVType: c.kvType,
+		CacheBytes: l.Model.KVBytes(model.StateOptions{Context: served, KVType: c.kvType})})
 	return nil
+}
+
+func (c *localChat) close() {
+	c.session.Close()
+	c.l.Close()
 }
 
 func (c *localChat) reply(ctx context.Context, msgs []chat.Message, text func(string) error) error {
@@ -124,7 +136,7 @@ func (c *localChat) reply(ctx context.Context, msgs []chat.Message, text func(st
 		fmt.Fprintf(os.Stderr, "prompt (%d tokens): %s\n", len(ids), strconv.Quote(prompt))
 	}
 	dec := c.tok.NewDecoder()
-	res, err := runtime.Generate(ctx, c.l.Model, runtime.GenerateRequest{
+	res, err := c.session.Generate(ctx, runtime.GenerateRequest{
 		Prompt:    ids,
 		MaxTokens: c.maxTokens,
 		Sampling:  c.sf.params(),
@@ -142,7 +154,7 @@ func (c *localChat) reply(ctx context.Context, msgs []chat.Message, text func(st
 		return fmt.Errorf("%w: %v", errPromptTooLong, err)
 	}
 	if err == nil && c.verbose {
-		fmt.Fprintln(os.Stderr, timings(len(ids), len(res.Tokens), res.Prefill, res.Decode, res.Finish.String()))
+		fmt.Fprintf(os.Stderr, "%s; %d prompt tokens from the cache\n", timings(len(ids), len(res.Tokens), res.Prefill, res.Decode, res.Finish.String()), res.Cached)
 	}
 	return err
 }

@@ -308,3 +308,28 @@ func TestChatSessionSignals(t *testing.T) {
 		t.Errorf("conversations %v: want the interrupted message gone from the second", calls)
 	}
 }
+
+// TestChatLocalReusesKV: each turn of a local chat prefills only what the
+// previous turn did not: -v reports the prompt tokens the session's cache
+// served, none on the first turn, most of the prompt on the second. (That a
+// reused prefix gives the tokens of an uncached run is sched's tests'.)
+func TestChatLocalReusesKV(t *testing.T) {
+	args := []string{"chat", "--system", "Be brief.", "--temperature", "0", "--max-tokens", "8", "-v"}
+	out, errOut, code := corelmWith(t, "Hello\nHow are you?\n", nil, args...)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	var cached []int
+	for _, line := range strings.Split(errOut, "\n") {
+		if rest, ok := strings.CutSuffix(line, " prompt tokens from the cache"); ok {
+			n, err := strconv.Atoi(rest[strings.LastIndex(rest, " ")+1:])
+			if err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			cached = append(cached, n)
+		}
+	}
+	if len(cached) != 2 || cached[0] != 0 || cached[1] < 16 {
+		t.Fatalf("cached prompt tokens per turn %v, want 0 then most of the first turn's\n%s", cached, errOut)
+	}
+}

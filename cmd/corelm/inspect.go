@@ -93,7 +93,7 @@ func runInspect(ctx context.Context, args []string) error {
 		}
 	}
 	file := fs.Arg(0)
-	l, err := openModel(file, 1)
+	l, err := openWith(file, 1, nil) // the file as it is: no packing to inspect it
 	if err != nil {
 		return err
 	}

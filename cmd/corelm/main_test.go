@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"github.com/corelm/corelm/pkg/runtime"
 	"math"
 	"os"
 	"os/exec"
@@ -27,7 +28,14 @@ func TestMain(m *testing.M) {
 		main()
 		return
 	}
-	os.Exit(m.Run())
+	// GGUF files the CLI opens are packed into a cache of the run's own.
+	packed, err := os.MkdirTemp("", "corelm-packed-")
+	if err == nil {
+		os.Setenv(runtime.PackCacheEnv, packed)
+	}
+	code := m.Run()
+	os.RemoveAll(packed)
+	os.Exit(code)
 }
 
 // cli returns the command that runs corelm with args.

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
 
 	"github.com/corelm/corelm/models"
@@ -10,8 +12,15 @@ import (
 )
 
 // openModel opens a model file, or the embedded demo model when path is
-// empty or names it.
+// empty or names it. A GGUF file is opened through the pack cache
+// (runtime.DefaultPackCache; CORELM_PACK_CACHE=off turns it off): packed
+// for this CPU's kernels the first time, its packed copy reused after.
 func openModel(path string, threads int) (*runtime.Loaded, error) {
+	return openWith(path, threads, runtime.DefaultPackCache())
+}
+
+// openWith is openModel with the pack cache pc (nil: none).
+func openWith(path string, threads int, pc *runtime.PackCache) (*runtime.Loaded, error) {
 	if threads <= 0 {
 		threads = kernels.DefaultThreads()
 	}
@@ -21,5 +30,19 @@ func openModel(path string, threads int) (*runtime.Loaded, error) {
 			return runtime.ParseGGUF(models.Stories, env)
 		}
 	}
-	return runtime.Open(path, env)
+	if pc != nil {
+		var shown bool
+		pc.Progress = func(path string, done, total int64) {
+			if !shown {
+				shown = true
+				fmt.Fprintf(os.Stderr, "corelm: packing %s for this CPU's kernels into %s (%s, once: later runs reuse it; %s=off to skip)\n",
+					path, pc.Dir, runtime.FormatBytes(total), runtime.PackCacheEnv)
+			}
+		}
+	}
+	l, note, err := pc.Open(context.Background(), path, env)
+	if note != "" {
+		fmt.Fprintf(os.Stderr, "corelm: %s: running the GGUF layout (%s)\n", path, note)
+	}
+	return l, err
 }

@@ -72,9 +72,18 @@ func Binary(t testing.TB, pkg string) string {
 
 // Main runs the tests, removes what Binary built and exits.
 func Main(m *testing.M) {
+	// GGUF files the tests serve are packed into a cache of the run's own
+	// (runtime.PackCacheEnv), not the machine's.
+	packed, err := os.MkdirTemp("", "corelm-packed-")
+	if err == nil {
+		os.Setenv("CORELM_PACK_CACHE", packed)
+	}
 	code := m.Run()
 	if bins.dir != "" {
 		os.RemoveAll(bins.dir)
+	}
+	if packed != "" {
+		os.RemoveAll(packed)
 	}
 	os.Exit(code)
 }

@@ -30,6 +30,7 @@ type GenerateResult struct {
 	Finish  sched.FinishReason // FinishStop or FinishLength
 	Prefill time.Duration      // start → first token sampled
 	Decode  time.Duration      // first token → end
+	Cached  int                // prompt tokens whose KV a Session's prefix cache served
 }
 
 // Generate runs req on m alone and calls emit for each generated token. It
@@ -38,9 +39,40 @@ type GenerateResult struct {
 // fails, the generation is cancelled and emit's error returned; when ctx
 // ends, ctx's error.
 func Generate(ctx context.Context, m model.Model, req GenerateRequest, emit func(tok int32) error) (GenerateResult, error) {
-	s := sched.New(m, sched.Config{MaxSeqs: 1, MaxQueue: -1, Context: req.Context, KVType: req.KVType, StepTokens: req.Chunk})
-	defer s.Shutdown(context.Background())
-	h, err := s.Submit(ctx, sched.Request{
+	s := NewSession(m, SessionConfig{Context: req.Context, KVType: req.KVType, Chunk: req.Chunk})
+	defer s.Close()
+	return s.Generate(ctx, req, emit)
+}
+
+// SessionConfig sizes a Session.
+type SessionConfig struct {
+	Context int // the context the model runs at; 0 = the model's
+	KVType  kvcache.Type
+	Chunk   int // most prompt tokens per forward step; 0 = sched.DefaultStepTokens
+	// CacheBytes is how much KV the prefix cache keeps between
+	// generations (0: none).
+	CacheBytes int64
+}
+
+// Session runs generations on m one after another, with a prefix cache
+// between them when configured: a chat that resends its whole history
+// each turn then prefills only what is new. The Context, KVType and Chunk
+// of the requests it runs are its own.
+type Session struct{ s *sched.Scheduler }
+
+// NewSession starts a session on m. Close it when done.
+func NewSession(m model.Model, cfg SessionConfig) *Session {
+	return &Session{sched.New(m, sched.Config{MaxSeqs: 1, MaxQueue: -1, Context: cfg.Context, KVType: cfg.KVType,
+		StepTokens: cfg.Chunk, CacheBudget: cfg.CacheBytes})}
+}
+
+// Close stops the session.
+func (ss *Session) Close() { ss.s.Shutdown(context.Background()) }
+
+// Generate runs req as the package-level Generate does, reusing the KV of
+// the longest prompt prefix the session has cached.
+func (ss *Session) Generate(ctx context.Context, req GenerateRequest, emit func(tok int32) error) (GenerateResult, error) {
+	h, err := ss.s.Submit(ctx, sched.Request{
 		Prompt: req.Prompt, MaxTokens: req.MaxTokens, Sampling: req.Sampling, StopTokens: req.StopTokens, IsEOG: req.IsEOG,
 		Constraint: req.Constraint,
 	})
@@ -67,7 +99,7 @@ func Generate(ctx context.Context, m model.Model, req GenerateRequest, emit func
 			}
 		case sched.EventFinal:
 			f := ev.Final
-			res.Finish, res.Prefill, res.Decode = f.Reason, f.Timings.Prefill, f.Timings.Decode
+			res.Finish, res.Prefill, res.Decode, res.Cached = f.Reason, f.Timings.Prefill, f.Timings.Decode, f.Usage.CachedTokens
 			if emitErr != nil {
 				return res, emitErr
 			}

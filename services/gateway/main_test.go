@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,7 +120,14 @@ func TestOpenAINode(t *testing.T) {
 			Code   string `json:"code"`
 			Class  string `json:"class"`
 		} `json:"not_found"`
-		Models []string `json:"models"`
+		Models     []string `json:"models"`
+		Embeddings struct {
+			Base64, Float [][]float32
+			Usage         struct {
+				PromptTokens int `json:"prompt_tokens"`
+				TotalTokens  int `json:"total_tokens"`
+			}
+		}
 	}
 	if err := json.Unmarshal([]byte(strings.NewReplacer(`"chat_stream"`, `"ChatStream"`, `"completion_stream"`, `"CompletionStream"`).Replace(string(out))), &got); err != nil {
 		t.Fatalf("%v in %s", err, out)
@@ -146,6 +154,21 @@ func TestOpenAINode(t *testing.T) {
 	}
 	if len(got.Models) != 1 || got.Models[0] != "stories" {
 		t.Errorf("models %v", got.Models)
+	}
+	emb, err := client.Embed(t.Context(), &corelmv1.EmbedRequest{ModelId: "stories", Inputs: []*corelmv1.EmbedInput{
+		{Input: &corelmv1.EmbedInput_Text{Text: prompt}}, {Input: &corelmv1.EmbedInput_Text{Text: "The cat sat on the mat."}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range emb.GetEmbeddings() {
+		for name, got := range map[string][][]float32{"base64": got.Embeddings.Base64, "float": got.Embeddings.Float} {
+			if len(got) != 2 || !slices.Equal(got[i], want.GetValues()) {
+				t.Errorf("embeddings (%s): vector %d differs from a direct Embed", name, i)
+			}
+		}
+	}
+	if u := got.Embeddings.Usage; u.PromptTokens != int(emb.GetPromptTokens()) || u.TotalTokens != u.PromptTokens {
+		t.Errorf("embeddings usage %+v, want %d tokens", u, emb.GetPromptTokens())
 	}
 }
 

@@ -397,3 +397,26 @@ func layoutFor(tier Tier, st *gguf.Tensor) Layout {
 	l, _ := chooseLayout(tier, st.Type, st.Shape)
 	return l
 }
+
+// TestWriteFromSource: reading the source with ReadAt (Options.Source)
+// writes the same bytes as reading it through the mapping, for both
+// layouts; a source shorter than its mapping is an ErrSourceFault.
+func TestWriteFromSource(t *testing.T) {
+	for name, src := range sources(t) {
+		for _, tier := range []Tier{TierGeneric, TierAVX512VNNI} {
+			want := mustPack(t, src, Options{Tier: tier})
+			got := mustPack(t, src, Options{Tier: tier, Source: bytes.NewReader(src)})
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s, tier %v: packing from the file differs from packing through the mapping", name, tier)
+			}
+		}
+	}
+	g, err := gguf.Parse(models.Stories)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := bytes.NewReader(models.Stories[:len(models.Stories)/2])
+	if _, err := Bytes(context.Background(), g, Options{Source: short}); !errors.Is(err, ErrSourceFault) {
+		t.Fatalf("a source cut short: %v, want ErrSourceFault", err)
+	}
+}

@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"runtime"
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/corelm/corelm/pkg/formats/gguf"
@@ -41,6 +44,12 @@ type Options struct {
 	// kernels read fastest, and the file records the tier it needs. The
 	// zero value, TierGeneric, keeps every tensor in ggml's layout.
 	Tier Tier
+	// Source, when set, is the file src was parsed from: tensor data and
+	// the digest are then read from it in large reads rather than through
+	// src's mapping. On a file not in the page cache a mapping faults a
+	// few pages at a time: copying the 8B-shaped file through it took 15 s,
+	// with reads 4 s.
+	Source io.ReaderAt
 }
 
 // Plan is a packed file laid out but not yet written: its size is known
@@ -52,6 +61,7 @@ type Plan struct {
 	tier       Tier
 	tensors    []Tensor
 	srcData    [][]byte
+	srcOff     []int64 // where each tensor's data starts in the source file
 	dirSize    uint64
 	dataOffset uint64
 	dataLength uint64
@@ -102,6 +112,7 @@ func NewPlan(src *gguf.File, opts Options) (*Plan, error) {
 		p.tier = max(p.tier, t.Tier)
 		p.tensors = append(p.tensors, t)
 		p.srcData = append(p.srcData, src.TensorData(st))
+		p.srcOff = append(p.srcOff, src.DataOffset+int64(st.Offset))
 		p.dirSize += uint64(4 + len(t.Name) + 4 + 2 + 2 + 4 + 8*len(t.Shape) + 8 + 8 + 4 + 4)
 		p.dataBytes += int64(t.Size)
 	}
@@ -113,11 +124,16 @@ func NewPlan(src *gguf.File, opts Options) (*Plan, error) {
 // Size is the size of the packed file.
 func (p *Plan) Size() int64 { return int64(p.dataOffset + p.dataLength) }
 
+// Tier is the tier the packed file needs: TierGeneric when no tensor's
+// layout changes (the file then reads as fast as its source).
+func (p *Plan) Tier() Tier { return p.tier }
+
 // DataBytes is the total size of the tensors (without padding).
 func (p *Plan) DataBytes() int64 { return p.dataBytes }
 
 // Write writes the packed file to w, which must be Size bytes long or
-// empty. Tensor data come first, then the manifest, then the header: a file
+// empty and take concurrent WriteAt calls on disjoint ranges (*os.File
+// does). Tensor data come first, then the manifest, then the header: a file
 // cut short anywhere fails the reader's checks. Faults on the source
 // mapping (a source truncated under us) are reported as ErrSourceFault.
 func (p *Plan) Write(ctx context.Context, w io.WriterAt) error {
@@ -134,18 +150,23 @@ func (p *Plan) Write(ctx context.Context, w io.WriterAt) error {
 		d.err = CatchFaults(func() error {
 			h := sha256.New()
 			src := p.src.Bytes()
+			var buf []byte
 			for off := 0; off < len(src); off += chunk {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				h.Write(src[off:min(off+chunk, len(src))])
+				piece, err := p.read(src[off:min(off+chunk, len(src))], int64(off), &buf)
+				if err != nil {
+					return err
+				}
+				h.Write(piece)
 			}
 			h.Sum(d.sum[:0])
 			return nil
 		})
 		dc <- d
 	}()
-	werr := CatchFaults(func() error { return p.writeData(ctx, w) })
+	werr := p.writeData(ctx, w)
 	d := <-dc
 	if werr != nil {
 		return werr
@@ -165,57 +186,116 @@ func (p *Plan) Write(ctx context.Context, w io.WriterAt) error {
 	return err
 }
 
+// writeData writes every tensor (repacked where its layout says) and the
+// zeros between them, computing each tensor's CRC-32C on the bytes as they
+// are written. Tensors are shared out to one worker per CPU, whole, so each
+// CRC runs in order; each worker catches faults on the source mapping.
 func (p *Plan) writeData(ctx context.Context, w io.WriterAt) error {
-	var zeros [PageAlign]byte
-	var done int64
-	var prevEnd uint64
-	for i := range p.tensors {
-		t := &p.tensors[i]
-		if gap := t.Offset - prevEnd; gap > 0 {
-			if _, err := w.WriteAt(zeros[:gap], int64(p.dataOffset+prevEnd)); err != nil {
-				return err
-			}
+	var (
+		next     atomic.Int64
+		done     atomic.Int64
+		progress sync.Mutex
+		wg       sync.WaitGroup
+		errs     = make([]error, min(runtime.GOMAXPROCS(0), len(p.tensors)))
+	)
+	report := func(n int) {
+		d := done.Add(int64(n))
+		if p.opts.Progress != nil {
+			progress.Lock()
+			p.opts.Progress(d, p.dataBytes)
+			progress.Unlock()
 		}
-		data := p.srcData[i]
-		// Source bytes per piece, and what a piece becomes: LayoutR16
-		// tensors are repacked a whole number of 16-row groups at a time.
-		step, conv := chunk, func(src []byte) []byte { return src }
-		if t.Layout == LayoutR16 {
-			cols := int(t.Shape[0])
-			rb, _ := t.Type.RowBytes(cols)
-			group := kernels.R16 * rb
-			step = max(1, chunk/group) * group
-			var buf []byte
-			conv = func(src []byte) []byte {
-				n, _ := kernels.LayoutBytes(t.Type, kernels.LayoutR16, len(src)/rb, cols)
-				if cap(buf) < n {
-					buf = make([]byte, n)
-				}
-				kernels.RepackR16(t.Type, buf[:n], src, cols)
-				return buf[:n]
-			}
-		}
-		crc := uint32(0)
-		var written int64
-		for off := 0; off < len(data); off += step {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			piece := conv(data[off:min(off+step, len(data))])
-			crc = crc32.Update(crc, castagnoli, piece)
-			if _, err := w.WriteAt(piece, int64(p.dataOffset+t.Offset)+written); err != nil {
-				return fmt.Errorf("pack: writing tensor %q: %w", t.Name, err)
-			}
-			written += int64(len(piece))
-			done += int64(len(piece))
-			if p.opts.Progress != nil {
-				p.opts.Progress(done, p.dataBytes)
-			}
-		}
-		t.CRC = crc
-		prevEnd = t.Offset + t.Size
 	}
+	for wi := range errs {
+		wg.Go(func() {
+			errs[wi] = CatchFaults(func() error {
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= len(p.tensors) {
+						return nil
+					}
+					if err := p.writeTensor(ctx, w, i, report); err != nil {
+						next.Store(int64(len(p.tensors))) // the others stop after their tensor
+						return err
+					}
+				}
+			})
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// writeTensor writes tensor i and the zeros before it, and sets its CRC.
+func (p *Plan) writeTensor(ctx context.Context, w io.WriterAt, i int, report func(int)) error {
+	t := &p.tensors[i]
+	prevEnd := uint64(0)
+	if i > 0 {
+		prevEnd = p.tensors[i-1].Offset + p.tensors[i-1].Size
+	}
+	if gap := t.Offset - prevEnd; gap > 0 {
+		var zeros [PageAlign]byte
+		if _, err := w.WriteAt(zeros[:gap], int64(p.dataOffset+prevEnd)); err != nil {
+			return err
+		}
+	}
+	data := p.srcData[i]
+	// Source bytes per piece, and what a piece becomes: LayoutR16
+	// tensors are repacked a whole number of 16-row groups at a time.
+	step, conv := chunk, func(src []byte) []byte { return src }
+	if t.Layout == LayoutR16 {
+		cols := int(t.Shape[0])
+		rb, _ := t.Type.RowBytes(cols)
+		group := kernels.R16 * rb
+		step = max(1, chunk/group) * group
+		var buf []byte
+		conv = func(src []byte) []byte {
+			n, _ := kernels.LayoutBytes(t.Type, kernels.LayoutR16, len(src)/rb, cols)
+			if cap(buf) < n {
+				buf = make([]byte, n)
+			}
+			kernels.RepackR16(t.Type, buf[:n], src, cols)
+			return buf[:n]
+		}
+	}
+	crc := uint32(0)
+	var written int64
+	var in []byte
+	for off := 0; off < len(data); off += step {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		src, err := p.read(data[off:min(off+step, len(data))], p.srcOff[i]+int64(off), &in)
+		if err != nil {
+			return err
+		}
+		piece := conv(src)
+		crc = crc32.Update(crc, castagnoli, piece)
+		if _, err := w.WriteAt(piece, int64(p.dataOffset+t.Offset)+written); err != nil {
+			return fmt.Errorf("pack: writing tensor %q: %w", t.Name, err)
+		}
+		written += int64(len(piece))
+		report(len(piece))
+	}
+	t.CRC = crc
 	return nil
+}
+
+// read returns the source bytes that mapped (a part of the source's
+// mapping) holds, which start at off in the source file: mapped itself, or
+// the same bytes read from Options.Source into *buf.
+func (p *Plan) read(mapped []byte, off int64, buf *[]byte) ([]byte, error) {
+	if p.opts.Source == nil {
+		return mapped, nil
+	}
+	if cap(*buf) < len(mapped) {
+		*buf = make([]byte, len(mapped))
+	}
+	b := (*buf)[:len(mapped)]
+	if n, err := p.opts.Source.ReadAt(b, off); n < len(b) {
+		return nil, fmt.Errorf("pack: %w: reading %d bytes at %d: %w", ErrSourceFault, len(b), off, err)
+	}
+	return b, nil
 }
 
 // CatchFaults runs fn with faults on memory mappings (SIGBUS from a mapped

@@ -47,6 +47,7 @@ const (
 	KeyAttnSoftcap       = "%s.attn_logit_softcapping"
 	KeyFinalSoftcap      = "%s.final_logit_softcapping"
 	KeyVocabSize         = "%s.vocab_size"
+	KeyPoolingType       = "%s.pooling_type"
 	KeyTokens            = "tokenizer.ggml.tokens"
 )
 
@@ -69,6 +70,7 @@ type Config struct {
 	RopeScale  float32 // linear RoPE frequency scale (1 = none)
 	OrigCtx    int     // rope.scaling.original_context_length, 0 if absent
 	AttnFactor float32 // rope.scaling.attn_factor, 1 if absent
+	Pooling    Pooling // pooling_type: how the model's embeddings are pooled; PoolNone if absent
 }
 
 // QDim is the width of all query heads together.
@@ -163,8 +165,12 @@ func ParseConfig(md Metadata, arch string) (*Config, error) {
 	}
 	c.OrigCtx = r.int(KeyRopeOrigCtx, false, 0)
 	c.AttnFactor = float32(r.float(KeyRopeAttnFactor, false, 1))
+	c.Pooling = Pooling(r.int(KeyPoolingType, false, 0))
 	if r.err != nil {
 		return nil, r.err
+	}
+	if c.Pooling > PoolRank {
+		return nil, Invalidf("%s: pooling_type %d is not one of llama.cpp's (0 to 4)", arch, int(c.Pooling))
 	}
 	if !(eps > 0 && eps < 1) || !(c.RopeBase > 0) || math.IsInf(float64(c.RopeBase), 0) || !(c.AttnFactor > 0) {
 		return nil, Invalidf("%s: layer_norm_rms_epsilon %g, rope.freq_base %g or rope.scaling.attn_factor %g out of range", arch, eps, c.RopeBase, c.AttnFactor)

@@ -32,8 +32,8 @@ type Ends struct {
 
 // Run is one forward step over b: every row's token embedded, then for
 // each layer attention(b, l, n) and ffn(b, l, n) on the n rows (timed when
-// b asks), then the rows that need logits normalised and projected, and
-// every sequence advanced.
+// b asks), then the rows that need logits or hidden states normalised (and
+// projected), and every sequence advanced.
 func (p *Pass) Run(b *Batch, cfg *Config, e *Ends, attention, ffn func(b *Batch, l, n int)) error {
 	n, err := p.Begin(b, cfg.Vocab)
 	if err != nil || n == 0 {
@@ -45,7 +45,7 @@ func (p *Pass) Run(b *Batch, cfg *Config, e *Ends, attention, ffn func(b *Batch,
 		kernels.Scale(p.X[:n*cfg.Dim], e.EmbedScale)
 	}
 	p.Layers(b, cfg.Layers, func(l int) { attention(b, l, n) }, func(l int) { ffn(b, l, n) })
-	p.Logits(b, p.X, cfg.Dim, cfg.Vocab,
+	p.Outputs(b, p.X, cfg.Dim, cfg.Vocab,
 		func(dst, src []float32) { kernels.RMSNorm(dst, src, e.OutputNorm, cfg.RMSEps) },
 		func(in []float32, rows int, out []float32) {
 			p.MatMul(&e.Output, in, rows, out)

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -39,6 +40,39 @@ type SeqBatch struct {
 	Logits int
 	// Out receives Logits×vocab floats, row-major; Forward grows it.
 	Out []float32
+	// Hidden asks for the last hidden state of every token of the step,
+	// after the output norm (llama.cpp's embeddings): Forward writes
+	// len(Tokens)×dim floats to HiddenOut, growing it.
+	Hidden    bool
+	HiddenOut []float32
+}
+
+// Pooling is how an embedding is made of the last hidden states of an
+// input's tokens. The values are llama.cpp's pooling_type numbers.
+type Pooling int
+
+const (
+	PoolNone Pooling = iota // not pooled: no embedding
+	PoolMean                // the mean over the tokens
+	PoolCLS                 // the first token's
+	PoolLast                // the last token's
+	PoolRank                // a reranker's classification head (not run here)
+)
+
+func (p Pooling) String() string {
+	switch p {
+	case PoolNone:
+		return "none"
+	case PoolMean:
+		return "mean"
+	case PoolCLS:
+		return "cls"
+	case PoolLast:
+		return "last"
+	case PoolRank:
+		return "rank"
+	}
+	return fmt.Sprintf("pooling(%d)", int(p))
 }
 
 // StepTrace collects the timings of one forward step.

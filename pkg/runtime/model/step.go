@@ -128,14 +128,23 @@ func (st *Step) Attend(pool *kernels.Pool, b *Batch, l, heads, headDim int, q, o
 	})
 }
 
-// Logits computes the logits the batch asks for: it normalises those rows
-// of the residual stream x (dim wide) with norm, projects them all at once
-// with project (rows in, rows×vocab out) and copies each sequence's share
-// into its Out.
-func (st *Step) Logits(b *Batch, x []float32, dim, vocab int, norm func(dst, src []float32), project func(in []float32, rows int, out []float32)) {
-	want := 0
+// Outputs computes what the batch asks for from the residual stream x
+// (dim wide): the rows needing logits are normalised with norm and
+// projected all at once with project (rows in, rows×vocab out), each
+// sequence's share copied into its Out; a sequence asking for Hidden gets
+// every row of its tokens normalised into HiddenOut.
+func (st *Step) Outputs(b *Batch, x []float32, dim, vocab int, norm func(dst, src []float32), project func(in []float32, rows int, out []float32)) {
+	want, row := 0, 0
 	for i := range b.Seqs {
-		want += min(b.Seqs[i].Logits, len(b.Seqs[i].Tokens))
+		s := &b.Seqs[i]
+		want += min(s.Logits, len(s.Tokens))
+		if s.Hidden {
+			s.HiddenOut = Grow(s.HiddenOut, len(s.Tokens)*dim)
+			for j := range s.Tokens {
+				norm(s.HiddenOut[j*dim:(j+1)*dim], x[(row+j)*dim:(row+j+1)*dim])
+			}
+		}
+		row += len(s.Tokens)
 	}
 	if want == 0 {
 		return

@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/corelm/corelm/pkg/runtime/model"
 	"github.com/corelm/corelm/pkg/runtime/sample"
 )
 
@@ -121,6 +122,11 @@ type Request struct {
 	// NoCache keeps the request out of the prefix cache: it reuses no
 	// other request's KV and leaves none behind (e.g. for privacy).
 	NoCache bool
+	// Pooling, when set, makes the request an embedding: it reads its
+	// prompt, which may fill the whole context, generates nothing and ends
+	// with Final.Embedding, its tokens' last hidden states pooled this way.
+	// It takes no part in the prefix cache.
+	Pooling model.Pooling
 	// Tag is passed back to the observer untouched (e.g. a span).
 	Tag any
 	// Constraint, when set, restricts every sampled token to those that
@@ -141,6 +147,9 @@ type Constraint interface {
 	Mask(logits []float32) error
 	Accept(tok int32) error
 }
+
+// embeds reports whether req is an embedding.
+func (req *Request) embeds() bool { return req.Pooling != model.PoolNone }
 
 // validate checks req against a model of vocab tokens. Errors wrap
 // ErrInvalidRequest (and sample.ErrParams for sampling parameters) and say
@@ -181,6 +190,14 @@ func (req *Request) validate(vocab int) error {
 	}
 	if req.TopLogprobs < 0 || req.TopLogprobs > MaxTopLogprobs {
 		return invalidf("top_logprobs %d must be in [0, %d]", req.TopLogprobs, MaxTopLogprobs)
+	}
+	if req.embeds() {
+		switch {
+		case req.Pooling != model.PoolMean && req.Pooling != model.PoolCLS && req.Pooling != model.PoolLast:
+			return invalidf("pooling %v: embeddings pool by mean, cls or last", req.Pooling)
+		case req.MaxTokens != 0 || len(req.StopStrings) > 0 || len(req.StopTokens) > 0 || req.Logprobs || req.TopLogprobs > 0:
+			return invalidf("an embedding generates nothing: no max_tokens, stop or logprobs")
+		}
 	}
 	return nil
 }
@@ -257,8 +274,11 @@ type Final struct {
 	// the generation ended; it follows the last token event's text.
 	Text         string
 	StopSequence string // the stop string that matched (FinishStopSequence)
-	Usage        Usage
-	Timings      Timings
+	// Embedding is an embedding request's pooled vector (FinishStop), not
+	// normalised.
+	Embedding []float32
+	Usage     Usage
+	Timings   Timings
 }
 
 // Handle is a submitted request's end of the stream.

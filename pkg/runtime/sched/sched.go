@@ -176,6 +176,8 @@ type seq struct {
 	sampler *sample.Sampler
 	out     []float32
 	raw     []float32 // logits before sampling adjusts them (logprobs)
+	hidden  []float32 // an embedding's last hidden states of a step
+	pooled  []float64 // an embedding's pooled hidden states so far
 	stop    stopMatcher
 
 	submitted, admitted, first time.Time
@@ -295,11 +297,16 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Handle, error) {
 	if err := req.validate(s.vocab); err != nil {
 		return nil, err
 	}
-	if len(req.Prompt) >= s.cfg.Context {
+	length, first := s.cfg.Context, len(req.Prompt)+1 // positions it may reach; held at admission
+	switch {
+	case req.embeds():
+		if len(req.Prompt) > s.cfg.Context {
+			return nil, fmt.Errorf("%w: %d input tokens, more than the context of %d", ErrPromptTooLong, len(req.Prompt), s.cfg.Context)
+		}
+		length, first = len(req.Prompt), len(req.Prompt)
+	case len(req.Prompt) >= s.cfg.Context:
 		return nil, fmt.Errorf("%w: %d prompt tokens leave no room to generate in a context of %d", ErrPromptTooLong, len(req.Prompt), s.cfg.Context)
-	}
-	length := s.cfg.Context
-	if req.MaxTokens > 0 && len(req.Prompt)+req.MaxTokens < length {
+	case req.MaxTokens > 0 && len(req.Prompt)+req.MaxTokens < length:
 		length = len(req.Prompt) + req.MaxTokens
 	}
 	// The request must fit the pool alone at its whole length, but takes
@@ -314,7 +321,7 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Handle, error) {
 		s:         s,
 		req:       req,
 		events:    make(chan Event, s.cfg.Buffer),
-		kvBytes:   s.bytesFor(len(req.Prompt) + 1),
+		kvBytes:   s.bytesFor(first),
 		length:    length,
 		feed:      req.Prompt,
 		submitted: time.Now(),
@@ -648,7 +655,7 @@ func (s *Scheduler) start(q *seq) error {
 
 // caching reports whether q takes part in the prefix cache.
 func (q *seq) caching() bool {
-	return q.s.cfg.CacheBudget > 0 && !q.req.NoCache && q.state != nil && q.state.Cache.Reusable()
+	return q.s.cfg.CacheBudget > 0 && !q.req.NoCache && !q.req.embeds() && q.state != nil && q.state.Cache.Reusable()
 }
 
 // buildRoom builds the step and gives its sequences the KV blocks it
@@ -708,11 +715,12 @@ func (s *Scheduler) preempt(q *seq) {
 		q.feed = q.history[:len(q.history)-1]
 	}
 	q.done = 0
+	q.pooled = nil
 	s.mu.Lock()
 	q.slot = false
 	s.active--
 	s.kvUsed -= q.kvBytes
-	q.kvBytes = s.bytesFor(len(q.feed) + 1)
+	q.kvBytes = s.bytesFor(min(len(q.feed)+1, q.length))
 	s.queue = append([]*seq{q}, s.queue...)
 	s.stats.Preempted++
 	s.mu.Unlock()
@@ -721,6 +729,15 @@ func (s *Scheduler) preempt(q *seq) {
 // advance handles a sequence's share of a finished step: prefill progress,
 // or a sampled token. It returns the final event when the sequence is done.
 func (s *Scheduler) advance(q *seq, sb *model.SeqBatch) *Final {
+	if q.req.embeds() {
+		q.hidden = sb.HiddenOut
+		q.pool(q.done, len(sb.Tokens))
+		q.done += len(sb.Tokens)
+		if q.done < len(q.feed) {
+			return nil
+		}
+		return &Final{Reason: FinishStop, Embedding: q.embedding()}
+	}
 	if q.done < len(q.feed) {
 		q.done += len(sb.Tokens)
 		if q.gen > 0 {
@@ -804,7 +821,7 @@ func (s *Scheduler) finish(q *seq, f *Final) {
 		q.state.Cache.Release(q.history[:q.state.Pos], q.caching() && f.Reason != FinishError)
 	}
 	q.state = nil
-	q.out, q.raw, q.history = nil, nil, nil
+	q.out, q.raw, q.history, q.hidden, q.pooled = nil, nil, nil, nil, nil
 	if r, ok := q.req.Constraint.(interface{ Release() }); ok {
 		r.Release()
 	}

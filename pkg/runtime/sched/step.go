@@ -73,7 +73,7 @@ func (b *batchBuilder) build(active []*seq, budget int) {
 			continue
 		}
 		logits := 0
-		if g == q.remaining() && q.gen == 0 {
+		if g == q.remaining() && q.gen == 0 && !q.req.embeds() {
 			logits = 1
 		}
 		b.add(q, q.feed[q.done:q.done+g], logits)
@@ -83,7 +83,8 @@ func (b *batchBuilder) build(active []*seq, budget int) {
 
 func (b *batchBuilder) add(q *seq, toks []int32, logits int) {
 	b.seqs = append(b.seqs, q)
-	b.batch.Seqs = append(b.batch.Seqs, model.SeqBatch{State: q.state, Tokens: toks, Logits: logits, Out: q.out})
+	b.batch.Seqs = append(b.batch.Seqs, model.SeqBatch{State: q.state, Tokens: toks, Logits: logits, Out: q.out,
+		Hidden: q.req.embeds(), HiddenOut: q.hidden})
 	if q.req.TraceLayers {
 		b.traced = true
 	}

@@ -184,6 +184,14 @@ func Write(out io.Writer, s Shape, name string, scheme quantize.Scheme, seed uin
 	for _, kv := range s.Metadata(name, scheme.FileType) {
 		w.AddKV(kv.Key, kv.Value)
 	}
+	var specs []quantize.Tensor
+	for _, spec := range s.Tensors() {
+		specs = append(specs, quantize.Tensor{Name: spec.name, Type: kernels.F32, Shape: spec.shape})
+	}
+	types, err := scheme.Types(quantize.Model{Arch: s.Arch, Layers: s.Layers, Heads: s.Heads, KVHeads: s.KVHeads}, specs)
+	if err != nil {
+		return 0, fmt.Errorf("synth: %w", err)
+	}
 	rng := rand.New(rand.NewPCG(seed, seed+1))
 	pools := map[string][][]byte{}
 	for ti, spec := range s.Tensors() {
@@ -202,7 +210,7 @@ func Write(out io.Writer, s Shape, name string, scheme quantize.Scheme, seed uin
 			w.AddTensor(spec.name, kernels.F32, shape, data)
 			continue
 		}
-		t := scheme.TypeFor(spec.name, shape, s.Layers)
+		t := types[spec.name]
 		cols, rows := int(shape[0]), int(shape[1])
 		key := fmt.Sprintf("%s/%d", t, cols)
 		pool, ok := pools[key]

@@ -1755,9 +1755,13 @@ type ModelInfo struct {
 	// READY: mapped and taking requests. LOADING: the server was told to
 	// serve it (--require-models) and no generation is mapped yet; the other
 	// fields are unset.
-	State         ModelState `protobuf:"varint,11,opt,name=state,proto3,enum=corelm.v1.ModelState" json:"state,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	State ModelState `protobuf:"varint,11,opt,name=state,proto3,enum=corelm.v1.ModelState" json:"state,omitempty"`
+	// Width of the model's embeddings (Embed), and the pooling Embed uses
+	// when a request names none.
+	EmbeddingLength int32   `protobuf:"varint,12,opt,name=embedding_length,json=embeddingLength,proto3" json:"embedding_length,omitempty"`
+	Pooling         Pooling `protobuf:"varint,13,opt,name=pooling,proto3,enum=corelm.v1.Pooling" json:"pooling,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ModelInfo) Reset() {
@@ -1865,6 +1869,20 @@ func (x *ModelInfo) GetState() ModelState {
 		return x.State
 	}
 	return ModelState_MODEL_STATE_UNSPECIFIED
+}
+
+func (x *ModelInfo) GetEmbeddingLength() int32 {
+	if x != nil {
+		return x.EmbeddingLength
+	}
+	return 0
+}
+
+func (x *ModelInfo) GetPooling() Pooling {
+	if x != nil {
+		return x.Pooling
+	}
+	return Pooling_POOLING_UNSPECIFIED
 }
 
 type GetStatusRequest struct {
@@ -2696,7 +2714,7 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\x0fGetModelRequest\x12\x19\n" +
 	"\bmodel_id\x18\x01 \x01(\tR\amodelId\">\n" +
 	"\x10GetModelResponse\x12*\n" +
-	"\x05model\x18\x01 \x01(\v2\x14.corelm.v1.ModelInfoR\x05model\"\xa0\x03\n" +
+	"\x05model\x18\x01 \x01(\v2\x14.corelm.v1.ModelInfoR\x05model\"\xf9\x03\n" +
 	"\tModelInfo\x12\x19\n" +
 	"\bmodel_id\x18\x01 \x01(\tR\amodelId\x12\"\n" +
 	"\farchitecture\x18\x02 \x01(\tR\farchitecture\x12\x1e\n" +
@@ -2713,7 +2731,9 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\x11has_chat_template\x18\t \x01(\bR\x0fhasChatTemplate\x12%\n" +
 	"\x0eweight_formats\x18\n" +
 	" \x03(\tR\rweightFormats\x12+\n" +
-	"\x05state\x18\v \x01(\x0e2\x15.corelm.v1.ModelStateR\x05state\"\x12\n" +
+	"\x05state\x18\v \x01(\x0e2\x15.corelm.v1.ModelStateR\x05state\x12)\n" +
+	"\x10embedding_length\x18\f \x01(\x05R\x0fembeddingLength\x12,\n" +
+	"\apooling\x18\r \x01(\x0e2\x12.corelm.v1.PoolingR\apooling\"\x12\n" +
 	"\x10GetStatusRequest\"\xe6\x01\n" +
 	"\x11GetStatusResponse\x12)\n" +
 	"\x10active_sequences\x18\x01 \x01(\x05R\x0factiveSequences\x12'\n" +
@@ -2877,33 +2897,34 @@ var file_corelm_v1_inference_proto_depIdxs = []int32{
 	25, // 16: corelm.v1.GetModelResponse.model:type_name -> corelm.v1.ModelInfo
 	35, // 17: corelm.v1.ModelInfo.kv_type:type_name -> corelm.v1.KVType
 	1,  // 18: corelm.v1.ModelInfo.state:type_name -> corelm.v1.ModelState
-	28, // 19: corelm.v1.GetStatusResponse.models:type_name -> corelm.v1.ModelStatus
-	30, // 20: corelm.v1.EmbedRequest.inputs:type_name -> corelm.v1.EmbedInput
-	2,  // 21: corelm.v1.EmbedRequest.pooling:type_name -> corelm.v1.Pooling
-	5,  // 22: corelm.v1.EmbedInput.token_ids:type_name -> corelm.v1.TokenIds
-	32, // 23: corelm.v1.EmbedResponse.embeddings:type_name -> corelm.v1.Embedding
-	2,  // 24: corelm.v1.EmbedResponse.pooling:type_name -> corelm.v1.Pooling
-	3,  // 25: corelm.v1.InferenceService.Generate:input_type -> corelm.v1.GenerateRequest
-	4,  // 26: corelm.v1.InferenceService.GenerateStream:input_type -> corelm.v1.GenerateStart
-	17, // 27: corelm.v1.InferenceService.Tokenize:input_type -> corelm.v1.TokenizeRequest
-	19, // 28: corelm.v1.InferenceService.Detokenize:input_type -> corelm.v1.DetokenizeRequest
-	21, // 29: corelm.v1.InferenceService.ListModels:input_type -> corelm.v1.ListModelsRequest
-	23, // 30: corelm.v1.InferenceService.GetModel:input_type -> corelm.v1.GetModelRequest
-	26, // 31: corelm.v1.InferenceService.GetStatus:input_type -> corelm.v1.GetStatusRequest
-	29, // 32: corelm.v1.InferenceService.Embed:input_type -> corelm.v1.EmbedRequest
-	10, // 33: corelm.v1.InferenceService.Generate:output_type -> corelm.v1.GenerateResponse
-	10, // 34: corelm.v1.InferenceService.GenerateStream:output_type -> corelm.v1.GenerateResponse
-	18, // 35: corelm.v1.InferenceService.Tokenize:output_type -> corelm.v1.TokenizeResponse
-	20, // 36: corelm.v1.InferenceService.Detokenize:output_type -> corelm.v1.DetokenizeResponse
-	22, // 37: corelm.v1.InferenceService.ListModels:output_type -> corelm.v1.ListModelsResponse
-	24, // 38: corelm.v1.InferenceService.GetModel:output_type -> corelm.v1.GetModelResponse
-	27, // 39: corelm.v1.InferenceService.GetStatus:output_type -> corelm.v1.GetStatusResponse
-	31, // 40: corelm.v1.InferenceService.Embed:output_type -> corelm.v1.EmbedResponse
-	33, // [33:41] is the sub-list for method output_type
-	25, // [25:33] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	2,  // 19: corelm.v1.ModelInfo.pooling:type_name -> corelm.v1.Pooling
+	28, // 20: corelm.v1.GetStatusResponse.models:type_name -> corelm.v1.ModelStatus
+	30, // 21: corelm.v1.EmbedRequest.inputs:type_name -> corelm.v1.EmbedInput
+	2,  // 22: corelm.v1.EmbedRequest.pooling:type_name -> corelm.v1.Pooling
+	5,  // 23: corelm.v1.EmbedInput.token_ids:type_name -> corelm.v1.TokenIds
+	32, // 24: corelm.v1.EmbedResponse.embeddings:type_name -> corelm.v1.Embedding
+	2,  // 25: corelm.v1.EmbedResponse.pooling:type_name -> corelm.v1.Pooling
+	3,  // 26: corelm.v1.InferenceService.Generate:input_type -> corelm.v1.GenerateRequest
+	4,  // 27: corelm.v1.InferenceService.GenerateStream:input_type -> corelm.v1.GenerateStart
+	17, // 28: corelm.v1.InferenceService.Tokenize:input_type -> corelm.v1.TokenizeRequest
+	19, // 29: corelm.v1.InferenceService.Detokenize:input_type -> corelm.v1.DetokenizeRequest
+	21, // 30: corelm.v1.InferenceService.ListModels:input_type -> corelm.v1.ListModelsRequest
+	23, // 31: corelm.v1.InferenceService.GetModel:input_type -> corelm.v1.GetModelRequest
+	26, // 32: corelm.v1.InferenceService.GetStatus:input_type -> corelm.v1.GetStatusRequest
+	29, // 33: corelm.v1.InferenceService.Embed:input_type -> corelm.v1.EmbedRequest
+	10, // 34: corelm.v1.InferenceService.Generate:output_type -> corelm.v1.GenerateResponse
+	10, // 35: corelm.v1.InferenceService.GenerateStream:output_type -> corelm.v1.GenerateResponse
+	18, // 36: corelm.v1.InferenceService.Tokenize:output_type -> corelm.v1.TokenizeResponse
+	20, // 37: corelm.v1.InferenceService.Detokenize:output_type -> corelm.v1.DetokenizeResponse
+	22, // 38: corelm.v1.InferenceService.ListModels:output_type -> corelm.v1.ListModelsResponse
+	24, // 39: corelm.v1.InferenceService.GetModel:output_type -> corelm.v1.GetModelResponse
+	27, // 40: corelm.v1.InferenceService.GetStatus:output_type -> corelm.v1.GetStatusResponse
+	31, // 41: corelm.v1.InferenceService.Embed:output_type -> corelm.v1.EmbedResponse
+	34, // [34:42] is the sub-list for method output_type
+	26, // [26:34] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_corelm_v1_inference_proto_init() }

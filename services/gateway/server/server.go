@@ -109,6 +109,7 @@ func New(cfg Config) (*Server, error) {
 	api := http.NewServeMux()
 	api.HandleFunc("POST /v1/chat/completions", s.chatCompletions)
 	api.HandleFunc("POST /v1/completions", s.completions)
+	api.HandleFunc("POST /v1/embeddings", s.embeddings)
 	api.HandleFunc("GET /v1/models", s.listModels)
 	api.HandleFunc("GET /v1/models/{id}", s.getModel)
 	api.Handle("/"+corelmv1.InferenceService_ServiceDesc.ServiceName+"/", connect)

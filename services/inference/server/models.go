@@ -232,6 +232,8 @@ type modelConfig struct {
 	// which the persisted prefix cache is keyed by.
 	cacheDir string
 	weights  string
+	// packCache packs a --model-file GGUF for this host (nil: served as it is).
+	packCache *runtime.PackCache
 }
 
 // applyLoadOptions sets what the loader chose for one model (its context
@@ -355,6 +357,7 @@ func describe(id string, gen uint64, src model.Source, m model.Model, sc sched.C
 		ModelId: id, Architecture: cfg.Arch, Generation: gen,
 		ContextLength: int32(cfg.Context), MaxContext: int32(sc.Context), VocabSize: int32(cfg.Vocab),
 		KvType: kvTypeProto(sc.KVType), HasChatTemplate: chat, State: corelmv1.ModelState_MODEL_STATE_READY,
+		EmbeddingLength: int32(cfg.Dim), Pooling: poolingProto(defaultPooling(cfg.Pooling)),
 	}
 	formats := map[string]bool{}
 	for _, name := range src.TensorNames() {
@@ -392,6 +395,9 @@ func openFile(path, id string, cfg modelConfig) (*entry, error) {
 		cfg.weights = fmt.Sprintf("%x", sha256.Sum256(models.Stories))
 		return newEntry(id, 0, model.FromGGUF(f), cfg)
 	}
+	if packed, ok := packedCopy(path, cfg); ok {
+		path = packed
+	}
 	if pf, err := pack.Open(path); err == nil {
 		if err := pf.Verify(); err != nil {
 			pf.Close()
@@ -407,6 +413,29 @@ func openFile(path, id string, cfg modelConfig) (*entry, error) {
 		return nil, err
 	}
 	return newEntry(id, 0, model.FromGGUF(f), cfg, f)
+}
+
+// packedCopy is the pack cache's copy of a GGUF file (packed for this
+// host's kernels now if it has none), when there is a cache and packing
+// helps; else the file is served as it is, and the log says why.
+func packedCopy(path string, cfg modelConfig) (string, bool) {
+	if cfg.packCache == nil {
+		return "", false
+	}
+	start := time.Now()
+	packed, note, err := cfg.packCache.Packed(context.Background(), path)
+	switch {
+	case err != nil:
+		cfg.log.Warn("serving the GGUF file unpacked", "file", path, "err", err)
+		return "", false
+	case packed == "":
+		if note != "" {
+			cfg.log.Warn("serving the GGUF file unpacked", "file", path, "why", note)
+		}
+		return "", false
+	}
+	cfg.log.Info("serving the packed copy of the GGUF file", "file", path, "packed", packed, "took_ms", time.Since(start).Milliseconds())
+	return packed, true
 }
 
 // DefaultModelID is the id a --model-file is served under without --model-id.

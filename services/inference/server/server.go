@@ -43,6 +43,10 @@ type Options struct {
 	// restarts: written there when a model generation stops, read back
 	// when one of the same weights and KV type starts ("": in memory only).
 	KVCacheDir string
+	// PackCache is where a --model-file GGUF is packed for this host's
+	// kernels and kept for later starts ["auto": runtime.DefaultPackCache;
+	// "" or "off": served as it is].
+	PackCache string
 	// Drain is how long a superseded generation may finish its requests
 	// before they are cancelled [5m].
 	Drain time.Duration
@@ -99,12 +103,23 @@ func New(opts Options) *Server {
 	}
 }
 
+// packCache is the pack cache dir names (see Options.PackCache).
+func packCache(dir string) *runtime.PackCache {
+	switch dir {
+	case "auto":
+		return runtime.DefaultPackCache()
+	case "", "off":
+		return nil
+	}
+	return &runtime.PackCache{Dir: dir}
+}
+
 func (s *Server) modelConfig() modelConfig {
 	o := s.opts
 	return modelConfig{threads: o.Threads, tel: s.telemetry(), sched: sched.Config{MaxSeqs: o.MaxSeqs, MaxQueue: o.MaxQueue,
 		Context: o.Context, KVType: o.KVType, KVBudget: o.Budget, StepTokens: o.StepTokens},
 		memory: func(id string) (int64, int64) { return s.models.memoryFor(id, o.MemoryBudget) }, log: s.log,
-		cacheDir: o.KVCacheDir}
+		cacheDir: o.KVCacheDir, packCache: packCache(o.PackCache)}
 }
 
 // ServeFile serves a model file directly, without a loader: a GGUF file, a

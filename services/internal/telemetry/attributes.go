@@ -50,6 +50,7 @@ const (
 const (
 	OperationChat           = "chat"
 	OperationTextCompletion = "text_completion"
+	OperationEmbeddings     = "embeddings"
 )
 
 // providerName is corelm's gen_ai.provider.name.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"io"
 	"log/slog"
 	"os"
@@ -11,9 +12,17 @@ import (
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
-// benchSource writes a synthetic ~200 MB Q8_0 Llama.
+// benchSource is the file CORELM_BENCH_GGUF names (e.g. an 8B-shaped
+// Q4_K_M file), else a synthetic ~200 MB Q8_0 Llama written for the run.
 func benchSource(b *testing.B) (dir, path string, size int64) {
 	b.Helper()
+	if path := os.Getenv("CORELM_BENCH_GGUF"); path != "" {
+		fi, err := os.Stat(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return filepath.Dir(path), path, fi.Size()
+	}
 	dir = b.TempDir()
 	path = filepath.Join(dir, "large.gguf")
 	f, err := os.Create(path)
@@ -27,10 +36,11 @@ func benchSource(b *testing.B) (dir, path string, size int64) {
 	return dir, path, size
 }
 
-// shmDir is a directory on /dev/shm when there is one (the real target).
+// benchShm is a directory in CORELM_BENCH_SHM (e.g. a huge-page tmpfs),
+// else on /dev/shm when there is one (the real target).
 func benchShm(b *testing.B) string {
 	b.Helper()
-	dir, err := os.MkdirTemp("/dev/shm", "corelm-bench-")
+	dir, err := os.MkdirTemp(cmp.Or(os.Getenv("CORELM_BENCH_SHM"), "/dev/shm"), "corelm-bench-")
 	if err != nil {
 		return b.TempDir()
 	}
@@ -41,7 +51,7 @@ func benchShm(b *testing.B) string {
 // BenchmarkLoadPackPublish measures a whole load: validation, packing with
 // checksums and source digest, fsync, read-back verification, rename.
 func BenchmarkLoadPackPublish(b *testing.B) {
-	src, _, size := benchSource(b)
+	src, path, size := benchSource(b)
 	s, err := New(Options{SourceDir: src, ShmDir: benchShm(b), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
@@ -53,7 +63,7 @@ func BenchmarkLoadPackPublish(b *testing.B) {
 	b.SetBytes(size)
 	b.ResetTimer()
 	for b.Loop() {
-		l, _, err := s.startLoad(&corelmv1.LoadModelRequest{ModelId: "large", Path: "large.gguf", Reload: true})
+		l, _, err := s.startLoad(&corelmv1.LoadModelRequest{ModelId: "large", Path: filepath.Base(path), Reload: true})
 		if err != nil {
 			b.Fatal(err)
 		}

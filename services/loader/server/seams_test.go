@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -18,6 +19,19 @@ import (
 
 // Tests that need a seam inside the server run it in-process.
 
+// fullAfter is a file system that fills up past n bytes.
+type fullAfter struct {
+	w io.WriterAt
+	n int64
+}
+
+func (f fullAfter) WriteAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > f.n {
+		return 0, unix.ENOSPC
+	}
+	return f.w.WriteAt(p, off)
+}
+
 // TestFailedLoadLeavesNothing: a load that fails half-way gives the
 // client the cause and leaves no file behind.
 func TestFailedLoadLeavesNothing(t *testing.T) {
@@ -28,9 +42,9 @@ func TestFailedLoadLeavesNothing(t *testing.T) {
 		code  codes.Code
 		words []string
 	}{
-		{"ENOSPC reserving", func(t *testing.T, src string, o *Options) {
-			o.fallocate = func(int, uint32, int64, int64) error { return unix.ENOSPC }
-		}, "stories.gguf", codes.ResourceExhausted, []string{"reserving", "no space left on device"}},
+		{"ENOSPC writing", func(t *testing.T, src string, o *Options) {
+			o.writer = func(f *os.File) io.WriterAt { return fullAfter{f, 1 << 20} }
+		}, "stories.gguf", codes.ResourceExhausted, []string{"writing", "no space left on device"}},
 		{"source truncated after validation", func(t *testing.T, src string, o *Options) {
 			o.afterValidate = func(string) {
 				// The file shrinks under the loader's mapping.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -46,7 +47,7 @@ type Options struct {
 	Telemetry *telemetry.Telemetry
 
 	// Test seams.
-	fallocate     func(fd int, mode uint32, off, size int64) error
+	writer        func(*os.File) io.WriterAt // what the packed file is written through
 	afterValidate func(modelID string)
 	drainWait     func(modelID string) // a load starts waiting for superseded generations to drain
 }
@@ -97,9 +98,6 @@ type sourceID struct {
 func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.fallocate == nil {
-		opts.fallocate = unix.Fallocate
 	}
 	s := &Server{opts: opts, log: opts.Logger, srcFD: -1, ready: make(chan struct{}),
 		published: map[string]*published{}, loads: map[string]*load{}, gens: map[string]uint64{}, watchers: map[*watcher]struct{}{}}

@@ -233,30 +233,34 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ["architecture", "context_length", "generation", "has_chat_template", "kv_type", "max_context", "model_id", "state", "vocab_size", "weight_bytes", "weight_formats"]
+    __slots__ = ["architecture", "context_length", "embedding_length", "generation", "has_chat_template", "kv_type", "max_context", "model_id", "pooling", "state", "vocab_size", "weight_bytes", "weight_formats"]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_LENGTH_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     HAS_CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     KV_TYPE_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    POOLING_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FORMATS_FIELD_NUMBER: _ClassVar[int]
     architecture: str
     context_length: int
+    embedding_length: int
     generation: int
     has_chat_template: bool
     kv_type: _loader_pb2.KVType
     max_context: int
     model_id: str
+    pooling: Pooling
     state: ModelState
     vocab_size: int
     weight_bytes: int
     weight_formats: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_id: _Optional[str] = ..., architecture: _Optional[str] = ..., generation: _Optional[int] = ..., context_length: _Optional[int] = ..., max_context: _Optional[int] = ..., vocab_size: _Optional[int] = ..., weight_bytes: _Optional[int] = ..., kv_type: _Optional[_Union[_loader_pb2.KVType, str]] = ..., has_chat_template: bool = ..., weight_formats: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[ModelState, str]] = ...) -> None: ...
+    def __init__(self, model_id: _Optional[str] = ..., architecture: _Optional[str] = ..., generation: _Optional[int] = ..., context_length: _Optional[int] = ..., max_context: _Optional[int] = ..., vocab_size: _Optional[int] = ..., weight_bytes: _Optional[int] = ..., kv_type: _Optional[_Union[_loader_pb2.KVType, str]] = ..., has_chat_template: bool = ..., weight_formats: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[ModelState, str]] = ..., embedding_length: _Optional[int] = ..., pooling: _Optional[_Union[Pooling, str]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
     __slots__ = ["active_sequences", "cache_bytes", "cache_bytes_budget", "cache_evictions", "cache_hits", "cache_misses", "cached_tokens", "generation", "kv_bytes_budget", "kv_bytes_in_use", "model_id", "preempted", "queued_requests"]
