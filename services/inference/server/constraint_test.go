@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"go.opentelemetry.io/otel/trace"
@@ -105,4 +106,47 @@ func TestConstraintTraced(t *testing.T) {
 		return
 	}
 	t.Fatal("no generation span")
+}
+
+// TestConstraintConcurrent: generations under one schema at once share
+// the compiled grammar and pooled matchers, and each output is its own
+// valid document.
+func TestConstraintConcurrent(t *testing.T) {
+	client, _ := serveInProcess(t, Options{Threads: 1, MaxSeqs: 4})
+	schema := `{"type":"object","properties":{"n":{"type":"integer","minimum":0,"maximum":99},"ok":{"type":"boolean"}},"required":["n","ok"]}`
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Go(func() {
+			temp, seed := float32(1), uint64(i)
+			stream, err := client.GenerateStream(t.Context(), &corelmv1.GenerateStart{ModelId: "stories", MaxTokens: 60,
+				Sampling: &corelmv1.SamplingParams{Temperature: &temp, Seed: &seed}, Prompt: &corelmv1.GenerateStart_Text{Text: "Once"},
+				Constraint: &corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_JsonSchema{JsonSchema: schema}}})
+			if err != nil {
+				errs <- err
+				return
+			}
+			var text strings.Builder
+			var final *corelmv1.GenerateFinal
+			servicetest.RecvAll(stream.Recv, func(resp *corelmv1.GenerateResponse) {
+				text.WriteString(resp.GetToken().GetText())
+				if f := resp.GetFinal(); f != nil {
+					final = f
+				}
+			})
+			var doc struct {
+				N  *int
+				OK *bool
+			}
+			if final.GetFinishReason() != corelmv1.FinishReason_FINISH_REASON_STOP ||
+				json.Unmarshal([]byte(text.String()), &doc) != nil || doc.N == nil || doc.OK == nil {
+				errs <- fmt.Errorf("seed %d: %q (%v)", i, text.String(), final)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }
