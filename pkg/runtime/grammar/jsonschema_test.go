@@ -171,6 +171,10 @@ func TestJSONSchemaAccepts(t *testing.T) {
 		{schemas["enum"], []string{`"red"`, `3`, `null`, `{"a":[1,2]}`}, []string{`"blue"`, `4`}},
 		{schemas["recursive"], []string{`{"v":1,"kids":[{"v":2},{"v":3,"kids":[]}]}`}, []string{`{"kids":[]}`}},
 		{schemas["string"], []string{`"\ud7ff"`, `"\uE000"`}, []string{`"\ud800"`, "\"\x01\""}},
+		{`{"type":"object","properties":{"a\"b":{"type":"integer"},"é/ü":{"enum":["ça","日本"]}},"required":["a\"b"],"additionalProperties":{"type":"null"}}`,
+			[]string{`{"a\"b":1}`, `{"a\"b":1,"é/ü":"日本"}`, `{"a\"b":1,"é/ü":"ça","éx":null}`, `{"a\"b":1,"é":null}`},
+			[]string{`{"a\"b":1,"é/ü":"ca"}`, `{"a\"b":1,"é/ü":null}`, `{"a\"b":1,"a\"b":null}`}},
+		{`{"const":{"z":[1,{"y":null}],"a":"x"}}`, []string{`{"z":[1,{"y":null}],"a":"x"}`}, []string{`{"a":"x","z":[1,{"y":null}]}`}},
 	}
 	for _, tt := range tests {
 		g, err := FromJSONSchema([]byte(tt.schema))
