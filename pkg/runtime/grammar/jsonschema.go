@@ -93,7 +93,7 @@ var keywordType = map[string]string{
 	"$defs": "", "definitions": "",
 	"properties": "object", "required": "object", "additionalProperties": "object",
 	"items": "array", "prefixItems": "array", "minItems": "array", "maxItems": "array",
-	"minLength": "string", "maxLength": "string", "pattern": "string",
+	"minLength": "string", "maxLength": "string", "pattern": "string", "format": "string",
 	"minimum": "number", "maximum": "number", "exclusiveMinimum": "number", "exclusiveMaximum": "number",
 }
 
@@ -469,6 +469,17 @@ func (c *schemaConv) str(s *jvalue, path string) (string, error) {
 	if hasMax && maxL < minL {
 		return "", unsupported(path, "maxLength below minLength (no string is valid)")
 	}
+	if f, ok := s.get("format"); ok {
+		_, lenSet := s.get("minLength")
+		if _, pat := s.get("pattern"); pat || lenSet || hasMax {
+			return "", unsupported(path, "format together with pattern, minLength or maxLength")
+		}
+		re, known := formats[f.str]
+		if f.kind != jString || !known {
+			return "", unsupported(ptr(path, "format"), "format %s (supported: date, time, date-time, uuid, ipv4, email)", f.str)
+		}
+		return c.pattern("^"+re+"$", ptr(path, "format"))
+	}
 	if p, ok := s.get("pattern"); ok {
 		if _, lenSet := s.get("minLength"); lenSet || hasMax {
 			return "", unsupported(path, "pattern together with minLength or maxLength")
@@ -486,6 +497,27 @@ func (c *schemaConv) str(s *jvalue, path string) (string, error) {
 	}
 	return fmt.Sprintf(`"\"" json-char{%d,%d} "\""`, minL, maxL), nil
 }
+
+// formats are the supported "format" values as regexes of a subset of the
+// strings each format accepts, so that a validator asserting formats
+// accepts every one: dates never name a day a month lacks (February stops
+// at 28), times and date-times have no leap second, emails a plain
+// lowercase dot-atom local part and domain within the RFC's lengths.
+var formats = func() map[string]string {
+	date := `[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))`
+	time := `([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])`
+	octet := `(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])`
+	return map[string]string{
+		"date":      date,
+		"time":      time,
+		"date-time": date + "T" + time,
+		"uuid":      `[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`,
+		"ipv4":      `(` + octet + `\.){3}` + octet,
+		// Local part at most 50 characters, labels at most 41, four labels
+		// at most: inside RFC 5321's 64, 63 and 253.
+		"email": `[a-z0-9]{1,16}([._+-][a-z0-9]{1,16}){0,2}@[a-z0-9]{1,20}(-[a-z0-9]{1,20})?(\.[a-z0-9]{1,20}(-[a-z0-9]{1,20})?){0,2}\.[a-z]{2,24}`,
+	}
+}()
 
 // pattern is a JSON string whose value matches the regex p. JSON Schema
 // patterns are not anchored: an end without ^ or $ may have any text.

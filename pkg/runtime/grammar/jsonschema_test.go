@@ -48,6 +48,9 @@ var schemas = map[string]string{
 		"kids":{"type":"array","items":{"$ref":"#/$defs/node"},"maxItems":2}},"required":["v"]}},"$ref":"#/$defs/node"}`,
 	"root recursion": `{"type":"object","properties":{"next":{"anyOf":[{"$ref":"#"},{"type":"null"}]}},"required":["next"]}`,
 	"allOf one":      `{"allOf":[{"type":"boolean"}],"title":"t"}`,
+	"formats": `{"type":"object","properties":{"d":{"type":"string","format":"date"},"t":{"type":"string","format":"time"},
+		"dt":{"type":"string","format":"date-time"},"u":{"type":"string","format":"uuid"},"ip":{"type":"string","format":"ipv4"},
+		"e":{"type":"string","format":"email"}},"required":["d","t","dt","u","ip","e"]}`,
 	"any":            `{}`,
 	"true":           `true`,
 	"realistic": `{"type":"object","properties":{
@@ -103,6 +106,7 @@ func compileSchema(t *testing.T, src string) *jsonschema.Schema {
 		t.Fatal(err)
 	}
 	c := jsonschema.NewCompiler()
+	c.AssertFormat()
 	if err := c.AddResource("schema.json", doc); err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +175,10 @@ func TestJSONSchemaAccepts(t *testing.T) {
 		{schemas["enum"], []string{`"red"`, `3`, `null`, `{"a":[1,2]}`}, []string{`"blue"`, `4`}},
 		{schemas["recursive"], []string{`{"v":1,"kids":[{"v":2},{"v":3,"kids":[]}]}`}, []string{`{"kids":[]}`}},
 		{schemas["string"], []string{`"\ud7ff"`, `"\uE000"`}, []string{`"\ud800"`, "\"\x01\""}},
+		{`{"type":"string","format":"date"}`, []string{`"2024-02-28"`, `"1999-12-31"`, `"2023-04-30"`}, []string{`"2024-02-30"`, `"2023-04-31"`, `"2024-13-01"`, `"24-01-01"`}},
+		{`{"type":"string","format":"date-time"}`, []string{`"2024-07-26T12:00:00Z"`, `"2024-07-26T23:59:59.123+05:30"`}, []string{`"2024-07-26 12:00:00Z"`, `"2024-07-26T24:00:00Z"`}},
+		{`{"type":"string","format":"email"}`, []string{`"ada.l+x@example.co.uk"`}, []string{`"a..b@example.com"`, `"@example.com"`, `"a@b"`}},
+		{`{"type":"string","format":"ipv4"}`, []string{`"192.168.0.1"`, `"0.0.0.0"`}, []string{`"256.1.1.1"`, `"01.1.1.1"`}},
 		{`{"type":"object","properties":{"a\"b":{"type":"integer"},"é/ü":{"enum":["ça","日本"]}},"required":["a\"b"],"additionalProperties":{"type":"null"}}`,
 			[]string{`{"a\"b":1}`, `{"a\"b":1,"é/ü":"日本"}`, `{"a\"b":1,"é/ü":"ça","éx":null}`, `{"a\"b":1,"é":null}`},
 			[]string{`{"a\"b":1,"é/ü":"ca"}`, `{"a\"b":1,"é/ü":null}`, `{"a\"b":1,"a\"b":null}`}},
@@ -200,8 +208,9 @@ func TestJSONSchemaRefused(t *testing.T) {
 		want   error
 		names  string
 	}{
-		{`{"type":"string","format":"email"}`, ErrUnsupported, `"format"`},
-		{`{"type":"object","properties":{"a":{"type":"string","format":"date"}}}`, ErrUnsupported, `#/properties/a`},
+		{`{"type":"string","format":"hostname"}`, ErrUnsupported, `format hostname`},
+		{`{"type":"object","properties":{"a":{"type":"string","format":"uri"}}}`, ErrUnsupported, `#/properties/a/format`},
+		{`{"type":"string","format":"date","maxLength":3}`, ErrUnsupported, `format together`},
 		{`{"not":{"type":"null"}}`, ErrUnsupported, `"not"`},
 		{`{"type":"array","uniqueItems":true}`, ErrUnsupported, `"uniqueItems"`},
 		{`{"type":"object","minProperties":1}`, ErrUnsupported, `"minProperties"`},

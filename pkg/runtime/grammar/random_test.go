@@ -23,6 +23,8 @@ func randomSchema(rng *rand.Rand, depth int) map[string]any {
 			s["minLength"], s["maxLength"] = lo, lo+rng.IntN(6)
 		} else if rng.IntN(2) == 0 {
 			s["pattern"] = []string{`^[a-z]{1,4}\d?$`, `x+`, `^(ab|cd)*$`, `[0-9]`}[rng.IntN(4)]
+		} else if rng.IntN(2) == 0 {
+			s["format"] = []string{"date", "time", "date-time", "uuid", "ipv4", "email"}[rng.IntN(6)]
 		}
 		return s
 	case k == 1:
@@ -30,8 +32,7 @@ func randomSchema(rng *rand.Rand, depth int) map[string]any {
 		if rng.IntN(2) == 0 {
 			lo := rng.IntN(2000) - 1000
 			s["minimum"], s["maximum"] = lo, lo+rng.IntN(3000)
-		}
-		if rng.IntN(3) == 0 {
+		} else if rng.IntN(2) == 0 {
 			s["exclusiveMinimum"] = -5
 		}
 		return s
@@ -90,7 +91,7 @@ func randomSchema(rng *rand.Rand, depth int) map[string]any {
 // compiled grammar validate under an independent validator.
 func TestRandomSchemas(t *testing.T) {
 	rng := rand.New(rand.NewPCG(19, 19))
-	for i := range 150 {
+	for i := range 300 {
 		doc := randomSchema(rng, 3)
 		if rng.IntN(4) == 0 { // the same schema reached through $defs
 			doc = map[string]any{"$defs": map[string]any{"d": doc}, "$ref": "#/$defs/d"}

@@ -47,7 +47,7 @@ func (c *schemaConv) bounded(s *jvalue, path, t string) (string, error) {
 		}
 	}
 	if lo > hi {
-		return "", unsupported(path, "range that holds no integer (fractional ranges are only partly supported)")
+		return "", unsupported(path, "range that holds no integer (%d > %d once the bounds are rounded inwards; numbers between integers are not produced)", lo, hi)
 	}
 	alts := intRange(lo, hi)
 	if t == "number" {
