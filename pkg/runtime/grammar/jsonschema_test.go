@@ -51,8 +51,8 @@ var schemas = map[string]string{
 	"formats": `{"type":"object","properties":{"d":{"type":"string","format":"date"},"t":{"type":"string","format":"time"},
 		"dt":{"type":"string","format":"date-time"},"u":{"type":"string","format":"uuid"},"ip":{"type":"string","format":"ipv4"},
 		"e":{"type":"string","format":"email"}},"required":["d","t","dt","u","ip","e"]}`,
-	"any":            `{}`,
-	"true":           `true`,
+	"any":  `{}`,
+	"true": `true`,
 	"realistic": `{"type":"object","properties":{
 		"id":{"type":"string","pattern":"^[a-f0-9]{8}$"},
 		"status":{"enum":["active","inactive","banned"]},
