@@ -129,8 +129,8 @@ func TestCallGrammar(t *testing.T) {
 	if _, err := Llama3Tools.CallGrammar(weatherTools, "nope"); !errors.Is(err, ErrToolFormat) {
 		t.Errorf("unknown tool: %v", err)
 	}
-	bad := []Tool{{Name: "f", Parameters: `{"type":"object","properties":{"d":{"type":"string","format":"date"}}}`}}
-	if _, err := HermesTools.CallGrammar(bad, ""); !errors.Is(err, grammar.ErrUnsupported) || !strings.Contains(err.Error(), `"format"`) || !strings.Contains(err.Error(), `tool "f"`) {
+	bad := []Tool{{Name: "f", Parameters: `{"type":"object","properties":{"d":{"type":"string","format":"uri"}}}`}}
+	if _, err := HermesTools.CallGrammar(bad, ""); !errors.Is(err, grammar.ErrUnsupported) || !strings.Contains(err.Error(), `format uri`) || !strings.Contains(err.Error(), `tool "f"`) {
 		t.Errorf("unsupported keyword in a tool's schema: %v", err)
 	}
 	if _, err := NoTools.CallGrammar(weatherTools, ""); !errors.Is(err, ErrToolFormat) {

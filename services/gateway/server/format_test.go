@@ -66,8 +66,8 @@ func TestResponseFormat(t *testing.T) {
 		name, param, says string
 		extra             map[string]any
 	}{
-		{"unsupported keyword", "", `"format"`, map[string]any{"response_format": map[string]any{"type": "json_schema",
-			"json_schema": map[string]any{"name": "x", "schema": map[string]any{"type": "string", "format": "email"}}}}},
+		{"unsupported keyword", "", `format hostname`, map[string]any{"response_format": map[string]any{"type": "json_schema",
+			"json_schema": map[string]any{"name": "x", "schema": map[string]any{"type": "string", "format": "hostname"}}}}},
 		{"no schema", "response_format.json_schema.schema", "schema", map[string]any{"response_format": map[string]any{"type": "json_schema"}}},
 		{"unknown type", "response_format.type", "xml", map[string]any{"response_format": map[string]any{"type": "xml"}}},
 		{"two constraints", "grammar", "only one", map[string]any{"response_format": map[string]any{"type": "json_object"}, "grammar": `root ::= "a"`}},

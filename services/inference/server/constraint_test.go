@@ -58,7 +58,7 @@ func TestConstraint(t *testing.T) {
 		c    *corelmv1.OutputConstraint
 		name string
 	}{
-		{&corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_JsonSchema{JsonSchema: `{"type":"string","format":"email"}`}}, `"format"`},
+		{&corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_JsonSchema{JsonSchema: `{"type":"string","format":"hostname"}`}}, `format hostname`},
 		{&corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_Regex{Regex: `a(?=b)`}}, `(?=`},
 		{&corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_Grammar{Grammar: `root ::= root "a"`}}, `left recursion`},
 		{&corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_JsonObject{JsonObject: false}}, `json_object`},
