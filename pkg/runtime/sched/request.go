@@ -195,8 +195,9 @@ func (req *Request) validate(vocab int) error {
 		switch {
 		case req.Pooling != model.PoolMean && req.Pooling != model.PoolCLS && req.Pooling != model.PoolLast:
 			return invalidf("pooling %v: embeddings pool by mean, cls or last", req.Pooling)
-		case req.MaxTokens != 0 || len(req.StopStrings) > 0 || len(req.StopTokens) > 0 || req.Logprobs || req.TopLogprobs > 0:
-			return invalidf("an embedding generates nothing: no max_tokens, stop or logprobs")
+		case req.MaxTokens != 0 || len(req.StopStrings) > 0 || len(req.StopTokens) > 0 || req.Logprobs || req.TopLogprobs > 0 ||
+			req.Constraint != nil:
+			return invalidf("an embedding generates nothing: no max_tokens, stop, logprobs or output constraint")
 		}
 	}
 	return nil
