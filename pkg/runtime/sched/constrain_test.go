@@ -192,3 +192,46 @@ func TestConstraintLength(t *testing.T) {
 		t.Fatalf("finish %v after %q, want length after 3 tokens of a document", final.Reason, text)
 	}
 }
+
+// TestConstrainedPreemptionLosesNothing: constrained generations that are
+// preempted for want of KV blocks resume with their parse state where it
+// was, and their outputs equal unpreempted runs.
+func TestConstrainedPreemptionLosesNothing(t *testing.T) {
+	m := loadStories(t, 2)
+	tok := storiesTokenizer(t)
+	v := constrain.TokenizerVocab(tok)
+	g, err := constrain.Compile(constrain.Spec{Kind: constrain.GBNF,
+		Text: "root ::= (word \" \")+\nword ::= [a-z]+ | \"{\" [a-z]+ \"}\""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ctx = 512
+	probe := New(m, Config{Context: ctx})
+	pool := probe.bytesFor(240)
+	shutdown(t, probe)
+	reqs := func() []Request {
+		rs := make([]Request, 3)
+		for i := range rs {
+			rs[i] = Request{Prompt: sharedPrompt(2, 38, i, m.Config().Vocab), MaxTokens: 200, IsEOG: tok.IsEOG,
+				Constraint: constrain.NewMatcher(g, v, nil)}
+		}
+		rs[1].Sampling = sample.Params{Temperature: 0.9, TopK: 40, Seed: 7}
+		return rs
+	}
+	want := runAlone(t, m, Config{Context: ctx}, reqs())
+	s := New(m, Config{MaxSeqs: 3, Context: ctx, KVBudget: pool})
+	defer shutdown(t, s)
+	for i, h := range submitAll(t, s, reqs()...) {
+		got := drainOutput(t, h)
+		if !slices.Equal(got.toks, want[i].toks) || got.final.Reason != want[i].final.Reason {
+			t.Errorf("request %d: %v (%v), unpreempted %v (%v)", i, got.toks, got.final.Reason, want[i].toks, want[i].final.Reason)
+		}
+		text, _ := tok.Decode(got.toks)
+		if got.final.Reason == FinishStop && !g.Match([]byte(text)) {
+			t.Errorf("request %d: %q does not match", i, text)
+		}
+	}
+	if st := s.Stats(); st.Preempted == 0 {
+		t.Errorf("no preemption in a pool of %d bytes: %+v", pool, st)
+	}
+}
