@@ -73,6 +73,11 @@ func Parse(src string) (*Grammar, error) {
 		return nil, err
 	}
 	g.src = src
+	// A grammar whose start alone exceeds the matcher's limits (nested
+	// nullable repetitions) is refused now rather than at the first token.
+	if err := NewMatcher(g).Err(); err != nil {
+		return nil, err
+	}
 	return g, nil
 }
 

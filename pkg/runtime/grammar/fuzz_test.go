@@ -24,7 +24,8 @@ func checkCompiled(t *testing.T, g *Grammar, err error) {
 // FuzzGBNF: whatever grammar text a client sends, Parse does not panic.
 func FuzzGBNF(f *testing.F) {
 	for _, s := range []string{`root ::= "a"`, `root ::= [^"\\]* x` + "\nx ::= (\"b\" | [c-e]{2,3})?", `root ::= root "a"`,
-		`root ::= .+ "\u00e9" [\x00-\x1f]`, "root ::= (\n\"a\"\n)", `root ::= <[1]>`, `root ::= "a"{0,5}`} {
+		`root ::= .+ "\u00e9" [\x00-\x1f]`, "root ::= (\n\"a\"\n)", `root ::= <[1]>`, `root ::= "a"{0,5}`,
+		`root ::= (("a"{0,99}){0,99}){0,99}`, `root ::= ("a"?)* "b"`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, src string) {

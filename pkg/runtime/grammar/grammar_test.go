@@ -2,6 +2,7 @@ package grammar
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -89,5 +90,22 @@ func TestPrefixes(t *testing.T) {
 	}
 	if !m.Accept([]byte("}")) || !m.Complete() {
 		t.Fatal("not complete after }")
+	}
+}
+
+// TestExpansionLimits: nested nullable repetitions, whose start alone
+// would take millions of expansion steps (and once overflowed the stack),
+// are refused; large counts that expand shallowly still work.
+func TestExpansionLimits(t *testing.T) {
+	if _, err := Parse(`root ::= (("a"{0,1000}){0,1000}){0,1000}`); !errors.Is(err, ErrTooComplex) {
+		t.Fatalf("nested nullable repetitions: %v, want ErrTooComplex", err)
+	}
+	g, err := FromJSONSchema([]byte(`{"type":"array","items":{"type":"string","minLength":900,"maxLength":1000},"minItems":500,"maxItems":1000}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMatcher(g)
+	if !m.Accept([]byte(`[ "`+strings.Repeat("x", 950)+`", "`)) || m.Complete() || m.Err() != nil {
+		t.Fatalf("large counts: matcher stopped (err %v)", m.Err())
 	}
 }

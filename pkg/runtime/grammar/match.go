@@ -41,9 +41,12 @@ type Matcher struct {
 	epoch      uint64 // counts compactions, which renumber States
 
 	// work counts closure steps, so callers can bound what one input
-	// costs; err is set once a state exceeds maxStacks.
-	work uint64
-	err  error
+	// costs; stepStart is its value when the current transition began.
+	// err is set once a state exceeds maxStacks or a transition
+	// maxStepWork.
+	work, stepStart uint64
+	err             error
+	todo            []int32 // closure's list
 
 	// closure scratch
 	seen map[int32]struct{}
@@ -87,6 +90,15 @@ const maxStacks = 512
 // a state holds more than maxStacks parse stacks.
 var ErrAmbiguous = fmt.Errorf("%w: the grammar is too ambiguous (more than %d parses at once)", ErrUnsupported, maxStacks)
 
+// maxStepWork bounds the expansion steps of one transition. Grammars from
+// schemas take tens; nesting nullable repetitions ((("a"{0,9}){0,9}){0,9})
+// multiplies them.
+const maxStepWork = 1 << 18
+
+// ErrTooComplex is the error of a matcher one of whose transitions took
+// more than maxStepWork expansion steps.
+var ErrTooComplex = fmt.Errorf("%w: the grammar is too complex to follow (more than %d expansion steps for one byte)", ErrUnsupported, maxStepWork)
+
 // NewMatcher returns a matcher at the start of g's language.
 func NewMatcher(g *Grammar) *Matcher {
 	m := &Matcher{g: g, seen: map[int32]struct{}{}}
@@ -99,10 +111,12 @@ func NewMatcher(g *Grammar) *Matcher {
 // caches: a matcher reused for the next generation under the same grammar
 // starts warm.
 func (m *Matcher) Reset() {
-	m.out = m.out[:0]
-	clear(m.seen)
+	m.beginStep()
 	for _, a := range m.g.rules[m.g.root] {
 		m.closure(m.node(a, 0))
+	}
+	if m.err != nil {
+		m.out = m.out[:0]
 	}
 	m.cur = m.intern(m.out)
 }
@@ -128,33 +142,53 @@ func (m *Matcher) node(pos, parent int32) int32 {
 // closure expands stack s until every stack's top is a byte element or the
 // stack is empty, appending the results to m.out. A call whose next element
 // is the end of its alternative pushes no return position (a tail call), so
-// right recursion (x* and friends) keeps the stacks short.
+// right recursion (x* and friends) keeps the stacks short. It works from an
+// explicit list, not by recursion: nested nullable rules can make the
+// expansion deep. Past maxStepWork steps since the last beginStep it stops
+// and sets m.err.
 func (m *Matcher) closure(s int32) {
-	if _, ok := m.seen[s]; ok {
-		return
-	}
-	m.work++
-	m.seen[s] = struct{}{}
-	if s == 0 {
-		m.out = append(m.out, 0)
-		return
-	}
-	n := m.nodes[s]
-	e := m.g.elems[n.pos]
-	switch e.kind {
-	case elemEnd:
-		m.closure(n.parent)
-	case elemBytes:
-		m.out = append(m.out, s)
-	case elemRef:
-		ret := n.parent
-		if m.g.elems[n.pos+1].kind != elemEnd {
-			ret = m.node(n.pos+1, n.parent)
+	todo := append(m.todo[:0], s)
+	for len(todo) > 0 && m.err == nil {
+		s := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		if _, ok := m.seen[s]; ok {
+			continue
 		}
-		for _, a := range m.g.rules[e.arg] {
-			m.closure(m.node(a, ret))
+		m.seen[s] = struct{}{}
+		m.work++
+		if m.work-m.stepStart > maxStepWork {
+			m.err = ErrTooComplex
+			break
+		}
+		if s == 0 {
+			m.out = append(m.out, 0)
+			continue
+		}
+		n := m.nodes[s]
+		e := m.g.elems[n.pos]
+		switch e.kind {
+		case elemEnd:
+			todo = append(todo, n.parent)
+		case elemBytes:
+			m.out = append(m.out, s)
+		case elemRef:
+			ret := n.parent
+			if m.g.elems[n.pos+1].kind != elemEnd {
+				ret = m.node(n.pos+1, n.parent)
+			}
+			for _, a := range m.g.rules[e.arg] {
+				todo = append(todo, m.node(a, ret))
+			}
 		}
 	}
+	m.todo = todo[:0]
+}
+
+// beginStep starts the work count of one transition (or of the start).
+func (m *Matcher) beginStep() {
+	m.out = m.out[:0]
+	clear(m.seen)
+	m.stepStart = m.work
 }
 
 // intern returns the State of a set of stacks (m.out's contents).
@@ -206,8 +240,7 @@ func (m *Matcher) Next(st State, b byte) State {
 			info.trans[i] = unknown
 		}
 	}
-	m.out = m.out[:0]
-	clear(m.seen)
+	m.beginStep()
 	for _, s := range info.stacks {
 		if s == 0 {
 			continue
@@ -217,8 +250,10 @@ func (m *Matcher) Next(st State, b byte) State {
 			m.closure(m.node(n.pos+1, n.parent))
 		}
 	}
-	if len(m.out) > maxStacks {
+	if len(m.out) > maxStacks && m.err == nil {
 		m.err = ErrAmbiguous
+	}
+	if m.err != nil {
 		m.out = m.out[:0]
 	}
 	t := m.intern(m.out)
@@ -226,8 +261,9 @@ func (m *Matcher) Next(st State, b byte) State {
 	return t
 }
 
-// Err reports whether the grammar turned out too ambiguous to follow
-// (ErrAmbiguous); the transitions that hit the limit read as Dead.
+// Err reports whether the grammar turned out too ambiguous or complex to
+// follow (ErrAmbiguous, ErrTooComplex); the transitions that hit a limit
+// read as Dead.
 func (m *Matcher) Err() error { return m.err }
 
 // Work is the number of expansion steps the matcher has done: a measure
