@@ -61,6 +61,12 @@ func NewMatcher(g *grammar.Grammar, v *Vocab, stops []int32) *Matcher {
 	}
 }
 
+// footprint is roughly the bytes of the matcher's caches: its masks and
+// the grammar matcher's states.
+func (c *Matcher) footprint() int {
+	return len(c.masks)*8*((c.v.size+63)/64) + c.m.Footprint()
+}
+
 // Complete reports whether the output so far is a sentence of the grammar.
 func (c *Matcher) Complete() bool { return c.m.Complete() }
 

@@ -56,6 +56,11 @@ func (p *Pool) Get(g *grammar.Grammar, v *Vocab, stops []int32) *Matcher {
 	return m
 }
 
+// maxPooledBytes is the most cache memory a pooled matcher may hold; a
+// bigger one (a grammar with very many states) is dropped, so the idle
+// pool stays small next to the model.
+const maxPooledBytes = 4 << 20
+
 // Release gives the matcher back to the pool it came from (if any); it
 // must not be used afterwards.
 func (c *Matcher) Release() {
@@ -64,6 +69,9 @@ func (c *Matcher) Release() {
 		return
 	}
 	c.pool = nil
+	if c.footprint() > maxPooledBytes || c.m.Err() != nil {
+		return
+	}
 	k := poolKey{c.g, c.v}
 	p.mu.Lock()
 	defer p.mu.Unlock()

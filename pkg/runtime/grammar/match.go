@@ -286,6 +286,19 @@ func (m *Matcher) Accept(bytes []byte) bool {
 	return true
 }
 
+// Footprint is roughly the bytes the matcher's caches hold (stacks, states
+// and their transition tables).
+func (m *Matcher) Footprint() int {
+	n := len(m.nodes)*24 + len(m.states)*48
+	for i := range m.states {
+		n += 4 * len(m.states[i].stacks)
+		if m.states[i].trans != nil {
+			n += 256 * 4
+		}
+	}
+	return n
+}
+
 // Epoch changes whenever the matcher renumbers its States (when its caches
 // reach their limits): a caller keeping data per State must drop it then.
 func (m *Matcher) Epoch() uint64 { return m.epoch }
