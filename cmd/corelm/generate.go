@@ -12,8 +12,10 @@ import (
 
 	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/runtime"
+	"github.com/corelm/corelm/pkg/runtime/constrain"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/sample"
+	"github.com/corelm/corelm/pkg/runtime/sched"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
@@ -120,16 +122,23 @@ func runGenerate(ctx context.Context, args []string) error {
 	noBOS := fs.Bool("no-bos", false, "do not add the BOS token")
 	special := fs.Bool("special", false, "parse control tokens written in the prompt (e.g. <|im_start|>)")
 	verbose := fs.Bool("v", false, "print timings to stderr")
+	var cf constraintFlags
+	cf.bind(fs)
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
 	if err := mf.check(fs); err != nil {
 		return err
 	}
+	spec, err := cf.spec()
+	if err != nil {
+		return err
+	}
 	if mf.remote.server != "" {
 		start := &corelmv1.GenerateStart{
 			ModelId: mf.path, Prompt: &corelmv1.GenerateStart_Text{Text: *prompt},
 			Sampling: mf.sampling.proto(fs), MaxTokens: int32(*maxTokens), ParseSpecial: *special,
+			Constraint: constraintProto(spec),
 		}
 		if *noBOS {
 			start.AddBos = new(bool)
@@ -160,6 +169,14 @@ func runGenerate(ctx context.Context, args []string) error {
 	if len(ids) == 0 {
 		return usagef("the prompt is empty and the model adds no BOS token: give --prompt")
 	}
+	var constraint sched.Constraint
+	if spec != nil {
+		g, err := constrain.Compile(*spec)
+		if err != nil {
+			return usagef("--%s: %v", strings.ReplaceAll(spec.Kind.String(), "_", "-"), err)
+		}
+		constraint = constrain.NewMatcher(g, constrain.TokenizerVocab(tok), nil)
+	}
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()
 	fmt.Fprint(out, *prompt)
@@ -167,12 +184,13 @@ func runGenerate(ctx context.Context, args []string) error {
 	dec := tok.NewDecoder()
 	sp := mf.sampling.params()
 	res, err := runtime.Generate(ctx, l.Model, runtime.GenerateRequest{
-		Prompt:    ids,
-		MaxTokens: *maxTokens,
-		Sampling:  sp,
-		IsEOG:     tok.IsEOG,
-		Context:   mf.run.ctx,
-		KVType:    kt,
+		Prompt:     ids,
+		MaxTokens:  *maxTokens,
+		Sampling:   sp,
+		IsEOG:      tok.IsEOG,
+		Context:    mf.run.ctx,
+		KVType:     kt,
+		Constraint: constraint,
 	}, func(id int32) error {
 		text, _ := dec.Push(id)
 		fmt.Fprint(out, text)
@@ -260,4 +278,77 @@ func remoteTimings(fin *corelmv1.GenerateFinal) {
 func decimal(x float32) float64 {
 	f, _ := strconv.ParseFloat(strconv.FormatFloat(float64(x), 'g', -1, 32), 64)
 	return f
+}
+
+// constraintFlags choose an output constraint: one of a JSON Schema, any
+// JSON object, a GBNF grammar or a regex. Schema and grammar take their
+// text, or @file to read it from a file.
+type constraintFlags struct {
+	schema, grammar, regex string
+	object                 bool
+}
+
+func (c *constraintFlags) bind(fs *flagSet) {
+	fs.StringVar(&c.schema, "json-schema", "", "constrain the output to JSON valid under this JSON Schema (text or @file)")
+	fs.BoolVar(&c.object, "json-object", false, "constrain the output to a JSON object")
+	fs.StringVar(&c.grammar, "grammar", "", "constrain the output to this GBNF grammar, start rule root (text or @file)")
+	fs.StringVar(&c.regex, "regex", "", "constrain the output to match this regular expression")
+}
+
+// spec is the constraint asked for, nil for none.
+func (c *constraintFlags) spec() (*constrain.Spec, error) {
+	var specs []constrain.Spec
+	read := func(flag, v string) (string, error) {
+		if !strings.HasPrefix(v, "@") {
+			return v, nil
+		}
+		b, err := os.ReadFile(v[1:])
+		if err != nil {
+			return "", usagef("--%s: %v", flag, err)
+		}
+		return string(b), nil
+	}
+	if c.schema != "" {
+		text, err := read("json-schema", c.schema)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, constrain.Spec{Kind: constrain.JSONSchema, Text: text})
+	}
+	if c.object {
+		specs = append(specs, constrain.Spec{Kind: constrain.JSONObject})
+	}
+	if c.grammar != "" {
+		text, err := read("grammar", c.grammar)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, constrain.Spec{Kind: constrain.GBNF, Text: text})
+	}
+	if c.regex != "" {
+		specs = append(specs, constrain.Spec{Kind: constrain.Regex, Text: c.regex})
+	}
+	switch len(specs) {
+	case 0:
+		return nil, nil
+	case 1:
+		return &specs[0], nil
+	}
+	return nil, usagef("give at most one of --json-schema, --json-object, --grammar and --regex")
+}
+
+// constraintProto is spec on the wire (nil for none).
+func constraintProto(spec *constrain.Spec) *corelmv1.OutputConstraint {
+	if spec == nil {
+		return nil
+	}
+	switch spec.Kind {
+	case constrain.JSONSchema:
+		return &corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_JsonSchema{JsonSchema: spec.Text}}
+	case constrain.JSONObject:
+		return &corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_JsonObject{JsonObject: true}}
+	case constrain.GBNF:
+		return &corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_Grammar{Grammar: spec.Text}}
+	}
+	return &corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_Regex{Regex: spec.Text}}
 }

@@ -41,6 +41,9 @@ func TestRemoteMatchesLocal(t *testing.T) {
 	}{
 		{"generate", []string{"generate", "--prompt", prompt, "--temperature", "0", "--max-tokens", "24"}, ""},
 		{"generate no-bos", []string{"generate", "--prompt", prompt, "--temperature", "0", "--max-tokens", "8", "--no-bos"}, ""},
+		{"generate json-schema", []string{"generate", "--prompt", prompt, "--temperature", "0", "--max-tokens", "40",
+			"--json-schema", `{"type":"object","properties":{"hero":{"type":"string","maxLength":10},"age":{"type":"integer","minimum":1,"maximum":99}},"required":["hero","age"]}`}, ""},
+		{"generate regex", []string{"generate", "--prompt", prompt, "--temperature", "0", "--max-tokens", "12", "--regex", `( [a-z]+)+\.`}, ""},
 		{"tokenize", []string{"tokenize", "--text", prompt}, ""},
 		{"tokenize pieces", []string{"tokenize", "--text", prompt, "--pieces", "--no-bos"}, ""},
 		{"detokenize", []string{"detokenize", "--ids", "403 407 261 378"}, ""},

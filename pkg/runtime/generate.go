@@ -20,6 +20,8 @@ type GenerateRequest struct {
 	Context    int              // the context the model runs at; 0 = the model's
 	KVType     kvcache.Type
 	Chunk      int // most prompt tokens per forward step; 0 = sched.DefaultStepTokens
+	// Constraint restricts the output to a language (structured output).
+	Constraint sched.Constraint
 }
 
 // GenerateResult summarises a finished generation.
@@ -72,6 +74,7 @@ func (ss *Session) Close() { ss.s.Shutdown(context.Background()) }
 func (ss *Session) Generate(ctx context.Context, req GenerateRequest, emit func(tok int32) error) (GenerateResult, error) {
 	h, err := ss.s.Submit(ctx, sched.Request{
 		Prompt: req.Prompt, MaxTokens: req.MaxTokens, Sampling: req.Sampling, StopTokens: req.StopTokens, IsEOG: req.IsEOG,
+		Constraint: req.Constraint,
 	})
 	if err != nil {
 		return GenerateResult{}, err

@@ -15,8 +15,10 @@
 package chat
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +30,25 @@ import (
 type Message struct {
 	Role    string `json:"role"` // system, user, assistant, tool, …
 	Content string `json:"content"`
+	// ToolCalls are the calls an assistant turn made.
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	// ToolCallID and Name say which call a tool turn answers.
+	ToolCallID string `json:"tool_call_id,omitempty"`
+	Name       string `json:"name,omitempty"`
+}
+
+// ToolCall is one function call of an assistant turn.
+type ToolCall struct {
+	ID        string
+	Name      string
+	Arguments string // a JSON object
+}
+
+// Tool is a function the model may call.
+type Tool struct {
+	Name        string
+	Description string
+	Parameters  string // a JSON Schema of the arguments; "" for none
 }
 
 // Options are the variables a template sees besides messages.
@@ -43,7 +64,11 @@ type Options struct {
 	// Now is the time strftime_now() reports (Llama-3.2 writes today's
 	// date into its system header); zero means the current time.
 	Now time.Time
-	// Vars are further template variables (tools, date_string, …); they
+	// Tools are offered to the model as the template's "tools" variable
+	// (OpenAI's shape: {"type": "function", "function": {name,
+	// description, parameters}}); none means the variable is undefined.
+	Tools []Tool
+	// Vars are further template variables (date_string, …); they
 	// override the ones above.
 	Vars map[string]any
 }
@@ -90,7 +115,7 @@ func Compile(src string) (*Template, error) {
 	if strings.TrimSpace(src) == "" {
 		return nil, ErrNoTemplate
 	}
-	t, err := jinja.Compile(src)
+	t, err := jinja.Compile(rewriteTojson(src))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrTemplate, err)
 	}
@@ -116,16 +141,19 @@ func (t *Template) IsChatML() bool { return t == chatML }
 
 // Render renders msgs.
 func (t *Template) Render(msgs []Message, opts Options) (string, error) {
-	list := make([]any, len(msgs))
+	list := make([]jinja.Value, len(msgs))
 	for i, m := range msgs {
-		list[i] = map[string]any{"role": m.Role, "content": m.Content}
+		v, err := messageValue(m)
+		if err != nil {
+			return "", fmt.Errorf("%w: message %d: %v", ErrRender, i, err)
+		}
+		list[i] = v
 	}
 	now := opts.Now
 	if now.IsZero() {
 		now = time.Now()
 	}
 	data := map[string]any{
-		"messages":              list,
 		"add_generation_prompt": opts.AddGenerationPrompt,
 		"bos_token":             opts.BOSToken,
 		"eos_token":             opts.EOSToken,
@@ -133,9 +161,20 @@ func (t *Template) Render(msgs []Message, opts Options) (string, error) {
 	for k, v := range opts.Vars {
 		data[k] = v
 	}
-	vals := make(map[string]jinja.Value, len(data)+1)
+	vals := make(map[string]jinja.Value, len(data)+3)
 	for k, v := range data {
 		vals[k] = jinja.FromGoValue(v)
+	}
+	vals["messages"] = jinja.NewList(list)
+	vals[tojsonIndent] = jinja.NewCallable(tojsonIndent, tojsonIndentFilter)
+	if len(opts.Tools) > 0 {
+		tools, err := toolsValue(opts.Tools)
+		if err != nil {
+			return "", fmt.Errorf("%w: %v", ErrRender, err)
+		}
+		if _, set := opts.Vars["tools"]; !set {
+			vals["tools"] = tools
+		}
 	}
 	vals["strftime_now"] = jinja.NewCallable("strftime_now", func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
 		format := "%Y-%m-%d"
@@ -222,4 +261,109 @@ func strftime(t time.Time, format string) string {
 		}
 	}
 	return sb.String()
+}
+
+// Templates read messages and tools as Python dicts: the values here are
+// ordered dicts, so tojson writes the members in the order the client sent
+// them, as transformers does.
+
+func dict(kv ...any) jinja.Value {
+	d := jinja.NewDict()
+	for i := 0; i+1 < len(kv); i += 2 {
+		d.AsDict().Set(kv[i].(string), kv[i+1].(jinja.Value))
+	}
+	return d
+}
+
+func messageValue(m Message) (jinja.Value, error) {
+	d := dict("role", jinja.NewString(m.Role), "content", jinja.NewString(m.Content))
+	if len(m.ToolCalls) > 0 {
+		calls := make([]jinja.Value, len(m.ToolCalls))
+		for i, c := range m.ToolCalls {
+			args, err := jsonValue(c.Arguments)
+			if err != nil {
+				return jinja.Value{}, fmt.Errorf("tool call %d arguments: %v", i, err)
+			}
+			calls[i] = dict("id", jinja.NewString(c.ID), "type", jinja.NewString("function"),
+				"function", dict("name", jinja.NewString(c.Name), "arguments", args))
+		}
+		d.AsDict().Set("tool_calls", jinja.NewList(calls))
+	}
+	if m.ToolCallID != "" {
+		d.AsDict().Set("tool_call_id", jinja.NewString(m.ToolCallID))
+	}
+	if m.Name != "" {
+		d.AsDict().Set("name", jinja.NewString(m.Name))
+	}
+	return d, nil
+}
+
+func toolsValue(tools []Tool) (jinja.Value, error) {
+	list := make([]jinja.Value, len(tools))
+	for i, t := range tools {
+		fn := dict("name", jinja.NewString(t.Name), "description", jinja.NewString(t.Description))
+		if t.Parameters != "" {
+			p, err := jsonValue(t.Parameters)
+			if err != nil {
+				return jinja.Value{}, fmt.Errorf("tool %q parameters: %v", t.Name, err)
+			}
+			fn.AsDict().Set("parameters", p)
+		}
+		list[i] = dict("type", jinja.NewString("function"), "function", fn)
+	}
+	return jinja.NewList(list), nil
+}
+
+// jsonValue decodes JSON text into a template value, keeping object
+// members in order and integers as integers.
+func jsonValue(text string) (jinja.Value, error) {
+	d := json.NewDecoder(strings.NewReader(text))
+	d.UseNumber()
+	v, err := readValue(d)
+	if err != nil {
+		return jinja.Value{}, err
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return jinja.Value{}, errors.New("data after the JSON value")
+	}
+	return v, nil
+}
+
+func readValue(d *json.Decoder) (jinja.Value, error) {
+	tok, err := d.Token()
+	if err != nil {
+		return jinja.Value{}, err
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '[':
+			var items []jinja.Value
+			for d.More() {
+				v, err := readValue(d)
+				if err != nil {
+					return jinja.Value{}, err
+				}
+				items = append(items, v)
+			}
+			_, err := d.Token()
+			return jinja.NewList(items), err
+		case '{':
+			obj := jinja.NewDict()
+			for d.More() {
+				k, err := d.Token()
+				if err != nil {
+					return jinja.Value{}, err
+				}
+				v, err := readValue(d)
+				if err != nil {
+					return jinja.Value{}, err
+				}
+				obj.AsDict().Set(k.(string), v)
+			}
+			_, err := d.Token()
+			return obj, err
+		}
+	}
+	return jinja.FromGoValue(tok), nil
 }

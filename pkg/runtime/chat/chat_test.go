@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,10 +12,10 @@ import (
 // The conversation of Ollama's template tests (see the shared
 // expected-renders): system, user, assistant, user.
 var (
-	system    = Message{"system", "You are a helpful assistant."}
-	user1     = Message{"user", "Hello, how are you?"}
-	assistant = Message{"assistant", "I'm doing great. How can I help you today?"}
-	user2     = Message{"user", "I'd like to show off how chat templating works!"}
+	system    = Message{Role: "system", Content: "You are a helpful assistant."}
+	user1     = Message{Role: "user", Content: "Hello, how are you?"}
+	assistant = Message{Role: "assistant", Content: "I'm doing great. How can I help you today?"}
+	user2     = Message{Role: "user", Content: "I'd like to show off how chat templating works!"}
 
 	convUser = []Message{user1}
 	convUAU  = []Message{user1, assistant, user2}
@@ -86,7 +87,7 @@ func TestRealTemplates(t *testing.T) {
 		{"llama3.1 date_string", "meta-llama-Llama-3.1-8B-Instruct", convUser,
 			Options{AddGenerationPrompt: true, BOSToken: "<|begin_of_text|>", Vars: map[string]any{"date_string": "01 Jan 2025"}},
 			"<|begin_of_text|>" + llama3SysHeader + "01 Jan 2025\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello, how are you?<|eot_id|>" + llama3Gen},
-		{"llama3.1 trims content", "meta-llama-Llama-3.1-8B-Instruct", []Message{{"system", "  Be brief.\n"}, {"user", "\n Hi  "}}, llama,
+		{"llama3.1 trims content", "meta-llama-Llama-3.1-8B-Instruct", []Message{{Role: "system", Content: "  Be brief.\n"}, {Role: "user", Content: "\n Hi  "}}, llama,
 			"<|begin_of_text|>" + llama3SysHeader + "26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>" + llama3Gen},
 		// Llama-3.2: today's date from strftime_now("%d %b %Y").
 		{"llama3.2 s-u-a-u", "meta-llama-Llama-3.2-3B-Instruct", convSUAU, llama,
@@ -104,14 +105,14 @@ func TestRealTemplates(t *testing.T) {
 		{"gemma2 u-a-u", "google-gemma-2-2b-it", convUAU, gemma, "<bos>" + gemmaTurns + gemmaGen},
 		{"gemma2 user", "google-gemma-2-2b-it", convUser, gemma,
 			"<bos><start_of_turn>user\nHello, how are you?<end_of_turn>\n" + gemmaGen},
-		{"gemma2 trims content", "google-gemma-2-2b-it", []Message{{"user", " \tHello \n"}}, gemma,
+		{"gemma2 trims content", "google-gemma-2-2b-it", []Message{{Role: "user", Content: " \tHello \n"}}, gemma,
 			"<bos><start_of_turn>user\nHello<end_of_turn>\n" + gemmaGen},
 
 		// Phi-3.5: EOS closes the prompt when no reply is asked for.
 		{"phi3.5 s-u-a-u", "microsoft-Phi-3.5-mini-instruct", convSUAU, phi, phiSystem + phiTurns + phiGen},
 		{"phi3.5 u-a-u", "microsoft-Phi-3.5-mini-instruct", convUAU, phi, phiTurns + phiGen},
 		{"phi3.5 no generation prompt", "microsoft-Phi-3.5-mini-instruct", convUAU, phiNoGen, phiTurns + "<|endoftext|>"},
-		{"phi3.5 empty system skipped", "microsoft-Phi-3.5-mini-instruct", append([]Message{{"system", ""}}, convUser...), phi,
+		{"phi3.5 empty system skipped", "microsoft-Phi-3.5-mini-instruct", append([]Message{{Role: "system", Content: ""}}, convUser...), phi,
 			"<|user|>\nHello, how are you?<|end|>\n" + phiGen},
 	}
 	for _, tt := range tests {
@@ -181,7 +182,7 @@ func TestStrftime(t *testing.T) {
 // render them (Jinja2 counts a string as iterable, so Llama-3.1 writes a
 // string result through tojson, quotes and all).
 func TestToolMessages(t *testing.T) {
-	msgs := []Message{{"user", "Weather?"}, {"assistant", ""}, {"tool", "22C"}, {"tool", "sunny"}, {"user", "thanks"}}
+	msgs := []Message{{Role: "user", Content: "Weather?"}, {Role: "assistant", Content: ""}, {Role: "tool", Content: "22C"}, {Role: "tool", Content: "sunny"}, {Role: "user", Content: "thanks"}}
 	tests := []struct {
 		template string
 		opts     Options
@@ -204,5 +205,60 @@ func TestToolMessages(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("%s:\n got %q, %v\nwant %q", tt.template, got, err, tt.want)
 		}
+	}
+}
+
+// TestToolTemplates renders conversations with tools, tool calls and tool
+// results through the real Llama-3.1 and Qwen2.5 templates and compares
+// them with the prompts @huggingface/jinja (an independent Jinja
+// implementation, the one transformers.js uses) renders from the same
+// input: testdata/tools/cases.json, rendered by testdata/tools/render.cjs.
+func TestToolTemplates(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "tools", "cases.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []struct {
+		Name                string
+		Template            string
+		BOSToken            string `json:"bos_token"`
+		AddGenerationPrompt bool   `json:"add_generation_prompt"`
+		Tools               []struct{ Name, Description, Parameters string }
+		Messages            []struct {
+			Role, Content string
+			ToolCalls     []struct{ ID, Name, Arguments string } `json:"tool_calls"`
+			ToolCallID    string                                 `json:"tool_call_id"`
+			Name          string
+		}
+	}
+	if err := json.Unmarshal(raw, &cases); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			want, err := os.ReadFile(filepath.Join("testdata", "tools", c.Name+".txt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts := Options{AddGenerationPrompt: c.AddGenerationPrompt, BOSToken: c.BOSToken}
+			for _, tl := range c.Tools {
+				opts.Tools = append(opts.Tools, Tool{Name: tl.Name, Description: tl.Description, Parameters: tl.Parameters})
+			}
+			var msgs []Message
+			for _, m := range c.Messages {
+				msg := Message{Role: m.Role, Content: m.Content, ToolCallID: m.ToolCallID, Name: m.Name}
+				for _, tc := range m.ToolCalls {
+					msg.ToolCalls = append(msg.ToolCalls, ToolCall{ID: tc.ID, Name: tc.Name, Arguments: tc.Arguments})
+				}
+				msgs = append(msgs, msg)
+			}
+			got, err := Render(readTemplate(t, c.Template), msgs, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != string(want) {
+				t.Errorf("got:\n%s\nwant (@huggingface/jinja):\n%s", got, want)
+			}
+		})
 	}
 }

@@ -3,6 +3,9 @@ package sample
 import (
 	"errors"
 	"math"
+	"math/rand/v2"
+	"slices"
+	"sort"
 	"testing"
 )
 
@@ -145,5 +148,53 @@ func TestDefaults(t *testing.T) {
 		if a != b {
 			t.Fatalf("seed %d: %d with typical-p and repetition penalty 1, %d with 0", seed, a, b)
 		}
+	}
+}
+
+// referenceTopK is the candidate order before best: a full sort, cut to k.
+func referenceTopK(c []candidate, k int) []candidate {
+	c = append([]candidate(nil), c...)
+	sort.Slice(c, func(i, j int) bool {
+		if c[i].logit != c[j].logit {
+			return c[i].logit > c[j].logit
+		}
+		return c[i].id < c[j].id
+	})
+	return c[:k]
+}
+
+// TestBestEqualsFullSort: the heap selection keeps exactly the first k of
+// a full sort, ties included, so sampling draws the same tokens as before.
+func TestBestEqualsFullSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 300 {
+		n := 1 + rng.IntN(3000)
+		c := make([]candidate, n)
+		for i := range c {
+			c[i] = candidate{id: int32(i), logit: float32(rng.IntN(50)) / 4} // many ties
+		}
+		rng.Shuffle(n, func(i, j int) { c[i], c[j] = c[j], c[i] })
+		k := 1 + rng.IntN(n)
+		want := referenceTopK(c, k)
+		got := best(append([]candidate(nil), c...), k)
+		if !slices.Equal(got, want) {
+			t.Fatalf("n=%d k=%d: best differs from the full sort", n, k)
+		}
+	}
+}
+
+// BenchmarkSample128k: one draw at the default parameters from Llama-3's
+// vocabulary size.
+func BenchmarkSample128k(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	logits := make([]float32, 128256)
+	for i := range logits {
+		logits[i] = float32(rng.NormFloat64()) * 3
+	}
+	s := New(Defaults())
+	work := make([]float32, len(logits))
+	for b.Loop() {
+		copy(work, logits)
+		s.Sample(work, nil)
 	}
 }

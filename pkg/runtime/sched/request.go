@@ -34,6 +34,11 @@ var ErrTooLarge = fmt.Errorf("%w: too large for this server", ErrInvalidRequest)
 // clients should be told only that the model failed.
 var ErrModelPanic = errors.New("the model failed")
 
+// ErrConstraint is wrapped by the error of a generation whose output
+// constraint left no token to sample (the grammar needs text the
+// vocabulary cannot spell).
+var ErrConstraint = errors.New("the output constraint cannot be continued")
+
 // ErrClosed is returned by Submit once Shutdown has begun.
 var ErrClosed = errors.New("shutting down")
 
@@ -124,6 +129,23 @@ type Request struct {
 	Pooling model.Pooling
 	// Tag is passed back to the observer untouched (e.g. a span).
 	Tag any
+	// Constraint, when set, restricts every sampled token to those that
+	// keep the output a prefix of its language (structured output). It is
+	// the request's own: it holds the request's parse state.
+	Constraint Constraint
+}
+
+// Constraint restricts which tokens may come next. Mask sets the logits
+// of the tokens that may not to -Inf after logit bias and penalties,
+// before the rest of the sampling chain; it must allow end-of-generation
+// and the request's stop tokens only where the output is complete, so a
+// generation under a constraint ends complete (FinishStop) or reports
+// FinishLength. Accept moves past the sampled token. If it also has a
+// Release method, the scheduler calls it once the generation has ended
+// (a pooled matcher goes back to its pool). *constrain.Matcher is one.
+type Constraint interface {
+	Mask(logits []float32) error
+	Accept(tok int32) error
 }
 
 // embeds reports whether req is an embedding.
@@ -173,8 +195,9 @@ func (req *Request) validate(vocab int) error {
 		switch {
 		case req.Pooling != model.PoolMean && req.Pooling != model.PoolCLS && req.Pooling != model.PoolLast:
 			return invalidf("pooling %v: embeddings pool by mean, cls or last", req.Pooling)
-		case req.MaxTokens != 0 || len(req.StopStrings) > 0 || len(req.StopTokens) > 0 || req.Logprobs || req.TopLogprobs > 0:
-			return invalidf("an embedding generates nothing: no max_tokens, stop or logprobs")
+		case req.MaxTokens != 0 || len(req.StopStrings) > 0 || len(req.StopTokens) > 0 || req.Logprobs || req.TopLogprobs > 0 ||
+			req.Constraint != nil:
+			return invalidf("an embedding generates nothing: no max_tokens, stop, logprobs or output constraint")
 		}
 	}
 	return nil

@@ -760,7 +760,18 @@ func (s *Scheduler) advance(q *seq, sb *model.SeqBatch) *Final {
 	if q.req.Logprobs || q.req.TopLogprobs > 0 {
 		q.raw = append(q.raw[:0], logits...)
 	}
-	next := q.sampler.Sample(logits, q.history)
+	var next int32
+	if c := q.req.Constraint; c != nil {
+		var err error
+		if next, err = q.sampler.SampleRestricted(logits, q.history, c.Mask); err == nil {
+			err = c.Accept(next)
+		}
+		if err != nil {
+			return &Final{Reason: FinishError, Err: fmt.Errorf("%w: %w", ErrConstraint, err), Text: q.flushText()}
+		}
+	} else {
+		next = q.sampler.Sample(logits, q.history)
+	}
 	if q.first.IsZero() {
 		q.first = time.Now()
 		if h := s.cfg.Hooks.FirstToken; h != nil {
@@ -811,6 +822,9 @@ func (s *Scheduler) finish(q *seq, f *Final) {
 	}
 	q.state = nil
 	q.out, q.raw, q.history, q.hidden, q.pooled = nil, nil, nil, nil, nil
+	if r, ok := q.req.Constraint.(interface{ Release() }); ok {
+		r.Release()
+	}
 	q.stopNotify()
 	f.Usage = Usage{PromptTokens: len(q.req.Prompt), CompletionTokens: q.gen, CachedTokens: q.cached}
 	f.Timings.Total = now.Sub(q.submitted)

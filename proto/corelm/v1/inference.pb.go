@@ -302,7 +302,13 @@ type GenerateStart struct {
 	// Use the server's prefix cache: reuse the KV of a cached prompt prefix
 	// and leave this request's behind for later ones. Unset means true;
 	// false keeps the request out of the cache both ways (e.g. for privacy).
-	Cache         *bool `protobuf:"varint,15,opt,name=cache,proto3,oneof" json:"cache,omitempty"` // Field 14 is kept for the output constraint (structured output).
+	Cache *bool `protobuf:"varint,15,opt,name=cache,proto3,oneof" json:"cache,omitempty"`
+	// Restricts the output to a language (structured output): every sampled
+	// token keeps the output a prefix of it, and generation ends on an
+	// end-of-generation token only where the output is complete. A
+	// constraint the server does not fully support is refused with
+	// INVALID_ARGUMENT naming the keyword or construct, never ignored.
+	Constraint    *OutputConstraint `protobuf:"bytes,14,opt,name=constraint,proto3" json:"constraint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -446,6 +452,13 @@ func (x *GenerateStart) GetCache() bool {
 		return *x.Cache
 	}
 	return false
+}
+
+func (x *GenerateStart) GetConstraint() *OutputConstraint {
+	if x != nil {
+		return x.Constraint
+	}
+	return nil
 }
 
 type isGenerateStart_Prompt interface {
@@ -2443,6 +2456,127 @@ func (x *Embedding) GetTruncated() bool {
 	return false
 }
 
+// OutputConstraint is the language a generation's output must belong to.
+// If the token budget ends before the output is complete, the finish reason
+// is LENGTH.
+type OutputConstraint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*OutputConstraint_JsonSchema
+	//	*OutputConstraint_JsonObject
+	//	*OutputConstraint_Grammar
+	//	*OutputConstraint_Regex
+	Kind          isOutputConstraint_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputConstraint) Reset() {
+	*x = OutputConstraint{}
+	mi := &file_corelm_v1_inference_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputConstraint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputConstraint) ProtoMessage() {}
+
+func (x *OutputConstraint) ProtoReflect() protoreflect.Message {
+	mi := &file_corelm_v1_inference_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputConstraint.ProtoReflect.Descriptor instead.
+func (*OutputConstraint) Descriptor() ([]byte, []int) {
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *OutputConstraint) GetKind() isOutputConstraint_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *OutputConstraint) GetJsonSchema() string {
+	if x != nil {
+		if x, ok := x.Kind.(*OutputConstraint_JsonSchema); ok {
+			return x.JsonSchema
+		}
+	}
+	return ""
+}
+
+func (x *OutputConstraint) GetJsonObject() bool {
+	if x != nil {
+		if x, ok := x.Kind.(*OutputConstraint_JsonObject); ok {
+			return x.JsonObject
+		}
+	}
+	return false
+}
+
+func (x *OutputConstraint) GetGrammar() string {
+	if x != nil {
+		if x, ok := x.Kind.(*OutputConstraint_Grammar); ok {
+			return x.Grammar
+		}
+	}
+	return ""
+}
+
+func (x *OutputConstraint) GetRegex() string {
+	if x != nil {
+		if x, ok := x.Kind.(*OutputConstraint_Regex); ok {
+			return x.Regex
+		}
+	}
+	return ""
+}
+
+type isOutputConstraint_Kind interface {
+	isOutputConstraint_Kind()
+}
+
+type OutputConstraint_JsonSchema struct {
+	// A JSON Schema document (the output is a JSON value valid under it).
+	JsonSchema string `protobuf:"bytes,1,opt,name=json_schema,json=jsonSchema,proto3,oneof"`
+}
+
+type OutputConstraint_JsonObject struct {
+	// Any JSON object.
+	JsonObject bool `protobuf:"varint,2,opt,name=json_object,json=jsonObject,proto3,oneof"`
+}
+
+type OutputConstraint_Grammar struct {
+	// A grammar in llama.cpp's GBNF, start rule "root".
+	Grammar string `protobuf:"bytes,3,opt,name=grammar,proto3,oneof"`
+}
+
+type OutputConstraint_Regex struct {
+	// A regular expression (RE2 syntax) the whole output matches.
+	Regex string `protobuf:"bytes,4,opt,name=regex,proto3,oneof"`
+}
+
+func (*OutputConstraint_JsonSchema) isOutputConstraint_Kind() {}
+
+func (*OutputConstraint_JsonObject) isOutputConstraint_Kind() {}
+
+func (*OutputConstraint_Grammar) isOutputConstraint_Kind() {}
+
+func (*OutputConstraint_Regex) isOutputConstraint_Kind() {}
+
 var File_corelm_v1_inference_proto protoreflect.FileDescriptor
 
 const file_corelm_v1_inference_proto_rawDesc = "" +
@@ -2451,7 +2585,7 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\x0fGenerateRequest\x120\n" +
 	"\x05start\x18\x01 \x01(\v2\x18.corelm.v1.GenerateStartH\x00R\x05start\x123\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x19.corelm.v1.GenerateCancelH\x00R\x06cancelB\a\n" +
-	"\x05frame\"\x8d\x04\n" +
+	"\x05frame\"\xca\x04\n" +
 	"\rGenerateStart\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x19\n" +
@@ -2469,7 +2603,10 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\ftop_logprobs\x18\v \x01(\x05R\vtopLogprobs\x12#\n" +
 	"\rparse_special\x18\f \x01(\bR\fparseSpecial\x12\x1c\n" +
 	"\aadd_bos\x18\r \x01(\bH\x01R\x06addBos\x88\x01\x01\x12\x19\n" +
-	"\x05cache\x18\x0f \x01(\bH\x02R\x05cache\x88\x01\x01B\b\n" +
+	"\x05cache\x18\x0f \x01(\bH\x02R\x05cache\x88\x01\x01\x12;\n" +
+	"\n" +
+	"constraint\x18\x0e \x01(\v2\x1b.corelm.v1.OutputConstraintR\n" +
+	"constraintB\b\n" +
 	"\x06promptB\n" +
 	"\n" +
 	"\b_add_bosB\b\n" +
@@ -2650,7 +2787,15 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\tEmbedding\x12\x16\n" +
 	"\x06values\x18\x01 \x03(\x02R\x06values\x12\x16\n" +
 	"\x06tokens\x18\x02 \x01(\x05R\x06tokens\x12\x1c\n" +
-	"\ttruncated\x18\x03 \x01(\bR\ttruncated*\xb6\x01\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"\x94\x01\n" +
+	"\x10OutputConstraint\x12!\n" +
+	"\vjson_schema\x18\x01 \x01(\tH\x00R\n" +
+	"jsonSchema\x12!\n" +
+	"\vjson_object\x18\x02 \x01(\bH\x00R\n" +
+	"jsonObject\x12\x1a\n" +
+	"\agrammar\x18\x03 \x01(\tH\x00R\agrammar\x12\x16\n" +
+	"\x05regex\x18\x04 \x01(\tH\x00R\x05regexB\x06\n" +
+	"\x04kind*\xb6\x01\n" +
 	"\fFinishReason\x12\x1d\n" +
 	"\x19FINISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FINISH_REASON_STOP\x10\x01\x12\x18\n" +
@@ -2693,7 +2838,7 @@ func file_corelm_v1_inference_proto_rawDescGZIP() []byte {
 }
 
 var file_corelm_v1_inference_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_corelm_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_corelm_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_corelm_v1_inference_proto_goTypes = []any{
 	(FinishReason)(0),          // 0: corelm.v1.FinishReason
 	(ModelState)(0),            // 1: corelm.v1.ModelState
@@ -2728,8 +2873,9 @@ var file_corelm_v1_inference_proto_goTypes = []any{
 	(*EmbedInput)(nil),         // 30: corelm.v1.EmbedInput
 	(*EmbedResponse)(nil),      // 31: corelm.v1.EmbedResponse
 	(*Embedding)(nil),          // 32: corelm.v1.Embedding
-	nil,                        // 33: corelm.v1.SamplingParams.LogitBiasEntry
-	(KVType)(0),                // 34: corelm.v1.KVType
+	(*OutputConstraint)(nil),   // 33: corelm.v1.OutputConstraint
+	nil,                        // 34: corelm.v1.SamplingParams.LogitBiasEntry
+	(KVType)(0),                // 35: corelm.v1.KVType
 }
 var file_corelm_v1_inference_proto_depIdxs = []int32{
 	4,  // 0: corelm.v1.GenerateRequest.start:type_name -> corelm.v1.GenerateStart
@@ -2737,47 +2883,48 @@ var file_corelm_v1_inference_proto_depIdxs = []int32{
 	5,  // 2: corelm.v1.GenerateStart.token_ids:type_name -> corelm.v1.TokenIds
 	6,  // 3: corelm.v1.GenerateStart.chat:type_name -> corelm.v1.ChatPrompt
 	8,  // 4: corelm.v1.GenerateStart.sampling:type_name -> corelm.v1.SamplingParams
-	7,  // 5: corelm.v1.ChatPrompt.messages:type_name -> corelm.v1.ChatMessage
-	33, // 6: corelm.v1.SamplingParams.logit_bias:type_name -> corelm.v1.SamplingParams.LogitBiasEntry
-	11, // 7: corelm.v1.GenerateResponse.token:type_name -> corelm.v1.GeneratedToken
-	13, // 8: corelm.v1.GenerateResponse.progress:type_name -> corelm.v1.PromptProgress
-	14, // 9: corelm.v1.GenerateResponse.final:type_name -> corelm.v1.GenerateFinal
-	12, // 10: corelm.v1.GeneratedToken.top_logprobs:type_name -> corelm.v1.TokenLogprob
-	0,  // 11: corelm.v1.GenerateFinal.finish_reason:type_name -> corelm.v1.FinishReason
-	15, // 12: corelm.v1.GenerateFinal.usage:type_name -> corelm.v1.Usage
-	16, // 13: corelm.v1.GenerateFinal.timings:type_name -> corelm.v1.Timings
-	25, // 14: corelm.v1.ListModelsResponse.models:type_name -> corelm.v1.ModelInfo
-	25, // 15: corelm.v1.GetModelResponse.model:type_name -> corelm.v1.ModelInfo
-	34, // 16: corelm.v1.ModelInfo.kv_type:type_name -> corelm.v1.KVType
-	1,  // 17: corelm.v1.ModelInfo.state:type_name -> corelm.v1.ModelState
-	2,  // 18: corelm.v1.ModelInfo.pooling:type_name -> corelm.v1.Pooling
-	28, // 19: corelm.v1.GetStatusResponse.models:type_name -> corelm.v1.ModelStatus
-	30, // 20: corelm.v1.EmbedRequest.inputs:type_name -> corelm.v1.EmbedInput
-	2,  // 21: corelm.v1.EmbedRequest.pooling:type_name -> corelm.v1.Pooling
-	5,  // 22: corelm.v1.EmbedInput.token_ids:type_name -> corelm.v1.TokenIds
-	32, // 23: corelm.v1.EmbedResponse.embeddings:type_name -> corelm.v1.Embedding
-	2,  // 24: corelm.v1.EmbedResponse.pooling:type_name -> corelm.v1.Pooling
-	3,  // 25: corelm.v1.InferenceService.Generate:input_type -> corelm.v1.GenerateRequest
-	4,  // 26: corelm.v1.InferenceService.GenerateStream:input_type -> corelm.v1.GenerateStart
-	17, // 27: corelm.v1.InferenceService.Tokenize:input_type -> corelm.v1.TokenizeRequest
-	19, // 28: corelm.v1.InferenceService.Detokenize:input_type -> corelm.v1.DetokenizeRequest
-	21, // 29: corelm.v1.InferenceService.ListModels:input_type -> corelm.v1.ListModelsRequest
-	23, // 30: corelm.v1.InferenceService.GetModel:input_type -> corelm.v1.GetModelRequest
-	26, // 31: corelm.v1.InferenceService.GetStatus:input_type -> corelm.v1.GetStatusRequest
-	29, // 32: corelm.v1.InferenceService.Embed:input_type -> corelm.v1.EmbedRequest
-	10, // 33: corelm.v1.InferenceService.Generate:output_type -> corelm.v1.GenerateResponse
-	10, // 34: corelm.v1.InferenceService.GenerateStream:output_type -> corelm.v1.GenerateResponse
-	18, // 35: corelm.v1.InferenceService.Tokenize:output_type -> corelm.v1.TokenizeResponse
-	20, // 36: corelm.v1.InferenceService.Detokenize:output_type -> corelm.v1.DetokenizeResponse
-	22, // 37: corelm.v1.InferenceService.ListModels:output_type -> corelm.v1.ListModelsResponse
-	24, // 38: corelm.v1.InferenceService.GetModel:output_type -> corelm.v1.GetModelResponse
-	27, // 39: corelm.v1.InferenceService.GetStatus:output_type -> corelm.v1.GetStatusResponse
-	31, // 40: corelm.v1.InferenceService.Embed:output_type -> corelm.v1.EmbedResponse
-	33, // [33:41] is the sub-list for method output_type
-	25, // [25:33] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	33, // 5: corelm.v1.GenerateStart.constraint:type_name -> corelm.v1.OutputConstraint
+	7,  // 6: corelm.v1.ChatPrompt.messages:type_name -> corelm.v1.ChatMessage
+	34, // 7: corelm.v1.SamplingParams.logit_bias:type_name -> corelm.v1.SamplingParams.LogitBiasEntry
+	11, // 8: corelm.v1.GenerateResponse.token:type_name -> corelm.v1.GeneratedToken
+	13, // 9: corelm.v1.GenerateResponse.progress:type_name -> corelm.v1.PromptProgress
+	14, // 10: corelm.v1.GenerateResponse.final:type_name -> corelm.v1.GenerateFinal
+	12, // 11: corelm.v1.GeneratedToken.top_logprobs:type_name -> corelm.v1.TokenLogprob
+	0,  // 12: corelm.v1.GenerateFinal.finish_reason:type_name -> corelm.v1.FinishReason
+	15, // 13: corelm.v1.GenerateFinal.usage:type_name -> corelm.v1.Usage
+	16, // 14: corelm.v1.GenerateFinal.timings:type_name -> corelm.v1.Timings
+	25, // 15: corelm.v1.ListModelsResponse.models:type_name -> corelm.v1.ModelInfo
+	25, // 16: corelm.v1.GetModelResponse.model:type_name -> corelm.v1.ModelInfo
+	35, // 17: corelm.v1.ModelInfo.kv_type:type_name -> corelm.v1.KVType
+	1,  // 18: corelm.v1.ModelInfo.state:type_name -> corelm.v1.ModelState
+	2,  // 19: corelm.v1.ModelInfo.pooling:type_name -> corelm.v1.Pooling
+	28, // 20: corelm.v1.GetStatusResponse.models:type_name -> corelm.v1.ModelStatus
+	30, // 21: corelm.v1.EmbedRequest.inputs:type_name -> corelm.v1.EmbedInput
+	2,  // 22: corelm.v1.EmbedRequest.pooling:type_name -> corelm.v1.Pooling
+	5,  // 23: corelm.v1.EmbedInput.token_ids:type_name -> corelm.v1.TokenIds
+	32, // 24: corelm.v1.EmbedResponse.embeddings:type_name -> corelm.v1.Embedding
+	2,  // 25: corelm.v1.EmbedResponse.pooling:type_name -> corelm.v1.Pooling
+	3,  // 26: corelm.v1.InferenceService.Generate:input_type -> corelm.v1.GenerateRequest
+	4,  // 27: corelm.v1.InferenceService.GenerateStream:input_type -> corelm.v1.GenerateStart
+	17, // 28: corelm.v1.InferenceService.Tokenize:input_type -> corelm.v1.TokenizeRequest
+	19, // 29: corelm.v1.InferenceService.Detokenize:input_type -> corelm.v1.DetokenizeRequest
+	21, // 30: corelm.v1.InferenceService.ListModels:input_type -> corelm.v1.ListModelsRequest
+	23, // 31: corelm.v1.InferenceService.GetModel:input_type -> corelm.v1.GetModelRequest
+	26, // 32: corelm.v1.InferenceService.GetStatus:input_type -> corelm.v1.GetStatusRequest
+	29, // 33: corelm.v1.InferenceService.Embed:input_type -> corelm.v1.EmbedRequest
+	10, // 34: corelm.v1.InferenceService.Generate:output_type -> corelm.v1.GenerateResponse
+	10, // 35: corelm.v1.InferenceService.GenerateStream:output_type -> corelm.v1.GenerateResponse
+	18, // 36: corelm.v1.InferenceService.Tokenize:output_type -> corelm.v1.TokenizeResponse
+	20, // 37: corelm.v1.InferenceService.Detokenize:output_type -> corelm.v1.DetokenizeResponse
+	22, // 38: corelm.v1.InferenceService.ListModels:output_type -> corelm.v1.ListModelsResponse
+	24, // 39: corelm.v1.InferenceService.GetModel:output_type -> corelm.v1.GetModelResponse
+	27, // 40: corelm.v1.InferenceService.GetStatus:output_type -> corelm.v1.GetStatusResponse
+	31, // 41: corelm.v1.InferenceService.Embed:output_type -> corelm.v1.EmbedResponse
+	34, // [34:42] is the sub-list for method output_type
+	26, // [26:34] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_corelm_v1_inference_proto_init() }
@@ -2808,13 +2955,19 @@ func file_corelm_v1_inference_proto_init() {
 		(*EmbedInput_Text)(nil),
 		(*EmbedInput_TokenIds)(nil),
 	}
+	file_corelm_v1_inference_proto_msgTypes[30].OneofWrappers = []any{
+		(*OutputConstraint_JsonSchema)(nil),
+		(*OutputConstraint_JsonObject)(nil),
+		(*OutputConstraint_Grammar)(nil),
+		(*OutputConstraint_Regex)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_corelm_v1_inference_proto_rawDesc), len(file_corelm_v1_inference_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -292,7 +293,60 @@ func toStart(req *generateRequest, k kind) (*corelmv1.GenerateStart, error) {
 		sp.LogitBias[int32(id)] = bias
 	}
 	start.Sampling = sp
+	c, err := outputConstraint(req)
+	if err != nil {
+		return nil, err
+	}
+	start.Constraint = c
 	return start, nil
+}
+
+// outputConstraint maps response_format (and llama.cpp's grammar and
+// json_schema fields) onto the request's output constraint. Inference
+// compiles it and refuses what it does not support, naming it.
+func outputConstraint(req *generateRequest) (*corelmv1.OutputConstraint, error) {
+	var cs []*corelmv1.OutputConstraint
+	var params []string
+	schema := func(raw json.RawMessage) *corelmv1.OutputConstraint {
+		return &corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_JsonSchema{JsonSchema: string(raw)}}
+	}
+	if rf := req.ResponseFormat; rf != nil {
+		switch rf.Type {
+		case "", "text":
+		case "json_object":
+			c := &corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_JsonObject{JsonObject: true}}
+			if !isNull(rf.Schema) {
+				c = schema(rf.Schema)
+			}
+			cs, params = append(cs, c), append(params, "response_format")
+		case "json_schema":
+			if rf.JSONSchema == nil || isNull(rf.JSONSchema.Schema) {
+				return nil, badParam("response_format.json_schema.schema", "a json_schema response format needs json_schema.schema")
+			}
+			cs, params = append(cs, schema(rf.JSONSchema.Schema)), append(params, "response_format")
+		default:
+			return nil, badParam("response_format.type", "response_format type %q is not supported (text, json_object, json_schema)", rf.Type)
+		}
+	}
+	if req.Grammar != nil && *req.Grammar != "" {
+		cs = append(cs, &corelmv1.OutputConstraint{Kind: &corelmv1.OutputConstraint_Grammar{Grammar: *req.Grammar}})
+		params = append(params, "grammar")
+	}
+	if !isNull(req.JSONSchema) {
+		cs, params = append(cs, schema(req.JSONSchema)), append(params, "json_schema")
+	}
+	switch len(cs) {
+	case 0:
+		return nil, nil
+	case 1:
+		return cs[0], nil
+	}
+	return nil, badParam(params[1], "only one of response_format, grammar and json_schema may constrain the output (got %s)", strings.Join(params, ", "))
+}
+
+func isNull(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) == 0 || bytes.Equal(raw, []byte("null"))
 }
 
 // completionPrompt reads a completion's prompt: a string, or one prompt

@@ -50,6 +50,26 @@ type generateRequest struct {
 	RepeatPenalty     *float32 `json:"repeat_penalty"`
 	RepetitionPenalty *float32 `json:"repetition_penalty"`
 	RepeatLastN       *int32   `json:"repeat_last_n"`
+
+	// Structured output: OpenAI's response_format, and llama.cpp's
+	// server's grammar (GBNF) and json_schema fields.
+	ResponseFormat *responseFormat `json:"response_format"`
+	Grammar        *string         `json:"grammar"`
+	JSONSchema     json.RawMessage `json:"json_schema"`
+}
+
+// responseFormat is OpenAI's response_format: {"type":"text"},
+// {"type":"json_object"} or {"type":"json_schema","json_schema":{"name":
+// ...,"schema":{...},"strict":...}}. llama.cpp's server also reads a
+// "schema" next to "type":"json_object"; so does the gateway.
+type responseFormat struct {
+	Type       string          `json:"type"`
+	Schema     json.RawMessage `json:"schema"`
+	JSONSchema *struct {
+		Name   string          `json:"name"`
+		Schema json.RawMessage `json:"schema"`
+		Strict *bool           `json:"strict"`
+	} `json:"json_schema"`
 }
 
 type chatMessage struct {

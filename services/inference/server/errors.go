@@ -92,7 +92,8 @@ func toStatus(err error) *status.Status {
 		return status.New(codes.NotFound, msg)
 	case errors.Is(err, ErrBadRequest), errors.Is(err, sched.ErrInvalidRequest),
 		errors.Is(err, sched.ErrPromptTooLong), errors.Is(err, sample.ErrParams),
-		errors.Is(err, tokenizer.ErrTokenID), errors.Is(err, tokenizer.ErrNoBOS):
+		errors.Is(err, tokenizer.ErrTokenID), errors.Is(err, tokenizer.ErrNoBOS),
+		errors.Is(err, sched.ErrConstraint): // a constraint this model's vocabulary cannot spell
 		return status.New(codes.InvalidArgument, msg)
 	case errors.Is(err, ErrStopping), errors.Is(err, sched.ErrClosed), errors.Is(err, ErrModelUnavailable):
 		return status.New(codes.Unavailable, msg)

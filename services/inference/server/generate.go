@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/corelm/corelm/pkg/runtime/constrain"
 	"github.com/corelm/corelm/pkg/runtime/sample"
 	"github.com/corelm/corelm/pkg/runtime/sched"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
@@ -107,6 +108,9 @@ func (s *Server) submit(ctx context.Context, g *generation, req *corelmv1.Genera
 			return err
 		}
 		g.tel.Attach(&sr)
+		if c := req.GetConstraint(); c != nil {
+			g.tel.Constrained(constraintKind(c))
+		}
 		gctx, cancel := context.WithCancel(ctx)
 		h, err := e.sched.Submit(gctx, sr)
 		if err != nil {
@@ -130,7 +134,14 @@ func buildRequest(e *entry, req *corelmv1.GenerateStart) (sched.Request, error) 
 	if err != nil {
 		return sched.Request{}, err
 	}
+	var constraint sched.Constraint
+	if c := req.GetConstraint(); c != nil {
+		if constraint, err = outputConstraint(e, c, req.GetStopTokenIds()); err != nil {
+			return sched.Request{}, err
+		}
+	}
 	return sched.Request{
+		Constraint:  constraint,
 		Prompt:      prompt,
 		MaxTokens:   int(req.GetMaxTokens()),
 		Sampling:    samplingParams(req.GetSampling()),
@@ -142,6 +153,61 @@ func buildRequest(e *entry, req *corelmv1.GenerateStart) (sched.Request, error) 
 		TopLogprobs: int(req.GetTopLogprobs()),
 		NoCache:     req.Cache != nil && !req.GetCache(),
 	}, nil
+}
+
+// constraints keeps compiled output constraints by hash: a grammar does
+// not depend on the model, and clients send the same schema again and
+// again.
+var constraints = constrain.NewCache(256)
+
+// matchers keeps the matchers of finished constrained generations, warm,
+// for the next request under the same grammar on the same model.
+var matchers = constrain.NewPool(16)
+
+// outputConstraint compiles c (refusing what is not supported, naming it)
+// and starts its matcher over e's vocabulary.
+func outputConstraint(e *entry, c *corelmv1.OutputConstraint, stops []int32) (sched.Constraint, error) {
+	var spec constrain.Spec
+	switch k := c.GetKind().(type) {
+	case *corelmv1.OutputConstraint_JsonSchema:
+		spec = constrain.Spec{Kind: constrain.JSONSchema, Text: k.JsonSchema}
+	case *corelmv1.OutputConstraint_JsonObject:
+		if !k.JsonObject {
+			return nil, badRequestf("constraint: json_object must be true when set")
+		}
+		spec = constrain.Spec{Kind: constrain.JSONObject}
+	case *corelmv1.OutputConstraint_Grammar:
+		spec = constrain.Spec{Kind: constrain.GBNF, Text: k.Grammar}
+	case *corelmv1.OutputConstraint_Regex:
+		spec = constrain.Spec{Kind: constrain.Regex, Text: k.Regex}
+	default:
+		return nil, badRequestf("constraint: set one of json_schema, json_object, grammar or regex")
+	}
+	g, err := constraints.Compile(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: constraint %v: %w", ErrBadRequest, spec.Kind, err)
+	}
+	for _, t := range stops {
+		if t < 0 || int(t) >= e.tok.VocabSize() {
+			return nil, badRequestf("stop_token_ids: %d is outside the vocabulary", t)
+		}
+	}
+	return matchers.Get(g, e.vocab(), stops), nil
+}
+
+// constraintKind names the kind of c as the proto's oneof does.
+func constraintKind(c *corelmv1.OutputConstraint) string {
+	switch c.GetKind().(type) {
+	case *corelmv1.OutputConstraint_JsonSchema:
+		return "json_schema"
+	case *corelmv1.OutputConstraint_JsonObject:
+		return "json_object"
+	case *corelmv1.OutputConstraint_Grammar:
+		return "grammar"
+	case *corelmv1.OutputConstraint_Regex:
+		return "regex"
+	}
+	return "none"
 }
 
 func promptTokens(e *entry, req *corelmv1.GenerateStart) ([]int32, error) {

@@ -20,6 +20,7 @@ import (
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/pkg/runtime"
 	"github.com/corelm/corelm/pkg/runtime/chat"
+	"github.com/corelm/corelm/pkg/runtime/constrain"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
 	"github.com/corelm/corelm/pkg/runtime/model"
 	"github.com/corelm/corelm/pkg/runtime/sched"
@@ -42,7 +43,8 @@ type entry struct {
 	gen   uint64
 	sched *sched.Scheduler
 	tok   *tokenizer.Tokenizer
-	chat  *chat.Template // the model's chat template, or the ChatML fallback
+	vocab func() *constrain.Vocab // the token trie for constrained output, built on first use
+	chat  *chat.Template          // the model's chat template, or the ChatML fallback
 	info  *corelmv1.ModelInfo
 
 	refs      int // guarded by registry.mu
@@ -273,6 +275,7 @@ func newEntry(id string, gen uint64, src model.Source, cfg modelConfig, closers 
 		return nil, fmt.Errorf("%w: tokenizer has %d tokens, the model %d", model.ErrInvalidModel, tok.VocabSize(), m.Config().Vocab)
 	}
 	e.tok = tok
+	e.vocab = sync.OnceValue(func() *constrain.Vocab { return constrain.TokenizerVocab(tok) })
 	tmpl, _ := src.String("tokenizer.chat_template")
 	var ownTemplate bool
 	e.chat, ownTemplate = loadTemplate(tmpl)

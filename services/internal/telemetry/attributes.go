@@ -34,6 +34,8 @@ const (
 	keyCachedTokens = attribute.Key("corelm.cached_tokens")
 	keySteps        = attribute.Key("corelm.steps")
 	keyStopSequence = attribute.Key("corelm.stop_sequence")
+	keyConstraint   = attribute.Key("corelm.constraint")
+	keyOutputType   = attribute.Key("gen_ai.output.type")
 	keyStepIndex    = attribute.Key("corelm.step.index")
 	keyStepSeqs     = attribute.Key("corelm.step.seqs")
 	keyStepDecode   = attribute.Key("corelm.step.decode_tokens")

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,6 +123,20 @@ func (g *Generation) Attach(req *sched.Request) {
 		attrs = append(attrs, keyRequestTopK.Int(p.TopK))
 	}
 	g.span.SetAttributes(attrs...)
+}
+
+// Constrained records the kind of the request's output constraint
+// (json_schema, json_object, grammar, regex) and the GenAI output type it
+// implies ("json" for the JSON kinds, else "text").
+func (g *Generation) Constrained(kind string) {
+	if !g.recording {
+		return
+	}
+	out := "text"
+	if strings.HasPrefix(kind, "json") {
+		out = "json"
+	}
+	g.span.SetAttributes(keyConstraint.String(kind), keyOutputType.String(out))
 }
 
 // Submitted records the outcome of Submit: with an error the generation is

@@ -145,10 +145,11 @@ class GenerateResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., token: _Optional[_Union[GeneratedToken, _Mapping]] = ..., progress: _Optional[_Union[PromptProgress, _Mapping]] = ..., final: _Optional[_Union[GenerateFinal, _Mapping]] = ...) -> None: ...
 
 class GenerateStart(_message.Message):
-    __slots__ = ["add_bos", "cache", "chat", "logprobs", "max_tokens", "model_id", "parse_special", "request_id", "sampling", "stop", "stop_token_ids", "text", "token_ids", "top_logprobs"]
+    __slots__ = ["add_bos", "cache", "chat", "constraint", "logprobs", "max_tokens", "model_id", "parse_special", "request_id", "sampling", "stop", "stop_token_ids", "text", "token_ids", "top_logprobs"]
     ADD_BOS_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +164,7 @@ class GenerateStart(_message.Message):
     add_bos: bool
     cache: bool
     chat: ChatPrompt
+    constraint: OutputConstraint
     logprobs: bool
     max_tokens: int
     model_id: str
@@ -174,7 +176,7 @@ class GenerateStart(_message.Message):
     text: str
     token_ids: TokenIds
     top_logprobs: int
-    def __init__(self, request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., stop: _Optional[_Iterable[str]] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., max_tokens: _Optional[int] = ..., logprobs: bool = ..., top_logprobs: _Optional[int] = ..., parse_special: bool = ..., add_bos: bool = ..., cache: bool = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., stop: _Optional[_Iterable[str]] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., max_tokens: _Optional[int] = ..., logprobs: bool = ..., top_logprobs: _Optional[int] = ..., parse_special: bool = ..., add_bos: bool = ..., cache: bool = ..., constraint: _Optional[_Union[OutputConstraint, _Mapping]] = ...) -> None: ...
 
 class GeneratedToken(_message.Message):
     __slots__ = ["id", "logprob", "raw", "text", "top_logprobs"]
@@ -289,6 +291,18 @@ class ModelStatus(_message.Message):
     preempted: int
     queued_requests: int
     def __init__(self, model_id: _Optional[str] = ..., generation: _Optional[int] = ..., active_sequences: _Optional[int] = ..., queued_requests: _Optional[int] = ..., kv_bytes_in_use: _Optional[int] = ..., kv_bytes_budget: _Optional[int] = ..., cache_bytes: _Optional[int] = ..., cache_bytes_budget: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cache_evictions: _Optional[int] = ..., preempted: _Optional[int] = ...) -> None: ...
+
+class OutputConstraint(_message.Message):
+    __slots__ = ["grammar", "json_object", "json_schema", "regex"]
+    GRAMMAR_FIELD_NUMBER: _ClassVar[int]
+    JSON_OBJECT_FIELD_NUMBER: _ClassVar[int]
+    JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    REGEX_FIELD_NUMBER: _ClassVar[int]
+    grammar: str
+    json_object: bool
+    json_schema: str
+    regex: str
+    def __init__(self, json_schema: _Optional[str] = ..., json_object: bool = ..., grammar: _Optional[str] = ..., regex: _Optional[str] = ...) -> None: ...
 
 class PromptProgress(_message.Message):
     __slots__ = ["processed_tokens", "total_tokens"]
