@@ -45,5 +45,12 @@ type clientResult struct {
 		Usage        struct {
 			CompletionTokens int `json:"completion_tokens"`
 		} `json:"usage"`
+		// int64 fields, which protobuf's JSON writes as strings.
+		Timings struct {
+			QueueNs   int64 `json:"queue_ns,string"`
+			PrefillNs int64 `json:"prefill_ns,string"`
+			DecodeNs  int64 `json:"decode_ns,string"`
+			TTFTNs    int64 `json:"time_to_first_token_ns,string"`
+		} `json:"timings"`
 	} `json:"final"`
 }

@@ -97,15 +97,15 @@ func TestPythonClient(t *testing.T) {
 	if b.Final.FinishReason != "FINISH_REASON_CANCELLED" || b.Final.Usage.CompletionTokens != len(b.IDs) {
 		t.Errorf("b: final %+v after %d tokens", b.Final, len(b.IDs))
 	}
-	// Interleaved: a token of b came between a's first and last.
-	first, last := slices.Index(got.Order, "a"), -1
-	for i, id := range got.Order {
-		if id == "a" {
-			last = i
-		}
-	}
-	if first < 0 || !slices.Contains(got.Order[first:last], "b") {
-		t.Errorf("streams did not interleave: %v", got.Order)
+	// Both ran together: a's first token came before b ended (the final
+	// frames' timings count from each request's submission; the two starts
+	// are sent back to back). The order frames arrive in depends on how
+	// the server's senders are scheduled, which a loaded machine can
+	// serialise, so it is not checked.
+	ft := b.Final.Timings
+	if bEnd := ft.QueueNs + ft.PrefillNs + ft.DecodeNs; a.Final.Timings.TTFTNs == 0 || a.Final.Timings.TTFTNs >= bEnd {
+		t.Errorf("a's first token at %v, after b ended at %v: the two did not run together (frames %v)",
+			time.Duration(a.Final.Timings.TTFTNs), time.Duration(bEnd), got.Order)
 	}
 	servicetest.WaitIdle(t, c, 5*time.Second)
 }
