@@ -1,10 +1,7 @@
 package server
 
 import (
-	"bytes"
-	"compress/gzip"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,90 +13,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/corelm/corelm/internal/servicetest"
-	"github.com/corelm/corelm/pkg/formats/gguf"
 	"github.com/corelm/corelm/pkg/runtime/chat"
-	"github.com/corelm/corelm/pkg/runtime/quantize"
-	"github.com/corelm/corelm/pkg/runtime/synth"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 )
 
-// chatTestdata is the chat package's testdata: the real templates and the
-// tool rendering cases checked against @huggingface/jinja.
-var chatTestdata = filepath.Join("..", "..", "..", "pkg", "runtime", "chat", "testdata")
-
-// writeToolModel writes a small synthetic Llama (random weights) with
-// Llama-3's tokenizer (128,256 tokens, the tokenizer package's fixture) and
-// the real chat template of the named model, and returns its path.
-func writeToolModel(t *testing.T, template string) string {
-	t.Helper()
-	src, err := os.ReadFile(filepath.Join(chatTestdata, template+".jinja"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(filepath.Join("..", "..", "..", "pkg", "runtime", "tokenizer", "testdata", "ggml-vocab-llama-bpe.gguf.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vocab, err := gguf.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := vocab.Strings("tokenizer.ggml.tokens")
-	shape := synth.Shape{Arch: "llama", Dim: 64, Layers: 2, FFN: 128, Heads: 4, KVHeads: 2, Vocab: len(n),
-		Context: 2048, RopeBase: 500000, RMSEps: 1e-5}
-	scheme, err := quantize.ParseScheme("Q8_0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := synth.Write(&buf, shape, "tools", scheme, 19); err != nil {
-		t.Fatal(err)
-	}
-	weights, err := gguf.Parse(buf.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := gguf.NewWriter(3)
-	w.SetAlignment(32)
-	for _, kv := range weights.KVs {
-		if !strings.HasPrefix(kv.Key, "tokenizer.") && kv.Key != "general.alignment" {
-			w.AddKV(kv.Key, kv.Value)
-		}
-	}
-	for _, kv := range vocab.KVs {
-		if strings.HasPrefix(kv.Key, "tokenizer.") {
-			w.AddKV(kv.Key, kv.Value)
-		}
-	}
-	w.AddKV("tokenizer.chat_template", gguf.Str(string(src)))
-	// As the real files: Llama-3's template writes its BOS, Qwen2.5 has
-	// none.
-	w.AddKV("tokenizer.ggml.add_bos_token", gguf.Bool(strings.Contains(string(src), "bos_token")))
-	for _, tn := range weights.Tensors {
-		w.AddTensor(tn.Name, tn.Type, tn.Shape, weights.TensorData(&tn))
-	}
-	path := filepath.Join(t.TempDir(), template+".gguf")
-	out, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.WriteTo(out); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+// chatTestdata holds the real templates and the tool rendering cases
+// checked against @huggingface/jinja.
+var chatTestdata = servicetest.ChatTestdata()
 
 var testTools = []*corelmv1.Tool{
 	{Name: "get_weather", Description: "Weather in a city.", Parameters: `{"type":"object","properties":{"city":{"type":"string","maxLength":12},"unit":{"enum":["C","F"]}},"required":["city"]}`},
@@ -180,7 +100,7 @@ func TestToolCallsForced(t *testing.T) {
 	}
 	for id, tmpl := range toolTemplates {
 		t.Run(id, func(t *testing.T) {
-			client, _ := serveFile(t, Options{Threads: 1}, writeToolModel(t, tmpl), id)
+			client, _ := serveFile(t, Options{Threads: 1}, servicetest.ToolModel(t, tmpl), id)
 			calls := 0
 			for _, choice := range []*corelmv1.ToolChoice{
 				{Mode: corelmv1.ToolChoice_MODE_REQUIRED},
@@ -242,7 +162,7 @@ func TestToolCallsAuto(t *testing.T) {
 	}
 	for id, tmpl := range toolTemplates {
 		t.Run(id, func(t *testing.T) {
-			path := writeToolModel(t, tmpl)
+			path := servicetest.ToolModel(t, tmpl)
 			client, _ := serveFile(t, Options{Threads: 1}, path, id)
 			src, _ := os.ReadFile(filepath.Join(chatTestdata, tmpl+".jinja"))
 			ct, err := chat.Compile(string(src))
@@ -341,7 +261,7 @@ func TestToolRoundTrip(t *testing.T) {
 		t.Run(tc.Name, func(t *testing.T) {
 			client := clients[tc.Template]
 			if client == nil {
-				client, _ = serveFile(t, Options{Threads: 1}, writeToolModel(t, tc.Template), "m")
+				client, _ = serveFile(t, Options{Threads: 1}, servicetest.ToolModel(t, tc.Template), "m")
 				clients[tc.Template] = client
 			}
 			cp := &corelmv1.ChatPrompt{AddGenerationPrompt: true}
@@ -392,7 +312,7 @@ func TestToolsRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a 128k-vocabulary model")
 	}
-	client, _ := serveFile(t, Options{Threads: 1}, writeToolModel(t, toolTemplates["qwen25"]), "qwen25")
+	client, _ := serveFile(t, Options{Threads: 1}, servicetest.ToolModel(t, toolTemplates["qwen25"]), "qwen25")
 	stories, _ := serveInProcess(t, Options{Threads: 1})
 	required := &corelmv1.ToolChoice{Mode: corelmv1.ToolChoice_MODE_REQUIRED}
 	tests := []struct {
