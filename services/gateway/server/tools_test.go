@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,14 +13,14 @@ import (
 )
 
 // toolStack is a gateway in front of a synthetic model with Llama-3's
-// vocabulary and the real Llama-3.1 template (served as "llama31").
-func toolStack(t *testing.T) (string, corelmv1.InferenceServiceClient) {
+// vocabulary and the real chat template of the named model, served as id.
+func toolStack(t *testing.T, template, id string) (string, corelmv1.InferenceServiceClient) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds a 128k-vocabulary model")
 	}
 	return serveStack(t, Config{}, inference.Config{Options: inference.Options{Threads: 1},
-		ModelFile: servicetest.ToolModel(t, "meta-llama-Llama-3.1-8B-Instruct"), ModelID: "llama31"})
+		ModelFile: servicetest.ToolModel(t, template), ModelID: id})
 }
 
 var weatherTool = map[string]any{"type": "function", "function": map[string]any{
@@ -52,17 +53,30 @@ type wireCall struct {
 // TestToolCalls: tool_choice "required" through the gateway answers with
 // message.tool_calls (content null) and finish_reason "tool_calls"; the
 // same request streamed sends the calls as delta.tool_calls that add up
-// to the same calls; the follow-up turn with the call and a tool message
-// is the prompt inference makes of them directly.
+// to the same calls; the follow-up turn with the calls and tool messages
+// is the prompt inference makes of them directly. Llama-3.1's format
+// makes one call, Qwen2.5's up to four.
 func TestToolCalls(t *testing.T) {
-	url, client := toolStack(t)
+	for id, template := range map[string]string{"llama31": "meta-llama-Llama-3.1-8B-Instruct", "qwen25": "Qwen-Qwen2.5-7B-Instruct"} {
+		t.Run(id, func(t *testing.T) { testToolCalls(t, template, id) })
+	}
+}
+
+func testToolCalls(t *testing.T, template, model string) {
+	url, client := toolStack(t, template, model)
 	messages := []map[string]any{{"role": "user", "content": "Weather in Paris?"}}
 	body := func(seed int, stream bool) map[string]any {
-		return map[string]any{"model": "llama31", "messages": messages, "tools": []any{weatherTool},
-			"tool_choice": "required", "temperature": 1, "top_k": 40, "seed": seed, "max_tokens": 120, "stream": stream}
+		return map[string]any{"model": model, "messages": messages, "tools": []any{weatherTool},
+			"tool_choice": "required", "temperature": 1, "top_k": 40, "seed": seed, "max_tokens": 200, "stream": stream}
 	}
-	var call wireCall
-	for seed := range 4 {
+	// Qwen2.5's format may write several calls: look for a seed that
+	// does, to see the deltas' indexes (the seeds are deterministic).
+	wantCalls := 1
+	if model == "qwen25" {
+		wantCalls = 2
+	}
+	var calls []wireCall
+	for seed := range 12 {
 		resp := post(t, url+"/v1/chat/completions", body(seed, false))
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d", resp.StatusCode)
@@ -72,14 +86,19 @@ func TestToolCalls(t *testing.T) {
 		if ch.FinishReason == "length" {
 			continue
 		}
-		if ch.FinishReason != "tool_calls" || len(ch.Message.ToolCalls) != 1 || string(ch.Message.Content) != "null" {
+		if ch.FinishReason != "tool_calls" || len(ch.Message.ToolCalls) == 0 || string(ch.Message.Content) != "null" {
 			t.Fatalf("seed %d: %+v", seed, ch)
 		}
-		call = ch.Message.ToolCalls[0]
-		var args struct{ City *string }
-		if call.Type != "function" || call.Function.Name != "get_weather" || !strings.HasPrefix(call.ID, "call_") ||
-			json.Unmarshal([]byte(call.Function.Arguments), &args) != nil || args.City == nil {
-			t.Fatalf("seed %d: call %+v", seed, call)
+		if len(ch.Message.ToolCalls) < wantCalls {
+			continue
+		}
+		calls = ch.Message.ToolCalls
+		for _, call := range calls {
+			var args struct{ City *string }
+			if call.Type != "function" || call.Function.Name != "get_weather" || !strings.HasPrefix(call.ID, "call_") ||
+				json.Unmarshal([]byte(call.Function.Arguments), &args) != nil || args.City == nil {
+				t.Fatalf("seed %d: call %+v", seed, call)
+			}
 		}
 
 		// Streamed: the same call, in deltas, and no content.
@@ -125,23 +144,38 @@ func TestToolCalls(t *testing.T) {
 				}
 			}
 		}
-		if finish != "tool_calls" || content != "" || len(streamed) != 1 || streamed[0].Function != call.Function ||
-			streamed[0].Type != "function" || !strings.HasPrefix(streamed[0].ID, "call_") {
-			t.Fatalf("seed %d: streamed %+v, content %q, finish %q; whole %+v", seed, streamed, content, finish, call)
+		ok := finish == "tool_calls" && content == "" && len(streamed) == len(calls)
+		for i := range streamed {
+			ok = ok && streamed[i].Function == calls[i].Function && streamed[i].Type == "function" && strings.HasPrefix(streamed[i].ID, "call_")
 		}
+		if !ok {
+			t.Fatalf("seed %d: streamed %+v, content %q, finish %q; whole %+v", seed, streamed, content, finish, calls)
+		}
+		t.Logf("seed %d: %d calls %+v", seed, len(calls), calls)
 		break
 	}
-	if call.ID == "" {
+	if len(calls) == 0 {
 		t.Fatal("no generation completed a call")
 	}
 
-	// The follow-up turn: the assistant's call (arguments as a JSON
-	// string, content null) and the tool's result.
-	follow := map[string]any{"model": "llama31", "tools": []any{weatherTool}, "temperature": 0, "max_tokens": 6,
-		"messages": append(messages,
-			map[string]any{"role": "assistant", "content": nil, "tool_calls": []any{map[string]any{"id": call.ID, "type": "function",
-				"function": map[string]any{"name": call.Function.Name, "arguments": call.Function.Arguments}}}},
-			map[string]any{"role": "tool", "tool_call_id": call.ID, "content": `{"temp": 21}`})}
+	// The follow-up turn: the assistant's calls (arguments as JSON
+	// strings, content null) and the tool's results.
+	follow := map[string]any{"model": model, "tools": []any{weatherTool}, "temperature": 0, "max_tokens": 6}
+	direct := []*corelmv1.ChatMessage{{Role: "user", Content: "Weather in Paris?"}, {Role: "assistant"}}
+	var wireCalls []any
+	for _, c := range calls {
+		wireCalls = append(wireCalls, map[string]any{"id": c.ID, "type": "function",
+			"function": map[string]any{"name": c.Function.Name, "arguments": c.Function.Arguments}})
+		direct[1].ToolCalls = append(direct[1].ToolCalls, &corelmv1.ToolCall{Id: c.ID, Name: c.Function.Name, Arguments: c.Function.Arguments})
+	}
+	msgs := append([]map[string]any{}, messages...)
+	msgs = append(msgs, map[string]any{"role": "assistant", "content": nil, "tool_calls": wireCalls})
+	for i, c := range calls {
+		result := fmt.Sprintf(`{"temp": %d}`, 20+i)
+		msgs = append(msgs, map[string]any{"role": "tool", "tool_call_id": c.ID, "content": result})
+		direct = append(direct, &corelmv1.ChatMessage{Role: "tool", Content: result, ToolCallId: c.ID, Name: "get_weather"})
+	}
+	follow["messages"] = msgs
 	resp := post(t, url+"/v1/chat/completions", follow)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("follow-up: status %d", resp.StatusCode)
@@ -153,15 +187,11 @@ func TestToolCalls(t *testing.T) {
 	}](t, resp)
 	params, _ := json.Marshal(weatherTool["function"].(map[string]any)["parameters"])
 	zero := float32(0)
-	_, final := greedyStream(t, client, &corelmv1.GenerateStart{ModelId: "llama31", MaxTokens: 6,
+	_, final := greedyStream(t, client, &corelmv1.GenerateStart{ModelId: model, MaxTokens: 6,
 		Sampling: &corelmv1.SamplingParams{Temperature: &zero},
 		Prompt: &corelmv1.GenerateStart_Chat{Chat: &corelmv1.ChatPrompt{AddGenerationPrompt: true,
-			Tools: []*corelmv1.Tool{{Name: "get_weather", Description: "Weather in a city.", Parameters: string(params)}},
-			Messages: []*corelmv1.ChatMessage{
-				{Role: "user", Content: "Weather in Paris?"},
-				{Role: "assistant", ToolCalls: []*corelmv1.ToolCall{{Id: call.ID, Name: call.Function.Name, Arguments: call.Function.Arguments}}},
-				{Role: "tool", Content: `{"temp": 21}`, ToolCallId: call.ID, Name: "get_weather"},
-			}}}})
+			Tools:    []*corelmv1.Tool{{Name: "get_weather", Description: "Weather in a city.", Parameters: string(params)}},
+			Messages: direct}}})
 	if got.Usage.PromptTokens != final.GetUsage().GetPromptTokens() {
 		t.Errorf("follow-up prompt of %d tokens, directly %d", got.Usage.PromptTokens, final.GetUsage().GetPromptTokens())
 	}
@@ -171,7 +201,7 @@ func TestToolCalls(t *testing.T) {
 // naming the parameter; a forced call whose schema cannot be enforced is
 // a 400 naming the tool and the keyword.
 func TestToolErrors(t *testing.T) {
-	url, _ := toolStack(t)
+	url, _ := toolStack(t, "meta-llama-Llama-3.1-8B-Instruct", "llama31")
 	chat := func(extra map[string]any) map[string]any {
 		m := map[string]any{"model": "llama31", "messages": []map[string]any{{"role": "user", "content": "hi"}}, "max_tokens": 4,
 			"tools": []any{weatherTool}}
