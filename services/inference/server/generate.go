@@ -115,6 +115,8 @@ func (s *Server) submit(ctx context.Context, g *generation, req *corelmv1.Genera
 		g.tel.Attach(&sr)
 		if c := req.GetConstraint(); c != nil {
 			g.tel.Constrained(constraintKind(c))
+		} else if plan != nil && plan.forced {
+			g.tel.Constrained("tool_call")
 		}
 		gctx, cancel := context.WithCancel(ctx)
 		h, err := e.sched.Submit(gctx, sr)
