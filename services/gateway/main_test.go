@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -53,9 +55,15 @@ func TestFlags(t *testing.T) {
 // and a client of inference.
 func startGateway(t *testing.T, args ...string) (string, corelmv1.InferenceServiceClient) {
 	t.Helper()
+	return startGatewayOn(t, inference.EmbeddedModel, "stories", args...)
+}
+
+// startGatewayOn is startGateway serving the model file as id.
+func startGatewayOn(t *testing.T, file, id string, args ...string) (string, corelmv1.InferenceServiceClient) {
+	t.Helper()
 	conn, _ := servicetest.Serve(t, func(ctx context.Context, lis net.Listener) error {
 		return inference.Serve(ctx, lis, inference.Config{Options: inference.Options{Threads: 1},
-			ModelFile: inference.EmbeddedModel, ModelID: "stories", Grace: 5 * time.Second})
+			ModelFile: file, ModelID: id, Grace: 5 * time.Second})
 	})
 	bin := servicetest.Binary(t, ".")
 	cmd := exec.Command(bin, append([]string{"--listen", "127.0.0.1:0", "--inference", conn.Target()}, args...)...)
@@ -169,6 +177,107 @@ func TestOpenAINode(t *testing.T) {
 	}
 	if u := got.Embeddings.Usage; u.PromptTokens != int(emb.GetPromptTokens()) || u.TotalTokens != u.PromptTokens {
 		t.Errorf("embeddings usage %+v, want %d tokens", u, emb.GetPromptTokens())
+	}
+}
+
+// TestOpenAINodeTools runs clients/openai-node/tools.mjs against the
+// gateway binary in front of a synthetic model with Llama-3's vocabulary
+// and the real Llama-3.1 template: the client parses the forced call
+// whole and streamed (its stream helper accumulating delta.tool_calls)
+// into the same call, with arguments valid under the tool's schema, and
+// the follow-up turn it builds from its own parsed message and the tool's
+// result is the prompt inference makes of that conversation directly.
+func TestOpenAINodeTools(t *testing.T) {
+	node, dir := servicetest.NodeClient(t, "../../clients/openai-node", "openai")
+	if testing.Short() {
+		t.Skip("builds a 128k-vocabulary model")
+	}
+	url, client := startGatewayOn(t, servicetest.ToolModel(t, "meta-llama-Llama-3.1-8B-Instruct"), "llama31")
+	type call struct {
+		ID       string `json:"id"`
+		Type     string `json:"type"`
+		Function struct {
+			Name      string `json:"name"`
+			Arguments string `json:"arguments"`
+		} `json:"function"`
+	}
+	type turn struct {
+		FinishReason string  `json:"finish_reason"`
+		Content      *string `json:"content"`
+		ToolCalls    []call  `json:"tool_calls"`
+		Usage        struct {
+			PromptTokens int32 `json:"prompt_tokens"`
+		} `json:"usage"`
+	}
+	var got struct {
+		Call         turn `json:"call"`
+		CallStream   turn `json:"call_stream"`
+		Answer       turn `json:"answer"`
+		ToolMessages []struct {
+			ToolCallID string `json:"tool_call_id"`
+			Content    string `json:"content"`
+		} `json:"tool_messages"`
+	}
+	for seed := 1; ; seed++ {
+		out := servicetest.ClientOutput(t, dir, node, "tools.mjs", "--base-url", url+"/v1", "--model", "llama31", "--seed", fmt.Sprint(seed))
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("%v in %s", err, out)
+		}
+		if got.Call.FinishReason == "tool_calls" {
+			break
+		}
+		if got.Call.FinishReason != "length" || seed == 4 {
+			t.Fatalf("seed %d: %s", seed, out)
+		}
+	}
+	c := got.Call
+	if c.Content != nil || len(c.ToolCalls) != 1 || c.ToolCalls[0].Type != "function" || c.ToolCalls[0].Function.Name != "get_weather" {
+		t.Fatalf("call %+v", c)
+	}
+	var args struct {
+		City *string
+		Unit *string
+	}
+	if err := json.Unmarshal([]byte(c.ToolCalls[0].Function.Arguments), &args); err != nil || args.City == nil ||
+		utf8.RuneCountInString(*args.City) > 12 || (args.Unit != nil && *args.Unit != "C" && *args.Unit != "F") {
+		t.Errorf("arguments %s: %v", c.ToolCalls[0].Function.Arguments, err)
+	}
+	s := got.CallStream
+	if s.FinishReason != "tool_calls" || len(s.ToolCalls) != 1 || s.ToolCalls[0].Function != c.ToolCalls[0].Function ||
+		!strings.HasPrefix(s.ToolCalls[0].ID, "call_") || (s.Content != nil && *s.Content != "") {
+		t.Errorf("streamed %+v, whole %+v", s, c)
+	}
+	if len(got.ToolMessages) != 1 || got.ToolMessages[0].ToolCallID != c.ToolCalls[0].ID {
+		t.Fatalf("tool messages %+v", got.ToolMessages)
+	}
+	zero := float32(0)
+	stream, err := client.GenerateStream(t.Context(), &corelmv1.GenerateStart{ModelId: "llama31", MaxTokens: 8,
+		Sampling: &corelmv1.SamplingParams{Temperature: &zero},
+		Prompt: &corelmv1.GenerateStart_Chat{Chat: &corelmv1.ChatPrompt{AddGenerationPrompt: true,
+			Tools: []*corelmv1.Tool{{Name: "get_weather", Description: "Current weather in a city.",
+				Parameters: `{"type":"object","properties":{"city":{"type":"string","maxLength":12},"unit":{"enum":["C","F"]}},"required":["city"]}`}},
+			Messages: []*corelmv1.ChatMessage{
+				{Role: "user", Content: "What's the weather in Paris?"},
+				{Role: "assistant", ToolCalls: []*corelmv1.ToolCall{{Id: c.ToolCalls[0].ID, Name: "get_weather", Arguments: c.ToolCalls[0].Function.Arguments}}},
+				{Role: "tool", Content: got.ToolMessages[0].Content, ToolCallId: c.ToolCalls[0].ID, Name: "get_weather"},
+			}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var final *corelmv1.GenerateFinal
+	var text strings.Builder
+	if err := servicetest.RecvAll(stream.Recv, func(m *corelmv1.GenerateResponse) {
+		text.WriteString(m.GetToken().GetText())
+		if f := m.GetFinal(); f != nil {
+			text.WriteString(f.GetText())
+			final = f
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a := got.Answer
+	if a.Usage.PromptTokens != final.GetUsage().GetPromptTokens() || a.Content == nil || *a.Content != text.String() {
+		t.Errorf("answer %+v (%d prompt tokens), directly %q (%d)", a, a.Usage.PromptTokens, text.String(), final.GetUsage().GetPromptTokens())
 	}
 }
 

@@ -31,6 +31,7 @@ const (
 	FinishReason_FINISH_REASON_STOP_SEQUENCE FinishReason = 3 // one of the stop strings
 	FinishReason_FINISH_REASON_CANCELLED     FinishReason = 4 // a Cancel frame or a cancelled call
 	FinishReason_FINISH_REASON_ERROR         FinishReason = 5 // see error_message and error_code
+	FinishReason_FINISH_REASON_TOOL_CALLS    FinishReason = 6 // the reply ended as tool calls (GenerateFinal.tool_calls)
 )
 
 // Enum value maps for FinishReason.
@@ -42,6 +43,7 @@ var (
 		3: "FINISH_REASON_STOP_SEQUENCE",
 		4: "FINISH_REASON_CANCELLED",
 		5: "FINISH_REASON_ERROR",
+		6: "FINISH_REASON_TOOL_CALLS",
 	}
 	FinishReason_value = map[string]int32{
 		"FINISH_REASON_UNSPECIFIED":   0,
@@ -50,6 +52,7 @@ var (
 		"FINISH_REASON_STOP_SEQUENCE": 3,
 		"FINISH_REASON_CANCELLED":     4,
 		"FINISH_REASON_ERROR":         5,
+		"FINISH_REASON_TOOL_CALLS":    6,
 	}
 )
 
@@ -180,6 +183,69 @@ func (x Pooling) Number() protoreflect.EnumNumber {
 // Deprecated: Use Pooling.Descriptor instead.
 func (Pooling) EnumDescriptor() ([]byte, []int) {
 	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{2}
+}
+
+type ToolChoice_Mode int32
+
+const (
+	// AUTO.
+	ToolChoice_MODE_UNSPECIFIED ToolChoice_Mode = 0
+	// The model chooses between a text reply and calls; calls are
+	// recognised in the reply after it ends.
+	ToolChoice_MODE_AUTO ToolChoice_Mode = 1
+	// No calls: the tools are not rendered into the prompt.
+	ToolChoice_MODE_NONE ToolChoice_Mode = 2
+	// The reply is one or more calls, generated under the tools'
+	// parameter schemas (a schema the server cannot enforce is refused
+	// with INVALID_ARGUMENT naming the tool and the keyword).
+	ToolChoice_MODE_REQUIRED ToolChoice_Mode = 3
+	// The reply is a call of the tool named by function, as REQUIRED.
+	ToolChoice_MODE_FUNCTION ToolChoice_Mode = 4
+)
+
+// Enum value maps for ToolChoice_Mode.
+var (
+	ToolChoice_Mode_name = map[int32]string{
+		0: "MODE_UNSPECIFIED",
+		1: "MODE_AUTO",
+		2: "MODE_NONE",
+		3: "MODE_REQUIRED",
+		4: "MODE_FUNCTION",
+	}
+	ToolChoice_Mode_value = map[string]int32{
+		"MODE_UNSPECIFIED": 0,
+		"MODE_AUTO":        1,
+		"MODE_NONE":        2,
+		"MODE_REQUIRED":    3,
+		"MODE_FUNCTION":    4,
+	}
+)
+
+func (x ToolChoice_Mode) Enum() *ToolChoice_Mode {
+	p := new(ToolChoice_Mode)
+	*p = x
+	return p
+}
+
+func (x ToolChoice_Mode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ToolChoice_Mode) Descriptor() protoreflect.EnumDescriptor {
+	return file_corelm_v1_inference_proto_enumTypes[3].Descriptor()
+}
+
+func (ToolChoice_Mode) Type() protoreflect.EnumType {
+	return &file_corelm_v1_inference_proto_enumTypes[3]
+}
+
+func (x ToolChoice_Mode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ToolChoice_Mode.Descriptor instead.
+func (ToolChoice_Mode) EnumDescriptor() ([]byte, []int) {
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{7, 0}
 }
 
 // GenerateRequest is one client frame of Generate.
@@ -535,8 +601,14 @@ type ChatPrompt struct {
 	Messages []*ChatMessage         `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
 	// End the rendered prompt with the template's assistant-turn opening.
 	AddGenerationPrompt bool `protobuf:"varint,2,opt,name=add_generation_prompt,json=addGenerationPrompt,proto3" json:"add_generation_prompt,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Functions the model may call, rendered into the prompt by the model's
+	// chat template (its "tools" variable). A template that takes no tools
+	// refuses them with INVALID_ARGUMENT (unless tool_choice is NONE).
+	Tools []*Tool `protobuf:"bytes,3,rep,name=tools,proto3" json:"tools,omitempty"`
+	// Whether and which tool the reply must call; unset means AUTO.
+	ToolChoice    *ToolChoice `protobuf:"bytes,4,opt,name=tool_choice,json=toolChoice,proto3" json:"tool_choice,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ChatPrompt) Reset() {
@@ -583,11 +655,30 @@ func (x *ChatPrompt) GetAddGenerationPrompt() bool {
 	return false
 }
 
+func (x *ChatPrompt) GetTools() []*Tool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *ChatPrompt) GetToolChoice() *ToolChoice {
+	if x != nil {
+		return x.ToolChoice
+	}
+	return nil
+}
+
 type ChatMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "system", "user", "assistant", ...
-	Role          string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
-	Content       string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// "system", "user", "assistant", "tool", ...
+	Role    string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Content string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// The calls an assistant turn made (its content may be empty).
+	ToolCalls []*ToolCall `protobuf:"bytes,3,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	// A "tool" turn: the id of the call it answers, and the tool's name.
+	ToolCallId    string `protobuf:"bytes,4,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
+	Name          string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -636,6 +727,206 @@ func (x *ChatMessage) GetContent() string {
 	return ""
 }
 
+func (x *ChatMessage) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *ChatMessage) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// Tool is a function the model may call.
+type Tool struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// A JSON Schema (text) of the arguments object; empty means any object.
+	Parameters    string `protobuf:"bytes,3,opt,name=parameters,proto3" json:"parameters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tool) Reset() {
+	*x = Tool{}
+	mi := &file_corelm_v1_inference_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tool) ProtoMessage() {}
+
+func (x *Tool) ProtoReflect() protoreflect.Message {
+	mi := &file_corelm_v1_inference_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tool.ProtoReflect.Descriptor instead.
+func (*Tool) Descriptor() ([]byte, []int) {
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Tool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Tool) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Tool) GetParameters() string {
+	if x != nil {
+		return x.Parameters
+	}
+	return ""
+}
+
+// ToolCall is one function call: in an assistant message of a follow-up
+// request, and in the final frame of a reply that calls tools.
+type ToolCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The arguments, a JSON object (text).
+	Arguments     string `protobuf:"bytes,3,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCall) Reset() {
+	*x = ToolCall{}
+	mi := &file_corelm_v1_inference_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCall) ProtoMessage() {}
+
+func (x *ToolCall) ProtoReflect() protoreflect.Message {
+	mi := &file_corelm_v1_inference_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCall.ProtoReflect.Descriptor instead.
+func (*ToolCall) Descriptor() ([]byte, []int) {
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ToolCall) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ToolCall) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCall) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
+// ToolChoice is how the reply may use the tools.
+type ToolChoice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Mode  ToolChoice_Mode        `protobuf:"varint,1,opt,name=mode,proto3,enum=corelm.v1.ToolChoice_Mode" json:"mode,omitempty"`
+	// MODE_FUNCTION: the name of the tool to call.
+	Function      string `protobuf:"bytes,2,opt,name=function,proto3" json:"function,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolChoice) Reset() {
+	*x = ToolChoice{}
+	mi := &file_corelm_v1_inference_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolChoice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolChoice) ProtoMessage() {}
+
+func (x *ToolChoice) ProtoReflect() protoreflect.Message {
+	mi := &file_corelm_v1_inference_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolChoice.ProtoReflect.Descriptor instead.
+func (*ToolChoice) Descriptor() ([]byte, []int) {
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ToolChoice) GetMode() ToolChoice_Mode {
+	if x != nil {
+		return x.Mode
+	}
+	return ToolChoice_MODE_UNSPECIFIED
+}
+
+func (x *ToolChoice) GetFunction() string {
+	if x != nil {
+		return x.Function
+	}
+	return ""
+}
+
 // SamplingParams choose the next token. Unset fields take the server's
 // defaults; temperature 0 is greedy decoding.
 type SamplingParams struct {
@@ -660,7 +951,7 @@ type SamplingParams struct {
 
 func (x *SamplingParams) Reset() {
 	*x = SamplingParams{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[5]
+	mi := &file_corelm_v1_inference_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +963,7 @@ func (x *SamplingParams) String() string {
 func (*SamplingParams) ProtoMessage() {}
 
 func (x *SamplingParams) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[5]
+	mi := &file_corelm_v1_inference_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +976,7 @@ func (x *SamplingParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SamplingParams.ProtoReflect.Descriptor instead.
 func (*SamplingParams) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{5}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SamplingParams) GetTemperature() float32 {
@@ -774,7 +1065,7 @@ type GenerateCancel struct {
 
 func (x *GenerateCancel) Reset() {
 	*x = GenerateCancel{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[6]
+	mi := &file_corelm_v1_inference_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +1077,7 @@ func (x *GenerateCancel) String() string {
 func (*GenerateCancel) ProtoMessage() {}
 
 func (x *GenerateCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[6]
+	mi := &file_corelm_v1_inference_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +1090,7 @@ func (x *GenerateCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateCancel.ProtoReflect.Descriptor instead.
 func (*GenerateCancel) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{6}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GenerateCancel) GetRequestId() string {
@@ -826,7 +1117,7 @@ type GenerateResponse struct {
 
 func (x *GenerateResponse) Reset() {
 	*x = GenerateResponse{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[7]
+	mi := &file_corelm_v1_inference_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +1129,7 @@ func (x *GenerateResponse) String() string {
 func (*GenerateResponse) ProtoMessage() {}
 
 func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[7]
+	mi := &file_corelm_v1_inference_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +1142,7 @@ func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateResponse.ProtoReflect.Descriptor instead.
 func (*GenerateResponse) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{7}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GenerateResponse) GetRequestId() string {
@@ -935,7 +1226,7 @@ type GeneratedToken struct {
 
 func (x *GeneratedToken) Reset() {
 	*x = GeneratedToken{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[8]
+	mi := &file_corelm_v1_inference_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1238,7 @@ func (x *GeneratedToken) String() string {
 func (*GeneratedToken) ProtoMessage() {}
 
 func (x *GeneratedToken) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[8]
+	mi := &file_corelm_v1_inference_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1251,7 @@ func (x *GeneratedToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GeneratedToken.ProtoReflect.Descriptor instead.
 func (*GeneratedToken) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{8}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GeneratedToken) GetId() int32 {
@@ -1009,7 +1300,7 @@ type TokenLogprob struct {
 
 func (x *TokenLogprob) Reset() {
 	*x = TokenLogprob{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[9]
+	mi := &file_corelm_v1_inference_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1312,7 @@ func (x *TokenLogprob) String() string {
 func (*TokenLogprob) ProtoMessage() {}
 
 func (x *TokenLogprob) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[9]
+	mi := &file_corelm_v1_inference_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1325,7 @@ func (x *TokenLogprob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenLogprob.ProtoReflect.Descriptor instead.
 func (*TokenLogprob) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{9}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TokenLogprob) GetId() int32 {
@@ -1070,7 +1361,7 @@ type PromptProgress struct {
 
 func (x *PromptProgress) Reset() {
 	*x = PromptProgress{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[10]
+	mi := &file_corelm_v1_inference_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1373,7 @@ func (x *PromptProgress) String() string {
 func (*PromptProgress) ProtoMessage() {}
 
 func (x *PromptProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[10]
+	mi := &file_corelm_v1_inference_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1386,7 @@ func (x *PromptProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromptProgress.ProtoReflect.Descriptor instead.
 func (*PromptProgress) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{10}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PromptProgress) GetProcessedTokens() int32 {
@@ -1127,14 +1418,21 @@ type GenerateFinal struct {
 	// prefix of a stop string that the output did not complete. It follows
 	// the last token's text. (Servers before this field sent it as a token
 	// frame with id -1; every token frame is now a real token.)
-	Text          string `protobuf:"bytes,7,opt,name=text,proto3" json:"text,omitempty"`
+	Text string `protobuf:"bytes,7,opt,name=text,proto3" json:"text,omitempty"`
+	// The tool calls of a chat reply that offered tools, with
+	// finish_reason TOOL_CALLS. The text of the calls is not in any token
+	// frame's text nor in text above (token frames still carry their ids
+	// and raw bytes): with a forced choice no token has text; with AUTO,
+	// text is streamed until it may begin a call in the model's format and
+	// held from there; what is held and is not a call is sent in text.
+	ToolCalls     []*ToolCall `protobuf:"bytes,8,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GenerateFinal) Reset() {
 	*x = GenerateFinal{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[11]
+	mi := &file_corelm_v1_inference_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1444,7 @@ func (x *GenerateFinal) String() string {
 func (*GenerateFinal) ProtoMessage() {}
 
 func (x *GenerateFinal) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[11]
+	mi := &file_corelm_v1_inference_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1457,7 @@ func (x *GenerateFinal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateFinal.ProtoReflect.Descriptor instead.
 func (*GenerateFinal) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{11}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GenerateFinal) GetFinishReason() FinishReason {
@@ -1211,6 +1509,13 @@ func (x *GenerateFinal) GetText() string {
 	return ""
 }
 
+func (x *GenerateFinal) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
 type Usage struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	PromptTokens     int32                  `protobuf:"varint,1,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
@@ -1223,7 +1528,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[12]
+	mi := &file_corelm_v1_inference_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1540,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[12]
+	mi := &file_corelm_v1_inference_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1553,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{12}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Usage) GetPromptTokens() int32 {
@@ -1285,7 +1590,7 @@ type Timings struct {
 
 func (x *Timings) Reset() {
 	*x = Timings{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[13]
+	mi := &file_corelm_v1_inference_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1602,7 @@ func (x *Timings) String() string {
 func (*Timings) ProtoMessage() {}
 
 func (x *Timings) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[13]
+	mi := &file_corelm_v1_inference_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1615,7 @@ func (x *Timings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timings.ProtoReflect.Descriptor instead.
 func (*Timings) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{13}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Timings) GetQueueNs() int64 {
@@ -1354,7 +1659,7 @@ type TokenizeRequest struct {
 
 func (x *TokenizeRequest) Reset() {
 	*x = TokenizeRequest{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[14]
+	mi := &file_corelm_v1_inference_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1671,7 @@ func (x *TokenizeRequest) String() string {
 func (*TokenizeRequest) ProtoMessage() {}
 
 func (x *TokenizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[14]
+	mi := &file_corelm_v1_inference_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1684,7 @@ func (x *TokenizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenizeRequest.ProtoReflect.Descriptor instead.
 func (*TokenizeRequest) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{14}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TokenizeRequest) GetModelId() string {
@@ -1421,7 +1726,7 @@ type TokenizeResponse struct {
 
 func (x *TokenizeResponse) Reset() {
 	*x = TokenizeResponse{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[15]
+	mi := &file_corelm_v1_inference_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1738,7 @@ func (x *TokenizeResponse) String() string {
 func (*TokenizeResponse) ProtoMessage() {}
 
 func (x *TokenizeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[15]
+	mi := &file_corelm_v1_inference_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1751,7 @@ func (x *TokenizeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenizeResponse.ProtoReflect.Descriptor instead.
 func (*TokenizeResponse) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{15}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TokenizeResponse) GetIds() []int32 {
@@ -1473,7 +1778,7 @@ type DetokenizeRequest struct {
 
 func (x *DetokenizeRequest) Reset() {
 	*x = DetokenizeRequest{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[16]
+	mi := &file_corelm_v1_inference_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1790,7 @@ func (x *DetokenizeRequest) String() string {
 func (*DetokenizeRequest) ProtoMessage() {}
 
 func (x *DetokenizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[16]
+	mi := &file_corelm_v1_inference_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1803,7 @@ func (x *DetokenizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetokenizeRequest.ProtoReflect.Descriptor instead.
 func (*DetokenizeRequest) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{16}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DetokenizeRequest) GetModelId() string {
@@ -1527,7 +1832,7 @@ type DetokenizeResponse struct {
 
 func (x *DetokenizeResponse) Reset() {
 	*x = DetokenizeResponse{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[17]
+	mi := &file_corelm_v1_inference_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1844,7 @@ func (x *DetokenizeResponse) String() string {
 func (*DetokenizeResponse) ProtoMessage() {}
 
 func (x *DetokenizeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[17]
+	mi := &file_corelm_v1_inference_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1857,7 @@ func (x *DetokenizeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetokenizeResponse.ProtoReflect.Descriptor instead.
 func (*DetokenizeResponse) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{17}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DetokenizeResponse) GetText() string {
@@ -1577,7 +1882,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[18]
+	mi := &file_corelm_v1_inference_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +1894,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[18]
+	mi := &file_corelm_v1_inference_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +1907,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{18}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{21}
 }
 
 type ListModelsResponse struct {
@@ -1614,7 +1919,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[19]
+	mi := &file_corelm_v1_inference_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1931,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[19]
+	mi := &file_corelm_v1_inference_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1944,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{19}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListModelsResponse) GetModels() []*ModelInfo {
@@ -1658,7 +1963,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[20]
+	mi := &file_corelm_v1_inference_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1975,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[20]
+	mi := &file_corelm_v1_inference_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1988,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{20}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetModelRequest) GetModelId() string {
@@ -1702,7 +2007,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[21]
+	mi := &file_corelm_v1_inference_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +2019,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[21]
+	mi := &file_corelm_v1_inference_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +2032,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{21}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetModelResponse) GetModel() *ModelInfo {
@@ -1766,7 +2071,7 @@ type ModelInfo struct {
 
 func (x *ModelInfo) Reset() {
 	*x = ModelInfo{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[22]
+	mi := &file_corelm_v1_inference_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +2083,7 @@ func (x *ModelInfo) String() string {
 func (*ModelInfo) ProtoMessage() {}
 
 func (x *ModelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[22]
+	mi := &file_corelm_v1_inference_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +2096,7 @@ func (x *ModelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
 func (*ModelInfo) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{22}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ModelInfo) GetModelId() string {
@@ -1893,7 +2198,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[23]
+	mi := &file_corelm_v1_inference_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2210,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[23]
+	mi := &file_corelm_v1_inference_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2223,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{23}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{26}
 }
 
 type GetStatusResponse struct {
@@ -1934,7 +2239,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[24]
+	mi := &file_corelm_v1_inference_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1946,7 +2251,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[24]
+	mi := &file_corelm_v1_inference_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1959,7 +2264,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{24}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetStatusResponse) GetActiveSequences() int32 {
@@ -2023,7 +2328,7 @@ type ModelStatus struct {
 
 func (x *ModelStatus) Reset() {
 	*x = ModelStatus{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[25]
+	mi := &file_corelm_v1_inference_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2035,7 +2340,7 @@ func (x *ModelStatus) String() string {
 func (*ModelStatus) ProtoMessage() {}
 
 func (x *ModelStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[25]
+	mi := &file_corelm_v1_inference_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2048,7 +2353,7 @@ func (x *ModelStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelStatus.ProtoReflect.Descriptor instead.
 func (*ModelStatus) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{25}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ModelStatus) GetModelId() string {
@@ -2165,7 +2470,7 @@ type EmbedRequest struct {
 
 func (x *EmbedRequest) Reset() {
 	*x = EmbedRequest{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[26]
+	mi := &file_corelm_v1_inference_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2177,7 +2482,7 @@ func (x *EmbedRequest) String() string {
 func (*EmbedRequest) ProtoMessage() {}
 
 func (x *EmbedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[26]
+	mi := &file_corelm_v1_inference_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2190,7 +2495,7 @@ func (x *EmbedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmbedRequest.ProtoReflect.Descriptor instead.
 func (*EmbedRequest) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{26}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *EmbedRequest) GetModelId() string {
@@ -2255,7 +2560,7 @@ type EmbedInput struct {
 
 func (x *EmbedInput) Reset() {
 	*x = EmbedInput{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[27]
+	mi := &file_corelm_v1_inference_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2267,7 +2572,7 @@ func (x *EmbedInput) String() string {
 func (*EmbedInput) ProtoMessage() {}
 
 func (x *EmbedInput) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[27]
+	mi := &file_corelm_v1_inference_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2280,7 +2585,7 @@ func (x *EmbedInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmbedInput.ProtoReflect.Descriptor instead.
 func (*EmbedInput) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{27}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *EmbedInput) GetInput() isEmbedInput_Input {
@@ -2338,7 +2643,7 @@ type EmbedResponse struct {
 
 func (x *EmbedResponse) Reset() {
 	*x = EmbedResponse{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[28]
+	mi := &file_corelm_v1_inference_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2350,7 +2655,7 @@ func (x *EmbedResponse) String() string {
 func (*EmbedResponse) ProtoMessage() {}
 
 func (x *EmbedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[28]
+	mi := &file_corelm_v1_inference_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2363,7 +2668,7 @@ func (x *EmbedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmbedResponse.ProtoReflect.Descriptor instead.
 func (*EmbedResponse) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{28}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EmbedResponse) GetModelId() string {
@@ -2407,7 +2712,7 @@ type Embedding struct {
 
 func (x *Embedding) Reset() {
 	*x = Embedding{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[29]
+	mi := &file_corelm_v1_inference_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2419,7 +2724,7 @@ func (x *Embedding) String() string {
 func (*Embedding) ProtoMessage() {}
 
 func (x *Embedding) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[29]
+	mi := &file_corelm_v1_inference_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2432,7 +2737,7 @@ func (x *Embedding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Embedding.ProtoReflect.Descriptor instead.
 func (*Embedding) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{29}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Embedding) GetValues() []float32 {
@@ -2474,7 +2779,7 @@ type OutputConstraint struct {
 
 func (x *OutputConstraint) Reset() {
 	*x = OutputConstraint{}
-	mi := &file_corelm_v1_inference_proto_msgTypes[30]
+	mi := &file_corelm_v1_inference_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +2791,7 @@ func (x *OutputConstraint) String() string {
 func (*OutputConstraint) ProtoMessage() {}
 
 func (x *OutputConstraint) ProtoReflect() protoreflect.Message {
-	mi := &file_corelm_v1_inference_proto_msgTypes[30]
+	mi := &file_corelm_v1_inference_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +2804,7 @@ func (x *OutputConstraint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputConstraint.ProtoReflect.Descriptor instead.
 func (*OutputConstraint) Descriptor() ([]byte, []int) {
-	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{30}
+	return file_corelm_v1_inference_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *OutputConstraint) GetKind() isOutputConstraint_Kind {
@@ -2612,14 +2917,42 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\b_add_bosB\b\n" +
 	"\x06_cache\"\x1c\n" +
 	"\bTokenIds\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\x05R\x03ids\"t\n" +
+	"\x03ids\x18\x01 \x03(\x05R\x03ids\"\xd3\x01\n" +
 	"\n" +
 	"ChatPrompt\x122\n" +
 	"\bmessages\x18\x01 \x03(\v2\x16.corelm.v1.ChatMessageR\bmessages\x122\n" +
-	"\x15add_generation_prompt\x18\x02 \x01(\bR\x13addGenerationPrompt\";\n" +
+	"\x15add_generation_prompt\x18\x02 \x01(\bR\x13addGenerationPrompt\x12%\n" +
+	"\x05tools\x18\x03 \x03(\v2\x0f.corelm.v1.ToolR\x05tools\x126\n" +
+	"\vtool_choice\x18\x04 \x01(\v2\x15.corelm.v1.ToolChoiceR\n" +
+	"toolChoice\"\xa5\x01\n" +
 	"\vChatMessage\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n" +
-	"\acontent\x18\x02 \x01(\tR\acontent\"\x9f\x05\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\x122\n" +
+	"\n" +
+	"tool_calls\x18\x03 \x03(\v2\x13.corelm.v1.ToolCallR\ttoolCalls\x12 \n" +
+	"\ftool_call_id\x18\x04 \x01(\tR\n" +
+	"toolCallId\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\"\\\n" +
+	"\x04Tool\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1e\n" +
+	"\n" +
+	"parameters\x18\x03 \x01(\tR\n" +
+	"parameters\"L\n" +
+	"\bToolCall\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\targuments\x18\x03 \x01(\tR\targuments\"\xba\x01\n" +
+	"\n" +
+	"ToolChoice\x12.\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x1a.corelm.v1.ToolChoice.ModeR\x04mode\x12\x1a\n" +
+	"\bfunction\x18\x02 \x01(\tR\bfunction\"`\n" +
+	"\x04Mode\x12\x14\n" +
+	"\x10MODE_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tMODE_AUTO\x10\x01\x12\r\n" +
+	"\tMODE_NONE\x10\x02\x12\x11\n" +
+	"\rMODE_REQUIRED\x10\x03\x12\x11\n" +
+	"\rMODE_FUNCTION\x10\x04\"\x9f\x05\n" +
 	"\x0eSamplingParams\x12%\n" +
 	"\vtemperature\x18\x01 \x01(\x02H\x00R\vtemperature\x88\x01\x01\x12\x18\n" +
 	"\x05top_k\x18\x02 \x01(\x05H\x01R\x04topK\x88\x01\x01\x12\x18\n" +
@@ -2672,7 +3005,7 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\alogprob\x18\x03 \x01(\x02R\alogprob\"^\n" +
 	"\x0ePromptProgress\x12)\n" +
 	"\x10processed_tokens\x18\x01 \x01(\x05R\x0fprocessedTokens\x12!\n" +
-	"\ftotal_tokens\x18\x02 \x01(\x05R\vtotalTokens\"\xa0\x02\n" +
+	"\ftotal_tokens\x18\x02 \x01(\x05R\vtotalTokens\"\xd4\x02\n" +
 	"\rGenerateFinal\x12<\n" +
 	"\rfinish_reason\x18\x01 \x01(\x0e2\x17.corelm.v1.FinishReasonR\ffinishReason\x12#\n" +
 	"\rerror_message\x18\x02 \x01(\tR\ferrorMessage\x12\x1d\n" +
@@ -2681,7 +3014,9 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"\x05usage\x18\x04 \x01(\v2\x10.corelm.v1.UsageR\x05usage\x12,\n" +
 	"\atimings\x18\x05 \x01(\v2\x12.corelm.v1.TimingsR\atimings\x12#\n" +
 	"\rstop_sequence\x18\x06 \x01(\tR\fstopSequence\x12\x12\n" +
-	"\x04text\x18\a \x01(\tR\x04text\"~\n" +
+	"\x04text\x18\a \x01(\tR\x04text\x122\n" +
+	"\n" +
+	"tool_calls\x18\b \x03(\v2\x13.corelm.v1.ToolCallR\ttoolCalls\"~\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x05R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x05R\x10completionTokens\x12#\n" +
@@ -2795,14 +3130,15 @@ const file_corelm_v1_inference_proto_rawDesc = "" +
 	"jsonObject\x12\x1a\n" +
 	"\agrammar\x18\x03 \x01(\tH\x00R\agrammar\x12\x16\n" +
 	"\x05regex\x18\x04 \x01(\tH\x00R\x05regexB\x06\n" +
-	"\x04kind*\xb6\x01\n" +
+	"\x04kind*\xd4\x01\n" +
 	"\fFinishReason\x12\x1d\n" +
 	"\x19FINISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FINISH_REASON_STOP\x10\x01\x12\x18\n" +
 	"\x14FINISH_REASON_LENGTH\x10\x02\x12\x1f\n" +
 	"\x1bFINISH_REASON_STOP_SEQUENCE\x10\x03\x12\x1b\n" +
 	"\x17FINISH_REASON_CANCELLED\x10\x04\x12\x17\n" +
-	"\x13FINISH_REASON_ERROR\x10\x05*Y\n" +
+	"\x13FINISH_REASON_ERROR\x10\x05\x12\x1c\n" +
+	"\x18FINISH_REASON_TOOL_CALLS\x10\x06*Y\n" +
 	"\n" +
 	"ModelState\x12\x1b\n" +
 	"\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -2837,94 +3173,103 @@ func file_corelm_v1_inference_proto_rawDescGZIP() []byte {
 	return file_corelm_v1_inference_proto_rawDescData
 }
 
-var file_corelm_v1_inference_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_corelm_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_corelm_v1_inference_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_corelm_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_corelm_v1_inference_proto_goTypes = []any{
 	(FinishReason)(0),          // 0: corelm.v1.FinishReason
 	(ModelState)(0),            // 1: corelm.v1.ModelState
 	(Pooling)(0),               // 2: corelm.v1.Pooling
-	(*GenerateRequest)(nil),    // 3: corelm.v1.GenerateRequest
-	(*GenerateStart)(nil),      // 4: corelm.v1.GenerateStart
-	(*TokenIds)(nil),           // 5: corelm.v1.TokenIds
-	(*ChatPrompt)(nil),         // 6: corelm.v1.ChatPrompt
-	(*ChatMessage)(nil),        // 7: corelm.v1.ChatMessage
-	(*SamplingParams)(nil),     // 8: corelm.v1.SamplingParams
-	(*GenerateCancel)(nil),     // 9: corelm.v1.GenerateCancel
-	(*GenerateResponse)(nil),   // 10: corelm.v1.GenerateResponse
-	(*GeneratedToken)(nil),     // 11: corelm.v1.GeneratedToken
-	(*TokenLogprob)(nil),       // 12: corelm.v1.TokenLogprob
-	(*PromptProgress)(nil),     // 13: corelm.v1.PromptProgress
-	(*GenerateFinal)(nil),      // 14: corelm.v1.GenerateFinal
-	(*Usage)(nil),              // 15: corelm.v1.Usage
-	(*Timings)(nil),            // 16: corelm.v1.Timings
-	(*TokenizeRequest)(nil),    // 17: corelm.v1.TokenizeRequest
-	(*TokenizeResponse)(nil),   // 18: corelm.v1.TokenizeResponse
-	(*DetokenizeRequest)(nil),  // 19: corelm.v1.DetokenizeRequest
-	(*DetokenizeResponse)(nil), // 20: corelm.v1.DetokenizeResponse
-	(*ListModelsRequest)(nil),  // 21: corelm.v1.ListModelsRequest
-	(*ListModelsResponse)(nil), // 22: corelm.v1.ListModelsResponse
-	(*GetModelRequest)(nil),    // 23: corelm.v1.GetModelRequest
-	(*GetModelResponse)(nil),   // 24: corelm.v1.GetModelResponse
-	(*ModelInfo)(nil),          // 25: corelm.v1.ModelInfo
-	(*GetStatusRequest)(nil),   // 26: corelm.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),  // 27: corelm.v1.GetStatusResponse
-	(*ModelStatus)(nil),        // 28: corelm.v1.ModelStatus
-	(*EmbedRequest)(nil),       // 29: corelm.v1.EmbedRequest
-	(*EmbedInput)(nil),         // 30: corelm.v1.EmbedInput
-	(*EmbedResponse)(nil),      // 31: corelm.v1.EmbedResponse
-	(*Embedding)(nil),          // 32: corelm.v1.Embedding
-	(*OutputConstraint)(nil),   // 33: corelm.v1.OutputConstraint
-	nil,                        // 34: corelm.v1.SamplingParams.LogitBiasEntry
-	(KVType)(0),                // 35: corelm.v1.KVType
+	(ToolChoice_Mode)(0),       // 3: corelm.v1.ToolChoice.Mode
+	(*GenerateRequest)(nil),    // 4: corelm.v1.GenerateRequest
+	(*GenerateStart)(nil),      // 5: corelm.v1.GenerateStart
+	(*TokenIds)(nil),           // 6: corelm.v1.TokenIds
+	(*ChatPrompt)(nil),         // 7: corelm.v1.ChatPrompt
+	(*ChatMessage)(nil),        // 8: corelm.v1.ChatMessage
+	(*Tool)(nil),               // 9: corelm.v1.Tool
+	(*ToolCall)(nil),           // 10: corelm.v1.ToolCall
+	(*ToolChoice)(nil),         // 11: corelm.v1.ToolChoice
+	(*SamplingParams)(nil),     // 12: corelm.v1.SamplingParams
+	(*GenerateCancel)(nil),     // 13: corelm.v1.GenerateCancel
+	(*GenerateResponse)(nil),   // 14: corelm.v1.GenerateResponse
+	(*GeneratedToken)(nil),     // 15: corelm.v1.GeneratedToken
+	(*TokenLogprob)(nil),       // 16: corelm.v1.TokenLogprob
+	(*PromptProgress)(nil),     // 17: corelm.v1.PromptProgress
+	(*GenerateFinal)(nil),      // 18: corelm.v1.GenerateFinal
+	(*Usage)(nil),              // 19: corelm.v1.Usage
+	(*Timings)(nil),            // 20: corelm.v1.Timings
+	(*TokenizeRequest)(nil),    // 21: corelm.v1.TokenizeRequest
+	(*TokenizeResponse)(nil),   // 22: corelm.v1.TokenizeResponse
+	(*DetokenizeRequest)(nil),  // 23: corelm.v1.DetokenizeRequest
+	(*DetokenizeResponse)(nil), // 24: corelm.v1.DetokenizeResponse
+	(*ListModelsRequest)(nil),  // 25: corelm.v1.ListModelsRequest
+	(*ListModelsResponse)(nil), // 26: corelm.v1.ListModelsResponse
+	(*GetModelRequest)(nil),    // 27: corelm.v1.GetModelRequest
+	(*GetModelResponse)(nil),   // 28: corelm.v1.GetModelResponse
+	(*ModelInfo)(nil),          // 29: corelm.v1.ModelInfo
+	(*GetStatusRequest)(nil),   // 30: corelm.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),  // 31: corelm.v1.GetStatusResponse
+	(*ModelStatus)(nil),        // 32: corelm.v1.ModelStatus
+	(*EmbedRequest)(nil),       // 33: corelm.v1.EmbedRequest
+	(*EmbedInput)(nil),         // 34: corelm.v1.EmbedInput
+	(*EmbedResponse)(nil),      // 35: corelm.v1.EmbedResponse
+	(*Embedding)(nil),          // 36: corelm.v1.Embedding
+	(*OutputConstraint)(nil),   // 37: corelm.v1.OutputConstraint
+	nil,                        // 38: corelm.v1.SamplingParams.LogitBiasEntry
+	(KVType)(0),                // 39: corelm.v1.KVType
 }
 var file_corelm_v1_inference_proto_depIdxs = []int32{
-	4,  // 0: corelm.v1.GenerateRequest.start:type_name -> corelm.v1.GenerateStart
-	9,  // 1: corelm.v1.GenerateRequest.cancel:type_name -> corelm.v1.GenerateCancel
-	5,  // 2: corelm.v1.GenerateStart.token_ids:type_name -> corelm.v1.TokenIds
-	6,  // 3: corelm.v1.GenerateStart.chat:type_name -> corelm.v1.ChatPrompt
-	8,  // 4: corelm.v1.GenerateStart.sampling:type_name -> corelm.v1.SamplingParams
-	33, // 5: corelm.v1.GenerateStart.constraint:type_name -> corelm.v1.OutputConstraint
-	7,  // 6: corelm.v1.ChatPrompt.messages:type_name -> corelm.v1.ChatMessage
-	34, // 7: corelm.v1.SamplingParams.logit_bias:type_name -> corelm.v1.SamplingParams.LogitBiasEntry
-	11, // 8: corelm.v1.GenerateResponse.token:type_name -> corelm.v1.GeneratedToken
-	13, // 9: corelm.v1.GenerateResponse.progress:type_name -> corelm.v1.PromptProgress
-	14, // 10: corelm.v1.GenerateResponse.final:type_name -> corelm.v1.GenerateFinal
-	12, // 11: corelm.v1.GeneratedToken.top_logprobs:type_name -> corelm.v1.TokenLogprob
-	0,  // 12: corelm.v1.GenerateFinal.finish_reason:type_name -> corelm.v1.FinishReason
-	15, // 13: corelm.v1.GenerateFinal.usage:type_name -> corelm.v1.Usage
-	16, // 14: corelm.v1.GenerateFinal.timings:type_name -> corelm.v1.Timings
-	25, // 15: corelm.v1.ListModelsResponse.models:type_name -> corelm.v1.ModelInfo
-	25, // 16: corelm.v1.GetModelResponse.model:type_name -> corelm.v1.ModelInfo
-	35, // 17: corelm.v1.ModelInfo.kv_type:type_name -> corelm.v1.KVType
-	1,  // 18: corelm.v1.ModelInfo.state:type_name -> corelm.v1.ModelState
-	2,  // 19: corelm.v1.ModelInfo.pooling:type_name -> corelm.v1.Pooling
-	28, // 20: corelm.v1.GetStatusResponse.models:type_name -> corelm.v1.ModelStatus
-	30, // 21: corelm.v1.EmbedRequest.inputs:type_name -> corelm.v1.EmbedInput
-	2,  // 22: corelm.v1.EmbedRequest.pooling:type_name -> corelm.v1.Pooling
-	5,  // 23: corelm.v1.EmbedInput.token_ids:type_name -> corelm.v1.TokenIds
-	32, // 24: corelm.v1.EmbedResponse.embeddings:type_name -> corelm.v1.Embedding
-	2,  // 25: corelm.v1.EmbedResponse.pooling:type_name -> corelm.v1.Pooling
-	3,  // 26: corelm.v1.InferenceService.Generate:input_type -> corelm.v1.GenerateRequest
-	4,  // 27: corelm.v1.InferenceService.GenerateStream:input_type -> corelm.v1.GenerateStart
-	17, // 28: corelm.v1.InferenceService.Tokenize:input_type -> corelm.v1.TokenizeRequest
-	19, // 29: corelm.v1.InferenceService.Detokenize:input_type -> corelm.v1.DetokenizeRequest
-	21, // 30: corelm.v1.InferenceService.ListModels:input_type -> corelm.v1.ListModelsRequest
-	23, // 31: corelm.v1.InferenceService.GetModel:input_type -> corelm.v1.GetModelRequest
-	26, // 32: corelm.v1.InferenceService.GetStatus:input_type -> corelm.v1.GetStatusRequest
-	29, // 33: corelm.v1.InferenceService.Embed:input_type -> corelm.v1.EmbedRequest
-	10, // 34: corelm.v1.InferenceService.Generate:output_type -> corelm.v1.GenerateResponse
-	10, // 35: corelm.v1.InferenceService.GenerateStream:output_type -> corelm.v1.GenerateResponse
-	18, // 36: corelm.v1.InferenceService.Tokenize:output_type -> corelm.v1.TokenizeResponse
-	20, // 37: corelm.v1.InferenceService.Detokenize:output_type -> corelm.v1.DetokenizeResponse
-	22, // 38: corelm.v1.InferenceService.ListModels:output_type -> corelm.v1.ListModelsResponse
-	24, // 39: corelm.v1.InferenceService.GetModel:output_type -> corelm.v1.GetModelResponse
-	27, // 40: corelm.v1.InferenceService.GetStatus:output_type -> corelm.v1.GetStatusResponse
-	31, // 41: corelm.v1.InferenceService.Embed:output_type -> corelm.v1.EmbedResponse
-	34, // [34:42] is the sub-list for method output_type
-	26, // [26:34] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	5,  // 0: corelm.v1.GenerateRequest.start:type_name -> corelm.v1.GenerateStart
+	13, // 1: corelm.v1.GenerateRequest.cancel:type_name -> corelm.v1.GenerateCancel
+	6,  // 2: corelm.v1.GenerateStart.token_ids:type_name -> corelm.v1.TokenIds
+	7,  // 3: corelm.v1.GenerateStart.chat:type_name -> corelm.v1.ChatPrompt
+	12, // 4: corelm.v1.GenerateStart.sampling:type_name -> corelm.v1.SamplingParams
+	37, // 5: corelm.v1.GenerateStart.constraint:type_name -> corelm.v1.OutputConstraint
+	8,  // 6: corelm.v1.ChatPrompt.messages:type_name -> corelm.v1.ChatMessage
+	9,  // 7: corelm.v1.ChatPrompt.tools:type_name -> corelm.v1.Tool
+	11, // 8: corelm.v1.ChatPrompt.tool_choice:type_name -> corelm.v1.ToolChoice
+	10, // 9: corelm.v1.ChatMessage.tool_calls:type_name -> corelm.v1.ToolCall
+	3,  // 10: corelm.v1.ToolChoice.mode:type_name -> corelm.v1.ToolChoice.Mode
+	38, // 11: corelm.v1.SamplingParams.logit_bias:type_name -> corelm.v1.SamplingParams.LogitBiasEntry
+	15, // 12: corelm.v1.GenerateResponse.token:type_name -> corelm.v1.GeneratedToken
+	17, // 13: corelm.v1.GenerateResponse.progress:type_name -> corelm.v1.PromptProgress
+	18, // 14: corelm.v1.GenerateResponse.final:type_name -> corelm.v1.GenerateFinal
+	16, // 15: corelm.v1.GeneratedToken.top_logprobs:type_name -> corelm.v1.TokenLogprob
+	0,  // 16: corelm.v1.GenerateFinal.finish_reason:type_name -> corelm.v1.FinishReason
+	19, // 17: corelm.v1.GenerateFinal.usage:type_name -> corelm.v1.Usage
+	20, // 18: corelm.v1.GenerateFinal.timings:type_name -> corelm.v1.Timings
+	10, // 19: corelm.v1.GenerateFinal.tool_calls:type_name -> corelm.v1.ToolCall
+	29, // 20: corelm.v1.ListModelsResponse.models:type_name -> corelm.v1.ModelInfo
+	29, // 21: corelm.v1.GetModelResponse.model:type_name -> corelm.v1.ModelInfo
+	39, // 22: corelm.v1.ModelInfo.kv_type:type_name -> corelm.v1.KVType
+	1,  // 23: corelm.v1.ModelInfo.state:type_name -> corelm.v1.ModelState
+	2,  // 24: corelm.v1.ModelInfo.pooling:type_name -> corelm.v1.Pooling
+	32, // 25: corelm.v1.GetStatusResponse.models:type_name -> corelm.v1.ModelStatus
+	34, // 26: corelm.v1.EmbedRequest.inputs:type_name -> corelm.v1.EmbedInput
+	2,  // 27: corelm.v1.EmbedRequest.pooling:type_name -> corelm.v1.Pooling
+	6,  // 28: corelm.v1.EmbedInput.token_ids:type_name -> corelm.v1.TokenIds
+	36, // 29: corelm.v1.EmbedResponse.embeddings:type_name -> corelm.v1.Embedding
+	2,  // 30: corelm.v1.EmbedResponse.pooling:type_name -> corelm.v1.Pooling
+	4,  // 31: corelm.v1.InferenceService.Generate:input_type -> corelm.v1.GenerateRequest
+	5,  // 32: corelm.v1.InferenceService.GenerateStream:input_type -> corelm.v1.GenerateStart
+	21, // 33: corelm.v1.InferenceService.Tokenize:input_type -> corelm.v1.TokenizeRequest
+	23, // 34: corelm.v1.InferenceService.Detokenize:input_type -> corelm.v1.DetokenizeRequest
+	25, // 35: corelm.v1.InferenceService.ListModels:input_type -> corelm.v1.ListModelsRequest
+	27, // 36: corelm.v1.InferenceService.GetModel:input_type -> corelm.v1.GetModelRequest
+	30, // 37: corelm.v1.InferenceService.GetStatus:input_type -> corelm.v1.GetStatusRequest
+	33, // 38: corelm.v1.InferenceService.Embed:input_type -> corelm.v1.EmbedRequest
+	14, // 39: corelm.v1.InferenceService.Generate:output_type -> corelm.v1.GenerateResponse
+	14, // 40: corelm.v1.InferenceService.GenerateStream:output_type -> corelm.v1.GenerateResponse
+	22, // 41: corelm.v1.InferenceService.Tokenize:output_type -> corelm.v1.TokenizeResponse
+	24, // 42: corelm.v1.InferenceService.Detokenize:output_type -> corelm.v1.DetokenizeResponse
+	26, // 43: corelm.v1.InferenceService.ListModels:output_type -> corelm.v1.ListModelsResponse
+	28, // 44: corelm.v1.InferenceService.GetModel:output_type -> corelm.v1.GetModelResponse
+	31, // 45: corelm.v1.InferenceService.GetStatus:output_type -> corelm.v1.GetStatusResponse
+	35, // 46: corelm.v1.InferenceService.Embed:output_type -> corelm.v1.EmbedResponse
+	39, // [39:47] is the sub-list for method output_type
+	31, // [31:39] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_corelm_v1_inference_proto_init() }
@@ -2942,20 +3287,20 @@ func file_corelm_v1_inference_proto_init() {
 		(*GenerateStart_TokenIds)(nil),
 		(*GenerateStart_Chat)(nil),
 	}
-	file_corelm_v1_inference_proto_msgTypes[5].OneofWrappers = []any{}
-	file_corelm_v1_inference_proto_msgTypes[7].OneofWrappers = []any{
+	file_corelm_v1_inference_proto_msgTypes[8].OneofWrappers = []any{}
+	file_corelm_v1_inference_proto_msgTypes[10].OneofWrappers = []any{
 		(*GenerateResponse_Token)(nil),
 		(*GenerateResponse_Progress)(nil),
 		(*GenerateResponse_Final)(nil),
 	}
-	file_corelm_v1_inference_proto_msgTypes[8].OneofWrappers = []any{}
-	file_corelm_v1_inference_proto_msgTypes[14].OneofWrappers = []any{}
-	file_corelm_v1_inference_proto_msgTypes[26].OneofWrappers = []any{}
-	file_corelm_v1_inference_proto_msgTypes[27].OneofWrappers = []any{
+	file_corelm_v1_inference_proto_msgTypes[11].OneofWrappers = []any{}
+	file_corelm_v1_inference_proto_msgTypes[17].OneofWrappers = []any{}
+	file_corelm_v1_inference_proto_msgTypes[29].OneofWrappers = []any{}
+	file_corelm_v1_inference_proto_msgTypes[30].OneofWrappers = []any{
 		(*EmbedInput_Text)(nil),
 		(*EmbedInput_TokenIds)(nil),
 	}
-	file_corelm_v1_inference_proto_msgTypes[30].OneofWrappers = []any{
+	file_corelm_v1_inference_proto_msgTypes[33].OneofWrappers = []any{
 		(*OutputConstraint_JsonSchema)(nil),
 		(*OutputConstraint_JsonObject)(nil),
 		(*OutputConstraint_Grammar)(nil),
@@ -2966,8 +3311,8 @@ func file_corelm_v1_inference_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_corelm_v1_inference_proto_rawDesc), len(file_corelm_v1_inference_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   32,
+			NumEnums:      4,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -208,20 +208,44 @@ func toStart(req *generateRequest, k kind) (*corelmv1.GenerateStart, error) {
 			return nil, badParam("messages", "messages is required")
 		}
 		chat := &corelmv1.ChatPrompt{AddGenerationPrompt: true}
+		called := map[string]string{} // call id → function name
 		for i, m := range req.Messages {
 			role := m.Role
 			switch role {
-			case "system", "user", "assistant":
+			case "system", "user", "assistant", "tool":
 			case "developer": // OpenAI's newer name for system
 				role = "system"
 			default:
-				return nil, badParam(fmt.Sprintf("messages[%d].role", i), "role %q is not supported (system, developer, user, assistant)", m.Role)
+				return nil, badParam(fmt.Sprintf("messages[%d].role", i), "role %q is not supported (system, developer, user, assistant, tool)", m.Role)
 			}
 			text, err := m.text()
 			if err != nil {
 				return nil, badParam(fmt.Sprintf("messages[%d].content", i), "%v", err)
 			}
-			chat.Messages = append(chat.Messages, &corelmv1.ChatMessage{Role: role, Content: text})
+			msg := &corelmv1.ChatMessage{Role: role, Content: text}
+			if len(m.ToolCalls) > 0 && role != "assistant" {
+				return nil, badParam(fmt.Sprintf("messages[%d].tool_calls", i), "only assistant messages have tool_calls")
+			}
+			for j, c := range m.ToolCalls {
+				if c.Type != "" && c.Type != "function" {
+					return nil, badParam(fmt.Sprintf("messages[%d].tool_calls[%d].type", i, j), "tool call type %q is not supported (function)", c.Type)
+				}
+				msg.ToolCalls = append(msg.ToolCalls, &corelmv1.ToolCall{Id: c.ID, Name: c.Function.Name, Arguments: c.Function.Arguments})
+				called[c.ID] = c.Function.Name
+			}
+			if role == "tool" {
+				if m.ToolCallID == "" {
+					return nil, badParam(fmt.Sprintf("messages[%d].tool_call_id", i), "a tool message needs the tool_call_id it answers")
+				}
+				msg.ToolCallId, msg.Name = m.ToolCallID, m.Name
+				if msg.Name == "" {
+					msg.Name = called[m.ToolCallID] // templates that write the tool's name find it
+				}
+			}
+			chat.Messages = append(chat.Messages, msg)
+		}
+		if err := chatTools(req, chat); err != nil {
+			return nil, err
 		}
 		start.Prompt = &corelmv1.GenerateStart_Chat{Chat: chat}
 	case kindCompletion:
@@ -299,6 +323,47 @@ func toStart(req *generateRequest, k kind) (*corelmv1.GenerateStart, error) {
 	}
 	start.Constraint = c
 	return start, nil
+}
+
+// chatTools maps OpenAI's tools and tool_choice onto the chat prompt.
+// Inference checks the tools against the model's template and the
+// schemas of a forced call against what it enforces.
+func chatTools(req *generateRequest, chat *corelmv1.ChatPrompt) error {
+	for i, t := range req.Tools {
+		if t.Type != "function" || t.Function == nil {
+			return badParam(fmt.Sprintf("tools[%d]", i), "a tool must be {\"type\": \"function\", \"function\": {...}}")
+		}
+		tool := &corelmv1.Tool{Name: t.Function.Name, Description: t.Function.Description}
+		if !isNull(t.Function.Parameters) {
+			tool.Parameters = string(t.Function.Parameters)
+		}
+		chat.Tools = append(chat.Tools, tool)
+	}
+	raw := bytes.TrimSpace(req.ToolChoice)
+	if isNull(raw) {
+		return nil
+	}
+	var mode string
+	if json.Unmarshal(raw, &mode) == nil {
+		m, ok := map[string]corelmv1.ToolChoice_Mode{"auto": corelmv1.ToolChoice_MODE_AUTO, "none": corelmv1.ToolChoice_MODE_NONE,
+			"required": corelmv1.ToolChoice_MODE_REQUIRED}[mode]
+		if !ok {
+			return badParam("tool_choice", "tool_choice %q is not supported (none, auto, required, or a function)", mode)
+		}
+		chat.ToolChoice = &corelmv1.ToolChoice{Mode: m}
+		return nil
+	}
+	var named struct {
+		Type     string `json:"type"`
+		Function struct {
+			Name string `json:"name"`
+		} `json:"function"`
+	}
+	if json.Unmarshal(raw, &named) != nil || named.Type != "function" || named.Function.Name == "" {
+		return badParam("tool_choice", `tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}`)
+	}
+	chat.ToolChoice = &corelmv1.ToolChoice{Mode: corelmv1.ToolChoice_MODE_FUNCTION, Function: named.Function.Name}
+	return nil
 }
 
 // outputConstraint maps response_format (and llama.cpp's grammar and

@@ -56,6 +56,40 @@ type generateRequest struct {
 	ResponseFormat *responseFormat `json:"response_format"`
 	Grammar        *string         `json:"grammar"`
 	JSONSchema     json.RawMessage `json:"json_schema"`
+
+	// Tool calling (chat): the functions the model may call, and
+	// "none", "auto", "required" or {"type":"function","function":
+	// {"name":...}}. parallel_tool_calls is read and not enforced: a
+	// format that writes several calls may write several.
+	Tools             []toolDef       `json:"tools"`
+	ToolChoice        json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
+}
+
+// toolDef is one of a request's tools: {"type":"function","function":
+// {"name":...,"description":...,"parameters":{...},"strict":...}}.
+type toolDef struct {
+	Type     string `json:"type"`
+	Function *struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description"`
+		Parameters  json.RawMessage `json:"parameters"`
+		Strict      *bool           `json:"strict"`
+	} `json:"function"`
+}
+
+// toolCall is a call of an assistant message, in a request or a response;
+// in a streamed delta it also has its index.
+type toolCall struct {
+	Index    *int         `json:"index,omitempty"`
+	ID       string       `json:"id,omitempty"`
+	Type     string       `json:"type,omitempty"`
+	Function toolFunction `json:"function"`
+}
+
+type toolFunction struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"` // a JSON object, as text
 }
 
 // responseFormat is OpenAI's response_format: {"type":"text"},
@@ -76,6 +110,9 @@ type chatMessage struct {
 	Role    string          `json:"role"`
 	Content json.RawMessage `json:"content"` // a string or [{"type":"text","text":...}]
 	Name    string          `json:"name,omitempty"`
+	// An assistant turn's calls; the call a tool turn answers.
+	ToolCalls  []toolCall `json:"tool_calls"`
+	ToolCallID string     `json:"tool_call_id"`
 }
 
 // text is the message's content: a string, or its text parts joined.
@@ -164,15 +201,25 @@ type chatCompletion struct {
 
 type chatChoice struct {
 	Index        int           `json:"index"`
-	Message      *chatOut      `json:"message,omitempty"`
+	Message      *messageOut   `json:"message,omitempty"`
 	Delta        *chatOut      `json:"delta,omitempty"`
 	Logprobs     *chatLogprobs `json:"logprobs"`
 	FinishReason *string       `json:"finish_reason"`
 }
 
+// chatOut is a streamed delta.
 type chatOut struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role      string     `json:"role,omitempty"`
+	Content   *string    `json:"content,omitempty"`
+	ToolCalls []toolCall `json:"tool_calls,omitempty"`
+}
+
+// messageOut is a whole answer's message: content null when the reply is
+// only tool calls, as OpenAI's.
+type messageOut struct {
+	Role      string     `json:"role"`
+	Content   *string    `json:"content"`
+	ToolCalls []toolCall `json:"tool_calls,omitempty"`
 }
 
 type chatLogprobs struct {

@@ -41,8 +41,12 @@ func (o *output) whole() any {
 	u := toUsage(o.final.GetUsage())
 	text := o.text.String()
 	if o.kind == kindChat {
+		msg := &messageOut{Role: "assistant", Content: &text, ToolCalls: toolCalls(o.final, false)}
+		if text == "" && len(msg.ToolCalls) > 0 {
+			msg.Content = nil
+		}
 		c := &chatCompletion{ID: o.id, Object: "chat.completion", Created: o.created, Model: o.model, Usage: u,
-			Choices: []chatChoice{{Message: &chatOut{Role: "assistant", Content: &text}, FinishReason: &reason}}}
+			Choices: []chatChoice{{Message: msg, FinishReason: &reason}}}
 		if o.logprobs {
 			c.Choices[0].Logprobs = chatLogprobsOf(o.tokens)
 		}
@@ -129,6 +133,12 @@ func (o *output) finalChunks(f *corelmv1.GenerateFinal) []any {
 	}
 	reason := finishReason(f)
 	if o.kind == kindChat {
+		// Each call in one delta, whole (as vLLM streams calls its
+		// parser finds at once): the client's accumulator joins them
+		// by index either way.
+		for _, c := range toolCalls(f, true) {
+			out = append(out, o.chatChunk(chatChoice{Delta: &chatOut{ToolCalls: []toolCall{c}}}))
+		}
 		out = append(out, o.chatChunk(chatChoice{Delta: &chatOut{}, FinishReason: &reason}))
 	} else {
 		out = append(out, o.textChunk(textChoice{FinishReason: &reason}))
@@ -147,12 +157,29 @@ func (o *output) finalChunks(f *corelmv1.GenerateFinal) []any {
 }
 
 // finishReason is OpenAI's: "stop" for an end-of-generation token or a
-// stop string, "length" for max_tokens or a full context.
+// stop string, "length" for max_tokens or a full context, "tool_calls"
+// for a reply that is calls.
 func finishReason(f *corelmv1.GenerateFinal) string {
-	if f.GetFinishReason() == corelmv1.FinishReason_FINISH_REASON_LENGTH {
+	switch f.GetFinishReason() {
+	case corelmv1.FinishReason_FINISH_REASON_LENGTH:
 		return "length"
+	case corelmv1.FinishReason_FINISH_REASON_TOOL_CALLS:
+		return "tool_calls"
 	}
 	return "stop"
+}
+
+// toolCalls are f's calls in OpenAI's shape; indexed for stream deltas.
+func toolCalls(f *corelmv1.GenerateFinal, indexed bool) []toolCall {
+	var out []toolCall
+	for i, c := range f.GetToolCalls() {
+		tc := toolCall{ID: c.GetId(), Type: "function", Function: toolFunction{Name: c.GetName(), Arguments: c.GetArguments()}}
+		if indexed {
+			tc.Index = &i
+		}
+		out = append(out, tc)
+	}
+	return out
 }
 
 func toUsage(u *corelmv1.Usage) *usage {

@@ -49,6 +49,7 @@ type generation struct {
 	tel    *telemetry.Generation
 	log    *slog.Logger     // with request_id and model_id
 	out    *strings.Builder // the output so far, when the span records it
+	calls  *callStream      // a chat reply that may call tools, else nil
 }
 
 // start begins a generation's telemetry (its span, a child of the call's,
@@ -102,14 +103,20 @@ func (s *Server) submit(ctx context.Context, g *generation, req *corelmv1.Genera
 		if err != nil {
 			return err
 		}
-		sr, err := buildRequest(e, req)
+		sr, plan, err := buildRequest(e, req)
 		if err != nil {
 			s.models.release(e)
 			return err
 		}
+		g.calls = nil
+		if plan != nil {
+			g.calls = &callStream{p: plan}
+		}
 		g.tel.Attach(&sr)
 		if c := req.GetConstraint(); c != nil {
 			g.tel.Constrained(constraintKind(c))
+		} else if plan != nil && plan.forced {
+			g.tel.Constrained("tool_call")
 		}
 		gctx, cancel := context.WithCancel(ctx)
 		h, err := e.sched.Submit(gctx, sr)
@@ -128,17 +135,31 @@ func (s *Server) submit(ctx context.Context, g *generation, req *corelmv1.Genera
 	}
 }
 
-// buildRequest turns a GenerateStart into a scheduler request on e.
-func buildRequest(e *entry, req *corelmv1.GenerateStart) (sched.Request, error) {
-	prompt, err := promptTokens(e, req)
+// buildRequest turns a GenerateStart into a scheduler request on e, and
+// the tool calling its chat prompt asks for (nil: none).
+func buildRequest(e *entry, req *corelmv1.GenerateStart) (sched.Request, *toolPlan, error) {
+	var plan *toolPlan
+	if c := req.GetChat(); c != nil {
+		var err error
+		if plan, err = readTools(e, c); err != nil {
+			return sched.Request{}, nil, err
+		}
+	}
+	prompt, err := promptTokens(e, req, plan)
 	if err != nil {
-		return sched.Request{}, err
+		return sched.Request{}, nil, err
 	}
 	var constraint sched.Constraint
-	if c := req.GetConstraint(); c != nil {
-		if constraint, err = outputConstraint(e, c, req.GetStopTokenIds()); err != nil {
-			return sched.Request{}, err
-		}
+	switch c := req.GetConstraint(); {
+	case plan != nil && plan.forced && c != nil:
+		return sched.Request{}, nil, badRequestf("constraint: a forced tool call (tool_choice REQUIRED or FUNCTION) is already constrained to the call's grammar; set one or the other")
+	case plan != nil && plan.forced:
+		constraint, err = plan.callConstraint(e, req.GetStopTokenIds())
+	case c != nil:
+		constraint, err = outputConstraint(e, c, req.GetStopTokenIds())
+	}
+	if err != nil {
+		return sched.Request{}, nil, err
 	}
 	return sched.Request{
 		Constraint:  constraint,
@@ -152,7 +173,7 @@ func buildRequest(e *entry, req *corelmv1.GenerateStart) (sched.Request, error) 
 		Logprobs:    req.GetLogprobs(),
 		TopLogprobs: int(req.GetTopLogprobs()),
 		NoCache:     req.Cache != nil && !req.GetCache(),
-	}, nil
+	}, plan, nil
 }
 
 // constraints keeps compiled output constraints by hash: a grammar does
@@ -183,6 +204,12 @@ func outputConstraint(e *entry, c *corelmv1.OutputConstraint, stops []int32) (sc
 	default:
 		return nil, badRequestf("constraint: set one of json_schema, json_object, grammar or regex")
 	}
+	return compiledConstraint(e, spec, stops)
+}
+
+// compiledConstraint compiles spec (cached) and starts its matcher over
+// e's vocabulary.
+func compiledConstraint(e *entry, spec constrain.Spec, stops []int32) (sched.Constraint, error) {
 	g, err := constraints.Compile(spec)
 	if err != nil {
 		return nil, fmt.Errorf("%w: constraint %v: %w", ErrBadRequest, spec.Kind, err)
@@ -210,7 +237,7 @@ func constraintKind(c *corelmv1.OutputConstraint) string {
 	return "none"
 }
 
-func promptTokens(e *entry, req *corelmv1.GenerateStart) ([]int32, error) {
+func promptTokens(e *entry, req *corelmv1.GenerateStart, plan *toolPlan) ([]int32, error) {
 	bos := bosMode(req.AddBos)
 	switch p := req.GetPrompt().(type) {
 	case *corelmv1.GenerateStart_Text:
@@ -218,7 +245,7 @@ func promptTokens(e *entry, req *corelmv1.GenerateStart) ([]int32, error) {
 	case *corelmv1.GenerateStart_TokenIds:
 		return p.TokenIds.GetIds(), nil
 	case *corelmv1.GenerateStart_Chat:
-		text, bos, err := renderChat(e, p.Chat, bos, req.AddBos != nil)
+		text, bos, err := renderChat(e, p.Chat, plan, bos, req.AddBos != nil)
 		if err != nil {
 			return nil, err
 		}
@@ -394,13 +421,25 @@ func (e statusError) GRPCStatus() *status.Status { return e.st }
 func (s *Server) frames(g *generation, ev *sched.Event) []*corelmv1.GenerateResponse {
 	switch ev.Kind {
 	case sched.EventToken:
-		return []*corelmv1.GenerateResponse{{RequestId: g.id, Frame: &corelmv1.GenerateResponse_Token{Token: tokenFrame(g.e, ev)}}}
+		t := tokenFrame(g.e, ev)
+		if g.calls != nil {
+			t.Text = g.calls.token(t.Text)
+		}
+		return []*corelmv1.GenerateResponse{{RequestId: g.id, Frame: &corelmv1.GenerateResponse_Token{Token: t}}}
 	case sched.EventProgress:
 		return []*corelmv1.GenerateResponse{{RequestId: g.id, Frame: &corelmv1.GenerateResponse_Progress{Progress: &corelmv1.PromptProgress{
 			ProcessedTokens: int32(ev.PromptDone), TotalTokens: int32(ev.PromptTotal),
 		}}}}
 	case sched.EventFinal:
-		return []*corelmv1.GenerateResponse{{RequestId: g.id, Frame: &corelmv1.GenerateResponse_Final{Final: finalFrame(ev.Final)}}}
+		f := finalFrame(ev.Final)
+		if g.calls != nil {
+			stopped := ev.Final.Reason == sched.FinishStop || ev.Final.Reason == sched.FinishStopSequence
+			f.Text, f.ToolCalls = g.calls.finish(f.Text, stopped)
+			if len(f.ToolCalls) > 0 {
+				f.FinishReason = corelmv1.FinishReason_FINISH_REASON_TOOL_CALLS
+			}
+		}
+		return []*corelmv1.GenerateResponse{{RequestId: g.id, Frame: &corelmv1.GenerateResponse_Final{Final: f}}}
 	}
 	return nil
 }
