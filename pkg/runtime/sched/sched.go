@@ -396,8 +396,9 @@ func (s *Scheduler) stateOptions(pool *kvcache.Pool) model.StateOptions {
 	return model.StateOptions{Context: s.cfg.Context, KVType: s.cfg.KVType, Chunk: s.cfg.StepTokens, Pool: pool}
 }
 
-// bytesFor is the KV memory of a sequence of n positions: its rings and
-// the blocks of n positions.
+// bytesFor is the most KV memory a sequence of n positions holds: the
+// blocks of n positions, of at most a window and a step for sliding-window
+// layers.
 func (s *Scheduler) bytesFor(n int) int64 {
 	if s.pool == nil {
 		return 0
