@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/corelm/corelm/internal/leakcheck"
@@ -545,4 +546,81 @@ func TestEightShapedAdmitsEight(t *testing.T) {
 		h.Cancel()
 	}
 	release(t, m, s, hs...)
+}
+
+// TestSharedBlocksAdmittedOnce: admission counts a block several running
+// sequences share once. Four requests sharing a 192-token prefix, each
+// needing 4 blocks, are all admitted to a pool of 8 blocks while the
+// first holds the prefix (3 shared blocks + 4 own), where counting per
+// sequence (16) would refuse the third; as they grow past the pool, the
+// youngest are preempted, the pool's blocks and cache never pass the
+// budget, and every output is the one it has alone.
+func TestSharedBlocksAdmittedOnce(t *testing.T) {
+	leakcheck.Check(t)
+	m := loadSynth(t)
+	const ctx = 512
+	probe := New(m, Config{Context: ctx})
+	budget := 8 * probe.bytesFor(64)
+	shutdown(t, probe)
+	reqs := make([]Request, 4)
+	for i := range reqs {
+		reqs[i] = Request{Prompt: sharedPrompt(192, 8, i, m.Config().Vocab), MaxTokens: 100}
+	}
+	want := runAlone(t, m, Config{Context: ctx}, reqs)
+	var s *Scheduler
+	var most atomic.Int64
+	cfg := Config{MaxSeqs: 4, MaxQueue: -1, Context: ctx, KVBudget: budget, CacheBudget: budget,
+		Buffer: 4, // the first request, unread, pauses after a few tokens, holding its blocks
+		Hooks: Hooks{Step: func(*StepInfo) {
+			st := s.pool.Stats()
+			if used := st.InUseBytes + st.CacheBytes; used > most.Load() {
+				most.Store(used)
+			}
+		}}}
+	s = New(m, cfg)
+	defer shutdown(t, s)
+	if per := 4 * s.bytesFor(len(reqs[0].Prompt)+1); per <= budget {
+		t.Fatalf("counted per sequence, %d bytes fit the budget of %d: the test proves nothing", per, budget)
+	}
+	first := submitAll(t, s, reqs[0])[0]
+	// Its second token comes from a step after the prefill: the prompt's
+	// full blocks are sealed by then.
+	var head []int32
+	for len(head) < 2 {
+		ev, err := first.Recv(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Kind == EventToken {
+			head = append(head, ev.Token)
+		}
+	}
+	hs := []*Handle{first}
+	for i, r := range reqs[1:] {
+		h, err := s.Submit(t.Context(), r)
+		if err != nil {
+			t.Fatalf("request %d sharing the prefix refused: %v", i+1, err)
+		}
+		hs = append(hs, h)
+	}
+	if st := s.Stats(); st.Active != 4 || st.KVBytesInUse > budget {
+		t.Errorf("stats %+v: want 4 active within %d bytes", st, budget)
+	}
+	got := make([]output, len(hs))
+	var wg sync.WaitGroup
+	for i, h := range hs {
+		wg.Go(func() { got[i] = drainOutput(t, h) }) // all at once: an unread sequence pauses
+	}
+	wg.Wait()
+	got[0].toks = append(head, got[0].toks...)
+	for i := range reqs {
+		if !slices.Equal(got[i].toks, want[i].toks) {
+			t.Errorf("request %d: %v, alone %v", i, got[i].toks, want[i].toks)
+		}
+	}
+	st := s.Stats()
+	t.Logf("preempted %d, hits %d, cached tokens %d, most pool bytes %d of %d", st.Preempted, st.CacheHits, st.CachedTokens, most.Load(), budget)
+	if most.Load() > budget || st.Preempted == 0 || st.KVBytesInUse != 0 {
+		t.Errorf("pool held up to %d bytes of %d, %d preemptions (want some), %d bytes in use at the end", most.Load(), budget, st.Preempted, st.KVBytesInUse)
+	}
 }
