@@ -48,8 +48,8 @@ func (p *Pool) geometryWords(grp int) [8]uint32 {
 }
 
 // Save writes the pool's indexed full blocks that dir does not hold yet
-// under key, each through a temporary file renamed into place. It returns
-// how many it wrote.
+// under key, or holds in a file Load rejected, each through a temporary
+// file renamed into place. It returns how many it wrote.
 func (p *Pool) Save(dir, key string) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -65,7 +65,7 @@ func (p *Pool) Save(dir, key string) (int, error) {
 		for _, id := range p.full[grp] {
 			b := &p.blocks[id]
 			path := filepath.Join(d, fmt.Sprintf("%d-%016x.kvb", grp, b.hash))
-			if _, err := os.Stat(path); err == nil {
+			if _, err := os.Stat(path); err == nil && !p.rejected[path] {
 				continue
 			}
 			var buf bytes.Buffer
@@ -138,6 +138,7 @@ func (p *Pool) Load(dir, key string, warn func(path string, err error)) int {
 		}
 		if err != nil {
 			warn(path, err)
+			p.rejected[path] = true // Save writes it anew if the block comes back
 			continue
 		}
 		n++

@@ -49,6 +49,8 @@ type Pool struct {
 	full   [groups]map[uint64]int32   // hash of a full block's chain → the block
 	kids   [groups]map[uint64][]int32 // parent hash → indexed blocks that follow it (full or partial)
 	stats  PoolStats
+	// rejected names the persisted files Load found corrupt or stale.
+	rejected map[string]bool
 }
 
 // layout is what a pool's blocks hold: the caches that share them must
@@ -90,7 +92,7 @@ func NewPool(cfg PoolConfig) *Pool {
 	if cfg.BlockTokens <= 0 {
 		cfg.BlockTokens = DefaultBlockTokens
 	}
-	p := &Pool{cfg: cfg}
+	p := &Pool{cfg: cfg, rejected: map[string]bool{}}
 	for g := range groups {
 		p.full[g], p.kids[g] = map[uint64]int32{}, map[uint64][]int32{}
 	}
