@@ -181,10 +181,10 @@ func (c *Cache) Reuse(toks []int32, max int) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	m := c.matchLocked(toks[:max], true)
-	if !c.takeLocked(toks, m) {
+	if !c.takeLocked(m) {
 		// No block for the copy: the whole blocks alone.
 		m = c.matchLocked(toks[:max], false)
-		c.takeLocked(toks, m)
+		c.takeLocked(m)
 	}
 	n := len(m.hashes)*c.bt + m.copied
 	if n > 0 {
@@ -197,14 +197,16 @@ func (c *Cache) Reuse(toks []int32, max int) int {
 }
 
 // takeLocked gives the cache the blocks of m, or nothing and false when
-// the pool has no block for the copy.
-func (c *Cache) takeLocked(toks []int32, m match) bool {
+// the pool has no block for a copy.
+func (c *Cache) takeLocked(m match) bool {
 	p := c.pool
 	n := len(m.hashes)*c.bt + m.copied
 	lo := 0 // the first block the sliding group needs
 	if c.pages[sliding] > 0 {
 		lo = max(0, n-c.window+1) / c.bt
 	}
+	// Every block is held before the copies are allocated, which may
+	// evict cached blocks to make room.
 	for grp := range groups {
 		if c.pages[grp] == 0 {
 			continue
@@ -219,26 +221,41 @@ func (c *Cache) takeLocked(toks []int32, m match) bool {
 			p.refLocked(id)
 			t.ids, t.data = append(t.ids, id), append(t.data, p.blocks[id].data)
 		}
-		if m.copied == 0 {
+		if m.copied > 0 {
+			p.refLocked(m.from[grp])
+		}
+	}
+	if m.copied == 0 {
+		c.hashes = append(c.hashes[:0], m.hashes...)
+		return true
+	}
+	ok := true
+	for grp := range groups {
+		if c.pages[grp] == 0 || !ok {
 			continue
 		}
-		src := m.from[grp]
-		p.refLocked(src) // not evicted to make room for its own copy
 		id, err := p.allocLocked(grp)
-		if err == nil {
-			sd, dd := p.blocks[src].data, p.blocks[id].data
-			for page := range c.pages[grp] {
-				for _, off := range [2]int{2 * page * c.bt * c.row, (2*page + 1) * c.bt * c.row} {
-					copy(dd[off:off+m.copied*c.row], sd[off:off+m.copied*c.row])
-				}
-			}
-			t.ids, t.data = append(t.ids, id), append(t.data, dd)
-		}
-		p.unrefLocked(src)
 		if err != nil {
-			c.dropLocked()
-			return false
+			ok = false
+			continue
 		}
+		t := &c.tabs[grp]
+		sd, dd := p.blocks[m.from[grp]].data, p.blocks[id].data
+		for page := range c.pages[grp] {
+			for _, off := range [2]int{2 * page * c.bt * c.row, (2*page + 1) * c.bt * c.row} {
+				copy(dd[off:off+m.copied*c.row], sd[off:off+m.copied*c.row])
+			}
+		}
+		t.ids, t.data = append(t.ids, id), append(t.data, dd)
+	}
+	for grp := range groups {
+		if c.pages[grp] > 0 {
+			p.unrefLocked(m.from[grp])
+		}
+	}
+	if !ok {
+		c.dropLocked()
+		return false
 	}
 	c.hashes = append(c.hashes[:0], m.hashes...)
 	return true
