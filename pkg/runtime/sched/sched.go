@@ -113,7 +113,7 @@ type StepInfo struct {
 type Stats struct {
 	Active, Queued int
 	MaxSeqs        int
-	KVBytesInUse   int64
+	KVBytesInUse   int64 // the pool's blocks held (a shared one once) and what admitted sequences may still take
 	KVBudget       int64
 	Steps          uint64
 	Completed      uint64 // requests finished (any reason)
