@@ -254,8 +254,20 @@ func TestPersist(t *testing.T) {
 		t.Fatal(err)
 	}
 	warnings = nil
-	if n := newPool().Load(dir, "model-a f16", warn); n != 1 || len(warnings) != 1 {
+	fixed := newPool()
+	if n := fixed.Load(dir, "model-a f16", warn); n != 1 || len(warnings) != 1 {
 		t.Errorf("with a corrupt file: loaded %d, warnings %v", n, warnings)
+	}
+	// Once its block is cached again, Save replaces the rejected file.
+	c, _ = NewIn(fixed, g)
+	fill(t, c, 0, 40)
+	c.Release(toks, true)
+	if n, err := fixed.Save(dir, "model-a f16"); n != 1 || err != nil {
+		t.Errorf("saved %d blocks over one rejected file: %v", n, err)
+	}
+	warnings = nil
+	if n := newPool().Load(dir, "model-a f16", warn); n != 2 || len(warnings) != 0 {
+		t.Errorf("after the rewrite: loaded %d, warnings %v", n, warnings)
 	}
 	// Another geometry (block size) under the same key: ignored.
 	other := NewPool(PoolConfig{Type: F16, BlockTokens: 32, CacheBudget: 1 << 20})
