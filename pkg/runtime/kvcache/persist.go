@@ -27,6 +27,10 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // errStale marks a persisted block that is not for this pool.
 var errStale = errors.New("kvcache: persisted block does not match")
 
+// errOldFormat marks a block written by an earlier format of this package,
+// which nothing reads any more: Load removes its file.
+var errOldFormat = errors.New("kvcache: persisted block of an earlier format (removed)")
+
 // persistDir is where key's blocks live under dir.
 func persistDir(dir, key string) string {
 	h := fnv.New64a()
@@ -139,6 +143,9 @@ func (p *Pool) Load(dir, key string, warn func(path string, err error)) int {
 		if err != nil {
 			warn(path, err)
 			p.rejected[path] = true // Save writes it anew if the block comes back
+			if errors.Is(err, errOldFormat) {
+				os.Remove(path) // named otherwise now: never rewritten
+			}
 			continue
 		}
 		n++
@@ -160,6 +167,9 @@ func (p *Pool) loadLocked(raw []byte, key string) error {
 	r.Read(magic)
 	var klen uint32
 	binary.Read(r, binary.LittleEndian, &klen)
+	if string(magic) != persistMagic && string(magic[:6]) == persistMagic[:6] && string(magic) < persistMagic {
+		return errOldFormat
+	}
 	if string(magic) != persistMagic || int(klen) != len(key) {
 		return fmt.Errorf("%w: magic or key differ", errStale)
 	}

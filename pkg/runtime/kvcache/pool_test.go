@@ -1,8 +1,10 @@
 package kvcache
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math"
 	"os"
 	"path/filepath"
@@ -268,6 +270,20 @@ func TestPersist(t *testing.T) {
 	warnings = nil
 	if n := newPool().Load(dir, "model-a f16", warn); n != 2 || len(warnings) != 0 {
 		t.Errorf("after the rewrite: loaded %d, warnings %v", n, warnings)
+	}
+	// A block of the previous format (named by its hash alone): reported
+	// and removed.
+	old := filepath.Join(persistDir(dir, "model-a f16"), "0123456789abcdef.kvb")
+	body := append([]byte("CLMKVB01"), make([]byte, 40)...)
+	if err := os.WriteFile(old, binary.LittleEndian.AppendUint32(body, crc32.Checksum(body, crcTable)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	warnings = nil
+	if n := newPool().Load(dir, "model-a f16", warn); n != 2 || len(warnings) != 1 || !errors.Is(warnings[0], errOldFormat) {
+		t.Errorf("with a block of the previous format: loaded %d, warnings %v", n, warnings)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the previous format's file is still there: %v", err)
 	}
 	// Another geometry (block size) under the same key: ignored.
 	other := NewPool(PoolConfig{Type: F16, BlockTokens: 32, CacheBudget: 1 << 20})
