@@ -656,7 +656,7 @@ func (s *Scheduler) start(q *seq) error {
 		if q.gen == 0 {
 			most--
 		}
-		q.done = st.Cache.Reuse(q.feed, most)
+		s.charge(q, func() { q.done = st.Cache.Reuse(q.feed, most) })
 		st.Pos = q.done
 	}
 	if !q.admitted.IsZero() {
@@ -688,11 +688,11 @@ func (s *Scheduler) buildRoom(b *batchBuilder, active []*seq) []*seq {
 		var err error
 		for i := range b.batch.Seqs {
 			sb := &b.batch.Seqs[i]
-			if err = sb.State.Cache.Prepare(sb.State.Pos, len(sb.Tokens)); err != nil {
+			s.charge(b.seqs[i], func() { err = sb.State.Cache.Prepare(sb.State.Pos, len(sb.Tokens)) })
+			if err != nil {
 				short = b.seqs[i]
 				break
 			}
-			s.charge(b.seqs[i])
 		}
 		if short == nil {
 			return active
@@ -713,17 +713,18 @@ func (s *Scheduler) buildRoom(b *batchBuilder, active []*seq) []*seq {
 	}
 }
 
-// charge lowers q's promise by what its cache now holds: that is counted
-// in the pool's use.
-func (s *Scheduler) charge(q *seq) {
-	left := max(0, q.want-q.state.Cache.Allocated())
-	if left >= q.kvBytes {
-		return
-	}
+// charge runs take, which gives q's cache blocks from the pool, and lowers
+// q's promise by what its cache then holds, which the pool counts as in
+// use: under s.mu, so admission and Stats never see a block counted both
+// in the pool's use and in a promise.
+func (s *Scheduler) charge(q *seq, take func()) {
 	s.mu.Lock()
-	s.promised -= q.kvBytes - left
-	q.kvBytes = left
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	take()
+	if left := max(0, q.want-q.state.Cache.Allocated()); left < q.kvBytes {
+		s.promised -= q.kvBytes - left
+		q.kvBytes = left
+	}
 }
 
 // preempt gives q's blocks back and puts it at the head of the queue to
