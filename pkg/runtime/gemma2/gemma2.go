@@ -211,7 +211,8 @@ func (m *Model) Params() *Params { return &m.p }
 func (m *Model) Weights() *Weights { return &m.w }
 
 // NewState allocates a sequence. Sliding-window layers get ring buffers of
-// window+opts.Chunk slots.
+// window+opts.Chunk slots in a cache of its own, or in a pool (a
+// scheduler's) blocks given back once the window has passed them.
 func (m *Model) NewState(opts model.StateOptions) (*model.State, error) {
 	return model.NewState(m.cfg, opts, m.p.Windows)
 }

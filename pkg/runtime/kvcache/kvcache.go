@@ -5,14 +5,17 @@
 // q8_0 stores 32 values in 34 bytes (32 int8 and an f16 scale), so its
 // cache is 34/64 = 53% of f16's: about half, the scales being the rest.
 //
-// Global layers live in fixed-size blocks of BlockTokens positions taken
-// from a Pool (pool.go) as the sequence grows; blocks can be shared by
-// sequences with a common token prefix (prefix.go). Sliding-window layers
-// keep a ring of window+chunk slots per sequence so their memory stops
-// growing at the window. A forward step stores all its positions
-// before attending, so the step's first token must still find its window
-// after the step's last one is written: a step may add at most Chunk
-// positions (CheckStep), which is the slack the ring was given.
+// A scheduler's caches keep every layer in fixed-size blocks of
+// BlockTokens positions taken from a Pool (pool.go) as the sequence grows;
+// blocks can be shared by sequences with a common token prefix
+// (prefix.go). Sliding-window layers have blocks of their own, given back
+// once the window has passed them, so their memory stops growing at the
+// window. A cache made alone (New: eval, bench) keeps its sliding-window
+// layers in a ring of window+chunk slots instead. A forward step stores
+// all its positions before attending, so the step's first token must
+// still find its window after the step's last one is written: a step may
+// add at most Chunk positions to a ring (CheckStep), the slack it was
+// given.
 package kvcache
 
 import (
@@ -85,7 +88,7 @@ type Geometry struct {
 	Context int   // maximum positions of the sequence
 	Window  []int // per layer: sliding window in positions, 0 = global attention
 	Chunk   int   // most positions one step may add (slack of ring buffers)
-	Block   int   // positions per block of the paged layers [DefaultBlockTokens]
+	Block   int   // positions per block [DefaultBlockTokens]
 }
 
 // Validate checks that the geometry can be stored.
@@ -109,29 +112,54 @@ func (g *Geometry) block() int {
 	return g.Block
 }
 
-// ring reports whether layer l keeps a ring: a sliding window narrower
-// than the context less a step.
-func (g *Geometry) ring(l int) bool { return g.slots(l) < g.Context }
+func (g *Geometry) chunk() int {
+	if g.Chunk <= 0 {
+		return g.Context
+	}
+	return g.Chunk
+}
+
+// The layers of a cache in blocks form two groups with a block table
+// each: the global layers, whose blocks a sequence keeps, and the
+// sliding-window ones, whose blocks it gives up once they fall out of the
+// window (docs/decisions.md, "Sliding-window layers").
+const (
+	global  = 0
+	sliding = 1
+	groups  = 2
+)
+
+// slides reports whether layer l's window matters: narrower than the
+// context less a step. Such a layer is a ring in a cache of its own (New)
+// and in the sliding group of a pooled one (NewIn); the others are global.
+func (g *Geometry) slides(l int) bool { return g.slots(l) < g.Context }
 
 // slots is how many positions a ring layer l keeps (Context: not a ring).
 func (g *Geometry) slots(l int) int {
 	if g.Window != nil && g.Window[l] > 0 {
-		chunk := g.Chunk
-		if chunk <= 0 {
-			chunk = g.Context
-		}
-		if n := g.Window[l] + chunk; n < g.Context {
+		if n := g.Window[l] + g.chunk(); n < g.Context {
 			return n
 		}
 	}
 	return g.Context
 }
 
-// paged is how many layers live in blocks.
-func (g *Geometry) paged() int {
+// window is the widest window of the sliding layers (0: none).
+func (g *Geometry) window() int {
+	w := 0
+	for l := 0; l < g.Layers; l++ {
+		if g.slides(l) {
+			w = max(w, g.Window[l])
+		}
+	}
+	return w
+}
+
+// pages is how many layers of group grp a pooled cache keeps in blocks.
+func (g *Geometry) pages(grp int) int {
 	n := 0
 	for l := 0; l < g.Layers; l++ {
-		if !g.ring(l) {
+		if g.slides(l) == (grp == sliding) {
 			n++
 		}
 	}
@@ -145,17 +173,21 @@ func (g *Geometry) headBytes() int {
 
 func (g *Geometry) rowBytes() int64 { return int64(g.KVHeads * g.headBytes()) }
 
-// BlockBytes is the memory of one block: keys and values of Block
-// positions of every paged layer.
-func (g *Geometry) BlockBytes() int64 {
-	return 2 * int64(g.paged()) * int64(g.block()) * g.rowBytes()
+// groupBytes is the memory of one block of group grp: keys and values of
+// Block positions of each of its layers.
+func (g *Geometry) groupBytes(grp int) int64 {
+	return 2 * int64(g.pages(grp)) * int64(g.block()) * g.rowBytes()
 }
 
-// RingBytes is the memory of one sequence's rings (sliding-window layers).
+// BlockBytes is the memory of Block positions of every layer a pooled
+// cache keeps in blocks: one block of each group.
+func (g *Geometry) BlockBytes() int64 { return g.groupBytes(global) + g.groupBytes(sliding) }
+
+// RingBytes is the memory of the rings of a cache made by New.
 func (g *Geometry) RingBytes() int64 {
 	var total int64
 	for l := 0; l < g.Layers; l++ {
-		if g.ring(l) {
+		if g.slides(l) {
 			total += 2 * int64(g.slots(l)) * g.rowBytes()
 		}
 	}
@@ -165,22 +197,33 @@ func (g *Geometry) RingBytes() int64 {
 // Blocks is how many blocks n positions take.
 func (g *Geometry) Blocks(n int) int { return (n + g.block() - 1) / g.block() }
 
-// BytesFor is the memory a sequence holding n positions takes: its rings
-// and the blocks of n positions.
-func (g *Geometry) BytesFor(n int) int64 {
-	return g.RingBytes() + int64(g.Blocks(n))*g.BlockBytes()
+// slidingBlocks is the most blocks the sliding group of a pooled cache
+// holds: those a step of Chunk positions writes and those its first
+// position still sees, window-1 positions back.
+func (g *Geometry) slidingBlocks() int {
+	return min(g.Blocks(g.Context), (g.window()+g.chunk()-2)/g.block()+2)
 }
 
-// Bytes is the memory of one sequence of Context positions: its rings and
-// the paged layers' positions, not rounded up to whole blocks — the figure
-// memory planning and per-token estimates work with. A pool's sequence
-// takes at most one block more (BytesFor); New's cache is one block, exact.
+// BytesFor is the most memory a pooled sequence of n positions takes:
+// the global layers' blocks of n positions and the sliding layers' blocks
+// of at most a window and a step.
+func (g *Geometry) BytesFor(n int) int64 {
+	b := g.Blocks(n)
+	return int64(b)*g.groupBytes(global) + int64(min(b, g.slidingBlocks()))*g.groupBytes(sliding)
+}
+
+// Bytes is the memory of one sequence of Context positions, not rounded up
+// to whole blocks — the figure memory planning and per-token estimates work
+// with: the global layers' positions and window+Chunk positions of each
+// sliding layer (the rings of New's cache; a pooled sequence's sliding
+// blocks hold as many, give or take a block). A pooled sequence takes at
+// most two blocks more (BytesFor); New's cache is exact.
 func (g *Geometry) Bytes() int64 {
-	return g.RingBytes() + 2*int64(g.paged())*int64(g.Context)*g.rowBytes()
+	return g.RingBytes() + 2*int64(g.pages(global))*int64(g.Context)*g.rowBytes()
 }
 
 // Cache holds one sequence's keys and values: rings for sliding-window
-// layers, a table of pool blocks for the others.
+// layers in a cache made by New, tables of pool blocks for the others.
 type Cache struct {
 	g      Geometry
 	dt     kernels.DType
@@ -190,24 +233,35 @@ type Cache struct {
 	layers []layerCache
 
 	pool   *Pool
-	ids    []int32  // blocks of positions [i·bt, (i+1)·bt)
-	data   [][]byte // their memory, read by AttendHead without the pool's lock
-	hashes []uint64 // hash chain of the leading full blocks (prefix.go)
-	rings  int64    // bytes of the rings, charged to the pool
+	tabs   [groups]table
+	pages  [groups]int // layers of each group
+	window int         // widest window of the sliding group
+	hashes []uint64    // hash chain of the leading full blocks (prefix.go)
+	rings  int64       // bytes of the rings
 	closed bool
+}
+
+// table is a group's blocks: block i holds positions [i·bt, (i+1)·bt).
+// Both groups' tables have the same length; a sliding group's block that
+// no position in view needs any more is given up: id -1, data nil.
+type table struct {
+	ids  []int32
+	data [][]byte // their memory, read by AttendHead without the pool's lock
 }
 
 type layerCache struct {
 	k, v   []byte // ring layers only
 	slots  int
 	window int
-	page   int // index among the paged layers; -1 for a ring
+	group  int // -1 for a ring
+	page   int // index among its group's layers
 }
 
 // New allocates a cache with a pool of its own and, unless g says
 // otherwise, one block of all its positions (a flat cache, the fastest to
-// attend over), so its memory (Bytes) is all there from the start,
-// committed by the OS as it is written.
+// attend over) and rings for its sliding-window layers, so its memory
+// (Bytes) is all there from the start, committed by the OS as it is
+// written.
 func New(g Geometry) (*Cache, error) {
 	if err := g.Validate(); err != nil {
 		return nil, err
@@ -216,7 +270,7 @@ func New(g Geometry) (*Cache, error) {
 		g.Block = g.Context
 	}
 	p := NewPool(PoolConfig{Type: g.Type, BlockTokens: g.block()})
-	c, err := NewIn(p, g)
+	c, err := newIn(p, g, true)
 	if err != nil {
 		return nil, err
 	}
@@ -226,9 +280,12 @@ func New(g Geometry) (*Cache, error) {
 	return c, nil
 }
 
-// NewIn makes an empty cache whose paged layers take blocks from p as the
-// sequence grows (Prepare). Its rings are allocated now and charged to p.
-func NewIn(p *Pool, g Geometry) (*Cache, error) {
+// NewIn makes an empty cache whose layers take blocks from p as the
+// sequence grows (Prepare); it allocates nothing yet.
+func NewIn(p *Pool, g Geometry) (*Cache, error) { return newIn(p, g, false) }
+
+// newIn makes a cache in p, with rings for its sliding layers when asked.
+func newIn(p *Pool, g Geometry, rings bool) (*Cache, error) {
 	g.Block = p.cfg.BlockTokens
 	if err := g.Validate(); err != nil {
 		return nil, err
@@ -239,22 +296,28 @@ func NewIn(p *Pool, g Geometry) (*Cache, error) {
 	c := &Cache{g: g, dt: g.Type.dtype(), head: g.headBytes(), bt: g.block(), pool: p}
 	c.row = g.KVHeads * c.head
 	c.layers = make([]layerCache, g.Layers)
-	page := 0
 	for l := range c.layers {
 		lc := &c.layers[l]
 		if g.Window != nil {
 			lc.window = g.Window[l]
 		}
-		lc.slots, lc.page = g.slots(l), -1
-		if g.ring(l) {
+		lc.slots, lc.group = g.slots(l), global
+		switch {
+		case g.slides(l) && rings:
+			lc.group = -1
 			lc.k, lc.v = make([]byte, lc.slots*c.row), make([]byte, lc.slots*c.row)
-		} else {
-			lc.page = page
-			page++
+			c.rings += 2 * int64(lc.slots*c.row)
+			continue
+		case g.slides(l):
+			lc.group = sliding
 		}
+		lc.page = c.pages[lc.group]
+		c.pages[lc.group]++
 	}
-	c.rings = g.RingBytes()
-	if err := p.bind(&g, c.rings); err != nil {
+	if c.pages[sliding] > 0 {
+		c.window = g.window()
+	}
+	if err := p.bind(c); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -272,14 +335,19 @@ func (c *Cache) Bytes() int64 { return c.g.Bytes() }
 // Bytes, and tests check that it does.
 func (c *Cache) Allocated() int64 {
 	n := c.rings
-	for _, d := range c.data {
-		n += int64(cap(d))
+	for _, t := range c.tabs {
+		for _, d := range t.data {
+			n += int64(cap(d))
+		}
 	}
 	return n
 }
 
+// blocks is the length of the cache's block tables.
+func (c *Cache) blocks() int { return max(len(c.tabs[global].ids), len(c.tabs[sliding].ids)) }
+
 // Positions is how many positions the cache's blocks can hold now.
-func (c *Cache) Positions() int { return len(c.ids) * c.bt }
+func (c *Cache) Positions() int { return c.blocks() * c.bt }
 
 // CheckStep returns ErrStepTooLarge when adding n positions in one step
 // would make a ring-buffer layer overwrite positions that the step's first
@@ -288,7 +356,7 @@ func (c *Cache) Positions() int { return len(c.ids) * c.bt }
 func (c *Cache) CheckStep(n int) error {
 	for l := range c.layers {
 		lc := &c.layers[l]
-		if lc.page < 0 && n > lc.slots-lc.window {
+		if lc.group < 0 && n > lc.slots-lc.window {
 			return fmt.Errorf("%w: %d positions in one step, layer %d keeps %d slots for a window of %d (chunk %d)",
 				ErrStepTooLarge, n, l, lc.slots, lc.window, c.g.Chunk)
 		}
@@ -302,20 +370,20 @@ func (c *Cache) CheckStep(n int) error {
 func (c *Cache) Store(l, pos int, k, v []float32) {
 	lc := &c.layers[l]
 	var kd, vd []byte
-	if lc.page < 0 {
+	if lc.group < 0 {
 		off := (pos % lc.slots) * c.row
 		kd, vd = lc.k[off:off+c.row], lc.v[off:off+c.row]
 	} else {
 		ko, vo := c.offsets(lc.page, pos%c.bt)
-		d := c.data[pos/c.bt]
+		d := c.tabs[lc.group].data[pos/c.bt]
 		kd, vd = d[ko:ko+c.row], d[vo:vo+c.row]
 	}
 	kernels.Quantize(c.dt, k, kd)
 	kernels.Quantize(c.dt, v, vd)
 }
 
-// offsets locates position i of a block in paged layer page: a block holds,
-// per paged layer, bt rows of keys then bt rows of values, so a run of
+// offsets locates position i of a block in layer page of a group: a block
+// holds, per layer of its group, bt rows of keys then bt rows of values, so a run of
 // positions of one head is strided by row, as in a ring.
 func (c *Cache) offsets(page, i int) (k, v int) {
 	k = (2*page*c.bt + i) * c.row
@@ -350,7 +418,7 @@ func (c *Cache) runs(l, kvh, lo, n int) iter.Seq2[int, run] {
 		for i := 0; i < n; {
 			p := lo + i
 			var r run
-			if lc.page < 0 {
+			if lc.group < 0 {
 				r.n = min(n-i, lc.slots-p%lc.slots)
 				off := p%lc.slots*c.row + kvh*c.head
 				end := off + (r.n-1)*c.row + c.head
@@ -360,7 +428,7 @@ func (c *Cache) runs(l, kvh, lo, n int) iter.Seq2[int, run] {
 				ko, vo := c.offsets(lc.page, p%c.bt)
 				ko, vo = ko+kvh*c.head, vo+kvh*c.head
 				span := (r.n-1)*c.row + c.head
-				d := c.data[p/c.bt]
+				d := c.tabs[lc.group].data[p/c.bt]
 				r.k, r.v = d[ko:ko+span], d[vo:vo+span]
 			}
 			if !yield(i, r) {
@@ -383,7 +451,7 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 	if lc.window > 0 && pos-lc.window+1 > 0 {
 		lo = pos - lc.window + 1
 	}
-	if lc.page < 0 && pos-lo+1 > lc.slots {
+	if lc.group < 0 && pos-lo+1 > lc.slots {
 		// Only reachable if a caller broke the Chunk contract.
 		panic(fmt.Sprintf("kvcache: layer %d ring of %d slots cannot serve %d positions", l, lc.slots, pos-lo+1))
 	}

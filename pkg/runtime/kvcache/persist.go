@@ -12,20 +12,24 @@ import (
 	"strings"
 )
 
-// Persisted prefixes: each full indexed block is a file named by its chain
-// hash, in a directory named by a hash of the key (the model's digest and
+// Persisted prefixes: each full indexed block is a file named by its group
+// and chain hash, in a directory named by a hash of the key (the model's digest and
 // KV type: blocks never cross models), so a restarted server, or a second
 // replica on the same host, starts with the prefixes warm. A file holds a
 // header (magic, the key, the block geometry, parent and own hash, the
 // tokens), the block's bytes and a CRC-32C of all that. Load checks every
 // part and ignores, with a warning, a file that does not match.
 
-const persistMagic = "CLMKVB01"
+const persistMagic = "CLMKVB02" // 02: blocks of a group of layers
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // errStale marks a persisted block that is not for this pool.
 var errStale = errors.New("kvcache: persisted block does not match")
+
+// errOldFormat marks a block written by an earlier format of this package,
+// which nothing reads any more: Load removes its file.
+var errOldFormat = errors.New("kvcache: persisted block of an earlier format (removed)")
 
 // persistDir is where key's blocks live under dir.
 func persistDir(dir, key string) string {
@@ -34,15 +38,22 @@ func persistDir(dir, key string) string {
 	return filepath.Join(dir, fmt.Sprintf("%016x", h.Sum64()))
 }
 
-// geometryWords describes the pool's blocks for the header.
-func (p *Pool) geometryWords() [6]uint32 {
-	g := &p.layout
-	return [6]uint32{uint32(g.Type), uint32(g.Layers), uint32(g.paged()), uint32(g.KVHeads), uint32(g.HeadDim), uint32(p.cfg.BlockTokens)}
+// geometryWords describes the blocks of group grp for the header.
+func (p *Pool) geometryWords(grp int) [8]uint32 {
+	l := &p.layout
+	pages := 0
+	for _, g := range l.group {
+		if g == grp {
+			pages++
+		}
+	}
+	return [8]uint32{uint32(l.typ), uint32(l.layers), uint32(pages), uint32(l.kvHeads), uint32(l.headDim),
+		uint32(p.cfg.BlockTokens), uint32(grp), uint32(l.window)}
 }
 
 // Save writes the pool's indexed full blocks that dir does not hold yet
-// under key, each through a temporary file renamed into place. It returns
-// how many it wrote.
+// under key, or holds in a file Load rejected, each through a temporary
+// file renamed into place. It returns how many it wrote.
 func (p *Pool) Save(dir, key string) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -54,39 +65,48 @@ func (p *Pool) Save(dir, key string) (int, error) {
 		return 0, err
 	}
 	n := 0
-	for _, id := range p.full {
-		b := &p.blocks[id]
-		path := filepath.Join(d, fmt.Sprintf("%016x.kvb", b.hash))
-		if _, err := os.Stat(path); err == nil {
-			continue
+	for grp := range groups {
+		for _, id := range p.full[grp] {
+			b := &p.blocks[id]
+			path := filepath.Join(d, fmt.Sprintf("%d-%016x.kvb", grp, b.hash))
+			if _, err := os.Stat(path); err == nil && !p.rejected[path] {
+				continue
+			}
+			var buf bytes.Buffer
+			buf.WriteString(persistMagic)
+			binary.Write(&buf, binary.LittleEndian, uint32(len(key)))
+			buf.WriteString(key)
+			binary.Write(&buf, binary.LittleEndian, p.geometryWords(grp))
+			binary.Write(&buf, binary.LittleEndian, [2]uint64{b.parent, b.hash})
+			binary.Write(&buf, binary.LittleEndian, b.toks)
+			buf.Write(b.data)
+			binary.Write(&buf, binary.LittleEndian, crc32.Checksum(buf.Bytes(), crcTable))
+			if err := writeFile(d, path, buf.Bytes()); err != nil {
+				return n, err
+			}
+			n++
 		}
-		var buf bytes.Buffer
-		buf.WriteString(persistMagic)
-		binary.Write(&buf, binary.LittleEndian, uint32(len(key)))
-		buf.WriteString(key)
-		binary.Write(&buf, binary.LittleEndian, p.geometryWords())
-		binary.Write(&buf, binary.LittleEndian, [2]uint64{b.parent, b.hash})
-		binary.Write(&buf, binary.LittleEndian, b.toks)
-		buf.Write(b.data)
-		binary.Write(&buf, binary.LittleEndian, crc32.Checksum(buf.Bytes(), crcTable))
-		tmp, err := os.CreateTemp(d, ".tmp-*")
-		if err != nil {
-			return n, err
-		}
-		_, err = tmp.Write(buf.Bytes())
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp.Name(), path)
-		}
-		if err != nil {
-			os.Remove(tmp.Name())
-			return n, err
-		}
-		n++
 	}
 	return n, nil
+}
+
+// writeFile writes data to path through a temporary file in d.
+func writeFile(d, path string, data []byte) error {
+	tmp, err := os.CreateTemp(d, ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return err
 }
 
 // Load adds the blocks persisted under key in dir to the pool's index as
@@ -104,7 +124,7 @@ func (p *Pool) Load(dir, key string, warn func(path string, err error)) int {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.bound || p.cfg.CacheBudget < p.bb {
+	if !p.bound {
 		return 0
 	}
 	n := 0
@@ -112,7 +132,7 @@ func (p *Pool) Load(dir, key string, warn func(path string, err error)) int {
 		if !strings.HasSuffix(e.Name(), ".kvb") {
 			continue
 		}
-		if int64(p.lru.Len()+1)*p.bb > p.cfg.CacheBudget {
+		if p.cached+max(p.bb[global], p.bb[sliding]) > p.cfg.CacheBudget {
 			break
 		}
 		path := filepath.Join(d, e.Name())
@@ -122,6 +142,10 @@ func (p *Pool) Load(dir, key string, warn func(path string, err error)) int {
 		}
 		if err != nil {
 			warn(path, err)
+			p.rejected[path] = true // Save writes it anew if the block comes back
+			if errors.Is(err, errOldFormat) {
+				os.Remove(path) // named otherwise now: never rewritten
+			}
 			continue
 		}
 		n++
@@ -131,10 +155,8 @@ func (p *Pool) Load(dir, key string, warn func(path string, err error)) int {
 
 // loadLocked checks one persisted block and, when it is new, adds it.
 func (p *Pool) loadLocked(raw []byte, key string) error {
-	bt := p.cfg.BlockTokens
-	want := len(persistMagic) + 4 + len(key) + 6*4 + 2*8 + 4*bt + int(p.bb) + 4
-	if len(raw) != want {
-		return fmt.Errorf("%w: %d bytes, want %d", errStale, len(raw), want)
+	if len(raw) < 4 {
+		return fmt.Errorf("%w: %d bytes", errStale, len(raw))
 	}
 	body, sum := raw[:len(raw)-4], binary.LittleEndian.Uint32(raw[len(raw)-4:])
 	if crc32.Checksum(body, crcTable) != sum {
@@ -145,12 +167,23 @@ func (p *Pool) loadLocked(raw []byte, key string) error {
 	r.Read(magic)
 	var klen uint32
 	binary.Read(r, binary.LittleEndian, &klen)
+	if string(magic) != persistMagic && string(magic[:6]) == persistMagic[:6] && string(magic) < persistMagic {
+		return errOldFormat
+	}
+	if string(magic) != persistMagic || int(klen) != len(key) {
+		return fmt.Errorf("%w: magic or key differ", errStale)
+	}
 	k := make([]byte, klen)
 	r.Read(k)
-	var geo [6]uint32
+	var geo [8]uint32
 	binary.Read(r, binary.LittleEndian, &geo)
-	if string(magic) != persistMagic || string(k) != key || geo != p.geometryWords() {
-		return fmt.Errorf("%w: magic, key or geometry differ", errStale)
+	grp := int(geo[6])
+	if string(k) != key || grp >= groups || geo != p.geometryWords(grp) {
+		return fmt.Errorf("%w: key or geometry differ", errStale)
+	}
+	bt := p.cfg.BlockTokens
+	if want := 2*8 + 4*bt + int(p.bb[grp]); r.Len() != want {
+		return fmt.Errorf("%w: %d bytes of block, want %d", errStale, r.Len(), want)
 	}
 	var hashes [2]uint64
 	binary.Read(r, binary.LittleEndian, &hashes)
@@ -159,10 +192,10 @@ func (p *Pool) loadLocked(raw []byte, key string) error {
 	if chainHash(hashes[0], toks) != hashes[1] {
 		return fmt.Errorf("%w: its tokens do not hash to its name", errStale)
 	}
-	if _, dup := p.full[hashes[1]]; dup {
+	if _, dup := p.full[grp][hashes[1]]; dup || p.cfg.CacheBudget < p.bb[grp] {
 		return nil
 	}
-	id, err := p.allocLocked()
+	id, err := p.allocLocked(grp)
 	if err != nil {
 		return err
 	}

@@ -28,28 +28,44 @@ type PoolConfig struct {
 // sequences take as they grow and give back when they end, and the index
 // of the blocks kept for prefix reuse. Its methods are safe for concurrent
 // use; a block's memory is read without the lock by the caches holding it.
+//
+// A block belongs to one group (kvcache.go): the global layers' or the
+// sliding-window layers', which may differ in size. The budget counts
+// bytes, whatever the group.
 type Pool struct {
 	mu  sync.Mutex
 	cfg PoolConfig
 
-	bound  bool     // the layout below is fixed by the first cache
-	layout Geometry // Layers, KVHeads, HeadDim and which layers are paged
-	bb     int64    // bytes of one block
-
-	blocks []blockInfo
-	free   []int32 // unused blocks; the ones with memory at the end
-	held   int     // blocks with memory
-	used   int     // blocks some cache holds
-	rings  int64   // bytes of the live caches' rings
+	bound  bool            // the layout below is fixed by the first cache
+	layout layout          // what the first cache's blocks held
+	bb     [groups]int64   // bytes of one block of each group
+	blocks []blockInfo     //
+	free   [groups][]int32 // unused blocks; the ones with memory at the end
+	held   [groups]int     // blocks with memory
+	used   [groups]int     // blocks some cache holds
+	rings  int64           // bytes of the live caches' rings
 	lru    list.List
-	full   map[uint64]int32   // hash of a full block's chain → the block
-	kids   map[uint64][]int32 // parent hash → indexed blocks that follow it (full or partial)
+	cached int64                      // bytes of the blocks in lru
+	full   [groups]map[uint64]int32   // hash of a full block's chain → the block
+	kids   [groups]map[uint64][]int32 // parent hash → indexed blocks that follow it (full or partial)
 	stats  PoolStats
+	// rejected names the persisted files Load found corrupt or stale.
+	rejected map[string]bool
+}
+
+// layout is what a pool's blocks hold: the caches that share them must
+// agree on it.
+type layout struct {
+	typ                      Type
+	layers, kvHeads, headDim int
+	group                    []int // per layer: its group, -1 for a ring
+	window                   int   // the sliding group's widest window
 }
 
 // blockInfo is a block's memory and bookkeeping.
 type blockInfo struct {
 	data    []byte
+	group   int
 	ref     int
 	parent  uint64  // hash of the chain before it (indexed blocks)
 	hash    uint64  // hash of its chain (full indexed blocks)
@@ -60,8 +76,8 @@ type blockInfo struct {
 
 // PoolStats is a snapshot of a pool.
 type PoolStats struct {
-	BlockBytes  int64
-	InUseBytes  int64 // blocks held by sequences, and rings
+	BlockBytes  int64 // of one block of each group
+	InUseBytes  int64 // blocks held by sequences, each counted once, and rings
 	CacheBytes  int64 // blocks kept only for prefix reuse
 	Budget      int64
 	CacheBudget int64
@@ -76,53 +92,54 @@ func NewPool(cfg PoolConfig) *Pool {
 	if cfg.BlockTokens <= 0 {
 		cfg.BlockTokens = DefaultBlockTokens
 	}
-	return &Pool{cfg: cfg, full: map[uint64]int32{}, kids: map[uint64][]int32{}}
+	p := &Pool{cfg: cfg, rejected: map[string]bool{}}
+	for g := range groups {
+		p.full[g], p.kids[g] = map[uint64]int32{}, map[uint64][]int32{}
+	}
+	return p
 }
 
 // BlockTokens is the positions one block holds.
 func (p *Pool) BlockTokens() int { return p.cfg.BlockTokens }
 
-// bind fixes the pool's block layout from the first cache's geometry and
-// checks the others against it, then charges the cache's rings.
-func (p *Pool) bind(g *Geometry, rings int64) error {
+// bind fixes the pool's block layout from the first cache and checks the
+// others against it, then charges the cache's rings.
+func (p *Pool) bind(c *Cache) error {
+	g := &c.g
+	lay := layout{typ: g.Type, layers: g.Layers, kvHeads: g.KVHeads, headDim: g.HeadDim, window: c.window}
+	for l := range c.layers {
+		lay.group = append(lay.group, c.layers[l].group)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.bound {
-		p.layout = Geometry{Type: g.Type, Layers: g.Layers, KVHeads: g.KVHeads, HeadDim: g.HeadDim, Block: g.Block}
-		p.layout.Window = make([]int, g.Layers)
-		for l := range g.Layers {
-			if g.ring(l) {
-				p.layout.Window[l] = 1 // marks a ring: its layer has no room in the blocks
-			}
+		p.layout, p.bound = lay, true
+		for grp := range groups {
+			p.bb[grp] = 2 * int64(c.pages[grp]) * int64(c.bt) * int64(c.row)
 		}
-		p.layout.Context, p.layout.Chunk = 1<<30, 0
-		p.bb = g.BlockBytes()
-		p.bound = true
-	} else {
-		if g.Layers != p.layout.Layers || g.KVHeads != p.layout.KVHeads || g.HeadDim != p.layout.HeadDim || g.BlockBytes() != p.bb {
-			return fmt.Errorf("kvcache: a cache of geometry %+v does not fit this pool's blocks", *g)
-		}
-		for l := range g.Layers {
-			if g.ring(l) != (p.layout.Window[l] != 0) {
-				return fmt.Errorf("kvcache: layer %d is a ring in one cache of this pool and paged in another", l)
-			}
+	} else if lay.typ != p.layout.typ || lay.layers != p.layout.layers || lay.kvHeads != p.layout.kvHeads ||
+		lay.headDim != p.layout.headDim || lay.window != p.layout.window || !slices.Equal(lay.group, p.layout.group) {
+		return fmt.Errorf("kvcache: a cache of geometry %+v does not fit this pool's blocks", *g)
+	}
+	if c.rings == 0 {
+		return nil
+	}
+	if p.cfg.Budget > 0 && p.usedBytesLocked()+c.rings > p.cfg.Budget {
+		p.evictLocked(p.usedBytesLocked() + c.rings - p.cfg.Budget)
+		if p.usedBytesLocked()+c.rings > p.cfg.Budget {
+			return fmt.Errorf("%w: no room for a sequence's rings of %d bytes", ErrPoolFull, c.rings)
 		}
 	}
-	if p.cfg.Budget > 0 && p.usedBytesLocked()+rings > p.cfg.Budget && rings > 0 {
-		p.evictLocked(int((p.usedBytesLocked() + rings - p.cfg.Budget + p.bb - 1) / max(p.bb, 1)))
-		if p.usedBytesLocked()+rings > p.cfg.Budget {
-			return fmt.Errorf("%w: no room for a sequence's rings of %d bytes", ErrPoolFull, rings)
-		}
-	}
-	p.rings += rings
+	p.rings += c.rings
 	return nil
 }
 
-// BlockBytes is the memory of one block (0 before a cache has used the pool).
+// BlockBytes is the memory of one block of each group (0 before a cache
+// has used the pool).
 func (p *Pool) BlockBytes() int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.bb
+	return p.bb[global] + p.bb[sliding]
 }
 
 // Stats returns a snapshot of the pool's counters.
@@ -130,53 +147,66 @@ func (p *Pool) Stats() PoolStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.stats
-	s.BlockBytes, s.Budget, s.CacheBudget = p.bb, p.cfg.Budget, p.cfg.CacheBudget
-	s.InUseBytes = int64(p.used)*p.bb + p.rings
-	s.CacheBytes = int64(p.lru.Len()) * p.bb
+	s.BlockBytes, s.Budget, s.CacheBudget = p.bb[global]+p.bb[sliding], p.cfg.Budget, p.cfg.CacheBudget
+	s.InUseBytes = p.inUseLocked()
+	s.CacheBytes = p.cached
 	return s
+}
+
+// InUse is the memory the pool's caches hold, a block shared by several
+// counted once: what admission adds its promises to.
+func (p *Pool) InUse() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inUseLocked()
+}
+
+func (p *Pool) inUseLocked() int64 {
+	return int64(p.used[global])*p.bb[global] + int64(p.used[sliding])*p.bb[sliding] + p.rings
 }
 
 // usedBytesLocked is what counts against the budget: held and cached
 // blocks, and rings.
-func (p *Pool) usedBytesLocked() int64 {
-	return int64(p.used+p.lru.Len())*p.bb + p.rings
-}
+func (p *Pool) usedBytesLocked() int64 { return p.inUseLocked() + p.cached }
 
-// allocLocked takes a block for a cache: a free one, a new one within the
-// budget, else the least recently used cached one.
-func (p *Pool) allocLocked() (int32, error) {
-	if p.cfg.Budget > 0 && p.usedBytesLocked()+p.bb > p.cfg.Budget {
-		if !p.evictLocked(1) {
+// allocLocked takes a block of group grp for a cache: a free one, a new
+// one within the budget, else room made by evicting the least recently
+// used cached ones.
+func (p *Pool) allocLocked(grp int) (int32, error) {
+	bb := p.bb[grp]
+	if over := p.usedBytesLocked() + bb - p.cfg.Budget; p.cfg.Budget > 0 && over > 0 {
+		if !p.evictLocked(over) {
 			return 0, ErrPoolFull
 		}
 	}
 	var id int32
-	if n := len(p.free); n > 0 {
-		id = p.free[n-1]
-		p.free = p.free[:n-1]
+	if n := len(p.free[grp]); n > 0 {
+		id = p.free[grp][n-1]
+		p.free[grp] = p.free[grp][:n-1]
 	} else {
 		id = int32(len(p.blocks))
-		p.blocks = append(p.blocks, blockInfo{})
+		p.blocks = append(p.blocks, blockInfo{group: grp})
 	}
 	b := &p.blocks[id]
 	if b.data == nil {
-		b.data = make([]byte, p.bb)
-		p.held++
+		b.data = make([]byte, bb)
+		p.held[grp]++
 	}
 	b.ref = 1
-	p.used++
+	p.used[grp]++
 	return id, nil
 }
 
-// evictLocked frees up to n cached blocks, least recently used first, and
-// reports whether it freed n.
-func (p *Pool) evictLocked(n int) bool {
-	for ; n > 0; n-- {
+// evictLocked frees cached blocks, least recently used first, until bytes
+// are freed, and reports whether they were.
+func (p *Pool) evictLocked(bytes int64) bool {
+	for bytes > 0 {
 		e := p.lru.Front()
 		if e == nil {
 			return false
 		}
 		id := e.Value.(int32)
+		bytes -= p.bb[p.blocks[id].group]
 		p.forgetLocked(id)
 		p.freeLocked(id)
 		p.stats.Evictions++
@@ -189,35 +219,39 @@ func (p *Pool) forgetLocked(id int32) {
 	b := &p.blocks[id]
 	if b.elem != nil {
 		p.lru.Remove(b.elem)
+		p.cached -= p.bb[b.group]
 		b.elem = nil
 	}
 	if !b.indexed {
 		return
 	}
-	if len(b.toks) == p.cfg.BlockTokens && p.full[b.hash] == id {
-		delete(p.full, b.hash)
+	full, kids := p.full[b.group], p.kids[b.group]
+	if len(b.toks) == p.cfg.BlockTokens && full[b.hash] == id {
+		delete(full, b.hash)
 	}
-	kids := slices.DeleteFunc(p.kids[b.parent], func(k int32) bool { return k == id })
-	if len(kids) == 0 {
-		delete(p.kids, b.parent)
+	siblings := slices.DeleteFunc(kids[b.parent], func(k int32) bool { return k == id })
+	if len(siblings) == 0 {
+		delete(kids, b.parent)
 	} else {
-		p.kids[b.parent] = kids
+		kids[b.parent] = siblings
 	}
 	b.indexed, b.toks = false, nil
 }
 
 // freeLocked puts an unreferenced, unindexed block on the free list,
 // dropping its memory when the pool holds more than its budget allows (rings
-// may have taken the room since).
+// or the other group may have taken the room since).
 func (p *Pool) freeLocked(id int32) {
 	b := &p.blocks[id]
-	if p.cfg.Budget > 0 && int64(p.held)*p.bb+p.rings > p.cfg.Budget {
+	grp := b.group
+	heldBytes := int64(p.held[global])*p.bb[global] + int64(p.held[sliding])*p.bb[sliding] + p.rings
+	if p.cfg.Budget > 0 && heldBytes > p.cfg.Budget {
 		b.data = nil
-		p.held--
-		p.free = slices.Insert(p.free, 0, id) // memoryless blocks are taken last
+		p.held[grp]--
+		p.free[grp] = slices.Insert(p.free[grp], 0, id) // memoryless blocks are taken last
 		return
 	}
-	p.free = append(p.free, id)
+	p.free[grp] = append(p.free[grp], id)
 }
 
 // unrefLocked drops a cache's hold on a block: the block is cached when it
@@ -228,51 +262,72 @@ func (p *Pool) unrefLocked(id int32) {
 	if b.ref > 0 {
 		return
 	}
-	p.used--
-	if !b.indexed || p.cfg.CacheBudget < p.bb {
+	bb := p.bb[b.group]
+	p.used[b.group]--
+	if !b.indexed || p.cfg.CacheBudget < bb {
 		p.forgetLocked(id)
 		p.freeLocked(id)
 		return
 	}
 	b.elem = p.lru.PushBack(id)
-	for int64(p.lru.Len())*p.bb > p.cfg.CacheBudget {
-		p.evictLocked(1)
+	p.cached += bb
+	if over := p.cached - p.cfg.CacheBudget; over > 0 {
+		p.evictLocked(over)
 	}
 }
 
 // Prepare makes positions [from, from+n) writable: it takes the blocks
 // they need and copies a block another cache shares, or one the index
-// serves, before it is written (copy-on-write). On ErrPoolFull the cache
-// keeps what it had.
+// serves, before it is written (copy-on-write). The sliding group first
+// gives up the blocks the step's first position no longer sees. On
+// ErrPoolFull the cache keeps what it had (less those).
 func (c *Cache) Prepare(from, n int) error {
-	if c.g.paged() == 0 || n <= 0 {
+	if c.pages[global]+c.pages[sliding] == 0 || n <= 0 {
 		return nil
 	}
 	p := c.pool
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if c.pages[sliding] > 0 {
+		t := &c.tabs[sliding]
+		for b := 0; b < len(t.ids) && (b+1)*c.bt <= from-c.window+1; b++ {
+			if t.ids[b] >= 0 {
+				p.unrefLocked(t.ids[b])
+				t.ids[b], t.data[b] = -1, nil
+			}
+		}
+	}
 	first, last := from/c.bt, (from+n-1)/c.bt
-	for b := first; b <= last && b < len(c.ids); b++ {
-		info := &p.blocks[c.ids[b]]
-		if info.ref == 1 && !info.indexed {
+	for grp := range groups {
+		if c.pages[grp] == 0 {
 			continue
 		}
-		id, err := p.allocLocked()
-		if err != nil {
-			return err
+		t := &c.tabs[grp]
+		for b := first; b <= last && b < len(t.ids); b++ {
+			if t.ids[b] < 0 {
+				continue // a sliding block given up: nothing writes it again
+			}
+			info := &p.blocks[t.ids[b]]
+			if info.ref == 1 && !info.indexed {
+				continue
+			}
+			id, err := p.allocLocked(grp)
+			if err != nil {
+				return err
+			}
+			copy(p.blocks[id].data, t.data[b])
+			p.unrefLocked(t.ids[b])
+			t.ids[b], t.data[b] = id, p.blocks[id].data
+			c.hashes = c.hashes[:min(len(c.hashes), b)]
 		}
-		copy(p.blocks[id].data, c.data[b])
-		p.unrefLocked(c.ids[b])
-		c.ids[b], c.data[b] = id, p.blocks[id].data
-		c.hashes = c.hashes[:min(len(c.hashes), b)]
-	}
-	for len(c.ids) <= last {
-		id, err := p.allocLocked()
-		if err != nil {
-			return err
+		for len(t.ids) <= last {
+			id, err := p.allocLocked(grp)
+			if err != nil {
+				return err
+			}
+			t.ids = append(t.ids, id)
+			t.data = append(t.data, p.blocks[id].data)
 		}
-		c.ids = append(c.ids, id)
-		c.data = append(c.data, p.blocks[id].data)
 	}
 	return nil
 }
@@ -287,20 +342,26 @@ func (c *Cache) Release(toks []int32, keep bool) {
 	}
 	c.closed = true
 	p := c.pool
+	keep = keep && c.Reusable()
 	if keep {
 		c.Seal(toks)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if keep {
-		full := len(c.hashes)
-		if n := len(toks) - full*c.bt; full < len(c.ids) && n > 0 && n < c.bt {
-			p.indexLocked(c.ids[full], c.parent(full), 0, toks[full*c.bt:])
+	full := len(c.hashes)
+	partial := keep && len(toks) > full*c.bt && len(toks) < (full+1)*c.bt
+	for grp := range groups {
+		t := &c.tabs[grp]
+		if partial && full < len(t.ids) && t.ids[full] >= 0 {
+			p.indexLocked(t.ids[full], c.parent(full), 0, toks[full*c.bt:])
 		}
-	}
-	for _, id := range c.ids {
-		p.unrefLocked(id)
+		for _, id := range t.ids {
+			if id >= 0 {
+				p.unrefLocked(id)
+			}
+		}
+		t.ids, t.data = nil, nil
 	}
 	p.rings -= c.rings
-	c.ids, c.data, c.hashes = nil, nil, nil
+	c.hashes = nil
 }

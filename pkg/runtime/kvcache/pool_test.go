@@ -1,8 +1,11 @@
 package kvcache
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,7 +63,7 @@ func TestReuseSharesAndCopies(t *testing.T) {
 		t.Fatalf("reused %d positions, want 37 (2 blocks + 5 copied)", n)
 	}
 	for pos := range 37 {
-		d := b.data[pos/16]
+		d := b.tabs[global].data[pos/16]
 		ko, _ := b.offsets(1, pos%16)
 		if got := halfAt(d, ko); got != float32(pos) {
 			t.Fatalf("position %d holds %g", pos, got)
@@ -74,7 +77,7 @@ func TestReuseSharesAndCopies(t *testing.T) {
 	if st.Hits != 1 || st.Misses != 1 || st.HitTokens != 37 {
 		t.Errorf("stats %+v", st)
 	}
-	if b.ids[0] != func() int32 { id, _ := p.full[chainHash(rootHash, toks[:16])]; return id }() {
+	if b.tabs[global].ids[0] != func() int32 { id, _ := p.full[global][chainHash(rootHash, toks[:16])]; return id }() {
 		t.Error("the first block was not shared")
 	}
 }
@@ -97,7 +100,7 @@ func TestCopyOnWrite(t *testing.T) {
 	if n := b.Reuse(toks, 32); n != 32 {
 		t.Fatalf("reused %d", n)
 	}
-	if b.ids[1] != a.ids[1] {
+	if b.tabs[global].ids[1] != a.tabs[global].ids[1] {
 		t.Fatal("blocks not shared")
 	}
 	k := make([]float32, 32)
@@ -107,18 +110,18 @@ func TestCopyOnWrite(t *testing.T) {
 	}
 	b.Store(0, 20, k, k)
 	b.Store(1, 20, k, k)
-	if b.ids[1] == a.ids[1] || b.ids[0] != a.ids[0] {
-		t.Errorf("block 1 not copied before the write (a %v, b %v)", a.ids, b.ids)
+	if b.tabs[global].ids[1] == a.tabs[global].ids[1] || b.tabs[global].ids[0] != a.tabs[global].ids[0] {
+		t.Errorf("block 1 not copied before the write (a %v, b %v)", a.tabs[global].ids, b.tabs[global].ids)
 	}
 	ko, _ := a.offsets(0, 4)
-	if got := halfAt(a.data[1], ko); got != 20 {
+	if got := halfAt(a.tabs[global].data[1], ko); got != 20 {
 		t.Errorf("the other cache sees %g at position 20, want its own 20", got)
 	}
-	if got := halfAt(b.data[1], ko); got != -1 {
+	if got := halfAt(b.tabs[global].data[1], ko); got != -1 {
 		t.Errorf("the writer sees %g at position 20, want -1", got)
 	}
 	ko, _ = a.offsets(0, 3)
-	if got := halfAt(b.data[1], ko); got != 19 {
+	if got := halfAt(b.tabs[global].data[1], ko); got != 19 {
 		t.Errorf("the copy holds %g at position 19, want 19", got)
 	}
 }
@@ -238,7 +241,7 @@ func TestPersist(t *testing.T) {
 	}
 	for pos := range 32 {
 		ko, _ := r.offsets(0, pos%16)
-		if got := halfAt(r.data[pos/16], ko); got != float32(pos) {
+		if got := halfAt(r.tabs[global].data[pos/16], ko); got != float32(pos) {
 			t.Fatalf("restored position %d holds %g", pos, got)
 		}
 	}
@@ -253,8 +256,34 @@ func TestPersist(t *testing.T) {
 		t.Fatal(err)
 	}
 	warnings = nil
-	if n := newPool().Load(dir, "model-a f16", warn); n != 1 || len(warnings) != 1 {
+	fixed := newPool()
+	if n := fixed.Load(dir, "model-a f16", warn); n != 1 || len(warnings) != 1 {
 		t.Errorf("with a corrupt file: loaded %d, warnings %v", n, warnings)
+	}
+	// Once its block is cached again, Save replaces the rejected file.
+	c, _ = NewIn(fixed, g)
+	fill(t, c, 0, 40)
+	c.Release(toks, true)
+	if n, err := fixed.Save(dir, "model-a f16"); n != 1 || err != nil {
+		t.Errorf("saved %d blocks over one rejected file: %v", n, err)
+	}
+	warnings = nil
+	if n := newPool().Load(dir, "model-a f16", warn); n != 2 || len(warnings) != 0 {
+		t.Errorf("after the rewrite: loaded %d, warnings %v", n, warnings)
+	}
+	// A block of the previous format (named by its hash alone): reported
+	// and removed.
+	old := filepath.Join(persistDir(dir, "model-a f16"), "0123456789abcdef.kvb")
+	body := append([]byte("CLMKVB01"), make([]byte, 40)...)
+	if err := os.WriteFile(old, binary.LittleEndian.AppendUint32(body, crc32.Checksum(body, crcTable)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	warnings = nil
+	if n := newPool().Load(dir, "model-a f16", warn); n != 2 || len(warnings) != 1 || !errors.Is(warnings[0], errOldFormat) {
+		t.Errorf("with a block of the previous format: loaded %d, warnings %v", n, warnings)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the previous format's file is still there: %v", err)
 	}
 	// Another geometry (block size) under the same key: ignored.
 	other := NewPool(PoolConfig{Type: F16, BlockTokens: 32, CacheBudget: 1 << 20})
@@ -273,4 +302,104 @@ func filepathGlob(t *testing.T, dir string) ([]string, error) {
 		t.Fatalf("no persisted files in %s: %v", dir, err)
 	}
 	return files, err
+}
+
+// TestSlidingBlocks: a pooled cache keeps its sliding-window layer in
+// blocks of its own and gives up those its window has passed, so the layer
+// holds at most a window and a step; attention sees exactly the window. A
+// later request reuses a prefix longer than the window, taking only the
+// sliding blocks in view of its end; when one of those is gone, the prefix
+// shrinks to what can be served, never to wrong KV.
+func TestSlidingBlocks(t *testing.T) {
+	g := Geometry{Type: F16, Layers: 2, KVHeads: 1, HeadDim: 32, Context: 256, Window: []int{24, 0}, Chunk: 8}
+	p := NewPool(PoolConfig{Type: F16, BlockTokens: 16, CacheBudget: 1 << 20})
+	a, err := NewIn(p, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g = a.Geometry()          // blocks of 16
+	most := g.slidingBlocks() // (24+8-2)/16 + 2 = 3
+	toks := tokens(120, 1)
+	var s Scratch
+	for from := 0; from < 120; from += 8 {
+		if err := a.Prepare(from, 8); err != nil {
+			t.Fatal(err)
+		}
+		storeMeanPositions(a, 0, from, from+8)
+		storeMeanPositions(a, 1, from, from+8)
+		for pos := from; pos < from+8; pos++ {
+			lo := max(0, pos-23)
+			if got, want := attendMean(a, 0, pos, &s), float32(lo+pos)/2; math.Abs(float64(got-want)) > 1e-3*float64(pos+1) {
+				t.Fatalf("window layer, position %d: mean %g, want %g", pos, got, want)
+			}
+		}
+		a.Seal(toks[:from+8]) // as the scheduler does after each step
+		live := 0
+		for _, id := range a.tabs[sliding].ids {
+			if id >= 0 {
+				live++
+			}
+		}
+		if live > most {
+			t.Fatalf("after positions up to %d the sliding layer holds %d blocks, at most %d expected", from+8, live, most)
+		}
+		if a.Allocated() > g.BytesFor(from+8) {
+			t.Fatalf("%d bytes held for %d positions, BytesFor says %d", a.Allocated(), from+8, g.BytesFor(from+8))
+		}
+	}
+	a.Release(toks, true)
+
+	b, _ := NewIn(p, g)
+	if n := b.Reuse(toks[:101], 100); n != 100 {
+		t.Fatalf("reused %d positions, want 100 (6 blocks + 4 copied)", n)
+	}
+	// Positions 100-23 = 77 on are in view: sliding blocks 4 and 5 and the copy.
+	for blk, id := range b.tabs[sliding].ids {
+		if (id >= 0) != (blk >= 4) {
+			t.Errorf("sliding block %d: id %d", blk, id)
+		}
+	}
+	_, vo := b.offsets(0, 99%16)
+	if got := halfAt(b.tabs[sliding].data[6], vo); got != 99 {
+		t.Errorf("the copied sliding block holds %g at position 99", got)
+	}
+	b.Release(nil, false)
+
+	// Lose the sliding layer's block 5 (positions 80..95): a prefix of 100
+	// needs it, and so does one of 96; 80 needs blocks 3 and 4 only.
+	p.mu.Lock()
+	id := p.full[sliding][chainHashes(toks, 16)[5]]
+	p.forgetLocked(id)
+	p.freeLocked(id)
+	p.mu.Unlock()
+	c, _ := NewIn(p, g)
+	if n := c.Reuse(toks[:101], 100); n != 80 {
+		t.Errorf("without a sliding block in view, reused %d positions, want 80", n)
+	}
+	c.Release(nil, false)
+
+	// Both groups' blocks persist; a restarted pool serves the same.
+	dir := t.TempDir()
+	if _, err := p.Save(dir, "k"); err != nil {
+		t.Fatal(err)
+	}
+	q := NewPool(PoolConfig{Type: F16, BlockTokens: 16, CacheBudget: 1 << 20})
+	d, _ := NewIn(q, g)
+	if n := q.Load(dir, "k", func(path string, err error) { t.Errorf("%s: %v", path, err) }); n != 7+6 {
+		t.Errorf("loaded %d blocks, want 7 global and 6 sliding", n)
+	}
+	if n := d.Reuse(toks[:101], 100); n != 80 {
+		t.Errorf("after a restart: reused %d positions, want 80", n)
+	}
+}
+
+// chainHashes names the full blocks of toks.
+func chainHashes(toks []int32, bt int) []uint64 {
+	var hs []uint64
+	parent := rootHash
+	for k := 0; (k+1)*bt <= len(toks); k++ {
+		parent = chainHash(parent, toks[k*bt:(k+1)*bt])
+		hs = append(hs, parent)
+	}
+	return hs
 }

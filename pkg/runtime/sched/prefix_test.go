@@ -7,8 +7,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/corelm/corelm/internal/leakcheck"
@@ -334,28 +336,91 @@ func drainOutput(t *testing.T, h *Handle) output {
 	}
 }
 
-// TestRingsInThePool: a model with sliding-window layers keeps their rings
-// per sequence, charged to the pool, and pages the others; it takes no part
-// in prefix reuse, and preempted sequences still resume without a change.
-func TestRingsInThePool(t *testing.T) {
-	leakcheck.Check(t)
+// loadGemma2 binds the synthetic tiny model as Gemma-2 with a window of
+// 32 positions on every other layer, served at 512: its sliding layers
+// slide after half a block.
+func loadGemma2(t *testing.T) model.Model {
 	sh := synth.Presets["tiny-llama"]
 	sh.Arch, sh.SlidingWin, sh.Context = "gemma2", 32, 512
-	m := loadShape(t, sh)
-	const ctx = 512
-	probe := New(m, Config{Context: ctx, StepTokens: 16})
-	if probe.geo.RingBytes() == 0 {
-		t.Fatal("no rings: the window does not slide")
+	return loadShape(t, sh)
+}
+
+// TestSlidingWindowReuse: Gemma-2's sliding-window layers keep blocks of
+// their own, given up once out of the window, so their memory stops at a
+// window and a step; a request reuses a cached prefix (longer than the
+// window, ending mid-block, or inside the first block) with greedy tokens
+// and logprobs identical to an uncached run, in f16 and q8_0.
+func TestSlidingWindowReuse(t *testing.T) {
+	leakcheck.Check(t)
+	m := loadGemma2(t)
+	const ctx, step = 512, 16
+	probe := New(m, Config{Context: ctx, StepTokens: step})
+	g := probe.geo
+	shutdown(t, probe)
+	// 256 positions: 4 blocks of the global layers, of the sliding ones
+	// only the 2 a window of 32 and a step of 16 can span (both groups
+	// have 2 layers: their blocks are the same size).
+	block := g.BytesFor(64) / 2
+	if got := g.BytesFor(256); got != (4+2)*block {
+		t.Fatalf("BytesFor(256) = %d with blocks of %d: the sliding layers do not stop at the window", got, block)
 	}
-	// Two sequences start (rings and 2 blocks each), each grows to 5 blocks.
-	pool := probe.bytesFor(270) + probe.bytesFor(64)
+	tests := []struct {
+		name   string
+		kv     kvcache.Type
+		prefix int
+	}{
+		{"f16 200", kvcache.F16, 200}, // 3 blocks and 8 positions, past the window
+		{"f16 128", kvcache.F16, 128}, // on a block boundary
+		{"f16 20", kvcache.F16, 20},   // inside the first block and the window
+		{"q8_0 200", kvcache.Q8_0, 200},
+		{"q8_0 77", kvcache.Q8_0, 77},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vocab := m.Config().Vocab
+			req := func(variant int) Request {
+				return Request{Prompt: sharedPrompt(tt.prefix, 20, variant, vocab), MaxTokens: 40, Logprobs: true, TopLogprobs: 3}
+			}
+			cfg := Config{MaxSeqs: 2, KVType: tt.kv, Context: ctx, StepTokens: step}
+			plain := New(m, cfg)
+			want := run(t, plain, req(2))
+			shutdown(t, plain)
+			cfg.CacheBudget = 1 << 30
+			s := New(m, cfg)
+			defer shutdown(t, s)
+			run(t, s, req(1))
+			got := run(t, s, req(2))
+			if c := got.final.Usage.CachedTokens; c != tt.prefix {
+				t.Errorf("cached tokens %d, want the shared prefix %d", c, tt.prefix)
+			}
+			if !got.equal(want) {
+				t.Errorf("with the cache:\n%v %v\nwithout:\n%v %v", got.toks, got.lps, want.toks, want.lps)
+			}
+			again := run(t, s, req(2))
+			if c, n := again.final.Usage.CachedTokens, len(req(2).Prompt)-1; c != n || !again.equal(want) {
+				t.Errorf("a repeated prompt: %d cached tokens (want %d), tokens %v, want %v", c, n, again.toks, want.toks)
+			}
+		})
+	}
+}
+
+// TestSlidingWindowPreempts: Gemma-2 sequences that outgrow a small pool
+// are preempted and resume, from the cache as far as it holds them, with
+// the output each has alone; nothing is held at the end.
+func TestSlidingWindowPreempts(t *testing.T) {
+	leakcheck.Check(t)
+	m := loadGemma2(t)
+	const ctx, step = 512, 16
+	probe := New(m, Config{Context: ctx, StepTokens: step})
+	// Two sequences grow to 5 blocks; the third does not fit beside them.
+	pool := 2 * probe.bytesFor(270)
 	shutdown(t, probe)
 	reqs := make([]Request, 3)
 	for i := range reqs {
 		reqs[i] = Request{Prompt: sharedPrompt(60, 10, i, m.Config().Vocab), MaxTokens: 200}
 	}
-	want := runAlone(t, m, Config{Context: ctx, StepTokens: 16}, reqs)
-	s := New(m, Config{MaxSeqs: 3, Context: ctx, StepTokens: 16, KVBudget: pool, CacheBudget: pool})
+	want := runAlone(t, m, Config{Context: ctx, StepTokens: step}, reqs)
+	s := New(m, Config{MaxSeqs: 3, Context: ctx, StepTokens: step, KVBudget: pool, CacheBudget: pool})
 	defer shutdown(t, s)
 	hs := submitAll(t, s, reqs...)
 	for i, h := range hs {
@@ -363,14 +428,37 @@ func TestRingsInThePool(t *testing.T) {
 		if !slices.Equal(got.toks, want[i].toks) {
 			t.Errorf("request %d: %v, alone %v", i, got.toks, want[i].toks)
 		}
-		if got.final.Usage.CachedTokens != 0 {
-			t.Errorf("request %d: %d cached tokens with rings", i, got.final.Usage.CachedTokens)
-		}
 	}
 	st := s.Stats()
 	t.Logf("%+v", st)
-	if st.Preempted == 0 || st.KVBytesInUse != 0 {
-		t.Errorf("stats %+v: want preemptions, nothing held at the end", st)
+	if st.Preempted == 0 || st.KVBytesInUse != 0 || st.CacheHits == 0 {
+		t.Errorf("stats %+v: want preemptions, hits, nothing held at the end", st)
+	}
+}
+
+// TestStartAllocatesNoKV: starting a scheduler for Gemma-2 allocates no KV
+// memory (it used to allocate a sequence's rings twice, to learn the
+// geometry and to load the cache: ~0.7 GB of zero pages for 9B); KV memory
+// comes block by block as sequences grow.
+func TestStartAllocatesNoKV(t *testing.T) {
+	leakcheck.Check(t)
+	sh := synth.Presets["tiny-llama"]
+	sh.Arch, sh.SlidingWin = "gemma2", 2048
+	m := loadShape(t, sh)
+	cfg := Config{Context: 4096, CacheBudget: 1 << 30, CacheDir: t.TempDir(), CacheKey: "k"}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	s := New(m, cfg)
+	runtime.ReadMemStats(&after)
+	defer shutdown(t, s)
+	ring := s.geo.RingBytes() // what one sequence's rings would take
+	if ring < 1<<20 {
+		t.Fatalf("rings of %d bytes: the window does not slide", ring)
+	}
+	grew := int64(after.TotalAlloc - before.TotalAlloc)
+	t.Logf("start allocated %d bytes; a sequence's rings would be %d", grew, ring)
+	if grew > ring/4 {
+		t.Errorf("starting the scheduler allocated %d bytes (a sequence's rings: %d)", grew, ring)
 	}
 }
 
@@ -460,4 +548,81 @@ func TestEightShapedAdmitsEight(t *testing.T) {
 		h.Cancel()
 	}
 	release(t, m, s, hs...)
+}
+
+// TestSharedBlocksAdmittedOnce: admission counts a block several running
+// sequences share once. Four requests sharing a 192-token prefix, each
+// needing 4 blocks, are all admitted to a pool of 8 blocks while the
+// first holds the prefix (3 shared blocks + 4 own), where counting per
+// sequence (16) would refuse the third; as they grow past the pool, the
+// youngest are preempted, the pool's blocks and cache never pass the
+// budget, and every output is the one it has alone.
+func TestSharedBlocksAdmittedOnce(t *testing.T) {
+	leakcheck.Check(t)
+	m := loadSynth(t)
+	const ctx = 512
+	probe := New(m, Config{Context: ctx})
+	budget := 8 * probe.bytesFor(64)
+	shutdown(t, probe)
+	reqs := make([]Request, 4)
+	for i := range reqs {
+		reqs[i] = Request{Prompt: sharedPrompt(192, 8, i, m.Config().Vocab), MaxTokens: 100}
+	}
+	want := runAlone(t, m, Config{Context: ctx}, reqs)
+	var s *Scheduler
+	var most atomic.Int64
+	cfg := Config{MaxSeqs: 4, MaxQueue: -1, Context: ctx, KVBudget: budget, CacheBudget: budget,
+		Buffer: 4, // the first request, unread, pauses after a few tokens, holding its blocks
+		Hooks: Hooks{Step: func(*StepInfo) {
+			st := s.pool.Stats()
+			if used := st.InUseBytes + st.CacheBytes; used > most.Load() {
+				most.Store(used)
+			}
+		}}}
+	s = New(m, cfg)
+	defer shutdown(t, s)
+	if per := 4 * s.bytesFor(len(reqs[0].Prompt)+1); per <= budget {
+		t.Fatalf("counted per sequence, %d bytes fit the budget of %d: the test proves nothing", per, budget)
+	}
+	first := submitAll(t, s, reqs[0])[0]
+	// Its second token comes from a step after the prefill: the prompt's
+	// full blocks are sealed by then.
+	var head []int32
+	for len(head) < 2 {
+		ev, err := first.Recv(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Kind == EventToken {
+			head = append(head, ev.Token)
+		}
+	}
+	hs := []*Handle{first}
+	for i, r := range reqs[1:] {
+		h, err := s.Submit(t.Context(), r)
+		if err != nil {
+			t.Fatalf("request %d sharing the prefix refused: %v", i+1, err)
+		}
+		hs = append(hs, h)
+	}
+	if st := s.Stats(); st.Active != 4 || st.KVBytesInUse > budget {
+		t.Errorf("stats %+v: want 4 active within %d bytes", st, budget)
+	}
+	got := make([]output, len(hs))
+	var wg sync.WaitGroup
+	for i, h := range hs {
+		wg.Go(func() { got[i] = drainOutput(t, h) }) // all at once: an unread sequence pauses
+	}
+	wg.Wait()
+	got[0].toks = append(head, got[0].toks...)
+	for i := range reqs {
+		if !slices.Equal(got[i].toks, want[i].toks) {
+			t.Errorf("request %d: %v, alone %v", i, got[i].toks, want[i].toks)
+		}
+	}
+	st := s.Stats()
+	t.Logf("preempted %d, hits %d, cached tokens %d, most pool bytes %d of %d", st.Preempted, st.CacheHits, st.CachedTokens, most.Load(), budget)
+	if most.Load() > budget || st.Preempted == 0 || st.KVBytesInUse != 0 {
+		t.Errorf("pool held up to %d bytes of %d, %d preemptions (want some), %d bytes in use at the end", most.Load(), budget, st.Preempted, st.KVBytesInUse)
+	}
 }

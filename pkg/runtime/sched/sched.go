@@ -113,7 +113,7 @@ type StepInfo struct {
 type Stats struct {
 	Active, Queued int
 	MaxSeqs        int
-	KVBytesInUse   int64
+	KVBytesInUse   int64 // the pool's blocks held (a shared one once) and what admitted sequences may still take
 	KVBudget       int64
 	Steps          uint64
 	Completed      uint64 // requests finished (any reason)
@@ -143,7 +143,11 @@ type Scheduler struct {
 	mu     sync.Mutex
 	queue  []*seq // submitted, not yet started by the loop (FIFO)
 	active int    // sequences holding a slot, started or reserved
-	kvUsed int64  // KV bytes of the sequences holding a slot
+	// promised is the KV memory the sequences holding a slot may still
+	// take from the pool to reach their prompt and one more token; what
+	// they hold already is the pool's (kvcache.Pool.InUse), where a block
+	// shared by several counts once.
+	promised int64
 	// reserved counts queue entries that took a slot at Submit and wait for
 	// the loop to start them; the others wait for a slot.
 	reserved int
@@ -162,9 +166,10 @@ type seq struct {
 	events chan Event
 	info   RequestInfo
 
-	kvBytes int64
-	length  int  // positions it may reach: prompt + max_tokens, at most the context
-	slot    bool // holds a slot (set under s.mu)
+	kvBytes int64 // its share of promised
+	want    int64 // KV memory of its feed and one more token, shared blocks counted whole
+	length  int   // positions it may reach: prompt + max_tokens, at most the context
+	slot    bool  // holds a slot (set under s.mu)
 	tok     [1]int32
 	state   *model.State
 	feed    []int32 // what it prefills: the prompt, or prompt + generated but the last after a preemption
@@ -297,13 +302,13 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Handle, error) {
 	if err := req.validate(s.vocab); err != nil {
 		return nil, err
 	}
-	length, first := s.cfg.Context, len(req.Prompt)+1 // positions it may reach; held at admission
+	length := s.cfg.Context // positions it may reach
 	switch {
 	case req.embeds():
 		if len(req.Prompt) > s.cfg.Context {
 			return nil, fmt.Errorf("%w: %d input tokens, more than the context of %d", ErrPromptTooLong, len(req.Prompt), s.cfg.Context)
 		}
-		length, first = len(req.Prompt), len(req.Prompt)
+		length = len(req.Prompt)
 	case len(req.Prompt) >= s.cfg.Context:
 		return nil, fmt.Errorf("%w: %d prompt tokens leave no room to generate in a context of %d", ErrPromptTooLong, len(req.Prompt), s.cfg.Context)
 	case req.MaxTokens > 0 && len(req.Prompt)+req.MaxTokens < length:
@@ -321,11 +326,11 @@ func (s *Scheduler) Submit(ctx context.Context, req Request) (*Handle, error) {
 		s:         s,
 		req:       req,
 		events:    make(chan Event, s.cfg.Buffer),
-		kvBytes:   s.bytesFor(first),
 		length:    length,
 		feed:      req.Prompt,
 		submitted: time.Now(),
 	}
+	s.promise(q)
 	if len(req.StopStrings) > 0 {
 		q.stop.stops = req.StopStrings
 	}
@@ -403,8 +408,9 @@ func (s *Scheduler) stateOptions(pool *kvcache.Pool) model.StateOptions {
 	return model.StateOptions{Context: s.cfg.Context, KVType: s.cfg.KVType, Chunk: s.cfg.StepTokens, Pool: pool}
 }
 
-// bytesFor is the KV memory of a sequence of n positions: its rings and
-// the blocks of n positions.
+// bytesFor is the most KV memory a sequence of n positions holds: the
+// blocks of n positions, of at most a window and a step for sliding-window
+// layers.
 func (s *Scheduler) bytesFor(n int) int64 {
 	if s.pool == nil {
 		return 0
@@ -417,7 +423,7 @@ func (s *Scheduler) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	st.Active, st.Queued, st.KVBytesInUse, st.Closing = s.active, len(s.queue)-s.reserved, s.kvUsed, s.closing
+	st.Active, st.Queued, st.KVBytesInUse, st.Closing = s.active, len(s.queue)-s.reserved, s.inUse()+s.promised, s.closing
 	st.CacheBudget = s.cfg.CacheBudget
 	if s.pool != nil {
 		ps := s.pool.Stats()
@@ -591,16 +597,37 @@ func (q *seq) cancelErr(abort bool) error {
 	return nil
 }
 
-// roomLocked reports whether a sequence of kv bytes can take a slot now.
+// roomLocked reports whether a sequence that may take kv more bytes can
+// take a slot now: the pool's blocks in use, each counted once, and what
+// the running sequences may still take leave room for it.
 func (s *Scheduler) roomLocked(kv int64) bool {
-	return s.active < s.cfg.MaxSeqs && (s.cfg.KVBudget <= 0 || s.kvUsed+kv <= s.cfg.KVBudget)
+	return s.active < s.cfg.MaxSeqs && (s.cfg.KVBudget <= 0 || s.inUse()+s.promised+kv <= s.cfg.KVBudget)
 }
 
-// reserveLocked gives q a slot and its KV bytes.
+// inUse is the KV memory the running sequences' caches hold.
+func (s *Scheduler) inUse() int64 {
+	if s.pool == nil {
+		return 0
+	}
+	return s.pool.InUse()
+}
+
+// promise sets what q asks admission for: the memory of its feed and one
+// more token, less the blocks of its prefix that running sequences hold
+// and it will share. Called without s.mu, for a sequence without a slot.
+func (s *Scheduler) promise(q *seq) {
+	q.want = s.bytesFor(min(len(q.feed)+1, q.length)) // an embedding reaches its prompt's length only
+	q.kvBytes = q.want
+	if s.pool != nil && s.cfg.CacheBudget > 0 && !q.req.NoCache && !q.req.embeds() {
+		q.kvBytes = max(0, q.want-s.pool.Shared(q.feed))
+	}
+}
+
+// reserveLocked gives q a slot and promises it its KV bytes.
 func (s *Scheduler) reserveLocked(q *seq) {
 	q.slot = true
 	s.active++
-	s.kvUsed += q.kvBytes
+	s.promised += q.kvBytes
 }
 
 // forward runs the model, turning a panic into an error so one bad step
@@ -636,7 +663,7 @@ func (s *Scheduler) start(q *seq) error {
 		if q.gen == 0 {
 			most--
 		}
-		q.done = st.Cache.Reuse(q.feed, most)
+		s.charge(q, func() { q.done = st.Cache.Reuse(q.feed, most) })
 		st.Pos = q.done
 	}
 	if !q.admitted.IsZero() {
@@ -668,11 +695,11 @@ func (s *Scheduler) buildRoom(b *batchBuilder, active []*seq) []*seq {
 		var err error
 		for i := range b.batch.Seqs {
 			sb := &b.batch.Seqs[i]
-			if err = sb.State.Cache.Prepare(sb.State.Pos, len(sb.Tokens)); err != nil {
+			s.charge(b.seqs[i], func() { err = sb.State.Cache.Prepare(sb.State.Pos, len(sb.Tokens)) })
+			if err != nil {
 				short = b.seqs[i]
 				break
 			}
-			s.charge(b.seqs[i])
 		}
 		if short == nil {
 			return active
@@ -693,16 +720,18 @@ func (s *Scheduler) buildRoom(b *batchBuilder, active []*seq) []*seq {
 	}
 }
 
-// charge brings q's share of the KV budget up to the memory it holds.
-func (s *Scheduler) charge(q *seq) {
-	held := q.state.Cache.Allocated()
-	if held <= q.kvBytes {
-		return
-	}
+// charge runs take, which gives q's cache blocks from the pool, and lowers
+// q's promise by what its cache then holds, which the pool counts as in
+// use: under s.mu, so admission and Stats never see a block counted both
+// in the pool's use and in a promise.
+func (s *Scheduler) charge(q *seq, take func()) {
 	s.mu.Lock()
-	s.kvUsed += held - q.kvBytes
-	q.kvBytes = held
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	take()
+	if left := max(0, q.want-q.state.Cache.Allocated()); left < q.kvBytes {
+		s.promised -= q.kvBytes - left
+		q.kvBytes = left
+	}
 }
 
 // preempt gives q's blocks back and puts it at the head of the queue to
@@ -719,8 +748,10 @@ func (s *Scheduler) preempt(q *seq) {
 	s.mu.Lock()
 	q.slot = false
 	s.active--
-	s.kvUsed -= q.kvBytes
-	q.kvBytes = s.bytesFor(min(len(q.feed)+1, q.length))
+	s.promised -= q.kvBytes
+	s.mu.Unlock()
+	s.promise(q)
+	s.mu.Lock()
 	s.queue = append([]*seq{q}, s.queue...)
 	s.stats.Preempted++
 	s.mu.Unlock()
@@ -844,7 +875,8 @@ func (s *Scheduler) finish(q *seq, f *Final) {
 	if q.slot {
 		q.slot = false
 		s.active--
-		s.kvUsed -= q.kvBytes
+		s.promised -= q.kvBytes
+		q.kvBytes = 0
 	}
 	s.stats.Completed++
 	s.stats.Generated += uint64(q.gen)
