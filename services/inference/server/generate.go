@@ -152,12 +152,7 @@ func promptTokens(e *entry, req *corelmv1.GenerateStart) ([]int32, error) {
 	case *corelmv1.GenerateStart_TokenIds:
 		return p.TokenIds.GetIds(), nil
 	case *corelmv1.GenerateStart_Chat:
-		text, bos, err := renderChat(e, p.Chat, bos, req.AddBos != nil)
-		if err != nil {
-			return nil, err
-		}
-		// A rendered template spells its special tokens as text.
-		return encode(e, text, tokenizer.EncodeOptions{AddBOS: bos, ParseSpecial: true})
+		return chatTokens(e, p.Chat, bos, req.AddBos != nil, req.GetParseSpecial())
 	}
 	return nil, badRequestf("a prompt (text, token_ids or chat) is required")
 }
