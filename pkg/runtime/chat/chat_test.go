@@ -23,7 +23,7 @@ var (
 	convSUAU = []Message{system, user1, assistant, user2}
 )
 
-func readTemplate(t *testing.T, name string) string {
+func readTemplate(t testing.TB, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", name+".jinja"))
 	if err != nil {

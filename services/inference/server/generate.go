@@ -58,13 +58,8 @@ type generation struct {
 // request; its errors become statuses in toStatus.
 func (s *Server) start(ctx context.Context, req *corelmv1.GenerateStart) (context.Context, *generation, error) {
 	id, rid := req.GetModelId(), req.GetRequestId()
-	if err := corelmv1.ValidateModelID(id); err != nil {
-		return ctx, nil, badRequestf("%v", err)
-	}
-	if req.GetPrompt() != nil { // none: promptTokens says what is missing
-		if err := sched.CheckPromptBytes(promptBytes(req), s.opts.MaxPromptBytes); err != nil {
-			return ctx, nil, err
-		}
+	if err := s.checkStart(req); err != nil {
+		return ctx, nil, err
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	level := telemetry.LevelFromIncoming(md, s.opts.Tracing.Level, s.opts.Tracing.Max)
@@ -89,6 +84,18 @@ func (s *Server) start(ctx context.Context, req *corelmv1.GenerateStart) (contex
 	}
 	g.log.DebugContext(ctx, "generation started", "trace_level", level.String())
 	return ctx, g, nil
+}
+
+// checkStart checks what a GenerateStart can be refused for before its
+// model is resolved: the model id and the prompt's size.
+func (s *Server) checkStart(req *corelmv1.GenerateStart) error {
+	if err := corelmv1.ValidateModelID(req.GetModelId()); err != nil {
+		return badRequestf("%v", err)
+	}
+	if req.GetPrompt() != nil { // none: promptTokens says what is missing
+		return sched.CheckPromptBytes(promptBytes(req), s.opts.MaxPromptBytes)
+	}
+	return nil
 }
 
 // submit resolves the model and submits req, recording the outcome on
