@@ -22,6 +22,7 @@ import (
 	"github.com/corelm/corelm/pkg/runtime/sched"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+	"github.com/corelm/corelm/services/internal/grpcserver"
 	"github.com/corelm/corelm/services/internal/telemetry"
 )
 
@@ -440,17 +441,26 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 	)
 	defer wg.Wait()
 
-	frames := make(chan *corelmv1.GenerateRequest)
+	// A frame with invalid UTF-8 comes as an *InvalidUTF8Error carrying
+	// the frame (grpcserver/utf8.go): it is answered for its request alone.
+	type frame struct {
+		fr  *corelmv1.GenerateRequest
+		bad *grpcserver.InvalidUTF8Error
+	}
+	frames := make(chan frame)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
 			fr, err := stream.Recv()
-			if err != nil {
+			var bad *grpcserver.InvalidUTF8Error
+			if errors.As(err, &bad) {
+				fr, _ = bad.Msg.(*corelmv1.GenerateRequest)
+			} else if err != nil {
 				recvErr <- err
 				return
 			}
 			select {
-			case frames <- fr:
+			case frames <- frame{fr, bad}:
 			case <-ctx.Done():
 				return
 			}
@@ -459,7 +469,15 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 	for {
 		var fr *corelmv1.GenerateRequest
 		select {
-		case fr = <-frames:
+		case f := <-frames:
+			fr = f.fr
+			if f.bad != nil {
+				id := fr.GetStart().GetRequestId() + fr.GetCancel().GetRequestId()
+				if send(errorFinal(id, badRequestf("%v", f.bad))) != nil {
+					return toError(ctx.Err())
+				}
+				continue
+			}
 		case err := <-recvErr:
 			if err == io.EOF {
 				wg.Wait() // the client is done sending: finish what runs
