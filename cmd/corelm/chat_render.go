@@ -74,21 +74,24 @@ func runChatRender(ctx context.Context, args []string) error {
 }
 
 // renderPrompt renders msgs with tmpl, the chat template of tok's model,
-// and says how to encode the prompt: the template wrote the control tokens
-// as text, so they are parsed, and BOS is added only if the template did
-// not already begin with it (as the inference service does).
+// and says how to encode the prompt, as the inference service does: the
+// template's control tokens are parsed, control-token text inside a message
+// is plain text, and BOS is added only if the template did not already
+// begin with it.
 func renderPrompt(tmpl *chat.Template, tok *tokenizer.Tokenizer, msgs []chat.Message, addGenerationPrompt bool) (string, tokenizer.EncodeOptions, error) {
 	bos := tok.TokenText(tok.BOS())
-	prompt, err := tmpl.Render(msgs, chat.Options{
+	p, err := tmpl.RenderPrompt(msgs, chat.Options{
 		AddGenerationPrompt: addGenerationPrompt,
 		BOSToken:            bos,
 		EOSToken:            tok.TokenText(tok.EOS()),
+		Literal:             tok.ControlSpans,
 	})
-	enc := tokenizer.EncodeOptions{ParseSpecial: true}
-	if bos != "" && strings.HasPrefix(prompt, bos) {
+	enc := tokenizer.EncodeOptions{ParseSpecial: true, Literal: p.Literal}
+	fromMessage := len(p.Literal) > 0 && p.Literal[0][0] == 0
+	if bos != "" && strings.HasPrefix(p.Text, bos) && !fromMessage {
 		enc.AddBOS = tokenizer.BOSNone
 	}
-	return prompt, enc, err
+	return p.Text, enc, err
 }
 
 // readMessages reads a conversation: a JSON array of messages, or an object

@@ -12,7 +12,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/formats/gguf"
@@ -38,10 +40,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// cli returns the command that runs corelm with args.
+// cli returns the command that runs corelm with args. When ctx ends (a
+// test's context ends before its cleanups run) the process gets SIGTERM,
+// and SIGKILL only if it has not exited 20 s later: a SIGKILLed serve-all
+// would leave its temporary directories behind.
 func cli(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, os.Args[0], args...)
 	cmd.Env = append(os.Environ(), asCLI+"=1")
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 20 * time.Second
 	return cmd
 }
 

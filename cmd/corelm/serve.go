@@ -11,10 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 
 	"github.com/corelm/corelm/internal/envflag"
@@ -231,7 +233,7 @@ func serveAllDemo(sourceDir string, named []loader.Model) (demo []loader.Model, 
 	if len(named) > 0 {
 		return nil, clean, nil
 	}
-	dir, err := os.MkdirTemp("", "corelm-src-")
+	dir, err := tempDir("", "corelm-src-")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -251,10 +253,59 @@ func serveAllShmDir(dir string) (path string, clean func(), err error) {
 	if dir != "" {
 		return dir, func() {}, nil
 	}
-	if dir, err = os.MkdirTemp("/dev/shm", "corelm-"); err != nil {
-		if dir, err = os.MkdirTemp("", "corelm-shm-"); err != nil {
+	if dir, err = tempDir("/dev/shm", "corelm-"); err != nil {
+		if dir, err = tempDir("", "corelm-shm-"); err != nil {
 			return "", nil, err
 		}
 	}
 	return dir, func() { os.RemoveAll(dir) }, nil
+}
+
+// tempDir makes a temporary directory in parent ("": the system's) named
+// prefix<pid>-<random>, after removing the ones of that prefix left by
+// serve-all processes that no longer run: a process that is SIGKILLed
+// (a test's context, the OOM killer) cannot remove its own.
+func tempDir(parent, prefix string) (string, error) {
+	if parent == "" {
+		parent = os.TempDir()
+	}
+	removeStale(parent, prefix)
+	return os.MkdirTemp(parent, prefix+strconv.Itoa(os.Getpid())+"-")
+}
+
+// removeStale removes parent's directories named prefix<pid>-… whose
+// process is gone (kill(pid, 0) says no such process) and that no loader
+// still holds (the flock on its lock file, in case the process lives in
+// another pid namespace sharing the directory). Other names are left.
+func removeStale(parent, prefix string) {
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		pidText, _, found := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || !found || err != nil || pid <= 0 || pid == os.Getpid() || !e.IsDir() {
+			continue
+		}
+		if unix.Kill(pid, 0) != unix.ESRCH {
+			continue // running (or another user's)
+		}
+		dir := filepath.Join(parent, e.Name())
+		if lockHeld(filepath.Join(dir, loader.LockName)) {
+			continue
+		}
+		os.RemoveAll(dir)
+	}
+}
+
+// lockHeld reports whether another process holds the flock on path.
+func lockHeld(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == unix.EWOULDBLOCK
 }

@@ -1,15 +1,21 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/corelm/corelm/internal/servicetest"
 	"github.com/corelm/corelm/models"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+	loader "github.com/corelm/corelm/services/loader/server"
 )
 
 // banner is serve-all's line once it serves: the inference service's
@@ -105,4 +111,70 @@ func TestServeAllModelPath(t *testing.T) {
 	if err != nil || len(list.GetModels()) != 1 || list.GetModels()[0].GetModelId() != "tale" {
 		t.Errorf("ListModels: %v %v, want tale alone", list, err)
 	}
+}
+
+// TestServeAllRemovesStale: a serve-all that is SIGKILLed leaves its
+// temporary directories (its shared-memory one in /dev/shm, its source one
+// in TMPDIR), named with its pid; the next serve-all removes those of
+// processes that are gone, and keeps those of a running process and those
+// a loader still holds (its flock).
+func TestServeAllRemovesStale(t *testing.T) {
+	tmp := t.TempDir()
+	serveAll := func() (*servicetest.Proc, *exec.Cmd, string) {
+		cmd := cli(t.Context(), "serve-all", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
+		cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
+		p := servicetest.Start(t, cmd, func(line string) (string, bool) {
+			if m := banner.FindStringSubmatch(line); m != nil {
+				return m[1], true
+			}
+			return "", false
+		})
+		return p, cmd, banner.FindStringSubmatch(p.Logs())[2]
+	}
+	src := func(pid int) []string {
+		m, _ := filepath.Glob(filepath.Join(tmp, fmt.Sprintf("corelm-src-%d-*", pid)))
+		return m
+	}
+
+	first, cmd, shm := serveAll()
+	pid := cmd.Process.Pid
+	if !strings.HasPrefix(filepath.Base(shm), fmt.Sprintf("corelm-%d-", pid)) || len(src(pid)) != 1 {
+		t.Fatalf("serve-all (pid %d) made %s and %v: want its pid in their names", pid, shm, src(pid))
+	}
+	first.Kill(t)
+	if _, err := os.Stat(shm); err != nil || len(src(pid)) != 1 {
+		t.Fatalf("after SIGKILL: %s: %v, sources %v; want both left behind", shm, err, src(pid))
+	}
+
+	// Beside them: a directory of this (running) test process, and one of
+	// a gone process whose lock a loader still holds.
+	live, err := os.MkdirTemp("/dev/shm", fmt.Sprintf("corelm-%d-", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(live) })
+	locked, err := os.MkdirTemp("/dev/shm", fmt.Sprintf("corelm-%d-", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(locked) })
+	lock, err := os.Create(filepath.Join(locked, loader.LockName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+
+	second, _, _ := serveAll()
+	if _, err := os.Stat(shm); !os.IsNotExist(err) || len(src(pid)) != 0 {
+		t.Errorf("the killed process's %s (%v) and sources %v are still there", shm, err, src(pid))
+	}
+	for _, dir := range []string{live, locked} {
+		if _, err := os.Stat(dir); err != nil {
+			t.Errorf("%s was removed: %v", dir, err)
+		}
+	}
+	second.Stop(t)
 }

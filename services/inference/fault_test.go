@@ -297,12 +297,14 @@ func recvFinal(stream corelmv1.InferenceService_GenerateStreamClient) (*result, 
 }
 
 // TestFaultSIGTERMDrains: SIGTERM while two generations run and two wait
-// (--max-seqs 2 --max-queue 2). Calls made after it get Unavailable; the
-// four admitted before it all finish (the queued ones run once a slot
-// frees: the drain takes them too), and the process exits 0 well within
-// --shutdown-grace.
+// (--max-seqs 2 --max-queue 2). The two queued ones end at once with a
+// final frame CANCELLED, code Unavailable ("shutting down: the request was
+// still queued; send it again") and no token, while the running ones are
+// still running (GetStatus: 2 running, none queued); calls made after the
+// signal get Unavailable; the running ones drain to their end (LENGTH, all
+// their tokens) and the process exits 0 well within --shutdown-grace.
 func TestFaultSIGTERMDrains(t *testing.T) {
-	const tokens = 1000 // some 0.5 s each, two at a time
+	const tokens = longTokens // some 1 s each, two at a time
 	p := start(t, "inference", "--model-file", "stories", "--ctx", longCtx, "--max-seqs", "2", "--max-queue", "2", "--shutdown-grace", "20s")
 	c := corelmv1.NewInferenceServiceClient(p.Conn)
 	texts := []string{"Once upon a time", "The cat", "The dog", "Lily"}
@@ -320,24 +322,25 @@ func TestFaultSIGTERMDrains(t *testing.T) {
 	term := time.Now()
 	p.Signal(t, syscall.SIGTERM)
 
-	// A call after the signal: refused with Unavailable once the server
-	// stops admitting (before that the full queue says ResourceExhausted).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := generateStream(t.Context(), c, greedy("Tom", 4))
-		if status.Code(err) == codes.Unavailable {
-			break
+	// The queued ones: refused, retryable, before the running ones end.
+	for i, stream := range streams[2:] {
+		r, err := recvFinal(stream)
+		if f := r.final; err != nil || f.GetFinishReason() != corelmv1.FinishReason_FINISH_REASON_CANCELLED ||
+			codes.Code(f.GetErrorCode()) != codes.Unavailable || !strings.Contains(f.GetErrorMessage(), "still queued") || len(r.ids) != 0 {
+			t.Errorf("queued generation %d: %d tokens, final %v, err %v; want a CANCELLED final with code Unavailable and no token", i+2, len(r.ids), f, err)
 		}
-		if status.Code(err) != codes.ResourceExhausted && err != nil || time.Now().After(deadline) {
-			t.Fatalf("a call after SIGTERM: %v, want Unavailable", err)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	for i, stream := range streams {
+	if s, err := c.GetStatus(t.Context(), &corelmv1.GetStatusRequest{}); err != nil || s.GetActiveSequences() != 2 || s.GetQueuedRequests() != 0 {
+		t.Errorf("status once the queued ones were refused: %v %v; want the 2 running, none queued", s, err)
+	}
+	// A call after the signal: refused with Unavailable.
+	if _, err := generateStream(t.Context(), c, greedy("Tom", 4)); status.Code(err) != codes.Unavailable {
+		t.Errorf("a call after SIGTERM: %v, want Unavailable", err)
+	}
+	for i, stream := range streams[:2] {
 		r, err := recvFinal(stream)
 		if err != nil || r.final.GetFinishReason() != corelmv1.FinishReason_FINISH_REASON_LENGTH || len(r.ids) != tokens {
-			t.Errorf("generation %d (%s): %d tokens, final %v, err %v; want %d tokens and LENGTH",
-				i, map[bool]string{true: "running", false: "queued"}[i < 2], len(r.ids), r.final, err, tokens)
+			t.Errorf("running generation %d: %d tokens, final %v, err %v; want %d tokens and LENGTH", i, len(r.ids), r.final, err, tokens)
 		}
 	}
 	if code := waitExit(t, p, 20*time.Second); code != 0 {
@@ -348,9 +351,10 @@ func TestFaultSIGTERMDrains(t *testing.T) {
 
 // TestFaultSIGTERMGraceEnds: SIGTERM with a generation running that needs
 // longer than --shutdown-grace and one queued behind it. At the end of the
-// grace both end with a final frame saying Unavailable ("shutting down",
-// retryable): the running one after the tokens it made, the queued one
-// with none; the process exits 0.
+// grace the running one ends with a final frame saying Unavailable
+// ("shutting down", retryable) after the tokens it made; the queued one
+// got the same with no token at the signal (TestFaultSIGTERMDrains); the
+// process exits 0.
 func TestFaultSIGTERMGraceEnds(t *testing.T) {
 	p := start(t, "inference", "--model-file", "stories", "--ctx", longCtx, "--max-seqs", "1", "--max-queue", "1", "--shutdown-grace", "500ms")
 	c := corelmv1.NewInferenceServiceClient(p.Conn)

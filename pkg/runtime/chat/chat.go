@@ -15,10 +15,13 @@
 package chat
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,6 +74,22 @@ type Options struct {
 	// Vars are further template variables (date_string, …); they
 	// override the ones above.
 	Vars map[string]any
+	// Literal, when set, finds the parts of a message's role or content
+	// that must stay literal text (tokenizer.ControlSpans: the text of the
+	// model's control tokens, with which a user could otherwise forge turns
+	// of the conversation). RenderPrompt reports where they end up in the
+	// prompt. Render ignores it.
+	Literal func(s string) [][2]int
+}
+
+// Prompt is a rendered conversation.
+type Prompt struct {
+	Text string
+	// Literal holds the byte ranges of Text, sorted and disjoint, that
+	// Options.Literal marked in a message: tokenize them as plain text
+	// (tokenizer.EncodeOptions.Literal) while the template's own control
+	// tokens are parsed.
+	Literal [][2]int
 }
 
 // Errors wrap one of these.
@@ -82,6 +101,10 @@ var (
 	// ErrRender: the template failed on these messages, e.g. by
 	// raise_exception("System role not supported").
 	ErrRender = errors.New("chat: cannot render conversation")
+	// ErrLiteral: the template cut or rewrote a message's text so that its
+	// literal parts (Options.Literal) can no longer be told apart from the
+	// template's own text.
+	ErrLiteral = errors.New("chat: the template rewrote a message's control-token text")
 )
 
 // ChatMLSource is the fallback template: ChatML as Qwen and many
@@ -141,6 +164,122 @@ func (t *Template) IsChatML() bool { return t == chatML }
 
 // Render renders msgs.
 func (t *Template) Render(msgs []Message, opts Options) (string, error) {
+	return t.render(msgs, opts)
+}
+
+// RenderPrompt renders msgs and reports which bytes of the prompt are the
+// literal parts of their roles and contents (Options.Literal).
+//
+// Each literal part is rendered between two markers made with a random
+// nonce, so that no message can forge one: the markers travel with the
+// text through the template (concatenation, trim, case changes) and are
+// then cut out, leaving the prompt Render gives. A template that cuts or
+// rewrites a marked part (slicing, replace) is ErrLiteral: the request
+// cannot be rendered safely, rather than silently unsafely. Templates that
+// measure a message (length) see the markers; the real ones do not.
+func (t *Template) RenderPrompt(msgs []Message, opts Options) (Prompt, error) {
+	if opts.Literal == nil {
+		text, err := t.render(msgs, opts)
+		return Prompt{Text: text}, err
+	}
+	open, close := markers()
+	marked := make([]Message, len(msgs))
+	found := false
+	for i, m := range msgs {
+		var r, c bool
+		marked[i] = m
+		marked[i].Role, r = mark(m.Role, opts.Literal(m.Role), open, close)
+		marked[i].Content, c = mark(m.Content, opts.Literal(m.Content), open, close)
+		found = found || r || c
+	}
+	if !found {
+		text, err := t.render(msgs, opts)
+		return Prompt{Text: text}, err
+	}
+	text, err := t.render(marked, opts)
+	if err != nil {
+		return Prompt{}, err
+	}
+	p, err := unmark(text, open, close)
+	if err != nil {
+		return Prompt{}, err
+	}
+	// A template that cut into an opening marker cut the text after it
+	// too; what is left of the marker must not reach the model.
+	if strings.ContainsAny(p.Text, markerRunes) && !slices.ContainsFunc(msgs, func(m Message) bool {
+		return strings.ContainsAny(m.Role, markerRunes) || strings.ContainsAny(m.Content, markerRunes)
+	}) {
+		return Prompt{}, ErrLiteral
+	}
+	return p, nil
+}
+
+// markerRunes are the noncharacters the markers are made of.
+const markerRunes = "\uFDD0\uFDD1"
+
+// markers returns a fresh pair of literal markers: noncharacters around a
+// random decimal nonce (decimal, so that case changes keep them).
+func markers() (open, close string) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	n := strconv.FormatUint(binary.LittleEndian.Uint64(b[:]), 10)
+	return "\uFDD0" + n + "\uFDD1", "\uFDD1" + n + "\uFDD0"
+}
+
+// mark puts each span of s between open and close.
+func mark(s string, spans [][2]int, open, close string) (string, bool) {
+	if len(spans) == 0 {
+		return s, false
+	}
+	var sb strings.Builder
+	prev := 0
+	for _, sp := range spans {
+		sb.WriteString(s[prev:sp[0]])
+		sb.WriteString(open)
+		sb.WriteString(s[sp[0]:sp[1]])
+		sb.WriteString(close)
+		prev = sp[1]
+	}
+	sb.WriteString(s[prev:])
+	return sb.String(), true
+}
+
+// unmark cuts the markers out of a rendered prompt and records the ranges
+// they enclosed.
+func unmark(text, open, close string) (Prompt, error) {
+	var p Prompt
+	var sb strings.Builder
+	for {
+		i := strings.Index(text, open)
+		j := strings.Index(text, close)
+		if i < 0 && j < 0 {
+			break
+		}
+		if i < 0 || j < i {
+			return Prompt{}, ErrLiteral
+		}
+		sb.WriteString(text[:i])
+		body := text[i+len(open) : j]
+		if strings.Contains(body, open) || body == "" {
+			return Prompt{}, ErrLiteral
+		}
+		lo := sb.Len()
+		sb.WriteString(body)
+		if n := len(p.Literal); n > 0 && p.Literal[n-1][1] == lo {
+			p.Literal[n-1][1] = sb.Len()
+		} else {
+			p.Literal = append(p.Literal, [2]int{lo, sb.Len()})
+		}
+		text = text[j+len(close):]
+	}
+	sb.WriteString(text)
+	p.Text = sb.String()
+	return p, nil
+}
+
+func (t *Template) render(msgs []Message, opts Options) (string, error) {
 	list := make([]jinja.Value, len(msgs))
 	for i, m := range msgs {
 		v, err := messageValue(m)

@@ -42,6 +42,11 @@ var ErrConstraint = errors.New("the output constraint cannot be continued")
 // ErrClosed is returned by Submit once Shutdown has begun.
 var ErrClosed = errors.New("shutting down")
 
+// ErrShed ends a request that was still queued when StopQueued was called.
+// It wraps ErrClosed: the request never ran, so sending it again (to
+// another replica) is safe.
+var ErrShed = fmt.Errorf("%w: the request was still queued; send it again", ErrClosed)
+
 // OverloadError says why a request was turned away and when trying again
 // has a chance to succeed. It wraps ErrOverloaded.
 type OverloadError struct {

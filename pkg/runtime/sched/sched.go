@@ -455,6 +455,26 @@ func (s *Scheduler) Shutdown(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// StopQueued is Shutdown for a process that is going away: the requests
+// still queued that were never admitted to run end at once, FinishCancelled
+// with ErrShed (a client retries them elsewhere rather than wait for the
+// drain), while the running ones, and those preempted back into the queue
+// after running, drain as in Shutdown.
+func (s *Scheduler) StopQueued(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for _, q := range s.queue {
+		// A queued sequence's admitted is written by start, before
+		// preempt puts it back under s.mu, or after the loop takes it
+		// out of the queue under s.mu: reading it here is safe.
+		if !q.slot && q.admitted.IsZero() {
+			q.cancelled.CompareAndSwap(nil, &cancelCause{ErrShed})
+		}
+	}
+	s.mu.Unlock()
+	return s.Shutdown(ctx)
+}
+
 // Done is closed when the scheduler has stopped.
 func (s *Scheduler) Done() <-chan struct{} { return s.done }
 

@@ -495,6 +495,47 @@ func TestShutdownDrains(t *testing.T) {
 	}
 }
 
+// TestStopQueued: StopQueued ends the requests still queued at once with
+// ErrShed (which is ErrClosed: retryable) and no token, while the running
+// one (paused here on its full buffer, so that it is certainly still
+// running) drains to its end afterwards.
+func TestStopQueued(t *testing.T) {
+	leakcheck.Check(t)
+	s := New(newFakeModel(), Config{MaxSeqs: 1, MaxQueue: 2, Buffer: 4})
+	running, err := s.Submit(t.Context(), Request{Prompt: testPrompt(1, 8), MaxTokens: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var queued []*Handle
+	for i := range 2 {
+		h, err := s.Submit(t.Context(), Request{Prompt: testPrompt(2+i, 8), MaxTokens: 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		queued = append(queued, h)
+	}
+	for st := s.Stats(); st.Active != 1 || st.Queued != 2; st = s.Stats() {
+		runtime.Gosched()
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.StopQueued(t.Context()) }()
+	for i, h := range queued {
+		toks, f := drain(t, h)
+		if len(toks) != 0 || f.Reason != FinishCancelled || !errors.Is(f.Err, ErrShed) || !errors.Is(f.Err, ErrClosed) {
+			t.Errorf("queued request %d: %d tokens, %v %v; want none, cancelled with ErrShed", i, len(toks), f.Reason, f.Err)
+		}
+	}
+	if _, err := s.Submit(t.Context(), Request{Prompt: []int32{1}}); !errors.Is(err, ErrClosed) {
+		t.Errorf("submit after StopQueued: %v", err)
+	}
+	if toks, f := drain(t, running); len(toks) != 20 || f.Reason != FinishLength {
+		t.Errorf("running request: %d tokens, %v; want all 20 (drained)", len(toks), f.Reason)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("StopQueued: %v", err)
+	}
+}
+
 func TestShutdownTimeoutCancels(t *testing.T) {
 	leakcheck.Check(t)
 	s := New(newFakeModel(), Config{MaxSeqs: 1, Buffer: 4})

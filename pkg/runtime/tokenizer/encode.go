@@ -29,6 +29,12 @@ type EncodeOptions struct {
 	// then such strings are tokenized as the characters they are.
 	// User-defined tokens are recognised either way, as in llama.cpp.
 	ParseSpecial bool
+	// Literal lists byte ranges [lo, hi) of the text, sorted and disjoint,
+	// in which control tokens are not recognised even with ParseSpecial: a
+	// user's text inside a prompt whose own control tokens are parsed (a
+	// chat message rendered into its template). A control token overlapping
+	// a range is plain text; user-defined tokens are recognised as always.
+	Literal [][2]int
 }
 
 // Encode tokenizes text. Its result equals llama.cpp's llama_tokenize with
@@ -51,7 +57,7 @@ func (t *Tokenizer) Encode(text string, opts EncodeOptions) ([]int32, error) {
 	if addBOS {
 		out = append(out, t.bos)
 	}
-	frags := t.partition(s, text, opts.ParseSpecial)
+	frags := t.partition(s, text, opts.ParseSpecial, opts.Literal)
 	prevSpecial := true // SPM: a space is prefixed at the start and after each special token
 	for _, f := range frags {
 		if f.tok != none {
@@ -115,7 +121,11 @@ func isCSpace(b byte) bool {
 // claimed. Rather than rescan the text once per special token, all candidate
 // occurrences are found in one pass (indexed by first byte) and then granted
 // in that same order.
-func (t *Tokenizer) partition(s *session, text string, parseSpecial bool) []fragment {
+//
+// With parseSpecial, control tokens overlapping a literal range are not
+// candidates, so that the text there is cut as it would be without
+// parseSpecial.
+func (t *Tokenizer) partition(s *session, text string, parseSpecial bool, literal [][2]int) []fragment {
 	frags := s.frags[:0]
 	defer func() { s.frags = frags }()
 	if text == "" {
@@ -128,9 +138,14 @@ func (t *Tokenizer) partition(s *session, text string, parseSpecial bool) []frag
 	occ := s.occ[:0]
 	for i := 0; i < len(text); i++ {
 		for _, k := range index[text[i]] {
-			if strings.HasPrefix(text[i:], t.specials[k].text) {
-				occ = append(occ, occurrence{k, i})
+			sp := t.specials[k].text
+			if !strings.HasPrefix(text[i:], sp) {
+				continue
 			}
+			if literal != nil && t.isControlSpecial(k) && overlaps(literal, i, i+len(sp)) {
+				continue // a user's text: plain
+			}
+			occ = append(occ, occurrence{k, i})
 		}
 	}
 	s.occ = occ
@@ -182,4 +197,45 @@ func (t *Tokenizer) partition(s *session, text string, parseSpecial bool) []frag
 		}
 	}
 	return frags
+}
+
+// isControlSpecial reports whether specials[k] is recognised only with
+// ParseSpecial (a control or unknown token, not a user-defined one).
+func (t *Tokenizer) isControlSpecial(k int32) bool {
+	return t.attrs[t.specials[k].id]&(attrControl|attrUnknown) != 0
+}
+
+// overlaps reports whether [lo, hi) overlaps one of the sorted, disjoint
+// ranges.
+func overlaps(ranges [][2]int, lo, hi int) bool {
+	// The first range that ends after lo is the only candidate.
+	i, _ := slices.BinarySearchFunc(ranges, lo, func(r [2]int, lo int) int {
+		if r[1] <= lo {
+			return -1
+		}
+		return 1
+	})
+	return i < len(ranges) && ranges[i][0] < hi
+}
+
+// ControlSpans returns the byte ranges of s that spell a control token (a
+// token Encode recognises only with ParseSpecial), sorted, with overlapping
+// and adjacent ones merged: the parts of a user's text to pass as
+// EncodeOptions.Literal (through chat.Options.Literal for chat messages).
+func (t *Tokenizer) ControlSpans(s string) [][2]int {
+	var spans [][2]int
+	for i := 0; i < len(s); i++ {
+		for _, k := range t.byFirst[1][s[i]] {
+			sp := t.specials[k].text
+			if !t.isControlSpecial(k) || !strings.HasPrefix(s[i:], sp) {
+				continue
+			}
+			if n := len(spans); n > 0 && spans[n-1][1] >= i {
+				spans[n-1][1] = max(spans[n-1][1], i+len(sp))
+			} else {
+				spans = append(spans, [2]int{i, i + len(sp)})
+			}
+		}
+	}
+	return spans
 }

@@ -16,23 +16,25 @@ func loadTemplate(src string) (t *chat.Template, own bool) {
 	return t, err == nil
 }
 
-// renderChat renders messages with the model's chat template, and the
-// tools of plan (nil: none). It returns the prompt and the BOS mode to
-// encode it with: a template that writes the BOS text itself must not get
-// a second one.
-func renderChat(e *entry, c *corelmv1.ChatPrompt, plan *toolPlan, bos tokenizer.BOSMode, explicit bool) (string, tokenizer.BOSMode, error) {
+// chatTokens renders messages with the model's chat template, and the
+// tools of plan (nil: none), and encodes the prompt. The template's own
+// control tokens are parsed; control-token text in a message's role or
+// content is plain text unless parseSpecial (the user's text cannot forge a
+// turn). A template that writes the BOS text itself does not get a second
+// BOS unless the request asks (explicit).
+func chatTokens(e *entry, c *corelmv1.ChatPrompt, plan *toolPlan, bos tokenizer.BOSMode, explicit, parseSpecial bool) ([]int32, error) {
 	if len(c.GetMessages()) == 0 {
-		return "", bos, badRequestf("chat: at least one message is required")
+		return nil, badRequestf("chat: at least one message is required")
 	}
 	msgs := make([]chat.Message, len(c.GetMessages()))
 	for i, m := range c.GetMessages() {
 		if m.GetRole() == "" {
-			return "", bos, badRequestf("chat: message %d has no role", i)
+			return nil, badRequestf("chat: message %d has no role", i)
 		}
 		msgs[i] = chat.Message{Role: m.GetRole(), Content: m.GetContent(), ToolCallID: m.GetToolCallId(), Name: m.GetName()}
 		for j, tc := range m.GetToolCalls() {
 			if tc.GetName() == "" {
-				return "", bos, badRequestf("chat: message %d tool call %d has no name", i, j)
+				return nil, badRequestf("chat: message %d tool call %d has no name", i, j)
 			}
 			args := tc.GetArguments()
 			if strings.TrimSpace(args) == "" {
@@ -50,15 +52,20 @@ func renderChat(e *entry, c *corelmv1.ChatPrompt, plan *toolPlan, bos tokenizer.
 	if plan != nil {
 		opts.Tools = plan.tools
 	}
-	text, err := e.chat.Render(msgs, opts)
-	if err != nil {
-		if errors.Is(err, chat.ErrRender) {
-			return "", bos, badRequestf("%v", err)
-		}
-		return "", bos, err
+	if !parseSpecial {
+		opts.Literal = e.tok.ControlSpans
 	}
-	if !explicit && bosText != "" && strings.HasPrefix(text, bosText) {
+	p, err := e.chat.RenderPrompt(msgs, opts)
+	if err != nil {
+		if errors.Is(err, chat.ErrRender) || errors.Is(err, chat.ErrLiteral) {
+			return nil, badRequestf("%v", err)
+		}
+		return nil, err
+	}
+	// The template wrote the BOS, unless that text came from a message.
+	fromMessage := len(p.Literal) > 0 && p.Literal[0][0] == 0
+	if !explicit && bosText != "" && strings.HasPrefix(p.Text, bosText) && !fromMessage {
 		bos = tokenizer.BOSNone
 	}
-	return text, bos, nil
+	return encode(e, p.Text, tokenizer.EncodeOptions{AddBOS: bos, ParseSpecial: true, Literal: p.Literal})
 }

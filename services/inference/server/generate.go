@@ -23,6 +23,7 @@ import (
 	"github.com/corelm/corelm/pkg/runtime/sched"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
+	"github.com/corelm/corelm/services/internal/grpcserver"
 	"github.com/corelm/corelm/services/internal/telemetry"
 )
 
@@ -60,13 +61,8 @@ type generation struct {
 // request; its errors become statuses in toStatus.
 func (s *Server) start(ctx context.Context, req *corelmv1.GenerateStart) (context.Context, *generation, error) {
 	id, rid := req.GetModelId(), req.GetRequestId()
-	if err := corelmv1.ValidateModelID(id); err != nil {
-		return ctx, nil, badRequestf("%v", err)
-	}
-	if req.GetPrompt() != nil { // none: promptTokens says what is missing
-		if err := sched.CheckPromptBytes(promptBytes(req), s.opts.MaxPromptBytes); err != nil {
-			return ctx, nil, err
-		}
+	if err := s.checkStart(req); err != nil {
+		return ctx, nil, err
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	level := telemetry.LevelFromIncoming(md, s.opts.Tracing.Level, s.opts.Tracing.Max)
@@ -91,6 +87,18 @@ func (s *Server) start(ctx context.Context, req *corelmv1.GenerateStart) (contex
 	}
 	g.log.DebugContext(ctx, "generation started", "trace_level", level.String())
 	return ctx, g, nil
+}
+
+// checkStart checks what a GenerateStart can be refused for before its
+// model is resolved: the model id and the prompt's size.
+func (s *Server) checkStart(req *corelmv1.GenerateStart) error {
+	if err := corelmv1.ValidateModelID(req.GetModelId()); err != nil {
+		return badRequestf("%v", err)
+	}
+	if req.GetPrompt() != nil { // none: promptTokens says what is missing
+		return sched.CheckPromptBytes(promptBytes(req), s.opts.MaxPromptBytes)
+	}
+	return nil
 }
 
 // submit resolves the model and submits req, recording the outcome on
@@ -245,12 +253,7 @@ func promptTokens(e *entry, req *corelmv1.GenerateStart, plan *toolPlan) ([]int3
 	case *corelmv1.GenerateStart_TokenIds:
 		return p.TokenIds.GetIds(), nil
 	case *corelmv1.GenerateStart_Chat:
-		text, bos, err := renderChat(e, p.Chat, plan, bos, req.AddBos != nil)
-		if err != nil {
-			return nil, err
-		}
-		// A rendered template spells its special tokens as text.
-		return encode(e, text, tokenizer.EncodeOptions{AddBOS: bos, ParseSpecial: true})
+		return chatTokens(e, p.Chat, plan, bos, req.AddBos != nil, req.GetParseSpecial())
 	}
 	return nil, badRequestf("a prompt (text, token_ids or chat) is required")
 }
@@ -543,17 +546,26 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 	)
 	defer wg.Wait()
 
-	frames := make(chan *corelmv1.GenerateRequest)
+	// A frame with invalid UTF-8 comes as an *InvalidUTF8Error carrying
+	// the frame (grpcserver/utf8.go): it is answered for its request alone.
+	type frame struct {
+		fr  *corelmv1.GenerateRequest
+		bad *grpcserver.InvalidUTF8Error
+	}
+	frames := make(chan frame)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
 			fr, err := stream.Recv()
-			if err != nil {
+			var bad *grpcserver.InvalidUTF8Error
+			if errors.As(err, &bad) {
+				fr, _ = bad.Msg.(*corelmv1.GenerateRequest)
+			} else if err != nil {
 				recvErr <- err
 				return
 			}
 			select {
-			case frames <- fr:
+			case frames <- frame{fr, bad}:
 			case <-ctx.Done():
 				return
 			}
@@ -562,7 +574,15 @@ func (s *Server) Generate(stream grpc.BidiStreamingServer[corelmv1.GenerateReque
 	for {
 		var fr *corelmv1.GenerateRequest
 		select {
-		case fr = <-frames:
+		case f := <-frames:
+			fr = f.fr
+			if f.bad != nil {
+				id := fr.GetStart().GetRequestId() + fr.GetCancel().GetRequestId()
+				if send(errorFinal(id, badRequestf("%v", f.bad))) != nil {
+					return toError(ctx.Err())
+				}
+				continue
+			}
 		case err := <-recvErr:
 			if err == io.EOF {
 				wg.Wait() // the client is done sending: finish what runs

@@ -309,15 +309,15 @@ func TestStreamGenerationLimit(t *testing.T) {
 	b.close()
 }
 
-// TestSpecialTokenText: special-token text in a prompt is plain text
-// unless the request sets parse_special.
+// TestSpecialTokenText: special-token text in a prompt, or in a chat
+// message, is plain text unless the request sets parse_special
+// (TestChatControlText checks the ids).
 func TestSpecialTokenText(t *testing.T) {
 	client, _ := serveInProcess(t, Options{Threads: 1})
-	prompt := func(parse bool) int32 {
+	no := false
+	promptTokens := func(req *corelmv1.GenerateStart) int32 {
 		t.Helper()
-		no := false
-		s, err := client.GenerateStream(t.Context(), &corelmv1.GenerateStart{ModelId: "stories", MaxTokens: 1, AddBos: &no, ParseSpecial: parse,
-			Prompt: &corelmv1.GenerateStart_Text{Text: "</s>"}})
+		s, err := client.GenerateStream(t.Context(), req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -327,11 +327,23 @@ func TestSpecialTokenText(t *testing.T) {
 		}
 		return f.GetUsage().GetPromptTokens()
 	}
-	if n := prompt(true); n != 1 {
+	text := func(parse bool) int32 {
+		return promptTokens(&corelmv1.GenerateStart{ModelId: "stories", MaxTokens: 1, AddBos: &no, ParseSpecial: parse,
+			Prompt: &corelmv1.GenerateStart_Text{Text: "</s>"}})
+	}
+	if n := text(true); n != 1 {
 		t.Errorf("with parse_special, \"</s>\" is %d tokens, want the one special token", n)
 	}
-	if n := prompt(false); n <= 1 {
+	if n := text(false); n <= 1 {
 		t.Errorf("without parse_special, \"</s>\" is %d token(s), want plain text", n)
+	}
+	// The same in a chat message (ChatML, the stories model's fallback).
+	chat := func(parse bool) int32 {
+		return promptTokens(&corelmv1.GenerateStart{ModelId: "stories", MaxTokens: 1, ParseSpecial: parse,
+			Prompt: &corelmv1.GenerateStart_Chat{Chat: &corelmv1.ChatPrompt{Messages: []*corelmv1.ChatMessage{{Role: "user", Content: "</s>"}}}}})
+	}
+	if parsed, plain := chat(true), chat(false); plain <= parsed {
+		t.Errorf("a chat message \"</s>\": %d prompt tokens with parse_special, %d without; want more without (plain text)", parsed, plain)
 	}
 }
 

@@ -182,7 +182,8 @@ func (r *registry) retire(e *entry) {
 	})
 }
 
-// shutdown retires every model, waiting up to ctx for their requests.
+// shutdown retires every model: requests still queued end at once
+// (sched.ErrShed: Unavailable, retryable), the running ones get up to ctx.
 func (r *registry) shutdown(ctx context.Context) {
 	r.mu.Lock()
 	r.closing = true
@@ -193,7 +194,7 @@ func (r *registry) shutdown(ctx context.Context) {
 	r.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, e := range all {
-		wg.Go(func() { e.sched.Shutdown(ctx) })
+		wg.Go(func() { e.sched.StopQueued(ctx) }) // queued requests: Unavailable at once
 	}
 	wg.Wait()
 	for _, e := range all {

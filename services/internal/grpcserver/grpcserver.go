@@ -123,10 +123,13 @@ func New(opts Options) *Server {
 		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(check), notHealth))
 		stream = append(stream, selector.StreamServerInterceptor(auth.StreamServerInterceptor(check), notHealth))
 	}
-	unary = append(unary, validator.UnaryServerInterceptor())
-	stream = append(stream, validator.StreamServerInterceptor())
+	// Nearest the handler: a message with invalid UTF-8 (utf8.go) is
+	// refused for itself, after the validator saw its repaired text.
+	unary = append(unary, validator.UnaryServerInterceptor(), utf8Unary)
+	stream = append(stream, validator.StreamServerInterceptor(), utf8Stream)
 
-	sopts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}
+	sopts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...),
+		grpc.ForceServerCodecV2(newCodec())}
 	sopts = append(sopts, opts.Limits.serverOptions()...)
 	sopts = append(sopts, tlsconfig.ServerOption(opts.TLS)...)
 	s := &Server{

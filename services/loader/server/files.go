@@ -21,6 +21,11 @@ const (
 	lockName  = ".loader.lock" // flock: one loader per directory
 )
 
+// LockName is the file in the shared-memory directory a running loader
+// holds an exclusive flock on: a directory whose lock can be taken has no
+// loader (serve-all's cleanup of directories left by killed processes).
+const LockName = lockName
+
 // fileName is the published name of a model's generation.
 func fileName(id string, gen uint64) string {
 	return id + "." + strconv.FormatUint(gen, 10) + pack.Ext
