@@ -107,8 +107,9 @@ type kernelSet struct {
 	// takes where the tier has them (n > 0).
 	rows [BF16 + 1]rowsKernel
 	cols [BF16 + 1]colsKernel
-	// r16[t] (Q4_K, Q6_K) computes, for one LayoutR16 group (nb group
-	// blocks at w) and R activation rows at xq, xq[xrb:], ..., the 16 dots
+	// r16[t] (Q4_K, Q6_K, Q4_0, Q8_0) computes, for one LayoutR16 group (nb
+	// group blocks at w) and R activation rows at xq, xq[xrb:], ... (Q8_K
+	// rows for the k-quants, quantQ8R16's for Q4_0 and Q8_0), the 16 dots
 	// of each row into out[r*ostride : r*ostride+16] (see dotR16Generic).
 	r16 [BF16 + 1]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int)
 
@@ -165,6 +166,8 @@ var genericKernels = &kernelSet{
 	r16: [BF16 + 1]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int){
 		Q4_K: r16Q4KGeneric,
 		Q6_K: r16Q6KGeneric,
+		Q4_0: r16Q4_0Generic,
+		Q8_0: r16Q8_0Generic,
 	},
 	f16F32:   dotF16F32Generic,
 	quantQ8K: quantQ8KGeneric,

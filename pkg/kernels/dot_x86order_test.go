@@ -356,7 +356,7 @@ func TestTablesComplete(t *testing.T) {
 				t.Errorf("%v: no dot for %v", k.tier, typ)
 			}
 		}
-		for _, typ := range []DType{Q4_K, Q6_K} {
+		for _, typ := range r16Types {
 			if k.r16[typ] == nil {
 				t.Errorf("%v: no r16 kernel for %v", k.tier, typ)
 			}
