@@ -1,0 +1,146 @@
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// The LayoutR16 kernels of the 32-column formats Q4_0 and Q8_0 (see
+// pkg/kernels/layout.go for the layout, dotR16Generic for the arithmetic
+// they reproduce). As in r16.go, lane l of every vector is weight row l of a
+// group of 16 and VPDPBUSD adds the products of four columns of all 16 rows
+// (unsigned quants) with one activation dword broadcast from memory (signed
+// quants). Per block of 32 columns and activation row, the rows' integer
+// sums start at the activation block's -o·Σx (broadcast: the quants'
+// offset, folded in), take 8 VPDPBUSD and go into the row's float32
+// accumulator with one conversion and one fused multiply-add by d·dx.
+//
+// A block is small (16 rows × 32 columns), so the float accumulators stay in
+// registers for the whole call and are stored once at the end: with R ≤ 8
+// rows that is at most 8 of them, 8 integer sums and the weights, in 32
+// registers. With fewer than four rows, S = 4/R integer sums per row take
+// turns by dword, so that the VPDPBUSD chains stay independent enough to
+// fill the pipeline (the sums are exact: any grouping gives the same).
+
+// q8R16Bytes is the size of an activation block of these kernels
+// (pkg/kernels' q8R16Bytes): float32 d, int32 -o·Σx, 32 int8 quants.
+const q8R16Bytes = 40
+
+// r16LegacyAVX512 generates the Q4_0 and Q8_0 r16 kernels, for 1, 2, 4 and 8
+// activation rows.
+func r16LegacyAVX512() {
+	var q40, q80 []string
+	for _, R := range []int{1, 2, 4, 8} {
+		q40 = append(q40, r16LegacyKernel("Q4_0", R))
+		q80 = append(q80, r16LegacyKernel("Q8_0", R))
+	}
+	wrapR16("r16Q4_0AVX512", "Q4_0", "r16Q4_0Block", "q8R16Bytes", q40)
+	wrapR16("r16Q8_0AVX512", "Q8_0", "r16Q8_0Block", "q8R16Bytes", q80)
+}
+
+// r16LegacyKernel generates the r16 kernel of typ (Q4_0 or Q8_0) for R
+// activation rows.
+func r16LegacyKernel(typ string, R int) string {
+	q4 := typ == "Q4_0"
+	gbb, chunks := 544, 8 // group block bytes; 64-byte chunks of quants
+	if q4 {
+		gbb, chunks = 288, 4
+	}
+	name := fmt.Sprintf("r16%sx%dAVX512Asm", typ, R)
+	kernel(name, "func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)",
+		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
+		fmt.Sprintf("LayoutR16 %s group (nb blocks of 32 columns at w) with the %d activation", typ, R),
+		"rows x + r·xstride (q8R16Bytes blocks).")
+	w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+	x0, xst := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
+	xm, x4 := stridedRows(x0, xst, R)
+	xs := []Register{x0}
+	if x4 != nil {
+		xs = append(xs, x4)
+	}
+	var m4 VecVirtual
+	if q4 {
+		m4 = ZMM()
+		VMOVDQU64(m4Z, m4)
+	}
+	outs := zeroed(R, ZMM, VPXORD)
+	S := max(1, 4/R)
+	whileNonZero(name, nb, func() {
+		accs := make([][]VecVirtual, R)
+		for r := range R {
+			accs[r] = make([]VecVirtual, S)
+			for s := range S {
+				a := ZMM()
+				if s == 0 {
+					VPBROADCASTD(xm(r, 4), a) // -o·Σx
+				} else {
+					VPXORD(a, a, a)
+				}
+				accs[r][s] = a
+			}
+		}
+		k := 0 // VPDPBUSD of the block so far, per row
+		dots := func(v VecVirtual, dword int) {
+			for r := range R {
+				VPDPBUSD_BCST(xm(r, 8+4*dword), v, accs[r][k%S])
+			}
+			k++
+		}
+		for c := range chunks {
+			r16LegacyPrefetch(w, c, chunks, gbb)
+			m := Mem{Base: w, Disp: 32 + 64*c}
+			if q4 {
+				// Byte i of a row: column 4c+i low, 16+4c+i high.
+				lo, hi := r16Nibbles(m, m4)
+				dots(lo, c)
+				dots(hi, 4+c)
+				continue
+			}
+			q := ZMM()
+			VMOVDQU64(m, q)
+			dots(q, c)
+		}
+		dv := ZMM()
+		VCVTPH2PS(Mem{Base: w}, dv)
+		for r := range R {
+			a := accs[r][0]
+			for _, b := range accs[r][1:] {
+				VPADDD(b, a, a)
+			}
+			dd := ZMM()
+			VMULPS_BCST(xm(r, 0), dv, dd)
+			VCVTDQ2PS(a, a)
+			VFMADD231PS(dd, a, outs[r])
+		}
+		ADDQ(U32(gbb), w)
+		for _, x := range xs {
+			ADDQ(U32(q8R16Bytes), x)
+		}
+		DECQ(nb)
+	})
+	o0, ost := Load(Param("out"), GP64()), Load(Param("ostride"), GP64())
+	SHLQ(U8(2), ost)
+	om, _ := stridedRows(o0, ost, R)
+	for r := range R {
+		VMOVUPS(outs[r], om(r, 0))
+	}
+	VZEROUPPER()
+	RET()
+	return name
+}
+
+// r16LegacyPrefetch touches chunk c's share (of chunks) of the cache lines
+// of the group block as many columns ahead of w as the k-quant kernels
+// prefetch (r16PrefetchBlocks super-blocks: 8 blocks of 32 each).
+func r16LegacyPrefetch(w Register, c, chunks, gbb int) {
+	if *r16PrefetchBlocks == 0 {
+		return
+	}
+	lines := (gbb + 63) / 64
+	for l := c * lines / chunks; l < (c+1)*lines/chunks; l++ {
+		PREFETCHT0(Mem{Base: w, Disp: 8**r16PrefetchBlocks*gbb + 64*l})
+	}
+}
