@@ -247,19 +247,18 @@ func repackQ6KLane(out []byte, l int, blk []byte) {
 func repackQ4_0Lane(out []byte, l int, blk []byte) {
 	copy(out[2*l:], blk[0:2]) // d
 	for c := range 4 {
-		copy(out[32+64*c+4*l:][:4], blk[2+4*c:])
+		le.PutUint32(out[32+64*c+4*l:], le.Uint32(blk[2+4*c:]))
 	}
 }
 
 func repackQ8_0Lane(out []byte, l int, blk []byte) {
 	copy(out[2*l:], blk[0:2]) // d
 	for c := range 8 {
-		dst := out[32+64*c+4*l:][:4]
-		for i := range 4 {
-			dst[i] = blk[2+4*c+i] ^ 0x80
-		}
+		le.PutUint32(out[32+64*c+4*l:], le.Uint32(blk[2+4*c:])^0x80808080)
 	}
 }
+
+var le = binary.LittleEndian
 
 // r16LegacyQuant returns the unsigned quant of row l, column k of a
 // LayoutR16 Q4_0 or Q8_0 group block (its value is that less r16Offset).
