@@ -166,6 +166,12 @@ func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
 	return uint64(n), ok
 }
 
+// Layouts counts the changes to which tensors chooseLayout rearranges (1:
+// Q4_K and Q6_K in LayoutR16; 2: Q4_0 and Q8_0 too). Files of every count
+// read alike; a cache of packed copies keys on it, so that an older copy is
+// packed again to get the faster layouts.
+const Layouts = 2
+
 // chooseLayout is the layout the packer writes a tensor in for CPUs of tier
 // cpu, and the tier that layout needs: on AVX-512 VNNI, LayoutR16 for every
 // matrix that has one (the token embedding too: its rows decode from it
