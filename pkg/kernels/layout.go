@@ -47,12 +47,18 @@ import (
 //
 //	0     d[16]     float16
 //	32    qs[8][16][4] chunk c: byte i of row l holds column 4c+i as
-//	      q+128 (ggml's int8 q with its sign bit flipped: unsigned 1..255)
+//	      q+128 (ggml's int8 q with its sign bit flipped: unsigned 0..255)
 //
 // The 32-column formats' quants are unsigned, as VPDPBUSD takes them, and
 // carry an offset o (Q4_0's 8, Q8_0's 128): Σ(q-o)·x = Σq·x - o·Σx. The
 // kernels start each block's integer sum at -o·Σx, which the activation
-// encoding carries (see q8R16Bytes); every sum stays exact in int32.
+// encoding carries (see q8R16Bytes); every sum stays exact in int32. The
+// correction sits on the activation side because the broadcast activation
+// dword must be VPDPBUSD's signed (memory) operand, so the weights are its
+// unsigned one, and because -o·Σx is one number per activation block for
+// all 16 rows (it replaces the zeroing of the sums), where a weight-side
+// correction (per-row sums kept at pack time) would cost 32 bytes per group
+// block: 1.06× Q8_0's size, 1.11× Q4_0's.
 //
 // Only Q4_K, Q6_K, Q4_0 and Q8_0 matrices whose rows are a multiple of 16
 // (and columns of the block) have a LayoutR16 form; the arithmetic (exact
