@@ -49,6 +49,7 @@ func main() {
 	q6kColsAVX512(4)
 	r16AVX512()
 	r16LegacyAVX512()
+	quantQ8R16AVX512()
 	q6kAVX2()
 	q6kRowsAVX2(4)
 	q6kAVX512(1)

@@ -144,3 +144,97 @@ func r16LegacyPrefetch(w Register, c, chunks, gbb int) {
 		PREFETCHT0(Mem{Base: w, Disp: 8**r16PrefetchBlocks*gbb + 64*l})
 	}
 }
+
+// quantQ8R16AVX512 generates the activation encoder of these kernels: nb
+// blocks of 32 float32 to q8R16Bytes blocks, exactly as the reference
+// (quantQ8R16) writes them for finite input: d = amax/127, id = 1/d (0 when
+// d is 0), q = x·id rounded half away from zero (C's roundf: the truncation
+// t of x·id, plus its sign where |x·id - t| ≥ 0.5, that difference being
+// exact), d stored through float16 and back (round to nearest even), and
+// -o·Σq. Blocks with NaNs or infinities encode to garbage, as in the
+// reference, but differently.
+func quantQ8R16AVX512() {
+	kernel("quantQ8R16AVX512Asm", "func(x *float32, y *byte, nb int, neg int32)",
+		"quantQ8R16AVX512Asm encodes nb blocks of 32 float32 at x to the activation",
+		"blocks of the LayoutR16 Q4_0/Q8_0 kernels at y, with block sums times neg (-o).")
+	x, y := Load(Param("x"), GP64()), Load(Param("y"), GP64())
+	nb, neg := Load(Param("nb"), GP64()), Load(Param("neg"), GP32())
+	absm, signm, one, half := ZMM(), ZMM(), ZMM(), ZMM()
+	VPTERNLOGD(U8(0xff), absm, absm, absm)
+	VPSLLD(U8(31), absm, signm)
+	VPSRLD(U8(1), absm, absm)
+	VBROADCASTSS(oneF, one)
+	VBROADCASTSS(halfF, half)
+	whileNonZero("q8r16", nb, func() {
+		// amax over the block, in lane 0
+		a, b := ZMM(), ZMM()
+		VANDPS(Mem{Base: x}, absm, a)
+		VANDPS(Mem{Base: x, Disp: 64}, absm, b)
+		VMAXPS(b, a, a)
+		ay := YMM()
+		VEXTRACTF32X8(U8(1), a, ay)
+		VMAXPS(ay, a.AsY(), ay)
+		ax := XMM()
+		VEXTRACTF128(U8(1), ay, ax)
+		VMAXPS(ax, ay.AsX(), ax)
+		t := XMM()
+		VPERMILPS(U8(0x4e), ax, t)
+		VMAXPS(t, ax, ax)
+		VPERMILPS(U8(0xb1), ax, t)
+		VMAXPS(t, ax, ax)
+		// d = amax/127; id = 1/d, or 0 where d is 0
+		d, id, nz := XMM(), XMM(), XMM()
+		VDIVSS(posF127, ax, d)
+		VMOVSS(oneF, id)
+		VDIVSS(d, id, id)
+		VXORPS(nz, nz, nz)
+		VCMPSS(U8(4), nz, d, nz) // NEQ_UQ: all ones where d != 0
+		VANDPS(nz, id, id)
+		idv := ZMM()
+		VBROADCASTSS(id, idv)
+		// d through float16
+		VCVTPS2PH(U8(0), d, d)
+		VCVTPH2PS(d, d)
+		VMOVSS(d, Mem{Base: y})
+		var qs [2]VecVirtual
+		for h := range 2 {
+			p, tr, f := ZMM(), ZMM(), ZMM()
+			VMULPS(Mem{Base: x, Disp: 64 * h}, idv, p)
+			VRNDSCALEPS(U8(0x0b), p, tr) // truncate, no precision exception
+			VSUBPS(tr, p, f)
+			VANDPS(absm, f, f)
+			k := K()
+			VCMPPS(U8(0x1d), half, f, k) // GE_OQ: |p - t| >= 0.5
+			s := ZMM()
+			VANDPS(signm, p, s)
+			VORPS(one, s, s)
+			VADDPS(s, tr, k, tr) // t ± 1 in the lanes of k
+			VCVTTPS2DQ(tr, tr)
+			VPMOVSDB(tr, Mem{Base: y, Disp: 8 + 16*h})
+			qs[h] = tr
+		}
+		// -o·Σq
+		sum := qs[0]
+		VPADDD(qs[1], sum, sum)
+		sy := YMM()
+		VEXTRACTI64X4(U8(1), sum, sy)
+		VPADDD(sy, sum.AsY(), sy)
+		sx := XMM()
+		VEXTRACTI128(U8(1), sy, sx)
+		VPADDD(sx, sy.AsX(), sx)
+		t2 := XMM()
+		VPSHUFD(U8(0x4e), sx, t2)
+		VPADDD(t2, sx, sx)
+		VPSHUFD(U8(0xb1), sx, t2)
+		VPADDD(t2, sx, sx)
+		g := GP32()
+		VMOVD(sx, g)
+		IMULL(neg, g)
+		MOVL(g, Mem{Base: y, Disp: 4})
+		ADDQ(U32(128), x)
+		ADDQ(U32(q8R16Bytes), y)
+		DECQ(nb)
+	})
+	VZEROUPPER()
+	RET()
+}

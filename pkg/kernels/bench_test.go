@@ -182,6 +182,16 @@ func BenchmarkQuantize(b *testing.B) {
 			})
 		})
 	}
+	// The Q8_0 blocks with sums of the LayoutR16 Q4_0/Q8_0 kernels.
+	dst := make([]byte, cols/qk*q8R16Bytes)
+	b.Run("Q8_0_r16", func(b *testing.B) {
+		benchTiers(b, func(b *testing.B) {
+			b.SetBytes(4 * cols)
+			for b.Loop() {
+				quantQ8R16(Q4_0, x, dst)
+			}
+		})
+	})
 }
 
 // BenchmarkRepackR16 is the loader's rearrangement of a 4096×4096 matrix

@@ -48,6 +48,7 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.r16[Q6_K] = r16Q6KAVX512
 	k.r16[Q4_0] = r16Q4_0AVX512
 	k.r16[Q8_0] = r16Q8_0AVX512
+	k.quantQ8R16 = quantQ8R16AVX512
 })
 
 func hostKernels() []*kernelSet {
@@ -93,6 +94,13 @@ func quantQ8KAVX2(src []float32, dst []byte) {
 	if nb := len(src) / QK_K; nb > 0 {
 		_ = dst[nb*q8KBytes-1]
 		quantQ8KAVX2Asm(&src[0], &dst[0], nb)
+	}
+}
+
+func quantQ8R16AVX512(src []float32, dst []byte, neg int32) {
+	if nb := len(src) / qk; nb > 0 {
+		_ = dst[nb*q8R16Bytes-1]
+		quantQ8R16AVX512Asm(&src[0], &dst[0], nb, neg)
 	}
 }
 

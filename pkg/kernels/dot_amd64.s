@@ -676,6 +676,12 @@ GLOBL negf127<>(SB), RODATA|NOPTR, $4
 DATA onef<>+0(SB)/4, $(1.0)
 GLOBL onef<>(SB), RODATA|NOPTR, $4
 
+DATA halff<>+0(SB)/4, $(0.5)
+GLOBL halff<>(SB), RODATA|NOPTR, $4
+
+DATA posf127<>+0(SB)/4, $(127.0)
+GLOBL posf127<>(SB), RODATA|NOPTR, $4
+
 DATA scshufp<>+0(SB)/1, $0x00
 DATA scshufp<>+1(SB)/1, $0x01
 DATA scshufp<>+2(SB)/1, $0x02
@@ -9994,6 +10000,84 @@ r16Q8_0x8AVX512Asm_done:
 	VMOVUPS Z5, (BX)(CX*1)
 	VMOVUPS Z6, (BX)(CX*2)
 	VMOVUPS Z7, (BX)(DX*1)
+	VZEROUPPER
+	RET
+
+// func quantQ8R16AVX512Asm(x *float32, y *byte, nb int, neg int32)
+// Requires: AVX, AVX2, AVX512DQ, AVX512F, F16C
+TEXT ·quantQ8R16AVX512Asm(SB), NOSPLIT, $0-28
+	MOVQ         x+0(FP), AX
+	MOVQ         y+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVL         neg+24(FP), BX
+	VPTERNLOGD   $0xff, Z0, Z0, Z0
+	VPSLLD       $0x1f, Z0, Z1
+	VPSRLD       $0x01, Z0, Z0
+	VBROADCASTSS onef<>+0(SB), Z2
+	VBROADCASTSS halff<>+0(SB), Z3
+
+q8r16_loop:
+	TESTQ         DX, DX
+	JZ            q8r16_done
+	VANDPS        (AX), Z0, Z4
+	VANDPS        64(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VEXTRACTF32X8 $0x01, Z4, Y5
+	VMAXPS        Y5, Y4, Y5
+	VEXTRACTF128  $0x01, Y5, X4
+	VMAXPS        X4, X5, X4
+	VPERMILPS     $0x4e, X4, X5
+	VMAXPS        X5, X4, X4
+	VPERMILPS     $0xb1, X4, X5
+	VMAXPS        X5, X4, X4
+	VDIVSS        posf127<>+0(SB), X4, X4
+	VMOVSS        onef<>+0(SB), X5
+	VDIVSS        X4, X5, X5
+	VXORPS        X6, X6, X6
+	VCMPSS        $0x04, X6, X4, X6
+	VANDPS        X6, X5, X5
+	VBROADCASTSS  X5, Z5
+	VCVTPS2PH     $0x00, X4, X4
+	VCVTPH2PS     X4, X4
+	VMOVSS        X4, (CX)
+	VMULPS        (AX), Z5, Z4
+	VRNDSCALEPS   $0x0b, Z4, Z6
+	VSUBPS        Z6, Z4, Z7
+	VANDPS        Z0, Z7, Z7
+	VCMPPS        $0x1d, Z3, Z7, K1
+	VANDPS        Z1, Z4, Z4
+	VORPS         Z2, Z4, Z4
+	VADDPS        Z4, Z6, K1, Z6
+	VCVTTPS2DQ    Z6, Z6
+	VPMOVSDB      Z6, 8(CX)
+	VMULPS        64(AX), Z5, Z4
+	VRNDSCALEPS   $0x0b, Z4, Z5
+	VSUBPS        Z5, Z4, Z7
+	VANDPS        Z0, Z7, Z7
+	VCMPPS        $0x1d, Z3, Z7, K1
+	VANDPS        Z1, Z4, Z4
+	VORPS         Z2, Z4, Z4
+	VADDPS        Z4, Z5, K1, Z5
+	VCVTTPS2DQ    Z5, Z5
+	VPMOVSDB      Z5, 24(CX)
+	VPADDD        Z5, Z6, Z6
+	VEXTRACTI64X4 $0x01, Z6, Y4
+	VPADDD        Y4, Y6, Y4
+	VEXTRACTI128  $0x01, Y4, X5
+	VPADDD        X5, X4, X5
+	VPSHUFD       $0x4e, X5, X4
+	VPADDD        X4, X5, X5
+	VPSHUFD       $0xb1, X5, X4
+	VPADDD        X4, X5, X5
+	VMOVD         X5, SI
+	IMULL         BX, SI
+	MOVL          SI, 4(CX)
+	ADDQ          $0x00000080, AX
+	ADDQ          $0x00000028, CX
+	DECQ          DX
+	JMP           q8r16_loop
+
+q8r16_done:
 	VZEROUPPER
 	RET
 

@@ -102,12 +102,17 @@ func dotR16LegacyGeneric(t DType, w []byte, nb int, xq []byte, xrb, R int, out [
 // the LayoutR16 kernels of t (Q4_0 or Q8_0) into dst (len(src)/32 blocks of
 // q8R16Bytes): the quants and scale are those Quantize(Q8_0) writes.
 func quantQ8R16(t DType, src []float32, dst []byte) {
-	o := r16Offset(t)
+	kern.quantQ8R16(src, dst[:len(src)/qk*q8R16Bytes], -r16Offset(t))
+}
+
+// quantQ8R16Generic is quantQ8R16 with the block sums multiplied by neg
+// (-o): the reference twin of the tiers' encoders.
+func quantQ8R16Generic(src []float32, dst []byte, neg int32) {
 	for i := 0; i < len(src)/qk; i++ {
 		b := dst[i*q8R16Bytes : (i+1)*q8R16Bytes]
 		d, sum := quant8(src[i*qk:(i+1)*qk], b[8:])
 		binary.LittleEndian.PutUint32(b, math.Float32bits(F16ToF32(F32ToF16(d))))
-		binary.LittleEndian.PutUint32(b[4:], uint32(-o*int32(sum)))
+		binary.LittleEndian.PutUint32(b[4:], uint32(neg*int32(sum)))
 	}
 }
 

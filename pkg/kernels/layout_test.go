@@ -64,6 +64,73 @@ func randomMatrix(r *rand.Rand, t DType, rows, n, nb int) (w, xq []byte) {
 	return w, xq
 }
 
+// TestFastQuantQ8R16Exact checks every tier's LayoutR16 Q4_0/Q8_0
+// activation encoder against the reference byte for byte: odd block counts,
+// misaligned source and destination, guard bands, zero blocks, exact ties
+// (x·id = k+0.5), a repeated maximum with both signs, tiny and huge scales
+// (down to 2⁻³⁰; d overflows float16 at the top).
+func TestFastQuantQ8R16Exact(t *testing.T) {
+	r := rand.New(rand.NewPCG(51, 52))
+	for _, k := range allTiers() {
+		for _, nb := range []int{1, 3, 7, 64, 65} {
+			for variant := range 4 {
+				x := gaussian(r, nb*qk, 1)
+				switch variant {
+				case 1: // a zero block and a block of exact ties
+					clear(x[:qk])
+					if nb > 1 {
+						for i := range qk {
+							x[qk+i] = float32(i*9%254-127) + 0.5 // ±0.5 .. ±126.5
+						}
+						x[qk+7] = -127
+					}
+				case 2: // the maximum magnitude twice, with opposite signs
+					for b := range nb {
+						x[b*qk+3], x[b*qk+20] = 9, -9
+					}
+				case 3: // tiny and huge scales
+					for i := range x {
+						x[i] *= float32(math.Pow(2, float64(i/qk%60-30)))
+					}
+				}
+				for _, neg := range []int32{-8, -128} {
+					want := make([]byte, nb*q8R16Bytes)
+					quantQ8R16Generic(x, want, neg)
+					for _, off := range []int{0, 1, 4, 13, 63} {
+						const guard = 16
+						buf := make([]byte, len(want)+2*guard+off)
+						for i := range buf {
+							buf[i] = 0xa5
+						}
+						dst := buf[guard+off : guard+off+len(want)]
+						xs := make([]float32, len(x)+off)
+						src := xs[off:]
+						copy(src, x)
+						k.quantQ8R16(src, dst, neg)
+						for i := range guard {
+							if buf[i] != 0xa5 || buf[len(buf)-1-i] != 0xa5 {
+								t.Fatalf("%v nb=%d: guard band overwritten", k.tier, nb)
+							}
+						}
+						for i := range want {
+							if dst[i] != want[i] {
+								t.Fatalf("%v nb=%d variant=%d neg=%d off=%d: byte %d (block %d, offset %d) = %#x, want %#x",
+									k.tier, nb, variant, neg, off, i, i/q8R16Bytes, i%q8R16Bytes, dst[i], want[i])
+							}
+						}
+					}
+				}
+			}
+		}
+		// Non-finite input must not hang or fault.
+		x := make([]float32, qk)
+		x[5] = float32(math.NaN())
+		k.quantQ8R16(x, make([]byte, q8R16Bytes), -8)
+		x[5] = float32(math.Inf(-1))
+		k.quantQ8R16(x, make([]byte, q8R16Bytes), -8)
+	}
+}
+
 // TestR16ReferenceMatchesRows checks the layout and its reference twin: the
 // dots of a repacked matrix equal the scalar reference's dots of the
 // original rows within float32 summation error (both add the same exact
