@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 
 	. "github.com/mmcloughlin/avo/build"
@@ -24,6 +25,14 @@ import (
 // registers. With fewer than four rows, S = 4/R integer sums per row take
 // turns by dword, so that the VPDPBUSD chains stay independent enough to
 // fill the pipeline (the sums are exact: any grouping gives the same).
+
+// r16LegacyChains is the number of integer sums per activation row that take
+// turns in the kernels for one row; R rows take max(1, r16LegacyChains/R).
+var r16LegacyChains = flag.Int("r16legacychains", 4, "integer sums per row of the one-row Q4_0/Q8_0 r16 kernel (R rows: this/R)")
+
+// r16LegacyPrefetchBlocks is how many blocks of 32 columns ahead the kernels
+// prefetch: 16 is the 512 columns the k-quant kernels run ahead.
+var r16LegacyPrefetchBlocks = flag.Int("r16legacyprefetch", 16, "blocks ahead the Q4_0/Q8_0 r16 kernels prefetch (0: none)")
 
 // q8R16Bytes is the size of an activation block of these kernels
 // (pkg/kernels' q8R16Bytes): float32 d, int32 -o·Σx, 32 int8 quants.
@@ -67,7 +76,7 @@ func r16LegacyKernel(typ string, R int) string {
 		VMOVDQU64(m4Z, m4)
 	}
 	outs := zeroed(R, ZMM, VPXORD)
-	S := max(1, 4/R)
+	S := max(1, *r16LegacyChains/R)
 	whileNonZero(name, nb, func() {
 		accs := make([][]VecVirtual, R)
 		for r := range R {
