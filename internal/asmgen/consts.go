@@ -17,6 +17,8 @@ var (
 	packPermY Mem    // dword order undoing VPACKSS*'s lane interleave
 	negF127   Mem    // float32 -127
 	oneF      Mem    // float32 1
+	halfF     Mem    // float32 0.5
+	posF127   Mem    // float32 127
 	m8Y       Mem    // 32 × 8
 	m16Z      Mem    // 64 × 16
 	m30Z      Mem    // 64 × 0x30
@@ -82,6 +84,10 @@ func consts() {
 	DATA(0, F32(-127))
 	oneF = GLOBL("onef", RODATA|NOPTR)
 	DATA(0, F32(1))
+	halfF = GLOBL("halff", RODATA|NOPTR)
+	DATA(0, F32(0.5))
+	posF127 = GLOBL("posf127", RODATA|NOPTR)
+	DATA(0, F32(127))
 	scShufP = GLOBL("scshufp", RODATA|NOPTR)
 	for i, v := range []int{0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11} {
 		DATA(i, U8(v))

@@ -132,8 +132,8 @@ func r16AVX512() {
 		q4k = append(q4k, q4kR16AVX512(R))
 		q6k = append(q6k, q6kR16AVX512(R))
 	}
-	wrapR16("r16Q4KAVX512", "Q4_K", "r16Q4KBlock", q4k)
-	wrapR16("r16Q6KAVX512", "Q6_K", "r16Q6KBlock", q6k)
+	wrapR16("r16Q4KAVX512", "Q4_K", "r16Q4KBlock", "q8KBytes", q4k)
+	wrapR16("r16Q6KAVX512", "Q6_K", "r16Q6KBlock", "q8KBytes", q6k)
 }
 
 func q4kR16AVX512(R int) string {

@@ -73,10 +73,10 @@ func wrapCols(asm, typ string, C, bb int) {
 
 // wrapR16 wraps the r16 kernels of typ, which take 1, 2, 4 and 8 rows
 // (asms in that order), under the name name; gbb names the group block
-// size.
-func wrapR16(name, typ, gbb string, asms []string) {
+// size, xbb the activation block size.
+func wrapR16(name, typ, gbb, xbb string, asms []string) {
 	wrappers = append(wrappers, wrapper{"r16", map[string]any{
-		"Name": name, "Type": typ, "GBB": gbb, "Asms": strings.Join(asms, ", "),
+		"Name": name, "Type": typ, "GBB": gbb, "XBB": xbb, "Asms": strings.Join(asms, ", "),
 	}})
 }
 
@@ -126,7 +126,7 @@ func {{.Name}}(w []byte, wrb int, xq []byte, out []float32) {
 {{define "r16"}}
 // {{.Name}} is r16[{{.Type}}] of its tier.
 func {{.Name}}(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
-	r16Run(w, nb, {{.GBB}}, xq, xrb, R, out, ostride, &{{.Name}}Kernels)
+	r16Run(w, nb, {{.GBB}}, {{.XBB}}, xq, xrb, R, out, ostride, &{{.Name}}Kernels)
 }
 
 // {{.Name}}Kernels are indexed by log2 of the rows they take at once.

@@ -130,27 +130,41 @@ func BenchmarkMatVec(b *testing.B) {
 	b.Run("Q6_K_4096x4096", func(b *testing.B) { benchMatMul(b, Q6_K, 4096, 4096, 1) })
 	b.Run("Q4_K_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, Q4_K, LayoutR16, 4096, 4096, 1, 1) })
 	b.Run("Q6_K_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, Q6_K, LayoutR16, 4096, 4096, 1, 1) })
+	for _, typ := range []DType{Q4_0, Q8_0} {
+		b.Run(fmt.Sprintf("%v_4096x4096", typ), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, 1) })
+		b.Run(fmt.Sprintf("%v_r16_4096x4096", typ), func(b *testing.B) { benchMatMulCopies(b, typ, LayoutR16, 4096, 4096, 1, 1) })
+	}
 }
 
 // BenchmarkMatVecDRAM is BenchmarkMatVec with weights that do not fit in any
 // cache (1 GiB of copies, cycled; this host reports a 508 MB L3): the decode
 // case.
 func BenchmarkMatVecDRAM(b *testing.B) {
-	for _, sh := range [][2]int{{4096, 4096}, {14336, 4096}, {8192, 2048}} {
-		size := sh[0] * sh[1] / 256 * 144
-		copies := (1<<30 + size - 1) / size
-		b.Run(fmt.Sprintf("Q4_K_%dx%d", sh[0], sh[1]), func(b *testing.B) { benchMatMulCopies(b, Q4_K, LayoutRows, sh[0], sh[1], 1, copies) })
-		b.Run(fmt.Sprintf("Q4_K_r16_%dx%d", sh[0], sh[1]), func(b *testing.B) { benchMatMulCopies(b, Q4_K, LayoutR16, sh[0], sh[1], 1, copies) })
+	for _, typ := range []DType{Q4_K, Q4_0, Q8_0} {
+		for _, sh := range [][2]int{{4096, 4096}, {14336, 4096}, {8192, 2048}} {
+			rb, _ := typ.RowBytes(sh[1])
+			size := sh[0] * rb
+			copies := (1<<30 + size - 1) / size
+			b.Run(fmt.Sprintf("%v_%dx%d", typ, sh[0], sh[1]), func(b *testing.B) { benchMatMulCopies(b, typ, LayoutRows, sh[0], sh[1], 1, copies) })
+			b.Run(fmt.Sprintf("%v_r16_%dx%d", typ, sh[0], sh[1]), func(b *testing.B) { benchMatMulCopies(b, typ, LayoutR16, sh[0], sh[1], 1, copies) })
+		}
 	}
 }
 
 // BenchmarkPrefill is a 128-token prompt chunk through a 4096×4096 Q4_K
-// matrix: compute-bound; see GOP/s.
+// matrix (and 8 or 128 tokens through Q4_0 and Q8_0 ones): compute-bound;
+// see GOP/s.
 func BenchmarkPrefill(b *testing.B) {
 	b.Run("Q4_K_4096x4096_n128", func(b *testing.B) { benchMatMul(b, Q4_K, 4096, 4096, 128) })
 	b.Run("Q6_K_4096x4096_n128", func(b *testing.B) { benchMatMul(b, Q6_K, 4096, 4096, 128) })
 	b.Run("Q4_K_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, Q4_K, LayoutR16, 4096, 4096, 128, 1) })
 	b.Run("Q6_K_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, Q6_K, LayoutR16, 4096, 4096, 128, 1) })
+	for _, typ := range []DType{Q4_0, Q8_0} {
+		for _, n := range []int{8, 128} {
+			b.Run(fmt.Sprintf("%v_4096x4096_n%d", typ, n), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, n) })
+			b.Run(fmt.Sprintf("%v_r16_4096x4096_n%d", typ, n), func(b *testing.B) { benchMatMulCopies(b, typ, LayoutR16, 4096, 4096, n, 1) })
+		}
+	}
 }
 
 // BenchmarkQuantize is the activation encoding MatMul does once per call.
@@ -166,6 +180,34 @@ func BenchmarkQuantize(b *testing.B) {
 					Quantize(typ, x, dst)
 				}
 			})
+		})
+	}
+	// The Q8_0 blocks with sums of the LayoutR16 Q4_0/Q8_0 kernels.
+	dst := make([]byte, cols/qk*q8R16Bytes)
+	b.Run("Q8_0_r16", func(b *testing.B) {
+		benchTiers(b, func(b *testing.B) {
+			b.SetBytes(4 * cols)
+			for b.Loop() {
+				quantQ8R16(Q4_0, x, dst)
+			}
+		})
+	})
+}
+
+// BenchmarkRepackR16 is the loader's rearrangement of a 4096×4096 matrix
+// into LayoutR16 (MB/s of source bytes).
+func BenchmarkRepackR16(b *testing.B) {
+	const rows, cols = 4096, 4096
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, typ := range []DType{Q4_K, Q6_K, Q4_0, Q8_0} {
+		src := quantize(typ, gaussian(r, rows*cols, 0.1))
+		size, _ := LayoutBytes(typ, LayoutR16, rows, cols)
+		dst := make([]byte, size)
+		b.Run(typ.String(), func(b *testing.B) {
+			b.SetBytes(int64(len(src)))
+			for b.Loop() {
+				RepackR16(typ, dst, src, cols)
+			}
 		})
 	}
 }

@@ -37,12 +37,14 @@ import (
 // for every activation Quantize can produce (never -128); the F16 dots sum
 // the same float32 products in float64 in another order (within one float32
 // ulp plus 2⁻⁴⁰·Σ|w·x| of the reference). The Q8_K encoder writes the
-// reference's bytes for finite input. The LayoutR16 kernels reproduce their
-// own reference twin (dotR16Generic) bit for bit, which adds the same exact
-// integer sums as the ggml-layout kernels in another float grouping. The
-// attention helpers (DotsF16, AxpyF16, AxpysF16) use fused multiply-adds
-// where the reference multiplies and adds: within float32 rounding of it,
-// and AxpysF16 equals AxpyF16 row by row exactly.
+// reference's bytes for finite input, the LayoutR16 Q4_0/Q8_0 encoder for
+// finite input whose blocks are zero or reach 2⁻¹²¹ in magnitude (below
+// that 1/d overflows, in the reference too). The LayoutR16 kernels
+// reproduce their own reference twin (dotR16Generic) bit for bit, which adds
+// the same exact integer sums as the ggml-layout kernels in another float
+// grouping. The attention helpers (DotsF16, AxpyF16, AxpysF16) use fused
+// multiply-adds where the reference multiplies and adds: within float32
+// rounding of it, and AxpysF16 equals AxpyF16 row by row exactly.
 
 // Tier identifies a set of kernel implementations.
 type Tier int
@@ -107,13 +109,17 @@ type kernelSet struct {
 	// takes where the tier has them (n > 0).
 	rows [nTypes]rowsKernel
 	cols [nTypes]colsKernel
-	// r16[t] (Q4_K, Q6_K) computes, for one LayoutR16 group (nb group
-	// blocks at w) and R activation rows at xq, xq[xrb:], ..., the 16 dots
+	// r16[t] (Q4_K, Q6_K, Q4_0, Q8_0) computes, for one LayoutR16 group (nb
+	// group blocks at w) and R activation rows at xq, xq[xrb:], ... (Q8_K
+	// rows for the k-quants, quantQ8R16's for Q4_0 and Q8_0), the 16 dots
 	// of each row into out[r*ostride : r*ostride+16] (see dotR16Generic).
 	r16 [nTypes]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int)
 
 	f16F32   func(w []byte, x []float32) float32 // DotF32 of an F16 row
 	quantQ8K func(src []float32, dst []byte)     // Quantize to Q8_K, whole blocks
+	// quantQ8R16 encodes whole blocks of 32 for the LayoutR16 Q4_0/Q8_0
+	// kernels, block sums times neg (see quantQ8R16Generic).
+	quantQ8R16 func(src []float32, dst []byte, neg int32)
 
 	// The element-wise and attention kernels. expSub sets x[i] = e^(x[i]-m)
 	// and returns their sum, m the largest x[i] (softmax); swiglu is
@@ -170,16 +176,19 @@ var genericKernels = &kernelSet{
 	r16: [nTypes]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int){
 		Q4_K: r16Q4KGeneric,
 		Q6_K: r16Q6KGeneric,
+		Q4_0: r16Q4_0Generic,
+		Q8_0: r16Q8_0Generic,
 	},
-	f16F32:   dotF16F32Generic,
-	quantQ8K: quantQ8KGeneric,
-	axpyF16:  axpyF16Generic,
-	dotsF16:  dotsF16Generic,
-	axpysF16: axpysF16Generic,
-	expSub:   expSubGeneric,
-	swiglu:   swigluGeneric,
-	max:      maxGeneric,
-	sumU64:   sumU64Generic,
+	f16F32:     dotF16F32Generic,
+	quantQ8K:   quantQ8KGeneric,
+	quantQ8R16: quantQ8R16Generic,
+	axpyF16:    axpyF16Generic,
+	dotsF16:    dotsF16Generic,
+	axpysF16:   axpysF16Generic,
+	expSub:     expSubGeneric,
+	swiglu:     swigluGeneric,
+	max:        maxGeneric,
+	sumU64:     sumU64Generic,
 }
 
 // derive returns the table of tier t: a copy of k with the entries set

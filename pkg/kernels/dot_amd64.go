@@ -46,6 +46,9 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.cols[Q6_K] = colsKernel{4, colsQ6KAVX512}
 	k.r16[Q4_K] = r16Q4KAVX512
 	k.r16[Q6_K] = r16Q6KAVX512
+	k.r16[Q4_0] = r16Q4_0AVX512
+	k.r16[Q8_0] = r16Q8_0AVX512
+	k.quantQ8R16 = quantQ8R16AVX512
 })
 
 func hostKernels() []*kernelSet {
@@ -64,10 +67,10 @@ func hostKernels() []*kernelSet {
 type r16Kernel func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
 // r16Run checks that the group's nb blocks (gbb bytes each), the R
-// activation rows and the R output runs are in bounds, and runs ks, indexed
-// by log2 of the rows they take at once, over the rows 8, 4, 2 and 1 at a
-// time.
-func r16Run(w []byte, nb, gbb int, xq []byte, xrb, R int, out []float32, ostride int, ks *[4]r16Kernel) {
+// activation rows (nb blocks of xbb bytes each) and the R output runs are in
+// bounds, and runs ks, indexed by log2 of the rows they take at once, over
+// the rows 8, 4, 2 and 1 at a time.
+func r16Run(w []byte, nb, gbb, xbb int, xq []byte, xrb, R int, out []float32, ostride int, ks *[4]r16Kernel) {
 	if nb <= 0 || R <= 0 {
 		for r := range R {
 			clear(out[r*ostride : r*ostride+R16])
@@ -75,7 +78,7 @@ func r16Run(w []byte, nb, gbb int, xq []byte, xrb, R int, out []float32, ostride
 		return
 	}
 	_ = w[nb*gbb-1]
-	_ = xq[(R-1)*xrb+nb*q8KBytes-1]
+	_ = xq[(R-1)*xrb+nb*xbb-1]
 	_ = out[(R-1)*ostride+R16-1]
 	for r := 0; r < R; {
 		i := 3
@@ -91,6 +94,13 @@ func quantQ8KAVX2(src []float32, dst []byte) {
 	if nb := len(src) / QK_K; nb > 0 {
 		_ = dst[nb*q8KBytes-1]
 		quantQ8KAVX2Asm(&src[0], &dst[0], nb)
+	}
+}
+
+func quantQ8R16AVX512(src []float32, dst []byte, neg int32) {
+	if nb := len(src) / qk; nb > 0 {
+		_ = dst[nb*q8R16Bytes-1]
+		quantQ8R16AVX512Asm(&src[0], &dst[0], nb, neg)
 	}
 }
 

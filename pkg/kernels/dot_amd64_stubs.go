@@ -102,6 +102,68 @@ func r16Q4Kx8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostr
 //go:noescape
 func r16Q6Kx8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
+// r16Q4_0x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_0 group (nb blocks of 32 columns at w) with the 1 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q4_0x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q8_0x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 1 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q8_0x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q4_0x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_0 group (nb blocks of 32 columns at w) with the 2 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q4_0x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q8_0x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 2 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q8_0x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q4_0x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_0 group (nb blocks of 32 columns at w) with the 4 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q4_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q8_0x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 4 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q8_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q4_0x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_0 group (nb blocks of 32 columns at w) with the 8 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q4_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q8_0x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 8 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q8_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// quantQ8R16AVX512Asm encodes nb blocks of 32 float32 at x to the activation
+// blocks of the LayoutR16 Q4_0/Q8_0 kernels at y, with block sums times neg (-o).
+//
+//go:noescape
+func quantQ8R16AVX512Asm(x *float32, y *byte, nb int, neg int32)
+
 // dotQ6KAVX2Asm accumulates nb Q6_K × Q8_K blocks into acc (8 lanes).
 //
 //go:noescape

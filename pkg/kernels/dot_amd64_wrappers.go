@@ -113,7 +113,7 @@ func colsQ6KAVX512(w []byte, wrb int, xq []byte, out []float32) {
 
 // r16Q4KAVX512 is r16[Q4_K] of its tier.
 func r16Q4KAVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
-	r16Run(w, nb, r16Q4KBlock, xq, xrb, R, out, ostride, &r16Q4KAVX512Kernels)
+	r16Run(w, nb, r16Q4KBlock, q8KBytes, xq, xrb, R, out, ostride, &r16Q4KAVX512Kernels)
 }
 
 // r16Q4KAVX512Kernels are indexed by log2 of the rows they take at once.
@@ -121,11 +121,27 @@ var r16Q4KAVX512Kernels = [4]r16Kernel{r16Q4Kx1AVX512Asm, r16Q4Kx2AVX512Asm, r16
 
 // r16Q6KAVX512 is r16[Q6_K] of its tier.
 func r16Q6KAVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
-	r16Run(w, nb, r16Q6KBlock, xq, xrb, R, out, ostride, &r16Q6KAVX512Kernels)
+	r16Run(w, nb, r16Q6KBlock, q8KBytes, xq, xrb, R, out, ostride, &r16Q6KAVX512Kernels)
 }
 
 // r16Q6KAVX512Kernels are indexed by log2 of the rows they take at once.
 var r16Q6KAVX512Kernels = [4]r16Kernel{r16Q6Kx1AVX512Asm, r16Q6Kx2AVX512Asm, r16Q6Kx4AVX512Asm, r16Q6Kx8AVX512Asm}
+
+// r16Q4_0AVX512 is r16[Q4_0] of its tier.
+func r16Q4_0AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q4_0Block, q8R16Bytes, xq, xrb, R, out, ostride, &r16Q4_0AVX512Kernels)
+}
+
+// r16Q4_0AVX512Kernels are indexed by log2 of the rows they take at once.
+var r16Q4_0AVX512Kernels = [4]r16Kernel{r16Q4_0x1AVX512Asm, r16Q4_0x2AVX512Asm, r16Q4_0x4AVX512Asm, r16Q4_0x8AVX512Asm}
+
+// r16Q8_0AVX512 is r16[Q8_0] of its tier.
+func r16Q8_0AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q8_0Block, q8R16Bytes, xq, xrb, R, out, ostride, &r16Q8_0AVX512Kernels)
+}
+
+// r16Q8_0AVX512Kernels are indexed by log2 of the rows they take at once.
+var r16Q8_0AVX512Kernels = [4]r16Kernel{r16Q8_0x1AVX512Asm, r16Q8_0x2AVX512Asm, r16Q8_0x4AVX512Asm, r16Q8_0x8AVX512Asm}
 
 // dotQ6KAVX2 is dot[Q6_K] of its tier.
 func dotQ6KAVX2(w, xq []byte) float32 {

@@ -351,12 +351,12 @@ func TestTablesComplete(t *testing.T) {
 				t.Errorf("%v: %s is nil", k.tier, v.Type().Field(i).Name)
 			}
 		}
-		for typ := range DType(BF16 + 1) {
+		for typ := range DType(nTypes) {
 			if Supported(typ) && typ != Q8_1 && typ != Q8_K && k.dot[typ] == nil {
 				t.Errorf("%v: no dot for %v", k.tier, typ)
 			}
 		}
-		for _, typ := range []DType{Q4_K, Q6_K} {
+		for _, typ := range r16Types {
 			if k.r16[typ] == nil {
 				t.Errorf("%v: no r16 kernel for %v", k.tier, typ)
 			}

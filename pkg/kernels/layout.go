@@ -11,13 +11,16 @@ import (
 // LayoutRows is ggml's: each row's blocks in order, rows one after another.
 // It is what GGUF files hold and what every kernel reads.
 //
-// LayoutR16 interleaves groups of 16 rows, one super-block (256 columns) at
-// a time, with the scales pre-unpacked, so that a 512-bit register holds the
-// same four columns of 16 rows: lane l of every vector is weight row l of the
-// group. The kernels then take dot products with VPDPBUSD against one
-// activation dword broadcast to all lanes, and apply each sub-block's scale
-// to 16 rows with one multiply. A group block is, for Q4_K (2368 bytes =
-// 16 × 144 + 64: the unpacked scales and mins take 4 bytes more per row):
+// LayoutR16 interleaves groups of 16 rows, one block of columns at a time
+// (a super-block of 256 for the k-quants, a block of 32 for Q4_0 and Q8_0),
+// with the scales next to their quants (pre-unpacked for the k-quants), so
+// that a 512-bit register holds the same four columns of 16 rows: lane l of
+// every vector is weight row l of the group. The kernels then take dot
+// products with VPDPBUSD (unsigned weight bytes times signed activation
+// bytes) against one activation dword broadcast to all lanes, and apply
+// each (sub-)block's scale to 16 rows with one multiply. A group block is,
+// for Q4_K (2368 bytes = 16 × 144 + 64: the unpacked scales and mins take 4
+// bytes more per row):
 //
 //	0     d[16]     float16, row l's super-block scale
 //	32    dmin[16]  float16
@@ -26,7 +29,7 @@ import (
 //	320   qs[32][16][4] chunk c: byte i of row l holds column 8c+i in its
 //	      low nibble and column 8c+4+i in its high nibble
 //
-// and for Q6_K (3360 bytes = 16 × 210, the same size as ggml's):
+// for Q6_K (3360 bytes = 16 × 210, the same size as ggml's):
 //
 //	0     d[16]     float16
 //	32    sc[8][16][2] int8, the scales of sub-blocks 2p and 2p+1 of row l
@@ -34,10 +37,34 @@ import (
 //	2336  qh[16][16][4] the high two bits: byte i of row l in pair p holds,
 //	      from bit 0, those of columns 16p+i, 16p+4+i, 16p+8+i, 16p+12+i
 //
-// Only Q4_K and Q6_K matrices whose rows are a multiple of 16 have a
-// LayoutR16 form; the arithmetic (integer sums per sub-block, one float
-// multiply-add per super-block) is that of dotR16Generic, the reference twin of
-// the assembly kernels.
+// for Q4_0 (288 bytes = 16 × 18, ggml's size):
+//
+//	0     d[16]     float16
+//	32    qs[4][16][4] chunk c: byte i of row l is ggml's qs[4c+i]: column
+//	      4c+i in its low nibble, column 16+4c+i in its high nibble
+//
+// and for Q8_0 (544 bytes = 16 × 34, ggml's size):
+//
+//	0     d[16]     float16
+//	32    qs[8][16][4] chunk c: byte i of row l holds column 4c+i as
+//	      q+128 (ggml's int8 q with its sign bit flipped: unsigned 0..255)
+//
+// The 32-column formats' quants are unsigned, as VPDPBUSD takes them, and
+// carry an offset o (Q4_0's 8, Q8_0's 128): Σ(q-o)·x = Σq·x - o·Σx. The
+// kernels start each block's integer sum at -o·Σx, which the activation
+// encoding carries (see q8R16Bytes); every sum stays exact in int32. The
+// correction sits on the activation side because the broadcast activation
+// dword must be VPDPBUSD's signed (memory) operand, so the weights are its
+// unsigned one, and because -o·Σx is one number per activation block for
+// all 16 rows (it replaces the zeroing of the sums), where a weight-side
+// correction (per-row sums kept at pack time) would cost 32 bytes per group
+// block: 1.06× Q8_0's size, 1.11× Q4_0's.
+//
+// Only Q4_K, Q6_K, Q4_0 and Q8_0 matrices whose rows are a multiple of 16
+// (and columns of the block) have a LayoutR16 form; the arithmetic (exact
+// integer sums per (sub-)block, one float multiply-add per block of
+// columns) is that of dotR16Generic, the reference twin of the assembly
+// kernels.
 type Layout uint8
 
 const (
@@ -49,9 +76,22 @@ const (
 const R16 = 16
 
 const (
-	r16Q4KBlock = 2368
-	r16Q6KBlock = 3360
+	r16Q4KBlock  = 2368
+	r16Q6KBlock  = 3360
+	r16Q4_0Block = R16 * 18
+	r16Q8_0Block = R16 * 34
 )
+
+// q8R16Bytes is the size of an activation block of the LayoutR16 Q4_0 and
+// Q8_0 kernels: a Q8_0 block re-encoded for them (quantQ8R16), 32 columns:
+//
+//	0   float32 d, the Q8_0 block's float16 scale, widened
+//	4   int32   -o·Σq, o the weight format's offset (8 for Q4_0, 128 for
+//	            Q8_0): where each block's integer sums start
+//	8   int8    q[32], the Q8_0 block's quants
+//
+// The k-quant kernels take Q8_K rows, whose block sums are in the format.
+const q8R16Bytes = 40
 
 func (l Layout) String() string {
 	switch l {
@@ -65,7 +105,36 @@ func (l Layout) String() string {
 
 // CanR16 reports whether a rows×cols matrix of type t has a LayoutR16 form.
 func CanR16(t DType, rows, cols int) bool {
-	return (t == Q4_K || t == Q6_K) && rows > 0 && rows%R16 == 0 && cols > 0 && cols%QK_K == 0
+	bc, _ := r16Block(t)
+	return bc > 0 && rows > 0 && rows%R16 == 0 && cols > 0 && cols%bc == 0
+}
+
+// r16Block returns the columns and the bytes of a LayoutR16 group block
+// (16 rows) of t, or 0, 0 when t has no LayoutR16 form.
+func r16Block(t DType) (cols, bytes int) {
+	switch t {
+	case Q4_K:
+		return QK_K, r16Q4KBlock
+	case Q6_K:
+		return QK_K, r16Q6KBlock
+	case Q4_0:
+		return qk, r16Q4_0Block
+	case Q8_0:
+		return qk, r16Q8_0Block
+	}
+	return 0, 0
+}
+
+// r16Offset is the offset o of the 32-column formats' unsigned LayoutR16
+// quants (Q4_0: 8, Q8_0: 128), 0 for the k-quants.
+func r16Offset(t DType) int32 {
+	switch t {
+	case Q4_0:
+		return 8
+	case Q8_0:
+		return 128
+	}
+	return 0
 }
 
 // LayoutBytes is the size of a rows×cols matrix of type t in layout l, or
@@ -82,7 +151,8 @@ func LayoutBytes(t DType, l Layout, rows, cols int) (int, bool) {
 		if !CanR16(t, rows, cols) {
 			return 0, false
 		}
-		gb := cols / QK_K * r16BlockBytes(t) // one group of 16 rows
+		bc, bb := r16Block(t)
+		gb := cols / bc * bb // one group of 16 rows
 		if rows/R16 > math.MaxInt/gb {
 			return 0, false
 		}
@@ -91,16 +161,8 @@ func LayoutBytes(t DType, l Layout, rows, cols int) (int, bool) {
 	return 0, false
 }
 
-// r16BlockBytes is the size of a LayoutR16 group block (16 rows × 256
-// columns) of t.
-func r16BlockBytes(t DType) int {
-	if t == Q6_K {
-		return r16Q6KBlock
-	}
-	return r16Q4KBlock
-}
-
-// RepackR16 rearranges src, whole groups of 16 rows of a Q4_K or Q6_K matrix
+// RepackR16 rearranges src, whole groups of 16 rows of a Q4_K, Q6_K, Q4_0 or
+// Q8_0 matrix
 // with cols columns in LayoutRows, into dst in LayoutR16. It panics if the
 // sizes are inconsistent (dst must be LayoutBytes long) or t has no
 // LayoutR16 form.
@@ -113,19 +175,23 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 	if !ok || len(src) == 0 || len(dst) != size {
 		panic(fmt.Sprintf("kernels: RepackR16: %v, %d columns, %d bytes into %d", t, cols, len(src), len(dst)))
 	}
-	nb := cols / QK_K
+	bc, gbb := r16Block(t)
+	nb := cols / bc
 	bb := t.BlockBytes()
-	gbb := r16BlockBytes(t)
+	lane := repackQ4KLane
+	switch t {
+	case Q6_K:
+		lane = repackQ6KLane
+	case Q4_0:
+		lane = repackQ4_0Lane
+	case Q8_0:
+		lane = repackQ8_0Lane
+	}
 	for g := 0; g < len(src)/(R16*rb); g++ {
 		for b := range nb {
 			out := dst[(g*nb+b)*gbb : (g*nb+b+1)*gbb]
 			for l := range R16 {
-				blk := src[(g*R16+l)*rb+b*bb:][:bb]
-				if t == Q4_K {
-					repackQ4KLane(out, l, blk)
-				} else {
-					repackQ6KLane(out, l, blk)
-				}
+				lane(out, l, src[(g*R16+l)*rb+b*bb:][:bb])
 			}
 		}
 	}
@@ -182,6 +248,33 @@ func repackQ6KLane(out []byte, l int, blk []byte) {
 	}
 }
 
+// A Q4_0 block's qs already holds, in byte 4c+i, the two columns chunk c
+// puts in byte i of a row.
+func repackQ4_0Lane(out []byte, l int, blk []byte) {
+	copy(out[2*l:], blk[0:2]) // d
+	for c := range 4 {
+		le.PutUint32(out[32+64*c+4*l:], le.Uint32(blk[2+4*c:]))
+	}
+}
+
+func repackQ8_0Lane(out []byte, l int, blk []byte) {
+	copy(out[2*l:], blk[0:2]) // d
+	for c := range 8 {
+		le.PutUint32(out[32+64*c+4*l:], le.Uint32(blk[2+4*c:])^0x80808080)
+	}
+}
+
+var le = binary.LittleEndian
+
+// r16LegacyQuant returns the unsigned quant of row l, column k of a
+// LayoutR16 Q4_0 or Q8_0 group block (its value is that less r16Offset).
+func r16LegacyQuant(t DType, blk []byte, l, k int) uint8 {
+	if t == Q8_0 {
+		return blk[32+64*(k/4)+4*l+k%4]
+	}
+	return blk[32+64*(k%16/4)+4*l+k%4] >> (4 * (k / 16)) & 0xf
+}
+
 // RowLayout decodes row r of a rows×cols matrix of type t in layout l
 // into dst[:cols], bit for bit as Row decodes it from ggml's layout. It
 // panics if the row is out of range.
@@ -190,16 +283,23 @@ func RowLayout(t DType, l Layout, w []byte, cols, r int, dst []float32) {
 		Row(t, w, cols, r, dst)
 		return
 	}
-	gbb := r16BlockBytes(t)
-	nb := cols / QK_K
-	if l != LayoutR16 || !CanR16(t, R16, cols) || r < 0 || (r/R16+1)*nb*gbb > len(w) || len(dst) < cols {
+	bc, gbb := r16Block(t)
+	if l != LayoutR16 || !CanR16(t, R16, cols) || r < 0 || (r/R16+1)*(cols/bc)*gbb > len(w) || len(dst) < cols {
 		panic(fmt.Sprintf("kernels: RowLayout: row %d of %d-column %v in layout %v does not fit (%d bytes, dst %d)", r, cols, t, l, len(w), len(dst)))
 	}
+	nb := cols / bc
 	g, l16 := r/R16, r%R16
 	for b := range nb {
 		blk := w[(g*nb+b)*gbb:][:gbb]
-		y := dst[b*QK_K : (b+1)*QK_K]
+		y := dst[b*bc : (b+1)*bc]
 		d := F16ToF32(binary.LittleEndian.Uint16(blk[2*l16:]))
+		if t == Q4_0 || t == Q8_0 {
+			o := r16Offset(t)
+			for k := range qk {
+				y[k] = float32(int32(r16LegacyQuant(t, blk, l16, k))-o) * d // as dequantQ4_0, dequantQ8_0
+			}
+			continue
+		}
 		if t == Q4_K {
 			dmin := F16ToF32(binary.LittleEndian.Uint16(blk[32+2*l16:]))
 			for j := range 8 {

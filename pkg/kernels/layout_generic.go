@@ -6,15 +6,28 @@ import (
 )
 
 // dotR16Generic is the reference twin of the LayoutR16 kernels: for the group
-// block run w (nb super-blocks of one group of 16 rows) and the R Q8_K
+// block run w (nb blocks of columns of one group of 16 rows) and the R
 // activation rows at xq, xq[xrb:], ..., it sets out[r*ostride+l] to the dot of
-// group row l with activation row r. Per super-block it forms exact integer
-// sums per row (each sub-block's sum times its scale; for Q4_K the mins times
-// the activation's sums, for Q6_K the offset 32 times the scales times them)
-// and then adds d·dx·sum (and, for Q4_K, subtracts dmin·dx·mins) to a
-// float32 accumulator with one fused multiply-add each, as the kernels do.
+// group row l with activation row r.
+//
+// For the k-quants the activations are Q8_K rows. Per super-block it forms
+// exact integer sums per row (each sub-block's sum times its scale; for Q4_K
+// the mins times the activation's sums, for Q6_K the offset 32 times the
+// scales times them) and then adds d·dx·sum (and, for Q4_K, subtracts
+// dmin·dx·mins) to a float32 accumulator with one fused multiply-add each, as
+// the kernels do.
+//
+// For Q4_0 and Q8_0 the activations are in q8R16Bytes blocks (quantQ8R16).
+// Per block of 32 columns it forms each row's exact integer sum -o·Σx + Σq·x
+// of the unsigned quants q and adds d·dx·sum to the row's float32
+// accumulator with one fused multiply-add: the integer sum of ggml's
+// ggml_vec_dot_q4_0_q8_0 / q8_0_q8_0, in another float order.
 func dotR16Generic(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
-	gbb := r16BlockBytes(t)
+	if t == Q4_0 || t == Q8_0 {
+		dotR16LegacyGeneric(t, w, nb, xq, xrb, R, out, ostride)
+		return
+	}
+	_, gbb := r16Block(t)
 	for r := range R {
 		var acc [R16]float32
 		for b := range nb {
@@ -62,7 +75,49 @@ func dotR16Generic(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float
 	}
 }
 
-// r16Q4KGeneric and r16Q6KGeneric are genericKernels' r16 entries.
+// dotR16LegacyGeneric is dotR16Generic of Q4_0 and Q8_0.
+func dotR16LegacyGeneric(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	_, gbb := r16Block(t)
+	for r := range R {
+		var acc [R16]float32
+		for b := range nb {
+			blk := w[b*gbb : (b+1)*gbb]
+			x := xq[r*xrb+b*q8R16Bytes:][:q8R16Bytes]
+			dx := math.Float32frombits(binary.LittleEndian.Uint32(x))
+			start := int32(binary.LittleEndian.Uint32(x[4:]))
+			for l := range R16 {
+				isum := start
+				for k := range qk {
+					isum += int32(r16LegacyQuant(t, blk, l, k)) * int32(int8(x[8+k]))
+				}
+				d := F16ToF32(binary.LittleEndian.Uint16(blk[2*l:]))
+				acc[l] = fma32(d*dx, float32(isum), acc[l])
+			}
+		}
+		copy(out[r*ostride:r*ostride+R16], acc[:])
+	}
+}
+
+// quantQ8R16 encodes the activation row src (a multiple of 32 long) for
+// the LayoutR16 kernels of t (Q4_0 or Q8_0) into dst (len(src)/32 blocks of
+// q8R16Bytes): the quants and scale are those Quantize(Q8_0) writes.
+func quantQ8R16(t DType, src []float32, dst []byte) {
+	kern.quantQ8R16(src, dst[:len(src)/qk*q8R16Bytes], -r16Offset(t))
+}
+
+// quantQ8R16Generic is quantQ8R16 with the block sums multiplied by neg
+// (-o): the reference twin of the tiers' encoders.
+func quantQ8R16Generic(src []float32, dst []byte, neg int32) {
+	for i := 0; i < len(src)/qk; i++ {
+		b := dst[i*q8R16Bytes : (i+1)*q8R16Bytes]
+		d, sum := quant8(src[i*qk:(i+1)*qk], b[8:])
+		binary.LittleEndian.PutUint32(b, math.Float32bits(F16ToF32(F32ToF16(d))))
+		binary.LittleEndian.PutUint32(b[4:], uint32(neg*int32(sum)))
+	}
+}
+
+// r16Q4KGeneric, r16Q6KGeneric, r16Q4_0Generic and r16Q8_0Generic are
+// genericKernels' r16 entries.
 
 func r16Q4KGeneric(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	dotR16Generic(Q4_K, w, nb, xq, xrb, R, out, ostride)
@@ -70,6 +125,14 @@ func r16Q4KGeneric(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostri
 
 func r16Q6KGeneric(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	dotR16Generic(Q6_K, w, nb, xq, xrb, R, out, ostride)
+}
+
+func r16Q4_0Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	dotR16LegacyGeneric(Q4_0, w, nb, xq, xrb, R, out, ostride)
+}
+
+func r16Q8_0Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	dotR16LegacyGeneric(Q8_0, w, nb, xq, xrb, R, out, ostride)
 }
 
 // fma32 is a float32 fused multiply-add (one rounding), computed in float64

@@ -1,10 +1,54 @@
 package kernels
 
 import (
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"testing"
 )
+
+// r16Types are the types with a LayoutR16 form.
+var r16Types = []DType{Q4_K, Q6_K, Q4_0, Q8_0}
+
+// r16X returns n activation rows xq of VecDotType(t), nb blocks of t each,
+// as t's LayoutR16 kernels take them, and their row bytes: Q8_K rows as
+// they are, Q8_0 rows re-encoded with their block sums as quantQ8R16
+// writes them.
+func r16X(t DType, xq []byte, n, nb int) ([]byte, int) {
+	if t != Q4_0 && t != Q8_0 {
+		return xq, nb * q8KBytes
+	}
+	out := make([]byte, n*nb*q8R16Bytes)
+	for i := range n * nb {
+		src, dst := xq[i*q8_0Bytes:][:q8_0Bytes], out[i*q8R16Bytes:][:q8R16Bytes]
+		binary.LittleEndian.PutUint32(dst, math.Float32bits(getF16(src)))
+		var sum int32
+		for _, q := range src[2:] {
+			sum += int32(int8(q))
+		}
+		binary.LittleEndian.PutUint32(dst[4:], uint32(-r16Offset(t)*sum))
+		copy(dst[8:], src[2:])
+	}
+	return out, nb * q8R16Bytes
+}
+
+// TestQuantQ8R16: the LayoutR16 Q4_0/Q8_0 activations are Quantize's Q8_0
+// blocks with their sums.
+func TestQuantQ8R16(t *testing.T) {
+	r := rand.New(rand.NewPCG(49, 50))
+	for _, typ := range []DType{Q4_0, Q8_0} {
+		const nb = 7
+		x := gaussian(r, nb*qk, 1)
+		x[5] = 0
+		clear(x[2*qk : 3*qk]) // a block of zeros: d = 0
+		want, _ := r16X(typ, quantize(Q8_0, x), 1, nb)
+		got := make([]byte, nb*q8R16Bytes)
+		quantQ8R16(typ, x, got)
+		if string(got) != string(want) {
+			t.Errorf("%v: quantQ8R16 differs from Quantize(Q8_0) with block sums", typ)
+		}
+	}
+}
 
 // randomMatrix returns rows random rows of t (every quant and scale bit
 // pattern, sane super-block scales) and n random Q8_K activation rows.
@@ -20,29 +64,97 @@ func randomMatrix(r *rand.Rand, t DType, rows, n, nb int) (w, xq []byte) {
 	return w, xq
 }
 
+// TestFastQuantQ8R16Exact checks every tier's LayoutR16 Q4_0/Q8_0
+// activation encoder against the reference byte for byte: odd block counts,
+// misaligned source and destination, guard bands, zero blocks, exact ties
+// (x·id = k+0.5), a repeated maximum with both signs, tiny and huge scales
+// (down to 2⁻³⁰; d overflows float16 at the top).
+func TestFastQuantQ8R16Exact(t *testing.T) {
+	r := rand.New(rand.NewPCG(51, 52))
+	for _, k := range allTiers() {
+		for _, nb := range []int{1, 3, 7, 64, 65} {
+			for variant := range 4 {
+				x := gaussian(r, nb*qk, 1)
+				switch variant {
+				case 1: // a zero block and a block of exact ties
+					clear(x[:qk])
+					if nb > 1 {
+						for i := range qk {
+							x[qk+i] = float32(i*9%254-127) + 0.5 // ±0.5 .. ±126.5
+						}
+						x[qk+7] = -127
+					}
+				case 2: // the maximum magnitude twice, with opposite signs
+					for b := range nb {
+						x[b*qk+3], x[b*qk+20] = 9, -9
+					}
+				case 3: // tiny and huge scales
+					for i := range x {
+						x[i] *= float32(math.Pow(2, float64(i/qk%60-30)))
+					}
+				}
+				for _, neg := range []int32{-8, -128} {
+					want := make([]byte, nb*q8R16Bytes)
+					quantQ8R16Generic(x, want, neg)
+					for _, off := range []int{0, 1, 4, 13, 63} {
+						const guard = 16
+						buf := make([]byte, len(want)+2*guard+off)
+						for i := range buf {
+							buf[i] = 0xa5
+						}
+						dst := buf[guard+off : guard+off+len(want)]
+						xs := make([]float32, len(x)+off)
+						src := xs[off:]
+						copy(src, x)
+						k.quantQ8R16(src, dst, neg)
+						for i := range guard {
+							if buf[i] != 0xa5 || buf[len(buf)-1-i] != 0xa5 {
+								t.Fatalf("%v nb=%d: guard band overwritten", k.tier, nb)
+							}
+						}
+						for i := range want {
+							if dst[i] != want[i] {
+								t.Fatalf("%v nb=%d variant=%d neg=%d off=%d: byte %d (block %d, offset %d) = %#x, want %#x",
+									k.tier, nb, variant, neg, off, i, i/q8R16Bytes, i%q8R16Bytes, dst[i], want[i])
+							}
+						}
+					}
+				}
+			}
+		}
+		// Non-finite input must not hang or fault.
+		x := make([]float32, qk)
+		x[5] = float32(math.NaN())
+		k.quantQ8R16(x, make([]byte, q8R16Bytes), -8)
+		x[5] = float32(math.Inf(-1))
+		k.quantQ8R16(x, make([]byte, q8R16Bytes), -8)
+	}
+}
+
 // TestR16ReferenceMatchesRows checks the layout and its reference twin: the
 // dots of a repacked matrix equal the scalar reference's dots of the
 // original rows within float32 summation error (both add the same exact
 // integer block sums, in another order and grouping).
 func TestR16ReferenceMatchesRows(t *testing.T) {
 	r := rand.New(rand.NewPCG(41, 42))
-	for _, typ := range []DType{Q4_K, Q6_K} {
+	for _, typ := range r16Types {
 		for _, nb := range []int{1, 3} {
 			const rows, n = 32, 3
-			cols := nb * QK_K
+			cols := nb * typ.BlockSize()
 			w, xq := randomMatrix(r, typ, rows, n, nb)
 			wrb, _ := typ.RowBytes(cols)
-			xrb := nb * q8KBytes
+			xrb, _ := VecDotType(typ).RowBytes(cols)
+			x16, x16rb := r16X(typ, xq, n, nb)
 			size, _ := LayoutBytes(typ, LayoutR16, rows, cols)
 			packed := make([]byte, size)
 			RepackR16(typ, packed, w, cols)
 			out := make([]float32, n*rows)
 			gb := size / (rows / R16)
 			for g := range rows / R16 {
-				dotR16Generic(typ, packed[g*gb:(g+1)*gb], nb, xq, xrb, n, out[g*R16:], rows)
+				dotR16Generic(typ, packed[g*gb:(g+1)*gb], nb, x16, x16rb, n, out[g*R16:], rows)
 			}
 			for k := range n {
-				xf := dequant(Q8_K, xq[k*xrb:(k+1)*xrb], cols)
+				xf := dequant(VecDotType(typ), xq[k*xrb:(k+1)*xrb], cols)
 				for row := range rows {
 					wr := w[row*wrb : (row+1)*wrb]
 					want := dotQReference(typ, wr, xq[k*xrb:(k+1)*xrb])
@@ -63,24 +175,30 @@ func TestR16ReferenceMatchesRows(t *testing.T) {
 func TestR16KernelsExact(t *testing.T) {
 	r := rand.New(rand.NewPCG(43, 44))
 	for _, k := range hostKernels() {
-		for _, typ := range []DType{Q4_K, Q6_K} {
+		for _, typ := range r16Types {
 			f := k.r16[typ]
-			for _, nb := range []int{1, 2, 5} {
+			nbs := []int{1, 2, 5}
+			if typ.BlockSize() == qk {
+				nbs = []int{1, 2, 3, 17, 40}
+			}
+			for _, nb := range nbs {
 				for R := 1; R <= 11; R++ {
+					cols := nb * typ.BlockSize()
 					w, xq := randomMatrix(r, typ, R16, R, nb)
-					size, _ := LayoutBytes(typ, LayoutR16, R16, nb*QK_K)
+					xq, xrb := r16X(typ, xq, R, nb)
+					size, _ := LayoutBytes(typ, LayoutR16, R16, cols)
 					packed := make([]byte, size)
-					RepackR16(typ, packed, w, nb*QK_K)
+					RepackR16(typ, packed, w, cols)
 					packed = misalign(packed, R%7*9)
 					xq = misalign(xq, R%5*13+1)
 					const ostride, guard = R16 + 3, 5
 					want := make([]float32, R*ostride)
-					dotR16Generic(typ, packed, nb, xq, nb*q8KBytes, R, want, ostride)
+					dotR16Generic(typ, packed, nb, xq, xrb, R, want, ostride)
 					buf := make([]float32, R*ostride+2*guard)
 					for i := range buf {
 						buf[i] = 777
 					}
-					f(packed, nb, xq, nb*q8KBytes, R, buf[guard:guard+R*ostride], ostride)
+					f(packed, nb, xq, xrb, R, buf[guard:guard+R*ostride], ostride)
 					for i, v := range buf {
 						o := i - guard
 						inRun := o >= 0 && o < R*ostride && o%ostride < R16
@@ -108,7 +226,7 @@ func TestMatMulR16(t *testing.T) {
 			useTier(t, k)
 			for _, threads := range []int{1, 3} {
 				p := NewPool(threads)
-				for _, typ := range []DType{Q4_K, Q6_K} {
+				for _, typ := range r16Types {
 					for _, rows := range []int{16, 48} {
 						for _, n := range []int{1, 3, 9, 17} {
 							cols := 512
@@ -121,11 +239,12 @@ func TestMatMulR16(t *testing.T) {
 							MatMulLayout(p, typ, LayoutR16, packed, rows, cols, x, n, got, &s)
 							want := make([]float32, n*rows)
 							MatMul(p, typ, w, rows, cols, x, n, want, &s)
-							xq := quantize(Q8_K, x)
+							nb := cols / typ.BlockSize()
+							xq, xrb := r16X(typ, quantize(VecDotType(typ), x), n, nb)
 							exact := make([]float32, n*rows)
 							gb := size / (rows / R16)
 							for g := range rows / R16 {
-								dotR16Generic(typ, packed[g*gb:(g+1)*gb], cols/QK_K, xq, cols/QK_K*q8KBytes, n, exact[g*R16:], rows)
+								dotR16Generic(typ, packed[g*gb:(g+1)*gb], nb, xq, xrb, n, exact[g*R16:], rows)
 							}
 							wf := dequant(typ, w, rows*cols)
 							for i := range got {
@@ -155,7 +274,11 @@ func TestLayoutBytes(t *testing.T) {
 		{Q4_K, LayoutR16, 32, 512, 2 * 2 * 2368, true},
 		{Q6_K, LayoutR16, 16, 256, 16 * 210, true},
 		{Q4_K, LayoutR16, 24, 256, 0, false}, // rows not a multiple of 16
-		{Q8_0, LayoutR16, 16, 256, 0, false},
+		{Q8_0, LayoutR16, 16, 256, 16 * 8 * 34, true},
+		{Q4_0, LayoutR16, 32, 96, 2 * 3 * 288, true},
+		{Q4_0, LayoutR16, 16, 48, 0, false}, // columns not a multiple of 32
+		{Q8_0, LayoutR16, 8, 32, 0, false},
+		{Q4_1, LayoutR16, 16, 256, 0, false},
 		{Q4_K, LayoutRows, 1, 100, 0, false},
 		{Q4_K, Layout(9), 16, 256, 0, false},
 	} {
@@ -176,9 +299,9 @@ func TestLayoutBytes(t *testing.T) {
 // same row of the ggml layout (the token embedding's lookups).
 func TestRowLayout(t *testing.T) {
 	r := rand.New(rand.NewPCG(47, 48))
-	for _, typ := range []DType{Q4_K, Q6_K} {
+	for _, typ := range r16Types {
 		const rows, nb = 32, 2
-		cols := nb * QK_K
+		cols := nb * typ.BlockSize()
 		w, _ := randomMatrix(r, typ, rows, 0, nb)
 		size, _ := LayoutBytes(typ, LayoutR16, rows, cols)
 		packed := make([]byte, size)

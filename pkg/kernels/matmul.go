@@ -19,6 +19,7 @@ type Scratch struct {
 // a Run is in flight.
 type matmulJob struct {
 	t, vt      DType
+	r16x       bool // activations encoded by quantQ8R16 (LayoutR16 Q4_0, Q8_0)
 	w          []byte
 	wrb, xrb   int // bytes per weight row, per encoded activation row
 	rows, cols int
@@ -43,7 +44,8 @@ func MatMul(p *Pool, t DType, w []byte, rows, cols int, x []float32, n int, out 
 
 // MatMulLayout is MatMul for a weight matrix in layout l. In LayoutR16 the
 // pool's unit of work is a group of 16 rows; the results equal dotR16Generic's,
-// which differ from LayoutRows' in the float order only.
+// which differ from LayoutRows' in the float order only (Q4_0 and Q8_0
+// weights see the same Q8_0 activations, re-encoded with their block sums).
 func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []float32, n int, out []float32, s *Scratch) {
 	size, ok := LayoutBytes(t, l, rows, cols)
 	if !ok || !Supported(t) || t == Q8_1 || t == Q8_K {
@@ -65,10 +67,14 @@ func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []floa
 	wrb, _ := t.RowBytes(cols)
 	vt := VecDotType(t)
 	xrb, _ := vt.RowBytes(cols)
+	r16x := l == LayoutR16 && (t == Q4_0 || t == Q8_0)
+	if r16x {
+		xrb = cols / qk * q8R16Bytes
+	}
 	if cap(s.q) < n*xrb {
 		s.q = make([]byte, n*xrb)
 	}
-	s.job = matmulJob{t: t, vt: vt, w: w, wrb: wrb, xrb: xrb, rows: rows, cols: cols, x: x, n: n, xq: s.q[:n*xrb], out: out}
+	s.job = matmulJob{t: t, vt: vt, r16x: r16x, w: w, wrb: wrb, xrb: xrb, rows: rows, cols: cols, x: x, n: n, xq: s.q[:n*xrb], out: out}
 	defer func() { s.job = matmulJob{} }() // do not pin the caller's buffers
 	if t != F32 {
 		if n > 1 {
@@ -88,8 +94,9 @@ func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []floa
 // (16 rows × cols) stay in cache while all n activation rows pass.
 func (j *matmulJob) dotGroups(lo, hi int) {
 	f := kern.r16[j.t]
-	nb := j.cols / QK_K
-	gb := nb * r16BlockBytes(j.t)
+	bc, gbb := r16Block(j.t)
+	nb := j.cols / bc
+	gb := nb * gbb
 	for g := lo; g < hi; g++ {
 		f(j.w[g*gb:(g+1)*gb], nb, j.xq, j.xrb, j.n, j.out[g*R16:], j.rows)
 	}
@@ -97,6 +104,10 @@ func (j *matmulJob) dotGroups(lo, hi int) {
 
 func (j *matmulJob) quantRows(lo, hi int) {
 	for k := lo; k < hi; k++ {
+		if j.r16x {
+			quantQ8R16(j.t, j.x[k*j.cols:(k+1)*j.cols], j.xq[k*j.xrb:(k+1)*j.xrb])
+			continue
+		}
 		Quantize(j.vt, j.x[k*j.cols:(k+1)*j.cols], j.xq[k*j.xrb:(k+1)*j.xrb])
 	}
 }

@@ -93,14 +93,15 @@ func TestGoldenLogits(t *testing.T) {
 			if e.NRMSEvsF32 > 0 && nrmse > e.NRMSEvsF32 {
 				t.Errorf("NRMSE %.4e exceeds the format's own noise %.4e", nrmse, e.NRMSEvsF32)
 			}
-			// The packed form (k-quant matrices in LayoutR16, other
-			// kernels) must meet the same bounds. It differs from the GGUF
-			// path in the float summation order of each dot only (the
-			// kernel tests bound that at 1e-6 relative), but a last-bit
-			// change can flip the rounding of an activation to int8 in the
-			// next layer, so after a few layers the two paths sit as far
-			// apart as either is from llama.cpp: this tiny model is that
-			// sensitive (its formats' noise vs F32 is 4e-2 to 4e-1).
+			// The packed form (Q4_K, Q6_K, Q4_0 and Q8_0 matrices in
+			// LayoutR16, other kernels) must meet the same bounds. It
+			// differs from the GGUF path in the float summation order of
+			// each dot only (the kernel tests bound that at 1e-6
+			// relative), but a last-bit change can flip the rounding of
+			// an activation to int8 in the next layer, so after a few
+			// layers the two paths sit as far apart as either is from
+			// llama.cpp: this tiny model is that sensitive (its formats'
+			// noise vs F32 is 4e-2 to 4e-1).
 			pm := openPacked(t, filepath.Join(dir, e.File), pool)
 			pgot := evalAll(t, pm.Model, ids)
 			pn, _, pclear := compare(pgot, want, e.NVocab, 1.0)

@@ -20,9 +20,9 @@ import (
 // --model-file) runs the packed layout's kernels, not only models that went
 // through the loader. A file is packed the first time it is opened and the
 // packed copy reused while the source is unchanged (same device, inode,
-// size and modification time) and the host's tier the same. After packing,
-// the source's page cache is dropped: the packed file is the one resident
-// copy of the weights.
+// size and modification time) and the host's tier and the packer's choice
+// of layouts (pack.Layouts) the same. After packing, the source's page cache
+// is dropped: the packed file is the one resident copy of the weights.
 type PackCache struct {
 	Dir string
 	// Progress, when set, is told when a file is packed (before and as it
@@ -99,7 +99,7 @@ func (c *PackCache) Packed(ctx context.Context, path string) (packed, note strin
 	}
 	tier := HostTier()
 	pathKey := sha256.Sum256([]byte(abs))
-	identity := sha256.Sum256(fmt.Appendf(nil, "%d/%d/%d/%d.%d/%v", st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, tier))
+	identity := sha256.Sum256(fmt.Appendf(nil, "%d/%d/%d/%d.%d/%v/%d", st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, tier, pack.Layouts))
 	prefix := fmt.Sprintf("%x-", pathKey[:6])
 	name := filepath.Join(c.Dir, fmt.Sprintf("%s%x.clm", prefix, identity[:8]))
 	if f, err := pack.Open(name); err == nil {

@@ -43,8 +43,8 @@ func mustPack(t testing.TB, src []byte, opts Options) []byte {
 }
 
 // TestRoundTrip packs each model for the generic tier (ggml's layout
-// throughout) and for AVX-512 VNNI (k-quant matrices in LayoutR16) and
-// checks everything the reader reports against the source.
+// throughout) and for AVX-512 VNNI (Q4_K, Q6_K, Q4_0 and Q8_0 matrices in
+// LayoutR16) and checks everything the reader reports against the source.
 func TestRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name string

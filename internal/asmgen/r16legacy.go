@@ -1,0 +1,249 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// The LayoutR16 kernels of the 32-column formats Q4_0 and Q8_0 (see
+// pkg/kernels/layout.go for the layout, dotR16Generic for the arithmetic
+// they reproduce). As in r16.go, lane l of every vector is weight row l of a
+// group of 16 and VPDPBUSD adds the products of four columns of all 16 rows
+// (unsigned quants) with one activation dword broadcast from memory (signed
+// quants). Per block of 32 columns and activation row, the rows' integer
+// sums start at the activation block's -o·Σx (broadcast: the quants'
+// offset, folded in), take 8 VPDPBUSD and go into the row's float32
+// accumulator with one conversion and one fused multiply-add by d·dx.
+//
+// A block is small (16 rows × 32 columns), so the float accumulators stay in
+// registers for the whole call and are stored once at the end: with R ≤ 8
+// rows that is at most 8 of them, 8 integer sums and the weights, in 32
+// registers. With fewer than four rows, S = 4/R integer sums per row take
+// turns by dword, so that the VPDPBUSD chains stay independent enough to
+// fill the pipeline (the sums are exact: any grouping gives the same).
+
+// r16LegacyChains is the number of integer sums per activation row that take
+// turns in the kernels for one row; R rows take max(1, r16LegacyChains/R).
+var r16LegacyChains = flag.Int("r16legacychains", 4, "integer sums per row of the one-row Q4_0/Q8_0 r16 kernel (R rows: this/R)")
+
+// r16LegacyPrefetchBlocks is how many blocks of 32 columns ahead the kernels
+// prefetch: 16 is the 512 columns the k-quant kernels run ahead.
+var r16LegacyPrefetchBlocks = flag.Int("r16legacyprefetch", 16, "blocks ahead the Q4_0/Q8_0 r16 kernels prefetch (0: none)")
+
+// q8R16Bytes is the size of an activation block of these kernels
+// (pkg/kernels' q8R16Bytes): float32 d, int32 -o·Σx, 32 int8 quants.
+const q8R16Bytes = 40
+
+// r16LegacyAVX512 generates the Q4_0 and Q8_0 r16 kernels, for 1, 2, 4 and 8
+// activation rows.
+func r16LegacyAVX512() {
+	var q40, q80 []string
+	for _, R := range []int{1, 2, 4, 8} {
+		q40 = append(q40, r16LegacyKernel("Q4_0", R))
+		q80 = append(q80, r16LegacyKernel("Q8_0", R))
+	}
+	wrapR16("r16Q4_0AVX512", "Q4_0", "r16Q4_0Block", "q8R16Bytes", q40)
+	wrapR16("r16Q8_0AVX512", "Q8_0", "r16Q8_0Block", "q8R16Bytes", q80)
+}
+
+// r16LegacyKernel generates the r16 kernel of typ (Q4_0 or Q8_0) for R
+// activation rows.
+func r16LegacyKernel(typ string, R int) string {
+	q4 := typ == "Q4_0"
+	gbb, chunks := 544, 8 // group block bytes; 64-byte chunks of quants
+	if q4 {
+		gbb, chunks = 288, 4
+	}
+	name := fmt.Sprintf("r16%sx%dAVX512Asm", typ, R)
+	kernel(name, "func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)",
+		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
+		fmt.Sprintf("LayoutR16 %s group (nb blocks of 32 columns at w) with the %d activation", typ, R),
+		"rows x + r·xstride (q8R16Bytes blocks).")
+	w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+	x0, xst := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
+	xm, x4 := stridedRows(x0, xst, R)
+	xs := []Register{x0}
+	if x4 != nil {
+		xs = append(xs, x4)
+	}
+	var m4 VecVirtual
+	if q4 {
+		m4 = ZMM()
+		VMOVDQU64(m4Z, m4)
+	}
+	outs := zeroed(R, ZMM, VPXORD)
+	S := max(1, *r16LegacyChains/R)
+	whileNonZero(name, nb, func() {
+		accs := make([][]VecVirtual, R)
+		for r := range R {
+			accs[r] = make([]VecVirtual, S)
+			for s := range S {
+				a := ZMM()
+				if s == 0 {
+					VPBROADCASTD(xm(r, 4), a) // -o·Σx
+				} else {
+					VPXORD(a, a, a)
+				}
+				accs[r][s] = a
+			}
+		}
+		k := 0 // VPDPBUSD of the block so far, per row
+		dots := func(v VecVirtual, dword int) {
+			for r := range R {
+				VPDPBUSD_BCST(xm(r, 8+4*dword), v, accs[r][k%S])
+			}
+			k++
+		}
+		for c := range chunks {
+			r16LegacyPrefetch(w, c, chunks, gbb)
+			m := Mem{Base: w, Disp: 32 + 64*c}
+			if q4 {
+				// Byte i of a row: column 4c+i low, 16+4c+i high.
+				lo, hi := r16Nibbles(m, m4)
+				dots(lo, c)
+				dots(hi, 4+c)
+				continue
+			}
+			q := ZMM()
+			VMOVDQU64(m, q)
+			dots(q, c)
+		}
+		dv := ZMM()
+		VCVTPH2PS(Mem{Base: w}, dv)
+		for r := range R {
+			a := accs[r][0]
+			for _, b := range accs[r][1:] {
+				VPADDD(b, a, a)
+			}
+			dd := ZMM()
+			VMULPS_BCST(xm(r, 0), dv, dd)
+			VCVTDQ2PS(a, a)
+			VFMADD231PS(dd, a, outs[r])
+		}
+		ADDQ(U32(gbb), w)
+		for _, x := range xs {
+			ADDQ(U32(q8R16Bytes), x)
+		}
+		DECQ(nb)
+	})
+	o0, ost := Load(Param("out"), GP64()), Load(Param("ostride"), GP64())
+	SHLQ(U8(2), ost)
+	om, _ := stridedRows(o0, ost, R)
+	for r := range R {
+		VMOVUPS(outs[r], om(r, 0))
+	}
+	VZEROUPPER()
+	RET()
+	return name
+}
+
+// r16LegacyPrefetch touches chunk c's share (of chunks) of the cache lines
+// of the group block as many columns ahead of w as the k-quant kernels
+// prefetch (r16PrefetchBlocks super-blocks: 8 blocks of 32 each).
+func r16LegacyPrefetch(w Register, c, chunks, gbb int) {
+	if *r16PrefetchBlocks == 0 {
+		return
+	}
+	lines := (gbb + 63) / 64
+	for l := c * lines / chunks; l < (c+1)*lines/chunks; l++ {
+		PREFETCHT0(Mem{Base: w, Disp: 8**r16PrefetchBlocks*gbb + 64*l})
+	}
+}
+
+// quantQ8R16AVX512 generates the activation encoder of these kernels: nb
+// blocks of 32 float32 to q8R16Bytes blocks, exactly as the reference
+// (quantQ8R16) writes them for finite input: d = amax/127, id = 1/d (0 when
+// d is 0), q = x·id rounded half away from zero (C's roundf: the truncation
+// t of x·id, plus its sign where |x·id - t| ≥ 0.5, that difference being
+// exact), d stored through float16 and back (round to nearest even), and
+// -o·Σq. Blocks with NaNs or infinities encode to garbage, as in the
+// reference, but differently.
+func quantQ8R16AVX512() {
+	kernel("quantQ8R16AVX512Asm", "func(x *float32, y *byte, nb int, neg int32)",
+		"quantQ8R16AVX512Asm encodes nb blocks of 32 float32 at x to the activation",
+		"blocks of the LayoutR16 Q4_0/Q8_0 kernels at y, with block sums times neg (-o).")
+	x, y := Load(Param("x"), GP64()), Load(Param("y"), GP64())
+	nb, neg := Load(Param("nb"), GP64()), Load(Param("neg"), GP32())
+	absm, signm, one, half := ZMM(), ZMM(), ZMM(), ZMM()
+	VPTERNLOGD(U8(0xff), absm, absm, absm)
+	VPSLLD(U8(31), absm, signm)
+	VPSRLD(U8(1), absm, absm)
+	VBROADCASTSS(oneF, one)
+	VBROADCASTSS(halfF, half)
+	whileNonZero("q8r16", nb, func() {
+		// amax over the block, in lane 0
+		a, b := ZMM(), ZMM()
+		VANDPS(Mem{Base: x}, absm, a)
+		VANDPS(Mem{Base: x, Disp: 64}, absm, b)
+		VMAXPS(b, a, a)
+		ay := YMM()
+		VEXTRACTF32X8(U8(1), a, ay)
+		VMAXPS(ay, a.AsY(), ay)
+		ax := XMM()
+		VEXTRACTF128(U8(1), ay, ax)
+		VMAXPS(ax, ay.AsX(), ax)
+		t := XMM()
+		VPERMILPS(U8(0x4e), ax, t)
+		VMAXPS(t, ax, ax)
+		VPERMILPS(U8(0xb1), ax, t)
+		VMAXPS(t, ax, ax)
+		// d = amax/127; id = 1/d, or 0 where d is 0
+		d, id, nz := XMM(), XMM(), XMM()
+		VDIVSS(posF127, ax, d)
+		VMOVSS(oneF, id)
+		VDIVSS(d, id, id)
+		VXORPS(nz, nz, nz)
+		VCMPSS(U8(4), nz, d, nz) // NEQ_UQ: all ones where d != 0
+		VANDPS(nz, id, id)
+		idv := ZMM()
+		VBROADCASTSS(id, idv)
+		// d through float16
+		VCVTPS2PH(U8(0), d, d)
+		VCVTPH2PS(d, d)
+		VMOVSS(d, Mem{Base: y})
+		var qs [2]VecVirtual
+		for h := range 2 {
+			p, tr, f := ZMM(), ZMM(), ZMM()
+			VMULPS(Mem{Base: x, Disp: 64 * h}, idv, p)
+			VRNDSCALEPS(U8(0x0b), p, tr) // truncate, no precision exception
+			VSUBPS(tr, p, f)
+			VANDPS(absm, f, f)
+			k := K()
+			VCMPPS(U8(0x1d), half, f, k) // GE_OQ: |p - t| >= 0.5
+			s := ZMM()
+			VANDPS(signm, p, s)
+			VORPS(one, s, s)
+			VADDPS(s, tr, k, tr) // t ± 1 in the lanes of k
+			VCVTTPS2DQ(tr, tr)
+			VPMOVSDB(tr, Mem{Base: y, Disp: 8 + 16*h})
+			qs[h] = tr
+		}
+		// -o·Σq
+		sum := qs[0]
+		VPADDD(qs[1], sum, sum)
+		sy := YMM()
+		VEXTRACTI64X4(U8(1), sum, sy)
+		VPADDD(sy, sum.AsY(), sy)
+		sx := XMM()
+		VEXTRACTI128(U8(1), sy, sx)
+		VPADDD(sx, sy.AsX(), sx)
+		t2 := XMM()
+		VPSHUFD(U8(0x4e), sx, t2)
+		VPADDD(t2, sx, sx)
+		VPSHUFD(U8(0xb1), sx, t2)
+		VPADDD(t2, sx, sx)
+		g := GP32()
+		VMOVD(sx, g)
+		IMULL(neg, g)
+		MOVL(g, Mem{Base: y, Disp: 4})
+		ADDQ(U32(128), x)
+		ADDQ(U32(q8R16Bytes), y)
+		DECQ(nb)
+	})
+	VZEROUPPER()
+	RET()
+}
