@@ -22,6 +22,10 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.dot[F16] = dotF16F16AVX2
 	k.rows[Q4_K] = rowsKernel{4, rowsQ4KAVX2}
 	k.rows[Q6_K] = rowsKernel{4, rowsQ6KAVX2}
+	k.r16[Q4_K] = r16Q4KAVX2
+	k.r16[Q6_K] = r16Q6KAVX2
+	k.r16[Q4_0] = r16Q4_0AVX2
+	k.r16[Q8_0] = r16Q8_0AVX2
 	k.f16F32 = dotF16F32AVX2
 	k.quantQ8K = quantQ8KAVX2
 	k.axpyF16 = axpyF16AVX2
@@ -69,7 +73,8 @@ type r16Kernel func(w *byte, nb int, x *byte, xstride int, out *float32, ostride
 // r16Run checks that the group's nb blocks (gbb bytes each), the R
 // activation rows (nb blocks of xbb bytes each) and the R output runs are in
 // bounds, and runs ks, indexed by log2 of the rows they take at once, over
-// the rows 8, 4, 2 and 1 at a time.
+// the rows 8, 4, 2 and 1 at a time (4 at most where ks[3] is nil: the AVX2
+// tier).
 func r16Run(w []byte, nb, gbb, xbb int, xq []byte, xrb, R int, out []float32, ostride int, ks *[4]r16Kernel) {
 	if nb <= 0 || R <= 0 {
 		for r := range R {
@@ -82,7 +87,7 @@ func r16Run(w []byte, nb, gbb, xbb int, xq []byte, xrb, R int, out []float32, os
 	_ = out[(R-1)*ostride+R16-1]
 	for r := 0; r < R; {
 		i := 3
-		for 1<<i > R-r {
+		for ks[i] == nil || 1<<i > R-r {
 			i--
 		}
 		ks[i](&w[0], nb, &xq[r*xrb], xrb, &out[r*ostride], ostride)

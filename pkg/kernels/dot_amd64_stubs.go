@@ -164,6 +164,78 @@ func r16Q8_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ost
 //go:noescape
 func quantQ8R16AVX512Asm(x *float32, y *byte, nb int, neg int32)
 
+// r16Q4Kx1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_K group (nb super-blocks at w) with the 1 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q4Kx1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q6Kx1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q6_K group (nb super-blocks at w) with the 1 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q6Kx1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q4_0x1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_0 group (nb blocks of 32 columns at w) with the 1 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q4_0x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q8_0x1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 1 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q8_0x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q4Kx2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_K group (nb super-blocks at w) with the 2 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q4Kx2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q6Kx2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q6_K group (nb super-blocks at w) with the 2 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q6Kx2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q4_0x2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_0 group (nb blocks of 32 columns at w) with the 2 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q4_0x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q8_0x2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 2 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q8_0x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q4Kx4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_K group (nb super-blocks at w) with the 4 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q4Kx4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q6Kx4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q6_K group (nb super-blocks at w) with the 4 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q6Kx4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q4_0x4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_0 group (nb blocks of 32 columns at w) with the 4 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q4_0x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q8_0x4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 4 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q8_0x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // dotQ6KAVX2Asm accumulates nb Q6_K × Q8_K blocks into acc (8 lanes).
 //
 //go:noescape

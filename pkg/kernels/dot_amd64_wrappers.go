@@ -143,6 +143,38 @@ func r16Q8_0AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostri
 // r16Q8_0AVX512Kernels are indexed by log2 of the rows they take at once.
 var r16Q8_0AVX512Kernels = [4]r16Kernel{r16Q8_0x1AVX512Asm, r16Q8_0x2AVX512Asm, r16Q8_0x4AVX512Asm, r16Q8_0x8AVX512Asm}
 
+// r16Q4KAVX2 is r16[Q4_K] of its tier.
+func r16Q4KAVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q4KBlock, q8KBytes, xq, xrb, R, out, ostride, &r16Q4KAVX2Kernels)
+}
+
+// r16Q4KAVX2Kernels are indexed by log2 of the rows they take at once.
+var r16Q4KAVX2Kernels = [4]r16Kernel{r16Q4Kx1AVX2Asm, r16Q4Kx2AVX2Asm, r16Q4Kx4AVX2Asm}
+
+// r16Q6KAVX2 is r16[Q6_K] of its tier.
+func r16Q6KAVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q6KBlock, q8KBytes, xq, xrb, R, out, ostride, &r16Q6KAVX2Kernels)
+}
+
+// r16Q6KAVX2Kernels are indexed by log2 of the rows they take at once.
+var r16Q6KAVX2Kernels = [4]r16Kernel{r16Q6Kx1AVX2Asm, r16Q6Kx2AVX2Asm, r16Q6Kx4AVX2Asm}
+
+// r16Q4_0AVX2 is r16[Q4_0] of its tier.
+func r16Q4_0AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q4_0Block, q8R16Bytes, xq, xrb, R, out, ostride, &r16Q4_0AVX2Kernels)
+}
+
+// r16Q4_0AVX2Kernels are indexed by log2 of the rows they take at once.
+var r16Q4_0AVX2Kernels = [4]r16Kernel{r16Q4_0x1AVX2Asm, r16Q4_0x2AVX2Asm, r16Q4_0x4AVX2Asm}
+
+// r16Q8_0AVX2 is r16[Q8_0] of its tier.
+func r16Q8_0AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q8_0Block, q8R16Bytes, xq, xrb, R, out, ostride, &r16Q8_0AVX2Kernels)
+}
+
+// r16Q8_0AVX2Kernels are indexed by log2 of the rows they take at once.
+var r16Q8_0AVX2Kernels = [4]r16Kernel{r16Q8_0x1AVX2Asm, r16Q8_0x2AVX2Asm, r16Q8_0x4AVX2Asm}
+
 // dotQ6KAVX2 is dot[Q6_K] of its tier.
 func dotQ6KAVX2(w, xq []byte) float32 {
 	var acc [8]float32

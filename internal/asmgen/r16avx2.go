@@ -1,0 +1,413 @@
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// The AVX2 tier of the LayoutR16 kernels: the same layout, the same
+// arithmetic (dotR16Generic, bit for bit) as r16.go and r16legacy.go, on
+// hosts without AVX-512 or VNNI, so that one packed file runs on both.
+//
+// A group's 16 rows are two 256-bit halves of 8 int32 lanes (rows 0-7 at
+// byte 32h of each 64-byte chunk, h = 0, then rows 8-15). Each half is
+// computed on its own, block by block: the activation dwords are broadcast
+// (from L1) once per half, the weights are read once. VNNI's VPDPBUSD
+// becomes VPMADDUBSW (unsigned weight bytes × signed activation bytes →
+// int16 sums of adjacent pairs, saturating) and VPMADDWD (int16 pairs →
+// int32). Saturation is what bounds the grouping, for every int8
+// activation (-128 included):
+//
+//   - 4-bit quants (Q4_K, Q4_0; ≤ 15): a pair is at most 2·15·128 = 3840 in
+//     magnitude, so the int16 sums of 8 VPMADDUBSW (a Q4_K sub-block of 32
+//     columns, a Q4_0 block) stay below 32767 and are added with VPADDW;
+//     one VPMADDWD then multiplies them by the sub-block scale (Q4_K: the
+//     scale repeated in both words of a lane) or by 1 (Q4_0).
+//   - Q6_K's 6-bit quants (≤ 63): a pair is at most 16128, two chunks
+//     (a sub-block of 16 columns) 32256; the sub-block's two int16 sums each
+//     take one VPMADDWD by its scale.
+//   - Q8_0's unsigned quants u = q+128 (≤ 255) would overflow a pair
+//     (2·255·127), so they are split into nibbles, u = 16·hi + lo, each as
+//     Q4_0's: the block's int16 sums of lo and of hi are multiplied by 1
+//     and 16 with VPMADDWD. (ggml's sign trick, |q| × sign(x, q), would
+//     need the activation never be -128, and three multiplier-port
+//     instructions per product vector instead of two.)
+//
+// Every integer sum is thus exact and equals the reference's; the float
+// steps are the reference's per lane (one conversion and one fused
+// multiply-add by d·dx per block, two for Q4_K), so the results are the
+// reference twin's bit for bit, as the VNNI kernels'.
+//
+// 16 vector registers hold at most 4 activation rows (per row: an int16
+// and an int32 sum, Q8_0 two int16 sums), so this tier's kernels take 1, 2
+// and 4 rows; r16Run runs the 4-row one twice for 8. The float sums live in
+// out (k-quants, and the 4-row 32-column kernels) or in registers (1 and
+// 2 rows of Q4_0 and Q8_0).
+
+var (
+	r16ScDupY  Mem    // Q4_K: scale byte k of a broadcast qword to both words of dword k (k = 0..3 low lane, 4..7 high)
+	r16ScPairY [2]Mem // Q6_K: word e of each dword (sc[2p], sc[2p+1]) to both its words
+	r16W16Y    Mem    // 16 × int16(16)
+)
+
+// r16AVX2Consts declares the constants of these kernels.
+func r16AVX2Consts() {
+	r16ScDupY = GLOBL("r16scdup", RODATA|NOPTR)
+	for i := range 32 {
+		v := 0x80 // zero
+		if i%2 == 0 {
+			v = 4*(i/16) + i%16/4
+		}
+		DATA(i, U8(v))
+	}
+	for e := range 2 {
+		r16ScPairY[e] = GLOBL(fmt.Sprintf("r16scpair_%d", e), RODATA|NOPTR)
+		for i := range 32 {
+			DATA(i, U8(4*(i%16/4)+2*e+i%2))
+		}
+	}
+	r16W16Y = splat64("r16w16", 32, 0x0010001000100010)
+}
+
+// r16AVX2 generates the AVX2 r16 kernels of every LayoutR16 format, for 1, 2
+// and 4 activation rows.
+func r16AVX2() {
+	r16AVX2Consts()
+	var q4k, q6k, q40, q80 []string
+	for _, R := range []int{1, 2, 4} {
+		q4k = append(q4k, q4kR16AVX2(R))
+		q6k = append(q6k, q6kR16AVX2(R))
+		q40 = append(q40, r16LegacyAVX2("Q4_0", R))
+		q80 = append(q80, r16LegacyAVX2("Q8_0", R))
+	}
+	wrapR16("r16Q4KAVX2", "Q4_K", "r16Q4KBlock", "q8KBytes", q4k)
+	wrapR16("r16Q6KAVX2", "Q6_K", "r16Q6KBlock", "q8KBytes", q6k)
+	wrapR16("r16Q4_0AVX2", "Q4_0", "r16Q4_0Block", "q8R16Bytes", q40)
+	wrapR16("r16Q8_0AVX2", "Q8_0", "r16Q8_0Block", "q8R16Bytes", q80)
+}
+
+// r16AVX2Prolog declares the AVX2 r16 kernel name for R activation rows of
+// the kind xkind against groups of typ (nb blocks of what), loads the
+// parameters and, if zeroOut, zeroes the R output rows.
+func r16AVX2Prolog(name, typ, what, xkind string, R int, zeroOut bool) (w, nb Register, xm, om func(r, disp int) Mem, xs []Register) {
+	kernel(name, "func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)",
+		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
+		fmt.Sprintf("LayoutR16 %s group (nb %s at w) with the %d %s x + r·xstride.", typ, what, R, xkind))
+	w, nb = Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+	x0, xst := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
+	xm, _ = stridedRows(x0, xst, R)
+	xs = []Register{x0}
+	if zeroOut {
+		om = r16AVX2Out(R)
+		zero := YMM()
+		VPXOR(zero, zero, zero)
+		for r := range R {
+			VMOVUPS(zero, om(r, 0))
+			VMOVUPS(zero, om(r, 32))
+		}
+	}
+	return w, nb, xm, om, xs
+}
+
+// r16AVX2Out loads the out and ostride parameters and returns the
+// addressing of output row r.
+func r16AVX2Out(R int) func(r, disp int) Mem {
+	o0, ost := Load(Param("out"), GP64()), Load(Param("ostride"), GP64())
+	SHLQ(U8(2), ost)
+	om, _ := stridedRows(o0, ost, R)
+	return om
+}
+
+// r16AVX2Nibbles loads the 32 bytes at m (one half of a chunk) and splits
+// them into their low and high nibbles.
+func r16AVX2Nibbles(m Mem, m4 VecVirtual) (lo, hi VecVirtual) {
+	lo, hi = YMM(), YMM()
+	VMOVDQU(m, lo)
+	VPSRLW(U8(4), lo, hi)
+	VPAND(m4, lo, lo)
+	VPAND(m4, hi, hi)
+	return lo, hi
+}
+
+// r16AVX2MulAdd adds the int16 pair sums of the unsigned bytes q times the
+// activation dword at x (broadcast) to *acc, or sets *acc to them if it is
+// nil.
+func r16AVX2MulAdd(x Mem, q VecVirtual, acc *VecVirtual) {
+	xb := YMM()
+	VPBROADCASTD(x, xb)
+	if *acc == nil {
+		*acc = YMM()
+		VPMADDUBSW(xb, q, *acc)
+		return
+	}
+	VPMADDUBSW(xb, q, xb)
+	VPADDW(xb, *acc, *acc)
+}
+
+// r16AVX2Prefetch touches share i (of n) of the cache lines of the group
+// block ahead blocks (gbb bytes each) past w.
+func r16AVX2Prefetch(w Register, i, n, ahead, gbb int) {
+	if ahead == 0 {
+		return
+	}
+	lines := (gbb + 63) / 64
+	for l := i * lines / n; l < (i+1)*lines/n; l++ {
+		PREFETCHT0(Mem{Base: w, Disp: ahead*gbb + 64*l})
+	}
+}
+
+// r16AVX2Accumulate adds d·dx·s (and, with m, less dm·dx·m) to the output
+// half h of row r: s and m are int32 sums, d and dm the half's float32
+// scales; dx is the activation row's scale at xm(r, 0).
+func r16AVX2Accumulate(xm, om func(r, disp int) Mem, r, h int, d, s, dm, m VecVirtual) {
+	dx, dd, o := YMM(), YMM(), YMM()
+	VBROADCASTSS(xm(r, 0), dx)
+	VMULPS(dx, d, dd)
+	VCVTDQ2PS(s, s)
+	VMOVUPS(om(r, 32*h), o)
+	VFMADD231PS(dd, s, o)
+	if dm != nil {
+		VMULPS(dx, dm, dd)
+		VCVTDQ2PS(m, m)
+		VFNMADD231PS(dd, m, o)
+	}
+	VMOVUPS(o, om(r, 32*h))
+}
+
+func q4kR16AVX2(R int) string {
+	name := fmt.Sprintf("r16Q4Kx%dAVX2Asm", R)
+	w, nb, xm, om, xs := r16AVX2Prolog(name, "Q4_K", "super-blocks", "Q8_K rows", R, true)
+	m4 := YMM()
+	VMOVDQU(m4Z, m4)
+	bs := AllocLocal(16 * R) // per row: bsum32[j] = bsums[2j] + bsums[2j+1], int16
+	whileNonZero(name, nb, func() {
+		for r := range R {
+			p := YMM()
+			VMOVDQU(xm(r, 260), p)
+			VPMADDWD(ones16Y, p, p)
+			hi := XMM()
+			VEXTRACTI128(U8(1), p, hi)
+			VPACKSSDW(hi, p.AsX(), hi) // |bsum32| ≤ 32·128: no saturation
+			VMOVDQU(hi, bs.Offset(16*r))
+		}
+		for h := range 2 {
+			isum := make([]VecVirtual, R)
+			for j := range 8 {
+				acc := make([]VecVirtual, R)
+				for t := range 4 {
+					c := 4*j + t
+					r16AVX2Prefetch(w, 32*h+c, 64, *r16PrefetchBlocks, 2368)
+					lo, hi := r16AVX2Nibbles(Mem{Base: w, Disp: 320 + 64*c + 32*h}, m4)
+					for r := range R {
+						r16AVX2MulAdd(xm(r, 4+8*c), lo, &acc[r])
+						r16AVX2MulAdd(xm(r, 8+8*c), hi, &acc[r])
+					}
+				}
+				sc := YMM()
+				VPBROADCASTQ(Mem{Base: w, Disp: 64 + 16*j + 8*h}, sc)
+				VPSHUFB(r16ScDupY, sc, sc)
+				for r := range R {
+					if j == 0 {
+						isum[r] = acc[r]
+						VPMADDWD(sc, acc[r], isum[r])
+						continue
+					}
+					VPMADDWD(sc, acc[r], acc[r])
+					VPADDD(acc[r], isum[r], isum[r])
+				}
+			}
+			// mins: imin = Σ_p (m[2p], m[2p+1]) · (bsum32[2p], bsum32[2p+1])
+			imin := make([]VecVirtual, R)
+			for p := range 4 {
+				mn := YMM()
+				VPMOVZXBW(Mem{Base: w, Disp: 192 + 32*p + 16*h}, mn)
+				for r := range R {
+					b := YMM()
+					VPBROADCASTD(bs.Offset(16*r+4*p), b)
+					VPMADDWD(mn, b, b)
+					if p == 0 {
+						imin[r] = b
+						continue
+					}
+					VPADDD(b, imin[r], imin[r])
+				}
+			}
+			dv, dmv := YMM(), YMM()
+			VCVTPH2PS(Mem{Base: w, Disp: 16 * h}, dv)
+			VCVTPH2PS(Mem{Base: w, Disp: 32 + 16*h}, dmv)
+			for r := range R {
+				r16AVX2Accumulate(xm, om, r, h, dv, isum[r], dmv, imin[r])
+			}
+		}
+		nextBlock(nb, w, 2368, xs...)
+	})
+	VZEROUPPER()
+	RET()
+	return name
+}
+
+func q6kR16AVX2(R int) string {
+	name := fmt.Sprintf("r16Q6Kx%dAVX2Asm", R)
+	w, nb, xm, om, xs := r16AVX2Prolog(name, "Q6_K", "super-blocks", "Q8_K rows", R, true)
+	m4 := YMM()
+	VMOVDQU(m4Z, m4)
+	whileNonZero(name, nb, func() {
+		for h := range 2 {
+			isum := zeroed(R, YMM, vpxor)
+			for p := range 8 {
+				// (sc[2p], sc[2p+1]) as int16 pairs; the offset term
+				// -32·(sc[2p]·bsums[2p] + sc[2p+1]·bsums[2p+1]) goes straight
+				// into isum.
+				scp, t := YMM(), YMM()
+				VPMOVSXBW(Mem{Base: w, Disp: 32 + 32*p + 16*h}, scp)
+				VPSLLW(U8(5), scp, t)
+				for r := range R {
+					b := YMM()
+					VPBROADCASTD(xm(r, 260+4*p), b)
+					VPMADDWD(t, b, b)
+					VPSUBD(b, isum[r], isum[r])
+				}
+				for e := range 2 {
+					j := 2*p + e
+					sc, qh := YMM(), YMM()
+					VPSHUFB(r16ScPairY[e], scp, sc)
+					VMOVDQU(Mem{Base: w, Disp: 2336 + 64*j + 32*h}, qh)
+					for half := range 2 {
+						c := 2*j + half
+						r16AVX2Prefetch(w, 32*h+c, 64, *r16PrefetchBlocks, 3360)
+						lo, hi := r16AVX2Nibbles(Mem{Base: w, Disp: 288 + 64*c + 32*h}, m4)
+						for i, q := range []VecVirtual{lo, hi} {
+							s := 2*half + i // bits 2s, 2s+1 of qh, moved to 4, 5
+							b := YMM()
+							switch {
+							case s < 2:
+								VPSLLW(U8(4-2*s), qh, b)
+								VPAND(m30Z, b, b)
+							case s == 2:
+								VPAND(m30Z, qh, b)
+							default:
+								VPSRLW(U8(2), qh, b)
+								VPAND(m30Z, b, b)
+							}
+							VPOR(b, q, q)
+						}
+						for r := range R {
+							var a VecVirtual
+							r16AVX2MulAdd(xm(r, 4+8*c), lo, &a)
+							r16AVX2MulAdd(xm(r, 8+8*c), hi, &a)
+							VPMADDWD(sc, a, a)
+							VPADDD(a, isum[r], isum[r])
+						}
+					}
+				}
+			}
+			dv := YMM()
+			VCVTPH2PS(Mem{Base: w, Disp: 16 * h}, dv)
+			for r := range R {
+				r16AVX2Accumulate(xm, om, r, h, dv, isum[r], nil, nil)
+			}
+		}
+		nextBlock(nb, w, 3360, xs...)
+	})
+	VZEROUPPER()
+	RET()
+	return name
+}
+
+// r16LegacyAVX2 generates the AVX2 r16 kernel of typ (Q4_0 or Q8_0) for R
+// activation rows.
+func r16LegacyAVX2(typ string, R int) string {
+	q4 := typ == "Q4_0"
+	gbb, chunks := 544, 8 // group block bytes; 64-byte chunks of quants
+	if q4 {
+		gbb, chunks = 288, 4
+	}
+	name := fmt.Sprintf("r16%sx%dAVX2Asm", typ, R)
+	inRegs := R <= 2 // the float sums: in registers, else in out
+	w, nb, xm, om, xs := r16AVX2Prolog(name, typ, "blocks of 32 columns", "activation rows (q8R16Bytes blocks)", R, !inRegs)
+	m4 := YMM()
+	VMOVDQU(m4Z, m4)
+	var outs [][2]VecVirtual
+	if inRegs {
+		outs = make([][2]VecVirtual, R)
+		for r := range outs {
+			for h := range 2 {
+				outs[r][h] = YMM()
+				VXORPS(outs[r][h], outs[r][h], outs[r][h])
+			}
+		}
+	}
+	whileNonZero(name, nb, func() {
+		for h := range 2 {
+			lo16, hi16 := make([]VecVirtual, R), make([]VecVirtual, R) // int16 sums
+			for c := range chunks {
+				r16AVX2Prefetch(w, chunks*h+c, 2*chunks, 8**r16PrefetchBlocks, gbb)
+				lo, hi := r16AVX2Nibbles(Mem{Base: w, Disp: 32 + 64*c + 32*h}, m4)
+				for r := range R {
+					if q4 {
+						// Byte i of a row: column 4c+i low, 16+4c+i high.
+						r16AVX2MulAdd(xm(r, 8+4*c), lo, &lo16[r])
+						r16AVX2MulAdd(xm(r, 8+16+4*c), hi, &lo16[r])
+						continue
+					}
+					// Column 4c+i: u = 16·hi + lo.
+					xb := YMM()
+					VPBROADCASTD(xm(r, 8+4*c), xb)
+					for _, v := range []struct {
+						q   VecVirtual
+						acc *VecVirtual
+					}{{lo, &lo16[r]}, {hi, &hi16[r]}} {
+						if *v.acc == nil {
+							*v.acc = YMM()
+							VPMADDUBSW(xb, v.q, *v.acc)
+							continue
+						}
+						p := YMM()
+						VPMADDUBSW(xb, v.q, p)
+						VPADDW(p, *v.acc, *v.acc)
+					}
+				}
+			}
+			dv := YMM()
+			VCVTPH2PS(Mem{Base: w, Disp: 16 * h}, dv)
+			for r := range R {
+				s := lo16[r]
+				VPMADDWD(ones16Y, s, s)
+				if !q4 {
+					VPMADDWD(r16W16Y, hi16[r], hi16[r])
+					VPADDD(hi16[r], s, s)
+				}
+				st := YMM()
+				VPBROADCASTD(xm(r, 4), st) // -o·Σx
+				VPADDD(st, s, s)
+				if !inRegs {
+					r16AVX2Accumulate(xm, om, r, h, dv, s, nil, nil)
+					continue
+				}
+				dd := YMM()
+				VBROADCASTSS(xm(r, 0), dd)
+				VMULPS(dd, dv, dd)
+				VCVTDQ2PS(s, s)
+				VFMADD231PS(dd, s, outs[r][h])
+			}
+		}
+		ADDQ(U32(gbb), w)
+		for _, x := range xs {
+			ADDQ(U32(q8R16Bytes), x)
+		}
+		DECQ(nb)
+	})
+	if inRegs {
+		om = r16AVX2Out(R)
+		for r := range R {
+			VMOVUPS(outs[r][0], om(r, 0))
+			VMOVUPS(outs[r][1], om(r, 32))
+		}
+	}
+	VZEROUPPER()
+	RET()
+	return name
+}
