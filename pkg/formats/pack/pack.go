@@ -87,10 +87,13 @@ const (
 	LayoutGGML Layout = 0
 	// LayoutR16 is kernels.LayoutR16: Q4_K, Q6_K, Q4_0 and Q8_0 matrices
 	// with groups of 16 rows interleaved and the scales next to their
-	// quants (unpacked for the k-quants), for the AVX-512 VNNI kernels.
-	// (Readers before Q4_0 and Q8_0 had it refuse such tensors as invalid
-	// entries rather than misread them.) (Their pure-Go twin runs it anywhere, but far slower than
-	// the ggml layout's kernels, so it is written for that tier only.)
+	// quants (unpacked for the k-quants), for the AVX2 and AVX-512 VNNI
+	// kernels, which read the same bytes. (Readers before Q4_0 and Q8_0 had
+	// it refuse such tensors as invalid entries rather than misread them.)
+	// (Its pure-Go twin runs it anywhere, but far slower than the ggml
+	// layout's kernels, so it is not written for the generic tier.) Files
+	// packed before the AVX2 kernels record its tensors as needing
+	// avx512vnni; CheckTier lowers that to avx2 (see layoutTier).
 	LayoutR16 Layout = 1
 )
 
@@ -134,6 +137,9 @@ func ParseTier(s string) (Tier, bool) {
 
 type layoutInfo struct {
 	name string
+	// tier is the lowest tier whose kernels read the layout fast: what a
+	// tensor in it needs, whatever older packers recorded.
+	tier Tier
 	// size is the packed size of a tensor of elems elements of type dt, or
 	// false when the layout cannot hold it.
 	size func(dt kernels.DType, shape []uint64) (uint64, bool)
@@ -141,8 +147,8 @@ type layoutInfo struct {
 
 // layouts is the registry of arrangements the reader and writer know.
 var layouts = map[Layout]layoutInfo{
-	LayoutGGML: {"ggml", ggmlSize},
-	LayoutR16:  {"r16", r16Size},
+	LayoutGGML: {"ggml", TierGeneric, ggmlSize},
+	LayoutR16:  {"r16", TierAVX2, r16Size},
 }
 
 // InLayout returns the bytes the packer writes for t given the tensor's
@@ -167,22 +173,24 @@ func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
 }
 
 // Layouts counts the changes to which tensors chooseLayout rearranges (1:
-// Q4_K and Q6_K in LayoutR16; 2: Q4_0 and Q8_0 too). Files of every count
-// read alike; a cache of packed copies keys on it, so that an older copy is
-// packed again to get the faster layouts.
-const Layouts = 2
+// Q4_K and Q6_K in LayoutR16; 2: Q4_0 and Q8_0 too; 3: on AVX2 hosts too,
+// recorded as needing avx2). Files of every count read alike; a cache of
+// packed copies keys on it, so that an older copy is packed again to get
+// the faster layouts.
+const Layouts = 3
 
 // chooseLayout is the layout the packer writes a tensor in for CPUs of tier
-// cpu, and the tier that layout needs: on AVX-512 VNNI, LayoutR16 for every
-// matrix that has one (the token embedding too: its rows decode from it
-// exactly, and with tied embeddings it is also the output projection);
-// ggml's layout otherwise.
+// cpu, and the tier that layout needs: on AVX2 and AVX-512 VNNI, LayoutR16
+// for every matrix that has one (the token embedding too: its rows decode
+// from it exactly, and with tied embeddings it is also the output
+// projection), needing avx2, so that a file packed on either tier runs on
+// both; ggml's layout otherwise.
 func chooseLayout(cpu Tier, dt kernels.DType, shape []uint64) (Layout, Tier) {
-	if cpu < TierAVX512VNNI || len(shape) != 2 ||
+	if cpu < TierAVX2 || len(shape) != 2 ||
 		shape[0] > math.MaxInt32 || shape[1] > math.MaxInt32 || !kernels.CanR16(dt, int(shape[1]), int(shape[0])) {
 		return LayoutGGML, TierGeneric
 	}
-	return LayoutR16, TierAVX512VNNI
+	return LayoutR16, layouts[LayoutR16].tier
 }
 
 func (l Layout) String() string {

@@ -43,13 +43,14 @@ func mustPack(t testing.TB, src []byte, opts Options) []byte {
 }
 
 // TestRoundTrip packs each model for the generic tier (ggml's layout
-// throughout) and for AVX-512 VNNI (Q4_K, Q6_K, Q4_0 and Q8_0 matrices in
-// LayoutR16) and checks everything the reader reports against the source.
+// throughout) and for AVX2 and AVX-512 VNNI (Q4_K, Q6_K, Q4_0 and Q8_0
+// matrices in LayoutR16) and checks everything the reader reports against
+// the source.
 func TestRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		tier Tier
-	}{{"generic", TierGeneric}, {"avx512vnni", TierAVX512VNNI}} {
+	}{{"generic", TierGeneric}, {"avx2", TierAVX2}, {"avx512vnni", TierAVX512VNNI}} {
 		for name, src := range sources(t) {
 			t.Run(tc.name+"/"+name, func(t *testing.T) { testRoundTrip(t, src, tc.tier) })
 		}
@@ -386,6 +387,65 @@ func TestCheckTier(t *testing.T) {
 	}
 	if err := f.CheckTier(TierAVX512VNNI); err != nil {
 		t.Errorf("avx512 CPU refused an avx2 file: %v", err)
+	}
+	if err := f.CheckTier(TierGeneric); !errors.Is(err, ErrCPU) || !strings.Contains(err.Error(), "avx2") {
+		t.Errorf("generic CPU: %v, want ErrCPU naming avx2", err)
+	}
+}
+
+// TestR16OneFileForBothTiers: packing for AVX2 and for AVX-512 VNNI writes
+// the same file, which needs avx2; a file packed before the AVX2 kernels
+// (its LayoutR16 tensors and itself recorded as needing avx512vnni) runs on
+// avx2 too.
+func TestR16OneFileForBothTiers(t *testing.T) {
+	src, err := packtest.Tiny.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	avx2 := mustPack(t, src, Options{Generation: 3, Tier: TierAVX2})
+	if vnni := mustPack(t, src, Options{Generation: 3, Tier: TierAVX512VNNI}); !bytes.Equal(avx2, vnni) {
+		t.Fatal("packing for avx2 and for avx512vnni wrote different files")
+	}
+	f, err := Parse(avx2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r16 := 0
+	for _, pt := range f.Tensors {
+		if pt.Layout == LayoutR16 {
+			r16++
+			if pt.Tier != TierAVX2 {
+				t.Errorf("%s: LayoutR16 recorded as needing %v", pt.Name, pt.Tier)
+			}
+		}
+	}
+	if r16 == 0 || f.Tier != TierAVX2 {
+		t.Fatalf("%d LayoutR16 tensors, file tier %v; want some, avx2", r16, f.Tier)
+	}
+	if err := f.CheckTier(TierAVX2); err != nil {
+		t.Errorf("avx2 CPU: %v", err)
+	}
+	if err := f.CheckTier(TierGeneric); !errors.Is(err, ErrCPU) {
+		t.Errorf("generic CPU: %v, want ErrCPU", err)
+	}
+
+	old := bytes.Clone(avx2)
+	l := locate(t, old)
+	binary.LittleEndian.PutUint32(old[l.dirStart:], uint32(TierAVX512VNNI))
+	for _, e := range l.entries {
+		if Layout(binary.LittleEndian.Uint16(old[e.layout:])) == LayoutR16 {
+			binary.LittleEndian.PutUint16(old[e.tier:], uint16(TierAVX512VNNI))
+		}
+	}
+	f, err = Parse(reseal(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Tier != TierAVX512VNNI {
+		t.Fatalf("rewritten file tier %v", f.Tier)
+	}
+	if err := f.CheckTier(TierAVX2); err != nil {
+		t.Errorf("avx2 CPU refused a file packed before the avx2 kernels: %v", err)
 	}
 	if err := f.CheckTier(TierGeneric); !errors.Is(err, ErrCPU) || !strings.Contains(err.Error(), "avx2") {
 		t.Errorf("generic CPU: %v, want ErrCPU naming avx2", err)

@@ -459,11 +459,29 @@ func IsFormatError(err error) bool {
 }
 
 // CheckTier reports whether a CPU of feature tier cpu can run the file's
-// layouts; the error names both tiers.
+// layouts; the error names both tiers. What a tensor needs is the tier it
+// records, or its layout's if that is lower: the tier of a file packed
+// before this reader's kernels read its layouts on more CPUs (LayoutR16 on
+// avx2) is what its packer knew, not what this reader needs. A file tier
+// above every tensor's is a packer's deliberate choice and stands.
 func (f *File) CheckTier(cpu Tier) error {
-	if f.Tier > cpu {
+	if need := f.needs(); need > cpu {
 		return errorf("", ErrCPU, "file is packed for tier %s, this CPU supports %s (CORELM_KERNELS may cap it): "+
-			"let the loader on this machine pack the model, or repack it with `corelm pack --tier %s`", f.Tier, cpu, cpu)
+			"let the loader on this machine pack the model, or repack it with `corelm pack --tier %s`", need, cpu, cpu)
 	}
 	return nil
+}
+
+// needs is the tier the file needs (see CheckTier).
+func (f *File) needs() Tier {
+	recorded, need := TierGeneric, TierGeneric
+	for i := range f.Tensors {
+		t := &f.Tensors[i]
+		recorded = max(recorded, t.Tier)
+		need = max(need, min(t.Tier, layouts[t.Layout].tier))
+	}
+	if f.Tier > recorded {
+		return f.Tier
+	}
+	return need
 }
