@@ -87,6 +87,7 @@ func r16AVX2() {
 	wrapR16("r16Q6KAVX2", "Q6_K", "r16Q6KBlock", "q8KBytes", q6k)
 	wrapR16("r16Q4_0AVX2", "Q4_0", "r16Q4_0Block", "q8R16Bytes", q40)
 	wrapR16("r16Q8_0AVX2", "Q8_0", "r16Q8_0Block", "q8R16Bytes", q80)
+	quantQ8R16AVX2()
 }
 
 // r16AVX2Prolog declares the AVX2 r16 kernel name for R activation rows of
@@ -410,4 +411,101 @@ func r16LegacyAVX2(typ string, R int) string {
 	VZEROUPPER()
 	RET()
 	return name
+}
+
+// quantQ8R16AVX2 generates the AVX2 activation encoder of the Q4_0/Q8_0
+// kernels, quantQ8R16AVX512's steps on four 8-float vectors per block (see
+// there for the rounding): the same bytes as the reference for finite input.
+// (BenchmarkQuantize/Q8_0_r16: 2.3 µs for 4096 floats, the Go encoder 22 µs;
+// a matrix call encodes its input once, so on the 1B shape's 2048-column
+// matrices the Go encoder would cost about a tenth of the kernels' time.)
+func quantQ8R16AVX2() {
+	kernel("quantQ8R16AVX2Asm", "func(x *float32, y *byte, nb int, neg int32)",
+		"quantQ8R16AVX2Asm encodes nb blocks of 32 float32 at x to the activation",
+		"blocks of the LayoutR16 Q4_0/Q8_0 kernels at y, with block sums times neg (-o).")
+	x, y := Load(Param("x"), GP64()), Load(Param("y"), GP64())
+	nb, neg := Load(Param("nb"), GP64()), Load(Param("neg"), GP32())
+	absm, signm, one, half, perm := YMM(), YMM(), YMM(), YMM(), YMM()
+	VPCMPEQD(absm, absm, absm)
+	VPSLLD(U8(31), absm, signm)
+	VPSRLD(U8(1), absm, absm)
+	VBROADCASTSS(oneF, one)
+	VBROADCASTSS(halfF, half)
+	VMOVDQU(packPermY, perm)
+	whileNonZero("q8r16avx2", nb, func() {
+		// amax over the block, in lane 0
+		a := YMM()
+		VANDPS(Mem{Base: x}, absm, a)
+		for i := 1; i < 4; i++ {
+			t := YMM()
+			VANDPS(Mem{Base: x, Disp: 32 * i}, absm, t)
+			VMAXPS(t, a, a)
+		}
+		ax := XMM()
+		VEXTRACTF128(U8(1), a, ax)
+		VMAXPS(ax, a.AsX(), ax)
+		t := XMM()
+		VPERMILPS(U8(0x4e), ax, t)
+		VMAXPS(t, ax, ax)
+		VPERMILPS(U8(0xb1), ax, t)
+		VMAXPS(t, ax, ax)
+		// d = amax/127; id = 1/d, or 0 where d is 0
+		d, id, nz := XMM(), XMM(), XMM()
+		VDIVSS(posF127, ax, d)
+		VMOVSS(oneF, id)
+		VDIVSS(d, id, id)
+		VXORPS(nz, nz, nz)
+		VCMPSS(U8(4), nz, d, nz) // NEQ_UQ: all ones where d != 0
+		VANDPS(nz, id, id)
+		idv := YMM()
+		VBROADCASTSS(id, idv)
+		// d through float16
+		VCVTPS2PH(U8(0), d, d)
+		VCVTPH2PS(d, d)
+		VMOVSS(d, Mem{Base: y})
+		var qs [4]VecVirtual
+		for h := range 4 {
+			p, tr, f := YMM(), YMM(), YMM()
+			VMULPS(Mem{Base: x, Disp: 32 * h}, idv, p)
+			VROUNDPS(U8(0x0b), p, tr) // truncate, no precision exception
+			VSUBPS(tr, p, f)
+			VANDPS(absm, f, f)
+			VCMPPS(U8(0x1d), half, f, f) // GE_OQ: |p - t| >= 0.5
+			s := YMM()
+			VANDPS(signm, p, s)
+			VORPS(one, s, s)
+			VANDPS(f, s, s)
+			VADDPS(s, tr, tr) // t ± 1 where rounding away from zero
+			VCVTTPS2DQ(tr, tr)
+			qs[h] = tr
+		}
+		// -o·Σq
+		s0, s1 := YMM(), YMM()
+		VPADDD(qs[1], qs[0], s0)
+		VPADDD(qs[3], qs[2], s1)
+		VPADDD(s1, s0, s0)
+		sx := XMM()
+		VEXTRACTI128(U8(1), s0, sx)
+		VPADDD(sx, s0.AsX(), sx)
+		t2 := XMM()
+		VPSHUFD(U8(0x4e), sx, t2)
+		VPADDD(t2, sx, sx)
+		VPSHUFD(U8(0xb1), sx, t2)
+		VPADDD(t2, sx, sx)
+		g := GP32()
+		VMOVD(sx, g)
+		IMULL(neg, g)
+		MOVL(g, Mem{Base: y, Disp: 4})
+		// the quants, |q| ≤ 127: the packs do not saturate
+		VPACKSSDW(qs[1], qs[0], qs[0])
+		VPACKSSDW(qs[3], qs[2], qs[2])
+		VPACKSSWB(qs[2], qs[0], qs[0])
+		VPERMD(qs[0], perm, qs[0])
+		VMOVDQU(qs[0], Mem{Base: y, Disp: 8})
+		ADDQ(U32(128), x)
+		ADDQ(U32(q8R16Bytes), y)
+		DECQ(nb)
+	})
+	VZEROUPPER()
+	RET()
 }

@@ -26,6 +26,7 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.r16[Q6_K] = r16Q6KAVX2
 	k.r16[Q4_0] = r16Q4_0AVX2
 	k.r16[Q8_0] = r16Q8_0AVX2
+	k.quantQ8R16 = quantQ8R16AVX2
 	k.f16F32 = dotF16F32AVX2
 	k.quantQ8K = quantQ8KAVX2
 	k.axpyF16 = axpyF16AVX2
@@ -99,6 +100,13 @@ func quantQ8KAVX2(src []float32, dst []byte) {
 	if nb := len(src) / QK_K; nb > 0 {
 		_ = dst[nb*q8KBytes-1]
 		quantQ8KAVX2Asm(&src[0], &dst[0], nb)
+	}
+}
+
+func quantQ8R16AVX2(src []float32, dst []byte, neg int32) {
+	if nb := len(src) / qk; nb > 0 {
+		_ = dst[nb*q8R16Bytes-1]
+		quantQ8R16AVX2Asm(&src[0], &dst[0], nb, neg)
 	}
 }
 

@@ -21988,6 +21988,112 @@ r16Q8_0x4AVX2Asm_done:
 	VZEROUPPER
 	RET
 
+// func quantQ8R16AVX2Asm(x *float32, y *byte, nb int, neg int32)
+// Requires: AVX, AVX2, F16C
+TEXT ·quantQ8R16AVX2Asm(SB), NOSPLIT, $0-28
+	MOVQ         x+0(FP), AX
+	MOVQ         y+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVL         neg+24(FP), BX
+	VPCMPEQD     Y0, Y0, Y0
+	VPSLLD       $0x1f, Y0, Y1
+	VPSRLD       $0x01, Y0, Y0
+	VBROADCASTSS onef<>+0(SB), Y2
+	VBROADCASTSS halff<>+0(SB), Y3
+	VMOVDQU      packperm<>+0(SB), Y4
+
+q8r16avx2_loop:
+	TESTQ        DX, DX
+	JZ           q8r16avx2_done
+	VANDPS       (AX), Y0, Y5
+	VANDPS       32(AX), Y0, Y6
+	VMAXPS       Y6, Y5, Y5
+	VANDPS       64(AX), Y0, Y6
+	VMAXPS       Y6, Y5, Y5
+	VANDPS       96(AX), Y0, Y6
+	VMAXPS       Y6, Y5, Y5
+	VEXTRACTF128 $0x01, Y5, X6
+	VMAXPS       X6, X5, X6
+	VPERMILPS    $0x4e, X6, X5
+	VMAXPS       X5, X6, X6
+	VPERMILPS    $0xb1, X6, X5
+	VMAXPS       X5, X6, X6
+	VDIVSS       posf127<>+0(SB), X6, X5
+	VMOVSS       onef<>+0(SB), X6
+	VDIVSS       X5, X6, X6
+	VXORPS       X7, X7, X7
+	VCMPSS       $0x04, X7, X5, X7
+	VANDPS       X7, X6, X6
+	VBROADCASTSS X6, Y6
+	VCVTPS2PH    $0x00, X5, X5
+	VCVTPH2PS    X5, X5
+	VMOVSS       X5, (CX)
+	VMULPS       (AX), Y6, Y5
+	VROUNDPS     $0x0b, Y5, Y7
+	VSUBPS       Y7, Y5, Y8
+	VANDPS       Y0, Y8, Y8
+	VCMPPS       $0x1d, Y3, Y8, Y8
+	VANDPS       Y1, Y5, Y5
+	VORPS        Y2, Y5, Y5
+	VANDPS       Y8, Y5, Y5
+	VADDPS       Y5, Y7, Y7
+	VCVTTPS2DQ   Y7, Y7
+	VMULPS       32(AX), Y6, Y5
+	VROUNDPS     $0x0b, Y5, Y8
+	VSUBPS       Y8, Y5, Y9
+	VANDPS       Y0, Y9, Y9
+	VCMPPS       $0x1d, Y3, Y9, Y9
+	VANDPS       Y1, Y5, Y5
+	VORPS        Y2, Y5, Y5
+	VANDPS       Y9, Y5, Y5
+	VADDPS       Y5, Y8, Y8
+	VCVTTPS2DQ   Y8, Y8
+	VMULPS       64(AX), Y6, Y5
+	VROUNDPS     $0x0b, Y5, Y9
+	VSUBPS       Y9, Y5, Y10
+	VANDPS       Y0, Y10, Y10
+	VCMPPS       $0x1d, Y3, Y10, Y10
+	VANDPS       Y1, Y5, Y5
+	VORPS        Y2, Y5, Y5
+	VANDPS       Y10, Y5, Y5
+	VADDPS       Y5, Y9, Y9
+	VCVTTPS2DQ   Y9, Y9
+	VMULPS       96(AX), Y6, Y5
+	VROUNDPS     $0x0b, Y5, Y6
+	VSUBPS       Y6, Y5, Y10
+	VANDPS       Y0, Y10, Y10
+	VCMPPS       $0x1d, Y3, Y10, Y10
+	VANDPS       Y1, Y5, Y5
+	VORPS        Y2, Y5, Y5
+	VANDPS       Y10, Y5, Y5
+	VADDPS       Y5, Y6, Y6
+	VCVTTPS2DQ   Y6, Y6
+	VPADDD       Y8, Y7, Y5
+	VPADDD       Y6, Y9, Y10
+	VPADDD       Y10, Y5, Y5
+	VEXTRACTI128 $0x01, Y5, X10
+	VPADDD       X10, X5, X10
+	VPSHUFD      $0x4e, X10, X5
+	VPADDD       X5, X10, X10
+	VPSHUFD      $0xb1, X10, X5
+	VPADDD       X5, X10, X10
+	VMOVD        X10, SI
+	IMULL        BX, SI
+	MOVL         SI, 4(CX)
+	VPACKSSDW    Y8, Y7, Y7
+	VPACKSSDW    Y6, Y9, Y9
+	VPACKSSWB    Y9, Y7, Y7
+	VPERMD       Y7, Y4, Y7
+	VMOVDQU      Y7, 8(CX)
+	ADDQ         $0x00000080, AX
+	ADDQ         $0x00000028, CX
+	DECQ         DX
+	JMP          q8r16avx2_loop
+
+q8r16avx2_done:
+	VZEROUPPER
+	RET
+
 // func dotQ6KAVX2Asm(w *byte, x *byte, nb int, acc *[8]float32)
 // Requires: AVX, AVX2, F16C, FMA3
 TEXT ·dotQ6KAVX2Asm(SB), NOSPLIT, $0-32

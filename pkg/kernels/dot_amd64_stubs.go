@@ -236,6 +236,12 @@ func r16Q4_0x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostri
 //go:noescape
 func r16Q8_0x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
+// quantQ8R16AVX2Asm encodes nb blocks of 32 float32 at x to the activation
+// blocks of the LayoutR16 Q4_0/Q8_0 kernels at y, with block sums times neg (-o).
+//
+//go:noescape
+func quantQ8R16AVX2Asm(x *float32, y *byte, nb int, neg int32)
+
 // dotQ6KAVX2Asm accumulates nb Q6_K × Q8_K blocks into acc (8 lanes).
 //
 //go:noescape
