@@ -39,10 +39,10 @@ import (
 // ulp plus 2⁻⁴⁰·Σ|w·x| of the reference). The Q8_K encoder writes the
 // reference's bytes for finite input, the LayoutR16 Q4_0/Q8_0 encoder for
 // finite input whose blocks are zero or reach 2⁻¹²¹ in magnitude (below
-// that 1/d overflows, in the reference too). The LayoutR16 kernels
-// reproduce their own reference twin (dotR16Generic) bit for bit, which adds
-// the same exact integer sums as the ggml-layout kernels in another float
-// grouping. The attention helpers (DotsF16, AxpyF16, AxpysF16) use fused
+// that 1/d overflows, in the reference too). The LayoutR16 kernels (avx2
+// and avx512vnni, for every int8 activation) reproduce their own reference
+// twin (dotR16Generic) bit for bit, which adds the same exact integer sums
+// as the ggml-layout kernels in another float grouping. The attention helpers (DotsF16, AxpyF16, AxpysF16) use fused
 // multiply-adds where the reference multiplies and adds: within float32
 // rounding of it, and AxpysF16 equals AxpyF16 row by row exactly.
 

@@ -18,7 +18,10 @@ import (
 // every vector is weight row l of the group. The kernels then take dot
 // products with VPDPBUSD (unsigned weight bytes times signed activation
 // bytes) against one activation dword broadcast to all lanes, and apply
-// each (sub-)block's scale to 16 rows with one multiply. A group block is,
+// each (sub-)block's scale to 16 rows with one multiply. The AVX2 tier reads
+// the same bytes as two 256-bit halves (rows 0-7, then 8-15) with
+// VPMADDUBSW and VPMADDWD (internal/asmgen/r16avx2.go): one packed file
+// serves both tiers. A group block is,
 // for Q4_K (2368 bytes = 16 × 144 + 64: the unpacked scales and mins take 4
 // bytes more per row):
 //
