@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"strings"
 
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
@@ -127,21 +128,34 @@ func r16Prefetch(w Register, c, gbb int) {
 
 // r16AVX512 generates the r16 kernels, for 1, 2, 4 and 8 activation rows.
 func r16AVX512() {
-	var q4k, q6k []string
+	var q4k, q5k, q6k []string
 	for _, R := range []int{1, 2, 4, 8} {
-		q4k = append(q4k, q4kR16AVX512(R))
+		q4k = append(q4k, q4kR16AVX512(R, false))
+		q5k = append(q5k, q4kR16AVX512(R, true))
 		q6k = append(q6k, q6kR16AVX512(R))
 	}
 	wrapR16("r16Q4KAVX512", "Q4_K", "r16Q4KBlock", "q8KBytes", q4k)
+	wrapR16("r16Q5KAVX512", "Q5_K", "r16Q5KBlock", "q8KBytes", q5k)
 	wrapR16("r16Q6KAVX512", "Q6_K", "r16Q6KBlock", "q8KBytes", q6k)
 }
 
-func q4kR16AVX512(R int) string {
-	name := fmt.Sprintf("r16Q4Kx%dAVX512Asm", R)
-	w, nb, xm, om, xs := r16Prolog(name, "Q4_K", R)
+// q4kR16AVX512 generates the Q4_K kernel or, with five, the Q5_K one (its
+// fifth bits ORed into the nibbles: r16HighBits).
+func q4kR16AVX512(R int, five bool) string {
+	typ, gbb := "Q4_K", 2368
+	if five {
+		typ, gbb = "Q5_K", 2880
+	}
+	name := fmt.Sprintf("r16%sx%dAVX512Asm", strings.ReplaceAll(typ, "_", ""), R)
+	w, nb, xm, om, xs := r16Prolog(name, typ, R)
 	m4, ones := ZMM(), YMM()
 	VMOVDQU64(m4Z, m4)
 	VMOVDQU64(ones16Y, ones)
+	var m16 VecVirtual
+	if five {
+		m16 = ZMM()
+		VMOVDQU64(m16Z, m16)
+	}
 	bs := AllocLocal(16 * R) // per row: its four (bsum32[2p], bsum32[2p+1]) pairs
 	accs := r16Accs(R)
 	whileNonZero(name, nb, func() {
@@ -149,10 +163,20 @@ func q4kR16AVX512(R int) string {
 		for j := range 8 {
 			sc := ZMM()
 			VPMOVZXBD(Mem{Base: w, Disp: 64 + 16*j}, sc)
+			var qh VecVirtual
+			if five {
+				qh = ZMM()
+				VMOVDQU64(Mem{Base: w, Disp: 2368 + 64*j}, qh)
+			}
 			for t := range 4 {
 				c := 4*j + t
-				r16Prefetch(w, c, 2368)
+				r16Prefetch(w, c, gbb)
 				lo, hi := r16Nibbles(Mem{Base: w, Disp: 320 + 64*c}, m4)
+				if five {
+					or := func(t, q VecVirtual) { VPTERNLOGD(U8(0xf8), m16, t, q) } // q |= t & m16
+					r16HighBit(qh, 2*t, lo, ZMM, or)
+					r16HighBit(qh, 2*t+1, hi, ZMM, or)
+				}
 				r16Dots(xm, accs, j, c, lo, hi, t == 0)
 			}
 			r16Scale(sc, accs, j, isum, j == 0)
@@ -191,11 +215,28 @@ func q4kR16AVX512(R int) string {
 			VFNMADD231PS(dm, imin[r], o)
 			VMOVUPS(o, om(r, 0))
 		}
-		nextBlock(nb, w, 2368, xs...)
+		nextBlock(nb, w, gbb, xs...)
 	})
 	VZEROUPPER()
 	RET()
 	return name
+}
+
+// r16HighBit ORs bit b of each byte of the Q5_K fifth bits qh (see
+// pkg/kernels/layout.go), moved to bit 4, into the nibbles q: or(t, q) sets
+// q |= t & (16 in every byte). Word shifts suffice: the mask drops the bits
+// that cross into the neighbouring byte.
+func r16HighBit(qh VecVirtual, b int, q VecVirtual, alloc func() VecVirtual, or func(t, q VecVirtual)) {
+	t := qh
+	switch {
+	case b < 4:
+		t = alloc()
+		VPSLLW(U8(4-b), qh, t)
+	case b > 4:
+		t = alloc()
+		VPSRLW(U8(b-4), qh, t)
+	}
+	or(t, q)
 }
 
 func q6kR16AVX512(R int) string {

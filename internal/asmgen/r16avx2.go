@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
@@ -76,14 +77,16 @@ func r16AVX2Consts() {
 // and 4 activation rows.
 func r16AVX2() {
 	r16AVX2Consts()
-	var q4k, q6k, q40, q80 []string
+	var q4k, q5k, q6k, q40, q80 []string
 	for _, R := range []int{1, 2, 4} {
-		q4k = append(q4k, q4kR16AVX2(R))
+		q4k = append(q4k, q4kR16AVX2(R, false))
+		q5k = append(q5k, q4kR16AVX2(R, true))
 		q6k = append(q6k, q6kR16AVX2(R))
 		q40 = append(q40, r16LegacyAVX2("Q4_0", R))
 		q80 = append(q80, r16LegacyAVX2("Q8_0", R))
 	}
 	wrapR16("r16Q4KAVX2", "Q4_K", "r16Q4KBlock", "q8KBytes", q4k)
+	wrapR16("r16Q5KAVX2", "Q5_K", "r16Q5KBlock", "q8KBytes", q5k)
 	wrapR16("r16Q6KAVX2", "Q6_K", "r16Q6KBlock", "q8KBytes", q6k)
 	wrapR16("r16Q4_0AVX2", "Q4_0", "r16Q4_0Block", "q8R16Bytes", q40)
 	wrapR16("r16Q8_0AVX2", "Q8_0", "r16Q8_0Block", "q8R16Bytes", q80)
@@ -178,9 +181,16 @@ func r16AVX2Accumulate(xm, om func(r, disp int) Mem, r, h int, d, s, dm, m VecVi
 	VMOVUPS(o, om(r, 32*h))
 }
 
-func q4kR16AVX2(R int) string {
-	name := fmt.Sprintf("r16Q4Kx%dAVX2Asm", R)
-	w, nb, xm, om, xs := r16AVX2Prolog(name, "Q4_K", "super-blocks", "Q8_K rows", R, true)
+// q4kR16AVX2 generates the Q4_K kernel or, with five, the Q5_K one. Q5_K's
+// quants reach 31, a pair 2·31·128 = 7936: its int16 sums take 4
+// VPMADDUBSW (two chunks) before their VPMADDWD by the scale, Q4_K's 8.
+func q4kR16AVX2(R int, five bool) string {
+	typ, gbb := "Q4_K", 2368
+	if five {
+		typ, gbb = "Q5_K", 2880
+	}
+	name := fmt.Sprintf("r16%sx%dAVX2Asm", strings.ReplaceAll(typ, "_", ""), R)
+	w, nb, xm, om, xs := r16AVX2Prolog(name, typ, "super-blocks", "Q8_K rows", R, true)
 	m4 := YMM()
 	VMOVDQU(m4Z, m4)
 	bs := AllocLocal(16 * R) // per row: bsum32[j] = bsums[2j] + bsums[2j+1], int16
@@ -197,27 +207,49 @@ func q4kR16AVX2(R int) string {
 		for h := range 2 {
 			isum := make([]VecVirtual, R)
 			for j := range 8 {
+				sc := YMM()
+				VPBROADCASTQ(Mem{Base: w, Disp: 64 + 16*j + 8*h}, sc)
+				VPSHUFB(r16ScDupY, sc, sc)
+				var qh VecVirtual
+				if five {
+					qh = YMM()
+					VMOVDQU(Mem{Base: w, Disp: 2368 + 64*j + 32*h}, qh)
+				}
 				acc := make([]VecVirtual, R)
 				for t := range 4 {
 					c := 4*j + t
-					r16AVX2Prefetch(w, 32*h+c, 64, *r16PrefetchBlocks, 2368)
+					r16AVX2Prefetch(w, 32*h+c, 64, *r16PrefetchBlocks, gbb)
 					lo, hi := r16AVX2Nibbles(Mem{Base: w, Disp: 320 + 64*c + 32*h}, m4)
+					if five {
+						or := func(t, q VecVirtual) {
+							if t != qh {
+								VPAND(m16Z, t, t)
+							} else {
+								t = YMM()
+								VPAND(m16Z, qh, t)
+							}
+							VPOR(t, q, q)
+						}
+						r16HighBit(qh, 2*t, lo, YMM, or)
+						r16HighBit(qh, 2*t+1, hi, YMM, or)
+					}
 					for r := range R {
 						r16AVX2MulAdd(xm(r, 4+8*c), lo, &acc[r])
 						r16AVX2MulAdd(xm(r, 8+8*c), hi, &acc[r])
 					}
-				}
-				sc := YMM()
-				VPBROADCASTQ(Mem{Base: w, Disp: 64 + 16*j + 8*h}, sc)
-				VPSHUFB(r16ScDupY, sc, sc)
-				for r := range R {
-					if j == 0 {
-						isum[r] = acc[r]
-						VPMADDWD(sc, acc[r], isum[r])
+					if t != 3 && (!five || t != 1) {
 						continue
 					}
-					VPMADDWD(sc, acc[r], acc[r])
-					VPADDD(acc[r], isum[r], isum[r])
+					for r := range R {
+						if isum[r] == nil {
+							isum[r] = acc[r]
+							VPMADDWD(sc, acc[r], isum[r])
+						} else {
+							VPMADDWD(sc, acc[r], acc[r])
+							VPADDD(acc[r], isum[r], isum[r])
+						}
+						acc[r] = nil
+					}
 				}
 			}
 			// mins: imin = Σ_p (m[2p], m[2p+1]) · (bsum32[2p], bsum32[2p+1])
@@ -243,7 +275,7 @@ func q4kR16AVX2(R int) string {
 				r16AVX2Accumulate(xm, om, r, h, dv, isum[r], dmv, imin[r])
 			}
 		}
-		nextBlock(nb, w, 2368, xs...)
+		nextBlock(nb, w, gbb, xs...)
 	})
 	VZEROUPPER()
 	RET()

@@ -109,7 +109,7 @@ type kernelSet struct {
 	// takes where the tier has them (n > 0).
 	rows [nTypes]rowsKernel
 	cols [nTypes]colsKernel
-	// r16[t] (Q4_K, Q6_K, Q4_0, Q8_0) computes, for one LayoutR16 group (nb
+	// r16[t] (Q4_K, Q5_K, Q6_K, Q4_0, Q8_0) computes, for one LayoutR16 group (nb
 	// group blocks at w) and R activation rows at xq, xq[xrb:], ... (Q8_K
 	// rows for the k-quants, quantQ8R16's for Q4_0 and Q8_0), the 16 dots
 	// of each row into out[r*ostride : r*ostride+16] (see dotR16Generic).
@@ -175,6 +175,7 @@ var genericKernels = &kernelSet{
 	},
 	r16: [nTypes]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int){
 		Q4_K: r16Q4KGeneric,
+		Q5_K: r16Q5KGeneric,
 		Q6_K: r16Q6KGeneric,
 		Q4_0: r16Q4_0Generic,
 		Q8_0: r16Q8_0Generic,

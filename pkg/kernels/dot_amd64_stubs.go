@@ -60,6 +60,12 @@ func colsQ6KAVX512Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
 //go:noescape
 func r16Q4Kx1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
+// r16Q5Kx1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_K group (nb super-blocks at w) with the 1 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q5Kx1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // r16Q6Kx1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q6_K group (nb super-blocks at w) with the 1 Q8_K rows x + r·xstride.
 //
@@ -71,6 +77,12 @@ func r16Q6Kx1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostr
 //
 //go:noescape
 func r16Q4Kx2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5Kx2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_K group (nb super-blocks at w) with the 2 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q5Kx2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
 // r16Q6Kx2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q6_K group (nb super-blocks at w) with the 2 Q8_K rows x + r·xstride.
@@ -84,6 +96,12 @@ func r16Q6Kx2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostr
 //go:noescape
 func r16Q4Kx4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
+// r16Q5Kx4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_K group (nb super-blocks at w) with the 4 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q5Kx4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // r16Q6Kx4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q6_K group (nb super-blocks at w) with the 4 Q8_K rows x + r·xstride.
 //
@@ -95,6 +113,12 @@ func r16Q6Kx4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostr
 //
 //go:noescape
 func r16Q4Kx8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5Kx8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_K group (nb super-blocks at w) with the 8 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q5Kx8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
 // r16Q6Kx8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q6_K group (nb super-blocks at w) with the 8 Q8_K rows x + r·xstride.
@@ -170,6 +194,12 @@ func quantQ8R16AVX512Asm(x *float32, y *byte, nb int, neg int32)
 //go:noescape
 func r16Q4Kx1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
+// r16Q5Kx1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_K group (nb super-blocks at w) with the 1 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q5Kx1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // r16Q6Kx1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q6_K group (nb super-blocks at w) with the 1 Q8_K rows x + r·xstride.
 //
@@ -194,6 +224,12 @@ func r16Q8_0x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostri
 //go:noescape
 func r16Q4Kx2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
+// r16Q5Kx2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_K group (nb super-blocks at w) with the 2 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q5Kx2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // r16Q6Kx2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q6_K group (nb super-blocks at w) with the 2 Q8_K rows x + r·xstride.
 //
@@ -217,6 +253,12 @@ func r16Q8_0x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostri
 //
 //go:noescape
 func r16Q4Kx4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5Kx4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_K group (nb super-blocks at w) with the 4 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q5Kx4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
 // r16Q6Kx4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q6_K group (nb super-blocks at w) with the 4 Q8_K rows x + r·xstride.

@@ -119,6 +119,14 @@ func r16Q4KAVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostrid
 // r16Q4KAVX512Kernels are indexed by log2 of the rows they take at once.
 var r16Q4KAVX512Kernels = [4]r16Kernel{r16Q4Kx1AVX512Asm, r16Q4Kx2AVX512Asm, r16Q4Kx4AVX512Asm, r16Q4Kx8AVX512Asm}
 
+// r16Q5KAVX512 is r16[Q5_K] of its tier.
+func r16Q5KAVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q5KBlock, q8KBytes, xq, xrb, R, out, ostride, &r16Q5KAVX512Kernels)
+}
+
+// r16Q5KAVX512Kernels are indexed by log2 of the rows they take at once.
+var r16Q5KAVX512Kernels = [4]r16Kernel{r16Q5Kx1AVX512Asm, r16Q5Kx2AVX512Asm, r16Q5Kx4AVX512Asm, r16Q5Kx8AVX512Asm}
+
 // r16Q6KAVX512 is r16[Q6_K] of its tier.
 func r16Q6KAVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	r16Run(w, nb, r16Q6KBlock, q8KBytes, xq, xrb, R, out, ostride, &r16Q6KAVX512Kernels)
@@ -150,6 +158,14 @@ func r16Q4KAVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride 
 
 // r16Q4KAVX2Kernels are indexed by log2 of the rows they take at once.
 var r16Q4KAVX2Kernels = [4]r16Kernel{r16Q4Kx1AVX2Asm, r16Q4Kx2AVX2Asm, r16Q4Kx4AVX2Asm}
+
+// r16Q5KAVX2 is r16[Q5_K] of its tier.
+func r16Q5KAVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q5KBlock, q8KBytes, xq, xrb, R, out, ostride, &r16Q5KAVX2Kernels)
+}
+
+// r16Q5KAVX2Kernels are indexed by log2 of the rows they take at once.
+var r16Q5KAVX2Kernels = [4]r16Kernel{r16Q5Kx1AVX2Asm, r16Q5Kx2AVX2Asm, r16Q5Kx4AVX2Asm}
 
 // r16Q6KAVX2 is r16[Q6_K] of its tier.
 func r16Q6KAVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {

@@ -32,6 +32,14 @@ import (
 //	320   qs[32][16][4] chunk c: byte i of row l holds column 8c+i in its
 //	      low nibble and column 8c+4+i in its high nibble
 //
+// for Q5_K (2880 bytes = 16 × 176 + 64), Q4_K's block with the fifth bits
+// after it:
+//
+//	0     d, dmin, sc, mn, qs as Q4_K's
+//	2368  qh[8][16][4] the fifth bits of sub-block j: bit t of byte i of row
+//	      l is that of column 32j + 8(t/2) + 4(t%2) + i, i.e. of byte i of
+//	      chunk 4j + t/2, low nibble for even t, high for odd
+//
 // for Q6_K (3360 bytes = 16 × 210, the same size as ggml's):
 //
 //	0     d[16]     float16
@@ -63,7 +71,7 @@ import (
 // correction (per-row sums kept at pack time) would cost 32 bytes per group
 // block: 1.06× Q8_0's size, 1.11× Q4_0's.
 //
-// Only Q4_K, Q6_K, Q4_0 and Q8_0 matrices whose rows are a multiple of 16
+// Only Q4_K, Q5_K, Q6_K, Q4_0 and Q8_0 matrices whose rows are a multiple of 16
 // (and columns of the block) have a LayoutR16 form; the arithmetic (exact
 // integer sums per (sub-)block, one float multiply-add per block of
 // columns) is that of dotR16Generic, the reference twin of the assembly
@@ -80,6 +88,7 @@ const R16 = 16
 
 const (
 	r16Q4KBlock  = 2368
+	r16Q5KBlock  = 2880
 	r16Q6KBlock  = 3360
 	r16Q4_0Block = R16 * 18
 	r16Q8_0Block = R16 * 34
@@ -118,6 +127,8 @@ func r16Block(t DType) (cols, bytes int) {
 	switch t {
 	case Q4_K:
 		return QK_K, r16Q4KBlock
+	case Q5_K:
+		return QK_K, r16Q5KBlock
 	case Q6_K:
 		return QK_K, r16Q6KBlock
 	case Q4_0:
@@ -164,8 +175,8 @@ func LayoutBytes(t DType, l Layout, rows, cols int) (int, bool) {
 	return 0, false
 }
 
-// RepackR16 rearranges src, whole groups of 16 rows of a Q4_K, Q6_K, Q4_0 or
-// Q8_0 matrix
+// RepackR16 rearranges src, whole groups of 16 rows of a Q4_K, Q5_K, Q6_K,
+// Q4_0 or Q8_0 matrix
 // with cols columns in LayoutRows, into dst in LayoutR16. It panics if the
 // sizes are inconsistent (dst must be LayoutBytes long) or t has no
 // LayoutR16 form.
@@ -183,6 +194,8 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 	bb := t.BlockBytes()
 	lane := repackQ4KLane
 	switch t {
+	case Q5_K:
+		lane = repackQ5KLane
 	case Q6_K:
 		lane = repackQ6KLane
 	case Q4_0:
@@ -204,7 +217,27 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 // group block out. Column k of a Q4_K block is nibble (k/32)%2 of byte
 // 16 + 32·(k/64) + k%32; columns 8c..8c+7 (chunk c) share the nibble and
 // sit in 8 consecutive bytes.
-func repackQ4KLane(out []byte, l int, blk []byte) {
+func repackQ4KLane(out []byte, l int, blk []byte) { repackQ45KLane(out, l, blk, blk[16:144]) }
+
+// A Q5_K block is Q4_K's with the fifth bits at 16 and the nibbles at 48:
+// column k's fifth bit is bit k/32 of qh[k%32].
+func repackQ5KLane(out []byte, l int, blk []byte) {
+	repackQ45KLane(out, l, blk, blk[48:176])
+	for j := range 8 {
+		for i := range 4 {
+			var b byte
+			for t := range 8 {
+				k := 32*j + 8*(t/2) + 4*(t%2) + i
+				b |= (blk[16+k%32] >> (k / 32) & 1) << t
+			}
+			out[2368+64*j+4*l+i] = b
+		}
+	}
+}
+
+// repackQ45KLane moves the scales of a Q4_K or Q5_K block and its nibbles
+// qs (128 bytes, Q4_K's order).
+func repackQ45KLane(out []byte, l int, blk, qs []byte) {
 	copy(out[2*l:], blk[0:2])    // d
 	copy(out[32+2*l:], blk[2:4]) // dmin
 	for j := range 8 {
@@ -213,7 +246,7 @@ func repackQ4KLane(out []byte, l int, blk []byte) {
 		out[192+32*(j/2)+2*l+j%2] = m
 	}
 	for c := range 32 {
-		src := blk[16+32*(c/8)+8*(c%4):][:8]
+		src := qs[32*(c/8)+8*(c%4):][:8]
 		sh := 4 * (c / 4 % 2)
 		dst := out[320+64*c+4*l:][:4]
 		for i := range 4 {
@@ -278,6 +311,17 @@ func r16LegacyQuant(t DType, blk []byte, l, k int) uint8 {
 	return blk[32+64*(k%16/4)+4*l+k%4] >> (4 * (k / 16)) & 0xf
 }
 
+// r16Q45KQuant returns the quant of row l, column k of a LayoutR16 Q4_K or
+// Q5_K group block.
+func r16Q45KQuant(t DType, blk []byte, l, k int) uint8 {
+	c, i := k/8, k%8
+	q := blk[320+64*c+4*l+i%4] >> (4 * (i / 4)) & 0xf
+	if t == Q5_K {
+		q |= blk[2368+64*(c/4)+4*l+i%4] >> (2*(c%4) + i/4) & 1 << 4
+	}
+	return q
+}
+
 // RowLayout decodes row r of a rows×cols matrix of type t in layout l
 // into dst[:cols], bit for bit as Row decodes it from ggml's layout. It
 // panics if the row is out of range.
@@ -303,15 +347,13 @@ func RowLayout(t DType, l Layout, w []byte, cols, r int, dst []float32) {
 			}
 			continue
 		}
-		if t == Q4_K {
+		if t == Q4_K || t == Q5_K {
 			dmin := F16ToF32(binary.LittleEndian.Uint16(blk[32+2*l16:]))
 			for j := range 8 {
 				s, m := blk[64+16*j+l16], blk[192+32*(j/2)+2*l16+j%2]
-				dl, ml := d*float32(s), dmin*float32(m) // as dequantQ4K
+				dl, ml := d*float32(s), dmin*float32(m) // as dequantQ45K
 				for k := 32 * j; k < 32*j+32; k++ {
-					c, i := k/8, k%8
-					q := blk[320+64*c+4*l16+i%4] >> (4 * (i / 4)) & 0xf
-					y[k] = dl*float32(q) - ml
+					y[k] = dl*float32(r16Q45KQuant(t, blk, l16, k)) - ml
 				}
 			}
 			continue

@@ -23,7 +23,7 @@ func extremeR16(r *rand.Rand, t DType, nb, R int) (w, xq []byte) {
 			blk := w[(l*nb+b)*bb:][:bb]
 			var qs []byte
 			switch t {
-			case Q4_K:
+			case Q4_K, Q5_K:
 				binary.LittleEndian.PutUint16(blk, small)
 				binary.LittleEndian.PutUint16(blk[2:], small)
 				for i := 4; i < 16; i++ {

@@ -12,10 +12,10 @@ import (
 //
 // For the k-quants the activations are Q8_K rows. Per super-block it forms
 // exact integer sums per row (each sub-block's sum times its scale; for Q4_K
-// the mins times the activation's sums, for Q6_K the offset 32 times the
-// scales times them) and then adds d·dx·sum (and, for Q4_K, subtracts
-// dmin·dx·mins) to a float32 accumulator with one fused multiply-add each, as
-// the kernels do.
+// and Q5_K the mins times the activation's sums, for Q6_K the offset 32 times
+// the scales times them) and then adds d·dx·sum (and, for Q4_K and Q5_K,
+// subtracts dmin·dx·mins) to a float32 accumulator with one fused
+// multiply-add each, as the kernels do.
 //
 // For Q4_0 and Q8_0 the activations are in q8R16Bytes blocks (quantQ8R16).
 // Per block of 32 columns it forms each row's exact integer sum -o·Σx + Σq·x
@@ -37,13 +37,11 @@ func dotR16Generic(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float
 			for l := range R16 {
 				d := F16ToF32(binary.LittleEndian.Uint16(blk[2*l:]))
 				var isum, imin int32
-				if t == Q4_K {
+				if t == Q4_K || t == Q5_K {
 					for j := range 8 {
 						var s int32
 						for k := 32 * j; k < 32*j+32; k++ {
-							c, i := k/8, k%8
-							q := blk[320+64*c+4*l+i%4] >> (4 * (i / 4)) & 0xf
-							s += int32(q) * int32(int8(x[4+k]))
+							s += int32(r16Q45KQuant(t, blk, l, k)) * int32(int8(x[4+k]))
 						}
 						isum += s * int32(blk[64+16*j+l])
 						bs := int32(int16(binary.LittleEndian.Uint16(x[260+4*j:]))) +
@@ -116,11 +114,15 @@ func quantQ8R16Generic(src []float32, dst []byte, neg int32) {
 	}
 }
 
-// r16Q4KGeneric, r16Q6KGeneric, r16Q4_0Generic and r16Q8_0Generic are
-// genericKernels' r16 entries.
+// r16Q4KGeneric, r16Q5KGeneric, r16Q6KGeneric, r16Q4_0Generic and
+// r16Q8_0Generic are genericKernels' r16 entries.
 
 func r16Q4KGeneric(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	dotR16Generic(Q4_K, w, nb, xq, xrb, R, out, ostride)
+}
+
+func r16Q5KGeneric(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	dotR16Generic(Q5_K, w, nb, xq, xrb, R, out, ostride)
 }
 
 func r16Q6KGeneric(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {

@@ -8,7 +8,7 @@ import (
 )
 
 // r16Types are the types with a LayoutR16 form.
-var r16Types = []DType{Q4_K, Q6_K, Q4_0, Q8_0}
+var r16Types = []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q8_0}
 
 // r16X returns n activation rows xq of VecDotType(t), nb blocks of t each,
 // as t's LayoutR16 kernels take them, and their row bytes: Q8_K rows as
@@ -273,6 +273,7 @@ func TestLayoutBytes(t *testing.T) {
 		{Q4_K, LayoutRows, 3, 256, 3 * 144, true},
 		{Q4_K, LayoutR16, 32, 512, 2 * 2 * 2368, true},
 		{Q6_K, LayoutR16, 16, 256, 16 * 210, true},
+		{Q5_K, LayoutR16, 32, 512, 2 * 2 * 2880, true},
 		{Q4_K, LayoutR16, 24, 256, 0, false}, // rows not a multiple of 16
 		{Q8_0, LayoutR16, 16, 256, 16 * 8 * 34, true},
 		{Q4_0, LayoutR16, 32, 96, 2 * 3 * 288, true},

@@ -85,11 +85,12 @@ const (
 	// LayoutGGML is ggml's encoding of the tensor's DType, rows one after
 	// another: the bytes of the GGUF tensor, unchanged.
 	LayoutGGML Layout = 0
-	// LayoutR16 is kernels.LayoutR16: Q4_K, Q6_K, Q4_0 and Q8_0 matrices
-	// with groups of 16 rows interleaved and the scales next to their
-	// quants (unpacked for the k-quants), for the AVX2 and AVX-512 VNNI
-	// kernels, which read the same bytes. (Readers before Q4_0 and Q8_0 had
-	// it refuse such tensors as invalid entries rather than misread them.)
+	// LayoutR16 is kernels.LayoutR16: Q4_K, Q5_K, Q6_K, Q4_0 and Q8_0
+	// matrices with groups of 16 rows interleaved and the scales next to
+	// their quants (unpacked for the k-quants), for the AVX2 and AVX-512
+	// VNNI kernels, which read the same bytes. (Readers before Q4_0 and Q8_0,
+	// or Q5_K, refuse such tensors as invalid entries rather than misread
+	// them.)
 	// (Its pure-Go twin runs it anywhere, but far slower than the ggml
 	// layout's kernels, so it is not written for the generic tier.) Files
 	// packed before the AVX2 kernels record its tensors as needing
@@ -173,8 +174,8 @@ func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
 }
 
 // Layouts counts the changes to which tensors chooseLayout rearranges (1:
-// Q4_K and Q6_K in LayoutR16; 2: Q4_0 and Q8_0 too; 3: on AVX2 hosts too,
-// recorded as needing avx2). Files of every count read alike; a cache of
+// Q4_K and Q6_K in LayoutR16; 2: Q4_0 and Q8_0 too; 3: Q5_K too, and on
+// AVX2 hosts too, recorded as needing avx2). Files of every count read alike; a cache of
 // packed copies keys on it, so that an older copy is packed again to get
 // the faster layouts.
 const Layouts = 3

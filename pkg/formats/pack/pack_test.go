@@ -43,7 +43,7 @@ func mustPack(t testing.TB, src []byte, opts Options) []byte {
 }
 
 // TestRoundTrip packs each model for the generic tier (ggml's layout
-// throughout) and for AVX2 and AVX-512 VNNI (Q4_K, Q6_K, Q4_0 and Q8_0
+// throughout) and for AVX2 and AVX-512 VNNI (Q4_K, Q5_K, Q6_K, Q4_0, Q8_0
 // matrices in LayoutR16) and checks everything the reader reports against
 // the source.
 func TestRoundTrip(t *testing.T) {
