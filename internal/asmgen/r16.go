@@ -16,10 +16,11 @@ import (
 // broadcast to all lanes and VPDPBUSD adds its products with four columns of
 // all 16 rows. Each sub-block's int32 sums are multiplied by the 16 rows'
 // scales (VPMULLD) and added into one int32 sum per super-block; the mins
-// (Q4_K) or the offset 32 (Q6_K) are folded in with VPDPWSSD against the
+// (Q4_K, Q5_K) or the offset 32 (Q6_K) are folded in with VPDPWSSD against the
 // activation's block sums; then one fused multiply-add per super-block moves
 // the sum into the float32 outputs, which live in out (16 floats per
-// activation row) and are zeroed first.
+// activation row) and are zeroed first. Q5_K is Q4_K with its fifth bits
+// ORed into the nibbles (r16HighBit).
 //
 // R activation rows share each unpacked weight vector. With fewer than 8
 // rows, S = 8/R accumulators per row take turns by sub-block, so that the
