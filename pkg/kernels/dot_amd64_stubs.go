@@ -278,6 +278,12 @@ func r16Q4_0x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostri
 //go:noescape
 func r16Q8_0x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
+// r16Q6Kx8AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q6_K group (nb super-blocks at w) with the 8 Q8_K rows x + r·xstride.
+//
+//go:noescape
+func r16Q6Kx8AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // quantQ8R16AVX2Asm encodes nb blocks of 32 float32 at x to the activation
 // blocks of the LayoutR16 Q4_0/Q8_0 kernels at y, with block sums times neg (-o).
 //

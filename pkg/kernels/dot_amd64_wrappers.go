@@ -173,7 +173,7 @@ func r16Q6KAVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride 
 }
 
 // r16Q6KAVX2Kernels are indexed by log2 of the rows they take at once.
-var r16Q6KAVX2Kernels = [4]r16Kernel{r16Q6Kx1AVX2Asm, r16Q6Kx2AVX2Asm, r16Q6Kx4AVX2Asm}
+var r16Q6KAVX2Kernels = [4]r16Kernel{r16Q6Kx1AVX2Asm, r16Q6Kx2AVX2Asm, r16Q6Kx4AVX2Asm, r16Q6Kx8AVX2Asm}
 
 // r16Q4_0AVX2 is r16[Q4_0] of its tier.
 func r16Q4_0AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
