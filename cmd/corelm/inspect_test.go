@@ -49,3 +49,35 @@ func TestInspectMemory(t *testing.T) {
 		})
 	}
 }
+
+// TestInspectActiveBytes: for a mixture of experts the memory table shows
+// what a token reads — the experts' tensors at used/count, the embedding's
+// one row — next to the whole file, which is what the budget counts.
+func TestInspectActiveBytes(t *testing.T) {
+	out, errOut, code := corelm(t, "inspect", "--json", "--memory-budget", "1GiB", "../../pkg/runtime/testdata/golden/models/olmoe-Q4_K_M.gguf")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var rep inspectReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	var experts, embd, rowsOfEmbd int64
+	for _, tr := range rep.Tensors {
+		switch {
+		case strings.HasSuffix(tr.Name, "_exps.weight"):
+			experts += tr.Bytes
+		case tr.Name == "token_embd.weight":
+			embd, rowsOfEmbd = tr.Bytes, int64(tr.Shape[1])
+		}
+	}
+	want := rep.WeightBytes - experts + experts*2/8 - embd + embd/rowsOfEmbd
+	if rep.Experts != 8 || rep.ExpertsUsed != 2 || rep.ActiveBytes != want || experts == 0 {
+		t.Errorf("%d of %d experts, %d active bytes per token; want 2 of 8, %d (experts' tensors %d bytes)", rep.ExpertsUsed, rep.Experts, rep.ActiveBytes, want, experts)
+	}
+	for _, m := range rep.Memory {
+		if m.ActiveBytes != rep.ActiveBytes || m.WeightBytes != rep.WeightBytes || m.TotalBytes != m.WeightBytes+m.KVBytes+m.ComputeB {
+			t.Errorf("memory row %+v: the budget must count the whole file (%d bytes), active %d", m, rep.WeightBytes, rep.ActiveBytes)
+		}
+	}
+}
