@@ -58,9 +58,10 @@ type FFN struct {
 	sg, su []float32 // (n, shared width) shared expert's gate and up
 	sd     []float32 // (n, dim) shared expert's output
 
-	// ExpertBytes counts the bytes of expert matrices multiplied, each
-	// routed expert once per step and block it runs in, the shared expert
-	// once per step: what routing makes a step read of the experts.
+	// ExpertBytes counts the bytes of routed experts' matrices multiplied,
+	// each expert once per step and block it runs in: what routing makes a
+	// step read of the experts' stacked tensors (the shared expert, read
+	// by every step, is not counted).
 	ExpertBytes int64
 }
 
@@ -198,7 +199,6 @@ func (f *FFN) shared(p *model.Pass, w *Experts, x []float32, n int, out []float3
 		}
 		axpy(out[r*dim:(r+1)*dim], g, f.sd[r*dim:(r+1)*dim])
 	}
-	f.ExpertBytes += int64(len(w.SharedGate.Data) + len(w.SharedUp.Data) + len(w.SharedDown.Data))
 }
 
 // axpy adds a·x to y.

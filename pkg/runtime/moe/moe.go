@@ -235,9 +235,10 @@ func (m *Model) Params() Params { return m.params }
 // Weights returns the bound tensors.
 func (m *Model) Weights() *Weights { return &m.w }
 
-// ExpertBytes is how many bytes of expert matrices the forward passes so
-// far have multiplied with (each routed expert once per step and block it
-// ran in): divided by the decoded tokens it is what routing reads per token.
+// ExpertBytes is how many bytes of routed experts' matrices the forward
+// passes so far have multiplied with (each expert once per step and block
+// it ran in): divided by the decode steps it is what routing reads of the
+// experts' tensors per step.
 func (m *Model) ExpertBytes() int64 { return m.ffn.ExpertBytes }
 
 // NewState allocates a sequence.
