@@ -54,8 +54,8 @@ type FFN struct {
 	start  []int     // (experts+1) offsets into order
 	order  []int32   // (n·used) slots (row·used+k) grouped by expert
 	xe, de []float32 // (rows of one expert, dim) gathered input, down output
-	ge, ue []float32 // (rows of one expert, width) gate and up outputs
-	sg, su []float32 // (n, shared width) shared expert's gate and up
+	ge, ue []float32 // (rows of one expert, width) gate and up outputs, when the pass's Gate and Up are too small (hidden)
+	sg, su []float32 // (n, shared width) shared expert's gate and up, the same
 	sd     []float32 // (n, dim) shared expert's output
 
 	// ExpertBytes counts the bytes of routed experts' matrices multiplied,
@@ -79,15 +79,15 @@ func (f *FFN) Forward(p *model.Pass, w *Experts, x []float32, n int, out []float
 			continue
 		}
 		f.xe, f.de = model.Grow(f.xe, c*dim), model.Grow(f.de, c*dim)
-		f.ge, f.ue = model.Grow(f.ge, c*ff), model.Grow(f.ue, c*ff)
+		ge, ue := hidden(&f.ge, p.Gate, c*ff), hidden(&f.ue, p.Up, c*ff)
 		for i, s := range slots {
 			r := int(s) / f.Used
 			copy(f.xe[i*dim:(i+1)*dim], x[r*dim:(r+1)*dim])
 		}
-		p.MatMul(&w.Gate[e], f.xe, c, f.ge)
-		p.MatMul(&w.Up[e], f.xe, c, f.ue)
-		kernels.SwiGLU(p.Pool, f.ge[:c*ff], f.ge[:c*ff], f.ue[:c*ff])
-		p.MatMul(&w.Down[e], f.ge, c, f.de)
+		p.MatMul(&w.Gate[e], f.xe, c, ge)
+		p.MatMul(&w.Up[e], f.xe, c, ue)
+		kernels.SwiGLU(p.Pool, ge, ge, ue)
+		p.MatMul(&w.Down[e], ge, c, f.de)
 		for i, s := range slots {
 			r := int(s) / f.Used
 			axpy(out[r*dim:(r+1)*dim], f.wts[s], f.de[i*dim:(i+1)*dim])
@@ -187,11 +187,12 @@ func (f *FFN) group(n int) {
 // is a gate.
 func (f *FFN) shared(p *model.Pass, w *Experts, x []float32, n int, out []float32) {
 	dim, sh := f.Dim, f.SharedWidth
-	f.sg, f.su, f.sd = model.Grow(f.sg, n*sh), model.Grow(f.su, n*sh), model.Grow(f.sd, n*dim)
-	p.MatMul(&w.SharedGate, x, n, f.sg)
-	p.MatMul(&w.SharedUp, x, n, f.su)
-	kernels.SwiGLU(p.Pool, f.sg[:n*sh], f.sg[:n*sh], f.su[:n*sh])
-	p.MatMul(&w.SharedDown, f.sg, n, f.sd)
+	sg, su := hidden(&f.sg, p.Gate, n*sh), hidden(&f.su, p.Up, n*sh)
+	f.sd = model.Grow(f.sd, n*dim)
+	p.MatMul(&w.SharedGate, x, n, sg)
+	p.MatMul(&w.SharedUp, x, n, su)
+	kernels.SwiGLU(p.Pool, sg, sg, su)
+	p.MatMul(&w.SharedDown, sg, n, f.sd)
 	for r := 0; r < n; r++ {
 		g := float32(1)
 		if w.SharedGateInp != nil {
@@ -199,6 +200,19 @@ func (f *FFN) shared(p *model.Pass, w *Experts, x []float32, n int, out []float3
 		}
 		axpy(out[r*dim:(r+1)*dim], g, f.sd[r*dim:(r+1)*dim])
 	}
+}
+
+// hidden returns n floats for hidden values: the start of pass (the
+// pass's Gate or Up, sized for a dense feed-forward of feed_forward_length
+// and idle while the experts run) when it is large enough, so that a
+// step's memory stays close to what runtime.ComputeBytes plans; else *own,
+// grown.
+func hidden(own *[]float32, pass []float32, n int) []float32 {
+	if len(pass) >= n {
+		return pass[:n]
+	}
+	*own = model.Grow(*own, n)
+	return *own
 }
 
 // axpy adds a·x to y.
