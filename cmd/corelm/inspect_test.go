@@ -81,3 +81,25 @@ func TestInspectActiveBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestGenerateMixtureOfExperts: `corelm generate --model` serves each
+// mixture-of-experts architecture like any model, through its packed copy
+// (the pack cache in a temporary directory) and the scheduler. The regex
+// keeps the random-weight models from ending at once on an end-of-text
+// token.
+func TestGenerateMixtureOfExperts(t *testing.T) {
+	for _, arch := range []string{"olmoe", "qwen2moe", "granitemoe"} {
+		t.Run(arch, func(t *testing.T) {
+			model := "../../pkg/runtime/testdata/golden/models/" + arch + "-Q4_K_M.gguf"
+			out, errOut, code := corelmWith(t, "", []string{"CORELM_PACK_CACHE=" + t.TempDir()},
+				"generate", "--model", model, "--temperature", "0", "--max-tokens", "6", "--regex", "[a-z]{6}", "-v", "--prompt", "hello")
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			if !strings.HasPrefix(out, "hello") || len(strings.TrimSpace(out)) != len("hello")+6 ||
+				!strings.Contains(errOut, "packing") || !strings.Contains(errOut, "generated 6 tokens") {
+				t.Errorf("stdout %q, stderr %q: want the prompt and 6 generated letters, the packing note and the timings", out, errOut)
+			}
+		})
+	}
+}
