@@ -54,8 +54,8 @@ type FFN struct {
 	start  []int     // (experts+1) offsets into order
 	order  []int32   // (n·used) slots (row·used+k) grouped by expert
 	xe, de []float32 // (rows of one expert, dim) gathered input, down output
-	ge, ue []float32 // (rows of one expert, width) gate and up outputs, when the pass's Gate and Up are too small (hidden)
-	sg, su []float32 // (n, shared width) shared expert's gate and up, the same
+	ge, ue []float32 // (rows of one expert, width) gate and up outputs (when the pass's are too small: hidden)
+	sg, su []float32 // (n, shared width) the shared expert's, the same
 	sd     []float32 // (n, dim) shared expert's output
 
 	// ExpertBytes counts the bytes of routed experts' matrices multiplied,
