@@ -64,7 +64,7 @@ type Options struct {
 // Weights are the model's tensors, slices into the mapped file.
 type Weights struct {
 	model.Ends                // token embedding, output norm, output (tied: the embedding), Granite's scales
-	RopeFreqs  []float32      // (rope_dims/2) frequency divisors, or nil
+	RopeFreqs  []float32      // (rope_dims/2) frequency divisors (Granite), or nil
 	Blocks     []BlockWeights // (layers)
 }
 
@@ -123,7 +123,9 @@ func Build(src model.Source, arch string, opts Options, env model.Env) (*Model, 
 	w := Weights{}
 	w.Ends = b.Ends(cfg, true)
 	w.EmbedScale, w.LogitScale = ends.EmbedScale, ends.LogitScale
-	w.RopeFreqs = b.OptionalVector(model.TRopeFreqs, cfg.RopeDims/2)
+	if opts.Granite { // llama.cpp's olmoe and qwen2moe graphs pass no frequency factors
+		w.RopeFreqs = b.OptionalVector(model.TRopeFreqs, cfg.RopeDims/2)
+	}
 	qDim, kvDim, ff, sh := cfg.QDim(), cfg.KVDim(), prm.ExpertFFN, prm.SharedFFN
 	w.Blocks = make([]BlockWeights, cfg.Layers)
 	for i := range w.Blocks {
