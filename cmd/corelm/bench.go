@@ -24,25 +24,32 @@ import (
 
 // benchReport is the --json output of `corelm bench`.
 type benchReport struct {
-	Model           string    `json:"model"`
-	Threads         int       `json:"threads"`
-	Seqs            int       `json:"seqs"`
-	KernelTier      string    `json:"kernel_tier"`
-	PromptTokens    int       `json:"prompt_tokens"`
-	GenTokens       int       `json:"gen_tokens"`
-	Reps            int       `json:"reps"`
-	PrefillTokS     float64   `json:"prefill_tok_s"`
-	DecodeTokS      float64   `json:"decode_tok_s"`
-	PrefillAll      []float64 `json:"prefill_tok_s_runs"`
-	DecodeAll       []float64 `json:"decode_tok_s_runs"`
-	Context         int       `json:"context"`
-	PeakRSSBytes    int64     `json:"peak_rss_bytes"`
-	RSSBytes        int64     `json:"rss_bytes"`
-	RSSAnonBytes    int64     `json:"rss_anon_bytes"`
-	RSSMappedBytes  int64     `json:"rss_mapped_bytes"`
-	RSSHugeBytes    int64     `json:"rss_huge_mapped_bytes"`
-	WeightBytesTok  int64     `json:"weight_bytes_per_token"`
-	KVBytesStep     int64     `json:"kv_bytes_per_step"` // the KV cache one decode step reads, at the mean depth of the decode
+	Model          string    `json:"model"`
+	Threads        int       `json:"threads"`
+	Seqs           int       `json:"seqs"`
+	KernelTier     string    `json:"kernel_tier"`
+	PromptTokens   int       `json:"prompt_tokens"`
+	GenTokens      int       `json:"gen_tokens"`
+	Reps           int       `json:"reps"`
+	PrefillTokS    float64   `json:"prefill_tok_s"`
+	DecodeTokS     float64   `json:"decode_tok_s"`
+	PrefillAll     []float64 `json:"prefill_tok_s_runs"`
+	DecodeAll      []float64 `json:"decode_tok_s_runs"`
+	Context        int       `json:"context"`
+	PeakRSSBytes   int64     `json:"peak_rss_bytes"`
+	RSSBytes       int64     `json:"rss_bytes"`
+	RSSAnonBytes   int64     `json:"rss_anon_bytes"`
+	RSSMappedBytes int64     `json:"rss_mapped_bytes"`
+	RSSHugeBytes   int64     `json:"rss_huge_mapped_bytes"`
+	WeightBytesTok int64     `json:"weight_bytes_per_token"`
+	KVBytesStep    int64     `json:"kv_bytes_per_step"` // the KV cache one decode step reads, at the mean depth of the decode
+	// Mixtures of experts: the experts' stacked tensors, what of them a
+	// decode step read (measured, the mean over the timed steps, included
+	// in weight_bytes_per_token), and the active-parameter bytes per token
+	// (inspect's active_weight_bytes_per_token).
+	ExpertBytesAll  int64     `json:"expert_bytes,omitempty"`
+	ExpertBytesStep int64     `json:"expert_bytes_per_step,omitempty"`
+	ActiveBytes     int64     `json:"active_weight_bytes_per_token,omitempty"`
 	DecodeBandwidth float64   `json:"decode_bandwidth_gb_s"`
 	StreamGBs       float64   `json:"stream_gb_s"`
 	StreamAll       []float64 `json:"stream_gb_s_runs"`
@@ -101,6 +108,10 @@ func runBench(ctx context.Context, args []string) error {
 	for _, w := range weights {
 		rep.WeightBytesTok += int64(len(w))
 	}
+	// A mixture of experts reads of its experts' tensors only what routing
+	// chose: the model counts it (moe.Model.ExpertBytes).
+	experts, _ := m.(interface{ ExpertBytes() int64 })
+	var expertRead int64
 	streamPool := kernels.NewPool(*threads)
 	defer streamPool.Close()
 	rng := rand.New(rand.NewPCG(42, 7))
@@ -152,6 +163,10 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		prefill := time.Since(t0)
 		toks := make([]int32, *seqs)
+		var e0 int64
+		if experts != nil {
+			e0 = experts.ExpertBytes()
+		}
 		t0 = time.Now()
 		for i := 0; i < *g; i++ {
 			if err := ctx.Err(); err != nil {
@@ -166,6 +181,9 @@ func runBench(ctx context.Context, args []string) error {
 			}
 		}
 		decode := time.Since(t0)
+		if experts != nil && r >= 0 {
+			expertRead += experts.ExpertBytes() - e0
+		}
 		// The machine's read bandwidth over the same bytes, measured
 		// right after the decode it bounds.
 		t0 = time.Now()
@@ -189,6 +207,15 @@ func runBench(ctx context.Context, args []string) error {
 	// A step reads the weights once and each sequence's whole KV cache
 	// (attention reads every cached position, or the window's): at the
 	// decode's mean depth, that is the cache of that many positions.
+	if experts != nil && *reps > 0 && *g > 0 {
+		// The weights a step reads: all but the experts' stacked tensors,
+		// plus the experts routing chose (measured), against the active
+		// parameters (used/count of every stack).
+		rep.ExpertBytesAll = expertStacks(l.Source, cfg)
+		rep.ExpertBytesStep = expertRead / int64(*reps**g)
+		rep.WeightBytesTok += rep.ExpertBytesStep - rep.ExpertBytesAll
+		rep.ActiveBytes, _, _ = activeWeights(l.Source, cfg)
+	}
 	depth := *p + (*g+1)/2
 	rep.KVBytesStep = int64(*seqs) * m.KVBytes(model.StateOptions{Context: depth, KVType: kt})
 	steps := rep.DecodeTokS / float64(*seqs)
@@ -205,6 +232,10 @@ func runBench(ctx context.Context, args []string) error {
 	fmt.Printf("reads      %s per decode step (weights %s + KV cache %s at depth %d) → %.2f GB/s, %.0f%% of the %.2f GB/s a plain read of the weights reaches (median of %d)\n",
 		humanBytes(rep.WeightBytesTok+rep.KVBytesStep), humanBytes(rep.WeightBytesTok), humanBytes(rep.KVBytesStep), depth,
 		rep.DecodeBandwidth, 100*rep.DecodeOfStream, rep.StreamGBs, *reps)
+	if rep.ExpertBytesAll > 0 {
+		fmt.Printf("experts    %s of the experts' %s read per decode step (routing, measured); the weights read per step are %.1f%% of the active-parameter %s\n",
+			humanBytes(rep.ExpertBytesStep), humanBytes(rep.ExpertBytesAll), 100*float64(rep.WeightBytesTok)/float64(rep.ActiveBytes), humanBytes(rep.ActiveBytes))
+	}
 	fmt.Printf("memory     at a %d-token context: resident %s = %s mapped (weights) + %s private; peak %s\n",
 		rep.Context, humanBytes(rep.RSSBytes), humanBytes(rep.RSSMappedBytes), humanBytes(rep.RSSAnonBytes), humanBytes(rep.PeakRSSBytes))
 	if *path != "" && rep.RSSMappedBytes > 0 {
@@ -215,6 +246,22 @@ func runBench(ctx context.Context, args []string) error {
 		fmt.Println()
 	}
 	return nil
+}
+
+// expertStacks is the bytes of a mixture of experts' stacked expert
+// tensors (3-D, expert_count last), 0 for a dense model.
+func expertStacks(src model.Source, cfg *model.Config) int64 {
+	n, ok := src.Uint(cfg.Key(model.KeyExpertCount))
+	if !ok || n == 0 {
+		return 0
+	}
+	var b int64
+	for _, name := range src.TensorNames() {
+		if t, _ := src.LookupTensor(name); len(t.Shape) == 3 && uint64(t.Shape[2]) == n {
+			b += int64(len(t.Data))
+		}
+	}
+	return b
 }
 
 // decodeWeights is what one decode step reads: every tensor except the

@@ -25,9 +25,17 @@ type inspectReport struct {
 	Config       *model.Config  `json:"config"`
 	Formats      map[string]int `json:"weight_formats"`
 	WeightBytes  int64          `json:"weight_bytes"`
-	Tensors      []tensorRow    `json:"tensors"`
-	Memory       []memoryRow    `json:"memory"`
-	Budget       string         `json:"budget_from"` // how the memory budget was derived
+	// ActiveBytes is what one token's forward pass reads of the weights:
+	// every tensor but the token embedding (one row of it, unless it is
+	// also the output) and, of a mixture of experts, the used of the
+	// experts' stacked tensors. The budget counts WeightBytes: all experts
+	// must be resident or mappable, whichever a token routes to.
+	ActiveBytes int64       `json:"active_weight_bytes_per_token"`
+	Experts     int         `json:"experts,omitempty"`      // experts per block (mixtures of experts)
+	ExpertsUsed int         `json:"experts_used,omitempty"` // experts per token
+	Tensors     []tensorRow `json:"tensors"`
+	Memory      []memoryRow `json:"memory"`
+	Budget      string      `json:"budget_from"` // how the memory budget was derived
 	// PackedWeightBytes is the weights as the loader publishes a GGUF file
 	// (packed for this CPU), and PackedContexts the plan with them.
 	PackedWeightBytes int64             `json:"packed_weight_bytes,omitempty"`
@@ -55,6 +63,7 @@ type memoryRow struct {
 	KVType      string `json:"kv_type"`
 	Context     int    `json:"context"` // the context served (chosen within the budget unless --ctx)
 	WeightBytes int64  `json:"weight_bytes"`
+	ActiveBytes int64  `json:"active_weight_bytes_per_token"` // inspectReport.ActiveBytes
 	KVPerToken  int64  `json:"kv_per_token_bytes"`
 	KVBytes     int64  `json:"kv_bytes"` // one sequence of the whole context
 	ComputeB    int64  `json:"compute_bytes"`
@@ -111,6 +120,7 @@ func runInspect(ctx context.Context, args []string) error {
 			rep.Formats[t.Type.String()]++
 		}
 	}
+	rep.ActiveBytes, rep.Experts, rep.ExpertsUsed = activeWeights(l.Source, cfg)
 	for _, kt := range []kvcache.Type{kvcache.F16, kvcache.Q8_0} {
 		if kt == kvcache.Q8_0 && cfg.HeadDim%32 != 0 {
 			continue // q8_0 KV needs 32-wide heads
@@ -122,6 +132,7 @@ func runInspect(ctx context.Context, args []string) error {
 			KVType:      kt.String(),
 			Context:     fit.Context,
 			WeightBytes: fit.Need.Weights,
+			ActiveBytes: rep.ActiveBytes,
 			KVPerToken:  fit.KVPerToken,
 			KVBytes:     fit.Need.KV,
 			ComputeB:    fit.Need.Compute,
@@ -174,7 +185,11 @@ func printInspect(r *inspectReport) {
 		formats = append(formats, fmt.Sprintf("%s×%d", f, n))
 	}
 	sort.Strings(formats)
-	fmt.Fprintf(w, "weights       %s in %d tensors (matrices: %s)\n\n", humanBytes(r.WeightBytes), len(r.Tensors), strings.Join(formats, ", "))
+	fmt.Fprintf(w, "weights       %s in %d tensors (matrices: %s)\n", humanBytes(r.WeightBytes), len(r.Tensors), strings.Join(formats, ", "))
+	if r.Experts > 0 {
+		fmt.Fprintf(w, "experts       %d per block, %d per token: %s of the weights read per token\n", r.Experts, r.ExpertsUsed, humanBytes(r.ActiveBytes))
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TENSOR\tTYPE\tSHAPE\tBYTES")
 	for _, t := range r.Tensors {
@@ -184,13 +199,13 @@ func printInspect(r *inspectReport) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "memory budget: %s\n", r.Budget)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "KV\tCONTEXT\tWEIGHTS\tKV/TOKEN\tKV CACHE\tCOMPUTE\tTOTAL\tBUDGET\tFITS\tMAX CONTEXT")
+	fmt.Fprintln(tw, "KV\tCONTEXT\tWEIGHTS\tACTIVE/TOKEN\tKV/TOKEN\tKV CACHE\tCOMPUTE\tTOTAL\tBUDGET\tFITS\tMAX CONTEXT")
 	for _, m := range r.Memory {
 		fit := "yes"
 		if !m.Fits {
 			fit = "NO"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", m.KVType, m.Context, humanBytes(m.WeightBytes), humanBytes(m.KVPerToken),
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", m.KVType, m.Context, humanBytes(m.WeightBytes), humanBytes(m.ActiveBytes), humanBytes(m.KVPerToken),
 			humanBytes(m.KVBytes), humanBytes(m.ComputeB), humanBytes(m.TotalBytes), humanBytes(m.BudgetBytes), fit, m.MaxContext)
 	}
 	tw.Flush()
@@ -221,6 +236,35 @@ func printInspect(r *inspectReport) {
 			fmt.Fprintf(w, "%s = %s\n", k, r.Metadata[k])
 		}
 	}
+}
+
+// activeWeights is the bytes of weights one token's forward pass reads
+// (inspectReport.ActiveBytes), and the expert counts of a mixture of
+// experts (0, 0 for a dense model). A tensor is a stack of experts when it
+// is 3-D with expert_count as its last dimension.
+func activeWeights(src model.Source, cfg *model.Config) (int64, int, int) {
+	u := func(tmpl string) int {
+		v, _ := src.Uint(cfg.Key(tmpl))
+		return int(min(v, 1<<20))
+	}
+	experts, used := u(model.KeyExpertCount), u(model.KeyExpertUsedCount)
+	_, untied := src.LookupTensor(model.TOutput)
+	var active int64
+	for _, name := range src.TensorNames() {
+		t, _ := src.LookupTensor(name)
+		n := int64(len(t.Data))
+		switch {
+		case name == model.TTokenEmbd && untied && len(t.Shape) == 2 && t.Shape[1] > 0:
+			n /= int64(t.Shape[1]) // one row
+		case experts > 0 && len(t.Shape) == 3 && t.Shape[2] == experts:
+			n = n / int64(experts) * int64(used)
+		}
+		active += n
+	}
+	if experts == 0 {
+		used = 0
+	}
+	return active, experts, used
 }
 
 func humanBytes(n int64) string { return runtime.FormatBytes(n) }

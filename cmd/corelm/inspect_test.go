@@ -49,3 +49,57 @@ func TestInspectMemory(t *testing.T) {
 		})
 	}
 }
+
+// TestInspectActiveBytes: for a mixture of experts the memory table shows
+// what a token reads — the experts' tensors at used/count, the embedding's
+// one row — next to the whole file, which is what the budget counts.
+func TestInspectActiveBytes(t *testing.T) {
+	out, errOut, code := corelm(t, "inspect", "--json", "--memory-budget", "1GiB", "../../pkg/runtime/testdata/golden/models/olmoe-Q4_K_M.gguf")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var rep inspectReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	var experts, embd, rowsOfEmbd int64
+	for _, tr := range rep.Tensors {
+		switch {
+		case strings.HasSuffix(tr.Name, "_exps.weight"):
+			experts += tr.Bytes
+		case tr.Name == "token_embd.weight":
+			embd, rowsOfEmbd = tr.Bytes, int64(tr.Shape[1])
+		}
+	}
+	want := rep.WeightBytes - experts + experts*2/8 - embd + embd/rowsOfEmbd
+	if rep.Experts != 8 || rep.ExpertsUsed != 2 || rep.ActiveBytes != want || experts == 0 {
+		t.Errorf("%d of %d experts, %d active bytes per token; want 2 of 8, %d (experts' tensors %d bytes)", rep.ExpertsUsed, rep.Experts, rep.ActiveBytes, want, experts)
+	}
+	for _, m := range rep.Memory {
+		if m.ActiveBytes != rep.ActiveBytes || m.WeightBytes != rep.WeightBytes || m.TotalBytes != m.WeightBytes+m.KVBytes+m.ComputeB {
+			t.Errorf("memory row %+v: the budget must count the whole file (%d bytes), active %d", m, rep.WeightBytes, rep.ActiveBytes)
+		}
+	}
+}
+
+// TestGenerateMixtureOfExperts: `corelm generate --model` serves each
+// mixture-of-experts architecture like any model, through its packed copy
+// (the pack cache in a temporary directory) and the scheduler. The regex
+// keeps the random-weight models from ending at once on an end-of-text
+// token.
+func TestGenerateMixtureOfExperts(t *testing.T) {
+	for _, arch := range []string{"olmoe", "qwen2moe", "granitemoe"} {
+		t.Run(arch, func(t *testing.T) {
+			model := "../../pkg/runtime/testdata/golden/models/" + arch + "-Q4_K_M.gguf"
+			out, errOut, code := corelmWith(t, "", []string{"CORELM_PACK_CACHE=" + t.TempDir()},
+				"generate", "--model", model, "--temperature", "0", "--max-tokens", "6", "--regex", "[a-z]{6}", "-v", "--prompt", "hello")
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			if !strings.HasPrefix(out, "hello") || len(strings.TrimSpace(out)) != len("hello")+6 ||
+				!strings.Contains(errOut, "packing") || !strings.Contains(errOut, "generated 6 tokens") {
+				t.Errorf("stdout %q, stderr %q: want the prompt and 6 generated letters, the packing note and the timings", out, errOut)
+			}
+		})
+	}
+}

@@ -220,18 +220,21 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 func repackQ4KLane(out []byte, l int, blk []byte) { repackQ45KLane(out, l, blk, blk[16:144]) }
 
 // A Q5_K block is Q4_K's with the fifth bits at 16 and the nibbles at 48:
-// column k's fifth bit is bit k/32 of qh[k%32].
+// column k's fifth bit is bit k/32 of qh[k%32]. Bit t of byte i of
+// sub-block j's output is column 32j + 4t + i's, bit j of qh[4t+i]: the
+// four bytes i at once from the word qh[4t:].
 func repackQ5KLane(out []byte, l int, blk []byte) {
 	repackQ45KLane(out, l, blk, blk[48:176])
+	var w [8]uint32
+	for t := range w {
+		w[t] = le.Uint32(blk[16+4*t:])
+	}
 	for j := range 8 {
-		for i := range 4 {
-			var b byte
-			for t := range 8 {
-				k := 32*j + 8*(t/2) + 4*(t%2) + i
-				b |= (blk[16+k%32] >> (k / 32) & 1) << t
-			}
-			out[2368+64*j+4*l+i] = b
+		var v uint32
+		for t, wt := range w {
+			v |= (wt >> j & 0x01010101) << t
 		}
+		le.PutUint32(out[2368+64*j+4*l:], v)
 	}
 }
 
@@ -245,12 +248,17 @@ func repackQ45KLane(out []byte, l int, blk, qs []byte) {
 		out[64+16*j+l] = sc
 		out[192+32*(j/2)+2*l+j%2] = m
 	}
-	for c := range 32 {
-		src := qs[32*(c/8)+8*(c%4):][:8]
-		sh := 4 * (c / 4 % 2)
-		dst := out[320+64*c+4*l:][:4]
-		for i := range 4 {
-			dst[i] = src[i]>>sh&0xf | (src[4+i]>>sh&0xf)<<4
+	// Eight source bytes qs[32q+8k:][:8] hold chunk 8q+k in their low
+	// nibbles and chunk 8q+4+k in their high ones; a row's 4 bytes of a
+	// chunk take bytes i and 4+i (low and high nibble of the output byte),
+	// a word at a time.
+	for q := range 4 {
+		for k := range 4 {
+			x := le.Uint64(qs[32*q+8*k:])
+			a, b := uint32(x), uint32(x>>32)
+			c := 8*q + k
+			le.PutUint32(out[320+64*c+4*l:], a&0x0f0f0f0f|(b&0x0f0f0f0f)<<4)
+			le.PutUint32(out[320+64*(c+4)+4*l:], a>>4&0x0f0f0f0f|b&0xf0f0f0f0)
 		}
 	}
 }
@@ -263,23 +271,31 @@ func repackQ6KLane(out []byte, l int, blk []byte) {
 	for j := range 16 {
 		out[32+32*(j/2)+2*l+j%2] = blk[192+j]
 	}
-	for c := range 32 {
-		h, part, i0 := c/16, c%16/4, 8*(c%4)
-		ql := blk[64*h+32*(part&1)+i0:][:8]
-		sh := 4 * (part >> 1)
-		dst := out[288+64*c+4*l:][:4]
-		for i := range 4 {
-			dst[i] = ql[i]>>sh&0xf | (ql[4+i]>>sh&0xf)<<4
+	// ql[64h + 32·p1 + 8k:][:8] holds chunk 16h+4·p1+k in its low nibbles
+	// and chunk 16h+4·(p1+2)+k in its high ones (as Q4_K's qs).
+	for h := range 2 {
+		for p1 := range 2 {
+			for k := range 4 {
+				x := le.Uint64(blk[64*h+32*p1+8*k:])
+				a, b := uint32(x), uint32(x>>32)
+				c := 16*h + 4*p1 + k
+				le.PutUint32(out[288+64*c+4*l:], a&0x0f0f0f0f|(b&0x0f0f0f0f)<<4)
+				le.PutUint32(out[288+64*(c+8)+4*l:], a>>4&0x0f0f0f0f|b&0xf0f0f0f0)
+			}
 		}
 	}
-	// Pair p holds columns 16p..16p+15: byte i, bits 2s, of column 16p+4s+i.
-	for p := range 16 {
-		h, part, i0 := p/8, p%8/2, 16*(p%2)
-		qh := blk[128+32*h+i0:][:16]
-		sh := 2 * part
-		dst := out[2336+64*p+4*l:][:4]
-		for i := range 4 {
-			dst[i] = qh[i]>>sh&3 | (qh[4+i]>>sh&3)<<2 | (qh[8+i]>>sh&3)<<4 | (qh[12+i]>>sh&3)<<6
+	// Pair p holds columns 16p..16p+15: byte i, bits 2s, of column 16p+4s+i;
+	// with h = p/8, part = p%8/2, those are bits 2·part of
+	// qh[128 + 32h + 16·(p%2) + 4s + i]: four words give all four parts.
+	for h := range 2 {
+		for half := range 2 {
+			qh := blk[128+32*h+16*half:][:16]
+			w0, w1, w2, w3 := le.Uint32(qh), le.Uint32(qh[4:]), le.Uint32(qh[8:]), le.Uint32(qh[12:])
+			for part := range 4 {
+				sh := 2 * part
+				v := w0>>sh&0x03030303 | (w1>>sh&0x03030303)<<2 | (w2>>sh&0x03030303)<<4 | (w3>>sh&0x03030303)<<6
+				le.PutUint32(out[2336+64*(8*h+2*part+half)+4*l:], v)
+			}
 		}
 	}
 }

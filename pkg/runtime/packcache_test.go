@@ -1,8 +1,10 @@
 package runtime_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -70,5 +72,92 @@ func TestPackCache(t *testing.T) {
 	got := runtimetest.Eval(t, third.Model, ids, model.StateOptions{Context: 64}, 0)
 	if nrmse, _, _ := compare(got, want, third.Model.Config().Vocab, 0); nrmse != 0 {
 		t.Errorf("the cache's model differs from its packed file: NRMSE %g", nrmse)
+	}
+}
+
+// TestPackCacheBound: with room for one packed copy, packing a second
+// model evicts the least recently used one, a hit renews a copy's use, and
+// the partial file of a packing process that died is swept while one of a
+// live process stays.
+func TestPackCacheBound(t *testing.T) {
+	if runtime.HostTier() == pack.TierGeneric {
+		t.Skip("this host's kernels read ggml's layout: nothing is packed")
+	}
+	dir := t.TempDir()
+	var srcs []string
+	for _, name := range []string{"llama-Q4_K_M", "qwen2-Q4_K_M", "phi3-Q4_K_M"} {
+		data, err := os.ReadFile("testdata/golden/models/" + name + ".gguf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := filepath.Join(dir, name+".gguf")
+		if err := os.WriteFile(src, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, src)
+	}
+	cacheDir := t.TempDir()
+	dead := filepath.Join(cacheDir, ".packing-2147483647-1")
+	live := filepath.Join(cacheDir, fmt.Sprintf(".packing-%d-1", os.Getppid()))
+	old := time.Now().Add(-time.Hour)
+	for _, f := range []string{dead, live} {
+		if err := os.WriteFile(f, []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(f, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	packs := 0
+	c := &runtime.PackCache{Dir: cacheDir, Progress: func(_ string, done, _ int64) {
+		if done == 0 {
+			packs++
+		}
+	}}
+	packed := func(src string) string {
+		t.Helper()
+		p, note, err := c.Packed(t.Context(), src)
+		if err != nil || note != "" || p == "" {
+			t.Fatalf("%s: %q %q %v", src, p, note, err)
+		}
+		return p
+	}
+	copies := func() []string {
+		files, _ := filepath.Glob(filepath.Join(cacheDir, "*.clm"))
+		return files
+	}
+	a := packed(srcs[0])
+	fi, err := os.Stat(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.MaxBytes = fi.Size() + fi.Size()/2 // one copy of either model, not two
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("the dead packer's partial file is still there (%v)", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a live process's partial file went: %v", err)
+	}
+	b := packed(srcs[1])
+	if got := copies(); len(got) != 1 || got[0] != b || packs != 2 {
+		t.Fatalf("after packing a second model: copies %v, %d packs; want only %s", got, packs, b)
+	}
+	// Room for two: a comes back beside b. b is then used (a hit, no
+	// pack) after a, so a third model evicts a, the least recently used.
+	c.MaxBytes = 2*fi.Size() + fi.Size()/2
+	a = packed(srcs[0])
+	if len(copies()) != 2 || packs != 3 {
+		t.Fatalf("with room for two: copies %v, %d packs", copies(), packs)
+	}
+	older := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(b, older, older); err != nil {
+		t.Fatal(err)
+	}
+	if packed(srcs[1]) != b || packs != 3 {
+		t.Fatal("a hit packed again")
+	}
+	d := packed(srcs[2])
+	if got := copies(); len(got) != 2 || !slices.Contains(got, b) || !slices.Contains(got, d) || packs != 4 {
+		t.Fatalf("copies %v after a third model; want %s (used last) and %s", got, b, d)
 	}
 }

@@ -10,10 +10,13 @@ import (
 
 	"github.com/corelm/corelm/pkg/runtime/bitnet"
 	"github.com/corelm/corelm/pkg/runtime/gemma2"
+	"github.com/corelm/corelm/pkg/runtime/granitemoe"
 	"github.com/corelm/corelm/pkg/runtime/llama"
 	"github.com/corelm/corelm/pkg/runtime/model"
+	"github.com/corelm/corelm/pkg/runtime/olmoe"
 	"github.com/corelm/corelm/pkg/runtime/phi3"
 	"github.com/corelm/corelm/pkg/runtime/qwen2"
+	"github.com/corelm/corelm/pkg/runtime/qwen2moe"
 )
 
 // Constructor binds a source's weights to an architecture.
@@ -22,11 +25,14 @@ type Constructor func(src model.Source, env model.Env) (model.Model, error)
 // architectures is the registry: adding an architecture is adding a package
 // and a line here.
 var architectures = map[string]Constructor{
-	"bitnet": constructor(bitnet.New),
-	"gemma2": constructor(gemma2.New),
-	"llama":  constructor(llama.New),
-	"phi3":   constructor(phi3.New),
-	"qwen2":  constructor(qwen2.New),
+	"bitnet":     constructor(bitnet.New),
+	"gemma2":     constructor(gemma2.New),
+	"granitemoe": constructor(granitemoe.New),
+	"llama":      constructor(llama.New),
+	"olmoe":      constructor(olmoe.New),
+	"phi3":       constructor(phi3.New),
+	"qwen2":      constructor(qwen2.New),
+	"qwen2moe":   constructor(qwen2moe.New),
 }
 
 // constructor adapts an architecture's New, which returns its concrete

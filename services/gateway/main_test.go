@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	"github.com/corelm/corelm/internal/fixtures"
 	"github.com/corelm/corelm/internal/servicetest"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 	inference "github.com/corelm/corelm/services/inference/server"
@@ -192,7 +193,7 @@ func TestOpenAINodeTools(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a 128k-vocabulary model")
 	}
-	url, client := startGatewayOn(t, servicetest.ToolModel(t, "meta-llama-Llama-3.1-8B-Instruct"), "llama31")
+	url, client := startGatewayOn(t, fixtures.WriteVocabModel(t, "llama-bpe", "meta-llama-Llama-3.1-8B-Instruct", 2048), "llama31")
 	type call struct {
 		ID       string `json:"id"`
 		Type     string `json:"type"`

@@ -94,7 +94,7 @@ const (
 	// (Its pure-Go twin runs it anywhere, but far slower than the ggml
 	// layout's kernels, so it is not written for the generic tier.) Files
 	// packed before the AVX2 kernels record its tensors as needing
-	// avx512vnni; CheckTier lowers that to avx2 (see layoutTier).
+	// avx512vnni; File.CheckTier lowers that to avx2.
 	LayoutR16 Layout = 1
 )
 
@@ -164,30 +164,40 @@ func InLayout(t *Tensor, src []byte) []byte {
 }
 
 // r16Size is the size of a 2-D tensor in LayoutR16 (kernels.CanR16 says
-// which have one).
+// which have one), or of a 3-D stack of experts' matrices whose each
+// matrix has one: the experts one after the other, each a whole number of
+// 16-row groups, so that one expert is a contiguous LayoutR16 matrix.
 func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
-	if len(shape) != 2 || shape[0] > math.MaxInt32 || shape[1] > math.MaxInt32 {
+	if len(shape) < 2 || len(shape) > 3 || shape[0] > math.MaxInt32 || shape[1] > math.MaxInt32 {
 		return 0, false
 	}
 	n, ok := kernels.LayoutBytes(dt, kernels.LayoutR16, int(shape[1]), int(shape[0]))
-	return uint64(n), ok
+	if !ok || len(shape) == 2 {
+		return uint64(n), ok
+	}
+	if shape[2] == 0 || shape[2] > math.MaxInt64/uint64(n) {
+		return 0, false
+	}
+	return uint64(n) * shape[2], true
 }
 
 // Layouts counts the changes to which tensors chooseLayout rearranges (1:
-// Q4_K and Q6_K in LayoutR16; 2: Q4_0 and Q8_0 too; 3: Q5_K too, and on
-// AVX2 hosts too, recorded as needing avx2). Files of every count read alike; a cache of
+// Q4_K and Q6_K in LayoutR16; 2: Q4_0 and Q8_0 too; 3: 3-D stacks of
+// experts' matrices too; 4: Q5_K too, and on AVX2 hosts too, recorded as
+// needing avx2). Files of every count read alike; a cache of
 // packed copies keys on it, so that an older copy is packed again to get
 // the faster layouts.
-const Layouts = 3
+const Layouts = 4
 
 // chooseLayout is the layout the packer writes a tensor in for CPUs of tier
 // cpu, and the tier that layout needs: on AVX2 and AVX-512 VNNI, LayoutR16
 // for every matrix that has one (the token embedding too: its rows decode
 // from it exactly, and with tied embeddings it is also the output
-// projection), needing avx2, so that a file packed on either tier runs on
+// projection) and every stack of experts' matrices that have one
+// (r16Size), needing avx2, so that a file packed on either tier runs on
 // both; ggml's layout otherwise.
 func chooseLayout(cpu Tier, dt kernels.DType, shape []uint64) (Layout, Tier) {
-	if cpu < TierAVX2 || len(shape) != 2 ||
+	if cpu < TierAVX2 || len(shape) < 2 || len(shape) > 3 ||
 		shape[0] > math.MaxInt32 || shape[1] > math.MaxInt32 || !kernels.CanR16(dt, int(shape[1]), int(shape[0])) {
 		return LayoutGGML, TierGeneric
 	}

@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -164,7 +163,7 @@ func (t *Template) IsChatML() bool { return t == chatML }
 
 // Render renders msgs.
 func (t *Template) Render(msgs []Message, opts Options) (string, error) {
-	return t.render(msgs, opts)
+	return t.render(msgs, opts, nil)
 }
 
 // RenderPrompt renders msgs and reports which bytes of the prompt are the
@@ -179,39 +178,48 @@ func (t *Template) Render(msgs []Message, opts Options) (string, error) {
 // measure a message (length) see the markers; the real ones do not.
 func (t *Template) RenderPrompt(msgs []Message, opts Options) (Prompt, error) {
 	if opts.Literal == nil {
-		text, err := t.render(msgs, opts)
+		text, err := t.render(msgs, opts, nil)
 		return Prompt{Text: text}, err
 	}
-	open, close := markers()
-	marked := make([]Message, len(msgs))
-	found := false
-	for i, m := range msgs {
-		var r, c bool
-		marked[i] = m
-		marked[i].Role, r = mark(m.Role, opts.Literal(m.Role), open, close)
-		marked[i].Content, c = mark(m.Content, opts.Literal(m.Content), open, close)
-		found = found || r || c
-	}
-	if !found {
-		text, err := t.render(msgs, opts)
+	mk := &marking{find: opts.Literal}
+	mk.open, mk.close = markers()
+	text, err := t.render(msgs, opts, mk)
+	if err != nil || !mk.found {
 		return Prompt{Text: text}, err
 	}
-	text, err := t.render(marked, opts)
-	if err != nil {
-		return Prompt{}, err
-	}
-	p, err := unmark(text, open, close)
+	p, err := unmark(text, mk.open, mk.close)
 	if err != nil {
 		return Prompt{}, err
 	}
 	// A template that cut into an opening marker cut the text after it
 	// too; what is left of the marker must not reach the model.
-	if strings.ContainsAny(p.Text, markerRunes) && !slices.ContainsFunc(msgs, func(m Message) bool {
-		return strings.ContainsAny(m.Role, markerRunes) || strings.ContainsAny(m.Content, markerRunes)
-	}) {
+	if !mk.runes && strings.ContainsAny(p.Text, markerRunes) {
 		return Prompt{}, ErrLiteral
 	}
 	return p, nil
+}
+
+// marking puts the literal parts (Options.Literal) of every string a
+// request gives the template between markers: roles, contents, names and
+// ids, tool descriptions, and the strings (keys too) inside tool
+// parameters and call arguments, after their JSON is decoded, so that an
+// escaped control token ("\u003c|eot_id|\u003e") is marked too. A nil
+// *marking marks nothing.
+type marking struct {
+	find        func(string) [][2]int
+	open, close string
+	found       bool // some string had a literal part
+	runes       bool // some string had marker runes of its own
+}
+
+func (mk *marking) str(s string) jinja.Value {
+	if mk == nil {
+		return jinja.NewString(s)
+	}
+	mk.runes = mk.runes || strings.ContainsAny(s, markerRunes)
+	out, ok := mark(s, mk.find(s), mk.open, mk.close)
+	mk.found = mk.found || ok
+	return jinja.NewString(out)
 }
 
 // markerRunes are the noncharacters the markers are made of.
@@ -279,10 +287,10 @@ func unmark(text, open, close string) (Prompt, error) {
 	return p, nil
 }
 
-func (t *Template) render(msgs []Message, opts Options) (string, error) {
+func (t *Template) render(msgs []Message, opts Options, mk *marking) (string, error) {
 	list := make([]jinja.Value, len(msgs))
 	for i, m := range msgs {
-		v, err := messageValue(m)
+		v, err := messageValue(m, mk)
 		if err != nil {
 			return "", fmt.Errorf("%w: message %d: %v", ErrRender, i, err)
 		}
@@ -307,7 +315,7 @@ func (t *Template) render(msgs []Message, opts Options) (string, error) {
 	vals["messages"] = jinja.NewList(list)
 	vals[tojsonIndent] = jinja.NewCallable(tojsonIndent, tojsonIndentFilter)
 	if len(opts.Tools) > 0 {
-		tools, err := toolsValue(opts.Tools)
+		tools, err := toolsValue(opts.Tools, mk)
 		if err != nil {
 			return "", fmt.Errorf("%w: %v", ErrRender, err)
 		}
@@ -414,35 +422,35 @@ func dict(kv ...any) jinja.Value {
 	return d
 }
 
-func messageValue(m Message) (jinja.Value, error) {
-	d := dict("role", jinja.NewString(m.Role), "content", jinja.NewString(m.Content))
+func messageValue(m Message, mk *marking) (jinja.Value, error) {
+	d := dict("role", mk.str(m.Role), "content", mk.str(m.Content))
 	if len(m.ToolCalls) > 0 {
 		calls := make([]jinja.Value, len(m.ToolCalls))
 		for i, c := range m.ToolCalls {
-			args, err := jsonValue(c.Arguments)
+			args, err := jsonValue(c.Arguments, mk)
 			if err != nil {
 				return jinja.Value{}, fmt.Errorf("tool call %d arguments: %v", i, err)
 			}
-			calls[i] = dict("id", jinja.NewString(c.ID), "type", jinja.NewString("function"),
-				"function", dict("name", jinja.NewString(c.Name), "arguments", args))
+			calls[i] = dict("id", mk.str(c.ID), "type", jinja.NewString("function"),
+				"function", dict("name", mk.str(c.Name), "arguments", args))
 		}
 		d.AsDict().Set("tool_calls", jinja.NewList(calls))
 	}
 	if m.ToolCallID != "" {
-		d.AsDict().Set("tool_call_id", jinja.NewString(m.ToolCallID))
+		d.AsDict().Set("tool_call_id", mk.str(m.ToolCallID))
 	}
 	if m.Name != "" {
-		d.AsDict().Set("name", jinja.NewString(m.Name))
+		d.AsDict().Set("name", mk.str(m.Name))
 	}
 	return d, nil
 }
 
-func toolsValue(tools []Tool) (jinja.Value, error) {
+func toolsValue(tools []Tool, mk *marking) (jinja.Value, error) {
 	list := make([]jinja.Value, len(tools))
 	for i, t := range tools {
-		fn := dict("name", jinja.NewString(t.Name), "description", jinja.NewString(t.Description))
+		fn := dict("name", mk.str(t.Name), "description", mk.str(t.Description))
 		if t.Parameters != "" {
-			p, err := jsonValue(t.Parameters)
+			p, err := jsonValue(t.Parameters, mk)
 			if err != nil {
 				return jinja.Value{}, fmt.Errorf("tool %q parameters: %v", t.Name, err)
 			}
@@ -454,11 +462,11 @@ func toolsValue(tools []Tool) (jinja.Value, error) {
 }
 
 // jsonValue decodes JSON text into a template value, keeping object
-// members in order and integers as integers.
-func jsonValue(text string) (jinja.Value, error) {
+// members in order and integers as integers, its strings marked by mk.
+func jsonValue(text string, mk *marking) (jinja.Value, error) {
 	d := json.NewDecoder(strings.NewReader(text))
 	d.UseNumber()
-	v, err := readValue(d)
+	v, err := readValue(d, mk)
 	if err != nil {
 		return jinja.Value{}, err
 	}
@@ -468,7 +476,7 @@ func jsonValue(text string) (jinja.Value, error) {
 	return v, nil
 }
 
-func readValue(d *json.Decoder) (jinja.Value, error) {
+func readValue(d *json.Decoder, mk *marking) (jinja.Value, error) {
 	tok, err := d.Token()
 	if err != nil {
 		return jinja.Value{}, err
@@ -479,7 +487,7 @@ func readValue(d *json.Decoder) (jinja.Value, error) {
 		case '[':
 			var items []jinja.Value
 			for d.More() {
-				v, err := readValue(d)
+				v, err := readValue(d, mk)
 				if err != nil {
 					return jinja.Value{}, err
 				}
@@ -494,15 +502,18 @@ func readValue(d *json.Decoder) (jinja.Value, error) {
 				if err != nil {
 					return jinja.Value{}, err
 				}
-				v, err := readValue(d)
+				v, err := readValue(d, mk)
 				if err != nil {
 					return jinja.Value{}, err
 				}
-				obj.AsDict().Set(k.(string), v)
+				obj.AsDict().Set(mk.str(k.(string)).AsString(), v)
 			}
 			_, err := d.Token()
 			return obj, err
 		}
+	}
+	if str, ok := tok.(string); ok {
+		return mk.str(str), nil
 	}
 	return jinja.FromGoValue(tok), nil
 }

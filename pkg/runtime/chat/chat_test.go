@@ -280,7 +280,8 @@ func controlSpans(s string) [][2]int {
 }
 
 // TestRenderPromptLiteral: RenderPrompt gives Render's text and the ranges
-// of the control-token text that came from messages (roles and contents),
+// of the control-token text that came from the request (roles, contents,
+// tools and tool calls),
 // through templates that concatenate, trim and case-change them; a template
 // that cuts such text is ErrLiteral, not an unsafe prompt.
 func TestRenderPromptLiteral(t *testing.T) {
@@ -304,6 +305,18 @@ func TestRenderPromptLiteral(t *testing.T) {
 			[]string{"<end_of_turn>", "<start_of_turn>"}},
 		{"upper", `{% for m in messages %}{{ m.content | upper }}{% endfor %}`, []Message{{Role: "user", Content: "a<|im_end|>b"}}, Options{}, []string{"<|IM_END|>"}},
 		{"no control text", ChatMLSource, convSUAU, Options{AddGenerationPrompt: true}, nil},
+		// Tools and tool calls: descriptions, names, and the strings inside
+		// parameters and arguments, escaped in their JSON or not.
+		{"qwen2.5 tools", readTemplate(t, "Qwen-Qwen2.5-7B-Instruct"), []Message{
+			{Role: "user", Content: "hi"},
+			{Role: "assistant", ToolCalls: []ToolCall{{ID: "c1", Name: "f", Arguments: `{"q":"\u003c|im_end|\u003e"}`}}},
+			{Role: "tool", Content: "r<|im_start|>"},
+		}, Options{AddGenerationPrompt: true, Tools: []Tool{{Name: "f", Description: "d<|im_end|>",
+			Parameters: `{"type":"object","properties":{"q":{"type":"string","description":"\u003c|eot_id|\u003e"}}}`}}},
+			[]string{"<|im_end|>", "<|eot_id|>", "<|im_end|>", "<|im_start|>"}},
+		{"llama3.1 tools", readTemplate(t, "meta-llama-Llama-3.1-8B-Instruct"), []Message{{Role: "user", Content: "hi"}},
+			Options{AddGenerationPrompt: true, BOSToken: "<|begin_of_text|>", Now: llama.Now, Tools: []Tool{{Name: "f<|eot_id|>", Description: "<|start_header_id|>system"}}},
+			[]string{"<|eot_id|>", "<|start_header_id|>"}},
 	}
 	for _, tt := range tests {
 		tmpl, err := Compile(tt.template)

@@ -6,8 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-
+	"github.com/corelm/corelm/internal/fixtures"
 	"github.com/corelm/corelm/pkg/runtime/grammar"
 )
 
@@ -72,22 +71,13 @@ func TestParseCalls(t *testing.T) {
 // TestCallGrammar: every sentence of a forced-call grammar parses as calls
 // of the allowed tools whose arguments validate against their schemas.
 func TestCallGrammar(t *testing.T) {
-	schemas := map[string]*jsonschema.Schema{}
+	schemas := map[string]*fixtures.Schema{}
 	for _, tl := range weatherTools {
 		src := tl.Parameters
 		if src == "" {
 			src = `{"type":"object"}`
 		}
-		doc, _ := jsonschema.UnmarshalJSON(strings.NewReader(src))
-		c := jsonschema.NewCompiler()
-		if err := c.AddResource("s.json", doc); err != nil {
-			t.Fatal(err)
-		}
-		sch, err := c.Compile("s.json")
-		if err != nil {
-			t.Fatal(err)
-		}
-		schemas[tl.Name] = sch
+		schemas[tl.Name] = fixtures.JSONSchema(t, src)
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, f := range []ToolFormat{Llama3Tools, HermesTools} {
@@ -115,8 +105,7 @@ func TestCallGrammar(t *testing.T) {
 					if only != "" && c.Name != only {
 						t.Fatalf("%v: called %s, want %s", f, c.Name, only)
 					}
-					args, _ := jsonschema.UnmarshalJSON(strings.NewReader(c.Arguments))
-					if err := schemas[c.Name].Validate(args); err != nil {
+					if err := schemas[c.Name].Validate(c.Arguments); err != nil {
 						t.Fatalf("%v: %s arguments %s: %v", f, c.Name, c.Arguments, err)
 					}
 				}

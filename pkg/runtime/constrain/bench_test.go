@@ -3,6 +3,7 @@ package constrain
 import (
 	"testing"
 
+	"github.com/corelm/corelm/internal/fixtures"
 	"github.com/corelm/corelm/pkg/runtime/grammar"
 	"github.com/corelm/corelm/pkg/runtime/sample"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
@@ -15,7 +16,7 @@ import (
 // number to compare with a decode step; "sample" is the unconstrained
 // sampler on the same logits (temperature 0.8, top-k 40), for scale.
 func BenchmarkMask(b *testing.B) {
-	tok := loadTokenizer(b, "llama-bpe")
+	tok := fixtures.Tokenizer(b, "llama-bpe")
 	v := TokenizerVocab(tok)
 	doc := `{"id": "0a1b2c3d", "status": "active", "profile": {"name": "Ada Lovelace", "email": null, "score": 97.5}, "roles": ["admin", "user"]}`
 	cases := []struct {

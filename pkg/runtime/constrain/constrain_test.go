@@ -1,64 +1,17 @@
 package constrain
 
 import (
-	"bytes"
-	"compress/gzip"
 	"errors"
-	"io"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-
-	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/internal/fixtures"
 	"github.com/corelm/corelm/pkg/runtime/grammar"
 	"github.com/corelm/corelm/pkg/runtime/sample"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 )
-
-var (
-	vocabMu sync.Mutex
-	vocabs  = map[string]*tokenizer.Tokenizer{}
-)
-
-// loadTokenizer reads one of the tokenizer package's vocabulary fixtures
-// ("llama-bpe" is Llama-3's 128k vocabulary, "llama-spm" Llama-2's).
-func loadTokenizer(tb testing.TB, name string) *tokenizer.Tokenizer {
-	tb.Helper()
-	vocabMu.Lock()
-	defer vocabMu.Unlock()
-	if t, ok := vocabs[name]; ok {
-		return t
-	}
-	f, err := os.Open(filepath.Join("..", "tokenizer", "testdata", "ggml-vocab-"+name+".gguf.gz"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	data, err := io.ReadAll(zr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	gf, err := gguf.Parse(data)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	t, err := tokenizer.New(gf)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	vocabs[name] = t
-	return t
-}
 
 const realistic = `{"type":"object","properties":{
 	"id":{"type":"string","pattern":"^[a-f0-9]{8}$"},
@@ -72,7 +25,7 @@ const realistic = `{"type":"object","properties":{
 // TestMaskIsExact checks masks against brute force: a token is allowed
 // exactly when a fresh matcher at the same output accepts its bytes.
 func TestMaskIsExact(t *testing.T) {
-	tok := loadTokenizer(t, "llama-bpe")
+	tok := fixtures.Tokenizer(t, "llama-bpe")
 	v := TokenizerVocab(tok)
 	g, err := grammar.FromJSONSchema([]byte(realistic))
 	if err != nil {
@@ -136,14 +89,14 @@ func TestSampledOutputsValidate(t *testing.T) {
 		`{"$defs":{"n":{"type":"object","properties":{"v":{"type":"integer"},"k":{"type":"array","items":{"$ref":"#/$defs/n"},"maxItems":2}},"required":["v"]}},"$ref":"#/$defs/n"}`,
 	}
 	for _, name := range []string{"llama-bpe", "llama-spm"} {
-		tok := loadTokenizer(t, name)
+		tok := fixtures.Tokenizer(t, name)
 		v := TokenizerVocab(tok)
 		for si, src := range schemas {
 			g, err := grammar.FromJSONSchema([]byte(src))
 			if err != nil {
 				t.Fatal(err)
 			}
-			sch := compileSchema(t, src)
+			sch := fixtures.JSONSchema(t, src)
 			finished := 0
 			for seed := range uint64(6) {
 				out, ok := sampleOutput(t, g, v, tok, seed, 400)
@@ -151,11 +104,7 @@ func TestSampledOutputsValidate(t *testing.T) {
 					continue
 				}
 				finished++
-				doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(out))
-				if err != nil {
-					t.Fatalf("%s schema %d seed %d: %q is not JSON: %v", name, si, seed, out, err)
-				}
-				if err := sch.Validate(doc); err != nil {
+				if err := sch.Validate(string(out)); err != nil {
 					t.Fatalf("%s schema %d seed %d: %s does not validate: %v", name, si, seed, out, err)
 				}
 			}
@@ -223,25 +172,8 @@ func singleByteTokenCached(tok *tokenizer.Tokenizer, b byte) (int32, bool) {
 	return id, ok
 }
 
-func compileSchema(t *testing.T, src string) *jsonschema.Schema {
-	t.Helper()
-	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("schema.json", doc); err != nil {
-		t.Fatal(err)
-	}
-	sch, err := c.Compile("schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sch
-}
-
 func TestEndOnlyWhenComplete(t *testing.T) {
-	tok := loadTokenizer(t, "llama-bpe")
+	tok := fixtures.Tokenizer(t, "llama-bpe")
 	v := TokenizerVocab(tok)
 	stop := int32(1000) // an ordinary token used as a request stop token
 	c := NewMatcher(grammar.MustParse(`root ::= "ab"`), v, []int32{stop})
@@ -308,7 +240,7 @@ func TestCache(t *testing.T) {
 // TestPool: a released matcher comes back reset, keeps its caches, and
 // masks exactly as a fresh one does.
 func TestPool(t *testing.T) {
-	tok := loadTokenizer(t, "llama-bpe")
+	tok := fixtures.Tokenizer(t, "llama-bpe")
 	v := TokenizerVocab(tok)
 	g, err := grammar.FromJSONSchema([]byte(realistic))
 	if err != nil {
@@ -374,7 +306,7 @@ func TestAmbiguousGrammarRefused(t *testing.T) {
 // TestWalkWork logs what the first walks of a realistic schema cost in
 // grammar steps, against the maxWalkWork bound.
 func TestWalkWork(t *testing.T) {
-	tok := loadTokenizer(t, "llama-bpe")
+	tok := fixtures.Tokenizer(t, "llama-bpe")
 	v := TokenizerVocab(tok)
 	g, err := grammar.FromJSONSchema([]byte(realistic))
 	if err != nil {

@@ -101,6 +101,37 @@ func (b *Binder) matrix(name string, rows, cols int, required bool) (Matrix, boo
 	return Matrix{Name: name, Type: t.Type, Layout: t.Layout, Rows: rows, Cols: cols, Data: t.Data}, true
 }
 
+// Experts binds a required 3-D stack of n experts' weights (ggml shape
+// [cols, rows, n]) as n matrices of rows outputs of cols inputs, each a
+// view of its own part of the tensor's bytes: the matmul kernels run on one
+// expert as on any matrix, in whatever layout the file holds (a packed
+// file keeps each expert's rows whole groups of its layout).
+func (b *Binder) Experts(name string, n, rows, cols int) []Matrix {
+	t, ok := b.lookup(name, true)
+	if !ok {
+		return nil
+	}
+	if len(t.Shape) != 3 || t.Shape[0] != cols || t.Shape[1] != rows || t.Shape[2] != n {
+		b.fail("tensor %s has shape %v, the hyper-parameters imply [%d %d %d]", name, t.Shape, cols, rows, n)
+		return nil
+	}
+	if !kernels.Supported(t.Type) {
+		b.fail("tensor %s has type %s, which corelm cannot compute with", name, t.Type)
+		return nil
+	}
+	size, ok := kernels.LayoutBytes(t.Type, t.Layout, rows, cols)
+	if !ok || size*n != len(t.Data) {
+		b.fail("tensor %s: %d bytes of %s in layout %s cannot be %d experts of %d×%d", name, len(t.Data), t.Type, t.Layout, n, rows, cols)
+		return nil
+	}
+	out := make([]Matrix, n)
+	for e := range out {
+		out[e] = Matrix{Name: fmt.Sprintf("%s[%d]", name, e), Type: t.Type, Layout: t.Layout, Rows: rows, Cols: cols,
+			Data: t.Data[e*size : (e+1)*size : (e+1)*size]}
+	}
+	return out
+}
+
 // Embedding binds a required 2-D weight whose rows are looked up one by one
 // (Matrix.Row); it may also serve as the output projection.
 func (b *Binder) Embedding(name string, rows, cols int) Matrix {

@@ -49,6 +49,18 @@ const (
 	KeyVocabSize         = "%s.vocab_size"
 	KeyPoolingType       = "%s.pooling_type"
 	KeyTokens            = "tokenizer.ggml.tokens"
+
+	// Mixture of experts.
+	KeyExpertCount     = "%s.expert_count"
+	KeyExpertUsedCount = "%s.expert_used_count"
+	KeyExpertFFN       = "%s.expert_feed_forward_length"
+	KeyExpertSharedFFN = "%s.expert_shared_feed_forward_length"
+	// Granite's multipliers.
+	KeyLogitScale     = "%s.logit_scale"
+	KeyResidualScale  = "%s.residual_scale"
+	KeyEmbeddingScale = "%s.embedding_scale"
+	KeyAttentionScale = "%s.attention.scale"
+	KeyRopeFinetuned  = "%s.rope.scaling.finetuned"
 )
 
 // Config holds the hyper-parameters every decoder-only transformer here

@@ -28,6 +28,7 @@ type Ends struct {
 	OutputNorm []float32 // (dim)
 	Output     Matrix    // (vocab, dim) output projection; the embedding when tied
 	Softcap    float32   // caps the logits at c·tanh(x/c) (Gemma 2); 0: none
+	LogitScale float32   // multiplies the logits (Granite: 1/logit_scale); 0: none
 }
 
 // Run is one forward step over b: every row's token embedded, then for
@@ -51,6 +52,9 @@ func (p *Pass) Run(b *Batch, cfg *Config, e *Ends, attention, ffn func(b *Batch,
 			p.MatMul(&e.Output, in, rows, out)
 			if e.Softcap > 0 {
 				kernels.SoftCap(out, e.Softcap)
+			}
+			if e.LogitScale != 0 {
+				kernels.Scale(out[:rows*cfg.Vocab], e.LogitScale)
 			}
 		})
 	p.End(b)

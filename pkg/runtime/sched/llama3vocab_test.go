@@ -1,72 +1,27 @@
 package sched
 
 import (
-	"bytes"
-	"compress/gzip"
-	"io"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-
-	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/internal/fixtures"
 	"github.com/corelm/corelm/pkg/runtime/chat"
 	"github.com/corelm/corelm/pkg/runtime/constrain"
 	"github.com/corelm/corelm/pkg/runtime/internal/runtimetest"
 	"github.com/corelm/corelm/pkg/runtime/llama"
 	"github.com/corelm/corelm/pkg/runtime/model"
-	"github.com/corelm/corelm/pkg/runtime/quantize"
 	"github.com/corelm/corelm/pkg/runtime/sample"
-	"github.com/corelm/corelm/pkg/runtime/synth"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 )
 
-// llama3Vocab is Llama-3's tokenizer (the tokenizer package's fixture) and
-// a small synthetic Llama with its 128,256-token vocabulary.
+// llama3Vocab is Llama-3's tokenizer and a small synthetic Llama with its
+// 128,256-token vocabulary.
 func llama3Vocab(t *testing.T) (model.Model, *tokenizer.Tokenizer) {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "tokenizer", "testdata", "ggml-vocab-llama-bpe.gguf.gz"))
+	m, err := llama.New(model.FromGGUF(fixtures.VocabModel(t, "llama-bpe", "", 1024)), model.Env{Pool: runtimetest.Pool(t, 2)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vf, err := gguf.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.New(vf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	shape := synth.Shape{Arch: "llama", Dim: 64, Layers: 2, FFN: 128, Heads: 4, KVHeads: 2, Vocab: tok.VocabSize(),
-		Context: 1024, RopeBase: 500000, RMSEps: 1e-5}
-	scheme, err := quantize.ParseScheme("Q8_0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := synth.Write(&buf, shape, "llama3-vocab", scheme, 19); err != nil {
-		t.Fatal(err)
-	}
-	mf, err := gguf.Parse(buf.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := llama.New(model.FromGGUF(mf), model.Env{Pool: runtimetest.Pool(t, 2)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, tok
+	return m, fixtures.Tokenizer(t, "llama-bpe")
 }
 
 // TestLlama3VocabConstrained: on a synthetic model with Llama-3's
@@ -91,7 +46,7 @@ func TestLlama3VocabConstrained(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sch := compileJSONSchema(t, src)
+		sch := fixtures.JSONSchema(t, src)
 		for seed := range 2 {
 			params := sample.Params{Temperature: 1, TopK: 40, Seed: uint64(seed)}
 			if seed == 0 {
@@ -103,12 +58,8 @@ func TestLlama3VocabConstrained(t *testing.T) {
 			switch final.Reason {
 			case FinishStop:
 				stopped++
-				doc, err := jsonschema.UnmarshalJSON(strings.NewReader(text))
-				if err != nil {
-					t.Fatalf("schema %d seed %d: %q is not JSON: %v", si, seed, text, err)
-				}
-				if err := sch.Validate(doc); err != nil {
-					t.Fatalf("schema %d seed %d: %s does not validate: %v", si, seed, text, err)
+				if err := sch.Validate(text); err != nil {
+					t.Fatalf("schema %d seed %d: %q: %v", si, seed, text, err)
 				}
 			case FinishLength:
 			default:
@@ -137,18 +88,14 @@ func TestLlama3VocabToolCalls(t *testing.T) {
 		{Name: "get_weather", Description: "Weather in a city.", Parameters: `{"type":"object","properties":{"city":{"type":"string","maxLength":12},"unit":{"enum":["C","F"]}},"required":["city"]}`},
 		{Name: "add", Description: "Adds two integers.", Parameters: `{"type":"object","properties":{"a":{"type":"integer"},"b":{"type":"integer"}},"required":["a","b"]}`},
 	}
-	schemas := map[string]*jsonschema.Schema{}
+	schemas := map[string]*fixtures.Schema{}
 	for _, tl := range tools {
-		schemas[tl.Name] = compileJSONSchema(t, tl.Parameters)
+		schemas[tl.Name] = fixtures.JSONSchema(t, tl.Parameters)
 	}
 	s := New(m, Config{MaxSeqs: 2})
 	defer shutdown(t, s)
 	for _, name := range []string{"meta-llama-Llama-3.1-8B-Instruct", "Qwen-Qwen2.5-7B-Instruct"} {
-		src, err := os.ReadFile(filepath.Join("..", "chat", "testdata", name+".jinja"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl, err := chat.Compile(string(src))
+		tmpl, err := chat.Compile(fixtures.ChatTemplate(t, name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -195,8 +142,7 @@ func TestLlama3VocabToolCalls(t *testing.T) {
 				if !ok {
 					t.Fatalf("%v seed %d: called unknown tool %q", f, seed, c.Name)
 				}
-				args, _ := jsonschema.UnmarshalJSON(strings.NewReader(c.Arguments))
-				if err := sch.Validate(args); err != nil {
+				if err := sch.Validate(c.Arguments); err != nil {
 					t.Fatalf("%v seed %d: %s(%s): %v", f, seed, c.Name, c.Arguments, err)
 				}
 				calls++

@@ -1,6 +1,7 @@
 package synth
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/corelm/corelm/pkg/formats/gguf"
@@ -47,7 +48,12 @@ func kvDim(s Shape) uint64    { return uint64(s.KVHeads * s.headDim()) }
 func qkvDim(s Shape) uint64   { return qDim(s) + 2*kvDim(s) } // q, k and v fused
 func halfHead(s Shape) uint64 { return uint64(s.headDim() / 2) }
 
+func nExpert(s Shape) uint64   { return uint64(s.experts()) }
+func expertFFN(s Shape) uint64 { return uint64(s.expertFFN()) }
+func sharedFFN(s Shape) uint64 { return uint64(cmp.Or(s.SharedFFN, s.FFN)) }
+
 func untied(s Shape) bool    { return !s.Tied }
+func shared(s Shape) bool    { return s.SharedFFN > 0 }
 func ropeFreqs(s Shape) bool { return s.RopeFreqs }
 
 func axes(a ...axis) []axis { return a }
@@ -74,6 +80,29 @@ var (
 	}
 )
 
+// moeBlock is a Llama block whose feed-forward half is a router and
+// stacked experts; moeShared is a shared expert's tensors.
+var (
+	moeBlock = append(slices.Clip(llamaBlock[:6]),
+		tensor{name: model.TFFNGateInp, axes: axes(embd, nExpert)},
+		tensor{name: model.TFFNGateExps, axes: axes(embd, expertFFN, nExpert)},
+		tensor{name: model.TFFNUpExps, axes: axes(embd, expertFFN, nExpert)},
+		tensor{name: model.TFFNDownExps, axes: axes(expertFFN, embd, nExpert)})
+	moeShared = []tensor{
+		{name: model.TFFNGateShexp, axes: axes(embd, sharedFFN)},
+		{name: model.TFFNUpShexp, axes: axes(embd, sharedFFN)},
+		{name: model.TFFNDownShexp, axes: axes(sharedFFN, embd)},
+	}
+)
+
+// moeKVs are the expert counts every mixture-of-experts family writes.
+func moeKVs(s Shape) []gguf.KV {
+	return []gguf.KV{
+		{Key: model.KeyExpertCount, Value: gguf.U32(uint32(s.experts()))},
+		{Key: model.KeyExpertUsedCount, Value: gguf.U32(uint32(s.used()))},
+	}
+}
+
 // families is the table of architectures synth can write.
 var families = map[string]family{
 	"llama": {global: llamaGlobal, block: llamaBlock},
@@ -86,6 +115,46 @@ var families = map[string]family{
 		block: after(after(llamaBlock, model.TAttnOut,
 			tensor{name: model.TAttnSubNorm, axes: axes(qDim), jitter: true}), model.TFFNDown,
 			tensor{name: model.TFFNSubNorm, axes: axes(ffn), jitter: true}),
+	},
+	"olmoe": {
+		global: llamaGlobal,
+		block: after(moeBlock, model.TAttnOut,
+			tensor{name: model.TAttnQNorm, axes: axes(qDim), jitter: true},
+			tensor{name: model.TAttnKNorm, axes: axes(kvDim), jitter: true}),
+		metadata: moeKVs,
+	},
+	"qwen2moe": {
+		global: llamaGlobal,
+		block: append(after(moeBlock, model.TAttnV,
+			tensor{name: model.TAttnQBias, axes: axes(qDim)},
+			tensor{name: model.TAttnKBias, axes: axes(kvDim)},
+			tensor{name: model.TAttnVBias, axes: axes(kvDim)}),
+			append([]tensor{{name: model.TFFNGateInpShexp, axes: axes(embd)}}, moeShared...)...),
+		metadata: func(s Shape) []gguf.KV {
+			return append(moeKVs(s),
+				gguf.KV{Key: model.KeyExpertFFN, Value: gguf.U32(uint32(s.expertFFN()))},
+				gguf.KV{Key: model.KeyExpertSharedFFN, Value: gguf.U32(uint32(sharedFFN(s)))})
+		},
+	},
+	"granitemoe": {
+		global: llamaGlobal,
+		block:  append(slices.Clip(moeBlock), withWhen(moeShared, shared)...),
+		metadata: func(s Shape) []gguf.KV {
+			kvs := append(moeKVs(s),
+				gguf.KV{Key: model.KeyLogitScale, Value: gguf.F32(cmp.Or(s.LogitScale, 1))})
+			if s.SharedFFN > 0 {
+				kvs = append(kvs, gguf.KV{Key: model.KeyExpertSharedFFN, Value: gguf.U32(uint32(s.SharedFFN))})
+			}
+			for _, kv := range []struct {
+				key string
+				v   float32
+			}{{model.KeyEmbeddingScale, s.EmbedScale}, {model.KeyResidualScale, s.ResidualScale}, {model.KeyAttentionScale, s.AttnScale}} {
+				if kv.v != 0 {
+					kvs = append(kvs, gguf.KV{Key: kv.key, Value: gguf.F32(kv.v)})
+				}
+			}
+			return kvs
+		},
 	},
 	"gemma2": {
 		global: llamaGlobal,
@@ -124,6 +193,15 @@ var families = map[string]family{
 			"<|placeholder4|>", "<|system|>", "<|end|>", "<|placeholder5|>", "<|placeholder6|>", "<|user|>"},
 		controlsAt: 32000,
 	},
+}
+
+// withWhen returns ts, each present only when when says.
+func withWhen(ts []tensor, when func(Shape) bool) []tensor {
+	out := slices.Clone(ts)
+	for i := range out {
+		out[i].when = when
+	}
+	return out
 }
 
 // after returns ts with extra inserted after the tensor named name.

@@ -5,6 +5,7 @@
 package synth
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -37,6 +38,16 @@ type Shape struct {
 	AttnSoftcap  float32
 	FinalSoftcap float32
 	OrigContext  int // phi3 LongRoPE
+
+	// Mixture of experts (olmoe, qwen2moe, granitemoe): Experts per block
+	// (0: 8), ExpertsUsed per token (0: 2), each expert ExpertFFN wide (0:
+	// FFN; qwen2moe writes it as expert_feed_forward_length) and a shared
+	// expert SharedFFN wide (qwen2moe: 0 means FFN; granitemoe: 0 means
+	// none).
+	Experts, ExpertsUsed int
+	ExpertFFN, SharedFFN int
+	// Granite's multipliers (granitemoe; LogitScale 0 is written as 1).
+	EmbedScale, ResidualScale, AttnScale, LogitScale float32
 }
 
 // Presets are the shapes `corelm synth --like` knows.
@@ -49,12 +60,33 @@ var Presets = map[string]Shape{
 	"gemma-2-9b":      {Arch: "gemma2", Dim: 3584, Layers: 42, FFN: 14336, Heads: 16, KVHeads: 8, HeadDim: 256, Vocab: 256000, Context: 8192, RopeBase: 10000, RMSEps: 1e-6, Tied: true, SlidingWin: 4096, AttnSoftcap: 50, FinalSoftcap: 30},
 	"phi-3.5-mini":    {Arch: "phi3", Dim: 3072, Layers: 32, FFN: 8192, Heads: 32, KVHeads: 32, Vocab: 32064, Context: 131072, RopeBase: 10000, RMSEps: 1e-5, OrigContext: 4096},
 	"bitnet-b1.58-2b": {Arch: "bitnet", Dim: 2560, Layers: 30, FFN: 6912, Heads: 20, KVHeads: 5, Vocab: 128256, Context: 4096, RopeBase: 500000, RMSEps: 1e-5, Tied: true},
+	// Mixtures of experts: allenai/OLMoE-1B-7B-0924, ibm-granite/granite-3.1-3b-a800m,
+	// Qwen/Qwen1.5-MoE-A2.7B (their config.json).
+	"olmoe-1b-7b": {Arch: "olmoe", Dim: 2048, Layers: 16, FFN: 1024, Heads: 16, KVHeads: 16, Vocab: 50304, Context: 4096, RopeBase: 10000, RMSEps: 1e-5,
+		Experts: 64, ExpertsUsed: 8},
+	"granite-3.1-3b-a800m": {Arch: "granitemoe", Dim: 1536, Layers: 32, FFN: 512, Heads: 24, KVHeads: 8, Vocab: 49155, Context: 131072, RopeBase: 1e7, RMSEps: 1e-6, Tied: true,
+		Experts: 40, ExpertsUsed: 8, EmbedScale: 12, ResidualScale: 0.22, AttnScale: 0.015625, LogitScale: 6},
+	"qwen1.5-moe-a2.7b": {Arch: "qwen2moe", Dim: 2048, Layers: 24, FFN: 5632, Heads: 16, KVHeads: 16, Vocab: 151936, Context: 8192, RopeBase: 1e6, RMSEps: 1e-6,
+		Experts: 60, ExpertsUsed: 4, ExpertFFN: 1408, SharedFFN: 5632},
+	// The golden-test models of the mixture-of-experts architectures
+	// (testdata/golden/SOURCE.md): the other goldens' size, 8 experts of
+	// 256, 2 per token.
+	"golden-olmoe": {Arch: "olmoe", Dim: 256, Layers: 2, FFN: 256, Heads: 4, KVHeads: 4, Vocab: 320, Context: 4096, RopeBase: 10000, RMSEps: 1e-5,
+		Experts: 8, ExpertsUsed: 2},
+	"golden-qwen2moe": {Arch: "qwen2moe", Dim: 256, Layers: 2, FFN: 512, Heads: 4, KVHeads: 2, Vocab: 320, Context: 4096, RopeBase: 1e6, RMSEps: 1e-6,
+		Experts: 8, ExpertsUsed: 2, ExpertFFN: 256, SharedFFN: 512},
+	"golden-granitemoe": {Arch: "granitemoe", Dim: 256, Layers: 2, FFN: 256, Heads: 4, KVHeads: 2, Vocab: 320, Context: 4096, RopeBase: 1e4, RMSEps: 1e-6, Tied: true,
+		Experts: 8, ExpertsUsed: 2, EmbedScale: 12, ResidualScale: 0.22, AttnScale: 0.015625, LogitScale: 6},
 	// A small llama for tests and load tests: big enough to batch, small enough for CI.
 	"tiny-llama": {Arch: "llama", Dim: 256, Layers: 4, FFN: 768, Heads: 8, KVHeads: 4, Vocab: 1024, Context: 4096, RopeBase: 10000, RMSEps: 1e-5},
 }
 
 // PresetNames lists the presets.
 func PresetNames() []string { return slices.Sorted(maps.Keys(Presets)) }
+
+func (s Shape) experts() int   { return cmp.Or(s.Experts, 8) }
+func (s Shape) used() int      { return cmp.Or(s.ExpertsUsed, 2) }
+func (s Shape) expertFFN() int { return cmp.Or(s.ExpertFFN, s.FFN) }
 
 func (s Shape) headDim() int {
 	if s.HeadDim > 0 {
@@ -217,6 +249,9 @@ func Write(out io.Writer, s Shape, name string, scheme quantize.Scheme, seed uin
 		}
 		t := types[spec.name]
 		cols, rows := int(shape[0]), int(shape[1])
+		if len(shape) == 3 { // experts: their rows one after the other
+			rows *= int(shape[2])
+		}
 		key := fmt.Sprintf("%s/%d", t, cols)
 		pool, ok := pools[key]
 		if !ok {

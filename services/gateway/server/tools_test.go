@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/corelm/corelm/internal/servicetest"
+	"github.com/corelm/corelm/internal/fixtures"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
 	inference "github.com/corelm/corelm/services/inference/server"
 )
@@ -20,7 +20,7 @@ func toolStack(t *testing.T, template, id string) (string, corelmv1.InferenceSer
 		t.Skip("builds a 128k-vocabulary model")
 	}
 	return serveStack(t, Config{}, inference.Config{Options: inference.Options{Threads: 1},
-		ModelFile: servicetest.ToolModel(t, template), ModelID: id})
+		ModelFile: fixtures.WriteVocabModel(t, "llama-bpe", template, 2048), ModelID: id})
 }
 
 var weatherTool = map[string]any{"type": "function", "function": map[string]any{

@@ -1,15 +1,11 @@
 package server
 
 import (
-	"compress/gzip"
-	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/corelm/corelm/pkg/formats/gguf"
+	"github.com/corelm/corelm/internal/fixtures"
 	"github.com/corelm/corelm/pkg/runtime/chat"
 	"github.com/corelm/corelm/pkg/runtime/tokenizer"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
@@ -19,36 +15,11 @@ import (
 // vocabulary (the tokenizer's test files) and a real chat template.
 func chatEntry(t *testing.T, vocab, template string) *entry {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "..", "..", "pkg", "runtime", "tokenizer", "testdata", "ggml-vocab-"+vocab+".gguf.gz"))
+	tmpl, err := chat.Compile(fixtures.ChatTemplate(t, template))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := gguf.Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.New(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.ReadFile(filepath.Join("..", "..", "..", "pkg", "runtime", "chat", "testdata", template+".jinja"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := chat.Compile(string(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &entry{id: vocab, tok: tok, chat: tmpl}
+	return &entry{id: vocab, tok: fixtures.Tokenizer(t, vocab), chat: tmpl}
 }
 
 // TestChatControlText: control-token text in a chat message (a user

@@ -33,7 +33,8 @@ func (c *Config) BindFlags(fs *envflag.Set) {
 	fs.String(&o.KVCacheDir, "kv-cache-dir", "", "keep each model's prefix cache here across restarts (keyed by the weights' digest and the KV type; "+
 		"a corrupt or stale entry is logged and ignored); empty: in memory only")
 	fs.String(&o.PackCache, "pack-cache", "auto", "where a --model-file GGUF is packed for this CPU's kernels, once, and kept for later starts "+
-		"(auto: $"+runtime.PackCacheEnv+", else /dev/shm/corelm-packed, else the user cache directory; off: serve the GGUF file as it is)")
+		"(auto: $"+runtime.PackCacheEnv+", else /dev/shm/corelm-packed, else the user cache directory; off: serve the GGUF file as it is; "+
+		"the least recently used copies go to keep it within $"+runtime.PackCacheMaxEnv+", default half its filesystem)")
 	fs.Duration(&o.Drain, "drain-timeout", 5*time.Minute, "how long a superseded model generation may finish its requests before they are cancelled")
 	fs.String(&c.AuthToken, "auth-token", "", "require this bearer token on every call but health checks")
 	c.files.tls.Bind(fs)

@@ -111,7 +111,7 @@ func packCache(dir string) *runtime.PackCache {
 	case "", "off":
 		return nil
 	}
-	return &runtime.PackCache{Dir: dir}
+	return runtime.NewPackCache(dir)
 }
 
 func (s *Server) modelConfig() modelConfig {

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/corelm/corelm/internal/fixtures"
 	"github.com/corelm/corelm/internal/servicetest"
 	"github.com/corelm/corelm/pkg/runtime/chat"
 	corelmv1 "github.com/corelm/corelm/proto/corelm/v1"
@@ -19,7 +19,7 @@ import (
 
 // chatTestdata holds the real templates and the tool rendering cases
 // checked against @huggingface/jinja.
-var chatTestdata = servicetest.ChatTestdata()
+var chatTestdata = fixtures.ChatTestdata()
 
 var testTools = []*corelmv1.Tool{
 	{Name: "get_weather", Description: "Weather in a city.", Parameters: `{"type":"object","properties":{"city":{"type":"string","maxLength":12},"unit":{"enum":["C","F"]}},"required":["city"]}`},
@@ -84,23 +84,13 @@ func TestToolCallsForced(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds 128k-vocabulary models")
 	}
-	schemas := map[string]*jsonschema.Schema{}
+	schemas := map[string]*fixtures.Schema{}
 	for _, tl := range testTools {
-		c := jsonschema.NewCompiler()
-		doc, err := jsonschema.UnmarshalJSON(strings.NewReader(tl.Parameters))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.AddResource(tl.Name+".json", doc); err != nil {
-			t.Fatal(err)
-		}
-		if schemas[tl.Name], err = c.Compile(tl.Name + ".json"); err != nil {
-			t.Fatal(err)
-		}
+		schemas[tl.Name] = fixtures.JSONSchema(t, tl.Parameters)
 	}
 	for id, tmpl := range toolTemplates {
 		t.Run(id, func(t *testing.T) {
-			client, _ := serveFile(t, Options{Threads: 1}, servicetest.ToolModel(t, tmpl), id)
+			client, _ := serveFile(t, Options{Threads: 1}, fixtures.WriteVocabModel(t, "llama-bpe", tmpl, 2048), id)
 			calls := 0
 			for _, choice := range []*corelmv1.ToolChoice{
 				{Mode: corelmv1.ToolChoice_MODE_REQUIRED},
@@ -130,11 +120,7 @@ func TestToolCallsForced(t *testing.T) {
 						if !strings.HasPrefix(c.GetId(), "call_") || len(c.GetId()) != 29 {
 							t.Errorf("call id %q", c.GetId())
 						}
-						args, err := jsonschema.UnmarshalJSON(strings.NewReader(c.GetArguments()))
-						if err != nil {
-							t.Fatalf("arguments %q: %v", c.GetArguments(), err)
-						}
-						if err := sch.Validate(args); err != nil {
+						if err := sch.Validate(c.GetArguments()); err != nil {
 							t.Fatalf("%s(%s): %v", c.GetName(), c.GetArguments(), err)
 						}
 						calls++
@@ -162,7 +148,7 @@ func TestToolCallsAuto(t *testing.T) {
 	}
 	for id, tmpl := range toolTemplates {
 		t.Run(id, func(t *testing.T) {
-			path := servicetest.ToolModel(t, tmpl)
+			path := fixtures.WriteVocabModel(t, "llama-bpe", tmpl, 2048)
 			client, _ := serveFile(t, Options{Threads: 1}, path, id)
 			src, _ := os.ReadFile(filepath.Join(chatTestdata, tmpl+".jinja"))
 			ct, err := chat.Compile(string(src))
@@ -261,7 +247,7 @@ func TestToolRoundTrip(t *testing.T) {
 		t.Run(tc.Name, func(t *testing.T) {
 			client := clients[tc.Template]
 			if client == nil {
-				client, _ = serveFile(t, Options{Threads: 1}, servicetest.ToolModel(t, tc.Template), "m")
+				client, _ = serveFile(t, Options{Threads: 1}, fixtures.WriteVocabModel(t, "llama-bpe", tc.Template, 2048), "m")
 				clients[tc.Template] = client
 			}
 			cp := &corelmv1.ChatPrompt{AddGenerationPrompt: true}
@@ -312,7 +298,7 @@ func TestToolsRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a 128k-vocabulary model")
 	}
-	client, _ := serveFile(t, Options{Threads: 1}, servicetest.ToolModel(t, toolTemplates["qwen25"]), "qwen25")
+	client, _ := serveFile(t, Options{Threads: 1}, fixtures.WriteVocabModel(t, "llama-bpe", toolTemplates["qwen25"], 2048), "qwen25")
 	stories, _ := serveInProcess(t, Options{Threads: 1})
 	required := &corelmv1.ToolChoice{Mode: corelmv1.ToolChoice_MODE_REQUIRED}
 	tests := []struct {

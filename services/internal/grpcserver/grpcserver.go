@@ -129,7 +129,7 @@ func New(opts Options) *Server {
 	stream = append(stream, validator.StreamServerInterceptor(), utf8Stream)
 
 	sopts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...),
-		grpc.ForceServerCodecV2(newCodec())}
+		grpc.ForceServerCodecV2(newCodec()), grpc.InTapHandle(protoOnly)}
 	sopts = append(sopts, opts.Limits.serverOptions()...)
 	sopts = append(sopts, tlsconfig.ServerOption(opts.TLS)...)
 	s := &Server{

@@ -12,6 +12,7 @@ import (
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -54,8 +55,25 @@ const flagField = protowire.MaxValidNumber
 // nest 3 deep); past it the message is refused as grpc-go would.
 const maxRepairDepth = 32
 
-// codec is grpc-go's proto codec with the repair above.
+// codec is grpc-go's proto codec with the repair above. grpc-go installs a
+// server's codec for every content-subtype (ForceServerCodecV2), so
+// protoOnly refuses the others before a message is read.
 type codec struct{ std encoding.CodecV2 }
+
+// protoOnly refuses a call whose content-subtype is not protobuf's
+// (application/grpc or application/grpc+proto), which the server would
+// otherwise decode as protobuf: Unimplemented, naming what to use.
+func protoOnly(ctx context.Context, info *tap.Info) (context.Context, error) {
+	for _, ct := range info.Header.Get("content-type") {
+		sub, _ := strings.CutPrefix(strings.ToLower(ct), "application/grpc")
+		sub, _, _ = strings.Cut(sub, ";")
+		if sub != "" && sub != "+proto" {
+			return ctx, status.Errorf(codes.Unimplemented, "content-type %q: this server speaks protobuf only "+
+				"(application/grpc or application/grpc+proto); JSON clients: the HTTP gateway", ct)
+		}
+	}
+	return ctx, nil
+}
 
 func newCodec() encoding.CodecV2 { return codec{std: encoding.GetCodecV2(grpcproto.Name)} }
 

@@ -2,9 +2,16 @@ package grpcserver
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -63,5 +70,29 @@ func TestCodecRepairsUTF8(t *testing.T) {
 	// Bytes that are not a message at all stay an error.
 	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer([]byte{0x0a, 0xff})}, &m); err == nil {
 		t.Error("a truncated message decoded")
+	}
+}
+
+// jsonNamed is the proto codec under the name "json": a client sending
+// protobuf as application/grpc+json.
+type jsonNamed struct{ encoding.CodecV2 }
+
+func (jsonNamed) Name() string { return "json" }
+
+// TestProtoOnly: a call whose content-subtype is not protobuf's is refused
+// with Unimplemented before its message is read (the server's codec would
+// decode any subtype as protobuf); proto and the bare subtype are served.
+func TestProtoOnly(t *testing.T) {
+	_, cc := serveLimits(t, Limits{})
+	c := testpb.NewTestServiceClient(cc)
+	if _, err := c.UnaryCall(t.Context(), &testpb.SimpleRequest{}); err != nil {
+		t.Fatalf("application/grpc: %v", err)
+	}
+	if _, err := c.UnaryCall(t.Context(), &testpb.SimpleRequest{}, grpc.CallContentSubtype("proto")); err != nil {
+		t.Fatalf("application/grpc+proto: %v", err)
+	}
+	_, err := c.UnaryCall(t.Context(), &testpb.SimpleRequest{}, grpc.ForceCodecV2(jsonNamed{encoding.GetCodecV2(grpcproto.Name)}))
+	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "protobuf only") {
+		t.Fatalf("application/grpc+json: %v, want Unimplemented", err)
 	}
 }
