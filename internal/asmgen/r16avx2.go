@@ -27,6 +27,8 @@ import (
 //     columns, a Q4_0 block) stay below 32767 and are added with VPADDW;
 //     one VPMADDWD then multiplies them by the sub-block scale (Q4_K: the
 //     scale repeated in both words of a lane) or by 1 (Q4_0).
+//   - Q5_K's 5-bit quants (≤ 31): a pair is at most 7936, so 4 VPMADDUBSW
+//     (two chunks, half a sub-block) go into each VPMADDWD by the scale.
 //   - Q6_K's 6-bit quants (≤ 63): a pair is at most 16128, two chunks
 //     (a sub-block of 16 columns) 32256; the sub-block's two int16 sums each
 //     take one VPMADDWD by its scale.
@@ -39,16 +41,16 @@ import (
 //
 // Every integer sum is thus exact and equals the reference's; the float
 // steps are the reference's per lane (one conversion and one fused
-// multiply-add by d·dx per block, two for Q4_K), so the results are the
+// multiply-add by d·dx per block, two for Q4_K and Q5_K), so the results are the
 // reference twin's bit for bit, as the VNNI kernels'.
 //
 // 16 vector registers hold at most 4 activation rows (per row: an int16
 // and an int32 sum, Q8_0 two int16 sums), so this tier's kernels take 1, 2
 // and 4 rows; r16Run runs the 4-row one twice for 8. Q6_K's kernels keep one
 // int32 sum per row, and take 8 rows too (its unpacking, a third of the
-// work at 4 rows, is shared by twice as many: 9% more GOP/s). The float sums live in
-// out (k-quants, and the 4-row 32-column kernels) or in registers (1 and
-// 2 rows of Q4_0 and Q8_0).
+// work at 4 rows, is shared by twice as many: 9% more GOP/s). The float
+// sums live in out (k-quants, and the 4-row 32-column kernels) or in
+// registers (1 and 2 rows of Q4_0 and Q8_0).
 
 var (
 	r16ScDupY  Mem    // Q4_K: scale byte k of a broadcast qword to both words of dword k (k = 0..3 low lane, 4..7 high)
