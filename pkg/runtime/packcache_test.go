@@ -157,7 +157,7 @@ func TestPackCacheBound(t *testing.T) {
 		t.Fatal("a hit packed again")
 	}
 	d := packed(srcs[2])
-	if got := copies(); len(got) != 2 || !slices.Contains(got, b) || !slices.Contains(got, d) || packs != 4 {
+	if got := copies(); len(got) != 2 || !slices.Contains(got, b) || !slices.Contains(got, d) || slices.Contains(got, a) || packs != 4 {
 		t.Fatalf("copies %v after a third model; want %s (used last) and %s", got, b, d)
 	}
 }
