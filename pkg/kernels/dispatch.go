@@ -32,8 +32,8 @@ import (
 // and are identical across the assembly tiers, and between the one-row and
 // multi-row kernels (several activation rows per weight row: prefill; or
 // several weight rows per activation row, the cols kernels: decode).
-// Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 run in assembly; the other types keep the
-// reference. Two caveats: the Q8_0/Q4_0 kernels use ggml's sign trick, exact
+// Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 and the ternary TQ1_0/TQ2_0 run in assembly;
+// the other types keep the reference. Two caveats: the Q8_0/Q4_0 kernels use ggml's sign trick, exact
 // for every activation Quantize can produce (never -128); the F16 dots sum
 // the same float32 products in float64 in another order (within one float32
 // ulp plus 2⁻⁴⁰·Σ|w·x| of the reference). The Q8_K encoder writes the

@@ -11810,3 +11810,2455 @@ swigluAVX2Asm_loop:
 swigluAVX2Asm_done:
 	VZEROUPPER
 	RET
+
+DATA ones8<>+0(SB)/8, $0x0101010101010101
+DATA ones8<>+8(SB)/8, $0x0101010101010101
+DATA ones8<>+16(SB)/8, $0x0101010101010101
+DATA ones8<>+24(SB)/8, $0x0101010101010101
+GLOBL ones8<>(SB), RODATA|NOPTR, $32
+
+DATA mf8<>+0(SB)/8, $0xf8f8f8f8f8f8f8f8
+DATA mf8<>+8(SB)/8, $0xf8f8f8f8f8f8f8f8
+DATA mf8<>+16(SB)/8, $0xf8f8f8f8f8f8f8f8
+DATA mf8<>+24(SB)/8, $0xf8f8f8f8f8f8f8f8
+GLOBL mf8<>(SB), RODATA|NOPTR, $32
+
+DATA lowbytes<>+0(SB)/8, $0x00ff00ff00ff00ff
+DATA lowbytes<>+8(SB)/8, $0x00ff00ff00ff00ff
+DATA lowbytes<>+16(SB)/8, $0x00ff00ff00ff00ff
+DATA lowbytes<>+24(SB)/8, $0x00ff00ff00ff00ff
+GLOBL lowbytes<>(SB), RODATA|NOPTR, $32
+
+DATA tq1hmul<>+0(SB)/2, $0x0001
+DATA tq1hmul<>+2(SB)/2, $0x0001
+DATA tq1hmul<>+4(SB)/2, $0x0001
+DATA tq1hmul<>+6(SB)/2, $0x0001
+DATA tq1hmul<>+8(SB)/2, $0x0003
+DATA tq1hmul<>+10(SB)/2, $0x0003
+DATA tq1hmul<>+12(SB)/2, $0x0003
+DATA tq1hmul<>+14(SB)/2, $0x0003
+DATA tq1hmul<>+16(SB)/2, $0x0009
+DATA tq1hmul<>+18(SB)/2, $0x0009
+DATA tq1hmul<>+20(SB)/2, $0x0009
+DATA tq1hmul<>+22(SB)/2, $0x0009
+DATA tq1hmul<>+24(SB)/2, $0x001b
+DATA tq1hmul<>+26(SB)/2, $0x001b
+DATA tq1hmul<>+28(SB)/2, $0x001b
+DATA tq1hmul<>+30(SB)/2, $0x001b
+GLOBL tq1hmul<>(SB), RODATA|NOPTR, $32
+
+// func dotTQ1_0AVX2Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·dotTQ1_0AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   nb+24(FP), CX
+	MOVQ   x+8(FP), DX
+	MOVQ   xstride+16(FP), BX
+	VPXOR  Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+dotTQ1_0AVX2Asm_loop:
+	TESTQ        CX, CX
+	JZ           dotTQ1_0AVX2Asm_done
+	PREFETCHT0   1024(AX)
+	VPXOR        Y2, Y2, Y2
+	VMOVDQU      (AX), Y3
+	VPSUBUSB     ones8<>+0(SB), Y3, Y4
+	VPAVGB       Y0, Y4, Y5
+	VPAVGB       Y5, Y4, Y4
+	VPSRLW       $0x06, Y4, Y4
+	VPAND        m2<>+0(SB), Y4, Y4
+	VPMADDUBSW   4(DX), Y4, Y4
+	VPADDW       Y4, Y2, Y2
+	VPADDB       Y3, Y3, Y4
+	VPADDB       Y3, Y4, Y4
+	VPSUBUSB     ones8<>+0(SB), Y4, Y5
+	VPAVGB       Y0, Y5, Y7
+	VPAVGB       Y7, Y5, Y5
+	VPSRLW       $0x06, Y5, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   36(DX), Y5, Y5
+	VPADDW       Y5, Y2, Y2
+	VPSLLW       $0x03, Y3, Y5
+	VPAND        mf8<>+0(SB), Y5, Y5
+	VPADDB       Y3, Y5, Y5
+	VPSUBUSB     ones8<>+0(SB), Y5, Y3
+	VPAVGB       Y0, Y3, Y7
+	VPAVGB       Y7, Y3, Y3
+	VPSRLW       $0x06, Y3, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   68(DX), Y3, Y3
+	VPADDW       Y3, Y2, Y2
+	VPSLLW       $0x03, Y4, Y3
+	VPAND        mf8<>+0(SB), Y3, Y3
+	VPADDB       Y4, Y3, Y3
+	VPSUBUSB     ones8<>+0(SB), Y3, Y3
+	VPAVGB       Y0, Y3, Y4
+	VPAVGB       Y4, Y3, Y3
+	VPSRLW       $0x06, Y3, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   100(DX), Y3, Y3
+	VPADDW       Y3, Y2, Y2
+	VPSLLW       $0x03, Y5, Y3
+	VPAND        mf8<>+0(SB), Y3, Y3
+	VPADDB       Y5, Y3, Y3
+	VPSUBUSB     ones8<>+0(SB), Y3, Y3
+	VPAVGB       Y0, Y3, Y4
+	VPAVGB       Y4, Y3, Y3
+	VPSRLW       $0x06, Y3, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   132(DX), Y3, Y3
+	VPADDW       Y3, Y2, Y2
+	VMOVDQU      32(AX), X6
+	VPADDB       X6, X6, X3
+	VPADDB       X6, X3, X3
+	VINSERTI128  $0x01, X3, Y6, Y3
+	VPSUBUSB     ones8<>+0(SB), Y3, Y4
+	VPAVGB       Y0, Y4, Y5
+	VPAVGB       Y5, Y4, Y4
+	VPSRLW       $0x06, Y4, Y4
+	VPAND        m2<>+0(SB), Y4, Y4
+	VPMADDUBSW   164(DX), Y4, Y4
+	VPADDW       Y4, Y2, Y2
+	VPSLLW       $0x03, Y3, Y4
+	VPAND        mf8<>+0(SB), Y4, Y4
+	VPADDB       Y3, Y4, Y4
+	VPSUBUSB     ones8<>+0(SB), Y4, Y3
+	VPAVGB       Y0, Y3, Y5
+	VPAVGB       Y5, Y3, Y3
+	VPSRLW       $0x06, Y3, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   196(DX), Y3, Y3
+	VPADDW       Y3, Y2, Y2
+	VPBROADCASTD 48(AX), X3
+	VPMOVZXBW    X3, Y3
+	VPMULLW      tq1hmul<>+0(SB), Y3, Y3
+	VPAND        lowbytes<>+0(SB), Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X5
+	VPACKUSWB    X5, X3, X3
+	VPSLLW       $0x03, X4, X6
+	VPAND        mf8<>+0(SB), X6, X6
+	VPADDB       X4, X6, X6
+	VINSERTI128  $0x01, X3, Y6, Y3
+	VPSUBUSB     ones8<>+0(SB), Y3, Y3
+	VPAVGB       Y0, Y3, Y4
+	VPAVGB       Y4, Y3, Y3
+	VPSRLW       $0x06, Y3, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   228(DX), Y3, Y3
+	VPADDW       Y3, Y2, Y2
+	MOVWLZX      52(AX), BX
+	VMOVD        BX, X3
+	VCVTPH2PS    X3, X3
+	VPSUBW       260(DX), Y2, Y2
+	VPMADDWD     ones16<>+0(SB), Y2, Y2
+	VCVTDQ2PS    Y2, Y2
+	VMULSS       (DX), X3, X3
+	VBROADCASTSS X3, Y3
+	VFMADD231PS  Y3, Y2, Y1
+	ADDQ         $0x00000036, AX
+	ADDQ         $0x00000124, DX
+	DECQ         CX
+	JMP          dotTQ1_0AVX2Asm_loop
+
+dotTQ1_0AVX2Asm_done:
+	MOVQ    acc+32(FP), AX
+	VMOVUPS Y1, (AX)
+	VZEROUPPER
+	RET
+
+// func rowsTQ1_0AVX2Asm(w *byte, x *byte, xstride int, nb int, acc *[32]float32)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·rowsTQ1_0AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ  w+0(FP), AX
+	MOVQ  nb+24(FP), CX
+	MOVQ  x+8(FP), DX
+	MOVQ  xstride+16(FP), BX
+	LEAQ  (DX)(BX*1), SI
+	LEAQ  (SI)(BX*1), DI
+	LEAQ  (DI)(BX*1), BX
+	VPXOR Y0, Y0, Y0
+
+rowsTQ1_0AVX2Asm_loop:
+	TESTQ        CX, CX
+	JZ           rowsTQ1_0AVX2Asm_done
+	VPXOR        Y1, Y1, Y1
+	VPXOR        Y2, Y2, Y2
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y4, Y4, Y4
+	VMOVDQU      (AX), Y5
+	VPSUBUSB     ones8<>+0(SB), Y5, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   4(DX), Y6, Y7
+	VPADDW       Y7, Y1, Y1
+	VPMADDUBSW   4(SI), Y6, Y7
+	VPADDW       Y7, Y2, Y2
+	VPMADDUBSW   4(DI), Y6, Y7
+	VPADDW       Y7, Y3, Y3
+	VPMADDUBSW   4(BX), Y6, Y6
+	VPADDW       Y6, Y4, Y4
+	VPADDB       Y5, Y5, Y6
+	VPADDB       Y5, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y9
+	VPAVGB       Y9, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   36(DX), Y7, Y9
+	VPADDW       Y9, Y1, Y1
+	VPMADDUBSW   36(SI), Y7, Y9
+	VPADDW       Y9, Y2, Y2
+	VPMADDUBSW   36(DI), Y7, Y9
+	VPADDW       Y9, Y3, Y3
+	VPMADDUBSW   36(BX), Y7, Y7
+	VPADDW       Y7, Y4, Y4
+	VPSLLW       $0x03, Y5, Y7
+	VPAND        mf8<>+0(SB), Y7, Y7
+	VPADDB       Y5, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y5
+	VPAVGB       Y0, Y5, Y9
+	VPAVGB       Y9, Y5, Y5
+	VPSRLW       $0x06, Y5, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   68(DX), Y5, Y9
+	VPADDW       Y9, Y1, Y1
+	VPMADDUBSW   68(SI), Y5, Y9
+	VPADDW       Y9, Y2, Y2
+	VPMADDUBSW   68(DI), Y5, Y9
+	VPADDW       Y9, Y3, Y3
+	VPMADDUBSW   68(BX), Y5, Y5
+	VPADDW       Y5, Y4, Y4
+	VPSLLW       $0x03, Y6, Y5
+	VPAND        mf8<>+0(SB), Y5, Y5
+	VPADDB       Y6, Y5, Y5
+	VPSUBUSB     ones8<>+0(SB), Y5, Y5
+	VPAVGB       Y0, Y5, Y6
+	VPAVGB       Y6, Y5, Y5
+	VPSRLW       $0x06, Y5, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   100(DX), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   100(SI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   100(DI), Y5, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDUBSW   100(BX), Y5, Y5
+	VPADDW       Y5, Y4, Y4
+	VPSLLW       $0x03, Y7, Y5
+	VPAND        mf8<>+0(SB), Y5, Y5
+	VPADDB       Y7, Y5, Y5
+	VPSUBUSB     ones8<>+0(SB), Y5, Y5
+	VPAVGB       Y0, Y5, Y6
+	VPAVGB       Y6, Y5, Y5
+	VPSRLW       $0x06, Y5, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   132(DX), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   132(SI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   132(DI), Y5, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDUBSW   132(BX), Y5, Y5
+	VPADDW       Y5, Y4, Y4
+	VMOVDQU      32(AX), X8
+	VPADDB       X8, X8, X5
+	VPADDB       X8, X5, X5
+	VINSERTI128  $0x01, X5, Y8, Y5
+	VPSUBUSB     ones8<>+0(SB), Y5, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   164(DX), Y6, Y7
+	VPADDW       Y7, Y1, Y1
+	VPMADDUBSW   164(SI), Y6, Y7
+	VPADDW       Y7, Y2, Y2
+	VPMADDUBSW   164(DI), Y6, Y7
+	VPADDW       Y7, Y3, Y3
+	VPMADDUBSW   164(BX), Y6, Y6
+	VPADDW       Y6, Y4, Y4
+	VPSLLW       $0x03, Y5, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y5, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y5
+	VPAVGB       Y0, Y5, Y7
+	VPAVGB       Y7, Y5, Y5
+	VPSRLW       $0x06, Y5, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   196(DX), Y5, Y7
+	VPADDW       Y7, Y1, Y1
+	VPMADDUBSW   196(SI), Y5, Y7
+	VPADDW       Y7, Y2, Y2
+	VPMADDUBSW   196(DI), Y5, Y7
+	VPADDW       Y7, Y3, Y3
+	VPMADDUBSW   196(BX), Y5, Y5
+	VPADDW       Y5, Y4, Y4
+	VPBROADCASTD 48(AX), X5
+	VPMOVZXBW    X5, Y5
+	VPMULLW      tq1hmul<>+0(SB), Y5, Y5
+	VPAND        lowbytes<>+0(SB), Y5, Y5
+	VEXTRACTI128 $0x01, Y5, X7
+	VPACKUSWB    X7, X5, X5
+	VPSLLW       $0x03, X6, X8
+	VPAND        mf8<>+0(SB), X8, X8
+	VPADDB       X6, X8, X8
+	VINSERTI128  $0x01, X5, Y8, Y5
+	VPSUBUSB     ones8<>+0(SB), Y5, Y5
+	VPAVGB       Y0, Y5, Y6
+	VPAVGB       Y6, Y5, Y5
+	VPSRLW       $0x06, Y5, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   228(DX), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   228(SI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   228(DI), Y5, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDUBSW   228(BX), Y5, Y5
+	VPADDW       Y5, Y4, Y4
+	MOVWLZX      52(AX), R8
+	VMOVD        R8, X7
+	VCVTPH2PS    X7, X7
+	MOVQ         acc+32(FP), R8
+	VPSUBW       260(DX), Y1, Y1
+	VPMADDWD     ones16<>+0(SB), Y1, Y1
+	VCVTDQ2PS    Y1, Y1
+	VMULSS       (DX), X7, X5
+	VBROADCASTSS X5, Y5
+	VMOVUPS      (R8), Y6
+	VFMADD231PS  Y5, Y1, Y6
+	VMOVUPS      Y6, (R8)
+	VPSUBW       260(SI), Y2, Y2
+	VPMADDWD     ones16<>+0(SB), Y2, Y2
+	VCVTDQ2PS    Y2, Y2
+	VMULSS       (SI), X7, X1
+	VBROADCASTSS X1, Y1
+	VMOVUPS      32(R8), Y5
+	VFMADD231PS  Y1, Y2, Y5
+	VMOVUPS      Y5, 32(R8)
+	VPSUBW       260(DI), Y3, Y3
+	VPMADDWD     ones16<>+0(SB), Y3, Y3
+	VCVTDQ2PS    Y3, Y3
+	VMULSS       (DI), X7, X1
+	VBROADCASTSS X1, Y1
+	VMOVUPS      64(R8), Y2
+	VFMADD231PS  Y1, Y3, Y2
+	VMOVUPS      Y2, 64(R8)
+	VPSUBW       260(BX), Y4, Y4
+	VPMADDWD     ones16<>+0(SB), Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VMULSS       (BX), X7, X1
+	VBROADCASTSS X1, Y1
+	VMOVUPS      96(R8), Y2
+	VFMADD231PS  Y1, Y4, Y2
+	VMOVUPS      Y2, 96(R8)
+	ADDQ         $0x00000036, AX
+	ADDQ         $0x00000124, DX
+	ADDQ         $0x00000124, SI
+	ADDQ         $0x00000124, DI
+	ADDQ         $0x00000124, BX
+	DECQ         CX
+	JMP          rowsTQ1_0AVX2Asm_loop
+
+rowsTQ1_0AVX2Asm_done:
+	VZEROUPPER
+	RET
+
+// func colsTQ1_0AVX2Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·colsTQ1_0AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   wstride+8(FP), CX
+	MOVQ   x+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(CX*2), SI
+	LEAQ   (AX)(CX*4), DI
+	VPXOR  Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+
+colsTQ1_0AVX2Asm_loop:
+	TESTQ        BX, BX
+	JZ           colsTQ1_0AVX2Asm_done
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	ADDQ         $0x000000d8, DI
+	VPXOR        Y5, Y5, Y5
+	VMOVDQU      (AX), Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   4(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPADDB       Y6, Y6, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y8
+	VPAVGB       Y0, Y8, Y13
+	VPAVGB       Y13, Y8, Y8
+	VPSRLW       $0x06, Y8, Y8
+	VPAND        m2<>+0(SB), Y8, Y8
+	VPMADDUBSW   36(DX), Y8, Y8
+	VPADDW       Y8, Y5, Y5
+	VPSLLW       $0x03, Y6, Y8
+	VPAND        mf8<>+0(SB), Y8, Y8
+	VPADDB       Y6, Y8, Y8
+	VPSUBUSB     ones8<>+0(SB), Y8, Y6
+	VPAVGB       Y0, Y6, Y13
+	VPAVGB       Y13, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   68(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y7, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y7, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   100(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y8, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y8, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   132(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VMOVDQU      32(AX), X9
+	VPADDB       X9, X9, X6
+	VPADDB       X9, X6, X6
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   164(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPSLLW       $0x03, Y6, Y7
+	VPAND        mf8<>+0(SB), Y7, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y6
+	VPAVGB       Y0, Y6, Y8
+	VPAVGB       Y8, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   196(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 48(AX), X6
+	VPMOVZXBW    X6, Y6
+	VPMULLW      tq1hmul<>+0(SB), Y6, Y6
+	VPAND        lowbytes<>+0(SB), Y6, Y6
+	VEXTRACTI128 $0x01, Y6, X8
+	VPACKUSWB    X8, X6, X6
+	VPSLLW       $0x03, X7, X9
+	VPAND        mf8<>+0(SB), X9, X9
+	VPADDB       X7, X9, X9
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   228(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSUBW       260(DX), Y5, Y5
+	VPMADDWD     ones16<>+0(SB), Y5, Y5
+	VCVTDQ2PS    Y5, Y5
+	MOVWLZX      52(AX), R8
+	VMOVD        R8, X6
+	VCVTPH2PS    X6, X6
+	VMULSS       (DX), X6, X6
+	VBROADCASTSS X6, Y6
+	VFMADD231PS  Y6, Y5, Y1
+	VPXOR        Y5, Y5, Y5
+	VMOVDQU      (AX)(CX*1), Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   4(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPADDB       Y6, Y6, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y8
+	VPAVGB       Y0, Y8, Y13
+	VPAVGB       Y13, Y8, Y8
+	VPSRLW       $0x06, Y8, Y8
+	VPAND        m2<>+0(SB), Y8, Y8
+	VPMADDUBSW   36(DX), Y8, Y8
+	VPADDW       Y8, Y5, Y5
+	VPSLLW       $0x03, Y6, Y8
+	VPAND        mf8<>+0(SB), Y8, Y8
+	VPADDB       Y6, Y8, Y8
+	VPSUBUSB     ones8<>+0(SB), Y8, Y6
+	VPAVGB       Y0, Y6, Y13
+	VPAVGB       Y13, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   68(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y7, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y7, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   100(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y8, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y8, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   132(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VMOVDQU      32(AX)(CX*1), X9
+	VPADDB       X9, X9, X6
+	VPADDB       X9, X6, X6
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   164(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPSLLW       $0x03, Y6, Y7
+	VPAND        mf8<>+0(SB), Y7, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y6
+	VPAVGB       Y0, Y6, Y8
+	VPAVGB       Y8, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   196(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 48(AX)(CX*1), X6
+	VPMOVZXBW    X6, Y6
+	VPMULLW      tq1hmul<>+0(SB), Y6, Y6
+	VPAND        lowbytes<>+0(SB), Y6, Y6
+	VEXTRACTI128 $0x01, Y6, X8
+	VPACKUSWB    X8, X6, X6
+	VPSLLW       $0x03, X7, X9
+	VPAND        mf8<>+0(SB), X9, X9
+	VPADDB       X7, X9, X9
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   228(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSUBW       260(DX), Y5, Y5
+	VPMADDWD     ones16<>+0(SB), Y5, Y5
+	VCVTDQ2PS    Y5, Y5
+	MOVWLZX      52(AX)(CX*1), R8
+	VMOVD        R8, X6
+	VCVTPH2PS    X6, X6
+	VMULSS       (DX), X6, X6
+	VBROADCASTSS X6, Y6
+	VFMADD231PS  Y6, Y5, Y2
+	VPXOR        Y5, Y5, Y5
+	VMOVDQU      (AX)(CX*2), Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   4(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPADDB       Y6, Y6, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y8
+	VPAVGB       Y0, Y8, Y13
+	VPAVGB       Y13, Y8, Y8
+	VPSRLW       $0x06, Y8, Y8
+	VPAND        m2<>+0(SB), Y8, Y8
+	VPMADDUBSW   36(DX), Y8, Y8
+	VPADDW       Y8, Y5, Y5
+	VPSLLW       $0x03, Y6, Y8
+	VPAND        mf8<>+0(SB), Y8, Y8
+	VPADDB       Y6, Y8, Y8
+	VPSUBUSB     ones8<>+0(SB), Y8, Y6
+	VPAVGB       Y0, Y6, Y13
+	VPAVGB       Y13, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   68(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y7, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y7, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   100(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y8, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y8, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   132(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VMOVDQU      32(AX)(CX*2), X9
+	VPADDB       X9, X9, X6
+	VPADDB       X9, X6, X6
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   164(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPSLLW       $0x03, Y6, Y7
+	VPAND        mf8<>+0(SB), Y7, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y6
+	VPAVGB       Y0, Y6, Y8
+	VPAVGB       Y8, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   196(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 48(AX)(CX*2), X6
+	VPMOVZXBW    X6, Y6
+	VPMULLW      tq1hmul<>+0(SB), Y6, Y6
+	VPAND        lowbytes<>+0(SB), Y6, Y6
+	VEXTRACTI128 $0x01, Y6, X8
+	VPACKUSWB    X8, X6, X6
+	VPSLLW       $0x03, X7, X9
+	VPAND        mf8<>+0(SB), X9, X9
+	VPADDB       X7, X9, X9
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   228(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSUBW       260(DX), Y5, Y5
+	VPMADDWD     ones16<>+0(SB), Y5, Y5
+	VCVTDQ2PS    Y5, Y5
+	MOVWLZX      52(AX)(CX*2), R8
+	VMOVD        R8, X6
+	VCVTPH2PS    X6, X6
+	VMULSS       (DX), X6, X6
+	VBROADCASTSS X6, Y6
+	VFMADD231PS  Y6, Y5, Y3
+	VPXOR        Y5, Y5, Y5
+	VMOVDQU      (AX)(SI*1), Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   4(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPADDB       Y6, Y6, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y8
+	VPAVGB       Y0, Y8, Y13
+	VPAVGB       Y13, Y8, Y8
+	VPSRLW       $0x06, Y8, Y8
+	VPAND        m2<>+0(SB), Y8, Y8
+	VPMADDUBSW   36(DX), Y8, Y8
+	VPADDW       Y8, Y5, Y5
+	VPSLLW       $0x03, Y6, Y8
+	VPAND        mf8<>+0(SB), Y8, Y8
+	VPADDB       Y6, Y8, Y8
+	VPSUBUSB     ones8<>+0(SB), Y8, Y6
+	VPAVGB       Y0, Y6, Y13
+	VPAVGB       Y13, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   68(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y7, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y7, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   100(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y8, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y8, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   132(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VMOVDQU      32(AX)(SI*1), X9
+	VPADDB       X9, X9, X6
+	VPADDB       X9, X6, X6
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   164(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPSLLW       $0x03, Y6, Y7
+	VPAND        mf8<>+0(SB), Y7, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y6
+	VPAVGB       Y0, Y6, Y8
+	VPAVGB       Y8, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   196(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 48(AX)(SI*1), X6
+	VPMOVZXBW    X6, Y6
+	VPMULLW      tq1hmul<>+0(SB), Y6, Y6
+	VPAND        lowbytes<>+0(SB), Y6, Y6
+	VEXTRACTI128 $0x01, Y6, X8
+	VPACKUSWB    X8, X6, X6
+	VPSLLW       $0x03, X7, X9
+	VPAND        mf8<>+0(SB), X9, X9
+	VPADDB       X7, X9, X9
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   228(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSUBW       260(DX), Y5, Y5
+	VPMADDWD     ones16<>+0(SB), Y5, Y5
+	VCVTDQ2PS    Y5, Y5
+	MOVWLZX      52(AX)(SI*1), R8
+	VMOVD        R8, X6
+	VCVTPH2PS    X6, X6
+	VMULSS       (DX), X6, X6
+	VBROADCASTSS X6, Y6
+	VFMADD231PS  Y6, Y5, Y4
+	ADDQ         $0x00000036, AX
+	ADDQ         $0x00000124, DX
+	DECQ         BX
+	JMP          colsTQ1_0AVX2Asm_loop
+
+colsTQ1_0AVX2Asm_done:
+	MOVQ         out+32(FP), AX
+	VEXTRACTF128 $0x01, Y1, X9
+	VADDPS       X9, X1, X9
+	VPERMILPS    $0x4e, Y9, Y0
+	VADDPS       Y0, Y9, Y9
+	VMOVSHDUP    Y9, Y0
+	VADDPS       Y0, Y9, Y9
+	VMOVSS       X9, (AX)
+	VEXTRACTF128 $0x01, Y2, X10
+	VADDPS       X10, X2, X10
+	VPERMILPS    $0x4e, Y10, Y0
+	VADDPS       Y0, Y10, Y10
+	VMOVSHDUP    Y10, Y0
+	VADDPS       Y0, Y10, Y10
+	VMOVSS       X10, 4(AX)
+	VEXTRACTF128 $0x01, Y3, X11
+	VADDPS       X11, X3, X11
+	VPERMILPS    $0x4e, Y11, Y0
+	VADDPS       Y0, Y11, Y11
+	VMOVSHDUP    Y11, Y0
+	VADDPS       Y0, Y11, Y11
+	VMOVSS       X11, 8(AX)
+	VEXTRACTF128 $0x01, Y4, X12
+	VADDPS       X12, X4, X12
+	VPERMILPS    $0x4e, Y12, Y0
+	VADDPS       Y0, Y12, Y12
+	VMOVSHDUP    Y12, Y0
+	VADDPS       Y0, Y12, Y12
+	VMOVSS       X12, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotTQ1_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
+TEXT ·dotTQ1_0AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      nb+24(FP), CX
+	MOVQ      x+8(FP), DX
+	MOVQ      xstride+16(FP), BX
+	LEAQ      (BX)(BX*2), BX
+	VMOVDQU64 ones16<>+0(SB), Y0
+	VPXORD    Y1, Y1, Y1
+	VXORPS    Y2, Y2, Y2
+
+dotTQ1_0AVX512Asm_loop:
+	TESTQ         CX, CX
+	JZ            dotTQ1_0AVX512Asm_done
+	PREFETCHT0    1024(AX)
+	VPXORD        Y3, Y3, Y3
+	VMOVDQU64     (AX), Y4
+	VPSUBUSB      ones8<>+0(SB), Y4, Y5
+	VPAVGB        Y1, Y5, Y6
+	VPAVGB        Y6, Y5, Y5
+	VPSRLW        $0x06, Y5, Y5
+	VPANDD        m2<>+0(SB), Y5, Y5
+	VPDPBUSD      4(DX), Y5, Y3
+	VPADDB        Y4, Y4, Y5
+	VPADDB        Y4, Y5, Y5
+	VPSUBUSB      ones8<>+0(SB), Y5, Y6
+	VPAVGB        Y1, Y6, Y8
+	VPAVGB        Y8, Y6, Y6
+	VPSRLW        $0x06, Y6, Y6
+	VPANDD        m2<>+0(SB), Y6, Y6
+	VPDPBUSD      36(DX), Y6, Y3
+	VPSLLW        $0x03, Y4, Y6
+	VPANDD        mf8<>+0(SB), Y6, Y6
+	VPADDB        Y4, Y6, Y6
+	VPSUBUSB      ones8<>+0(SB), Y6, Y4
+	VPAVGB        Y1, Y4, Y8
+	VPAVGB        Y8, Y4, Y4
+	VPSRLW        $0x06, Y4, Y4
+	VPANDD        m2<>+0(SB), Y4, Y4
+	VPDPBUSD      68(DX), Y4, Y3
+	VPSLLW        $0x03, Y5, Y4
+	VPANDD        mf8<>+0(SB), Y4, Y4
+	VPADDB        Y5, Y4, Y4
+	VPSUBUSB      ones8<>+0(SB), Y4, Y4
+	VPAVGB        Y1, Y4, Y5
+	VPAVGB        Y5, Y4, Y4
+	VPSRLW        $0x06, Y4, Y4
+	VPANDD        m2<>+0(SB), Y4, Y4
+	VPDPBUSD      100(DX), Y4, Y3
+	VPSLLW        $0x03, Y6, Y4
+	VPANDD        mf8<>+0(SB), Y4, Y4
+	VPADDB        Y6, Y4, Y4
+	VPSUBUSB      ones8<>+0(SB), Y4, Y4
+	VPAVGB        Y1, Y4, Y5
+	VPAVGB        Y5, Y4, Y4
+	VPSRLW        $0x06, Y4, Y4
+	VPANDD        m2<>+0(SB), Y4, Y4
+	VPDPBUSD      132(DX), Y4, Y3
+	VMOVDQU64     32(AX), X7
+	VPADDB        X7, X7, X4
+	VPADDB        X7, X4, X4
+	VINSERTI32X4  $0x01, X4, Y7, Y4
+	VPSUBUSB      ones8<>+0(SB), Y4, Y5
+	VPAVGB        Y1, Y5, Y6
+	VPAVGB        Y6, Y5, Y5
+	VPSRLW        $0x06, Y5, Y5
+	VPANDD        m2<>+0(SB), Y5, Y5
+	VPDPBUSD      164(DX), Y5, Y3
+	VPSLLW        $0x03, Y4, Y5
+	VPANDD        mf8<>+0(SB), Y5, Y5
+	VPADDB        Y4, Y5, Y5
+	VPSUBUSB      ones8<>+0(SB), Y5, Y4
+	VPAVGB        Y1, Y4, Y6
+	VPAVGB        Y6, Y4, Y4
+	VPSRLW        $0x06, Y4, Y4
+	VPANDD        m2<>+0(SB), Y4, Y4
+	VPDPBUSD      196(DX), Y4, Y3
+	VPBROADCASTD  48(AX), X4
+	VPMOVZXBW     X4, Y4
+	VPMULLW       tq1hmul<>+0(SB), Y4, Y4
+	VPANDD        lowbytes<>+0(SB), Y4, Y4
+	VEXTRACTI32X4 $0x01, Y4, X6
+	VPACKUSWB     X6, X4, X4
+	VPSLLW        $0x03, X5, X7
+	VPANDD        mf8<>+0(SB), X7, X7
+	VPADDB        X5, X7, X7
+	VINSERTI32X4  $0x01, X4, Y7, Y4
+	VPSUBUSB      ones8<>+0(SB), Y4, Y4
+	VPAVGB        Y1, Y4, Y5
+	VPAVGB        Y5, Y4, Y4
+	VPSRLW        $0x06, Y4, Y4
+	VPANDD        m2<>+0(SB), Y4, Y4
+	VPDPBUSD      228(DX), Y4, Y3
+	MOVWLZX       52(AX), BX
+	VMOVD         BX, X5
+	VCVTPH2PS     X5, X5
+	VPMADDWD      260(DX), Y0, Y4
+	VPSUBD        Y4, Y3, Y3
+	VCVTDQ2PS     Y3, Y3
+	VMULSS        (DX), X5, X4
+	VBROADCASTSS  X4, Y4
+	VFMADD231PS   Y4, Y3, Y2
+	ADDQ          $0x00000036, AX
+	ADDQ          $0x00000124, DX
+	DECQ          CX
+	JMP           dotTQ1_0AVX512Asm_loop
+
+dotTQ1_0AVX512Asm_done:
+	MOVQ    acc+32(FP), AX
+	VMOVUPS Y2, (AX)
+	VZEROUPPER
+	RET
+
+// func rowsTQ1_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[64]float32)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3
+TEXT ·rowsTQ1_0AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      nb+24(FP), CX
+	MOVQ      x+8(FP), DX
+	MOVQ      xstride+16(FP), BX
+	LEAQ      (BX)(BX*2), SI
+	LEAQ      (DX)(BX*4), DI
+	VMOVDQU64 ones16<>+0(SB), Y0
+	VPXORD    Y1, Y1, Y1
+	VXORPS    Y2, Y2, Y2
+	VXORPS    Y3, Y3, Y3
+	VXORPS    Y4, Y4, Y4
+	VXORPS    Y5, Y5, Y5
+	VXORPS    Y6, Y6, Y6
+	VXORPS    Y7, Y7, Y7
+	VXORPS    Y8, Y8, Y8
+	VXORPS    Y9, Y9, Y9
+
+rowsTQ1_0AVX512Asm_loop:
+	TESTQ         CX, CX
+	JZ            rowsTQ1_0AVX512Asm_done
+	VPXORD        Y10, Y10, Y10
+	VPXORD        Y11, Y11, Y11
+	VPXORD        Y12, Y12, Y12
+	VPXORD        Y13, Y13, Y13
+	VPXORD        Y14, Y14, Y14
+	VPXORD        Y15, Y15, Y15
+	VPXORD        Y16, Y16, Y16
+	VPXORD        Y17, Y17, Y17
+	VMOVDQU64     (AX), Y18
+	VPSUBUSB      ones8<>+0(SB), Y18, Y19
+	VPAVGB        Y1, Y19, Y20
+	VPAVGB        Y20, Y19, Y19
+	VPSRLW        $0x06, Y19, Y19
+	VPANDD        m2<>+0(SB), Y19, Y19
+	VPDPBUSD      4(DX), Y19, Y10
+	VPDPBUSD      4(DX)(BX*1), Y19, Y11
+	VPDPBUSD      4(DX)(BX*2), Y19, Y12
+	VPDPBUSD      4(DX)(SI*1), Y19, Y13
+	VPDPBUSD      4(DI), Y19, Y14
+	VPDPBUSD      4(DI)(BX*1), Y19, Y15
+	VPDPBUSD      4(DI)(BX*2), Y19, Y16
+	VPDPBUSD      4(DI)(SI*1), Y19, Y17
+	VPADDB        Y18, Y18, Y19
+	VPADDB        Y18, Y19, Y19
+	VPSUBUSB      ones8<>+0(SB), Y19, Y20
+	VPAVGB        Y1, Y20, Y22
+	VPAVGB        Y22, Y20, Y20
+	VPSRLW        $0x06, Y20, Y20
+	VPANDD        m2<>+0(SB), Y20, Y20
+	VPDPBUSD      36(DX), Y20, Y10
+	VPDPBUSD      36(DX)(BX*1), Y20, Y11
+	VPDPBUSD      36(DX)(BX*2), Y20, Y12
+	VPDPBUSD      36(DX)(SI*1), Y20, Y13
+	VPDPBUSD      36(DI), Y20, Y14
+	VPDPBUSD      36(DI)(BX*1), Y20, Y15
+	VPDPBUSD      36(DI)(BX*2), Y20, Y16
+	VPDPBUSD      36(DI)(SI*1), Y20, Y17
+	VPSLLW        $0x03, Y18, Y20
+	VPANDD        mf8<>+0(SB), Y20, Y20
+	VPADDB        Y18, Y20, Y20
+	VPSUBUSB      ones8<>+0(SB), Y20, Y18
+	VPAVGB        Y1, Y18, Y22
+	VPAVGB        Y22, Y18, Y18
+	VPSRLW        $0x06, Y18, Y18
+	VPANDD        m2<>+0(SB), Y18, Y18
+	VPDPBUSD      68(DX), Y18, Y10
+	VPDPBUSD      68(DX)(BX*1), Y18, Y11
+	VPDPBUSD      68(DX)(BX*2), Y18, Y12
+	VPDPBUSD      68(DX)(SI*1), Y18, Y13
+	VPDPBUSD      68(DI), Y18, Y14
+	VPDPBUSD      68(DI)(BX*1), Y18, Y15
+	VPDPBUSD      68(DI)(BX*2), Y18, Y16
+	VPDPBUSD      68(DI)(SI*1), Y18, Y17
+	VPSLLW        $0x03, Y19, Y18
+	VPANDD        mf8<>+0(SB), Y18, Y18
+	VPADDB        Y19, Y18, Y18
+	VPSUBUSB      ones8<>+0(SB), Y18, Y18
+	VPAVGB        Y1, Y18, Y19
+	VPAVGB        Y19, Y18, Y18
+	VPSRLW        $0x06, Y18, Y18
+	VPANDD        m2<>+0(SB), Y18, Y18
+	VPDPBUSD      100(DX), Y18, Y10
+	VPDPBUSD      100(DX)(BX*1), Y18, Y11
+	VPDPBUSD      100(DX)(BX*2), Y18, Y12
+	VPDPBUSD      100(DX)(SI*1), Y18, Y13
+	VPDPBUSD      100(DI), Y18, Y14
+	VPDPBUSD      100(DI)(BX*1), Y18, Y15
+	VPDPBUSD      100(DI)(BX*2), Y18, Y16
+	VPDPBUSD      100(DI)(SI*1), Y18, Y17
+	VPSLLW        $0x03, Y20, Y18
+	VPANDD        mf8<>+0(SB), Y18, Y18
+	VPADDB        Y20, Y18, Y18
+	VPSUBUSB      ones8<>+0(SB), Y18, Y18
+	VPAVGB        Y1, Y18, Y19
+	VPAVGB        Y19, Y18, Y18
+	VPSRLW        $0x06, Y18, Y18
+	VPANDD        m2<>+0(SB), Y18, Y18
+	VPDPBUSD      132(DX), Y18, Y10
+	VPDPBUSD      132(DX)(BX*1), Y18, Y11
+	VPDPBUSD      132(DX)(BX*2), Y18, Y12
+	VPDPBUSD      132(DX)(SI*1), Y18, Y13
+	VPDPBUSD      132(DI), Y18, Y14
+	VPDPBUSD      132(DI)(BX*1), Y18, Y15
+	VPDPBUSD      132(DI)(BX*2), Y18, Y16
+	VPDPBUSD      132(DI)(SI*1), Y18, Y17
+	VMOVDQU64     32(AX), X21
+	VPADDB        X21, X21, X18
+	VPADDB        X21, X18, X18
+	VINSERTI32X4  $0x01, X18, Y21, Y18
+	VPSUBUSB      ones8<>+0(SB), Y18, Y19
+	VPAVGB        Y1, Y19, Y20
+	VPAVGB        Y20, Y19, Y19
+	VPSRLW        $0x06, Y19, Y19
+	VPANDD        m2<>+0(SB), Y19, Y19
+	VPDPBUSD      164(DX), Y19, Y10
+	VPDPBUSD      164(DX)(BX*1), Y19, Y11
+	VPDPBUSD      164(DX)(BX*2), Y19, Y12
+	VPDPBUSD      164(DX)(SI*1), Y19, Y13
+	VPDPBUSD      164(DI), Y19, Y14
+	VPDPBUSD      164(DI)(BX*1), Y19, Y15
+	VPDPBUSD      164(DI)(BX*2), Y19, Y16
+	VPDPBUSD      164(DI)(SI*1), Y19, Y17
+	VPSLLW        $0x03, Y18, Y19
+	VPANDD        mf8<>+0(SB), Y19, Y19
+	VPADDB        Y18, Y19, Y19
+	VPSUBUSB      ones8<>+0(SB), Y19, Y18
+	VPAVGB        Y1, Y18, Y20
+	VPAVGB        Y20, Y18, Y18
+	VPSRLW        $0x06, Y18, Y18
+	VPANDD        m2<>+0(SB), Y18, Y18
+	VPDPBUSD      196(DX), Y18, Y10
+	VPDPBUSD      196(DX)(BX*1), Y18, Y11
+	VPDPBUSD      196(DX)(BX*2), Y18, Y12
+	VPDPBUSD      196(DX)(SI*1), Y18, Y13
+	VPDPBUSD      196(DI), Y18, Y14
+	VPDPBUSD      196(DI)(BX*1), Y18, Y15
+	VPDPBUSD      196(DI)(BX*2), Y18, Y16
+	VPDPBUSD      196(DI)(SI*1), Y18, Y17
+	VPBROADCASTD  48(AX), X18
+	VPMOVZXBW     X18, Y18
+	VPMULLW       tq1hmul<>+0(SB), Y18, Y18
+	VPANDD        lowbytes<>+0(SB), Y18, Y18
+	VEXTRACTI32X4 $0x01, Y18, X20
+	VPACKUSWB     X20, X18, X18
+	VPSLLW        $0x03, X19, X21
+	VPANDD        mf8<>+0(SB), X21, X21
+	VPADDB        X19, X21, X21
+	VINSERTI32X4  $0x01, X18, Y21, Y18
+	VPSUBUSB      ones8<>+0(SB), Y18, Y18
+	VPAVGB        Y1, Y18, Y19
+	VPAVGB        Y19, Y18, Y18
+	VPSRLW        $0x06, Y18, Y18
+	VPANDD        m2<>+0(SB), Y18, Y18
+	VPDPBUSD      228(DX), Y18, Y10
+	VPDPBUSD      228(DX)(BX*1), Y18, Y11
+	VPDPBUSD      228(DX)(BX*2), Y18, Y12
+	VPDPBUSD      228(DX)(SI*1), Y18, Y13
+	VPDPBUSD      228(DI), Y18, Y14
+	VPDPBUSD      228(DI)(BX*1), Y18, Y15
+	VPDPBUSD      228(DI)(BX*2), Y18, Y16
+	VPDPBUSD      228(DI)(SI*1), Y18, Y17
+	MOVWLZX       52(AX), R8
+	VMOVD         R8, X19
+	VCVTPH2PS     X19, X19
+	VPMADDWD      260(DX), Y0, Y18
+	VPSUBD        Y18, Y10, Y10
+	VCVTDQ2PS     Y10, Y10
+	VMULSS        (DX), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y10, Y2
+	VPMADDWD      260(DX)(BX*1), Y0, Y18
+	VPSUBD        Y18, Y11, Y11
+	VCVTDQ2PS     Y11, Y11
+	VMULSS        (DX)(BX*1), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y11, Y3
+	VPMADDWD      260(DX)(BX*2), Y0, Y18
+	VPSUBD        Y18, Y12, Y12
+	VCVTDQ2PS     Y12, Y12
+	VMULSS        (DX)(BX*2), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y12, Y4
+	VPMADDWD      260(DX)(SI*1), Y0, Y18
+	VPSUBD        Y18, Y13, Y13
+	VCVTDQ2PS     Y13, Y13
+	VMULSS        (DX)(SI*1), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y13, Y5
+	VPMADDWD      260(DI), Y0, Y18
+	VPSUBD        Y18, Y14, Y14
+	VCVTDQ2PS     Y14, Y14
+	VMULSS        (DI), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y14, Y6
+	VPMADDWD      260(DI)(BX*1), Y0, Y18
+	VPSUBD        Y18, Y15, Y15
+	VCVTDQ2PS     Y15, Y15
+	VMULSS        (DI)(BX*1), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y15, Y7
+	VPMADDWD      260(DI)(BX*2), Y0, Y18
+	VPSUBD        Y18, Y16, Y16
+	VCVTDQ2PS     Y16, Y16
+	VMULSS        (DI)(BX*2), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y16, Y8
+	VPMADDWD      260(DI)(SI*1), Y0, Y18
+	VPSUBD        Y18, Y17, Y17
+	VCVTDQ2PS     Y17, Y17
+	VMULSS        (DI)(SI*1), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y17, Y9
+	ADDQ          $0x00000036, AX
+	ADDQ          $0x00000124, DX
+	ADDQ          $0x00000124, DI
+	DECQ          CX
+	JMP           rowsTQ1_0AVX512Asm_loop
+
+rowsTQ1_0AVX512Asm_done:
+	MOVQ    acc+32(FP), AX
+	VMOVUPS Y2, (AX)
+	VMOVUPS Y3, 32(AX)
+	VMOVUPS Y4, 64(AX)
+	VMOVUPS Y5, 96(AX)
+	VMOVUPS Y6, 128(AX)
+	VMOVUPS Y7, 160(AX)
+	VMOVUPS Y8, 192(AX)
+	VMOVUPS Y9, 224(AX)
+	VZEROUPPER
+	RET
+
+// func colsTQ1_0AVX512Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
+TEXT ·colsTQ1_0AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      wstride+8(FP), CX
+	MOVQ      x+16(FP), DX
+	MOVQ      nb+24(FP), BX
+	LEAQ      (CX)(CX*2), SI
+	LEAQ      (AX)(CX*4), DI
+	VMOVDQU64 ones16<>+0(SB), Y0
+	VPXORD    Y1, Y1, Y1
+	VXORPS    Y2, Y2, Y2
+	VXORPS    Y3, Y3, Y3
+	VXORPS    Y4, Y4, Y4
+	VXORPS    Y5, Y5, Y5
+
+colsTQ1_0AVX512Asm_loop:
+	TESTQ         BX, BX
+	JZ            colsTQ1_0AVX512Asm_done
+	PREFETCHT0    (DI)
+	PREFETCHT0    64(DI)
+	PREFETCHT0    128(DI)
+	PREFETCHT0    192(DI)
+	ADDQ          $0x000000d8, DI
+	VMOVDQU64     4(DX), Y6
+	VMOVDQU64     36(DX), Y7
+	VMOVDQU64     68(DX), Y8
+	VMOVDQU64     100(DX), Y9
+	VMOVDQU64     132(DX), Y10
+	VMOVDQU64     164(DX), Y11
+	VMOVDQU64     196(DX), Y12
+	VMOVDQU64     228(DX), Y13
+	VPMADDWD      260(DX), Y0, Y14
+	VPXORD        Y15, Y15, Y15
+	VMOVDQU64     (AX), Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y17
+	VPAVGB        Y1, Y17, Y18
+	VPAVGB        Y18, Y17, Y17
+	VPSRLW        $0x06, Y17, Y17
+	VPANDD        m2<>+0(SB), Y17, Y17
+	VPDPBUSD      Y6, Y17, Y15
+	VPADDB        Y16, Y16, Y17
+	VPADDB        Y16, Y17, Y17
+	VPSUBUSB      ones8<>+0(SB), Y17, Y18
+	VPAVGB        Y1, Y18, Y26
+	VPAVGB        Y26, Y18, Y18
+	VPSRLW        $0x06, Y18, Y18
+	VPANDD        m2<>+0(SB), Y18, Y18
+	VPDPBUSD      Y7, Y18, Y15
+	VPSLLW        $0x03, Y16, Y18
+	VPANDD        mf8<>+0(SB), Y18, Y18
+	VPADDB        Y16, Y18, Y18
+	VPSUBUSB      ones8<>+0(SB), Y18, Y16
+	VPAVGB        Y1, Y16, Y26
+	VPAVGB        Y26, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y8, Y16, Y15
+	VPSLLW        $0x03, Y17, Y16
+	VPANDD        mf8<>+0(SB), Y16, Y16
+	VPADDB        Y17, Y16, Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y16
+	VPAVGB        Y1, Y16, Y17
+	VPAVGB        Y17, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y9, Y16, Y15
+	VPSLLW        $0x03, Y18, Y16
+	VPANDD        mf8<>+0(SB), Y16, Y16
+	VPADDB        Y18, Y16, Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y16
+	VPAVGB        Y1, Y16, Y17
+	VPAVGB        Y17, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y10, Y16, Y15
+	VMOVDQU64     32(AX), X19
+	VPADDB        X19, X19, X16
+	VPADDB        X19, X16, X16
+	VINSERTI32X4  $0x01, X16, Y19, Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y17
+	VPAVGB        Y1, Y17, Y18
+	VPAVGB        Y18, Y17, Y17
+	VPSRLW        $0x06, Y17, Y17
+	VPANDD        m2<>+0(SB), Y17, Y17
+	VPDPBUSD      Y11, Y17, Y15
+	VPSLLW        $0x03, Y16, Y17
+	VPANDD        mf8<>+0(SB), Y17, Y17
+	VPADDB        Y16, Y17, Y17
+	VPSUBUSB      ones8<>+0(SB), Y17, Y16
+	VPAVGB        Y1, Y16, Y18
+	VPAVGB        Y18, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y12, Y16, Y15
+	VPBROADCASTD  48(AX), X16
+	VPMOVZXBW     X16, Y16
+	VPMULLW       tq1hmul<>+0(SB), Y16, Y16
+	VPANDD        lowbytes<>+0(SB), Y16, Y16
+	VEXTRACTI32X4 $0x01, Y16, X18
+	VPACKUSWB     X18, X16, X16
+	VPSLLW        $0x03, X17, X19
+	VPANDD        mf8<>+0(SB), X19, X19
+	VPADDB        X17, X19, X19
+	VINSERTI32X4  $0x01, X16, Y19, Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y16
+	VPAVGB        Y1, Y16, Y17
+	VPAVGB        Y17, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y13, Y16, Y15
+	VPSUBD        Y14, Y15, Y15
+	VCVTDQ2PS     Y15, Y15
+	MOVWLZX       52(AX), R8
+	VMOVD         R8, X16
+	VCVTPH2PS     X16, X16
+	VMULSS        (DX), X16, X16
+	VBROADCASTSS  X16, Y16
+	VFMADD231PS   Y16, Y15, Y2
+	VPXORD        Y20, Y20, Y20
+	VMOVDQU64     (AX)(CX*1), Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y17
+	VPAVGB        Y1, Y17, Y18
+	VPAVGB        Y18, Y17, Y17
+	VPSRLW        $0x06, Y17, Y17
+	VPANDD        m2<>+0(SB), Y17, Y17
+	VPDPBUSD      Y6, Y17, Y20
+	VPADDB        Y16, Y16, Y17
+	VPADDB        Y16, Y17, Y17
+	VPSUBUSB      ones8<>+0(SB), Y17, Y18
+	VPAVGB        Y1, Y18, Y26
+	VPAVGB        Y26, Y18, Y18
+	VPSRLW        $0x06, Y18, Y18
+	VPANDD        m2<>+0(SB), Y18, Y18
+	VPDPBUSD      Y7, Y18, Y20
+	VPSLLW        $0x03, Y16, Y18
+	VPANDD        mf8<>+0(SB), Y18, Y18
+	VPADDB        Y16, Y18, Y18
+	VPSUBUSB      ones8<>+0(SB), Y18, Y16
+	VPAVGB        Y1, Y16, Y26
+	VPAVGB        Y26, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y8, Y16, Y20
+	VPSLLW        $0x03, Y17, Y16
+	VPANDD        mf8<>+0(SB), Y16, Y16
+	VPADDB        Y17, Y16, Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y16
+	VPAVGB        Y1, Y16, Y17
+	VPAVGB        Y17, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y9, Y16, Y20
+	VPSLLW        $0x03, Y18, Y16
+	VPANDD        mf8<>+0(SB), Y16, Y16
+	VPADDB        Y18, Y16, Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y16
+	VPAVGB        Y1, Y16, Y17
+	VPAVGB        Y17, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y10, Y16, Y20
+	VMOVDQU64     32(AX)(CX*1), X19
+	VPADDB        X19, X19, X16
+	VPADDB        X19, X16, X16
+	VINSERTI32X4  $0x01, X16, Y19, Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y17
+	VPAVGB        Y1, Y17, Y18
+	VPAVGB        Y18, Y17, Y17
+	VPSRLW        $0x06, Y17, Y17
+	VPANDD        m2<>+0(SB), Y17, Y17
+	VPDPBUSD      Y11, Y17, Y20
+	VPSLLW        $0x03, Y16, Y17
+	VPANDD        mf8<>+0(SB), Y17, Y17
+	VPADDB        Y16, Y17, Y17
+	VPSUBUSB      ones8<>+0(SB), Y17, Y16
+	VPAVGB        Y1, Y16, Y18
+	VPAVGB        Y18, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y12, Y16, Y20
+	VPBROADCASTD  48(AX)(CX*1), X16
+	VPMOVZXBW     X16, Y16
+	VPMULLW       tq1hmul<>+0(SB), Y16, Y16
+	VPANDD        lowbytes<>+0(SB), Y16, Y16
+	VEXTRACTI32X4 $0x01, Y16, X18
+	VPACKUSWB     X18, X16, X16
+	VPSLLW        $0x03, X17, X19
+	VPANDD        mf8<>+0(SB), X19, X19
+	VPADDB        X17, X19, X19
+	VINSERTI32X4  $0x01, X16, Y19, Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y16
+	VPAVGB        Y1, Y16, Y17
+	VPAVGB        Y17, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y13, Y16, Y20
+	VPSUBD        Y14, Y20, Y20
+	VCVTDQ2PS     Y20, Y20
+	MOVWLZX       52(AX)(CX*1), R8
+	VMOVD         R8, X16
+	VCVTPH2PS     X16, X16
+	VMULSS        (DX), X16, X16
+	VBROADCASTSS  X16, Y16
+	VFMADD231PS   Y16, Y20, Y3
+	VPXORD        Y21, Y21, Y21
+	VMOVDQU64     (AX)(CX*2), Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y17
+	VPAVGB        Y1, Y17, Y18
+	VPAVGB        Y18, Y17, Y17
+	VPSRLW        $0x06, Y17, Y17
+	VPANDD        m2<>+0(SB), Y17, Y17
+	VPDPBUSD      Y6, Y17, Y21
+	VPADDB        Y16, Y16, Y17
+	VPADDB        Y16, Y17, Y17
+	VPSUBUSB      ones8<>+0(SB), Y17, Y18
+	VPAVGB        Y1, Y18, Y26
+	VPAVGB        Y26, Y18, Y18
+	VPSRLW        $0x06, Y18, Y18
+	VPANDD        m2<>+0(SB), Y18, Y18
+	VPDPBUSD      Y7, Y18, Y21
+	VPSLLW        $0x03, Y16, Y18
+	VPANDD        mf8<>+0(SB), Y18, Y18
+	VPADDB        Y16, Y18, Y18
+	VPSUBUSB      ones8<>+0(SB), Y18, Y16
+	VPAVGB        Y1, Y16, Y26
+	VPAVGB        Y26, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y8, Y16, Y21
+	VPSLLW        $0x03, Y17, Y16
+	VPANDD        mf8<>+0(SB), Y16, Y16
+	VPADDB        Y17, Y16, Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y16
+	VPAVGB        Y1, Y16, Y17
+	VPAVGB        Y17, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y9, Y16, Y21
+	VPSLLW        $0x03, Y18, Y16
+	VPANDD        mf8<>+0(SB), Y16, Y16
+	VPADDB        Y18, Y16, Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y16
+	VPAVGB        Y1, Y16, Y17
+	VPAVGB        Y17, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y10, Y16, Y21
+	VMOVDQU64     32(AX)(CX*2), X19
+	VPADDB        X19, X19, X16
+	VPADDB        X19, X16, X16
+	VINSERTI32X4  $0x01, X16, Y19, Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y17
+	VPAVGB        Y1, Y17, Y18
+	VPAVGB        Y18, Y17, Y17
+	VPSRLW        $0x06, Y17, Y17
+	VPANDD        m2<>+0(SB), Y17, Y17
+	VPDPBUSD      Y11, Y17, Y21
+	VPSLLW        $0x03, Y16, Y17
+	VPANDD        mf8<>+0(SB), Y17, Y17
+	VPADDB        Y16, Y17, Y17
+	VPSUBUSB      ones8<>+0(SB), Y17, Y16
+	VPAVGB        Y1, Y16, Y18
+	VPAVGB        Y18, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y12, Y16, Y21
+	VPBROADCASTD  48(AX)(CX*2), X16
+	VPMOVZXBW     X16, Y16
+	VPMULLW       tq1hmul<>+0(SB), Y16, Y16
+	VPANDD        lowbytes<>+0(SB), Y16, Y16
+	VEXTRACTI32X4 $0x01, Y16, X18
+	VPACKUSWB     X18, X16, X16
+	VPSLLW        $0x03, X17, X19
+	VPANDD        mf8<>+0(SB), X19, X19
+	VPADDB        X17, X19, X19
+	VINSERTI32X4  $0x01, X16, Y19, Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y16
+	VPAVGB        Y1, Y16, Y17
+	VPAVGB        Y17, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y13, Y16, Y21
+	VPSUBD        Y14, Y21, Y21
+	VCVTDQ2PS     Y21, Y21
+	MOVWLZX       52(AX)(CX*2), R8
+	VMOVD         R8, X16
+	VCVTPH2PS     X16, X16
+	VMULSS        (DX), X16, X16
+	VBROADCASTSS  X16, Y16
+	VFMADD231PS   Y16, Y21, Y4
+	VPXORD        Y22, Y22, Y22
+	VMOVDQU64     (AX)(SI*1), Y16
+	VPSUBUSB      ones8<>+0(SB), Y16, Y17
+	VPAVGB        Y1, Y17, Y18
+	VPAVGB        Y18, Y17, Y17
+	VPSRLW        $0x06, Y17, Y17
+	VPANDD        m2<>+0(SB), Y17, Y17
+	VPDPBUSD      Y6, Y17, Y22
+	VPADDB        Y16, Y16, Y6
+	VPADDB        Y16, Y6, Y6
+	VPSUBUSB      ones8<>+0(SB), Y6, Y17
+	VPAVGB        Y1, Y17, Y18
+	VPAVGB        Y18, Y17, Y17
+	VPSRLW        $0x06, Y17, Y17
+	VPANDD        m2<>+0(SB), Y17, Y17
+	VPDPBUSD      Y7, Y17, Y22
+	VPSLLW        $0x03, Y16, Y7
+	VPANDD        mf8<>+0(SB), Y7, Y7
+	VPADDB        Y16, Y7, Y7
+	VPSUBUSB      ones8<>+0(SB), Y7, Y16
+	VPAVGB        Y1, Y16, Y17
+	VPAVGB        Y17, Y16, Y16
+	VPSRLW        $0x06, Y16, Y16
+	VPANDD        m2<>+0(SB), Y16, Y16
+	VPDPBUSD      Y8, Y16, Y22
+	VPSLLW        $0x03, Y6, Y8
+	VPANDD        mf8<>+0(SB), Y8, Y8
+	VPADDB        Y6, Y8, Y8
+	VPSUBUSB      ones8<>+0(SB), Y8, Y6
+	VPAVGB        Y1, Y6, Y8
+	VPAVGB        Y8, Y6, Y6
+	VPSRLW        $0x06, Y6, Y6
+	VPANDD        m2<>+0(SB), Y6, Y6
+	VPDPBUSD      Y9, Y6, Y22
+	VPSLLW        $0x03, Y7, Y6
+	VPANDD        mf8<>+0(SB), Y6, Y6
+	VPADDB        Y7, Y6, Y6
+	VPSUBUSB      ones8<>+0(SB), Y6, Y6
+	VPAVGB        Y1, Y6, Y7
+	VPAVGB        Y7, Y6, Y6
+	VPSRLW        $0x06, Y6, Y6
+	VPANDD        m2<>+0(SB), Y6, Y6
+	VPDPBUSD      Y10, Y6, Y22
+	VMOVDQU64     32(AX)(SI*1), X19
+	VPADDB        X19, X19, X6
+	VPADDB        X19, X6, X6
+	VINSERTI32X4  $0x01, X6, Y19, Y6
+	VPSUBUSB      ones8<>+0(SB), Y6, Y7
+	VPAVGB        Y1, Y7, Y8
+	VPAVGB        Y8, Y7, Y7
+	VPSRLW        $0x06, Y7, Y7
+	VPANDD        m2<>+0(SB), Y7, Y7
+	VPDPBUSD      Y11, Y7, Y22
+	VPSLLW        $0x03, Y6, Y7
+	VPANDD        mf8<>+0(SB), Y7, Y7
+	VPADDB        Y6, Y7, Y7
+	VPSUBUSB      ones8<>+0(SB), Y7, Y6
+	VPAVGB        Y1, Y6, Y8
+	VPAVGB        Y8, Y6, Y6
+	VPSRLW        $0x06, Y6, Y6
+	VPANDD        m2<>+0(SB), Y6, Y6
+	VPDPBUSD      Y12, Y6, Y22
+	VPBROADCASTD  48(AX)(SI*1), X6
+	VPMOVZXBW     X6, Y6
+	VPMULLW       tq1hmul<>+0(SB), Y6, Y6
+	VPANDD        lowbytes<>+0(SB), Y6, Y6
+	VEXTRACTI32X4 $0x01, Y6, X8
+	VPACKUSWB     X8, X6, X6
+	VPSLLW        $0x03, X7, X19
+	VPANDD        mf8<>+0(SB), X19, X19
+	VPADDB        X7, X19, X19
+	VINSERTI32X4  $0x01, X6, Y19, Y6
+	VPSUBUSB      ones8<>+0(SB), Y6, Y6
+	VPAVGB        Y1, Y6, Y7
+	VPAVGB        Y7, Y6, Y6
+	VPSRLW        $0x06, Y6, Y6
+	VPANDD        m2<>+0(SB), Y6, Y6
+	VPDPBUSD      Y13, Y6, Y22
+	VPSUBD        Y14, Y22, Y22
+	VCVTDQ2PS     Y22, Y22
+	MOVWLZX       52(AX)(SI*1), R8
+	VMOVD         R8, X6
+	VCVTPH2PS     X6, X6
+	VMULSS        (DX), X6, X6
+	VBROADCASTSS  X6, Y6
+	VFMADD231PS   Y6, Y22, Y5
+	ADDQ          $0x00000036, AX
+	ADDQ          $0x00000124, DX
+	DECQ          BX
+	JMP           colsTQ1_0AVX512Asm_loop
+
+colsTQ1_0AVX512Asm_done:
+	MOVQ          out+32(FP), AX
+	VEXTRACTF32X4 $0x01, Y2, X19
+	VADDPS        X19, X2, X19
+	VPERMILPS     $0x4e, Y19, Y0
+	VADDPS        Y0, Y19, Y19
+	VMOVSHDUP     Y19, Y0
+	VADDPS        Y0, Y19, Y19
+	VMOVSS        X19, (AX)
+	VEXTRACTF32X4 $0x01, Y3, X23
+	VADDPS        X23, X3, X23
+	VPERMILPS     $0x4e, Y23, Y0
+	VADDPS        Y0, Y23, Y23
+	VMOVSHDUP     Y23, Y0
+	VADDPS        Y0, Y23, Y23
+	VMOVSS        X23, 4(AX)
+	VEXTRACTF32X4 $0x01, Y4, X24
+	VADDPS        X24, X4, X24
+	VPERMILPS     $0x4e, Y24, Y0
+	VADDPS        Y0, Y24, Y24
+	VMOVSHDUP     Y24, Y0
+	VADDPS        Y0, Y24, Y24
+	VMOVSS        X24, 8(AX)
+	VEXTRACTF32X4 $0x01, Y5, X25
+	VADDPS        X25, X5, X25
+	VPERMILPS     $0x4e, Y25, Y0
+	VADDPS        Y0, Y25, Y25
+	VMOVSHDUP     Y25, Y0
+	VADDPS        Y0, Y25, Y25
+	VMOVSS        X25, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotTQ2_0AVX2Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·dotTQ2_0AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   nb+24(FP), CX
+	MOVQ   x+8(FP), DX
+	MOVQ   xstride+16(FP), BX
+	VPXOR  Y0, Y0, Y0
+	VXORPS Y0, Y0, Y0
+
+dotTQ2_0AVX2Asm_loop:
+	TESTQ        CX, CX
+	JZ           dotTQ2_0AVX2Asm_done
+	PREFETCHT0   1024(AX)
+	PREFETCHT0   1088(AX)
+	VPXOR        Y1, Y1, Y1
+	VMOVDQU      (AX), Y2
+	VPAND        m2<>+0(SB), Y2, Y3
+	VPMADDUBSW   4(DX), Y3, Y3
+	VPADDW       Y3, Y1, Y1
+	VPSRLW       $0x02, Y2, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   36(DX), Y3, Y3
+	VPADDW       Y3, Y1, Y1
+	VPSRLW       $0x04, Y2, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   68(DX), Y3, Y3
+	VPADDW       Y3, Y1, Y1
+	VPSRLW       $0x06, Y2, Y2
+	VPAND        m2<>+0(SB), Y2, Y2
+	VPMADDUBSW   100(DX), Y2, Y2
+	VPADDW       Y2, Y1, Y1
+	VMOVDQU      32(AX), Y2
+	VPAND        m2<>+0(SB), Y2, Y3
+	VPMADDUBSW   132(DX), Y3, Y3
+	VPADDW       Y3, Y1, Y1
+	VPSRLW       $0x02, Y2, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   164(DX), Y3, Y3
+	VPADDW       Y3, Y1, Y1
+	VPSRLW       $0x04, Y2, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   196(DX), Y3, Y3
+	VPADDW       Y3, Y1, Y1
+	VPSRLW       $0x06, Y2, Y2
+	VPAND        m2<>+0(SB), Y2, Y2
+	VPMADDUBSW   228(DX), Y2, Y2
+	VPADDW       Y2, Y1, Y1
+	MOVWLZX      64(AX), BX
+	VMOVD        BX, X2
+	VCVTPH2PS    X2, X2
+	VPSUBW       260(DX), Y1, Y1
+	VPMADDWD     ones16<>+0(SB), Y1, Y1
+	VCVTDQ2PS    Y1, Y1
+	VMULSS       (DX), X2, X2
+	VBROADCASTSS X2, Y2
+	VFMADD231PS  Y2, Y1, Y0
+	ADDQ         $0x00000042, AX
+	ADDQ         $0x00000124, DX
+	DECQ         CX
+	JMP          dotTQ2_0AVX2Asm_loop
+
+dotTQ2_0AVX2Asm_done:
+	MOVQ    acc+32(FP), AX
+	VMOVUPS Y0, (AX)
+	VZEROUPPER
+	RET
+
+// func rowsTQ2_0AVX2Asm(w *byte, x *byte, xstride int, nb int, acc *[32]float32)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·rowsTQ2_0AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ  w+0(FP), AX
+	MOVQ  nb+24(FP), CX
+	MOVQ  x+8(FP), DX
+	MOVQ  xstride+16(FP), BX
+	LEAQ  (DX)(BX*1), SI
+	LEAQ  (SI)(BX*1), DI
+	LEAQ  (DI)(BX*1), BX
+	VPXOR Y0, Y0, Y0
+
+rowsTQ2_0AVX2Asm_loop:
+	TESTQ        CX, CX
+	JZ           rowsTQ2_0AVX2Asm_done
+	VPXOR        Y0, Y0, Y0
+	VPXOR        Y1, Y1, Y1
+	VPXOR        Y2, Y2, Y2
+	VPXOR        Y3, Y3, Y3
+	VMOVDQU      (AX), Y4
+	VPAND        m2<>+0(SB), Y4, Y5
+	VPMADDUBSW   4(DX), Y5, Y6
+	VPADDW       Y6, Y0, Y0
+	VPMADDUBSW   4(SI), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   4(DI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   4(BX), Y5, Y5
+	VPADDW       Y5, Y3, Y3
+	VPSRLW       $0x02, Y4, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   36(DX), Y5, Y6
+	VPADDW       Y6, Y0, Y0
+	VPMADDUBSW   36(SI), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   36(DI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   36(BX), Y5, Y5
+	VPADDW       Y5, Y3, Y3
+	VPSRLW       $0x04, Y4, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   68(DX), Y5, Y6
+	VPADDW       Y6, Y0, Y0
+	VPMADDUBSW   68(SI), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   68(DI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   68(BX), Y5, Y5
+	VPADDW       Y5, Y3, Y3
+	VPSRLW       $0x06, Y4, Y4
+	VPAND        m2<>+0(SB), Y4, Y4
+	VPMADDUBSW   100(DX), Y4, Y5
+	VPADDW       Y5, Y0, Y0
+	VPMADDUBSW   100(SI), Y4, Y5
+	VPADDW       Y5, Y1, Y1
+	VPMADDUBSW   100(DI), Y4, Y5
+	VPADDW       Y5, Y2, Y2
+	VPMADDUBSW   100(BX), Y4, Y4
+	VPADDW       Y4, Y3, Y3
+	VMOVDQU      32(AX), Y4
+	VPAND        m2<>+0(SB), Y4, Y5
+	VPMADDUBSW   132(DX), Y5, Y6
+	VPADDW       Y6, Y0, Y0
+	VPMADDUBSW   132(SI), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   132(DI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   132(BX), Y5, Y5
+	VPADDW       Y5, Y3, Y3
+	VPSRLW       $0x02, Y4, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   164(DX), Y5, Y6
+	VPADDW       Y6, Y0, Y0
+	VPMADDUBSW   164(SI), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   164(DI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   164(BX), Y5, Y5
+	VPADDW       Y5, Y3, Y3
+	VPSRLW       $0x04, Y4, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   196(DX), Y5, Y6
+	VPADDW       Y6, Y0, Y0
+	VPMADDUBSW   196(SI), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   196(DI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   196(BX), Y5, Y5
+	VPADDW       Y5, Y3, Y3
+	VPSRLW       $0x06, Y4, Y4
+	VPAND        m2<>+0(SB), Y4, Y4
+	VPMADDUBSW   228(DX), Y4, Y5
+	VPADDW       Y5, Y0, Y0
+	VPMADDUBSW   228(SI), Y4, Y5
+	VPADDW       Y5, Y1, Y1
+	VPMADDUBSW   228(DI), Y4, Y5
+	VPADDW       Y5, Y2, Y2
+	VPMADDUBSW   228(BX), Y4, Y4
+	VPADDW       Y4, Y3, Y3
+	MOVWLZX      64(AX), R8
+	VMOVD        R8, X4
+	VCVTPH2PS    X4, X4
+	MOVQ         acc+32(FP), R8
+	VPSUBW       260(DX), Y0, Y0
+	VPMADDWD     ones16<>+0(SB), Y0, Y0
+	VCVTDQ2PS    Y0, Y0
+	VMULSS       (DX), X4, X5
+	VBROADCASTSS X5, Y5
+	VMOVUPS      (R8), Y6
+	VFMADD231PS  Y5, Y0, Y6
+	VMOVUPS      Y6, (R8)
+	VPSUBW       260(SI), Y1, Y1
+	VPMADDWD     ones16<>+0(SB), Y1, Y1
+	VCVTDQ2PS    Y1, Y1
+	VMULSS       (SI), X4, X0
+	VBROADCASTSS X0, Y0
+	VMOVUPS      32(R8), Y5
+	VFMADD231PS  Y0, Y1, Y5
+	VMOVUPS      Y5, 32(R8)
+	VPSUBW       260(DI), Y2, Y2
+	VPMADDWD     ones16<>+0(SB), Y2, Y2
+	VCVTDQ2PS    Y2, Y2
+	VMULSS       (DI), X4, X0
+	VBROADCASTSS X0, Y0
+	VMOVUPS      64(R8), Y1
+	VFMADD231PS  Y0, Y2, Y1
+	VMOVUPS      Y1, 64(R8)
+	VPSUBW       260(BX), Y3, Y3
+	VPMADDWD     ones16<>+0(SB), Y3, Y3
+	VCVTDQ2PS    Y3, Y3
+	VMULSS       (BX), X4, X0
+	VBROADCASTSS X0, Y0
+	VMOVUPS      96(R8), Y1
+	VFMADD231PS  Y0, Y3, Y1
+	VMOVUPS      Y1, 96(R8)
+	ADDQ         $0x00000042, AX
+	ADDQ         $0x00000124, DX
+	ADDQ         $0x00000124, SI
+	ADDQ         $0x00000124, DI
+	ADDQ         $0x00000124, BX
+	DECQ         CX
+	JMP          rowsTQ2_0AVX2Asm_loop
+
+rowsTQ2_0AVX2Asm_done:
+	VZEROUPPER
+	RET
+
+// func colsTQ2_0AVX2Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·colsTQ2_0AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   wstride+8(FP), CX
+	MOVQ   x+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(CX*2), SI
+	LEAQ   (AX)(CX*4), DI
+	VPXOR  Y0, Y0, Y0
+	VXORPS Y0, Y0, Y0
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+colsTQ2_0AVX2Asm_loop:
+	TESTQ        BX, BX
+	JZ           colsTQ2_0AVX2Asm_done
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	PREFETCHT0   256(DI)
+	ADDQ         $0x00000108, DI
+	VPXOR        Y8, Y8, Y8
+	VMOVDQU      (AX), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   4(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   36(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   68(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   100(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VMOVDQU      32(AX), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   132(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   164(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   196(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   228(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VPSUBW       260(DX), Y8, Y8
+	VPMADDWD     ones16<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	MOVWLZX      64(AX), R8
+	VMOVD        R8, X1
+	VCVTPH2PS    X1, X1
+	VMULSS       (DX), X1, X1
+	VBROADCASTSS X1, Y9
+	VFMADD231PS  Y9, Y8, Y0
+	VPXOR        Y8, Y8, Y8
+	VMOVDQU      (AX)(CX*1), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   4(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   36(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   68(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   100(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VMOVDQU      32(AX)(CX*1), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   132(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   164(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   196(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   228(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VPSUBW       260(DX), Y8, Y8
+	VPMADDWD     ones16<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	MOVWLZX      64(AX)(CX*1), R8
+	VMOVD        R8, X1
+	VCVTPH2PS    X1, X1
+	VMULSS       (DX), X1, X1
+	VBROADCASTSS X1, Y9
+	VFMADD231PS  Y9, Y8, Y5
+	VPXOR        Y8, Y8, Y8
+	VMOVDQU      (AX)(CX*2), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   4(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   36(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   68(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   100(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VMOVDQU      32(AX)(CX*2), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   132(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   164(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   196(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   228(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VPSUBW       260(DX), Y8, Y8
+	VPMADDWD     ones16<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	MOVWLZX      64(AX)(CX*2), R8
+	VMOVD        R8, X1
+	VCVTPH2PS    X1, X1
+	VMULSS       (DX), X1, X1
+	VBROADCASTSS X1, Y9
+	VFMADD231PS  Y9, Y8, Y6
+	VPXOR        Y8, Y8, Y8
+	VMOVDQU      (AX)(SI*1), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   4(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   36(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   68(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   100(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VMOVDQU      32(AX)(SI*1), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   132(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   164(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   196(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   228(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VPSUBW       260(DX), Y8, Y8
+	VPMADDWD     ones16<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	MOVWLZX      64(AX)(SI*1), R8
+	VMOVD        R8, X1
+	VCVTPH2PS    X1, X1
+	VMULSS       (DX), X1, X1
+	VBROADCASTSS X1, Y9
+	VFMADD231PS  Y9, Y8, Y7
+	ADDQ         $0x00000042, AX
+	ADDQ         $0x00000124, DX
+	DECQ         BX
+	JMP          colsTQ2_0AVX2Asm_loop
+
+colsTQ2_0AVX2Asm_done:
+	MOVQ         out+32(FP), AX
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VPERMILPS    $0x4e, Y1, Y0
+	VADDPS       Y0, Y1, Y1
+	VMOVSHDUP    Y1, Y0
+	VADDPS       Y0, Y1, Y1
+	VMOVSS       X1, (AX)
+	VEXTRACTF128 $0x01, Y5, X2
+	VADDPS       X2, X5, X2
+	VPERMILPS    $0x4e, Y2, Y0
+	VADDPS       Y0, Y2, Y2
+	VMOVSHDUP    Y2, Y0
+	VADDPS       Y0, Y2, Y2
+	VMOVSS       X2, 4(AX)
+	VEXTRACTF128 $0x01, Y6, X3
+	VADDPS       X3, X6, X3
+	VPERMILPS    $0x4e, Y3, Y0
+	VADDPS       Y0, Y3, Y3
+	VMOVSHDUP    Y3, Y0
+	VADDPS       Y0, Y3, Y3
+	VMOVSS       X3, 8(AX)
+	VEXTRACTF128 $0x01, Y7, X4
+	VADDPS       X4, X7, X4
+	VPERMILPS    $0x4e, Y4, Y0
+	VADDPS       Y0, Y4, Y4
+	VMOVSHDUP    Y4, Y0
+	VADDPS       Y0, Y4, Y4
+	VMOVSS       X4, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotTQ2_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
+TEXT ·dotTQ2_0AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      nb+24(FP), CX
+	MOVQ      x+8(FP), DX
+	MOVQ      xstride+16(FP), BX
+	LEAQ      (BX)(BX*2), BX
+	VMOVDQU64 ones16<>+0(SB), Y0
+	VPXORD    Y1, Y1, Y1
+	VXORPS    Y1, Y1, Y1
+
+dotTQ2_0AVX512Asm_loop:
+	TESTQ        CX, CX
+	JZ           dotTQ2_0AVX512Asm_done
+	PREFETCHT0   1024(AX)
+	PREFETCHT0   1088(AX)
+	VPXORD       Y2, Y2, Y2
+	VMOVDQU64    (AX), Y3
+	VPANDD       m2<>+0(SB), Y3, Y4
+	VPDPBUSD     4(DX), Y4, Y2
+	VPSRLW       $0x02, Y3, Y4
+	VPANDD       m2<>+0(SB), Y4, Y4
+	VPDPBUSD     36(DX), Y4, Y2
+	VPSRLW       $0x04, Y3, Y4
+	VPANDD       m2<>+0(SB), Y4, Y4
+	VPDPBUSD     68(DX), Y4, Y2
+	VPSRLW       $0x06, Y3, Y3
+	VPANDD       m2<>+0(SB), Y3, Y3
+	VPDPBUSD     100(DX), Y3, Y2
+	VMOVDQU64    32(AX), Y3
+	VPANDD       m2<>+0(SB), Y3, Y4
+	VPDPBUSD     132(DX), Y4, Y2
+	VPSRLW       $0x02, Y3, Y4
+	VPANDD       m2<>+0(SB), Y4, Y4
+	VPDPBUSD     164(DX), Y4, Y2
+	VPSRLW       $0x04, Y3, Y4
+	VPANDD       m2<>+0(SB), Y4, Y4
+	VPDPBUSD     196(DX), Y4, Y2
+	VPSRLW       $0x06, Y3, Y3
+	VPANDD       m2<>+0(SB), Y3, Y3
+	VPDPBUSD     228(DX), Y3, Y2
+	MOVWLZX      64(AX), BX
+	VMOVD        BX, X3
+	VCVTPH2PS    X3, X3
+	VPMADDWD     260(DX), Y0, Y4
+	VPSUBD       Y4, Y2, Y2
+	VCVTDQ2PS    Y2, Y2
+	VMULSS       (DX), X3, X3
+	VBROADCASTSS X3, Y3
+	VFMADD231PS  Y3, Y2, Y1
+	ADDQ         $0x00000042, AX
+	ADDQ         $0x00000124, DX
+	DECQ         CX
+	JMP          dotTQ2_0AVX512Asm_loop
+
+dotTQ2_0AVX512Asm_done:
+	MOVQ    acc+32(FP), AX
+	VMOVUPS Y1, (AX)
+	VZEROUPPER
+	RET
+
+// func rowsTQ2_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[64]float32)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3
+TEXT ·rowsTQ2_0AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      nb+24(FP), CX
+	MOVQ      x+8(FP), DX
+	MOVQ      xstride+16(FP), BX
+	LEAQ      (BX)(BX*2), SI
+	LEAQ      (DX)(BX*4), DI
+	VMOVDQU64 ones16<>+0(SB), Y0
+	VPXORD    Y1, Y1, Y1
+	VXORPS    Y1, Y1, Y1
+	VXORPS    Y10, Y10, Y10
+	VXORPS    Y11, Y11, Y11
+	VXORPS    Y12, Y12, Y12
+	VXORPS    Y13, Y13, Y13
+	VXORPS    Y14, Y14, Y14
+	VXORPS    Y15, Y15, Y15
+	VXORPS    Y16, Y16, Y16
+
+rowsTQ2_0AVX512Asm_loop:
+	TESTQ        CX, CX
+	JZ           rowsTQ2_0AVX512Asm_done
+	VPXORD       Y2, Y2, Y2
+	VPXORD       Y3, Y3, Y3
+	VPXORD       Y4, Y4, Y4
+	VPXORD       Y5, Y5, Y5
+	VPXORD       Y6, Y6, Y6
+	VPXORD       Y7, Y7, Y7
+	VPXORD       Y8, Y8, Y8
+	VPXORD       Y9, Y9, Y9
+	VMOVDQU64    (AX), Y17
+	VPANDD       m2<>+0(SB), Y17, Y18
+	VPDPBUSD     4(DX), Y18, Y2
+	VPDPBUSD     4(DX)(BX*1), Y18, Y3
+	VPDPBUSD     4(DX)(BX*2), Y18, Y4
+	VPDPBUSD     4(DX)(SI*1), Y18, Y5
+	VPDPBUSD     4(DI), Y18, Y6
+	VPDPBUSD     4(DI)(BX*1), Y18, Y7
+	VPDPBUSD     4(DI)(BX*2), Y18, Y8
+	VPDPBUSD     4(DI)(SI*1), Y18, Y9
+	VPSRLW       $0x02, Y17, Y18
+	VPANDD       m2<>+0(SB), Y18, Y18
+	VPDPBUSD     36(DX), Y18, Y2
+	VPDPBUSD     36(DX)(BX*1), Y18, Y3
+	VPDPBUSD     36(DX)(BX*2), Y18, Y4
+	VPDPBUSD     36(DX)(SI*1), Y18, Y5
+	VPDPBUSD     36(DI), Y18, Y6
+	VPDPBUSD     36(DI)(BX*1), Y18, Y7
+	VPDPBUSD     36(DI)(BX*2), Y18, Y8
+	VPDPBUSD     36(DI)(SI*1), Y18, Y9
+	VPSRLW       $0x04, Y17, Y18
+	VPANDD       m2<>+0(SB), Y18, Y18
+	VPDPBUSD     68(DX), Y18, Y2
+	VPDPBUSD     68(DX)(BX*1), Y18, Y3
+	VPDPBUSD     68(DX)(BX*2), Y18, Y4
+	VPDPBUSD     68(DX)(SI*1), Y18, Y5
+	VPDPBUSD     68(DI), Y18, Y6
+	VPDPBUSD     68(DI)(BX*1), Y18, Y7
+	VPDPBUSD     68(DI)(BX*2), Y18, Y8
+	VPDPBUSD     68(DI)(SI*1), Y18, Y9
+	VPSRLW       $0x06, Y17, Y17
+	VPANDD       m2<>+0(SB), Y17, Y17
+	VPDPBUSD     100(DX), Y17, Y2
+	VPDPBUSD     100(DX)(BX*1), Y17, Y3
+	VPDPBUSD     100(DX)(BX*2), Y17, Y4
+	VPDPBUSD     100(DX)(SI*1), Y17, Y5
+	VPDPBUSD     100(DI), Y17, Y6
+	VPDPBUSD     100(DI)(BX*1), Y17, Y7
+	VPDPBUSD     100(DI)(BX*2), Y17, Y8
+	VPDPBUSD     100(DI)(SI*1), Y17, Y9
+	VMOVDQU64    32(AX), Y17
+	VPANDD       m2<>+0(SB), Y17, Y18
+	VPDPBUSD     132(DX), Y18, Y2
+	VPDPBUSD     132(DX)(BX*1), Y18, Y3
+	VPDPBUSD     132(DX)(BX*2), Y18, Y4
+	VPDPBUSD     132(DX)(SI*1), Y18, Y5
+	VPDPBUSD     132(DI), Y18, Y6
+	VPDPBUSD     132(DI)(BX*1), Y18, Y7
+	VPDPBUSD     132(DI)(BX*2), Y18, Y8
+	VPDPBUSD     132(DI)(SI*1), Y18, Y9
+	VPSRLW       $0x02, Y17, Y18
+	VPANDD       m2<>+0(SB), Y18, Y18
+	VPDPBUSD     164(DX), Y18, Y2
+	VPDPBUSD     164(DX)(BX*1), Y18, Y3
+	VPDPBUSD     164(DX)(BX*2), Y18, Y4
+	VPDPBUSD     164(DX)(SI*1), Y18, Y5
+	VPDPBUSD     164(DI), Y18, Y6
+	VPDPBUSD     164(DI)(BX*1), Y18, Y7
+	VPDPBUSD     164(DI)(BX*2), Y18, Y8
+	VPDPBUSD     164(DI)(SI*1), Y18, Y9
+	VPSRLW       $0x04, Y17, Y18
+	VPANDD       m2<>+0(SB), Y18, Y18
+	VPDPBUSD     196(DX), Y18, Y2
+	VPDPBUSD     196(DX)(BX*1), Y18, Y3
+	VPDPBUSD     196(DX)(BX*2), Y18, Y4
+	VPDPBUSD     196(DX)(SI*1), Y18, Y5
+	VPDPBUSD     196(DI), Y18, Y6
+	VPDPBUSD     196(DI)(BX*1), Y18, Y7
+	VPDPBUSD     196(DI)(BX*2), Y18, Y8
+	VPDPBUSD     196(DI)(SI*1), Y18, Y9
+	VPSRLW       $0x06, Y17, Y17
+	VPANDD       m2<>+0(SB), Y17, Y17
+	VPDPBUSD     228(DX), Y17, Y2
+	VPDPBUSD     228(DX)(BX*1), Y17, Y3
+	VPDPBUSD     228(DX)(BX*2), Y17, Y4
+	VPDPBUSD     228(DX)(SI*1), Y17, Y5
+	VPDPBUSD     228(DI), Y17, Y6
+	VPDPBUSD     228(DI)(BX*1), Y17, Y7
+	VPDPBUSD     228(DI)(BX*2), Y17, Y8
+	VPDPBUSD     228(DI)(SI*1), Y17, Y9
+	MOVWLZX      64(AX), R8
+	VMOVD        R8, X17
+	VCVTPH2PS    X17, X17
+	VPMADDWD     260(DX), Y0, Y18
+	VPSUBD       Y18, Y2, Y2
+	VCVTDQ2PS    Y2, Y2
+	VMULSS       (DX), X17, X18
+	VBROADCASTSS X18, Y18
+	VFMADD231PS  Y18, Y2, Y1
+	VPMADDWD     260(DX)(BX*1), Y0, Y18
+	VPSUBD       Y18, Y3, Y3
+	VCVTDQ2PS    Y3, Y3
+	VMULSS       (DX)(BX*1), X17, X18
+	VBROADCASTSS X18, Y18
+	VFMADD231PS  Y18, Y3, Y10
+	VPMADDWD     260(DX)(BX*2), Y0, Y18
+	VPSUBD       Y18, Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VMULSS       (DX)(BX*2), X17, X18
+	VBROADCASTSS X18, Y18
+	VFMADD231PS  Y18, Y4, Y11
+	VPMADDWD     260(DX)(SI*1), Y0, Y18
+	VPSUBD       Y18, Y5, Y5
+	VCVTDQ2PS    Y5, Y5
+	VMULSS       (DX)(SI*1), X17, X18
+	VBROADCASTSS X18, Y18
+	VFMADD231PS  Y18, Y5, Y12
+	VPMADDWD     260(DI), Y0, Y18
+	VPSUBD       Y18, Y6, Y6
+	VCVTDQ2PS    Y6, Y6
+	VMULSS       (DI), X17, X18
+	VBROADCASTSS X18, Y18
+	VFMADD231PS  Y18, Y6, Y13
+	VPMADDWD     260(DI)(BX*1), Y0, Y18
+	VPSUBD       Y18, Y7, Y7
+	VCVTDQ2PS    Y7, Y7
+	VMULSS       (DI)(BX*1), X17, X18
+	VBROADCASTSS X18, Y18
+	VFMADD231PS  Y18, Y7, Y14
+	VPMADDWD     260(DI)(BX*2), Y0, Y18
+	VPSUBD       Y18, Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VMULSS       (DI)(BX*2), X17, X18
+	VBROADCASTSS X18, Y18
+	VFMADD231PS  Y18, Y8, Y15
+	VPMADDWD     260(DI)(SI*1), Y0, Y18
+	VPSUBD       Y18, Y9, Y9
+	VCVTDQ2PS    Y9, Y9
+	VMULSS       (DI)(SI*1), X17, X17
+	VBROADCASTSS X17, Y17
+	VFMADD231PS  Y17, Y9, Y16
+	ADDQ         $0x00000042, AX
+	ADDQ         $0x00000124, DX
+	ADDQ         $0x00000124, DI
+	DECQ         CX
+	JMP          rowsTQ2_0AVX512Asm_loop
+
+rowsTQ2_0AVX512Asm_done:
+	MOVQ    acc+32(FP), AX
+	VMOVUPS Y1, (AX)
+	VMOVUPS Y10, 32(AX)
+	VMOVUPS Y11, 64(AX)
+	VMOVUPS Y12, 96(AX)
+	VMOVUPS Y13, 128(AX)
+	VMOVUPS Y14, 160(AX)
+	VMOVUPS Y15, 192(AX)
+	VMOVUPS Y16, 224(AX)
+	VZEROUPPER
+	RET
+
+// func colsTQ2_0AVX512Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
+TEXT ·colsTQ2_0AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      wstride+8(FP), CX
+	MOVQ      x+16(FP), DX
+	MOVQ      nb+24(FP), BX
+	LEAQ      (CX)(CX*2), SI
+	LEAQ      (AX)(CX*4), DI
+	VMOVDQU64 ones16<>+0(SB), Y0
+	VPXORD    Y1, Y1, Y1
+	VXORPS    Y1, Y1, Y1
+	VXORPS    Y10, Y10, Y10
+	VXORPS    Y11, Y11, Y11
+	VXORPS    Y12, Y12, Y12
+
+colsTQ2_0AVX512Asm_loop:
+	TESTQ        BX, BX
+	JZ           colsTQ2_0AVX512Asm_done
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	PREFETCHT0   256(DI)
+	ADDQ         $0x00000108, DI
+	VMOVDQU64    4(DX), Y13
+	VMOVDQU64    36(DX), Y14
+	VMOVDQU64    68(DX), Y15
+	VMOVDQU64    100(DX), Y16
+	VMOVDQU64    132(DX), Y17
+	VMOVDQU64    164(DX), Y18
+	VMOVDQU64    196(DX), Y19
+	VMOVDQU64    228(DX), Y20
+	VPMADDWD     260(DX), Y0, Y21
+	VPXORD       Y2, Y2, Y2
+	VMOVDQU64    (AX), Y22
+	VPANDD       m2<>+0(SB), Y22, Y23
+	VPDPBUSD     Y13, Y23, Y2
+	VPSRLW       $0x02, Y22, Y23
+	VPANDD       m2<>+0(SB), Y23, Y23
+	VPDPBUSD     Y14, Y23, Y2
+	VPSRLW       $0x04, Y22, Y23
+	VPANDD       m2<>+0(SB), Y23, Y23
+	VPDPBUSD     Y15, Y23, Y2
+	VPSRLW       $0x06, Y22, Y22
+	VPANDD       m2<>+0(SB), Y22, Y22
+	VPDPBUSD     Y16, Y22, Y2
+	VMOVDQU64    32(AX), Y22
+	VPANDD       m2<>+0(SB), Y22, Y23
+	VPDPBUSD     Y17, Y23, Y2
+	VPSRLW       $0x02, Y22, Y23
+	VPANDD       m2<>+0(SB), Y23, Y23
+	VPDPBUSD     Y18, Y23, Y2
+	VPSRLW       $0x04, Y22, Y23
+	VPANDD       m2<>+0(SB), Y23, Y23
+	VPDPBUSD     Y19, Y23, Y2
+	VPSRLW       $0x06, Y22, Y22
+	VPANDD       m2<>+0(SB), Y22, Y22
+	VPDPBUSD     Y20, Y22, Y2
+	VPSUBD       Y21, Y2, Y2
+	VCVTDQ2PS    Y2, Y2
+	MOVWLZX      64(AX), R8
+	VMOVD        R8, X6
+	VCVTPH2PS    X6, X6
+	VMULSS       (DX), X6, X6
+	VBROADCASTSS X6, Y22
+	VFMADD231PS  Y22, Y2, Y1
+	VPXORD       Y3, Y3, Y3
+	VMOVDQU64    (AX)(CX*1), Y22
+	VPANDD       m2<>+0(SB), Y22, Y23
+	VPDPBUSD     Y13, Y23, Y3
+	VPSRLW       $0x02, Y22, Y23
+	VPANDD       m2<>+0(SB), Y23, Y23
+	VPDPBUSD     Y14, Y23, Y3
+	VPSRLW       $0x04, Y22, Y23
+	VPANDD       m2<>+0(SB), Y23, Y23
+	VPDPBUSD     Y15, Y23, Y3
+	VPSRLW       $0x06, Y22, Y22
+	VPANDD       m2<>+0(SB), Y22, Y22
+	VPDPBUSD     Y16, Y22, Y3
+	VMOVDQU64    32(AX)(CX*1), Y22
+	VPANDD       m2<>+0(SB), Y22, Y23
+	VPDPBUSD     Y17, Y23, Y3
+	VPSRLW       $0x02, Y22, Y23
+	VPANDD       m2<>+0(SB), Y23, Y23
+	VPDPBUSD     Y18, Y23, Y3
+	VPSRLW       $0x04, Y22, Y23
+	VPANDD       m2<>+0(SB), Y23, Y23
+	VPDPBUSD     Y19, Y23, Y3
+	VPSRLW       $0x06, Y22, Y22
+	VPANDD       m2<>+0(SB), Y22, Y22
+	VPDPBUSD     Y20, Y22, Y3
+	VPSUBD       Y21, Y3, Y3
+	VCVTDQ2PS    Y3, Y3
+	MOVWLZX      64(AX)(CX*1), R8
+	VMOVD        R8, X6
+	VCVTPH2PS    X6, X6
+	VMULSS       (DX), X6, X6
+	VBROADCASTSS X6, Y22
+	VFMADD231PS  Y22, Y3, Y10
+	VPXORD       Y4, Y4, Y4
+	VMOVDQU64    (AX)(CX*2), Y22
+	VPANDD       m2<>+0(SB), Y22, Y23
+	VPDPBUSD     Y13, Y23, Y4
+	VPSRLW       $0x02, Y22, Y23
+	VPANDD       m2<>+0(SB), Y23, Y23
+	VPDPBUSD     Y14, Y23, Y4
+	VPSRLW       $0x04, Y22, Y23
+	VPANDD       m2<>+0(SB), Y23, Y23
+	VPDPBUSD     Y15, Y23, Y4
+	VPSRLW       $0x06, Y22, Y22
+	VPANDD       m2<>+0(SB), Y22, Y22
+	VPDPBUSD     Y16, Y22, Y4
+	VMOVDQU64    32(AX)(CX*2), Y22
+	VPANDD       m2<>+0(SB), Y22, Y23
+	VPDPBUSD     Y17, Y23, Y4
+	VPSRLW       $0x02, Y22, Y23
+	VPANDD       m2<>+0(SB), Y23, Y23
+	VPDPBUSD     Y18, Y23, Y4
+	VPSRLW       $0x04, Y22, Y23
+	VPANDD       m2<>+0(SB), Y23, Y23
+	VPDPBUSD     Y19, Y23, Y4
+	VPSRLW       $0x06, Y22, Y22
+	VPANDD       m2<>+0(SB), Y22, Y22
+	VPDPBUSD     Y20, Y22, Y4
+	VPSUBD       Y21, Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	MOVWLZX      64(AX)(CX*2), R8
+	VMOVD        R8, X6
+	VCVTPH2PS    X6, X6
+	VMULSS       (DX), X6, X6
+	VBROADCASTSS X6, Y22
+	VFMADD231PS  Y22, Y4, Y11
+	VPXORD       Y5, Y5, Y5
+	VMOVDQU64    (AX)(SI*1), Y22
+	VPANDD       m2<>+0(SB), Y22, Y23
+	VPDPBUSD     Y13, Y23, Y5
+	VPSRLW       $0x02, Y22, Y13
+	VPANDD       m2<>+0(SB), Y13, Y13
+	VPDPBUSD     Y14, Y13, Y5
+	VPSRLW       $0x04, Y22, Y13
+	VPANDD       m2<>+0(SB), Y13, Y13
+	VPDPBUSD     Y15, Y13, Y5
+	VPSRLW       $0x06, Y22, Y13
+	VPANDD       m2<>+0(SB), Y13, Y13
+	VPDPBUSD     Y16, Y13, Y5
+	VMOVDQU64    32(AX)(SI*1), Y13
+	VPANDD       m2<>+0(SB), Y13, Y14
+	VPDPBUSD     Y17, Y14, Y5
+	VPSRLW       $0x02, Y13, Y14
+	VPANDD       m2<>+0(SB), Y14, Y14
+	VPDPBUSD     Y18, Y14, Y5
+	VPSRLW       $0x04, Y13, Y14
+	VPANDD       m2<>+0(SB), Y14, Y14
+	VPDPBUSD     Y19, Y14, Y5
+	VPSRLW       $0x06, Y13, Y13
+	VPANDD       m2<>+0(SB), Y13, Y13
+	VPDPBUSD     Y20, Y13, Y5
+	VPSUBD       Y21, Y5, Y5
+	VCVTDQ2PS    Y5, Y5
+	MOVWLZX      64(AX)(SI*1), R8
+	VMOVD        R8, X6
+	VCVTPH2PS    X6, X6
+	VMULSS       (DX), X6, X6
+	VBROADCASTSS X6, Y13
+	VFMADD231PS  Y13, Y5, Y12
+	ADDQ         $0x00000042, AX
+	ADDQ         $0x00000124, DX
+	DECQ         BX
+	JMP          colsTQ2_0AVX512Asm_loop
+
+colsTQ2_0AVX512Asm_done:
+	MOVQ          out+32(FP), AX
+	VEXTRACTF32X4 $0x01, Y1, X6
+	VADDPS        X6, X1, X6
+	VPERMILPS     $0x4e, Y6, Y0
+	VADDPS        Y0, Y6, Y6
+	VMOVSHDUP     Y6, Y0
+	VADDPS        Y0, Y6, Y6
+	VMOVSS        X6, (AX)
+	VEXTRACTF32X4 $0x01, Y10, X7
+	VADDPS        X7, X10, X7
+	VPERMILPS     $0x4e, Y7, Y0
+	VADDPS        Y0, Y7, Y7
+	VMOVSHDUP     Y7, Y0
+	VADDPS        Y0, Y7, Y7
+	VMOVSS        X7, 4(AX)
+	VEXTRACTF32X4 $0x01, Y11, X8
+	VADDPS        X8, X11, X8
+	VPERMILPS     $0x4e, Y8, Y0
+	VADDPS        Y0, Y8, Y8
+	VMOVSHDUP     Y8, Y0
+	VADDPS        Y0, Y8, Y8
+	VMOVSS        X8, 8(AX)
+	VEXTRACTF32X4 $0x01, Y12, X9
+	VADDPS        X9, X12, X9
+	VPERMILPS     $0x4e, Y9, Y0
+	VADDPS        Y0, Y9, Y9
+	VMOVSHDUP     Y9, Y0
+	VADDPS        Y0, Y9, Y9
+	VMOVSS        X9, 12(AX)
+	VZEROUPPER
+	RET

@@ -1,0 +1,410 @@
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// The ternary kernels (TQ1_0, TQ2_0) against Q8_K activations: one row,
+// rows (prefill) and cols (decode), for both tiers.
+//
+// The weights stay integers: a block is unpacked in registers into eight
+// vectors of 32 trits t ∈ {0, 1, 2} (t = w+1), vector j holding elements
+// 32j..32j+31 in byte order, so that it meets the activation bytes
+// x.qs[32j:32j+32] as they lie. Σ t·x is then an unsigned × signed byte
+// product (VPMADDUBSW into int16 on avx2, VPDPBUSD into int32 on avx512vnni)
+// and Σ (t-1)·x = Σ t·x − Σ x, Σ x coming from the Q8_K block's bsums. The
+// eight int32 lanes of a block are those of ggml's AVX2 kernels: lane l
+// collects the products of bytes 4l..4l+3 of every vector (elements e with
+// e%32/4 == l) minus bsums[2l] + bsums[2l+1]; one FMA per lane scales them
+// by yd·d into the float accumulators. The integers are exact: an int16
+// lane of the avx2 sum adds 16 products |t·x| ≤ 254 and subtracts 32 or
+// fewer activations, far from 2¹⁵; VPMADDUBSW's pair sums (≤ 508) never
+// saturate.
+//
+// The avx512vnni tier works on ymm vectors as the avx2 one does (on the
+// Zen 4 hosts this project measures on, a zmm operation costs two ymm ones,
+// so wider vectors would save instructions, not time) and replaces the
+// int16 chain (VPMADDUBSW, VPADDW, VPMADDWD) with one VPDPBUSD per vector
+// and activation row.
+
+// ternOps are the instructions whose encoding differs between the tiers:
+// the avx512vnni kernels may get registers Y16..Y31, which only EVEX forms
+// take.
+type ternOps struct {
+	evex   bool
+	and    func(a, b, c Op)
+	insert func(i, a, b, c Op) // VINSERTI128: 128-bit lane i of c = a, the rest b
+	zero   VecVirtual          // a zero ymm (TQ1_0's averages)
+}
+
+func newTernOps(evex bool) *ternOps {
+	o := &ternOps{evex: evex}
+	if evex {
+		o.and = func(a, b, c Op) { VPANDD(a, b, c) }
+		o.insert = func(i, a, b, c Op) { VINSERTI32X4(i, a, b, c) }
+	} else {
+		o.and = func(a, b, c Op) { VPAND(a, b, c) }
+		o.insert = func(i, a, b, c Op) { VINSERTI128(i, a, b, c) }
+	}
+	return o
+}
+
+// load moves the vector at m into a new register of v's size.
+func (o *ternOps) load(m Mem, xmm bool) VecVirtual {
+	v := YMM()
+	if xmm {
+		v = XMM()
+	}
+	if o.evex {
+		VMOVDQU64(m, v)
+	} else {
+		VMOVDQU(m, v)
+	}
+	return v
+}
+
+// like is a new register of v's size.
+func like(v Register) VecVirtual {
+	if v.Size() == 16 {
+		return XMM()
+	}
+	return YMM()
+}
+
+// times3 and times9 multiply bytes by 3 and 9 modulo 256 (x86 has no byte
+// multiply: 9v = (v<<3 with the bits shifted across bytes masked off) + v).
+func (o *ternOps) times3(v Register) VecVirtual {
+	t := like(v)
+	VPADDB(v, v, t)
+	VPADDB(v, t, t)
+	return t
+}
+
+func (o *ternOps) times9(v Register) VecVirtual {
+	t := like(v)
+	VPSLLW(U8(3), v, t)
+	o.and(mF8Y, t, t)
+	VPADDB(v, t, t)
+	return t
+}
+
+// trit returns the top trit of each byte b of v, ⌊3b/256⌋, computed in
+// bytes as ⌈(s + ⌈s/2⌉)/2⌉ >> 6 with s = b ∸ 1 (two rounding averages; equal
+// to ⌊3b/256⌋ for all 256 byte values, checked exhaustively in
+// pkg/kernels' tests of the twin model).
+func (o *ternOps) trit(v VecVirtual) VecVirtual {
+	t, u := YMM(), YMM()
+	VPSUBUSB(ones8Y, v, t)
+	VPAVGB(o.zero, t, u)
+	VPAVGB(u, t, t)
+	VPSRLW(U8(6), t, t)
+	o.and(m2Y, t, t)
+	return t
+}
+
+// tq1High returns the 16 bytes of a TQ1_0 block's qh (4 bytes at m) times
+// 3^k: byte 4k+i is qh[i]·3^k mod 256, whose top trit is element 240+4k+i.
+func (o *ternOps) tq1High(m Mem) VecVirtual {
+	b := XMM()
+	VPBROADCASTD(m, b)
+	w := YMM()
+	VPMOVZXBW(b, w)
+	VPMULLW(tq1HMulY, w, w)
+	o.and(lowBytesY, w, w)
+	hi := XMM()
+	if o.evex {
+		VEXTRACTI32X4(U8(1), w, hi)
+	} else {
+		VEXTRACTI128(U8(1), w, hi)
+	}
+	VPACKUSWB(hi, w.AsX(), b)
+	return b
+}
+
+// tq2Unpack calls use(j, t) for the eight trit vectors of the TQ2_0 block
+// whose byte disp m(disp) addresses, in order: vector 4h+k is bits 2k..2k+1
+// of the bytes of qs[32h:32h+32].
+func (o *ternOps) tq2Unpack(m func(disp int) Mem, use func(j int, t VecVirtual)) {
+	for h := range 2 {
+		q := o.load(m(32*h), false)
+		for k := range 4 {
+			t := YMM()
+			if k == 0 {
+				o.and(m2Y, q, t)
+			} else {
+				VPSRLW(U8(2*k), q, t)
+				o.and(m2Y, t, t)
+			}
+			use(4*h+k, t)
+		}
+	}
+}
+
+// tq1Unpack calls use(j, t) for the eight trit vectors of the TQ1_0 block
+// whose byte disp m(disp) addresses, in order. With q = qs[0:32],
+// r = qs[32:48] and h the qh bytes of tq1High, vector j < 5 holds the top
+// trits of q·3^j; vector 5 those of [r, 3r], vector 6 of [9r, 27r],
+// vector 7 of [81r, h] (the halves are 16 bytes each).
+func (o *ternOps) tq1Unpack(m func(disp int) Mem, use func(j int, t VecVirtual)) {
+	q := o.load(m(0), false)
+	use(0, o.trit(q))
+	q3 := o.times3(q)
+	use(1, o.trit(q3))
+	q9 := o.times9(q)
+	use(2, o.trit(q9))
+	use(3, o.trit(o.times9(q3)))
+	use(4, o.trit(o.times9(q9)))
+	r := o.load(m(32), true)
+	rr := YMM()
+	o.insert(U8(1), o.times3(r), r.AsY(), rr)
+	use(5, o.trit(rr))
+	r9 := o.times9(rr)
+	use(6, o.trit(r9))
+	hr := YMM()
+	o.insert(U8(1), o.tq1High(m(48)), o.times9(r9.AsX()).AsY(), hr)
+	use(7, o.trit(hr))
+}
+
+// The ternary kernels' constants.
+var (
+	ones8Y    Mem // 32 × 1
+	mF8Y      Mem // 32 × 0xf8
+	lowBytesY Mem // 16 × uint16(0x00ff)
+	tq1HMulY  Mem // 16 × uint16: 1 ×4, 3 ×4, 9 ×4, 27 ×4
+)
+
+func ternConsts() {
+	ones8Y = splat64("ones8", 32, 0x0101010101010101)
+	mF8Y = splat64("mf8", 32, 0xf8f8f8f8f8f8f8f8)
+	lowBytesY = splat64("lowbytes", 32, 0x00ff00ff00ff00ff)
+	tq1HMulY = GLOBL("tq1hmul", RODATA|NOPTR)
+	for i := range 16 {
+		DATA(2*i, U16([4]int{1, 3, 9, 27}[i/4]))
+	}
+}
+
+// ternType is the geometry of a ternary format.
+type ternType struct {
+	name   string // as pkg/kernels spells it
+	short  string // in kernel names
+	bb     int    // block bytes
+	dOff   int    // offset of the f16 scale
+	unpack func(o *ternOps, m func(disp int) Mem, use func(j int, t VecVirtual))
+}
+
+var (
+	tq1 = ternType{"TQ1_0", "TQ1_0", 54, 52, (*ternOps).tq1Unpack}
+	tq2 = ternType{"TQ2_0", "TQ2_0", 66, 64, (*ternOps).tq2Unpack}
+)
+
+// ternKernels emits every ternary kernel: for each format, the one-row and
+// rows kernels (R activation rows: 4 on avx2, whose float accumulators live
+// in memory for want of registers, 8 on avx512vnni) and the cols kernels
+// (4 weight rows).
+func ternKernels() {
+	ternConsts()
+	for _, tt := range []ternType{tq1, tq2} {
+		for _, evex := range []bool{false, true} {
+			ternRows(tt, evex, 1)
+			ternRows(tt, evex, map[bool]int{false: 4, true: 8}[evex])
+			ternCols(tt, evex, 4)
+		}
+	}
+}
+
+// tierName is the kernels' name suffix of a tier.
+func tierName(evex bool) string {
+	if evex {
+		return "AVX512"
+	}
+	return "AVX2"
+}
+
+// ternAcc is the per-tier integer part of a ternary kernel: accumulate adds
+// Σ t·x of one trit vector and 32 activation bytes to a row's sum, finish
+// turns the sum into the block's eight float32 lanes given the bsums.
+type ternAcc struct {
+	o    *ternOps
+	ones VecVirtual // 16 × int16(1), avx512vnni only (VPMADDWD takes its memory operand first)
+}
+
+func newTernAcc(evex bool) *ternAcc {
+	a := &ternAcc{o: newTernOps(evex)}
+	xor := vpxor
+	if evex {
+		xor = func(ops ...Op) { VPXORD(ops[0], ops[1], ops[2]) }
+		a.ones = YMM()
+		VMOVDQU64(ones16Y, a.ones)
+	}
+	a.o.zero = zeroed(1, YMM, xor)[0]
+	return a
+}
+
+func (a *ternAcc) newSums(n int) []VecVirtual {
+	if a.o.evex {
+		return zeroed(n, YMM, func(ops ...Op) { VPXORD(ops[0], ops[1], ops[2]) })
+	}
+	return zeroed(n, YMM, vpxor)
+}
+
+func (a *ternAcc) accumulate(t VecVirtual, x Mem, sum VecVirtual) {
+	if a.o.evex {
+		VPDPBUSD(x, t, sum)
+		return
+	}
+	p := YMM()
+	VPMADDUBSW(x, t, p)
+	VPADDW(p, sum, sum)
+}
+
+// finish leaves in sum the float32 lanes of the block: the int16 sums less
+// bsums, pairwise added (avx2), or the int32 sums less the pair sums of the
+// bsums (avx512vnni); bs addresses the bsums.
+func (a *ternAcc) finish(sum VecVirtual, bs Mem) {
+	if a.o.evex {
+		b := YMM()
+		VPMADDWD(bs, a.ones, b)
+		VPSUBD(b, sum, sum)
+	} else {
+		VPSUBW(bs, sum, sum)
+		VPMADDWD(ones16Y, sum, sum)
+	}
+	VCVTDQ2PS(sum, sum)
+}
+
+// ternRows is the kernel of tt for R activation rows at x + r·xstride
+// (R = 1: the one-row kernel); acc[8r:8r+8] receives row r's lanes.
+func ternRows(tt ternType, evex bool, R int) {
+	name := fmt.Sprintf("rows%s%sAsm", tt.short, tierName(evex))
+	if R == 1 {
+		name = fmt.Sprintf("dot%s%sAsm", tt.short, tierName(evex))
+		defer wrapDot(name, tt.name, tt.bb, "q8KBytes", false, true)
+	} else {
+		defer wrapRows(name, tt.name, R, tt.bb, 8, false)
+	}
+	w, nb := rowsProlog(name, tt.name, R, 8, "")
+	var rowMem func(r, disp int) Mem
+	var xregs []Register
+	if evex {
+		rowMem = rowAddressing(R)
+		xregs = []Register{rowRegs.x0, rowRegs.x4}
+	} else {
+		xregs = chainedRows(R)
+		rowMem = func(r, disp int) Mem { return Mem{Base: xregs[r], Disp: disp} }
+	}
+	a := newTernAcc(evex)
+	inRegs := evex || R == 1 // avx2 has too few registers for R > 1
+	var accs []VecVirtual
+	if inRegs {
+		accs = zeroed(R, YMM, VXORPS)
+	}
+	whileNonZero(name, nb, func() {
+		if R == 1 {
+			prefetch(w, tt.bb)
+		}
+		sums := a.newSums(R)
+		tt.unpack(a.o, func(disp int) Mem { return Mem{Base: w, Disp: disp} }, func(j int, t VecVirtual) {
+			for r := range R {
+				a.accumulate(t, rowMem(r, 4+32*j), sums[r])
+			}
+		})
+		d := f16Scalar(Mem{Base: w, Disp: tt.dOff})
+		var accp Register
+		if !inRegs {
+			accp = Load(Param("acc"), GP64())
+		}
+		for r := range R {
+			a.finish(sums[r], rowMem(r, 260))
+			yd := XMM()
+			VMULSS(rowMem(r, 0), d, yd) // yd·d, as the model: yd * f16
+			dv := YMM()
+			VBROADCASTSS(yd, dv)
+			if inRegs {
+				VFMADD231PS(dv, sums[r], accs[r])
+				continue
+			}
+			acc := YMM()
+			VMOVUPS(Mem{Base: accp, Disp: 32 * r}, acc)
+			VFMADD231PS(dv, sums[r], acc)
+			VMOVUPS(acc, Mem{Base: accp, Disp: 32 * r})
+		}
+		nextBlock(nb, w, tt.bb, xregs...)
+	})
+	if inRegs {
+		accp := Load(Param("acc"), GP64())
+		for r := range R {
+			VMOVUPS(accs[r], Mem{Base: accp, Disp: 32 * r})
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// ternCols is the decode kernel of tt: C weight rows at w + c·wstride
+// against one Q8_K row, each row following exactly the operations of the
+// one-row kernel, so the results are identical. The avx512vnni form keeps
+// the block's activations and bsum pairs in registers for the C rows.
+func ternCols(tt ternType, evex bool, C int) {
+	name := fmt.Sprintf("cols%s%sAsm", tt.short, tierName(evex))
+	defer wrapCols(name, tt.name, C, tt.bb)
+	w, x, nb, rowMem, pf := colsProlog(name, C, tt.name, "hsum8")
+	a := newTernAcc(evex)
+	accs := zeroed(C, YMM, VXORPS)
+	whileNonZero(name, nb, func() {
+		colsPrefetchNext(pf, C*tt.bb)
+		xm := func(j int) Op { return Mem{Base: x, Disp: 4 + 32*j} }
+		var bp VecVirtual
+		if evex {
+			var xv [8]VecVirtual
+			for j := range xv {
+				xv[j] = YMM()
+				VMOVDQU64(Mem{Base: x, Disp: 4 + 32*j}, xv[j])
+			}
+			xm = func(j int) Op { return xv[j] }
+			bp = YMM()
+			VPMADDWD(Mem{Base: x, Disp: 260}, a.ones, bp)
+		}
+		for c := range C {
+			sum := a.newSums(1)[0]
+			tt.unpack(a.o, func(disp int) Mem { return rowMem(c, disp) }, func(j int, t VecVirtual) {
+				if evex {
+					VPDPBUSD(xm(j), t, sum)
+				} else {
+					a.accumulate(t, xm(j).(Mem), sum)
+				}
+			})
+			if evex {
+				VPSUBD(bp, sum, sum)
+				VCVTDQ2PS(sum, sum)
+			} else {
+				a.finish(sum, Mem{Base: x, Disp: 260})
+			}
+			d := f16Scalar(rowMem(c, tt.dOff))
+			yd := XMM()
+			VMULSS(Mem{Base: x}, d, yd)
+			dv := YMM()
+			VBROADCASTSS(yd, dv)
+			VFMADD231PS(dv, sum, accs[c])
+		}
+		nextBlock(nb, w, tt.bb, x)
+	})
+	outp := Load(Param("out"), GP64())
+	for c := range C {
+		acc := accs[c]
+		t := XMM()
+		if evex {
+			VEXTRACTF32X4(U8(1), acc, t)
+		} else {
+			VEXTRACTF128(U8(1), acc, t)
+		}
+		VADDPS(t, acc.AsX(), t)
+		colsPairSums(t.AsY()) // the upper lanes are not read
+		VMOVSS(t, Mem{Base: outp, Disp: 4 * c})
+	}
+	VZEROUPPER()
+	RET()
+}
