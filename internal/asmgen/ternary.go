@@ -172,6 +172,7 @@ func (o *ternOps) tq1Unpack(m func(disp int) Mem, use func(j int, t VecVirtual))
 // The ternary kernels' constants.
 var (
 	ones8Y    Mem // 32 × 1
+	m3Z       Mem // 64 × 3
 	mF8Y      Mem // 32 × 0xf8
 	lowBytesY Mem // 16 × uint16(0x00ff)
 	tq1HMulY  Mem // 16 × uint16: 1 ×4, 3 ×4, 9 ×4, 27 ×4
@@ -179,6 +180,7 @@ var (
 
 func ternConsts() {
 	ones8Y = splat64("ones8", 32, 0x0101010101010101)
+	m3Z = splat64("m3z", 64, 0x0303030303030303)
 	mF8Y = splat64("mf8", 32, 0xf8f8f8f8f8f8f8f8)
 	lowBytesY = splat64("lowbytes", 32, 0x00ff00ff00ff00ff)
 	tq1HMulY = GLOBL("tq1hmul", RODATA|NOPTR)
@@ -214,6 +216,7 @@ func ternKernels() {
 			ternCols(tt, evex, 4)
 		}
 	}
+	r16TQ2AVX512()
 }
 
 // tierName is the kernels' name suffix of a tier.
@@ -407,4 +410,108 @@ func ternCols(tt ternType, evex bool, C int) {
 	}
 	VZEROUPPER()
 	RET()
+}
+
+// r16TQ2AVX512 generates the LayoutR16 TQ2_0 kernels (pkg/kernels/
+// quant_ternary_r16.go has the layout and the twin, dotR16TQ2Generic), for
+// 1, 2, 4 and 8 activation rows (Q8_K). As in r16legacy.go, lane l of every
+// vector is weight row l of a group of 16, and VPDPBUSD adds the products of
+// four columns of all 16 rows (the trits t = w+1, unsigned) with one
+// activation dword broadcast from memory. A 64-byte set of the group block
+// holds 16 columns of the 16 rows, two bits each: shifts by 0, 2, 4, 6 and
+// a mask give the four vectors of four columns. Per super-block and
+// activation row, the rows' integer sums start at -Σx (eight VPDPWSSD of the
+// bsums, broadcast by pairs, with -1 words), take 64 VPDPBUSD and go into
+// the row's float32 accumulator with one conversion and one fused
+// multiply-add by d·dx: the per-block float work that the ggml-layout
+// kernels do per row is done here once per 16 rows.
+func r16TQ2AVX512() {
+	var names []string
+	for _, R := range []int{1, 2, 4, 8} {
+		names = append(names, r16TQ2Kernel(R))
+	}
+	wrapR16("r16TQ2_0AVX512", "TQ2_0", "r16TQ2Block", "q8KBytes", names)
+}
+
+// r16TQ2Block is the size of a LayoutR16 TQ2_0 group block (16 × 66).
+const r16TQ2Block = 16 * 66
+
+func r16TQ2Kernel(R int) string {
+	const gbb = r16TQ2Block
+	name := fmt.Sprintf("r16TQ2_0x%dAVX512Asm", R)
+	kernel(name, "func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)",
+		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
+		fmt.Sprintf("LayoutR16 TQ2_0 group (nb super-blocks at w) with the %d Q8_K activation", R),
+		"rows x + r·xstride.")
+	w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+	x0, xst := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
+	xm, x4 := stridedRows(x0, xst, R)
+	xs := []Register{x0}
+	if x4 != nil {
+		xs = append(xs, x4)
+	}
+	m3, neg := ZMM(), ZMM()
+	VMOVDQU64(m3Z, m3)
+	VPTERNLOGD(U8(0xff), neg, neg, neg) // -1 in every word
+	outs := zeroed(R, ZMM, VPXORD)
+	S := max(1, 4/R) // integer sums per row, taking turns (see r16legacy.go)
+	lines := (gbb + 63) / 64
+	whileNonZero(name, nb, func() {
+		accs := make([][]VecVirtual, R)
+		for r := range R {
+			accs[r] = zeroed(S, ZMM, VPXORD)
+			for i := range 8 { // -Σx: bsums 2i and 2i+1 per dword
+				VPDPWSSD_BCST(xm(r, 260+4*i), neg, accs[r][i%S])
+			}
+		}
+		k := 0
+		for s := range 16 {
+			if *r16PrefetchBlocks > 0 {
+				for l := s * lines / 16; l < (s+1)*lines/16; l++ {
+					PREFETCHT0(Mem{Base: w, Disp: *r16PrefetchBlocks*gbb + 64*l})
+				}
+			}
+			q := ZMM()
+			VMOVDQU64(Mem{Base: w, Disp: 32 + 64*s}, q)
+			for m := range 4 {
+				t := ZMM()
+				if m == 0 {
+					VPANDD(m3, q, t)
+				} else {
+					VPSRLW(U8(2*m), q, t)
+					VPANDD(m3, t, t)
+				}
+				for r := range R {
+					VPDPBUSD_BCST(xm(r, 4+16*s+4*m), t, accs[r][k%S])
+				}
+				k++
+			}
+		}
+		dv := ZMM()
+		VCVTPH2PS(Mem{Base: w}, dv)
+		for r := range R {
+			a := accs[r][0]
+			for _, b := range accs[r][1:] {
+				VPADDD(b, a, a)
+			}
+			dd := ZMM()
+			VMULPS_BCST(xm(r, 0), dv, dd)
+			VCVTDQ2PS(a, a)
+			VFMADD231PS(dd, a, outs[r])
+		}
+		ADDQ(U32(gbb), w)
+		for _, x := range xs {
+			ADDQ(U32(q8KBytes), x)
+		}
+		DECQ(nb)
+	})
+	o0, ost := Load(Param("out"), GP64()), Load(Param("ostride"), GP64())
+	SHLQ(U8(2), ost)
+	om, _ := stridedRows(o0, ost, R)
+	for r := range R {
+		VMOVUPS(outs[r], om(r, 0))
+	}
+	VZEROUPPER()
+	RET()
+	return name
 }

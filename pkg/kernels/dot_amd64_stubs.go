@@ -321,3 +321,31 @@ func rowsTQ2_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[64]float32)
 //
 //go:noescape
 func colsTQ2_0AVX512Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+
+// r16TQ2_0x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ2_0 group (nb super-blocks at w) with the 1 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ2_0x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ2_0x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ2_0 group (nb super-blocks at w) with the 2 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ2_0x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ2_0x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ2_0 group (nb super-blocks at w) with the 4 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ2_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ2_0x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ2_0 group (nb super-blocks at w) with the 8 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ2_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)

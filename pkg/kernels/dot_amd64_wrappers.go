@@ -356,3 +356,11 @@ func colsTQ2_0AVX512(w []byte, wrb int, xq []byte, out []float32) {
 	_ = xq[nb*q8KBytes-1]
 	colsTQ2_0AVX512Asm(&w[0], wrb, &xq[0], nb, o)
 }
+
+// r16TQ2_0AVX512 is r16[TQ2_0] of its tier.
+func r16TQ2_0AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16TQ2Block, q8KBytes, xq, xrb, R, out, ostride, &r16TQ2_0AVX512Kernels)
+}
+
+// r16TQ2_0AVX512Kernels are indexed by log2 of the rows they take at once.
+var r16TQ2_0AVX512Kernels = [4]r16Kernel{r16TQ2_0x1AVX512Asm, r16TQ2_0x2AVX512Asm, r16TQ2_0x4AVX512Asm, r16TQ2_0x8AVX512Asm}

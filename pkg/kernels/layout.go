@@ -121,6 +121,8 @@ func r16Block(t DType) (cols, bytes int) {
 		return qk, r16Q4_0Block
 	case Q8_0:
 		return qk, r16Q8_0Block
+	case TQ2_0:
+		return QK_K, r16TQ2Block
 	}
 	return 0, 0
 }
@@ -186,6 +188,8 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 		lane = repackQ4_0Lane
 	case Q8_0:
 		lane = repackQ8_0Lane
+	case TQ2_0:
+		lane = repackTQ2Lane
 	}
 	for g := 0; g < len(src)/(R16*rb); g++ {
 		for b := range nb {
@@ -292,6 +296,10 @@ func RowLayout(t DType, l Layout, w []byte, cols, r int, dst []float32) {
 	for b := range nb {
 		blk := w[(g*nb+b)*gbb:][:gbb]
 		y := dst[b*bc : (b+1)*bc]
+		if t == TQ2_0 {
+			rowR16TQ2(blk, l16, y)
+			continue
+		}
 		d := F16ToF32(binary.LittleEndian.Uint16(blk[2*l16:]))
 		if t == Q4_0 || t == Q8_0 {
 			o := r16Offset(t)

@@ -22,4 +22,5 @@ func setTernaryAVX512(k *kernelSet) {
 	k.rows[TQ2_0] = rowsKernel{8, rowsTQ2_0AVX512}
 	k.cols[TQ1_0] = colsKernel{4, colsTQ1_0AVX512}
 	k.cols[TQ2_0] = colsKernel{4, colsTQ2_0AVX512}
+	k.r16[TQ2_0] = r16TQ2_0AVX512
 }

@@ -48,17 +48,10 @@ func (f ternaryFormat) model(w, xq []byte) float32 {
 	return hsum8(&acc)
 }
 
-// row is randomRow for a ternary format: raw rows have every byte pattern
-// of the packed trits (TQ2_0's unused fourth value 3 included) with a sane
-// scale.
+// row is randomRow for the format: raw rows have every byte pattern of the
+// packed trits (TQ2_0's unused fourth value 3 included) with a sane scale.
 func (f ternaryFormat) row(r *rand.Rand, nb int, raw bool) (w, xq []byte) {
-	w, xq = randomRow(r, f.t, nb, raw)
-	if raw {
-		for b := range nb {
-			binary.LittleEndian.PutUint16(w[b*f.bb+f.dOff:], F32ToF16(float32(r.NormFloat64()*0.01)))
-		}
-	}
-	return w, xq
+	return randomRow(r, f.t, nb, raw)
 }
 
 // TestTernaryTritAverages: the kernels' byte formula for the top trit of a
