@@ -11815,7 +11815,11 @@ DATA ones8<>+0(SB)/8, $0x0101010101010101
 DATA ones8<>+8(SB)/8, $0x0101010101010101
 DATA ones8<>+16(SB)/8, $0x0101010101010101
 DATA ones8<>+24(SB)/8, $0x0101010101010101
-GLOBL ones8<>(SB), RODATA|NOPTR, $32
+DATA ones8<>+32(SB)/8, $0x0101010101010101
+DATA ones8<>+40(SB)/8, $0x0101010101010101
+DATA ones8<>+48(SB)/8, $0x0101010101010101
+DATA ones8<>+56(SB)/8, $0x0101010101010101
+GLOBL ones8<>(SB), RODATA|NOPTR, $64
 
 DATA m3z<>+0(SB)/8, $0x0303030303030303
 DATA m3z<>+8(SB)/8, $0x0303030303030303
@@ -11831,7 +11835,45 @@ DATA mf8<>+0(SB)/8, $0xf8f8f8f8f8f8f8f8
 DATA mf8<>+8(SB)/8, $0xf8f8f8f8f8f8f8f8
 DATA mf8<>+16(SB)/8, $0xf8f8f8f8f8f8f8f8
 DATA mf8<>+24(SB)/8, $0xf8f8f8f8f8f8f8f8
-GLOBL mf8<>(SB), RODATA|NOPTR, $32
+DATA mf8<>+32(SB)/8, $0xf8f8f8f8f8f8f8f8
+DATA mf8<>+40(SB)/8, $0xf8f8f8f8f8f8f8f8
+DATA mf8<>+48(SB)/8, $0xf8f8f8f8f8f8f8f8
+DATA mf8<>+56(SB)/8, $0xf8f8f8f8f8f8f8f8
+GLOBL mf8<>(SB), RODATA|NOPTR, $64
+
+DATA cnt46<>+0(SB)/2, $0x0004
+DATA cnt46<>+2(SB)/2, $0x0004
+DATA cnt46<>+4(SB)/2, $0x0004
+DATA cnt46<>+6(SB)/2, $0x0004
+DATA cnt46<>+8(SB)/2, $0x0004
+DATA cnt46<>+10(SB)/2, $0x0004
+DATA cnt46<>+12(SB)/2, $0x0004
+DATA cnt46<>+14(SB)/2, $0x0004
+DATA cnt46<>+16(SB)/2, $0x0004
+DATA cnt46<>+18(SB)/2, $0x0004
+DATA cnt46<>+20(SB)/2, $0x0004
+DATA cnt46<>+22(SB)/2, $0x0004
+DATA cnt46<>+24(SB)/2, $0x0004
+DATA cnt46<>+26(SB)/2, $0x0004
+DATA cnt46<>+28(SB)/2, $0x0004
+DATA cnt46<>+30(SB)/2, $0x0004
+DATA cnt46<>+32(SB)/2, $0x0006
+DATA cnt46<>+34(SB)/2, $0x0006
+DATA cnt46<>+36(SB)/2, $0x0006
+DATA cnt46<>+38(SB)/2, $0x0006
+DATA cnt46<>+40(SB)/2, $0x0006
+DATA cnt46<>+42(SB)/2, $0x0006
+DATA cnt46<>+44(SB)/2, $0x0006
+DATA cnt46<>+46(SB)/2, $0x0006
+DATA cnt46<>+48(SB)/2, $0x0006
+DATA cnt46<>+50(SB)/2, $0x0006
+DATA cnt46<>+52(SB)/2, $0x0006
+DATA cnt46<>+54(SB)/2, $0x0006
+DATA cnt46<>+56(SB)/2, $0x0006
+DATA cnt46<>+58(SB)/2, $0x0006
+DATA cnt46<>+60(SB)/2, $0x0006
+DATA cnt46<>+62(SB)/2, $0x0006
+GLOBL cnt46<>(SB), RODATA|NOPTR, $64
 
 DATA lowbytes<>+0(SB)/8, $0x00ff00ff00ff00ff
 DATA lowbytes<>+8(SB)/8, $0x00ff00ff00ff00ff
@@ -12619,7 +12661,7 @@ colsTQ1_0AVX2Asm_done:
 	RET
 
 // func dotTQ1_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
 TEXT ·dotTQ1_0AVX512Asm(SB), NOSPLIT, $0-40
 	MOVQ      w+0(FP), AX
 	MOVQ      nb+24(FP), CX
@@ -12627,94 +12669,72 @@ TEXT ·dotTQ1_0AVX512Asm(SB), NOSPLIT, $0-40
 	MOVQ      xstride+16(FP), BX
 	LEAQ      (BX)(BX*2), BX
 	VMOVDQU64 ones16<>+0(SB), Y0
-	VPXORD    Y1, Y1, Y1
+	VPXORD    Z1, Z1, Z1
 	VXORPS    Y2, Y2, Y2
 
 dotTQ1_0AVX512Asm_loop:
 	TESTQ         CX, CX
 	JZ            dotTQ1_0AVX512Asm_done
 	PREFETCHT0    1024(AX)
-	VPXORD        Y3, Y3, Y3
+	VPXORD        Z3, Z3, Z3
 	VMOVDQU64     (AX), Y4
-	VPSUBUSB      ones8<>+0(SB), Y4, Y5
-	VPAVGB        Y1, Y5, Y6
-	VPAVGB        Y6, Y5, Y5
-	VPSRLW        $0x06, Y5, Y5
-	VPANDD        m2<>+0(SB), Y5, Y5
-	VPDPBUSD      4(DX), Y5, Y3
 	VPADDB        Y4, Y4, Y5
 	VPADDB        Y4, Y5, Y5
-	VPSUBUSB      ones8<>+0(SB), Y5, Y6
-	VPAVGB        Y1, Y6, Y8
-	VPAVGB        Y8, Y6, Y6
-	VPSRLW        $0x06, Y6, Y6
-	VPANDD        m2<>+0(SB), Y6, Y6
-	VPDPBUSD      36(DX), Y6, Y3
-	VPSLLW        $0x03, Y4, Y6
-	VPANDD        mf8<>+0(SB), Y6, Y6
-	VPADDB        Y4, Y6, Y6
-	VPSUBUSB      ones8<>+0(SB), Y6, Y4
-	VPAVGB        Y1, Y4, Y8
-	VPAVGB        Y8, Y4, Y4
-	VPSRLW        $0x06, Y4, Y4
-	VPANDD        m2<>+0(SB), Y4, Y4
-	VPDPBUSD      68(DX), Y4, Y3
-	VPSLLW        $0x03, Y5, Y4
-	VPANDD        mf8<>+0(SB), Y4, Y4
-	VPADDB        Y5, Y4, Y4
-	VPSUBUSB      ones8<>+0(SB), Y4, Y4
-	VPAVGB        Y1, Y4, Y5
-	VPAVGB        Y5, Y4, Y4
-	VPSRLW        $0x06, Y4, Y4
-	VPANDD        m2<>+0(SB), Y4, Y4
-	VPDPBUSD      100(DX), Y4, Y3
+	VINSERTI64X4  $0x01, Y5, Z4, Z5
+	VPSUBUSB      ones8<>+0(SB), Z5, Z6
+	VPAVGB        Z1, Z6, Z7
+	VPAVGB        Z7, Z6, Z6
+	VPSRLW        $0x06, Z6, Z6
+	VPANDD        m3z<>+0(SB), Z6, Z6
+	VPDPBUSD      4(DX), Z6, Z3
+	VPSLLW        $0x03, Z5, Z6
+	VPANDD        mf8<>+0(SB), Z6, Z6
+	VPADDB        Z5, Z6, Z6
+	VPSUBUSB      ones8<>+0(SB), Z6, Z5
+	VPAVGB        Z1, Z5, Z7
+	VPAVGB        Z7, Z5, Z5
+	VPSRLW        $0x06, Z5, Z5
+	VPANDD        m3z<>+0(SB), Z5, Z5
+	VPDPBUSD      68(DX), Z5, Z3
+	VPSLLW        $0x03, Z6, Z5
+	VPANDD        mf8<>+0(SB), Z5, Z5
+	VPADDB        Z6, Z5, Z5
+	VMOVDQU64     32(AX), X8
+	VPADDB        X8, X8, X4
+	VPADDB        X8, X4, X4
+	VINSERTI32X4  $0x01, X4, Y8, Y6
+	VINSERTI64X4  $0x01, Y6, Z5, Z5
+	VPSUBUSB      ones8<>+0(SB), Z5, Z5
+	VPAVGB        Z1, Z5, Z7
+	VPAVGB        Z7, Z5, Z5
+	VPSRLW        $0x06, Z5, Z5
+	VPANDD        m3z<>+0(SB), Z5, Z5
+	VPDPBUSD      132(DX), Z5, Z3
 	VPSLLW        $0x03, Y6, Y4
 	VPANDD        mf8<>+0(SB), Y4, Y4
 	VPADDB        Y6, Y4, Y4
-	VPSUBUSB      ones8<>+0(SB), Y4, Y4
-	VPAVGB        Y1, Y4, Y5
-	VPAVGB        Y5, Y4, Y4
-	VPSRLW        $0x06, Y4, Y4
-	VPANDD        m2<>+0(SB), Y4, Y4
-	VPDPBUSD      132(DX), Y4, Y3
-	VMOVDQU64     32(AX), X7
-	VPADDB        X7, X7, X4
-	VPADDB        X7, X4, X4
-	VINSERTI32X4  $0x01, X4, Y7, Y4
-	VPSUBUSB      ones8<>+0(SB), Y4, Y5
-	VPAVGB        Y1, Y5, Y6
-	VPAVGB        Y6, Y5, Y5
-	VPSRLW        $0x06, Y5, Y5
-	VPANDD        m2<>+0(SB), Y5, Y5
-	VPDPBUSD      164(DX), Y5, Y3
-	VPSLLW        $0x03, Y4, Y5
-	VPANDD        mf8<>+0(SB), Y5, Y5
-	VPADDB        Y4, Y5, Y5
-	VPSUBUSB      ones8<>+0(SB), Y5, Y4
-	VPAVGB        Y1, Y4, Y6
-	VPAVGB        Y6, Y4, Y4
-	VPSRLW        $0x06, Y4, Y4
-	VPANDD        m2<>+0(SB), Y4, Y4
-	VPDPBUSD      196(DX), Y4, Y3
-	VPBROADCASTD  48(AX), X4
-	VPMOVZXBW     X4, Y4
-	VPMULLW       tq1hmul<>+0(SB), Y4, Y4
-	VPANDD        lowbytes<>+0(SB), Y4, Y4
-	VEXTRACTI32X4 $0x01, Y4, X6
-	VPACKUSWB     X6, X4, X4
-	VPSLLW        $0x03, X5, X7
-	VPANDD        mf8<>+0(SB), X7, X7
-	VPADDB        X5, X7, X7
-	VINSERTI32X4  $0x01, X4, Y7, Y4
-	VPSUBUSB      ones8<>+0(SB), Y4, Y4
-	VPAVGB        Y1, Y4, Y5
-	VPAVGB        Y5, Y4, Y4
-	VPSRLW        $0x06, Y4, Y4
-	VPANDD        m2<>+0(SB), Y4, Y4
-	VPDPBUSD      228(DX), Y4, Y3
+	VPBROADCASTD  48(AX), X5
+	VPMOVZXBW     X5, Y5
+	VPMULLW       tq1hmul<>+0(SB), Y5, Y5
+	VPANDD        lowbytes<>+0(SB), Y5, Y5
+	VEXTRACTI32X4 $0x01, Y5, X6
+	VPACKUSWB     X6, X5, X5
+	VPSLLW        $0x03, X4, X8
+	VPANDD        mf8<>+0(SB), X8, X8
+	VPADDB        X4, X8, X8
+	VINSERTI32X4  $0x01, X5, Y8, Y5
+	VINSERTI64X4  $0x01, Y5, Z4, Z5
+	VPSUBUSB      ones8<>+0(SB), Z5, Z5
+	VPAVGB        Z1, Z5, Z6
+	VPAVGB        Z6, Z5, Z5
+	VPSRLW        $0x06, Z5, Z5
+	VPANDD        m3z<>+0(SB), Z5, Z5
+	VPDPBUSD      196(DX), Z5, Z3
 	MOVWLZX       52(AX), BX
 	VMOVD         BX, X5
 	VCVTPH2PS     X5, X5
+	VEXTRACTI64X4 $0x01, Z3, Y4
+	VPADDD        Y4, Y3, Y3
 	VPMADDWD      260(DX), Y0, Y4
 	VPSUBD        Y4, Y3, Y3
 	VCVTDQ2PS     Y3, Y3
@@ -12733,7 +12753,7 @@ dotTQ1_0AVX512Asm_done:
 	RET
 
 // func rowsTQ1_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[64]float32)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3
 TEXT ·rowsTQ1_0AVX512Asm(SB), NOSPLIT, $0-40
 	MOVQ      w+0(FP), AX
 	MOVQ      nb+24(FP), CX
@@ -12742,7 +12762,7 @@ TEXT ·rowsTQ1_0AVX512Asm(SB), NOSPLIT, $0-40
 	LEAQ      (BX)(BX*2), SI
 	LEAQ      (DX)(BX*4), DI
 	VMOVDQU64 ones16<>+0(SB), Y0
-	VPXORD    Y1, Y1, Y1
+	VPXORD    Z1, Z1, Z1
 	VXORPS    Y2, Y2, Y2
 	VXORPS    Y3, Y3, Y3
 	VXORPS    Y4, Y4, Y4
@@ -12755,192 +12775,156 @@ TEXT ·rowsTQ1_0AVX512Asm(SB), NOSPLIT, $0-40
 rowsTQ1_0AVX512Asm_loop:
 	TESTQ         CX, CX
 	JZ            rowsTQ1_0AVX512Asm_done
-	VPXORD        Y10, Y10, Y10
-	VPXORD        Y11, Y11, Y11
-	VPXORD        Y12, Y12, Y12
-	VPXORD        Y13, Y13, Y13
-	VPXORD        Y14, Y14, Y14
-	VPXORD        Y15, Y15, Y15
-	VPXORD        Y16, Y16, Y16
-	VPXORD        Y17, Y17, Y17
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VPXORD        Z16, Z16, Z16
+	VPXORD        Z17, Z17, Z17
 	VMOVDQU64     (AX), Y18
-	VPSUBUSB      ones8<>+0(SB), Y18, Y19
-	VPAVGB        Y1, Y19, Y20
-	VPAVGB        Y20, Y19, Y19
-	VPSRLW        $0x06, Y19, Y19
-	VPANDD        m2<>+0(SB), Y19, Y19
-	VPDPBUSD      4(DX), Y19, Y10
-	VPDPBUSD      4(DX)(BX*1), Y19, Y11
-	VPDPBUSD      4(DX)(BX*2), Y19, Y12
-	VPDPBUSD      4(DX)(SI*1), Y19, Y13
-	VPDPBUSD      4(DI), Y19, Y14
-	VPDPBUSD      4(DI)(BX*1), Y19, Y15
-	VPDPBUSD      4(DI)(BX*2), Y19, Y16
-	VPDPBUSD      4(DI)(SI*1), Y19, Y17
 	VPADDB        Y18, Y18, Y19
 	VPADDB        Y18, Y19, Y19
-	VPSUBUSB      ones8<>+0(SB), Y19, Y20
-	VPAVGB        Y1, Y20, Y22
-	VPAVGB        Y22, Y20, Y20
-	VPSRLW        $0x06, Y20, Y20
-	VPANDD        m2<>+0(SB), Y20, Y20
-	VPDPBUSD      36(DX), Y20, Y10
-	VPDPBUSD      36(DX)(BX*1), Y20, Y11
-	VPDPBUSD      36(DX)(BX*2), Y20, Y12
-	VPDPBUSD      36(DX)(SI*1), Y20, Y13
-	VPDPBUSD      36(DI), Y20, Y14
-	VPDPBUSD      36(DI)(BX*1), Y20, Y15
-	VPDPBUSD      36(DI)(BX*2), Y20, Y16
-	VPDPBUSD      36(DI)(SI*1), Y20, Y17
-	VPSLLW        $0x03, Y18, Y20
-	VPANDD        mf8<>+0(SB), Y20, Y20
-	VPADDB        Y18, Y20, Y20
-	VPSUBUSB      ones8<>+0(SB), Y20, Y18
-	VPAVGB        Y1, Y18, Y22
-	VPAVGB        Y22, Y18, Y18
-	VPSRLW        $0x06, Y18, Y18
-	VPANDD        m2<>+0(SB), Y18, Y18
-	VPDPBUSD      68(DX), Y18, Y10
-	VPDPBUSD      68(DX)(BX*1), Y18, Y11
-	VPDPBUSD      68(DX)(BX*2), Y18, Y12
-	VPDPBUSD      68(DX)(SI*1), Y18, Y13
-	VPDPBUSD      68(DI), Y18, Y14
-	VPDPBUSD      68(DI)(BX*1), Y18, Y15
-	VPDPBUSD      68(DI)(BX*2), Y18, Y16
-	VPDPBUSD      68(DI)(SI*1), Y18, Y17
-	VPSLLW        $0x03, Y19, Y18
-	VPANDD        mf8<>+0(SB), Y18, Y18
-	VPADDB        Y19, Y18, Y18
-	VPSUBUSB      ones8<>+0(SB), Y18, Y18
-	VPAVGB        Y1, Y18, Y19
-	VPAVGB        Y19, Y18, Y18
-	VPSRLW        $0x06, Y18, Y18
-	VPANDD        m2<>+0(SB), Y18, Y18
-	VPDPBUSD      100(DX), Y18, Y10
-	VPDPBUSD      100(DX)(BX*1), Y18, Y11
-	VPDPBUSD      100(DX)(BX*2), Y18, Y12
-	VPDPBUSD      100(DX)(SI*1), Y18, Y13
-	VPDPBUSD      100(DI), Y18, Y14
-	VPDPBUSD      100(DI)(BX*1), Y18, Y15
-	VPDPBUSD      100(DI)(BX*2), Y18, Y16
-	VPDPBUSD      100(DI)(SI*1), Y18, Y17
+	VINSERTI64X4  $0x01, Y19, Z18, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z1, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPSRLW        $0x06, Z20, Z20
+	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPDPBUSD      4(DX), Z20, Z10
+	VPDPBUSD      4(DX)(BX*1), Z20, Z11
+	VPDPBUSD      4(DX)(BX*2), Z20, Z12
+	VPDPBUSD      4(DX)(SI*1), Z20, Z13
+	VPDPBUSD      4(DI), Z20, Z14
+	VPDPBUSD      4(DI)(BX*1), Z20, Z15
+	VPDPBUSD      4(DI)(BX*2), Z20, Z16
+	VPDPBUSD      4(DI)(SI*1), Z20, Z17
+	VPSLLW        $0x03, Z19, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z19, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z19
+	VPAVGB        Z1, Z19, Z21
+	VPAVGB        Z21, Z19, Z19
+	VPSRLW        $0x06, Z19, Z19
+	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPDPBUSD      68(DX), Z19, Z10
+	VPDPBUSD      68(DX)(BX*1), Z19, Z11
+	VPDPBUSD      68(DX)(BX*2), Z19, Z12
+	VPDPBUSD      68(DX)(SI*1), Z19, Z13
+	VPDPBUSD      68(DI), Z19, Z14
+	VPDPBUSD      68(DI)(BX*1), Z19, Z15
+	VPDPBUSD      68(DI)(BX*2), Z19, Z16
+	VPDPBUSD      68(DI)(SI*1), Z19, Z17
+	VPSLLW        $0x03, Z20, Z19
+	VPANDD        mf8<>+0(SB), Z19, Z19
+	VPADDB        Z20, Z19, Z19
+	VMOVDQU64     32(AX), X22
+	VPADDB        X22, X22, X18
+	VPADDB        X22, X18, X18
+	VINSERTI32X4  $0x01, X18, Y22, Y20
+	VINSERTI64X4  $0x01, Y20, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z19
+	VPAVGB        Z1, Z19, Z21
+	VPAVGB        Z21, Z19, Z19
+	VPSRLW        $0x06, Z19, Z19
+	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPDPBUSD      132(DX), Z19, Z10
+	VPDPBUSD      132(DX)(BX*1), Z19, Z11
+	VPDPBUSD      132(DX)(BX*2), Z19, Z12
+	VPDPBUSD      132(DX)(SI*1), Z19, Z13
+	VPDPBUSD      132(DI), Z19, Z14
+	VPDPBUSD      132(DI)(BX*1), Z19, Z15
+	VPDPBUSD      132(DI)(BX*2), Z19, Z16
+	VPDPBUSD      132(DI)(SI*1), Z19, Z17
 	VPSLLW        $0x03, Y20, Y18
 	VPANDD        mf8<>+0(SB), Y18, Y18
 	VPADDB        Y20, Y18, Y18
-	VPSUBUSB      ones8<>+0(SB), Y18, Y18
-	VPAVGB        Y1, Y18, Y19
-	VPAVGB        Y19, Y18, Y18
-	VPSRLW        $0x06, Y18, Y18
-	VPANDD        m2<>+0(SB), Y18, Y18
-	VPDPBUSD      132(DX), Y18, Y10
-	VPDPBUSD      132(DX)(BX*1), Y18, Y11
-	VPDPBUSD      132(DX)(BX*2), Y18, Y12
-	VPDPBUSD      132(DX)(SI*1), Y18, Y13
-	VPDPBUSD      132(DI), Y18, Y14
-	VPDPBUSD      132(DI)(BX*1), Y18, Y15
-	VPDPBUSD      132(DI)(BX*2), Y18, Y16
-	VPDPBUSD      132(DI)(SI*1), Y18, Y17
-	VMOVDQU64     32(AX), X21
-	VPADDB        X21, X21, X18
-	VPADDB        X21, X18, X18
-	VINSERTI32X4  $0x01, X18, Y21, Y18
-	VPSUBUSB      ones8<>+0(SB), Y18, Y19
-	VPAVGB        Y1, Y19, Y20
-	VPAVGB        Y20, Y19, Y19
-	VPSRLW        $0x06, Y19, Y19
-	VPANDD        m2<>+0(SB), Y19, Y19
-	VPDPBUSD      164(DX), Y19, Y10
-	VPDPBUSD      164(DX)(BX*1), Y19, Y11
-	VPDPBUSD      164(DX)(BX*2), Y19, Y12
-	VPDPBUSD      164(DX)(SI*1), Y19, Y13
-	VPDPBUSD      164(DI), Y19, Y14
-	VPDPBUSD      164(DI)(BX*1), Y19, Y15
-	VPDPBUSD      164(DI)(BX*2), Y19, Y16
-	VPDPBUSD      164(DI)(SI*1), Y19, Y17
-	VPSLLW        $0x03, Y18, Y19
-	VPANDD        mf8<>+0(SB), Y19, Y19
-	VPADDB        Y18, Y19, Y19
-	VPSUBUSB      ones8<>+0(SB), Y19, Y18
-	VPAVGB        Y1, Y18, Y20
-	VPAVGB        Y20, Y18, Y18
-	VPSRLW        $0x06, Y18, Y18
-	VPANDD        m2<>+0(SB), Y18, Y18
-	VPDPBUSD      196(DX), Y18, Y10
-	VPDPBUSD      196(DX)(BX*1), Y18, Y11
-	VPDPBUSD      196(DX)(BX*2), Y18, Y12
-	VPDPBUSD      196(DX)(SI*1), Y18, Y13
-	VPDPBUSD      196(DI), Y18, Y14
-	VPDPBUSD      196(DI)(BX*1), Y18, Y15
-	VPDPBUSD      196(DI)(BX*2), Y18, Y16
-	VPDPBUSD      196(DI)(SI*1), Y18, Y17
-	VPBROADCASTD  48(AX), X18
-	VPMOVZXBW     X18, Y18
-	VPMULLW       tq1hmul<>+0(SB), Y18, Y18
-	VPANDD        lowbytes<>+0(SB), Y18, Y18
-	VEXTRACTI32X4 $0x01, Y18, X20
-	VPACKUSWB     X20, X18, X18
-	VPSLLW        $0x03, X19, X21
-	VPANDD        mf8<>+0(SB), X21, X21
-	VPADDB        X19, X21, X21
-	VINSERTI32X4  $0x01, X18, Y21, Y18
-	VPSUBUSB      ones8<>+0(SB), Y18, Y18
-	VPAVGB        Y1, Y18, Y19
-	VPAVGB        Y19, Y18, Y18
-	VPSRLW        $0x06, Y18, Y18
-	VPANDD        m2<>+0(SB), Y18, Y18
-	VPDPBUSD      228(DX), Y18, Y10
-	VPDPBUSD      228(DX)(BX*1), Y18, Y11
-	VPDPBUSD      228(DX)(BX*2), Y18, Y12
-	VPDPBUSD      228(DX)(SI*1), Y18, Y13
-	VPDPBUSD      228(DI), Y18, Y14
-	VPDPBUSD      228(DI)(BX*1), Y18, Y15
-	VPDPBUSD      228(DI)(BX*2), Y18, Y16
-	VPDPBUSD      228(DI)(SI*1), Y18, Y17
+	VPBROADCASTD  48(AX), X19
+	VPMOVZXBW     X19, Y19
+	VPMULLW       tq1hmul<>+0(SB), Y19, Y19
+	VPANDD        lowbytes<>+0(SB), Y19, Y19
+	VEXTRACTI32X4 $0x01, Y19, X20
+	VPACKUSWB     X20, X19, X19
+	VPSLLW        $0x03, X18, X22
+	VPANDD        mf8<>+0(SB), X22, X22
+	VPADDB        X18, X22, X22
+	VINSERTI32X4  $0x01, X19, Y22, Y19
+	VINSERTI64X4  $0x01, Y19, Z18, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z19
+	VPAVGB        Z1, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPSRLW        $0x06, Z19, Z19
+	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPDPBUSD      196(DX), Z19, Z10
+	VPDPBUSD      196(DX)(BX*1), Z19, Z11
+	VPDPBUSD      196(DX)(BX*2), Z19, Z12
+	VPDPBUSD      196(DX)(SI*1), Z19, Z13
+	VPDPBUSD      196(DI), Z19, Z14
+	VPDPBUSD      196(DI)(BX*1), Z19, Z15
+	VPDPBUSD      196(DI)(BX*2), Z19, Z16
+	VPDPBUSD      196(DI)(SI*1), Z19, Z17
 	MOVWLZX       52(AX), R8
 	VMOVD         R8, X19
 	VCVTPH2PS     X19, X19
+	VEXTRACTI64X4 $0x01, Z10, Y18
+	VPADDD        Y18, Y10, Y10
 	VPMADDWD      260(DX), Y0, Y18
 	VPSUBD        Y18, Y10, Y10
 	VCVTDQ2PS     Y10, Y10
 	VMULSS        (DX), X19, X18
 	VBROADCASTSS  X18, Y18
 	VFMADD231PS   Y18, Y10, Y2
+	VEXTRACTI64X4 $0x01, Z11, Y18
+	VPADDD        Y18, Y11, Y11
 	VPMADDWD      260(DX)(BX*1), Y0, Y18
 	VPSUBD        Y18, Y11, Y11
 	VCVTDQ2PS     Y11, Y11
 	VMULSS        (DX)(BX*1), X19, X18
 	VBROADCASTSS  X18, Y18
 	VFMADD231PS   Y18, Y11, Y3
+	VEXTRACTI64X4 $0x01, Z12, Y18
+	VPADDD        Y18, Y12, Y12
 	VPMADDWD      260(DX)(BX*2), Y0, Y18
 	VPSUBD        Y18, Y12, Y12
 	VCVTDQ2PS     Y12, Y12
 	VMULSS        (DX)(BX*2), X19, X18
 	VBROADCASTSS  X18, Y18
 	VFMADD231PS   Y18, Y12, Y4
+	VEXTRACTI64X4 $0x01, Z13, Y18
+	VPADDD        Y18, Y13, Y13
 	VPMADDWD      260(DX)(SI*1), Y0, Y18
 	VPSUBD        Y18, Y13, Y13
 	VCVTDQ2PS     Y13, Y13
 	VMULSS        (DX)(SI*1), X19, X18
 	VBROADCASTSS  X18, Y18
 	VFMADD231PS   Y18, Y13, Y5
+	VEXTRACTI64X4 $0x01, Z14, Y18
+	VPADDD        Y18, Y14, Y14
 	VPMADDWD      260(DI), Y0, Y18
 	VPSUBD        Y18, Y14, Y14
 	VCVTDQ2PS     Y14, Y14
 	VMULSS        (DI), X19, X18
 	VBROADCASTSS  X18, Y18
 	VFMADD231PS   Y18, Y14, Y6
+	VEXTRACTI64X4 $0x01, Z15, Y18
+	VPADDD        Y18, Y15, Y15
 	VPMADDWD      260(DI)(BX*1), Y0, Y18
 	VPSUBD        Y18, Y15, Y15
 	VCVTDQ2PS     Y15, Y15
 	VMULSS        (DI)(BX*1), X19, X18
 	VBROADCASTSS  X18, Y18
 	VFMADD231PS   Y18, Y15, Y7
+	VEXTRACTI64X4 $0x01, Z16, Y18
+	VPADDD        Y18, Y16, Y16
 	VPMADDWD      260(DI)(BX*2), Y0, Y18
 	VPSUBD        Y18, Y16, Y16
 	VCVTDQ2PS     Y16, Y16
 	VMULSS        (DI)(BX*2), X19, X18
 	VBROADCASTSS  X18, Y18
 	VFMADD231PS   Y18, Y16, Y8
+	VEXTRACTI64X4 $0x01, Z17, Y18
+	VPADDD        Y18, Y17, Y17
 	VPMADDWD      260(DI)(SI*1), Y0, Y18
 	VPSUBD        Y18, Y17, Y17
 	VCVTDQ2PS     Y17, Y17
@@ -12967,7 +12951,7 @@ rowsTQ1_0AVX512Asm_done:
 	RET
 
 // func colsTQ1_0AVX512Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
 TEXT ·colsTQ1_0AVX512Asm(SB), NOSPLIT, $0-40
 	MOVQ      w+0(FP), AX
 	MOVQ      wstride+8(FP), CX
@@ -12976,7 +12960,7 @@ TEXT ·colsTQ1_0AVX512Asm(SB), NOSPLIT, $0-40
 	LEAQ      (CX)(CX*2), SI
 	LEAQ      (AX)(CX*4), DI
 	VMOVDQU64 ones16<>+0(SB), Y0
-	VPXORD    Y1, Y1, Y1
+	VPXORD    Z1, Z1, Z1
 	VXORPS    Y2, Y2, Y2
 	VXORPS    Y3, Y3, Y3
 	VXORPS    Y4, Y4, Y4
@@ -12990,359 +12974,267 @@ colsTQ1_0AVX512Asm_loop:
 	PREFETCHT0    128(DI)
 	PREFETCHT0    192(DI)
 	ADDQ          $0x000000d8, DI
-	VMOVDQU64     4(DX), Y6
-	VMOVDQU64     36(DX), Y7
-	VMOVDQU64     68(DX), Y8
-	VMOVDQU64     100(DX), Y9
-	VMOVDQU64     132(DX), Y10
-	VMOVDQU64     164(DX), Y11
-	VMOVDQU64     196(DX), Y12
-	VMOVDQU64     228(DX), Y13
-	VPMADDWD      260(DX), Y0, Y14
-	VPXORD        Y15, Y15, Y15
-	VMOVDQU64     (AX), Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y17
-	VPAVGB        Y1, Y17, Y18
-	VPAVGB        Y18, Y17, Y17
-	VPSRLW        $0x06, Y17, Y17
-	VPANDD        m2<>+0(SB), Y17, Y17
-	VPDPBUSD      Y6, Y17, Y15
-	VPADDB        Y16, Y16, Y17
-	VPADDB        Y16, Y17, Y17
-	VPSUBUSB      ones8<>+0(SB), Y17, Y18
-	VPAVGB        Y1, Y18, Y26
-	VPAVGB        Y26, Y18, Y18
-	VPSRLW        $0x06, Y18, Y18
-	VPANDD        m2<>+0(SB), Y18, Y18
-	VPDPBUSD      Y7, Y18, Y15
-	VPSLLW        $0x03, Y16, Y18
-	VPANDD        mf8<>+0(SB), Y18, Y18
-	VPADDB        Y16, Y18, Y18
-	VPSUBUSB      ones8<>+0(SB), Y18, Y16
-	VPAVGB        Y1, Y16, Y26
-	VPAVGB        Y26, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y8, Y16, Y15
-	VPSLLW        $0x03, Y17, Y16
-	VPANDD        mf8<>+0(SB), Y16, Y16
-	VPADDB        Y17, Y16, Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y16
-	VPAVGB        Y1, Y16, Y17
-	VPAVGB        Y17, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y9, Y16, Y15
-	VPSLLW        $0x03, Y18, Y16
-	VPANDD        mf8<>+0(SB), Y16, Y16
-	VPADDB        Y18, Y16, Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y16
-	VPAVGB        Y1, Y16, Y17
-	VPAVGB        Y17, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y10, Y16, Y15
-	VMOVDQU64     32(AX), X19
-	VPADDB        X19, X19, X16
-	VPADDB        X19, X16, X16
-	VINSERTI32X4  $0x01, X16, Y19, Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y17
-	VPAVGB        Y1, Y17, Y18
-	VPAVGB        Y18, Y17, Y17
-	VPSRLW        $0x06, Y17, Y17
-	VPANDD        m2<>+0(SB), Y17, Y17
-	VPDPBUSD      Y11, Y17, Y15
-	VPSLLW        $0x03, Y16, Y17
-	VPANDD        mf8<>+0(SB), Y17, Y17
-	VPADDB        Y16, Y17, Y17
-	VPSUBUSB      ones8<>+0(SB), Y17, Y16
-	VPAVGB        Y1, Y16, Y18
-	VPAVGB        Y18, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y12, Y16, Y15
-	VPBROADCASTD  48(AX), X16
-	VPMOVZXBW     X16, Y16
-	VPMULLW       tq1hmul<>+0(SB), Y16, Y16
-	VPANDD        lowbytes<>+0(SB), Y16, Y16
-	VEXTRACTI32X4 $0x01, Y16, X18
-	VPACKUSWB     X18, X16, X16
-	VPSLLW        $0x03, X17, X19
-	VPANDD        mf8<>+0(SB), X19, X19
-	VPADDB        X17, X19, X19
-	VINSERTI32X4  $0x01, X16, Y19, Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y16
-	VPAVGB        Y1, Y16, Y17
-	VPAVGB        Y17, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y13, Y16, Y15
-	VPSUBD        Y14, Y15, Y15
-	VCVTDQ2PS     Y15, Y15
+	VMOVDQU64     4(DX), Z6
+	VMOVDQU64     68(DX), Z7
+	VMOVDQU64     132(DX), Z8
+	VMOVDQU64     196(DX), Z9
+	VPMADDWD      260(DX), Y0, Y10
+	VPXORD        Z11, Z11, Z11
+	VMOVDQU64     (AX), Y12
+	VPADDB        Y12, Y12, Y13
+	VPADDB        Y12, Y13, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z14
+	VPAVGB        Z1, Z14, Z15
+	VPAVGB        Z15, Z14, Z14
+	VPSRLW        $0x06, Z14, Z14
+	VPANDD        m3z<>+0(SB), Z14, Z14
+	VPDPBUSD      Z6, Z14, Z11
+	VPSLLW        $0x03, Z13, Z14
+	VPANDD        mf8<>+0(SB), Z14, Z14
+	VPADDB        Z13, Z14, Z14
+	VPSUBUSB      ones8<>+0(SB), Z14, Z13
+	VPAVGB        Z1, Z13, Z15
+	VPAVGB        Z15, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z7, Z13, Z11
+	VPSLLW        $0x03, Z14, Z13
+	VPANDD        mf8<>+0(SB), Z13, Z13
+	VPADDB        Z14, Z13, Z13
+	VMOVDQU64     32(AX), X16
+	VPADDB        X16, X16, X12
+	VPADDB        X16, X12, X12
+	VINSERTI32X4  $0x01, X12, Y16, Y14
+	VINSERTI64X4  $0x01, Y14, Z13, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z13
+	VPAVGB        Z1, Z13, Z15
+	VPAVGB        Z15, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z8, Z13, Z11
+	VPSLLW        $0x03, Y14, Y12
+	VPANDD        mf8<>+0(SB), Y12, Y12
+	VPADDB        Y14, Y12, Y12
+	VPBROADCASTD  48(AX), X13
+	VPMOVZXBW     X13, Y13
+	VPMULLW       tq1hmul<>+0(SB), Y13, Y13
+	VPANDD        lowbytes<>+0(SB), Y13, Y13
+	VEXTRACTI32X4 $0x01, Y13, X14
+	VPACKUSWB     X14, X13, X13
+	VPSLLW        $0x03, X12, X16
+	VPANDD        mf8<>+0(SB), X16, X16
+	VPADDB        X12, X16, X16
+	VINSERTI32X4  $0x01, X13, Y16, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z13
+	VPAVGB        Z1, Z13, Z14
+	VPAVGB        Z14, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z9, Z13, Z11
+	VEXTRACTI64X4 $0x01, Z11, Y12
+	VPADDD        Y12, Y11, Y11
+	VPSUBD        Y10, Y11, Y11
+	VCVTDQ2PS     Y11, Y11
 	MOVWLZX       52(AX), R8
-	VMOVD         R8, X16
-	VCVTPH2PS     X16, X16
-	VMULSS        (DX), X16, X16
-	VBROADCASTSS  X16, Y16
-	VFMADD231PS   Y16, Y15, Y2
-	VPXORD        Y20, Y20, Y20
-	VMOVDQU64     (AX)(CX*1), Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y17
-	VPAVGB        Y1, Y17, Y18
-	VPAVGB        Y18, Y17, Y17
-	VPSRLW        $0x06, Y17, Y17
-	VPANDD        m2<>+0(SB), Y17, Y17
-	VPDPBUSD      Y6, Y17, Y20
-	VPADDB        Y16, Y16, Y17
-	VPADDB        Y16, Y17, Y17
-	VPSUBUSB      ones8<>+0(SB), Y17, Y18
-	VPAVGB        Y1, Y18, Y26
-	VPAVGB        Y26, Y18, Y18
-	VPSRLW        $0x06, Y18, Y18
-	VPANDD        m2<>+0(SB), Y18, Y18
-	VPDPBUSD      Y7, Y18, Y20
-	VPSLLW        $0x03, Y16, Y18
-	VPANDD        mf8<>+0(SB), Y18, Y18
-	VPADDB        Y16, Y18, Y18
-	VPSUBUSB      ones8<>+0(SB), Y18, Y16
-	VPAVGB        Y1, Y16, Y26
-	VPAVGB        Y26, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y8, Y16, Y20
-	VPSLLW        $0x03, Y17, Y16
-	VPANDD        mf8<>+0(SB), Y16, Y16
-	VPADDB        Y17, Y16, Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y16
-	VPAVGB        Y1, Y16, Y17
-	VPAVGB        Y17, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y9, Y16, Y20
-	VPSLLW        $0x03, Y18, Y16
-	VPANDD        mf8<>+0(SB), Y16, Y16
-	VPADDB        Y18, Y16, Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y16
-	VPAVGB        Y1, Y16, Y17
-	VPAVGB        Y17, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y10, Y16, Y20
-	VMOVDQU64     32(AX)(CX*1), X19
-	VPADDB        X19, X19, X16
-	VPADDB        X19, X16, X16
-	VINSERTI32X4  $0x01, X16, Y19, Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y17
-	VPAVGB        Y1, Y17, Y18
-	VPAVGB        Y18, Y17, Y17
-	VPSRLW        $0x06, Y17, Y17
-	VPANDD        m2<>+0(SB), Y17, Y17
-	VPDPBUSD      Y11, Y17, Y20
-	VPSLLW        $0x03, Y16, Y17
-	VPANDD        mf8<>+0(SB), Y17, Y17
-	VPADDB        Y16, Y17, Y17
-	VPSUBUSB      ones8<>+0(SB), Y17, Y16
-	VPAVGB        Y1, Y16, Y18
-	VPAVGB        Y18, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y12, Y16, Y20
-	VPBROADCASTD  48(AX)(CX*1), X16
-	VPMOVZXBW     X16, Y16
-	VPMULLW       tq1hmul<>+0(SB), Y16, Y16
-	VPANDD        lowbytes<>+0(SB), Y16, Y16
-	VEXTRACTI32X4 $0x01, Y16, X18
-	VPACKUSWB     X18, X16, X16
-	VPSLLW        $0x03, X17, X19
-	VPANDD        mf8<>+0(SB), X19, X19
-	VPADDB        X17, X19, X19
-	VINSERTI32X4  $0x01, X16, Y19, Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y16
-	VPAVGB        Y1, Y16, Y17
-	VPAVGB        Y17, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y13, Y16, Y20
-	VPSUBD        Y14, Y20, Y20
-	VCVTDQ2PS     Y20, Y20
+	VMOVD         R8, X12
+	VCVTPH2PS     X12, X12
+	VMULSS        (DX), X12, X12
+	VBROADCASTSS  X12, Y12
+	VFMADD231PS   Y12, Y11, Y2
+	VPXORD        Z17, Z17, Z17
+	VMOVDQU64     (AX)(CX*1), Y12
+	VPADDB        Y12, Y12, Y13
+	VPADDB        Y12, Y13, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z14
+	VPAVGB        Z1, Z14, Z15
+	VPAVGB        Z15, Z14, Z14
+	VPSRLW        $0x06, Z14, Z14
+	VPANDD        m3z<>+0(SB), Z14, Z14
+	VPDPBUSD      Z6, Z14, Z17
+	VPSLLW        $0x03, Z13, Z14
+	VPANDD        mf8<>+0(SB), Z14, Z14
+	VPADDB        Z13, Z14, Z14
+	VPSUBUSB      ones8<>+0(SB), Z14, Z13
+	VPAVGB        Z1, Z13, Z15
+	VPAVGB        Z15, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z7, Z13, Z17
+	VPSLLW        $0x03, Z14, Z13
+	VPANDD        mf8<>+0(SB), Z13, Z13
+	VPADDB        Z14, Z13, Z13
+	VMOVDQU64     32(AX)(CX*1), X16
+	VPADDB        X16, X16, X12
+	VPADDB        X16, X12, X12
+	VINSERTI32X4  $0x01, X12, Y16, Y14
+	VINSERTI64X4  $0x01, Y14, Z13, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z13
+	VPAVGB        Z1, Z13, Z15
+	VPAVGB        Z15, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z8, Z13, Z17
+	VPSLLW        $0x03, Y14, Y12
+	VPANDD        mf8<>+0(SB), Y12, Y12
+	VPADDB        Y14, Y12, Y12
+	VPBROADCASTD  48(AX)(CX*1), X13
+	VPMOVZXBW     X13, Y13
+	VPMULLW       tq1hmul<>+0(SB), Y13, Y13
+	VPANDD        lowbytes<>+0(SB), Y13, Y13
+	VEXTRACTI32X4 $0x01, Y13, X14
+	VPACKUSWB     X14, X13, X13
+	VPSLLW        $0x03, X12, X16
+	VPANDD        mf8<>+0(SB), X16, X16
+	VPADDB        X12, X16, X16
+	VINSERTI32X4  $0x01, X13, Y16, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z13
+	VPAVGB        Z1, Z13, Z14
+	VPAVGB        Z14, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z9, Z13, Z17
+	VEXTRACTI64X4 $0x01, Z17, Y12
+	VPADDD        Y12, Y17, Y17
+	VPSUBD        Y10, Y17, Y17
+	VCVTDQ2PS     Y17, Y17
 	MOVWLZX       52(AX)(CX*1), R8
-	VMOVD         R8, X16
-	VCVTPH2PS     X16, X16
-	VMULSS        (DX), X16, X16
-	VBROADCASTSS  X16, Y16
-	VFMADD231PS   Y16, Y20, Y3
-	VPXORD        Y21, Y21, Y21
-	VMOVDQU64     (AX)(CX*2), Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y17
-	VPAVGB        Y1, Y17, Y18
-	VPAVGB        Y18, Y17, Y17
-	VPSRLW        $0x06, Y17, Y17
-	VPANDD        m2<>+0(SB), Y17, Y17
-	VPDPBUSD      Y6, Y17, Y21
-	VPADDB        Y16, Y16, Y17
-	VPADDB        Y16, Y17, Y17
-	VPSUBUSB      ones8<>+0(SB), Y17, Y18
-	VPAVGB        Y1, Y18, Y26
-	VPAVGB        Y26, Y18, Y18
-	VPSRLW        $0x06, Y18, Y18
-	VPANDD        m2<>+0(SB), Y18, Y18
-	VPDPBUSD      Y7, Y18, Y21
-	VPSLLW        $0x03, Y16, Y18
-	VPANDD        mf8<>+0(SB), Y18, Y18
-	VPADDB        Y16, Y18, Y18
-	VPSUBUSB      ones8<>+0(SB), Y18, Y16
-	VPAVGB        Y1, Y16, Y26
-	VPAVGB        Y26, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y8, Y16, Y21
-	VPSLLW        $0x03, Y17, Y16
-	VPANDD        mf8<>+0(SB), Y16, Y16
-	VPADDB        Y17, Y16, Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y16
-	VPAVGB        Y1, Y16, Y17
-	VPAVGB        Y17, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y9, Y16, Y21
-	VPSLLW        $0x03, Y18, Y16
-	VPANDD        mf8<>+0(SB), Y16, Y16
-	VPADDB        Y18, Y16, Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y16
-	VPAVGB        Y1, Y16, Y17
-	VPAVGB        Y17, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y10, Y16, Y21
-	VMOVDQU64     32(AX)(CX*2), X19
-	VPADDB        X19, X19, X16
-	VPADDB        X19, X16, X16
-	VINSERTI32X4  $0x01, X16, Y19, Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y17
-	VPAVGB        Y1, Y17, Y18
-	VPAVGB        Y18, Y17, Y17
-	VPSRLW        $0x06, Y17, Y17
-	VPANDD        m2<>+0(SB), Y17, Y17
-	VPDPBUSD      Y11, Y17, Y21
-	VPSLLW        $0x03, Y16, Y17
-	VPANDD        mf8<>+0(SB), Y17, Y17
-	VPADDB        Y16, Y17, Y17
-	VPSUBUSB      ones8<>+0(SB), Y17, Y16
-	VPAVGB        Y1, Y16, Y18
-	VPAVGB        Y18, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y12, Y16, Y21
-	VPBROADCASTD  48(AX)(CX*2), X16
-	VPMOVZXBW     X16, Y16
-	VPMULLW       tq1hmul<>+0(SB), Y16, Y16
-	VPANDD        lowbytes<>+0(SB), Y16, Y16
-	VEXTRACTI32X4 $0x01, Y16, X18
-	VPACKUSWB     X18, X16, X16
-	VPSLLW        $0x03, X17, X19
-	VPANDD        mf8<>+0(SB), X19, X19
-	VPADDB        X17, X19, X19
-	VINSERTI32X4  $0x01, X16, Y19, Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y16
-	VPAVGB        Y1, Y16, Y17
-	VPAVGB        Y17, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y13, Y16, Y21
-	VPSUBD        Y14, Y21, Y21
-	VCVTDQ2PS     Y21, Y21
+	VMOVD         R8, X12
+	VCVTPH2PS     X12, X12
+	VMULSS        (DX), X12, X12
+	VBROADCASTSS  X12, Y12
+	VFMADD231PS   Y12, Y17, Y3
+	VPXORD        Z18, Z18, Z18
+	VMOVDQU64     (AX)(CX*2), Y12
+	VPADDB        Y12, Y12, Y13
+	VPADDB        Y12, Y13, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z14
+	VPAVGB        Z1, Z14, Z15
+	VPAVGB        Z15, Z14, Z14
+	VPSRLW        $0x06, Z14, Z14
+	VPANDD        m3z<>+0(SB), Z14, Z14
+	VPDPBUSD      Z6, Z14, Z18
+	VPSLLW        $0x03, Z13, Z14
+	VPANDD        mf8<>+0(SB), Z14, Z14
+	VPADDB        Z13, Z14, Z14
+	VPSUBUSB      ones8<>+0(SB), Z14, Z13
+	VPAVGB        Z1, Z13, Z15
+	VPAVGB        Z15, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z7, Z13, Z18
+	VPSLLW        $0x03, Z14, Z13
+	VPANDD        mf8<>+0(SB), Z13, Z13
+	VPADDB        Z14, Z13, Z13
+	VMOVDQU64     32(AX)(CX*2), X16
+	VPADDB        X16, X16, X12
+	VPADDB        X16, X12, X12
+	VINSERTI32X4  $0x01, X12, Y16, Y14
+	VINSERTI64X4  $0x01, Y14, Z13, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z13
+	VPAVGB        Z1, Z13, Z15
+	VPAVGB        Z15, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z8, Z13, Z18
+	VPSLLW        $0x03, Y14, Y12
+	VPANDD        mf8<>+0(SB), Y12, Y12
+	VPADDB        Y14, Y12, Y12
+	VPBROADCASTD  48(AX)(CX*2), X13
+	VPMOVZXBW     X13, Y13
+	VPMULLW       tq1hmul<>+0(SB), Y13, Y13
+	VPANDD        lowbytes<>+0(SB), Y13, Y13
+	VEXTRACTI32X4 $0x01, Y13, X14
+	VPACKUSWB     X14, X13, X13
+	VPSLLW        $0x03, X12, X16
+	VPANDD        mf8<>+0(SB), X16, X16
+	VPADDB        X12, X16, X16
+	VINSERTI32X4  $0x01, X13, Y16, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z13
+	VPAVGB        Z1, Z13, Z14
+	VPAVGB        Z14, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z9, Z13, Z18
+	VEXTRACTI64X4 $0x01, Z18, Y12
+	VPADDD        Y12, Y18, Y18
+	VPSUBD        Y10, Y18, Y18
+	VCVTDQ2PS     Y18, Y18
 	MOVWLZX       52(AX)(CX*2), R8
-	VMOVD         R8, X16
-	VCVTPH2PS     X16, X16
-	VMULSS        (DX), X16, X16
-	VBROADCASTSS  X16, Y16
-	VFMADD231PS   Y16, Y21, Y4
-	VPXORD        Y22, Y22, Y22
-	VMOVDQU64     (AX)(SI*1), Y16
-	VPSUBUSB      ones8<>+0(SB), Y16, Y17
-	VPAVGB        Y1, Y17, Y18
-	VPAVGB        Y18, Y17, Y17
-	VPSRLW        $0x06, Y17, Y17
-	VPANDD        m2<>+0(SB), Y17, Y17
-	VPDPBUSD      Y6, Y17, Y22
-	VPADDB        Y16, Y16, Y6
-	VPADDB        Y16, Y6, Y6
-	VPSUBUSB      ones8<>+0(SB), Y6, Y17
-	VPAVGB        Y1, Y17, Y18
-	VPAVGB        Y18, Y17, Y17
-	VPSRLW        $0x06, Y17, Y17
-	VPANDD        m2<>+0(SB), Y17, Y17
-	VPDPBUSD      Y7, Y17, Y22
-	VPSLLW        $0x03, Y16, Y7
-	VPANDD        mf8<>+0(SB), Y7, Y7
-	VPADDB        Y16, Y7, Y7
-	VPSUBUSB      ones8<>+0(SB), Y7, Y16
-	VPAVGB        Y1, Y16, Y17
-	VPAVGB        Y17, Y16, Y16
-	VPSRLW        $0x06, Y16, Y16
-	VPANDD        m2<>+0(SB), Y16, Y16
-	VPDPBUSD      Y8, Y16, Y22
-	VPSLLW        $0x03, Y6, Y8
-	VPANDD        mf8<>+0(SB), Y8, Y8
-	VPADDB        Y6, Y8, Y8
-	VPSUBUSB      ones8<>+0(SB), Y8, Y6
-	VPAVGB        Y1, Y6, Y8
-	VPAVGB        Y8, Y6, Y6
-	VPSRLW        $0x06, Y6, Y6
-	VPANDD        m2<>+0(SB), Y6, Y6
-	VPDPBUSD      Y9, Y6, Y22
-	VPSLLW        $0x03, Y7, Y6
-	VPANDD        mf8<>+0(SB), Y6, Y6
-	VPADDB        Y7, Y6, Y6
-	VPSUBUSB      ones8<>+0(SB), Y6, Y6
-	VPAVGB        Y1, Y6, Y7
-	VPAVGB        Y7, Y6, Y6
-	VPSRLW        $0x06, Y6, Y6
-	VPANDD        m2<>+0(SB), Y6, Y6
-	VPDPBUSD      Y10, Y6, Y22
-	VMOVDQU64     32(AX)(SI*1), X19
-	VPADDB        X19, X19, X6
-	VPADDB        X19, X6, X6
-	VINSERTI32X4  $0x01, X6, Y19, Y6
-	VPSUBUSB      ones8<>+0(SB), Y6, Y7
-	VPAVGB        Y1, Y7, Y8
-	VPAVGB        Y8, Y7, Y7
-	VPSRLW        $0x06, Y7, Y7
-	VPANDD        m2<>+0(SB), Y7, Y7
-	VPDPBUSD      Y11, Y7, Y22
-	VPSLLW        $0x03, Y6, Y7
-	VPANDD        mf8<>+0(SB), Y7, Y7
-	VPADDB        Y6, Y7, Y7
-	VPSUBUSB      ones8<>+0(SB), Y7, Y6
-	VPAVGB        Y1, Y6, Y8
-	VPAVGB        Y8, Y6, Y6
-	VPSRLW        $0x06, Y6, Y6
-	VPANDD        m2<>+0(SB), Y6, Y6
-	VPDPBUSD      Y12, Y6, Y22
+	VMOVD         R8, X12
+	VCVTPH2PS     X12, X12
+	VMULSS        (DX), X12, X12
+	VBROADCASTSS  X12, Y12
+	VFMADD231PS   Y12, Y18, Y4
+	VPXORD        Z19, Z19, Z19
+	VMOVDQU64     (AX)(SI*1), Y12
+	VPADDB        Y12, Y12, Y13
+	VPADDB        Y12, Y13, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z14
+	VPAVGB        Z1, Z14, Z15
+	VPAVGB        Z15, Z14, Z14
+	VPSRLW        $0x06, Z14, Z14
+	VPANDD        m3z<>+0(SB), Z14, Z14
+	VPDPBUSD      Z6, Z14, Z19
+	VPSLLW        $0x03, Z13, Z6
+	VPANDD        mf8<>+0(SB), Z6, Z6
+	VPADDB        Z13, Z6, Z6
+	VPSUBUSB      ones8<>+0(SB), Z6, Z13
+	VPAVGB        Z1, Z13, Z14
+	VPAVGB        Z14, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z7, Z13, Z19
+	VPSLLW        $0x03, Z6, Z7
+	VPANDD        mf8<>+0(SB), Z7, Z7
+	VPADDB        Z6, Z7, Z7
+	VMOVDQU64     32(AX)(SI*1), X16
+	VPADDB        X16, X16, X6
+	VPADDB        X16, X6, X6
+	VINSERTI32X4  $0x01, X6, Y16, Y6
+	VINSERTI64X4  $0x01, Y6, Z7, Z7
+	VPSUBUSB      ones8<>+0(SB), Z7, Z7
+	VPAVGB        Z1, Z7, Z13
+	VPAVGB        Z13, Z7, Z7
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        m3z<>+0(SB), Z7, Z7
+	VPDPBUSD      Z8, Z7, Z19
+	VPSLLW        $0x03, Y6, Y12
+	VPANDD        mf8<>+0(SB), Y12, Y12
+	VPADDB        Y6, Y12, Y12
 	VPBROADCASTD  48(AX)(SI*1), X6
 	VPMOVZXBW     X6, Y6
 	VPMULLW       tq1hmul<>+0(SB), Y6, Y6
 	VPANDD        lowbytes<>+0(SB), Y6, Y6
-	VEXTRACTI32X4 $0x01, Y6, X8
-	VPACKUSWB     X8, X6, X6
-	VPSLLW        $0x03, X7, X19
-	VPANDD        mf8<>+0(SB), X19, X19
-	VPADDB        X7, X19, X19
-	VINSERTI32X4  $0x01, X6, Y19, Y6
-	VPSUBUSB      ones8<>+0(SB), Y6, Y6
-	VPAVGB        Y1, Y6, Y7
-	VPAVGB        Y7, Y6, Y6
-	VPSRLW        $0x06, Y6, Y6
-	VPANDD        m2<>+0(SB), Y6, Y6
-	VPDPBUSD      Y13, Y6, Y22
-	VPSUBD        Y14, Y22, Y22
-	VCVTDQ2PS     Y22, Y22
+	VEXTRACTI32X4 $0x01, Y6, X7
+	VPACKUSWB     X7, X6, X6
+	VPSLLW        $0x03, X12, X16
+	VPANDD        mf8<>+0(SB), X16, X16
+	VPADDB        X12, X16, X16
+	VINSERTI32X4  $0x01, X6, Y16, Y6
+	VINSERTI64X4  $0x01, Y6, Z12, Z6
+	VPSUBUSB      ones8<>+0(SB), Z6, Z6
+	VPAVGB        Z1, Z6, Z7
+	VPAVGB        Z7, Z6, Z6
+	VPSRLW        $0x06, Z6, Z6
+	VPANDD        m3z<>+0(SB), Z6, Z6
+	VPDPBUSD      Z9, Z6, Z19
+	VEXTRACTI64X4 $0x01, Z19, Y6
+	VPADDD        Y6, Y19, Y19
+	VPSUBD        Y10, Y19, Y19
+	VCVTDQ2PS     Y19, Y19
 	MOVWLZX       52(AX)(SI*1), R8
 	VMOVD         R8, X6
 	VCVTPH2PS     X6, X6
 	VMULSS        (DX), X6, X6
 	VBROADCASTSS  X6, Y6
-	VFMADD231PS   Y6, Y22, Y5
+	VFMADD231PS   Y6, Y19, Y5
 	ADDQ          $0x00000036, AX
 	ADDQ          $0x00000124, DX
 	DECQ          BX
@@ -13350,34 +13242,34 @@ colsTQ1_0AVX512Asm_loop:
 
 colsTQ1_0AVX512Asm_done:
 	MOVQ          out+32(FP), AX
-	VEXTRACTF32X4 $0x01, Y2, X19
-	VADDPS        X19, X2, X19
-	VPERMILPS     $0x4e, Y19, Y0
-	VADDPS        Y0, Y19, Y19
-	VMOVSHDUP     Y19, Y0
-	VADDPS        Y0, Y19, Y19
-	VMOVSS        X19, (AX)
-	VEXTRACTF32X4 $0x01, Y3, X23
-	VADDPS        X23, X3, X23
-	VPERMILPS     $0x4e, Y23, Y0
-	VADDPS        Y0, Y23, Y23
-	VMOVSHDUP     Y23, Y0
-	VADDPS        Y0, Y23, Y23
-	VMOVSS        X23, 4(AX)
-	VEXTRACTF32X4 $0x01, Y4, X24
-	VADDPS        X24, X4, X24
-	VPERMILPS     $0x4e, Y24, Y0
-	VADDPS        Y0, Y24, Y24
-	VMOVSHDUP     Y24, Y0
-	VADDPS        Y0, Y24, Y24
-	VMOVSS        X24, 8(AX)
-	VEXTRACTF32X4 $0x01, Y5, X25
-	VADDPS        X25, X5, X25
-	VPERMILPS     $0x4e, Y25, Y0
-	VADDPS        Y0, Y25, Y25
-	VMOVSHDUP     Y25, Y0
-	VADDPS        Y0, Y25, Y25
-	VMOVSS        X25, 12(AX)
+	VEXTRACTF32X4 $0x01, Y2, X16
+	VADDPS        X16, X2, X16
+	VPERMILPS     $0x4e, Y16, Y0
+	VADDPS        Y0, Y16, Y16
+	VMOVSHDUP     Y16, Y0
+	VADDPS        Y0, Y16, Y16
+	VMOVSS        X16, (AX)
+	VEXTRACTF32X4 $0x01, Y3, X20
+	VADDPS        X20, X3, X20
+	VPERMILPS     $0x4e, Y20, Y0
+	VADDPS        Y0, Y20, Y20
+	VMOVSHDUP     Y20, Y0
+	VADDPS        Y0, Y20, Y20
+	VMOVSS        X20, 4(AX)
+	VEXTRACTF32X4 $0x01, Y4, X21
+	VADDPS        X21, X4, X21
+	VPERMILPS     $0x4e, Y21, Y0
+	VADDPS        Y0, Y21, Y21
+	VMOVSHDUP     Y21, Y0
+	VADDPS        Y0, Y21, Y21
+	VMOVSS        X21, 8(AX)
+	VEXTRACTF32X4 $0x01, Y5, X22
+	VADDPS        X22, X5, X22
+	VPERMILPS     $0x4e, Y22, Y0
+	VADDPS        Y0, Y22, Y22
+	VMOVSHDUP     Y22, Y0
+	VADDPS        Y0, Y22, Y22
+	VMOVSS        X22, 12(AX)
 	VZEROUPPER
 	RET
 
@@ -13827,7 +13719,7 @@ colsTQ2_0AVX2Asm_done:
 	RET
 
 // func dotTQ2_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
 TEXT ·dotTQ2_0AVX512Asm(SB), NOSPLIT, $0-40
 	MOVQ      w+0(FP), AX
 	MOVQ      nb+24(FP), CX
@@ -13835,52 +13727,44 @@ TEXT ·dotTQ2_0AVX512Asm(SB), NOSPLIT, $0-40
 	MOVQ      xstride+16(FP), BX
 	LEAQ      (BX)(BX*2), BX
 	VMOVDQU64 ones16<>+0(SB), Y0
-	VPXORD    Y1, Y1, Y1
+	VPXORD    Z1, Z1, Z1
 	VXORPS    Y1, Y1, Y1
 
 dotTQ2_0AVX512Asm_loop:
-	TESTQ        CX, CX
-	JZ           dotTQ2_0AVX512Asm_done
-	PREFETCHT0   1024(AX)
-	PREFETCHT0   1088(AX)
-	VPXORD       Y2, Y2, Y2
-	VMOVDQU64    (AX), Y3
-	VPANDD       m2<>+0(SB), Y3, Y4
-	VPDPBUSD     4(DX), Y4, Y2
-	VPSRLW       $0x02, Y3, Y4
-	VPANDD       m2<>+0(SB), Y4, Y4
-	VPDPBUSD     36(DX), Y4, Y2
-	VPSRLW       $0x04, Y3, Y4
-	VPANDD       m2<>+0(SB), Y4, Y4
-	VPDPBUSD     68(DX), Y4, Y2
-	VPSRLW       $0x06, Y3, Y3
-	VPANDD       m2<>+0(SB), Y3, Y3
-	VPDPBUSD     100(DX), Y3, Y2
-	VMOVDQU64    32(AX), Y3
-	VPANDD       m2<>+0(SB), Y3, Y4
-	VPDPBUSD     132(DX), Y4, Y2
-	VPSRLW       $0x02, Y3, Y4
-	VPANDD       m2<>+0(SB), Y4, Y4
-	VPDPBUSD     164(DX), Y4, Y2
-	VPSRLW       $0x04, Y3, Y4
-	VPANDD       m2<>+0(SB), Y4, Y4
-	VPDPBUSD     196(DX), Y4, Y2
-	VPSRLW       $0x06, Y3, Y3
-	VPANDD       m2<>+0(SB), Y3, Y3
-	VPDPBUSD     228(DX), Y3, Y2
-	MOVWLZX      64(AX), BX
-	VMOVD        BX, X3
-	VCVTPH2PS    X3, X3
-	VPMADDWD     260(DX), Y0, Y4
-	VPSUBD       Y4, Y2, Y2
-	VCVTDQ2PS    Y2, Y2
-	VMULSS       (DX), X3, X3
-	VBROADCASTSS X3, Y3
-	VFMADD231PS  Y3, Y2, Y1
-	ADDQ         $0x00000042, AX
-	ADDQ         $0x00000124, DX
-	DECQ         CX
-	JMP          dotTQ2_0AVX512Asm_loop
+	TESTQ           CX, CX
+	JZ              dotTQ2_0AVX512Asm_done
+	PREFETCHT0      1024(AX)
+	PREFETCHT0      1088(AX)
+	VPXORD          Z2, Z2, Z2
+	VBROADCASTI64X4 (AX), Z3
+	VPSRLVW         cntb<>+0(SB), Z3, Z4
+	VPANDD          m3z<>+0(SB), Z4, Z4
+	VPDPBUSD        4(DX), Z4, Z2
+	VPSRLVW         cnt46<>+0(SB), Z3, Z3
+	VPANDD          m3z<>+0(SB), Z3, Z3
+	VPDPBUSD        68(DX), Z3, Z2
+	VBROADCASTI64X4 32(AX), Z3
+	VPSRLVW         cntb<>+0(SB), Z3, Z4
+	VPANDD          m3z<>+0(SB), Z4, Z4
+	VPDPBUSD        132(DX), Z4, Z2
+	VPSRLVW         cnt46<>+0(SB), Z3, Z3
+	VPANDD          m3z<>+0(SB), Z3, Z3
+	VPDPBUSD        196(DX), Z3, Z2
+	MOVWLZX         64(AX), BX
+	VMOVD           BX, X3
+	VCVTPH2PS       X3, X3
+	VEXTRACTI64X4   $0x01, Z2, Y4
+	VPADDD          Y4, Y2, Y2
+	VPMADDWD        260(DX), Y0, Y4
+	VPSUBD          Y4, Y2, Y2
+	VCVTDQ2PS       Y2, Y2
+	VMULSS          (DX), X3, X3
+	VBROADCASTSS    X3, Y3
+	VFMADD231PS     Y3, Y2, Y1
+	ADDQ            $0x00000042, AX
+	ADDQ            $0x00000124, DX
+	DECQ            CX
+	JMP             dotTQ2_0AVX512Asm_loop
 
 dotTQ2_0AVX512Asm_done:
 	MOVQ    acc+32(FP), AX
@@ -13889,7 +13773,7 @@ dotTQ2_0AVX512Asm_done:
 	RET
 
 // func rowsTQ2_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[64]float32)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3
 TEXT ·rowsTQ2_0AVX512Asm(SB), NOSPLIT, $0-40
 	MOVQ      w+0(FP), AX
 	MOVQ      nb+24(FP), CX
@@ -13898,7 +13782,7 @@ TEXT ·rowsTQ2_0AVX512Asm(SB), NOSPLIT, $0-40
 	LEAQ      (BX)(BX*2), SI
 	LEAQ      (DX)(BX*4), DI
 	VMOVDQU64 ones16<>+0(SB), Y0
-	VPXORD    Y1, Y1, Y1
+	VPXORD    Z1, Z1, Z1
 	VXORPS    Y1, Y1, Y1
 	VXORPS    Y10, Y10, Y10
 	VXORPS    Y11, Y11, Y11
@@ -13909,152 +13793,130 @@ TEXT ·rowsTQ2_0AVX512Asm(SB), NOSPLIT, $0-40
 	VXORPS    Y16, Y16, Y16
 
 rowsTQ2_0AVX512Asm_loop:
-	TESTQ        CX, CX
-	JZ           rowsTQ2_0AVX512Asm_done
-	VPXORD       Y2, Y2, Y2
-	VPXORD       Y3, Y3, Y3
-	VPXORD       Y4, Y4, Y4
-	VPXORD       Y5, Y5, Y5
-	VPXORD       Y6, Y6, Y6
-	VPXORD       Y7, Y7, Y7
-	VPXORD       Y8, Y8, Y8
-	VPXORD       Y9, Y9, Y9
-	VMOVDQU64    (AX), Y17
-	VPANDD       m2<>+0(SB), Y17, Y18
-	VPDPBUSD     4(DX), Y18, Y2
-	VPDPBUSD     4(DX)(BX*1), Y18, Y3
-	VPDPBUSD     4(DX)(BX*2), Y18, Y4
-	VPDPBUSD     4(DX)(SI*1), Y18, Y5
-	VPDPBUSD     4(DI), Y18, Y6
-	VPDPBUSD     4(DI)(BX*1), Y18, Y7
-	VPDPBUSD     4(DI)(BX*2), Y18, Y8
-	VPDPBUSD     4(DI)(SI*1), Y18, Y9
-	VPSRLW       $0x02, Y17, Y18
-	VPANDD       m2<>+0(SB), Y18, Y18
-	VPDPBUSD     36(DX), Y18, Y2
-	VPDPBUSD     36(DX)(BX*1), Y18, Y3
-	VPDPBUSD     36(DX)(BX*2), Y18, Y4
-	VPDPBUSD     36(DX)(SI*1), Y18, Y5
-	VPDPBUSD     36(DI), Y18, Y6
-	VPDPBUSD     36(DI)(BX*1), Y18, Y7
-	VPDPBUSD     36(DI)(BX*2), Y18, Y8
-	VPDPBUSD     36(DI)(SI*1), Y18, Y9
-	VPSRLW       $0x04, Y17, Y18
-	VPANDD       m2<>+0(SB), Y18, Y18
-	VPDPBUSD     68(DX), Y18, Y2
-	VPDPBUSD     68(DX)(BX*1), Y18, Y3
-	VPDPBUSD     68(DX)(BX*2), Y18, Y4
-	VPDPBUSD     68(DX)(SI*1), Y18, Y5
-	VPDPBUSD     68(DI), Y18, Y6
-	VPDPBUSD     68(DI)(BX*1), Y18, Y7
-	VPDPBUSD     68(DI)(BX*2), Y18, Y8
-	VPDPBUSD     68(DI)(SI*1), Y18, Y9
-	VPSRLW       $0x06, Y17, Y17
-	VPANDD       m2<>+0(SB), Y17, Y17
-	VPDPBUSD     100(DX), Y17, Y2
-	VPDPBUSD     100(DX)(BX*1), Y17, Y3
-	VPDPBUSD     100(DX)(BX*2), Y17, Y4
-	VPDPBUSD     100(DX)(SI*1), Y17, Y5
-	VPDPBUSD     100(DI), Y17, Y6
-	VPDPBUSD     100(DI)(BX*1), Y17, Y7
-	VPDPBUSD     100(DI)(BX*2), Y17, Y8
-	VPDPBUSD     100(DI)(SI*1), Y17, Y9
-	VMOVDQU64    32(AX), Y17
-	VPANDD       m2<>+0(SB), Y17, Y18
-	VPDPBUSD     132(DX), Y18, Y2
-	VPDPBUSD     132(DX)(BX*1), Y18, Y3
-	VPDPBUSD     132(DX)(BX*2), Y18, Y4
-	VPDPBUSD     132(DX)(SI*1), Y18, Y5
-	VPDPBUSD     132(DI), Y18, Y6
-	VPDPBUSD     132(DI)(BX*1), Y18, Y7
-	VPDPBUSD     132(DI)(BX*2), Y18, Y8
-	VPDPBUSD     132(DI)(SI*1), Y18, Y9
-	VPSRLW       $0x02, Y17, Y18
-	VPANDD       m2<>+0(SB), Y18, Y18
-	VPDPBUSD     164(DX), Y18, Y2
-	VPDPBUSD     164(DX)(BX*1), Y18, Y3
-	VPDPBUSD     164(DX)(BX*2), Y18, Y4
-	VPDPBUSD     164(DX)(SI*1), Y18, Y5
-	VPDPBUSD     164(DI), Y18, Y6
-	VPDPBUSD     164(DI)(BX*1), Y18, Y7
-	VPDPBUSD     164(DI)(BX*2), Y18, Y8
-	VPDPBUSD     164(DI)(SI*1), Y18, Y9
-	VPSRLW       $0x04, Y17, Y18
-	VPANDD       m2<>+0(SB), Y18, Y18
-	VPDPBUSD     196(DX), Y18, Y2
-	VPDPBUSD     196(DX)(BX*1), Y18, Y3
-	VPDPBUSD     196(DX)(BX*2), Y18, Y4
-	VPDPBUSD     196(DX)(SI*1), Y18, Y5
-	VPDPBUSD     196(DI), Y18, Y6
-	VPDPBUSD     196(DI)(BX*1), Y18, Y7
-	VPDPBUSD     196(DI)(BX*2), Y18, Y8
-	VPDPBUSD     196(DI)(SI*1), Y18, Y9
-	VPSRLW       $0x06, Y17, Y17
-	VPANDD       m2<>+0(SB), Y17, Y17
-	VPDPBUSD     228(DX), Y17, Y2
-	VPDPBUSD     228(DX)(BX*1), Y17, Y3
-	VPDPBUSD     228(DX)(BX*2), Y17, Y4
-	VPDPBUSD     228(DX)(SI*1), Y17, Y5
-	VPDPBUSD     228(DI), Y17, Y6
-	VPDPBUSD     228(DI)(BX*1), Y17, Y7
-	VPDPBUSD     228(DI)(BX*2), Y17, Y8
-	VPDPBUSD     228(DI)(SI*1), Y17, Y9
-	MOVWLZX      64(AX), R8
-	VMOVD        R8, X17
-	VCVTPH2PS    X17, X17
-	VPMADDWD     260(DX), Y0, Y18
-	VPSUBD       Y18, Y2, Y2
-	VCVTDQ2PS    Y2, Y2
-	VMULSS       (DX), X17, X18
-	VBROADCASTSS X18, Y18
-	VFMADD231PS  Y18, Y2, Y1
-	VPMADDWD     260(DX)(BX*1), Y0, Y18
-	VPSUBD       Y18, Y3, Y3
-	VCVTDQ2PS    Y3, Y3
-	VMULSS       (DX)(BX*1), X17, X18
-	VBROADCASTSS X18, Y18
-	VFMADD231PS  Y18, Y3, Y10
-	VPMADDWD     260(DX)(BX*2), Y0, Y18
-	VPSUBD       Y18, Y4, Y4
-	VCVTDQ2PS    Y4, Y4
-	VMULSS       (DX)(BX*2), X17, X18
-	VBROADCASTSS X18, Y18
-	VFMADD231PS  Y18, Y4, Y11
-	VPMADDWD     260(DX)(SI*1), Y0, Y18
-	VPSUBD       Y18, Y5, Y5
-	VCVTDQ2PS    Y5, Y5
-	VMULSS       (DX)(SI*1), X17, X18
-	VBROADCASTSS X18, Y18
-	VFMADD231PS  Y18, Y5, Y12
-	VPMADDWD     260(DI), Y0, Y18
-	VPSUBD       Y18, Y6, Y6
-	VCVTDQ2PS    Y6, Y6
-	VMULSS       (DI), X17, X18
-	VBROADCASTSS X18, Y18
-	VFMADD231PS  Y18, Y6, Y13
-	VPMADDWD     260(DI)(BX*1), Y0, Y18
-	VPSUBD       Y18, Y7, Y7
-	VCVTDQ2PS    Y7, Y7
-	VMULSS       (DI)(BX*1), X17, X18
-	VBROADCASTSS X18, Y18
-	VFMADD231PS  Y18, Y7, Y14
-	VPMADDWD     260(DI)(BX*2), Y0, Y18
-	VPSUBD       Y18, Y8, Y8
-	VCVTDQ2PS    Y8, Y8
-	VMULSS       (DI)(BX*2), X17, X18
-	VBROADCASTSS X18, Y18
-	VFMADD231PS  Y18, Y8, Y15
-	VPMADDWD     260(DI)(SI*1), Y0, Y18
-	VPSUBD       Y18, Y9, Y9
-	VCVTDQ2PS    Y9, Y9
-	VMULSS       (DI)(SI*1), X17, X17
-	VBROADCASTSS X17, Y17
-	VFMADD231PS  Y17, Y9, Y16
-	ADDQ         $0x00000042, AX
-	ADDQ         $0x00000124, DX
-	ADDQ         $0x00000124, DI
-	DECQ         CX
-	JMP          rowsTQ2_0AVX512Asm_loop
+	TESTQ           CX, CX
+	JZ              rowsTQ2_0AVX512Asm_done
+	VPXORD          Z2, Z2, Z2
+	VPXORD          Z3, Z3, Z3
+	VPXORD          Z4, Z4, Z4
+	VPXORD          Z5, Z5, Z5
+	VPXORD          Z6, Z6, Z6
+	VPXORD          Z7, Z7, Z7
+	VPXORD          Z8, Z8, Z8
+	VPXORD          Z9, Z9, Z9
+	VBROADCASTI64X4 (AX), Z17
+	VPSRLVW         cntb<>+0(SB), Z17, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        4(DX), Z18, Z2
+	VPDPBUSD        4(DX)(BX*1), Z18, Z3
+	VPDPBUSD        4(DX)(BX*2), Z18, Z4
+	VPDPBUSD        4(DX)(SI*1), Z18, Z5
+	VPDPBUSD        4(DI), Z18, Z6
+	VPDPBUSD        4(DI)(BX*1), Z18, Z7
+	VPDPBUSD        4(DI)(BX*2), Z18, Z8
+	VPDPBUSD        4(DI)(SI*1), Z18, Z9
+	VPSRLVW         cnt46<>+0(SB), Z17, Z17
+	VPANDD          m3z<>+0(SB), Z17, Z17
+	VPDPBUSD        68(DX), Z17, Z2
+	VPDPBUSD        68(DX)(BX*1), Z17, Z3
+	VPDPBUSD        68(DX)(BX*2), Z17, Z4
+	VPDPBUSD        68(DX)(SI*1), Z17, Z5
+	VPDPBUSD        68(DI), Z17, Z6
+	VPDPBUSD        68(DI)(BX*1), Z17, Z7
+	VPDPBUSD        68(DI)(BX*2), Z17, Z8
+	VPDPBUSD        68(DI)(SI*1), Z17, Z9
+	VBROADCASTI64X4 32(AX), Z17
+	VPSRLVW         cntb<>+0(SB), Z17, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        132(DX), Z18, Z2
+	VPDPBUSD        132(DX)(BX*1), Z18, Z3
+	VPDPBUSD        132(DX)(BX*2), Z18, Z4
+	VPDPBUSD        132(DX)(SI*1), Z18, Z5
+	VPDPBUSD        132(DI), Z18, Z6
+	VPDPBUSD        132(DI)(BX*1), Z18, Z7
+	VPDPBUSD        132(DI)(BX*2), Z18, Z8
+	VPDPBUSD        132(DI)(SI*1), Z18, Z9
+	VPSRLVW         cnt46<>+0(SB), Z17, Z17
+	VPANDD          m3z<>+0(SB), Z17, Z17
+	VPDPBUSD        196(DX), Z17, Z2
+	VPDPBUSD        196(DX)(BX*1), Z17, Z3
+	VPDPBUSD        196(DX)(BX*2), Z17, Z4
+	VPDPBUSD        196(DX)(SI*1), Z17, Z5
+	VPDPBUSD        196(DI), Z17, Z6
+	VPDPBUSD        196(DI)(BX*1), Z17, Z7
+	VPDPBUSD        196(DI)(BX*2), Z17, Z8
+	VPDPBUSD        196(DI)(SI*1), Z17, Z9
+	MOVWLZX         64(AX), R8
+	VMOVD           R8, X17
+	VCVTPH2PS       X17, X17
+	VEXTRACTI64X4   $0x01, Z2, Y18
+	VPADDD          Y18, Y2, Y2
+	VPMADDWD        260(DX), Y0, Y18
+	VPSUBD          Y18, Y2, Y2
+	VCVTDQ2PS       Y2, Y2
+	VMULSS          (DX), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y2, Y1
+	VEXTRACTI64X4   $0x01, Z3, Y18
+	VPADDD          Y18, Y3, Y3
+	VPMADDWD        260(DX)(BX*1), Y0, Y18
+	VPSUBD          Y18, Y3, Y3
+	VCVTDQ2PS       Y3, Y3
+	VMULSS          (DX)(BX*1), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y3, Y10
+	VEXTRACTI64X4   $0x01, Z4, Y18
+	VPADDD          Y18, Y4, Y4
+	VPMADDWD        260(DX)(BX*2), Y0, Y18
+	VPSUBD          Y18, Y4, Y4
+	VCVTDQ2PS       Y4, Y4
+	VMULSS          (DX)(BX*2), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y4, Y11
+	VEXTRACTI64X4   $0x01, Z5, Y18
+	VPADDD          Y18, Y5, Y5
+	VPMADDWD        260(DX)(SI*1), Y0, Y18
+	VPSUBD          Y18, Y5, Y5
+	VCVTDQ2PS       Y5, Y5
+	VMULSS          (DX)(SI*1), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y5, Y12
+	VEXTRACTI64X4   $0x01, Z6, Y18
+	VPADDD          Y18, Y6, Y6
+	VPMADDWD        260(DI), Y0, Y18
+	VPSUBD          Y18, Y6, Y6
+	VCVTDQ2PS       Y6, Y6
+	VMULSS          (DI), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y6, Y13
+	VEXTRACTI64X4   $0x01, Z7, Y18
+	VPADDD          Y18, Y7, Y7
+	VPMADDWD        260(DI)(BX*1), Y0, Y18
+	VPSUBD          Y18, Y7, Y7
+	VCVTDQ2PS       Y7, Y7
+	VMULSS          (DI)(BX*1), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y7, Y14
+	VEXTRACTI64X4   $0x01, Z8, Y18
+	VPADDD          Y18, Y8, Y8
+	VPMADDWD        260(DI)(BX*2), Y0, Y18
+	VPSUBD          Y18, Y8, Y8
+	VCVTDQ2PS       Y8, Y8
+	VMULSS          (DI)(BX*2), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y8, Y15
+	VEXTRACTI64X4   $0x01, Z9, Y18
+	VPADDD          Y18, Y9, Y9
+	VPMADDWD        260(DI)(SI*1), Y0, Y18
+	VPSUBD          Y18, Y9, Y9
+	VCVTDQ2PS       Y9, Y9
+	VMULSS          (DI)(SI*1), X17, X17
+	VBROADCASTSS    X17, Y17
+	VFMADD231PS     Y17, Y9, Y16
+	ADDQ            $0x00000042, AX
+	ADDQ            $0x00000124, DX
+	ADDQ            $0x00000124, DI
+	DECQ            CX
+	JMP             rowsTQ2_0AVX512Asm_loop
 
 rowsTQ2_0AVX512Asm_done:
 	MOVQ    acc+32(FP), AX
@@ -14070,7 +13932,7 @@ rowsTQ2_0AVX512Asm_done:
 	RET
 
 // func colsTQ2_0AVX512Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
 TEXT ·colsTQ2_0AVX512Asm(SB), NOSPLIT, $0-40
 	MOVQ      w+0(FP), AX
 	MOVQ      wstride+8(FP), CX
@@ -14079,166 +13941,130 @@ TEXT ·colsTQ2_0AVX512Asm(SB), NOSPLIT, $0-40
 	LEAQ      (CX)(CX*2), SI
 	LEAQ      (AX)(CX*4), DI
 	VMOVDQU64 ones16<>+0(SB), Y0
-	VPXORD    Y1, Y1, Y1
+	VPXORD    Z1, Z1, Z1
 	VXORPS    Y1, Y1, Y1
 	VXORPS    Y10, Y10, Y10
 	VXORPS    Y11, Y11, Y11
 	VXORPS    Y12, Y12, Y12
 
 colsTQ2_0AVX512Asm_loop:
-	TESTQ        BX, BX
-	JZ           colsTQ2_0AVX512Asm_done
-	PREFETCHT0   (DI)
-	PREFETCHT0   64(DI)
-	PREFETCHT0   128(DI)
-	PREFETCHT0   192(DI)
-	PREFETCHT0   256(DI)
-	ADDQ         $0x00000108, DI
-	VMOVDQU64    4(DX), Y13
-	VMOVDQU64    36(DX), Y14
-	VMOVDQU64    68(DX), Y15
-	VMOVDQU64    100(DX), Y16
-	VMOVDQU64    132(DX), Y17
-	VMOVDQU64    164(DX), Y18
-	VMOVDQU64    196(DX), Y19
-	VMOVDQU64    228(DX), Y20
-	VPMADDWD     260(DX), Y0, Y21
-	VPXORD       Y2, Y2, Y2
-	VMOVDQU64    (AX), Y22
-	VPANDD       m2<>+0(SB), Y22, Y23
-	VPDPBUSD     Y13, Y23, Y2
-	VPSRLW       $0x02, Y22, Y23
-	VPANDD       m2<>+0(SB), Y23, Y23
-	VPDPBUSD     Y14, Y23, Y2
-	VPSRLW       $0x04, Y22, Y23
-	VPANDD       m2<>+0(SB), Y23, Y23
-	VPDPBUSD     Y15, Y23, Y2
-	VPSRLW       $0x06, Y22, Y22
-	VPANDD       m2<>+0(SB), Y22, Y22
-	VPDPBUSD     Y16, Y22, Y2
-	VMOVDQU64    32(AX), Y22
-	VPANDD       m2<>+0(SB), Y22, Y23
-	VPDPBUSD     Y17, Y23, Y2
-	VPSRLW       $0x02, Y22, Y23
-	VPANDD       m2<>+0(SB), Y23, Y23
-	VPDPBUSD     Y18, Y23, Y2
-	VPSRLW       $0x04, Y22, Y23
-	VPANDD       m2<>+0(SB), Y23, Y23
-	VPDPBUSD     Y19, Y23, Y2
-	VPSRLW       $0x06, Y22, Y22
-	VPANDD       m2<>+0(SB), Y22, Y22
-	VPDPBUSD     Y20, Y22, Y2
-	VPSUBD       Y21, Y2, Y2
-	VCVTDQ2PS    Y2, Y2
-	MOVWLZX      64(AX), R8
-	VMOVD        R8, X6
-	VCVTPH2PS    X6, X6
-	VMULSS       (DX), X6, X6
-	VBROADCASTSS X6, Y22
-	VFMADD231PS  Y22, Y2, Y1
-	VPXORD       Y3, Y3, Y3
-	VMOVDQU64    (AX)(CX*1), Y22
-	VPANDD       m2<>+0(SB), Y22, Y23
-	VPDPBUSD     Y13, Y23, Y3
-	VPSRLW       $0x02, Y22, Y23
-	VPANDD       m2<>+0(SB), Y23, Y23
-	VPDPBUSD     Y14, Y23, Y3
-	VPSRLW       $0x04, Y22, Y23
-	VPANDD       m2<>+0(SB), Y23, Y23
-	VPDPBUSD     Y15, Y23, Y3
-	VPSRLW       $0x06, Y22, Y22
-	VPANDD       m2<>+0(SB), Y22, Y22
-	VPDPBUSD     Y16, Y22, Y3
-	VMOVDQU64    32(AX)(CX*1), Y22
-	VPANDD       m2<>+0(SB), Y22, Y23
-	VPDPBUSD     Y17, Y23, Y3
-	VPSRLW       $0x02, Y22, Y23
-	VPANDD       m2<>+0(SB), Y23, Y23
-	VPDPBUSD     Y18, Y23, Y3
-	VPSRLW       $0x04, Y22, Y23
-	VPANDD       m2<>+0(SB), Y23, Y23
-	VPDPBUSD     Y19, Y23, Y3
-	VPSRLW       $0x06, Y22, Y22
-	VPANDD       m2<>+0(SB), Y22, Y22
-	VPDPBUSD     Y20, Y22, Y3
-	VPSUBD       Y21, Y3, Y3
-	VCVTDQ2PS    Y3, Y3
-	MOVWLZX      64(AX)(CX*1), R8
-	VMOVD        R8, X6
-	VCVTPH2PS    X6, X6
-	VMULSS       (DX), X6, X6
-	VBROADCASTSS X6, Y22
-	VFMADD231PS  Y22, Y3, Y10
-	VPXORD       Y4, Y4, Y4
-	VMOVDQU64    (AX)(CX*2), Y22
-	VPANDD       m2<>+0(SB), Y22, Y23
-	VPDPBUSD     Y13, Y23, Y4
-	VPSRLW       $0x02, Y22, Y23
-	VPANDD       m2<>+0(SB), Y23, Y23
-	VPDPBUSD     Y14, Y23, Y4
-	VPSRLW       $0x04, Y22, Y23
-	VPANDD       m2<>+0(SB), Y23, Y23
-	VPDPBUSD     Y15, Y23, Y4
-	VPSRLW       $0x06, Y22, Y22
-	VPANDD       m2<>+0(SB), Y22, Y22
-	VPDPBUSD     Y16, Y22, Y4
-	VMOVDQU64    32(AX)(CX*2), Y22
-	VPANDD       m2<>+0(SB), Y22, Y23
-	VPDPBUSD     Y17, Y23, Y4
-	VPSRLW       $0x02, Y22, Y23
-	VPANDD       m2<>+0(SB), Y23, Y23
-	VPDPBUSD     Y18, Y23, Y4
-	VPSRLW       $0x04, Y22, Y23
-	VPANDD       m2<>+0(SB), Y23, Y23
-	VPDPBUSD     Y19, Y23, Y4
-	VPSRLW       $0x06, Y22, Y22
-	VPANDD       m2<>+0(SB), Y22, Y22
-	VPDPBUSD     Y20, Y22, Y4
-	VPSUBD       Y21, Y4, Y4
-	VCVTDQ2PS    Y4, Y4
-	MOVWLZX      64(AX)(CX*2), R8
-	VMOVD        R8, X6
-	VCVTPH2PS    X6, X6
-	VMULSS       (DX), X6, X6
-	VBROADCASTSS X6, Y22
-	VFMADD231PS  Y22, Y4, Y11
-	VPXORD       Y5, Y5, Y5
-	VMOVDQU64    (AX)(SI*1), Y22
-	VPANDD       m2<>+0(SB), Y22, Y23
-	VPDPBUSD     Y13, Y23, Y5
-	VPSRLW       $0x02, Y22, Y13
-	VPANDD       m2<>+0(SB), Y13, Y13
-	VPDPBUSD     Y14, Y13, Y5
-	VPSRLW       $0x04, Y22, Y13
-	VPANDD       m2<>+0(SB), Y13, Y13
-	VPDPBUSD     Y15, Y13, Y5
-	VPSRLW       $0x06, Y22, Y13
-	VPANDD       m2<>+0(SB), Y13, Y13
-	VPDPBUSD     Y16, Y13, Y5
-	VMOVDQU64    32(AX)(SI*1), Y13
-	VPANDD       m2<>+0(SB), Y13, Y14
-	VPDPBUSD     Y17, Y14, Y5
-	VPSRLW       $0x02, Y13, Y14
-	VPANDD       m2<>+0(SB), Y14, Y14
-	VPDPBUSD     Y18, Y14, Y5
-	VPSRLW       $0x04, Y13, Y14
-	VPANDD       m2<>+0(SB), Y14, Y14
-	VPDPBUSD     Y19, Y14, Y5
-	VPSRLW       $0x06, Y13, Y13
-	VPANDD       m2<>+0(SB), Y13, Y13
-	VPDPBUSD     Y20, Y13, Y5
-	VPSUBD       Y21, Y5, Y5
-	VCVTDQ2PS    Y5, Y5
-	MOVWLZX      64(AX)(SI*1), R8
-	VMOVD        R8, X6
-	VCVTPH2PS    X6, X6
-	VMULSS       (DX), X6, X6
-	VBROADCASTSS X6, Y13
-	VFMADD231PS  Y13, Y5, Y12
-	ADDQ         $0x00000042, AX
-	ADDQ         $0x00000124, DX
-	DECQ         BX
-	JMP          colsTQ2_0AVX512Asm_loop
+	TESTQ           BX, BX
+	JZ              colsTQ2_0AVX512Asm_done
+	PREFETCHT0      (DI)
+	PREFETCHT0      64(DI)
+	PREFETCHT0      128(DI)
+	PREFETCHT0      192(DI)
+	PREFETCHT0      256(DI)
+	ADDQ            $0x00000108, DI
+	VMOVDQU64       4(DX), Z13
+	VMOVDQU64       68(DX), Z14
+	VMOVDQU64       132(DX), Z15
+	VMOVDQU64       196(DX), Z16
+	VPMADDWD        260(DX), Y0, Y17
+	VPXORD          Z2, Z2, Z2
+	VBROADCASTI64X4 (AX), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z13, Z19, Z2
+	VPSRLVW         cnt46<>+0(SB), Z18, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        Z14, Z18, Z2
+	VBROADCASTI64X4 32(AX), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z15, Z19, Z2
+	VPSRLVW         cnt46<>+0(SB), Z18, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        Z16, Z18, Z2
+	VEXTRACTI64X4   $0x01, Z2, Y18
+	VPADDD          Y18, Y2, Y2
+	VPSUBD          Y17, Y2, Y2
+	VCVTDQ2PS       Y2, Y2
+	MOVWLZX         64(AX), R8
+	VMOVD           R8, X6
+	VCVTPH2PS       X6, X6
+	VMULSS          (DX), X6, X6
+	VBROADCASTSS    X6, Y18
+	VFMADD231PS     Y18, Y2, Y1
+	VPXORD          Z3, Z3, Z3
+	VBROADCASTI64X4 (AX)(CX*1), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z13, Z19, Z3
+	VPSRLVW         cnt46<>+0(SB), Z18, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        Z14, Z18, Z3
+	VBROADCASTI64X4 32(AX)(CX*1), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z15, Z19, Z3
+	VPSRLVW         cnt46<>+0(SB), Z18, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        Z16, Z18, Z3
+	VEXTRACTI64X4   $0x01, Z3, Y18
+	VPADDD          Y18, Y3, Y3
+	VPSUBD          Y17, Y3, Y3
+	VCVTDQ2PS       Y3, Y3
+	MOVWLZX         64(AX)(CX*1), R8
+	VMOVD           R8, X6
+	VCVTPH2PS       X6, X6
+	VMULSS          (DX), X6, X6
+	VBROADCASTSS    X6, Y18
+	VFMADD231PS     Y18, Y3, Y10
+	VPXORD          Z4, Z4, Z4
+	VBROADCASTI64X4 (AX)(CX*2), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z13, Z19, Z4
+	VPSRLVW         cnt46<>+0(SB), Z18, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        Z14, Z18, Z4
+	VBROADCASTI64X4 32(AX)(CX*2), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z15, Z19, Z4
+	VPSRLVW         cnt46<>+0(SB), Z18, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        Z16, Z18, Z4
+	VEXTRACTI64X4   $0x01, Z4, Y18
+	VPADDD          Y18, Y4, Y4
+	VPSUBD          Y17, Y4, Y4
+	VCVTDQ2PS       Y4, Y4
+	MOVWLZX         64(AX)(CX*2), R8
+	VMOVD           R8, X6
+	VCVTPH2PS       X6, X6
+	VMULSS          (DX), X6, X6
+	VBROADCASTSS    X6, Y18
+	VFMADD231PS     Y18, Y4, Y11
+	VPXORD          Z5, Z5, Z5
+	VBROADCASTI64X4 (AX)(SI*1), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z13, Z19, Z5
+	VPSRLVW         cnt46<>+0(SB), Z18, Z13
+	VPANDD          m3z<>+0(SB), Z13, Z13
+	VPDPBUSD        Z14, Z13, Z5
+	VBROADCASTI64X4 32(AX)(SI*1), Z13
+	VPSRLVW         cntb<>+0(SB), Z13, Z14
+	VPANDD          m3z<>+0(SB), Z14, Z14
+	VPDPBUSD        Z15, Z14, Z5
+	VPSRLVW         cnt46<>+0(SB), Z13, Z13
+	VPANDD          m3z<>+0(SB), Z13, Z13
+	VPDPBUSD        Z16, Z13, Z5
+	VEXTRACTI64X4   $0x01, Z5, Y13
+	VPADDD          Y13, Y5, Y5
+	VPSUBD          Y17, Y5, Y5
+	VCVTDQ2PS       Y5, Y5
+	MOVWLZX         64(AX)(SI*1), R8
+	VMOVD           R8, X6
+	VCVTPH2PS       X6, X6
+	VMULSS          (DX), X6, X6
+	VBROADCASTSS    X6, Y13
+	VFMADD231PS     Y13, Y5, Y12
+	ADDQ            $0x00000042, AX
+	ADDQ            $0x00000124, DX
+	DECQ            BX
+	JMP             colsTQ2_0AVX512Asm_loop
 
 colsTQ2_0AVX512Asm_done:
 	MOVQ          out+32(FP), AX
