@@ -283,6 +283,7 @@ func ternKernels() {
 		}
 	}
 	r16TQ2AVX512()
+	r16TQ1AVX512()
 }
 
 // tierName is the kernels' name suffix of a tier.
@@ -516,15 +517,36 @@ func r16TQ2AVX512() {
 	wrapR16("r16TQ2_0AVX512", "TQ2_0", "r16TQ2Block", "q8KBytes", names)
 }
 
-// r16TQ2Block is the size of a LayoutR16 TQ2_0 group block (16 × 66).
-const r16TQ2Block = 16 * 66
+// r16TQ1AVX512 generates the LayoutR16 TQ1_0 kernels: those of TQ2_0 with
+// 13 sets of 64 bytes whose bytes each hold five trits (the last set four)
+// of four columns, unpacked as tq1Unpack does: q·3^k modulo 256 (times3,
+// times9), then the top trit of each byte.
+func r16TQ1AVX512() {
+	var names []string
+	for _, R := range []int{1, 2, 4, 8} {
+		names = append(names, r16TernKernel(true, R))
+	}
+	wrapR16("r16TQ1_0AVX512", "TQ1_0", "r16TQ1Block", "q8KBytes", names)
+}
 
-func r16TQ2Kernel(R int) string {
-	const gbb = r16TQ2Block
-	name := fmt.Sprintf("r16TQ2_0x%dAVX512Asm", R)
+// The sizes of the LayoutR16 ternary group blocks (16 × 66, 16 × 54).
+const (
+	r16TQ2Block = 16 * 66
+	r16TQ1Block = 16 * 54
+)
+
+func r16TQ2Kernel(R int) string { return r16TernKernel(false, R) }
+
+// r16TernKernel is the LayoutR16 kernel of TQ1_0 (tq1) or TQ2_0 for R rows.
+func r16TernKernel(tq1 bool, R int) string {
+	gbb, typ := r16TQ2Block, "TQ2_0"
+	if tq1 {
+		gbb, typ = r16TQ1Block, "TQ1_0"
+	}
+	name := fmt.Sprintf("r16%sx%dAVX512Asm", typ, R)
 	kernel(name, "func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)",
 		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
-		fmt.Sprintf("LayoutR16 TQ2_0 group (nb super-blocks at w) with the %d Q8_K activation", R),
+		fmt.Sprintf("LayoutR16 %s group (nb super-blocks at w) with the %d Q8_K activation", typ, R),
 		"rows x + r·xstride.")
 	w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
 	x0, xst := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
@@ -536,6 +558,14 @@ func r16TQ2Kernel(R int) string {
 	m3, neg := ZMM(), ZMM()
 	VMOVDQU64(m3Z, m3)
 	VPTERNLOGD(U8(0xff), neg, neg, neg) // -1 in every word
+	o := newTernOps(true)
+	if tq1 {
+		o.zero = zeroed(1, ZMM, func(ops ...Op) { VPXORD(ops[0], ops[1], ops[2]) })[0]
+	}
+	sets := 16
+	if tq1 {
+		sets = 13
+	}
 	outs := zeroed(R, ZMM, VPXORD)
 	S := max(1, 4/R) // integer sums per row, taking turns (see r16legacy.go)
 	lines := (gbb + 63) / 64
@@ -548,14 +578,34 @@ func r16TQ2Kernel(R int) string {
 			}
 		}
 		k := 0
-		for s := range 16 {
+		dots := func(t VecVirtual, col int) {
+			for r := range R {
+				VPDPBUSD_BCST(xm(r, 4+col), t, accs[r][k%S])
+			}
+			k++
+		}
+		for s := range sets {
 			if *r16PrefetchBlocks > 0 {
-				for l := s * lines / 16; l < (s+1)*lines/16; l++ {
+				for l := s * lines / sets; l < (s+1)*lines/sets; l++ {
 					PREFETCHT0(Mem{Base: w, Disp: *r16PrefetchBlocks*gbb + 64*l})
 				}
 			}
 			q := ZMM()
 			VMOVDQU64(Mem{Base: w, Disp: 32 + 64*s}, q)
+			if tq1 {
+				// trit k of set s: columns 20s+4k.. (the last set: 240+4k..)
+				col := func(k int) int { return min(20*s, 240) + 4*k }
+				dots(o.trit(q), col(0))
+				q3 := o.times3(q)
+				dots(o.trit(q3), col(1))
+				q9 := o.times9(q)
+				dots(o.trit(q9), col(2))
+				dots(o.trit(o.times9(q3)), col(3))
+				if s < 12 {
+					dots(o.trit(o.times9(q9)), col(4))
+				}
+				continue
+			}
 			for m := range 4 {
 				t := ZMM()
 				if m == 0 {
@@ -564,10 +614,7 @@ func r16TQ2Kernel(R int) string {
 					VPSRLW(U8(2*m), q, t)
 					VPANDD(m3, t, t)
 				}
-				for r := range R {
-					VPDPBUSD_BCST(xm(r, 4+16*s+4*m), t, accs[r][k%S])
-				}
-				k++
+				dots(t, 16*s+4*m)
 			}
 		}
 		dv := ZMM()

@@ -134,6 +134,7 @@ func BenchmarkMatVec(b *testing.B) {
 		b.Run(fmt.Sprintf("%v_4096x4096", typ), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, 1) })
 	}
 	b.Run("TQ2_0_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, TQ2_0, LayoutR16, 4096, 4096, 1, 1) })
+	b.Run("TQ1_0_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, TQ1_0, LayoutR16, 4096, 4096, 1, 1) })
 	for _, typ := range []DType{Q4_0, Q8_0} {
 		b.Run(fmt.Sprintf("%v_4096x4096", typ), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, 1) })
 		b.Run(fmt.Sprintf("%v_r16_4096x4096", typ), func(b *testing.B) { benchMatMulCopies(b, typ, LayoutR16, 4096, 4096, 1, 1) })
@@ -166,6 +167,7 @@ func BenchmarkPrefill(b *testing.B) {
 	b.Run("TQ1_0_4096x4096_n128", func(b *testing.B) { benchMatMul(b, TQ1_0, 4096, 4096, 128) })
 	b.Run("TQ2_0_4096x4096_n128", func(b *testing.B) { benchMatMul(b, TQ2_0, 4096, 4096, 128) })
 	b.Run("TQ2_0_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, TQ2_0, LayoutR16, 4096, 4096, 128, 1) })
+	b.Run("TQ1_0_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, TQ1_0, LayoutR16, 4096, 4096, 128, 1) })
 	for _, typ := range []DType{Q4_0, Q8_0} {
 		for _, n := range []int{8, 128} {
 			b.Run(fmt.Sprintf("%v_4096x4096_n%d", typ, n), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, n) })

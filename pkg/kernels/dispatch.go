@@ -178,6 +178,7 @@ var genericKernels = &kernelSet{
 		Q6_K:  r16Q6KGeneric,
 		Q4_0:  r16Q4_0Generic,
 		Q8_0:  r16Q8_0Generic,
+		TQ1_0: dotR16TQ1Generic,
 		TQ2_0: dotR16TQ2Generic,
 	},
 	f16F32:     dotF16F32Generic,

@@ -349,3 +349,31 @@ func r16TQ2_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, os
 //
 //go:noescape
 func r16TQ2_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ1_0x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ1_0 group (nb super-blocks at w) with the 1 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ1_0x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ1_0x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ1_0 group (nb super-blocks at w) with the 2 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ1_0x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ1_0x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ1_0 group (nb super-blocks at w) with the 4 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ1_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ1_0x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ1_0 group (nb super-blocks at w) with the 8 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ1_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)

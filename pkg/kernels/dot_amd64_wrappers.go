@@ -364,3 +364,11 @@ func r16TQ2_0AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostr
 
 // r16TQ2_0AVX512Kernels are indexed by log2 of the rows they take at once.
 var r16TQ2_0AVX512Kernels = [4]r16Kernel{r16TQ2_0x1AVX512Asm, r16TQ2_0x2AVX512Asm, r16TQ2_0x4AVX512Asm, r16TQ2_0x8AVX512Asm}
+
+// r16TQ1_0AVX512 is r16[TQ1_0] of its tier.
+func r16TQ1_0AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16TQ1Block, q8KBytes, xq, xrb, R, out, ostride, &r16TQ1_0AVX512Kernels)
+}
+
+// r16TQ1_0AVX512Kernels are indexed by log2 of the rows they take at once.
+var r16TQ1_0AVX512Kernels = [4]r16Kernel{r16TQ1_0x1AVX512Asm, r16TQ1_0x2AVX512Asm, r16TQ1_0x4AVX512Asm, r16TQ1_0x8AVX512Asm}

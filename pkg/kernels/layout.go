@@ -123,6 +123,8 @@ func r16Block(t DType) (cols, bytes int) {
 		return qk, r16Q8_0Block
 	case TQ2_0:
 		return QK_K, r16TQ2Block
+	case TQ1_0:
+		return QK_K, r16TQ1Block
 	}
 	return 0, 0
 }
@@ -190,6 +192,8 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 		lane = repackQ8_0Lane
 	case TQ2_0:
 		lane = repackTQ2Lane
+	case TQ1_0:
+		lane = repackTQ1Lane
 	}
 	for g := 0; g < len(src)/(R16*rb); g++ {
 		for b := range nb {
@@ -298,6 +302,10 @@ func RowLayout(t DType, l Layout, w []byte, cols, r int, dst []float32) {
 		y := dst[b*bc : (b+1)*bc]
 		if t == TQ2_0 {
 			rowR16TQ2(blk, l16, y)
+			continue
+		}
+		if t == TQ1_0 {
+			rowR16TQ1(blk, l16, y)
 			continue
 		}
 		d := F16ToF32(binary.LittleEndian.Uint16(blk[2*l16:]))

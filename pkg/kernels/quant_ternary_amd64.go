@@ -23,4 +23,5 @@ func setTernaryAVX512(k *kernelSet) {
 	k.cols[TQ1_0] = colsKernel{4, colsTQ1_0AVX512}
 	k.cols[TQ2_0] = colsKernel{4, colsTQ2_0AVX512}
 	k.r16[TQ2_0] = r16TQ2_0AVX512
+	k.r16[TQ1_0] = r16TQ1_0AVX512
 }

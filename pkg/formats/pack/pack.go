@@ -85,11 +85,11 @@ const (
 	// LayoutGGML is ggml's encoding of the tensor's DType, rows one after
 	// another: the bytes of the GGUF tensor, unchanged.
 	LayoutGGML Layout = 0
-	// LayoutR16 is kernels.LayoutR16: Q4_K, Q6_K, Q4_0, Q8_0 and TQ2_0 matrices
+	// LayoutR16 is kernels.LayoutR16: Q4_K, Q6_K, Q4_0, Q8_0, TQ1_0 and TQ2_0 matrices
 	// with groups of 16 rows interleaved and the scales next to their
 	// quants (unpacked for the k-quants), for the AVX-512 VNNI kernels.
 	// (Readers before Q4_0 and Q8_0 had it refuse such tensors as invalid
-	// entries rather than misread them, and so do readers before TQ2_0.) (Their pure-Go twin runs it anywhere, but far slower than
+	// entries rather than misread them, and so do readers before TQ1_0 and TQ2_0.) (Their pure-Go twin runs it anywhere, but far slower than
 	// the ggml layout's kernels, so it is written for that tier only.)
 	LayoutR16 Layout = 1
 )
@@ -167,7 +167,7 @@ func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
 }
 
 // Layouts counts the changes to which tensors chooseLayout rearranges (1:
-// Q4_K and Q6_K in LayoutR16; 2: Q4_0 and Q8_0 too; 3: TQ2_0 too). Files of every count
+// Q4_K and Q6_K in LayoutR16; 2: Q4_0 and Q8_0 too; 3: TQ1_0 and TQ2_0 too). Files of every count
 // read alike; a cache of packed copies keys on it, so that an older copy is
 // packed again to get the faster layouts.
 const Layouts = 3
