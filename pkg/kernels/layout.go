@@ -60,7 +60,8 @@ import (
 // correction (per-row sums kept at pack time) would cost 32 bytes per group
 // block: 1.06× Q8_0's size, 1.11× Q4_0's.
 //
-// Only Q4_K, Q6_K, Q4_0 and Q8_0 matrices whose rows are a multiple of 16
+// Only Q4_K, Q6_K, Q4_0 and Q8_0 matrices, and the ternary TQ1_0 and TQ2_0
+// ones (quant_ternary_r16.go), whose rows are a multiple of 16
 // (and columns of the block) have a LayoutR16 form; the arithmetic (exact
 // integer sums per (sub-)block, one float multiply-add per block of
 // columns) is that of dotR16Generic, the reference twin of the assembly
@@ -165,8 +166,8 @@ func LayoutBytes(t DType, l Layout, rows, cols int) (int, bool) {
 	return 0, false
 }
 
-// RepackR16 rearranges src, whole groups of 16 rows of a Q4_K, Q6_K, Q4_0 or
-// Q8_0 matrix
+// RepackR16 rearranges src, whole groups of 16 rows of a Q4_K, Q6_K, Q4_0,
+// Q8_0, TQ1_0 or TQ2_0 matrix
 // with cols columns in LayoutRows, into dst in LayoutR16. It panics if the
 // sizes are inconsistent (dst must be LayoutBytes long) or t has no
 // LayoutR16 form.
