@@ -11841,6 +11841,26 @@ DATA mf8<>+48(SB)/8, $0xf8f8f8f8f8f8f8f8
 DATA mf8<>+56(SB)/8, $0xf8f8f8f8f8f8f8f8
 GLOBL mf8<>(SB), RODATA|NOPTR, $64
 
+DATA mc0<>+0(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+8(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+16(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+24(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+32(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+40(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+48(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+56(SB)/8, $0xc0c0c0c0c0c0c0c0
+GLOBL mc0<>(SB), RODATA|NOPTR, $64
+
+DATA neg64<>+0(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+8(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+16(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+24(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+32(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+40(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+48(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+56(SB)/8, $0xffc0ffc0ffc0ffc0
+GLOBL neg64<>(SB), RODATA|NOPTR, $64
+
 DATA cnt46<>+0(SB)/2, $0x0004
 DATA cnt46<>+2(SB)/2, $0x0004
 DATA cnt46<>+4(SB)/2, $0x0004
@@ -15984,6 +16004,7 @@ TEXT ·r16TQ1_0x1AVX512Asm(SB), NOSPLIT, $0-48
 	LEAQ       (BX)(BX*2), BX
 	VMOVDQU64  m3z<>+0(SB), Z0
 	VPTERNLOGD $0xff, Z1, Z1, Z1
+	VMOVDQU64  neg64<>+0(SB), Z1
 	VPXORD     Z2, Z2, Z2
 	VPXORD     Z3, Z3, Z3
 
@@ -16007,16 +16028,14 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z8
 	VPAVGB        Z2, Z8, Z9
 	VPAVGB        Z9, Z8, Z8
-	VPSRLW        $0x06, Z8, Z8
-	VPANDD        m3z<>+0(SB), Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
 	VPDPBUSD.BCST 4(DX), Z8, Z4
 	VPADDB        Z0, Z0, Z8
 	VPADDB        Z0, Z8, Z8
 	VPSUBUSB      ones8<>+0(SB), Z8, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 8(DX), Z9, Z5
 	VPSLLW        $0x03, Z0, Z9
 	VPANDD        mf8<>+0(SB), Z9, Z9
@@ -16024,8 +16043,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z0
 	VPAVGB        Z2, Z0, Z10
 	VPAVGB        Z10, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 12(DX), Z0, Z6
 	VPSLLW        $0x03, Z8, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16033,8 +16051,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 16(DX), Z0, Z7
 	VPSLLW        $0x03, Z9, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16042,24 +16059,21 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 20(DX), Z0, Z4
 	PREFETCHT0    1792(AX)
 	VMOVDQU64     96(AX), Z0
 	VPSUBUSB      ones8<>+0(SB), Z0, Z8
 	VPAVGB        Z2, Z8, Z9
 	VPAVGB        Z9, Z8, Z8
-	VPSRLW        $0x06, Z8, Z8
-	VPANDD        m3z<>+0(SB), Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
 	VPDPBUSD.BCST 24(DX), Z8, Z5
 	VPADDB        Z0, Z0, Z8
 	VPADDB        Z0, Z8, Z8
 	VPSUBUSB      ones8<>+0(SB), Z8, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 28(DX), Z9, Z6
 	VPSLLW        $0x03, Z0, Z9
 	VPANDD        mf8<>+0(SB), Z9, Z9
@@ -16067,8 +16081,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z0
 	VPAVGB        Z2, Z0, Z10
 	VPAVGB        Z10, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 32(DX), Z0, Z7
 	VPSLLW        $0x03, Z8, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16076,8 +16089,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 36(DX), Z0, Z4
 	VPSLLW        $0x03, Z9, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16085,24 +16097,21 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 40(DX), Z0, Z5
 	PREFETCHT0    1856(AX)
 	VMOVDQU64     160(AX), Z0
 	VPSUBUSB      ones8<>+0(SB), Z0, Z8
 	VPAVGB        Z2, Z8, Z9
 	VPAVGB        Z9, Z8, Z8
-	VPSRLW        $0x06, Z8, Z8
-	VPANDD        m3z<>+0(SB), Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
 	VPDPBUSD.BCST 44(DX), Z8, Z6
 	VPADDB        Z0, Z0, Z8
 	VPADDB        Z0, Z8, Z8
 	VPSUBUSB      ones8<>+0(SB), Z8, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 48(DX), Z9, Z7
 	VPSLLW        $0x03, Z0, Z9
 	VPANDD        mf8<>+0(SB), Z9, Z9
@@ -16110,8 +16119,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z0
 	VPAVGB        Z2, Z0, Z10
 	VPAVGB        Z10, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 52(DX), Z0, Z4
 	VPSLLW        $0x03, Z8, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16119,8 +16127,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 56(DX), Z0, Z5
 	VPSLLW        $0x03, Z9, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16128,24 +16135,21 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 60(DX), Z0, Z6
 	PREFETCHT0    1920(AX)
 	VMOVDQU64     224(AX), Z0
 	VPSUBUSB      ones8<>+0(SB), Z0, Z8
 	VPAVGB        Z2, Z8, Z9
 	VPAVGB        Z9, Z8, Z8
-	VPSRLW        $0x06, Z8, Z8
-	VPANDD        m3z<>+0(SB), Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
 	VPDPBUSD.BCST 64(DX), Z8, Z7
 	VPADDB        Z0, Z0, Z8
 	VPADDB        Z0, Z8, Z8
 	VPSUBUSB      ones8<>+0(SB), Z8, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 68(DX), Z9, Z4
 	VPSLLW        $0x03, Z0, Z9
 	VPANDD        mf8<>+0(SB), Z9, Z9
@@ -16153,8 +16157,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z0
 	VPAVGB        Z2, Z0, Z10
 	VPAVGB        Z10, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 72(DX), Z0, Z5
 	VPSLLW        $0x03, Z8, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16162,8 +16165,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 76(DX), Z0, Z6
 	VPSLLW        $0x03, Z9, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16171,24 +16173,21 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 80(DX), Z0, Z7
 	PREFETCHT0    1984(AX)
 	VMOVDQU64     288(AX), Z0
 	VPSUBUSB      ones8<>+0(SB), Z0, Z8
 	VPAVGB        Z2, Z8, Z9
 	VPAVGB        Z9, Z8, Z8
-	VPSRLW        $0x06, Z8, Z8
-	VPANDD        m3z<>+0(SB), Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
 	VPDPBUSD.BCST 84(DX), Z8, Z4
 	VPADDB        Z0, Z0, Z8
 	VPADDB        Z0, Z8, Z8
 	VPSUBUSB      ones8<>+0(SB), Z8, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 88(DX), Z9, Z5
 	VPSLLW        $0x03, Z0, Z9
 	VPANDD        mf8<>+0(SB), Z9, Z9
@@ -16196,8 +16195,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z0
 	VPAVGB        Z2, Z0, Z10
 	VPAVGB        Z10, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 92(DX), Z0, Z6
 	VPSLLW        $0x03, Z8, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16205,8 +16203,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 96(DX), Z0, Z7
 	VPSLLW        $0x03, Z9, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16214,24 +16211,21 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 100(DX), Z0, Z4
 	PREFETCHT0    2048(AX)
 	VMOVDQU64     352(AX), Z0
 	VPSUBUSB      ones8<>+0(SB), Z0, Z8
 	VPAVGB        Z2, Z8, Z9
 	VPAVGB        Z9, Z8, Z8
-	VPSRLW        $0x06, Z8, Z8
-	VPANDD        m3z<>+0(SB), Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
 	VPDPBUSD.BCST 104(DX), Z8, Z5
 	VPADDB        Z0, Z0, Z8
 	VPADDB        Z0, Z8, Z8
 	VPSUBUSB      ones8<>+0(SB), Z8, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 108(DX), Z9, Z6
 	VPSLLW        $0x03, Z0, Z9
 	VPANDD        mf8<>+0(SB), Z9, Z9
@@ -16239,8 +16233,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z0
 	VPAVGB        Z2, Z0, Z10
 	VPAVGB        Z10, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 112(DX), Z0, Z7
 	VPSLLW        $0x03, Z8, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16248,8 +16241,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 116(DX), Z0, Z4
 	VPSLLW        $0x03, Z9, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16257,24 +16249,21 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 120(DX), Z0, Z5
 	PREFETCHT0    2112(AX)
 	VMOVDQU64     416(AX), Z0
 	VPSUBUSB      ones8<>+0(SB), Z0, Z8
 	VPAVGB        Z2, Z8, Z9
 	VPAVGB        Z9, Z8, Z8
-	VPSRLW        $0x06, Z8, Z8
-	VPANDD        m3z<>+0(SB), Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
 	VPDPBUSD.BCST 124(DX), Z8, Z6
 	VPADDB        Z0, Z0, Z8
 	VPADDB        Z0, Z8, Z8
 	VPSUBUSB      ones8<>+0(SB), Z8, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 128(DX), Z9, Z7
 	VPSLLW        $0x03, Z0, Z9
 	VPANDD        mf8<>+0(SB), Z9, Z9
@@ -16282,8 +16271,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z0
 	VPAVGB        Z2, Z0, Z10
 	VPAVGB        Z10, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 132(DX), Z0, Z4
 	VPSLLW        $0x03, Z8, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16291,8 +16279,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 136(DX), Z0, Z5
 	VPSLLW        $0x03, Z9, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16300,24 +16287,21 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 140(DX), Z0, Z6
 	PREFETCHT0    2176(AX)
 	VMOVDQU64     480(AX), Z0
 	VPSUBUSB      ones8<>+0(SB), Z0, Z8
 	VPAVGB        Z2, Z8, Z9
 	VPAVGB        Z9, Z8, Z8
-	VPSRLW        $0x06, Z8, Z8
-	VPANDD        m3z<>+0(SB), Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
 	VPDPBUSD.BCST 144(DX), Z8, Z7
 	VPADDB        Z0, Z0, Z8
 	VPADDB        Z0, Z8, Z8
 	VPSUBUSB      ones8<>+0(SB), Z8, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 148(DX), Z9, Z4
 	VPSLLW        $0x03, Z0, Z9
 	VPANDD        mf8<>+0(SB), Z9, Z9
@@ -16325,8 +16309,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z0
 	VPAVGB        Z2, Z0, Z10
 	VPAVGB        Z10, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 152(DX), Z0, Z5
 	VPSLLW        $0x03, Z8, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16334,8 +16317,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 156(DX), Z0, Z6
 	VPSLLW        $0x03, Z9, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16343,24 +16325,21 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 160(DX), Z0, Z7
 	PREFETCHT0    2240(AX)
 	VMOVDQU64     544(AX), Z0
 	VPSUBUSB      ones8<>+0(SB), Z0, Z8
 	VPAVGB        Z2, Z8, Z9
 	VPAVGB        Z9, Z8, Z8
-	VPSRLW        $0x06, Z8, Z8
-	VPANDD        m3z<>+0(SB), Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
 	VPDPBUSD.BCST 164(DX), Z8, Z4
 	VPADDB        Z0, Z0, Z8
 	VPADDB        Z0, Z8, Z8
 	VPSUBUSB      ones8<>+0(SB), Z8, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 168(DX), Z9, Z5
 	VPSLLW        $0x03, Z0, Z9
 	VPANDD        mf8<>+0(SB), Z9, Z9
@@ -16368,8 +16347,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z0
 	VPAVGB        Z2, Z0, Z10
 	VPAVGB        Z10, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 172(DX), Z0, Z6
 	VPSLLW        $0x03, Z8, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16377,8 +16355,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 176(DX), Z0, Z7
 	VPSLLW        $0x03, Z9, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16386,24 +16363,21 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 180(DX), Z0, Z4
 	PREFETCHT0    2304(AX)
 	VMOVDQU64     608(AX), Z0
 	VPSUBUSB      ones8<>+0(SB), Z0, Z8
 	VPAVGB        Z2, Z8, Z9
 	VPAVGB        Z9, Z8, Z8
-	VPSRLW        $0x06, Z8, Z8
-	VPANDD        m3z<>+0(SB), Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
 	VPDPBUSD.BCST 184(DX), Z8, Z5
 	VPADDB        Z0, Z0, Z8
 	VPADDB        Z0, Z8, Z8
 	VPSUBUSB      ones8<>+0(SB), Z8, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 188(DX), Z9, Z6
 	VPSLLW        $0x03, Z0, Z9
 	VPANDD        mf8<>+0(SB), Z9, Z9
@@ -16411,8 +16385,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z0
 	VPAVGB        Z2, Z0, Z10
 	VPAVGB        Z10, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 192(DX), Z0, Z7
 	VPSLLW        $0x03, Z8, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16420,8 +16393,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 196(DX), Z0, Z4
 	VPSLLW        $0x03, Z9, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16429,24 +16401,21 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 200(DX), Z0, Z5
 	PREFETCHT0    2368(AX)
 	VMOVDQU64     672(AX), Z0
 	VPSUBUSB      ones8<>+0(SB), Z0, Z8
 	VPAVGB        Z2, Z8, Z9
 	VPAVGB        Z9, Z8, Z8
-	VPSRLW        $0x06, Z8, Z8
-	VPANDD        m3z<>+0(SB), Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
 	VPDPBUSD.BCST 204(DX), Z8, Z6
 	VPADDB        Z0, Z0, Z8
 	VPADDB        Z0, Z8, Z8
 	VPSUBUSB      ones8<>+0(SB), Z8, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 208(DX), Z9, Z7
 	VPSLLW        $0x03, Z0, Z9
 	VPANDD        mf8<>+0(SB), Z9, Z9
@@ -16454,8 +16423,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z0
 	VPAVGB        Z2, Z0, Z10
 	VPAVGB        Z10, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 212(DX), Z0, Z4
 	VPSLLW        $0x03, Z8, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16463,8 +16431,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 216(DX), Z0, Z5
 	VPSLLW        $0x03, Z9, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16472,24 +16439,21 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 220(DX), Z0, Z6
 	PREFETCHT0    2432(AX)
 	VMOVDQU64     736(AX), Z0
 	VPSUBUSB      ones8<>+0(SB), Z0, Z8
 	VPAVGB        Z2, Z8, Z9
 	VPAVGB        Z9, Z8, Z8
-	VPSRLW        $0x06, Z8, Z8
-	VPANDD        m3z<>+0(SB), Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
 	VPDPBUSD.BCST 224(DX), Z8, Z7
 	VPADDB        Z0, Z0, Z8
 	VPADDB        Z0, Z8, Z8
 	VPSUBUSB      ones8<>+0(SB), Z8, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 228(DX), Z9, Z4
 	VPSLLW        $0x03, Z0, Z9
 	VPANDD        mf8<>+0(SB), Z9, Z9
@@ -16497,8 +16461,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z0
 	VPAVGB        Z2, Z0, Z10
 	VPAVGB        Z10, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 232(DX), Z0, Z5
 	VPSLLW        $0x03, Z8, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16506,8 +16469,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 236(DX), Z0, Z6
 	VPSLLW        $0x03, Z9, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16515,8 +16477,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 240(DX), Z0, Z7
 	PREFETCHT0    2496(AX)
 	PREFETCHT0    2560(AX)
@@ -16524,16 +16485,14 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z8
 	VPAVGB        Z2, Z8, Z9
 	VPAVGB        Z9, Z8, Z8
-	VPSRLW        $0x06, Z8, Z8
-	VPANDD        m3z<>+0(SB), Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
 	VPDPBUSD.BCST 244(DX), Z8, Z4
 	VPADDB        Z0, Z0, Z8
 	VPADDB        Z0, Z8, Z8
 	VPSUBUSB      ones8<>+0(SB), Z8, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 248(DX), Z9, Z5
 	VPSLLW        $0x03, Z0, Z9
 	VPANDD        mf8<>+0(SB), Z9, Z9
@@ -16541,8 +16500,7 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 252(DX), Z0, Z6
 	VPSLLW        $0x03, Z8, Z0
 	VPANDD        mf8<>+0(SB), Z0, Z0
@@ -16550,14 +16508,14 @@ r16TQ1_0x1AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z8
 	VPAVGB        Z8, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 256(DX), Z0, Z7
 	VCVTPH2PS     (AX), Z0
 	VPADDD        Z5, Z4, Z4
 	VPADDD        Z6, Z4, Z4
 	VPADDD        Z7, Z4, Z4
 	VMULPS.BCST   (DX), Z0, Z0
+	VPSRAD        $0x06, Z4, Z4
 	VCVTDQ2PS     Z4, Z4
 	VFMADD231PS   Z0, Z4, Z3
 	ADDQ          $0x00000360, AX
@@ -16584,6 +16542,7 @@ TEXT ·r16TQ1_0x2AVX512Asm(SB), NOSPLIT, $0-48
 	LEAQ       (BX)(BX*2), SI
 	VMOVDQU64  m3z<>+0(SB), Z0
 	VPTERNLOGD $0xff, Z1, Z1, Z1
+	VMOVDQU64  neg64<>+0(SB), Z1
 	VPXORD     Z2, Z2, Z2
 	VPXORD     Z3, Z3, Z3
 	VPXORD     Z4, Z4, Z4
@@ -16616,8 +16575,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 4(DX), Z9, Z5
 	VPDPBUSD.BCST 4(DX)(BX*1), Z9, Z7
 	VPADDB        Z0, Z0, Z9
@@ -16625,8 +16583,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z10
 	VPAVGB        Z2, Z10, Z11
 	VPAVGB        Z11, Z10, Z10
-	VPSRLW        $0x06, Z10, Z10
-	VPANDD        m3z<>+0(SB), Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
 	VPDPBUSD.BCST 8(DX), Z10, Z6
 	VPDPBUSD.BCST 8(DX)(BX*1), Z10, Z8
 	VPSLLW        $0x03, Z0, Z10
@@ -16635,8 +16592,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z10, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 12(DX), Z0, Z5
 	VPDPBUSD.BCST 12(DX)(BX*1), Z0, Z7
 	VPSLLW        $0x03, Z9, Z0
@@ -16645,8 +16601,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 16(DX), Z0, Z6
 	VPDPBUSD.BCST 16(DX)(BX*1), Z0, Z8
 	VPSLLW        $0x03, Z10, Z0
@@ -16655,8 +16610,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 20(DX), Z0, Z5
 	VPDPBUSD.BCST 20(DX)(BX*1), Z0, Z7
 	PREFETCHT0    1792(AX)
@@ -16664,8 +16618,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 24(DX), Z9, Z6
 	VPDPBUSD.BCST 24(DX)(BX*1), Z9, Z8
 	VPADDB        Z0, Z0, Z9
@@ -16673,8 +16626,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z10
 	VPAVGB        Z2, Z10, Z11
 	VPAVGB        Z11, Z10, Z10
-	VPSRLW        $0x06, Z10, Z10
-	VPANDD        m3z<>+0(SB), Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
 	VPDPBUSD.BCST 28(DX), Z10, Z5
 	VPDPBUSD.BCST 28(DX)(BX*1), Z10, Z7
 	VPSLLW        $0x03, Z0, Z10
@@ -16683,8 +16635,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z10, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 32(DX), Z0, Z6
 	VPDPBUSD.BCST 32(DX)(BX*1), Z0, Z8
 	VPSLLW        $0x03, Z9, Z0
@@ -16693,8 +16644,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 36(DX), Z0, Z5
 	VPDPBUSD.BCST 36(DX)(BX*1), Z0, Z7
 	VPSLLW        $0x03, Z10, Z0
@@ -16703,8 +16653,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 40(DX), Z0, Z6
 	VPDPBUSD.BCST 40(DX)(BX*1), Z0, Z8
 	PREFETCHT0    1856(AX)
@@ -16712,8 +16661,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 44(DX), Z9, Z5
 	VPDPBUSD.BCST 44(DX)(BX*1), Z9, Z7
 	VPADDB        Z0, Z0, Z9
@@ -16721,8 +16669,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z10
 	VPAVGB        Z2, Z10, Z11
 	VPAVGB        Z11, Z10, Z10
-	VPSRLW        $0x06, Z10, Z10
-	VPANDD        m3z<>+0(SB), Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
 	VPDPBUSD.BCST 48(DX), Z10, Z6
 	VPDPBUSD.BCST 48(DX)(BX*1), Z10, Z8
 	VPSLLW        $0x03, Z0, Z10
@@ -16731,8 +16678,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z10, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 52(DX), Z0, Z5
 	VPDPBUSD.BCST 52(DX)(BX*1), Z0, Z7
 	VPSLLW        $0x03, Z9, Z0
@@ -16741,8 +16687,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 56(DX), Z0, Z6
 	VPDPBUSD.BCST 56(DX)(BX*1), Z0, Z8
 	VPSLLW        $0x03, Z10, Z0
@@ -16751,8 +16696,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 60(DX), Z0, Z5
 	VPDPBUSD.BCST 60(DX)(BX*1), Z0, Z7
 	PREFETCHT0    1920(AX)
@@ -16760,8 +16704,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 64(DX), Z9, Z6
 	VPDPBUSD.BCST 64(DX)(BX*1), Z9, Z8
 	VPADDB        Z0, Z0, Z9
@@ -16769,8 +16712,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z10
 	VPAVGB        Z2, Z10, Z11
 	VPAVGB        Z11, Z10, Z10
-	VPSRLW        $0x06, Z10, Z10
-	VPANDD        m3z<>+0(SB), Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
 	VPDPBUSD.BCST 68(DX), Z10, Z5
 	VPDPBUSD.BCST 68(DX)(BX*1), Z10, Z7
 	VPSLLW        $0x03, Z0, Z10
@@ -16779,8 +16721,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z10, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 72(DX), Z0, Z6
 	VPDPBUSD.BCST 72(DX)(BX*1), Z0, Z8
 	VPSLLW        $0x03, Z9, Z0
@@ -16789,8 +16730,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 76(DX), Z0, Z5
 	VPDPBUSD.BCST 76(DX)(BX*1), Z0, Z7
 	VPSLLW        $0x03, Z10, Z0
@@ -16799,8 +16739,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 80(DX), Z0, Z6
 	VPDPBUSD.BCST 80(DX)(BX*1), Z0, Z8
 	PREFETCHT0    1984(AX)
@@ -16808,8 +16747,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 84(DX), Z9, Z5
 	VPDPBUSD.BCST 84(DX)(BX*1), Z9, Z7
 	VPADDB        Z0, Z0, Z9
@@ -16817,8 +16755,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z10
 	VPAVGB        Z2, Z10, Z11
 	VPAVGB        Z11, Z10, Z10
-	VPSRLW        $0x06, Z10, Z10
-	VPANDD        m3z<>+0(SB), Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
 	VPDPBUSD.BCST 88(DX), Z10, Z6
 	VPDPBUSD.BCST 88(DX)(BX*1), Z10, Z8
 	VPSLLW        $0x03, Z0, Z10
@@ -16827,8 +16764,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z10, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 92(DX), Z0, Z5
 	VPDPBUSD.BCST 92(DX)(BX*1), Z0, Z7
 	VPSLLW        $0x03, Z9, Z0
@@ -16837,8 +16773,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 96(DX), Z0, Z6
 	VPDPBUSD.BCST 96(DX)(BX*1), Z0, Z8
 	VPSLLW        $0x03, Z10, Z0
@@ -16847,8 +16782,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 100(DX), Z0, Z5
 	VPDPBUSD.BCST 100(DX)(BX*1), Z0, Z7
 	PREFETCHT0    2048(AX)
@@ -16856,8 +16790,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 104(DX), Z9, Z6
 	VPDPBUSD.BCST 104(DX)(BX*1), Z9, Z8
 	VPADDB        Z0, Z0, Z9
@@ -16865,8 +16798,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z10
 	VPAVGB        Z2, Z10, Z11
 	VPAVGB        Z11, Z10, Z10
-	VPSRLW        $0x06, Z10, Z10
-	VPANDD        m3z<>+0(SB), Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
 	VPDPBUSD.BCST 108(DX), Z10, Z5
 	VPDPBUSD.BCST 108(DX)(BX*1), Z10, Z7
 	VPSLLW        $0x03, Z0, Z10
@@ -16875,8 +16807,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z10, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 112(DX), Z0, Z6
 	VPDPBUSD.BCST 112(DX)(BX*1), Z0, Z8
 	VPSLLW        $0x03, Z9, Z0
@@ -16885,8 +16816,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 116(DX), Z0, Z5
 	VPDPBUSD.BCST 116(DX)(BX*1), Z0, Z7
 	VPSLLW        $0x03, Z10, Z0
@@ -16895,8 +16825,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 120(DX), Z0, Z6
 	VPDPBUSD.BCST 120(DX)(BX*1), Z0, Z8
 	PREFETCHT0    2112(AX)
@@ -16904,8 +16833,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 124(DX), Z9, Z5
 	VPDPBUSD.BCST 124(DX)(BX*1), Z9, Z7
 	VPADDB        Z0, Z0, Z9
@@ -16913,8 +16841,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z10
 	VPAVGB        Z2, Z10, Z11
 	VPAVGB        Z11, Z10, Z10
-	VPSRLW        $0x06, Z10, Z10
-	VPANDD        m3z<>+0(SB), Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
 	VPDPBUSD.BCST 128(DX), Z10, Z6
 	VPDPBUSD.BCST 128(DX)(BX*1), Z10, Z8
 	VPSLLW        $0x03, Z0, Z10
@@ -16923,8 +16850,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z10, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 132(DX), Z0, Z5
 	VPDPBUSD.BCST 132(DX)(BX*1), Z0, Z7
 	VPSLLW        $0x03, Z9, Z0
@@ -16933,8 +16859,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 136(DX), Z0, Z6
 	VPDPBUSD.BCST 136(DX)(BX*1), Z0, Z8
 	VPSLLW        $0x03, Z10, Z0
@@ -16943,8 +16868,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 140(DX), Z0, Z5
 	VPDPBUSD.BCST 140(DX)(BX*1), Z0, Z7
 	PREFETCHT0    2176(AX)
@@ -16952,8 +16876,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 144(DX), Z9, Z6
 	VPDPBUSD.BCST 144(DX)(BX*1), Z9, Z8
 	VPADDB        Z0, Z0, Z9
@@ -16961,8 +16884,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z10
 	VPAVGB        Z2, Z10, Z11
 	VPAVGB        Z11, Z10, Z10
-	VPSRLW        $0x06, Z10, Z10
-	VPANDD        m3z<>+0(SB), Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
 	VPDPBUSD.BCST 148(DX), Z10, Z5
 	VPDPBUSD.BCST 148(DX)(BX*1), Z10, Z7
 	VPSLLW        $0x03, Z0, Z10
@@ -16971,8 +16893,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z10, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 152(DX), Z0, Z6
 	VPDPBUSD.BCST 152(DX)(BX*1), Z0, Z8
 	VPSLLW        $0x03, Z9, Z0
@@ -16981,8 +16902,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 156(DX), Z0, Z5
 	VPDPBUSD.BCST 156(DX)(BX*1), Z0, Z7
 	VPSLLW        $0x03, Z10, Z0
@@ -16991,8 +16911,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 160(DX), Z0, Z6
 	VPDPBUSD.BCST 160(DX)(BX*1), Z0, Z8
 	PREFETCHT0    2240(AX)
@@ -17000,8 +16919,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 164(DX), Z9, Z5
 	VPDPBUSD.BCST 164(DX)(BX*1), Z9, Z7
 	VPADDB        Z0, Z0, Z9
@@ -17009,8 +16927,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z10
 	VPAVGB        Z2, Z10, Z11
 	VPAVGB        Z11, Z10, Z10
-	VPSRLW        $0x06, Z10, Z10
-	VPANDD        m3z<>+0(SB), Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
 	VPDPBUSD.BCST 168(DX), Z10, Z6
 	VPDPBUSD.BCST 168(DX)(BX*1), Z10, Z8
 	VPSLLW        $0x03, Z0, Z10
@@ -17019,8 +16936,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z10, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 172(DX), Z0, Z5
 	VPDPBUSD.BCST 172(DX)(BX*1), Z0, Z7
 	VPSLLW        $0x03, Z9, Z0
@@ -17029,8 +16945,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 176(DX), Z0, Z6
 	VPDPBUSD.BCST 176(DX)(BX*1), Z0, Z8
 	VPSLLW        $0x03, Z10, Z0
@@ -17039,8 +16954,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 180(DX), Z0, Z5
 	VPDPBUSD.BCST 180(DX)(BX*1), Z0, Z7
 	PREFETCHT0    2304(AX)
@@ -17048,8 +16962,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 184(DX), Z9, Z6
 	VPDPBUSD.BCST 184(DX)(BX*1), Z9, Z8
 	VPADDB        Z0, Z0, Z9
@@ -17057,8 +16970,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z10
 	VPAVGB        Z2, Z10, Z11
 	VPAVGB        Z11, Z10, Z10
-	VPSRLW        $0x06, Z10, Z10
-	VPANDD        m3z<>+0(SB), Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
 	VPDPBUSD.BCST 188(DX), Z10, Z5
 	VPDPBUSD.BCST 188(DX)(BX*1), Z10, Z7
 	VPSLLW        $0x03, Z0, Z10
@@ -17067,8 +16979,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z10, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 192(DX), Z0, Z6
 	VPDPBUSD.BCST 192(DX)(BX*1), Z0, Z8
 	VPSLLW        $0x03, Z9, Z0
@@ -17077,8 +16988,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 196(DX), Z0, Z5
 	VPDPBUSD.BCST 196(DX)(BX*1), Z0, Z7
 	VPSLLW        $0x03, Z10, Z0
@@ -17087,8 +16997,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 200(DX), Z0, Z6
 	VPDPBUSD.BCST 200(DX)(BX*1), Z0, Z8
 	PREFETCHT0    2368(AX)
@@ -17096,8 +17005,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 204(DX), Z9, Z5
 	VPDPBUSD.BCST 204(DX)(BX*1), Z9, Z7
 	VPADDB        Z0, Z0, Z9
@@ -17105,8 +17013,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z10
 	VPAVGB        Z2, Z10, Z11
 	VPAVGB        Z11, Z10, Z10
-	VPSRLW        $0x06, Z10, Z10
-	VPANDD        m3z<>+0(SB), Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
 	VPDPBUSD.BCST 208(DX), Z10, Z6
 	VPDPBUSD.BCST 208(DX)(BX*1), Z10, Z8
 	VPSLLW        $0x03, Z0, Z10
@@ -17115,8 +17022,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z10, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 212(DX), Z0, Z5
 	VPDPBUSD.BCST 212(DX)(BX*1), Z0, Z7
 	VPSLLW        $0x03, Z9, Z0
@@ -17125,8 +17031,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 216(DX), Z0, Z6
 	VPDPBUSD.BCST 216(DX)(BX*1), Z0, Z8
 	VPSLLW        $0x03, Z10, Z0
@@ -17135,8 +17040,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 220(DX), Z0, Z5
 	VPDPBUSD.BCST 220(DX)(BX*1), Z0, Z7
 	PREFETCHT0    2432(AX)
@@ -17144,8 +17048,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 224(DX), Z9, Z6
 	VPDPBUSD.BCST 224(DX)(BX*1), Z9, Z8
 	VPADDB        Z0, Z0, Z9
@@ -17153,8 +17056,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z10
 	VPAVGB        Z2, Z10, Z11
 	VPAVGB        Z11, Z10, Z10
-	VPSRLW        $0x06, Z10, Z10
-	VPANDD        m3z<>+0(SB), Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
 	VPDPBUSD.BCST 228(DX), Z10, Z5
 	VPDPBUSD.BCST 228(DX)(BX*1), Z10, Z7
 	VPSLLW        $0x03, Z0, Z10
@@ -17163,8 +17065,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z10, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 232(DX), Z0, Z6
 	VPDPBUSD.BCST 232(DX)(BX*1), Z0, Z8
 	VPSLLW        $0x03, Z9, Z0
@@ -17173,8 +17074,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 236(DX), Z0, Z5
 	VPDPBUSD.BCST 236(DX)(BX*1), Z0, Z7
 	VPSLLW        $0x03, Z10, Z0
@@ -17183,8 +17083,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 240(DX), Z0, Z6
 	VPDPBUSD.BCST 240(DX)(BX*1), Z0, Z8
 	PREFETCHT0    2496(AX)
@@ -17193,8 +17092,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z9
 	VPAVGB        Z2, Z9, Z10
 	VPAVGB        Z10, Z9, Z9
-	VPSRLW        $0x06, Z9, Z9
-	VPANDD        m3z<>+0(SB), Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
 	VPDPBUSD.BCST 244(DX), Z9, Z5
 	VPDPBUSD.BCST 244(DX)(BX*1), Z9, Z7
 	VPADDB        Z0, Z0, Z9
@@ -17202,8 +17100,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z9, Z10
 	VPAVGB        Z2, Z10, Z11
 	VPAVGB        Z11, Z10, Z10
-	VPSRLW        $0x06, Z10, Z10
-	VPANDD        m3z<>+0(SB), Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
 	VPDPBUSD.BCST 248(DX), Z10, Z6
 	VPDPBUSD.BCST 248(DX)(BX*1), Z10, Z8
 	VPSLLW        $0x03, Z0, Z10
@@ -17212,8 +17109,7 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z10, Z0
 	VPAVGB        Z2, Z0, Z10
 	VPAVGB        Z10, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 252(DX), Z0, Z5
 	VPDPBUSD.BCST 252(DX)(BX*1), Z0, Z7
 	VPSLLW        $0x03, Z9, Z0
@@ -17222,17 +17118,18 @@ r16TQ1_0x2AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z9
 	VPAVGB        Z9, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 256(DX), Z0, Z6
 	VPDPBUSD.BCST 256(DX)(BX*1), Z0, Z8
 	VCVTPH2PS     (AX), Z0
 	VPADDD        Z6, Z5, Z5
 	VMULPS.BCST   (DX), Z0, Z9
+	VPSRAD        $0x06, Z5, Z5
 	VCVTDQ2PS     Z5, Z5
 	VFMADD231PS   Z9, Z5, Z3
 	VPADDD        Z8, Z7, Z7
 	VMULPS.BCST   (DX)(BX*1), Z0, Z0
+	VPSRAD        $0x06, Z7, Z7
 	VCVTDQ2PS     Z7, Z7
 	VFMADD231PS   Z0, Z7, Z4
 	ADDQ          $0x00000360, AX
@@ -17260,6 +17157,7 @@ TEXT ·r16TQ1_0x4AVX512Asm(SB), NOSPLIT, $0-48
 	LEAQ       (BX)(BX*2), SI
 	VMOVDQU64  m3z<>+0(SB), Z0
 	VPTERNLOGD $0xff, Z1, Z1, Z1
+	VMOVDQU64  neg64<>+0(SB), Z1
 	VPXORD     Z2, Z2, Z2
 	VPXORD     Z3, Z3, Z3
 	VPXORD     Z4, Z4, Z4
@@ -17310,8 +17208,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z11
 	VPAVGB        Z2, Z11, Z12
 	VPAVGB        Z12, Z11, Z11
-	VPSRLW        $0x06, Z11, Z11
-	VPANDD        m3z<>+0(SB), Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
 	VPDPBUSD.BCST 4(DX), Z11, Z7
 	VPDPBUSD.BCST 4(DX)(BX*1), Z11, Z8
 	VPDPBUSD.BCST 4(DX)(BX*2), Z11, Z9
@@ -17321,8 +17218,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z11, Z12
 	VPAVGB        Z2, Z12, Z13
 	VPAVGB        Z13, Z12, Z12
-	VPSRLW        $0x06, Z12, Z12
-	VPANDD        m3z<>+0(SB), Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
 	VPDPBUSD.BCST 8(DX), Z12, Z7
 	VPDPBUSD.BCST 8(DX)(BX*1), Z12, Z8
 	VPDPBUSD.BCST 8(DX)(BX*2), Z12, Z9
@@ -17333,8 +17229,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z12, Z0
 	VPAVGB        Z2, Z0, Z13
 	VPAVGB        Z13, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 12(DX), Z0, Z7
 	VPDPBUSD.BCST 12(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 12(DX)(BX*2), Z0, Z9
@@ -17345,8 +17240,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 16(DX), Z0, Z7
 	VPDPBUSD.BCST 16(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 16(DX)(BX*2), Z0, Z9
@@ -17357,8 +17251,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 20(DX), Z0, Z7
 	VPDPBUSD.BCST 20(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 20(DX)(BX*2), Z0, Z9
@@ -17368,8 +17261,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z11
 	VPAVGB        Z2, Z11, Z12
 	VPAVGB        Z12, Z11, Z11
-	VPSRLW        $0x06, Z11, Z11
-	VPANDD        m3z<>+0(SB), Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
 	VPDPBUSD.BCST 24(DX), Z11, Z7
 	VPDPBUSD.BCST 24(DX)(BX*1), Z11, Z8
 	VPDPBUSD.BCST 24(DX)(BX*2), Z11, Z9
@@ -17379,8 +17271,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z11, Z12
 	VPAVGB        Z2, Z12, Z13
 	VPAVGB        Z13, Z12, Z12
-	VPSRLW        $0x06, Z12, Z12
-	VPANDD        m3z<>+0(SB), Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
 	VPDPBUSD.BCST 28(DX), Z12, Z7
 	VPDPBUSD.BCST 28(DX)(BX*1), Z12, Z8
 	VPDPBUSD.BCST 28(DX)(BX*2), Z12, Z9
@@ -17391,8 +17282,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z12, Z0
 	VPAVGB        Z2, Z0, Z13
 	VPAVGB        Z13, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 32(DX), Z0, Z7
 	VPDPBUSD.BCST 32(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 32(DX)(BX*2), Z0, Z9
@@ -17403,8 +17293,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 36(DX), Z0, Z7
 	VPDPBUSD.BCST 36(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 36(DX)(BX*2), Z0, Z9
@@ -17415,8 +17304,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 40(DX), Z0, Z7
 	VPDPBUSD.BCST 40(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 40(DX)(BX*2), Z0, Z9
@@ -17426,8 +17314,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z11
 	VPAVGB        Z2, Z11, Z12
 	VPAVGB        Z12, Z11, Z11
-	VPSRLW        $0x06, Z11, Z11
-	VPANDD        m3z<>+0(SB), Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
 	VPDPBUSD.BCST 44(DX), Z11, Z7
 	VPDPBUSD.BCST 44(DX)(BX*1), Z11, Z8
 	VPDPBUSD.BCST 44(DX)(BX*2), Z11, Z9
@@ -17437,8 +17324,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z11, Z12
 	VPAVGB        Z2, Z12, Z13
 	VPAVGB        Z13, Z12, Z12
-	VPSRLW        $0x06, Z12, Z12
-	VPANDD        m3z<>+0(SB), Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
 	VPDPBUSD.BCST 48(DX), Z12, Z7
 	VPDPBUSD.BCST 48(DX)(BX*1), Z12, Z8
 	VPDPBUSD.BCST 48(DX)(BX*2), Z12, Z9
@@ -17449,8 +17335,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z12, Z0
 	VPAVGB        Z2, Z0, Z13
 	VPAVGB        Z13, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 52(DX), Z0, Z7
 	VPDPBUSD.BCST 52(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 52(DX)(BX*2), Z0, Z9
@@ -17461,8 +17346,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 56(DX), Z0, Z7
 	VPDPBUSD.BCST 56(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 56(DX)(BX*2), Z0, Z9
@@ -17473,8 +17357,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 60(DX), Z0, Z7
 	VPDPBUSD.BCST 60(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 60(DX)(BX*2), Z0, Z9
@@ -17484,8 +17367,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z11
 	VPAVGB        Z2, Z11, Z12
 	VPAVGB        Z12, Z11, Z11
-	VPSRLW        $0x06, Z11, Z11
-	VPANDD        m3z<>+0(SB), Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
 	VPDPBUSD.BCST 64(DX), Z11, Z7
 	VPDPBUSD.BCST 64(DX)(BX*1), Z11, Z8
 	VPDPBUSD.BCST 64(DX)(BX*2), Z11, Z9
@@ -17495,8 +17377,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z11, Z12
 	VPAVGB        Z2, Z12, Z13
 	VPAVGB        Z13, Z12, Z12
-	VPSRLW        $0x06, Z12, Z12
-	VPANDD        m3z<>+0(SB), Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
 	VPDPBUSD.BCST 68(DX), Z12, Z7
 	VPDPBUSD.BCST 68(DX)(BX*1), Z12, Z8
 	VPDPBUSD.BCST 68(DX)(BX*2), Z12, Z9
@@ -17507,8 +17388,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z12, Z0
 	VPAVGB        Z2, Z0, Z13
 	VPAVGB        Z13, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 72(DX), Z0, Z7
 	VPDPBUSD.BCST 72(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 72(DX)(BX*2), Z0, Z9
@@ -17519,8 +17399,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 76(DX), Z0, Z7
 	VPDPBUSD.BCST 76(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 76(DX)(BX*2), Z0, Z9
@@ -17531,8 +17410,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 80(DX), Z0, Z7
 	VPDPBUSD.BCST 80(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 80(DX)(BX*2), Z0, Z9
@@ -17542,8 +17420,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z11
 	VPAVGB        Z2, Z11, Z12
 	VPAVGB        Z12, Z11, Z11
-	VPSRLW        $0x06, Z11, Z11
-	VPANDD        m3z<>+0(SB), Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
 	VPDPBUSD.BCST 84(DX), Z11, Z7
 	VPDPBUSD.BCST 84(DX)(BX*1), Z11, Z8
 	VPDPBUSD.BCST 84(DX)(BX*2), Z11, Z9
@@ -17553,8 +17430,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z11, Z12
 	VPAVGB        Z2, Z12, Z13
 	VPAVGB        Z13, Z12, Z12
-	VPSRLW        $0x06, Z12, Z12
-	VPANDD        m3z<>+0(SB), Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
 	VPDPBUSD.BCST 88(DX), Z12, Z7
 	VPDPBUSD.BCST 88(DX)(BX*1), Z12, Z8
 	VPDPBUSD.BCST 88(DX)(BX*2), Z12, Z9
@@ -17565,8 +17441,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z12, Z0
 	VPAVGB        Z2, Z0, Z13
 	VPAVGB        Z13, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 92(DX), Z0, Z7
 	VPDPBUSD.BCST 92(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 92(DX)(BX*2), Z0, Z9
@@ -17577,8 +17452,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 96(DX), Z0, Z7
 	VPDPBUSD.BCST 96(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 96(DX)(BX*2), Z0, Z9
@@ -17589,8 +17463,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 100(DX), Z0, Z7
 	VPDPBUSD.BCST 100(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 100(DX)(BX*2), Z0, Z9
@@ -17600,8 +17473,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z11
 	VPAVGB        Z2, Z11, Z12
 	VPAVGB        Z12, Z11, Z11
-	VPSRLW        $0x06, Z11, Z11
-	VPANDD        m3z<>+0(SB), Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
 	VPDPBUSD.BCST 104(DX), Z11, Z7
 	VPDPBUSD.BCST 104(DX)(BX*1), Z11, Z8
 	VPDPBUSD.BCST 104(DX)(BX*2), Z11, Z9
@@ -17611,8 +17483,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z11, Z12
 	VPAVGB        Z2, Z12, Z13
 	VPAVGB        Z13, Z12, Z12
-	VPSRLW        $0x06, Z12, Z12
-	VPANDD        m3z<>+0(SB), Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
 	VPDPBUSD.BCST 108(DX), Z12, Z7
 	VPDPBUSD.BCST 108(DX)(BX*1), Z12, Z8
 	VPDPBUSD.BCST 108(DX)(BX*2), Z12, Z9
@@ -17623,8 +17494,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z12, Z0
 	VPAVGB        Z2, Z0, Z13
 	VPAVGB        Z13, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 112(DX), Z0, Z7
 	VPDPBUSD.BCST 112(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 112(DX)(BX*2), Z0, Z9
@@ -17635,8 +17505,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 116(DX), Z0, Z7
 	VPDPBUSD.BCST 116(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 116(DX)(BX*2), Z0, Z9
@@ -17647,8 +17516,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 120(DX), Z0, Z7
 	VPDPBUSD.BCST 120(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 120(DX)(BX*2), Z0, Z9
@@ -17658,8 +17526,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z11
 	VPAVGB        Z2, Z11, Z12
 	VPAVGB        Z12, Z11, Z11
-	VPSRLW        $0x06, Z11, Z11
-	VPANDD        m3z<>+0(SB), Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
 	VPDPBUSD.BCST 124(DX), Z11, Z7
 	VPDPBUSD.BCST 124(DX)(BX*1), Z11, Z8
 	VPDPBUSD.BCST 124(DX)(BX*2), Z11, Z9
@@ -17669,8 +17536,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z11, Z12
 	VPAVGB        Z2, Z12, Z13
 	VPAVGB        Z13, Z12, Z12
-	VPSRLW        $0x06, Z12, Z12
-	VPANDD        m3z<>+0(SB), Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
 	VPDPBUSD.BCST 128(DX), Z12, Z7
 	VPDPBUSD.BCST 128(DX)(BX*1), Z12, Z8
 	VPDPBUSD.BCST 128(DX)(BX*2), Z12, Z9
@@ -17681,8 +17547,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z12, Z0
 	VPAVGB        Z2, Z0, Z13
 	VPAVGB        Z13, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 132(DX), Z0, Z7
 	VPDPBUSD.BCST 132(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 132(DX)(BX*2), Z0, Z9
@@ -17693,8 +17558,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 136(DX), Z0, Z7
 	VPDPBUSD.BCST 136(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 136(DX)(BX*2), Z0, Z9
@@ -17705,8 +17569,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 140(DX), Z0, Z7
 	VPDPBUSD.BCST 140(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 140(DX)(BX*2), Z0, Z9
@@ -17716,8 +17579,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z11
 	VPAVGB        Z2, Z11, Z12
 	VPAVGB        Z12, Z11, Z11
-	VPSRLW        $0x06, Z11, Z11
-	VPANDD        m3z<>+0(SB), Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
 	VPDPBUSD.BCST 144(DX), Z11, Z7
 	VPDPBUSD.BCST 144(DX)(BX*1), Z11, Z8
 	VPDPBUSD.BCST 144(DX)(BX*2), Z11, Z9
@@ -17727,8 +17589,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z11, Z12
 	VPAVGB        Z2, Z12, Z13
 	VPAVGB        Z13, Z12, Z12
-	VPSRLW        $0x06, Z12, Z12
-	VPANDD        m3z<>+0(SB), Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
 	VPDPBUSD.BCST 148(DX), Z12, Z7
 	VPDPBUSD.BCST 148(DX)(BX*1), Z12, Z8
 	VPDPBUSD.BCST 148(DX)(BX*2), Z12, Z9
@@ -17739,8 +17600,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z12, Z0
 	VPAVGB        Z2, Z0, Z13
 	VPAVGB        Z13, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 152(DX), Z0, Z7
 	VPDPBUSD.BCST 152(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 152(DX)(BX*2), Z0, Z9
@@ -17751,8 +17611,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 156(DX), Z0, Z7
 	VPDPBUSD.BCST 156(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 156(DX)(BX*2), Z0, Z9
@@ -17763,8 +17622,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 160(DX), Z0, Z7
 	VPDPBUSD.BCST 160(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 160(DX)(BX*2), Z0, Z9
@@ -17774,8 +17632,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z11
 	VPAVGB        Z2, Z11, Z12
 	VPAVGB        Z12, Z11, Z11
-	VPSRLW        $0x06, Z11, Z11
-	VPANDD        m3z<>+0(SB), Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
 	VPDPBUSD.BCST 164(DX), Z11, Z7
 	VPDPBUSD.BCST 164(DX)(BX*1), Z11, Z8
 	VPDPBUSD.BCST 164(DX)(BX*2), Z11, Z9
@@ -17785,8 +17642,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z11, Z12
 	VPAVGB        Z2, Z12, Z13
 	VPAVGB        Z13, Z12, Z12
-	VPSRLW        $0x06, Z12, Z12
-	VPANDD        m3z<>+0(SB), Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
 	VPDPBUSD.BCST 168(DX), Z12, Z7
 	VPDPBUSD.BCST 168(DX)(BX*1), Z12, Z8
 	VPDPBUSD.BCST 168(DX)(BX*2), Z12, Z9
@@ -17797,8 +17653,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z12, Z0
 	VPAVGB        Z2, Z0, Z13
 	VPAVGB        Z13, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 172(DX), Z0, Z7
 	VPDPBUSD.BCST 172(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 172(DX)(BX*2), Z0, Z9
@@ -17809,8 +17664,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 176(DX), Z0, Z7
 	VPDPBUSD.BCST 176(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 176(DX)(BX*2), Z0, Z9
@@ -17821,8 +17675,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 180(DX), Z0, Z7
 	VPDPBUSD.BCST 180(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 180(DX)(BX*2), Z0, Z9
@@ -17832,8 +17685,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z11
 	VPAVGB        Z2, Z11, Z12
 	VPAVGB        Z12, Z11, Z11
-	VPSRLW        $0x06, Z11, Z11
-	VPANDD        m3z<>+0(SB), Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
 	VPDPBUSD.BCST 184(DX), Z11, Z7
 	VPDPBUSD.BCST 184(DX)(BX*1), Z11, Z8
 	VPDPBUSD.BCST 184(DX)(BX*2), Z11, Z9
@@ -17843,8 +17695,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z11, Z12
 	VPAVGB        Z2, Z12, Z13
 	VPAVGB        Z13, Z12, Z12
-	VPSRLW        $0x06, Z12, Z12
-	VPANDD        m3z<>+0(SB), Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
 	VPDPBUSD.BCST 188(DX), Z12, Z7
 	VPDPBUSD.BCST 188(DX)(BX*1), Z12, Z8
 	VPDPBUSD.BCST 188(DX)(BX*2), Z12, Z9
@@ -17855,8 +17706,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z12, Z0
 	VPAVGB        Z2, Z0, Z13
 	VPAVGB        Z13, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 192(DX), Z0, Z7
 	VPDPBUSD.BCST 192(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 192(DX)(BX*2), Z0, Z9
@@ -17867,8 +17717,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 196(DX), Z0, Z7
 	VPDPBUSD.BCST 196(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 196(DX)(BX*2), Z0, Z9
@@ -17879,8 +17728,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 200(DX), Z0, Z7
 	VPDPBUSD.BCST 200(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 200(DX)(BX*2), Z0, Z9
@@ -17890,8 +17738,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z11
 	VPAVGB        Z2, Z11, Z12
 	VPAVGB        Z12, Z11, Z11
-	VPSRLW        $0x06, Z11, Z11
-	VPANDD        m3z<>+0(SB), Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
 	VPDPBUSD.BCST 204(DX), Z11, Z7
 	VPDPBUSD.BCST 204(DX)(BX*1), Z11, Z8
 	VPDPBUSD.BCST 204(DX)(BX*2), Z11, Z9
@@ -17901,8 +17748,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z11, Z12
 	VPAVGB        Z2, Z12, Z13
 	VPAVGB        Z13, Z12, Z12
-	VPSRLW        $0x06, Z12, Z12
-	VPANDD        m3z<>+0(SB), Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
 	VPDPBUSD.BCST 208(DX), Z12, Z7
 	VPDPBUSD.BCST 208(DX)(BX*1), Z12, Z8
 	VPDPBUSD.BCST 208(DX)(BX*2), Z12, Z9
@@ -17913,8 +17759,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z12, Z0
 	VPAVGB        Z2, Z0, Z13
 	VPAVGB        Z13, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 212(DX), Z0, Z7
 	VPDPBUSD.BCST 212(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 212(DX)(BX*2), Z0, Z9
@@ -17925,8 +17770,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 216(DX), Z0, Z7
 	VPDPBUSD.BCST 216(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 216(DX)(BX*2), Z0, Z9
@@ -17937,8 +17781,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 220(DX), Z0, Z7
 	VPDPBUSD.BCST 220(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 220(DX)(BX*2), Z0, Z9
@@ -17948,8 +17791,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z11
 	VPAVGB        Z2, Z11, Z12
 	VPAVGB        Z12, Z11, Z11
-	VPSRLW        $0x06, Z11, Z11
-	VPANDD        m3z<>+0(SB), Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
 	VPDPBUSD.BCST 224(DX), Z11, Z7
 	VPDPBUSD.BCST 224(DX)(BX*1), Z11, Z8
 	VPDPBUSD.BCST 224(DX)(BX*2), Z11, Z9
@@ -17959,8 +17801,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z11, Z12
 	VPAVGB        Z2, Z12, Z13
 	VPAVGB        Z13, Z12, Z12
-	VPSRLW        $0x06, Z12, Z12
-	VPANDD        m3z<>+0(SB), Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
 	VPDPBUSD.BCST 228(DX), Z12, Z7
 	VPDPBUSD.BCST 228(DX)(BX*1), Z12, Z8
 	VPDPBUSD.BCST 228(DX)(BX*2), Z12, Z9
@@ -17971,8 +17812,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z12, Z0
 	VPAVGB        Z2, Z0, Z13
 	VPAVGB        Z13, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 232(DX), Z0, Z7
 	VPDPBUSD.BCST 232(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 232(DX)(BX*2), Z0, Z9
@@ -17983,8 +17823,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 236(DX), Z0, Z7
 	VPDPBUSD.BCST 236(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 236(DX)(BX*2), Z0, Z9
@@ -17995,8 +17834,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 240(DX), Z0, Z7
 	VPDPBUSD.BCST 240(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 240(DX)(BX*2), Z0, Z9
@@ -18007,8 +17845,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z11
 	VPAVGB        Z2, Z11, Z12
 	VPAVGB        Z12, Z11, Z11
-	VPSRLW        $0x06, Z11, Z11
-	VPANDD        m3z<>+0(SB), Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
 	VPDPBUSD.BCST 244(DX), Z11, Z7
 	VPDPBUSD.BCST 244(DX)(BX*1), Z11, Z8
 	VPDPBUSD.BCST 244(DX)(BX*2), Z11, Z9
@@ -18018,8 +17855,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z11, Z12
 	VPAVGB        Z2, Z12, Z13
 	VPAVGB        Z13, Z12, Z12
-	VPSRLW        $0x06, Z12, Z12
-	VPANDD        m3z<>+0(SB), Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
 	VPDPBUSD.BCST 248(DX), Z12, Z7
 	VPDPBUSD.BCST 248(DX)(BX*1), Z12, Z8
 	VPDPBUSD.BCST 248(DX)(BX*2), Z12, Z9
@@ -18030,8 +17866,7 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z12, Z0
 	VPAVGB        Z2, Z0, Z12
 	VPAVGB        Z12, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 252(DX), Z0, Z7
 	VPDPBUSD.BCST 252(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 252(DX)(BX*2), Z0, Z9
@@ -18042,23 +17877,26 @@ r16TQ1_0x4AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z11
 	VPAVGB        Z11, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 256(DX), Z0, Z7
 	VPDPBUSD.BCST 256(DX)(BX*1), Z0, Z8
 	VPDPBUSD.BCST 256(DX)(BX*2), Z0, Z9
 	VPDPBUSD.BCST 256(DX)(SI*1), Z0, Z10
 	VCVTPH2PS     (AX), Z0
 	VMULPS.BCST   (DX), Z0, Z11
+	VPSRAD        $0x06, Z7, Z7
 	VCVTDQ2PS     Z7, Z7
 	VFMADD231PS   Z11, Z7, Z3
 	VMULPS.BCST   (DX)(BX*1), Z0, Z11
+	VPSRAD        $0x06, Z8, Z8
 	VCVTDQ2PS     Z8, Z8
 	VFMADD231PS   Z11, Z8, Z4
 	VMULPS.BCST   (DX)(BX*2), Z0, Z11
+	VPSRAD        $0x06, Z9, Z9
 	VCVTDQ2PS     Z9, Z9
 	VFMADD231PS   Z11, Z9, Z5
 	VMULPS.BCST   (DX)(SI*1), Z0, Z0
+	VPSRAD        $0x06, Z10, Z10
 	VCVTDQ2PS     Z10, Z10
 	VFMADD231PS   Z0, Z10, Z6
 	ADDQ          $0x00000360, AX
@@ -18089,6 +17927,7 @@ TEXT ·r16TQ1_0x8AVX512Asm(SB), NOSPLIT, $0-48
 	LEAQ       (DX)(BX*4), DI
 	VMOVDQU64  m3z<>+0(SB), Z0
 	VPTERNLOGD $0xff, Z1, Z1, Z1
+	VMOVDQU64  neg64<>+0(SB), Z1
 	VPXORD     Z2, Z2, Z2
 	VPXORD     Z3, Z3, Z3
 	VPXORD     Z4, Z4, Z4
@@ -18179,8 +18018,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z19
 	VPAVGB        Z2, Z19, Z20
 	VPAVGB        Z20, Z19, Z19
-	VPSRLW        $0x06, Z19, Z19
-	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
 	VPDPBUSD.BCST 4(DX), Z19, Z11
 	VPDPBUSD.BCST 4(DX)(BX*1), Z19, Z12
 	VPDPBUSD.BCST 4(DX)(BX*2), Z19, Z13
@@ -18194,8 +18032,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z19, Z20
 	VPAVGB        Z2, Z20, Z21
 	VPAVGB        Z21, Z20, Z20
-	VPSRLW        $0x06, Z20, Z20
-	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
 	VPDPBUSD.BCST 8(DX), Z20, Z11
 	VPDPBUSD.BCST 8(DX)(BX*1), Z20, Z12
 	VPDPBUSD.BCST 8(DX)(BX*2), Z20, Z13
@@ -18210,8 +18047,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z20, Z0
 	VPAVGB        Z2, Z0, Z21
 	VPAVGB        Z21, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 12(DX), Z0, Z11
 	VPDPBUSD.BCST 12(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 12(DX)(BX*2), Z0, Z13
@@ -18226,8 +18062,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 16(DX), Z0, Z11
 	VPDPBUSD.BCST 16(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 16(DX)(BX*2), Z0, Z13
@@ -18242,8 +18077,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 20(DX), Z0, Z11
 	VPDPBUSD.BCST 20(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 20(DX)(BX*2), Z0, Z13
@@ -18257,8 +18091,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z19
 	VPAVGB        Z2, Z19, Z20
 	VPAVGB        Z20, Z19, Z19
-	VPSRLW        $0x06, Z19, Z19
-	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
 	VPDPBUSD.BCST 24(DX), Z19, Z11
 	VPDPBUSD.BCST 24(DX)(BX*1), Z19, Z12
 	VPDPBUSD.BCST 24(DX)(BX*2), Z19, Z13
@@ -18272,8 +18105,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z19, Z20
 	VPAVGB        Z2, Z20, Z21
 	VPAVGB        Z21, Z20, Z20
-	VPSRLW        $0x06, Z20, Z20
-	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
 	VPDPBUSD.BCST 28(DX), Z20, Z11
 	VPDPBUSD.BCST 28(DX)(BX*1), Z20, Z12
 	VPDPBUSD.BCST 28(DX)(BX*2), Z20, Z13
@@ -18288,8 +18120,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z20, Z0
 	VPAVGB        Z2, Z0, Z21
 	VPAVGB        Z21, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 32(DX), Z0, Z11
 	VPDPBUSD.BCST 32(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 32(DX)(BX*2), Z0, Z13
@@ -18304,8 +18135,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 36(DX), Z0, Z11
 	VPDPBUSD.BCST 36(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 36(DX)(BX*2), Z0, Z13
@@ -18320,8 +18150,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 40(DX), Z0, Z11
 	VPDPBUSD.BCST 40(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 40(DX)(BX*2), Z0, Z13
@@ -18335,8 +18164,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z19
 	VPAVGB        Z2, Z19, Z20
 	VPAVGB        Z20, Z19, Z19
-	VPSRLW        $0x06, Z19, Z19
-	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
 	VPDPBUSD.BCST 44(DX), Z19, Z11
 	VPDPBUSD.BCST 44(DX)(BX*1), Z19, Z12
 	VPDPBUSD.BCST 44(DX)(BX*2), Z19, Z13
@@ -18350,8 +18178,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z19, Z20
 	VPAVGB        Z2, Z20, Z21
 	VPAVGB        Z21, Z20, Z20
-	VPSRLW        $0x06, Z20, Z20
-	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
 	VPDPBUSD.BCST 48(DX), Z20, Z11
 	VPDPBUSD.BCST 48(DX)(BX*1), Z20, Z12
 	VPDPBUSD.BCST 48(DX)(BX*2), Z20, Z13
@@ -18366,8 +18193,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z20, Z0
 	VPAVGB        Z2, Z0, Z21
 	VPAVGB        Z21, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 52(DX), Z0, Z11
 	VPDPBUSD.BCST 52(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 52(DX)(BX*2), Z0, Z13
@@ -18382,8 +18208,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 56(DX), Z0, Z11
 	VPDPBUSD.BCST 56(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 56(DX)(BX*2), Z0, Z13
@@ -18398,8 +18223,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 60(DX), Z0, Z11
 	VPDPBUSD.BCST 60(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 60(DX)(BX*2), Z0, Z13
@@ -18413,8 +18237,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z19
 	VPAVGB        Z2, Z19, Z20
 	VPAVGB        Z20, Z19, Z19
-	VPSRLW        $0x06, Z19, Z19
-	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
 	VPDPBUSD.BCST 64(DX), Z19, Z11
 	VPDPBUSD.BCST 64(DX)(BX*1), Z19, Z12
 	VPDPBUSD.BCST 64(DX)(BX*2), Z19, Z13
@@ -18428,8 +18251,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z19, Z20
 	VPAVGB        Z2, Z20, Z21
 	VPAVGB        Z21, Z20, Z20
-	VPSRLW        $0x06, Z20, Z20
-	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
 	VPDPBUSD.BCST 68(DX), Z20, Z11
 	VPDPBUSD.BCST 68(DX)(BX*1), Z20, Z12
 	VPDPBUSD.BCST 68(DX)(BX*2), Z20, Z13
@@ -18444,8 +18266,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z20, Z0
 	VPAVGB        Z2, Z0, Z21
 	VPAVGB        Z21, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 72(DX), Z0, Z11
 	VPDPBUSD.BCST 72(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 72(DX)(BX*2), Z0, Z13
@@ -18460,8 +18281,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 76(DX), Z0, Z11
 	VPDPBUSD.BCST 76(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 76(DX)(BX*2), Z0, Z13
@@ -18476,8 +18296,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 80(DX), Z0, Z11
 	VPDPBUSD.BCST 80(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 80(DX)(BX*2), Z0, Z13
@@ -18491,8 +18310,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z19
 	VPAVGB        Z2, Z19, Z20
 	VPAVGB        Z20, Z19, Z19
-	VPSRLW        $0x06, Z19, Z19
-	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
 	VPDPBUSD.BCST 84(DX), Z19, Z11
 	VPDPBUSD.BCST 84(DX)(BX*1), Z19, Z12
 	VPDPBUSD.BCST 84(DX)(BX*2), Z19, Z13
@@ -18506,8 +18324,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z19, Z20
 	VPAVGB        Z2, Z20, Z21
 	VPAVGB        Z21, Z20, Z20
-	VPSRLW        $0x06, Z20, Z20
-	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
 	VPDPBUSD.BCST 88(DX), Z20, Z11
 	VPDPBUSD.BCST 88(DX)(BX*1), Z20, Z12
 	VPDPBUSD.BCST 88(DX)(BX*2), Z20, Z13
@@ -18522,8 +18339,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z20, Z0
 	VPAVGB        Z2, Z0, Z21
 	VPAVGB        Z21, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 92(DX), Z0, Z11
 	VPDPBUSD.BCST 92(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 92(DX)(BX*2), Z0, Z13
@@ -18538,8 +18354,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 96(DX), Z0, Z11
 	VPDPBUSD.BCST 96(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 96(DX)(BX*2), Z0, Z13
@@ -18554,8 +18369,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 100(DX), Z0, Z11
 	VPDPBUSD.BCST 100(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 100(DX)(BX*2), Z0, Z13
@@ -18569,8 +18383,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z19
 	VPAVGB        Z2, Z19, Z20
 	VPAVGB        Z20, Z19, Z19
-	VPSRLW        $0x06, Z19, Z19
-	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
 	VPDPBUSD.BCST 104(DX), Z19, Z11
 	VPDPBUSD.BCST 104(DX)(BX*1), Z19, Z12
 	VPDPBUSD.BCST 104(DX)(BX*2), Z19, Z13
@@ -18584,8 +18397,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z19, Z20
 	VPAVGB        Z2, Z20, Z21
 	VPAVGB        Z21, Z20, Z20
-	VPSRLW        $0x06, Z20, Z20
-	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
 	VPDPBUSD.BCST 108(DX), Z20, Z11
 	VPDPBUSD.BCST 108(DX)(BX*1), Z20, Z12
 	VPDPBUSD.BCST 108(DX)(BX*2), Z20, Z13
@@ -18600,8 +18412,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z20, Z0
 	VPAVGB        Z2, Z0, Z21
 	VPAVGB        Z21, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 112(DX), Z0, Z11
 	VPDPBUSD.BCST 112(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 112(DX)(BX*2), Z0, Z13
@@ -18616,8 +18427,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 116(DX), Z0, Z11
 	VPDPBUSD.BCST 116(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 116(DX)(BX*2), Z0, Z13
@@ -18632,8 +18442,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 120(DX), Z0, Z11
 	VPDPBUSD.BCST 120(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 120(DX)(BX*2), Z0, Z13
@@ -18647,8 +18456,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z19
 	VPAVGB        Z2, Z19, Z20
 	VPAVGB        Z20, Z19, Z19
-	VPSRLW        $0x06, Z19, Z19
-	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
 	VPDPBUSD.BCST 124(DX), Z19, Z11
 	VPDPBUSD.BCST 124(DX)(BX*1), Z19, Z12
 	VPDPBUSD.BCST 124(DX)(BX*2), Z19, Z13
@@ -18662,8 +18470,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z19, Z20
 	VPAVGB        Z2, Z20, Z21
 	VPAVGB        Z21, Z20, Z20
-	VPSRLW        $0x06, Z20, Z20
-	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
 	VPDPBUSD.BCST 128(DX), Z20, Z11
 	VPDPBUSD.BCST 128(DX)(BX*1), Z20, Z12
 	VPDPBUSD.BCST 128(DX)(BX*2), Z20, Z13
@@ -18678,8 +18485,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z20, Z0
 	VPAVGB        Z2, Z0, Z21
 	VPAVGB        Z21, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 132(DX), Z0, Z11
 	VPDPBUSD.BCST 132(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 132(DX)(BX*2), Z0, Z13
@@ -18694,8 +18500,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 136(DX), Z0, Z11
 	VPDPBUSD.BCST 136(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 136(DX)(BX*2), Z0, Z13
@@ -18710,8 +18515,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 140(DX), Z0, Z11
 	VPDPBUSD.BCST 140(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 140(DX)(BX*2), Z0, Z13
@@ -18725,8 +18529,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z19
 	VPAVGB        Z2, Z19, Z20
 	VPAVGB        Z20, Z19, Z19
-	VPSRLW        $0x06, Z19, Z19
-	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
 	VPDPBUSD.BCST 144(DX), Z19, Z11
 	VPDPBUSD.BCST 144(DX)(BX*1), Z19, Z12
 	VPDPBUSD.BCST 144(DX)(BX*2), Z19, Z13
@@ -18740,8 +18543,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z19, Z20
 	VPAVGB        Z2, Z20, Z21
 	VPAVGB        Z21, Z20, Z20
-	VPSRLW        $0x06, Z20, Z20
-	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
 	VPDPBUSD.BCST 148(DX), Z20, Z11
 	VPDPBUSD.BCST 148(DX)(BX*1), Z20, Z12
 	VPDPBUSD.BCST 148(DX)(BX*2), Z20, Z13
@@ -18756,8 +18558,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z20, Z0
 	VPAVGB        Z2, Z0, Z21
 	VPAVGB        Z21, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 152(DX), Z0, Z11
 	VPDPBUSD.BCST 152(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 152(DX)(BX*2), Z0, Z13
@@ -18772,8 +18573,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 156(DX), Z0, Z11
 	VPDPBUSD.BCST 156(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 156(DX)(BX*2), Z0, Z13
@@ -18788,8 +18588,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 160(DX), Z0, Z11
 	VPDPBUSD.BCST 160(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 160(DX)(BX*2), Z0, Z13
@@ -18803,8 +18602,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z19
 	VPAVGB        Z2, Z19, Z20
 	VPAVGB        Z20, Z19, Z19
-	VPSRLW        $0x06, Z19, Z19
-	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
 	VPDPBUSD.BCST 164(DX), Z19, Z11
 	VPDPBUSD.BCST 164(DX)(BX*1), Z19, Z12
 	VPDPBUSD.BCST 164(DX)(BX*2), Z19, Z13
@@ -18818,8 +18616,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z19, Z20
 	VPAVGB        Z2, Z20, Z21
 	VPAVGB        Z21, Z20, Z20
-	VPSRLW        $0x06, Z20, Z20
-	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
 	VPDPBUSD.BCST 168(DX), Z20, Z11
 	VPDPBUSD.BCST 168(DX)(BX*1), Z20, Z12
 	VPDPBUSD.BCST 168(DX)(BX*2), Z20, Z13
@@ -18834,8 +18631,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z20, Z0
 	VPAVGB        Z2, Z0, Z21
 	VPAVGB        Z21, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 172(DX), Z0, Z11
 	VPDPBUSD.BCST 172(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 172(DX)(BX*2), Z0, Z13
@@ -18850,8 +18646,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 176(DX), Z0, Z11
 	VPDPBUSD.BCST 176(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 176(DX)(BX*2), Z0, Z13
@@ -18866,8 +18661,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 180(DX), Z0, Z11
 	VPDPBUSD.BCST 180(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 180(DX)(BX*2), Z0, Z13
@@ -18881,8 +18675,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z19
 	VPAVGB        Z2, Z19, Z20
 	VPAVGB        Z20, Z19, Z19
-	VPSRLW        $0x06, Z19, Z19
-	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
 	VPDPBUSD.BCST 184(DX), Z19, Z11
 	VPDPBUSD.BCST 184(DX)(BX*1), Z19, Z12
 	VPDPBUSD.BCST 184(DX)(BX*2), Z19, Z13
@@ -18896,8 +18689,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z19, Z20
 	VPAVGB        Z2, Z20, Z21
 	VPAVGB        Z21, Z20, Z20
-	VPSRLW        $0x06, Z20, Z20
-	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
 	VPDPBUSD.BCST 188(DX), Z20, Z11
 	VPDPBUSD.BCST 188(DX)(BX*1), Z20, Z12
 	VPDPBUSD.BCST 188(DX)(BX*2), Z20, Z13
@@ -18912,8 +18704,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z20, Z0
 	VPAVGB        Z2, Z0, Z21
 	VPAVGB        Z21, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 192(DX), Z0, Z11
 	VPDPBUSD.BCST 192(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 192(DX)(BX*2), Z0, Z13
@@ -18928,8 +18719,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 196(DX), Z0, Z11
 	VPDPBUSD.BCST 196(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 196(DX)(BX*2), Z0, Z13
@@ -18944,8 +18734,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 200(DX), Z0, Z11
 	VPDPBUSD.BCST 200(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 200(DX)(BX*2), Z0, Z13
@@ -18959,8 +18748,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z19
 	VPAVGB        Z2, Z19, Z20
 	VPAVGB        Z20, Z19, Z19
-	VPSRLW        $0x06, Z19, Z19
-	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
 	VPDPBUSD.BCST 204(DX), Z19, Z11
 	VPDPBUSD.BCST 204(DX)(BX*1), Z19, Z12
 	VPDPBUSD.BCST 204(DX)(BX*2), Z19, Z13
@@ -18974,8 +18762,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z19, Z20
 	VPAVGB        Z2, Z20, Z21
 	VPAVGB        Z21, Z20, Z20
-	VPSRLW        $0x06, Z20, Z20
-	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
 	VPDPBUSD.BCST 208(DX), Z20, Z11
 	VPDPBUSD.BCST 208(DX)(BX*1), Z20, Z12
 	VPDPBUSD.BCST 208(DX)(BX*2), Z20, Z13
@@ -18990,8 +18777,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z20, Z0
 	VPAVGB        Z2, Z0, Z21
 	VPAVGB        Z21, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 212(DX), Z0, Z11
 	VPDPBUSD.BCST 212(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 212(DX)(BX*2), Z0, Z13
@@ -19006,8 +18792,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 216(DX), Z0, Z11
 	VPDPBUSD.BCST 216(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 216(DX)(BX*2), Z0, Z13
@@ -19022,8 +18807,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 220(DX), Z0, Z11
 	VPDPBUSD.BCST 220(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 220(DX)(BX*2), Z0, Z13
@@ -19037,8 +18821,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z19
 	VPAVGB        Z2, Z19, Z20
 	VPAVGB        Z20, Z19, Z19
-	VPSRLW        $0x06, Z19, Z19
-	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
 	VPDPBUSD.BCST 224(DX), Z19, Z11
 	VPDPBUSD.BCST 224(DX)(BX*1), Z19, Z12
 	VPDPBUSD.BCST 224(DX)(BX*2), Z19, Z13
@@ -19052,8 +18835,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z19, Z20
 	VPAVGB        Z2, Z20, Z21
 	VPAVGB        Z21, Z20, Z20
-	VPSRLW        $0x06, Z20, Z20
-	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
 	VPDPBUSD.BCST 228(DX), Z20, Z11
 	VPDPBUSD.BCST 228(DX)(BX*1), Z20, Z12
 	VPDPBUSD.BCST 228(DX)(BX*2), Z20, Z13
@@ -19068,8 +18850,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z20, Z0
 	VPAVGB        Z2, Z0, Z21
 	VPAVGB        Z21, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 232(DX), Z0, Z11
 	VPDPBUSD.BCST 232(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 232(DX)(BX*2), Z0, Z13
@@ -19084,8 +18865,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 236(DX), Z0, Z11
 	VPDPBUSD.BCST 236(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 236(DX)(BX*2), Z0, Z13
@@ -19100,8 +18880,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 240(DX), Z0, Z11
 	VPDPBUSD.BCST 240(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 240(DX)(BX*2), Z0, Z13
@@ -19116,8 +18895,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z19
 	VPAVGB        Z2, Z19, Z20
 	VPAVGB        Z20, Z19, Z19
-	VPSRLW        $0x06, Z19, Z19
-	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
 	VPDPBUSD.BCST 244(DX), Z19, Z11
 	VPDPBUSD.BCST 244(DX)(BX*1), Z19, Z12
 	VPDPBUSD.BCST 244(DX)(BX*2), Z19, Z13
@@ -19131,8 +18909,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z19, Z20
 	VPAVGB        Z2, Z20, Z21
 	VPAVGB        Z21, Z20, Z20
-	VPSRLW        $0x06, Z20, Z20
-	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
 	VPDPBUSD.BCST 248(DX), Z20, Z11
 	VPDPBUSD.BCST 248(DX)(BX*1), Z20, Z12
 	VPDPBUSD.BCST 248(DX)(BX*2), Z20, Z13
@@ -19147,8 +18924,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z20, Z0
 	VPAVGB        Z2, Z0, Z20
 	VPAVGB        Z20, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 252(DX), Z0, Z11
 	VPDPBUSD.BCST 252(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 252(DX)(BX*2), Z0, Z13
@@ -19163,8 +18939,7 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPSUBUSB      ones8<>+0(SB), Z0, Z0
 	VPAVGB        Z2, Z0, Z19
 	VPAVGB        Z19, Z0, Z0
-	VPSRLW        $0x06, Z0, Z0
-	VPANDD        m3z<>+0(SB), Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
 	VPDPBUSD.BCST 256(DX), Z0, Z11
 	VPDPBUSD.BCST 256(DX)(BX*1), Z0, Z12
 	VPDPBUSD.BCST 256(DX)(BX*2), Z0, Z13
@@ -19175,27 +18950,35 @@ r16TQ1_0x8AVX512Asm_loop:
 	VPDPBUSD.BCST 256(DI)(SI*1), Z0, Z18
 	VCVTPH2PS     (AX), Z0
 	VMULPS.BCST   (DX), Z0, Z19
+	VPSRAD        $0x06, Z11, Z11
 	VCVTDQ2PS     Z11, Z11
 	VFMADD231PS   Z19, Z11, Z3
 	VMULPS.BCST   (DX)(BX*1), Z0, Z19
+	VPSRAD        $0x06, Z12, Z12
 	VCVTDQ2PS     Z12, Z12
 	VFMADD231PS   Z19, Z12, Z4
 	VMULPS.BCST   (DX)(BX*2), Z0, Z19
+	VPSRAD        $0x06, Z13, Z13
 	VCVTDQ2PS     Z13, Z13
 	VFMADD231PS   Z19, Z13, Z5
 	VMULPS.BCST   (DX)(SI*1), Z0, Z19
+	VPSRAD        $0x06, Z14, Z14
 	VCVTDQ2PS     Z14, Z14
 	VFMADD231PS   Z19, Z14, Z6
 	VMULPS.BCST   (DI), Z0, Z19
+	VPSRAD        $0x06, Z15, Z15
 	VCVTDQ2PS     Z15, Z15
 	VFMADD231PS   Z19, Z15, Z7
 	VMULPS.BCST   (DI)(BX*1), Z0, Z19
+	VPSRAD        $0x06, Z16, Z16
 	VCVTDQ2PS     Z16, Z16
 	VFMADD231PS   Z19, Z16, Z8
 	VMULPS.BCST   (DI)(BX*2), Z0, Z19
+	VPSRAD        $0x06, Z17, Z17
 	VCVTDQ2PS     Z17, Z17
 	VFMADD231PS   Z19, Z17, Z9
 	VMULPS.BCST   (DI)(SI*1), Z0, Z0
+	VPSRAD        $0x06, Z18, Z18
 	VCVTDQ2PS     Z18, Z18
 	VFMADD231PS   Z0, Z18, Z10
 	ADDQ          $0x00000360, AX
