@@ -8,8 +8,9 @@ import (
 	. "github.com/mmcloughlin/avo/reg"
 )
 
-// The ternary kernels (TQ1_0, TQ2_0) against Q8_K activations: one row,
-// rows (prefill) and cols (decode), for both tiers.
+// The ternary kernels (TQ1_0, TQ2_0) against Q8_K activations: in ggml's
+// layout one row, rows (prefill) and cols (decode), for both tiers; in
+// LayoutR16 (at the end of the file) for avx512vnni.
 //
 // The weights stay integers: a block is unpacked in registers into eight
 // vectors of 32 trits t ∈ {0, 1, 2} (t = w+1), vector j holding elements
@@ -21,8 +22,9 @@ import (
 // collects the products of bytes 4l..4l+3 of every vector (elements e with
 // e%32/4 == l) minus bsums[2l] + bsums[2l+1]; one FMA per lane scales them
 // by yd·d into the float accumulators. The integers are exact: an int16
-// lane of the avx2 sum adds 16 products |t·x| ≤ 254 and subtracts 32 or
-// fewer activations, far from 2¹⁵; VPMADDUBSW's pair sums (≤ 508) never
+// lane of the avx2 sum adds 16 products |t·x| ≤ 381 (t = 3, which TQ2_0
+// never stores but a raw byte may hold, included) and subtracts 32 or
+// fewer activations, far from 2¹⁵; VPMADDUBSW's pair sums (≤ 762) never
 // saturate.
 //
 // The avx512vnni tier unpacks into zmm vectors of 64 trits (elements
@@ -42,7 +44,7 @@ type ternOps struct {
 	evex   bool
 	and    func(a, b, c Op)
 	insert func(i, a, b, c Op) // VINSERTI128: 128-bit lane i of c = a, the rest b
-	zero   VecVirtual          // a zero ymm (TQ1_0's averages)
+	zero   VecVirtual          // zero (TQ1_0's averages): a zmm on avx512vnni
 }
 
 func newTernOps(evex bool) *ternOps {
@@ -57,7 +59,7 @@ func newTernOps(evex bool) *ternOps {
 	return o
 }
 
-// load moves the vector at m into a new register of v's size.
+// load moves the ymm (xmm: the xmm) at m into a new register.
 func (o *ternOps) load(m Mem, xmm bool) VecVirtual {
 	v := YMM()
 	if xmm {
