@@ -17,7 +17,8 @@
 // activation rows per call: prefill) and cols (several weight rows: decode)
 // kernels: q45k.go (Q4_K and Q5_K), q6k.go, legacy.go (Q8_0, Q4_0), r16.go
 // (LayoutR16 Q4_K/Q5_K/Q6_K), r16legacy.go (LayoutR16 Q4_0/Q8_0), r16avx2.go (the
-// AVX2 tier of both); then q8k.go (the activation encoder), f16.go (F16
+// AVX2 tier of both), ternary.go (TQ1_0, TQ2_0); then q8k.go (the activation
+// encoder), f16.go (F16
 // dots and attention), exp.go (softmax, SwiGLU), stream.go (the read
 // benchmark's sum). main.go holds the driver and the loop frame, rows.go the
 // addressing of several rows, consts.go the data section.
@@ -69,6 +70,7 @@ func main() {
 	expSubAVX2()
 	maxAVX2()
 	swigluAVX2()
+	ternKernels()
 	Generate()
 	writeWrappers()
 	checkAVX2Registers()

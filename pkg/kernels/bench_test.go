@@ -58,7 +58,7 @@ func benchTiersOf(b *testing.B, tiers []*kernelSet, f func(b *testing.B)) {
 func BenchmarkDotQ(b *testing.B) {
 	const cols = 4096
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, typ := range []DType{Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, F16} {
+	for _, typ := range []DType{Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, F16, TQ1_0, TQ2_0} {
 		w, xq := quantize(typ, gaussian(r, cols, 0.1)), quantize(VecDotType(typ), gaussian(r, cols, 1))
 		b.Run(typ.String(), func(b *testing.B) {
 			benchTiers(b, func(b *testing.B) {
@@ -130,6 +130,11 @@ func BenchmarkMatVec(b *testing.B) {
 	b.Run("Q6_K_4096x4096", func(b *testing.B) { benchMatMul(b, Q6_K, 4096, 4096, 1) })
 	b.Run("Q4_K_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, Q4_K, LayoutR16, 4096, 4096, 1, 1) })
 	b.Run("Q6_K_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, Q6_K, LayoutR16, 4096, 4096, 1, 1) })
+	for _, typ := range []DType{TQ1_0, TQ2_0} {
+		b.Run(fmt.Sprintf("%v_4096x4096", typ), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, 1) })
+	}
+	b.Run("TQ2_0_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, TQ2_0, LayoutR16, 4096, 4096, 1, 1) })
+	b.Run("TQ1_0_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, TQ1_0, LayoutR16, 4096, 4096, 1, 1) })
 	for _, typ := range []DType{Q4_0, Q8_0} {
 		b.Run(fmt.Sprintf("%v_4096x4096", typ), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, 1) })
 		b.Run(fmt.Sprintf("%v_r16_4096x4096", typ), func(b *testing.B) { benchMatMulCopies(b, typ, LayoutR16, 4096, 4096, 1, 1) })
@@ -159,6 +164,10 @@ func BenchmarkPrefill(b *testing.B) {
 	b.Run("Q6_K_4096x4096_n128", func(b *testing.B) { benchMatMul(b, Q6_K, 4096, 4096, 128) })
 	b.Run("Q4_K_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, Q4_K, LayoutR16, 4096, 4096, 128, 1) })
 	b.Run("Q6_K_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, Q6_K, LayoutR16, 4096, 4096, 128, 1) })
+	b.Run("TQ1_0_4096x4096_n128", func(b *testing.B) { benchMatMul(b, TQ1_0, 4096, 4096, 128) })
+	b.Run("TQ2_0_4096x4096_n128", func(b *testing.B) { benchMatMul(b, TQ2_0, 4096, 4096, 128) })
+	b.Run("TQ2_0_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, TQ2_0, LayoutR16, 4096, 4096, 128, 1) })
+	b.Run("TQ1_0_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, TQ1_0, LayoutR16, 4096, 4096, 128, 1) })
 	for _, typ := range []DType{Q4_0, Q8_0} {
 		for _, n := range []int{8, 128} {
 			b.Run(fmt.Sprintf("%v_4096x4096_n%d", typ, n), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, n) })

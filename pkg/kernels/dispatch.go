@@ -32,8 +32,8 @@ import (
 // and are identical across the assembly tiers, and between the one-row and
 // multi-row kernels (several activation rows per weight row: prefill; or
 // several weight rows per activation row, the cols kernels: decode).
-// Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 run in assembly; the other types keep the
-// reference. Two caveats: the Q8_0/Q4_0 kernels use ggml's sign trick, exact
+// Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 and the ternary TQ1_0/TQ2_0 run in assembly;
+// the other types keep the reference. Two caveats: the Q8_0/Q4_0 kernels use ggml's sign trick, exact
 // for every activation Quantize can produce (never -128); the F16 dots sum
 // the same float32 products in float64 in another order (within one float32
 // ulp plus 2⁻⁴⁰·Σ|w·x| of the reference). The Q8_K encoder writes the
@@ -174,11 +174,13 @@ var genericKernels = &kernelSet{
 		TQ2_0: dotTQ2_0Generic,
 	},
 	r16: [nTypes]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int){
-		Q4_K: r16Q4KGeneric,
-		Q5_K: r16Q5KGeneric,
-		Q6_K: r16Q6KGeneric,
-		Q4_0: r16Q4_0Generic,
-		Q8_0: r16Q8_0Generic,
+		Q4_K:  r16Q4KGeneric,
+		Q5_K:  r16Q5KGeneric,
+		Q6_K:  r16Q6KGeneric,
+		Q4_0:  r16Q4_0Generic,
+		Q8_0:  r16Q8_0Generic,
+		TQ1_0: dotR16TQ1Generic,
+		TQ2_0: dotR16TQ2Generic,
 	},
 	f16F32:     dotF16F32Generic,
 	quantQ8K:   quantQ8KGeneric,

@@ -37,6 +37,7 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.swiglu = swigluAVX2
 	k.max = maxAVX2
 	k.sumU64 = sumU64AVX2
+	setTernaryAVX2(k)
 })
 
 // avx512vnniKernels is the AVX2 table with the AVX-512 kernels in; the
@@ -56,6 +57,7 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.r16[Q4_0] = r16Q4_0AVX512
 	k.r16[Q8_0] = r16Q8_0AVX512
 	k.quantQ8R16 = quantQ8R16AVX512
+	setTernaryAVX512(k)
 })
 
 func hostKernels() []*kernelSet {

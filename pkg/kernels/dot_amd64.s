@@ -37141,3 +37141,7196 @@ swigluAVX2Asm_loop:
 swigluAVX2Asm_done:
 	VZEROUPPER
 	RET
+
+DATA ones8<>+0(SB)/8, $0x0101010101010101
+DATA ones8<>+8(SB)/8, $0x0101010101010101
+DATA ones8<>+16(SB)/8, $0x0101010101010101
+DATA ones8<>+24(SB)/8, $0x0101010101010101
+DATA ones8<>+32(SB)/8, $0x0101010101010101
+DATA ones8<>+40(SB)/8, $0x0101010101010101
+DATA ones8<>+48(SB)/8, $0x0101010101010101
+DATA ones8<>+56(SB)/8, $0x0101010101010101
+GLOBL ones8<>(SB), RODATA|NOPTR, $64
+
+DATA m3z<>+0(SB)/8, $0x0303030303030303
+DATA m3z<>+8(SB)/8, $0x0303030303030303
+DATA m3z<>+16(SB)/8, $0x0303030303030303
+DATA m3z<>+24(SB)/8, $0x0303030303030303
+DATA m3z<>+32(SB)/8, $0x0303030303030303
+DATA m3z<>+40(SB)/8, $0x0303030303030303
+DATA m3z<>+48(SB)/8, $0x0303030303030303
+DATA m3z<>+56(SB)/8, $0x0303030303030303
+GLOBL m3z<>(SB), RODATA|NOPTR, $64
+
+DATA mf8<>+0(SB)/8, $0xf8f8f8f8f8f8f8f8
+DATA mf8<>+8(SB)/8, $0xf8f8f8f8f8f8f8f8
+DATA mf8<>+16(SB)/8, $0xf8f8f8f8f8f8f8f8
+DATA mf8<>+24(SB)/8, $0xf8f8f8f8f8f8f8f8
+DATA mf8<>+32(SB)/8, $0xf8f8f8f8f8f8f8f8
+DATA mf8<>+40(SB)/8, $0xf8f8f8f8f8f8f8f8
+DATA mf8<>+48(SB)/8, $0xf8f8f8f8f8f8f8f8
+DATA mf8<>+56(SB)/8, $0xf8f8f8f8f8f8f8f8
+GLOBL mf8<>(SB), RODATA|NOPTR, $64
+
+DATA mc0<>+0(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+8(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+16(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+24(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+32(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+40(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+48(SB)/8, $0xc0c0c0c0c0c0c0c0
+DATA mc0<>+56(SB)/8, $0xc0c0c0c0c0c0c0c0
+GLOBL mc0<>(SB), RODATA|NOPTR, $64
+
+DATA neg64<>+0(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+8(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+16(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+24(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+32(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+40(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+48(SB)/8, $0xffc0ffc0ffc0ffc0
+DATA neg64<>+56(SB)/8, $0xffc0ffc0ffc0ffc0
+GLOBL neg64<>(SB), RODATA|NOPTR, $64
+
+DATA cnt46<>+0(SB)/2, $0x0004
+DATA cnt46<>+2(SB)/2, $0x0004
+DATA cnt46<>+4(SB)/2, $0x0004
+DATA cnt46<>+6(SB)/2, $0x0004
+DATA cnt46<>+8(SB)/2, $0x0004
+DATA cnt46<>+10(SB)/2, $0x0004
+DATA cnt46<>+12(SB)/2, $0x0004
+DATA cnt46<>+14(SB)/2, $0x0004
+DATA cnt46<>+16(SB)/2, $0x0004
+DATA cnt46<>+18(SB)/2, $0x0004
+DATA cnt46<>+20(SB)/2, $0x0004
+DATA cnt46<>+22(SB)/2, $0x0004
+DATA cnt46<>+24(SB)/2, $0x0004
+DATA cnt46<>+26(SB)/2, $0x0004
+DATA cnt46<>+28(SB)/2, $0x0004
+DATA cnt46<>+30(SB)/2, $0x0004
+DATA cnt46<>+32(SB)/2, $0x0006
+DATA cnt46<>+34(SB)/2, $0x0006
+DATA cnt46<>+36(SB)/2, $0x0006
+DATA cnt46<>+38(SB)/2, $0x0006
+DATA cnt46<>+40(SB)/2, $0x0006
+DATA cnt46<>+42(SB)/2, $0x0006
+DATA cnt46<>+44(SB)/2, $0x0006
+DATA cnt46<>+46(SB)/2, $0x0006
+DATA cnt46<>+48(SB)/2, $0x0006
+DATA cnt46<>+50(SB)/2, $0x0006
+DATA cnt46<>+52(SB)/2, $0x0006
+DATA cnt46<>+54(SB)/2, $0x0006
+DATA cnt46<>+56(SB)/2, $0x0006
+DATA cnt46<>+58(SB)/2, $0x0006
+DATA cnt46<>+60(SB)/2, $0x0006
+DATA cnt46<>+62(SB)/2, $0x0006
+GLOBL cnt46<>(SB), RODATA|NOPTR, $64
+
+DATA lowbytes<>+0(SB)/8, $0x00ff00ff00ff00ff
+DATA lowbytes<>+8(SB)/8, $0x00ff00ff00ff00ff
+DATA lowbytes<>+16(SB)/8, $0x00ff00ff00ff00ff
+DATA lowbytes<>+24(SB)/8, $0x00ff00ff00ff00ff
+GLOBL lowbytes<>(SB), RODATA|NOPTR, $32
+
+DATA tq1hmul<>+0(SB)/2, $0x0001
+DATA tq1hmul<>+2(SB)/2, $0x0001
+DATA tq1hmul<>+4(SB)/2, $0x0001
+DATA tq1hmul<>+6(SB)/2, $0x0001
+DATA tq1hmul<>+8(SB)/2, $0x0003
+DATA tq1hmul<>+10(SB)/2, $0x0003
+DATA tq1hmul<>+12(SB)/2, $0x0003
+DATA tq1hmul<>+14(SB)/2, $0x0003
+DATA tq1hmul<>+16(SB)/2, $0x0009
+DATA tq1hmul<>+18(SB)/2, $0x0009
+DATA tq1hmul<>+20(SB)/2, $0x0009
+DATA tq1hmul<>+22(SB)/2, $0x0009
+DATA tq1hmul<>+24(SB)/2, $0x001b
+DATA tq1hmul<>+26(SB)/2, $0x001b
+DATA tq1hmul<>+28(SB)/2, $0x001b
+DATA tq1hmul<>+30(SB)/2, $0x001b
+GLOBL tq1hmul<>(SB), RODATA|NOPTR, $32
+
+// func dotTQ1_0AVX2Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·dotTQ1_0AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   nb+24(FP), CX
+	MOVQ   x+8(FP), DX
+	MOVQ   xstride+16(FP), BX
+	VPXOR  Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+dotTQ1_0AVX2Asm_loop:
+	TESTQ        CX, CX
+	JZ           dotTQ1_0AVX2Asm_done
+	PREFETCHT0   1024(AX)
+	VPXOR        Y2, Y2, Y2
+	VMOVDQU      (AX), Y3
+	VPSUBUSB     ones8<>+0(SB), Y3, Y4
+	VPAVGB       Y0, Y4, Y5
+	VPAVGB       Y5, Y4, Y4
+	VPSRLW       $0x06, Y4, Y4
+	VPAND        m2<>+0(SB), Y4, Y4
+	VPMADDUBSW   4(DX), Y4, Y4
+	VPADDW       Y4, Y2, Y2
+	VPADDB       Y3, Y3, Y4
+	VPADDB       Y3, Y4, Y4
+	VPSUBUSB     ones8<>+0(SB), Y4, Y5
+	VPAVGB       Y0, Y5, Y7
+	VPAVGB       Y7, Y5, Y5
+	VPSRLW       $0x06, Y5, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   36(DX), Y5, Y5
+	VPADDW       Y5, Y2, Y2
+	VPSLLW       $0x03, Y3, Y5
+	VPAND        mf8<>+0(SB), Y5, Y5
+	VPADDB       Y3, Y5, Y5
+	VPSUBUSB     ones8<>+0(SB), Y5, Y3
+	VPAVGB       Y0, Y3, Y7
+	VPAVGB       Y7, Y3, Y3
+	VPSRLW       $0x06, Y3, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   68(DX), Y3, Y3
+	VPADDW       Y3, Y2, Y2
+	VPSLLW       $0x03, Y4, Y3
+	VPAND        mf8<>+0(SB), Y3, Y3
+	VPADDB       Y4, Y3, Y3
+	VPSUBUSB     ones8<>+0(SB), Y3, Y3
+	VPAVGB       Y0, Y3, Y4
+	VPAVGB       Y4, Y3, Y3
+	VPSRLW       $0x06, Y3, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   100(DX), Y3, Y3
+	VPADDW       Y3, Y2, Y2
+	VPSLLW       $0x03, Y5, Y3
+	VPAND        mf8<>+0(SB), Y3, Y3
+	VPADDB       Y5, Y3, Y3
+	VPSUBUSB     ones8<>+0(SB), Y3, Y3
+	VPAVGB       Y0, Y3, Y4
+	VPAVGB       Y4, Y3, Y3
+	VPSRLW       $0x06, Y3, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   132(DX), Y3, Y3
+	VPADDW       Y3, Y2, Y2
+	VMOVDQU      32(AX), X6
+	VPADDB       X6, X6, X3
+	VPADDB       X6, X3, X3
+	VINSERTI128  $0x01, X3, Y6, Y3
+	VPSUBUSB     ones8<>+0(SB), Y3, Y4
+	VPAVGB       Y0, Y4, Y5
+	VPAVGB       Y5, Y4, Y4
+	VPSRLW       $0x06, Y4, Y4
+	VPAND        m2<>+0(SB), Y4, Y4
+	VPMADDUBSW   164(DX), Y4, Y4
+	VPADDW       Y4, Y2, Y2
+	VPSLLW       $0x03, Y3, Y4
+	VPAND        mf8<>+0(SB), Y4, Y4
+	VPADDB       Y3, Y4, Y4
+	VPSUBUSB     ones8<>+0(SB), Y4, Y3
+	VPAVGB       Y0, Y3, Y5
+	VPAVGB       Y5, Y3, Y3
+	VPSRLW       $0x06, Y3, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   196(DX), Y3, Y3
+	VPADDW       Y3, Y2, Y2
+	VPBROADCASTD 48(AX), X3
+	VPMOVZXBW    X3, Y3
+	VPMULLW      tq1hmul<>+0(SB), Y3, Y3
+	VPAND        lowbytes<>+0(SB), Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X5
+	VPACKUSWB    X5, X3, X3
+	VPSLLW       $0x03, X4, X6
+	VPAND        mf8<>+0(SB), X6, X6
+	VPADDB       X4, X6, X6
+	VINSERTI128  $0x01, X3, Y6, Y3
+	VPSUBUSB     ones8<>+0(SB), Y3, Y3
+	VPAVGB       Y0, Y3, Y4
+	VPAVGB       Y4, Y3, Y3
+	VPSRLW       $0x06, Y3, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   228(DX), Y3, Y3
+	VPADDW       Y3, Y2, Y2
+	MOVWLZX      52(AX), BX
+	VMOVD        BX, X3
+	VCVTPH2PS    X3, X3
+	VPSUBW       260(DX), Y2, Y2
+	VPMADDWD     ones16<>+0(SB), Y2, Y2
+	VCVTDQ2PS    Y2, Y2
+	VMULSS       (DX), X3, X3
+	VBROADCASTSS X3, Y3
+	VFMADD231PS  Y3, Y2, Y1
+	ADDQ         $0x00000036, AX
+	ADDQ         $0x00000124, DX
+	DECQ         CX
+	JMP          dotTQ1_0AVX2Asm_loop
+
+dotTQ1_0AVX2Asm_done:
+	MOVQ    acc+32(FP), AX
+	VMOVUPS Y1, (AX)
+	VZEROUPPER
+	RET
+
+// func rowsTQ1_0AVX2Asm(w *byte, x *byte, xstride int, nb int, acc *[32]float32)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·rowsTQ1_0AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ  w+0(FP), AX
+	MOVQ  nb+24(FP), CX
+	MOVQ  x+8(FP), DX
+	MOVQ  xstride+16(FP), BX
+	LEAQ  (DX)(BX*1), SI
+	LEAQ  (SI)(BX*1), DI
+	LEAQ  (DI)(BX*1), BX
+	VPXOR Y0, Y0, Y0
+
+rowsTQ1_0AVX2Asm_loop:
+	TESTQ        CX, CX
+	JZ           rowsTQ1_0AVX2Asm_done
+	VPXOR        Y1, Y1, Y1
+	VPXOR        Y2, Y2, Y2
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y4, Y4, Y4
+	VMOVDQU      (AX), Y5
+	VPSUBUSB     ones8<>+0(SB), Y5, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   4(DX), Y6, Y7
+	VPADDW       Y7, Y1, Y1
+	VPMADDUBSW   4(SI), Y6, Y7
+	VPADDW       Y7, Y2, Y2
+	VPMADDUBSW   4(DI), Y6, Y7
+	VPADDW       Y7, Y3, Y3
+	VPMADDUBSW   4(BX), Y6, Y6
+	VPADDW       Y6, Y4, Y4
+	VPADDB       Y5, Y5, Y6
+	VPADDB       Y5, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y9
+	VPAVGB       Y9, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   36(DX), Y7, Y9
+	VPADDW       Y9, Y1, Y1
+	VPMADDUBSW   36(SI), Y7, Y9
+	VPADDW       Y9, Y2, Y2
+	VPMADDUBSW   36(DI), Y7, Y9
+	VPADDW       Y9, Y3, Y3
+	VPMADDUBSW   36(BX), Y7, Y7
+	VPADDW       Y7, Y4, Y4
+	VPSLLW       $0x03, Y5, Y7
+	VPAND        mf8<>+0(SB), Y7, Y7
+	VPADDB       Y5, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y5
+	VPAVGB       Y0, Y5, Y9
+	VPAVGB       Y9, Y5, Y5
+	VPSRLW       $0x06, Y5, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   68(DX), Y5, Y9
+	VPADDW       Y9, Y1, Y1
+	VPMADDUBSW   68(SI), Y5, Y9
+	VPADDW       Y9, Y2, Y2
+	VPMADDUBSW   68(DI), Y5, Y9
+	VPADDW       Y9, Y3, Y3
+	VPMADDUBSW   68(BX), Y5, Y5
+	VPADDW       Y5, Y4, Y4
+	VPSLLW       $0x03, Y6, Y5
+	VPAND        mf8<>+0(SB), Y5, Y5
+	VPADDB       Y6, Y5, Y5
+	VPSUBUSB     ones8<>+0(SB), Y5, Y5
+	VPAVGB       Y0, Y5, Y6
+	VPAVGB       Y6, Y5, Y5
+	VPSRLW       $0x06, Y5, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   100(DX), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   100(SI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   100(DI), Y5, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDUBSW   100(BX), Y5, Y5
+	VPADDW       Y5, Y4, Y4
+	VPSLLW       $0x03, Y7, Y5
+	VPAND        mf8<>+0(SB), Y5, Y5
+	VPADDB       Y7, Y5, Y5
+	VPSUBUSB     ones8<>+0(SB), Y5, Y5
+	VPAVGB       Y0, Y5, Y6
+	VPAVGB       Y6, Y5, Y5
+	VPSRLW       $0x06, Y5, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   132(DX), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   132(SI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   132(DI), Y5, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDUBSW   132(BX), Y5, Y5
+	VPADDW       Y5, Y4, Y4
+	VMOVDQU      32(AX), X8
+	VPADDB       X8, X8, X5
+	VPADDB       X8, X5, X5
+	VINSERTI128  $0x01, X5, Y8, Y5
+	VPSUBUSB     ones8<>+0(SB), Y5, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   164(DX), Y6, Y7
+	VPADDW       Y7, Y1, Y1
+	VPMADDUBSW   164(SI), Y6, Y7
+	VPADDW       Y7, Y2, Y2
+	VPMADDUBSW   164(DI), Y6, Y7
+	VPADDW       Y7, Y3, Y3
+	VPMADDUBSW   164(BX), Y6, Y6
+	VPADDW       Y6, Y4, Y4
+	VPSLLW       $0x03, Y5, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y5, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y5
+	VPAVGB       Y0, Y5, Y7
+	VPAVGB       Y7, Y5, Y5
+	VPSRLW       $0x06, Y5, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   196(DX), Y5, Y7
+	VPADDW       Y7, Y1, Y1
+	VPMADDUBSW   196(SI), Y5, Y7
+	VPADDW       Y7, Y2, Y2
+	VPMADDUBSW   196(DI), Y5, Y7
+	VPADDW       Y7, Y3, Y3
+	VPMADDUBSW   196(BX), Y5, Y5
+	VPADDW       Y5, Y4, Y4
+	VPBROADCASTD 48(AX), X5
+	VPMOVZXBW    X5, Y5
+	VPMULLW      tq1hmul<>+0(SB), Y5, Y5
+	VPAND        lowbytes<>+0(SB), Y5, Y5
+	VEXTRACTI128 $0x01, Y5, X7
+	VPACKUSWB    X7, X5, X5
+	VPSLLW       $0x03, X6, X8
+	VPAND        mf8<>+0(SB), X8, X8
+	VPADDB       X6, X8, X8
+	VINSERTI128  $0x01, X5, Y8, Y5
+	VPSUBUSB     ones8<>+0(SB), Y5, Y5
+	VPAVGB       Y0, Y5, Y6
+	VPAVGB       Y6, Y5, Y5
+	VPSRLW       $0x06, Y5, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   228(DX), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   228(SI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   228(DI), Y5, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDUBSW   228(BX), Y5, Y5
+	VPADDW       Y5, Y4, Y4
+	MOVWLZX      52(AX), R8
+	VMOVD        R8, X7
+	VCVTPH2PS    X7, X7
+	MOVQ         acc+32(FP), R8
+	VPSUBW       260(DX), Y1, Y1
+	VPMADDWD     ones16<>+0(SB), Y1, Y1
+	VCVTDQ2PS    Y1, Y1
+	VMULSS       (DX), X7, X5
+	VBROADCASTSS X5, Y5
+	VMOVUPS      (R8), Y6
+	VFMADD231PS  Y5, Y1, Y6
+	VMOVUPS      Y6, (R8)
+	VPSUBW       260(SI), Y2, Y2
+	VPMADDWD     ones16<>+0(SB), Y2, Y2
+	VCVTDQ2PS    Y2, Y2
+	VMULSS       (SI), X7, X1
+	VBROADCASTSS X1, Y1
+	VMOVUPS      32(R8), Y5
+	VFMADD231PS  Y1, Y2, Y5
+	VMOVUPS      Y5, 32(R8)
+	VPSUBW       260(DI), Y3, Y3
+	VPMADDWD     ones16<>+0(SB), Y3, Y3
+	VCVTDQ2PS    Y3, Y3
+	VMULSS       (DI), X7, X1
+	VBROADCASTSS X1, Y1
+	VMOVUPS      64(R8), Y2
+	VFMADD231PS  Y1, Y3, Y2
+	VMOVUPS      Y2, 64(R8)
+	VPSUBW       260(BX), Y4, Y4
+	VPMADDWD     ones16<>+0(SB), Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VMULSS       (BX), X7, X1
+	VBROADCASTSS X1, Y1
+	VMOVUPS      96(R8), Y2
+	VFMADD231PS  Y1, Y4, Y2
+	VMOVUPS      Y2, 96(R8)
+	ADDQ         $0x00000036, AX
+	ADDQ         $0x00000124, DX
+	ADDQ         $0x00000124, SI
+	ADDQ         $0x00000124, DI
+	ADDQ         $0x00000124, BX
+	DECQ         CX
+	JMP          rowsTQ1_0AVX2Asm_loop
+
+rowsTQ1_0AVX2Asm_done:
+	VZEROUPPER
+	RET
+
+// func colsTQ1_0AVX2Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·colsTQ1_0AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   wstride+8(FP), CX
+	MOVQ   x+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(CX*2), SI
+	LEAQ   (AX)(CX*4), DI
+	VPXOR  Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+
+colsTQ1_0AVX2Asm_loop:
+	TESTQ        BX, BX
+	JZ           colsTQ1_0AVX2Asm_done
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	ADDQ         $0x000000d8, DI
+	VPXOR        Y5, Y5, Y5
+	VMOVDQU      (AX), Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   4(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPADDB       Y6, Y6, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y8
+	VPAVGB       Y0, Y8, Y13
+	VPAVGB       Y13, Y8, Y8
+	VPSRLW       $0x06, Y8, Y8
+	VPAND        m2<>+0(SB), Y8, Y8
+	VPMADDUBSW   36(DX), Y8, Y8
+	VPADDW       Y8, Y5, Y5
+	VPSLLW       $0x03, Y6, Y8
+	VPAND        mf8<>+0(SB), Y8, Y8
+	VPADDB       Y6, Y8, Y8
+	VPSUBUSB     ones8<>+0(SB), Y8, Y6
+	VPAVGB       Y0, Y6, Y13
+	VPAVGB       Y13, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   68(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y7, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y7, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   100(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y8, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y8, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   132(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VMOVDQU      32(AX), X9
+	VPADDB       X9, X9, X6
+	VPADDB       X9, X6, X6
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   164(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPSLLW       $0x03, Y6, Y7
+	VPAND        mf8<>+0(SB), Y7, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y6
+	VPAVGB       Y0, Y6, Y8
+	VPAVGB       Y8, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   196(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 48(AX), X6
+	VPMOVZXBW    X6, Y6
+	VPMULLW      tq1hmul<>+0(SB), Y6, Y6
+	VPAND        lowbytes<>+0(SB), Y6, Y6
+	VEXTRACTI128 $0x01, Y6, X8
+	VPACKUSWB    X8, X6, X6
+	VPSLLW       $0x03, X7, X9
+	VPAND        mf8<>+0(SB), X9, X9
+	VPADDB       X7, X9, X9
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   228(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSUBW       260(DX), Y5, Y5
+	VPMADDWD     ones16<>+0(SB), Y5, Y5
+	VCVTDQ2PS    Y5, Y5
+	MOVWLZX      52(AX), R8
+	VMOVD        R8, X6
+	VCVTPH2PS    X6, X6
+	VMULSS       (DX), X6, X6
+	VBROADCASTSS X6, Y6
+	VFMADD231PS  Y6, Y5, Y1
+	VPXOR        Y5, Y5, Y5
+	VMOVDQU      (AX)(CX*1), Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   4(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPADDB       Y6, Y6, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y8
+	VPAVGB       Y0, Y8, Y13
+	VPAVGB       Y13, Y8, Y8
+	VPSRLW       $0x06, Y8, Y8
+	VPAND        m2<>+0(SB), Y8, Y8
+	VPMADDUBSW   36(DX), Y8, Y8
+	VPADDW       Y8, Y5, Y5
+	VPSLLW       $0x03, Y6, Y8
+	VPAND        mf8<>+0(SB), Y8, Y8
+	VPADDB       Y6, Y8, Y8
+	VPSUBUSB     ones8<>+0(SB), Y8, Y6
+	VPAVGB       Y0, Y6, Y13
+	VPAVGB       Y13, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   68(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y7, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y7, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   100(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y8, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y8, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   132(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VMOVDQU      32(AX)(CX*1), X9
+	VPADDB       X9, X9, X6
+	VPADDB       X9, X6, X6
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   164(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPSLLW       $0x03, Y6, Y7
+	VPAND        mf8<>+0(SB), Y7, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y6
+	VPAVGB       Y0, Y6, Y8
+	VPAVGB       Y8, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   196(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 48(AX)(CX*1), X6
+	VPMOVZXBW    X6, Y6
+	VPMULLW      tq1hmul<>+0(SB), Y6, Y6
+	VPAND        lowbytes<>+0(SB), Y6, Y6
+	VEXTRACTI128 $0x01, Y6, X8
+	VPACKUSWB    X8, X6, X6
+	VPSLLW       $0x03, X7, X9
+	VPAND        mf8<>+0(SB), X9, X9
+	VPADDB       X7, X9, X9
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   228(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSUBW       260(DX), Y5, Y5
+	VPMADDWD     ones16<>+0(SB), Y5, Y5
+	VCVTDQ2PS    Y5, Y5
+	MOVWLZX      52(AX)(CX*1), R8
+	VMOVD        R8, X6
+	VCVTPH2PS    X6, X6
+	VMULSS       (DX), X6, X6
+	VBROADCASTSS X6, Y6
+	VFMADD231PS  Y6, Y5, Y2
+	VPXOR        Y5, Y5, Y5
+	VMOVDQU      (AX)(CX*2), Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   4(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPADDB       Y6, Y6, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y8
+	VPAVGB       Y0, Y8, Y13
+	VPAVGB       Y13, Y8, Y8
+	VPSRLW       $0x06, Y8, Y8
+	VPAND        m2<>+0(SB), Y8, Y8
+	VPMADDUBSW   36(DX), Y8, Y8
+	VPADDW       Y8, Y5, Y5
+	VPSLLW       $0x03, Y6, Y8
+	VPAND        mf8<>+0(SB), Y8, Y8
+	VPADDB       Y6, Y8, Y8
+	VPSUBUSB     ones8<>+0(SB), Y8, Y6
+	VPAVGB       Y0, Y6, Y13
+	VPAVGB       Y13, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   68(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y7, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y7, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   100(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y8, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y8, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   132(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VMOVDQU      32(AX)(CX*2), X9
+	VPADDB       X9, X9, X6
+	VPADDB       X9, X6, X6
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   164(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPSLLW       $0x03, Y6, Y7
+	VPAND        mf8<>+0(SB), Y7, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y6
+	VPAVGB       Y0, Y6, Y8
+	VPAVGB       Y8, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   196(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 48(AX)(CX*2), X6
+	VPMOVZXBW    X6, Y6
+	VPMULLW      tq1hmul<>+0(SB), Y6, Y6
+	VPAND        lowbytes<>+0(SB), Y6, Y6
+	VEXTRACTI128 $0x01, Y6, X8
+	VPACKUSWB    X8, X6, X6
+	VPSLLW       $0x03, X7, X9
+	VPAND        mf8<>+0(SB), X9, X9
+	VPADDB       X7, X9, X9
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   228(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSUBW       260(DX), Y5, Y5
+	VPMADDWD     ones16<>+0(SB), Y5, Y5
+	VCVTDQ2PS    Y5, Y5
+	MOVWLZX      52(AX)(CX*2), R8
+	VMOVD        R8, X6
+	VCVTPH2PS    X6, X6
+	VMULSS       (DX), X6, X6
+	VBROADCASTSS X6, Y6
+	VFMADD231PS  Y6, Y5, Y3
+	VPXOR        Y5, Y5, Y5
+	VMOVDQU      (AX)(SI*1), Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   4(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPADDB       Y6, Y6, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y8
+	VPAVGB       Y0, Y8, Y13
+	VPAVGB       Y13, Y8, Y8
+	VPSRLW       $0x06, Y8, Y8
+	VPAND        m2<>+0(SB), Y8, Y8
+	VPMADDUBSW   36(DX), Y8, Y8
+	VPADDW       Y8, Y5, Y5
+	VPSLLW       $0x03, Y6, Y8
+	VPAND        mf8<>+0(SB), Y8, Y8
+	VPADDB       Y6, Y8, Y8
+	VPSUBUSB     ones8<>+0(SB), Y8, Y6
+	VPAVGB       Y0, Y6, Y13
+	VPAVGB       Y13, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   68(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y7, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y7, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   100(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSLLW       $0x03, Y8, Y6
+	VPAND        mf8<>+0(SB), Y6, Y6
+	VPADDB       Y8, Y6, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   132(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VMOVDQU      32(AX)(SI*1), X9
+	VPADDB       X9, X9, X6
+	VPADDB       X9, X6, X6
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y7
+	VPAVGB       Y0, Y7, Y8
+	VPAVGB       Y8, Y7, Y7
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        m2<>+0(SB), Y7, Y7
+	VPMADDUBSW   164(DX), Y7, Y7
+	VPADDW       Y7, Y5, Y5
+	VPSLLW       $0x03, Y6, Y7
+	VPAND        mf8<>+0(SB), Y7, Y7
+	VPADDB       Y6, Y7, Y7
+	VPSUBUSB     ones8<>+0(SB), Y7, Y6
+	VPAVGB       Y0, Y6, Y8
+	VPAVGB       Y8, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   196(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 48(AX)(SI*1), X6
+	VPMOVZXBW    X6, Y6
+	VPMULLW      tq1hmul<>+0(SB), Y6, Y6
+	VPAND        lowbytes<>+0(SB), Y6, Y6
+	VEXTRACTI128 $0x01, Y6, X8
+	VPACKUSWB    X8, X6, X6
+	VPSLLW       $0x03, X7, X9
+	VPAND        mf8<>+0(SB), X9, X9
+	VPADDB       X7, X9, X9
+	VINSERTI128  $0x01, X6, Y9, Y6
+	VPSUBUSB     ones8<>+0(SB), Y6, Y6
+	VPAVGB       Y0, Y6, Y7
+	VPAVGB       Y7, Y6, Y6
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        m2<>+0(SB), Y6, Y6
+	VPMADDUBSW   228(DX), Y6, Y6
+	VPADDW       Y6, Y5, Y5
+	VPSUBW       260(DX), Y5, Y5
+	VPMADDWD     ones16<>+0(SB), Y5, Y5
+	VCVTDQ2PS    Y5, Y5
+	MOVWLZX      52(AX)(SI*1), R8
+	VMOVD        R8, X6
+	VCVTPH2PS    X6, X6
+	VMULSS       (DX), X6, X6
+	VBROADCASTSS X6, Y6
+	VFMADD231PS  Y6, Y5, Y4
+	ADDQ         $0x00000036, AX
+	ADDQ         $0x00000124, DX
+	DECQ         BX
+	JMP          colsTQ1_0AVX2Asm_loop
+
+colsTQ1_0AVX2Asm_done:
+	MOVQ         out+32(FP), AX
+	VEXTRACTF128 $0x01, Y1, X9
+	VADDPS       X9, X1, X9
+	VPERMILPS    $0x4e, Y9, Y0
+	VADDPS       Y0, Y9, Y9
+	VMOVSHDUP    Y9, Y0
+	VADDPS       Y0, Y9, Y9
+	VMOVSS       X9, (AX)
+	VEXTRACTF128 $0x01, Y2, X10
+	VADDPS       X10, X2, X10
+	VPERMILPS    $0x4e, Y10, Y0
+	VADDPS       Y0, Y10, Y10
+	VMOVSHDUP    Y10, Y0
+	VADDPS       Y0, Y10, Y10
+	VMOVSS       X10, 4(AX)
+	VEXTRACTF128 $0x01, Y3, X11
+	VADDPS       X11, X3, X11
+	VPERMILPS    $0x4e, Y11, Y0
+	VADDPS       Y0, Y11, Y11
+	VMOVSHDUP    Y11, Y0
+	VADDPS       Y0, Y11, Y11
+	VMOVSS       X11, 8(AX)
+	VEXTRACTF128 $0x01, Y4, X12
+	VADDPS       X12, X4, X12
+	VPERMILPS    $0x4e, Y12, Y0
+	VADDPS       Y0, Y12, Y12
+	VMOVSHDUP    Y12, Y0
+	VADDPS       Y0, Y12, Y12
+	VMOVSS       X12, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotTQ1_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
+TEXT ·dotTQ1_0AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      nb+24(FP), CX
+	MOVQ      x+8(FP), DX
+	MOVQ      xstride+16(FP), BX
+	LEAQ      (BX)(BX*2), BX
+	VMOVDQU64 ones16<>+0(SB), Y0
+	VPXORD    Z1, Z1, Z1
+	VXORPS    Y2, Y2, Y2
+
+dotTQ1_0AVX512Asm_loop:
+	TESTQ         CX, CX
+	JZ            dotTQ1_0AVX512Asm_done
+	PREFETCHT0    1024(AX)
+	VPXORD        Z3, Z3, Z3
+	VMOVDQU64     (AX), Y4
+	VPADDB        Y4, Y4, Y5
+	VPADDB        Y4, Y5, Y5
+	VINSERTI64X4  $0x01, Y5, Z4, Z5
+	VPSUBUSB      ones8<>+0(SB), Z5, Z6
+	VPAVGB        Z1, Z6, Z7
+	VPAVGB        Z7, Z6, Z6
+	VPSRLW        $0x06, Z6, Z6
+	VPANDD        m3z<>+0(SB), Z6, Z6
+	VPDPBUSD      4(DX), Z6, Z3
+	VPSLLW        $0x03, Z5, Z6
+	VPANDD        mf8<>+0(SB), Z6, Z6
+	VPADDB        Z5, Z6, Z6
+	VPSUBUSB      ones8<>+0(SB), Z6, Z5
+	VPAVGB        Z1, Z5, Z7
+	VPAVGB        Z7, Z5, Z5
+	VPSRLW        $0x06, Z5, Z5
+	VPANDD        m3z<>+0(SB), Z5, Z5
+	VPDPBUSD      68(DX), Z5, Z3
+	VPSLLW        $0x03, Z6, Z5
+	VPANDD        mf8<>+0(SB), Z5, Z5
+	VPADDB        Z6, Z5, Z5
+	VMOVDQU64     32(AX), X8
+	VPADDB        X8, X8, X4
+	VPADDB        X8, X4, X4
+	VINSERTI32X4  $0x01, X4, Y8, Y6
+	VINSERTI64X4  $0x01, Y6, Z5, Z5
+	VPSUBUSB      ones8<>+0(SB), Z5, Z5
+	VPAVGB        Z1, Z5, Z7
+	VPAVGB        Z7, Z5, Z5
+	VPSRLW        $0x06, Z5, Z5
+	VPANDD        m3z<>+0(SB), Z5, Z5
+	VPDPBUSD      132(DX), Z5, Z3
+	VPSLLW        $0x03, Y6, Y4
+	VPANDD        mf8<>+0(SB), Y4, Y4
+	VPADDB        Y6, Y4, Y4
+	VPBROADCASTD  48(AX), X5
+	VPMOVZXBW     X5, Y5
+	VPMULLW       tq1hmul<>+0(SB), Y5, Y5
+	VPANDD        lowbytes<>+0(SB), Y5, Y5
+	VEXTRACTI32X4 $0x01, Y5, X6
+	VPACKUSWB     X6, X5, X5
+	VPSLLW        $0x03, X4, X8
+	VPANDD        mf8<>+0(SB), X8, X8
+	VPADDB        X4, X8, X8
+	VINSERTI32X4  $0x01, X5, Y8, Y5
+	VINSERTI64X4  $0x01, Y5, Z4, Z5
+	VPSUBUSB      ones8<>+0(SB), Z5, Z5
+	VPAVGB        Z1, Z5, Z6
+	VPAVGB        Z6, Z5, Z5
+	VPSRLW        $0x06, Z5, Z5
+	VPANDD        m3z<>+0(SB), Z5, Z5
+	VPDPBUSD      196(DX), Z5, Z3
+	MOVWLZX       52(AX), BX
+	VMOVD         BX, X5
+	VCVTPH2PS     X5, X5
+	VEXTRACTI64X4 $0x01, Z3, Y4
+	VPADDD        Y4, Y3, Y3
+	VPMADDWD      260(DX), Y0, Y4
+	VPSUBD        Y4, Y3, Y3
+	VCVTDQ2PS     Y3, Y3
+	VMULSS        (DX), X5, X4
+	VBROADCASTSS  X4, Y4
+	VFMADD231PS   Y4, Y3, Y2
+	ADDQ          $0x00000036, AX
+	ADDQ          $0x00000124, DX
+	DECQ          CX
+	JMP           dotTQ1_0AVX512Asm_loop
+
+dotTQ1_0AVX512Asm_done:
+	MOVQ    acc+32(FP), AX
+	VMOVUPS Y2, (AX)
+	VZEROUPPER
+	RET
+
+// func rowsTQ1_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[64]float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3
+TEXT ·rowsTQ1_0AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      nb+24(FP), CX
+	MOVQ      x+8(FP), DX
+	MOVQ      xstride+16(FP), BX
+	LEAQ      (BX)(BX*2), SI
+	LEAQ      (DX)(BX*4), DI
+	VMOVDQU64 ones16<>+0(SB), Y0
+	VPXORD    Z1, Z1, Z1
+	VXORPS    Y2, Y2, Y2
+	VXORPS    Y3, Y3, Y3
+	VXORPS    Y4, Y4, Y4
+	VXORPS    Y5, Y5, Y5
+	VXORPS    Y6, Y6, Y6
+	VXORPS    Y7, Y7, Y7
+	VXORPS    Y8, Y8, Y8
+	VXORPS    Y9, Y9, Y9
+
+rowsTQ1_0AVX512Asm_loop:
+	TESTQ         CX, CX
+	JZ            rowsTQ1_0AVX512Asm_done
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VPXORD        Z16, Z16, Z16
+	VPXORD        Z17, Z17, Z17
+	VMOVDQU64     (AX), Y18
+	VPADDB        Y18, Y18, Y19
+	VPADDB        Y18, Y19, Y19
+	VINSERTI64X4  $0x01, Y19, Z18, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z1, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPSRLW        $0x06, Z20, Z20
+	VPANDD        m3z<>+0(SB), Z20, Z20
+	VPDPBUSD      4(DX), Z20, Z10
+	VPDPBUSD      4(DX)(BX*1), Z20, Z11
+	VPDPBUSD      4(DX)(BX*2), Z20, Z12
+	VPDPBUSD      4(DX)(SI*1), Z20, Z13
+	VPDPBUSD      4(DI), Z20, Z14
+	VPDPBUSD      4(DI)(BX*1), Z20, Z15
+	VPDPBUSD      4(DI)(BX*2), Z20, Z16
+	VPDPBUSD      4(DI)(SI*1), Z20, Z17
+	VPSLLW        $0x03, Z19, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z19, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z19
+	VPAVGB        Z1, Z19, Z21
+	VPAVGB        Z21, Z19, Z19
+	VPSRLW        $0x06, Z19, Z19
+	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPDPBUSD      68(DX), Z19, Z10
+	VPDPBUSD      68(DX)(BX*1), Z19, Z11
+	VPDPBUSD      68(DX)(BX*2), Z19, Z12
+	VPDPBUSD      68(DX)(SI*1), Z19, Z13
+	VPDPBUSD      68(DI), Z19, Z14
+	VPDPBUSD      68(DI)(BX*1), Z19, Z15
+	VPDPBUSD      68(DI)(BX*2), Z19, Z16
+	VPDPBUSD      68(DI)(SI*1), Z19, Z17
+	VPSLLW        $0x03, Z20, Z19
+	VPANDD        mf8<>+0(SB), Z19, Z19
+	VPADDB        Z20, Z19, Z19
+	VMOVDQU64     32(AX), X22
+	VPADDB        X22, X22, X18
+	VPADDB        X22, X18, X18
+	VINSERTI32X4  $0x01, X18, Y22, Y20
+	VINSERTI64X4  $0x01, Y20, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z19
+	VPAVGB        Z1, Z19, Z21
+	VPAVGB        Z21, Z19, Z19
+	VPSRLW        $0x06, Z19, Z19
+	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPDPBUSD      132(DX), Z19, Z10
+	VPDPBUSD      132(DX)(BX*1), Z19, Z11
+	VPDPBUSD      132(DX)(BX*2), Z19, Z12
+	VPDPBUSD      132(DX)(SI*1), Z19, Z13
+	VPDPBUSD      132(DI), Z19, Z14
+	VPDPBUSD      132(DI)(BX*1), Z19, Z15
+	VPDPBUSD      132(DI)(BX*2), Z19, Z16
+	VPDPBUSD      132(DI)(SI*1), Z19, Z17
+	VPSLLW        $0x03, Y20, Y18
+	VPANDD        mf8<>+0(SB), Y18, Y18
+	VPADDB        Y20, Y18, Y18
+	VPBROADCASTD  48(AX), X19
+	VPMOVZXBW     X19, Y19
+	VPMULLW       tq1hmul<>+0(SB), Y19, Y19
+	VPANDD        lowbytes<>+0(SB), Y19, Y19
+	VEXTRACTI32X4 $0x01, Y19, X20
+	VPACKUSWB     X20, X19, X19
+	VPSLLW        $0x03, X18, X22
+	VPANDD        mf8<>+0(SB), X22, X22
+	VPADDB        X18, X22, X22
+	VINSERTI32X4  $0x01, X19, Y22, Y19
+	VINSERTI64X4  $0x01, Y19, Z18, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z19
+	VPAVGB        Z1, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPSRLW        $0x06, Z19, Z19
+	VPANDD        m3z<>+0(SB), Z19, Z19
+	VPDPBUSD      196(DX), Z19, Z10
+	VPDPBUSD      196(DX)(BX*1), Z19, Z11
+	VPDPBUSD      196(DX)(BX*2), Z19, Z12
+	VPDPBUSD      196(DX)(SI*1), Z19, Z13
+	VPDPBUSD      196(DI), Z19, Z14
+	VPDPBUSD      196(DI)(BX*1), Z19, Z15
+	VPDPBUSD      196(DI)(BX*2), Z19, Z16
+	VPDPBUSD      196(DI)(SI*1), Z19, Z17
+	MOVWLZX       52(AX), R8
+	VMOVD         R8, X19
+	VCVTPH2PS     X19, X19
+	VEXTRACTI64X4 $0x01, Z10, Y18
+	VPADDD        Y18, Y10, Y10
+	VPMADDWD      260(DX), Y0, Y18
+	VPSUBD        Y18, Y10, Y10
+	VCVTDQ2PS     Y10, Y10
+	VMULSS        (DX), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y10, Y2
+	VEXTRACTI64X4 $0x01, Z11, Y18
+	VPADDD        Y18, Y11, Y11
+	VPMADDWD      260(DX)(BX*1), Y0, Y18
+	VPSUBD        Y18, Y11, Y11
+	VCVTDQ2PS     Y11, Y11
+	VMULSS        (DX)(BX*1), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y11, Y3
+	VEXTRACTI64X4 $0x01, Z12, Y18
+	VPADDD        Y18, Y12, Y12
+	VPMADDWD      260(DX)(BX*2), Y0, Y18
+	VPSUBD        Y18, Y12, Y12
+	VCVTDQ2PS     Y12, Y12
+	VMULSS        (DX)(BX*2), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y12, Y4
+	VEXTRACTI64X4 $0x01, Z13, Y18
+	VPADDD        Y18, Y13, Y13
+	VPMADDWD      260(DX)(SI*1), Y0, Y18
+	VPSUBD        Y18, Y13, Y13
+	VCVTDQ2PS     Y13, Y13
+	VMULSS        (DX)(SI*1), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y13, Y5
+	VEXTRACTI64X4 $0x01, Z14, Y18
+	VPADDD        Y18, Y14, Y14
+	VPMADDWD      260(DI), Y0, Y18
+	VPSUBD        Y18, Y14, Y14
+	VCVTDQ2PS     Y14, Y14
+	VMULSS        (DI), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y14, Y6
+	VEXTRACTI64X4 $0x01, Z15, Y18
+	VPADDD        Y18, Y15, Y15
+	VPMADDWD      260(DI)(BX*1), Y0, Y18
+	VPSUBD        Y18, Y15, Y15
+	VCVTDQ2PS     Y15, Y15
+	VMULSS        (DI)(BX*1), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y15, Y7
+	VEXTRACTI64X4 $0x01, Z16, Y18
+	VPADDD        Y18, Y16, Y16
+	VPMADDWD      260(DI)(BX*2), Y0, Y18
+	VPSUBD        Y18, Y16, Y16
+	VCVTDQ2PS     Y16, Y16
+	VMULSS        (DI)(BX*2), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y16, Y8
+	VEXTRACTI64X4 $0x01, Z17, Y18
+	VPADDD        Y18, Y17, Y17
+	VPMADDWD      260(DI)(SI*1), Y0, Y18
+	VPSUBD        Y18, Y17, Y17
+	VCVTDQ2PS     Y17, Y17
+	VMULSS        (DI)(SI*1), X19, X18
+	VBROADCASTSS  X18, Y18
+	VFMADD231PS   Y18, Y17, Y9
+	ADDQ          $0x00000036, AX
+	ADDQ          $0x00000124, DX
+	ADDQ          $0x00000124, DI
+	DECQ          CX
+	JMP           rowsTQ1_0AVX512Asm_loop
+
+rowsTQ1_0AVX512Asm_done:
+	MOVQ    acc+32(FP), AX
+	VMOVUPS Y2, (AX)
+	VMOVUPS Y3, 32(AX)
+	VMOVUPS Y4, 64(AX)
+	VMOVUPS Y5, 96(AX)
+	VMOVUPS Y6, 128(AX)
+	VMOVUPS Y7, 160(AX)
+	VMOVUPS Y8, 192(AX)
+	VMOVUPS Y9, 224(AX)
+	VZEROUPPER
+	RET
+
+// func colsTQ1_0AVX512Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
+TEXT ·colsTQ1_0AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      wstride+8(FP), CX
+	MOVQ      x+16(FP), DX
+	MOVQ      nb+24(FP), BX
+	LEAQ      (CX)(CX*2), SI
+	LEAQ      (AX)(CX*4), DI
+	VMOVDQU64 ones16<>+0(SB), Y0
+	VPXORD    Z1, Z1, Z1
+	VXORPS    Y2, Y2, Y2
+	VXORPS    Y3, Y3, Y3
+	VXORPS    Y4, Y4, Y4
+	VXORPS    Y5, Y5, Y5
+
+colsTQ1_0AVX512Asm_loop:
+	TESTQ         BX, BX
+	JZ            colsTQ1_0AVX512Asm_done
+	PREFETCHT0    (DI)
+	PREFETCHT0    64(DI)
+	PREFETCHT0    128(DI)
+	PREFETCHT0    192(DI)
+	ADDQ          $0x000000d8, DI
+	VMOVDQU64     4(DX), Z6
+	VMOVDQU64     68(DX), Z7
+	VMOVDQU64     132(DX), Z8
+	VMOVDQU64     196(DX), Z9
+	VPMADDWD      260(DX), Y0, Y10
+	VPXORD        Z11, Z11, Z11
+	VMOVDQU64     (AX), Y12
+	VPADDB        Y12, Y12, Y13
+	VPADDB        Y12, Y13, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z14
+	VPAVGB        Z1, Z14, Z15
+	VPAVGB        Z15, Z14, Z14
+	VPSRLW        $0x06, Z14, Z14
+	VPANDD        m3z<>+0(SB), Z14, Z14
+	VPDPBUSD      Z6, Z14, Z11
+	VPSLLW        $0x03, Z13, Z14
+	VPANDD        mf8<>+0(SB), Z14, Z14
+	VPADDB        Z13, Z14, Z14
+	VPSUBUSB      ones8<>+0(SB), Z14, Z13
+	VPAVGB        Z1, Z13, Z15
+	VPAVGB        Z15, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z7, Z13, Z11
+	VPSLLW        $0x03, Z14, Z13
+	VPANDD        mf8<>+0(SB), Z13, Z13
+	VPADDB        Z14, Z13, Z13
+	VMOVDQU64     32(AX), X16
+	VPADDB        X16, X16, X12
+	VPADDB        X16, X12, X12
+	VINSERTI32X4  $0x01, X12, Y16, Y14
+	VINSERTI64X4  $0x01, Y14, Z13, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z13
+	VPAVGB        Z1, Z13, Z15
+	VPAVGB        Z15, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z8, Z13, Z11
+	VPSLLW        $0x03, Y14, Y12
+	VPANDD        mf8<>+0(SB), Y12, Y12
+	VPADDB        Y14, Y12, Y12
+	VPBROADCASTD  48(AX), X13
+	VPMOVZXBW     X13, Y13
+	VPMULLW       tq1hmul<>+0(SB), Y13, Y13
+	VPANDD        lowbytes<>+0(SB), Y13, Y13
+	VEXTRACTI32X4 $0x01, Y13, X14
+	VPACKUSWB     X14, X13, X13
+	VPSLLW        $0x03, X12, X16
+	VPANDD        mf8<>+0(SB), X16, X16
+	VPADDB        X12, X16, X16
+	VINSERTI32X4  $0x01, X13, Y16, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z13
+	VPAVGB        Z1, Z13, Z14
+	VPAVGB        Z14, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z9, Z13, Z11
+	VEXTRACTI64X4 $0x01, Z11, Y12
+	VPADDD        Y12, Y11, Y11
+	VPSUBD        Y10, Y11, Y11
+	VCVTDQ2PS     Y11, Y11
+	MOVWLZX       52(AX), R8
+	VMOVD         R8, X12
+	VCVTPH2PS     X12, X12
+	VMULSS        (DX), X12, X12
+	VBROADCASTSS  X12, Y12
+	VFMADD231PS   Y12, Y11, Y2
+	VPXORD        Z17, Z17, Z17
+	VMOVDQU64     (AX)(CX*1), Y12
+	VPADDB        Y12, Y12, Y13
+	VPADDB        Y12, Y13, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z14
+	VPAVGB        Z1, Z14, Z15
+	VPAVGB        Z15, Z14, Z14
+	VPSRLW        $0x06, Z14, Z14
+	VPANDD        m3z<>+0(SB), Z14, Z14
+	VPDPBUSD      Z6, Z14, Z17
+	VPSLLW        $0x03, Z13, Z14
+	VPANDD        mf8<>+0(SB), Z14, Z14
+	VPADDB        Z13, Z14, Z14
+	VPSUBUSB      ones8<>+0(SB), Z14, Z13
+	VPAVGB        Z1, Z13, Z15
+	VPAVGB        Z15, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z7, Z13, Z17
+	VPSLLW        $0x03, Z14, Z13
+	VPANDD        mf8<>+0(SB), Z13, Z13
+	VPADDB        Z14, Z13, Z13
+	VMOVDQU64     32(AX)(CX*1), X16
+	VPADDB        X16, X16, X12
+	VPADDB        X16, X12, X12
+	VINSERTI32X4  $0x01, X12, Y16, Y14
+	VINSERTI64X4  $0x01, Y14, Z13, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z13
+	VPAVGB        Z1, Z13, Z15
+	VPAVGB        Z15, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z8, Z13, Z17
+	VPSLLW        $0x03, Y14, Y12
+	VPANDD        mf8<>+0(SB), Y12, Y12
+	VPADDB        Y14, Y12, Y12
+	VPBROADCASTD  48(AX)(CX*1), X13
+	VPMOVZXBW     X13, Y13
+	VPMULLW       tq1hmul<>+0(SB), Y13, Y13
+	VPANDD        lowbytes<>+0(SB), Y13, Y13
+	VEXTRACTI32X4 $0x01, Y13, X14
+	VPACKUSWB     X14, X13, X13
+	VPSLLW        $0x03, X12, X16
+	VPANDD        mf8<>+0(SB), X16, X16
+	VPADDB        X12, X16, X16
+	VINSERTI32X4  $0x01, X13, Y16, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z13
+	VPAVGB        Z1, Z13, Z14
+	VPAVGB        Z14, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z9, Z13, Z17
+	VEXTRACTI64X4 $0x01, Z17, Y12
+	VPADDD        Y12, Y17, Y17
+	VPSUBD        Y10, Y17, Y17
+	VCVTDQ2PS     Y17, Y17
+	MOVWLZX       52(AX)(CX*1), R8
+	VMOVD         R8, X12
+	VCVTPH2PS     X12, X12
+	VMULSS        (DX), X12, X12
+	VBROADCASTSS  X12, Y12
+	VFMADD231PS   Y12, Y17, Y3
+	VPXORD        Z18, Z18, Z18
+	VMOVDQU64     (AX)(CX*2), Y12
+	VPADDB        Y12, Y12, Y13
+	VPADDB        Y12, Y13, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z14
+	VPAVGB        Z1, Z14, Z15
+	VPAVGB        Z15, Z14, Z14
+	VPSRLW        $0x06, Z14, Z14
+	VPANDD        m3z<>+0(SB), Z14, Z14
+	VPDPBUSD      Z6, Z14, Z18
+	VPSLLW        $0x03, Z13, Z14
+	VPANDD        mf8<>+0(SB), Z14, Z14
+	VPADDB        Z13, Z14, Z14
+	VPSUBUSB      ones8<>+0(SB), Z14, Z13
+	VPAVGB        Z1, Z13, Z15
+	VPAVGB        Z15, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z7, Z13, Z18
+	VPSLLW        $0x03, Z14, Z13
+	VPANDD        mf8<>+0(SB), Z13, Z13
+	VPADDB        Z14, Z13, Z13
+	VMOVDQU64     32(AX)(CX*2), X16
+	VPADDB        X16, X16, X12
+	VPADDB        X16, X12, X12
+	VINSERTI32X4  $0x01, X12, Y16, Y14
+	VINSERTI64X4  $0x01, Y14, Z13, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z13
+	VPAVGB        Z1, Z13, Z15
+	VPAVGB        Z15, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z8, Z13, Z18
+	VPSLLW        $0x03, Y14, Y12
+	VPANDD        mf8<>+0(SB), Y12, Y12
+	VPADDB        Y14, Y12, Y12
+	VPBROADCASTD  48(AX)(CX*2), X13
+	VPMOVZXBW     X13, Y13
+	VPMULLW       tq1hmul<>+0(SB), Y13, Y13
+	VPANDD        lowbytes<>+0(SB), Y13, Y13
+	VEXTRACTI32X4 $0x01, Y13, X14
+	VPACKUSWB     X14, X13, X13
+	VPSLLW        $0x03, X12, X16
+	VPANDD        mf8<>+0(SB), X16, X16
+	VPADDB        X12, X16, X16
+	VINSERTI32X4  $0x01, X13, Y16, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z13
+	VPAVGB        Z1, Z13, Z14
+	VPAVGB        Z14, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z9, Z13, Z18
+	VEXTRACTI64X4 $0x01, Z18, Y12
+	VPADDD        Y12, Y18, Y18
+	VPSUBD        Y10, Y18, Y18
+	VCVTDQ2PS     Y18, Y18
+	MOVWLZX       52(AX)(CX*2), R8
+	VMOVD         R8, X12
+	VCVTPH2PS     X12, X12
+	VMULSS        (DX), X12, X12
+	VBROADCASTSS  X12, Y12
+	VFMADD231PS   Y12, Y18, Y4
+	VPXORD        Z19, Z19, Z19
+	VMOVDQU64     (AX)(SI*1), Y12
+	VPADDB        Y12, Y12, Y13
+	VPADDB        Y12, Y13, Y13
+	VINSERTI64X4  $0x01, Y13, Z12, Z13
+	VPSUBUSB      ones8<>+0(SB), Z13, Z14
+	VPAVGB        Z1, Z14, Z15
+	VPAVGB        Z15, Z14, Z14
+	VPSRLW        $0x06, Z14, Z14
+	VPANDD        m3z<>+0(SB), Z14, Z14
+	VPDPBUSD      Z6, Z14, Z19
+	VPSLLW        $0x03, Z13, Z6
+	VPANDD        mf8<>+0(SB), Z6, Z6
+	VPADDB        Z13, Z6, Z6
+	VPSUBUSB      ones8<>+0(SB), Z6, Z13
+	VPAVGB        Z1, Z13, Z14
+	VPAVGB        Z14, Z13, Z13
+	VPSRLW        $0x06, Z13, Z13
+	VPANDD        m3z<>+0(SB), Z13, Z13
+	VPDPBUSD      Z7, Z13, Z19
+	VPSLLW        $0x03, Z6, Z7
+	VPANDD        mf8<>+0(SB), Z7, Z7
+	VPADDB        Z6, Z7, Z7
+	VMOVDQU64     32(AX)(SI*1), X16
+	VPADDB        X16, X16, X6
+	VPADDB        X16, X6, X6
+	VINSERTI32X4  $0x01, X6, Y16, Y6
+	VINSERTI64X4  $0x01, Y6, Z7, Z7
+	VPSUBUSB      ones8<>+0(SB), Z7, Z7
+	VPAVGB        Z1, Z7, Z13
+	VPAVGB        Z13, Z7, Z7
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        m3z<>+0(SB), Z7, Z7
+	VPDPBUSD      Z8, Z7, Z19
+	VPSLLW        $0x03, Y6, Y12
+	VPANDD        mf8<>+0(SB), Y12, Y12
+	VPADDB        Y6, Y12, Y12
+	VPBROADCASTD  48(AX)(SI*1), X6
+	VPMOVZXBW     X6, Y6
+	VPMULLW       tq1hmul<>+0(SB), Y6, Y6
+	VPANDD        lowbytes<>+0(SB), Y6, Y6
+	VEXTRACTI32X4 $0x01, Y6, X7
+	VPACKUSWB     X7, X6, X6
+	VPSLLW        $0x03, X12, X16
+	VPANDD        mf8<>+0(SB), X16, X16
+	VPADDB        X12, X16, X16
+	VINSERTI32X4  $0x01, X6, Y16, Y6
+	VINSERTI64X4  $0x01, Y6, Z12, Z6
+	VPSUBUSB      ones8<>+0(SB), Z6, Z6
+	VPAVGB        Z1, Z6, Z7
+	VPAVGB        Z7, Z6, Z6
+	VPSRLW        $0x06, Z6, Z6
+	VPANDD        m3z<>+0(SB), Z6, Z6
+	VPDPBUSD      Z9, Z6, Z19
+	VEXTRACTI64X4 $0x01, Z19, Y6
+	VPADDD        Y6, Y19, Y19
+	VPSUBD        Y10, Y19, Y19
+	VCVTDQ2PS     Y19, Y19
+	MOVWLZX       52(AX)(SI*1), R8
+	VMOVD         R8, X6
+	VCVTPH2PS     X6, X6
+	VMULSS        (DX), X6, X6
+	VBROADCASTSS  X6, Y6
+	VFMADD231PS   Y6, Y19, Y5
+	ADDQ          $0x00000036, AX
+	ADDQ          $0x00000124, DX
+	DECQ          BX
+	JMP           colsTQ1_0AVX512Asm_loop
+
+colsTQ1_0AVX512Asm_done:
+	MOVQ          out+32(FP), AX
+	VEXTRACTF32X4 $0x01, Y2, X16
+	VADDPS        X16, X2, X16
+	VPERMILPS     $0x4e, Y16, Y0
+	VADDPS        Y0, Y16, Y16
+	VMOVSHDUP     Y16, Y0
+	VADDPS        Y0, Y16, Y16
+	VMOVSS        X16, (AX)
+	VEXTRACTF32X4 $0x01, Y3, X20
+	VADDPS        X20, X3, X20
+	VPERMILPS     $0x4e, Y20, Y0
+	VADDPS        Y0, Y20, Y20
+	VMOVSHDUP     Y20, Y0
+	VADDPS        Y0, Y20, Y20
+	VMOVSS        X20, 4(AX)
+	VEXTRACTF32X4 $0x01, Y4, X21
+	VADDPS        X21, X4, X21
+	VPERMILPS     $0x4e, Y21, Y0
+	VADDPS        Y0, Y21, Y21
+	VMOVSHDUP     Y21, Y0
+	VADDPS        Y0, Y21, Y21
+	VMOVSS        X21, 8(AX)
+	VEXTRACTF32X4 $0x01, Y5, X22
+	VADDPS        X22, X5, X22
+	VPERMILPS     $0x4e, Y22, Y0
+	VADDPS        Y0, Y22, Y22
+	VMOVSHDUP     Y22, Y0
+	VADDPS        Y0, Y22, Y22
+	VMOVSS        X22, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotTQ2_0AVX2Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·dotTQ2_0AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   nb+24(FP), CX
+	MOVQ   x+8(FP), DX
+	MOVQ   xstride+16(FP), BX
+	VPXOR  Y0, Y0, Y0
+	VXORPS Y0, Y0, Y0
+
+dotTQ2_0AVX2Asm_loop:
+	TESTQ        CX, CX
+	JZ           dotTQ2_0AVX2Asm_done
+	PREFETCHT0   1024(AX)
+	PREFETCHT0   1088(AX)
+	VPXOR        Y1, Y1, Y1
+	VMOVDQU      (AX), Y2
+	VPAND        m2<>+0(SB), Y2, Y3
+	VPMADDUBSW   4(DX), Y3, Y3
+	VPADDW       Y3, Y1, Y1
+	VPSRLW       $0x02, Y2, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   36(DX), Y3, Y3
+	VPADDW       Y3, Y1, Y1
+	VPSRLW       $0x04, Y2, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   68(DX), Y3, Y3
+	VPADDW       Y3, Y1, Y1
+	VPSRLW       $0x06, Y2, Y2
+	VPAND        m2<>+0(SB), Y2, Y2
+	VPMADDUBSW   100(DX), Y2, Y2
+	VPADDW       Y2, Y1, Y1
+	VMOVDQU      32(AX), Y2
+	VPAND        m2<>+0(SB), Y2, Y3
+	VPMADDUBSW   132(DX), Y3, Y3
+	VPADDW       Y3, Y1, Y1
+	VPSRLW       $0x02, Y2, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   164(DX), Y3, Y3
+	VPADDW       Y3, Y1, Y1
+	VPSRLW       $0x04, Y2, Y3
+	VPAND        m2<>+0(SB), Y3, Y3
+	VPMADDUBSW   196(DX), Y3, Y3
+	VPADDW       Y3, Y1, Y1
+	VPSRLW       $0x06, Y2, Y2
+	VPAND        m2<>+0(SB), Y2, Y2
+	VPMADDUBSW   228(DX), Y2, Y2
+	VPADDW       Y2, Y1, Y1
+	MOVWLZX      64(AX), BX
+	VMOVD        BX, X2
+	VCVTPH2PS    X2, X2
+	VPSUBW       260(DX), Y1, Y1
+	VPMADDWD     ones16<>+0(SB), Y1, Y1
+	VCVTDQ2PS    Y1, Y1
+	VMULSS       (DX), X2, X2
+	VBROADCASTSS X2, Y2
+	VFMADD231PS  Y2, Y1, Y0
+	ADDQ         $0x00000042, AX
+	ADDQ         $0x00000124, DX
+	DECQ         CX
+	JMP          dotTQ2_0AVX2Asm_loop
+
+dotTQ2_0AVX2Asm_done:
+	MOVQ    acc+32(FP), AX
+	VMOVUPS Y0, (AX)
+	VZEROUPPER
+	RET
+
+// func rowsTQ2_0AVX2Asm(w *byte, x *byte, xstride int, nb int, acc *[32]float32)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·rowsTQ2_0AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ  w+0(FP), AX
+	MOVQ  nb+24(FP), CX
+	MOVQ  x+8(FP), DX
+	MOVQ  xstride+16(FP), BX
+	LEAQ  (DX)(BX*1), SI
+	LEAQ  (SI)(BX*1), DI
+	LEAQ  (DI)(BX*1), BX
+	VPXOR Y0, Y0, Y0
+
+rowsTQ2_0AVX2Asm_loop:
+	TESTQ        CX, CX
+	JZ           rowsTQ2_0AVX2Asm_done
+	VPXOR        Y0, Y0, Y0
+	VPXOR        Y1, Y1, Y1
+	VPXOR        Y2, Y2, Y2
+	VPXOR        Y3, Y3, Y3
+	VMOVDQU      (AX), Y4
+	VPAND        m2<>+0(SB), Y4, Y5
+	VPMADDUBSW   4(DX), Y5, Y6
+	VPADDW       Y6, Y0, Y0
+	VPMADDUBSW   4(SI), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   4(DI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   4(BX), Y5, Y5
+	VPADDW       Y5, Y3, Y3
+	VPSRLW       $0x02, Y4, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   36(DX), Y5, Y6
+	VPADDW       Y6, Y0, Y0
+	VPMADDUBSW   36(SI), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   36(DI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   36(BX), Y5, Y5
+	VPADDW       Y5, Y3, Y3
+	VPSRLW       $0x04, Y4, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   68(DX), Y5, Y6
+	VPADDW       Y6, Y0, Y0
+	VPMADDUBSW   68(SI), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   68(DI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   68(BX), Y5, Y5
+	VPADDW       Y5, Y3, Y3
+	VPSRLW       $0x06, Y4, Y4
+	VPAND        m2<>+0(SB), Y4, Y4
+	VPMADDUBSW   100(DX), Y4, Y5
+	VPADDW       Y5, Y0, Y0
+	VPMADDUBSW   100(SI), Y4, Y5
+	VPADDW       Y5, Y1, Y1
+	VPMADDUBSW   100(DI), Y4, Y5
+	VPADDW       Y5, Y2, Y2
+	VPMADDUBSW   100(BX), Y4, Y4
+	VPADDW       Y4, Y3, Y3
+	VMOVDQU      32(AX), Y4
+	VPAND        m2<>+0(SB), Y4, Y5
+	VPMADDUBSW   132(DX), Y5, Y6
+	VPADDW       Y6, Y0, Y0
+	VPMADDUBSW   132(SI), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   132(DI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   132(BX), Y5, Y5
+	VPADDW       Y5, Y3, Y3
+	VPSRLW       $0x02, Y4, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   164(DX), Y5, Y6
+	VPADDW       Y6, Y0, Y0
+	VPMADDUBSW   164(SI), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   164(DI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   164(BX), Y5, Y5
+	VPADDW       Y5, Y3, Y3
+	VPSRLW       $0x04, Y4, Y5
+	VPAND        m2<>+0(SB), Y5, Y5
+	VPMADDUBSW   196(DX), Y5, Y6
+	VPADDW       Y6, Y0, Y0
+	VPMADDUBSW   196(SI), Y5, Y6
+	VPADDW       Y6, Y1, Y1
+	VPMADDUBSW   196(DI), Y5, Y6
+	VPADDW       Y6, Y2, Y2
+	VPMADDUBSW   196(BX), Y5, Y5
+	VPADDW       Y5, Y3, Y3
+	VPSRLW       $0x06, Y4, Y4
+	VPAND        m2<>+0(SB), Y4, Y4
+	VPMADDUBSW   228(DX), Y4, Y5
+	VPADDW       Y5, Y0, Y0
+	VPMADDUBSW   228(SI), Y4, Y5
+	VPADDW       Y5, Y1, Y1
+	VPMADDUBSW   228(DI), Y4, Y5
+	VPADDW       Y5, Y2, Y2
+	VPMADDUBSW   228(BX), Y4, Y4
+	VPADDW       Y4, Y3, Y3
+	MOVWLZX      64(AX), R8
+	VMOVD        R8, X4
+	VCVTPH2PS    X4, X4
+	MOVQ         acc+32(FP), R8
+	VPSUBW       260(DX), Y0, Y0
+	VPMADDWD     ones16<>+0(SB), Y0, Y0
+	VCVTDQ2PS    Y0, Y0
+	VMULSS       (DX), X4, X5
+	VBROADCASTSS X5, Y5
+	VMOVUPS      (R8), Y6
+	VFMADD231PS  Y5, Y0, Y6
+	VMOVUPS      Y6, (R8)
+	VPSUBW       260(SI), Y1, Y1
+	VPMADDWD     ones16<>+0(SB), Y1, Y1
+	VCVTDQ2PS    Y1, Y1
+	VMULSS       (SI), X4, X0
+	VBROADCASTSS X0, Y0
+	VMOVUPS      32(R8), Y5
+	VFMADD231PS  Y0, Y1, Y5
+	VMOVUPS      Y5, 32(R8)
+	VPSUBW       260(DI), Y2, Y2
+	VPMADDWD     ones16<>+0(SB), Y2, Y2
+	VCVTDQ2PS    Y2, Y2
+	VMULSS       (DI), X4, X0
+	VBROADCASTSS X0, Y0
+	VMOVUPS      64(R8), Y1
+	VFMADD231PS  Y0, Y2, Y1
+	VMOVUPS      Y1, 64(R8)
+	VPSUBW       260(BX), Y3, Y3
+	VPMADDWD     ones16<>+0(SB), Y3, Y3
+	VCVTDQ2PS    Y3, Y3
+	VMULSS       (BX), X4, X0
+	VBROADCASTSS X0, Y0
+	VMOVUPS      96(R8), Y1
+	VFMADD231PS  Y0, Y3, Y1
+	VMOVUPS      Y1, 96(R8)
+	ADDQ         $0x00000042, AX
+	ADDQ         $0x00000124, DX
+	ADDQ         $0x00000124, SI
+	ADDQ         $0x00000124, DI
+	ADDQ         $0x00000124, BX
+	DECQ         CX
+	JMP          rowsTQ2_0AVX2Asm_loop
+
+rowsTQ2_0AVX2Asm_done:
+	VZEROUPPER
+	RET
+
+// func colsTQ2_0AVX2Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·colsTQ2_0AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   wstride+8(FP), CX
+	MOVQ   x+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(CX*2), SI
+	LEAQ   (AX)(CX*4), DI
+	VPXOR  Y0, Y0, Y0
+	VXORPS Y0, Y0, Y0
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+colsTQ2_0AVX2Asm_loop:
+	TESTQ        BX, BX
+	JZ           colsTQ2_0AVX2Asm_done
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	PREFETCHT0   256(DI)
+	ADDQ         $0x00000108, DI
+	VPXOR        Y8, Y8, Y8
+	VMOVDQU      (AX), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   4(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   36(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   68(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   100(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VMOVDQU      32(AX), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   132(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   164(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   196(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   228(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VPSUBW       260(DX), Y8, Y8
+	VPMADDWD     ones16<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	MOVWLZX      64(AX), R8
+	VMOVD        R8, X1
+	VCVTPH2PS    X1, X1
+	VMULSS       (DX), X1, X1
+	VBROADCASTSS X1, Y9
+	VFMADD231PS  Y9, Y8, Y0
+	VPXOR        Y8, Y8, Y8
+	VMOVDQU      (AX)(CX*1), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   4(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   36(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   68(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   100(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VMOVDQU      32(AX)(CX*1), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   132(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   164(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   196(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   228(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VPSUBW       260(DX), Y8, Y8
+	VPMADDWD     ones16<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	MOVWLZX      64(AX)(CX*1), R8
+	VMOVD        R8, X1
+	VCVTPH2PS    X1, X1
+	VMULSS       (DX), X1, X1
+	VBROADCASTSS X1, Y9
+	VFMADD231PS  Y9, Y8, Y5
+	VPXOR        Y8, Y8, Y8
+	VMOVDQU      (AX)(CX*2), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   4(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   36(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   68(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   100(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VMOVDQU      32(AX)(CX*2), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   132(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   164(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   196(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   228(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VPSUBW       260(DX), Y8, Y8
+	VPMADDWD     ones16<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	MOVWLZX      64(AX)(CX*2), R8
+	VMOVD        R8, X1
+	VCVTPH2PS    X1, X1
+	VMULSS       (DX), X1, X1
+	VBROADCASTSS X1, Y9
+	VFMADD231PS  Y9, Y8, Y6
+	VPXOR        Y8, Y8, Y8
+	VMOVDQU      (AX)(SI*1), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   4(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   36(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   68(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   100(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VMOVDQU      32(AX)(SI*1), Y9
+	VPAND        m2<>+0(SB), Y9, Y10
+	VPMADDUBSW   132(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x02, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   164(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        m2<>+0(SB), Y10, Y10
+	VPMADDUBSW   196(DX), Y10, Y10
+	VPADDW       Y10, Y8, Y8
+	VPSRLW       $0x06, Y9, Y9
+	VPAND        m2<>+0(SB), Y9, Y9
+	VPMADDUBSW   228(DX), Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VPSUBW       260(DX), Y8, Y8
+	VPMADDWD     ones16<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	MOVWLZX      64(AX)(SI*1), R8
+	VMOVD        R8, X1
+	VCVTPH2PS    X1, X1
+	VMULSS       (DX), X1, X1
+	VBROADCASTSS X1, Y9
+	VFMADD231PS  Y9, Y8, Y7
+	ADDQ         $0x00000042, AX
+	ADDQ         $0x00000124, DX
+	DECQ         BX
+	JMP          colsTQ2_0AVX2Asm_loop
+
+colsTQ2_0AVX2Asm_done:
+	MOVQ         out+32(FP), AX
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VPERMILPS    $0x4e, Y1, Y0
+	VADDPS       Y0, Y1, Y1
+	VMOVSHDUP    Y1, Y0
+	VADDPS       Y0, Y1, Y1
+	VMOVSS       X1, (AX)
+	VEXTRACTF128 $0x01, Y5, X2
+	VADDPS       X2, X5, X2
+	VPERMILPS    $0x4e, Y2, Y0
+	VADDPS       Y0, Y2, Y2
+	VMOVSHDUP    Y2, Y0
+	VADDPS       Y0, Y2, Y2
+	VMOVSS       X2, 4(AX)
+	VEXTRACTF128 $0x01, Y6, X3
+	VADDPS       X3, X6, X3
+	VPERMILPS    $0x4e, Y3, Y0
+	VADDPS       Y0, Y3, Y3
+	VMOVSHDUP    Y3, Y0
+	VADDPS       Y0, Y3, Y3
+	VMOVSS       X3, 8(AX)
+	VEXTRACTF128 $0x01, Y7, X4
+	VADDPS       X4, X7, X4
+	VPERMILPS    $0x4e, Y4, Y0
+	VADDPS       Y0, Y4, Y4
+	VMOVSHDUP    Y4, Y0
+	VADDPS       Y0, Y4, Y4
+	VMOVSS       X4, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotTQ2_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
+TEXT ·dotTQ2_0AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      nb+24(FP), CX
+	MOVQ      x+8(FP), DX
+	MOVQ      xstride+16(FP), BX
+	LEAQ      (BX)(BX*2), BX
+	VMOVDQU64 ones16<>+0(SB), Y0
+	VPXORD    Z1, Z1, Z1
+	VXORPS    Y1, Y1, Y1
+
+dotTQ2_0AVX512Asm_loop:
+	TESTQ           CX, CX
+	JZ              dotTQ2_0AVX512Asm_done
+	PREFETCHT0      1024(AX)
+	PREFETCHT0      1088(AX)
+	VPXORD          Z2, Z2, Z2
+	VBROADCASTI64X4 (AX), Z3
+	VPSRLVW         cntb<>+0(SB), Z3, Z4
+	VPANDD          m3z<>+0(SB), Z4, Z4
+	VPDPBUSD        4(DX), Z4, Z2
+	VPSRLVW         cnt46<>+0(SB), Z3, Z3
+	VPANDD          m3z<>+0(SB), Z3, Z3
+	VPDPBUSD        68(DX), Z3, Z2
+	VBROADCASTI64X4 32(AX), Z3
+	VPSRLVW         cntb<>+0(SB), Z3, Z4
+	VPANDD          m3z<>+0(SB), Z4, Z4
+	VPDPBUSD        132(DX), Z4, Z2
+	VPSRLVW         cnt46<>+0(SB), Z3, Z3
+	VPANDD          m3z<>+0(SB), Z3, Z3
+	VPDPBUSD        196(DX), Z3, Z2
+	MOVWLZX         64(AX), BX
+	VMOVD           BX, X3
+	VCVTPH2PS       X3, X3
+	VEXTRACTI64X4   $0x01, Z2, Y4
+	VPADDD          Y4, Y2, Y2
+	VPMADDWD        260(DX), Y0, Y4
+	VPSUBD          Y4, Y2, Y2
+	VCVTDQ2PS       Y2, Y2
+	VMULSS          (DX), X3, X3
+	VBROADCASTSS    X3, Y3
+	VFMADD231PS     Y3, Y2, Y1
+	ADDQ            $0x00000042, AX
+	ADDQ            $0x00000124, DX
+	DECQ            CX
+	JMP             dotTQ2_0AVX512Asm_loop
+
+dotTQ2_0AVX512Asm_done:
+	MOVQ    acc+32(FP), AX
+	VMOVUPS Y1, (AX)
+	VZEROUPPER
+	RET
+
+// func rowsTQ2_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[64]float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3
+TEXT ·rowsTQ2_0AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      nb+24(FP), CX
+	MOVQ      x+8(FP), DX
+	MOVQ      xstride+16(FP), BX
+	LEAQ      (BX)(BX*2), SI
+	LEAQ      (DX)(BX*4), DI
+	VMOVDQU64 ones16<>+0(SB), Y0
+	VPXORD    Z1, Z1, Z1
+	VXORPS    Y1, Y1, Y1
+	VXORPS    Y10, Y10, Y10
+	VXORPS    Y11, Y11, Y11
+	VXORPS    Y12, Y12, Y12
+	VXORPS    Y13, Y13, Y13
+	VXORPS    Y14, Y14, Y14
+	VXORPS    Y15, Y15, Y15
+	VXORPS    Y16, Y16, Y16
+
+rowsTQ2_0AVX512Asm_loop:
+	TESTQ           CX, CX
+	JZ              rowsTQ2_0AVX512Asm_done
+	VPXORD          Z2, Z2, Z2
+	VPXORD          Z3, Z3, Z3
+	VPXORD          Z4, Z4, Z4
+	VPXORD          Z5, Z5, Z5
+	VPXORD          Z6, Z6, Z6
+	VPXORD          Z7, Z7, Z7
+	VPXORD          Z8, Z8, Z8
+	VPXORD          Z9, Z9, Z9
+	VBROADCASTI64X4 (AX), Z17
+	VPSRLVW         cntb<>+0(SB), Z17, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        4(DX), Z18, Z2
+	VPDPBUSD        4(DX)(BX*1), Z18, Z3
+	VPDPBUSD        4(DX)(BX*2), Z18, Z4
+	VPDPBUSD        4(DX)(SI*1), Z18, Z5
+	VPDPBUSD        4(DI), Z18, Z6
+	VPDPBUSD        4(DI)(BX*1), Z18, Z7
+	VPDPBUSD        4(DI)(BX*2), Z18, Z8
+	VPDPBUSD        4(DI)(SI*1), Z18, Z9
+	VPSRLVW         cnt46<>+0(SB), Z17, Z17
+	VPANDD          m3z<>+0(SB), Z17, Z17
+	VPDPBUSD        68(DX), Z17, Z2
+	VPDPBUSD        68(DX)(BX*1), Z17, Z3
+	VPDPBUSD        68(DX)(BX*2), Z17, Z4
+	VPDPBUSD        68(DX)(SI*1), Z17, Z5
+	VPDPBUSD        68(DI), Z17, Z6
+	VPDPBUSD        68(DI)(BX*1), Z17, Z7
+	VPDPBUSD        68(DI)(BX*2), Z17, Z8
+	VPDPBUSD        68(DI)(SI*1), Z17, Z9
+	VBROADCASTI64X4 32(AX), Z17
+	VPSRLVW         cntb<>+0(SB), Z17, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        132(DX), Z18, Z2
+	VPDPBUSD        132(DX)(BX*1), Z18, Z3
+	VPDPBUSD        132(DX)(BX*2), Z18, Z4
+	VPDPBUSD        132(DX)(SI*1), Z18, Z5
+	VPDPBUSD        132(DI), Z18, Z6
+	VPDPBUSD        132(DI)(BX*1), Z18, Z7
+	VPDPBUSD        132(DI)(BX*2), Z18, Z8
+	VPDPBUSD        132(DI)(SI*1), Z18, Z9
+	VPSRLVW         cnt46<>+0(SB), Z17, Z17
+	VPANDD          m3z<>+0(SB), Z17, Z17
+	VPDPBUSD        196(DX), Z17, Z2
+	VPDPBUSD        196(DX)(BX*1), Z17, Z3
+	VPDPBUSD        196(DX)(BX*2), Z17, Z4
+	VPDPBUSD        196(DX)(SI*1), Z17, Z5
+	VPDPBUSD        196(DI), Z17, Z6
+	VPDPBUSD        196(DI)(BX*1), Z17, Z7
+	VPDPBUSD        196(DI)(BX*2), Z17, Z8
+	VPDPBUSD        196(DI)(SI*1), Z17, Z9
+	MOVWLZX         64(AX), R8
+	VMOVD           R8, X17
+	VCVTPH2PS       X17, X17
+	VEXTRACTI64X4   $0x01, Z2, Y18
+	VPADDD          Y18, Y2, Y2
+	VPMADDWD        260(DX), Y0, Y18
+	VPSUBD          Y18, Y2, Y2
+	VCVTDQ2PS       Y2, Y2
+	VMULSS          (DX), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y2, Y1
+	VEXTRACTI64X4   $0x01, Z3, Y18
+	VPADDD          Y18, Y3, Y3
+	VPMADDWD        260(DX)(BX*1), Y0, Y18
+	VPSUBD          Y18, Y3, Y3
+	VCVTDQ2PS       Y3, Y3
+	VMULSS          (DX)(BX*1), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y3, Y10
+	VEXTRACTI64X4   $0x01, Z4, Y18
+	VPADDD          Y18, Y4, Y4
+	VPMADDWD        260(DX)(BX*2), Y0, Y18
+	VPSUBD          Y18, Y4, Y4
+	VCVTDQ2PS       Y4, Y4
+	VMULSS          (DX)(BX*2), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y4, Y11
+	VEXTRACTI64X4   $0x01, Z5, Y18
+	VPADDD          Y18, Y5, Y5
+	VPMADDWD        260(DX)(SI*1), Y0, Y18
+	VPSUBD          Y18, Y5, Y5
+	VCVTDQ2PS       Y5, Y5
+	VMULSS          (DX)(SI*1), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y5, Y12
+	VEXTRACTI64X4   $0x01, Z6, Y18
+	VPADDD          Y18, Y6, Y6
+	VPMADDWD        260(DI), Y0, Y18
+	VPSUBD          Y18, Y6, Y6
+	VCVTDQ2PS       Y6, Y6
+	VMULSS          (DI), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y6, Y13
+	VEXTRACTI64X4   $0x01, Z7, Y18
+	VPADDD          Y18, Y7, Y7
+	VPMADDWD        260(DI)(BX*1), Y0, Y18
+	VPSUBD          Y18, Y7, Y7
+	VCVTDQ2PS       Y7, Y7
+	VMULSS          (DI)(BX*1), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y7, Y14
+	VEXTRACTI64X4   $0x01, Z8, Y18
+	VPADDD          Y18, Y8, Y8
+	VPMADDWD        260(DI)(BX*2), Y0, Y18
+	VPSUBD          Y18, Y8, Y8
+	VCVTDQ2PS       Y8, Y8
+	VMULSS          (DI)(BX*2), X17, X18
+	VBROADCASTSS    X18, Y18
+	VFMADD231PS     Y18, Y8, Y15
+	VEXTRACTI64X4   $0x01, Z9, Y18
+	VPADDD          Y18, Y9, Y9
+	VPMADDWD        260(DI)(SI*1), Y0, Y18
+	VPSUBD          Y18, Y9, Y9
+	VCVTDQ2PS       Y9, Y9
+	VMULSS          (DI)(SI*1), X17, X17
+	VBROADCASTSS    X17, Y17
+	VFMADD231PS     Y17, Y9, Y16
+	ADDQ            $0x00000042, AX
+	ADDQ            $0x00000124, DX
+	ADDQ            $0x00000124, DI
+	DECQ            CX
+	JMP             rowsTQ2_0AVX512Asm_loop
+
+rowsTQ2_0AVX512Asm_done:
+	MOVQ    acc+32(FP), AX
+	VMOVUPS Y1, (AX)
+	VMOVUPS Y10, 32(AX)
+	VMOVUPS Y11, 64(AX)
+	VMOVUPS Y12, 96(AX)
+	VMOVUPS Y13, 128(AX)
+	VMOVUPS Y14, 160(AX)
+	VMOVUPS Y15, 192(AX)
+	VMOVUPS Y16, 224(AX)
+	VZEROUPPER
+	RET
+
+// func colsTQ2_0AVX512Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, FMA3, MMX+
+TEXT ·colsTQ2_0AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      wstride+8(FP), CX
+	MOVQ      x+16(FP), DX
+	MOVQ      nb+24(FP), BX
+	LEAQ      (CX)(CX*2), SI
+	LEAQ      (AX)(CX*4), DI
+	VMOVDQU64 ones16<>+0(SB), Y0
+	VPXORD    Z1, Z1, Z1
+	VXORPS    Y1, Y1, Y1
+	VXORPS    Y10, Y10, Y10
+	VXORPS    Y11, Y11, Y11
+	VXORPS    Y12, Y12, Y12
+
+colsTQ2_0AVX512Asm_loop:
+	TESTQ           BX, BX
+	JZ              colsTQ2_0AVX512Asm_done
+	PREFETCHT0      (DI)
+	PREFETCHT0      64(DI)
+	PREFETCHT0      128(DI)
+	PREFETCHT0      192(DI)
+	PREFETCHT0      256(DI)
+	ADDQ            $0x00000108, DI
+	VMOVDQU64       4(DX), Z13
+	VMOVDQU64       68(DX), Z14
+	VMOVDQU64       132(DX), Z15
+	VMOVDQU64       196(DX), Z16
+	VPMADDWD        260(DX), Y0, Y17
+	VPXORD          Z2, Z2, Z2
+	VBROADCASTI64X4 (AX), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z13, Z19, Z2
+	VPSRLVW         cnt46<>+0(SB), Z18, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        Z14, Z18, Z2
+	VBROADCASTI64X4 32(AX), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z15, Z19, Z2
+	VPSRLVW         cnt46<>+0(SB), Z18, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        Z16, Z18, Z2
+	VEXTRACTI64X4   $0x01, Z2, Y18
+	VPADDD          Y18, Y2, Y2
+	VPSUBD          Y17, Y2, Y2
+	VCVTDQ2PS       Y2, Y2
+	MOVWLZX         64(AX), R8
+	VMOVD           R8, X6
+	VCVTPH2PS       X6, X6
+	VMULSS          (DX), X6, X6
+	VBROADCASTSS    X6, Y18
+	VFMADD231PS     Y18, Y2, Y1
+	VPXORD          Z3, Z3, Z3
+	VBROADCASTI64X4 (AX)(CX*1), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z13, Z19, Z3
+	VPSRLVW         cnt46<>+0(SB), Z18, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        Z14, Z18, Z3
+	VBROADCASTI64X4 32(AX)(CX*1), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z15, Z19, Z3
+	VPSRLVW         cnt46<>+0(SB), Z18, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        Z16, Z18, Z3
+	VEXTRACTI64X4   $0x01, Z3, Y18
+	VPADDD          Y18, Y3, Y3
+	VPSUBD          Y17, Y3, Y3
+	VCVTDQ2PS       Y3, Y3
+	MOVWLZX         64(AX)(CX*1), R8
+	VMOVD           R8, X6
+	VCVTPH2PS       X6, X6
+	VMULSS          (DX), X6, X6
+	VBROADCASTSS    X6, Y18
+	VFMADD231PS     Y18, Y3, Y10
+	VPXORD          Z4, Z4, Z4
+	VBROADCASTI64X4 (AX)(CX*2), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z13, Z19, Z4
+	VPSRLVW         cnt46<>+0(SB), Z18, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        Z14, Z18, Z4
+	VBROADCASTI64X4 32(AX)(CX*2), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z15, Z19, Z4
+	VPSRLVW         cnt46<>+0(SB), Z18, Z18
+	VPANDD          m3z<>+0(SB), Z18, Z18
+	VPDPBUSD        Z16, Z18, Z4
+	VEXTRACTI64X4   $0x01, Z4, Y18
+	VPADDD          Y18, Y4, Y4
+	VPSUBD          Y17, Y4, Y4
+	VCVTDQ2PS       Y4, Y4
+	MOVWLZX         64(AX)(CX*2), R8
+	VMOVD           R8, X6
+	VCVTPH2PS       X6, X6
+	VMULSS          (DX), X6, X6
+	VBROADCASTSS    X6, Y18
+	VFMADD231PS     Y18, Y4, Y11
+	VPXORD          Z5, Z5, Z5
+	VBROADCASTI64X4 (AX)(SI*1), Z18
+	VPSRLVW         cntb<>+0(SB), Z18, Z19
+	VPANDD          m3z<>+0(SB), Z19, Z19
+	VPDPBUSD        Z13, Z19, Z5
+	VPSRLVW         cnt46<>+0(SB), Z18, Z13
+	VPANDD          m3z<>+0(SB), Z13, Z13
+	VPDPBUSD        Z14, Z13, Z5
+	VBROADCASTI64X4 32(AX)(SI*1), Z13
+	VPSRLVW         cntb<>+0(SB), Z13, Z14
+	VPANDD          m3z<>+0(SB), Z14, Z14
+	VPDPBUSD        Z15, Z14, Z5
+	VPSRLVW         cnt46<>+0(SB), Z13, Z13
+	VPANDD          m3z<>+0(SB), Z13, Z13
+	VPDPBUSD        Z16, Z13, Z5
+	VEXTRACTI64X4   $0x01, Z5, Y13
+	VPADDD          Y13, Y5, Y5
+	VPSUBD          Y17, Y5, Y5
+	VCVTDQ2PS       Y5, Y5
+	MOVWLZX         64(AX)(SI*1), R8
+	VMOVD           R8, X6
+	VCVTPH2PS       X6, X6
+	VMULSS          (DX), X6, X6
+	VBROADCASTSS    X6, Y13
+	VFMADD231PS     Y13, Y5, Y12
+	ADDQ            $0x00000042, AX
+	ADDQ            $0x00000124, DX
+	DECQ            BX
+	JMP             colsTQ2_0AVX512Asm_loop
+
+colsTQ2_0AVX512Asm_done:
+	MOVQ          out+32(FP), AX
+	VEXTRACTF32X4 $0x01, Y1, X6
+	VADDPS        X6, X1, X6
+	VPERMILPS     $0x4e, Y6, Y0
+	VADDPS        Y0, Y6, Y6
+	VMOVSHDUP     Y6, Y0
+	VADDPS        Y0, Y6, Y6
+	VMOVSS        X6, (AX)
+	VEXTRACTF32X4 $0x01, Y10, X7
+	VADDPS        X7, X10, X7
+	VPERMILPS     $0x4e, Y7, Y0
+	VADDPS        Y0, Y7, Y7
+	VMOVSHDUP     Y7, Y0
+	VADDPS        Y0, Y7, Y7
+	VMOVSS        X7, 4(AX)
+	VEXTRACTF32X4 $0x01, Y11, X8
+	VADDPS        X8, X11, X8
+	VPERMILPS     $0x4e, Y8, Y0
+	VADDPS        Y0, Y8, Y8
+	VMOVSHDUP     Y8, Y0
+	VADDPS        Y0, Y8, Y8
+	VMOVSS        X8, 8(AX)
+	VEXTRACTF32X4 $0x01, Y12, X9
+	VADDPS        X9, X12, X9
+	VPERMILPS     $0x4e, Y9, Y0
+	VADDPS        Y0, Y9, Y9
+	VMOVSHDUP     Y9, Y0
+	VADDPS        Y0, Y9, Y9
+	VMOVSS        X9, 12(AX)
+	VZEROUPPER
+	RET
+
+// func r16TQ2_0x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI, MMX+
+TEXT ·r16TQ2_0x1AVX512Asm(SB), NOSPLIT, $0-48
+	MOVQ       w+0(FP), AX
+	MOVQ       nb+8(FP), CX
+	MOVQ       x+16(FP), DX
+	MOVQ       xstride+24(FP), BX
+	LEAQ       (BX)(BX*2), BX
+	VMOVDQU64  m3z<>+0(SB), Z0
+	VPTERNLOGD $0xff, Z1, Z1, Z1
+	VPXORD     Z2, Z2, Z2
+
+r16TQ2_0x1AVX512Asm_loop:
+	TESTQ         CX, CX
+	JZ            r16TQ2_0x1AVX512Asm_done
+	VPXORD        Z3, Z3, Z3
+	VPXORD        Z4, Z4, Z4
+	VPXORD        Z5, Z5, Z5
+	VPXORD        Z6, Z6, Z6
+	VPDPWSSD.BCST 260(DX), Z1, Z3
+	VPDPWSSD.BCST 264(DX), Z1, Z4
+	VPDPWSSD.BCST 268(DX), Z1, Z5
+	VPDPWSSD.BCST 272(DX), Z1, Z6
+	VPDPWSSD.BCST 276(DX), Z1, Z3
+	VPDPWSSD.BCST 280(DX), Z1, Z4
+	VPDPWSSD.BCST 284(DX), Z1, Z5
+	VPDPWSSD.BCST 288(DX), Z1, Z6
+	PREFETCHT0    2112(AX)
+	VMOVDQU64     32(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 4(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 8(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 12(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 16(DX), Z7, Z6
+	PREFETCHT0    2176(AX)
+	VMOVDQU64     96(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 20(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 24(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 28(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 32(DX), Z7, Z6
+	PREFETCHT0    2240(AX)
+	VMOVDQU64     160(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 36(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 40(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 44(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 48(DX), Z7, Z6
+	PREFETCHT0    2304(AX)
+	VMOVDQU64     224(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 52(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 56(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 60(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 64(DX), Z7, Z6
+	PREFETCHT0    2368(AX)
+	VMOVDQU64     288(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 68(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 72(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 76(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 80(DX), Z7, Z6
+	PREFETCHT0    2432(AX)
+	VMOVDQU64     352(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 84(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 88(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 92(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 96(DX), Z7, Z6
+	PREFETCHT0    2496(AX)
+	VMOVDQU64     416(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 100(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 104(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 108(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 112(DX), Z7, Z6
+	PREFETCHT0    2560(AX)
+	VMOVDQU64     480(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 116(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 120(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 124(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 128(DX), Z7, Z6
+	PREFETCHT0    2624(AX)
+	VMOVDQU64     544(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 132(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 136(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 140(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 144(DX), Z7, Z6
+	PREFETCHT0    2688(AX)
+	VMOVDQU64     608(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 148(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 152(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 156(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 160(DX), Z7, Z6
+	PREFETCHT0    2752(AX)
+	VMOVDQU64     672(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 164(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 168(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 172(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 176(DX), Z7, Z6
+	PREFETCHT0    2816(AX)
+	VMOVDQU64     736(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 180(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 184(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 188(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 192(DX), Z7, Z6
+	PREFETCHT0    2880(AX)
+	VMOVDQU64     800(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 196(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 200(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 204(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 208(DX), Z7, Z6
+	PREFETCHT0    2944(AX)
+	VMOVDQU64     864(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 212(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 216(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 220(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 224(DX), Z7, Z6
+	PREFETCHT0    3008(AX)
+	VMOVDQU64     928(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 228(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 232(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 236(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 240(DX), Z7, Z6
+	PREFETCHT0    3072(AX)
+	PREFETCHT0    3136(AX)
+	VMOVDQU64     992(AX), Z7
+	VPANDD        Z0, Z7, Z8
+	VPDPBUSD.BCST 244(DX), Z8, Z3
+	VPSRLW        $0x02, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 248(DX), Z8, Z4
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 252(DX), Z8, Z5
+	VPSRLW        $0x06, Z7, Z7
+	VPANDD        Z0, Z7, Z7
+	VPDPBUSD.BCST 256(DX), Z7, Z6
+	VCVTPH2PS     (AX), Z7
+	VPADDD        Z4, Z3, Z3
+	VPADDD        Z5, Z3, Z3
+	VPADDD        Z6, Z3, Z3
+	VMULPS.BCST   (DX), Z7, Z7
+	VCVTDQ2PS     Z3, Z3
+	VFMADD231PS   Z7, Z3, Z2
+	ADDQ          $0x00000420, AX
+	ADDQ          $0x00000124, DX
+	DECQ          CX
+	JMP           r16TQ2_0x1AVX512Asm_loop
+
+r16TQ2_0x1AVX512Asm_done:
+	MOVQ    out+32(FP), AX
+	MOVQ    ostride+40(FP), CX
+	SHLQ    $0x02, CX
+	LEAQ    (CX)(CX*2), CX
+	VMOVUPS Z2, (AX)
+	VZEROUPPER
+	RET
+
+// func r16TQ2_0x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI, MMX+
+TEXT ·r16TQ2_0x2AVX512Asm(SB), NOSPLIT, $0-48
+	MOVQ       w+0(FP), AX
+	MOVQ       nb+8(FP), CX
+	MOVQ       x+16(FP), DX
+	MOVQ       xstride+24(FP), BX
+	LEAQ       (BX)(BX*2), SI
+	VMOVDQU64  m3z<>+0(SB), Z0
+	VPTERNLOGD $0xff, Z1, Z1, Z1
+	VPXORD     Z2, Z2, Z2
+	VPXORD     Z3, Z3, Z3
+
+r16TQ2_0x2AVX512Asm_loop:
+	TESTQ         CX, CX
+	JZ            r16TQ2_0x2AVX512Asm_done
+	VPXORD        Z4, Z4, Z4
+	VPXORD        Z5, Z5, Z5
+	VPDPWSSD.BCST 260(DX), Z1, Z4
+	VPDPWSSD.BCST 264(DX), Z1, Z5
+	VPDPWSSD.BCST 268(DX), Z1, Z4
+	VPDPWSSD.BCST 272(DX), Z1, Z5
+	VPDPWSSD.BCST 276(DX), Z1, Z4
+	VPDPWSSD.BCST 280(DX), Z1, Z5
+	VPDPWSSD.BCST 284(DX), Z1, Z4
+	VPDPWSSD.BCST 288(DX), Z1, Z5
+	VPXORD        Z6, Z6, Z6
+	VPXORD        Z7, Z7, Z7
+	VPDPWSSD.BCST 260(DX)(BX*1), Z1, Z6
+	VPDPWSSD.BCST 264(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 268(DX)(BX*1), Z1, Z6
+	VPDPWSSD.BCST 272(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 276(DX)(BX*1), Z1, Z6
+	VPDPWSSD.BCST 280(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 284(DX)(BX*1), Z1, Z6
+	VPDPWSSD.BCST 288(DX)(BX*1), Z1, Z7
+	PREFETCHT0    2112(AX)
+	VMOVDQU64     32(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 4(DX), Z9, Z4
+	VPDPBUSD.BCST 4(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 8(DX), Z9, Z5
+	VPDPBUSD.BCST 8(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 12(DX), Z9, Z4
+	VPDPBUSD.BCST 12(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 16(DX), Z8, Z5
+	VPDPBUSD.BCST 16(DX)(BX*1), Z8, Z7
+	PREFETCHT0    2176(AX)
+	VMOVDQU64     96(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 20(DX), Z9, Z4
+	VPDPBUSD.BCST 20(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 24(DX), Z9, Z5
+	VPDPBUSD.BCST 24(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 28(DX), Z9, Z4
+	VPDPBUSD.BCST 28(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 32(DX), Z8, Z5
+	VPDPBUSD.BCST 32(DX)(BX*1), Z8, Z7
+	PREFETCHT0    2240(AX)
+	VMOVDQU64     160(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 36(DX), Z9, Z4
+	VPDPBUSD.BCST 36(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 40(DX), Z9, Z5
+	VPDPBUSD.BCST 40(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 44(DX), Z9, Z4
+	VPDPBUSD.BCST 44(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 48(DX), Z8, Z5
+	VPDPBUSD.BCST 48(DX)(BX*1), Z8, Z7
+	PREFETCHT0    2304(AX)
+	VMOVDQU64     224(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 52(DX), Z9, Z4
+	VPDPBUSD.BCST 52(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 56(DX), Z9, Z5
+	VPDPBUSD.BCST 56(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 60(DX), Z9, Z4
+	VPDPBUSD.BCST 60(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 64(DX), Z8, Z5
+	VPDPBUSD.BCST 64(DX)(BX*1), Z8, Z7
+	PREFETCHT0    2368(AX)
+	VMOVDQU64     288(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 68(DX), Z9, Z4
+	VPDPBUSD.BCST 68(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 72(DX), Z9, Z5
+	VPDPBUSD.BCST 72(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 76(DX), Z9, Z4
+	VPDPBUSD.BCST 76(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 80(DX), Z8, Z5
+	VPDPBUSD.BCST 80(DX)(BX*1), Z8, Z7
+	PREFETCHT0    2432(AX)
+	VMOVDQU64     352(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 84(DX), Z9, Z4
+	VPDPBUSD.BCST 84(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 88(DX), Z9, Z5
+	VPDPBUSD.BCST 88(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 92(DX), Z9, Z4
+	VPDPBUSD.BCST 92(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 96(DX), Z8, Z5
+	VPDPBUSD.BCST 96(DX)(BX*1), Z8, Z7
+	PREFETCHT0    2496(AX)
+	VMOVDQU64     416(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 100(DX), Z9, Z4
+	VPDPBUSD.BCST 100(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 104(DX), Z9, Z5
+	VPDPBUSD.BCST 104(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 108(DX), Z9, Z4
+	VPDPBUSD.BCST 108(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 112(DX), Z8, Z5
+	VPDPBUSD.BCST 112(DX)(BX*1), Z8, Z7
+	PREFETCHT0    2560(AX)
+	VMOVDQU64     480(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 116(DX), Z9, Z4
+	VPDPBUSD.BCST 116(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 120(DX), Z9, Z5
+	VPDPBUSD.BCST 120(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 124(DX), Z9, Z4
+	VPDPBUSD.BCST 124(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 128(DX), Z8, Z5
+	VPDPBUSD.BCST 128(DX)(BX*1), Z8, Z7
+	PREFETCHT0    2624(AX)
+	VMOVDQU64     544(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 132(DX), Z9, Z4
+	VPDPBUSD.BCST 132(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 136(DX), Z9, Z5
+	VPDPBUSD.BCST 136(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 140(DX), Z9, Z4
+	VPDPBUSD.BCST 140(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 144(DX), Z8, Z5
+	VPDPBUSD.BCST 144(DX)(BX*1), Z8, Z7
+	PREFETCHT0    2688(AX)
+	VMOVDQU64     608(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 148(DX), Z9, Z4
+	VPDPBUSD.BCST 148(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 152(DX), Z9, Z5
+	VPDPBUSD.BCST 152(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 156(DX), Z9, Z4
+	VPDPBUSD.BCST 156(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 160(DX), Z8, Z5
+	VPDPBUSD.BCST 160(DX)(BX*1), Z8, Z7
+	PREFETCHT0    2752(AX)
+	VMOVDQU64     672(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 164(DX), Z9, Z4
+	VPDPBUSD.BCST 164(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 168(DX), Z9, Z5
+	VPDPBUSD.BCST 168(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 172(DX), Z9, Z4
+	VPDPBUSD.BCST 172(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 176(DX), Z8, Z5
+	VPDPBUSD.BCST 176(DX)(BX*1), Z8, Z7
+	PREFETCHT0    2816(AX)
+	VMOVDQU64     736(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 180(DX), Z9, Z4
+	VPDPBUSD.BCST 180(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 184(DX), Z9, Z5
+	VPDPBUSD.BCST 184(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 188(DX), Z9, Z4
+	VPDPBUSD.BCST 188(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 192(DX), Z8, Z5
+	VPDPBUSD.BCST 192(DX)(BX*1), Z8, Z7
+	PREFETCHT0    2880(AX)
+	VMOVDQU64     800(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 196(DX), Z9, Z4
+	VPDPBUSD.BCST 196(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 200(DX), Z9, Z5
+	VPDPBUSD.BCST 200(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 204(DX), Z9, Z4
+	VPDPBUSD.BCST 204(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 208(DX), Z8, Z5
+	VPDPBUSD.BCST 208(DX)(BX*1), Z8, Z7
+	PREFETCHT0    2944(AX)
+	VMOVDQU64     864(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 212(DX), Z9, Z4
+	VPDPBUSD.BCST 212(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 216(DX), Z9, Z5
+	VPDPBUSD.BCST 216(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 220(DX), Z9, Z4
+	VPDPBUSD.BCST 220(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 224(DX), Z8, Z5
+	VPDPBUSD.BCST 224(DX)(BX*1), Z8, Z7
+	PREFETCHT0    3008(AX)
+	VMOVDQU64     928(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 228(DX), Z9, Z4
+	VPDPBUSD.BCST 228(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 232(DX), Z9, Z5
+	VPDPBUSD.BCST 232(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 236(DX), Z9, Z4
+	VPDPBUSD.BCST 236(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 240(DX), Z8, Z5
+	VPDPBUSD.BCST 240(DX)(BX*1), Z8, Z7
+	PREFETCHT0    3072(AX)
+	PREFETCHT0    3136(AX)
+	VMOVDQU64     992(AX), Z8
+	VPANDD        Z0, Z8, Z9
+	VPDPBUSD.BCST 244(DX), Z9, Z4
+	VPDPBUSD.BCST 244(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x02, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 248(DX), Z9, Z5
+	VPDPBUSD.BCST 248(DX)(BX*1), Z9, Z7
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z9, Z9
+	VPDPBUSD.BCST 252(DX), Z9, Z4
+	VPDPBUSD.BCST 252(DX)(BX*1), Z9, Z6
+	VPSRLW        $0x06, Z8, Z8
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 256(DX), Z8, Z5
+	VPDPBUSD.BCST 256(DX)(BX*1), Z8, Z7
+	VCVTPH2PS     (AX), Z8
+	VPADDD        Z5, Z4, Z4
+	VMULPS.BCST   (DX), Z8, Z9
+	VCVTDQ2PS     Z4, Z4
+	VFMADD231PS   Z9, Z4, Z2
+	VPADDD        Z7, Z6, Z6
+	VMULPS.BCST   (DX)(BX*1), Z8, Z8
+	VCVTDQ2PS     Z6, Z6
+	VFMADD231PS   Z8, Z6, Z3
+	ADDQ          $0x00000420, AX
+	ADDQ          $0x00000124, DX
+	DECQ          CX
+	JMP           r16TQ2_0x2AVX512Asm_loop
+
+r16TQ2_0x2AVX512Asm_done:
+	MOVQ    out+32(FP), AX
+	MOVQ    ostride+40(FP), CX
+	SHLQ    $0x02, CX
+	LEAQ    (CX)(CX*2), DX
+	VMOVUPS Z2, (AX)
+	VMOVUPS Z3, (AX)(CX*1)
+	VZEROUPPER
+	RET
+
+// func r16TQ2_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI, MMX+
+TEXT ·r16TQ2_0x4AVX512Asm(SB), NOSPLIT, $0-48
+	MOVQ       w+0(FP), AX
+	MOVQ       nb+8(FP), CX
+	MOVQ       x+16(FP), DX
+	MOVQ       xstride+24(FP), BX
+	LEAQ       (BX)(BX*2), SI
+	VMOVDQU64  m3z<>+0(SB), Z0
+	VPTERNLOGD $0xff, Z1, Z1, Z1
+	VPXORD     Z2, Z2, Z2
+	VPXORD     Z3, Z3, Z3
+	VPXORD     Z4, Z4, Z4
+	VPXORD     Z5, Z5, Z5
+
+r16TQ2_0x4AVX512Asm_loop:
+	TESTQ         CX, CX
+	JZ            r16TQ2_0x4AVX512Asm_done
+	VPXORD        Z6, Z6, Z6
+	VPDPWSSD.BCST 260(DX), Z1, Z6
+	VPDPWSSD.BCST 264(DX), Z1, Z6
+	VPDPWSSD.BCST 268(DX), Z1, Z6
+	VPDPWSSD.BCST 272(DX), Z1, Z6
+	VPDPWSSD.BCST 276(DX), Z1, Z6
+	VPDPWSSD.BCST 280(DX), Z1, Z6
+	VPDPWSSD.BCST 284(DX), Z1, Z6
+	VPDPWSSD.BCST 288(DX), Z1, Z6
+	VPXORD        Z7, Z7, Z7
+	VPDPWSSD.BCST 260(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 264(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 268(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 272(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 276(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 280(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 284(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 288(DX)(BX*1), Z1, Z7
+	VPXORD        Z8, Z8, Z8
+	VPDPWSSD.BCST 260(DX)(BX*2), Z1, Z8
+	VPDPWSSD.BCST 264(DX)(BX*2), Z1, Z8
+	VPDPWSSD.BCST 268(DX)(BX*2), Z1, Z8
+	VPDPWSSD.BCST 272(DX)(BX*2), Z1, Z8
+	VPDPWSSD.BCST 276(DX)(BX*2), Z1, Z8
+	VPDPWSSD.BCST 280(DX)(BX*2), Z1, Z8
+	VPDPWSSD.BCST 284(DX)(BX*2), Z1, Z8
+	VPDPWSSD.BCST 288(DX)(BX*2), Z1, Z8
+	VPXORD        Z9, Z9, Z9
+	VPDPWSSD.BCST 260(DX)(SI*1), Z1, Z9
+	VPDPWSSD.BCST 264(DX)(SI*1), Z1, Z9
+	VPDPWSSD.BCST 268(DX)(SI*1), Z1, Z9
+	VPDPWSSD.BCST 272(DX)(SI*1), Z1, Z9
+	VPDPWSSD.BCST 276(DX)(SI*1), Z1, Z9
+	VPDPWSSD.BCST 280(DX)(SI*1), Z1, Z9
+	VPDPWSSD.BCST 284(DX)(SI*1), Z1, Z9
+	VPDPWSSD.BCST 288(DX)(SI*1), Z1, Z9
+	PREFETCHT0    2112(AX)
+	VMOVDQU64     32(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 4(DX), Z11, Z6
+	VPDPBUSD.BCST 4(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 4(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 4(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 8(DX), Z11, Z6
+	VPDPBUSD.BCST 8(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 8(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 8(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 12(DX), Z11, Z6
+	VPDPBUSD.BCST 12(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 12(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 12(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 16(DX), Z10, Z6
+	VPDPBUSD.BCST 16(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 16(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 16(DX)(SI*1), Z10, Z9
+	PREFETCHT0    2176(AX)
+	VMOVDQU64     96(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 20(DX), Z11, Z6
+	VPDPBUSD.BCST 20(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 20(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 20(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 24(DX), Z11, Z6
+	VPDPBUSD.BCST 24(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 24(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 24(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 28(DX), Z11, Z6
+	VPDPBUSD.BCST 28(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 28(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 28(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 32(DX), Z10, Z6
+	VPDPBUSD.BCST 32(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 32(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 32(DX)(SI*1), Z10, Z9
+	PREFETCHT0    2240(AX)
+	VMOVDQU64     160(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 36(DX), Z11, Z6
+	VPDPBUSD.BCST 36(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 36(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 36(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 40(DX), Z11, Z6
+	VPDPBUSD.BCST 40(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 40(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 40(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 44(DX), Z11, Z6
+	VPDPBUSD.BCST 44(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 44(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 44(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 48(DX), Z10, Z6
+	VPDPBUSD.BCST 48(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 48(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 48(DX)(SI*1), Z10, Z9
+	PREFETCHT0    2304(AX)
+	VMOVDQU64     224(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 52(DX), Z11, Z6
+	VPDPBUSD.BCST 52(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 52(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 52(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 56(DX), Z11, Z6
+	VPDPBUSD.BCST 56(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 56(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 56(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 60(DX), Z11, Z6
+	VPDPBUSD.BCST 60(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 60(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 60(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 64(DX), Z10, Z6
+	VPDPBUSD.BCST 64(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 64(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 64(DX)(SI*1), Z10, Z9
+	PREFETCHT0    2368(AX)
+	VMOVDQU64     288(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 68(DX), Z11, Z6
+	VPDPBUSD.BCST 68(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 68(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 68(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 72(DX), Z11, Z6
+	VPDPBUSD.BCST 72(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 72(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 72(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 76(DX), Z11, Z6
+	VPDPBUSD.BCST 76(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 76(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 76(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 80(DX), Z10, Z6
+	VPDPBUSD.BCST 80(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 80(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 80(DX)(SI*1), Z10, Z9
+	PREFETCHT0    2432(AX)
+	VMOVDQU64     352(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 84(DX), Z11, Z6
+	VPDPBUSD.BCST 84(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 84(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 84(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 88(DX), Z11, Z6
+	VPDPBUSD.BCST 88(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 88(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 88(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 92(DX), Z11, Z6
+	VPDPBUSD.BCST 92(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 92(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 92(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 96(DX), Z10, Z6
+	VPDPBUSD.BCST 96(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 96(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 96(DX)(SI*1), Z10, Z9
+	PREFETCHT0    2496(AX)
+	VMOVDQU64     416(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 100(DX), Z11, Z6
+	VPDPBUSD.BCST 100(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 100(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 100(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 104(DX), Z11, Z6
+	VPDPBUSD.BCST 104(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 104(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 104(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 108(DX), Z11, Z6
+	VPDPBUSD.BCST 108(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 108(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 108(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 112(DX), Z10, Z6
+	VPDPBUSD.BCST 112(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 112(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 112(DX)(SI*1), Z10, Z9
+	PREFETCHT0    2560(AX)
+	VMOVDQU64     480(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 116(DX), Z11, Z6
+	VPDPBUSD.BCST 116(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 116(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 116(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 120(DX), Z11, Z6
+	VPDPBUSD.BCST 120(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 120(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 120(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 124(DX), Z11, Z6
+	VPDPBUSD.BCST 124(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 124(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 124(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 128(DX), Z10, Z6
+	VPDPBUSD.BCST 128(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 128(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 128(DX)(SI*1), Z10, Z9
+	PREFETCHT0    2624(AX)
+	VMOVDQU64     544(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 132(DX), Z11, Z6
+	VPDPBUSD.BCST 132(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 132(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 132(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 136(DX), Z11, Z6
+	VPDPBUSD.BCST 136(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 136(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 136(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 140(DX), Z11, Z6
+	VPDPBUSD.BCST 140(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 140(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 140(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 144(DX), Z10, Z6
+	VPDPBUSD.BCST 144(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 144(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 144(DX)(SI*1), Z10, Z9
+	PREFETCHT0    2688(AX)
+	VMOVDQU64     608(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 148(DX), Z11, Z6
+	VPDPBUSD.BCST 148(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 148(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 148(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 152(DX), Z11, Z6
+	VPDPBUSD.BCST 152(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 152(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 152(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 156(DX), Z11, Z6
+	VPDPBUSD.BCST 156(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 156(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 156(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 160(DX), Z10, Z6
+	VPDPBUSD.BCST 160(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 160(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 160(DX)(SI*1), Z10, Z9
+	PREFETCHT0    2752(AX)
+	VMOVDQU64     672(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 164(DX), Z11, Z6
+	VPDPBUSD.BCST 164(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 164(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 164(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 168(DX), Z11, Z6
+	VPDPBUSD.BCST 168(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 168(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 168(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 172(DX), Z11, Z6
+	VPDPBUSD.BCST 172(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 172(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 172(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 176(DX), Z10, Z6
+	VPDPBUSD.BCST 176(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 176(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 176(DX)(SI*1), Z10, Z9
+	PREFETCHT0    2816(AX)
+	VMOVDQU64     736(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 180(DX), Z11, Z6
+	VPDPBUSD.BCST 180(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 180(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 180(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 184(DX), Z11, Z6
+	VPDPBUSD.BCST 184(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 184(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 184(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 188(DX), Z11, Z6
+	VPDPBUSD.BCST 188(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 188(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 188(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 192(DX), Z10, Z6
+	VPDPBUSD.BCST 192(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 192(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 192(DX)(SI*1), Z10, Z9
+	PREFETCHT0    2880(AX)
+	VMOVDQU64     800(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 196(DX), Z11, Z6
+	VPDPBUSD.BCST 196(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 196(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 196(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 200(DX), Z11, Z6
+	VPDPBUSD.BCST 200(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 200(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 200(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 204(DX), Z11, Z6
+	VPDPBUSD.BCST 204(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 204(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 204(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 208(DX), Z10, Z6
+	VPDPBUSD.BCST 208(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 208(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 208(DX)(SI*1), Z10, Z9
+	PREFETCHT0    2944(AX)
+	VMOVDQU64     864(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 212(DX), Z11, Z6
+	VPDPBUSD.BCST 212(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 212(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 212(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 216(DX), Z11, Z6
+	VPDPBUSD.BCST 216(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 216(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 216(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 220(DX), Z11, Z6
+	VPDPBUSD.BCST 220(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 220(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 220(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 224(DX), Z10, Z6
+	VPDPBUSD.BCST 224(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 224(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 224(DX)(SI*1), Z10, Z9
+	PREFETCHT0    3008(AX)
+	VMOVDQU64     928(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 228(DX), Z11, Z6
+	VPDPBUSD.BCST 228(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 228(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 228(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 232(DX), Z11, Z6
+	VPDPBUSD.BCST 232(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 232(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 232(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 236(DX), Z11, Z6
+	VPDPBUSD.BCST 236(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 236(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 236(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 240(DX), Z10, Z6
+	VPDPBUSD.BCST 240(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 240(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 240(DX)(SI*1), Z10, Z9
+	PREFETCHT0    3072(AX)
+	PREFETCHT0    3136(AX)
+	VMOVDQU64     992(AX), Z10
+	VPANDD        Z0, Z10, Z11
+	VPDPBUSD.BCST 244(DX), Z11, Z6
+	VPDPBUSD.BCST 244(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 244(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 244(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x02, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 248(DX), Z11, Z6
+	VPDPBUSD.BCST 248(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 248(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 248(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z11, Z11
+	VPDPBUSD.BCST 252(DX), Z11, Z6
+	VPDPBUSD.BCST 252(DX)(BX*1), Z11, Z7
+	VPDPBUSD.BCST 252(DX)(BX*2), Z11, Z8
+	VPDPBUSD.BCST 252(DX)(SI*1), Z11, Z9
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 256(DX), Z10, Z6
+	VPDPBUSD.BCST 256(DX)(BX*1), Z10, Z7
+	VPDPBUSD.BCST 256(DX)(BX*2), Z10, Z8
+	VPDPBUSD.BCST 256(DX)(SI*1), Z10, Z9
+	VCVTPH2PS     (AX), Z10
+	VMULPS.BCST   (DX), Z10, Z11
+	VCVTDQ2PS     Z6, Z6
+	VFMADD231PS   Z11, Z6, Z2
+	VMULPS.BCST   (DX)(BX*1), Z10, Z11
+	VCVTDQ2PS     Z7, Z7
+	VFMADD231PS   Z11, Z7, Z3
+	VMULPS.BCST   (DX)(BX*2), Z10, Z11
+	VCVTDQ2PS     Z8, Z8
+	VFMADD231PS   Z11, Z8, Z4
+	VMULPS.BCST   (DX)(SI*1), Z10, Z10
+	VCVTDQ2PS     Z9, Z9
+	VFMADD231PS   Z10, Z9, Z5
+	ADDQ          $0x00000420, AX
+	ADDQ          $0x00000124, DX
+	DECQ          CX
+	JMP           r16TQ2_0x4AVX512Asm_loop
+
+r16TQ2_0x4AVX512Asm_done:
+	MOVQ    out+32(FP), AX
+	MOVQ    ostride+40(FP), CX
+	SHLQ    $0x02, CX
+	LEAQ    (CX)(CX*2), DX
+	VMOVUPS Z2, (AX)
+	VMOVUPS Z3, (AX)(CX*1)
+	VMOVUPS Z4, (AX)(CX*2)
+	VMOVUPS Z5, (AX)(DX*1)
+	VZEROUPPER
+	RET
+
+// func r16TQ2_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI, MMX+
+TEXT ·r16TQ2_0x8AVX512Asm(SB), NOSPLIT, $0-48
+	MOVQ       w+0(FP), AX
+	MOVQ       nb+8(FP), CX
+	MOVQ       x+16(FP), DX
+	MOVQ       xstride+24(FP), BX
+	LEAQ       (BX)(BX*2), SI
+	LEAQ       (DX)(BX*4), DI
+	VMOVDQU64  m3z<>+0(SB), Z0
+	VPTERNLOGD $0xff, Z1, Z1, Z1
+	VPXORD     Z2, Z2, Z2
+	VPXORD     Z3, Z3, Z3
+	VPXORD     Z4, Z4, Z4
+	VPXORD     Z5, Z5, Z5
+	VPXORD     Z6, Z6, Z6
+	VPXORD     Z7, Z7, Z7
+	VPXORD     Z8, Z8, Z8
+	VPXORD     Z9, Z9, Z9
+
+r16TQ2_0x8AVX512Asm_loop:
+	TESTQ         CX, CX
+	JZ            r16TQ2_0x8AVX512Asm_done
+	VPXORD        Z10, Z10, Z10
+	VPDPWSSD.BCST 260(DX), Z1, Z10
+	VPDPWSSD.BCST 264(DX), Z1, Z10
+	VPDPWSSD.BCST 268(DX), Z1, Z10
+	VPDPWSSD.BCST 272(DX), Z1, Z10
+	VPDPWSSD.BCST 276(DX), Z1, Z10
+	VPDPWSSD.BCST 280(DX), Z1, Z10
+	VPDPWSSD.BCST 284(DX), Z1, Z10
+	VPDPWSSD.BCST 288(DX), Z1, Z10
+	VPXORD        Z11, Z11, Z11
+	VPDPWSSD.BCST 260(DX)(BX*1), Z1, Z11
+	VPDPWSSD.BCST 264(DX)(BX*1), Z1, Z11
+	VPDPWSSD.BCST 268(DX)(BX*1), Z1, Z11
+	VPDPWSSD.BCST 272(DX)(BX*1), Z1, Z11
+	VPDPWSSD.BCST 276(DX)(BX*1), Z1, Z11
+	VPDPWSSD.BCST 280(DX)(BX*1), Z1, Z11
+	VPDPWSSD.BCST 284(DX)(BX*1), Z1, Z11
+	VPDPWSSD.BCST 288(DX)(BX*1), Z1, Z11
+	VPXORD        Z12, Z12, Z12
+	VPDPWSSD.BCST 260(DX)(BX*2), Z1, Z12
+	VPDPWSSD.BCST 264(DX)(BX*2), Z1, Z12
+	VPDPWSSD.BCST 268(DX)(BX*2), Z1, Z12
+	VPDPWSSD.BCST 272(DX)(BX*2), Z1, Z12
+	VPDPWSSD.BCST 276(DX)(BX*2), Z1, Z12
+	VPDPWSSD.BCST 280(DX)(BX*2), Z1, Z12
+	VPDPWSSD.BCST 284(DX)(BX*2), Z1, Z12
+	VPDPWSSD.BCST 288(DX)(BX*2), Z1, Z12
+	VPXORD        Z13, Z13, Z13
+	VPDPWSSD.BCST 260(DX)(SI*1), Z1, Z13
+	VPDPWSSD.BCST 264(DX)(SI*1), Z1, Z13
+	VPDPWSSD.BCST 268(DX)(SI*1), Z1, Z13
+	VPDPWSSD.BCST 272(DX)(SI*1), Z1, Z13
+	VPDPWSSD.BCST 276(DX)(SI*1), Z1, Z13
+	VPDPWSSD.BCST 280(DX)(SI*1), Z1, Z13
+	VPDPWSSD.BCST 284(DX)(SI*1), Z1, Z13
+	VPDPWSSD.BCST 288(DX)(SI*1), Z1, Z13
+	VPXORD        Z14, Z14, Z14
+	VPDPWSSD.BCST 260(DI), Z1, Z14
+	VPDPWSSD.BCST 264(DI), Z1, Z14
+	VPDPWSSD.BCST 268(DI), Z1, Z14
+	VPDPWSSD.BCST 272(DI), Z1, Z14
+	VPDPWSSD.BCST 276(DI), Z1, Z14
+	VPDPWSSD.BCST 280(DI), Z1, Z14
+	VPDPWSSD.BCST 284(DI), Z1, Z14
+	VPDPWSSD.BCST 288(DI), Z1, Z14
+	VPXORD        Z15, Z15, Z15
+	VPDPWSSD.BCST 260(DI)(BX*1), Z1, Z15
+	VPDPWSSD.BCST 264(DI)(BX*1), Z1, Z15
+	VPDPWSSD.BCST 268(DI)(BX*1), Z1, Z15
+	VPDPWSSD.BCST 272(DI)(BX*1), Z1, Z15
+	VPDPWSSD.BCST 276(DI)(BX*1), Z1, Z15
+	VPDPWSSD.BCST 280(DI)(BX*1), Z1, Z15
+	VPDPWSSD.BCST 284(DI)(BX*1), Z1, Z15
+	VPDPWSSD.BCST 288(DI)(BX*1), Z1, Z15
+	VPXORD        Z16, Z16, Z16
+	VPDPWSSD.BCST 260(DI)(BX*2), Z1, Z16
+	VPDPWSSD.BCST 264(DI)(BX*2), Z1, Z16
+	VPDPWSSD.BCST 268(DI)(BX*2), Z1, Z16
+	VPDPWSSD.BCST 272(DI)(BX*2), Z1, Z16
+	VPDPWSSD.BCST 276(DI)(BX*2), Z1, Z16
+	VPDPWSSD.BCST 280(DI)(BX*2), Z1, Z16
+	VPDPWSSD.BCST 284(DI)(BX*2), Z1, Z16
+	VPDPWSSD.BCST 288(DI)(BX*2), Z1, Z16
+	VPXORD        Z17, Z17, Z17
+	VPDPWSSD.BCST 260(DI)(SI*1), Z1, Z17
+	VPDPWSSD.BCST 264(DI)(SI*1), Z1, Z17
+	VPDPWSSD.BCST 268(DI)(SI*1), Z1, Z17
+	VPDPWSSD.BCST 272(DI)(SI*1), Z1, Z17
+	VPDPWSSD.BCST 276(DI)(SI*1), Z1, Z17
+	VPDPWSSD.BCST 280(DI)(SI*1), Z1, Z17
+	VPDPWSSD.BCST 284(DI)(SI*1), Z1, Z17
+	VPDPWSSD.BCST 288(DI)(SI*1), Z1, Z17
+	PREFETCHT0    2112(AX)
+	VMOVDQU64     32(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 4(DX), Z19, Z10
+	VPDPBUSD.BCST 4(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 4(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 4(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 4(DI), Z19, Z14
+	VPDPBUSD.BCST 4(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 4(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 4(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 8(DX), Z19, Z10
+	VPDPBUSD.BCST 8(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 8(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 8(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 8(DI), Z19, Z14
+	VPDPBUSD.BCST 8(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 8(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 8(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 12(DX), Z19, Z10
+	VPDPBUSD.BCST 12(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 12(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 12(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 12(DI), Z19, Z14
+	VPDPBUSD.BCST 12(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 12(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 12(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 16(DX), Z18, Z10
+	VPDPBUSD.BCST 16(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 16(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 16(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 16(DI), Z18, Z14
+	VPDPBUSD.BCST 16(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 16(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 16(DI)(SI*1), Z18, Z17
+	PREFETCHT0    2176(AX)
+	VMOVDQU64     96(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 20(DX), Z19, Z10
+	VPDPBUSD.BCST 20(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 20(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 20(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 20(DI), Z19, Z14
+	VPDPBUSD.BCST 20(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 20(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 20(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 24(DX), Z19, Z10
+	VPDPBUSD.BCST 24(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 24(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 24(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 24(DI), Z19, Z14
+	VPDPBUSD.BCST 24(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 24(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 24(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 28(DX), Z19, Z10
+	VPDPBUSD.BCST 28(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 28(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 28(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 28(DI), Z19, Z14
+	VPDPBUSD.BCST 28(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 28(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 28(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 32(DX), Z18, Z10
+	VPDPBUSD.BCST 32(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 32(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 32(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 32(DI), Z18, Z14
+	VPDPBUSD.BCST 32(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 32(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 32(DI)(SI*1), Z18, Z17
+	PREFETCHT0    2240(AX)
+	VMOVDQU64     160(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 36(DX), Z19, Z10
+	VPDPBUSD.BCST 36(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 36(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 36(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 36(DI), Z19, Z14
+	VPDPBUSD.BCST 36(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 36(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 36(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 40(DX), Z19, Z10
+	VPDPBUSD.BCST 40(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 40(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 40(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 40(DI), Z19, Z14
+	VPDPBUSD.BCST 40(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 40(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 40(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 44(DX), Z19, Z10
+	VPDPBUSD.BCST 44(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 44(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 44(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 44(DI), Z19, Z14
+	VPDPBUSD.BCST 44(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 44(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 44(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 48(DX), Z18, Z10
+	VPDPBUSD.BCST 48(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 48(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 48(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 48(DI), Z18, Z14
+	VPDPBUSD.BCST 48(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 48(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 48(DI)(SI*1), Z18, Z17
+	PREFETCHT0    2304(AX)
+	VMOVDQU64     224(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 52(DX), Z19, Z10
+	VPDPBUSD.BCST 52(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 52(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 52(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 52(DI), Z19, Z14
+	VPDPBUSD.BCST 52(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 52(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 52(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 56(DX), Z19, Z10
+	VPDPBUSD.BCST 56(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 56(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 56(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 56(DI), Z19, Z14
+	VPDPBUSD.BCST 56(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 56(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 56(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 60(DX), Z19, Z10
+	VPDPBUSD.BCST 60(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 60(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 60(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 60(DI), Z19, Z14
+	VPDPBUSD.BCST 60(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 60(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 60(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 64(DX), Z18, Z10
+	VPDPBUSD.BCST 64(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 64(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 64(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 64(DI), Z18, Z14
+	VPDPBUSD.BCST 64(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 64(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 64(DI)(SI*1), Z18, Z17
+	PREFETCHT0    2368(AX)
+	VMOVDQU64     288(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 68(DX), Z19, Z10
+	VPDPBUSD.BCST 68(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 68(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 68(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 68(DI), Z19, Z14
+	VPDPBUSD.BCST 68(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 68(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 68(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 72(DX), Z19, Z10
+	VPDPBUSD.BCST 72(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 72(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 72(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 72(DI), Z19, Z14
+	VPDPBUSD.BCST 72(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 72(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 72(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 76(DX), Z19, Z10
+	VPDPBUSD.BCST 76(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 76(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 76(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 76(DI), Z19, Z14
+	VPDPBUSD.BCST 76(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 76(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 76(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 80(DX), Z18, Z10
+	VPDPBUSD.BCST 80(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 80(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 80(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 80(DI), Z18, Z14
+	VPDPBUSD.BCST 80(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 80(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 80(DI)(SI*1), Z18, Z17
+	PREFETCHT0    2432(AX)
+	VMOVDQU64     352(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 84(DX), Z19, Z10
+	VPDPBUSD.BCST 84(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 84(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 84(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 84(DI), Z19, Z14
+	VPDPBUSD.BCST 84(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 84(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 84(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 88(DX), Z19, Z10
+	VPDPBUSD.BCST 88(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 88(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 88(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 88(DI), Z19, Z14
+	VPDPBUSD.BCST 88(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 88(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 88(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 92(DX), Z19, Z10
+	VPDPBUSD.BCST 92(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 92(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 92(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 92(DI), Z19, Z14
+	VPDPBUSD.BCST 92(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 92(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 92(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 96(DX), Z18, Z10
+	VPDPBUSD.BCST 96(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 96(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 96(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 96(DI), Z18, Z14
+	VPDPBUSD.BCST 96(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 96(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 96(DI)(SI*1), Z18, Z17
+	PREFETCHT0    2496(AX)
+	VMOVDQU64     416(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 100(DX), Z19, Z10
+	VPDPBUSD.BCST 100(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 100(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 100(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 100(DI), Z19, Z14
+	VPDPBUSD.BCST 100(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 100(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 100(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 104(DX), Z19, Z10
+	VPDPBUSD.BCST 104(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 104(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 104(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 104(DI), Z19, Z14
+	VPDPBUSD.BCST 104(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 104(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 104(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 108(DX), Z19, Z10
+	VPDPBUSD.BCST 108(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 108(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 108(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 108(DI), Z19, Z14
+	VPDPBUSD.BCST 108(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 108(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 108(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 112(DX), Z18, Z10
+	VPDPBUSD.BCST 112(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 112(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 112(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 112(DI), Z18, Z14
+	VPDPBUSD.BCST 112(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 112(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 112(DI)(SI*1), Z18, Z17
+	PREFETCHT0    2560(AX)
+	VMOVDQU64     480(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 116(DX), Z19, Z10
+	VPDPBUSD.BCST 116(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 116(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 116(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 116(DI), Z19, Z14
+	VPDPBUSD.BCST 116(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 116(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 116(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 120(DX), Z19, Z10
+	VPDPBUSD.BCST 120(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 120(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 120(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 120(DI), Z19, Z14
+	VPDPBUSD.BCST 120(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 120(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 120(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 124(DX), Z19, Z10
+	VPDPBUSD.BCST 124(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 124(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 124(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 124(DI), Z19, Z14
+	VPDPBUSD.BCST 124(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 124(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 124(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 128(DX), Z18, Z10
+	VPDPBUSD.BCST 128(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 128(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 128(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 128(DI), Z18, Z14
+	VPDPBUSD.BCST 128(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 128(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 128(DI)(SI*1), Z18, Z17
+	PREFETCHT0    2624(AX)
+	VMOVDQU64     544(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 132(DX), Z19, Z10
+	VPDPBUSD.BCST 132(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 132(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 132(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 132(DI), Z19, Z14
+	VPDPBUSD.BCST 132(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 132(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 132(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 136(DX), Z19, Z10
+	VPDPBUSD.BCST 136(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 136(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 136(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 136(DI), Z19, Z14
+	VPDPBUSD.BCST 136(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 136(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 136(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 140(DX), Z19, Z10
+	VPDPBUSD.BCST 140(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 140(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 140(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 140(DI), Z19, Z14
+	VPDPBUSD.BCST 140(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 140(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 140(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 144(DX), Z18, Z10
+	VPDPBUSD.BCST 144(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 144(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 144(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 144(DI), Z18, Z14
+	VPDPBUSD.BCST 144(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 144(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 144(DI)(SI*1), Z18, Z17
+	PREFETCHT0    2688(AX)
+	VMOVDQU64     608(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 148(DX), Z19, Z10
+	VPDPBUSD.BCST 148(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 148(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 148(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 148(DI), Z19, Z14
+	VPDPBUSD.BCST 148(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 148(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 148(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 152(DX), Z19, Z10
+	VPDPBUSD.BCST 152(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 152(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 152(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 152(DI), Z19, Z14
+	VPDPBUSD.BCST 152(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 152(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 152(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 156(DX), Z19, Z10
+	VPDPBUSD.BCST 156(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 156(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 156(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 156(DI), Z19, Z14
+	VPDPBUSD.BCST 156(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 156(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 156(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 160(DX), Z18, Z10
+	VPDPBUSD.BCST 160(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 160(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 160(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 160(DI), Z18, Z14
+	VPDPBUSD.BCST 160(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 160(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 160(DI)(SI*1), Z18, Z17
+	PREFETCHT0    2752(AX)
+	VMOVDQU64     672(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 164(DX), Z19, Z10
+	VPDPBUSD.BCST 164(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 164(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 164(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 164(DI), Z19, Z14
+	VPDPBUSD.BCST 164(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 164(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 164(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 168(DX), Z19, Z10
+	VPDPBUSD.BCST 168(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 168(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 168(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 168(DI), Z19, Z14
+	VPDPBUSD.BCST 168(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 168(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 168(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 172(DX), Z19, Z10
+	VPDPBUSD.BCST 172(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 172(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 172(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 172(DI), Z19, Z14
+	VPDPBUSD.BCST 172(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 172(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 172(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 176(DX), Z18, Z10
+	VPDPBUSD.BCST 176(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 176(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 176(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 176(DI), Z18, Z14
+	VPDPBUSD.BCST 176(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 176(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 176(DI)(SI*1), Z18, Z17
+	PREFETCHT0    2816(AX)
+	VMOVDQU64     736(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 180(DX), Z19, Z10
+	VPDPBUSD.BCST 180(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 180(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 180(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 180(DI), Z19, Z14
+	VPDPBUSD.BCST 180(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 180(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 180(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 184(DX), Z19, Z10
+	VPDPBUSD.BCST 184(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 184(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 184(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 184(DI), Z19, Z14
+	VPDPBUSD.BCST 184(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 184(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 184(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 188(DX), Z19, Z10
+	VPDPBUSD.BCST 188(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 188(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 188(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 188(DI), Z19, Z14
+	VPDPBUSD.BCST 188(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 188(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 188(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 192(DX), Z18, Z10
+	VPDPBUSD.BCST 192(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 192(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 192(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 192(DI), Z18, Z14
+	VPDPBUSD.BCST 192(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 192(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 192(DI)(SI*1), Z18, Z17
+	PREFETCHT0    2880(AX)
+	VMOVDQU64     800(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 196(DX), Z19, Z10
+	VPDPBUSD.BCST 196(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 196(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 196(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 196(DI), Z19, Z14
+	VPDPBUSD.BCST 196(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 196(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 196(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 200(DX), Z19, Z10
+	VPDPBUSD.BCST 200(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 200(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 200(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 200(DI), Z19, Z14
+	VPDPBUSD.BCST 200(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 200(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 200(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 204(DX), Z19, Z10
+	VPDPBUSD.BCST 204(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 204(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 204(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 204(DI), Z19, Z14
+	VPDPBUSD.BCST 204(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 204(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 204(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 208(DX), Z18, Z10
+	VPDPBUSD.BCST 208(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 208(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 208(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 208(DI), Z18, Z14
+	VPDPBUSD.BCST 208(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 208(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 208(DI)(SI*1), Z18, Z17
+	PREFETCHT0    2944(AX)
+	VMOVDQU64     864(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 212(DX), Z19, Z10
+	VPDPBUSD.BCST 212(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 212(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 212(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 212(DI), Z19, Z14
+	VPDPBUSD.BCST 212(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 212(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 212(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 216(DX), Z19, Z10
+	VPDPBUSD.BCST 216(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 216(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 216(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 216(DI), Z19, Z14
+	VPDPBUSD.BCST 216(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 216(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 216(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 220(DX), Z19, Z10
+	VPDPBUSD.BCST 220(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 220(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 220(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 220(DI), Z19, Z14
+	VPDPBUSD.BCST 220(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 220(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 220(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 224(DX), Z18, Z10
+	VPDPBUSD.BCST 224(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 224(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 224(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 224(DI), Z18, Z14
+	VPDPBUSD.BCST 224(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 224(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 224(DI)(SI*1), Z18, Z17
+	PREFETCHT0    3008(AX)
+	VMOVDQU64     928(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 228(DX), Z19, Z10
+	VPDPBUSD.BCST 228(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 228(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 228(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 228(DI), Z19, Z14
+	VPDPBUSD.BCST 228(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 228(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 228(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 232(DX), Z19, Z10
+	VPDPBUSD.BCST 232(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 232(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 232(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 232(DI), Z19, Z14
+	VPDPBUSD.BCST 232(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 232(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 232(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 236(DX), Z19, Z10
+	VPDPBUSD.BCST 236(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 236(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 236(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 236(DI), Z19, Z14
+	VPDPBUSD.BCST 236(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 236(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 236(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 240(DX), Z18, Z10
+	VPDPBUSD.BCST 240(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 240(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 240(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 240(DI), Z18, Z14
+	VPDPBUSD.BCST 240(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 240(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 240(DI)(SI*1), Z18, Z17
+	PREFETCHT0    3072(AX)
+	PREFETCHT0    3136(AX)
+	VMOVDQU64     992(AX), Z18
+	VPANDD        Z0, Z18, Z19
+	VPDPBUSD.BCST 244(DX), Z19, Z10
+	VPDPBUSD.BCST 244(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 244(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 244(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 244(DI), Z19, Z14
+	VPDPBUSD.BCST 244(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 244(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 244(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x02, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 248(DX), Z19, Z10
+	VPDPBUSD.BCST 248(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 248(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 248(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 248(DI), Z19, Z14
+	VPDPBUSD.BCST 248(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 248(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 248(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z19, Z19
+	VPDPBUSD.BCST 252(DX), Z19, Z10
+	VPDPBUSD.BCST 252(DX)(BX*1), Z19, Z11
+	VPDPBUSD.BCST 252(DX)(BX*2), Z19, Z12
+	VPDPBUSD.BCST 252(DX)(SI*1), Z19, Z13
+	VPDPBUSD.BCST 252(DI), Z19, Z14
+	VPDPBUSD.BCST 252(DI)(BX*1), Z19, Z15
+	VPDPBUSD.BCST 252(DI)(BX*2), Z19, Z16
+	VPDPBUSD.BCST 252(DI)(SI*1), Z19, Z17
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 256(DX), Z18, Z10
+	VPDPBUSD.BCST 256(DX)(BX*1), Z18, Z11
+	VPDPBUSD.BCST 256(DX)(BX*2), Z18, Z12
+	VPDPBUSD.BCST 256(DX)(SI*1), Z18, Z13
+	VPDPBUSD.BCST 256(DI), Z18, Z14
+	VPDPBUSD.BCST 256(DI)(BX*1), Z18, Z15
+	VPDPBUSD.BCST 256(DI)(BX*2), Z18, Z16
+	VPDPBUSD.BCST 256(DI)(SI*1), Z18, Z17
+	VCVTPH2PS     (AX), Z18
+	VMULPS.BCST   (DX), Z18, Z19
+	VCVTDQ2PS     Z10, Z10
+	VFMADD231PS   Z19, Z10, Z2
+	VMULPS.BCST   (DX)(BX*1), Z18, Z19
+	VCVTDQ2PS     Z11, Z11
+	VFMADD231PS   Z19, Z11, Z3
+	VMULPS.BCST   (DX)(BX*2), Z18, Z19
+	VCVTDQ2PS     Z12, Z12
+	VFMADD231PS   Z19, Z12, Z4
+	VMULPS.BCST   (DX)(SI*1), Z18, Z19
+	VCVTDQ2PS     Z13, Z13
+	VFMADD231PS   Z19, Z13, Z5
+	VMULPS.BCST   (DI), Z18, Z19
+	VCVTDQ2PS     Z14, Z14
+	VFMADD231PS   Z19, Z14, Z6
+	VMULPS.BCST   (DI)(BX*1), Z18, Z19
+	VCVTDQ2PS     Z15, Z15
+	VFMADD231PS   Z19, Z15, Z7
+	VMULPS.BCST   (DI)(BX*2), Z18, Z19
+	VCVTDQ2PS     Z16, Z16
+	VFMADD231PS   Z19, Z16, Z8
+	VMULPS.BCST   (DI)(SI*1), Z18, Z18
+	VCVTDQ2PS     Z17, Z17
+	VFMADD231PS   Z18, Z17, Z9
+	ADDQ          $0x00000420, AX
+	ADDQ          $0x00000124, DX
+	ADDQ          $0x00000124, DI
+	DECQ          CX
+	JMP           r16TQ2_0x8AVX512Asm_loop
+
+r16TQ2_0x8AVX512Asm_done:
+	MOVQ    out+32(FP), AX
+	MOVQ    ostride+40(FP), CX
+	SHLQ    $0x02, CX
+	LEAQ    (CX)(CX*2), DX
+	LEAQ    (AX)(CX*4), BX
+	VMOVUPS Z2, (AX)
+	VMOVUPS Z3, (AX)(CX*1)
+	VMOVUPS Z4, (AX)(CX*2)
+	VMOVUPS Z5, (AX)(DX*1)
+	VMOVUPS Z6, (BX)
+	VMOVUPS Z7, (BX)(CX*1)
+	VMOVUPS Z8, (BX)(CX*2)
+	VMOVUPS Z9, (BX)(DX*1)
+	VZEROUPPER
+	RET
+
+// func r16TQ1_0x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI, MMX+
+TEXT ·r16TQ1_0x1AVX512Asm(SB), NOSPLIT, $0-48
+	MOVQ       w+0(FP), AX
+	MOVQ       nb+8(FP), CX
+	MOVQ       x+16(FP), DX
+	MOVQ       xstride+24(FP), BX
+	LEAQ       (BX)(BX*2), BX
+	VMOVDQU64  m3z<>+0(SB), Z0
+	VPTERNLOGD $0xff, Z1, Z1, Z1
+	VMOVDQU64  neg64<>+0(SB), Z1
+	VPXORD     Z2, Z2, Z2
+	VPXORD     Z3, Z3, Z3
+
+r16TQ1_0x1AVX512Asm_loop:
+	TESTQ         CX, CX
+	JZ            r16TQ1_0x1AVX512Asm_done
+	VPXORD        Z4, Z4, Z4
+	VPXORD        Z5, Z5, Z5
+	VPXORD        Z6, Z6, Z6
+	VPXORD        Z7, Z7, Z7
+	VPDPWSSD.BCST 260(DX), Z1, Z4
+	VPDPWSSD.BCST 264(DX), Z1, Z5
+	VPDPWSSD.BCST 268(DX), Z1, Z6
+	VPDPWSSD.BCST 272(DX), Z1, Z7
+	VPDPWSSD.BCST 276(DX), Z1, Z4
+	VPDPWSSD.BCST 280(DX), Z1, Z5
+	VPDPWSSD.BCST 284(DX), Z1, Z6
+	VPDPWSSD.BCST 288(DX), Z1, Z7
+	PREFETCHT0    1728(AX)
+	VMOVDQU64     32(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z8
+	VPAVGB        Z2, Z8, Z9
+	VPAVGB        Z9, Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
+	VPDPBUSD.BCST 4(DX), Z8, Z4
+	VPADDB        Z0, Z0, Z8
+	VPADDB        Z0, Z8, Z8
+	VPSUBUSB      ones8<>+0(SB), Z8, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 8(DX), Z9, Z5
+	VPSLLW        $0x03, Z0, Z9
+	VPANDD        mf8<>+0(SB), Z9, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z0
+	VPAVGB        Z2, Z0, Z10
+	VPAVGB        Z10, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 12(DX), Z0, Z6
+	VPSLLW        $0x03, Z8, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z8, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 16(DX), Z0, Z7
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 20(DX), Z0, Z4
+	PREFETCHT0    1792(AX)
+	VMOVDQU64     96(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z8
+	VPAVGB        Z2, Z8, Z9
+	VPAVGB        Z9, Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
+	VPDPBUSD.BCST 24(DX), Z8, Z5
+	VPADDB        Z0, Z0, Z8
+	VPADDB        Z0, Z8, Z8
+	VPSUBUSB      ones8<>+0(SB), Z8, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 28(DX), Z9, Z6
+	VPSLLW        $0x03, Z0, Z9
+	VPANDD        mf8<>+0(SB), Z9, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z0
+	VPAVGB        Z2, Z0, Z10
+	VPAVGB        Z10, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 32(DX), Z0, Z7
+	VPSLLW        $0x03, Z8, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z8, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 36(DX), Z0, Z4
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 40(DX), Z0, Z5
+	PREFETCHT0    1856(AX)
+	VMOVDQU64     160(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z8
+	VPAVGB        Z2, Z8, Z9
+	VPAVGB        Z9, Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
+	VPDPBUSD.BCST 44(DX), Z8, Z6
+	VPADDB        Z0, Z0, Z8
+	VPADDB        Z0, Z8, Z8
+	VPSUBUSB      ones8<>+0(SB), Z8, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 48(DX), Z9, Z7
+	VPSLLW        $0x03, Z0, Z9
+	VPANDD        mf8<>+0(SB), Z9, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z0
+	VPAVGB        Z2, Z0, Z10
+	VPAVGB        Z10, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 52(DX), Z0, Z4
+	VPSLLW        $0x03, Z8, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z8, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 56(DX), Z0, Z5
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 60(DX), Z0, Z6
+	PREFETCHT0    1920(AX)
+	VMOVDQU64     224(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z8
+	VPAVGB        Z2, Z8, Z9
+	VPAVGB        Z9, Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
+	VPDPBUSD.BCST 64(DX), Z8, Z7
+	VPADDB        Z0, Z0, Z8
+	VPADDB        Z0, Z8, Z8
+	VPSUBUSB      ones8<>+0(SB), Z8, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 68(DX), Z9, Z4
+	VPSLLW        $0x03, Z0, Z9
+	VPANDD        mf8<>+0(SB), Z9, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z0
+	VPAVGB        Z2, Z0, Z10
+	VPAVGB        Z10, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 72(DX), Z0, Z5
+	VPSLLW        $0x03, Z8, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z8, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 76(DX), Z0, Z6
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 80(DX), Z0, Z7
+	PREFETCHT0    1984(AX)
+	VMOVDQU64     288(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z8
+	VPAVGB        Z2, Z8, Z9
+	VPAVGB        Z9, Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
+	VPDPBUSD.BCST 84(DX), Z8, Z4
+	VPADDB        Z0, Z0, Z8
+	VPADDB        Z0, Z8, Z8
+	VPSUBUSB      ones8<>+0(SB), Z8, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 88(DX), Z9, Z5
+	VPSLLW        $0x03, Z0, Z9
+	VPANDD        mf8<>+0(SB), Z9, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z0
+	VPAVGB        Z2, Z0, Z10
+	VPAVGB        Z10, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 92(DX), Z0, Z6
+	VPSLLW        $0x03, Z8, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z8, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 96(DX), Z0, Z7
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 100(DX), Z0, Z4
+	PREFETCHT0    2048(AX)
+	VMOVDQU64     352(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z8
+	VPAVGB        Z2, Z8, Z9
+	VPAVGB        Z9, Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
+	VPDPBUSD.BCST 104(DX), Z8, Z5
+	VPADDB        Z0, Z0, Z8
+	VPADDB        Z0, Z8, Z8
+	VPSUBUSB      ones8<>+0(SB), Z8, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 108(DX), Z9, Z6
+	VPSLLW        $0x03, Z0, Z9
+	VPANDD        mf8<>+0(SB), Z9, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z0
+	VPAVGB        Z2, Z0, Z10
+	VPAVGB        Z10, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 112(DX), Z0, Z7
+	VPSLLW        $0x03, Z8, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z8, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 116(DX), Z0, Z4
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 120(DX), Z0, Z5
+	PREFETCHT0    2112(AX)
+	VMOVDQU64     416(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z8
+	VPAVGB        Z2, Z8, Z9
+	VPAVGB        Z9, Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
+	VPDPBUSD.BCST 124(DX), Z8, Z6
+	VPADDB        Z0, Z0, Z8
+	VPADDB        Z0, Z8, Z8
+	VPSUBUSB      ones8<>+0(SB), Z8, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 128(DX), Z9, Z7
+	VPSLLW        $0x03, Z0, Z9
+	VPANDD        mf8<>+0(SB), Z9, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z0
+	VPAVGB        Z2, Z0, Z10
+	VPAVGB        Z10, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 132(DX), Z0, Z4
+	VPSLLW        $0x03, Z8, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z8, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 136(DX), Z0, Z5
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 140(DX), Z0, Z6
+	PREFETCHT0    2176(AX)
+	VMOVDQU64     480(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z8
+	VPAVGB        Z2, Z8, Z9
+	VPAVGB        Z9, Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
+	VPDPBUSD.BCST 144(DX), Z8, Z7
+	VPADDB        Z0, Z0, Z8
+	VPADDB        Z0, Z8, Z8
+	VPSUBUSB      ones8<>+0(SB), Z8, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 148(DX), Z9, Z4
+	VPSLLW        $0x03, Z0, Z9
+	VPANDD        mf8<>+0(SB), Z9, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z0
+	VPAVGB        Z2, Z0, Z10
+	VPAVGB        Z10, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 152(DX), Z0, Z5
+	VPSLLW        $0x03, Z8, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z8, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 156(DX), Z0, Z6
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 160(DX), Z0, Z7
+	PREFETCHT0    2240(AX)
+	VMOVDQU64     544(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z8
+	VPAVGB        Z2, Z8, Z9
+	VPAVGB        Z9, Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
+	VPDPBUSD.BCST 164(DX), Z8, Z4
+	VPADDB        Z0, Z0, Z8
+	VPADDB        Z0, Z8, Z8
+	VPSUBUSB      ones8<>+0(SB), Z8, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 168(DX), Z9, Z5
+	VPSLLW        $0x03, Z0, Z9
+	VPANDD        mf8<>+0(SB), Z9, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z0
+	VPAVGB        Z2, Z0, Z10
+	VPAVGB        Z10, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 172(DX), Z0, Z6
+	VPSLLW        $0x03, Z8, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z8, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 176(DX), Z0, Z7
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 180(DX), Z0, Z4
+	PREFETCHT0    2304(AX)
+	VMOVDQU64     608(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z8
+	VPAVGB        Z2, Z8, Z9
+	VPAVGB        Z9, Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
+	VPDPBUSD.BCST 184(DX), Z8, Z5
+	VPADDB        Z0, Z0, Z8
+	VPADDB        Z0, Z8, Z8
+	VPSUBUSB      ones8<>+0(SB), Z8, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 188(DX), Z9, Z6
+	VPSLLW        $0x03, Z0, Z9
+	VPANDD        mf8<>+0(SB), Z9, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z0
+	VPAVGB        Z2, Z0, Z10
+	VPAVGB        Z10, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 192(DX), Z0, Z7
+	VPSLLW        $0x03, Z8, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z8, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 196(DX), Z0, Z4
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 200(DX), Z0, Z5
+	PREFETCHT0    2368(AX)
+	VMOVDQU64     672(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z8
+	VPAVGB        Z2, Z8, Z9
+	VPAVGB        Z9, Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
+	VPDPBUSD.BCST 204(DX), Z8, Z6
+	VPADDB        Z0, Z0, Z8
+	VPADDB        Z0, Z8, Z8
+	VPSUBUSB      ones8<>+0(SB), Z8, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 208(DX), Z9, Z7
+	VPSLLW        $0x03, Z0, Z9
+	VPANDD        mf8<>+0(SB), Z9, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z0
+	VPAVGB        Z2, Z0, Z10
+	VPAVGB        Z10, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 212(DX), Z0, Z4
+	VPSLLW        $0x03, Z8, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z8, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 216(DX), Z0, Z5
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 220(DX), Z0, Z6
+	PREFETCHT0    2432(AX)
+	VMOVDQU64     736(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z8
+	VPAVGB        Z2, Z8, Z9
+	VPAVGB        Z9, Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
+	VPDPBUSD.BCST 224(DX), Z8, Z7
+	VPADDB        Z0, Z0, Z8
+	VPADDB        Z0, Z8, Z8
+	VPSUBUSB      ones8<>+0(SB), Z8, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 228(DX), Z9, Z4
+	VPSLLW        $0x03, Z0, Z9
+	VPANDD        mf8<>+0(SB), Z9, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z0
+	VPAVGB        Z2, Z0, Z10
+	VPAVGB        Z10, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 232(DX), Z0, Z5
+	VPSLLW        $0x03, Z8, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z8, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 236(DX), Z0, Z6
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 240(DX), Z0, Z7
+	PREFETCHT0    2496(AX)
+	PREFETCHT0    2560(AX)
+	VMOVDQU64     800(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z8
+	VPAVGB        Z2, Z8, Z9
+	VPAVGB        Z9, Z8, Z8
+	VPANDD        mc0<>+0(SB), Z8, Z8
+	VPDPBUSD.BCST 244(DX), Z8, Z4
+	VPADDB        Z0, Z0, Z8
+	VPADDB        Z0, Z8, Z8
+	VPSUBUSB      ones8<>+0(SB), Z8, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 248(DX), Z9, Z5
+	VPSLLW        $0x03, Z0, Z9
+	VPANDD        mf8<>+0(SB), Z9, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 252(DX), Z0, Z6
+	VPSLLW        $0x03, Z8, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z8, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z8
+	VPAVGB        Z8, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 256(DX), Z0, Z7
+	VCVTPH2PS     (AX), Z0
+	VPADDD        Z5, Z4, Z4
+	VPADDD        Z6, Z4, Z4
+	VPADDD        Z7, Z4, Z4
+	VMULPS.BCST   (DX), Z0, Z0
+	VPSRAD        $0x06, Z4, Z4
+	VCVTDQ2PS     Z4, Z4
+	VFMADD231PS   Z0, Z4, Z3
+	ADDQ          $0x00000360, AX
+	ADDQ          $0x00000124, DX
+	DECQ          CX
+	JMP           r16TQ1_0x1AVX512Asm_loop
+
+r16TQ1_0x1AVX512Asm_done:
+	MOVQ    out+32(FP), AX
+	MOVQ    ostride+40(FP), CX
+	SHLQ    $0x02, CX
+	LEAQ    (CX)(CX*2), CX
+	VMOVUPS Z3, (AX)
+	VZEROUPPER
+	RET
+
+// func r16TQ1_0x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI, MMX+
+TEXT ·r16TQ1_0x2AVX512Asm(SB), NOSPLIT, $0-48
+	MOVQ       w+0(FP), AX
+	MOVQ       nb+8(FP), CX
+	MOVQ       x+16(FP), DX
+	MOVQ       xstride+24(FP), BX
+	LEAQ       (BX)(BX*2), SI
+	VMOVDQU64  m3z<>+0(SB), Z0
+	VPTERNLOGD $0xff, Z1, Z1, Z1
+	VMOVDQU64  neg64<>+0(SB), Z1
+	VPXORD     Z2, Z2, Z2
+	VPXORD     Z3, Z3, Z3
+	VPXORD     Z4, Z4, Z4
+
+r16TQ1_0x2AVX512Asm_loop:
+	TESTQ         CX, CX
+	JZ            r16TQ1_0x2AVX512Asm_done
+	VPXORD        Z5, Z5, Z5
+	VPXORD        Z6, Z6, Z6
+	VPDPWSSD.BCST 260(DX), Z1, Z5
+	VPDPWSSD.BCST 264(DX), Z1, Z6
+	VPDPWSSD.BCST 268(DX), Z1, Z5
+	VPDPWSSD.BCST 272(DX), Z1, Z6
+	VPDPWSSD.BCST 276(DX), Z1, Z5
+	VPDPWSSD.BCST 280(DX), Z1, Z6
+	VPDPWSSD.BCST 284(DX), Z1, Z5
+	VPDPWSSD.BCST 288(DX), Z1, Z6
+	VPXORD        Z7, Z7, Z7
+	VPXORD        Z8, Z8, Z8
+	VPDPWSSD.BCST 260(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 264(DX)(BX*1), Z1, Z8
+	VPDPWSSD.BCST 268(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 272(DX)(BX*1), Z1, Z8
+	VPDPWSSD.BCST 276(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 280(DX)(BX*1), Z1, Z8
+	VPDPWSSD.BCST 284(DX)(BX*1), Z1, Z7
+	VPDPWSSD.BCST 288(DX)(BX*1), Z1, Z8
+	PREFETCHT0    1728(AX)
+	VMOVDQU64     32(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 4(DX), Z9, Z5
+	VPDPBUSD.BCST 4(DX)(BX*1), Z9, Z7
+	VPADDB        Z0, Z0, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z10
+	VPAVGB        Z2, Z10, Z11
+	VPAVGB        Z11, Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
+	VPDPBUSD.BCST 8(DX), Z10, Z6
+	VPDPBUSD.BCST 8(DX)(BX*1), Z10, Z8
+	VPSLLW        $0x03, Z0, Z10
+	VPANDD        mf8<>+0(SB), Z10, Z10
+	VPADDB        Z0, Z10, Z10
+	VPSUBUSB      ones8<>+0(SB), Z10, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 12(DX), Z0, Z5
+	VPDPBUSD.BCST 12(DX)(BX*1), Z0, Z7
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 16(DX), Z0, Z6
+	VPDPBUSD.BCST 16(DX)(BX*1), Z0, Z8
+	VPSLLW        $0x03, Z10, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z10, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 20(DX), Z0, Z5
+	VPDPBUSD.BCST 20(DX)(BX*1), Z0, Z7
+	PREFETCHT0    1792(AX)
+	VMOVDQU64     96(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 24(DX), Z9, Z6
+	VPDPBUSD.BCST 24(DX)(BX*1), Z9, Z8
+	VPADDB        Z0, Z0, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z10
+	VPAVGB        Z2, Z10, Z11
+	VPAVGB        Z11, Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
+	VPDPBUSD.BCST 28(DX), Z10, Z5
+	VPDPBUSD.BCST 28(DX)(BX*1), Z10, Z7
+	VPSLLW        $0x03, Z0, Z10
+	VPANDD        mf8<>+0(SB), Z10, Z10
+	VPADDB        Z0, Z10, Z10
+	VPSUBUSB      ones8<>+0(SB), Z10, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 32(DX), Z0, Z6
+	VPDPBUSD.BCST 32(DX)(BX*1), Z0, Z8
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 36(DX), Z0, Z5
+	VPDPBUSD.BCST 36(DX)(BX*1), Z0, Z7
+	VPSLLW        $0x03, Z10, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z10, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 40(DX), Z0, Z6
+	VPDPBUSD.BCST 40(DX)(BX*1), Z0, Z8
+	PREFETCHT0    1856(AX)
+	VMOVDQU64     160(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 44(DX), Z9, Z5
+	VPDPBUSD.BCST 44(DX)(BX*1), Z9, Z7
+	VPADDB        Z0, Z0, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z10
+	VPAVGB        Z2, Z10, Z11
+	VPAVGB        Z11, Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
+	VPDPBUSD.BCST 48(DX), Z10, Z6
+	VPDPBUSD.BCST 48(DX)(BX*1), Z10, Z8
+	VPSLLW        $0x03, Z0, Z10
+	VPANDD        mf8<>+0(SB), Z10, Z10
+	VPADDB        Z0, Z10, Z10
+	VPSUBUSB      ones8<>+0(SB), Z10, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 52(DX), Z0, Z5
+	VPDPBUSD.BCST 52(DX)(BX*1), Z0, Z7
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 56(DX), Z0, Z6
+	VPDPBUSD.BCST 56(DX)(BX*1), Z0, Z8
+	VPSLLW        $0x03, Z10, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z10, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 60(DX), Z0, Z5
+	VPDPBUSD.BCST 60(DX)(BX*1), Z0, Z7
+	PREFETCHT0    1920(AX)
+	VMOVDQU64     224(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 64(DX), Z9, Z6
+	VPDPBUSD.BCST 64(DX)(BX*1), Z9, Z8
+	VPADDB        Z0, Z0, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z10
+	VPAVGB        Z2, Z10, Z11
+	VPAVGB        Z11, Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
+	VPDPBUSD.BCST 68(DX), Z10, Z5
+	VPDPBUSD.BCST 68(DX)(BX*1), Z10, Z7
+	VPSLLW        $0x03, Z0, Z10
+	VPANDD        mf8<>+0(SB), Z10, Z10
+	VPADDB        Z0, Z10, Z10
+	VPSUBUSB      ones8<>+0(SB), Z10, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 72(DX), Z0, Z6
+	VPDPBUSD.BCST 72(DX)(BX*1), Z0, Z8
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 76(DX), Z0, Z5
+	VPDPBUSD.BCST 76(DX)(BX*1), Z0, Z7
+	VPSLLW        $0x03, Z10, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z10, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 80(DX), Z0, Z6
+	VPDPBUSD.BCST 80(DX)(BX*1), Z0, Z8
+	PREFETCHT0    1984(AX)
+	VMOVDQU64     288(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 84(DX), Z9, Z5
+	VPDPBUSD.BCST 84(DX)(BX*1), Z9, Z7
+	VPADDB        Z0, Z0, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z10
+	VPAVGB        Z2, Z10, Z11
+	VPAVGB        Z11, Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
+	VPDPBUSD.BCST 88(DX), Z10, Z6
+	VPDPBUSD.BCST 88(DX)(BX*1), Z10, Z8
+	VPSLLW        $0x03, Z0, Z10
+	VPANDD        mf8<>+0(SB), Z10, Z10
+	VPADDB        Z0, Z10, Z10
+	VPSUBUSB      ones8<>+0(SB), Z10, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 92(DX), Z0, Z5
+	VPDPBUSD.BCST 92(DX)(BX*1), Z0, Z7
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 96(DX), Z0, Z6
+	VPDPBUSD.BCST 96(DX)(BX*1), Z0, Z8
+	VPSLLW        $0x03, Z10, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z10, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 100(DX), Z0, Z5
+	VPDPBUSD.BCST 100(DX)(BX*1), Z0, Z7
+	PREFETCHT0    2048(AX)
+	VMOVDQU64     352(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 104(DX), Z9, Z6
+	VPDPBUSD.BCST 104(DX)(BX*1), Z9, Z8
+	VPADDB        Z0, Z0, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z10
+	VPAVGB        Z2, Z10, Z11
+	VPAVGB        Z11, Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
+	VPDPBUSD.BCST 108(DX), Z10, Z5
+	VPDPBUSD.BCST 108(DX)(BX*1), Z10, Z7
+	VPSLLW        $0x03, Z0, Z10
+	VPANDD        mf8<>+0(SB), Z10, Z10
+	VPADDB        Z0, Z10, Z10
+	VPSUBUSB      ones8<>+0(SB), Z10, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 112(DX), Z0, Z6
+	VPDPBUSD.BCST 112(DX)(BX*1), Z0, Z8
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 116(DX), Z0, Z5
+	VPDPBUSD.BCST 116(DX)(BX*1), Z0, Z7
+	VPSLLW        $0x03, Z10, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z10, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 120(DX), Z0, Z6
+	VPDPBUSD.BCST 120(DX)(BX*1), Z0, Z8
+	PREFETCHT0    2112(AX)
+	VMOVDQU64     416(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 124(DX), Z9, Z5
+	VPDPBUSD.BCST 124(DX)(BX*1), Z9, Z7
+	VPADDB        Z0, Z0, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z10
+	VPAVGB        Z2, Z10, Z11
+	VPAVGB        Z11, Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
+	VPDPBUSD.BCST 128(DX), Z10, Z6
+	VPDPBUSD.BCST 128(DX)(BX*1), Z10, Z8
+	VPSLLW        $0x03, Z0, Z10
+	VPANDD        mf8<>+0(SB), Z10, Z10
+	VPADDB        Z0, Z10, Z10
+	VPSUBUSB      ones8<>+0(SB), Z10, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 132(DX), Z0, Z5
+	VPDPBUSD.BCST 132(DX)(BX*1), Z0, Z7
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 136(DX), Z0, Z6
+	VPDPBUSD.BCST 136(DX)(BX*1), Z0, Z8
+	VPSLLW        $0x03, Z10, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z10, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 140(DX), Z0, Z5
+	VPDPBUSD.BCST 140(DX)(BX*1), Z0, Z7
+	PREFETCHT0    2176(AX)
+	VMOVDQU64     480(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 144(DX), Z9, Z6
+	VPDPBUSD.BCST 144(DX)(BX*1), Z9, Z8
+	VPADDB        Z0, Z0, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z10
+	VPAVGB        Z2, Z10, Z11
+	VPAVGB        Z11, Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
+	VPDPBUSD.BCST 148(DX), Z10, Z5
+	VPDPBUSD.BCST 148(DX)(BX*1), Z10, Z7
+	VPSLLW        $0x03, Z0, Z10
+	VPANDD        mf8<>+0(SB), Z10, Z10
+	VPADDB        Z0, Z10, Z10
+	VPSUBUSB      ones8<>+0(SB), Z10, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 152(DX), Z0, Z6
+	VPDPBUSD.BCST 152(DX)(BX*1), Z0, Z8
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 156(DX), Z0, Z5
+	VPDPBUSD.BCST 156(DX)(BX*1), Z0, Z7
+	VPSLLW        $0x03, Z10, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z10, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 160(DX), Z0, Z6
+	VPDPBUSD.BCST 160(DX)(BX*1), Z0, Z8
+	PREFETCHT0    2240(AX)
+	VMOVDQU64     544(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 164(DX), Z9, Z5
+	VPDPBUSD.BCST 164(DX)(BX*1), Z9, Z7
+	VPADDB        Z0, Z0, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z10
+	VPAVGB        Z2, Z10, Z11
+	VPAVGB        Z11, Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
+	VPDPBUSD.BCST 168(DX), Z10, Z6
+	VPDPBUSD.BCST 168(DX)(BX*1), Z10, Z8
+	VPSLLW        $0x03, Z0, Z10
+	VPANDD        mf8<>+0(SB), Z10, Z10
+	VPADDB        Z0, Z10, Z10
+	VPSUBUSB      ones8<>+0(SB), Z10, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 172(DX), Z0, Z5
+	VPDPBUSD.BCST 172(DX)(BX*1), Z0, Z7
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 176(DX), Z0, Z6
+	VPDPBUSD.BCST 176(DX)(BX*1), Z0, Z8
+	VPSLLW        $0x03, Z10, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z10, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 180(DX), Z0, Z5
+	VPDPBUSD.BCST 180(DX)(BX*1), Z0, Z7
+	PREFETCHT0    2304(AX)
+	VMOVDQU64     608(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 184(DX), Z9, Z6
+	VPDPBUSD.BCST 184(DX)(BX*1), Z9, Z8
+	VPADDB        Z0, Z0, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z10
+	VPAVGB        Z2, Z10, Z11
+	VPAVGB        Z11, Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
+	VPDPBUSD.BCST 188(DX), Z10, Z5
+	VPDPBUSD.BCST 188(DX)(BX*1), Z10, Z7
+	VPSLLW        $0x03, Z0, Z10
+	VPANDD        mf8<>+0(SB), Z10, Z10
+	VPADDB        Z0, Z10, Z10
+	VPSUBUSB      ones8<>+0(SB), Z10, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 192(DX), Z0, Z6
+	VPDPBUSD.BCST 192(DX)(BX*1), Z0, Z8
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 196(DX), Z0, Z5
+	VPDPBUSD.BCST 196(DX)(BX*1), Z0, Z7
+	VPSLLW        $0x03, Z10, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z10, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 200(DX), Z0, Z6
+	VPDPBUSD.BCST 200(DX)(BX*1), Z0, Z8
+	PREFETCHT0    2368(AX)
+	VMOVDQU64     672(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 204(DX), Z9, Z5
+	VPDPBUSD.BCST 204(DX)(BX*1), Z9, Z7
+	VPADDB        Z0, Z0, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z10
+	VPAVGB        Z2, Z10, Z11
+	VPAVGB        Z11, Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
+	VPDPBUSD.BCST 208(DX), Z10, Z6
+	VPDPBUSD.BCST 208(DX)(BX*1), Z10, Z8
+	VPSLLW        $0x03, Z0, Z10
+	VPANDD        mf8<>+0(SB), Z10, Z10
+	VPADDB        Z0, Z10, Z10
+	VPSUBUSB      ones8<>+0(SB), Z10, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 212(DX), Z0, Z5
+	VPDPBUSD.BCST 212(DX)(BX*1), Z0, Z7
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 216(DX), Z0, Z6
+	VPDPBUSD.BCST 216(DX)(BX*1), Z0, Z8
+	VPSLLW        $0x03, Z10, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z10, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 220(DX), Z0, Z5
+	VPDPBUSD.BCST 220(DX)(BX*1), Z0, Z7
+	PREFETCHT0    2432(AX)
+	VMOVDQU64     736(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 224(DX), Z9, Z6
+	VPDPBUSD.BCST 224(DX)(BX*1), Z9, Z8
+	VPADDB        Z0, Z0, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z10
+	VPAVGB        Z2, Z10, Z11
+	VPAVGB        Z11, Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
+	VPDPBUSD.BCST 228(DX), Z10, Z5
+	VPDPBUSD.BCST 228(DX)(BX*1), Z10, Z7
+	VPSLLW        $0x03, Z0, Z10
+	VPANDD        mf8<>+0(SB), Z10, Z10
+	VPADDB        Z0, Z10, Z10
+	VPSUBUSB      ones8<>+0(SB), Z10, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 232(DX), Z0, Z6
+	VPDPBUSD.BCST 232(DX)(BX*1), Z0, Z8
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 236(DX), Z0, Z5
+	VPDPBUSD.BCST 236(DX)(BX*1), Z0, Z7
+	VPSLLW        $0x03, Z10, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z10, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 240(DX), Z0, Z6
+	VPDPBUSD.BCST 240(DX)(BX*1), Z0, Z8
+	PREFETCHT0    2496(AX)
+	PREFETCHT0    2560(AX)
+	VMOVDQU64     800(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z9
+	VPAVGB        Z2, Z9, Z10
+	VPAVGB        Z10, Z9, Z9
+	VPANDD        mc0<>+0(SB), Z9, Z9
+	VPDPBUSD.BCST 244(DX), Z9, Z5
+	VPDPBUSD.BCST 244(DX)(BX*1), Z9, Z7
+	VPADDB        Z0, Z0, Z9
+	VPADDB        Z0, Z9, Z9
+	VPSUBUSB      ones8<>+0(SB), Z9, Z10
+	VPAVGB        Z2, Z10, Z11
+	VPAVGB        Z11, Z10, Z10
+	VPANDD        mc0<>+0(SB), Z10, Z10
+	VPDPBUSD.BCST 248(DX), Z10, Z6
+	VPDPBUSD.BCST 248(DX)(BX*1), Z10, Z8
+	VPSLLW        $0x03, Z0, Z10
+	VPANDD        mf8<>+0(SB), Z10, Z10
+	VPADDB        Z0, Z10, Z10
+	VPSUBUSB      ones8<>+0(SB), Z10, Z0
+	VPAVGB        Z2, Z0, Z10
+	VPAVGB        Z10, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 252(DX), Z0, Z5
+	VPDPBUSD.BCST 252(DX)(BX*1), Z0, Z7
+	VPSLLW        $0x03, Z9, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z9, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z9
+	VPAVGB        Z9, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 256(DX), Z0, Z6
+	VPDPBUSD.BCST 256(DX)(BX*1), Z0, Z8
+	VCVTPH2PS     (AX), Z0
+	VPADDD        Z6, Z5, Z5
+	VMULPS.BCST   (DX), Z0, Z9
+	VPSRAD        $0x06, Z5, Z5
+	VCVTDQ2PS     Z5, Z5
+	VFMADD231PS   Z9, Z5, Z3
+	VPADDD        Z8, Z7, Z7
+	VMULPS.BCST   (DX)(BX*1), Z0, Z0
+	VPSRAD        $0x06, Z7, Z7
+	VCVTDQ2PS     Z7, Z7
+	VFMADD231PS   Z0, Z7, Z4
+	ADDQ          $0x00000360, AX
+	ADDQ          $0x00000124, DX
+	DECQ          CX
+	JMP           r16TQ1_0x2AVX512Asm_loop
+
+r16TQ1_0x2AVX512Asm_done:
+	MOVQ    out+32(FP), AX
+	MOVQ    ostride+40(FP), CX
+	SHLQ    $0x02, CX
+	LEAQ    (CX)(CX*2), DX
+	VMOVUPS Z3, (AX)
+	VMOVUPS Z4, (AX)(CX*1)
+	VZEROUPPER
+	RET
+
+// func r16TQ1_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI, MMX+
+TEXT ·r16TQ1_0x4AVX512Asm(SB), NOSPLIT, $0-48
+	MOVQ       w+0(FP), AX
+	MOVQ       nb+8(FP), CX
+	MOVQ       x+16(FP), DX
+	MOVQ       xstride+24(FP), BX
+	LEAQ       (BX)(BX*2), SI
+	VMOVDQU64  m3z<>+0(SB), Z0
+	VPTERNLOGD $0xff, Z1, Z1, Z1
+	VMOVDQU64  neg64<>+0(SB), Z1
+	VPXORD     Z2, Z2, Z2
+	VPXORD     Z3, Z3, Z3
+	VPXORD     Z4, Z4, Z4
+	VPXORD     Z5, Z5, Z5
+	VPXORD     Z6, Z6, Z6
+
+r16TQ1_0x4AVX512Asm_loop:
+	TESTQ         CX, CX
+	JZ            r16TQ1_0x4AVX512Asm_done
+	VPXORD        Z7, Z7, Z7
+	VPDPWSSD.BCST 260(DX), Z1, Z7
+	VPDPWSSD.BCST 264(DX), Z1, Z7
+	VPDPWSSD.BCST 268(DX), Z1, Z7
+	VPDPWSSD.BCST 272(DX), Z1, Z7
+	VPDPWSSD.BCST 276(DX), Z1, Z7
+	VPDPWSSD.BCST 280(DX), Z1, Z7
+	VPDPWSSD.BCST 284(DX), Z1, Z7
+	VPDPWSSD.BCST 288(DX), Z1, Z7
+	VPXORD        Z8, Z8, Z8
+	VPDPWSSD.BCST 260(DX)(BX*1), Z1, Z8
+	VPDPWSSD.BCST 264(DX)(BX*1), Z1, Z8
+	VPDPWSSD.BCST 268(DX)(BX*1), Z1, Z8
+	VPDPWSSD.BCST 272(DX)(BX*1), Z1, Z8
+	VPDPWSSD.BCST 276(DX)(BX*1), Z1, Z8
+	VPDPWSSD.BCST 280(DX)(BX*1), Z1, Z8
+	VPDPWSSD.BCST 284(DX)(BX*1), Z1, Z8
+	VPDPWSSD.BCST 288(DX)(BX*1), Z1, Z8
+	VPXORD        Z9, Z9, Z9
+	VPDPWSSD.BCST 260(DX)(BX*2), Z1, Z9
+	VPDPWSSD.BCST 264(DX)(BX*2), Z1, Z9
+	VPDPWSSD.BCST 268(DX)(BX*2), Z1, Z9
+	VPDPWSSD.BCST 272(DX)(BX*2), Z1, Z9
+	VPDPWSSD.BCST 276(DX)(BX*2), Z1, Z9
+	VPDPWSSD.BCST 280(DX)(BX*2), Z1, Z9
+	VPDPWSSD.BCST 284(DX)(BX*2), Z1, Z9
+	VPDPWSSD.BCST 288(DX)(BX*2), Z1, Z9
+	VPXORD        Z10, Z10, Z10
+	VPDPWSSD.BCST 260(DX)(SI*1), Z1, Z10
+	VPDPWSSD.BCST 264(DX)(SI*1), Z1, Z10
+	VPDPWSSD.BCST 268(DX)(SI*1), Z1, Z10
+	VPDPWSSD.BCST 272(DX)(SI*1), Z1, Z10
+	VPDPWSSD.BCST 276(DX)(SI*1), Z1, Z10
+	VPDPWSSD.BCST 280(DX)(SI*1), Z1, Z10
+	VPDPWSSD.BCST 284(DX)(SI*1), Z1, Z10
+	VPDPWSSD.BCST 288(DX)(SI*1), Z1, Z10
+	PREFETCHT0    1728(AX)
+	VMOVDQU64     32(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z11
+	VPAVGB        Z2, Z11, Z12
+	VPAVGB        Z12, Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
+	VPDPBUSD.BCST 4(DX), Z11, Z7
+	VPDPBUSD.BCST 4(DX)(BX*1), Z11, Z8
+	VPDPBUSD.BCST 4(DX)(BX*2), Z11, Z9
+	VPDPBUSD.BCST 4(DX)(SI*1), Z11, Z10
+	VPADDB        Z0, Z0, Z11
+	VPADDB        Z0, Z11, Z11
+	VPSUBUSB      ones8<>+0(SB), Z11, Z12
+	VPAVGB        Z2, Z12, Z13
+	VPAVGB        Z13, Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
+	VPDPBUSD.BCST 8(DX), Z12, Z7
+	VPDPBUSD.BCST 8(DX)(BX*1), Z12, Z8
+	VPDPBUSD.BCST 8(DX)(BX*2), Z12, Z9
+	VPDPBUSD.BCST 8(DX)(SI*1), Z12, Z10
+	VPSLLW        $0x03, Z0, Z12
+	VPANDD        mf8<>+0(SB), Z12, Z12
+	VPADDB        Z0, Z12, Z12
+	VPSUBUSB      ones8<>+0(SB), Z12, Z0
+	VPAVGB        Z2, Z0, Z13
+	VPAVGB        Z13, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 12(DX), Z0, Z7
+	VPDPBUSD.BCST 12(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 12(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 12(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z11, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z11, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 16(DX), Z0, Z7
+	VPDPBUSD.BCST 16(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 16(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 16(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z12, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z12, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 20(DX), Z0, Z7
+	VPDPBUSD.BCST 20(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 20(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 20(DX)(SI*1), Z0, Z10
+	PREFETCHT0    1792(AX)
+	VMOVDQU64     96(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z11
+	VPAVGB        Z2, Z11, Z12
+	VPAVGB        Z12, Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
+	VPDPBUSD.BCST 24(DX), Z11, Z7
+	VPDPBUSD.BCST 24(DX)(BX*1), Z11, Z8
+	VPDPBUSD.BCST 24(DX)(BX*2), Z11, Z9
+	VPDPBUSD.BCST 24(DX)(SI*1), Z11, Z10
+	VPADDB        Z0, Z0, Z11
+	VPADDB        Z0, Z11, Z11
+	VPSUBUSB      ones8<>+0(SB), Z11, Z12
+	VPAVGB        Z2, Z12, Z13
+	VPAVGB        Z13, Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
+	VPDPBUSD.BCST 28(DX), Z12, Z7
+	VPDPBUSD.BCST 28(DX)(BX*1), Z12, Z8
+	VPDPBUSD.BCST 28(DX)(BX*2), Z12, Z9
+	VPDPBUSD.BCST 28(DX)(SI*1), Z12, Z10
+	VPSLLW        $0x03, Z0, Z12
+	VPANDD        mf8<>+0(SB), Z12, Z12
+	VPADDB        Z0, Z12, Z12
+	VPSUBUSB      ones8<>+0(SB), Z12, Z0
+	VPAVGB        Z2, Z0, Z13
+	VPAVGB        Z13, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 32(DX), Z0, Z7
+	VPDPBUSD.BCST 32(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 32(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 32(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z11, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z11, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 36(DX), Z0, Z7
+	VPDPBUSD.BCST 36(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 36(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 36(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z12, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z12, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 40(DX), Z0, Z7
+	VPDPBUSD.BCST 40(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 40(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 40(DX)(SI*1), Z0, Z10
+	PREFETCHT0    1856(AX)
+	VMOVDQU64     160(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z11
+	VPAVGB        Z2, Z11, Z12
+	VPAVGB        Z12, Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
+	VPDPBUSD.BCST 44(DX), Z11, Z7
+	VPDPBUSD.BCST 44(DX)(BX*1), Z11, Z8
+	VPDPBUSD.BCST 44(DX)(BX*2), Z11, Z9
+	VPDPBUSD.BCST 44(DX)(SI*1), Z11, Z10
+	VPADDB        Z0, Z0, Z11
+	VPADDB        Z0, Z11, Z11
+	VPSUBUSB      ones8<>+0(SB), Z11, Z12
+	VPAVGB        Z2, Z12, Z13
+	VPAVGB        Z13, Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
+	VPDPBUSD.BCST 48(DX), Z12, Z7
+	VPDPBUSD.BCST 48(DX)(BX*1), Z12, Z8
+	VPDPBUSD.BCST 48(DX)(BX*2), Z12, Z9
+	VPDPBUSD.BCST 48(DX)(SI*1), Z12, Z10
+	VPSLLW        $0x03, Z0, Z12
+	VPANDD        mf8<>+0(SB), Z12, Z12
+	VPADDB        Z0, Z12, Z12
+	VPSUBUSB      ones8<>+0(SB), Z12, Z0
+	VPAVGB        Z2, Z0, Z13
+	VPAVGB        Z13, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 52(DX), Z0, Z7
+	VPDPBUSD.BCST 52(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 52(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 52(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z11, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z11, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 56(DX), Z0, Z7
+	VPDPBUSD.BCST 56(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 56(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 56(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z12, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z12, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 60(DX), Z0, Z7
+	VPDPBUSD.BCST 60(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 60(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 60(DX)(SI*1), Z0, Z10
+	PREFETCHT0    1920(AX)
+	VMOVDQU64     224(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z11
+	VPAVGB        Z2, Z11, Z12
+	VPAVGB        Z12, Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
+	VPDPBUSD.BCST 64(DX), Z11, Z7
+	VPDPBUSD.BCST 64(DX)(BX*1), Z11, Z8
+	VPDPBUSD.BCST 64(DX)(BX*2), Z11, Z9
+	VPDPBUSD.BCST 64(DX)(SI*1), Z11, Z10
+	VPADDB        Z0, Z0, Z11
+	VPADDB        Z0, Z11, Z11
+	VPSUBUSB      ones8<>+0(SB), Z11, Z12
+	VPAVGB        Z2, Z12, Z13
+	VPAVGB        Z13, Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
+	VPDPBUSD.BCST 68(DX), Z12, Z7
+	VPDPBUSD.BCST 68(DX)(BX*1), Z12, Z8
+	VPDPBUSD.BCST 68(DX)(BX*2), Z12, Z9
+	VPDPBUSD.BCST 68(DX)(SI*1), Z12, Z10
+	VPSLLW        $0x03, Z0, Z12
+	VPANDD        mf8<>+0(SB), Z12, Z12
+	VPADDB        Z0, Z12, Z12
+	VPSUBUSB      ones8<>+0(SB), Z12, Z0
+	VPAVGB        Z2, Z0, Z13
+	VPAVGB        Z13, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 72(DX), Z0, Z7
+	VPDPBUSD.BCST 72(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 72(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 72(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z11, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z11, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 76(DX), Z0, Z7
+	VPDPBUSD.BCST 76(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 76(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 76(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z12, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z12, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 80(DX), Z0, Z7
+	VPDPBUSD.BCST 80(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 80(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 80(DX)(SI*1), Z0, Z10
+	PREFETCHT0    1984(AX)
+	VMOVDQU64     288(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z11
+	VPAVGB        Z2, Z11, Z12
+	VPAVGB        Z12, Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
+	VPDPBUSD.BCST 84(DX), Z11, Z7
+	VPDPBUSD.BCST 84(DX)(BX*1), Z11, Z8
+	VPDPBUSD.BCST 84(DX)(BX*2), Z11, Z9
+	VPDPBUSD.BCST 84(DX)(SI*1), Z11, Z10
+	VPADDB        Z0, Z0, Z11
+	VPADDB        Z0, Z11, Z11
+	VPSUBUSB      ones8<>+0(SB), Z11, Z12
+	VPAVGB        Z2, Z12, Z13
+	VPAVGB        Z13, Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
+	VPDPBUSD.BCST 88(DX), Z12, Z7
+	VPDPBUSD.BCST 88(DX)(BX*1), Z12, Z8
+	VPDPBUSD.BCST 88(DX)(BX*2), Z12, Z9
+	VPDPBUSD.BCST 88(DX)(SI*1), Z12, Z10
+	VPSLLW        $0x03, Z0, Z12
+	VPANDD        mf8<>+0(SB), Z12, Z12
+	VPADDB        Z0, Z12, Z12
+	VPSUBUSB      ones8<>+0(SB), Z12, Z0
+	VPAVGB        Z2, Z0, Z13
+	VPAVGB        Z13, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 92(DX), Z0, Z7
+	VPDPBUSD.BCST 92(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 92(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 92(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z11, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z11, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 96(DX), Z0, Z7
+	VPDPBUSD.BCST 96(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 96(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 96(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z12, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z12, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 100(DX), Z0, Z7
+	VPDPBUSD.BCST 100(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 100(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 100(DX)(SI*1), Z0, Z10
+	PREFETCHT0    2048(AX)
+	VMOVDQU64     352(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z11
+	VPAVGB        Z2, Z11, Z12
+	VPAVGB        Z12, Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
+	VPDPBUSD.BCST 104(DX), Z11, Z7
+	VPDPBUSD.BCST 104(DX)(BX*1), Z11, Z8
+	VPDPBUSD.BCST 104(DX)(BX*2), Z11, Z9
+	VPDPBUSD.BCST 104(DX)(SI*1), Z11, Z10
+	VPADDB        Z0, Z0, Z11
+	VPADDB        Z0, Z11, Z11
+	VPSUBUSB      ones8<>+0(SB), Z11, Z12
+	VPAVGB        Z2, Z12, Z13
+	VPAVGB        Z13, Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
+	VPDPBUSD.BCST 108(DX), Z12, Z7
+	VPDPBUSD.BCST 108(DX)(BX*1), Z12, Z8
+	VPDPBUSD.BCST 108(DX)(BX*2), Z12, Z9
+	VPDPBUSD.BCST 108(DX)(SI*1), Z12, Z10
+	VPSLLW        $0x03, Z0, Z12
+	VPANDD        mf8<>+0(SB), Z12, Z12
+	VPADDB        Z0, Z12, Z12
+	VPSUBUSB      ones8<>+0(SB), Z12, Z0
+	VPAVGB        Z2, Z0, Z13
+	VPAVGB        Z13, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 112(DX), Z0, Z7
+	VPDPBUSD.BCST 112(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 112(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 112(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z11, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z11, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 116(DX), Z0, Z7
+	VPDPBUSD.BCST 116(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 116(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 116(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z12, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z12, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 120(DX), Z0, Z7
+	VPDPBUSD.BCST 120(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 120(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 120(DX)(SI*1), Z0, Z10
+	PREFETCHT0    2112(AX)
+	VMOVDQU64     416(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z11
+	VPAVGB        Z2, Z11, Z12
+	VPAVGB        Z12, Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
+	VPDPBUSD.BCST 124(DX), Z11, Z7
+	VPDPBUSD.BCST 124(DX)(BX*1), Z11, Z8
+	VPDPBUSD.BCST 124(DX)(BX*2), Z11, Z9
+	VPDPBUSD.BCST 124(DX)(SI*1), Z11, Z10
+	VPADDB        Z0, Z0, Z11
+	VPADDB        Z0, Z11, Z11
+	VPSUBUSB      ones8<>+0(SB), Z11, Z12
+	VPAVGB        Z2, Z12, Z13
+	VPAVGB        Z13, Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
+	VPDPBUSD.BCST 128(DX), Z12, Z7
+	VPDPBUSD.BCST 128(DX)(BX*1), Z12, Z8
+	VPDPBUSD.BCST 128(DX)(BX*2), Z12, Z9
+	VPDPBUSD.BCST 128(DX)(SI*1), Z12, Z10
+	VPSLLW        $0x03, Z0, Z12
+	VPANDD        mf8<>+0(SB), Z12, Z12
+	VPADDB        Z0, Z12, Z12
+	VPSUBUSB      ones8<>+0(SB), Z12, Z0
+	VPAVGB        Z2, Z0, Z13
+	VPAVGB        Z13, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 132(DX), Z0, Z7
+	VPDPBUSD.BCST 132(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 132(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 132(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z11, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z11, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 136(DX), Z0, Z7
+	VPDPBUSD.BCST 136(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 136(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 136(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z12, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z12, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 140(DX), Z0, Z7
+	VPDPBUSD.BCST 140(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 140(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 140(DX)(SI*1), Z0, Z10
+	PREFETCHT0    2176(AX)
+	VMOVDQU64     480(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z11
+	VPAVGB        Z2, Z11, Z12
+	VPAVGB        Z12, Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
+	VPDPBUSD.BCST 144(DX), Z11, Z7
+	VPDPBUSD.BCST 144(DX)(BX*1), Z11, Z8
+	VPDPBUSD.BCST 144(DX)(BX*2), Z11, Z9
+	VPDPBUSD.BCST 144(DX)(SI*1), Z11, Z10
+	VPADDB        Z0, Z0, Z11
+	VPADDB        Z0, Z11, Z11
+	VPSUBUSB      ones8<>+0(SB), Z11, Z12
+	VPAVGB        Z2, Z12, Z13
+	VPAVGB        Z13, Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
+	VPDPBUSD.BCST 148(DX), Z12, Z7
+	VPDPBUSD.BCST 148(DX)(BX*1), Z12, Z8
+	VPDPBUSD.BCST 148(DX)(BX*2), Z12, Z9
+	VPDPBUSD.BCST 148(DX)(SI*1), Z12, Z10
+	VPSLLW        $0x03, Z0, Z12
+	VPANDD        mf8<>+0(SB), Z12, Z12
+	VPADDB        Z0, Z12, Z12
+	VPSUBUSB      ones8<>+0(SB), Z12, Z0
+	VPAVGB        Z2, Z0, Z13
+	VPAVGB        Z13, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 152(DX), Z0, Z7
+	VPDPBUSD.BCST 152(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 152(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 152(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z11, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z11, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 156(DX), Z0, Z7
+	VPDPBUSD.BCST 156(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 156(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 156(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z12, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z12, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 160(DX), Z0, Z7
+	VPDPBUSD.BCST 160(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 160(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 160(DX)(SI*1), Z0, Z10
+	PREFETCHT0    2240(AX)
+	VMOVDQU64     544(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z11
+	VPAVGB        Z2, Z11, Z12
+	VPAVGB        Z12, Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
+	VPDPBUSD.BCST 164(DX), Z11, Z7
+	VPDPBUSD.BCST 164(DX)(BX*1), Z11, Z8
+	VPDPBUSD.BCST 164(DX)(BX*2), Z11, Z9
+	VPDPBUSD.BCST 164(DX)(SI*1), Z11, Z10
+	VPADDB        Z0, Z0, Z11
+	VPADDB        Z0, Z11, Z11
+	VPSUBUSB      ones8<>+0(SB), Z11, Z12
+	VPAVGB        Z2, Z12, Z13
+	VPAVGB        Z13, Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
+	VPDPBUSD.BCST 168(DX), Z12, Z7
+	VPDPBUSD.BCST 168(DX)(BX*1), Z12, Z8
+	VPDPBUSD.BCST 168(DX)(BX*2), Z12, Z9
+	VPDPBUSD.BCST 168(DX)(SI*1), Z12, Z10
+	VPSLLW        $0x03, Z0, Z12
+	VPANDD        mf8<>+0(SB), Z12, Z12
+	VPADDB        Z0, Z12, Z12
+	VPSUBUSB      ones8<>+0(SB), Z12, Z0
+	VPAVGB        Z2, Z0, Z13
+	VPAVGB        Z13, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 172(DX), Z0, Z7
+	VPDPBUSD.BCST 172(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 172(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 172(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z11, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z11, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 176(DX), Z0, Z7
+	VPDPBUSD.BCST 176(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 176(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 176(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z12, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z12, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 180(DX), Z0, Z7
+	VPDPBUSD.BCST 180(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 180(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 180(DX)(SI*1), Z0, Z10
+	PREFETCHT0    2304(AX)
+	VMOVDQU64     608(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z11
+	VPAVGB        Z2, Z11, Z12
+	VPAVGB        Z12, Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
+	VPDPBUSD.BCST 184(DX), Z11, Z7
+	VPDPBUSD.BCST 184(DX)(BX*1), Z11, Z8
+	VPDPBUSD.BCST 184(DX)(BX*2), Z11, Z9
+	VPDPBUSD.BCST 184(DX)(SI*1), Z11, Z10
+	VPADDB        Z0, Z0, Z11
+	VPADDB        Z0, Z11, Z11
+	VPSUBUSB      ones8<>+0(SB), Z11, Z12
+	VPAVGB        Z2, Z12, Z13
+	VPAVGB        Z13, Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
+	VPDPBUSD.BCST 188(DX), Z12, Z7
+	VPDPBUSD.BCST 188(DX)(BX*1), Z12, Z8
+	VPDPBUSD.BCST 188(DX)(BX*2), Z12, Z9
+	VPDPBUSD.BCST 188(DX)(SI*1), Z12, Z10
+	VPSLLW        $0x03, Z0, Z12
+	VPANDD        mf8<>+0(SB), Z12, Z12
+	VPADDB        Z0, Z12, Z12
+	VPSUBUSB      ones8<>+0(SB), Z12, Z0
+	VPAVGB        Z2, Z0, Z13
+	VPAVGB        Z13, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 192(DX), Z0, Z7
+	VPDPBUSD.BCST 192(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 192(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 192(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z11, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z11, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 196(DX), Z0, Z7
+	VPDPBUSD.BCST 196(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 196(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 196(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z12, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z12, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 200(DX), Z0, Z7
+	VPDPBUSD.BCST 200(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 200(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 200(DX)(SI*1), Z0, Z10
+	PREFETCHT0    2368(AX)
+	VMOVDQU64     672(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z11
+	VPAVGB        Z2, Z11, Z12
+	VPAVGB        Z12, Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
+	VPDPBUSD.BCST 204(DX), Z11, Z7
+	VPDPBUSD.BCST 204(DX)(BX*1), Z11, Z8
+	VPDPBUSD.BCST 204(DX)(BX*2), Z11, Z9
+	VPDPBUSD.BCST 204(DX)(SI*1), Z11, Z10
+	VPADDB        Z0, Z0, Z11
+	VPADDB        Z0, Z11, Z11
+	VPSUBUSB      ones8<>+0(SB), Z11, Z12
+	VPAVGB        Z2, Z12, Z13
+	VPAVGB        Z13, Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
+	VPDPBUSD.BCST 208(DX), Z12, Z7
+	VPDPBUSD.BCST 208(DX)(BX*1), Z12, Z8
+	VPDPBUSD.BCST 208(DX)(BX*2), Z12, Z9
+	VPDPBUSD.BCST 208(DX)(SI*1), Z12, Z10
+	VPSLLW        $0x03, Z0, Z12
+	VPANDD        mf8<>+0(SB), Z12, Z12
+	VPADDB        Z0, Z12, Z12
+	VPSUBUSB      ones8<>+0(SB), Z12, Z0
+	VPAVGB        Z2, Z0, Z13
+	VPAVGB        Z13, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 212(DX), Z0, Z7
+	VPDPBUSD.BCST 212(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 212(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 212(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z11, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z11, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 216(DX), Z0, Z7
+	VPDPBUSD.BCST 216(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 216(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 216(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z12, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z12, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 220(DX), Z0, Z7
+	VPDPBUSD.BCST 220(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 220(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 220(DX)(SI*1), Z0, Z10
+	PREFETCHT0    2432(AX)
+	VMOVDQU64     736(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z11
+	VPAVGB        Z2, Z11, Z12
+	VPAVGB        Z12, Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
+	VPDPBUSD.BCST 224(DX), Z11, Z7
+	VPDPBUSD.BCST 224(DX)(BX*1), Z11, Z8
+	VPDPBUSD.BCST 224(DX)(BX*2), Z11, Z9
+	VPDPBUSD.BCST 224(DX)(SI*1), Z11, Z10
+	VPADDB        Z0, Z0, Z11
+	VPADDB        Z0, Z11, Z11
+	VPSUBUSB      ones8<>+0(SB), Z11, Z12
+	VPAVGB        Z2, Z12, Z13
+	VPAVGB        Z13, Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
+	VPDPBUSD.BCST 228(DX), Z12, Z7
+	VPDPBUSD.BCST 228(DX)(BX*1), Z12, Z8
+	VPDPBUSD.BCST 228(DX)(BX*2), Z12, Z9
+	VPDPBUSD.BCST 228(DX)(SI*1), Z12, Z10
+	VPSLLW        $0x03, Z0, Z12
+	VPANDD        mf8<>+0(SB), Z12, Z12
+	VPADDB        Z0, Z12, Z12
+	VPSUBUSB      ones8<>+0(SB), Z12, Z0
+	VPAVGB        Z2, Z0, Z13
+	VPAVGB        Z13, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 232(DX), Z0, Z7
+	VPDPBUSD.BCST 232(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 232(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 232(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z11, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z11, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 236(DX), Z0, Z7
+	VPDPBUSD.BCST 236(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 236(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 236(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z12, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z12, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 240(DX), Z0, Z7
+	VPDPBUSD.BCST 240(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 240(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 240(DX)(SI*1), Z0, Z10
+	PREFETCHT0    2496(AX)
+	PREFETCHT0    2560(AX)
+	VMOVDQU64     800(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z11
+	VPAVGB        Z2, Z11, Z12
+	VPAVGB        Z12, Z11, Z11
+	VPANDD        mc0<>+0(SB), Z11, Z11
+	VPDPBUSD.BCST 244(DX), Z11, Z7
+	VPDPBUSD.BCST 244(DX)(BX*1), Z11, Z8
+	VPDPBUSD.BCST 244(DX)(BX*2), Z11, Z9
+	VPDPBUSD.BCST 244(DX)(SI*1), Z11, Z10
+	VPADDB        Z0, Z0, Z11
+	VPADDB        Z0, Z11, Z11
+	VPSUBUSB      ones8<>+0(SB), Z11, Z12
+	VPAVGB        Z2, Z12, Z13
+	VPAVGB        Z13, Z12, Z12
+	VPANDD        mc0<>+0(SB), Z12, Z12
+	VPDPBUSD.BCST 248(DX), Z12, Z7
+	VPDPBUSD.BCST 248(DX)(BX*1), Z12, Z8
+	VPDPBUSD.BCST 248(DX)(BX*2), Z12, Z9
+	VPDPBUSD.BCST 248(DX)(SI*1), Z12, Z10
+	VPSLLW        $0x03, Z0, Z12
+	VPANDD        mf8<>+0(SB), Z12, Z12
+	VPADDB        Z0, Z12, Z12
+	VPSUBUSB      ones8<>+0(SB), Z12, Z0
+	VPAVGB        Z2, Z0, Z12
+	VPAVGB        Z12, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 252(DX), Z0, Z7
+	VPDPBUSD.BCST 252(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 252(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 252(DX)(SI*1), Z0, Z10
+	VPSLLW        $0x03, Z11, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z11, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z11
+	VPAVGB        Z11, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 256(DX), Z0, Z7
+	VPDPBUSD.BCST 256(DX)(BX*1), Z0, Z8
+	VPDPBUSD.BCST 256(DX)(BX*2), Z0, Z9
+	VPDPBUSD.BCST 256(DX)(SI*1), Z0, Z10
+	VCVTPH2PS     (AX), Z0
+	VMULPS.BCST   (DX), Z0, Z11
+	VPSRAD        $0x06, Z7, Z7
+	VCVTDQ2PS     Z7, Z7
+	VFMADD231PS   Z11, Z7, Z3
+	VMULPS.BCST   (DX)(BX*1), Z0, Z11
+	VPSRAD        $0x06, Z8, Z8
+	VCVTDQ2PS     Z8, Z8
+	VFMADD231PS   Z11, Z8, Z4
+	VMULPS.BCST   (DX)(BX*2), Z0, Z11
+	VPSRAD        $0x06, Z9, Z9
+	VCVTDQ2PS     Z9, Z9
+	VFMADD231PS   Z11, Z9, Z5
+	VMULPS.BCST   (DX)(SI*1), Z0, Z0
+	VPSRAD        $0x06, Z10, Z10
+	VCVTDQ2PS     Z10, Z10
+	VFMADD231PS   Z0, Z10, Z6
+	ADDQ          $0x00000360, AX
+	ADDQ          $0x00000124, DX
+	DECQ          CX
+	JMP           r16TQ1_0x4AVX512Asm_loop
+
+r16TQ1_0x4AVX512Asm_done:
+	MOVQ    out+32(FP), AX
+	MOVQ    ostride+40(FP), CX
+	SHLQ    $0x02, CX
+	LEAQ    (CX)(CX*2), DX
+	VMOVUPS Z3, (AX)
+	VMOVUPS Z4, (AX)(CX*1)
+	VMOVUPS Z5, (AX)(CX*2)
+	VMOVUPS Z6, (AX)(DX*1)
+	VZEROUPPER
+	RET
+
+// func r16TQ1_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI, MMX+
+TEXT ·r16TQ1_0x8AVX512Asm(SB), NOSPLIT, $0-48
+	MOVQ       w+0(FP), AX
+	MOVQ       nb+8(FP), CX
+	MOVQ       x+16(FP), DX
+	MOVQ       xstride+24(FP), BX
+	LEAQ       (BX)(BX*2), SI
+	LEAQ       (DX)(BX*4), DI
+	VMOVDQU64  m3z<>+0(SB), Z0
+	VPTERNLOGD $0xff, Z1, Z1, Z1
+	VMOVDQU64  neg64<>+0(SB), Z1
+	VPXORD     Z2, Z2, Z2
+	VPXORD     Z3, Z3, Z3
+	VPXORD     Z4, Z4, Z4
+	VPXORD     Z5, Z5, Z5
+	VPXORD     Z6, Z6, Z6
+	VPXORD     Z7, Z7, Z7
+	VPXORD     Z8, Z8, Z8
+	VPXORD     Z9, Z9, Z9
+	VPXORD     Z10, Z10, Z10
+
+r16TQ1_0x8AVX512Asm_loop:
+	TESTQ         CX, CX
+	JZ            r16TQ1_0x8AVX512Asm_done
+	VPXORD        Z11, Z11, Z11
+	VPDPWSSD.BCST 260(DX), Z1, Z11
+	VPDPWSSD.BCST 264(DX), Z1, Z11
+	VPDPWSSD.BCST 268(DX), Z1, Z11
+	VPDPWSSD.BCST 272(DX), Z1, Z11
+	VPDPWSSD.BCST 276(DX), Z1, Z11
+	VPDPWSSD.BCST 280(DX), Z1, Z11
+	VPDPWSSD.BCST 284(DX), Z1, Z11
+	VPDPWSSD.BCST 288(DX), Z1, Z11
+	VPXORD        Z12, Z12, Z12
+	VPDPWSSD.BCST 260(DX)(BX*1), Z1, Z12
+	VPDPWSSD.BCST 264(DX)(BX*1), Z1, Z12
+	VPDPWSSD.BCST 268(DX)(BX*1), Z1, Z12
+	VPDPWSSD.BCST 272(DX)(BX*1), Z1, Z12
+	VPDPWSSD.BCST 276(DX)(BX*1), Z1, Z12
+	VPDPWSSD.BCST 280(DX)(BX*1), Z1, Z12
+	VPDPWSSD.BCST 284(DX)(BX*1), Z1, Z12
+	VPDPWSSD.BCST 288(DX)(BX*1), Z1, Z12
+	VPXORD        Z13, Z13, Z13
+	VPDPWSSD.BCST 260(DX)(BX*2), Z1, Z13
+	VPDPWSSD.BCST 264(DX)(BX*2), Z1, Z13
+	VPDPWSSD.BCST 268(DX)(BX*2), Z1, Z13
+	VPDPWSSD.BCST 272(DX)(BX*2), Z1, Z13
+	VPDPWSSD.BCST 276(DX)(BX*2), Z1, Z13
+	VPDPWSSD.BCST 280(DX)(BX*2), Z1, Z13
+	VPDPWSSD.BCST 284(DX)(BX*2), Z1, Z13
+	VPDPWSSD.BCST 288(DX)(BX*2), Z1, Z13
+	VPXORD        Z14, Z14, Z14
+	VPDPWSSD.BCST 260(DX)(SI*1), Z1, Z14
+	VPDPWSSD.BCST 264(DX)(SI*1), Z1, Z14
+	VPDPWSSD.BCST 268(DX)(SI*1), Z1, Z14
+	VPDPWSSD.BCST 272(DX)(SI*1), Z1, Z14
+	VPDPWSSD.BCST 276(DX)(SI*1), Z1, Z14
+	VPDPWSSD.BCST 280(DX)(SI*1), Z1, Z14
+	VPDPWSSD.BCST 284(DX)(SI*1), Z1, Z14
+	VPDPWSSD.BCST 288(DX)(SI*1), Z1, Z14
+	VPXORD        Z15, Z15, Z15
+	VPDPWSSD.BCST 260(DI), Z1, Z15
+	VPDPWSSD.BCST 264(DI), Z1, Z15
+	VPDPWSSD.BCST 268(DI), Z1, Z15
+	VPDPWSSD.BCST 272(DI), Z1, Z15
+	VPDPWSSD.BCST 276(DI), Z1, Z15
+	VPDPWSSD.BCST 280(DI), Z1, Z15
+	VPDPWSSD.BCST 284(DI), Z1, Z15
+	VPDPWSSD.BCST 288(DI), Z1, Z15
+	VPXORD        Z16, Z16, Z16
+	VPDPWSSD.BCST 260(DI)(BX*1), Z1, Z16
+	VPDPWSSD.BCST 264(DI)(BX*1), Z1, Z16
+	VPDPWSSD.BCST 268(DI)(BX*1), Z1, Z16
+	VPDPWSSD.BCST 272(DI)(BX*1), Z1, Z16
+	VPDPWSSD.BCST 276(DI)(BX*1), Z1, Z16
+	VPDPWSSD.BCST 280(DI)(BX*1), Z1, Z16
+	VPDPWSSD.BCST 284(DI)(BX*1), Z1, Z16
+	VPDPWSSD.BCST 288(DI)(BX*1), Z1, Z16
+	VPXORD        Z17, Z17, Z17
+	VPDPWSSD.BCST 260(DI)(BX*2), Z1, Z17
+	VPDPWSSD.BCST 264(DI)(BX*2), Z1, Z17
+	VPDPWSSD.BCST 268(DI)(BX*2), Z1, Z17
+	VPDPWSSD.BCST 272(DI)(BX*2), Z1, Z17
+	VPDPWSSD.BCST 276(DI)(BX*2), Z1, Z17
+	VPDPWSSD.BCST 280(DI)(BX*2), Z1, Z17
+	VPDPWSSD.BCST 284(DI)(BX*2), Z1, Z17
+	VPDPWSSD.BCST 288(DI)(BX*2), Z1, Z17
+	VPXORD        Z18, Z18, Z18
+	VPDPWSSD.BCST 260(DI)(SI*1), Z1, Z18
+	VPDPWSSD.BCST 264(DI)(SI*1), Z1, Z18
+	VPDPWSSD.BCST 268(DI)(SI*1), Z1, Z18
+	VPDPWSSD.BCST 272(DI)(SI*1), Z1, Z18
+	VPDPWSSD.BCST 276(DI)(SI*1), Z1, Z18
+	VPDPWSSD.BCST 280(DI)(SI*1), Z1, Z18
+	VPDPWSSD.BCST 284(DI)(SI*1), Z1, Z18
+	VPDPWSSD.BCST 288(DI)(SI*1), Z1, Z18
+	PREFETCHT0    1728(AX)
+	VMOVDQU64     32(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z19
+	VPAVGB        Z2, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
+	VPDPBUSD.BCST 4(DX), Z19, Z11
+	VPDPBUSD.BCST 4(DX)(BX*1), Z19, Z12
+	VPDPBUSD.BCST 4(DX)(BX*2), Z19, Z13
+	VPDPBUSD.BCST 4(DX)(SI*1), Z19, Z14
+	VPDPBUSD.BCST 4(DI), Z19, Z15
+	VPDPBUSD.BCST 4(DI)(BX*1), Z19, Z16
+	VPDPBUSD.BCST 4(DI)(BX*2), Z19, Z17
+	VPDPBUSD.BCST 4(DI)(SI*1), Z19, Z18
+	VPADDB        Z0, Z0, Z19
+	VPADDB        Z0, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z2, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
+	VPDPBUSD.BCST 8(DX), Z20, Z11
+	VPDPBUSD.BCST 8(DX)(BX*1), Z20, Z12
+	VPDPBUSD.BCST 8(DX)(BX*2), Z20, Z13
+	VPDPBUSD.BCST 8(DX)(SI*1), Z20, Z14
+	VPDPBUSD.BCST 8(DI), Z20, Z15
+	VPDPBUSD.BCST 8(DI)(BX*1), Z20, Z16
+	VPDPBUSD.BCST 8(DI)(BX*2), Z20, Z17
+	VPDPBUSD.BCST 8(DI)(SI*1), Z20, Z18
+	VPSLLW        $0x03, Z0, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z0, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z0
+	VPAVGB        Z2, Z0, Z21
+	VPAVGB        Z21, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 12(DX), Z0, Z11
+	VPDPBUSD.BCST 12(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 12(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 12(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 12(DI), Z0, Z15
+	VPDPBUSD.BCST 12(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 12(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 12(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z19, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z19, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 16(DX), Z0, Z11
+	VPDPBUSD.BCST 16(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 16(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 16(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 16(DI), Z0, Z15
+	VPDPBUSD.BCST 16(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 16(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 16(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z20, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z20, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 20(DX), Z0, Z11
+	VPDPBUSD.BCST 20(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 20(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 20(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 20(DI), Z0, Z15
+	VPDPBUSD.BCST 20(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 20(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 20(DI)(SI*1), Z0, Z18
+	PREFETCHT0    1792(AX)
+	VMOVDQU64     96(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z19
+	VPAVGB        Z2, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
+	VPDPBUSD.BCST 24(DX), Z19, Z11
+	VPDPBUSD.BCST 24(DX)(BX*1), Z19, Z12
+	VPDPBUSD.BCST 24(DX)(BX*2), Z19, Z13
+	VPDPBUSD.BCST 24(DX)(SI*1), Z19, Z14
+	VPDPBUSD.BCST 24(DI), Z19, Z15
+	VPDPBUSD.BCST 24(DI)(BX*1), Z19, Z16
+	VPDPBUSD.BCST 24(DI)(BX*2), Z19, Z17
+	VPDPBUSD.BCST 24(DI)(SI*1), Z19, Z18
+	VPADDB        Z0, Z0, Z19
+	VPADDB        Z0, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z2, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
+	VPDPBUSD.BCST 28(DX), Z20, Z11
+	VPDPBUSD.BCST 28(DX)(BX*1), Z20, Z12
+	VPDPBUSD.BCST 28(DX)(BX*2), Z20, Z13
+	VPDPBUSD.BCST 28(DX)(SI*1), Z20, Z14
+	VPDPBUSD.BCST 28(DI), Z20, Z15
+	VPDPBUSD.BCST 28(DI)(BX*1), Z20, Z16
+	VPDPBUSD.BCST 28(DI)(BX*2), Z20, Z17
+	VPDPBUSD.BCST 28(DI)(SI*1), Z20, Z18
+	VPSLLW        $0x03, Z0, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z0, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z0
+	VPAVGB        Z2, Z0, Z21
+	VPAVGB        Z21, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 32(DX), Z0, Z11
+	VPDPBUSD.BCST 32(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 32(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 32(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 32(DI), Z0, Z15
+	VPDPBUSD.BCST 32(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 32(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 32(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z19, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z19, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 36(DX), Z0, Z11
+	VPDPBUSD.BCST 36(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 36(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 36(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 36(DI), Z0, Z15
+	VPDPBUSD.BCST 36(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 36(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 36(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z20, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z20, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 40(DX), Z0, Z11
+	VPDPBUSD.BCST 40(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 40(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 40(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 40(DI), Z0, Z15
+	VPDPBUSD.BCST 40(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 40(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 40(DI)(SI*1), Z0, Z18
+	PREFETCHT0    1856(AX)
+	VMOVDQU64     160(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z19
+	VPAVGB        Z2, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
+	VPDPBUSD.BCST 44(DX), Z19, Z11
+	VPDPBUSD.BCST 44(DX)(BX*1), Z19, Z12
+	VPDPBUSD.BCST 44(DX)(BX*2), Z19, Z13
+	VPDPBUSD.BCST 44(DX)(SI*1), Z19, Z14
+	VPDPBUSD.BCST 44(DI), Z19, Z15
+	VPDPBUSD.BCST 44(DI)(BX*1), Z19, Z16
+	VPDPBUSD.BCST 44(DI)(BX*2), Z19, Z17
+	VPDPBUSD.BCST 44(DI)(SI*1), Z19, Z18
+	VPADDB        Z0, Z0, Z19
+	VPADDB        Z0, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z2, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
+	VPDPBUSD.BCST 48(DX), Z20, Z11
+	VPDPBUSD.BCST 48(DX)(BX*1), Z20, Z12
+	VPDPBUSD.BCST 48(DX)(BX*2), Z20, Z13
+	VPDPBUSD.BCST 48(DX)(SI*1), Z20, Z14
+	VPDPBUSD.BCST 48(DI), Z20, Z15
+	VPDPBUSD.BCST 48(DI)(BX*1), Z20, Z16
+	VPDPBUSD.BCST 48(DI)(BX*2), Z20, Z17
+	VPDPBUSD.BCST 48(DI)(SI*1), Z20, Z18
+	VPSLLW        $0x03, Z0, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z0, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z0
+	VPAVGB        Z2, Z0, Z21
+	VPAVGB        Z21, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 52(DX), Z0, Z11
+	VPDPBUSD.BCST 52(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 52(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 52(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 52(DI), Z0, Z15
+	VPDPBUSD.BCST 52(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 52(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 52(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z19, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z19, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 56(DX), Z0, Z11
+	VPDPBUSD.BCST 56(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 56(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 56(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 56(DI), Z0, Z15
+	VPDPBUSD.BCST 56(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 56(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 56(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z20, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z20, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 60(DX), Z0, Z11
+	VPDPBUSD.BCST 60(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 60(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 60(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 60(DI), Z0, Z15
+	VPDPBUSD.BCST 60(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 60(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 60(DI)(SI*1), Z0, Z18
+	PREFETCHT0    1920(AX)
+	VMOVDQU64     224(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z19
+	VPAVGB        Z2, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
+	VPDPBUSD.BCST 64(DX), Z19, Z11
+	VPDPBUSD.BCST 64(DX)(BX*1), Z19, Z12
+	VPDPBUSD.BCST 64(DX)(BX*2), Z19, Z13
+	VPDPBUSD.BCST 64(DX)(SI*1), Z19, Z14
+	VPDPBUSD.BCST 64(DI), Z19, Z15
+	VPDPBUSD.BCST 64(DI)(BX*1), Z19, Z16
+	VPDPBUSD.BCST 64(DI)(BX*2), Z19, Z17
+	VPDPBUSD.BCST 64(DI)(SI*1), Z19, Z18
+	VPADDB        Z0, Z0, Z19
+	VPADDB        Z0, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z2, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
+	VPDPBUSD.BCST 68(DX), Z20, Z11
+	VPDPBUSD.BCST 68(DX)(BX*1), Z20, Z12
+	VPDPBUSD.BCST 68(DX)(BX*2), Z20, Z13
+	VPDPBUSD.BCST 68(DX)(SI*1), Z20, Z14
+	VPDPBUSD.BCST 68(DI), Z20, Z15
+	VPDPBUSD.BCST 68(DI)(BX*1), Z20, Z16
+	VPDPBUSD.BCST 68(DI)(BX*2), Z20, Z17
+	VPDPBUSD.BCST 68(DI)(SI*1), Z20, Z18
+	VPSLLW        $0x03, Z0, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z0, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z0
+	VPAVGB        Z2, Z0, Z21
+	VPAVGB        Z21, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 72(DX), Z0, Z11
+	VPDPBUSD.BCST 72(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 72(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 72(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 72(DI), Z0, Z15
+	VPDPBUSD.BCST 72(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 72(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 72(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z19, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z19, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 76(DX), Z0, Z11
+	VPDPBUSD.BCST 76(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 76(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 76(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 76(DI), Z0, Z15
+	VPDPBUSD.BCST 76(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 76(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 76(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z20, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z20, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 80(DX), Z0, Z11
+	VPDPBUSD.BCST 80(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 80(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 80(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 80(DI), Z0, Z15
+	VPDPBUSD.BCST 80(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 80(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 80(DI)(SI*1), Z0, Z18
+	PREFETCHT0    1984(AX)
+	VMOVDQU64     288(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z19
+	VPAVGB        Z2, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
+	VPDPBUSD.BCST 84(DX), Z19, Z11
+	VPDPBUSD.BCST 84(DX)(BX*1), Z19, Z12
+	VPDPBUSD.BCST 84(DX)(BX*2), Z19, Z13
+	VPDPBUSD.BCST 84(DX)(SI*1), Z19, Z14
+	VPDPBUSD.BCST 84(DI), Z19, Z15
+	VPDPBUSD.BCST 84(DI)(BX*1), Z19, Z16
+	VPDPBUSD.BCST 84(DI)(BX*2), Z19, Z17
+	VPDPBUSD.BCST 84(DI)(SI*1), Z19, Z18
+	VPADDB        Z0, Z0, Z19
+	VPADDB        Z0, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z2, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
+	VPDPBUSD.BCST 88(DX), Z20, Z11
+	VPDPBUSD.BCST 88(DX)(BX*1), Z20, Z12
+	VPDPBUSD.BCST 88(DX)(BX*2), Z20, Z13
+	VPDPBUSD.BCST 88(DX)(SI*1), Z20, Z14
+	VPDPBUSD.BCST 88(DI), Z20, Z15
+	VPDPBUSD.BCST 88(DI)(BX*1), Z20, Z16
+	VPDPBUSD.BCST 88(DI)(BX*2), Z20, Z17
+	VPDPBUSD.BCST 88(DI)(SI*1), Z20, Z18
+	VPSLLW        $0x03, Z0, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z0, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z0
+	VPAVGB        Z2, Z0, Z21
+	VPAVGB        Z21, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 92(DX), Z0, Z11
+	VPDPBUSD.BCST 92(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 92(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 92(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 92(DI), Z0, Z15
+	VPDPBUSD.BCST 92(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 92(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 92(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z19, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z19, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 96(DX), Z0, Z11
+	VPDPBUSD.BCST 96(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 96(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 96(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 96(DI), Z0, Z15
+	VPDPBUSD.BCST 96(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 96(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 96(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z20, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z20, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 100(DX), Z0, Z11
+	VPDPBUSD.BCST 100(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 100(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 100(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 100(DI), Z0, Z15
+	VPDPBUSD.BCST 100(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 100(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 100(DI)(SI*1), Z0, Z18
+	PREFETCHT0    2048(AX)
+	VMOVDQU64     352(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z19
+	VPAVGB        Z2, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
+	VPDPBUSD.BCST 104(DX), Z19, Z11
+	VPDPBUSD.BCST 104(DX)(BX*1), Z19, Z12
+	VPDPBUSD.BCST 104(DX)(BX*2), Z19, Z13
+	VPDPBUSD.BCST 104(DX)(SI*1), Z19, Z14
+	VPDPBUSD.BCST 104(DI), Z19, Z15
+	VPDPBUSD.BCST 104(DI)(BX*1), Z19, Z16
+	VPDPBUSD.BCST 104(DI)(BX*2), Z19, Z17
+	VPDPBUSD.BCST 104(DI)(SI*1), Z19, Z18
+	VPADDB        Z0, Z0, Z19
+	VPADDB        Z0, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z2, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
+	VPDPBUSD.BCST 108(DX), Z20, Z11
+	VPDPBUSD.BCST 108(DX)(BX*1), Z20, Z12
+	VPDPBUSD.BCST 108(DX)(BX*2), Z20, Z13
+	VPDPBUSD.BCST 108(DX)(SI*1), Z20, Z14
+	VPDPBUSD.BCST 108(DI), Z20, Z15
+	VPDPBUSD.BCST 108(DI)(BX*1), Z20, Z16
+	VPDPBUSD.BCST 108(DI)(BX*2), Z20, Z17
+	VPDPBUSD.BCST 108(DI)(SI*1), Z20, Z18
+	VPSLLW        $0x03, Z0, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z0, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z0
+	VPAVGB        Z2, Z0, Z21
+	VPAVGB        Z21, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 112(DX), Z0, Z11
+	VPDPBUSD.BCST 112(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 112(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 112(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 112(DI), Z0, Z15
+	VPDPBUSD.BCST 112(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 112(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 112(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z19, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z19, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 116(DX), Z0, Z11
+	VPDPBUSD.BCST 116(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 116(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 116(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 116(DI), Z0, Z15
+	VPDPBUSD.BCST 116(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 116(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 116(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z20, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z20, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 120(DX), Z0, Z11
+	VPDPBUSD.BCST 120(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 120(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 120(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 120(DI), Z0, Z15
+	VPDPBUSD.BCST 120(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 120(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 120(DI)(SI*1), Z0, Z18
+	PREFETCHT0    2112(AX)
+	VMOVDQU64     416(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z19
+	VPAVGB        Z2, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
+	VPDPBUSD.BCST 124(DX), Z19, Z11
+	VPDPBUSD.BCST 124(DX)(BX*1), Z19, Z12
+	VPDPBUSD.BCST 124(DX)(BX*2), Z19, Z13
+	VPDPBUSD.BCST 124(DX)(SI*1), Z19, Z14
+	VPDPBUSD.BCST 124(DI), Z19, Z15
+	VPDPBUSD.BCST 124(DI)(BX*1), Z19, Z16
+	VPDPBUSD.BCST 124(DI)(BX*2), Z19, Z17
+	VPDPBUSD.BCST 124(DI)(SI*1), Z19, Z18
+	VPADDB        Z0, Z0, Z19
+	VPADDB        Z0, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z2, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
+	VPDPBUSD.BCST 128(DX), Z20, Z11
+	VPDPBUSD.BCST 128(DX)(BX*1), Z20, Z12
+	VPDPBUSD.BCST 128(DX)(BX*2), Z20, Z13
+	VPDPBUSD.BCST 128(DX)(SI*1), Z20, Z14
+	VPDPBUSD.BCST 128(DI), Z20, Z15
+	VPDPBUSD.BCST 128(DI)(BX*1), Z20, Z16
+	VPDPBUSD.BCST 128(DI)(BX*2), Z20, Z17
+	VPDPBUSD.BCST 128(DI)(SI*1), Z20, Z18
+	VPSLLW        $0x03, Z0, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z0, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z0
+	VPAVGB        Z2, Z0, Z21
+	VPAVGB        Z21, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 132(DX), Z0, Z11
+	VPDPBUSD.BCST 132(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 132(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 132(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 132(DI), Z0, Z15
+	VPDPBUSD.BCST 132(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 132(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 132(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z19, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z19, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 136(DX), Z0, Z11
+	VPDPBUSD.BCST 136(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 136(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 136(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 136(DI), Z0, Z15
+	VPDPBUSD.BCST 136(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 136(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 136(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z20, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z20, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 140(DX), Z0, Z11
+	VPDPBUSD.BCST 140(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 140(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 140(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 140(DI), Z0, Z15
+	VPDPBUSD.BCST 140(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 140(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 140(DI)(SI*1), Z0, Z18
+	PREFETCHT0    2176(AX)
+	VMOVDQU64     480(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z19
+	VPAVGB        Z2, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
+	VPDPBUSD.BCST 144(DX), Z19, Z11
+	VPDPBUSD.BCST 144(DX)(BX*1), Z19, Z12
+	VPDPBUSD.BCST 144(DX)(BX*2), Z19, Z13
+	VPDPBUSD.BCST 144(DX)(SI*1), Z19, Z14
+	VPDPBUSD.BCST 144(DI), Z19, Z15
+	VPDPBUSD.BCST 144(DI)(BX*1), Z19, Z16
+	VPDPBUSD.BCST 144(DI)(BX*2), Z19, Z17
+	VPDPBUSD.BCST 144(DI)(SI*1), Z19, Z18
+	VPADDB        Z0, Z0, Z19
+	VPADDB        Z0, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z2, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
+	VPDPBUSD.BCST 148(DX), Z20, Z11
+	VPDPBUSD.BCST 148(DX)(BX*1), Z20, Z12
+	VPDPBUSD.BCST 148(DX)(BX*2), Z20, Z13
+	VPDPBUSD.BCST 148(DX)(SI*1), Z20, Z14
+	VPDPBUSD.BCST 148(DI), Z20, Z15
+	VPDPBUSD.BCST 148(DI)(BX*1), Z20, Z16
+	VPDPBUSD.BCST 148(DI)(BX*2), Z20, Z17
+	VPDPBUSD.BCST 148(DI)(SI*1), Z20, Z18
+	VPSLLW        $0x03, Z0, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z0, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z0
+	VPAVGB        Z2, Z0, Z21
+	VPAVGB        Z21, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 152(DX), Z0, Z11
+	VPDPBUSD.BCST 152(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 152(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 152(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 152(DI), Z0, Z15
+	VPDPBUSD.BCST 152(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 152(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 152(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z19, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z19, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 156(DX), Z0, Z11
+	VPDPBUSD.BCST 156(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 156(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 156(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 156(DI), Z0, Z15
+	VPDPBUSD.BCST 156(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 156(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 156(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z20, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z20, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 160(DX), Z0, Z11
+	VPDPBUSD.BCST 160(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 160(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 160(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 160(DI), Z0, Z15
+	VPDPBUSD.BCST 160(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 160(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 160(DI)(SI*1), Z0, Z18
+	PREFETCHT0    2240(AX)
+	VMOVDQU64     544(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z19
+	VPAVGB        Z2, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
+	VPDPBUSD.BCST 164(DX), Z19, Z11
+	VPDPBUSD.BCST 164(DX)(BX*1), Z19, Z12
+	VPDPBUSD.BCST 164(DX)(BX*2), Z19, Z13
+	VPDPBUSD.BCST 164(DX)(SI*1), Z19, Z14
+	VPDPBUSD.BCST 164(DI), Z19, Z15
+	VPDPBUSD.BCST 164(DI)(BX*1), Z19, Z16
+	VPDPBUSD.BCST 164(DI)(BX*2), Z19, Z17
+	VPDPBUSD.BCST 164(DI)(SI*1), Z19, Z18
+	VPADDB        Z0, Z0, Z19
+	VPADDB        Z0, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z2, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
+	VPDPBUSD.BCST 168(DX), Z20, Z11
+	VPDPBUSD.BCST 168(DX)(BX*1), Z20, Z12
+	VPDPBUSD.BCST 168(DX)(BX*2), Z20, Z13
+	VPDPBUSD.BCST 168(DX)(SI*1), Z20, Z14
+	VPDPBUSD.BCST 168(DI), Z20, Z15
+	VPDPBUSD.BCST 168(DI)(BX*1), Z20, Z16
+	VPDPBUSD.BCST 168(DI)(BX*2), Z20, Z17
+	VPDPBUSD.BCST 168(DI)(SI*1), Z20, Z18
+	VPSLLW        $0x03, Z0, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z0, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z0
+	VPAVGB        Z2, Z0, Z21
+	VPAVGB        Z21, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 172(DX), Z0, Z11
+	VPDPBUSD.BCST 172(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 172(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 172(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 172(DI), Z0, Z15
+	VPDPBUSD.BCST 172(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 172(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 172(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z19, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z19, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 176(DX), Z0, Z11
+	VPDPBUSD.BCST 176(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 176(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 176(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 176(DI), Z0, Z15
+	VPDPBUSD.BCST 176(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 176(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 176(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z20, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z20, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 180(DX), Z0, Z11
+	VPDPBUSD.BCST 180(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 180(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 180(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 180(DI), Z0, Z15
+	VPDPBUSD.BCST 180(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 180(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 180(DI)(SI*1), Z0, Z18
+	PREFETCHT0    2304(AX)
+	VMOVDQU64     608(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z19
+	VPAVGB        Z2, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
+	VPDPBUSD.BCST 184(DX), Z19, Z11
+	VPDPBUSD.BCST 184(DX)(BX*1), Z19, Z12
+	VPDPBUSD.BCST 184(DX)(BX*2), Z19, Z13
+	VPDPBUSD.BCST 184(DX)(SI*1), Z19, Z14
+	VPDPBUSD.BCST 184(DI), Z19, Z15
+	VPDPBUSD.BCST 184(DI)(BX*1), Z19, Z16
+	VPDPBUSD.BCST 184(DI)(BX*2), Z19, Z17
+	VPDPBUSD.BCST 184(DI)(SI*1), Z19, Z18
+	VPADDB        Z0, Z0, Z19
+	VPADDB        Z0, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z2, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
+	VPDPBUSD.BCST 188(DX), Z20, Z11
+	VPDPBUSD.BCST 188(DX)(BX*1), Z20, Z12
+	VPDPBUSD.BCST 188(DX)(BX*2), Z20, Z13
+	VPDPBUSD.BCST 188(DX)(SI*1), Z20, Z14
+	VPDPBUSD.BCST 188(DI), Z20, Z15
+	VPDPBUSD.BCST 188(DI)(BX*1), Z20, Z16
+	VPDPBUSD.BCST 188(DI)(BX*2), Z20, Z17
+	VPDPBUSD.BCST 188(DI)(SI*1), Z20, Z18
+	VPSLLW        $0x03, Z0, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z0, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z0
+	VPAVGB        Z2, Z0, Z21
+	VPAVGB        Z21, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 192(DX), Z0, Z11
+	VPDPBUSD.BCST 192(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 192(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 192(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 192(DI), Z0, Z15
+	VPDPBUSD.BCST 192(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 192(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 192(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z19, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z19, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 196(DX), Z0, Z11
+	VPDPBUSD.BCST 196(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 196(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 196(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 196(DI), Z0, Z15
+	VPDPBUSD.BCST 196(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 196(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 196(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z20, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z20, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 200(DX), Z0, Z11
+	VPDPBUSD.BCST 200(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 200(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 200(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 200(DI), Z0, Z15
+	VPDPBUSD.BCST 200(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 200(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 200(DI)(SI*1), Z0, Z18
+	PREFETCHT0    2368(AX)
+	VMOVDQU64     672(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z19
+	VPAVGB        Z2, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
+	VPDPBUSD.BCST 204(DX), Z19, Z11
+	VPDPBUSD.BCST 204(DX)(BX*1), Z19, Z12
+	VPDPBUSD.BCST 204(DX)(BX*2), Z19, Z13
+	VPDPBUSD.BCST 204(DX)(SI*1), Z19, Z14
+	VPDPBUSD.BCST 204(DI), Z19, Z15
+	VPDPBUSD.BCST 204(DI)(BX*1), Z19, Z16
+	VPDPBUSD.BCST 204(DI)(BX*2), Z19, Z17
+	VPDPBUSD.BCST 204(DI)(SI*1), Z19, Z18
+	VPADDB        Z0, Z0, Z19
+	VPADDB        Z0, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z2, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
+	VPDPBUSD.BCST 208(DX), Z20, Z11
+	VPDPBUSD.BCST 208(DX)(BX*1), Z20, Z12
+	VPDPBUSD.BCST 208(DX)(BX*2), Z20, Z13
+	VPDPBUSD.BCST 208(DX)(SI*1), Z20, Z14
+	VPDPBUSD.BCST 208(DI), Z20, Z15
+	VPDPBUSD.BCST 208(DI)(BX*1), Z20, Z16
+	VPDPBUSD.BCST 208(DI)(BX*2), Z20, Z17
+	VPDPBUSD.BCST 208(DI)(SI*1), Z20, Z18
+	VPSLLW        $0x03, Z0, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z0, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z0
+	VPAVGB        Z2, Z0, Z21
+	VPAVGB        Z21, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 212(DX), Z0, Z11
+	VPDPBUSD.BCST 212(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 212(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 212(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 212(DI), Z0, Z15
+	VPDPBUSD.BCST 212(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 212(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 212(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z19, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z19, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 216(DX), Z0, Z11
+	VPDPBUSD.BCST 216(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 216(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 216(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 216(DI), Z0, Z15
+	VPDPBUSD.BCST 216(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 216(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 216(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z20, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z20, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 220(DX), Z0, Z11
+	VPDPBUSD.BCST 220(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 220(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 220(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 220(DI), Z0, Z15
+	VPDPBUSD.BCST 220(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 220(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 220(DI)(SI*1), Z0, Z18
+	PREFETCHT0    2432(AX)
+	VMOVDQU64     736(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z19
+	VPAVGB        Z2, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
+	VPDPBUSD.BCST 224(DX), Z19, Z11
+	VPDPBUSD.BCST 224(DX)(BX*1), Z19, Z12
+	VPDPBUSD.BCST 224(DX)(BX*2), Z19, Z13
+	VPDPBUSD.BCST 224(DX)(SI*1), Z19, Z14
+	VPDPBUSD.BCST 224(DI), Z19, Z15
+	VPDPBUSD.BCST 224(DI)(BX*1), Z19, Z16
+	VPDPBUSD.BCST 224(DI)(BX*2), Z19, Z17
+	VPDPBUSD.BCST 224(DI)(SI*1), Z19, Z18
+	VPADDB        Z0, Z0, Z19
+	VPADDB        Z0, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z2, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
+	VPDPBUSD.BCST 228(DX), Z20, Z11
+	VPDPBUSD.BCST 228(DX)(BX*1), Z20, Z12
+	VPDPBUSD.BCST 228(DX)(BX*2), Z20, Z13
+	VPDPBUSD.BCST 228(DX)(SI*1), Z20, Z14
+	VPDPBUSD.BCST 228(DI), Z20, Z15
+	VPDPBUSD.BCST 228(DI)(BX*1), Z20, Z16
+	VPDPBUSD.BCST 228(DI)(BX*2), Z20, Z17
+	VPDPBUSD.BCST 228(DI)(SI*1), Z20, Z18
+	VPSLLW        $0x03, Z0, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z0, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z0
+	VPAVGB        Z2, Z0, Z21
+	VPAVGB        Z21, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 232(DX), Z0, Z11
+	VPDPBUSD.BCST 232(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 232(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 232(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 232(DI), Z0, Z15
+	VPDPBUSD.BCST 232(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 232(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 232(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z19, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z19, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 236(DX), Z0, Z11
+	VPDPBUSD.BCST 236(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 236(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 236(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 236(DI), Z0, Z15
+	VPDPBUSD.BCST 236(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 236(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 236(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z20, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z20, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 240(DX), Z0, Z11
+	VPDPBUSD.BCST 240(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 240(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 240(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 240(DI), Z0, Z15
+	VPDPBUSD.BCST 240(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 240(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 240(DI)(SI*1), Z0, Z18
+	PREFETCHT0    2496(AX)
+	PREFETCHT0    2560(AX)
+	VMOVDQU64     800(AX), Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z19
+	VPAVGB        Z2, Z19, Z20
+	VPAVGB        Z20, Z19, Z19
+	VPANDD        mc0<>+0(SB), Z19, Z19
+	VPDPBUSD.BCST 244(DX), Z19, Z11
+	VPDPBUSD.BCST 244(DX)(BX*1), Z19, Z12
+	VPDPBUSD.BCST 244(DX)(BX*2), Z19, Z13
+	VPDPBUSD.BCST 244(DX)(SI*1), Z19, Z14
+	VPDPBUSD.BCST 244(DI), Z19, Z15
+	VPDPBUSD.BCST 244(DI)(BX*1), Z19, Z16
+	VPDPBUSD.BCST 244(DI)(BX*2), Z19, Z17
+	VPDPBUSD.BCST 244(DI)(SI*1), Z19, Z18
+	VPADDB        Z0, Z0, Z19
+	VPADDB        Z0, Z19, Z19
+	VPSUBUSB      ones8<>+0(SB), Z19, Z20
+	VPAVGB        Z2, Z20, Z21
+	VPAVGB        Z21, Z20, Z20
+	VPANDD        mc0<>+0(SB), Z20, Z20
+	VPDPBUSD.BCST 248(DX), Z20, Z11
+	VPDPBUSD.BCST 248(DX)(BX*1), Z20, Z12
+	VPDPBUSD.BCST 248(DX)(BX*2), Z20, Z13
+	VPDPBUSD.BCST 248(DX)(SI*1), Z20, Z14
+	VPDPBUSD.BCST 248(DI), Z20, Z15
+	VPDPBUSD.BCST 248(DI)(BX*1), Z20, Z16
+	VPDPBUSD.BCST 248(DI)(BX*2), Z20, Z17
+	VPDPBUSD.BCST 248(DI)(SI*1), Z20, Z18
+	VPSLLW        $0x03, Z0, Z20
+	VPANDD        mf8<>+0(SB), Z20, Z20
+	VPADDB        Z0, Z20, Z20
+	VPSUBUSB      ones8<>+0(SB), Z20, Z0
+	VPAVGB        Z2, Z0, Z20
+	VPAVGB        Z20, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 252(DX), Z0, Z11
+	VPDPBUSD.BCST 252(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 252(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 252(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 252(DI), Z0, Z15
+	VPDPBUSD.BCST 252(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 252(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 252(DI)(SI*1), Z0, Z18
+	VPSLLW        $0x03, Z19, Z0
+	VPANDD        mf8<>+0(SB), Z0, Z0
+	VPADDB        Z19, Z0, Z0
+	VPSUBUSB      ones8<>+0(SB), Z0, Z0
+	VPAVGB        Z2, Z0, Z19
+	VPAVGB        Z19, Z0, Z0
+	VPANDD        mc0<>+0(SB), Z0, Z0
+	VPDPBUSD.BCST 256(DX), Z0, Z11
+	VPDPBUSD.BCST 256(DX)(BX*1), Z0, Z12
+	VPDPBUSD.BCST 256(DX)(BX*2), Z0, Z13
+	VPDPBUSD.BCST 256(DX)(SI*1), Z0, Z14
+	VPDPBUSD.BCST 256(DI), Z0, Z15
+	VPDPBUSD.BCST 256(DI)(BX*1), Z0, Z16
+	VPDPBUSD.BCST 256(DI)(BX*2), Z0, Z17
+	VPDPBUSD.BCST 256(DI)(SI*1), Z0, Z18
+	VCVTPH2PS     (AX), Z0
+	VMULPS.BCST   (DX), Z0, Z19
+	VPSRAD        $0x06, Z11, Z11
+	VCVTDQ2PS     Z11, Z11
+	VFMADD231PS   Z19, Z11, Z3
+	VMULPS.BCST   (DX)(BX*1), Z0, Z19
+	VPSRAD        $0x06, Z12, Z12
+	VCVTDQ2PS     Z12, Z12
+	VFMADD231PS   Z19, Z12, Z4
+	VMULPS.BCST   (DX)(BX*2), Z0, Z19
+	VPSRAD        $0x06, Z13, Z13
+	VCVTDQ2PS     Z13, Z13
+	VFMADD231PS   Z19, Z13, Z5
+	VMULPS.BCST   (DX)(SI*1), Z0, Z19
+	VPSRAD        $0x06, Z14, Z14
+	VCVTDQ2PS     Z14, Z14
+	VFMADD231PS   Z19, Z14, Z6
+	VMULPS.BCST   (DI), Z0, Z19
+	VPSRAD        $0x06, Z15, Z15
+	VCVTDQ2PS     Z15, Z15
+	VFMADD231PS   Z19, Z15, Z7
+	VMULPS.BCST   (DI)(BX*1), Z0, Z19
+	VPSRAD        $0x06, Z16, Z16
+	VCVTDQ2PS     Z16, Z16
+	VFMADD231PS   Z19, Z16, Z8
+	VMULPS.BCST   (DI)(BX*2), Z0, Z19
+	VPSRAD        $0x06, Z17, Z17
+	VCVTDQ2PS     Z17, Z17
+	VFMADD231PS   Z19, Z17, Z9
+	VMULPS.BCST   (DI)(SI*1), Z0, Z0
+	VPSRAD        $0x06, Z18, Z18
+	VCVTDQ2PS     Z18, Z18
+	VFMADD231PS   Z0, Z18, Z10
+	ADDQ          $0x00000360, AX
+	ADDQ          $0x00000124, DX
+	ADDQ          $0x00000124, DI
+	DECQ          CX
+	JMP           r16TQ1_0x8AVX512Asm_loop
+
+r16TQ1_0x8AVX512Asm_done:
+	MOVQ    out+32(FP), AX
+	MOVQ    ostride+40(FP), CX
+	SHLQ    $0x02, CX
+	LEAQ    (CX)(CX*2), DX
+	LEAQ    (AX)(CX*4), BX
+	VMOVUPS Z3, (AX)
+	VMOVUPS Z4, (AX)(CX*1)
+	VMOVUPS Z5, (AX)(CX*2)
+	VMOVUPS Z6, (AX)(DX*1)
+	VMOVUPS Z7, (BX)
+	VMOVUPS Z8, (BX)(CX*1)
+	VMOVUPS Z9, (BX)(CX*2)
+	VMOVUPS Z10, (BX)(DX*1)
+	VZEROUPPER
+	RET

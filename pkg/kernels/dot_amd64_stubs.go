@@ -375,3 +375,131 @@ func maxAVX2Asm(x *float32, n int) float32
 //
 //go:noescape
 func swigluAVX2Asm(dst *float32, gate *float32, up *float32, n int)
+
+// dotTQ1_0AVX2Asm accumulates nb TQ1_0 blocks of one weight row against 1 Q8_K rows
+// x, x+xstride, ... into acc[8r:8r+8].
+//
+//go:noescape
+func dotTQ1_0AVX2Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
+
+// rowsTQ1_0AVX2Asm accumulates nb TQ1_0 blocks of one weight row against 4 Q8_K rows
+// x, x+xstride, ... into acc[8r:8r+8].
+//
+//go:noescape
+func rowsTQ1_0AVX2Asm(w *byte, x *byte, xstride int, nb int, acc *[32]float32)
+
+// colsTQ1_0AVX2Asm stores in out[c] the dots of nb TQ1_0 blocks of the 4 weight rows
+// w + c·wstride with one Q8_K row x, reduced in hsum8's order.
+//
+//go:noescape
+func colsTQ1_0AVX2Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+
+// dotTQ1_0AVX512Asm accumulates nb TQ1_0 blocks of one weight row against 1 Q8_K rows
+// x, x+xstride, ... into acc[8r:8r+8].
+//
+//go:noescape
+func dotTQ1_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
+
+// rowsTQ1_0AVX512Asm accumulates nb TQ1_0 blocks of one weight row against 8 Q8_K rows
+// x, x+xstride, ... into acc[8r:8r+8].
+//
+//go:noescape
+func rowsTQ1_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[64]float32)
+
+// colsTQ1_0AVX512Asm stores in out[c] the dots of nb TQ1_0 blocks of the 4 weight rows
+// w + c·wstride with one Q8_K row x, reduced in hsum8's order.
+//
+//go:noescape
+func colsTQ1_0AVX512Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+
+// dotTQ2_0AVX2Asm accumulates nb TQ2_0 blocks of one weight row against 1 Q8_K rows
+// x, x+xstride, ... into acc[8r:8r+8].
+//
+//go:noescape
+func dotTQ2_0AVX2Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
+
+// rowsTQ2_0AVX2Asm accumulates nb TQ2_0 blocks of one weight row against 4 Q8_K rows
+// x, x+xstride, ... into acc[8r:8r+8].
+//
+//go:noescape
+func rowsTQ2_0AVX2Asm(w *byte, x *byte, xstride int, nb int, acc *[32]float32)
+
+// colsTQ2_0AVX2Asm stores in out[c] the dots of nb TQ2_0 blocks of the 4 weight rows
+// w + c·wstride with one Q8_K row x, reduced in hsum8's order.
+//
+//go:noescape
+func colsTQ2_0AVX2Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+
+// dotTQ2_0AVX512Asm accumulates nb TQ2_0 blocks of one weight row against 1 Q8_K rows
+// x, x+xstride, ... into acc[8r:8r+8].
+//
+//go:noescape
+func dotTQ2_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[8]float32)
+
+// rowsTQ2_0AVX512Asm accumulates nb TQ2_0 blocks of one weight row against 8 Q8_K rows
+// x, x+xstride, ... into acc[8r:8r+8].
+//
+//go:noescape
+func rowsTQ2_0AVX512Asm(w *byte, x *byte, xstride int, nb int, acc *[64]float32)
+
+// colsTQ2_0AVX512Asm stores in out[c] the dots of nb TQ2_0 blocks of the 4 weight rows
+// w + c·wstride with one Q8_K row x, reduced in hsum8's order.
+//
+//go:noescape
+func colsTQ2_0AVX512Asm(w *byte, wstride int, x *byte, nb int, out *[4]float32)
+
+// r16TQ2_0x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ2_0 group (nb super-blocks at w) with the 1 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ2_0x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ2_0x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ2_0 group (nb super-blocks at w) with the 2 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ2_0x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ2_0x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ2_0 group (nb super-blocks at w) with the 4 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ2_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ2_0x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ2_0 group (nb super-blocks at w) with the 8 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ2_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ1_0x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ1_0 group (nb super-blocks at w) with the 1 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ1_0x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ1_0x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ1_0 group (nb super-blocks at w) with the 2 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ1_0x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ1_0x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ1_0 group (nb super-blocks at w) with the 4 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ1_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16TQ1_0x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 TQ1_0 group (nb super-blocks at w) with the 8 Q8_K activation
+// rows x + r·xstride.
+//
+//go:noescape
+func r16TQ1_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)

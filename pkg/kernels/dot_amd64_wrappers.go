@@ -256,3 +256,167 @@ func dotQ4_0AVX2(w, xq []byte) float32 {
 	}
 	return hsum8(&acc)
 }
+
+// dotTQ1_0AVX2 is dot[TQ1_0] of its tier.
+func dotTQ1_0AVX2(w, xq []byte) float32 {
+	var acc [8]float32
+	if nb := len(w) / 54; nb > 0 {
+		_ = xq[nb*q8KBytes-1]
+		dotTQ1_0AVX2Asm(&w[0], &xq[0], 0, nb, &acc)
+	}
+	return hsum8(&acc)
+}
+
+// rowsTQ1_0AVX2 is rows[TQ1_0] of its tier (4 activation rows).
+func rowsTQ1_0AVX2(w, xq []byte, xrb int, out []float32, ostride int) {
+	var acc [32]float32
+	if nb := len(w) / 54; nb > 0 {
+		_ = xq[3*xrb+nb*q8KBytes-1] // all 4 rows are in bounds
+		rowsTQ1_0AVX2Asm(&w[0], &xq[0], xrb, nb, &acc)
+	}
+	_ = out[3*ostride]
+	for r := range 4 {
+		out[r*ostride] = hsum8((*[8]float32)(acc[8*r:]))
+	}
+}
+
+// colsTQ1_0AVX2 is cols[TQ1_0] of its tier (4 weight rows); the
+// assembly does the horizontal sums.
+func colsTQ1_0AVX2(w []byte, wrb int, xq []byte, out []float32) {
+	o := (*[4]float32)(out[:4])
+	nb := wrb / 54
+	if nb == 0 {
+		*o = [4]float32{}
+		return
+	}
+	_ = w[3*wrb+nb*54-1]
+	_ = xq[nb*q8KBytes-1]
+	colsTQ1_0AVX2Asm(&w[0], wrb, &xq[0], nb, o)
+}
+
+// dotTQ1_0AVX512 is dot[TQ1_0] of its tier.
+func dotTQ1_0AVX512(w, xq []byte) float32 {
+	var acc [8]float32
+	if nb := len(w) / 54; nb > 0 {
+		_ = xq[nb*q8KBytes-1]
+		dotTQ1_0AVX512Asm(&w[0], &xq[0], 0, nb, &acc)
+	}
+	return hsum8(&acc)
+}
+
+// rowsTQ1_0AVX512 is rows[TQ1_0] of its tier (8 activation rows).
+func rowsTQ1_0AVX512(w, xq []byte, xrb int, out []float32, ostride int) {
+	var acc [64]float32
+	if nb := len(w) / 54; nb > 0 {
+		_ = xq[7*xrb+nb*q8KBytes-1] // all 8 rows are in bounds
+		rowsTQ1_0AVX512Asm(&w[0], &xq[0], xrb, nb, &acc)
+	}
+	_ = out[7*ostride]
+	for r := range 8 {
+		out[r*ostride] = hsum8((*[8]float32)(acc[8*r:]))
+	}
+}
+
+// colsTQ1_0AVX512 is cols[TQ1_0] of its tier (4 weight rows); the
+// assembly does the horizontal sums.
+func colsTQ1_0AVX512(w []byte, wrb int, xq []byte, out []float32) {
+	o := (*[4]float32)(out[:4])
+	nb := wrb / 54
+	if nb == 0 {
+		*o = [4]float32{}
+		return
+	}
+	_ = w[3*wrb+nb*54-1]
+	_ = xq[nb*q8KBytes-1]
+	colsTQ1_0AVX512Asm(&w[0], wrb, &xq[0], nb, o)
+}
+
+// dotTQ2_0AVX2 is dot[TQ2_0] of its tier.
+func dotTQ2_0AVX2(w, xq []byte) float32 {
+	var acc [8]float32
+	if nb := len(w) / 66; nb > 0 {
+		_ = xq[nb*q8KBytes-1]
+		dotTQ2_0AVX2Asm(&w[0], &xq[0], 0, nb, &acc)
+	}
+	return hsum8(&acc)
+}
+
+// rowsTQ2_0AVX2 is rows[TQ2_0] of its tier (4 activation rows).
+func rowsTQ2_0AVX2(w, xq []byte, xrb int, out []float32, ostride int) {
+	var acc [32]float32
+	if nb := len(w) / 66; nb > 0 {
+		_ = xq[3*xrb+nb*q8KBytes-1] // all 4 rows are in bounds
+		rowsTQ2_0AVX2Asm(&w[0], &xq[0], xrb, nb, &acc)
+	}
+	_ = out[3*ostride]
+	for r := range 4 {
+		out[r*ostride] = hsum8((*[8]float32)(acc[8*r:]))
+	}
+}
+
+// colsTQ2_0AVX2 is cols[TQ2_0] of its tier (4 weight rows); the
+// assembly does the horizontal sums.
+func colsTQ2_0AVX2(w []byte, wrb int, xq []byte, out []float32) {
+	o := (*[4]float32)(out[:4])
+	nb := wrb / 66
+	if nb == 0 {
+		*o = [4]float32{}
+		return
+	}
+	_ = w[3*wrb+nb*66-1]
+	_ = xq[nb*q8KBytes-1]
+	colsTQ2_0AVX2Asm(&w[0], wrb, &xq[0], nb, o)
+}
+
+// dotTQ2_0AVX512 is dot[TQ2_0] of its tier.
+func dotTQ2_0AVX512(w, xq []byte) float32 {
+	var acc [8]float32
+	if nb := len(w) / 66; nb > 0 {
+		_ = xq[nb*q8KBytes-1]
+		dotTQ2_0AVX512Asm(&w[0], &xq[0], 0, nb, &acc)
+	}
+	return hsum8(&acc)
+}
+
+// rowsTQ2_0AVX512 is rows[TQ2_0] of its tier (8 activation rows).
+func rowsTQ2_0AVX512(w, xq []byte, xrb int, out []float32, ostride int) {
+	var acc [64]float32
+	if nb := len(w) / 66; nb > 0 {
+		_ = xq[7*xrb+nb*q8KBytes-1] // all 8 rows are in bounds
+		rowsTQ2_0AVX512Asm(&w[0], &xq[0], xrb, nb, &acc)
+	}
+	_ = out[7*ostride]
+	for r := range 8 {
+		out[r*ostride] = hsum8((*[8]float32)(acc[8*r:]))
+	}
+}
+
+// colsTQ2_0AVX512 is cols[TQ2_0] of its tier (4 weight rows); the
+// assembly does the horizontal sums.
+func colsTQ2_0AVX512(w []byte, wrb int, xq []byte, out []float32) {
+	o := (*[4]float32)(out[:4])
+	nb := wrb / 66
+	if nb == 0 {
+		*o = [4]float32{}
+		return
+	}
+	_ = w[3*wrb+nb*66-1]
+	_ = xq[nb*q8KBytes-1]
+	colsTQ2_0AVX512Asm(&w[0], wrb, &xq[0], nb, o)
+}
+
+// r16TQ2_0AVX512 is r16[TQ2_0] of its tier.
+func r16TQ2_0AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16TQ2Block, q8KBytes, xq, xrb, R, out, ostride, &r16TQ2_0AVX512Kernels)
+}
+
+// r16TQ2_0AVX512Kernels are indexed by log2 of the rows they take at once.
+var r16TQ2_0AVX512Kernels = [4]r16Kernel{r16TQ2_0x1AVX512Asm, r16TQ2_0x2AVX512Asm, r16TQ2_0x4AVX512Asm, r16TQ2_0x8AVX512Asm}
+
+// r16TQ1_0AVX512 is r16[TQ1_0] of its tier.
+func r16TQ1_0AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16TQ1Block, q8KBytes, xq, xrb, R, out, ostride, &r16TQ1_0AVX512Kernels)
+}
+
+// r16TQ1_0AVX512Kernels are indexed by log2 of the rows they take at once.
+var r16TQ1_0AVX512Kernels = [4]r16Kernel{r16TQ1_0x1AVX512Asm, r16TQ1_0x2AVX512Asm, r16TQ1_0x4AVX512Asm, r16TQ1_0x8AVX512Asm}

@@ -153,6 +153,8 @@ func randomRow(r *rand.Rand, t DType, nb int, rawBytes bool) (w, xq []byte) {
 			binary.LittleEndian.PutUint16(blk[2:], half())
 		case Q6_K:
 			binary.LittleEndian.PutUint16(blk[208:], half())
+		case TQ1_0, TQ2_0:
+			binary.LittleEndian.PutUint16(blk[bb-2:], half())
 		default:
 			binary.LittleEndian.PutUint16(blk, half())
 		}

@@ -71,7 +71,8 @@ import (
 // correction (per-row sums kept at pack time) would cost 32 bytes per group
 // block: 1.06× Q8_0's size, 1.11× Q4_0's.
 //
-// Only Q4_K, Q5_K, Q6_K, Q4_0 and Q8_0 matrices whose rows are a multiple of 16
+// Only Q4_K, Q5_K, Q6_K, Q4_0 and Q8_0 matrices, and the ternary TQ1_0 and
+// TQ2_0 ones (quant_ternary_r16.go), whose rows are a multiple of 16
 // (and columns of the block) have a LayoutR16 form; the arithmetic (exact
 // integer sums per (sub-)block, one float multiply-add per block of
 // columns) is that of dotR16Generic, the reference twin of the assembly
@@ -135,6 +136,10 @@ func r16Block(t DType) (cols, bytes int) {
 		return qk, r16Q4_0Block
 	case Q8_0:
 		return qk, r16Q8_0Block
+	case TQ2_0:
+		return QK_K, r16TQ2Block
+	case TQ1_0:
+		return QK_K, r16TQ1Block
 	}
 	return 0, 0
 }
@@ -176,7 +181,7 @@ func LayoutBytes(t DType, l Layout, rows, cols int) (int, bool) {
 }
 
 // RepackR16 rearranges src, whole groups of 16 rows of a Q4_K, Q5_K, Q6_K,
-// Q4_0 or Q8_0 matrix
+// Q4_0, Q8_0, TQ1_0 or TQ2_0 matrix
 // with cols columns in LayoutRows, into dst in LayoutR16. It panics if the
 // sizes are inconsistent (dst must be LayoutBytes long) or t has no
 // LayoutR16 form.
@@ -202,6 +207,10 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 		lane = repackQ4_0Lane
 	case Q8_0:
 		lane = repackQ8_0Lane
+	case TQ2_0:
+		lane = repackTQ2Lane
+	case TQ1_0:
+		lane = repackTQ1Lane
 	}
 	for g := 0; g < len(src)/(R16*rb); g++ {
 		for b := range nb {
@@ -355,6 +364,14 @@ func RowLayout(t DType, l Layout, w []byte, cols, r int, dst []float32) {
 	for b := range nb {
 		blk := w[(g*nb+b)*gbb:][:gbb]
 		y := dst[b*bc : (b+1)*bc]
+		if t == TQ2_0 {
+			rowR16TQ2(blk, l16, y)
+			continue
+		}
+		if t == TQ1_0 {
+			rowR16TQ1(blk, l16, y)
+			continue
+		}
 		d := F16ToF32(binary.LittleEndian.Uint16(blk[2*l16:]))
 		if t == Q4_0 || t == Q8_0 {
 			o := r16Offset(t)

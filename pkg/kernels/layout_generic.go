@@ -27,6 +27,14 @@ func dotR16Generic(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float
 		dotR16LegacyGeneric(t, w, nb, xq, xrb, R, out, ostride)
 		return
 	}
+	if t == TQ2_0 {
+		dotR16TQ2Generic(w, nb, xq, xrb, R, out, ostride)
+		return
+	}
+	if t == TQ1_0 {
+		dotR16TQ1Generic(w, nb, xq, xrb, R, out, ostride)
+		return
+	}
 	_, gbb := r16Block(t)
 	for r := range R {
 		var acc [R16]float32

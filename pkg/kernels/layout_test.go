@@ -8,7 +8,7 @@ import (
 )
 
 // r16Types are the types with a LayoutR16 form.
-var r16Types = []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q8_0}
+var r16Types = []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q8_0, TQ1_0, TQ2_0}
 
 // r16X returns n activation rows xq of VecDotType(t), nb blocks of t each,
 // as t's LayoutR16 kernels take them, and their row bytes: Q8_K rows as

@@ -85,15 +85,15 @@ const (
 	// LayoutGGML is ggml's encoding of the tensor's DType, rows one after
 	// another: the bytes of the GGUF tensor, unchanged.
 	LayoutGGML Layout = 0
-	// LayoutR16 is kernels.LayoutR16: Q4_K, Q5_K, Q6_K, Q4_0 and Q8_0
-	// matrices with groups of 16 rows interleaved and the scales next to
-	// their quants (unpacked for the k-quants), for the AVX2 and AVX-512
-	// VNNI kernels, which read the same bytes. (Readers before Q4_0 and Q8_0,
-	// or Q5_K, refuse such tensors as invalid entries rather than misread
-	// them.)
-	// (Its pure-Go twin runs it anywhere, but far slower than the ggml
-	// layout's kernels, so it is not written for the generic tier.) Files
-	// packed before the AVX2 kernels record its tensors as needing
+	// LayoutR16 is kernels.LayoutR16: Q4_K, Q5_K, Q6_K, Q4_0, Q8_0, TQ1_0
+	// and TQ2_0 matrices with groups of 16 rows interleaved and the scales
+	// next to their quants (unpacked for the k-quants), for the AVX2 and
+	// AVX-512 VNNI kernels, which read the same bytes (the ternary formats:
+	// AVX-512 VNNI only). (Readers before Q4_0 and Q8_0, Q5_K, or TQ1_0 and
+	// TQ2_0 refuse such tensors as invalid entries rather than misread
+	// them.) (Its pure-Go twin runs it anywhere, but far slower than the
+	// ggml layout's kernels, so it is not written for the generic tier.)
+	// Files packed before the AVX2 kernels record its tensors as needing
 	// avx512vnni; File.CheckTier lowers that to avx2.
 	LayoutR16 Layout = 1
 )
@@ -183,10 +183,10 @@ func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
 
 // Layouts counts the changes to which tensors chooseLayout rearranges (1:
 // Q4_K and Q6_K in LayoutR16; 2: Q4_0 and Q8_0 too; 3: 3-D stacks of
-// experts' matrices too; 4: Q5_K too, and on AVX2 hosts too, recorded as
-// needing avx2). Files of every count read alike; a cache of
-// packed copies keys on it, so that an older copy is packed again to get
-// the faster layouts.
+// experts' matrices too; 4: Q5_K too, on AVX2 hosts too (recorded as
+// needing avx2), and TQ1_0 and TQ2_0 on AVX-512 VNNI). Files of every
+// count read alike; a cache of packed copies keys on it, so that an older
+// copy is packed again to get the faster layouts.
 const Layouts = 4
 
 // chooseLayout is the layout the packer writes a tensor in for CPUs of tier
@@ -197,11 +197,21 @@ const Layouts = 4
 // (r16Size), needing avx2, so that a file packed on either tier runs on
 // both; ggml's layout otherwise.
 func chooseLayout(cpu Tier, dt kernels.DType, shape []uint64) (Layout, Tier) {
-	if cpu < TierAVX2 || len(shape) < 2 || len(shape) > 3 ||
+	if cpu < r16Tier(dt) || len(shape) < 2 || len(shape) > 3 ||
 		shape[0] > math.MaxInt32 || shape[1] > math.MaxInt32 || !kernels.CanR16(dt, int(shape[1]), int(shape[0])) {
 		return LayoutGGML, TierGeneric
 	}
-	return LayoutR16, layouts[LayoutR16].tier
+	return LayoutR16, r16Tier(dt)
+}
+
+// r16Tier is the lowest tier with LayoutR16 kernels for dt: the ternary
+// formats have AVX-512 VNNI ones only (the AVX2 table holds their pure-Go
+// twin, slower than the ggml layout's AVX2 kernels), the others AVX2 ones.
+func r16Tier(dt kernels.DType) Tier {
+	if dt == kernels.TQ1_0 || dt == kernels.TQ2_0 {
+		return TierAVX512VNNI
+	}
+	return layouts[LayoutR16].tier
 }
 
 func (l Layout) String() string {

@@ -505,3 +505,37 @@ func TestWriteProgress(t *testing.T) {
 		}
 	}
 }
+
+// TestTernaryR16NeedsVNNI: the ternary formats' LayoutR16 has AVX-512 VNNI
+// kernels only, so the packer keeps ggml's layout for them on avx2, and a
+// file with ternary LayoutR16 tensors needs avx512vnni (an AVX2 host is
+// told to repack rather than run the slow reference twin).
+func TestTernaryR16NeedsVNNI(t *testing.T) {
+	for _, dt := range []kernels.DType{kernels.TQ1_0, kernels.TQ2_0} {
+		shape := []uint64{256, 64}
+		if l, _ := chooseLayout(TierAVX2, dt, shape); l != LayoutGGML {
+			t.Errorf("%v on avx2: layout %v, want ggml's", dt, l)
+		}
+		if l, tier := chooseLayout(TierAVX512VNNI, dt, shape); l != LayoutR16 || tier != TierAVX512VNNI {
+			t.Errorf("%v on avx512vnni: layout %v needing %v, want LayoutR16 needing avx512vnni", dt, l, tier)
+		}
+	}
+	src, err := os.ReadFile(filepath.Join("..", "..", "runtime", "testdata", "golden", "models", "bitnet-TQ2_0.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Parse(mustPack(t, src, Options{Tier: TierAVX512VNNI}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.CheckTier(TierAVX2); !errors.Is(err, ErrCPU) {
+		t.Errorf("avx2 CPU: %v, want ErrCPU", err)
+	}
+	g, err := Parse(mustPack(t, src, Options{Tier: TierAVX2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.CheckTier(TierAVX2); err != nil {
+		t.Errorf("packed for avx2, on avx2: %v", err)
+	}
+}

@@ -478,7 +478,11 @@ func (f *File) needs() Tier {
 	for i := range f.Tensors {
 		t := &f.Tensors[i]
 		recorded = max(recorded, t.Tier)
-		need = max(need, min(t.Tier, layouts[t.Layout].tier))
+		lowest := layouts[t.Layout].tier
+		if t.Layout == LayoutR16 {
+			lowest = r16Tier(t.Type)
+		}
+		need = max(need, min(t.Tier, lowest))
 	}
 	if f.Tier > recorded {
 		return f.Tier
