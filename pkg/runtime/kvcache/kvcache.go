@@ -238,6 +238,7 @@ type Cache struct {
 	window int         // widest window of the sliding group
 	hashes []uint64    // hash chain of the leading full blocks (prefix.go)
 	rings  int64       // bytes of the rings
+	rangeN int         // positions per attention range, 0: RangeLen (tests set it)
 	closed bool
 }
 
@@ -400,6 +401,7 @@ type AttnParams struct {
 type Scratch struct {
 	scores []float32
 	vrow   []float32
+	parts  []float32 // AttendGroup's ranges' partial states
 }
 
 // run is a stretch of consecutive positions stored at a stride of one row:
