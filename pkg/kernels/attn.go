@@ -1,5 +1,7 @@
 package kernels
 
+import "fmt"
+
 // ExpMax replaces x by exp(x − max x) and returns the max and Σ exp(x − max
 // x) (summed in float64, rounded once): Softmax without its final scaling.
 // It is the partial softmax state of one range of attention scores, which
@@ -10,4 +12,31 @@ func ExpMax(x []float32) (m, sum float32) {
 	}
 	m = kern.max(x)
 	return m, kern.expSub(x, m)
+}
+
+// AxpysF16Heads is AxpysF16 for the g = len(o)/hd query heads of a GQA
+// group over the same value rows: head h adds Σ_i w[h·ws+i]·v_i (i < n) to
+// its output o[h·hd:(h+1)·hd], v_i the hd float16 values at v[i·stride:].
+// Every tier gives exactly what g calls of its AxpysF16 would; the assembly
+// widens each row once for all the heads.
+func AxpysF16Heads(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
+	if hd <= 0 || len(o)%hd != 0 {
+		panic(fmt.Sprintf("kernels: AxpysF16Heads: %d outputs are not whole heads of %d", len(o), hd))
+	}
+	g := len(o) / hd
+	if g == 0 || n == 0 {
+		return
+	}
+	if n < 0 || ws < n || len(w) < (g-1)*ws+n || stride < 2*hd || len(v) < (n-1)*stride+2*hd {
+		panic(fmt.Sprintf("kernels: AxpysF16Heads: %d heads of %d weights at stride %d in %d, %d rows of %d values at stride %d in %d bytes",
+			g, n, ws, len(w), n, hd, stride, len(v)))
+	}
+	kern.axpysF16Heads(w, ws, n, v, stride, o, hd)
+}
+
+// axpysF16HeadsGeneric is the heads one by one, each as axpysF16Generic.
+func axpysF16HeadsGeneric(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
+	for h := range len(o) / hd {
+		axpysF16Generic(w[h*ws:h*ws+n], v, stride, o[h*hd:(h+1)*hd])
+	}
 }

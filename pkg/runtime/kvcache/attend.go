@@ -16,9 +16,10 @@ import (
 //
 // The arithmetic of each head is that of AttendHead, operation for
 // operation: a row's dot is the same kernel call on the same bytes, a
-// tile's value rows are added in order into the same accumulators (the
-// AxpysF16 kernels load and store float32 between calls, which rounds
-// nothing). So the two are exactly equal (TestAttendGroupMatchesHead).
+// tile's value rows are added in order into the same accumulators
+// (AxpysF16Heads is AxpysF16 head by head, exactly, and the kernels load
+// and store float32 between calls, which rounds nothing). So the two are
+// exactly equal (TestAttendGroupMatchesHead).
 //
 // Past RangeLen positions attention is computed in ranges of at most
 // RangeLen positions, each with its own softmax state (max, sum of
@@ -201,9 +202,7 @@ func (c *Cache) groupValues(l, kvh, lo, n, g int, w, out []float32, s *Scratch) 
 			for t := 0; t < r.n; t += tile {
 				tn := min(tile, r.n-t)
 				vt := r.v[t*c.row : (t+tn-1)*c.row+c.head]
-				for h := range g {
-					kernels.AxpysF16(w[h*n+i+t:h*n+i+t+tn], vt, c.row, out[h*hd:(h+1)*hd])
-				}
+				kernels.AxpysF16Heads(w[i+t:], n, tn, vt, c.row, out[:g*hd], hd)
 			}
 			continue
 		}
