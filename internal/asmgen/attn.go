@@ -193,3 +193,86 @@ func axpysF16HeadsAVX512(G int) {
 	VZEROUPPER()
 	RET()
 }
+
+// axpysQ8HeadsAVX512 is axpysF16HeadsAVX512 over a q8_0 cache: each row's
+// 64 columns (two blocks of 32 int8 and an f16 scale) are widened once,
+// x = d·float32(q) as Dequantize computes it, and added into the G heads'
+// outputs with o = fma(w, x, o), the rows in order.
+func axpysQ8HeadsAVX512(G int) {
+	name := fmt.Sprintf("axpysQ8Heads%dAVX512Asm", G)
+	kernel(name, "func(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)",
+		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
+		"x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).")
+	w, ws, n := Load(Param("w"), GP64()), Load(Param("ws"), GP64()), Load(Param("n"), GP64())
+	v, stride, o, hd := Load(Param("v"), GP64()), Load(Param("stride"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
+	SHLQ(U8(2), ws)
+	os := GP64()
+	MOVQ(hd, os)
+	SHLQ(U8(2), os)
+	var ws3, os3 Register
+	if G > 3 {
+		ws3, os3 = GP64(), GP64()
+		LEAQ(Mem{Base: ws, Index: ws, Scale: 2}, ws3)
+		LEAQ(Mem{Base: os, Index: os, Scale: 2}, os3)
+	}
+	head := func(base, s, s3 Register, h, disp int) Mem {
+		switch h {
+		case 0:
+			return Mem{Base: base, Disp: disp}
+		case 3:
+			return Mem{Base: base, Index: s3, Scale: 1, Disp: disp}
+		}
+		return Mem{Base: base, Index: s, Scale: uint8(h), Disp: disp}
+	}
+	Label(name + "_cols")
+	TESTQ(hd, hd)
+	JZ(LabelRef(name + "_done"))
+	acc := make([][]VecVirtual, G)
+	for h := range acc {
+		acc[h] = make([]VecVirtual, 4)
+		for c := range acc[h] {
+			acc[h][c] = ZMM()
+			VMOVUPS(head(o, os, os3, h, 64*c), acc[h][c])
+		}
+	}
+	i, wp, vp := GP64(), GP64(), GP64()
+	MOVQ(n, i)
+	MOVQ(w, wp)
+	MOVQ(v, vp)
+	Label(name + "_row")
+	wb := make([]VecVirtual, G)
+	for h := range wb {
+		wb[h] = ZMM()
+		VBROADCASTSS(head(wp, ws, ws3, h, 0), wb[h])
+	}
+	for blk := range 2 {
+		d, dh := ZMM(), YMM()
+		VPBROADCASTW(Mem{Base: vp, Disp: 34 * blk}, dh)
+		VCVTPH2PS(dh, d)
+		for half := range 2 {
+			t := ZMM()
+			VPMOVSXBD(Mem{Base: vp, Disp: 34*blk + 2 + 16*half}, t)
+			VCVTDQ2PS(t, t)
+			VMULPS(d, t, t)
+			for h := range G {
+				VFMADD231PS(t, wb[h], acc[h][2*blk+half])
+			}
+		}
+	}
+	ADDQ(U32(4), wp)
+	ADDQ(stride, vp)
+	DECQ(i)
+	JNZ(LabelRef(name + "_row"))
+	for h := range acc {
+		for c, a := range acc[h] {
+			VMOVUPS(a, head(o, os, os3, h, 64*c))
+		}
+	}
+	ADDQ(U32(68), v)
+	ADDQ(U32(256), o)
+	SUBQ(U32(64), hd)
+	JMP(LabelRef(name + "_cols"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}

@@ -65,6 +65,7 @@ func main() {
 	dotsF16AVX512()
 	for G := 1; G <= 4; G++ {
 		axpysF16HeadsAVX512(G)
+		axpysQ8HeadsAVX512(G)
 	}
 	sumBytesAVX2()
 	expConstsData()

@@ -40,3 +40,43 @@ func axpysF16HeadsGeneric(w []float32, ws, n int, v []byte, stride int, o []floa
 		axpysF16Generic(w[h*ws:h*ws+n], v, stride, o[h*hd:(h+1)*hd])
 	}
 }
+
+// AxpysQ8_0Heads is AxpysF16Heads over a q8_0 cache: head h adds
+// Σ_i w[h·ws+i]·x_i to o[h·hd:(h+1)·hd], x_i the hd values (hd % 32 == 0)
+// of the q8_0 row at v[i·stride:], each d·q as Dequantize gives it. The
+// reference adds w·x rounded, the assembly fused (fma(w, x, o)); each tier
+// gives exactly what it gives head by head.
+func AxpysQ8_0Heads(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
+	if hd <= 0 || hd%32 != 0 || len(o)%hd != 0 {
+		panic(fmt.Sprintf("kernels: AxpysQ8_0Heads: %d outputs are not whole heads of %d (a multiple of 32)", len(o), hd))
+	}
+	g := len(o) / hd
+	if g == 0 || n == 0 {
+		return
+	}
+	rb := hd / 32 * 34
+	if n < 0 || ws < n || len(w) < (g-1)*ws+n || stride < rb || len(v) < (n-1)*stride+rb {
+		panic(fmt.Sprintf("kernels: AxpysQ8_0Heads: %d heads of %d weights at stride %d in %d, %d rows of %d values at stride %d in %d bytes",
+			g, n, ws, len(w), n, hd, stride, len(v)))
+	}
+	kern.axpysQ8Heads(w, ws, n, v, stride, o, hd)
+}
+
+// axpysQ8HeadsGeneric dequantises each row once, then adds it to each
+// head's output in turn: o[j] += w·x[j].
+func axpysQ8HeadsGeneric(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
+	var buf [32]float32
+	for i := range n {
+		row := v[i*stride:]
+		for b := 0; b < hd; b += 32 {
+			x := buf[:32]
+			dequantQ8_0(row[b/32*34:b/32*34+34], x)
+			for h := range len(o) / hd {
+				wh, oh := w[h*ws+i], o[h*hd+b:h*hd+b+32]
+				for j, xj := range x {
+					oh[j] += wh * xj
+				}
+			}
+		}
+	}
+}

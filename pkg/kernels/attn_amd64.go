@@ -65,3 +65,28 @@ func axpysF16HeadsAVX512(w []float32, ws, n int, v []byte, stride int, o []float
 		}
 	}
 }
+
+// axpysQ8HeadsAVX512 takes the heads four at a time; heads not a multiple
+// of 64 wide go through the reference.
+func axpysQ8HeadsAVX512(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
+	if hd%64 != 0 {
+		axpysQ8HeadsGeneric(w, ws, n, v, stride, o, hd)
+		return
+	}
+	g := len(o) / hd
+	_ = v[(n-1)*stride+hd/32*34-1]
+	_ = w[(g-1)*ws+n-1]
+	for h := 0; h < g; h += 4 {
+		wh, oh := &w[h*ws], &o[h*hd]
+		switch min(4, g-h) {
+		case 1:
+			axpysQ8Heads1AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
+		case 2:
+			axpysQ8Heads2AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
+		case 3:
+			axpysQ8Heads3AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
+		default:
+			axpysQ8Heads4AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
+		}
+	}
+}

@@ -125,3 +125,55 @@ func TestDotsF16RowAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestAxpysQ8_0Heads: on every tier, exactly what the tier gives head by
+// head, and within float32 rounding of the sums in float64 of w·x, x the
+// dequantised rows; groups of 1 to 8 heads, head sizes with and without a
+// multiple of 64, misaligned rows, a guard after the outputs.
+func TestAxpysQ8_0Heads(t *testing.T) {
+	r := rand.New(rand.NewPCG(79, 80))
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, hd := range []int{32, 64, 128, 256} {
+			rb := hd / 32 * 34
+			for g := 1; g <= 8; g++ {
+				for _, n := range []int{1, 7, 40} {
+					stride := rb + 10
+					raw := make([]byte, (n-1)*stride+rb)
+					for i := range n {
+						Quantize(Q8_0, gaussian(r, hd, 1), raw[i*stride:i*stride+rb])
+					}
+					v := misalign(raw, g%3+1)
+					ws := n + g%3
+					w := gaussian(r, (g-1)*ws+n, 0.2)
+					o := gaussian(r, g*hd+1, 1)
+					want := append([]float32(nil), o...)
+					for h := range g {
+						AxpysQ8_0Heads(w[h*ws:h*ws+n], ws, n, v, stride, want[h*hd:(h+1)*hd], hd)
+					}
+					ref := make([]float64, g*hd)
+					for h := range g {
+						for j := range hd {
+							ref[h*hd+j] = float64(o[h*hd+j])
+						}
+						for i := range n {
+							x := dequant(Q8_0, v[i*stride:i*stride+rb], hd)
+							for j := range hd {
+								ref[h*hd+j] += float64(w[h*ws+i]) * float64(x[j])
+							}
+						}
+					}
+					AxpysQ8_0Heads(w, ws, n, v, stride, o[:g*hd], hd)
+					for j := range o {
+						if math.Float32bits(o[j]) != math.Float32bits(want[j]) {
+							t.Fatalf("%s hd=%d g=%d n=%d: o[%d] = %v, head by head %v", k.tier, hd, g, n, j, o[j], want[j])
+						}
+						if j < g*hd && math.Abs(float64(o[j])-ref[j]) > 1e-5*(1+math.Abs(ref[j])) {
+							t.Fatalf("%s hd=%d g=%d n=%d: o[%d] = %v, float64 sums %v", k.tier, hd, g, n, j, o[j], ref[j])
+						}
+					}
+				}
+			}
+		}
+	}
+}

@@ -131,6 +131,7 @@ type kernelSet struct {
 	// axpysF16Heads is AxpysF16 for the len(o)/hd heads of a GQA group
 	// (attn.go).
 	axpysF16Heads func(w []float32, ws, n int, v []byte, stride int, o []float32, hd int)
+	axpysQ8Heads  func(w []float32, ws, n int, v []byte, stride int, o []float32, hd int)
 	expSub        func(x []float32, m float32) float32
 	swiglu        func(dst, gate, up []float32)
 	max           func(x []float32) float32 // len(x) > 0
@@ -189,6 +190,7 @@ var genericKernels = &kernelSet{
 	dotsF16:       dotsF16Generic,
 	axpysF16:      axpysF16Generic,
 	axpysF16Heads: axpysF16HeadsGeneric,
+	axpysQ8Heads:  axpysQ8HeadsGeneric,
 	expSub:        expSubGeneric,
 	swiglu:        swigluGeneric,
 	max:           maxGeneric,

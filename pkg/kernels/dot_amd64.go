@@ -53,6 +53,7 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.quantQ8R16 = quantQ8R16AVX512
 	k.dotsF16 = dotsF16AVX512
 	k.axpysF16Heads = axpysF16HeadsAVX512
+	k.axpysQ8Heads = axpysQ8HeadsAVX512
 })
 
 func hostKernels() []*kernelSet {

@@ -198,15 +198,19 @@ func (c *Cache) groupValues(l, kvh, lo, n, g int, w, out []float32, s *Scratch) 
 	hd := c.g.HeadDim
 	vrow := growF(&s.vrow, hd)
 	for i, r := range c.runs(l, kvh, lo, n) {
-		if c.dt == kernels.F16 {
+		if c.dt == kernels.F16 || c.dt == kernels.Q8_0 {
 			for t := 0; t < r.n; t += tile {
 				tn := min(tile, r.n-t)
 				vt := r.v[t*c.row : (t+tn-1)*c.row+c.head]
-				kernels.AxpysF16Heads(w[i+t:], n, tn, vt, c.row, out[:g*hd], hd)
+				if c.dt == kernels.F16 {
+					kernels.AxpysF16Heads(w[i+t:], n, tn, vt, c.row, out[:g*hd], hd)
+				} else {
+					kernels.AxpysQ8_0Heads(w[i+t:], n, tn, vt, c.row, out[:g*hd], hd)
+				}
 			}
 			continue
 		}
-		// One dequantisation of the row for all the group's heads.
+		// f32: one dequantisation of the row for all the group's heads.
 		for j := range r.n {
 			kernels.Dequantize(c.dt, r.v[j*c.row:j*c.row+c.head], vrow)
 			for h := range g {

@@ -496,6 +496,10 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 			kernels.AxpysF16(scores[i:i+r.n], r.v, c.row, out[:hd])
 			continue
 		}
+		if c.dt == kernels.Q8_0 {
+			kernels.AxpysQ8_0Heads(scores[i:i+r.n], r.n, r.n, r.v, c.row, out[:hd], hd)
+			continue
+		}
 		for j, w := range scores[i : i+r.n] {
 			kernels.Dequantize(c.dt, r.v[j*c.row:j*c.row+c.head], vrow)
 			for m, x := range vrow {
