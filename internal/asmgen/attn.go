@@ -8,7 +8,7 @@ import (
 	. "github.com/mmcloughlin/avo/reg"
 )
 
-// The avx512vnni tier's attention kernels over an f16 KV cache (issue 17).
+// The avx512vnni tier's attention kernels over f16 and q8_0 KV caches (issue 17).
 
 // dotsF16AVX512 is attention's scores, sixteen cache rows at a time: row r
 // accumulates q·k_r in one register of sixteen float32 lanes (one fused
@@ -20,28 +20,70 @@ import (
 // in a tree rather than in dotsF16AVX2's order: the scores agree with the
 // other tiers within float32 summation error, not bit for bit.
 func dotsF16AVX512() {
-	name := "dotsF16AVX512Asm"
+	dots16("dotsF16AVX512Asm", "float16 values", 16, 32, func(row func(r, disp int) Mem, qp Register, acc []VecVirtual) {
+		qv := ZMM()
+		VMOVUPS(Mem{Base: qp}, qv)
+		for r, a := range acc {
+			t := ZMM()
+			VCVTPH2PS(row(r, 0), t)
+			VFMADD231PS(qv, t, a)
+		}
+	})
+}
+
+// dotsQ8AVX512 is dotsF16AVX512 over a q8_0 cache: a row's block of 32
+// values is widened to d·float32(q) (Dequantize's values) sixteen at a
+// time and multiplied into its accumulator; the scores agree with DotF32's
+// within float32 summation error.
+func dotsQ8AVX512() {
+	dots16("dotsQ8AVX512Asm", "values of the q8_0 row", 32, 34, func(row func(r, disp int) Mem, qp Register, acc []VecVirtual) {
+		qv := []VecVirtual{ZMM(), ZMM()}
+		VMOVUPS(Mem{Base: qp}, qv[0])
+		VMOVUPS(Mem{Base: qp, Disp: 64}, qv[1])
+		for r, a := range acc {
+			d, dh := ZMM(), YMM()
+			VPBROADCASTW(row(r, 0), dh)
+			VCVTPH2PS(dh, d)
+			for h := range 2 {
+				t := ZMM()
+				VPMOVSXBD(row(r, 2+16*h), t)
+				VCVTDQ2PS(t, t)
+				VMULPS(d, t, t)
+				VFMADD231PS(qv[h], t, a)
+			}
+		}
+	})
+}
+
+// dots16 is the frame of the sixteen-row score kernels: body accumulates
+// the cols columns of each row at row(r, 0) (the rows' current column
+// group, colBytes bytes) times the query's at qp into acc[r].
+func dots16(name, what string, cols, colBytes int, body func(row func(r, disp int) Mem, qp Register, acc []VecVirtual)) {
 	kernel(name, "func(k *byte, stride int, q *float32, hd int, n int, out *float32)",
-		name+" sets out[i] to the dot of q[:hd] with the hd float16 values at k + i·stride,",
-		"for i < n (hd % 16 == 0, n % 16 == 0), sixteen rows at a time folded into one register.")
+		fmt.Sprintf("%s sets out[i] to the dot of q[:hd] with the hd %s at k + i·stride,", name, what),
+		fmt.Sprintf("for i < n (hd %% %d == 0, n %% 16 == 0), sixteen rows at a time folded into one register.", cols))
 	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
 	hd, n, out := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64())
 	s3 := GP64()
 	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
+	rb := GP64() // bytes of a row's hd values
+	MOVQ(hd, rb)
+	SHRQ(U8(bitsOf(cols)), rb)
+	IMUL3Q(Imm(uint64(colBytes)), rb, rb)
 	b := []Register{k, GP64(), GP64(), GP64()} // rows 0, 4, 8, 12 of the block
 	for i := 1; i < 4; i++ {
 		LEAQ(Mem{Base: b[i-1], Index: stride, Scale: 4}, b[i])
 	}
-	row := func(r int) Mem {
+	row := func(r, disp int) Mem {
 		switch r % 4 {
 		case 0:
-			return Mem{Base: b[r/4]}
+			return Mem{Base: b[r/4], Disp: disp}
 		case 1:
-			return Mem{Base: b[r/4], Index: stride, Scale: 1}
+			return Mem{Base: b[r/4], Index: stride, Scale: 1, Disp: disp}
 		case 2:
-			return Mem{Base: b[r/4], Index: stride, Scale: 2}
+			return Mem{Base: b[r/4], Index: stride, Scale: 2, Disp: disp}
 		}
-		return Mem{Base: b[r/4], Index: s3, Scale: 1}
+		return Mem{Base: b[r/4], Index: s3, Scale: 1, Disp: disp}
 	}
 	Label(name + "_block")
 	TESTQ(n, n)
@@ -51,22 +93,15 @@ func dotsF16AVX512() {
 	MOVQ(hd, j)
 	MOVQ(q, qp)
 	Label(name + "_col")
-	qv := ZMM()
-	VMOVUPS(Mem{Base: qp}, qv)
-	for r, a := range acc {
-		t := ZMM()
-		VCVTPH2PS(row(r), t)
-		VFMADD231PS(qv, t, a)
-	}
+	body(row, qp, acc)
 	for _, p := range b {
-		ADDQ(U32(32), p)
+		ADDQ(U32(colBytes), p)
 	}
-	ADDQ(U32(64), qp)
-	SUBQ(U32(16), j)
+	ADDQ(U32(4*cols), qp)
+	SUBQ(U32(cols), j)
 	JNZ(LabelRef(name + "_col"))
 	for _, p := range b {
-		SUBQ(hd, p)
-		SUBQ(hd, p)
+		SUBQ(rb, p)
 	}
 	VMOVUPS(fold16(acc), Mem{Base: out})
 	ADDQ(U32(64), out)
@@ -80,6 +115,15 @@ func dotsF16AVX512() {
 	Label(name + "_done")
 	VZEROUPPER()
 	RET()
+}
+
+// bitsOf is log2 of the power of two n.
+func bitsOf(n int) int {
+	b := 0
+	for 1<<b < n {
+		b++
+	}
+	return b
 }
 
 // fold16 sums each of the sixteen registers' lanes into lane r of the

@@ -80,3 +80,38 @@ func axpysQ8HeadsGeneric(w []float32, ws, n int, v []byte, stride int, o []float
 		}
 	}
 }
+
+// DotsQ8_0 is DotsF16 over a q8_0 cache: out[i] is the dot of q with the
+// q8_0 row of len(q) values (a multiple of 32) at k[i·stride:], as DotF32
+// computes it; the AVX-512 tier sums in a tree of float32 lanes (within
+// float32 summation error), and a row's score never depends on where in the
+// call it falls.
+func DotsQ8_0(k []byte, stride int, q, out []float32) {
+	rb := len(q) / 32 * 34
+	if len(q)%32 != 0 {
+		panic(fmt.Sprintf("kernels: DotsQ8_0: rows of %d values are not whole q8_0 blocks", len(q)))
+	}
+	if len(out) > 0 && (stride < rb || len(k) < (len(out)-1)*stride+rb) {
+		panic(fmt.Sprintf("kernels: DotsQ8_0: %d rows of %d values at stride %d in %d bytes", len(out), len(q), stride, len(k)))
+	}
+	kern.dotsQ8(k, stride, q, out)
+}
+
+// dotsQ8Generic is DotF32 row by row: each block's 32 products summed in
+// float32, the blocks' sums in float64.
+func dotsQ8Generic(k []byte, stride int, q, out []float32) {
+	var y [32]float32
+	for i := range out {
+		row := k[i*stride:]
+		var sum float64
+		for b := 0; b < len(q); b += 32 {
+			dequantQ8_0(row[b/32*34:b/32*34+34], y[:])
+			var s float32
+			for j, v := range q[b : b+32] {
+				s += y[j] * v
+			}
+			sum += float64(s)
+		}
+		out[i] = float32(sum)
+	}
+}

@@ -90,3 +90,30 @@ func axpysQ8HeadsAVX512(w []float32, ws, n int, v []byte, stride int, o []float3
 		}
 	}
 }
+
+// dotsQ8AVX512 is dotsF16AVX512's frame over q8_0 rows: blocks of sixteen
+// rows, the last fewer copied into a block of their own; heads wider than
+// 256 go through the reference.
+func dotsQ8AVX512(k []byte, stride int, q, out []float32) {
+	hd := len(q)
+	if len(out) == 0 || hd == 0 || hd > 256 {
+		dotsQ8Generic(k, stride, q, out)
+		return
+	}
+	rb := hd / 32 * 34
+	nb := len(out) &^ 15
+	if nb > 0 {
+		_ = k[(nb-1)*stride+rb-1]
+		dotsQ8AVX512Asm(&k[0], stride, &q[0], hd, nb, &out[0])
+	}
+	if nb == len(out) {
+		return
+	}
+	var tail [16 * 8 * 34]byte
+	var sums [16]float32
+	for i := range len(out) - nb {
+		copy(tail[i*rb:(i+1)*rb], k[(nb+i)*stride:(nb+i)*stride+rb])
+	}
+	dotsQ8AVX512Asm(&tail[0], rb, &q[0], hd, 16, &sums[0])
+	copy(out[nb:], sums[:])
+}

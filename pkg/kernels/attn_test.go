@@ -177,3 +177,45 @@ func TestAxpysQ8_0Heads(t *testing.T) {
 		}
 	}
 }
+
+// TestDotsQ8_0: every tier's DotsQ8_0 against DotF32 row by row (the
+// reference exactly, the others within float32 summation error), on row
+// counts around blocks of sixteen, misaligned rows and a guard after out;
+// and a row's score is the same bits alone as anywhere in a call.
+func TestDotsQ8_0(t *testing.T) {
+	r := rand.New(rand.NewPCG(81, 82))
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, hd := range []int{32, 64, 96, 128, 256, 288} {
+			rb := hd / 32 * 34
+			for _, n := range []int{1, 15, 16, 17, 33, 64} {
+				stride := rb + 2*(n%3) + 1
+				raw := make([]byte, (n-1)*stride+rb)
+				for i := range n {
+					Quantize(Q8_0, gaussian(r, hd, 1), raw[i*stride:i*stride+rb])
+				}
+				kb := misalign(raw, n%5+1)
+				q := gaussian(r, hd, 1)
+				out := make([]float32, n+1)
+				out[n] = 42
+				DotsQ8_0(kb, stride, q, out[:n])
+				if out[n] != 42 {
+					t.Fatalf("%s: wrote past out", k.tier)
+				}
+				for i := range n {
+					row := kb[i*stride : i*stride+rb]
+					want := DotF32(Q8_0, row, q)
+					_, mag := dot64(dequant(Q8_0, row, hd), q)
+					if k == genericKernels && out[i] != want || math.Abs(float64(out[i]-want)) > 1e-6*mag+1e-30 {
+						t.Fatalf("%s hd=%d n=%d: out[%d] = %v, DotF32 %v", k.tier, hd, n, i, out[i], want)
+					}
+					one := make([]float32, 1)
+					DotsQ8_0(row, stride, q, one)
+					if math.Float32bits(one[0]) != math.Float32bits(out[i]) {
+						t.Fatalf("%s hd=%d n=%d: row %d scores %v alone, %v in the call", k.tier, hd, n, i, one[0], out[i])
+					}
+				}
+			}
+		}
+	}
+}

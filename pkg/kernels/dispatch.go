@@ -132,6 +132,7 @@ type kernelSet struct {
 	// (attn.go).
 	axpysF16Heads func(w []float32, ws, n int, v []byte, stride int, o []float32, hd int)
 	axpysQ8Heads  func(w []float32, ws, n int, v []byte, stride int, o []float32, hd int)
+	dotsQ8        func(k []byte, stride int, q, out []float32)
 	expSub        func(x []float32, m float32) float32
 	swiglu        func(dst, gate, up []float32)
 	max           func(x []float32) float32 // len(x) > 0
@@ -191,6 +192,7 @@ var genericKernels = &kernelSet{
 	axpysF16:      axpysF16Generic,
 	axpysF16Heads: axpysF16HeadsGeneric,
 	axpysQ8Heads:  axpysQ8HeadsGeneric,
+	dotsQ8:        dotsQ8Generic,
 	expSub:        expSubGeneric,
 	swiglu:        swigluGeneric,
 	max:           maxGeneric,

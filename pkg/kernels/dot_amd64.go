@@ -54,6 +54,7 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.dotsF16 = dotsF16AVX512
 	k.axpysF16Heads = axpysF16HeadsAVX512
 	k.axpysQ8Heads = axpysQ8HeadsAVX512
+	k.dotsQ8 = dotsQ8AVX512
 })
 
 func hostKernels() []*kernelSet {

@@ -235,6 +235,12 @@ func axpysF16AVX2Asm(w *float32, v *byte, stride int, n int, o *float32, hd int)
 //go:noescape
 func dotsF16AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
 
+// dotsQ8AVX512Asm sets out[i] to the dot of q[:hd] with the hd values of the q8_0 row at k + i·stride,
+// for i < n (hd % 32 == 0, n % 16 == 0), sixteen rows at a time folded into one register.
+//
+//go:noescape
+func dotsQ8AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
+
 // axpysF16Heads1AVX512Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 1 and i = 0..n-1 in turn,
 // v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).
 //

@@ -166,8 +166,12 @@ func (c *Cache) groupScores(l, kvh, lo, n, g int, q []float32, p AttnParams, s *
 			for h := range g {
 				qh := q[h*hd : (h+1)*hd]
 				sc := scores[h*n+i+t : h*n+i+t+tn]
-				if c.dt == kernels.F16 {
+				switch c.dt {
+				case kernels.F16:
 					kernels.DotsF16(kt, c.row, qh, sc)
+					continue
+				case kernels.Q8_0:
+					kernels.DotsQ8_0(kt, c.row, qh, sc)
 					continue
 				}
 				for j := range tn {

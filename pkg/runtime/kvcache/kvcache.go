@@ -473,8 +473,12 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 		scale /= p.Softcap
 	}
 	for i, r := range c.runs(l, kvh, lo, n) {
-		if c.dt == kernels.F16 {
+		switch c.dt {
+		case kernels.F16:
 			kernels.DotsF16(r.k, c.row, q[:hd], scores[i:i+r.n])
+			continue
+		case kernels.Q8_0:
+			kernels.DotsQ8_0(r.k, c.row, q[:hd], scores[i:i+r.n])
 			continue
 		}
 		for j := range r.n {
