@@ -128,15 +128,16 @@ type kernelSet struct {
 	axpyF16  func(w float32, v []byte, o []float32) // len(v) == 2·len(o)
 	dotsF16  func(k []byte, stride int, q, out []float32)
 	axpysF16 func(w []float32, v []byte, stride int, o []float32)
-	// axpysF16Heads is AxpysF16 for the len(o)/hd heads of a GQA group
-	// (attn.go).
+	expSub   func(x []float32, m float32) float32
+	swiglu   func(dst, gate, up []float32)
+	max      func(x []float32) float32 // len(x) > 0
+	sumU64   func(b []byte) uint64     // StreamRead's sum
+
+	// Attention by GQA group and over a q8_0 cache (attn.go): AxpysF16Heads,
+	// AxpysQ8_0Heads and DotsQ8_0.
 	axpysF16Heads func(w []float32, ws, n int, v []byte, stride int, o []float32, hd int)
 	axpysQ8Heads  func(w []float32, ws, n int, v []byte, stride int, o []float32, hd int)
 	dotsQ8        func(k []byte, stride int, q, out []float32)
-	expSub        func(x []float32, m float32) float32
-	swiglu        func(dst, gate, up []float32)
-	max           func(x []float32) float32 // len(x) > 0
-	sumU64        func(b []byte) uint64     // StreamRead's sum
 }
 
 // nTypes bounds the types the tables index: every DType with a kernel.
@@ -184,19 +185,20 @@ var genericKernels = &kernelSet{
 		Q4_0: r16Q4_0Generic,
 		Q8_0: r16Q8_0Generic,
 	},
-	f16F32:        dotF16F32Generic,
-	quantQ8K:      quantQ8KGeneric,
-	quantQ8R16:    quantQ8R16Generic,
-	axpyF16:       axpyF16Generic,
-	dotsF16:       dotsF16Generic,
-	axpysF16:      axpysF16Generic,
+	f16F32:     dotF16F32Generic,
+	quantQ8K:   quantQ8KGeneric,
+	quantQ8R16: quantQ8R16Generic,
+	axpyF16:    axpyF16Generic,
+	dotsF16:    dotsF16Generic,
+	axpysF16:   axpysF16Generic,
+	expSub:     expSubGeneric,
+	swiglu:     swigluGeneric,
+	max:        maxGeneric,
+	sumU64:     sumU64Generic,
+
 	axpysF16Heads: axpysF16HeadsGeneric,
 	axpysQ8Heads:  axpysQ8HeadsGeneric,
 	dotsQ8:        dotsQ8Generic,
-	expSub:        expSubGeneric,
-	swiglu:        swigluGeneric,
-	max:           maxGeneric,
-	sumU64:        sumU64Generic,
 }
 
 // derive returns the table of tier t: a copy of k with the entries set
