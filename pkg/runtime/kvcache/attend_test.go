@@ -190,3 +190,47 @@ func BenchmarkAttendDecode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAttendPrefill measures the attention of 64 consecutive tokens
+// at a depth of about 3500 (a prefill step's rows) in the BenchmarkAttendDecode layer.
+func BenchmarkAttendPrefill(b *testing.B) {
+	const ctx, heads, kvHeads, hd, rows = 3600, 32, 8, 64, 64
+	c, err := New(Geometry{Type: F16, Layers: 1, KVHeads: kvHeads, HeadDim: hd, Context: ctx})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	kv := make([]float32, kvHeads*hd)
+	for pos := range ctx {
+		for i := range kv {
+			kv[i] = float32(rng.NormFloat64())
+		}
+		c.Store(0, pos, kv, kv)
+	}
+	q := make([]float32, heads*hd)
+	for i := range q {
+		q[i] = float32(rng.NormFloat64())
+	}
+	out := make([]float32, heads*hd)
+	p := AttnParams{Scale: 0.125}
+	var s Scratch
+	b.Run("head", func(b *testing.B) {
+		for range b.N {
+			for pos := ctx - rows; pos < ctx; pos++ {
+				for h := range heads {
+					c.AttendHead(0, pos, h, heads, q[h*hd:(h+1)*hd], p, out[h*hd:(h+1)*hd], &s)
+				}
+			}
+		}
+	})
+	b.Run("group", func(b *testing.B) {
+		const g = heads / kvHeads
+		for range b.N {
+			for pos := ctx - rows; pos < ctx; pos++ {
+				for kvh := range kvHeads {
+					c.AttendGroup(0, pos, kvh, heads, q[kvh*g*hd:(kvh+1)*g*hd], p, out[kvh*g*hd:(kvh+1)*g*hd], &s)
+				}
+			}
+		}
+	})
+}
