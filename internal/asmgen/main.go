@@ -65,6 +65,12 @@ func main() {
 	axpyF16AVX2()
 	dotsF16AVX2()
 	axpysF16AVX2()
+	dotsF16AVX512()
+	dotsQ8AVX512()
+	for G := 1; G <= 4; G++ {
+		axpysF16HeadsAVX512(G)
+		axpysQ8HeadsAVX512(G)
+	}
 	sumBytesAVX2()
 	expConstsData()
 	expSubAVX2()

@@ -132,6 +132,12 @@ type kernelSet struct {
 	swiglu   func(dst, gate, up []float32)
 	max      func(x []float32) float32 // len(x) > 0
 	sumU64   func(b []byte) uint64     // StreamRead's sum
+
+	// Attention by GQA group and over a q8_0 cache (attn.go): AxpysF16Heads,
+	// AxpysQ8_0Heads and DotsQ8_0.
+	axpysF16Heads func(w []float32, ws, n int, v []byte, stride int, o []float32, hd int)
+	axpysQ8Heads  func(w []float32, ws, n int, v []byte, stride int, o []float32, hd int)
+	dotsQ8        func(k []byte, stride int, q, out []float32)
 }
 
 // nTypes bounds the types the tables index: every DType with a kernel.
@@ -192,6 +198,10 @@ var genericKernels = &kernelSet{
 	swiglu:     swigluGeneric,
 	max:        maxGeneric,
 	sumU64:     sumU64Generic,
+
+	axpysF16Heads: axpysF16HeadsGeneric,
+	axpysQ8Heads:  axpysQ8HeadsGeneric,
+	dotsQ8:        dotsQ8Generic,
 }
 
 // derive returns the table of tier t: a copy of k with the entries set

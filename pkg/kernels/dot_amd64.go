@@ -33,6 +33,7 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.axpyF16 = axpyF16AVX2
 	k.dotsF16 = dotsF16AVX2
 	k.axpysF16 = axpysF16AVX2
+	k.axpysF16Heads = axpysF16HeadsAVX2
 	k.expSub = expSubAVX2
 	k.swiglu = swigluAVX2
 	k.max = maxAVX2
@@ -41,7 +42,8 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 })
 
 // avx512vnniKernels is the AVX2 table with the AVX-512 kernels in; the
-// 32-element formats, F16 and the element-wise kernels stay AVX2's.
+// 32-element formats, F16 and the element-wise kernels stay AVX2's, but
+// for attention's scores and grouped values (attn_amd64.go).
 var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.dot[Q4_K] = dotQ4KAVX512
 	k.dot[Q5_K] = dotQ5KAVX512
@@ -58,6 +60,10 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.r16[Q8_0] = r16Q8_0AVX512
 	k.quantQ8R16 = quantQ8R16AVX512
 	setTernaryAVX512(k)
+	k.dotsF16 = dotsF16AVX512
+	k.axpysF16Heads = axpysF16HeadsAVX512
+	k.axpysQ8Heads = axpysQ8HeadsAVX512
+	k.dotsQ8 = dotsQ8AVX512
 })
 
 func hostKernels() []*kernelSet {

@@ -355,6 +355,66 @@ func dotsF16AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32
 //go:noescape
 func axpysF16AVX2Asm(w *float32, v *byte, stride int, n int, o *float32, hd int)
 
+// dotsF16AVX512Asm sets out[i] to the dot of q[:hd] with the hd float16 values at k + i·stride,
+// for i < n (hd % 16 == 0, n % 16 == 0), sixteen rows at a time folded into one register.
+//
+//go:noescape
+func dotsF16AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
+
+// dotsQ8AVX512Asm sets out[i] to the dot of q[:hd] with the hd values of the q8_0 row at k + i·stride,
+// for i < n (hd % 32 == 0, n % 16 == 0), sixteen rows at a time folded into one register.
+//
+//go:noescape
+func dotsQ8AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
+
+// axpysF16Heads1AVX512Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 1 and i = 0..n-1 in turn,
+// v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).
+//
+//go:noescape
+func axpysF16Heads1AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysQ8Heads1AVX512Asm sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < 1 and i = 0..n-1 in turn,
+// x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).
+//
+//go:noescape
+func axpysQ8Heads1AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysF16Heads2AVX512Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 2 and i = 0..n-1 in turn,
+// v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).
+//
+//go:noescape
+func axpysF16Heads2AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysQ8Heads2AVX512Asm sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < 2 and i = 0..n-1 in turn,
+// x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).
+//
+//go:noescape
+func axpysQ8Heads2AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysF16Heads3AVX512Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 3 and i = 0..n-1 in turn,
+// v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).
+//
+//go:noescape
+func axpysF16Heads3AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysQ8Heads3AVX512Asm sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < 3 and i = 0..n-1 in turn,
+// x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).
+//
+//go:noescape
+func axpysQ8Heads3AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysF16Heads4AVX512Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 4 and i = 0..n-1 in turn,
+// v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).
+//
+//go:noescape
+func axpysF16Heads4AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysQ8Heads4AVX512Asm sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < 4 and i = 0..n-1 in turn,
+// x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).
+//
+//go:noescape
+func axpysQ8Heads4AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
 // sumU64AVX2Asm returns the wrapping sum of the n/8 little-endian uint64s at p (n % 128 == 0).
 //
 //go:noescape

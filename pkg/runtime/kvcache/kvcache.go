@@ -238,6 +238,7 @@ type Cache struct {
 	window int         // widest window of the sliding group
 	hashes []uint64    // hash chain of the leading full blocks (prefix.go)
 	rings  int64       // bytes of the rings
+	rangeN int         // positions per attention range, 0: RangeLen (tests set it)
 	closed bool
 }
 
@@ -400,6 +401,7 @@ type AttnParams struct {
 type Scratch struct {
 	scores []float32
 	vrow   []float32
+	parts  []float32 // AttendGroup's ranges' partial states
 }
 
 // run is a stretch of consecutive positions stored at a stride of one row:
@@ -471,8 +473,12 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 		scale /= p.Softcap
 	}
 	for i, r := range c.runs(l, kvh, lo, n) {
-		if c.dt == kernels.F16 {
+		switch c.dt {
+		case kernels.F16:
 			kernels.DotsF16(r.k, c.row, q[:hd], scores[i:i+r.n])
+			continue
+		case kernels.Q8_0:
+			kernels.DotsQ8_0(r.k, c.row, q[:hd], scores[i:i+r.n])
 			continue
 		}
 		for j := range r.n {
@@ -492,6 +498,10 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 		if c.dt == kernels.F16 {
 			// The common case, fused: out += w·v with v widened in place.
 			kernels.AxpysF16(scores[i:i+r.n], r.v, c.row, out[:hd])
+			continue
+		}
+		if c.dt == kernels.Q8_0 {
+			kernels.AxpysQ8_0Heads(scores[i:i+r.n], r.n, r.n, r.v, c.row, out[:hd], hd)
 			continue
 		}
 		for j, w := range scores[i : i+r.n] {

@@ -20,9 +20,12 @@ type Step struct {
 	// (State.Context): one for the whole batch.
 	Context int
 
-	last      []float32 // (rows needing logits, dim)
-	logits    []float32 // (rows needing logits, vocab)
-	scratches sync.Pool // *kvcache.Scratch, one per attention worker
+	last      []float32  // (rows needing logits, dim)
+	logits    []float32  // (rows needing logits, vocab)
+	scratches sync.Pool  // *kvcache.Scratch, one per attention worker
+	tasks     []attnTask // Attend's tasks when ranges are split over threads
+	parts     []float32  // their partial states (kvcache.PartLen each)
+	nparts    int
 }
 
 // Grow returns s resized to n, reallocating only when it is too small.
@@ -111,21 +114,83 @@ func (st *Step) Layers(b *Batch, layers int, attention, ffn func(l int)) {
 // every query head, split over the pool: q holds the rows' query heads
 // (heads×headDim each, already rotated), out receives the heads' outputs.
 // Each row attends over its own sequence's KV cache.
+//
+// A task is a row's GQA group (the query heads of one KV head), so each
+// key and value row is read once per group (kvcache.AttendGroup). When
+// there are fewer such tasks than twice the threads (decode of a sequence
+// of a model with few KV heads), a long context's ranges
+// (kvcache.RangeLen positions) are tasks too, merged at the end. The
+// result is the same either way: how a token's attention is split into
+// ranges depends on its position only.
 func (st *Step) Attend(pool *kernels.Pool, b *Batch, l, heads, headDim int, q, out []float32, p kvcache.AttnParams) {
+	rows := len(st.Pos)
+	if rows == 0 {
+		return
+	}
 	qDim := heads * headDim
-	pool.Run(len(st.Pos)*heads, func(lo, hi int) {
-		s, _ := st.scratches.Get().(*kvcache.Scratch)
-		if s == nil {
-			s = new(kvcache.Scratch)
+	kvHeads := b.Seqs[st.Seq[0]].State.Cache.Geometry().KVHeads
+	g := heads / kvHeads
+	gDim := g * headDim
+	if rows*kvHeads >= 2*pool.Threads() {
+		pool.Run(rows*kvHeads, func(lo, hi int) {
+			s := st.scratch()
+			for task := lo; task < hi; task++ {
+				r, kvh := task/kvHeads, task%kvHeads
+				off := r*qDim + kvh*gDim
+				c := b.Seqs[st.Seq[r]].State.Cache
+				c.AttendGroup(l, st.Pos[r], kvh, heads, q[off:off+gDim], p, out[off:off+gDim], s)
+			}
+			st.scratches.Put(s)
+		})
+		return
+	}
+	st.tasks, st.nparts = st.tasks[:0], 0
+	for r := range rows {
+		k := b.Seqs[st.Seq[r]].State.Cache.Ranges(l, st.Pos[r])
+		for kvh := range kvHeads {
+			for rg := range k {
+				st.tasks = append(st.tasks, attnTask{row: r, kvh: kvh, rng: rg, ranges: k, part: st.nparts + rg})
+			}
+			if k > 1 {
+				st.nparts += k
+			}
 		}
-		for task := lo; task < hi; task++ {
-			r, h := task/heads, task%heads
-			off := r*qDim + h*headDim
-			c := b.Seqs[st.Seq[r]].State.Cache
-			c.AttendHead(l, st.Pos[r], h, heads, q[off:off+headDim], p, out[off:off+headDim], s)
+	}
+	pl := kvcache.PartLen(g, headDim)
+	st.parts = Grow(st.parts, st.nparts*pl)
+	pool.Run(len(st.tasks), func(lo, hi int) {
+		s := st.scratch()
+		for _, t := range st.tasks[lo:hi] {
+			off := t.row*qDim + t.kvh*gDim
+			c := b.Seqs[st.Seq[t.row]].State.Cache
+			if t.ranges == 1 {
+				c.AttendGroup(l, st.Pos[t.row], t.kvh, heads, q[off:off+gDim], p, out[off:off+gDim], s)
+				continue
+			}
+			c.AttendRange(l, st.Pos[t.row], t.kvh, heads, t.rng, q[off:off+gDim], p, st.parts[t.part*pl:(t.part+1)*pl], s)
 		}
 		st.scratches.Put(s)
 	})
+	for _, t := range st.tasks {
+		if t.ranges > 1 && t.rng == 0 {
+			off := t.row*qDim + t.kvh*gDim
+			kvcache.MergeRanges(st.parts[t.part*pl:(t.part+t.ranges)*pl], t.ranges, g, headDim, out[off:off+gDim])
+		}
+	}
+}
+
+// attnTask is one range of one row's GQA group; part indexes its partial
+// state in Step.parts when the row's attention has several ranges.
+type attnTask struct {
+	row, kvh, rng, ranges, part int
+}
+
+func (st *Step) scratch() *kvcache.Scratch {
+	s, _ := st.scratches.Get().(*kvcache.Scratch)
+	if s == nil {
+		s = new(kvcache.Scratch)
+	}
+	return s
 }
 
 // Outputs computes what the batch asks for from the residual stream x

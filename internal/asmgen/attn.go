@@ -1,0 +1,322 @@
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// The avx512vnni tier's attention kernels over f16 and q8_0 KV caches (issue 17).
+
+// dotsF16AVX512 is attention's scores, sixteen cache rows at a time: row r
+// accumulates q·k_r in one register of sixteen float32 lanes (one fused
+// multiply-add per 16 columns, column c in lane c mod 16), then the sixteen
+// registers are folded together into one register of the sixteen sums —
+// halves of 256 bits, then of 128, then the four lanes of each 128-bit
+// quarter by unpacking — so a row costs about three operations of reduction
+// instead of the eight of a horizontal sum of its own. The lanes are summed
+// in a tree rather than in dotsF16AVX2's order: the scores agree with the
+// other tiers within float32 summation error, not bit for bit.
+func dotsF16AVX512() {
+	dots16("dotsF16AVX512Asm", "float16 values", 16, 32, func(row func(r, disp int) Mem, qp Register, acc []VecVirtual) {
+		qv := ZMM()
+		VMOVUPS(Mem{Base: qp}, qv)
+		for r, a := range acc {
+			t := ZMM()
+			VCVTPH2PS(row(r, 0), t)
+			VFMADD231PS(qv, t, a)
+		}
+	})
+}
+
+// dotsQ8AVX512 is dotsF16AVX512 over a q8_0 cache: a row's block of 32
+// values is widened to d·float32(q) (Dequantize's values) sixteen at a
+// time and multiplied into its accumulator; the scores agree with DotF32's
+// within float32 summation error.
+func dotsQ8AVX512() {
+	dots16("dotsQ8AVX512Asm", "values of the q8_0 row", 32, 34, func(row func(r, disp int) Mem, qp Register, acc []VecVirtual) {
+		qv := []VecVirtual{ZMM(), ZMM()}
+		VMOVUPS(Mem{Base: qp}, qv[0])
+		VMOVUPS(Mem{Base: qp, Disp: 64}, qv[1])
+		for r, a := range acc {
+			d, dh := ZMM(), YMM()
+			VPBROADCASTW(row(r, 0), dh)
+			VCVTPH2PS(dh, d)
+			for h := range 2 {
+				t := ZMM()
+				VPMOVSXBD(row(r, 2+16*h), t)
+				VCVTDQ2PS(t, t)
+				VMULPS(d, t, t)
+				VFMADD231PS(qv[h], t, a)
+			}
+		}
+	})
+}
+
+// dots16 is the frame of the sixteen-row score kernels: body accumulates
+// the cols columns of each row at row(r, 0) (the rows' current column
+// group, colBytes bytes) times the query's at qp into acc[r].
+func dots16(name, what string, cols, colBytes int, body func(row func(r, disp int) Mem, qp Register, acc []VecVirtual)) {
+	kernel(name, "func(k *byte, stride int, q *float32, hd int, n int, out *float32)",
+		fmt.Sprintf("%s sets out[i] to the dot of q[:hd] with the hd %s at k + i·stride,", name, what),
+		fmt.Sprintf("for i < n (hd %% %d == 0, n %% 16 == 0), sixteen rows at a time folded into one register.", cols))
+	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
+	hd, n, out := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64())
+	s3 := GP64()
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
+	rb := GP64() // bytes of a row's hd values
+	MOVQ(hd, rb)
+	SHRQ(U8(bitsOf(cols)), rb)
+	IMUL3Q(Imm(uint64(colBytes)), rb, rb)
+	b := []Register{k, GP64(), GP64(), GP64()} // rows 0, 4, 8, 12 of the block
+	for i := 1; i < 4; i++ {
+		LEAQ(Mem{Base: b[i-1], Index: stride, Scale: 4}, b[i])
+	}
+	row := func(r, disp int) Mem {
+		switch r % 4 {
+		case 0:
+			return Mem{Base: b[r/4], Disp: disp}
+		case 1:
+			return Mem{Base: b[r/4], Index: stride, Scale: 1, Disp: disp}
+		case 2:
+			return Mem{Base: b[r/4], Index: stride, Scale: 2, Disp: disp}
+		}
+		return Mem{Base: b[r/4], Index: s3, Scale: 1, Disp: disp}
+	}
+	Label(name + "_block")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	acc := zeroed(16, ZMM, VPXORD)
+	j, qp := GP64(), GP64()
+	MOVQ(hd, j)
+	MOVQ(q, qp)
+	Label(name + "_col")
+	body(row, qp, acc)
+	for _, p := range b {
+		ADDQ(U32(colBytes), p)
+	}
+	ADDQ(U32(4*cols), qp)
+	SUBQ(U32(cols), j)
+	JNZ(LabelRef(name + "_col"))
+	for _, p := range b {
+		SUBQ(rb, p)
+	}
+	VMOVUPS(fold16(acc), Mem{Base: out})
+	ADDQ(U32(64), out)
+	// The next block starts 16 rows on: 4 rows past the last base.
+	LEAQ(Mem{Base: b[3], Index: stride, Scale: 4}, b[0])
+	for i := 1; i < 4; i++ {
+		LEAQ(Mem{Base: b[i-1], Index: stride, Scale: 4}, b[i])
+	}
+	SUBQ(U32(16), n)
+	JMP(LabelRef(name + "_block"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// bitsOf is log2 of the power of two n.
+func bitsOf(n int) int {
+	b := 0
+	for 1<<b < n {
+		b++
+	}
+	return b
+}
+
+// fold16 sums each of the sixteen registers' lanes into lane r of the
+// result: rows r and r+4 share a register after adding the halves of 256
+// bits (lanes 0-1 of 128 bits r's, 2-3 r+4's), rows r, r+4, r+8, r+12 one
+// after adding the quarters (one 128-bit lane each), and the four lanes of
+// each quarter are summed by a 4×4 transpose, which leaves row 4L+j in lane
+// j of quarter L: the natural order.
+func fold16(acc []VecVirtual) VecVirtual {
+	half := func(x, y VecVirtual, lo, hi uint8) VecVirtual {
+		p, s := ZMM(), ZMM()
+		VSHUFF32X4(U8(lo), y, x, p)
+		VSHUFF32X4(U8(hi), y, x, s)
+		VADDPS(s, p, p)
+		return p
+	}
+	c := make([]VecVirtual, 4)
+	for j := range 4 {
+		ab := half(acc[j], acc[j+4], 0x44, 0xEE)    // [j: L0+L2, L1+L3 | j+4: ...]
+		cd := half(acc[j+8], acc[j+12], 0x44, 0xEE) // the same for j+8, j+12
+		c[j] = half(ab, cd, 0x88, 0xDD)             // quarter L: row 4L+j's four partial sums
+	}
+	t0, t1, t2, t3 := ZMM(), ZMM(), ZMM(), ZMM()
+	VUNPCKLPS(c[1], c[0], t0)
+	VUNPCKHPS(c[1], c[0], t1)
+	VADDPS(t1, t0, t0) // per quarter: c0 lanes 0+2, c1 0+2, c0 1+3, c1 1+3
+	VUNPCKLPS(c[3], c[2], t2)
+	VUNPCKHPS(c[3], c[2], t3)
+	VADDPS(t3, t2, t2)
+	VUNPCKLPD(t2, t0, t1)
+	VUNPCKHPD(t2, t0, t3)
+	VADDPS(t3, t1, t1)
+	return t1
+}
+
+// axpysF16HeadsAVX512 is attention's value accumulation for G query heads of
+// one GQA group (G ≤ 4) over the same cache rows: each row's 64 columns are
+// widened once and added into the G heads' outputs, 4·G registers of
+// sixteen lanes, so the G·4 chains of fused multiply-adds run side by side.
+// Each output element is fma(w, v, o) over the rows in order, exactly as
+// AxpyF16 row by row (the element's chain is the same; only which
+// elements run in parallel changes).
+func axpysF16HeadsAVX512(G int) {
+	name := fmt.Sprintf("axpysF16Heads%dAVX512Asm", G)
+	kernel(name, "func(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)",
+		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
+		"v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).")
+	w, ws, n := Load(Param("w"), GP64()), Load(Param("ws"), GP64()), Load(Param("n"), GP64())
+	v, stride, o, hd := Load(Param("v"), GP64()), Load(Param("stride"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
+	SHLQ(U8(2), ws) // bytes
+	os := GP64()    // bytes of one head's output
+	MOVQ(hd, os)
+	SHLQ(U8(2), os)
+	var ws3, os3 Register
+	if G > 3 {
+		ws3, os3 = GP64(), GP64()
+		LEAQ(Mem{Base: ws, Index: ws, Scale: 2}, ws3)
+		LEAQ(Mem{Base: os, Index: os, Scale: 2}, os3)
+	}
+	head := func(base, s, s3 Register, h, disp int) Mem {
+		switch h {
+		case 0:
+			return Mem{Base: base, Disp: disp}
+		case 3:
+			return Mem{Base: base, Index: s3, Scale: 1, Disp: disp}
+		}
+		return Mem{Base: base, Index: s, Scale: uint8(h), Disp: disp}
+	}
+	Label(name + "_cols")
+	TESTQ(hd, hd)
+	JZ(LabelRef(name + "_done"))
+	acc := make([][]VecVirtual, G)
+	for h := range acc {
+		acc[h] = make([]VecVirtual, 4)
+		for c := range acc[h] {
+			acc[h][c] = ZMM()
+			VMOVUPS(head(o, os, os3, h, 64*c), acc[h][c])
+		}
+	}
+	i, wp, vp := GP64(), GP64(), GP64()
+	MOVQ(n, i)
+	MOVQ(w, wp)
+	MOVQ(v, vp)
+	Label(name + "_row")
+	wb := make([]VecVirtual, G)
+	for h := range wb {
+		wb[h] = ZMM()
+		VBROADCASTSS(head(wp, ws, ws3, h, 0), wb[h])
+	}
+	for c := range 4 {
+		t := ZMM()
+		VCVTPH2PS(Mem{Base: vp, Disp: 32 * c}, t)
+		for h := range G {
+			VFMADD231PS(t, wb[h], acc[h][c])
+		}
+	}
+	ADDQ(U32(4), wp)
+	ADDQ(stride, vp)
+	DECQ(i)
+	JNZ(LabelRef(name + "_row"))
+	for h := range acc {
+		for c, a := range acc[h] {
+			VMOVUPS(a, head(o, os, os3, h, 64*c))
+		}
+	}
+	ADDQ(U32(128), v)
+	ADDQ(U32(256), o)
+	SUBQ(U32(64), hd)
+	JMP(LabelRef(name + "_cols"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// axpysQ8HeadsAVX512 is axpysF16HeadsAVX512 over a q8_0 cache: each row's
+// 64 columns (two blocks of 32 int8 and an f16 scale) are widened once,
+// x = d·float32(q) as Dequantize computes it, and added into the G heads'
+// outputs with o = fma(w, x, o), the rows in order.
+func axpysQ8HeadsAVX512(G int) {
+	name := fmt.Sprintf("axpysQ8Heads%dAVX512Asm", G)
+	kernel(name, "func(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)",
+		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
+		"x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).")
+	w, ws, n := Load(Param("w"), GP64()), Load(Param("ws"), GP64()), Load(Param("n"), GP64())
+	v, stride, o, hd := Load(Param("v"), GP64()), Load(Param("stride"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
+	SHLQ(U8(2), ws)
+	os := GP64()
+	MOVQ(hd, os)
+	SHLQ(U8(2), os)
+	var ws3, os3 Register
+	if G > 3 {
+		ws3, os3 = GP64(), GP64()
+		LEAQ(Mem{Base: ws, Index: ws, Scale: 2}, ws3)
+		LEAQ(Mem{Base: os, Index: os, Scale: 2}, os3)
+	}
+	head := func(base, s, s3 Register, h, disp int) Mem {
+		switch h {
+		case 0:
+			return Mem{Base: base, Disp: disp}
+		case 3:
+			return Mem{Base: base, Index: s3, Scale: 1, Disp: disp}
+		}
+		return Mem{Base: base, Index: s, Scale: uint8(h), Disp: disp}
+	}
+	Label(name + "_cols")
+	TESTQ(hd, hd)
+	JZ(LabelRef(name + "_done"))
+	acc := make([][]VecVirtual, G)
+	for h := range acc {
+		acc[h] = make([]VecVirtual, 4)
+		for c := range acc[h] {
+			acc[h][c] = ZMM()
+			VMOVUPS(head(o, os, os3, h, 64*c), acc[h][c])
+		}
+	}
+	i, wp, vp := GP64(), GP64(), GP64()
+	MOVQ(n, i)
+	MOVQ(w, wp)
+	MOVQ(v, vp)
+	Label(name + "_row")
+	wb := make([]VecVirtual, G)
+	for h := range wb {
+		wb[h] = ZMM()
+		VBROADCASTSS(head(wp, ws, ws3, h, 0), wb[h])
+	}
+	for blk := range 2 {
+		d, dh := ZMM(), YMM()
+		VPBROADCASTW(Mem{Base: vp, Disp: 34 * blk}, dh)
+		VCVTPH2PS(dh, d)
+		for half := range 2 {
+			t := ZMM()
+			VPMOVSXBD(Mem{Base: vp, Disp: 34*blk + 2 + 16*half}, t)
+			VCVTDQ2PS(t, t)
+			VMULPS(d, t, t)
+			for h := range G {
+				VFMADD231PS(t, wb[h], acc[h][2*blk+half])
+			}
+		}
+	}
+	ADDQ(U32(4), wp)
+	ADDQ(stride, vp)
+	DECQ(i)
+	JNZ(LabelRef(name + "_row"))
+	for h := range acc {
+		for c, a := range acc[h] {
+			VMOVUPS(a, head(o, os, os3, h, 64*c))
+		}
+	}
+	ADDQ(U32(68), v)
+	ADDQ(U32(256), o)
+	SUBQ(U32(64), hd)
+	JMP(LabelRef(name + "_cols"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}

@@ -1,0 +1,119 @@
+//go:build !purego
+
+package kernels
+
+// dotsF16AVX512 runs the rows through the assembly sixteen at a time, the
+// last fewer than sixteen copied into a block of their own: a row's score
+// must not depend on where in a call it falls (a cache's runs break at
+// other places in a ring than in a flat cache, and chunked prefill must
+// equal one batch), and every row of a block gets the same arithmetic.
+// Heads wider than 256 or not a multiple of 16 go through the AVX2 kernel,
+// whole.
+func dotsF16AVX512(k []byte, stride int, q, out []float32) {
+	hd := len(q)
+	if len(out) == 0 || hd == 0 || hd%16 != 0 || hd > 256 {
+		dotsF16AVX2(k, stride, q, out)
+		return
+	}
+	nb := len(out) &^ 15
+	if nb > 0 {
+		_ = k[(nb-1)*stride+2*hd-1]
+		dotsF16AVX512Asm(&k[0], stride, &q[0], hd, nb, &out[0])
+	}
+	if nb == len(out) {
+		return
+	}
+	var tail [16 * 2 * 256]byte
+	var sums [16]float32
+	for i := range len(out) - nb {
+		copy(tail[i*2*hd:(i+1)*2*hd], k[(nb+i)*stride:(nb+i)*stride+2*hd])
+	}
+	dotsF16AVX512Asm(&tail[0], 2*hd, &q[0], hd, 16, &sums[0])
+	copy(out[nb:], sums[:])
+}
+
+// axpysF16HeadsAVX2 is the heads one by one, each as axpysF16AVX2: sixteen
+// registers hold one head's 64 columns twice over, not two heads'.
+func axpysF16HeadsAVX2(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
+	for h := range len(o) / hd {
+		axpysF16AVX2(w[h*ws:h*ws+n], v, stride, o[h*hd:(h+1)*hd])
+	}
+}
+
+// axpysF16HeadsAVX512 takes the heads four at a time (the kernels hold 4·G
+// registers of accumulators); heads not a multiple of 64 wide go through
+// AVX2's head by head.
+func axpysF16HeadsAVX512(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
+	if hd%64 != 0 {
+		axpysF16HeadsAVX2(w, ws, n, v, stride, o, hd)
+		return
+	}
+	g := len(o) / hd
+	_ = v[(n-1)*stride+2*hd-1]
+	_ = w[(g-1)*ws+n-1]
+	for h := 0; h < g; h += 4 {
+		wh, oh := &w[h*ws], &o[h*hd]
+		switch min(4, g-h) {
+		case 1:
+			axpysF16Heads1AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
+		case 2:
+			axpysF16Heads2AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
+		case 3:
+			axpysF16Heads3AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
+		default:
+			axpysF16Heads4AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
+		}
+	}
+}
+
+// axpysQ8HeadsAVX512 takes the heads four at a time; heads not a multiple
+// of 64 wide go through the reference.
+func axpysQ8HeadsAVX512(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
+	if hd%64 != 0 {
+		axpysQ8HeadsGeneric(w, ws, n, v, stride, o, hd)
+		return
+	}
+	g := len(o) / hd
+	_ = v[(n-1)*stride+hd/32*34-1]
+	_ = w[(g-1)*ws+n-1]
+	for h := 0; h < g; h += 4 {
+		wh, oh := &w[h*ws], &o[h*hd]
+		switch min(4, g-h) {
+		case 1:
+			axpysQ8Heads1AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
+		case 2:
+			axpysQ8Heads2AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
+		case 3:
+			axpysQ8Heads3AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
+		default:
+			axpysQ8Heads4AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
+		}
+	}
+}
+
+// dotsQ8AVX512 is dotsF16AVX512's frame over q8_0 rows: blocks of sixteen
+// rows, the last fewer copied into a block of their own; heads wider than
+// 256 go through the reference.
+func dotsQ8AVX512(k []byte, stride int, q, out []float32) {
+	hd := len(q)
+	if len(out) == 0 || hd == 0 || hd > 256 {
+		dotsQ8Generic(k, stride, q, out)
+		return
+	}
+	rb := hd / 32 * 34
+	nb := len(out) &^ 15
+	if nb > 0 {
+		_ = k[(nb-1)*stride+rb-1]
+		dotsQ8AVX512Asm(&k[0], stride, &q[0], hd, nb, &out[0])
+	}
+	if nb == len(out) {
+		return
+	}
+	var tail [16 * 8 * 34]byte
+	var sums [16]float32
+	for i := range len(out) - nb {
+		copy(tail[i*rb:(i+1)*rb], k[(nb+i)*stride:(nb+i)*stride+rb])
+	}
+	dotsQ8AVX512Asm(&tail[0], rb, &q[0], hd, 16, &sums[0])
+	copy(out[nb:], sums[:])
+}

@@ -1,0 +1,221 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestDotsF16Blocks checks every tier's DotsF16 against DotF32 row by row
+// on row counts around the AVX-512 kernel's blocks of sixteen (whole
+// blocks, a tail, none), head sizes with and without a multiple of 16, and
+// misaligned rows with a guard after out: within float32 summation error.
+func TestDotsF16Blocks(t *testing.T) {
+	r := rand.New(rand.NewPCG(71, 72))
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, hd := range []int{16, 40, 64, 96, 128, 256} {
+			for _, n := range []int{15, 16, 17, 32, 47, 64, 65} {
+				stride := 2*hd + 2*(n%3)*hd + 6
+				kb := misalign(randomF16(r, (n-1)*stride+2*hd), n%7+1)
+				q := gaussian(r, hd, 1)
+				out := make([]float32, n+1)
+				out[n] = 42
+				DotsF16(kb, stride, q, out[:n])
+				if out[n] != 42 {
+					t.Fatalf("%s: wrote past out", k.tier)
+				}
+				for i := range n {
+					row := kb[i*stride : i*stride+2*hd]
+					want := DotF32(F16, row, q)
+					_, mag := dot64(dequant(F16, row, hd), q)
+					if math.Abs(float64(out[i]-want)) > 1e-6*mag+1e-30 {
+						t.Fatalf("%s hd=%d n=%d: out[%d] = %v, DotF32 %v", k.tier, hd, n, i, out[i], want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestAxpysF16Heads: on every tier, exactly what one AxpysF16 per head
+// gives, for groups of 1 to 8 heads (the AVX-512 kernels take four at a
+// time), head sizes with and without a multiple of 64, weights at a stride
+// past their count, misaligned rows and a guard after the outputs.
+func TestAxpysF16Heads(t *testing.T) {
+	r := rand.New(rand.NewPCG(73, 74))
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, hd := range []int{32, 64, 128, 256} {
+			for g := 1; g <= 8; g++ {
+				for _, n := range []int{1, 7, 40} {
+					stride := 2*hd + 34
+					v := misalign(randomF16(r, (n-1)*stride+2*hd), g%3+1)
+					ws := n + g%3
+					w := gaussian(r, (g-1)*ws+n, 1)
+					o := gaussian(r, g*hd+1, 1)
+					want := append([]float32(nil), o...)
+					for h := range g {
+						AxpysF16(w[h*ws:h*ws+n], v, stride, want[h*hd:(h+1)*hd])
+					}
+					AxpysF16Heads(w, ws, n, v, stride, o[:g*hd], hd)
+					for j := range o {
+						if math.Float32bits(o[j]) != math.Float32bits(want[j]) {
+							t.Fatalf("%s hd=%d g=%d n=%d: o[%d] = %v, head by head %v", k.tier, hd, g, n, j, o[j], want[j])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestExpMax: ExpMax returns the max, and a scaling by 1/sum after it is
+// Softmax, bit for bit, on every tier.
+func TestExpMax(t *testing.T) {
+	r := rand.New(rand.NewPCG(75, 76))
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, n := range []int{1, 7, 8, 33, 300} {
+			x := gaussian(r, n, 3)
+			want := append([]float32(nil), x...)
+			Softmax(want)
+			top := x[0]
+			for _, v := range x {
+				top = max(top, v)
+			}
+			m, sum := ExpMax(x)
+			if m != top {
+				t.Fatalf("%s n=%d: max %v, want %v", k.tier, n, m, top)
+			}
+			Scale(x, 1/sum)
+			for i := range x {
+				if x[i] != want[i] {
+					t.Fatalf("%s n=%d: %d: %v, Softmax %v (max %v)", k.tier, n, i, x[i], want[i], m)
+				}
+			}
+		}
+	}
+}
+
+// TestDotsF16RowAlone: on every tier a row's score is the same bits
+// whether it is scored alone or anywhere in a call of many rows, so that
+// attention does not depend on where a cache's runs break (rings, blocks,
+// the tiles of AttendGroup) and chunked prefill equals one batch.
+func TestDotsF16RowAlone(t *testing.T) {
+	r := rand.New(rand.NewPCG(77, 78))
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, hd := range []int{40, 64, 128, 256, 288} {
+			const n = 37
+			stride := 2*hd + 10
+			kb := misalign(randomF16(r, (n-1)*stride+2*hd), 3)
+			q := gaussian(r, hd, 1)
+			all := make([]float32, n)
+			DotsF16(kb, stride, q, all)
+			for i := range n {
+				for _, from := range []int{0, max(0, i-20), i} {
+					part := make([]float32, i-from+1)
+					DotsF16(kb[from*stride:], stride, q, part)
+					if math.Float32bits(part[i-from]) != math.Float32bits(all[i]) {
+						t.Fatalf("%s hd=%d: row %d scores %v from row %d, %v in the whole call", k.tier, hd, i, part[i-from], from, all[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestAxpysQ8_0Heads: on every tier, exactly what the tier gives head by
+// head, and within float32 rounding of the sums in float64 of w·x, x the
+// dequantised rows; groups of 1 to 8 heads, head sizes with and without a
+// multiple of 64, misaligned rows, a guard after the outputs.
+func TestAxpysQ8_0Heads(t *testing.T) {
+	r := rand.New(rand.NewPCG(79, 80))
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, hd := range []int{32, 64, 128, 256} {
+			rb := hd / 32 * 34
+			for g := 1; g <= 8; g++ {
+				for _, n := range []int{1, 7, 40} {
+					stride := rb + 10
+					raw := make([]byte, (n-1)*stride+rb)
+					for i := range n {
+						Quantize(Q8_0, gaussian(r, hd, 1), raw[i*stride:i*stride+rb])
+					}
+					v := misalign(raw, g%3+1)
+					ws := n + g%3
+					w := gaussian(r, (g-1)*ws+n, 0.2)
+					o := gaussian(r, g*hd+1, 1)
+					want := append([]float32(nil), o...)
+					for h := range g {
+						AxpysQ8_0Heads(w[h*ws:h*ws+n], ws, n, v, stride, want[h*hd:(h+1)*hd], hd)
+					}
+					ref := make([]float64, g*hd)
+					for h := range g {
+						for j := range hd {
+							ref[h*hd+j] = float64(o[h*hd+j])
+						}
+						for i := range n {
+							x := dequant(Q8_0, v[i*stride:i*stride+rb], hd)
+							for j := range hd {
+								ref[h*hd+j] += float64(w[h*ws+i]) * float64(x[j])
+							}
+						}
+					}
+					AxpysQ8_0Heads(w, ws, n, v, stride, o[:g*hd], hd)
+					for j := range o {
+						if math.Float32bits(o[j]) != math.Float32bits(want[j]) {
+							t.Fatalf("%s hd=%d g=%d n=%d: o[%d] = %v, head by head %v", k.tier, hd, g, n, j, o[j], want[j])
+						}
+						if j < g*hd && math.Abs(float64(o[j])-ref[j]) > 1e-5*(1+math.Abs(ref[j])) {
+							t.Fatalf("%s hd=%d g=%d n=%d: o[%d] = %v, float64 sums %v", k.tier, hd, g, n, j, o[j], ref[j])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestDotsQ8_0: every tier's DotsQ8_0 against DotF32 row by row (the
+// reference exactly, the others within float32 summation error), on row
+// counts around blocks of sixteen, misaligned rows and a guard after out;
+// and a row's score is the same bits alone as anywhere in a call.
+func TestDotsQ8_0(t *testing.T) {
+	r := rand.New(rand.NewPCG(81, 82))
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, hd := range []int{32, 64, 96, 128, 256, 288} {
+			rb := hd / 32 * 34
+			for _, n := range []int{1, 15, 16, 17, 33, 64} {
+				stride := rb + 2*(n%3) + 1
+				raw := make([]byte, (n-1)*stride+rb)
+				for i := range n {
+					Quantize(Q8_0, gaussian(r, hd, 1), raw[i*stride:i*stride+rb])
+				}
+				kb := misalign(raw, n%5+1)
+				q := gaussian(r, hd, 1)
+				out := make([]float32, n+1)
+				out[n] = 42
+				DotsQ8_0(kb, stride, q, out[:n])
+				if out[n] != 42 {
+					t.Fatalf("%s: wrote past out", k.tier)
+				}
+				for i := range n {
+					row := kb[i*stride : i*stride+rb]
+					want := DotF32(Q8_0, row, q)
+					_, mag := dot64(dequant(Q8_0, row, hd), q)
+					if k == genericKernels && out[i] != want || math.Abs(float64(out[i]-want)) > 1e-6*mag+1e-30 {
+						t.Fatalf("%s hd=%d n=%d: out[%d] = %v, DotF32 %v", k.tier, hd, n, i, out[i], want)
+					}
+					one := make([]float32, 1)
+					DotsQ8_0(row, stride, q, one)
+					if math.Float32bits(one[0]) != math.Float32bits(out[i]) {
+						t.Fatalf("%s hd=%d n=%d: row %d scores %v alone, %v in the call", k.tier, hd, n, i, one[0], out[i])
+					}
+				}
+			}
+		}
+	}
+}
