@@ -6,38 +6,6 @@ import (
 	"testing"
 )
 
-// TestDotsF16Blocks checks every tier's DotsF16 against DotF32 row by row
-// on row counts around the AVX-512 kernel's blocks of sixteen (whole
-// blocks, a tail, none), head sizes with and without a multiple of 16, and
-// misaligned rows with a guard after out: within float32 summation error.
-func TestDotsF16Blocks(t *testing.T) {
-	r := rand.New(rand.NewPCG(71, 72))
-	for _, k := range allTiers() {
-		useTier(t, k)
-		for _, hd := range []int{16, 40, 64, 96, 128, 256} {
-			for _, n := range []int{15, 16, 17, 32, 47, 64, 65} {
-				stride := 2*hd + 2*(n%3)*hd + 6
-				kb := misalign(randomF16(r, (n-1)*stride+2*hd), n%7+1)
-				q := gaussian(r, hd, 1)
-				out := make([]float32, n+1)
-				out[n] = 42
-				DotsF16(kb, stride, q, out[:n])
-				if out[n] != 42 {
-					t.Fatalf("%s: wrote past out", k.tier)
-				}
-				for i := range n {
-					row := kb[i*stride : i*stride+2*hd]
-					want := DotF32(F16, row, q)
-					_, mag := dot64(dequant(F16, row, hd), q)
-					if math.Abs(float64(out[i]-want)) > 1e-6*mag+1e-30 {
-						t.Fatalf("%s hd=%d n=%d: out[%d] = %v, DotF32 %v", k.tier, hd, n, i, out[i], want)
-					}
-				}
-			}
-		}
-	}
-}
-
 // TestAxpysF16Heads: on every tier, exactly what one AxpysF16 per head
 // gives, for groups of 1 to 8 heads (the AVX-512 kernels take four at a
 // time), head sizes with and without a multiple of 64, weights at a stride
