@@ -69,19 +69,29 @@ func TestLoadByIDTraced(t *testing.T) {
 	if err := servicetest.RecvAll(stream.Recv, func(r *corelmv1.LoadModelResponse) { ready = r.GetModel() }); err != nil || ready == nil {
 		t.Fatalf("traced load: %v, %v", ready, err)
 	}
-	if err := tel.ForceFlush(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	// The server's RPC span ends just after the client has read the
+	// stream's end: wait for it (a few seconds at most) before looking.
 	byID := map[trace.SpanID]tracetest.SpanStub{}
 	var load tracetest.SpanStub
-	for _, s := range spans.GetSpans() {
-		if s.SpanContext.TraceID().String() != traceID {
-			continue
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if err := tel.ForceFlush(t.Context()); err != nil {
+			t.Fatal(err)
 		}
-		byID[s.SpanContext.SpanID()] = s
-		if s.Name == "load" {
-			load = s
+		clear(byID)
+		load = tracetest.SpanStub{}
+		for _, s := range spans.GetSpans() {
+			if s.SpanContext.TraceID().String() != traceID {
+				continue
+			}
+			byID[s.SpanContext.SpanID()] = s
+			if s.Name == "load" {
+				load = s
+			}
 		}
+		if _, ok := byID[load.Parent.SpanID()]; (ok && load.SpanContext.IsValid()) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if !load.SpanContext.IsValid() {
 		t.Fatalf("no load span in the client's trace; spans: %v", names(spans.GetSpans()))
