@@ -1,6 +1,9 @@
 package kernels
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Scratch is the per-caller state of MatMul: the activation rows re-encoded
 // to the weight's vec-dot type and the work description handed to the pool.
@@ -13,12 +16,14 @@ type Scratch struct {
 	job matmulJob
 	// Bound once to &job so that handing them to Pool.Run allocates nothing.
 	quantRows, dotRows, dotGroups func(lo, hi int)
+	batch                         batch // MatMuls'
 }
 
 // matmulJob is one MatMul's operands; workers read it, nobody writes it while
 // a Run is in flight.
 type matmulJob struct {
 	t, vt      DType
+	r16        bool // weights in LayoutR16
 	r16x       bool // activations encoded by quantQ8R16 (LayoutR16 Q4_0, Q8_0)
 	w          []byte
 	wrb, xrb   int // bytes per weight row, per encoded activation row
@@ -47,14 +52,7 @@ func MatMul(p *Pool, t DType, w []byte, rows, cols int, x []float32, n int, out 
 // which differ from LayoutRows' in the float order only (Q4_0 and Q8_0
 // weights see the same Q8_0 activations, re-encoded with their block sums).
 func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []float32, n int, out []float32, s *Scratch) {
-	size, ok := LayoutBytes(t, l, rows, cols)
-	if !ok || !Supported(t) || t == Q8_1 || t == Q8_K {
-		panic(fmt.Sprintf("kernels: MatMul: cannot multiply %v with %d columns in layout %v", t, cols, l))
-	}
-	if rows < 0 || n < 0 || len(w) != size || len(x) != n*cols || len(out) != n*rows {
-		panic(fmt.Sprintf("kernels: MatMul: %v %dx%d weights (%d bytes), %d activations (%d floats), out %d",
-			t, rows, cols, len(w), n, len(x), len(out)))
-	}
+	j := newMatmulJob(Product{T: t, L: l, W: w, Rows: rows, Cols: cols, X: x, N: n, Out: out})
 	if rows == 0 || n == 0 {
 		return
 	}
@@ -64,17 +62,11 @@ func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []floa
 	if s.dotRows == nil {
 		s.quantRows, s.dotRows, s.dotGroups = s.job.quantRows, s.job.dotRows, s.job.dotGroups
 	}
-	wrb, _ := t.RowBytes(cols)
-	vt := VecDotType(t)
-	xrb, _ := vt.RowBytes(cols)
-	r16x := l == LayoutR16 && (t == Q4_0 || t == Q8_0)
-	if r16x {
-		xrb = cols / qk * q8R16Bytes
+	if cap(s.q) < n*j.xrb {
+		s.q = make([]byte, n*j.xrb)
 	}
-	if cap(s.q) < n*xrb {
-		s.q = make([]byte, n*xrb)
-	}
-	s.job = matmulJob{t: t, vt: vt, r16x: r16x, w: w, wrb: wrb, xrb: xrb, rows: rows, cols: cols, x: x, n: n, xq: s.q[:n*xrb], out: out}
+	j.xq = s.q[:n*j.xrb]
+	s.job = j
 	defer func() { s.job = matmulJob{} }() // do not pin the caller's buffers
 	if t != F32 {
 		if n > 1 {
@@ -83,11 +75,180 @@ func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []floa
 			s.job.quantRows(0, 1)
 		}
 	}
-	if l == LayoutR16 {
+	if j.r16 {
 		p.Run(rows/R16, s.dotGroups)
 		return
 	}
 	p.Run(rows, s.dotRows)
+}
+
+// Product is one matrix product of a batch MatMuls runs: Out (N×Rows) =
+// X (N×Cols) times the Rows×Cols matrix W of type T in layout L, as
+// MatMulLayout computes it.
+type Product struct {
+	T          DType
+	L          Layout
+	W          []byte
+	Rows, Cols int
+	X          []float32
+	N          int
+	Out        []float32
+}
+
+// MatMuls computes every product of ps, with the same results as one
+// MatMulLayout call each, but in two pool passes for the whole batch
+// instead of two per product: one encodes the activations (once for
+// products that share the same X and encoding, such as a feed-forward's
+// gate and up), one walks every product's weight rows. A step of a
+// mixture of experts is a few dozen small products, and on two cores the
+// pool's barriers between them cost as much as the products themselves.
+// It panics on inconsistent sizes.
+func MatMuls(p *Pool, ps []Product, s *Scratch) {
+	if s == nil {
+		s = new(Scratch)
+	}
+	b := &s.batch
+	if b.quant == nil {
+		b.quant, b.dot = b.quantRows, b.dotUnits
+	}
+	defer b.reset() // do not pin the caller's buffers
+	nq := 0         // bytes of encoded activations
+	for i := range ps {
+		j := newMatmulJob(ps[i])
+		if j.rows == 0 || j.n == 0 {
+			continue
+		}
+		k, by := len(b.jobs), -1
+		if j.t != F32 {
+			by = k
+			for _, e := range b.enc {
+				if sameEncoding(&b.jobs[e], &j) {
+					by = e
+					break
+				}
+			}
+			if by == k {
+				b.enc = append(b.enc, k)
+				b.encRows += j.n
+				b.encEnd = append(b.encEnd, b.encRows)
+				nq += j.n * j.xrb
+			}
+		}
+		b.jobs, b.encBy = append(b.jobs, j), append(b.encBy, by)
+		b.units += j.units()
+		b.unitEnd = append(b.unitEnd, b.units)
+	}
+	if cap(s.q) < nq {
+		s.q = make([]byte, nq)
+	}
+	off := 0
+	for _, e := range b.enc {
+		j := &b.jobs[e]
+		j.xq = s.q[off : off+j.n*j.xrb]
+		off += j.n * j.xrb
+	}
+	for k, e := range b.encBy {
+		if e >= 0 {
+			b.jobs[k].xq = b.jobs[e].xq
+		}
+	}
+	if b.encRows > 1 {
+		p.Run(b.encRows, b.quant)
+	} else if b.encRows == 1 {
+		b.quantRows(0, 1)
+	}
+	p.Run(b.units, b.dot)
+}
+
+// sameEncoding says whether b's activations, encoded, are a's: the same
+// rows of the same floats to the same vec-dot encoding.
+func sameEncoding(a, b *matmulJob) bool {
+	return a.n == b.n && a.cols == b.cols && a.vt == b.vt && a.r16x == b.r16x &&
+		len(a.x) > 0 && &a.x[0] == &b.x[0]
+}
+
+// batch is the state of one MatMuls call.
+type batch struct {
+	jobs    []matmulJob
+	unitEnd []int // unitEnd[i]: end of jobs[i]'s units in the batch's unit space
+	units   int
+	encBy   []int // encBy[i]: the job whose encoded activations jobs[i] takes (-1: F32, none)
+	enc     []int // the jobs whose activations the batch encodes
+	encEnd  []int // encEnd[i]: end of enc[i]'s rows in the encoding pass's space
+	encRows int
+	// Bound once to the batch so that handing them to Pool.Run allocates
+	// nothing.
+	quant, dot func(lo, hi int)
+}
+
+func (b *batch) reset() {
+	clear(b.jobs)
+	b.jobs, b.unitEnd, b.encBy = b.jobs[:0], b.unitEnd[:0], b.encBy[:0]
+	b.enc, b.encEnd = b.enc[:0], b.encEnd[:0]
+	b.units, b.encRows = 0, 0
+}
+
+// quantRows encodes rows lo..hi-1 of the encoding pass: the activation rows
+// of b.enc's jobs, one after the other.
+func (b *batch) quantRows(lo, hi int) {
+	i, _ := slices.BinarySearch(b.encEnd, lo+1)
+	for lo < hi {
+		j := &b.jobs[b.enc[i]]
+		start := b.encEnd[i] - j.n
+		end := min(hi, b.encEnd[i])
+		j.quantRows(lo-start, end-start)
+		lo = end
+		i++
+	}
+}
+
+// dotUnits computes units lo..hi-1 of the batch: row groups (LayoutR16) or
+// rows of each job in turn.
+func (b *batch) dotUnits(lo, hi int) {
+	i, _ := slices.BinarySearch(b.unitEnd, lo+1)
+	for lo < hi {
+		j := &b.jobs[i]
+		start := b.unitEnd[i] - j.units()
+		end := min(hi, b.unitEnd[i])
+		if j.r16 {
+			j.dotGroups(lo-start, end-start)
+		} else {
+			j.dotRows(lo-start, end-start)
+		}
+		lo = end
+		i++
+	}
+}
+
+// units is the number of the job's units of work: 16-row groups in
+// LayoutR16, else rows.
+func (j *matmulJob) units() int {
+	if j.r16 {
+		return j.rows / R16
+	}
+	return j.rows
+}
+
+// newMatmulJob checks pr's sizes (it panics on inconsistent ones) and
+// returns its job, without encoded activations.
+func newMatmulJob(pr Product) matmulJob {
+	t, l, rows, cols, n := pr.T, pr.L, pr.Rows, pr.Cols, pr.N
+	size, ok := LayoutBytes(t, l, rows, cols)
+	if !ok || !Supported(t) || t == Q8_1 || t == Q8_K {
+		panic(fmt.Sprintf("kernels: MatMul: cannot multiply %v with %d columns in layout %v", t, cols, l))
+	}
+	if rows < 0 || n < 0 || len(pr.W) != size || len(pr.X) != n*cols || len(pr.Out) != n*rows {
+		panic(fmt.Sprintf("kernels: MatMul: %v %dx%d weights (%d bytes), %d activations (%d floats), out %d",
+			t, rows, cols, len(pr.W), n, len(pr.X), len(pr.Out)))
+	}
+	wrb, _ := t.RowBytes(cols)
+	vt := VecDotType(t)
+	xrb, _ := vt.RowBytes(cols)
+	r16x := l == LayoutR16 && (t == Q4_0 || t == Q8_0)
+	if r16x {
+		xrb = cols / qk * q8R16Bytes
+	}
+	return matmulJob{t: t, vt: vt, r16: l == LayoutR16, r16x: r16x, w: pr.W, wrb: wrb, xrb: xrb, rows: rows, cols: cols, x: pr.X, n: n, out: pr.Out}
 }
 
 // dotGroups computes the LayoutR16 groups lo..hi-1: each group's weights

@@ -30,6 +30,12 @@ func (m *Matrix) MatMul(pool *kernels.Pool, x []float32, n int, out []float32, s
 	kernels.MatMulLayout(pool, m.Type, m.Layout, m.Data, m.Rows, m.Cols, x, n, out, s)
 }
 
+// Product is the matrix times the n rows of x into out, as one product of
+// a batch for Pass.MatMuls.
+func (m *Matrix) Product(x []float32, n int, out []float32) kernels.Product {
+	return kernels.Product{T: m.Type, L: m.Layout, W: m.Data, Rows: m.Rows, Cols: m.Cols, X: x, N: n, Out: out}
+}
+
 // RowBytes is the encoded size of one row.
 func (m *Matrix) RowBytes() int { n, _ := m.Type.RowBytes(m.Cols); return n }
 

@@ -78,6 +78,12 @@ func (p *Pass) MatMul(w *Matrix, x []float32, n int, out []float32) {
 	w.MatMul(p.Pool, x, n, out, &p.MM)
 }
 
+// MatMuls computes a batch of products (Matrix.Product) as MatMul would
+// each, in two pool passes for the whole batch.
+func (p *Pass) MatMuls(ps []kernels.Product) {
+	kernels.MatMuls(p.Pool, ps, &p.MM)
+}
+
 // QKV projects the n normalised rows (XN) to queries, keys and values.
 func (p *Pass) QKV(q, k, v *Matrix, n int) {
 	p.MatMul(q, p.XN, n, p.Q)

@@ -41,8 +41,10 @@ type Routing struct {
 // the rows routed to an expert are gathered, multiplied by its gate, up and
 // down matrices in one matmul each, and scattered back with their weights.
 // An expert's weights are so read once per step however many rows chose
-// it; experts no row chose are not read at all. It keeps its buffers from
-// step to step.
+// it; experts no row chose are not read at all. Several experts' matmuls
+// run as one batch (kernels.MatMuls): a decode step's eight experts are
+// 24 small matmuls per block, and on two cores a pool barrier after each
+// cost as much as the matmuls. It keeps its buffers from step to step.
 type FFN struct {
 	Routing
 	Dim, Width, SharedWidth int
@@ -53,10 +55,11 @@ type FFN struct {
 	count  []int     // (experts) rows routed to each expert
 	start  []int     // (experts+1) offsets into order
 	order  []int32   // (n·used) slots (row·used+k) grouped by expert
-	xe, de []float32 // (rows of one expert, dim) gathered input, down output
-	ge, ue []float32 // (rows of one expert, width) gate and up outputs (when the pass's are too small: hidden)
+	xe, de []float32 // (slots of a batch, dim) gathered input, down output
+	ge, ue []float32 // (slots of a batch, width) gate and up outputs (when the pass's are too small: hidden)
 	sg, su []float32 // (n, shared width) the shared expert's, the same
 	sd     []float32 // (n, dim) shared expert's output
+	ps     []kernels.Product
 
 	// ExpertBytes counts the bytes of routed experts' matrices multiplied,
 	// each expert once per step and block it runs in: what routing makes a
@@ -65,38 +68,73 @@ type FFN struct {
 	ExpertBytes int64
 }
 
+// minBatchSlots is the fewest (row, expert) slots a batch of experts may
+// hold: enough for a decode step of a few sequences to run all its experts
+// in one batch. From n rows up a batch holds at most n slots, so that its
+// hidden values fit the pass's own buffers (runtime.ComputeBytes plans
+// n rows of a dense feed-forward).
+const minBatchSlots = 64
+
 // Forward writes to out (n rows of dim) the mixture of experts w applied
 // to the n rows of x, on p's pool and matmul scratch.
 func (f *FFN) Forward(p *model.Pass, w *Experts, x []float32, n int, out []float32) {
 	f.route(p, w, x, n)
 	f.group(n)
-	dim, ff := f.Dim, f.Width
-	clear(out[:n*dim])
-	for e := 0; e < f.Experts; e++ {
-		slots := f.order[f.start[e]:f.start[e+1]]
-		c := len(slots)
-		if c == 0 {
-			continue
-		}
-		f.xe, f.de = model.Grow(f.xe, c*dim), model.Grow(f.de, c*dim)
-		ge, ue := hidden(&f.ge, p.Gate, c*ff), hidden(&f.ue, p.Up, c*ff)
-		for i, s := range slots {
-			r := int(s) / f.Used
-			copy(f.xe[i*dim:(i+1)*dim], x[r*dim:(r+1)*dim])
-		}
-		p.MatMul(&w.Gate[e], f.xe, c, ge)
-		p.MatMul(&w.Up[e], f.xe, c, ue)
-		kernels.SwiGLU(p.Pool, ge, ge, ue)
-		p.MatMul(&w.Down[e], ge, c, f.de)
-		for i, s := range slots {
-			r := int(s) / f.Used
-			axpy(out[r*dim:(r+1)*dim], f.wts[s], f.de[i*dim:(i+1)*dim])
-		}
-		f.ExpertBytes += int64(len(w.Gate[e].Data) + len(w.Up[e].Data) + len(w.Down[e].Data))
+	clear(out[:n*f.Dim])
+	limit := max(n, minBatchSlots)
+	for e := 0; e < f.Experts; {
+		e = f.batch(p, w, x, e, limit, out)
 	}
 	if w.HasShared {
 		f.shared(p, w, x, n, out)
 	}
+}
+
+// batch runs experts e0, e0+1, ... as long as their slots fit in limit (at
+// least e0) and returns the expert after the last it ran. Slots are
+// accumulated into out in expert order, as one expert at a time would.
+func (f *FFN) batch(p *model.Pass, w *Experts, x []float32, e0, limit int, out []float32) int {
+	dim, ff := f.Dim, f.Width
+	lo, e := f.start[e0], e0+1
+	for e < f.Experts && f.start[e+1]-lo <= limit {
+		e++
+	}
+	slots := f.order[lo:f.start[e]]
+	c := len(slots)
+	if c == 0 {
+		return e
+	}
+	f.xe, f.de = model.Grow(f.xe, c*dim), model.Grow(f.de, c*dim)
+	ge, ue := hidden(&f.ge, p.Gate, c*ff), hidden(&f.ue, p.Up, c*ff)
+	for i, s := range slots {
+		r := int(s) / f.Used
+		copy(f.xe[i*dim:(i+1)*dim], x[r*dim:(r+1)*dim])
+	}
+	defer clear(f.ps) // do not pin the weights
+	f.ps = f.ps[:0]
+	for k := e0; k < e; k++ {
+		a, b := f.start[k]-lo, f.start[k+1]-lo
+		if a == b {
+			continue
+		}
+		xk := f.xe[a*dim : b*dim]
+		f.ps = append(f.ps, w.Gate[k].Product(xk, b-a, ge[a*ff:b*ff]), w.Up[k].Product(xk, b-a, ue[a*ff:b*ff]))
+		f.ExpertBytes += int64(len(w.Gate[k].Data) + len(w.Up[k].Data) + len(w.Down[k].Data))
+	}
+	p.MatMuls(f.ps)
+	kernels.SwiGLU(p.Pool, ge, ge, ue)
+	f.ps = f.ps[:0]
+	for k := e0; k < e; k++ {
+		if a, b := f.start[k]-lo, f.start[k+1]-lo; a < b {
+			f.ps = append(f.ps, w.Down[k].Product(ge[a*ff:b*ff], b-a, f.de[a*dim:b*dim]))
+		}
+	}
+	p.MatMuls(f.ps)
+	for i, s := range slots {
+		r := int(s) / f.Used
+		axpy(out[r*dim:(r+1)*dim], f.wts[s], f.de[i*dim:(i+1)*dim])
+	}
+	return e
 }
 
 // route computes the router's logits for the n rows, then each row's
