@@ -258,7 +258,7 @@ func expertStacks(src model.Source, cfg *model.Config) int64 {
 	var b int64
 	for _, name := range src.TensorNames() {
 		if t, _ := src.LookupTensor(name); len(t.Shape) == 3 && uint64(t.Shape[2]) == n {
-			b += int64(len(t.Data))
+			b += t.Bytes()
 		}
 	}
 	return b
@@ -275,7 +275,7 @@ func decodeWeights(src model.Source) [][]byte {
 		if name == "token_embd.weight" && untied {
 			continue
 		}
-		ws = append(ws, t.Data)
+		ws = append(ws, t.Pieces()...)
 	}
 	return ws
 }

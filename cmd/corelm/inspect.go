@@ -114,8 +114,8 @@ func runInspect(ctx context.Context, args []string) error {
 	rep := inspectReport{File: file, Architecture: cfg.Arch, Config: cfg, Formats: map[string]int{}, Budget: budgetHow}
 	for _, name := range l.Source.TensorNames() {
 		t, _ := l.Source.LookupTensor(name)
-		rep.Tensors = append(rep.Tensors, tensorRow{Name: name, Type: t.Type.String(), Shape: t.Shape, Bytes: int64(len(t.Data))})
-		rep.WeightBytes += int64(len(t.Data))
+		rep.Tensors = append(rep.Tensors, tensorRow{Name: name, Type: t.Type.String(), Shape: t.Shape, Bytes: t.Bytes()})
+		rep.WeightBytes += t.Bytes()
 		if len(t.Shape) >= 2 {
 			rep.Formats[t.Type.String()]++
 		}
@@ -252,7 +252,7 @@ func activeWeights(src model.Source, cfg *model.Config) (int64, int, int) {
 	var active int64
 	for _, name := range src.TensorNames() {
 		t, _ := src.LookupTensor(name)
-		n := int64(len(t.Data))
+		n := t.Bytes()
 		switch {
 		case name == model.TTokenEmbd && untied && len(t.Shape) == 2 && t.Shape[1] > 0:
 			n /= int64(t.Shape[1]) // one row
