@@ -6,6 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -389,4 +392,61 @@ func shrinkManifest(b []byte, n int) []byte {
 	out = append(out, make([]byte, n)...)
 	out = append(out, b[data:]...)
 	return reseal(out)
+}
+
+// TestVerifyReleasesPages: after Verify has read every tensor of a mapped
+// file, none of the data's pages stay in the process's page tables, so a
+// mixture of experts maps in only the experts it runs.
+func TestVerifyReleasesPages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m"+Ext)
+	if err := os.WriteFile(path, moeSample(t, TierGeneric), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, ino := f.Identity()
+	var sum byte
+	for i := range f.Tensors {
+		for _, p := range f.Parts(&f.Tensors[i]) {
+			for _, b := range p {
+				sum += b
+			}
+		}
+	}
+	if rss := mappedRSS(t, ino); rss < int64(f.Header.DataLength) {
+		t.Fatalf("after reading every tensor, %d bytes of the file resident in the process, want ≥ %d (is smaps read right?)", rss, f.Header.DataLength)
+	}
+	if err := f.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	if rss := mappedRSS(t, ino); rss > int64(f.Header.DataOffset) {
+		t.Errorf("after Verify, %d bytes of the file resident in the process, want at most the header and manifest's %d", rss, f.Header.DataOffset)
+	}
+}
+
+// mappedRSS is the resident size of this process's mappings of the file
+// with inode ino, from /proc/self/smaps.
+func mappedRSS(t *testing.T, ino uint64) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Skip(err)
+	}
+	var rss int64
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			in = f[4] == strconv.FormatUint(ino, 10)
+			continue
+		}
+		if in && len(f) == 3 && f[0] == "Rss:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			rss += kb << 10
+		}
+	}
+	return rss
 }

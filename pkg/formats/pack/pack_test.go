@@ -178,7 +178,7 @@ type layoutOf struct {
 
 type entryAt struct {
 	name, typ, layout, tier, rank, dims, offset, size, crc, interleave, stride int
-	nameLen, end                                                             int
+	nameLen, end                                                               int
 }
 
 func locate(t testing.TB, b []byte) layoutOf {

@@ -434,8 +434,15 @@ func ggmlSize(dt kernels.DType, shape []uint64) (uint64, bool) {
 
 // Verify checks every tensor's bytes against the CRC-32C in its directory
 // entry. It reads the whole file (Parse does not), spread over the cores;
-// the error names the first bad tensor in directory order.
+// the error names the first bad tensor in directory order. Of a mapped
+// file it then drops the data's pages from this process's page tables
+// (MADV_DONTNEED, which on a shared file mapping discards no data): what
+// the model reads is faulted in again as it reads it, and the experts of a
+// mixture no token routes to stay out of the process.
 func (f *File) Verify() error {
+	if f.mapped && f.data != nil {
+		defer syscall.Madvise(f.data[f.Header.DataOffset:], syscall.MADV_DONTNEED)
+	}
 	workers := min(runtime.GOMAXPROCS(0), len(f.Tensors))
 	bad := make([]bool, len(f.Tensors))
 	var wg sync.WaitGroup
