@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/corelm/corelm/models"
@@ -47,14 +48,23 @@ type benchReport struct {
 	// decode step read (measured, the mean over the timed steps, included
 	// in weight_bytes_per_token), and the active-parameter bytes per token
 	// (inspect's active_weight_bytes_per_token).
-	ExpertBytesAll  int64     `json:"expert_bytes,omitempty"`
-	ExpertBytesStep int64     `json:"expert_bytes_per_step,omitempty"`
-	ActiveBytes     int64     `json:"active_weight_bytes_per_token,omitempty"`
-	DecodeBandwidth float64   `json:"decode_bandwidth_gb_s"`
-	StreamGBs       float64   `json:"stream_gb_s"`
-	StreamAll       []float64 `json:"stream_gb_s_runs"`
-	DecodeOfStream  float64   `json:"decode_of_stream"`
-	GoVersion       string    `json:"go_version"`
+	ExpertBytesAll  int64 `json:"expert_bytes,omitempty"`
+	ExpertBytesStep int64 `json:"expert_bytes_per_step,omitempty"`
+	ActiveBytes     int64 `json:"active_weight_bytes_per_token,omitempty"`
+	// The model file's pages this process had mapped in (the Rss of its
+	// mappings, /proc/self/smaps) after the untimed warm-up's first
+	// forward step (its prompt's first chunk: with --prompt-tokens 1, one
+	// token's step, of which ExpertBytesFirst were routed experts'
+	// matrices) and after the whole warm-up, before the read-bandwidth
+	// pass touches every weight: what routing made the process fault in.
+	TouchedFirst     int64     `json:"touched_first_step_bytes,omitempty"`
+	ExpertBytesFirst int64     `json:"expert_bytes_first_step,omitempty"`
+	TouchedWarmup    int64     `json:"touched_warmup_bytes,omitempty"`
+	DecodeBandwidth  float64   `json:"decode_bandwidth_gb_s"`
+	StreamGBs        float64   `json:"stream_gb_s"`
+	StreamAll        []float64 `json:"stream_gb_s_runs"`
+	DecodeOfStream   float64   `json:"decode_of_stream"`
+	GoVersion        string    `json:"go_version"`
 }
 
 func runBench(ctx context.Context, args []string) error {
@@ -112,6 +122,14 @@ func runBench(ctx context.Context, args []string) error {
 	// chose: the model counts it (moe.Model.ExpertBytes).
 	experts, _ := m.(interface{ ExpertBytes() int64 })
 	var expertRead int64
+	var ino uint64 // the model file's, to find its mappings
+	if l.Packed != nil {
+		_, ino = l.Packed.Identity()
+	} else if st, err := os.Stat(*path); err == nil && *path != "" {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			ino = sys.Ino
+		}
+	}
 	streamPool := kernels.NewPool(*threads)
 	defer streamPool.Close()
 	rng := rand.New(rand.NewPCG(42, 7))
@@ -159,6 +177,12 @@ func runBench(ctx context.Context, args []string) error {
 					return err
 				}
 				b.Seqs[i].Out = one.Seqs[0].Out
+				if r < 0 && i == 0 && lo == 0 && ino != 0 {
+					rep.TouchedFirst = mappedRSS(ino)
+					if experts != nil {
+						rep.ExpertBytesFirst = experts.ExpertBytes()
+					}
+				}
 			}
 		}
 		prefill := time.Since(t0)
@@ -183,6 +207,9 @@ func runBench(ctx context.Context, args []string) error {
 		decode := time.Since(t0)
 		if experts != nil && r >= 0 {
 			expertRead += experts.ExpertBytes() - e0
+		}
+		if r < 0 && ino != 0 {
+			rep.TouchedWarmup = mappedRSS(ino)
 		}
 		// The machine's read bandwidth over the same bytes, measured
 		// right after the decode it bounds.
@@ -236,6 +263,10 @@ func runBench(ctx context.Context, args []string) error {
 		fmt.Printf("experts    %s of the experts' %s read per decode step (routing, measured); the weights read per step are %.1f%% of the active-parameter %s\n",
 			humanBytes(rep.ExpertBytesStep), humanBytes(rep.ExpertBytesAll), 100*float64(rep.WeightBytesTok)/float64(rep.ActiveBytes), humanBytes(rep.ActiveBytes))
 	}
+	if rep.TouchedFirst > 0 {
+		fmt.Printf("touched    %s of the model file mapped in after the first step (%d prompt tokens; routed experts %s of it), %s after the warm-up (%d+%d tokens)\n",
+			humanBytes(rep.TouchedFirst), min(*p, *step), humanBytes(rep.ExpertBytesFirst), humanBytes(rep.TouchedWarmup), *p, *g)
+	}
 	fmt.Printf("memory     at a %d-token context: resident %s = %s mapped (weights) + %s private; peak %s\n",
 		rep.Context, humanBytes(rep.RSSBytes), humanBytes(rep.RSSMappedBytes), humanBytes(rep.RSSAnonBytes), humanBytes(rep.PeakRSSBytes))
 	if *path != "" && rep.RSSMappedBytes > 0 {
@@ -258,7 +289,7 @@ func expertStacks(src model.Source, cfg *model.Config) int64 {
 	var b int64
 	for _, name := range src.TensorNames() {
 		if t, _ := src.LookupTensor(name); len(t.Shape) == 3 && uint64(t.Shape[2]) == n {
-			b += int64(len(t.Data))
+			b += t.Bytes()
 		}
 	}
 	return b
@@ -275,9 +306,33 @@ func decodeWeights(src model.Source) [][]byte {
 		if name == "token_embd.weight" && untied {
 			continue
 		}
-		ws = append(ws, t.Data)
+		ws = append(ws, t.Pieces()...)
 	}
 	return ws
+}
+
+// mappedRSS is how much of the file with inode ino this process has
+// mapped in: the Rss of its mappings of it in /proc/self/smaps (0 if that
+// cannot be read).
+func mappedRSS(ino uint64) int64 {
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return 0
+	}
+	var rss int64
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			in = f[4] == strconv.FormatUint(ino, 10) // address range, perms, offset, device, inode, path
+			continue
+		}
+		if in && len(f) == 3 && f[0] == "Rss:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			rss += kb << 10
+		}
+	}
+	return rss
 }
 
 // rssNow reads this process's resident memory and the anonymous (private:

@@ -30,12 +30,17 @@ type inspectReport struct {
 	// also the output) and, of a mixture of experts, the used of the
 	// experts' stacked tensors. The budget counts WeightBytes: all experts
 	// must be resident or mappable, whichever a token routes to.
-	ActiveBytes int64       `json:"active_weight_bytes_per_token"`
-	Experts     int         `json:"experts,omitempty"`      // experts per block (mixtures of experts)
-	ExpertsUsed int         `json:"experts_used,omitempty"` // experts per token
-	Tensors     []tensorRow `json:"tensors"`
-	Memory      []memoryRow `json:"memory"`
-	Budget      string      `json:"budget_from"` // how the memory budget was derived
+	ActiveBytes int64 `json:"active_weight_bytes_per_token"`
+	Experts     int   `json:"experts,omitempty"`      // experts per block (mixtures of experts)
+	ExpertsUsed int   `json:"experts_used,omitempty"` // experts per token
+	// ExpertStorage is how the file stores the experts' matrices:
+	// "stacks" (each 3-D stack's experts one after another: GGUF, packed
+	// format 1) or "by_expert" (each expert's gate, up and down together
+	// from a page boundary: packed format 2), empty for a dense model.
+	ExpertStorage string      `json:"expert_storage,omitempty"`
+	Tensors       []tensorRow `json:"tensors"`
+	Memory        []memoryRow `json:"memory"`
+	Budget        string      `json:"budget_from"` // how the memory budget was derived
 	// PackedWeightBytes is the weights as the loader publishes a GGUF file
 	// (packed for this CPU), and PackedContexts the plan with them.
 	PackedWeightBytes int64             `json:"packed_weight_bytes,omitempty"`
@@ -114,13 +119,21 @@ func runInspect(ctx context.Context, args []string) error {
 	rep := inspectReport{File: file, Architecture: cfg.Arch, Config: cfg, Formats: map[string]int{}, Budget: budgetHow}
 	for _, name := range l.Source.TensorNames() {
 		t, _ := l.Source.LookupTensor(name)
-		rep.Tensors = append(rep.Tensors, tensorRow{Name: name, Type: t.Type.String(), Shape: t.Shape, Bytes: int64(len(t.Data))})
-		rep.WeightBytes += int64(len(t.Data))
+		rep.Tensors = append(rep.Tensors, tensorRow{Name: name, Type: t.Type.String(), Shape: t.Shape, Bytes: t.Bytes()})
+		rep.WeightBytes += t.Bytes()
 		if len(t.Shape) >= 2 {
 			rep.Formats[t.Type.String()]++
 		}
 	}
 	rep.ActiveBytes, rep.Experts, rep.ExpertsUsed = activeWeights(l.Source, cfg)
+	if rep.Experts > 0 {
+		rep.ExpertStorage = "stacks"
+		for _, name := range l.Source.TensorNames() {
+			if t, _ := l.Source.LookupTensor(name); t.Parts != nil {
+				rep.ExpertStorage = "by_expert"
+			}
+		}
+	}
 	for _, kt := range []kvcache.Type{kvcache.F16, kvcache.Q8_0} {
 		if kt == kvcache.Q8_0 && cfg.HeadDim%32 != 0 {
 			continue // q8_0 KV needs 32-wide heads
@@ -187,7 +200,11 @@ func printInspect(r *inspectReport) {
 	sort.Strings(formats)
 	fmt.Fprintf(w, "weights       %s in %d tensors (matrices: %s)\n", humanBytes(r.WeightBytes), len(r.Tensors), strings.Join(formats, ", "))
 	if r.Experts > 0 {
-		fmt.Fprintf(w, "experts       %d per block, %d per token: %s of the weights read per token\n", r.Experts, r.ExpertsUsed, humanBytes(r.ActiveBytes))
+		storage := "stored as ggml's stacks"
+		if r.ExpertStorage == "by_expert" {
+			storage = "stored expert by expert, gate, up and down together from a page boundary"
+		}
+		fmt.Fprintf(w, "experts       %d per block, %d per token: %s of the weights read per token; %s\n", r.Experts, r.ExpertsUsed, humanBytes(r.ActiveBytes), storage)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -252,7 +269,7 @@ func activeWeights(src model.Source, cfg *model.Config) (int64, int, int) {
 	var active int64
 	for _, name := range src.TensorNames() {
 		t, _ := src.LookupTensor(name)
-		n := int64(len(t.Data))
+		n := t.Bytes()
 		switch {
 		case name == model.TTokenEmbd && untied && len(t.Shape) == 2 && t.Shape[1] > 0:
 			n /= int64(t.Shape[1]) // one row

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -53,8 +54,21 @@ func TestInspectMemory(t *testing.T) {
 // TestInspectActiveBytes: for a mixture of experts the memory table shows
 // what a token reads — the experts' tensors at used/count, the embedding's
 // one row — next to the whole file, which is what the budget counts.
+// The packed copy counts its experts, stored expert by expert, the same
+// way.
 func TestInspectActiveBytes(t *testing.T) {
-	out, errOut, code := corelm(t, "inspect", "--json", "--memory-budget", "1GiB", "../../pkg/runtime/testdata/golden/models/olmoe-Q4_K_M.gguf")
+	gguf := "../../pkg/runtime/testdata/golden/models/olmoe-Q4_K_M.gguf"
+	packed := filepath.Join(t.TempDir(), "olmoe.clm")
+	if _, errOut, code := corelm(t, "pack", gguf, packed); code != 0 {
+		t.Fatalf("pack: exit %d: %s", code, errOut)
+	}
+	for _, tc := range []struct{ file, storage string }{{gguf, "stacks"}, {packed, "by_expert"}} {
+		t.Run(filepath.Ext(tc.file), func(t *testing.T) { testInspectActiveBytes(t, tc.file, tc.storage) })
+	}
+}
+
+func testInspectActiveBytes(t *testing.T, file, storage string) {
+	out, errOut, code := corelm(t, "inspect", "--json", "--memory-budget", "1GiB", file)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -62,14 +76,21 @@ func TestInspectActiveBytes(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatal(err)
 	}
-	var experts, embd, rowsOfEmbd int64
+	if rep.ExpertStorage != storage {
+		t.Errorf("experts stored as %q, want %q", rep.ExpertStorage, storage)
+	}
+	var experts, embd, rowsOfEmbd, all int64
 	for _, tr := range rep.Tensors {
+		all += tr.Bytes
 		switch {
 		case strings.HasSuffix(tr.Name, "_exps.weight"):
 			experts += tr.Bytes
 		case tr.Name == "token_embd.weight":
 			embd, rowsOfEmbd = tr.Bytes, int64(tr.Shape[1])
 		}
+	}
+	if all != rep.WeightBytes {
+		t.Errorf("tensors of %d bytes in all, weights %d", all, rep.WeightBytes)
 	}
 	want := rep.WeightBytes - experts + experts*2/8 - embd + embd/rowsOfEmbd
 	if rep.Experts != 8 || rep.ExpertsUsed != 2 || rep.ActiveBytes != want || experts == 0 {

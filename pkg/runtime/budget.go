@@ -222,7 +222,7 @@ func WeightBytes(src model.Source) int64 {
 	var n int64
 	for _, name := range src.TensorNames() {
 		if t, ok := src.LookupTensor(name); ok {
-			n += int64(len(t.Data))
+			n += t.Bytes()
 		}
 	}
 	return n

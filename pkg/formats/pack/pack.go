@@ -5,7 +5,7 @@
 //
 //	offset  size  field (little-endian)
 //	0       8     magic "CORELMPK"
-//	8       4     format version (1)
+//	8       4     format version (2; version 1 files are read too)
 //	12      4     header size (128)
 //	16      8     generation
 //	24      32    source digest: SHA-256 of the whole source file
@@ -29,17 +29,31 @@
 //	                 interleaved by 16, kernels.LayoutR16)
 //	  u16 tier       CPU feature tier the layout needs
 //	  u32 rank, rank × u64 logical shape (ggml order, row length first)
-//	  u64 offset     relative to the data offset
-//	  u64 length     bytes
-//	  u32 crc32c     of the tensor's bytes (checked by Verify)
-//	  u32 reserved   zero
+//	  u64 offset     relative to the data offset (of expert 0's matrix when
+//	                 interleaved)
+//	  u64 length     bytes (the tensor's own, padding excluded)
+//	  u32 crc32c     of the tensor's bytes in order, expert 0's first when
+//	                 interleaved (checked by Verify)
+//	  u32 interleave 0: stored whole; k ≥ 1: the k-th member of a run of
+//	                 interleaved expert stacks (version 1: reserved, zero)
+//	  u64 stride     bytes from one expert's matrix to the next of an
+//	                 interleaved tensor, 0 for a whole one (version 2 only)
 //
 // Tensors follow each other in directory order, each at the next multiple of
 // its alignment (64 bytes; 4096 for tensors of LargeTensor bytes or more),
-// with zero padding between them and nothing after the last. Placement is
-// therefore fully determined by the directory, and the reader rejects any
-// other. The reader checks all of this, and the checksum, before a single
-// tensor byte is touched.
+// with zero padding between them and nothing after the last. A run of
+// entries whose interleave fields count 1, 2, …, m is a set of 3-D stacks
+// of n experts' matrices each (n, the last dimension, the same for all: a
+// block's ffn_gate_exps, ffn_up_exps and ffn_down_exps) stored expert by
+// expert instead: n slots, slot e holding expert e's matrix of every member
+// in member order, each at the next multiple of 64 within the slot; slot 0
+// starts at the next multiple of 4096 and each slot is stride bytes, its
+// matrices' extent rounded up to 4096, the last ending with its last
+// matrix. One expert's gate, up and down are so contiguous and start on a
+// page of their own: a token never touches the pages of experts it was not
+// routed to. Placement is therefore fully determined by the directory, and
+// the reader rejects any other. The reader checks all of this, and the
+// checksum, before a single tensor byte is touched.
 package pack
 
 import (
@@ -53,8 +67,13 @@ import (
 // Magic opens every packed file.
 const Magic = "CORELMPK"
 
-// Version is the format version this package reads and writes.
-const Version = 1
+// Version is the format version this package writes. It reads version 1
+// too, whose files have no interleaved tensors (and whose entries end in a
+// reserved zero u32 where version 2 has interleave and stride).
+const Version = 2
+
+// minVersion is the oldest format version this package reads.
+const minVersion = 1
 
 // HeaderSize is the size of the fixed header.
 const HeaderSize = 128
@@ -181,13 +200,15 @@ func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
 	return uint64(n) * shape[2], true
 }
 
-// Layouts counts the changes to which tensors chooseLayout rearranges (1:
-// Q4_K and Q6_K in LayoutR16; 2: Q4_0 and Q8_0 too; 3: 3-D stacks of
-// experts' matrices too; 4: Q5_K too, on AVX2 hosts too (recorded as
-// needing avx2), and TQ1_0 and TQ2_0 on AVX-512 VNNI). Files of every
-// count read alike; a cache of packed copies keys on it, so that an older
-// copy is packed again to get the faster layouts.
-const Layouts = 4
+// Layouts counts the changes to which tensors chooseLayout rearranges and
+// how the packer places them (1: Q4_K and Q6_K in LayoutR16; 2: Q4_0 and
+// Q8_0 too; 3: 3-D stacks of experts' matrices too; 4: Q5_K too, on AVX2
+// hosts too (recorded as needing avx2), and TQ1_0 and TQ2_0 on AVX-512
+// VNNI; 5: a block's expert stacks interleaved expert by expert, format
+// version 2). Files of every count read alike; a cache of packed copies
+// keys on it, so that an older copy is packed again to get the faster
+// layouts.
+const Layouts = 5
 
 // chooseLayout is the layout the packer writes a tensor in for CPUs of tier
 // cpu, and the tier that layout needs: on AVX2 and AVX-512 VNNI, LayoutR16

@@ -177,8 +177,8 @@ type layoutOf struct {
 }
 
 type entryAt struct {
-	name, typ, layout, tier, rank, dims, offset, size, crc, reserved int
-	nameLen                                                          int
+	name, typ, layout, tier, rank, dims, offset, size, crc, interleave, stride int
+	nameLen, end                                                               int
 }
 
 func locate(t testing.TB, b []byte) layoutOf {
@@ -199,8 +199,9 @@ func locate(t testing.TB, b []byte) layoutOf {
 		rank := int(le.Uint32(b[e.rank:]))
 		e.dims = p + 12
 		p = e.dims + 8*rank
-		e.offset, e.size, e.crc, e.reserved = p, p+8, p+16, p+20
-		p += 24
+		e.offset, e.size, e.crc, e.interleave, e.stride = p, p+8, p+16, p+20, p+24
+		p += 32
+		e.end = p
 		l.entries = append(l.entries, e)
 	}
 	return l
@@ -243,7 +244,8 @@ func TestParseRejects(t *testing.T) {
 		{"empty", func(b []byte) []byte { return nil }, ErrTruncated, "header"},
 		{"bad magic", func(b []byte) []byte { b[0] = 'X'; return b }, ErrBadMagic, "XORELMPK"},
 		{"gguf file", func(b []byte) []byte { return models.Stories }, ErrBadMagic, "GGUF"},
-		{"version", func(b []byte) []byte { le.PutUint32(b[8:], 2); return b }, ErrVersion, "version 2"},
+		{"version", func(b []byte) []byte { le.PutUint32(b[8:], 3); return b }, ErrVersion, "version 3"},
+		{"version 0", func(b []byte) []byte { le.PutUint32(b[8:], 0); return b }, ErrVersion, "version 0"},
 		{"header size", func(b []byte) []byte { le.PutUint32(b[12:], 64); return b }, ErrHeader, "header size 64"},
 		{"truncated header", func(b []byte) []byte { return b[:100] }, ErrTruncated, "100 bytes"},
 		{"truncated by one byte", func(b []byte) []byte { return b[:len(b)-1] }, ErrTruncated, "file has"},
@@ -273,7 +275,9 @@ func TestParseRejects(t *testing.T) {
 		{"unknown tier", func(b []byte) []byte { le.PutUint16(b[first.tier:], 9); return reseal(b) }, ErrTier, "tier 9"},
 		{"tensor tier above file tier", func(b []byte) []byte { le.PutUint16(b[first.tier:], 1); return reseal(b) }, ErrTier, "file declares"},
 		{"unknown file tier", func(b []byte) []byte { le.PutUint32(b[l.dirStart:], 77); return reseal(b) }, ErrTier, "77"},
-		{"reserved field", func(b []byte) []byte { b[first.reserved] = 1; return reseal(b) }, ErrTensor, "reserved"},
+		{"lone interleaved 2-D tensor", func(b []byte) []byte { b[first.interleave] = 1; return reseal(b) }, ErrTensor, "rank"},
+		{"interleave without its run", func(b []byte) []byte { b[first.interleave] = 2; return reseal(b) }, ErrPlacement, "does not follow"},
+		{"stride on a whole tensor", func(b []byte) []byte { b[first.stride+1] = 16; return reseal(b) }, ErrPlacement, "stride 4096, want 0"},
 		{"empty name", func(b []byte) []byte { le.PutUint32(b[first.name-4:], 0); return reseal(b) }, ErrTensor, ""},
 		{"name not UTF-8", func(b []byte) []byte { b[first.name] = 0xff; return reseal(b) }, ErrTensor, "UTF-8"},
 		{"tensor count too large", func(b []byte) []byte { le.PutUint32(b[l.dirStart+4:], 1<<30); return reseal(b) }, ErrDirectory, "do not fit"},
@@ -344,6 +348,8 @@ func FuzzParse(f *testing.F) {
 	short := bytes.Clone(base)
 	binary.LittleEndian.PutUint32(short[locate(f, base).dirStart+4:], 1)
 	f.Add(reseal(short))
+	f.Add(moeSample(f, TierGeneric))
+	f.Add(downgrade(f, base))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Random bytes almost never pass the checksum: reseal half the
 		// inputs so the fuzzer explores the manifest and directory too.
@@ -367,8 +373,14 @@ func FuzzParse(f *testing.F) {
 			if sz, _ := ti.Type.RowBytes(1); sz < 0 {
 				t.Fatal("impossible")
 			}
-			data := pf.TensorData(ti)
-			_ = data[len(data)-1]
+			var n uint64
+			for _, part := range pf.Parts(ti) {
+				_ = part[len(part)-1]
+				n += uint64(len(part))
+			}
+			if n != ti.Size || len(pf.Parts(ti)) != ti.Parts() {
+				t.Fatalf("%s: %d parts of %d bytes in all, directory says %d parts, %d bytes", ti.Name, len(pf.Parts(ti)), n, ti.Parts(), ti.Size)
+			}
 		}
 		_ = pf.Verify()
 		for _, kv := range pf.KVs() {

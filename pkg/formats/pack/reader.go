@@ -43,9 +43,14 @@ type Tensor struct {
 	Layout Layout
 	Tier   Tier
 	Shape  []uint64 // logical shape, ggml order
-	Offset uint64   // relative to the data offset
-	Size   uint64
-	CRC    uint32 // CRC-32C of the data
+	Offset uint64   // relative to the data offset (of expert 0's matrix when interleaved)
+	Size   uint64   // the tensor's bytes, padding excluded
+	CRC    uint32   // CRC-32C of the data, in order (Parts)
+	// Interleave is 0 for a tensor stored whole, k ≥ 1 for the k-th
+	// member of a run of expert stacks stored expert by expert, whose
+	// expert e's matrix starts e·Stride bytes after expert 0's.
+	Interleave uint32
+	Stride     uint64
 }
 
 // File is a parsed packed file. Tensor data are sub-slices of the bytes it
@@ -157,8 +162,9 @@ func parseHeader(data []byte) (Header, error) {
 	}
 	le := binary.LittleEndian
 	h.Version = le.Uint32(data[8:])
-	if h.Version != Version {
-		return h, errorf("header", ErrVersion, "version %d; corelm reads %d", h.Version, Version)
+	if h.Version < minVersion || h.Version > Version {
+		return h, errorf("header", ErrVersion, "version %d; corelm reads %d to %d (a newer corelm packed it: pack the model again with this one)",
+			h.Version, minVersion, Version)
 	}
 	if hs := le.Uint32(data[12:]); hs != HeaderSize {
 		return h, errorf("header", ErrHeader, "header size %d, want %d", hs, HeaderSize)
@@ -265,8 +271,18 @@ func (r *dirReader) u64(what string) uint64 {
 	return 0
 }
 
-// minEntry is the smallest encoded directory entry (1-byte name, rank 1).
+// minEntry is the smallest encoded directory entry of version 1 (1-byte
+// name, rank 1); version 2's have a stride more.
 const minEntry = 4 + 1 + 4 + 2 + 2 + 4 + 8 + 8 + 8 + 4 + 4
+
+// entryBytes is the size of t's directory entry in format version v.
+func entryBytes(t *Tensor, v uint32) uint64 {
+	n := uint64(4 + len(t.Name) + 4 + 2 + 2 + 4 + 8*len(t.Shape) + 8 + 8 + 4 + 4)
+	if v >= 2 {
+		n += 8
+	}
+	return n
+}
 
 func (f *File) parseDirectory(dir []byte) error {
 	r := &dirReader{buf: dir}
@@ -278,13 +294,16 @@ func (f *File) parseDirectory(dir []byte) error {
 	if !tier.known() {
 		return errorf("tensor directory", ErrTier, "file tier %d", uint16(tier))
 	}
-	if uint64(count) > uint64(len(dir)-r.off)/minEntry {
+	smallest := uint64(minEntry)
+	if f.Header.Version >= 2 {
+		smallest += 8
+	}
+	if uint64(count) > uint64(len(dir)-r.off)/smallest {
 		return errorf("tensor directory", ErrDirectory, "%d tensors do not fit in %d bytes", count, len(dir)-r.off)
 	}
 	f.Tier = tier
 	f.Tensors = make([]Tensor, 0, count)
 	f.index = make(map[string]int, count)
-	var next uint64 // where the next tensor must start
 	for i := uint32(0); i < count; i++ {
 		name := r.take(uint64(r.u32("name length")), "name")
 		where := fmt.Sprintf("tensor %d %q", i, name)
@@ -303,7 +322,10 @@ func (f *File) parseDirectory(dir []byte) error {
 		t.Offset = r.u64("offset")
 		t.Size = r.u64("length")
 		t.CRC = r.u32("crc32c")
-		reserved := r.u32("reserved")
+		t.Interleave = r.u32("interleave")
+		if f.Header.Version >= 2 {
+			t.Stride = r.u64("stride")
+		}
 		if r.err != nil {
 			return r.err
 		}
@@ -312,8 +334,8 @@ func (f *File) parseDirectory(dir []byte) error {
 			return errorf(where, ErrTensor, "empty name")
 		case !utf8.Valid(name):
 			return errorf(where, ErrTensor, "name is not valid UTF-8")
-		case reserved != 0:
-			return errorf(where, ErrTensor, "reserved field is %d", reserved)
+		case f.Header.Version < 2 && t.Interleave != 0:
+			return errorf(where, ErrTensor, "reserved field is %d", t.Interleave)
 		case !t.Type.Known():
 			return errorf(where, ErrTensor, "unknown type id %d", uint32(t.Type))
 		case !t.Tier.known():
@@ -335,39 +357,59 @@ func (f *File) parseDirectory(dir []byte) error {
 		if t.Size != want {
 			return errorf(where, ErrTensor, "length %d, shape %v of %s in layout %s takes %d", t.Size, t.Shape, t.Type, t.Layout, want)
 		}
-		start := alignUp(next, tensorAlign(t.Size))
-		if t.Offset != start {
-			return errorf(where, ErrPlacement, "offset %d, want %d (after the previous tensor, aligned to %d)", t.Offset, start, tensorAlign(t.Size))
-		}
-		if t.Size > f.Header.DataLength || t.Offset > f.Header.DataLength-t.Size {
-			return errorf(where, ErrPlacement, "data [%d, +%d) past the end of the data section (%d bytes)", t.Offset, t.Size, f.Header.DataLength)
-		}
-		next = t.Offset + t.Size
 		f.index[t.Name] = len(f.Tensors)
 		f.Tensors = append(f.Tensors, t)
 	}
 	if r.off != len(dir) {
 		return errorf("tensor directory", ErrDirectory, "%d trailing bytes", len(dir)-r.off)
 	}
-	if next != f.Header.DataLength {
-		return errorf("tensor directory", ErrPlacement, "tensors end at %d, the data section at %d", next, f.Header.DataLength)
+	// Where every tensor must be, from the directory alone.
+	placed := make([]Tensor, len(f.Tensors))
+	copy(placed, f.Tensors)
+	end, done, err := place(placed, f.Header.DataLength)
+	// An entry placed elsewhere is the first error, even if a later one
+	// cannot be placed at all.
+	for i := range f.Tensors[:done] {
+		t, p := &f.Tensors[i], &placed[i]
+		if t.Offset != p.Offset {
+			return errorf(where(i, t), ErrPlacement, "offset %d, want %d (after the previous tensor, aligned to %d)", t.Offset, p.Offset, placeAlign(t))
+		}
+		if t.Stride != p.Stride {
+			return errorf(where(i, t), ErrPlacement, "stride %d, want %d (one expert's matrices of its run, rounded up to %d)", t.Stride, p.Stride, PageAlign)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if end != f.Header.DataLength {
+		return errorf("tensor directory", ErrPlacement, "tensors end at %d, the data section at %d", end, f.Header.DataLength)
 	}
 	return f.checkPadding()
 }
 
-// checkPadding verifies the bytes between tensors are zero: nothing is
-// hidden in a packed file. The gaps are under 4 KiB each.
+// placeAlign is the alignment place gave t (for an interleaved tensor, of
+// its run's start).
+func placeAlign(t *Tensor) uint64 {
+	if t.Interleave != 0 {
+		return PageAlign
+	}
+	return tensorAlign(t.Size)
+}
+
+// checkPadding verifies the bytes between tensors (and between the
+// experts' matrices of interleaved ones) are zero: nothing is hidden in a
+// packed file. The gaps are under 4 KiB each.
 func (f *File) checkPadding() error {
 	var prev uint64
 	base := f.Header.DataOffset
-	for i := range f.Tensors {
-		t := &f.Tensors[i]
-		if gap := f.data[base+prev : base+t.Offset]; len(bytes.Trim(gap, "\x00")) != 0 {
-			return errorf(fmt.Sprintf("tensor %d %q", i, t.Name), ErrPlacement, "non-zero padding before the tensor")
+	var err error
+	pieces(f.Tensors, func(i, _ int, off, size uint64) {
+		if err == nil && len(bytes.Trim(f.data[base+prev:base+off], "\x00")) != 0 {
+			err = errorf(where(i, &f.Tensors[i]), ErrPlacement, "non-zero padding before the tensor")
 		}
-		prev = t.Offset + t.Size
-	}
-	return nil
+		prev = off + size
+	})
+	return err
 }
 
 // ggmlSize is the size of a tensor in ggml's own encoding.
@@ -392,8 +434,15 @@ func ggmlSize(dt kernels.DType, shape []uint64) (uint64, bool) {
 
 // Verify checks every tensor's bytes against the CRC-32C in its directory
 // entry. It reads the whole file (Parse does not), spread over the cores;
-// the error names the first bad tensor in directory order.
+// the error names the first bad tensor in directory order. Of a mapped
+// file it then drops the data's pages from this process's page tables
+// (MADV_DONTNEED, which on a shared file mapping discards no data): what
+// the model reads is faulted in again as it reads it, and the experts of a
+// mixture no token routes to stay out of the process.
 func (f *File) Verify() error {
+	if f.mapped && f.data != nil {
+		defer syscall.Madvise(f.data[f.Header.DataOffset:], syscall.MADV_DONTNEED)
+	}
 	workers := min(runtime.GOMAXPROCS(0), len(f.Tensors))
 	bad := make([]bool, len(f.Tensors))
 	var wg sync.WaitGroup
@@ -401,7 +450,7 @@ func (f *File) Verify() error {
 		wg.Go(func() {
 			for i := w; i < len(f.Tensors); i += workers {
 				t := &f.Tensors[i]
-				bad[i] = crc32.Checksum(f.TensorData(t), castagnoli) != t.CRC
+				bad[i] = f.crc(t) != t.CRC
 			}
 		})
 	}
@@ -409,11 +458,19 @@ func (f *File) Verify() error {
 	for i, b := range bad {
 		if b {
 			t := &f.Tensors[i]
-			return errorf(fmt.Sprintf("tensor %d %q", i, t.Name), ErrCorrupt, "crc32c %08x, directory says %08x",
-				crc32.Checksum(f.TensorData(t), castagnoli), t.CRC)
+			return errorf(where(i, t), ErrCorrupt, "crc32c %08x, directory says %08x", f.crc(t), t.CRC)
 		}
 	}
 	return nil
+}
+
+// crc is the CRC-32C of t's bytes, its parts in order.
+func (f *File) crc(t *Tensor) uint32 {
+	var c uint32
+	for _, p := range f.Parts(t) {
+		c = crc32.Update(c, castagnoli, p)
+	}
+	return c
 }
 
 // Tensor returns the directory entry of the named tensor.
@@ -425,10 +482,31 @@ func (f *File) Tensor(name string) (*Tensor, bool) {
 	return &f.Tensors[i], true
 }
 
-// TensorData returns t's bytes, a sub-slice of the mapping.
+// TensorData returns t's bytes, a sub-slice of the mapping, or nil when t
+// is interleaved (its bytes are not contiguous: see Parts).
 func (f *File) TensorData(t *Tensor) []byte {
+	if t.Interleave != 0 {
+		return nil
+	}
 	start := f.Header.DataOffset + t.Offset
 	return f.data[start : start+t.Size : start+t.Size]
+}
+
+// Parts returns t's bytes as stored, sub-slices of the mapping in order:
+// one per expert for an interleaved tensor (expert e's matrix), else the
+// whole tensor.
+func (f *File) Parts(t *Tensor) [][]byte {
+	if t.Interleave == 0 {
+		return [][]byte{f.TensorData(t)}
+	}
+	n := uint64(t.Parts())
+	piece := t.Size / n
+	out := make([][]byte, n)
+	for e := range out {
+		start := f.Header.DataOffset + t.Offset + uint64(e)*t.Stride
+		out[e] = f.data[start : start+piece : start+piece]
+	}
+	return out
 }
 
 // KVs returns the metadata entries in file order.

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
+	"regexp"
 	"runtime"
 	"runtime/debug"
 	"sort"
@@ -61,7 +63,8 @@ type Plan struct {
 	tier       Tier
 	tensors    []Tensor
 	srcData    [][]byte
-	srcOff     []int64 // where each tensor's data starts in the source file
+	srcOff     []int64    // where each tensor's data starts in the source file
+	gaps       [][]uint64 // where the zeros before each part of each tensor start
 	dirSize    uint64
 	dataOffset uint64
 	dataLength uint64
@@ -95,30 +98,92 @@ func NewPlan(src *gguf.File, opts Options) (*Plan, error) {
 	for i := range src.Tensors {
 		order[i] = &src.Tensors[i]
 	}
-	// Source data order, so the source is read front to back.
+	// Source data order, so the source is read front to back, but for each
+	// block's expert stacks, which go together where the first of them was.
 	sort.SliceStable(order, func(a, b int) bool { return order[a].Offset < order[b].Offset })
+	order, interleave := expertRuns(order)
 	p.dirSize = 8
-	var next uint64
-	for _, st := range order {
-		t := Tensor{Name: st.Name, Type: st.Type, Layout: LayoutGGML, Tier: TierGeneric, Shape: st.Shape, Size: st.Size}
+	for i, st := range order {
+		t := Tensor{Name: st.Name, Type: st.Type, Layout: LayoutGGML, Tier: TierGeneric, Shape: st.Shape, Size: st.Size, Interleave: interleave[i]}
 		if size, ok := ggmlSize(t.Type, t.Shape); !ok || size != t.Size {
 			return nil, fmt.Errorf("pack: tensor %q: %s %v does not take %d bytes", t.Name, t.Type, t.Shape, t.Size)
 		}
 		if t.Layout, t.Tier = chooseLayout(opts.Tier, t.Type, t.Shape); t.Layout != LayoutGGML {
 			t.Size, _ = layouts[t.Layout].size(t.Type, t.Shape)
 		}
-		t.Offset = alignUp(next, tensorAlign(t.Size))
-		next = t.Offset + t.Size
 		p.tier = max(p.tier, t.Tier)
 		p.tensors = append(p.tensors, t)
 		p.srcData = append(p.srcData, src.TensorData(st))
 		p.srcOff = append(p.srcOff, src.DataOffset+int64(st.Offset))
-		p.dirSize += uint64(4 + len(t.Name) + 4 + 2 + 2 + 4 + 8*len(t.Shape) + 8 + 8 + 4 + 4)
+		p.dirSize += entryBytes(&t, Version)
 		p.dataBytes += int64(t.Size)
 	}
+	end, _, err := place(p.tensors, math.MaxInt64)
+	if err != nil {
+		return nil, err
+	}
+	p.gaps = make([][]uint64, len(p.tensors))
+	var prev uint64
+	pieces(p.tensors, func(i, _ int, off, size uint64) {
+		p.gaps[i] = append(p.gaps[i], prev)
+		prev = off + size
+	})
 	p.dataOffset = alignUp(HeaderSize+uint64(len(p.meta))+p.dirSize, PageAlign)
-	p.dataLength = next
+	p.dataLength = end
 	return p, nil
+}
+
+// expertStack names the 3-D stacks of a block's experts' matrices that the
+// packer interleaves expert by expert; their order within an expert's slot
+// is the order the feed-forward multiplies them in.
+var (
+	expertStack = regexp.MustCompile(`^blk\.(\d+)\.ffn_(gate|up|down)_exps\.weight$`)
+	expertOrder = map[string]int{"gate": 0, "up": 1, "down": 2}
+)
+
+// expertRuns reorders tensors (in source data order) for the directory:
+// each block's expert stacks together, gate, up, down, where the first of
+// them was, numbered 1, 2, … in the returned interleave (0: stored whole).
+// A block whose stacks disagree on the expert count keeps them whole.
+func expertRuns(tensors []*gguf.Tensor) ([]*gguf.Tensor, []uint32) {
+	blocks := map[string][]*gguf.Tensor{}
+	for _, t := range tensors {
+		if m := expertStack.FindStringSubmatch(t.Name); m != nil && len(t.Shape) == 3 {
+			blocks[m[1]] = append(blocks[m[1]], t)
+		}
+	}
+	inRun := map[*gguf.Tensor][]*gguf.Tensor{}
+	for _, run := range blocks {
+		sort.Slice(run, func(a, b int) bool {
+			return expertOrder[expertStack.FindStringSubmatch(run[a].Name)[2]] < expertOrder[expertStack.FindStringSubmatch(run[b].Name)[2]]
+		})
+		same := true
+		for _, t := range run {
+			same = same && t.Shape[2] == run[0].Shape[2]
+		}
+		if same {
+			for _, t := range run {
+				inRun[t] = run
+			}
+		}
+	}
+	out := make([]*gguf.Tensor, 0, len(tensors))
+	interleave := make([]uint32, 0, len(tensors))
+	for _, t := range tensors {
+		run, ok := inRun[t]
+		if !ok {
+			out, interleave = append(out, t), append(interleave, 0)
+			continue
+		}
+		if run == nil {
+			continue // placed with its run
+		}
+		for k, m := range run {
+			out, interleave = append(out, m), append(interleave, uint32(k+1))
+			inRun[m] = nil
+		}
+	}
+	return out, interleave
 }
 
 // Size is the size of the packed file.
@@ -233,22 +298,13 @@ func (p *Plan) writeData(ctx context.Context, w io.WriterAt) error {
 	return errors.Join(errs...)
 }
 
-// writeTensor writes tensor i and the zeros before it, and sets its CRC.
+// writeTensor writes tensor i, whole or expert by expert (its parts), and
+// the zeros before each part, and sets its CRC.
 func (p *Plan) writeTensor(ctx context.Context, w io.WriterAt, i int, report func(int)) error {
 	t := &p.tensors[i]
-	prevEnd := uint64(0)
-	if i > 0 {
-		prevEnd = p.tensors[i-1].Offset + p.tensors[i-1].Size
-	}
-	if gap := t.Offset - prevEnd; gap > 0 {
-		var zeros [PageAlign]byte
-		if _, err := w.WriteAt(zeros[:gap], int64(p.dataOffset+prevEnd)); err != nil {
-			return err
-		}
-	}
-	data := p.srcData[i]
 	// Source bytes per piece, and what a piece becomes: LayoutR16
-	// tensors are repacked a whole number of 16-row groups at a time.
+	// tensors are repacked a whole number of 16-row groups at a time (an
+	// expert's matrix is whole groups).
 	step, conv := chunk, func(src []byte) []byte { return src }
 	if t.Layout == LayoutR16 {
 		cols := int(t.Shape[0])
@@ -265,24 +321,39 @@ func (p *Plan) writeTensor(ctx context.Context, w io.WriterAt, i int, report fun
 			return buf[:n]
 		}
 	}
+	parts := t.Parts()
+	srcPart, part := len(p.srcData[i])/parts, t.Size/uint64(parts)
 	crc := uint32(0)
-	var written int64
 	var in []byte
-	for off := 0; off < len(data); off += step {
-		if err := ctx.Err(); err != nil {
-			return err
+	for e := range parts {
+		at := t.Offset + uint64(e)*t.Stride
+		if gap := at - p.gaps[i][e]; gap > 0 {
+			var zeros [PageAlign]byte
+			if _, err := w.WriteAt(zeros[:gap], int64(p.dataOffset+p.gaps[i][e])); err != nil {
+				return err
+			}
 		}
-		src, err := p.read(data[off:min(off+step, len(data))], p.srcOff[i]+int64(off), &in)
-		if err != nil {
-			return err
+		data := p.srcData[i][e*srcPart : (e+1)*srcPart]
+		var written int64
+		for off := 0; off < len(data); off += step {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			src, err := p.read(data[off:min(off+step, len(data))], p.srcOff[i]+int64(e*srcPart+off), &in)
+			if err != nil {
+				return err
+			}
+			piece := conv(src)
+			crc = crc32.Update(crc, castagnoli, piece)
+			if _, err := w.WriteAt(piece, int64(p.dataOffset+at)+written); err != nil {
+				return fmt.Errorf("pack: writing tensor %q: %w", t.Name, err)
+			}
+			written += int64(len(piece))
+			report(len(piece))
 		}
-		piece := conv(src)
-		crc = crc32.Update(crc, castagnoli, piece)
-		if _, err := w.WriteAt(piece, int64(p.dataOffset+t.Offset)+written); err != nil {
-			return fmt.Errorf("pack: writing tensor %q: %w", t.Name, err)
+		if uint64(written) != part {
+			return fmt.Errorf("pack: tensor %q: part %d became %d bytes, want %d", t.Name, e, written, part)
 		}
-		written += int64(len(piece))
-		report(len(piece))
 	}
 	t.CRC = crc
 	return nil
@@ -341,7 +412,8 @@ func (p *Plan) appendDirectory(b []byte) []byte {
 		b = le.AppendUint64(b, t.Offset)
 		b = le.AppendUint64(b, t.Size)
 		b = le.AppendUint32(b, t.CRC)
-		b = le.AppendUint32(b, 0)
+		b = le.AppendUint32(b, t.Interleave)
+		b = le.AppendUint64(b, t.Stride)
 	}
 	return b
 }

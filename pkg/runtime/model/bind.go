@@ -109,9 +109,11 @@ func (b *Binder) matrix(name string, rows, cols int, required bool) (Matrix, boo
 
 // Experts binds a required 3-D stack of n experts' weights (ggml shape
 // [cols, rows, n]) as n matrices of rows outputs of cols inputs, each a
-// view of its own part of the tensor's bytes: the matmul kernels run on one
-// expert as on any matrix, in whatever layout the file holds (a packed
-// file keeps each expert's rows whole groups of its layout).
+// view of its own expert's bytes: its part of the tensor's bytes (GGUF),
+// or the part a packed file stores with the expert's other matrices
+// (TensorInfo.Parts). The matmul kernels run on one expert as on any
+// matrix, in whatever layout the file holds (a packed file keeps each
+// expert's rows whole groups of its layout).
 func (b *Binder) Experts(name string, n, rows, cols int) []Matrix {
 	t, ok := b.lookup(name, true)
 	if !ok {
@@ -126,14 +128,20 @@ func (b *Binder) Experts(name string, n, rows, cols int) []Matrix {
 		return nil
 	}
 	size, ok := kernels.LayoutBytes(t.Type, t.Layout, rows, cols)
-	if !ok || size*n != len(t.Data) {
-		b.fail("tensor %s: %d bytes of %s in layout %s cannot be %d experts of %d×%d", name, len(t.Data), t.Type, t.Layout, n, rows, cols)
+	if !ok || int64(size)*int64(n) != t.Bytes() || (t.Parts != nil && len(t.Parts) != n) {
+		b.fail("tensor %s: %d bytes of %s in layout %s (in %d parts) cannot be %d experts of %d×%d", name, t.Bytes(), t.Type, t.Layout, len(t.Pieces()), n, rows, cols)
 		return nil
 	}
 	out := make([]Matrix, n)
 	for e := range out {
-		out[e] = Matrix{Name: fmt.Sprintf("%s[%d]", name, e), Type: t.Type, Layout: t.Layout, Rows: rows, Cols: cols,
-			Data: t.Data[e*size : (e+1)*size : (e+1)*size]}
+		var data []byte
+		if t.Parts == nil {
+			data = t.Data[e*size : (e+1)*size : (e+1)*size]
+		} else if data = t.Parts[e]; len(data) != size {
+			b.fail("tensor %s: expert %d has %d bytes, want %d", name, e, len(data), size)
+			return nil
+		}
+		out[e] = Matrix{Name: fmt.Sprintf("%s[%d]", name, e), Type: t.Type, Layout: t.Layout, Rows: rows, Cols: cols, Data: data}
 	}
 	return out
 }

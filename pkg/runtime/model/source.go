@@ -32,7 +32,30 @@ type TensorInfo struct {
 	Type   kernels.DType
 	Layout kernels.Layout // LayoutRows unless a packed file rearranged it
 	Shape  []int
-	Data   []byte
+	// Data are the tensor's bytes, nil when they are stored in Parts.
+	Data []byte
+	// Parts, for a stack of experts a packed file stores expert by expert
+	// (each expert's matrices together with its other stacks' ones), are
+	// the bytes of each expert's matrix in order; nil otherwise.
+	Parts [][]byte
+}
+
+// Bytes is the size of the tensor's bytes, wherever they are stored.
+func (t *TensorInfo) Bytes() int64 {
+	n := int64(len(t.Data))
+	for _, p := range t.Parts {
+		n += int64(len(p))
+	}
+	return n
+}
+
+// Pieces returns the tensor's bytes as one or more contiguous pieces (Data,
+// or its Parts).
+func (t *TensorInfo) Pieces() [][]byte {
+	if t.Parts != nil {
+		return t.Parts
+	}
+	return [][]byte{t.Data}
 }
 
 // Source is what a model is built from: metadata plus named tensors.
@@ -77,7 +100,13 @@ func (s packSource) LookupTensor(name string) (TensorInfo, bool) {
 	if !ok {
 		return TensorInfo{}, false
 	}
-	return TensorInfo{Name: t.Name, Type: t.Type, Layout: pack.KernelLayout(t.Layout), Shape: ints(t.Shape), Data: s.File.TensorData(t)}, true
+	info := TensorInfo{Name: t.Name, Type: t.Type, Layout: pack.KernelLayout(t.Layout), Shape: ints(t.Shape)}
+	if t.Interleave != 0 {
+		info.Parts = s.File.Parts(t)
+	} else {
+		info.Data = s.File.TensorData(t)
+	}
+	return info, true
 }
 
 // TensorNames lists every tensor name, sorted (the directory is in data

@@ -86,6 +86,7 @@ type Model struct {
 	Arch           string
 	Layers         int // block_count
 	Heads, KVHeads int
+	Experts        int // expert_count of a mixture of experts, else 0
 }
 
 // Types chooses the type of every tensor of a model quantized with s, as
@@ -95,8 +96,12 @@ type Model struct {
 // output matrix (or the token embedding when it doubles as the output) in
 // Q6_K, or Q8_0 when the base type is Q8_0 or its rows do not fit the base
 // block; the _M and _S mixes' upgrades of attention-value-like (attn_v,
-// attn_qkv) and ffn_down matrices; and its fallbacks for row lengths a
-// block does not divide. Tensors it does not quantize (1-D, norms) keep
+// attn_qkv) and ffn_down matrices; its rules for mixtures of exactly 8
+// experts (Mixtral's count: attention values and keys in Q8_0, the
+// attention output in Q5_K for Q4_K_S and Q4_K_M), and for any mixture the
+// ffn_down layer read from the tensor's name (its experts' and shared
+// expert's matrices are both ffn_down); and its fallbacks for row lengths
+// a block does not divide. Tensors it does not quantize (1-D, norms) keep
 // their type. It fails where llama-quantize does: a row length that no
 // type of the chain fits.
 func (s Scheme) Types(m Model, tensors []Tensor) (map[string]kernels.DType, error) {
@@ -236,9 +241,27 @@ func (st *typeState) typeOf(t Tensor) (kernels.DType, error) {
 		if st.is70B() && (typ == kernels.Q3_K || typ == kernels.Q4_K) {
 			typ = kernels.Q5_K
 		}
+		if st.model.Experts == 8 {
+			typ = kernels.Q8_0
+		}
 		st.iAttnV++
+	case c == catAttnK:
+		if st.model.Experts == 8 {
+			typ = kernels.Q8_0
+		}
+	case c == catAttnOutput:
+		if st.model.Experts == 8 && (f == ftypeQ4_K_S || f == ftypeQ4_K_M) {
+			typ = kernels.Q5_K
+		}
 	case c == catFFNDown:
 		i, n := st.iFFNDown, st.model.Layers
+		if st.model.Experts > 1 {
+			// llama.cpp: a mixture's experts may come in any order, so
+			// the layer is the one the name says.
+			if i = layerOf(t.Name); i < 0 || i >= n {
+				return 0, fmt.Errorf("tensor %s: no layer in [0, %d) in its name", t.Name, n)
+			}
+		}
 		switch {
 		case (f == ftypeQ4_K_M || f == ftypeQ5_K_M) && useMoreBits(i, n):
 			typ = kernels.Q6_K
@@ -331,7 +354,8 @@ func ModelOf(f *gguf.File) Model {
 		v, _ := f.Uint(arch + "." + key)
 		return int(v)
 	}
-	m := Model{Arch: arch, Layers: get("block_count"), Heads: get("attention.head_count"), KVHeads: get("attention.head_count_kv")}
+	m := Model{Arch: arch, Layers: get("block_count"), Heads: get("attention.head_count"), KVHeads: get("attention.head_count_kv"),
+		Experts: get("expert_count")}
 	if m.KVHeads == 0 {
 		m.KVHeads = m.Heads
 	}

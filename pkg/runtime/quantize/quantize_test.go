@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -18,13 +19,17 @@ import (
 
 // Deeper models than the golden files' two layers, so that the mixes'
 // layer rules pick different types along the depth: untied (llama, with
-// rows of 384 that 256-value blocks do not divide), tied (qwen2, gemma2)
-// and fused projections (phi3).
+// rows of 384 that 256-value blocks do not divide), tied (qwen2, gemma2),
+// fused projections (phi3), and a mixture of 4 experts with a shared one
+// (qwen2moe: not the 8 experts of llama-quantize's Mixtral rules, which
+// the golden mixtures have; its ffn_down layers come from the names).
 var deepShapes = map[string]synth.Shape{
 	"llama-untied": {Arch: "llama", Dim: 256, Layers: 10, FFN: 384, Heads: 4, KVHeads: 2, Vocab: 320, Context: 512, RopeBase: 10000, RMSEps: 1e-5},
 	"qwen2-tied":   {Arch: "qwen2", Dim: 256, Layers: 9, FFN: 512, Heads: 4, KVHeads: 2, Vocab: 320, Context: 512, RopeBase: 1e6, RMSEps: 1e-6, Tied: true},
 	"gemma2-tied":  {Arch: "gemma2", Dim: 256, Layers: 8, FFN: 512, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 320, Context: 512, RopeBase: 10000, RMSEps: 1e-6, Tied: true, SlidingWin: 32, AttnSoftcap: 50, FinalSoftcap: 30},
 	"phi3-fused":   {Arch: "phi3", Dim: 256, Layers: 10, FFN: 512, Heads: 4, KVHeads: 4, Vocab: 320, Context: 4096, RopeBase: 10000, RMSEps: 1e-5, OrigContext: 1024},
+	"qwen2moe-4x": {Arch: "qwen2moe", Dim: 256, Layers: 8, FFN: 512, Heads: 4, KVHeads: 2, Vocab: 320, Context: 4096, RopeBase: 1e6, RMSEps: 1e-6,
+		Experts: 4, ExpertsUsed: 2, ExpertFFN: 256, SharedFFN: 256},
 }
 
 const deepSeed = 23
@@ -128,9 +133,9 @@ func TestConvertMatchesLlamaQuantize(t *testing.T) {
 			checked++
 		}
 	}
-	want := 8 * 10 // models × schemes
+	want := 12 * 10 // models × schemes
 	if raceEnabled {
-		want /= 2 // the golden files only
+		want = 7 * 10 // the golden files only
 	}
 	if checked < want {
 		t.Errorf("only %d model × scheme pairs checked, want %d", checked, want)
@@ -162,5 +167,65 @@ func TestTypesFallBack(t *testing.T) {
 	q8, _ := quantize.ParseScheme("Q8_0")
 	if _, err := q8.Types(m, []quantize.Tensor{{Name: "blk.0.ffn_up.weight", Type: kernels.F16, Shape: []uint64{100, 64}}}); err == nil {
 		t.Error("Q8_0 rows of 100: no error, but llama.cpp has no fallback for Q8_0")
+	}
+}
+
+// TestTypesMixtures: llama-quantize's Mixtral rules apply to exactly 8
+// experts (OLMoE's 64 and Granite's 40 get the dense choices), and a
+// mixture's ffn_down layer is the one its name says, whatever the order.
+func TestTypesMixtures(t *testing.T) {
+	q4km, _ := quantize.ParseScheme("Q4_K_M")
+	q5km, _ := quantize.ParseScheme("Q5_K_M")
+	attn := []quantize.Tensor{
+		{Name: "blk.0.attn_v.weight", Type: kernels.F32, Shape: []uint64{256, 256}},
+		{Name: "blk.0.attn_k.weight", Type: kernels.F32, Shape: []uint64{256, 256}},
+		{Name: "blk.0.attn_output.weight", Type: kernels.F32, Shape: []uint64{256, 256}},
+	}
+	tests := []struct {
+		scheme     quantize.Scheme
+		experts    int
+		v, k, attO kernels.DType
+	}{
+		{q4km, 8, kernels.Q8_0, kernels.Q8_0, kernels.Q5_K},
+		{q5km, 8, kernels.Q8_0, kernels.Q8_0, kernels.Q5_K},
+		{q4km, 64, kernels.Q6_K, kernels.Q4_K, kernels.Q4_K},
+		{q4km, 0, kernels.Q6_K, kernels.Q4_K, kernels.Q4_K},
+	}
+	for _, tt := range tests {
+		got, err := tt.scheme.Types(quantize.Model{Arch: "olmoe", Layers: 16, Heads: 16, KVHeads: 16, Experts: tt.experts}, attn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[attn[0].Name] != tt.v || got[attn[1].Name] != tt.k || got[attn[2].Name] != tt.attO {
+			t.Errorf("%s, %d experts: attn_v %s attn_k %s attn_output %s, want %s %s %s", tt.scheme.Name, tt.experts,
+				got[attn[0].Name], got[attn[1].Name], got[attn[2].Name], tt.v, tt.k, tt.attO)
+		}
+	}
+	// Layers 0..7 of 8, listed out of order: use_more_bits picks 0 (the first
+	// eighth), 7 (the last) and 3, 6 (every third from the first eighth).
+	var downs []quantize.Tensor
+	for _, l := range []int{7, 3, 0, 5, 1, 6, 2, 4} {
+		for _, name := range []string{"blk.%d.ffn_down_exps.weight", "blk.%d.ffn_down_shexp.weight"} {
+			downs = append(downs, quantize.Tensor{Name: fmt.Sprintf(name, l), Type: kernels.F32, Shape: []uint64{256, 256, 4}})
+		}
+	}
+	got, err := q4km.Types(quantize.Model{Arch: "qwen2moe", Layers: 8, Heads: 4, KVHeads: 2, Experts: 4}, downs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range downs {
+		var l int
+		fmt.Sscanf(d.Name, "blk.%d.", &l)
+		want := kernels.Q4_K
+		if l == 0 || l == 3 || l == 6 || l == 7 {
+			want = kernels.Q6_K
+		}
+		if got[d.Name] != want {
+			t.Errorf("%s: %s, want %s", d.Name, got[d.Name], want)
+		}
+	}
+	if _, err := q4km.Types(quantize.Model{Arch: "qwen2moe", Layers: 8, Experts: 4},
+		[]quantize.Tensor{{Name: "blk.8.ffn_down_exps.weight", Type: kernels.F32, Shape: []uint64{256, 256, 4}}}); err == nil {
+		t.Error("ffn_down of block 8 in an 8-layer mixture: no error (llama-quantize refuses it)")
 	}
 }

@@ -366,7 +366,7 @@ func describe(id string, gen uint64, src model.Source, m model.Model, sc sched.C
 		if !ok {
 			continue
 		}
-		info.WeightBytes += int64(len(t.Data))
+		info.WeightBytes += t.Bytes()
 		if len(t.Shape) == 2 {
 			formats[t.Type.String()] = true
 		}

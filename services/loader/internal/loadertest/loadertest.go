@@ -143,7 +143,7 @@ func ComparePacked(t testing.TB, packedPath, srcPath string) {
 	for i := range src.Tensors {
 		st := &src.Tensors[i]
 		got, ok := pf.Tensor(st.Name)
-		if !ok || got.Type != st.Type || !bytes.Equal(pf.TensorData(got), pack.InLayout(got, src.TensorData(st))) {
+		if !ok || got.Type != st.Type || !bytes.Equal(bytes.Join(pf.Parts(got), nil), pack.InLayout(got, src.TensorData(st))) {
 			t.Errorf("tensor %s differs", st.Name)
 		}
 	}
