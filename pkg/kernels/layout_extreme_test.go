@@ -36,9 +36,13 @@ func extremeR16(r *rand.Rand, t DType, nb, R int) (w, xq []byte) {
 					blk[192+j] = byte(int8(-128 + 255*((l+j)%2)))
 				}
 				qs = blk[:192] // ql and qh
-			case Q4_0, Q8_0:
+			case Q4_0, Q5_0, Q8_0: // Q5_0: qh too, all fifth bits set
 				binary.LittleEndian.PutUint16(blk, small)
 				qs = blk[2:]
+			case Q4_1:
+				binary.LittleEndian.PutUint16(blk, small)
+				binary.LittleEndian.PutUint16(blk[2:], small)
+				qs = blk[4:]
 			}
 			for i := range qs {
 				v := byte(0xff)
@@ -66,10 +70,15 @@ func extremeR16(r *rand.Rand, t DType, nb, R int) (w, xq []byte) {
 		for b := range nb {
 			blk := xq[(row*nb+b)*xb:][:xb]
 			qs, n := blk[2:34], qk
-			if vt == Q8_K {
+			switch vt {
+			case Q8_K:
 				binary.LittleEndian.PutUint32(blk, math.Float32bits(1.0/512))
 				qs, n = blk[4:260], QK_K
-			} else {
+			case Q8_1:
+				binary.LittleEndian.PutUint16(blk, F32ToF16(1.0/512))
+				binary.LittleEndian.PutUint16(blk[2:], F32ToF16(-0.25)) // s
+				qs = blk[4:36]
+			default:
 				binary.LittleEndian.PutUint16(blk, F32ToF16(1.0/512))
 			}
 			for i := range n {

@@ -8,19 +8,27 @@ import (
 )
 
 // r16Types are the types with a LayoutR16 form.
-var r16Types = []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q8_0, TQ1_0, TQ2_0}
+var r16Types = []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0, TQ1_0, TQ2_0}
 
 // r16X returns n activation rows xq of VecDotType(t), nb blocks of t each,
 // as t's LayoutR16 kernels take them, and their row bytes: Q8_K rows as
 // they are, Q8_0 rows re-encoded with their block sums as quantQ8R16
-// writes them.
+// writes them, Q8_1 rows (Q4_1's) with their s widened.
 func r16X(t DType, xq []byte, n, nb int) ([]byte, int) {
-	if t != Q4_0 && t != Q8_0 {
+	if !r16Legacy(t) {
 		return xq, nb * q8KBytes
 	}
 	out := make([]byte, n*nb*q8R16Bytes)
 	for i := range n * nb {
-		src, dst := xq[i*q8_0Bytes:][:q8_0Bytes], out[i*q8R16Bytes:][:q8R16Bytes]
+		dst := out[i*q8R16Bytes:][:q8R16Bytes]
+		if t == Q4_1 {
+			src := xq[i*q8_1Bytes:][:q8_1Bytes]
+			binary.LittleEndian.PutUint32(dst, math.Float32bits(getF16(src)))
+			binary.LittleEndian.PutUint32(dst[4:], math.Float32bits(getF16(src[2:])))
+			copy(dst[8:], src[4:])
+			continue
+		}
+		src := xq[i*q8_0Bytes:][:q8_0Bytes]
 		binary.LittleEndian.PutUint32(dst, math.Float32bits(getF16(src)))
 		var sum int32
 		for _, q := range src[2:] {
@@ -32,16 +40,16 @@ func r16X(t DType, xq []byte, n, nb int) ([]byte, int) {
 	return out, nb * q8R16Bytes
 }
 
-// TestQuantQ8R16: the LayoutR16 Q4_0/Q8_0 activations are Quantize's Q8_0
-// blocks with their sums.
+// TestQuantQ8R16: the LayoutR16 Q4_0, Q5_0 and Q8_0 activations are
+// Quantize's Q8_0 blocks with their sums, Q4_1's its Q8_1 blocks.
 func TestQuantQ8R16(t *testing.T) {
 	r := rand.New(rand.NewPCG(49, 50))
-	for _, typ := range []DType{Q4_0, Q8_0} {
+	for _, typ := range []DType{Q4_0, Q4_1, Q5_0, Q8_0} {
 		const nb = 7
 		x := gaussian(r, nb*qk, 1)
 		x[5] = 0
 		clear(x[2*qk : 3*qk]) // a block of zeros: d = 0
-		want, _ := r16X(typ, quantize(Q8_0, x), 1, nb)
+		want, _ := r16X(typ, quantize(VecDotType(typ), x), 1, nb)
 		got := make([]byte, nb*q8R16Bytes)
 		quantQ8R16(typ, x, got)
 		if string(got) != string(want) {
@@ -93,9 +101,14 @@ func TestFastQuantQ8R16Exact(t *testing.T) {
 						x[i] *= float32(math.Pow(2, float64(i/qk%60-30)))
 					}
 				}
-				for _, neg := range []int32{-8, -128} {
+				for _, neg := range []int32{-8, -16, -128, 0} {
+					// neg 0 stands for the Q4_1 encoder (quantQ8R16S).
+					enc := func(k *kernelSet, src []float32, dst []byte) { k.quantQ8R16(src, dst, neg) }
+					if neg == 0 {
+						enc = func(k *kernelSet, src []float32, dst []byte) { k.quantQ8R16S(src, dst) }
+					}
 					want := make([]byte, nb*q8R16Bytes)
-					quantQ8R16Generic(x, want, neg)
+					enc(genericKernels, x, want)
 					for _, off := range []int{0, 1, 4, 13, 63} {
 						const guard = 16
 						buf := make([]byte, len(want)+2*guard+off)
@@ -106,7 +119,7 @@ func TestFastQuantQ8R16Exact(t *testing.T) {
 						xs := make([]float32, len(x)+off)
 						src := xs[off:]
 						copy(src, x)
-						k.quantQ8R16(src, dst, neg)
+						enc(k, src, dst)
 						for i := range guard {
 							if buf[i] != 0xa5 || buf[len(buf)-1-i] != 0xa5 {
 								t.Fatalf("%v nb=%d: guard band overwritten", k.tier, nb)
@@ -126,8 +139,10 @@ func TestFastQuantQ8R16Exact(t *testing.T) {
 		x := make([]float32, qk)
 		x[5] = float32(math.NaN())
 		k.quantQ8R16(x, make([]byte, q8R16Bytes), -8)
+		k.quantQ8R16S(x, make([]byte, q8R16Bytes))
 		x[5] = float32(math.Inf(-1))
 		k.quantQ8R16(x, make([]byte, q8R16Bytes), -8)
+		k.quantQ8R16S(x, make([]byte, q8R16Bytes))
 	}
 }
 
@@ -279,7 +294,9 @@ func TestLayoutBytes(t *testing.T) {
 		{Q4_0, LayoutR16, 32, 96, 2 * 3 * 288, true},
 		{Q4_0, LayoutR16, 16, 48, 0, false}, // columns not a multiple of 32
 		{Q8_0, LayoutR16, 8, 32, 0, false},
-		{Q4_1, LayoutR16, 16, 256, 0, false},
+		{Q4_1, LayoutR16, 16, 256, 16 * 8 * 20, true},
+		{Q5_0, LayoutR16, 32, 64, 2 * 2 * 352, true},
+		{Q5_1, LayoutR16, 16, 256, 0, false},
 		{Q4_K, LayoutRows, 1, 100, 0, false},
 		{Q4_K, Layout(9), 16, 256, 0, false},
 	} {

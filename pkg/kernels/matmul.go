@@ -19,7 +19,7 @@ type Scratch struct {
 // a Run is in flight.
 type matmulJob struct {
 	t, vt      DType
-	r16x       bool // activations encoded by quantQ8R16 (LayoutR16 Q4_0, Q8_0)
+	r16x       bool // activations encoded by quantQ8R16 (LayoutR16 Q4_0, Q4_1, Q5_0, Q8_0)
 	w          []byte
 	wrb, xrb   int // bytes per weight row, per encoded activation row
 	rows, cols int
@@ -44,8 +44,9 @@ func MatMul(p *Pool, t DType, w []byte, rows, cols int, x []float32, n int, out 
 
 // MatMulLayout is MatMul for a weight matrix in layout l. In LayoutR16 the
 // pool's unit of work is a group of 16 rows; the results equal dotR16Generic's,
-// which differ from LayoutRows' in the float order only (Q4_0 and Q8_0
-// weights see the same Q8_0 activations, re-encoded with their block sums).
+// which differ from LayoutRows' in the float order only (Q4_0, Q5_0 and
+// Q8_0 weights see the same Q8_0 activations, re-encoded with their block
+// sums; Q4_1 weights the same Q8_1 ones).
 func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []float32, n int, out []float32, s *Scratch) {
 	size, ok := LayoutBytes(t, l, rows, cols)
 	if !ok || !Supported(t) || t == Q8_1 || t == Q8_K {
@@ -67,7 +68,7 @@ func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []floa
 	wrb, _ := t.RowBytes(cols)
 	vt := VecDotType(t)
 	xrb, _ := vt.RowBytes(cols)
-	r16x := l == LayoutR16 && (t == Q4_0 || t == Q8_0)
+	r16x := l == LayoutR16 && r16Legacy(t)
 	if r16x {
 		xrb = cols / qk * q8R16Bytes
 	}
