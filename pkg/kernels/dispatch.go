@@ -37,7 +37,7 @@ import (
 // for every activation Quantize can produce (never -128); the F16 dots sum
 // the same float32 products in float64 in another order (within one float32
 // ulp plus 2⁻⁴⁰·Σ|w·x| of the reference). The Q8_K encoder writes the
-// reference's bytes for finite input, the LayoutR16 Q4_0/Q8_0 encoder for
+// reference's bytes for finite input, the LayoutR16 32-column formats' encoders for
 // finite input whose blocks are zero or reach 2⁻¹²¹ in magnitude (below
 // that 1/d overflows, in the reference too). The LayoutR16 kernels (avx2
 // and avx512vnni, for every int8 activation) reproduce their own reference
