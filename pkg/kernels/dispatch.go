@@ -109,10 +109,11 @@ type kernelSet struct {
 	// takes where the tier has them (n > 0).
 	rows [nTypes]rowsKernel
 	cols [nTypes]colsKernel
-	// r16[t] (Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0, TQ1_0, TQ2_0)
-	// computes, for one LayoutR16 group (nb group blocks at w) and R
+	// r16[t] (Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0, F16, BF16, TQ1_0,
+	// TQ2_0) computes, for one LayoutR16 group (nb group blocks at w) and R
 	// activation rows at xq, xq[xrb:], ... (Q8_K rows for the k-quants,
-	// quantQ8R16's for the 32-column formats), the 16 dots
+	// quantQ8R16's for the 32-column formats, roundR16's for F16 and
+	// BF16), the 16 dots
 	// of each row into out[r*ostride : r*ostride+16] (see dotR16Generic).
 	r16 [nTypes]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int)
 
@@ -190,6 +191,8 @@ var genericKernels = &kernelSet{
 		Q4_1:  r16Q4_1Generic,
 		Q5_0:  r16Q5_0Generic,
 		Q8_0:  r16Q8_0Generic,
+		F16:   r16F16Generic,
+		BF16:  r16BF16Generic,
 		TQ1_0: dotR16TQ1Generic,
 		TQ2_0: dotR16TQ2Generic,
 	},

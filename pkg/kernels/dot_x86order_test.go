@@ -136,7 +136,7 @@ func allTiers() []*kernelSet { return append([]*kernelSet{genericKernels}, hostK
 func randomRow(r *rand.Rand, t DType, nb int, rawBytes bool) (w, xq []byte) {
 	n := nb * t.BlockSize()
 	vt := VecDotType(t)
-	if !rawBytes {
+	if !rawBytes || t.BlockSize() == 1 { // the float formats: finite values
 		return quantize(t, gaussian(r, n, 0.1)), quantize(vt, gaussian(r, n, 1))
 	}
 	w = make([]byte, nb*t.BlockBytes())

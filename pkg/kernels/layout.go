@@ -75,6 +75,19 @@ import (
 //	32    qs[8][16][4] chunk c: byte i of row l holds column 4c+i as
 //	      q+128 (ggml's int8 q with its sign bit flipped: unsigned 0..255)
 //
+// and for F16 and BF16 (1024 bytes = 16 rows × 32 columns × 2, ggml's size):
+//
+//	0     v[32][16] column k's 16 values, row l's at 32k + 2l
+//
+// so that one 32-byte load is a column of the group: converted to 16
+// float32 lanes (VCVTPH2PS; BF16 by a zero-extension and a shift), it takes
+// one fused multiply-add per activation row with the activation float
+// broadcast from memory. The activations are float32 rows whose values are
+// rounded through F16 (BF16) as llama.cpp encodes them for such weights
+// (VecDotType), so each product is exact in float32 and only the
+// summation (two float32 chains per row, even and odd columns, added at
+// the end) differs from LayoutRows' float64 sum (dotR16FloatGeneric).
+//
 // The 32-column formats' quants are unsigned, as VPDPBUSD takes them, and
 // carry an offset o (Q4_0's 8, Q5_0's 16, Q8_0's 128; Q4_1's are unsigned
 // already, o = 0): Σ(q-o)·x = Σq·x - o·Σx. The
@@ -90,7 +103,7 @@ import (
 // Q4_1): one float multiply-add per block of the float sums, not the
 // integer ones.
 //
-// Only Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0 and Q8_0 matrices, and the ternary TQ1_0 and
+// Only Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0, F16 and BF16 matrices, and the ternary TQ1_0 and
 // TQ2_0 ones (quant_ternary_r16.go), whose rows are a multiple of 16
 // (and columns of the block) have a LayoutR16 form; the arithmetic (exact
 // integer sums per (sub-)block, one float multiply-add per block of
@@ -114,6 +127,7 @@ const (
 	r16Q4_1Block = R16 * 20
 	r16Q5_0Block = R16 * 22
 	r16Q8_0Block = R16 * 34
+	r16HalfBlock = R16 * 32 * 2 // F16, BF16: 32 columns
 )
 
 // q8R16Bytes is the size of an activation block of the LayoutR16 Q4_0,
@@ -164,6 +178,8 @@ func r16Block(t DType) (cols, bytes int) {
 		return qk, r16Q5_0Block
 	case Q8_0:
 		return qk, r16Q8_0Block
+	case F16, BF16:
+		return 32, r16HalfBlock
 	case TQ2_0:
 		return QK_K, r16TQ2Block
 	case TQ1_0:
@@ -210,12 +226,16 @@ func LayoutBytes(t DType, l Layout, rows, cols int) (int, bool) {
 	return 0, false
 }
 
+// r16Half reports whether t is F16 or BF16, whose LayoutR16 kernels take
+// float32 activations rounded through t (roundR16).
+func r16Half(t DType) bool { return t == F16 || t == BF16 }
+
 // r16Legacy reports whether t is a 32-column format with a LayoutR16 form,
 // whose kernels take quantQ8R16's activations.
 func r16Legacy(t DType) bool { return t == Q4_0 || t == Q4_1 || t == Q5_0 || t == Q8_0 }
 
 // RepackR16 rearranges src, whole groups of 16 rows of a Q4_K, Q5_K, Q6_K,
-// Q4_0, Q4_1, Q5_0, Q8_0, TQ1_0 or TQ2_0 matrix
+// Q4_0, Q4_1, Q5_0, Q8_0, F16, BF16, TQ1_0 or TQ2_0 matrix
 // with cols columns in LayoutRows, into dst in LayoutR16. It panics if the
 // sizes are inconsistent (dst must be LayoutBytes long) or t has no
 // LayoutR16 form.
@@ -230,7 +250,7 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 	}
 	bc, gbb := r16Block(t)
 	nb := cols / bc
-	bb := t.BlockBytes()
+	bb := bc / t.BlockSize() * t.BlockBytes() // source bytes of one row's block of columns
 	lane := repackQ4KLane
 	switch t {
 	case Q5_K:
@@ -245,6 +265,8 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 		lane = repackQ5_0Lane
 	case Q8_0:
 		lane = repackQ8_0Lane
+	case F16, BF16:
+		lane = repackHalfLane
 	case TQ2_0:
 		lane = repackTQ2Lane
 	case TQ1_0:
@@ -382,6 +404,13 @@ func repackQ5_0Lane(out []byte, l int, blk []byte) {
 	}
 }
 
+// repackHalfLane moves 32 F16 or BF16 values of row l to their columns.
+func repackHalfLane(out []byte, l int, blk []byte) {
+	for k := range 32 {
+		copy(out[32*k+2*l:], blk[2*k:2*k+2])
+	}
+}
+
 func repackQ8_0Lane(out []byte, l int, blk []byte) {
 	copy(out[2*l:], blk[0:2]) // d
 	for c := range 8 {
@@ -435,6 +464,17 @@ func RowLayout(t DType, l Layout, w []byte, cols, r int, dst []float32) {
 		y := dst[b*bc : (b+1)*bc]
 		if t == TQ2_0 {
 			rowR16TQ2(blk, l16, y)
+			continue
+		}
+		if r16Half(t) {
+			for k := range y {
+				h := binary.LittleEndian.Uint16(blk[32*k+2*l16:])
+				if t == F16 {
+					y[k] = F16ToF32(h)
+				} else {
+					y[k] = BF16ToF32(h)
+				}
+			}
 			continue
 		}
 		if t == TQ1_0 {

@@ -117,9 +117,12 @@ func TestR16KernelsExtremes(t *testing.T) {
 	r := rand.New(rand.NewPCG(53, 54))
 	for _, k := range hostKernels() {
 		for _, typ := range r16Types {
+			if r16Half(typ) {
+				continue // float products: no int16 to saturate
+			}
 			for _, nb := range []int{1, 3} {
 				const R = 9 // every activation pattern, and the 8/4/2/1-row kernels
-				cols := nb * typ.BlockSize()
+				cols := nb * r16Cols(typ)
 				w, xq := extremeR16(r, typ, nb, R)
 				xq, xrb := r16X(typ, xq, R, nb)
 				size, _ := LayoutBytes(typ, LayoutR16, R16, cols)

@@ -23,7 +23,13 @@ import (
 // float32 accumulator with one fused multiply-add (for Q4_1 then m·s with
 // another): the integer sum of ggml's ggml_vec_dot_q4_0_q8_0 (q4_1_q8_1,
 // q5_0_q8_0, q8_0_q8_0), in another float order.
+//
+// For F16 and BF16 see dotR16FloatGeneric.
 func dotR16Generic(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	if r16Half(t) {
+		dotR16FloatGeneric(t, w, nb, xq, xrb, R, out, ostride)
+		return
+	}
 	if r16Legacy(t) {
 		dotR16LegacyGeneric(t, w, nb, xq, xrb, R, out, ostride)
 		return
@@ -113,6 +119,54 @@ func dotR16LegacyGeneric(t DType, w []byte, nb int, xq []byte, xrb, R int, out [
 	}
 }
 
+// dotR16FloatGeneric is dotR16Generic of F16 and BF16, whose activations
+// are float32 rows rounded through t (roundR16): per row l and activation
+// row r, two float32 sums take the products of the even and of the odd
+// columns in order with one fused multiply-add each (every product is
+// exact: two 11-bit or 8-bit significands), and are added at the end.
+func dotR16FloatGeneric(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	_, gbb := r16Block(t)
+	for r := range R {
+		var even, odd [R16]float32
+		for b := range nb {
+			blk := w[b*gbb : (b+1)*gbb]
+			for k := range 32 {
+				x := math.Float32frombits(binary.LittleEndian.Uint32(xq[r*xrb+4*(32*b+k):]))
+				for l := range R16 {
+					h := binary.LittleEndian.Uint16(blk[32*k+2*l:])
+					v := BF16ToF32(h)
+					if t == F16 {
+						v = F16ToF32(h)
+					}
+					if k%2 == 0 {
+						even[l] = fma32(v, x, even[l])
+					} else {
+						odd[l] = fma32(v, x, odd[l])
+					}
+				}
+			}
+		}
+		for l := range R16 {
+			out[r*ostride+l] = even[l] + odd[l]
+		}
+	}
+}
+
+// roundR16 encodes the activation row src for the LayoutR16 kernels of F16
+// or BF16 weights into dst (4·len(src) bytes): float32 values rounded
+// through t, the values Quantize(t) writes.
+func roundR16(t DType, src []float32, dst []byte) {
+	dst = dst[:4*len(src)]
+	for i, v := range src {
+		if t == F16 {
+			v = F16ToF32(F32ToF16(v))
+		} else {
+			v = BF16ToF32(F32ToBF16(v))
+		}
+		binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
+	}
+}
+
 // quantQ8R16 encodes the activation row src (a multiple of 32 long) for
 // the LayoutR16 kernels of t (Q4_0, Q4_1, Q5_0 or Q8_0) into dst
 // (len(src)/32 blocks of q8R16Bytes): the quants and scale are those
@@ -173,6 +227,14 @@ func r16Q4_1Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostr
 
 func r16Q5_0Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	dotR16LegacyGeneric(Q5_0, w, nb, xq, xrb, R, out, ostride)
+}
+
+func r16F16Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	dotR16FloatGeneric(F16, w, nb, xq, xrb, R, out, ostride)
+}
+
+func r16BF16Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	dotR16FloatGeneric(BF16, w, nb, xq, xrb, R, out, ostride)
 }
 
 func r16Q8_0Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {

@@ -20,6 +20,7 @@ type Scratch struct {
 type matmulJob struct {
 	t, vt      DType
 	r16x       bool // activations encoded by quantQ8R16 (LayoutR16 Q4_0, Q4_1, Q5_0, Q8_0)
+	r16f       bool // activations rounded by roundR16 (LayoutR16 F16, BF16)
 	w          []byte
 	wrb, xrb   int // bytes per weight row, per encoded activation row
 	rows, cols int
@@ -46,7 +47,8 @@ func MatMul(p *Pool, t DType, w []byte, rows, cols int, x []float32, n int, out 
 // pool's unit of work is a group of 16 rows; the results equal dotR16Generic's,
 // which differ from LayoutRows' in the float order only (Q4_0, Q5_0 and
 // Q8_0 weights see the same Q8_0 activations, re-encoded with their block
-// sums; Q4_1 weights the same Q8_1 ones).
+// sums; Q4_1 weights the same Q8_1 ones; F16 and BF16 weights the same
+// rounded activations, as float32).
 func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []float32, n int, out []float32, s *Scratch) {
 	size, ok := LayoutBytes(t, l, rows, cols)
 	if !ok || !Supported(t) || t == Q8_1 || t == Q8_K {
@@ -69,13 +71,17 @@ func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []floa
 	vt := VecDotType(t)
 	xrb, _ := vt.RowBytes(cols)
 	r16x := l == LayoutR16 && r16Legacy(t)
-	if r16x {
+	r16f := l == LayoutR16 && r16Half(t)
+	switch {
+	case r16x:
 		xrb = cols / qk * q8R16Bytes
+	case r16f:
+		xrb = 4 * cols
 	}
 	if cap(s.q) < n*xrb {
 		s.q = make([]byte, n*xrb)
 	}
-	s.job = matmulJob{t: t, vt: vt, r16x: r16x, w: w, wrb: wrb, xrb: xrb, rows: rows, cols: cols, x: x, n: n, xq: s.q[:n*xrb], out: out}
+	s.job = matmulJob{t: t, vt: vt, r16x: r16x, r16f: r16f, w: w, wrb: wrb, xrb: xrb, rows: rows, cols: cols, x: x, n: n, xq: s.q[:n*xrb], out: out}
 	defer func() { s.job = matmulJob{} }() // do not pin the caller's buffers
 	if t != F32 {
 		if n > 1 {
@@ -107,6 +113,10 @@ func (j *matmulJob) quantRows(lo, hi int) {
 	for k := lo; k < hi; k++ {
 		if j.r16x {
 			quantQ8R16(j.t, j.x[k*j.cols:(k+1)*j.cols], j.xq[k*j.xrb:(k+1)*j.xrb])
+			continue
+		}
+		if j.r16f {
+			roundR16(j.t, j.x[k*j.cols:(k+1)*j.cols], j.xq[k*j.xrb:(k+1)*j.xrb])
 			continue
 		}
 		Quantize(j.vt, j.x[k*j.cols:(k+1)*j.cols], j.xq[k*j.xrb:(k+1)*j.xrb])
