@@ -29,6 +29,8 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.r16[Q4_1] = r16Q4_1AVX2
 	k.r16[Q5_0] = r16Q5_0AVX2
 	k.r16[Q8_0] = r16Q8_0AVX2
+	k.r16[F16] = r16F16AVX2
+	k.r16[BF16] = r16BF16AVX2
 	k.quantQ8R16 = quantQ8R16AVX2
 	k.quantQ8R16S = quantQ8R16SAVX2
 	k.f16F32 = dotF16F32AVX2
@@ -63,6 +65,8 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.r16[Q4_1] = r16Q4_1AVX512
 	k.r16[Q5_0] = r16Q5_0AVX512
 	k.r16[Q8_0] = r16Q8_0AVX512
+	k.r16[F16] = r16F16AVX512
+	k.r16[BF16] = r16BF16AVX512
 	k.quantQ8R16 = quantQ8R16AVX512
 	k.quantQ8R16S = quantQ8R16SAVX512
 	setTernaryAVX512(k)

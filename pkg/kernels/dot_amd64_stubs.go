@@ -394,6 +394,104 @@ func quantQ8R16AVX2Asm(x *float32, y *byte, nb int, neg int32)
 //go:noescape
 func quantQ8R16SAVX2Asm(x *float32, y *byte, nb int)
 
+// r16F16x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 1 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16F16x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 2 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16F16x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 4 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16F16x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 8 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 1 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 2 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 4 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 8 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16F16x1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 1 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16F16x2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 2 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16F16x4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 4 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 1 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 2 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 4 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // dotQ6KAVX2Asm accumulates nb Q6_K × Q8_K blocks into acc (8 lanes).
 //
 //go:noescape

@@ -128,6 +128,10 @@ const (
 	r16Q5_0Block = R16 * 22
 	r16Q8_0Block = R16 * 34
 	r16HalfBlock = R16 * 32 * 2 // F16, BF16: 32 columns
+
+	// r16HalfXBlock is the activation bytes of a block of the F16 and
+	// BF16 kernels: 32 float32.
+	r16HalfXBlock = 32 * 4
 )
 
 // q8R16Bytes is the size of an activation block of the LayoutR16 Q4_0,
