@@ -508,11 +508,11 @@ func TestWriteProgress(t *testing.T) {
 
 // TestR16OnAVX2: the formats with AVX2 and AVX-512 VNNI kernels of
 // LayoutR16 are packed in it on both tiers, recorded as needing avx2, and
-// kept in ggml's layout for the generic tier; every matrix of the Q4_1 and
-// Q5_0 golden files is.
+// kept in ggml's layout for the generic tier; every matrix of the Q4_1,
+// Q5_0 and F16 golden files is.
 func TestR16OnAVX2(t *testing.T) {
 	shape := []uint64{256, 64}
-	for _, dt := range []kernels.DType{kernels.Q4_K, kernels.Q5_K, kernels.Q6_K, kernels.Q4_0, kernels.Q4_1, kernels.Q5_0, kernels.Q8_0} {
+	for _, dt := range []kernels.DType{kernels.Q4_K, kernels.Q5_K, kernels.Q6_K, kernels.Q4_0, kernels.Q4_1, kernels.Q5_0, kernels.Q8_0, kernels.F16, kernels.BF16} {
 		for _, tier := range []Tier{TierAVX2, TierAVX512VNNI} {
 			if l, need := chooseLayout(tier, dt, shape); l != LayoutR16 || need != TierAVX2 {
 				t.Errorf("%v on %v: layout %v needing %v, want LayoutR16 needing avx2", dt, tier, l, need)
@@ -522,7 +522,7 @@ func TestR16OnAVX2(t *testing.T) {
 			t.Errorf("%v on generic: layout %v, want ggml's", dt, l)
 		}
 	}
-	for _, name := range []string{"llama-Q4_1.gguf", "phi3-Q5_0.gguf"} {
+	for _, name := range []string{"llama-Q4_1.gguf", "phi3-Q5_0.gguf", "qwen2-F16.gguf"} {
 		src, err := os.ReadFile(filepath.Join("..", "..", "runtime", "testdata", "golden", "models", name))
 		if err != nil {
 			t.Fatal(err)
@@ -533,7 +533,7 @@ func TestR16OnAVX2(t *testing.T) {
 		}
 		n := 0
 		for _, pt := range f.Tensors {
-			if len(pt.Shape) == 2 && (pt.Type == kernels.Q4_1 || pt.Type == kernels.Q5_0) {
+			if len(pt.Shape) == 2 && (pt.Type == kernels.Q4_1 || pt.Type == kernels.Q5_0 || pt.Type == kernels.F16) {
 				n++
 				if pt.Layout != LayoutR16 {
 					t.Errorf("%s: %s (%v %v) in layout %v", name, pt.Name, pt.Type, pt.Shape, pt.Layout)
@@ -541,7 +541,7 @@ func TestR16OnAVX2(t *testing.T) {
 			}
 		}
 		if n == 0 {
-			t.Errorf("%s: no Q4_1 or Q5_0 matrix", name)
+			t.Errorf("%s: no Q4_1, Q5_0 or F16 matrix", name)
 		}
 	}
 }
