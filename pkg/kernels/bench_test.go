@@ -135,7 +135,7 @@ func BenchmarkMatVec(b *testing.B) {
 	}
 	b.Run("TQ2_0_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, TQ2_0, LayoutR16, 4096, 4096, 1, 1) })
 	b.Run("TQ1_0_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, TQ1_0, LayoutR16, 4096, 4096, 1, 1) })
-	for _, typ := range []DType{Q4_0, Q4_1, Q5_0, Q8_0} {
+	for _, typ := range []DType{Q4_0, Q4_1, Q5_0, Q8_0, F16, BF16} {
 		b.Run(fmt.Sprintf("%v_4096x4096", typ), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, 1) })
 		b.Run(fmt.Sprintf("%v_r16_4096x4096", typ), func(b *testing.B) { benchMatMulCopies(b, typ, LayoutR16, 4096, 4096, 1, 1) })
 	}
@@ -169,7 +169,7 @@ func BenchmarkPrefill(b *testing.B) {
 	b.Run("TQ2_0_4096x4096_n128", func(b *testing.B) { benchMatMul(b, TQ2_0, 4096, 4096, 128) })
 	b.Run("TQ2_0_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, TQ2_0, LayoutR16, 4096, 4096, 128, 1) })
 	b.Run("TQ1_0_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, TQ1_0, LayoutR16, 4096, 4096, 128, 1) })
-	for _, typ := range []DType{Q4_0, Q4_1, Q5_0, Q8_0} {
+	for _, typ := range []DType{Q4_0, Q4_1, Q5_0, Q8_0, F16, BF16} {
 		for _, n := range []int{8, 128} {
 			b.Run(fmt.Sprintf("%v_4096x4096_n%d", typ, n), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, n) })
 			b.Run(fmt.Sprintf("%v_r16_4096x4096_n%d", typ, n), func(b *testing.B) { benchMatMulCopies(b, typ, LayoutR16, 4096, 4096, n, 1) })

@@ -76,7 +76,7 @@ func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []floa
 	case r16x:
 		xrb = cols / qk * q8R16Bytes
 	case r16f:
-		xrb = 4 * cols
+		xrb = cols / 32 * r16HalfXBlock
 	}
 	if cap(s.q) < n*xrb {
 		s.q = make([]byte, n*xrb)
