@@ -16,7 +16,8 @@
 // One file per weight family, each with its one-row, rows (several
 // activation rows per call: prefill) and cols (several weight rows: decode)
 // kernels: q45k.go (Q4_K and Q5_K), q6k.go, legacy.go (Q8_0, Q4_0), r16.go
-// (LayoutR16 Q4_K/Q5_K/Q6_K), r16legacy.go (LayoutR16 Q4_0/Q8_0), r16avx2.go (the
+// (LayoutR16 Q4_K/Q5_K/Q6_K), r16legacy.go (LayoutR16 Q4_0/Q4_1/Q5_0/Q8_0), r16float.go (LayoutR16
+// F16/BF16, both tiers), r16avx2.go (the
 // AVX2 tier of both), ternary.go (TQ1_0, TQ2_0); then q8k.go (the activation
 // encoder), f16.go (F16
 // dots and attention), exp.go (softmax, SwiGLU), stream.go (the read
@@ -51,8 +52,11 @@ func main() {
 	q6kColsAVX512(4)
 	r16AVX512()
 	r16LegacyAVX512()
-	quantQ8R16AVX512()
+	quantQ8R16AVX512(false)
+	quantQ8R16AVX512(true)
 	r16AVX2()
+	r16FloatAVX512()
+	r16FloatAVX2()
 	q6kAVX2()
 	q6kRowsAVX2(4)
 	q6kAVX512(1)

@@ -22,13 +22,15 @@ import (
 // int32). Saturation is what bounds the grouping, for every int8
 // activation (-128 included):
 //
-//   - 4-bit quants (Q4_K, Q4_0; ≤ 15): a pair is at most 2·15·128 = 3840 in
-//     magnitude, so the int16 sums of 8 VPMADDUBSW (a Q4_K sub-block of 32
-//     columns, a Q4_0 block) stay below 32767 and are added with VPADDW;
-//     one VPMADDWD then multiplies them by the sub-block scale (Q4_K: the
-//     scale repeated in both words of a lane) or by 1 (Q4_0).
-//   - Q5_K's 5-bit quants (≤ 31): a pair is at most 7936, so 4 VPMADDUBSW
-//     (two chunks, half a sub-block) go into each VPMADDWD by the scale.
+//   - 4-bit quants (Q4_K, Q4_0, Q4_1; ≤ 15): a pair is at most 2·15·128 =
+//     3840 in magnitude, so the int16 sums of 8 VPMADDUBSW (a Q4_K
+//     sub-block of 32 columns, a Q4_0 block) stay below 32767 and are
+//     added with VPADDW; one VPMADDWD then multiplies them by the sub-block
+//     scale (Q4_K: the scale repeated in both words of a lane) or by 1
+//     (Q4_0, Q4_1).
+//   - 5-bit quants (Q5_K, Q5_0; ≤ 31): a pair is at most 7936, so 4
+//     VPMADDUBSW (two chunks, half a Q5_K sub-block or a Q5_0 block) go
+//     into each VPMADDWD by the scale (by 1 for Q5_0).
 //   - Q6_K's 6-bit quants (≤ 63): a pair is at most 16128, two chunks
 //     (a sub-block of 16 columns) 32256; the sub-block's two int16 sums each
 //     take one VPMADDWD by its scale.
@@ -41,8 +43,8 @@ import (
 //
 // Every integer sum is thus exact and equals the reference's; the float
 // steps are the reference's per lane (one conversion and one fused
-// multiply-add by d·dx per block, two for Q4_K and Q5_K), so the results are the
-// reference twin's bit for bit, as the VNNI kernels'.
+// multiply-add by d·dx per block, two for Q4_K, Q5_K and Q4_1), so the
+// results are the reference twin's bit for bit, as the VNNI kernels'.
 //
 // 16 vector registers hold at most 4 activation rows (per row: an int16
 // and an int32 sum, Q8_0 two int16 sums), so this tier's kernels take 1, 2
@@ -81,21 +83,25 @@ func r16AVX2Consts() {
 // and 4 activation rows (Q6_K also 8).
 func r16AVX2() {
 	r16AVX2Consts()
-	var q4k, q5k, q6k, q40, q80 []string
+	var q4k, q5k, q6k []string
+	legacy := map[string][]string{}
 	for _, R := range []int{1, 2, 4} {
 		q4k = append(q4k, q4kR16AVX2(R, false))
 		q5k = append(q5k, q4kR16AVX2(R, true))
 		q6k = append(q6k, q6kR16AVX2(R))
-		q40 = append(q40, r16LegacyAVX2("Q4_0", R))
-		q80 = append(q80, r16LegacyAVX2("Q8_0", R))
+		for _, typ := range r16LegacyTypes {
+			legacy[typ] = append(legacy[typ], r16LegacyAVX2(typ, R))
+		}
 	}
 	q6k = append(q6k, q6kR16AVX2(8))
 	wrapR16("r16Q4KAVX2", "Q4_K", "r16Q4KBlock", "q8KBytes", q4k)
 	wrapR16("r16Q5KAVX2", "Q5_K", "r16Q5KBlock", "q8KBytes", q5k)
 	wrapR16("r16Q6KAVX2", "Q6_K", "r16Q6KBlock", "q8KBytes", q6k)
-	wrapR16("r16Q4_0AVX2", "Q4_0", "r16Q4_0Block", "q8R16Bytes", q40)
-	wrapR16("r16Q8_0AVX2", "Q8_0", "r16Q8_0Block", "q8R16Bytes", q80)
-	quantQ8R16AVX2()
+	for _, typ := range r16LegacyTypes {
+		wrapR16("r16"+typ+"AVX2", typ, "r16"+typ+"Block", "q8R16Bytes", legacy[typ])
+	}
+	quantQ8R16AVX2(false)
+	quantQ8R16AVX2(true)
 }
 
 // r16AVX2Prolog declares the AVX2 r16 kernel name for R activation rows of
@@ -362,14 +368,14 @@ func q6kR16AVX2(R int) string {
 	return name
 }
 
-// r16LegacyAVX2 generates the AVX2 r16 kernel of typ (Q4_0 or Q8_0) for R
-// activation rows.
+// r16LegacyAVX2 generates the AVX2 r16 kernel of typ (Q4_0, Q4_1, Q5_0 or
+// Q8_0) for R activation rows. Q5_0's int16 sums are two, of chunks 0-1
+// and 2-3 (lo16 and hi16, each by 1), Q8_0's of the low and high nibbles
+// (by 1 and 16).
 func r16LegacyAVX2(typ string, R int) string {
-	q4 := typ == "Q4_0"
-	gbb, chunks := 544, 8 // group block bytes; 64-byte chunks of quants
-	if q4 {
-		gbb, chunks = 288, 4
-	}
+	gbb, chunks := r16LegacyShape(typ)
+	q4 := chunks == 4 // nibbles
+	withMin, five := typ == "Q4_1", typ == "Q5_0"
 	name := fmt.Sprintf("r16%sx%dAVX2Asm", typ, R)
 	inRegs := R <= 2 // the float sums: in registers, else in out
 	w, nb, xm, om, xs := r16AVX2Prolog(name, typ, "blocks of 32 columns", "activation rows (q8R16Bytes blocks)", R, !inRegs)
@@ -388,14 +394,36 @@ func r16LegacyAVX2(typ string, R int) string {
 	whileNonZero(name, nb, func() {
 		for h := range 2 {
 			lo16, hi16 := make([]VecVirtual, R), make([]VecVirtual, R) // int16 sums
+			var qh VecVirtual
+			if five {
+				qh = YMM()
+				VMOVDQU(Mem{Base: w, Disp: 288 + 32*h}, qh)
+			}
 			for c := range chunks {
 				r16AVX2Prefetch(w, chunks*h+c, 2*chunks, 8**r16PrefetchBlocks, gbb)
 				lo, hi := r16AVX2Nibbles(Mem{Base: w, Disp: 32 + 64*c + 32*h}, m4)
+				if five {
+					or := func(t, q VecVirtual) {
+						if t != qh {
+							VPAND(m16Z, t, t)
+						} else {
+							t = YMM()
+							VPAND(m16Z, qh, t)
+						}
+						VPOR(t, q, q)
+					}
+					r16HighBit(qh, 2*c, lo, YMM, or)
+					r16HighBit(qh, 2*c+1, hi, YMM, or)
+				}
 				for r := range R {
 					if q4 {
 						// Byte i of a row: column 4c+i low, 16+4c+i high.
-						r16AVX2MulAdd(xm(r, 8+4*c), lo, &lo16[r])
-						r16AVX2MulAdd(xm(r, 8+16+4*c), hi, &lo16[r])
+						acc := &lo16[r]
+						if five && c >= 2 {
+							acc = &hi16[r]
+						}
+						r16AVX2MulAdd(xm(r, 8+4*c), lo, acc)
+						r16AVX2MulAdd(xm(r, 8+16+4*c), hi, acc)
 						continue
 					}
 					// Column 4c+i: u = 16·hi + lo.
@@ -418,25 +446,45 @@ func r16LegacyAVX2(typ string, R int) string {
 			}
 			dv := YMM()
 			VCVTPH2PS(Mem{Base: w, Disp: 16 * h}, dv)
+			var mv VecVirtual
+			if withMin {
+				mv = YMM()
+				VCVTPH2PS(Mem{Base: w, Disp: 288 + 16*h}, mv)
+			}
 			for r := range R {
 				s := lo16[r]
 				VPMADDWD(ones16Y, s, s)
-				if !q4 {
+				switch {
+				case five:
+					VPMADDWD(ones16Y, hi16[r], hi16[r])
+					VPADDD(hi16[r], s, s)
+				case !q4:
 					VPMADDWD(r16W16Y, hi16[r], hi16[r])
 					VPADDD(hi16[r], s, s)
 				}
-				st := YMM()
-				VPBROADCASTD(xm(r, 4), st) // -o·Σx
-				VPADDD(st, s, s)
-				if !inRegs {
+				if !withMin {
+					st := YMM()
+					VPBROADCASTD(xm(r, 4), st) // -o·Σx
+					VPADDD(st, s, s)
+				}
+				if !inRegs && !withMin {
 					r16AVX2Accumulate(xm, om, r, h, dv, s, nil, nil)
 					continue
 				}
+				o := outs2(outs, r, h, inRegs, om)
 				dd := YMM()
 				VBROADCASTSS(xm(r, 0), dd)
 				VMULPS(dd, dv, dd)
 				VCVTDQ2PS(s, s)
-				VFMADD231PS(dd, s, outs[r][h])
+				VFMADD231PS(dd, s, o)
+				if withMin {
+					sb := YMM()
+					VBROADCASTSS(xm(r, 4), sb)
+					VFMADD231PS(mv, sb, o) // m·s
+				}
+				if !inRegs {
+					VMOVUPS(o, om(r, 32*h))
+				}
 			}
 		}
 		ADDQ(U32(gbb), w)
@@ -457,18 +505,26 @@ func r16LegacyAVX2(typ string, R int) string {
 	return name
 }
 
-// quantQ8R16AVX2 generates the AVX2 activation encoder of the Q4_0/Q8_0
-// kernels, quantQ8R16AVX512's steps on four 8-float vectors per block (see
-// there for the rounding): the same bytes as the reference for finite input.
+// outs2 returns the float sums of half h of row r: a register (inRegs) or
+// one loaded from out, which the caller stores back.
+func outs2(outs [][2]VecVirtual, r, h int, inRegs bool, om func(r, disp int) Mem) VecVirtual {
+	if inRegs {
+		return outs[r][h]
+	}
+	o := YMM()
+	VMOVUPS(om(r, 32*h), o)
+	return o
+}
+
+// quantQ8R16AVX2 generates the AVX2 activation encoder of the Q4_0, Q5_0
+// and Q8_0 kernels or, with withS, of the Q4_1 ones, quantQ8R16AVX512's
+// steps on four 8-float vectors per block (see there for the rounding and
+// s): the same bytes as the reference for finite input.
 // (BenchmarkQuantize/Q8_0_r16: 2.3 µs for 4096 floats, the Go encoder 22 µs,
 // 5.4 ns a float; the AVX2 kernels take ~13 ns per input float of a
 // 2048-row matrix, so the Go encoder would add 40% to them.)
-func quantQ8R16AVX2() {
-	kernel("quantQ8R16AVX2Asm", "func(x *float32, y *byte, nb int, neg int32)",
-		"quantQ8R16AVX2Asm encodes nb blocks of 32 float32 at x to the activation",
-		"blocks of the LayoutR16 Q4_0/Q8_0 kernels at y, with block sums times neg (-o).")
-	x, y := Load(Param("x"), GP64()), Load(Param("y"), GP64())
-	nb, neg := Load(Param("nb"), GP64()), Load(Param("neg"), GP32())
+func quantQ8R16AVX2(withS bool) {
+	x, y, nb, neg, label := r16EncoderProlog("AVX2", withS)
 	absm, signm, one, half, perm := YMM(), YMM(), YMM(), YMM(), YMM()
 	VPCMPEQD(absm, absm, absm)
 	VPSLLD(U8(31), absm, signm)
@@ -476,7 +532,7 @@ func quantQ8R16AVX2() {
 	VBROADCASTSS(oneF, one)
 	VBROADCASTSS(halfF, half)
 	VMOVDQU(packPermY, perm)
-	whileNonZero("q8r16avx2", nb, func() {
+	whileNonZero(label, nb, func() {
 		// amax over the block, in lane 0
 		a := YMM()
 		VANDPS(Mem{Base: x}, absm, a)
@@ -503,6 +559,7 @@ func quantQ8R16AVX2() {
 		VANDPS(nz, id, id)
 		idv := YMM()
 		VBROADCASTSS(id, idv)
+		du := r16KeepD(d, withS)
 		// d through float16
 		VCVTPS2PH(U8(0), d, d)
 		VCVTPH2PS(d, d)
@@ -536,10 +593,7 @@ func quantQ8R16AVX2() {
 		VPADDD(t2, sx, sx)
 		VPSHUFD(U8(0xb1), sx, t2)
 		VPADDD(t2, sx, sx)
-		g := GP32()
-		VMOVD(sx, g)
-		IMULL(neg, g)
-		MOVL(g, Mem{Base: y, Disp: 4})
+		r16StoreSum(sx, neg, du, Mem{Base: y, Disp: 4})
 		// the quants, |q| ≤ 127: the packs do not saturate
 		VPACKSSDW(qs[1], qs[0], qs[0])
 		VPACKSSDW(qs[3], qs[2], qs[2])

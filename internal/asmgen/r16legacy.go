@@ -3,21 +3,25 @@ package main
 import (
 	"flag"
 	"fmt"
+	"strings"
 
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
 	. "github.com/mmcloughlin/avo/reg"
 )
 
-// The LayoutR16 kernels of the 32-column formats Q4_0 and Q8_0 (see
-// pkg/kernels/layout.go for the layout, dotR16Generic for the arithmetic
-// they reproduce). As in r16.go, lane l of every vector is weight row l of a
+// The LayoutR16 kernels of the 32-column formats Q4_0, Q4_1, Q5_0 and
+// Q8_0 (see pkg/kernels/layout.go for the layout, dotR16Generic for the
+// arithmetic they reproduce). As in r16.go, lane l of every vector is weight row l of a
 // group of 16 and VPDPBUSD adds the products of four columns of all 16 rows
 // (unsigned quants) with one activation dword broadcast from memory (signed
 // quants). Per block of 32 columns and activation row, the rows' integer
 // sums start at the activation block's -o·Σx (broadcast: the quants'
 // offset, folded in), take 8 VPDPBUSD and go into the row's float32
 // accumulator with one conversion and one fused multiply-add by d·dx.
+// Q5_0's fifth bits are ORed into the nibbles first (r16HighBit); Q4_1's
+// sums start at 0 and its minimums add m·s (s the activation block's
+// d·Σx) with one more fused multiply-add, broadcasting s from memory.
 //
 // A block is small (16 rows × 32 columns), so the float accumulators stay in
 // registers for the whole call and are stored once at the end: with R ≤ 8
@@ -38,26 +42,41 @@ var r16LegacyPrefetchBlocks = flag.Int("r16legacyprefetch", 16, "blocks ahead th
 // (pkg/kernels' q8R16Bytes): float32 d, int32 -o·Σx, 32 int8 quants.
 const q8R16Bytes = 40
 
-// r16LegacyAVX512 generates the Q4_0 and Q8_0 r16 kernels, for 1, 2, 4 and 8
-// activation rows.
+// r16LegacyTypes are the 32-column formats with LayoutR16 kernels.
+var r16LegacyTypes = []string{"Q4_0", "Q4_1", "Q5_0", "Q8_0"}
+
+// r16LegacyAVX512 generates the Q4_0, Q4_1, Q5_0 and Q8_0 r16 kernels, for
+// 1, 2, 4 and 8 activation rows.
 func r16LegacyAVX512() {
-	var q40, q80 []string
-	for _, R := range []int{1, 2, 4, 8} {
-		q40 = append(q40, r16LegacyKernel("Q4_0", R))
-		q80 = append(q80, r16LegacyKernel("Q8_0", R))
+	for _, typ := range r16LegacyTypes {
+		var ks []string
+		for _, R := range []int{1, 2, 4, 8} {
+			ks = append(ks, r16LegacyKernel(typ, R))
+		}
+		wrapR16("r16"+typ+"AVX512", typ, "r16"+typ+"Block", "q8R16Bytes", ks)
 	}
-	wrapR16("r16Q4_0AVX512", "Q4_0", "r16Q4_0Block", "q8R16Bytes", q40)
-	wrapR16("r16Q8_0AVX512", "Q8_0", "r16Q8_0Block", "q8R16Bytes", q80)
 }
 
-// r16LegacyKernel generates the r16 kernel of typ (Q4_0 or Q8_0) for R
-// activation rows.
-func r16LegacyKernel(typ string, R int) string {
-	q4 := typ == "Q4_0"
-	gbb, chunks := 544, 8 // group block bytes; 64-byte chunks of quants
-	if q4 {
-		gbb, chunks = 288, 4
+// r16LegacyShape returns the group block bytes of typ and its 64-byte
+// chunks of quants (nibbles for all but Q8_0).
+func r16LegacyShape(typ string) (gbb, chunks int) {
+	switch typ {
+	case "Q4_0":
+		return 288, 4
+	case "Q4_1":
+		return 320, 4
+	case "Q5_0":
+		return 352, 4
 	}
+	return 544, 8
+}
+
+// r16LegacyKernel generates the r16 kernel of typ (Q4_0, Q4_1, Q5_0 or
+// Q8_0) for R activation rows.
+func r16LegacyKernel(typ string, R int) string {
+	gbb, chunks := r16LegacyShape(typ)
+	q4 := chunks == 4 // nibbles
+	withMin, five := typ == "Q4_1", typ == "Q5_0"
 	name := fmt.Sprintf("r16%sx%dAVX512Asm", typ, R)
 	kernel(name, "func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)",
 		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
@@ -70,10 +89,14 @@ func r16LegacyKernel(typ string, R int) string {
 	if x4 != nil {
 		xs = append(xs, x4)
 	}
-	var m4 VecVirtual
+	var m4, m16 VecVirtual
 	if q4 {
 		m4 = ZMM()
 		VMOVDQU64(m4Z, m4)
+	}
+	if five {
+		m16 = ZMM()
+		VMOVDQU64(m16Z, m16)
 	}
 	outs := zeroed(R, ZMM, VPXORD)
 	S := max(1, *r16LegacyChains/R)
@@ -83,7 +106,7 @@ func r16LegacyKernel(typ string, R int) string {
 			accs[r] = make([]VecVirtual, S)
 			for s := range S {
 				a := ZMM()
-				if s == 0 {
+				if s == 0 && !withMin {
 					VPBROADCASTD(xm(r, 4), a) // -o·Σx
 				} else {
 					VPXORD(a, a, a)
@@ -98,12 +121,22 @@ func r16LegacyKernel(typ string, R int) string {
 			}
 			k++
 		}
+		var qh VecVirtual
+		if five {
+			qh = ZMM()
+			VMOVDQU64(Mem{Base: w, Disp: 288}, qh)
+		}
 		for c := range chunks {
 			r16LegacyPrefetch(w, c, chunks, gbb)
 			m := Mem{Base: w, Disp: 32 + 64*c}
 			if q4 {
 				// Byte i of a row: column 4c+i low, 16+4c+i high.
 				lo, hi := r16Nibbles(m, m4)
+				if five {
+					or := func(t, q VecVirtual) { VPTERNLOGD(U8(0xf8), m16, t, q) } // q |= t & m16
+					r16HighBit(qh, 2*c, lo, ZMM, or)
+					r16HighBit(qh, 2*c+1, hi, ZMM, or)
+				}
 				dots(lo, c)
 				dots(hi, 4+c)
 				continue
@@ -114,6 +147,11 @@ func r16LegacyKernel(typ string, R int) string {
 		}
 		dv := ZMM()
 		VCVTPH2PS(Mem{Base: w}, dv)
+		var mv VecVirtual
+		if withMin {
+			mv = ZMM()
+			VCVTPH2PS(Mem{Base: w, Disp: 288}, mv)
+		}
 		for r := range R {
 			a := accs[r][0]
 			for _, b := range accs[r][1:] {
@@ -123,6 +161,9 @@ func r16LegacyKernel(typ string, R int) string {
 			VMULPS_BCST(xm(r, 0), dv, dd)
 			VCVTDQ2PS(a, a)
 			VFMADD231PS(dd, a, outs[r])
+			if withMin {
+				VFMADD231PS_BCST(xm(r, 4), mv, outs[r]) // m·s
+			}
 		}
 		ADDQ(U32(gbb), w)
 		for _, x := range xs {
@@ -160,21 +201,18 @@ func r16LegacyPrefetch(w Register, c, chunks, gbb int) {
 // d is 0), q = x·id rounded half away from zero (C's roundf: the truncation
 // t of x·id, plus its sign where |x·id - t| ≥ 0.5, that difference being
 // exact), d stored through float16 and back (round to nearest even), and
-// -o·Σq. Blocks with NaNs or infinities encode to garbage, as in the
-// reference, but differently.
-func quantQ8R16AVX512() {
-	kernel("quantQ8R16AVX512Asm", "func(x *float32, y *byte, nb int, neg int32)",
-		"quantQ8R16AVX512Asm encodes nb blocks of 32 float32 at x to the activation",
-		"blocks of the LayoutR16 Q4_0/Q8_0 kernels at y, with block sums times neg (-o).")
-	x, y := Load(Param("x"), GP64()), Load(Param("y"), GP64())
-	nb, neg := Load(Param("nb"), GP64()), Load(Param("neg"), GP32())
+// -o·Σq, or with withS (Q4_1's encoder, quantQ8R16SGeneric) s = d·Σq as
+// float32 through float16, d before its rounding. Blocks with NaNs or
+// infinities encode to garbage, as in the reference, but differently.
+func quantQ8R16AVX512(withS bool) {
+	x, y, nb, neg, label := r16EncoderProlog("AVX512", withS)
 	absm, signm, one, half := ZMM(), ZMM(), ZMM(), ZMM()
 	VPTERNLOGD(U8(0xff), absm, absm, absm)
 	VPSLLD(U8(31), absm, signm)
 	VPSRLD(U8(1), absm, absm)
 	VBROADCASTSS(oneF, one)
 	VBROADCASTSS(halfF, half)
-	whileNonZero("q8r16", nb, func() {
+	whileNonZero(label, nb, func() {
 		// amax over the block, in lane 0
 		a, b := ZMM(), ZMM()
 		VANDPS(Mem{Base: x}, absm, a)
@@ -201,6 +239,7 @@ func quantQ8R16AVX512() {
 		VANDPS(nz, id, id)
 		idv := ZMM()
 		VBROADCASTSS(id, idv)
+		du := r16KeepD(d, withS)
 		// d through float16
 		VCVTPS2PH(U8(0), d, d)
 		VCVTPH2PS(d, d)
@@ -236,14 +275,70 @@ func quantQ8R16AVX512() {
 		VPADDD(t2, sx, sx)
 		VPSHUFD(U8(0xb1), sx, t2)
 		VPADDD(t2, sx, sx)
-		g := GP32()
-		VMOVD(sx, g)
-		IMULL(neg, g)
-		MOVL(g, Mem{Base: y, Disp: 4})
+		r16StoreSum(sx, neg, du, Mem{Base: y, Disp: 4})
 		ADDQ(U32(128), x)
 		ADDQ(U32(q8R16Bytes), y)
 		DECQ(nb)
 	})
 	VZEROUPPER()
 	RET()
+}
+
+// r16EncoderProlog declares the activation encoder of the tier's r16
+// kernels (suffix AVX512 or AVX2): with withS Q4_1's (quantQ8R16S…Asm, no
+// neg), else that of Q4_0, Q5_0 and Q8_0; it returns the loaded
+// parameters (neg nil with withS) and a label prefix for the loop.
+func r16EncoderProlog(suffix string, withS bool) (x, y, nb, neg Register, label string) {
+	name := "quantQ8R16" + suffix + "Asm"
+	if withS {
+		name = "quantQ8R16S" + suffix + "Asm"
+		kernel(name, "func(x *float32, y *byte, nb int)",
+			name+" encodes nb blocks of 32 float32 at x to the activation",
+			"blocks of the LayoutR16 Q4_1 kernels at y, with s = d·Σq as Q8_1's.")
+	} else {
+		kernel(name, "func(x *float32, y *byte, nb int, neg int32)",
+			name+" encodes nb blocks of 32 float32 at x to the activation",
+			"blocks of the LayoutR16 Q4_0/Q5_0/Q8_0 kernels at y, with block sums times neg (-o).")
+	}
+	x, y = Load(Param("x"), GP64()), Load(Param("y"), GP64())
+	nb = Load(Param("nb"), GP64())
+	if !withS {
+		neg = Load(Param("neg"), GP32())
+	}
+	label = "q8r16" // the AVX-512 encoder's, as before the AVX2 one
+	if suffix != "AVX512" {
+		label += strings.ToLower(suffix)
+	}
+	if withS {
+		label += "s"
+	}
+	return x, y, nb, neg, label
+}
+
+// r16KeepD copies the unrounded scale d (lane 0) for Q4_1's s, or returns
+// nil.
+func r16KeepD(d VecVirtual, withS bool) VecVirtual {
+	if !withS {
+		return nil
+	}
+	du := XMM()
+	VMOVAPS(d, du)
+	return du
+}
+
+// r16StoreSum stores the block sum Σq in lane 0 of sx to m: times neg, or,
+// with du (the unrounded d), as Q4_1's float32 s = d·Σq through float16.
+func r16StoreSum(sx VecVirtual, neg Register, du VecVirtual, m Mem) {
+	if du == nil {
+		g := GP32()
+		VMOVD(sx, g)
+		IMULL(neg, g)
+		MOVL(g, m)
+		return
+	}
+	VCVTDQ2PS(sx, sx) // |Σq| ≤ 32·127: exact
+	VMULSS(du, sx, sx)
+	VCVTPS2PH(U8(0), sx, sx)
+	VCVTPH2PS(sx, sx)
+	VMOVSS(sx, m)
 }

@@ -37,7 +37,7 @@ import (
 // for every activation Quantize can produce (never -128); the F16 dots sum
 // the same float32 products in float64 in another order (within one float32
 // ulp plus 2⁻⁴⁰·Σ|w·x| of the reference). The Q8_K encoder writes the
-// reference's bytes for finite input, the LayoutR16 Q4_0/Q8_0 encoder for
+// reference's bytes for finite input, the LayoutR16 32-column formats' encoders for
 // finite input whose blocks are zero or reach 2⁻¹²¹ in magnitude (below
 // that 1/d overflows, in the reference too). The LayoutR16 kernels (avx2
 // and avx512vnni, for every int8 activation) reproduce their own reference
@@ -109,17 +109,21 @@ type kernelSet struct {
 	// takes where the tier has them (n > 0).
 	rows [nTypes]rowsKernel
 	cols [nTypes]colsKernel
-	// r16[t] (Q4_K, Q5_K, Q6_K, Q4_0, Q8_0) computes, for one LayoutR16 group (nb
-	// group blocks at w) and R activation rows at xq, xq[xrb:], ... (Q8_K
-	// rows for the k-quants, quantQ8R16's for Q4_0 and Q8_0), the 16 dots
+	// r16[t] (Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0, F16, BF16, TQ1_0,
+	// TQ2_0) computes, for one LayoutR16 group (nb group blocks at w) and R
+	// activation rows at xq, xq[xrb:], ... (Q8_K rows for the k-quants,
+	// quantQ8R16's for the 32-column formats, roundR16's for F16 and
+	// BF16), the 16 dots
 	// of each row into out[r*ostride : r*ostride+16] (see dotR16Generic).
 	r16 [nTypes]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int)
 
 	f16F32   func(w []byte, x []float32) float32 // DotF32 of an F16 row
 	quantQ8K func(src []float32, dst []byte)     // Quantize to Q8_K, whole blocks
-	// quantQ8R16 encodes whole blocks of 32 for the LayoutR16 Q4_0/Q8_0
-	// kernels, block sums times neg (see quantQ8R16Generic).
-	quantQ8R16 func(src []float32, dst []byte, neg int32)
+	// quantQ8R16 encodes whole blocks of 32 for the LayoutR16 Q4_0, Q5_0
+	// and Q8_0 kernels, block sums times neg (see quantQ8R16Generic);
+	// quantQ8R16S for the Q4_1 ones, with Q8_1's s (quantQ8R16SGeneric).
+	quantQ8R16  func(src []float32, dst []byte, neg int32)
+	quantQ8R16S func(src []float32, dst []byte)
 
 	// The element-wise and attention kernels. expSub sets x[i] = e^(x[i]-m)
 	// and returns their sum, m the largest x[i] (softmax); swiglu is
@@ -184,20 +188,25 @@ var genericKernels = &kernelSet{
 		Q5_K:  r16Q5KGeneric,
 		Q6_K:  r16Q6KGeneric,
 		Q4_0:  r16Q4_0Generic,
+		Q4_1:  r16Q4_1Generic,
+		Q5_0:  r16Q5_0Generic,
 		Q8_0:  r16Q8_0Generic,
+		F16:   r16F16Generic,
+		BF16:  r16BF16Generic,
 		TQ1_0: dotR16TQ1Generic,
 		TQ2_0: dotR16TQ2Generic,
 	},
-	f16F32:     dotF16F32Generic,
-	quantQ8K:   quantQ8KGeneric,
-	quantQ8R16: quantQ8R16Generic,
-	axpyF16:    axpyF16Generic,
-	dotsF16:    dotsF16Generic,
-	axpysF16:   axpysF16Generic,
-	expSub:     expSubGeneric,
-	swiglu:     swigluGeneric,
-	max:        maxGeneric,
-	sumU64:     sumU64Generic,
+	f16F32:      dotF16F32Generic,
+	quantQ8K:    quantQ8KGeneric,
+	quantQ8R16:  quantQ8R16Generic,
+	quantQ8R16S: quantQ8R16SGeneric,
+	axpyF16:     axpyF16Generic,
+	dotsF16:     dotsF16Generic,
+	axpysF16:    axpysF16Generic,
+	expSub:      expSubGeneric,
+	swiglu:      swigluGeneric,
+	max:         maxGeneric,
+	sumU64:      sumU64Generic,
 
 	axpysF16Heads: axpysF16HeadsGeneric,
 	axpysQ8Heads:  axpysQ8HeadsGeneric,

@@ -26,8 +26,13 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.r16[Q5_K] = r16Q5KAVX2
 	k.r16[Q6_K] = r16Q6KAVX2
 	k.r16[Q4_0] = r16Q4_0AVX2
+	k.r16[Q4_1] = r16Q4_1AVX2
+	k.r16[Q5_0] = r16Q5_0AVX2
 	k.r16[Q8_0] = r16Q8_0AVX2
+	k.r16[F16] = r16F16AVX2
+	k.r16[BF16] = r16BF16AVX2
 	k.quantQ8R16 = quantQ8R16AVX2
+	k.quantQ8R16S = quantQ8R16SAVX2
 	k.f16F32 = dotF16F32AVX2
 	k.quantQ8K = quantQ8KAVX2
 	k.axpyF16 = axpyF16AVX2
@@ -57,8 +62,13 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.r16[Q5_K] = r16Q5KAVX512
 	k.r16[Q6_K] = r16Q6KAVX512
 	k.r16[Q4_0] = r16Q4_0AVX512
+	k.r16[Q4_1] = r16Q4_1AVX512
+	k.r16[Q5_0] = r16Q5_0AVX512
 	k.r16[Q8_0] = r16Q8_0AVX512
+	k.r16[F16] = r16F16AVX512
+	k.r16[BF16] = r16BF16AVX512
 	k.quantQ8R16 = quantQ8R16AVX512
+	k.quantQ8R16S = quantQ8R16SAVX512
 	setTernaryAVX512(k)
 	k.dotsF16 = dotsF16AVX512
 	k.axpysF16Heads = axpysF16HeadsAVX512
@@ -124,6 +134,20 @@ func quantQ8R16AVX512(src []float32, dst []byte, neg int32) {
 	if nb := len(src) / qk; nb > 0 {
 		_ = dst[nb*q8R16Bytes-1]
 		quantQ8R16AVX512Asm(&src[0], &dst[0], nb, neg)
+	}
+}
+
+func quantQ8R16SAVX2(src []float32, dst []byte) {
+	if nb := len(src) / qk; nb > 0 {
+		_ = dst[nb*q8R16Bytes-1]
+		quantQ8R16SAVX2Asm(&src[0], &dst[0], nb)
+	}
+}
+
+func quantQ8R16SAVX512(src []float32, dst []byte) {
+	if nb := len(src) / qk; nb > 0 {
+		_ = dst[nb*q8R16Bytes-1]
+		quantQ8R16SAVX512Asm(&src[0], &dst[0], nb)
 	}
 }
 

@@ -133,26 +133,12 @@ func r16Q6Kx8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostr
 //go:noescape
 func r16Q4_0x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
-// r16Q8_0x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
-// LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 1 activation
-// rows x + r·xstride (q8R16Bytes blocks).
-//
-//go:noescape
-func r16Q8_0x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
-
 // r16Q4_0x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q4_0 group (nb blocks of 32 columns at w) with the 2 activation
 // rows x + r·xstride (q8R16Bytes blocks).
 //
 //go:noescape
 func r16Q4_0x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
-
-// r16Q8_0x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
-// LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 2 activation
-// rows x + r·xstride (q8R16Bytes blocks).
-//
-//go:noescape
-func r16Q8_0x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
 // r16Q4_0x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q4_0 group (nb blocks of 32 columns at w) with the 4 activation
@@ -161,19 +147,89 @@ func r16Q8_0x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ost
 //go:noescape
 func r16Q4_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
-// r16Q8_0x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
-// LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 4 activation
-// rows x + r·xstride (q8R16Bytes blocks).
-//
-//go:noescape
-func r16Q8_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
-
 // r16Q4_0x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q4_0 group (nb blocks of 32 columns at w) with the 8 activation
 // rows x + r·xstride (q8R16Bytes blocks).
 //
 //go:noescape
 func r16Q4_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q4_1x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_1 group (nb blocks of 32 columns at w) with the 1 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q4_1x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q4_1x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_1 group (nb blocks of 32 columns at w) with the 2 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q4_1x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q4_1x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_1 group (nb blocks of 32 columns at w) with the 4 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q4_1x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q4_1x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_1 group (nb blocks of 32 columns at w) with the 8 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q4_1x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5_0x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_0 group (nb blocks of 32 columns at w) with the 1 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q5_0x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5_0x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_0 group (nb blocks of 32 columns at w) with the 2 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q5_0x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5_0x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_0 group (nb blocks of 32 columns at w) with the 4 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q5_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5_0x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_0 group (nb blocks of 32 columns at w) with the 8 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q5_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q8_0x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 1 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q8_0x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q8_0x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 2 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q8_0x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q8_0x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 4 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q8_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
 // r16Q8_0x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 8 activation
@@ -183,10 +239,16 @@ func r16Q4_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ost
 func r16Q8_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
 // quantQ8R16AVX512Asm encodes nb blocks of 32 float32 at x to the activation
-// blocks of the LayoutR16 Q4_0/Q8_0 kernels at y, with block sums times neg (-o).
+// blocks of the LayoutR16 Q4_0/Q5_0/Q8_0 kernels at y, with block sums times neg (-o).
 //
 //go:noescape
 func quantQ8R16AVX512Asm(x *float32, y *byte, nb int, neg int32)
+
+// quantQ8R16SAVX512Asm encodes nb blocks of 32 float32 at x to the activation
+// blocks of the LayoutR16 Q4_1 kernels at y, with s = d·Σq as Q8_1's.
+//
+//go:noescape
+func quantQ8R16SAVX512Asm(x *float32, y *byte, nb int)
 
 // r16Q4Kx1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q4_K group (nb super-blocks at w) with the 1 Q8_K rows x + r·xstride.
@@ -211,6 +273,18 @@ func r16Q6Kx1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostrid
 //
 //go:noescape
 func r16Q4_0x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q4_1x1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_1 group (nb blocks of 32 columns at w) with the 1 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q4_1x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5_0x1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_0 group (nb blocks of 32 columns at w) with the 1 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q5_0x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
 // r16Q8_0x1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 1 activation rows (q8R16Bytes blocks) x + r·xstride.
@@ -242,6 +316,18 @@ func r16Q6Kx2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostrid
 //go:noescape
 func r16Q4_0x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
+// r16Q4_1x2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_1 group (nb blocks of 32 columns at w) with the 2 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q4_1x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5_0x2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_0 group (nb blocks of 32 columns at w) with the 2 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q5_0x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // r16Q8_0x2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 2 activation rows (q8R16Bytes blocks) x + r·xstride.
 //
@@ -272,6 +358,18 @@ func r16Q6Kx4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostrid
 //go:noescape
 func r16Q4_0x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
+// r16Q4_1x4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q4_1 group (nb blocks of 32 columns at w) with the 4 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q4_1x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5_0x4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_0 group (nb blocks of 32 columns at w) with the 4 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q5_0x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // r16Q8_0x4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 4 activation rows (q8R16Bytes blocks) x + r·xstride.
 //
@@ -285,10 +383,114 @@ func r16Q8_0x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostri
 func r16Q6Kx8AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
 // quantQ8R16AVX2Asm encodes nb blocks of 32 float32 at x to the activation
-// blocks of the LayoutR16 Q4_0/Q8_0 kernels at y, with block sums times neg (-o).
+// blocks of the LayoutR16 Q4_0/Q5_0/Q8_0 kernels at y, with block sums times neg (-o).
 //
 //go:noescape
 func quantQ8R16AVX2Asm(x *float32, y *byte, nb int, neg int32)
+
+// quantQ8R16SAVX2Asm encodes nb blocks of 32 float32 at x to the activation
+// blocks of the LayoutR16 Q4_1 kernels at y, with s = d·Σq as Q8_1's.
+//
+//go:noescape
+func quantQ8R16SAVX2Asm(x *float32, y *byte, nb int)
+
+// r16F16x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 1 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16F16x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 2 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16F16x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 4 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16F16x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 8 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 1 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 2 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 4 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 8 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16F16x1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 1 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16F16x2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 2 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16F16x4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 4 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 1 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 2 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16BF16x4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 4 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16BF16x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
 // dotQ6KAVX2Asm accumulates nb Q6_K × Q8_K blocks into acc (8 lanes).
 //

@@ -143,6 +143,22 @@ func r16Q4_0AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostri
 // r16Q4_0AVX512Kernels are indexed by log2 of the rows they take at once.
 var r16Q4_0AVX512Kernels = [4]r16Kernel{r16Q4_0x1AVX512Asm, r16Q4_0x2AVX512Asm, r16Q4_0x4AVX512Asm, r16Q4_0x8AVX512Asm}
 
+// r16Q4_1AVX512 is r16[Q4_1] of its tier.
+func r16Q4_1AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q4_1Block, q8R16Bytes, xq, xrb, R, out, ostride, &r16Q4_1AVX512Kernels)
+}
+
+// r16Q4_1AVX512Kernels are indexed by log2 of the rows they take at once.
+var r16Q4_1AVX512Kernels = [4]r16Kernel{r16Q4_1x1AVX512Asm, r16Q4_1x2AVX512Asm, r16Q4_1x4AVX512Asm, r16Q4_1x8AVX512Asm}
+
+// r16Q5_0AVX512 is r16[Q5_0] of its tier.
+func r16Q5_0AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q5_0Block, q8R16Bytes, xq, xrb, R, out, ostride, &r16Q5_0AVX512Kernels)
+}
+
+// r16Q5_0AVX512Kernels are indexed by log2 of the rows they take at once.
+var r16Q5_0AVX512Kernels = [4]r16Kernel{r16Q5_0x1AVX512Asm, r16Q5_0x2AVX512Asm, r16Q5_0x4AVX512Asm, r16Q5_0x8AVX512Asm}
+
 // r16Q8_0AVX512 is r16[Q8_0] of its tier.
 func r16Q8_0AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	r16Run(w, nb, r16Q8_0Block, q8R16Bytes, xq, xrb, R, out, ostride, &r16Q8_0AVX512Kernels)
@@ -183,6 +199,22 @@ func r16Q4_0AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride
 // r16Q4_0AVX2Kernels are indexed by log2 of the rows they take at once.
 var r16Q4_0AVX2Kernels = [4]r16Kernel{r16Q4_0x1AVX2Asm, r16Q4_0x2AVX2Asm, r16Q4_0x4AVX2Asm}
 
+// r16Q4_1AVX2 is r16[Q4_1] of its tier.
+func r16Q4_1AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q4_1Block, q8R16Bytes, xq, xrb, R, out, ostride, &r16Q4_1AVX2Kernels)
+}
+
+// r16Q4_1AVX2Kernels are indexed by log2 of the rows they take at once.
+var r16Q4_1AVX2Kernels = [4]r16Kernel{r16Q4_1x1AVX2Asm, r16Q4_1x2AVX2Asm, r16Q4_1x4AVX2Asm}
+
+// r16Q5_0AVX2 is r16[Q5_0] of its tier.
+func r16Q5_0AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q5_0Block, q8R16Bytes, xq, xrb, R, out, ostride, &r16Q5_0AVX2Kernels)
+}
+
+// r16Q5_0AVX2Kernels are indexed by log2 of the rows they take at once.
+var r16Q5_0AVX2Kernels = [4]r16Kernel{r16Q5_0x1AVX2Asm, r16Q5_0x2AVX2Asm, r16Q5_0x4AVX2Asm}
+
 // r16Q8_0AVX2 is r16[Q8_0] of its tier.
 func r16Q8_0AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	r16Run(w, nb, r16Q8_0Block, q8R16Bytes, xq, xrb, R, out, ostride, &r16Q8_0AVX2Kernels)
@@ -190,6 +222,38 @@ func r16Q8_0AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride
 
 // r16Q8_0AVX2Kernels are indexed by log2 of the rows they take at once.
 var r16Q8_0AVX2Kernels = [4]r16Kernel{r16Q8_0x1AVX2Asm, r16Q8_0x2AVX2Asm, r16Q8_0x4AVX2Asm}
+
+// r16F16AVX512 is r16[F16] of its tier.
+func r16F16AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16HalfBlock, r16HalfXBlock, xq, xrb, R, out, ostride, &r16F16AVX512Kernels)
+}
+
+// r16F16AVX512Kernels are indexed by log2 of the rows they take at once.
+var r16F16AVX512Kernels = [4]r16Kernel{r16F16x1AVX512Asm, r16F16x2AVX512Asm, r16F16x4AVX512Asm, r16F16x8AVX512Asm}
+
+// r16BF16AVX512 is r16[BF16] of its tier.
+func r16BF16AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16HalfBlock, r16HalfXBlock, xq, xrb, R, out, ostride, &r16BF16AVX512Kernels)
+}
+
+// r16BF16AVX512Kernels are indexed by log2 of the rows they take at once.
+var r16BF16AVX512Kernels = [4]r16Kernel{r16BF16x1AVX512Asm, r16BF16x2AVX512Asm, r16BF16x4AVX512Asm, r16BF16x8AVX512Asm}
+
+// r16F16AVX2 is r16[F16] of its tier.
+func r16F16AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16HalfBlock, r16HalfXBlock, xq, xrb, R, out, ostride, &r16F16AVX2Kernels)
+}
+
+// r16F16AVX2Kernels are indexed by log2 of the rows they take at once.
+var r16F16AVX2Kernels = [4]r16Kernel{r16F16x1AVX2Asm, r16F16x2AVX2Asm, r16F16x4AVX2Asm}
+
+// r16BF16AVX2 is r16[BF16] of its tier.
+func r16BF16AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16HalfBlock, r16HalfXBlock, xq, xrb, R, out, ostride, &r16BF16AVX2Kernels)
+}
+
+// r16BF16AVX2Kernels are indexed by log2 of the rows they take at once.
+var r16BF16AVX2Kernels = [4]r16Kernel{r16BF16x1AVX2Asm, r16BF16x2AVX2Asm, r16BF16x4AVX2Asm}
 
 // dotQ6KAVX2 is dot[Q6_K] of its tier.
 func dotQ6KAVX2(w, xq []byte) float32 {

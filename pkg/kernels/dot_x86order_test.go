@@ -136,7 +136,7 @@ func allTiers() []*kernelSet { return append([]*kernelSet{genericKernels}, hostK
 func randomRow(r *rand.Rand, t DType, nb int, rawBytes bool) (w, xq []byte) {
 	n := nb * t.BlockSize()
 	vt := VecDotType(t)
-	if !rawBytes {
+	if !rawBytes || t.BlockSize() == 1 { // the float formats: finite values
 		return quantize(t, gaussian(r, n, 0.1)), quantize(vt, gaussian(r, n, 1))
 	}
 	w = make([]byte, nb*t.BlockBytes())
@@ -155,6 +155,9 @@ func randomRow(r *rand.Rand, t DType, nb int, rawBytes bool) (w, xq []byte) {
 			binary.LittleEndian.PutUint16(blk[208:], half())
 		case TQ1_0, TQ2_0:
 			binary.LittleEndian.PutUint16(blk[bb-2:], half())
+		case Q4_1, Q5_1:
+			binary.LittleEndian.PutUint16(blk, half())
+			binary.LittleEndian.PutUint16(blk[2:], half()) // m
 		default:
 			binary.LittleEndian.PutUint16(blk, half())
 		}
@@ -176,8 +179,13 @@ func randomRow(r *rand.Rand, t DType, nb int, rawBytes bool) (w, xq []byte) {
 			}
 		} else {
 			binary.LittleEndian.PutUint16(blk, half())
+			qs := blk[2:]
+			if vt == Q8_1 {
+				binary.LittleEndian.PutUint16(blk[2:], half()) // s
+				qs = blk[4:]
+			}
 			for e := range 32 {
-				blk[2+e] = byte(int8(r.IntN(255) - 127))
+				qs[e] = byte(int8(r.IntN(255) - 127))
 			}
 		}
 	}

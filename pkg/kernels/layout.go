@@ -12,7 +12,8 @@ import (
 // It is what GGUF files hold and what every kernel reads.
 //
 // LayoutR16 interleaves groups of 16 rows, one block of columns at a time
-// (a super-block of 256 for the k-quants, a block of 32 for Q4_0 and Q8_0),
+// (a super-block of 256 for the k-quants, a block of 32 for Q4_0, Q4_1,
+// Q5_0 and Q8_0),
 // with the scales next to their quants (pre-unpacked for the k-quants), so
 // that a 512-bit register holds the same four columns of 16 rows: lane l of
 // every vector is weight row l of the group. The kernels then take dot
@@ -54,14 +55,42 @@ import (
 //	32    qs[4][16][4] chunk c: byte i of row l is ggml's qs[4c+i]: column
 //	      4c+i in its low nibble, column 16+4c+i in its high nibble
 //
+// for Q4_1 (320 bytes = 16 × 20, ggml's size), Q4_0's block with the
+// minimums after it:
+//
+//	0     d[16], qs as Q4_0's
+//	288   m[16]     float16, row l's minimum
+//
+// for Q5_0 (352 bytes = 16 × 22, ggml's size), Q4_0's block (the low four
+// bits) with the fifth bits after it:
+//
+//	0     d[16], qs as Q4_0's
+//	288   qh[16][4] bit t of byte i of row l is the fifth bit of the
+//	      column in byte i of chunk t/2, its low nibble's for even t
+//	      (column 4(t/2)+i), its high nibble's for odd t (16+4(t/2)+i)
+//
 // and for Q8_0 (544 bytes = 16 × 34, ggml's size):
 //
 //	0     d[16]     float16
 //	32    qs[8][16][4] chunk c: byte i of row l holds column 4c+i as
 //	      q+128 (ggml's int8 q with its sign bit flipped: unsigned 0..255)
 //
+// and for F16 and BF16 (1024 bytes = 16 rows × 32 columns × 2, ggml's size):
+//
+//	0     v[32][16] column k's 16 values, row l's at 32k + 2l
+//
+// so that one 32-byte load is a column of the group: converted to 16
+// float32 lanes (VCVTPH2PS; BF16 by a zero-extension and a shift), it takes
+// one fused multiply-add per activation row with the activation float
+// broadcast from memory. The activations are float32 rows whose values are
+// rounded through F16 (BF16) as llama.cpp encodes them for such weights
+// (VecDotType), so each product is exact in float32 and only the
+// summation (two float32 chains per row, even and odd columns, added at
+// the end) differs from LayoutRows' float64 sum (dotR16FloatGeneric).
+//
 // The 32-column formats' quants are unsigned, as VPDPBUSD takes them, and
-// carry an offset o (Q4_0's 8, Q8_0's 128): Σ(q-o)·x = Σq·x - o·Σx. The
+// carry an offset o (Q4_0's 8, Q5_0's 16, Q8_0's 128; Q4_1's are unsigned
+// already, o = 0): Σ(q-o)·x = Σq·x - o·Σx. The
 // kernels start each block's integer sum at -o·Σx, which the activation
 // encoding carries (see q8R16Bytes); every sum stays exact in int32. The
 // correction sits on the activation side because the broadcast activation
@@ -69,9 +98,12 @@ import (
 // unsigned one, and because -o·Σx is one number per activation block for
 // all 16 rows (it replaces the zeroing of the sums), where a weight-side
 // correction (per-row sums kept at pack time) would cost 32 bytes per group
-// block: 1.06× Q8_0's size, 1.11× Q4_0's.
+// block: 1.06× Q8_0's size, 1.11× Q4_0's. Q4_1's minimum m adds m·d_x·Σx
+// per block, with d_x·Σx rounded as Q8_1's s (llama.cpp's activations for
+// Q4_1): one float multiply-add per block of the float sums, not the
+// integer ones.
 //
-// Only Q4_K, Q5_K, Q6_K, Q4_0 and Q8_0 matrices, and the ternary TQ1_0 and
+// Only Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0, F16 and BF16 matrices, and the ternary TQ1_0 and
 // TQ2_0 ones (quant_ternary_r16.go), whose rows are a multiple of 16
 // (and columns of the block) have a LayoutR16 form; the arithmetic (exact
 // integer sums per (sub-)block, one float multiply-add per block of
@@ -92,15 +124,25 @@ const (
 	r16Q5KBlock  = 2880
 	r16Q6KBlock  = 3360
 	r16Q4_0Block = R16 * 18
+	r16Q4_1Block = R16 * 20
+	r16Q5_0Block = R16 * 22
 	r16Q8_0Block = R16 * 34
+	r16HalfBlock = R16 * 32 * 2 // F16, BF16: 32 columns
+
+	// r16HalfXBlock is the activation bytes of a block of the F16 and
+	// BF16 kernels: 32 float32.
+	r16HalfXBlock = 32 * 4
 )
 
-// q8R16Bytes is the size of an activation block of the LayoutR16 Q4_0 and
-// Q8_0 kernels: a Q8_0 block re-encoded for them (quantQ8R16), 32 columns:
+// q8R16Bytes is the size of an activation block of the LayoutR16 Q4_0,
+// Q4_1, Q5_0 and Q8_0 kernels: a Q8_0 block re-encoded for them
+// (quantQ8R16), 32 columns:
 //
 //	0   float32 d, the Q8_0 block's float16 scale, widened
-//	4   int32   -o·Σq, o the weight format's offset (8 for Q4_0, 128 for
-//	            Q8_0): where each block's integer sums start
+//	4   int32   -o·Σq, o the weight format's offset (8 for Q4_0, 16 for
+//	            Q5_0, 128 for Q8_0): where each block's integer sums start;
+//	    float32 for Q4_1: s = d·Σq as Q8_1 holds it (through float16,
+//	            d before its rounding), which the minimum multiplies
 //	8   int8    q[32], the Q8_0 block's quants
 //
 // The k-quant kernels take Q8_K rows, whose block sums are in the format.
@@ -134,8 +176,14 @@ func r16Block(t DType) (cols, bytes int) {
 		return QK_K, r16Q6KBlock
 	case Q4_0:
 		return qk, r16Q4_0Block
+	case Q4_1:
+		return qk, r16Q4_1Block
+	case Q5_0:
+		return qk, r16Q5_0Block
 	case Q8_0:
 		return qk, r16Q8_0Block
+	case F16, BF16:
+		return 32, r16HalfBlock
 	case TQ2_0:
 		return QK_K, r16TQ2Block
 	case TQ1_0:
@@ -145,11 +193,13 @@ func r16Block(t DType) (cols, bytes int) {
 }
 
 // r16Offset is the offset o of the 32-column formats' unsigned LayoutR16
-// quants (Q4_0: 8, Q8_0: 128), 0 for the k-quants.
+// quants (Q4_0: 8, Q5_0: 16, Q8_0: 128), 0 for Q4_1 and the k-quants.
 func r16Offset(t DType) int32 {
 	switch t {
 	case Q4_0:
 		return 8
+	case Q5_0:
+		return 16
 	case Q8_0:
 		return 128
 	}
@@ -180,8 +230,16 @@ func LayoutBytes(t DType, l Layout, rows, cols int) (int, bool) {
 	return 0, false
 }
 
+// r16Half reports whether t is F16 or BF16, whose LayoutR16 kernels take
+// float32 activations rounded through t (roundR16).
+func r16Half(t DType) bool { return t == F16 || t == BF16 }
+
+// r16Legacy reports whether t is a 32-column format with a LayoutR16 form,
+// whose kernels take quantQ8R16's activations.
+func r16Legacy(t DType) bool { return t == Q4_0 || t == Q4_1 || t == Q5_0 || t == Q8_0 }
+
 // RepackR16 rearranges src, whole groups of 16 rows of a Q4_K, Q5_K, Q6_K,
-// Q4_0, Q8_0, TQ1_0 or TQ2_0 matrix
+// Q4_0, Q4_1, Q5_0, Q8_0, F16, BF16, TQ1_0 or TQ2_0 matrix
 // with cols columns in LayoutRows, into dst in LayoutR16. It panics if the
 // sizes are inconsistent (dst must be LayoutBytes long) or t has no
 // LayoutR16 form.
@@ -196,7 +254,7 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 	}
 	bc, gbb := r16Block(t)
 	nb := cols / bc
-	bb := t.BlockBytes()
+	bb := bc / t.BlockSize() * t.BlockBytes() // source bytes of one row's block of columns
 	lane := repackQ4KLane
 	switch t {
 	case Q5_K:
@@ -205,8 +263,14 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 		lane = repackQ6KLane
 	case Q4_0:
 		lane = repackQ4_0Lane
+	case Q4_1:
+		lane = repackQ4_1Lane
+	case Q5_0:
+		lane = repackQ5_0Lane
 	case Q8_0:
 		lane = repackQ8_0Lane
+	case F16, BF16:
+		lane = repackHalfLane
 	case TQ2_0:
 		lane = repackTQ2Lane
 	case TQ1_0:
@@ -318,6 +382,39 @@ func repackQ4_0Lane(out []byte, l int, blk []byte) {
 	}
 }
 
+// A Q4_1 block is d, m and Q4_0's qs.
+func repackQ4_1Lane(out []byte, l int, blk []byte) {
+	copy(out[2*l:], blk[0:2])     // d
+	copy(out[288+2*l:], blk[2:4]) // m
+	for c := range 4 {
+		le.PutUint32(out[32+64*c+4*l:], le.Uint32(blk[4+4*c:]))
+	}
+}
+
+// A Q5_0 block is d, qh and Q4_0's qs; bit k of qh is column k's fifth
+// bit. Bit t of the output's byte i is column 16(t%2) + 4(t/2) + i's: the
+// nibble of qh at 16(t%2) + 4(t/2), its bit i moved to bit 8i + t.
+func repackQ5_0Lane(out []byte, l int, blk []byte) {
+	copy(out[2*l:], blk[0:2]) // d
+	qh := le.Uint32(blk[2:])
+	var v uint32
+	for t := range 8 {
+		n := qh >> (16*(t%2) + 4*(t/2))
+		v |= (n&1 | n&2<<7 | n&4<<14 | n&8<<21) << t
+	}
+	le.PutUint32(out[288+4*l:], v)
+	for c := range 4 {
+		le.PutUint32(out[32+64*c+4*l:], le.Uint32(blk[6+4*c:]))
+	}
+}
+
+// repackHalfLane moves 32 F16 or BF16 values of row l to their columns.
+func repackHalfLane(out []byte, l int, blk []byte) {
+	for k := range 32 {
+		copy(out[32*k+2*l:], blk[2*k:2*k+2])
+	}
+}
+
 func repackQ8_0Lane(out []byte, l int, blk []byte) {
 	copy(out[2*l:], blk[0:2]) // d
 	for c := range 8 {
@@ -328,12 +425,17 @@ func repackQ8_0Lane(out []byte, l int, blk []byte) {
 var le = binary.LittleEndian
 
 // r16LegacyQuant returns the unsigned quant of row l, column k of a
-// LayoutR16 Q4_0 or Q8_0 group block (its value is that less r16Offset).
+// LayoutR16 Q4_0, Q4_1, Q5_0 or Q8_0 group block (its value is that less
+// r16Offset).
 func r16LegacyQuant(t DType, blk []byte, l, k int) uint8 {
 	if t == Q8_0 {
 		return blk[32+64*(k/4)+4*l+k%4]
 	}
-	return blk[32+64*(k%16/4)+4*l+k%4] >> (4 * (k / 16)) & 0xf
+	q := blk[32+64*(k%16/4)+4*l+k%4] >> (4 * (k / 16)) & 0xf
+	if t == Q5_0 {
+		q |= blk[288+4*l+k%4] >> (2*(k%16/4) + k/16) & 1 << 4
+	}
+	return q
 }
 
 // r16Q45KQuant returns the quant of row l, column k of a LayoutR16 Q4_K or
@@ -368,15 +470,33 @@ func RowLayout(t DType, l Layout, w []byte, cols, r int, dst []float32) {
 			rowR16TQ2(blk, l16, y)
 			continue
 		}
+		if r16Half(t) {
+			for k := range y {
+				h := binary.LittleEndian.Uint16(blk[32*k+2*l16:])
+				if t == F16 {
+					y[k] = F16ToF32(h)
+				} else {
+					y[k] = BF16ToF32(h)
+				}
+			}
+			continue
+		}
 		if t == TQ1_0 {
 			rowR16TQ1(blk, l16, y)
 			continue
 		}
 		d := F16ToF32(binary.LittleEndian.Uint16(blk[2*l16:]))
-		if t == Q4_0 || t == Q8_0 {
+		if t == Q4_1 {
+			m := F16ToF32(binary.LittleEndian.Uint16(blk[288+2*l16:]))
+			for k := range qk {
+				y[k] = float32(r16LegacyQuant(t, blk, l16, k))*d + m // as dequantQ4_1
+			}
+			continue
+		}
+		if r16Legacy(t) {
 			o := r16Offset(t)
 			for k := range qk {
-				y[k] = float32(int32(r16LegacyQuant(t, blk, l16, k))-o) * d // as dequantQ4_0, dequantQ8_0
+				y[k] = float32(int32(r16LegacyQuant(t, blk, l16, k))-o) * d // as dequantQ4_0, dequantQ5_0, dequantQ8_0
 			}
 			continue
 		}

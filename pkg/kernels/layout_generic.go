@@ -17,13 +17,20 @@ import (
 // subtracts dmin·dx·mins) to a float32 accumulator with one fused
 // multiply-add each, as the kernels do.
 //
-// For Q4_0 and Q8_0 the activations are in q8R16Bytes blocks (quantQ8R16).
-// Per block of 32 columns it forms each row's exact integer sum -o·Σx + Σq·x
-// of the unsigned quants q and adds d·dx·sum to the row's float32
-// accumulator with one fused multiply-add: the integer sum of ggml's
-// ggml_vec_dot_q4_0_q8_0 / q8_0_q8_0, in another float order.
+// For Q4_0, Q4_1, Q5_0 and Q8_0 the activations are in q8R16Bytes blocks
+// (quantQ8R16). Per block of 32 columns it forms each row's exact integer
+// sum -o·Σx + Σq·x of the unsigned quants q and adds d·dx·sum to the row's
+// float32 accumulator with one fused multiply-add (for Q4_1 then m·s with
+// another): the integer sum of ggml's ggml_vec_dot_q4_0_q8_0 (q4_1_q8_1,
+// q5_0_q8_0, q8_0_q8_0), in another float order.
+//
+// For F16 and BF16 see dotR16FloatGeneric.
 func dotR16Generic(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
-	if t == Q4_0 || t == Q8_0 {
+	if r16Half(t) {
+		dotR16FloatGeneric(t, w, nb, xq, xrb, R, out, ostride)
+		return
+	}
+	if r16Legacy(t) {
 		dotR16LegacyGeneric(t, w, nb, xq, xrb, R, out, ostride)
 		return
 	}
@@ -81,7 +88,7 @@ func dotR16Generic(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float
 	}
 }
 
-// dotR16LegacyGeneric is dotR16Generic of Q4_0 and Q8_0.
+// dotR16LegacyGeneric is dotR16Generic of Q4_0, Q4_1, Q5_0 and Q8_0.
 func dotR16LegacyGeneric(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	_, gbb := r16Block(t)
 	for r := range R {
@@ -91,6 +98,10 @@ func dotR16LegacyGeneric(t DType, w []byte, nb int, xq []byte, xrb, R int, out [
 			x := xq[r*xrb+b*q8R16Bytes:][:q8R16Bytes]
 			dx := math.Float32frombits(binary.LittleEndian.Uint32(x))
 			start := int32(binary.LittleEndian.Uint32(x[4:]))
+			s := math.Float32frombits(uint32(start)) // Q4_1
+			if t == Q4_1 {
+				start = 0
+			}
 			for l := range R16 {
 				isum := start
 				for k := range qk {
@@ -98,17 +109,85 @@ func dotR16LegacyGeneric(t DType, w []byte, nb int, xq []byte, xrb, R int, out [
 				}
 				d := F16ToF32(binary.LittleEndian.Uint16(blk[2*l:]))
 				acc[l] = fma32(d*dx, float32(isum), acc[l])
+				if t == Q4_1 {
+					m := F16ToF32(binary.LittleEndian.Uint16(blk[288+2*l:]))
+					acc[l] = fma32(m, s, acc[l])
+				}
 			}
 		}
 		copy(out[r*ostride:r*ostride+R16], acc[:])
 	}
 }
 
+// dotR16FloatGeneric is dotR16Generic of F16 and BF16, whose activations
+// are float32 rows rounded through t (roundR16): per row l and activation
+// row r, two float32 sums take the products of the even and of the odd
+// columns in order with one fused multiply-add each (every product is
+// exact: two 11-bit or 8-bit significands), and are added at the end.
+func dotR16FloatGeneric(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	_, gbb := r16Block(t)
+	for r := range R {
+		var even, odd [R16]float32
+		for b := range nb {
+			blk := w[b*gbb : (b+1)*gbb]
+			for k := range 32 {
+				x := math.Float32frombits(binary.LittleEndian.Uint32(xq[r*xrb+4*(32*b+k):]))
+				for l := range R16 {
+					h := binary.LittleEndian.Uint16(blk[32*k+2*l:])
+					v := BF16ToF32(h)
+					if t == F16 {
+						v = F16ToF32(h)
+					}
+					if k%2 == 0 {
+						even[l] = fma32(v, x, even[l])
+					} else {
+						odd[l] = fma32(v, x, odd[l])
+					}
+				}
+			}
+		}
+		for l := range R16 {
+			out[r*ostride+l] = even[l] + odd[l]
+		}
+	}
+}
+
+// roundR16 encodes the activation row src for the LayoutR16 kernels of F16
+// or BF16 weights into dst (4·len(src) bytes): float32 values rounded
+// through t, the values Quantize(t) writes.
+func roundR16(t DType, src []float32, dst []byte) {
+	dst = dst[:4*len(src)]
+	for i, v := range src {
+		if t == F16 {
+			v = F16ToF32(F32ToF16(v))
+		} else {
+			v = BF16ToF32(F32ToBF16(v))
+		}
+		binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
+	}
+}
+
 // quantQ8R16 encodes the activation row src (a multiple of 32 long) for
-// the LayoutR16 kernels of t (Q4_0 or Q8_0) into dst (len(src)/32 blocks of
-// q8R16Bytes): the quants and scale are those Quantize(Q8_0) writes.
+// the LayoutR16 kernels of t (Q4_0, Q4_1, Q5_0 or Q8_0) into dst
+// (len(src)/32 blocks of q8R16Bytes): the quants and scale are those
+// Quantize(Q8_0) writes, Q4_1's s that of Quantize(Q8_1).
 func quantQ8R16(t DType, src []float32, dst []byte) {
+	if t == Q4_1 {
+		kern.quantQ8R16S(src, dst[:len(src)/qk*q8R16Bytes])
+		return
+	}
 	kern.quantQ8R16(src, dst[:len(src)/qk*q8R16Bytes], -r16Offset(t))
+}
+
+// quantQ8R16SGeneric is quantQ8R16 of Q4_1, with s = d·Σq as quantQ8_1
+// rounds it: the reference twin of the tiers' encoders.
+func quantQ8R16SGeneric(src []float32, dst []byte) {
+	for i := 0; i < len(src)/qk; i++ {
+		b := dst[i*q8R16Bytes : (i+1)*q8R16Bytes]
+		d, sum := quant8(src[i*qk:(i+1)*qk], b[8:])
+		binary.LittleEndian.PutUint32(b, math.Float32bits(F16ToF32(F32ToF16(d))))
+		binary.LittleEndian.PutUint32(b[4:], math.Float32bits(F16ToF32(F32ToF16(float32(sum)*d))))
+	}
 }
 
 // quantQ8R16Generic is quantQ8R16 with the block sums multiplied by neg
@@ -122,8 +201,9 @@ func quantQ8R16Generic(src []float32, dst []byte, neg int32) {
 	}
 }
 
-// r16Q4KGeneric, r16Q5KGeneric, r16Q6KGeneric, r16Q4_0Generic and
-// r16Q8_0Generic are genericKernels' r16 entries.
+// r16Q4KGeneric, r16Q5KGeneric, r16Q6KGeneric, r16Q4_0Generic,
+// r16Q4_1Generic, r16Q5_0Generic and r16Q8_0Generic are genericKernels'
+// r16 entries.
 
 func r16Q4KGeneric(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	dotR16Generic(Q4_K, w, nb, xq, xrb, R, out, ostride)
@@ -139,6 +219,22 @@ func r16Q6KGeneric(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostri
 
 func r16Q4_0Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	dotR16LegacyGeneric(Q4_0, w, nb, xq, xrb, R, out, ostride)
+}
+
+func r16Q4_1Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	dotR16LegacyGeneric(Q4_1, w, nb, xq, xrb, R, out, ostride)
+}
+
+func r16Q5_0Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	dotR16LegacyGeneric(Q5_0, w, nb, xq, xrb, R, out, ostride)
+}
+
+func r16F16Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	dotR16FloatGeneric(F16, w, nb, xq, xrb, R, out, ostride)
+}
+
+func r16BF16Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	dotR16FloatGeneric(BF16, w, nb, xq, xrb, R, out, ostride)
 }
 
 func r16Q8_0Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {

@@ -8,19 +8,46 @@ import (
 )
 
 // r16Types are the types with a LayoutR16 form.
-var r16Types = []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q8_0, TQ1_0, TQ2_0}
+var r16Types = []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0, F16, BF16, TQ1_0, TQ2_0}
+
+// r16Cols is the columns of a LayoutR16 block of t.
+func r16Cols(t DType) int {
+	bc, _ := r16Block(t)
+	return bc
+}
 
 // r16X returns n activation rows xq of VecDotType(t), nb blocks of t each,
 // as t's LayoutR16 kernels take them, and their row bytes: Q8_K rows as
 // they are, Q8_0 rows re-encoded with their block sums as quantQ8R16
-// writes them.
+// writes them, Q8_1 rows (Q4_1's) with their s widened, F16 and BF16 rows
+// widened to float32 (nb blocks of r16Cols(t) columns).
 func r16X(t DType, xq []byte, n, nb int) ([]byte, int) {
-	if t != Q4_0 && t != Q8_0 {
+	if r16Half(t) {
+		out := make([]byte, 2*len(xq))
+		for i := range len(xq) / 2 {
+			h := binary.LittleEndian.Uint16(xq[2*i:])
+			v := BF16ToF32(h)
+			if t == F16 {
+				v = F16ToF32(h)
+			}
+			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
+		}
+		return out, nb * 32 * 4
+	}
+	if !r16Legacy(t) {
 		return xq, nb * q8KBytes
 	}
 	out := make([]byte, n*nb*q8R16Bytes)
 	for i := range n * nb {
-		src, dst := xq[i*q8_0Bytes:][:q8_0Bytes], out[i*q8R16Bytes:][:q8R16Bytes]
+		dst := out[i*q8R16Bytes:][:q8R16Bytes]
+		if t == Q4_1 {
+			src := xq[i*q8_1Bytes:][:q8_1Bytes]
+			binary.LittleEndian.PutUint32(dst, math.Float32bits(getF16(src)))
+			binary.LittleEndian.PutUint32(dst[4:], math.Float32bits(getF16(src[2:])))
+			copy(dst[8:], src[4:])
+			continue
+		}
+		src := xq[i*q8_0Bytes:][:q8_0Bytes]
 		binary.LittleEndian.PutUint32(dst, math.Float32bits(getF16(src)))
 		var sum int32
 		for _, q := range src[2:] {
@@ -32,16 +59,16 @@ func r16X(t DType, xq []byte, n, nb int) ([]byte, int) {
 	return out, nb * q8R16Bytes
 }
 
-// TestQuantQ8R16: the LayoutR16 Q4_0/Q8_0 activations are Quantize's Q8_0
-// blocks with their sums.
+// TestQuantQ8R16: the LayoutR16 Q4_0, Q5_0 and Q8_0 activations are
+// Quantize's Q8_0 blocks with their sums, Q4_1's its Q8_1 blocks.
 func TestQuantQ8R16(t *testing.T) {
 	r := rand.New(rand.NewPCG(49, 50))
-	for _, typ := range []DType{Q4_0, Q8_0} {
+	for _, typ := range []DType{Q4_0, Q4_1, Q5_0, Q8_0} {
 		const nb = 7
 		x := gaussian(r, nb*qk, 1)
 		x[5] = 0
 		clear(x[2*qk : 3*qk]) // a block of zeros: d = 0
-		want, _ := r16X(typ, quantize(Q8_0, x), 1, nb)
+		want, _ := r16X(typ, quantize(VecDotType(typ), x), 1, nb)
 		got := make([]byte, nb*q8R16Bytes)
 		quantQ8R16(typ, x, got)
 		if string(got) != string(want) {
@@ -51,8 +78,10 @@ func TestQuantQ8R16(t *testing.T) {
 }
 
 // randomMatrix returns rows random rows of t (every quant and scale bit
-// pattern, sane super-block scales) and n random Q8_K activation rows.
+// pattern, sane super-block scales) and n random activation rows of its
+// vec-dot type, nb LayoutR16 blocks (r16Cols(t) columns) long.
 func randomMatrix(r *rand.Rand, t DType, rows, n, nb int) (w, xq []byte) {
+	nb = nb * r16Cols(t) / t.BlockSize()
 	for range rows {
 		row, _ := randomRow(r, t, nb, true)
 		w = append(w, row...)
@@ -93,9 +122,14 @@ func TestFastQuantQ8R16Exact(t *testing.T) {
 						x[i] *= float32(math.Pow(2, float64(i/qk%60-30)))
 					}
 				}
-				for _, neg := range []int32{-8, -128} {
+				for _, neg := range []int32{-8, -16, -128, 0} {
+					// neg 0 stands for the Q4_1 encoder (quantQ8R16S).
+					enc := func(k *kernelSet, src []float32, dst []byte) { k.quantQ8R16(src, dst, neg) }
+					if neg == 0 {
+						enc = func(k *kernelSet, src []float32, dst []byte) { k.quantQ8R16S(src, dst) }
+					}
 					want := make([]byte, nb*q8R16Bytes)
-					quantQ8R16Generic(x, want, neg)
+					enc(genericKernels, x, want)
 					for _, off := range []int{0, 1, 4, 13, 63} {
 						const guard = 16
 						buf := make([]byte, len(want)+2*guard+off)
@@ -106,7 +140,7 @@ func TestFastQuantQ8R16Exact(t *testing.T) {
 						xs := make([]float32, len(x)+off)
 						src := xs[off:]
 						copy(src, x)
-						k.quantQ8R16(src, dst, neg)
+						enc(k, src, dst)
 						for i := range guard {
 							if buf[i] != 0xa5 || buf[len(buf)-1-i] != 0xa5 {
 								t.Fatalf("%v nb=%d: guard band overwritten", k.tier, nb)
@@ -126,9 +160,24 @@ func TestFastQuantQ8R16Exact(t *testing.T) {
 		x := make([]float32, qk)
 		x[5] = float32(math.NaN())
 		k.quantQ8R16(x, make([]byte, q8R16Bytes), -8)
+		k.quantQ8R16S(x, make([]byte, q8R16Bytes))
 		x[5] = float32(math.Inf(-1))
 		k.quantQ8R16(x, make([]byte, q8R16Bytes), -8)
+		k.quantQ8R16S(x, make([]byte, q8R16Bytes))
 	}
+}
+
+// r16Tol is the relative bound (of Σ|w·x|) on the difference between the
+// LayoutR16 and rows layouts' dots of cols columns: tol for the integer
+// formats (the same exact block sums, another float order); for F16 and
+// BF16, whose rows layout sums the exact products in float64 and whose
+// LayoutR16 twin in two float32 chains of cols/2 fused multiply-adds,
+// cols/2 + 1 roundings of 2⁻²⁴ each.
+func r16Tol(t DType, cols int, tol float64) float64 {
+	if r16Half(t) {
+		return float64(cols/2+1) * 0x1p-24
+	}
+	return tol
 }
 
 // TestR16ReferenceMatchesRows checks the layout and its reference twin: the
@@ -140,7 +189,7 @@ func TestR16ReferenceMatchesRows(t *testing.T) {
 	for _, typ := range r16Types {
 		for _, nb := range []int{1, 3} {
 			const rows, n = 32, 3
-			cols := nb * typ.BlockSize()
+			cols := nb * r16Cols(typ)
 			w, xq := randomMatrix(r, typ, rows, n, nb)
 			wrb, _ := typ.RowBytes(cols)
 			xrb, _ := VecDotType(typ).RowBytes(cols)
@@ -159,7 +208,7 @@ func TestR16ReferenceMatchesRows(t *testing.T) {
 					wr := w[row*wrb : (row+1)*wrb]
 					want := dotQReference(typ, wr, xq[k*xrb:(k+1)*xrb])
 					_, mag := dot64(dequant(typ, wr, cols), xf)
-					if got := out[k*rows+row]; math.Abs(float64(got-want)) > 1e-6*mag+1e-30 {
+					if got := out[k*rows+row]; math.Abs(float64(got-want)) > r16Tol(typ, cols, 1e-6)*mag+1e-30 {
 						t.Fatalf("%v nb=%d: out[%d,%d] = %v, rows layout %v (Σ|w·x| %g)", typ, nb, k, row, got, want, mag)
 					}
 				}
@@ -178,12 +227,12 @@ func TestR16KernelsExact(t *testing.T) {
 		for _, typ := range r16Types {
 			f := k.r16[typ]
 			nbs := []int{1, 2, 5}
-			if typ.BlockSize() == qk {
+			if r16Cols(typ) == 32 {
 				nbs = []int{1, 2, 3, 17, 40}
 			}
 			for _, nb := range nbs {
 				for R := 1; R <= 11; R++ {
-					cols := nb * typ.BlockSize()
+					cols := nb * r16Cols(typ)
 					w, xq := randomMatrix(r, typ, R16, R, nb)
 					xq, xrb := r16X(typ, xq, R, nb)
 					size, _ := LayoutBytes(typ, LayoutR16, R16, cols)
@@ -239,7 +288,7 @@ func TestMatMulR16(t *testing.T) {
 							MatMulLayout(p, typ, LayoutR16, packed, rows, cols, x, n, got, &s)
 							want := make([]float32, n*rows)
 							MatMul(p, typ, w, rows, cols, x, n, want, &s)
-							nb := cols / typ.BlockSize()
+							nb := cols / r16Cols(typ)
 							xq, xrb := r16X(typ, quantize(VecDotType(typ), x), n, nb)
 							exact := make([]float32, n*rows)
 							gb := size / (rows / R16)
@@ -250,7 +299,7 @@ func TestMatMulR16(t *testing.T) {
 							for i := range got {
 								j, row := i/rows, i%rows
 								_, mag := dot64(wf[row*cols:(row+1)*cols], x[j*cols:(j+1)*cols])
-								if got[i] != exact[i] || math.Abs(float64(got[i]-want[i])) > 1e-5*mag {
+								if got[i] != exact[i] || math.Abs(float64(got[i]-want[i])) > r16Tol(typ, cols, 1e-5)*mag {
 									t.Fatalf("%v threads=%d rows=%d n=%d: out[%d] = %v, reference twin %v, rows layout %v", typ, threads, rows, n, i, got[i], exact[i], want[i])
 								}
 							}
@@ -279,7 +328,9 @@ func TestLayoutBytes(t *testing.T) {
 		{Q4_0, LayoutR16, 32, 96, 2 * 3 * 288, true},
 		{Q4_0, LayoutR16, 16, 48, 0, false}, // columns not a multiple of 32
 		{Q8_0, LayoutR16, 8, 32, 0, false},
-		{Q4_1, LayoutR16, 16, 256, 0, false},
+		{Q4_1, LayoutR16, 16, 256, 16 * 8 * 20, true},
+		{Q5_0, LayoutR16, 32, 64, 2 * 2 * 352, true},
+		{Q5_1, LayoutR16, 16, 256, 0, false},
 		{Q4_K, LayoutRows, 1, 100, 0, false},
 		{Q4_K, Layout(9), 16, 256, 0, false},
 	} {
@@ -302,7 +353,7 @@ func TestRowLayout(t *testing.T) {
 	r := rand.New(rand.NewPCG(47, 48))
 	for _, typ := range r16Types {
 		const rows, nb = 32, 2
-		cols := nb * typ.BlockSize()
+		cols := nb * r16Cols(typ)
 		w, _ := randomMatrix(r, typ, rows, 0, nb)
 		size, _ := LayoutBytes(typ, LayoutR16, rows, cols)
 		packed := make([]byte, size)

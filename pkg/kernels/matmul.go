@@ -24,7 +24,8 @@ type Scratch struct {
 type matmulJob struct {
 	t, vt      DType
 	r16        bool // weights in LayoutR16
-	r16x       bool // activations encoded by quantQ8R16 (LayoutR16 Q4_0, Q8_0)
+	r16x       bool // activations encoded by quantQ8R16 (LayoutR16 Q4_0, Q4_1, Q5_0, Q8_0)
+	r16f       bool // activations rounded by roundR16 (LayoutR16 F16, BF16)
 	w          []byte
 	wrb, xrb   int // bytes per weight row, per encoded activation row
 	rows, cols int
@@ -49,8 +50,10 @@ func MatMul(p *Pool, t DType, w []byte, rows, cols int, x []float32, n int, out 
 
 // MatMulLayout is MatMul for a weight matrix in layout l. In LayoutR16 the
 // pool's unit of work is a group of 16 rows; the results equal dotR16Generic's,
-// which differ from LayoutRows' in the float order only (Q4_0 and Q8_0
-// weights see the same Q8_0 activations, re-encoded with their block sums).
+// which differ from LayoutRows' in the float order only (Q4_0, Q5_0 and
+// Q8_0 weights see the same Q8_0 activations, re-encoded with their block
+// sums; Q4_1 weights the same Q8_1 ones; F16 and BF16 weights the same
+// rounded activations, as float32).
 func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []float32, n int, out []float32, s *Scratch) {
 	j := newMatmulJob(Product{T: t, L: l, W: w, Rows: rows, Cols: cols, X: x, N: n, Out: out})
 	if rows == 0 || n == 0 {
@@ -163,7 +166,7 @@ func MatMuls(p *Pool, ps []Product, s *Scratch) {
 // sameEncoding says whether b's activations, encoded, are a's: the same
 // rows of the same floats to the same vec-dot encoding.
 func sameEncoding(a, b *matmulJob) bool {
-	return a.n == b.n && a.cols == b.cols && a.vt == b.vt && a.r16x == b.r16x &&
+	return a.n == b.n && a.cols == b.cols && a.vt == b.vt && a.r16x == b.r16x && a.r16f == b.r16f &&
 		len(a.x) > 0 && &a.x[0] == &b.x[0]
 }
 
@@ -244,11 +247,15 @@ func newMatmulJob(pr Product) matmulJob {
 	wrb, _ := t.RowBytes(cols)
 	vt := VecDotType(t)
 	xrb, _ := vt.RowBytes(cols)
-	r16x := l == LayoutR16 && (t == Q4_0 || t == Q8_0)
-	if r16x {
+	r16x := l == LayoutR16 && r16Legacy(t)
+	r16f := l == LayoutR16 && r16Half(t)
+	switch {
+	case r16x:
 		xrb = cols / qk * q8R16Bytes
+	case r16f:
+		xrb = cols / 32 * r16HalfXBlock
 	}
-	return matmulJob{t: t, vt: vt, r16: l == LayoutR16, r16x: r16x, w: pr.W, wrb: wrb, xrb: xrb, rows: rows, cols: cols, x: pr.X, n: n, out: pr.Out}
+	return matmulJob{t: t, vt: vt, r16: l == LayoutR16, r16x: r16x, r16f: r16f, w: pr.W, wrb: wrb, xrb: xrb, rows: rows, cols: cols, x: pr.X, n: n, out: pr.Out}
 }
 
 // dotGroups computes the LayoutR16 groups lo..hi-1: each group's weights
@@ -267,6 +274,10 @@ func (j *matmulJob) quantRows(lo, hi int) {
 	for k := lo; k < hi; k++ {
 		if j.r16x {
 			quantQ8R16(j.t, j.x[k*j.cols:(k+1)*j.cols], j.xq[k*j.xrb:(k+1)*j.xrb])
+			continue
+		}
+		if j.r16f {
+			roundR16(j.t, j.x[k*j.cols:(k+1)*j.cols], j.xq[k*j.xrb:(k+1)*j.xrb])
 			continue
 		}
 		Quantize(j.vt, j.x[k*j.cols:(k+1)*j.cols], j.xq[k*j.xrb:(k+1)*j.xrb])

@@ -15,7 +15,7 @@ func BenchmarkR16Kernel(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
 	const cols = 2048
 	for _, typ := range r16Types {
-		nb := cols / typ.BlockSize()
+		nb := cols / r16Cols(typ)
 		for _, R := range []int{1, 2, 4, 8} {
 			w, xq := randomMatrix(r, typ, R16, R, nb)
 			xq, xrb := r16X(typ, xq, R, nb)

@@ -104,13 +104,13 @@ const (
 	// LayoutGGML is ggml's encoding of the tensor's DType, rows one after
 	// another: the bytes of the GGUF tensor, unchanged.
 	LayoutGGML Layout = 0
-	// LayoutR16 is kernels.LayoutR16: Q4_K, Q5_K, Q6_K, Q4_0, Q8_0, TQ1_0
-	// and TQ2_0 matrices with groups of 16 rows interleaved and the scales
-	// next to their quants (unpacked for the k-quants), for the AVX2 and
-	// AVX-512 VNNI kernels, which read the same bytes (the ternary formats:
-	// AVX-512 VNNI only). (Readers before Q4_0 and Q8_0, Q5_K, or TQ1_0 and
-	// TQ2_0 refuse such tensors as invalid entries rather than misread
-	// them.) (Its pure-Go twin runs it anywhere, but far slower than the
+	// LayoutR16 is kernels.LayoutR16: Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0,
+	// Q8_0, F16, BF16, TQ1_0 and TQ2_0 matrices with groups of 16 rows
+	// interleaved and the scales next to their quants (unpacked for the
+	// k-quants), for the AVX2 and AVX-512 VNNI kernels, which read the same
+	// bytes (the ternary formats: AVX-512 VNNI only). (Readers before Q4_0
+	// and Q8_0, Q5_K, TQ1_0 and TQ2_0, or Q4_1, Q5_0, F16 and BF16 refuse
+	// such tensors as invalid entries rather than misread them.) (Its pure-Go twin runs it anywhere, but far slower than the
 	// ggml layout's kernels, so it is not written for the generic tier.)
 	// Files packed before the AVX2 kernels record its tensors as needing
 	// avx512vnni; File.CheckTier lowers that to avx2.
@@ -204,10 +204,10 @@ func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
 // how the packer places them (1: Q4_K and Q6_K in LayoutR16; 2: Q4_0 and
 // Q8_0 too; 3: 3-D stacks of experts' matrices too; 4: Q5_K too, on AVX2
 // hosts too (recorded as needing avx2), and TQ1_0 and TQ2_0 on AVX-512
-// VNNI; 5: a block's expert stacks interleaved expert by expert, format
-// version 2). Files of every count read alike; a cache of packed copies
-// keys on it, so that an older copy is packed again to get the faster
-// layouts.
+// VNNI; 5: Q4_1, Q5_0, F16 and BF16 too, and a block's expert stacks
+// interleaved expert by expert, format version 2). Files of every count
+// read alike; a cache of packed copies keys on it, so that an older copy
+// is packed again to get the faster layouts.
 const Layouts = 5
 
 // chooseLayout is the layout the packer writes a tensor in for CPUs of tier

@@ -229,3 +229,67 @@ func TestTypesMixtures(t *testing.T) {
 		t.Error("ffn_down of block 8 in an 8-layer mixture: no error (llama-quantize refuses it)")
 	}
 }
+
+// TestConvertQ4_1Q5_0MatchesPure: Q4_1 and Q5_0 follow Q4_0's type rules
+// (the output matrix, or the token embedding when tied, in Q6_K: checked
+// on Q4_0 against llama-quantize above); every other matrix must be
+// byte-identical to llama-quantize --pure's (the golden files of the same
+// F32 models, which put every matrix in the base type).
+func TestConvertQ4_1Q5_0MatchesPure(t *testing.T) {
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	dir := "../testdata/golden/models"
+	for _, model := range []string{"llama", "qwen2", "gemma2", "phi3"} {
+		src, err := os.ReadFile(filepath.Join(dir, model+"-F32.gguf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := gguf.Parse(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"Q4_1", "Q5_0"} {
+			scheme, err := quantize.ParseScheme(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pure, err := gguf.Open(filepath.Join(dir, model+"-"+name+".gguf"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pure.Close()
+			var buf bytes.Buffer
+			if err := quantize.Convert(context.Background(), f, scheme, pool, &buf, nil); err != nil {
+				t.Fatal(err)
+			}
+			got, err := gguf.Parse(buf.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, untied := f.Tensor("output.weight")
+			matrices := 0
+			for i := range got.Tensors {
+				gt := &got.Tensors[i]
+				pt, ok := pure.Tensor(gt.Name)
+				if !ok {
+					t.Fatalf("%s %s: tensor %s not in llama-quantize's file", model, name, gt.Name)
+				}
+				if gt.Name == "output.weight" || (!untied && gt.Name == "token_embd.weight") {
+					if gt.Type != kernels.Q6_K {
+						t.Errorf("%s %s: %s in %v, want Q6_K", model, name, gt.Name, gt.Type)
+					}
+					continue
+				}
+				if gt.Type != pt.Type || !bytes.Equal(got.TensorData(gt), pure.TensorData(pt)) {
+					t.Errorf("%s %s: %s (%v) differs from llama-quantize's (%v)", model, name, gt.Name, gt.Type, pt.Type)
+				}
+				if gt.Type == scheme.Base {
+					matrices++
+				}
+			}
+			if matrices == 0 {
+				t.Errorf("%s %s: no %v matrix", model, name, scheme.Base)
+			}
+		}
+	}
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// The LayoutR16 kernels of F16 and BF16 matrices (see pkg/kernels/layout.go
+// for the layout, dotR16FloatGeneric for the arithmetic they reproduce bit
+// for bit). A column of a group is 32 bytes, 16 values: widened to float32
+// (F16 by VCVTPH2PS, BF16 by a zero-extension to dwords and a shift left
+// by 16), it is multiplied by each activation row's float for that column,
+// broadcast from memory (AVX-512) or from a register (AVX2), and added with
+// one fused multiply-add into the row's chain of even or of odd columns.
+// The products are exact (the activations are rounded through the weights'
+// format), so the only roundings are those of the two chains, as in the
+// twin. Two chains per row hide the latency of the fused multiply-add for
+// one activation row (decode) and cost nothing for more.
+//
+// AVX-512 takes 1, 2, 4 and 8 activation rows (8 rows: 16 chains in
+// registers); AVX2 1 and 2 rows with both 8-row halves in registers, and
+// 4 rows one half at a time, in two passes over the group (the second from
+// cache).
+
+// r16FloatPrefetchBlocks is how many blocks of 32 columns (1 KiB each) ahead
+// the kernels prefetch.
+var r16FloatPrefetchBlocks = flag.Int("r16floatprefetch", 4, "blocks of 32 columns ahead the F16/BF16 r16 kernels prefetch (0: none)")
+
+// r16HalfBytes and r16HalfXBytes are a group block of these formats and
+// the activation floats of one (pkg/kernels' r16HalfBlock, r16HalfXBlock).
+const (
+	r16HalfBytes  = 1024
+	r16HalfXBytes = 128
+)
+
+// r16FloatAVX512 generates the F16 and BF16 r16 kernels for 1, 2, 4 and 8
+// activation rows.
+func r16FloatAVX512() {
+	for _, typ := range []string{"F16", "BF16"} {
+		var ks []string
+		for _, R := range []int{1, 2, 4, 8} {
+			ks = append(ks, r16FloatKernel(typ, R))
+		}
+		wrapR16("r16"+typ+"AVX512", typ, "r16HalfBlock", "r16HalfXBlock", ks)
+	}
+}
+
+// r16FloatAVX2 generates the AVX2 F16 and BF16 r16 kernels for 1, 2 and 4
+// activation rows.
+func r16FloatAVX2() {
+	for _, typ := range []string{"F16", "BF16"} {
+		var ks []string
+		for _, R := range []int{1, 2, 4} {
+			ks = append(ks, r16FloatAVX2Kernel(typ, R))
+		}
+		wrapR16("r16"+typ+"AVX2", typ, "r16HalfBlock", "r16HalfXBlock", ks)
+	}
+}
+
+// r16Widen loads the F16 or BF16 values at m into the float32 lanes of v
+// (16 with a ZMM, 8 with a YMM).
+func r16Widen(typ string, m Mem, v VecVirtual) {
+	if typ == "F16" {
+		VCVTPH2PS(m, v)
+		return
+	}
+	VPMOVZXWD(m, v)
+	VPSLLD(U8(16), v, v)
+}
+
+// r16FloatPrefetch touches, for column k (even ones only), the cache line
+// r16FloatPrefetchBlocks blocks ahead of w.
+func r16FloatPrefetch(w Register, k int) {
+	if *r16FloatPrefetchBlocks == 0 || k%2 != 0 {
+		return
+	}
+	PREFETCHT0(Mem{Base: w, Disp: *r16FloatPrefetchBlocks*r16HalfBytes + 32*k})
+}
+
+func r16FloatKernel(typ string, R int) string {
+	name := fmt.Sprintf("r16%sx%dAVX512Asm", typ, R)
+	kernel(name, "func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)",
+		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
+		fmt.Sprintf("LayoutR16 %s group (nb blocks of 32 columns at w) with the %d float32", typ, R),
+		"activation rows x + r·xstride.")
+	w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+	x0, xst := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
+	xm, x4 := stridedRows(x0, xst, R)
+	xs := []Register{x0}
+	if x4 != nil {
+		xs = append(xs, x4)
+	}
+	chains := [2][]VecVirtual{zeroed(R, ZMM, VPXORD), zeroed(R, ZMM, VPXORD)} // even, odd columns
+	whileNonZero(name, nb, func() {
+		for k := range 32 {
+			r16FloatPrefetch(w, k)
+			v := ZMM()
+			r16Widen(typ, Mem{Base: w, Disp: 32 * k}, v)
+			for r := range R {
+				VFMADD231PS_BCST(xm(r, 4*k), v, chains[k%2][r])
+			}
+		}
+		ADDQ(U32(r16HalfBytes), w)
+		for _, x := range xs {
+			ADDQ(U32(r16HalfXBytes), x)
+		}
+		DECQ(nb)
+	})
+	o0, ost := Load(Param("out"), GP64()), Load(Param("ostride"), GP64())
+	SHLQ(U8(2), ost)
+	om, _ := stridedRows(o0, ost, R)
+	for r := range R {
+		VADDPS(chains[1][r], chains[0][r], chains[0][r])
+		VMOVUPS(chains[0][r], om(r, 0))
+	}
+	VZEROUPPER()
+	RET()
+	return name
+}
+
+func r16FloatAVX2Kernel(typ string, R int) string {
+	name := fmt.Sprintf("r16%sx%dAVX2Asm", typ, R)
+	kernel(name, "func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)",
+		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
+		fmt.Sprintf("LayoutR16 %s group (nb blocks of 32 columns at w) with the %d float32", typ, R),
+		"activation rows x + r·xstride.")
+	passes := [][]int{{0, 1}} // the 8-row halves of each pass
+	if R > 2 {
+		passes = [][]int{{0}, {1}}
+	}
+	om := r16AVX2Out(R)
+	for p, halves := range passes {
+		w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+		x0, xst := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
+		xm, _ := stridedRows(x0, xst, R)
+		// chains[i][e][r]: half halves[i], even (e = 0) or odd columns, row r
+		chains := make([][2][]VecVirtual, len(halves))
+		for i := range chains {
+			chains[i] = [2][]VecVirtual{zeroed(R, YMM, VXORPS), zeroed(R, YMM, VXORPS)}
+		}
+		whileNonZero(fmt.Sprintf("%s_pass%d", name, p), nb, func() {
+			for k := range 32 {
+				if p == 0 {
+					r16FloatPrefetch(w, k)
+				}
+				v := make([]VecVirtual, len(halves))
+				for i, h := range halves {
+					v[i] = YMM()
+					r16Widen(typ, Mem{Base: w, Disp: 32*k + 16*h}, v[i])
+				}
+				for r := range R {
+					xb := YMM()
+					VBROADCASTSS(xm(r, 4*k), xb)
+					for i := range halves {
+						VFMADD231PS(v[i], xb, chains[i][k%2][r])
+					}
+				}
+			}
+			ADDQ(U32(r16HalfBytes), w)
+			ADDQ(U32(r16HalfXBytes), x0)
+			DECQ(nb)
+		})
+		for i, h := range halves {
+			for r := range R {
+				e := chains[i][0][r]
+				VADDPS(chains[i][1][r], e, e)
+				VMOVUPS(e, om(r, 32*h))
+			}
+		}
+	}
+	VZEROUPPER()
+	RET()
+	return name
+}
