@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"runtime"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -132,47 +131,30 @@ func (p *Plan) Tier() Tier { return p.tier }
 func (p *Plan) DataBytes() int64 { return p.dataBytes }
 
 // Write writes the packed file to w, which must be Size bytes long or
-// empty and take concurrent WriteAt calls on disjoint ranges (*os.File
-// does). Tensor data come first, then the manifest, then the header: a file
+// empty. Tensor data come first, then the manifest, then the header: a file
 // cut short anywhere fails the reader's checks. Faults on the source
 // mapping (a source truncated under us) are reported as ErrSourceFault.
+//
+// The source is read once, front to back, a piece at a time (Options.Source
+// with pread, else the mapping): each piece feeds both the SHA-256 of the
+// whole source, on a goroutine of its own, and the repacking, the CRC-32C
+// of each tensor's bytes as written, and the writes. The writes go out in
+// large pieces whose ends fall on 2 MiB boundaries of the file, so that a
+// tmpfs with huge pages fills each huge page with one copy (a write that
+// covers part of a new huge page makes the kernel zero the rest of it).
 func (p *Plan) Write(ctx context.Context, w io.WriterAt) error {
-	// The source digest is a second pass over the source: run it beside the
-	// copy. Always wait for it, since the caller may unmap the source as
-	// soon as Write returns.
-	type digestResult struct {
-		sum [32]byte
-		err error
-	}
-	dc := make(chan digestResult, 1)
-	go func() {
-		var d digestResult
-		d.err = CatchFaults(func() error {
-			h := sha256.New()
-			src := p.src.Bytes()
-			var buf []byte
-			for off := 0; off < len(src); off += chunk {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				piece, err := p.read(src[off:min(off+chunk, len(src))], int64(off), &buf)
-				if err != nil {
-					return err
-				}
-				h.Write(piece)
-			}
-			h.Sum(d.sum[:0])
-			return nil
-		})
-		dc <- d
+	digest := newDigester(ctx)
+	var werr error
+	func() {
+		defer digest.close()
+		werr = CatchFaults(func() error { return p.writeData(ctx, w, digest) })
 	}()
-	werr := p.writeData(ctx, w)
-	d := <-dc
+	sum, derr := digest.wait()
 	if werr != nil {
 		return werr
 	}
-	if d.err != nil {
-		return d.err
+	if derr != nil {
+		return derr
 	}
 
 	manifest := make([]byte, 0, uint64(len(p.meta))+p.dirSize)
@@ -182,127 +164,280 @@ func (p *Plan) Write(ctx context.Context, w io.WriterAt) error {
 	if _, err := w.WriteAt(append(manifest, pad...), HeaderSize); err != nil {
 		return err
 	}
-	_, err := w.WriteAt(p.header(d.sum, manifest), 0)
+	_, err := w.WriteAt(p.header(sum, manifest), 0)
 	return err
+}
+
+// piece is a stretch of the source read in one go: part of tensor i
+// (whole 16-row groups when it is repacked), or bytes between tensors
+// (i = -1) that only the digest reads.
+type piece struct {
+	off, n int64 // in the source file
+	i      int
+	from   int64 // tensor bytes before off (piece of a tensor)
+	hashed int64 // leading bytes the digest has already had (overlapping tensors)
+}
+
+// pieces calls fn with the pieces of the source in file order: every byte
+// of the source is in one of them (or, for tensors whose data overlap,
+// more than one: the digest skips the bytes it has had).
+func (p *Plan) pieces(fn func(piece) error) error {
+	size := int64(len(p.src.Bytes()))
+	var hashed int64 // the digest has the source up to here
+	gap := func(end int64) error {
+		for hashed < end {
+			n := min(chunk, end-hashed)
+			if err := fn(piece{off: hashed, n: n, i: -1}); err != nil {
+				return err
+			}
+			hashed += n
+		}
+		return nil
+	}
+	for i := range p.tensors {
+		start, n := p.srcOff[i], int64(len(p.srcData[i]))
+		if err := gap(start); err != nil {
+			return err
+		}
+		step := int64(chunk)
+		if t := &p.tensors[i]; t.Layout == LayoutR16 {
+			rb, _ := t.Type.RowBytes(int(t.Shape[0]))
+			group := int64(kernels.R16 * rb)
+			step = max(1, chunk/group) * group
+		}
+		for from := int64(0); from < n; from += step {
+			pc := piece{off: start + from, n: min(step, n-from), i: i, from: from}
+			pc.hashed = min(max(hashed-pc.off, 0), pc.n)
+			if err := fn(pc); err != nil {
+				return err
+			}
+			hashed = max(hashed, pc.off+pc.n)
+		}
+	}
+	return gap(size)
 }
 
 // writeData writes every tensor (repacked where its layout says) and the
 // zeros between them, computing each tensor's CRC-32C on the bytes as they
-// are written. Tensors are shared out to one worker per CPU, whole, so each
-// CRC runs in order; each worker catches faults on the source mapping.
-func (p *Plan) writeData(ctx context.Context, w io.WriterAt) error {
+// are written, and hands every piece of the source to digest.
+func (p *Plan) writeData(ctx context.Context, w io.WriterAt, digest *digester) error {
+	out := &stream{w: w, off: int64(p.dataOffset)}
 	var (
-		next     atomic.Int64
-		done     atomic.Int64
-		progress sync.Mutex
-		wg       sync.WaitGroup
-		errs     = make([]error, min(runtime.GOMAXPROCS(0), len(p.tensors)))
+		done    int64
+		written uint64 // data section bytes passed to out
+		crc     uint32
 	)
-	var reported int64
-	report := func(n int) {
-		d := done.Add(int64(n))
-		if p.opts.Progress == nil {
-			return
-		}
-		// Workers race to report: the callback sees a rising count only
-		// (the last call says all is done).
-		progress.Lock()
-		if d > reported {
-			reported = d
-			p.opts.Progress(d, p.dataBytes)
-		}
-		progress.Unlock()
-	}
-	for wi := range errs {
-		wg.Go(func() {
-			errs[wi] = CatchFaults(func() error {
-				for {
-					i := int(next.Add(1) - 1)
-					if i >= len(p.tensors) {
-						return nil
-					}
-					if err := p.writeTensor(ctx, w, i, report); err != nil {
-						next.Store(int64(len(p.tensors))) // the others stop after their tensor
-						return err
-					}
-				}
-			})
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// writeTensor writes tensor i and the zeros before it, and sets its CRC.
-func (p *Plan) writeTensor(ctx context.Context, w io.WriterAt, i int, report func(int)) error {
-	t := &p.tensors[i]
-	prevEnd := uint64(0)
-	if i > 0 {
-		prevEnd = p.tensors[i-1].Offset + p.tensors[i-1].Size
-	}
-	if gap := t.Offset - prevEnd; gap > 0 {
-		var zeros [PageAlign]byte
-		if _, err := w.WriteAt(zeros[:gap], int64(p.dataOffset+prevEnd)); err != nil {
-			return err
-		}
-	}
-	data := p.srcData[i]
-	// Source bytes per piece, and what a piece becomes: LayoutR16
-	// tensors are repacked a whole number of 16-row groups at a time.
-	step, conv := chunk, func(src []byte) []byte { return src }
-	if t.Layout == LayoutR16 {
-		cols := int(t.Shape[0])
-		rb, _ := t.Type.RowBytes(cols)
-		group := kernels.R16 * rb
-		step = max(1, chunk/group) * group
-		var buf []byte
-		conv = func(src []byte) []byte {
-			n, _ := kernels.LayoutBytes(t.Type, kernels.LayoutR16, len(src)/rb, cols)
-			if cap(buf) < n {
-				buf = make([]byte, n)
-			}
-			kernels.RepackR16(t.Type, buf[:n], src, cols)
-			return buf[:n]
-		}
-	}
-	crc := uint32(0)
-	var written int64
-	var in []byte
-	for off := 0; off < len(data); off += step {
+	err := p.pieces(func(pc piece) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		src, err := p.read(data[off:min(off+step, len(data))], p.srcOff[i]+int64(off), &in)
+		buf, err := digest.buffer(int(pc.n))
 		if err != nil {
 			return err
 		}
-		piece := conv(src)
-		crc = crc32.Update(crc, castagnoli, piece)
-		if _, err := w.WriteAt(piece, int64(p.dataOffset+t.Offset)+written); err != nil {
+		src, err := p.read(pc, buf.b)
+		if err != nil {
+			digest.drop(buf)
+			return err
+		}
+		digest.add(buf, src[pc.hashed:])
+		defer digest.release(buf)
+		if pc.i < 0 {
+			return nil
+		}
+		t := &p.tensors[pc.i]
+		if pc.from == 0 {
+			if err := out.zeros(int(t.Offset - written)); err != nil {
+				return err
+			}
+			written, crc = t.Offset, 0
+		}
+		var dst []byte
+		if t.Layout == LayoutR16 {
+			cols := int(t.Shape[0])
+			rb, _ := t.Type.RowBytes(cols)
+			n, _ := kernels.LayoutBytes(t.Type, kernels.LayoutR16, len(src)/rb, cols)
+			dst = out.next(n)
+			kernels.RepackR16(t.Type, dst, src, cols)
+		} else {
+			dst = out.next(len(src))
+			copy(dst, src)
+		}
+		crc = crc32.Update(crc, castagnoli, dst)
+		written += uint64(len(dst))
+		if written == t.Offset+t.Size {
+			t.CRC = crc
+		}
+		if err := out.commit(len(dst)); err != nil {
 			return fmt.Errorf("pack: writing tensor %q: %w", t.Name, err)
 		}
-		written += int64(len(piece))
-		report(len(piece))
+		done += int64(len(dst))
+		if p.opts.Progress != nil {
+			p.opts.Progress(done, p.dataBytes)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	t.CRC = crc
+	if err := out.zeros(int(p.dataLength - written)); err != nil {
+		return err
+	}
+	return out.flush(true)
+}
+
+// read returns the source bytes of pc: a part of the source's mapping, or
+// the same bytes read from Options.Source into buf.
+func (p *Plan) read(pc piece, buf []byte) ([]byte, error) {
+	if p.opts.Source == nil {
+		return p.src.Bytes()[pc.off : pc.off+pc.n], nil
+	}
+	b := buf[:pc.n]
+	if n, err := p.opts.Source.ReadAt(b, pc.off); n < len(b) {
+		return nil, fmt.Errorf("pack: %w: reading %d bytes at %d: %w", ErrSourceFault, len(b), pc.off, err)
+	}
+	return b, nil
+}
+
+// readAhead is how many pieces of the source may be read and not yet
+// hashed: the writer reads on while the digest, the slower of the two on
+// most machines, catches up.
+const readAhead = 4
+
+// digester computes the SHA-256 of the source on a goroutine of its own,
+// from the pieces the writer reads, in order, and lends the writer its read
+// buffers: a buffer is reused once both are done with it.
+type digester struct {
+	ctx   context.Context
+	jobs  chan digestJob
+	free  chan *readBuf
+	close func()
+	done  chan struct{}
+	sum   [32]byte
+	err   error
+}
+
+type digestJob struct {
+	buf  *readBuf
+	data []byte
+}
+
+type readBuf struct {
+	b    []byte
+	refs atomic.Int32 // the writer's and the digest's
+}
+
+func newDigester(ctx context.Context) *digester {
+	d := &digester{ctx: ctx, jobs: make(chan digestJob, readAhead), free: make(chan *readBuf, readAhead), done: make(chan struct{})}
+	d.close = sync.OnceFunc(func() { close(d.jobs) })
+	for range readAhead {
+		d.free <- &readBuf{}
+	}
+	go func() {
+		defer close(d.done)
+		h := sha256.New()
+		for j := range d.jobs {
+			if d.err == nil {
+				// The piece may be the source's mapping.
+				d.err = CatchFaults(func() error { h.Write(j.data); return nil })
+			}
+			d.release(j.buf)
+		}
+		h.Sum(d.sum[:0])
+	}()
+	return d
+}
+
+// buffer returns a read buffer of at least n bytes, once the digest has
+// caught up enough to free one.
+func (d *digester) buffer(n int) (*readBuf, error) {
+	select {
+	case b := <-d.free:
+		if cap(b.b) < n {
+			b.b = make([]byte, n)
+		}
+		b.b = b.b[:n]
+		b.refs.Store(2)
+		return b, nil
+	case <-d.ctx.Done():
+		return nil, d.ctx.Err()
+	}
+}
+
+// add hands the digest the next bytes of the source, held in buf.
+func (d *digester) add(buf *readBuf, data []byte) { d.jobs <- digestJob{buf, data} }
+
+// drop returns a buffer that was not handed to the digest.
+func (d *digester) drop(buf *readBuf) { d.free <- buf }
+
+// release is the writer's or the digest's end with buf.
+func (d *digester) release(buf *readBuf) {
+	if buf.refs.Add(-1) == 0 {
+		d.free <- buf
+	}
+}
+
+// wait returns the digest of every piece added, after close.
+func (d *digester) wait() ([32]byte, error) {
+	<-d.done
+	return d.sum, d.err
+}
+
+// hugeAlign is the size of a huge page, to which the stream aligns the
+// ends of its writes.
+const hugeAlign = 2 << 20
+
+// flushAt is how many bytes the stream gathers before it writes.
+const flushAt = 8 << 20
+
+// stream writes the data section through w in large writes that end on
+// hugeAlign boundaries of the file (but the last).
+type stream struct {
+	w   io.WriterAt
+	off int64  // the file offset of buf[0]
+	buf []byte // not yet written
+}
+
+// next returns room for the next n bytes; commit(n) takes them.
+func (s *stream) next(n int) []byte {
+	if len(s.buf)+n > cap(s.buf) {
+		grown := make([]byte, len(s.buf), max(2*cap(s.buf), len(s.buf)+n, flushAt+hugeAlign+n))
+		copy(grown, s.buf)
+		s.buf = grown
+	}
+	return s.buf[len(s.buf) : len(s.buf)+n]
+}
+
+func (s *stream) commit(n int) error {
+	s.buf = s.buf[:len(s.buf)+n]
+	if len(s.buf) >= flushAt {
+		return s.flush(false)
+	}
 	return nil
 }
 
-// read returns the source bytes that mapped (a part of the source's
-// mapping) holds, which start at off in the source file: mapped itself, or
-// the same bytes read from Options.Source into *buf.
-func (p *Plan) read(mapped []byte, off int64, buf *[]byte) ([]byte, error) {
-	if p.opts.Source == nil {
-		return mapped, nil
+// zeros appends n zero bytes.
+func (s *stream) zeros(n int) error {
+	clear(s.next(n))
+	return s.commit(n)
+}
+
+// flush writes what the stream holds up to its last hugeAlign boundary,
+// or all of it.
+func (s *stream) flush(all bool) error {
+	n := int64(len(s.buf))
+	if !all {
+		n = (s.off+n)&^(hugeAlign-1) - s.off
 	}
-	if cap(*buf) < len(mapped) {
-		*buf = make([]byte, len(mapped))
+	if n <= 0 {
+		return nil
 	}
-	b := (*buf)[:len(mapped)]
-	if n, err := p.opts.Source.ReadAt(b, off); n < len(b) {
-		return nil, fmt.Errorf("pack: %w: reading %d bytes at %d: %w", ErrSourceFault, len(b), off, err)
+	if _, err := s.w.WriteAt(s.buf[:n], s.off); err != nil {
+		return err
 	}
-	return b, nil
+	s.buf = s.buf[:copy(s.buf, s.buf[n:])]
+	s.off += n
+	return nil
 }
 
 // CatchFaults runs fn with faults on memory mappings (SIGBUS from a mapped
