@@ -223,7 +223,8 @@ func (p *Plan) writeData(ctx context.Context, w io.WriterAt, digest *digester) e
 	pcs := p.pieces()
 	in := p.startReading(ctx, pcs)
 	defer in.stop()
-	out := &stream{w: w, off: int64(p.dataOffset)}
+	out := newStream(w, int64(p.dataOffset))
+	defer out.close()
 	var (
 		done    int64
 		written uint64 // data section bytes passed to out
@@ -446,11 +447,53 @@ const hugeAlign = 2 << 20
 const flushAt = 8 << 20
 
 // stream writes the data section through w in large writes that end on
-// hugeAlign boundaries of the file (but the last).
+// hugeAlign boundaries of the file (but the last), on a goroutine of its
+// own: the kernel's copy into the file (into fresh pages of a tmpfs, the
+// largest cost of a load after the digest) runs beside the repacking, on
+// whichever core the digest leaves free.
 type stream struct {
-	w   io.WriterAt
-	off int64  // the file offset of buf[0]
-	buf []byte // not yet written
+	w      io.WriterAt
+	off    int64  // the file offset of buf[0]
+	buf    []byte // not yet handed to the writes
+	free   chan []byte
+	writes chan pendingWrite
+	done   chan struct{}
+	err    error // the first write error; read after done, or by fail
+	failed atomic.Bool
+	close  func() // no more writes; waits for those handed over
+}
+
+type pendingWrite struct {
+	b   []byte
+	off int64
+}
+
+// streamBuffers is how many buffers the stream fills and writes in turn.
+const streamBuffers = 3
+
+func newStream(w io.WriterAt, off int64) *stream {
+	s := &stream{w: w, off: off, free: make(chan []byte, streamBuffers), writes: make(chan pendingWrite, streamBuffers),
+		done: make(chan struct{})}
+	for range streamBuffers - 1 {
+		s.free <- nil
+	}
+	go func() {
+		defer close(s.done)
+		for pw := range s.writes {
+			if !s.failed.Load() {
+				if _, err := s.w.WriteAt(pw.b, pw.off); err != nil {
+					s.err = err
+					s.failed.Store(true)
+				}
+			}
+			s.free <- pw.b[:0]
+		}
+	}()
+	s.close = sync.OnceFunc(func() {
+		close(s.writes)
+		<-s.done
+	})
+	return s
 }
 
 // next returns room for the next n bytes; commit(n) takes them.
@@ -477,21 +520,28 @@ func (s *stream) zeros(n int) error {
 	return s.commit(n)
 }
 
-// flush writes what the stream holds up to its last hugeAlign boundary,
-// or all of it.
+// flush hands over what the stream holds up to its last hugeAlign
+// boundary, or all of it and waits for every write to end.
 func (s *stream) flush(all bool) error {
 	n := int64(len(s.buf))
 	if !all {
 		n = (s.off+n)&^(hugeAlign-1) - s.off
 	}
-	if n <= 0 {
-		return nil
+	if n > 0 {
+		if s.failed.Load() {
+			s.close()
+			return s.err
+		}
+		rest := <-s.free
+		rest = append(rest, s.buf[n:]...)
+		s.writes <- pendingWrite{s.buf[:n], s.off}
+		s.buf = rest
+		s.off += n
 	}
-	if _, err := s.w.WriteAt(s.buf[:n], s.off); err != nil {
-		return err
+	if all {
+		s.close()
+		return s.err
 	}
-	s.buf = s.buf[:copy(s.buf, s.buf[n:])]
-	s.off += n
 	return nil
 }
 
