@@ -238,8 +238,9 @@ func (s *Server) run(ctx context.Context, l *load) {
 		s.log.WarnContext(ctx, "load failed", "model", l.id, "path", l.path, "generation", l.gen, "err", err)
 	} else {
 		span.SetAttributes(keyBytes.Int64(pb.GetSizeBytes()))
+		took := time.Since(start)
 		s.log.InfoContext(ctx, "published", "model", l.id, "generation", l.gen, "path", pb.GetPath(), "bytes", pb.GetSizeBytes(),
-			"duration", time.Since(start))
+			"duration", took, "bytes_per_second", int64(float64(pb.GetSizeBytes())/took.Seconds()))
 	}
 	span.End()
 	s.mu.Lock()
