@@ -231,6 +231,9 @@ func (p *Plan) writeData(ctx context.Context, w io.WriterAt, digest *digester) e
 		crc     uint32
 	)
 	for k, pc := range pcs {
+		if err := ctx.Err(); err != nil {
+			return err // next may pick a piece read over a cancellation
+		}
 		src, err := in.next(k)
 		if err != nil {
 			return err
@@ -302,8 +305,8 @@ func (p *Plan) writePiece(pc piece, src []byte, out *stream, written *uint64, cr
 const readers = 3
 
 // slots is how many pieces may be read and not yet both hashed and
-// written: the readers read on while the digest, the slower stage on
-// most machines, catches up.
+// written (a multiple of readers: see startReading): the readers read on
+// while the digest, the slower stage on most machines, catches up.
 const slots = 2 * readers
 
 // reading is the stage that reads the pieces of the source, several at a
@@ -331,15 +334,13 @@ func (p *Plan) startReading(ctx context.Context, pcs []piece) *reading {
 		r.slots[i].free <- struct{}{}
 		r.slots[i].ready = make(chan readResult, 1)
 	}
-	var next atomic.Int64
+	// Reader j reads pieces j, j+readers, ... in turn: with slots a
+	// multiple of readers, a slot is only ever read into by one reader,
+	// in the order of its pieces, so piece k's slot never holds another.
 	var wg sync.WaitGroup
-	for range readers {
+	for j := range readers {
 		wg.Go(func() {
-			for {
-				k := int(next.Add(1) - 1)
-				if k >= len(pcs) {
-					return
-				}
+			for k := j; k < len(pcs); k += readers {
 				sl := &r.slots[k%slots]
 				select {
 				case <-sl.free:
