@@ -55,6 +55,7 @@ func runLoad(ctx context.Context, args []string) error {
 		return r.callError(ctx, "", err)
 	}
 	bar := newProgress(os.Stderr, isTerminal(os.Stderr))
+	start := time.Now()
 	for {
 		resp, err := stream.Recv()
 		if err == io.EOF {
@@ -68,11 +69,13 @@ func runLoad(ctx context.Context, args []string) error {
 		bar.update(resp)
 		if m := resp.GetModel(); resp.GetStage() == corelmv1.LoadStage_LOAD_STAGE_READY && m != nil {
 			bar.done()
-			how := "published"
 			if resp.GetReused() {
-				how = "already published"
+				fmt.Printf("%s: already published generation %d, %s (%s)\n", m.GetModelId(), m.GetGeneration(), m.GetPath(), runtime.FormatBytes(m.GetSizeBytes()))
+				return nil
 			}
-			fmt.Printf("%s: %s generation %d, %s (%s)\n", m.GetModelId(), how, m.GetGeneration(), m.GetPath(), runtime.FormatBytes(m.GetSizeBytes()))
+			took := time.Since(start)
+			fmt.Printf("%s: published generation %d, %s (%s in %s, %s/s)\n", m.GetModelId(), m.GetGeneration(), m.GetPath(),
+				runtime.FormatBytes(m.GetSizeBytes()), took.Round(10*time.Millisecond), runtime.FormatBytes(int64(float64(m.GetSizeBytes())/took.Seconds())))
 			return nil
 		}
 	}

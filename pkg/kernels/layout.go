@@ -255,6 +255,32 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 	bc, gbb := r16Block(t)
 	nb := cols / bc
 	bb := bc / t.BlockSize() * t.BlockBytes() // source bytes of one row's block of columns
+	switch t {
+	case Q4_K:
+		for g := 0; g < len(src)/(R16*rb); g++ {
+			for b := range nb {
+				repackQ4KGroup((*[r16Q4KBlock]byte)(dst[(g*nb+b)*gbb:]), src[g*R16*rb+b*bb:], rb)
+			}
+		}
+		return
+	case Q6_K:
+		for g := 0; g < len(src)/(R16*rb); g++ {
+			for b := range nb {
+				repackQ6KGroup((*[r16Q6KBlock]byte)(dst[(g*nb+b)*gbb:]), src[g*R16*rb+b*bb:], rb)
+			}
+		}
+		return
+	}
+	repackR16Lanes(t, dst, src, cols)
+}
+
+// repackR16Lanes is RepackR16 one ggml block at a time: the reference of
+// the group-at-a-time repacks (layout_repack.go).
+func repackR16Lanes(t DType, dst, src []byte, cols int) {
+	rb, _ := t.RowBytes(cols)
+	bc, gbb := r16Block(t)
+	nb := cols / bc
+	bb := bc / t.BlockSize() * t.BlockBytes() // source bytes of one row's block of columns
 	lane := repackQ4KLane
 	switch t {
 	case Q5_K:

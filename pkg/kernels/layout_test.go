@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
@@ -376,5 +377,42 @@ func TestRowLayout(t *testing.T) {
 			}()
 			RowLayout(typ, LayoutR16, packed, cols, rows, got)
 		}()
+	}
+}
+
+// TestRepackGroupsMatchLanes: the group-at-a-time repacks of Q4_K and
+// Q6_K write the bytes of the reference, one block at a time, for random
+// bytes (every scale and high-bit pattern), several groups and odd block
+// counts, with guard bands after the output.
+func TestRepackGroupsMatchLanes(t *testing.T) {
+	r := rand.New(rand.NewPCG(45, 46))
+	for _, typ := range []DType{Q4_K, Q6_K} {
+		for _, nb := range []int{1, 3, 16} {
+			for _, groups := range []int{1, 2, 5} {
+				cols, rows := nb*typ.BlockSize(), groups*R16
+				rb, _ := typ.RowBytes(cols)
+				src := make([]byte, rows*rb)
+				for i := range src {
+					src[i] = byte(r.Uint32())
+				}
+				size, _ := LayoutBytes(typ, LayoutR16, rows, cols)
+				want := make([]byte, size)
+				repackR16Lanes(typ, want, src, cols)
+				const guard = 64
+				got := make([]byte, size+guard)
+				for i := range got {
+					got[i] = 0xa5
+				}
+				RepackR16(typ, got[:size], src, cols)
+				if !bytes.Equal(got[:size], want) {
+					t.Fatalf("%v nb=%d groups=%d: the group repack differs from the lanes'", typ, nb, groups)
+				}
+				for i := size; i < len(got); i++ {
+					if got[i] != 0xa5 {
+						t.Fatalf("%v nb=%d groups=%d: byte %d past the output written", typ, nb, groups, i-size)
+					}
+				}
+			}
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/formats/gguf"
@@ -483,6 +484,20 @@ func TestWriteFromSource(t *testing.T) {
 			}
 		}
 	}
+	// A model of many pieces: the readers' slots are reused many times,
+	// and reads aligned for O_DIRECT start before and end after a piece.
+	var large bytes.Buffer
+	if _, err := packtest.Large(40 << 20).Writer().WriteTo(&large); err != nil {
+		t.Fatal(err)
+	}
+	src := large.Bytes()
+	want := mustPack(t, src, Options{Tier: TierAVX512VNNI})
+	for _, align := range []int{0, 512, 4096} {
+		got := mustPack(t, src, Options{Tier: TierAVX512VNNI, Source: alignedReader{bytes.NewReader(src), align}, SourceAlign: align})
+		if !bytes.Equal(got, want) {
+			t.Errorf("large model, reads aligned to %d: packing from the file differs from packing through the mapping", align)
+		}
+	}
 	g, err := gguf.Parse(models.Stories)
 	if err != nil {
 		t.Fatal(err)
@@ -493,8 +508,23 @@ func TestWriteFromSource(t *testing.T) {
 	}
 }
 
-// TestWriteProgress: the tensor writers run in parallel, yet the progress
-// callback sees a rising count that ends at the total.
+// alignedReader refuses reads not aligned to align (offset, length and
+// buffer), as a file opened with O_DIRECT does; past its end it reads
+// short, as a file does.
+type alignedReader struct {
+	r     *bytes.Reader
+	align int
+}
+
+func (a alignedReader) ReadAt(b []byte, off int64) (int, error) {
+	if al := int64(max(a.align, 1)); off%al != 0 || int64(len(b))%al != 0 || int64(uintptr(unsafe.Pointer(unsafe.SliceData(b))))%al != 0 {
+		return 0, syscall.EINVAL
+	}
+	return a.r.ReadAt(b, off)
+}
+
+// TestWriteProgress: the progress callback sees a rising count that ends
+// at the total.
 func TestWriteProgress(t *testing.T) {
 	g, err := gguf.Parse(models.Stories)
 	if err != nil {

@@ -10,13 +10,13 @@ import (
 	"io"
 	"math"
 	"regexp"
-	"runtime"
 	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/corelm/corelm/pkg/formats/gguf"
 	"github.com/corelm/corelm/pkg/kernels"
@@ -52,6 +52,12 @@ type Options struct {
 	// few pages at a time: copying the 8B-shaped file through it took 15 s,
 	// with reads 4 s.
 	Source io.ReaderAt
+	// SourceAlign, when set, is the alignment reads from Source need (of
+	// offset, length and buffer): 4096 for a file opened with O_DIRECT,
+	// which reads a cold file straight from the device into the buffer,
+	// without the page cache (on a 2-core VM, a buffered cold read of the
+	// 8B-shaped file took 5.9 s of CPU in the kernel, O_DIRECT 0.3 s).
+	SourceAlign int
 }
 
 // Plan is a packed file laid out but not yet written: its size is known
@@ -197,47 +203,30 @@ func (p *Plan) Tier() Tier { return p.tier }
 func (p *Plan) DataBytes() int64 { return p.dataBytes }
 
 // Write writes the packed file to w, which must be Size bytes long or
-// empty and take concurrent WriteAt calls on disjoint ranges (*os.File
-// does). Tensor data come first, then the manifest, then the header: a file
+// empty. Tensor data come first, then the manifest, then the header: a file
 // cut short anywhere fails the reader's checks. Faults on the source
 // mapping (a source truncated under us) are reported as ErrSourceFault.
+//
+// The source is read once, front to back, a piece at a time (Options.Source
+// with pread, else the mapping): each piece feeds both the SHA-256 of the
+// whole source, on a goroutine of its own, and the repacking, the CRC-32C
+// of each tensor's bytes as written, and the writes. The writes go out in
+// large pieces whose ends fall on 2 MiB boundaries of the file, so that a
+// tmpfs with huge pages fills each huge page with one copy (a write that
+// covers part of a new huge page makes the kernel zero the rest of it).
 func (p *Plan) Write(ctx context.Context, w io.WriterAt) error {
-	// The source digest is a second pass over the source: run it beside the
-	// copy. Always wait for it, since the caller may unmap the source as
-	// soon as Write returns.
-	type digestResult struct {
-		sum [32]byte
-		err error
-	}
-	dc := make(chan digestResult, 1)
-	go func() {
-		var d digestResult
-		d.err = CatchFaults(func() error {
-			h := sha256.New()
-			src := p.src.Bytes()
-			var buf []byte
-			for off := 0; off < len(src); off += chunk {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				piece, err := p.read(src[off:min(off+chunk, len(src))], int64(off), &buf)
-				if err != nil {
-					return err
-				}
-				h.Write(piece)
-			}
-			h.Sum(d.sum[:0])
-			return nil
-		})
-		dc <- d
+	digest := newDigester()
+	var werr error
+	func() {
+		defer digest.close()
+		werr = CatchFaults(func() error { return p.writeData(ctx, w, digest) })
 	}()
-	werr := p.writeData(ctx, w)
-	d := <-dc
+	sum, derr := digest.wait()
 	if werr != nil {
 		return werr
 	}
-	if d.err != nil {
-		return d.err
+	if derr != nil {
+		return derr
 	}
 
 	manifest := make([]byte, 0, uint64(len(p.meta))+p.dirSize)
@@ -247,133 +236,409 @@ func (p *Plan) Write(ctx context.Context, w io.WriterAt) error {
 	if _, err := w.WriteAt(append(manifest, pad...), HeaderSize); err != nil {
 		return err
 	}
-	_, err := w.WriteAt(p.header(d.sum, manifest), 0)
+	_, err := w.WriteAt(p.header(sum, manifest), 0)
 	return err
+}
+
+// piece is a stretch of the source read in one go: part of tensor i
+// (whole 16-row groups when it is repacked; within one of its parts when
+// it is stored expert by expert), or bytes between tensors (i = -1) that
+// only the digest reads.
+type piece struct {
+	off, n int64 // in the source file
+	i      int
+	part   int   // of tensor i (Tensor.Parts)
+	from   int64 // bytes of the part before off
+	hashed int64 // leading bytes the digest has already had (tensors out of file order)
+}
+
+// pieces returns the pieces of the source, tensor by tensor in the plan's
+// order (file order but for a block's expert stacks, grouped) and part by
+// part: every byte of the source is in one of them, and the digest sees
+// them in file order (bytes it reaches early, ahead of a tensor taken out
+// of order, are pieces of their own; that tensor's are then skipped).
+func (p *Plan) pieces() []piece {
+	var pcs []piece
+	var hashed int64 // the digest has the source up to here
+	gap := func(end int64) {
+		for ; hashed < end; hashed += min(chunk, end-hashed) {
+			pcs = append(pcs, piece{off: hashed, n: min(chunk, end-hashed), i: -1})
+		}
+	}
+	for i := range p.tensors {
+		t := &p.tensors[i]
+		start, parts := p.srcOff[i], t.Parts()
+		srcPart := int64(len(p.srcData[i]) / parts)
+		gap(start)
+		step := int64(chunk)
+		if t.Layout == LayoutR16 {
+			rb, _ := t.Type.RowBytes(int(t.Shape[0]))
+			group := int64(kernels.R16 * rb)
+			step = max(1, chunk/group) * group
+		}
+		for e := range parts {
+			for from := int64(0); from < srcPart; from += step {
+				pc := piece{off: start + int64(e)*srcPart + from, n: min(step, srcPart-from), i: i, part: e, from: from}
+				pc.hashed = min(max(hashed-pc.off, 0), pc.n)
+				pcs = append(pcs, pc)
+				hashed = max(hashed, pc.off+pc.n)
+			}
+		}
+	}
+	gap(int64(len(p.src.Bytes())))
+	return pcs
 }
 
 // writeData writes every tensor (repacked where its layout says) and the
 // zeros between them, computing each tensor's CRC-32C on the bytes as they
-// are written. Tensors are shared out to one worker per CPU, whole, so each
-// CRC runs in order; each worker catches faults on the source mapping.
-func (p *Plan) writeData(ctx context.Context, w io.WriterAt) error {
+// are written, and hands every piece of the source to digest.
+func (p *Plan) writeData(ctx context.Context, w io.WriterAt, digest *digester) error {
+	pcs := p.pieces()
+	in := p.startReading(ctx, pcs)
+	defer in.stop()
+	out := newStream(w, int64(p.dataOffset))
+	defer out.close()
 	var (
-		next     atomic.Int64
-		done     atomic.Int64
-		progress sync.Mutex
-		wg       sync.WaitGroup
-		errs     = make([]error, min(runtime.GOMAXPROCS(0), len(p.tensors)))
+		done int64
+		crc  uint32
 	)
-	var reported int64
-	report := func(n int) {
-		d := done.Add(int64(n))
-		if p.opts.Progress == nil {
-			return
+	for k, pc := range pcs {
+		if err := ctx.Err(); err != nil {
+			return err // next may pick a piece read over a cancellation
 		}
-		// Workers race to report: the callback sees a rising count only
-		// (the last call says all is done).
-		progress.Lock()
-		if d > reported {
-			reported = d
-			p.opts.Progress(d, p.dataBytes)
+		src, err := in.next(k)
+		if err != nil {
+			return err
 		}
-		progress.Unlock()
+		// The slot is reused once the digest and the writer are done.
+		var refs atomic.Int32
+		refs.Store(2)
+		release := func() {
+			if refs.Add(-1) == 0 {
+				in.release(k)
+			}
+		}
+		digest.add(src[pc.hashed:], release)
+		n, err := p.writePiece(pc, src, out, &crc)
+		release()
+		if err != nil {
+			return err
+		}
+		if done += int64(n); n > 0 && p.opts.Progress != nil {
+			p.opts.Progress(done, p.dataBytes)
+		}
 	}
-	for wi := range errs {
-		wg.Go(func() {
-			errs[wi] = CatchFaults(func() error {
-				for {
-					i := int(next.Add(1) - 1)
-					if i >= len(p.tensors) {
-						return nil
-					}
-					if err := p.writeTensor(ctx, w, i, report); err != nil {
-						next.Store(int64(len(p.tensors))) // the others stop after their tensor
-						return err
-					}
-				}
-			})
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return out.flush(true)
 }
 
-// writeTensor writes tensor i, whole or expert by expert (its parts), and
-// the zeros before each part, and sets its CRC.
-func (p *Plan) writeTensor(ctx context.Context, w io.WriterAt, i int, report func(int)) error {
-	t := &p.tensors[i]
-	// Source bytes per piece, and what a piece becomes: LayoutR16
-	// tensors are repacked a whole number of 16-row groups at a time (an
-	// expert's matrix is whole groups).
-	step, conv := chunk, func(src []byte) []byte { return src }
+// writePiece passes the piece pc of a tensor (its source bytes src) to
+// out, repacked where its layout says, after the zeros before its part
+// when it is the part's first, and returns the tensor bytes it passed; crc
+// is the tensor's CRC-32C so far (its parts, in order, make the tensor).
+func (p *Plan) writePiece(pc piece, src []byte, out *stream, crc *uint32) (int, error) {
+	if pc.i < 0 {
+		return 0, nil
+	}
+	t := &p.tensors[pc.i]
+	if pc.from == 0 {
+		gap, at := p.gaps[pc.i][pc.part], t.Offset+uint64(pc.part)*t.Stride
+		if err := out.seek(int64(p.dataOffset + gap)); err != nil {
+			return 0, err
+		}
+		if err := out.zeros(int(at - gap)); err != nil {
+			return 0, err
+		}
+		if pc.part == 0 {
+			*crc = 0
+		}
+	}
+	var dst []byte
 	if t.Layout == LayoutR16 {
 		cols := int(t.Shape[0])
 		rb, _ := t.Type.RowBytes(cols)
-		group := kernels.R16 * rb
-		step = max(1, chunk/group) * group
-		var buf []byte
-		conv = func(src []byte) []byte {
-			n, _ := kernels.LayoutBytes(t.Type, kernels.LayoutR16, len(src)/rb, cols)
-			if cap(buf) < n {
-				buf = make([]byte, n)
-			}
-			kernels.RepackR16(t.Type, buf[:n], src, cols)
-			return buf[:n]
-		}
+		n, _ := kernels.LayoutBytes(t.Type, kernels.LayoutR16, len(src)/rb, cols)
+		dst = out.next(n)
+		kernels.RepackR16(t.Type, dst, src, cols)
+	} else {
+		dst = out.next(len(src))
+		copy(dst, src)
 	}
-	parts := t.Parts()
-	srcPart, part := len(p.srcData[i])/parts, t.Size/uint64(parts)
-	crc := uint32(0)
-	var in []byte
-	for e := range parts {
-		at := t.Offset + uint64(e)*t.Stride
-		if gap := at - p.gaps[i][e]; gap > 0 {
-			var zeros [PageAlign]byte
-			if _, err := w.WriteAt(zeros[:gap], int64(p.dataOffset+p.gaps[i][e])); err != nil {
-				return err
-			}
-		}
-		data := p.srcData[i][e*srcPart : (e+1)*srcPart]
-		var written int64
-		for off := 0; off < len(data); off += step {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			src, err := p.read(data[off:min(off+step, len(data))], p.srcOff[i]+int64(e*srcPart+off), &in)
-			if err != nil {
-				return err
-			}
-			piece := conv(src)
-			crc = crc32.Update(crc, castagnoli, piece)
-			if _, err := w.WriteAt(piece, int64(p.dataOffset+at)+written); err != nil {
-				return fmt.Errorf("pack: writing tensor %q: %w", t.Name, err)
-			}
-			written += int64(len(piece))
-			report(len(piece))
-		}
-		if uint64(written) != part {
-			return fmt.Errorf("pack: tensor %q: part %d became %d bytes, want %d", t.Name, e, written, part)
-		}
+	*crc = crc32.Update(*crc, castagnoli, dst)
+	if pc.part == t.Parts()-1 && pc.from+pc.n == int64(len(p.srcData[pc.i])/t.Parts()) {
+		t.CRC = *crc
 	}
-	t.CRC = crc
+	if err := out.commit(len(dst)); err != nil {
+		return 0, fmt.Errorf("pack: writing tensor %q: %w", t.Name, err)
+	}
+	return len(dst), nil
+}
+
+// readers is how many reads of the source are in flight: a cold file
+// read with O_DIRECT (Options.SourceAlign) is read at the device's speed
+// only with several requests queued.
+const readers = 3
+
+// slots is how many pieces may be read and not yet both hashed and
+// written (a multiple of readers: see startReading): the readers read on
+// while the digest, the slower stage on most machines, catches up.
+const slots = 2 * readers
+
+// reading is the stage that reads the pieces of the source, several at a
+// time, each into a slot of its own (piece k into slot k%slots).
+type reading struct {
+	ctx   context.Context
+	stopc chan struct{}
+	stop  func() // stops the readers and waits for them
+	slots [slots]struct {
+		buf   []byte
+		free  chan struct{} // a token while the slot may be read into
+		ready chan readResult
+	}
+}
+
+type readResult struct {
+	data []byte
+	err  error
+}
+
+func (p *Plan) startReading(ctx context.Context, pcs []piece) *reading {
+	r := &reading{ctx: ctx, stopc: make(chan struct{})}
+	for i := range r.slots {
+		r.slots[i].free = make(chan struct{}, 1)
+		r.slots[i].free <- struct{}{}
+		r.slots[i].ready = make(chan readResult, 1)
+	}
+	// Reader j reads pieces j, j+readers, ... in turn: with slots a
+	// multiple of readers, a slot is only ever read into by one reader,
+	// in the order of its pieces, so piece k's slot never holds another.
+	var wg sync.WaitGroup
+	for j := range readers {
+		wg.Go(func() {
+			for k := j; k < len(pcs); k += readers {
+				sl := &r.slots[k%slots]
+				select {
+				case <-sl.free:
+				case <-r.stopc:
+					return
+				}
+				var res readResult
+				res.data, res.err = p.read(pcs[k], &sl.buf)
+				sl.ready <- res
+			}
+		})
+	}
+	r.stop = sync.OnceFunc(func() {
+		close(r.stopc)
+		wg.Wait()
+	})
+	return r
+}
+
+// next returns the source bytes of piece k, once read.
+func (r *reading) next(k int) ([]byte, error) {
+	select {
+	case res := <-r.slots[k%slots].ready:
+		return res.data, res.err
+	case <-r.ctx.Done():
+		return nil, r.ctx.Err()
+	}
+}
+
+// release gives piece k's slot back to the readers.
+func (r *reading) release(k int) { r.slots[k%slots].free <- struct{}{} }
+
+// read returns the source bytes of pc: a part of the source's mapping, or
+// the same bytes read from Options.Source into *buf (grown as needed, and
+// aligned as Options.SourceAlign says).
+func (p *Plan) read(pc piece, buf *[]byte) ([]byte, error) {
+	if p.opts.Source == nil {
+		return p.src.Bytes()[pc.off : pc.off+pc.n], nil
+	}
+	a := int64(max(p.opts.SourceAlign, 1))
+	start, end := pc.off/a*a, (pc.off+pc.n+a-1)/a*a
+	if int64(cap(*buf)) < end-start+a {
+		*buf = make([]byte, end-start+a)
+	}
+	b := *buf
+	if skew := int64(uintptr(unsafe.Pointer(unsafe.SliceData(b))) % uintptr(a)); skew != 0 {
+		b = b[a-skew:]
+	}
+	b = b[:end-start]
+	n, err := p.opts.Source.ReadAt(b, start)
+	if int64(n) < pc.off+pc.n-start {
+		return nil, fmt.Errorf("pack: %w: reading %d bytes at %d: %w", ErrSourceFault, pc.n, pc.off, err)
+	}
+	return b[pc.off-start : pc.off-start+pc.n], nil
+}
+
+// digester computes the SHA-256 of the source on a goroutine of its own,
+// from the pieces the writer hands it, in order.
+type digester struct {
+	jobs  chan digestJob
+	close func() // no more pieces
+	done  chan struct{}
+	sum   [32]byte
+	err   error
+}
+
+type digestJob struct {
+	data    []byte
+	release func() // the digest is done with data
+}
+
+func newDigester() *digester {
+	d := &digester{jobs: make(chan digestJob, slots), done: make(chan struct{})}
+	d.close = sync.OnceFunc(func() { close(d.jobs) })
+	go func() {
+		defer close(d.done)
+		h := sha256.New()
+		for j := range d.jobs {
+			if d.err == nil {
+				// The piece may be part of the source's mapping.
+				d.err = CatchFaults(func() error { h.Write(j.data); return nil })
+			}
+			j.release()
+		}
+		h.Sum(d.sum[:0])
+	}()
+	return d
+}
+
+// add hands the digest the next bytes of the source. It does not block:
+// there are no more pieces out than the channel holds.
+func (d *digester) add(data []byte, release func()) { d.jobs <- digestJob{data, release} }
+
+// wait returns the digest of every piece added, after close.
+func (d *digester) wait() ([32]byte, error) {
+	<-d.done
+	return d.sum, d.err
+}
+
+// hugeAlign is the size of a huge page, to which the stream aligns the
+// ends of its writes.
+const hugeAlign = 2 << 20
+
+// flushAt is how many bytes the stream gathers before it writes.
+const flushAt = 8 << 20
+
+// stream writes the data section through w in large writes that end on
+// hugeAlign boundaries of the file (but the last), on a goroutine of its
+// own: the kernel's copy into the file (into fresh pages of a tmpfs, the
+// largest cost of a load after the digest) runs beside the repacking, on
+// whichever core the digest leaves free.
+type stream struct {
+	w      io.WriterAt
+	off    int64  // the file offset of buf[0]
+	buf    []byte // not yet handed to the writes
+	free   chan []byte
+	writes chan pendingWrite
+	done   chan struct{}
+	err    error // the first write error; read after done, or by fail
+	failed atomic.Bool
+	close  func() // no more writes; waits for those handed over
+}
+
+type pendingWrite struct {
+	b   []byte
+	off int64
+}
+
+// streamBuffers is how many buffers the stream fills and writes in turn.
+const streamBuffers = 3
+
+func newStream(w io.WriterAt, off int64) *stream {
+	s := &stream{w: w, off: off, free: make(chan []byte, streamBuffers), writes: make(chan pendingWrite, streamBuffers),
+		done: make(chan struct{})}
+	for range streamBuffers - 1 {
+		s.free <- nil
+	}
+	go func() {
+		defer close(s.done)
+		for pw := range s.writes {
+			if !s.failed.Load() {
+				if _, err := s.w.WriteAt(pw.b, pw.off); err != nil {
+					s.err = err
+					s.failed.Store(true)
+				}
+			}
+			s.free <- pw.b[:0]
+		}
+	}()
+	s.close = sync.OnceFunc(func() {
+		close(s.writes)
+		<-s.done
+	})
+	return s
+}
+
+// next returns room for the next n bytes; commit(n) takes them.
+func (s *stream) next(n int) []byte {
+	if len(s.buf)+n > cap(s.buf) {
+		grown := make([]byte, len(s.buf), max(2*cap(s.buf), len(s.buf)+n, flushAt+hugeAlign+n))
+		copy(grown, s.buf)
+		s.buf = grown
+	}
+	return s.buf[len(s.buf) : len(s.buf)+n]
+}
+
+func (s *stream) commit(n int) error {
+	s.buf = s.buf[:len(s.buf)+n]
+	if len(s.buf) >= flushAt {
+		return s.flush(false)
+	}
 	return nil
 }
 
-// read returns the source bytes that mapped (a part of the source's
-// mapping) holds, which start at off in the source file: mapped itself, or
-// the same bytes read from Options.Source into *buf.
-func (p *Plan) read(mapped []byte, off int64, buf *[]byte) ([]byte, error) {
-	if p.opts.Source == nil {
-		return mapped, nil
+// zeros appends n zero bytes.
+func (s *stream) zeros(n int) error {
+	clear(s.next(n))
+	return s.commit(n)
+}
+
+// seek moves the stream to file offset off: what it holds is handed over
+// first, and the next bytes go to off. The data section is written in
+// order but for a block's expert stacks: each stack's parts go to their
+// experts' slots, a stride apart, so the writes jump forward and back.
+func (s *stream) seek(off int64) error {
+	if off == s.off+int64(len(s.buf)) {
+		return nil
 	}
-	if cap(*buf) < len(mapped) {
-		*buf = make([]byte, len(mapped))
+	if err := s.handOver(int64(len(s.buf))); err != nil {
+		return err
 	}
-	b := (*buf)[:len(mapped)]
-	if n, err := p.opts.Source.ReadAt(b, off); n < len(b) {
-		return nil, fmt.Errorf("pack: %w: reading %d bytes at %d: %w", ErrSourceFault, len(b), off, err)
+	s.off = off
+	return nil
+}
+
+// flush hands over what the stream holds up to its last hugeAlign
+// boundary, or all of it and waits for every write to end.
+func (s *stream) flush(all bool) error {
+	n := int64(len(s.buf))
+	if !all {
+		n = (s.off+n)&^(hugeAlign-1) - s.off
 	}
-	return b, nil
+	if err := s.handOver(n); err != nil || !all {
+		return err
+	}
+	s.close()
+	return s.err
+}
+
+// handOver gives the first n bytes the stream holds to the writes.
+func (s *stream) handOver(n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	if s.failed.Load() {
+		s.close()
+		return s.err
+	}
+	rest := <-s.free
+	rest = append(rest, s.buf[n:]...)
+	s.writes <- pendingWrite{s.buf[:n], s.off}
+	s.buf = rest
+	s.off += n
+	return nil
 }
 
 // CatchFaults runs fn with faults on memory mappings (SIGBUS from a mapped

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -237,8 +238,9 @@ func (s *Server) run(ctx context.Context, l *load) {
 		s.log.WarnContext(ctx, "load failed", "model", l.id, "path", l.path, "generation", l.gen, "err", err)
 	} else {
 		span.SetAttributes(keyBytes.Int64(pb.GetSizeBytes()))
+		took := time.Since(start)
 		s.log.InfoContext(ctx, "published", "model", l.id, "generation", l.gen, "path", pb.GetPath(), "bytes", pb.GetSizeBytes(),
-			"duration", time.Since(start))
+			"duration", took, "bytes_per_second", int64(float64(pb.GetSizeBytes())/took.Seconds()))
 	}
 	span.End()
 	s.mu.Lock()
@@ -321,7 +323,15 @@ func (s *Server) loadAndPublish(ctx context.Context, l *load, st *stages) (*core
 	}
 	recordOptions(annotations, l.options)
 	st.next("pack")
-	plan, err := pack.NewPlan(g, pack.Options{Generation: l.gen, Tier: runtime.HostTier(), Annotations: annotations, Source: f,
+	var source io.ReaderAt = f
+	align := 0
+	if direct := openDirect(f, src, id); direct != nil {
+		defer direct.Close()
+		source, align = fallbackReader{direct, f}, directAlign
+		st.span.SetAttributes(keyDirect.Bool(true))
+	}
+	plan, err := pack.NewPlan(g, pack.Options{Generation: l.gen, Tier: runtime.HostTier(), Annotations: annotations,
+		Source: source, SourceAlign: align,
 		Progress: func(done, total int64) { l.report(corelmv1.LoadStage_LOAD_STAGE_PACKING, done, total) }})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBadFile, l.path, err)
@@ -508,6 +518,57 @@ func mapSource(f *os.File, rel string) ([]byte, error) {
 		return nil, fmt.Errorf("mapping %s: %w", rel, err)
 	}
 	return data, nil
+}
+
+// directAlign is the alignment of reads with O_DIRECT: the page size,
+// a multiple of the logical block size of the usual devices.
+const directAlign = 4096
+
+// openDirect reopens the source f (mapped at mapped, identity id) with
+// O_DIRECT when less than half of it is in the page cache, else returns
+// nil. A cold file read through the page cache costs the kernel a page
+// allocation and a copy per 4 KiB (on a 2-core VM with a full page cache,
+// 5.9 s of CPU for the 8B-shaped file, most of it reclaim), and fills the
+// cache with pages the load drops at its end; O_DIRECT reads it from the
+// device into the loader's buffers (0.3 s of CPU). A warm file is read
+// from the cache, faster than from the device.
+func openDirect(f *os.File, mapped []byte, id sourceID) *os.File {
+	page := os.Getpagesize()
+	vec := make([]byte, (len(mapped)+page-1)/page)
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(mapped))), uintptr(len(mapped)),
+		uintptr(unsafe.Pointer(unsafe.SliceData(vec)))); errno != 0 {
+		return nil
+	}
+	resident := 0
+	for _, v := range vec {
+		resident += int(v & 1)
+	}
+	if 2*resident >= len(vec) {
+		return nil
+	}
+	// The same open file, whatever its path has become since.
+	d, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), os.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		return nil // e.g. a file system without O_DIRECT
+	}
+	if did, err := fileID(d); err != nil || did != id {
+		d.Close()
+		return nil
+	}
+	return d
+}
+
+// fallbackReader reads with O_DIRECT, and through the page cache where a
+// file system refuses a direct read (EINVAL: an alignment it needs larger
+// than directAlign).
+type fallbackReader struct{ direct, buffered *os.File }
+
+func (r fallbackReader) ReadAt(b []byte, off int64) (int, error) {
+	n, err := r.direct.ReadAt(b, off)
+	if errors.Is(err, syscall.EINVAL) {
+		return r.buffered.ReadAt(b, off)
+	}
+	return n, err
 }
 
 // A packed file records the LoadOptions it was loaded with (the context and

@@ -236,6 +236,7 @@ const (
 	keyPath       = attribute.Key("corelm.path")
 	keyGeneration = attribute.Key("corelm.generation")
 	keyBytes      = attribute.Key("corelm.bytes")
+	keyDirect     = attribute.Key("corelm.direct_read") // the source was cold: read with O_DIRECT
 )
 
 // telemetry is the server's Telemetry, a no-op one when it has none.
