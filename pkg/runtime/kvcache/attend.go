@@ -180,8 +180,14 @@ func (c *Cache) groupScores(l, kvh, lo, n, g int, q []float32, p AttnParams, s *
 			}
 		}
 	}
-	// With soft-capping, fold 1/Softcap into the scale and take tanh, as
-	// ggml's flash attention does: Softcap·tanh(q·k·(Scale/Softcap)).
+	capScores(scores, p)
+	return scores
+}
+
+// capScores scales raw scores by p.Scale and soft-caps them. With
+// soft-capping, 1/Softcap is folded into the scale before the tanh, as
+// ggml's flash attention does: Softcap·tanh(q·k·(Scale/Softcap)).
+func capScores(scores []float32, p AttnParams) {
 	scale := p.Scale
 	if p.Softcap > 0 {
 		scale /= p.Softcap
@@ -193,7 +199,6 @@ func (c *Cache) groupScores(l, kvh, lo, n, g int, q []float32, p AttnParams, s *
 		}
 		scores[i] = x
 	}
-	return scores
 }
 
 // groupValues adds to the g heads' outputs (out, g×HeadDim) their weights

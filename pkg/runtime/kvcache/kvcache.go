@@ -402,6 +402,9 @@ type Scratch struct {
 	scores []float32
 	vrow   []float32
 	parts  []float32 // AttendGroup's ranges' partial states
+	bparts []float32 // AttendBlock's rows' ranges' partial states
+	spans  []blockSpan
+	outs   [][]float32
 }
 
 // run is a stretch of consecutive positions stored at a stride of one row:
