@@ -320,3 +320,114 @@ func axpysQ8HeadsAVX512(G int) {
 	VZEROUPPER()
 	RET()
 }
+
+// dotsF16Q4AVX512 is dotsF16AVX512 for four queries at once (tiled prefill
+// attention): four rows at a time, each row widened once and multiplied
+// into the four queries' accumulators, sixteen in all, folded by fold16 as
+// dotsF16AVX512's are. An accumulator's chain of fused multiply-adds and
+// its fold are those of dotsF16AVX512 for that row and query, so the scores
+// are the same bits; only the row's conversion is shared.
+func dotsF16Q4AVX512() {
+	dotsQ4("dotsF16Q4AVX512Asm", "float16 values", 16, 32, func(row func(r, disp int) Mem, query func(j, disp int) Mem, acc []VecVirtual) {
+		t := make([]VecVirtual, 4)
+		for r := range t {
+			t[r] = ZMM()
+			VCVTPH2PS(row(r, 0), t[r])
+		}
+		for j := range 4 {
+			qv := ZMM()
+			VMOVUPS(query(j, 0), qv)
+			for r := range t {
+				VFMADD231PS(qv, t[r], acc[4*j+r])
+			}
+		}
+	})
+}
+
+// dotsQ8Q4AVX512 is dotsQ8AVX512 for four queries at once, as
+// dotsF16Q4AVX512 is dotsF16AVX512's: a row's sixteen values d·float32(q)
+// are computed once for the four queries, in dotsQ8AVX512's order.
+func dotsQ8Q4AVX512() {
+	dotsQ4("dotsQ8Q4AVX512Asm", "values of the q8_0 row", 32, 34, func(row func(r, disp int) Mem, query func(j, disp int) Mem, acc []VecVirtual) {
+		d := make([]VecVirtual, 4)
+		for r := range d {
+			d[r] = ZMM()
+			dh := YMM()
+			VPBROADCASTW(row(r, 0), dh)
+			VCVTPH2PS(dh, d[r])
+		}
+		for h := range 2 {
+			t := make([]VecVirtual, 4)
+			for r := range t {
+				t[r] = ZMM()
+				VPMOVSXBD(row(r, 2+16*h), t[r])
+				VCVTDQ2PS(t[r], t[r])
+				VMULPS(d[r], t[r], t[r])
+			}
+			for j := range 4 {
+				qv := ZMM()
+				VMOVUPS(query(j, 64*h), qv)
+				for r := range t {
+					VFMADD231PS(qv, t[r], acc[4*j+r])
+				}
+			}
+		}
+	})
+}
+
+// dotsQ4 is the frame of the four-query score kernels: body accumulates the
+// cols columns of rows r < 4 at row(r, 0) (colBytes bytes) times query j's
+// at query(j, 0) into acc[4j+r]; fold16 then leaves query j's four sums in
+// quarter j, stored at out + j·os floats.
+func dotsQ4(name, what string, cols, colBytes int, body func(row func(r, disp int) Mem, query func(j, disp int) Mem, acc []VecVirtual)) {
+	kernel(name, "func(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)",
+		fmt.Sprintf("%s sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd %s at k + i·stride,", name, what),
+		fmt.Sprintf("for j < 4 and i < n (hd %% %d == 0, n %% 4 == 0), four rows at a time.", cols))
+	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
+	hd, n, out, os := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64()), Load(Param("os"), GP64())
+	s3, qs, qs3, os3 := GP64(), GP64(), GP64(), GP64()
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
+	MOVQ(hd, qs)
+	SHLQ(U8(2), qs) // bytes of one query
+	LEAQ(Mem{Base: qs, Index: qs, Scale: 2}, qs3)
+	SHLQ(U8(2), os)
+	LEAQ(Mem{Base: os, Index: os, Scale: 2}, os3)
+	rb := GP64() // bytes of a row's hd values
+	MOVQ(hd, rb)
+	SHRQ(U8(bitsOf(cols)), rb)
+	IMUL3Q(Imm(uint64(colBytes)), rb, rb)
+	at := func(base, s, s3 Register, i, disp int) Mem {
+		switch i {
+		case 0:
+			return Mem{Base: base, Disp: disp}
+		case 3:
+			return Mem{Base: base, Index: s3, Scale: 1, Disp: disp}
+		}
+		return Mem{Base: base, Index: s, Scale: uint8(i), Disp: disp}
+	}
+	Label(name + "_block")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	acc := zeroed(16, ZMM, VPXORD)
+	j, qp := GP64(), GP64()
+	MOVQ(hd, j)
+	MOVQ(q, qp)
+	Label(name + "_col")
+	body(func(r, disp int) Mem { return at(k, stride, s3, r, disp) }, func(i, disp int) Mem { return at(qp, qs, qs3, i, disp) }, acc)
+	ADDQ(U32(colBytes), k)
+	ADDQ(U32(4*cols), qp)
+	SUBQ(U32(cols), j)
+	JNZ(LabelRef(name + "_col"))
+	SUBQ(rb, k)
+	sums := fold16(acc)
+	for i := range 4 {
+		VEXTRACTF32X4(U8(i), sums, at(out, os, os3, i, 0))
+	}
+	ADDQ(U32(16), out)
+	LEAQ(Mem{Base: k, Index: stride, Scale: 4}, k)
+	SUBQ(U32(4), n)
+	JMP(LabelRef(name + "_block"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}

@@ -115,3 +115,56 @@ func dotsQ8Generic(k []byte, stride int, q, out []float32) {
 		out[i] = float32(sum)
 	}
 }
+
+// DotsF16Queries is DotsF16 for the len(q)/hd queries q[j·hd:(j+1)·hd]
+// against the same n rows: out[j·os+i] is the score of row i for query j,
+// bit for bit what DotsF16(k, stride, q_j, out[j·os:j·os+n]) gives on the
+// same tier (tiled prefill attention). The reference is that loop; the
+// AVX-512 tier takes four queries at a time, widening each row once for
+// all four with each score's arithmetic unchanged.
+func DotsF16Queries(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	nq := checkQueries("DotsF16Queries", 2*hd, k, stride, q, hd, out, os, n)
+	if nq == 0 || n == 0 {
+		return
+	}
+	j := 0
+	if kern.dotsF16Q4 != nil {
+		j = kern.dotsF16Q4(k, stride, q, hd, out, os, n)
+	}
+	for ; j < nq; j++ {
+		kern.dotsF16(k, stride, q[j*hd:(j+1)*hd], out[j*os:j*os+n])
+	}
+}
+
+// DotsQ8_0Queries is DotsF16Queries over a q8_0 cache: the queries one by
+// one through DotsQ8_0, or four at a time with the same bits.
+func DotsQ8_0Queries(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	if hd%32 != 0 {
+		panic(fmt.Sprintf("kernels: DotsQ8_0Queries: rows of %d values are not whole q8_0 blocks", hd))
+	}
+	nq := checkQueries("DotsQ8_0Queries", hd/32*34, k, stride, q, hd, out, os, n)
+	if nq == 0 || n == 0 {
+		return
+	}
+	j := 0
+	if kern.dotsQ8Q4 != nil {
+		j = kern.dotsQ8Q4(k, stride, q, hd, out, os, n)
+	}
+	for ; j < nq; j++ {
+		kern.dotsQ8(k, stride, q[j*hd:(j+1)*hd], out[j*os:j*os+n])
+	}
+}
+
+// checkQueries panics unless the n rows of rb bytes at stride fit in k and
+// the queries' scores at stride os fit in out; it returns the queries.
+func checkQueries(name string, rb int, k []byte, stride int, q []float32, hd int, out []float32, os, n int) int {
+	if hd <= 0 || len(q)%hd != 0 {
+		panic(fmt.Sprintf("kernels: %s: %d query values are not whole queries of %d", name, len(q), hd))
+	}
+	nq := len(q) / hd
+	if n < 0 || nq > 0 && n > 0 && (stride < rb || len(k) < (n-1)*stride+rb || os < n || len(out) < (nq-1)*os+n) {
+		panic(fmt.Sprintf("kernels: %s: %d rows of %d bytes at stride %d in %d, %d queries' scores at stride %d in %d",
+			name, n, rb, stride, len(k), nq, os, len(out)))
+	}
+	return nq
+}

@@ -117,3 +117,47 @@ func dotsQ8AVX512(k []byte, stride int, q, out []float32) {
 	dotsQ8AVX512Asm(&tail[0], rb, &q[0], hd, 16, &sums[0])
 	copy(out[nb:], sums[:])
 }
+
+// dotsF16Q4AVX512 scores the queries four at a time, rows four at a time
+// (dotsF16Q4AVX512Asm), the last fewer than four rows through
+// dotsF16AVX512: the same arithmetic for every row. It returns how many
+// queries it scored; the rest, and heads dotsF16AVX512 hands to AVX2, are
+// the caller's, query by query.
+func dotsF16Q4AVX512(k []byte, stride int, q []float32, hd int, out []float32, os, n int) int {
+	if hd%16 != 0 || hd > 256 {
+		return 0
+	}
+	nq, nb := len(q)/hd&^3, n&^3
+	for j := 0; j < nq; j += 4 {
+		if nb > 0 {
+			_ = k[(nb-1)*stride+2*hd-1]
+			_ = out[(j+3)*os+nb-1]
+			dotsF16Q4AVX512Asm(&k[0], stride, &q[j*hd], hd, nb, &out[j*os], os)
+		}
+		for jj := j; jj < j+4 && nb < n; jj++ {
+			dotsF16AVX512(k[nb*stride:], stride, q[jj*hd:(jj+1)*hd], out[jj*os+nb:jj*os+n])
+		}
+	}
+	return nq
+}
+
+// dotsQ8Q4AVX512 is dotsF16Q4AVX512 over q8_0 rows; heads wider than 256
+// are the caller's (dotsQ8AVX512 sends them to the reference).
+func dotsQ8Q4AVX512(k []byte, stride int, q []float32, hd int, out []float32, os, n int) int {
+	if hd > 256 {
+		return 0
+	}
+	rb := hd / 32 * 34
+	nq, nb := len(q)/hd&^3, n&^3
+	for j := 0; j < nq; j += 4 {
+		if nb > 0 {
+			_ = k[(nb-1)*stride+rb-1]
+			_ = out[(j+3)*os+nb-1]
+			dotsQ8Q4AVX512Asm(&k[0], stride, &q[j*hd], hd, nb, &out[j*os], os)
+		}
+		for jj := j; jj < j+4 && nb < n; jj++ {
+			dotsQ8AVX512(k[nb*stride:], stride, q[jj*hd:(jj+1)*hd], out[jj*os+nb:jj*os+n])
+		}
+	}
+	return nq
+}

@@ -138,6 +138,13 @@ type kernelSet struct {
 	axpysF16Heads func(w []float32, ws, n int, v []byte, stride int, o []float32, hd int)
 	axpysQ8Heads  func(w []float32, ws, n int, v []byte, stride int, o []float32, hd int)
 	dotsQ8        func(k []byte, stride int, q, out []float32)
+
+	// Tiled prefill's scores of several queries against the same rows
+	// (DotsF16Queries, DotsQ8_0Queries): nil, or a kernel that scores
+	// some of the queries with the bits of dotsF16 (dotsQ8) query by
+	// query and returns how many.
+	dotsF16Q4 func(k []byte, stride int, q []float32, hd int, out []float32, os, n int) int
+	dotsQ8Q4  func(k []byte, stride int, q []float32, hd int, out []float32, os, n int) int
 }
 
 // nTypes bounds the types the tables index: every DType with a kernel.

@@ -64,6 +64,8 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.axpysF16Heads = axpysF16HeadsAVX512
 	k.axpysQ8Heads = axpysQ8HeadsAVX512
 	k.dotsQ8 = dotsQ8AVX512
+	k.dotsF16Q4 = dotsF16Q4AVX512
+	k.dotsQ8Q4 = dotsQ8Q4AVX512
 })
 
 func hostKernels() []*kernelSet {

@@ -367,6 +367,18 @@ func dotsF16AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float
 //go:noescape
 func dotsQ8AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
 
+// dotsF16Q4AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
+// for j < 4 and i < n (hd % 16 == 0, n % 4 == 0), four rows at a time.
+//
+//go:noescape
+func dotsF16Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+// dotsQ8Q4AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at k + i·stride,
+// for j < 4 and i < n (hd % 32 == 0, n % 4 == 0), four rows at a time.
+//
+//go:noescape
+func dotsQ8Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
 // axpysF16Heads1AVX512Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 1 and i = 0..n-1 in turn,
 // v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).
 //
