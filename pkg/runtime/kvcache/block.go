@@ -29,12 +29,9 @@ import "github.com/corelm/corelm/pkg/kernels"
 // Rows whose token is split into a different number of ranges (a block
 // straddling a multiple of RangeLen) are attended as separate blocks.
 
-// BlockSpan is the part of the positions one row of a block sees that
-// one pass over a range covers, and where its scores are.
-type blockSpan struct {
-	lo, n int // positions [lo, lo+n)
-	off   int // its g heads' scores at scores[off+h·n : off+(h+1)·n]
-}
+// blockSpan is the positions [lo, lo+n) one row of a block sees in the
+// range being computed.
+type blockSpan struct{ lo, n int }
 
 // AttendBlock computes AttendGroup for rows consecutive tokens of one
 // sequence, at positions pos, pos+1, …: row j's g = heads/KVHeads queries
@@ -56,10 +53,15 @@ func (c *Cache) AttendBlock(l, pos, rows, kvh, heads int, q []float32, qs int, p
 	}
 }
 
-// attendBlock is AttendBlock for rows whose tokens all have k ranges.
+// attendBlock is AttendBlock for rows whose tokens all have k ranges. The
+// block's g·rows queries are copied side by side (query v = j·g+h is row
+// j's head h), so that the rows covering a whole tile are scored and
+// weighted in one kernel call; query v's score of position p in the range
+// being computed is scores[v·un + p−ulo], [ulo, ulo+un) the union of the
+// rows' spans.
 func (c *Cache) attendBlock(l, pos, rows, kvh, g, k int, q []float32, qs int, p AttnParams, out []float32, os int, s *Scratch) {
 	hd := c.g.HeadDim
-	pl := PartLen(g, hd)
+	gd, pl := g*hd, PartLen(g, hd)
 	var parts []float32
 	if k > 1 {
 		parts = growF(&s.bparts, rows*k*pl) // row j's k states at [j·k·pl, (j+1)·k·pl)
@@ -68,120 +70,142 @@ func (c *Cache) attendBlock(l, pos, rows, kvh, g, k int, q []float32, qs int, p 
 		s.spans = make([]blockSpan, rows)
 	}
 	spans := s.spans[:rows]
+	qb, ob := growF(&s.bq, rows*gd), growF(&s.bout, rows*gd)
+	for j := range rows {
+		copy(qb[j*gd:(j+1)*gd], q[j*qs:j*qs+gd])
+	}
 	for r := range k {
-		total, ulo, uhi := 0, 0, 0
+		ulo, uhi := 0, 0
 		for j := range spans {
 			lo, n := c.span(l, pos+j)
 			a, m := rangeSpan(lo, n, r, k)
-			spans[j] = blockSpan{lo: a, n: m, off: total}
-			total += g * m
+			spans[j] = blockSpan{a, m}
 			if j == 0 || a < ulo {
 				ulo = a
 			}
 			uhi = max(uhi, a+m)
 		}
-		scores := growF(&s.scores, total)
-		c.blockScores(l, kvh, ulo, uhi-ulo, g, spans, q, qs, scores)
-		capScores(scores, p)
-		outs := s.outs[:0]
+		un := uhi - ulo
+		scores := growF(&s.scores, rows*g*un)
+		c.blockScores(l, kvh, ulo, un, g, spans, qb, scores)
 		for j, sp := range spans {
-			var o []float32
-			if k == 1 {
-				for h := range g {
-					kernels.Softmax(scores[sp.off+h*sp.n : sp.off+(h+1)*sp.n])
+			for h := range g {
+				v := j*g + h
+				x := scores[v*un+sp.lo-ulo : v*un+sp.lo-ulo+sp.n]
+				capScores(x, p)
+				if k == 1 {
+					kernels.Softmax(x)
+				} else {
+					part := parts[(j*k+r)*pl:]
+					part[h], part[g+h] = kernels.ExpMax(x)
 				}
-				o = out[j*os : j*os+g*hd]
-			} else {
-				part := parts[(j*k+r)*pl : (j*k+r+1)*pl]
-				for h := range g {
-					part[h], part[g+h] = kernels.ExpMax(scores[sp.off+h*sp.n : sp.off+(h+1)*sp.n])
-				}
-				o = part[2*g : 2*g+g*hd]
 			}
-			clear(o)
-			outs = append(outs, o)
 		}
-		s.outs = outs
-		c.blockValues(l, kvh, ulo, uhi-ulo, g, spans, scores, outs, s)
+		clear(ob)
+		c.blockValues(l, kvh, ulo, un, g, spans, scores, ob, s)
+		for j := range rows {
+			if k == 1 {
+				copy(out[j*os:j*os+gd], ob[j*gd:(j+1)*gd])
+			} else {
+				copy(parts[(j*k+r)*pl+2*g:(j*k+r+1)*pl], ob[j*gd:(j+1)*gd])
+			}
+		}
 	}
 	if k > 1 {
 		for j := range rows {
-			MergeRanges(parts[j*k*pl:(j+1)*k*pl], k, g, hd, out[j*os:j*os+g*hd])
+			MergeRanges(parts[j*k*pl:(j+1)*k*pl], k, g, hd, out[j*os:j*os+gd])
 		}
+	}
+}
+
+// tileRows calls f for the rows that see all of the tile [p0, p0+tn) — a
+// run of consecutive rows, since the spans' ends rise with the row — as
+// one call f(j0, j1, p0, p0+tn), and for each row seeing part of it as
+// f(j, j+1, a, b) with [a, b) its part.
+func tileRows(spans []blockSpan, p0, tn int, f func(j0, j1, a, b int)) {
+	full := -1
+	for j, sp := range spans {
+		a, b := max(p0, sp.lo), min(p0+tn, sp.lo+sp.n)
+		if a == p0 && b == p0+tn {
+			if full < 0 {
+				full = j
+			}
+			continue
+		}
+		if full >= 0 {
+			f(full, j, p0, p0+tn)
+			full = -1
+		}
+		if a < b {
+			f(j, j+1, a, b)
+		}
+	}
+	if full >= 0 {
+		f(full, len(spans), p0, p0+tn)
 	}
 }
 
 // blockScores computes the rows' scores (unscaled) of the positions in
 // their spans, walking [lo, lo+n) — the union of the spans — in tiles.
-func (c *Cache) blockScores(l, kvh, lo, n, g int, spans []blockSpan, q []float32, qs int, scores []float32) {
+func (c *Cache) blockScores(l, kvh, lo, n, g int, spans []blockSpan, q, scores []float32) {
 	hd := c.g.HeadDim
 	for i, r := range c.runs(l, kvh, lo, n) {
 		for t := 0; t < r.n; t += tile {
-			p0, tn := lo+i+t, min(tile, r.n-t)
-			for j, sp := range spans {
-				a, b := max(p0, sp.lo), min(p0+tn, sp.lo+sp.n)
-				if a >= b {
-					continue
-				}
+			tileRows(spans, lo+i+t, min(tile, r.n-t), func(j0, j1, a, b int) {
 				kt := r.k[(a-lo-i)*c.row : (b-lo-i-1)*c.row+c.head]
-				for h := range g {
-					qh := q[j*qs+h*hd : j*qs+(h+1)*hd]
-					sc := scores[sp.off+h*sp.n+a-sp.lo : sp.off+h*sp.n+b-sp.lo]
-					switch c.dt {
-					case kernels.F16:
-						kernels.DotsF16(kt, c.row, qh, sc)
-						continue
-					case kernels.Q8_0:
-						kernels.DotsQ8_0(kt, c.row, qh, sc)
-						continue
-					}
-					for m := range sc {
-						sc[m] = kernels.DotF32(c.dt, kt[m*c.row:m*c.row+c.head], qh)
+				qs := q[j0*g*hd : j1*g*hd]
+				sc := scores[j0*g*n+a-lo:]
+				switch c.dt {
+				case kernels.F16:
+					kernels.DotsF16Queries(kt, c.row, qs, hd, sc, n, b-a)
+				case kernels.Q8_0:
+					kernels.DotsQ8_0Queries(kt, c.row, qs, hd, sc, n, b-a)
+				default:
+					for v := range len(qs) / hd {
+						for m := range b - a {
+							sc[v*n+m] = kernels.DotF32(c.dt, kt[m*c.row:m*c.row+c.head], qs[v*hd:(v+1)*hd])
+						}
 					}
 				}
-			}
+			})
 		}
 	}
 }
 
-// blockValues adds to each row's outputs (outs[j], g×HeadDim) its weights
-// times the value rows of its span, tile by tile over [lo, lo+n).
-func (c *Cache) blockValues(l, kvh, lo, n, g int, spans []blockSpan, w []float32, outs [][]float32, s *Scratch) {
+// blockValues adds to each query's output (out[v·hd:(v+1)·hd]) its
+// weights times the value rows of its row's span, tile by tile over
+// [lo, lo+n).
+func (c *Cache) blockValues(l, kvh, lo, n, g int, spans []blockSpan, w, out []float32, s *Scratch) {
 	hd := c.g.HeadDim
 	vrow := growF(&s.vrow, hd)
 	for i, r := range c.runs(l, kvh, lo, n) {
 		for t := 0; t < r.n; t += tile {
 			p0, tn := lo+i+t, min(tile, r.n-t)
-			if c.dt != kernels.F16 && c.dt != kernels.Q8_0 {
-				// f32: one dequantisation of the row for every row and head.
-				for m := range tn {
-					p := p0 + m
-					kernels.Dequantize(c.dt, r.v[(p-lo-i)*c.row:(p-lo-i)*c.row+c.head], vrow)
-					for j, sp := range spans {
-						if p < sp.lo || p >= sp.lo+sp.n {
-							continue
-						}
-						for h := range g {
-							wh, o := w[sp.off+h*sp.n+p-sp.lo], outs[j][h*hd:(h+1)*hd]
-							for m, x := range vrow {
-								o[m] += wh * x
-							}
-						}
+			if c.dt == kernels.F16 || c.dt == kernels.Q8_0 {
+				tileRows(spans, p0, tn, func(j0, j1, a, b int) {
+					vt := r.v[(a-lo-i)*c.row : (b-lo-i-1)*c.row+c.head]
+					wj, oj := w[j0*g*n+a-lo:], out[j0*g*hd:j1*g*hd]
+					if c.dt == kernels.F16 {
+						kernels.AxpysF16Heads(wj, n, b-a, vt, c.row, oj, hd)
+					} else {
+						kernels.AxpysQ8_0Heads(wj, n, b-a, vt, c.row, oj, hd)
 					}
-				}
+				})
 				continue
 			}
-			for j, sp := range spans {
-				a, b := max(p0, sp.lo), min(p0+tn, sp.lo+sp.n)
-				if a >= b {
-					continue
-				}
-				vt := r.v[(a-lo-i)*c.row : (b-lo-i-1)*c.row+c.head]
-				wj := w[sp.off+a-sp.lo:]
-				if c.dt == kernels.F16 {
-					kernels.AxpysF16Heads(wj, sp.n, b-a, vt, c.row, outs[j], hd)
-				} else {
-					kernels.AxpysQ8_0Heads(wj, sp.n, b-a, vt, c.row, outs[j], hd)
+			// f32: one dequantisation of the row for every row and head.
+			for p := p0; p < p0+tn; p++ {
+				kernels.Dequantize(c.dt, r.v[(p-lo-i)*c.row:(p-lo-i)*c.row+c.head], vrow)
+				for j, sp := range spans {
+					if p < sp.lo || p >= sp.lo+sp.n {
+						continue
+					}
+					for v := j * g; v < (j+1)*g; v++ {
+						wv, o := w[v*n+p-lo], out[v*hd:(v+1)*hd]
+						for m, x := range vrow {
+							o[m] += wv * x
+						}
+					}
 				}
 			}
 		}

@@ -403,8 +403,9 @@ type Scratch struct {
 	vrow   []float32
 	parts  []float32 // AttendGroup's ranges' partial states
 	bparts []float32 // AttendBlock's rows' ranges' partial states
+	bq     []float32 // AttendBlock's queries, side by side
+	bout   []float32 // and their outputs
 	spans  []blockSpan
-	outs   [][]float32
 }
 
 // run is a stretch of consecutive positions stored at a stride of one row:
