@@ -68,6 +68,8 @@ func main() {
 	dotsF16AVX512()
 	dotsQ8AVX512()
 	dotsF16Q4AVX512()
+	scaleAVX2()
+	scaleTanhAVX2()
 	dotsQ8Q4AVX512()
 	for G := 1; G <= 4; G++ {
 		axpysF16HeadsAVX512(G)

@@ -125,13 +125,15 @@ type kernelSet struct {
 	// and returns their sum, m the largest x[i] (softmax); swiglu is
 	// SwiGLU's element loop. The assembly's expSub and swiglu are within 2
 	// ulp of expGeneric's results, not bit-identical (fused multiply-adds).
-	axpyF16  func(w float32, v []byte, o []float32) // len(v) == 2·len(o)
-	dotsF16  func(k []byte, stride int, q, out []float32)
-	axpysF16 func(w []float32, v []byte, stride int, o []float32)
-	expSub   func(x []float32, m float32) float32
-	swiglu   func(dst, gate, up []float32)
-	max      func(x []float32) float32 // len(x) > 0
-	sumU64   func(b []byte) uint64     // StreamRead's sum
+	axpyF16   func(w float32, v []byte, o []float32) // len(v) == 2·len(o)
+	dotsF16   func(k []byte, stride int, q, out []float32)
+	axpysF16  func(w []float32, v []byte, stride int, o []float32)
+	expSub    func(x []float32, m float32) float32
+	swiglu    func(dst, gate, up []float32)
+	max       func(x []float32) float32 // len(x) > 0
+	sumU64    func(b []byte) uint64     // StreamRead's sum
+	scale     func(x []float32, s float32)
+	scaleTanh func(x []float32, s, c float32)
 
 	// Attention by GQA group and over a q8_0 cache (attn.go): AxpysF16Heads,
 	// AxpysQ8_0Heads and DotsQ8_0.
@@ -205,6 +207,8 @@ var genericKernels = &kernelSet{
 	swiglu:     swigluGeneric,
 	max:        maxGeneric,
 	sumU64:     sumU64Generic,
+	scale:      scaleGeneric,
+	scaleTanh:  scaleTanhGeneric,
 
 	axpysF16Heads: axpysF16HeadsGeneric,
 	axpysQ8Heads:  axpysQ8HeadsGeneric,

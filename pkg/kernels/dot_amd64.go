@@ -38,6 +38,8 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.swiglu = swigluAVX2
 	k.max = maxAVX2
 	k.sumU64 = sumU64AVX2
+	k.scale = scaleAVX2
+	k.scaleTanh = scaleTanhAVX2
 	setTernaryAVX2(k)
 })
 
@@ -239,4 +241,22 @@ func sumU64AVX2(b []byte) uint64 {
 		return sumU64Generic(b)
 	}
 	return sumU64AVX2Asm(&b[0], n) + sumU64Generic(b[n:])
+}
+
+// scaleAVX2 and scaleTanhAVX2 run whole groups of eight through the
+// kernels and the rest through the reference, whose arithmetic they share.
+func scaleAVX2(x []float32, s float32) {
+	n := len(x) &^ 7
+	if n > 0 {
+		scaleAVX2Asm(&x[0], n, s)
+	}
+	scaleGeneric(x[n:], s)
+}
+
+func scaleTanhAVX2(x []float32, s, c float32) {
+	n := len(x) &^ 7
+	if n > 0 {
+		scaleTanhAVX2Asm(&x[0], n, s, c)
+	}
+	scaleTanhGeneric(x[n:], s, c)
 }

@@ -37378,6 +37378,230 @@ dotsF16Q4AVX512Asm_done:
 	VZEROUPPER
 	RET
 
+// func scaleAVX2Asm(x *float32, n int, s float32)
+// Requires: AVX, AVX2, SSE
+TEXT ·scaleAVX2Asm(SB), NOSPLIT, $0-20
+	MOVQ         x+0(FP), AX
+	MOVQ         n+8(FP), CX
+	MOVSS        s+16(FP), X0
+	VBROADCASTSS X0, Y0
+
+scaleAVX2Asm_loop:
+	TESTQ   CX, CX
+	JZ      scaleAVX2Asm_done
+	VMULPS  (AX), Y0, Y1
+	VMOVUPS Y1, (AX)
+	ADDQ    $0x00000020, AX
+	SUBQ    $0x00000008, CX
+	JMP     scaleAVX2Asm_loop
+
+scaleAVX2Asm_done:
+	VZEROUPPER
+	RET
+
+DATA tanh_lo<>+0(SB)/4, $0xc1100000
+DATA tanh_lo<>+4(SB)/4, $0xc1100000
+DATA tanh_lo<>+8(SB)/4, $0xc1100000
+DATA tanh_lo<>+12(SB)/4, $0xc1100000
+DATA tanh_lo<>+16(SB)/4, $0xc1100000
+DATA tanh_lo<>+20(SB)/4, $0xc1100000
+DATA tanh_lo<>+24(SB)/4, $0xc1100000
+DATA tanh_lo<>+28(SB)/4, $0xc1100000
+GLOBL tanh_lo<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_hi<>+0(SB)/4, $0x41100000
+DATA tanh_hi<>+4(SB)/4, $0x41100000
+DATA tanh_hi<>+8(SB)/4, $0x41100000
+DATA tanh_hi<>+12(SB)/4, $0x41100000
+DATA tanh_hi<>+16(SB)/4, $0x41100000
+DATA tanh_hi<>+20(SB)/4, $0x41100000
+DATA tanh_hi<>+24(SB)/4, $0x41100000
+DATA tanh_hi<>+28(SB)/4, $0x41100000
+GLOBL tanh_hi<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a13<>+0(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+4(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+8(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+12(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+16(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+20(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+24(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+28(SB)/4, $0xa59f25c0
+GLOBL tanh_a13<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a11<>+0(SB)/4, $0x2a61337e
+DATA tanh_a11<>+4(SB)/4, $0x2a61337e
+DATA tanh_a11<>+8(SB)/4, $0x2a61337e
+DATA tanh_a11<>+12(SB)/4, $0x2a61337e
+DATA tanh_a11<>+16(SB)/4, $0x2a61337e
+DATA tanh_a11<>+20(SB)/4, $0x2a61337e
+DATA tanh_a11<>+24(SB)/4, $0x2a61337e
+DATA tanh_a11<>+28(SB)/4, $0x2a61337e
+GLOBL tanh_a11<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a9<>+0(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+4(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+8(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+12(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+16(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+20(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+24(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+28(SB)/4, $0xaebd37ff
+GLOBL tanh_a9<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a7<>+0(SB)/4, $0x335c0041
+DATA tanh_a7<>+4(SB)/4, $0x335c0041
+DATA tanh_a7<>+8(SB)/4, $0x335c0041
+DATA tanh_a7<>+12(SB)/4, $0x335c0041
+DATA tanh_a7<>+16(SB)/4, $0x335c0041
+DATA tanh_a7<>+20(SB)/4, $0x335c0041
+DATA tanh_a7<>+24(SB)/4, $0x335c0041
+DATA tanh_a7<>+28(SB)/4, $0x335c0041
+GLOBL tanh_a7<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a5<>+0(SB)/4, $0x3779434a
+DATA tanh_a5<>+4(SB)/4, $0x3779434a
+DATA tanh_a5<>+8(SB)/4, $0x3779434a
+DATA tanh_a5<>+12(SB)/4, $0x3779434a
+DATA tanh_a5<>+16(SB)/4, $0x3779434a
+DATA tanh_a5<>+20(SB)/4, $0x3779434a
+DATA tanh_a5<>+24(SB)/4, $0x3779434a
+DATA tanh_a5<>+28(SB)/4, $0x3779434a
+GLOBL tanh_a5<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a3<>+0(SB)/4, $0x3a270ded
+DATA tanh_a3<>+4(SB)/4, $0x3a270ded
+DATA tanh_a3<>+8(SB)/4, $0x3a270ded
+DATA tanh_a3<>+12(SB)/4, $0x3a270ded
+DATA tanh_a3<>+16(SB)/4, $0x3a270ded
+DATA tanh_a3<>+20(SB)/4, $0x3a270ded
+DATA tanh_a3<>+24(SB)/4, $0x3a270ded
+DATA tanh_a3<>+28(SB)/4, $0x3a270ded
+GLOBL tanh_a3<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a1<>+0(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+4(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+8(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+12(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+16(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+20(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+24(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+28(SB)/4, $0x3ba059dc
+GLOBL tanh_a1<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_b6<>+0(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+4(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+8(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+12(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+16(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+20(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+24(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+28(SB)/4, $0x35a0d3d8
+GLOBL tanh_b6<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_b4<>+0(SB)/4, $0x38f895d6
+DATA tanh_b4<>+4(SB)/4, $0x38f895d6
+DATA tanh_b4<>+8(SB)/4, $0x38f895d6
+DATA tanh_b4<>+12(SB)/4, $0x38f895d6
+DATA tanh_b4<>+16(SB)/4, $0x38f895d6
+DATA tanh_b4<>+20(SB)/4, $0x38f895d6
+DATA tanh_b4<>+24(SB)/4, $0x38f895d6
+DATA tanh_b4<>+28(SB)/4, $0x38f895d6
+GLOBL tanh_b4<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_b2<>+0(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+4(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+8(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+12(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+16(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+20(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+24(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+28(SB)/4, $0x3b14aa05
+GLOBL tanh_b2<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_b0<>+0(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+4(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+8(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+12(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+16(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+20(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+24(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+28(SB)/4, $0x3ba059dd
+GLOBL tanh_b0<>(SB), RODATA|NOPTR, $32
+
+// func scaleTanhAVX2Asm(x *float32, n int, s float32, c float32)
+// Requires: AVX, AVX2, SSE
+TEXT ·scaleTanhAVX2Asm(SB), NOSPLIT, $0-24
+	MOVQ         x+0(FP), AX
+	MOVQ         n+8(FP), CX
+	MOVSS        s+16(FP), X0
+	VBROADCASTSS X0, Y0
+	MOVSS        c+20(FP), X1
+	VBROADCASTSS X1, Y1
+	VMOVUPS      tanh_lo<>+0(SB), Y2
+	VMOVUPS      tanh_hi<>+0(SB), Y3
+	VMOVUPS      tanh_one<>+0(SB), Y4
+	VMOVUPS      tanh_mone<>+0(SB), Y5
+
+scaleTanhAVX2Asm_loop:
+	TESTQ   CX, CX
+	JZ      scaleTanhAVX2Asm_done
+	VMULPS  (AX), Y0, Y6
+	VMINPS  Y6, Y3, Y6
+	VMAXPS  Y6, Y2, Y6
+	VMULPS  Y6, Y6, Y7
+	VMULPS  tanh_a13<>+0(SB), Y7, Y8
+	VADDPS  tanh_a11<>+0(SB), Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VADDPS  tanh_a9<>+0(SB), Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VADDPS  tanh_a7<>+0(SB), Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VADDPS  tanh_a5<>+0(SB), Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VADDPS  tanh_a3<>+0(SB), Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VADDPS  tanh_a1<>+0(SB), Y8, Y8
+	VMULPS  Y6, Y8, Y8
+	VMULPS  tanh_b6<>+0(SB), Y7, Y6
+	VADDPS  tanh_b4<>+0(SB), Y6, Y6
+	VMULPS  Y7, Y6, Y6
+	VADDPS  tanh_b2<>+0(SB), Y6, Y6
+	VMULPS  Y7, Y6, Y6
+	VADDPS  tanh_b0<>+0(SB), Y6, Y6
+	VDIVPS  Y6, Y8, Y8
+	VMINPS  Y8, Y4, Y8
+	VMAXPS  Y8, Y5, Y8
+	VMULPS  Y1, Y8, Y8
+	VMOVUPS Y8, (AX)
+	ADDQ    $0x00000020, AX
+	SUBQ    $0x00000008, CX
+	JMP     scaleTanhAVX2Asm_loop
+
+scaleTanhAVX2Asm_done:
+	VZEROUPPER
+	RET
+
+DATA tanh_one<>+0(SB)/4, $0x3f800000
+DATA tanh_one<>+4(SB)/4, $0x3f800000
+DATA tanh_one<>+8(SB)/4, $0x3f800000
+DATA tanh_one<>+12(SB)/4, $0x3f800000
+DATA tanh_one<>+16(SB)/4, $0x3f800000
+DATA tanh_one<>+20(SB)/4, $0x3f800000
+DATA tanh_one<>+24(SB)/4, $0x3f800000
+DATA tanh_one<>+28(SB)/4, $0x3f800000
+GLOBL tanh_one<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_mone<>+0(SB)/4, $0xbf800000
+DATA tanh_mone<>+4(SB)/4, $0xbf800000
+DATA tanh_mone<>+8(SB)/4, $0xbf800000
+DATA tanh_mone<>+12(SB)/4, $0xbf800000
+DATA tanh_mone<>+16(SB)/4, $0xbf800000
+DATA tanh_mone<>+20(SB)/4, $0xbf800000
+DATA tanh_mone<>+24(SB)/4, $0xbf800000
+DATA tanh_mone<>+28(SB)/4, $0xbf800000
+GLOBL tanh_mone<>(SB), RODATA|NOPTR, $32
+
 // func dotsQ8Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
 // Requires: AVX, AVX2, AVX512F
 TEXT ·dotsQ8Q4AVX512Asm(SB), NOSPLIT, $0-56

@@ -373,6 +373,17 @@ func dotsQ8AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float3
 //go:noescape
 func dotsF16Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
 
+// scaleAVX2Asm sets x[i] = x[i]·s for the n values at x (n % 8 == 0).
+//
+//go:noescape
+func scaleAVX2Asm(x *float32, n int, s float32)
+
+// scaleTanhAVX2Asm sets x[i] = c·tanh(x[i]·s) for the n values at x (n % 8 == 0), tanh as tanhRational:
+// the same operations in the same order, no fused multiply-add.
+//
+//go:noescape
+func scaleTanhAVX2Asm(x *float32, n int, s float32, c float32)
+
 // dotsQ8Q4AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at k + i·stride,
 // for j < 4 and i < n (hd % 32 == 0, n % 4 == 0), four rows at a time.
 //
