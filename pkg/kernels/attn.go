@@ -123,16 +123,8 @@ func dotsQ8Generic(k []byte, stride int, q, out []float32) {
 // AVX-512 tier takes four queries at a time, widening each row once for
 // all four with each score's arithmetic unchanged.
 func DotsF16Queries(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
-	nq := checkQueries("DotsF16Queries", 2*hd, k, stride, q, hd, out, os, n)
-	if nq == 0 || n == 0 {
-		return
-	}
-	j := 0
-	if kern.dotsF16Q4 != nil {
-		j = kern.dotsF16Q4(k, stride, q, hd, out, os, n)
-	}
-	for ; j < nq; j++ {
-		kern.dotsF16(k, stride, q[j*hd:(j+1)*hd], out[j*os:j*os+n])
+	if checkQueries("DotsF16Queries", 2*hd, k, stride, q, hd, out, os, n) {
+		kern.dotsF16Queries(k, stride, q, hd, out, os, n)
 	}
 }
 
@@ -142,22 +134,32 @@ func DotsQ8_0Queries(k []byte, stride int, q []float32, hd int, out []float32, o
 	if hd%32 != 0 {
 		panic(fmt.Sprintf("kernels: DotsQ8_0Queries: rows of %d values are not whole q8_0 blocks", hd))
 	}
-	nq := checkQueries("DotsQ8_0Queries", hd/32*34, k, stride, q, hd, out, os, n)
-	if nq == 0 || n == 0 {
-		return
+	if checkQueries("DotsQ8_0Queries", hd/32*34, k, stride, q, hd, out, os, n) {
+		kern.dotsQ8Queries(k, stride, q, hd, out, os, n)
 	}
-	j := 0
-	if kern.dotsQ8Q4 != nil {
-		j = kern.dotsQ8Q4(k, stride, q, hd, out, os, n)
-	}
-	for ; j < nq; j++ {
-		kern.dotsQ8(k, stride, q[j*hd:(j+1)*hd], out[j*os:j*os+n])
+}
+
+// dotsF16QueriesGeneric is dotsF16Generic query by query.
+func dotsF16QueriesGeneric(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	queryByQuery(dotsF16Generic, k, stride, q, hd, out, os, n)
+}
+
+// dotsQ8QueriesGeneric is dotsQ8Generic query by query.
+func dotsQ8QueriesGeneric(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	queryByQuery(dotsQ8Generic, k, stride, q, hd, out, os, n)
+}
+
+// queryByQuery runs a one-query score kernel for each query in turn.
+func queryByQuery(dots func(k []byte, stride int, q, out []float32), k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	for j := range len(q) / hd {
+		dots(k, stride, q[j*hd:(j+1)*hd], out[j*os:j*os+n])
 	}
 }
 
 // checkQueries panics unless the n rows of rb bytes at stride fit in k and
-// the queries' scores at stride os fit in out; it returns the queries.
-func checkQueries(name string, rb int, k []byte, stride int, q []float32, hd int, out []float32, os, n int) int {
+// the queries' scores at stride os fit in out; it reports whether there is
+// anything to score.
+func checkQueries(name string, rb int, k []byte, stride int, q []float32, hd int, out []float32, os, n int) bool {
 	if hd <= 0 || len(q)%hd != 0 {
 		panic(fmt.Sprintf("kernels: %s: %d query values are not whole queries of %d", name, len(q), hd))
 	}
@@ -166,5 +168,5 @@ func checkQueries(name string, rb int, k []byte, stride int, q []float32, hd int
 		panic(fmt.Sprintf("kernels: %s: %d rows of %d bytes at stride %d in %d, %d queries' scores at stride %d in %d",
 			name, n, rb, stride, len(k), nq, os, len(out)))
 	}
-	return nq
+	return nq > 0 && n > 0
 }

@@ -118,14 +118,19 @@ func dotsQ8AVX512(k []byte, stride int, q, out []float32) {
 	copy(out[nb:], sums[:])
 }
 
-// dotsF16Q4AVX512 scores the queries four at a time, rows four at a time
-// (dotsF16Q4AVX512Asm), the last fewer than four rows through
-// dotsF16AVX512: the same arithmetic for every row. It returns how many
-// queries it scored; the rest, and heads dotsF16AVX512 hands to AVX2, are
-// the caller's, query by query.
-func dotsF16Q4AVX512(k []byte, stride int, q []float32, hd int, out []float32, os, n int) int {
+// dotsF16QueriesAVX2 is dotsF16AVX2 query by query.
+func dotsF16QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	queryByQuery(dotsF16AVX2, k, stride, q, hd, out, os, n)
+}
+
+// dotsF16QueriesAVX512 scores the queries four at a time, rows four at a
+// time (dotsF16Q4AVX512Asm), the last fewer than four rows and queries
+// through dotsF16AVX512: the same arithmetic for every score. Heads that
+// dotsF16AVX512 hands to AVX2 go query by query.
+func dotsF16QueriesAVX512(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
 	if hd%16 != 0 || hd > 256 {
-		return 0
+		queryByQuery(dotsF16AVX512, k, stride, q, hd, out, os, n)
+		return
 	}
 	nq, nb := len(q)/hd&^3, n&^3
 	for j := 0; j < nq; j += 4 {
@@ -138,14 +143,17 @@ func dotsF16Q4AVX512(k []byte, stride int, q []float32, hd int, out []float32, o
 			dotsF16AVX512(k[nb*stride:], stride, q[jj*hd:(jj+1)*hd], out[jj*os+nb:jj*os+n])
 		}
 	}
-	return nq
+	if nq*hd < len(q) {
+		queryByQuery(dotsF16AVX512, k, stride, q[nq*hd:], hd, out[nq*os:], os, n)
+	}
 }
 
-// dotsQ8Q4AVX512 is dotsF16Q4AVX512 over q8_0 rows; heads wider than 256
-// are the caller's (dotsQ8AVX512 sends them to the reference).
-func dotsQ8Q4AVX512(k []byte, stride int, q []float32, hd int, out []float32, os, n int) int {
+// dotsQ8QueriesAVX512 is dotsF16QueriesAVX512 over q8_0 rows; heads wider
+// than 256 go query by query (dotsQ8AVX512 sends them to the reference).
+func dotsQ8QueriesAVX512(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
 	if hd > 256 {
-		return 0
+		queryByQuery(dotsQ8AVX512, k, stride, q, hd, out, os, n)
+		return
 	}
 	rb := hd / 32 * 34
 	nq, nb := len(q)/hd&^3, n&^3
@@ -159,5 +167,7 @@ func dotsQ8Q4AVX512(k []byte, stride int, q []float32, hd int, out []float32, os
 			dotsQ8AVX512(k[nb*stride:], stride, q[jj*hd:(jj+1)*hd], out[jj*os+nb:jj*os+n])
 		}
 	}
-	return nq
+	if nq*hd < len(q) {
+		queryByQuery(dotsQ8AVX512, k, stride, q[nq*hd:], hd, out[nq*os:], os, n)
+	}
 }

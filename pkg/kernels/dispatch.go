@@ -142,11 +142,10 @@ type kernelSet struct {
 	dotsQ8        func(k []byte, stride int, q, out []float32)
 
 	// Tiled prefill's scores of several queries against the same rows
-	// (DotsF16Queries, DotsQ8_0Queries): nil, or a kernel that scores
-	// some of the queries with the bits of dotsF16 (dotsQ8) query by
-	// query and returns how many.
-	dotsF16Q4 func(k []byte, stride int, q []float32, hd int, out []float32, os, n int) int
-	dotsQ8Q4  func(k []byte, stride int, q []float32, hd int, out []float32, os, n int) int
+	// (DotsF16Queries, DotsQ8_0Queries): each query's scores are the
+	// bits of its tier's dotsF16 (dotsQ8).
+	dotsF16Queries func(k []byte, stride int, q []float32, hd int, out []float32, os, n int)
+	dotsQ8Queries  func(k []byte, stride int, q []float32, hd int, out []float32, os, n int)
 }
 
 // nTypes bounds the types the tables index: every DType with a kernel.
@@ -213,6 +212,9 @@ var genericKernels = &kernelSet{
 	axpysF16Heads: axpysF16HeadsGeneric,
 	axpysQ8Heads:  axpysQ8HeadsGeneric,
 	dotsQ8:        dotsQ8Generic,
+
+	dotsF16Queries: dotsF16QueriesGeneric,
+	dotsQ8Queries:  dotsQ8QueriesGeneric,
 }
 
 // derive returns the table of tier t: a copy of k with the entries set

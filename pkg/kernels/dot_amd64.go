@@ -34,6 +34,7 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.dotsF16 = dotsF16AVX2
 	k.axpysF16 = axpysF16AVX2
 	k.axpysF16Heads = axpysF16HeadsAVX2
+	k.dotsF16Queries = dotsF16QueriesAVX2
 	k.expSub = expSubAVX2
 	k.swiglu = swigluAVX2
 	k.max = maxAVX2
@@ -66,8 +67,8 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.axpysF16Heads = axpysF16HeadsAVX512
 	k.axpysQ8Heads = axpysQ8HeadsAVX512
 	k.dotsQ8 = dotsQ8AVX512
-	k.dotsF16Q4 = dotsF16Q4AVX512
-	k.dotsQ8Q4 = dotsQ8Q4AVX512
+	k.dotsF16Queries = dotsF16QueriesAVX512
+	k.dotsQ8Queries = dotsQ8QueriesAVX512
 })
 
 func hostKernels() []*kernelSet {
