@@ -124,8 +124,9 @@ func dotsF16QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32
 }
 
 // dotsF16QueriesAVX512 scores the queries four at a time, rows four at a
-// time (dotsF16Q4AVX512Asm), the last fewer than four rows and queries
-// through dotsF16AVX512: the same arithmetic for every score. Heads that
+// time (dotsF16Q4AVX512Asm; the last fewer than four rows copied into a
+// block of their own), the last fewer than four queries through
+// dotsF16AVX512: the same arithmetic for every score. Heads that
 // dotsF16AVX512 hands to AVX2 go query by query.
 func dotsF16QueriesAVX512(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
 	if hd%16 != 0 || hd > 256 {
@@ -139,8 +140,18 @@ func dotsF16QueriesAVX512(k []byte, stride int, q []float32, hd int, out []float
 			_ = out[(j+3)*os+nb-1]
 			dotsF16Q4AVX512Asm(&k[0], stride, &q[j*hd], hd, nb, &out[j*os], os)
 		}
-		for jj := j; jj < j+4 && nb < n; jj++ {
-			dotsF16AVX512(k[nb*stride:], stride, q[jj*hd:(jj+1)*hd], out[jj*os+nb:jj*os+n])
+		if nb < n {
+			// The last rows, copied into a block of four: the same
+			// arithmetic, a quarter of dotsF16AVX512's sixteen-row block.
+			var tail [4 * 2 * 256]byte
+			var sums [4 * 4]float32
+			for i := range n - nb {
+				copy(tail[i*2*hd:(i+1)*2*hd], k[(nb+i)*stride:(nb+i)*stride+2*hd])
+			}
+			dotsF16Q4AVX512Asm(&tail[0], 2*hd, &q[j*hd], hd, 4, &sums[0], 4)
+			for jj := range 4 {
+				copy(out[(j+jj)*os+nb:(j+jj)*os+n], sums[jj*4:])
+			}
 		}
 	}
 	if nq*hd < len(q) {
@@ -163,8 +174,16 @@ func dotsQ8QueriesAVX512(k []byte, stride int, q []float32, hd int, out []float3
 			_ = out[(j+3)*os+nb-1]
 			dotsQ8Q4AVX512Asm(&k[0], stride, &q[j*hd], hd, nb, &out[j*os], os)
 		}
-		for jj := j; jj < j+4 && nb < n; jj++ {
-			dotsQ8AVX512(k[nb*stride:], stride, q[jj*hd:(jj+1)*hd], out[jj*os+nb:jj*os+n])
+		if nb < n {
+			var tail [4 * 8 * 34]byte
+			var sums [4 * 4]float32
+			for i := range n - nb {
+				copy(tail[i*rb:(i+1)*rb], k[(nb+i)*stride:(nb+i)*stride+rb])
+			}
+			dotsQ8Q4AVX512Asm(&tail[0], rb, &q[j*hd], hd, 4, &sums[0], 4)
+			for jj := range 4 {
+				copy(out[(j+jj)*os+nb:(j+jj)*os+n], sums[jj*4:])
+			}
 		}
 	}
 	if nq*hd < len(q) {

@@ -323,3 +323,24 @@ func TestScaleTanh(t *testing.T) {
 		t.Errorf("tanh(NaN) = %v", got)
 	}
 }
+
+// BenchmarkScaleTanh is soft-capping a row of 4096 attention scores: the
+// math.Tanh loop attention ran before, and ScaleTanh.
+func BenchmarkScaleTanh(b *testing.B) {
+	x := gaussian(rand.New(rand.NewPCG(93, 94)), 4096, 20)
+	y := make([]float32, len(x))
+	b.Run("mathTanh", func(b *testing.B) {
+		for range b.N {
+			copy(y, x)
+			for i, v := range y {
+				y[i] = 50 * float32(math.Tanh(float64(v*0.0025)))
+			}
+		}
+	})
+	b.Run("ScaleTanh", func(b *testing.B) {
+		for range b.N {
+			copy(y, x)
+			ScaleTanh(y, 0.0025, 50)
+		}
+	})
+}
