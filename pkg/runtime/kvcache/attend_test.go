@@ -332,3 +332,50 @@ func testAttendBlock(t *testing.T, tc attendCase, rangeN int) {
 		t.Fatal("no block attended")
 	}
 }
+
+// BenchmarkAttendPrefillSoftcap is BenchmarkAttendPrefill in a Gemma-2-9B
+// layer (16 query heads on 8 KV heads of 256, scores soft-capped at 50),
+// by group row by row and in blocks of 32 rows (the 64 query vectors a
+// step's block takes).
+func BenchmarkAttendPrefillSoftcap(b *testing.B) {
+	const ctx, heads, kvHeads, hd, rows, g = 3600, 16, 8, 256, 64, 2
+	c, err := New(Geometry{Type: F16, Layers: 1, KVHeads: kvHeads, HeadDim: hd, Context: ctx})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	kv := make([]float32, kvHeads*hd)
+	for pos := range ctx {
+		for i := range kv {
+			kv[i] = float32(rng.NormFloat64())
+		}
+		c.Store(0, pos, kv, kv)
+	}
+	q := make([]float32, rows*heads*hd)
+	for i := range q {
+		q[i] = float32(rng.NormFloat64())
+	}
+	out := make([]float32, rows*heads*hd)
+	p := AttnParams{Scale: 1.0 / 16, Softcap: 50}
+	var s Scratch
+	b.Run("group", func(b *testing.B) {
+		for range b.N {
+			for j := range rows {
+				for kvh := range kvHeads {
+					o := j*heads*hd + kvh*g*hd
+					c.AttendGroup(0, ctx-rows+j, kvh, heads, q[o:o+g*hd], p, out[o:o+g*hd], &s)
+				}
+			}
+		}
+	})
+	b.Run("block32", func(b *testing.B) {
+		for range b.N {
+			for r0 := 0; r0 < rows; r0 += 32 {
+				for kvh := range kvHeads {
+					o := r0*heads*hd + kvh*g*hd
+					c.AttendBlock(0, ctx-rows+r0, 32, kvh, heads, q[o:], heads*hd, p, out[o:], heads*hd, &s)
+				}
+			}
+		}
+	})
+}
