@@ -431,3 +431,108 @@ func dotsQ4(name, what string, cols, colBytes int, body func(row func(r, disp in
 	VZEROUPPER()
 	RET()
 }
+
+// dotsQ8AVX2 is dotsF16AVX2 over a q8_0 cache: a row's block of 32 values
+// is widened to d·float32(q) (Dequantize's values) eight at a time, each
+// eight multiplied into its own chain of eight lanes; the chains and then
+// the lanes are added pairwise at the end. Row by row, so a row's score
+// never depends on where in the call it falls.
+func dotsQ8AVX2() {
+	name := "dotsQ8AVX2Asm"
+	kernel(name, "func(k *byte, stride int, q *float32, hd int, n int, out *float32)",
+		name+" sets out[i] to the dot of q[:hd] with the hd values of the q8_0 row at k + i·stride,",
+		"for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.")
+	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
+	hd, n, out := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64())
+	Label(name + "_row")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for _, a := range acc {
+		VXORPS(a, a, a)
+	}
+	j, kp, qp := GP64(), GP64(), GP64()
+	MOVQ(hd, j)
+	MOVQ(k, kp)
+	MOVQ(q, qp)
+	Label(name + "_col")
+	d, dh := YMM(), XMM()
+	VPBROADCASTW(Mem{Base: kp}, dh)
+	VCVTPH2PS(dh, d)
+	for c, a := range acc {
+		t := YMM()
+		VPMOVSXBD(Mem{Base: kp, Disp: 2 + 8*c}, t)
+		VCVTDQ2PS(t, t)
+		VMULPS(d, t, t)
+		VFMADD231PS(Mem{Base: qp, Disp: 32 * c}, t, a)
+	}
+	ADDQ(U32(34), kp)
+	ADDQ(U32(128), qp)
+	SUBQ(U32(32), j)
+	JNZ(LabelRef(name + "_col"))
+	VADDPS(acc[1], acc[0], acc[0])
+	VADDPS(acc[3], acc[2], acc[2])
+	VADDPS(acc[2], acc[0], acc[0])
+	VMOVSS(horizontal8(acc[0], VADDPS, VADDSS), Mem{Base: out})
+	ADDQ(stride, k)
+	ADDQ(U32(4), out)
+	DECQ(n)
+	JMP(LabelRef(name + "_row"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// axpysQ8AVX2 is axpysF16AVX2 over a q8_0 cache, one head: each row's 64
+// columns (two blocks of 32 int8 and an f16 scale) widened to d·float32(q)
+// as Dequantize computes them and added with o = fma(w, x, o), the rows in
+// order; eight registers hold the 64 columns while all n rows pass.
+func axpysQ8AVX2() {
+	name := "axpysQ8AVX2Asm"
+	kernel(name, "func(w *float32, v *byte, stride int, n int, o *float32, hd int)",
+		name+" sets o[j] = fma(w[i], x_i[j], o[j]) for i = 0..n-1 in turn, x_i the hd values of the",
+		"q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).")
+	w, v, stride := Load(Param("w"), GP64()), Load(Param("v"), GP64()), Load(Param("stride"), GP64())
+	n, o, hd := Load(Param("n"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
+	Label(name + "_cols")
+	TESTQ(hd, hd)
+	JZ(LabelRef(name + "_done"))
+	acc := make([]VecVirtual, 8)
+	for c := range acc {
+		acc[c] = YMM()
+		VMOVUPS(Mem{Base: o, Disp: 32 * c}, acc[c])
+	}
+	i, wp, vp := GP64(), GP64(), GP64()
+	MOVQ(n, i)
+	MOVQ(w, wp)
+	MOVQ(v, vp)
+	Label(name + "_row")
+	wb := YMM()
+	VBROADCASTSS(Mem{Base: wp}, wb)
+	for blk := range 2 {
+		d, dh := YMM(), XMM()
+		VPBROADCASTW(Mem{Base: vp, Disp: 34 * blk}, dh)
+		VCVTPH2PS(dh, d)
+		for c := range 4 {
+			t := YMM()
+			VPMOVSXBD(Mem{Base: vp, Disp: 34*blk + 2 + 8*c}, t)
+			VCVTDQ2PS(t, t)
+			VMULPS(d, t, t)
+			VFMADD231PS(t, wb, acc[4*blk+c])
+		}
+	}
+	ADDQ(U32(4), wp)
+	ADDQ(stride, vp)
+	DECQ(i)
+	JNZ(LabelRef(name + "_row"))
+	for c, a := range acc {
+		VMOVUPS(a, Mem{Base: o, Disp: 32 * c})
+	}
+	ADDQ(U32(68), v)
+	ADDQ(U32(256), o)
+	SUBQ(U32(64), hd)
+	JMP(LabelRef(name + "_cols"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}

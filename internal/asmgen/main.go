@@ -71,6 +71,8 @@ func main() {
 	scaleAVX2()
 	scaleTanhAVX2()
 	dotsQ8Q4AVX512()
+	dotsQ8AVX2()
+	axpysQ8AVX2()
 	for G := 1; G <= 4; G++ {
 		axpysF16HeadsAVX512(G)
 		axpysQ8HeadsAVX512(G)

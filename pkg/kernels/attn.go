@@ -83,9 +83,9 @@ func axpysQ8HeadsGeneric(w []float32, ws, n int, v []byte, stride int, o []float
 
 // DotsQ8_0 is DotsF16 over a q8_0 cache: out[i] is the dot of q with the
 // q8_0 row of len(q) values (a multiple of 32) at k[i·stride:], as DotF32
-// computes it; the AVX-512 tier sums in a tree of float32 lanes (within
-// float32 summation error), and a row's score never depends on where in the
-// call it falls.
+// computes it; the AVX2 tier sums in four chains of eight float32 lanes and
+// the AVX-512 tier in a tree of float32 lanes (within float32 summation
+// error), and a row's score never depends on where in the call it falls.
 func DotsQ8_0(k []byte, stride int, q, out []float32) {
 	rb := len(q) / 32 * 34
 	if len(q)%32 != 0 {

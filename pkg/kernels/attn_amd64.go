@@ -190,3 +190,34 @@ func dotsQ8QueriesAVX512(k []byte, stride int, q []float32, hd int, out []float3
 		queryByQuery(dotsQ8AVX512, k, stride, q[nq*hd:], hd, out[nq*os:], os, n)
 	}
 }
+
+// dotsQ8AVX2 checks that the last row is in bounds; DotsQ8_0 checked the
+// arguments.
+func dotsQ8AVX2(k []byte, stride int, q, out []float32) {
+	if len(out) == 0 || len(q) == 0 {
+		return
+	}
+	_ = k[(len(out)-1)*stride+len(q)/32*34-1]
+	dotsQ8AVX2Asm(&k[0], stride, &q[0], len(q), len(out), &out[0])
+}
+
+// dotsQ8QueriesAVX2 is dotsQ8AVX2 query by query.
+func dotsQ8QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	queryByQuery(dotsQ8AVX2, k, stride, q, hd, out, os, n)
+}
+
+// axpysQ8HeadsAVX2 is the heads one by one through axpysQ8AVX2Asm (eight
+// registers hold one head's 64 columns); heads not a multiple of 64 wide
+// go through the reference.
+func axpysQ8HeadsAVX2(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
+	if hd%64 != 0 {
+		axpysQ8HeadsGeneric(w, ws, n, v, stride, o, hd)
+		return
+	}
+	g := len(o) / hd
+	_ = v[(n-1)*stride+hd/32*34-1]
+	_ = w[(g-1)*ws+n-1]
+	for h := range g {
+		axpysQ8AVX2Asm(&w[h*ws], &v[0], stride, n, &o[h*hd], hd)
+	}
+}

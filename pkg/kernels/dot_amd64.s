@@ -37780,6 +37780,153 @@ dotsQ8Q4AVX512Asm_done:
 	VZEROUPPER
 	RET
 
+// func dotsQ8AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·dotsQ8AVX2Asm(SB), NOSPLIT, $0-48
+	MOVQ k+0(FP), AX
+	MOVQ stride+8(FP), CX
+	MOVQ q+16(FP), DX
+	MOVQ hd+24(FP), BX
+	MOVQ n+32(FP), SI
+	MOVQ out+40(FP), DI
+
+dotsQ8AVX2Asm_row:
+	TESTQ  SI, SI
+	JZ     dotsQ8AVX2Asm_done
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   BX, R8
+	MOVQ   AX, R9
+	MOVQ   DX, R10
+
+dotsQ8AVX2Asm_col:
+	VPBROADCASTW (R9), X4
+	VCVTPH2PS    X4, Y4
+	VPMOVSXBD    2(R9), Y5
+	VCVTDQ2PS    Y5, Y5
+	VMULPS       Y4, Y5, Y5
+	VFMADD231PS  (R10), Y5, Y0
+	VPMOVSXBD    10(R9), Y5
+	VCVTDQ2PS    Y5, Y5
+	VMULPS       Y4, Y5, Y5
+	VFMADD231PS  32(R10), Y5, Y1
+	VPMOVSXBD    18(R9), Y5
+	VCVTDQ2PS    Y5, Y5
+	VMULPS       Y4, Y5, Y5
+	VFMADD231PS  64(R10), Y5, Y2
+	VPMOVSXBD    26(R9), Y5
+	VCVTDQ2PS    Y5, Y5
+	VMULPS       Y4, Y5, Y5
+	VFMADD231PS  96(R10), Y5, Y3
+	ADDQ         $0x00000022, R9
+	ADDQ         $0x00000080, R10
+	SUBQ         $0x00000020, R8
+	JNZ          dotsQ8AVX2Asm_col
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VMOVHLPS     X0, X1, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, (DI)
+	ADDQ         CX, AX
+	ADDQ         $0x00000004, DI
+	DECQ         SI
+	JMP          dotsQ8AVX2Asm_row
+
+dotsQ8AVX2Asm_done:
+	VZEROUPPER
+	RET
+
+// func axpysQ8AVX2Asm(w *float32, v *byte, stride int, n int, o *float32, hd int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·axpysQ8AVX2Asm(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), AX
+	MOVQ v+8(FP), CX
+	MOVQ stride+16(FP), DX
+	MOVQ n+24(FP), BX
+	MOVQ o+32(FP), SI
+	MOVQ hd+40(FP), DI
+
+axpysQ8AVX2Asm_cols:
+	TESTQ   DI, DI
+	JZ      axpysQ8AVX2Asm_done
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS 64(SI), Y2
+	VMOVUPS 96(SI), Y3
+	VMOVUPS 128(SI), Y4
+	VMOVUPS 160(SI), Y5
+	VMOVUPS 192(SI), Y6
+	VMOVUPS 224(SI), Y7
+	MOVQ    BX, R8
+	MOVQ    AX, R9
+	MOVQ    CX, R10
+
+axpysQ8AVX2Asm_row:
+	VBROADCASTSS (R9), Y8
+	VPBROADCASTW (R10), X9
+	VCVTPH2PS    X9, Y9
+	VPMOVSXBD    2(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y0
+	VPMOVSXBD    10(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y1
+	VPMOVSXBD    18(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y2
+	VPMOVSXBD    26(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y3
+	VPBROADCASTW 34(R10), X9
+	VCVTPH2PS    X9, Y9
+	VPMOVSXBD    36(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y4
+	VPMOVSXBD    44(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y5
+	VPMOVSXBD    52(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y6
+	VPMOVSXBD    60(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y7
+	ADDQ         $0x00000004, R9
+	ADDQ         DX, R10
+	DECQ         R8
+	JNZ          axpysQ8AVX2Asm_row
+	VMOVUPS      Y0, (SI)
+	VMOVUPS      Y1, 32(SI)
+	VMOVUPS      Y2, 64(SI)
+	VMOVUPS      Y3, 96(SI)
+	VMOVUPS      Y4, 128(SI)
+	VMOVUPS      Y5, 160(SI)
+	VMOVUPS      Y6, 192(SI)
+	VMOVUPS      Y7, 224(SI)
+	ADDQ         $0x00000044, CX
+	ADDQ         $0x00000100, SI
+	SUBQ         $0x00000040, DI
+	JMP          axpysQ8AVX2Asm_cols
+
+axpysQ8AVX2Asm_done:
+	VZEROUPPER
+	RET
+
 // func axpysF16Heads1AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
 // Requires: AVX, AVX512F
 TEXT ·axpysF16Heads1AVX512Asm(SB), NOSPLIT, $0-56

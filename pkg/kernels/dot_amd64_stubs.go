@@ -390,6 +390,18 @@ func scaleTanhAVX2Asm(x *float32, n int, s float32, c float32)
 //go:noescape
 func dotsQ8Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
 
+// dotsQ8AVX2Asm sets out[i] to the dot of q[:hd] with the hd values of the q8_0 row at k + i·stride,
+// for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.
+//
+//go:noescape
+func dotsQ8AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
+
+// axpysQ8AVX2Asm sets o[j] = fma(w[i], x_i[j], o[j]) for i = 0..n-1 in turn, x_i the hd values of the
+// q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).
+//
+//go:noescape
+func axpysQ8AVX2Asm(w *float32, v *byte, stride int, n int, o *float32, hd int)
+
 // axpysF16Heads1AVX512Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 1 and i = 0..n-1 in turn,
 // v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).
 //
