@@ -320,3 +320,219 @@ func axpysQ8HeadsAVX512(G int) {
 	VZEROUPPER()
 	RET()
 }
+
+// dotsF16Q4AVX512 is dotsF16AVX512 for four queries at once (tiled prefill
+// attention): four rows at a time, each row widened once and multiplied
+// into the four queries' accumulators, sixteen in all, folded by fold16 as
+// dotsF16AVX512's are. An accumulator's chain of fused multiply-adds and
+// its fold are those of dotsF16AVX512 for that row and query, so the scores
+// are the same bits; only the row's conversion is shared.
+func dotsF16Q4AVX512() {
+	dotsQ4("dotsF16Q4AVX512Asm", "float16 values", 16, 32, func(row func(r, disp int) Mem, query func(j, disp int) Mem, acc []VecVirtual) {
+		t := make([]VecVirtual, 4)
+		for r := range t {
+			t[r] = ZMM()
+			VCVTPH2PS(row(r, 0), t[r])
+		}
+		for j := range 4 {
+			qv := ZMM()
+			VMOVUPS(query(j, 0), qv)
+			for r := range t {
+				VFMADD231PS(qv, t[r], acc[4*j+r])
+			}
+		}
+	})
+}
+
+// dotsQ8Q4AVX512 is dotsQ8AVX512 for four queries at once, as
+// dotsF16Q4AVX512 is dotsF16AVX512's: a row's sixteen values d·float32(q)
+// are computed once for the four queries, in dotsQ8AVX512's order.
+func dotsQ8Q4AVX512() {
+	dotsQ4("dotsQ8Q4AVX512Asm", "values of the q8_0 row", 32, 34, func(row func(r, disp int) Mem, query func(j, disp int) Mem, acc []VecVirtual) {
+		d := make([]VecVirtual, 4)
+		for r := range d {
+			d[r] = ZMM()
+			dh := YMM()
+			VPBROADCASTW(row(r, 0), dh)
+			VCVTPH2PS(dh, d[r])
+		}
+		for h := range 2 {
+			t := make([]VecVirtual, 4)
+			for r := range t {
+				t[r] = ZMM()
+				VPMOVSXBD(row(r, 2+16*h), t[r])
+				VCVTDQ2PS(t[r], t[r])
+				VMULPS(d[r], t[r], t[r])
+			}
+			for j := range 4 {
+				qv := ZMM()
+				VMOVUPS(query(j, 64*h), qv)
+				for r := range t {
+					VFMADD231PS(qv, t[r], acc[4*j+r])
+				}
+			}
+		}
+	})
+}
+
+// dotsQ4 is the frame of the four-query score kernels: body accumulates the
+// cols columns of rows r < 4 at row(r, 0) (colBytes bytes) times query j's
+// at query(j, 0) into acc[4j+r]; fold16 then leaves query j's four sums in
+// quarter j, stored at out + j·os floats.
+func dotsQ4(name, what string, cols, colBytes int, body func(row func(r, disp int) Mem, query func(j, disp int) Mem, acc []VecVirtual)) {
+	kernel(name, "func(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)",
+		fmt.Sprintf("%s sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd %s at k + i·stride,", name, what),
+		fmt.Sprintf("for j < 4 and i < n (hd %% %d == 0, n %% 4 == 0), four rows at a time.", cols))
+	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
+	hd, n, out, os := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64()), Load(Param("os"), GP64())
+	s3, qs, qs3, os3 := GP64(), GP64(), GP64(), GP64()
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
+	MOVQ(hd, qs)
+	SHLQ(U8(2), qs) // bytes of one query
+	LEAQ(Mem{Base: qs, Index: qs, Scale: 2}, qs3)
+	SHLQ(U8(2), os)
+	LEAQ(Mem{Base: os, Index: os, Scale: 2}, os3)
+	rb := GP64() // bytes of a row's hd values
+	MOVQ(hd, rb)
+	SHRQ(U8(bitsOf(cols)), rb)
+	IMUL3Q(Imm(uint64(colBytes)), rb, rb)
+	at := func(base, s, s3 Register, i, disp int) Mem {
+		switch i {
+		case 0:
+			return Mem{Base: base, Disp: disp}
+		case 3:
+			return Mem{Base: base, Index: s3, Scale: 1, Disp: disp}
+		}
+		return Mem{Base: base, Index: s, Scale: uint8(i), Disp: disp}
+	}
+	Label(name + "_block")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	acc := zeroed(16, ZMM, VPXORD)
+	j, qp := GP64(), GP64()
+	MOVQ(hd, j)
+	MOVQ(q, qp)
+	Label(name + "_col")
+	body(func(r, disp int) Mem { return at(k, stride, s3, r, disp) }, func(i, disp int) Mem { return at(qp, qs, qs3, i, disp) }, acc)
+	ADDQ(U32(colBytes), k)
+	ADDQ(U32(4*cols), qp)
+	SUBQ(U32(cols), j)
+	JNZ(LabelRef(name + "_col"))
+	SUBQ(rb, k)
+	sums := fold16(acc)
+	for i := range 4 {
+		VEXTRACTF32X4(U8(i), sums, at(out, os, os3, i, 0))
+	}
+	ADDQ(U32(16), out)
+	LEAQ(Mem{Base: k, Index: stride, Scale: 4}, k)
+	SUBQ(U32(4), n)
+	JMP(LabelRef(name + "_block"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// dotsQ8AVX2 is dotsF16AVX2 over a q8_0 cache: a row's block of 32 values
+// is widened to d·float32(q) (Dequantize's values) eight at a time, each
+// eight multiplied into its own chain of eight lanes; the chains and then
+// the lanes are added pairwise at the end. Row by row, so a row's score
+// never depends on where in the call it falls.
+func dotsQ8AVX2() {
+	name := "dotsQ8AVX2Asm"
+	kernel(name, "func(k *byte, stride int, q *float32, hd int, n int, out *float32)",
+		name+" sets out[i] to the dot of q[:hd] with the hd values of the q8_0 row at k + i·stride,",
+		"for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.")
+	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
+	hd, n, out := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64())
+	Label(name + "_row")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for _, a := range acc {
+		VXORPS(a, a, a)
+	}
+	j, kp, qp := GP64(), GP64(), GP64()
+	MOVQ(hd, j)
+	MOVQ(k, kp)
+	MOVQ(q, qp)
+	Label(name + "_col")
+	d, dh := YMM(), XMM()
+	VPBROADCASTW(Mem{Base: kp}, dh)
+	VCVTPH2PS(dh, d)
+	for c, a := range acc {
+		t := YMM()
+		VPMOVSXBD(Mem{Base: kp, Disp: 2 + 8*c}, t)
+		VCVTDQ2PS(t, t)
+		VMULPS(d, t, t)
+		VFMADD231PS(Mem{Base: qp, Disp: 32 * c}, t, a)
+	}
+	ADDQ(U32(34), kp)
+	ADDQ(U32(128), qp)
+	SUBQ(U32(32), j)
+	JNZ(LabelRef(name + "_col"))
+	VADDPS(acc[1], acc[0], acc[0])
+	VADDPS(acc[3], acc[2], acc[2])
+	VADDPS(acc[2], acc[0], acc[0])
+	VMOVSS(horizontal8(acc[0], VADDPS, VADDSS), Mem{Base: out})
+	ADDQ(stride, k)
+	ADDQ(U32(4), out)
+	DECQ(n)
+	JMP(LabelRef(name + "_row"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// axpysQ8AVX2 is axpysF16AVX2 over a q8_0 cache, one head: each row's 64
+// columns (two blocks of 32 int8 and an f16 scale) widened to d·float32(q)
+// as Dequantize computes them and added with o = fma(w, x, o), the rows in
+// order; eight registers hold the 64 columns while all n rows pass.
+func axpysQ8AVX2() {
+	name := "axpysQ8AVX2Asm"
+	kernel(name, "func(w *float32, v *byte, stride int, n int, o *float32, hd int)",
+		name+" sets o[j] = fma(w[i], x_i[j], o[j]) for i = 0..n-1 in turn, x_i the hd values of the",
+		"q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).")
+	w, v, stride := Load(Param("w"), GP64()), Load(Param("v"), GP64()), Load(Param("stride"), GP64())
+	n, o, hd := Load(Param("n"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
+	Label(name + "_cols")
+	TESTQ(hd, hd)
+	JZ(LabelRef(name + "_done"))
+	acc := make([]VecVirtual, 8)
+	for c := range acc {
+		acc[c] = YMM()
+		VMOVUPS(Mem{Base: o, Disp: 32 * c}, acc[c])
+	}
+	i, wp, vp := GP64(), GP64(), GP64()
+	MOVQ(n, i)
+	MOVQ(w, wp)
+	MOVQ(v, vp)
+	Label(name + "_row")
+	wb := YMM()
+	VBROADCASTSS(Mem{Base: wp}, wb)
+	for blk := range 2 {
+		d, dh := YMM(), XMM()
+		VPBROADCASTW(Mem{Base: vp, Disp: 34 * blk}, dh)
+		VCVTPH2PS(dh, d)
+		for c := range 4 {
+			t := YMM()
+			VPMOVSXBD(Mem{Base: vp, Disp: 34*blk + 2 + 8*c}, t)
+			VCVTDQ2PS(t, t)
+			VMULPS(d, t, t)
+			VFMADD231PS(t, wb, acc[4*blk+c])
+		}
+	}
+	ADDQ(U32(4), wp)
+	ADDQ(stride, vp)
+	DECQ(i)
+	JNZ(LabelRef(name + "_row"))
+	for c, a := range acc {
+		VMOVUPS(a, Mem{Base: o, Disp: 32 * c})
+	}
+	ADDQ(U32(68), v)
+	ADDQ(U32(256), o)
+	SUBQ(U32(64), hd)
+	JMP(LabelRef(name + "_cols"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}

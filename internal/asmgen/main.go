@@ -71,6 +71,12 @@ func main() {
 	axpysF16AVX2()
 	dotsF16AVX512()
 	dotsQ8AVX512()
+	dotsF16Q4AVX512()
+	scaleAVX2()
+	scaleTanhAVX2()
+	dotsQ8Q4AVX512()
+	dotsQ8AVX2()
+	axpysQ8AVX2()
 	for G := 1; G <= 4; G++ {
 		axpysF16HeadsAVX512(G)
 		axpysQ8HeadsAVX512(G)

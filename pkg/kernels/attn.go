@@ -83,9 +83,9 @@ func axpysQ8HeadsGeneric(w []float32, ws, n int, v []byte, stride int, o []float
 
 // DotsQ8_0 is DotsF16 over a q8_0 cache: out[i] is the dot of q with the
 // q8_0 row of len(q) values (a multiple of 32) at k[i·stride:], as DotF32
-// computes it; the AVX-512 tier sums in a tree of float32 lanes (within
-// float32 summation error), and a row's score never depends on where in the
-// call it falls.
+// computes it; the AVX2 tier sums in four chains of eight float32 lanes and
+// the AVX-512 tier in a tree of float32 lanes (within float32 summation
+// error), and a row's score never depends on where in the call it falls.
 func DotsQ8_0(k []byte, stride int, q, out []float32) {
 	rb := len(q) / 32 * 34
 	if len(q)%32 != 0 {
@@ -114,4 +114,59 @@ func dotsQ8Generic(k []byte, stride int, q, out []float32) {
 		}
 		out[i] = float32(sum)
 	}
+}
+
+// DotsF16Queries is DotsF16 for the len(q)/hd queries q[j·hd:(j+1)·hd]
+// against the same n rows: out[j·os+i] is the score of row i for query j,
+// bit for bit what DotsF16(k, stride, q_j, out[j·os:j·os+n]) gives on the
+// same tier (tiled prefill attention). The reference is that loop; the
+// AVX-512 tier takes four queries at a time, widening each row once for
+// all four with each score's arithmetic unchanged.
+func DotsF16Queries(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	if checkQueries("DotsF16Queries", 2*hd, k, stride, q, hd, out, os, n) {
+		kern.dotsF16Queries(k, stride, q, hd, out, os, n)
+	}
+}
+
+// DotsQ8_0Queries is DotsF16Queries over a q8_0 cache: the queries one by
+// one through DotsQ8_0, or four at a time with the same bits.
+func DotsQ8_0Queries(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	if hd%32 != 0 {
+		panic(fmt.Sprintf("kernels: DotsQ8_0Queries: rows of %d values are not whole q8_0 blocks", hd))
+	}
+	if checkQueries("DotsQ8_0Queries", hd/32*34, k, stride, q, hd, out, os, n) {
+		kern.dotsQ8Queries(k, stride, q, hd, out, os, n)
+	}
+}
+
+// dotsF16QueriesGeneric is dotsF16Generic query by query.
+func dotsF16QueriesGeneric(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	queryByQuery(dotsF16Generic, k, stride, q, hd, out, os, n)
+}
+
+// dotsQ8QueriesGeneric is dotsQ8Generic query by query.
+func dotsQ8QueriesGeneric(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	queryByQuery(dotsQ8Generic, k, stride, q, hd, out, os, n)
+}
+
+// queryByQuery runs a one-query score kernel for each query in turn.
+func queryByQuery(dots func(k []byte, stride int, q, out []float32), k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	for j := range len(q) / hd {
+		dots(k, stride, q[j*hd:(j+1)*hd], out[j*os:j*os+n])
+	}
+}
+
+// checkQueries panics unless the n rows of rb bytes at stride fit in k and
+// the queries' scores at stride os fit in out; it reports whether there is
+// anything to score.
+func checkQueries(name string, rb int, k []byte, stride int, q []float32, hd int, out []float32, os, n int) bool {
+	if hd <= 0 || len(q)%hd != 0 {
+		panic(fmt.Sprintf("kernels: %s: %d query values are not whole queries of %d", name, len(q), hd))
+	}
+	nq := len(q) / hd
+	if n < 0 || nq > 0 && n > 0 && (stride < rb || len(k) < (n-1)*stride+rb || os < n || len(out) < (nq-1)*os+n) {
+		panic(fmt.Sprintf("kernels: %s: %d rows of %d bytes at stride %d in %d, %d queries' scores at stride %d in %d",
+			name, n, rb, stride, len(k), nq, os, len(out)))
+	}
+	return nq > 0 && n > 0
 }

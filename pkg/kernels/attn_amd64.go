@@ -117,3 +117,107 @@ func dotsQ8AVX512(k []byte, stride int, q, out []float32) {
 	dotsQ8AVX512Asm(&tail[0], rb, &q[0], hd, 16, &sums[0])
 	copy(out[nb:], sums[:])
 }
+
+// dotsF16QueriesAVX2 is dotsF16AVX2 query by query.
+func dotsF16QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	queryByQuery(dotsF16AVX2, k, stride, q, hd, out, os, n)
+}
+
+// dotsF16QueriesAVX512 scores the queries four at a time, rows four at a
+// time (dotsF16Q4AVX512Asm; the last fewer than four rows copied into a
+// block of their own), the last fewer than four queries through
+// dotsF16AVX512: the same arithmetic for every score. Heads that
+// dotsF16AVX512 hands to AVX2 go query by query.
+func dotsF16QueriesAVX512(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	if hd%16 != 0 || hd > 256 {
+		queryByQuery(dotsF16AVX512, k, stride, q, hd, out, os, n)
+		return
+	}
+	nq, nb := len(q)/hd&^3, n&^3
+	for j := 0; j < nq; j += 4 {
+		if nb > 0 {
+			_ = k[(nb-1)*stride+2*hd-1]
+			_ = out[(j+3)*os+nb-1]
+			dotsF16Q4AVX512Asm(&k[0], stride, &q[j*hd], hd, nb, &out[j*os], os)
+		}
+		if nb < n {
+			// The last rows, copied into a block of four: the same
+			// arithmetic, a quarter of dotsF16AVX512's sixteen-row block.
+			var tail [4 * 2 * 256]byte
+			var sums [4 * 4]float32
+			for i := range n - nb {
+				copy(tail[i*2*hd:(i+1)*2*hd], k[(nb+i)*stride:(nb+i)*stride+2*hd])
+			}
+			dotsF16Q4AVX512Asm(&tail[0], 2*hd, &q[j*hd], hd, 4, &sums[0], 4)
+			for jj := range 4 {
+				copy(out[(j+jj)*os+nb:(j+jj)*os+n], sums[jj*4:])
+			}
+		}
+	}
+	if nq*hd < len(q) {
+		queryByQuery(dotsF16AVX512, k, stride, q[nq*hd:], hd, out[nq*os:], os, n)
+	}
+}
+
+// dotsQ8QueriesAVX512 is dotsF16QueriesAVX512 over q8_0 rows; heads wider
+// than 256 go query by query (dotsQ8AVX512 sends them to the reference).
+func dotsQ8QueriesAVX512(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	if hd > 256 {
+		queryByQuery(dotsQ8AVX512, k, stride, q, hd, out, os, n)
+		return
+	}
+	rb := hd / 32 * 34
+	nq, nb := len(q)/hd&^3, n&^3
+	for j := 0; j < nq; j += 4 {
+		if nb > 0 {
+			_ = k[(nb-1)*stride+rb-1]
+			_ = out[(j+3)*os+nb-1]
+			dotsQ8Q4AVX512Asm(&k[0], stride, &q[j*hd], hd, nb, &out[j*os], os)
+		}
+		if nb < n {
+			var tail [4 * 8 * 34]byte
+			var sums [4 * 4]float32
+			for i := range n - nb {
+				copy(tail[i*rb:(i+1)*rb], k[(nb+i)*stride:(nb+i)*stride+rb])
+			}
+			dotsQ8Q4AVX512Asm(&tail[0], rb, &q[j*hd], hd, 4, &sums[0], 4)
+			for jj := range 4 {
+				copy(out[(j+jj)*os+nb:(j+jj)*os+n], sums[jj*4:])
+			}
+		}
+	}
+	if nq*hd < len(q) {
+		queryByQuery(dotsQ8AVX512, k, stride, q[nq*hd:], hd, out[nq*os:], os, n)
+	}
+}
+
+// dotsQ8AVX2 checks that the last row is in bounds; DotsQ8_0 checked the
+// arguments.
+func dotsQ8AVX2(k []byte, stride int, q, out []float32) {
+	if len(out) == 0 || len(q) == 0 {
+		return
+	}
+	_ = k[(len(out)-1)*stride+len(q)/32*34-1]
+	dotsQ8AVX2Asm(&k[0], stride, &q[0], len(q), len(out), &out[0])
+}
+
+// dotsQ8QueriesAVX2 is dotsQ8AVX2 query by query.
+func dotsQ8QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	queryByQuery(dotsQ8AVX2, k, stride, q, hd, out, os, n)
+}
+
+// axpysQ8HeadsAVX2 is the heads one by one through axpysQ8AVX2Asm (eight
+// registers hold one head's 64 columns); heads not a multiple of 64 wide
+// go through the reference.
+func axpysQ8HeadsAVX2(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
+	if hd%64 != 0 {
+		axpysQ8HeadsGeneric(w, ws, n, v, stride, o, hd)
+		return
+	}
+	g := len(o) / hd
+	_ = v[(n-1)*stride+hd/32*34-1]
+	_ = w[(g-1)*ws+n-1]
+	for h := range g {
+		axpysQ8AVX2Asm(&w[h*ws], &v[0], stride, n, &o[h*hd], hd)
+	}
+}

@@ -187,3 +187,73 @@ func TestDotsQ8_0(t *testing.T) {
 		}
 	}
 }
+
+// TestDotsQueries: on every tier, DotsF16Queries and DotsQ8_0Queries give
+// each query DotsF16's (DotsQ8_0's) bits, for 1 to 9 queries (the AVX-512
+// kernels take four at a time), row counts around multiples of four, head
+// sizes the four-query kernels take and those they leave, misaligned rows
+// and guards between and after the queries' scores.
+func TestDotsQueries(t *testing.T) {
+	r := rand.New(rand.NewPCG(83, 84))
+	const guard = 42
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, q8 := range []bool{false, true} {
+			hds := []int{40, 64, 128, 256, 288}
+			if q8 {
+				hds = []int{32, 64, 96, 256, 288}
+			}
+			for _, hd := range hds {
+				rb := 2 * hd
+				if q8 {
+					rb = hd / 32 * 34
+				}
+				for _, n := range []int{1, 3, 4, 5, 16, 37, 64} {
+					stride := rb + 2*(n%3) + 2
+					raw := make([]byte, (n-1)*stride+rb)
+					if q8 {
+						for i := range n {
+							Quantize(Q8_0, gaussian(r, hd, 1), raw[i*stride:i*stride+rb])
+						}
+					} else {
+						raw = randomF16(r, len(raw))
+					}
+					kb := misalign(raw, n%5+1)
+					for nq := 1; nq <= 9; nq++ {
+						q := gaussian(r, nq*hd, 1)
+						os := n + nq%3
+						out := make([]float32, nq*os+1)
+						for i := range out {
+							out[i] = guard
+						}
+						if q8 {
+							DotsQ8_0Queries(kb, stride, q, hd, out[:(nq-1)*os+n], os, n)
+						} else {
+							DotsF16Queries(kb, stride, q, hd, out[:(nq-1)*os+n], os, n)
+						}
+						want := make([]float32, n)
+						for j := range nq {
+							if q8 {
+								DotsQ8_0(kb, stride, q[j*hd:(j+1)*hd], want)
+							} else {
+								DotsF16(kb, stride, q[j*hd:(j+1)*hd], want)
+							}
+							for i := range os {
+								got := out[j*os+i]
+								if i >= n && got != guard {
+									t.Fatalf("%s q8=%v hd=%d n=%d queries %d: wrote past query %d's scores", k.tier, q8, hd, n, nq, j)
+								}
+								if i < n && math.Float32bits(got) != math.Float32bits(want[i]) {
+									t.Fatalf("%s q8=%v hd=%d n=%d queries %d: query %d row %d = %v, alone %v", k.tier, q8, hd, n, nq, j, i, got, want[i])
+								}
+							}
+						}
+						if out[nq*os] != guard {
+							t.Fatalf("%s: wrote past out", k.tier)
+						}
+					}
+				}
+			}
+		}
+	}
+}

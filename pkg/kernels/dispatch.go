@@ -129,19 +129,27 @@ type kernelSet struct {
 	// and returns their sum, m the largest x[i] (softmax); swiglu is
 	// SwiGLU's element loop. The assembly's expSub and swiglu are within 2
 	// ulp of expGeneric's results, not bit-identical (fused multiply-adds).
-	axpyF16  func(w float32, v []byte, o []float32) // len(v) == 2·len(o)
-	dotsF16  func(k []byte, stride int, q, out []float32)
-	axpysF16 func(w []float32, v []byte, stride int, o []float32)
-	expSub   func(x []float32, m float32) float32
-	swiglu   func(dst, gate, up []float32)
-	max      func(x []float32) float32 // len(x) > 0
-	sumU64   func(b []byte) uint64     // StreamRead's sum
+	axpyF16   func(w float32, v []byte, o []float32) // len(v) == 2·len(o)
+	dotsF16   func(k []byte, stride int, q, out []float32)
+	axpysF16  func(w []float32, v []byte, stride int, o []float32)
+	expSub    func(x []float32, m float32) float32
+	swiglu    func(dst, gate, up []float32)
+	max       func(x []float32) float32 // len(x) > 0
+	sumU64    func(b []byte) uint64     // StreamRead's sum
+	scale     func(x []float32, s float32)
+	scaleTanh func(x []float32, s, c float32)
 
 	// Attention by GQA group and over a q8_0 cache (attn.go): AxpysF16Heads,
 	// AxpysQ8_0Heads and DotsQ8_0.
 	axpysF16Heads func(w []float32, ws, n int, v []byte, stride int, o []float32, hd int)
 	axpysQ8Heads  func(w []float32, ws, n int, v []byte, stride int, o []float32, hd int)
 	dotsQ8        func(k []byte, stride int, q, out []float32)
+
+	// Tiled prefill's scores of several queries against the same rows
+	// (DotsF16Queries, DotsQ8_0Queries): each query's scores are the
+	// bits of its tier's dotsF16 (dotsQ8).
+	dotsF16Queries func(k []byte, stride int, q []float32, hd int, out []float32, os, n int)
+	dotsQ8Queries  func(k []byte, stride int, q []float32, hd int, out []float32, os, n int)
 }
 
 // nTypes bounds the types the tables index: every DType with a kernel.
@@ -207,10 +215,15 @@ var genericKernels = &kernelSet{
 	swiglu:      swigluGeneric,
 	max:         maxGeneric,
 	sumU64:      sumU64Generic,
+	scale:       scaleGeneric,
+	scaleTanh:   scaleTanhGeneric,
 
 	axpysF16Heads: axpysF16HeadsGeneric,
 	axpysQ8Heads:  axpysQ8HeadsGeneric,
 	dotsQ8:        dotsQ8Generic,
+
+	dotsF16Queries: dotsF16QueriesGeneric,
+	dotsQ8Queries:  dotsQ8QueriesGeneric,
 }
 
 // derive returns the table of tier t: a copy of k with the entries set

@@ -39,10 +39,16 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.dotsF16 = dotsF16AVX2
 	k.axpysF16 = axpysF16AVX2
 	k.axpysF16Heads = axpysF16HeadsAVX2
+	k.dotsF16Queries = dotsF16QueriesAVX2
+	k.dotsQ8 = dotsQ8AVX2
+	k.dotsQ8Queries = dotsQ8QueriesAVX2
+	k.axpysQ8Heads = axpysQ8HeadsAVX2
 	k.expSub = expSubAVX2
 	k.swiglu = swigluAVX2
 	k.max = maxAVX2
 	k.sumU64 = sumU64AVX2
+	k.scale = scaleAVX2
+	k.scaleTanh = scaleTanhAVX2
 	setTernaryAVX2(k)
 })
 
@@ -74,6 +80,8 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.axpysF16Heads = axpysF16HeadsAVX512
 	k.axpysQ8Heads = axpysQ8HeadsAVX512
 	k.dotsQ8 = dotsQ8AVX512
+	k.dotsF16Queries = dotsF16QueriesAVX512
+	k.dotsQ8Queries = dotsQ8QueriesAVX512
 })
 
 func hostKernels() []*kernelSet {
@@ -261,4 +269,22 @@ func sumU64AVX2(b []byte) uint64 {
 		return sumU64Generic(b)
 	}
 	return sumU64AVX2Asm(&b[0], n) + sumU64Generic(b[n:])
+}
+
+// scaleAVX2 and scaleTanhAVX2 run whole groups of eight through the
+// kernels and the rest through the reference, whose arithmetic they share.
+func scaleAVX2(x []float32, s float32) {
+	n := len(x) &^ 7
+	if n > 0 {
+		scaleAVX2Asm(&x[0], n, s)
+	}
+	scaleGeneric(x[n:], s)
+}
+
+func scaleTanhAVX2(x []float32, s, c float32) {
+	n := len(x) &^ 7
+	if n > 0 {
+		scaleTanhAVX2Asm(&x[0], n, s, c)
+	}
+	scaleTanhGeneric(x[n:], s, c)
 }

@@ -44190,6 +44190,685 @@ dotsQ8AVX512Asm_done:
 	VZEROUPPER
 	RET
 
+// func dotsF16Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+// Requires: AVX, AVX512F
+TEXT ·dotsF16Q4AVX512Asm(SB), NOSPLIT, $0-56
+	MOVQ   k+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	MOVQ   q+16(FP), DX
+	MOVQ   hd+24(FP), BX
+	MOVQ   n+32(FP), SI
+	MOVQ   out+40(FP), DI
+	MOVQ   os+48(FP), R8
+	LEAQ   (CX)(CX*2), R9
+	MOVQ   BX, R10
+	SHLQ   $0x02, R10
+	LEAQ   (R10)(R10*2), R11
+	SHLQ   $0x02, R8
+	LEAQ   (R8)(R8*2), R12
+	MOVQ   BX, R13
+	SHRQ   $0x04, R13
+	IMUL3Q $0x20, R13, R13
+
+dotsF16Q4AVX512Asm_block:
+	TESTQ  SI, SI
+	JZ     dotsF16Q4AVX512Asm_done
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	MOVQ   BX, R14
+	MOVQ   DX, R15
+
+dotsF16Q4AVX512Asm_col:
+	VCVTPH2PS     (AX), Z16
+	VCVTPH2PS     (AX)(CX*1), Z17
+	VCVTPH2PS     (AX)(CX*2), Z18
+	VCVTPH2PS     (AX)(R9*1), Z19
+	VMOVUPS       (R15), Z20
+	VFMADD231PS   Z20, Z16, Z0
+	VFMADD231PS   Z20, Z17, Z1
+	VFMADD231PS   Z20, Z18, Z2
+	VFMADD231PS   Z20, Z19, Z3
+	VMOVUPS       (R15)(R10*1), Z20
+	VFMADD231PS   Z20, Z16, Z4
+	VFMADD231PS   Z20, Z17, Z5
+	VFMADD231PS   Z20, Z18, Z6
+	VFMADD231PS   Z20, Z19, Z7
+	VMOVUPS       (R15)(R10*2), Z20
+	VFMADD231PS   Z20, Z16, Z8
+	VFMADD231PS   Z20, Z17, Z9
+	VFMADD231PS   Z20, Z18, Z10
+	VFMADD231PS   Z20, Z19, Z11
+	VMOVUPS       (R15)(R11*1), Z20
+	VFMADD231PS   Z20, Z16, Z12
+	VFMADD231PS   Z20, Z17, Z13
+	VFMADD231PS   Z20, Z18, Z14
+	VFMADD231PS   Z20, Z19, Z15
+	ADDQ          $0x00000020, AX
+	ADDQ          $0x00000040, R15
+	SUBQ          $0x00000010, R14
+	JNZ           dotsF16Q4AVX512Asm_col
+	SUBQ          R13, AX
+	VSHUFF32X4    $0x44, Z4, Z0, Z16
+	VSHUFF32X4    $0xee, Z4, Z0, Z17
+	VADDPS        Z17, Z16, Z16
+	VSHUFF32X4    $0x44, Z12, Z8, Z17
+	VSHUFF32X4    $0xee, Z12, Z8, Z18
+	VADDPS        Z18, Z17, Z17
+	VSHUFF32X4    $0x88, Z17, Z16, Z18
+	VSHUFF32X4    $0xdd, Z17, Z16, Z16
+	VADDPS        Z16, Z18, Z18
+	VSHUFF32X4    $0x44, Z5, Z1, Z16
+	VSHUFF32X4    $0xee, Z5, Z1, Z17
+	VADDPS        Z17, Z16, Z16
+	VSHUFF32X4    $0x44, Z13, Z9, Z17
+	VSHUFF32X4    $0xee, Z13, Z9, Z19
+	VADDPS        Z19, Z17, Z17
+	VSHUFF32X4    $0x88, Z17, Z16, Z19
+	VSHUFF32X4    $0xdd, Z17, Z16, Z16
+	VADDPS        Z16, Z19, Z19
+	VSHUFF32X4    $0x44, Z6, Z2, Z16
+	VSHUFF32X4    $0xee, Z6, Z2, Z17
+	VADDPS        Z17, Z16, Z16
+	VSHUFF32X4    $0x44, Z14, Z10, Z17
+	VSHUFF32X4    $0xee, Z14, Z10, Z20
+	VADDPS        Z20, Z17, Z17
+	VSHUFF32X4    $0x88, Z17, Z16, Z20
+	VSHUFF32X4    $0xdd, Z17, Z16, Z16
+	VADDPS        Z16, Z20, Z20
+	VSHUFF32X4    $0x44, Z7, Z3, Z16
+	VSHUFF32X4    $0xee, Z7, Z3, Z17
+	VADDPS        Z17, Z16, Z16
+	VSHUFF32X4    $0x44, Z15, Z11, Z17
+	VSHUFF32X4    $0xee, Z15, Z11, Z21
+	VADDPS        Z21, Z17, Z17
+	VSHUFF32X4    $0x88, Z17, Z16, Z21
+	VSHUFF32X4    $0xdd, Z17, Z16, Z16
+	VADDPS        Z16, Z21, Z21
+	VUNPCKLPS     Z19, Z18, Z16
+	VUNPCKHPS     Z19, Z18, Z17
+	VADDPS        Z17, Z16, Z16
+	VUNPCKLPS     Z21, Z20, Z18
+	VUNPCKHPS     Z21, Z20, Z19
+	VADDPS        Z19, Z18, Z18
+	VUNPCKLPD     Z18, Z16, Z17
+	VUNPCKHPD     Z18, Z16, Z19
+	VADDPS        Z19, Z17, Z17
+	VEXTRACTF32X4 $0x00, Z17, (DI)
+	VEXTRACTF32X4 $0x01, Z17, (DI)(R8*1)
+	VEXTRACTF32X4 $0x02, Z17, (DI)(R8*2)
+	VEXTRACTF32X4 $0x03, Z17, (DI)(R12*1)
+	ADDQ          $0x00000010, DI
+	LEAQ          (AX)(CX*4), AX
+	SUBQ          $0x00000004, SI
+	JMP           dotsF16Q4AVX512Asm_block
+
+dotsF16Q4AVX512Asm_done:
+	VZEROUPPER
+	RET
+
+// func scaleAVX2Asm(x *float32, n int, s float32)
+// Requires: AVX, AVX2, SSE
+TEXT ·scaleAVX2Asm(SB), NOSPLIT, $0-20
+	MOVQ         x+0(FP), AX
+	MOVQ         n+8(FP), CX
+	MOVSS        s+16(FP), X0
+	VBROADCASTSS X0, Y0
+
+scaleAVX2Asm_loop:
+	TESTQ   CX, CX
+	JZ      scaleAVX2Asm_done
+	VMULPS  (AX), Y0, Y1
+	VMOVUPS Y1, (AX)
+	ADDQ    $0x00000020, AX
+	SUBQ    $0x00000008, CX
+	JMP     scaleAVX2Asm_loop
+
+scaleAVX2Asm_done:
+	VZEROUPPER
+	RET
+
+DATA tanh_lo<>+0(SB)/4, $0xc1100000
+DATA tanh_lo<>+4(SB)/4, $0xc1100000
+DATA tanh_lo<>+8(SB)/4, $0xc1100000
+DATA tanh_lo<>+12(SB)/4, $0xc1100000
+DATA tanh_lo<>+16(SB)/4, $0xc1100000
+DATA tanh_lo<>+20(SB)/4, $0xc1100000
+DATA tanh_lo<>+24(SB)/4, $0xc1100000
+DATA tanh_lo<>+28(SB)/4, $0xc1100000
+GLOBL tanh_lo<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_hi<>+0(SB)/4, $0x41100000
+DATA tanh_hi<>+4(SB)/4, $0x41100000
+DATA tanh_hi<>+8(SB)/4, $0x41100000
+DATA tanh_hi<>+12(SB)/4, $0x41100000
+DATA tanh_hi<>+16(SB)/4, $0x41100000
+DATA tanh_hi<>+20(SB)/4, $0x41100000
+DATA tanh_hi<>+24(SB)/4, $0x41100000
+DATA tanh_hi<>+28(SB)/4, $0x41100000
+GLOBL tanh_hi<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a13<>+0(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+4(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+8(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+12(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+16(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+20(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+24(SB)/4, $0xa59f25c0
+DATA tanh_a13<>+28(SB)/4, $0xa59f25c0
+GLOBL tanh_a13<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a11<>+0(SB)/4, $0x2a61337e
+DATA tanh_a11<>+4(SB)/4, $0x2a61337e
+DATA tanh_a11<>+8(SB)/4, $0x2a61337e
+DATA tanh_a11<>+12(SB)/4, $0x2a61337e
+DATA tanh_a11<>+16(SB)/4, $0x2a61337e
+DATA tanh_a11<>+20(SB)/4, $0x2a61337e
+DATA tanh_a11<>+24(SB)/4, $0x2a61337e
+DATA tanh_a11<>+28(SB)/4, $0x2a61337e
+GLOBL tanh_a11<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a9<>+0(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+4(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+8(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+12(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+16(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+20(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+24(SB)/4, $0xaebd37ff
+DATA tanh_a9<>+28(SB)/4, $0xaebd37ff
+GLOBL tanh_a9<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a7<>+0(SB)/4, $0x335c0041
+DATA tanh_a7<>+4(SB)/4, $0x335c0041
+DATA tanh_a7<>+8(SB)/4, $0x335c0041
+DATA tanh_a7<>+12(SB)/4, $0x335c0041
+DATA tanh_a7<>+16(SB)/4, $0x335c0041
+DATA tanh_a7<>+20(SB)/4, $0x335c0041
+DATA tanh_a7<>+24(SB)/4, $0x335c0041
+DATA tanh_a7<>+28(SB)/4, $0x335c0041
+GLOBL tanh_a7<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a5<>+0(SB)/4, $0x3779434a
+DATA tanh_a5<>+4(SB)/4, $0x3779434a
+DATA tanh_a5<>+8(SB)/4, $0x3779434a
+DATA tanh_a5<>+12(SB)/4, $0x3779434a
+DATA tanh_a5<>+16(SB)/4, $0x3779434a
+DATA tanh_a5<>+20(SB)/4, $0x3779434a
+DATA tanh_a5<>+24(SB)/4, $0x3779434a
+DATA tanh_a5<>+28(SB)/4, $0x3779434a
+GLOBL tanh_a5<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a3<>+0(SB)/4, $0x3a270ded
+DATA tanh_a3<>+4(SB)/4, $0x3a270ded
+DATA tanh_a3<>+8(SB)/4, $0x3a270ded
+DATA tanh_a3<>+12(SB)/4, $0x3a270ded
+DATA tanh_a3<>+16(SB)/4, $0x3a270ded
+DATA tanh_a3<>+20(SB)/4, $0x3a270ded
+DATA tanh_a3<>+24(SB)/4, $0x3a270ded
+DATA tanh_a3<>+28(SB)/4, $0x3a270ded
+GLOBL tanh_a3<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_a1<>+0(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+4(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+8(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+12(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+16(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+20(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+24(SB)/4, $0x3ba059dc
+DATA tanh_a1<>+28(SB)/4, $0x3ba059dc
+GLOBL tanh_a1<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_b6<>+0(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+4(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+8(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+12(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+16(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+20(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+24(SB)/4, $0x35a0d3d8
+DATA tanh_b6<>+28(SB)/4, $0x35a0d3d8
+GLOBL tanh_b6<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_b4<>+0(SB)/4, $0x38f895d6
+DATA tanh_b4<>+4(SB)/4, $0x38f895d6
+DATA tanh_b4<>+8(SB)/4, $0x38f895d6
+DATA tanh_b4<>+12(SB)/4, $0x38f895d6
+DATA tanh_b4<>+16(SB)/4, $0x38f895d6
+DATA tanh_b4<>+20(SB)/4, $0x38f895d6
+DATA tanh_b4<>+24(SB)/4, $0x38f895d6
+DATA tanh_b4<>+28(SB)/4, $0x38f895d6
+GLOBL tanh_b4<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_b2<>+0(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+4(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+8(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+12(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+16(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+20(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+24(SB)/4, $0x3b14aa05
+DATA tanh_b2<>+28(SB)/4, $0x3b14aa05
+GLOBL tanh_b2<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_b0<>+0(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+4(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+8(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+12(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+16(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+20(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+24(SB)/4, $0x3ba059dd
+DATA tanh_b0<>+28(SB)/4, $0x3ba059dd
+GLOBL tanh_b0<>(SB), RODATA|NOPTR, $32
+
+// func scaleTanhAVX2Asm(x *float32, n int, s float32, c float32)
+// Requires: AVX, AVX2, SSE
+TEXT ·scaleTanhAVX2Asm(SB), NOSPLIT, $0-24
+	MOVQ         x+0(FP), AX
+	MOVQ         n+8(FP), CX
+	MOVSS        s+16(FP), X0
+	VBROADCASTSS X0, Y0
+	MOVSS        c+20(FP), X1
+	VBROADCASTSS X1, Y1
+	VMOVUPS      tanh_lo<>+0(SB), Y2
+	VMOVUPS      tanh_hi<>+0(SB), Y3
+	VMOVUPS      tanh_one<>+0(SB), Y4
+	VMOVUPS      tanh_mone<>+0(SB), Y5
+
+scaleTanhAVX2Asm_loop:
+	TESTQ   CX, CX
+	JZ      scaleTanhAVX2Asm_done
+	VMULPS  (AX), Y0, Y6
+	VMINPS  Y6, Y3, Y6
+	VMAXPS  Y6, Y2, Y6
+	VMULPS  Y6, Y6, Y7
+	VMULPS  tanh_a13<>+0(SB), Y7, Y8
+	VADDPS  tanh_a11<>+0(SB), Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VADDPS  tanh_a9<>+0(SB), Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VADDPS  tanh_a7<>+0(SB), Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VADDPS  tanh_a5<>+0(SB), Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VADDPS  tanh_a3<>+0(SB), Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VADDPS  tanh_a1<>+0(SB), Y8, Y8
+	VMULPS  Y6, Y8, Y8
+	VMULPS  tanh_b6<>+0(SB), Y7, Y6
+	VADDPS  tanh_b4<>+0(SB), Y6, Y6
+	VMULPS  Y7, Y6, Y6
+	VADDPS  tanh_b2<>+0(SB), Y6, Y6
+	VMULPS  Y7, Y6, Y6
+	VADDPS  tanh_b0<>+0(SB), Y6, Y6
+	VDIVPS  Y6, Y8, Y8
+	VMINPS  Y8, Y4, Y8
+	VMAXPS  Y8, Y5, Y8
+	VMULPS  Y1, Y8, Y8
+	VMOVUPS Y8, (AX)
+	ADDQ    $0x00000020, AX
+	SUBQ    $0x00000008, CX
+	JMP     scaleTanhAVX2Asm_loop
+
+scaleTanhAVX2Asm_done:
+	VZEROUPPER
+	RET
+
+DATA tanh_one<>+0(SB)/4, $0x3f800000
+DATA tanh_one<>+4(SB)/4, $0x3f800000
+DATA tanh_one<>+8(SB)/4, $0x3f800000
+DATA tanh_one<>+12(SB)/4, $0x3f800000
+DATA tanh_one<>+16(SB)/4, $0x3f800000
+DATA tanh_one<>+20(SB)/4, $0x3f800000
+DATA tanh_one<>+24(SB)/4, $0x3f800000
+DATA tanh_one<>+28(SB)/4, $0x3f800000
+GLOBL tanh_one<>(SB), RODATA|NOPTR, $32
+
+DATA tanh_mone<>+0(SB)/4, $0xbf800000
+DATA tanh_mone<>+4(SB)/4, $0xbf800000
+DATA tanh_mone<>+8(SB)/4, $0xbf800000
+DATA tanh_mone<>+12(SB)/4, $0xbf800000
+DATA tanh_mone<>+16(SB)/4, $0xbf800000
+DATA tanh_mone<>+20(SB)/4, $0xbf800000
+DATA tanh_mone<>+24(SB)/4, $0xbf800000
+DATA tanh_mone<>+28(SB)/4, $0xbf800000
+GLOBL tanh_mone<>(SB), RODATA|NOPTR, $32
+
+// func dotsQ8Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+// Requires: AVX, AVX2, AVX512F
+TEXT ·dotsQ8Q4AVX512Asm(SB), NOSPLIT, $0-56
+	MOVQ   k+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	MOVQ   q+16(FP), DX
+	MOVQ   hd+24(FP), BX
+	MOVQ   n+32(FP), SI
+	MOVQ   out+40(FP), DI
+	MOVQ   os+48(FP), R8
+	LEAQ   (CX)(CX*2), R9
+	MOVQ   BX, R10
+	SHLQ   $0x02, R10
+	LEAQ   (R10)(R10*2), R11
+	SHLQ   $0x02, R8
+	LEAQ   (R8)(R8*2), R12
+	MOVQ   BX, R13
+	SHRQ   $0x05, R13
+	IMUL3Q $0x22, R13, R13
+
+dotsQ8Q4AVX512Asm_block:
+	TESTQ  SI, SI
+	JZ     dotsQ8Q4AVX512Asm_done
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	MOVQ   BX, R14
+	MOVQ   DX, R15
+
+dotsQ8Q4AVX512Asm_col:
+	VPBROADCASTW  (AX), Y16
+	VCVTPH2PS     Y16, Z16
+	VPBROADCASTW  (AX)(CX*1), Y17
+	VCVTPH2PS     Y17, Z17
+	VPBROADCASTW  (AX)(CX*2), Y18
+	VCVTPH2PS     Y18, Z18
+	VPBROADCASTW  (AX)(R9*1), Y19
+	VCVTPH2PS     Y19, Z19
+	VPMOVSXBD     2(AX), Z20
+	VCVTDQ2PS     Z20, Z20
+	VMULPS        Z16, Z20, Z20
+	VPMOVSXBD     2(AX)(CX*1), Z21
+	VCVTDQ2PS     Z21, Z21
+	VMULPS        Z17, Z21, Z21
+	VPMOVSXBD     2(AX)(CX*2), Z22
+	VCVTDQ2PS     Z22, Z22
+	VMULPS        Z18, Z22, Z22
+	VPMOVSXBD     2(AX)(R9*1), Z23
+	VCVTDQ2PS     Z23, Z23
+	VMULPS        Z19, Z23, Z23
+	VMOVUPS       (R15), Z24
+	VFMADD231PS   Z24, Z20, Z0
+	VFMADD231PS   Z24, Z21, Z1
+	VFMADD231PS   Z24, Z22, Z2
+	VFMADD231PS   Z24, Z23, Z3
+	VMOVUPS       (R15)(R10*1), Z24
+	VFMADD231PS   Z24, Z20, Z4
+	VFMADD231PS   Z24, Z21, Z5
+	VFMADD231PS   Z24, Z22, Z6
+	VFMADD231PS   Z24, Z23, Z7
+	VMOVUPS       (R15)(R10*2), Z24
+	VFMADD231PS   Z24, Z20, Z8
+	VFMADD231PS   Z24, Z21, Z9
+	VFMADD231PS   Z24, Z22, Z10
+	VFMADD231PS   Z24, Z23, Z11
+	VMOVUPS       (R15)(R11*1), Z24
+	VFMADD231PS   Z24, Z20, Z12
+	VFMADD231PS   Z24, Z21, Z13
+	VFMADD231PS   Z24, Z22, Z14
+	VFMADD231PS   Z24, Z23, Z15
+	VPMOVSXBD     18(AX), Z20
+	VCVTDQ2PS     Z20, Z20
+	VMULPS        Z16, Z20, Z20
+	VPMOVSXBD     18(AX)(CX*1), Z16
+	VCVTDQ2PS     Z16, Z16
+	VMULPS        Z17, Z16, Z16
+	VPMOVSXBD     18(AX)(CX*2), Z17
+	VCVTDQ2PS     Z17, Z17
+	VMULPS        Z18, Z17, Z17
+	VPMOVSXBD     18(AX)(R9*1), Z18
+	VCVTDQ2PS     Z18, Z18
+	VMULPS        Z19, Z18, Z18
+	VMOVUPS       64(R15), Z19
+	VFMADD231PS   Z19, Z20, Z0
+	VFMADD231PS   Z19, Z16, Z1
+	VFMADD231PS   Z19, Z17, Z2
+	VFMADD231PS   Z19, Z18, Z3
+	VMOVUPS       64(R15)(R10*1), Z19
+	VFMADD231PS   Z19, Z20, Z4
+	VFMADD231PS   Z19, Z16, Z5
+	VFMADD231PS   Z19, Z17, Z6
+	VFMADD231PS   Z19, Z18, Z7
+	VMOVUPS       64(R15)(R10*2), Z19
+	VFMADD231PS   Z19, Z20, Z8
+	VFMADD231PS   Z19, Z16, Z9
+	VFMADD231PS   Z19, Z17, Z10
+	VFMADD231PS   Z19, Z18, Z11
+	VMOVUPS       64(R15)(R11*1), Z19
+	VFMADD231PS   Z19, Z20, Z12
+	VFMADD231PS   Z19, Z16, Z13
+	VFMADD231PS   Z19, Z17, Z14
+	VFMADD231PS   Z19, Z18, Z15
+	ADDQ          $0x00000022, AX
+	ADDQ          $0x00000080, R15
+	SUBQ          $0x00000020, R14
+	JNZ           dotsQ8Q4AVX512Asm_col
+	SUBQ          R13, AX
+	VSHUFF32X4    $0x44, Z4, Z0, Z16
+	VSHUFF32X4    $0xee, Z4, Z0, Z17
+	VADDPS        Z17, Z16, Z16
+	VSHUFF32X4    $0x44, Z12, Z8, Z17
+	VSHUFF32X4    $0xee, Z12, Z8, Z18
+	VADDPS        Z18, Z17, Z17
+	VSHUFF32X4    $0x88, Z17, Z16, Z18
+	VSHUFF32X4    $0xdd, Z17, Z16, Z16
+	VADDPS        Z16, Z18, Z18
+	VSHUFF32X4    $0x44, Z5, Z1, Z16
+	VSHUFF32X4    $0xee, Z5, Z1, Z17
+	VADDPS        Z17, Z16, Z16
+	VSHUFF32X4    $0x44, Z13, Z9, Z17
+	VSHUFF32X4    $0xee, Z13, Z9, Z19
+	VADDPS        Z19, Z17, Z17
+	VSHUFF32X4    $0x88, Z17, Z16, Z19
+	VSHUFF32X4    $0xdd, Z17, Z16, Z16
+	VADDPS        Z16, Z19, Z19
+	VSHUFF32X4    $0x44, Z6, Z2, Z16
+	VSHUFF32X4    $0xee, Z6, Z2, Z17
+	VADDPS        Z17, Z16, Z16
+	VSHUFF32X4    $0x44, Z14, Z10, Z17
+	VSHUFF32X4    $0xee, Z14, Z10, Z20
+	VADDPS        Z20, Z17, Z17
+	VSHUFF32X4    $0x88, Z17, Z16, Z20
+	VSHUFF32X4    $0xdd, Z17, Z16, Z16
+	VADDPS        Z16, Z20, Z20
+	VSHUFF32X4    $0x44, Z7, Z3, Z16
+	VSHUFF32X4    $0xee, Z7, Z3, Z17
+	VADDPS        Z17, Z16, Z16
+	VSHUFF32X4    $0x44, Z15, Z11, Z17
+	VSHUFF32X4    $0xee, Z15, Z11, Z21
+	VADDPS        Z21, Z17, Z17
+	VSHUFF32X4    $0x88, Z17, Z16, Z21
+	VSHUFF32X4    $0xdd, Z17, Z16, Z16
+	VADDPS        Z16, Z21, Z21
+	VUNPCKLPS     Z19, Z18, Z16
+	VUNPCKHPS     Z19, Z18, Z17
+	VADDPS        Z17, Z16, Z16
+	VUNPCKLPS     Z21, Z20, Z18
+	VUNPCKHPS     Z21, Z20, Z19
+	VADDPS        Z19, Z18, Z18
+	VUNPCKLPD     Z18, Z16, Z17
+	VUNPCKHPD     Z18, Z16, Z19
+	VADDPS        Z19, Z17, Z17
+	VEXTRACTF32X4 $0x00, Z17, (DI)
+	VEXTRACTF32X4 $0x01, Z17, (DI)(R8*1)
+	VEXTRACTF32X4 $0x02, Z17, (DI)(R8*2)
+	VEXTRACTF32X4 $0x03, Z17, (DI)(R12*1)
+	ADDQ          $0x00000010, DI
+	LEAQ          (AX)(CX*4), AX
+	SUBQ          $0x00000004, SI
+	JMP           dotsQ8Q4AVX512Asm_block
+
+dotsQ8Q4AVX512Asm_done:
+	VZEROUPPER
+	RET
+
+// func dotsQ8AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·dotsQ8AVX2Asm(SB), NOSPLIT, $0-48
+	MOVQ k+0(FP), AX
+	MOVQ stride+8(FP), CX
+	MOVQ q+16(FP), DX
+	MOVQ hd+24(FP), BX
+	MOVQ n+32(FP), SI
+	MOVQ out+40(FP), DI
+
+dotsQ8AVX2Asm_row:
+	TESTQ  SI, SI
+	JZ     dotsQ8AVX2Asm_done
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   BX, R8
+	MOVQ   AX, R9
+	MOVQ   DX, R10
+
+dotsQ8AVX2Asm_col:
+	VPBROADCASTW (R9), X4
+	VCVTPH2PS    X4, Y4
+	VPMOVSXBD    2(R9), Y5
+	VCVTDQ2PS    Y5, Y5
+	VMULPS       Y4, Y5, Y5
+	VFMADD231PS  (R10), Y5, Y0
+	VPMOVSXBD    10(R9), Y5
+	VCVTDQ2PS    Y5, Y5
+	VMULPS       Y4, Y5, Y5
+	VFMADD231PS  32(R10), Y5, Y1
+	VPMOVSXBD    18(R9), Y5
+	VCVTDQ2PS    Y5, Y5
+	VMULPS       Y4, Y5, Y5
+	VFMADD231PS  64(R10), Y5, Y2
+	VPMOVSXBD    26(R9), Y5
+	VCVTDQ2PS    Y5, Y5
+	VMULPS       Y4, Y5, Y5
+	VFMADD231PS  96(R10), Y5, Y3
+	ADDQ         $0x00000022, R9
+	ADDQ         $0x00000080, R10
+	SUBQ         $0x00000020, R8
+	JNZ          dotsQ8AVX2Asm_col
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VMOVHLPS     X0, X1, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, (DI)
+	ADDQ         CX, AX
+	ADDQ         $0x00000004, DI
+	DECQ         SI
+	JMP          dotsQ8AVX2Asm_row
+
+dotsQ8AVX2Asm_done:
+	VZEROUPPER
+	RET
+
+// func axpysQ8AVX2Asm(w *float32, v *byte, stride int, n int, o *float32, hd int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·axpysQ8AVX2Asm(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), AX
+	MOVQ v+8(FP), CX
+	MOVQ stride+16(FP), DX
+	MOVQ n+24(FP), BX
+	MOVQ o+32(FP), SI
+	MOVQ hd+40(FP), DI
+
+axpysQ8AVX2Asm_cols:
+	TESTQ   DI, DI
+	JZ      axpysQ8AVX2Asm_done
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS 64(SI), Y2
+	VMOVUPS 96(SI), Y3
+	VMOVUPS 128(SI), Y4
+	VMOVUPS 160(SI), Y5
+	VMOVUPS 192(SI), Y6
+	VMOVUPS 224(SI), Y7
+	MOVQ    BX, R8
+	MOVQ    AX, R9
+	MOVQ    CX, R10
+
+axpysQ8AVX2Asm_row:
+	VBROADCASTSS (R9), Y8
+	VPBROADCASTW (R10), X9
+	VCVTPH2PS    X9, Y9
+	VPMOVSXBD    2(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y0
+	VPMOVSXBD    10(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y1
+	VPMOVSXBD    18(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y2
+	VPMOVSXBD    26(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y3
+	VPBROADCASTW 34(R10), X9
+	VCVTPH2PS    X9, Y9
+	VPMOVSXBD    36(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y4
+	VPMOVSXBD    44(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y5
+	VPMOVSXBD    52(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y6
+	VPMOVSXBD    60(R10), Y10
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       Y9, Y10, Y10
+	VFMADD231PS  Y10, Y8, Y7
+	ADDQ         $0x00000004, R9
+	ADDQ         DX, R10
+	DECQ         R8
+	JNZ          axpysQ8AVX2Asm_row
+	VMOVUPS      Y0, (SI)
+	VMOVUPS      Y1, 32(SI)
+	VMOVUPS      Y2, 64(SI)
+	VMOVUPS      Y3, 96(SI)
+	VMOVUPS      Y4, 128(SI)
+	VMOVUPS      Y5, 160(SI)
+	VMOVUPS      Y6, 192(SI)
+	VMOVUPS      Y7, 224(SI)
+	ADDQ         $0x00000044, CX
+	ADDQ         $0x00000100, SI
+	SUBQ         $0x00000040, DI
+	JMP          axpysQ8AVX2Asm_cols
+
+axpysQ8AVX2Asm_done:
+	VZEROUPPER
+	RET
+
 // func axpysF16Heads1AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
 // Requires: AVX, AVX512F
 TEXT ·axpysF16Heads1AVX512Asm(SB), NOSPLIT, $0-56

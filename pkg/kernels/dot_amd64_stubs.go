@@ -569,6 +569,41 @@ func dotsF16AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float
 //go:noescape
 func dotsQ8AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
 
+// dotsF16Q4AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
+// for j < 4 and i < n (hd % 16 == 0, n % 4 == 0), four rows at a time.
+//
+//go:noescape
+func dotsF16Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+// scaleAVX2Asm sets x[i] = x[i]·s for the n values at x (n % 8 == 0).
+//
+//go:noescape
+func scaleAVX2Asm(x *float32, n int, s float32)
+
+// scaleTanhAVX2Asm sets x[i] = c·tanh(x[i]·s) for the n values at x (n % 8 == 0), tanh as tanhRational:
+// the same operations in the same order, no fused multiply-add.
+//
+//go:noescape
+func scaleTanhAVX2Asm(x *float32, n int, s float32, c float32)
+
+// dotsQ8Q4AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at k + i·stride,
+// for j < 4 and i < n (hd % 32 == 0, n % 4 == 0), four rows at a time.
+//
+//go:noescape
+func dotsQ8Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+// dotsQ8AVX2Asm sets out[i] to the dot of q[:hd] with the hd values of the q8_0 row at k + i·stride,
+// for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.
+//
+//go:noescape
+func dotsQ8AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
+
+// axpysQ8AVX2Asm sets o[j] = fma(w[i], x_i[j], o[j]) for i = 0..n-1 in turn, x_i the hd values of the
+// q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).
+//
+//go:noescape
+func axpysQ8AVX2Asm(w *float32, v *byte, stride int, n int, o *float32, hd int)
+
 // axpysF16Heads1AVX512Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 1 and i = 0..n-1 in turn,
 // v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).
 //

@@ -94,12 +94,14 @@ func Add(dst, a, b []float32) {
 	}
 }
 
-// Scale multiplies x by s in place.
-func Scale(x []float32, s float32) {
-	for i := range x {
-		x[i] *= s
-	}
-}
+// Scale multiplies x by s in place (every tier: one rounded multiply per
+// element, so the same bits).
+func Scale(x []float32, s float32) { kern.scale(x, s) }
+
+// ScaleTanh sets x[i] = c·tanh(x[i]·s): attention's soft-capped scores
+// (Gemma-2), c·tanh(q·k·Scale/c). The tanh is a rational approximation
+// within a few ulp of tanh (tanhRational), the same bits on every tier.
+func ScaleTanh(x []float32, s, c float32) { kern.scaleTanh(x, s, c) }
 
 // SoftCap squashes x into (-c, c) in place: x = c·tanh(x/c) (Gemma 2's
 // attention and final-logit soft-capping). Like llama.cpp's graph (scale by

@@ -57,3 +57,55 @@ func swigluGeneric(dst, gate, up []float32) {
 		dst[i] = g / (1 + expGeneric(-g)) * up[i]
 	}
 }
+
+// The rational tanh of attention's soft-capping (ScaleTanh): Eigen's float
+// tanh, an odd degree-13 polynomial over an even degree-6 one on x clamped
+// to [-9, 9] (beyond which tanh rounds to ±1), within a few ulp of tanh.
+const (
+	tanhA13 float32 = -2.76076847742355e-16
+	tanhA11 float32 = 2.00018790482477e-13
+	tanhA9  float32 = -8.60467152213735e-11
+	tanhA7  float32 = 5.12229709037114e-08
+	tanhA5  float32 = 1.48572235717979e-05
+	tanhA3  float32 = 6.37261928875436e-04
+	tanhA1  float32 = 4.89352455891786e-03
+	tanhB6  float32 = 1.19825839466702e-06
+	tanhB4  float32 = 1.18534705686654e-04
+	tanhB2  float32 = 2.26843463243900e-03
+	tanhB0  float32 = 4.89352518554385e-03
+)
+
+// tanhRational is that tanh in float32 multiplies and adds, each rounded
+// (the conversions forbid fusing them), in the order the assembly takes:
+// p = (((α13·x² + α11)·x² + α9)·x² + … + α1)·x, q = ((β6·x² + β4)·x² +
+// β2)·x² + β0, tanh = p/q clamped to [-1, 1].
+func tanhRational(x float32) float32 {
+	x = min(max(x, -9), 9)
+	x2 := float32(x * x)
+	p := float32(x2*tanhA13) + tanhA11
+	p = float32(p*x2) + tanhA9
+	p = float32(p*x2) + tanhA7
+	p = float32(p*x2) + tanhA5
+	p = float32(p*x2) + tanhA3
+	p = float32(p*x2) + tanhA1
+	p = float32(p * x)
+	q := float32(x2*tanhB6) + tanhB4
+	q = float32(q*x2) + tanhB2
+	q = float32(q*x2) + tanhB0
+	// Near ±9 p/q overshoots ±1 by an ulp; a cap must not exceed c.
+	return min(max(p/q, -1), 1)
+}
+
+// scaleTanhGeneric sets x[i] = c·tanh(x[i]·s) with tanhRational.
+func scaleTanhGeneric(x []float32, s, c float32) {
+	for i, v := range x {
+		x[i] = c * tanhRational(v*s)
+	}
+}
+
+// scaleGeneric multiplies x by s in place.
+func scaleGeneric(x []float32, s float32) {
+	for i := range x {
+		x[i] *= s
+	}
+}

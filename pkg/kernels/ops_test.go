@@ -276,3 +276,71 @@ func TestExpKernels(t *testing.T) {
 		}
 	}
 }
+
+// TestScaleTanh: on every tier, Scale and ScaleTanh give the reference's
+// bits (odd lengths, offsets into the slice, values past the clamp and
+// NaN's neighbours untouched), and the rational tanh is within 4e-7 of
+// math.Tanh (about 3 ulp of 1), within 4 ulp where |x| < 1, and never
+// outside [-1, 1].
+func TestScaleTanh(t *testing.T) {
+	r := rand.New(rand.NewPCG(91, 92))
+	for _, k := range allTiers() {
+		useTier(t, k)
+		for _, n := range []int{1, 7, 8, 9, 31, 100} {
+			for off := range 3 {
+				x := gaussian(r, n+off+1, 20)
+				x[len(x)-1] = 42
+				ws, wt := append([]float32(nil), x...), append([]float32(nil), x...)
+				scaleGeneric(ws[off:n+off], 0.37)
+				scaleTanhGeneric(wt[off:n+off], 0.37, 50)
+				gs, gt := append([]float32(nil), x...), append([]float32(nil), x...)
+				Scale(gs[off:n+off], 0.37)
+				ScaleTanh(gt[off:n+off], 0.37, 50)
+				for i := range x {
+					if math.Float32bits(gs[i]) != math.Float32bits(ws[i]) || math.Float32bits(gt[i]) != math.Float32bits(wt[i]) {
+						t.Fatalf("%s n=%d off=%d: %d: Scale %v, ScaleTanh %v; reference %v, %v", k.tier, n, off, i, gs[i], gt[i], ws[i], wt[i])
+					}
+				}
+			}
+		}
+	}
+	var worst float64
+	for i := range 200001 {
+		x := float32(-12 + 24*float64(i)/200000)
+		got, want := float64(tanhRational(x)), math.Tanh(float64(x))
+		ulp := float64(math.Nextafter32(float32(math.Abs(want)), 2)) - math.Abs(float64(float32(want)))
+		if math.Abs(got) > 1 {
+			t.Fatalf("tanh(%v) = %v, outside [-1, 1]", x, got)
+		}
+		if d := math.Abs(got - want); d > 4e-7 || math.Abs(float64(x)) < 1 && d > 4*ulp {
+			t.Fatalf("tanh(%v) = %v, want %v (%.1f ulp)", x, got, want, d/ulp)
+		} else if d/ulp > worst {
+			worst = d / ulp
+		}
+	}
+	t.Logf("worst %.2f ulp", worst)
+	if got := tanhRational(float32(math.NaN())); !math.IsNaN(float64(got)) {
+		t.Errorf("tanh(NaN) = %v", got)
+	}
+}
+
+// BenchmarkScaleTanh is soft-capping a row of 4096 attention scores: the
+// math.Tanh loop attention ran before, and ScaleTanh.
+func BenchmarkScaleTanh(b *testing.B) {
+	x := gaussian(rand.New(rand.NewPCG(93, 94)), 4096, 20)
+	y := make([]float32, len(x))
+	b.Run("mathTanh", func(b *testing.B) {
+		for range b.N {
+			copy(y, x)
+			for i, v := range y {
+				y[i] = 50 * float32(math.Tanh(float64(v*0.0025)))
+			}
+		}
+	})
+	b.Run("ScaleTanh", func(b *testing.B) {
+		for range b.N {
+			copy(y, x)
+			ScaleTanh(y, 0.0025, 50)
+		}
+	})
+}

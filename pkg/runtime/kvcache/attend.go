@@ -180,20 +180,21 @@ func (c *Cache) groupScores(l, kvh, lo, n, g int, q []float32, p AttnParams, s *
 			}
 		}
 	}
-	// With soft-capping, fold 1/Softcap into the scale and take tanh, as
-	// ggml's flash attention does: Softcap·tanh(q·k·(Scale/Softcap)).
-	scale := p.Scale
-	if p.Softcap > 0 {
-		scale /= p.Softcap
-	}
-	for i, x := range scores {
-		x *= scale
-		if p.Softcap > 0 {
-			x = p.Softcap * float32(math.Tanh(float64(x)))
-		}
-		scores[i] = x
-	}
+	capScores(scores, p)
 	return scores
+}
+
+// capScores scales raw scores by p.Scale and soft-caps them. With
+// soft-capping, 1/Softcap is folded into the scale before the tanh, as
+// ggml's flash attention does: Softcap·tanh(q·k·(Scale/Softcap)), the tanh
+// a vectorised rational approximation (kernels.ScaleTanh, within 4e-7 of
+// tanh; math.Tanh per score cost more than the scores' dots).
+func capScores(scores []float32, p AttnParams) {
+	if p.Softcap > 0 {
+		kernels.ScaleTanh(scores, p.Scale/p.Softcap, p.Softcap)
+		return
+	}
+	kernels.Scale(scores, p.Scale)
 }
 
 // groupValues adds to the g heads' outputs (out, g×HeadDim) their weights

@@ -192,7 +192,8 @@ func BenchmarkAttendDecode(b *testing.B) {
 }
 
 // BenchmarkAttendPrefill measures the attention of 64 consecutive tokens
-// at a depth of about 3500 (a prefill step's rows) in the BenchmarkAttendDecode layer.
+// at a depth of about 3500 (a prefill step's rows) in the BenchmarkAttendDecode layer:
+// head by head, by group row by row, and in blocks of rows (AttendBlock).
 func BenchmarkAttendPrefill(b *testing.B) {
 	const ctx, heads, kvHeads, hd, rows = 3600, 32, 8, 64, 64
 	c, err := New(Geometry{Type: F16, Layers: 1, KVHeads: kvHeads, HeadDim: hd, Context: ctx})
@@ -207,11 +208,11 @@ func BenchmarkAttendPrefill(b *testing.B) {
 		}
 		c.Store(0, pos, kv, kv)
 	}
-	q := make([]float32, heads*hd)
+	q := make([]float32, rows*heads*hd)
 	for i := range q {
 		q[i] = float32(rng.NormFloat64())
 	}
-	out := make([]float32, heads*hd)
+	out := make([]float32, rows*heads*hd)
 	p := AttnParams{Scale: 0.125}
 	var s Scratch
 	b.Run("head", func(b *testing.B) {
@@ -228,7 +229,151 @@ func BenchmarkAttendPrefill(b *testing.B) {
 		for range b.N {
 			for pos := ctx - rows; pos < ctx; pos++ {
 				for kvh := range kvHeads {
-					c.AttendGroup(0, pos, kvh, heads, q[kvh*g*hd:(kvh+1)*g*hd], p, out[kvh*g*hd:(kvh+1)*g*hd], &s)
+					o := (pos-ctx+rows)*heads*hd + kvh*g*hd
+					c.AttendGroup(0, pos, kvh, heads, q[o:o+g*hd], p, out[o:o+g*hd], &s)
+				}
+			}
+		}
+	})
+	for _, br := range []int{8, 16, 32} {
+		b.Run(fmt.Sprintf("block%d", br), func(b *testing.B) {
+			const g = heads / kvHeads
+			for range b.N {
+				for r0 := 0; r0 < rows; r0 += br {
+					for kvh := range kvHeads {
+						o := r0*heads*hd + kvh*g*hd
+						c.AttendBlock(0, ctx-rows+r0, br, kvh, heads, q[o:], heads*hd, p, out[o:], heads*hd, &s)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestAttendBlockMatchesGroup: a block of consecutive rows attended
+// together gives each row AttendGroup's bits, on every layout and cache
+// type, with the default ranges and with ranges of 23 positions (blocks
+// straddling a change in the number of ranges), for chunks of odd sizes
+// stored as prefill stores them.
+func TestAttendBlockMatchesGroup(t *testing.T) {
+	for _, tc := range attendCases() {
+		for _, rangeN := range []int{0, 23} {
+			t.Run(fmt.Sprintf("%v/%s/ranges%d", tc.typ, tc.name, rangeN), func(t *testing.T) {
+				testAttendBlock(t, tc, rangeN)
+			})
+		}
+	}
+}
+
+func testAttendBlock(t *testing.T, tc attendCase, rangeN int) {
+	const n, maxChunk = 300, 37
+	g := Geometry{Type: tc.typ, Layers: 1, KVHeads: tc.kvh, HeadDim: tc.hd, Context: n, Chunk: maxChunk}
+	if tc.window > 0 {
+		g.Window = []int{tc.window}
+	}
+	var c *Cache
+	var err error
+	if tc.block == 0 {
+		c, err = New(g)
+	} else {
+		c, err = NewIn(NewPool(PoolConfig{Type: tc.typ, BlockTokens: tc.block}), g)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.rangeN = rangeN
+	p := AttnParams{Scale: 1 / float32(math.Sqrt(float64(tc.hd))), Softcap: tc.cap}
+	gq := tc.heads / tc.kvh
+	qDim := tc.heads * tc.hd
+	rng := rand.New(rand.NewPCG(3, uint64(tc.hd)))
+	k, v := make([]float32, tc.kvh*tc.hd), make([]float32, tc.kvh*tc.hd)
+	var s, sb Scratch
+	blocks := 0
+	for pos := 0; pos < n; {
+		rows := min(n-pos, 1+rng.IntN(maxChunk))
+		if err := c.Prepare(pos, rows); err != nil {
+			t.Fatal(err)
+		}
+		for j := range rows {
+			for i := range k {
+				k[i], v[i] = float32(rng.NormFloat64()), float32(rng.NormFloat64())
+			}
+			c.Store(0, pos+j, k, v)
+		}
+		q := make([]float32, rows*qDim)
+		for i := range q {
+			q[i] = float32(rng.NormFloat64())
+		}
+		want, got := make([]float32, rows*qDim), make([]float32, rows*qDim)
+		for j := range rows {
+			for kvh := range tc.kvh {
+				o := j*qDim + kvh*gq*tc.hd
+				c.AttendGroup(0, pos+j, kvh, tc.heads, q[o:o+gq*tc.hd], p, want[o:o+gq*tc.hd], &s)
+			}
+		}
+		// Blocks of odd sizes within the chunk.
+		for j0 := 0; j0 < rows; {
+			b := min(rows-j0, 1+rng.IntN(13))
+			for kvh := range tc.kvh {
+				o := j0*qDim + kvh*gq*tc.hd
+				c.AttendBlock(0, pos+j0, b, kvh, tc.heads, q[o:], qDim, p, got[o:], qDim, &sb)
+			}
+			blocks++
+			j0 += b
+		}
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("chunk at %d: row %d output %d = %v, AttendGroup gives %v", pos, i/qDim, i%qDim, got[i], want[i])
+			}
+		}
+		pos += rows
+	}
+	if blocks == 0 {
+		t.Fatal("no block attended")
+	}
+}
+
+// BenchmarkAttendPrefillSoftcap is BenchmarkAttendPrefill in a Gemma-2-9B
+// layer (16 query heads on 8 KV heads of 256, scores soft-capped at 50),
+// by group row by row and in blocks of 32 rows (the 64 query vectors a
+// step's block takes).
+func BenchmarkAttendPrefillSoftcap(b *testing.B) {
+	const ctx, heads, kvHeads, hd, rows, g = 3600, 16, 8, 256, 64, 2
+	c, err := New(Geometry{Type: F16, Layers: 1, KVHeads: kvHeads, HeadDim: hd, Context: ctx})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	kv := make([]float32, kvHeads*hd)
+	for pos := range ctx {
+		for i := range kv {
+			kv[i] = float32(rng.NormFloat64())
+		}
+		c.Store(0, pos, kv, kv)
+	}
+	q := make([]float32, rows*heads*hd)
+	for i := range q {
+		q[i] = float32(rng.NormFloat64())
+	}
+	out := make([]float32, rows*heads*hd)
+	p := AttnParams{Scale: 1.0 / 16, Softcap: 50}
+	var s Scratch
+	b.Run("group", func(b *testing.B) {
+		for range b.N {
+			for j := range rows {
+				for kvh := range kvHeads {
+					o := j*heads*hd + kvh*g*hd
+					c.AttendGroup(0, ctx-rows+j, kvh, heads, q[o:o+g*hd], p, out[o:o+g*hd], &s)
+				}
+			}
+		}
+	})
+	b.Run("block32", func(b *testing.B) {
+		for range b.N {
+			for r0 := 0; r0 < rows; r0 += 32 {
+				for kvh := range kvHeads {
+					o := r0*heads*hd + kvh*g*hd
+					c.AttendBlock(0, ctx-rows+r0, 32, kvh, heads, q[o:], heads*hd, p, out[o:], heads*hd, &s)
 				}
 			}
 		}

@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"math"
 
 	"github.com/corelm/corelm/pkg/kernels"
 )
@@ -402,6 +401,10 @@ type Scratch struct {
 	scores []float32
 	vrow   []float32
 	parts  []float32 // AttendGroup's ranges' partial states
+	bparts []float32 // AttendBlock's rows' ranges' partial states
+	bq     []float32 // AttendBlock's queries, side by side
+	bout   []float32 // and their outputs
+	spans  []blockSpan
 }
 
 // run is a stretch of consecutive positions stored at a stride of one row:
@@ -466,12 +469,6 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 		s.vrow = make([]float32, hd)
 	}
 	vrow := s.vrow[:hd]
-	// With soft-capping, fold 1/Softcap into the scale and take tanh, as
-	// ggml's flash attention does: Softcap·tanh(q·k·(Scale/Softcap)).
-	scale := p.Scale
-	if p.Softcap > 0 {
-		scale /= p.Softcap
-	}
 	for i, r := range c.runs(l, kvh, lo, n) {
 		switch c.dt {
 		case kernels.F16:
@@ -485,13 +482,7 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 			scores[i+j] = kernels.DotF32(c.dt, r.k[j*c.row:j*c.row+c.head], q)
 		}
 	}
-	for i, x := range scores {
-		x *= scale
-		if p.Softcap > 0 {
-			x = p.Softcap * float32(math.Tanh(float64(x)))
-		}
-		scores[i] = x
-	}
+	capScores(scores, p)
 	kernels.Softmax(scores)
 	clear(out[:hd])
 	for i, r := range c.runs(l, kvh, lo, n) {

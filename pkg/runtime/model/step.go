@@ -20,11 +20,12 @@ type Step struct {
 	// (State.Context): one for the whole batch.
 	Context int
 
-	last      []float32  // (rows needing logits, dim)
-	logits    []float32  // (rows needing logits, vocab)
-	scratches sync.Pool  // *kvcache.Scratch, one per attention worker
-	tasks     []attnTask // Attend's tasks when ranges are split over threads
-	parts     []float32  // their partial states (kvcache.PartLen each)
+	last      []float32   // (rows needing logits, dim)
+	logits    []float32   // (rows needing logits, vocab)
+	scratches sync.Pool   // *kvcache.Scratch, one per attention worker
+	blocks    []attnBlock // Attend's blocks of rows (tiled prefill)
+	tasks     []attnTask  // Attend's tasks when ranges are split over threads
+	parts     []float32   // their partial states (kvcache.PartLen each)
 	nparts    int
 }
 
@@ -115,8 +116,10 @@ func (st *Step) Layers(b *Batch, layers int, attention, ffn func(l int)) {
 // (heads×headDim each, already rotated), out receives the heads' outputs.
 // Each row attends over its own sequence's KV cache.
 //
-// A task is a row's GQA group (the query heads of one KV head), so each
-// key and value row is read once per group (kvcache.AttendGroup). When
+// A task is a block of consecutive rows of a sequence with the query heads
+// of one KV head, so each key and value row is read once per block and
+// group (kvcache.AttendBlock; blocks shrink, down to single rows, until
+// there are at least four tasks per thread). When
 // there are fewer such tasks than twice the threads (decode of a sequence
 // of a model with few KV heads), a long context's ranges
 // (kvcache.RangeLen positions) are tasks too, merged at the end. The
@@ -132,13 +135,24 @@ func (st *Step) Attend(pool *kernels.Pool, b *Batch, l, heads, headDim int, q, o
 	g := heads / kvHeads
 	gDim := g * headDim
 	if rows*kvHeads >= 2*pool.Threads() {
-		pool.Run(rows*kvHeads, func(lo, hi int) {
+		st.blocks = st.blocks[:0]
+		for br := blockRows(g, rows); ; br = (br + 1) / 2 {
+			st.splitBlocks(br)
+			if br == 1 || len(st.blocks)*kvHeads >= 4*pool.Threads() {
+				break
+			}
+		}
+		pool.Run(len(st.blocks)*kvHeads, func(lo, hi int) {
 			s := st.scratch()
 			for task := lo; task < hi; task++ {
-				r, kvh := task/kvHeads, task%kvHeads
-				off := r*qDim + kvh*gDim
-				c := b.Seqs[st.Seq[r]].State.Cache
-				c.AttendGroup(l, st.Pos[r], kvh, heads, q[off:off+gDim], p, out[off:off+gDim], s)
+				bl, kvh := st.blocks[task/kvHeads], task%kvHeads
+				off := bl.row*qDim + kvh*gDim
+				c := b.Seqs[st.Seq[bl.row]].State.Cache
+				if bl.rows == 1 {
+					c.AttendGroup(l, st.Pos[bl.row], kvh, heads, q[off:off+gDim], p, out[off:off+gDim], s)
+					continue
+				}
+				c.AttendBlock(l, st.Pos[bl.row], bl.rows, kvh, heads, q[off:], qDim, p, out[off:], qDim, s)
 			}
 			st.scratches.Put(s)
 		})
@@ -178,6 +192,36 @@ func (st *Step) Attend(pool *kernels.Pool, b *Batch, l, heads, headDim int, q, o
 		}
 	}
 }
+
+// blockQueries is how many query vectors (rows × query heads of a GQA
+// group) a block of tiled prefill attention aims for: a 64-position tile
+// of keys is then read from L1 by 64 queries, while the block's scores
+// (at most kvcache.RangeLen per query) stay within L2.
+const blockQueries = 64
+
+// blockRows is the rows of a block of tiled attention for g query heads
+// per KV head.
+func blockRows(g, rows int) int {
+	return max(1, min(rows, blockQueries/g))
+}
+
+// splitBlocks cuts the step's rows into blocks of at most br consecutive
+// rows of one sequence (st.blocks).
+func (st *Step) splitBlocks(br int) {
+	st.blocks = st.blocks[:0]
+	for r := 0; r < len(st.Pos); {
+		n := 1
+		for n < br && r+n < len(st.Pos) && st.Seq[r+n] == st.Seq[r] {
+			n++
+		}
+		st.blocks = append(st.blocks, attnBlock{row: r, rows: n})
+		r += n
+	}
+}
+
+// attnBlock is rows consecutive rows of one sequence, from row on, that
+// attend together (kvcache.AttendBlock).
+type attnBlock struct{ row, rows int }
 
 // attnTask is one range of one row's GQA group; part indexes its partial
 // state in Step.parts when the row's attention has several ranges.
