@@ -162,20 +162,20 @@ func (c *Cache) groupScores(l, kvh, lo, n, g int, q []float32, p AttnParams, s *
 	for i, r := range c.runs(l, kvh, lo, n) {
 		for t := 0; t < r.n; t += tile {
 			tn := min(tile, r.n-t)
-			kt := r.k[t*c.row : (t+tn-1)*c.row+c.head]
+			kt := r.k[t*c.head : (t+tn)*c.head]
+			switch c.dt {
+			case kernels.F16:
+				kernels.DotsF16Queries(kt, c.head, q[:g*hd], hd, scores[i+t:], n, tn)
+				continue
+			case kernels.Q8_0:
+				kernels.DotsQ8_0Queries(kt, c.head, q[:g*hd], hd, scores[i+t:], n, tn)
+				continue
+			}
 			for h := range g {
 				qh := q[h*hd : (h+1)*hd]
 				sc := scores[h*n+i+t : h*n+i+t+tn]
-				switch c.dt {
-				case kernels.F16:
-					kernels.DotsF16(kt, c.row, qh, sc)
-					continue
-				case kernels.Q8_0:
-					kernels.DotsQ8_0(kt, c.row, qh, sc)
-					continue
-				}
 				for j := range tn {
-					sc[j] = kernels.DotF32(c.dt, kt[j*c.row:j*c.row+c.head], qh)
+					sc[j] = kernels.DotF32(c.dt, kt[j*c.head:(j+1)*c.head], qh)
 				}
 			}
 		}
@@ -206,18 +206,18 @@ func (c *Cache) groupValues(l, kvh, lo, n, g int, w, out []float32, s *Scratch) 
 		if c.dt == kernels.F16 || c.dt == kernels.Q8_0 {
 			for t := 0; t < r.n; t += tile {
 				tn := min(tile, r.n-t)
-				vt := r.v[t*c.row : (t+tn-1)*c.row+c.head]
+				vt := r.v[t*c.head : (t+tn)*c.head]
 				if c.dt == kernels.F16 {
-					kernels.AxpysF16Heads(w[i+t:], n, tn, vt, c.row, out[:g*hd], hd)
+					kernels.AxpysF16Heads(w[i+t:], n, tn, vt, c.head, out[:g*hd], hd)
 				} else {
-					kernels.AxpysQ8_0Heads(w[i+t:], n, tn, vt, c.row, out[:g*hd], hd)
+					kernels.AxpysQ8_0Heads(w[i+t:], n, tn, vt, c.head, out[:g*hd], hd)
 				}
 			}
 			continue
 		}
 		// f32: one dequantisation of the row for all the group's heads.
 		for j := range r.n {
-			kernels.Dequantize(c.dt, r.v[j*c.row:j*c.row+c.head], vrow)
+			kernels.Dequantize(c.dt, r.v[j*c.head:(j+1)*c.head], vrow)
 			for h := range g {
 				wh, o := w[h*n+i+j], out[h*hd:(h+1)*hd]
 				for m, x := range vrow {

@@ -152,18 +152,18 @@ func (c *Cache) blockScores(l, kvh, lo, n, g int, spans []blockSpan, q, scores [
 	for i, r := range c.runs(l, kvh, lo, n) {
 		for t := 0; t < r.n; t += tile {
 			tileRows(spans, lo+i+t, min(tile, r.n-t), func(j0, j1, a, b int) {
-				kt := r.k[(a-lo-i)*c.row : (b-lo-i-1)*c.row+c.head]
+				kt := r.k[(a-lo-i)*c.head : (b-lo-i)*c.head]
 				qs := q[j0*g*hd : j1*g*hd]
 				sc := scores[j0*g*n+a-lo:]
 				switch c.dt {
 				case kernels.F16:
-					kernels.DotsF16Queries(kt, c.row, qs, hd, sc, n, b-a)
+					kernels.DotsF16Queries(kt, c.head, qs, hd, sc, n, b-a)
 				case kernels.Q8_0:
-					kernels.DotsQ8_0Queries(kt, c.row, qs, hd, sc, n, b-a)
+					kernels.DotsQ8_0Queries(kt, c.head, qs, hd, sc, n, b-a)
 				default:
 					for v := range len(qs) / hd {
 						for m := range b - a {
-							sc[v*n+m] = kernels.DotF32(c.dt, kt[m*c.row:m*c.row+c.head], qs[v*hd:(v+1)*hd])
+							sc[v*n+m] = kernels.DotF32(c.dt, kt[m*c.head:(m+1)*c.head], qs[v*hd:(v+1)*hd])
 						}
 					}
 				}
@@ -183,19 +183,19 @@ func (c *Cache) blockValues(l, kvh, lo, n, g int, spans []blockSpan, w, out []fl
 			p0, tn := lo+i+t, min(tile, r.n-t)
 			if c.dt == kernels.F16 || c.dt == kernels.Q8_0 {
 				tileRows(spans, p0, tn, func(j0, j1, a, b int) {
-					vt := r.v[(a-lo-i)*c.row : (b-lo-i-1)*c.row+c.head]
+					vt := r.v[(a-lo-i)*c.head : (b-lo-i)*c.head]
 					wj, oj := w[j0*g*n+a-lo:], out[j0*g*hd:j1*g*hd]
 					if c.dt == kernels.F16 {
-						kernels.AxpysF16Heads(wj, n, b-a, vt, c.row, oj, hd)
+						kernels.AxpysF16Heads(wj, n, b-a, vt, c.head, oj, hd)
 					} else {
-						kernels.AxpysQ8_0Heads(wj, n, b-a, vt, c.row, oj, hd)
+						kernels.AxpysQ8_0Heads(wj, n, b-a, vt, c.head, oj, hd)
 					}
 				})
 				continue
 			}
 			// f32: one dequantisation of the row for every row and head.
 			for p := p0; p < p0+tn; p++ {
-				kernels.Dequantize(c.dt, r.v[(p-lo-i)*c.row:(p-lo-i)*c.row+c.head], vrow)
+				kernels.Dequantize(c.dt, r.v[(p-lo-i)*c.head:(p-lo-i+1)*c.head], vrow)
 				for j, sp := range spans {
 					if p < sp.lo || p >= sp.lo+sp.n {
 						continue

@@ -370,23 +370,33 @@ func (c *Cache) CheckStep(n int) error {
 func (c *Cache) Store(l, pos int, k, v []float32) {
 	lc := &c.layers[l]
 	var kd, vd []byte
+	var i, span int // the position's index in its ring or block, and their positions
 	if lc.group < 0 {
-		off := (pos % lc.slots) * c.row
-		kd, vd = lc.k[off:off+c.row], lc.v[off:off+c.row]
+		kd, vd, i, span = lc.k, lc.v, pos%lc.slots, lc.slots
 	} else {
-		ko, vo := c.offsets(lc.page, pos%c.bt)
+		ko, vo := c.offsets(lc.page)
 		d := c.tabs[lc.group].data[pos/c.bt]
-		kd, vd = d[ko:ko+c.row], d[vo:vo+c.row]
+		kd, vd, i, span = d[ko:vo], d[vo:vo+c.bt*c.row], pos%c.bt, c.bt
 	}
-	kernels.Quantize(c.dt, k, kd)
-	kernels.Quantize(c.dt, v, vd)
+	hd := c.g.HeadDim
+	for h := range c.g.KVHeads {
+		off := (h*span + i) * c.head
+		kernels.Quantize(c.dt, k[h*hd:(h+1)*hd], kd[off:off+c.head])
+		kernels.Quantize(c.dt, v[h*hd:(h+1)*hd], vd[off:off+c.head])
+	}
 }
 
-// offsets locates position i of a block in layer page of a group: a block
-// holds, per layer of its group, bt rows of keys then bt rows of values, so a run of
-// positions of one head is strided by row, as in a ring.
-func (c *Cache) offsets(page, i int) (k, v int) {
-	k = (2*page*c.bt + i) * c.row
+// offsets locates the keys and values of layer page of a group in a block.
+// A block holds, per layer of its group, its bt positions' keys then their
+// values; a ring, the slots' keys and values apart. Either way the keys
+// (and the values) are stored head by head: head h's positions one after
+// the other, at [h·span·head, (h+1)·span·head) with span bt or the ring's
+// slots. So the run of positions attention walks for one KV head is
+// contiguous: the hardware prefetcher streams it, and a tile of it sits in
+// a few L1 sets instead of two every 2 KiB (one row of all heads apart, the
+// older layout read each head's keys at a quarter to half the speed).
+func (c *Cache) offsets(page int) (k, v int) {
+	k = 2 * page * c.bt * c.row
 	return k, k + c.bt*c.row
 }
 
@@ -407,8 +417,8 @@ type Scratch struct {
 	spans  []blockSpan
 }
 
-// run is a stretch of consecutive positions stored at a stride of one row:
-// k and v start at the first position's head.
+// run is a stretch of consecutive positions of one KV head, stored one
+// after the other (head bytes apart): k and v start at the first one.
 type run struct {
 	k, v []byte
 	n    int
@@ -425,16 +435,14 @@ func (c *Cache) runs(l, kvh, lo, n int) iter.Seq2[int, run] {
 			var r run
 			if lc.group < 0 {
 				r.n = min(n-i, lc.slots-p%lc.slots)
-				off := p%lc.slots*c.row + kvh*c.head
-				end := off + (r.n-1)*c.row + c.head
-				r.k, r.v = lc.k[off:end], lc.v[off:end]
+				off := (kvh*lc.slots + p%lc.slots) * c.head
+				r.k, r.v = lc.k[off:off+r.n*c.head], lc.v[off:off+r.n*c.head]
 			} else {
 				r.n = min(n-i, c.bt-p%c.bt)
-				ko, vo := c.offsets(lc.page, p%c.bt)
-				ko, vo = ko+kvh*c.head, vo+kvh*c.head
-				span := (r.n-1)*c.row + c.head
+				ko, vo := c.offsets(lc.page)
+				off := (kvh*c.bt + p%c.bt) * c.head
 				d := c.tabs[lc.group].data[p/c.bt]
-				r.k, r.v = d[ko:ko+span], d[vo:vo+span]
+				r.k, r.v = d[ko+off:ko+off+r.n*c.head], d[vo+off:vo+off+r.n*c.head]
 			}
 			if !yield(i, r) {
 				return
@@ -472,14 +480,14 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 	for i, r := range c.runs(l, kvh, lo, n) {
 		switch c.dt {
 		case kernels.F16:
-			kernels.DotsF16(r.k, c.row, q[:hd], scores[i:i+r.n])
+			kernels.DotsF16(r.k, c.head, q[:hd], scores[i:i+r.n])
 			continue
 		case kernels.Q8_0:
-			kernels.DotsQ8_0(r.k, c.row, q[:hd], scores[i:i+r.n])
+			kernels.DotsQ8_0(r.k, c.head, q[:hd], scores[i:i+r.n])
 			continue
 		}
 		for j := range r.n {
-			scores[i+j] = kernels.DotF32(c.dt, r.k[j*c.row:j*c.row+c.head], q)
+			scores[i+j] = kernels.DotF32(c.dt, r.k[j*c.head:(j+1)*c.head], q)
 		}
 	}
 	capScores(scores, p)
@@ -488,15 +496,15 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 	for i, r := range c.runs(l, kvh, lo, n) {
 		if c.dt == kernels.F16 {
 			// The common case, fused: out += w·v with v widened in place.
-			kernels.AxpysF16(scores[i:i+r.n], r.v, c.row, out[:hd])
+			kernels.AxpysF16(scores[i:i+r.n], r.v, c.head, out[:hd])
 			continue
 		}
 		if c.dt == kernels.Q8_0 {
-			kernels.AxpysQ8_0Heads(scores[i:i+r.n], r.n, r.n, r.v, c.row, out[:hd], hd)
+			kernels.AxpysQ8_0Heads(scores[i:i+r.n], r.n, r.n, r.v, c.head, out[:hd], hd)
 			continue
 		}
 		for j, w := range scores[i : i+r.n] {
-			kernels.Dequantize(c.dt, r.v[j*c.row:j*c.row+c.head], vrow)
+			kernels.Dequantize(c.dt, r.v[j*c.head:(j+1)*c.head], vrow)
 			for m, x := range vrow {
 				out[m] += w * x
 			}

@@ -64,7 +64,8 @@ func TestReuseSharesAndCopies(t *testing.T) {
 	}
 	for pos := range 37 {
 		d := b.tabs[global].data[pos/16]
-		ko, _ := b.offsets(1, pos%16)
+		ko, _ := b.offsets(1)
+		ko += pos % 16 * b.head
 		if got := halfAt(d, ko); got != float32(pos) {
 			t.Fatalf("position %d holds %g", pos, got)
 		}
@@ -113,14 +114,16 @@ func TestCopyOnWrite(t *testing.T) {
 	if b.tabs[global].ids[1] == a.tabs[global].ids[1] || b.tabs[global].ids[0] != a.tabs[global].ids[0] {
 		t.Errorf("block 1 not copied before the write (a %v, b %v)", a.tabs[global].ids, b.tabs[global].ids)
 	}
-	ko, _ := a.offsets(0, 4)
+	ko, _ := a.offsets(0)
+	ko += 4 * a.head
 	if got := halfAt(a.tabs[global].data[1], ko); got != 20 {
 		t.Errorf("the other cache sees %g at position 20, want its own 20", got)
 	}
 	if got := halfAt(b.tabs[global].data[1], ko); got != -1 {
 		t.Errorf("the writer sees %g at position 20, want -1", got)
 	}
-	ko, _ = a.offsets(0, 3)
+	ko, _ = a.offsets(0)
+	ko += 3 * a.head
 	if got := halfAt(b.tabs[global].data[1], ko); got != 19 {
 		t.Errorf("the copy holds %g at position 19, want 19", got)
 	}
@@ -240,7 +243,8 @@ func TestPersist(t *testing.T) {
 		t.Fatalf("reused %d positions after a restart, want 32", n)
 	}
 	for pos := range 32 {
-		ko, _ := r.offsets(0, pos%16)
+		ko, _ := r.offsets(0)
+		ko += pos % 16 * r.head
 		if got := halfAt(r.tabs[global].data[pos/16], ko); got != float32(pos) {
 			t.Fatalf("restored position %d holds %g", pos, got)
 		}
@@ -359,7 +363,8 @@ func TestSlidingBlocks(t *testing.T) {
 			t.Errorf("sliding block %d: id %d", blk, id)
 		}
 	}
-	_, vo := b.offsets(0, 99%16)
+	_, vo := b.offsets(0)
+	vo += 99 % 16 * b.head
 	if got := halfAt(b.tabs[sliding].data[6], vo); got != 99 {
 		t.Errorf("the copied sliding block holds %g at position 99", got)
 	}

@@ -242,8 +242,12 @@ func (c *Cache) takeLocked(m match) bool {
 		t := &c.tabs[grp]
 		sd, dd := p.blocks[m.from[grp]].data, p.blocks[id].data
 		for page := range c.pages[grp] {
-			for _, off := range [2]int{2 * page * c.bt * c.row, (2*page + 1) * c.bt * c.row} {
-				copy(dd[off:off+m.copied*c.row], sd[off:off+m.copied*c.row])
+			ko, vo := c.offsets(page)
+			for _, base := range [2]int{ko, vo} {
+				for h := range c.g.KVHeads {
+					off := base + h*c.bt*c.head
+					copy(dd[off:off+m.copied*c.head], sd[off:off+m.copied*c.head])
+				}
 			}
 		}
 		t.ids, t.data = append(t.ids, id), append(t.data, dd)
