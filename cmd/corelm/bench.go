@@ -80,6 +80,7 @@ func runBench(ctx context.Context, args []string) error {
 	seqs := fs.Int("seqs", 1, "sequences decoded together in one batch (continuous batching); decode_tok_s is their aggregate")
 	ctxLen := fs.Int("ctx", 0, "context each sequence is created with (default: prompt + generated tokens + 1)")
 	fs.IntVar(ctxLen, "context", 0, "the same as --ctx")
+	shortWarm := fs.Bool("short-warmup", false, "warm up with one prompt step and two decoded tokens instead of a whole repetition: enough to fault in a dense model's weights, and what makes runs at a depth of thousands of tokens affordable")
 	step := fs.Int("step", sched.DefaultStepTokens, "most prompt tokens per forward step, as the server's --step-tokens (0: the whole prompt)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
@@ -138,6 +139,10 @@ func runBench(ctx context.Context, args []string) error {
 		prompt[i] = int32(rng.IntN(cfg.Vocab))
 	}
 	// One untimed warm-up pass faults the weights in (they are mmapped).
+	warmP, warmG := *p, *g
+	if *shortWarm {
+		warmP, warmG = min(*p, max(*step, 1)), min(*g, 2)
+	}
 	for r := -1; r < *reps; r++ {
 		if r == 0 && *cpuProfile != "" {
 			pf, err := os.Create(*cpuProfile)
@@ -167,12 +172,16 @@ func runBench(ctx context.Context, args []string) error {
 			b.Seqs = append(b.Seqs, model.SeqBatch{State: st})
 		}
 		t0 := time.Now()
+		np, ng := *p, *g
+		if r < 0 {
+			np, ng = warmP, warmG
+		}
 		for i := range b.Seqs {
-			for lo := 0; lo < len(prompt); lo += *step {
+			for lo := 0; lo < np; lo += *step {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				one := &model.Batch{Seqs: []model.SeqBatch{{State: b.Seqs[i].State, Tokens: prompt[lo:min(lo+*step, len(prompt))], Logits: 1}}}
+				one := &model.Batch{Seqs: []model.SeqBatch{{State: b.Seqs[i].State, Tokens: prompt[lo:min(lo+*step, np)], Logits: 1}}}
 				if err := m.Forward(one); err != nil {
 					return err
 				}
@@ -192,7 +201,7 @@ func runBench(ctx context.Context, args []string) error {
 			e0 = experts.ExpertBytes()
 		}
 		t0 = time.Now()
-		for i := 0; i < *g; i++ {
+		for i := 0; i < ng; i++ {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -265,7 +274,7 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	if rep.TouchedFirst > 0 {
 		fmt.Printf("touched    %s of the model file mapped in after the first step (%d prompt tokens; routed experts %s of it), %s after the warm-up (%d+%d tokens)\n",
-			humanBytes(rep.TouchedFirst), min(*p, *step), humanBytes(rep.ExpertBytesFirst), humanBytes(rep.TouchedWarmup), *p, *g)
+			humanBytes(rep.TouchedFirst), min(*p, *step), humanBytes(rep.ExpertBytesFirst), humanBytes(rep.TouchedWarmup), warmP, warmG)
 	}
 	fmt.Printf("memory     at a %d-token context: resident %s = %s mapped (weights) + %s private; peak %s\n",
 		rep.Context, humanBytes(rep.RSSBytes), humanBytes(rep.RSSMappedBytes), humanBytes(rep.RSSAnonBytes), humanBytes(rep.PeakRSSBytes))
