@@ -148,6 +148,31 @@ func TestAttendRangesMatchOneRange(t *testing.T) {
 	}
 }
 
+// benchCache returns a cache of the geometry filled to ctx positions in
+// every layer with random keys and values, and random queries and room
+// for the outputs of nq query vectors.
+func benchCache(b *testing.B, typ Type, layers, ctx, kvHeads, hd, nq int) (c *Cache, q, out []float32) {
+	c, err := New(Geometry{Type: typ, Layers: layers, KVHeads: kvHeads, HeadDim: hd, Context: ctx})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	kv := make([]float32, kvHeads*hd)
+	for l := range layers {
+		for pos := range ctx {
+			for i := range kv {
+				kv[i] = float32(rng.NormFloat64())
+			}
+			c.Store(l, pos, kv, kv)
+		}
+	}
+	q = make([]float32, nq*hd)
+	for i := range q {
+		q[i] = float32(rng.NormFloat64())
+	}
+	return c, q, make([]float32, nq*hd)
+}
+
 // BenchmarkAttendDecode measures one decode token's attention over a layer
 // of a 1B model (32 query heads on 8 KV heads of 64) at a depth of 4096,
 // head by head (AttendHead) and by group (AttendGroup), f16 and q8_0.
@@ -158,25 +183,7 @@ func TestAttendRangesMatchOneRange(t *testing.T) {
 func BenchmarkAttendDecode(b *testing.B) {
 	const ctx, layers, heads, kvHeads, hd = 4096, 16, 32, 8, 64
 	for _, typ := range []Type{F16, Q8_0} {
-		c, err := New(Geometry{Type: typ, Layers: layers, KVHeads: kvHeads, HeadDim: hd, Context: ctx})
-		if err != nil {
-			b.Fatal(err)
-		}
-		rng := rand.New(rand.NewPCG(1, 2))
-		kv := make([]float32, kvHeads*hd)
-		for l := range layers {
-			for pos := range ctx {
-				for i := range kv {
-					kv[i] = float32(rng.NormFloat64())
-				}
-				c.Store(l, pos, kv, kv)
-			}
-		}
-		q := make([]float32, heads*hd)
-		for i := range q {
-			q[i] = float32(rng.NormFloat64())
-		}
-		out := make([]float32, heads*hd)
+		c, q, out := benchCache(b, typ, layers, ctx, kvHeads, hd, heads)
 		p := AttnParams{Scale: 0.125}
 		var s Scratch
 		b.Run(fmt.Sprintf("%v/head", typ), func(b *testing.B) {
@@ -206,23 +213,7 @@ func BenchmarkAttendDecode(b *testing.B) {
 // head by head, by group row by row, and in blocks of rows (AttendBlock).
 func BenchmarkAttendPrefill(b *testing.B) {
 	const ctx, heads, kvHeads, hd, rows = 3600, 32, 8, 64, 64
-	c, err := New(Geometry{Type: F16, Layers: 1, KVHeads: kvHeads, HeadDim: hd, Context: ctx})
-	if err != nil {
-		b.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	kv := make([]float32, kvHeads*hd)
-	for pos := range ctx {
-		for i := range kv {
-			kv[i] = float32(rng.NormFloat64())
-		}
-		c.Store(0, pos, kv, kv)
-	}
-	q := make([]float32, rows*heads*hd)
-	for i := range q {
-		q[i] = float32(rng.NormFloat64())
-	}
-	out := make([]float32, rows*heads*hd)
+	c, q, out := benchCache(b, F16, 1, ctx, kvHeads, hd, rows*heads)
 	p := AttnParams{Scale: 0.125}
 	var s Scratch
 	b.Run("head", func(b *testing.B) {
@@ -349,23 +340,7 @@ func testAttendBlock(t *testing.T, tc attendCase, rangeN int) {
 // step's block takes).
 func BenchmarkAttendPrefillSoftcap(b *testing.B) {
 	const ctx, heads, kvHeads, hd, rows, g = 3600, 16, 8, 256, 64, 2
-	c, err := New(Geometry{Type: F16, Layers: 1, KVHeads: kvHeads, HeadDim: hd, Context: ctx})
-	if err != nil {
-		b.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	kv := make([]float32, kvHeads*hd)
-	for pos := range ctx {
-		for i := range kv {
-			kv[i] = float32(rng.NormFloat64())
-		}
-		c.Store(0, pos, kv, kv)
-	}
-	q := make([]float32, rows*heads*hd)
-	for i := range q {
-		q[i] = float32(rng.NormFloat64())
-	}
-	out := make([]float32, rows*heads*hd)
+	c, q, out := benchCache(b, F16, 1, ctx, kvHeads, hd, rows*heads)
 	p := AttnParams{Scale: 1.0 / 16, Softcap: 50}
 	var s Scratch
 	b.Run("group", func(b *testing.B) {
