@@ -74,6 +74,7 @@ func main() {
 	dotsF16Q4AVX512()
 	scaleAVX2()
 	scaleTanhAVX2()
+	scaleTanhAVX512()
 	dotsQ8Q4AVX512()
 	dotsQ8AVX2()
 	axpysQ8AVX2()

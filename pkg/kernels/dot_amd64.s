@@ -44544,6 +44544,70 @@ DATA tanh_mone<>+24(SB)/4, $0xbf800000
 DATA tanh_mone<>+28(SB)/4, $0xbf800000
 GLOBL tanh_mone<>(SB), RODATA|NOPTR, $32
 
+// func scaleTanhAVX512Asm(x *float32, n int, s float32, c float32)
+// Requires: AVX, AVX512F, SSE
+TEXT ·scaleTanhAVX512Asm(SB), NOSPLIT, $0-24
+	MOVQ         x+0(FP), AX
+	MOVQ         n+8(FP), CX
+	MOVSS        s+16(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVSS        c+20(FP), X1
+	VBROADCASTSS X1, Z1
+	VBROADCASTSS tanh_lo<>+0(SB), Z2
+	VBROADCASTSS tanh_hi<>+0(SB), Z3
+	VBROADCASTSS tanh_one<>+0(SB), Z4
+	VBROADCASTSS tanh_mone<>+0(SB), Z5
+	VBROADCASTSS tanh_a13<>+0(SB), Z6
+	VBROADCASTSS tanh_a11<>+0(SB), Z7
+	VBROADCASTSS tanh_a9<>+0(SB), Z8
+	VBROADCASTSS tanh_a7<>+0(SB), Z9
+	VBROADCASTSS tanh_a5<>+0(SB), Z10
+	VBROADCASTSS tanh_a3<>+0(SB), Z11
+	VBROADCASTSS tanh_a1<>+0(SB), Z12
+	VBROADCASTSS tanh_b6<>+0(SB), Z13
+	VBROADCASTSS tanh_b4<>+0(SB), Z14
+	VBROADCASTSS tanh_b2<>+0(SB), Z15
+	VBROADCASTSS tanh_b0<>+0(SB), Z16
+
+scaleTanhAVX512Asm_loop:
+	TESTQ   CX, CX
+	JZ      scaleTanhAVX512Asm_done
+	VMULPS  (AX), Z0, Z17
+	VMINPS  Z17, Z3, Z17
+	VMAXPS  Z17, Z2, Z17
+	VMULPS  Z17, Z17, Z18
+	VMULPS  Z6, Z18, Z19
+	VADDPS  Z7, Z19, Z19
+	VMULPS  Z18, Z19, Z19
+	VADDPS  Z8, Z19, Z19
+	VMULPS  Z18, Z19, Z19
+	VADDPS  Z9, Z19, Z19
+	VMULPS  Z18, Z19, Z19
+	VADDPS  Z10, Z19, Z19
+	VMULPS  Z18, Z19, Z19
+	VADDPS  Z11, Z19, Z19
+	VMULPS  Z18, Z19, Z19
+	VADDPS  Z12, Z19, Z19
+	VMULPS  Z17, Z19, Z19
+	VMULPS  Z13, Z18, Z17
+	VADDPS  Z14, Z17, Z17
+	VMULPS  Z18, Z17, Z17
+	VADDPS  Z15, Z17, Z17
+	VMULPS  Z18, Z17, Z17
+	VADDPS  Z16, Z17, Z17
+	VDIVPS  Z17, Z19, Z19
+	VMINPS  Z19, Z4, Z19
+	VMAXPS  Z19, Z5, Z19
+	VMULPS  Z1, Z19, Z19
+	VMOVUPS Z19, (AX)
+	ADDQ    $0x00000040, AX
+	SUBQ    $0x00000010, CX
+	JMP     scaleTanhAVX512Asm_loop
+
+scaleTanhAVX512Asm_done:
+	VZEROUPPER
+	RET
+
 // func dotsQ8Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
 // Requires: AVX, AVX2, AVX512F
 TEXT ·dotsQ8Q4AVX512Asm(SB), NOSPLIT, $0-56

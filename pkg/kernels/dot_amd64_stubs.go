@@ -586,6 +586,12 @@ func scaleAVX2Asm(x *float32, n int, s float32)
 //go:noescape
 func scaleTanhAVX2Asm(x *float32, n int, s float32, c float32)
 
+// scaleTanhAVX512Asm sets x[i] = c·tanh(x[i]·s) for the n values at x (n % 16 == 0), tanh as tanhRational:
+// the same operations in the same order, no fused multiply-add.
+//
+//go:noescape
+func scaleTanhAVX512Asm(x *float32, n int, s float32, c float32)
+
 // dotsQ8Q4AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at k + i·stride,
 // for j < 4 and i < n (hd % 32 == 0, n % 4 == 0), four rows at a time.
 //
