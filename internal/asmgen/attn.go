@@ -396,15 +396,6 @@ func dotsQ4(name, what string, cols, colBytes int, body func(row func(r, disp in
 	MOVQ(hd, rb)
 	SHRQ(U8(bitsOf(cols)), rb)
 	IMUL3Q(Imm(uint64(colBytes)), rb, rb)
-	at := func(base, s, s3 Register, i, disp int) Mem {
-		switch i {
-		case 0:
-			return Mem{Base: base, Disp: disp}
-		case 3:
-			return Mem{Base: base, Index: s3, Scale: 1, Disp: disp}
-		}
-		return Mem{Base: base, Index: s, Scale: uint8(i), Disp: disp}
-	}
 	Label(name + "_block")
 	TESTQ(n, n)
 	JZ(LabelRef(name + "_done"))
@@ -413,7 +404,7 @@ func dotsQ4(name, what string, cols, colBytes int, body func(row func(r, disp in
 	MOVQ(hd, j)
 	MOVQ(q, qp)
 	Label(name + "_col")
-	body(func(r, disp int) Mem { return at(k, stride, s3, r, disp) }, func(i, disp int) Mem { return at(qp, qs, qs3, i, disp) }, acc)
+	body(func(r, disp int) Mem { return nth(k, stride, s3, r, disp) }, func(i, disp int) Mem { return nth(qp, qs, qs3, i, disp) }, acc)
 	ADDQ(U32(colBytes), k)
 	ADDQ(U32(4*cols), qp)
 	SUBQ(U32(cols), j)
@@ -421,7 +412,7 @@ func dotsQ4(name, what string, cols, colBytes int, body func(row func(r, disp in
 	SUBQ(rb, k)
 	sums := fold16(acc)
 	for i := range 4 {
-		VEXTRACTF32X4(U8(i), sums, at(out, os, os3, i, 0))
+		VEXTRACTF32X4(U8(i), sums, nth(out, os, os3, i, 0))
 	}
 	ADDQ(U32(16), out)
 	LEAQ(Mem{Base: k, Index: stride, Scale: 4}, k)
@@ -439,41 +430,123 @@ func dotsQ4(name, what string, cols, colBytes int, body func(row func(r, disp in
 // never depends on where in the call it falls.
 func dotsQ8AVX2() {
 	name := "dotsQ8AVX2Asm"
-	kernel(name, "func(k *byte, stride int, q *float32, hd int, n int, out *float32)",
+	dotsAVX2(name, 1, 34, dotsQ8AVX2Cols,
 		name+" sets out[i] to the dot of q[:hd] with the hd values of the q8_0 row at k + i·stride,",
 		"for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.")
-	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
-	hd, n, out := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64())
-	Label(name + "_row")
-	TESTQ(n, n)
-	JZ(LabelRef(name + "_done"))
-	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
-	for _, a := range acc {
-		VXORPS(a, a, a)
-	}
-	j, kp, qp := GP64(), GP64(), GP64()
-	MOVQ(hd, j)
-	MOVQ(k, kp)
-	MOVQ(q, qp)
-	Label(name + "_col")
+}
+
+// dotsQ8AVX2Cols is dotsF16AVX2Cols over the q8_0 block at kp: its scale,
+// then each chain's eight values d·float32(q).
+func dotsQ8AVX2Cols(kp Register, query func(j, disp int) Mem, chains []int, acc [][]VecVirtual) {
 	d, dh := YMM(), XMM()
 	VPBROADCASTW(Mem{Base: kp}, dh)
 	VCVTPH2PS(dh, d)
-	for c, a := range acc {
+	for i, c := range chains {
 		t := YMM()
 		VPMOVSXBD(Mem{Base: kp, Disp: 2 + 8*c}, t)
 		VCVTDQ2PS(t, t)
 		VMULPS(d, t, t)
-		VFMADD231PS(Mem{Base: qp, Disp: 32 * c}, t, a)
+		for j := range acc {
+			VFMADD231PS(query(j, 32*c), t, acc[j][i])
+		}
 	}
-	ADDQ(U32(34), kp)
-	ADDQ(U32(128), qp)
-	SUBQ(U32(32), j)
-	JNZ(LabelRef(name + "_col"))
-	VADDPS(acc[1], acc[0], acc[0])
-	VADDPS(acc[3], acc[2], acc[2])
-	VADDPS(acc[2], acc[0], acc[0])
-	VMOVSS(horizontal8(acc[0], VADDPS, VADDSS), Mem{Base: out})
+}
+
+// dotsF16Q4AVX2 and dotsQ8Q4AVX2 are dotsF16AVX2 and dotsQ8AVX2 for four
+// queries at once (tiled prefill attention): each row is widened once for
+// the four, and each score has the one-query kernel's chains and
+// reduction, so its bits.
+func dotsF16Q4AVX2() {
+	name := "dotsF16Q4AVX2Asm"
+	dotsAVX2(name, 4, 64, dotsF16AVX2Cols,
+		name+" sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,",
+		"for j < 4 and i < n (hd % 32 == 0), each as dotsF16AVX2Asm computes it.")
+}
+
+func dotsQ8Q4AVX2() {
+	name := "dotsQ8Q4AVX2Asm"
+	dotsAVX2(name, 4, 34, dotsQ8AVX2Cols,
+		name+" sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at",
+		"k + i·stride, for j < 4 and i < n (hd % 32 == 0), each as dotsQ8AVX2Asm computes it.")
+}
+
+// dotsAVX2 is the frame of the AVX2 score kernels, row by row, for Q
+// queries (1 or 4): a score is four chains of eight lanes of fused
+// multiply-adds, chain c over the columns 32j+8c..32j+8c+7 (cols
+// multiplies query j's at query(j, 0) into acc[j] for the chains it is
+// given, the row's current 32 columns at kp, colBytes bytes), the chains
+// added (0+1)+(2+3) and the sum's lanes by horizontal8. One query runs its
+// four chains together; four queries' sixteen chains do not fit in sixteen
+// registers with the row's values, so chains 0 and 1 pass over the row
+// first and 2 and 3 after: the chains are independent, and every score
+// keeps the one-query kernel's bits.
+func dotsAVX2(name string, Q, colBytes int, cols func(kp Register, query func(j, disp int) Mem, chains []int, acc [][]VecVirtual), doc ...string) {
+	sig := "func(k *byte, stride int, q *float32, hd int, n int, out *float32)"
+	if Q > 1 {
+		sig = "func(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)"
+	}
+	kernel(name, sig, doc...)
+	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
+	hd, n, out := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64())
+	var qs, qs3, os, os3 Register
+	if Q > 1 {
+		os, qs, qs3, os3 = Load(Param("os"), GP64()), GP64(), GP64(), GP64()
+		MOVQ(hd, qs)
+		SHLQ(U8(2), qs) // bytes of one query
+		LEAQ(Mem{Base: qs, Index: qs, Scale: 2}, qs3)
+		SHLQ(U8(2), os)
+		LEAQ(Mem{Base: os, Index: os, Scale: 2}, os3)
+	}
+	Label(name + "_row")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	passes := 1
+	if Q > 1 {
+		passes = 2
+	}
+	per := 4 / passes
+	j, kp, qp := GP64(), GP64(), GP64()
+	query := func(i, disp int) Mem { return nth(qp, qs, qs3, i, disp) }
+	sums := make([]VecVirtual, Q)
+	for p := range passes {
+		acc := make([][]VecVirtual, Q)
+		for i := range acc {
+			acc[i] = zeroed(per, YMM, VXORPS)
+		}
+		MOVQ(hd, j)
+		MOVQ(k, kp)
+		MOVQ(q, qp)
+		col := name + "_col"
+		if p > 0 {
+			col += fmt.Sprint(p)
+		}
+		Label(col)
+		chains := make([]int, per)
+		for i := range chains {
+			chains[i] = p*per + i
+		}
+		cols(kp, query, chains, acc)
+		ADDQ(U32(colBytes), kp)
+		ADDQ(U32(128), qp)
+		SUBQ(U32(32), j)
+		JNZ(LabelRef(col))
+		for i, a := range acc {
+			for c := 0; c < per; c += 2 {
+				VADDPS(a[c+1], a[c], a[c]) // chains 0+1, 2+3
+			}
+			if p == 0 {
+				sums[i] = a[0]
+			}
+			if per == 4 {
+				VADDPS(a[2], a[0], a[0])
+			} else if p > 0 {
+				VADDPS(a[0], sums[i], sums[i])
+			}
+		}
+	}
+	for i, s := range sums {
+		VMOVSS(horizontal8(s, VADDPS, VADDSS), nth(out, os, os3, i, 0))
+	}
 	ADDQ(stride, k)
 	ADDQ(U32(4), out)
 	DECQ(n)
@@ -481,6 +554,18 @@ func dotsQ8AVX2() {
 	Label(name + "_done")
 	VZEROUPPER()
 	RET()
+}
+
+// nth addresses item i (< 4) of a run that starts at base, s bytes apart
+// (s3 = 3·s), plus disp.
+func nth(base, s, s3 Register, i, disp int) Mem {
+	switch i {
+	case 0:
+		return Mem{Base: base, Disp: disp}
+	case 3:
+		return Mem{Base: base, Index: s3, Scale: 1, Disp: disp}
+	}
+	return Mem{Base: base, Index: s, Scale: uint8(i), Disp: disp}
 }
 
 // axpysQ8AVX2 is axpysF16AVX2 over a q8_0 cache, one head: each row's 64

@@ -86,43 +86,21 @@ func axpyF16AVX2() {
 // then the lanes added pairwise at the end.
 func dotsF16AVX2() {
 	name := "dotsF16AVX2Asm"
-	kernel(name, "func(k *byte, stride int, q *float32, hd int, n int, out *float32)",
+	dotsAVX2(name, 1, 64, dotsF16AVX2Cols,
 		name+" sets out[i] to the dot of q[:hd] with the hd float16 values at k + i·stride,",
 		"for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.")
-	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
-	hd, n, out := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64())
-	Label(name + "_row")
-	TESTQ(n, n)
-	JZ(LabelRef(name + "_done"))
-	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
-	for _, a := range acc {
-		VXORPS(a, a, a)
-	}
-	j, kp, qp := GP64(), GP64(), GP64()
-	MOVQ(hd, j)
-	MOVQ(k, kp)
-	MOVQ(q, qp)
-	Label(name + "_col")
-	for c, a := range acc {
+}
+
+// dotsF16AVX2Cols widens the chains' eight values each of a row's 32
+// columns at kp and multiplies them into each query's chain.
+func dotsF16AVX2Cols(kp Register, query func(j, disp int) Mem, chains []int, acc [][]VecVirtual) {
+	for i, c := range chains {
 		t := YMM()
 		VCVTPH2PS(Mem{Base: kp, Disp: 16 * c}, t)
-		VFMADD231PS(Mem{Base: qp, Disp: 32 * c}, t, a)
+		for j := range acc {
+			VFMADD231PS(query(j, 32*c), t, acc[j][i])
+		}
 	}
-	ADDQ(U32(64), kp)
-	ADDQ(U32(128), qp)
-	SUBQ(U32(32), j)
-	JNZ(LabelRef(name + "_col"))
-	VADDPS(acc[1], acc[0], acc[0])
-	VADDPS(acc[3], acc[2], acc[2])
-	VADDPS(acc[2], acc[0], acc[0])
-	VMOVSS(horizontal8(acc[0], VADDPS, VADDSS), Mem{Base: out})
-	ADDQ(stride, k)
-	ADDQ(U32(4), out)
-	DECQ(n)
-	JMP(LabelRef(name + "_row"))
-	Label(name + "_done")
-	VZEROUPPER()
-	RET()
 }
 
 // axpysF16AVX2 is attention's value accumulation over consecutive cache

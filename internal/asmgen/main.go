@@ -77,6 +77,8 @@ func main() {
 	scaleTanhAVX512()
 	dotsQ8Q4AVX512()
 	dotsQ8AVX2()
+	dotsF16Q4AVX2()
+	dotsQ8Q4AVX2()
 	axpysQ8AVX2()
 	for G := 1; G <= 4; G++ {
 		axpysF16HeadsAVX512(G)

@@ -118,9 +118,32 @@ func dotsQ8AVX512(k []byte, stride int, q, out []float32) {
 	copy(out[nb:], sums[:])
 }
 
-// dotsF16QueriesAVX2 is dotsF16AVX2 query by query.
+// dotsF16QueriesAVX2 scores the queries four at a time
+// (dotsF16Q4AVX2Asm), the last fewer than four through dotsF16AVX2: each
+// score the one-query kernel's bits. Heads that dotsF16AVX2 takes row by
+// row (not a multiple of 32) go query by query.
 func dotsF16QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
-	queryByQuery(dotsF16AVX2, k, stride, q, hd, out, os, n)
+	if hd%32 != 0 {
+		queryByQuery(dotsF16AVX2, k, stride, q, hd, out, os, n)
+		return
+	}
+	fourQueries(dotsF16Q4AVX2Asm, dotsF16AVX2, 2*hd, k, stride, q, hd, out, os, n)
+}
+
+// fourQueries runs the four-query kernel q4 over the queries four at a
+// time and the one-query kernel one over the rest; the n rows of rb bytes
+// at stride and the scores at stride os were checked by checkQueries.
+func fourQueries(q4 func(k *byte, stride int, q *float32, hd int, n int, out *float32, os int), one func(k []byte, stride int, q, out []float32),
+	rb int, k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	nq := len(q) / hd &^ 3
+	_ = k[(n-1)*stride+rb-1]
+	for j := 0; j < nq; j += 4 {
+		_ = out[(j+3)*os+n-1]
+		q4(&k[0], stride, &q[j*hd], hd, n, &out[j*os], os)
+	}
+	if nq*hd < len(q) {
+		queryByQuery(one, k, stride, q[nq*hd:], hd, out[nq*os:], os, n)
+	}
 }
 
 // dotsF16QueriesAVX512 scores the queries four at a time, rows four at a
@@ -201,9 +224,10 @@ func dotsQ8AVX2(k []byte, stride int, q, out []float32) {
 	dotsQ8AVX2Asm(&k[0], stride, &q[0], len(q), len(out), &out[0])
 }
 
-// dotsQ8QueriesAVX2 is dotsQ8AVX2 query by query.
+// dotsQ8QueriesAVX2 is dotsF16QueriesAVX2 over q8_0 rows
+// (dotsQ8Q4AVX2Asm; DotsQ8_0Queries checked that hd % 32 == 0).
 func dotsQ8QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
-	queryByQuery(dotsQ8AVX2, k, stride, q, hd, out, os, n)
+	fourQueries(dotsQ8Q4AVX2Asm, dotsQ8AVX2, hd/32*34, k, stride, q, hd, out, os, n)
 }
 
 // axpysQ8HeadsAVX2 is the heads one by one through axpysQ8AVX2Asm (eight
