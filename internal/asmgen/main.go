@@ -84,6 +84,10 @@ func main() {
 		axpysF16HeadsAVX512(G)
 		axpysQ8HeadsAVX512(G)
 	}
+	for G := 2; G <= 4; G++ {
+		axpysF16HeadsAVX2(G)
+		axpysQ8HeadsAVX2(G)
+	}
 	sumBytesAVX2()
 	expConstsData()
 	expSubAVX2()

@@ -670,6 +670,42 @@ func axpysF16Heads4AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *
 //go:noescape
 func axpysQ8Heads4AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
 
+// axpysF16Heads2AVX2Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 2 and i = 0..n-1 in turn,
+// v_i the hd float16 values at v + i·stride (hd % 32 == 0, n > 0).
+//
+//go:noescape
+func axpysF16Heads2AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysQ8Heads2AVX2Asm sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < 2 and i = 0..n-1 in turn,
+// x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 32 == 0, n > 0).
+//
+//go:noescape
+func axpysQ8Heads2AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysF16Heads3AVX2Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 3 and i = 0..n-1 in turn,
+// v_i the hd float16 values at v + i·stride (hd % 32 == 0, n > 0).
+//
+//go:noescape
+func axpysF16Heads3AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysQ8Heads3AVX2Asm sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < 3 and i = 0..n-1 in turn,
+// x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 32 == 0, n > 0).
+//
+//go:noescape
+func axpysQ8Heads3AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysF16Heads4AVX2Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 4 and i = 0..n-1 in turn,
+// v_i the hd float16 values at v + i·stride (hd % 16 == 0, n > 0).
+//
+//go:noescape
+func axpysF16Heads4AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysQ8Heads4AVX2Asm sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < 4 and i = 0..n-1 in turn,
+// x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 32 == 0, n > 0).
+//
+//go:noescape
+func axpysQ8Heads4AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
 // sumU64AVX2Asm returns the wrapping sum of the n/8 little-endian uint64s at p (n % 128 == 0).
 //
 //go:noescape
