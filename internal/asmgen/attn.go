@@ -354,10 +354,7 @@ func dotsAVX2(name string, Q, colBytes int, cols func(kp Register, query func(j,
 		MOVQ(hd, j)
 		MOVQ(k, kp)
 		MOVQ(q, qp)
-		col := name + "_col"
-		if p > 0 {
-			col += fmt.Sprint(p)
-		}
+		col := passLabel(name+"_col", p)
 		Label(col)
 		chains := make([]int, per)
 		for i := range chains {
@@ -392,6 +389,15 @@ func dotsAVX2(name string, Q, colBytes int, cols func(kp Register, query func(j,
 	Label(name + "_done")
 	VZEROUPPER()
 	RET()
+}
+
+// passLabel is the label of pass p of a loop: base for the first, so that
+// one-pass kernels keep their labels, base+p after.
+func passLabel(base string, p int) string {
+	if p == 0 {
+		return base
+	}
+	return base + fmt.Sprint(p)
 }
 
 // nth addresses item i (< 4) of a run that starts at base, s bytes apart
@@ -565,10 +571,7 @@ func axpys(name string, G int, heads bool, sh valueShape, cols func(sh valueShap
 		MOVQ(n, i)
 		MOVQ(w, wp)
 		MOVQ(v, vp)
-		row := name + "_row"
-		if p > 0 {
-			row += fmt.Sprint(p)
-		}
+		row := passLabel(name+"_row", p)
 		Label(row)
 		wb := make([]VecVirtual, G)
 		for h := range wb {

@@ -124,23 +124,21 @@ func scaleTanh(name string, lanes int, vec, scalar func() VecVirtual, operand fu
 		VMINPS(v, hiv, v)
 		VMAXPS(v, lov, v)
 		VMULPS(v, v, x2)
-		// p = (((α13·x² + α11)·x² + α9)·x² + … + α1)·x
-		VMULPS(av[0], x2, p)
-		for i, a := range av[1:] {
-			if i > 0 {
-				VMULPS(x2, p, p)
+		// horner sets r = (c0·x² + c1)·x² + … + c_last.
+		horner := func(cs []Op, r VecVirtual) {
+			VMULPS(cs[0], x2, r)
+			for i, c := range cs[1:] {
+				if i > 0 {
+					VMULPS(x2, r, r)
+				}
+				VADDPS(c, r, r)
 			}
-			VADDPS(a, p, p)
 		}
+		// p = (((α13·x² + α11)·x² + α9)·x² + … + α1)·x
+		horner(av, p)
 		VMULPS(v, p, p)
 		// q = ((β6·x² + β4)·x² + β2)·x² + β0
-		VMULPS(bv[0], x2, q)
-		for i, b := range bv[1:] {
-			if i > 0 {
-				VMULPS(x2, q, q)
-			}
-			VADDPS(b, q, q)
-		}
+		horner(bv, q)
 		VDIVPS(q, p, p) // p/q
 		VMINPS(p, onev, p)
 		VMAXPS(p, monev, p)
