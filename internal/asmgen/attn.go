@@ -290,34 +290,34 @@ func dotsQ8AVX2Cols(kp Register, query func(j, disp int) Mem, chains []int, acc 
 	}
 }
 
-// dotsF16Q4AVX2 and dotsQ8Q4AVX2 are dotsF16AVX2 and dotsQ8AVX2 for four
-// queries at once (tiled prefill attention): each row is widened once for
-// the four, and each score has the one-query kernel's chains and
-// reduction, so its bits.
-func dotsF16Q4AVX2() {
-	name := "dotsF16Q4AVX2Asm"
-	dotsAVX2(name, 4, 64, dotsF16AVX2Cols,
+// dotsF16QsAVX2 and dotsQ8QsAVX2 are dotsF16AVX2 and dotsQ8AVX2 for Q
+// queries at once (2 to 4: a GQA group's heads, a tile of prefill): each
+// row is widened once for the Q, and each score has the one-query kernel's
+// chains and reduction, so its bits.
+func dotsF16QsAVX2(Q int) {
+	name := fmt.Sprintf("dotsF16Q%dAVX2Asm", Q)
+	dotsAVX2(name, Q, 64, dotsF16AVX2Cols,
 		name+" sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,",
-		"for j < 4 and i < n (hd % 32 == 0), each as dotsF16AVX2Asm computes it.")
+		fmt.Sprintf("for j < %d and i < n (hd %% 32 == 0), each as dotsF16AVX2Asm computes it.", Q))
 }
 
-func dotsQ8Q4AVX2() {
-	name := "dotsQ8Q4AVX2Asm"
-	dotsAVX2(name, 4, 34, dotsQ8AVX2Cols,
+func dotsQ8QsAVX2(Q int) {
+	name := fmt.Sprintf("dotsQ8Q%dAVX2Asm", Q)
+	dotsAVX2(name, Q, 34, dotsQ8AVX2Cols,
 		name+" sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at",
-		"k + i·stride, for j < 4 and i < n (hd % 32 == 0), each as dotsQ8AVX2Asm computes it.")
+		fmt.Sprintf("k + i·stride, for j < %d and i < n (hd %% 32 == 0), each as dotsQ8AVX2Asm computes it.", Q))
 }
 
-// dotsAVX2 is the frame of the AVX2 score kernels, row by row, for Q
-// queries (1 or 4): a score is four chains of eight lanes of fused
-// multiply-adds, chain c over the columns 32j+8c..32j+8c+7 (cols
-// multiplies query j's at query(j, 0) into acc[j] for the chains it is
-// given, the row's current 32 columns at kp, colBytes bytes), the chains
-// added (0+1)+(2+3) and the sum's lanes by horizontal8. One query runs its
-// four chains together; four queries' sixteen chains do not fit in sixteen
-// registers with the row's values, so chains 0 and 1 pass over the row
-// first and 2 and 3 after: the chains are independent, and every score
-// keeps the one-query kernel's bits.
+// dotsAVX2 is the frame of the AVX2 score kernels, row by row, for Q ≤ 4
+// queries: a score is four chains of eight lanes of fused multiply-adds,
+// chain c over the columns 32j+8c..32j+8c+7 (cols multiplies query j's at
+// query(j, 0) into acc[j] for the chains it is given, the row's current 32
+// columns at kp, colBytes bytes), the chains added (0+1)+(2+3) and the
+// sum's lanes by horizontal8. Up to three queries run their chains
+// together; four queries' sixteen chains do not fit in sixteen registers
+// with the row's values, so chains 0 and 1 pass over the row first and 2
+// and 3 after: the chains are independent, and every score keeps the
+// one-query kernel's bits.
 func dotsAVX2(name string, Q, colBytes int, cols func(kp Register, query func(j, disp int) Mem, chains []int, acc [][]VecVirtual), doc ...string) {
 	sig := "func(k *byte, stride int, q *float32, hd int, n int, out *float32)"
 	if Q > 1 {
@@ -339,7 +339,7 @@ func dotsAVX2(name string, Q, colBytes int, cols func(kp Register, query func(j,
 	TESTQ(n, n)
 	JZ(LabelRef(name + "_done"))
 	passes := 1
-	if Q > 1 {
+	if Q > 3 {
 		passes = 2
 	}
 	per := 4 / passes

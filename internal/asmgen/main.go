@@ -77,8 +77,10 @@ func main() {
 	scaleTanhAVX512()
 	dotsQ8Q4AVX512()
 	dotsQ8AVX2()
-	dotsF16Q4AVX2()
-	dotsQ8Q4AVX2()
+	for Q := 2; Q <= 4; Q++ {
+		dotsF16QsAVX2(Q)
+		dotsQ8QsAVX2(Q)
+	}
 	axpysQ8AVX2()
 	for G := 1; G <= 4; G++ {
 		axpysF16HeadsAVX512(G)

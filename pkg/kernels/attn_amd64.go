@@ -132,8 +132,8 @@ func dotsQ8AVX512(k []byte, stride int, q, out []float32) {
 	copy(out[nb:], sums[:])
 }
 
-// dotsF16QueriesAVX2 scores the queries four at a time
-// (dotsF16Q4AVX2Asm), the last fewer than four through dotsF16AVX2: each
+// dotsF16QueriesAVX2 scores the queries four at a time (dotsF16Q4AVX2Asm),
+// the last two or three together, a last one through dotsF16AVX2: each
 // score the one-query kernel's bits. Heads that dotsF16AVX2 takes row by
 // row (not a multiple of 32) go query by query.
 func dotsF16QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
@@ -141,22 +141,33 @@ func dotsF16QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32
 		queryByQuery(dotsF16AVX2, k, stride, q, hd, out, os, n)
 		return
 	}
-	fourQueries(dotsF16Q4AVX2Asm, dotsF16AVX2, 2*hd, k, stride, q, hd, out, os, n)
+	queriesAVX2(&dotsF16QsAVX2Asm, dotsF16AVX2, 2*hd, k, stride, q, hd, out, os, n)
 }
 
-// fourQueries runs the four-query kernel q4 over the queries four at a
-// time and the one-query kernel one over the rest; the n rows of rb bytes
-// at stride and the scores at stride os were checked by checkQueries.
-func fourQueries(q4 func(k *byte, stride int, q *float32, hd int, n int, out *float32, os int), one func(k []byte, stride int, q, out []float32),
+// queriesKernel is the assembly of a score kernel for a fixed number of
+// queries: out[j·os+i] for the n rows at k, stride apart.
+type queriesKernel func(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+var (
+	dotsF16QsAVX2Asm = [3]queriesKernel{dotsF16Q2AVX2Asm, dotsF16Q3AVX2Asm, dotsF16Q4AVX2Asm}
+	dotsQ8QsAVX2Asm  = [3]queriesKernel{dotsQ8Q2AVX2Asm, dotsQ8Q3AVX2Asm, dotsQ8Q4AVX2Asm}
+)
+
+// queriesAVX2 runs the queries through ks[Q-2], the kernel of Q queries,
+// four at a time and the last two or three together, and a last one
+// through one; the n rows of rb bytes at stride and the scores at stride
+// os were checked by checkQueries.
+func queriesAVX2(ks *[3]queriesKernel, one func(k []byte, stride int, q, out []float32),
 	rb int, k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
-	nq := len(q) / hd &^ 3
+	nq := len(q) / hd
 	_ = k[(n-1)*stride+rb-1]
-	for j := 0; j < nq; j += 4 {
-		_ = out[(j+3)*os+n-1]
-		q4(&k[0], stride, &q[j*hd], hd, n, &out[j*os], os)
+	_ = out[(nq-1)*os+n-1]
+	j := 0
+	for ; nq-j > 1; j += 4 {
+		ks[min(4, nq-j)-2](&k[0], stride, &q[j*hd], hd, n, &out[j*os], os)
 	}
-	if nq*hd < len(q) {
-		queryByQuery(one, k, stride, q[nq*hd:], hd, out[nq*os:], os, n)
+	if j < nq {
+		one(k, stride, q[j*hd:], out[j*os:j*os+n])
 	}
 }
 
@@ -239,7 +250,7 @@ func dotsQ8AVX2(k []byte, stride int, q, out []float32) {
 }
 
 // dotsQ8QueriesAVX2 is dotsF16QueriesAVX2 over q8_0 rows
-// (dotsQ8Q4AVX2Asm; DotsQ8_0Queries checked that hd % 32 == 0).
+// (DotsQ8_0Queries checked that hd % 32 == 0).
 func dotsQ8QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
-	fourQueries(dotsQ8Q4AVX2Asm, dotsQ8AVX2, hd/32*34, k, stride, q, hd, out, os, n)
+	queriesAVX2(&dotsQ8QsAVX2Asm, dotsQ8AVX2, hd/32*34, k, stride, q, hd, out, os, n)
 }

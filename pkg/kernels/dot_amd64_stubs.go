@@ -604,6 +604,30 @@ func dotsQ8Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *floa
 //go:noescape
 func dotsQ8AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
 
+// dotsF16Q2AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
+// for j < 2 and i < n (hd % 32 == 0), each as dotsF16AVX2Asm computes it.
+//
+//go:noescape
+func dotsF16Q2AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+// dotsQ8Q2AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at
+// k + i·stride, for j < 2 and i < n (hd % 32 == 0), each as dotsQ8AVX2Asm computes it.
+//
+//go:noescape
+func dotsQ8Q2AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+// dotsF16Q3AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
+// for j < 3 and i < n (hd % 32 == 0), each as dotsF16AVX2Asm computes it.
+//
+//go:noescape
+func dotsF16Q3AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+// dotsQ8Q3AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at
+// k + i·stride, for j < 3 and i < n (hd % 32 == 0), each as dotsQ8AVX2Asm computes it.
+//
+//go:noescape
+func dotsQ8Q3AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
 // dotsF16Q4AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
 // for j < 4 and i < n (hd % 32 == 0), each as dotsF16AVX2Asm computes it.
 //
