@@ -379,8 +379,17 @@ func dotsAVX2(name string, Q, colBytes int, cols func(kp Register, query func(j,
 			}
 		}
 	}
-	for i, s := range sums {
-		VMOVSS(horizontal8(s, VADDPS, VADDSS), nth(out, os, os3, i, 0))
+	if Q == 4 {
+		u, hi := horizontal8x4(sums), XMM()
+		VMOVSS(u.AsX(), nth(out, os, os3, 0, 0))
+		VEXTRACTPS(U8(2), u.AsX(), nth(out, os, os3, 2, 0))
+		VEXTRACTF128(U8(1), u, hi)
+		VMOVSS(hi, nth(out, os, os3, 1, 0))
+		VEXTRACTPS(U8(2), hi, nth(out, os, os3, 3, 0))
+	} else {
+		for i, s := range sums {
+			VMOVSS(horizontal8(s, VADDPS, VADDSS), nth(out, os, os3, i, 0))
+		}
 	}
 	ADDQ(stride, k)
 	ADDQ(U32(4), out)
@@ -389,6 +398,29 @@ func dotsAVX2(name string, Q, colBytes int, cols func(kp Register, query func(j,
 	Label(name + "_done")
 	VZEROUPPER()
 	RET()
+}
+
+// horizontal8x4 is horizontal8 (VADDPS) of four registers at once, the
+// same adds of the same operands in the same order, so the same sums: in
+// lanes 0 and 2 those of s[0] and s[2], in lanes 4 and 6 those of s[1] and
+// s[3]. Sixteen instructions for the four sums instead of 24, and no
+// scalar add.
+func horizontal8x4(s []VecVirtual) VecVirtual {
+	halves := func(x, y VecVirtual) VecVirtual {
+		lo, hi := YMM(), YMM()
+		VINSERTF128(U8(1), y.AsX(), x, lo) // x's low half, y's low half
+		VPERM2F128(U8(0x31), y, x, hi)     // x's high half, y's high half
+		VADDPS(hi, lo, lo)
+		return lo
+	}
+	a, c := halves(s[0], s[1]), halves(s[2], s[3])
+	u, v := YMM(), YMM()
+	VUNPCKLPD(c, a, u) // in each 128-bit lane: lanes 0 and 1 of a, of c
+	VUNPCKHPD(c, a, v) // lanes 2 and 3
+	VADDPS(v, u, u)    // 0+2, 1+3
+	VMOVSHDUP(u, v)
+	VADDPS(v, u, u) // (0+2)+(1+3)
+	return u
 }
 
 // passLabel is the label of pass p of a loop: base for the first, so that

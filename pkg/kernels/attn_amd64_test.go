@@ -9,27 +9,28 @@ import (
 )
 
 // BenchmarkAttnGroup is attention's kernels on one GQA group of a decode
-// step at depth 512 (heads of 128; four query heads a group as Llama-3,
-// seven as Qwen2.5), or a tile of prefill's queries: the scores of the
+// step at depth 512 (heads of 64 or 128; four query heads a group as
+// Llama-3, seven as Qwen2.5), or a tile of prefill's queries: the scores of the
 // group's queries against the keys and its heads' sums of the values, f16
 // and q8_0 rows. Each tier's grouped kernels run against the AVX2 tier's
 // one-query (one-head) kernels in turn — what the avx2 tier ran before it
 // had grouped kernels — and with -rounds the variants alternate in one
 // process.
 func BenchmarkAttnGroup(b *testing.B) {
-	const hd, n = 128, 512
-	r := rand.New(rand.NewPCG(95, 96))
-	f16 := randomF16(r, n*2*hd)
-	q8 := make([]byte, n*hd/32*34)
-	for i := range n {
-		Quantize(Q8_0, gaussian(r, hd, 1), q8[i*hd/32*34:(i+1)*hd/32*34])
-	}
 	type variant struct {
 		name string
 		run  func()
 	}
 	var vs []variant
-	for _, g := range []int{4, 7} {
+	const n = 512
+	r := rand.New(rand.NewPCG(95, 96))
+	for _, sh := range []struct{ hd, g int }{{64, 4}, {128, 4}, {128, 7}} {
+		hd, g := sh.hd, sh.g
+		f16 := randomF16(r, n*2*hd)
+		q8 := make([]byte, n*hd/32*34)
+		for i := range n {
+			Quantize(Q8_0, gaussian(r, hd, 1), q8[i*hd/32*34:(i+1)*hd/32*34])
+		}
 		q := gaussian(r, g*hd, 1)
 		w := gaussian(r, g*n, 0.05)
 		scores := make([]float32, g*n)
@@ -57,7 +58,7 @@ func BenchmarkAttnGroup(b *testing.B) {
 				}},
 		}
 		for _, kind := range kinds {
-			prefix := fmt.Sprintf("%s/g=%d/", kind.name, g)
+			prefix := fmt.Sprintf("%s/hd=%d/g=%d/", kind.name, hd, g)
 			for _, k := range hostKernels() {
 				vs = append(vs, variant{prefix + k.tier.String(), func() { kind.tier(k) }})
 			}
