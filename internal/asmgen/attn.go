@@ -455,7 +455,7 @@ func nth(base, s, s3 Register, i, disp int) Mem {
 // sixteen lanes, 4·G chains side by side.
 func axpysF16HeadsAVX512(G int) {
 	name := fmt.Sprintf("axpysF16Heads%dAVX512Asm", G)
-	axpys(name, G, true, valueShape{ZMM, YMM, 16, 4, 1, 64, 128}, axpysF16Cols,
+	axpys(name, G, true, valueShape{vec: ZMM, half: YMM, lanes: 16, R: 4, parts: 1, cols: 64, colBytes: 128}, axpysF16Cols,
 		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
 		"v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).")
 }
@@ -465,7 +465,7 @@ func axpysF16HeadsAVX512(G int) {
 // x = d·float32(q) as Dequantize computes it.
 func axpysQ8HeadsAVX512(G int) {
 	name := fmt.Sprintf("axpysQ8Heads%dAVX512Asm", G)
-	axpys(name, G, true, valueShape{ZMM, YMM, 16, 4, 1, 64, 68}, axpysQ8Cols,
+	axpys(name, G, true, valueShape{vec: ZMM, half: YMM, lanes: 16, R: 4, parts: 1, cols: 64, colBytes: 68}, axpysQ8Cols,
 		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
 		"x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).")
 }
@@ -476,7 +476,7 @@ func axpysQ8HeadsAVX512(G int) {
 // pass, one fused multiply-add per element and row, in row order.
 func axpysF16AVX2() {
 	name := "axpysF16AVX2Asm"
-	axpys(name, 1, false, valueShape{YMM, XMM, 8, 8, 1, 64, 128}, axpysF16Cols,
+	axpys(name, 1, false, valueShape{vec: YMM, half: XMM, lanes: 8, R: 8, parts: 1, cols: 64, colBytes: 128}, axpysF16Cols,
 		name+" sets o[j] = fma(w[i], v_i[j], o[j]) for i = 0..n-1 in turn, v_i the hd float16 values",
 		"at v + i·stride (hd % 64 == 0, n > 0).")
 }
@@ -484,7 +484,7 @@ func axpysF16AVX2() {
 // axpysQ8AVX2 is axpysF16AVX2 over a q8_0 cache.
 func axpysQ8AVX2() {
 	name := "axpysQ8AVX2Asm"
-	axpys(name, 1, false, valueShape{YMM, XMM, 8, 8, 1, 64, 68}, axpysQ8Cols,
+	axpys(name, 1, false, valueShape{vec: YMM, half: XMM, lanes: 8, R: 8, parts: 1, cols: 64, colBytes: 68}, axpysQ8Cols,
 		name+" sets o[j] = fma(w[i], x_i[j], o[j]) for i = 0..n-1 in turn, x_i the hd values of the",
 		"q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).")
 }
@@ -496,9 +496,9 @@ func axpysQ8AVX2() {
 // 16 for three or four heads, each pass widening its half of the block).
 func axpysF16HeadsAVX2(G int) {
 	name := fmt.Sprintf("axpysF16Heads%dAVX2Asm", G)
-	shape := valueShape{YMM, XMM, 8, 4, 1, 32, 64}
+	shape := valueShape{vec: YMM, half: XMM, lanes: 8, R: 4, parts: 1, cols: 32, colBytes: 64}
 	if G == 4 {
-		shape = valueShape{YMM, XMM, 8, 2, 1, 16, 32}
+		shape = valueShape{vec: YMM, half: XMM, lanes: 8, R: 2, parts: 1, cols: 16, colBytes: 32}
 	}
 	axpys(name, G, true, shape, axpysF16Cols,
 		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
@@ -507,9 +507,9 @@ func axpysF16HeadsAVX2(G int) {
 
 func axpysQ8HeadsAVX2(G int) {
 	name := fmt.Sprintf("axpysQ8Heads%dAVX2Asm", G)
-	shape := valueShape{YMM, XMM, 8, 4, 1, 32, 34}
+	shape := valueShape{vec: YMM, half: XMM, lanes: 8, R: 4, parts: 1, cols: 32, colBytes: 34}
 	if G > 2 {
-		shape = valueShape{YMM, XMM, 8, 2, 2, 32, 34}
+		shape = valueShape{vec: YMM, half: XMM, lanes: 8, R: 2, parts: 2, cols: 32, colBytes: 34}
 	}
 	axpys(name, G, true, shape, axpysQ8Cols,
 		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
