@@ -159,168 +159,6 @@ func fold16(acc []VecVirtual) VecVirtual {
 	return t1
 }
 
-// axpysF16HeadsAVX512 is attention's value accumulation for G query heads of
-// one GQA group (G ≤ 4) over the same cache rows: each row's 64 columns are
-// widened once and added into the G heads' outputs, 4·G registers of
-// sixteen lanes, so the G·4 chains of fused multiply-adds run side by side.
-// Each output element is fma(w, v, o) over the rows in order, exactly as
-// AxpyF16 row by row (the element's chain is the same; only which
-// elements run in parallel changes).
-func axpysF16HeadsAVX512(G int) {
-	name := fmt.Sprintf("axpysF16Heads%dAVX512Asm", G)
-	kernel(name, "func(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)",
-		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
-		"v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).")
-	w, ws, n := Load(Param("w"), GP64()), Load(Param("ws"), GP64()), Load(Param("n"), GP64())
-	v, stride, o, hd := Load(Param("v"), GP64()), Load(Param("stride"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
-	SHLQ(U8(2), ws) // bytes
-	os := GP64()    // bytes of one head's output
-	MOVQ(hd, os)
-	SHLQ(U8(2), os)
-	var ws3, os3 Register
-	if G > 3 {
-		ws3, os3 = GP64(), GP64()
-		LEAQ(Mem{Base: ws, Index: ws, Scale: 2}, ws3)
-		LEAQ(Mem{Base: os, Index: os, Scale: 2}, os3)
-	}
-	head := func(base, s, s3 Register, h, disp int) Mem {
-		switch h {
-		case 0:
-			return Mem{Base: base, Disp: disp}
-		case 3:
-			return Mem{Base: base, Index: s3, Scale: 1, Disp: disp}
-		}
-		return Mem{Base: base, Index: s, Scale: uint8(h), Disp: disp}
-	}
-	Label(name + "_cols")
-	TESTQ(hd, hd)
-	JZ(LabelRef(name + "_done"))
-	acc := make([][]VecVirtual, G)
-	for h := range acc {
-		acc[h] = make([]VecVirtual, 4)
-		for c := range acc[h] {
-			acc[h][c] = ZMM()
-			VMOVUPS(head(o, os, os3, h, 64*c), acc[h][c])
-		}
-	}
-	i, wp, vp := GP64(), GP64(), GP64()
-	MOVQ(n, i)
-	MOVQ(w, wp)
-	MOVQ(v, vp)
-	Label(name + "_row")
-	wb := make([]VecVirtual, G)
-	for h := range wb {
-		wb[h] = ZMM()
-		VBROADCASTSS(head(wp, ws, ws3, h, 0), wb[h])
-	}
-	for c := range 4 {
-		t := ZMM()
-		VCVTPH2PS(Mem{Base: vp, Disp: 32 * c}, t)
-		for h := range G {
-			VFMADD231PS(t, wb[h], acc[h][c])
-		}
-	}
-	ADDQ(U32(4), wp)
-	ADDQ(stride, vp)
-	DECQ(i)
-	JNZ(LabelRef(name + "_row"))
-	for h := range acc {
-		for c, a := range acc[h] {
-			VMOVUPS(a, head(o, os, os3, h, 64*c))
-		}
-	}
-	ADDQ(U32(128), v)
-	ADDQ(U32(256), o)
-	SUBQ(U32(64), hd)
-	JMP(LabelRef(name + "_cols"))
-	Label(name + "_done")
-	VZEROUPPER()
-	RET()
-}
-
-// axpysQ8HeadsAVX512 is axpysF16HeadsAVX512 over a q8_0 cache: each row's
-// 64 columns (two blocks of 32 int8 and an f16 scale) are widened once,
-// x = d·float32(q) as Dequantize computes it, and added into the G heads'
-// outputs with o = fma(w, x, o), the rows in order.
-func axpysQ8HeadsAVX512(G int) {
-	name := fmt.Sprintf("axpysQ8Heads%dAVX512Asm", G)
-	kernel(name, "func(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)",
-		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
-		"x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).")
-	w, ws, n := Load(Param("w"), GP64()), Load(Param("ws"), GP64()), Load(Param("n"), GP64())
-	v, stride, o, hd := Load(Param("v"), GP64()), Load(Param("stride"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
-	SHLQ(U8(2), ws)
-	os := GP64()
-	MOVQ(hd, os)
-	SHLQ(U8(2), os)
-	var ws3, os3 Register
-	if G > 3 {
-		ws3, os3 = GP64(), GP64()
-		LEAQ(Mem{Base: ws, Index: ws, Scale: 2}, ws3)
-		LEAQ(Mem{Base: os, Index: os, Scale: 2}, os3)
-	}
-	head := func(base, s, s3 Register, h, disp int) Mem {
-		switch h {
-		case 0:
-			return Mem{Base: base, Disp: disp}
-		case 3:
-			return Mem{Base: base, Index: s3, Scale: 1, Disp: disp}
-		}
-		return Mem{Base: base, Index: s, Scale: uint8(h), Disp: disp}
-	}
-	Label(name + "_cols")
-	TESTQ(hd, hd)
-	JZ(LabelRef(name + "_done"))
-	acc := make([][]VecVirtual, G)
-	for h := range acc {
-		acc[h] = make([]VecVirtual, 4)
-		for c := range acc[h] {
-			acc[h][c] = ZMM()
-			VMOVUPS(head(o, os, os3, h, 64*c), acc[h][c])
-		}
-	}
-	i, wp, vp := GP64(), GP64(), GP64()
-	MOVQ(n, i)
-	MOVQ(w, wp)
-	MOVQ(v, vp)
-	Label(name + "_row")
-	wb := make([]VecVirtual, G)
-	for h := range wb {
-		wb[h] = ZMM()
-		VBROADCASTSS(head(wp, ws, ws3, h, 0), wb[h])
-	}
-	for blk := range 2 {
-		d, dh := ZMM(), YMM()
-		VPBROADCASTW(Mem{Base: vp, Disp: 34 * blk}, dh)
-		VCVTPH2PS(dh, d)
-		for half := range 2 {
-			t := ZMM()
-			VPMOVSXBD(Mem{Base: vp, Disp: 34*blk + 2 + 16*half}, t)
-			VCVTDQ2PS(t, t)
-			VMULPS(d, t, t)
-			for h := range G {
-				VFMADD231PS(t, wb[h], acc[h][2*blk+half])
-			}
-		}
-	}
-	ADDQ(U32(4), wp)
-	ADDQ(stride, vp)
-	DECQ(i)
-	JNZ(LabelRef(name + "_row"))
-	for h := range acc {
-		for c, a := range acc[h] {
-			VMOVUPS(a, head(o, os, os3, h, 64*c))
-		}
-	}
-	ADDQ(U32(68), v)
-	ADDQ(U32(256), o)
-	SUBQ(U32(64), hd)
-	JMP(LabelRef(name + "_cols"))
-	Label(name + "_done")
-	VZEROUPPER()
-	RET()
-}
-
 // dotsF16Q4AVX512 is dotsF16AVX512 for four queries at once (tiled prefill
 // attention): four rows at a time, each row widened once and multiplied
 // into the four queries' accumulators, sixteen in all, folded by fold16 as
@@ -396,15 +234,6 @@ func dotsQ4(name, what string, cols, colBytes int, body func(row func(r, disp in
 	MOVQ(hd, rb)
 	SHRQ(U8(bitsOf(cols)), rb)
 	IMUL3Q(Imm(uint64(colBytes)), rb, rb)
-	at := func(base, s, s3 Register, i, disp int) Mem {
-		switch i {
-		case 0:
-			return Mem{Base: base, Disp: disp}
-		case 3:
-			return Mem{Base: base, Index: s3, Scale: 1, Disp: disp}
-		}
-		return Mem{Base: base, Index: s, Scale: uint8(i), Disp: disp}
-	}
 	Label(name + "_block")
 	TESTQ(n, n)
 	JZ(LabelRef(name + "_done"))
@@ -413,7 +242,7 @@ func dotsQ4(name, what string, cols, colBytes int, body func(row func(r, disp in
 	MOVQ(hd, j)
 	MOVQ(q, qp)
 	Label(name + "_col")
-	body(func(r, disp int) Mem { return at(k, stride, s3, r, disp) }, func(i, disp int) Mem { return at(qp, qs, qs3, i, disp) }, acc)
+	body(func(r, disp int) Mem { return nth(k, stride, s3, r, disp) }, func(i, disp int) Mem { return nth(qp, qs, qs3, i, disp) }, acc)
 	ADDQ(U32(colBytes), k)
 	ADDQ(U32(4*cols), qp)
 	SUBQ(U32(cols), j)
@@ -421,7 +250,7 @@ func dotsQ4(name, what string, cols, colBytes int, body func(row func(r, disp in
 	SUBQ(rb, k)
 	sums := fold16(acc)
 	for i := range 4 {
-		VEXTRACTF32X4(U8(i), sums, at(out, os, os3, i, 0))
+		VEXTRACTF32X4(U8(i), sums, nth(out, os, os3, i, 0))
 	}
 	ADDQ(U32(16), out)
 	LEAQ(Mem{Base: k, Index: stride, Scale: 4}, k)
@@ -439,41 +268,129 @@ func dotsQ4(name, what string, cols, colBytes int, body func(row func(r, disp in
 // never depends on where in the call it falls.
 func dotsQ8AVX2() {
 	name := "dotsQ8AVX2Asm"
-	kernel(name, "func(k *byte, stride int, q *float32, hd int, n int, out *float32)",
+	dotsAVX2(name, 1, 34, dotsQ8AVX2Cols,
 		name+" sets out[i] to the dot of q[:hd] with the hd values of the q8_0 row at k + i·stride,",
 		"for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.")
-	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
-	hd, n, out := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64())
-	Label(name + "_row")
-	TESTQ(n, n)
-	JZ(LabelRef(name + "_done"))
-	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
-	for _, a := range acc {
-		VXORPS(a, a, a)
-	}
-	j, kp, qp := GP64(), GP64(), GP64()
-	MOVQ(hd, j)
-	MOVQ(k, kp)
-	MOVQ(q, qp)
-	Label(name + "_col")
+}
+
+// dotsQ8AVX2Cols is dotsF16AVX2Cols over the q8_0 block at kp: its scale,
+// then each chain's eight values d·float32(q).
+func dotsQ8AVX2Cols(kp Register, query func(j, disp int) Mem, chains []int, acc [][]VecVirtual) {
 	d, dh := YMM(), XMM()
 	VPBROADCASTW(Mem{Base: kp}, dh)
 	VCVTPH2PS(dh, d)
-	for c, a := range acc {
+	for i, c := range chains {
 		t := YMM()
 		VPMOVSXBD(Mem{Base: kp, Disp: 2 + 8*c}, t)
 		VCVTDQ2PS(t, t)
 		VMULPS(d, t, t)
-		VFMADD231PS(Mem{Base: qp, Disp: 32 * c}, t, a)
+		for j := range acc {
+			VFMADD231PS(query(j, 32*c), t, acc[j][i])
+		}
 	}
-	ADDQ(U32(34), kp)
-	ADDQ(U32(128), qp)
-	SUBQ(U32(32), j)
-	JNZ(LabelRef(name + "_col"))
-	VADDPS(acc[1], acc[0], acc[0])
-	VADDPS(acc[3], acc[2], acc[2])
-	VADDPS(acc[2], acc[0], acc[0])
-	VMOVSS(horizontal8(acc[0], VADDPS, VADDSS), Mem{Base: out})
+}
+
+// dotsF16QsAVX2 and dotsQ8QsAVX2 are dotsF16AVX2 and dotsQ8AVX2 for Q
+// queries at once (2 to 4: a GQA group's heads, a tile of prefill): each
+// row is widened once for the Q, and each score has the one-query kernel's
+// chains and reduction, so its bits.
+func dotsF16QsAVX2(Q int) {
+	name := fmt.Sprintf("dotsF16Q%dAVX2Asm", Q)
+	dotsAVX2(name, Q, 64, dotsF16AVX2Cols,
+		name+" sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,",
+		fmt.Sprintf("for j < %d and i < n (hd %% 32 == 0), each as dotsF16AVX2Asm computes it.", Q))
+}
+
+func dotsQ8QsAVX2(Q int) {
+	name := fmt.Sprintf("dotsQ8Q%dAVX2Asm", Q)
+	dotsAVX2(name, Q, 34, dotsQ8AVX2Cols,
+		name+" sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at",
+		fmt.Sprintf("k + i·stride, for j < %d and i < n (hd %% 32 == 0), each as dotsQ8AVX2Asm computes it.", Q))
+}
+
+// dotsAVX2 is the frame of the AVX2 score kernels, row by row, for Q ≤ 4
+// queries: a score is four chains of eight lanes of fused multiply-adds,
+// chain c over the columns 32j+8c..32j+8c+7 (cols multiplies query j's at
+// query(j, 0) into acc[j] for the chains it is given, the row's current 32
+// columns at kp, colBytes bytes), the chains added (0+1)+(2+3) and the
+// sum's lanes by horizontal8. Up to three queries run their chains
+// together; four queries' sixteen chains do not fit in sixteen registers
+// with the row's values, so chains 0 and 1 pass over the row first and 2
+// and 3 after: the chains are independent, and every score keeps the
+// one-query kernel's bits.
+func dotsAVX2(name string, Q, colBytes int, cols func(kp Register, query func(j, disp int) Mem, chains []int, acc [][]VecVirtual), doc ...string) {
+	sig := "func(k *byte, stride int, q *float32, hd int, n int, out *float32)"
+	if Q > 1 {
+		sig = "func(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)"
+	}
+	kernel(name, sig, doc...)
+	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
+	hd, n, out := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64())
+	var qs, qs3, os, os3 Register
+	if Q > 1 {
+		os, qs, qs3, os3 = Load(Param("os"), GP64()), GP64(), GP64(), GP64()
+		MOVQ(hd, qs)
+		SHLQ(U8(2), qs) // bytes of one query
+		LEAQ(Mem{Base: qs, Index: qs, Scale: 2}, qs3)
+		SHLQ(U8(2), os)
+		LEAQ(Mem{Base: os, Index: os, Scale: 2}, os3)
+	}
+	Label(name + "_row")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	passes := 1
+	if Q > 3 {
+		passes = 2
+	}
+	per := 4 / passes
+	j, kp, qp := GP64(), GP64(), GP64()
+	query := func(i, disp int) Mem { return nth(qp, qs, qs3, i, disp) }
+	sums := make([]VecVirtual, Q)
+	for p := range passes {
+		acc := make([][]VecVirtual, Q)
+		for i := range acc {
+			acc[i] = zeroed(per, YMM, VXORPS)
+		}
+		MOVQ(hd, j)
+		MOVQ(k, kp)
+		MOVQ(q, qp)
+		col := passLabel(name+"_col", p)
+		Label(col)
+		chains := make([]int, per)
+		for i := range chains {
+			chains[i] = p*per + i
+		}
+		cols(kp, query, chains, acc)
+		ADDQ(U32(colBytes), kp)
+		ADDQ(U32(128), qp)
+		SUBQ(U32(32), j)
+		JNZ(LabelRef(col))
+		for i, a := range acc {
+			for c := 0; c < per; c += 2 {
+				VADDPS(a[c+1], a[c], a[c]) // chains 0+1, 2+3
+			}
+			if p == 0 {
+				sums[i] = a[0]
+			}
+			if per == 4 {
+				VADDPS(a[2], a[0], a[0])
+			} else if p > 0 {
+				VADDPS(a[0], sums[i], sums[i])
+			}
+		}
+	}
+	if Q == 4 {
+		u, hi := horizontal8x4(sums), XMM()
+		VMOVSS(u.AsX(), nth(out, os, os3, 0, 0))
+		VEXTRACTPS(U8(2), u.AsX(), nth(out, os, os3, 2, 0))
+		VEXTRACTF128(U8(1), u, hi)
+		VMOVSS(hi, nth(out, os, os3, 1, 0))
+		VEXTRACTPS(U8(2), hi, nth(out, os, os3, 3, 0))
+	} else {
+		for i, s := range sums {
+			VMOVSS(horizontal8(s, VADDPS, VADDSS), nth(out, os, os3, i, 0))
+		}
+	}
 	ADDQ(stride, k)
 	ADDQ(U32(4), out)
 	DECQ(n)
@@ -483,54 +400,230 @@ func dotsQ8AVX2() {
 	RET()
 }
 
-// axpysQ8AVX2 is axpysF16AVX2 over a q8_0 cache, one head: each row's 64
-// columns (two blocks of 32 int8 and an f16 scale) widened to d·float32(q)
-// as Dequantize computes them and added with o = fma(w, x, o), the rows in
-// order; eight registers hold the 64 columns while all n rows pass.
+// horizontal8x4 is horizontal8 (VADDPS) of four registers at once, the
+// same adds of the same operands in the same order, so the same sums: in
+// lanes 0 and 2 those of s[0] and s[2], in lanes 4 and 6 those of s[1] and
+// s[3]. Sixteen instructions for the four sums instead of 24, and no
+// scalar add.
+func horizontal8x4(s []VecVirtual) VecVirtual {
+	halves := func(x, y VecVirtual) VecVirtual {
+		lo, hi := YMM(), YMM()
+		VINSERTF128(U8(1), y.AsX(), x, lo) // x's low half, y's low half
+		VPERM2F128(U8(0x31), y, x, hi)     // x's high half, y's high half
+		VADDPS(hi, lo, lo)
+		return lo
+	}
+	a, c := halves(s[0], s[1]), halves(s[2], s[3])
+	u, v := YMM(), YMM()
+	VUNPCKLPD(c, a, u) // in each 128-bit lane: lanes 0 and 1 of a, of c
+	VUNPCKHPD(c, a, v) // lanes 2 and 3
+	VADDPS(v, u, u)    // 0+2, 1+3
+	VMOVSHDUP(u, v)
+	VADDPS(v, u, u) // (0+2)+(1+3)
+	return u
+}
+
+// passLabel is the label of pass p of a loop: base for the first, so that
+// one-pass kernels keep their labels, base+p after.
+func passLabel(base string, p int) string {
+	if p == 0 {
+		return base
+	}
+	return base + fmt.Sprint(p)
+}
+
+// nth addresses item i (< 4) of a run that starts at base, s bytes apart
+// (s3 = 3·s), plus disp.
+func nth(base, s, s3 Register, i, disp int) Mem {
+	switch i {
+	case 0:
+		return Mem{Base: base, Disp: disp}
+	case 3:
+		return Mem{Base: base, Index: s3, Scale: 1, Disp: disp}
+	}
+	return Mem{Base: base, Index: s, Scale: uint8(i), Disp: disp}
+}
+
+// The value kernels: attention's o += Σ_i w_i·v_i over consecutive cache
+// rows for G ≤ 4 query heads of a GQA group, each element a chain of
+// fused multiply-adds o = fma(w_i, v_i[j], o) over the rows in order, so
+// exactly what AxpyF16 (or the q8_0 twin) row by row gives, whether the
+// heads run together or one by one; running them together widens each
+// row once for all G heads.
+
+// axpysF16HeadsAVX512 holds 64 columns of each head in four registers of
+// sixteen lanes, 4·G chains side by side.
+func axpysF16HeadsAVX512(G int) {
+	name := fmt.Sprintf("axpysF16Heads%dAVX512Asm", G)
+	axpys(name, G, true, valueShape{vec: ZMM, half: YMM, lanes: 16, R: 4, parts: 1, cols: 64, colBytes: 128}, axpysF16Cols,
+		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
+		"v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).")
+}
+
+// axpysQ8HeadsAVX512 is axpysF16HeadsAVX512 over a q8_0 cache: each row's
+// 64 columns (two blocks of 32 int8 and an f16 scale) are widened once,
+// x = d·float32(q) as Dequantize computes it.
+func axpysQ8HeadsAVX512(G int) {
+	name := fmt.Sprintf("axpysQ8Heads%dAVX512Asm", G)
+	axpys(name, G, true, valueShape{vec: ZMM, half: YMM, lanes: 16, R: 4, parts: 1, cols: 64, colBytes: 68}, axpysQ8Cols,
+		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
+		"x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).")
+}
+
+// axpysF16AVX2 is attention's value accumulation over consecutive cache
+// positions, one head: o += Σ_i w[i]·v_i for the f16 rows v_i at v +
+// i·stride. It keeps 64 columns of o in eight registers while all n rows
+// pass, one fused multiply-add per element and row, in row order.
+func axpysF16AVX2() {
+	name := "axpysF16AVX2Asm"
+	axpys(name, 1, false, valueShape{vec: YMM, half: XMM, lanes: 8, R: 8, parts: 1, cols: 64, colBytes: 128}, axpysF16Cols,
+		name+" sets o[j] = fma(w[i], v_i[j], o[j]) for i = 0..n-1 in turn, v_i the hd float16 values",
+		"at v + i·stride (hd % 64 == 0, n > 0).")
+}
+
+// axpysQ8AVX2 is axpysF16AVX2 over a q8_0 cache.
 func axpysQ8AVX2() {
 	name := "axpysQ8AVX2Asm"
-	kernel(name, "func(w *float32, v *byte, stride int, n int, o *float32, hd int)",
+	axpys(name, 1, false, valueShape{vec: YMM, half: XMM, lanes: 8, R: 8, parts: 1, cols: 64, colBytes: 68}, axpysQ8Cols,
 		name+" sets o[j] = fma(w[i], x_i[j], o[j]) for i = 0..n-1 in turn, x_i the hd values of the",
 		"q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).")
-	w, v, stride := Load(Param("w"), GP64()), Load(Param("v"), GP64()), Load(Param("stride"), GP64())
-	n, o, hd := Load(Param("n"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
+}
+
+// axpysF16HeadsAVX2 and axpysQ8HeadsAVX2 are the AVX-512 kernels in
+// sixteen registers of eight lanes: G heads' accumulators, their G weights
+// and the row's values must fit, so a pass over the rows covers 32 columns
+// of two or three heads, 16 of four (q8_0: a block of 32 in two passes of
+// 16 for three or four heads, each pass widening its half of the block).
+func axpysF16HeadsAVX2(G int) {
+	name := fmt.Sprintf("axpysF16Heads%dAVX2Asm", G)
+	shape := valueShape{vec: YMM, half: XMM, lanes: 8, R: 4, parts: 1, cols: 32, colBytes: 64}
+	if G == 4 {
+		shape = valueShape{vec: YMM, half: XMM, lanes: 8, R: 2, parts: 1, cols: 16, colBytes: 32}
+	}
+	axpys(name, G, true, shape, axpysF16Cols,
+		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
+		fmt.Sprintf("v_i the hd float16 values at v + i·stride (hd %% %d == 0, n > 0).", shape.cols))
+}
+
+func axpysQ8HeadsAVX2(G int) {
+	name := fmt.Sprintf("axpysQ8Heads%dAVX2Asm", G)
+	shape := valueShape{vec: YMM, half: XMM, lanes: 8, R: 4, parts: 1, cols: 32, colBytes: 34}
+	if G > 2 {
+		shape = valueShape{vec: YMM, half: XMM, lanes: 8, R: 2, parts: 2, cols: 32, colBytes: 34}
+	}
+	axpys(name, G, true, shape, axpysQ8Cols,
+		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
+		"x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 32 == 0, n > 0).")
+}
+
+// valueShape is how a value kernel walks the columns: cols of them
+// (colBytes bytes of a row) a step, in parts passes over the rows, each
+// holding R registers (vec, of lanes float32 lanes; half is the register
+// of half its width) of every head's outputs.
+type valueShape struct {
+	vec, half                       func() VecVirtual
+	lanes, R, parts, cols, colBytes int
+}
+
+// axpysF16Cols widens the R·lanes float16 values of part p at vp and adds
+// them into each head's accumulators with its weight.
+func axpysF16Cols(sh valueShape, vp Register, p int, wb []VecVirtual, acc [][]VecVirtual) {
+	for c := range sh.R {
+		t := sh.vec()
+		VCVTPH2PS(Mem{Base: vp, Disp: 2 * sh.lanes * (p*sh.R + c)}, t)
+		for h := range wb {
+			VFMADD231PS(t, wb[h], acc[h][c])
+		}
+	}
+}
+
+// axpysQ8Cols is axpysF16Cols over q8_0 blocks: the scale d of each block
+// the part reaches, then its values d·float32(q), lanes at a time.
+func axpysQ8Cols(sh valueShape, vp Register, p int, wb []VecVirtual, acc [][]VecVirtual) {
+	var d VecVirtual
+	blk := -1
+	for c := range sh.R {
+		x := sh.lanes * (p*sh.R + c) // the step's column
+		if x/32 != blk {
+			blk = x / 32
+			d = sh.vec()
+			dh := sh.half()
+			VPBROADCASTW(Mem{Base: vp, Disp: 34 * blk}, dh)
+			VCVTPH2PS(dh, d)
+		}
+		t := sh.vec()
+		VPMOVSXBD(Mem{Base: vp, Disp: 34*blk + 2 + x%32}, t)
+		VCVTDQ2PS(t, t)
+		VMULPS(d, t, t)
+		for h := range wb {
+			VFMADD231PS(t, wb[h], acc[h][c])
+		}
+	}
+}
+
+// axpys is the frame of the value kernels: for each step of sh.cols
+// columns and each of its parts, it loads the G heads' outputs, passes
+// over the n rows (cols widening the part's columns of the row at vp into
+// acc[h] with weight wb[h]), and stores them. A one-head kernel
+// (heads false) takes no weight stride.
+func axpys(name string, G int, heads bool, sh valueShape, cols func(sh valueShape, vp Register, p int, wb []VecVirtual, acc [][]VecVirtual), doc ...string) {
+	var w, ws, n, v, stride, o, hd, os, ws3, os3 Register
+	if heads {
+		kernel(name, "func(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)", doc...)
+		w, ws, n = Load(Param("w"), GP64()), Load(Param("ws"), GP64()), Load(Param("n"), GP64())
+		v, stride, o, hd = Load(Param("v"), GP64()), Load(Param("stride"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
+		SHLQ(U8(2), ws) // bytes
+		os = GP64()     // bytes of one head's output
+		MOVQ(hd, os)
+		SHLQ(U8(2), os)
+		if G > 3 {
+			ws3, os3 = GP64(), GP64()
+			LEAQ(Mem{Base: ws, Index: ws, Scale: 2}, ws3)
+			LEAQ(Mem{Base: os, Index: os, Scale: 2}, os3)
+		}
+	} else {
+		kernel(name, "func(w *float32, v *byte, stride int, n int, o *float32, hd int)", doc...)
+		w, v, stride = Load(Param("w"), GP64()), Load(Param("v"), GP64()), Load(Param("stride"), GP64())
+		n, o, hd = Load(Param("n"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
+	}
 	Label(name + "_cols")
 	TESTQ(hd, hd)
 	JZ(LabelRef(name + "_done"))
-	acc := make([]VecVirtual, 8)
-	for c := range acc {
-		acc[c] = YMM()
-		VMOVUPS(Mem{Base: o, Disp: 32 * c}, acc[c])
-	}
-	i, wp, vp := GP64(), GP64(), GP64()
-	MOVQ(n, i)
-	MOVQ(w, wp)
-	MOVQ(v, vp)
-	Label(name + "_row")
-	wb := YMM()
-	VBROADCASTSS(Mem{Base: wp}, wb)
-	for blk := range 2 {
-		d, dh := YMM(), XMM()
-		VPBROADCASTW(Mem{Base: vp, Disp: 34 * blk}, dh)
-		VCVTPH2PS(dh, d)
-		for c := range 4 {
-			t := YMM()
-			VPMOVSXBD(Mem{Base: vp, Disp: 34*blk + 2 + 8*c}, t)
-			VCVTDQ2PS(t, t)
-			VMULPS(d, t, t)
-			VFMADD231PS(t, wb, acc[4*blk+c])
+	for p := range sh.parts {
+		out := func(h, c int) Mem { return nth(o, os, os3, h, 4*sh.lanes*(p*sh.R+c)) }
+		acc := make([][]VecVirtual, G)
+		for h := range acc {
+			acc[h] = make([]VecVirtual, sh.R)
+			for c := range acc[h] {
+				acc[h][c] = sh.vec()
+				VMOVUPS(out(h, c), acc[h][c])
+			}
+		}
+		i, wp, vp := GP64(), GP64(), GP64()
+		MOVQ(n, i)
+		MOVQ(w, wp)
+		MOVQ(v, vp)
+		row := passLabel(name+"_row", p)
+		Label(row)
+		wb := make([]VecVirtual, G)
+		for h := range wb {
+			wb[h] = sh.vec()
+			VBROADCASTSS(nth(wp, ws, ws3, h, 0), wb[h])
+		}
+		cols(sh, vp, p, wb, acc)
+		ADDQ(U32(4), wp)
+		ADDQ(stride, vp)
+		DECQ(i)
+		JNZ(LabelRef(row))
+		for h := range acc {
+			for c, a := range acc[h] {
+				VMOVUPS(a, out(h, c))
+			}
 		}
 	}
-	ADDQ(U32(4), wp)
-	ADDQ(stride, vp)
-	DECQ(i)
-	JNZ(LabelRef(name + "_row"))
-	for c, a := range acc {
-		VMOVUPS(a, Mem{Base: o, Disp: 32 * c})
-	}
-	ADDQ(U32(68), v)
-	ADDQ(U32(256), o)
-	SUBQ(U32(64), hd)
+	ADDQ(U32(sh.colBytes), v)
+	ADDQ(U32(4*sh.cols), o)
+	SUBQ(U32(sh.cols), hd)
 	JMP(LabelRef(name + "_cols"))
 	Label(name + "_done")
 	VZEROUPPER()

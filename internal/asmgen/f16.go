@@ -86,88 +86,19 @@ func axpyF16AVX2() {
 // then the lanes added pairwise at the end.
 func dotsF16AVX2() {
 	name := "dotsF16AVX2Asm"
-	kernel(name, "func(k *byte, stride int, q *float32, hd int, n int, out *float32)",
+	dotsAVX2(name, 1, 64, dotsF16AVX2Cols,
 		name+" sets out[i] to the dot of q[:hd] with the hd float16 values at k + i·stride,",
 		"for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.")
-	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
-	hd, n, out := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64())
-	Label(name + "_row")
-	TESTQ(n, n)
-	JZ(LabelRef(name + "_done"))
-	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
-	for _, a := range acc {
-		VXORPS(a, a, a)
-	}
-	j, kp, qp := GP64(), GP64(), GP64()
-	MOVQ(hd, j)
-	MOVQ(k, kp)
-	MOVQ(q, qp)
-	Label(name + "_col")
-	for c, a := range acc {
-		t := YMM()
-		VCVTPH2PS(Mem{Base: kp, Disp: 16 * c}, t)
-		VFMADD231PS(Mem{Base: qp, Disp: 32 * c}, t, a)
-	}
-	ADDQ(U32(64), kp)
-	ADDQ(U32(128), qp)
-	SUBQ(U32(32), j)
-	JNZ(LabelRef(name + "_col"))
-	VADDPS(acc[1], acc[0], acc[0])
-	VADDPS(acc[3], acc[2], acc[2])
-	VADDPS(acc[2], acc[0], acc[0])
-	VMOVSS(horizontal8(acc[0], VADDPS, VADDSS), Mem{Base: out})
-	ADDQ(stride, k)
-	ADDQ(U32(4), out)
-	DECQ(n)
-	JMP(LabelRef(name + "_row"))
-	Label(name + "_done")
-	VZEROUPPER()
-	RET()
 }
 
-// axpysF16AVX2 is attention's value accumulation over consecutive cache
-// positions: o += Σ_i w[i]·v_i for the f16 rows v_i at v + i·stride. It keeps
-// 64 columns of o in eight registers while all n rows pass, one fused
-// multiply-add per element and row, in row order.
-func axpysF16AVX2() {
-	name := "axpysF16AVX2Asm"
-	kernel(name, "func(w *float32, v *byte, stride int, n int, o *float32, hd int)",
-		name+" sets o[j] = fma(w[i], v_i[j], o[j]) for i = 0..n-1 in turn, v_i the hd float16 values",
-		"at v + i·stride (hd % 64 == 0, n > 0).")
-	w, v, stride := Load(Param("w"), GP64()), Load(Param("v"), GP64()), Load(Param("stride"), GP64())
-	n, o, hd := Load(Param("n"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
-	Label(name + "_cols")
-	TESTQ(hd, hd)
-	JZ(LabelRef(name + "_done"))
-	acc := make([]VecVirtual, 8)
-	for c := range acc {
-		acc[c] = YMM()
-		VMOVUPS(Mem{Base: o, Disp: 32 * c}, acc[c])
-	}
-	i, wp, vp := GP64(), GP64(), GP64()
-	MOVQ(n, i)
-	MOVQ(w, wp)
-	MOVQ(v, vp)
-	Label(name + "_row")
-	wb := YMM()
-	VBROADCASTSS(Mem{Base: wp}, wb)
-	for c, a := range acc {
+// dotsF16AVX2Cols widens the chains' eight values each of a row's 32
+// columns at kp and multiplies them into each query's chain.
+func dotsF16AVX2Cols(kp Register, query func(j, disp int) Mem, chains []int, acc [][]VecVirtual) {
+	for i, c := range chains {
 		t := YMM()
-		VCVTPH2PS(Mem{Base: vp, Disp: 16 * c}, t)
-		VFMADD231PS(t, wb, a)
+		VCVTPH2PS(Mem{Base: kp, Disp: 16 * c}, t)
+		for j := range acc {
+			VFMADD231PS(query(j, 32*c), t, acc[j][i])
+		}
 	}
-	ADDQ(U32(4), wp)
-	ADDQ(stride, vp)
-	DECQ(i)
-	JNZ(LabelRef(name + "_row"))
-	for c, a := range acc {
-		VMOVUPS(a, Mem{Base: o, Disp: 32 * c})
-	}
-	ADDQ(U32(128), v)
-	ADDQ(U32(256), o)
-	SUBQ(U32(64), hd)
-	JMP(LabelRef(name + "_cols"))
-	Label(name + "_done")
-	VZEROUPPER()
-	RET()
 }

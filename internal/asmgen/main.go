@@ -74,12 +74,21 @@ func main() {
 	dotsF16Q4AVX512()
 	scaleAVX2()
 	scaleTanhAVX2()
+	scaleTanhAVX512()
 	dotsQ8Q4AVX512()
 	dotsQ8AVX2()
+	for Q := 2; Q <= 4; Q++ {
+		dotsF16QsAVX2(Q)
+		dotsQ8QsAVX2(Q)
+	}
 	axpysQ8AVX2()
 	for G := 1; G <= 4; G++ {
 		axpysF16HeadsAVX512(G)
 		axpysQ8HeadsAVX512(G)
+	}
+	for G := 2; G <= 4; G++ {
+		axpysF16HeadsAVX2(G)
+		axpysQ8HeadsAVX2(G)
 	}
 	sumBytesAVX2()
 	expConstsData()

@@ -6,6 +6,7 @@ import (
 
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
 )
 
 // Attention's score scaling and soft-capping (Gemma-2), eight lanes at a
@@ -43,69 +44,108 @@ func scaleAVX2() {
 	RET()
 }
 
-// scaleTanhAVX2 is ScaleTanh: x[i] = c·tanh(x[i]·s), tanh as tanhRational.
-func scaleTanhAVX2() {
-	vec := func(name string, v float32) Mem {
-		m := GLOBL(name, RODATA|NOPTR)
-		for i := range 8 {
-			DATA(4*i, U32(math.Float32bits(v)))
-		}
+// tanhVec is the 32-byte datum name: eight lanes of v, which the AVX2
+// kernel reads whole and the AVX-512 one broadcasts from its first lane.
+// Both tiers share one copy, declared where the AVX2 kernel first asks.
+func tanhVec(name string, v float32) Mem {
+	if m, ok := tanhData[name]; ok {
 		return m
 	}
-	lo, hi := vec("tanh_lo", -9), vec("tanh_hi", 9)
+	m := GLOBL(name, RODATA|NOPTR)
+	for i := range 8 {
+		DATA(4*i, U32(math.Float32bits(v)))
+	}
+	tanhData[name] = m
+	return m
+}
+
+var tanhData = map[string]Mem{}
+
+// scaleTanhAVX2 is ScaleTanh: x[i] = c·tanh(x[i]·s), tanh as tanhRational,
+// eight lanes at a time, the constants read from memory.
+func scaleTanhAVX2() {
+	scaleTanh("scaleTanhAVX2Asm", 8, YMM, XMM, func(m Mem) Op { return m })
+}
+
+// scaleTanhAVX512 is scaleTanhAVX2 sixteen lanes at a time, the constants
+// broadcast once into registers (there are 32).
+func scaleTanhAVX512() {
+	scaleTanh("scaleTanhAVX512Asm", 16, ZMM, XMM, func(m Mem) Op {
+		r := ZMM()
+		VBROADCASTSS(m, r)
+		return r
+	})
+}
+
+// scaleTanh is the frame of the ScaleTanh kernels: lanes float32 lanes in a
+// vector of vec, the constants as operand gives them.
+func scaleTanh(name string, lanes int, vec, scalar func() VecVirtual, operand func(Mem) Op) {
+	lo, hi := tanhVec("tanh_lo", -9), tanhVec("tanh_hi", 9)
 	alpha := make([]Mem, len(tanhAlpha))
 	for i, a := range tanhAlpha {
-		alpha[i] = vec(fmt.Sprintf("tanh_a%d", 13-2*i), a)
+		alpha[i] = tanhVec(fmt.Sprintf("tanh_a%d", 13-2*i), a)
 	}
 	beta := make([]Mem, len(tanhBeta))
 	for i, b := range tanhBeta {
-		beta[i] = vec(fmt.Sprintf("tanh_b%d", 6-2*i), b)
+		beta[i] = tanhVec(fmt.Sprintf("tanh_b%d", 6-2*i), b)
 	}
-	name := "scaleTanhAVX2Asm"
 	kernel(name, "func(x *float32, n int, s float32, c float32)",
-		name+" sets x[i] = c·tanh(x[i]·s) for the n values at x (n % 8 == 0), tanh as tanhRational:",
+		fmt.Sprintf("%s sets x[i] = c·tanh(x[i]·s) for the n values at x (n %% %d == 0), tanh as tanhRational:", name, lanes),
 		"the same operations in the same order, no fused multiply-add.")
 	x, n := Load(Param("x"), GP64()), Load(Param("n"), GP64())
-	sv, cv, lov, hiv := YMM(), YMM(), YMM(), YMM()
-	VBROADCASTSS(Load(Param("s"), XMM()), sv)
-	VBROADCASTSS(Load(Param("c"), XMM()), cv)
-	VMOVUPS(lo, lov)
-	VMOVUPS(hi, hiv)
-	onev, monev := YMM(), YMM()
-	VMOVUPS(vec("tanh_one", 1), onev)
-	VMOVUPS(vec("tanh_mone", -1), monev)
+	sv, cv, lov, hiv := vec(), vec(), vec(), vec()
+	VBROADCASTSS(Load(Param("s"), scalar()), sv)
+	VBROADCASTSS(Load(Param("c"), scalar()), cv)
+	onev, monev := vec(), vec()
+	if lanes == 8 {
+		VMOVUPS(lo, lov)
+		VMOVUPS(hi, hiv)
+		VMOVUPS(tanhVec("tanh_one", 1), onev)
+		VMOVUPS(tanhVec("tanh_mone", -1), monev)
+	} else {
+		VBROADCASTSS(lo, lov)
+		VBROADCASTSS(hi, hiv)
+		VBROADCASTSS(tanhVec("tanh_one", 1), onev)
+		VBROADCASTSS(tanhVec("tanh_mone", -1), monev)
+	}
+	av := make([]Op, len(alpha))
+	for i, a := range alpha {
+		av[i] = operand(a)
+	}
+	bv := make([]Op, len(beta))
+	for i, b := range beta {
+		bv[i] = operand(b)
+	}
 	whileNonZero(name, n, func() {
-		v, x2, p, q := YMM(), YMM(), YMM(), YMM()
+		v, x2, p, q := vec(), vec(), vec(), vec()
 		VMULPS(Mem{Base: x}, sv, v)
 		// Go order (src2, src1, dst): min and max return their src2 (v)
 		// when either is NaN, so NaN goes through as in the Go twin.
 		VMINPS(v, hiv, v)
 		VMAXPS(v, lov, v)
 		VMULPS(v, v, x2)
-		// p = (((α13·x² + α11)·x² + α9)·x² + … + α1)·x
-		VMULPS(alpha[0], x2, p)
-		for i, a := range alpha[1:] {
-			if i > 0 {
-				VMULPS(x2, p, p)
+		// horner sets r = (c0·x² + c1)·x² + … + c_last.
+		horner := func(cs []Op, r VecVirtual) {
+			VMULPS(cs[0], x2, r)
+			for i, c := range cs[1:] {
+				if i > 0 {
+					VMULPS(x2, r, r)
+				}
+				VADDPS(c, r, r)
 			}
-			VADDPS(a, p, p)
 		}
+		// p = (((α13·x² + α11)·x² + α9)·x² + … + α1)·x
+		horner(av, p)
 		VMULPS(v, p, p)
 		// q = ((β6·x² + β4)·x² + β2)·x² + β0
-		VMULPS(beta[0], x2, q)
-		for i, b := range beta[1:] {
-			if i > 0 {
-				VMULPS(x2, q, q)
-			}
-			VADDPS(b, q, q)
-		}
+		horner(bv, q)
 		VDIVPS(q, p, p) // p/q
 		VMINPS(p, onev, p)
 		VMAXPS(p, monev, p)
 		VMULPS(cv, p, p)
 		VMOVUPS(p, Mem{Base: x})
-		ADDQ(U32(32), x)
-		SUBQ(U32(8), n)
+		ADDQ(U32(4*lanes), x)
+		SUBQ(U32(lanes), n)
 	})
 	VZEROUPPER()
 	RET()

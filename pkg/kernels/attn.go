@@ -119,9 +119,10 @@ func dotsQ8Generic(k []byte, stride int, q, out []float32) {
 // DotsF16Queries is DotsF16 for the len(q)/hd queries q[j·hd:(j+1)·hd]
 // against the same n rows: out[j·os+i] is the score of row i for query j,
 // bit for bit what DotsF16(k, stride, q_j, out[j·os:j·os+n]) gives on the
-// same tier (tiled prefill attention). The reference is that loop; the
-// AVX-512 tier takes four queries at a time, widening each row once for
-// all four with each score's arithmetic unchanged.
+// same tier (tiled prefill attention, a GQA group's heads). The reference
+// is that loop; the AVX-512 tier takes four queries at a time and the AVX2
+// tier two to four, widening each row once for them all with each score's
+// arithmetic unchanged.
 func DotsF16Queries(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
 	if checkQueries("DotsF16Queries", 2*hd, k, stride, q, hd, out, os, n) {
 		kern.dotsF16Queries(k, stride, q, hd, out, os, n)
@@ -129,7 +130,7 @@ func DotsF16Queries(k []byte, stride int, q []float32, hd int, out []float32, os
 }
 
 // DotsQ8_0Queries is DotsF16Queries over a q8_0 cache: the queries one by
-// one through DotsQ8_0, or four at a time with the same bits.
+// one through DotsQ8_0, or several at a time with the same bits.
 func DotsQ8_0Queries(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
 	if hd%32 != 0 {
 		panic(fmt.Sprintf("kernels: DotsQ8_0Queries: rows of %d values are not whole q8_0 blocks", hd))

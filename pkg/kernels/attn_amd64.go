@@ -32,63 +32,77 @@ func dotsF16AVX512(k []byte, stride int, q, out []float32) {
 	copy(out[nb:], sums[:])
 }
 
-// axpysF16HeadsAVX2 is the heads one by one, each as axpysF16AVX2: sixteen
-// registers hold one head's 64 columns twice over, not two heads'.
-func axpysF16HeadsAVX2(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
-	for h := range len(o) / hd {
-		axpysF16AVX2(w[h*ws:h*ws+n], v, stride, o[h*hd:(h+1)*hd])
+// headsKernel is the assembly of a value kernel for a fixed number of
+// heads: o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) over the n rows.
+type headsKernel func(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// byFour runs the heads four at a time through ks[G-1], the kernel of G
+// heads; rb is the bytes of a row's hd values, hd a multiple of 64 (every
+// kernel's step).
+func byFour(ks *[4]headsKernel, w []float32, ws, n int, v []byte, stride, rb int, o []float32, hd int) {
+	g := len(o) / hd
+	_ = v[(n-1)*stride+rb-1]
+	_ = w[(g-1)*ws+n-1]
+	for h := 0; h < g; h += 4 {
+		ks[min(4, g-h)-1](&w[h*ws], ws, n, &v[0], stride, &o[h*hd], hd)
 	}
 }
 
-// axpysF16HeadsAVX512 takes the heads four at a time (the kernels hold 4·G
-// registers of accumulators); heads not a multiple of 64 wide go through
-// AVX2's head by head.
+// The AVX2 tier's one-head kernels as headsKernels.
+func axpysF16Heads1AVX2Asm(w *float32, _ int, n int, v *byte, stride int, o *float32, hd int) {
+	axpysF16AVX2Asm(w, v, stride, n, o, hd)
+}
+
+func axpysQ8Heads1AVX2Asm(w *float32, _ int, n int, v *byte, stride int, o *float32, hd int) {
+	axpysQ8AVX2Asm(w, v, stride, n, o, hd)
+}
+
+var (
+	axpysF16HeadsAVX2Asm   = [4]headsKernel{axpysF16Heads1AVX2Asm, axpysF16Heads2AVX2Asm, axpysF16Heads3AVX2Asm, axpysF16Heads4AVX2Asm}
+	axpysQ8HeadsAVX2Asm    = [4]headsKernel{axpysQ8Heads1AVX2Asm, axpysQ8Heads2AVX2Asm, axpysQ8Heads3AVX2Asm, axpysQ8Heads4AVX2Asm}
+	axpysF16HeadsAVX512Asm = [4]headsKernel{axpysF16Heads1AVX512Asm, axpysF16Heads2AVX512Asm, axpysF16Heads3AVX512Asm, axpysF16Heads4AVX512Asm}
+	axpysQ8HeadsAVX512Asm  = [4]headsKernel{axpysQ8Heads1AVX512Asm, axpysQ8Heads2AVX512Asm, axpysQ8Heads3AVX512Asm, axpysQ8Heads4AVX512Asm}
+)
+
+// axpysF16HeadsAVX2 takes the heads four at a time (sixteen registers
+// hold 32 columns of two or three heads' outputs, 16 of four); heads not a
+// multiple of 64 wide go head by head through axpysF16AVX2.
+func axpysF16HeadsAVX2(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
+	if hd%64 != 0 {
+		for h := range len(o) / hd {
+			axpysF16AVX2(w[h*ws:h*ws+n], v, stride, o[h*hd:(h+1)*hd])
+		}
+		return
+	}
+	byFour(&axpysF16HeadsAVX2Asm, w, ws, n, v, stride, 2*hd, o, hd)
+}
+
+// axpysF16HeadsAVX512 is axpysF16HeadsAVX2 with 64 columns of four heads
+// in thirty-two registers.
 func axpysF16HeadsAVX512(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
 	if hd%64 != 0 {
 		axpysF16HeadsAVX2(w, ws, n, v, stride, o, hd)
 		return
 	}
-	g := len(o) / hd
-	_ = v[(n-1)*stride+2*hd-1]
-	_ = w[(g-1)*ws+n-1]
-	for h := 0; h < g; h += 4 {
-		wh, oh := &w[h*ws], &o[h*hd]
-		switch min(4, g-h) {
-		case 1:
-			axpysF16Heads1AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
-		case 2:
-			axpysF16Heads2AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
-		case 3:
-			axpysF16Heads3AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
-		default:
-			axpysF16Heads4AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
-		}
-	}
+	byFour(&axpysF16HeadsAVX512Asm, w, ws, n, v, stride, 2*hd, o, hd)
 }
 
-// axpysQ8HeadsAVX512 takes the heads four at a time; heads not a multiple
-// of 64 wide go through the reference.
+// axpysQ8HeadsAVX2 and axpysQ8HeadsAVX512 take the heads four at a time;
+// heads not a multiple of 64 wide go through the reference.
+func axpysQ8HeadsAVX2(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
+	if hd%64 != 0 {
+		axpysQ8HeadsGeneric(w, ws, n, v, stride, o, hd)
+		return
+	}
+	byFour(&axpysQ8HeadsAVX2Asm, w, ws, n, v, stride, hd/32*34, o, hd)
+}
+
 func axpysQ8HeadsAVX512(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
 	if hd%64 != 0 {
 		axpysQ8HeadsGeneric(w, ws, n, v, stride, o, hd)
 		return
 	}
-	g := len(o) / hd
-	_ = v[(n-1)*stride+hd/32*34-1]
-	_ = w[(g-1)*ws+n-1]
-	for h := 0; h < g; h += 4 {
-		wh, oh := &w[h*ws], &o[h*hd]
-		switch min(4, g-h) {
-		case 1:
-			axpysQ8Heads1AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
-		case 2:
-			axpysQ8Heads2AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
-		case 3:
-			axpysQ8Heads3AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
-		default:
-			axpysQ8Heads4AVX512Asm(wh, ws, n, &v[0], stride, oh, hd)
-		}
-	}
+	byFour(&axpysQ8HeadsAVX512Asm, w, ws, n, v, stride, hd/32*34, o, hd)
 }
 
 // dotsQ8AVX512 is dotsF16AVX512's frame over q8_0 rows: blocks of sixteen
@@ -118,9 +132,43 @@ func dotsQ8AVX512(k []byte, stride int, q, out []float32) {
 	copy(out[nb:], sums[:])
 }
 
-// dotsF16QueriesAVX2 is dotsF16AVX2 query by query.
+// dotsF16QueriesAVX2 scores the queries four at a time (dotsF16Q4AVX2Asm),
+// the last two or three together, a last one through dotsF16AVX2: each
+// score the one-query kernel's bits. Heads that dotsF16AVX2 takes row by
+// row (not a multiple of 32) go query by query.
 func dotsF16QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
-	queryByQuery(dotsF16AVX2, k, stride, q, hd, out, os, n)
+	if hd%32 != 0 {
+		queryByQuery(dotsF16AVX2, k, stride, q, hd, out, os, n)
+		return
+	}
+	queriesAVX2(&dotsF16QsAVX2Asm, dotsF16AVX2, 2*hd, k, stride, q, hd, out, os, n)
+}
+
+// queriesKernel is the assembly of a score kernel for a fixed number of
+// queries: out[j·os+i] for the n rows at k, stride apart.
+type queriesKernel func(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+var (
+	dotsF16QsAVX2Asm = [3]queriesKernel{dotsF16Q2AVX2Asm, dotsF16Q3AVX2Asm, dotsF16Q4AVX2Asm}
+	dotsQ8QsAVX2Asm  = [3]queriesKernel{dotsQ8Q2AVX2Asm, dotsQ8Q3AVX2Asm, dotsQ8Q4AVX2Asm}
+)
+
+// queriesAVX2 runs the queries through ks[Q-2], the kernel of Q queries,
+// four at a time and the last two or three together, and a last one
+// through one; the n rows of rb bytes at stride and the scores at stride
+// os were checked by checkQueries.
+func queriesAVX2(ks *[3]queriesKernel, one func(k []byte, stride int, q, out []float32),
+	rb int, k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	nq := len(q) / hd
+	_ = k[(n-1)*stride+rb-1]
+	_ = out[(nq-1)*os+n-1]
+	j := 0
+	for ; nq-j > 1; j += 4 {
+		ks[min(4, nq-j)-2](&k[0], stride, &q[j*hd], hd, n, &out[j*os], os)
+	}
+	if j < nq {
+		one(k, stride, q[j*hd:], out[j*os:j*os+n])
+	}
 }
 
 // dotsF16QueriesAVX512 scores the queries four at a time, rows four at a
@@ -201,23 +249,8 @@ func dotsQ8AVX2(k []byte, stride int, q, out []float32) {
 	dotsQ8AVX2Asm(&k[0], stride, &q[0], len(q), len(out), &out[0])
 }
 
-// dotsQ8QueriesAVX2 is dotsQ8AVX2 query by query.
+// dotsQ8QueriesAVX2 is dotsF16QueriesAVX2 over q8_0 rows
+// (DotsQ8_0Queries checked that hd % 32 == 0).
 func dotsQ8QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
-	queryByQuery(dotsQ8AVX2, k, stride, q, hd, out, os, n)
-}
-
-// axpysQ8HeadsAVX2 is the heads one by one through axpysQ8AVX2Asm (eight
-// registers hold one head's 64 columns); heads not a multiple of 64 wide
-// go through the reference.
-func axpysQ8HeadsAVX2(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
-	if hd%64 != 0 {
-		axpysQ8HeadsGeneric(w, ws, n, v, stride, o, hd)
-		return
-	}
-	g := len(o) / hd
-	_ = v[(n-1)*stride+hd/32*34-1]
-	_ = w[(g-1)*ws+n-1]
-	for h := range g {
-		axpysQ8AVX2Asm(&w[h*ws], &v[0], stride, n, &o[h*hd], hd)
-	}
+	queriesAVX2(&dotsQ8QsAVX2Asm, dotsQ8AVX2, hd/32*34, k, stride, q, hd, out, os, n)
 }

@@ -190,7 +190,7 @@ func TestDotsQ8_0(t *testing.T) {
 
 // TestDotsQueries: on every tier, DotsF16Queries and DotsQ8_0Queries give
 // each query DotsF16's (DotsQ8_0's) bits, for 1 to 9 queries (the AVX-512
-// kernels take four at a time), row counts around multiples of four, head
+// kernels take four at a time, the AVX2 ones two to four), row counts around multiples of four, head
 // sizes the four-query kernels take and those they leave, misaligned rows
 // and guards between and after the queries' scores.
 func TestDotsQueries(t *testing.T) {

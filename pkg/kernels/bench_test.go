@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -44,12 +45,19 @@ func BenchmarkStreamRead(b *testing.B) {
 
 func benchTiers(b *testing.B, f func(b *testing.B)) { benchTiersOf(b, allTiers(), f) }
 
+// rounds is how many times benchTiersOf runs its tiers in turn: on a shared
+// host, -rounds 5 compares tiers that ran alternately in one process, where
+// -count 5 runs each tier five times in a row.
+var rounds = flag.Int("rounds", 1, "run the tiers of a benchmark in turn this many times")
+
 func benchTiersOf(b *testing.B, tiers []*kernelSet, f func(b *testing.B)) {
-	for _, k := range tiers {
-		b.Run(k.tier.String(), func(b *testing.B) {
-			useTier(b, k)
-			f(b)
-		})
+	for range *rounds {
+		for _, k := range tiers {
+			b.Run(k.tier.String(), func(b *testing.B) {
+				useTier(b, k)
+				f(b)
+			})
+		}
 	}
 }
 

@@ -54,7 +54,8 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 
 // avx512vnniKernels is the AVX2 table with the AVX-512 kernels in; the
 // 32-element formats, F16 and the element-wise kernels stay AVX2's, but
-// for attention's scores and grouped values (attn_amd64.go).
+// for attention's scores and grouped values (attn_amd64.go) and its
+// soft-capping (ScaleTanh).
 var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.dot[Q4_K] = dotQ4KAVX512
 	k.dot[Q5_K] = dotQ5KAVX512
@@ -82,6 +83,7 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.dotsQ8 = dotsQ8AVX512
 	k.dotsF16Queries = dotsF16QueriesAVX512
 	k.dotsQ8Queries = dotsQ8QueriesAVX512
+	k.scaleTanh = scaleTanhAVX512
 })
 
 func hostKernels() []*kernelSet {
@@ -287,4 +289,14 @@ func scaleTanhAVX2(x []float32, s, c float32) {
 		scaleTanhAVX2Asm(&x[0], n, s, c)
 	}
 	scaleTanhGeneric(x[n:], s, c)
+}
+
+// scaleTanhAVX512 runs whole groups of sixteen through its kernel and the
+// rest through scaleTanhAVX2; every lane is the reference's bits.
+func scaleTanhAVX512(x []float32, s, c float32) {
+	n := len(x) &^ 15
+	if n > 0 {
+		scaleTanhAVX512Asm(&x[0], n, s, c)
+	}
+	scaleTanhAVX2(x[n:], s, c)
 }

@@ -586,6 +586,12 @@ func scaleAVX2Asm(x *float32, n int, s float32)
 //go:noescape
 func scaleTanhAVX2Asm(x *float32, n int, s float32, c float32)
 
+// scaleTanhAVX512Asm sets x[i] = c·tanh(x[i]·s) for the n values at x (n % 16 == 0), tanh as tanhRational:
+// the same operations in the same order, no fused multiply-add.
+//
+//go:noescape
+func scaleTanhAVX512Asm(x *float32, n int, s float32, c float32)
+
 // dotsQ8Q4AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at k + i·stride,
 // for j < 4 and i < n (hd % 32 == 0, n % 4 == 0), four rows at a time.
 //
@@ -597,6 +603,42 @@ func dotsQ8Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *floa
 //
 //go:noescape
 func dotsQ8AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
+
+// dotsF16Q2AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
+// for j < 2 and i < n (hd % 32 == 0), each as dotsF16AVX2Asm computes it.
+//
+//go:noescape
+func dotsF16Q2AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+// dotsQ8Q2AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at
+// k + i·stride, for j < 2 and i < n (hd % 32 == 0), each as dotsQ8AVX2Asm computes it.
+//
+//go:noescape
+func dotsQ8Q2AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+// dotsF16Q3AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
+// for j < 3 and i < n (hd % 32 == 0), each as dotsF16AVX2Asm computes it.
+//
+//go:noescape
+func dotsF16Q3AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+// dotsQ8Q3AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at
+// k + i·stride, for j < 3 and i < n (hd % 32 == 0), each as dotsQ8AVX2Asm computes it.
+//
+//go:noescape
+func dotsQ8Q3AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+// dotsF16Q4AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
+// for j < 4 and i < n (hd % 32 == 0), each as dotsF16AVX2Asm computes it.
+//
+//go:noescape
+func dotsF16Q4AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+// dotsQ8Q4AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at
+// k + i·stride, for j < 4 and i < n (hd % 32 == 0), each as dotsQ8AVX2Asm computes it.
+//
+//go:noescape
+func dotsQ8Q4AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
 
 // axpysQ8AVX2Asm sets o[j] = fma(w[i], x_i[j], o[j]) for i = 0..n-1 in turn, x_i the hd values of the
 // q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).
@@ -651,6 +693,42 @@ func axpysF16Heads4AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *
 //
 //go:noescape
 func axpysQ8Heads4AVX512Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysF16Heads2AVX2Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 2 and i = 0..n-1 in turn,
+// v_i the hd float16 values at v + i·stride (hd % 32 == 0, n > 0).
+//
+//go:noescape
+func axpysF16Heads2AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysQ8Heads2AVX2Asm sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < 2 and i = 0..n-1 in turn,
+// x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 32 == 0, n > 0).
+//
+//go:noescape
+func axpysQ8Heads2AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysF16Heads3AVX2Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 3 and i = 0..n-1 in turn,
+// v_i the hd float16 values at v + i·stride (hd % 32 == 0, n > 0).
+//
+//go:noescape
+func axpysF16Heads3AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysQ8Heads3AVX2Asm sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < 3 and i = 0..n-1 in turn,
+// x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 32 == 0, n > 0).
+//
+//go:noescape
+func axpysQ8Heads3AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysF16Heads4AVX2Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 4 and i = 0..n-1 in turn,
+// v_i the hd float16 values at v + i·stride (hd % 16 == 0, n > 0).
+//
+//go:noescape
+func axpysF16Heads4AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
+
+// axpysQ8Heads4AVX2Asm sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < 4 and i = 0..n-1 in turn,
+// x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 32 == 0, n > 0).
+//
+//go:noescape
+func axpysQ8Heads4AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
 
 // sumU64AVX2Asm returns the wrapping sum of the n/8 little-endian uint64s at p (n % 128 == 0).
 //
