@@ -159,77 +159,112 @@ func fold16(acc []VecVirtual) VecVirtual {
 	return t1
 }
 
-// dotsF16Q4AVX512 is dotsF16AVX512 for four queries at once (tiled prefill
-// attention): four rows at a time, each row widened once and multiplied
-// into the four queries' accumulators, sixteen in all, folded by fold16 as
-// dotsF16AVX512's are. An accumulator's chain of fused multiply-adds and
-// its fold are those of dotsF16AVX512 for that row and query, so the scores
-// are the same bits; only the row's conversion is shared.
-func dotsF16Q4AVX512() {
-	dotsQ4("dotsF16Q4AVX512Asm", "float16 values", 16, 32, func(row func(r, disp int) Mem, query func(j, disp int) Mem, acc []VecVirtual) {
-		t := make([]VecVirtual, 4)
+// dotsF16QsAVX512 is dotsF16AVX512 for Q queries at once (2 to 4: a GQA
+// group's heads, a tile of prefill): qsRows(Q) rows at a time, each row
+// widened once and multiplied into the Q queries' accumulators, folded by
+// fold16 as dotsF16AVX512's are. An accumulator's chain of fused
+// multiply-adds and its fold are those of dotsF16AVX512 for that row and
+// query, so the scores are the same bits; only the row's conversion is
+// shared.
+func dotsF16QsAVX512(Q int) {
+	name := fmt.Sprintf("dotsF16Q%dAVX512Asm", Q)
+	dotsQs(name, "float16 values", Q, 16, 32, func(row func(r, disp int) Mem, query func(j, disp int) Mem, acc [][]VecVirtual) {
+		t := make([]VecVirtual, len(acc[0]))
 		for r := range t {
 			t[r] = ZMM()
 			VCVTPH2PS(row(r, 0), t[r])
 		}
-		for j := range 4 {
+		for j := range acc {
 			qv := ZMM()
 			VMOVUPS(query(j, 0), qv)
 			for r := range t {
-				VFMADD231PS(qv, t[r], acc[4*j+r])
+				VFMADD231PS(qv, t[r], acc[j][r])
 			}
 		}
 	})
 }
 
-// dotsQ8Q4AVX512 is dotsQ8AVX512 for four queries at once, as
-// dotsF16Q4AVX512 is dotsF16AVX512's: a row's sixteen values d·float32(q)
-// are computed once for the four queries, in dotsQ8AVX512's order.
-func dotsQ8Q4AVX512() {
-	dotsQ4("dotsQ8Q4AVX512Asm", "values of the q8_0 row", 32, 34, func(row func(r, disp int) Mem, query func(j, disp int) Mem, acc []VecVirtual) {
-		d := make([]VecVirtual, 4)
-		for r := range d {
-			d[r] = ZMM()
-			dh := YMM()
-			VPBROADCASTW(row(r, 0), dh)
-			VCVTPH2PS(dh, d[r])
-		}
-		for h := range 2 {
-			t := make([]VecVirtual, 4)
-			for r := range t {
-				t[r] = ZMM()
-				VPMOVSXBD(row(r, 2+16*h), t[r])
-				VCVTDQ2PS(t[r], t[r])
-				VMULPS(d[r], t[r], t[r])
+// dotsQ8QsAVX512 is dotsQ8AVX512 for Q queries at once, as dotsF16QsAVX512
+// is dotsF16AVX512's: a row's sixteen values d·float32(q) are computed
+// once for the Q queries, in dotsQ8AVX512's order. The rows go four at a
+// time through the body (eight rows' scales and values beside sixteen
+// accumulators would not fit in 32 registers).
+func dotsQ8QsAVX512(Q int) {
+	name := fmt.Sprintf("dotsQ8Q%dAVX512Asm", Q)
+	dotsQs(name, "values of the q8_0 row", Q, 32, 34, func(row func(r, disp int) Mem, query func(j, disp int) Mem, acc [][]VecVirtual) {
+		for g := 0; g < len(acc[0]); g += 4 {
+			d := make([]VecVirtual, 4)
+			for r := range d {
+				d[r] = ZMM()
+				dh := YMM()
+				VPBROADCASTW(row(g+r, 0), dh)
+				VCVTPH2PS(dh, d[r])
 			}
-			for j := range 4 {
-				qv := ZMM()
-				VMOVUPS(query(j, 64*h), qv)
+			for h := range 2 {
+				t := make([]VecVirtual, 4)
 				for r := range t {
-					VFMADD231PS(qv, t[r], acc[4*j+r])
+					t[r] = ZMM()
+					VPMOVSXBD(row(g+r, 2+16*h), t[r])
+					VCVTDQ2PS(t[r], t[r])
+					VMULPS(d[r], t[r], t[r])
+				}
+				for j := range acc {
+					qv := ZMM()
+					VMOVUPS(query(j, 64*h), qv)
+					for r := range t {
+						VFMADD231PS(qv, t[r], acc[j][g+r])
+					}
 				}
 			}
 		}
 	})
 }
 
-// dotsQ4 is the frame of the four-query score kernels: body accumulates the
-// cols columns of rows r < 4 at row(r, 0) (colBytes bytes) times query j's
-// at query(j, 0) into acc[4j+r]; fold16 then leaves query j's four sums in
-// quarter j, stored at out + j·os floats.
-func dotsQ4(name, what string, cols, colBytes int, body func(row func(r, disp int) Mem, query func(j, disp int) Mem, acc []VecVirtual)) {
+// qsRows is the rows a Q-query AVX-512 score kernel takes at a time: as
+// many as fold16's sixteen registers hold for Q queries, in whole 128-bit
+// quarters of the folded sums — eight for two queries, four for three or
+// four. pkg/kernels' dispatch (qsRowsAVX512) must agree.
+func qsRows(Q int) int {
+	if Q == 2 {
+		return 8
+	}
+	return 4
+}
+
+// dotsQs is the frame of the Q-query AVX-512 score kernels, R = qsRows(Q)
+// rows a block: body accumulates the cols columns of rows r < R at
+// row(r, 0) (colBytes bytes) times query j's at query(j, 0) into
+// acc[j][r]; fold16 then leaves query j's R sums in lanes R·j to R·j+R-1,
+// stored at out + j·os floats. Three queries fill fold16's fourth quarter
+// with the first query's registers again, and do not store it.
+func dotsQs(name, what string, Q, cols, colBytes int, body func(row func(r, disp int) Mem, query func(j, disp int) Mem, acc [][]VecVirtual)) {
+	R := qsRows(Q)
 	kernel(name, "func(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)",
 		fmt.Sprintf("%s sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd %s at k + i·stride,", name, what),
-		fmt.Sprintf("for j < 4 and i < n (hd %% %d == 0, n %% 4 == 0), four rows at a time.", cols))
+		fmt.Sprintf("for j < %d and i < n (hd %% %d == 0, n %% %d == 0), %d rows at a time.", Q, cols, R, R))
 	k, stride, q := Load(Param("k"), GP64()), Load(Param("stride"), GP64()), Load(Param("q"), GP64())
 	hd, n, out, os := Load(Param("hd"), GP64()), Load(Param("n"), GP64()), Load(Param("out"), GP64()), Load(Param("os"), GP64())
-	s3, qs, qs3, os3 := GP64(), GP64(), GP64(), GP64()
+	s3, qs := GP64(), GP64()
 	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
 	MOVQ(hd, qs)
 	SHLQ(U8(2), qs) // bytes of one query
-	LEAQ(Mem{Base: qs, Index: qs, Scale: 2}, qs3)
 	SHLQ(U8(2), os)
-	LEAQ(Mem{Base: os, Index: os, Scale: 2}, os3)
+	var qs3, os3, k4 Register // nth's third items; row 4 of a block of eight
+	if Q == 4 {
+		qs3, os3 = GP64(), GP64()
+		LEAQ(Mem{Base: qs, Index: qs, Scale: 2}, qs3)
+		LEAQ(Mem{Base: os, Index: os, Scale: 2}, os3)
+	}
+	if R == 8 {
+		k4 = GP64()
+		LEAQ(Mem{Base: k, Index: stride, Scale: 4}, k4)
+	}
+	row := func(r, disp int) Mem {
+		if r < 4 {
+			return nth(k, stride, s3, r, disp)
+		}
+		return nth(k4, stride, s3, r-4, disp)
+	}
 	rb := GP64() // bytes of a row's hd values
 	MOVQ(hd, rb)
 	SHRQ(U8(bitsOf(cols)), rb)
@@ -237,24 +272,42 @@ func dotsQ4(name, what string, cols, colBytes int, body func(row func(r, disp in
 	Label(name + "_block")
 	TESTQ(n, n)
 	JZ(LabelRef(name + "_done"))
-	acc := zeroed(16, ZMM, VPXORD)
+	acc := make([][]VecVirtual, Q)
+	for j := range acc {
+		acc[j] = zeroed(R, ZMM, VPXORD)
+	}
 	j, qp := GP64(), GP64()
 	MOVQ(hd, j)
 	MOVQ(q, qp)
 	Label(name + "_col")
-	body(func(r, disp int) Mem { return nth(k, stride, s3, r, disp) }, func(i, disp int) Mem { return nth(qp, qs, qs3, i, disp) }, acc)
+	body(row, func(i, disp int) Mem { return nth(qp, qs, qs3, i, disp) }, acc)
 	ADDQ(U32(colBytes), k)
+	if R == 8 {
+		ADDQ(U32(colBytes), k4)
+	}
 	ADDQ(U32(4*cols), qp)
 	SUBQ(U32(cols), j)
 	JNZ(LabelRef(name + "_col"))
 	SUBQ(rb, k)
-	sums := fold16(acc)
-	for i := range 4 {
-		VEXTRACTF32X4(U8(i), sums, nth(out, os, os3, i, 0))
+	var flat []VecVirtual
+	for _, a := range acc {
+		flat = append(flat, a...)
 	}
-	ADDQ(U32(16), out)
-	LEAQ(Mem{Base: k, Index: stride, Scale: 4}, k)
-	SUBQ(U32(4), n)
+	sums := fold16(append(flat, flat[:16-len(flat)]...))
+	for i := range Q {
+		if R == 8 {
+			VEXTRACTF32X8(U8(i), sums, nth(out, os, os3, i, 0))
+		} else {
+			VEXTRACTF32X4(U8(i), sums, nth(out, os, os3, i, 0))
+		}
+	}
+	ADDQ(U32(4*R), out)
+	// The next block starts R rows on.
+	LEAQ(Mem{Base: k, Index: stride, Scale: uint8(R)}, k)
+	if R == 8 {
+		LEAQ(Mem{Base: k, Index: stride, Scale: 4}, k4)
+	}
+	SUBQ(U32(R), n)
 	JMP(LabelRef(name + "_block"))
 	Label(name + "_done")
 	VZEROUPPER()

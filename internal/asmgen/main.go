@@ -71,11 +71,15 @@ func main() {
 	axpysF16AVX2()
 	dotsF16AVX512()
 	dotsQ8AVX512()
-	dotsF16Q4AVX512()
+	for Q := 2; Q <= 4; Q++ {
+		dotsF16QsAVX512(Q)
+	}
 	scaleAVX2()
 	scaleTanhAVX2()
 	scaleTanhAVX512()
-	dotsQ8Q4AVX512()
+	for Q := 2; Q <= 4; Q++ {
+		dotsQ8QsAVX512(Q)
+	}
 	dotsQ8AVX2()
 	for Q := 2; Q <= 4; Q++ {
 		dotsF16QsAVX2(Q)

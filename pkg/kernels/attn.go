@@ -120,9 +120,9 @@ func dotsQ8Generic(k []byte, stride int, q, out []float32) {
 // against the same n rows: out[j·os+i] is the score of row i for query j,
 // bit for bit what DotsF16(k, stride, q_j, out[j·os:j·os+n]) gives on the
 // same tier (tiled prefill attention, a GQA group's heads). The reference
-// is that loop; the AVX-512 tier takes four queries at a time and the AVX2
-// tier two to four, widening each row once for them all with each score's
-// arithmetic unchanged.
+// is that loop; the assembly tiers take two to four queries at a time,
+// widening each row once for them all with each score's arithmetic
+// unchanged.
 func DotsF16Queries(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
 	if checkQueries("DotsF16Queries", 2*hd, k, stride, q, hd, out, os, n) {
 		kern.dotsF16Queries(k, stride, q, hd, out, os, n)

@@ -171,40 +171,22 @@ func queriesAVX2(ks *[3]queriesKernel, one func(k []byte, stride int, q, out []f
 	}
 }
 
-// dotsF16QueriesAVX512 scores the queries four at a time, rows four at a
-// time (dotsF16Q4AVX512Asm; the last fewer than four rows copied into a
-// block of their own), the last fewer than four queries through
+var (
+	dotsF16QsAVX512Asm = [3]queriesKernel{dotsF16Q2AVX512Asm, dotsF16Q3AVX512Asm, dotsF16Q4AVX512Asm}
+	dotsQ8QsAVX512Asm  = [3]queriesKernel{dotsQ8Q2AVX512Asm, dotsQ8Q3AVX512Asm, dotsQ8Q4AVX512Asm}
+)
+
+// dotsF16QueriesAVX512 scores the queries four at a time and the last two
+// or three together (dotsF16QsAVX512Asm), a last one through
 // dotsF16AVX512: the same arithmetic for every score. Heads that
-// dotsF16AVX512 hands to AVX2 go query by query.
+// dotsF16AVX512 hands to dotsF16AVX2 go through dotsF16QueriesAVX2, which
+// gives its bits.
 func dotsF16QueriesAVX512(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
 	if hd%16 != 0 || hd > 256 {
-		queryByQuery(dotsF16AVX512, k, stride, q, hd, out, os, n)
+		dotsF16QueriesAVX2(k, stride, q, hd, out, os, n)
 		return
 	}
-	nq, nb := len(q)/hd&^3, n&^3
-	for j := 0; j < nq; j += 4 {
-		if nb > 0 {
-			_ = k[(nb-1)*stride+2*hd-1]
-			_ = out[(j+3)*os+nb-1]
-			dotsF16Q4AVX512Asm(&k[0], stride, &q[j*hd], hd, nb, &out[j*os], os)
-		}
-		if nb < n {
-			// The last rows, copied into a block of four: the same
-			// arithmetic, a quarter of dotsF16AVX512's sixteen-row block.
-			var tail [4 * 2 * 256]byte
-			var sums [4 * 4]float32
-			for i := range n - nb {
-				copy(tail[i*2*hd:(i+1)*2*hd], k[(nb+i)*stride:(nb+i)*stride+2*hd])
-			}
-			dotsF16Q4AVX512Asm(&tail[0], 2*hd, &q[j*hd], hd, 4, &sums[0], 4)
-			for jj := range 4 {
-				copy(out[(j+jj)*os+nb:(j+jj)*os+n], sums[jj*4:])
-			}
-		}
-	}
-	if nq*hd < len(q) {
-		queryByQuery(dotsF16AVX512, k, stride, q[nq*hd:], hd, out[nq*os:], os, n)
-	}
+	queriesAVX512(&dotsF16QsAVX512Asm, dotsF16AVX512, 2*hd, k, stride, q, hd, out, os, n)
 }
 
 // dotsQ8QueriesAVX512 is dotsF16QueriesAVX512 over q8_0 rows; heads wider
@@ -214,28 +196,54 @@ func dotsQ8QueriesAVX512(k []byte, stride int, q []float32, hd int, out []float3
 		queryByQuery(dotsQ8AVX512, k, stride, q, hd, out, os, n)
 		return
 	}
-	rb := hd / 32 * 34
-	nq, nb := len(q)/hd&^3, n&^3
-	for j := 0; j < nq; j += 4 {
+	queriesAVX512(&dotsQ8QsAVX512Asm, dotsQ8AVX512, hd/32*34, k, stride, q, hd, out, os, n)
+}
+
+// qsRowsAVX512 is the rows the Q-query AVX-512 kernels take at a time
+// (internal/asmgen's qsRows): eight for two queries, four for three or
+// four.
+func qsRowsAVX512(Q int) int {
+	if Q == 2 {
+		return 8
+	}
+	return 4
+}
+
+// queriesAVX512 runs the queries through ks[Q-2], the kernel of Q queries,
+// four at a time and the last two or three together, and a last one
+// through one; the n rows of rb bytes (at most 512) at stride and the
+// scores at stride os were checked by checkQueries. A kernel takes whole
+// blocks of qsRowsAVX512(Q) rows; the last fewer are copied into a block
+// of their own, which gets the same arithmetic, as the one-query kernel's
+// last rows do.
+func queriesAVX512(ks *[3]queriesKernel, one func(k []byte, stride int, q, out []float32),
+	rb int, k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	nq := len(q) / hd
+	_ = k[(n-1)*stride+rb-1]
+	_ = out[(nq-1)*os+n-1]
+	for j := 0; j < nq; {
+		Q := min(4, nq-j)
+		if Q == 1 {
+			one(k, stride, q[j*hd:(j+1)*hd], out[j*os:j*os+n])
+			return
+		}
+		R := qsRowsAVX512(Q)
+		nb := n &^ (R - 1)
 		if nb > 0 {
-			_ = k[(nb-1)*stride+rb-1]
-			_ = out[(j+3)*os+nb-1]
-			dotsQ8Q4AVX512Asm(&k[0], stride, &q[j*hd], hd, nb, &out[j*os], os)
+			ks[Q-2](&k[0], stride, &q[j*hd], hd, nb, &out[j*os], os)
 		}
 		if nb < n {
-			var tail [4 * 8 * 34]byte
-			var sums [4 * 4]float32
+			var tail [8 * 512]byte
+			var sums [16]float32
 			for i := range n - nb {
 				copy(tail[i*rb:(i+1)*rb], k[(nb+i)*stride:(nb+i)*stride+rb])
 			}
-			dotsQ8Q4AVX512Asm(&tail[0], rb, &q[j*hd], hd, 4, &sums[0], 4)
-			for jj := range 4 {
-				copy(out[(j+jj)*os+nb:(j+jj)*os+n], sums[jj*4:])
+			ks[Q-2](&tail[0], rb, &q[j*hd], hd, R, &sums[0], R)
+			for jj := range Q {
+				copy(out[(j+jj)*os+nb:(j+jj)*os+n], sums[jj*R:])
 			}
 		}
-	}
-	if nq*hd < len(q) {
-		queryByQuery(dotsQ8AVX512, k, stride, q[nq*hd:], hd, out[nq*os:], os, n)
+		j += Q
 	}
 }
 

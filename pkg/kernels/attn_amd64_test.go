@@ -14,8 +14,9 @@ import (
 // group's queries against the keys and its heads' sums of the values, f16
 // and q8_0 rows. Each tier's grouped kernels run against the AVX2 tier's
 // one-query (one-head) kernels in turn — what the avx2 tier ran before it
-// had grouped kernels — and with -rounds the variants alternate in one
-// process.
+// had grouped kernels — and the AVX-512 scores as they were before the
+// two- and three-query kernels (q4AndSingles); with -rounds the variants
+// alternate in one process.
 func BenchmarkAttnGroup(b *testing.B) {
 	type variant struct {
 		name string
@@ -36,26 +37,28 @@ func BenchmarkAttnGroup(b *testing.B) {
 		scores := make([]float32, g*n)
 		o := make([]float32, g*hd)
 		kinds := []struct {
-			name string
-			tier func(k *kernelSet)
-			one  func()
+			name       string
+			tier       func(k *kernelSet)
+			one, q4512 func()
 		}{
 			{"F16Queries", func(k *kernelSet) { k.dotsF16Queries(f16, 2*hd, q, hd, scores, n, n) },
-				func() { queryByQuery(dotsF16AVX2, f16, 2*hd, q, hd, scores, n, n) }},
+				func() { queryByQuery(dotsF16AVX2, f16, 2*hd, q, hd, scores, n, n) },
+				func() { q4AndSingles(dotsF16Q4AVX512Asm, dotsF16AVX512, 2*hd, f16, 2*hd, q, hd, scores, n, n) }},
 			{"Q8Queries", func(k *kernelSet) { k.dotsQ8Queries(q8, hd/32*34, q, hd, scores, n, n) },
-				func() { queryByQuery(dotsQ8AVX2, q8, hd/32*34, q, hd, scores, n, n) }},
+				func() { queryByQuery(dotsQ8AVX2, q8, hd/32*34, q, hd, scores, n, n) },
+				func() { q4AndSingles(dotsQ8Q4AVX512Asm, dotsQ8AVX512, hd/32*34, q8, hd/32*34, q, hd, scores, n, n) }},
 			{"F16Heads", func(k *kernelSet) { k.axpysF16Heads(w, n, n, f16, 2*hd, o, hd) },
 				func() {
 					for h := range g {
 						axpysF16AVX2(w[h*n:(h+1)*n], f16, 2*hd, o[h*hd:(h+1)*hd])
 					}
-				}},
+				}, nil},
 			{"Q8Heads", func(k *kernelSet) { k.axpysQ8Heads(w, n, n, q8, hd/32*34, o, hd) },
 				func() {
 					for h := range g {
 						axpysQ8AVX2Asm(&w[h*n], &q8[0], hd/32*34, n, &o[h*hd], hd)
 					}
-				}},
+				}, nil},
 		}
 		for _, kind := range kinds {
 			prefix := fmt.Sprintf("%s/hd=%d/g=%d/", kind.name, hd, g)
@@ -63,6 +66,9 @@ func BenchmarkAttnGroup(b *testing.B) {
 				vs = append(vs, variant{prefix + k.tier.String(), func() { kind.tier(k) }})
 			}
 			vs = append(vs, variant{prefix + "avx2-one-by-one", kind.one})
+			if kind.q4512 != nil && len(hostKernels()) > 1 {
+				vs = append(vs, variant{prefix + "avx512vnni-q4-and-singles", kind.q4512})
+			}
 		}
 	}
 	for range *rounds {
@@ -74,4 +80,15 @@ func BenchmarkAttnGroup(b *testing.B) {
 			})
 		}
 	}
+}
+
+// q4AndSingles is the avx512vnni tier's scores before it had two- and
+// three-query kernels: four queries at a time, the rest one by one.
+func q4AndSingles(q4 queriesKernel, one func(k []byte, stride int, q, out []float32),
+	rb int, k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
+	nq := len(q) / hd &^ 3
+	if nq > 0 {
+		queriesAVX512(&[3]queriesKernel{nil, nil, q4}, one, rb, k, stride, q[:nq*hd], hd, out, os, n)
+	}
+	queryByQuery(one, k, stride, q[nq*hd:], hd, out[nq*os:], os, n)
 }

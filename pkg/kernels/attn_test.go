@@ -189,10 +189,11 @@ func TestDotsQ8_0(t *testing.T) {
 }
 
 // TestDotsQueries: on every tier, DotsF16Queries and DotsQ8_0Queries give
-// each query DotsF16's (DotsQ8_0's) bits, for 1 to 9 queries (the AVX-512
-// kernels take four at a time, the AVX2 ones two to four), row counts around multiples of four, head
-// sizes the four-query kernels take and those they leave, misaligned rows
-// and guards between and after the queries' scores.
+// each query DotsF16's (DotsQ8_0's) bits, for 1 to 9 queries (both tiers'
+// kernels take two to four; the AVX-512 ones eight rows at a time for two
+// queries, four for three or four), row counts around multiples of four,
+// eight and sixteen, head sizes the grouped kernels take and those they
+// leave, misaligned rows and guards between and after the queries' scores.
 func TestDotsQueries(t *testing.T) {
 	r := rand.New(rand.NewPCG(83, 84))
 	const guard = 42
@@ -208,7 +209,7 @@ func TestDotsQueries(t *testing.T) {
 				if q8 {
 					rb = hd / 32 * 34
 				}
-				for _, n := range []int{1, 3, 4, 5, 16, 37, 64} {
+				for _, n := range []int{1, 3, 4, 5, 7, 8, 9, 16, 23, 37, 64} {
 					stride := rb + 2*(n%3) + 2
 					raw := make([]byte, (n-1)*stride+rb)
 					if q8 {

@@ -569,8 +569,20 @@ func dotsF16AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float
 //go:noescape
 func dotsQ8AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
 
+// dotsF16Q2AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
+// for j < 2 and i < n (hd % 16 == 0, n % 8 == 0), 8 rows at a time.
+//
+//go:noescape
+func dotsF16Q2AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+// dotsF16Q3AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
+// for j < 3 and i < n (hd % 16 == 0, n % 4 == 0), 4 rows at a time.
+//
+//go:noescape
+func dotsF16Q3AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
 // dotsF16Q4AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
-// for j < 4 and i < n (hd % 16 == 0, n % 4 == 0), four rows at a time.
+// for j < 4 and i < n (hd % 16 == 0, n % 4 == 0), 4 rows at a time.
 //
 //go:noescape
 func dotsF16Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
@@ -592,8 +604,20 @@ func scaleTanhAVX2Asm(x *float32, n int, s float32, c float32)
 //go:noescape
 func scaleTanhAVX512Asm(x *float32, n int, s float32, c float32)
 
+// dotsQ8Q2AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at k + i·stride,
+// for j < 2 and i < n (hd % 32 == 0, n % 8 == 0), 8 rows at a time.
+//
+//go:noescape
+func dotsQ8Q2AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
+// dotsQ8Q3AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at k + i·stride,
+// for j < 3 and i < n (hd % 32 == 0, n % 4 == 0), 4 rows at a time.
+//
+//go:noescape
+func dotsQ8Q3AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
+
 // dotsQ8Q4AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at k + i·stride,
-// for j < 4 and i < n (hd % 32 == 0, n % 4 == 0), four rows at a time.
+// for j < 4 and i < n (hd % 32 == 0, n % 4 == 0), 4 rows at a time.
 //
 //go:noescape
 func dotsQ8Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
