@@ -10,18 +10,25 @@ import (
 )
 
 // The exponential kernels: softmax's e^(x-m) and SwiGLU's silu(g)·u, eight
-// lanes at a time with the algorithm of the pure-Go expGeneric
-// (pkg/kernels/ops_generic.go): x = k·ln2 + r, |r| ≤ ln2/2, Cephes' degree-7
-// polynomial for e^r, 2^k put into the exponent. The polynomial and the
-// reduction use fused multiply-adds, so lanes are not bit-identical to
-// expGeneric but as close to e^x (TestExpKernels: within 2 ulp on
-// [-87.3, 88]).
+// lanes at a time (sixteen for softmax's on the avx512vnni tier) with the
+// algorithm of the pure-Go expGeneric (pkg/kernels/ops_generic.go): x =
+// k·ln2 + r, |r| ≤ ln2/2, Cephes' degree-7 polynomial for e^r, 2^k put into
+// the exponent. The polynomial and the reduction use fused multiply-adds,
+// so lanes are not bit-identical to expGeneric but as close to e^x
+// (TestExpKernels: within 2 ulp on [-87.3, 88]); the AVX-512 lanes are the
+// AVX2 ones' bits.
 
-// expConsts are exp8's constants: the clamps in registers, the rest as
-// eight-lane vectors in memory (sixteen YMM registers would not hold them
-// all next to the working values).
+// expConsts are expLanes' constants as operands of its width: the AVX2
+// kernels keep the clamps in registers and read the rest as eight-lane
+// vectors from memory (sixteen YMM registers would not hold them all next
+// to the working values), the AVX-512 one broadcasts them all into
+// registers (there are 32).
 type expConsts struct {
-	lo, hi VecVirtual
+	avx512                         bool
+	vec                            func() VecVirtual
+	lo, hi                         VecVirtual
+	log2e, ln2hi, ln2lo, one, bias Op
+	c                              [6]Op
 }
 
 var expMem struct {
@@ -52,41 +59,74 @@ func expConstsData() {
 	}
 }
 
+// loadExpConsts is the AVX2 kernels' constants.
 func loadExpConsts() *expConsts {
-	k := &expConsts{lo: YMM(), hi: YMM()}
-	VMOVUPS(expMem.lo, k.lo)
-	VMOVUPS(expMem.hi, k.hi)
+	m := &expMem
+	k := &expConsts{vec: YMM, lo: YMM(), hi: YMM(), log2e: m.log2e, ln2hi: m.ln2hi, ln2lo: m.ln2lo, one: m.one, bias: m.bias}
+	for i, c := range m.c {
+		k.c[i] = c
+	}
+	VMOVUPS(m.lo, k.lo)
+	VMOVUPS(m.hi, k.hi)
 	return k
 }
 
-// exp8 returns e^x for the eight lanes of x: 0 below -87.3 (and for -Inf),
+// loadExpConstsAVX512 is the AVX-512 kernel's, each broadcast from its
+// first lane in memory; it needs no exponent bias (VSCALEFPS puts 2^k in).
+func loadExpConstsAVX512() *expConsts {
+	m := &expMem
+	bcast := func(src Mem) VecVirtual {
+		r := ZMM()
+		VBROADCASTSS(src, r)
+		return r
+	}
+	k := &expConsts{avx512: true, vec: ZMM, lo: bcast(m.lo), hi: bcast(m.hi),
+		log2e: bcast(m.log2e), ln2hi: bcast(m.ln2hi), ln2lo: bcast(m.ln2lo), one: bcast(m.one)}
+	for i, c := range m.c {
+		k.c[i] = bcast(c)
+	}
+	return k
+}
+
+// expLanes returns e^x for the lanes of x: 0 below -87.3 (and for -Inf),
 // e^88 above 88, NaN for NaN.
-func exp8(k *expConsts, x VecVirtual) VecVirtual {
-	xc, t, r, p := YMM(), YMM(), YMM(), YMM()
+func expLanes(k *expConsts, x VecVirtual) VecVirtual {
+	xc, t, r, p := k.vec(), k.vec(), k.vec(), k.vec()
 	// Go order (src2, src1, dst): max/min return their src2 (here x) when
 	// either is NaN, so NaN goes through.
 	VMAXPS(x, k.lo, xc)
 	VMINPS(xc, k.hi, xc)
-	m := &expMem
-	VMULPS(m.log2e, xc, t)
-	VROUNDPS(U8(0), t, t) // k, to nearest
+	VMULPS(k.log2e, xc, t)
+	if k.avx512 {
+		VRNDSCALEPS(U8(0), t, t) // k, to nearest
+	} else {
+		VROUNDPS(U8(0), t, t)
+	}
 	VMOVAPS(xc, r)
-	VFNMADD231PS(m.ln2hi, t, r) // r = x - k·ln2hi
-	VFNMADD231PS(m.ln2lo, t, r) // r -= k·ln2lo
-	VMOVUPS(m.c[0], p)
-	for _, c := range m.c[1:] {
+	VFNMADD231PS(k.ln2hi, t, r) // r = x - k·ln2hi
+	VFNMADD231PS(k.ln2lo, t, r) // r -= k·ln2lo
+	VMOVUPS(k.c[0], p)
+	for _, c := range k.c[1:] {
 		VFMADD213PS(c, r, p) // p = p·r + c
 	}
-	r2 := YMM()
+	r2 := k.vec()
 	VMULPS(r, r, r2)
 	VFMADD213PS(r, r2, p) // p = p·r² + r
-	VADDPS(m.one, p, p)
-	ki := YMM()
+	VADDPS(k.one, p, p)
+	if k.avx512 {
+		// p·2^k, rounded once as the AVX2 product by the power of two
+		// is, and 0 where x < -87.3 (ordered: not for NaN).
+		keep := K()
+		VCMPPS(U8(0x15), k.lo, x, keep) // not x < -87.3, unordered
+		VSCALEFPS_Z(t, p, keep, p)
+		return p
+	}
+	ki := k.vec()
 	VCVTPS2DQ(t, ki)
-	VPADDD(m.bias, ki, ki)
+	VPADDD(k.bias, ki, ki)
 	VPSLLD(U8(23), ki, ki)
 	VMULPS(ki, p, p)
-	under := YMM()
+	under := k.vec()
 	VCMPPS(U8(0x11), k.lo, x, under) // x < -87.3, ordered: false for NaN
 	VANDNPS(p, under, p)
 	return p
@@ -95,28 +135,44 @@ func exp8(k *expConsts, x VecVirtual) VecVirtual {
 // expSubAVX2 is softmax's exponential: x[i] = e^(x[i]-m) for n % 8 == 0
 // values, returning their float32 sum (eight lane sums added pairwise).
 func expSubAVX2() {
-	name := "expSubAVX2Asm"
+	expSub("expSubAVX2Asm", 8, loadExpConsts)
+}
+
+// expSubAVX512 is expSubAVX2 sixteen lanes at a time: the same lanes, the
+// sum in sixteen lanes, whose halves are added before expSubAVX2's
+// pairwise sum of eight.
+func expSubAVX512() {
+	expSub("expSubAVX512Asm", 16, loadExpConstsAVX512)
+}
+
+// expSub is the frame of the expSub kernels, lanes float32 lanes at a time.
+func expSub(name string, lanes int, consts func() *expConsts) {
 	kernel(name, "func(x *float32, n int, m float32) float32",
-		name+" sets x[i] = e^(x[i]-m) for the n values at x (n % 8 == 0) and returns their sum,",
-		"accumulated in eight float32 lanes added pairwise at the end.")
+		fmt.Sprintf("%s sets x[i] = e^(x[i]-m) for the n values at x (n %% %d == 0) and returns their sum,", name, lanes),
+		fmt.Sprintf("accumulated in %d float32 lanes added pairwise at the end.", lanes))
 	x, n := Load(Param("x"), GP64()), Load(Param("n"), GP64())
 	mx := Load(Param("m"), XMM())
-	mv := YMM()
+	k := consts()
+	mv, acc := k.vec(), k.vec()
 	VBROADCASTSS(mx, mv)
-	k := loadExpConsts()
-	acc := YMM()
 	VXORPS(acc, acc, acc)
 	whileNonZero(name, n, func() {
-		v := YMM()
+		v := k.vec()
 		VMOVUPS(Mem{Base: x}, v)
 		VSUBPS(mv, v, v)
-		e := exp8(k, v)
+		e := expLanes(k, v)
 		VMOVUPS(e, Mem{Base: x})
 		VADDPS(e, acc, acc)
-		ADDQ(U32(32), x)
-		SUBQ(U32(8), n)
+		ADDQ(U32(4*lanes), x)
+		SUBQ(U32(lanes), n)
 	})
-	Store(horizontal8(acc, VADDPS, VADDSS), ReturnIndex(0))
+	sum := acc
+	if lanes == 16 {
+		sum = YMM()
+		VEXTRACTF32X8(U8(1), acc, sum)
+		VADDPS(acc.AsY(), sum, sum)
+	}
+	Store(horizontal8(sum, VADDPS, VADDSS), ReturnIndex(0))
 	VZEROUPPER()
 	RET()
 }
@@ -135,7 +191,7 @@ func swigluAVX2() {
 		g, ng := YMM(), YMM()
 		VMOVUPS(Mem{Base: gate}, g)
 		VSUBPS(g, zero, ng)
-		e := exp8(k, ng)
+		e := expLanes(k, ng)
 		VADDPS(expMem.one, e, e)
 		VDIVPS(e, g, e)
 		VMULPS(Mem{Base: up}, e, e)

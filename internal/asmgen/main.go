@@ -97,6 +97,7 @@ func main() {
 	sumBytesAVX2()
 	expConstsData()
 	expSubAVX2()
+	expSubAVX512()
 	maxAVX2()
 	swigluAVX2()
 	ternKernels()

@@ -54,8 +54,8 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 
 // avx512vnniKernels is the AVX2 table with the AVX-512 kernels in; the
 // 32-element formats, F16 and the element-wise kernels stay AVX2's, but
-// for attention's scores and grouped values (attn_amd64.go) and its
-// soft-capping (ScaleTanh).
+// for attention's scores and grouped values (attn_amd64.go), its
+// soft-capping (ScaleTanh) and softmax's exponential (expSub).
 var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.dot[Q4_K] = dotQ4KAVX512
 	k.dot[Q5_K] = dotQ5KAVX512
@@ -84,6 +84,7 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.dotsF16Queries = dotsF16QueriesAVX512
 	k.dotsQ8Queries = dotsQ8QueriesAVX512
 	k.scaleTanh = scaleTanhAVX512
+	k.expSub = expSubAVX512
 })
 
 func hostKernels() []*kernelSet {
@@ -240,6 +241,18 @@ func expSubAVX2(x []float32, m float32) float32 {
 		sum += x[i]
 	}
 	return sum
+}
+
+// expSubAVX512 runs the whole groups of sixteen through its kernel and the
+// rest through expSubAVX2, adding the two sums: the lanes are expSubAVX2's
+// bits, the sum in another order.
+func expSubAVX512(x []float32, m float32) float32 {
+	n := len(x) &^ 15
+	var sum float32
+	if n > 0 {
+		sum = expSubAVX512Asm(&x[0], n, m)
+	}
+	return sum + expSubAVX2(x[n:], m)
 }
 
 // swigluAVX2: lengths checked by SwiGLU.

@@ -47449,9 +47449,9 @@ TEXT ·expSubAVX2Asm(SB), NOSPLIT, $0-28
 	MOVQ         x+0(FP), AX
 	MOVQ         n+8(FP), CX
 	MOVSS        m+16(FP), X0
-	VBROADCASTSS X0, Y0
 	VMOVUPS      exp_lo<>+0(SB), Y1
 	VMOVUPS      exp_hi<>+0(SB), Y2
+	VBROADCASTSS X0, Y0
 	VXORPS       Y3, Y3, Y3
 
 expSubAVX2Asm_loop:
@@ -47495,6 +47495,69 @@ expSubAVX2Asm_done:
 	VMOVSHDUP    X3, X0
 	VADDSS       X0, X3, X3
 	MOVSS        X3, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func expSubAVX512Asm(x *float32, n int, m float32) float32
+// Requires: AVX, AVX512DQ, AVX512F, SSE
+TEXT ·expSubAVX512Asm(SB), NOSPLIT, $0-28
+	MOVQ         x+0(FP), AX
+	MOVQ         n+8(FP), CX
+	MOVSS        m+16(FP), X0
+	VBROADCASTSS exp_lo<>+0(SB), Z1
+	VBROADCASTSS exp_hi<>+0(SB), Z2
+	VBROADCASTSS exp_log2e<>+0(SB), Z3
+	VBROADCASTSS exp_ln2hi<>+0(SB), Z4
+	VBROADCASTSS exp_ln2lo<>+0(SB), Z5
+	VBROADCASTSS exp_one<>+0(SB), Z6
+	VBROADCASTSS exp_c0<>+0(SB), Z7
+	VBROADCASTSS exp_c1<>+0(SB), Z8
+	VBROADCASTSS exp_c2<>+0(SB), Z9
+	VBROADCASTSS exp_c3<>+0(SB), Z10
+	VBROADCASTSS exp_c4<>+0(SB), Z11
+	VBROADCASTSS exp_c5<>+0(SB), Z12
+	VBROADCASTSS X0, Z0
+	VXORPS       Z13, Z13, Z13
+
+expSubAVX512Asm_loop:
+	TESTQ        CX, CX
+	JZ           expSubAVX512Asm_done
+	VMOVUPS      (AX), Z14
+	VSUBPS       Z0, Z14, Z14
+	VMAXPS       Z14, Z1, Z15
+	VMINPS       Z15, Z2, Z15
+	VMULPS       Z3, Z15, Z16
+	VRNDSCALEPS  $0x00, Z16, Z16
+	VMOVAPS      Z15, Z15
+	VFNMADD231PS Z4, Z16, Z15
+	VFNMADD231PS Z5, Z16, Z15
+	VMOVUPS      Z7, Z17
+	VFMADD213PS  Z8, Z15, Z17
+	VFMADD213PS  Z9, Z15, Z17
+	VFMADD213PS  Z10, Z15, Z17
+	VFMADD213PS  Z11, Z15, Z17
+	VFMADD213PS  Z12, Z15, Z17
+	VMULPS       Z15, Z15, Z18
+	VFMADD213PS  Z15, Z18, Z17
+	VADDPS       Z6, Z17, Z17
+	VCMPPS       $0x15, Z1, Z14, K1
+	VSCALEFPS.Z  Z16, Z17, K1, Z17
+	VMOVUPS      Z17, (AX)
+	VADDPS       Z17, Z13, Z13
+	ADDQ         $0x00000040, AX
+	SUBQ         $0x00000010, CX
+	JMP          expSubAVX512Asm_loop
+
+expSubAVX512Asm_done:
+	VEXTRACTF32X8 $0x01, Z13, Y0
+	VADDPS        Y13, Y0, Y0
+	VEXTRACTF128  $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVHLPS      X0, X1, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	MOVSS         X0, ret+24(FP)
 	VZEROUPPER
 	RET
 

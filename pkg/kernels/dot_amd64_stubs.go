@@ -760,10 +760,16 @@ func axpysQ8Heads4AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *flo
 func sumU64AVX2Asm(p *byte, n int) uint64
 
 // expSubAVX2Asm sets x[i] = e^(x[i]-m) for the n values at x (n % 8 == 0) and returns their sum,
-// accumulated in eight float32 lanes added pairwise at the end.
+// accumulated in 8 float32 lanes added pairwise at the end.
 //
 //go:noescape
 func expSubAVX2Asm(x *float32, n int, m float32) float32
+
+// expSubAVX512Asm sets x[i] = e^(x[i]-m) for the n values at x (n % 16 == 0) and returns their sum,
+// accumulated in 16 float32 lanes added pairwise at the end.
+//
+//go:noescape
+func expSubAVX512Asm(x *float32, n int, m float32) float32
 
 // maxAVX2Asm returns the largest of the n values at x (n % 32 == 0, n > 0).
 //

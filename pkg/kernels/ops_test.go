@@ -180,7 +180,7 @@ func TestExpKernels(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	for _, k := range allTiers() {
 		expSub, swiglu := k.expSub, k.swiglu
-		for _, n := range []int{1, 7, 8, 9, 31, 64, 1000, 4099} {
+		for _, n := range []int{1, 7, 8, 9, 16, 17, 31, 64, 1000, 4099} {
 			for _, off := range []int{0, 1, 3} {
 				buf := make([]float32, off+n+8)
 				for i := range buf {
@@ -269,9 +269,12 @@ func TestExpKernels(t *testing.T) {
 				}
 			}
 		}
-		nan := []float32{float32(math.NaN()), 1, 2, 3, 4, 5, 6, 7, float32(math.NaN())}
+		// NaNs in the AVX-512 kernel's sixteen lanes, the AVX2 one's eight
+		// and the reference's tail.
+		nan := []float32{float32(math.NaN()), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+			0, 1, 2, 3, float32(math.NaN()), 5, 6, 7, 0, 0, float32(math.NaN())}
 		expSub(nan, 0)
-		if nan[0] == nan[0] || nan[8] == nan[8] || nan[1] != float32(math.E) {
+		if nan[0] == nan[0] || nan[20] == nan[20] || nan[26] == nan[26] || nan[1] != float32(math.E) || nan[17] != float32(math.E) {
 			t.Errorf("%s: NaN not carried through: %v", k.tier, nan)
 		}
 	}
