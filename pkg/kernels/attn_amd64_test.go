@@ -9,14 +9,15 @@ import (
 )
 
 // BenchmarkAttnGroup is attention's kernels on one GQA group of a decode
-// step at depth 512 (heads of 64 or 128; four query heads a group as
-// Llama-3, seven as Qwen2.5), or a tile of prefill's queries: the scores of the
-// group's queries against the keys and its heads' sums of the values, f16
-// and q8_0 rows. Each tier's grouped kernels run against the AVX2 tier's
-// one-query (one-head) kernels in turn — what the avx2 tier ran before it
-// had grouped kernels — and the AVX-512 scores as they were before the
-// two- and three-query kernels (q4AndSingles); with -rounds the variants
-// alternate in one process.
+// step at depth 512 (heads of 64 or 128, four query heads a group as
+// Llama-3, seven as Qwen2.5; heads of 256 two a group as Gemma-2), or a
+// tile of prefill's queries: the scores of the group's queries against
+// the keys and its heads' sums of the values, f16 and q8_0 rows. Each
+// tier's grouped kernels run against the AVX2 tier's one-query (one-head)
+// kernels in turn — what the avx2 tier ran before it had grouped kernels —
+// and against the AVX-512 scores as they were before the two- and
+// three-query kernels (q4AndSingles); with -rounds the variants alternate
+// in one process.
 func BenchmarkAttnGroup(b *testing.B) {
 	type variant struct {
 		name string
@@ -25,7 +26,7 @@ func BenchmarkAttnGroup(b *testing.B) {
 	var vs []variant
 	const n = 512
 	r := rand.New(rand.NewPCG(95, 96))
-	for _, sh := range []struct{ hd, g int }{{64, 4}, {128, 4}, {128, 7}} {
+	for _, sh := range []struct{ hd, g int }{{64, 4}, {128, 4}, {128, 7}, {256, 2}} {
 		hd, g := sh.hd, sh.g
 		f16 := randomF16(r, n*2*hd)
 		q8 := make([]byte, n*hd/32*34)
