@@ -54157,3 +54157,319 @@ r16TQ1_0x8AVX512Asm_done:
 	VMOVUPS Z10, (BX)(DX*1)
 	VZEROUPPER
 	RET
+
+// func f32Cols1AVX2Asm(w *byte, wstride int, x *float32, n int, out *[1]float32)
+// Requires: AVX, FMA3, MMX+
+TEXT ·f32Cols1AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   wstride+8(FP), CX
+	MOVQ   x+16(FP), DX
+	MOVQ   n+24(FP), BX
+	LEAQ   (CX)(CX*2), SI
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   BX, SI
+	SHRQ   $0x05, SI
+
+f32Cols1AVX2Asm_loop:
+	TESTQ       SI, SI
+	JZ          f32Cols1AVX2Asm_done
+	PREFETCHT0  (CX)
+	PREFETCHT0  64(CX)
+	ADDQ        $0x00000080, CX
+	VMOVUPS     (DX), Y4
+	VFMADD231PS (AX), Y4, Y0
+	VMOVUPS     32(DX), Y4
+	VFMADD231PS 32(AX), Y4, Y1
+	VMOVUPS     64(DX), Y4
+	VFMADD231PS 64(AX), Y4, Y2
+	VMOVUPS     96(DX), Y4
+	VFMADD231PS 96(AX), Y4, Y3
+	ADDQ        $0x00000080, AX
+	ADDQ        $0x00000080, DX
+	DECQ        SI
+	JMP         f32Cols1AVX2Asm_loop
+
+f32Cols1AVX2Asm_done:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VMOVHLPS     X0, X1, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	ANDQ         $0x0000001f, BX
+
+f32Cols1AVX2Asm_tail_loop:
+	TESTQ       BX, BX
+	JZ          f32Cols1AVX2Asm_tail_done
+	VMOVSS      (AX), X1
+	VFMADD231SS (DX), X1, X0
+	ADDQ        $0x00000004, AX
+	ADDQ        $0x00000004, DX
+	DECQ        BX
+	JMP         f32Cols1AVX2Asm_tail_loop
+
+f32Cols1AVX2Asm_tail_done:
+	MOVQ   out+32(FP), AX
+	VMOVSS X0, (AX)
+	VZEROUPPER
+	RET
+
+// func f32Cols2AVX2Asm(w *byte, wstride int, x *float32, n int, out *[2]float32)
+// Requires: AVX, FMA3, MMX+
+TEXT ·f32Cols2AVX2Asm(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   wstride+8(FP), CX
+	MOVQ   x+16(FP), DX
+	MOVQ   n+24(FP), BX
+	LEAQ   (CX)(CX*2), SI
+	LEAQ   (AX)(CX*2), SI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   BX, DI
+	SHRQ   $0x05, DI
+
+f32Cols2AVX2Asm_loop:
+	TESTQ       DI, DI
+	JZ          f32Cols2AVX2Asm_done
+	PREFETCHT0  (SI)
+	PREFETCHT0  64(SI)
+	PREFETCHT0  128(SI)
+	PREFETCHT0  192(SI)
+	ADDQ        $0x00000100, SI
+	VMOVUPS     (DX), Y8
+	VFMADD231PS (AX), Y8, Y0
+	VFMADD231PS (AX)(CX*1), Y8, Y4
+	VMOVUPS     32(DX), Y8
+	VFMADD231PS 32(AX), Y8, Y1
+	VFMADD231PS 32(AX)(CX*1), Y8, Y5
+	VMOVUPS     64(DX), Y8
+	VFMADD231PS 64(AX), Y8, Y2
+	VFMADD231PS 64(AX)(CX*1), Y8, Y6
+	VMOVUPS     96(DX), Y8
+	VFMADD231PS 96(AX), Y8, Y3
+	VFMADD231PS 96(AX)(CX*1), Y8, Y7
+	ADDQ        $0x00000080, AX
+	ADDQ        $0x00000080, DX
+	DECQ        DI
+	JMP         f32Cols2AVX2Asm_loop
+
+f32Cols2AVX2Asm_done:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VMOVHLPS     X0, X1, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VADDPS       Y6, Y4, Y4
+	VADDPS       Y7, Y5, Y5
+	VADDPS       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X1
+	VADDPS       X1, X4, X4
+	VMOVHLPS     X4, X1, X1
+	VADDPS       X1, X4, X4
+	VMOVSHDUP    X4, X1
+	VADDSS       X1, X4, X4
+	ANDQ         $0x0000001f, BX
+
+f32Cols2AVX2Asm_tail_loop:
+	TESTQ       BX, BX
+	JZ          f32Cols2AVX2Asm_tail_done
+	VMOVSS      (AX), X1
+	VFMADD231SS (DX), X1, X0
+	VMOVSS      (AX)(CX*1), X1
+	VFMADD231SS (DX), X1, X4
+	ADDQ        $0x00000004, AX
+	ADDQ        $0x00000004, DX
+	DECQ        BX
+	JMP         f32Cols2AVX2Asm_tail_loop
+
+f32Cols2AVX2Asm_tail_done:
+	MOVQ   out+32(FP), AX
+	VMOVSS X0, (AX)
+	VMOVSS X4, 4(AX)
+	VZEROUPPER
+	RET
+
+// func f32Cols1AVX512Asm(w *byte, wstride int, x *float32, n int, out *[1]float32)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, FMA3, MMX+
+TEXT ·f32Cols1AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   wstride+8(FP), CX
+	MOVQ   x+16(FP), DX
+	MOVQ   n+24(FP), BX
+	LEAQ   (CX)(CX*2), SI
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	MOVQ   BX, SI
+	SHRQ   $0x05, SI
+
+f32Cols1AVX512Asm_loop:
+	TESTQ       SI, SI
+	JZ          f32Cols1AVX512Asm_done
+	PREFETCHT0  (CX)
+	PREFETCHT0  64(CX)
+	ADDQ        $0x00000080, CX
+	VMOVUPS     (DX), Z2
+	VFMADD231PS (AX), Z2, Z0
+	VMOVUPS     64(DX), Z2
+	VFMADD231PS 64(AX), Z2, Z1
+	ADDQ        $0x00000080, AX
+	ADDQ        $0x00000080, DX
+	DECQ        SI
+	JMP         f32Cols1AVX512Asm_loop
+
+f32Cols1AVX512Asm_done:
+	VADDPS        Z1, Z0, Z0
+	VEXTRACTF32X8 $0x01, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVHLPS      X0, X1, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	ANDQ          $0x0000001f, BX
+
+f32Cols1AVX512Asm_tail_loop:
+	TESTQ       BX, BX
+	JZ          f32Cols1AVX512Asm_tail_done
+	VMOVSS      (AX), X1
+	VFMADD231SS (DX), X1, X0
+	ADDQ        $0x00000004, AX
+	ADDQ        $0x00000004, DX
+	DECQ        BX
+	JMP         f32Cols1AVX512Asm_tail_loop
+
+f32Cols1AVX512Asm_tail_done:
+	MOVQ   out+32(FP), AX
+	VMOVSS X0, (AX)
+	VZEROUPPER
+	RET
+
+// func f32Cols4AVX512Asm(w *byte, wstride int, x *float32, n int, out *[4]float32)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, FMA3, MMX+
+TEXT ·f32Cols4AVX512Asm(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   wstride+8(FP), CX
+	MOVQ   x+16(FP), DX
+	MOVQ   n+24(FP), BX
+	LEAQ   (CX)(CX*2), SI
+	LEAQ   (AX)(CX*4), DI
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	MOVQ   BX, R8
+	SHRQ   $0x05, R8
+
+f32Cols4AVX512Asm_loop:
+	TESTQ       R8, R8
+	JZ          f32Cols4AVX512Asm_done
+	PREFETCHT0  (DI)
+	PREFETCHT0  64(DI)
+	PREFETCHT0  128(DI)
+	PREFETCHT0  192(DI)
+	PREFETCHT0  256(DI)
+	PREFETCHT0  320(DI)
+	PREFETCHT0  384(DI)
+	PREFETCHT0  448(DI)
+	ADDQ        $0x00000200, DI
+	VMOVUPS     (DX), Z8
+	VFMADD231PS (AX), Z8, Z0
+	VFMADD231PS (AX)(CX*1), Z8, Z2
+	VFMADD231PS (AX)(CX*2), Z8, Z4
+	VFMADD231PS (AX)(SI*1), Z8, Z6
+	VMOVUPS     64(DX), Z8
+	VFMADD231PS 64(AX), Z8, Z1
+	VFMADD231PS 64(AX)(CX*1), Z8, Z3
+	VFMADD231PS 64(AX)(CX*2), Z8, Z5
+	VFMADD231PS 64(AX)(SI*1), Z8, Z7
+	ADDQ        $0x00000080, AX
+	ADDQ        $0x00000080, DX
+	DECQ        R8
+	JMP         f32Cols4AVX512Asm_loop
+
+f32Cols4AVX512Asm_done:
+	VADDPS        Z1, Z0, Z0
+	VEXTRACTF32X8 $0x01, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVHLPS      X0, X1, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VADDPS        Z3, Z2, Z2
+	VEXTRACTF32X8 $0x01, Z2, Y1
+	VADDPS        Y1, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X1
+	VADDPS        X1, X2, X2
+	VMOVHLPS      X2, X1, X1
+	VADDPS        X1, X2, X2
+	VMOVSHDUP     X2, X1
+	VADDSS        X1, X2, X2
+	VADDPS        Z5, Z4, Z4
+	VEXTRACTF32X8 $0x01, Z4, Y1
+	VADDPS        Y1, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X1
+	VADDPS        X1, X4, X4
+	VMOVHLPS      X4, X1, X1
+	VADDPS        X1, X4, X4
+	VMOVSHDUP     X4, X1
+	VADDSS        X1, X4, X4
+	VADDPS        Z7, Z6, Z6
+	VEXTRACTF32X8 $0x01, Z6, Y1
+	VADDPS        Y1, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X1
+	VADDPS        X1, X6, X6
+	VMOVHLPS      X6, X1, X1
+	VADDPS        X1, X6, X6
+	VMOVSHDUP     X6, X1
+	VADDSS        X1, X6, X6
+	ANDQ          $0x0000001f, BX
+
+f32Cols4AVX512Asm_tail_loop:
+	TESTQ       BX, BX
+	JZ          f32Cols4AVX512Asm_tail_done
+	VMOVSS      (AX), X1
+	VFMADD231SS (DX), X1, X0
+	VMOVSS      (AX)(CX*1), X1
+	VFMADD231SS (DX), X1, X2
+	VMOVSS      (AX)(CX*2), X1
+	VFMADD231SS (DX), X1, X4
+	VMOVSS      (AX)(SI*1), X1
+	VFMADD231SS (DX), X1, X6
+	ADDQ        $0x00000004, AX
+	ADDQ        $0x00000004, DX
+	DECQ        BX
+	JMP         f32Cols4AVX512Asm_tail_loop
+
+f32Cols4AVX512Asm_tail_done:
+	MOVQ   out+32(FP), AX
+	VMOVSS X0, (AX)
+	VMOVSS X2, 4(AX)
+	VMOVSS X4, 8(AX)
+	VMOVSS X6, 12(AX)
+	VZEROUPPER
+	RET

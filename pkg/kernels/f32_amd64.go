@@ -1,0 +1,89 @@
+//go:build !purego
+
+package kernels
+
+import "unsafe"
+
+// The F32 weight rows' kernels of the assembly tiers (internal/asmgen/f32.go):
+// 32 lanes of float32 fused multiply-adds per row, reduced pairwise, the
+// columns past the last whole 32 fused in one by one; dotF32LanesModel
+// (f32_test.go) is their twin. One structure for both tiers, so the
+// one-row and the several-row kernels of either give the same bits.
+
+// setF32AVX2 and setF32AVX512 put a tier's F32 kernels in its table.
+func setF32AVX2(k *kernelSet) {
+	k.f32F32 = dotF32F32AVX2
+	k.dot[F32] = dotF32AVX2
+	k.colsF32 = colsF32Kernel{2, colsF32AVX2}
+}
+
+func setF32AVX512(k *kernelSet) {
+	k.f32F32 = dotF32F32AVX512
+	k.dot[F32] = dotF32AVX512
+	k.colsF32 = colsF32Kernel{4, colsF32AVX512}
+}
+
+// The one-row dots take w (at least 4n bytes, checked by the callers)
+// against the n floats at x; the assembly is called directly, not through
+// a func value, so that its //go:noescape keeps out on the stack.
+
+func dotF32F32AVX2(w []byte, x []float32) float32 {
+	var o [1]float32
+	if n := len(x); n > 0 {
+		_ = w[4*n-1]
+		f32Cols1AVX2Asm(&w[0], 4*n, &x[0], n, &o)
+	}
+	return o[0]
+}
+
+func dotF32F32AVX512(w []byte, x []float32) float32 {
+	var o [1]float32
+	if n := len(x); n > 0 {
+		_ = w[4*n-1]
+		f32Cols1AVX512Asm(&w[0], 4*n, &x[0], n, &o)
+	}
+	return o[0]
+}
+
+// dotF32AVX2 and dotF32AVX512 are dot[F32]: an activation row encoded as
+// F32 is its float32s' bytes (little-endian, as the host's), which the
+// kernel reads in place.
+func dotF32AVX2(w, xq []byte) float32 {
+	var o [1]float32
+	if n := len(xq) / 4; n > 0 {
+		_ = w[4*n-1]
+		f32Cols1AVX2Asm(&w[0], 4*n, (*float32)(unsafe.Pointer(&xq[0])), n, &o)
+	}
+	return o[0]
+}
+
+func dotF32AVX512(w, xq []byte) float32 {
+	var o [1]float32
+	if n := len(xq) / 4; n > 0 {
+		_ = w[4*n-1]
+		f32Cols1AVX512Asm(&w[0], 4*n, (*float32)(unsafe.Pointer(&xq[0])), n, &o)
+	}
+	return o[0]
+}
+
+// colsF32AVX2 and colsF32AVX512 are colsF32 of their tiers (2 and 4
+// weight rows).
+func colsF32AVX2(w []byte, wrb int, x, out []float32) {
+	o := (*[2]float32)(out[:2])
+	if len(x) == 0 {
+		*o = [2]float32{}
+		return
+	}
+	_ = w[wrb+4*len(x)-1]
+	f32Cols2AVX2Asm(&w[0], wrb, &x[0], len(x), o)
+}
+
+func colsF32AVX512(w []byte, wrb int, x, out []float32) {
+	o := (*[4]float32)(out[:4])
+	if len(x) == 0 {
+		*o = [4]float32{}
+		return
+	}
+	_ = w[3*wrb+4*len(x)-1]
+	f32Cols4AVX512Asm(&w[0], wrb, &x[0], len(x), o)
+}
