@@ -72,33 +72,18 @@ func f32Cols(avx512 bool, C int) string {
 	})
 	sums := make([]Register, C)
 	for c := range C {
+		if avx512 {
+			sums[c] = f32Reduce512(acc[c])
+			continue
+		}
+		// a[v] holds lanes 8v..8v+7: l + l+16 is a[v] + a[v+2].
 		a := acc[c]
-		if avx512 {
-			// lanes l + l+16, then l + l+8
-			VADDPS(a[1], a[0], a[0])
-			hi := YMM()
-			VEXTRACTF32X8(U8(1), a[0], hi)
-			VADDPS(hi, a[0].AsY(), a[0].AsY())
-		} else {
-			// a[v] holds lanes 8v..8v+7: l + l+16 is a[v] + a[v+2].
-			VADDPS(a[2], a[0], a[0])
-			VADDPS(a[3], a[1], a[1])
-			VADDPS(a[1], a[0], a[0])
-		}
-		// l + l+4, l + l+2, l + l+1 (EVEX forms on the AVX-512 tier: its
-		// registers may be X16..X31)
-		lo, hi := a[0].AsX(), XMM()
-		if avx512 {
-			VEXTRACTF32X4(U8(1), a[0].AsY(), hi)
-		} else {
-			VEXTRACTF128(U8(1), a[0], hi)
-		}
-		VADDPS(hi, lo, lo)
-		VMOVHLPS(lo, hi, hi)
-		VADDPS(hi, lo, lo)
-		VMOVSHDUP(lo, hi)
-		VADDSS(hi, lo, lo)
-		sums[c] = lo
+		VADDPS(a[2], a[0], a[0])
+		VADDPS(a[3], a[1], a[1])
+		VADDPS(a[1], a[0], a[0])
+		hi := XMM()
+		VEXTRACTF128(U8(1), a[0], hi)
+		sums[c] = f32Fold4(a[0].AsX(), hi)
 	}
 	ANDQ(U32(31), n)
 	whileNonZero(name+"_tail", n, func() {
@@ -120,10 +105,120 @@ func f32Cols(avx512 bool, C int) string {
 	return name
 }
 
+// f32Reduce512 adds a row's 32 lanes, held in two ZMM registers, in
+// f32Cols's order and returns the XMM register of the sum (lane 0).
+func f32Reduce512(a []VecVirtual) Register {
+	// lanes l + l+16, then l + l+8, then l + l+4 (EVEX forms: the
+	// registers may be X16..X31)
+	VADDPS(a[1], a[0], a[0])
+	y := YMM()
+	VEXTRACTF32X8(U8(1), a[0], y)
+	VADDPS(y, a[0].AsY(), a[0].AsY())
+	hi := XMM()
+	VEXTRACTF32X4(U8(1), a[0].AsY(), hi)
+	return f32Fold4(a[0].AsX(), hi)
+}
+
+// f32Fold4 adds hi's four lanes to lo's (l + l+4), then folds lo to its
+// lane 0 (l + l+2, l + l+1), and returns lo.
+func f32Fold4(lo, hi Register) Register {
+	VADDPS(hi, lo, lo)
+	VMOVHLPS(lo, hi, hi)
+	VADDPS(hi, lo, lo)
+	VMOVSHDUP(lo, hi)
+	VADDSS(hi, lo, lo)
+	return lo
+}
+
 // f32Kernels generates the one-row and the decode kernels of both tiers.
 func f32Kernels() {
 	f32Cols(false, 1)
 	f32Cols(false, 2)
 	f32Cols(true, 1)
 	f32Cols(true, 4)
+	f32Tile(4, 2)
+}
+
+// f32Tile generates the AVX-512 prefill kernel of C weight rows against R
+// activation rows (C·R ≤ 8, C ≤ 4, R ≤ 4): each weight vector is loaded
+// once for the R activation rows and each activation vector once per
+// column step, so a step of C·R fused multiply-adds takes C+R loads, where
+// the decode kernel takes 1+C loads for C. Every (row, activation) pair
+// has its 32 lanes, reduced and finished as in f32Cols.
+func f32Tile(C, R int) string {
+	name := fmt.Sprintf("f32Tile%dx%dAVX512Asm", C, R)
+	kernel(name, "func(w *byte, wstride int, x *float32, xstride int, n int, out *float32, ostride int)",
+		fmt.Sprintf("%s stores in out[r·ostride+c] the dot of the n float32 weights at", name),
+		fmt.Sprintf("w + c·wstride with the n float32s at x + r·xstride (bytes), for c < %d, r < %d,", C, R),
+		"in f32Cols's order.")
+	w, ws := Load(Param("w"), GP64()), Load(Param("wstride"), GP64())
+	x, xs := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
+	n := Load(Param("n"), GP64())
+	rowMem, _ := stridedRows(w, ws, C)
+	xMem, _ := stridedRows(x, xs, R)
+	acc := make([][][]VecVirtual, C) // acc[c][r][v]
+	for c := range acc {
+		acc[c] = make([][]VecVirtual, R)
+		for r := range R {
+			acc[c][r] = zeroed(2, ZMM, VXORPS)
+		}
+	}
+	nb := GP64()
+	MOVQ(n, nb)
+	SHRQ(U8(5), nb)
+	whileNonZero(name, nb, func() {
+		for v := range 2 {
+			xv := make([]VecVirtual, R)
+			for r := range R {
+				xv[r] = ZMM()
+				VMOVUPS(xMem(r, 64*v), xv[r])
+			}
+			for c := range C {
+				wv := ZMM()
+				VMOVUPS(rowMem(c, 64*v), wv)
+				for r := range R {
+					VFMADD231PS(xv[r], wv, acc[c][r][v])
+				}
+			}
+		}
+		ADDQ(U32(128), w)
+		ADDQ(U32(128), x)
+		DECQ(nb)
+	})
+	sums := make([][]Register, C)
+	for c := range C {
+		sums[c] = make([]Register, R)
+		for r := range R {
+			sums[c][r] = f32Reduce512(acc[c][r])
+		}
+	}
+	ANDQ(U32(31), n)
+	whileNonZero(name+"_tail", n, func() {
+		xv := make([]VecVirtual, R)
+		for r := range R {
+			xv[r] = XMM()
+			VMOVSS(xMem(r, 0), xv[r])
+		}
+		for c := range C {
+			t := XMM()
+			VMOVSS(rowMem(c, 0), t)
+			for r := range R {
+				VFMADD231SS(xv[r], t, sums[c][r])
+			}
+		}
+		ADDQ(U32(4), w)
+		ADDQ(U32(4), x)
+		DECQ(n)
+	})
+	out, os := Load(Param("out"), GP64()), Load(Param("ostride"), GP64())
+	SHLQ(U8(2), os)
+	oMem, _ := stridedRows(out, os, R)
+	for c := range C {
+		for r := range R {
+			VMOVSS(sums[c][r], oMem(r, 4*c))
+		}
+	}
+	VZEROUPPER()
+	RET()
+	return name
 }

@@ -125,8 +125,11 @@ type kernelSet struct {
 	// several weight rows, which MatMul takes (the activation rows of F32
 	// weights are their floats, not re-encoded); dot[F32] is f32F32's
 	// arithmetic too, so every path of an F32 row gives the same bits.
+	// tileF32, optional too, is colsF32's prefill form (its rows: as many
+	// as colsF32's).
 	f32F32   func(w []byte, x []float32) float32
 	colsF32  colsF32Kernel
+	tileF32  tileF32Kernel
 	quantQ8K func(src []float32, dst []byte) // Quantize to Q8_K, whole blocks
 	// quantQ8R16 encodes whole blocks of 32 for the LayoutR16 Q4_0, Q5_0
 	// and Q8_0 kernels, block sums times neg (see quantQ8R16Generic);
@@ -186,6 +189,15 @@ type colsKernel struct {
 type colsF32Kernel struct {
 	n int
 	f func(w []byte, wrb int, x, out []float32)
+}
+
+// tileF32Kernel computes the dots of the F32 weight rows w[0:wrb], ...,
+// w[(c-1)·wrb:c·wrb] with the r activation rows x[0:cols], x[cols:2·cols],
+// ... into out[i·ostride+k] (activation row i, weight row k), exactly as
+// f32F32 would (prefill).
+type tileF32Kernel struct {
+	c, r int
+	f    func(w []byte, wrb int, x []float32, cols int, out []float32, ostride int)
 }
 
 // genericKernels is the reference tier: every entry is a reference twin.

@@ -906,3 +906,10 @@ func f32Cols1AVX512Asm(w *byte, wstride int, x *float32, n int, out *[1]float32)
 //
 //go:noescape
 func f32Cols4AVX512Asm(w *byte, wstride int, x *float32, n int, out *[4]float32)
+
+// f32Tile4x2AVX512Asm stores in out[r·ostride+c] the dot of the n float32 weights at
+// w + c·wstride with the n float32s at x + r·xstride (bytes), for c < 4, r < 2,
+// in f32Cols's order.
+//
+//go:noescape
+func f32Tile4x2AVX512Asm(w *byte, wstride int, x *float32, xstride int, n int, out *float32, ostride int)

@@ -21,6 +21,7 @@ func setF32AVX512(k *kernelSet) {
 	k.f32F32 = dotF32F32AVX512
 	k.dot[F32] = dotF32AVX512
 	k.colsF32 = colsF32Kernel{4, colsF32AVX512}
+	k.tileF32 = tileF32Kernel{4, 2, tileF32AVX512}
 }
 
 // The one-row dots take w (at least 4n bytes, checked by the callers)
@@ -86,4 +87,18 @@ func colsF32AVX512(w []byte, wrb int, x, out []float32) {
 	}
 	_ = w[3*wrb+4*len(x)-1]
 	f32Cols4AVX512Asm(&w[0], wrb, &x[0], len(x), o)
+}
+
+// tileF32AVX512 is tileF32 of its tier: 4 weight rows by 2 activation
+// rows.
+func tileF32AVX512(w []byte, wrb int, x []float32, cols int, out []float32, ostride int) {
+	_ = out[ostride+3]
+	if cols == 0 {
+		clear(out[:4])
+		clear(out[ostride : ostride+4])
+		return
+	}
+	_ = w[3*wrb+4*cols-1]
+	_ = x[2*cols-1]
+	f32Tile4x2AVX512Asm(&w[0], wrb, &x[0], 4*cols, cols, &out[0], ostride)
 }

@@ -36,7 +36,8 @@ func dotF32LanesModel(w []byte, x []float32) float32 {
 var f32Lengths = []int{0, 1, 5, 31, 32, 33, 63, 64, 95, 96, 127, 200, 2048, 2048 + 17}
 
 // TestF32KernelsMatchTwin checks every assembly tier's F32 kernels — the
-// one-row dot through DotF32 and DotQ, the several-row decode kernel —
+// one-row dot through DotF32 and DotQ, the several-row decode kernel, the
+// prefill tile —
 // against dotF32LanesModel bit for bit, at odd lengths (every tail),
 // misaligned weight and activation offsets, and with guard bands around
 // the decode kernel's output. The reference tier is checked against its
@@ -68,6 +69,7 @@ func TestF32KernelsMatchTwin(t *testing.T) {
 							t.Fatalf("n=%d off=%d row %d: DotQ = %v, twin %v", n, off, row, got, exp)
 						}
 					}
+					testTileF32(t, k, r, n, off, wbuf[off:], wrb)
 					cols := k.colsF32
 					if cols.n == 0 {
 						continue
@@ -96,6 +98,41 @@ func TestF32KernelsMatchTwin(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// testTileF32 checks k's tile kernel, if any, on its weight rows at w
+// (stride wrb, n columns) against R fresh activation rows placed off floats
+// into a buffer, with guard bands around and between its output rows.
+func testTileF32(t *testing.T, k *kernelSet, r *rand.Rand, n, off int, w []byte, wrb int) {
+	t.Helper()
+	tile := k.tileF32
+	if tile.c == 0 {
+		return
+	}
+	C, R := tile.c, tile.r
+	x := gaussian(r, off+R*n, 1)[off:]
+	const guard, fill = 2, 12345
+	ostride := C + guard
+	buf := make([]float32, 2*guard+(R-1)*ostride+C)
+	for i := range buf {
+		buf[i] = fill
+	}
+	tile.f(w[:(C-1)*wrb+4*n], wrb, x, n, buf[guard:guard+(R-1)*ostride+C], ostride)
+	for i, v := range buf {
+		o := i - guard
+		inside := o >= 0 && o%ostride < C && o/ostride < R
+		if !inside {
+			if v != fill {
+				t.Fatalf("n=%d off=%d: tile wrote outside its outputs at %d", n, off, o)
+			}
+			continue
+		}
+		c, a := o%ostride, o/ostride
+		exp := dotF32LanesModel(w[c*wrb:c*wrb+4*n], x[a*n:(a+1)*n])
+		if math.Float32bits(v) != math.Float32bits(exp) {
+			t.Fatalf("n=%d off=%d: tile row %d activation %d = %v, twin %v", n, off, c, a, v, exp)
+		}
 	}
 }
 

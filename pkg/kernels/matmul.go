@@ -315,14 +315,19 @@ func (j *matmulJob) dotRows(lo, hi int) {
 
 // dotRowsF32 is dotRows of F32 weights, whose activations are their own
 // encoding: the kernels read j.x, not a copy. Where the tier has a cols
-// kernel, its C rows stay in cache while the n activation rows pass.
+// kernel, its C rows stay in cache while the n activation rows pass, R at
+// a time through the tile kernel where it has one.
 func (j *matmulJob) dotRowsF32(lo, hi int) {
 	k := kern
 	if cols := k.colsF32; cols.n > 0 {
-		C := cols.n
+		C, tile := cols.n, k.tileF32
 		for ; lo+C <= hi; lo += C {
 			w := j.w[lo*j.wrb : (lo+C)*j.wrb]
-			for i := range j.n {
+			i := 0
+			for ; tile.r > 0 && i+tile.r <= j.n; i += tile.r {
+				tile.f(w, j.wrb, j.x[i*j.cols:(i+tile.r)*j.cols], j.cols, j.out[i*j.rows+lo:], j.rows)
+			}
+			for ; i < j.n; i++ {
 				cols.f(w, j.wrb, j.x[i*j.cols:(i+1)*j.cols], j.out[i*j.rows+lo:i*j.rows+lo+C])
 			}
 		}
