@@ -81,9 +81,7 @@ func f32Cols(avx512 bool, C int) string {
 		VADDPS(a[2], a[0], a[0])
 		VADDPS(a[3], a[1], a[1])
 		VADDPS(a[1], a[0], a[0])
-		hi := XMM()
-		VEXTRACTF128(U8(1), a[0], hi)
-		sums[c] = f32Fold4(a[0].AsX(), hi)
+		sums[c] = horizontal8(a[0], VADDPS, VADDSS)
 	}
 	ANDQ(U32(31), n)
 	whileNonZero(name+"_tail", n, func() {
@@ -106,28 +104,17 @@ func f32Cols(avx512 bool, C int) string {
 }
 
 // f32Reduce512 adds a row's 32 lanes, held in two ZMM registers, in
-// f32Cols's order and returns the XMM register of the sum (lane 0).
+// f32Cols's order and returns the XMM register of the sum (lane 0):
+// lanes l + l+16, l + l+8, then horizontal8's folds. Those are VEX
+// instructions, which cannot name X16..X31: the accumulators, allocated
+// first, are in Z0..Z15 (the assembler rejects the kernel otherwise).
 func f32Reduce512(a []VecVirtual) Register {
-	// lanes l + l+16, then l + l+8, then l + l+4 (EVEX forms: the
-	// registers may be X16..X31)
 	VADDPS(a[1], a[0], a[0])
-	y := YMM()
-	VEXTRACTF32X8(U8(1), a[0], y)
-	VADDPS(y, a[0].AsY(), a[0].AsY())
-	hi := XMM()
-	VEXTRACTF32X4(U8(1), a[0].AsY(), hi)
-	return f32Fold4(a[0].AsX(), hi)
-}
-
-// f32Fold4 adds hi's four lanes to lo's (l + l+4), then folds lo to its
-// lane 0 (l + l+2, l + l+1), and returns lo.
-func f32Fold4(lo, hi Register) Register {
-	VADDPS(hi, lo, lo)
-	VMOVHLPS(lo, hi, hi)
-	VADDPS(hi, lo, lo)
-	VMOVSHDUP(lo, hi)
-	VADDSS(hi, lo, lo)
-	return lo
+	hi := YMM()
+	VEXTRACTF32X8(U8(1), a[0], hi)
+	y := a[0].AsY().(VecVirtual)
+	VADDPS(hi, y, y)
+	return horizontal8(y, VADDPS, VADDSS)
 }
 
 // f32Kernels generates the one-row and the decode kernels of both tiers.

@@ -24,45 +24,35 @@ func setF32AVX512(k *kernelSet) {
 	k.tileF32 = tileF32Kernel{4, 2, tileF32AVX512}
 }
 
-// The one-row dots take w (at least 4n bytes, checked by the callers)
-// against the n floats at x; the assembly is called directly, not through
-// a func value, so that its //go:noescape keeps out on the stack.
-
-func dotF32F32AVX2(w []byte, x []float32) float32 {
-	var o [1]float32
-	if n := len(x); n > 0 {
-		_ = w[4*n-1]
-		f32Cols1AVX2Asm(&w[0], 4*n, &x[0], n, &o)
-	}
-	return o[0]
-}
-
-func dotF32F32AVX512(w []byte, x []float32) float32 {
-	var o [1]float32
-	if n := len(x); n > 0 {
-		_ = w[4*n-1]
-		f32Cols1AVX512Asm(&w[0], 4*n, &x[0], n, &o)
-	}
-	return o[0]
-}
+func dotF32F32AVX2(w []byte, x []float32) float32   { return f32Row(false, w, x) }
+func dotF32F32AVX512(w []byte, x []float32) float32 { return f32Row(true, w, x) }
 
 // dotF32AVX2 and dotF32AVX512 are dot[F32]: an activation row encoded as
 // F32 is its float32s' bytes (little-endian, as the host's), which the
 // kernel reads in place.
-func dotF32AVX2(w, xq []byte) float32 {
-	var o [1]float32
-	if n := len(xq) / 4; n > 0 {
-		_ = w[4*n-1]
-		f32Cols1AVX2Asm(&w[0], 4*n, (*float32)(unsafe.Pointer(&xq[0])), n, &o)
+func dotF32AVX2(w, xq []byte) float32   { return f32Row(false, w, f32sOf(xq)) }
+func dotF32AVX512(w, xq []byte) float32 { return f32Row(true, w, f32sOf(xq)) }
+
+// f32sOf returns the float32s whose bytes b holds, in place.
+func f32sOf(b []byte) []float32 {
+	if len(b) < 4 {
+		return nil
 	}
-	return o[0]
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
 }
 
-func dotF32AVX512(w, xq []byte) float32 {
+// f32Row is the one-row dot of w (at least 4·len(x) bytes, checked by the
+// callers) with x. It calls the assembly directly, not through a func
+// value, so that the kernel's //go:noescape keeps o on the stack.
+func f32Row(avx512 bool, w []byte, x []float32) float32 {
 	var o [1]float32
-	if n := len(xq) / 4; n > 0 {
+	if n := len(x); n > 0 {
 		_ = w[4*n-1]
-		f32Cols1AVX512Asm(&w[0], 4*n, (*float32)(unsafe.Pointer(&xq[0])), n, &o)
+		if avx512 {
+			f32Cols1AVX512Asm(&w[0], 4*n, &x[0], n, &o)
+		} else {
+			f32Cols1AVX2Asm(&w[0], 4*n, &x[0], n, &o)
+		}
 	}
 	return o[0]
 }
