@@ -99,8 +99,8 @@ func tierCap(env string) (Tier, error) {
 // whatever the tier. genericKernels holds the reference twins (the
 // *Generic functions); a faster tier is the table of the tier below with
 // the entries it has assembly for overwritten (derive), so every entry but
-// the optional rows and cols is always set. Every entry takes operands whose
-// lengths the exported function checked.
+// the optional rows, cols, colsF32 and tileF32 is always set. Every entry
+// takes operands whose lengths the exported function checked.
 type kernelSet struct {
 	tier Tier
 

@@ -36,7 +36,9 @@ func dotQ(t DType, w, xq []byte) float32 { return kern.dot[t](w, xq) }
 // DotF32 returns the dot product of encoded row w (type t, len(x) elements)
 // with x. Blocks are decoded into a stack buffer one at a time, products summed
 // in float32 within a block and in float64 across blocks; nothing is
-// allocated. It panics on mismatched lengths.
+// allocated. F32 rows take their tier's kernel: the reference's float64
+// sum, or the assembly's 32 float32 lanes (dispatch.go). It panics on
+// mismatched lengths.
 func DotF32(t DType, w []byte, x []float32) float32 {
 	mustRow("DotF32", t, len(x), len(w))
 	var sum float64
