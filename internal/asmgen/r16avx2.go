@@ -309,7 +309,7 @@ func q4kR16AVX2(R int, five bool) string {
 // cache. The prefetches still go out in address order (share 2c+h at
 // chunk-half 2c+h): issued as the multi-row kernels number them (32h+c,
 // i.e. the two halves of the block ahead at once) the same loop read from
-// DRAM up to 20% slower than the old one.
+// DRAM slower than the old one in 5 of 6 alternating runs (by up to 20%).
 func q4kR16AVX2OneRow(w Register, xm, om func(r, disp int) Mem, bs Mem, m4 VecVirtual, gbb int) {
 	var isum [2]VecVirtual
 	for j := range 8 {
