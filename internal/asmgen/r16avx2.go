@@ -218,6 +218,11 @@ func q4kR16AVX2(R int, five bool) string {
 			VPACKSSDW(hi, p.AsX(), hi) // |bsum32| ≤ 32·128: no saturation
 			VMOVDQU(hi, bs.Offset(16*r))
 		}
+		if R == 1 && !five {
+			q4kR16AVX2OneRow(w, xm, om, bs, m4, gbb)
+			nextBlock(nb, w, gbb, xs...)
+			return
+		}
 		for h := range 2 {
 			isum := make([]VecVirtual, R)
 			for j := range 8 {
@@ -294,6 +299,74 @@ func q4kR16AVX2(R int, five bool) string {
 	VZEROUPPER()
 	RET()
 	return name
+}
+
+// q4kR16AVX2OneRow is the body of q4kR16AVX2's one-row Q4_K kernel (decode),
+// with the chunks in the outer loop and the halves inside: each activation
+// dword is broadcast once for both halves, and the two halves' independent
+// sums interleave (the other kernels broadcast it once per half, as their
+// registers hold one half's sums for every row). 12% fewer ns per group in
+// cache. The prefetches still go out in address order (share 2c+h at
+// chunk-half 2c+h): issued as the multi-row kernels number them (32h+c,
+// i.e. the two halves of the block ahead at once) the same loop read from
+// DRAM slower than the old one in 5 of 6 alternating runs (by up to 20%).
+func q4kR16AVX2OneRow(w Register, xm, om func(r, disp int) Mem, bs Mem, m4 VecVirtual, gbb int) {
+	var isum [2]VecVirtual
+	for j := range 8 {
+		var sc, acc [2]VecVirtual
+		for h := range 2 {
+			sc[h] = YMM()
+			VPBROADCASTQ(Mem{Base: w, Disp: 64 + 16*j + 8*h}, sc[h])
+			VPSHUFB(r16ScDupY, sc[h], sc[h])
+		}
+		for t := range 4 {
+			c := 4*j + t
+			xlo, xhi := YMM(), YMM()
+			VPBROADCASTD(xm(0, 4+8*c), xlo)
+			VPBROADCASTD(xm(0, 8+8*c), xhi)
+			for h := range 2 {
+				r16AVX2Prefetch(w, 2*c+h, 64, *r16PrefetchBlocks, gbb)
+				lo, hi := r16AVX2Nibbles(Mem{Base: w, Disp: 320 + 64*c + 32*h}, m4)
+				p := YMM()
+				if acc[h] == nil {
+					acc[h] = YMM()
+					VPMADDUBSW(xlo, lo, acc[h])
+				} else {
+					VPMADDUBSW(xlo, lo, p)
+					VPADDW(p, acc[h], acc[h])
+				}
+				VPMADDUBSW(xhi, hi, p)
+				VPADDW(p, acc[h], acc[h])
+			}
+		}
+		for h := range 2 {
+			if isum[h] == nil {
+				isum[h] = acc[h]
+				VPMADDWD(sc[h], acc[h], isum[h])
+			} else {
+				VPMADDWD(sc[h], acc[h], acc[h])
+				VPADDD(acc[h], isum[h], isum[h])
+			}
+		}
+	}
+	for h := range 2 {
+		var imin VecVirtual
+		for p := range 4 {
+			mn, b := YMM(), YMM()
+			VPMOVZXBW(Mem{Base: w, Disp: 192 + 32*p + 16*h}, mn)
+			VPBROADCASTD(bs.Offset(4*p), b)
+			VPMADDWD(mn, b, b)
+			if p == 0 {
+				imin = b
+				continue
+			}
+			VPADDD(b, imin, imin)
+		}
+		dv, dmv := YMM(), YMM()
+		VCVTPH2PS(Mem{Base: w, Disp: 16 * h}, dv)
+		VCVTPH2PS(Mem{Base: w, Disp: 32 + 16*h}, dmv)
+		r16AVX2Accumulate(xm, om, 0, h, dv, isum[h], dmv, imin)
+	}
 }
 
 func q6kR16AVX2(R int) string {
