@@ -333,7 +333,7 @@ func TestLayoutBytes(t *testing.T) {
 		{Q4_1, LayoutR16, 16, 256, 16 * 8 * 20, true},
 		{Q5_0, LayoutR16, 32, 64, 2 * 2 * 352, true},
 		{Q5_1, LayoutR16, 32, 96, 2 * 3 * 384, true},
-		{Q5_1, LayoutR16, 16, 80, 0, false}, // columns not a multiple of 32
+		{Q5_1, LayoutR16, 16, 80, 0, false},  // columns not a multiple of 32
 		{Q3_K, LayoutR16, 16, 256, 0, false}, // no LayoutR16 form
 		{Q4_K, LayoutRows, 1, 100, 0, false},
 		{Q4_K, Layout(9), 16, 256, 0, false},
