@@ -35,7 +35,7 @@ var commands = map[string]command{
 	"tokenize":    {"print the token ids of a text (llama.cpp-exact)", runTokenize},
 	"detokenize":  {"print the text of token ids", runDetokenize},
 	"embed":       {"print the embedding of each text, one JSON line each: embed [--model M | --server ADDR] TEXT...", runEmbed},
-	"quantize":    {"re-encode a GGUF model: quantize IN OUT TYPE (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K_S, Q5_K_S, Q6_K, Q4_K_M, Q5_K_M, TQ1_0, TQ2_0, F16, BF16)", runQuantize},
+	"quantize":    {"re-encode a GGUF model: quantize IN OUT TYPE (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_S, Q5_K_S, Q6_K, Q4_K_M, Q5_K_M, TQ1_0, TQ2_0, F16, BF16)", runQuantize},
 	"synth":       {"write a random-weight model of a real model's shape: synth --like llama-3.1-8b --type Q4_K_M OUT", runSynth},
 	"bench":       {"measure prefill and decode speed, peak RSS and achieved bandwidth", runBench},
 	"serve-all":   {"run the loader and the inference service in one process (the built-in stories model by default)", runServeAll},

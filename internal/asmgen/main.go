@@ -16,7 +16,7 @@
 // One file per weight family, each with its one-row, rows (several
 // activation rows per call: prefill) and cols (several weight rows: decode)
 // kernels: q45k.go (Q4_K and Q5_K), q6k.go, legacy.go (Q8_0, Q4_0), r16.go
-// (LayoutR16 Q4_K/Q5_K/Q6_K), r16legacy.go (LayoutR16 Q4_0/Q4_1/Q5_0/Q8_0), r16float.go (LayoutR16
+// (LayoutR16 Q4_K/Q5_K/Q6_K), r16legacy.go (LayoutR16 Q4_0/Q4_1/Q5_0/Q5_1/Q8_0), r16float.go (LayoutR16
 // F16/BF16, both tiers), r16avx2.go (the
 // AVX2 tier of both), ternary.go (TQ1_0, TQ2_0), f32.go (F32 rows); then q8k.go (the activation
 // encoder), f16.go (F16

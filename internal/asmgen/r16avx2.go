@@ -28,9 +28,9 @@ import (
 //     added with VPADDW; one VPMADDWD then multiplies them by the sub-block
 //     scale (Q4_K: the scale repeated in both words of a lane) or by 1
 //     (Q4_0, Q4_1).
-//   - 5-bit quants (Q5_K, Q5_0; ≤ 31): a pair is at most 7936, so 4
-//     VPMADDUBSW (two chunks, half a Q5_K sub-block or a Q5_0 block) go
-//     into each VPMADDWD by the scale (by 1 for Q5_0).
+//   - 5-bit quants (Q5_K, Q5_0, Q5_1; ≤ 31): a pair is at most 7936, so 4
+//     VPMADDUBSW (two chunks, half a Q5_K sub-block or a Q5_0/Q5_1 block)
+//     go into each VPMADDWD by the scale (by 1 for Q5_0 and Q5_1).
 //   - Q6_K's 6-bit quants (≤ 63): a pair is at most 16128, two chunks
 //     (a sub-block of 16 columns) 32256; the sub-block's two int16 sums each
 //     take one VPMADDWD by its scale.
@@ -43,7 +43,7 @@ import (
 //
 // Every integer sum is thus exact and equals the reference's; the float
 // steps are the reference's per lane (one conversion and one fused
-// multiply-add by d·dx per block, two for Q4_K, Q5_K and Q4_1), so the
+// multiply-add by d·dx per block, two for Q4_K, Q5_K, Q4_1 and Q5_1), so the
 // results are the reference twin's bit for bit, as the VNNI kernels'.
 //
 // 16 vector registers hold at most 4 activation rows (per row: an int16
@@ -441,14 +441,15 @@ func q6kR16AVX2(R int) string {
 	return name
 }
 
-// r16LegacyAVX2 generates the AVX2 r16 kernel of typ (Q4_0, Q4_1, Q5_0 or
-// Q8_0) for R activation rows. Q5_0's int16 sums are two, of chunks 0-1
-// and 2-3 (lo16 and hi16, each by 1), Q8_0's of the low and high nibbles
-// (by 1 and 16).
+// r16LegacyAVX2 generates the AVX2 r16 kernel of typ (Q4_0, Q4_1, Q5_0,
+// Q5_1 or Q8_0) for R activation rows. Q5_0's and Q5_1's int16 sums are
+// two, of chunks 0-1 and 2-3 (lo16 and hi16, each by 1), Q8_0's of the low
+// and high nibbles (by 1 and 16).
 func r16LegacyAVX2(typ string, R int) string {
 	gbb, chunks := r16LegacyShape(typ)
 	q4 := chunks == 4 // nibbles
-	withMin, five := typ == "Q4_1", typ == "Q5_0"
+	minAt, five := r16LegacyParts(typ)
+	withMin := minAt > 0
 	name := fmt.Sprintf("r16%sx%dAVX2Asm", typ, R)
 	inRegs := R <= 2 // the float sums: in registers, else in out
 	w, nb, xm, om, xs := r16AVX2Prolog(name, typ, "blocks of 32 columns", "activation rows (q8R16Bytes blocks)", R, !inRegs)
@@ -522,7 +523,7 @@ func r16LegacyAVX2(typ string, R int) string {
 			var mv VecVirtual
 			if withMin {
 				mv = YMM()
-				VCVTPH2PS(Mem{Base: w, Disp: 288 + 16*h}, mv)
+				VCVTPH2PS(Mem{Base: w, Disp: minAt + 16*h}, mv)
 			}
 			for r := range R {
 				s := lo16[r]
@@ -590,7 +591,7 @@ func outs2(outs [][2]VecVirtual, r, h int, inRegs bool, om func(r, disp int) Mem
 }
 
 // quantQ8R16AVX2 generates the AVX2 activation encoder of the Q4_0, Q5_0
-// and Q8_0 kernels or, with withS, of the Q4_1 ones, quantQ8R16AVX512's
+// and Q8_0 kernels or, with withS, of the Q4_1 and Q5_1 ones, quantQ8R16AVX512's
 // steps on four 8-float vectors per block (see there for the rounding and
 // s): the same bytes as the reference for finite input.
 // (BenchmarkQuantize/Q8_0_r16: 2.3 µs for 4096 floats, the Go encoder 22 µs,

@@ -10,8 +10,8 @@ import (
 	. "github.com/mmcloughlin/avo/reg"
 )
 
-// The LayoutR16 kernels of the 32-column formats Q4_0, Q4_1, Q5_0 and
-// Q8_0 (see pkg/kernels/layout.go for the layout, dotR16Generic for the
+// The LayoutR16 kernels of the 32-column formats Q4_0, Q4_1, Q5_0, Q5_1
+// and Q8_0 (see pkg/kernels/layout.go for the layout, dotR16Generic for the
 // arithmetic they reproduce). As in r16.go, lane l of every vector is weight row l of a
 // group of 16 and VPDPBUSD adds the products of four columns of all 16 rows
 // (unsigned quants) with one activation dword broadcast from memory (signed
@@ -19,9 +19,10 @@ import (
 // sums start at the activation block's -o·Σx (broadcast: the quants'
 // offset, folded in), take 8 VPDPBUSD and go into the row's float32
 // accumulator with one conversion and one fused multiply-add by d·dx.
-// Q5_0's fifth bits are ORed into the nibbles first (r16HighBit); Q4_1's
-// sums start at 0 and its minimums add m·s (s the activation block's
-// d·Σx) with one more fused multiply-add, broadcasting s from memory.
+// Q5_0's and Q5_1's fifth bits are ORed into the nibbles first
+// (r16HighBit); Q4_1's and Q5_1's sums start at 0 and their minimums add
+// m·s (s the activation block's d·Σx) with one more fused multiply-add,
+// broadcasting s from memory.
 //
 // A block is small (16 rows × 32 columns), so the float accumulators stay in
 // registers for the whole call and are stored once at the end: with R ≤ 8
@@ -43,10 +44,10 @@ var r16LegacyPrefetchBlocks = flag.Int("r16legacyprefetch", 16, "blocks ahead th
 const q8R16Bytes = 40
 
 // r16LegacyTypes are the 32-column formats with LayoutR16 kernels.
-var r16LegacyTypes = []string{"Q4_0", "Q4_1", "Q5_0", "Q8_0"}
+var r16LegacyTypes = []string{"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}
 
-// r16LegacyAVX512 generates the Q4_0, Q4_1, Q5_0 and Q8_0 r16 kernels, for
-// 1, 2, 4 and 8 activation rows.
+// r16LegacyAVX512 generates the Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 r16
+// kernels, for 1, 2, 4 and 8 activation rows.
 func r16LegacyAVX512() {
 	for _, typ := range r16LegacyTypes {
 		var ks []string
@@ -67,16 +68,34 @@ func r16LegacyShape(typ string) (gbb, chunks int) {
 		return 320, 4
 	case "Q5_0":
 		return 352, 4
+	case "Q5_1":
+		return 384, 4
 	}
 	return 544, 8
 }
 
-// r16LegacyKernel generates the r16 kernel of typ (Q4_0, Q4_1, Q5_0 or
-// Q8_0) for R activation rows.
+// r16LegacyParts returns where the minimums of typ's group block start
+// (Q4_1, Q5_1; 0 for none) and whether it has fifth bits at 288 (Q5_0,
+// Q5_1).
+func r16LegacyParts(typ string) (minAt int, five bool) {
+	switch typ {
+	case "Q4_1":
+		return 288, false
+	case "Q5_0":
+		return 0, true
+	case "Q5_1":
+		return 352, true
+	}
+	return 0, false
+}
+
+// r16LegacyKernel generates the r16 kernel of typ (Q4_0, Q4_1, Q5_0, Q5_1
+// or Q8_0) for R activation rows.
 func r16LegacyKernel(typ string, R int) string {
 	gbb, chunks := r16LegacyShape(typ)
 	q4 := chunks == 4 // nibbles
-	withMin, five := typ == "Q4_1", typ == "Q5_0"
+	minAt, five := r16LegacyParts(typ)
+	withMin := minAt > 0
 	name := fmt.Sprintf("r16%sx%dAVX512Asm", typ, R)
 	kernel(name, "func(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)",
 		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
@@ -150,7 +169,7 @@ func r16LegacyKernel(typ string, R int) string {
 		var mv VecVirtual
 		if withMin {
 			mv = ZMM()
-			VCVTPH2PS(Mem{Base: w, Disp: 288}, mv)
+			VCVTPH2PS(Mem{Base: w, Disp: minAt}, mv)
 		}
 		for r := range R {
 			a := accs[r][0]
@@ -201,7 +220,7 @@ func r16LegacyPrefetch(w Register, c, chunks, gbb int) {
 // d is 0), q = x·id rounded half away from zero (C's roundf: the truncation
 // t of x·id, plus its sign where |x·id - t| ≥ 0.5, that difference being
 // exact), d stored through float16 and back (round to nearest even), and
-// -o·Σq, or with withS (Q4_1's encoder, quantQ8R16SGeneric) s = d·Σq as
+// -o·Σq, or with withS (Q4_1's and Q5_1's encoder, quantQ8R16SGeneric) s = d·Σq as
 // float32 through float16, d before its rounding. Blocks with NaNs or
 // infinities encode to garbage, as in the reference, but differently.
 func quantQ8R16AVX512(withS bool) {
@@ -285,8 +304,8 @@ func quantQ8R16AVX512(withS bool) {
 }
 
 // r16EncoderProlog declares the activation encoder of the tier's r16
-// kernels (suffix AVX512 or AVX2): with withS Q4_1's (quantQ8R16S…Asm, no
-// neg), else that of Q4_0, Q5_0 and Q8_0; it returns the loaded
+// kernels (suffix AVX512 or AVX2): with withS Q4_1's and Q5_1's
+// (quantQ8R16S…Asm, no neg), else that of Q4_0, Q5_0 and Q8_0; it returns the loaded
 // parameters (neg nil with withS) and a label prefix for the loop.
 func r16EncoderProlog(suffix string, withS bool) (x, y, nb, neg Register, label string) {
 	name := "quantQ8R16" + suffix + "Asm"
@@ -294,7 +313,7 @@ func r16EncoderProlog(suffix string, withS bool) (x, y, nb, neg Register, label 
 		name = "quantQ8R16S" + suffix + "Asm"
 		kernel(name, "func(x *float32, y *byte, nb int)",
 			name+" encodes nb blocks of 32 float32 at x to the activation",
-			"blocks of the LayoutR16 Q4_1 kernels at y, with s = d·Σq as Q8_1's.")
+			"blocks of the LayoutR16 Q4_1/Q5_1 kernels at y, with s = d·Σq as Q8_1's.")
 	} else {
 		kernel(name, "func(x *float32, y *byte, nb int, neg int32)",
 			name+" encodes nb blocks of 32 float32 at x to the activation",

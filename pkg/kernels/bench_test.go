@@ -148,7 +148,7 @@ func BenchmarkMatVec(b *testing.B) {
 	b.Run("F32_64x2048_x16", func(b *testing.B) { benchMatMulCopies(b, F32, LayoutRows, 64, 2048, 1, 16) })
 	b.Run("F32_2048x2048", func(b *testing.B) { benchMatMul(b, F32, 2048, 2048, 1) })
 	b.Run("TQ1_0_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, TQ1_0, LayoutR16, 4096, 4096, 1, 1) })
-	for _, typ := range []DType{Q4_0, Q4_1, Q5_0, Q8_0, F16, BF16} {
+	for _, typ := range []DType{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16} {
 		b.Run(fmt.Sprintf("%v_4096x4096", typ), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, 1) })
 		b.Run(fmt.Sprintf("%v_r16_4096x4096", typ), func(b *testing.B) { benchMatMulCopies(b, typ, LayoutR16, 4096, 4096, 1, 1) })
 	}
@@ -158,7 +158,7 @@ func BenchmarkMatVec(b *testing.B) {
 // cache (1 GiB of copies, cycled; this host reports a 508 MB L3): the decode
 // case.
 func BenchmarkMatVecDRAM(b *testing.B) {
-	for _, typ := range []DType{Q4_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0} {
+	for _, typ := range []DType{Q4_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0} {
 		for _, sh := range [][2]int{{4096, 4096}, {14336, 4096}, {8192, 2048}} {
 			rb, _ := typ.RowBytes(sh[1])
 			size := sh[0] * rb
@@ -170,7 +170,7 @@ func BenchmarkMatVecDRAM(b *testing.B) {
 }
 
 // BenchmarkPrefill is a 128-token prompt chunk through a 4096×4096 Q4_K
-// matrix (and 8 or 128 tokens through Q4_0, Q4_1, Q5_0 and Q8_0 ones):
+// matrix (and 8 or 128 tokens through Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 ones):
 // compute-bound;
 // see GOP/s.
 func BenchmarkPrefill(b *testing.B) {
@@ -183,7 +183,7 @@ func BenchmarkPrefill(b *testing.B) {
 	b.Run("TQ2_0_4096x4096_n128", func(b *testing.B) { benchMatMul(b, TQ2_0, 4096, 4096, 128) })
 	b.Run("TQ2_0_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, TQ2_0, LayoutR16, 4096, 4096, 128, 1) })
 	b.Run("TQ1_0_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, TQ1_0, LayoutR16, 4096, 4096, 128, 1) })
-	for _, typ := range []DType{Q4_0, Q4_1, Q5_0, Q8_0, F16, BF16} {
+	for _, typ := range []DType{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16} {
 		for _, n := range []int{8, 128} {
 			b.Run(fmt.Sprintf("%v_4096x4096_n%d", typ, n), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, n) })
 			b.Run(fmt.Sprintf("%v_r16_4096x4096_n%d", typ, n), func(b *testing.B) { benchMatMulCopies(b, typ, LayoutR16, 4096, 4096, n, 1) })
@@ -229,7 +229,7 @@ func BenchmarkQuantize(b *testing.B) {
 func BenchmarkRepackR16(b *testing.B) {
 	const rows, cols = 4096, 4096
 	r := rand.New(rand.NewPCG(7, 8))
-	for _, typ := range []DType{Q4_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0} {
+	for _, typ := range []DType{Q4_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0} {
 		src := quantize(typ, gaussian(r, rows*cols, 0.1))
 		size, _ := LayoutBytes(typ, LayoutR16, rows, cols)
 		dst := make([]byte, size)

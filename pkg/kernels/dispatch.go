@@ -112,8 +112,8 @@ type kernelSet struct {
 	// takes where the tier has them (n > 0).
 	rows [nTypes]rowsKernel
 	cols [nTypes]colsKernel
-	// r16[t] (Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0, F16, BF16, TQ1_0,
-	// TQ2_0) computes, for one LayoutR16 group (nb group blocks at w) and R
+	// r16[t] (Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16,
+	// TQ1_0, TQ2_0) computes, for one LayoutR16 group (nb group blocks at w) and R
 	// activation rows at xq, xq[xrb:], ... (Q8_K rows for the k-quants,
 	// quantQ8R16's for the 32-column formats, roundR16's for F16 and
 	// BF16), the 16 dots
@@ -133,7 +133,8 @@ type kernelSet struct {
 	quantQ8K func(src []float32, dst []byte) // Quantize to Q8_K, whole blocks
 	// quantQ8R16 encodes whole blocks of 32 for the LayoutR16 Q4_0, Q5_0
 	// and Q8_0 kernels, block sums times neg (see quantQ8R16Generic);
-	// quantQ8R16S for the Q4_1 ones, with Q8_1's s (quantQ8R16SGeneric).
+	// quantQ8R16S for the Q4_1 and Q5_1 ones, with Q8_1's s
+	// (quantQ8R16SGeneric).
 	quantQ8R16  func(src []float32, dst []byte, neg int32)
 	quantQ8R16S func(src []float32, dst []byte)
 
@@ -227,6 +228,7 @@ var genericKernels = &kernelSet{
 		Q4_0:  r16Q4_0Generic,
 		Q4_1:  r16Q4_1Generic,
 		Q5_0:  r16Q5_0Generic,
+		Q5_1:  r16Q5_1Generic,
 		Q8_0:  r16Q8_0Generic,
 		F16:   r16F16Generic,
 		BF16:  r16BF16Generic,

@@ -210,6 +210,34 @@ func r16Q5_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ost
 //go:noescape
 func r16Q5_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
+// r16Q5_1x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_1 group (nb blocks of 32 columns at w) with the 1 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q5_1x1AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5_1x2AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_1 group (nb blocks of 32 columns at w) with the 2 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q5_1x2AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5_1x4AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_1 group (nb blocks of 32 columns at w) with the 4 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q5_1x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5_1x8AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_1 group (nb blocks of 32 columns at w) with the 8 activation
+// rows x + r·xstride (q8R16Bytes blocks).
+//
+//go:noescape
+func r16Q5_1x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // r16Q8_0x1AVX512Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 1 activation
 // rows x + r·xstride (q8R16Bytes blocks).
@@ -245,7 +273,7 @@ func r16Q8_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ost
 func quantQ8R16AVX512Asm(x *float32, y *byte, nb int, neg int32)
 
 // quantQ8R16SAVX512Asm encodes nb blocks of 32 float32 at x to the activation
-// blocks of the LayoutR16 Q4_1 kernels at y, with s = d·Σq as Q8_1's.
+// blocks of the LayoutR16 Q4_1/Q5_1 kernels at y, with s = d·Σq as Q8_1's.
 //
 //go:noescape
 func quantQ8R16SAVX512Asm(x *float32, y *byte, nb int)
@@ -285,6 +313,12 @@ func r16Q4_1x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostri
 //
 //go:noescape
 func r16Q5_0x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// r16Q5_1x1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_1 group (nb blocks of 32 columns at w) with the 1 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q5_1x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
 // r16Q8_0x1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 1 activation rows (q8R16Bytes blocks) x + r·xstride.
@@ -328,6 +362,12 @@ func r16Q4_1x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostri
 //go:noescape
 func r16Q5_0x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
+// r16Q5_1x2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_1 group (nb blocks of 32 columns at w) with the 2 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q5_1x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // r16Q8_0x2AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 2 activation rows (q8R16Bytes blocks) x + r·xstride.
 //
@@ -370,6 +410,12 @@ func r16Q4_1x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostri
 //go:noescape
 func r16Q5_0x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
+// r16Q5_1x4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 Q5_1 group (nb blocks of 32 columns at w) with the 4 activation rows (q8R16Bytes blocks) x + r·xstride.
+//
+//go:noescape
+func r16Q5_1x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // r16Q8_0x4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 Q8_0 group (nb blocks of 32 columns at w) with the 4 activation rows (q8R16Bytes blocks) x + r·xstride.
 //
@@ -389,7 +435,7 @@ func r16Q6Kx8AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostrid
 func quantQ8R16AVX2Asm(x *float32, y *byte, nb int, neg int32)
 
 // quantQ8R16SAVX2Asm encodes nb blocks of 32 float32 at x to the activation
-// blocks of the LayoutR16 Q4_1 kernels at y, with s = d·Σq as Q8_1's.
+// blocks of the LayoutR16 Q4_1/Q5_1 kernels at y, with s = d·Σq as Q8_1's.
 //
 //go:noescape
 func quantQ8R16SAVX2Asm(x *float32, y *byte, nb int)

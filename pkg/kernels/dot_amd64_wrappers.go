@@ -159,6 +159,14 @@ func r16Q5_0AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostri
 // r16Q5_0AVX512Kernels are indexed by log2 of the rows they take at once.
 var r16Q5_0AVX512Kernels = [4]r16Kernel{r16Q5_0x1AVX512Asm, r16Q5_0x2AVX512Asm, r16Q5_0x4AVX512Asm, r16Q5_0x8AVX512Asm}
 
+// r16Q5_1AVX512 is r16[Q5_1] of its tier.
+func r16Q5_1AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q5_1Block, q8R16Bytes, xq, xrb, R, out, ostride, &r16Q5_1AVX512Kernels)
+}
+
+// r16Q5_1AVX512Kernels are indexed by log2 of the rows they take at once.
+var r16Q5_1AVX512Kernels = [4]r16Kernel{r16Q5_1x1AVX512Asm, r16Q5_1x2AVX512Asm, r16Q5_1x4AVX512Asm, r16Q5_1x8AVX512Asm}
+
 // r16Q8_0AVX512 is r16[Q8_0] of its tier.
 func r16Q8_0AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	r16Run(w, nb, r16Q8_0Block, q8R16Bytes, xq, xrb, R, out, ostride, &r16Q8_0AVX512Kernels)
@@ -214,6 +222,14 @@ func r16Q5_0AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride
 
 // r16Q5_0AVX2Kernels are indexed by log2 of the rows they take at once.
 var r16Q5_0AVX2Kernels = [4]r16Kernel{r16Q5_0x1AVX2Asm, r16Q5_0x2AVX2Asm, r16Q5_0x4AVX2Asm}
+
+// r16Q5_1AVX2 is r16[Q5_1] of its tier.
+func r16Q5_1AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16Run(w, nb, r16Q5_1Block, q8R16Bytes, xq, xrb, R, out, ostride, &r16Q5_1AVX2Kernels)
+}
+
+// r16Q5_1AVX2Kernels are indexed by log2 of the rows they take at once.
+var r16Q5_1AVX2Kernels = [4]r16Kernel{r16Q5_1x1AVX2Asm, r16Q5_1x2AVX2Asm, r16Q5_1x4AVX2Asm}
 
 // r16Q8_0AVX2 is r16[Q8_0] of its tier.
 func r16Q8_0AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {

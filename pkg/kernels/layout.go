@@ -13,7 +13,7 @@ import (
 //
 // LayoutR16 interleaves groups of 16 rows, one block of columns at a time
 // (a super-block of 256 for the k-quants, a block of 32 for Q4_0, Q4_1,
-// Q5_0 and Q8_0),
+// Q5_0, Q5_1 and Q8_0),
 // with the scales next to their quants (pre-unpacked for the k-quants), so
 // that a 512-bit register holds the same four columns of 16 rows: lane l of
 // every vector is weight row l of the group. The kernels then take dot
@@ -69,6 +69,12 @@ import (
 //	      column in byte i of chunk t/2, its low nibble's for even t
 //	      (column 4(t/2)+i), its high nibble's for odd t (16+4(t/2)+i)
 //
+// for Q5_1 (384 bytes = 16 × 24, ggml's size), Q5_0's block with the
+// minimums after it:
+//
+//	0     d[16], qs, qh as Q5_0's
+//	352   m[16]     float16, row l's minimum
+//
 // and for Q8_0 (544 bytes = 16 × 34, ggml's size):
 //
 //	0     d[16]     float16
@@ -89,8 +95,8 @@ import (
 // the end) differs from LayoutRows' float64 sum (dotR16FloatGeneric).
 //
 // The 32-column formats' quants are unsigned, as VPDPBUSD takes them, and
-// carry an offset o (Q4_0's 8, Q5_0's 16, Q8_0's 128; Q4_1's are unsigned
-// already, o = 0): Σ(q-o)·x = Σq·x - o·Σx. The
+// carry an offset o (Q4_0's 8, Q5_0's 16, Q8_0's 128; Q4_1's and Q5_1's
+// are unsigned already, o = 0): Σ(q-o)·x = Σq·x - o·Σx. The
 // kernels start each block's integer sum at -o·Σx, which the activation
 // encoding carries (see q8R16Bytes); every sum stays exact in int32. The
 // correction sits on the activation side because the broadcast activation
@@ -98,13 +104,13 @@ import (
 // unsigned one, and because -o·Σx is one number per activation block for
 // all 16 rows (it replaces the zeroing of the sums), where a weight-side
 // correction (per-row sums kept at pack time) would cost 32 bytes per group
-// block: 1.06× Q8_0's size, 1.11× Q4_0's. Q4_1's minimum m adds m·d_x·Σx
-// per block, with d_x·Σx rounded as Q8_1's s (llama.cpp's activations for
-// Q4_1): one float multiply-add per block of the float sums, not the
-// integer ones.
+// block: 1.06× Q8_0's size, 1.11× Q4_0's. Q4_1's and Q5_1's minimum m adds
+// m·d_x·Σx per block, with d_x·Σx rounded as Q8_1's s (llama.cpp's
+// activations for Q4_1 and Q5_1): one float multiply-add per block of the
+// float sums, not the integer ones.
 //
-// Only Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0, F16 and BF16 matrices, and the ternary TQ1_0 and
-// TQ2_0 ones (quant_ternary_r16.go), whose rows are a multiple of 16
+// Only Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16 and BF16
+// matrices, and the ternary TQ1_0 and TQ2_0 ones (quant_ternary_r16.go), whose rows are a multiple of 16
 // (and columns of the block) have a LayoutR16 form; the arithmetic (exact
 // integer sums per (sub-)block, one float multiply-add per block of
 // columns) is that of dotR16Generic, the reference twin of the assembly
@@ -126,6 +132,7 @@ const (
 	r16Q4_0Block = R16 * 18
 	r16Q4_1Block = R16 * 20
 	r16Q5_0Block = R16 * 22
+	r16Q5_1Block = R16 * 24
 	r16Q8_0Block = R16 * 34
 	r16HalfBlock = R16 * 32 * 2 // F16, BF16: 32 columns
 
@@ -135,13 +142,13 @@ const (
 )
 
 // q8R16Bytes is the size of an activation block of the LayoutR16 Q4_0,
-// Q4_1, Q5_0 and Q8_0 kernels: a Q8_0 block re-encoded for them
+// Q4_1, Q5_0, Q5_1 and Q8_0 kernels: a Q8_0 block re-encoded for them
 // (quantQ8R16), 32 columns:
 //
 //	0   float32 d, the Q8_0 block's float16 scale, widened
 //	4   int32   -o·Σq, o the weight format's offset (8 for Q4_0, 16 for
 //	            Q5_0, 128 for Q8_0): where each block's integer sums start;
-//	    float32 for Q4_1: s = d·Σq as Q8_1 holds it (through float16,
+//	    float32 for Q4_1 and Q5_1: s = d·Σq as Q8_1 holds it (through float16,
 //	            d before its rounding), which the minimum multiplies
 //	8   int8    q[32], the Q8_0 block's quants
 //
@@ -180,6 +187,8 @@ func r16Block(t DType) (cols, bytes int) {
 		return qk, r16Q4_1Block
 	case Q5_0:
 		return qk, r16Q5_0Block
+	case Q5_1:
+		return qk, r16Q5_1Block
 	case Q8_0:
 		return qk, r16Q8_0Block
 	case F16, BF16:
@@ -193,7 +202,8 @@ func r16Block(t DType) (cols, bytes int) {
 }
 
 // r16Offset is the offset o of the 32-column formats' unsigned LayoutR16
-// quants (Q4_0: 8, Q5_0: 16, Q8_0: 128), 0 for Q4_1 and the k-quants.
+// quants (Q4_0: 8, Q5_0: 16, Q8_0: 128), 0 for Q4_1, Q5_1 and the
+// k-quants.
 func r16Offset(t DType) int32 {
 	switch t {
 	case Q4_0:
@@ -236,10 +246,24 @@ func r16Half(t DType) bool { return t == F16 || t == BF16 }
 
 // r16Legacy reports whether t is a 32-column format with a LayoutR16 form,
 // whose kernels take quantQ8R16's activations.
-func r16Legacy(t DType) bool { return t == Q4_0 || t == Q4_1 || t == Q5_0 || t == Q8_0 }
+func r16Legacy(t DType) bool {
+	return t == Q4_0 || t == Q4_1 || t == Q5_0 || t == Q5_1 || t == Q8_0
+}
+
+// r16MinAt is where the minimums of a LayoutR16 Q4_1 or Q5_1 group block
+// start, 0 for the formats without them.
+func r16MinAt(t DType) int {
+	switch t {
+	case Q4_1:
+		return 288
+	case Q5_1:
+		return 352
+	}
+	return 0
+}
 
 // RepackR16 rearranges src, whole groups of 16 rows of a Q4_K, Q5_K, Q6_K,
-// Q4_0, Q4_1, Q5_0, Q8_0, F16, BF16, TQ1_0 or TQ2_0 matrix
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, TQ1_0 or TQ2_0 matrix
 // with cols columns in LayoutRows, into dst in LayoutR16. It panics if the
 // sizes are inconsistent (dst must be LayoutBytes long) or t has no
 // LayoutR16 form.
@@ -293,6 +317,8 @@ func repackR16Lanes(t DType, dst, src []byte, cols int) {
 		lane = repackQ4_1Lane
 	case Q5_0:
 		lane = repackQ5_0Lane
+	case Q5_1:
+		lane = repackQ5_1Lane
 	case Q8_0:
 		lane = repackQ8_0Lane
 	case F16, BF16:
@@ -422,7 +448,20 @@ func repackQ4_1Lane(out []byte, l int, blk []byte) {
 // nibble of qh at 16(t%2) + 4(t/2), its bit i moved to bit 8i + t.
 func repackQ5_0Lane(out []byte, l int, blk []byte) {
 	copy(out[2*l:], blk[0:2]) // d
-	qh := le.Uint32(blk[2:])
+	repackQ5Bits(out, l, blk[2:])
+}
+
+// A Q5_1 block is d, m, qh and Q4_0's qs.
+func repackQ5_1Lane(out []byte, l int, blk []byte) {
+	copy(out[2*l:], blk[0:2])     // d
+	copy(out[352+2*l:], blk[2:4]) // m
+	repackQ5Bits(out, l, blk[4:])
+}
+
+// repackQ5Bits moves a Q5_0 or Q5_1 block's qh and qs (at b) into row l
+// of out: the fifth bits as repackQ5_0Lane says, the nibbles as Q4_0's.
+func repackQ5Bits(out []byte, l int, b []byte) {
+	qh := le.Uint32(b)
 	var v uint32
 	for t := range 8 {
 		n := qh >> (16*(t%2) + 4*(t/2))
@@ -430,7 +469,7 @@ func repackQ5_0Lane(out []byte, l int, blk []byte) {
 	}
 	le.PutUint32(out[288+4*l:], v)
 	for c := range 4 {
-		le.PutUint32(out[32+64*c+4*l:], le.Uint32(blk[6+4*c:]))
+		le.PutUint32(out[32+64*c+4*l:], le.Uint32(b[4+4*c:]))
 	}
 }
 
@@ -451,14 +490,14 @@ func repackQ8_0Lane(out []byte, l int, blk []byte) {
 var le = binary.LittleEndian
 
 // r16LegacyQuant returns the unsigned quant of row l, column k of a
-// LayoutR16 Q4_0, Q4_1, Q5_0 or Q8_0 group block (its value is that less
-// r16Offset).
+// LayoutR16 Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 group block (its value is that
+// less r16Offset).
 func r16LegacyQuant(t DType, blk []byte, l, k int) uint8 {
 	if t == Q8_0 {
 		return blk[32+64*(k/4)+4*l+k%4]
 	}
 	q := blk[32+64*(k%16/4)+4*l+k%4] >> (4 * (k / 16)) & 0xf
-	if t == Q5_0 {
+	if t == Q5_0 || t == Q5_1 {
 		q |= blk[288+4*l+k%4] >> (2*(k%16/4) + k/16) & 1 << 4
 	}
 	return q
@@ -512,10 +551,10 @@ func RowLayout(t DType, l Layout, w []byte, cols, r int, dst []float32) {
 			continue
 		}
 		d := F16ToF32(binary.LittleEndian.Uint16(blk[2*l16:]))
-		if t == Q4_1 {
-			m := F16ToF32(binary.LittleEndian.Uint16(blk[288+2*l16:]))
+		if at := r16MinAt(t); at > 0 {
+			m := F16ToF32(binary.LittleEndian.Uint16(blk[at+2*l16:]))
 			for k := range qk {
-				y[k] = float32(r16LegacyQuant(t, blk, l16, k))*d + m // as dequantQ4_1
+				y[k] = float32(r16LegacyQuant(t, blk, l16, k))*d + m // as dequantQ4_1, dequantQ5_1
 			}
 			continue
 		}

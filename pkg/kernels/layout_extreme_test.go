@@ -39,7 +39,7 @@ func extremeR16(r *rand.Rand, t DType, nb, R int) (w, xq []byte) {
 			case Q4_0, Q5_0, Q8_0: // Q5_0: qh too, all fifth bits set
 				binary.LittleEndian.PutUint16(blk, small)
 				qs = blk[2:]
-			case Q4_1:
+			case Q4_1, Q5_1: // Q5_1: qh too
 				binary.LittleEndian.PutUint16(blk, small)
 				binary.LittleEndian.PutUint16(blk[2:], small)
 				qs = blk[4:]

@@ -17,12 +17,13 @@ import (
 // subtracts dmin·dx·mins) to a float32 accumulator with one fused
 // multiply-add each, as the kernels do.
 //
-// For Q4_0, Q4_1, Q5_0 and Q8_0 the activations are in q8R16Bytes blocks
-// (quantQ8R16). Per block of 32 columns it forms each row's exact integer
-// sum -o·Σx + Σq·x of the unsigned quants q and adds d·dx·sum to the row's
-// float32 accumulator with one fused multiply-add (for Q4_1 then m·s with
-// another): the integer sum of ggml's ggml_vec_dot_q4_0_q8_0 (q4_1_q8_1,
-// q5_0_q8_0, q8_0_q8_0), in another float order.
+// For Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 the activations are in q8R16Bytes
+// blocks (quantQ8R16). Per block of 32 columns it forms each row's exact
+// integer sum -o·Σx + Σq·x of the unsigned quants q and adds d·dx·sum to
+// the row's float32 accumulator with one fused multiply-add (for Q4_1 and
+// Q5_1 then m·s with another): the integer sum of ggml's
+// ggml_vec_dot_q4_0_q8_0 (q4_1_q8_1, q5_0_q8_0, q5_1_q8_1, q8_0_q8_0), in
+// another float order.
 //
 // For F16 and BF16 see dotR16FloatGeneric.
 func dotR16Generic(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
@@ -88,7 +89,7 @@ func dotR16Generic(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float
 	}
 }
 
-// dotR16LegacyGeneric is dotR16Generic of Q4_0, Q4_1, Q5_0 and Q8_0.
+// dotR16LegacyGeneric is dotR16Generic of Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
 func dotR16LegacyGeneric(t DType, w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	_, gbb := r16Block(t)
 	for r := range R {
@@ -98,8 +99,9 @@ func dotR16LegacyGeneric(t DType, w []byte, nb int, xq []byte, xrb, R int, out [
 			x := xq[r*xrb+b*q8R16Bytes:][:q8R16Bytes]
 			dx := math.Float32frombits(binary.LittleEndian.Uint32(x))
 			start := int32(binary.LittleEndian.Uint32(x[4:]))
-			s := math.Float32frombits(uint32(start)) // Q4_1
-			if t == Q4_1 {
+			s := math.Float32frombits(uint32(start)) // Q4_1, Q5_1
+			at := r16MinAt(t)
+			if at > 0 {
 				start = 0
 			}
 			for l := range R16 {
@@ -109,8 +111,8 @@ func dotR16LegacyGeneric(t DType, w []byte, nb int, xq []byte, xrb, R int, out [
 				}
 				d := F16ToF32(binary.LittleEndian.Uint16(blk[2*l:]))
 				acc[l] = fma32(d*dx, float32(isum), acc[l])
-				if t == Q4_1 {
-					m := F16ToF32(binary.LittleEndian.Uint16(blk[288+2*l:]))
+				if at > 0 {
+					m := F16ToF32(binary.LittleEndian.Uint16(blk[at+2*l:]))
 					acc[l] = fma32(m, s, acc[l])
 				}
 			}
@@ -168,19 +170,19 @@ func roundR16(t DType, src []float32, dst []byte) {
 }
 
 // quantQ8R16 encodes the activation row src (a multiple of 32 long) for
-// the LayoutR16 kernels of t (Q4_0, Q4_1, Q5_0 or Q8_0) into dst
+// the LayoutR16 kernels of t (Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0) into dst
 // (len(src)/32 blocks of q8R16Bytes): the quants and scale are those
-// Quantize(Q8_0) writes, Q4_1's s that of Quantize(Q8_1).
+// Quantize(Q8_0) writes, Q4_1's and Q5_1's s that of Quantize(Q8_1).
 func quantQ8R16(t DType, src []float32, dst []byte) {
-	if t == Q4_1 {
+	if r16MinAt(t) > 0 {
 		kern.quantQ8R16S(src, dst[:len(src)/qk*q8R16Bytes])
 		return
 	}
 	kern.quantQ8R16(src, dst[:len(src)/qk*q8R16Bytes], -r16Offset(t))
 }
 
-// quantQ8R16SGeneric is quantQ8R16 of Q4_1, with s = d·Σq as quantQ8_1
-// rounds it: the reference twin of the tiers' encoders.
+// quantQ8R16SGeneric is quantQ8R16 of Q4_1 and Q5_1, with s = d·Σq as
+// quantQ8_1 rounds it: the reference twin of the tiers' encoders.
 func quantQ8R16SGeneric(src []float32, dst []byte) {
 	for i := 0; i < len(src)/qk; i++ {
 		b := dst[i*q8R16Bytes : (i+1)*q8R16Bytes]
@@ -202,8 +204,8 @@ func quantQ8R16Generic(src []float32, dst []byte, neg int32) {
 }
 
 // r16Q4KGeneric, r16Q5KGeneric, r16Q6KGeneric, r16Q4_0Generic,
-// r16Q4_1Generic, r16Q5_0Generic and r16Q8_0Generic are genericKernels'
-// r16 entries.
+// r16Q4_1Generic, r16Q5_0Generic, r16Q5_1Generic and r16Q8_0Generic are
+// genericKernels' r16 entries.
 
 func r16Q4KGeneric(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	dotR16Generic(Q4_K, w, nb, xq, xrb, R, out, ostride)
@@ -227,6 +229,10 @@ func r16Q4_1Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostr
 
 func r16Q5_0Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
 	dotR16LegacyGeneric(Q5_0, w, nb, xq, xrb, R, out, ostride)
+}
+
+func r16Q5_1Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	dotR16LegacyGeneric(Q5_1, w, nb, xq, xrb, R, out, ostride)
 }
 
 func r16F16Generic(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {

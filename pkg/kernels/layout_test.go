@@ -9,7 +9,7 @@ import (
 )
 
 // r16Types are the types with a LayoutR16 form.
-var r16Types = []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0, F16, BF16, TQ1_0, TQ2_0}
+var r16Types = []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, TQ1_0, TQ2_0}
 
 // r16Cols is the columns of a LayoutR16 block of t.
 func r16Cols(t DType) int {
@@ -20,7 +20,7 @@ func r16Cols(t DType) int {
 // r16X returns n activation rows xq of VecDotType(t), nb blocks of t each,
 // as t's LayoutR16 kernels take them, and their row bytes: Q8_K rows as
 // they are, Q8_0 rows re-encoded with their block sums as quantQ8R16
-// writes them, Q8_1 rows (Q4_1's) with their s widened, F16 and BF16 rows
+// writes them, Q8_1 rows (Q4_1's, Q5_1's) with their s widened, F16 and BF16 rows
 // widened to float32 (nb blocks of r16Cols(t) columns).
 func r16X(t DType, xq []byte, n, nb int) ([]byte, int) {
 	if r16Half(t) {
@@ -41,7 +41,7 @@ func r16X(t DType, xq []byte, n, nb int) ([]byte, int) {
 	out := make([]byte, n*nb*q8R16Bytes)
 	for i := range n * nb {
 		dst := out[i*q8R16Bytes:][:q8R16Bytes]
-		if t == Q4_1 {
+		if VecDotType(t) == Q8_1 {
 			src := xq[i*q8_1Bytes:][:q8_1Bytes]
 			binary.LittleEndian.PutUint32(dst, math.Float32bits(getF16(src)))
 			binary.LittleEndian.PutUint32(dst[4:], math.Float32bits(getF16(src[2:])))
@@ -61,10 +61,11 @@ func r16X(t DType, xq []byte, n, nb int) ([]byte, int) {
 }
 
 // TestQuantQ8R16: the LayoutR16 Q4_0, Q5_0 and Q8_0 activations are
-// Quantize's Q8_0 blocks with their sums, Q4_1's its Q8_1 blocks.
+// Quantize's Q8_0 blocks with their sums, Q4_1's and Q5_1's its Q8_1
+// blocks.
 func TestQuantQ8R16(t *testing.T) {
 	r := rand.New(rand.NewPCG(49, 50))
-	for _, typ := range []DType{Q4_0, Q4_1, Q5_0, Q8_0} {
+	for _, typ := range []DType{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0} {
 		const nb = 7
 		x := gaussian(r, nb*qk, 1)
 		x[5] = 0
@@ -124,7 +125,7 @@ func TestFastQuantQ8R16Exact(t *testing.T) {
 					}
 				}
 				for _, neg := range []int32{-8, -16, -128, 0} {
-					// neg 0 stands for the Q4_1 encoder (quantQ8R16S).
+					// neg 0 stands for the Q4_1/Q5_1 encoder (quantQ8R16S).
 					enc := func(k *kernelSet, src []float32, dst []byte) { k.quantQ8R16(src, dst, neg) }
 					if neg == 0 {
 						enc = func(k *kernelSet, src []float32, dst []byte) { k.quantQ8R16S(src, dst) }
@@ -331,7 +332,9 @@ func TestLayoutBytes(t *testing.T) {
 		{Q8_0, LayoutR16, 8, 32, 0, false},
 		{Q4_1, LayoutR16, 16, 256, 16 * 8 * 20, true},
 		{Q5_0, LayoutR16, 32, 64, 2 * 2 * 352, true},
-		{Q5_1, LayoutR16, 16, 256, 0, false},
+		{Q5_1, LayoutR16, 32, 96, 2 * 3 * 384, true},
+		{Q5_1, LayoutR16, 16, 80, 0, false},  // columns not a multiple of 32
+		{Q3_K, LayoutR16, 16, 256, 0, false}, // no LayoutR16 form
 		{Q4_K, LayoutRows, 1, 100, 0, false},
 		{Q4_K, Layout(9), 16, 256, 0, false},
 	} {

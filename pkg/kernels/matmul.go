@@ -24,7 +24,7 @@ type Scratch struct {
 type matmulJob struct {
 	t, vt      DType
 	r16        bool // weights in LayoutR16
-	r16x       bool // activations encoded by quantQ8R16 (LayoutR16 Q4_0, Q4_1, Q5_0, Q8_0)
+	r16x       bool // activations encoded by quantQ8R16 (LayoutR16 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
 	r16f       bool // activations rounded by roundR16 (LayoutR16 F16, BF16)
 	w          []byte
 	wrb, xrb   int // bytes per weight row, per encoded activation row
@@ -52,7 +52,7 @@ func MatMul(p *Pool, t DType, w []byte, rows, cols int, x []float32, n int, out 
 // pool's unit of work is a group of 16 rows; the results equal dotR16Generic's,
 // which differ from LayoutRows' in the float order only (Q4_0, Q5_0 and
 // Q8_0 weights see the same Q8_0 activations, re-encoded with their block
-// sums; Q4_1 weights the same Q8_1 ones; F16 and BF16 weights the same
+// sums; Q4_1 and Q5_1 weights the same Q8_1 ones; F16 and BF16 weights the same
 // rounded activations, as float32).
 func MatMulLayout(p *Pool, t DType, l Layout, w []byte, rows, cols int, x []float32, n int, out []float32, s *Scratch) {
 	j := newMatmulJob(Product{T: t, L: l, W: w, Rows: rows, Cols: cols, X: x, N: n, Out: out})

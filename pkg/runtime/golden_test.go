@@ -93,9 +93,9 @@ func TestGoldenLogits(t *testing.T) {
 			if e.NRMSEvsF32 > 0 && nrmse > e.NRMSEvsF32 {
 				t.Errorf("NRMSE %.4e exceeds the format's own noise %.4e", nrmse, e.NRMSEvsF32)
 			}
-			// The packed form (Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0, F16
-			// and BF16 matrices in LayoutR16, other kernels) must meet the
-			// same bounds. It
+			// The packed form (Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1,
+			// Q8_0, F16 and BF16 matrices in LayoutR16, other kernels) must
+			// meet the same bounds. It
 			// differs from the GGUF path in the float summation order of
 			// each dot only (the kernel tests bound that at 1e-6
 			// relative), but a last-bit change can flip the rounding of

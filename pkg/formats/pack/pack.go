@@ -105,12 +105,13 @@ const (
 	// another: the bytes of the GGUF tensor, unchanged.
 	LayoutGGML Layout = 0
 	// LayoutR16 is kernels.LayoutR16: Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0,
-	// Q8_0, F16, BF16, TQ1_0 and TQ2_0 matrices with groups of 16 rows
-	// interleaved and the scales next to their quants (unpacked for the
-	// k-quants), for the AVX2 and AVX-512 VNNI kernels, which read the same
-	// bytes (the ternary formats: AVX-512 VNNI only). (Readers before Q4_0
-	// and Q8_0, Q5_K, TQ1_0 and TQ2_0, or Q4_1, Q5_0, F16 and BF16 refuse
-	// such tensors as invalid entries rather than misread them.) (Its pure-Go twin runs it anywhere, but far slower than the
+	// Q5_1, Q8_0, F16, BF16, TQ1_0 and TQ2_0 matrices with groups of 16
+	// rows interleaved and the scales next to their quants (unpacked for
+	// the k-quants), for the AVX2 and AVX-512 VNNI kernels, which read the
+	// same bytes (the ternary formats: AVX-512 VNNI only). (Readers before
+	// Q4_0 and Q8_0, Q5_K, TQ1_0 and TQ2_0, Q4_1, Q5_0, F16 and BF16, or
+	// Q5_1 refuse such tensors as invalid entries rather than misread
+	// them.) (Its pure-Go twin runs it anywhere, but far slower than the
 	// ggml layout's kernels, so it is not written for the generic tier.)
 	// Files packed before the AVX2 kernels record its tensors as needing
 	// avx512vnni; File.CheckTier lowers that to avx2.
@@ -205,10 +206,10 @@ func r16Size(dt kernels.DType, shape []uint64) (uint64, bool) {
 // Q8_0 too; 3: 3-D stacks of experts' matrices too; 4: Q5_K too, on AVX2
 // hosts too (recorded as needing avx2), and TQ1_0 and TQ2_0 on AVX-512
 // VNNI; 5: Q4_1, Q5_0, F16 and BF16 too, and a block's expert stacks
-// interleaved expert by expert, format version 2). Files of every count
+// interleaved expert by expert, format version 2; 6: Q5_1 too). Files of every count
 // read alike; a cache of packed copies keys on it, so that an older copy
 // is packed again to get the faster layouts.
-const Layouts = 5
+const Layouts = 6
 
 // chooseLayout is the layout the packer writes a tensor in for CPUs of tier
 // cpu, and the tier that layout needs: on AVX2 and AVX-512 VNNI, LayoutR16

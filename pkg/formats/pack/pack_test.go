@@ -45,8 +45,8 @@ func mustPack(t testing.TB, src []byte, opts Options) []byte {
 
 // TestRoundTrip packs each model for the generic tier (ggml's layout
 // throughout) and for AVX2 and AVX-512 VNNI (Q4_K, Q5_K, Q6_K, Q4_0, Q4_1,
-// Q5_0, Q8_0 matrices in LayoutR16) and checks everything the reader reports against
-// the source.
+// Q5_0, Q5_1, Q8_0, F16, BF16 matrices in LayoutR16) and checks everything
+// the reader reports against the source.
 func TestRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -551,10 +551,10 @@ func TestWriteProgress(t *testing.T) {
 // TestR16OnAVX2: the formats with AVX2 and AVX-512 VNNI kernels of
 // LayoutR16 are packed in it on both tiers, recorded as needing avx2, and
 // kept in ggml's layout for the generic tier; every matrix of the Q4_1,
-// Q5_0 and F16 golden files is.
+// Q5_0, Q5_1, F16 and BF16 golden files is.
 func TestR16OnAVX2(t *testing.T) {
 	shape := []uint64{256, 64}
-	for _, dt := range []kernels.DType{kernels.Q4_K, kernels.Q5_K, kernels.Q6_K, kernels.Q4_0, kernels.Q4_1, kernels.Q5_0, kernels.Q8_0, kernels.F16, kernels.BF16} {
+	for _, dt := range []kernels.DType{kernels.Q4_K, kernels.Q5_K, kernels.Q6_K, kernels.Q4_0, kernels.Q4_1, kernels.Q5_0, kernels.Q5_1, kernels.Q8_0, kernels.F16, kernels.BF16} {
 		for _, tier := range []Tier{TierAVX2, TierAVX512VNNI} {
 			if l, need := chooseLayout(tier, dt, shape); l != LayoutR16 || need != TierAVX2 {
 				t.Errorf("%v on %v: layout %v needing %v, want LayoutR16 needing avx2", dt, tier, l, need)
@@ -564,7 +564,7 @@ func TestR16OnAVX2(t *testing.T) {
 			t.Errorf("%v on generic: layout %v, want ggml's", dt, l)
 		}
 	}
-	for _, name := range []string{"llama-Q4_1.gguf", "phi3-Q5_0.gguf", "qwen2-F16.gguf"} {
+	for _, name := range []string{"llama-Q4_1.gguf", "phi3-Q5_0.gguf", "gemma2-Q5_1.gguf", "qwen2-F16.gguf", "llama-BF16.gguf"} {
 		src, err := os.ReadFile(filepath.Join("..", "..", "runtime", "testdata", "golden", "models", name))
 		if err != nil {
 			t.Fatal(err)
@@ -575,7 +575,12 @@ func TestR16OnAVX2(t *testing.T) {
 		}
 		n := 0
 		for _, pt := range f.Tensors {
-			if len(pt.Shape) == 2 && (pt.Type == kernels.Q4_1 || pt.Type == kernels.Q5_0 || pt.Type == kernels.F16) {
+			switch pt.Type {
+			case kernels.Q4_1, kernels.Q5_0, kernels.Q5_1, kernels.F16, kernels.BF16:
+			default:
+				continue
+			}
+			if len(pt.Shape) == 2 {
 				n++
 				if pt.Layout != LayoutR16 {
 					t.Errorf("%s: %s (%v %v) in layout %v", name, pt.Name, pt.Type, pt.Shape, pt.Layout)
@@ -583,7 +588,7 @@ func TestR16OnAVX2(t *testing.T) {
 			}
 		}
 		if n == 0 {
-			t.Errorf("%s: no Q4_1, Q5_0 or F16 matrix", name)
+			t.Errorf("%s: no Q4_1, Q5_0, Q5_1, F16 or BF16 matrix", name)
 		}
 	}
 }

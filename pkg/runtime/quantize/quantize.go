@@ -33,6 +33,7 @@ const (
 	ftypeQ4_0   = 2
 	ftypeQ4_1   = 3
 	ftypeQ5_0   = 8
+	ftypeQ5_1   = 9
 	ftypeQ8_0   = 7
 	ftypeQ4_K_S = 14
 	ftypeQ4_K_M = 15
@@ -54,6 +55,7 @@ var Schemes = map[string]Scheme{
 	"Q4_0":   {Name: "Q4_0", Base: kernels.Q4_0, FileType: ftypeQ4_0},
 	"Q4_1":   {Name: "Q4_1", Base: kernels.Q4_1, FileType: ftypeQ4_1},
 	"Q5_0":   {Name: "Q5_0", Base: kernels.Q5_0, FileType: ftypeQ5_0},
+	"Q5_1":   {Name: "Q5_1", Base: kernels.Q5_1, FileType: ftypeQ5_1},
 	"Q4_K_S": {Name: "Q4_K_S", Base: kernels.Q4_K, FileType: ftypeQ4_K_S},
 	"Q4_K":   {Name: "Q4_K_S", Base: kernels.Q4_K, FileType: ftypeQ4_K_S},
 	"Q5_K_S": {Name: "Q5_K_S", Base: kernels.Q5_K, FileType: ftypeQ5_K_S},

@@ -133,9 +133,9 @@ func TestConvertMatchesLlamaQuantize(t *testing.T) {
 			checked++
 		}
 	}
-	want := 12 * 10 // models × schemes
+	want := 12 * 11 // models × schemes
 	if raceEnabled {
-		want = 7 * 10 // the golden files only
+		want = 7 * 11 // the golden files only
 	}
 	if checked < want {
 		t.Errorf("only %d model × scheme pairs checked, want %d", checked, want)
@@ -230,12 +230,12 @@ func TestTypesMixtures(t *testing.T) {
 	}
 }
 
-// TestConvertQ4_1Q5_0MatchesPure: Q4_1 and Q5_0 follow Q4_0's type rules
+// TestConvertLegacyMatchesPure: Q4_1, Q5_0 and Q5_1 follow Q4_0's type rules
 // (the output matrix, or the token embedding when tied, in Q6_K: checked
 // on Q4_0 against llama-quantize above); every other matrix must be
 // byte-identical to llama-quantize --pure's (the golden files of the same
 // F32 models, which put every matrix in the base type).
-func TestConvertQ4_1Q5_0MatchesPure(t *testing.T) {
+func TestConvertLegacyMatchesPure(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
 	dir := "../testdata/golden/models"
@@ -248,7 +248,7 @@ func TestConvertQ4_1Q5_0MatchesPure(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, name := range []string{"Q4_1", "Q5_0"} {
+		for _, name := range []string{"Q4_1", "Q5_0", "Q5_1"} {
 			scheme, err := quantize.ParseScheme(name)
 			if err != nil {
 				t.Fatal(err)
