@@ -164,8 +164,15 @@ func runBench(ctx context.Context, args []string) error {
 		// peak.
 		runtime.GC()
 		b := &model.Batch{}
+		ctxN := *ctxLen
+		if r < 0 && *shortWarm {
+			// A cache only as long as the warm-up: one of the whole
+			// context, its first positions written in every head's
+			// stretch, would be resident next to the timed run's.
+			ctxN = min(ctxN, warmP+warmG+1)
+		}
 		for i := 0; i < *seqs; i++ {
-			st, err := m.NewState(model.StateOptions{Context: *ctxLen, KVType: kt, Chunk: *step})
+			st, err := m.NewState(model.StateOptions{Context: ctxN, KVType: kt, Chunk: *step})
 			if err != nil {
 				return err
 			}

@@ -2,6 +2,8 @@
 
 package kernels
 
+import "sync"
+
 // dotsF16AVX512 runs the rows through the assembly sixteen at a time, the
 // last fewer than sixteen copied into a block of their own: a row's score
 // must not depend on where in a call it falls (a cache's runs break at
@@ -233,19 +235,30 @@ func queriesAVX512(ks *[3]queriesKernel, one func(k []byte, stride int, q, out [
 			ks[Q-2](&k[0], stride, &q[j*hd], hd, nb, &out[j*os], os)
 		}
 		if nb < n {
-			var tail [8 * 512]byte
-			var sums [16]float32
+			t := qsTails.Get().(*qsTail)
 			for i := range n - nb {
-				copy(tail[i*rb:(i+1)*rb], k[(nb+i)*stride:(nb+i)*stride+rb])
+				copy(t.rows[i*rb:(i+1)*rb], k[(nb+i)*stride:(nb+i)*stride+rb])
 			}
-			ks[Q-2](&tail[0], rb, &q[j*hd], hd, R, &sums[0], R)
+			ks[Q-2](&t.rows[0], rb, &q[j*hd], hd, R, &t.sums[0], R)
 			for jj := range Q {
-				copy(out[(j+jj)*os+nb:(j+jj)*os+n], sums[jj*R:])
+				copy(out[(j+jj)*os+nb:(j+jj)*os+n], t.sums[jj*R:])
 			}
+			qsTails.Put(t)
 		}
 		j += Q
 	}
 }
+
+// qsTail is queriesAVX512's block for the last rows. It comes from a pool:
+// on the stack it would escape through the kernel's function value, and a
+// 4 KiB allocation per call made the garbage collector's heap target, and
+// so a server's resident memory, grow by the size of the KV cache.
+type qsTail struct {
+	rows [8 * 512]byte
+	sums [16]float32
+}
+
+var qsTails = sync.Pool{New: func() any { return new(qsTail) }}
 
 // dotsQ8AVX2 checks that the last row is in bounds; DotsQ8_0 checked the
 // arguments.

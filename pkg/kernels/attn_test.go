@@ -258,3 +258,26 @@ func TestDotsQueries(t *testing.T) {
 		}
 	}
 }
+
+// TestDotsQueriesAllocateNothing: the multi-query score kernels run per
+// tile of every attention; an allocation per call (a tail block escaping
+// to the heap) grows the garbage collector's heap target, and a server's
+// resident memory with it, by the size of the KV cache.
+func TestDotsQueriesAllocateNothing(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	const hd, n = 128, 37 // rows not a multiple of any kernel's block
+	f16 := randomF16(r, n*2*hd)
+	q8 := make([]byte, n*hd/32*34)
+	for i := range n {
+		Quantize(Q8_0, gaussian(r, hd, 1), q8[i*hd/32*34:(i+1)*hd/32*34])
+	}
+	for _, nq := range []int{1, 2, 3, 4, 7} {
+		q := gaussian(r, nq*hd, 1)
+		out := make([]float32, nq*n)
+		f := testing.AllocsPerRun(20, func() { DotsF16Queries(f16, 2*hd, q, hd, out, n, n) })
+		g := testing.AllocsPerRun(20, func() { DotsQ8_0Queries(q8, hd/32*34, q, hd, out, n, n) })
+		if f != 0 || g != 0 {
+			t.Errorf("%d queries: %v (f16) and %v (q8_0) allocations per call, want 0", nq, f, g)
+		}
+	}
+}
