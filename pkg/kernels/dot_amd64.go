@@ -257,13 +257,23 @@ func expSubAVX512(x []float32, m float32) float32 {
 	return sum + expSubAVX2(x[n:], m)
 }
 
-// swigluAVX2: lengths checked by SwiGLU.
+// swigluAVX2: lengths checked by SwiGLU. The last fewer than eight values
+// go through the kernel too, padded: a batch's rows are one flat array, so
+// which values fall in the tail depends on the batch, and the kernel's
+// exponential is not the Go one's to the bit — an input embedded alone
+// would differ from the same input in a batch.
 func swigluAVX2(dst, gate, up []float32) {
 	n := len(dst) &^ 7
 	if n > 0 {
 		swigluAVX2Asm(&dst[0], &gate[0], &up[0], n)
 	}
-	swigluGeneric(dst[n:], gate[n:], up[n:])
+	if n < len(dst) {
+		var d, g, u [8]float32
+		copy(g[:], gate[n:])
+		copy(u[:], up[n:])
+		swigluAVX2Asm(&d[0], &g[0], &u[0], 8)
+		copy(dst[n:], d[:])
+	}
 }
 
 // maxAVX2 runs the whole groups of 32 through the kernel.

@@ -358,3 +358,27 @@ func BenchmarkScaleTanh(b *testing.B) {
 		})
 	})
 }
+
+// TestSwiGLUPositionFree: a value's result must not depend on where in the
+// array it falls — a batch's rows are one flat array, so an input's values
+// land at other places when it shares a batch — on every tier.
+func TestSwiGLUPositionFree(t *testing.T) {
+	r := rand.New(rand.NewPCG(61, 62))
+	p := NewPool(1)
+	defer p.Close()
+	const n = 4099
+	gate, up := gaussian(r, n, 6), gaussian(r, n, 1)
+	whole := make([]float32, n)
+	SwiGLU(p, whole, gate, up)
+	for lo := range 9 {
+		for hi := lo + 1; hi <= n; hi += 7 {
+			part := make([]float32, hi-lo)
+			SwiGLU(p, part, gate[lo:hi], up[lo:hi])
+			for i, v := range part {
+				if math.Float32bits(v) != math.Float32bits(whole[lo+i]) {
+					t.Fatalf("value %d: %v in [%d, %d), %v in the whole array", lo+i, v, lo, hi, whole[lo+i])
+				}
+			}
+		}
+	}
+}
