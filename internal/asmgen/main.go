@@ -18,7 +18,7 @@
 // kernels: q45k.go (Q4_K and Q5_K), q6k.go, legacy.go (Q8_0, Q4_0), r16.go
 // (LayoutR16 Q4_K/Q5_K/Q6_K), r16legacy.go (LayoutR16 Q4_0/Q4_1/Q5_0/Q5_1/Q8_0), r16float.go (LayoutR16
 // F16/BF16, both tiers), r16avx2.go (the
-// AVX2 tier of both), ternary.go (TQ1_0, TQ2_0); then q8k.go (the activation
+// AVX2 tier of both), ternary.go (TQ1_0, TQ2_0), f32.go (F32 rows); then q8k.go (the activation
 // encoder), f16.go (F16
 // dots and attention), exp.go (softmax, SwiGLU), stream.go (the read
 // benchmark's sum). main.go holds the driver and the loop frame, rows.go the
@@ -101,6 +101,7 @@ func main() {
 	maxAVX2()
 	swigluAVX2()
 	ternKernels()
+	f32Kernels()
 	Generate()
 	writeWrappers()
 	checkAVX2Registers()

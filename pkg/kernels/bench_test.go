@@ -91,7 +91,7 @@ func benchMatMul(b *testing.B, typ DType, rows, cols, n int) {
 
 func benchMatMulCopies(b *testing.B, typ DType, l Layout, rows, cols, n, copies int) {
 	tiers := allTiers()
-	if n > 1 {
+	if n > 1 && typ != F32 {
 		tiers = tiers[1:] // the reference takes ~40 s per op here; its speed is BenchmarkDotQ's
 	}
 	r := rand.New(rand.NewPCG(3, 4))
@@ -142,6 +142,11 @@ func BenchmarkMatVec(b *testing.B) {
 		b.Run(fmt.Sprintf("%v_4096x4096", typ), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, 1) })
 	}
 	b.Run("TQ2_0_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, TQ2_0, LayoutR16, 4096, 4096, 1, 1) })
+	// F32: a mixture of experts' router (64×2048, OLMoE's; 16 copies, one
+	// per layer, come from the L3 as in a decode step) and a square matrix.
+	b.Run("F32_64x2048", func(b *testing.B) { benchMatMul(b, F32, 64, 2048, 1) })
+	b.Run("F32_64x2048_x16", func(b *testing.B) { benchMatMulCopies(b, F32, LayoutRows, 64, 2048, 1, 16) })
+	b.Run("F32_2048x2048", func(b *testing.B) { benchMatMul(b, F32, 2048, 2048, 1) })
 	b.Run("TQ1_0_r16_4096x4096", func(b *testing.B) { benchMatMulCopies(b, TQ1_0, LayoutR16, 4096, 4096, 1, 1) })
 	for _, typ := range []DType{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16} {
 		b.Run(fmt.Sprintf("%v_4096x4096", typ), func(b *testing.B) { benchMatMul(b, typ, 4096, 4096, 1) })
@@ -174,6 +179,7 @@ func BenchmarkPrefill(b *testing.B) {
 	b.Run("Q4_K_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, Q4_K, LayoutR16, 4096, 4096, 128, 1) })
 	b.Run("Q6_K_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, Q6_K, LayoutR16, 4096, 4096, 128, 1) })
 	b.Run("TQ1_0_4096x4096_n128", func(b *testing.B) { benchMatMul(b, TQ1_0, 4096, 4096, 128) })
+	b.Run("F32_2048x2048_n32", func(b *testing.B) { benchMatMul(b, F32, 2048, 2048, 32) })
 	b.Run("TQ2_0_4096x4096_n128", func(b *testing.B) { benchMatMul(b, TQ2_0, 4096, 4096, 128) })
 	b.Run("TQ2_0_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, TQ2_0, LayoutR16, 4096, 4096, 128, 1) })
 	b.Run("TQ1_0_r16_4096x4096_n128", func(b *testing.B) { benchMatMulCopies(b, TQ1_0, LayoutR16, 4096, 4096, 128, 1) })

@@ -33,7 +33,10 @@ import (
 // multi-row kernels (several activation rows per weight row: prefill; or
 // several weight rows per activation row, the cols kernels: decode).
 // Q4_K/Q5_K/Q6_K/Q8_0/Q4_0 and the ternary TQ1_0/TQ2_0 run in assembly;
-// the other types keep the reference. Two caveats: the Q8_0/Q4_0 kernels use ggml's sign trick, exact
+// the other types keep the reference. F32 rows are the exception to
+// ggml's AVX2 order: their kernels sum in 32 float32 lanes of fused
+// multiply-adds (see f32_amd64.go), where the reference sums in float64.
+// Two caveats: the Q8_0/Q4_0 kernels use ggml's sign trick, exact
 // for every activation Quantize can produce (never -128); the F16 dots sum
 // the same float32 products in float64 in another order (within one float32
 // ulp plus 2⁻⁴⁰·Σ|w·x| of the reference). The Q8_K encoder writes the
@@ -96,8 +99,8 @@ func tierCap(env string) (Tier, error) {
 // whatever the tier. genericKernels holds the reference twins (the
 // *Generic functions); a faster tier is the table of the tier below with
 // the entries it has assembly for overwritten (derive), so every entry but
-// the optional rows and cols is always set. Every entry takes operands whose
-// lengths the exported function checked.
+// the optional rows, cols, colsF32 and tileF32 is always set. Every entry
+// takes operands whose lengths the exported function checked.
 type kernelSet struct {
 	tier Tier
 
@@ -117,8 +120,17 @@ type kernelSet struct {
 	// of each row into out[r*ostride : r*ostride+16] (see dotR16Generic).
 	r16 [nTypes]func(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int)
 
-	f16F32   func(w []byte, x []float32) float32 // DotF32 of an F16 row
-	quantQ8K func(src []float32, dst []byte)     // Quantize to Q8_K, whole blocks
+	f16F32 func(w []byte, x []float32) float32 // DotF32 of an F16 row
+	// f32F32 is DotF32 of an F32 row and colsF32 its optional form for
+	// several weight rows, which MatMul takes (the activation rows of F32
+	// weights are their floats, not re-encoded); dot[F32] is f32F32's
+	// arithmetic too, so every path of an F32 row gives the same bits.
+	// tileF32, optional too, is colsF32's prefill form (its rows: as many
+	// as colsF32's).
+	f32F32   func(w []byte, x []float32) float32
+	colsF32  colsF32Kernel
+	tileF32  tileF32Kernel
+	quantQ8K func(src []float32, dst []byte) // Quantize to Q8_K, whole blocks
 	// quantQ8R16 encodes whole blocks of 32 for the LayoutR16 Q4_0, Q5_0
 	// and Q8_0 kernels, block sums times neg (see quantQ8R16Generic);
 	// quantQ8R16S for the Q4_1 and Q5_1 ones, with Q8_1's s
@@ -172,6 +184,23 @@ type colsKernel struct {
 	f func(w []byte, wrb int, xq []byte, out []float32)
 }
 
+// colsF32Kernel computes n dots of the F32 weight rows w[0:wrb],
+// w[wrb:2·wrb], ... with the float activation row x into out[0:n], exactly
+// as n calls of its tier's f32F32 would (decode).
+type colsF32Kernel struct {
+	n int
+	f func(w []byte, wrb int, x, out []float32)
+}
+
+// tileF32Kernel computes the dots of the F32 weight rows w[0:wrb], ...,
+// w[(c-1)·wrb:c·wrb] with the r activation rows x[0:cols], x[cols:2·cols],
+// ... into out[i·ostride+k] (activation row i, weight row k), exactly as
+// f32F32 would (prefill).
+type tileF32Kernel struct {
+	c, r int
+	f    func(w []byte, wrb int, x []float32, cols int, out []float32, ostride int)
+}
+
 // genericKernels is the reference tier: every entry is a reference twin.
 var genericKernels = &kernelSet{
 	tier: TierGeneric,
@@ -207,6 +236,7 @@ var genericKernels = &kernelSet{
 		TQ2_0: dotR16TQ2Generic,
 	},
 	f16F32:      dotF16F32Generic,
+	f32F32:      dotF32F32Generic,
 	quantQ8K:    quantQ8KGeneric,
 	quantQ8R16:  quantQ8R16Generic,
 	quantQ8R16S: quantQ8R16SGeneric,

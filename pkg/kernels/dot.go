@@ -3,7 +3,6 @@ package kernels
 import (
 	"encoding/binary"
 	"fmt"
-	"math"
 )
 
 // Dot products of one encoded weight row with one activation row. DotQ is
@@ -21,7 +20,8 @@ import (
 // float summation order. On the assembly tiers (see dispatch.go) the integer
 // sums are the same and the float order is ggml's AVX2 one. F32, F16 and
 // BF16 rows sum products in float64 as ggml's scalar ggml_vec_dot_f32/f16/
-// bf16 do. It panics on mismatched lengths.
+// bf16 do, but for F32 rows on the assembly tiers, which sum in float32
+// lanes (see dispatch.go). It panics on mismatched lengths.
 func DotQ(t DType, n int, w, xq []byte) float32 {
 	vt := VecDotType(t)
 	mustRow("DotQ", t, n, len(w))
@@ -36,15 +36,15 @@ func dotQ(t DType, w, xq []byte) float32 { return kern.dot[t](w, xq) }
 // DotF32 returns the dot product of encoded row w (type t, len(x) elements)
 // with x. Blocks are decoded into a stack buffer one at a time, products summed
 // in float32 within a block and in float64 across blocks; nothing is
-// allocated. It panics on mismatched lengths.
+// allocated. F32 rows take their tier's kernel: the reference's float64
+// sum, or the assembly's 32 float32 lanes (dispatch.go). It panics on
+// mismatched lengths.
 func DotF32(t DType, w []byte, x []float32) float32 {
 	mustRow("DotF32", t, len(x), len(w))
 	var sum float64
 	switch t {
 	case F32:
-		for i, v := range x {
-			sum += float64(math.Float32frombits(binary.LittleEndian.Uint32(w[4*i:])) * v)
-		}
+		return kern.f32F32(w, x)
 	case F16:
 		return kern.f16F32(w, x)
 	case BF16:

@@ -51,6 +51,7 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.scale = scaleAVX2
 	k.scaleTanh = scaleTanhAVX2
 	setTernaryAVX2(k)
+	setF32AVX2(k)
 })
 
 // avx512vnniKernels is the AVX2 table with the AVX-512 kernels in; the
@@ -79,6 +80,7 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.quantQ8R16 = quantQ8R16AVX512
 	k.quantQ8R16S = quantQ8R16SAVX512
 	setTernaryAVX512(k)
+	setF32AVX512(k)
 	k.dotsF16 = dotsF16AVX512
 	k.axpysF16Heads = axpysF16HeadsAVX512
 	k.axpysQ8Heads = axpysQ8HeadsAVX512

@@ -954,3 +954,38 @@ func r16TQ1_0x4AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, os
 //
 //go:noescape
 func r16TQ1_0x8AVX512Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// f32Cols1AVX2Asm stores in out[c] the dot of the n float32 weights at w + c·wstride
+// with the n float32s at x, for c < 1: 32 lanes of fused multiply-adds, added
+// pairwise, then the last n mod 32 columns fused in one by one.
+//
+//go:noescape
+func f32Cols1AVX2Asm(w *byte, wstride int, x *float32, n int, out *[1]float32)
+
+// f32Cols2AVX2Asm stores in out[c] the dot of the n float32 weights at w + c·wstride
+// with the n float32s at x, for c < 2: 32 lanes of fused multiply-adds, added
+// pairwise, then the last n mod 32 columns fused in one by one.
+//
+//go:noescape
+func f32Cols2AVX2Asm(w *byte, wstride int, x *float32, n int, out *[2]float32)
+
+// f32Cols1AVX512Asm stores in out[c] the dot of the n float32 weights at w + c·wstride
+// with the n float32s at x, for c < 1: 32 lanes of fused multiply-adds, added
+// pairwise, then the last n mod 32 columns fused in one by one.
+//
+//go:noescape
+func f32Cols1AVX512Asm(w *byte, wstride int, x *float32, n int, out *[1]float32)
+
+// f32Cols4AVX512Asm stores in out[c] the dot of the n float32 weights at w + c·wstride
+// with the n float32s at x, for c < 4: 32 lanes of fused multiply-adds, added
+// pairwise, then the last n mod 32 columns fused in one by one.
+//
+//go:noescape
+func f32Cols4AVX512Asm(w *byte, wstride int, x *float32, n int, out *[4]float32)
+
+// f32Tile4x2AVX512Asm stores in out[r·ostride+c] the dot of the n float32 weights at
+// w + c·wstride with the n float32s at x + r·xstride (bytes), for c < 4, r < 2,
+// in f32Cols's order.
+//
+//go:noescape
+func f32Tile4x2AVX512Asm(w *byte, wstride int, x *float32, xstride int, n int, out *float32, ostride int)

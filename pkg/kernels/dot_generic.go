@@ -29,6 +29,15 @@ func dotF32Generic(w, xq []byte) float32 {
 	return float32(sum)
 }
 
+// dotF32F32Generic is DotF32 of an F32 row: dotF32Generic's sum.
+func dotF32F32Generic(w []byte, x []float32) float32 {
+	var sum float64
+	for i, v := range x {
+		sum += float64(math.Float32frombits(binary.LittleEndian.Uint32(w[4*i:])) * v)
+	}
+	return float32(sum)
+}
+
 func dotF16F16Generic(w, xq []byte) float32 { return float32(sumF16F16(0, w, xq)) }
 
 // dotF16F32Generic is DotF32 of an F16 row.

@@ -286,6 +286,10 @@ func (j *matmulJob) quantRows(lo, hi int) {
 
 func (j *matmulJob) dotRows(lo, hi int) {
 	k := kern
+	if j.t == F32 {
+		j.dotRowsF32(lo, hi)
+		return
+	}
 	if rows := k.rows[j.t]; rows.n > 0 && j.n >= rows.n {
 		j.dotRowsMulti(lo, hi, rows.f, rows.n)
 		return
@@ -304,12 +308,34 @@ func (j *matmulJob) dotRows(lo, hi int) {
 	for r := lo; r < hi; r++ {
 		wr := j.w[r*j.wrb : (r+1)*j.wrb]
 		for k := range j.n {
-			if j.t == F32 {
-				// F32 activations are their own encoding; skip the copy.
-				j.out[k*j.rows+r] = DotF32(F32, wr, j.x[k*j.cols:(k+1)*j.cols])
-			} else {
-				j.out[k*j.rows+r] = dotQ(j.t, wr, j.xq[k*j.xrb:(k+1)*j.xrb])
+			j.out[k*j.rows+r] = dotQ(j.t, wr, j.xq[k*j.xrb:(k+1)*j.xrb])
+		}
+	}
+}
+
+// dotRowsF32 is dotRows of F32 weights, whose activations are their own
+// encoding: the kernels read j.x, not a copy. Where the tier has a cols
+// kernel, its C rows stay in cache while the n activation rows pass, R at
+// a time through the tile kernel where it has one.
+func (j *matmulJob) dotRowsF32(lo, hi int) {
+	k := kern
+	if cols := k.colsF32; cols.n > 0 {
+		C, tile := cols.n, k.tileF32
+		for ; lo+C <= hi; lo += C {
+			w := j.w[lo*j.wrb : (lo+C)*j.wrb]
+			i := 0
+			for ; tile.r > 0 && i+tile.r <= j.n; i += tile.r {
+				tile.f(w, j.wrb, j.x[i*j.cols:(i+tile.r)*j.cols], j.cols, j.out[i*j.rows+lo:], j.rows)
 			}
+			for ; i < j.n; i++ {
+				cols.f(w, j.wrb, j.x[i*j.cols:(i+1)*j.cols], j.out[i*j.rows+lo:i*j.rows+lo+C])
+			}
+		}
+	}
+	for r := lo; r < hi; r++ {
+		wr := j.w[r*j.wrb : (r+1)*j.wrb]
+		for i := range j.n {
+			j.out[i*j.rows+r] = k.f32F32(wr, j.x[i*j.cols:(i+1)*j.cols])
 		}
 	}
 }
