@@ -216,15 +216,24 @@ func TestAdmitsWithoutMaxTokens(t *testing.T) {
 	want := runAlone(t, m, Config{Context: ctx}, reqs)
 	for _, cache := range []int64{0, pool} {
 		t.Run(fmt.Sprintf("cache %d", cache), func(t *testing.T) {
-			s := New(m, Config{MaxSeqs: 8, MaxQueue: -1, Context: ctx, KVBudget: pool, CacheBudget: cache})
+			// Buffer: each sequence, unread, pauses after a few tokens, inside
+			// its first block, until all eight are in: otherwise a fast host
+			// (or a descheduled test) lets the first ones grow into a second
+			// block before the last is submitted, and the full pool, with no
+			// queue, refuses it.
+			s := New(m, Config{MaxSeqs: 8, MaxQueue: -1, Context: ctx, KVBudget: pool, CacheBudget: cache, Buffer: 4})
 			defer shutdown(t, s)
-			var wg sync.WaitGroup
-			got := make([]output, len(reqs))
+			hs := make([]*Handle, len(reqs))
 			for i, r := range reqs {
 				h, err := s.Submit(t.Context(), r)
 				if err != nil {
 					t.Fatalf("request %d refused: %v", i, err)
 				}
+				hs[i] = h
+			}
+			var wg sync.WaitGroup
+			got := make([]output, len(reqs))
+			for i, h := range hs {
 				wg.Go(func() { got[i] = drainOutput(t, h) })
 			}
 			wg.Wait()
