@@ -95,6 +95,7 @@ func main() {
 		axpysQ8HeadsAVX2(G)
 	}
 	sumBytesAVX2()
+	prefetchLines()
 	expConstsData()
 	expSubAVX2()
 	expSubAVX512()

@@ -38,3 +38,21 @@ func sumBytesAVX2() {
 	VZEROUPPER()
 	RET()
 }
+
+// prefetchLines asks for the cache lines of n bytes at p (PREFETCHT0, one
+// per 64 bytes): attention's look-ahead at the next KV tile, whose rows the
+// hardware prefetcher would only find after a few misses (a tile is a few
+// KiB, and the next one is elsewhere in memory).
+func prefetchLines() {
+	kernel("prefetchAsm", "func(p *byte, n int)",
+		"prefetchAsm prefetches the cache lines of the n bytes at p (n > 0), into every level.")
+	p, n := Load(Param("p"), GP64()), Load(Param("n"), GP64())
+	end := GP64()
+	LEAQ(Mem{Base: p, Index: n, Scale: 1}, end)
+	Label("prefetch_loop")
+	PREFETCHT0(Mem{Base: p})
+	ADDQ(U32(64), p)
+	CMPQ(p, end)
+	JB(LabelRef("prefetch_loop"))
+	RET()
+}

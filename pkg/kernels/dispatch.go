@@ -149,6 +149,7 @@ type kernelSet struct {
 	swiglu    func(dst, gate, up []float32)
 	max       func(x []float32) float32 // len(x) > 0
 	sumU64    func(b []byte) uint64     // StreamRead's sum
+	prefetch  func(b []byte)            // Prefetch's hint
 	scale     func(x []float32, s float32)
 	scaleTanh func(x []float32, s, c float32)
 
@@ -247,6 +248,7 @@ var genericKernels = &kernelSet{
 	swiglu:      swigluGeneric,
 	max:         maxGeneric,
 	sumU64:      sumU64Generic,
+	prefetch:    func([]byte) {},
 	scale:       scaleGeneric,
 	scaleTanh:   scaleTanhGeneric,
 

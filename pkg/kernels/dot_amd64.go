@@ -48,6 +48,7 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.swiglu = swigluAVX2
 	k.max = maxAVX2
 	k.sumU64 = sumU64AVX2
+	k.prefetch = prefetchAVX2
 	k.scale = scaleAVX2
 	k.scaleTanh = scaleTanhAVX2
 	setTernaryAVX2(k)
@@ -130,6 +131,9 @@ func r16Run(w []byte, nb, gbb, xbb int, xq []byte, xrb, R int, out []float32, os
 		r += 1 << i
 	}
 }
+
+// prefetchAVX2 is Prefetch; b is not empty.
+func prefetchAVX2(b []byte) { prefetchAsm(&b[0], len(b)) }
 
 func quantQ8KAVX2(src []float32, dst []byte) {
 	if nb := len(src) / QK_K; nb > 0 {

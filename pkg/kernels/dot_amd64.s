@@ -48574,6 +48574,20 @@ sum_done:
 	VZEROUPPER
 	RET
 
+// func prefetchAsm(p *byte, n int)
+// Requires: MMX+
+TEXT ·prefetchAsm(SB), NOSPLIT, $0-16
+	MOVQ p+0(FP), AX
+	MOVQ n+8(FP), CX
+	LEAQ (AX)(CX*1), CX
+
+prefetch_loop:
+	PREFETCHT0 (AX)
+	ADDQ       $0x00000040, AX
+	CMPQ       AX, CX
+	JB         prefetch_loop
+	RET
+
 DATA exp_lo<>+0(SB)/4, $0xc2ae999a
 DATA exp_lo<>+4(SB)/4, $0xc2ae999a
 DATA exp_lo<>+8(SB)/4, $0xc2ae999a

@@ -805,6 +805,11 @@ func axpysQ8Heads4AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *flo
 //go:noescape
 func sumU64AVX2Asm(p *byte, n int) uint64
 
+// prefetchAsm prefetches the cache lines of the n bytes at p (n > 0), into every level.
+//
+//go:noescape
+func prefetchAsm(p *byte, n int)
+
 // expSubAVX2Asm sets x[i] = e^(x[i]-m) for the n values at x (n % 8 == 0) and returns their sum,
 // accumulated in 8 float32 lanes added pairwise at the end.
 //

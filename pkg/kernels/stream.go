@@ -26,3 +26,13 @@ func StreamRead(p *Pool, bufs [][]byte) uint64 {
 	}
 	return s
 }
+
+// Prefetch asks the CPU to bring b's cache lines in, a hint with no effect
+// on any result (the reference tier ignores it). Decode attention calls it
+// on the next KV tile, which the hardware prefetcher would find late: a
+// tile is a few KiB, and the next one is elsewhere in memory.
+func Prefetch(b []byte) {
+	if len(b) > 0 {
+		kern.prefetch(b)
+	}
+}

@@ -431,25 +431,50 @@ func (c *Cache) runs(l, kvh, lo, n int) iter.Seq2[int, run] {
 	lc := &c.layers[l]
 	return func(yield func(int, run) bool) {
 		for i := 0; i < n; {
-			p := lo + i
-			var r run
-			if lc.group < 0 {
-				r.n = min(n-i, lc.slots-p%lc.slots)
-				off := (kvh*lc.slots + p%lc.slots) * c.head
-				r.k, r.v = lc.k[off:off+r.n*c.head], lc.v[off:off+r.n*c.head]
-			} else {
-				r.n = min(n-i, c.bt-p%c.bt)
-				ko, vo := c.offsets(lc.page)
-				off := (kvh*c.bt + p%c.bt) * c.head
-				d := c.tabs[lc.group].data[p/c.bt]
-				r.k, r.v = d[ko+off:ko+off+r.n*c.head], d[vo+off:vo+off+r.n*c.head]
-			}
+			r := c.runAt(lc, kvh, lo+i, n-i)
 			if !yield(i, r) {
 				return
 			}
 			i += r.n
 		}
 	}
+}
+
+// runAt is the run of KV head kvh of layer lc that starts at position p:
+// at most n positions, up to the end of p's ring or block.
+func (c *Cache) runAt(lc *layerCache, kvh, p, n int) run {
+	var r run
+	if lc.group < 0 {
+		r.n = min(n, lc.slots-p%lc.slots)
+		off := (kvh*lc.slots + p%lc.slots) * c.head
+		r.k, r.v = lc.k[off:off+r.n*c.head], lc.v[off:off+r.n*c.head]
+		return r
+	}
+	r.n = min(n, c.bt-p%c.bt)
+	ko, vo := c.offsets(lc.page)
+	off := (kvh*c.bt + p%c.bt) * c.head
+	d := c.tabs[lc.group].data[p/c.bt]
+	r.k, r.v = d[ko+off:ko+off+r.n*c.head], d[vo+off:vo+off+r.n*c.head]
+	return r
+}
+
+// nextTile returns the keys (values, if v) of the tile after the one at
+// t of run r (r starting i positions into [lo, lo+n)): the next tile of r,
+// else the first of the next run, else nothing.
+func (c *Cache) nextTile(l, kvh, lo, n, i, t int, r run, v bool) []byte {
+	var next run
+	switch {
+	case t+tile < r.n:
+		next = run{n: min(tile, r.n-t-tile), k: r.k[(t+tile)*c.head:], v: r.v[(t+tile)*c.head:]}
+	case i+r.n < n:
+		next = c.runAt(&c.layers[l], kvh, lo+i+r.n, min(tile, n-i-r.n))
+	default:
+		return nil
+	}
+	if v {
+		return next.v[:next.n*c.head]
+	}
+	return next.k[:next.n*c.head]
 }
 
 // AttendHead computes causal attention for query head h (of heads) of the
