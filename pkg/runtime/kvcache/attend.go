@@ -163,7 +163,7 @@ func (c *Cache) groupScores(l, kvh, lo, n, g int, q []float32, p AttnParams, s *
 		for t := 0; t < r.n; t += tile {
 			tn := min(tile, r.n-t)
 			kt := r.k[t*c.head : (t+tn)*c.head]
-			kernels.Prefetch(c.nextTile(l, kvh, lo, n, i, t, r, false))
+			kernels.Prefetch(c.nextTile(l, kvh, lo, n, i, t, r).k)
 			kernels.Prefetch(r.v[t*c.head : (t+tn)*c.head]) // for groupValues, after the softmax
 			switch c.dt {
 			case kernels.F16:
@@ -209,7 +209,7 @@ func (c *Cache) groupValues(l, kvh, lo, n, g int, w, out []float32, s *Scratch) 
 			for t := 0; t < r.n; t += tile {
 				tn := min(tile, r.n-t)
 				vt := r.v[t*c.head : (t+tn)*c.head]
-				kernels.Prefetch(c.nextTile(l, kvh, lo, n, i, t, r, true))
+				kernels.Prefetch(c.nextTile(l, kvh, lo, n, i, t, r).v)
 				if c.dt == kernels.F16 {
 					kernels.AxpysF16Heads(w[i+t:], n, tn, vt, c.head, out[:g*hd], hd)
 				} else {

@@ -458,23 +458,18 @@ func (c *Cache) runAt(lc *layerCache, kvh, p, n int) run {
 	return r
 }
 
-// nextTile returns the keys (values, if v) of the tile after the one at
-// t of run r (r starting i positions into [lo, lo+n)): the next tile of r,
-// else the first of the next run, else nothing.
-func (c *Cache) nextTile(l, kvh, lo, n, i, t int, r run, v bool) []byte {
-	var next run
+// nextTile returns the tile after the one at t of run r (r starting i
+// positions into [lo, lo+n)): the next tile of r, else the first of the
+// next run, else an empty run.
+func (c *Cache) nextTile(l, kvh, lo, n, i, t int, r run) run {
 	switch {
 	case t+tile < r.n:
-		next = run{n: min(tile, r.n-t-tile), k: r.k[(t+tile)*c.head:], v: r.v[(t+tile)*c.head:]}
+		m := min(tile, r.n-t-tile)
+		return run{n: m, k: r.k[(t+tile)*c.head : (t+tile+m)*c.head], v: r.v[(t+tile)*c.head : (t+tile+m)*c.head]}
 	case i+r.n < n:
-		next = c.runAt(&c.layers[l], kvh, lo+i+r.n, min(tile, n-i-r.n))
-	default:
-		return nil
+		return c.runAt(&c.layers[l], kvh, lo+i+r.n, min(tile, n-i-r.n))
 	}
-	if v {
-		return next.v[:next.n*c.head]
-	}
-	return next.k[:next.n*c.head]
+	return run{}
 }
 
 // AttendHead computes causal attention for query head h (of heads) of the
