@@ -90,6 +90,10 @@ func r16AVX2() {
 		q5k = append(q5k, q4kR16AVX2(R, true))
 		q6k = append(q6k, q6kR16AVX2(R))
 		for _, typ := range r16LegacyTypes {
+			if typ == "Q4_0" || typ == "Q4_1" {
+				legacy[typ] = append(legacy[typ], r16Q4LegacyAVX2(typ, R))
+				continue
+			}
 			legacy[typ] = append(legacy[typ], r16LegacyAVX2(typ, R))
 		}
 	}
@@ -680,4 +684,124 @@ func quantQ8R16AVX2(withS bool) {
 	})
 	VZEROUPPER()
 	RET()
+}
+
+// r16Q4LegacyAVX2 is r16LegacyAVX2 for the 4-bit legacy types (Q4_0,
+// Q4_1) with the two halves of the group inside the chunk loop: each
+// activation dword is broadcast once for all 16 rows instead of once per
+// half (the one-row Q4_K kernel's order, for every R). Each half's int16
+// and int32 sums are the ones r16LegacyAVX2 forms, added in the same
+// order, so the results are its bits. Registers: two int16 sums per row,
+// the two halves' raw weights and one nibble of each, the mask, the
+// broadcast and a product: 2R + 7 ≤ 16 for R ≤ 4.
+func r16Q4LegacyAVX2(typ string, R int) string {
+	gbb, chunks := r16LegacyShape(typ)
+	minAt, _ := r16LegacyParts(typ)
+	withMin := minAt > 0
+	name := fmt.Sprintf("r16%sx%dAVX2Asm", typ, R)
+	inRegs := R <= 2
+	w, nb, xm, om, xs := r16AVX2Prolog(name, typ, "blocks of 32 columns", "activation rows (q8R16Bytes blocks)", R, !inRegs)
+	m4 := YMM()
+	VMOVDQU(m4Z, m4)
+	var outs [][2]VecVirtual
+	if inRegs {
+		outs = make([][2]VecVirtual, R)
+		for r := range outs {
+			for h := range 2 {
+				outs[r][h] = YMM()
+				VXORPS(outs[r][h], outs[r][h], outs[r][h])
+			}
+		}
+	}
+	whileNonZero(name, nb, func() {
+		acc := make([][2]VecVirtual, R) // int16 sums, row r, half h
+		for c := range chunks {
+			r16AVX2Prefetch(w, c, chunks, 8**r16PrefetchBlocks, gbb)
+			var raw, q [2]VecVirtual
+			for h := range 2 {
+				raw[h] = YMM()
+				VMOVDQU(Mem{Base: w, Disp: 32 + 64*c + 32*h}, raw[h])
+			}
+			// Byte i of a row: column 4c+i low nibble, 16+4c+i high.
+			for part, disp := range []int{8 + 4*c, 8 + 16 + 4*c} {
+				for h := range 2 {
+					q[h] = YMM()
+					if part == 0 {
+						VPAND(m4, raw[h], q[h])
+					} else {
+						VPSRLW(U8(4), raw[h], q[h])
+						VPAND(m4, q[h], q[h])
+					}
+				}
+				for r := range R {
+					xb := YMM()
+					VPBROADCASTD(xm(r, disp), xb)
+					for h := range 2 {
+						if acc[r][h] == nil {
+							acc[r][h] = YMM()
+							VPMADDUBSW(xb, q[h], acc[r][h])
+							continue
+						}
+						p := xb
+						if h == 0 {
+							p = YMM()
+						}
+						VPMADDUBSW(xb, q[h], p)
+						VPADDW(p, acc[r][h], acc[r][h])
+					}
+				}
+			}
+		}
+		for h := range 2 {
+			dv := YMM()
+			VCVTPH2PS(Mem{Base: w, Disp: 16 * h}, dv)
+			var mv VecVirtual
+			if withMin {
+				mv = YMM()
+				VCVTPH2PS(Mem{Base: w, Disp: minAt + 16*h}, mv)
+			}
+			for r := range R {
+				s := acc[r][h]
+				VPMADDWD(ones16Y, s, s)
+				if !withMin {
+					st := YMM()
+					VPBROADCASTD(xm(r, 4), st) // -o·Σx
+					VPADDD(st, s, s)
+				}
+				if !inRegs && !withMin {
+					r16AVX2Accumulate(xm, om, r, h, dv, s, nil, nil)
+					continue
+				}
+				o := outs2(outs, r, h, inRegs, om)
+				dd := YMM()
+				VBROADCASTSS(xm(r, 0), dd)
+				VMULPS(dd, dv, dd)
+				VCVTDQ2PS(s, s)
+				VFMADD231PS(dd, s, o)
+				if withMin {
+					sb := YMM()
+					VBROADCASTSS(xm(r, 4), sb)
+					VFMADD231PS(mv, sb, o) // m·s
+				}
+				if !inRegs {
+					VMOVUPS(o, om(r, 32*h))
+				}
+			}
+		}
+		ADDQ(U32(gbb), w)
+		for _, x := range xs {
+			ADDQ(U32(q8R16Bytes), x)
+		}
+		DECQ(nb)
+	})
+	if inRegs {
+		om = r16AVX2Out(R)
+		for r := range R {
+			VMOVUPS(outs[r][0], om(r, 0))
+			VMOVUPS(outs[r][1], om(r, 32))
+		}
+	}
+	VZEROUPPER()
+	RET()
+	return name
 }
