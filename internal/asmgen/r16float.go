@@ -49,12 +49,23 @@ func r16FloatAVX512() {
 	}
 }
 
-// r16FloatAVX2 generates the AVX2 F16 and BF16 r16 kernels for 1, 2 and 4
-// activation rows.
+// r16FloatAVX2 generates the AVX2 F16 and BF16 r16 kernels for 1 and 2
+// activation rows, and for BF16 4. The 4-row kernel passes over the group
+// once per half and so broadcasts each activation float once per fused
+// multiply-add: with F16's VCVTPH2PS that is five loads per four
+// multiply-adds, and on an AVX2-only AMD EPYC (Zen 3: two 256-bit loads
+// and two multiply-adds a cycle) it ran at 67 GOP/s against the 2-row
+// kernel's 80 (BenchmarkR16Kernel, best of six), so F16 takes 4 and 8
+// rows two at a time. BF16's widening is two integer instructions instead
+// of a conversion, and its 4-row kernel stays ahead (66 against 58).
 func r16FloatAVX2() {
 	for _, typ := range []string{"F16", "BF16"} {
 		var ks []string
-		for _, R := range []int{1, 2, 4} {
+		rows := []int{1, 2, 4}
+		if typ == "F16" {
+			rows = rows[:2]
+		}
+		for _, R := range rows {
 			ks = append(ks, r16FloatAVX2Kernel(typ, R))
 		}
 		wrapR16("r16"+typ+"AVX2", typ, "r16HalfBlock", "r16HalfXBlock", ks)
@@ -175,4 +186,38 @@ func r16FloatAVX2Kernel(typ string, R int) string {
 	VZEROUPPER()
 	RET()
 	return name
+}
+
+// roundF16AVX2 generates the encoder of the F16 kernels' activation rows
+// (roundR16 of F16): each float32 rounded to float16 and back with F16C's
+// VCVTPS2PH (to nearest, ties to even, as F32ToF16) and VCVTPH2PS. A NaN
+// becomes F32ToF16's quiet NaN of the same sign (0x7fc00000 | sign) instead
+// of keeping its payload, so every input gives roundR16's bits.
+func roundF16AVX2() {
+	kernel("roundF16AVX2Asm", "func(x *float32, y *byte, n int)",
+		"roundF16AVX2Asm sets the n float32 at y (n % 8 == 0) to those at x rounded",
+		"through float16, as roundR16(F16, ...) does.")
+	x, y, n := Load(Param("x"), GP64()), Load(Param("y"), GP64()), Load(Param("n"), GP64())
+	sign, qnan := YMM(), YMM()
+	VPCMPEQD(sign, sign, sign)
+	VPSLLD(U8(23), sign, qnan)
+	VPSRLD(U8(1), qnan, qnan) // 0x7fc00000
+	VPSLLD(U8(31), sign, sign)
+	SHRQ(U8(3), n)
+	whileNonZero("roundF16AVX2Asm", n, func() {
+		v, h, r, nan, q := YMM(), XMM(), YMM(), YMM(), YMM()
+		VMOVUPS(Mem{Base: x}, v)
+		VCVTPS2PH(U8(0), v, h)
+		VCVTPH2PS(h, r)
+		VCMPPS(U8(3), v, v, nan) // unordered: v is a NaN
+		VANDPS(sign, v, q)
+		VORPS(qnan, q, q)
+		VBLENDVPS(nan, q, r, r)
+		VMOVUPS(r, Mem{Base: y})
+		ADDQ(U32(32), x)
+		ADDQ(U32(32), y)
+		DECQ(n)
+	})
+	VZEROUPPER()
+	RET()
 }

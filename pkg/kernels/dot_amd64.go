@@ -34,6 +34,7 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.r16[BF16] = r16BF16AVX2
 	k.quantQ8R16 = quantQ8R16AVX2
 	k.quantQ8R16S = quantQ8R16SAVX2
+	k.roundF16 = roundF16AVX2
 	k.f16F32 = dotF16F32AVX2
 	k.quantQ8K = quantQ8KAVX2
 	k.axpyF16 = axpyF16AVX2
@@ -153,6 +154,13 @@ func quantQ8R16AVX512(src []float32, dst []byte, neg int32) {
 	if nb := len(src) / qk; nb > 0 {
 		_ = dst[nb*q8R16Bytes-1]
 		quantQ8R16AVX512Asm(&src[0], &dst[0], nb, neg)
+	}
+}
+
+func roundF16AVX2(src []float32, dst []byte) {
+	if n := len(src); n > 0 {
+		_ = dst[4*n-1]
+		roundF16AVX2Asm(&src[0], &dst[0], n)
 	}
 }
 

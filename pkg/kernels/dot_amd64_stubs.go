@@ -510,13 +510,6 @@ func r16F16x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostrid
 //go:noescape
 func r16F16x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
-// r16F16x4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
-// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 4 float32
-// activation rows x + r·xstride.
-//
-//go:noescape
-func r16F16x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
-
 // r16BF16x1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 1 float32
 // activation rows x + r·xstride.
@@ -537,6 +530,12 @@ func r16BF16x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostri
 //
 //go:noescape
 func r16BF16x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
+// roundF16AVX2Asm sets the n float32 at y (n % 8 == 0) to those at x rounded
+// through float16, as roundR16(F16, ...) does.
+//
+//go:noescape
+func roundF16AVX2Asm(x *float32, y *byte, n int)
 
 // dotQ6KAVX2Asm accumulates nb Q6_K × Q8_K blocks into acc (8 lanes).
 //

@@ -261,7 +261,7 @@ func r16F16AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride 
 }
 
 // r16F16AVX2Kernels are indexed by log2 of the rows they take at once.
-var r16F16AVX2Kernels = [4]r16Kernel{r16F16x1AVX2Asm, r16F16x2AVX2Asm, r16F16x4AVX2Asm}
+var r16F16AVX2Kernels = [4]r16Kernel{r16F16x1AVX2Asm, r16F16x2AVX2Asm}
 
 // r16BF16AVX2 is r16[BF16] of its tier.
 func r16BF16AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
