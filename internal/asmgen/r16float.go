@@ -221,3 +221,45 @@ func roundF16AVX2() {
 	VZEROUPPER()
 	RET()
 }
+
+// roundBF16AVX2 generates roundF16AVX2's BF16 twin with integer
+// instructions, F32ToBF16's steps per lane: (b + 0x7fff + (b>>16 & 1)) with
+// the low half cleared, and a NaN (|b| > 0x7f800000) its high half with the
+// quiet bit set.
+func roundBF16AVX2() {
+	kernel("roundBF16AVX2Asm", "func(x *float32, y *byte, n int)",
+		"roundBF16AVX2Asm sets the n float32 at y (n % 8 == 0) to those at x rounded",
+		"through bfloat16, as roundR16(BF16, ...) does.")
+	x, y, n := Load(Param("x"), GP64()), Load(Param("y"), GP64()), Load(Param("n"), GP64())
+	ones, bias, high, abs, inf, quiet := YMM(), YMM(), YMM(), YMM(), YMM(), YMM()
+	VPCMPEQD(ones, ones, ones)
+	VPSRLD(U8(17), ones, bias) // 0x7fff
+	VPSLLD(U8(16), ones, high) // 0xffff0000
+	VPSRLD(U8(1), ones, abs)   // 0x7fffffff
+	VPSLLD(U8(23), ones, inf)
+	VPSRLD(U8(1), inf, inf)     // 0x7fc00000
+	VPSRLD(U8(31), ones, ones)  // 1
+	VPSLLD(U8(22), ones, quiet) // 0x00400000
+	VPSUBD(quiet, inf, inf)     // 0x7f800000
+	SHRQ(U8(3), n)
+	whileNonZero("roundBF16AVX2Asm", n, func() {
+		b, t, nan := YMM(), YMM(), YMM()
+		VMOVDQU(Mem{Base: x}, b)
+		VPSRLD(U8(16), b, t)
+		VPAND(ones, t, t)
+		VPADDD(bias, t, t)
+		VPADDD(b, t, t)
+		VPAND(high, t, t)
+		VPAND(abs, b, nan)
+		VPCMPGTD(inf, nan, nan) // |b| > 0x7f800000: a NaN
+		VPAND(high, b, b)
+		VPOR(quiet, b, b)
+		VPBLENDVB(nan, b, t, t)
+		VMOVDQU(t, Mem{Base: y})
+		ADDQ(U32(32), x)
+		ADDQ(U32(32), y)
+		DECQ(n)
+	})
+	VZEROUPPER()
+	RET()
+}

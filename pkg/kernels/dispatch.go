@@ -137,9 +137,11 @@ type kernelSet struct {
 	// (quantQ8R16SGeneric).
 	quantQ8R16  func(src []float32, dst []byte, neg int32)
 	quantQ8R16S func(src []float32, dst []byte)
-	// roundF16 is roundR16 of F16 (the F16 kernels' activation rows) on
-	// whole vectors of 8 floats (roundF16Generic).
-	roundF16 func(src []float32, dst []byte)
+	// roundF16 and roundBF16 are roundR16 of F16 and BF16 (the activation
+	// rows of their kernels) on whole vectors of 8 floats (roundF16Generic,
+	// roundBF16Generic).
+	roundF16  func(src []float32, dst []byte)
+	roundBF16 func(src []float32, dst []byte)
 
 	// The element-wise and attention kernels. expSub sets x[i] = e^(x[i]-m)
 	// and returns their sum, m the largest x[i] (softmax); swiglu is
@@ -245,6 +247,7 @@ var genericKernels = &kernelSet{
 	quantQ8R16:  quantQ8R16Generic,
 	quantQ8R16S: quantQ8R16SGeneric,
 	roundF16:    roundF16Generic,
+	roundBF16:   roundBF16Generic,
 	axpyF16:     axpyF16Generic,
 	dotsF16:     dotsF16Generic,
 	axpysF16:    axpysF16Generic,

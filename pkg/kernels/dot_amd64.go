@@ -35,6 +35,7 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.quantQ8R16 = quantQ8R16AVX2
 	k.quantQ8R16S = quantQ8R16SAVX2
 	k.roundF16 = roundF16AVX2
+	k.roundBF16 = roundBF16AVX2
 	k.f16F32 = dotF16F32AVX2
 	k.quantQ8K = quantQ8KAVX2
 	k.axpyF16 = axpyF16AVX2
@@ -161,6 +162,13 @@ func roundF16AVX2(src []float32, dst []byte) {
 	if n := len(src); n > 0 {
 		_ = dst[4*n-1]
 		roundF16AVX2Asm(&src[0], &dst[0], n)
+	}
+}
+
+func roundBF16AVX2(src []float32, dst []byte) {
+	if n := len(src); n > 0 {
+		_ = dst[4*n-1]
+		roundBF16AVX2Asm(&src[0], &dst[0], n)
 	}
 }
 

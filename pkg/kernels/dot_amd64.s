@@ -42871,6 +42871,47 @@ roundF16AVX2Asm_done:
 	VZEROUPPER
 	RET
 
+// func roundBF16AVX2Asm(x *float32, y *byte, n int)
+// Requires: AVX, AVX2
+TEXT ·roundBF16AVX2Asm(SB), NOSPLIT, $0-24
+	MOVQ     x+0(FP), AX
+	MOVQ     y+8(FP), CX
+	MOVQ     n+16(FP), DX
+	VPCMPEQD Y0, Y0, Y0
+	VPSRLD   $0x11, Y0, Y1
+	VPSLLD   $0x10, Y0, Y2
+	VPSRLD   $0x01, Y0, Y3
+	VPSLLD   $0x17, Y0, Y4
+	VPSRLD   $0x01, Y4, Y4
+	VPSRLD   $0x1f, Y0, Y0
+	VPSLLD   $0x16, Y0, Y5
+	VPSUBD   Y5, Y4, Y4
+	SHRQ     $0x03, DX
+
+roundBF16AVX2Asm_loop:
+	TESTQ     DX, DX
+	JZ        roundBF16AVX2Asm_done
+	VMOVDQU   (AX), Y6
+	VPSRLD    $0x10, Y6, Y7
+	VPAND     Y0, Y7, Y7
+	VPADDD    Y1, Y7, Y7
+	VPADDD    Y6, Y7, Y7
+	VPAND     Y2, Y7, Y7
+	VPAND     Y3, Y6, Y8
+	VPCMPGTD  Y4, Y8, Y8
+	VPAND     Y2, Y6, Y6
+	VPOR      Y5, Y6, Y6
+	VPBLENDVB Y8, Y6, Y7, Y7
+	VMOVDQU   Y7, (CX)
+	ADDQ      $0x00000020, AX
+	ADDQ      $0x00000020, CX
+	DECQ      DX
+	JMP       roundBF16AVX2Asm_loop
+
+roundBF16AVX2Asm_done:
+	VZEROUPPER
+	RET
+
 // func dotQ6KAVX2Asm(w *byte, x *byte, nb int, acc *[8]float32)
 // Requires: AVX, AVX2, F16C, FMA3
 TEXT ·dotQ6KAVX2Asm(SB), NOSPLIT, $0-32

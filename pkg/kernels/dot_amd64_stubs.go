@@ -537,6 +537,12 @@ func r16BF16x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostri
 //go:noescape
 func roundF16AVX2Asm(x *float32, y *byte, n int)
 
+// roundBF16AVX2Asm sets the n float32 at y (n % 8 == 0) to those at x rounded
+// through bfloat16, as roundR16(BF16, ...) does.
+//
+//go:noescape
+func roundBF16AVX2Asm(x *float32, y *byte, n int)
+
 // dotQ6KAVX2Asm accumulates nb Q6_K × Q8_K blocks into acc (8 lanes).
 //
 //go:noescape

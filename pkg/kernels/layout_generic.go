@@ -156,16 +156,23 @@ func dotR16FloatGeneric(t DType, w []byte, nb int, xq []byte, xrb, R int, out []
 
 // roundR16 encodes the activation row src for the LayoutR16 kernels of F16
 // or BF16 weights into dst (4·len(src) bytes): float32 values rounded
-// through t, the values Quantize(t) writes. F16's go through the tier's
-// roundF16 (F16C on amd64), whole vectors of 8 and the rest here.
+// through t, the values Quantize(t) writes: whole vectors of 8 by the
+// tier's roundF16 or roundBF16, the rest by their reference here.
 func roundR16(t DType, src []float32, dst []byte) {
 	dst = dst[:4*len(src)]
+	n := len(src) &^ 7
 	if t == F16 {
-		n := len(src) &^ 7
 		kern.roundF16(src[:n], dst[:4*n])
 		roundF16Generic(src[n:], dst[4*n:])
 		return
 	}
+	kern.roundBF16(src[:n], dst[:4*n])
+	roundBF16Generic(src[n:], dst[4*n:])
+}
+
+// roundBF16Generic is roundR16 of BF16 (F32ToBF16, BF16ToF32), the
+// reference of the tiers' roundBF16.
+func roundBF16Generic(src []float32, dst []byte) {
 	for i, v := range src {
 		binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(BF16ToF32(F32ToBF16(v))))
 	}

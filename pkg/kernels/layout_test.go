@@ -420,56 +420,67 @@ func TestRepackGroupsMatchLanes(t *testing.T) {
 	}
 }
 
-// TestRoundF16 checks every tier's F16 activation encoder against
-// roundF16Generic bit for bit: random bit patterns (NaNs with payloads,
-// infinities, subnormals of both formats), values around float16's ties,
-// its largest finite value and the overflow threshold, at lengths with and
-// without a tail of fewer than 8 and at misaligned offsets, with guard bands.
-func TestRoundF16(t *testing.T) {
+// TestRoundR16 checks every tier's F16 and BF16 activation encoders
+// against roundF16Generic and roundBF16Generic bit for bit: random bit
+// patterns (NaNs with payloads, infinities, subnormals), values around
+// float16's ties, its largest finite value and the overflow threshold, at
+// lengths with and without a tail of fewer than 8 and at misaligned
+// offsets, with guard bands.
+func TestRoundR16(t *testing.T) {
 	r := rand.New(rand.NewPCG(61, 62))
 	special := []float32{0, float32(math.Copysign(0, -1)), 65504, 65519.996, 65520, -65520, 1e10,
 		float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()),
 		math.Float32frombits(0x7f800001), math.Float32frombits(0xffbfffff), math.Float32frombits(0x7fc12345),
 		0x1p-24, 0x1p-25, 0x1.8p-25, 0x1p-26, -0x1.4p-20, 0x1p-14, 0x1.ffcp-15, 0x1p-149, 1 + 0x1p-11, 1 + 0x3p-11}
 	for _, k := range allTiers() {
-		for _, n := range []int{1, 7, 8, 9, 64, 203} {
-			for _, off := range []int{0, 1, 3} {
-				src := make([]float32, n+off)[off:]
-				for i := range src {
-					switch i % 4 {
-					case 0:
-						src[i] = math.Float32frombits(r.Uint32())
-					case 1:
-						src[i] = special[r.IntN(len(special))]
-					case 2: // near a float16 tie: a 10-bit mantissa and a half ulp ± 1
-						h := float32(r.IntN(2048)+1024) * float32(math.Pow(2, float64(r.IntN(40)-30)))
-						src[i] = math.Float32frombits(math.Float32bits(h*(1+0x1p-11)) + uint32(r.IntN(3)) - 1)
-					default:
-						src[i] = float32(r.NormFloat64() * 100)
-					}
-				}
-				want := make([]byte, 4*n)
-				roundF16Generic(src, want)
-				const guard = 5
-				buf := make([]byte, 4*n+2*guard+off)[off:]
-				for i := range buf {
-					buf[i] = 0xa5
-				}
-				nv := n &^ 7
-				k.roundF16(src[:nv], buf[guard:guard+4*nv])
-				roundF16Generic(src[nv:], buf[guard+4*nv:guard+4*n])
-				for i, b := range buf {
-					o := i - guard
-					if o < 0 || o >= 4*n {
-						if b != 0xa5 {
-							t.Fatalf("%s n=%d: wrote outside the output at %d", k.tier, n, o)
+		for _, typ := range []DType{F16, BF16} {
+			enc, ref := k.roundF16, roundF16Generic
+			if typ == BF16 {
+				enc, ref = k.roundBF16, roundBF16Generic
+			}
+			for _, n := range []int{1, 7, 8, 9, 64, 203} {
+				for _, off := range []int{0, 1, 3} {
+					src := make([]float32, n+off)[off:]
+					for i := range src {
+						switch i % 4 {
+						case 0:
+							src[i] = math.Float32frombits(r.Uint32())
+						case 1:
+							src[i] = special[r.IntN(len(special))]
+						case 2: // near a tie: half an ulp of the format, ± 1 in the last bit
+							if typ == BF16 {
+								src[i] = math.Float32frombits(r.Uint32()&^0xffff | 0x8000 + uint32(r.IntN(3)) - 1)
+								break
+							}
+							h := float32(r.IntN(2048)+1024) * float32(math.Pow(2, float64(r.IntN(40)-30)))
+							src[i] = math.Float32frombits(math.Float32bits(h*(1+0x1p-11)) + uint32(r.IntN(3)) - 1)
+						default:
+							src[i] = float32(r.NormFloat64() * 100)
 						}
-						continue
 					}
-					if b != want[o] {
-						j := o / 4
-						t.Fatalf("%s n=%d off=%d: value %d (%#x) rounds to %#x, reference %#x", k.tier, n, off, j,
-							math.Float32bits(src[j]), binary.LittleEndian.Uint32(buf[guard+4*j:]), binary.LittleEndian.Uint32(want[4*j:]))
+					want := make([]byte, 4*n)
+					ref(src, want)
+					const guard = 5
+					buf := make([]byte, 4*n+2*guard+off)[off:]
+					for i := range buf {
+						buf[i] = 0xa5
+					}
+					nv := n &^ 7
+					enc(src[:nv], buf[guard:guard+4*nv])
+					ref(src[nv:], buf[guard+4*nv:guard+4*n])
+					for i, b := range buf {
+						o := i - guard
+						if o < 0 || o >= 4*n {
+							if b != 0xa5 {
+								t.Fatalf("%s %v n=%d: wrote outside the output at %d", k.tier, typ, n, o)
+							}
+							continue
+						}
+						if b != want[o] {
+							j := o / 4
+							t.Fatalf("%s %v n=%d off=%d: value %d (%#x) rounds to %#x, reference %#x", k.tier, typ, n, off, j,
+								math.Float32bits(src[j]), binary.LittleEndian.Uint32(buf[guard+4*j:]), binary.LittleEndian.Uint32(want[4*j:]))
+						}
 					}
 				}
 			}
