@@ -49,26 +49,30 @@ func r16FloatAVX512() {
 	}
 }
 
-// r16FloatAVX2 generates the AVX2 F16 and BF16 r16 kernels for 1 and 2
-// activation rows, and for BF16 4. The 4-row kernel passes over the group
-// once per half and so broadcasts each activation float once per fused
-// multiply-add: with F16's VCVTPH2PS that is five loads per four
-// multiply-adds, and on an AVX2-only AMD EPYC (Zen 3: two 256-bit loads
-// and two multiply-adds a cycle) it ran at 67 GOP/s against the 2-row
-// kernel's 80 (BenchmarkR16Kernel, best of six), so F16 takes 4 and 8
-// rows two at a time. BF16's widening is two integer instructions instead
-// of a conversion, and its 4-row kernel stays ahead (66 against 58).
+// r16FloatAVX2 generates the AVX2 F16 and BF16 r16 kernels: BF16's for
+// 1, 2 and 4 activation rows, F16's for 1, 2 and 3 (pkg/kernels'
+// r16F16AVX2 runs them: threes, and twos for the rest). Up to three rows
+// take both 8-row halves in one pass (2·2R chains, 12 of the 16 registers
+// at three); the 4-row kernel passes over the group once per half and so
+// broadcasts each activation float once per fused multiply-add, five loads
+// per four multiply-adds with F16's VCVTPH2PS. On an AVX2-only AMD EPYC
+// (Zen 3: two 256-bit loads and two multiply-adds a cycle) that kernel ran
+// at 67 GOP/s against the 2-row one's 80 (BenchmarkR16Kernel, best of
+// six). BF16's widening is two integer instructions, not a conversion,
+// and its 4-row kernel stays ahead of its 2-row one (66 against 58).
 func r16FloatAVX2() {
 	for _, typ := range []string{"F16", "BF16"} {
 		var ks []string
 		rows := []int{1, 2, 4}
 		if typ == "F16" {
-			rows = rows[:2]
+			rows = []int{1, 2, 3}
 		}
 		for _, R := range rows {
 			ks = append(ks, r16FloatAVX2Kernel(typ, R))
 		}
-		wrapR16("r16"+typ+"AVX2", typ, "r16HalfBlock", "r16HalfXBlock", ks)
+		if typ == "BF16" {
+			wrapR16("r16"+typ+"AVX2", typ, "r16HalfBlock", "r16HalfXBlock", ks)
+		}
 	}
 }
 
@@ -140,7 +144,7 @@ func r16FloatAVX2Kernel(typ string, R int) string {
 		fmt.Sprintf("LayoutR16 %s group (nb blocks of 32 columns at w) with the %d float32", typ, R),
 		"activation rows x + r·xstride.")
 	passes := [][]int{{0, 1}} // the 8-row halves of each pass
-	if R > 2 {
+	if R > 3 {
 		passes = [][]int{{0}, {1}}
 	}
 	om := r16AVX2Out(R)

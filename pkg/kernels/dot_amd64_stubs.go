@@ -510,6 +510,13 @@ func r16F16x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostrid
 //go:noescape
 func r16F16x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
+// r16F16x3AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 F16 group (nb blocks of 32 columns at w) with the 3 float32
+// activation rows x + r·xstride.
+//
+//go:noescape
+func r16F16x3AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+
 // r16BF16x1AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
 // LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 1 float32
 // activation rows x + r·xstride.
