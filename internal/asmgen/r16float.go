@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"log"
 
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
@@ -49,29 +50,22 @@ func r16FloatAVX512() {
 	}
 }
 
-// r16FloatAVX2 generates the AVX2 F16 and BF16 r16 kernels: BF16's for
-// 1, 2 and 4 activation rows, F16's for 1, 2 and 3 (pkg/kernels'
-// r16F16AVX2 runs them: threes, and twos for the rest). Up to three rows
-// take both 8-row halves in one pass (2·2R chains, 12 of the 16 registers
-// at three); the 4-row kernel passes over the group once per half and so
-// broadcasts each activation float once per fused multiply-add, five loads
-// per four multiply-adds with F16's VCVTPH2PS. On an AVX2-only AMD EPYC
-// (Zen 3: two 256-bit loads and two multiply-adds a cycle) that kernel ran
-// at 67 GOP/s against the 2-row one's 80 (BenchmarkR16Kernel, best of
-// six). BF16's widening is two integer instructions, not a conversion,
-// and its 4-row kernel stays ahead of its 2-row one (66 against 58).
+// r16FloatAVX2 generates the AVX2 F16 and BF16 r16 kernels for 1, 2 and 3
+// activation rows (pkg/kernels' r16HalfAVX2 runs them: threes, and twos
+// for the rest), each with both 8-row halves of the group in one pass:
+// 2·2R chains, twelve of the sixteen registers at three rows. A 4-row
+// kernel would not fit them and passes over the group once per half,
+// broadcasting each activation float once per fused multiply-add (five
+// loads per four multiply-adds with F16's VCVTPH2PS). On an AVX2-only AMD
+// EPYC (Zen 3: two 256-bit loads and two multiply-adds a cycle) that one
+// ran F16 at 67 GOP/s against the 2-row kernel's 80 (BenchmarkR16Kernel,
+// best of six); three rows share each widening among six multiply-adds and
+// keep twelve chains in flight, where the 2-row kernel's eight only just
+// cover the multiply-add's latency.
 func r16FloatAVX2() {
 	for _, typ := range []string{"F16", "BF16"} {
-		var ks []string
-		rows := []int{1, 2, 4}
-		if typ == "F16" {
-			rows = []int{1, 2, 3}
-		}
-		for _, R := range rows {
-			ks = append(ks, r16FloatAVX2Kernel(typ, R))
-		}
-		if typ == "BF16" {
-			wrapR16("r16"+typ+"AVX2", typ, "r16HalfBlock", "r16HalfXBlock", ks)
+		for _, R := range []int{1, 2, 3} {
+			r16FloatAVX2Kernel(typ, R)
 		}
 	}
 }
@@ -143,10 +137,10 @@ func r16FloatAVX2Kernel(typ string, R int) string {
 		fmt.Sprintf("%s sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a", name),
 		fmt.Sprintf("LayoutR16 %s group (nb blocks of 32 columns at w) with the %d float32", typ, R),
 		"activation rows x + r·xstride.")
-	passes := [][]int{{0, 1}} // the 8-row halves of each pass
 	if R > 3 {
-		passes = [][]int{{0}, {1}}
+		log.Fatalf("%s: %d rows' chains do not fit in the 16 registers", name, R)
 	}
+	passes := [][]int{{0, 1}} // the 8-row halves of each pass (one pass: both)
 	om := r16AVX2Out(R)
 	for p, halves := range passes {
 		w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())

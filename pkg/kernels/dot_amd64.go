@@ -134,11 +134,20 @@ func r16Run(w []byte, nb, gbb, xbb int, xq []byte, xrb, R int, out []float32, os
 	}
 }
 
-// r16F16AVX2 is r16[F16] of the AVX2 tier. Its kernels take 1, 2 and 3
-// activation rows, both halves of a group at once (internal/asmgen's
-// r16FloatAVX2): three rows at a time, and twos where three would leave
-// one (4 = 2+2, 7 = 3+2+2), since the 1-row kernel runs at half the rate.
+// r16F16AVX2 and r16BF16AVX2 are r16[F16] and r16[BF16] of the AVX2 tier.
 func r16F16AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16HalfAVX2(w, nb, xq, xrb, R, out, ostride, r16F16x1AVX2Asm, r16F16x2AVX2Asm, r16F16x3AVX2Asm)
+}
+
+func r16BF16AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
+	r16HalfAVX2(w, nb, xq, xrb, R, out, ostride, r16BF16x1AVX2Asm, r16BF16x2AVX2Asm, r16BF16x3AVX2Asm)
+}
+
+// r16HalfAVX2 runs the AVX2 F16 or BF16 kernels for 1, 2 and 3 activation
+// rows (internal/asmgen's r16FloatAVX2) over R rows: three at a time, and
+// twos where three would leave one (4 = 2+2, 7 = 3+2+2), since the 1-row
+// kernel runs at half the rate.
+func r16HalfAVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int, k1, k2, k3 r16Kernel) {
 	if nb <= 0 || R <= 0 {
 		r16Run(w, nb, r16HalfBlock, r16HalfXBlock, xq, xrb, R, out, ostride, nil)
 		return
@@ -147,12 +156,12 @@ func r16F16AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride 
 	_ = xq[(R-1)*xrb+nb*r16HalfXBlock-1]
 	_ = out[(R-1)*ostride+R16-1]
 	for r := 0; r < R; {
-		k, n := r16F16x3AVX2Asm, 3
+		k, n := k3, 3
 		switch R - r {
 		case 1:
-			k, n = r16F16x1AVX2Asm, 1
+			k, n = k1, 1
 		case 2, 4:
-			k, n = r16F16x2AVX2Asm, 2
+			k, n = k2, 2
 		}
 		k(&w[0], nb, &xq[r*xrb], xrb, &out[r*ostride], ostride)
 		r += n

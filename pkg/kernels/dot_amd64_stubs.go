@@ -531,12 +531,12 @@ func r16BF16x1AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostri
 //go:noescape
 func r16BF16x2AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
-// r16BF16x4AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
-// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 4 float32
+// r16BF16x3AVX2Asm sets out[r·ostride : r·ostride+16] to the dots of the 16 rows of a
+// LayoutR16 BF16 group (nb blocks of 32 columns at w) with the 3 float32
 // activation rows x + r·xstride.
 //
 //go:noescape
-func r16BF16x4AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
+func r16BF16x3AVX2Asm(w *byte, nb int, x *byte, xstride int, out *float32, ostride int)
 
 // roundF16AVX2Asm sets the n float32 at y (n % 8 == 0) to those at x rounded
 // through float16, as roundR16(F16, ...) does.

@@ -255,14 +255,6 @@ func r16BF16AVX512(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostri
 // r16BF16AVX512Kernels are indexed by log2 of the rows they take at once.
 var r16BF16AVX512Kernels = [4]r16Kernel{r16BF16x1AVX512Asm, r16BF16x2AVX512Asm, r16BF16x4AVX512Asm, r16BF16x8AVX512Asm}
 
-// r16BF16AVX2 is r16[BF16] of its tier.
-func r16BF16AVX2(w []byte, nb int, xq []byte, xrb, R int, out []float32, ostride int) {
-	r16Run(w, nb, r16HalfBlock, r16HalfXBlock, xq, xrb, R, out, ostride, &r16BF16AVX2Kernels)
-}
-
-// r16BF16AVX2Kernels are indexed by log2 of the rows they take at once.
-var r16BF16AVX2Kernels = [4]r16Kernel{r16BF16x1AVX2Asm, r16BF16x2AVX2Asm, r16BF16x4AVX2Asm}
-
 // dotQ6KAVX2 is dot[Q6_K] of its tier.
 func dotQ6KAVX2(w, xq []byte) float32 {
 	var acc [8]float32
