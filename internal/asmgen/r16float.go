@@ -192,32 +192,22 @@ func r16FloatAVX2Kernel(typ string, R int) string {
 // becomes F32ToF16's quiet NaN of the same sign (0x7fc00000 | sign) instead
 // of keeping its payload, so every input gives roundR16's bits.
 func roundF16AVX2() {
-	kernel("roundF16AVX2Asm", "func(x *float32, y *byte, n int)",
-		"roundF16AVX2Asm sets the n float32 at y (n % 8 == 0) to those at x rounded",
-		"through float16, as roundR16(F16, ...) does.")
-	x, y, n := Load(Param("x"), GP64()), Load(Param("y"), GP64()), Load(Param("n"), GP64())
-	sign, qnan := YMM(), YMM()
-	VPCMPEQD(sign, sign, sign)
-	VPSLLD(U8(23), sign, qnan)
-	VPSRLD(U8(1), qnan, qnan) // 0x7fc00000
-	VPSLLD(U8(31), sign, sign)
-	SHRQ(U8(3), n)
-	whileNonZero("roundF16AVX2Asm", n, func() {
-		v, h, r, nan, q := YMM(), XMM(), YMM(), YMM(), YMM()
-		VMOVUPS(Mem{Base: x}, v)
-		VCVTPS2PH(U8(0), v, h)
-		VCVTPH2PS(h, r)
-		VCMPPS(U8(3), v, v, nan) // unordered: v is a NaN
-		VANDPS(sign, v, q)
-		VORPS(qnan, q, q)
-		VBLENDVPS(nan, q, r, r)
-		VMOVUPS(r, Mem{Base: y})
-		ADDQ(U32(32), x)
-		ADDQ(U32(32), y)
-		DECQ(n)
+	roundAVX2("F16", "float16", func() func(v, r VecVirtual) {
+		sign, qnan := YMM(), YMM()
+		VPCMPEQD(sign, sign, sign)
+		VPSLLD(U8(23), sign, qnan)
+		VPSRLD(U8(1), qnan, qnan) // 0x7fc00000
+		VPSLLD(U8(31), sign, sign)
+		return func(v, r VecVirtual) {
+			h, nan, q := XMM(), YMM(), YMM()
+			VCVTPS2PH(U8(0), v, h)
+			VCVTPH2PS(h, r)
+			VCMPPS(U8(3), v, v, nan) // unordered: v is a NaN
+			VANDPS(sign, v, q)
+			VORPS(qnan, q, q)
+			VBLENDVPS(nan, q, r, r)
+		}
 	})
-	VZEROUPPER()
-	RET()
 }
 
 // roundBF16AVX2 generates roundF16AVX2's BF16 twin with integer
@@ -225,35 +215,49 @@ func roundF16AVX2() {
 // the low half cleared, and a NaN (|b| > 0x7f800000) its high half with the
 // quiet bit set.
 func roundBF16AVX2() {
-	kernel("roundBF16AVX2Asm", "func(x *float32, y *byte, n int)",
-		"roundBF16AVX2Asm sets the n float32 at y (n % 8 == 0) to those at x rounded",
-		"through bfloat16, as roundR16(BF16, ...) does.")
+	roundAVX2("BF16", "bfloat16", func() func(b, t VecVirtual) {
+		ones, bias, high, abs, inf, quiet := YMM(), YMM(), YMM(), YMM(), YMM(), YMM()
+		VPCMPEQD(ones, ones, ones)
+		VPSRLD(U8(17), ones, bias) // 0x7fff
+		VPSLLD(U8(16), ones, high) // 0xffff0000
+		VPSRLD(U8(1), ones, abs)   // 0x7fffffff
+		VPSLLD(U8(23), ones, inf)
+		VPSRLD(U8(1), inf, inf)     // 0x7fc00000
+		VPSRLD(U8(31), ones, ones)  // 1
+		VPSLLD(U8(22), ones, quiet) // 0x00400000
+		VPSUBD(quiet, inf, inf)     // 0x7f800000
+		return func(b, t VecVirtual) {
+			nan := YMM()
+			VPSRLD(U8(16), b, t)
+			VPAND(ones, t, t)
+			VPADDD(bias, t, t)
+			VPADDD(b, t, t)
+			VPAND(high, t, t)
+			VPAND(abs, b, nan)
+			VPCMPGTD(inf, nan, nan) // |b| > 0x7f800000: a NaN
+			VPAND(high, b, b)
+			VPOR(quiet, b, b)
+			VPBLENDVB(nan, b, t, t)
+		}
+	})
+}
+
+// roundAVX2 generates round<typ>AVX2Asm(x, y, n): the n float32 at x (n %
+// 8 == 0) rounded through the format, to y. setup emits the constants and
+// returns the step that sets r to the rounding of the 8 floats in v.
+func roundAVX2(typ, format string, setup func() func(v, r VecVirtual)) {
+	name := "round" + typ + "AVX2Asm"
+	kernel(name, "func(x *float32, y *byte, n int)",
+		name+" sets the n float32 at y (n % 8 == 0) to those at x rounded",
+		fmt.Sprintf("through %s, as roundR16(%s, ...) does.", format, typ))
 	x, y, n := Load(Param("x"), GP64()), Load(Param("y"), GP64()), Load(Param("n"), GP64())
-	ones, bias, high, abs, inf, quiet := YMM(), YMM(), YMM(), YMM(), YMM(), YMM()
-	VPCMPEQD(ones, ones, ones)
-	VPSRLD(U8(17), ones, bias) // 0x7fff
-	VPSLLD(U8(16), ones, high) // 0xffff0000
-	VPSRLD(U8(1), ones, abs)   // 0x7fffffff
-	VPSLLD(U8(23), ones, inf)
-	VPSRLD(U8(1), inf, inf)     // 0x7fc00000
-	VPSRLD(U8(31), ones, ones)  // 1
-	VPSLLD(U8(22), ones, quiet) // 0x00400000
-	VPSUBD(quiet, inf, inf)     // 0x7f800000
+	step := setup()
 	SHRQ(U8(3), n)
-	whileNonZero("roundBF16AVX2Asm", n, func() {
-		b, t, nan := YMM(), YMM(), YMM()
-		VMOVDQU(Mem{Base: x}, b)
-		VPSRLD(U8(16), b, t)
-		VPAND(ones, t, t)
-		VPADDD(bias, t, t)
-		VPADDD(b, t, t)
-		VPAND(high, t, t)
-		VPAND(abs, b, nan)
-		VPCMPGTD(inf, nan, nan) // |b| > 0x7f800000: a NaN
-		VPAND(high, b, b)
-		VPOR(quiet, b, b)
-		VPBLENDVB(nan, b, t, t)
-		VMOVDQU(t, Mem{Base: y})
+	whileNonZero(name, n, func() {
+		v, r := YMM(), YMM()
+		VMOVDQU(Mem{Base: x}, v)
+		step(v, r)
+		VMOVDQU(r, Mem{Base: y})
 		ADDQ(U32(32), x)
 		ADDQ(U32(32), y)
 		DECQ(n)
