@@ -140,45 +140,40 @@ func r16FloatAVX2Kernel(typ string, R int) string {
 	if R > 3 {
 		log.Fatalf("%s: %d rows' chains do not fit in the 16 registers", name, R)
 	}
-	passes := [][]int{{0, 1}} // the 8-row halves of each pass (one pass: both)
 	om := r16AVX2Out(R)
-	for p, halves := range passes {
-		w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
-		x0, xst := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
-		xm, _ := stridedRows(x0, xst, R)
-		// chains[i][e][r]: half halves[i], even (e = 0) or odd columns, row r
-		chains := make([][2][]VecVirtual, len(halves))
-		for i := range chains {
-			chains[i] = [2][]VecVirtual{zeroed(R, YMM, VXORPS), zeroed(R, YMM, VXORPS)}
-		}
-		whileNonZero(fmt.Sprintf("%s_pass%d", name, p), nb, func() {
-			for k := range 32 {
-				if p == 0 {
-					r16FloatPrefetch(w, k)
-				}
-				v := make([]VecVirtual, len(halves))
-				for i, h := range halves {
-					v[i] = YMM()
-					r16Widen(typ, Mem{Base: w, Disp: 32*k + 16*h}, v[i])
-				}
-				for r := range R {
-					xb := YMM()
-					VBROADCASTSS(xm(r, 4*k), xb)
-					for i := range halves {
-						VFMADD231PS(v[i], xb, chains[i][k%2][r])
-					}
-				}
+	w, nb := Load(Param("w"), GP64()), Load(Param("nb"), GP64())
+	x0, xst := Load(Param("x"), GP64()), Load(Param("xstride"), GP64())
+	xm, _ := stridedRows(x0, xst, R)
+	// chains[h][e][r]: half h, even (e = 0) or odd columns, row r
+	var chains [2][2][]VecVirtual
+	for h := range chains {
+		chains[h] = [2][]VecVirtual{zeroed(R, YMM, VXORPS), zeroed(R, YMM, VXORPS)}
+	}
+	whileNonZero(name, nb, func() {
+		for k := range 32 {
+			r16FloatPrefetch(w, k)
+			var v [2]VecVirtual
+			for h := range v {
+				v[h] = YMM()
+				r16Widen(typ, Mem{Base: w, Disp: 32*k + 16*h}, v[h])
 			}
-			ADDQ(U32(r16HalfBytes), w)
-			ADDQ(U32(r16HalfXBytes), x0)
-			DECQ(nb)
-		})
-		for i, h := range halves {
 			for r := range R {
-				e := chains[i][0][r]
-				VADDPS(chains[i][1][r], e, e)
-				VMOVUPS(e, om(r, 32*h))
+				xb := YMM()
+				VBROADCASTSS(xm(r, 4*k), xb)
+				for h := range v {
+					VFMADD231PS(v[h], xb, chains[h][k%2][r])
+				}
 			}
+		}
+		ADDQ(U32(r16HalfBytes), w)
+		ADDQ(U32(r16HalfXBytes), x0)
+		DECQ(nb)
+	})
+	for h := range chains {
+		for r := range R {
+			e := chains[h][0][r]
+			VADDPS(chains[h][1][r], e, e)
+			VMOVUPS(e, om(r, 32*h))
 		}
 	}
 	VZEROUPPER()

@@ -40956,9 +40956,9 @@ TEXT ·r16F16x1AVX2Asm(SB), NOSPLIT, $0-48
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 
-r16F16x1AVX2Asm_pass0_loop:
+r16F16x1AVX2Asm_loop:
 	TESTQ        DX, DX
-	JZ           r16F16x1AVX2Asm_pass0_done
+	JZ           r16F16x1AVX2Asm_done
 	PREFETCHT0   4096(CX)
 	VCVTPH2PS    (CX), Y4
 	VCVTPH2PS    16(CX), Y5
@@ -41138,9 +41138,9 @@ r16F16x1AVX2Asm_pass0_loop:
 	ADDQ         $0x00000400, CX
 	ADDQ         $0x00000080, BX
 	DECQ         DX
-	JMP          r16F16x1AVX2Asm_pass0_loop
+	JMP          r16F16x1AVX2Asm_loop
 
-r16F16x1AVX2Asm_pass0_done:
+r16F16x1AVX2Asm_done:
 	VADDPS  Y1, Y0, Y0
 	VMOVUPS Y0, (AX)
 	VADDPS  Y3, Y2, Y2
@@ -41169,9 +41169,9 @@ TEXT ·r16F16x2AVX2Asm(SB), NOSPLIT, $0-48
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
 
-r16F16x2AVX2Asm_pass0_loop:
+r16F16x2AVX2Asm_loop:
 	TESTQ        BX, BX
-	JZ           r16F16x2AVX2Asm_pass0_done
+	JZ           r16F16x2AVX2Asm_done
 	PREFETCHT0   4096(DX)
 	VCVTPH2PS    (DX), Y8
 	VCVTPH2PS    16(DX), Y9
@@ -41447,9 +41447,9 @@ r16F16x2AVX2Asm_pass0_loop:
 	ADDQ         $0x00000400, DX
 	ADDQ         $0x00000080, SI
 	DECQ         BX
-	JMP          r16F16x2AVX2Asm_pass0_loop
+	JMP          r16F16x2AVX2Asm_loop
 
-r16F16x2AVX2Asm_pass0_done:
+r16F16x2AVX2Asm_done:
 	VADDPS  Y2, Y0, Y0
 	VMOVUPS Y0, (AX)
 	VADDPS  Y3, Y1, Y1
@@ -41486,9 +41486,9 @@ TEXT ·r16F16x3AVX2Asm(SB), NOSPLIT, $0-48
 	VXORPS Y10, Y10, Y10
 	VXORPS Y11, Y11, Y11
 
-r16F16x3AVX2Asm_pass0_loop:
+r16F16x3AVX2Asm_loop:
 	TESTQ        BX, BX
-	JZ           r16F16x3AVX2Asm_pass0_done
+	JZ           r16F16x3AVX2Asm_done
 	PREFETCHT0   4096(DX)
 	VCVTPH2PS    (DX), Y12
 	VCVTPH2PS    16(DX), Y13
@@ -41860,9 +41860,9 @@ r16F16x3AVX2Asm_pass0_loop:
 	ADDQ         $0x00000400, DX
 	ADDQ         $0x00000080, SI
 	DECQ         BX
-	JMP          r16F16x3AVX2Asm_pass0_loop
+	JMP          r16F16x3AVX2Asm_loop
 
-r16F16x3AVX2Asm_pass0_done:
+r16F16x3AVX2Asm_done:
 	VADDPS  Y3, Y0, Y0
 	VMOVUPS Y0, (AX)
 	VADDPS  Y4, Y1, Y1
@@ -41895,9 +41895,9 @@ TEXT ·r16BF16x1AVX2Asm(SB), NOSPLIT, $0-48
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 
-r16BF16x1AVX2Asm_pass0_loop:
+r16BF16x1AVX2Asm_loop:
 	TESTQ        DX, DX
-	JZ           r16BF16x1AVX2Asm_pass0_done
+	JZ           r16BF16x1AVX2Asm_done
 	PREFETCHT0   4096(CX)
 	VPMOVZXWD    (CX), Y4
 	VPSLLD       $0x10, Y4, Y4
@@ -42141,9 +42141,9 @@ r16BF16x1AVX2Asm_pass0_loop:
 	ADDQ         $0x00000400, CX
 	ADDQ         $0x00000080, BX
 	DECQ         DX
-	JMP          r16BF16x1AVX2Asm_pass0_loop
+	JMP          r16BF16x1AVX2Asm_loop
 
-r16BF16x1AVX2Asm_pass0_done:
+r16BF16x1AVX2Asm_done:
 	VADDPS  Y1, Y0, Y0
 	VMOVUPS Y0, (AX)
 	VADDPS  Y3, Y2, Y2
@@ -42172,9 +42172,9 @@ TEXT ·r16BF16x2AVX2Asm(SB), NOSPLIT, $0-48
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
 
-r16BF16x2AVX2Asm_pass0_loop:
+r16BF16x2AVX2Asm_loop:
 	TESTQ        BX, BX
-	JZ           r16BF16x2AVX2Asm_pass0_done
+	JZ           r16BF16x2AVX2Asm_done
 	PREFETCHT0   4096(DX)
 	VPMOVZXWD    (DX), Y8
 	VPSLLD       $0x10, Y8, Y8
@@ -42514,9 +42514,9 @@ r16BF16x2AVX2Asm_pass0_loop:
 	ADDQ         $0x00000400, DX
 	ADDQ         $0x00000080, SI
 	DECQ         BX
-	JMP          r16BF16x2AVX2Asm_pass0_loop
+	JMP          r16BF16x2AVX2Asm_loop
 
-r16BF16x2AVX2Asm_pass0_done:
+r16BF16x2AVX2Asm_done:
 	VADDPS  Y2, Y0, Y0
 	VMOVUPS Y0, (AX)
 	VADDPS  Y3, Y1, Y1
@@ -42553,9 +42553,9 @@ TEXT ·r16BF16x3AVX2Asm(SB), NOSPLIT, $0-48
 	VXORPS Y10, Y10, Y10
 	VXORPS Y11, Y11, Y11
 
-r16BF16x3AVX2Asm_pass0_loop:
+r16BF16x3AVX2Asm_loop:
 	TESTQ        BX, BX
-	JZ           r16BF16x3AVX2Asm_pass0_done
+	JZ           r16BF16x3AVX2Asm_done
 	PREFETCHT0   4096(DX)
 	VPMOVZXWD    (DX), Y12
 	VPSLLD       $0x10, Y12, Y12
@@ -42991,9 +42991,9 @@ r16BF16x3AVX2Asm_pass0_loop:
 	ADDQ         $0x00000400, DX
 	ADDQ         $0x00000080, SI
 	DECQ         BX
-	JMP          r16BF16x3AVX2Asm_pass0_loop
+	JMP          r16BF16x3AVX2Asm_loop
 
-r16BF16x3AVX2Asm_pass0_done:
+r16BF16x3AVX2Asm_done:
 	VADDPS  Y3, Y0, Y0
 	VMOVUPS Y0, (AX)
 	VADDPS  Y4, Y1, Y1
