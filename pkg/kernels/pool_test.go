@@ -68,12 +68,13 @@ func TestPoolGuided(t *testing.T) {
 	}
 }
 
-// TestPoolUsesWorkers: Run covers the range exactly once and its chunks run
-// on more than one goroutine: the caller's and at least one worker's. The
-// caller holds its first chunk until a worker has run one or no worker Run
-// woke is left running chunks (pending is 0), so a pool that does not hand
-// work to its workers fails here rather than hanging, however the threads
-// are scheduled.
+// TestPoolUsesWorkers: Run covers the range exactly once and at least one
+// worker runs chunks. The caller holds any chunk it takes until a worker has
+// run one or no worker Run woke is left running chunks (pending is 0), so a
+// pool that does not hand work to its workers fails here rather than
+// hanging, however the threads are scheduled. The caller itself need not
+// run a chunk: under the race detector on two cores the woken workers have
+// been seen to take all 27 chunks before the caller took its first.
 func TestPoolUsesWorkers(t *testing.T) {
 	for _, threads := range []int{2, 4} {
 		p := NewPool(threads)
@@ -105,8 +106,8 @@ func TestPoolUsesWorkers(t *testing.T) {
 				t.Fatalf("threads %d: index %d visited %d times", threads, i, h)
 			}
 		}
-		if ran[caller] == 0 || byWorkers.Load() == 0 || len(ran) < 2 {
-			t.Errorf("threads %d: chunks per goroutine %v (caller %d): want the caller's and at least one worker's", threads, ran, caller)
+		if byWorkers.Load() == 0 {
+			t.Errorf("threads %d: chunks per goroutine %v (caller %d): no worker ran a chunk", threads, ran, caller)
 		}
 	}
 }
