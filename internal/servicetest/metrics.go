@@ -3,6 +3,7 @@ package servicetest
 import (
 	"net/http"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -30,6 +31,22 @@ func Scrape(t testing.TB, url string) Metrics {
 		t.Fatalf("scrape %s: %v", url, err)
 	}
 	return fams
+}
+
+// ScrapeUntil scrapes url until ready accepts the scrape or within has
+// passed, and returns the last scrape. It is for what a service records
+// after the client has its answer: otelgrpc records a server call's
+// duration only once the status is on the wire.
+func ScrapeUntil(t testing.TB, url string, within time.Duration, ready func(Metrics) bool) Metrics {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		m := Scrape(t, url)
+		if ready(m) || time.Now().After(deadline) {
+			return m
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // series returns the samples of family name whose labels include every

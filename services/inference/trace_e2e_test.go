@@ -338,7 +338,13 @@ func TestE2EMetrics(t *testing.T) {
 		t.Fatalf("generation: %v, %v", err, r.final)
 	}
 	u := r.final.GetUsage()
-	m := servicetest.Scrape(t, metricsURL(t, st.inference))
+	// otelgrpc records the call's duration after the status has reached
+	// the client, so the scrape waits for it.
+	m := servicetest.ScrapeUntil(t, metricsURL(t, st.inference), 10*time.Second, func(m servicetest.Metrics) bool {
+		_, _, a := m.Histogram("rpc_server_call_duration_seconds")
+		_, _, b := m.Histogram("rpc_server_duration_milliseconds")
+		return a+b > 0
+	})
 	model := []string{"gen_ai_request_model", "stories"}
 	for _, h := range []string{"gen_ai_server_request_duration_seconds", "gen_ai_server_time_to_first_token_seconds", "gen_ai_server_time_per_output_token_seconds"} {
 		if count, sum, n := m.Histogram(h, model...); count != 1 || sum <= 0 || n != 1 {
