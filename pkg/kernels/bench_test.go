@@ -158,7 +158,7 @@ func BenchmarkMatVec(b *testing.B) {
 // cache (1 GiB of copies, cycled; this host reports a 508 MB L3): the decode
 // case.
 func BenchmarkMatVecDRAM(b *testing.B) {
-	for _, typ := range []DType{Q4_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0} {
+	for _, typ := range []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16} {
 		for _, sh := range [][2]int{{4096, 4096}, {14336, 4096}, {8192, 2048}} {
 			rb, _ := typ.RowBytes(sh[1])
 			size := sh[0] * rb
@@ -229,7 +229,7 @@ func BenchmarkQuantize(b *testing.B) {
 func BenchmarkRepackR16(b *testing.B) {
 	const rows, cols = 4096, 4096
 	r := rand.New(rand.NewPCG(7, 8))
-	for _, typ := range []DType{Q4_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0} {
+	for _, typ := range []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16} {
 		src := quantize(typ, gaussian(r, rows*cols, 0.1))
 		size, _ := LayoutBytes(typ, LayoutR16, rows, cols)
 		dst := make([]byte, size)

@@ -279,23 +279,16 @@ func RepackR16(t DType, dst, src []byte, cols int) {
 	bc, gbb := r16Block(t)
 	nb := cols / bc
 	bb := bc / t.BlockSize() * t.BlockBytes() // source bytes of one row's block of columns
-	switch t {
-	case Q4_K:
-		for g := 0; g < len(src)/(R16*rb); g++ {
-			for b := range nb {
-				repackQ4KGroup((*[r16Q4KBlock]byte)(dst[(g*nb+b)*gbb:]), src[g*R16*rb+b*bb:], rb)
-			}
-		}
-		return
-	case Q6_K:
-		for g := 0; g < len(src)/(R16*rb); g++ {
-			for b := range nb {
-				repackQ6KGroup((*[r16Q6KBlock]byte)(dst[(g*nb+b)*gbb:]), src[g*R16*rb+b*bb:], rb)
-			}
-		}
+	group := repackGroup(t)
+	if group == nil {
+		repackR16Lanes(t, dst, src, cols)
 		return
 	}
-	repackR16Lanes(t, dst, src, cols)
+	for g := 0; g < len(src)/(R16*rb); g++ {
+		for b := range nb {
+			group(dst[(g*nb+b)*gbb:(g*nb+b+1)*gbb], src[g*R16*rb+b*bb:], rb)
+		}
+	}
 }
 
 // repackR16Lanes is RepackR16 one ggml block at a time: the reference of

@@ -383,16 +383,20 @@ func TestRowLayout(t *testing.T) {
 	}
 }
 
-// TestRepackGroupsMatchLanes: the group-at-a-time repacks of Q4_K and
-// Q6_K write the bytes of the reference, one block at a time, for random
-// bytes (every scale and high-bit pattern), several groups and odd block
-// counts, with guard bands after the output.
+// TestRepackGroupsMatchLanes: the group-at-a-time repacks of every type
+// but TQ1_0 and TQ2_0 write the bytes of the reference, one block at a
+// time, for random bytes (every scale and high-bit pattern), several
+// groups and odd block counts, with guard bands after the output.
 func TestRepackGroupsMatchLanes(t *testing.T) {
 	r := rand.New(rand.NewPCG(45, 46))
-	for _, typ := range []DType{Q4_K, Q6_K} {
+	for _, typ := range []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16} {
+		if repackGroup(typ) == nil {
+			t.Fatalf("%v: no group repack", typ)
+		}
 		for _, nb := range []int{1, 3, 16} {
 			for _, groups := range []int{1, 2, 5} {
-				cols, rows := nb*typ.BlockSize(), groups*R16
+				bc, _ := r16Block(typ)
+				cols, rows := nb*bc, groups*R16
 				rb, _ := typ.RowBytes(cols)
 				src := make([]byte, rows*rb)
 				for i := range src {
