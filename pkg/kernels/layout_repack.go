@@ -71,14 +71,22 @@ func q45KRows(out *[r16Q4KBlock]byte, l int, h0, h1 *[16]byte, q0, q1 *[128]byte
 	scalesMinsK4(out, l+1, h1)
 	// As repackQ45KLane: the eight bytes at 32q+8k hold chunk 8q+k in
 	// their low nibbles and chunk 8q+4+k in their high ones.
+	o := (*[r16Q4KBlock - 320 - 4*14]byte)(out[320+4*l:])
 	for q := range 4 {
-		for k := range 4 {
-			lo0, hi0 := splitNibbles(le.Uint64(q0[32*q+8*k:]))
-			lo1, hi1 := splitNibbles(le.Uint64(q1[32*q+8*k:]))
-			c := 8*q + k
-			le.PutUint64(out[320+64*c+4*l:], uint64(lo0)|uint64(lo1)<<32)
-			le.PutUint64(out[320+64*(c+4)+4*l:], uint64(hi0)|uint64(hi1)<<32)
-		}
+		nibblePairs(o[64*8*q:], (*[32]byte)(q0[32*q:]), (*[32]byte)(q1[32*q:]))
+	}
+}
+
+// nibblePairs writes rows l and l+1 of chunks k and 4+k, k < 4 (64 bytes
+// apart from o, at row l), from 32 quant bytes of each row (8 per k, as
+// splitNibbles takes them).
+func nibblePairs(o []byte, q0, q1 *[32]byte) {
+	_ = o[64*7+7]
+	for k := range 4 {
+		lo0, hi0 := splitNibbles(le.Uint64(q0[8*k:]))
+		lo1, hi1 := splitNibbles(le.Uint64(q1[8*k:]))
+		le.PutUint64(o[64*k:], uint64(lo0)|uint64(lo1)<<32)
+		le.PutUint64(o[64*(k+4):], uint64(hi0)|uint64(hi1)<<32)
 	}
 }
 
