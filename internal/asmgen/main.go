@@ -59,6 +59,7 @@ func main() {
 	r16FloatAVX2()
 	roundF16AVX2()
 	roundBF16AVX2()
+	nibbleRowsAVX2()
 	q6kAVX2()
 	q6kRowsAVX2(4)
 	q6kAVX512(1)

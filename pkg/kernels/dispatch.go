@@ -142,6 +142,11 @@ type kernelSet struct {
 	// roundBF16Generic).
 	roundF16  func(src []float32, dst []byte)
 	roundBF16 func(src []float32, dst []byte)
+	// nibbleRows is the loader's move of 32 k-quant nibble bytes of each
+	// of 16 rows (at src, src[rb:], ...) into four chunks of low nibbles
+	// (out[64k:], row l at 4l) and four of high ones (out[hi+64k:]): the
+	// bulk of the Q4_K, Q5_K and Q6_K repacks (nibbleRowsGeneric).
+	nibbleRows func(out []byte, hi int, src []byte, rb int)
 
 	// The element-wise and attention kernels. expSub sets x[i] = e^(x[i]-m)
 	// and returns their sum, m the largest x[i] (softmax); swiglu is
@@ -247,6 +252,7 @@ var genericKernels = &kernelSet{
 	quantQ8R16:  quantQ8R16Generic,
 	quantQ8R16S: quantQ8R16SGeneric,
 	roundF16:    roundF16Generic,
+	nibbleRows:  nibbleRowsGeneric,
 	roundBF16:   roundBF16Generic,
 	axpyF16:     axpyF16Generic,
 	dotsF16:     dotsF16Generic,

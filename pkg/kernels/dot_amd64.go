@@ -36,6 +36,7 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.quantQ8R16S = quantQ8R16SAVX2
 	k.roundF16 = roundF16AVX2
 	k.roundBF16 = roundBF16AVX2
+	k.nibbleRows = nibbleRowsAVX2
 	k.f16F32 = dotF16F32AVX2
 	k.quantQ8K = quantQ8KAVX2
 	k.axpyF16 = axpyF16AVX2
@@ -190,6 +191,12 @@ func quantQ8R16AVX512(src []float32, dst []byte, neg int32) {
 		_ = dst[nb*q8R16Bytes-1]
 		quantQ8R16AVX512Asm(&src[0], &dst[0], nb, neg)
 	}
+}
+
+func nibbleRowsAVX2(out []byte, hi int, src []byte, rb int) {
+	_ = out[hi+64*3+4*R16-1]
+	_ = src[(R16-1)*rb+31]
+	nibbleRowsAVX2Asm(&out[0], hi, &src[0], rb)
 }
 
 func roundF16AVX2(src []float32, dst []byte) {

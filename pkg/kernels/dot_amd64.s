@@ -43082,6 +43082,277 @@ roundBF16AVX2Asm_done:
 	VZEROUPPER
 	RET
 
+// func nibbleRowsAVX2Asm(out *byte, hi int, src *byte, rb int)
+// Requires: AVX, AVX2
+TEXT ·nibbleRowsAVX2Asm(SB), NOSPLIT, $0-32
+	MOVQ        out+0(FP), AX
+	MOVQ        hi+8(FP), CX
+	MOVQ        src+16(FP), DX
+	MOVQ        rb+24(FP), BX
+	LEAQ        (BX)(BX*2), SI
+	VMOVDQU     m4<>+0(SB), Y0
+	LEAQ        (DX)(BX*4), DI
+	VMOVDQU     (DX), Y1
+	VPAND       Y0, Y1, Y2
+	VPSRLW      $0x04, Y1, Y3
+	VPAND       Y0, Y3, Y3
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y2, Y4
+	VPSLLD      $0x04, Y4, Y4
+	VPOR        Y4, Y2, Y2
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y3, Y3
+	VPSLLQ      $0x20, Y3, Y3
+	VPBLENDD    $0xaa, Y3, Y2, Y2
+	VMOVDQU     (DX)(BX*1), Y1
+	VPAND       Y0, Y1, Y3
+	VPSRLW      $0x04, Y1, Y4
+	VPAND       Y0, Y4, Y4
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y3, Y5
+	VPSLLD      $0x04, Y5, Y5
+	VPOR        Y5, Y3, Y3
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y4, Y4
+	VPSLLQ      $0x20, Y4, Y4
+	VPBLENDD    $0xaa, Y4, Y3, Y3
+	VMOVDQU     (DX)(BX*2), Y1
+	VPAND       Y0, Y1, Y4
+	VPSRLW      $0x04, Y1, Y5
+	VPAND       Y0, Y5, Y5
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y4, Y6
+	VPSLLD      $0x04, Y6, Y6
+	VPOR        Y6, Y4, Y4
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y5, Y5
+	VPSLLQ      $0x20, Y5, Y5
+	VPBLENDD    $0xaa, Y5, Y4, Y4
+	VMOVDQU     (DX)(SI*1), Y1
+	VPAND       Y0, Y1, Y5
+	VPSRLW      $0x04, Y1, Y6
+	VPAND       Y0, Y6, Y6
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y5, Y7
+	VPSLLD      $0x04, Y7, Y7
+	VPOR        Y7, Y5, Y5
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y6, Y6
+	VPSLLQ      $0x20, Y6, Y6
+	VPBLENDD    $0xaa, Y6, Y5, Y5
+	VMOVDQU     (DI), Y1
+	VPAND       Y0, Y1, Y6
+	VPSRLW      $0x04, Y1, Y7
+	VPAND       Y0, Y7, Y7
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y6, Y8
+	VPSLLD      $0x04, Y8, Y8
+	VPOR        Y8, Y6, Y6
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y7, Y7
+	VPSLLQ      $0x20, Y7, Y7
+	VPBLENDD    $0xaa, Y7, Y6, Y6
+	VMOVDQU     (DI)(BX*1), Y1
+	VPAND       Y0, Y1, Y7
+	VPSRLW      $0x04, Y1, Y8
+	VPAND       Y0, Y8, Y8
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y7, Y9
+	VPSLLD      $0x04, Y9, Y9
+	VPOR        Y9, Y7, Y7
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y8, Y8
+	VPSLLQ      $0x20, Y8, Y8
+	VPBLENDD    $0xaa, Y8, Y7, Y7
+	VMOVDQU     (DI)(BX*2), Y1
+	VPAND       Y0, Y1, Y8
+	VPSRLW      $0x04, Y1, Y9
+	VPAND       Y0, Y9, Y9
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y8, Y10
+	VPSLLD      $0x04, Y10, Y10
+	VPOR        Y10, Y8, Y8
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y9, Y9
+	VPSLLQ      $0x20, Y9, Y9
+	VPBLENDD    $0xaa, Y9, Y8, Y8
+	VMOVDQU     (DI)(SI*1), Y1
+	VPAND       Y0, Y1, Y9
+	VPSRLW      $0x04, Y1, Y10
+	VPAND       Y0, Y10, Y10
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y9, Y11
+	VPSLLD      $0x04, Y11, Y11
+	VPOR        Y11, Y9, Y9
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y10, Y10
+	VPSLLQ      $0x20, Y10, Y10
+	VPBLENDD    $0xaa, Y10, Y9, Y9
+	VPUNPCKLDQ  Y3, Y2, Y1
+	VPUNPCKHDQ  Y3, Y2, Y2
+	VPUNPCKLDQ  Y5, Y4, Y3
+	VPUNPCKHDQ  Y5, Y4, Y4
+	VPUNPCKLDQ  Y7, Y6, Y5
+	VPUNPCKHDQ  Y7, Y6, Y6
+	VPUNPCKLDQ  Y9, Y8, Y7
+	VPUNPCKHDQ  Y9, Y8, Y8
+	VPUNPCKLQDQ Y3, Y1, Y9
+	VPUNPCKHQDQ Y3, Y1, Y1
+	VPUNPCKLQDQ Y4, Y2, Y3
+	VPUNPCKHQDQ Y4, Y2, Y2
+	VPUNPCKLQDQ Y7, Y5, Y4
+	VPUNPCKHQDQ Y7, Y5, Y5
+	VPUNPCKLQDQ Y8, Y6, Y7
+	VPUNPCKHQDQ Y8, Y6, Y6
+	VPERM2I128  $0x20, Y4, Y9, Y8
+	VMOVDQU     Y8, (AX)
+	VPERM2I128  $0x31, Y4, Y9, Y4
+	VMOVDQU     Y4, 128(AX)
+	VPERM2I128  $0x20, Y5, Y1, Y4
+	VMOVDQU     Y4, (AX)(CX*1)
+	VPERM2I128  $0x31, Y5, Y1, Y1
+	VMOVDQU     Y1, 128(AX)(CX*1)
+	VPERM2I128  $0x20, Y7, Y3, Y1
+	VMOVDQU     Y1, 64(AX)
+	VPERM2I128  $0x31, Y7, Y3, Y1
+	VMOVDQU     Y1, 192(AX)
+	VPERM2I128  $0x20, Y6, Y2, Y1
+	VMOVDQU     Y1, 64(AX)(CX*1)
+	VPERM2I128  $0x31, Y6, Y2, Y1
+	VMOVDQU     Y1, 192(AX)(CX*1)
+	LEAQ        (DX)(BX*8), DX
+	LEAQ        (DX)(BX*4), DI
+	VMOVDQU     (DX), Y1
+	VPAND       Y0, Y1, Y2
+	VPSRLW      $0x04, Y1, Y3
+	VPAND       Y0, Y3, Y3
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y2, Y4
+	VPSLLD      $0x04, Y4, Y4
+	VPOR        Y4, Y2, Y2
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y3, Y3
+	VPSLLQ      $0x20, Y3, Y3
+	VPBLENDD    $0xaa, Y3, Y2, Y2
+	VMOVDQU     (DX)(BX*1), Y1
+	VPAND       Y0, Y1, Y3
+	VPSRLW      $0x04, Y1, Y4
+	VPAND       Y0, Y4, Y4
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y3, Y5
+	VPSLLD      $0x04, Y5, Y5
+	VPOR        Y5, Y3, Y3
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y4, Y4
+	VPSLLQ      $0x20, Y4, Y4
+	VPBLENDD    $0xaa, Y4, Y3, Y3
+	VMOVDQU     (DX)(BX*2), Y1
+	VPAND       Y0, Y1, Y4
+	VPSRLW      $0x04, Y1, Y5
+	VPAND       Y0, Y5, Y5
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y4, Y6
+	VPSLLD      $0x04, Y6, Y6
+	VPOR        Y6, Y4, Y4
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y5, Y5
+	VPSLLQ      $0x20, Y5, Y5
+	VPBLENDD    $0xaa, Y5, Y4, Y4
+	VMOVDQU     (DX)(SI*1), Y1
+	VPAND       Y0, Y1, Y5
+	VPSRLW      $0x04, Y1, Y6
+	VPAND       Y0, Y6, Y6
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y5, Y7
+	VPSLLD      $0x04, Y7, Y7
+	VPOR        Y7, Y5, Y5
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y6, Y6
+	VPSLLQ      $0x20, Y6, Y6
+	VPBLENDD    $0xaa, Y6, Y5, Y5
+	VMOVDQU     (DI), Y1
+	VPAND       Y0, Y1, Y6
+	VPSRLW      $0x04, Y1, Y7
+	VPAND       Y0, Y7, Y7
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y6, Y8
+	VPSLLD      $0x04, Y8, Y8
+	VPOR        Y8, Y6, Y6
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y7, Y7
+	VPSLLQ      $0x20, Y7, Y7
+	VPBLENDD    $0xaa, Y7, Y6, Y6
+	VMOVDQU     (DI)(BX*1), Y1
+	VPAND       Y0, Y1, Y7
+	VPSRLW      $0x04, Y1, Y8
+	VPAND       Y0, Y8, Y8
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y7, Y9
+	VPSLLD      $0x04, Y9, Y9
+	VPOR        Y9, Y7, Y7
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y8, Y8
+	VPSLLQ      $0x20, Y8, Y8
+	VPBLENDD    $0xaa, Y8, Y7, Y7
+	VMOVDQU     (DI)(BX*2), Y1
+	VPAND       Y0, Y1, Y8
+	VPSRLW      $0x04, Y1, Y9
+	VPAND       Y0, Y9, Y9
+	VPANDN      Y1, Y0, Y1
+	VPSRLQ      $0x20, Y8, Y10
+	VPSLLD      $0x04, Y10, Y10
+	VPOR        Y10, Y8, Y8
+	VPSRLQ      $0x20, Y1, Y1
+	VPOR        Y1, Y9, Y9
+	VPSLLQ      $0x20, Y9, Y9
+	VPBLENDD    $0xaa, Y9, Y8, Y8
+	VMOVDQU     (DI)(SI*1), Y1
+	VPAND       Y0, Y1, Y9
+	VPSRLW      $0x04, Y1, Y10
+	VPAND       Y0, Y10, Y10
+	VPANDN      Y1, Y0, Y0
+	VPSRLQ      $0x20, Y9, Y1
+	VPSLLD      $0x04, Y1, Y1
+	VPOR        Y1, Y9, Y9
+	VPSRLQ      $0x20, Y0, Y0
+	VPOR        Y0, Y10, Y10
+	VPSLLQ      $0x20, Y10, Y10
+	VPBLENDD    $0xaa, Y10, Y9, Y9
+	VPUNPCKLDQ  Y3, Y2, Y0
+	VPUNPCKHDQ  Y3, Y2, Y1
+	VPUNPCKLDQ  Y5, Y4, Y2
+	VPUNPCKHDQ  Y5, Y4, Y3
+	VPUNPCKLDQ  Y7, Y6, Y4
+	VPUNPCKHDQ  Y7, Y6, Y5
+	VPUNPCKLDQ  Y9, Y8, Y6
+	VPUNPCKHDQ  Y9, Y8, Y7
+	VPUNPCKLQDQ Y2, Y0, Y8
+	VPUNPCKHQDQ Y2, Y0, Y0
+	VPUNPCKLQDQ Y3, Y1, Y2
+	VPUNPCKHQDQ Y3, Y1, Y1
+	VPUNPCKLQDQ Y6, Y4, Y3
+	VPUNPCKHQDQ Y6, Y4, Y4
+	VPUNPCKLQDQ Y7, Y5, Y6
+	VPUNPCKHQDQ Y7, Y5, Y5
+	VPERM2I128  $0x20, Y3, Y8, Y7
+	VMOVDQU     Y7, 32(AX)
+	VPERM2I128  $0x31, Y3, Y8, Y3
+	VMOVDQU     Y3, 160(AX)
+	VPERM2I128  $0x20, Y4, Y0, Y3
+	VMOVDQU     Y3, 32(AX)(CX*1)
+	VPERM2I128  $0x31, Y4, Y0, Y0
+	VMOVDQU     Y0, 160(AX)(CX*1)
+	VPERM2I128  $0x20, Y6, Y2, Y0
+	VMOVDQU     Y0, 96(AX)
+	VPERM2I128  $0x31, Y6, Y2, Y0
+	VMOVDQU     Y0, 224(AX)
+	VPERM2I128  $0x20, Y5, Y1, Y0
+	VMOVDQU     Y0, 96(AX)(CX*1)
+	VPERM2I128  $0x31, Y5, Y1, Y0
+	VMOVDQU     Y0, 224(AX)(CX*1)
+	VZEROUPPER
+	RET
+
 // func dotQ6KAVX2Asm(w *byte, x *byte, nb int, acc *[8]float32)
 // Requires: AVX, AVX2, F16C, FMA3
 TEXT ·dotQ6KAVX2Asm(SB), NOSPLIT, $0-32

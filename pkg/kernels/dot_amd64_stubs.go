@@ -550,6 +550,12 @@ func roundF16AVX2Asm(x *float32, y *byte, n int)
 //go:noescape
 func roundBF16AVX2Asm(x *float32, y *byte, n int)
 
+// nibbleRowsAVX2Asm writes 16 rows' chunks k < 4 at out + 64k and out + hi + 64k (row l at byte 4l) from
+// the 32 bytes at src + l·rb, as nibbleRowsGeneric does.
+//
+//go:noescape
+func nibbleRowsAVX2Asm(out *byte, hi int, src *byte, rb int)
+
 // dotQ6KAVX2Asm accumulates nb Q6_K × Q8_K blocks into acc (8 lanes).
 //
 //go:noescape

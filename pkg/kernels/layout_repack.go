@@ -41,9 +41,12 @@ func repackGroup(t DType) func(out, src []byte, rb int) {
 // at src, src[rb:], ..., src[15*rb:] (rows of rb bytes).
 func repackQ4KGroup(out *[r16Q4KBlock]byte, src []byte, rb int) {
 	for l := 0; l < R16; l += 2 {
-		b0 := (*[144]byte)(src[l*rb:])
-		b1 := (*[144]byte)(src[(l+1)*rb:])
-		q45KRows(out, l, (*[16]byte)(b0[:16]), (*[16]byte)(b1[:16]), (*[128]byte)(b0[16:]), (*[128]byte)(b1[16:]))
+		q45KRows(out, l, (*[16]byte)(src[l*rb:]), (*[16]byte)(src[(l+1)*rb:]))
+	}
+	// As repackQ45KLane: the eight bytes at 32q+8k hold chunk 8q+k in
+	// their low nibbles and chunk 8q+4+k in their high ones.
+	for q := range 4 {
+		kern.nibbleRows(out[320+64*8*q:], 64*4, src[16+32*q:], rb)
 	}
 }
 
@@ -53,40 +56,41 @@ func repackQ5KGroup(out *[r16Q5KBlock]byte, src []byte, rb int) {
 	for l := 0; l < R16; l += 2 {
 		b0 := (*[176]byte)(src[l*rb:])
 		b1 := (*[176]byte)(src[(l+1)*rb:])
-		q45KRows((*[r16Q4KBlock]byte)(out[:r16Q4KBlock]), l, (*[16]byte)(b0[:16]), (*[16]byte)(b1[:16]), (*[128]byte)(b0[48:]), (*[128]byte)(b1[48:]))
+		q45KRows((*[r16Q4KBlock]byte)(out[:r16Q4KBlock]), l, (*[16]byte)(b0[:16]), (*[16]byte)(b1[:16]))
 		v0, v1 := q5KBits((*[32]byte)(b0[16:])), q5KBits((*[32]byte)(b1[16:]))
 		for j := range 8 {
 			le.PutUint64(out[2368+64*j+4*l:], uint64(v0[j])|uint64(v1[j])<<32)
 		}
 	}
+	for q := range 4 {
+		kern.nibbleRows(out[320+64*8*q:], 64*4, src[48+32*q:], rb)
+	}
 }
 
-// q45KRows writes rows l and l+1 of a Q4_K group block (or the Q4_K part
-// of a Q5_K one) from their blocks' d, dmin and scales (h0, h1) and
-// nibbles (q0, q1).
-func q45KRows(out *[r16Q4KBlock]byte, l int, h0, h1 *[16]byte, q0, q1 *[128]byte) {
+// q45KRows writes the d, dmin, scales and mins of rows l and l+1 of a
+// Q4_K group block (or of the Q4_K part of a Q5_K one) from their blocks'
+// first 16 bytes (h0, h1).
+func q45KRows(out *[r16Q4KBlock]byte, l int, h0, h1 *[16]byte) {
 	le.PutUint32(out[2*l:], uint32(le.Uint16(h0[0:]))|uint32(le.Uint16(h1[0:]))<<16)    // d
 	le.PutUint32(out[32+2*l:], uint32(le.Uint16(h0[2:]))|uint32(le.Uint16(h1[2:]))<<16) // dmin
 	scalesMinsK4(out, l, h0)
 	scalesMinsK4(out, l+1, h1)
-	// As repackQ45KLane: the eight bytes at 32q+8k hold chunk 8q+k in
-	// their low nibbles and chunk 8q+4+k in their high ones.
-	o := (*[r16Q4KBlock - 320 - 4*14]byte)(out[320+4*l:])
-	for q := range 4 {
-		nibblePairs(o[64*8*q:], (*[32]byte)(q0[32*q:]), (*[32]byte)(q1[32*q:]))
-	}
 }
 
-// nibblePairs writes rows l and l+1 of chunks k and 4+k, k < 4 (64 bytes
-// apart from o, at row l), from 32 quant bytes of each row (8 per k, as
-// splitNibbles takes them).
-func nibblePairs(o []byte, q0, q1 *[32]byte) {
-	_ = o[64*7+7]
-	for k := range 4 {
-		lo0, hi0 := splitNibbles(le.Uint64(q0[8*k:]))
-		lo1, hi1 := splitNibbles(le.Uint64(q1[8*k:]))
-		le.PutUint64(o[64*k:], uint64(lo0)|uint64(lo1)<<32)
-		le.PutUint64(o[64*(k+4):], uint64(hi0)|uint64(hi1)<<32)
+// nibbleRowsGeneric is the reference of kernelSet.nibbleRows: for each row
+// l < 16, the 32 bytes at src[l*rb:] hold, eight per k < 4, chunk k's
+// columns in their low nibbles and another chunk's in their high ones
+// (splitNibbles), which go to out[64k+4l:] and out[hi+64k+4l:].
+func nibbleRowsGeneric(out []byte, hi int, src []byte, rb int) {
+	out = out[:hi+64*3+4*R16]
+	for l := 0; l < R16; l += 2 {
+		q0, q1 := (*[32]byte)(src[l*rb:]), (*[32]byte)(src[(l+1)*rb:])
+		for k := range 4 {
+			lo0, hi0 := splitNibbles(le.Uint64(q0[8*k:]))
+			lo1, hi1 := splitNibbles(le.Uint64(q1[8*k:]))
+			le.PutUint64(out[64*k+4*l:], uint64(lo0)|uint64(lo1)<<32)
+			le.PutUint64(out[hi+64*k+4*l:], uint64(hi0)|uint64(hi1)<<32)
+		}
 	}
 }
 
@@ -264,20 +268,6 @@ func repackQ6KGroup(out *[r16Q6KBlock]byte, src []byte, rb int) {
 		for p := range 8 {
 			le.PutUint32(out[32+32*p+2*l:], uint32(le.Uint16(b0[192+2*p:]))|uint32(le.Uint16(b1[192+2*p:]))<<16)
 		}
-		// As repackQ6KLane: ql[64h + 32·p1 + 8k:][:8] holds chunk
-		// 16h+4·p1+k in its low nibbles and chunk 16h+4·(p1+2)+k in its
-		// high ones.
-		for h := range 2 {
-			for p1 := range 2 {
-				for k := range 4 {
-					lo0, hi0 := splitNibbles(le.Uint64(b0[64*h+32*p1+8*k:]))
-					lo1, hi1 := splitNibbles(le.Uint64(b1[64*h+32*p1+8*k:]))
-					c := 16*h + 4*p1 + k
-					le.PutUint64(out[288+64*c+4*l:], uint64(lo0)|uint64(lo1)<<32)
-					le.PutUint64(out[288+64*(c+8)+4*l:], uint64(hi0)|uint64(hi1)<<32)
-				}
-			}
-		}
 		// As repackQ6KLane: pair p's byte i of a row holds bits 2·part
 		// of the qh words of its half, columns 16p+4s+i from bit 2s.
 		for h := range 2 {
@@ -292,6 +282,13 @@ func repackQ6KGroup(out *[r16Q6KBlock]byte, src []byte, rb int) {
 					le.PutUint64(out[2336+64*(8*h+2*part+half)+4*l:], uint64(v0)|uint64(v1)<<32)
 				}
 			}
+		}
+	}
+	// As repackQ6KLane: ql[64h + 32·p1 + 8k:][:8] holds chunk 16h+4·p1+k
+	// in its low nibbles and chunk 16h+4·(p1+2)+k in its high ones.
+	for h := range 2 {
+		for p1 := range 2 {
+			kern.nibbleRows(out[288+64*(16*h+4*p1):], 64*8, src[64*h+32*p1:], rb)
 		}
 	}
 }

@@ -383,44 +383,50 @@ func TestRowLayout(t *testing.T) {
 	}
 }
 
-// TestRepackGroupsMatchLanes: the group-at-a-time repacks of every type
-// but TQ1_0 and TQ2_0 write the bytes of the reference, one block at a
-// time, for random bytes (every scale and high-bit pattern), several
-// groups and odd block counts, with guard bands after the output.
+// TestRepackGroupsMatchLanes: on every tier, the group-at-a-time repacks
+// of every type but TQ1_0 and TQ2_0 write the bytes of the reference, one
+// block at a time, for random bytes (every scale and high-bit pattern),
+// several groups and odd block counts, from a misaligned source, with
+// guard bands after the output.
 func TestRepackGroupsMatchLanes(t *testing.T) {
-	r := rand.New(rand.NewPCG(45, 46))
-	for _, typ := range []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16} {
-		if repackGroup(typ) == nil {
-			t.Fatalf("%v: no group repack", typ)
-		}
-		for _, nb := range []int{1, 3, 16} {
-			for _, groups := range []int{1, 2, 5} {
-				bc, _ := r16Block(typ)
-				cols, rows := nb*bc, groups*R16
-				rb, _ := typ.RowBytes(cols)
-				src := make([]byte, rows*rb)
-				for i := range src {
-					src[i] = byte(r.Uint32())
+	for _, k := range allTiers() {
+		t.Run(k.tier.String(), func(t *testing.T) {
+			useTier(t, k)
+			r := rand.New(rand.NewPCG(45, 46))
+			for _, typ := range []DType{Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16} {
+				if repackGroup(typ) == nil {
+					t.Fatalf("%v: no group repack", typ)
 				}
-				size, _ := LayoutBytes(typ, LayoutR16, rows, cols)
-				want := make([]byte, size)
-				repackR16Lanes(typ, want, src, cols)
-				const guard = 64
-				got := make([]byte, size+guard)
-				for i := range got {
-					got[i] = 0xa5
-				}
-				RepackR16(typ, got[:size], src, cols)
-				if !bytes.Equal(got[:size], want) {
-					t.Fatalf("%v nb=%d groups=%d: the group repack differs from the lanes'", typ, nb, groups)
-				}
-				for i := size; i < len(got); i++ {
-					if got[i] != 0xa5 {
-						t.Fatalf("%v nb=%d groups=%d: byte %d past the output written", typ, nb, groups, i-size)
+				for _, nb := range []int{1, 3, 16} {
+					for _, groups := range []int{1, 2, 5} {
+						bc, _ := r16Block(typ)
+						cols, rows := nb*bc, groups*R16
+						rb, _ := typ.RowBytes(cols)
+						src := make([]byte, rows*rb+1)[1:]
+						for i := range src {
+							src[i] = byte(r.Uint32())
+						}
+						size, _ := LayoutBytes(typ, LayoutR16, rows, cols)
+						want := make([]byte, size)
+						repackR16Lanes(typ, want, src, cols)
+						const guard = 64
+						got := make([]byte, size+guard)
+						for i := range got {
+							got[i] = 0xa5
+						}
+						RepackR16(typ, got[:size], src, cols)
+						if !bytes.Equal(got[:size], want) {
+							t.Fatalf("%v nb=%d groups=%d: the group repack differs from the lanes'", typ, nb, groups)
+						}
+						for i := size; i < len(got); i++ {
+							if got[i] != 0xa5 {
+								t.Fatalf("%v nb=%d groups=%d: byte %d past the output written", typ, nb, groups, i-size)
+							}
+						}
 					}
 				}
 			}
-		}
+		})
 	}
 }
 
