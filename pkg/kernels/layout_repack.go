@@ -73,8 +73,14 @@ func repackQ5KGroup(out *[r16Q5KBlock]byte, src []byte, rb int) {
 func q45KRows(out *[r16Q4KBlock]byte, l int, h0, h1 *[16]byte) {
 	le.PutUint32(out[2*l:], uint32(le.Uint16(h0[0:]))|uint32(le.Uint16(h1[0:]))<<16)    // d
 	le.PutUint32(out[32+2*l:], uint32(le.Uint16(h0[2:]))|uint32(le.Uint16(h1[2:]))<<16) // dmin
-	scalesMinsK4(out, l, h0)
-	scalesMinsK4(out, l+1, h1)
+	sc0, mn0 := scalesMinsK4(h0)
+	sc1, mn1 := scalesMinsK4(h1)
+	for j := range 8 {
+		le.PutUint16(out[64+16*j+l:], uint16(byte(sc0>>(8*j)))|uint16(byte(sc1>>(8*j)))<<8)
+	}
+	for p := range 4 {
+		le.PutUint32(out[192+32*p+2*l:], uint32(uint16(mn0>>(16*p)))|uint32(uint16(mn1>>(16*p)))<<16)
+	}
 }
 
 // nibbleRowsGeneric is the reference of kernelSet.nibbleRows: for each row
@@ -244,18 +250,13 @@ func splitNibbles(x uint64) (lo, hi uint32) {
 }
 
 // scalesMinsK4 unpacks the eight 6-bit scales and mins of a Q4_K block
-// (scaleMinK4, four at a time in 32-bit words) into row l of the group
-// block out.
-func scalesMinsK4(out *[r16Q4KBlock]byte, l int, blk *[16]byte) {
+// (scaleMinK4, four at a time in 32-bit words): scale j in byte j of sc,
+// min j in byte j of mn.
+func scalesMinsK4(blk *[16]byte) (sc, mn uint64) {
 	a, b, c := le.Uint32(blk[4:]), le.Uint32(blk[8:]), le.Uint32(blk[12:])
-	sc := uint64(a&0x3f3f3f3f) | uint64(c&0x0f0f0f0f|(a>>6&0x03030303)<<4)<<32
-	mn := uint64(b&0x3f3f3f3f) | uint64(c>>4&0x0f0f0f0f|(b>>6&0x03030303)<<4)<<32
-	for j := range 8 {
-		out[64+16*j+l] = byte(sc >> (8 * j))
-	}
-	for p := range 4 {
-		le.PutUint16(out[192+32*p+2*l:], uint16(mn>>(16*p)))
-	}
+	sc = uint64(a&0x3f3f3f3f) | uint64(c&0x0f0f0f0f|(a>>6&0x03030303)<<4)<<32
+	mn = uint64(b&0x3f3f3f3f) | uint64(c>>4&0x0f0f0f0f|(b>>6&0x03030303)<<4)<<32
+	return sc, mn
 }
 
 // repackQ6KGroup writes the Q6_K group block out from the 16 ggml blocks
