@@ -5,9 +5,10 @@ package kernels
 // once (four for F16 and BF16), so that the quants go out in 8-byte stores
 // (rows l and l+1 of a chunk are adjacent), bits move a word at a time and
 // the block offsets are computed once per group block rather than per
-// byte. Their output is byte for byte that of the lane functions
-// (repackQ4KLane, ...), which stay the reference
-// (TestRepackGroupsMatchLanes).
+// byte; the k-quants' nibbles go through the tier's nibbleRows (AVX2 where
+// the host has it). Their output is byte for byte that of the lane
+// functions (repackQ4KLane, ...), which stay the reference
+// (TestRepackGroupsMatchLanes, on every tier).
 
 // repackGroup returns the group-block repack of t, or nil where the lane
 // functions are the only one (TQ1_0, TQ2_0). The function writes the group
@@ -71,8 +72,8 @@ func repackQ5KGroup(out *[r16Q5KBlock]byte, src []byte, rb int) {
 // Q4_K group block (or of the Q4_K part of a Q5_K one) from their blocks'
 // first 16 bytes (h0, h1).
 func q45KRows(out *[r16Q4KBlock]byte, l int, h0, h1 *[16]byte) {
-	le.PutUint32(out[2*l:], uint32(le.Uint16(h0[0:]))|uint32(le.Uint16(h1[0:]))<<16)    // d
-	le.PutUint32(out[32+2*l:], uint32(le.Uint16(h0[2:]))|uint32(le.Uint16(h1[2:]))<<16) // dmin
+	le.PutUint32(out[2*l:], pairU16(h0[0:], h1[0:]))    // d
+	le.PutUint32(out[32+2*l:], pairU16(h0[2:], h1[2:])) // dmin
 	sc0, mn0 := scalesMinsK4(h0)
 	sc1, mn1 := scalesMinsK4(h1)
 	for j := range 8 {
@@ -130,7 +131,7 @@ func repackQ4_0Group(out *[r16Q4_0Block]byte, src []byte, rb int) {
 	for l := 0; l < R16; l += 2 {
 		b0 := (*[18]byte)(src[l*rb:])
 		b1 := (*[18]byte)(src[(l+1)*rb:])
-		le.PutUint32(out[2*l:], uint32(le.Uint16(b0[0:]))|uint32(le.Uint16(b1[0:]))<<16) // d
+		le.PutUint32(out[2*l:], pairU16(b0[0:], b1[0:])) // d
 		legacyChunks(out[32:], l, (*[16]byte)(b0[2:]), (*[16]byte)(b1[2:]), 0)
 	}
 }
@@ -140,8 +141,8 @@ func repackQ4_1Group(out *[r16Q4_1Block]byte, src []byte, rb int) {
 	for l := 0; l < R16; l += 2 {
 		b0 := (*[20]byte)(src[l*rb:])
 		b1 := (*[20]byte)(src[(l+1)*rb:])
-		le.PutUint32(out[2*l:], uint32(le.Uint16(b0[0:]))|uint32(le.Uint16(b1[0:]))<<16)     // d
-		le.PutUint32(out[288+2*l:], uint32(le.Uint16(b0[2:]))|uint32(le.Uint16(b1[2:]))<<16) // m
+		le.PutUint32(out[2*l:], pairU16(b0[0:], b1[0:]))                // d
+		le.PutUint32(out[r16MinAt(Q4_1)+2*l:], pairU16(b0[2:], b1[2:])) // m
 		legacyChunks(out[32:], l, (*[16]byte)(b0[4:]), (*[16]byte)(b1[4:]), 0)
 	}
 }
@@ -151,7 +152,7 @@ func repackQ5_0Group(out *[r16Q5_0Block]byte, src []byte, rb int) {
 	for l := 0; l < R16; l += 2 {
 		b0 := (*[22]byte)(src[l*rb:])
 		b1 := (*[22]byte)(src[(l+1)*rb:])
-		le.PutUint32(out[2*l:], uint32(le.Uint16(b0[0:]))|uint32(le.Uint16(b1[0:]))<<16) // d
+		le.PutUint32(out[2*l:], pairU16(b0[0:], b1[0:])) // d
 		le.PutUint64(out[288+4*l:], uint64(q5Bits(le.Uint32(b0[2:])))|uint64(q5Bits(le.Uint32(b1[2:])))<<32)
 		legacyChunks(out[32:], l, (*[16]byte)(b0[6:]), (*[16]byte)(b1[6:]), 0)
 	}
@@ -162,12 +163,16 @@ func repackQ5_1Group(out *[r16Q5_1Block]byte, src []byte, rb int) {
 	for l := 0; l < R16; l += 2 {
 		b0 := (*[24]byte)(src[l*rb:])
 		b1 := (*[24]byte)(src[(l+1)*rb:])
-		le.PutUint32(out[2*l:], uint32(le.Uint16(b0[0:]))|uint32(le.Uint16(b1[0:]))<<16)     // d
-		le.PutUint32(out[352+2*l:], uint32(le.Uint16(b0[2:]))|uint32(le.Uint16(b1[2:]))<<16) // m
+		le.PutUint32(out[2*l:], pairU16(b0[0:], b1[0:]))                // d
+		le.PutUint32(out[r16MinAt(Q5_1)+2*l:], pairU16(b0[2:], b1[2:])) // m
 		le.PutUint64(out[288+4*l:], uint64(q5Bits(le.Uint32(b0[4:])))|uint64(q5Bits(le.Uint32(b1[4:])))<<32)
 		legacyChunks(out[32:], l, (*[16]byte)(b0[8:]), (*[16]byte)(b1[8:]), 0)
 	}
 }
+
+// pairU16 is the 16-bit values at a and b, side by side (rows l and l+1
+// of a group block's d, dmin or m).
+func pairU16(a, b []byte) uint32 { return uint32(le.Uint16(a)) | uint32(le.Uint16(b))<<16 }
 
 // repackQ8_0Group: a Q8_0 block is d and 32 signed quants, stored offset
 // by 128 (the sign bit flipped), 4 per chunk.
@@ -175,7 +180,7 @@ func repackQ8_0Group(out *[r16Q8_0Block]byte, src []byte, rb int) {
 	for l := 0; l < R16; l += 2 {
 		b0 := (*[34]byte)(src[l*rb:])
 		b1 := (*[34]byte)(src[(l+1)*rb:])
-		le.PutUint32(out[2*l:], uint32(le.Uint16(b0[0:]))|uint32(le.Uint16(b1[0:]))<<16) // d
+		le.PutUint32(out[2*l:], pairU16(b0[0:], b1[0:])) // d
 		legacyChunks(out[32:], l, (*[16]byte)(b0[2:]), (*[16]byte)(b1[2:]), 0x8080808080808080)
 		legacyChunks(out[32+4*64:], l, (*[16]byte)(b0[18:]), (*[16]byte)(b1[18:]), 0x8080808080808080)
 	}
@@ -265,9 +270,9 @@ func repackQ6KGroup(out *[r16Q6KBlock]byte, src []byte, rb int) {
 	for l := 0; l < R16; l += 2 {
 		b0 := (*[210]byte)(src[l*rb:])
 		b1 := (*[210]byte)(src[(l+1)*rb:])
-		le.PutUint32(out[2*l:], uint32(le.Uint16(b0[208:]))|uint32(le.Uint16(b1[208:]))<<16) // d
+		le.PutUint32(out[2*l:], pairU16(b0[208:], b1[208:])) // d
 		for p := range 8 {
-			le.PutUint32(out[32+32*p+2*l:], uint32(le.Uint16(b0[192+2*p:]))|uint32(le.Uint16(b1[192+2*p:]))<<16)
+			le.PutUint32(out[32+32*p+2*l:], pairU16(b0[192+2*p:], b1[192+2*p:]))
 		}
 		// As repackQ6KLane: pair p's byte i of a row holds bits 2·part
 		// of the qh words of its half, columns 16p+4s+i from bit 2s.
