@@ -89,6 +89,10 @@ func main() {
 		dotsQ8QsAVX2(Q)
 	}
 	axpysQ8AVX2()
+	for Q := 1; Q <= 4; Q++ {
+		dotsF16KeysAVX2(Q, keysT(Q))
+		dotsF16KeysAVX2(Q, 1)
+	}
 	for G := 1; G <= 4; G++ {
 		axpysF16HeadsAVX512(G)
 		axpysQ8HeadsAVX512(G)

@@ -1,6 +1,9 @@
 package kernels
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // ExpMax replaces x by exp(x − max x) and returns the max and Σ exp(x − max
 // x) (summed in float64, rounded once): Softmax without its final scaling.
@@ -170,4 +173,52 @@ func checkQueries(name string, rb int, k []byte, stride int, q []float32, hd int
 			name, n, rb, stride, len(k), nq, os, len(out)))
 	}
 	return nq > 0 && n > 0
+}
+
+// KeyGroup is how many positions of an f16 cache's head are stored keys in
+// lanes: element d of the KeyGroup keys side by side (DotsF16Keys).
+const KeyGroup = 8
+
+// DotsF16Keys sets out[j·os+8t+l] to the score of query j (q[j·hd:(j+1)·hd])
+// against key l of group t, for t < groups and l < 8: an f16 cache's keys
+// stored in lanes, element d of the eight keys of group t at
+// k[16·hd·t+16·d:], two bytes a key. Each score is one chain of fused
+// multiply-adds, s = fma(q_j[d], key[d], s) for d = 0..hd-1 in order from
+// s = 0, in float32: no horizontal sum, and the same bits on every tier,
+// whatever else the call scores (keys in lanes, issue 17).
+func DotsF16Keys(k []byte, groups int, q []float32, hd int, out []float32, os int) {
+	if hd <= 0 || len(q)%hd != 0 {
+		panic(fmt.Sprintf("kernels: DotsF16Keys: %d query values are not whole queries of %d", len(q), hd))
+	}
+	nq := len(q) / hd
+	if nq == 0 || groups == 0 {
+		return
+	}
+	if groups < 0 || len(k) < groups*16*hd || nq > 1 && os < 8*groups || len(out) < (nq-1)*os+8*groups {
+		panic(fmt.Sprintf("kernels: DotsF16Keys: %d groups of keys of %d in %d bytes, %d queries' scores at stride %d in %d",
+			groups, hd, len(k), nq, os, len(out)))
+	}
+	kern.dotsF16Keys(k, groups, q, hd, out, os)
+}
+
+// dotsF16KeysGeneric is each score's chain, a fused multiply-add as
+// float64's (exact product, one rounding of the sum) rounded to float32:
+// the float32 fused multiply-add's result unless the float64 sum falls
+// exactly on a float32 tie it did not start on (TestDotsF16Keys compares
+// the tiers bit for bit).
+func dotsF16KeysGeneric(k []byte, groups int, q []float32, hd int, out []float32, os int) {
+	for j := range len(q) / hd {
+		qj := q[j*hd : (j+1)*hd]
+		for t := range groups {
+			g := k[t*16*hd : (t+1)*16*hd]
+			for l := range 8 {
+				var s float32
+				for d, x := range qj {
+					h := uint16(g[16*d+2*l]) | uint16(g[16*d+2*l+1])<<8
+					s = float32(math.FMA(float64(x), float64(F16ToF32(h)), float64(s)))
+				}
+				out[j*os+8*t+l] = s
+			}
+		}
+	}
 }

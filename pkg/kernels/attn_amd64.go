@@ -275,3 +275,40 @@ func dotsQ8AVX2(k []byte, stride int, q, out []float32) {
 func dotsQ8QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
 	queriesAVX2(&dotsQ8QsAVX2Asm, dotsQ8AVX2, hd/32*34, k, stride, q, hd, out, os, n)
 }
+
+// keysKernel is the assembly of a keys-in-lanes score kernel for a fixed
+// number of queries and of groups a step.
+type keysKernel func(k *byte, groups int, q *float32, hd int, out *float32, os int)
+
+// dotsF16KeysAVX2Asm is the kernels of Q queries: [Q-1][0] takes
+// keysGroupsAVX2[Q-1] groups a step, [Q-1][1] one.
+var (
+	dotsF16KeysAVX2Asm = [4][2]keysKernel{
+		{dotsF16KeysQ1T8AVX2Asm, dotsF16KeysQ1T1AVX2Asm},
+		{dotsF16KeysQ2T4AVX2Asm, dotsF16KeysQ2T1AVX2Asm},
+		{dotsF16KeysQ3T3AVX2Asm, dotsF16KeysQ3T1AVX2Asm},
+		{dotsF16KeysQ4T2AVX2Asm, dotsF16KeysQ4T1AVX2Asm},
+	}
+	keysGroupsAVX2 = [4]int{8, 4, 3, 2} // internal/asmgen's keysT
+)
+
+// dotsF16KeysAVX2 scores the queries four at a time, the last one to
+// three together, each set over the groups keysGroupsAVX2 at a time and
+// the rest one by one; every score is the same chain (DotsF16Keys checked
+// the bounds).
+func dotsF16KeysAVX2(k []byte, groups int, q []float32, hd int, out []float32, os int) {
+	nq := len(q) / hd
+	_ = k[groups*16*hd-1]
+	_ = out[(nq-1)*os+8*groups-1]
+	for j := 0; j < nq; j += 4 {
+		Q := min(4, nq-j)
+		ks, T := &dotsF16KeysAVX2Asm[Q-1], keysGroupsAVX2[Q-1]
+		nb := groups / T * T
+		if nb > 0 {
+			ks[0](&k[0], nb, &q[j*hd], hd, &out[j*os], os)
+		}
+		if nb < groups {
+			ks[1](&k[nb*16*hd], groups-nb, &q[j*hd], hd, &out[j*os+8*nb], os)
+		}
+	}
+}

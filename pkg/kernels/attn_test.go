@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -279,5 +280,81 @@ func TestDotsQueriesAllocateNothing(t *testing.T) {
 		if f != 0 || g != 0 {
 			t.Errorf("%d queries: %v (f16) and %v (q8_0) allocations per call, want 0", nq, f, g)
 		}
+	}
+}
+
+// TestDotsF16Keys: on every tier, DotsF16Keys gives the reference's bits
+// for 1 to 9 queries (the assembly takes four, then one to three, over
+// groups of eight, two, three or four, one at the tail), head widths of
+// any size, misaligned keys and guards between and after the queries'
+// scores; and the reference is the dot, within float32 summation error.
+func TestDotsF16Keys(t *testing.T) {
+	r := rand.New(rand.NewPCG(85, 86))
+	const guard = 42
+	for _, k := range allTiers() {
+		for _, hd := range []int{1, 3, 32, 64, 96, 128, 256} {
+			for _, groups := range []int{1, 2, 3, 4, 5, 7, 8, 9, 17} {
+				kb := misalign(randomF16(r, groups*16*hd), groups%5+1)
+				for nq := 1; nq <= 9; nq++ {
+					q := gaussian(r, nq*hd, 1)
+					os := 8*groups + nq%3
+					got, want := make([]float32, nq*os+1), make([]float32, nq*os+1)
+					for i := range got {
+						got[i], want[i] = guard, guard
+					}
+					useTier(t, genericKernels)
+					DotsF16Keys(kb, groups, q, hd, want[:(nq-1)*os+8*groups], os)
+					useTier(t, k)
+					DotsF16Keys(kb, groups, q, hd, got[:(nq-1)*os+8*groups], os)
+					for i := range got {
+						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("%s hd=%d groups=%d queries %d: out[%d] = %v, reference %v", k.tier, hd, groups, nq, i, got[i], want[i])
+						}
+					}
+					if k != genericKernels {
+						continue
+					}
+					for j := range nq {
+						for i := range 8 * groups {
+							g, l := i/8, i%8
+							var dot, abs float64
+							for d := range hd {
+								b := kb[16*hd*g+16*d+2*l:]
+								x := float64(q[j*hd+d]) * float64(F16ToF32(uint16(b[0])|uint16(b[1])<<8))
+								dot, abs = dot+x, abs+math.Abs(x)
+							}
+							if e := math.Abs(float64(want[j*os+i]) - dot); e > float64(hd)*0x1p-23*abs+1e-30 {
+								t.Fatalf("hd=%d query %d key %d: %v, the dot is %v", hd, j, i, want[j*os+i], dot)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkDotsF16Keys: four queries' scores of a tile of 64 keys in L1,
+// keys in lanes (DotsF16Keys) against keys in rows (DotsF16Queries), at
+// the head widths of Llama-3.2-1B (64) and Llama-3.1-8B (128).
+func BenchmarkDotsF16Keys(b *testing.B) {
+	r := rand.New(rand.NewPCG(87, 88))
+	for _, hd := range []int{64, 128} {
+		const n, nq = 64, 4
+		kb := randomF16(r, n*2*hd)
+		q := gaussian(r, nq*hd, 1)
+		out := make([]float32, nq*n)
+		b.Run(fmt.Sprintf("lanes/hd%d", hd), func(b *testing.B) {
+			b.SetBytes(int64(len(kb)))
+			for range b.N {
+				DotsF16Keys(kb, n/8, q, hd, out, n)
+			}
+		})
+		b.Run(fmt.Sprintf("rows/hd%d", hd), func(b *testing.B) {
+			b.SetBytes(int64(len(kb)))
+			for range b.N {
+				DotsF16Queries(kb, 2*hd, q, hd, out, n, n)
+			}
+		})
 	}
 }

@@ -174,6 +174,10 @@ type kernelSet struct {
 	// bits of its tier's dotsF16 (dotsQ8).
 	dotsF16Queries func(k []byte, stride int, q []float32, hd int, out []float32, os, n int)
 	dotsQ8Queries  func(k []byte, stride int, q []float32, hd int, out []float32, os, n int)
+
+	// Scores over an f16 cache whose keys are stored in lanes
+	// (DotsF16Keys): the same bits on every tier.
+	dotsF16Keys func(k []byte, groups int, q []float32, hd int, out []float32, os int)
 }
 
 // nTypes bounds the types the tables index: every DType with a kernel.
@@ -271,6 +275,7 @@ var genericKernels = &kernelSet{
 
 	dotsF16Queries: dotsF16QueriesGeneric,
 	dotsQ8Queries:  dotsQ8QueriesGeneric,
+	dotsF16Keys:    dotsF16KeysGeneric,
 }
 
 // derive returns the table of tier t: a copy of k with the entries set

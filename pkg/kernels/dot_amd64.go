@@ -47,6 +47,7 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.dotsQ8 = dotsQ8AVX2
 	k.dotsQ8Queries = dotsQ8QueriesAVX2
 	k.axpysQ8Heads = axpysQ8HeadsAVX2
+	k.dotsF16Keys = dotsF16KeysAVX2
 	k.expSub = expSubAVX2
 	k.swiglu = swigluAVX2
 	k.max = maxAVX2

@@ -734,6 +734,62 @@ func dotsQ8Q4AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float3
 //go:noescape
 func axpysQ8AVX2Asm(w *float32, v *byte, stride int, n int, o *float32, hd int)
 
+// dotsF16KeysQ1T8AVX2Asm sets out[j·os+8t+l] to the dot of q[j·hd:(j+1)·hd] with key l of group t, for j < 1,
+// t < groups (a multiple of 8) and l < 8: element d of key l of group t is the float16 at
+// k + 16·hd·t + 16·d + 2·l, and each score is fma(q_j[d], key[d], s) for d = 0..hd-1 in order from s = 0.
+//
+//go:noescape
+func dotsF16KeysQ1T8AVX2Asm(k *byte, groups int, q *float32, hd int, out *float32, os int)
+
+// dotsF16KeysQ1T1AVX2Asm sets out[j·os+8t+l] to the dot of q[j·hd:(j+1)·hd] with key l of group t, for j < 1,
+// t < groups (a multiple of 1) and l < 8: element d of key l of group t is the float16 at
+// k + 16·hd·t + 16·d + 2·l, and each score is fma(q_j[d], key[d], s) for d = 0..hd-1 in order from s = 0.
+//
+//go:noescape
+func dotsF16KeysQ1T1AVX2Asm(k *byte, groups int, q *float32, hd int, out *float32, os int)
+
+// dotsF16KeysQ2T4AVX2Asm sets out[j·os+8t+l] to the dot of q[j·hd:(j+1)·hd] with key l of group t, for j < 2,
+// t < groups (a multiple of 4) and l < 8: element d of key l of group t is the float16 at
+// k + 16·hd·t + 16·d + 2·l, and each score is fma(q_j[d], key[d], s) for d = 0..hd-1 in order from s = 0.
+//
+//go:noescape
+func dotsF16KeysQ2T4AVX2Asm(k *byte, groups int, q *float32, hd int, out *float32, os int)
+
+// dotsF16KeysQ2T1AVX2Asm sets out[j·os+8t+l] to the dot of q[j·hd:(j+1)·hd] with key l of group t, for j < 2,
+// t < groups (a multiple of 1) and l < 8: element d of key l of group t is the float16 at
+// k + 16·hd·t + 16·d + 2·l, and each score is fma(q_j[d], key[d], s) for d = 0..hd-1 in order from s = 0.
+//
+//go:noescape
+func dotsF16KeysQ2T1AVX2Asm(k *byte, groups int, q *float32, hd int, out *float32, os int)
+
+// dotsF16KeysQ3T3AVX2Asm sets out[j·os+8t+l] to the dot of q[j·hd:(j+1)·hd] with key l of group t, for j < 3,
+// t < groups (a multiple of 3) and l < 8: element d of key l of group t is the float16 at
+// k + 16·hd·t + 16·d + 2·l, and each score is fma(q_j[d], key[d], s) for d = 0..hd-1 in order from s = 0.
+//
+//go:noescape
+func dotsF16KeysQ3T3AVX2Asm(k *byte, groups int, q *float32, hd int, out *float32, os int)
+
+// dotsF16KeysQ3T1AVX2Asm sets out[j·os+8t+l] to the dot of q[j·hd:(j+1)·hd] with key l of group t, for j < 3,
+// t < groups (a multiple of 1) and l < 8: element d of key l of group t is the float16 at
+// k + 16·hd·t + 16·d + 2·l, and each score is fma(q_j[d], key[d], s) for d = 0..hd-1 in order from s = 0.
+//
+//go:noescape
+func dotsF16KeysQ3T1AVX2Asm(k *byte, groups int, q *float32, hd int, out *float32, os int)
+
+// dotsF16KeysQ4T2AVX2Asm sets out[j·os+8t+l] to the dot of q[j·hd:(j+1)·hd] with key l of group t, for j < 4,
+// t < groups (a multiple of 2) and l < 8: element d of key l of group t is the float16 at
+// k + 16·hd·t + 16·d + 2·l, and each score is fma(q_j[d], key[d], s) for d = 0..hd-1 in order from s = 0.
+//
+//go:noescape
+func dotsF16KeysQ4T2AVX2Asm(k *byte, groups int, q *float32, hd int, out *float32, os int)
+
+// dotsF16KeysQ4T1AVX2Asm sets out[j·os+8t+l] to the dot of q[j·hd:(j+1)·hd] with key l of group t, for j < 4,
+// t < groups (a multiple of 1) and l < 8: element d of key l of group t is the float16 at
+// k + 16·hd·t + 16·d + 2·l, and each score is fma(q_j[d], key[d], s) for d = 0..hd-1 in order from s = 0.
+//
+//go:noescape
+func dotsF16KeysQ4T1AVX2Asm(k *byte, groups int, q *float32, hd int, out *float32, os int)
+
 // axpysF16Heads1AVX512Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 1 and i = 0..n-1 in turn,
 // v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).
 //

@@ -167,7 +167,7 @@ func (c *Cache) groupScores(l, kvh, lo, n, g int, q []float32, p AttnParams, s *
 			kernels.Prefetch(r.v[t*c.head : (t+tn)*c.head]) // for groupValues, after the softmax
 			switch c.dt {
 			case kernels.F16:
-				kernels.DotsF16Queries(kt, c.head, q[:g*hd], hd, scores[i+t:], n, tn)
+				c.laneScores(r, t, tn, q[:g*hd], scores[i+t:], n, s)
 				continue
 			case kernels.Q8_0:
 				kernels.DotsQ8_0Queries(kt, c.head, q[:g*hd], hd, scores[i+t:], n, tn)

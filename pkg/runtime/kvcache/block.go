@@ -87,7 +87,7 @@ func (c *Cache) attendBlock(l, pos, rows, kvh, g, k int, q []float32, qs int, p 
 		}
 		un := uhi - ulo
 		scores := growF(&s.scores, rows*g*un)
-		c.blockScores(l, kvh, ulo, un, g, spans, qb, scores)
+		c.blockScores(l, kvh, ulo, un, g, spans, qb, scores, s)
 		for j, sp := range spans {
 			for h := range g {
 				v := j*g + h
@@ -147,7 +147,7 @@ func tileRows(spans []blockSpan, p0, tn int, f func(j0, j1, a, b int)) {
 
 // blockScores computes the rows' scores (unscaled) of the positions in
 // their spans, walking [lo, lo+n) — the union of the spans — in tiles.
-func (c *Cache) blockScores(l, kvh, lo, n, g int, spans []blockSpan, q, scores []float32) {
+func (c *Cache) blockScores(l, kvh, lo, n, g int, spans []blockSpan, q, scores []float32, s *Scratch) {
 	hd := c.g.HeadDim
 	for i, r := range c.runs(l, kvh, lo, n) {
 		for t := 0; t < r.n; t += tile {
@@ -157,7 +157,7 @@ func (c *Cache) blockScores(l, kvh, lo, n, g int, spans []blockSpan, q, scores [
 				sc := scores[j0*g*n+a-lo:]
 				switch c.dt {
 				case kernels.F16:
-					kernels.DotsF16Queries(kt, c.head, qs, hd, sc, n, b-a)
+					c.laneScores(r, a-lo-i, b-a, qs, sc, n, s)
 				case kernels.Q8_0:
 					kernels.DotsQ8_0Queries(kt, c.head, qs, hd, sc, n, b-a)
 				default:

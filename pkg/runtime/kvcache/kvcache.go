@@ -226,9 +226,10 @@ func (g *Geometry) Bytes() int64 {
 type Cache struct {
 	g      Geometry
 	dt     kernels.DType
-	row    int // bytes of one position's keys (all KV heads)
-	head   int // bytes of one head's keys at one position
-	bt     int // positions per block
+	row    int  // bytes of one position's keys (all KV heads)
+	head   int  // bytes of one head's keys at one position
+	lanes  bool // keys stored in lanes (f16: lanes.go)
+	bt     int  // positions per block
 	layers []layerCache
 
 	pool   *Pool
@@ -293,7 +294,7 @@ func newIn(p *Pool, g Geometry, rings bool) (*Cache, error) {
 	if g.Type != p.cfg.Type {
 		return nil, fmt.Errorf("kvcache: a %v cache cannot take blocks from a %v pool", g.Type, p.cfg.Type)
 	}
-	c := &Cache{g: g, dt: g.Type.dtype(), head: g.headBytes(), bt: g.block(), pool: p}
+	c := &Cache{g: g, dt: g.Type.dtype(), head: g.headBytes(), bt: g.block(), pool: p, lanes: g.Type == F16}
 	c.row = g.KVHeads * c.head
 	c.layers = make([]layerCache, g.Layers)
 	for l := range c.layers {
@@ -381,7 +382,11 @@ func (c *Cache) Store(l, pos int, k, v []float32) {
 	hd := c.g.HeadDim
 	for h := range c.g.KVHeads {
 		off := (h*span + i) * c.head
-		kernels.Quantize(c.dt, k[h*hd:(h+1)*hd], kd[off:off+c.head])
+		if c.lanes {
+			storeLanes(kd[h*span*c.head:(h+1)*span*c.head], span, i, k[h*hd:(h+1)*hd])
+		} else {
+			kernels.Quantize(c.dt, k[h*hd:(h+1)*hd], kd[off:off+c.head])
+		}
 		kernels.Quantize(c.dt, v[h*hd:(h+1)*hd], vd[off:off+c.head])
 	}
 }
@@ -408,20 +413,27 @@ type AttnParams struct {
 
 // Scratch is per-caller working memory of Attend.
 type Scratch struct {
-	scores []float32
-	vrow   []float32
-	parts  []float32 // AttendGroup's ranges' partial states
-	bparts []float32 // AttendBlock's rows' ranges' partial states
-	bq     []float32 // AttendBlock's queries, side by side
-	bout   []float32 // and their outputs
-	spans  []blockSpan
+	scores  []float32
+	vrow    []float32
+	parts   []float32 // AttendGroup's ranges' partial states
+	bparts  []float32 // AttendBlock's rows' ranges' partial states
+	bq      []float32 // AttendBlock's queries, side by side
+	bout    []float32 // and their outputs
+	spans   []blockSpan
+	kpad    []byte    // a short group of keys in lanes, padded (laneScores)
+	kscores []float32 // a group's scores, part of them wanted (laneScores)
 }
 
 // run is a stretch of consecutive positions of one KV head, stored one
-// after the other (head bytes apart): k and v start at the first one.
+// after the other (head bytes apart): k and v start at the first one. In
+// a cache with keys in lanes, k is the bytes of the same positions' place
+// (for prefetching) and the keys are read from kh, the head's keys of the
+// whole ring or block (span positions), the run starting at index i0.
 type run struct {
-	k, v []byte
-	n    int
+	k, v     []byte
+	n        int
+	kh       []byte
+	i0, span int
 }
 
 // runs yields the positions lo..lo+n-1 of layer l for KV head kvh as
@@ -445,16 +457,20 @@ func (c *Cache) runs(l, kvh, lo, n int) iter.Seq2[int, run] {
 func (c *Cache) runAt(lc *layerCache, kvh, p, n int) run {
 	var r run
 	if lc.group < 0 {
-		r.n = min(n, lc.slots-p%lc.slots)
-		off := (kvh*lc.slots + p%lc.slots) * c.head
+		r.i0, r.span = p%lc.slots, lc.slots
+		r.n = min(n, lc.slots-r.i0)
+		off := (kvh*lc.slots + r.i0) * c.head
 		r.k, r.v = lc.k[off:off+r.n*c.head], lc.v[off:off+r.n*c.head]
+		r.kh = lc.k[kvh*lc.slots*c.head : (kvh+1)*lc.slots*c.head]
 		return r
 	}
-	r.n = min(n, c.bt-p%c.bt)
+	r.i0, r.span = p%c.bt, c.bt
+	r.n = min(n, c.bt-r.i0)
 	ko, vo := c.offsets(lc.page)
-	off := (kvh*c.bt + p%c.bt) * c.head
+	off := (kvh*c.bt + r.i0) * c.head
 	d := c.tabs[lc.group].data[p/c.bt]
 	r.k, r.v = d[ko+off:ko+off+r.n*c.head], d[vo+off:vo+off+r.n*c.head]
+	r.kh = d[ko+kvh*c.bt*c.head : ko+(kvh+1)*c.bt*c.head]
 	return r
 }
 
@@ -500,7 +516,7 @@ func (c *Cache) AttendHead(l, pos, h, heads int, q []float32, p AttnParams, out 
 	for i, r := range c.runs(l, kvh, lo, n) {
 		switch c.dt {
 		case kernels.F16:
-			kernels.DotsF16(r.k, c.head, q[:hd], scores[i:i+r.n])
+			c.laneScores(r, 0, r.n, q[:hd], scores[i:], n, s)
 			continue
 		case kernels.Q8_0:
 			kernels.DotsQ8_0(r.k, c.head, q[:hd], scores[i:i+r.n])

@@ -20,7 +20,7 @@ import (
 // tokens), the block's bytes and a CRC-32C of all that. Load checks every
 // part and ignores, with a warning, a file that does not match.
 
-const persistMagic = "CLMKVB03" // 02: blocks of a group of layers; 03: each head's positions together
+const persistMagic = "CLMKVB04" // 02: blocks of a group of layers; 03: each head's positions together; 04: f16 keys in lanes
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 

@@ -65,7 +65,7 @@ func TestReuseSharesAndCopies(t *testing.T) {
 	for pos := range 37 {
 		d := b.tabs[global].data[pos/16]
 		ko, _ := b.offsets(1)
-		ko += pos % 16 * b.head
+		ko += keyOffset(pos%16, b.head)
 		if got := halfAt(d, ko); got != float32(pos) {
 			t.Fatalf("position %d holds %g", pos, got)
 		}
@@ -82,6 +82,10 @@ func TestReuseSharesAndCopies(t *testing.T) {
 		t.Error("the first block was not shared")
 	}
 }
+
+// keyOffset is where element 0 of the key of index i of a block (of a
+// multiple of eight positions) is, from its head's keys, keys in lanes.
+func keyOffset(i, head int) int { return (i-i%keyGroup)*head + 2*(i%keyGroup) }
 
 func halfAt(d []byte, off int) float32 {
 	out := make([]float32, 32)
@@ -115,7 +119,7 @@ func TestCopyOnWrite(t *testing.T) {
 		t.Errorf("block 1 not copied before the write (a %v, b %v)", a.tabs[global].ids, b.tabs[global].ids)
 	}
 	ko, _ := a.offsets(0)
-	ko += 4 * a.head
+	ko += keyOffset(4, a.head)
 	if got := halfAt(a.tabs[global].data[1], ko); got != 20 {
 		t.Errorf("the other cache sees %g at position 20, want its own 20", got)
 	}
@@ -123,7 +127,7 @@ func TestCopyOnWrite(t *testing.T) {
 		t.Errorf("the writer sees %g at position 20, want -1", got)
 	}
 	ko, _ = a.offsets(0)
-	ko += 3 * a.head
+	ko += keyOffset(3, a.head)
 	if got := halfAt(b.tabs[global].data[1], ko); got != 19 {
 		t.Errorf("the copy holds %g at position 19, want 19", got)
 	}
@@ -244,7 +248,7 @@ func TestPersist(t *testing.T) {
 	}
 	for pos := range 32 {
 		ko, _ := r.offsets(0)
-		ko += pos % 16 * r.head
+		ko += keyOffset(pos%16, r.head)
 		if got := halfAt(r.tabs[global].data[pos/16], ko); got != float32(pos) {
 			t.Fatalf("restored position %d holds %g", pos, got)
 		}

@@ -245,8 +245,11 @@ func (c *Cache) takeLocked(m match) bool {
 			ko, vo := c.offsets(page)
 			for _, base := range [2]int{ko, vo} {
 				for h := range c.g.KVHeads {
-					off := base + h*c.bt*c.head
-					copy(dd[off:off+m.copied*c.head], sd[off:off+m.copied*c.head])
+					// Whole groups of keys in lanes: the positions past
+					// m.copied in the last one are written before they are
+					// read.
+					off, n := base+h*c.bt*c.head, min((m.copied+keyGroup-1)&^(keyGroup-1), c.bt)
+					copy(dd[off:off+n*c.head], sd[off:off+n*c.head])
 				}
 			}
 		}
