@@ -508,7 +508,7 @@ func nth(base, s, s3 Register, i, disp int) Mem {
 // sixteen lanes, 4·G chains side by side.
 func axpysF16HeadsAVX512(G int) {
 	name := fmt.Sprintf("axpysF16Heads%dAVX512Asm", G)
-	axpys(name, G, true, valueShape{vec: ZMM, half: YMM, lanes: 16, R: 4, parts: 1, cols: 64, colBytes: 128}, axpysF16Cols,
+	axpys(name, G, true, valueShape{vec: ZMM, half: YMM, lanes: 16, R: 4, parts: 1, cols: 64, colBytes: 128, ahead: true}, axpysF16Cols,
 		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
 		"v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).")
 }
@@ -529,7 +529,7 @@ func axpysQ8HeadsAVX512(G int) {
 // pass, one fused multiply-add per element and row, in row order.
 func axpysF16AVX2() {
 	name := "axpysF16AVX2Asm"
-	axpys(name, 1, false, valueShape{vec: YMM, half: XMM, lanes: 8, R: 8, parts: 1, cols: 64, colBytes: 128}, axpysF16Cols,
+	axpys(name, 1, false, valueShape{vec: YMM, half: XMM, lanes: 8, R: 8, parts: 1, cols: 64, colBytes: 128, ahead: true}, axpysF16Cols,
 		name+" sets o[j] = fma(w[i], v_i[j], o[j]) for i = 0..n-1 in turn, v_i the hd float16 values",
 		"at v + i·stride (hd % 64 == 0, n > 0).")
 }
@@ -549,9 +549,9 @@ func axpysQ8AVX2() {
 // 16 for three or four heads, each pass widening its half of the block).
 func axpysF16HeadsAVX2(G int) {
 	name := fmt.Sprintf("axpysF16Heads%dAVX2Asm", G)
-	shape := valueShape{vec: YMM, half: XMM, lanes: 8, R: 4, parts: 1, cols: 32, colBytes: 64}
+	shape := valueShape{vec: YMM, half: XMM, lanes: 8, R: 4, parts: 1, cols: 32, colBytes: 64, ahead: true}
 	if G == 4 {
-		shape = valueShape{vec: YMM, half: XMM, lanes: 8, R: 2, parts: 1, cols: 16, colBytes: 32}
+		shape = valueShape{vec: YMM, half: XMM, lanes: 8, R: 2, parts: 1, cols: 16, colBytes: 32, ahead: true}
 	}
 	axpys(name, G, true, shape, axpysF16Cols,
 		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
@@ -576,6 +576,7 @@ func axpysQ8HeadsAVX2(G int) {
 type valueShape struct {
 	vec, half                       func() VecVirtual
 	lanes, R, parts, cols, colBytes int
+	ahead                           bool // prefetch the row n rows on (the next tile's)
 }
 
 // axpysF16Cols widens the R·lanes float16 values of part p at vp and adds
@@ -639,6 +640,12 @@ func axpys(name string, G int, heads bool, sh valueShape, cols func(sh valueShap
 		w, v, stride = Load(Param("w"), GP64()), Load(Param("v"), GP64()), Load(Param("stride"), GP64())
 		n, o, hd = Load(Param("n"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
 	}
+	var ahead Register // bytes of n rows
+	if sh.ahead {
+		ahead = GP64()
+		MOVQ(n, ahead)
+		IMULQ(stride, ahead)
+	}
 	Label(name + "_cols")
 	TESTQ(hd, hd)
 	JZ(LabelRef(name + "_done"))
@@ -662,6 +669,11 @@ func axpys(name string, G int, heads bool, sh valueShape, cols func(sh valueShap
 		for h := range wb {
 			wb[h] = sh.vec()
 			VBROADCASTSS(nth(wp, ws, ws3, h, 0), wb[h])
+		}
+		if sh.ahead {
+			// The first pass over a tile from memory: its rows' next
+			// tile's, so that they are in by the next call.
+			PREFETCHT0(Mem{Base: vp, Index: ahead, Scale: 1})
 		}
 		cols(sh, vp, p, wb, acc)
 		ADDQ(U32(4), wp)

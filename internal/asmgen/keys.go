@@ -101,7 +101,20 @@ func dotsF16KeysAVX2(Q, T int) {
 		}
 		SHRQ(U8(1), d)
 		JZ(LabelRef(name + "_odd"))
+		// The step's T groups are T·16·hd bytes, read in hd/2 trips: the
+		// next step's, as many bytes on, are prefetched T·32 bytes a trip
+		// (a whole tile of a cache read from memory would otherwise wait
+		// on a few lines at a time: the loop is dense in multiply-adds).
+		pp := GP64()
+		LEAQ(Mem{Base: k, Index: ts, Scale: 1}, pp)
+		for range T - 1 {
+			ADDQ(ts, pp)
+		}
 		Label(name + "_d")
+		for i := 0; i < 32*T; i += 64 {
+			PREFETCHT0(Mem{Base: pp, Disp: i})
+		}
+		ADDQ(U32(32*T), pp)
 		step(0)
 		step(1)
 		ADDQ(U32(32), kp)

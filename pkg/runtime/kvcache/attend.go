@@ -162,13 +162,15 @@ func (c *Cache) groupScores(l, kvh, lo, n, g int, q []float32, p AttnParams, s *
 	for i, r := range c.runs(l, kvh, lo, n) {
 		for t := 0; t < r.n; t += tile {
 			tn := min(tile, r.n-t)
+			if c.lanes {
+				// The f16 kernels prefetch the next tile's rows themselves.
+				c.laneScores(r, t, tn, q[:g*hd], scores[i+t:], n, s)
+				continue
+			}
 			kt := r.k[t*c.head : (t+tn)*c.head]
 			kernels.Prefetch(c.nextTile(l, kvh, lo, n, i, t, r).k)
 			kernels.Prefetch(r.v[t*c.head : (t+tn)*c.head]) // for groupValues, after the softmax
 			switch c.dt {
-			case kernels.F16:
-				c.laneScores(r, t, tn, q[:g*hd], scores[i+t:], n, s)
-				continue
 			case kernels.Q8_0:
 				kernels.DotsQ8_0Queries(kt, c.head, q[:g*hd], hd, scores[i+t:], n, tn)
 				continue
@@ -209,7 +211,9 @@ func (c *Cache) groupValues(l, kvh, lo, n, g int, w, out []float32, s *Scratch) 
 			for t := 0; t < r.n; t += tile {
 				tn := min(tile, r.n-t)
 				vt := r.v[t*c.head : (t+tn)*c.head]
-				kernels.Prefetch(c.nextTile(l, kvh, lo, n, i, t, r).v)
+				if !c.lanes {
+					kernels.Prefetch(c.nextTile(l, kvh, lo, n, i, t, r).v)
+				}
 				if c.dt == kernels.F16 {
 					kernels.AxpysF16Heads(w[i+t:], n, tn, vt, c.head, out[:g*hd], hd)
 				} else {

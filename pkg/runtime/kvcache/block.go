@@ -145,19 +145,39 @@ func tileRows(spans []blockSpan, p0, tn int, f func(j0, j1, a, b int)) {
 	}
 }
 
+// seeing returns the rows [j0, j1) whose spans meet [a, b): a run, since
+// the spans' starts and ends rise with the row.
+func seeing(spans []blockSpan, a, b int) (j0, j1 int) {
+	j0 = len(spans)
+	for j, sp := range spans {
+		if sp.lo < b && sp.lo+sp.n > a {
+			j0, j1 = min(j0, j), j+1
+		}
+	}
+	return j0, max(j0, j1)
+}
+
 // blockScores computes the rows' scores (unscaled) of the positions in
 // their spans, walking [lo, lo+n) — the union of the spans — in tiles.
 func (c *Cache) blockScores(l, kvh, lo, n, g int, spans []blockSpan, q, scores []float32, s *Scratch) {
 	hd := c.g.HeadDim
 	for i, r := range c.runs(l, kvh, lo, n) {
 		for t := 0; t < r.n; t += tile {
-			tileRows(spans, lo+i+t, min(tile, r.n-t), func(j0, j1, a, b int) {
+			p0, tn := lo+i+t, min(tile, r.n-t)
+			if c.lanes {
+				// Every row that sees part of the tile scores all of it:
+				// whole groups of keys, and the scores of positions outside
+				// a row's span (inside the union, so inside its scores) are
+				// never read.
+				j0, j1 := seeing(spans, p0, p0+tn)
+				c.laneScores(r, t, tn, q[j0*g*hd:j1*g*hd], scores[j0*g*n+p0-lo:], n, s)
+				continue
+			}
+			tileRows(spans, p0, tn, func(j0, j1, a, b int) {
 				kt := r.k[(a-lo-i)*c.head : (b-lo-i)*c.head]
 				qs := q[j0*g*hd : j1*g*hd]
 				sc := scores[j0*g*n+a-lo:]
 				switch c.dt {
-				case kernels.F16:
-					c.laneScores(r, a-lo-i, b-a, qs, sc, n, s)
 				case kernels.Q8_0:
 					kernels.DotsQ8_0Queries(kt, c.head, qs, hd, sc, n, b-a)
 				default:
