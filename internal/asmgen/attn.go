@@ -8,33 +8,15 @@ import (
 	. "github.com/mmcloughlin/avo/reg"
 )
 
-// The avx512vnni tier's attention kernels over f16 and q8_0 KV caches (issue 17).
+// The attention kernels over q8_0 KV caches (both tiers) and the value
+// kernels over f16 ones (issue 17); the f16 caches' scores are keys.go's.
 
-// dotsF16AVX512 is attention's scores, sixteen cache rows at a time: row r
-// accumulates q·k_r in one register of sixteen float32 lanes (one fused
-// multiply-add per 16 columns, column c in lane c mod 16), then the sixteen
-// registers are folded together into one register of the sixteen sums —
-// halves of 256 bits, then of 128, then the four lanes of each 128-bit
-// quarter by unpacking — so a row costs about three operations of reduction
-// instead of the eight of a horizontal sum of its own. The lanes are summed
-// in a tree rather than in dotsF16AVX2's order: the scores agree with the
-// other tiers within float32 summation error, not bit for bit.
-func dotsF16AVX512() {
-	dots16("dotsF16AVX512Asm", "float16 values", 16, 32, func(row func(r, disp int) Mem, qp Register, acc []VecVirtual) {
-		qv := ZMM()
-		VMOVUPS(Mem{Base: qp}, qv)
-		for r, a := range acc {
-			t := ZMM()
-			VCVTPH2PS(row(r, 0), t)
-			VFMADD231PS(qv, t, a)
-		}
-	})
-}
-
-// dotsQ8AVX512 is dotsF16AVX512 over a q8_0 cache: a row's block of 32
-// values is widened to d·float32(q) (Dequantize's values) sixteen at a
-// time and multiplied into its accumulator; the scores agree with DotF32's
-// within float32 summation error.
+// dotsQ8AVX512 is attention's scores over a q8_0 cache, sixteen rows at a
+// time: a row's block of 32 values is widened to d·float32(q)
+// (Dequantize's values) sixteen at a time and multiplied into the row's
+// register of sixteen float32 lanes, and the sixteen registers are folded
+// together (fold16) into one register of the sixteen sums; the scores
+// agree with DotF32's within float32 summation error.
 func dotsQ8AVX512() {
 	dots16("dotsQ8AVX512Asm", "values of the q8_0 row", 32, 34, func(row func(r, disp int) Mem, qp Register, acc []VecVirtual) {
 		qv := []VecVirtual{ZMM(), ZMM()}
@@ -159,34 +141,10 @@ func fold16(acc []VecVirtual) VecVirtual {
 	return t1
 }
 
-// dotsF16QsAVX512 is dotsF16AVX512 for Q queries at once (2 to 4: a GQA
-// group's heads, a tile of prefill): qsRows(Q) rows at a time, each row
-// widened once and multiplied into the Q queries' accumulators, folded by
-// fold16 as dotsF16AVX512's are. An accumulator's chain of fused
-// multiply-adds and its fold are those of dotsF16AVX512 for that row and
-// query, so the scores are the same bits; only the row's conversion is
-// shared.
-func dotsF16QsAVX512(Q int) {
-	name := fmt.Sprintf("dotsF16Q%dAVX512Asm", Q)
-	dotsQs(name, "float16 values", Q, 16, 32, func(row func(r, disp int) Mem, query func(j, disp int) Mem, acc [][]VecVirtual) {
-		t := make([]VecVirtual, len(acc[0]))
-		for r := range t {
-			t[r] = ZMM()
-			VCVTPH2PS(row(r, 0), t[r])
-		}
-		for j := range acc {
-			qv := ZMM()
-			VMOVUPS(query(j, 0), qv)
-			for r := range t {
-				VFMADD231PS(qv, t[r], acc[j][r])
-			}
-		}
-	})
-}
-
-// dotsQ8QsAVX512 is dotsQ8AVX512 for Q queries at once, as dotsF16QsAVX512
-// is dotsF16AVX512's: a row's sixteen values d·float32(q) are computed
-// once for the Q queries, in dotsQ8AVX512's order. The rows go four at a
+// dotsQ8QsAVX512 is dotsQ8AVX512 for Q queries at once (2 to 4: a GQA
+// group's heads, a tile of prefill): a row's sixteen values d·float32(q)
+// are computed once for the Q queries, in dotsQ8AVX512's order, and each
+// score keeps its chain and fold, so its bits. The rows go four at a
 // time through the body (eight rows' scales and values beside sixteen
 // accumulators would not fit in 32 registers).
 func dotsQ8QsAVX512(Q int) {
@@ -314,9 +272,9 @@ func dotsQs(name, what string, Q, cols, colBytes int, body func(row func(r, disp
 	RET()
 }
 
-// dotsQ8AVX2 is dotsF16AVX2 over a q8_0 cache: a row's block of 32 values
-// is widened to d·float32(q) (Dequantize's values) eight at a time, each
-// eight multiplied into its own chain of eight lanes; the chains and then
+// dotsQ8AVX2 is attention's scores over a q8_0 cache, row by row: a row's
+// block of 32 values is widened to d·float32(q) (Dequantize's values)
+// eight at a time, each eight multiplied into its own chain of eight lanes; the chains and then
 // the lanes are added pairwise at the end. Row by row, so a row's score
 // never depends on where in the call it falls.
 func dotsQ8AVX2() {
@@ -326,8 +284,8 @@ func dotsQ8AVX2() {
 		"for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.")
 }
 
-// dotsQ8AVX2Cols is dotsF16AVX2Cols over the q8_0 block at kp: its scale,
-// then each chain's eight values d·float32(q).
+// dotsQ8AVX2Cols widens the q8_0 block at kp, its scale then each chain's
+// eight values d·float32(q), and multiplies them into each query's chain.
 func dotsQ8AVX2Cols(kp Register, query func(j, disp int) Mem, chains []int, acc [][]VecVirtual) {
 	d, dh := YMM(), XMM()
 	VPBROADCASTW(Mem{Base: kp}, dh)
@@ -341,17 +299,6 @@ func dotsQ8AVX2Cols(kp Register, query func(j, disp int) Mem, chains []int, acc 
 			VFMADD231PS(query(j, 32*c), t, acc[j][i])
 		}
 	}
-}
-
-// dotsF16QsAVX2 and dotsQ8QsAVX2 are dotsF16AVX2 and dotsQ8AVX2 for Q
-// queries at once (2 to 4: a GQA group's heads, a tile of prefill): each
-// row is widened once for the Q, and each score has the one-query kernel's
-// chains and reduction, so its bits.
-func dotsF16QsAVX2(Q int) {
-	name := fmt.Sprintf("dotsF16Q%dAVX2Asm", Q)
-	dotsAVX2(name, Q, 64, dotsF16AVX2Cols,
-		name+" sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,",
-		fmt.Sprintf("for j < %d and i < n (hd %% 32 == 0), each as dotsF16AVX2Asm computes it.", Q))
 }
 
 func dotsQ8QsAVX2(Q int) {

@@ -78,27 +78,3 @@ func axpyF16AVX2() {
 	VZEROUPPER()
 	RET()
 }
-
-// dotsF16AVX2 is attention's scores over an f16 KV cache: n dot products
-// of the float32 vector q (hd values, hd % 32 == 0) with the f16 rows at k,
-// k+stride, ..., each a float32 sum of fused multiply-adds in four chains of
-// eight lanes (chain c takes the columns 32j+8c..32j+8c+7), the chains and
-// then the lanes added pairwise at the end.
-func dotsF16AVX2() {
-	name := "dotsF16AVX2Asm"
-	dotsAVX2(name, 1, 64, dotsF16AVX2Cols,
-		name+" sets out[i] to the dot of q[:hd] with the hd float16 values at k + i·stride,",
-		"for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.")
-}
-
-// dotsF16AVX2Cols widens the chains' eight values each of a row's 32
-// columns at kp and multiplies them into each query's chain.
-func dotsF16AVX2Cols(kp Register, query func(j, disp int) Mem, chains []int, acc [][]VecVirtual) {
-	for i, c := range chains {
-		t := YMM()
-		VCVTPH2PS(Mem{Base: kp, Disp: 16 * c}, t)
-		for j := range acc {
-			VFMADD231PS(query(j, 32*c), t, acc[j][i])
-		}
-	}
-}

@@ -70,13 +70,8 @@ func main() {
 	f16Dot(false)
 	f16Dot(true)
 	axpyF16AVX2()
-	dotsF16AVX2()
 	axpysF16AVX2()
-	dotsF16AVX512()
 	dotsQ8AVX512()
-	for Q := 2; Q <= 4; Q++ {
-		dotsF16QsAVX512(Q)
-	}
 	scaleAVX2()
 	scaleTanhAVX2()
 	scaleTanhAVX512()
@@ -85,7 +80,6 @@ func main() {
 	}
 	dotsQ8AVX2()
 	for Q := 2; Q <= 4; Q++ {
-		dotsF16QsAVX2(Q)
 		dotsQ8QsAVX2(Q)
 	}
 	axpysQ8AVX2()

@@ -84,7 +84,8 @@ func axpysQ8HeadsGeneric(w []float32, ws, n int, v []byte, stride int, o []float
 	}
 }
 
-// DotsQ8_0 is DotsF16 over a q8_0 cache: out[i] is the dot of q with the
+// DotsQ8_0 is attention's scores of one query over consecutive positions
+// of a q8_0 KV cache: out[i] is the dot of q with the
 // q8_0 row of len(q) values (a multiple of 32) at k[i·stride:], as DotF32
 // computes it; the AVX2 tier sums in four chains of eight float32 lanes and
 // the AVX-512 tier in a tree of float32 lanes (within float32 summation
@@ -119,21 +120,12 @@ func dotsQ8Generic(k []byte, stride int, q, out []float32) {
 	}
 }
 
-// DotsF16Queries is DotsF16 for the len(q)/hd queries q[j·hd:(j+1)·hd]
-// against the same n rows: out[j·os+i] is the score of row i for query j,
-// bit for bit what DotsF16(k, stride, q_j, out[j·os:j·os+n]) gives on the
-// same tier (tiled prefill attention, a GQA group's heads). The reference
-// is that loop; the assembly tiers take two to four queries at a time,
-// widening each row once for them all with each score's arithmetic
-// unchanged.
-func DotsF16Queries(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
-	if checkQueries("DotsF16Queries", 2*hd, k, stride, q, hd, out, os, n) {
-		kern.dotsF16Queries(k, stride, q, hd, out, os, n)
-	}
-}
-
-// DotsQ8_0Queries is DotsF16Queries over a q8_0 cache: the queries one by
-// one through DotsQ8_0, or several at a time with the same bits.
+// DotsQ8_0Queries is DotsQ8_0 for the len(q)/hd queries q[j·hd:(j+1)·hd]
+// against the same n rows (a GQA group's heads, a tile of prefill):
+// out[j·os+i] is the score of row i for query j, bit for bit what
+// DotsQ8_0(k, stride, q_j, out[j·os:j·os+n]) gives on the same tier. The
+// reference is that loop; the assembly tiers take two to four queries at a
+// time, widening each row once for them all.
 func DotsQ8_0Queries(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
 	if hd%32 != 0 {
 		panic(fmt.Sprintf("kernels: DotsQ8_0Queries: rows of %d values are not whole q8_0 blocks", hd))
@@ -141,11 +133,6 @@ func DotsQ8_0Queries(k []byte, stride int, q []float32, hd int, out []float32, o
 	if checkQueries("DotsQ8_0Queries", hd/32*34, k, stride, q, hd, out, os, n) {
 		kern.dotsQ8Queries(k, stride, q, hd, out, os, n)
 	}
-}
-
-// dotsF16QueriesGeneric is dotsF16Generic query by query.
-func dotsF16QueriesGeneric(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
-	queryByQuery(dotsF16Generic, k, stride, q, hd, out, os, n)
 }
 
 // dotsQ8QueriesGeneric is dotsQ8Generic query by query.

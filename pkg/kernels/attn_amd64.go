@@ -4,36 +4,6 @@ package kernels
 
 import "sync"
 
-// dotsF16AVX512 runs the rows through the assembly sixteen at a time, the
-// last fewer than sixteen copied into a block of their own: a row's score
-// must not depend on where in a call it falls (a cache's runs break at
-// other places in a ring than in a flat cache, and chunked prefill must
-// equal one batch), and every row of a block gets the same arithmetic.
-// Heads wider than 256 or not a multiple of 16 go through the AVX2 kernel,
-// whole.
-func dotsF16AVX512(k []byte, stride int, q, out []float32) {
-	hd := len(q)
-	if len(out) == 0 || hd == 0 || hd%16 != 0 || hd > 256 {
-		dotsF16AVX2(k, stride, q, out)
-		return
-	}
-	nb := len(out) &^ 15
-	if nb > 0 {
-		_ = k[(nb-1)*stride+2*hd-1]
-		dotsF16AVX512Asm(&k[0], stride, &q[0], hd, nb, &out[0])
-	}
-	if nb == len(out) {
-		return
-	}
-	var tail [16 * 2 * 256]byte
-	var sums [16]float32
-	for i := range len(out) - nb {
-		copy(tail[i*2*hd:(i+1)*2*hd], k[(nb+i)*stride:(nb+i)*stride+2*hd])
-	}
-	dotsF16AVX512Asm(&tail[0], 2*hd, &q[0], hd, 16, &sums[0])
-	copy(out[nb:], sums[:])
-}
-
 // headsKernel is the assembly of a value kernel for a fixed number of
 // heads: o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) over the n rows.
 type headsKernel func(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
@@ -107,9 +77,12 @@ func axpysQ8HeadsAVX512(w []float32, ws, n int, v []byte, stride int, o []float3
 	byFour(&axpysQ8HeadsAVX512Asm, w, ws, n, v, stride, hd/32*34, o, hd)
 }
 
-// dotsQ8AVX512 is dotsF16AVX512's frame over q8_0 rows: blocks of sixteen
-// rows, the last fewer copied into a block of their own; heads wider than
-// 256 go through the reference.
+// dotsQ8AVX512 runs the rows through the assembly sixteen at a time, the
+// last fewer than sixteen copied into a block of their own: a row's score
+// must not depend on where in a call it falls (a cache's runs break at
+// other places in a ring than in a flat cache, and chunked prefill must
+// equal one batch), and every row of a block gets the same arithmetic.
+// Heads wider than 256 go through the reference.
 func dotsQ8AVX512(k []byte, stride int, q, out []float32) {
 	hd := len(q)
 	if len(out) == 0 || hd == 0 || hd > 256 {
@@ -134,25 +107,12 @@ func dotsQ8AVX512(k []byte, stride int, q, out []float32) {
 	copy(out[nb:], sums[:])
 }
 
-// dotsF16QueriesAVX2 scores the queries four at a time (dotsF16Q4AVX2Asm),
-// the last two or three together, a last one through dotsF16AVX2: each
-// score the one-query kernel's bits. Heads that dotsF16AVX2 takes row by
-// row (not a multiple of 32) go query by query.
-func dotsF16QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
-	if hd%32 != 0 {
-		queryByQuery(dotsF16AVX2, k, stride, q, hd, out, os, n)
-		return
-	}
-	queriesAVX2(&dotsF16QsAVX2Asm, dotsF16AVX2, 2*hd, k, stride, q, hd, out, os, n)
-}
-
 // queriesKernel is the assembly of a score kernel for a fixed number of
 // queries: out[j·os+i] for the n rows at k, stride apart.
 type queriesKernel func(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
 
 var (
-	dotsF16QsAVX2Asm = [3]queriesKernel{dotsF16Q2AVX2Asm, dotsF16Q3AVX2Asm, dotsF16Q4AVX2Asm}
-	dotsQ8QsAVX2Asm  = [3]queriesKernel{dotsQ8Q2AVX2Asm, dotsQ8Q3AVX2Asm, dotsQ8Q4AVX2Asm}
+	dotsQ8QsAVX2Asm = [3]queriesKernel{dotsQ8Q2AVX2Asm, dotsQ8Q3AVX2Asm, dotsQ8Q4AVX2Asm}
 )
 
 // queriesAVX2 runs the queries through ks[Q-2], the kernel of Q queries,
@@ -174,25 +134,13 @@ func queriesAVX2(ks *[3]queriesKernel, one func(k []byte, stride int, q, out []f
 }
 
 var (
-	dotsF16QsAVX512Asm = [3]queriesKernel{dotsF16Q2AVX512Asm, dotsF16Q3AVX512Asm, dotsF16Q4AVX512Asm}
-	dotsQ8QsAVX512Asm  = [3]queriesKernel{dotsQ8Q2AVX512Asm, dotsQ8Q3AVX512Asm, dotsQ8Q4AVX512Asm}
+	dotsQ8QsAVX512Asm = [3]queriesKernel{dotsQ8Q2AVX512Asm, dotsQ8Q3AVX512Asm, dotsQ8Q4AVX512Asm}
 )
 
-// dotsF16QueriesAVX512 scores the queries four at a time and the last two
-// or three together (dotsF16QsAVX512Asm), a last one through
-// dotsF16AVX512: the same arithmetic for every score. Heads that
-// dotsF16AVX512 hands to dotsF16AVX2 go through dotsF16QueriesAVX2, which
-// gives its bits.
-func dotsF16QueriesAVX512(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
-	if hd%16 != 0 || hd > 256 {
-		dotsF16QueriesAVX2(k, stride, q, hd, out, os, n)
-		return
-	}
-	queriesAVX512(&dotsF16QsAVX512Asm, dotsF16AVX512, 2*hd, k, stride, q, hd, out, os, n)
-}
-
-// dotsQ8QueriesAVX512 is dotsF16QueriesAVX512 over q8_0 rows; heads wider
-// than 256 go query by query (dotsQ8AVX512 sends them to the reference).
+// dotsQ8QueriesAVX512 scores the queries four at a time and the last two
+// or three together (dotsQ8QsAVX512Asm), a last one through dotsQ8AVX512:
+// the same arithmetic for every score. Heads wider than 256 go query by
+// query (dotsQ8AVX512 sends them to the reference).
 func dotsQ8QueriesAVX512(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
 	if hd > 256 {
 		queryByQuery(dotsQ8AVX512, k, stride, q, hd, out, os, n)
@@ -270,8 +218,10 @@ func dotsQ8AVX2(k []byte, stride int, q, out []float32) {
 	dotsQ8AVX2Asm(&k[0], stride, &q[0], len(q), len(out), &out[0])
 }
 
-// dotsQ8QueriesAVX2 is dotsF16QueriesAVX2 over q8_0 rows
-// (DotsQ8_0Queries checked that hd % 32 == 0).
+// dotsQ8QueriesAVX2 scores the queries four at a time (dotsQ8Q4AVX2Asm),
+// the last two or three together, a last one through dotsQ8AVX2: each
+// score the one-query kernel's bits (DotsQ8_0Queries checked that
+// hd % 32 == 0).
 func dotsQ8QueriesAVX2(k []byte, stride int, q []float32, hd int, out []float32, os, n int) {
 	queriesAVX2(&dotsQ8QsAVX2Asm, dotsQ8AVX2, hd/32*34, k, stride, q, hd, out, os, n)
 }

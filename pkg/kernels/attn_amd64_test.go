@@ -12,7 +12,7 @@ import (
 // step at depth 512 (heads of 64 or 128, four query heads a group as
 // Llama-3, seven as Qwen2.5; heads of 256 two a group as Gemma-2), or a
 // tile of prefill's queries: the scores of the group's queries against
-// the keys and its heads' sums of the values, f16 and q8_0 rows. Each
+// the keys and its heads' sums of the values, f16 (keys in lanes) and q8_0 rows. Each
 // tier's grouped kernels run against the AVX2 tier's one-query (one-head)
 // kernels in turn — what the avx2 tier ran before it had grouped kernels —
 // and against the AVX-512 scores as they were before the two- and
@@ -42,9 +42,7 @@ func BenchmarkAttnGroup(b *testing.B) {
 			tier       func(k *kernelSet)
 			one, q4512 func()
 		}{
-			{"F16Queries", func(k *kernelSet) { k.dotsF16Queries(f16, 2*hd, q, hd, scores, n, n) },
-				func() { queryByQuery(dotsF16AVX2, f16, 2*hd, q, hd, scores, n, n) },
-				func() { q4AndSingles(dotsF16Q4AVX512Asm, dotsF16AVX512, 2*hd, f16, 2*hd, q, hd, scores, n, n) }},
+			{"F16Keys", func(k *kernelSet) { k.dotsF16Keys(f16, n/8, q, hd, scores, n) }, nil, nil},
 			{"Q8Queries", func(k *kernelSet) { k.dotsQ8Queries(q8, hd/32*34, q, hd, scores, n, n) },
 				func() { queryByQuery(dotsQ8AVX2, q8, hd/32*34, q, hd, scores, n, n) },
 				func() { q4AndSingles(dotsQ8Q4AVX512Asm, dotsQ8AVX512, hd/32*34, q8, hd/32*34, q, hd, scores, n, n) }},
@@ -66,7 +64,9 @@ func BenchmarkAttnGroup(b *testing.B) {
 			for _, k := range hostKernels() {
 				vs = append(vs, variant{prefix + k.tier.String(), func() { kind.tier(k) }})
 			}
-			vs = append(vs, variant{prefix + "avx2-one-by-one", kind.one})
+			if kind.one != nil {
+				vs = append(vs, variant{prefix + "avx2-one-by-one", kind.one})
+			}
 			if kind.q4512 != nil && len(hostKernels()) > 1 {
 				vs = append(vs, variant{prefix + "avx512vnni-q4-and-singles", kind.q4512})
 			}

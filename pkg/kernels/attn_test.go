@@ -67,34 +67,6 @@ func TestExpMax(t *testing.T) {
 	}
 }
 
-// TestDotsF16RowAlone: on every tier a row's score is the same bits
-// whether it is scored alone or anywhere in a call of many rows, so that
-// attention does not depend on where a cache's runs break (rings, blocks,
-// the tiles of AttendGroup) and chunked prefill equals one batch.
-func TestDotsF16RowAlone(t *testing.T) {
-	r := rand.New(rand.NewPCG(77, 78))
-	for _, k := range allTiers() {
-		useTier(t, k)
-		for _, hd := range []int{40, 64, 128, 256, 288} {
-			const n = 37
-			stride := 2*hd + 10
-			kb := misalign(randomF16(r, (n-1)*stride+2*hd), 3)
-			q := gaussian(r, hd, 1)
-			all := make([]float32, n)
-			DotsF16(kb, stride, q, all)
-			for i := range n {
-				for _, from := range []int{0, max(0, i-20), i} {
-					part := make([]float32, i-from+1)
-					DotsF16(kb[from*stride:], stride, q, part)
-					if math.Float32bits(part[i-from]) != math.Float32bits(all[i]) {
-						t.Fatalf("%s hd=%d: row %d scores %v from row %d, %v in the whole call", k.tier, hd, i, part[i-from], from, all[i])
-					}
-				}
-			}
-		}
-	}
-}
-
 // TestAxpysQ8_0Heads: on every tier, exactly what the tier gives head by
 // head, and within float32 rounding of the sums in float64 of w·x, x the
 // dequantised rows; groups of 1 to 8 heads, head sizes with and without a
@@ -189,70 +161,49 @@ func TestDotsQ8_0(t *testing.T) {
 	}
 }
 
-// TestDotsQueries: on every tier, DotsF16Queries and DotsQ8_0Queries give
-// each query DotsF16's (DotsQ8_0's) bits, for 1 to 9 queries (both tiers'
-// kernels take two to four; the AVX-512 ones eight rows at a time for two
-// queries, four for three or four), row counts around multiples of four,
-// eight and sixteen, head sizes the grouped kernels take and those they
-// leave, misaligned rows and guards between and after the queries' scores.
+// TestDotsQueries: on every tier, DotsQ8_0Queries gives each query
+// DotsQ8_0's bits, for 1 to 9 queries (both tiers' kernels take two to
+// four; the AVX-512 ones eight rows at a time for two queries, four for
+// three or four), row counts around multiples of four, eight and sixteen,
+// head sizes the grouped kernels take and those they leave, misaligned
+// rows and guards between and after the queries' scores.
 func TestDotsQueries(t *testing.T) {
 	r := rand.New(rand.NewPCG(83, 84))
 	const guard = 42
 	for _, k := range allTiers() {
 		useTier(t, k)
-		for _, q8 := range []bool{false, true} {
-			hds := []int{40, 64, 128, 256, 288}
-			if q8 {
-				hds = []int{32, 64, 96, 256, 288}
-			}
-			for _, hd := range hds {
-				rb := 2 * hd
-				if q8 {
-					rb = hd / 32 * 34
+		for _, hd := range []int{32, 64, 96, 256, 288} {
+			rb := hd / 32 * 34
+			for _, n := range []int{1, 3, 4, 5, 7, 8, 9, 16, 23, 37, 64} {
+				stride := rb + 2*(n%3) + 2
+				raw := make([]byte, (n-1)*stride+rb)
+				for i := range n {
+					Quantize(Q8_0, gaussian(r, hd, 1), raw[i*stride:i*stride+rb])
 				}
-				for _, n := range []int{1, 3, 4, 5, 7, 8, 9, 16, 23, 37, 64} {
-					stride := rb + 2*(n%3) + 2
-					raw := make([]byte, (n-1)*stride+rb)
-					if q8 {
-						for i := range n {
-							Quantize(Q8_0, gaussian(r, hd, 1), raw[i*stride:i*stride+rb])
-						}
-					} else {
-						raw = randomF16(r, len(raw))
+				kb := misalign(raw, n%5+1)
+				for nq := 1; nq <= 9; nq++ {
+					q := gaussian(r, nq*hd, 1)
+					os := n + nq%3
+					out := make([]float32, nq*os+1)
+					for i := range out {
+						out[i] = guard
 					}
-					kb := misalign(raw, n%5+1)
-					for nq := 1; nq <= 9; nq++ {
-						q := gaussian(r, nq*hd, 1)
-						os := n + nq%3
-						out := make([]float32, nq*os+1)
-						for i := range out {
-							out[i] = guard
-						}
-						if q8 {
-							DotsQ8_0Queries(kb, stride, q, hd, out[:(nq-1)*os+n], os, n)
-						} else {
-							DotsF16Queries(kb, stride, q, hd, out[:(nq-1)*os+n], os, n)
-						}
-						want := make([]float32, n)
-						for j := range nq {
-							if q8 {
-								DotsQ8_0(kb, stride, q[j*hd:(j+1)*hd], want)
-							} else {
-								DotsF16(kb, stride, q[j*hd:(j+1)*hd], want)
+					DotsQ8_0Queries(kb, stride, q, hd, out[:(nq-1)*os+n], os, n)
+					want := make([]float32, n)
+					for j := range nq {
+						DotsQ8_0(kb, stride, q[j*hd:(j+1)*hd], want)
+						for i := range os {
+							got := out[j*os+i]
+							if i >= n && got != guard {
+								t.Fatalf("%s hd=%d n=%d queries %d: wrote past query %d's scores", k.tier, hd, n, nq, j)
 							}
-							for i := range os {
-								got := out[j*os+i]
-								if i >= n && got != guard {
-									t.Fatalf("%s q8=%v hd=%d n=%d queries %d: wrote past query %d's scores", k.tier, q8, hd, n, nq, j)
-								}
-								if i < n && math.Float32bits(got) != math.Float32bits(want[i]) {
-									t.Fatalf("%s q8=%v hd=%d n=%d queries %d: query %d row %d = %v, alone %v", k.tier, q8, hd, n, nq, j, i, got, want[i])
-								}
+							if i < n && math.Float32bits(got) != math.Float32bits(want[i]) {
+								t.Fatalf("%s hd=%d n=%d queries %d: query %d row %d = %v, alone %v", k.tier, hd, n, nq, j, i, got, want[i])
 							}
 						}
-						if out[nq*os] != guard {
-							t.Fatalf("%s: wrote past out", k.tier)
-						}
+					}
+					if out[nq*os] != guard {
+						t.Fatalf("%s: wrote past out", k.tier)
 					}
 				}
 			}
@@ -267,7 +218,7 @@ func TestDotsQueries(t *testing.T) {
 func TestDotsQueriesAllocateNothing(t *testing.T) {
 	r := rand.New(rand.NewPCG(41, 42))
 	const hd, n = 128, 37 // rows not a multiple of any kernel's block
-	f16 := randomF16(r, n*2*hd)
+	f16 := randomF16(r, 5*16*hd)
 	q8 := make([]byte, n*hd/32*34)
 	for i := range n {
 		Quantize(Q8_0, gaussian(r, hd, 1), q8[i*hd/32*34:(i+1)*hd/32*34])
@@ -275,7 +226,7 @@ func TestDotsQueriesAllocateNothing(t *testing.T) {
 	for _, nq := range []int{1, 2, 3, 4, 7} {
 		q := gaussian(r, nq*hd, 1)
 		out := make([]float32, nq*n)
-		f := testing.AllocsPerRun(20, func() { DotsF16Queries(f16, 2*hd, q, hd, out, n, n) })
+		f := testing.AllocsPerRun(20, func() { DotsF16Keys(f16, 4, q, hd, out, n) })
 		g := testing.AllocsPerRun(20, func() { DotsQ8_0Queries(q8, hd/32*34, q, hd, out, n, n) })
 		if f != 0 || g != 0 {
 			t.Errorf("%d queries: %v (f16) and %v (q8_0) allocations per call, want 0", nq, f, g)
@@ -334,9 +285,9 @@ func TestDotsF16Keys(t *testing.T) {
 	}
 }
 
-// BenchmarkDotsF16Keys: four queries' scores of a tile of 64 keys in L1,
-// keys in lanes (DotsF16Keys) against keys in rows (DotsF16Queries), at
-// the head widths of Llama-3.2-1B (64) and Llama-3.1-8B (128).
+// BenchmarkDotsF16Keys: four queries' scores of a tile of 64 keys in L1
+// (DotsF16Keys), at the head widths of Llama-3.2-1B (64) and Llama-3.1-8B
+// (128).
 func BenchmarkDotsF16Keys(b *testing.B) {
 	r := rand.New(rand.NewPCG(87, 88))
 	for _, hd := range []int{64, 128} {
@@ -344,16 +295,10 @@ func BenchmarkDotsF16Keys(b *testing.B) {
 		kb := randomF16(r, n*2*hd)
 		q := gaussian(r, nq*hd, 1)
 		out := make([]float32, nq*n)
-		b.Run(fmt.Sprintf("lanes/hd%d", hd), func(b *testing.B) {
+		b.Run(fmt.Sprintf("hd%d", hd), func(b *testing.B) {
 			b.SetBytes(int64(len(kb)))
 			for range b.N {
 				DotsF16Keys(kb, n/8, q, hd, out, n)
-			}
-		})
-		b.Run(fmt.Sprintf("rows/hd%d", hd), func(b *testing.B) {
-			b.SetBytes(int64(len(kb)))
-			for range b.N {
-				DotsF16Queries(kb, 2*hd, q, hd, out, n, n)
 			}
 		})
 	}

@@ -45,7 +45,7 @@ import (
 // that 1/d overflows, in the reference too). The LayoutR16 kernels (avx2
 // and avx512vnni, for every int8 activation) reproduce their own reference
 // twin (dotR16Generic) bit for bit, which adds the same exact integer sums
-// as the ggml-layout kernels in another float grouping. The attention helpers (DotsF16, AxpyF16, AxpysF16) use fused
+// as the ggml-layout kernels in another float grouping. The attention helpers (DotsQ8_0, AxpyF16, AxpysF16) use fused
 // multiply-adds where the reference multiplies and adds: within float32
 // rounding of it, and AxpysF16 equals AxpyF16 row by row exactly.
 
@@ -153,7 +153,6 @@ type kernelSet struct {
 	// SwiGLU's element loop. The assembly's expSub and swiglu are within 2
 	// ulp of expGeneric's results, not bit-identical (fused multiply-adds).
 	axpyF16   func(w float32, v []byte, o []float32) // len(v) == 2·len(o)
-	dotsF16   func(k []byte, stride int, q, out []float32)
 	axpysF16  func(w []float32, v []byte, stride int, o []float32)
 	expSub    func(x []float32, m float32) float32
 	swiglu    func(dst, gate, up []float32)
@@ -169,11 +168,10 @@ type kernelSet struct {
 	axpysQ8Heads  func(w []float32, ws, n int, v []byte, stride int, o []float32, hd int)
 	dotsQ8        func(k []byte, stride int, q, out []float32)
 
-	// Tiled prefill's scores of several queries against the same rows
-	// (DotsF16Queries, DotsQ8_0Queries): each query's scores are the
-	// bits of its tier's dotsF16 (dotsQ8).
-	dotsF16Queries func(k []byte, stride int, q []float32, hd int, out []float32, os, n int)
-	dotsQ8Queries  func(k []byte, stride int, q []float32, hd int, out []float32, os, n int)
+	// Tiled prefill's and a GQA group's scores of several queries against
+	// the same q8_0 rows (DotsQ8_0Queries): each query's scores are the
+	// bits of its tier's dotsQ8.
+	dotsQ8Queries func(k []byte, stride int, q []float32, hd int, out []float32, os, n int)
 
 	// Scores over an f16 cache whose keys are stored in lanes
 	// (DotsF16Keys): the same bits on every tier.
@@ -259,7 +257,6 @@ var genericKernels = &kernelSet{
 	roundBF16:   roundBF16Generic,
 	nibbleRows:  nibbleRowsGeneric,
 	axpyF16:     axpyF16Generic,
-	dotsF16:     dotsF16Generic,
 	axpysF16:    axpysF16Generic,
 	expSub:      expSubGeneric,
 	swiglu:      swigluGeneric,
@@ -273,9 +270,8 @@ var genericKernels = &kernelSet{
 	axpysQ8Heads:  axpysQ8HeadsGeneric,
 	dotsQ8:        dotsQ8Generic,
 
-	dotsF16Queries: dotsF16QueriesGeneric,
-	dotsQ8Queries:  dotsQ8QueriesGeneric,
-	dotsF16Keys:    dotsF16KeysGeneric,
+	dotsQ8Queries: dotsQ8QueriesGeneric,
+	dotsF16Keys:   dotsF16KeysGeneric,
 }
 
 // derive returns the table of tier t: a copy of k with the entries set

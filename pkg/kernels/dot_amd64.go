@@ -40,10 +40,8 @@ var avx2Kernels = genericKernels.derive(TierAVX2, func(k *kernelSet) {
 	k.f16F32 = dotF16F32AVX2
 	k.quantQ8K = quantQ8KAVX2
 	k.axpyF16 = axpyF16AVX2
-	k.dotsF16 = dotsF16AVX2
 	k.axpysF16 = axpysF16AVX2
 	k.axpysF16Heads = axpysF16HeadsAVX2
-	k.dotsF16Queries = dotsF16QueriesAVX2
 	k.dotsQ8 = dotsQ8AVX2
 	k.dotsQ8Queries = dotsQ8QueriesAVX2
 	k.axpysQ8Heads = axpysQ8HeadsAVX2
@@ -86,11 +84,9 @@ var avx512vnniKernels = avx2Kernels.derive(TierAVX512VNNI, func(k *kernelSet) {
 	k.quantQ8R16S = quantQ8R16SAVX512
 	setTernaryAVX512(k)
 	setF32AVX512(k)
-	k.dotsF16 = dotsF16AVX512
 	k.axpysF16Heads = axpysF16HeadsAVX512
 	k.axpysQ8Heads = axpysQ8HeadsAVX512
 	k.dotsQ8 = dotsQ8AVX512
-	k.dotsF16Queries = dotsF16QueriesAVX512
 	k.dotsQ8Queries = dotsQ8QueriesAVX512
 	k.scaleTanh = scaleTanhAVX512
 	k.expSub = expSubAVX512
@@ -260,22 +256,6 @@ func axpyF16AVX2(w float32, v []byte, o []float32) {
 		axpyF16AVX2Asm(w, &v[0], &o[0], n)
 	}
 	axpyF16Generic(w, v[2*n:], o[n:])
-}
-
-// dotsF16AVX2 checks that the last row is in bounds; DotsF16 checked the
-// rest. Head sizes that are not a multiple of 32 go row by row.
-func dotsF16AVX2(k []byte, stride int, q, out []float32) {
-	if len(out) == 0 {
-		return
-	}
-	if len(q) == 0 || len(q)%32 != 0 {
-		for i := range out {
-			out[i] = dotF16F32AVX2(k[i*stride:i*stride+2*len(q)], q)
-		}
-		return
-	}
-	_ = k[(len(out)-1)*stride+2*len(q)-1]
-	dotsF16AVX2Asm(&k[0], stride, &q[0], len(q), len(out), &out[0])
 }
 
 // axpysF16AVX2 checks that the last row is in bounds; AxpysF16 checked the

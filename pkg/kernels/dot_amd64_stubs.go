@@ -609,47 +609,17 @@ func dotF16F16AVX2Asm(w *byte, x *byte, n int) float64
 //go:noescape
 func axpyF16AVX2Asm(w float32, v *byte, o *float32, n int)
 
-// dotsF16AVX2Asm sets out[i] to the dot of q[:hd] with the hd float16 values at k + i·stride,
-// for i < n (hd % 32 == 0), in float32 with fused multiply-adds in four chains of eight lanes.
-//
-//go:noescape
-func dotsF16AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
-
 // axpysF16AVX2Asm sets o[j] = fma(w[i], v_i[j], o[j]) for i = 0..n-1 in turn, v_i the hd float16 values
 // at v + i·stride (hd % 64 == 0, n > 0).
 //
 //go:noescape
 func axpysF16AVX2Asm(w *float32, v *byte, stride int, n int, o *float32, hd int)
 
-// dotsF16AVX512Asm sets out[i] to the dot of q[:hd] with the hd float16 values at k + i·stride,
-// for i < n (hd % 16 == 0, n % 16 == 0), sixteen rows at a time folded into one register.
-//
-//go:noescape
-func dotsF16AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
-
 // dotsQ8AVX512Asm sets out[i] to the dot of q[:hd] with the hd values of the q8_0 row at k + i·stride,
 // for i < n (hd % 32 == 0, n % 16 == 0), sixteen rows at a time folded into one register.
 //
 //go:noescape
 func dotsQ8AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
-
-// dotsF16Q2AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
-// for j < 2 and i < n (hd % 16 == 0, n % 8 == 0), 8 rows at a time.
-//
-//go:noescape
-func dotsF16Q2AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
-
-// dotsF16Q3AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
-// for j < 3 and i < n (hd % 16 == 0, n % 4 == 0), 4 rows at a time.
-//
-//go:noescape
-func dotsF16Q3AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
-
-// dotsF16Q4AVX512Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
-// for j < 4 and i < n (hd % 16 == 0, n % 4 == 0), 4 rows at a time.
-//
-//go:noescape
-func dotsF16Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
 
 // scaleAVX2Asm sets x[i] = x[i]·s for the n values at x (n % 8 == 0).
 //
@@ -692,35 +662,17 @@ func dotsQ8Q4AVX512Asm(k *byte, stride int, q *float32, hd int, n int, out *floa
 //go:noescape
 func dotsQ8AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32)
 
-// dotsF16Q2AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
-// for j < 2 and i < n (hd % 32 == 0), each as dotsF16AVX2Asm computes it.
-//
-//go:noescape
-func dotsF16Q2AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
-
 // dotsQ8Q2AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at
 // k + i·stride, for j < 2 and i < n (hd % 32 == 0), each as dotsQ8AVX2Asm computes it.
 //
 //go:noescape
 func dotsQ8Q2AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
 
-// dotsF16Q3AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
-// for j < 3 and i < n (hd % 32 == 0), each as dotsF16AVX2Asm computes it.
-//
-//go:noescape
-func dotsF16Q3AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
-
 // dotsQ8Q3AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at
 // k + i·stride, for j < 3 and i < n (hd % 32 == 0), each as dotsQ8AVX2Asm computes it.
 //
 //go:noescape
 func dotsQ8Q3AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
-
-// dotsF16Q4AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd float16 values at k + i·stride,
-// for j < 4 and i < n (hd % 32 == 0), each as dotsF16AVX2Asm computes it.
-//
-//go:noescape
-func dotsF16Q4AVX2Asm(k *byte, stride int, q *float32, hd int, n int, out *float32, os int)
 
 // dotsQ8Q4AVX2Asm sets out[j·os+i] to the dot of q[j·hd:(j+1)·hd] with the hd values of the q8_0 row at
 // k + i·stride, for j < 4 and i < n (hd % 32 == 0), each as dotsQ8AVX2Asm computes it.

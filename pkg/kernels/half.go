@@ -116,18 +116,6 @@ func AxpyF16(w float32, v []byte, o []float32) {
 	kern.axpyF16(w, v, o)
 }
 
-// DotsF16 sets out[i] to the dot of q with the len(q) float16 values at
-// k[i·stride:] (bytes): attention's scores of one query over consecutive
-// positions of an f16 KV cache. The assembly tiers sum in float32 with
-// fused multiply-adds over eight lanes (within float32 summation error of
-// the reference's float64 sum).
-func DotsF16(k []byte, stride int, q, out []float32) {
-	if len(out) > 0 && (stride < 2*len(q) || len(k) < (len(out)-1)*stride+2*len(q)) {
-		panic(fmt.Sprintf("kernels: DotsF16: %d rows of %d values at stride %d in %d bytes", len(out), len(q), stride, len(k)))
-	}
-	kern.dotsF16(k, stride, q, out)
-}
-
 // AxpysF16 adds Σ_i w[i]·v_i to o, v_i the len(o) float16 values at
 // v[i·stride:] (bytes), rows in order: attention's accumulation of the value
 // rows of consecutive cache positions. Each tier gives what len(w) calls of

@@ -12,13 +12,6 @@ func axpyF16Generic(w float32, v []byte, o []float32) {
 	}
 }
 
-// dotsF16Generic takes each row's dot as DotF32 does on the generic tier.
-func dotsF16Generic(k []byte, stride int, q, out []float32) {
-	for i := range out {
-		out[i] = dotF16F32Generic(k[i*stride:i*stride+2*len(q)], q)
-	}
-}
-
 // axpysF16Generic adds the rows in order, each as axpyF16Generic does.
 func axpysF16Generic(w []float32, v []byte, stride int, o []float32) {
 	for i, wi := range w {

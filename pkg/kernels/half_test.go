@@ -245,40 +245,6 @@ func TestAxpyF16(t *testing.T) {
 	AxpyF16(1, make([]byte, 3), make([]float32, 2))
 }
 
-// TestDotsF16 checks every tier's DotsF16 against DotF32 row by row, on
-// head sizes with and without a multiple of 8 and of 16, row counts around
-// the AVX-512 kernel's blocks of sixteen (none, whole blocks, a tail),
-// strides past the row and misaligned rows with a guard after out: within
-// float32 summation error.
-func TestDotsF16(t *testing.T) {
-	r := rand.New(rand.NewPCG(53, 54))
-	for _, k := range allTiers() {
-		useTier(t, k)
-		for _, hd := range []int{8, 12, 16, 40, 64, 96, 128, 256} {
-			for _, n := range []int{0, 1, 5, 15, 16, 17, 32, 33, 47, 64, 65} {
-				stride := 2*hd + 2*(n%3)*hd + 6
-				kb := randomF16(r, max(0, (n-1)*stride+2*hd))
-				kb = misalign(kb, (hd+n)%7+1)
-				q := gaussian(r, hd, 1)
-				out := make([]float32, n+1)
-				out[n] = 42
-				DotsF16(kb, stride, q, out[:n])
-				if out[n] != 42 {
-					t.Fatalf("%s: wrote past out", k.tier)
-				}
-				for i := range n {
-					row := kb[i*stride : i*stride+2*hd]
-					want := DotF32(F16, row, q)
-					_, mag := dot64(dequant(F16, row, hd), q)
-					if math.Abs(float64(out[i]-want)) > 1e-6*mag+1e-30 {
-						t.Fatalf("%s hd=%d n=%d: out[%d] = %v, DotF32 %v", k.tier, hd, n, i, out[i], want)
-					}
-				}
-			}
-		}
-	}
-}
-
 // TestAxpysF16: on every tier, exactly what one AxpyF16 per row gives, for
 // head sizes with and without a multiple of 64 and misaligned rows.
 func TestAxpysF16(t *testing.T) {

@@ -19,9 +19,9 @@ import "github.com/corelm/corelm/pkg/kernels"
 //     an online softmax rescaling a running output tile after tile (that
 //     would round differently from the decode path); a row's scores of a
 //     range, at most RangeLen per head, are all kept until its softmax.
-//   - a score is one kernel call's row (DotsF16 and DotsQ8_0 give a row the
-//     same bits wherever it falls in a call), scaled and capped by the same
-//     code (capScores);
+//   - a score is the same kernel arithmetic wherever it falls in a call
+//     (DotsF16Keys's chain of one key's lane, DotsQ8_0's row), scaled and
+//     capped by the same code (capScores);
 //   - an output element adds its value rows in position order, one
 //     multiply-add each (AxpysF16Heads and AxpysQ8_0Heads load and store
 //     float32 between calls, so where a call starts changes nothing).
