@@ -455,7 +455,7 @@ func nth(base, s, s3 Register, i, disp int) Mem {
 // sixteen lanes, 4·G chains side by side.
 func axpysF16HeadsAVX512(G int) {
 	name := fmt.Sprintf("axpysF16Heads%dAVX512Asm", G)
-	axpys(name, G, true, valueShape{vec: ZMM, half: YMM, lanes: 16, R: 4, parts: 1, cols: 64, colBytes: 128, ahead: true}, axpysF16Cols,
+	axpys(name, G, true, valueShape{vec: ZMM, half: YMM, lanes: 16, R: 4, parts: 1, cols: 64, colBytes: 128, ahead: true}, nil, axpysF16Cols,
 		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
 		"v_i the hd float16 values at v + i·stride (hd % 64 == 0, n > 0).")
 }
@@ -465,7 +465,7 @@ func axpysF16HeadsAVX512(G int) {
 // x = d·float32(q) as Dequantize computes it.
 func axpysQ8HeadsAVX512(G int) {
 	name := fmt.Sprintf("axpysQ8Heads%dAVX512Asm", G)
-	axpys(name, G, true, valueShape{vec: ZMM, half: YMM, lanes: 16, R: 4, parts: 1, cols: 64, colBytes: 68}, axpysQ8Cols,
+	axpys(name, G, true, valueShape{vec: ZMM, half: YMM, lanes: 16, R: 4, parts: 1, cols: 64, colBytes: 68}, nil, axpysQ8Cols,
 		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
 		"x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).")
 }
@@ -476,7 +476,7 @@ func axpysQ8HeadsAVX512(G int) {
 // pass, one fused multiply-add per element and row, in row order.
 func axpysF16AVX2() {
 	name := "axpysF16AVX2Asm"
-	axpys(name, 1, false, valueShape{vec: YMM, half: XMM, lanes: 8, R: 8, parts: 1, cols: 64, colBytes: 128, ahead: true}, axpysF16Cols,
+	axpys(name, 1, false, valueShape{vec: YMM, half: XMM, lanes: 8, R: 8, parts: 1, cols: 64, colBytes: 128, ahead: true}, nil, axpysF16Cols,
 		name+" sets o[j] = fma(w[i], v_i[j], o[j]) for i = 0..n-1 in turn, v_i the hd float16 values",
 		"at v + i·stride (hd % 64 == 0, n > 0).")
 }
@@ -484,25 +484,42 @@ func axpysF16AVX2() {
 // axpysQ8AVX2 is axpysF16AVX2 over a q8_0 cache.
 func axpysQ8AVX2() {
 	name := "axpysQ8AVX2Asm"
-	axpys(name, 1, false, valueShape{vec: YMM, half: XMM, lanes: 8, R: 8, parts: 1, cols: 64, colBytes: 68}, axpysQ8Cols,
+	axpys(name, 1, false, valueShape{vec: YMM, half: XMM, lanes: 8, R: 8, parts: 1, cols: 64, colBytes: 68}, nil, axpysQ8Cols,
 		name+" sets o[j] = fma(w[i], x_i[j], o[j]) for i = 0..n-1 in turn, x_i the hd values of the",
 		"q8_0 row at v + i·stride, d·q in float32 (hd % 64 == 0, n > 0).")
 }
 
 // axpysF16HeadsAVX2 and axpysQ8HeadsAVX2 are the AVX-512 kernels in
-// sixteen registers of eight lanes: G heads' accumulators, their G weights
-// and the row's values must fit, so a pass over the rows covers 32 columns
-// of two or three heads, 16 of four (q8_0: a block of 32 in two passes of
-// 16 for three or four heads, each pass widening its half of the block).
+// sixteen registers of eight lanes: G heads' accumulators, their weights
+// and the row's values must fit. Twelve accumulators keep the two
+// multiply-add pipes busy (eight would leave no slack over their latency),
+// so a pass over the rows covers 48 columns of two heads, 32 of three and
+// 24 of four, with the weights broadcast as used (late) so that four
+// heads' weights need one register; the columns left over go 16 and 8 at
+// a time. q8_0: 32 columns of two heads; a block of 32 in two passes of 16
+// for three or four, each pass widening its half of the block.
 func axpysF16HeadsAVX2(G int) {
 	name := fmt.Sprintf("axpysF16Heads%dAVX2Asm", G)
-	shape := valueShape{vec: YMM, half: XMM, lanes: 8, R: 4, parts: 1, cols: 32, colBytes: 64, ahead: true}
-	if G == 4 {
-		shape = valueShape{vec: YMM, half: XMM, lanes: 8, R: 2, parts: 1, cols: 16, colBytes: 32, ahead: true}
+	cols := func(R int, late bool) valueShape {
+		return valueShape{vec: YMM, half: XMM, lanes: 8, R: R, parts: 1, cols: 8 * R, colBytes: 16 * R, ahead: true, late: late}
 	}
-	axpys(name, G, true, shape, axpysF16Cols,
+	var shape valueShape
+	var tails []valueShape
+	switch G {
+	case 2:
+		shape, tails = cols(6, false), []valueShape{cols(2, false)}
+	case 3:
+		shape = cols(4, false)
+	case 4:
+		shape, tails = cols(3, true), []valueShape{cols(2, false), cols(1, false)}
+	}
+	step := shape.cols
+	if len(tails) > 0 {
+		step = tails[len(tails)-1].cols
+	}
+	axpys(name, G, true, shape, tails, axpysF16Cols,
 		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
-		fmt.Sprintf("v_i the hd float16 values at v + i·stride (hd %% %d == 0, n > 0).", shape.cols))
+		fmt.Sprintf("v_i the hd float16 values at v + i·stride (hd %% %d == 0, n > 0).", step))
 }
 
 func axpysQ8HeadsAVX2(G int) {
@@ -511,7 +528,7 @@ func axpysQ8HeadsAVX2(G int) {
 	if G > 2 {
 		shape = valueShape{vec: YMM, half: XMM, lanes: 8, R: 2, parts: 2, cols: 32, colBytes: 34}
 	}
-	axpys(name, G, true, shape, axpysQ8Cols,
+	axpys(name, G, true, shape, nil, axpysQ8Cols,
 		fmt.Sprintf("%s sets o[h·hd+j] = fma(w[h·ws+i], x_i[j], o[h·hd+j]) for h < %d and i = 0..n-1 in turn,", name, G),
 		"x_i the hd values of the q8_0 row at v + i·stride, d·q in float32 (hd % 32 == 0, n > 0).")
 }
@@ -524,23 +541,43 @@ type valueShape struct {
 	vec, half                       func() VecVirtual
 	lanes, R, parts, cols, colBytes int
 	ahead                           bool // prefetch the row n rows on (the next tile's)
+	late                            bool // broadcast a head's weight when it is used (see axpysF16Cols)
 }
 
 // axpysF16Cols widens the R·lanes float16 values of part p at vp and adds
-// them into each head's accumulators with its weight.
-func axpysF16Cols(sh valueShape, vp Register, p int, wb []VecVirtual, acc [][]VecVirtual) {
-	for c := range sh.R {
+// them into each head's accumulators with its weight: a column at a time
+// into every head, or with sh.late all R columns first, then head by head
+// (one register for the weight, R for the values).
+func axpysF16Cols(sh valueShape, vp Register, p int, w func(h int) VecVirtual, acc [][]VecVirtual) {
+	widen := func(c int) VecVirtual {
 		t := sh.vec()
 		VCVTPH2PS(Mem{Base: vp, Disp: 2 * sh.lanes * (p*sh.R + c)}, t)
-		for h := range wb {
-			VFMADD231PS(t, wb[h], acc[h][c])
+		return t
+	}
+	if sh.late {
+		ts := make([]VecVirtual, sh.R)
+		for c := range ts {
+			ts[c] = widen(c)
+		}
+		for h := range acc {
+			wh := w(h)
+			for c, t := range ts {
+				VFMADD231PS(t, wh, acc[h][c])
+			}
+		}
+		return
+	}
+	for c := range sh.R {
+		t := widen(c)
+		for h := range acc {
+			VFMADD231PS(t, w(h), acc[h][c])
 		}
 	}
 }
 
 // axpysQ8Cols is axpysF16Cols over q8_0 blocks: the scale d of each block
 // the part reaches, then its values d·float32(q), lanes at a time.
-func axpysQ8Cols(sh valueShape, vp Register, p int, wb []VecVirtual, acc [][]VecVirtual) {
+func axpysQ8Cols(sh valueShape, vp Register, p int, w func(h int) VecVirtual, acc [][]VecVirtual) {
 	var d VecVirtual
 	blk := -1
 	for c := range sh.R {
@@ -556,8 +593,8 @@ func axpysQ8Cols(sh valueShape, vp Register, p int, wb []VecVirtual, acc [][]Vec
 		VPMOVSXBD(Mem{Base: vp, Disp: 34*blk + 2 + x%32}, t)
 		VCVTDQ2PS(t, t)
 		VMULPS(d, t, t)
-		for h := range wb {
-			VFMADD231PS(t, wb[h], acc[h][c])
+		for h := range acc {
+			VFMADD231PS(t, w(h), acc[h][c])
 		}
 	}
 }
@@ -565,40 +602,77 @@ func axpysQ8Cols(sh valueShape, vp Register, p int, wb []VecVirtual, acc [][]Vec
 // axpys is the frame of the value kernels: for each step of sh.cols
 // columns and each of its parts, it loads the G heads' outputs, passes
 // over the n rows (cols widening the part's columns of the row at vp into
-// acc[h] with weight wb[h]), and stores them. A one-head kernel
-// (heads false) takes no weight stride.
-func axpys(name string, G int, heads bool, sh valueShape, cols func(sh valueShape, vp Register, p int, wb []VecVirtual, acc [][]VecVirtual), doc ...string) {
-	var w, ws, n, v, stride, o, hd, os, ws3, os3 Register
+// acc[h] with head h's weight), and stores them. Steps of sh.cols go on
+// while at least sh.cols columns remain, then steps of each of tails,
+// narrower in turn, while its columns remain. A one-head kernel (heads
+// false) takes no weight stride.
+func axpys(name string, G int, heads bool, sh valueShape, tails []valueShape, cols colsFunc, doc ...string) {
+	var f valueFrame
+	f.G = G
 	if heads {
 		kernel(name, "func(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)", doc...)
-		w, ws, n = Load(Param("w"), GP64()), Load(Param("ws"), GP64()), Load(Param("n"), GP64())
-		v, stride, o, hd = Load(Param("v"), GP64()), Load(Param("stride"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
-		SHLQ(U8(2), ws) // bytes
-		os = GP64()     // bytes of one head's output
-		MOVQ(hd, os)
-		SHLQ(U8(2), os)
+		f.w, f.ws, f.n = Load(Param("w"), GP64()), Load(Param("ws"), GP64()), Load(Param("n"), GP64())
+		f.v, f.stride, f.o, f.hd = Load(Param("v"), GP64()), Load(Param("stride"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
+		SHLQ(U8(2), f.ws) // bytes
+		f.os = GP64()     // bytes of one head's output
+		MOVQ(f.hd, f.os)
+		SHLQ(U8(2), f.os)
 		if G > 3 {
-			ws3, os3 = GP64(), GP64()
-			LEAQ(Mem{Base: ws, Index: ws, Scale: 2}, ws3)
-			LEAQ(Mem{Base: os, Index: os, Scale: 2}, os3)
+			f.ws3, f.os3 = GP64(), GP64()
+			LEAQ(Mem{Base: f.ws, Index: f.ws, Scale: 2}, f.ws3)
+			LEAQ(Mem{Base: f.os, Index: f.os, Scale: 2}, f.os3)
 		}
 	} else {
 		kernel(name, "func(w *float32, v *byte, stride int, n int, o *float32, hd int)", doc...)
-		w, v, stride = Load(Param("w"), GP64()), Load(Param("v"), GP64()), Load(Param("stride"), GP64())
-		n, o, hd = Load(Param("n"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
+		f.w, f.v, f.stride = Load(Param("w"), GP64()), Load(Param("v"), GP64()), Load(Param("stride"), GP64())
+		f.n, f.o, f.hd = Load(Param("n"), GP64()), Load(Param("o"), GP64()), Load(Param("hd"), GP64())
 	}
-	var ahead Register // bytes of n rows
 	if sh.ahead {
-		ahead = GP64()
-		MOVQ(n, ahead)
-		IMULQ(stride, ahead)
+		f.ahead = GP64() // bytes of n rows
+		MOVQ(f.n, f.ahead)
+		IMULQ(f.stride, f.ahead)
 	}
-	Label(name + "_cols")
-	TESTQ(hd, hd)
-	JZ(LabelRef(name + "_done"))
+	shapes := append([]valueShape{sh}, tails...)
+	for i, s := range shapes {
+		next := name + "_done"
+		if i+1 < len(shapes) {
+			next = passLabel(name+"_cols", i+1)
+		}
+		Label(passLabel(name+"_cols", i))
+		if len(shapes) == 1 {
+			TESTQ(f.hd, f.hd)
+			JZ(LabelRef(next))
+		} else {
+			CMPQ(f.hd, U32(s.cols))
+			JB(LabelRef(next))
+		}
+		f.step(passLabel(name, i), s, cols)
+		JMP(LabelRef(passLabel(name+"_cols", i)))
+	}
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// colsFunc widens the columns of part p of a step (shape sh) of the row at
+// vp and adds them into acc[h] with weight w(h).
+type colsFunc func(sh valueShape, vp Register, p int, w func(h int) VecVirtual, acc [][]VecVirtual)
+
+// valueFrame is the registers of a value kernel's frame.
+type valueFrame struct {
+	G                                               int
+	w, ws, n, v, stride, o, hd, os, ws3, os3, ahead Register
+}
+
+// step emits one step of sh.cols columns: for each of its parts, the G
+// heads' outputs in registers while the n rows pass; then v, o and hd move
+// on by the step's columns. With sh.late each head's weight is broadcast
+// as cols asks for it; without, all G are broadcast before the row's
+// columns.
+func (f *valueFrame) step(name string, sh valueShape, cols colsFunc) {
 	for p := range sh.parts {
-		out := func(h, c int) Mem { return nth(o, os, os3, h, 4*sh.lanes*(p*sh.R+c)) }
-		acc := make([][]VecVirtual, G)
+		out := func(h, c int) Mem { return nth(f.o, f.os, f.os3, h, 4*sh.lanes*(p*sh.R+c)) }
+		acc := make([][]VecVirtual, f.G)
 		for h := range acc {
 			acc[h] = make([]VecVirtual, sh.R)
 			for c := range acc[h] {
@@ -607,24 +681,32 @@ func axpys(name string, G int, heads bool, sh valueShape, cols func(sh valueShap
 			}
 		}
 		i, wp, vp := GP64(), GP64(), GP64()
-		MOVQ(n, i)
-		MOVQ(w, wp)
-		MOVQ(v, vp)
+		MOVQ(f.n, i)
+		MOVQ(f.w, wp)
+		MOVQ(f.v, vp)
 		row := passLabel(name+"_row", p)
 		Label(row)
-		wb := make([]VecVirtual, G)
-		for h := range wb {
-			wb[h] = sh.vec()
-			VBROADCASTSS(nth(wp, ws, ws3, h, 0), wb[h])
+		broadcast := func(h int) VecVirtual {
+			x := sh.vec()
+			VBROADCASTSS(nth(wp, f.ws, f.ws3, h, 0), x)
+			return x
+		}
+		w := broadcast
+		if !sh.late {
+			wb := make([]VecVirtual, f.G)
+			for h := range wb {
+				wb[h] = broadcast(h)
+			}
+			w = func(h int) VecVirtual { return wb[h] }
 		}
 		if sh.ahead {
 			// The first pass over a tile from memory: its rows' next
 			// tile's, so that they are in by the next call.
-			PREFETCHT0(Mem{Base: vp, Index: ahead, Scale: 1})
+			PREFETCHT0(Mem{Base: vp, Index: f.ahead, Scale: 1})
 		}
-		cols(sh, vp, p, wb, acc)
+		cols(sh, vp, p, w, acc)
 		ADDQ(U32(4), wp)
-		ADDQ(stride, vp)
+		ADDQ(f.stride, vp)
 		DECQ(i)
 		JNZ(LabelRef(row))
 		for h := range acc {
@@ -633,11 +715,7 @@ func axpys(name string, G int, heads bool, sh valueShape, cols func(sh valueShap
 			}
 		}
 	}
-	ADDQ(U32(sh.colBytes), v)
-	ADDQ(U32(4*sh.cols), o)
-	SUBQ(U32(sh.cols), hd)
-	JMP(LabelRef(name + "_cols"))
-	Label(name + "_done")
-	VZEROUPPER()
-	RET()
+	ADDQ(U32(sh.colBytes), f.v)
+	ADDQ(U32(4*sh.cols), f.o)
+	SUBQ(U32(sh.cols), f.hd)
 }

@@ -36,9 +36,10 @@ var (
 	axpysQ8HeadsAVX512Asm  = [4]headsKernel{axpysQ8Heads1AVX512Asm, axpysQ8Heads2AVX512Asm, axpysQ8Heads3AVX512Asm, axpysQ8Heads4AVX512Asm}
 )
 
-// axpysF16HeadsAVX2 takes the heads four at a time (sixteen registers
-// hold 32 columns of two or three heads' outputs, 16 of four); heads not a
-// multiple of 64 wide go head by head through axpysF16AVX2.
+// axpysF16HeadsAVX2 takes the heads four at a time (twelve of the sixteen
+// registers hold 48 columns of two heads' outputs, 32 of three, 24 of
+// four); heads not a multiple of 64 wide go head by head through
+// axpysF16AVX2.
 func axpysF16HeadsAVX2(w []float32, ws, n int, v []byte, stride int, o []float32, hd int) {
 	if hd%64 != 0 {
 		for h := range len(o) / hd {
