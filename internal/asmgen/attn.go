@@ -495,9 +495,11 @@ func axpysQ8AVX2() {
 // multiply-add pipes busy (eight would leave no slack over their latency),
 // so a pass over the rows covers 48 columns of two heads, 32 of three and
 // 24 of four, with the weights broadcast as used (late) so that four
-// heads' weights need one register; the columns left over go 16 and 8 at
-// a time. q8_0: 32 columns of two heads; a block of 32 in two passes of 16
-// for three or four, each pass widening its half of the block.
+// heads' weights need one register; the columns left over go 16 at a
+// time (24 and 48 wide steps stop where 16 or 32 columns remain: heads of
+// 64 take 24+24+16, of 128 four steps of 24 and two of 16). q8_0: 32
+// columns of two heads; a block of 32 in two passes of 16 for three or
+// four, each pass widening its half of the block.
 func axpysF16HeadsAVX2(G int) {
 	name := fmt.Sprintf("axpysF16Heads%dAVX2Asm", G)
 	cols := func(R int, late bool) valueShape {
@@ -511,7 +513,7 @@ func axpysF16HeadsAVX2(G int) {
 	case 3:
 		shape = cols(4, false)
 	case 4:
-		shape, tails = cols(3, true), []valueShape{cols(2, false), cols(1, false)}
+		shape, tails = cols(3, true), []valueShape{cols(2, false)}
 	}
 	step := shape.cols
 	if len(tails) > 0 {
@@ -603,9 +605,9 @@ func axpysQ8Cols(sh valueShape, vp Register, p int, w func(h int) VecVirtual, ac
 // columns and each of its parts, it loads the G heads' outputs, passes
 // over the n rows (cols widening the part's columns of the row at vp into
 // acc[h] with head h's weight), and stores them. Steps of sh.cols go on
-// while at least sh.cols columns remain, then steps of each of tails,
-// narrower in turn, while its columns remain. A one-head kernel (heads
-// false) takes no weight stride.
+// while exactly sh.cols columns remain or at least sh.cols and a step of
+// tails[0]; then steps of each of tails, narrower in turn, while its
+// columns remain. A one-head kernel (heads false) takes no weight stride.
 func axpys(name string, G int, heads bool, sh valueShape, tails []valueShape, cols colsFunc, doc ...string) {
 	var f valueFrame
 	f.G = G
@@ -639,10 +641,19 @@ func axpys(name string, G int, heads bool, sh valueShape, tails []valueShape, co
 			next = passLabel(name+"_cols", i+1)
 		}
 		Label(passLabel(name+"_cols", i))
-		if len(shapes) == 1 {
+		switch {
+		case len(shapes) == 1:
 			TESTQ(f.hd, f.hd)
 			JZ(LabelRef(next))
-		} else {
+		case i == 0:
+			// A wide step only where it leaves none or a whole step of
+			// the next shape: narrow steps keep fewer chains.
+			CMPQ(f.hd, U32(s.cols))
+			JE(LabelRef(name + "_wide"))
+			CMPQ(f.hd, U32(s.cols+shapes[1].cols))
+			JB(LabelRef(next))
+			Label(name + "_wide")
+		default:
 			CMPQ(f.hd, U32(s.cols))
 			JB(LabelRef(next))
 		}

@@ -47688,8 +47688,12 @@ TEXT ·axpysF16Heads2AVX2Asm(SB), NOSPLIT, $0-56
 	IMULQ SI, R10
 
 axpysF16Heads2AVX2Asm_cols:
-	CMPQ    R8, $0x00000030
-	JB      axpysF16Heads2AVX2Asm_cols1
+	CMPQ R8, $0x00000030
+	JE   axpysF16Heads2AVX2Asm_wide
+	CMPQ R8, $0x00000040
+	JB   axpysF16Heads2AVX2Asm_cols1
+
+axpysF16Heads2AVX2Asm_wide:
 	VMOVUPS (DI), Y0
 	VMOVUPS 32(DI), Y1
 	VMOVUPS 64(DI), Y2
@@ -48064,8 +48068,12 @@ TEXT ·axpysF16Heads4AVX2Asm(SB), NOSPLIT, $0-56
 	IMULQ SI, R12
 
 axpysF16Heads4AVX2Asm_cols:
-	CMPQ    R8, $0x00000018
-	JB      axpysF16Heads4AVX2Asm_cols1
+	CMPQ R8, $0x00000018
+	JE   axpysF16Heads4AVX2Asm_wide
+	CMPQ R8, $0x00000028
+	JB   axpysF16Heads4AVX2Asm_cols1
+
+axpysF16Heads4AVX2Asm_wide:
 	VMOVUPS (DI), Y0
 	VMOVUPS 32(DI), Y1
 	VMOVUPS 64(DI), Y2
@@ -48126,7 +48134,7 @@ axpysF16Heads4AVX2Asm_row:
 
 axpysF16Heads4AVX2Asm_cols1:
 	CMPQ    R8, $0x00000010
-	JB      axpysF16Heads4AVX2Asm_cols2
+	JB      axpysF16Heads4AVX2Asm_done
 	VMOVUPS (DI), Y0
 	VMOVUPS 32(DI), Y1
 	VMOVUPS (DI)(R9*1), Y2
@@ -48171,41 +48179,6 @@ axpysF16Heads4AVX2Asm1_row:
 	ADDQ         $0x00000040, DI
 	SUBQ         $0x00000010, R8
 	JMP          axpysF16Heads4AVX2Asm_cols1
-
-axpysF16Heads4AVX2Asm_cols2:
-	CMPQ    R8, $0x00000008
-	JB      axpysF16Heads4AVX2Asm_done
-	VMOVUPS (DI), Y0
-	VMOVUPS (DI)(R9*1), Y1
-	VMOVUPS (DI)(R9*2), Y2
-	VMOVUPS (DI)(R11*1), Y3
-	MOVQ    DX, R13
-	MOVQ    AX, R14
-	MOVQ    BX, R15
-
-axpysF16Heads4AVX2Asm2_row:
-	VBROADCASTSS (R14), Y4
-	VBROADCASTSS (R14)(CX*1), Y5
-	VBROADCASTSS (R14)(CX*2), Y6
-	VBROADCASTSS (R14)(R10*1), Y7
-	PREFETCHT0   (R15)(R12*1)
-	VCVTPH2PS    (R15), Y8
-	VFMADD231PS  Y8, Y4, Y0
-	VFMADD231PS  Y8, Y5, Y1
-	VFMADD231PS  Y8, Y6, Y2
-	VFMADD231PS  Y8, Y7, Y3
-	ADDQ         $0x00000004, R14
-	ADDQ         SI, R15
-	DECQ         R13
-	JNZ          axpysF16Heads4AVX2Asm2_row
-	VMOVUPS      Y0, (DI)
-	VMOVUPS      Y1, (DI)(R9*1)
-	VMOVUPS      Y2, (DI)(R9*2)
-	VMOVUPS      Y3, (DI)(R11*1)
-	ADDQ         $0x00000010, BX
-	ADDQ         $0x00000020, DI
-	SUBQ         $0x00000008, R8
-	JMP          axpysF16Heads4AVX2Asm_cols2
 
 axpysF16Heads4AVX2Asm_done:
 	VZEROUPPER

@@ -815,7 +815,7 @@ func axpysF16Heads3AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *fl
 func axpysQ8Heads3AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
 
 // axpysF16Heads4AVX2Asm sets o[h·hd+j] = fma(w[h·ws+i], v_i[j], o[h·hd+j]) for h < 4 and i = 0..n-1 in turn,
-// v_i the hd float16 values at v + i·stride (hd % 8 == 0, n > 0).
+// v_i the hd float16 values at v + i·stride (hd % 16 == 0, n > 0).
 //
 //go:noescape
 func axpysF16Heads4AVX2Asm(w *float32, ws int, n int, v *byte, stride int, o *float32, hd int)
