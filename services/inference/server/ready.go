@@ -92,9 +92,13 @@ func (s *Server) checkReady() {
 		st := healthpb.HealthCheckResponse_NOT_SERVING
 		if ready {
 			st = healthpb.HealthCheckResponse_SERVING
+		}
+		// The service first: a client that sees the whole server SERVING
+		// must find the service SERVING too.
+		s.health.SetServingStatus(corelmv1.InferenceService_ServiceDesc.ServiceName, st)
+		if ready {
 			s.health.SetServingStatus("", st) // started: never back to NOT_SERVING
 		}
-		s.health.SetServingStatus(corelmv1.InferenceService_ServiceDesc.ServiceName, st)
 	}
 	s.ready.mu.Unlock()
 	switch {

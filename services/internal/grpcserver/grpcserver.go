@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -175,8 +176,16 @@ func defaultStatus(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
+// setStatus tells health st for the server ("", services[0]) and its
+// services. Turning SERVING, the services go first, so that a client that
+// sees the whole server SERVING finds each of its services SERVING too;
+// turning NOT_SERVING, the whole server goes first.
 func (s *Server) setStatus(st healthpb.HealthCheckResponse_ServingStatus) {
-	for _, name := range s.services {
+	names := s.services
+	if st == healthpb.HealthCheckResponse_SERVING {
+		names = append(slices.Clone(names[1:]), names[0])
+	}
+	for _, name := range names {
 		s.Health.SetServingStatus(name, st)
 	}
 }
