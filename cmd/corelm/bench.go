@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/corelm/corelm/internal/smaps"
 	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/kernels"
 	"github.com/corelm/corelm/pkg/runtime/kvcache"
@@ -338,23 +339,7 @@ func decodeWeights(src model.Source) [][]byte {
 // mapped in: the Rss of its mappings of it in /proc/self/smaps (0 if that
 // cannot be read).
 func mappedRSS(ino uint64) int64 {
-	b, err := os.ReadFile("/proc/self/smaps")
-	if err != nil {
-		return 0
-	}
-	var rss int64
-	in := false
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
-			in = f[4] == strconv.FormatUint(ino, 10) // address range, perms, offset, device, inode, path
-			continue
-		}
-		if in && len(f) == 3 && f[0] == "Rss:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			rss += kb << 10
-		}
-	}
+	rss, _ := smaps.File(ino)
 	return rss
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
 	"github.com/corelm/corelm/pkg/formats/pack"
@@ -198,6 +200,8 @@ func (s *Server) reannounce(path, id string, gen uint64) (*corelmv1.PublishedMod
 	if _, err := verifyPacked(path); err != nil {
 		return nil, err
 	}
+	ctx := context.Background()
+	s.checkFilePages(ctx, trace.SpanFromContext(ctx), id, path)
 	pf, err := pack.Open(path)
 	if err != nil {
 		return nil, err

@@ -402,6 +402,7 @@ func (s *Server) loadAndPublish(ctx context.Context, l *load, st *stages) (*core
 	if err != nil {
 		return nil, fmt.Errorf("verifying the packed file: %w", err)
 	}
+	s.checkFilePages(ctx, st.span, l.id, tmp.Name())
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

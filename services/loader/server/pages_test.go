@@ -1,8 +1,14 @@
 package server
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
 	"strings"
 	"testing"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 const mountinfo = `22 1 0:21 / / rw,relatime - ext4 /dev/vda rw
@@ -36,5 +42,51 @@ func TestFindMount(t *testing.T) {
 	}
 	if _, ok := findMount(strings.NewReader("garbage\n\n1 2 3 - x\n"), "/x"); ok {
 		t.Error("found a mount in a listing without one")
+	}
+}
+
+// TestWarnFilePages checks the warning about a packed file that got too
+// few huge pages: only under 95% of it.
+func TestWarnFilePages(t *testing.T) {
+	for _, c := range []struct {
+		p    filePages
+		warn bool
+	}{
+		{filePages{rss: 100 << 20, huge: 65 << 20}, true},
+		{filePages{rss: 100 << 20, huge: 94 << 20}, true},
+		{filePages{rss: 100 << 20, huge: 96 << 20}, false},
+		{filePages{rss: 100 << 20, huge: 100 << 20}, false},
+	} {
+		var buf bytes.Buffer
+		s := &Server{log: slog.New(slog.NewTextHandler(&buf, nil)), hugeMount: true}
+		ctx := context.Background()
+		s.warnFilePages(ctx, trace.SpanFromContext(ctx), "m", c.p)
+		got := strings.Contains(buf.String(), "level=WARN")
+		if got != c.warn {
+			t.Errorf("%+v: warned %v, want %v (%q)", c.p, got, c.warn, buf.String())
+		}
+		if c.warn && !strings.Contains(buf.String(), "compact_memory") {
+			t.Errorf("the warning does not say what to do: %q", buf.String())
+		}
+	}
+}
+
+// TestCheckFilePages maps a real file: no warning where the directory's
+// mount gives no huge pages (checkPages said so at start-up), and on a
+// "huge" mount a file of 4 KiB pages (a temporary directory's) is warned
+// about.
+func TestCheckFilePages(t *testing.T) {
+	path := t.TempDir() + "/m-1.clm"
+	if err := os.WriteFile(path, make([]byte, 1<<20), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	for _, huge := range []bool{false, true} {
+		var buf bytes.Buffer
+		s := &Server{log: slog.New(slog.NewTextHandler(&buf, nil)), hugeMount: huge}
+		ctx := context.Background()
+		s.checkFilePages(ctx, trace.SpanFromContext(ctx), "m", path)
+		if got := strings.Contains(buf.String(), "sits only 0% in 2 MiB pages"); got != huge {
+			t.Errorf("huge mount %v: warned %v (%q)", huge, got, buf.String())
+		}
 	}
 }

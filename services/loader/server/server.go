@@ -76,6 +76,7 @@ type Server struct {
 	reserved  int64                 // bytes promised to loads in flight
 	drains    drains                // superseded generations still mapped (budget.go)
 	budgetHow string                // where opts.Budget comes from, for errors and the log
+	hugeMount bool                  // shmDir's tmpfs gives huge pages (checkPages)
 	watchers  map[*watcher]struct{}
 }
 
@@ -236,7 +237,8 @@ const (
 	keyPath       = attribute.Key("corelm.path")
 	keyGeneration = attribute.Key("corelm.generation")
 	keyBytes      = attribute.Key("corelm.bytes")
-	keyDirect     = attribute.Key("corelm.direct_read") // the source was cold: read with O_DIRECT
+	keyDirect     = attribute.Key("corelm.direct_read")     // the source was cold: read with O_DIRECT
+	keyHugeShare  = attribute.Key("corelm.huge_page_share") // of the packed file, read back: 0..1
 )
 
 // telemetry is the server's Telemetry, a no-op one when it has none.
