@@ -135,6 +135,8 @@ func (s *Server) checkFilePages(ctx context.Context, span trace.Span, id, path s
 	s.warnFilePages(ctx, span, id, p)
 }
 
+// warnFilePages records p's share in 2 MiB pages on span and warns when it
+// is under 95%.
 func (s *Server) warnFilePages(ctx context.Context, span trace.Span, id string, p filePages) {
 	share := float64(p.huge) / float64(p.rss)
 	span.SetAttributes(keyHugeShare.Float64(share))
