@@ -291,11 +291,7 @@ func runBench(ctx context.Context, args []string) error {
 		switch {
 		case rep.RSSHugeBytes < rep.RSSMappedBytes/2:
 			fmt.Print(" (decode is faster from a tmpfs mounted huge=within_size)")
-		case rep.RSSHugeBytes < rep.RSSMappedBytes*19/20:
-			// The tmpfs gives huge pages but ran short of free 2 MiB
-			// blocks when the file was written: it fell back to 4 KiB
-			// pages for the rest (an 8B file at 65% decoded at 83% of a
-			// plain read, re-written at 100% it reached 106%).
+		case smaps.PartlyHuge(rep.RSSMappedBytes, rep.RSSHugeBytes):
 			fmt.Print(" (the tmpfs ran short of free 2 MiB blocks when the file was written; for the best decode write it again after `echo 1 > /proc/sys/vm/compact_memory`)")
 		}
 		fmt.Println()

@@ -94,3 +94,14 @@ func TestPages(t *testing.T) {
 		t.Errorf("an empty file: rss %d, huge %d, err %v", rss, huge, err)
 	}
 }
+
+func TestPartlyHuge(t *testing.T) {
+	for _, c := range []struct {
+		rss, huge int64
+		want      bool
+	}{{0, 0, false}, {100, 0, true}, {100, 94, true}, {100, 95, false}, {100, 100, false}} {
+		if got := PartlyHuge(c.rss, c.huge); got != c.want {
+			t.Errorf("PartlyHuge(%d, %d) = %v", c.rss, c.huge, got)
+		}
+	}
+}

@@ -109,41 +109,27 @@ func (s *Server) checkPages() {
 	}
 }
 
-// filePages is how a packed file's pages map: resident bytes, and those of
-// them in 2 MiB pages.
-type filePages struct{ rss, huge int64 }
-
-// partlyHuge reports whether the file got 2 MiB pages for less than 95%
-// of itself. On a tmpfs that gives huge pages, that means the tmpfs ran
-// short of free 2 MiB blocks (fragmented memory) while it was written and
-// fell back to 4 KiB pages for the rest.
-func (p filePages) partlyHuge() bool { return p.rss > 0 && p.huge < p.rss/20*19 }
-
 // checkFilePages, on a tmpfs that gives huge pages, maps the packed file at
 // path whole, records on span the share of it in 2 MiB pages and warns
-// when the tmpfs gave it too few of them: an 8B file at 65% decoded at 83%
-// of a plain read, and at 106% once written again whole in huge pages.
+// when the tmpfs gave it too few of them (smaps.PartlyHuge).
 func (s *Server) checkFilePages(ctx context.Context, span trace.Span, id, path string) {
 	if !s.hugeMount {
 		return // checkPages warned at start-up
 	}
-	var p filePages
-	var err error
-	if p.rss, p.huge, err = smaps.Pages(path); err != nil || p.rss <= 0 {
-		return
+	if rss, huge, err := smaps.Pages(path); err == nil && rss > 0 {
+		s.warnFilePages(ctx, span, id, rss, huge)
 	}
-	s.warnFilePages(ctx, span, id, p)
 }
 
-// warnFilePages records p's share in 2 MiB pages on span and warns when it
-// is under 95%.
-func (s *Server) warnFilePages(ctx context.Context, span trace.Span, id string, p filePages) {
-	share := float64(p.huge) / float64(p.rss)
+// warnFilePages records the share of a file's rss resident bytes in 2 MiB
+// pages (huge) on span and warns when it is under 95%.
+func (s *Server) warnFilePages(ctx context.Context, span trace.Span, id string, rss, huge int64) {
+	share := float64(huge) / float64(rss)
 	span.SetAttributes(keyHugeShare.Float64(share))
-	if p.partlyHuge() {
+	if smaps.PartlyHuge(rss, huge) {
 		s.log.WarnContext(ctx, fmt.Sprintf("the packed file sits only %.0f%% in 2 MiB pages: the shared-memory tmpfs ran short of free "+
 			"2 MiB blocks while it was written (fragmented memory) and gave the rest 4 KiB pages, which decode reads slower; "+
 			"reload the model when more memory is free or after compacting it (echo 1 > /proc/sys/vm/compact_memory)", 100*share),
-			"model", id, "huge_bytes", p.huge, "resident_bytes", p.rss)
+			"model", id, "huge_bytes", huge, "resident_bytes", rss)
 	}
 }

@@ -49,21 +49,21 @@ func TestFindMount(t *testing.T) {
 // few huge pages: only under 95% of it.
 func TestWarnFilePages(t *testing.T) {
 	for _, c := range []struct {
-		p    filePages
-		warn bool
+		rss, huge int64
+		warn      bool
 	}{
-		{filePages{rss: 100 << 20, huge: 65 << 20}, true},
-		{filePages{rss: 100 << 20, huge: 94 << 20}, true},
-		{filePages{rss: 100 << 20, huge: 96 << 20}, false},
-		{filePages{rss: 100 << 20, huge: 100 << 20}, false},
+		{100 << 20, 65 << 20, true},
+		{100 << 20, 94 << 20, true},
+		{100 << 20, 96 << 20, false},
+		{100 << 20, 100 << 20, false},
 	} {
 		var buf bytes.Buffer
 		s := &Server{log: slog.New(slog.NewTextHandler(&buf, nil)), hugeMount: true}
 		ctx := context.Background()
-		s.warnFilePages(ctx, trace.SpanFromContext(ctx), "m", c.p)
+		s.warnFilePages(ctx, trace.SpanFromContext(ctx), "m", c.rss, c.huge)
 		got := strings.Contains(buf.String(), "level=WARN")
 		if got != c.warn {
-			t.Errorf("%+v: warned %v, want %v (%q)", c.p, got, c.warn, buf.String())
+			t.Errorf("rss %d, huge %d: warned %v, want %v (%q)", c.rss, c.huge, got, c.warn, buf.String())
 		}
 		if c.warn && !strings.Contains(buf.String(), "compact_memory") {
 			t.Errorf("the warning does not say what to do: %q", buf.String())
