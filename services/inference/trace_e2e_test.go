@@ -394,4 +394,13 @@ func TestE2EMetrics(t *testing.T) {
 	if v, n := lm.Value("corelm_loader_load_bytes_total", "corelm_model", "stories"); n != 1 || v != float64(size) || size == 0 {
 		t.Errorf("loader bytes %v (%d series), the published file has %d", v, n, size)
 	}
+	// The generation read the weights through the inference service's
+	// mapping of the published file: they are resident (whole pages, the
+	// last one past the end of the file), in whatever pages the test's
+	// directory gives.
+	pages := (size + int64(os.Getpagesize()) - 1) / int64(os.Getpagesize()) * int64(os.Getpagesize())
+	resident, n := m.Value("corelm_model_resident_bytes", model...)
+	if huge, nh := m.Value("corelm_model_resident_huge_pages_bytes", model...); n != 1 || nh != 1 || resident <= 0 || resident > float64(pages) || huge < 0 || huge > resident {
+		t.Errorf("model resident %v bytes (%d series), %v in huge pages (%d series); the published file has %d", resident, n, huge, nh, size)
+	}
 }

@@ -46,6 +46,8 @@ type File struct {
 	kvIndex map[string]int
 	tIndex  map[string]int
 	mapped  bool
+	dev     uint64
+	ino     uint64
 }
 
 // KV is one metadata entry.
@@ -85,8 +87,15 @@ func Open(path string) (*File, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	f.mapped = true
+	if st, ok := st.Sys().(*syscall.Stat_t); ok {
+		f.dev, f.ino = uint64(st.Dev), st.Ino
+	}
 	return f, nil
 }
+
+// Identity returns the device and inode of the file Open mapped (zero for a
+// File from Parse).
+func (f *File) Identity() (dev, ino uint64) { return f.dev, f.ino }
 
 // Close releases the mapping made by Open. It is a no-op for a File from Parse.
 func (f *File) Close() error {

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/corelm/corelm/internal/smaps"
 	"github.com/corelm/corelm/models"
 	"github.com/corelm/corelm/pkg/formats/gguf"
 	"github.com/corelm/corelm/pkg/formats/pack"
@@ -233,6 +234,9 @@ type modelConfig struct {
 	// which the persisted prefix cache is keyed by.
 	cacheDir string
 	weights  string
+	// mapped is the inode of the file whose mapping holds the weights (0:
+	// none, the embedded model), whose resident pages the gauges report.
+	mapped uint64
 	// packCache packs a --model-file GGUF for this host (nil: served as it is).
 	packCache *runtime.PackCache
 }
@@ -318,10 +322,19 @@ func newEntry(id string, gen uint64, src model.Source, cfg modelConfig, closers 
 	}))
 	// The gauges report the current generation: they stop reading this
 	// one when it is retired, or first thing when it closes.
-	e.unobserve = sync.OnceFunc(cfg.tel.RegisterModel(id, e.sched.Stats))
+	e.unobserve = sync.OnceFunc(cfg.tel.RegisterModel(id, e.sched.Stats, residentPages(cfg.mapped)))
 	e.closers = append(e.closers, closerFunc(func() error { e.unobserve(); return nil }))
 	e.info = describe(id, gen, src, m, e.sched.Config(), ownTemplate)
 	return e, nil
+}
+
+// residentPages reports the bytes of the file of inode ino that the
+// process has resident, and of those in 2 MiB pages (nil for no file).
+func residentPages(ino uint64) func() (resident, huge int64) {
+	if ino == 0 {
+		return nil
+	}
+	return func() (int64, int64) { return smaps.File(ino) }
 }
 
 // persistCache points sc's prefix cache at its directory under
@@ -405,6 +418,7 @@ func openFile(path, id string, cfg modelConfig) (*entry, error) {
 			return nil, err
 		}
 		cfg.weights = fmt.Sprintf("%x", pf.Header.SourceDigest)
+		_, cfg.mapped = pf.Identity()
 		return newEntry(id, pf.Header.Generation, model.FromPack(pf), cfg, pf)
 	} else if !errors.Is(err, pack.ErrBadMagic) {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -413,6 +427,7 @@ func openFile(path, id string, cfg modelConfig) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	_, cfg.mapped = f.Identity()
 	return newEntry(id, 0, model.FromGGUF(f), cfg, f)
 }
 
@@ -479,6 +494,7 @@ func openPublished(pm *corelmv1.PublishedModel, cfg modelConfig) (*entry, error)
 	}
 	applyLoadOptions(&cfg.sched, pm.GetOptions())
 	cfg.weights = fmt.Sprintf("%x", pf.Header.SourceDigest)
+	_, cfg.mapped = pf.Identity()
 	// Closed last: the lease goes once the mapping has.
 	handed = true
 	return newEntry(pm.GetModelId(), pm.GetGeneration(), model.FromPack(pf), cfg, lease, pf)

@@ -66,7 +66,7 @@ func TestNop(t *testing.T) {
 		t.Error("Nop exports")
 	}
 	fs := newFakeSched(tel.SchedulerHooks("m"))
-	defer tel.RegisterModel("m", func() sched.Stats { return sched.Stats{} })()
+	defer tel.RegisterModel("m", func() sched.Stats { return sched.Stats{} }, nil)()
 	_, g := tel.StartGeneration(context.Background(), GenerationStart{Model: "m", Level: LevelLayer})
 	if g.Span().IsRecording() || g.TraceLayers() {
 		t.Error("Nop records")

@@ -29,6 +29,7 @@ type instruments struct {
 	rejected                          metric.Int64ObservableCounter
 
 	cacheBytes                                    metric.Int64ObservableGauge
+	resident, residentHuge                        metric.Int64ObservableGauge
 	cacheHits, cacheMisses, cacheEvicted, preempt metric.Int64ObservableCounter
 
 	spansDropped, spansExported, spansFailed metric.Int64ObservableCounter
@@ -74,6 +75,9 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 	gauge(&in.active, "corelm.scheduler.active_sequences", "{sequence}", "Sequences holding a slot.")
 	gauge(&in.kvInUse, "corelm.kv_cache.usage", "By", "KV cache bytes held by the sequences holding a slot.")
 	gauge(&in.kvBudget, "corelm.kv_cache.budget", "By", "KV cache bytes all sequences may hold (0: unlimited).")
+	gauge(&in.resident, "corelm.model.resident", "By", "Bytes of the model's mapped weights file in the process's resident set (the pages it has touched).")
+	gauge(&in.residentHuge, "corelm.model.resident.huge_pages", "By",
+		"Of corelm.model.resident, the bytes mapped in 2 MiB pages: below it, decode reads the weights through 4 KiB pages and slows.")
 	observedCounter(&in.rejected, "corelm.scheduler.rejected", "{request}", "Requests turned away as overload.")
 	gauge(&in.cacheBytes, "corelm.kv_cache.prefix.usage", "By", "KV cache bytes kept only for prefix reuse (within the KV budget).")
 	observedCounter(&in.cacheHits, "corelm.kv_cache.prefix.hits", "{request}", "Requests that reused a cached prompt prefix.")
@@ -92,15 +96,18 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 // modelStats is one scheduler whose state the gauges report.
 type modelStats struct {
 	stats func() sched.Stats
+	pages func() (resident, huge int64)
 	opt   metric.ObserveOption
 }
 
 // RegisterModel has the queue, slot and KV gauges report a scheduler's
 // Stats under the model's name until unregister is called (when the
-// scheduler is replaced or shut down). stats is called from the metric
-// reader's goroutine at each collection.
-func (t *Telemetry) RegisterModel(model string, stats func() sched.Stats) (unregister func()) {
-	m := &modelStats{stats: stats, opt: metric.WithAttributes(keyRequestModel.String(model))}
+// scheduler is replaced or shut down), and, unless pages is nil, the
+// resident gauges the bytes of the model's mapped weights file resident in
+// memory and of those in 2 MiB pages. stats and pages are called from the
+// metric reader's goroutine at each collection.
+func (t *Telemetry) RegisterModel(model string, stats func() sched.Stats, pages func() (resident, huge int64)) (unregister func()) {
+	m := &modelStats{stats: stats, pages: pages, opt: metric.WithAttributes(keyRequestModel.String(model))}
 	t.models.Store(m, struct{}{})
 	return func() { t.models.Delete(m) }
 }
@@ -123,6 +130,11 @@ func (t *Telemetry) observeGauges() error {
 			o.ObserveInt64(in.cacheMisses, int64(s.CacheMisses), m.opt)
 			o.ObserveInt64(in.cacheEvicted, int64(s.CacheEvictions), m.opt)
 			o.ObserveInt64(in.preempt, int64(s.Preempted), m.opt)
+			if m.pages != nil {
+				resident, huge := m.pages()
+				o.ObserveInt64(in.resident, resident, m.opt)
+				o.ObserveInt64(in.residentHuge, huge, m.opt)
+			}
 			return true
 		})
 		if q := t.spans; q != nil {
@@ -132,7 +144,7 @@ func (t *Telemetry) observeGauges() error {
 		}
 		return nil
 	}, in.queued, in.active, in.kvInUse, in.kvBudget, in.rejected, in.cacheBytes, in.cacheHits, in.cacheMisses, in.cacheEvicted, in.preempt,
-		in.spansDropped, in.spansExported, in.spansFailed)
+		in.resident, in.residentHuge, in.spansDropped, in.spansExported, in.spansFailed)
 	if err != nil {
 		return err
 	}

@@ -403,7 +403,8 @@ func TestMetrics(t *testing.T) {
 	fs := newFakeSched(h.tel.SchedulerHooks("stories"))
 	var stats sched.Stats
 	var mu sync.Mutex
-	unregister := h.tel.RegisterModel("stories", func() sched.Stats { mu.Lock(); defer mu.Unlock(); return stats })
+	pages := func() (int64, int64) { return 3 << 20, 2 << 20 }
+	unregister := h.tel.RegisterModel("stories", func() sched.Stats { mu.Lock(); defer mu.Unlock(); return stats }, pages)
 	mu.Lock()
 	stats = sched.Stats{Active: 2, Queued: 1, KVBytesInUse: 1 << 20, KVBudget: 1 << 30, Rejected: 5}
 	mu.Unlock()
@@ -489,6 +490,8 @@ func TestMetrics(t *testing.T) {
 		"corelm.scheduler.active_sequences": 2,
 		"corelm.kv_cache.usage":             1 << 20,
 		"corelm.kv_cache.budget":            1 << 30,
+		"corelm.model.resident":             3 << 20,
+		"corelm.model.resident.huge_pages":  2 << 20,
 		"corelm.scheduler.rejected":         5,
 		"corelm.telemetry.spans.dropped":    0,
 		"corelm.telemetry.spans.exported":   0,
@@ -718,7 +721,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	defer loader.Shutdown(context.Background())
 	loader.RecordLoad(context.Background(), "stories", time.Second, 1234, nil)
 	fs := newFakeSched(tel.SchedulerHooks("stories"))
-	defer tel.RegisterModel("stories", func() sched.Stats { return sched.Stats{KVBudget: 77} })()
+	defer tel.RegisterModel("stories", func() sched.Stats { return sched.Stats{KVBudget: 77} }, nil)()
 	_, g := tel.StartGeneration(context.Background(), GenerationStart{Model: "stories"})
 	id := fs.submit(g, 4, 0)
 	fs.step(0, 4, time.Millisecond, nil, id)
