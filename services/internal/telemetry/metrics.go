@@ -103,9 +103,9 @@ type modelStats struct {
 // RegisterModel has the queue, slot and KV gauges report a scheduler's
 // Stats under the model's name until unregister is called (when the
 // scheduler is replaced or shut down), and, unless pages is nil, the
-// resident gauges the bytes of the model's mapped weights file resident in
-// memory and of those in 2 MiB pages. stats and pages are called from the
-// metric reader's goroutine at each collection.
+// resident gauges the bytes of the model's mapped weights file in the
+// process's resident set and of those in 2 MiB pages. stats and pages are
+// called from the metric reader's goroutine at each collection.
 func (t *Telemetry) RegisterModel(model string, stats func() sched.Stats, pages func() (resident, huge int64)) (unregister func()) {
 	m := &modelStats{stats: stats, pages: pages, opt: metric.WithAttributes(keyRequestModel.String(model))}
 	t.models.Store(m, struct{}{})
